@@ -1,0 +1,1 @@
+//! b3iq-core (being built).

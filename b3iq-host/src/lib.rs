@@ -1,0 +1,1 @@
+//! b3iq-host (being built).

@@ -1,0 +1,1 @@
+//! Shared helpers for the B3IQ benchmarks (see `benches/benches/`).
