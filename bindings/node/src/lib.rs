@@ -1,0 +1,1 @@
+//! B3IQ node binding (being built).

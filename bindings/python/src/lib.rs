@@ -1,0 +1,1 @@
+//! B3IQ python binding (being built).

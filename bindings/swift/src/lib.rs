@@ -1,0 +1,1 @@
+//! B3IQ swift binding (being built).
