@@ -1,1 +1,385 @@
-fn main() {}
+//! B3IQ task runner. Every step CI runs lives here, so anyone can run the same thing locally.
+//!
+//! ```text
+//! cargo xtask up        # build b3iqd, fetch the default model if absent, start a local node
+//! cargo xtask test      # the whole test suite (what .ci/run calls)
+//! ```
+//!
+//! The runner itself uses only the standard library, so it builds in seconds on a fresh machine
+//! before any system package is installed.
+
+use std::collections::BTreeMap;
+use std::env;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+const HELP: &str = "\
+cargo xtask: the B3IQ task runner
+
+USAGE:
+    cargo xtask <COMMAND> [ARGS]
+
+COMMANDS:
+    up [SERVE ARGS...]   Install what is missing, fetch the default model (checked by sha256),
+                         build b3iqd (release) and run `b3iqd serve` with it. Extra arguments go to
+                         `b3iqd serve`, e.g. `cargo xtask up --listen 127.0.0.1:7421`.
+    test [--only STEP]   Run the whole test suite: system packages, Python venv, model, contracts,
+                         `cargo test --workspace`, then the daemon, wizard and binding suites.
+                         `--only` runs one step (see `cargo xtask steps`).
+    steps                List the steps of `test`.
+    deps                 Install the Debian and Python packages the suite needs, and nothing else.
+    fetch-model          Fetch the default model into ~/.cache/b3iq/models and print its path.
+    vectors              Regenerate the golden test vectors in testdata/vectors/.
+    fuzz SECONDS         Run every fuzz target for SECONDS each (needs cargo-fuzz).
+    bench                Run the criterion benchmarks (release profile).
+
+ENVIRONMENT:
+    CARGO_TARGET_DIR     Build directory (default ~/.cache/b3iq/target, outside the clone, so
+                         repeated runs and fresh clones reuse builds).
+    B3IQ_MODEL_CACHE     Where the default model is cached (default ~/.cache/b3iq/models).
+    B3IQ_VENV            Python virtualenv for the test tools (default ~/.cache/b3iq/venv).
+    B3IQ_SKIP_DEPS=1     Do not try to install Debian packages (fail instead if one is missing).
+
+EXAMPLES:
+    cargo xtask up
+    cargo xtask test
+    cargo xtask test --only cargo-test
+";
+
+/// Steps of `cargo xtask test`, in order. Script steps run only if their script exists, so a
+/// suite joins CI by committing its `ci.sh`.
+const SCRIPT_STEPS: &[(&str, &str)] = &[
+    ("daemon-clients", "apps/b3iqd/ci.sh"),
+    ("wizard", "apps/setup-wizard/ci.sh"),
+    ("python-binding", "bindings/python/ci.sh"),
+    ("node-binding", "bindings/node/ci.sh"),
+    ("swift-binding", "bindings/swift/ci.sh"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        print!("{HELP}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let ctx = match Ctx::new() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cmd.as_str() {
+        "up" => ctx.up(rest),
+        "test" => ctx.test(rest),
+        "steps" => {
+            for s in ctx.test_steps() {
+                println!("{}", s.name);
+            }
+            Ok(())
+        }
+        "deps" => ctx.deps(),
+        "fetch-model" => ctx.fetch_model().map(|p| println!("{}", p.display())),
+        "vectors" => ctx.run(ctx.cargo(&["run", "-p", "b3iq-core", "--example", "gen-vectors"])),
+        "fuzz" => {
+            let secs = rest.first().map(String::as_str).unwrap_or("60");
+            ctx.run(ctx.cmd("bash", &["fuzz/run.sh", secs]))
+        }
+        "bench" => ctx.run(ctx.cargo(&["bench", "--workspace"])),
+        "-h" | "--help" | "help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`; run `cargo xtask --help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Ctx {
+    root: PathBuf,
+    target_dir: PathBuf,
+    venv: PathBuf,
+}
+
+struct Step {
+    name: &'static str,
+    kind: StepKind,
+}
+
+enum StepKind {
+    Deps,
+    Model,
+    Script(&'static str),
+    CargoTest,
+}
+
+impl Ctx {
+    fn new() -> Result<Self, String> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .ok_or("xtask has no parent directory")?
+            .to_path_buf();
+        let home = env::var_os("HOME")
+            .map(PathBuf::from)
+            .ok_or("HOME is not set")?;
+        let target_dir = env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".cache/b3iq/target"));
+        let venv = env::var_os("B3IQ_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".cache/b3iq/venv"));
+        Ok(Ctx { root, target_dir, venv })
+    }
+
+    fn test_steps(&self) -> Vec<Step> {
+        let mut steps = vec![
+            Step { name: "deps", kind: StepKind::Deps },
+            Step { name: "model", kind: StepKind::Model },
+            Step { name: "contracts", kind: StepKind::Script("contracts/ci.sh") },
+            Step { name: "cargo-test", kind: StepKind::CargoTest },
+        ];
+        steps.extend(
+            SCRIPT_STEPS
+                .iter()
+                .map(|&(name, script)| Step { name, kind: StepKind::Script(script) }),
+        );
+        steps
+    }
+
+    /// PATH with the venv's bin first, so scripts find pytest, maturin and friends.
+    fn path_env(&self) -> OsString {
+        let mut parts = vec![self.venv.join("bin")];
+        if let Some(p) = env::var_os("PATH") {
+            parts.extend(env::split_paths(&p));
+        }
+        env::join_paths(parts).unwrap_or_default()
+    }
+
+    fn cmd(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(program);
+        c.args(args)
+            .current_dir(&self.root)
+            .env("CARGO_TARGET_DIR", &self.target_dir)
+            .env("B3IQ_REPO", &self.root)
+            .env("PATH", self.path_env());
+        c
+    }
+
+    fn cargo(&self, args: &[&str]) -> Command {
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        self.cmd(&cargo, args)
+    }
+
+    fn run(&self, mut c: Command) -> Result<(), String> {
+        let shown = format!("{c:?}");
+        let status = c.status().map_err(|e| format!("could not start {shown}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{shown} failed with {status}"))
+        }
+    }
+
+    fn deps(&self) -> Result<(), String> {
+        self.apt_deps()?;
+        self.python_venv()
+    }
+
+    fn read_list(&self, rel: &str) -> Vec<String> {
+        std::fs::read_to_string(self.root.join(rel))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    fn apt_deps(&self) -> Result<(), String> {
+        let wanted = self.read_list(".ci/apt-packages");
+        let missing: Vec<&String> = wanted.iter().filter(|p| !dpkg_installed(p)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        if env::var("B3IQ_SKIP_DEPS").as_deref() == Ok("1") {
+            return Err(format!(
+                "missing Debian packages: {}; install them with `sudo apt-get install {}`",
+                names.join(" "),
+                names.join(" ")
+            ));
+        }
+        eprintln!("xtask: installing Debian packages: {}", names.join(" "));
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let prefix: Vec<&str> = if is_root { vec![] } else { vec!["sudo", "-n"] };
+        let apt = |args: &[&str]| -> Result<(), String> {
+            let mut full: Vec<&str> = prefix.clone();
+            full.extend_from_slice(args);
+            let mut c = Command::new(full[0]);
+            c.args(&full[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+            let st = c.status().map_err(|e| format!("could not run apt-get: {e}"))?;
+            if st.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{}` failed; install these packages by hand: {}",
+                    full.join(" "),
+                    names.join(" ")
+                ))
+            }
+        };
+        apt(&["apt-get", "update", "-qq"])?;
+        let mut install = vec!["apt-get", "install", "-y", "-qq", "--no-install-recommends"];
+        install.extend(names.iter().copied());
+        apt(&install)
+    }
+
+    fn python_venv(&self) -> Result<(), String> {
+        let req = self.root.join(".ci/pip-requirements.txt");
+        let wanted = std::fs::read_to_string(&req).unwrap_or_default();
+        let stamp = self.venv.join(".b3iq-requirements");
+        let py = self.venv.join("bin/python");
+        if py.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+            return Ok(());
+        }
+        if !py.exists() {
+            eprintln!("xtask: creating Python venv at {}", self.venv.display());
+            self.run(self.cmd("python3", &["-m", "venv", &self.venv.to_string_lossy()]))
+                .map_err(|e| format!("{e}; on Debian install python3-venv"))?;
+        }
+        eprintln!("xtask: installing Python test packages from .ci/pip-requirements.txt");
+        self.run(self.cmd(
+            &py.to_string_lossy(),
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "-r",
+                &req.to_string_lossy(),
+            ],
+        ))?;
+        std::fs::write(&stamp, wanted).map_err(|e| format!("writing {}: {e}", stamp.display()))
+    }
+
+    fn fetch_model(&self) -> Result<PathBuf, String> {
+        let out = self
+            .cmd("python3", &["scripts/fetch-model"])
+            .output()
+            .map_err(|e| format!("could not run scripts/fetch-model: {e}"))?;
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            return Err("scripts/fetch-model failed (see above)".into());
+        }
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(PathBuf::from(path))
+    }
+
+    fn up(&self, serve_args: &[String]) -> Result<(), String> {
+        self.apt_deps()?;
+        let model = self.fetch_model()?;
+        eprintln!("xtask: building b3iqd (release; the first build compiles llama.cpp and takes a few minutes)");
+        self.run(self.cargo(&["build", "--release", "-p", "b3iqd"]))?;
+        let bin = self.target_dir.join("release/b3iqd");
+        let mut c = self.cmd(&bin.to_string_lossy(), &["serve"]);
+        if !serve_args.iter().any(|a| a == "--model" || a.starts_with("--model=")) {
+            c.arg("--model").arg(&model);
+        }
+        c.args(serve_args);
+        eprintln!("xtask: starting {} (Ctrl-C stops it)", bin.display());
+        self.run(c)
+    }
+
+    fn test(&self, args: &[String]) -> Result<(), String> {
+        let only = match args {
+            [] => None,
+            [flag, name] if flag == "--only" => Some(name.as_str()),
+            _ => return Err("usage: cargo xtask test [--only STEP]".into()),
+        };
+        let steps = self.test_steps();
+        if let Some(name) = only {
+            if !steps.iter().any(|s| s.name == name) {
+                return Err(format!("no step `{name}`; see `cargo xtask steps`"));
+            }
+        }
+        let mut model: Option<PathBuf> = None;
+        let mut results: BTreeMap<usize, (&str, Result<(), String>, f64)> = BTreeMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            if only.is_some_and(|n| n != step.name) && !matches!(step.kind, StepKind::Model) {
+                continue;
+            }
+            if let StepKind::Script(s) = step.kind {
+                if !self.root.join(s).exists() {
+                    continue;
+                }
+            }
+            eprintln!("\n==== xtask: step {} ====", step.name);
+            let t0 = Instant::now();
+            let r = match step.kind {
+                StepKind::Deps => self.deps(),
+                StepKind::Model => self.fetch_model().map(|p| model = Some(p)),
+                StepKind::Script(s) => {
+                    let mut c = self.cmd("bash", &[s]);
+                    if let Some(m) = &model {
+                        c.env("B3IQ_TEST_MODEL", m);
+                    }
+                    self.run(c)
+                }
+                StepKind::CargoTest => {
+                    let mut c = self.cargo(&["test", "--workspace", "--locked"]);
+                    if let Some(m) = &model {
+                        c.env("B3IQ_TEST_MODEL", m);
+                    }
+                    self.run(c)
+                }
+            };
+            let failed = r.is_err();
+            results.insert(i, (step.name, r, t0.elapsed().as_secs_f64()));
+            // Without packages or the model nothing after can pass; say so once instead of N times.
+            if failed && matches!(step.kind, StepKind::Deps | StepKind::Model) {
+                break;
+            }
+        }
+        eprintln!("\n==== xtask: summary ====");
+        let (mut passed, mut failed) = (0, 0);
+        for (name, r, secs) in results.values() {
+            match r {
+                Ok(()) => {
+                    passed += 1;
+                    eprintln!("  ok      {name:<16} {secs:>7.1}s");
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("  FAILED  {name:<16} {secs:>7.1}s  {e}");
+                }
+            }
+        }
+        println!("steps: {passed} passed, {failed} failed");
+        if failed > 0 {
+            Err(format!("{failed} step(s) failed"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
