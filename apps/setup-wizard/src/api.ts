@@ -1,0 +1,614 @@
+// Typed client for the node's local HTTP API (docs/api.md).
+//
+// Rules this module keeps:
+// - The owner session is an HttpOnly cookie; this code never sees or stores it.
+// - Secrets (setup token, passwords, new key secrets) travel only in request bodies
+//   and are never written to localStorage, sessionStorage, the URL or the console.
+// - Every failure becomes an `ApiError` with the server's `{error: {message, type, code}}`
+//   when there is one, or a clear message when the node could not be reached.
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A failed API call: HTTP status (0 when the node was unreachable) plus the server's error body. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly type: string;
+  /** Seconds to wait before retrying (from `Retry-After` on 429), when given. */
+  readonly retryAfter?: number;
+
+  constructor(status: number, message: string, code = '', type = '', retryAfter?: number) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.type = type;
+    this.retryAfter = retryAfter;
+  }
+
+  /** The setup token is missing, already used, or expired. */
+  get isTokenProblem(): boolean {
+    return this.code === 'setup_token_invalid' || this.code === 'setup_token_expired';
+  }
+
+  /** The owner is not signed in (or the session expired). */
+  get isUnauthenticated(): boolean {
+    return this.status === 401;
+  }
+}
+
+export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
+
+async function errorFrom(res: Response): Promise<ApiError> {
+  let message = `${res.status} ${res.statusText || 'request failed'}`;
+  let code = '';
+  let type = '';
+  try {
+    const body = (await res.json()) as { error?: { message?: unknown; code?: unknown; type?: unknown } };
+    if (body && typeof body === 'object' && body.error && typeof body.error === 'object') {
+      if (typeof body.error.message === 'string' && body.error.message) message = body.error.message;
+      if (typeof body.error.code === 'string') code = body.error.code;
+      if (typeof body.error.type === 'string') type = body.error.type;
+    }
+  } catch {
+    // not JSON: keep the status line
+  }
+  const ra = Number(res.headers.get('Retry-After') ?? '');
+  return new ApiError(res.status, message, code, type, Number.isFinite(ra) && ra > 0 ? ra : undefined);
+}
+
+/** Low-level JSON request against the node (same origin, cookie session). */
+export async function request<T>(
+  fetchImpl: FetchLike,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  const init: RequestInit = {
+    method,
+    credentials: 'same-origin',
+    cache: 'no-store',
+    headers: { Accept: 'application/json' },
+  };
+  if (body !== undefined) {
+    init.headers = { ...init.headers, 'Content-Type': 'application/json' };
+    init.body = JSON.stringify(body);
+  }
+  let res: Response;
+  try {
+    res = await fetchImpl(path, init);
+  } catch {
+    throw new ApiError(0, 'Cannot reach the B3IQ node. Check that `b3iqd serve` is running, then retry.', 'unreachable', 'network');
+  }
+  if (!res.ok) throw await errorFrom(res);
+  if (res.status === 204) return undefined as T;
+  const text = await res.text();
+  if (!text) return undefined as T;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new ApiError(res.status, `The node sent a response that is not JSON (${path}).`, 'bad_response', 'protocol');
+  }
+}
+
+// ---------------------------------------------------------------- shapes (docs/api.md)
+
+export interface GpuInfo {
+  name: string;
+  memory_bytes?: number;
+  driver?: string;
+  backend?: string;
+}
+
+export interface Hardware {
+  cpu_model?: string;
+  cpu_cores?: number;
+  cpu_threads?: number;
+  memory_total_bytes?: number;
+  memory_available_bytes?: number;
+  gpus: GpuInfo[];
+  /** Driver / accelerator stack, when the host reports it (e.g. "CUDA 12.4", "Vulkan", "Metal"). */
+  driver_stack?: string;
+  os?: string;
+  arch?: string;
+}
+
+export interface SetupStatus {
+  claimed: boolean;
+  node_id: string;
+  node_code?: string;
+  version?: string;
+  setup_token_expires_at: number | null;
+  hardware?: Hardware;
+}
+
+export interface Session {
+  username: string;
+  expires_at?: number;
+}
+
+export interface ModelProfile {
+  id: string;
+  name: string;
+  size_bytes?: number;
+  sha256?: string;
+  installed: boolean;
+  loaded: boolean;
+  fits?: boolean;
+}
+
+export interface Models {
+  profiles: ModelProfile[];
+  loaded: string | null;
+}
+
+export interface FitInfo {
+  profile: string;
+  fits: boolean;
+  required_memory_bytes?: number;
+  reason?: string;
+}
+
+export interface HardwareReview {
+  hardware: Hardware;
+  sku_band: { id: string; label: string };
+  fits: FitInfo[];
+}
+
+export interface NodeInfo {
+  node_id: string;
+  node_code?: string;
+  version?: string;
+  mode: string;
+  listen?: string;
+  uptime_s?: number;
+  hardware: Hardware;
+  runtime: { backend?: string; queue_depth?: number; active_sequences?: number; max_queue?: number; parallel?: number };
+  models: { id: string; loaded: boolean; size_bytes?: number; sha256?: string }[];
+  receipts_stored?: number;
+}
+
+export interface Job {
+  id: string;
+  kind: string;
+  profile?: string;
+  state: 'queued' | 'running' | 'succeeded' | 'failed' | 'rejected' | string;
+  bytes_done?: number;
+  bytes_total?: number;
+  error?: string;
+  created_at?: number;
+  updated_at?: number;
+}
+
+export interface ChatResult {
+  model: string;
+  content: string;
+  finish_reason?: string;
+  prompt_tokens?: number;
+  completion_tokens?: number;
+  ttft_ms?: number;
+  duration_ms?: number;
+  tokens_per_second?: number;
+  receipt_id?: string;
+}
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  prefix?: string;
+  scopes: string[];
+  created_at?: number;
+  last_used_at: number | null;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+
+/** The POST /api/keys answer: the only time the secret exists outside the user's own storage. */
+export interface CreatedKey {
+  key: ApiKey;
+  secret: string;
+}
+
+export interface UsagePoint {
+  start: number;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+export interface Usage {
+  bucket: 'hour' | 'day';
+  series: UsagePoint[];
+  by_key: { key_id: string; name?: string; requests: number; prompt_tokens: number; completion_tokens: number }[];
+}
+
+export interface Receipt {
+  id: string;
+  seq?: number;
+  request_id?: string;
+  key_id?: string;
+  model?: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  created_at?: number;
+  ttft_ms?: number;
+  duration_ms?: number;
+  node_public_key?: string;
+  signed?: string;
+  valid?: boolean;
+}
+
+export interface AuditEvent {
+  id: string;
+  at?: number;
+  actor?: string;
+  action: string;
+  target?: string;
+  outcome?: string;
+  detail?: string;
+}
+
+export interface SupportGrant {
+  id: string;
+  prefix?: string;
+  note?: string;
+  scopes: string[];
+  created_at?: number;
+  expires_at?: number;
+  revoked_at: number | null;
+}
+
+export interface ModeInfo {
+  mode: string;
+  modes: { mode: string; selectable: boolean; reason?: string }[];
+}
+
+// ---------------------------------------------------------------- normalizers
+// The host's JSON is checked and mapped into the shapes above in one place, so the UI
+// never crashes on a missing field and never branches on wire details.
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const obj = (v: unknown): Obj => (isObj(v) ? v : {});
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : undefined);
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+const numOrNull = (v: unknown): number | null => num(v) ?? null;
+const strs = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+
+export function toHardware(v: unknown): Hardware {
+  const o = obj(v);
+  return {
+    cpu_model: str(o.cpu_model),
+    cpu_cores: num(o.cpu_cores),
+    cpu_threads: num(o.cpu_threads),
+    memory_total_bytes: num(o.memory_total_bytes),
+    memory_available_bytes: num(o.memory_available_bytes),
+    gpus: arr(o.gpus).map((g) => {
+      const x = obj(g);
+      return { name: str(x.name) ?? 'GPU', memory_bytes: num(x.memory_bytes), driver: str(x.driver), backend: str(x.backend) };
+    }),
+    driver_stack: str(o.driver_stack),
+    os: str(o.os),
+    arch: str(o.arch),
+  };
+}
+
+export function toStatus(v: unknown): SetupStatus {
+  const o = obj(v);
+  return {
+    claimed: o.claimed === true,
+    node_id: str(o.node_id) ?? '',
+    node_code: str(o.node_code),
+    version: str(o.version),
+    setup_token_expires_at: numOrNull(o.setup_token_expires_at),
+    hardware: o.hardware !== undefined ? toHardware(o.hardware) : undefined,
+  };
+}
+
+export function toProfile(v: unknown): ModelProfile {
+  const o = obj(v);
+  const id = str(o.id) ?? '';
+  return {
+    id,
+    name: str(o.name) ?? id,
+    size_bytes: num(o.size_bytes),
+    sha256: str(o.sha256),
+    installed: o.installed === true,
+    loaded: o.loaded === true,
+    fits: typeof o.fits === 'boolean' ? o.fits : undefined,
+  };
+}
+
+export function toNode(v: unknown): NodeInfo {
+  const o = obj(v);
+  const rt = obj(o.runtime);
+  return {
+    node_id: str(o.node_id) ?? '',
+    node_code: str(o.node_code),
+    version: str(o.version),
+    mode: str(o.mode) ?? 'local',
+    listen: str(o.listen),
+    uptime_s: num(o.uptime_s),
+    hardware: toHardware(o.hardware),
+    runtime: {
+      backend: str(rt.backend),
+      queue_depth: num(rt.queue_depth),
+      active_sequences: num(rt.active_sequences),
+      max_queue: num(rt.max_queue),
+      parallel: num(rt.parallel),
+    },
+    models: arr(o.models).map((m) => {
+      const x = obj(m);
+      return { id: str(x.id) ?? '', loaded: x.loaded === true, size_bytes: num(x.size_bytes), sha256: str(x.sha256) };
+    }),
+    receipts_stored: num(o.receipts_stored),
+  };
+}
+
+export function toJob(v: unknown): Job {
+  const o = obj(v);
+  const p = obj(o.progress);
+  const err = o.error;
+  return {
+    id: str(o.id) ?? '',
+    kind: str(o.kind) ?? '',
+    profile: str(o.profile),
+    state: str(o.state) ?? 'queued',
+    bytes_done: num(p.bytes_done),
+    bytes_total: num(p.bytes_total),
+    error: isObj(err) ? str(err.message) : str(err),
+    created_at: num(o.created_at),
+    updated_at: num(o.updated_at),
+  };
+}
+
+/** Fraction done in 0..1, or undefined when the job reports no byte progress. */
+export function jobFraction(job: Job): number | undefined {
+  if (job.state === 'succeeded') return 1;
+  if (job.bytes_total && job.bytes_done !== undefined) return Math.max(0, Math.min(1, job.bytes_done / job.bytes_total));
+  return undefined;
+}
+
+export function toKey(v: unknown): ApiKey {
+  const o = obj(v);
+  return {
+    id: str(o.id) ?? '',
+    name: str(o.name) ?? '',
+    prefix: str(o.prefix),
+    scopes: strs(o.scopes),
+    created_at: num(o.created_at),
+    last_used_at: numOrNull(o.last_used_at),
+    expires_at: numOrNull(o.expires_at),
+    revoked_at: numOrNull(o.revoked_at),
+  };
+}
+
+export function toReceipt(v: unknown): Receipt {
+  const o = obj(v);
+  return {
+    id: str(o.id) ?? '',
+    seq: num(o.seq),
+    request_id: str(o.request_id),
+    key_id: str(o.key_id),
+    model: str(o.model),
+    prompt_tokens: num(o.prompt_tokens) ?? 0,
+    completion_tokens: num(o.completion_tokens) ?? 0,
+    created_at: num(o.created_at),
+    ttft_ms: num(o.ttft_ms),
+    duration_ms: num(o.duration_ms),
+    node_public_key: str(o.node_public_key),
+    signed: str(o.signed),
+    valid: typeof o.valid === 'boolean' ? o.valid : undefined,
+  };
+}
+
+export function toAudit(v: unknown, i: number): AuditEvent {
+  const o = obj(v);
+  const d = o.detail;
+  return {
+    id: str(o.id) ?? String(i),
+    at: num(o.at),
+    actor: str(o.actor),
+    action: str(o.action) ?? 'event',
+    target: str(o.target),
+    outcome: str(o.outcome),
+    detail: typeof d === 'string' ? d : d != null ? JSON.stringify(d) : undefined,
+  };
+}
+
+export function toGrant(v: unknown): SupportGrant {
+  const o = obj(v);
+  return {
+    id: str(o.id) ?? '',
+    prefix: str(o.prefix),
+    note: str(o.note),
+    scopes: strs(o.scopes),
+    created_at: num(o.created_at),
+    expires_at: num(o.expires_at),
+    revoked_at: numOrNull(o.revoked_at),
+  };
+}
+
+function toUsage(v: unknown): Usage {
+  const o = obj(v);
+  const point = (p: unknown) => {
+    const x = obj(p);
+    return {
+      requests: num(x.requests) ?? 0,
+      prompt_tokens: num(x.prompt_tokens) ?? 0,
+      completion_tokens: num(x.completion_tokens) ?? 0,
+    };
+  };
+  return {
+    bucket: o.bucket === 'day' ? 'day' : 'hour',
+    series: arr(o.series).map((p) => ({ start: num(obj(p).start) ?? 0, ...point(p) })).sort((a, b) => a.start - b.start),
+    by_key: arr(o.by_key).map((p) => ({ key_id: str(obj(p).key_id) ?? '', name: str(obj(p).name), ...point(p) })),
+  };
+}
+
+// ---------------------------------------------------------------- client
+
+/** All calls the wizard makes. `fetchImpl` is injectable for unit tests. */
+export class Api {
+  private readonly f: FetchLike;
+
+  constructor(fetchImpl?: FetchLike) {
+    this.f = fetchImpl ?? ((input, init) => globalThis.fetch(input, init));
+  }
+
+  private call<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+    return request<T>(this.f, method, path, body);
+  }
+
+  /** Liveness only (`GET /healthz`). */
+  async health(): Promise<boolean> {
+    try {
+      const res = await this.f('/healthz', { cache: 'no-store', credentials: 'same-origin' });
+      return res.ok;
+    } catch {
+      return false;
+    }
+  }
+
+  async setupStatus(): Promise<SetupStatus> {
+    return toStatus(await this.call('GET', '/api/setup/status'));
+  }
+
+  /** Consumes the setup token, creates the owner and starts the session (HttpOnly cookie). */
+  async claim(setupToken: string, username: string, password: string): Promise<Session> {
+    const o = obj(await this.call('POST', '/api/setup/claim', { setup_token: setupToken, username, password }));
+    return { username: str(o.username) ?? username, expires_at: num(o.expires_at) };
+  }
+
+  async login(username: string, password: string): Promise<Session> {
+    const o = obj(await this.call('POST', '/api/session/login', { username, password }));
+    return { username: str(o.username) ?? username, expires_at: num(o.expires_at) };
+  }
+
+  async logout(): Promise<void> {
+    await this.call('POST', '/api/session/logout', {});
+  }
+
+  /** The current owner session, or null when not signed in. */
+  async session(): Promise<Session | null> {
+    try {
+      const o = obj(await this.call('GET', '/api/session'));
+      return { username: str(o.username) ?? '', expires_at: num(o.expires_at) };
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return null;
+      throw e;
+    }
+  }
+
+  async node(): Promise<NodeInfo> {
+    return toNode(await this.call('GET', '/api/node'));
+  }
+
+  async hardware(): Promise<HardwareReview> {
+    const o = obj(await this.call('GET', '/api/hardware'));
+    const band = obj(o.sku_band);
+    return {
+      hardware: toHardware(o.hardware),
+      sku_band: { id: str(band.id) ?? 'unknown', label: str(band.label) ?? str(band.id) ?? 'Unknown' },
+      fits: arr(o.fits).map((f) => {
+        const x = obj(f);
+        return { profile: str(x.profile) ?? '', fits: x.fits === true, required_memory_bytes: num(x.required_memory_bytes), reason: str(x.reason) };
+      }),
+    };
+  }
+
+  async models(): Promise<Models> {
+    const o = obj(await this.call('GET', '/api/models'));
+    return { profiles: arr(o.profiles).map(toProfile), loaded: str(o.loaded) ?? null };
+  }
+
+  /** Installs an approved model profile; the node runs it as a signed job. */
+  async installModel(profile: string): Promise<Job> {
+    const o = obj(await this.call('POST', '/api/jobs', { kind: 'install_model', profile }));
+    return toJob(o.job ?? o);
+  }
+
+  async job(id: string): Promise<Job> {
+    return toJob(await this.call('GET', `/api/jobs/${encodeURIComponent(id)}`));
+  }
+
+  /** One chat turn with the loaded model as the owner (metered and receipted like any request). */
+  async playground(prompt: string, maxTokens = 64): Promise<ChatResult> {
+    const o = obj(await this.call('POST', '/api/playground/chat', { messages: [{ role: 'user', content: prompt }], max_tokens: maxTokens }));
+    const u = obj(o.usage);
+    return {
+      model: str(o.model) ?? '',
+      content: str(o.content) ?? '',
+      finish_reason: str(o.finish_reason),
+      prompt_tokens: num(u.prompt_tokens),
+      completion_tokens: num(u.completion_tokens),
+      ttft_ms: num(o.ttft_ms),
+      duration_ms: num(o.duration_ms),
+      tokens_per_second: num(o.tokens_per_second),
+      receipt_id: str(o.receipt_id),
+    };
+  }
+
+  async mode(): Promise<ModeInfo> {
+    const o = obj(await this.call('GET', '/api/mode'));
+    return {
+      mode: str(o.mode) ?? 'local',
+      modes: arr(o.modes).map((m) => {
+        const x = obj(m);
+        return { mode: str(x.mode) ?? '', selectable: x.selectable === true, reason: str(x.reason) };
+      }),
+    };
+  }
+
+  async setMode(mode: string): Promise<void> {
+    await this.call('POST', '/api/mode', { mode });
+  }
+
+  /** Active (not revoked) keys. */
+  async keys(): Promise<ApiKey[]> {
+    return arr(obj(await this.call('GET', '/api/keys')).keys).map(toKey).filter((k) => k.revoked_at === null);
+  }
+
+  async createKey(name: string, scopes: string[], expiresInDays: number | null): Promise<CreatedKey> {
+    const o = obj(await this.call('POST', '/api/keys', { name, scopes, expires_in_s: expiresInDays ? expiresInDays * 86400 : null }));
+    const secret = str(o.secret);
+    if (!secret) throw new ApiError(201, 'The node created a key but did not return its secret. Revoke it and create another.', 'bad_response', 'protocol');
+    return { key: toKey(o.key), secret };
+  }
+
+  async revokeKey(id: string): Promise<void> {
+    await this.call('DELETE', `/api/keys/${encodeURIComponent(id)}`);
+  }
+
+  async usage(bucket: 'hour' | 'day' = 'hour'): Promise<Usage> {
+    return toUsage(await this.call('GET', `/api/usage?bucket=${bucket}`));
+  }
+
+  async receipts(limit = 20): Promise<Receipt[]> {
+    return arr(obj(await this.call('GET', `/api/receipts?limit=${limit}`)).receipts).map(toReceipt);
+  }
+
+  async receipt(id: string): Promise<Receipt> {
+    return toReceipt(await this.call('GET', `/api/receipts/${encodeURIComponent(id)}`));
+  }
+
+  async audit(limit = 50): Promise<AuditEvent[]> {
+    return arr(obj(await this.call('GET', `/api/audit?limit=${limit}`)).events).map(toAudit);
+  }
+
+  async grants(): Promise<SupportGrant[]> {
+    return arr(obj(await this.call('GET', '/api/support/grants')).grants).map(toGrant).filter((g) => g.revoked_at === null);
+  }
+
+  async createGrant(ttlSeconds: number, note: string): Promise<{ grant: SupportGrant; secret: string }> {
+    const o = obj(await this.call('POST', '/api/support/grants', { ttl_s: ttlSeconds, note }));
+    const secret = str(o.secret);
+    if (!secret) throw new ApiError(201, 'The node created a grant but did not return its secret. Revoke it and create another.', 'bad_response', 'protocol');
+    return { grant: toGrant(o.grant), secret };
+  }
+
+  async revokeGrant(id: string): Promise<void> {
+    await this.call('DELETE', `/api/support/grants/${encodeURIComponent(id)}`);
+  }
+}
