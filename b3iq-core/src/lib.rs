@@ -1,1 +1,42 @@
-//! b3iq-core (being built).
+//! # b3iq-core
+//!
+//! The pure logic of B3IQ: no I/O, no async runtime, no clock and no OS randomness of its own.
+//! Time is passed in as `now_ms` (unix milliseconds) and randomness as
+//! `&mut impl rand_core::CryptoRngCore`, so every rule here is testable with plain values.
+//!
+//! Modules:
+//!
+//! * [`identity`]: Ed25519 node keys, node ids (`b3n_...`), key-file helpers.
+//! * [`codec`]: the canonical binary encoding; [`signed`]: the signed envelope shared by
+//!   every signed kind (domain tag per kind, version byte, strict decoding, batch verify).
+//! * [`receipt`]: usage receipts with salted blake3 commitments, and their public summary.
+//! * [`merkle`]: blake3 receipt trees (RFC 6962 shape); [`payout`]: keccak256 payout trees
+//!   compatible with OpenZeppelin `MerkleProof`.
+//! * [`split`]: the 70/10/15/5 payment split in integer micro-units.
+//! * [`credential`]: `b3iq_local_` / `b3iq_support_` / `b3iq_gateway_` keys and setup tokens.
+//! * [`digest`]: strict sha256 digests (safe as file names); [`mode`]: operating modes.
+//!
+//! The byte formats are specified in `docs/formats.md` and pinned by the golden vectors in
+//! `testdata/vectors/`. This crate has no cargo features.
+
+pub mod bytes;
+pub mod codec;
+pub mod credential;
+pub mod digest;
+pub mod error;
+pub mod identity;
+pub mod merkle;
+pub mod mode;
+pub mod payout;
+pub mod receipt;
+pub mod signed;
+pub mod split;
+
+pub use bytes::Hash32;
+pub use error::{CoreError, Result};
+pub use identity::{NodeId, NodeKey, NodePublicKey, Signature};
+pub use mode::OperatingMode;
+pub use signed::{Kind, Signed, SignedKind};
+
+/// Re-exported so callers can name the rng trait without adding the dependency.
+pub use rand_core;

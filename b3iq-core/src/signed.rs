@@ -1,0 +1,412 @@
+//! Signed objects: a generic envelope [`Signed<T>`] around any [`SignedKind`].
+//!
+//! Wire form (all kinds; see `docs/formats.md`):
+//!
+//! ```text
+//! version   u8        the kind's version (1 for every kind today)
+//! kind      u8        Kind byte (1 receipt, 2 job, 3 manifest, 4 heartbeat, 5 enrollment, 6 benchmark)
+//! signer    [u8; 32]  Ed25519 public key of the signer
+//! body_len  u32 LE    length of body (bounded per kind)
+//! body      [u8]      canonical encoding of the object
+//! signature [u8; 64]  Ed25519 over  domain_tag || version || body
+//! ```
+//!
+//! Decoding is strict (unknown version or kind, oversize body, body that does not decode
+//! exactly, trailing bytes are all errors) and does not verify; call [`Signed::verify`] (with the
+//! key you expect) or [`Signed::verify_self_certified`] (for objects that name their node id).
+
+use std::fmt;
+
+use crate::codec::{Canonical, Reader, Writer};
+use crate::error::{CoreError, Result};
+use crate::identity::{NodeId, NodeKey, NodePublicKey, Signature};
+
+/// The kinds of signed object, each with its own domain tag and wire byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Kind {
+    /// [`crate::receipt::Receipt`]
+    Receipt,
+    /// [`crate::job::Job`]
+    Job,
+    /// [`crate::manifest::ModelManifest`]
+    Manifest,
+    /// [`crate::heartbeat::Heartbeat`]
+    Heartbeat,
+    /// [`crate::enrollment::EnrollmentProof`]
+    EnrollmentProof,
+    /// [`crate::benchmark::BenchmarkRecord`]
+    BenchmarkRecord,
+}
+
+impl Kind {
+    /// All kinds.
+    pub const ALL: [Kind; 6] = [
+        Kind::Receipt,
+        Kind::Job,
+        Kind::Manifest,
+        Kind::Heartbeat,
+        Kind::EnrollmentProof,
+        Kind::BenchmarkRecord,
+    ];
+
+    /// The byte written in the envelope.
+    pub const fn byte(self) -> u8 {
+        match self {
+            Kind::Receipt => 1,
+            Kind::Job => 2,
+            Kind::Manifest => 3,
+            Kind::Heartbeat => 4,
+            Kind::EnrollmentProof => 5,
+            Kind::BenchmarkRecord => 6,
+        }
+    }
+
+    /// The domain tag prefixed to the signed message. No tag is a prefix of another.
+    pub const fn domain_tag(self) -> &'static [u8] {
+        match self {
+            Kind::Receipt => b"b3iq/receipt/v1",
+            Kind::Job => b"b3iq/job/v1",
+            Kind::Manifest => b"b3iq/manifest/v1",
+            Kind::Heartbeat => b"b3iq/heartbeat/v1",
+            Kind::EnrollmentProof => b"b3iq/enrollment/v1",
+            Kind::BenchmarkRecord => b"b3iq/benchmark/v1",
+        }
+    }
+
+    /// The version byte this build writes and accepts.
+    pub const fn version(self) -> u8 {
+        1
+    }
+
+    /// Human name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Receipt => "receipt",
+            Kind::Job => "job",
+            Kind::Manifest => "manifest",
+            Kind::Heartbeat => "heartbeat",
+            Kind::EnrollmentProof => "enrollment proof",
+            Kind::BenchmarkRecord => "benchmark record",
+        }
+    }
+
+    /// Maximum body length accepted on decode.
+    pub const fn max_body_len(self) -> u32 {
+        match self {
+            Kind::Manifest => 64 * 1024,
+            Kind::Heartbeat => 32 * 1024,
+            _ => 16 * 1024,
+        }
+    }
+
+    /// The kind for an envelope byte.
+    pub fn from_byte(b: u8) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.byte() == b)
+    }
+}
+
+/// An object that can be signed: canonical encoding plus a kind.
+pub trait SignedKind: Canonical + Clone {
+    /// The kind (domain tag, wire byte, version).
+    const KIND: Kind;
+
+    /// The node id the object claims to come from, if it names one. [`Signed::verify`] checks
+    /// that it matches the signer's key.
+    fn claimed_node_id(&self) -> Option<NodeId> {
+        None
+    }
+}
+
+/// Fixed envelope overhead: version, kind, signer, body length, signature.
+pub const ENVELOPE_OVERHEAD: usize = 1 + 1 + 32 + 4 + 64;
+
+/// A signed object: the body, its canonical bytes, the signer's public key and the signature.
+///
+/// Construct with [`Signed::sign`] or [`Signed::decode`]; the body is read-only so the stored
+/// canonical bytes always match it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signed<T: SignedKind> {
+    body: T,
+    body_bytes: Vec<u8>,
+    signer: NodePublicKey,
+    signature: Signature,
+}
+
+impl<T: SignedKind + fmt::Debug> fmt::Debug for Signed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signed")
+            .field("kind", &T::KIND)
+            .field("body", &self.body)
+            .field("signer", &self.signer)
+            .field("signature", &self.signature)
+            .finish()
+    }
+}
+
+/// The exact message an object of kind `kind` is signed over: `domain_tag || version || body`.
+pub fn signing_message(kind: Kind, body: &[u8]) -> Vec<u8> {
+    let tag = kind.domain_tag();
+    let mut m = Vec::with_capacity(tag.len() + 1 + body.len());
+    m.extend_from_slice(tag);
+    m.push(kind.version());
+    m.extend_from_slice(body);
+    m
+}
+
+fn validate_body<T: SignedKind>(body: &T) -> Result<Vec<u8>> {
+    let bytes = body.to_canonical_bytes();
+    if bytes.len() > T::KIND.max_body_len() as usize {
+        return Err(CoreError::LengthTooLarge {
+            field: "body",
+            len: bytes.len() as u64,
+            max: u64::from(T::KIND.max_body_len()),
+        });
+    }
+    // Round trip: every bound the decoder enforces is enforced on what we sign too.
+    let back = T::from_canonical_bytes(&bytes)?;
+    debug_assert!(back.to_canonical_bytes() == bytes);
+    Ok(bytes)
+}
+
+impl<T: SignedKind> Signed<T> {
+    /// Validates and signs `body` with `key`.
+    ///
+    /// Fails if the body breaks a bound (string too long, bad identifier, ...) or names a node
+    /// id other than `key`'s.
+    pub fn sign(body: T, key: &NodeKey) -> Result<Self> {
+        let body_bytes = validate_body(&body)?;
+        if let Some(claimed) = body.claimed_node_id() {
+            let actual = key.node_id();
+            if claimed != actual {
+                return Err(CoreError::NodeIdMismatch {
+                    kind: T::KIND.name(),
+                    claimed: claimed.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        let signature = key.sign_raw(&signing_message(T::KIND, &body_bytes));
+        Ok(Self {
+            body,
+            body_bytes,
+            signer: key.public(),
+            signature,
+        })
+    }
+
+    /// Builds an envelope from parts without checking the signature (use [`Signed::verify`]).
+    pub fn from_parts(body: T, signer: NodePublicKey, signature: Signature) -> Result<Self> {
+        let body_bytes = validate_body(&body)?;
+        Ok(Self {
+            body,
+            body_bytes,
+            signer,
+            signature,
+        })
+    }
+
+    /// The object. Only trust it after a successful verify.
+    pub fn body(&self) -> &T {
+        &self.body
+    }
+
+    /// Consumes the envelope, returning the object.
+    pub fn into_body(self) -> T {
+        self.body
+    }
+
+    /// The object's canonical bytes.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body_bytes
+    }
+
+    /// The signer's public key (as written in the envelope).
+    pub fn signer(&self) -> &NodePublicKey {
+        &self.signer
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The message the signature covers: `domain_tag || version || body`.
+    pub fn signing_message(&self) -> Vec<u8> {
+        signing_message(T::KIND, &self.body_bytes)
+    }
+
+    /// blake3 of the signing message: a stable 32-byte id of the object (the same for every
+    /// valid encoding, since the encoding is canonical and Ed25519 signing is deterministic).
+    pub fn object_hash(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(T::KIND.domain_tag());
+        h.update(&[T::KIND.version()]);
+        h.update(&self.body_bytes);
+        *h.finalize().as_bytes()
+    }
+
+    /// The full wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(ENVELOPE_OVERHEAD + self.body_bytes.len());
+        w.u8(T::KIND.version());
+        w.u8(T::KIND.byte());
+        w.raw(self.signer.as_bytes());
+        w.bytes(&self.body_bytes);
+        w.raw(&self.signature.0);
+        w.into_bytes()
+    }
+
+    /// Strictly decodes the wire form. Does NOT verify the signature.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let kind = T::KIND;
+        let mut r = Reader::new(bytes);
+        let version = r.u8("version")?;
+        if version != kind.version() {
+            return Err(CoreError::UnsupportedVersion {
+                kind: kind.name(),
+                found: version,
+                supported: kind.version(),
+            });
+        }
+        let kb = r.u8("kind")?;
+        if kb != kind.byte() {
+            return Err(CoreError::WrongKind {
+                expected: kind.name(),
+                found: kb,
+            });
+        }
+        let signer = NodePublicKey::decode_from(&mut r)?;
+        let body_bytes = r.bytes(kind.max_body_len(), "body")?;
+        let signature = Signature(r.array::<64>("signature")?);
+        r.finish(kind.name())?;
+        let body = T::from_canonical_bytes(body_bytes)?;
+        Ok(Self {
+            body,
+            body_bytes: body_bytes.to_vec(),
+            signer,
+            signature,
+        })
+    }
+
+    /// Verifies that `expected` signed this object (and, if the object names a node id, that it
+    /// is `expected`'s node id).
+    pub fn verify(&self, expected: &NodePublicKey) -> Result<()> {
+        if &self.signer != expected {
+            return Err(CoreError::SignerMismatch {
+                kind: T::KIND.name(),
+            });
+        }
+        self.verify_embedded_signer()
+    }
+
+    /// Verifies the signature against the signer key written in the envelope, and checks that
+    /// the object's node id (it must name one) is derived from that key. Proves the object was
+    /// signed by the holder of the named node's key; says nothing about whether you trust it.
+    pub fn verify_self_certified(&self) -> Result<NodeId> {
+        let claimed = self.body.claimed_node_id().ok_or_else(|| {
+            CoreError::field("node_id", format!("a {} does not name a node id", T::KIND.name()))
+        })?;
+        self.verify_embedded_signer()?;
+        Ok(claimed)
+    }
+
+    fn verify_embedded_signer(&self) -> Result<()> {
+        if let Some(claimed) = self.body.claimed_node_id() {
+            let actual = self.signer.node_id();
+            if claimed != actual {
+                return Err(CoreError::NodeIdMismatch {
+                    kind: T::KIND.name(),
+                    claimed: claimed.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        if self.signer.verify_raw(&self.signing_message(), &self.signature) {
+            Ok(())
+        } else {
+            Err(CoreError::InvalidSignature {
+                kind: T::KIND.name(),
+            })
+        }
+    }
+}
+
+/// Verifies many signed objects at once with Ed25519 batch verification, each against the
+/// signer in its own envelope (and its node id, where it names one). All-or-nothing: on
+/// failure, verify one by one to find the culprit.
+pub fn verify_batch<T: SignedKind>(items: &[Signed<T>]) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut messages = Vec::with_capacity(items.len());
+    let mut sigs = Vec::with_capacity(items.len());
+    let mut keys = Vec::with_capacity(items.len());
+    for it in items {
+        if let Some(claimed) = it.body.claimed_node_id() {
+            let actual = it.signer.node_id();
+            if claimed != actual {
+                return Err(CoreError::NodeIdMismatch {
+                    kind: T::KIND.name(),
+                    claimed: claimed.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        messages.push(it.signing_message());
+        sigs.push(ed25519_dalek::Signature::from_bytes(&it.signature.0));
+        keys.push(*it.signer.verifying_key());
+    }
+    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    ed25519_dalek::verify_batch(&refs, &sigs, &keys).map_err(|_| CoreError::InvalidSignature {
+        kind: T::KIND.name(),
+    })
+}
+
+// ---- JSON form ------------------------------------------------------------------------------
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignedJson<B> {
+    kind: Kind,
+    version: u8,
+    signer: NodePublicKey,
+    body: B,
+    signature: Signature,
+}
+
+impl<T: SignedKind + serde::Serialize> serde::Serialize for Signed<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        SignedJson {
+            kind: T::KIND,
+            version: T::KIND.version(),
+            signer: self.signer,
+            body: &self.body,
+            signature: self.signature,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T: SignedKind + serde::Deserialize<'de>> serde::Deserialize<'de> for Signed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let j = SignedJson::<T>::deserialize(d)?;
+        if j.kind != T::KIND {
+            return Err(D::Error::custom(format!(
+                "expected kind {:?}, found {:?}",
+                T::KIND,
+                j.kind
+            )));
+        }
+        if j.version != T::KIND.version() {
+            return Err(D::Error::custom(CoreError::UnsupportedVersion {
+                kind: T::KIND.name(),
+                found: j.version,
+                supported: T::KIND.version(),
+            }));
+        }
+        Signed::from_parts(j.body, j.signer, j.signature).map_err(D::Error::custom)
+    }
+}
