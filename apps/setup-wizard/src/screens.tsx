@@ -561,7 +561,7 @@ function ReceiptRow({ r, api }: { r: Receipt; api: Api }) {
   return (
     <>
       <tr>
-        <td>{formatTime(r.created_at)}</td>
+        <td className="nowrap">{formatTime(r.created_at)}</td>
         <td>{r.model ?? '—'}</td>
         <td className="num">{r.prompt_tokens} + {r.completion_tokens}</td>
         <td className="num">{r.duration_ms !== undefined ? `${r.duration_ms} ms` : '—'}</td>
@@ -660,8 +660,8 @@ function formatUptime(s: number | undefined): string {
   if (s === undefined) return '—';
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
 export function DashboardScreen({ api }: ScreenProps) {

@@ -32,7 +32,7 @@ export function Field({ label, hint, children, htmlFor }: { label: string; hint?
   );
 }
 
-export function CopyButton({ text, label = 'Copy', className = '' }: { text: string; label?: string; className?: string }) {
+export function CopyButton({ text, label = 'Copy', className = '', ariaLabel }: { text: string; label?: string; className?: string; ariaLabel?: string }) {
   const [state, setState] = useState<'idle' | 'copied' | 'failed'>('idle');
   const timer = useRef<number | undefined>(undefined);
   useEffect(() => () => window.clearTimeout(timer.current), []);
@@ -47,7 +47,7 @@ export function CopyButton({ text, label = 'Copy', className = '' }: { text: str
     timer.current = window.setTimeout(() => setState('idle'), 2000);
   }
   return (
-    <button type="button" className={`btn btn-small ${className}`} onClick={copy} aria-live="polite">
+    <button type="button" className={`btn btn-small ${className}`} onClick={copy} aria-live="polite" aria-label={state === 'idle' ? ariaLabel : undefined}>
       {state === 'copied' ? 'Copied' : state === 'failed' ? 'Select and copy' : label}
     </button>
   );
@@ -58,7 +58,7 @@ export function CodeBlock({ code, label }: { code: string; label: string }) {
     <div className="code">
       <div className="code-head">
         <span>{label}</span>
-        <CopyButton text={code} label={`Copy ${label}`} />
+        <CopyButton text={code} label="Copy" ariaLabel={`Copy: ${label}`} />
       </div>
       <pre tabIndex={0} aria-label={label}><code>{code}</code></pre>
     </div>

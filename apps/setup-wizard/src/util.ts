@@ -71,7 +71,10 @@ export function toDate(t: string | number | null | undefined): Date | undefined 
 export function formatTime(t: string | number | null | undefined): string {
   const d = toDate(t);
   if (!d) return '—';
-  return d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  const sameDay = new Date().toDateString() === d.toDateString();
+  return sameDay
+    ? d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })
+    : d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 }
 
 export interface Strength {
@@ -102,8 +105,8 @@ export function passwordStrength(pw: string, username = ''): Strength {
     'Use at least 12 characters; a few random words work well.',
     weak ? 'Avoid common words, repeats and your username.' : 'Make it longer: at least 10 characters, 12 or more is better.',
     'Longer is stronger: aim for 16 characters, or mix in digits and symbols.',
-    'Good. A password manager can keep it for you.',
-    'Strong.',
+    'Good. Longer is even better.',
+    'A password manager can keep it for you.',
   ];
   return { score: s, label: labels[s], hint: hints[s] ?? '', acceptable: pw.length >= 10 && !weak };
 }

@@ -1,0 +1,364 @@
+// End-to-end test of the setup wizard: the real `b3iqd` with the default model, Debian's Chromium
+// driven by playwright-core, and the official `openai` npm client using the key the wizard showed.
+//
+// Env: B3IQD_BIN (the built daemon; default $CARGO_TARGET_DIR/debug/b3iqd), B3IQ_TEST_MODEL (the
+// default GGUF; else `$B3IQ_REPO/scripts/fetch-model` is run), B3IQ_REPO (repo root), CHROMIUM
+// (default /usr/bin/chromium). Screenshots go to $B3IQ_REPO/test-artifacts/wizard/.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir, homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import OpenAI from 'openai';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const REPO = resolve(process.env.B3IQ_REPO || join(here, '..', '..', '..'));
+const TARGET = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'b3iq', 'target');
+const BIN = process.env.B3IQD_BIN || join(TARGET, 'debug', 'b3iqd');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = join(REPO, 'test-artifacts', 'wizard');
+const PASSWORD = 'Quiet-Harbor-Lantern-42';
+const USERNAME = 'owner';
+
+function modelPath() {
+  if (process.env.B3IQ_TEST_MODEL) return process.env.B3IQ_TEST_MODEL;
+  const out = execFileSync(join(REPO, 'scripts', 'fetch-model'), { encoding: 'utf8' }).trim().split('\n').pop();
+  if (!out || !existsSync(out)) throw new Error(`the default model is missing: set B3IQ_TEST_MODEL or make scripts/fetch-model work (got ${out})`);
+  return out;
+}
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what, fn, timeoutMs = 60_000, everyMs = 200) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
+}
+
+let daemon;
+let daemonLog = '';
+let home;
+let base;
+let model;
+let browser;
+let context;
+let page;
+const secrets = new Set([PASSWORD]);
+const consoleProblems = [];
+let shotNo = 0;
+
+function b3iqd(args, extraEnv = {}) {
+  return execFileSync(BIN, args, { env: { ...process.env, B3IQ_HOME: home, ...extraEnv }, encoding: 'utf8' });
+}
+
+async function shot(name, p = page) {
+  shotNo += 1;
+  const file = join(SHOTS, `${String(shotNo).padStart(2, '0')}-${name}.png`);
+  await p.waitForTimeout(250); // let the fade-in finish
+  await p.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+/** Fails if localStorage or sessionStorage hold anything that looks like, or is, a secret. */
+async function assertNoStoredSecrets(where, p = page) {
+  const dump = await p.evaluate(() => {
+    const all = {};
+    for (const s of [window.localStorage, window.sessionStorage]) {
+      for (let i = 0; i < s.length; i++) {
+        const k = s.key(i);
+        all[k] = s.getItem(k);
+      }
+    }
+    return JSON.stringify(all);
+  });
+  assert.doesNotMatch(dump, /b3iq_(local|setup|support|gateway)_/, `storage holds a credential at ${where}`);
+  for (const s of secrets) assert.ok(!dump.includes(s), `storage holds a secret at ${where}`);
+  const url = p.url();
+  for (const s of secrets) assert.ok(!url.includes(s), `the URL holds a secret at ${where}`);
+}
+
+before(async () => {
+  assert.ok(existsSync(BIN), `b3iqd is not built at ${BIN}; run \`cargo build -p b3iqd\` (ci.sh does)`);
+  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}; install the Debian package \`chromium\``);
+  model = modelPath();
+  mkdirSync(SHOTS, { recursive: true });
+  for (const f of ['.']) rmSync(join(SHOTS, f), { recursive: true, force: true });
+  mkdirSync(SHOTS, { recursive: true });
+  home = mkdtempSync(join(tmpdir(), 'b3iq-wizard-e2e-'));
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  daemon = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--model', model], {
+    env: { ...process.env, B3IQ_HOME: home, B3IQ_LOG: process.env.B3IQ_LOG || 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  daemon.stdout.on('data', (d) => { daemonLog += d; });
+  daemon.stderr.on('data', (d) => { daemonLog += d; });
+  daemon.on('exit', (code, sig) => { daemonLog += `\n[b3iqd exited: ${code ?? sig}]\n`; });
+  await waitFor('b3iqd /healthz', async () => {
+    if (daemon.exitCode !== null) throw new Error(`b3iqd exited early:\n${daemonLog}`);
+    return (await fetch(`${base}/healthz`)).ok;
+  }, 120_000);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+  context = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: 'light', deviceScaleFactor: 1 });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  page = await context.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') consoleProblems.push(m.text()); });
+  page.on('pageerror', (e) => consoleProblems.push(String(e)));
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  if (daemon && daemon.exitCode === null) {
+    daemon.kill('SIGTERM');
+    await Promise.race([new Promise((r) => daemon.once('exit', r)), sleep(5000)]);
+    if (daemon.exitCode === null) daemon.kill('SIGKILL');
+  }
+  if (home) rmSync(home, { recursive: true, force: true });
+  if (process.exitCode) console.error(`--- b3iqd log ---\n${daemonLog.slice(-8000)}`);
+});
+
+function setupUrlFromDaemon() {
+  const m = daemonLog.match(/http:\/\/[^\s]+\/setup\/#token=([A-Za-z0-9_\-]+)/);
+  if (m) return m[1];
+  const f = join(home, 'setup-token');
+  if (existsSync(f)) {
+    const t = readFileSync(f, 'utf8').trim();
+    const inUrl = t.match(/#token=([A-Za-z0-9_\-]+)/);
+    return inUrl ? inUrl[1] : t;
+  }
+  return undefined;
+}
+
+test('the setup wizard, as a new owner would use it', async (t) => {
+  // The wizard is served with a strict CSP.
+  const res = await fetch(`${base}/setup/`);
+  assert.equal(res.status, 200);
+  const csp = res.headers.get('content-security-policy') || '';
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+
+  const firstToken = await waitFor('the setup URL on stdout or in $B3IQ_HOME/setup-token', async () => setupUrlFromDaemon(), 30_000);
+  secrets.add(firstToken);
+
+  await t.test('without a token the page says how to get one', async () => {
+    await page.goto(`${base}/setup/`);
+    await page.getByText('This page needs a setup link').waitFor();
+    assert.ok(await page.getByText('b3iqd setup --reset').first().isVisible());
+    await assertNoStoredSecrets('no token');
+    await shot('no-token');
+  });
+
+  let token;
+  await t.test('a replaced (reset) token is refused with the reset instructions, and a new link recovers', async () => {
+    // `b3iqd setup --reset` invalidates the first token and issues a new one.
+    b3iqd(['setup', '--reset']);
+    token = await waitFor('a new setup token', async () => {
+      const t2 = setupUrlFromDaemon.call(null);
+      const f = join(home, 'setup-token');
+      const fromFile = existsSync(f) ? (readFileSync(f, 'utf8').trim().match(/#token=([A-Za-z0-9_\-]+)/)?.[1] ?? readFileSync(f, 'utf8').trim()) : undefined;
+      return fromFile && fromFile !== firstToken ? fromFile : (t2 !== firstToken ? t2 : undefined);
+    }, 15_000);
+    secrets.add(token);
+
+    await page.goto(`${base}/setup/#token=${firstToken}`);
+    await page.getByRole('heading', { name: 'Let’s set up your B3IQ node' }).waitFor();
+    assert.ok(!page.url().includes(firstToken), 'the token must leave the address bar');
+    await assertNoStoredSecrets('node found');
+    await shot('node-found');
+    await page.getByRole('button', { name: 'Claim this node' }).click();
+    await page.getByLabel('Owner username').fill(USERNAME);
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await page.getByLabel('Confirm password').fill(PASSWORD);
+    await shot('claim');
+    await page.getByRole('button', { name: 'Claim node' }).click();
+    await page.getByText('This setup link has expired or was already used').waitFor();
+    assert.ok(await page.getByText('b3iqd setup --reset').first().isVisible());
+    await assertNoStoredSecrets('token refused');
+    await shot('claim-token-refused');
+    await page.getByLabel('Or paste the new setup link').fill(`${base}/setup/#token=${token}`);
+    await page.getByRole('button', { name: 'Use this link' }).click();
+  });
+
+  await t.test('claim with the new token starts the owner session', async () => {
+    await page.getByRole('button', { name: 'Claim node' }).click();
+    await page.getByRole('heading', { name: 'Your hardware' }).waitFor({ timeout: 30_000 });
+    const cookies = await context.cookies(base);
+    const session = cookies.find((c) => c.name === 'b3iq_session');
+    assert.ok(session, 'claim sets the session cookie');
+    assert.equal(session.httpOnly, true, 'the session cookie is HttpOnly');
+    assert.equal(session.sameSite, 'Strict');
+    secrets.add(session.value);
+    await assertNoStoredSecrets('after claim');
+    // The token is single use: a second claim is refused by the node.
+    const again = await fetch(`${base}/api/setup/claim`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ setup_token: token, username: 'x', password: PASSWORD }) });
+    assert.ok(again.status === 401 || again.status === 409, `a used token is refused (got ${again.status})`);
+  });
+
+  await t.test('hardware review shows the SKU band and what fits', async () => {
+    await page.getByTestId('sku-band').waitFor();
+    await page.getByText('Model profiles that fit').waitFor();
+    assert.ok(await page.getByText('Fits', { exact: true }).first().isVisible());
+    await shot('hardware');
+    await page.getByRole('button', { name: 'Continue' }).click();
+  });
+
+  await t.test('model: select the default profile, install if needed, answer a test prompt', async () => {
+    await page.getByRole('heading', { name: 'Choose a model' }).waitFor();
+    await page.locator('input[name=profile]').first().waitFor();
+    const install = page.getByRole('button', { name: /^(Install|Load model)/ });
+    if (await install.isVisible().catch(() => false)) {
+      await install.click();
+      await page.getByRole('progressbar', { name: 'Install progress' }).first().waitFor();
+      await shot('model-installing');
+    }
+    await page.getByText('is loaded and answering').waitFor({ timeout: 180_000 });
+    await page.getByRole('button', { name: 'Send test prompt' }).click();
+    await waitFor('the test answer', async () => {
+      const txt = await page.getByTestId('test-answer').innerText();
+      return /tokens/.test(txt) && !/appears here/.test(txt);
+    }, 120_000);
+    await assertNoStoredSecrets('model');
+    await shot('model-tested');
+    await page.getByRole('button', { name: 'Continue' }).click();
+  });
+
+  let secret;
+  let client;
+  let modelId;
+  await t.test('keys: create one, read it once, use it from a real OpenAI client', async () => {
+    await page.getByRole('heading', { name: 'API keys' }).waitFor();
+    await shot('keys-empty');
+    await page.getByLabel('Name').fill('e2e-laptop');
+    await page.getByRole('button', { name: 'Create key' }).click();
+    secret = (await page.getByTestId('new-key-secret').innerText()).trim();
+    assert.match(secret, /^b3iq_local_/);
+    secrets.add(secret);
+    await page.getByRole('button', { name: 'Copy key' }).click();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret, 'the copy button copies the key');
+    await assertNoStoredSecrets('key shown');
+    await shot('key-created');
+
+    client = new OpenAI({ baseURL: `${base}/v1`, apiKey: secret, maxRetries: 0, timeout: 120_000 });
+    const models = await client.models.list();
+    modelId = models.data[0]?.id;
+    assert.ok(modelId, '/v1/models lists the loaded model');
+    const reply = await client.chat.completions.create({ model: modelId, messages: [{ role: 'user', content: 'Say hello in three words.' }], max_tokens: 16 });
+    assert.equal(typeof reply.choices[0].message.content, 'string');
+    assert.ok(reply.usage.completion_tokens > 0, 'tokens were generated');
+
+    await page.getByRole('button', { name: 'I’ve stored it' }).click();
+    assert.equal(await page.getByTestId('new-key-secret').count(), 0);
+  });
+
+  await t.test('after a reload the key is listed but never shown again', async () => {
+    await page.reload();
+    await page.getByRole('heading', { name: 'API keys' }).waitFor();
+    await page.getByTestId('keys-table').getByText('e2e-laptop').waitFor();
+    const html = await page.content();
+    assert.ok(!html.includes(secret), 'the secret is not in the page after reload');
+    await assertNoStoredSecrets('reload');
+    await shot('keys-after-reload');
+  });
+
+  await t.test('endpoint and mode screens', async () => {
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('heading', { name: 'Connect your apps' }).waitFor();
+    assert.equal(await page.getByTestId('base-url').innerText(), `${base}/v1`);
+    await shot('endpoint-python');
+    await page.getByRole('tab', { name: 'curl' }).click();
+    await shot('endpoint-curl');
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('heading', { name: 'How this node works' }).waitFor();
+    assert.ok(await page.locator('input[name=mode][value=local]').isChecked());
+    await shot('mode');
+    await page.getByRole('button', { name: 'Finish setup' }).click();
+  });
+
+  await t.test('dashboard: health, usage chart, receipts, audit', async () => {
+    await page.getByRole('heading', { name: 'Your node' }).waitFor();
+    await page.getByTestId('receipts-table').waitFor({ timeout: 20_000 });
+    const bars = await page.locator('[data-testid=usage-chart] rect.chart-bar').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-requests'))));
+    assert.equal(bars.length, 24);
+    assert.ok(bars.reduce((a, b) => a + b, 0) >= 2, `the chart counts the playground and the API request (got ${bars})`);
+    await page.getByTestId('audit-log').locator('li').first().waitFor();
+    await page.getByRole('button', { name: 'Details' }).first().click();
+    await page.getByText('Download receipt JSON').waitFor();
+    await assertNoStoredSecrets('dashboard');
+    await shot('dashboard');
+  });
+
+  await t.test('revoking the key makes the client fail with 401', async () => {
+    await page.getByRole('link', { name: 'Keys' }).click();
+    await page.getByRole('button', { name: 'Revoke e2e-laptop' }).click();
+    await shot('key-revoke-confirm');
+    await page.getByRole('button', { name: 'Confirm revoke' }).click();
+    await page.getByText('No keys yet.').waitFor();
+    const err = await client.chat.completions.create({ model: modelId, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 }).then(() => null, (e) => e);
+    assert.ok(err, 'a revoked key must be refused');
+    assert.equal(err.status, 401);
+    await shot('key-revoked');
+  });
+
+  await t.test('wrong password, then sign in again', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in to your node' }).waitFor();
+    await page.getByLabel('Username').fill(USERNAME);
+    await page.getByLabel('Password').fill('not-the-password-1');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText(/Wrong username or password/).waitFor();
+    await shot('login-wrong-password');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Your node' }).waitFor();
+    await assertNoStoredSecrets('signed in again');
+  });
+
+  await t.test('dark mode and a narrow phone viewport', async () => {
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.getByTestId('receipts-table').waitFor();
+    await shot('dashboard-dark');
+    await page.getByRole('link', { name: 'Model' }).click();
+    await page.getByText('is loaded and answering').waitFor();
+    await shot('model-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.getByRole('link', { name: 'Overview' }).click();
+    await page.getByTestId('receipts-table').waitFor();
+    await shot('dashboard-narrow');
+    await page.getByRole('link', { name: 'Keys' }).click();
+    await page.getByRole('heading', { name: 'API keys' }).waitFor();
+    await shot('keys-narrow');
+    await page.setViewportSize({ width: 1280, height: 860 });
+  });
+
+  assert.deepEqual(consoleProblems.filter((m) => !/401|Unauthorized/.test(m)), [], 'no console errors or CSP violations');
+});
