@@ -15,28 +15,42 @@
 //! * [`split`]: the 70/10/15/5 payment split in integer micro-units.
 //! * [`credential`]: `b3iq_local_` / `b3iq_support_` / `b3iq_gateway_` keys and setup tokens.
 //! * [`digest`]: strict sha256 digests (safe as file names); [`mode`]: operating modes.
+//! * [`job`]: signed jobs (closed set of kinds), `SignedJob::open` and the job policy.
+//! * [`manifest`]: signed model manifests.
+//! * [`heartbeat`], [`enrollment`], [`benchmark`]: the other signed kinds.
+//! * [`metering`]: usage per key / model and price schedules; [`reputation`]: decaying,
+//!   non-transferable node scores; [`tier`]: trust tiers 0-3.
 //!
 //! The byte formats are specified in `docs/formats.md` and pinned by the golden vectors in
 //! `testdata/vectors/`. This crate has no cargo features.
 
+pub mod benchmark;
 pub mod bytes;
 pub mod codec;
 pub mod credential;
 pub mod digest;
+pub mod enrollment;
 pub mod error;
+pub mod heartbeat;
 pub mod identity;
+pub mod job;
+pub mod manifest;
 pub mod merkle;
+pub mod metering;
 pub mod mode;
 pub mod payout;
 pub mod receipt;
+pub mod reputation;
 pub mod signed;
 pub mod split;
+pub mod tier;
 
 pub use bytes::Hash32;
 pub use error::{CoreError, Result};
 pub use identity::{NodeId, NodeKey, NodePublicKey, Signature};
 pub use mode::OperatingMode;
-pub use signed::{Kind, Signed, SignedKind};
+pub use signed::{verify_batch, Kind, Signed, SignedKind};
+pub use tier::TrustTier;
 
 /// Re-exported so callers can name the rng trait without adding the dependency.
 pub use rand_core;

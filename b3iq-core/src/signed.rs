@@ -117,6 +117,12 @@ pub trait SignedKind: Canonical + Clone {
     fn claimed_node_id(&self) -> Option<NodeId> {
         None
     }
+
+    /// The public key the object says signed it (a job's issuer, an enrollment proof's key),
+    /// if it names one. [`Signed::sign`] and every verify check it matches the signer.
+    fn claimed_signer(&self) -> Option<NodePublicKey> {
+        None
+    }
 }
 
 /// Fixed envelope overhead: version, kind, signer, body length, signature.
@@ -185,6 +191,11 @@ impl<T: SignedKind> Signed<T> {
                     claimed: claimed.to_string(),
                     actual: actual.to_string(),
                 });
+            }
+        }
+        if let Some(claimed) = body.claimed_signer() {
+            if claimed != key.public() {
+                return Err(CoreError::SignerMismatch { kind: T::KIND.name() });
             }
         }
         let signature = key.sign_raw(&signing_message(T::KIND, &body_bytes));
@@ -313,6 +324,7 @@ impl<T: SignedKind> Signed<T> {
     }
 
     fn verify_embedded_signer(&self) -> Result<()> {
+        check_claimed_signer(&self.body, &self.signer)?;
         if let Some(claimed) = self.body.claimed_node_id() {
             let actual = self.signer.node_id();
             if claimed != actual {
@@ -333,6 +345,13 @@ impl<T: SignedKind> Signed<T> {
     }
 }
 
+fn check_claimed_signer<T: SignedKind>(body: &T, signer: &NodePublicKey) -> Result<()> {
+    match body.claimed_signer() {
+        Some(claimed) if &claimed != signer => Err(CoreError::SignerMismatch { kind: T::KIND.name() }),
+        _ => Ok(()),
+    }
+}
+
 /// Verifies many signed objects at once with Ed25519 batch verification, each against the
 /// signer in its own envelope (and its node id, where it names one). All-or-nothing: on
 /// failure, verify one by one to find the culprit.
@@ -344,6 +363,7 @@ pub fn verify_batch<T: SignedKind>(items: &[Signed<T>]) -> Result<()> {
     let mut sigs = Vec::with_capacity(items.len());
     let mut keys = Vec::with_capacity(items.len());
     for it in items {
+        check_claimed_signer(&it.body, &it.signer)?;
         if let Some(claimed) = it.body.claimed_node_id() {
             let actual = it.signer.node_id();
             if claimed != actual {

@@ -1,0 +1,135 @@
+//! Signed heartbeats: a managed node's periodic health report to its control plane.
+//!
+//! Public by design: ids, statuses, counts and digests only (no prompts, keys, URLs or paths).
+
+use crate::codec::{Canonical, Reader, Writer};
+use crate::digest::Sha256Digest;
+use crate::error::{CoreError, Result};
+use crate::identity::NodeId;
+use crate::mode::OperatingMode;
+use crate::signed::{Kind, Signed, SignedKind};
+
+/// Maximum number of model digests in one heartbeat.
+pub const MAX_INVENTORY: u32 = 256;
+
+/// Overall health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Starting up, not serving yet. Tag 0.
+    Starting,
+    /// Serving normally. Tag 1.
+    Healthy,
+    /// Serving with problems (slow, low memory, a backend down). Tag 2.
+    Degraded,
+    /// Not serving. Tag 3.
+    Unhealthy,
+}
+
+impl HealthStatus {
+    const ALL: [HealthStatus; 4] = [HealthStatus::Starting, HealthStatus::Healthy, HealthStatus::Degraded, HealthStatus::Unhealthy];
+    /// Wire tag.
+    pub fn tag(self) -> u8 {
+        match self {
+            HealthStatus::Starting => 0,
+            HealthStatus::Healthy => 1,
+            HealthStatus::Degraded => 2,
+            HealthStatus::Unhealthy => 3,
+        }
+    }
+}
+
+impl Canonical for HealthStatus {
+    const NAME: &'static str = "health status";
+    fn encode_to(&self, w: &mut Writer) {
+        w.u8(self.tag());
+    }
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
+        let tag = r.u8("health")?;
+        HealthStatus::ALL.into_iter().find(|h| h.tag() == tag).ok_or(CoreError::InvalidTag { field: "health", tag })
+    }
+}
+
+/// Counters reported in a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatCounts {
+    /// Requests running now.
+    pub active_requests: u32,
+    /// Requests waiting in the queue.
+    pub queued_requests: u32,
+    /// Requests completed since start.
+    pub completed_requests: u64,
+    /// Requests failed since start.
+    pub failed_requests: u64,
+    /// Tokens generated since start.
+    pub generated_tokens: u64,
+    /// Seconds since the host started.
+    pub uptime_s: u64,
+}
+
+/// A heartbeat (the signed body).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Sending node.
+    pub node_id: NodeId,
+    /// Send time, unix ms.
+    pub sent_at_ms: u64,
+    /// Per-node sequence number (increasing), so a control plane can drop replays.
+    pub sequence: u64,
+    /// Current operating mode.
+    pub mode: OperatingMode,
+    /// Health.
+    pub health: HealthStatus,
+    /// Counters.
+    pub counts: HeartbeatCounts,
+    /// Digests of the installed model artifacts (at most 256).
+    pub model_inventory: Vec<Sha256Digest>,
+}
+
+/// A signed heartbeat.
+pub type SignedHeartbeat = Signed<Heartbeat>;
+
+impl Canonical for Heartbeat {
+    const NAME: &'static str = "heartbeat";
+    fn encode_to(&self, w: &mut Writer) {
+        w.put(&self.node_id);
+        w.u64(self.sent_at_ms);
+        w.u64(self.sequence);
+        w.put(&self.mode);
+        w.put(&self.health);
+        w.u32(self.counts.active_requests);
+        w.u32(self.counts.queued_requests);
+        w.u64(self.counts.completed_requests);
+        w.u64(self.counts.failed_requests);
+        w.u64(self.counts.generated_tokens);
+        w.u64(self.counts.uptime_s);
+        w.list(&self.model_inventory, |w, d| w.put(d));
+    }
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(Self {
+            node_id: r.get()?,
+            sent_at_ms: r.u64("sent_at_ms")?,
+            sequence: r.u64("sequence")?,
+            mode: r.get()?,
+            health: r.get()?,
+            counts: HeartbeatCounts {
+                active_requests: r.u32("active_requests")?,
+                queued_requests: r.u32("queued_requests")?,
+                completed_requests: r.u64("completed_requests")?,
+                failed_requests: r.u64("failed_requests")?,
+                generated_tokens: r.u64("generated_tokens")?,
+                uptime_s: r.u64("uptime_s")?,
+            },
+            model_inventory: r.list(MAX_INVENTORY, "model_inventory", |r| r.get())?,
+        })
+    }
+}
+
+impl SignedKind for Heartbeat {
+    const KIND: Kind = Kind::Heartbeat;
+    fn claimed_node_id(&self) -> Option<NodeId> {
+        Some(self.node_id)
+    }
+}
