@@ -1,1 +1,17 @@
-//! B3IQ node binding (being built).
+//! `b3iq` for Node.js: the native half of the npm package (napi-rs).
+//!
+//! Thin by design: each module mirrors the b3iq-core / b3iq-host / b3iq-runtime file of the same
+//! name and only converts types and maps errors (`error.rs`). Async functions return Promises
+//! driven by napi's tokio runtime (one per process, built lazily). No feature flags.
+
+#![deny(clippy::all)]
+
+mod error;
+
+use napi_derive::napi;
+
+/// The version of the b3iq crates this addon was built from.
+#[napi]
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}

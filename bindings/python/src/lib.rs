@@ -1,1 +1,44 @@
-//! B3IQ python binding (being built).
+//! `b3iq._b3iq`: the native half of the `b3iq` Python package (pyo3, abi3, Python >= 3.9).
+//!
+//! Thin by design: each module here mirrors the b3iq-core / b3iq-host / b3iq-runtime file of
+//! the same name and only converts types and maps errors (see `error.rs`). The pure-Python
+//! package in `python/b3iq` re-exports these classes, adds the exception hierarchy and the
+//! async wrappers. No feature flags.
+
+use pyo3::prelude::*;
+
+mod convert;
+mod credential;
+mod error;
+mod identity;
+mod merkle;
+mod payout;
+mod receipt;
+mod runtime;
+mod split;
+
+/// The version of the b3iq crates this module was built from.
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// Pid of the process the tokio runtime was built in, built on demand (fork-safety checks).
+#[pyfunction]
+fn _runtime_pid() -> PyResult<u32> {
+    runtime::runtime().map_err(error::io_error)?;
+    Ok(runtime::runtime_pid().unwrap_or(0))
+}
+
+#[pymodule]
+fn _b3iq(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(_runtime_pid, m)?)?;
+    identity::register(m)?;
+    receipt::register(m)?;
+    merkle::register(m)?;
+    payout::register(m)?;
+    split::register(m)?;
+    credential::register(m)?;
+    Ok(())
+}

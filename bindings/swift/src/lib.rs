@@ -1,1 +1,18 @@
-//! B3IQ swift binding (being built).
+//! `b3iq_ffi`: the uniffi layer the B3IQ Swift package is generated from.
+//!
+//! Thin by design: each module mirrors the b3iq-core / b3iq-host / b3iq-runtime file of the same
+//! name and only converts types and maps errors (`error.rs`). Async exports run on one tokio
+//! runtime per process (`runtime.rs`), via uniffi's tokio support. Generated Swift sources live
+//! in `Sources/`; `scripts/generate.sh` regenerates them. No feature flags.
+
+uniffi::setup_scaffolding!("b3iq");
+
+mod error;
+
+pub use error::B3iqError;
+
+/// The version of the b3iq crates this library was built from.
+#[uniffi::export]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}

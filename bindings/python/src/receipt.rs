@@ -1,0 +1,124 @@
+//! Mirrors `b3iq-core/src/receipt.rs`: receipts, signed receipts, public summaries, commitments.
+
+use b3iq_core::receipt as core;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::convert::{array, bytes, from_py, to_py};
+use crate::error::core_error;
+use crate::identity::{NodeId, NodeKey, NodePublicKey};
+
+/// An unsigned usage receipt (the signed body). Build it from a dict with the core's JSON
+/// field names (`node_id`, `request_id`, `model_id`, ...; hashes as hex, ids as text).
+#[pyclass(module = "b3iq", name = "Receipt", frozen)]
+pub struct Receipt(pub(crate) core::Receipt);
+
+#[pymethods]
+impl Receipt {
+    /// Builds a receipt from a dict (unknown fields are refused).
+    #[staticmethod]
+    fn from_dict(value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        from_py("receipt", value).map(Self)
+    }
+
+    /// The receipt as a dict (the core's JSON form).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &self.0)
+    }
+
+    /// Signs the receipt; `key`'s node id must be the receipt's `node_id`.
+    fn sign(&self, key: &NodeKey) -> PyResult<SignedReceipt> {
+        self.0.clone().sign(&key.0).map(SignedReceipt).map_err(core_error)
+    }
+
+    /// Prompt plus completion tokens.
+    #[getter]
+    fn total_tokens(&self) -> u64 {
+        self.0.total_tokens()
+    }
+}
+
+/// A signed usage receipt: decode the wire bytes, verify, and summarise.
+#[pyclass(module = "b3iq", name = "SignedReceipt", frozen)]
+pub struct SignedReceipt(pub(crate) core::SignedReceipt);
+
+#[pymethods]
+impl SignedReceipt {
+    /// Strictly decodes the wire form. Does not verify: call `verify` or `verify_self_certified`.
+    #[staticmethod]
+    fn decode(data: &[u8]) -> PyResult<Self> {
+        core::SignedReceipt::decode(data).map(Self).map_err(core_error)
+    }
+
+    /// The wire encoding.
+    fn encode<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, &self.0.encode())
+    }
+
+    /// Checks that `expected` signed this receipt and that its node id is `expected`'s.
+    /// Raises `B3iqAuthError` otherwise.
+    fn verify(&self, expected: &NodePublicKey) -> PyResult<()> {
+        self.0.verify(&expected.0).map_err(core_error)
+    }
+
+    /// Checks the signature against the key in the envelope and that the receipt's node id
+    /// derives from it; returns that node id. Says nothing about whether you trust the node.
+    fn verify_self_certified(&self) -> PyResult<NodeId> {
+        self.0.verify_self_certified().map(NodeId).map_err(core_error)
+    }
+
+    /// The stable receipt id (32 bytes, also the Merkle leaf data).
+    #[getter]
+    fn receipt_id<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, self.0.receipt_id().as_bytes())
+    }
+
+    /// The signed body.
+    #[getter]
+    fn receipt(&self) -> Receipt {
+        Receipt(self.0.body().clone())
+    }
+
+    /// The key written in the envelope (not yet trusted: see `verify`).
+    #[getter]
+    fn signer(&self) -> NodePublicKey {
+        NodePublicKey(*self.0.signer())
+    }
+
+    /// The 64-byte signature.
+    #[getter]
+    fn signature<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, self.0.signature().as_bytes())
+    }
+
+    /// The public summary as a dict: ids, hashes, counts and totals, nothing private.
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &self.0.summary())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SignedReceipt(id={})", self.0.receipt_id().to_hex())
+    }
+}
+
+/// Salted blake3 commitment to a prompt (32 bytes).
+#[pyfunction]
+fn commit_prompt<'py>(py: Python<'py>, salt: &[u8], prompt: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
+    Ok(bytes(py, core::Commitment::prompt(&salt, prompt).as_bytes()))
+}
+
+/// Salted blake3 commitment to an output (32 bytes).
+#[pyfunction]
+fn commit_output<'py>(py: Python<'py>, salt: &[u8], output: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
+    Ok(bytes(py, core::Commitment::output(&salt, output).as_bytes()))
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Receipt>()?;
+    m.add_class::<SignedReceipt>()?;
+    m.add_function(wrap_pyfunction!(commit_prompt, m)?)?;
+    m.add_function(wrap_pyfunction!(commit_output, m)?)?;
+    Ok(())
+}
