@@ -311,7 +311,15 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     assert.ok(bars.reduce((a, b) => a + b, 0) >= 2, `the chart counts the playground and the API request (got ${bars})`);
     await page.getByTestId('audit-log').locator('li').first().waitFor();
     await page.getByRole('button', { name: 'Details' }).first().click();
-    await page.getByText('Download receipt JSON').waitFor();
+    // The receipt downloads in the export format and verifies offline with the CLI.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByText('Download receipt JSON').click()]);
+    const file = join(home, 'receipt-export.json');
+    await download.saveAs(file);
+    const exported = JSON.parse(readFileSync(file, 'utf8'));
+    assert.equal(exported.format, 'b3iq-receipts/v1');
+    assert.equal(exported.receipts.length, 1);
+    const verified = b3iqd(['receipts', 'verify', file]);
+    assert.match(verified, /1 valid|valid: 1|all 1|ok/i, `b3iqd receipts verify accepts the wizard's download:\n${verified}`);
     await assertNoStoredSecrets('dashboard');
     await shot('dashboard');
   });

@@ -1,7 +1,7 @@
 import { fireEvent, render, screen, waitFor } from '@testing-library/react';
 import { describe, expect, it, vi } from 'vitest';
 import { Api, type Job, type Models } from './api';
-import { DashboardScreen, HardwareScreen, ModeScreen, ModelScreen } from './screens';
+import { DashboardScreen, HardwareScreen, ModeScreen, ModelScreen, receiptExport } from './screens';
 
 function fakeApi(methods: Partial<Record<keyof Api, (...a: never[]) => unknown>>): Api {
   const api = new Api(async () => { throw new Error('unexpected network call'); });
@@ -116,5 +116,16 @@ describe('DashboardScreen', () => {
     expect(await screen.findByText('abcdef')).toBeTruthy();
     expect(screen.getByText('Download receipt JSON').getAttribute('href')).toBe('blob:x');
     expect(screen.getByTestId('usage-chart').getAttribute('aria-label')).toBe('2 requests and 15 tokens in the last 24 hours');
+  });
+});
+
+describe('receiptExport', () => {
+  it('writes the b3iq-receipts/v1 export that `b3iqd receipts verify` reads', () => {
+    const out = JSON.parse(receiptExport({ id: 'rcpt_1', prompt_tokens: 1, completion_tokens: 2, signed: 'abcd', node_public_key: 'ef01' }, 'b3n_x'));
+    expect(out.format).toBe('b3iq-receipts/v1');
+    expect(out.node_public_key).toBe('ef01');
+    expect(out.node_id).toBe('b3n_x');
+    expect(out.receipts).toHaveLength(1);
+    expect(out.receipts[0]).toMatchObject({ id: 'rcpt_1', signed: 'abcd' });
   });
 });

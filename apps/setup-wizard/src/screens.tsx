@@ -544,7 +544,12 @@ async function fetchMode(api: Api, m: string): Promise<boolean> {
 
 // ------------------------------------------------------------------ dashboard
 
-function ReceiptRow({ r, api }: { r: Receipt; api: Api }) {
+/** The export format `b3iqd receipts verify FILE` reads (`b3iq-receipts/v1`), holding one receipt. */
+export function receiptExport(r: Receipt, nodeId: string | undefined): string {
+  return JSON.stringify({ format: 'b3iq-receipts/v1', node_id: nodeId, node_public_key: r.node_public_key, receipts: [r] }, null, 2);
+}
+
+function ReceiptRow({ r, api, nodeId }: { r: Receipt; api: Api; nodeId?: string }) {
   const [open, setOpen] = useState(false);
   const [full, setFull] = useState<Receipt | null>(null);
   const [href, setHref] = useState<string | null>(null);
@@ -553,7 +558,7 @@ function ReceiptRow({ r, api }: { r: Receipt; api: Api }) {
     if (!open && !full) {
       const f = await api.receipt(r.id).catch(() => r);
       setFull(f);
-      setHref(URL.createObjectURL(new Blob([JSON.stringify(f, null, 2)], { type: 'application/json' })));
+      setHref(URL.createObjectURL(new Blob([receiptExport(f, nodeId)], { type: 'application/json' })));
     }
     setOpen(!open);
   }
@@ -579,8 +584,8 @@ function ReceiptRow({ r, api }: { r: Receipt; api: Api }) {
               <div><dt>Signed bytes</dt><dd className="mono wrap small">{shown.signed ?? '—'}</dd></div>
             </dl>
             <p className="small">
-              Verify it offline: save it, then run <code>b3iqd receipts verify receipt.json</code>.{' '}
-              {href && <a href={href} download={`${shown.id}.json`}>Download receipt JSON</a>}
+              {href && <a href={href} download={`b3iq-receipt-${shown.id}.json`}>Download receipt JSON</a>}
+              {' '}and verify it offline on any machine with <code>b3iqd receipts verify b3iq-receipt-{shown.id}.json</code>.
             </p>
           </td>
         </tr>
@@ -702,7 +707,7 @@ export function DashboardScreen({ api }: ScreenProps) {
           <div className="table-wrap">
             <table className="table" data-testid="receipts-table">
               <thead><tr><th scope="col">Time</th><th scope="col">Model</th><th scope="col" className="num">Tokens in + out</th><th scope="col" className="num">Duration</th><th scope="col">Signature</th><th scope="col"><span className="sr-only">Details</span></th></tr></thead>
-              <tbody>{receipts.data.map((r) => <ReceiptRow key={r.id} r={r} api={api} />)}</tbody>
+              <tbody>{receipts.data.map((r) => <ReceiptRow key={r.id} r={r} api={api} nodeId={n?.node_id} />)}</tbody>
             </table>
           </div>
         )}
