@@ -5,7 +5,11 @@
 //! ("outer: cause: root cause"). The JS side (`errors.js`) re-wraps them into `B3iqError`
 //! subclasses: `B3iqValueError` (a `TypeError`-like bad input), `B3iqAuthError`, `B3iqIOError`, ...
 
+use b3iq_core::CoreError;
 use napi::Error;
+
+/// What every fallible export returns: the JS error's `code` is our class code.
+pub(crate) type Result<T> = napi::Result<T, String>;
 
 /// Which `B3iqError` subclass a Rust error becomes (the string is the JS `code`).
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +31,8 @@ pub(crate) enum Kind {
     Runtime,
     /// Host state (not claimed, already claimed, stopped).
     State,
+    /// No more specific class.
+    Other,
 }
 
 impl Kind {
@@ -40,6 +46,7 @@ impl Kind {
             Kind::Io => "B3IQ_IO",
             Kind::Runtime => "B3IQ_RUNTIME",
             Kind::State => "B3IQ_STATE",
+            Kind::Other => "B3IQ_ERROR",
         }
     }
 }
@@ -59,4 +66,46 @@ pub(crate) fn raise(kind: Kind, err: &(dyn std::error::Error + 'static)) -> Erro
 /// A napi error with a plain message.
 pub(crate) fn raise_msg(kind: Kind, message: impl Into<String>) -> Error<String> {
     Error::new(kind.code().to_owned(), message.into())
+}
+
+/// The class each `b3iq-core` error becomes; the same table as the Python and Swift bindings.
+pub(crate) fn core_kind(err: &CoreError) -> Kind {
+    match err {
+        CoreError::Truncated { .. }
+        | CoreError::TrailingBytes { .. }
+        | CoreError::UnsupportedVersion { .. }
+        | CoreError::WrongKind { .. }
+        | CoreError::LengthTooLarge { .. }
+        | CoreError::InvalidTag { .. }
+        | CoreError::InvalidUtf8 { .. }
+        | CoreError::InvalidField { .. }
+        | CoreError::InvalidHex { .. }
+        | CoreError::InvalidPublicKey { .. }
+        | CoreError::InvalidKeyFile { .. }
+        | CoreError::InvalidNodeId { .. }
+        | CoreError::InvalidCredential { .. }
+        | CoreError::WrongCredentialKind { .. }
+        | CoreError::InvalidDigest { .. }
+        | CoreError::InvalidValidity { .. }
+        | CoreError::EmptyTree
+        | CoreError::IndexOutOfRange { .. }
+        | CoreError::DuplicatePayoutIndex { .. }
+        | CoreError::InvalidSplitPolicy { .. }
+        | CoreError::Overflow { .. }
+        | CoreError::ReputationNodeMismatch { .. } => Kind::Value,
+        CoreError::InvalidSignature { .. }
+        | CoreError::SignerMismatch { .. }
+        | CoreError::NodeIdMismatch { .. }
+        | CoreError::UntrustedIssuer { .. }
+        | CoreError::WrongAudience { .. } => Kind::Auth,
+        CoreError::Expired { .. } | CoreError::NotYetValid { .. } => Kind::Expired,
+        CoreError::Replayed { .. } | CoreError::StaleSequence { .. } => Kind::Replay,
+        CoreError::SeenSet { .. } => Kind::Io,
+        _ => Kind::Other,
+    }
+}
+
+/// A `b3iq-core` error as a JS error with the matching code.
+pub(crate) fn core_error(err: CoreError) -> Error<String> {
+    raise(core_kind(&err), &err)
 }

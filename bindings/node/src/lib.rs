@@ -6,7 +6,17 @@
 
 #![deny(clippy::all)]
 
+mod convert;
+mod credential;
 mod error;
+mod identity;
+mod job;
+mod manifest;
+mod merkle;
+mod metering;
+mod payout;
+mod receipt;
+mod split;
 
 use napi_derive::napi;
 

@@ -145,3 +145,19 @@ pub(crate) fn core_kind(err: &CoreError) -> Kind {
 pub(crate) fn core_error(err: CoreError) -> PyErr {
     raise(core_kind(&err), &err)
 }
+
+/// An I/O error with what was being done: `"<context>: <io error>"`, the io error as the cause.
+#[derive(Debug)]
+pub(crate) struct ContextError(pub(crate) String, pub(crate) std::io::Error);
+
+impl std::fmt::Display for ContextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0, self.1)
+    }
+}
+
+impl std::error::Error for ContextError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.1)
+    }
+}

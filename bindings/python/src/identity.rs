@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::convert::{array, bytes};
-use crate::error::{core_error, io_error};
+use crate::error::{core_error, raise, ContextError, Kind};
 
 /// An Ed25519 node signing key. `repr()` shows only the node id, never the secret.
 #[pyclass(module = "b3iq", name = "NodeKey", frozen)]
@@ -36,7 +36,9 @@ impl NodeKey {
     /// Reads and parses a key file (for example `$B3IQ_HOME/identity.key`).
     #[staticmethod]
     fn load(path: PathBuf) -> PyResult<Self> {
-        let data = std::fs::read(&path).map_err(io_error)?;
+        let data = std::fs::read(&path).map_err(|e| {
+            raise(Kind::Io, &ContextError(format!("cannot read key file {}", path.display()), e))
+        })?;
         Self::from_key_file(&data)
     }
 

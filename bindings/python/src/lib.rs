@@ -11,7 +11,10 @@ mod convert;
 mod credential;
 mod error;
 mod identity;
+mod job;
+mod manifest;
 mod merkle;
+mod metering;
 mod payout;
 mod receipt;
 mod runtime;
@@ -40,5 +43,8 @@ fn _b3iq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     payout::register(m)?;
     split::register(m)?;
     credential::register(m)?;
+    job::register(m)?;
+    manifest::register(m)?;
+    metering::register(m)?;
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! each with the full message (the Rust `source()` chain joined with ": "). Swift sees
 //! `B3iqError.InvalidInput(message:)`, `.Auth(message:)`, ... and can switch on the case.
 
+use b3iq_core::CoreError;
+
 /// Every error the B3IQ Swift package throws.
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum B3iqError {
@@ -58,7 +60,6 @@ pub enum B3iqError {
 }
 
 /// The message of `err` followed by its `source()` chain.
-#[allow(dead_code)]
 pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut message = err.to_string();
     let mut next = err.source();
@@ -68,4 +69,51 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     message
+}
+
+impl B3iqError {
+    /// Malformed input with a message.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        B3iqError::InvalidInput { message: message.into() }
+    }
+}
+
+/// The class each `b3iq-core` error becomes; the same table as the Python and Node bindings.
+impl From<CoreError> for B3iqError {
+    fn from(err: CoreError) -> Self {
+        let message = chain(&err);
+        match err {
+            CoreError::Truncated { .. }
+            | CoreError::TrailingBytes { .. }
+            | CoreError::UnsupportedVersion { .. }
+            | CoreError::WrongKind { .. }
+            | CoreError::LengthTooLarge { .. }
+            | CoreError::InvalidTag { .. }
+            | CoreError::InvalidUtf8 { .. }
+            | CoreError::InvalidField { .. }
+            | CoreError::InvalidHex { .. }
+            | CoreError::InvalidPublicKey { .. }
+            | CoreError::InvalidKeyFile { .. }
+            | CoreError::InvalidNodeId { .. }
+            | CoreError::InvalidCredential { .. }
+            | CoreError::WrongCredentialKind { .. }
+            | CoreError::InvalidDigest { .. }
+            | CoreError::InvalidValidity { .. }
+            | CoreError::EmptyTree
+            | CoreError::IndexOutOfRange { .. }
+            | CoreError::DuplicatePayoutIndex { .. }
+            | CoreError::InvalidSplitPolicy { .. }
+            | CoreError::Overflow { .. }
+            | CoreError::ReputationNodeMismatch { .. } => B3iqError::InvalidInput { message },
+            CoreError::InvalidSignature { .. }
+            | CoreError::SignerMismatch { .. }
+            | CoreError::NodeIdMismatch { .. }
+            | CoreError::UntrustedIssuer { .. }
+            | CoreError::WrongAudience { .. } => B3iqError::Auth { message },
+            CoreError::Expired { .. } | CoreError::NotYetValid { .. } => B3iqError::Expired { message },
+            CoreError::Replayed { .. } | CoreError::StaleSequence { .. } => B3iqError::Replay { message },
+            CoreError::SeenSet { .. } => B3iqError::Io { message },
+            _ => B3iqError::InvalidInput { message },
+        }
+    }
 }

@@ -1,10 +1,40 @@
 """B3IQ for Python: embed a local inference host and verify its signed objects.
 
-See the README for a quick start.
+Everything here is implemented in Rust (``b3iq._b3iq``, built from ``b3iq-core``); this package
+re-exports it and adds the exception hierarchy (``b3iq.errors``). See the README for a quick
+start.
 """
 
 from . import _b3iq
-from ._b3iq import version
+from ._b3iq import (
+    Credential,
+    Job,
+    MerkleTree,
+    ModelManifest,
+    NodeId,
+    NodeKey,
+    NodePublicKey,
+    PayoutTree,
+    PriceSchedule,
+    Receipt,
+    SeenSet,
+    SignedJob,
+    SignedManifest,
+    SignedReceipt,
+    SplitPolicy,
+    TrustRoots,
+    commit_output,
+    commit_prompt,
+    decide_job,
+    keccak256,
+    merkle_leaf_hash,
+    merkle_root,
+    payout_leaf,
+    split,
+    verify_inclusion,
+    verify_payout,
+    version,
+)
 from .errors import (
     B3iqAuthError,
     B3iqError,
@@ -20,6 +50,32 @@ from .errors import (
 __version__ = version()
 
 __all__ = [
+    "Credential",
+    "Job",
+    "MerkleTree",
+    "ModelManifest",
+    "NodeId",
+    "NodeKey",
+    "NodePublicKey",
+    "PayoutTree",
+    "PriceSchedule",
+    "Receipt",
+    "SeenSet",
+    "SignedJob",
+    "SignedManifest",
+    "SignedReceipt",
+    "SplitPolicy",
+    "TrustRoots",
+    "commit_output",
+    "commit_prompt",
+    "decide_job",
+    "keccak256",
+    "merkle_leaf_hash",
+    "merkle_root",
+    "payout_leaf",
+    "split",
+    "verify_inclusion",
+    "verify_payout",
     "version",
     "B3iqError",
     "B3iqValueError",

@@ -1,0 +1,154 @@
+//! Mirrors `b3iq-core/src/job.rs`: signed jobs, trust roots, the replay seen-set and the policy.
+
+use b3iq_core::job as core;
+use b3iq_core::OperatingMode;
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+
+use crate::convert::{buffer, from_js, to_js, uint};
+use crate::error::{core_error, Result};
+use crate::identity::{NodeId, NodeKey, NodePublicKey};
+
+/// An unsigned job envelope, built from a plain object with the core's JSON field names.
+#[napi]
+pub struct Job {
+    inner: core::Job,
+}
+
+#[napi]
+impl Job {
+    /// Builds a job from a plain object (unknown fields and job kinds are refused).
+    #[napi(factory)]
+    pub fn from_json(value: serde_json::Value) -> Result<Self> {
+        from_js("job", value).map(|inner| Self { inner })
+    }
+
+    /// The job as a plain object.
+    #[napi(js_name = "toJSON")]
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        to_js(&self.inner)
+    }
+
+    /// Signs the job as its issuer (`key`'s public key must be the job's `issuer`).
+    #[napi]
+    pub fn sign(&self, key: &NodeKey) -> Result<SignedJob> {
+        key.inner.sign_object(self.inner.clone()).map(|inner| SignedJob { inner }).map_err(core_error)
+    }
+}
+
+/// A signed job as received by a node.
+#[napi]
+pub struct SignedJob {
+    inner: core::SignedJob,
+}
+
+#[napi]
+impl SignedJob {
+    /// Strictly decodes the wire form. Does not verify: call `open`.
+    #[napi(factory)]
+    pub fn decode(data: Buffer) -> Result<Self> {
+        core::SignedJob::decode(&data).map(|inner| Self { inner }).map_err(core_error)
+    }
+
+    /// The wire encoding.
+    #[napi]
+    pub fn encode(&self) -> Buffer {
+        buffer(&self.inner.encode())
+    }
+
+    /// The signed envelope (not yet checked).
+    #[napi(getter)]
+    pub fn job(&self) -> Job {
+        Job { inner: self.inner.body().clone() }
+    }
+
+    /// Runs every check for node `audience` at `nowMs` and records the job in `seen`.
+    /// Returns `{ job, job_hash }`; throws `B3iqAuthError`, `B3iqExpiredError`,
+    /// `B3iqReplayError`, ... otherwise.
+    #[napi]
+    pub fn open(
+        &self,
+        trust_roots: &TrustRoots,
+        audience: &NodeId,
+        now_ms: f64,
+        seen: &mut SeenSet,
+    ) -> Result<serde_json::Value> {
+        let verified = self
+            .inner
+            .open(&trust_roots.inner, &audience.inner, uint("nowMs", now_ms)?, &mut seen.inner)
+            .map_err(core_error)?;
+        Ok(serde_json::json!({
+            "job": to_js(verified.job())?,
+            "job_hash": b3iq_core::Hash32(verified.job_hash()).to_hex(),
+        }))
+    }
+}
+
+/// The control-plane keys a node accepts jobs from, and the allowed clock skew.
+#[napi]
+pub struct TrustRoots {
+    inner: core::TrustRoots,
+}
+
+#[napi]
+impl TrustRoots {
+    /// Trust roots for issuer public keys given as hex strings.
+    #[napi(constructor)]
+    pub fn new(issuers_hex: Vec<String>, max_clock_skew_ms: Option<f64>) -> Result<Self> {
+        let keys = issuers_hex
+            .iter()
+            .map(|h| b3iq_core::NodePublicKey::from_hex(h).map_err(core_error))
+            .collect::<Result<Vec<_>>>()?;
+        let roots = core::TrustRoots::new(keys);
+        Ok(Self {
+            inner: match max_clock_skew_ms {
+                Some(ms) => roots.with_max_clock_skew_ms(uint("maxClockSkewMs", ms)?),
+                None => roots,
+            },
+        })
+    }
+
+    /// Adds an issuer key.
+    #[napi]
+    pub fn insert(&mut self, key: &NodePublicKey) {
+        self.inner.insert(key.inner);
+    }
+
+    /// The allowed clock skew in ms.
+    #[napi(getter)]
+    pub fn max_clock_skew_ms(&self) -> f64 {
+        self.inner.max_clock_skew_ms() as f64
+    }
+}
+
+/// An in-memory replay seen-set (job ids and the last sequence per issuer).
+#[napi]
+#[derive(Default)]
+pub struct SeenSet {
+    inner: core::MemorySeenSet,
+}
+
+#[napi]
+impl SeenSet {
+    /// An empty seen-set.
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Decides whether a verified job runs in `mode` (`"local"`, `"managed"`, `"network"`).
+/// Returns `{ verdict: "run" | "needs_owner_approval" | "refuse", risk, reason }`.
+/// `autoApproveUpTo` is `"low"` (default), `"medium"` or `null` (ask for everything).
+#[napi]
+pub fn decide_job(
+    kind: serde_json::Value,
+    mode: String,
+    auto_approve_up_to: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let kind: core::JobKind = from_js("job kind", kind)?;
+    let mode: OperatingMode = mode.parse().map_err(core_error)?;
+    let up_to = auto_approve_up_to.unwrap_or_else(|| serde_json::Value::String("low".into()));
+    let policy: core::JobPolicy = from_js("job policy", serde_json::json!({ "auto_approve_up_to": up_to }))?;
+    to_js(&policy.decide(&kind, mode))
+}

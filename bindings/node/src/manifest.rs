@@ -1,0 +1,81 @@
+//! Mirrors `b3iq-core/src/manifest.rs`: signed model manifests from publishers.
+
+use b3iq_core::manifest as core;
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+
+use crate::convert::{buffer, from_js, number, to_js};
+use crate::error::{core_error, Result};
+use crate::identity::{NodeKey, NodePublicKey};
+
+/// An unsigned model manifest, built from a plain object with the core's JSON field names.
+#[napi]
+pub struct ModelManifest {
+    inner: core::ModelManifest,
+}
+
+#[napi]
+impl ModelManifest {
+    /// Builds a manifest from a plain object (unknown fields are refused).
+    #[napi(factory)]
+    pub fn from_json(value: serde_json::Value) -> Result<Self> {
+        from_js("model manifest", value).map(|inner| Self { inner })
+    }
+
+    /// The manifest as a plain object.
+    #[napi(js_name = "toJSON")]
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        to_js(&self.inner)
+    }
+
+    /// Signs the manifest as its publisher.
+    #[napi]
+    pub fn sign(&self, key: &NodeKey) -> Result<SignedManifest> {
+        key.inner.sign_object(self.inner.clone()).map(|inner| SignedManifest { inner }).map_err(core_error)
+    }
+
+    /// Total size of all artifacts in bytes.
+    #[napi(getter)]
+    pub fn total_size_bytes(&self) -> Result<f64> {
+        number("totalSizeBytes", self.inner.total_size_bytes().map_err(core_error)?)
+    }
+}
+
+/// A signed model manifest.
+#[napi]
+pub struct SignedManifest {
+    inner: core::SignedManifest,
+}
+
+#[napi]
+impl SignedManifest {
+    /// Strictly decodes the wire form. Does not verify.
+    #[napi(factory)]
+    pub fn decode(data: Buffer) -> Result<Self> {
+        core::SignedManifest::decode(&data).map(|inner| Self { inner }).map_err(core_error)
+    }
+
+    /// The wire encoding.
+    #[napi]
+    pub fn encode(&self) -> Buffer {
+        buffer(&self.inner.encode())
+    }
+
+    /// Checks that `publisher` signed this manifest; throws `B3iqAuthError` otherwise.
+    #[napi]
+    pub fn verify(&self, publisher: &NodePublicKey) -> Result<()> {
+        self.inner.verify(&publisher.inner).map_err(core_error)
+    }
+
+    /// The signed manifest body.
+    #[napi(getter)]
+    pub fn manifest(&self) -> ModelManifest {
+        ModelManifest { inner: self.inner.body().clone() }
+    }
+
+    /// The key written in the envelope.
+    #[napi(getter)]
+    pub fn signer(&self) -> NodePublicKey {
+        NodePublicKey { inner: *self.inner.signer() }
+    }
+}

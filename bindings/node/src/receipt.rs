@@ -1,0 +1,122 @@
+//! Mirrors `b3iq-core/src/receipt.rs`: receipts, signed receipts, public summaries, commitments.
+
+use b3iq_core::receipt as core;
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+
+use crate::convert::{array, buffer, from_js, to_js};
+use crate::error::{core_error, Result};
+use crate::identity::{NodeId, NodeKey, NodePublicKey};
+
+/// An unsigned usage receipt (the signed body), built from a plain object with the core's JSON
+/// field names (`node_id`, `request_id`, `model_id`, ...).
+#[napi]
+pub struct Receipt {
+    inner: core::Receipt,
+}
+
+#[napi]
+impl Receipt {
+    /// Builds a receipt from a plain object (unknown fields are refused).
+    #[napi(factory)]
+    pub fn from_json(value: serde_json::Value) -> Result<Self> {
+        from_js("receipt", value).map(|inner| Self { inner })
+    }
+
+    /// The receipt as a plain object.
+    #[napi(js_name = "toJSON")]
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        to_js(&self.inner)
+    }
+
+    /// Signs the receipt; `key`'s node id must be the receipt's `node_id`.
+    #[napi]
+    pub fn sign(&self, key: &NodeKey) -> Result<SignedReceipt> {
+        self.inner.clone().sign(&key.inner).map(|inner| SignedReceipt { inner }).map_err(core_error)
+    }
+
+    /// Prompt plus completion tokens.
+    #[napi(getter)]
+    pub fn total_tokens(&self) -> f64 {
+        self.inner.total_tokens() as f64
+    }
+}
+
+/// A signed usage receipt: decode the wire bytes, verify, and summarise.
+#[napi]
+pub struct SignedReceipt {
+    inner: core::SignedReceipt,
+}
+
+#[napi]
+impl SignedReceipt {
+    /// Strictly decodes the wire form. Does not verify: call `verify` or `verifySelfCertified`.
+    #[napi(factory)]
+    pub fn decode(data: Buffer) -> Result<Self> {
+        core::SignedReceipt::decode(&data).map(|inner| Self { inner }).map_err(core_error)
+    }
+
+    /// The wire encoding.
+    #[napi]
+    pub fn encode(&self) -> Buffer {
+        buffer(&self.inner.encode())
+    }
+
+    /// Checks that `expected` signed this receipt and that its node id is `expected`'s;
+    /// throws a `B3iqAuthError` otherwise.
+    #[napi]
+    pub fn verify(&self, expected: &NodePublicKey) -> Result<()> {
+        self.inner.verify(&expected.inner).map_err(core_error)
+    }
+
+    /// Checks the signature against the envelope's key and that the receipt's node id derives
+    /// from it; returns that node id.
+    #[napi]
+    pub fn verify_self_certified(&self) -> Result<NodeId> {
+        self.inner.verify_self_certified().map(|inner| NodeId { inner }).map_err(core_error)
+    }
+
+    /// The stable receipt id (32 bytes, also the Merkle leaf data).
+    #[napi(getter)]
+    pub fn receipt_id(&self) -> Buffer {
+        buffer(self.inner.receipt_id().as_bytes())
+    }
+
+    /// The signed body.
+    #[napi(getter)]
+    pub fn receipt(&self) -> Receipt {
+        Receipt { inner: self.inner.body().clone() }
+    }
+
+    /// The key written in the envelope (not yet trusted: see `verify`).
+    #[napi(getter)]
+    pub fn signer(&self) -> NodePublicKey {
+        NodePublicKey { inner: *self.inner.signer() }
+    }
+
+    /// The 64-byte signature.
+    #[napi(getter)]
+    pub fn signature(&self) -> Buffer {
+        buffer(self.inner.signature().as_bytes())
+    }
+
+    /// The public summary: ids, hashes, counts and totals, nothing private.
+    #[napi]
+    pub fn summary(&self) -> Result<serde_json::Value> {
+        to_js(&self.inner.summary())
+    }
+}
+
+/// Salted blake3 commitment to a prompt (32 bytes).
+#[napi]
+pub fn commit_prompt(salt: Buffer, prompt: Buffer) -> Result<Buffer> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+    Ok(buffer(core::Commitment::prompt(&salt, &prompt).as_bytes()))
+}
+
+/// Salted blake3 commitment to an output (32 bytes).
+#[napi]
+pub fn commit_output(salt: Buffer, output: Buffer) -> Result<Buffer> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+    Ok(buffer(core::Commitment::output(&salt, &output).as_bytes()))
+}

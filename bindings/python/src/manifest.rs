@@ -1,0 +1,79 @@
+//! Mirrors `b3iq-core/src/manifest.rs`: signed model manifests from publishers.
+
+use b3iq_core::manifest as core;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::convert::{bytes, from_py, to_py};
+use crate::error::core_error;
+use crate::identity::{NodeKey, NodePublicKey};
+
+/// An unsigned model manifest, built from a dict with the core's JSON field names.
+#[pyclass(module = "b3iq", name = "ModelManifest", frozen)]
+pub struct ModelManifest(core::ModelManifest);
+
+#[pymethods]
+impl ModelManifest {
+    /// Builds a manifest from a dict (unknown fields are refused).
+    #[staticmethod]
+    fn from_dict(value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        from_py("model manifest", value).map(Self)
+    }
+
+    /// The manifest as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &self.0)
+    }
+
+    /// Signs the manifest as its publisher.
+    fn sign(&self, key: &NodeKey) -> PyResult<SignedManifest> {
+        key.0.sign_object(self.0.clone()).map(SignedManifest).map_err(core_error)
+    }
+
+    /// Total size of all artifacts in bytes.
+    #[getter]
+    fn total_size_bytes(&self) -> PyResult<u64> {
+        self.0.total_size_bytes().map_err(core_error)
+    }
+}
+
+/// A signed model manifest.
+#[pyclass(module = "b3iq", name = "SignedManifest", frozen)]
+pub struct SignedManifest(core::SignedManifest);
+
+#[pymethods]
+impl SignedManifest {
+    /// Strictly decodes the wire form (artifact names and digests are checked). Does not verify.
+    #[staticmethod]
+    fn decode(data: &[u8]) -> PyResult<Self> {
+        core::SignedManifest::decode(data).map(Self).map_err(core_error)
+    }
+
+    /// The wire encoding.
+    fn encode<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, &self.0.encode())
+    }
+
+    /// Checks that `publisher` signed this manifest; raises `B3iqAuthError` otherwise.
+    fn verify(&self, publisher: &NodePublicKey) -> PyResult<()> {
+        self.0.verify(&publisher.0).map_err(core_error)
+    }
+
+    /// The signed manifest body.
+    #[getter]
+    fn manifest(&self) -> ModelManifest {
+        ModelManifest(self.0.body().clone())
+    }
+
+    /// The key written in the envelope (not yet trusted: see `verify`).
+    #[getter]
+    fn signer(&self) -> NodePublicKey {
+        NodePublicKey(*self.0.signer())
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ModelManifest>()?;
+    m.add_class::<SignedManifest>()?;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Mirrors `b3iq-core/src/receipt.rs`: receipts, signed receipts, public summaries, commitments.
+
+use std::sync::Arc;
+
+use b3iq_core::receipt as core;
+
+use crate::convert::{array, from_json, to_json};
+use crate::error::B3iqError;
+use crate::identity::{NodeId, NodeKey, NodePublicKey};
+
+/// An unsigned usage receipt, built from the core's JSON form.
+#[derive(uniffi::Object)]
+pub struct Receipt {
+    inner: core::Receipt,
+}
+
+#[uniffi::export]
+impl Receipt {
+    /// Builds a receipt from JSON text (unknown fields are refused).
+    #[uniffi::constructor]
+    pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
+        Ok(Arc::new(Self { inner: from_json("receipt", &json)? }))
+    }
+
+    /// The receipt as JSON text.
+    pub fn to_json(&self) -> Result<String, B3iqError> {
+        to_json(&self.inner)
+    }
+
+    /// Signs the receipt; `key`'s node id must be the receipt's `node_id`.
+    pub fn sign(&self, key: Arc<NodeKey>) -> Result<Arc<SignedReceipt>, B3iqError> {
+        Ok(Arc::new(SignedReceipt { inner: self.inner.clone().sign(&key.inner)? }))
+    }
+
+    /// Prompt plus completion tokens.
+    pub fn total_tokens(&self) -> u64 {
+        self.inner.total_tokens()
+    }
+}
+
+/// A signed usage receipt.
+#[derive(uniffi::Object)]
+pub struct SignedReceipt {
+    inner: core::SignedReceipt,
+}
+
+#[uniffi::export]
+impl SignedReceipt {
+    /// Strictly decodes the wire form. Does not verify.
+    #[uniffi::constructor]
+    pub fn decode(data: Vec<u8>) -> Result<Arc<Self>, B3iqError> {
+        Ok(Arc::new(Self { inner: core::SignedReceipt::decode(&data)? }))
+    }
+
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        self.inner.encode()
+    }
+
+    /// Checks that `expected` signed this receipt and that its node id is `expected`'s.
+    pub fn verify(&self, expected: Arc<NodePublicKey>) -> Result<(), B3iqError> {
+        Ok(self.inner.verify(&expected.inner)?)
+    }
+
+    /// Checks the signature against the envelope's key and the node id derived from it.
+    pub fn verify_self_certified(&self) -> Result<Arc<NodeId>, B3iqError> {
+        Ok(Arc::new(NodeId { inner: self.inner.verify_self_certified()? }))
+    }
+
+    /// The stable receipt id (32 bytes).
+    pub fn receipt_id(&self) -> Vec<u8> {
+        self.inner.receipt_id().to_bytes().to_vec()
+    }
+
+    /// The signed body.
+    pub fn receipt(&self) -> Arc<Receipt> {
+        Arc::new(Receipt { inner: self.inner.body().clone() })
+    }
+
+    /// The key written in the envelope (not yet trusted).
+    pub fn signer(&self) -> Arc<NodePublicKey> {
+        Arc::new(NodePublicKey { inner: *self.inner.signer() })
+    }
+
+    /// The 64-byte signature.
+    pub fn signature(&self) -> Vec<u8> {
+        self.inner.signature().to_bytes().to_vec()
+    }
+
+    /// The public summary as JSON text.
+    pub fn summary_json(&self) -> Result<String, B3iqError> {
+        to_json(&self.inner.summary())
+    }
+}
+
+/// Salted blake3 commitment to a prompt (32 bytes).
+#[uniffi::export]
+pub fn commit_prompt(salt: Vec<u8>, prompt: Vec<u8>) -> Result<Vec<u8>, B3iqError> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+    Ok(core::Commitment::prompt(&salt, &prompt).to_bytes().to_vec())
+}
+
+/// Salted blake3 commitment to an output (32 bytes).
+#[uniffi::export]
+pub fn commit_output(salt: Vec<u8>, output: Vec<u8>) -> Result<Vec<u8>, B3iqError> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+    Ok(core::Commitment::output(&salt, &output).to_bytes().to_vec())
+}
