@@ -263,6 +263,45 @@ pub enum CoreError {
 }
 
 impl CoreError {
+    /// A stable snake_case code for the variant (used in golden vectors, bindings and HTTP
+    /// error bodies).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CoreError::Truncated { .. } => "truncated",
+            CoreError::TrailingBytes { .. } => "trailing_bytes",
+            CoreError::UnsupportedVersion { .. } => "unsupported_version",
+            CoreError::WrongKind { .. } => "wrong_kind",
+            CoreError::LengthTooLarge { .. } => "length_too_large",
+            CoreError::InvalidTag { .. } => "invalid_tag",
+            CoreError::InvalidUtf8 { .. } => "invalid_utf8",
+            CoreError::InvalidField { .. } => "invalid_field",
+            CoreError::InvalidHex { .. } => "invalid_hex",
+            CoreError::InvalidSignature { .. } => "invalid_signature",
+            CoreError::SignerMismatch { .. } => "signer_mismatch",
+            CoreError::NodeIdMismatch { .. } => "node_id_mismatch",
+            CoreError::InvalidPublicKey { .. } => "invalid_public_key",
+            CoreError::InvalidKeyFile { .. } => "invalid_key_file",
+            CoreError::InvalidNodeId { .. } => "invalid_node_id",
+            CoreError::InvalidCredential { .. } => "invalid_credential",
+            CoreError::WrongCredentialKind { .. } => "wrong_credential_kind",
+            CoreError::InvalidDigest { .. } => "invalid_digest",
+            CoreError::UntrustedIssuer { .. } => "untrusted_issuer",
+            CoreError::WrongAudience { .. } => "wrong_audience",
+            CoreError::Expired { .. } => "expired",
+            CoreError::NotYetValid { .. } => "not_yet_valid",
+            CoreError::InvalidValidity { .. } => "invalid_validity",
+            CoreError::Replayed { .. } => "replayed",
+            CoreError::StaleSequence { .. } => "stale_sequence",
+            CoreError::SeenSet { .. } => "seen_set",
+            CoreError::EmptyTree => "empty_tree",
+            CoreError::IndexOutOfRange { .. } => "index_out_of_range",
+            CoreError::DuplicatePayoutIndex { .. } => "duplicate_payout_index",
+            CoreError::InvalidSplitPolicy { .. } => "invalid_split_policy",
+            CoreError::Overflow { .. } => "overflow",
+            CoreError::ReputationNodeMismatch { .. } => "reputation_node_mismatch",
+        }
+    }
+
     pub(crate) fn field(field: &'static str, reason: impl Into<String>) -> Self {
         CoreError::InvalidField {
             field,

@@ -1,7 +1,7 @@
 //! Usage metering and prices, in integer micro-credits with overflow checks.
 //!
-//! Price rule: `price = per_request + ceil((prompt_tokens * prompt_per_1m
-//! + completion_tokens * completion_per_1m) / 1_000_000)`, computed in `u128` and refused with
+//! Price rule: `price = per_request + ceil((prompt_tokens * prompt_per_1m +
+//! completion_tokens * completion_per_1m) / 1_000_000)`, computed in `u128` and refused with
 //! [`CoreError::Overflow`] if it does not fit in `u64`. Rounding up means a non-empty request at a
 //! non-zero price never costs 0.
 //!

@@ -172,7 +172,7 @@ impl PayoutTree {
         let n = entries.len();
         let mut hashed: Vec<(Hash32, usize)> = entries.iter().enumerate().map(|(i, e)| (e.leaf(), i)).collect();
         // Stable sort by hash; ties (identical entries cannot occur: indices are unique).
-        hashed.sort_by(|a, b| a.0.cmp(&b.0));
+        hashed.sort_by_key(|a| a.0);
         let len = 2 * n - 1;
         let mut tree = vec![Hash32([0; 32]); len];
         let mut positions = vec![0usize; n];
