@@ -135,6 +135,7 @@ export interface ModelProfile {
   installed: boolean;
   loaded: boolean;
   fits?: boolean;
+  default?: boolean;
 }
 
 export interface Models {
@@ -146,6 +147,7 @@ export interface FitInfo {
   profile: string;
   fits: boolean;
   required_memory_bytes?: number;
+  recommended_memory_bytes?: number;
   reason?: string;
 }
 
@@ -317,6 +319,7 @@ export function toProfile(v: unknown): ModelProfile {
     installed: o.installed === true,
     loaded: o.loaded === true,
     fits: typeof o.fits === 'boolean' ? o.fits : undefined,
+    default: o.default === true,
   };
 }
 
@@ -513,7 +516,7 @@ export class Api {
       sku_band: { id: str(band.id) ?? 'unknown', label: str(band.label) ?? str(band.id) ?? 'Unknown' },
       fits: arr(o.fits).map((f) => {
         const x = obj(f);
-        return { profile: str(x.profile) ?? '', fits: x.fits === true, required_memory_bytes: num(x.required_memory_bytes), reason: str(x.reason) };
+        return { profile: str(x.profile) ?? '', fits: x.fits === true, required_memory_bytes: num(x.required_memory_bytes), recommended_memory_bytes: num(x.recommended_memory_bytes), reason: str(x.reason) };
       }),
     };
   }

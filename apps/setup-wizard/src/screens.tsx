@@ -84,7 +84,7 @@ export function HardwareScreen({ api, onNext }: ScreenProps) {
                   return (
                     <tr key={f.profile}>
                       <td>{names.get(f.profile) ?? f.profile}</td>
-                      <td>{formatBytes(f.required_memory_bytes)}</td>
+                      <td>{formatBytes(f.required_memory_bytes)}{f.recommended_memory_bytes ? <span className="muted small"> ({formatBytes(f.recommended_memory_bytes)} recommended)</span> : null}</td>
                       <td>{headroom === undefined ? '—' : headroom >= 0 ? `${formatBytes(headroom)} free` : `${formatBytes(-headroom)} short`}</td>
                       <td>{f.fits ? <Badge tone="ok">Fits</Badge> : <Badge tone="bad">Too big</Badge>}{f.reason && <span className="muted small"> {f.reason}</span>}</td>
                     </tr>
@@ -115,8 +115,15 @@ export function ModelScreen({ api, onNext }: ScreenProps) {
   useEffect(() => () => { alive.current = false; }, []);
 
   const profiles = models.data?.profiles ?? [];
-  const current = selected ?? models.data?.loaded ?? profiles.find((p) => p.fits !== false)?.id;
+  const served = models.data?.loaded ?? null;
+  const current = selected
+    ?? profiles.find((p) => p.loaded)?.id
+    ?? profiles.find((p) => p.id === served)?.id
+    ?? profiles.find((p) => p.default && p.fits !== false)?.id
+    ?? profiles.find((p) => p.fits !== false)?.id;
   const profile = profiles.find((p) => p.id === current);
+  // A model file given on the command line that is not one of the catalog's profiles.
+  const servedOutsideCatalog = served !== null && !profiles.some((p) => p.loaded || p.id === served);
   const installing = job !== null && (job.state === 'queued' || job.state === 'running');
 
   async function install(p: ModelProfile) {
@@ -182,12 +189,25 @@ export function ModelScreen({ api, onNext }: ScreenProps) {
       </fieldset>
 
       <div className="card install" aria-live="polite">
-        {profile && !profile.loaded && !installing && (
+        {servedOutsideCatalog && (
+          <p><Badge tone="ok">Ready</Badge> Serving <b className="mono">{served}</b>, a model file given to <code>b3iqd serve --model</code>.</p>
+        )}
+        {profile && !profile.loaded && !profile.installed && !installing && (
           <div className="row">
-            <p>{profile.installed ? `${profile.name} is installed but not loaded.` : `${profile.name} is not installed yet.`}</p>
+            <p>{profile.name} is not installed yet.</p>
             <button type="button" className="btn btn-primary" onClick={() => void install(profile)} disabled={profile.fits === false}>
-              {profile.installed ? 'Load model' : `Install (${formatBytes(profile.size_bytes)})`}
+              {`Install (${formatBytes(profile.size_bytes)})`}
             </button>
+          </div>
+        )}
+        {profile && !profile.loaded && profile.installed && !installing && (
+          <div>
+            <p><Badge tone="muted">Installed</Badge> <b>{profile.name}</b> is installed and verified{job?.state === 'succeeded' ? ' (sha256 checked)' : ''}.</p>
+            {job?.state === 'succeeded' && <ProgressBar value={1} label="Install progress" />}
+            <p className="muted small">
+              {served ? `The node is serving ${served} now. ` : 'No model is being served yet. '}
+              To serve this one, restart the node with <code>b3iqd serve --model {profile.id}</code> (this build cannot switch models while running).
+            </p>
           </div>
         )}
         {installing && job && (
@@ -202,7 +222,7 @@ export function ModelScreen({ api, onNext }: ScreenProps) {
             {job?.state === 'succeeded' && <ProgressBar value={1} label="Install progress" />}
           </div>
         )}
-        {!profile && models.data && <p className="muted">No model profiles are available on this node.</p>}
+        {!profile && !servedOutsideCatalog && models.data && <p className="muted">No model profiles are available on this node.</p>}
         {installError ? <ErrorNotice error={installError} /> : null}
       </div>
 
@@ -212,7 +232,7 @@ export function ModelScreen({ api, onNext }: ScreenProps) {
           <input id="test-prompt" value={prompt} onChange={(e) => setPrompt(e.target.value)} maxLength={500} />
         </Field>
         <div className="actions">
-          <button type="submit" className="btn" disabled={asking || !prompt.trim() || !profile?.loaded}>{asking ? 'Thinking…' : 'Send test prompt'}</button>
+          <button type="submit" className="btn" disabled={asking || !prompt.trim() || served === null}>{asking ? 'Thinking…' : 'Send test prompt'}</button>
         </div>
         <ErrorNotice error={askError} />
         <div className="answer" data-testid="test-answer" aria-live="polite">
@@ -394,7 +414,8 @@ export function endpointSnippets(baseUrl: string, model: string): { python: stri
       'import os, pathlib',
       'from openai import OpenAI',
       '',
-      `key = os.environ.get("B3IQ_API_KEY") or pathlib.Path("${KEY_FILE}").expanduser().read_text().strip()`,
+      `key_file = pathlib.Path("${KEY_FILE}").expanduser()`,
+      'key = os.environ.get("B3IQ_API_KEY") or key_file.read_text().strip()',
       `client = OpenAI(base_url="${baseUrl}", api_key=key)`,
       'reply = client.chat.completions.create(',
       `    model="${model}",`,
@@ -408,7 +429,8 @@ export function endpointSnippets(baseUrl: string, model: string): { python: stri
       "import { homedir } from 'node:os';",
       "import OpenAI from 'openai';",
       '',
-      `const key = process.env.B3IQ_API_KEY ?? readFileSync(\`\${homedir()}/${KEY_FILE.slice(2)}\`, 'utf8').trim();`,
+      `const keyFile = \`\${homedir()}/${KEY_FILE.slice(2)}\`;`,
+      "const key = process.env.B3IQ_API_KEY ?? readFileSync(keyFile, 'utf8').trim();",
       `const client = new OpenAI({ baseURL: '${baseUrl}', apiKey: key });`,
       'const reply = await client.chat.completions.create({',
       `  model: '${model}',`,
