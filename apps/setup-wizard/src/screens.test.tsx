@@ -54,6 +54,30 @@ describe('ModelScreen', () => {
   });
 });
 
+describe('ModelScreen states', () => {
+  it('explains that an installed profile is served after a restart, and tests the served file', async () => {
+    const playground = vi.fn(async () => ({ model: 'file-model', content: 'ok' }));
+    const api = fakeApi({
+      models: async () => ({ profiles: [{ ...PROFILE, installed: true }], loaded: 'file-model' }),
+      playground: playground as never,
+    });
+    render(<ModelScreen api={api} />);
+    expect(await screen.findByText(/is installed and verified/)).toBeTruthy();
+    expect(screen.getByText('b3iqd serve --model smollm2')).toBeTruthy();
+    expect(screen.getByText('file-model')).toBeTruthy();
+    expect(screen.queryByRole('button', { name: /Install/ })).toBeNull();
+    const send = screen.getByRole('button', { name: 'Send test prompt' }) as HTMLButtonElement;
+    expect(send.disabled).toBe(false);
+  });
+
+  it('disables the test prompt while nothing is served', async () => {
+    render(<ModelScreen api={fakeApi({ models: async () => ({ profiles: [PROFILE], loaded: null }) })} />);
+    const send = await screen.findByRole('button', { name: 'Send test prompt' }) as HTMLButtonElement;
+    await screen.findByRole('button', { name: /Install/ });
+    expect(send.disabled).toBe(true);
+  });
+});
+
 describe('HardwareScreen', () => {
   it('shows the SKU band and computes headroom against memory', async () => {
     const api = fakeApi({
