@@ -551,6 +551,42 @@ pub fn generate_with_seeds() -> (Vec<(String, String)>, Vec<(String, String, Vec
     }
     files.push(("digests.json".into(), pretty(&digests)));
     seeds.push(("key_file".to_string(), "text".to_string(), key("node").to_key_file().to_vec()));
+    seeds.push(("key_file".to_string(), "binary".to_string(), vec![0x42; 32]));
+    // job_open: now_ms (u64 LE) || signed job; `now` inside the validity window.
+    let job_seeds: Vec<_> = seeds.iter().filter(|(t, _, _)| t == "job").cloned().collect();
+    for (_, name, bytes) in job_seeds {
+        let mut b = (1_763_780_400_000u64 + 1_000).to_le_bytes().to_vec();
+        b.extend_from_slice(&bytes);
+        seeds.push(("job_open".to_string(), name, b));
+    }
+    // json_signed: the JSON form of every signed case.
+    for (file, content) in &files {
+        let v: Value = serde_json::from_str(content).expect("json");
+        if let Some(cases) = v.get("cases").and_then(Value::as_array) {
+            for c in cases {
+                if let Some(sj) = c.get("signed_json") {
+                    let name = format!("{}-{}", file.trim_end_matches(".json"), c["name"].as_str().expect("name"));
+                    seeds.push(("json_signed".to_string(), name, serde_json::to_vec(sj).expect("json")));
+                }
+            }
+        }
+    }
+    // merkle_verify: root || index || leaf_count || leaf_len || leaf || siblings, honest proofs.
+    for n in [1u64, 2, 3, 5, 8, 13] {
+        let leaves: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 8]).collect();
+        let t = MerkleTree::from_leaves(&leaves);
+        let i = n / 2;
+        let p = t.prove(i).expect("in range");
+        let mut b = t.root().0.to_vec();
+        b.extend_from_slice(&i.to_le_bytes());
+        b.extend_from_slice(&n.to_le_bytes());
+        b.push(8);
+        b.extend_from_slice(&leaves[i as usize]);
+        for sib in &p.siblings {
+            b.extend_from_slice(&sib.0);
+        }
+        seeds.push(("merkle_verify".to_string(), format!("n{n}"), b));
+    }
     seeds.push(("node_id".to_string(), "valid".to_string(), key("node").node_id().to_string().into_bytes()));
     (files, seeds)
 }

@@ -1,0 +1,124 @@
+//! Core hot paths: sign, verify, batch verify, encode/decode, Merkle root of 1,000,000
+//! receipts, proof verification, payout tree.
+//!
+//! `cargo bench -p b3iq-core` (all single-threaded). Targets on one core: batch verification
+//! >= 30,000 receipts/s, root of 1,000,000 receipts < 1 s, one proof < 10 us.
+
+use b3iq_core::digest::Sha256Digest;
+use b3iq_core::identity::NodeKey;
+use b3iq_core::merkle::{self, MerkleTree};
+use b3iq_core::payout::{EthAddress, PayoutEntry, PayoutTree};
+use b3iq_core::receipt::{Commitment, CommitmentSalt, Receipt, RequestId, SignedReceipt};
+use b3iq_core::{verify_batch, OperatingMode};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+fn receipt(key: &NodeKey, i: u64) -> Receipt {
+    let salt = CommitmentSalt::from_bytes([7; 32]);
+    let mut rid = [0u8; 16];
+    rid[..8].copy_from_slice(&i.to_le_bytes());
+    Receipt {
+        node_id: key.node_id(),
+        request_id: RequestId(rid),
+        model_id: "smollm2-135m-instruct:q4_1".into(),
+        artifact_digest: Sha256Digest::of(b"model"),
+        backend: "llama.cpp".into(),
+        mode: OperatingMode::Network,
+        prompt_tokens: 100 + i as u32,
+        completion_tokens: 200,
+        started_at_ms: 1_763_780_400_000 + i,
+        ttft_ms: 40,
+        duration_ms: 900,
+        price_micro_credits: 1234,
+        prompt_commitment: Commitment::prompt(&salt, &i.to_le_bytes()),
+        output_commitment: Commitment::output(&salt, &i.to_be_bytes()),
+    }
+}
+
+fn signatures(c: &mut Criterion) {
+    let key = NodeKey::from_seed([0x42; 32]);
+    let pk = key.public();
+    let r = receipt(&key, 1);
+    let signed = r.clone().sign(&key).unwrap();
+    let bytes = signed.encode();
+
+    let mut g = c.benchmark_group("receipt");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sign", |b| b.iter_batched(|| r.clone(), |r| r.sign(&key).unwrap(), BatchSize::SmallInput));
+    g.bench_function("verify", |b| b.iter(|| signed.verify(black_box(&pk)).unwrap()));
+    g.bench_function("encode", |b| b.iter(|| black_box(&signed).encode()));
+    g.bench_function("decode", |b| b.iter(|| SignedReceipt::decode(black_box(&bytes)).unwrap()));
+    g.bench_function("decode_and_verify", |b| b.iter(|| SignedReceipt::decode(black_box(&bytes)).unwrap().verify(&pk).unwrap()));
+    g.bench_function("receipt_id", |b| b.iter(|| black_box(&signed).receipt_id()));
+    g.finish();
+
+    // Batch verification: receipts from 16 different nodes, 1024 per batch.
+    let keys: Vec<NodeKey> = (0..16u8).map(|i| NodeKey::from_seed([i; 32])).collect();
+    let batch: Vec<SignedReceipt> = (0..1024u64)
+        .map(|i| {
+            let k = &keys[(i % 16) as usize];
+            receipt(k, i).sign(k).unwrap()
+        })
+        .collect();
+    let mut g = c.benchmark_group("receipt_batch_verify");
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    g.bench_function("verify_batch_1024", |b| b.iter(|| verify_batch(black_box(&batch)).unwrap()));
+    g.bench_function("verify_one_by_one_1024", |b| {
+        b.iter(|| {
+            for s in &batch {
+                s.verify_self_certified().unwrap();
+            }
+        })
+    });
+    g.finish();
+}
+
+fn merkle_trees(c: &mut Criterion) {
+    let key = NodeKey::from_seed([0x42; 32]);
+    // Receipt ids of 1,000,000 receipts: blake3 of distinct receipt signing messages. Signing a
+    // million receipts would dominate setup; ids are what the tree hashes.
+    let ids: Vec<[u8; 32]> = (0..1_000_000u64)
+        .map(|i| {
+            let mut h = blake3::Hasher::new();
+            h.update(b"b3iq/receipt/v1");
+            h.update(&i.to_le_bytes());
+            h.update(key.node_id().as_bytes());
+            *h.finalize().as_bytes()
+        })
+        .collect();
+    let mut g = c.benchmark_group("merkle_1m");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(ids.len() as u64));
+    g.bench_function("merkle_root_1m_receipts", |b| b.iter(|| merkle::merkle_root(black_box(&ids))));
+    g.bench_function("tree_with_levels_1m_receipts", |b| b.iter(|| MerkleTree::from_leaves(black_box(&ids)).root()));
+    g.finish();
+
+    let tree = MerkleTree::from_leaves(&ids);
+    let root = tree.root();
+    let idx = 777_777u64;
+    let proof = tree.prove(idx).unwrap();
+    let mut g = c.benchmark_group("merkle_proof_1m");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("prove", |b| b.iter(|| tree.prove(black_box(idx)).unwrap()));
+    g.bench_function("verify_inclusion", |b| {
+        b.iter(|| assert!(merkle::verify_inclusion(black_box(&root), black_box(&ids[idx as usize]), idx, black_box(&proof))))
+    });
+    g.finish();
+
+    let entries: Vec<PayoutEntry> = (0..10_000u64)
+        .map(|i| {
+            let mut a = [0u8; 20];
+            a[..8].copy_from_slice(&i.to_be_bytes());
+            PayoutEntry { index: i, account: EthAddress(a), amount: u128::from(i) * 1_000_000 }
+        })
+        .collect();
+    let pt = PayoutTree::build(entries.clone()).unwrap();
+    let pproof = pt.proof_at(1234).unwrap();
+    let mut g = c.benchmark_group("payout_10k");
+    g.sample_size(10);
+    g.bench_function("build", |b| b.iter_batched(|| entries.clone(), |e| PayoutTree::build(e).unwrap().root(), BatchSize::LargeInput));
+    g.bench_function("verify_proof", |b| b.iter(|| assert!(b3iq_core::payout::verify_payout(&pt.root(), &entries[1234], black_box(&pproof)))));
+    g.finish();
+}
+
+criterion_group!(benches, signatures, merkle_trees);
+criterion_main!(benches);

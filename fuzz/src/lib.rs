@@ -1,0 +1,2 @@
+//! Shared checks for the B3IQ fuzz targets (see `checks`).
+pub mod checks;
