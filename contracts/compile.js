@@ -16,6 +16,7 @@ const CONTRACTS = ['B3TestToken', 'NodeRegistry', 'StakeVault', 'Settlement', 'D
 const SETTINGS = {
   optimizer: { enabled: true, runs: 20000 },
   evmVersion: 'cancun',
+  viaIR: true,
   // No metadata hash in the bytecode: artifacts depend on the code, not on comments or paths.
   metadata: { bytecodeHash: 'none' },
   outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object'] } },

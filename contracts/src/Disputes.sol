@@ -83,6 +83,7 @@ contract Disputes is AccessControl {
     error ZeroEvidence();
     error ZeroAmount();
     error EvidenceWindowClosed(uint256 deadline, uint256 nowTs);
+    error UnknownEpoch(uint64 epochId);
     error UnknownDispute(uint256 disputeId);
     error WrongStatus(uint256 disputeId, Status status);
     error AlreadyVoted(uint256 disputeId, address verifier);
@@ -120,20 +121,18 @@ contract Disputes is AccessControl {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
-    /// @notice Open a dispute against `nodeId` for its work in epoch `epochId` (identified by `ref`, read
-    ///         from `Settlement.EpochPosted`). Takes `bondAmount` from the caller (needs an allowance).
-    function open(
-        bytes32 nodeId,
-        uint64 epochId,
-        Settlement.EpochRef calldata ref,
-        bytes32 evidenceHash,
-        uint256 slashAmount
-    ) external returns (uint256 disputeId) {
+    /// @notice Open a dispute against `nodeId` for its work in the posted epoch `epochId`. Takes
+    ///         `bondAmount` from the caller (needs an allowance).
+    function open(bytes32 nodeId, uint64 epochId, bytes32 evidenceHash, uint256 slashAmount)
+        external
+        returns (uint256 disputeId)
+    {
         if (registry.operatorOf(nodeId) == address(0)) revert UnknownNode(nodeId);
         if (evidenceHash == bytes32(0)) revert ZeroEvidence();
         if (slashAmount == 0) revert ZeroAmount();
-        settlement.checkEpoch(epochId, ref);
-        uint256 deadline = uint256(ref.postedAt) + evidenceWindow;
+        uint64 postedAt = settlement.postedAt(epochId);
+        if (postedAt == 0) revert UnknownEpoch(epochId);
+        uint256 deadline = uint256(postedAt) + evidenceWindow;
         if (block.timestamp > deadline) revert EvidenceWindowClosed(deadline, block.timestamp);
         disputeId = ++disputeCount;
         _disputes[disputeId] = Dispute({
