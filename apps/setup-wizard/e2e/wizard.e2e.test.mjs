@@ -21,6 +21,7 @@ const TARGET = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'b3iq',
 const BIN = process.env.B3IQD_BIN || join(TARGET, 'debug', 'b3iqd');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = join(REPO, 'test-artifacts', 'wizard');
+const AXE = readFileSync(join(here, '..', 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
 const PASSWORD = 'Quiet-Harbor-Lantern-42';
 const USERNAME = 'owner';
 
@@ -76,11 +77,20 @@ function b3iqd(args, extraEnv = {}) {
   return execFileSync(BIN, args, { env: { ...process.env, B3IQ_HOME: home, ...extraEnv }, encoding: 'utf8' });
 }
 
+const a11yProblems = [];
+
+/** Saves a full-page screenshot and runs axe-core on the same state (WCAG A/AA rules). */
 async function shot(name, p = page) {
   shotNo += 1;
   const file = join(SHOTS, `${String(shotNo).padStart(2, '0')}-${name}.png`);
   await p.waitForTimeout(250); // let the fade-in finish
   await p.screenshot({ path: file, fullPage: true });
+  // Evaluated through the DevTools protocol, so the page's CSP stays strict for the app itself.
+  await p.evaluate(AXE);
+  const violations = await p.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`));
+  for (const v of violations) a11yProblems.push(`${name}: ${v}`);
   return file;
 }
 
@@ -373,7 +383,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
   });
 
   await t.test('revoking the key makes the client fail with 401', async () => {
-    await page.getByRole('link', { name: 'Keys' }).click();
+    await page.getByRole('link', { name: 'Keys', exact: true }).click();
     await page.getByRole('button', { name: 'Revoke e2e-laptop' }).click();
     await shot('key-revoke-confirm');
     await page.getByRole('button', { name: 'Confirm revoke' }).click();
@@ -392,8 +402,12 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByText(/Wrong username or password/).waitFor();
     await shot('login-wrong-password');
-    await page.getByLabel('Password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Sign in' }).click();
+    // Sign in again with the keyboard only: Tab to the password, type it, Enter.
+    await page.getByLabel('Username').focus();
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'login-password', 'Tab moves from username to password');
+    await page.keyboard.type(PASSWORD);
+    await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Your node' }).waitFor();
     await assertNoStoredSecrets('signed in again');
   });
@@ -402,19 +416,20 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await page.emulateMedia({ colorScheme: 'dark' });
     await page.getByTestId('receipts-table').waitFor();
     await shot('dashboard-dark');
-    await page.getByRole('link', { name: 'Model' }).click();
+    await page.getByRole('link', { name: 'Model', exact: true }).click();
     await page.getByText('Ready', { exact: true }).first().waitFor();
     await shot('model-dark');
     await page.emulateMedia({ colorScheme: 'light' });
     await page.setViewportSize({ width: 390, height: 844 });
-    await page.getByRole('link', { name: 'Overview' }).click();
+    await page.getByRole('link', { name: 'Overview', exact: true }).click();
     await page.getByTestId('receipts-table').waitFor();
     await shot('dashboard-narrow');
-    await page.getByRole('link', { name: 'Keys' }).click();
+    await page.getByRole('link', { name: 'Keys', exact: true }).click();
     await page.getByRole('heading', { name: 'API keys' }).waitFor();
     await shot('keys-narrow');
     await page.setViewportSize({ width: 1280, height: 860 });
   });
 
-  assert.deepEqual(consoleProblems.filter((m) => !/401|Unauthorized/.test(m)), [], 'no console errors or CSP violations');
+  assert.deepEqual(consoleProblems.filter((m) => !/status of 401/.test(m)), [], 'no console errors or CSP violations');
+  assert.deepEqual(a11yProblems, [], 'no serious or critical accessibility violations (axe-core) on any screen');
 });
