@@ -68,6 +68,13 @@ pub(crate) fn raise_msg(kind: Kind, message: impl Into<String>) -> Error<String>
     Error::new(kind.code().to_owned(), message.into())
 }
 
+/// A napi error whose JS `code` is `"<CLASS>:<core code>"`; `errors.js` splits it into the
+/// error class and `err.code` (the core's stable snake_case code, e.g. `invalid_signature`).
+pub(crate) fn raise_coded(kind: Kind, code: &str, err: &(dyn std::error::Error + 'static)) -> Error<String> {
+    let plain = raise(kind, err);
+    Error::new(format!("{}:{code}", kind.code()), plain.reason.clone())
+}
+
 /// The class each `b3iq-core` error becomes; the same table as the Python and Swift bindings.
 pub(crate) fn core_kind(err: &CoreError) -> Kind {
     match err {
@@ -107,5 +114,5 @@ pub(crate) fn core_kind(err: &CoreError) -> Kind {
 
 /// A `b3iq-core` error as a JS error with the matching code.
 pub(crate) fn core_error(err: CoreError) -> Error<String> {
-    raise(core_kind(&err), &err)
+    raise_coded(core_kind(&err), err.code(), &err)
 }

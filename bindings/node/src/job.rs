@@ -50,6 +50,56 @@ impl SignedJob {
         core::SignedJob::decode(&data).map(|inner| Self { inner }).map_err(core_error)
     }
 
+    /// Builds from the signed JSON form (`{ version, kind, signer, body, signature }`).
+    /// Does not verify.
+    #[napi(factory)]
+    pub fn from_json(value: serde_json::Value) -> Result<Self> {
+        from_js("signed job", value).map(|inner| Self { inner })
+    }
+
+    /// The signed JSON form.
+    #[napi(js_name = "toJSON")]
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        to_js(&self.inner)
+    }
+
+    /// The canonical body bytes that were signed.
+    #[napi(getter)]
+    pub fn body_bytes(&self) -> Buffer {
+        buffer(self.inner.body_bytes())
+    }
+
+    /// `domain_tag || version || body`: the exact bytes the signature covers.
+    #[napi]
+    pub fn signing_message(&self) -> Buffer {
+        buffer(&self.inner.signing_message())
+    }
+
+    /// blake3 of the signing message (32 bytes): the object's stable id.
+    #[napi(getter)]
+    pub fn object_hash(&self) -> Buffer {
+        buffer(&self.inner.object_hash())
+    }
+
+    /// The key written in the envelope (not yet trusted).
+    #[napi(getter)]
+    pub fn signer(&self) -> NodePublicKey {
+        NodePublicKey { inner: *self.inner.signer() }
+    }
+
+    /// The 64-byte signature.
+    #[napi(getter)]
+    pub fn signature(&self) -> Buffer {
+        buffer(self.inner.signature().as_bytes())
+    }
+
+    /// Checks only that `expected` signed this job (no trust, audience, time or replay
+    /// checks: a node uses `open` for those).
+    #[napi]
+    pub fn verify(&self, expected: &NodePublicKey) -> Result<()> {
+        self.inner.verify(&expected.inner).map_err(core_error)
+    }
+
     /// The wire encoding.
     #[napi]
     pub fn encode(&self) -> Buffer {

@@ -56,6 +56,37 @@ impl SignedReceipt {
         core::SignedReceipt::decode(&data).map(|inner| Self { inner }).map_err(core_error)
     }
 
+    /// Builds from the signed JSON form (`{ version, kind, signer, body, signature }`).
+    /// Does not verify.
+    #[napi(factory)]
+    pub fn from_json(value: serde_json::Value) -> Result<Self> {
+        from_js("signed receipt", value).map(|inner| Self { inner })
+    }
+
+    /// The signed JSON form.
+    #[napi(js_name = "toJSON")]
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        to_js(&self.inner)
+    }
+
+    /// The canonical body bytes that were signed.
+    #[napi(getter)]
+    pub fn body_bytes(&self) -> Buffer {
+        buffer(self.inner.body_bytes())
+    }
+
+    /// `domain_tag || version || body`: the exact bytes the signature covers.
+    #[napi]
+    pub fn signing_message(&self) -> Buffer {
+        buffer(&self.inner.signing_message())
+    }
+
+    /// blake3 of the signing message (32 bytes): the object's stable id.
+    #[napi(getter)]
+    pub fn object_hash(&self) -> Buffer {
+        buffer(&self.inner.object_hash())
+    }
+
     /// The wire encoding.
     #[napi]
     pub fn encode(&self) -> Buffer {

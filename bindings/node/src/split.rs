@@ -1,37 +1,47 @@
 //! Mirrors `b3iq-core/src/split.rs`: the payment split in integer micro-units.
 
 use b3iq_core::split as core;
+use napi::bindgen_prelude::BigInt;
 use napi_derive::napi;
 
-use crate::convert::{from_js, number, uint};
+use crate::convert::from_js;
+use crate::error::{raise_msg, Kind};
 use crate::error::{core_error, Result};
 
-/// The four parts of a payment; they always sum to the total.
+/// The four parts of a payment (bigints, amounts exceed 2^53); they always sum to the total.
 #[napi(object)]
 pub struct Split {
     /// Host part (gets the rounding remainder).
-    pub host: f64,
+    pub host: BigInt,
     /// Publisher part (0 when there is no publisher).
-    pub publisher: f64,
+    pub publisher: BigInt,
     /// Protocol part.
-    pub protocol: f64,
+    pub protocol: BigInt,
     /// Verifier part.
-    pub verifier: f64,
+    pub verifier: BigInt,
 }
 
 fn to_split(s: core::Split) -> Result<Split> {
     Ok(Split {
-        host: number("host", s.host)?,
-        publisher: number("publisher", s.publisher)?,
-        protocol: number("protocol", s.protocol)?,
-        verifier: number("verifier", s.verifier)?,
+        host: BigInt::from(s.host),
+        publisher: BigInt::from(s.publisher),
+        protocol: BigInt::from(s.protocol),
+        verifier: BigInt::from(s.verifier),
     })
 }
 
-/// Splits `total` micro-units with the default 70/10/15/5 policy.
+fn total_u64(total: BigInt) -> Result<u64> {
+    let (negative, value, lossless) = total.get_u64();
+    if negative || !lossless {
+        return Err(raise_msg(Kind::Value, "total must be a bigint from 0n to 2n ** 64n - 1n"));
+    }
+    Ok(value)
+}
+
+/// Splits `total` micro-units (a bigint) with the default 70/10/15/5 policy.
 #[napi]
-pub fn split(total: f64, has_publisher: Option<bool>) -> Result<Split> {
-    to_split(core::split(uint("total", total)?, has_publisher.unwrap_or(true)))
+pub fn split(total: BigInt, has_publisher: Option<bool>) -> Result<Split> {
+    to_split(core::split(total_u64(total)?, has_publisher.unwrap_or(true)))
 }
 
 /// A split policy in basis points (must add up to 10,000).
@@ -42,25 +52,37 @@ pub struct SplitPolicy {
 
 #[napi]
 impl SplitPolicy {
-    /// A policy; `noPublisherTo` is `"host"` (default), `"protocol"` or `"verifier"`.
+    /// A policy; `noPublisherTo` is `"host"`, `"protocol"` or `"verifier"` (default: the
+    /// core's default policy's choice).
     #[napi(constructor)]
     pub fn new(
-        host_bps: u16,
-        publisher_bps: u16,
-        protocol_bps: u16,
-        verifier_bps: u16,
+        host_bps: u32,
+        publisher_bps: u32,
+        protocol_bps: u32,
+        verifier_bps: u32,
         no_publisher_to: Option<String>,
     ) -> Result<Self> {
-        let to: core::Recipient =
-            from_js("recipient", serde_json::Value::String(no_publisher_to.unwrap_or_else(|| "host".into())))?;
-        core::SplitPolicy::new(host_bps, publisher_bps, protocol_bps, verifier_bps, to)
+        let to = match no_publisher_to {
+            Some(name) => from_js("recipient", serde_json::Value::String(name))?,
+            None => core::SplitPolicy::default().no_publisher_to(),
+        };
+        let bps = |name: &str, v: u32| {
+            u16::try_from(v).map_err(|_| raise_msg(Kind::Value, format!("{name} must be at most 10000, got {v}")))
+        };
+        core::SplitPolicy::new(
+            bps("hostBps", host_bps)?,
+            bps("publisherBps", publisher_bps)?,
+            bps("protocolBps", protocol_bps)?,
+            bps("verifierBps", verifier_bps)?,
+            to,
+        )
             .map(|inner| Self { inner })
             .map_err(core_error)
     }
 
-    /// Splits `total` micro-units under this policy.
+    /// Splits `total` micro-units (a bigint) under this policy.
     #[napi]
-    pub fn split(&self, total: f64, has_publisher: Option<bool>) -> Result<Split> {
-        to_split(self.inner.split(uint("total", total)?, has_publisher.unwrap_or(true)))
+    pub fn split(&self, total: BigInt, has_publisher: Option<bool>) -> Result<Split> {
+        to_split(self.inner.split(total_u64(total)?, has_publisher.unwrap_or(true)))
     }
 }

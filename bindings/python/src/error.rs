@@ -9,7 +9,6 @@
 use b3iq_core::CoreError;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 
 /// Which `b3iq.errors` class a Rust error becomes.
 #[derive(Clone, Copy, Debug)]
@@ -54,8 +53,13 @@ impl Kind {
 /// Builds a `b3iq.errors.<class>` exception carrying `err`'s message, with the `source()`
 /// chain attached as `__cause__` (one `RuntimeError` per link).
 pub(crate) fn raise(kind: Kind, err: &(dyn std::error::Error + 'static)) -> PyErr {
+    raise_coded(kind, None, err)
+}
+
+/// Like [`raise`], also setting the exception's `code` (the core's stable snake_case code).
+pub(crate) fn raise_coded(kind: Kind, code: Option<&str>, err: &(dyn std::error::Error + 'static)) -> PyErr {
     Python::attach(|py| {
-        let exc = make(py, kind, err.to_string());
+        let exc = make(py, kind, err.to_string(), code);
         let mut causes = Vec::new();
         let mut next = err.source();
         while let Some(cause) = next {
@@ -80,15 +84,15 @@ pub(crate) fn raise(kind: Kind, err: &(dyn std::error::Error + 'static)) -> PyEr
 
 /// Builds a `b3iq.errors.<class>` with a plain message.
 pub(crate) fn raise_msg(kind: Kind, message: impl Into<String>) -> PyErr {
-    Python::attach(|py| make(py, kind, message.into()))
+    Python::attach(|py| make(py, kind, message.into(), None))
 }
 
-fn make(py: Python<'_>, kind: Kind, message: String) -> PyErr {
+fn make(py: Python<'_>, kind: Kind, message: String, code: Option<&str>) -> PyErr {
     let class = py
         .import("b3iq.errors")
         .and_then(|module| module.getattr(kind.class_name()));
     match class {
-        Ok(class) => match class.call1(PyTuple::new(py, [message.clone()]).expect("tuple")) {
+        Ok(class) => match class.call1((message.clone(), code)) {
             Ok(instance) => PyErr::from_value(instance),
             Err(e) => e,
         },
@@ -143,7 +147,7 @@ pub(crate) fn core_kind(err: &CoreError) -> Kind {
 
 /// A `b3iq-core` error as the matching `b3iq.errors` exception.
 pub(crate) fn core_error(err: CoreError) -> PyErr {
-    raise(core_kind(&err), &err)
+    raise_coded(core_kind(&err), Some(err.code()), &err)
 }
 
 /// An I/O error with what was being done: `"<context>: <io error>"`, the io error as the cause.

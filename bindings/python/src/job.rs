@@ -45,9 +45,56 @@ impl SignedJob {
         core::SignedJob::decode(data).map(Self).map_err(core_error)
     }
 
+    /// Builds from the signed JSON form (`{"version", "kind", "signer", "body", "signature"}`).
+    /// Does not verify.
+    #[staticmethod]
+    fn from_dict(value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        from_py("signed job", value).map(Self)
+    }
+
+    /// The signed JSON form.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &self.0)
+    }
+
+    /// The canonical body bytes that were signed.
+    #[getter]
+    fn body_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, self.0.body_bytes())
+    }
+
+    /// `domain_tag || version || body`: the exact bytes the signature covers.
+    fn signing_message<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, &self.0.signing_message())
+    }
+
+    /// blake3 of the signing message (32 bytes): the object's stable id.
+    #[getter]
+    fn object_hash<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, &self.0.object_hash())
+    }
+
+    /// The key written in the envelope (not yet trusted).
+    #[getter]
+    fn signer(&self) -> NodePublicKey {
+        NodePublicKey(*self.0.signer())
+    }
+
+    /// The 64-byte signature.
+    #[getter]
+    fn signature<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, self.0.signature().as_bytes())
+    }
+
     /// The wire encoding.
     fn encode<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         bytes(py, &self.0.encode())
+    }
+
+    /// Checks only that `expected` signed this job (no trust, audience, time or replay
+    /// checks: a node uses `open` for those). Raises `B3iqAuthError` otherwise.
+    fn verify(&self, expected: &NodePublicKey) -> PyResult<()> {
+        self.0.verify(&expected.0).map_err(core_error)
     }
 
     /// The signed envelope (not yet checked).

@@ -49,6 +49,35 @@ impl SignedManifest {
         core::SignedManifest::decode(data).map(Self).map_err(core_error)
     }
 
+    /// Builds from the signed JSON form (`{"version", "kind", "signer", "body", "signature"}`).
+    /// Does not verify.
+    #[staticmethod]
+    fn from_dict(value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        from_py("signed manifest", value).map(Self)
+    }
+
+    /// The signed JSON form.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &self.0)
+    }
+
+    /// The canonical body bytes that were signed.
+    #[getter]
+    fn body_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, self.0.body_bytes())
+    }
+
+    /// `domain_tag || version || body`: the exact bytes the signature covers.
+    fn signing_message<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, &self.0.signing_message())
+    }
+
+    /// blake3 of the signing message (32 bytes): the object's stable id.
+    #[getter]
+    fn object_hash<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, &self.0.object_hash())
+    }
+
     /// The wire encoding.
     fn encode<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         bytes(py, &self.0.encode())
@@ -65,10 +94,16 @@ impl SignedManifest {
         ModelManifest(self.0.body().clone())
     }
 
-    /// The key written in the envelope (not yet trusted: see `verify`).
+    /// The key written in the envelope (not yet trusted).
     #[getter]
     fn signer(&self) -> NodePublicKey {
         NodePublicKey(*self.0.signer())
+    }
+
+    /// The 64-byte signature.
+    #[getter]
+    fn signature<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, self.0.signature().as_bytes())
     }
 }
 

@@ -21,17 +21,21 @@ pub struct SplitPolicy(core::SplitPolicy);
 
 #[pymethods]
 impl SplitPolicy {
-    /// A policy; `no_publisher_to` is `"host"`, `"protocol"` or `"verifier"`.
+    /// A policy; `no_publisher_to` is `"host"`, `"protocol"` or `"verifier"` (default: the
+    /// core's default policy's choice).
     #[new]
-    #[pyo3(signature = (host_bps = 7000, publisher_bps = 1000, protocol_bps = 1500, verifier_bps = 500, no_publisher_to = "host"))]
+    #[pyo3(signature = (host_bps = 7000, publisher_bps = 1000, protocol_bps = 1500, verifier_bps = 500, no_publisher_to = None))]
     fn new(
         host_bps: u16,
         publisher_bps: u16,
         protocol_bps: u16,
         verifier_bps: u16,
-        no_publisher_to: &str,
+        no_publisher_to: Option<&str>,
     ) -> PyResult<Self> {
-        let to: core::Recipient = from_py_str(no_publisher_to)?;
+        let to = match no_publisher_to {
+            Some(name) => from_py_str(name)?,
+            None => core::SplitPolicy::default().no_publisher_to(),
+        };
         core::SplitPolicy::new(host_bps, publisher_bps, protocol_bps, verifier_bps, to)
             .map(Self)
             .map_err(core_error)

@@ -12,48 +12,72 @@ pub enum B3iqError {
     /// Malformed or out-of-range input (bad hex, wrong length, bad encoding, bad key text).
     #[error("{message}")]
     InvalidInput {
+        /// The core's stable snake_case error code (`invalid_signature`, ...), or the
+        /// binding's own (`io`, `invalid_input`).
+        code: String,
         /// What was wrong and what to do.
         message: String,
     },
     /// A signature, key, password or audience check failed.
     #[error("{message}")]
     Auth {
+        /// The core's stable snake_case error code (`invalid_signature`, ...), or the
+        /// binding's own (`io`, `invalid_input`).
+        code: String,
         /// What was wrong and what to do.
         message: String,
     },
     /// Expired or not yet valid (check the clock).
     #[error("{message}")]
     Expired {
+        /// The core's stable snake_case error code (`invalid_signature`, ...), or the
+        /// binding's own (`io`, `invalid_input`).
+        code: String,
         /// What was wrong and what to do.
         message: String,
     },
     /// A replayed job or a reused token.
     #[error("{message}")]
     Replay {
+        /// The core's stable snake_case error code (`invalid_signature`, ...), or the
+        /// binding's own (`io`, `invalid_input`).
+        code: String,
         /// What was wrong and what to do.
         message: String,
     },
     /// Refused by the node's policy for its current mode.
     #[error("{message}")]
     Policy {
+        /// The core's stable snake_case error code (`invalid_signature`, ...), or the
+        /// binding's own (`io`, `invalid_input`).
+        code: String,
         /// What was wrong and what to do.
         message: String,
     },
     /// A file or network operation failed.
     #[error("{message}")]
     Io {
+        /// The core's stable snake_case error code (`invalid_signature`, ...), or the
+        /// binding's own (`io`, `invalid_input`).
+        code: String,
         /// What was wrong and what to do.
         message: String,
     },
     /// The model runtime failed.
     #[error("{message}")]
     Runtime {
+        /// The core's stable snake_case error code (`invalid_signature`, ...), or the
+        /// binding's own (`io`, `invalid_input`).
+        code: String,
         /// What was wrong and what to do.
         message: String,
     },
     /// The host is in the wrong state (not claimed, already claimed, stopped).
     #[error("{message}")]
     State {
+        /// The core's stable snake_case error code (`invalid_signature`, ...), or the
+        /// binding's own (`io`, `invalid_input`).
+        code: String,
         /// What was wrong and what to do.
         message: String,
     },
@@ -74,7 +98,7 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 impl B3iqError {
     /// Malformed input with a message.
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        B3iqError::InvalidInput { message: message.into() }
+        B3iqError::InvalidInput { code: "invalid_input".into(), message: message.into() }
     }
 }
 
@@ -82,6 +106,7 @@ impl B3iqError {
 impl From<CoreError> for B3iqError {
     fn from(err: CoreError) -> Self {
         let message = chain(&err);
+        let code = err.code().to_owned();
         match err {
             CoreError::Truncated { .. }
             | CoreError::TrailingBytes { .. }
@@ -104,16 +129,16 @@ impl From<CoreError> for B3iqError {
             | CoreError::DuplicatePayoutIndex { .. }
             | CoreError::InvalidSplitPolicy { .. }
             | CoreError::Overflow { .. }
-            | CoreError::ReputationNodeMismatch { .. } => B3iqError::InvalidInput { message },
+            | CoreError::ReputationNodeMismatch { .. } => B3iqError::InvalidInput { code, message },
             CoreError::InvalidSignature { .. }
             | CoreError::SignerMismatch { .. }
             | CoreError::NodeIdMismatch { .. }
             | CoreError::UntrustedIssuer { .. }
-            | CoreError::WrongAudience { .. } => B3iqError::Auth { message },
-            CoreError::Expired { .. } | CoreError::NotYetValid { .. } => B3iqError::Expired { message },
-            CoreError::Replayed { .. } | CoreError::StaleSequence { .. } => B3iqError::Replay { message },
-            CoreError::SeenSet { .. } => B3iqError::Io { message },
-            _ => B3iqError::InvalidInput { message },
+            | CoreError::WrongAudience { .. } => B3iqError::Auth { code, message },
+            CoreError::Expired { .. } | CoreError::NotYetValid { .. } => B3iqError::Expired { code, message },
+            CoreError::Replayed { .. } | CoreError::StaleSequence { .. } => B3iqError::Replay { code, message },
+            CoreError::SeenSet { .. } => B3iqError::Io { code, message },
+            _ => B3iqError::InvalidInput { code, message },
         }
     }
 }

@@ -37,7 +37,7 @@ impl NodeKey {
     #[uniffi::constructor]
     pub fn load(path: String) -> Result<Arc<Self>, B3iqError> {
         let data = std::fs::read(&path)
-            .map_err(|e| B3iqError::Io { message: format!("cannot read key file {path}: {e}") })?;
+            .map_err(|e| B3iqError::Io { code: "io".into(), message: format!("cannot read key file {path}: {e}") })?;
         Ok(Arc::new(Self { inner: core::NodeKey::from_key_file(&data)? }))
     }
 

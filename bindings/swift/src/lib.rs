@@ -5,9 +5,19 @@
 //! runtime per process (`runtime.rs`), via uniffi's tokio support. Generated Swift sources live
 //! in `Sources/`; `scripts/generate.sh` regenerates them. No feature flags.
 
-uniffi::setup_scaffolding!("b3iq");
+uniffi::setup_scaffolding!("b3iq_uniffi");
 
+mod convert;
+mod credential;
 mod error;
+mod identity;
+mod job;
+mod manifest;
+mod merkle;
+mod metering;
+mod payout;
+mod receipt;
+mod split;
 
 pub use error::B3iqError;
 

@@ -52,6 +52,32 @@ impl SignedReceipt {
         Ok(Arc::new(Self { inner: core::SignedReceipt::decode(&data)? }))
     }
 
+    /// Builds from the signed JSON form. Does not verify.
+    #[uniffi::constructor]
+    pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
+        Ok(Arc::new(Self { inner: from_json("signed receipt", &json)? }))
+    }
+
+    /// The signed JSON form.
+    pub fn to_json(&self) -> Result<String, B3iqError> {
+        to_json(&self.inner)
+    }
+
+    /// The canonical body bytes that were signed.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        self.inner.body_bytes().to_vec()
+    }
+
+    /// `domain_tag || version || body`: the exact bytes the signature covers.
+    pub fn signing_message(&self) -> Vec<u8> {
+        self.inner.signing_message()
+    }
+
+    /// blake3 of the signing message (32 bytes): the object's stable id.
+    pub fn object_hash(&self) -> Vec<u8> {
+        self.inner.object_hash().to_vec()
+    }
+
     /// The wire encoding.
     pub fn encode(&self) -> Vec<u8> {
         self.inner.encode()

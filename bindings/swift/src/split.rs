@@ -40,16 +40,20 @@ pub struct SplitPolicy {
 
 #[uniffi::export]
 impl SplitPolicy {
-    /// A policy; `no_publisher_to` is `"host"`, `"protocol"` or `"verifier"`.
+    /// A policy; `no_publisher_to` is `"host"`, `"protocol"` or `"verifier"` (none: the core's
+    /// default policy's choice).
     #[uniffi::constructor]
     pub fn new(
         host_bps: u16,
         publisher_bps: u16,
         protocol_bps: u16,
         verifier_bps: u16,
-        no_publisher_to: String,
+        no_publisher_to: Option<String>,
     ) -> Result<Arc<Self>, B3iqError> {
-        let to: core::Recipient = from_json("recipient", &serde_json::Value::String(no_publisher_to).to_string())?;
+        let to = match no_publisher_to {
+            Some(name) => from_json("recipient", &serde_json::Value::String(name).to_string())?,
+            None => core::SplitPolicy::default().no_publisher_to(),
+        };
         Ok(Arc::new(Self {
             inner: core::SplitPolicy::new(host_bps, publisher_bps, protocol_bps, verifier_bps, to)?,
         }))

@@ -7,7 +7,15 @@ caller would catch anyway, so ``except ValueError`` keeps working for bad input 
 
 
 class B3iqError(Exception):
-    """Base class of every exception raised by b3iq."""
+    """Base class of every exception raised by b3iq.
+
+    ``code`` is the core's stable snake_case error code (``"invalid_signature"``,
+    ``"truncated"``, ``"replayed"``, ...) when the error comes from b3iq-core, else ``None``.
+    """
+
+    def __init__(self, message: str, code: "str | None" = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class B3iqValueError(B3iqError, ValueError):
