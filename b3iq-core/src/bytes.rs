@@ -66,6 +66,13 @@ macro_rules! fixed_bytes {
             pub fn to_hex(&self) -> String {
                 hex::encode(self.0)
             }
+            /// From a slice of exactly the right length.
+            pub fn from_slice(bytes: &[u8]) -> $crate::error::Result<Self> {
+                <[u8; $n]>::try_from(bytes).map(Self).map_err(|_| $crate::error::CoreError::InvalidField {
+                    field: $label,
+                    reason: format!("expected {} bytes, got {}", $n, bytes.len()),
+                })
+            }
             /// Parses exactly the lowercase hex form.
             pub fn from_hex(s: &str) -> $crate::error::Result<Self> {
                 $crate::bytes::parse_hex_array::<$n>($label, s).map(Self)

@@ -430,3 +430,72 @@ impl<'de, T: SignedKind + serde::Deserialize<'de>> serde::Deserialize<'de> for S
         Signed::from_parts(j.body, j.signer, j.signature).map_err(D::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heartbeat::{HealthStatus, Heartbeat, HeartbeatCounts};
+    use crate::mode::OperatingMode;
+
+    fn hb(key: &NodeKey, seq: u64) -> Signed<Heartbeat> {
+        Signed::sign(
+            Heartbeat {
+                node_id: key.node_id(),
+                sent_at_ms: 1,
+                sequence: seq,
+                mode: OperatingMode::Managed,
+                health: HealthStatus::Healthy,
+                counts: HeartbeatCounts::default(),
+                model_inventory: vec![],
+            },
+            key,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn batch_verify_accepts_good_and_refuses_one_bad() {
+        let keys: Vec<NodeKey> = (0..5u8).map(|i| NodeKey::from_seed([i; 32])).collect();
+        let mut items: Vec<_> = (0..20u64).map(|i| hb(&keys[(i % 5) as usize], i)).collect();
+        verify_batch(&items).unwrap();
+        verify_batch::<Heartbeat>(&[]).unwrap();
+        // swap in a signature from another object: decodes fine, must fail verification
+        let other_sig = *items[1].signature();
+        items[3] = Signed::from_parts(items[3].body().clone(), *items[3].signer(), other_sig).unwrap();
+        assert!(matches!(verify_batch(&items), Err(CoreError::InvalidSignature { .. })));
+        // a body naming another node's id is refused even with a valid signature
+        let k = &keys[0];
+        let mut body = items[0].body().clone();
+        body.node_id = keys[1].node_id();
+        let forged = Signed::from_parts(body.clone(), k.public(), k.sign_raw(&signing_message(Kind::Heartbeat, &body.to_canonical_bytes()))).unwrap();
+        assert!(matches!(forged.verify(&k.public()), Err(CoreError::NodeIdMismatch { .. })));
+        assert!(matches!(verify_batch(&[forged]), Err(CoreError::NodeIdMismatch { .. })));
+    }
+
+    #[test]
+    fn domain_tags_separate_kinds() {
+        // The same body bytes signed as one kind never verify as another: tags differ and none
+        // is a prefix of another.
+        for a in Kind::ALL {
+            for b in Kind::ALL {
+                if a != b {
+                    assert!(!a.domain_tag().starts_with(b.domain_tag()));
+                }
+            }
+            assert_eq!(Kind::from_byte(a.byte()), Some(a));
+        }
+        assert_eq!(Kind::from_byte(0), None);
+        assert_eq!(Kind::from_byte(7), None);
+    }
+
+    #[test]
+    fn wrong_kind_and_version_are_typed_errors() {
+        let k = NodeKey::from_seed([1; 32]);
+        let enc = hb(&k, 1).encode();
+        assert!(matches!(Signed::<crate::receipt::Receipt>::decode(&enc), Err(CoreError::WrongKind { found: 4, .. })));
+        let mut v2 = enc.clone();
+        v2[0] = 9;
+        assert!(matches!(Signed::<Heartbeat>::decode(&v2), Err(CoreError::UnsupportedVersion { found: 9, .. })));
+        assert_eq!(Signed::<Heartbeat>::decode(&enc).unwrap().encode(), enc);
+    }
+}
