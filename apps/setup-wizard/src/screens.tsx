@@ -697,6 +697,17 @@ export function DashboardScreen({ api }: ScreenProps) {
   const usage = useLoad(() => api.usage('hour'), [api]);
   const receipts = useLoad(() => api.receipts(10), [api]);
   const audit = useLoad(() => api.audit(30), [api]);
+  // Keep health, counters and the chart current while the dashboard is open (data stays on
+  // screen while reloading, so nothing jumps).
+  useEffect(() => {
+    const t = window.setInterval(() => {
+      if (document.visibilityState !== 'visible') return;
+      void health.reload();
+      void node.reload();
+      void usage.reload();
+    }, 15_000);
+    return () => window.clearInterval(t);
+  }, [health.reload, node.reload, usage.reload]);
   const n = node.data;
   const loaded = n?.models.find((m) => m.loaded);
   return (
