@@ -72,6 +72,21 @@ let page;
 const secrets = new Set([PASSWORD]);
 const consoleProblems = [];
 let shotNo = 0;
+let broken = false;
+
+/** One step of the flow; after a failed step the later ones fail at once instead of cascading. */
+function step(t, name, fn) {
+  return t.test(name, async () => {
+    if (broken) throw new Error('not run: an earlier step failed');
+    try {
+      await fn();
+    } catch (e) {
+      broken = true;
+      await shot(`FAILED-${name.slice(0, 40).replace(/[^a-z0-9]+/gi, '-')}`).catch(() => {});
+      throw e;
+    }
+  });
+}
 
 function b3iqd(args, extraEnv = {}) {
   return execFileSync(BIN, args, { env: { ...process.env, B3IQ_HOME: home, ...extraEnv }, encoding: 'utf8' });
@@ -116,8 +131,7 @@ before(async () => {
   assert.ok(existsSync(BIN), `b3iqd is not built at ${BIN}; run \`cargo build -p b3iqd\` (ci.sh does)`);
   assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}; install the Debian package \`chromium\``);
   model = modelPath();
-  mkdirSync(SHOTS, { recursive: true });
-  for (const f of ['.']) rmSync(join(SHOTS, f), { recursive: true, force: true });
+  rmSync(SHOTS, { recursive: true, force: true });
   mkdirSync(SHOTS, { recursive: true });
   home = mkdtempSync(join(tmpdir(), 'b3iq-wizard-e2e-'));
   const port = await freePort();
@@ -154,7 +168,9 @@ after(async () => {
     if (daemon.exitCode === null) daemon.kill('SIGKILL');
   }
   if (home) rmSync(home, { recursive: true, force: true });
-  if (process.exitCode) console.error(`--- b3iqd log ---\n${daemonLog.slice(-8000)}`);
+  // The daemon's own log (it never prints secrets except the setup URL, shown once by design).
+  writeFileSync(join(SHOTS, 'b3iqd.log'), daemonLog);
+  if (broken) console.error(`--- b3iqd log (last 6000 chars) ---\n${daemonLog.slice(-6000)}`);
 });
 
 function tokenFromUrl(text) {
@@ -184,7 +200,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
   const firstToken = await waitFor('the setup URL on stdout or in $B3IQ_HOME/setup-token', async () => setupUrlFromDaemon(), 30_000);
   secrets.add(firstToken);
 
-  await t.test('without a token the page says how to get one', async () => {
+  await step(t, 'without a token the page says how to get one', async () => {
     await page.goto(`${base}/setup/`);
     await page.getByText('This page needs a setup link').waitFor();
     assert.ok(await page.getByText('b3iqd setup --reset').first().isVisible());
@@ -193,7 +209,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
   });
 
   let token;
-  await t.test('an expired setup link says to run `b3iqd setup --reset`, and the new link recovers', async () => {
+  await step(t, 'an expired setup link says to run `b3iqd setup --reset`, and the new link recovers', async () => {
     // A real expiry: a token that lives one second (it also replaces the first one).
     const port = new URL(base).port;
     const short = tokenFromUrl(b3iqd(['setup', '--reset', '--ttl-s', '1', '--port', port]));
@@ -227,7 +243,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await page.getByRole('button', { name: 'Use this link' }).click();
   });
 
-  await t.test('claim with the new token starts the owner session', async () => {
+  await step(t, 'claim with the new token starts the owner session', async () => {
     await page.getByRole('button', { name: 'Claim node' }).click();
     await page.getByRole('heading', { name: 'Your hardware' }).waitFor({ timeout: 30_000 });
     const cookies = await context.cookies(base);
@@ -242,7 +258,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     assert.ok(again.status === 401 || again.status === 409, `a used token is refused (got ${again.status})`);
   });
 
-  await t.test('hardware review shows the SKU band and what fits', async () => {
+  await step(t, 'hardware review shows the SKU band and what fits', async () => {
     await page.getByTestId('sku-band').waitFor();
     await page.getByText('Model profiles that fit').waitFor();
     assert.ok(await page.getByText('Fits', { exact: true }).first().isVisible());
@@ -250,7 +266,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await page.getByRole('button', { name: 'Continue' }).click();
   });
 
-  await t.test('model: select the default profile, install if needed, answer a test prompt', async () => {
+  await step(t, 'model: select the default profile, install if needed, answer a test prompt', async () => {
     await page.getByRole('heading', { name: 'Choose a model' }).waitFor();
     await page.locator('input[name=profile]').first().waitFor();
     const install = page.getByRole('button', { name: /^Install \(/ });
@@ -276,7 +292,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
   let secret;
   let client;
   let modelId;
-  await t.test('keys: create one, read it once, use it from a real OpenAI client', async () => {
+  await step(t, 'keys: create one, read it once, use it from a real OpenAI client', async () => {
     await page.getByRole('heading', { name: 'API keys' }).waitFor();
     await shot('keys-empty');
     await page.getByLabel('Name').fill('e2e-laptop');
@@ -301,7 +317,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     assert.equal(await page.getByTestId('new-key-secret').count(), 0);
   });
 
-  await t.test('after a reload the key is listed but never shown again', async () => {
+  await step(t, 'after a reload the key is listed but never shown again', async () => {
     await page.reload();
     await page.getByRole('heading', { name: 'API keys' }).waitFor();
     await page.getByTestId('keys-table').getByText('e2e-laptop').waitFor();
@@ -311,7 +327,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await shot('keys-after-reload');
   });
 
-  await t.test('endpoint and mode screens', async () => {
+  await step(t, 'endpoint and mode screens', async () => {
     await page.getByRole('button', { name: 'Continue' }).click();
     await page.getByRole('heading', { name: 'Connect your apps' }).waitFor();
     assert.equal(await page.getByTestId('base-url').innerText(), `${base}/v1`);
@@ -369,7 +385,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await page.getByRole('button', { name: 'Finish setup' }).click();
   });
 
-  await t.test('dashboard: health, usage chart, receipts, audit', async () => {
+  await step(t, 'dashboard: health, usage chart, receipts, audit', async () => {
     await page.getByRole('heading', { name: 'Your node' }).waitFor();
     await page.getByTestId('receipts-table').waitFor({ timeout: 20_000 });
     const bars = await page.locator('[data-testid=usage-chart] rect.chart-bar').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-requests'))));
@@ -391,7 +407,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await shot('dashboard');
   });
 
-  await t.test('revoking the key makes the client fail with 401', async () => {
+  await step(t, 'revoking the key makes the client fail with 401', async () => {
     await page.getByRole('link', { name: 'Keys', exact: true }).click();
     await page.getByRole('button', { name: 'Revoke e2e-laptop' }).click();
     await shot('key-revoke-confirm');
@@ -403,7 +419,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await shot('key-revoked');
   });
 
-  await t.test('wrong password, then sign in again', async () => {
+  await step(t, 'wrong password, then sign in again', async () => {
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('heading', { name: 'Sign in to your node' }).waitFor();
     await page.getByLabel('Username').fill(USERNAME);
@@ -421,7 +437,7 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await assertNoStoredSecrets('signed in again');
   });
 
-  await t.test('dark mode and a narrow phone viewport', async () => {
+  await step(t, 'dark mode and a narrow phone viewport', async () => {
     await page.emulateMedia({ colorScheme: 'dark' });
     await page.getByTestId('receipts-table').waitFor();
     await shot('dashboard-dark');
