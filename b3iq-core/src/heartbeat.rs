@@ -133,3 +133,35 @@ impl SignedKind for Heartbeat {
         Some(self.node_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NodeKey;
+
+    #[test]
+    fn heartbeat_json_has_only_public_fields() {
+        let k = NodeKey::from_seed([1; 32]);
+        let hb = Heartbeat {
+            node_id: k.node_id(),
+            sent_at_ms: 1,
+            sequence: 2,
+            mode: OperatingMode::Managed,
+            health: HealthStatus::Healthy,
+            counts: HeartbeatCounts::default(),
+            model_inventory: vec![Sha256Digest([9; 32])],
+        };
+        let v = serde_json::to_value(&hb).unwrap();
+        let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["counts", "health", "mode", "model_inventory", "node_id", "sent_at_ms", "sequence"]);
+        let mut ck: Vec<_> = v["counts"].as_object().unwrap().keys().cloned().collect();
+        ck.sort();
+        assert_eq!(ck, ["active_requests", "completed_requests", "failed_requests", "generated_tokens", "queued_requests", "uptime_s"]);
+        let s = k.sign_object(hb).unwrap();
+        assert_eq!(SignedHeartbeat::decode(&s.encode()).unwrap().verify_self_certified().unwrap(), k.node_id());
+        let mut big = s.body().clone();
+        big.model_inventory = vec![Sha256Digest([0; 32]); MAX_INVENTORY as usize + 1];
+        assert!(k.sign_object(big).is_err());
+    }
+}
