@@ -65,5 +65,82 @@ for (const [name, value] of Object.entries(native)) {
   }
 }
 
+// ---- LocalNode: a static `start`, `openaiBaseUrl`, and `await using` support ---------------
+const { LocalNode, Runtime, TokenStream } = native
+
+/** Starts an embedded host: `await LocalNode.start({ home, model, listen })`. */
+Object.defineProperty(LocalNode, 'start', { value: (options) => out.startLocalNode(options), configurable: true })
+Object.defineProperty(LocalNode.prototype, 'openaiBaseUrl', {
+  get() {
+    return `${this.baseUrl}/v1`
+  },
+  configurable: true,
+})
+if (Symbol.asyncDispose) {
+  LocalNode.prototype[Symbol.asyncDispose] = function dispose() {
+    return this.shutdown()
+  }
+}
+
+// ---- Runtime: load a GGUF, stream generations as async iterators ----------------------------
+/** A runtime with the GGUF at `path` loaded: `await Runtime.load(path, { threads, modelId })`. */
+Object.defineProperty(Runtime, 'load', {
+  value: async (path, options = {}) => {
+    const rt = await out.createRuntime(options.threads)
+    const { threads, ...load } = options
+    await rt.loadModel(path, load)
+    return rt
+  },
+  configurable: true,
+})
+Object.defineProperty(Runtime, 'create', { value: (threads) => out.createRuntime(threads), configurable: true })
+
+/**
+ * Starts a generation; resolves to a TokenStream you read with `for await`. `prompt` is raw
+ * text or chat messages. Breaking out of the loop (or `stream.close()`) cancels the work.
+ */
+Runtime.prototype.stream = async function stream(prompt, options = {}) {
+  let model = options.model
+  if (!model) {
+    const loaded = await this.models()
+    if (loaded.length === 0) throw new errors.B3iqStateError('no model is loaded; call loadModel(path) first')
+    model = loaded[0].id
+  }
+  const sampling = {}
+  if (options.temperature !== undefined) sampling.temperature = options.temperature
+  if (options.seed !== undefined) sampling.seed = options.seed
+  const request = {
+    model,
+    prompt: typeof prompt === 'string' ? { kind: 'text', value: prompt } : { kind: 'chat', value: prompt },
+    sampling,
+    max_tokens: options.maxTokens === undefined ? 256 : options.maxTokens,
+    stop: options.stop || [],
+  }
+  return this.generate(request)
+}
+
+TokenStream.prototype[Symbol.asyncIterator] = function iterator() {
+  const stream = this
+  return {
+    async next() {
+      const value = await stream.next()
+      return value === null ? { done: true, value: undefined } : { done: false, value }
+    },
+    async return() {
+      stream.close()
+      return { done: true, value: undefined }
+    },
+    [Symbol.asyncIterator]() {
+      return this
+    },
+  }
+}
+/** Reads the rest of the stream and resolves to the joined text. */
+TokenStream.prototype.text = async function text() {
+  let all = ''
+  for await (const piece of this) all += piece
+  return all
+}
+
 module.exports = { ...out, ...errors }
 delete module.exports.translate

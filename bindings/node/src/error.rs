@@ -6,6 +6,8 @@
 //! subclasses: `B3iqValueError` (a `TypeError`-like bad input), `B3iqAuthError`, `B3iqIOError`, ...
 
 use b3iq_core::CoreError;
+use b3iq_host::HostError;
+use b3iq_runtime::error::RuntimeError;
 use napi::Error;
 
 /// What every fallible export returns: the JS error's `code` is our class code.
@@ -115,4 +117,56 @@ pub(crate) fn core_kind(err: &CoreError) -> Kind {
 /// A `b3iq-core` error as a JS error with the matching code.
 pub(crate) fn core_error(err: CoreError) -> Error<String> {
     raise_coded(core_kind(&err), err.code(), &err)
+}
+
+/// The class each `b3iq-host` error becomes (the same table in every binding).
+pub(crate) fn host_kind(err: &HostError) -> Kind {
+    use HostError::*;
+    match err {
+        InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
+        | UnknownProfile(_) | BodyTooLarge(_) | NotFound(_) | ModelNotFound(_) | Config(_) | Core(_) => {
+            Kind::Value
+        }
+        MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
+        | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => Kind::Auth,
+        ExpiredApiKey | SetupTokenExpired => Kind::Expired,
+        ModeNotAvailable(_) => Kind::Policy,
+        AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) => Kind::State,
+        Home { .. } | Db(_) => Kind::Io,
+        Runtime(_) => Kind::Runtime,
+        Internal(_) => Kind::Other,
+    }
+}
+
+/// A `b3iq-host` error with the host's error code.
+pub(crate) fn host_error(err: HostError) -> Error<String> {
+    raise_coded(host_kind(&err), err.code(), &err)
+}
+
+/// The class each `b3iq-runtime` error becomes (the same table in every binding).
+pub(crate) fn runtime_kind(err: &RuntimeError) -> Kind {
+    use RuntimeError::*;
+    match err {
+        ModelNotFound { .. } | InvalidRequest(_) | ContextOverflow { .. } | InvalidGguf(_) | InvalidDigest(_)
+        | DigestMismatch { .. } | SizeMismatch { .. } | UnknownProfile(_) => Kind::Value,
+        QueueFull { .. } | ShuttingDown => Kind::State,
+        Io { .. } | Download { .. } => Kind::Io,
+        _ => Kind::Runtime,
+    }
+}
+
+/// A `b3iq-runtime` error.
+pub(crate) fn runtime_error(err: RuntimeError) -> Error<String> {
+    let kind = runtime_kind(&err);
+    raise_coded(kind, runtime_code(kind), &err)
+}
+
+/// A stable code for a `b3iq-runtime` error (that crate has no codes of its own).
+pub(crate) fn runtime_code(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Value => "invalid_request",
+        Kind::State => "unavailable",
+        Kind::Io => "io",
+        _ => "runtime",
+    }
 }

@@ -14,8 +14,10 @@ mod job;
 mod manifest;
 mod merkle;
 mod metering;
+mod node;
 mod payout;
 mod receipt;
+mod runtime;
 mod split;
 
 use napi_derive::napi;

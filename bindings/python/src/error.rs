@@ -7,6 +7,8 @@
 //! `source()` chain is kept as the exception's `__cause__`.
 
 use b3iq_core::CoreError;
+use b3iq_host::HostError;
+use b3iq_runtime::error::RuntimeError;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -163,5 +165,57 @@ impl std::fmt::Display for ContextError {
 impl std::error::Error for ContextError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.1)
+    }
+}
+
+/// The class each `b3iq-host` error becomes (the same table in every binding).
+pub(crate) fn host_kind(err: &HostError) -> Kind {
+    use HostError::*;
+    match err {
+        InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
+        | UnknownProfile(_) | BodyTooLarge(_) | NotFound(_) | ModelNotFound(_) | Config(_) | Core(_) => {
+            Kind::Value
+        }
+        MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
+        | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => Kind::Auth,
+        ExpiredApiKey | SetupTokenExpired => Kind::Expired,
+        ModeNotAvailable(_) => Kind::Policy,
+        AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) => Kind::State,
+        Home { .. } | Db(_) => Kind::Io,
+        Runtime(_) => Kind::Runtime,
+        Internal(_) => Kind::Other,
+    }
+}
+
+/// A `b3iq-host` error as the matching `b3iq.errors` exception, with the host's error code.
+pub(crate) fn host_error(err: HostError) -> PyErr {
+    raise_coded(host_kind(&err), Some(err.code()), &err)
+}
+
+/// The class each `b3iq-runtime` error becomes (the same table in every binding).
+pub(crate) fn runtime_kind(err: &RuntimeError) -> Kind {
+    use RuntimeError::*;
+    match err {
+        ModelNotFound { .. } | InvalidRequest(_) | ContextOverflow { .. } | InvalidGguf(_) | InvalidDigest(_)
+        | DigestMismatch { .. } | SizeMismatch { .. } | UnknownProfile(_) => Kind::Value,
+        QueueFull { .. } | ShuttingDown => Kind::State,
+        Io { .. } | Download { .. } => Kind::Io,
+        _ => Kind::Runtime,
+    }
+}
+
+/// A `b3iq-runtime` error as the matching `b3iq.errors` exception.
+pub(crate) fn runtime_error(err: RuntimeError) -> PyErr {
+    let kind = runtime_kind(&err);
+    raise_coded(kind, Some(runtime_code(kind)), &err)
+}
+
+/// A stable code for a `b3iq-runtime` error (that crate has no codes of its own).
+pub(crate) fn runtime_code(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Value => "invalid_request",
+        Kind::State => "unavailable",
+        Kind::Io => "io",
+        _ => "runtime",
     }
 }

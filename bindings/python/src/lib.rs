@@ -15,9 +15,11 @@ mod job;
 mod manifest;
 mod merkle;
 mod metering;
+mod node;
 mod payout;
 mod receipt;
 mod runtime;
+mod tokio_rt;
 mod split;
 
 /// The version of the b3iq crates this module was built from.
@@ -29,8 +31,8 @@ fn version() -> &'static str {
 /// Pid of the process the tokio runtime was built in, built on demand (fork-safety checks).
 #[pyfunction]
 fn _runtime_pid() -> PyResult<u32> {
-    runtime::runtime().map_err(error::io_error)?;
-    Ok(runtime::runtime_pid().unwrap_or(0))
+    tokio_rt::runtime().map_err(error::io_error)?;
+    Ok(tokio_rt::runtime_pid().unwrap_or(0))
 }
 
 #[pymodule]
@@ -46,5 +48,7 @@ fn _b3iq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     job::register(m)?;
     manifest::register(m)?;
     metering::register(m)?;
+    node::register(m)?;
+    runtime::register(m)?;
     Ok(())
 }

@@ -1,44 +1,156 @@
-//! The one tokio runtime this Python process uses for async work in b3iq-host and b3iq-runtime.
+//! Mirrors `b3iq-runtime/src/runtime.rs`: load a GGUF with the llama.cpp backend and generate,
+//! streaming. The stream is a handle: closing it (or dropping it) cancels the generation.
 //!
-//! Built lazily on first use. After `fork()` the child inherits the parent's memory but none of
-//! its threads, so a runtime built in the parent is dead in the child: we remember the pid the
-//! runtime was built in and build a fresh one when the pid changes. The parent's runtime is
-//! leaked in the child on purpose (dropping it would try to join threads that do not exist).
+//! Every blocking call releases the GIL; the async Python API runs the same calls in a thread.
 
 use std::sync::{Arc, Mutex};
 
-use tokio::runtime::Runtime;
+use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
+use b3iq_runtime::runtime::{self as rt_api, GenerationEvent, GenerationStream, LoadModelSpec, Runtime as _};
+use pyo3::exceptions::PyStopIteration;
+use pyo3::prelude::*;
+use tokio::runtime::Runtime as Tokio;
 
-static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+use crate::convert::{from_py, to_py};
+use crate::error::{io_error, runtime_error};
+use crate::tokio_rt;
 
-/// The runtime for this process, built on first use and rebuilt after `fork()`.
-pub(crate) fn runtime() -> std::io::Result<Arc<Runtime>> {
-    let pid = std::process::id();
-    let mut slot = RUNTIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((built_in, rt)) = slot.as_ref() {
-        if *built_in == pid {
-            return Ok(Arc::clone(rt));
-        }
-    }
-    if let Some(stale) = slot.take() {
-        // Built in the parent before fork(): its worker threads are gone here.
-        std::mem::forget(stale);
-    }
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("b3iq-python")
-            .build()?,
-    );
-    *slot = Some((pid, Arc::clone(&rt)));
-    Ok(rt)
+/// An in-process llama.cpp runtime with one or more loaded GGUF models.
+#[pyclass(module = "b3iq._b3iq", name = "Runtime", frozen)]
+pub struct Runtime {
+    inner: Arc<LlamaRuntime>,
+    rt: Arc<Tokio>,
 }
 
-/// The pid the current runtime was built in, if one was built (for the fork-safety test).
-pub(crate) fn runtime_pid() -> Option<u32> {
-    RUNTIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .as_ref()
-        .map(|(pid, _)| *pid)
+#[pymethods]
+impl Runtime {
+    /// A runtime; `threads` defaults to the machine's cores (at most 16).
+    #[new]
+    #[pyo3(signature = (threads = None))]
+    fn new(py: Python<'_>, threads: Option<u32>) -> PyResult<Self> {
+        let rt = tokio_rt::runtime().map_err(io_error)?;
+        let mut config = LlamaConfig::default();
+        if let Some(threads) = threads {
+            config.threads = threads;
+        }
+        let inner = py.detach(|| {
+            let _guard = rt.enter();
+            LlamaRuntime::new(config)
+        });
+        Ok(Self { inner: Arc::new(inner.map_err(runtime_error)?), rt })
+    }
+
+    /// Loads a GGUF file; returns its description as a dict (`id`, `sha256`, ...). `model_id`
+    /// defaults to the file stem; `expected_sha256` makes loading fail on a mismatch.
+    #[pyo3(signature = (path, model_id = None, expected_sha256 = None, context_length = None))]
+    fn load_model<'py>(
+        &self,
+        py: Python<'py>,
+        path: std::path::PathBuf,
+        model_id: Option<String>,
+        expected_sha256: Option<String>,
+        context_length: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut spec = LoadModelSpec::from_path(path);
+        if let Some(id) = model_id {
+            spec = spec.with_id(id);
+        }
+        spec.expected_sha256 = expected_sha256;
+        spec.context_length = context_length;
+        let info = py
+            .detach(|| self.rt.block_on(self.inner.load_model(spec)))
+            .map_err(runtime_error)?;
+        to_py(py, &info)
+    }
+
+    /// The loaded models, as dicts.
+    fn models<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let models = py.detach(|| self.rt.block_on(self.inner.list_models())).map_err(runtime_error)?;
+        to_py(py, &models)
+    }
+
+    /// Starts a generation and returns its stream. `request` is the runtime's JSON request:
+    /// `{"model": id, "prompt": {"kind": "chat", "value": [{"role", "content"}]} or
+    /// {"kind": "text", "value": "..."}, "sampling": {...}, "max_tokens": n, "stop": [...]}`.
+    /// The `b3iq.Runtime` Python class builds it from keyword arguments.
+    fn generate(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<TokenStream> {
+        let request: rt_api::GenerateRequest = from_py("generate request", request)?;
+        let stream = py
+            .detach(|| self.rt.block_on(self.inner.generate(request)))
+            .map_err(runtime_error)?;
+        Ok(TokenStream {
+            stream: Mutex::new(Some(stream)),
+            done: Mutex::new(None),
+            rt: Arc::clone(&self.rt),
+        })
+    }
+}
+
+/// The text of a running generation, piece by piece. Iterate it; `close()` (or dropping it)
+/// cancels the generation. After the last piece, `result()` holds the finish reason, token
+/// usage and timings.
+#[pyclass(module = "b3iq._b3iq", name = "TokenStream", frozen)]
+pub struct TokenStream {
+    stream: Mutex<Option<GenerationStream>>,
+    done: Mutex<Option<GenerationEvent>>,
+    rt: Arc<Tokio>,
+}
+
+#[pymethods]
+impl TokenStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// The next piece of text (blocks without the GIL); `StopIteration` at the end.
+    fn __next__(&self, py: Python<'_>) -> PyResult<String> {
+        let event = py.detach(|| {
+            let mut guard = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.as_mut() {
+                Some(stream) => {
+                    let event = self.rt.block_on(stream.next_event());
+                    if !matches!(event, Some(Ok(GenerationEvent::Delta { .. }))) {
+                        *guard = None; // finished, failed or closed: drop the handle
+                    }
+                    event
+                }
+                None => None,
+            }
+        });
+        match event {
+            Some(Ok(GenerationEvent::Delta { text })) => Ok(text),
+            Some(Ok(done)) => {
+                *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
+                Err(PyStopIteration::new_err(()))
+            }
+            Some(Err(err)) => Err(runtime_error(err)),
+            None => Err(PyStopIteration::new_err(())),
+        }
+    }
+
+    /// Cancels the generation (if still running) and releases it. Idempotent.
+    fn close(&self) {
+        if let Some(stream) = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            stream.cancel();
+        }
+    }
+
+    /// True once the stream ended or was closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.stream.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+
+    /// `{"event": "done", "finish_reason", "usage", "timings"}` once the stream ended normally,
+    /// else `None`.
+    fn result<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        done.map(|d| to_py(py, &d)).transpose()
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Runtime>()?;
+    m.add_class::<TokenStream>()?;
+    Ok(())
 }

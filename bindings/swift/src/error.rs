@@ -5,6 +5,8 @@
 //! `B3iqError.InvalidInput(message:)`, `.Auth(message:)`, ... and can switch on the case.
 
 use b3iq_core::CoreError;
+use b3iq_host::HostError;
+use b3iq_runtime::error::RuntimeError;
 
 /// Every error the B3IQ Swift package throws.
 #[derive(Debug, thiserror::Error, uniffi::Error)]
@@ -139,6 +141,45 @@ impl From<CoreError> for B3iqError {
             CoreError::Replayed { .. } | CoreError::StaleSequence { .. } => B3iqError::Replay { code, message },
             CoreError::SeenSet { .. } => B3iqError::Io { code, message },
             _ => B3iqError::InvalidInput { code, message },
+        }
+    }
+}
+
+/// The class each `b3iq-host` error becomes (the same table in every binding).
+impl From<HostError> for B3iqError {
+    fn from(err: HostError) -> Self {
+        use HostError::*;
+        let message = chain(&err);
+        let code = err.code().to_owned();
+        match err {
+            InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
+            | UnknownProfile(_) | BodyTooLarge(_) | NotFound(_) | ModelNotFound(_) | Config(_) | Core(_) => {
+                B3iqError::InvalidInput { code, message }
+            }
+            MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
+            | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => B3iqError::Auth { code, message },
+            ExpiredApiKey | SetupTokenExpired => B3iqError::Expired { code, message },
+            ModeNotAvailable(_) => B3iqError::Policy { code, message },
+            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) => B3iqError::State { code, message },
+            Home { .. } | Db(_) => B3iqError::Io { code, message },
+            Runtime(_) | Internal(_) => B3iqError::Runtime { code, message },
+        }
+    }
+}
+
+/// The class each `b3iq-runtime` error becomes (the same table in every binding).
+impl From<RuntimeError> for B3iqError {
+    fn from(err: RuntimeError) -> Self {
+        use RuntimeError::*;
+        let message = chain(&err);
+        match err {
+            ModelNotFound { .. } | InvalidRequest(_) | ContextOverflow { .. } | InvalidGguf(_) | InvalidDigest(_)
+            | DigestMismatch { .. } | SizeMismatch { .. } | UnknownProfile(_) => {
+                B3iqError::InvalidInput { code: "invalid_request".into(), message }
+            }
+            QueueFull { .. } | ShuttingDown => B3iqError::State { code: "unavailable".into(), message },
+            Io { .. } | Download { .. } => B3iqError::Io { code: "io".into(), message },
+            _ => B3iqError::Runtime { code: "runtime".into(), message },
         }
     }
 }

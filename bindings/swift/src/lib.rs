@@ -15,9 +15,12 @@ mod job;
 mod manifest;
 mod merkle;
 mod metering;
+mod node;
 mod payout;
 mod receipt;
+mod runtime;
 mod split;
+mod tokio_rt;
 
 pub use error::B3iqError;
 

@@ -35,6 +35,7 @@ from ._b3iq import (
     verify_payout,
     version,
 )
+from .host import LocalNode, Runtime, TokenStream
 from .errors import (
     B3iqAuthError,
     B3iqError,
@@ -50,6 +51,9 @@ from .errors import (
 __version__ = version()
 
 __all__ = [
+    "LocalNode",
+    "Runtime",
+    "TokenStream",
     "Credential",
     "Job",
     "MerkleTree",

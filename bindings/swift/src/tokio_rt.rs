@@ -1,0 +1,36 @@
+//! The one tokio runtime the Swift package uses for the host and the model runtime: built
+//! lazily on first use. Async exports spawn their work here and await the handle, so they work
+//! whatever executor the foreign side polls them from.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use tokio::runtime::Runtime;
+
+use crate::error::B3iqError;
+
+fn runtime() -> Result<&'static Runtime, B3iqError> {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("b3iq-swift")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| B3iqError::Io { code: "io".into(), message: format!("cannot start the tokio runtime: {e}") })
+}
+
+/// Runs `fut` on the binding's runtime and waits for it.
+pub(crate) async fn run<F>(fut: F) -> Result<F::Output, B3iqError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    runtime()?.spawn(fut).await.map_err(|e| B3iqError::Runtime {
+        code: "internal".into(),
+        message: format!("background task failed: {e}"),
+    })
+}
