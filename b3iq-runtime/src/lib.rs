@@ -1,1 +1,40 @@
-//! b3iq-runtime (being built).
+//! # b3iq-runtime
+//!
+//! The inference side of B3IQ, as a library:
+//!
+//! - [`Runtime`]: the trait every backend implements (load/list/unload models, streaming
+//!   generation, token counting, health, scheduler metrics), with its request and event types
+//!   in [`runtime`].
+//! - [`llama::LlamaRuntime`]: llama.cpp in process (through `llama-cpp-2`), one engine thread
+//!   doing continuous batching over a bounded request queue.
+//! - [`upstream::UpstreamRuntime`]: any OpenAI-compatible server (vLLM, llama.cpp server, ...).
+//! - [`store::ModelStore`]: content-addressed model files under `$B3IQ_HOME/models`, installs
+//!   from a file, an http(s) URL (resumable, verified) or the default profile's PyPI wheel;
+//!   [`catalog`] lists the model profiles.
+//! - [`gguf`]: a bounds-checked GGUF header reader (no tensor loading).
+//! - [`hardware`]: hardware scan and model fit check.
+//! - [`bench`]: the benchmark suite (pp/tg tokens/s, aggregate throughput at N streams).
+//!
+//! ## Cargo features
+//!
+//! - `wgpu` (default): list GPU adapters through wgpu in the hardware scan.
+//!
+//! All errors are [`RuntimeError`].
+
+pub mod bench;
+pub mod catalog;
+pub mod digest;
+pub mod error;
+pub mod gguf;
+pub mod hardware;
+pub mod llama;
+pub mod runtime;
+pub mod store;
+pub mod upstream;
+
+pub use error::RuntimeError;
+pub use runtime::{
+    BackendInfo, BackendKind, ChatMessage, Completion, FinishReason, GenerateRequest,
+    GenerationEvent, GenerationStream, Health, HealthStatus, LoadModelSpec, ModelId, ModelInfo,
+    Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, Usage,
+};

@@ -1,0 +1,113 @@
+//! Runtime API vs a bare llama-cpp-2 decode loop, same process, same model, same threads.
+//!
+//! Two parts:
+//! 1. An interleaved A/B comparison (bare, runtime, bare, runtime, ...) at 1, 2, 4 and 8
+//!    concurrent streams, printing per-round ratios and their median as JSON lines. The machine
+//!    is shared, so the ratio of neighbouring runs is the number to read, not absolute tok/s.
+//! 2. Criterion groups for the same workloads (`cargo bench -p b3iq-runtime --bench
+//!    runtime_vs_bare -- <filter>`).
+//!
+//! Environment: `B3IQ_TEST_MODEL` (else scripts/fetch-model), `B3IQ_BENCH_THREADS` (default 2),
+//! `B3IQ_BENCH_ROUNDS` (default 3), `B3IQ_BENCH_TOKENS` (max tokens per stream, default 64),
+//! `B3IQ_BENCH_STREAMS` (default "1,2,4,8"), `B3IQ_BENCH_SKIP_CRITERION=1` to run only part 1.
+
+use std::time::{Duration, Instant};
+
+use b3iq_runtime::bench::{bare_batched_generation, serving_throughput};
+use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
+use b3iq_runtime::store::default_model_path;
+use b3iq_runtime::{LoadModelSpec, Runtime};
+use criterion::Criterion;
+
+fn env_u32(k: &str, d: u32) -> u32 {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn main() {
+    let threads = env_u32("B3IQ_BENCH_THREADS", 2);
+    let rounds = env_u32("B3IQ_BENCH_ROUNDS", 3);
+    let max_tokens = env_u32("B3IQ_BENCH_TOKENS", 64);
+    let streams: Vec<u32> = std::env::var("B3IQ_BENCH_STREAMS")
+        .unwrap_or_else(|_| "1,2,4,8".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let path = default_model_path().expect("default model");
+    let ctx_per_seq = 1024;
+    let max_seq = *streams.iter().max().unwrap_or(&8);
+    let cfg = LlamaConfig { threads, max_sequences: max_seq, queue_capacity: 64, context_per_sequence: ctx_per_seq, batch_tokens: 512, gpu_layers: 0 };
+    let rt = LlamaRuntime::new(cfg).expect("runtime");
+    rt.load_model_blocking(LoadModelSpec::from_path(&path).with_id("m")).expect("load");
+    let model = rt.llama_model("m").expect("model");
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    // Warm-up both paths once.
+    let _ = bare_batched_generation(&model, 1, 8, threads, max_seq, ctx_per_seq);
+    let _ = tokio_rt.block_on(serving_throughput(&rt, "m", 1, 8));
+
+    println!("{{\"bench\":\"runtime_vs_bare\",\"threads\":{threads},\"rounds\":{rounds},\"max_tokens\":{max_tokens}}}");
+    for &n in &streams {
+        let mut ratios = Vec::new();
+        let mut bare_tps = Vec::new();
+        let mut rt_tps = Vec::new();
+        for r in 0..rounds {
+            // Alternate which side goes first, so drift in machine load hits both alike.
+            let (b, s) = if r % 2 == 0 {
+                let b = bare_batched_generation(&model, n, max_tokens, threads, max_seq, ctx_per_seq).unwrap();
+                let s = tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
+                (b, s)
+            } else {
+                let s = tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
+                let b = bare_batched_generation(&model, n, max_tokens, threads, max_seq, ctx_per_seq).unwrap();
+                (b, s)
+            };
+            bare_tps.push(b.tokens_per_second());
+            rt_tps.push(s.tokens_per_second());
+            ratios.push(s.tokens_per_second() / b.tokens_per_second());
+        }
+        let med = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        println!(
+            "{{\"streams\":{n},\"bare_tps\":{:.2},\"runtime_tps\":{:.2},\"ratio_median\":{:.4},\"ratios\":{:?}}}",
+            med(bare_tps.clone()),
+            med(rt_tps.clone()),
+            med(ratios.clone()),
+            ratios.iter().map(|r| (r * 10000.0).round() / 10000.0).collect::<Vec<_>>()
+        );
+    }
+
+    if std::env::var("B3IQ_BENCH_SKIP_CRITERION").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let mut c = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10)).configure_from_args();
+    for &n in &streams {
+        let mut g = c.benchmark_group(format!("generate_{n}_streams_{max_tokens}_tokens"));
+        g.bench_function("bare_llama_cpp_2", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    bare_batched_generation(&model, n, max_tokens, threads, max_seq, ctx_per_seq).unwrap();
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+        g.bench_function("runtime_api", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+        g.finish();
+    }
+    c.final_summary();
+    let _ = tokio_rt.block_on(rt.unload_model("m"));
+}

@@ -1,0 +1,610 @@
+//! The [`Runtime`] trait and the types that cross it.
+//!
+//! Every backend (llama.cpp in process, an OpenAI-compatible upstream such as vLLM) implements
+//! [`Runtime`]. Generation returns a [`GenerationStream`]: dropping it cancels the sequence at the
+//! next engine step.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::RuntimeError;
+
+/// A model id as the host names it (`/v1/models`), e.g. `smollm2-135m-instruct-q4_1`.
+pub type ModelId = String;
+
+/// Who said a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// System prompt.
+    System,
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+    /// A tool result.
+    Tool,
+}
+
+impl Role {
+    /// The role name as chat templates expect it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who said it.
+    pub role: Role,
+    /// What was said (plain text).
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with the given role and text.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into() }
+    }
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+    /// An assistant message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+}
+
+/// What to generate from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Prompt {
+    /// Chat messages; the model's own chat template is applied by llama.cpp
+    /// (`llama_chat_apply_template`) and an assistant turn is opened.
+    Chat(Vec<ChatMessage>),
+    /// A raw completion prompt, tokenized as is (with the model's BOS token when it wants one).
+    Text(String),
+}
+
+/// Structured output constraint (OpenAI `response_format`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text.
+    #[default]
+    Text,
+    /// Any syntactically valid JSON object (a fixed JSON GBNF grammar).
+    JsonObject,
+    /// JSON matching a JSON Schema (converted to a grammar by llama.cpp's
+    /// json-schema-to-grammar; no template or code is executed).
+    JsonSchema {
+        /// Schema name (informational).
+        #[serde(default)]
+        name: Option<String>,
+        /// The JSON Schema.
+        schema: serde_json::Value,
+    },
+}
+
+/// Per-request sampling parameters. `temperature == 0` means greedy decoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0.0` is greedy (argmax).
+    pub temperature: f32,
+    /// Nucleus sampling mass in (0, 1]; `1.0` disables it.
+    pub top_p: f32,
+    /// Keep only the k most likely tokens; `0` disables it.
+    pub top_k: i32,
+    /// Drop tokens below `min_p * p(best)`; `0.0` disables it.
+    pub min_p: f32,
+    /// Repetition penalty (llama.cpp `penalty_repeat`); `1.0` disables it.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at (`-1` = the whole context).
+    pub repeat_last_n: i32,
+    /// OpenAI presence penalty in [-2, 2].
+    pub presence_penalty: f32,
+    /// OpenAI frequency penalty in [-2, 2].
+    pub frequency_penalty: f32,
+    /// RNG seed. Same seed + same prompt + same params = same output, whatever else is in the
+    /// batch. `None` picks a random seed.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding (temperature 0): fully deterministic.
+    pub fn greedy() -> Self {
+        Self { temperature: 0.0, ..Self::default() }
+    }
+
+    /// Checks the ranges; the error says which field is wrong.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let bad = |m: String| Err(RuntimeError::InvalidRequest(m));
+        if !self.temperature.is_finite() || !(0.0..=100.0).contains(&self.temperature) {
+            return bad(format!("temperature must be in [0, 100], got {}", self.temperature));
+        }
+        if !self.top_p.is_finite() || !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if self.top_k < 0 {
+            return bad(format!("top_k must be >= 0, got {}", self.top_k));
+        }
+        if !self.min_p.is_finite() || !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
+            return bad(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty));
+        }
+        if self.repeat_last_n < -1 {
+            return bad(format!("repeat_last_n must be >= -1, got {}", self.repeat_last_n));
+        }
+        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+            if !v.is_finite() || !(-2.0..=2.0).contains(&v) {
+                return bad(format!("{name} must be in [-2, 2], got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One generation request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    /// The loaded model to use.
+    pub model: ModelId,
+    /// Chat messages or a raw prompt.
+    pub prompt: Prompt,
+    /// Sampling parameters.
+    #[serde(default)]
+    pub sampling: SamplingParams,
+    /// Most tokens to generate; `None` means until end of generation or the context is full.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Stop sequences (up to 16, each non-empty). The matched text is not returned.
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// Structured output constraint.
+    #[serde(default)]
+    pub response_format: ResponseFormat,
+}
+
+impl GenerateRequest {
+    /// A chat request with default sampling.
+    pub fn chat(model: impl Into<ModelId>, messages: Vec<ChatMessage>) -> Self {
+        Self {
+            model: model.into(),
+            prompt: Prompt::Chat(messages),
+            sampling: SamplingParams::default(),
+            max_tokens: None,
+            stop: Vec::new(),
+            response_format: ResponseFormat::Text,
+        }
+    }
+
+    /// A raw completion request with default sampling.
+    pub fn completion(model: impl Into<ModelId>, prompt: impl Into<String>) -> Self {
+        Self { prompt: Prompt::Text(prompt.into()), ..Self::chat(model, Vec::new()) }
+    }
+
+    /// Sets the sampling parameters.
+    pub fn with_sampling(mut self, sampling: SamplingParams) -> Self {
+        self.sampling = sampling;
+        self
+    }
+
+    /// Sets `max_tokens`.
+    pub fn with_max_tokens(mut self, n: u32) -> Self {
+        self.max_tokens = Some(n);
+        self
+    }
+
+    /// Sets the stop sequences.
+    pub fn with_stop(mut self, stop: Vec<String>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Sets the response format.
+    pub fn with_response_format(mut self, f: ResponseFormat) -> Self {
+        self.response_format = f;
+        self
+    }
+
+    /// Checks the request shape (not the model); the error says what to fix.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        self.sampling.validate()?;
+        if self.stop.len() > 16 {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "at most 16 stop sequences are allowed, got {}",
+                self.stop.len()
+            )));
+        }
+        if self.stop.iter().any(|s| s.is_empty()) {
+            return Err(RuntimeError::InvalidRequest("stop sequences must not be empty".into()));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(RuntimeError::InvalidRequest("max_tokens must be at least 1".into()));
+        }
+        match &self.prompt {
+            Prompt::Chat(m) if m.is_empty() => {
+                Err(RuntimeError::InvalidRequest("messages must not be empty".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// End of generation token or a stop sequence.
+    Stop,
+    /// `max_tokens` reached or the context window is full.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the (templated) prompt.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+    /// Sum of both.
+    pub total_tokens: u32,
+}
+
+impl Usage {
+    /// Builds a usage record; `total_tokens` is the sum.
+    pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+    }
+}
+
+/// Timings of one request, in microseconds (integers, so receipts can carry them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Timings {
+    /// From submission until the engine admitted the request.
+    pub queue_us: u64,
+    /// Prompt processing (prefill) time.
+    pub prompt_us: u64,
+    /// From submission until the first generated token was produced.
+    pub time_to_first_token_us: u64,
+    /// From the first generated token to the last.
+    pub generation_us: u64,
+    /// From submission until the end.
+    pub total_us: u64,
+}
+
+impl Timings {
+    /// Prompt tokens per second (0 when unmeasurable).
+    pub fn prompt_tokens_per_second(&self, usage: &Usage) -> f64 {
+        per_second(usage.prompt_tokens, self.prompt_us)
+    }
+    /// Generated tokens per second after the first token (0 when unmeasurable).
+    pub fn generation_tokens_per_second(&self, usage: &Usage) -> f64 {
+        per_second(usage.completion_tokens.saturating_sub(1), self.generation_us)
+    }
+}
+
+fn per_second(n: u32, us: u64) -> f64 {
+    if us == 0 {
+        0.0
+    } else {
+        n as f64 * 1e6 / us as f64
+    }
+}
+
+/// One event of a generation stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum GenerationEvent {
+    /// New text. Always whole UTF-8 characters; never contains a stop sequence.
+    Delta {
+        /// The text.
+        text: String,
+    },
+    /// The last event of a successful stream.
+    Done {
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// Token counts.
+        usage: Usage,
+        /// Timings.
+        timings: Timings,
+    },
+}
+
+/// A finished generation collected from a stream (see [`GenerationStream::collect_completion`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// All text.
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// Timings.
+    pub timings: Timings,
+}
+
+/// The stream of a running generation. Yields `Result<GenerationEvent, RuntimeError>`; the last
+/// item is either `Ok(Done{..})` or an error. Dropping it (or calling [`GenerationStream::cancel`])
+/// cancels the sequence at the next engine step and frees its KV cells.
+pub struct GenerationStream {
+    rx: mpsc::UnboundedReceiver<Result<GenerationEvent, RuntimeError>>,
+    cancel: Arc<AtomicBool>,
+    prompt_tokens: u32,
+}
+
+impl std::fmt::Debug for GenerationStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerationStream").field("prompt_tokens", &self.prompt_tokens).finish()
+    }
+}
+
+impl GenerationStream {
+    /// Wraps a channel and a cancellation flag (for backend implementors).
+    pub fn new(
+        rx: mpsc::UnboundedReceiver<Result<GenerationEvent, RuntimeError>>,
+        cancel: Arc<AtomicBool>,
+        prompt_tokens: u32,
+    ) -> Self {
+        Self { rx, cancel, prompt_tokens }
+    }
+
+    /// Prompt tokens, known when the request was accepted (0 if the backend cannot tell early).
+    pub fn prompt_tokens(&self) -> u32 {
+        self.prompt_tokens
+    }
+
+    /// The next event, or `None` after the last one.
+    pub async fn next_event(&mut self) -> Option<Result<GenerationEvent, RuntimeError>> {
+        self.rx.recv().await
+    }
+
+    /// Requests cancellation; the stream then ends with `Err(RuntimeError::Cancelled)` or closes.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Release);
+    }
+
+    /// Reads the stream to the end and returns all text with usage and timings.
+    pub async fn collect_completion(mut self) -> Result<Completion, RuntimeError> {
+        let mut text = String::new();
+        while let Some(ev) = self.next_event().await {
+            match ev? {
+                GenerationEvent::Delta { text: t } => text.push_str(&t),
+                GenerationEvent::Done { finish_reason, usage, timings } => {
+                    return Ok(Completion { text, finish_reason, usage, timings })
+                }
+            }
+        }
+        Err(RuntimeError::Backend("generation stream ended without a final event".into()))
+    }
+}
+
+impl futures::Stream for GenerationStream {
+    type Item = Result<GenerationEvent, RuntimeError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for GenerationStream {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Release);
+    }
+}
+
+/// Which kind of backend serves a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// llama.cpp in process (llama-cpp-2).
+    LlamaCpp,
+    /// An OpenAI-compatible HTTP server (vLLM, llama.cpp server, ...).
+    OpenAiUpstream,
+}
+
+impl BackendKind {
+    /// Stable lower-case name (`llama_cpp`, `openai_upstream`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::LlamaCpp => "llama_cpp",
+            BackendKind::OpenAiUpstream => "openai_upstream",
+        }
+    }
+}
+
+/// What to load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadModelSpec {
+    /// The id to serve it under; defaults to the file stem.
+    #[serde(default)]
+    pub id: Option<ModelId>,
+    /// Path of the GGUF file (for the upstream backend: ignored, the id names the upstream model).
+    pub path: PathBuf,
+    /// Context window per sequence, in tokens; defaults to the backend's configured default
+    /// (capped at the model's training context).
+    #[serde(default)]
+    pub context_length: Option<u32>,
+    /// If set, the file's sha256 must match (lower-case hex) or loading fails.
+    #[serde(default)]
+    pub expected_sha256: Option<String>,
+}
+
+impl LoadModelSpec {
+    /// Load `path` under its default id.
+    pub fn from_path(path: impl Into<PathBuf>) -> Self {
+        Self { id: None, path: path.into(), context_length: None, expected_sha256: None }
+    }
+    /// Sets the id.
+    pub fn with_id(mut self, id: impl Into<ModelId>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+}
+
+/// A loaded model as listed by [`Runtime::list_models`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The id requests use.
+    pub id: ModelId,
+    /// Backend serving it.
+    pub backend: BackendKind,
+    /// sha256 of the GGUF file, lower-case hex (empty for an upstream model).
+    pub sha256: String,
+    /// File size in bytes (0 for an upstream model).
+    pub size_bytes: u64,
+    /// Context window per sequence, in tokens.
+    pub context_length: u32,
+    /// Context length the model was trained with (from GGUF metadata; 0 if unknown).
+    pub train_context_length: u32,
+    /// Architecture (`llama`, `qwen2`, ...), empty if unknown.
+    pub architecture: String,
+    /// Parameter count (0 if unknown).
+    pub parameters: u64,
+    /// Quantization (`Q4_1`, ...), empty if unknown.
+    pub quantization: String,
+    /// Whether the model carries a chat template.
+    pub has_chat_template: bool,
+    /// Path of the file (empty for an upstream model).
+    pub path: PathBuf,
+}
+
+/// Overall state of a runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Ready to serve.
+    Ok,
+    /// Serving, but something is wrong (e.g. the queue is full).
+    Degraded,
+    /// Cannot serve (engine thread died, upstream unreachable).
+    Down,
+}
+
+/// Health report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Overall state.
+    pub status: HealthStatus,
+    /// Backend.
+    pub backend: BackendKind,
+    /// Models loaded.
+    pub models_loaded: u32,
+    /// Human-readable detail (empty when all is well).
+    pub message: String,
+}
+
+/// Scheduler counters for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RuntimeMetrics {
+    /// Requests waiting for a slot.
+    pub queue_depth: u32,
+    /// Most requests that may wait before `QueueFull`.
+    pub queue_capacity: u32,
+    /// Sequences decoding now.
+    pub active_sequences: u32,
+    /// Most sequences decoded together.
+    pub max_sequences: u32,
+    /// Requests finished (any outcome) since start.
+    pub requests_total: u64,
+    /// Requests refused with `QueueFull` since start.
+    pub requests_rejected_total: u64,
+    /// Prompt tokens processed since start.
+    pub prompt_tokens_total: u64,
+    /// Tokens generated since start.
+    pub generated_tokens_total: u64,
+    /// Engine steps (batched decodes) since start.
+    pub decode_steps_total: u64,
+}
+
+/// Description of a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// Kind.
+    pub kind: BackendKind,
+    /// Human-readable name and version (`llama.cpp (llama-cpp-2 0.1.160)`, `upstream http://...`).
+    pub name: String,
+    /// CPU threads used for decoding (0 for an upstream).
+    pub threads: u32,
+    /// Compute devices / system info string.
+    pub system_info: String,
+}
+
+/// An inference backend. Implemented by [`crate::llama::LlamaRuntime`] and
+/// [`crate::upstream::UpstreamRuntime`].
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// Describes the backend.
+    fn backend_info(&self) -> BackendInfo;
+
+    /// Loads a model and returns its description. Loading an id that is already loaded is an
+    /// `InvalidRequest` error.
+    async fn load_model(&self, spec: LoadModelSpec) -> Result<ModelInfo, RuntimeError>;
+
+    /// Unloads a model; running requests on it end with `Cancelled`.
+    async fn unload_model(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Lists loaded models.
+    async fn list_models(&self) -> Result<Vec<ModelInfo>, RuntimeError>;
+
+    /// Starts a generation. Errors that can be known up front (unknown model, bad parameters,
+    /// prompt too long, queue full) are returned here, not in the stream.
+    async fn generate(&self, request: GenerateRequest) -> Result<GenerationStream, RuntimeError>;
+
+    /// Counts the tokens of a prompt (chat prompts after the template is applied).
+    async fn count_tokens(&self, model: &str, prompt: &Prompt) -> Result<u32, RuntimeError>;
+
+    /// Health.
+    async fn health(&self) -> Health;
+
+    /// Scheduler counters (cheap; no await).
+    fn metrics(&self) -> RuntimeMetrics;
+}

@@ -1,0 +1,450 @@
+//! The llama.cpp backend with the real default model: generation, determinism, continuous
+//! batching, cancellation, stop sequences, JSON mode, queue limits; and the OpenAI upstream
+//! backend against that engine served over HTTP on loopback.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
+use b3iq_runtime::store::default_model_path;
+use b3iq_runtime::*;
+
+const MODEL: &str = "smollm2";
+
+/// One runtime (model loaded once) for the whole test binary.
+fn rt() -> &'static LlamaRuntime {
+    static RT: OnceLock<LlamaRuntime> = OnceLock::new();
+    RT.get_or_init(|| {
+        let path = default_model_path().unwrap_or_else(|e| panic!("the default model is required for these tests: {e}"));
+        let cfg = LlamaConfig { threads: 2, max_sequences: 4, queue_capacity: 16, context_per_sequence: 1024, ..LlamaConfig::default() };
+        let rt = LlamaRuntime::new(cfg).expect("runtime");
+        rt.load_model_blocking(LoadModelSpec::from_path(path).with_id(MODEL)).expect("load default model");
+        rt
+    })
+}
+
+/// A separate runtime with its own engine (same model file, page cache shared).
+async fn fresh(id: &str, slots: u32) -> LlamaRuntime {
+    let path = default_model_path().unwrap();
+    let cfg = LlamaConfig { threads: 1, max_sequences: slots, queue_capacity: 4, context_per_sequence: 512, batch_tokens: 64, ..LlamaConfig::default() };
+    let rt = LlamaRuntime::new(cfg).unwrap();
+    rt.load_model(LoadModelSpec::from_path(path).with_id(id)).await.unwrap();
+    rt
+}
+
+fn chat(text: &str) -> GenerateRequest {
+    GenerateRequest::chat(MODEL, vec![ChatMessage::user(text)])
+}
+
+fn seeded(seed: u64) -> SamplingParams {
+    SamplingParams { temperature: 0.9, top_p: 0.95, top_k: 40, min_p: 0.0, seed: Some(seed), ..SamplingParams::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_the_model_with_digest_and_context() {
+    let models = rt().list_models().await.unwrap();
+    assert_eq!(models.len(), 1);
+    let m = &models[0];
+    assert_eq!(m.id, MODEL);
+    assert_eq!(m.sha256, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    assert_eq!(m.size_bytes, 98_362_432);
+    assert_eq!(m.context_length, 1024);
+    assert_eq!(m.train_context_length, 8192);
+    assert_eq!(m.architecture, "llama");
+    assert_eq!(m.quantization, "Q4_1");
+    assert!(m.has_chat_template);
+    assert!(m.parameters > 100_000_000 && m.parameters < 200_000_000, "{}", m.parameters);
+    let h = rt().health().await;
+    assert_eq!(h.status, HealthStatus::Ok, "{}", h.message);
+    assert_eq!(h.models_loaded, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_chat_is_deterministic_and_sensible() {
+    let req = chat("What is the capital of France? Answer in one word.").with_sampling(SamplingParams::greedy()).with_max_tokens(12);
+    let a = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
+    let b = rt().generate(req).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(a.text, b.text);
+    assert!(a.text.contains("Paris"), "{:?}", a.text);
+    assert!(a.usage.prompt_tokens > 10);
+    assert!(a.usage.completion_tokens >= 1 && a.usage.completion_tokens <= 12);
+    assert_eq!(a.usage.total_tokens, a.usage.prompt_tokens + a.usage.completion_tokens);
+    assert!(a.timings.total_us >= a.timings.time_to_first_token_us);
+    assert!(a.timings.time_to_first_token_us > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_sampling_is_reproducible_even_with_neighbours_in_the_batch() {
+    let req = chat("Invent a name for a cat.").with_sampling(seeded(1234)).with_max_tokens(16);
+    let alone = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
+    // Same request again, this time sharing the batch with two other sequences.
+    let n1 = rt().generate(chat("Count from one to ten.").with_sampling(seeded(7)).with_max_tokens(24)).await.unwrap();
+    let again = rt().generate(req.clone()).await.unwrap();
+    let n2 = rt().generate(chat("Name three colours.").with_sampling(seeded(99)).with_max_tokens(24)).await.unwrap();
+    let (again, _, _) = tokio::join!(again.collect_completion(), n1.collect_completion(), n2.collect_completion());
+    let again = again.unwrap();
+    assert_eq!(alone.text, again.text, "same seed and prompt must give the same output");
+    assert_eq!(alone.usage, again.usage);
+    // A different seed takes another path (with overwhelming probability at temperature 0.9).
+    let mut differs = false;
+    for seed in [1u64, 2, 3] {
+        let other = rt().generate(req.clone().with_sampling(seeded(seed))).await.unwrap().collect_completion().await.unwrap();
+        differs |= other.text != alone.text;
+    }
+    assert!(differs, "three other seeds all gave {:?}", alone.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_decode_together() {
+    let before = rt().metrics();
+    let prompts = ["Say hello.", "Name a fruit.", "What is 2+2?", "Name a planet."];
+    let mut streams = Vec::new();
+    for p in prompts {
+        streams.push(rt().generate(chat(p).with_sampling(SamplingParams::greedy()).with_max_tokens(16)).await.unwrap());
+    }
+    let outs = futures::future::join_all(streams.into_iter().map(|s| s.collect_completion())).await;
+    // Each equals its own solo greedy run.
+    for (p, out) in prompts.iter().zip(outs) {
+        let out = out.unwrap();
+        let solo = rt()
+            .generate(chat(p).with_sampling(SamplingParams::greedy()).with_max_tokens(16))
+            .await
+            .unwrap()
+            .collect_completion()
+            .await
+            .unwrap();
+        assert_eq!(out.text, solo.text, "prompt {p:?}");
+        assert!(!out.text.is_empty());
+    }
+    let after = rt().metrics();
+    assert!(after.requests_total >= before.requests_total + 8);
+    assert!(after.generated_tokens_total > before.generated_tokens_total);
+    // 4 concurrent streams of up to 16 tokens took fewer decode steps than 4 * 16 would alone.
+    assert!(after.decode_steps_total > before.decode_steps_total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_cancels_the_sequence() {
+    // A runtime of its own, so other tests' sequences do not blur the metrics.
+    let own = fresh("c", 2).await;
+    let chat = |t: &str| GenerateRequest::chat("c", vec![ChatMessage::user(t)]);
+    let mut s = own
+        .generate(chat("Write a very long essay about the sea.").with_sampling(SamplingParams::greedy()).with_max_tokens(400))
+        .await
+        .unwrap();
+    // Read one delta, then drop.
+    let first = tokio::time::timeout(Duration::from_secs(60), s.next_event()).await.unwrap();
+    assert!(matches!(first, Some(Ok(GenerationEvent::Delta { .. }))), "{first:?}");
+    let gen_before = own.metrics().generated_tokens_total;
+    drop(s);
+    // The slot frees quickly: the runtime goes idle without generating 400 tokens.
+    let t = std::time::Instant::now();
+    loop {
+        let m = own.metrics();
+        if m.active_sequences == 0 && m.queue_depth == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "sequence not cancelled: {m:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = own.metrics();
+    assert!(m.generated_tokens_total - gen_before < 390, "kept generating after drop");
+
+    // Explicit cancel() ends the stream with Cancelled.
+    let mut s = own
+        .generate(chat("Write a very long essay about mountains.").with_sampling(SamplingParams::greedy()).with_max_tokens(400))
+        .await
+        .unwrap();
+    s.cancel();
+    let mut saw_cancel = false;
+    while let Some(ev) = s.next_event().await {
+        if let Err(RuntimeError::Cancelled) = ev {
+            saw_cancel = true;
+        }
+        assert!(!matches!(ev, Ok(GenerationEvent::Done { .. })), "cancelled stream completed");
+    }
+    assert!(saw_cancel);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sequences_cut_the_output() {
+    let base = chat("Count from 1 to 20, separated by commas.").with_sampling(SamplingParams::greedy()).with_max_tokens(60);
+    let full = rt().generate(base.clone()).await.unwrap().collect_completion().await.unwrap();
+    assert!(full.text.contains('5'), "{:?}", full.text);
+    let cut = full.text.find('5').unwrap();
+    let stopped = rt().generate(base.with_stop(vec!["5".into()])).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(stopped.finish_reason, FinishReason::Stop);
+    assert_eq!(stopped.text, full.text[..cut], "output must end right before the stop sequence");
+    assert!(!stopped.text.contains('5'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tokens_gives_length() {
+    let c = rt()
+        .generate(chat("Write a long poem about rain.").with_sampling(SamplingParams::greedy()).with_max_tokens(5))
+        .await
+        .unwrap()
+        .collect_completion()
+        .await
+        .unwrap();
+    assert_eq!(c.finish_reason, FinishReason::Length);
+    assert_eq!(c.usage.completion_tokens, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_object_mode_produces_json() {
+    let req = chat("Describe a cat as a JSON object with fields name and age.")
+        .with_sampling(SamplingParams::greedy())
+        .with_max_tokens(80)
+        .with_response_format(ResponseFormat::JsonObject);
+    let c = rt().generate(req).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(c.finish_reason, FinishReason::Stop, "grammar should complete the object: {:?}", c.text);
+    let v: serde_json::Value = serde_json::from_str(c.text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", c.text));
+    assert!(v.is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_mode_follows_the_schema() {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": false
+    });
+    let req = chat("Give the largest city of Japan and its population.")
+        .with_sampling(SamplingParams::greedy())
+        .with_max_tokens(60)
+        .with_response_format(ResponseFormat::JsonSchema { name: Some("city".into()), schema });
+    let c = rt().generate(req).await.unwrap().collect_completion().await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(c.text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", c.text));
+    assert!(v["city"].is_string(), "{v}");
+    assert!(v["population"].is_i64() || v["population"].is_u64(), "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 2);
+
+    let bad = chat("x").with_response_format(ResponseFormat::JsonSchema { name: None, schema: serde_json::json!("nope") });
+    assert!(matches!(rt().generate(bad).await, Err(RuntimeError::InvalidRequest(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_typed_errors() {
+    let e = rt().generate(GenerateRequest::chat("no-such-model", vec![ChatMessage::user("hi")])).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::ModelNotFound { .. }), "{e}");
+    let e = rt().generate(GenerateRequest::chat(MODEL, vec![])).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::InvalidRequest(_)), "{e}");
+    let mut s = SamplingParams::default();
+    s.top_p = 0.0;
+    let e = rt().generate(chat("hi").with_sampling(s)).await.unwrap_err();
+    assert!(e.to_string().contains("top_p"), "{e}");
+    let e = rt().generate(chat("hi").with_stop(vec![String::new()])).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::InvalidRequest(_)));
+    let long = "word ".repeat(3000);
+    let e = rt().generate(GenerateRequest::completion(MODEL, long)).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::ContextOverflow { context_length: 1024, .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_completion_and_token_counting() {
+    let n = rt().count_tokens(MODEL, &Prompt::Text("Hello world".into())).await.unwrap();
+    assert!((2..=4).contains(&n), "{n}");
+    let chat_n = rt().count_tokens(MODEL, &Prompt::Chat(vec![ChatMessage::user("Hello world")])).await.unwrap();
+    assert!(chat_n > n, "the template adds tokens: {chat_n} vs {n}");
+    let c = rt()
+        .generate(GenerateRequest::completion(MODEL, "The capital of France is").with_sampling(SamplingParams::greedy()).with_max_tokens(6))
+        .await
+        .unwrap()
+        .collect_completion()
+        .await
+        .unwrap();
+    assert!(c.text.contains("Paris"), "{:?}", c.text);
+    assert_eq!(c.usage.prompt_tokens, rt().count_tokens(MODEL, &Prompt::Text("The capital of France is".into())).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_refused_at_once() {
+    let path = default_model_path().unwrap();
+    let cfg = LlamaConfig { threads: 1, max_sequences: 1, queue_capacity: 1, context_per_sequence: 512, batch_tokens: 64, ..LlamaConfig::default() };
+    let small = LlamaRuntime::new(cfg).unwrap();
+    small.load_model(LoadModelSpec::from_path(&path).with_id("q")).await.unwrap();
+    let long = || GenerateRequest::chat("q", vec![ChatMessage::user("Write a long story.")]).with_sampling(SamplingParams::greedy()).with_max_tokens(300);
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for _ in 0..3 {
+        match small.generate(long()).await {
+            Ok(s) => accepted.push(s),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    match refused {
+        Some(RuntimeError::QueueFull { retry_after_ms }) => assert!(retry_after_ms >= 100),
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    assert!(small.metrics().requests_rejected_total >= 1);
+    drop(accepted);
+    small.unload_model("q").await.unwrap();
+    assert!(small.list_models().await.unwrap().is_empty());
+    assert!(matches!(small.unload_model("q").await, Err(RuntimeError::ModelNotFound { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_bad_files_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.gguf");
+    std::fs::write(&p, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let e = rt().load_model(LoadModelSpec::from_path(&p)).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::InvalidGguf(_)), "{e}");
+    let e = rt().load_model(LoadModelSpec::from_path(dir.path().join("missing.gguf"))).await.unwrap_err();
+    assert!(e.to_string().contains("missing.gguf"), "{e}");
+    let mut spec = LoadModelSpec::from_path(default_model_path().unwrap()).with_id("other");
+    spec.expected_sha256 = Some("0".repeat(64));
+    assert!(matches!(rt().load_model(spec).await, Err(RuntimeError::DigestMismatch { .. })));
+    let e = rt().load_model(LoadModelSpec::from_path(default_model_path().unwrap()).with_id(MODEL)).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::InvalidRequest(_)), "already loaded: {e}");
+}
+
+// ---- OpenAI-compatible upstream backend against the engine served over HTTP on loopback ----
+
+#[path = "support/openai_server.rs"]
+mod openai_server;
+
+use b3iq_runtime::upstream::{ApiKeySource, UpstreamConfig, UpstreamRuntime};
+
+async fn served(key: Option<&str>) -> String {
+    let state = openai_server::AppState { runtime: std::sync::Arc::new(rt().clone()), key: key.map(str::to_string) };
+    openai_server::serve(state, 0).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_discovers_streams_and_maps_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "sk-test-123\n").unwrap();
+    let base = served(Some("sk-test-123")).await;
+    let mut cfg = UpstreamConfig::new(&base);
+    cfg.api_key = ApiKeySource::File(key_file);
+    let up = UpstreamRuntime::new(cfg).unwrap();
+
+    let h = up.health().await;
+    assert_eq!(h.status, HealthStatus::Ok, "{}", h.message);
+    let models = up.list_models().await.unwrap();
+    assert_eq!(models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec![MODEL]);
+    assert_eq!(models[0].context_length, 1024);
+    assert_eq!(models[0].backend, BackendKind::OpenAiUpstream);
+    assert!(up.load_model(LoadModelSpec::from_path("x").with_id(MODEL)).await.is_ok());
+    assert!(matches!(up.load_model(LoadModelSpec::from_path("x").with_id("nope")).await, Err(RuntimeError::ModelNotFound { .. })));
+
+    // Streaming pass-through equals the local engine's output for a greedy request.
+    let req = chat("What is the capital of France? Answer in one word.").with_sampling(SamplingParams::greedy()).with_max_tokens(12);
+    let local = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
+    let mut stream = up.generate(req.clone()).await.unwrap();
+    let mut deltas = 0;
+    let mut text = String::new();
+    let mut done = None;
+    while let Some(ev) = stream.next_event().await {
+        match ev.unwrap() {
+            GenerationEvent::Delta { text: t } => {
+                deltas += 1;
+                text.push_str(&t);
+            }
+            GenerationEvent::Done { finish_reason, usage, timings } => done = Some((finish_reason, usage, timings)),
+        }
+    }
+    let (reason, usage, timings) = done.expect("final event");
+    assert_eq!(text, local.text);
+    assert!(deltas >= 1);
+    assert_eq!(reason, local.finish_reason);
+    assert_eq!(usage, local.usage, "usage comes from the upstream's usage chunk");
+    assert!(timings.total_us >= timings.time_to_first_token_us);
+
+    // Raw completions and token counting through /tokenize.
+    let c = up
+        .generate(GenerateRequest::completion(MODEL, "The capital of France is").with_sampling(SamplingParams::greedy()).with_max_tokens(6))
+        .await
+        .unwrap()
+        .collect_completion()
+        .await
+        .unwrap();
+    assert!(c.text.contains("Paris"), "{:?}", c.text);
+    let n = up.count_tokens(MODEL, &Prompt::Text("Hello world".into())).await.unwrap();
+    assert_eq!(n, rt().count_tokens(MODEL, &Prompt::Text("Hello world".into())).await.unwrap());
+
+    // Upstream errors are mapped: unknown model 404 -> ModelNotFound, bad params 400.
+    let e = up.generate(GenerateRequest::chat("nope", vec![ChatMessage::user("hi")])).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::ModelNotFound { .. }), "{e}");
+    let m = up.metrics();
+    assert!(m.requests_total >= 2 && m.generated_tokens_total >= 2, "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_are_clear() {
+    // Wrong key.
+    let base = served(Some("right")).await;
+    std::env::set_var("B3IQ_TEST_UPSTREAM_KEY", "wrong");
+    let mut cfg = UpstreamConfig::new(&base);
+    cfg.api_key = ApiKeySource::Env("B3IQ_TEST_UPSTREAM_KEY".into());
+    let up = UpstreamRuntime::new(cfg).unwrap();
+    assert!(matches!(up.list_models().await, Err(RuntimeError::UpstreamAuth { status: 401 })));
+    let e = up.generate(chat("hi")).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::UpstreamAuth { .. }), "{e}");
+
+    // Nothing listening: UpstreamUnavailable, health Down.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/v1", l.local_addr().unwrap());
+    drop(l);
+    let mut cfg = UpstreamConfig::new(&dead);
+    cfg.connect_timeout_ms = 2000;
+    let up = UpstreamRuntime::new(cfg).unwrap();
+    let e = up.generate(chat("hi")).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::UpstreamUnavailable { .. }), "{e}");
+    assert!(e.to_string().contains("check that it is running"), "{e}");
+    let h = up.health().await;
+    assert_eq!(h.status, HealthStatus::Down);
+
+    // A server that accepts but never answers: the idle timeout fires.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+        }
+    });
+    let mut cfg = UpstreamConfig::new(format!("http://{addr}/v1"));
+    cfg.idle_timeout_ms = 500;
+    let up = UpstreamRuntime::new(cfg).unwrap();
+    let t = std::time::Instant::now();
+    let e = up.list_models().await.unwrap_err();
+    assert!(matches!(e, RuntimeError::UpstreamUnavailable { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+// ---- Benchmark suite: runs end to end on a tiny budget and yields a verifiable signed record ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmark_suite_produces_a_signed_record() {
+    use b3iq_runtime::bench::{run_suite, sign_record, SkuBands, SuiteOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let hw = b3iq_runtime::hardware::scan(dir.path(), b3iq_runtime::hardware::ScanOptions { wgpu: false, nvml: false });
+    let opts = SuiteOptions { prompt_tokens: 64, gen_tokens: 8, repetitions: 1, concurrency: vec![1, 2], serving_max_tokens: 4 };
+    let r = run_suite(rt(), MODEL, &hw, &opts).await.unwrap();
+    assert!(r.pp_tokens_per_second > 0.0 && r.tg_tokens_per_second > 0.0, "{r:?}");
+    assert_eq!(r.serving.iter().map(|s| s.concurrency).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(r.serving.iter().all(|s| s.tokens >= s.concurrency as u64 && s.tokens_per_second() > 0.0), "{r:?}");
+    assert_eq!(r.hardware_fingerprint, hw.fingerprint());
+    assert_eq!(r.model_sha256, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    let bands = SkuBands::builtin().unwrap();
+    assert!(!bands.bands.is_empty());
+    assert_eq!(r.sku_bands, bands.classify(r.tg_tokens_per_second).iter().map(|b| b.id.clone()).collect::<Vec<_>>());
+
+    let key = b3iq_core::NodeKey::from_seed([7u8; 32]);
+    let signed = sign_record(&r, &key, 1_700_000_000_000).unwrap();
+    signed.verify(&key.public()).unwrap();
+    let body = signed.body();
+    assert_eq!(body.generation_milli_tokens_per_s, (r.tg_tokens_per_second * 1000.0).round() as u64);
+    assert_eq!(body.concurrency.len(), 2);
+    assert_eq!(body.model_digest.to_hex(), r.model_sha256);
+    // Another key does not verify it.
+    assert!(signed.verify(&b3iq_core::NodeKey::from_seed([8u8; 32]).public()).is_err());
+}
