@@ -1,7 +1,7 @@
 import { fireEvent, render, screen, waitFor } from '@testing-library/react';
 import { describe, expect, it, vi } from 'vitest';
 import { Api, type Job, type Models } from './api';
-import { DashboardScreen, HardwareScreen, ModeScreen, ModelScreen, receiptExport } from './screens';
+import { DashboardScreen, HardwareScreen, ModeScreen, ModelScreen, receiptExport, shortId } from './screens';
 
 function fakeApi(methods: Partial<Record<keyof Api, (...a: never[]) => unknown>>): Api {
   const api = new Api(async () => { throw new Error('unexpected network call'); });
@@ -39,6 +39,7 @@ describe('ModelScreen', () => {
     fireEvent.click(screen.getByRole('button', { name: 'Send test prompt' }));
     expect(await screen.findByText('Hello there!')).toBeTruthy();
     expect(screen.getByText(/rcpt_9/)).toBeTruthy();
+    expect(shortId('a'.repeat(64))).toBe(`${'a'.repeat(12)}…`);
   });
 
   it('shows a clear error when the install job fails', async () => {

@@ -6,6 +6,11 @@ import { useLoad } from './hooks';
 import { Badge, CodeBlock, CopyButton, ErrorNotice, Field, ProgressBar, Spinner } from './ui';
 import { formatBytes, formatTime } from './util';
 
+/** Long hex ids (receipts are 64 hex chars) shortened for display; the full id stays in `title`. */
+export function shortId(id: string): string {
+  return id.length > 16 ? `${id.slice(0, 12)}…` : id;
+}
+
 export interface ScreenProps {
   api: Api;
   onNext?: () => void;
@@ -243,7 +248,7 @@ export function ModelScreen({ api, onNext }: ScreenProps) {
                 {answer.model} · {answer.completion_tokens ?? '?'} tokens
                 {answer.ttft_ms !== undefined && ` · first token ${answer.ttft_ms} ms`}
                 {answer.tokens_per_second !== undefined && ` · ${answer.tokens_per_second.toFixed(1)} tokens/s`}
-                {answer.receipt_id && <> · receipt <span className="mono">{answer.receipt_id}</span></>}
+                {answer.receipt_id && <> · receipt <span className="mono" title={answer.receipt_id}>{shortId(answer.receipt_id)}</span></>}
               </p>
             </>
           ) : (
@@ -388,7 +393,7 @@ export function KeysScreen({ api, onNext }: ScreenProps) {
                 {keys.data.map((k) => (
                   <tr key={k.id} data-key-id={k.id}>
                     <td>{k.name}</td>
-                    <td className="mono">{k.prefix ? `${k.prefix}…` : '—'}</td>
+                    <td className="mono">{k.prefix ?? '—'}</td>
                     <td>{k.scopes.join(', ')}</td>
                     <td>{k.last_used_at ? formatTime(k.last_used_at) : 'Never'}</td>
                     <td>{k.expires_at ? formatTime(k.expires_at) : 'Never'}</td>
@@ -672,7 +677,7 @@ function GrantsCard({ api }: { api: Api }) {
             <thead><tr><th scope="col">Grant</th><th scope="col">Note</th><th scope="col">Expires</th><th scope="col"><span className="sr-only">Actions</span></th></tr></thead>
             <tbody>
               {grants.data.map((g) => (
-                <tr key={g.id}><td className="mono">{g.prefix ?? g.id}…</td><td>{g.note || '—'}</td><td>{formatTime(g.expires_at)}</td>
+                <tr key={g.id}><td className="mono">{g.prefix ?? g.id}</td><td>{g.note || '—'}</td><td>{formatTime(g.expires_at)}</td>
                   <td className="right"><RevokeButton label={g.note || g.id} onRevoke={() => revoke(g)} /></td></tr>
               ))}
             </tbody>
