@@ -604,8 +604,8 @@ function ReceiptRow({ r, api, nodeId }: { r: Receipt; api: Api; nodeId?: string 
         <tr className="detail-row">
           <td colSpan={6}>
             <dl className="facts">
-              <div><dt>Receipt</dt><dd className="mono">{shown.id}</dd></div>
-              <div><dt>Request</dt><dd className="mono">{shown.request_id ?? '—'}</dd></div>
+              <div><dt>Receipt</dt><dd className="mono wrap">{shown.id}</dd></div>
+              <div><dt>Request</dt><dd className="mono wrap">{shown.request_id ?? '—'}</dd></div>
               <div><dt>Key</dt><dd className="mono">{shown.key_id ?? '—'}</dd></div>
               <div><dt>Node public key</dt><dd className="mono wrap">{shown.node_public_key ?? '—'}</dd></div>
               <div><dt>Signed bytes</dt><dd className="mono wrap small">{shown.signed ?? '—'}</dd></div>
