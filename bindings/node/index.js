@@ -24,49 +24,64 @@ function guard(fn) {
   }
 }
 
-function guardClass(Class) {
-  for (const target of [Class, Class.prototype]) {
-    for (const name of Object.getOwnPropertyNames(target)) {
-      if (name === 'constructor' || name === 'prototype' || name === 'length' || name === 'name') continue
-      const desc = Object.getOwnPropertyDescriptor(target, name)
-      if (!desc || !desc.configurable) continue
-      if (typeof desc.value === 'function') {
-        Object.defineProperty(target, name, { ...desc, value: guard(desc.value) })
-      } else if (typeof desc.get === 'function') {
-        Object.defineProperty(target, name, { ...desc, get: guard(desc.get) })
-      }
+// Prototype methods and getters are configurable: wrap them in place, so instances the addon
+// returns (e.g. `key.publicKey`) translate errors too.
+function guardPrototype(Class) {
+  const proto = Class.prototype
+  for (const name of Object.getOwnPropertyNames(proto)) {
+    if (name === 'constructor') continue
+    const desc = Object.getOwnPropertyDescriptor(proto, name)
+    if (!desc || !desc.configurable) continue
+    if (typeof desc.value === 'function') {
+      Object.defineProperty(proto, name, { ...desc, value: guard(desc.value) })
+    } else if (typeof desc.get === 'function') {
+      Object.defineProperty(proto, name, { ...desc, get: guard(desc.get) })
     }
   }
-  return Class
 }
 
-function isClass(value) {
-  return typeof value === 'function' && /^class\b|^function [A-Z]/.test(Function.prototype.toString.call(value))
+// Static factories are frozen on the native class, so the package exports a stand-in
+// constructor sharing the native prototype (`instanceof` works both ways) with guarded statics.
+function wrapClass(Native) {
+  guardPrototype(Native)
+  const Wrapped = function (...args) {
+    if (!new.target) throw new TypeError(`Class constructor ${Native.name} cannot be invoked without 'new'`)
+    try {
+      return Reflect.construct(Native, args)
+    } catch (err) {
+      throw translate(err)
+    }
+  }
+  Object.defineProperty(Wrapped, 'name', { value: Native.name })
+  Wrapped.prototype = Native.prototype
+  for (const name of Object.getOwnPropertyNames(Native)) {
+    if (name === 'length' || name === 'name' || name === 'prototype') continue
+    const desc = Object.getOwnPropertyDescriptor(Native, name)
+    if (typeof desc.value === 'function') {
+      Object.defineProperty(Wrapped, name, { value: guard(desc.value.bind(Native)), configurable: true, writable: true })
+    } else {
+      Object.defineProperty(Wrapped, name, desc)
+    }
+  }
+  return Wrapped
 }
 
 const out = {}
 for (const [name, value] of Object.entries(native)) {
   if (typeof value !== 'function') {
     out[name] = value
-  } else if (/^[A-Z]/.test(name) || isClass(value)) {
-    // Constructors throw from `new`: wrap with a subclass-free proxy that translates errors.
-    const Class = guardClass(value)
-    out[name] = new Proxy(Class, {
-      construct(target, args, newTarget) {
-        try {
-          return Reflect.construct(target, args, newTarget)
-        } catch (err) {
-          throw translate(err)
-        }
-      },
-    })
+  } else if (/^[A-Z]/.test(name)) {
+    out[name] = wrapClass(value)
   } else {
     out[name] = guard(value)
   }
 }
 
 // ---- LocalNode: a static `start`, `openaiBaseUrl`, and `await using` support ---------------
-const { LocalNode, Runtime, TokenStream } = native
+const { LocalNode, Runtime, TokenStream } = out
+
+// Built without the `host` feature (verify-only), these classes do not exist.
+if (LocalNode && Runtime && TokenStream) {
 
 /** Starts an embedded host: `await LocalNode.start({ home, model, listen })`. */
 Object.defineProperty(LocalNode, 'start', { value: (options) => out.startLocalNode(options), configurable: true })
@@ -140,6 +155,7 @@ TokenStream.prototype.text = async function text() {
   let all = ''
   for await (const piece of this) all += piece
   return all
+}
 }
 
 module.exports = { ...out, ...errors }

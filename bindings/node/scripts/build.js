@@ -16,6 +16,8 @@ const path = require('node:path')
 const here = path.resolve(__dirname, '..')
 const args = process.argv.slice(2)
 const release = args.includes('--release') || args.includes('--if-missing')
+// `--no-default-features`: a verify-only addon without LocalNode/Runtime (no llama.cpp build).
+const features = args.includes('--no-default-features') ? ['--no-default-features'] : []
 
 if (args.includes('--if-missing') && fs.readdirSync(here).some((f) => f.endsWith('.node'))) {
   process.exit(0)
@@ -51,13 +53,13 @@ const cli = fs.existsSync(cliPath) ? cliPath : null
 if (cli) {
   const out = run(process.execPath, [
     cli, 'build', '--platform', '--manifest-path', 'Cargo.toml', '--output-dir', '.',
-    '--js', 'native.js', '--dts', 'native.d.ts', ...(release ? ['--release'] : []),
+    '--js', 'native.js', '--dts', 'native.d.ts', ...(release ? ['--release'] : []), ...features,
   ])
   process.stdout.write(out)
 } else {
   const out = run('cargo', [
     'build', '--manifest-path', path.join(here, 'Cargo.toml'), '-p', 'b3iq-node',
-    '--message-format=json-render-diagnostics', ...(release ? ['--release'] : []),
+    '--message-format=json-render-diagnostics', ...(release ? ['--release'] : []), ...features,
   ])
   let lib = null
   for (const line of out.split('\n')) {

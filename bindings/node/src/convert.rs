@@ -26,8 +26,28 @@ pub(crate) fn to_js<T: serde::Serialize>(value: &T) -> Result<serde_json::Value>
 }
 
 /// A Rust value from a plain JS object (via serde_json); a shape error is `B3IQ_VALUE`.
-pub(crate) fn from_js<T: serde::de::DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {
+///
+/// JS numbers arrive as floats; whole numbers within the safe-integer range become JSON
+/// integers first, so integer fields (`u64` times, counts) accept them.
+pub(crate) fn from_js<T: serde::de::DeserializeOwned>(what: &str, mut value: serde_json::Value) -> Result<T> {
+    integers(&mut value);
     serde_json::from_value(value).map_err(|e| raise_msg(Kind::Value, format!("invalid {what}: {e}")))
+}
+
+fn integers(value: &mut serde_json::Value) {
+    const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64() {
+                if n.is_f64() && f.fract() == 0.0 && f.abs() <= MAX_SAFE {
+                    *n = if f >= 0.0 { (f as u64).into() } else { (f as i64).into() };
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integers),
+        _ => {}
+    }
 }
 
 /// A non-negative safe integer as u64.

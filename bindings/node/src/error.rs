@@ -6,7 +6,9 @@
 //! subclasses: `B3iqValueError` (a `TypeError`-like bad input), `B3iqAuthError`, `B3iqIOError`, ...
 
 use b3iq_core::CoreError;
+#[cfg(feature = "host")]
 use b3iq_host::HostError;
+#[cfg(feature = "host")]
 use b3iq_runtime::error::RuntimeError;
 use napi::Error;
 
@@ -119,6 +121,7 @@ pub(crate) fn core_error(err: CoreError) -> Error<String> {
     raise_coded(core_kind(&err), err.code(), &err)
 }
 
+#[cfg(feature = "host")]
 /// The class each `b3iq-host` error becomes (the same table in every binding).
 pub(crate) fn host_kind(err: &HostError) -> Kind {
     use HostError::*;
@@ -138,11 +141,13 @@ pub(crate) fn host_kind(err: &HostError) -> Kind {
     }
 }
 
+#[cfg(feature = "host")]
 /// A `b3iq-host` error with the host's error code.
 pub(crate) fn host_error(err: HostError) -> Error<String> {
     raise_coded(host_kind(&err), err.code(), &err)
 }
 
+#[cfg(feature = "host")]
 /// The class each `b3iq-runtime` error becomes (the same table in every binding).
 pub(crate) fn runtime_kind(err: &RuntimeError) -> Kind {
     use RuntimeError::*;
@@ -155,12 +160,14 @@ pub(crate) fn runtime_kind(err: &RuntimeError) -> Kind {
     }
 }
 
+#[cfg(feature = "host")]
 /// A `b3iq-runtime` error.
 pub(crate) fn runtime_error(err: RuntimeError) -> Error<String> {
     let kind = runtime_kind(&err);
     raise_coded(kind, runtime_code(kind), &err)
 }
 
+#[cfg(feature = "host")]
 /// A stable code for a `b3iq-runtime` error (that crate has no codes of its own).
 pub(crate) fn runtime_code(kind: Kind) -> &'static str {
     match kind {

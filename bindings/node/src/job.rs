@@ -189,16 +189,19 @@ impl SeenSet {
 
 /// Decides whether a verified job runs in `mode` (`"local"`, `"managed"`, `"network"`).
 /// Returns `{ verdict: "run" | "needs_owner_approval" | "refuse", risk, reason }`.
-/// `autoApproveUpTo` is `"low"` (default), `"medium"` or `null` (ask for everything).
+/// `policy` is the core's policy object, `{ auto_approve_up_to: "low" | "medium" | null }`
+/// (default `"low"`; `null` asks the owner for everything).
 #[napi]
 pub fn decide_job(
     kind: serde_json::Value,
     mode: String,
-    auto_approve_up_to: Option<serde_json::Value>,
+    policy: Option<serde_json::Value>,
 ) -> Result<serde_json::Value> {
     let kind: core::JobKind = from_js("job kind", kind)?;
     let mode: OperatingMode = mode.parse().map_err(core_error)?;
-    let up_to = auto_approve_up_to.unwrap_or_else(|| serde_json::Value::String("low".into()));
-    let policy: core::JobPolicy = from_js("job policy", serde_json::json!({ "auto_approve_up_to": up_to }))?;
+    let policy: core::JobPolicy = match policy {
+        Some(p) => from_js("job policy", p)?,
+        None => core::JobPolicy::default(),
+    };
     to_js(&policy.decide(&kind, mode))
 }

@@ -2,7 +2,9 @@
 //!
 //! Thin by design: each module mirrors the b3iq-core / b3iq-host / b3iq-runtime file of the same
 //! name and only converts types and maps errors (`error.rs`). Async functions return Promises
-//! driven by napi's tokio runtime (one per process, built lazily). No feature flags.
+//! driven by napi's tokio runtime (one per process, built lazily).
+//!
+//! Feature `host` (default): `LocalNode` and `Runtime` (b3iq-host, b3iq-runtime, llama.cpp).
 
 #![deny(clippy::all)]
 
@@ -14,9 +16,11 @@ mod job;
 mod manifest;
 mod merkle;
 mod metering;
+#[cfg(feature = "host")]
 mod node;
 mod payout;
 mod receipt;
+#[cfg(feature = "host")]
 mod runtime;
 mod split;
 

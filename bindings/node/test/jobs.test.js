@@ -48,8 +48,8 @@ test('the job policy depends on the mode', () => {
   const kind = { type: 'restart_runtime' }
   assert.equal(b3iq.decideJob(kind, 'local').verdict, 'refuse')
   assert.equal(b3iq.decideJob(kind, 'managed').verdict, 'run')
-  assert.equal(b3iq.decideJob(kind, 'managed', null).verdict, 'needs_owner_approval')
-  const d = b3iq.decideJob({ type: 'change_mode', mode: 'network' }, 'managed', 'medium')
+  assert.equal(b3iq.decideJob(kind, 'managed', { auto_approve_up_to: null }).verdict, 'needs_owner_approval')
+  const d = b3iq.decideJob({ type: 'change_mode', mode: 'network' }, 'managed', { auto_approve_up_to: 'medium' })
   assert.equal(d.verdict, 'needs_owner_approval')
   assert.equal(d.risk, 'high')
   assert.throws(() => b3iq.decideJob({ type: 'run_shell', command: 'rm -rf /' }, 'managed'), b3iq.B3iqValueError)

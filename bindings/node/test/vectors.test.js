@@ -95,7 +95,9 @@ for (const [name, [BodyClass, SignedClass]] of Object.entries(SIGNED)) {
 }
 
 test('receipt ids, summaries and commitments', () => {
-  for (const c of loadVectors('receipt').cases) {
+  const cases = loadVectors('receipt').cases
+  assert.ok(cases.some((c) => c.commitment_opening))
+  for (const c of cases) {
     const signed = b3iq.SignedReceipt.decode(unhex(c.encoded_hex))
     assert.equal(hex(signed.receiptId), c.object_hash_hex)
     assert.ok(signed.verifySelfCertified().equals(keys[c.signer].key.nodeId))
@@ -105,6 +107,7 @@ test('receipt ids, summaries and commitments', () => {
     assert.equal(summary.request_id, undefined)
     assert.equal(signed.receipt.totalTokens, c.body.prompt_tokens + c.body.completion_tokens)
     const o = c.commitment_opening
+    if (!o) continue
     const salt = unhex(o.salt_hex)
     assert.equal(hex(b3iq.commitPrompt(salt, Buffer.from(o.prompt_utf8))), c.body.prompt_commitment)
     assert.equal(hex(b3iq.commitOutput(salt, Buffer.from(o.output_utf8))), c.body.output_commitment)

@@ -7,7 +7,9 @@
 //! `source()` chain is kept as the exception's `__cause__`.
 
 use b3iq_core::CoreError;
+#[cfg(feature = "host")]
 use b3iq_host::HostError;
+#[cfg(feature = "host")]
 use b3iq_runtime::error::RuntimeError;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -168,6 +170,7 @@ impl std::error::Error for ContextError {
     }
 }
 
+#[cfg(feature = "host")]
 /// The class each `b3iq-host` error becomes (the same table in every binding).
 pub(crate) fn host_kind(err: &HostError) -> Kind {
     use HostError::*;
@@ -187,11 +190,13 @@ pub(crate) fn host_kind(err: &HostError) -> Kind {
     }
 }
 
+#[cfg(feature = "host")]
 /// A `b3iq-host` error as the matching `b3iq.errors` exception, with the host's error code.
 pub(crate) fn host_error(err: HostError) -> PyErr {
     raise_coded(host_kind(&err), Some(err.code()), &err)
 }
 
+#[cfg(feature = "host")]
 /// The class each `b3iq-runtime` error becomes (the same table in every binding).
 pub(crate) fn runtime_kind(err: &RuntimeError) -> Kind {
     use RuntimeError::*;
@@ -204,12 +209,14 @@ pub(crate) fn runtime_kind(err: &RuntimeError) -> Kind {
     }
 }
 
+#[cfg(feature = "host")]
 /// A `b3iq-runtime` error as the matching `b3iq.errors` exception.
 pub(crate) fn runtime_error(err: RuntimeError) -> PyErr {
     let kind = runtime_kind(&err);
     raise_coded(kind, Some(runtime_code(kind)), &err)
 }
 
+#[cfg(feature = "host")]
 /// A stable code for a `b3iq-runtime` error (that crate has no codes of its own).
 pub(crate) fn runtime_code(kind: Kind) -> &'static str {
     match kind {

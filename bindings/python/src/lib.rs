@@ -3,7 +3,9 @@
 //! Thin by design: each module here mirrors the b3iq-core / b3iq-host / b3iq-runtime file of
 //! the same name and only converts types and maps errors (see `error.rs`). The pure-Python
 //! package in `python/b3iq` re-exports these classes, adds the exception hierarchy and the
-//! async wrappers. No feature flags.
+//! async wrappers.
+//!
+//! Feature `host` (default): `LocalNode` and `Runtime` (b3iq-host, b3iq-runtime, llama.cpp).
 
 use pyo3::prelude::*;
 
@@ -15,9 +17,11 @@ mod job;
 mod manifest;
 mod merkle;
 mod metering;
+#[cfg(feature = "host")]
 mod node;
 mod payout;
 mod receipt;
+#[cfg(feature = "host")]
 mod runtime;
 mod tokio_rt;
 mod split;
@@ -48,7 +52,9 @@ fn _b3iq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     job::register(m)?;
     manifest::register(m)?;
     metering::register(m)?;
+    #[cfg(feature = "host")]
     node::register(m)?;
+    #[cfg(feature = "host")]
     runtime::register(m)?;
     Ok(())
 }

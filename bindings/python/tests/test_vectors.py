@@ -92,7 +92,9 @@ def test_signed_negative_cases_fail_with_their_code(name, keys):
 
 
 def test_receipt_ids_summaries_and_commitments(keys):
-    for case in load_vectors("receipt")["cases"]:
+    cases = load_vectors("receipt")["cases"]
+    assert any("commitment_opening" in c for c in cases)
+    for case in cases:
         signed = b3iq.SignedReceipt.decode(bytes.fromhex(case["encoded_hex"]))
         assert signed.receipt_id.hex() == case["object_hash_hex"]
         assert signed.verify_self_certified() == keys[case["signer"]]["key"].node_id
@@ -101,7 +103,9 @@ def test_receipt_ids_summaries_and_commitments(keys):
         assert "prompt_commitment" not in summary and "request_id" not in summary
         body = case["body"]
         assert signed.receipt.total_tokens == body["prompt_tokens"] + body["completion_tokens"]
-        opening = case["commitment_opening"]
+        opening = case.get("commitment_opening")
+        if opening is None:
+            continue
         salt = bytes.fromhex(opening["salt_hex"])
         assert b3iq.commit_prompt(salt, opening["prompt_utf8"].encode()).hex() == body["prompt_commitment"]
         assert b3iq.commit_output(salt, opening["output_utf8"].encode()).hex() == body["output_commitment"]
@@ -181,4 +185,5 @@ def test_credentials_match_vectors():
         with pytest.raises(b3iq.B3iqValueError) as err:
             b3iq.Credential.parse(case["token"])
         assert err.value.code == case["error"], case["name"]
-        assert case["token"] not in str(err.value)
+        if len(case["token"]) > 8:
+            assert case["token"] not in str(err.value)

@@ -5,7 +5,9 @@
 //! `B3iqError.InvalidInput(message:)`, `.Auth(message:)`, ... and can switch on the case.
 
 use b3iq_core::CoreError;
+#[cfg(feature = "host")]
 use b3iq_host::HostError;
+#[cfg(feature = "host")]
 use b3iq_runtime::error::RuntimeError;
 
 /// Every error the B3IQ Swift package throws.
@@ -145,6 +147,7 @@ impl From<CoreError> for B3iqError {
     }
 }
 
+#[cfg(feature = "host")]
 /// The class each `b3iq-host` error becomes (the same table in every binding).
 impl From<HostError> for B3iqError {
     fn from(err: HostError) -> Self {
@@ -167,6 +170,7 @@ impl From<HostError> for B3iqError {
     }
 }
 
+#[cfg(feature = "host")]
 /// The class each `b3iq-runtime` error becomes (the same table in every binding).
 impl From<RuntimeError> for B3iqError {
     fn from(err: RuntimeError) -> Self {

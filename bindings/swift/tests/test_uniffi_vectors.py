@@ -82,7 +82,9 @@ def test_signed_negative_cases_fail_with_their_code(name, keys):
 
 
 def test_receipt_ids_summaries_and_commitments(keys):
-    for case in load_vectors("receipt")["cases"]:
+    cases = load_vectors("receipt")["cases"]
+    assert any("commitment_opening" in c for c in cases)
+    for case in cases:
         signed = b.SignedReceipt.decode(bytes.fromhex(case["encoded_hex"]))
         assert signed.receipt_id().hex() == case["object_hash_hex"]
         assert signed.verify_self_certified().text() == keys[case["signer"]]["node_id"]
@@ -91,7 +93,9 @@ def test_receipt_ids_summaries_and_commitments(keys):
         assert "prompt_commitment" not in summary
         body = case["body"]
         assert signed.receipt().total_tokens() == body["prompt_tokens"] + body["completion_tokens"]
-        o = case["commitment_opening"]
+        o = case.get("commitment_opening")
+        if o is None:
+            continue
         salt = bytes.fromhex(o["salt_hex"])
         assert b.commit_prompt(salt, o["prompt_utf8"].encode()).hex() == body["prompt_commitment"]
         assert b.commit_output(salt, o["output_utf8"].encode()).hex() == body["output_commitment"]

@@ -1,0 +1,1 @@
+module.exports = require('./b3iq.linux-x64-gnu.node')
