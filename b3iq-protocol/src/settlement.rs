@@ -1,0 +1,385 @@
+//! Settlement builder: signed receipts -> epoch -> totals -> payout leaves -> payout tree.
+//!
+//! The pipeline, all deterministic (the same receipts in any order give the same roots):
+//!
+//! 1. [`EpochBuilder::add`] verifies every receipt's Ed25519 signature (self-certified: the
+//!    signer key must derive the receipt's node id), rejects receipts that were not served in
+//!    network mode or that started outside the epoch window `[start_ms, end_ms)`, rejects
+//!    receipts of nodes without a payout account, and drops exact duplicates (same receipt id).
+//!    If a node signed two different receipts for the same request id, the one with the
+//!    smaller receipt id is kept and the pair is recorded in [`EpochSettlement::conflicts`]
+//!    (it is dispute evidence).
+//! 2. [`EpochBuilder::build`] sums prices per (node, model), splits each sum with the core
+//!    [`SplitPolicy`] (host 70 / publisher 10 / protocol 15 / verifier 5, remainder to the
+//!    host), credits host parts to the node's payout account, publisher parts to the model's
+//!    royalty recipient (or where the policy says when the model has no publisher), and the
+//!    protocol and verifier parts to their accounts.
+//! 3. Amounts per account (micro-credits) are converted to token base units with
+//!    `token_units_per_micro_credit`; accounts are sorted by address and numbered 0..n: these
+//!    are the payout leaves (zero amounts get no leaf). The core [`PayoutTree`] gives the root
+//!    and the proofs that `Settlement.claim` checks.
+//! 4. The receipt root is the core blake3 Merkle root over the accepted receipt ids, in
+//!    ascending receipt-id order.
+
+use std::collections::{BTreeMap, HashMap};
+
+use b3iq_core::merkle::merkle_root;
+use b3iq_core::payout::{EthAddress, PayoutEntry, PayoutTree};
+use b3iq_core::receipt::{ReceiptId, RequestId, SignedReceipt};
+use b3iq_core::split::SplitPolicy;
+use b3iq_core::{Hash32, NodeId, OperatingMode};
+
+use crate::error::{ProtocolError, Result};
+
+/// Who gets paid: node payout accounts, model royalty recipients, protocol and verifier pools.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payees {
+    /// Payout account (operator wallet) per registered node.
+    pub hosts: BTreeMap<NodeId, EthAddress>,
+    /// Royalty recipient per model id; a model not listed has no publisher.
+    pub publishers: BTreeMap<String, EthAddress>,
+    /// Protocol treasury.
+    pub protocol: EthAddress,
+    /// Verifier pool.
+    pub verifier: EthAddress,
+}
+
+/// Parameters of one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochConfig {
+    /// Epoch id (the on-chain key).
+    pub epoch_id: u64,
+    /// First millisecond of the epoch (inclusive), unix ms.
+    pub start_ms: u64,
+    /// End of the epoch (exclusive), unix ms.
+    pub end_ms: u64,
+    /// Token base units per micro-credit (e.g. `10^12` for an 18-decimal token at 1 token per credit).
+    pub token_units_per_micro_credit: u128,
+    /// Split policy (default 70/10/15/5, no-publisher slot to the protocol).
+    pub policy: SplitPolicy,
+}
+
+impl EpochConfig {
+    fn validate(&self) -> Result<()> {
+        if self.end_ms <= self.start_ms {
+            return Err(ProtocolError::InvalidEpochConfig(format!(
+                "end_ms ({}) must be after start_ms ({})",
+                self.end_ms, self.start_ms
+            )));
+        }
+        if self.token_units_per_micro_credit == 0 {
+            return Err(ProtocolError::InvalidEpochConfig(
+                "token_units_per_micro_credit must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What [`EpochBuilder::add`] did with an accepted receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// New receipt, counted.
+    New,
+    /// Exact duplicate of a receipt already in the epoch; dropped.
+    Duplicate,
+    /// Same node and request id as a different receipt; the smaller receipt id is kept.
+    Conflict,
+}
+
+/// Summary of a batch given to [`EpochBuilder::add_all`].
+#[derive(Debug, Default)]
+pub struct BatchReport {
+    /// Receipts newly accepted.
+    pub accepted: u64,
+    /// Exact duplicates dropped.
+    pub duplicates: u64,
+    /// Conflicting receipts (same request, different content).
+    pub conflicts: u64,
+    /// Rejected receipts: position in the batch and why.
+    pub rejected: Vec<(usize, ProtocolError)>,
+}
+
+/// Collects the receipts of one epoch. See the module docs.
+#[derive(Debug)]
+pub struct EpochBuilder {
+    config: EpochConfig,
+    payees: Payees,
+    receipts: BTreeMap<ReceiptId, SignedReceipt>,
+    by_request: HashMap<(NodeId, RequestId), ReceiptId>,
+    conflicts: Vec<(ReceiptId, ReceiptId)>,
+}
+
+impl EpochBuilder {
+    /// A builder for `config` paying `payees`.
+    pub fn new(config: EpochConfig, payees: Payees) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            payees,
+            receipts: BTreeMap::new(),
+            by_request: HashMap::new(),
+            conflicts: Vec::new(),
+        })
+    }
+
+    /// The epoch configuration.
+    pub fn config(&self) -> &EpochConfig {
+        &self.config
+    }
+
+    /// Receipts accepted so far.
+    pub fn len(&self) -> usize {
+        self.receipts.len()
+    }
+
+    /// True when no receipt was accepted.
+    pub fn is_empty(&self) -> bool {
+        self.receipts.is_empty()
+    }
+
+    /// Verifies and adds one receipt. A rejected receipt changes nothing.
+    pub fn add(&mut self, receipt: SignedReceipt) -> Result<Added> {
+        let receipt_id = receipt.receipt_id();
+        receipt
+            .verify_self_certified()
+            .map_err(|source| ProtocolError::InvalidReceiptSignature { receipt_id, source })?;
+        let body = receipt.body();
+        if body.mode != OperatingMode::Network {
+            return Err(ProtocolError::NotNetworkMode {
+                receipt_id,
+                mode: body.mode.as_str().to_string(),
+            });
+        }
+        let c = &self.config;
+        if body.started_at_ms < c.start_ms || body.started_at_ms >= c.end_ms {
+            return Err(ProtocolError::OutsideEpoch {
+                receipt_id,
+                epoch_id: c.epoch_id,
+                started_at_ms: body.started_at_ms,
+                start_ms: c.start_ms,
+                end_ms: c.end_ms,
+            });
+        }
+        if !self.payees.hosts.contains_key(&body.node_id) {
+            return Err(ProtocolError::UnknownHost {
+                receipt_id,
+                node_id: body.node_id.to_string(),
+            });
+        }
+        if self.receipts.contains_key(&receipt_id) {
+            return Ok(Added::Duplicate);
+        }
+        let key = (body.node_id, body.request_id);
+        if let Some(&existing) = self.by_request.get(&key) {
+            let (keep, drop) = if receipt_id < existing {
+                (receipt_id, existing)
+            } else {
+                (existing, receipt_id)
+            };
+            self.conflicts.push((keep, drop));
+            if keep == receipt_id {
+                self.receipts.remove(&existing);
+                self.by_request.insert(key, receipt_id);
+                self.receipts.insert(receipt_id, receipt);
+            }
+            return Ok(Added::Conflict);
+        }
+        self.by_request.insert(key, receipt_id);
+        self.receipts.insert(receipt_id, receipt);
+        Ok(Added::New)
+    }
+
+    /// Adds a batch; rejected receipts are reported, the rest are added.
+    pub fn add_all(&mut self, receipts: impl IntoIterator<Item = SignedReceipt>) -> BatchReport {
+        let mut report = BatchReport::default();
+        for (i, r) in receipts.into_iter().enumerate() {
+            match self.add(r) {
+                Ok(Added::New) => report.accepted += 1,
+                Ok(Added::Duplicate) => report.duplicates += 1,
+                Ok(Added::Conflict) => report.conflicts += 1,
+                Err(e) => report.rejected.push((i, e)),
+            }
+        }
+        report
+    }
+
+    /// Computes totals, payout leaves, the payout tree and both roots.
+    pub fn build(self) -> Result<EpochSettlement> {
+        let c = &self.config;
+        // Totals per (node, model) in micro-credits.
+        let mut per_node_model: BTreeMap<(NodeId, String), u64> = BTreeMap::new();
+        let mut node_totals: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for r in self.receipts.values() {
+            let b = r.body();
+            let slot = per_node_model.entry((b.node_id, b.model_id.clone())).or_insert(0);
+            *slot = slot
+                .checked_add(b.price_micro_credits)
+                .ok_or(ProtocolError::AmountOverflow { what: "per-node total" })?;
+            let n = node_totals.entry(b.node_id).or_insert(0);
+            *n = n
+                .checked_add(b.price_micro_credits)
+                .ok_or(ProtocolError::AmountOverflow { what: "per-node total" })?;
+        }
+        // Split and credit accounts (micro-credits, u128 so sums cannot overflow).
+        let mut per_account: BTreeMap<EthAddress, u128> = BTreeMap::new();
+        let mut publisher_totals: BTreeMap<String, u128> = BTreeMap::new();
+        let mut credit = |account: EthAddress, amount: u64| {
+            if amount > 0 {
+                *per_account.entry(account).or_insert(0) += u128::from(amount);
+            }
+        };
+        let mut total_micro: u128 = 0;
+        for ((node_id, model_id), total) in &per_node_model {
+            let publisher = self.payees.publishers.get(model_id).copied();
+            let split = c.policy.split(*total, publisher.is_some());
+            total_micro += u128::from(*total);
+            let host = self.payees.hosts[node_id];
+            credit(host, split.host);
+            match publisher {
+                Some(p) => {
+                    credit(p, split.publisher);
+                    *publisher_totals.entry(model_id.clone()).or_insert(0) += u128::from(split.publisher);
+                }
+                None => debug_assert_eq!(split.publisher, 0),
+            }
+            credit(self.payees.protocol, split.protocol);
+            credit(self.payees.verifier, split.verifier);
+        }
+        if total_micro == 0 {
+            return Err(ProtocolError::EmptyEpoch {
+                epoch_id: c.epoch_id,
+                receipts: self.receipts.len() as u64,
+            });
+        }
+        let mut entries = Vec::with_capacity(per_account.len());
+        let mut total_payout: u128 = 0;
+        for (index, (account, micro)) in per_account.iter().enumerate() {
+            let amount = micro
+                .checked_mul(c.token_units_per_micro_credit)
+                .ok_or(ProtocolError::AmountOverflow { what: "token amount" })?;
+            total_payout = total_payout
+                .checked_add(amount)
+                .ok_or(ProtocolError::AmountOverflow { what: "epoch total" })?;
+            entries.push(PayoutEntry {
+                index: index as u64,
+                account: *account,
+                amount,
+            });
+        }
+        let receipt_root = merkle_root(self.receipts.keys().map(|id| id.0));
+        let tree = PayoutTree::build(entries)?;
+        Ok(EpochSettlement {
+            epoch_id: c.epoch_id,
+            receipt_root,
+            payout_root: tree.root(),
+            total_payout,
+            total_micro_credits: total_micro,
+            receipt_count: self.receipts.len() as u64,
+            node_totals,
+            publisher_totals,
+            conflicts: self.conflicts,
+            tree,
+        })
+    }
+}
+
+/// A built epoch: what goes on chain, plus the leaves and proofs claimers need.
+#[derive(Debug, Clone)]
+pub struct EpochSettlement {
+    /// Epoch id.
+    pub epoch_id: u64,
+    /// blake3 Merkle root over the accepted receipt ids.
+    pub receipt_root: Hash32,
+    /// keccak payout root (OpenZeppelin `MerkleProof`).
+    pub payout_root: Hash32,
+    /// Sum of all leaf amounts, token base units (what the escrow must reserve).
+    pub total_payout: u128,
+    /// Sum of accepted receipt prices, micro-credits.
+    pub total_micro_credits: u128,
+    /// Accepted receipts.
+    pub receipt_count: u64,
+    /// Micro-credits earned per node (before the split).
+    pub node_totals: BTreeMap<NodeId, u64>,
+    /// Publisher share per model, micro-credits.
+    pub publisher_totals: BTreeMap<String, u128>,
+    /// (kept, dropped) receipt ids of conflicting receipts for the same request.
+    pub conflicts: Vec<(ReceiptId, ReceiptId)>,
+    tree: PayoutTree,
+}
+
+impl EpochSettlement {
+    /// The payout leaves, in claim-index order.
+    pub fn entries(&self) -> &[PayoutEntry] {
+        self.tree.entries()
+    }
+
+    /// Number of payout leaves.
+    pub fn leaf_count(&self) -> u64 {
+        self.tree.entries().len() as u64
+    }
+
+    /// The leaf paying `account`, if any.
+    pub fn entry_for(&self, account: &EthAddress) -> Option<&PayoutEntry> {
+        self.entries().iter().find(|e| &e.account == account)
+    }
+
+    /// The Merkle proof for claim index `index`.
+    pub fn proof(&self, index: u64) -> Result<Vec<Hash32>> {
+        // Leaves are numbered in input order, so the index is the position.
+        Ok(self.tree.proof_at(index as usize)?)
+    }
+
+    /// The public claim file: every leaf with its proof (JSON for claimers and explorers).
+    pub fn claim_file(&self) -> Result<ClaimFile> {
+        let mut claims = Vec::with_capacity(self.entries().len());
+        for e in self.entries() {
+            claims.push(ClaimLeaf {
+                entry: *e,
+                proof: self.proof(e.index)?,
+            });
+        }
+        Ok(ClaimFile {
+            epoch_id: self.epoch_id,
+            receipt_root: self.receipt_root,
+            payout_root: self.payout_root,
+            total_payout: self.total_payout.to_string(),
+            receipt_count: self.receipt_count,
+            leaf_count: self.leaf_count(),
+            claims,
+        })
+    }
+}
+
+/// Public claim data of an epoch (no receipts, no private data: accounts, amounts, proofs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimFile {
+    /// Epoch id.
+    pub epoch_id: u64,
+    /// blake3 receipt root.
+    pub receipt_root: Hash32,
+    /// keccak payout root.
+    pub payout_root: Hash32,
+    /// Total payout, decimal string (token base units).
+    pub total_payout: String,
+    /// Accepted receipts.
+    pub receipt_count: u64,
+    /// Leaves.
+    pub leaf_count: u64,
+    /// One entry per leaf.
+    pub claims: Vec<ClaimLeaf>,
+}
+
+/// One leaf and its proof.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimLeaf {
+    /// The leaf.
+    #[serde(flatten)]
+    pub entry: PayoutEntry,
+    /// Sibling hashes from the leaf up.
+    pub proof: Vec<Hash32>,
+}

@@ -1,0 +1,270 @@
+//! Node <-> control-plane messages: signatures and checks, and that the types cannot carry
+//! prompts, outputs, keys, tokens, URLs or paths.
+
+use b3iq_core::digest::Sha256Digest;
+use b3iq_core::enrollment::{EnrollmentProof, Nonce};
+use b3iq_core::heartbeat::{HealthStatus, Heartbeat, HeartbeatCounts};
+use b3iq_core::job::{Job, JobId, JobKind};
+use b3iq_core::{NodeKey, OperatingMode, Signed};
+use b3iq_protocol::messages::*;
+use serde_json::{json, Value};
+
+fn challenge() -> EnrollmentChallenge {
+    EnrollmentChallenge {
+        challenge_id: ChallengeId([1; 16]),
+        audience: Audience::new("cp.b3iq.test").unwrap(),
+        nonce: Nonce([2; 32]),
+        issued_at_ms: 1_000,
+        expires_at_ms: 61_000,
+    }
+}
+
+fn enrollment(key: &NodeKey, c: &EnrollmentChallenge, signed_at_ms: u64) -> EnrollmentRequest {
+    let proof = Signed::sign(
+        EnrollmentProof {
+            node_id: key.node_id(),
+            public_key: key.public(),
+            audience: c.audience.as_str().to_string(),
+            nonce: c.nonce,
+            signed_at_ms,
+        },
+        key,
+    )
+    .unwrap();
+    EnrollmentRequest {
+        challenge_id: c.challenge_id,
+        proof,
+    }
+}
+
+fn heartbeat(key: &NodeKey) -> HeartbeatRequest {
+    HeartbeatRequest {
+        heartbeat: Signed::sign(
+            Heartbeat {
+                node_id: key.node_id(),
+                sent_at_ms: 5_000,
+                sequence: 9,
+                mode: OperatingMode::Managed,
+                health: HealthStatus::Healthy,
+                counts: HeartbeatCounts {
+                    active_requests: 1,
+                    queued_requests: 2,
+                    completed_requests: 300,
+                    failed_requests: 1,
+                    generated_tokens: 12_345,
+                    uptime_s: 3_600,
+                },
+                model_inventory: vec![Sha256Digest::of(b"weights")],
+            },
+            key,
+        )
+        .unwrap(),
+    }
+}
+
+fn job(issuer: &NodeKey, node: &NodeKey) -> b3iq_core::job::SignedJob {
+    Signed::sign(
+        Job {
+            job_id: JobId([5; 16]),
+            audience: node.node_id(),
+            issuer: issuer.public(),
+            issued_at_ms: 1_000,
+            expires_at_ms: 61_000,
+            sequence: 42,
+            kind: JobKind::InstallModelProfile {
+                profile_id: "smollm2-135m-instruct-q4_1".into(),
+            },
+        },
+        issuer,
+    )
+    .unwrap()
+}
+
+fn samples() -> Vec<(&'static str, Value)> {
+    let key = NodeKey::from_seed([8; 32]);
+    let cp = NodeKey::from_seed([9; 32]);
+    let c = challenge();
+    vec![
+        ("challenge", serde_json::to_value(&c).unwrap()),
+        ("enroll", serde_json::to_value(enrollment(&key, &c, 2_000)).unwrap()),
+        (
+            "accepted",
+            serde_json::to_value(EnrollmentAccepted {
+                node_id: key.node_id(),
+                heartbeat_interval_ms: 30_000,
+            })
+            .unwrap(),
+        ),
+        ("heartbeat", serde_json::to_value(heartbeat(&key)).unwrap()),
+        (
+            "ack",
+            serde_json::to_value(HeartbeatAck {
+                sequence: 9,
+                next_heartbeat_at_ms: 35_000,
+                pending_jobs: 0,
+            })
+            .unwrap(),
+        ),
+        ("poll", serde_json::to_value(JobPoll::sign(&key, 41, 25_000, 3_000).unwrap()).unwrap()),
+        (
+            "poll_response",
+            serde_json::to_value(JobPollResponse {
+                jobs: vec![job(&cp, &key)],
+                next_poll_at_ms: 4_000,
+            })
+            .unwrap(),
+        ),
+    ]
+}
+
+fn parse(kind: &str, v: &Value) -> Result<(), String> {
+    let s = v.to_string();
+    let r = match kind {
+        "challenge" => serde_json::from_str::<EnrollmentChallenge>(&s).map(|_| ()),
+        "enroll" => serde_json::from_str::<EnrollmentRequest>(&s).map(|_| ()),
+        "accepted" => serde_json::from_str::<EnrollmentAccepted>(&s).map(|_| ()),
+        "heartbeat" => serde_json::from_str::<HeartbeatRequest>(&s).map(|_| ()),
+        "ack" => serde_json::from_str::<HeartbeatAck>(&s).map(|_| ()),
+        "poll" => serde_json::from_str::<JobPoll>(&s).map(|_| ()),
+        "poll_response" => serde_json::from_str::<JobPollResponse>(&s).map(|_| ()),
+        _ => unreachable!(),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// Every (path, string) and every object (path, value) in a message.
+fn walk<'a>(v: &'a Value, path: String, strings: &mut Vec<(String, &'a str)>, objects: &mut Vec<String>) {
+    match v {
+        Value::String(s) => strings.push((path, s)),
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| walk(x, format!("{path}[{i}]"), strings, objects)),
+        Value::Object(o) => {
+            objects.push(path.clone());
+            o.iter().for_each(|(k, x)| walk(x, format!("{path}.{k}"), strings, objects))
+        }
+        _ => {}
+    }
+}
+
+fn pointer(path: &str) -> String {
+    // "kind.a.b[0].c" -> "/a/b/0/c"
+    path.split('.')
+        .skip(1)
+        .flat_map(|p| p.split('['))
+        .map(|p| p.trim_end_matches(']'))
+        .fold(String::new(), |acc, p| format!("{acc}/{p}"))
+}
+
+#[test]
+fn messages_round_trip_and_checks_hold() {
+    for (kind, v) in samples() {
+        parse(kind, &v).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+    let key = NodeKey::from_seed([8; 32]);
+    let c = challenge();
+    let req = enrollment(&key, &c, 2_000);
+    assert_eq!(req.verify(&c, 2_500, 60_000).unwrap(), key.node_id());
+    // Expired challenge, other challenge id, other nonce, other audience, stale proof.
+    assert!(req.verify(&c, c.expires_at_ms, 60_000).is_err());
+    let mut other = c.clone();
+    other.challenge_id = ChallengeId([7; 16]);
+    assert!(req.verify(&other, 2_500, 60_000).is_err());
+    let mut other = c.clone();
+    other.nonce = Nonce([3; 32]);
+    assert!(enrollment(&key, &other, 2_000).verify(&c, 2_500, 60_000).is_err());
+    let mut other = c.clone();
+    other.audience = Audience::new("evil.example").unwrap();
+    assert!(req.verify(&other, 2_500, 60_000).is_err());
+    assert!(req.verify(&c, 60_000, 120_000).is_ok());
+    assert!(req.verify(&c, 2_000 + 58_000, 1_000).is_err());
+    // A proof re-signed by another key for this node id fails.
+    let mut body = req.proof.body().clone();
+    body.signed_at_ms += 1;
+    let forged = Signed::from_parts(body, key.public(), *req.proof.signature()).unwrap();
+    let bad = EnrollmentRequest {
+        challenge_id: c.challenge_id,
+        proof: forged,
+    };
+    assert!(bad.verify(&c, 2_500, 60_000).is_err());
+
+    assert_eq!(heartbeat(&key).verify().unwrap(), key.node_id());
+    let poll = JobPoll::sign(&key, 41, 25_000, 3_000).unwrap();
+    assert_eq!(poll.verify().unwrap(), key.node_id());
+    let mut p2 = poll.clone();
+    p2.after_sequence = 0;
+    assert!(p2.verify().is_err());
+    let mut p3 = poll.clone();
+    p3.public_key = NodeKey::from_seed([1; 32]).public();
+    assert!(p3.verify().is_err());
+    assert!(JobPoll::sign(&key, 0, MAX_POLL_WAIT_MS + 1, 0).is_err());
+}
+
+#[test]
+fn messages_cannot_carry_prompts_outputs_keys_or_paths() {
+    let forbidden = [
+        "prompt", "prompts", "messages", "output", "completion", "text", "content", "private_key", "secret", "salt",
+        "api_key", "token", "password", "url", "path", "file", "customer", "user", "email", "tunnel", "seed",
+    ];
+    for (kind, v) in samples() {
+        let mut strings = Vec::new();
+        let mut objects = Vec::new();
+        walk(&v, kind.to_string(), &mut strings, &mut objects);
+        // 1. No field anywhere has a forbidden name.
+        let text = v.to_string();
+        for f in forbidden {
+            assert!(!text.contains(&format!("\"{f}\":")), "{kind} has a field named {f}");
+        }
+        // 2. Adding such a field to ANY object in the message (top level or nested) is refused.
+        for obj in &objects {
+            for f in ["prompt", "output", "private_key", "path", "api_key"] {
+                let mut bad = v.clone();
+                let target = if obj == kind { bad.as_object_mut() } else { bad.pointer_mut(&pointer(obj)).and_then(Value::as_object_mut) };
+                target.unwrap().insert(f.into(), json!("tell me a secret"));
+                assert!(parse(kind, &bad).is_err(), "{kind}: {obj} accepted an extra {f} field");
+            }
+        }
+        // 3. Every string is an id, hex, enum tag or identifier: no spaces, no absolute or
+        //    dotted paths, no URLs.
+        for (path, s) in strings {
+            assert!(
+                !s.contains(' ') && !s.starts_with('/') && !s.contains("..") && !s.contains("://"),
+                "{path} = {s:?}"
+            );
+        }
+    }
+    // 4. Free text cannot be smuggled into the typed fields.
+    let mut v = serde_json::to_value(challenge()).unwrap();
+    v["nonce"] = json!("a secret prompt");
+    assert!(parse("challenge", &v).is_err());
+    for bad in ["https://cp.example/enroll", "/var/lib/b3iq", "../etc", "a b", "", ".hidden", "cp/x"] {
+        assert!(Audience::new(bad).is_err(), "audience {bad:?} accepted");
+        let mut v = serde_json::to_value(challenge()).unwrap();
+        v["audience"] = json!(bad);
+        assert!(parse("challenge", &v).is_err(), "challenge with audience {bad:?} accepted");
+    }
+    Audience::new("cp.b3iq.example:443").unwrap();
+    // A job kind outside the closed set (e.g. a shell command) is refused.
+    let key = NodeKey::from_seed([8; 32]);
+    let cp = NodeKey::from_seed([9; 32]);
+    let mut r = serde_json::to_value(JobPollResponse {
+        jobs: vec![job(&cp, &key)],
+        next_poll_at_ms: 0,
+    })
+    .unwrap();
+    r["jobs"][0]["body"]["kind"] = json!({"type": "shell", "command": "rm -rf /"});
+    assert!(parse("poll_response", &r).is_err(), "a shell job was accepted");
+    let mut r = serde_json::to_value(JobPollResponse {
+        jobs: vec![job(&cp, &key)],
+        next_poll_at_ms: 0,
+    })
+    .unwrap();
+    r["jobs"][0]["body"]["kind"]["profile_id"] = json!("../../../../etc/passwd");
+    assert!(parse("poll_response", &r).is_err(), "a path as profile id was accepted");
+    let mut r = serde_json::to_value(JobPollResponse {
+        jobs: vec![job(&cp, &key)],
+        next_poll_at_ms: 0,
+    })
+    .unwrap();
+    let good = r["jobs"][0].clone();
+    r["jobs"] = json!(vec![good; MAX_JOBS_PER_POLL + 1]);
+    assert!(parse("poll_response", &r).is_err(), "too many jobs accepted");
+}
