@@ -1,9 +1,12 @@
 //! Chain client: deploy the B3IQ contracts, register nodes, stake, post epochs, claim, and run
 //! disputes, over JSON-RPC (alloy, HTTP via reqwest + rustls).
 //!
-//! Reliability: every request has a timeout; transport failures (connection refused, reset,
-//! timeout, HTTP 429/5xx) are retried with exponential backoff up to [`RetryPolicy::attempts`],
-//! then reported as [`ProtocolError::ChainUnreachable`]. JSON-RPC error answers are not retried:
+//! Reliability: every request has a timeout. Reads are retried on any transport failure
+//! (connection refused, reset, timeout, HTTP 429/5xx) with exponential backoff up to
+//! [`RetryPolicy::attempts`], then reported as [`ProtocolError::ChainUnreachable`]. Transaction
+//! sends are retried only when the request provably did not reach the node (connect failure,
+//! HTTP 429/503), so a retry can never duplicate a transaction; a send whose answer was lost is
+//! reported as [`ProtocolError::Chain`] telling the caller to check before resending. JSON-RPC error answers are not retried:
 //! a revert becomes [`ProtocolError::Reverted`] with the decoded Solidity custom error, any other
 //! rejection [`ProtocolError::Rejected`]. Nonces are fetched from the node for every transaction
 //! (no local nonce cache), so a failed or retried send never leaves a nonce gap.
@@ -192,7 +195,29 @@ pub fn decode_revert(data: &[u8]) -> String {
     format!("0x{}", hex::encode(data))
 }
 
-/// True for failures worth retrying: the request never got a JSON-RPC answer.
+/// True when a transaction send can be retried without risking a duplicate: the request
+/// provably did not reach the node (connection refused or failed to connect), or the node said
+/// "try again later" (HTTP 429/503, rate-limit codes). A timeout after the request was written is
+/// NOT safe: the node may have accepted the transaction.
+fn is_safe_to_resend(e: &RpcError<TransportErrorKind>) -> bool {
+    match e {
+        RpcError::Transport(TransportErrorKind::HttpError(h)) => h.status == 429 || h.status == 503,
+        RpcError::Transport(TransportErrorKind::Custom(inner)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+            while let Some(err) = source {
+                if let Some(r) = err.downcast_ref::<alloy::transports::http::reqwest::Error>() {
+                    return r.is_connect();
+                }
+                source = err.source();
+            }
+            false
+        }
+        RpcError::ErrorResp(p) => p.code == 429 || p.code == -32005,
+        _ => false,
+    }
+}
+
+/// True for failures worth retrying for reads: the request never got a JSON-RPC answer.
 fn is_transient(e: &RpcError<TransportErrorKind>) -> bool {
     match e {
         RpcError::Transport(kind) => match kind {
@@ -201,6 +226,16 @@ fn is_transient(e: &RpcError<TransportErrorKind>) -> bool {
         },
         RpcError::ErrorResp(p) => p.code == 429 || p.code == -32005,
         _ => false,
+    }
+}
+
+fn ambiguous_send(action: &str, e: &RpcError<TransportErrorKind>) -> ProtocolError {
+    ProtocolError::Chain {
+        action: action.to_string(),
+        message: format!(
+            "the node did not answer after the transaction was sent ({e}); it may or may not have been \
+             accepted: check the account's nonce or the expected state before sending it again"
+        ),
     }
 }
 
@@ -372,17 +407,20 @@ impl ChainClient {
             attempt += 1;
             match call.send().await {
                 Ok(p) => break p,
-                Err(alloy::contract::Error::TransportError(t)) if is_transient(&t) && attempt < self.retry.attempts => {
+                Err(alloy::contract::Error::TransportError(t))
+                    if is_safe_to_resend(&t) && attempt < self.retry.attempts =>
+                {
                     tracing::warn!(action, attempt, error = %t, "sending transaction failed; retrying");
                     tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
                 }
-                Err(alloy::contract::Error::TransportError(t)) if is_transient(&t) => {
+                Err(alloy::contract::Error::TransportError(t)) if is_safe_to_resend(&t) => {
                     return Err(ProtocolError::ChainUnreachable {
                         url: self.url.clone(),
                         attempts: attempt,
                         last_error: t.to_string(),
                     })
                 }
+                Err(alloy::contract::Error::TransportError(t)) if is_transient(&t) => return Err(ambiguous_send(action, &t)),
                 Err(e) => return Err(map_contract(action, e)),
             }
         };
@@ -473,16 +511,17 @@ impl ChainClient {
             attempt += 1;
             match self.provider.send_transaction(tx.clone()).await {
                 Ok(p) => break p,
-                Err(t) if is_transient(&t) && attempt < self.retry.attempts => {
+                Err(t) if is_safe_to_resend(&t) && attempt < self.retry.attempts => {
                     tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
                 }
-                Err(t) if is_transient(&t) => {
+                Err(t) if is_safe_to_resend(&t) => {
                     return Err(ProtocolError::ChainUnreachable {
                         url: self.url.clone(),
                         attempts: attempt,
                         last_error: t.to_string(),
                     })
                 }
+                Err(t) if is_transient(&t) => return Err(ambiguous_send(action, &t)),
                 Err(t) => return Err(map_transport(action, t)),
             }
         };

@@ -257,3 +257,47 @@ fn golden_payout_root_for_the_fixed_set() {
     assert_eq!(rebuilt.receipt_root.to_hex(), golden.receipt_root);
     assert_eq!(golden, computed, "the fixed set no longer gives the golden roots");
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MODELS: [&str; 3] = ["model-a:q4", "org/model-b:f16", "model-c:q8"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+        /// For any receipt set: the leaves sum exactly to the receipts' total times the factor,
+        /// every proof verifies, and shuffling (with duplicates) changes nothing.
+        #[test]
+        fn any_epoch_is_exact_and_order_independent(
+            specs in proptest::collection::vec((0usize..3, 0usize..3, 1u64..5_000_000_000u64), 1..24),
+            rotate in 0usize..24,
+        ) {
+            let k = keys();
+            let receipts: Vec<SignedReceipt> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, (node, model, price))| receipt(&k[*node], i as u8, MODELS[*model], START + i as u64, *price))
+                .collect();
+            let total: u128 = specs.iter().map(|s| u128::from(s.2)).sum();
+            let mut b = EpochBuilder::new(config(), payees(&k)).unwrap();
+            b.add_all(receipts.clone());
+            let e = b.build().unwrap();
+            prop_assert_eq!(e.total_micro_credits, total);
+            prop_assert_eq!(e.entries().iter().map(|x| x.amount).sum::<u128>(), total * 1_000_000_000_000);
+            for entry in e.entries() {
+                prop_assert!(verify_payout(&e.payout_root, entry, &e.proof(entry.index).unwrap()));
+            }
+            let mut shuffled = receipts.clone();
+            shuffled.rotate_left(rotate % receipts.len());
+            shuffled.reverse();
+            shuffled.push(receipts[0].clone());
+            let mut b2 = EpochBuilder::new(config(), payees(&k)).unwrap();
+            b2.add_all(shuffled);
+            let e2 = b2.build().unwrap();
+            prop_assert_eq!(e.payout_root, e2.payout_root);
+            prop_assert_eq!(e.receipt_root, e2.receipt_root);
+        }
+    }
+}
