@@ -37,6 +37,7 @@ summary=()
 for t in "${targets[@]}"; do
     feat=()
     [ "$t" = gguf_header ] && feat=(--features gguf)
+    [ "$t" = protocol_messages ] && feat=(--features protocol)
     work="$(mktemp -d)"
     mkdir -p "corpus/$t"
     echo "=== fuzzing $t for ${secs}s ==="
