@@ -5,9 +5,11 @@
 //   node scripts/build.js --release    release profile
 //   node scripts/build.js --if-missing release build only when no addon is present (npm install)
 //
-// With @napi-rs/cli installed (a devDependency) it runs `napi build`, which also regenerates
-// native.js and native.d.ts. Without it (a user's `npm install ./bindings/node`) it runs cargo
-// directly and copies the library into place under the name native.js loads.
+// It runs cargo directly (host target, no `--target`, so CI reuses the CARGO_TARGET_DIR that
+// `cargo test` filled) and copies the library into place under the name native.js loads.
+// `--napi-cli` runs `napi build --platform` from @napi-rs/cli instead (cross builds, release
+// packaging); it builds under target/<triple>/ and regenerates napi's own loader and typings
+// into napi-out/ for comparison with the committed native.js / native.d.ts.
 'use strict'
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -48,11 +50,11 @@ function platformSuffix() {
 }
 
 const cliPath = path.join(here, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
-const cli = fs.existsSync(cliPath) ? cliPath : null
+const cli = args.includes('--napi-cli') ? cliPath : null
 
 if (cli) {
   const out = run(process.execPath, [
-    cli, 'build', '--platform', '--manifest-path', 'Cargo.toml', '--output-dir', '.',
+    cli, 'build', '--platform', '--manifest-path', 'Cargo.toml', '--output-dir', 'napi-out',
     '--js', 'native.js', '--dts', 'native.d.ts', ...(release ? ['--release'] : []), ...features,
   ])
   process.stdout.write(out)

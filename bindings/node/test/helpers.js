@@ -11,7 +11,24 @@ function loadVectors(name) {
   if (!fs.existsSync(file)) {
     throw new Error(`golden vector file ${file} is missing; run from a full B3IQ checkout or set B3IQ_REPO`)
   }
-  return JSON.parse(fs.readFileSync(file, 'utf8'))
+  return parseLossless(fs.readFileSync(file, 'utf8'))
+}
+
+/**
+ * JSON.parse, except that integers beyond Number.MAX_SAFE_INTEGER become BigInts (the binding
+ * returns u64 values that large as BigInts, losslessly).
+ */
+function parseLossless(text) {
+  const marked = text.replace(/("(?:[^"\\]|\\.)*")|(-?\d{16,})(?=\s*[,\]}])/g, (m, str, big) =>
+    str !== undefined ? str : `"__bigint:${big}"`,
+  )
+  return JSON.parse(marked, (_key, value) => {
+    if (typeof value === 'string' && value.startsWith('__bigint:')) {
+      const n = BigInt(value.slice(9))
+      return n > BigInt(Number.MAX_SAFE_INTEGER) || n < -BigInt(Number.MAX_SAFE_INTEGER) ? n : Number(n)
+    }
+    return value
+  })
 }
 
 /** The default model: $B3IQ_TEST_MODEL, else scripts/fetch-model. Missing is a failure. */
