@@ -18,7 +18,8 @@ const file = path.join(__dirname, `b3iq.${suffix()}.node`)
 if (!fs.existsSync(file)) {
   throw new Error(
     `b3iq: no native addon for ${process.platform}-${process.arch} at ${file}; ` +
-      'build it with `npm run build` in bindings/node (needs a Rust toolchain)',
+      'build it with `npm run build` in bindings/node (needs a Rust toolchain); npm 11 skips ' +
+      'install scripts until approved (`npm install-scripts ls`)',
   )
 }
 module.exports = require(file)

@@ -31,3 +31,19 @@ def keys() -> dict:
         k["name"]: dict(k, key=b.NodeKey.from_seed(bytes.fromhex(k["secret_seed_hex"])))
         for k in load_vectors("keys")["keys"]
     }
+
+
+def model_path() -> str:
+    """The default model: $B3IQ_TEST_MODEL, else scripts/fetch-model. Missing is a failure."""
+    import subprocess
+
+    env = os.environ.get("B3IQ_TEST_MODEL")
+    if env:
+        if not os.path.isfile(env):
+            pytest.fail(f"B3IQ_TEST_MODEL={env} does not exist; run scripts/fetch-model")
+        return env
+    try:
+        out = subprocess.run([str(REPO / "scripts" / "fetch-model")], check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.fail(f"the default model is missing and scripts/fetch-model failed: {err}")
+    return out.stdout.strip()
