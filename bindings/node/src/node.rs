@@ -1,6 +1,7 @@
 //! Mirrors `b3iq-host/src/node.rs`: `LocalNode`, an embedded B3IQ host on napi's tokio runtime.
 //! Every method that waits returns a Promise.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use b3iq_host::node as host;
@@ -32,17 +33,35 @@ pub struct LocalNode {
     setup_url: Option<String>,
 }
 
+/// Runs a host future to completion on a blocking-pool thread of napi's runtime. The host's
+/// futures are not all `Send`, so they are built and driven on that one thread; only their
+/// inputs and outputs cross threads.
+async fn on_host_thread<F, Fut, T>(make: F) -> Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(make()))
+        .await
+        .map_err(|e| raise_msg(Kind::Runtime, format!("host task failed: {e}")))?
+}
+
 /// Starts a host (see `LocalNodeOptions`).
 #[napi]
 pub async fn start_local_node(options: LocalNodeOptions) -> Result<LocalNode> {
-    let mut builder = host::LocalNode::builder()
-        .home(options.home)
-        .listen(options.listen.unwrap_or_else(|| "127.0.0.1:0".into()));
-    builder = match options.model {
-        Some(model) => builder.model(model),
-        None => builder.no_model(),
-    };
-    let node = builder.start().await.map_err(host_error)?;
+    let node = on_host_thread(move || async move {
+        let mut builder = host::LocalNode::builder()
+            .home(options.home)
+            .listen(options.listen.unwrap_or_else(|| "127.0.0.1:0".into()));
+        builder = match options.model {
+            Some(model) => builder.model(model),
+            None => builder.no_model(),
+        };
+        builder.start().await.map_err(host_error)
+    })
+    .await?;
     Ok(LocalNode {
         base_url: node.base_url(),
         port: u32::from(node.local_addr().port()),
@@ -85,38 +104,54 @@ impl LocalNode {
     /// Claims the node with its pending setup token (creates the owner account).
     #[napi]
     pub async fn claim(&self, username: String, password: String) -> Result<()> {
-        let guard = self.node.lock().await;
-        let node = guard.as_ref().ok_or_else(stopped)?;
-        node.claim(&username, &password).await.map_err(host_error)
+        let node = Arc::clone(&self.node);
+        on_host_thread(move || async move {
+            let guard = node.lock().await;
+            let node = guard.as_ref().ok_or_else(stopped)?;
+            node.claim(&username, &password).await.map_err(host_error)
+        })
+        .await
     }
 
     /// Creates a `b3iq_local_` key; resolves to `{ id, secret }` (the secret is shown once).
     #[napi]
     pub async fn create_key(&self, name: String, scopes: Option<Vec<String>>) -> Result<serde_json::Value> {
-        let guard = self.node.lock().await;
-        let node = guard.as_ref().ok_or_else(stopped)?;
-        let scopes = scopes.unwrap_or_else(|| vec!["inference".into()]);
-        let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-        let (id, secret) = node.create_key(&name, &scopes).map_err(host_error)?;
-        Ok(serde_json::json!({ "id": id, "secret": secret }))
+        let node = Arc::clone(&self.node);
+        on_host_thread(move || async move {
+            let guard = node.lock().await;
+            let node = guard.as_ref().ok_or_else(stopped)?;
+            let scopes = scopes.unwrap_or_else(|| vec!["inference".into()]);
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            let (id, secret) = node.create_key(&name, &scopes).map_err(host_error)?;
+            Ok(serde_json::json!({ "id": id, "secret": secret }))
+        })
+        .await
     }
 
     /// Every signed usage receipt, oldest first.
     #[napi]
     pub async fn receipts(&self) -> Result<serde_json::Value> {
-        let guard = self.node.lock().await;
-        let node = guard.as_ref().ok_or_else(stopped)?;
-        to_js(&node.receipts().map_err(host_error)?)
+        let node = Arc::clone(&self.node);
+        on_host_thread(move || async move {
+            let guard = node.lock().await;
+            let node = guard.as_ref().ok_or_else(stopped)?;
+            to_js(&node.receipts().map_err(host_error)?)
+        })
+        .await
     }
 
     /// Stops the server after in-flight requests finish. Idempotent.
     #[napi]
     pub async fn shutdown(&self) -> Result<()> {
-        let node = self.node.lock().await.take();
-        if let Some(node) = node {
-            node.shutdown().await;
-        }
-        Ok(())
+        let node = Arc::clone(&self.node);
+        on_host_thread(move || async move {
+            let node = node.lock().await.take();
+            if let Some(node) = node {
+                node.shutdown().await;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// True until `shutdown()`.

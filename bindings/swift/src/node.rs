@@ -7,7 +7,7 @@ use tokio::sync::Mutex;
 
 use crate::convert::to_json;
 use crate::error::B3iqError;
-use crate::tokio_rt::run;
+use crate::tokio_rt::run_on_host_thread;
 
 /// A new API key: the secret is shown once.
 #[derive(uniffi::Record)]
@@ -40,12 +40,16 @@ pub async fn start_local_node(
     model: Option<String>,
     listen: Option<String>,
 ) -> Result<Arc<LocalNode>, B3iqError> {
-    let mut builder = host::LocalNode::builder().home(home).listen(listen.unwrap_or_else(|| "127.0.0.1:0".into()));
-    builder = match model {
-        Some(model) => builder.model(model),
-        None => builder.no_model(),
-    };
-    let node = run(builder.start()).await??;
+    let node = run_on_host_thread(move || async move {
+        let mut builder =
+            host::LocalNode::builder().home(home).listen(listen.unwrap_or_else(|| "127.0.0.1:0".into()));
+        builder = match model {
+            Some(model) => builder.model(model),
+            None => builder.no_model(),
+        };
+        Ok(builder.start().await?)
+    })
+    .await?;
     Ok(Arc::new(LocalNode {
         base_url: node.base_url(),
         port: node.local_addr().port(),
@@ -80,18 +84,18 @@ impl LocalNode {
     /// Claims the node with its pending setup token.
     pub async fn claim(&self, username: String, password: String) -> Result<(), B3iqError> {
         let node = Arc::clone(&self.node);
-        run(async move {
+        run_on_host_thread(move || async move {
             let guard = node.lock().await;
             let node = guard.as_ref().ok_or_else(stopped)?;
             node.claim(&username, &password).await.map_err(B3iqError::from)
         })
-        .await?
+        .await
     }
 
     /// Creates a `b3iq_local_` key with `scopes` (default `["inference"]`).
     pub async fn create_key(&self, name: String, scopes: Option<Vec<String>>) -> Result<CreatedKey, B3iqError> {
         let node = Arc::clone(&self.node);
-        run(async move {
+        run_on_host_thread(move || async move {
             let guard = node.lock().await;
             let node = guard.as_ref().ok_or_else(stopped)?;
             let scopes = scopes.unwrap_or_else(|| vec!["inference".into()]);
@@ -99,27 +103,28 @@ impl LocalNode {
             let (id, secret) = node.create_key(&name, &scopes)?;
             Ok(CreatedKey { id, secret })
         })
-        .await?
+        .await
     }
 
     /// Every signed usage receipt, oldest first, as JSON.
     pub async fn receipts_json(&self) -> Result<String, B3iqError> {
         let node = Arc::clone(&self.node);
-        run(async move {
+        run_on_host_thread(move || async move {
             let guard = node.lock().await;
             let node = guard.as_ref().ok_or_else(stopped)?;
             to_json(&node.receipts()?)
         })
-        .await?
+        .await
     }
 
     /// Stops the server after in-flight requests finish. Idempotent.
     pub async fn shutdown(&self) -> Result<(), B3iqError> {
         let node = Arc::clone(&self.node);
-        run(async move {
+        run_on_host_thread(move || async move {
             if let Some(node) = node.lock().await.take() {
                 node.shutdown().await;
             }
+            Ok(())
         })
         .await
     }

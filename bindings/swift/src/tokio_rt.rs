@@ -34,3 +34,19 @@ where
         message: format!("background task failed: {e}"),
     })
 }
+
+/// Runs a future built by `make` on a blocking-pool thread of the binding's runtime. The host's
+/// futures are not all `Send`, so they are built and driven on that one thread; only their
+/// inputs and outputs cross threads.
+pub(crate) async fn run_on_host_thread<F, Fut, T>(make: F) -> Result<T, B3iqError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, B3iqError>>,
+    T: Send + 'static,
+{
+    let rt = runtime()?;
+    let handle = rt.handle().clone();
+    rt.spawn_blocking(move || handle.block_on(make()))
+        .await
+        .map_err(|e| B3iqError::Runtime { code: "internal".into(), message: format!("host task failed: {e}") })?
+}
