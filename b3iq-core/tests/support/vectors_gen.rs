@@ -505,10 +505,15 @@ pub fn generate() -> Vec<(String, String)> {
     generate_with_seeds().0
 }
 
-/// Golden-vector files plus fuzz seed inputs: (fuzz target, file name, bytes).
-pub fn generate_with_seeds() -> (Vec<(String, String)>, Vec<(String, String, Vec<u8>)>) {
+/// Golden-vector files: (file name, contents).
+pub type VectorFiles = Vec<(String, String)>;
+/// Fuzz seed inputs: (fuzz target, file name, bytes).
+pub type FuzzSeeds = Vec<(String, String, Vec<u8>)>;
+
+/// Golden-vector files plus fuzz seed inputs.
+pub fn generate_with_seeds() -> (VectorFiles, FuzzSeeds) {
     let mut files = Vec::new();
-    let mut seeds: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let mut seeds: FuzzSeeds = Vec::new();
     files.push(("keys.json".to_string(), pretty(&keys_json())));
 
     let (v, s) = kind_file(sample_receipts().into_iter().map(|(n, k, b, x)| (n.to_string(), k, b, x)).collect());
