@@ -76,9 +76,11 @@ pub fn sign_attestation(
 ) -> Result<(NodeRegistry::Attestation, Bytes)> {
     let sol = attestation.to_sol();
     let digest = attestation_digest(&sol, domain);
-    let sig = attester.sign_hash_sync(&digest).map_err(|e| ProtocolError::Chain {
-        action: "sign attestation".into(),
-        message: e.to_string(),
-    })?;
+    let sig = attester
+        .sign_hash_sync(&digest)
+        .map_err(|e| ProtocolError::Chain {
+            action: "sign attestation".into(),
+            message: e.to_string(),
+        })?;
     Ok((sol, Bytes::from(sig.as_bytes().to_vec())))
 }

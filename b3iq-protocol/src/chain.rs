@@ -26,8 +26,8 @@ use b3iq_core::payout::{EthAddress, PayoutEntry};
 use b3iq_core::{Hash32, NodeId};
 
 use crate::bindings::{
-    disputes, model_registry, node_registry, settlement, stake_vault, token, B3TestToken, Disputes, ModelRegistry,
-    NodeRegistry, Settlement, StakeVault,
+    disputes, model_registry, node_registry, settlement, stake_vault, token, B3TestToken, Disputes,
+    ModelRegistry, NodeRegistry, Settlement, StakeVault,
 };
 use crate::error::{ProtocolError, Result};
 use crate::settlement::EpochSettlement;
@@ -62,7 +62,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
     }
 }
 
@@ -377,8 +379,10 @@ impl ChainClient {
 
     /// The chain id (retried).
     pub async fn chain_id(&self) -> Result<u64> {
-        self.with_retries("eth_chainId", || async { self.provider.get_chain_id().await })
-            .await
+        self.with_retries("eth_chainId", || async {
+            self.provider.get_chain_id().await
+        })
+        .await
     }
 
     /// Latest block timestamp (retried).
@@ -390,10 +394,12 @@ impl ChainClient {
                     .await
             })
             .await?;
-        block.map(|b| b.header.timestamp).ok_or_else(|| ProtocolError::Chain {
-            action: "eth_getBlockByNumber".into(),
-            message: "node returned no latest block".into(),
-        })
+        block
+            .map(|b| b.header.timestamp)
+            .ok_or_else(|| ProtocolError::Chain {
+                action: "eth_getBlockByNumber".into(),
+                message: "node returned no latest block".into(),
+            })
     }
 
     /// Sends a contract call as a transaction and waits for it to be mined.
@@ -420,7 +426,9 @@ impl ChainClient {
                         last_error: t.to_string(),
                     })
                 }
-                Err(alloy::contract::Error::TransportError(t)) if is_transient(&t) => return Err(ambiguous_send(action, &t)),
+                Err(alloy::contract::Error::TransportError(t)) if is_transient(&t) => {
+                    return Err(ambiguous_send(action, &t))
+                }
                 Err(e) => return Err(map_contract(action, e)),
             }
         };
@@ -458,7 +466,9 @@ impl ChainClient {
             attempt += 1;
             match call.call().await {
                 Ok(v) => return Ok(v),
-                Err(alloy::contract::Error::TransportError(t)) if is_transient(&t) && attempt < self.retry.attempts => {
+                Err(alloy::contract::Error::TransportError(t))
+                    if is_transient(&t) && attempt < self.retry.attempts =>
+                {
                     tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
                 }
                 Err(alloy::contract::Error::TransportError(t)) if is_transient(&t) => {
@@ -496,7 +506,10 @@ impl ChainClient {
         Disputes::new(d.disputes, self.provider.clone())
     }
     /// ModelRegistry handle.
-    pub fn model_registry(&self, d: &Deployment) -> ModelRegistry::ModelRegistryInstance<DynProvider> {
+    pub fn model_registry(
+        &self,
+        d: &Deployment,
+    ) -> ModelRegistry::ModelRegistryInstance<DynProvider> {
         ModelRegistry::new(d.model_registry, self.provider.clone())
     }
 
@@ -545,7 +558,10 @@ impl ChainClient {
     /// Deploys (optionally the test token and) the five contracts, wires StakeVault to Disputes,
     /// and returns the addresses plus the gas of each deployment. The sender becomes owner/admin
     /// of everything; grant roles afterwards (`grant_settler`, `grant_verifier`, ...).
-    pub async fn deploy(&self, p: &DeployParams) -> Result<(Deployment, BTreeMap<&'static str, u64>)> {
+    pub async fn deploy(
+        &self,
+        p: &DeployParams,
+    ) -> Result<(Deployment, BTreeMap<&'static str, u64>)> {
         use alloy::sol_types::SolConstructor;
         let mut gas = BTreeMap::new();
         let me = self.address;
@@ -554,7 +570,10 @@ impl ChainClient {
             None => {
                 let args = token::B3TestToken::constructorCall { initialOwner: me }.abi_encode();
                 let (a, g) = self
-                    .deploy_code("deploy B3TestToken", [&B3TestToken::BYTECODE[..], &args[..]].concat().into())
+                    .deploy_code(
+                        "deploy B3TestToken",
+                        [&B3TestToken::BYTECODE[..], &args[..]].concat().into(),
+                    )
                     .await?;
                 gas.insert("B3TestToken", g);
                 a
@@ -566,7 +585,10 @@ impl ChainClient {
         }
         .abi_encode();
         let (registry, g) = self
-            .deploy_code("deploy NodeRegistry", [&NodeRegistry::BYTECODE[..], &args[..]].concat().into())
+            .deploy_code(
+                "deploy NodeRegistry",
+                [&NodeRegistry::BYTECODE[..], &args[..]].concat().into(),
+            )
             .await?;
         gas.insert("NodeRegistry", g);
         let args = stake_vault::StakeVault::constructorCall {
@@ -577,7 +599,10 @@ impl ChainClient {
         }
         .abi_encode();
         let (vault, g) = self
-            .deploy_code("deploy StakeVault", [&StakeVault::BYTECODE[..], &args[..]].concat().into())
+            .deploy_code(
+                "deploy StakeVault",
+                [&StakeVault::BYTECODE[..], &args[..]].concat().into(),
+            )
             .await?;
         gas.insert("StakeVault", g);
         let args = settlement::Settlement::constructorCall {
@@ -587,7 +612,10 @@ impl ChainClient {
         }
         .abi_encode();
         let (settle, g) = self
-            .deploy_code("deploy Settlement", [&Settlement::BYTECODE[..], &args[..]].concat().into())
+            .deploy_code(
+                "deploy Settlement",
+                [&Settlement::BYTECODE[..], &args[..]].concat().into(),
+            )
             .await?;
         gas.insert("Settlement", g);
         let args = disputes::Disputes::constructorCall {
@@ -603,7 +631,10 @@ impl ChainClient {
         }
         .abi_encode();
         let (disp, g) = self
-            .deploy_code("deploy Disputes", [&Disputes::BYTECODE[..], &args[..]].concat().into())
+            .deploy_code(
+                "deploy Disputes",
+                [&Disputes::BYTECODE[..], &args[..]].concat().into(),
+            )
             .await?;
         gas.insert("Disputes", g);
         let args = model_registry::ModelRegistry::constructorCall {
@@ -614,7 +645,10 @@ impl ChainClient {
         }
         .abi_encode();
         let (models, g) = self
-            .deploy_code("deploy ModelRegistry", [&ModelRegistry::BYTECODE[..], &args[..]].concat().into())
+            .deploy_code(
+                "deploy ModelRegistry",
+                [&ModelRegistry::BYTECODE[..], &args[..]].concat().into(),
+            )
             .await?;
         gas.insert("ModelRegistry", g);
         let d = Deployment {
@@ -625,7 +659,11 @@ impl ChainClient {
             disputes: disp,
             model_registry: models,
         };
-        self.send("StakeVault.setDisputes", self.stake_vault(&d).setDisputes(disp)).await?;
+        self.send(
+            "StakeVault.setDisputes",
+            self.stake_vault(&d).setDisputes(disp),
+        )
+        .await?;
         Ok((d, gas))
     }
 
@@ -634,52 +672,78 @@ impl ChainClient {
     /// Grants the settler role on Settlement.
     pub async fn grant_settler(&self, d: &Deployment, who: Address) -> Result<TxOutcome> {
         let s = self.settlement(d);
-        let role = self.call("Settlement.SETTLER_ROLE", s.SETTLER_ROLE()).await?;
-        self.send("Settlement.grantRole", s.grantRole(role, who)).await
+        let role = self
+            .call("Settlement.SETTLER_ROLE", s.SETTLER_ROLE())
+            .await?;
+        self.send("Settlement.grantRole", s.grantRole(role, who))
+            .await
     }
 
     /// Grants the guardian role (may cancel epochs during the challenge window).
     pub async fn grant_guardian(&self, d: &Deployment, who: Address) -> Result<TxOutcome> {
         let s = self.settlement(d);
-        let role = self.call("Settlement.GUARDIAN_ROLE", s.GUARDIAN_ROLE()).await?;
-        self.send("Settlement.grantRole", s.grantRole(role, who)).await
+        let role = self
+            .call("Settlement.GUARDIAN_ROLE", s.GUARDIAN_ROLE())
+            .await?;
+        self.send("Settlement.grantRole", s.grantRole(role, who))
+            .await
     }
 
     /// Adds a verifier committee member.
     pub async fn grant_verifier(&self, d: &Deployment, who: Address) -> Result<TxOutcome> {
         let c = self.disputes(d);
-        let role = self.call("Disputes.VERIFIER_ROLE", c.VERIFIER_ROLE()).await?;
-        self.send("Disputes.grantRole", c.grantRole(role, who)).await
+        let role = self
+            .call("Disputes.VERIFIER_ROLE", c.VERIFIER_ROLE())
+            .await?;
+        self.send("Disputes.grantRole", c.grantRole(role, who))
+            .await
     }
 
     /// Adds an appeal arbiter.
     pub async fn grant_arbiter(&self, d: &Deployment, who: Address) -> Result<TxOutcome> {
         let c = self.disputes(d);
         let role = self.call("Disputes.ARBITER_ROLE", c.ARBITER_ROLE()).await?;
-        self.send("Disputes.grantRole", c.grantRole(role, who)).await
+        self.send("Disputes.grantRole", c.grantRole(role, who))
+            .await
     }
 
     /// Sets the minimum stake of a device class.
-    pub async fn set_min_stake(&self, d: &Deployment, device_class: u8, amount: U256) -> Result<TxOutcome> {
-        self.send("StakeVault.setMinStake", self.stake_vault(d).setMinStake(device_class, amount))
-            .await
+    pub async fn set_min_stake(
+        &self,
+        d: &Deployment,
+        device_class: u8,
+        amount: U256,
+    ) -> Result<TxOutcome> {
+        self.send(
+            "StakeVault.setMinStake",
+            self.stake_vault(d).setMinStake(device_class, amount),
+        )
+        .await
     }
 
     // ---- token ----
 
     /// Mints test tokens (test token owner only).
     pub async fn mint(&self, d: &Deployment, to: Address, amount: U256) -> Result<TxOutcome> {
-        self.send("B3TestToken.mint", self.token(d).mint(to, amount)).await
+        self.send("B3TestToken.mint", self.token(d).mint(to, amount))
+            .await
     }
 
     /// ERC-20 approve.
-    pub async fn approve(&self, d: &Deployment, spender: Address, amount: U256) -> Result<TxOutcome> {
-        self.send("ERC20.approve", self.token(d).approve(spender, amount)).await
+    pub async fn approve(
+        &self,
+        d: &Deployment,
+        spender: Address,
+        amount: U256,
+    ) -> Result<TxOutcome> {
+        self.send("ERC20.approve", self.token(d).approve(spender, amount))
+            .await
     }
 
     /// ERC-20 balance.
     pub async fn balance_of(&self, d: &Deployment, who: Address) -> Result<U256> {
-        self.call("ERC20.balanceOf", self.token(d).balanceOf(who)).await
+        self.call("ERC20.balanceOf", self.token(d).balanceOf(who))
+            .await
     }
 
     // ---- node registry ----
@@ -705,54 +769,97 @@ impl ChainClient {
         attestation: node_registry::NodeRegistry::Attestation,
         signature: Bytes,
     ) -> Result<TxOutcome> {
-        self.send("NodeRegistry.update", self.node_registry(d).update(attestation, signature))
-            .await
+        self.send(
+            "NodeRegistry.update",
+            self.node_registry(d).update(attestation, signature),
+        )
+        .await
     }
 
     /// Deregisters a node (operator only).
     pub async fn deregister_node(&self, d: &Deployment, node: &NodeId) -> Result<TxOutcome> {
-        self.send("NodeRegistry.deregister", self.node_registry(d).deregister(node_b256(node)))
-            .await
+        self.send(
+            "NodeRegistry.deregister",
+            self.node_registry(d).deregister(node_b256(node)),
+        )
+        .await
     }
 
     /// The registry record of a node.
-    pub async fn node(&self, d: &Deployment, node: &NodeId) -> Result<node_registry::NodeRegistry::Node> {
-        self.call("NodeRegistry.getNode", self.node_registry(d).getNode(node_b256(node))).await
+    pub async fn node(
+        &self,
+        d: &Deployment,
+        node: &NodeId,
+    ) -> Result<node_registry::NodeRegistry::Node> {
+        self.call(
+            "NodeRegistry.getNode",
+            self.node_registry(d).getNode(node_b256(node)),
+        )
+        .await
     }
 
     /// The next attestation nonce of a node.
     pub async fn attestation_nonce(&self, d: &Deployment, node: &NodeId) -> Result<U256> {
-        self.call("NodeRegistry.nonces", self.node_registry(d).nonces(node_b256(node))).await
+        self.call(
+            "NodeRegistry.nonces",
+            self.node_registry(d).nonces(node_b256(node)),
+        )
+        .await
     }
 
     // ---- stake ----
 
     /// Stakes `amount` for `node` (operator wallet; approve the vault first).
     pub async fn stake(&self, d: &Deployment, node: &NodeId, amount: U256) -> Result<TxOutcome> {
-        self.send("StakeVault.stake", self.stake_vault(d).stake(node_b256(node), amount)).await
+        self.send(
+            "StakeVault.stake",
+            self.stake_vault(d).stake(node_b256(node), amount),
+        )
+        .await
     }
 
     /// Starts unbonding.
-    pub async fn request_unbond(&self, d: &Deployment, node: &NodeId, amount: U256) -> Result<TxOutcome> {
-        self.send("StakeVault.requestUnbond", self.stake_vault(d).requestUnbond(node_b256(node), amount))
-            .await
+    pub async fn request_unbond(
+        &self,
+        d: &Deployment,
+        node: &NodeId,
+        amount: U256,
+    ) -> Result<TxOutcome> {
+        self.send(
+            "StakeVault.requestUnbond",
+            self.stake_vault(d).requestUnbond(node_b256(node), amount),
+        )
+        .await
     }
 
     /// Withdraws unbonded stake.
     pub async fn withdraw_stake(&self, d: &Deployment, node: &NodeId) -> Result<TxOutcome> {
-        self.send("StakeVault.withdraw", self.stake_vault(d).withdraw(node_b256(node))).await
+        self.send(
+            "StakeVault.withdraw",
+            self.stake_vault(d).withdraw(node_b256(node)),
+        )
+        .await
     }
 
     /// A node's stake record.
-    pub async fn stake_of(&self, d: &Deployment, node: &NodeId) -> Result<stake_vault::StakeVault::Stake> {
-        self.call("StakeVault.stakeOf", self.stake_vault(d).stakeOf(node_b256(node))).await
+    pub async fn stake_of(
+        &self,
+        d: &Deployment,
+        node: &NodeId,
+    ) -> Result<stake_vault::StakeVault::Stake> {
+        self.call(
+            "StakeVault.stakeOf",
+            self.stake_vault(d).stakeOf(node_b256(node)),
+        )
+        .await
     }
 
     // ---- settlement ----
 
     /// Adds `amount` to the payout escrow (approve Settlement first).
     pub async fn fund_escrow(&self, d: &Deployment, amount: U256) -> Result<TxOutcome> {
-        self.send("Settlement.fund", self.settlement(d).fund(amount)).await
+        self.send("Settlement.fund", self.settlement(d).fund(amount))
+            .await
     }
 
     /// Posts a built epoch (settler wallet) and returns the reference claimers need.
@@ -819,7 +926,13 @@ impl ChainClient {
     }
 
     /// Claims one payout leaf (any wallet may send it; the tokens go to `entry.account`).
-    pub async fn claim(&self, d: &Deployment, epoch_id: u64, entry: &PayoutEntry, proof: &[Hash32]) -> Result<TxOutcome> {
+    pub async fn claim(
+        &self,
+        d: &Deployment,
+        epoch_id: u64,
+        entry: &PayoutEntry,
+        proof: &[Hash32],
+    ) -> Result<TxOutcome> {
         self.send(
             "Settlement.claim",
             self.settlement(d).claim(
@@ -835,23 +948,33 @@ impl ChainClient {
 
     /// Guardian cancels an epoch during its challenge window, refunding `total_payout` (from its
     /// `EpochPosted` event) to the escrow.
-    pub async fn cancel_epoch(&self, d: &Deployment, epoch_id: u64, total_payout: u128) -> Result<TxOutcome> {
+    pub async fn cancel_epoch(
+        &self,
+        d: &Deployment,
+        epoch_id: u64,
+        total_payout: u128,
+    ) -> Result<TxOutcome> {
         self.send(
             "Settlement.cancelEpoch",
-            self.settlement(d).cancelEpoch(epoch_id, U256::from(total_payout)),
+            self.settlement(d)
+                .cancelEpoch(epoch_id, U256::from(total_payout)),
         )
         .await
     }
 
     /// Block timestamp at which an epoch was posted (0 if not posted or cancelled).
     pub async fn epoch_posted_at(&self, d: &Deployment, epoch_id: u64) -> Result<u64> {
-        self.call("Settlement.postedAt", self.settlement(d).postedAt(epoch_id)).await
+        self.call("Settlement.postedAt", self.settlement(d).postedAt(epoch_id))
+            .await
     }
 
     /// Whether a leaf was claimed.
     pub async fn is_claimed(&self, d: &Deployment, epoch_id: u64, index: u64) -> Result<bool> {
-        self.call("Settlement.isClaimed", self.settlement(d).isClaimed(epoch_id, U256::from(index)))
-            .await
+        self.call(
+            "Settlement.isClaimed",
+            self.settlement(d).isClaimed(epoch_id, U256::from(index)),
+        )
+        .await
     }
 
     // ---- disputes ----
@@ -888,29 +1011,56 @@ impl ChainClient {
     }
 
     /// A committee member's vote.
-    pub async fn vote_dispute(&self, d: &Deployment, dispute_id: U256, uphold: bool) -> Result<TxOutcome> {
-        self.send("Disputes.vote", self.disputes(d).vote(dispute_id, uphold)).await
+    pub async fn vote_dispute(
+        &self,
+        d: &Deployment,
+        dispute_id: U256,
+        uphold: bool,
+    ) -> Result<TxOutcome> {
+        self.send("Disputes.vote", self.disputes(d).vote(dispute_id, uphold))
+            .await
     }
 
     /// The node operator appeals an upheld dispute.
     pub async fn appeal_dispute(&self, d: &Deployment, dispute_id: U256) -> Result<TxOutcome> {
-        self.send("Disputes.appeal", self.disputes(d).appeal(dispute_id)).await
+        self.send("Disputes.appeal", self.disputes(d).appeal(dispute_id))
+            .await
     }
 
     /// The arbiter decides an appeal.
-    pub async fn decide_appeal(&self, d: &Deployment, dispute_id: U256, overturn: bool) -> Result<TxOutcome> {
-        self.send("Disputes.decideAppeal", self.disputes(d).decideAppeal(dispute_id, overturn))
-            .await
+    pub async fn decide_appeal(
+        &self,
+        d: &Deployment,
+        dispute_id: U256,
+        overturn: bool,
+    ) -> Result<TxOutcome> {
+        self.send(
+            "Disputes.decideAppeal",
+            self.disputes(d).decideAppeal(dispute_id, overturn),
+        )
+        .await
     }
 
     /// Executes the slash of an upheld dispute after its appeal window.
     pub async fn execute_slash(&self, d: &Deployment, dispute_id: U256) -> Result<TxOutcome> {
-        self.send("Disputes.executeSlash", self.disputes(d).executeSlash(dispute_id)).await
+        self.send(
+            "Disputes.executeSlash",
+            self.disputes(d).executeSlash(dispute_id),
+        )
+        .await
     }
 
     /// A dispute record.
-    pub async fn dispute(&self, d: &Deployment, dispute_id: U256) -> Result<disputes::Disputes::Dispute> {
-        self.call("Disputes.getDispute", self.disputes(d).getDispute(dispute_id)).await
+    pub async fn dispute(
+        &self,
+        d: &Deployment,
+        dispute_id: U256,
+    ) -> Result<disputes::Disputes::Dispute> {
+        self.call(
+            "Disputes.getDispute",
+            self.disputes(d).getDispute(dispute_id),
+        )
+        .await
     }
 
     // ---- models ----
@@ -939,10 +1089,16 @@ impl ChainClient {
     }
 
     /// Governance delists a model.
-    pub async fn delist_model(&self, d: &Deployment, model_id: &Hash32, reason_hash: &Hash32) -> Result<TxOutcome> {
+    pub async fn delist_model(
+        &self,
+        d: &Deployment,
+        model_id: &Hash32,
+        reason_hash: &Hash32,
+    ) -> Result<TxOutcome> {
         self.send(
             "ModelRegistry.delist",
-            self.model_registry(d).delist(b256(model_id), b256(reason_hash)),
+            self.model_registry(d)
+                .delist(b256(model_id), b256(reason_hash)),
         )
         .await
     }

@@ -51,7 +51,9 @@ impl<'de> serde::Deserialize<'de> for ChallengeId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(serde::de::Error::custom("challenge_id: expected 16 bytes as lowercase hex"));
+            return Err(serde::de::Error::custom(
+                "challenge_id: expected 16 bytes as lowercase hex",
+            ));
         }
         let mut out = [0u8; 16];
         hex::decode_to_slice(&*s, &mut out).map_err(serde::de::Error::custom)?;
@@ -70,12 +72,16 @@ impl Audience {
     pub fn new(s: &str) -> Result<Self> {
         if s.is_empty()
             || s.len() > MAX_AUDIENCE_LEN
-            || !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
             || s.starts_with('.')
         {
             return Err(ProtocolError::InvalidMessage {
                 field: "audience",
-                reason: format!("{s:?}: use 1 to 128 of letters, digits, `. _ - :`, not starting with `.`"),
+                reason: format!(
+                    "{s:?}: use 1 to 128 of letters, digits, `. _ - :`, not starting with `.`"
+                ),
             });
         }
         Ok(Self(s.to_string()))
@@ -124,7 +130,12 @@ impl EnrollmentRequest {
     /// What the control plane checks: the request answers `challenge`, the challenge has not
     /// expired at `now_ms`, and the core proof checks out (self-certified signature, audience,
     /// nonce, signing time within `max_age_ms`). Returns the proven node id.
-    pub fn verify(&self, challenge: &EnrollmentChallenge, now_ms: u64, max_age_ms: u64) -> Result<NodeId> {
+    pub fn verify(
+        &self,
+        challenge: &EnrollmentChallenge,
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> Result<NodeId> {
         if self.challenge_id != challenge.challenge_id {
             return Err(ProtocolError::InvalidMessage {
                 field: "challenge_id",
@@ -140,9 +151,12 @@ impl EnrollmentRequest {
                 ),
             });
         }
-        Ok(self
-            .proof
-            .check(challenge.audience.as_str(), &challenge.nonce, now_ms, max_age_ms)?)
+        Ok(self.proof.check(
+            challenge.audience.as_str(),
+            &challenge.nonce,
+            now_ms,
+            max_age_ms,
+        )?)
     }
 }
 
@@ -237,10 +251,16 @@ impl JobPoll {
         if self.public_key.node_id() != self.node_id {
             return Err(ProtocolError::InvalidMessage {
                 field: "node_id",
-                reason: format!("job poll: {} is not derived from the given public key", self.node_id),
+                reason: format!(
+                    "job poll: {} is not derived from the given public key",
+                    self.node_id
+                ),
             });
         }
-        if !self.public_key.verify_raw(&self.signing_message(), &self.signature) {
+        if !self
+            .public_key
+            .verify_raw(&self.signing_message(), &self.signature)
+        {
             return Err(ProtocolError::InvalidMessage {
                 field: "signature",
                 reason: "job poll: Ed25519 signature does not verify".into(),
@@ -271,7 +291,9 @@ pub struct JobPollResponse {
     pub next_poll_at_ms: u64,
 }
 
-fn bounded_jobs<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<SignedJob>, D::Error> {
+fn bounded_jobs<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<SignedJob>, D::Error> {
     let v = <Vec<SignedJob> as serde::Deserialize>::deserialize(d)?;
     if v.len() > MAX_JOBS_PER_POLL {
         return Err(serde::de::Error::custom(format!(

@@ -214,14 +214,20 @@ impl EpochBuilder {
         let mut node_totals: BTreeMap<NodeId, u64> = BTreeMap::new();
         for r in self.receipts.values() {
             let b = r.body();
-            let slot = per_node_model.entry((b.node_id, b.model_id.clone())).or_insert(0);
-            *slot = slot
-                .checked_add(b.price_micro_credits)
-                .ok_or(ProtocolError::AmountOverflow { what: "per-node total" })?;
+            let slot = per_node_model
+                .entry((b.node_id, b.model_id.clone()))
+                .or_insert(0);
+            *slot =
+                slot.checked_add(b.price_micro_credits)
+                    .ok_or(ProtocolError::AmountOverflow {
+                        what: "per-node total",
+                    })?;
             let n = node_totals.entry(b.node_id).or_insert(0);
             *n = n
                 .checked_add(b.price_micro_credits)
-                .ok_or(ProtocolError::AmountOverflow { what: "per-node total" })?;
+                .ok_or(ProtocolError::AmountOverflow {
+                    what: "per-node total",
+                })?;
         }
         // Split and credit accounts (micro-credits, u128 so sums cannot overflow).
         let mut per_account: BTreeMap<EthAddress, u128> = BTreeMap::new();
@@ -241,7 +247,8 @@ impl EpochBuilder {
             match publisher {
                 Some(p) => {
                     credit(p, split.publisher);
-                    *publisher_totals.entry(model_id.clone()).or_insert(0) += u128::from(split.publisher);
+                    *publisher_totals.entry(model_id.clone()).or_insert(0) +=
+                        u128::from(split.publisher);
                 }
                 None => debug_assert_eq!(split.publisher, 0),
             }
@@ -257,12 +264,17 @@ impl EpochBuilder {
         let mut entries = Vec::with_capacity(per_account.len());
         let mut total_payout: u128 = 0;
         for (index, (account, micro)) in per_account.iter().enumerate() {
-            let amount = micro
-                .checked_mul(c.token_units_per_micro_credit)
-                .ok_or(ProtocolError::AmountOverflow { what: "token amount" })?;
-            total_payout = total_payout
-                .checked_add(amount)
-                .ok_or(ProtocolError::AmountOverflow { what: "epoch total" })?;
+            let amount = micro.checked_mul(c.token_units_per_micro_credit).ok_or(
+                ProtocolError::AmountOverflow {
+                    what: "token amount",
+                },
+            )?;
+            total_payout =
+                total_payout
+                    .checked_add(amount)
+                    .ok_or(ProtocolError::AmountOverflow {
+                        what: "epoch total",
+                    })?;
             entries.push(PayoutEntry {
                 index: index as u64,
                 account: *account,

@@ -6,16 +6,15 @@
 //! The table is printed (run with `--nocapture`) and written to
 //! `$TMPDIR/b3iq-protocol-gas-report.md`.
 
-
 use std::fmt::Write as _;
 
+use crate::common::*;
 use alloy::primitives::U256;
 use b3iq_core::payout::{EthAddress, PayoutEntry, PayoutTree};
 use b3iq_core::{Hash32, NodeKey, OperatingMode};
 use b3iq_protocol::attestation::{registry_domain, sign_attestation, NodeAttestation};
 use b3iq_protocol::chain::{from_address, to_address};
 use b3iq_protocol::{ChainClient, DeployParams, Deployment};
-use crate::common::*;
 
 const CLAIM_TARGET: u64 = 60_000;
 const POST_TARGET: u64 = 80_000;
@@ -39,7 +38,9 @@ async fn measure(
     let started = std::time::Instant::now();
     // Leaves 0..leaves pay deterministic synthetic accounts; leaves 256..259 pay fresh real
     // accounts so balances can be checked.
-    let fresh: Vec<_> = (0..4).map(|i| wallet(&format!("gas-recipient-{epoch_id}-{i}")).address()).collect();
+    let fresh: Vec<_> = (0..4)
+        .map(|i| wallet(&format!("gas-recipient-{epoch_id}-{i}")).address())
+        .collect();
     let entries: Vec<PayoutEntry> = (0..leaves)
         .map(|i| {
             let account = if (256..260).contains(&i) {
@@ -66,7 +67,15 @@ async fn measure(
     admin.approve(d, d.settlement, funded_total).await.unwrap();
     admin.fund_escrow(d, funded_total).await.unwrap();
     let posted = settler
-        .post_epoch_parts(d, epoch_id, &Hash32([0xab; 32]), &tree.root(), total, leaves * 3, leaves)
+        .post_epoch_parts(
+            d,
+            epoch_id,
+            &Hash32([0xab; 32]),
+            &tree.root(),
+            total,
+            leaves * 3,
+            leaves,
+        )
         .await
         .unwrap();
     admin.increase_time(86_400 + 1).await.unwrap();
@@ -80,12 +89,26 @@ async fn measure(
     let (e, proof) = claim(256);
     let before = claimer.balance_of(d, to_address(&e.account)).await.unwrap();
     assert_eq!(before, U256::ZERO);
-    let worst = claimer.claim(d, epoch_id, &e, &proof).await.unwrap().gas_used;
-    assert_eq!(claimer.balance_of(d, to_address(&e.account)).await.unwrap(), U256::from(e.amount));
+    let worst = claimer
+        .claim(d, epoch_id, &e, &proof)
+        .await
+        .unwrap()
+        .gas_used;
+    assert_eq!(
+        claimer.balance_of(d, to_address(&e.account)).await.unwrap(),
+        U256::from(e.amount)
+    );
     // Common case: same bitmap word already non-zero, recipient already holds tokens.
     let (e, proof) = claim(257);
-    admin.mint(d, to_address(&e.account), U256::from(1u64)).await.unwrap();
-    let common = claimer.claim(d, epoch_id, &e, &proof).await.unwrap().gas_used;
+    admin
+        .mint(d, to_address(&e.account), U256::from(1u64))
+        .await
+        .unwrap();
+    let common = claimer
+        .claim(d, epoch_id, &e, &proof)
+        .await
+        .unwrap()
+        .gas_used;
     assert_eq!(
         claimer.balance_of(d, to_address(&e.account)).await.unwrap(),
         U256::from(e.amount + 1)
@@ -114,7 +137,10 @@ async fn gas_report_register_stake_post_claim() {
     let op = funded(&chain.url, wallet("operator")).await;
     let claimer = funded(&chain.url, wallet("claimer")).await;
     let attester = wallet("attester");
-    let (d, deploy_gas) = admin.deploy(&DeployParams::defaults(attester.address())).await.unwrap();
+    let (d, deploy_gas) = admin
+        .deploy(&DeployParams::defaults(attester.address()))
+        .await
+        .unwrap();
     admin.grant_settler(&d, settler.address()).await.unwrap();
     admin.set_min_stake(&d, 1, tokens(500)).await.unwrap();
 
@@ -138,9 +164,21 @@ async fn gas_report_register_stake_post_claim() {
     .unwrap();
     let register = op.register_node(&d, sol, sig).await.unwrap().gas_used;
     admin.mint(&d, op.address(), tokens(1_000)).await.unwrap();
-    let approve = op.approve(&d, d.stake_vault, tokens(1_000)).await.unwrap().gas_used;
-    let stake_first = op.stake(&d, &key.node_id(), tokens(600)).await.unwrap().gas_used;
-    let stake_more = op.stake(&d, &key.node_id(), tokens(100)).await.unwrap().gas_used;
+    let approve = op
+        .approve(&d, d.stake_vault, tokens(1_000))
+        .await
+        .unwrap()
+        .gas_used;
+    let stake_first = op
+        .stake(&d, &key.node_id(), tokens(600))
+        .await
+        .unwrap()
+        .gas_used;
+    let stake_more = op
+        .stake(&d, &key.node_id(), tokens(100))
+        .await
+        .unwrap()
+        .gas_used;
 
     let mut table = String::from(
         "| leaves | proof length | post epoch | claim (common) | claim (worst) | tree build |\n|---:|---:|---:|---:|---:|---:|\n",
@@ -149,12 +187,24 @@ async fn gas_report_register_stake_post_claim() {
     let (post_1m, c1m) = measure(&admin, &settler, &claimer, &d, 2, 1 << 20, &mut table).await;
 
     let mut report = String::new();
-    let _ = writeln!(report, "# B3IQ contracts gas report (hardhat node, solc 0.8.28, via-IR, optimizer 20000 runs)\n");
-    let _ = writeln!(report, "All numbers are transaction gasUsed, including the 21,000 base cost.\n");
+    let _ = writeln!(
+        report,
+        "# B3IQ contracts gas report (hardhat node, solc 0.8.28, via-IR, optimizer 20000 runs)\n"
+    );
+    let _ = writeln!(
+        report,
+        "All numbers are transaction gasUsed, including the 21,000 base cost.\n"
+    );
     let _ = writeln!(report, "| operation | gas |\n|---|---:|");
-    let _ = writeln!(report, "| NodeRegistry.register (EIP-712 attestation) | {register} |");
+    let _ = writeln!(
+        report,
+        "| NodeRegistry.register (EIP-712 attestation) | {register} |"
+    );
     let _ = writeln!(report, "| ERC20.approve (before staking) | {approve} |");
-    let _ = writeln!(report, "| StakeVault.stake (first deposit) | {stake_first} |");
+    let _ = writeln!(
+        report,
+        "| StakeVault.stake (first deposit) | {stake_first} |"
+    );
     let _ = writeln!(report, "| StakeVault.stake (top-up) | {stake_more} |");
     for (name, g) in &deploy_gas {
         let _ = writeln!(report, "| deploy {name} | {g} |");
@@ -167,8 +217,19 @@ async fn gas_report_register_stake_post_claim() {
 
     assert_eq!(c1k.proof_len, 10);
     assert_eq!(c1m.proof_len, 20);
-    assert!(post_1k <= POST_TARGET && post_1m <= POST_TARGET, "post epoch over {POST_TARGET}: {post_1k}, {post_1m}");
-    assert!(c1k.common <= CLAIM_TARGET, "1,024-leaf common claim {} > {CLAIM_TARGET}", c1k.common);
-    assert!(c1m.common <= CLAIM_TARGET, "1,048,576-leaf common claim {} > {CLAIM_TARGET}", c1m.common);
+    assert!(
+        post_1k <= POST_TARGET && post_1m <= POST_TARGET,
+        "post epoch over {POST_TARGET}: {post_1k}, {post_1m}"
+    );
+    assert!(
+        c1k.common <= CLAIM_TARGET,
+        "1,024-leaf common claim {} > {CLAIM_TARGET}",
+        c1k.common
+    );
+    assert!(
+        c1m.common <= CLAIM_TARGET,
+        "1,048,576-leaf common claim {} > {CLAIM_TARGET}",
+        c1m.common
+    );
     assert!(c1k.worst > c1k.common && c1m.worst > c1m.common);
 }

@@ -2,16 +2,15 @@
 //! valid attestations, stake, post an epoch built from real signed receipts, every party claims
 //! exactly its share; and the settlement negative cases.
 
-
 use std::collections::BTreeMap;
 
+use crate::common::*;
 use alloy::primitives::{Address, U256};
 use b3iq_core::split::SplitPolicy;
 use b3iq_core::{Hash32, NodeKey, OperatingMode};
 use b3iq_protocol::attestation::{registry_domain, sign_attestation, NodeAttestation};
 use b3iq_protocol::chain::{from_address, to_address};
 use b3iq_protocol::{DeployParams, EpochBuilder, EpochConfig, Payees, ProtocolError};
-use crate::common::*;
 
 const DAY: u64 = 86_400;
 const EPOCH_START_MS: u64 = 1_800_000_000_000;
@@ -47,8 +46,15 @@ async fn full_settlement_story_on_local_chain() {
     let verifier_pool = wallet("verifier-pool").address();
 
     // Deploy and wire.
-    let (d, deploy_gas) = admin.deploy(&DeployParams::defaults(attester.address())).await.unwrap();
-    assert_eq!(deploy_gas.len(), 6, "token + five contracts deployed: {deploy_gas:?}");
+    let (d, deploy_gas) = admin
+        .deploy(&DeployParams::defaults(attester.address()))
+        .await
+        .unwrap();
+    assert_eq!(
+        deploy_gas.len(),
+        6,
+        "token + five contracts deployed: {deploy_gas:?}"
+    );
     admin.grant_settler(&d, settler.address()).await.unwrap();
     admin.set_min_stake(&d, 1, tokens(500)).await.unwrap();
     let chain_id = admin.chain_id().await.unwrap();
@@ -73,10 +79,16 @@ async fn full_settlement_story_on_local_chain() {
         let (sol, sig) = sign_attestation(&attester, &domain, &att).unwrap();
         // The contract computes the same EIP-712 digest as alloy.
         let onchain = op
-            .call("attestationDigest", op.node_registry(&d).attestationDigest(sol.clone()))
+            .call(
+                "attestationDigest",
+                op.node_registry(&d).attestationDigest(sol.clone()),
+            )
             .await
             .unwrap();
-        assert_eq!(onchain, b3iq_protocol::attestation::attestation_digest(&sol, &domain));
+        assert_eq!(
+            onchain,
+            b3iq_protocol::attestation::attestation_digest(&sol, &domain)
+        );
         op.register_node(&d, sol, sig).await.unwrap();
         let rec = op.node(&d, &key.node_id()).await.unwrap();
         assert!(rec.active);
@@ -90,23 +102,54 @@ async fn full_settlement_story_on_local_chain() {
         admin.mint(&d, op.address(), tokens(1_000)).await.unwrap();
         op.approve(&d, d.stake_vault, tokens(1_000)).await.unwrap();
     }
-    assert_reverted(op1.stake(&d, &k1.node_id(), tokens(100)).await, "BelowMinimumStake");
+    assert_reverted(
+        op1.stake(&d, &k1.node_id(), tokens(100)).await,
+        "BelowMinimumStake",
+    );
     op1.stake(&d, &k1.node_id(), tokens(600)).await.unwrap();
     op2.stake(&d, &k2.node_id(), tokens(500)).await.unwrap();
-    assert_eq!(U256::from(op1.stake_of(&d, &k1.node_id()).await.unwrap().bonded), tokens(600));
-    assert!(op1.call("isStaked", op1.stake_vault(&d).isStaked(k1.node_id().0.into())).await.unwrap());
-    assert_reverted(outsider.stake(&d, &k1.node_id(), tokens(1)).await, "NotOperator");
+    assert_eq!(
+        U256::from(op1.stake_of(&d, &k1.node_id()).await.unwrap().bonded),
+        tokens(600)
+    );
+    assert!(op1
+        .call(
+            "isStaked",
+            op1.stake_vault(&d).isStaked(k1.node_id().0.into())
+        )
+        .await
+        .unwrap());
+    assert_reverted(
+        outsider.stake(&d, &k1.node_id(), tokens(1)).await,
+        "NotOperator",
+    );
 
     // The publisher registers model A with a royalty recipient; model B has no publisher.
     let model_a_id = Hash32(alloy::primitives::keccak256(MODEL_A.as_bytes()).0);
-    admin.mint(&d, publisher.address(), tokens(1_000)).await.unwrap();
-    publisher.approve(&d, d.model_registry, tokens(1_000)).await.unwrap();
+    admin
+        .mint(&d, publisher.address(), tokens(1_000))
+        .await
+        .unwrap();
     publisher
-        .register_model(&d, &model_a_id, &Hash32([9; 32]), &[5; 32], publisher.address(), tokens(1_000))
+        .approve(&d, d.model_registry, tokens(1_000))
+        .await
+        .unwrap();
+    publisher
+        .register_model(
+            &d,
+            &model_a_id,
+            &Hash32([9; 32]),
+            &[5; 32],
+            publisher.address(),
+            tokens(1_000),
+        )
         .await
         .unwrap();
     let model = publisher
-        .call("getModel", publisher.model_registry(&d).getModel(model_a_id.0.into()))
+        .call(
+            "getModel",
+            publisher.model_registry(&d).getModel(model_a_id.0.into()),
+        )
         .await
         .unwrap();
     assert_eq!(model.royaltyRecipient, publisher.address());
@@ -114,7 +157,10 @@ async fn full_settlement_story_on_local_chain() {
     // Payees read back from the chain.
     let mut hosts = BTreeMap::new();
     for key in [&k1, &k2] {
-        hosts.insert(key.node_id(), from_address(&admin.node(&d, &key.node_id()).await.unwrap().operator));
+        hosts.insert(
+            key.node_id(),
+            from_address(&admin.node(&d, &key.node_id()).await.unwrap().operator),
+        );
     }
     let payees = Payees {
         hosts,
@@ -125,7 +171,9 @@ async fn full_settlement_story_on_local_chain() {
 
     // Receipts: node 1 serves model A three times, node 2 serves model B twice; plus a
     // duplicate, one outside the epoch, one with a broken signature and one local-mode receipt.
-    let r = |k: &NodeKey, i: u8, m: &str, price: u64| receipt(k, i, m, EPOCH_START_MS + u64::from(i) * 1000, price);
+    let r = |k: &NodeKey, i: u8, m: &str, price: u64| {
+        receipt(k, i, m, EPOCH_START_MS + u64::from(i) * 1000, price)
+    };
     let mut batch = vec![
         r(&k1, 1, MODEL_A, 1_000_003),
         r(&k1, 2, MODEL_A, 2_500_000),
@@ -137,7 +185,12 @@ async fn full_settlement_story_on_local_chain() {
     batch.push(receipt(&k1, 9, MODEL_A, EPOCH_END_MS, 50)); // outside the epoch
     let mut forged = r(&k2, 6, MODEL_B, 10_000_000).into_body();
     forged.price_micro_credits = 20_000_000;
-    let forged = b3iq_core::Signed::from_parts(forged, k2.public(), r(&k2, 6, MODEL_B, 10_000_000).signature().clone()).unwrap();
+    let forged = b3iq_core::Signed::from_parts(
+        forged,
+        k2.public(),
+        *r(&k2, 6, MODEL_B, 10_000_000).signature(),
+    )
+    .unwrap();
     batch.push(forged);
     let mut local = r(&k1, 7, MODEL_A, 0).into_body();
     local.mode = OperatingMode::Local;
@@ -153,11 +206,23 @@ async fn full_settlement_story_on_local_chain() {
     };
     let mut builder = EpochBuilder::new(config, payees).unwrap();
     let report = builder.add_all(batch);
-    assert_eq!((report.accepted, report.duplicates, report.conflicts), (5, 1, 0));
+    assert_eq!(
+        (report.accepted, report.duplicates, report.conflicts),
+        (5, 1, 0)
+    );
     assert_eq!(report.rejected.len(), 3, "{:?}", report.rejected);
-    assert!(matches!(report.rejected[0].1, ProtocolError::OutsideEpoch { .. }));
-    assert!(matches!(report.rejected[1].1, ProtocolError::InvalidReceiptSignature { .. }));
-    assert!(matches!(report.rejected[2].1, ProtocolError::NotNetworkMode { .. }));
+    assert!(matches!(
+        report.rejected[0].1,
+        ProtocolError::OutsideEpoch { .. }
+    ));
+    assert!(matches!(
+        report.rejected[1].1,
+        ProtocolError::InvalidReceiptSignature { .. }
+    ));
+    assert!(matches!(
+        report.rejected[2].1,
+        ProtocolError::NotNetworkMode { .. }
+    ));
     let epoch = builder.build().unwrap();
     assert_eq!(epoch.receipt_count, 5);
 
@@ -186,12 +251,25 @@ async fn full_settlement_story_on_local_chain() {
     admin.fund_escrow(&d, total).await.unwrap();
 
     // Only the settler may post.
-    assert_reverted(admin.post_epoch(&d, &epoch).await, "AccessControlUnauthorizedAccount");
-    assert_reverted(outsider.post_epoch(&d, &epoch).await, "AccessControlUnauthorizedAccount");
+    assert_reverted(
+        admin.post_epoch(&d, &epoch).await,
+        "AccessControlUnauthorizedAccount",
+    );
+    assert_reverted(
+        outsider.post_epoch(&d, &epoch).await,
+        "AccessControlUnauthorizedAccount",
+    );
     let posted = settler.post_epoch(&d, &epoch).await.unwrap();
-    assert!(posted.outcome.gas_used <= 80_000, "post epoch used {} gas", posted.outcome.gas_used);
+    assert!(
+        posted.outcome.gas_used <= 80_000,
+        "post epoch used {} gas",
+        posted.outcome.gas_used
+    );
     assert_reverted(settler.post_epoch(&d, &epoch).await, "EpochAlreadyPosted");
-    assert_eq!(admin.epoch_posted_at(&d, 1).await.unwrap(), posted.posted_at);
+    assert_eq!(
+        admin.epoch_posted_at(&d, 1).await.unwrap(),
+        posted.posted_at
+    );
 
     // No claim during the challenge window.
     let e0 = epoch.entries()[0];
@@ -202,17 +280,33 @@ async fn full_settlement_story_on_local_chain() {
     admin.increase_time(DAY + 1).await.unwrap();
 
     // Wrong proofs: another leaf's proof, an inflated amount, another account, a wrong epoch.
-    assert_reverted(outsider.claim(&d, 1, &e0, &epoch.proof(1).unwrap()).await, "InvalidProof");
+    assert_reverted(
+        outsider.claim(&d, 1, &e0, &epoch.proof(1).unwrap()).await,
+        "InvalidProof",
+    );
     let mut inflated = e0;
     inflated.amount += 1;
-    assert_reverted(outsider.claim(&d, 1, &inflated, &epoch.proof(0).unwrap()).await, "InvalidProof");
+    assert_reverted(
+        outsider
+            .claim(&d, 1, &inflated, &epoch.proof(0).unwrap())
+            .await,
+        "InvalidProof",
+    );
     let mut stolen = e0;
     stolen.account = from_address(&outsider.address());
-    assert_reverted(outsider.claim(&d, 1, &stolen, &epoch.proof(0).unwrap()).await, "InvalidProof");
+    assert_reverted(
+        outsider
+            .claim(&d, 1, &stolen, &epoch.proof(0).unwrap())
+            .await,
+        "InvalidProof",
+    );
     let mut short = epoch.proof(0).unwrap();
     short.pop();
     assert_reverted(outsider.claim(&d, 1, &e0, &short).await, "InvalidProof");
-    assert_reverted(outsider.claim(&d, 9, &e0, &epoch.proof(0).unwrap()).await, "UnknownEpoch");
+    assert_reverted(
+        outsider.claim(&d, 9, &e0, &epoch.proof(0).unwrap()).await,
+        "UnknownEpoch",
+    );
 
     // Every party claims (through its own wallet where it has one) and gets exactly its share.
     for e in epoch.entries() {
@@ -222,17 +316,29 @@ async fn full_settlement_story_on_local_chain() {
             .into_iter()
             .find(|c| c.address() == who)
             .unwrap_or(&outsider);
-        let out = sender.claim(&d, 1, e, &epoch.proof(e.index).unwrap()).await.unwrap();
+        let out = sender
+            .claim(&d, 1, e, &epoch.proof(e.index).unwrap())
+            .await
+            .unwrap();
         assert!(out.gas_used > 21_000);
         let after = admin.balance_of(&d, who).await.unwrap();
         assert_eq!(after - before, U256::from(expected[&who]), "claim of {who}");
         assert!(admin.is_claimed(&d, 1, e.index).await.unwrap());
     }
     // Double claim.
-    assert_reverted(op1.claim(&d, 1, &e0, &epoch.proof(0).unwrap()).await, "AlreadyClaimed");
+    assert_reverted(
+        op1.claim(&d, 1, &e0, &epoch.proof(0).unwrap()).await,
+        "AlreadyClaimed",
+    );
     // The escrow paid out exactly the total: nothing left.
-    assert_eq!(admin.balance_of(&d, d.settlement).await.unwrap(), U256::ZERO);
-    let available = admin.call("escrowAvailable", admin.settlement(&d).escrowAvailable()).await.unwrap();
+    assert_eq!(
+        admin.balance_of(&d, d.settlement).await.unwrap(),
+        U256::ZERO
+    );
+    let available = admin
+        .call("escrowAvailable", admin.settlement(&d).escrowAvailable())
+        .await
+        .unwrap();
     assert_eq!(available, U256::ZERO);
 
     // A second epoch cannot be posted without escrow.
@@ -247,22 +353,86 @@ async fn full_settlement_story_on_local_chain() {
     admin.approve(&d, d.settlement, total).await.unwrap();
     admin.fund_escrow(&d, total).await.unwrap();
     settler.post_epoch(&d, &e2).await.unwrap();
-    assert_reverted(admin.cancel_epoch(&d, 2, e2.total_payout + 1).await, "RefundExceedsReserved");
-    assert_reverted(settler.cancel_epoch(&d, 2, e2.total_payout).await, "AccessControlUnauthorizedAccount");
+    assert_reverted(
+        admin.cancel_epoch(&d, 2, e2.total_payout + 1).await,
+        "RefundExceedsReserved",
+    );
+    assert_reverted(
+        settler.cancel_epoch(&d, 2, e2.total_payout).await,
+        "AccessControlUnauthorizedAccount",
+    );
     admin.cancel_epoch(&d, 2, e2.total_payout).await.unwrap();
     assert_eq!(admin.epoch_posted_at(&d, 2).await.unwrap(), 0);
-    let available = admin.call("escrowAvailable", admin.settlement(&d).escrowAvailable()).await.unwrap();
+    let available = admin
+        .call("escrowAvailable", admin.settlement(&d).escrowAvailable())
+        .await
+        .unwrap();
     assert_eq!(available, total);
     admin.increase_time(DAY + 1).await.unwrap();
-    assert_reverted(op1.claim(&d, 2, &e0, &epoch.proof(0).unwrap()).await, "UnknownEpoch");
+    assert_reverted(
+        op1.claim(&d, 2, &e0, &epoch.proof(0).unwrap()).await,
+        "UnknownEpoch",
+    );
     let mut e3 = epoch.clone();
     e3.epoch_id = 3;
     settler.post_epoch(&d, &e3).await.unwrap();
     admin.increase_time(DAY).await.unwrap();
-    assert_reverted(admin.cancel_epoch(&d, 3, e3.total_payout).await, "ChallengeWindowClosed");
+    assert_reverted(
+        admin.cancel_epoch(&d, 3, e3.total_payout).await,
+        "ChallengeWindowClosed",
+    );
 
     // Governance delists a model; only the owner may.
-    assert_reverted(publisher.delist_model(&d, &model_a_id, &Hash32([1; 32])).await, "OwnableUnauthorizedAccount");
-    admin.delist_model(&d, &model_a_id, &Hash32([1; 32])).await.unwrap();
-    assert!(!admin.call("isListed", admin.model_registry(&d).isListed(model_a_id.0.into())).await.unwrap());
+    assert_reverted(
+        publisher
+            .delist_model(&d, &model_a_id, &Hash32([1; 32]))
+            .await,
+        "OwnableUnauthorizedAccount",
+    );
+    admin
+        .delist_model(&d, &model_a_id, &Hash32([1; 32]))
+        .await
+        .unwrap();
+    assert!(!admin
+        .call(
+            "isListed",
+            admin.model_registry(&d).isListed(model_a_id.0.into())
+        )
+        .await
+        .unwrap());
+    // The publisher's stake comes back only after the withdraw delay (14 days).
+    let mr = publisher.model_registry(&d);
+    assert_reverted(
+        publisher
+            .send(
+                "ModelRegistry.withdrawStake",
+                mr.withdrawStake(model_a_id.0.into()),
+            )
+            .await,
+        "StakeLocked",
+    );
+    admin.increase_time(14 * DAY).await.unwrap();
+    let before = publisher.balance_of(&d, publisher.address()).await.unwrap();
+    assert_reverted(
+        outsider
+            .send(
+                "ModelRegistry.withdrawStake",
+                outsider
+                    .model_registry(&d)
+                    .withdrawStake(model_a_id.0.into()),
+            )
+            .await,
+        "NotPublisher",
+    );
+    publisher
+        .send(
+            "ModelRegistry.withdrawStake",
+            mr.withdrawStake(model_a_id.0.into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        publisher.balance_of(&d, publisher.address()).await.unwrap() - before,
+        tokens(1_000)
+    );
 }

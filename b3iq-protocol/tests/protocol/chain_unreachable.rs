@@ -1,12 +1,11 @@
 //! The chain client against a node that is down or slow: clear errors after bounded retries,
 //! and success when the node comes up while the client is still retrying.
 
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use alloy::signers::local::PrivateKeySigner;
 use b3iq_protocol::{ChainClient, ProtocolError, RetryPolicy};
-use crate::common::*;
 
 fn quick(attempts: u32) -> RetryPolicy {
     RetryPolicy {
@@ -23,16 +22,23 @@ async fn down_node_gives_a_clear_error_after_the_retries() {
     let port = free_port(); // nothing listens there
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
-    let err = ChainClient::connect(&url, PrivateKeySigner::random(), quick(4)).await.unwrap_err();
+    let err = ChainClient::connect(&url, PrivateKeySigner::random(), quick(4))
+        .await
+        .unwrap_err();
     match &err {
-        ProtocolError::ChainUnreachable { url: u, attempts, .. } => {
+        ProtocolError::ChainUnreachable {
+            url: u, attempts, ..
+        } => {
             assert_eq!(u, &url);
             assert_eq!(*attempts, 4);
         }
         other => panic!("expected ChainUnreachable, got {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("unreachable after 4 attempts") && msg.contains("hardhat node"), "{msg}");
+    assert!(
+        msg.contains("unreachable after 4 attempts") && msg.contains("hardhat node"),
+        "{msg}"
+    );
     // Backoff happened (50 + 100 + 200 ms) but stayed bounded.
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(350), "{waited:?}");
@@ -42,8 +48,13 @@ async fn down_node_gives_a_clear_error_after_the_retries() {
 #[tokio::test]
 async fn bad_urls_are_refused_up_front() {
     for url in ["not a url", "ftp://127.0.0.1:1", "ws//x"] {
-        let err = ChainClient::connect(url, PrivateKeySigner::random(), quick(1)).await.unwrap_err();
-        assert!(matches!(err, ProtocolError::InvalidRpcUrl { .. }), "{url}: {err:?}");
+        let err = ChainClient::connect(url, PrivateKeySigner::random(), quick(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::InvalidRpcUrl { .. }),
+            "{url}: {err:?}"
+        );
     }
 }
 
@@ -70,9 +81,18 @@ async fn slow_node_that_comes_up_late_is_reached_by_retrying() {
         async move { ChainClient::connect(&url, PrivateKeySigner::random(), policy).await }
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(!client.is_finished(), "client must still be retrying: nothing listens yet");
+    assert!(
+        !client.is_finished(),
+        "client must still be retrying: nothing listens yet"
+    );
     let mut child = std::process::Command::new(&bin)
-        .args(["node", "--hostname", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "node",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
         .current_dir(&dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -86,6 +106,9 @@ async fn slow_node_that_comes_up_late_is_reached_by_retrying() {
         }
     }
     let _guard = Kill(&mut child);
-    let c = client.await.unwrap().expect("client reaches the node once it is up");
+    let c = client
+        .await
+        .unwrap()
+        .expect("client reaches the node once it is up");
     assert_eq!(c.chain_id().await.unwrap(), 31337);
 }

@@ -24,11 +24,17 @@ pub struct HardhatNode {
 }
 
 pub fn contracts_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("contracts")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("contracts")
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl HardhatNode {
@@ -47,7 +53,13 @@ impl HardhatNode {
         let log = std::env::temp_dir().join(format!("b3iq-hardhat-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(&bin)
-            .args(["node", "--hostname", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "node",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
             .current_dir(&dir)
             .env("HARDHAT_DISABLE_TELEMETRY_PROMPT", "true")
             .stdin(Stdio::null())
@@ -67,12 +79,22 @@ impl HardhatNode {
         };
         loop {
             if let Some(status) = node.child.try_wait().unwrap() {
-                panic!("hardhat node exited early ({status}); log:\n{}", node.log_text());
+                panic!(
+                    "hardhat node exited early ({status}); log:\n{}",
+                    node.log_text()
+                );
             }
-            if ChainClient::connect(&node.url, PrivateKeySigner::random(), quick).await.is_ok() {
+            if ChainClient::connect(&node.url, PrivateKeySigner::random(), quick)
+                .await
+                .is_ok()
+            {
                 return node;
             }
-            assert!(Instant::now() < deadline, "hardhat node did not answer within 120 s; log:\n{}", node.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "hardhat node did not answer within 120 s; log:\n{}",
+                node.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -102,11 +124,16 @@ pub fn wallet(name: &str) -> PrivateKeySigner {
 
 /// Connects `signer` and gives it 1,000 ETH for gas (`hardhat_setBalance`).
 pub async fn funded(url: &str, signer: PrivateKeySigner) -> ChainClient {
-    let c = ChainClient::connect(url, signer, RetryPolicy::default()).await.unwrap();
+    let c = ChainClient::connect(url, signer, RetryPolicy::default())
+        .await
+        .unwrap();
     let wei = U256::from(1000u64) * U256::from(10u64).pow(U256::from(18u64));
     let _: serde_json::Value = c
         .provider()
-        .raw_request("hardhat_setBalance".into(), (c.address(), format!("0x{wei:x}")))
+        .raw_request(
+            "hardhat_setBalance".into(),
+            (c.address(), format!("0x{wei:x}")),
+        )
         .await
         .unwrap();
     c
@@ -122,7 +149,13 @@ pub fn address_of(s: &PrivateKeySigner) -> Address {
 }
 
 /// A signed network-mode receipt.
-pub fn receipt(key: &NodeKey, request: u8, model: &str, started_at_ms: u64, price: u64) -> SignedReceipt {
+pub fn receipt(
+    key: &NodeKey,
+    request: u8,
+    model: &str,
+    started_at_ms: u64,
+    price: u64,
+) -> SignedReceipt {
     let salt = CommitmentSalt::from_bytes([request; 32]);
     Receipt {
         node_id: key.node_id(),

@@ -86,7 +86,10 @@ fn samples() -> Vec<(&'static str, Value)> {
     let c = challenge();
     vec![
         ("challenge", serde_json::to_value(&c).unwrap()),
-        ("enroll", serde_json::to_value(enrollment(&key, &c, 2_000)).unwrap()),
+        (
+            "enroll",
+            serde_json::to_value(enrollment(&key, &c, 2_000)).unwrap(),
+        ),
         (
             "accepted",
             serde_json::to_value(EnrollmentAccepted {
@@ -105,7 +108,10 @@ fn samples() -> Vec<(&'static str, Value)> {
             })
             .unwrap(),
         ),
-        ("poll", serde_json::to_value(JobPoll::sign(&key, 41, 25_000, 3_000).unwrap()).unwrap()),
+        (
+            "poll",
+            serde_json::to_value(JobPoll::sign(&key, 41, 25_000, 3_000).unwrap()).unwrap(),
+        ),
         (
             "poll_response",
             serde_json::to_value(JobPollResponse {
@@ -133,13 +139,22 @@ fn parse(kind: &str, v: &Value) -> Result<(), String> {
 }
 
 /// Every (path, string) and every object (path, value) in a message.
-fn walk<'a>(v: &'a Value, path: String, strings: &mut Vec<(String, &'a str)>, objects: &mut Vec<String>) {
+fn walk<'a>(
+    v: &'a Value,
+    path: String,
+    strings: &mut Vec<(String, &'a str)>,
+    objects: &mut Vec<String>,
+) {
     match v {
         Value::String(s) => strings.push((path, s)),
-        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| walk(x, format!("{path}[{i}]"), strings, objects)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| walk(x, format!("{path}[{i}]"), strings, objects)),
         Value::Object(o) => {
             objects.push(path.clone());
-            o.iter().for_each(|(k, x)| walk(x, format!("{path}.{k}"), strings, objects))
+            o.iter()
+                .for_each(|(k, x)| walk(x, format!("{path}.{k}"), strings, objects))
         }
         _ => {}
     }
@@ -170,7 +185,9 @@ fn messages_round_trip_and_checks_hold() {
     assert!(req.verify(&other, 2_500, 60_000).is_err());
     let mut other = c.clone();
     other.nonce = Nonce([3; 32]);
-    assert!(enrollment(&key, &other, 2_000).verify(&c, 2_500, 60_000).is_err());
+    assert!(enrollment(&key, &other, 2_000)
+        .verify(&c, 2_500, 60_000)
+        .is_err());
     let mut other = c.clone();
     other.audience = Audience::new("evil.example").unwrap();
     assert!(req.verify(&other, 2_500, 60_000).is_err());
@@ -201,8 +218,27 @@ fn messages_round_trip_and_checks_hold() {
 #[test]
 fn messages_cannot_carry_prompts_outputs_keys_or_paths() {
     let forbidden = [
-        "prompt", "prompts", "messages", "output", "completion", "text", "content", "private_key", "secret", "salt",
-        "api_key", "token", "password", "url", "path", "file", "customer", "user", "email", "tunnel", "seed",
+        "prompt",
+        "prompts",
+        "messages",
+        "output",
+        "completion",
+        "text",
+        "content",
+        "private_key",
+        "secret",
+        "salt",
+        "api_key",
+        "token",
+        "password",
+        "url",
+        "path",
+        "file",
+        "customer",
+        "user",
+        "email",
+        "tunnel",
+        "seed",
     ];
     for (kind, v) in samples() {
         let mut strings = Vec::new();
@@ -211,15 +247,26 @@ fn messages_cannot_carry_prompts_outputs_keys_or_paths() {
         // 1. No field anywhere has a forbidden name.
         let text = v.to_string();
         for f in forbidden {
-            assert!(!text.contains(&format!("\"{f}\":")), "{kind} has a field named {f}");
+            assert!(
+                !text.contains(&format!("\"{f}\":")),
+                "{kind} has a field named {f}"
+            );
         }
         // 2. Adding such a field to ANY object in the message (top level or nested) is refused.
         for obj in &objects {
             for f in ["prompt", "output", "private_key", "path", "api_key"] {
                 let mut bad = v.clone();
-                let target = if obj == kind { bad.as_object_mut() } else { bad.pointer_mut(&pointer(obj)).and_then(Value::as_object_mut) };
+                let target = if obj == kind {
+                    bad.as_object_mut()
+                } else {
+                    bad.pointer_mut(&pointer(obj))
+                        .and_then(Value::as_object_mut)
+                };
                 target.unwrap().insert(f.into(), json!("tell me a secret"));
-                assert!(parse(kind, &bad).is_err(), "{kind}: {obj} accepted an extra {f} field");
+                assert!(
+                    parse(kind, &bad).is_err(),
+                    "{kind}: {obj} accepted an extra {f} field"
+                );
             }
         }
         // 3. Every string is an id, hex, enum tag or identifier: no spaces, no absolute or
@@ -235,11 +282,22 @@ fn messages_cannot_carry_prompts_outputs_keys_or_paths() {
     let mut v = serde_json::to_value(challenge()).unwrap();
     v["nonce"] = json!("a secret prompt");
     assert!(parse("challenge", &v).is_err());
-    for bad in ["https://cp.example/enroll", "/var/lib/b3iq", "../etc", "a b", "", ".hidden", "cp/x"] {
+    for bad in [
+        "https://cp.example/enroll",
+        "/var/lib/b3iq",
+        "../etc",
+        "a b",
+        "",
+        ".hidden",
+        "cp/x",
+    ] {
         assert!(Audience::new(bad).is_err(), "audience {bad:?} accepted");
         let mut v = serde_json::to_value(challenge()).unwrap();
         v["audience"] = json!(bad);
-        assert!(parse("challenge", &v).is_err(), "challenge with audience {bad:?} accepted");
+        assert!(
+            parse("challenge", &v).is_err(),
+            "challenge with audience {bad:?} accepted"
+        );
     }
     Audience::new("cp.b3iq.example:443").unwrap();
     // A job kind outside the closed set (e.g. a shell command) is refused.
@@ -251,14 +309,20 @@ fn messages_cannot_carry_prompts_outputs_keys_or_paths() {
     })
     .unwrap();
     r["jobs"][0]["body"]["kind"] = json!({"type": "shell", "command": "rm -rf /"});
-    assert!(parse("poll_response", &r).is_err(), "a shell job was accepted");
+    assert!(
+        parse("poll_response", &r).is_err(),
+        "a shell job was accepted"
+    );
     let mut r = serde_json::to_value(JobPollResponse {
         jobs: vec![job(&cp, &key)],
         next_poll_at_ms: 0,
     })
     .unwrap();
     r["jobs"][0]["body"]["kind"]["profile_id"] = json!("../../../../etc/passwd");
-    assert!(parse("poll_response", &r).is_err(), "a path as profile id was accepted");
+    assert!(
+        parse("poll_response", &r).is_err(),
+        "a path as profile id was accepted"
+    );
     let mut r = serde_json::to_value(JobPollResponse {
         jobs: vec![job(&cp, &key)],
         next_poll_at_ms: 0,
@@ -266,7 +330,10 @@ fn messages_cannot_carry_prompts_outputs_keys_or_paths() {
     .unwrap();
     let good = r["jobs"][0].clone();
     r["jobs"] = json!(vec![good; MAX_JOBS_PER_POLL + 1]);
-    assert!(parse("poll_response", &r).is_err(), "too many jobs accepted");
+    assert!(
+        parse("poll_response", &r).is_err(),
+        "too many jobs accepted"
+    );
 }
 
 /// The same round-trip property as the `protocol_messages` fuzz target, over the samples and

@@ -15,7 +15,13 @@ use b3iq_protocol::{EpochBuilder, EpochConfig, Payees, ProtocolError};
 const START: u64 = 1_800_000_000_000;
 const END: u64 = START + 3_600_000;
 
-fn receipt(key: &NodeKey, request: u8, model: &str, started_at_ms: u64, price: u64) -> SignedReceipt {
+fn receipt(
+    key: &NodeKey,
+    request: u8,
+    model: &str,
+    started_at_ms: u64,
+    price: u64,
+) -> SignedReceipt {
     let salt = CommitmentSalt::from_bytes([request; 32]);
     Receipt {
         node_id: key.node_id(),
@@ -47,8 +53,15 @@ fn keys() -> Vec<NodeKey> {
 
 fn payees(keys: &[NodeKey]) -> Payees {
     Payees {
-        hosts: keys.iter().enumerate().map(|(i, k)| (k.node_id(), addr(0x10 + i as u8))).collect(),
-        publishers: BTreeMap::from([("model-a:q4".to_string(), addr(0xa0)), ("org/model-b:f16".to_string(), addr(0xb0))]),
+        hosts: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.node_id(), addr(0x10 + i as u8)))
+            .collect(),
+        publishers: BTreeMap::from([
+            ("model-a:q4".to_string(), addr(0xa0)),
+            ("org/model-b:f16".to_string(), addr(0xb0)),
+        ]),
         protocol: addr(0xf0),
         verifier: addr(0xf5),
     }
@@ -107,10 +120,16 @@ fn leaves_sum_to_the_receipt_total_and_every_proof_verifies() {
     let mut b = EpochBuilder::new(config(), payees(&keys())).unwrap();
     b.add_all(fixed_set());
     let e = b.build().unwrap();
-    let micro: u128 = fixed_set().iter().map(|r| u128::from(r.body().price_micro_credits)).sum();
+    let micro: u128 = fixed_set()
+        .iter()
+        .map(|r| u128::from(r.body().price_micro_credits))
+        .sum();
     assert_eq!(e.total_micro_credits, micro);
     assert_eq!(e.total_payout, micro * 1_000_000_000_000);
-    assert_eq!(e.entries().iter().map(|x| x.amount).sum::<u128>(), e.total_payout);
+    assert_eq!(
+        e.entries().iter().map(|x| x.amount).sum::<u128>(),
+        e.total_payout
+    );
     // 3 hosts + 2 publishers + protocol + verifier.
     assert_eq!(e.leaf_count(), 7);
     for (i, entry) in e.entries().iter().enumerate() {
@@ -128,11 +147,17 @@ fn leaves_sum_to_the_receipt_total_and_every_proof_verifies() {
     let host_a = t_a - t_a / 10 - t_a * 15 / 100 - t_a * 5 / 100;
     let host_c = t_c - t_c / 10 - t_c * 15 / 100 - t_c * 5 / 100;
     let host1 = e.entry_for(&addr(0x10)).unwrap();
-    assert_eq!(host1.amount, u128::from(host_a + host_c) * 1_000_000_000_000);
+    assert_eq!(
+        host1.amount,
+        u128::from(host_a + host_c) * 1_000_000_000_000
+    );
     assert_eq!(e.node_totals[&k[0].node_id()], t_a + t_c);
     // model-c has no publisher: its 10 % went to the protocol (the default policy).
     assert!(!e.publisher_totals.contains_key("model-c:q8"));
-    assert_eq!(SplitPolicy::default().no_publisher_to(), Recipient::Protocol);
+    assert_eq!(
+        SplitPolicy::default().no_publisher_to(),
+        Recipient::Protocol
+    );
     // Claim file round-trips through JSON.
     let file = e.claim_file().unwrap();
     let json = serde_json::to_string(&file).unwrap();
@@ -144,8 +169,14 @@ fn leaves_sum_to_the_receipt_total_and_every_proof_verifies() {
 fn bad_receipts_are_refused_and_change_nothing() {
     let k = keys();
     let mut b = EpochBuilder::new(config(), payees(&k)).unwrap();
-    assert_eq!(b.add(receipt(&k[0], 1, "model-a:q4", START, 10)).unwrap(), Added::New);
-    assert_eq!(b.add(receipt(&k[0], 1, "model-a:q4", START, 10)).unwrap(), Added::Duplicate);
+    assert_eq!(
+        b.add(receipt(&k[0], 1, "model-a:q4", START, 10)).unwrap(),
+        Added::New
+    );
+    assert_eq!(
+        b.add(receipt(&k[0], 1, "model-a:q4", START, 10)).unwrap(),
+        Added::Duplicate
+    );
     // Boundaries: start inclusive, end exclusive.
     assert!(matches!(
         b.add(receipt(&k[0], 2, "model-a:q4", START - 1, 10)),
@@ -158,13 +189,21 @@ fn bad_receipts_are_refused_and_change_nothing() {
     // A receipt re-signed by another key (node id mismatch) or with a tampered body.
     let body = receipt(&k[0], 4, "model-a:q4", START, 10).into_body();
     let other_sig = receipt(&k[1], 4, "model-a:q4", START, 10);
-    let forged = b3iq_core::Signed::from_parts(body.clone(), k[1].public(), *other_sig.signature()).unwrap();
-    assert!(matches!(b.add(forged), Err(ProtocolError::InvalidReceiptSignature { .. })));
+    let forged =
+        b3iq_core::Signed::from_parts(body.clone(), k[1].public(), *other_sig.signature()).unwrap();
+    assert!(matches!(
+        b.add(forged),
+        Err(ProtocolError::InvalidReceiptSignature { .. })
+    ));
     let good = receipt(&k[0], 5, "model-a:q4", START, 10);
     let mut tampered = good.body().clone();
     tampered.price_micro_credits = 10_000;
-    let tampered = b3iq_core::Signed::from_parts(tampered, k[0].public(), *good.signature()).unwrap();
-    assert!(matches!(b.add(tampered), Err(ProtocolError::InvalidReceiptSignature { .. })));
+    let tampered =
+        b3iq_core::Signed::from_parts(tampered, k[0].public(), *good.signature()).unwrap();
+    assert!(matches!(
+        b.add(tampered),
+        Err(ProtocolError::InvalidReceiptSignature { .. })
+    ));
     // Unknown host.
     let stranger = NodeKey::from_seed([99; 32]);
     assert!(matches!(
@@ -174,7 +213,11 @@ fn bad_receipts_are_refused_and_change_nothing() {
     // Same request, different content: the smaller receipt id is kept, whatever the order.
     let x = receipt(&k[1], 7, "model-a:q4", START + 1, 10);
     let y = receipt(&k[1], 7, "model-a:q4", START + 2, 20);
-    let (small, big) = if x.receipt_id() < y.receipt_id() { (x, y) } else { (y, x) };
+    let (small, big) = if x.receipt_id() < y.receipt_id() {
+        (x, y)
+    } else {
+        (y, x)
+    };
     let mut b1 = EpochBuilder::new(config(), payees(&k)).unwrap();
     assert_eq!(b1.add(big.clone()).unwrap(), Added::New);
     assert_eq!(b1.add(small.clone()).unwrap(), Added::Conflict);
@@ -185,17 +228,26 @@ fn bad_receipts_are_refused_and_change_nothing() {
     let e2 = b2.build().unwrap();
     assert_eq!(e1.payout_root, e2.payout_root);
     assert_eq!(e1.conflicts, vec![(small.receipt_id(), big.receipt_id())]);
-    assert_eq!(e1.total_micro_credits, u128::from(small.body().price_micro_credits));
+    assert_eq!(
+        e1.total_micro_credits,
+        u128::from(small.body().price_micro_credits)
+    );
     // Only the valid receipt counted in `b`.
     assert_eq!(b.len(), 1);
     // An epoch with nothing to pay is refused.
     let mut free = EpochBuilder::new(config(), payees(&k)).unwrap();
     free.add(receipt(&k[0], 8, "model-a:q4", START, 0)).unwrap();
-    assert!(matches!(free.build(), Err(ProtocolError::EmptyEpoch { .. })));
+    assert!(matches!(
+        free.build(),
+        Err(ProtocolError::EmptyEpoch { .. })
+    ));
     // Bad configs.
     let mut c = config();
     c.end_ms = c.start_ms;
-    assert!(matches!(EpochBuilder::new(c, payees(&k)), Err(ProtocolError::InvalidEpochConfig(_))));
+    assert!(matches!(
+        EpochBuilder::new(c, payees(&k)),
+        Err(ProtocolError::InvalidEpochConfig(_))
+    ));
 }
 
 #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
@@ -212,7 +264,8 @@ struct Golden {
 }
 
 fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors/protocol/settlement_epoch.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/vectors/protocol/settlement_epoch.json")
 }
 
 #[test]
@@ -238,10 +291,18 @@ fn golden_payout_root_for_the_fixed_set() {
     let path = golden_path();
     if std::env::var_os("B3IQ_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&computed).unwrap() + "\n",
+        )
+        .unwrap();
     }
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (the golden vector is committed; B3IQ_BLESS=1 regenerates it)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the golden vector is committed; B3IQ_BLESS=1 regenerates it)",
+            path.display()
+        )
+    });
     let golden: Golden = serde_json::from_str(&text).unwrap();
     // The stored receipts decode, verify and rebuild the stored roots (what other languages do).
     let decoded: Vec<SignedReceipt> = golden
@@ -255,7 +316,10 @@ fn golden_payout_root_for_the_fixed_set() {
     let rebuilt = b.build().unwrap();
     assert_eq!(rebuilt.payout_root.to_hex(), golden.payout_root);
     assert_eq!(rebuilt.receipt_root.to_hex(), golden.receipt_root);
-    assert_eq!(golden, computed, "the fixed set no longer gives the golden roots");
+    assert_eq!(
+        golden, computed,
+        "the fixed set no longer gives the golden roots"
+    );
 }
 
 mod props {
