@@ -1,1 +1,361 @@
-fn main() { eprintln!("b3iqd: being built"); std::process::exit(1); }
+//! `b3iqd`: the B3IQ reference host daemon and CLI. It only parses the command line and calls
+//! `b3iq-host`; see `docs/cli.md`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use b3iq_host::ops::{self, Offline};
+use b3iq_host::{HostError, LocalNode};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "b3iqd", version, about = "B3IQ local inference host: a private, authenticated OpenAI-compatible endpoint with signed usage receipts.",
+    after_help = "Example:\n  b3iqd serve                      # first start prints the setup URL\n  b3iqd keys create --name laptop  # prints a b3iq_local_ key once\n\nThe home directory is $B3IQ_HOME (default ~/.b3iq).")]
+struct Cli {
+    /// Home directory (default: $B3IQ_HOME, else ~/.b3iq).
+    #[arg(long, global = true, env = "B3IQ_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the node: create the home on first start, print the setup URL, serve the API.
+    #[command(after_help = "Example:\n  b3iqd serve --listen 127.0.0.1:7420 --model smollm2-135m-instruct-q4_1\n  b3iqd serve --model ./my-model.gguf")]
+    Serve {
+        /// Address to listen on (loopback by default; a LAN address needs a claimed owner).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Model profile id or path of a GGUF file (default: the default profile, installed if missing).
+        #[arg(long)]
+        model: Option<String>,
+        /// Serve the API without loading a model (inference answers 503 model_not_loaded).
+        #[arg(long, conflicts_with = "model")]
+        no_model: bool,
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Show node id, claim state, keys and receipts counts.
+    #[command(after_help = "Example:\n  b3iqd status")]
+    Status,
+    /// Show the hardware summary, SKU band and which model profiles fit.
+    #[command(after_help = "Example:\n  b3iqd hardware")]
+    Hardware,
+    /// Run a quick benchmark of a model in process (tokens/s, time to first token).
+    #[command(after_help = "Example:\n  b3iqd bench --model smollm2-135m-instruct-q4_1")]
+    Bench {
+        /// Model profile id or GGUF path.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Manage the model store.
+    #[command(subcommand, after_help = "Example:\n  b3iqd model pull smollm2-135m-instruct-q4_1\n  b3iqd model list")]
+    Model(ModelCmd),
+    /// Manage local API keys (`b3iq_local_...`).
+    #[command(subcommand, after_help = "Example:\n  b3iqd keys create --name laptop --scope inference\n  b3iqd keys list\n  b3iqd keys revoke key_0123abcd")]
+    Keys(KeysCmd),
+    /// Export and verify signed usage receipts.
+    #[command(subcommand, after_help = "Example:\n  b3iqd receipts export --out receipts.json\n  b3iqd receipts verify receipts.json")]
+    Receipts(ReceiptsCmd),
+    /// Write a redacted diagnostics archive (no keys, tokens, hashes, prompts or paths).
+    #[command(after_help = "Example:\n  b3iqd support-bundle --out b3iq-support.tar.gz")]
+    SupportBundle {
+        /// Output file.
+        #[arg(long, default_value = "b3iq-support.tar.gz")]
+        out: PathBuf,
+    },
+    /// Setup recovery.
+    #[command(after_help = "Example:\n  b3iqd setup --reset            # new one-time setup token for an unclaimed node")]
+    Setup {
+        /// Issue a new setup token (the old one stops working).
+        #[arg(long)]
+        reset: bool,
+        /// Lifetime of the new token in seconds (default: config.json setup_token_ttl_s).
+        #[arg(long)]
+        ttl_s: Option<u64>,
+        /// Port to print in the setup URL.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Install a catalog profile (checks size and sha256).
+    #[command(after_help = "Example:\n  b3iqd model pull smollm2-135m-instruct-q4_1")]
+    Pull {
+        /// Profile id.
+        profile: String,
+    },
+    /// List the catalog and installed models.
+    #[command(after_help = "Example:\n  b3iqd model list")]
+    List,
+    /// Remove an installed profile or digest.
+    #[command(after_help = "Example:\n  b3iqd model rm smollm2-135m-instruct-q4_1")]
+    Rm {
+        /// Profile id or sha256.
+        which: String,
+    },
+    /// Inspect a GGUF file's header (architecture, parameters, quantization, context).
+    #[command(after_help = "Example:\n  b3iqd model inspect ./model.gguf")]
+    Inspect {
+        /// GGUF path, profile id or sha256.
+        which: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key; the secret is printed once (or written to --out, mode 0600).
+    #[command(after_help = "Example:\n  b3iqd keys create --name laptop\n  b3iqd keys create --name grafana --scope metrics --out grafana.key")]
+    Create {
+        /// Name to recognise it by.
+        #[arg(long)]
+        name: String,
+        /// Scopes: inference, metrics (repeatable; default inference).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        expires_in_s: Option<u64>,
+        /// Write the secret to this file (0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List keys (never the secrets).
+    #[command(after_help = "Example:\n  b3iqd keys list")]
+    List,
+    /// Revoke a key by id.
+    #[command(after_help = "Example:\n  b3iqd keys revoke key_0123abcd")]
+    Revoke {
+        /// Key id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptsCmd {
+    /// Export all receipts with the node public key as JSON.
+    #[command(after_help = "Example:\n  b3iqd receipts export --out receipts.json")]
+    Export {
+        /// Output file (default stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify an export offline (signatures, ids, duplicates). Exit 1 if any is bad.
+    #[command(after_help = "Example:\n  b3iqd receipts verify receipts.json --node b3n_...")]
+    Verify {
+        /// The export file.
+        file: PathBuf,
+        /// Expected node id.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("b3iqd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("b3iqd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, HostError> {
+    let home = cli.home.clone();
+    match cli.cmd {
+        Cmd::Serve { listen, model, no_model, log_json } => {
+            b3iq_host::logging::init(log_json);
+            let mut b = LocalNode::builder().progress_bar(true);
+            if let Some(h) = home {
+                b = b.home(h);
+            }
+            if let Some(l) = listen {
+                b = b.listen(l);
+            }
+            if let Some(m) = model {
+                b = b.model(m);
+            }
+            if no_model {
+                b = b.no_model();
+            }
+            let node = b.start().await?;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "b3iqd: node {} ({}) listening on {}", node.node_id(), node.node_code(), node.base_url());
+            if let Some(url) = node.setup_url() {
+                if node.setup_token_is_new() {
+                    let _ = writeln!(out, "b3iqd: open this URL to claim the node (shown once; also in $B3IQ_HOME/setup-token):\n{url}");
+                } else {
+                    let _ = writeln!(out, "b3iqd: node not claimed yet; the setup URL is in $B3IQ_HOME/setup-token (or run `b3iqd setup --reset`)");
+                }
+            }
+            let _ = out.flush();
+            drop(out);
+            node.serve_until(shutdown_signal()).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status => {
+            print_json(&Offline::open(home)?.status()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Hardware => {
+            let hw = b3iq_host::hardware::summary();
+            print_json(&serde_json::json!({"hardware": hw, "sku_band": b3iq_host::hardware::sku_band(&hw), "fits": b3iq_host::hardware::fits(&hw)}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench { model } => {
+            let dir = tempdir_for_bench()?;
+            let mut b = LocalNode::builder().home(&dir).listen("127.0.0.1:0").progress_bar(true);
+            if let Some(m) = model {
+                b = b.model(m);
+            }
+            let node = b.start().await?;
+            let m = node.state().served_models().into_iter().next().ok_or(HostError::ModelNotLoaded)?;
+            let r = b3iq_host::bench::quick_benchmark(node.state(), &m).await;
+            node.shutdown().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            print_json(&r?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Model(m) => model_cmd(home, m).await,
+        Cmd::Keys(k) => {
+            let o = Offline::open(home)?;
+            match k {
+                KeysCmd::Create { name, scopes, expires_in_s, out } => {
+                    let (info, secret) = o.create_key(&name, &scopes, expires_in_s)?;
+                    match out {
+                        Some(path) => {
+                            b3iq_host::home::write_atomic(&path, format!("{secret}\n").as_bytes(), 0o600)?;
+                            eprintln!("b3iqd: key {} created; secret written to {}", info.id, path.display());
+                        }
+                        None => {
+                            eprintln!("b3iqd: key {} created; the secret below is shown once:", info.id);
+                            println!("{secret}");
+                        }
+                    }
+                }
+                KeysCmd::List => print_json(&serde_json::json!({"keys": o.list_keys()?})),
+                KeysCmd::Revoke { id } => {
+                    o.revoke_key(&id)?;
+                    eprintln!("b3iqd: key {id} revoked");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Receipts(ReceiptsCmd::Export { out }) => {
+            let v = Offline::open(home)?.export_receipts()?;
+            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+            match out {
+                Some(p) => b3iq_host::home::write_atomic(&p, text.as_bytes(), 0o600)?,
+                None => println!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Receipts(ReceiptsCmd::Verify { file, node }) => {
+            let bytes = std::fs::read(&file).map_err(|e| HostError::home(format!("read {}", file.display()), e))?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| HostError::InvalidJson(e.to_string()))?;
+            let rep = ops::verify_export(&v, node.as_deref())?;
+            print_json(&serde_json::to_value(&rep).unwrap_or_default());
+            Ok(if rep.invalid.is_empty() && rep.duplicate_request_ids == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::SupportBundle { out } => {
+            let o = Offline::open(home)?;
+            let bytes = b3iq_host::support::build_offline_bundle(&o)?;
+            b3iq_host::home::write_atomic(&out, &bytes, 0o600)?;
+            eprintln!("b3iqd: wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Setup { reset, ttl_s, port } => {
+            if !reset {
+                eprintln!("b3iqd: nothing to do; use `b3iqd setup --reset` to issue a new setup token");
+                return Ok(ExitCode::FAILURE);
+            }
+            let o = Offline::open(home)?;
+            let (tok, exp) = o.reset_setup(ttl_s)?;
+            let port = port.unwrap_or_else(|| o.config.listen.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(7420));
+            eprintln!("b3iqd: new setup token (valid until unix time {exp}); open this URL, shown once:");
+            println!("http://127.0.0.1:{port}/setup/#token={tok}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn tempdir_for_bench() -> Result<PathBuf, HostError> {
+    let d = std::env::temp_dir().join(format!("b3iqd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).map_err(|e| HostError::home("create bench dir", e))?;
+    Ok(d)
+}
+
+async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostError> {
+    let o = Offline::open(home)?;
+    let store = b3iq_host::models::store(&o.home)?;
+    match m {
+        ModelCmd::Pull { profile } => {
+            let im = b3iq_host::models::ensure_profile(&o.home, &profile, true).await?;
+            print_json(&serde_json::to_value(&im).unwrap_or_default());
+        }
+        ModelCmd::List => {
+            let installed = store.list().map_err(|e| HostError::Runtime(e.to_string()))?;
+            let catalog: Vec<serde_json::Value> = b3iq_host::models::catalog_profiles();
+            print_json(&serde_json::json!({"catalog": catalog, "installed": installed}));
+        }
+        ModelCmd::Rm { which } => {
+            let digest = match store.find_profile(&which).map_err(|e| HostError::Runtime(e.to_string()))? {
+                Some(m) => m.sha256,
+                None => which.clone(),
+            };
+            store.remove(&digest).map_err(|e| HostError::Runtime(e.to_string()))?;
+            o.db.audit(b3iq_host::state::unix_now(), "owner", "model.remove", &digest, "ok", "cli");
+            eprintln!("b3iqd: removed {digest}");
+        }
+        ModelCmd::Inspect { which } => {
+            let path = std::path::Path::new(&which);
+            let info = if path.is_file() {
+                b3iq_host::models::inspect_file(path)?
+            } else {
+                let digest = match store.find_profile(&which).map_err(|e| HostError::Runtime(e.to_string()))? {
+                    Some(m) => m.sha256,
+                    None => which.clone(),
+                };
+                serde_json::to_value(store.inspect(&digest).map_err(|e| HostError::Runtime(e.to_string()))?).unwrap_or_default()
+            };
+            print_json(&info);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,64 @@
+"""Start the real b3iqd on a free loopback port with the default model, claim it, create a key."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+PASSWORD = "correct horse battery staple"
+
+
+def _bin():
+    b = os.environ.get("B3IQD_BIN")
+    assert b and os.path.isfile(b), "B3IQD_BIN must point at the built b3iqd (apps/b3iqd/ci.sh sets it)"
+    return b
+
+
+def _model():
+    m = os.environ.get("B3IQ_TEST_MODEL")
+    assert m and os.path.isfile(m), "B3IQ_TEST_MODEL must point at the default model (scripts/fetch-model)"
+    return m
+
+
+def _post(url, body, headers=None):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.status, dict(r.headers), json.loads(r.read() or b"null")
+
+
+@pytest.fixture(scope="session")
+def node():
+    home = tempfile.mkdtemp(prefix="b3iqd-py-")
+    proc = subprocess.Popen([_bin(), "serve", "--listen", "127.0.0.1:0", "--model", _model()],
+                            env={**os.environ, "B3IQ_HOME": home}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    base, token = None, None
+    deadline = time.time() + 180
+    while time.time() < deadline and (base is None or token is None):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        m = re.search(r"listening on (http://\S+)", line)
+        if m:
+            base = m.group(1)
+        m = re.search(r"#token=(\S+)", line)
+        if m:
+            token = m.group(1)
+    assert base and token, "b3iqd did not start"
+    _, headers, _ = _post(base + "/api/setup/claim", {"setup_token": token, "username": "owner", "password": PASSWORD})
+    cookie = headers["set-cookie"].split(";")[0]
+    _, _, key = _post(base + "/api/keys", {"name": "pytest", "scopes": ["inference"]}, {"cookie": cookie})
+    _, _, mkey = _post(base + "/api/keys", {"name": "pytest-metrics", "scopes": ["metrics"]}, {"cookie": cookie})
+    yield {"base": base, "key": key["secret"], "metrics_key": mkey["secret"], "cookie": cookie, "home": home}
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,267 @@
+//! `state.db`: SQLite in WAL mode with numbered migrations. All writes go through transactions.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{HostError, Result};
+
+/// Numbered migrations; `PRAGMA user_version` records how many ran. Append only: never edit a
+/// migration that shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: the Local-mode schema.
+    r#"
+    CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'owner',
+        created_at INTEGER NOT NULL,
+        failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE setup_tokens (
+        token_hash TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        scopes TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE TABLE support_grants (
+        id TEXT PRIMARY KEY,
+        prefix TEXT NOT NULL,
+        secret_hash TEXT NOT NULL UNIQUE,
+        note TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE receipts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        request_id TEXT NOT NULL UNIQUE,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        ttft_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        signed BLOB NOT NULL
+    );
+    CREATE TABLE receipt_salts (
+        receipt_id TEXT PRIMARY KEY REFERENCES receipts(id),
+        salt BLOB NOT NULL
+    );
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        receipt_id TEXT NOT NULL UNIQUE REFERENCES receipts(id)
+    );
+    CREATE INDEX usage_at ON usage(at);
+    CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        profile TEXT,
+        state TEXT NOT NULL,
+        bytes_done INTEGER,
+        bytes_total INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        error TEXT,
+        result TEXT,
+        envelope BLOB
+    );
+    CREATE TABLE job_seen (
+        job_id TEXT PRIMARY KEY,
+        issuer TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        seen_at INTEGER NOT NULL
+    );
+    CREATE INDEX job_seen_issuer ON job_seen(issuer, sequence);
+    "#,
+];
+
+/// The state database. Cheap to share behind an `Arc`; one connection behind a mutex (SQLite
+/// serialises writers anyway, and every statement here is short).
+#[derive(Debug)]
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+impl Db {
+    /// Open (creating if needed) and migrate `path`.
+    pub fn open(path: &Path) -> Result<Db> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is on disk when it returns (a receipt is durable before the response).
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        let mut db = Db { conn: Mutex::new(conn) };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// An in-memory database (tests).
+    pub fn open_in_memory() -> Result<Db> {
+        let conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut db = Db { conn: Mutex::new(conn) };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let conn = self.conn.get_mut().map_err(|_| HostError::Internal("db lock poisoned".into()))?;
+        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current as usize > MIGRATIONS.len() {
+            return Err(HostError::Config(format!(
+                "state.db has schema version {current}, newer than this b3iqd knows ({}); upgrade b3iqd",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The schema version (number of migrations applied).
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self.lock().pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// Lock the connection.
+    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back on drop), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` inside one transaction; commit if it returns Ok.
+    pub fn tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Append an audit event.
+    pub fn audit(&self, now: u64, actor: &str, action: &str, target: &str, outcome: &str, detail: &str) {
+        let r = self.lock().execute(
+            "INSERT INTO audit_events(at, actor, action, target, outcome, detail) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![now as i64, actor, action, target, outcome, detail],
+        );
+        if let Err(e) = r {
+            tracing::error!(error = %e, action, "could not write audit event");
+        }
+    }
+
+    /// Read a `meta` value.
+    pub fn meta_get(&self, k: &str) -> Result<Option<String>> {
+        Ok(self.lock().query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0)).optional()?)
+    }
+
+    /// Write a `meta` value.
+    pub fn meta_set(&self, k: &str, v: &str) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO meta(k, v) VALUES (?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            params![k, v],
+        )?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check` result (`"ok"` when healthy).
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self.lock().query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    /// Count rows of a known table.
+    pub fn count(&self, table: &'static str) -> Result<i64> {
+        Ok(self.lock().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.db");
+        let db = Db::open(&p).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        db.meta_set("a", "1").unwrap();
+        drop(db);
+        let db = Db::open(&p).unwrap();
+        assert_eq!(db.meta_get("a").unwrap().as_deref(), Some("1"));
+        let mode: String = db.lock().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(db.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.db");
+        drop(Db::open(&p).unwrap());
+        let c = Connection::open(&p).unwrap();
+        c.pragma_update(None, "user_version", 999).unwrap();
+        drop(c);
+        let e = Db::open(&p).unwrap_err();
+        assert!(e.to_string().contains("upgrade b3iqd"), "{e}");
+    }
+
+    #[test]
+    fn failed_transaction_rolls_back() {
+        let db = Db::open_in_memory().unwrap();
+        let r: Result<()> = db.tx(|tx| {
+            tx.execute("INSERT INTO meta(k,v) VALUES ('x','1')", [])?;
+            Err(HostError::Internal("boom".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(db.meta_get("x").unwrap(), None);
+    }
+}

@@ -1,0 +1,230 @@
+//! The crate's one error type, and its single mapping to HTTP statuses and OpenAI-shaped bodies.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Everything that can go wrong in the host, with variants a caller can act on.
+///
+/// Every variant maps to exactly one HTTP status, OpenAI error `type` and stable `code`
+/// (see `docs/api.md`); [`HostError::status`], [`HostError::kind`] and [`HostError::code`] are
+/// that mapping.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The request body is not valid JSON or not the expected shape.
+    #[error("invalid JSON body: {0}")]
+    InvalidJson(String),
+    /// A parameter is missing or out of range.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// The chosen password is too short or too long.
+    #[error("password must be 10 to 1024 characters long")]
+    WeakPassword,
+    /// The chosen username has characters outside `a-z A-Z 0-9 _ . -` or a bad length.
+    #[error("username must be 1 to 64 characters of a-z, A-Z, 0-9, '_', '.', '-'")]
+    InvalidUsername,
+    /// Only Local mode can be selected in this build.
+    #[error("mode {0:?} is not available in this build; only \"local\" can be selected")]
+    ModeNotAvailable(String),
+    /// The job kind is not one of the closed set.
+    #[error("unknown job kind {0:?}; use install_model, remove_model, run_benchmark or support_bundle")]
+    UnknownJobKind(String),
+    /// The model profile is not in the catalog.
+    #[error("unknown model profile {0:?}; GET /api/models lists the profiles")]
+    UnknownProfile(String),
+    /// The request body is larger than the limit.
+    #[error("request body too large (limit {0} bytes)")]
+    BodyTooLarge(usize),
+
+    /// No credentials were sent.
+    #[error("missing credentials: send `Authorization: Bearer b3iq_local_...` (create a key in the setup page or with `b3iqd keys create`)")]
+    MissingCredentials,
+    /// The bearer key is malformed or unknown.
+    #[error("invalid API key; create a new one with `b3iqd keys create` or in the setup page")]
+    InvalidApiKey,
+    /// The bearer key was revoked.
+    #[error("this API key was revoked; create a new one with `b3iqd keys create`")]
+    RevokedApiKey,
+    /// The bearer key or grant expired.
+    #[error("this API key has expired; create a new one with `b3iqd keys create`")]
+    ExpiredApiKey,
+    /// The route needs an owner session.
+    #[error("owner session required; log in at /setup/")]
+    SessionRequired,
+    /// Wrong username or password.
+    #[error("wrong username or password")]
+    BadCredentials,
+    /// The setup token is wrong or was already used.
+    #[error("setup token invalid or already used; get a new one with `b3iqd setup --reset`")]
+    SetupTokenInvalid,
+    /// The setup token expired.
+    #[error("setup token expired; restart with `b3iqd setup --reset` to get a new one")]
+    SetupTokenExpired,
+
+    /// The credential is valid but lacks the scope for this route.
+    #[error("this credential lacks the {0:?} scope needed here")]
+    InsufficientScope(&'static str),
+    /// A cookie-authenticated state change came from another origin.
+    #[error("cross-origin request refused; use the setup page served by this node")]
+    CrossOrigin,
+    /// The Host header is not in the allowlist.
+    #[error("host {0:?} is not allowed; use http://127.0.0.1:PORT or add the name to allowed_hosts in config.json")]
+    HostNotAllowed(String),
+
+    /// The thing asked for does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The model asked for is not served here.
+    #[error("model {0:?} not found; GET /v1/models lists the served models")]
+    ModelNotFound(String),
+    /// The node already has an owner.
+    #[error("node already claimed; log in instead")]
+    AlreadyClaimed,
+
+    /// The runtime queue is full; retry after the given seconds.
+    #[error("the inference queue is full; retry after {0} s")]
+    QueueFull(u64),
+    /// Too many failed logins; retry after the given seconds.
+    #[error("too many failed logins; retry after {0} s")]
+    LoginBackoff(u64),
+
+    /// The node has no owner yet.
+    #[error("node not claimed; open the setup URL printed by `b3iqd serve` (or run `b3iqd setup --reset`)")]
+    NotClaimed,
+    /// No model is loaded.
+    #[error("no model is loaded; start with `b3iqd serve --model PROFILE_OR_PATH`")]
+    ModelNotLoaded,
+
+    /// The home directory could not be read or written.
+    #[error("home directory {path}: {source}; check permissions or set B3IQ_HOME")]
+    Home {
+        /// What was being accessed (never a secret).
+        path: String,
+        /// The I/O cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config file is malformed.
+    #[error("config: {0}")]
+    Config(String),
+    /// state.db failed.
+    #[error("state.db: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The inference runtime failed.
+    #[error("runtime: {0}")]
+    Runtime(String),
+    /// Core (signing, encoding) failed.
+    #[error("core: {0}")]
+    Core(String),
+    /// Something else internal failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result alias for the crate.
+pub type Result<T, E = HostError> = std::result::Result<T, E>;
+
+impl HostError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        use HostError::*;
+        match self {
+            InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername
+            | ModeNotAvailable(_) | UnknownJobKind(_) | UnknownProfile(_) => StatusCode::BAD_REQUEST,
+            BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            MissingCredentials | InvalidApiKey | RevokedApiKey | ExpiredApiKey | SessionRequired
+            | BadCredentials | SetupTokenInvalid | SetupTokenExpired => StatusCode::UNAUTHORIZED,
+            InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => StatusCode::FORBIDDEN,
+            NotFound(_) | ModelNotFound(_) => StatusCode::NOT_FOUND,
+            AlreadyClaimed => StatusCode::CONFLICT,
+            QueueFull(_) | LoginBackoff(_) => StatusCode::TOO_MANY_REQUESTS,
+            NotClaimed | ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
+            Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The OpenAI-style error `type`.
+    pub fn kind(&self) -> &'static str {
+        match self.status().as_u16() {
+            400 | 413 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            409 => "conflict_error",
+            429 => "rate_limit_error",
+            503 => "service_unavailable",
+            _ => "server_error",
+        }
+    }
+
+    /// The stable machine-readable `code`.
+    pub fn code(&self) -> &'static str {
+        use HostError::*;
+        match self {
+            InvalidJson(_) => "invalid_json",
+            InvalidParameter(_) => "invalid_parameter",
+            WeakPassword => "weak_password",
+            InvalidUsername => "invalid_username",
+            ModeNotAvailable(_) => "mode_not_available",
+            UnknownJobKind(_) => "unknown_job_kind",
+            UnknownProfile(_) => "unknown_profile",
+            BodyTooLarge(_) => "body_too_large",
+            MissingCredentials => "missing_credentials",
+            InvalidApiKey => "invalid_api_key",
+            RevokedApiKey => "revoked_api_key",
+            ExpiredApiKey => "expired_api_key",
+            SessionRequired => "session_required",
+            BadCredentials => "bad_credentials",
+            SetupTokenInvalid => "setup_token_invalid",
+            SetupTokenExpired => "setup_token_expired",
+            InsufficientScope(_) => "insufficient_scope",
+            CrossOrigin => "cross_origin",
+            HostNotAllowed(_) => "host_not_allowed",
+            NotFound(_) => "not_found",
+            ModelNotFound(_) => "model_not_found",
+            AlreadyClaimed => "already_claimed",
+            QueueFull(_) => "queue_full",
+            LoginBackoff(_) => "login_backoff",
+            NotClaimed => "not_claimed",
+            ModelNotLoaded => "model_not_loaded",
+            Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => "internal",
+        }
+    }
+
+    /// The error body `{"error": {"message", "type", "code"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        let message = if self.status().is_server_error() && self.status() != StatusCode::SERVICE_UNAVAILABLE {
+            // Internal details stay in the log (they may name paths); the client gets a hint.
+            "internal error; see the b3iqd log".to_string()
+        } else {
+            self.to_string()
+        };
+        serde_json::json!({"error": {"message": message, "type": self.kind(), "code": self.code()}})
+    }
+
+    /// An I/O error on the home directory (`path` names what was accessed, never a secret).
+    pub fn home(path: impl Into<String>, source: std::io::Error) -> Self {
+        HostError::Home { path: path.into(), source }
+    }
+}
+
+impl IntoResponse for HostError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        let retry = match &self {
+            HostError::QueueFull(s) | HostError::LoginBackoff(s) => Some(*s),
+            _ => None,
+        };
+        if let Some(s) = retry {
+            if let Ok(v) = HeaderValue::from_str(&s.max(1).to_string()) {
+                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,252 @@
+//! The home directory (`B3IQ_HOME`, default `~/.b3iq`): layout, config.json and crash-safe writes.
+//!
+//! ```text
+//! $B3IQ_HOME/
+//!   config.json       settings (no secrets)
+//!   identity.key      the node's Ed25519 secret key, hex, mode 0600
+//!   owner.key         the owner's job-issuer secret key (created at claim), hex, mode 0600
+//!   setup-token       the one-time setup token while the node is unclaimed, mode 0600
+//!   state.db          SQLite (WAL): users, sessions, keys, usage, receipts, audit, jobs, ...
+//!   models/           the model store
+//!   logs/             daemon logs
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HostError, Result};
+
+/// Default TCP port of the local API.
+pub const DEFAULT_PORT: u16 = 7420;
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+
+/// The settings in `config.json`. Contains no secrets; every field has a default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// Format version of this file.
+    pub version: u32,
+    /// Address the API listens on when `--listen` is not given.
+    pub listen: String,
+    /// Extra host names accepted in the `Host` header (LAN names), besides the loopback names
+    /// and `b3iq.local`.
+    pub allowed_hosts: Vec<String>,
+    /// Model profile id or GGUF path to load when `--model` is not given.
+    pub model: Option<String>,
+    /// Seconds a new setup token stays valid.
+    pub setup_token_ttl_s: u64,
+    /// Seconds an owner session stays valid.
+    pub session_ttl_s: u64,
+    /// Parallel sequences the runtime decodes together (continuous batching).
+    pub parallel: u32,
+    /// Requests allowed to wait in the queue before 429.
+    pub max_queue: u32,
+    /// CPU threads for the runtime (0: the runtime decides).
+    pub threads: u32,
+    /// Context length per sequence (tokens).
+    pub context_tokens: u32,
+    /// Price per 1,000 tokens in micro-credits written into receipts (0 in Local mode).
+    pub price_micros_per_1k_tokens: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: 1,
+            listen: DEFAULT_LISTEN.to_string(),
+            allowed_hosts: Vec::new(),
+            model: None,
+            setup_token_ttl_s: 24 * 3600,
+            session_ttl_s: 7 * 24 * 3600,
+            parallel: 4,
+            max_queue: 64,
+            threads: 0,
+            context_tokens: 2048,
+            price_micros_per_1k_tokens: 0,
+        }
+    }
+}
+
+/// A home directory on disk.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// The home named by `B3IQ_HOME`, else `~/.b3iq`.
+    pub fn from_env() -> Result<Home> {
+        if let Some(p) = std::env::var_os("B3IQ_HOME").filter(|p| !p.is_empty()) {
+            return Ok(Home::at(PathBuf::from(p)));
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| HostError::Config("neither B3IQ_HOME nor HOME is set; set B3IQ_HOME".into()))?;
+        Ok(Home::at(PathBuf::from(home).join(".b3iq")))
+    }
+
+    /// A home at an explicit path (not created yet).
+    pub fn at(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    /// Create the directory tree (mode 0700) if absent.
+    pub fn ensure(&self) -> Result<()> {
+        for d in [self.root.clone(), self.models_dir(), self.logs_dir()] {
+            fs::create_dir_all(&d).map_err(|e| HostError::home("create home directory", e))?;
+        }
+        set_mode(&self.root, 0o700)?;
+        Ok(())
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `config.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    /// `identity.key`.
+    pub fn identity_path(&self) -> PathBuf {
+        self.root.join("identity.key")
+    }
+    /// `owner.key`.
+    pub fn owner_key_path(&self) -> PathBuf {
+        self.root.join("owner.key")
+    }
+    /// `setup-token`.
+    pub fn setup_token_path(&self) -> PathBuf {
+        self.root.join("setup-token")
+    }
+    /// `state.db`.
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("state.db")
+    }
+    /// `models/`.
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
+    /// `logs/`.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// Read `config.json`, writing the defaults first if it does not exist.
+    pub fn load_or_init_config(&self) -> Result<Config> {
+        let path = self.config_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                HostError::Config(format!("config.json is not valid ({e}); fix it or delete it to get the defaults"))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let cfg = Config::default();
+                self.save_config(&cfg)?;
+                Ok(cfg)
+            }
+            Err(e) => Err(HostError::home("read config.json", e)),
+        }
+    }
+
+    /// Write `config.json` crash-safely.
+    pub fn save_config(&self, cfg: &Config) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(cfg).map_err(|e| HostError::Internal(e.to_string()))?;
+        bytes.push(b'\n');
+        write_atomic(&self.config_path(), &bytes, 0o644)
+    }
+}
+
+/// Write a file crash-safely: write a temp file in the same directory, fsync it, rename it over the
+/// target, then fsync the directory. `mode` is applied to the temp file before any byte is written,
+/// so a secret is never readable by others even for a moment.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().ok_or_else(|| HostError::Internal("write_atomic: path has no parent".into()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let what = format!("write {name}");
+    {
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(mode);
+        }
+        let mut f = opts.open(&tmp).map_err(|e| HostError::home(what.clone(), e))?;
+        set_mode(&tmp, mode)?;
+        f.write_all(bytes).map_err(|e| HostError::home(what.clone(), e))?;
+        f.sync_all().map_err(|e| HostError::home(what.clone(), e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        HostError::home(what.clone(), e)
+    })?;
+    if let Ok(d) = File::open(dir) {
+        d.sync_all().map_err(|e| HostError::home(what, e))?;
+    }
+    Ok(())
+}
+
+/// Remove a file if present, then fsync the directory.
+pub fn remove_durably(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(HostError::home("remove file", e)),
+    }
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| HostError::home("set permissions", e))?;
+    }
+    let _ = (path, mode);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // no temp file left behind
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn config_defaults_roundtrip_and_bad_config_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("h"));
+        home.ensure().unwrap();
+        let cfg = home.load_or_init_config().unwrap();
+        assert_eq!(cfg, Config::default());
+        assert_eq!(cfg.listen, "127.0.0.1:7420");
+        fs::write(home.config_path(), b"{not json").unwrap();
+        let err = home.load_or_init_config().unwrap_err();
+        assert!(err.to_string().contains("config.json is not valid"), "{err}");
+    }
+}

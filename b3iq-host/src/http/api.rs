@@ -1,0 +1,424 @@
+//! `/api/*`, `/healthz` and `/metrics` handlers (owner and setup routes).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use b3iq_runtime::runtime::{ChatMessage, Prompt, SamplingParams};
+use rusqlite::params;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{bearer, clear_cookie, empty, json as js, same_origin, session_cookie, JsonBody, Owner};
+use crate::auth;
+use crate::error::{HostError, Result};
+use crate::jobs::JobRequest;
+use crate::receipts;
+use crate::state::NodeState;
+
+type St = State<Arc<NodeState>>;
+
+/// `GET /healthz`.
+pub async fn healthz() -> Response {
+    js(StatusCode::OK, json!({"status": "ok"}))
+}
+
+/// `GET /api/setup/status`.
+pub async fn setup_status(State(st): St) -> Result<Response> {
+    let claimed = st.claimed()?;
+    let exp = if claimed { None } else { auth::setup_token_expiry(&st.db)? };
+    Ok(js(
+        StatusCode::OK,
+        json!({
+            "claimed": claimed,
+            "node_id": st.node_id.to_text(),
+            "node_code": st.node_code(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "setup_token_expires_at": exp,
+            "hardware": st.hardware(),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ClaimBody {
+    setup_token: String,
+    username: String,
+    password: String,
+}
+
+/// `POST /api/setup/claim`.
+pub async fn setup_claim(State(st): St, headers: HeaderMap, JsonBody(b): JsonBody<ClaimBody>) -> Result<Response> {
+    same_origin(&headers)?;
+    let now = st.now();
+    let st2 = st.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        auth::claim(&st2.db, &b.setup_token, &b.username, &b.password, now, st2.config.session_ttl_s)
+    })
+    .await
+    .map_err(|e| HostError::Internal(e.to_string()))?;
+    match res {
+        Ok(g) => {
+            crate::home::remove_durably(&st.home.setup_token_path())?;
+            crate::jobs::ensure_owner_issuer(&st.home)?;
+            st.db.audit(now, "setup", "node.claim", &g.username, "ok", "owner account created; setup token consumed");
+            tracing::info!(owner = %g.username, "node claimed");
+            let mut r = js(StatusCode::CREATED, json!({"username": g.username, "node_id": st.node_id.to_text(), "expires_at": g.expires_at}));
+            r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s));
+            Ok(r)
+        }
+        Err(e) => {
+            st.db.audit(now, "setup", "node.claim", "", "refused", e.code());
+            Err(e)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// `POST /api/session/login`.
+pub async fn login(State(st): St, headers: HeaderMap, JsonBody(b): JsonBody<LoginBody>) -> Result<Response> {
+    same_origin(&headers)?;
+    if !st.claimed()? {
+        return Err(HostError::NotClaimed);
+    }
+    let now = st.now();
+    let st2 = st.clone();
+    let user = b.username.clone();
+    let res = tokio::task::spawn_blocking(move || auth::login(&st2.db, &b.username, &b.password, now, st2.config.session_ttl_s))
+        .await
+        .map_err(|e| HostError::Internal(e.to_string()))?;
+    let shown: String = user.chars().take(64).collect();
+    match res {
+        Ok(g) => {
+            st.db.audit(now, "owner", "session.login", &shown, "ok", "");
+            let mut r = js(StatusCode::OK, json!({"username": g.username, "expires_at": g.expires_at}));
+            r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s));
+            Ok(r)
+        }
+        Err(e) => {
+            st.db.audit(now, "anonymous", "session.login", &shown, "refused", e.code());
+            Err(e)
+        }
+    }
+}
+
+/// `POST /api/session/logout`.
+pub async fn logout(State(st): St, owner: Owner) -> Result<Response> {
+    auth::logout(&st.db, &owner.secret)?;
+    st.db.audit(st.now(), "owner", "session.logout", &owner.session.username, "ok", "");
+    let mut r = empty(StatusCode::NO_CONTENT);
+    r.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    Ok(r)
+}
+
+/// `GET /api/session`.
+pub async fn session_info(owner: Owner) -> Response {
+    js(StatusCode::OK, json!({"username": owner.session.username, "expires_at": owner.session.expires_at}))
+}
+
+fn models_json(st: &NodeState) -> Vec<Value> {
+    st.served_models()
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id, "loaded": true, "profile": m.profile,
+                "path_name": m.info.path.file_name().map(|n| n.to_string_lossy().to_string()),
+                "size_bytes": m.info.size_bytes, "sha256": m.info.sha256,
+                "architecture": m.info.architecture, "quantization": m.info.quantization,
+                "context_length": m.info.context_length,
+            })
+        })
+        .collect()
+}
+
+/// `GET /api/node`.
+pub async fn node_info(State(st): St, _o: Owner) -> Result<Response> {
+    let rt = st.runtime.as_ref().map(|r| (r.backend_info(), r.metrics()));
+    let runtime = match rt {
+        Some((b, m)) => json!({"backend": b.name, "kind": b.kind.as_str(), "threads": b.threads, "queue_depth": m.queue_depth, "active_sequences": m.active_sequences, "max_queue": m.queue_capacity, "parallel": m.max_sequences}),
+        None => Value::Null,
+    };
+    Ok(js(
+        StatusCode::OK,
+        json!({
+            "node_id": st.node_id.to_text(), "node_code": st.node_code(), "version": env!("CARGO_PKG_VERSION"),
+            "mode": st.mode().as_str(), "listen": st.listen.get().map(|a| a.to_string()),
+            "uptime_s": st.started.elapsed().as_secs(), "hardware": st.hardware(), "runtime": runtime,
+            "models": models_json(&st), "receipts_stored": st.db.count("receipts")?,
+        }),
+    ))
+}
+
+/// `GET /api/hardware`.
+pub async fn hardware(State(st): St, _o: Owner) -> Result<Response> {
+    let hw = st.hardware();
+    Ok(js(StatusCode::OK, json!({"hardware": hw, "sku_band": crate::hardware::sku_band(&hw), "fits": crate::hardware::fits(&hw)})))
+}
+
+/// `GET /api/models`.
+pub async fn models(State(st): St, _o: Owner) -> Result<Response> {
+    Ok(js(StatusCode::OK, crate::models::catalog_json(&st)))
+}
+
+/// `GET /api/mode`.
+pub async fn mode_get(State(st): St, _o: Owner) -> Response {
+    js(StatusCode::OK, mode_json(&st))
+}
+
+fn mode_json(st: &NodeState) -> Value {
+    json!({"mode": st.mode().as_str(), "modes": [
+        {"mode": "local", "selectable": true},
+        {"mode": "managed", "selectable": false, "reason": "managed mode is not available in this build"},
+        {"mode": "network", "selectable": false, "reason": "network mode is not available in this build"}]})
+}
+
+#[derive(Deserialize)]
+pub struct ModeBody {
+    mode: String,
+}
+
+/// `POST /api/mode`.
+pub async fn mode_set(State(st): St, _o: Owner, JsonBody(b): JsonBody<ModeBody>) -> Result<Response> {
+    if b.mode != "local" {
+        st.db.audit(st.now(), "owner", "mode.change", &b.mode.chars().take(32).collect::<String>(), "refused", "mode_not_available");
+        return Err(HostError::ModeNotAvailable(b.mode.chars().take(32).collect()));
+    }
+    Ok(js(StatusCode::OK, mode_json(&st)))
+}
+
+/// `GET /api/keys`.
+pub async fn keys_list(State(st): St, _o: Owner) -> Result<Response> {
+    Ok(js(StatusCode::OK, json!({"keys": auth::list_keys(&st.db)?})))
+}
+
+#[derive(Deserialize)]
+pub struct KeyBody {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_in_s: Option<u64>,
+}
+
+/// `POST /api/keys`.
+pub async fn keys_create(State(st): St, _o: Owner, JsonBody(b): JsonBody<KeyBody>) -> Result<Response> {
+    let now = st.now();
+    let (info, secret) = auth::create_key(&st.db, &b.name, &b.scopes, b.expires_in_s, now)?;
+    st.db.audit(now, "owner", "key.create", &info.id, "ok", &format!("scopes={}", info.scopes.join(",")));
+    Ok(js(StatusCode::CREATED, json!({"key": info, "secret": secret})))
+}
+
+/// `DELETE /api/keys/{id}`.
+pub async fn keys_revoke(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
+    let now = st.now();
+    auth::revoke_key(&st.db, &id, now)?;
+    st.db.audit(now, "owner", "key.revoke", &id, "ok", "");
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+/// `GET /api/receipts`.
+pub async fn receipts_list(State(st): St, _o: Owner, Query(q): Query<ListQuery>) -> Result<Response> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let list = receipts::list(&st.db, &st.key.public(), limit, q.before)?;
+    let next = if list.len() as u32 == limit { list.last().map(|r| r.seq) } else { None };
+    Ok(js(StatusCode::OK, json!({"receipts": list, "next_before": next})))
+}
+
+/// `GET /api/receipts/{id}`.
+pub async fn receipt_get(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
+    let r = receipts::get(&st.db, &st.key.public(), &id)?.ok_or_else(|| HostError::NotFound(format!("receipt {}", id.chars().take(80).collect::<String>())))?;
+    Ok(js(StatusCode::OK, json!(r)))
+}
+
+/// `GET /api/audit`.
+pub async fn audit(State(st): St, _o: Owner, Query(q): Query<ListQuery>) -> Result<Response> {
+    let events = crate::support::audit_events(&st.db, q.limit.unwrap_or(100).clamp(1, 1000))?;
+    Ok(js(StatusCode::OK, json!({"events": events})))
+}
+
+#[derive(Deserialize)]
+pub struct UsageQuery {
+    bucket: Option<String>,
+    since: Option<u64>,
+}
+
+/// `GET /api/usage`.
+pub async fn usage(State(st): St, _o: Owner, Query(q): Query<UsageQuery>) -> Result<Response> {
+    let (bucket, width, default_span) = match q.bucket.as_deref().unwrap_or("hour") {
+        "hour" => ("hour", 3600i64, 24 * 3600u64),
+        "day" => ("day", 86400i64, 30 * 86400u64),
+        other => return Err(HostError::InvalidParameter(format!("bucket must be \"hour\" or \"day\", got {:?}", other.chars().take(16).collect::<String>()))),
+    };
+    let since = q.since.unwrap_or_else(|| st.now().saturating_sub(default_span)) as i64;
+    let conn = st.db.lock();
+    let mut s = conn.prepare(
+        "SELECT (at / ?1) * ?1 AS b, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM usage WHERE at >= ?2 GROUP BY b ORDER BY b",
+    )?;
+    let series: Vec<Value> = s
+        .query_map(params![width, since], |r| {
+            Ok(json!({"start": r.get::<_, i64>(0)?, "requests": r.get::<_, i64>(1)?, "prompt_tokens": r.get::<_, i64>(2)?, "completion_tokens": r.get::<_, i64>(3)?}))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut s = conn.prepare(
+        "SELECT u.key_id, COALESCE(k.name, u.key_id), COUNT(*), SUM(u.prompt_tokens), SUM(u.completion_tokens)
+         FROM usage u LEFT JOIN api_keys k ON k.id = u.key_id WHERE u.at >= ?1 GROUP BY u.key_id ORDER BY 3 DESC",
+    )?;
+    let by_key: Vec<Value> = s
+        .query_map(params![since], |r| {
+            Ok(json!({"key_id": r.get::<_, String>(0)?, "name": r.get::<_, String>(1)?, "requests": r.get::<_, i64>(2)?, "prompt_tokens": r.get::<_, i64>(3)?, "completion_tokens": r.get::<_, i64>(4)?}))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut s = conn.prepare(
+        "SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM usage WHERE at >= ?1 GROUP BY model ORDER BY 2 DESC",
+    )?;
+    let by_model: Vec<Value> = s
+        .query_map(params![since], |r| {
+            Ok(json!({"model": r.get::<_, String>(0)?, "requests": r.get::<_, i64>(1)?, "prompt_tokens": r.get::<_, i64>(2)?, "completion_tokens": r.get::<_, i64>(3)?}))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(js(StatusCode::OK, json!({"bucket": bucket, "series": series, "by_key": by_key, "by_model": by_model})))
+}
+
+/// `GET /api/jobs`.
+pub async fn jobs_list(State(st): St, _o: Owner) -> Result<Response> {
+    Ok(js(StatusCode::OK, json!({"jobs": crate::jobs::list(&st.db, 100)?})))
+}
+
+/// `GET /api/jobs/{id}`.
+pub async fn job_get(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
+    let j = crate::jobs::get(&st.db, &id)?.ok_or_else(|| HostError::NotFound(format!("job {}", id.chars().take(80).collect::<String>())))?;
+    Ok(js(StatusCode::OK, json!(j)))
+}
+
+/// `POST /api/jobs`.
+pub async fn jobs_create(State(st): St, _o: Owner, JsonBody(b): JsonBody<Value>) -> Result<Response> {
+    let req = JobRequest::from_json(&b)?;
+    let job = crate::jobs::submit(&st, req).await?;
+    Ok(js(StatusCode::ACCEPTED, json!({"job": job})))
+}
+
+#[derive(Deserialize)]
+pub struct PlaygroundBody {
+    messages: Vec<PlayMsg>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PlayMsg {
+    role: String,
+    content: String,
+}
+
+/// `POST /api/playground/chat`.
+pub async fn playground_chat(State(st): St, _o: Owner, JsonBody(b): JsonBody<PlaygroundBody>) -> Result<Response> {
+    let max_tokens = b.max_tokens.unwrap_or(64);
+    if !(1..=512).contains(&max_tokens) {
+        return Err(HostError::InvalidParameter("max_tokens must be between 1 and 512".into()));
+    }
+    if b.messages.is_empty() {
+        return Err(HostError::InvalidParameter("messages must not be empty".into()));
+    }
+    let mut msgs = Vec::new();
+    for m in b.messages {
+        msgs.push(match m.role.as_str() {
+            "system" => ChatMessage::system(m.content),
+            "user" => ChatMessage::user(m.content),
+            "assistant" => ChatMessage::assistant(m.content),
+            _ => return Err(HostError::InvalidParameter("role must be system, user or assistant".into())),
+        });
+    }
+    let model = match b.model {
+        Some(id) => st.served_model(&id).ok_or(HostError::ModelNotFound(id))?,
+        None => st.served_models().into_iter().next().ok_or(HostError::ModelNotLoaded)?,
+    };
+    let (c, receipt_id, ttft) =
+        super::openai::complete_with_receipt(&st, "owner", &model, Prompt::Chat(msgs), SamplingParams::default(), max_tokens).await?;
+    let duration_ms = c.timings.total_us / 1000;
+    Ok(js(
+        StatusCode::OK,
+        json!({
+            "model": model.id, "content": c.text, "finish_reason": c.finish_reason.as_str(),
+            "usage": c.usage, "ttft_ms": ttft, "duration_ms": duration_ms,
+            "tokens_per_second": c.timings.generation_tokens_per_second(&c.usage), "receipt_id": receipt_id,
+        }),
+    ))
+}
+
+/// `GET /api/support/grants`.
+pub async fn grants_list(State(st): St, _o: Owner) -> Result<Response> {
+    Ok(js(StatusCode::OK, json!({"grants": auth::list_grants(&st.db)?})))
+}
+
+#[derive(Deserialize)]
+pub struct GrantBody {
+    #[serde(default)]
+    ttl_s: Option<u64>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /api/support/grants`.
+pub async fn grants_create(State(st): St, _o: Owner, JsonBody(b): JsonBody<GrantBody>) -> Result<Response> {
+    let now = st.now();
+    let (g, secret) = auth::create_grant(&st.db, b.ttl_s.unwrap_or(3600), b.note.as_deref().unwrap_or(""), now)?;
+    st.db.audit(now, "owner", "support.grant", &g.id, "ok", &format!("expires_at={}", g.expires_at));
+    Ok(js(StatusCode::CREATED, json!({"grant": g, "secret": secret})))
+}
+
+/// `DELETE /api/support/grants/{id}`.
+pub async fn grants_revoke(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
+    let now = st.now();
+    auth::revoke_grant(&st.db, &id, now)?;
+    st.db.audit(now, "owner", "support.revoke", &id, "ok", "");
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /api/support/bundle` (owner or support grant).
+pub async fn support_bundle(State(st): St, owner: Option<Owner>, headers: HeaderMap) -> Result<Response> {
+    let actor = match owner {
+        Some(_) => "owner".to_string(),
+        None => {
+            let tok = bearer(&headers).ok_or(HostError::SessionRequired)?;
+            let g = auth::authenticate_grant(&st.db, tok, st.now())?;
+            format!("support:{}", g.id)
+        }
+    };
+    let st2 = st.clone();
+    let bytes = tokio::task::spawn_blocking(move || crate::support::build_bundle(&st2))
+        .await
+        .map_err(|e| HostError::Internal(e.to_string()))??;
+    st.db.audit(st.now(), &actor, "support.bundle", "", "ok", &format!("bytes={}", bytes.len()));
+    let mut r = (StatusCode::OK, bytes).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"b3iq-support.tar.gz\""));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// `GET /metrics` (owner or key with the metrics scope).
+pub async fn metrics(State(st): St, owner: Option<Owner>, headers: HeaderMap) -> Result<Response> {
+    if owner.is_none() {
+        let tok = bearer(&headers).ok_or(HostError::MissingCredentials)?;
+        auth::authenticate_key(&st.db, tok, auth::SCOPE_METRICS, st.now())?;
+    }
+    let text = st.metrics.render(st.runtime.as_ref().map(|r| r.metrics()), st.db.count("receipts")?);
+    let mut r = (StatusCode::OK, text).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(r)
+}

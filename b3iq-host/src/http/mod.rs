@@ -1,0 +1,324 @@
+//! The local HTTP API (axum): router, guards (Host allowlist, CSRF, body limit), extractors.
+//! Routes and shapes are documented in `docs/api.md`.
+
+mod api;
+pub(crate) mod openai;
+pub(crate) use openai::start as start_generation;
+mod wizard;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+use crate::auth::{self, Session};
+use crate::error::HostError;
+use crate::state::NodeState;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Name of the owner session cookie.
+pub const SESSION_COOKIE: &str = "b3iq_session";
+
+type St = State<Arc<NodeState>>;
+
+/// Build the full router for a node.
+pub fn router(state: Arc<NodeState>) -> Router {
+    let api = Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/api/setup/status", get(api::setup_status))
+        .route("/api/setup/claim", post(api::setup_claim))
+        .route("/api/session/login", post(api::login))
+        .route("/api/session/logout", post(api::logout))
+        .route("/api/session", get(api::session_info))
+        .route("/api/node", get(api::node_info))
+        .route("/api/hardware", get(api::hardware))
+        .route("/api/models", get(api::models))
+        .route("/api/mode", get(api::mode_get).post(api::mode_set))
+        .route("/api/keys", get(api::keys_list).post(api::keys_create))
+        .route("/api/keys/{id}", delete(api::keys_revoke))
+        .route("/api/receipts", get(api::receipts_list))
+        .route("/api/receipts/{id}", get(api::receipt_get))
+        .route("/api/audit", get(api::audit))
+        .route("/api/usage", get(api::usage))
+        .route("/api/jobs", get(api::jobs_list).post(api::jobs_create))
+        .route("/api/jobs/{id}", get(api::job_get))
+        .route("/api/playground/chat", post(api::playground_chat))
+        .route("/api/support/grants", get(api::grants_list).post(api::grants_create))
+        .route("/api/support/grants/{id}", delete(api::grants_revoke))
+        .route("/api/support/bundle", get(api::support_bundle))
+        .route("/metrics", get(api::metrics))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/", get(wizard::root_redirect))
+        .route("/setup", get(wizard::root_redirect))
+        .route("/setup/", get(wizard::index))
+        .route("/setup/{*path}", get(wizard::asset))
+        .fallback(fallback);
+    api.layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn fallback() -> HostError {
+    HostError::NotFound("route".into())
+}
+
+/// Host allowlist (DNS rebinding) and security headers on every response.
+async fn guard(State(st): St, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if !st.host_allowed(host) {
+        let shown: String = host.chars().take(80).collect();
+        tracing::warn!(host = %shown, "refused request with a Host header outside the allowlist");
+        return HostError::HostNotAllowed(shown).into_response();
+    }
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// Count requests by route template and status for `/metrics`.
+async fn count_requests(State(st): St, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().clone();
+    let t0 = Instant::now();
+    let resp = next.run(req).await;
+    st.metrics.request(&route, resp.status().as_u16());
+    tracing::debug!(%method, route = %route, status = resp.status().as_u16(), ms = t0.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+/// Whether a `Host` header value names this node (any port).
+pub fn host_matches(host: &str, extra: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inner, tail)) => {
+                if !(tail.is_empty() || (tail.starts_with(':') && tail[1..].chars().all(|c| c.is_ascii_digit()))) {
+                    return false;
+                }
+                return inner == "::1" || extra.iter().any(|e| e.eq_ignore_ascii_case(&format!("[{inner}]")));
+            }
+            None => return false,
+        }
+    } else {
+        match host.split_once(':') {
+            Some((n, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => n,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return false;
+    }
+    name.eq_ignore_ascii_case("localhost")
+        || name == "127.0.0.1"
+        || name.eq_ignore_ascii_case("b3iq.local")
+        || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+}
+
+/// CSRF check for cookie-authenticated state changes: `Origin`, if present, must be this host;
+/// `Sec-Fetch-Site`, if present, must be `same-origin` or `none`.
+pub fn same_origin(headers: &HeaderMap) -> Result<(), HostError> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let s = site.to_str().unwrap_or("");
+        if s != "same-origin" && s != "none" {
+            return Err(HostError::CrossOrigin);
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if host.is_empty() || (origin != format!("http://{host}") && origin != format!("https://{host}")) {
+            return Err(HostError::CrossOrigin);
+        }
+    }
+    Ok(())
+}
+
+/// A JSON body whose errors are our typed 400/413 errors.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = HostError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, HostError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                HostError::BodyTooLarge(MAX_BODY_BYTES)
+            } else {
+                HostError::InvalidJson(e.body_text())
+            }
+        })?;
+        if bytes.is_empty() {
+            return Err(HostError::InvalidJson("the body is empty; send a JSON object".into()));
+        }
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| HostError::InvalidJson(e.to_string()))
+    }
+}
+
+/// The raw body with our typed 413 error (auth runs before the body is parsed).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = HostError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, HostError> {
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                HostError::BodyTooLarge(MAX_BODY_BYTES)
+            } else {
+                HostError::InvalidJson(e.body_text())
+            }
+        })
+    }
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The bearer token, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, tok) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| tok.trim())
+}
+
+/// An authenticated owner (session cookie). For state-changing methods the CSRF check runs too.
+pub struct Owner {
+    /// The session.
+    pub session: Session,
+    /// The raw cookie value (to log out).
+    pub secret: String,
+}
+
+impl FromRequestParts<Arc<NodeState>> for Owner {
+    type Rejection = HostError;
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<NodeState>) -> Result<Self, HostError> {
+        let now = st.now();
+        if let Some(secret) = cookie_value(&parts.headers, SESSION_COOKIE) {
+            if let Some(session) = auth::session(&st.db, secret, now)? {
+                if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+                    same_origin(&parts.headers)?;
+                }
+                return Ok(Owner { session, secret: secret.to_string() });
+            }
+        }
+        // A support grant or an API key is not an owner: say so clearly.
+        if let Some(tok) = bearer(&parts.headers) {
+            if auth::authenticate_grant(&st.db, tok, now).is_ok()
+                || auth::authenticate_key(&st.db, tok, auth::SCOPE_INFERENCE, now).is_ok()
+            {
+                return Err(HostError::InsufficientScope("owner"));
+            }
+        }
+        Err(HostError::SessionRequired)
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<Arc<NodeState>> for Owner {
+    type Rejection = HostError;
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<NodeState>) -> Result<Option<Self>, HostError> {
+        match <Owner as FromRequestParts<Arc<NodeState>>>::from_request_parts(parts, st).await {
+            Ok(o) => Ok(Some(o)),
+            Err(HostError::SessionRequired | HostError::InsufficientScope(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `Set-Cookie` value for a new session.
+pub fn session_cookie(secret: &str, max_age_s: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("b3iq_session=; Max-Age=0"))
+}
+
+/// `Set-Cookie` value clearing the session.
+pub fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_static("b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+/// A JSON response with a status.
+pub fn json(status: StatusCode, v: serde_json::Value) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+/// A plain empty response.
+pub fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_allowlist() {
+        let extra = vec!["gamer-pc.lan".to_string()];
+        for ok in ["127.0.0.1:7420", "localhost", "LOCALHOST:80", "[::1]:7420", "[::1]", "b3iq.local:7420", "gamer-pc.lan:7420", "localhost."] {
+            assert!(host_matches(ok, &extra), "{ok}");
+        }
+        for bad in [
+            "", "evil.com", "127.0.0.1.evil.com:7420", "attacker.localhost.com", "[::2]:1", "localhost:7420:evil",
+            "10.0.0.5:7420", "[::1", "[::1]evil", "localhost:", ":7420",
+        ] {
+            assert!(!host_matches(bad, &extra), "{bad}");
+        }
+    }
+
+    #[test]
+    fn csrf_rules() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7420"));
+        assert!(same_origin(&h).is_ok(), "no Origin (curl) is fine");
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:7420"));
+        assert!(same_origin(&h).is_ok());
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&h).is_ok());
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(same_origin(&h).is_err());
+        h.remove("sec-fetch-site");
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
+        assert!(same_origin(&h).is_err());
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(same_origin(&h).is_err());
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; b3iq_session=xyz; c=3"));
+        assert_eq!(cookie_value(&h, SESSION_COOKIE), Some("xyz"));
+        let c = session_cookie("abc", 60);
+        let s = c.to_str().unwrap();
+        assert!(s.contains("HttpOnly") && s.contains("SameSite=Strict") && s.contains("Path=/"));
+    }
+}

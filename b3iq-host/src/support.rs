@@ -1,0 +1,175 @@
+//! Audit log reads and the redacted support bundle (`.tar.gz`).
+//!
+//! The bundle holds ids, counts, versions, hardware and metrics. It never holds keys, tokens,
+//! hashes, passwords, prompts, outputs or home-directory paths: it is built from an allowlist of
+//! fields, and a final scrub replaces anything that looks like a credential or a path under the
+//! home directory (a test checks both).
+
+use rusqlite::params;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::db::Db;
+use crate::error::{HostError, Result};
+use crate::state::NodeState;
+
+/// An audit event.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditEvent {
+    /// Sequence.
+    pub id: i64,
+    /// Unix seconds.
+    pub at: u64,
+    /// Who: `owner`, `system`, `setup`, `anonymous`, `key:<id>`, `support:<id>`.
+    pub actor: String,
+    /// What (`key.create`, `job.execute`, ...).
+    pub action: String,
+    /// On what (an id).
+    pub target: String,
+    /// `ok`, `refused`, `failed`.
+    pub outcome: String,
+    /// Non-secret detail.
+    pub detail: String,
+}
+
+/// The newest `limit` audit events.
+pub fn audit_events(db: &Db, limit: u32) -> Result<Vec<AuditEvent>> {
+    let conn = db.lock();
+    let mut st = conn.prepare("SELECT id, at, actor, action, target, outcome, detail FROM audit_events ORDER BY id DESC LIMIT ?1")?;
+    let rows = st
+        .query_map(params![limit], |r| {
+            Ok(AuditEvent {
+                id: r.get(0)?,
+                at: r.get::<_, i64>(1)? as u64,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                outcome: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Replace credentials and home paths in text.
+pub fn scrub(text: &str, home: &str) -> String {
+    let mut out = if home.len() > 1 { text.replace(home, "$B3IQ_HOME") } else { text.to_string() };
+    for prefix in ["b3iq_local_", "b3iq_support_", "b3iq_setup_", "b3iq_gateway_"] {
+        let mut res = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(prefix) {
+            res.push_str(&rest[..i]);
+            res.push_str(prefix);
+            res.push_str("[REDACTED]");
+            let after = &rest[i + prefix.len()..];
+            let n = after.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(after.len());
+            rest = &after[n..];
+        }
+        res.push_str(rest);
+        out = res;
+    }
+    out
+}
+
+/// Build the bundle. Blocking (reads state.db).
+pub fn build_bundle(st: &NodeState) -> Result<Vec<u8>> {
+    let now = st.now();
+    let cfg = &st.config;
+    let config = json!({
+        "version": cfg.version, "listen": cfg.listen, "allowed_hosts_count": cfg.allowed_hosts.len(),
+        "model": cfg.model.as_ref().map(|m| if m.contains('/') { "<path>".to_string() } else { m.clone() }),
+        "setup_token_ttl_s": cfg.setup_token_ttl_s, "session_ttl_s": cfg.session_ttl_s, "parallel": cfg.parallel,
+        "max_queue": cfg.max_queue, "threads": cfg.threads, "context_tokens": cfg.context_tokens,
+    });
+    let node = json!({
+        "node_id": st.node_id.to_text(), "node_code": st.node_code(), "version": env!("CARGO_PKG_VERSION"),
+        "mode": st.mode().as_str(), "claimed": st.claimed()?, "uptime_s": st.started.elapsed().as_secs(),
+        "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
+        "models": st.served_models().iter().map(|m| json!({"id": m.id, "sha256": m.info.sha256, "size_bytes": m.info.size_bytes, "backend": m.info.backend.as_str(), "context_length": m.info.context_length})).collect::<Vec<_>>(),
+        "runtime": st.runtime.as_ref().map(|r| { let b = r.backend_info(); json!({"name": b.name, "threads": b.threads, "metrics": r.metrics()}) }),
+    });
+    let mut counts = serde_json::Map::new();
+    for t in ["users", "sessions", "api_keys", "support_grants", "receipts", "usage", "audit_events", "jobs", "job_seen"] {
+        counts.insert(t.to_string(), json!(st.db.count(t)?));
+    }
+    counts.insert("schema_version".into(), json!(st.db.schema_version()?));
+    counts.insert("integrity_check".into(), json!(st.db.integrity_check()?));
+    let audit: Vec<Value> = audit_events(&st.db, 200)?
+        .into_iter()
+        .map(|e| json!({"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "outcome": e.outcome}))
+        .collect();
+    let metrics = st.metrics.render(st.runtime.as_ref().map(|r| r.metrics()), st.db.count("receipts")?);
+    let files: Vec<(&str, String)> = vec![
+        ("manifest.json", pretty(&json!({"format": "b3iq-support-bundle/v1", "created_at": now, "files": ["node.json", "hardware.json", "config.json", "counts.json", "audit.json", "metrics.txt"], "redacted": true}))),
+        ("node.json", pretty(&node)),
+        ("hardware.json", pretty(&st.hardware())),
+        ("config.json", pretty(&config)),
+        ("counts.json", pretty(&Value::Object(counts))),
+        ("audit.json", pretty(&json!(audit))),
+        ("metrics.txt", metrics),
+    ];
+    let home = st.home.root().to_string_lossy().to_string();
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, body) in files {
+        let body = scrub(&body, &home);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(now);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("b3iq-support/{name}"), body.as_bytes()).map_err(|e| HostError::Internal(format!("bundle: {e}")))?;
+    }
+    let gz = tar.into_inner().map_err(|e| HostError::Internal(format!("bundle: {e}")))?;
+    gz.finish().map_err(|e| HostError::Internal(format!("bundle: {e}")))
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+/// Read a bundle back into `(name, text)` pairs (tests and `b3iqd support-bundle --list`).
+pub fn read_bundle(bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    use std::io::Read;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut out = Vec::new();
+    for e in ar.entries().map_err(|e| HostError::InvalidParameter(format!("not a bundle: {e}")))? {
+        let mut e = e.map_err(|e| HostError::InvalidParameter(format!("not a bundle: {e}")))?;
+        let name = e.path().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
+        let mut s = String::new();
+        e.read_to_string(&mut s).map_err(|e| HostError::InvalidParameter(format!("not a bundle: {e}")))?;
+        out.push((name, s));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_credentials_and_home() {
+        let s = scrub("key b3iq_local_abcDEF123456 at /root/.b3iq/state.db, b3iq_support_X9.", "/root/.b3iq");
+        assert_eq!(s, "key b3iq_local_[REDACTED] at $B3IQ_HOME/state.db, b3iq_support_[REDACTED].");
+    }
+}
+
+/// Build the bundle from a home without a running server (`b3iqd support-bundle`).
+pub fn build_offline_bundle(o: &crate::ops::Offline) -> Result<Vec<u8>> {
+    let st = NodeState {
+        home: o.home.clone(),
+        config: o.config.clone(),
+        db: crate::db::Db::open(&o.home.db_path())?,
+        key: b3iq_core::identity::NodeKey::from_bytes(&o.key.to_bytes()[..]).map_err(|e| HostError::Core(e.to_string()))?,
+        node_id: o.key.node_id(),
+        runtime: None,
+        served: Default::default(),
+        metrics: Default::default(),
+        started: std::time::Instant::now(),
+        listen: Default::default(),
+        hardware: Default::default(),
+        jobs: Default::default(),
+    };
+    build_bundle(&st)
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# b3iqd (release, full host: auth, receipts, metrics) vs llama-cpp-python's OpenAI server on the
+# same model, thread count, prompt and machine, in one run, interleaved (A B A B), with the
+# runtime engineer's benches/peers/loadgen.py (official `openai` client, streaming).
+# Also measures the idle RSS of b3iqd without any model loaded.
+#
+#   benches/b3iqd_vs_llama_cpp_python.sh            # concurrency 1 and 4
+#
+# Env: B3IQ_TEST_MODEL (else scripts/fetch-model), THREADS (2), MAX_TOKENS (64), ROUNDS (3),
+#      REQUESTS_PER_SLOT (2), B3IQ_PEERS_DIR (~/.cache/b3iq/peers, see
+#      benches/peers/setup-llama-cpp-python.sh), CARGO_TARGET_DIR.
+# Prints JSON lines and a summary with the ratios; writes benches/results/b3iqd_vs_lcp.jsonl.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+MODEL="${B3IQ_TEST_MODEL:-$(python3 "$REPO/scripts/fetch-model")}"
+THREADS="${THREADS:-2}"
+MAX_TOKENS="${MAX_TOKENS:-64}"
+ROUNDS="${ROUNDS:-3}"
+PER="${REQUESTS_PER_SLOT:-2}"
+PEERS_DIR="${B3IQ_PEERS_DIR:-$HOME/.cache/b3iq/peers}"
+PY="$PEERS_DIR/venv/bin/python"
+[ -x "$PY" ] || { echo "run benches/peers/setup-llama-cpp-python.sh first" >&2; exit 1; }
+"$PY" -c "import llama_cpp.server" 2>/dev/null || { echo "llama-cpp-python[server] is not installed in $PY" >&2; exit 1; }
+"$PY" -c "import openai" 2>/dev/null || "$PY" -m pip install --quiet openai
+TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+(cd "$REPO" && cargo build --quiet --release -p b3iqd)
+BIN="$TARGET/release/b3iqd"
+WORK="$(mktemp -d)"
+OUT="$HERE/results/b3iqd_vs_lcp.jsonl"; mkdir -p "$HERE/results"; : > "$OUT"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+start_b3iqd() { # home, extra args...; prints base URL and the setup token
+  local home="$1"; shift
+  B3IQ_HOME="$home" B3IQ_LOG=warn "$BIN" serve --listen 127.0.0.1:0 "$@" >"$home.out" 2>"$home.err" &
+  PIDS+=($!); echo $! >"$home.pid"
+  for _ in $(seq 1 300); do grep -q "listening on" "$home.out" 2>/dev/null && break; sleep 0.2; done
+  grep -q "listening on" "$home.out" || { cat "$home.err" >&2; exit 1; }
+}
+
+# 1. Idle RSS without a model.
+mkdir -p "$WORK/idle"
+start_b3iqd "$WORK/idle" --no-model
+sleep 2
+IDLE_PID="$(cat "$WORK/idle.pid")"
+IDLE_KB="$(rss_kb "$IDLE_PID")"
+kill "$IDLE_PID"
+echo "{\"measure\":\"idle_rss_no_model_kb\",\"value\":$IDLE_KB,\"target_max_kb\":61440}" | tee -a "$OUT"
+
+# 2. b3iqd with the model (threads and parallel slots from config.json).
+H="$WORK/node"; mkdir -p "$H"
+printf '{"threads": %s, "parallel": 4, "max_queue": 64}\n' "$THREADS" >"$H/config.json"
+start_b3iqd "$H" --model "$MODEL"
+B3_BASE="$(grep -o 'http://127.0.0.1:[0-9]*' "$H.out" | head -1)"
+TOKEN="$(grep -o '#token=[A-Za-z0-9_]*' "$H.out" | head -1 | cut -d= -f2)"
+COOKIE="$(curl -sf -D - -o /dev/null -H 'content-type: application/json' \
+  -d "{\"setup_token\":\"$TOKEN\",\"username\":\"bench\",\"password\":\"bench-password-123\"}" \
+  "$B3_BASE/api/setup/claim" | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2}')"
+curl -sf -H 'content-type: application/json' -H "cookie: $COOKIE" -d '{"name":"bench"}' "$B3_BASE/api/keys" \
+  | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["secret"])' >"$WORK/key"
+chmod 600 "$WORK/key"
+B3_PID="$(cat "$H.pid")"
+MODEL_ID="$(curl -sf -H "authorization: Bearer $(cat "$WORK/key")" "$B3_BASE/v1/models" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')"
+
+# 3. llama-cpp-python's server, same model and threads.
+LCP_PORT=18532
+"$PY" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$LCP_PORT" --n_threads "$THREADS" \
+  --n_threads_batch "$THREADS" --n_ctx 8192 --model_alias model >"$WORK/lcp.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 180); do curl -sf "http://127.0.0.1:$LCP_PORT/v1/models" >/dev/null && break; sleep 1; done
+
+run() { "$PY" "$REPO/benches/peers/loadgen.py" --base-url "$1" --api-key-file "$WORK/key" --model "$2" \
+  --concurrency "$3" --requests "$(( $3 * PER ))" --max-tokens "$MAX_TOKENS"; }
+run "$B3_BASE/v1" "$MODEL_ID" 1 >/dev/null; run "http://127.0.0.1:$LCP_PORT/v1" model 1 >/dev/null
+for c in 1 4; do
+  for r in $(seq 1 "$ROUNDS"); do
+    echo "{\"server\":\"b3iqd\",\"concurrency\":$c,\"round\":$r,\"result\":$(run "$B3_BASE/v1" "$MODEL_ID" "$c")}" | tee -a "$OUT"
+    echo "{\"server\":\"llama-cpp-python\",\"concurrency\":$c,\"round\":$r,\"result\":$(run "http://127.0.0.1:$LCP_PORT/v1" model "$c")}" | tee -a "$OUT"
+  done
+done
+echo "{\"measure\":\"b3iqd_rss_after_load_kb\",\"value\":$(rss_kb "$B3_PID"),\"model_file_bytes\":$(stat -c %s "$MODEL")}" | tee -a "$OUT"
+
+"$PY" - "$OUT" <<'PYEOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+for c in (1, 4):
+    b = [r["result"]["aggregate_tokens_per_second"] for r in rows if r.get("server") == "b3iqd" and r["concurrency"] == c]
+    l = [r["result"]["aggregate_tokens_per_second"] for r in rows if r.get("server") == "llama-cpp-python" and r["concurrency"] == c]
+    if b and l:
+        mb, ml = statistics.median(b), statistics.median(l)
+        print(json.dumps({"summary": f"concurrency {c}", "b3iqd_tok_s_median": mb, "llama_cpp_python_tok_s_median": ml, "ratio": round(mb / ml, 3) if ml else None, "target": 1.0 if c == 1 else 1.3}))
+PYEOF
