@@ -109,12 +109,21 @@ export function App({ api: given }: { api?: Api }) {
 
   useEffect(() => {
     const onHash = () => {
+      // A setup link opened in a tab that already shows the wizard is a same-document
+      // navigation: take the token out of the address bar here too, then start over.
+      const fresh = takeTokenFromLocation();
+      if (fresh) {
+        setToken(fresh);
+        setRoute('boot');
+        void boot();
+        return;
+      }
       const r = routeFromHash(window.location.hash);
       if (user && isOwnerRoute(r)) setRoute(r);
     };
     window.addEventListener('hashchange', onHash);
     return () => window.removeEventListener('hashchange', onHash);
-  }, [user]);
+  }, [user, boot]);
 
   // Move focus to the new screen's heading so keyboard and screen-reader users land on it.
   useEffect(() => {

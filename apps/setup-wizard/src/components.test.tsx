@@ -184,6 +184,19 @@ describe('App', () => {
     expect(screen.getByTestId('node-code').textContent).toBe('AAAA-BBBB');
   });
 
+  it('takes a token that arrives later by a same-document hash change', async () => {
+    window.history.replaceState(null, '', '/setup/');
+    const status = { claimed: false, node_id: 'b3n_a', node_code: 'AAAA-BBBB', setup_token_expires_at: 1, hardware: undefined };
+    render(<App api={fakeApi({ setupStatus: async () => status, session: async () => null })} />);
+    expect(await screen.findByText('This page needs a setup link')).toBeTruthy();
+    await act(async () => {
+      window.history.replaceState(null, '', '/setup/#token=b3iq_setup_LATER');
+      window.dispatchEvent(new HashChangeEvent('hashchange'));
+    });
+    expect(await screen.findByRole('button', { name: 'Claim this node' })).toBeTruthy();
+    expect(window.location.href).not.toContain('b3iq_setup_LATER');
+  });
+
   it('goes to sign-in when the node is claimed and there is no session', async () => {
     window.history.replaceState(null, '', '/setup/#/keys');
     render(<App api={fakeApi({ setupStatus: async () => ({ claimed: true, node_id: 'b3n_a', setup_token_expires_at: null }), session: async () => null })} />);
