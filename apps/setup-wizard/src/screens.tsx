@@ -754,7 +754,7 @@ export function DashboardScreen({ api }: ScreenProps) {
         <div className="card">
           <h2>Audit log</h2>
           <ErrorNotice error={audit.error} />
-          <ol className="audit" data-testid="audit-log">
+          <ol className="audit" data-testid="audit-log" tabIndex={0} aria-label="Audit events, newest first">
             {(audit.data ?? []).map((ev) => (
               <li key={ev.id}>
                 <span className="audit-time">{formatTime(ev.at)}</span>
