@@ -98,6 +98,7 @@ const a11yProblems = [];
 async function shot(name, p = page) {
   shotNo += 1;
   const file = join(SHOTS, `${String(shotNo).padStart(2, '0')}-${name}.png`);
+  await p.evaluate(() => window.scrollTo(0, 0)); // a sticky header would otherwise land mid-image
   await p.waitForTimeout(250); // let the fade-in finish
   await p.screenshot({ path: file, fullPage: true });
   // Evaluated through the DevTools protocol, so the page's CSP stays strict for the app itself.
