@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# CI for the Python binding: build the extension in the dev profile (reusing CARGO_TARGET_DIR)
-# into its own virtualenv with `maturin develop`, then run the pytest suite (golden vectors,
-# jobs and errors, fork safety, the README quick start). Idempotent; runnable from any cwd.
+# CI for the Python binding, in two stages so a failure in one does not hide the other:
+#  1. verify-only build (`--no-default-features`: no b3iq-host / llama.cpp): the golden-vector,
+#     job and error tests (they do not need a host);
+#  2. full build (default feature `host`): every test, including LocalNode + Runtime with the
+#     real default model and the README quick start with the `openai` package.
+# Both build in the dev profile with the CARGO_TARGET_DIR given (so `cargo test`'s build is
+# reused) into their own virtualenv with `maturin develop`. Idempotent; runnable from any cwd.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +19,12 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.7,<2" "pytest>=7" "openai>=1"
 
 cd "$HERE"
-# Dev profile on purpose: it shares the build cache with `cargo test` (see the root Cargo.toml).
-VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --quiet
+develop() { VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --quiet "$@"; }
+
+echo "== bindings/python: verify-only build"
+develop --no-default-features
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_vectors.py tests/test_jobs_and_errors.py
+
+echo "== bindings/python: full build (LocalNode, Runtime)"
+develop
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests

@@ -7,9 +7,9 @@
 //
 // It runs cargo directly (host target, no `--target`, so CI reuses the CARGO_TARGET_DIR that
 // `cargo test` filled) and copies the library into place under the name native.js loads.
-// `--napi-cli` runs `napi build --platform` from @napi-rs/cli instead (cross builds, release
-// packaging); it builds under target/<triple>/ and regenerates napi's own loader and typings
-// into napi-out/ for comparison with the committed native.js / native.d.ts.
+// `--napi-cli` runs `napi build --platform` from a locally installed @napi-rs/cli instead (cross
+// builds, release packaging; `npm run build:napi` fetches the CLI); it builds under
+// target/<triple>/ and writes napi's own loader and typings into napi-out/.
 'use strict'
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')

@@ -3,13 +3,16 @@
 #   scripts/generate.sh swift  OUT_DIR   Swift sources + B3IQFFI.h + B3IQFFI.modulemap
 #   scripts/generate.sh python OUT_DIR   Python module b3iq_uniffi.py + the shared library
 # Without arguments it rewrites the committed Swift sources in Sources/B3IQ and include/.
+# B3IQ_SWIFT_FEATURES holds extra cargo flags (e.g. --no-default-features for the verify-only
+# library, from which the committed sources are generated today).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/b3iq/target}"
 LANGUAGE="${1:-swift}"
 OUT="${2:-}"
 
-cargo build --quiet --manifest-path "$HERE/Cargo.toml" -p b3iq-swift --lib --bin uniffi-bindgen
+# shellcheck disable=SC2086
+cargo build --quiet --manifest-path "$HERE/Cargo.toml" -p b3iq-swift --lib --bin uniffi-bindgen ${B3IQ_SWIFT_FEATURES:-}
 case "$(uname -s)" in
   Darwin) LIB="$CARGO_TARGET_DIR/debug/libb3iq_ffi.dylib" ;;
   *) LIB="$CARGO_TARGET_DIR/debug/libb3iq_ffi.so" ;;

@@ -17,6 +17,19 @@ from . import _b3iq
 Message = Dict[str, str]
 
 
+def _native(name: str) -> Any:
+    """The native class `name`, or a clear error when the module was built without `host`."""
+    try:
+        return getattr(_b3iq, name)
+    except AttributeError:
+        from .errors import B3iqStateError
+
+        raise B3iqStateError(
+            f"this b3iq build has no {name}: it was built without the `host` feature "
+            "(maturin develop --no-default-features); rebuild with default features"
+        ) from None
+
+
 class LocalNode:
     """An embedded B3IQ host serving the OpenAI-compatible API on ``base_url + "/v1"``.
 
@@ -38,7 +51,7 @@ class LocalNode:
     ) -> "LocalNode":
         """Starts a host with its home dir at ``home``; ``model`` is a GGUF path or a model
         profile id (``None``: no model); ``listen`` defaults to a free loopback port."""
-        return cls(_b3iq.LocalNode.start(os.fspath(home), model, listen))
+        return cls(_native("LocalNode").start(os.fspath(home), model, listen))
 
     @classmethod
     async def astart(
@@ -181,7 +194,7 @@ class Runtime:
     """The in-process llama.cpp runtime: load a GGUF and generate with streaming."""
 
     def __init__(self, threads: Optional[int] = None) -> None:
-        self._native = _b3iq.Runtime(threads)
+        self._native = _native("Runtime")(threads)
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], model_id: Optional[str] = None, **kwargs: Any) -> "Runtime":
