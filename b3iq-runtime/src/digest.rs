@@ -3,7 +3,6 @@
 use std::io::Read;
 use std::path::Path;
 
-pub use b3iq_core::digest::Sha256Digest;
 use sha2::{Digest, Sha256};
 
 use crate::error::RuntimeError;
@@ -11,17 +10,20 @@ use crate::error::RuntimeError;
 /// Parses a sha256 digest strictly: exactly 64 lower-case hex characters, optionally prefixed
 /// with `sha256:`. Anything else (upper case, separators, `..`, `/`, NUL, wrong length) is
 /// refused, so a digest can safely become a file name. Returns the bare 64-character form.
-///
-/// This is b3iq-core's [`Sha256Digest::parse`] with the runtime's error type.
+/// Same rule as b3iq-core's `Sha256Digest::parse`.
 pub fn parse_sha256(s: &str) -> Result<String, RuntimeError> {
-    Sha256Digest::parse(s)
-        .map(|d| d.to_hex())
-        .map_err(|_| RuntimeError::InvalidDigest(s.chars().take(100).collect()))
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(hex.to_string())
+    } else {
+        Err(RuntimeError::InvalidDigest(s.chars().take(100).collect()))
+    }
 }
 
-/// Parses a digest into b3iq-core's type.
-pub fn parse_digest(s: &str) -> Result<Sha256Digest, RuntimeError> {
-    Sha256Digest::parse(s).map_err(|_| RuntimeError::InvalidDigest(s.chars().take(100).collect()))
+/// Parses a digest into b3iq-core's type (feature `core`).
+#[cfg(feature = "core")]
+pub fn parse_digest(s: &str) -> Result<b3iq_core::digest::Sha256Digest, RuntimeError> {
+    b3iq_core::digest::Sha256Digest::parse(s).map_err(|_| RuntimeError::InvalidDigest(s.chars().take(100).collect()))
 }
 
 /// Hashes a file, returning (lower-case hex sha256, size in bytes).

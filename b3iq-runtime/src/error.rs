@@ -129,6 +129,7 @@ pub enum RuntimeError {
     #[error("backend error: {0}")]
     Backend(String),
     /// b3iq-core refused something (signing or encoding a record).
+    #[cfg(feature = "core")]
     #[error("core: {0}")]
     Core(#[from] b3iq_core::CoreError),
     /// A feature is not available in this build or on this backend.

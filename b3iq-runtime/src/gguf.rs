@@ -723,6 +723,7 @@ mod tests {
         assert!(matches!(GgufInfo::parse(b"GGML\x03\0\0\0"), Err(GgufError::BadMagic(_))));
         let mut b = header(3, 0, 1);
         b.extend(u64::MAX.to_le_bytes());
+        b.extend([0u8; 16]);
         assert!(matches!(GgufInfo::parse(&b), Err(GgufError::LimitExceeded { .. })));
     }
 }

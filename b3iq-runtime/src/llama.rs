@@ -551,6 +551,7 @@ impl Runtime for LlamaRuntime {
 
     async fn unload_model(&self, id: &str) -> Result<(), RuntimeError> {
         let loaded = self
+            .inner
             .models
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -691,6 +692,7 @@ impl Engine {
                 };
                 self.counters.queue_depth.fetch_sub(1, Ordering::AcqRel);
                 if job.cancel.load(Ordering::Acquire) || job.tx.is_closed() {
+                    let _ = job.tx.send(Err(RuntimeError::Cancelled));
                     self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }

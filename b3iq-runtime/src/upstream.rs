@@ -340,12 +340,8 @@ impl SseParser {
 
     /// Data of a last event not followed by a blank line.
     pub fn finish(&mut self) -> Option<String> {
-        let _ = self.feed(b"\n");
-        if self.data.is_empty() {
-            None
-        } else {
-            Some(std::mem::take(&mut self.data).join("\n"))
-        }
+        let mut events = self.feed(b"\n\n").unwrap_or_default();
+        events.pop()
     }
 }
 

@@ -424,7 +424,7 @@ async fn upstream_errors_are_clear() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn benchmark_suite_produces_a_signed_record() {
-    use b3iq_runtime::bench::{run_suite, sign_record, SkuBands, SuiteOptions};
+    use b3iq_runtime::bench::{run_suite, SkuBands, SuiteOptions};
     let dir = tempfile::tempdir().unwrap();
     let hw = b3iq_runtime::hardware::scan(dir.path(), b3iq_runtime::hardware::ScanOptions { wgpu: false, nvml: false });
     let opts = SuiteOptions { prompt_tokens: 64, gen_tokens: 8, repetitions: 1, concurrency: vec![1, 2], serving_max_tokens: 4 };
@@ -438,6 +438,9 @@ async fn benchmark_suite_produces_a_signed_record() {
     assert!(!bands.bands.is_empty());
     assert_eq!(r.sku_bands, bands.classify(r.tg_tokens_per_second).iter().map(|b| b.id.clone()).collect::<Vec<_>>());
 
+    #[cfg(feature = "core")]
+    {
+        use b3iq_runtime::bench::sign_record;
     let key = b3iq_core::NodeKey::from_seed([7u8; 32]);
     let signed = sign_record(&r, &key, 1_700_000_000_000).unwrap();
     signed.verify(&key.public()).unwrap();
@@ -447,4 +450,5 @@ async fn benchmark_suite_produces_a_signed_record() {
     assert_eq!(body.model_digest.to_hex(), r.model_sha256);
     // Another key does not verify it.
     assert!(signed.verify(&b3iq_core::NodeKey::from_seed([8u8; 32]).public()).is_err());
+    }
 }

@@ -222,10 +222,13 @@ async fn serve_file(State(s): State<Served>, UrlPath(name): UrlPath<String>, hea
     let len = body.len();
     let stream_body = if limit < len {
         let part = body[..limit].to_vec();
-        Body::from_stream(futures::stream::iter(vec![
-            Ok::<_, std::io::Error>(part),
-            Err(std::io::Error::other("connection dropped")),
-        ]))
+        use futures::StreamExt;
+        let first = futures::stream::once(async move { Ok::<_, std::io::Error>(part) });
+        let broken = futures::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Err::<Vec<u8>, _>(std::io::Error::other("connection dropped"))
+        });
+        Body::from_stream(first.chain(broken))
     } else {
         Body::from(body)
     };
