@@ -194,14 +194,14 @@ pub async fn submit(st: &Arc<NodeState>, req: JobRequest) -> Result<Job> {
         let r = execute(&st2, &id2, &req).await;
         let now = st2.now();
         match r {
+            // Audit first, so a client that sees the final state also sees its audit event.
             Ok(v) => {
-                let _ = set_state(&st2.db, &id2, "succeeded", None, Some(&v), now);
                 st2.db.audit(now, "system", "job.execute", &id2, "ok", req.kind());
+                let _ = set_state(&st2.db, &id2, "succeeded", None, Some(&v), now);
             }
             Err(e) => {
-                let msg = e.to_string();
-                let _ = set_state(&st2.db, &id2, "failed", Some(&msg), None, now);
                 st2.db.audit(now, "system", "job.execute", &id2, "failed", &format!("{}: {}", req.kind(), e.code()));
+                let _ = set_state(&st2.db, &id2, "failed", Some(&e.to_string()), None, now);
             }
         }
     });

@@ -194,7 +194,7 @@ async fn end_to_end_claim_keys_chat_stream_receipts_and_security() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "invalid_json");
     assert_eq!(e["error"]["type"], "invalid_request_error");
-    let big = "x".repeat(2 << 20);
+    let big = "x".repeat((1 << 20) + 1024);
     let r = c.post(d.url("/v1/chat/completions")).bearer_auth(&key).header("content-type", "application/json").body(big).send().await.unwrap();
     assert_eq!(r.status(), 413);
 

@@ -2,7 +2,7 @@
 //! Routes and shapes are documented in `docs/api.md`.
 
 mod api;
-pub(crate) mod openai;
+pub mod openai;
 pub(crate) use openai::start as start_generation;
 mod wizard;
 

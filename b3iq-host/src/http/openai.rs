@@ -147,8 +147,13 @@ struct Params {
 }
 
 fn parse_common(st: &NodeState, c: &Common) -> Result<Params> {
+    parse_common_with(c, &|id| st.served_model(id))
+}
+
+/// Validate the parameters, then resolve the model (last, so every parameter error is found
+/// without a node; the fuzz target relies on this).
+fn parse_common_with(c: &Common, resolve: &dyn Fn(&str) -> Option<ServedModel>) -> Result<Params> {
     let model_id = c.model.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| bad("`model` is required; GET /v1/models lists them"))?;
-    let model = st.served_model(model_id).ok_or_else(|| HostError::ModelNotFound(model_id.chars().take(128).collect()))?;
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
         None => DEFAULT_MAX_TOKENS,
         Some(n) if (1..=MAX_MAX_TOKENS as i64).contains(&n) => n as u32,
@@ -194,6 +199,7 @@ fn parse_common(st: &NodeState, c: &Common) -> Result<Params> {
     }
     let stream = c.stream.unwrap_or(false);
     let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let model = resolve(model_id).ok_or_else(|| HostError::ModelNotFound(model_id.chars().take(128).collect()))?;
     Ok(Params { model, sampling, max_tokens, stop, stream, include_usage })
 }
 
@@ -273,6 +279,24 @@ pub async fn completions(State(st): State<Arc<NodeState>>, headers: HeaderMap, R
         return Err(bad("`prompt` must not be empty"));
     }
     run(st, key_id, p, Prompt::Text(text), Flavor::Text).await
+}
+
+/// Parse and validate a `/v1/chat/completions` or `/v1/completions` body from outside bytes
+/// without a running node (no model is served, so a valid body ends in `ModelNotFound`). For the
+/// fuzz target: it must return a typed error for any input, never panic.
+pub fn validate_request_body(chat: bool, body: &[u8]) -> Result<()> {
+    let none = |_: &str| None;
+    if chat {
+        let JsonBody(b) = parse_json::<ChatBody>(body)?;
+        parse_messages(b.messages)?;
+        parse_common_with(&b.common, &none).map(|_| ())
+    } else {
+        let JsonBody(b) = parse_json::<CompletionBody>(body)?;
+        if b.prompt.is_none() {
+            return Err(bad("`prompt` is required"));
+        }
+        parse_common_with(&b.common, &none).map(|_| ())
+    }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>> {
@@ -526,6 +550,21 @@ mod tests {
         assert!(parse_messages(None).is_err());
         let m: Vec<Message> = serde_json::from_str(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#).unwrap();
         assert!(parse_messages(Some(m)).is_err());
+    }
+
+    #[test]
+    fn request_bodies_get_typed_errors() {
+        assert!(matches!(validate_request_body(true, b""), Err(HostError::InvalidJson(_))));
+        assert!(matches!(validate_request_body(true, b"[1,2"), Err(HostError::InvalidJson(_))));
+        let ok = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"stop":["x"]}"#;
+        assert!(matches!(validate_request_body(true, ok), Err(HostError::ModelNotFound(_))));
+        let bad_tokens = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#;
+        assert!(matches!(validate_request_body(true, bad_tokens), Err(HostError::InvalidParameter(_))));
+        let bad_n = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":3}"#;
+        assert!(matches!(validate_request_body(true, bad_n), Err(HostError::InvalidParameter(_))));
+        let many_stops = br#"{"model":"m","prompt":"x","stop":["a","b","c","d","e"]}"#;
+        assert!(matches!(validate_request_body(false, many_stops), Err(HostError::InvalidParameter(_))));
+        assert!(matches!(validate_request_body(false, br#"{"model":"m"}"#), Err(HostError::InvalidParameter(_))));
     }
 
     #[test]
