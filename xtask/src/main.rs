@@ -26,7 +26,7 @@ COMMANDS:
                          build b3iqd (release) and run `b3iqd serve` with it. Extra arguments go to
                          `b3iqd serve`, e.g. `cargo xtask up --listen 127.0.0.1:7421`.
     test [--only STEP]   Run the whole test suite: system packages, Python venv, model, contracts,
-                         `cargo test --workspace`, then the daemon, wizard and binding suites.
+                         `cargo test` (default members), then the daemon, wizard and binding suites.
                          `--only` runs one step (see `cargo xtask steps`).
     steps                List the steps of `test`.
     deps                 Install the Debian and Python packages the suite needs, and nothing else.
@@ -339,7 +339,7 @@ impl Ctx {
                     self.run(c)
                 }
                 StepKind::CargoTest => {
-                    let mut c = self.cargo(&["test", "--workspace", "--locked"]);
+                    let mut c = self.cargo(&["test", "--locked"]);
                     if let Some(m) = &model {
                         c.env("B3IQ_TEST_MODEL", m);
                     }
