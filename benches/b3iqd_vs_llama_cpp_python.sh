@@ -21,11 +21,13 @@ PER="${REQUESTS_PER_SLOT:-2}"
 PEERS_DIR="${B3IQ_PEERS_DIR:-$HOME/.cache/b3iq/peers}"
 PY="$PEERS_DIR/venv/bin/python"
 [ -x "$PY" ] || { echo "run benches/peers/setup-llama-cpp-python.sh first" >&2; exit 1; }
-"$PY" -c "import llama_cpp.server" 2>/dev/null || { echo "llama-cpp-python[server] is not installed in $PY" >&2; exit 1; }
+HAVE_LCP=1
+"$PY" -c "import llama_cpp.server" 2>/dev/null || { echo "llama-cpp-python[server] is not installed in $PY; measuring b3iqd only" >&2; HAVE_LCP=0; }
 "$PY" -c "import openai" 2>/dev/null || "$PY" -m pip install --quiet openai
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
-(cd "$REPO" && cargo build --quiet --release -p b3iqd)
-BIN="$TARGET/release/b3iqd"
+PROFILE="${PROFILE:-release}"   # release for reported numbers; PROFILE=debug reuses the test build
+if [ "$PROFILE" = release ]; then (cd "$REPO" && cargo build --quiet --release -p b3iqd); else (cd "$REPO" && cargo build --quiet -p b3iqd); fi
+BIN="$TARGET/$PROFILE/b3iqd"
 WORK="$(mktemp -d)"
 OUT="$HERE/results/b3iqd_vs_lcp.jsonl"; mkdir -p "$HERE/results"; : > "$OUT"
 PIDS=()
@@ -67,18 +69,18 @@ MODEL_ID="$(curl -sf -H "authorization: Bearer $(cat "$WORK/key")" "$B3_BASE/v1/
 
 # 3. llama-cpp-python's server, same model and threads.
 LCP_PORT=18532
-"$PY" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$LCP_PORT" --n_threads "$THREADS" \
+[ "$HAVE_LCP" = 1 ] && "$PY" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$LCP_PORT" --n_threads "$THREADS" \
   --n_threads_batch "$THREADS" --n_ctx 8192 --model_alias model >"$WORK/lcp.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 180); do curl -sf "http://127.0.0.1:$LCP_PORT/v1/models" >/dev/null && break; sleep 1; done
+[ "$HAVE_LCP" = 1 ] && PIDS+=($!)
+[ "$HAVE_LCP" = 1 ] && for _ in $(seq 1 180); do curl -sf "http://127.0.0.1:$LCP_PORT/v1/models" >/dev/null && break; sleep 1; done
 
 run() { "$PY" "$REPO/benches/peers/loadgen.py" --base-url "$1" --api-key-file "$WORK/key" --model "$2" \
   --concurrency "$3" --requests "$(( $3 * PER ))" --max-tokens "$MAX_TOKENS"; }
-run "$B3_BASE/v1" "$MODEL_ID" 1 >/dev/null; run "http://127.0.0.1:$LCP_PORT/v1" model 1 >/dev/null
+run "$B3_BASE/v1" "$MODEL_ID" 1 >/dev/null; [ "$HAVE_LCP" = 1 ] && run "http://127.0.0.1:$LCP_PORT/v1" model 1 >/dev/null
 for c in 1 4; do
   for r in $(seq 1 "$ROUNDS"); do
     echo "{\"server\":\"b3iqd\",\"concurrency\":$c,\"round\":$r,\"result\":$(run "$B3_BASE/v1" "$MODEL_ID" "$c")}" | tee -a "$OUT"
-    echo "{\"server\":\"llama-cpp-python\",\"concurrency\":$c,\"round\":$r,\"result\":$(run "http://127.0.0.1:$LCP_PORT/v1" model "$c")}" | tee -a "$OUT"
+    [ "$HAVE_LCP" = 1 ] && echo "{\"server\":\"llama-cpp-python\",\"concurrency\":$c,\"round\":$r,\"result\":$(run "http://127.0.0.1:$LCP_PORT/v1" model "$c")}" | tee -a "$OUT"
   done
 done
 echo "{\"measure\":\"b3iqd_rss_after_load_kb\",\"value\":$(rss_kb "$B3_PID"),\"model_file_bytes\":$(stat -c %s "$MODEL")}" | tee -a "$OUT"
