@@ -13,7 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use b3iq_runtime::bench::{bare_batched_generation, serving_throughput};
+use b3iq_runtime::bench::{bare_batched_generation_in, serving_throughput};
+use b3iq_runtime::llama::new_llama_context;
 use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
 use b3iq_runtime::store::default_model_path;
 use b3iq_runtime::{LoadModelSpec, Runtime};
@@ -41,8 +42,10 @@ fn main() {
     let model = rt.llama_model("m").expect("model");
     let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
+    // The bare loop keeps one warm context, as the runtime's engine does.
+    let mut bare_ctx = new_llama_context(&model, max_seq, ctx_per_seq, 512, threads).expect("context");
     // Warm-up both paths once.
-    let _ = bare_batched_generation(&model, 1, 8, threads, max_seq, ctx_per_seq);
+    let _ = bare_batched_generation_in(&mut bare_ctx, &model, max_seq, 8);
     let _ = tokio_rt.block_on(serving_throughput(&rt, "m", 1, 8));
 
     println!("{{\"bench\":\"runtime_vs_bare\",\"threads\":{threads},\"rounds\":{rounds},\"max_tokens\":{max_tokens}}}");
@@ -53,12 +56,12 @@ fn main() {
         for r in 0..rounds {
             // Alternate which side goes first, so drift in machine load hits both alike.
             let (b, s) = if r % 2 == 0 {
-                let b = bare_batched_generation(&model, n, max_tokens, threads, max_seq, ctx_per_seq).unwrap();
+                let b = bare_batched_generation_in(&mut bare_ctx, &model, n, max_tokens).unwrap();
                 let s = tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
                 (b, s)
             } else {
                 let s = tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
-                let b = bare_batched_generation(&model, n, max_tokens, threads, max_seq, ctx_per_seq).unwrap();
+                let b = bare_batched_generation_in(&mut bare_ctx, &model, n, max_tokens).unwrap();
                 (b, s)
             };
             bare_tps.push(b.tokens_per_second());
@@ -89,7 +92,7 @@ fn main() {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let t = Instant::now();
-                    bare_batched_generation(&model, n, max_tokens, threads, max_seq, ctx_per_seq).unwrap();
+                    bare_batched_generation_in(&mut bare_ctx, &model, n, max_tokens).unwrap();
                     total += t.elapsed();
                 }
                 total

@@ -96,10 +96,23 @@ pub fn bare_batched_generation(
     ctx_seqs: u32,
     ctx_per_seq: u32,
 ) -> Result<LoopResult, RuntimeError> {
+    let batch_cap = 512u32.max(n_seq);
+    let mut ctx = new_llama_context(model, ctx_seqs.max(n_seq), ctx_per_seq, batch_cap, threads)?;
+    bare_batched_generation_in(&mut ctx, model, n_seq, max_tokens)
+}
+
+/// [`bare_batched_generation`] on a context the caller keeps warm between runs (its KV cache
+/// is cleared first), as the runtime's engine keeps its context. Needs `n_batch >= 512`.
+pub fn bare_batched_generation_in(
+    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+    model: &LlamaModel,
+    n_seq: u32,
+    max_tokens: u32,
+) -> Result<LoopResult, RuntimeError> {
+    ctx.clear_kv_cache();
     let prompt = crate::llama::tokenize_prompt(model, &Prompt::Chat(vec![ChatMessage::user(BENCH_PROMPT)]))?;
     let vocab = model.vocab();
     let batch_cap = 512usize.max(n_seq as usize);
-    let mut ctx = new_llama_context(model, ctx_seqs.max(n_seq), ctx_per_seq, batch_cap as u32, threads)?;
     let mut batch = LlamaBatch::new(batch_cap, 1);
     let mut samplers: Vec<LlamaSampler> = (0..n_seq).map(|_| LlamaSampler::chain([LlamaSampler::greedy()], true)).collect();
     let start = Instant::now();
