@@ -123,9 +123,16 @@ fn main() {
         in_process(&rt, id, 16).await;
         over_http(&c, &base, &key, id, 16).await;
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            a.push(in_process(&rt, id, max_tokens).await);
-            b.push(over_http(&c, &base, &key, id, max_tokens).await);
+        // Alternate which path goes first in each round, so order effects (prompt cache, CPU
+        // frequency, other load) fall on both.
+        for r in 0..rounds {
+            if r % 2 == 0 {
+                a.push(in_process(&rt, id, max_tokens).await);
+                b.push(over_http(&c, &base, &key, id, max_tokens).await);
+            } else {
+                b.push(over_http(&c, &base, &key, id, max_tokens).await);
+                a.push(in_process(&rt, id, max_tokens).await);
+            }
         }
         let tps_in = median(a.iter().map(|s| s.gen_tps).collect());
         let tps_http = median(b.iter().map(|s| s.gen_tps).collect());
@@ -135,6 +142,8 @@ fn main() {
         let out = json!({
             "bench": "http_overhead", "rounds": rounds, "max_tokens": max_tokens, "threads": threads,
             "tokens_in_process": a.iter().map(|s| s.tokens).collect::<Vec<_>>(), "tokens_http": b.iter().map(|s| s.tokens).collect::<Vec<_>>(),
+            "tok_s_in_process": a.iter().map(|s| s.gen_tps).collect::<Vec<_>>(), "tok_s_http": b.iter().map(|s| s.gen_tps).collect::<Vec<_>>(),
+            "ttft_ms_in_process": a.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect::<Vec<_>>(), "ttft_ms_http": b.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect::<Vec<_>>(),
             "in_process_tok_s_median": tps_in, "http_tok_s_median": tps_http, "http_over_in_process": tps_http / tps_in,
             "ttft_in_process_ms_median": ttft_in, "ttft_http_ms_median": ttft_http, "ttft_overhead_ms_median_paired": ttft_delta,
             "targets": {"http_over_in_process_min": 0.95, "ttft_overhead_ms_max": 5.0},
