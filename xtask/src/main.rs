@@ -40,6 +40,7 @@ ENVIRONMENT:
                          repeated runs and fresh clones reuse builds).
     B3IQ_MODEL_CACHE     Where the default model is cached (default ~/.cache/b3iq/models).
     B3IQ_VENV            Python virtualenv for the test tools (default ~/.cache/b3iq/venv).
+    B3IQ_UP_PROFILE      `release` (default) or `dev` (reuse the test suite's build) for `up`.
     B3IQ_SKIP_DEPS=1     Do not try to install Debian packages (fail instead if one is missing).
 
 EXAMPLES:
@@ -291,9 +292,16 @@ impl Ctx {
     fn up(&self, serve_args: &[String]) -> Result<(), String> {
         self.apt_deps()?;
         let model = self.fetch_model()?;
-        eprintln!("xtask: building b3iqd (release; the first build compiles llama.cpp and takes a few minutes)");
-        self.run(self.cargo(&["build", "--release", "-p", "b3iqd"]))?;
-        let bin = self.target_dir.join("release/b3iqd");
+        // B3IQ_UP_PROFILE=dev reuses the test suite's build (dependencies optimised, our crates not).
+        let profile = env::var("B3IQ_UP_PROFILE").unwrap_or_else(|_| "release".into());
+        let (flag, dir) = match profile.as_str() {
+            "release" => ("--release", "release"),
+            "dev" => ("--profile=dev", "debug"),
+            other => return Err(format!("B3IQ_UP_PROFILE must be `release` or `dev`, not `{other}`")),
+        };
+        eprintln!("xtask: building b3iqd ({profile}; the first build compiles llama.cpp and takes a few minutes)");
+        self.run(self.cargo(&["build", flag, "-p", "b3iqd"]))?;
+        let bin = self.target_dir.join(dir).join("b3iqd");
         let mut c = self.cmd(&bin.to_string_lossy(), &["serve"]);
         if !serve_args.iter().any(|a| a == "--model" || a.starts_with("--model=")) {
             c.arg("--model").arg(&model);
