@@ -15,7 +15,9 @@ export B3IQ_TEST_MODEL
 [[ -f "$B3IQ_TEST_MODEL" ]] || { echo "ci.sh: default model not found at $B3IQ_TEST_MODEL" >&2; exit 1; }
 
 # Same dev profile and target dir as `cargo test`, so this reuses that build.
-(cd "$repo" && CARGO_TARGET_DIR="$target" cargo build -p b3iqd)
+# `cargo test --no-run` resolves features exactly as the cargo-test step did, so nothing is
+# rebuilt; it also builds the b3iqd binary the daemon tests use.
+(cd "$repo" && CARGO_TARGET_DIR="$target" cargo test --locked --no-run --quiet)
 export B3IQD_BIN="$target/debug/b3iqd"
 [[ -x "$B3IQD_BIN" ]] || { echo "ci.sh: $B3IQD_BIN was not built" >&2; exit 1; }
 

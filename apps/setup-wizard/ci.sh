@@ -34,7 +34,9 @@ fi
 echo "dist/ matches the committed build"
 
 echo "== setup-wizard: build b3iqd (embeds dist/)"
-(cd "$B3IQ_REPO" && cargo build -p b3iqd)
+# `cargo test --no-run` resolves features exactly as the cargo-test step did, so nothing is
+# rebuilt; it also builds the b3iqd binary the daemon tests use.
+(cd "$B3IQ_REPO" && cargo test --locked --no-run --quiet)
 export B3IQD_BIN="$CARGO_TARGET_DIR/debug/b3iqd"
 
 if [ -z "${B3IQ_TEST_MODEL:-}" ]; then
