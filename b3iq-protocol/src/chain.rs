@@ -515,6 +515,20 @@ impl ChainClient {
 
     // ---- deploy ----
 
+    /// Deploys `bytecode ++ constructor args`, recording the deployment's gas under `name`.
+    async fn deploy_contract(
+        &self,
+        name: &'static str,
+        bytecode: &[u8],
+        args: &[u8],
+        gas: &mut BTreeMap<&'static str, u64>,
+    ) -> Result<Address> {
+        let code = [bytecode, args].concat().into();
+        let (address, used) = self.deploy_code(&format!("deploy {name}"), code).await?;
+        gas.insert(name, used);
+        Ok(address)
+    }
+
     async fn deploy_code(&self, action: &str, code: Bytes) -> Result<(Address, u64)> {
         let tx = alloy::rpc::types::TransactionRequest::default()
             .from(self.address)
@@ -569,14 +583,8 @@ impl ChainClient {
             Some(t) => t,
             None => {
                 let args = token::B3TestToken::constructorCall { initialOwner: me }.abi_encode();
-                let (a, g) = self
-                    .deploy_code(
-                        "deploy B3TestToken",
-                        [&B3TestToken::BYTECODE[..], &args[..]].concat().into(),
-                    )
-                    .await?;
-                gas.insert("B3TestToken", g);
-                a
+                self.deploy_contract("B3TestToken", &B3TestToken::BYTECODE, &args, &mut gas)
+                    .await?
             }
         };
         let args = node_registry::NodeRegistry::constructorCall {
@@ -584,13 +592,9 @@ impl ChainClient {
             attester_: p.attester,
         }
         .abi_encode();
-        let (registry, g) = self
-            .deploy_code(
-                "deploy NodeRegistry",
-                [&NodeRegistry::BYTECODE[..], &args[..]].concat().into(),
-            )
+        let registry = self
+            .deploy_contract("NodeRegistry", &NodeRegistry::BYTECODE, &args, &mut gas)
             .await?;
-        gas.insert("NodeRegistry", g);
         let args = stake_vault::StakeVault::constructorCall {
             initialOwner: me,
             token_: token,
@@ -598,26 +602,18 @@ impl ChainClient {
             unbondingDelay_: p.unbonding_delay_s,
         }
         .abi_encode();
-        let (vault, g) = self
-            .deploy_code(
-                "deploy StakeVault",
-                [&StakeVault::BYTECODE[..], &args[..]].concat().into(),
-            )
+        let vault = self
+            .deploy_contract("StakeVault", &StakeVault::BYTECODE, &args, &mut gas)
             .await?;
-        gas.insert("StakeVault", g);
         let args = settlement::Settlement::constructorCall {
             admin: me,
             token_: token,
             challengeWindow_: p.challenge_window_s,
         }
         .abi_encode();
-        let (settle, g) = self
-            .deploy_code(
-                "deploy Settlement",
-                [&Settlement::BYTECODE[..], &args[..]].concat().into(),
-            )
+        let settle = self
+            .deploy_contract("Settlement", &Settlement::BYTECODE, &args, &mut gas)
             .await?;
-        gas.insert("Settlement", g);
         let args = disputes::Disputes::constructorCall {
             admin: me,
             token_: token,
@@ -630,13 +626,9 @@ impl ChainClient {
             quorum_: p.quorum,
         }
         .abi_encode();
-        let (disp, g) = self
-            .deploy_code(
-                "deploy Disputes",
-                [&Disputes::BYTECODE[..], &args[..]].concat().into(),
-            )
+        let disp = self
+            .deploy_contract("Disputes", &Disputes::BYTECODE, &args, &mut gas)
             .await?;
-        gas.insert("Disputes", g);
         let args = model_registry::ModelRegistry::constructorCall {
             initialOwner: me,
             token_: token,
@@ -644,13 +636,9 @@ impl ChainClient {
             minPublisherStake_: p.min_publisher_stake,
         }
         .abi_encode();
-        let (models, g) = self
-            .deploy_code(
-                "deploy ModelRegistry",
-                [&ModelRegistry::BYTECODE[..], &args[..]].concat().into(),
-            )
+        let models = self
+            .deploy_contract("ModelRegistry", &ModelRegistry::BYTECODE, &args, &mut gas)
             .await?;
-        gas.insert("ModelRegistry", g);
         let d = Deployment {
             token,
             node_registry: registry,
