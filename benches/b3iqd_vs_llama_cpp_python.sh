@@ -26,7 +26,9 @@ HAVE_LCP=1
 "$PY" -c "import openai" 2>/dev/null || "$PY" -m pip install --quiet openai
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 PROFILE="${PROFILE:-release}"   # release for reported numbers; PROFILE=debug reuses the test build
-if [ "$PROFILE" = release ]; then (cd "$REPO" && cargo build --quiet --release -p b3iqd); else (cd "$REPO" && cargo build --quiet -p b3iqd); fi
+# PROFILE=debug builds through `cargo test --no-run` (the workspace's default members), so the
+# feature set, and with it the llama.cpp build, is the one `cargo xtask test` already made.
+if [ "$PROFILE" = release ]; then (cd "$REPO" && cargo build --quiet --release -p b3iqd); else (cd "$REPO" && cargo test --locked --quiet --no-run 2>/dev/null); fi
 BIN="$TARGET/$PROFILE/b3iqd"
 WORK="$(mktemp -d)"
 OUT="$HERE/results/b3iqd_vs_lcp.jsonl"; mkdir -p "$HERE/results"; : > "$OUT"

@@ -8,7 +8,8 @@
 # inputs go to a temporary directory, so the committed corpus stays small). Crashes are saved
 # by libFuzzer under fuzz/artifacts/<target>/; copy a reproducer into fuzz/corpus/<target>/
 # once fixed so `cargo test -p b3iq-core --test fuzz_corpus` replays it forever.
-# The gguf_header target (owned by the runtime) is built with `--features gguf`.
+# The gguf_header target (owned by the runtime) is built with `--features gguf`, the host
+# targets with `--features host` (their corpus is replayed by `cargo test -p b3iq-host --test fuzz_corpus`).
 set -euo pipefail
 
 usage="usage: fuzz/run.sh SECONDS [TARGET...]"
@@ -38,6 +39,7 @@ for t in "${targets[@]}"; do
     feat=()
     [ "$t" = gguf_header ] && feat=(--features gguf)
     [ "$t" = protocol_messages ] && feat=(--features protocol)
+    case "$t" in host_header|same_origin|request_body|support_bundle) feat=(--features host) ;; esac
     work="$(mktemp -d)"
     mkdir -p "corpus/$t"
     echo "=== fuzzing $t for ${secs}s ==="

@@ -456,8 +456,45 @@ impl Default for JobPolicy {
     }
 }
 
+/// Who issued a job, as far as the policy is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuerClass {
+    /// The node's owner, signing on this machine (the local UI or CLI): the signature is the
+    /// owner's consent, in every mode, including local.
+    OwnerLocal,
+    /// A remote issuer (the control plane of a managed fleet): [`JobPolicy::decide`]'s rules.
+    Remote,
+}
+
 impl JobPolicy {
-    /// The decision for `kind` when the node is in `mode`.
+    /// The decision for `kind` from an issuer of `class` when the node is in `mode`. Owner-local
+    /// jobs run (the owner asked for them), except a `change_mode` to the mode the node is
+    /// already in, which is refused as a no-op; remote jobs follow [`JobPolicy::decide`].
+    pub fn decide_for(&self, class: IssuerClass, kind: &JobKind, mode: OperatingMode) -> PolicyDecision {
+        match class {
+            IssuerClass::Remote => self.decide(kind, mode),
+            IssuerClass::OwnerLocal => {
+                let risk = kind.risk();
+                if let JobKind::ChangeMode { mode: to } = kind {
+                    if *to == mode {
+                        return PolicyDecision {
+                            verdict: Verdict::Refuse,
+                            risk,
+                            reason: format!("change_mode refused: the node is already in {mode} mode"),
+                        };
+                    }
+                }
+                PolicyDecision {
+                    verdict: Verdict::Run,
+                    risk,
+                    reason: format!("{} is {risk:?} risk, issued by the owner on this node in {mode} mode", kind.name()),
+                }
+            }
+        }
+    }
+
+    /// The decision for `kind` from a remote issuer when the node is in `mode`.
     pub fn decide(&self, kind: &JobKind, mode: OperatingMode) -> PolicyDecision {
         let risk = kind.risk();
         let d = |verdict, reason: String| PolicyDecision { verdict, risk, reason };
@@ -608,6 +645,13 @@ mod tests {
         let trusting = JobPolicy { auto_approve_up_to: Some(RiskLevel::High) };
         assert_eq!(trusting.decide(&install, OperatingMode::Network).verdict, Verdict::Run);
         assert_eq!(trusting.decide(&to_net, OperatingMode::Managed).verdict, Verdict::NeedsOwnerApproval);
+        // The owner, signing locally, is not a remote issuer: local mode does not refuse it.
+        let owner = p.decide_for(IssuerClass::OwnerLocal, &install, OperatingMode::Local);
+        assert_eq!(owner.verdict, Verdict::Run);
+        assert!(owner.reason.contains("owner"));
+        assert_eq!(p.decide_for(IssuerClass::Remote, &install, OperatingMode::Local).verdict, Verdict::Refuse);
+        let same = JobKind::ChangeMode { mode: OperatingMode::Local };
+        assert_eq!(p.decide_for(IssuerClass::OwnerLocal, &same, OperatingMode::Local).verdict, Verdict::Refuse);
         let strict = JobPolicy { auto_approve_up_to: None };
         assert_eq!(strict.decide(&bench, OperatingMode::Managed).verdict, Verdict::NeedsOwnerApproval);
         assert!(!p.decide(&bench, OperatingMode::Local).reason.is_empty());

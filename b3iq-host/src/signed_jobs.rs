@@ -3,8 +3,7 @@
 //! durable [`SeenSet`], then decided by the core [`JobPolicy`].
 
 use b3iq_core::identity::{NodeKey, NodePublicKey};
-use b3iq_core::job::{Job, JobId, JobKind, JobPolicy, SeenSet, SeenSetError, SignedJob, TrustRoots, Verdict, VerifiedJob};
-use b3iq_core::mode::OperatingMode;
+use b3iq_core::job::{IssuerClass, Job, JobId, JobKind, JobPolicy, SeenSet, SeenSetError, SignedJob, TrustRoots, Verdict, VerifiedJob};
 use rusqlite::{params, OptionalExtension};
 
 use crate::db::Db;
@@ -81,11 +80,13 @@ pub fn open(st: &NodeState, owner: &NodePublicKey, job: &SignedJob, now_ms: u64)
     let verified = job
         .open(&roots, &st.node_id, now_ms, &mut seen)
         .map_err(|e| HostError::InvalidParameter(format!("job refused: {e}")))?;
-    // The core policy's Local-mode rule is about remote issuers; an owner job is evaluated as the
-    // owner's own request by risk level (the owner issued it, which is the consent).
-    let decision = JobPolicy { auto_approve_up_to: Some(b3iq_core::job::RiskLevel::Medium) }.decide(verified.kind(), OperatingMode::Managed);
+    // The owner signed it on this node: the core policy's owner-local class (the signature is the
+    // consent; local mode refuses only remote issuers). This node has no remote issuers yet.
+    let decision = JobPolicy::default().decide_for(IssuerClass::OwnerLocal, verified.kind(), st.mode());
     match decision.verdict {
-        Verdict::Refuse => Err(HostError::InvalidParameter(format!("job refused by policy: {}", decision.reason))),
-        Verdict::Run | Verdict::NeedsOwnerApproval => Ok((verified, format!("{:?} risk; owner-issued", decision.risk))),
+        Verdict::Run => Ok((verified, decision.reason)),
+        Verdict::Refuse | Verdict::NeedsOwnerApproval => {
+            Err(HostError::InvalidParameter(format!("job refused by policy: {}", decision.reason)))
+        }
     }
 }

@@ -129,17 +129,30 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
+/// Most bytes [`read_bundle`] decompresses (bundles are a few KiB; this stops gzip bombs).
+pub const MAX_BUNDLE_TEXT: u64 = 16 * 1024 * 1024;
+
 /// Read a bundle back into `(name, text)` pairs (tests and `b3iqd support-bundle --list`).
+/// Bundles are outside bytes: anything that is not a gzip'd tar of UTF-8 files, or that
+/// unpacks to more than [`MAX_BUNDLE_TEXT`], is an `InvalidParameter` error.
 pub fn read_bundle(bytes: &[u8]) -> Result<Vec<(String, String)>> {
     use std::io::Read;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let bad = |e: &dyn std::fmt::Display| HostError::InvalidParameter(format!("not a support bundle: {e}"));
+    let gz = flate2::read::GzDecoder::new(bytes).take(MAX_BUNDLE_TEXT + 1024 * 1024);
+    let mut ar = tar::Archive::new(gz);
     let mut out = Vec::new();
-    for e in ar.entries().map_err(|e| HostError::InvalidParameter(format!("not a bundle: {e}")))? {
-        let mut e = e.map_err(|e| HostError::InvalidParameter(format!("not a bundle: {e}")))?;
+    let mut left = MAX_BUNDLE_TEXT;
+    for e in ar.entries().map_err(|e| bad(&e))? {
+        let e = e.map_err(|e| bad(&e))?;
         let name = e.path().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
-        let mut s = String::new();
-        e.read_to_string(&mut s).map_err(|e| HostError::InvalidParameter(format!("not a bundle: {e}")))?;
-        out.push((name, s));
+        let mut buf = Vec::new();
+        e.take(left + 1).read_to_end(&mut buf).map_err(|e| bad(&e))?;
+        if buf.len() as u64 > left {
+            return Err(bad(&format!("it unpacks to more than {MAX_BUNDLE_TEXT} bytes")));
+        }
+        left -= buf.len() as u64;
+        let text = String::from_utf8(buf).map_err(|_| bad(&format!("{name} is not UTF-8 text")))?;
+        out.push((name, text));
     }
     Ok(out)
 }

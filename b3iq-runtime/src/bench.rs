@@ -71,14 +71,12 @@ pub fn bare_text_generation(model: &LlamaModel, n_gen: u32, threads: u32) -> Res
     ctx.decode(&mut batch).map_err(|e| RuntimeError::Backend(e.to_string()))?;
     let mut sampler = LlamaSampler::greedy();
     let mut tok = sampler.sample(&ctx, batch.n_tokens() - 1);
-    let mut pos = prompt.len() as i32;
     let t = Instant::now();
-    for _ in 0..n_gen {
+    for pos in (prompt.len() as i32..).take(n_gen as usize) {
         batch.clear();
         batch.add(tok, pos, &[0], true).map_err(|e| RuntimeError::Backend(e.to_string()))?;
         ctx.decode(&mut batch).map_err(|e| RuntimeError::Backend(e.to_string()))?;
         tok = sampler.sample(&ctx, 0);
-        pos += 1;
     }
     Ok(LoopResult { tokens: n_gen as u64, seconds: t.elapsed().as_secs_f64() })
 }
@@ -138,7 +136,7 @@ pub fn bare_batched_generation_in(
         }
         ctx.decode(&mut batch).map_err(|e| RuntimeError::Backend(e.to_string()))?;
         for (k, idx) in (first..s).zip(logits_idx) {
-            let t = samplers[k].sample(&ctx, idx);
+            let t = samplers[k].sample(ctx, idx);
             next[k] = if vocab.is_eog(t) { None } else { Some(t) };
         }
     }
@@ -164,7 +162,7 @@ pub fn bare_batched_generation_in(
         ctx.decode(&mut batch).map_err(|e| RuntimeError::Backend(e.to_string()))?;
         for k in 0..n_seq as usize {
             if idx[k] >= 0 {
-                let t = samplers[k].sample(&ctx, idx[k]);
+                let t = samplers[k].sample(ctx, idx[k]);
                 counts[k] += 1;
                 if vocab.is_eog(t) {
                     next[k] = None;

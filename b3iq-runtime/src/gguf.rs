@@ -391,8 +391,8 @@ fn scalar_size(t: u32) -> Option<u64> {
     Some(match t {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
-        4 | 5 | 6 => 4,
-        10 | 11 | 12 => 8,
+        4..=6 => 4,
+        10..=12 => 8,
         _ => return None,
     })
 }
@@ -452,7 +452,7 @@ fn read_value<R: Read>(r: &mut Reader<R>, key: &str, t: u32) -> Result<MetadataV
                 }
             } else if item_t == 8 {
                 // Each string needs at least its 8-byte length prefix.
-                let min = len.checked_mul(8).unwrap_or(u64::MAX);
+                let min = len.saturating_mul(8);
                 if min > r.remaining() {
                     return Err(GgufError::Truncated { offset: r.pos, needed: min, file_size: r.size });
                 }

@@ -157,7 +157,7 @@ impl SamplingParams {
         if !self.temperature.is_finite() || !(0.0..=100.0).contains(&self.temperature) {
             return bad(format!("temperature must be in [0, 100], got {}", self.temperature));
         }
-        if !self.top_p.is_finite() || !(self.top_p > 0.0 && self.top_p <= 1.0) {
+        if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
         if self.top_k < 0 {

@@ -19,13 +19,6 @@ echo "== bindings/node: verify-only build"
 node scripts/build.js --no-default-features
 node --test test/vectors.test.js test/jobs.test.js test/exports.test.js test/types.test.js
 
-if [ "${B3IQ_BINDINGS_HOST:-0}" != "1" ]; then
-  # Stage 2 (LocalNode/Runtime over b3iq-host + llama.cpp) has not passed on a full build yet, so
-  # CI runs stage 1 only; `B3IQ_BINDINGS_HOST=1 bash bindings/node/ci.sh` runs stage 2. Tracked in issue 6.
-  echo "== bindings/node: stage 2 (LocalNode, Runtime) not run: set B3IQ_BINDINGS_HOST=1 (not yet passing)"
-  exit 0
-fi
-
 echo "== bindings/node: full build (LocalNode, Runtime)"
 node scripts/build.js
 node --test test/

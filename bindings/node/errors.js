@@ -42,10 +42,19 @@ const CLASSES = {
 
 /** The b3iq error for a native error (other errors are returned unchanged). */
 function translate(err) {
-  if (!err || typeof err.code !== 'string' || !err.code.startsWith('B3IQ_')) return err
-  const [cls, code] = err.code.split(':')
+  if (!err || typeof err.code !== 'string') return err
+  let full = err.code
+  let message = err.message
+  // Rejected Promises carry the class code as a "[B3IQ_...] " message prefix (src/error.rs).
+  const prefixed = typeof message === 'string' && /^\[(B3IQ_[A-Z]+(?::[a-z0-9_]+)?)\] /.exec(message)
+  if (prefixed) {
+    full = prefixed[1]
+    message = message.slice(prefixed[0].length)
+  }
+  if (!full.startsWith('B3IQ_')) return err
+  const [cls, code] = full.split(':')
   const Class = CLASSES[cls] || B3iqError
-  return new Class(err.message, { code: code || null, cause: err })
+  return new Class(message, { code: code || null, cause: err })
 }
 
 module.exports = {

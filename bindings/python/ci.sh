@@ -25,13 +25,6 @@ echo "== bindings/python: verify-only build"
 develop --no-default-features
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_vectors.py tests/test_jobs_and_errors.py
 
-if [ "${B3IQ_BINDINGS_HOST:-0}" != "1" ]; then
-  # Stage 2 (LocalNode/Runtime over b3iq-host + llama.cpp) has not passed on a full build yet, so
-  # CI runs stage 1 only; `B3IQ_BINDINGS_HOST=1 bash bindings/python/ci.sh` runs stage 2. Tracked in issue 6.
-  echo "== bindings/python: stage 2 (LocalNode, Runtime) not run: set B3IQ_BINDINGS_HOST=1 (not yet passing)"
-  exit 0
-fi
-
 echo "== bindings/python: full build (LocalNode, Runtime)"
 develop
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # CI for the Swift binding (Linux: no Swift toolchain here), in two stages:
-#  1. verify-only library (`--no-default-features`): regenerate the Swift sources with uniffi
-#     and fail if the committed ones (Sources/B3IQ/B3IQ.swift, include/) differ (they are
-#     generated from this feature set today: see README), then run the golden-vector suite
+#  1. verify-only library (`--no-default-features`, no llama.cpp): the golden-vector suite
 #     through uniffi's generated Python bindings (the same FFI surface Swift calls);
-#  2. full library (default feature `host`): LocalNode + Runtime through uniffi's async exports,
-#     with the real default model.
+#  2. full library (default feature `host`): regenerate the Swift sources with uniffi and fail
+#     if the committed ones (Sources/B3IQ/B3IQ.swift, include/) differ, then every test,
+#     including LocalNode + Runtime through uniffi's async exports with the real default model.
 # Dev profile with the CARGO_TARGET_DIR given. Idempotent; runnable from any cwd.
 set -euo pipefail
 
@@ -22,30 +21,22 @@ fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-echo "== bindings/swift: verify-only library"
-B3IQ_SWIFT_FEATURES=--no-default-features "$HERE/scripts/generate.sh" swift "$WORK/swift"
+echo "== bindings/swift: verify-only library (golden vectors through uniffi's Python)"
+B3IQ_SWIFT_FEATURES=--no-default-features "$HERE/scripts/generate.sh" python "$WORK/python-verify"
+(cd "$HERE" && B3IQ_UNIFFI_PY="$WORK/python-verify" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_uniffi_vectors.py)
+
+echo "== bindings/swift: full library (LocalNode, Runtime)"
+"$HERE/scripts/generate.sh" swift "$WORK/swift"
 stale=0
 cmp -s "$WORK/swift/B3IQ.swift" "$HERE/Sources/B3IQ/B3IQ.swift" || stale=1
 cmp -s "$WORK/swift/B3IQFFI.h" "$HERE/include/B3IQFFI.h" || stale=1
 cmp -s "$WORK/swift/B3IQFFI.modulemap" "$HERE/include/B3IQFFI.modulemap" || stale=1
 if [ "$stale" -ne 0 ]; then
   diff -u "$HERE/Sources/B3IQ/B3IQ.swift" "$WORK/swift/B3IQ.swift" | head -40 || true
-  echo "bindings/swift: the committed Swift sources are stale; run" >&2
-  echo "  B3IQ_SWIFT_FEATURES=--no-default-features bindings/swift/scripts/generate.sh   and commit" >&2
+  echo "bindings/swift: the committed Swift sources are stale; run bindings/swift/scripts/generate.sh and commit" >&2
   exit 1
 fi
 echo "bindings/swift: generated Swift sources are current"
-B3IQ_SWIFT_FEATURES=--no-default-features "$HERE/scripts/generate.sh" python "$WORK/python-verify"
-cd "$HERE"
-B3IQ_UNIFFI_PY="$WORK/python-verify" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_uniffi_vectors.py
-
-if [ "${B3IQ_BINDINGS_HOST:-0}" != "1" ]; then
-  # Stage 2 (LocalNode/Runtime over b3iq-host + llama.cpp) has not passed on a full build yet, so
-  # CI runs stage 1 only; `B3IQ_BINDINGS_HOST=1 bash bindings/swift/ci.sh` runs stage 2. Tracked in issue 6.
-  echo "== bindings/swift: stage 2 (LocalNode, Runtime) not run: set B3IQ_BINDINGS_HOST=1 (not yet passing)"
-  exit 0
-fi
-
-echo "== bindings/swift: full library (LocalNode, Runtime)"
 "$HERE/scripts/generate.sh" python "$WORK/python-full"
+cd "$HERE"
 B3IQ_UNIFFI_PY="$WORK/python-full" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests

@@ -172,6 +172,21 @@ impl Ctx {
             .env("CARGO_TARGET_DIR", &self.target_dir)
             .env("B3IQ_REPO", &self.root)
             .env("PATH", self.path_env());
+        // llama-cpp-sys-2 builds llama.cpp with CMake inside a build-script directory whose hash
+        // depends on the feature set of the whole build, so `cargo test`, maturin, napi and the
+        // uniffi build each rebuild it (about 5 minutes on 2 cores). ccache turns the repeats
+        // into cache hits; llama-cpp-sys-2 forwards CMAKE_* variables to CMake.
+        if env::var_os("CMAKE_C_COMPILER_LAUNCHER").is_none() && on_path("ccache") {
+            c.env("CMAKE_C_COMPILER_LAUNCHER", "ccache")
+                .env("CMAKE_CXX_COMPILER_LAUNCHER", "ccache");
+            if env::var_os("CCACHE_NOHASHDIR").is_none() {
+                // The build directory differs per hash; without this, -g builds never hit.
+                c.env("CCACHE_NOHASHDIR", "1");
+            }
+            if env::var_os("CCACHE_BASEDIR").is_none() {
+                c.env("CCACHE_BASEDIR", &self.target_dir);
+            }
+        }
         c
     }
 
@@ -382,6 +397,11 @@ impl Ctx {
             Ok(())
         }
     }
+}
+
+/// True if `program` is an executable file in a PATH directory.
+fn on_path(program: &str) -> bool {
+    env::var_os("PATH").is_some_and(|p| env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 fn dpkg_installed(pkg: &str) -> bool {

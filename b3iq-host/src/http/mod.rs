@@ -3,6 +3,8 @@
 
 mod api;
 pub mod openai;
+/// The header types of [`same_origin`] (re-exported for embedders and the fuzz targets).
+pub use axum::http::{HeaderMap, HeaderName, HeaderValue};
 pub(crate) use openai::start as start_generation;
 mod wizard;
 
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::header;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};

@@ -15,6 +15,15 @@ use napi::Error;
 /// What every fallible export returns: the JS error's `code` is our class code.
 pub(crate) type Result<T> = napi::Result<T, String>;
 
+/// An error for a rejected Promise. Async exports return `napi::Result<T>` (spelled out: the
+/// `#[napi]` macro recognises `Result` by name, and rejects Promises only with `Status`
+/// errors), so the class code travels as a `[CODE] ` prefix of the message, which `errors.js`
+/// strips back into `code`.
+#[cfg(feature = "host")]
+pub(crate) fn to_async(err: Error<String>) -> Error {
+    Error::new(napi::Status::GenericFailure, format!("[{}] {}", err.status, err.reason))
+}
+
 /// Which `B3iqError` subclass a Rust error becomes (the string is the JS `code`).
 #[derive(Clone, Copy, Debug)]
 #[allow(dead_code)]

@@ -9,7 +9,7 @@ use napi_derive::napi;
 use tokio::sync::Mutex;
 
 use crate::convert::to_js;
-use crate::error::{host_error, raise_msg, Kind, Result};
+use crate::error::{host_error, raise_msg, to_async, Kind, Result};
 
 /// Options of `LocalNode.start`.
 #[napi(object)]
@@ -50,7 +50,11 @@ where
 
 /// Starts a host (see `LocalNodeOptions`).
 #[napi]
-pub async fn start_local_node(options: LocalNodeOptions) -> Result<LocalNode> {
+pub async fn start_local_node(options: LocalNodeOptions) -> napi::Result<LocalNode> {
+    start(options).await.map_err(to_async)
+}
+
+async fn start(options: LocalNodeOptions) -> Result<LocalNode> {
     let node = on_host_thread(move || async move {
         let mut builder = host::LocalNode::builder()
             .home(options.home)
@@ -103,7 +107,7 @@ impl LocalNode {
 
     /// Claims the node with its pending setup token (creates the owner account).
     #[napi]
-    pub async fn claim(&self, username: String, password: String) -> Result<()> {
+    pub async fn claim(&self, username: String, password: String) -> napi::Result<()> {
         let node = Arc::clone(&self.node);
         on_host_thread(move || async move {
             let guard = node.lock().await;
@@ -111,11 +115,12 @@ impl LocalNode {
             node.claim(&username, &password).await.map_err(host_error)
         })
         .await
+        .map_err(to_async)
     }
 
     /// Creates a `b3iq_local_` key; resolves to `{ id, secret }` (the secret is shown once).
     #[napi]
-    pub async fn create_key(&self, name: String, scopes: Option<Vec<String>>) -> Result<serde_json::Value> {
+    pub async fn create_key(&self, name: String, scopes: Option<Vec<String>>) -> napi::Result<serde_json::Value> {
         let node = Arc::clone(&self.node);
         on_host_thread(move || async move {
             let guard = node.lock().await;
@@ -126,11 +131,12 @@ impl LocalNode {
             Ok(serde_json::json!({ "id": id, "secret": secret }))
         })
         .await
+        .map_err(to_async)
     }
 
     /// Every signed usage receipt, oldest first.
     #[napi]
-    pub async fn receipts(&self) -> Result<serde_json::Value> {
+    pub async fn receipts(&self) -> napi::Result<serde_json::Value> {
         let node = Arc::clone(&self.node);
         on_host_thread(move || async move {
             let guard = node.lock().await;
@@ -138,11 +144,12 @@ impl LocalNode {
             to_js(&node.receipts().map_err(host_error)?)
         })
         .await
+        .map_err(to_async)
     }
 
     /// Stops the server after in-flight requests finish. Idempotent.
     #[napi]
-    pub async fn shutdown(&self) -> Result<()> {
+    pub async fn shutdown(&self) -> napi::Result<()> {
         let node = Arc::clone(&self.node);
         on_host_thread(move || async move {
             let node = node.lock().await.take();
@@ -152,6 +159,7 @@ impl LocalNode {
             Ok(())
         })
         .await
+        .map_err(to_async)
     }
 
     /// True until `shutdown()`.

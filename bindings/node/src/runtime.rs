@@ -10,7 +10,7 @@ use napi_derive::napi;
 use tokio::sync::Mutex;
 
 use crate::convert::{from_js, to_js};
-use crate::error::{runtime_error, Result};
+use crate::error::{runtime_error, to_async, Result};
 
 /// An in-process llama.cpp runtime.
 #[napi]
@@ -20,12 +20,12 @@ pub struct Runtime {
 
 /// A runtime (`threads` defaults to the machine's cores, at most 16).
 #[napi]
-pub async fn create_runtime(threads: Option<u32>) -> Result<Runtime> {
+pub async fn create_runtime(threads: Option<u32>) -> napi::Result<Runtime> {
     let mut config = LlamaConfig::default();
     if let Some(threads) = threads {
         config.threads = threads;
     }
-    let inner = LlamaRuntime::new(config).map_err(runtime_error)?;
+    let inner = LlamaRuntime::new(config).map_err(runtime_error).map_err(to_async)?;
     Ok(Runtime { inner: Arc::new(inner) })
 }
 
@@ -44,7 +44,11 @@ pub struct LoadModelOptions {
 impl Runtime {
     /// Loads a GGUF; resolves to its description (`id`, `sha256`, ...).
     #[napi]
-    pub async fn load_model(&self, path: String, options: Option<LoadModelOptions>) -> Result<serde_json::Value> {
+    pub async fn load_model(&self, path: String, options: Option<LoadModelOptions>) -> napi::Result<serde_json::Value> {
+        self.load(path, options).await.map_err(to_async)
+    }
+
+    async fn load(&self, path: String, options: Option<LoadModelOptions>) -> Result<serde_json::Value> {
         let mut spec = LoadModelSpec::from_path(path);
         if let Some(o) = options {
             if let Some(id) = o.model_id {
@@ -58,15 +62,16 @@ impl Runtime {
 
     /// The loaded models.
     #[napi]
-    pub async fn models(&self) -> Result<serde_json::Value> {
-        to_js(&self.inner.list_models().await.map_err(runtime_error)?)
+    pub async fn models(&self) -> napi::Result<serde_json::Value> {
+        let models = self.inner.list_models().await.map_err(runtime_error).map_err(to_async)?;
+        to_js(&models).map_err(to_async)
     }
 
     /// Starts a generation from the runtime's JSON request (index.js builds it from options).
     #[napi]
-    pub async fn generate(&self, request: serde_json::Value) -> Result<TokenStream> {
-        let request: rt_api::GenerateRequest = from_js("generate request", request)?;
-        let stream = self.inner.generate(request).await.map_err(runtime_error)?;
+    pub async fn generate(&self, request: serde_json::Value) -> napi::Result<TokenStream> {
+        let request: rt_api::GenerateRequest = from_js("generate request", request).map_err(to_async)?;
+        let stream = self.inner.generate(request).await.map_err(runtime_error).map_err(to_async)?;
         Ok(TokenStream { stream: Arc::new(Mutex::new(Some(stream))), done: Arc::new(Mutex::new(None)) })
     }
 }
@@ -82,10 +87,11 @@ pub struct TokenStream {
 impl TokenStream {
     /// The next piece of text, or `null` when the stream ended or was closed.
     #[napi]
-    pub async fn next(&self) -> Result<Option<String>> {
+    pub async fn next(&self) -> napi::Result<Option<String>> {
         let mut guard = self.stream.lock().await;
         let Some(stream) = guard.as_mut() else { return Ok(None) };
-        match stream.next_event().await {
+        let event = stream.next_event().await;
+        match event {
             Some(Ok(GenerationEvent::Delta { text })) => Ok(Some(text)),
             Some(Ok(done)) => {
                 *guard = None;
@@ -94,7 +100,7 @@ impl TokenStream {
             }
             Some(Err(err)) => {
                 *guard = None;
-                Err(runtime_error(err))
+                Err(to_async(runtime_error(err)))
             }
             None => {
                 *guard = None;
@@ -106,29 +112,26 @@ impl TokenStream {
     /// Cancels the generation (if running) and releases it. Idempotent.
     #[napi]
     pub fn close(&self) {
-        let stream = Arc::clone(&self.stream);
-        match stream.try_lock() {
-            Ok(mut guard) => {
-                if let Some(s) = guard.take() {
-                    s.cancel();
-                }
+        if let Ok(mut guard) = self.stream.try_lock() {
+            if let Some(s) = guard.take() {
+                s.cancel();
             }
-            // A `next()` is in flight: cancel through a task once it yields the lock.
-            Err(_) => {
-                napi::bindgen_prelude::spawn(async move {
-                    if let Some(s) = stream.lock().await.take() {
-                        s.cancel();
-                    }
-                });
-            }
+            return;
         }
+        // A `next()` is in flight: cancel through a task once it yields the lock.
+        let stream = Arc::clone(&self.stream);
+        napi::bindgen_prelude::spawn(async move {
+            if let Some(s) = stream.lock().await.take() {
+                s.cancel();
+            }
+        });
     }
 
     /// `{ event: "done", finish_reason, usage, timings }` after a normal end, else `null`.
     #[napi]
-    pub async fn result(&self) -> Result<Option<serde_json::Value>> {
+    pub async fn result(&self) -> napi::Result<Option<serde_json::Value>> {
         match self.done.lock().await.as_ref() {
-            Some(done) => Ok(Some(to_js(done)?)),
+            Some(done) => Ok(Some(to_js(done).map_err(to_async)?)),
             None => Ok(None),
         }
     }

@@ -695,6 +695,56 @@ uint64_t uniffi_b3iq_ffi_fn_constructor_priceschedule_new(uint64_t prompt_per_1k
 uint64_t uniffi_b3iq_ffi_fn_method_priceschedule_price(uint64_t ptr, uint64_t prompt_tokens, uint64_t completion_tokens, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_LOCALNODE
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_LOCALNODE
+uint64_t uniffi_b3iq_ffi_fn_clone_localnode(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FREE_LOCALNODE
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FREE_LOCALNODE
+void uniffi_b3iq_ffi_fn_free_localnode(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_BASE_URL
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_BASE_URL
+RustBuffer uniffi_b3iq_ffi_fn_method_localnode_base_url(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_CLAIM
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_CLAIM
+uint64_t uniffi_b3iq_ffi_fn_method_localnode_claim(uint64_t ptr, RustBuffer username, RustBuffer password
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_CREATE_KEY
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_CREATE_KEY
+uint64_t uniffi_b3iq_ffi_fn_method_localnode_create_key(uint64_t ptr, RustBuffer name, RustBuffer scopes
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_NODE_ID
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_NODE_ID
+RustBuffer uniffi_b3iq_ffi_fn_method_localnode_node_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_PORT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_PORT
+uint16_t uniffi_b3iq_ffi_fn_method_localnode_port(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_RECEIPTS_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_RECEIPTS_JSON
+uint64_t uniffi_b3iq_ffi_fn_method_localnode_receipts_json(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_SETUP_URL
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_SETUP_URL
+RustBuffer uniffi_b3iq_ffi_fn_method_localnode_setup_url(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_SHUTDOWN
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_LOCALNODE_SHUTDOWN
+uint64_t uniffi_b3iq_ffi_fn_method_localnode_shutdown(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_PAYOUTTREE
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_PAYOUTTREE
 uint64_t uniffi_b3iq_ffi_fn_clone_payouttree(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -835,6 +885,56 @@ void uniffi_b3iq_ffi_fn_method_signedreceipt_verify(uint64_t ptr, uint64_t expec
 uint64_t uniffi_b3iq_ffi_fn_method_signedreceipt_verify_self_certified(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_RUNTIME
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_RUNTIME
+uint64_t uniffi_b3iq_ffi_fn_clone_runtime(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FREE_RUNTIME
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FREE_RUNTIME
+void uniffi_b3iq_ffi_fn_free_runtime(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RUNTIME_GENERATE
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RUNTIME_GENERATE
+uint64_t uniffi_b3iq_ffi_fn_method_runtime_generate(uint64_t ptr, RustBuffer request_json
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RUNTIME_LOAD_MODEL
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RUNTIME_LOAD_MODEL
+uint64_t uniffi_b3iq_ffi_fn_method_runtime_load_model(uint64_t ptr, RustBuffer path, RustBuffer model_id
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RUNTIME_MODELS_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RUNTIME_MODELS_JSON
+uint64_t uniffi_b3iq_ffi_fn_method_runtime_models_json(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_TOKENSTREAM
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_TOKENSTREAM
+uint64_t uniffi_b3iq_ffi_fn_clone_tokenstream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FREE_TOKENSTREAM
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FREE_TOKENSTREAM
+void uniffi_b3iq_ffi_fn_free_tokenstream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_TOKENSTREAM_CLOSE
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_TOKENSTREAM_CLOSE
+uint64_t uniffi_b3iq_ffi_fn_method_tokenstream_close(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_TOKENSTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_TOKENSTREAM_NEXT
+uint64_t uniffi_b3iq_ffi_fn_method_tokenstream_next(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_TOKENSTREAM_RESULT_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_TOKENSTREAM_RESULT_JSON
+uint64_t uniffi_b3iq_ffi_fn_method_tokenstream_result_json(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_SPLITPOLICY
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_SPLITPOLICY
 uint64_t uniffi_b3iq_ffi_fn_clone_splitpolicy(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -881,6 +981,11 @@ RustBuffer uniffi_b3iq_ffi_fn_func_merkle_root(RustBuffer leaves, RustCallStatus
 int8_t uniffi_b3iq_ffi_fn_func_verify_inclusion(RustBuffer root, RustBuffer leaf, uint64_t index, RustBuffer proof_json, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_START_LOCAL_NODE
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_START_LOCAL_NODE
+uint64_t uniffi_b3iq_ffi_fn_func_start_local_node(RustBuffer home, RustBuffer model, RustBuffer listen
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_KECCAK256
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_KECCAK256
 RustBuffer uniffi_b3iq_ffi_fn_func_keccak256(RustBuffer data, RustCallStatus *_Nonnull out_status
@@ -904,6 +1009,11 @@ RustBuffer uniffi_b3iq_ffi_fn_func_commit_output(RustBuffer salt, RustBuffer out
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_PROMPT
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_PROMPT
 RustBuffer uniffi_b3iq_ffi_fn_func_commit_prompt(RustBuffer salt, RustBuffer prompt, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_CREATE_RUNTIME
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_CREATE_RUNTIME
+uint64_t uniffi_b3iq_ffi_fn_func_create_runtime(RustBuffer threads
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_SPLIT
@@ -1201,6 +1311,12 @@ uint16_t uniffi_b3iq_ffi_checksum_func_verify_inclusion(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_START_LOCAL_NODE
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_START_LOCAL_NODE
+uint16_t uniffi_b3iq_ffi_checksum_func_start_local_node(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_KECCAK256
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_KECCAK256
 uint16_t uniffi_b3iq_ffi_checksum_func_keccak256(void
@@ -1228,6 +1344,12 @@ uint16_t uniffi_b3iq_ffi_checksum_func_commit_output(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_PROMPT
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_PROMPT
 uint16_t uniffi_b3iq_ffi_checksum_func_commit_prompt(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_CREATE_RUNTIME
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_CREATE_RUNTIME
+uint16_t uniffi_b3iq_ffi_checksum_func_create_runtime(void
     
 );
 #endif
@@ -1507,6 +1629,54 @@ uint16_t uniffi_b3iq_ffi_checksum_method_priceschedule_price(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_BASE_URL
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_BASE_URL
+uint16_t uniffi_b3iq_ffi_checksum_method_localnode_base_url(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_CLAIM
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_CLAIM
+uint16_t uniffi_b3iq_ffi_checksum_method_localnode_claim(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_CREATE_KEY
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_CREATE_KEY
+uint16_t uniffi_b3iq_ffi_checksum_method_localnode_create_key(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_NODE_ID
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_NODE_ID
+uint16_t uniffi_b3iq_ffi_checksum_method_localnode_node_id(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_PORT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_PORT
+uint16_t uniffi_b3iq_ffi_checksum_method_localnode_port(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_RECEIPTS_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_RECEIPTS_JSON
+uint16_t uniffi_b3iq_ffi_checksum_method_localnode_receipts_json(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_SETUP_URL
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_SETUP_URL
+uint16_t uniffi_b3iq_ffi_checksum_method_localnode_setup_url(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_SHUTDOWN
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_SHUTDOWN
+uint16_t uniffi_b3iq_ffi_checksum_method_localnode_shutdown(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_PAYOUTTREE_ENTRIES_JSON
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_PAYOUTTREE_ENTRIES_JSON
 uint16_t uniffi_b3iq_ffi_checksum_method_payouttree_entries_json(void
@@ -1612,6 +1782,42 @@ uint16_t uniffi_b3iq_ffi_checksum_method_signedreceipt_verify(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_SIGNEDRECEIPT_VERIFY_SELF_CERTIFIED
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_SIGNEDRECEIPT_VERIFY_SELF_CERTIFIED
 uint16_t uniffi_b3iq_ffi_checksum_method_signedreceipt_verify_self_certified(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RUNTIME_GENERATE
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RUNTIME_GENERATE
+uint16_t uniffi_b3iq_ffi_checksum_method_runtime_generate(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RUNTIME_LOAD_MODEL
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RUNTIME_LOAD_MODEL
+uint16_t uniffi_b3iq_ffi_checksum_method_runtime_load_model(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RUNTIME_MODELS_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RUNTIME_MODELS_JSON
+uint16_t uniffi_b3iq_ffi_checksum_method_runtime_models_json(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_TOKENSTREAM_CLOSE
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_TOKENSTREAM_CLOSE
+uint16_t uniffi_b3iq_ffi_checksum_method_tokenstream_close(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_TOKENSTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_TOKENSTREAM_NEXT
+uint16_t uniffi_b3iq_ffi_checksum_method_tokenstream_next(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_TOKENSTREAM_RESULT_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_TOKENSTREAM_RESULT_JSON
+uint16_t uniffi_b3iq_ffi_checksum_method_tokenstream_result_json(void
     
 );
 #endif

@@ -137,6 +137,16 @@ class LocalNode:
         return repr(self._native)
 
 
+_END = object()
+
+
+def _next_or_end(native: Any) -> Any:
+    try:
+        return native.__next__()
+    except StopIteration:
+        return _END
+
+
 class TokenStream:
     """A running generation: iterate it (``for`` or ``async for``) to get text pieces.
 
@@ -157,10 +167,12 @@ class TokenStream:
         return self
 
     async def __anext__(self) -> str:
-        try:
-            return await asyncio.to_thread(self._native.__next__)
-        except StopIteration:
-            raise StopAsyncIteration from None
+        # StopIteration cannot cross a Future (asyncio would never resolve it), so the worker
+        # thread turns the end of the stream into a sentinel.
+        piece = await asyncio.to_thread(_next_or_end, self._native)
+        if piece is _END:
+            raise StopAsyncIteration
+        return piece
 
     def close(self) -> None:
         self._native.close()

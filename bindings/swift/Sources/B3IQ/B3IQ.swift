@@ -481,6 +481,22 @@ fileprivate struct FfiConverterUInt16: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
+    typealias FfiType = UInt32
+    typealias SwiftType = UInt32
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> UInt32 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
     typealias FfiType = UInt64
     typealias SwiftType = UInt64
@@ -943,6 +959,282 @@ public func FfiConverterTypeJob_lift(_ handle: UInt64) throws -> Job {
 #endif
 public func FfiConverterTypeJob_lower(_ value: Job) -> UInt64 {
     return FfiConverterTypeJob.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A running embedded host. Call `shutdown()` when done.
+ */
+public protocol LocalNodeProtocol: AnyObject, Sendable {
+    
+    /**
+     * `http://127.0.0.1:PORT`; the OpenAI-compatible API is under `/v1`.
+     */
+    func baseUrl()  -> String
+    
+    /**
+     * Claims the node with its pending setup token.
+     */
+    func claim(username: String, password: String) async throws 
+    
+    /**
+     * Creates a `b3iq_local_` key with `scopes` (default `["inference"]`).
+     */
+    func createKey(name: String, scopes: [String]?) async throws  -> CreatedKey
+    
+    /**
+     * The node id (`b3n_...`).
+     */
+    func nodeId()  -> String
+    
+    /**
+     * The bound port.
+     */
+    func port()  -> UInt16
+    
+    /**
+     * Every signed usage receipt, oldest first, as JSON.
+     */
+    func receiptsJson() async throws  -> String
+    
+    /**
+     * The one-time setup URL while unclaimed (it contains a secret token).
+     */
+    func setupUrl()  -> String?
+    
+    /**
+     * Stops the server after in-flight requests finish. Idempotent.
+     */
+    func shutdown() async throws 
+    
+}
+/**
+ * A running embedded host. Call `shutdown()` when done.
+ */
+open class LocalNode: LocalNodeProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_b3iq_ffi_fn_clone_localnode(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_b3iq_ffi_fn_free_localnode(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * `http://127.0.0.1:PORT`; the OpenAI-compatible API is under `/v1`.
+     */
+open func baseUrl() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_method_localnode_base_url(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Claims the node with its pending setup token.
+     */
+open func claim(username: String, password: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_localnode_claim(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(username),FfiConverterString.lower(password)
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_void,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_void,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+    /**
+     * Creates a `b3iq_local_` key with `scopes` (default `["inference"]`).
+     */
+open func createKey(name: String, scopes: [String]?)async throws  -> CreatedKey  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_localnode_create_key(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name),FfiConverterOptionSequenceString.lower(scopes)
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeCreatedKey_lift,
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+    /**
+     * The node id (`b3n_...`).
+     */
+open func nodeId() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_method_localnode_node_id(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The bound port.
+     */
+open func port() -> UInt16  {
+    return try!  FfiConverterUInt16.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_method_localnode_port(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Every signed usage receipt, oldest first, as JSON.
+     */
+open func receiptsJson()async throws  -> String  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_localnode_receipts_json(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+    /**
+     * The one-time setup URL while unclaimed (it contains a secret token).
+     */
+open func setupUrl() -> String?  {
+    return try!  FfiConverterOptionString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_method_localnode_setup_url(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Stops the server after in-flight requests finish. Idempotent.
+     */
+open func shutdown()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_localnode_shutdown(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_void,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_void,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLocalNode: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = LocalNode
+
+    public static func lift(_ handle: UInt64) throws -> LocalNode {
+        return LocalNode(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: LocalNode) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LocalNode {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: LocalNode, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLocalNode_lift(_ handle: UInt64) throws -> LocalNode {
+    return try FfiConverterTypeLocalNode.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLocalNode_lower(_ value: LocalNode) -> UInt64 {
+    return FfiConverterTypeLocalNode.lower(value)
 }
 
 
@@ -2449,6 +2741,192 @@ public func FfiConverterTypeReceipt_lower(_ value: Receipt) -> UInt64 {
 
 
 /**
+ * An in-process llama.cpp runtime.
+ */
+public protocol RuntimeProtocol: AnyObject, Sendable {
+    
+    /**
+     * Starts a generation from the runtime's JSON request
+     * (`{"model", "prompt": {"kind": "chat"|"text", "value"}, "sampling", "max_tokens", "stop"}`).
+     */
+    func generate(requestJson: String) async throws  -> TokenStream
+    
+    /**
+     * Loads a GGUF; returns its description as JSON.
+     */
+    func loadModel(path: String, modelId: String?) async throws  -> String
+    
+    /**
+     * The loaded models as JSON.
+     */
+    func modelsJson() async throws  -> String
+    
+}
+/**
+ * An in-process llama.cpp runtime.
+ */
+open class Runtime: RuntimeProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_b3iq_ffi_fn_clone_runtime(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_b3iq_ffi_fn_free_runtime(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Starts a generation from the runtime's JSON request
+     * (`{"model", "prompt": {"kind": "chat"|"text", "value"}, "sampling", "max_tokens", "stop"}`).
+     */
+open func generate(requestJson: String)async throws  -> TokenStream  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_runtime_generate(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(requestJson)
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_u64,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_u64,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterTypeTokenStream_lift,
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+    /**
+     * Loads a GGUF; returns its description as JSON.
+     */
+open func loadModel(path: String, modelId: String?)async throws  -> String  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_runtime_load_model(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(path),FfiConverterOptionString.lower(modelId)
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+    /**
+     * The loaded models as JSON.
+     */
+open func modelsJson()async throws  -> String  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_runtime_models_json(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRuntime: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Runtime
+
+    public static func lift(_ handle: UInt64) throws -> Runtime {
+        return Runtime(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Runtime) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Runtime {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Runtime, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRuntime_lift(_ handle: UInt64) throws -> Runtime {
+    return try FfiConverterTypeRuntime.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRuntime_lower(_ value: Runtime) -> UInt64 {
+    return FfiConverterTypeRuntime.lower(value)
+}
+
+
+
+
+
+
+/**
  * An in-memory replay seen-set.
  */
 public protocol SeenSetProtocol: AnyObject, Sendable {
@@ -3661,6 +4139,190 @@ public func FfiConverterTypeSplitPolicy_lower(_ value: SplitPolicy) -> UInt64 {
 
 
 /**
+ * A running generation: `next()` returns the next piece of text, or nil at the end.
+ */
+public protocol TokenStreamProtocol: AnyObject, Sendable {
+    
+    /**
+     * Cancels the generation (if running) and releases it. Idempotent.
+     */
+    func close() async throws 
+    
+    /**
+     * The next piece of text, or nil when the stream ended or was closed.
+     */
+    func next() async throws  -> String?
+    
+    /**
+     * `{"event": "done", "finish_reason", "usage", "timings"}` after a normal end, else nil.
+     */
+    func resultJson() async throws  -> String?
+    
+}
+/**
+ * A running generation: `next()` returns the next piece of text, or nil at the end.
+ */
+open class TokenStream: TokenStreamProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_b3iq_ffi_fn_clone_tokenstream(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_b3iq_ffi_fn_free_tokenstream(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Cancels the generation (if running) and releases it. Idempotent.
+     */
+open func close()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_tokenstream_close(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_void,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_void,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+    /**
+     * The next piece of text, or nil when the stream ended or was closed.
+     */
+open func next()async throws  -> String?  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_tokenstream_next(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionString.lift,
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+    /**
+     * `{"event": "done", "finish_reason", "usage", "timings"}` after a normal end, else nil.
+     */
+open func resultJson()async throws  -> String?  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_method_tokenstream_result_json(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionString.lift,
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTokenStream: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = TokenStream
+
+    public static func lift(_ handle: UInt64) throws -> TokenStream {
+        return TokenStream(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: TokenStream) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TokenStream {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: TokenStream, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTokenStream_lift(_ handle: UInt64) throws -> TokenStream {
+    return try FfiConverterTypeTokenStream.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTokenStream_lower(_ value: TokenStream) -> UInt64 {
+    return FfiConverterTypeTokenStream.lower(value)
+}
+
+
+
+
+
+
+/**
  * The control-plane keys a node accepts jobs from.
  */
 public protocol TrustRootsProtocol: AnyObject, Sendable {
@@ -3798,6 +4460,75 @@ public func FfiConverterTypeTrustRoots_lower(_ value: TrustRoots) -> UInt64 {
 }
 
 
+
+
+/**
+ * A new API key: the secret is shown once.
+ */
+public struct CreatedKey: Equatable, Hashable {
+    /**
+     * Key id (for revocation and usage).
+     */
+    public var id: String
+    /**
+     * The `b3iq_local_...` secret.
+     */
+    public var secret: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Key id (for revocation and usage).
+         */id: String, 
+        /**
+         * The `b3iq_local_...` secret.
+         */secret: String) {
+        self.id = id
+        self.secret = secret
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension CreatedKey: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCreatedKey: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CreatedKey {
+        return
+            try CreatedKey(
+                id: FfiConverterString.read(from: &buf), 
+                secret: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: CreatedKey, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.secret, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCreatedKey_lift(_ buf: RustBuffer) throws -> CreatedKey {
+    return try FfiConverterTypeCreatedKey.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCreatedKey_lower(_ value: CreatedKey) -> RustBuffer {
+    return FfiConverterTypeCreatedKey.lower(value)
+}
 
 
 /**
@@ -4135,6 +4866,30 @@ public func FfiConverterTypeB3iqError_lower(_ value: B3iqError) -> RustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
     typealias SwiftType = UInt64?
 
@@ -4177,6 +4932,55 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
         case 1: return try FfiConverterString.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionSequenceString: FfiConverterRustBuffer {
+    typealias SwiftType = [String]?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterSequenceString.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterSequenceString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
+    typealias SwiftType = [String]
+
+    public static func write(_ value: [String], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterString.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [String]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
     }
 }
 
@@ -4227,6 +5031,54 @@ fileprivate struct FfiConverterSequenceTypeNodePublicKey: FfiConverterRustBuffer
             seq.append(try FfiConverterTypeNodePublicKey.read(from: &buf))
         }
         return seq
+    }
+}
+private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
+private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
+
+fileprivate let uniffiContinuationHandleMap = UniffiHandleMap<UnsafeContinuation<Int8, Never>>()
+
+fileprivate func uniffiRustCallAsync<F, T>(
+    rustFutureFunc: () -> UInt64,
+    pollFunc: (UInt64, @escaping UniffiRustFutureContinuationCallback, UInt64) -> (),
+    completeFunc: (UInt64, UnsafeMutablePointer<RustCallStatus>) -> F,
+    freeFunc: (UInt64) -> (),
+    liftFunc: (F) throws -> T,
+    errorHandler: ((RustBuffer) throws -> Swift.Error)?
+) async throws -> T {
+    // Make sure to call the ensure init function since future creation doesn't have a
+    // RustCallStatus param, so doesn't use makeRustCall()
+    uniffiEnsureB3iqFfiInitialized()
+    let rustFuture = rustFutureFunc()
+    defer {
+        freeFunc(rustFuture)
+    }
+    var pollResult: Int8;
+    repeat {
+        pollResult = await withUnsafeContinuation {
+            pollFunc(
+                rustFuture,
+                { handle, pollResult in
+                    uniffiFutureContinuationCallback(handle: handle, pollResult: pollResult)
+                },
+                uniffiContinuationHandleMap.insert(obj: $0)
+            )
+        }
+    } while pollResult != UNIFFI_RUST_FUTURE_POLL_READY
+
+    return try liftFunc(makeRustCall(
+        { completeFunc(rustFuture, $0) },
+        errorHandler: errorHandler
+    ))
+}
+
+// Callback handlers for an async calls.  These are invoked by Rust when the future is ready.  They
+// lift the return value or error and resume the suspended function.
+fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: Int8) {
+    if let continuation = try? uniffiContinuationHandleMap.remove(handle: handle) {
+        continuation.resume(returning: pollResult)
+    } else {
+        print("uniffiFutureContinuationCallback invalid handle")
     }
 }
 /**
@@ -4290,6 +5142,24 @@ public func verifyInclusion(root: Data, leaf: Data, index: UInt64, proofJson: St
 })
 }
 /**
+ * Starts a host with its home dir at `home`; `model` is a GGUF path or a profile id (none: no
+ * model); `listen` defaults to `127.0.0.1:0` (a free loopback port).
+ */
+public func startLocalNode(home: String, model: String?, listen: String?)async throws  -> LocalNode  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_func_start_local_node(FfiConverterString.lower(home),FfiConverterOptionString.lower(model),FfiConverterOptionString.lower(listen)
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_u64,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_u64,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterTypeLocalNode_lift,
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+/**
  * keccak256 of `data`.
  */
 public func keccak256(data: Data) -> Data  {
@@ -4349,6 +5219,23 @@ public func commitPrompt(salt: Data, prompt: Data)throws  -> Data  {
 })
 }
 /**
+ * A runtime (`threads`: default the machine's cores, at most 16).
+ */
+public func createRuntime(threads: UInt32?)async throws  -> Runtime  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_b3iq_ffi_fn_func_create_runtime(FfiConverterOptionUInt32.lower(threads)
+                )
+            },
+            pollFunc: ffi_b3iq_ffi_rust_future_poll_u64,
+            completeFunc: ffi_b3iq_ffi_rust_future_complete_u64,
+            freeFunc: ffi_b3iq_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterTypeRuntime_lift,
+            errorHandler: FfiConverterTypeB3iqError_lift
+        )
+}
+/**
  * Splits `total` micro-units with the default 70/10/15/5 policy.
  */
 public func split(total: UInt64, hasPublisher: Bool) -> Split  {
@@ -4391,6 +5278,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_b3iq_ffi_checksum_func_verify_inclusion() != 13721) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_b3iq_ffi_checksum_func_start_local_node() != 31152) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_b3iq_ffi_checksum_func_keccak256() != 41759) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4404,6 +5294,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_func_commit_prompt() != 24713) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_func_create_runtime() != 63235) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_func_split() != 62959) {
@@ -4544,6 +5437,30 @@ private let initializationResult: InitializationResult = {
     if (uniffi_b3iq_ffi_checksum_method_priceschedule_price() != 58751) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_b3iq_ffi_checksum_method_localnode_base_url() != 14905) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_localnode_claim() != 12596) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_localnode_create_key() != 41563) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_localnode_node_id() != 18716) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_localnode_port() != 23735) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_localnode_receipts_json() != 35563) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_localnode_setup_url() != 52582) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_localnode_shutdown() != 26854) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_b3iq_ffi_checksum_method_payouttree_entries_json() != 37572) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4596,6 +5513,24 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_method_signedreceipt_verify_self_certified() != 47046) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_runtime_generate() != 48132) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_runtime_load_model() != 2408) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_runtime_models_json() != 19759) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_tokenstream_close() != 9068) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_tokenstream_next() != 2608) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_tokenstream_result_json() != 61286) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_method_splitpolicy_split() != 7067) {
