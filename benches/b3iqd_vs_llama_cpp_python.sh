@@ -71,10 +71,20 @@ MODEL_ID="$(curl -sf -H "authorization: Bearer $(cat "$WORK/key")" "$B3_BASE/v1/
 
 # 3. llama-cpp-python's server, same model and threads.
 LCP_PORT=18532
-[ "$HAVE_LCP" = 1 ] && "$PY" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$LCP_PORT" --n_threads "$THREADS" \
-  --n_threads_batch "$THREADS" --n_ctx 8192 --model_alias model >"$WORK/lcp.log" 2>&1 &
-[ "$HAVE_LCP" = 1 ] && PIDS+=($!)
-[ "$HAVE_LCP" = 1 ] && for _ in $(seq 1 180); do curl -sf "http://127.0.0.1:$LCP_PORT/v1/models" >/dev/null && break; sleep 1; done
+# --interrupt_requests False: by default llama-cpp-python's server cuts off the running stream
+# when a new request arrives, so concurrent clients would get truncated answers; queue instead.
+if [ "$HAVE_LCP" = 1 ]; then
+  if curl -sf "http://127.0.0.1:$LCP_PORT/v1/models" >/dev/null 2>&1; then
+    echo "port $LCP_PORT already answers (a leftover server?); stop it first" >&2; exit 1
+  fi
+  # Started directly (not in a `&&` list, which would background a subshell whose PID is not
+  # the server's), so the cleanup trap stops the server itself.
+  "$PY" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$LCP_PORT" --n_threads "$THREADS" \
+    --n_threads_batch "$THREADS" --n_ctx 8192 --model_alias model --interrupt_requests False >"$WORK/lcp.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 180); do curl -sf "http://127.0.0.1:$LCP_PORT/v1/models" >/dev/null && break; sleep 1; done
+  curl -sf "http://127.0.0.1:$LCP_PORT/v1/models" >/dev/null || { cat "$WORK/lcp.log" >&2; exit 1; }
+fi
 
 run() { "$PY" "$REPO/benches/peers/loadgen.py" --base-url "$1" --api-key-file "$WORK/key" --model "$2" \
   --concurrency "$3" --requests "$(( $3 * PER ))" --max-tokens "$MAX_TOKENS"; }

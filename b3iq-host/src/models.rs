@@ -99,19 +99,6 @@ pub fn catalog_json(st: &NodeState) -> Value {
     json!({"profiles": profiles, "installed": installed_json, "loaded": served.first().map(|m| m.id.clone())})
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn choice_parsing() {
-        assert_eq!(ModelChoice::parse(None).unwrap(), ModelChoice::Profile(DEFAULT_PROFILE.into()));
-        assert_eq!(ModelChoice::parse(Some(DEFAULT_PROFILE)).unwrap(), ModelChoice::Profile(DEFAULT_PROFILE.into()));
-        assert!(matches!(ModelChoice::parse(Some("no-such-model")), Err(HostError::UnknownProfile(_))));
-        let f = tempfile::NamedTempFile::new().unwrap();
-        assert_eq!(ModelChoice::parse(f.path().to_str()).unwrap(), ModelChoice::Path(f.path().to_path_buf()));
-    }
-}
 
 /// The built-in catalog as JSON (for `b3iqd model list`).
 pub fn catalog_profiles() -> Vec<Value> {
@@ -133,4 +120,18 @@ pub fn profile_for_file(path: &Path) -> Option<b3iq_runtime::catalog::ModelProfi
     let name = path.file_name()?.to_str()?;
     let size = std::fs::metadata(path).ok()?.len();
     Catalog::builtin().profiles.iter().find(|p| p.file_name == name && p.size_bytes == size).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choice_parsing() {
+        assert_eq!(ModelChoice::parse(None).unwrap(), ModelChoice::Profile(DEFAULT_PROFILE.into()));
+        assert_eq!(ModelChoice::parse(Some(DEFAULT_PROFILE)).unwrap(), ModelChoice::Profile(DEFAULT_PROFILE.into()));
+        assert!(matches!(ModelChoice::parse(Some("no-such-model")), Err(HostError::UnknownProfile(_))));
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert_eq!(ModelChoice::parse(f.path().to_str()).unwrap(), ModelChoice::Path(f.path().to_path_buf()));
+    }
 }

@@ -157,16 +157,6 @@ pub fn read_bundle(bytes: &[u8]) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scrub_removes_credentials_and_home() {
-        let s = scrub("key b3iq_local_abcDEF123456 at /root/.b3iq/state.db, b3iq_support_X9.", "/root/.b3iq");
-        assert_eq!(s, "key b3iq_local_[REDACTED] at $B3IQ_HOME/state.db, b3iq_support_[REDACTED].");
-    }
-}
 
 /// Build the bundle from a home without a running server (`b3iqd support-bundle`).
 pub fn build_offline_bundle(o: &crate::ops::Offline) -> Result<Vec<u8>> {
@@ -185,4 +175,15 @@ pub fn build_offline_bundle(o: &crate::ops::Offline) -> Result<Vec<u8>> {
         jobs: Default::default(),
     };
     build_bundle(&st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_credentials_and_home() {
+        let s = scrub("key b3iq_local_abcDEF123456 at /root/.b3iq/state.db, b3iq_support_X9.", "/root/.b3iq");
+        assert_eq!(s, "key b3iq_local_[REDACTED] at $B3IQ_HOME/state.db, b3iq_support_[REDACTED].");
+    }
 }

@@ -9,7 +9,7 @@
 //!
 //! Environment: `B3IQ_TEST_MODEL` (else scripts/fetch-model), `B3IQ_BENCH_THREADS` (default 2),
 //! `B3IQ_BENCH_ROUNDS` (default 3), `B3IQ_BENCH_TOKENS` (max tokens per stream, default 64),
-//! `B3IQ_BENCH_STREAMS` (default "1,2,4,8"), `B3IQ_BENCH_SKIP_CRITERION=1` to run only part 1.
+//! `B3IQ_BENCH_STREAMS` (default "1,2,4,8"), `B3IQ_BENCH_KV=split` (per-sequence KV buffers), `B3IQ_BENCH_SETTLE_MS` (pause before each arm, default 0), `B3IQ_BENCH_SKIP_CRITERION=1` to run only part 1.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ fn main() {
     let threads = env_u32("B3IQ_BENCH_THREADS", 2);
     let rounds = env_u32("B3IQ_BENCH_ROUNDS", 3);
     let max_tokens = env_u32("B3IQ_BENCH_TOKENS", 64);
+    let settle_ms = u64::from(env_u32("B3IQ_BENCH_SETTLE_MS", 0));
     let streams: Vec<u32> = std::env::var("B3IQ_BENCH_STREAMS")
         .unwrap_or_else(|_| "1,2,4,8".into())
         .split(',')
@@ -36,31 +37,50 @@ fn main() {
     let path = default_model_path().expect("default model");
     let ctx_per_seq = 1024;
     let max_seq = *streams.iter().max().unwrap_or(&8);
-    let cfg = LlamaConfig { threads, max_sequences: max_seq, queue_capacity: 64, context_per_sequence: ctx_per_seq, batch_tokens: 512, gpu_layers: 0 };
+    // `B3IQ_BENCH_KV=split` runs both arms with one KV buffer per sequence instead of the
+    // runtime's default unified buffer.
+    let kv_unified = std::env::var("B3IQ_BENCH_KV").map_or(true, |v| v != "split");
+    let cfg = LlamaConfig {
+        threads,
+        max_sequences: max_seq,
+        queue_capacity: 64,
+        context_per_sequence: ctx_per_seq,
+        batch_tokens: 512,
+        gpu_layers: 0,
+        kv_unified,
+    };
     let rt = LlamaRuntime::new(cfg).expect("runtime");
     rt.load_model_blocking(LoadModelSpec::from_path(&path).with_id("m")).expect("load");
     let model = rt.llama_model("m").expect("model");
     let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
     // The bare loop keeps one warm context, as the runtime's engine does.
-    let mut bare_ctx = new_llama_context(&model, max_seq, ctx_per_seq, 512, threads).expect("context");
+    let mut bare_ctx = new_llama_context(&model, max_seq, ctx_per_seq, 512, threads, kv_unified).expect("context");
     // Warm-up both paths once.
     let _ = bare_batched_generation_in(&mut bare_ctx, &model, max_seq, 8);
     let _ = tokio_rt.block_on(serving_throughput(&rt, "m", 1, 8));
 
-    println!("{{\"bench\":\"runtime_vs_bare\",\"threads\":{threads},\"rounds\":{rounds},\"max_tokens\":{max_tokens}}}");
+    println!("{{\"bench\":\"runtime_vs_bare\",\"threads\":{threads},\"rounds\":{rounds},\"max_tokens\":{max_tokens},\"kv_unified\":{kv_unified}}}");
     for &n in &streams {
         let mut ratios = Vec::new();
         let mut bare_tps = Vec::new();
         let mut rt_tps = Vec::new();
         for r in 0..rounds {
             // Alternate which side goes first, so drift in machine load hits both alike.
+            // Each arm has its own OpenMP thread team (the bare loop's on this thread, the
+            // runtime's on its engine thread); a pause lets the idle team stop spinning before
+            // the other arm starts, as a real node has only the engine's team.
+            let pause = || std::thread::sleep(Duration::from_millis(settle_ms));
             let (b, s) = if r % 2 == 0 {
+                pause();
                 let b = bare_batched_generation_in(&mut bare_ctx, &model, n, max_tokens).unwrap();
+                pause();
                 let s = tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
                 (b, s)
             } else {
+                pause();
                 let s = tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
+                pause();
                 let b = bare_batched_generation_in(&mut bare_ctx, &model, n, max_tokens).unwrap();
                 (b, s)
             };

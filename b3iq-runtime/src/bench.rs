@@ -44,7 +44,7 @@ impl LoopResult {
 
 /// Prompt processing speed (llama-bench `pp<n>`): decodes `n_prompt` tokens in one batch.
 pub fn bare_prompt_processing(model: &LlamaModel, n_prompt: u32, threads: u32) -> Result<LoopResult, RuntimeError> {
-    let mut ctx = new_llama_context(model, 1, n_prompt.max(64) + 16, n_prompt.max(64), threads)?;
+    let mut ctx = new_llama_context(model, 1, n_prompt.max(64) + 16, n_prompt.max(64), threads, true)?;
     let vocab = model.vocab();
     let seed = vocab.tokenize(BENCH_PROMPT.as_bytes(), true, false);
     let mut batch = LlamaBatch::new(n_prompt as usize, 1);
@@ -63,7 +63,7 @@ pub fn bare_prompt_processing(model: &LlamaModel, n_prompt: u32, threads: u32) -
 pub fn bare_text_generation(model: &LlamaModel, n_gen: u32, threads: u32) -> Result<LoopResult, RuntimeError> {
     let vocab = model.vocab();
     let prompt = vocab.tokenize(BENCH_PROMPT.as_bytes(), true, false);
-    let mut ctx = new_llama_context(model, 1, prompt.len() as u32 + n_gen + 16, 512, threads)?;
+    let mut ctx = new_llama_context(model, 1, prompt.len() as u32 + n_gen + 16, 512, threads, true)?;
     let mut batch = LlamaBatch::new(512, 1);
     for (i, t) in prompt.iter().enumerate() {
         batch.add(*t, i as i32, &[0], i + 1 == prompt.len()).map_err(|e| RuntimeError::Backend(e.to_string()))?;
@@ -95,7 +95,7 @@ pub fn bare_batched_generation(
     ctx_per_seq: u32,
 ) -> Result<LoopResult, RuntimeError> {
     let batch_cap = 512u32.max(n_seq);
-    let mut ctx = new_llama_context(model, ctx_seqs.max(n_seq), ctx_per_seq, batch_cap, threads)?;
+    let mut ctx = new_llama_context(model, ctx_seqs.max(n_seq), ctx_per_seq, batch_cap, threads, true)?;
     bare_batched_generation_in(&mut ctx, model, n_seq, max_tokens)
 }
 

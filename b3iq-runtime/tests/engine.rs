@@ -231,8 +231,7 @@ async fn bad_requests_get_typed_errors() {
     assert!(matches!(e, RuntimeError::ModelNotFound { .. }), "{e}");
     let e = rt().generate(GenerateRequest::chat(MODEL, vec![])).await.unwrap_err();
     assert!(matches!(e, RuntimeError::InvalidRequest(_)), "{e}");
-    let mut s = SamplingParams::default();
-    s.top_p = 0.0;
+    let s = SamplingParams { top_p: 0.0, ..SamplingParams::default() };
     let e = rt().generate(chat("hi").with_sampling(s)).await.unwrap_err();
     assert!(e.to_string().contains("top_p"), "{e}");
     let e = rt().generate(chat("hi").with_stop(vec![String::new()])).await.unwrap_err();

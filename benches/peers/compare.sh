@@ -26,8 +26,10 @@ cargo build --quiet -p b3iq-runtime --example serve_openai
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 "$TARGET/debug/examples/serve_openai" "$MODEL" "$B3_PORT" "$THREADS" 8 2>/tmp/b3iq-serve.log &
 B3_PID=$!
+# --interrupt_requests False: by default llama-cpp-python's server cuts off the running stream
+# when a new request arrives, so concurrent clients would get truncated answers; queue instead.
 "$PY" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$LCP_PORT" --n_threads "$THREADS" \
-  --n_threads_batch "$THREADS" --n_ctx 8192 --model_alias model >/tmp/lcp-serve.log 2>&1 &
+  --n_threads_batch "$THREADS" --n_ctx 8192 --model_alias model --interrupt_requests False >/tmp/lcp-serve.log 2>&1 &
 LCP_PID=$!
 cleanup() { kill "$B3_PID" "$LCP_PID" 2>/dev/null || true; }
 trap cleanup EXIT

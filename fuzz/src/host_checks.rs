@@ -7,8 +7,11 @@ use b3iq_host::http::{host_matches, same_origin, HeaderMap, HeaderName, HeaderVa
 use b3iq_host::support::{read_bundle, MAX_BUNDLE_TEXT};
 use b3iq_host::HostError;
 
+/// A fuzz check: any bytes in, a panic on a bug.
+pub type Check = fn(&[u8]);
+
 /// Every target: (corpus directory, check).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("host_header", host_header),
     ("same_origin", same_origin_check),
     ("request_body", request_body),

@@ -7,6 +7,8 @@
 //! Feature `host` (default): `LocalNode` and `Runtime` (b3iq-host, b3iq-runtime, llama.cpp).
 
 #![deny(clippy::all)]
+// Under `cargo test` the `#[napi]` exports are not registered, so they look unused.
+#![cfg_attr(test, allow(dead_code))]
 
 mod convert;
 mod credential;
