@@ -5,6 +5,7 @@
 # Also measures the idle RSS of b3iqd without any model loaded.
 #
 #   benches/b3iqd_vs_llama_cpp_python.sh            # concurrency 1 and 4
+#   CONC="1 2 4 8" benches/b3iqd_vs_llama_cpp_python.sh   # the whole curve
 #
 # Env: B3IQ_TEST_MODEL (else scripts/fetch-model), THREADS (2), MAX_TOKENS (64), ROUNDS (3),
 #      REQUESTS_PER_SLOT (2), B3IQ_PEERS_DIR (~/.cache/b3iq/peers, see
@@ -18,6 +19,8 @@ THREADS="${THREADS:-2}"
 MAX_TOKENS="${MAX_TOKENS:-64}"
 ROUNDS="${ROUNDS:-3}"
 PER="${REQUESTS_PER_SLOT:-2}"
+CONC="${CONC:-1 4}"   # concurrency levels, e.g. CONC="1 2 4 8" for the whole curve
+MAXC="$(printf '%s\n' $CONC | sort -n | tail -1)"
 PEERS_DIR="${B3IQ_PEERS_DIR:-$HOME/.cache/b3iq/peers}"
 PY="$PEERS_DIR/venv/bin/python"
 [ -x "$PY" ] || { echo "run benches/peers/setup-llama-cpp-python.sh first" >&2; exit 1; }
@@ -56,7 +59,7 @@ echo "{\"measure\":\"idle_rss_no_model_kb\",\"value\":$IDLE_KB,\"target_max_kb\"
 
 # 2. b3iqd with the model (threads and parallel slots from config.json).
 H="$WORK/node"; mkdir -p "$H"
-printf '{"threads": %s, "parallel": 4, "max_queue": 64}\n' "$THREADS" >"$H/config.json"
+printf '{"threads": %s, "parallel": %s, "max_queue": 64}\n' "$THREADS" "$(( MAXC > 4 ? MAXC : 4 ))" >"$H/config.json"
 start_b3iqd "$H" --model "$MODEL"
 B3_BASE="$(grep -o 'http://127.0.0.1:[0-9]*' "$H.out" | head -1)"
 TOKEN="$(grep -o '#token=[A-Za-z0-9_]*' "$H.out" | head -1 | cut -d= -f2)"
@@ -89,7 +92,7 @@ fi
 run() { "$PY" "$REPO/benches/peers/loadgen.py" --base-url "$1" --api-key-file "$WORK/key" --model "$2" \
   --concurrency "$3" --requests "$(( $3 * PER ))" --max-tokens "$MAX_TOKENS"; }
 run "$B3_BASE/v1" "$MODEL_ID" 1 >/dev/null; [ "$HAVE_LCP" = 1 ] && run "http://127.0.0.1:$LCP_PORT/v1" model 1 >/dev/null
-for c in 1 4; do
+for c in $CONC; do
   for r in $(seq 1 "$ROUNDS"); do
     echo "{\"server\":\"b3iqd\",\"concurrency\":$c,\"round\":$r,\"result\":$(run "$B3_BASE/v1" "$MODEL_ID" "$c")}" | tee -a "$OUT"
     [ "$HAVE_LCP" = 1 ] && echo "{\"server\":\"llama-cpp-python\",\"concurrency\":$c,\"round\":$r,\"result\":$(run "http://127.0.0.1:$LCP_PORT/v1" model "$c")}" | tee -a "$OUT"
@@ -100,10 +103,10 @@ echo "{\"measure\":\"b3iqd_rss_after_load_kb\",\"value\":$(rss_kb "$B3_PID"),\"m
 "$PY" - "$OUT" <<'PYEOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-for c in (1, 4):
+for c in sorted({r["concurrency"] for r in rows if "concurrency" in r}):
     b = [r["result"]["aggregate_tokens_per_second"] for r in rows if r.get("server") == "b3iqd" and r["concurrency"] == c]
     l = [r["result"]["aggregate_tokens_per_second"] for r in rows if r.get("server") == "llama-cpp-python" and r["concurrency"] == c]
     if b and l:
         mb, ml = statistics.median(b), statistics.median(l)
-        print(json.dumps({"summary": f"concurrency {c}", "b3iqd_tok_s_median": mb, "llama_cpp_python_tok_s_median": ml, "ratio": round(mb / ml, 3) if ml else None, "target": 1.0 if c == 1 else 1.3}))
+        print(json.dumps({"summary": f"concurrency {c}", "b3iqd_tok_s_median": mb, "llama_cpp_python_tok_s_median": ml, "ratio": round(mb / ml, 3) if ml else None, "target": {1: 1.0, 4: 1.3}.get(c)}))
 PYEOF
