@@ -9,7 +9,7 @@
 //!
 //! Environment: `B3IQ_TEST_MODEL` (else scripts/fetch-model), `B3IQ_BENCH_THREADS` (default 2),
 //! `B3IQ_BENCH_ROUNDS` (default 3), `B3IQ_BENCH_TOKENS` (max tokens per stream, default 64),
-//! `B3IQ_BENCH_STREAMS` (default "1,2,4,8"), `B3IQ_BENCH_KV=split` (per-sequence KV buffers), `B3IQ_BENCH_SETTLE_MS` (pause before each arm, default 0), `B3IQ_BENCH_SKIP_CRITERION=1` to run only part 1.
+//! `B3IQ_BENCH_STREAMS` (default "1,2,4,8"), `B3IQ_BENCH_KV=unified` (one shared KV buffer), `B3IQ_BENCH_SETTLE_MS` (pause before each arm, default 0), `B3IQ_BENCH_SKIP_CRITERION=1` to run only part 1.
 
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,9 @@ fn main() {
     let path = default_model_path().expect("default model");
     let ctx_per_seq = 1024;
     let max_seq = *streams.iter().max().unwrap_or(&8);
-    // `B3IQ_BENCH_KV=split` runs both arms with one KV buffer per sequence instead of the
-    // runtime's default unified buffer.
-    let kv_unified = std::env::var("B3IQ_BENCH_KV").map_or(true, |v| v != "split");
+    // `B3IQ_BENCH_KV=unified` runs both arms with one shared KV buffer instead of the
+    // runtime's default of one per sequence.
+    let kv_unified = std::env::var("B3IQ_BENCH_KV").is_ok_and(|v| v == "unified");
     let cfg = LlamaConfig {
         threads,
         max_sequences: max_seq,

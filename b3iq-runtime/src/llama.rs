@@ -60,12 +60,12 @@ pub struct LlamaConfig {
     pub batch_tokens: u32,
     /// Layers to offload to a GPU (0 on CPU-only builds).
     pub gpu_layers: u32,
-    /// One KV buffer shared by all sequences (llama.cpp `kv_unified`). With separate buffers,
-    /// llama.cpp must cut a batch into equal per-sequence slices, so a step that mixes sequences
-    /// at different stages (one decoding, another still in its prompt: the normal case under
-    /// continuous batching) becomes several graph runs; measured on the default model at 8
-    /// streams, unified gave 29% more throughput (benches: runtime_vs_bare). Each sequence
-    /// still stays within `context_per_sequence`, so the shared buffer cannot overflow.
+    /// One KV buffer shared by all sequences (llama.cpp `kv_unified`) instead of one per
+    /// sequence (the default). Per-sequence buffers keep every sequence's numbers independent
+    /// of its batch neighbours, so the same seed and prompt give the same text alone or in a
+    /// full batch (what re-execution checks rely on); a unified buffer lets attention sums vary
+    /// with the batch. Throughput is the same once batches are laid out in slot order (see the
+    /// engine step). Each sequence stays within `context_per_sequence` either way.
     pub kv_unified: bool,
 }
 
@@ -79,7 +79,7 @@ impl Default for LlamaConfig {
             context_per_sequence: 2048,
             batch_tokens: 512,
             gpu_layers: 0,
-            kv_unified: true,
+            kv_unified: false,
         }
     }
 }
@@ -708,7 +708,9 @@ impl Engine {
                     self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let slot = free.pop_front().unwrap_or_default();
+                // Lowest free slot first, so active slots stay contiguous (see the batch layout).
+                let slot = free.iter().copied().min().unwrap_or_default();
+                free.retain(|&f| f != slot);
                 active.push(Seq {
                     slot,
                     stop: StopMatcher::new(job.stop.clone()),
@@ -749,28 +751,39 @@ impl Engine {
                 continue;
             }
 
-            // Build one batch: a token for every generating sequence, then prompt chunks.
+            // Build one batch: a token for every generating sequence, then prompt chunks of
+            // joining ones up to the cap. With one KV stream per sequence, llama.cpp cuts a
+            // batch into ubatches of *consecutive, ascending* sequence ids
+            // (`split_equal(sequential)`), so the batch is laid out in slot order (and slots
+            // are handed out lowest first): out of order, one step became several graph runs.
+            active.sort_unstable_by_key(|s| s.slot);
             batch.clear();
             let cap = self.batch_tokens as usize;
-            let mut used = 0usize;
-            for s in active.iter_mut() {
-                s.logits_at = None;
-                if let Some(t) = s.next {
-                    if batch.add(t, s.pos, &[s.slot], true).is_ok() {
-                        s.logits_at = Some(used as i32);
-                        used += 1;
-                    }
+            let decoding = active.iter().filter(|s| s.next.is_some()).count().min(cap);
+            let mut room = cap - decoding;
+            let mut takes = vec![0usize; active.len()];
+            for (k, s) in active.iter().enumerate() {
+                if s.next.is_none() && room > 0 {
+                    takes[k] = (s.job.tokens.len() - s.fed).min(room);
+                    room -= takes[k];
                 }
             }
-            for s in active.iter_mut() {
-                if s.next.is_some() || used >= cap {
+            let mut used = 0usize;
+            let mut decoded = 0usize;
+            for (k, s) in active.iter_mut().enumerate() {
+                s.logits_at = None;
+                if let Some(t) = s.next {
+                    if decoded < decoding && batch.add(t, s.pos, &[s.slot], true).is_ok() {
+                        s.logits_at = Some(used as i32);
+                        used += 1;
+                        decoded += 1;
+                    }
                     continue;
                 }
-                let left = s.job.tokens.len() - s.fed;
-                let take = left.min(cap - used);
-                for k in 0..take {
-                    let last = s.fed + k + 1 == s.job.tokens.len();
-                    let _ = batch.add(s.job.tokens[s.fed + k], s.pos + k as i32, &[s.slot], last);
+                let take = takes[k];
+                for j in 0..take {
+                    let last = s.fed + j + 1 == s.job.tokens.len();
+                    let _ = batch.add(s.job.tokens[s.fed + j], s.pos + j as i32, &[s.slot], last);
                     if last {
                         s.logits_at = Some(used as i32);
                     }

@@ -66,8 +66,9 @@ test('bad input throws B3iqValueError', () => {
   assert.throws(() => b3iq.split(2n ** 64n), b3iq.B3iqValueError)
 })
 
-test('key files load; a missing file is a B3iqIOError naming the path', () => {
+test('key files load; a missing file is a B3iqIOError naming the path', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'b3iq-node-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
   const file = path.join(dir, 'identity.key')
   fs.writeFileSync(file, keys.node.key.toKeyFile())
   assert.ok(b3iq.NodeKey.load(file).nodeId.equals(keys.node.key.nodeId))

@@ -42,8 +42,9 @@ test('an unknown model rejects with B3iqValueError', async () => {
   await assert.rejects(rt.stream('hi', { model: 'no-such-model' }), b3iq.B3iqValueError)
 })
 
-test('LocalNode lifecycle and errors', async () => {
+test('LocalNode lifecycle and errors', async (t) => {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'b3iq-node-test-'))
+  t.after(() => fs.rmSync(home, { recursive: true, force: true }))
   const node = await b3iq.LocalNode.start({ home })
   assert.ok(node.port > 0)
   assert.match(node.nodeId, /^b3n_/)

@@ -207,8 +207,11 @@ pub fn sse_events(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// A fresh directory for one test under cargo's per-target temp dir (`CARGO_TARGET_TMPDIR`, set
+/// at compile time for integration tests), so homes left behind for a post-mortem stay inside
+/// the build directory instead of piling up in /tmp; each run's names are unique.
 pub fn tempdir(name: &str) -> PathBuf {
-    let base = std::env::var_os("CARGO_TARGET_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let d = base.join(format!("b3iqd-{name}-{}-{}", std::process::id(), rand_suffix()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
