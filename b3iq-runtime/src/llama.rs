@@ -9,7 +9,7 @@
 //! sampling does not depend on the neighbours), streams UTF-8-safe text deltas, and removes
 //! finished or cancelled sequences (clearing their KV cells) between steps.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -668,7 +668,8 @@ impl Engine {
         };
         let _ = ready.send(Ok(()));
         let mut batch = LlamaBatch::new(self.batch_tokens as usize, 1);
-        let mut free: VecDeque<i32> = (0..self.n_seq as i32).collect();
+        // Free slots, lowest first, so active slots stay contiguous (see the batch layout).
+        let mut free: BTreeSet<i32> = (0..self.n_seq as i32).collect();
         let mut active: Vec<Seq> = Vec::new();
         let mut disconnected = false;
         let mut piece = Vec::with_capacity(32);
@@ -708,9 +709,7 @@ impl Engine {
                     self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                // Lowest free slot first, so active slots stay contiguous (see the batch layout).
-                let slot = free.iter().copied().min().unwrap_or_default();
-                free.retain(|&f| f != slot);
+                let slot = free.pop_first().unwrap_or_default();
                 active.push(Seq {
                     slot,
                     stop: StopMatcher::new(job.stop.clone()),
@@ -759,28 +758,22 @@ impl Engine {
             active.sort_unstable_by_key(|s| s.slot);
             batch.clear();
             let cap = self.batch_tokens as usize;
+            // Generating sequences first claim their token; prompts share what is left, in
+            // slot order. Decode tokens beyond the cap are refused by `batch.add` itself.
             let decoding = active.iter().filter(|s| s.next.is_some()).count().min(cap);
             let mut room = cap - decoding;
-            let mut takes = vec![0usize; active.len()];
-            for (k, s) in active.iter().enumerate() {
-                if s.next.is_none() && room > 0 {
-                    takes[k] = (s.job.tokens.len() - s.fed).min(room);
-                    room -= takes[k];
-                }
-            }
             let mut used = 0usize;
-            let mut decoded = 0usize;
-            for (k, s) in active.iter_mut().enumerate() {
+            for s in active.iter_mut() {
                 s.logits_at = None;
                 if let Some(t) = s.next {
-                    if decoded < decoding && batch.add(t, s.pos, &[s.slot], true).is_ok() {
+                    if batch.add(t, s.pos, &[s.slot], true).is_ok() {
                         s.logits_at = Some(used as i32);
                         used += 1;
-                        decoded += 1;
                     }
                     continue;
                 }
-                let take = takes[k];
+                let take = (s.job.tokens.len() - s.fed).min(room);
+                room -= take;
                 for j in 0..take {
                     let last = s.fed + j + 1 == s.job.tokens.len();
                     let _ = batch.add(s.job.tokens[s.fed + j], s.pos + j as i32, &[s.slot], last);
@@ -804,7 +797,7 @@ impl Engine {
                     ))));
                     self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
                     let _ = ctx.clear_kv_cache_seq(Some(s.slot as u32), None, None);
-                    free.push_back(s.slot);
+                    free.insert(s.slot);
                 }
                 continue;
             }
@@ -858,9 +851,9 @@ impl Engine {
         }
     }
 
-    fn release(&self, ctx: &mut LlamaContext<'_>, free: &mut VecDeque<i32>, slot: i32) {
+    fn release(&self, ctx: &mut LlamaContext<'_>, free: &mut BTreeSet<i32>, slot: i32) {
         let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
-        free.push_back(slot);
+        free.insert(slot);
     }
 
     /// Handles one sampled token: end of generation, text, stop sequences, limits.
