@@ -35,8 +35,9 @@ pub struct LocalNode {
 
 /// Runs a host future to completion on a blocking-pool thread of napi's runtime. The host's
 /// futures are not all `Send`, so they are built and driven on that one thread; only their
-/// inputs and outputs cross threads.
-async fn on_host_thread<F, Fut, T>(make: F) -> Result<T>
+/// inputs and outputs cross threads. Every async export goes through here, so this is where
+/// errors become Promise rejections (`to_async`).
+async fn on_host_thread<F, Fut, T>(make: F) -> napi::Result<T>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T>>,
@@ -45,16 +46,14 @@ where
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || handle.block_on(make()))
         .await
-        .map_err(|e| raise_msg(Kind::Runtime, format!("host task failed: {e}")))?
+        .map_err(|e| raise_msg(Kind::Runtime, format!("host task failed: {e}")))
+        .and_then(|r| r)
+        .map_err(to_async)
 }
 
 /// Starts a host (see `LocalNodeOptions`).
 #[napi]
 pub async fn start_local_node(options: LocalNodeOptions) -> napi::Result<LocalNode> {
-    start(options).await.map_err(to_async)
-}
-
-async fn start(options: LocalNodeOptions) -> Result<LocalNode> {
     let node = on_host_thread(move || async move {
         let mut builder = host::LocalNode::builder()
             .home(options.home)
@@ -115,7 +114,6 @@ impl LocalNode {
             node.claim(&username, &password).await.map_err(host_error)
         })
         .await
-        .map_err(to_async)
     }
 
     /// Creates a `b3iq_local_` key; resolves to `{ id, secret }` (the secret is shown once).
@@ -131,7 +129,6 @@ impl LocalNode {
             Ok(serde_json::json!({ "id": id, "secret": secret }))
         })
         .await
-        .map_err(to_async)
     }
 
     /// Every signed usage receipt, oldest first.
@@ -144,7 +141,6 @@ impl LocalNode {
             to_js(&node.receipts().map_err(host_error)?)
         })
         .await
-        .map_err(to_async)
     }
 
     /// Stops the server after in-flight requests finish. Idempotent.
@@ -159,7 +155,6 @@ impl LocalNode {
             Ok(())
         })
         .await
-        .map_err(to_async)
     }
 
     /// True until `shutdown()`.
