@@ -262,6 +262,75 @@ pub enum CoreError {
     },
 }
 
+/// What kind of failure an error is, decided once at its source (each crate's error type
+/// classifies its own variants) so that HTTP, the CLI and every binding map failures the same
+/// way. Each binding turns a category into one exception class with one table (see
+/// `docs/bindings.md`); the names follow the classes the bindings expose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCategory {
+    /// Malformed or out-of-range input (bindings: `ValueError` / `TypeError` kin).
+    InvalidInput,
+    /// Bad signature, wrong audience, bad key, password or credential.
+    Unauthenticated,
+    /// Expired or not yet valid (a kind of [`ErrorCategory::Unauthenticated`] in the bindings).
+    Expired,
+    /// A replayed job, a reused token or a stale sequence number.
+    Replayed,
+    /// Refused by policy for the node's current mode.
+    PolicyDenied,
+    /// The node is not in a state to do this now (not claimed, already claimed, queue full,
+    /// no model loaded, shutting down).
+    State,
+    /// Filesystem, database or network failure.
+    Io,
+    /// Model or inference backend failure.
+    Runtime,
+    /// A bug or an invariant that did not hold.
+    Internal,
+}
+
+impl ErrorCategory {
+    /// Every category, in declaration order (for table-driven tests).
+    pub const ALL: [ErrorCategory; 9] = [
+        ErrorCategory::InvalidInput,
+        ErrorCategory::Unauthenticated,
+        ErrorCategory::Expired,
+        ErrorCategory::Replayed,
+        ErrorCategory::PolicyDenied,
+        ErrorCategory::State,
+        ErrorCategory::Io,
+        ErrorCategory::Runtime,
+        ErrorCategory::Internal,
+    ];
+
+    /// The stable snake_case name (as in JSON).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::InvalidInput => "invalid_input",
+            ErrorCategory::Unauthenticated => "unauthenticated",
+            ErrorCategory::Expired => "expired",
+            ErrorCategory::Replayed => "replayed",
+            ErrorCategory::PolicyDenied => "policy_denied",
+            ErrorCategory::State => "state",
+            ErrorCategory::Io => "io",
+            ErrorCategory::Runtime => "runtime",
+            ErrorCategory::Internal => "internal",
+        }
+    }
+}
+
+/// An error that knows its stable code and its [`ErrorCategory`]. Implemented by the error type
+/// of every B3IQ crate (`CoreError`, `RuntimeError`, `HostError`, `ProtocolError`, ...), so a
+/// binding maps any of them with one function.
+pub trait ClassifiedError: std::error::Error {
+    /// A stable snake_case code for the variant (HTTP error bodies, bindings' `code`).
+    fn code(&self) -> &'static str;
+    /// The category the bindings and the CLI map to a class or an exit status.
+    fn category(&self) -> ErrorCategory;
+}
+
 impl CoreError {
     /// A stable snake_case code for the variant (used in golden vectors, bindings and HTTP
     /// error bodies).
@@ -302,10 +371,56 @@ impl CoreError {
         }
     }
 
+    /// The variant's [`ErrorCategory`].
+    pub fn category(&self) -> ErrorCategory {
+        use ErrorCategory as C;
+        match self {
+            CoreError::InvalidSignature { .. }
+            | CoreError::SignerMismatch { .. }
+            | CoreError::NodeIdMismatch { .. }
+            | CoreError::UntrustedIssuer { .. }
+            | CoreError::WrongAudience { .. } => C::Unauthenticated,
+            CoreError::Expired { .. } | CoreError::NotYetValid { .. } => C::Expired,
+            CoreError::Replayed { .. } | CoreError::StaleSequence { .. } => C::Replayed,
+            CoreError::SeenSet { .. } => C::Io,
+            CoreError::Truncated { .. }
+            | CoreError::TrailingBytes { .. }
+            | CoreError::UnsupportedVersion { .. }
+            | CoreError::WrongKind { .. }
+            | CoreError::LengthTooLarge { .. }
+            | CoreError::InvalidTag { .. }
+            | CoreError::InvalidUtf8 { .. }
+            | CoreError::InvalidField { .. }
+            | CoreError::InvalidHex { .. }
+            | CoreError::InvalidPublicKey { .. }
+            | CoreError::InvalidKeyFile { .. }
+            | CoreError::InvalidNodeId { .. }
+            | CoreError::InvalidCredential { .. }
+            | CoreError::WrongCredentialKind { .. }
+            | CoreError::InvalidDigest { .. }
+            | CoreError::InvalidValidity { .. }
+            | CoreError::EmptyTree
+            | CoreError::IndexOutOfRange { .. }
+            | CoreError::DuplicatePayoutIndex { .. }
+            | CoreError::InvalidSplitPolicy { .. }
+            | CoreError::Overflow { .. }
+            | CoreError::ReputationNodeMismatch { .. } => C::InvalidInput,
+        }
+    }
+
     pub(crate) fn field(field: &'static str, reason: impl Into<String>) -> Self {
         CoreError::InvalidField {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+impl ClassifiedError for CoreError {
+    fn code(&self) -> &'static str {
+        CoreError::code(self)
+    }
+    fn category(&self) -> ErrorCategory {
+        CoreError::category(self)
     }
 }

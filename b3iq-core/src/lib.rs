@@ -46,7 +46,7 @@ pub mod split;
 pub mod tier;
 
 pub use bytes::Hash32;
-pub use error::{CoreError, Result};
+pub use error::{ClassifiedError, CoreError, ErrorCategory, Result};
 pub use identity::{NodeId, NodeKey, NodePublicKey, Signature};
 pub use mode::OperatingMode;
 pub use signed::{verify_batch, Kind, Signed, SignedKind};
