@@ -209,6 +209,31 @@ impl HostError {
     }
 }
 
+impl b3iq_core::ClassifiedError for HostError {
+    fn code(&self) -> &'static str {
+        HostError::code(self)
+    }
+
+    fn category(&self) -> b3iq_core::ErrorCategory {
+        use b3iq_core::ErrorCategory as C;
+        use HostError::*;
+        match self {
+            InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
+            | UnknownProfile(_) | BodyTooLarge(_) | NotFound(_) | ModelNotFound(_) | Config(_) | Core(_) => {
+                C::InvalidInput
+            }
+            MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
+            | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => C::Unauthenticated,
+            ExpiredApiKey | SetupTokenExpired => C::Expired,
+            ModeNotAvailable(_) => C::PolicyDenied,
+            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) => C::State,
+            Home { .. } | Db(_) => C::Io,
+            Runtime(_) => C::Runtime,
+            Internal(_) => C::Internal,
+        }
+    }
+}
+
 impl IntoResponse for HostError {
     fn into_response(self) -> Response {
         let status = self.status();

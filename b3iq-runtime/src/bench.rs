@@ -378,7 +378,6 @@ pub fn settle() {
     std::thread::sleep(Duration::from_millis(200));
 }
 
-#[cfg(feature = "core")]
 /// Turns a suite result into b3iq-core's benchmark record (integer milli-tokens/s, no
 /// floats), signed with the node key. `now_ms` is the creation time (unix ms).
 pub fn sign_record(

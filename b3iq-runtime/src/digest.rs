@@ -20,8 +20,7 @@ pub fn parse_sha256(s: &str) -> Result<String, RuntimeError> {
     }
 }
 
-/// Parses a digest into b3iq-core's type (feature `core`).
-#[cfg(feature = "core")]
+/// Parses a digest into b3iq-core's type .
 pub fn parse_digest(s: &str) -> Result<b3iq_core::digest::Sha256Digest, RuntimeError> {
     b3iq_core::digest::Sha256Digest::parse(s).map_err(|_| RuntimeError::InvalidDigest(s.chars().take(100).collect()))
 }

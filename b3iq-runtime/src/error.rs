@@ -129,7 +129,6 @@ pub enum RuntimeError {
     #[error("backend error: {0}")]
     Backend(String),
     /// b3iq-core refused something (signing or encoding a record).
-    #[cfg(feature = "core")]
     #[error("core: {0}")]
     Core(#[from] b3iq_core::CoreError),
     /// A feature is not available in this build or on this backend.
@@ -156,3 +155,49 @@ impl RuntimeError {
 
 /// Short alias.
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+impl b3iq_core::ClassifiedError for RuntimeError {
+    fn code(&self) -> &'static str {
+        use RuntimeError::*;
+        match self {
+            QueueFull { .. } => "queue_full",
+            ModelNotFound { .. } => "model_not_found",
+            InvalidRequest(_) => "invalid_request",
+            ContextOverflow { .. } => "context_length_exceeded",
+            Cancelled => "cancelled",
+            ShuttingDown => "shutting_down",
+            ModelLoad { .. } => "model_load_failed",
+            InvalidGguf(_) => "invalid_gguf",
+            InvalidDigest(_) => "invalid_digest",
+            DigestMismatch { .. } => "digest_mismatch",
+            SizeMismatch { .. } => "size_mismatch",
+            Download { .. } => "download_failed",
+            UnknownProfile(_) => "unknown_profile",
+            Io { .. } => "io",
+            Command { .. } => "command_failed",
+            UpstreamUnavailable { .. } => "upstream_unavailable",
+            Upstream { .. } => "upstream_error",
+            UpstreamAuth { .. } => "upstream_auth",
+            Config(_) => "config",
+            Backend(_) => "backend",
+            Core(e) => e.code(),
+            Unsupported(_) => "unsupported",
+        }
+    }
+
+    fn category(&self) -> b3iq_core::ErrorCategory {
+        use b3iq_core::ErrorCategory as C;
+        use RuntimeError::*;
+        match self {
+            ModelNotFound { .. } | InvalidRequest(_) | ContextOverflow { .. } | InvalidGguf(_) | InvalidDigest(_)
+            | DigestMismatch { .. } | SizeMismatch { .. } | UnknownProfile(_) | Config(_) | Unsupported(_) => {
+                C::InvalidInput
+            }
+            QueueFull { .. } | ShuttingDown | Cancelled => C::State,
+            Io { .. } | Download { .. } | UpstreamUnavailable { .. } => C::Io,
+            UpstreamAuth { .. } => C::Unauthenticated,
+            ModelLoad { .. } | Command { .. } | Upstream { .. } | Backend(_) => C::Runtime,
+            Core(e) => e.category(),
+        }
+    }
+}

@@ -437,7 +437,6 @@ async fn benchmark_suite_produces_a_signed_record() {
     assert!(!bands.bands.is_empty());
     assert_eq!(r.sku_bands, bands.classify(r.tg_tokens_per_second).iter().map(|b| b.id.clone()).collect::<Vec<_>>());
 
-    #[cfg(feature = "core")]
     {
         use b3iq_runtime::bench::sign_record;
     let key = b3iq_core::NodeKey::from_seed([7u8; 32]);
