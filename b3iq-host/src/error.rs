@@ -26,7 +26,7 @@ pub enum HostError {
     #[error("mode {0:?} is not available in this build; only \"local\" can be selected")]
     ModeNotAvailable(String),
     /// The job kind is not one of the closed set.
-    #[error("unknown job kind {0:?}; use install_model, remove_model, run_benchmark or support_bundle")]
+    #[error("unknown job kind {0:?}; use install_model_profile, remove_model_profile, run_benchmark or build_support_bundle")]
     UnknownJobKind(String),
     /// The model profile is not in the catalog.
     #[error("unknown model profile {0:?}; GET /api/models lists the profiles")]
@@ -109,12 +109,12 @@ pub enum HostError {
     /// state.db failed.
     #[error("state.db: {0}")]
     Db(#[from] rusqlite::Error),
-    /// The inference runtime failed.
+    /// The inference runtime failed (the cause is kept: its code and category classify this).
     #[error("runtime: {0}")]
-    Runtime(String),
-    /// Core (signing, encoding) failed.
+    Runtime(#[from] b3iq_runtime::RuntimeError),
+    /// Core (signing, encoding, verification) failed (the cause is kept).
     #[error("core: {0}")]
-    Core(String),
+    Core(#[from] b3iq_core::CoreError),
     /// Something else internal failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -210,25 +210,27 @@ impl HostError {
 }
 
 impl b3iq_core::ClassifiedError for HostError {
+    // `code` stays the HTTP code (a runtime or core cause is `internal` on the wire, where its
+    // detail stays in the log); `category` follows the cause, so bindings classify it by source.
     fn code(&self) -> &'static str {
         HostError::code(self)
     }
 
     fn category(&self) -> b3iq_core::ErrorCategory {
+        use b3iq_core::ClassifiedError as _;
         use b3iq_core::ErrorCategory as C;
         use HostError::*;
         match self {
             InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
-            | UnknownProfile(_) | BodyTooLarge(_) | NotFound(_) | ModelNotFound(_) | Config(_) | Core(_) => {
-                C::InvalidInput
-            }
+            | UnknownProfile(_) | BodyTooLarge(_) | NotFound(_) | ModelNotFound(_) | Config(_) => C::InvalidInput,
             MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
             | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => C::Unauthenticated,
             ExpiredApiKey | SetupTokenExpired => C::Expired,
             ModeNotAvailable(_) => C::PolicyDenied,
             AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) => C::State,
             Home { .. } | Db(_) => C::Io,
-            Runtime(_) => C::Runtime,
+            Runtime(e) => e.category(),
+            Core(e) => e.category(),
             Internal(_) => C::Internal,
         }
     }

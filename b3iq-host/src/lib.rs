@@ -1,9 +1,14 @@
 //! # b3iq-host
 //!
-//! The B3IQ node agent as a library: the home directory (`B3IQ_HOME`), `state.db` (SQLite, WAL,
-//! numbered migrations), local auth (owner account with argon2id, sessions, setup token, scoped
-//! `b3iq_local_` keys, `b3iq_support_` grants), the local HTTP API (`/setup/`, `/api`, the
-//! OpenAI-compatible `/v1`), signed usage receipts, the signed-job executor and `/metrics`.
+//! The B3IQ node agent as a library, organised by use case:
+//!
+//! | layer | modules | what |
+//! |---|---|---|
+//! | ground | [`context`] (home, config, keys, mode, runtime), [`store`] (all SQL), [`error`], [`creds`], [`metrics`], [`logging`] | imports nothing above it |
+//! | use cases | [`inference`] (admit -> generate -> meter -> sign and store the receipt), [`owner`] (claim, sign-in, keys, grants, setup token, audit), [`jobs`] (runs a core `VerifiedJob` by `JobKind`), [`models`], [`support`] | imports the ground only |
+//! | front doors | [`http`] (`/setup/`, `/api`, the OpenAI-compatible `/v1`), [`node`] (the embedding API [`LocalNode`]), [`ops`] (the CLI's offline operations) | thin: parse, call a use case, format |
+//!
+//! `b3iq-host/tests/layers.rs` fails if a module imports a layer above its own.
 //!
 //! The daemon `b3iqd` is a thin shell over this crate; the Python, Node and Swift bindings embed
 //! it through [`LocalNode`]. The HTTP contract is `docs/api.md`.
@@ -12,25 +17,21 @@
 
 #![warn(missing_docs)]
 
-pub mod auth;
-pub mod bench;
+pub mod context;
 pub mod creds;
-pub mod db;
 pub mod error;
-pub mod hardware;
-pub mod home;
 pub mod http;
+pub mod inference;
 pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod node;
 pub mod ops;
-pub mod receipts;
-pub mod signed_jobs;
-pub mod state;
+pub mod owner;
+pub mod store;
 pub mod support;
 
+pub use context::{Config, Context, Home, NodeState};
 pub use error::{HostError, Result};
-pub use home::{Config, Home};
 pub use node::{LocalNode, LocalNodeBuilder};

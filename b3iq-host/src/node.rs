@@ -20,23 +20,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Instant;
+use std::sync::Arc;
 
-use b3iq_core::digest::Sha256Digest;
-use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
-use b3iq_runtime::runtime::{LoadModelSpec, Runtime};
+use b3iq_runtime::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::auth;
-use crate::db::Db;
+use crate::context::runtime::{served_by, start_llama, ModelChoice};
+use crate::context::{unix_now, Context, NodeState};
 use crate::error::{HostError, Result};
-use crate::home::{write_atomic, Home};
-use crate::metrics::Metrics;
-use crate::models::ModelChoice;
-use crate::receipts::{self, StoredReceipt};
-use crate::state::{load_or_create_identity, unix_now, NodeState, ServedModel};
+use crate::inference::receipts::{self, StoredReceipt};
+use crate::owner::{self, Via};
 
 /// Builder for a [`LocalNode`].
 #[derive(Default)]
@@ -94,87 +88,42 @@ impl LocalNodeBuilder {
     }
 
     /// Create or open the home, load the model, bind and serve.
+    ///
+    /// # Errors
+    /// `Config` for a bad listen address or a LAN bind before the node has an owner; the
+    /// errors of [`Context::open`]; the runtime's when the model cannot be installed or loaded;
+    /// `Home` when the address cannot be bound.
     pub async fn start(self) -> Result<LocalNode> {
-        let home = match &self.home {
-            Some(h) => Home::at(h.clone()),
-            None => Home::from_env()?,
-        };
-        home.ensure()?;
-        let config = home.load_or_init_config()?;
-        let db = Db::open(&home.db_path())?;
-        let key = load_or_create_identity(&home)?;
-        let node_id = key.node_id();
-
-        let listen = self.listen.clone().unwrap_or_else(|| config.listen.clone());
+        let ctx = Context::open(self.home.clone())?;
+        let listen = self.listen.clone().unwrap_or_else(|| ctx.config.listen.clone());
         let addr: SocketAddr = listen
             .parse()
             .map_err(|_| HostError::Config(format!("listen address {listen:?} is not IP:PORT (e.g. 127.0.0.1:7420)")))?;
-        let claimed = auth::is_claimed(&db)?;
+        let claimed = ctx.claimed()?;
         if !addr.ip().is_loopback() && !claimed {
             return Err(HostError::Config(format!(
                 "refusing to listen on {addr} before the node has an owner; start on 127.0.0.1, claim it, then restart with --listen {addr}"
             )));
         }
-
-        // Setup token: reuse a still-valid pending one, else issue a new one.
-        let now = unix_now();
-        let mut fresh_token = false;
-        let setup_token = if claimed {
-            None
-        } else {
-            let existing = std::fs::read_to_string(home.setup_token_path()).ok().map(|s| s.trim().to_string());
-            let valid = existing.as_ref().is_some_and(|t| setup_token_valid(&db, t, now));
-            if valid {
-                existing
-            } else {
-                let (t, _) = auth::issue_setup_token(&db, now, config.setup_token_ttl_s)?;
-                write_atomic(&home.setup_token_path(), format!("{t}\n").as_bytes(), 0o600)?;
-                db.audit(now, "system", "setup.token", "", "ok", "setup token issued");
-                fresh_token = true;
-                Some(t)
-            }
+        if claimed {
+            // A node claimed before trust roots were persisted gets its owner root now.
+            owner::ensure_owner_trust_root(&ctx)?;
+        }
+        let (setup_token, fresh_token) = match owner::setup_token_at_start(&ctx)? {
+            Some((t, fresh)) => (Some(t), fresh),
+            None => (None, false),
         };
 
         // Runtime and model.
         let (runtime, served) = if let Some(rt) = self.runtime.clone() {
-            let mut served = Vec::new();
-            for info in rt.list_models().await.map_err(|e| HostError::Runtime(e.to_string()))? {
-                served.push(served_model(info, None)?);
-            }
+            let served = served_by(&rt).await?;
             (Some(rt), served)
         } else if self.no_model {
             (None, Vec::new())
         } else {
-            let choice = ModelChoice::parse(self.model.as_deref().or(config.model.as_deref()))?;
-            let (path, id, profile, expected) = match choice {
-                ModelChoice::Path(p) => match crate::models::profile_for_file(&p) {
-                    // A known file (same name and size as a catalog profile): serve it under the
-                    // profile id, and let the runtime check its sha256.
-                    Some(prof) => (p, prof.id.clone(), Some(prof.id.clone()), Some(prof.sha256.clone())),
-                    None => {
-                        let id = p.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "model".into());
-                        (p, id, None, None)
-                    }
-                },
-                ModelChoice::Profile(pid) => {
-                    let m = crate::models::ensure_profile(&home, &pid, self.progress_bar).await?;
-                    (m.path, pid.clone(), Some(pid), None)
-                }
-            };
-            let mut lc = LlamaConfig::default();
-            if config.threads > 0 {
-                lc.threads = config.threads;
-            }
-            lc.max_sequences = config.parallel.clamp(1, 64);
-            lc.queue_capacity = config.max_queue;
-            lc.context_per_sequence = config.context_tokens.max(64);
-            let rt = LlamaRuntime::new(lc).map_err(|e| HostError::Runtime(e.to_string()))?;
-            let info = rt
-                .load_model(LoadModelSpec { expected_sha256: expected, ..LoadModelSpec::from_path(path).with_id(id) })
-                .await
-                .map_err(|e| HostError::Runtime(e.to_string()))?;
-            let rt: Arc<dyn Runtime> = Arc::new(rt);
-            (Some(rt), vec![served_model(info, profile)?])
+            let choice = ModelChoice::parse(self.model.as_deref().or(ctx.config.model.as_deref()))?;
+            let (rt, m) = start_llama(&ctx.home, &ctx.config, choice, self.progress_bar).await?;
+            (Some(rt), vec![m])
         };
 
         let listener = tokio::net::TcpListener::bind(addr)
@@ -182,22 +131,9 @@ impl LocalNodeBuilder {
             .map_err(|e| HostError::home(format!("bind {addr} (is another b3iqd running? use --listen)"), e))?;
         let local = listener.local_addr().map_err(|e| HostError::home("local_addr", e))?;
 
-        let state = Arc::new(NodeState {
-            home,
-            config,
-            db,
-            key,
-            node_id,
-            runtime,
-            served: RwLock::new(served),
-            metrics: Metrics::default(),
-            started: Instant::now(),
-            listen: OnceLock::new(),
-            hardware: OnceLock::new(),
-            jobs: Default::default(),
-        });
+        let state = Arc::new(NodeState::new(ctx, runtime, served)?);
         let _ = state.listen.set(local);
-        state.db.audit(now, "system", "node.start", &state.node_id.to_text(), "ok", &format!("listen={local}"));
+        state.db.audit(unix_now(), "system", "node.start", &state.node_id.to_text(), "ok", &format!("listen={local}"));
 
         let app = crate::http::router(state.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -223,26 +159,6 @@ fn display_addr(a: SocketAddr) -> String {
     } else {
         a.to_string()
     }
-}
-
-fn setup_token_valid(db: &Db, token: &str, now: u64) -> bool {
-    use rusqlite::OptionalExtension;
-    let h = crate::creds::hash_secret(token);
-    db.lock()
-        .query_row("SELECT expires_at FROM setup_tokens WHERE token_hash = ?1", [h], |r| r.get::<_, i64>(0))
-        .optional()
-        .ok()
-        .flatten()
-        .is_some_and(|e| e as u64 > now)
-}
-
-fn served_model(info: b3iq_runtime::runtime::ModelInfo, profile: Option<String>) -> Result<ServedModel> {
-    let digest = if info.sha256.is_empty() {
-        Sha256Digest([0; 32])
-    } else {
-        Sha256Digest::parse(&info.sha256).map_err(|e| HostError::Core(e.to_string()))?
-    };
-    Ok(ServedModel { id: info.id.clone(), profile, info, digest })
 }
 
 /// A running node. Dropping it without [`LocalNode::shutdown`] stops the server abruptly.
@@ -302,35 +218,40 @@ impl LocalNode {
         &self.state
     }
 
+    /// The setup token file's path (`$B3IQ_HOME/setup-token`, mode 0600) while unclaimed.
+    pub fn setup_token_path(&self) -> PathBuf {
+        self.state.home.setup_token_path()
+    }
+
     /// Claim the node programmatically with the pending setup token.
+    ///
+    /// # Errors
+    /// As [`owner::claim_with_pending_token`].
     pub async fn claim(&self, username: &str, password: &str) -> Result<()> {
-        let token = std::fs::read_to_string(self.state.home.setup_token_path())
-            .map_err(|_| HostError::SetupTokenInvalid)?
-            .trim()
-            .to_string();
         let st = self.state.clone();
         let (u, p) = (username.to_string(), password.to_string());
-        let now = unix_now();
-        tokio::task::spawn_blocking(move || auth::claim(&st.db, &token, &u, &p, now, st.config.session_ttl_s))
+        tokio::task::spawn_blocking(move || owner::claim_with_pending_token(&st, &u, &p, Via::Embedding))
             .await
             .map_err(|e| HostError::Internal(e.to_string()))??;
-        crate::home::remove_durably(&self.state.home.setup_token_path())?;
-        crate::jobs::ensure_owner_issuer(&self.state.home)?;
-        self.state.db.audit(now, "setup", "node.claim", username, "ok", "claimed through the embedding API");
         Ok(())
     }
 
     /// Create a local API key; returns `(id, secret)`. The secret is not stored.
+    ///
+    /// # Errors
+    /// As [`owner::create_key`].
     pub fn create_key(&self, name: &str, scopes: &[&str]) -> Result<(String, String)> {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-        let (info, secret) = auth::create_key(&self.state.db, name, &scopes, None, unix_now())?;
-        self.state.db.audit(unix_now(), "owner", "key.create", &info.id, "ok", "embedding API");
+        let (info, secret) = owner::create_key(&self.state, name, &scopes, None, Via::Embedding)?;
         Ok((info.id, secret))
     }
 
     /// All receipts, oldest first, with their verification status.
+    ///
+    /// # Errors
+    /// `Db`.
     pub fn receipts(&self) -> Result<Vec<StoredReceipt>> {
-        receipts::all(&self.state.db, &self.state.key.public())
+        receipts::all(&self.state)
     }
 
     /// Stop accepting connections, finish in-flight requests, and wait for the server.

@@ -1,52 +1,53 @@
 //! Offline operations on a home directory, for the CLI (`b3iqd keys|receipts|setup|status`).
-//! They work whether or not the daemon is running (SQLite WAL allows both).
+//! They work whether or not the daemon is running (SQLite WAL allows both) and go through the
+//! same owner operations as the HTTP API and the embedding API.
+
+use std::ops::Deref;
 
 use serde_json::{json, Value};
 
-use crate::auth::{self, KeyInfo};
-use crate::db::Db;
+use crate::context::Context;
 use crate::error::{HostError, Result};
-use crate::home::{write_atomic, Home};
-use crate::receipts::{self, StoredReceipt, VerifyReport};
-use crate::state::{load_or_create_identity, unix_now};
+use crate::inference::receipts::{self, StoredReceipt, VerifyReport};
+use crate::owner::{self, KeyInfo, Via};
 
-/// An opened home (config, state.db, identity) without a server.
-pub struct Offline {
-    /// The home.
-    pub home: Home,
-    /// state.db.
-    pub db: Db,
-    /// The node key.
-    pub key: b3iq_core::identity::NodeKey,
-    /// Settings.
-    pub config: crate::home::Config,
+/// Receipt export format name (`b3iqd receipts export`).
+pub const RECEIPTS_EXPORT_FORMAT: &str = "b3iq-receipts/v1";
+
+/// An opened home (config, state.db, identity) without a server. Dereferences to its
+/// [`Context`].
+#[derive(Debug)]
+pub struct Offline(pub Context);
+
+impl Deref for Offline {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.0
+    }
 }
 
 impl Offline {
     /// Open (creating if needed) the home named by `B3IQ_HOME` / `~/.b3iq` or `dir`.
+    ///
+    /// # Errors
+    /// As [`Context::open`].
     pub fn open(dir: Option<std::path::PathBuf>) -> Result<Offline> {
-        let home = match dir {
-            Some(d) => Home::at(d),
-            None => Home::from_env()?,
-        };
-        home.ensure()?;
-        let config = home.load_or_init_config()?;
-        let db = Db::open(&home.db_path())?;
-        let key = load_or_create_identity(&home)?;
-        Ok(Offline { home, db, key, config })
+        Context::open(dir).map(Offline)
     }
 
     /// `b3iqd status`.
+    ///
+    /// # Errors
+    /// `Db`.
     pub fn status(&self) -> Result<Value> {
-        let claimed = auth::is_claimed(&self.db)?;
         Ok(json!({
-            "node_id": self.key.node_id().to_text(),
-            "node_code": self.key.node_id().short_code(),
-            "claimed": claimed,
-            "mode": "local",
+            "node_id": self.node_id.to_text(),
+            "node_code": self.node_code(),
+            "claimed": self.claimed()?,
+            "mode": self.stored_mode()?.as_str(),
             "listen": self.config.listen,
             "home": self.home.root().display().to_string(),
-            "keys": auth::list_keys(&self.db)?.iter().filter(|k| k.revoked_at.is_none()).count(),
+            "keys": owner::list_keys(self)?.iter().filter(|k| k.revoked_at.is_none()).count(),
             "receipts": self.db.count("receipts")?,
             "schema_version": self.db.schema_version()?,
             "integrity_check": self.db.integrity_check()?,
@@ -54,49 +55,52 @@ impl Offline {
     }
 
     /// `b3iqd keys create`: returns the record and the secret (to print once or write to a file).
+    ///
+    /// # Errors
+    /// As [`owner::create_key`].
     pub fn create_key(&self, name: &str, scopes: &[String], expires_in_s: Option<u64>) -> Result<(KeyInfo, String)> {
-        let now = unix_now();
-        let (k, s) = auth::create_key(&self.db, name, scopes, expires_in_s, now)?;
-        self.db.audit(now, "owner", "key.create", &k.id, "ok", "cli");
-        Ok((k, s))
+        owner::create_key(self, name, scopes, expires_in_s, Via::Cli)
     }
 
     /// `b3iqd keys list`.
+    ///
+    /// # Errors
+    /// `Db`.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
-        auth::list_keys(&self.db)
+        owner::list_keys(self)
     }
 
     /// `b3iqd keys revoke`.
+    ///
+    /// # Errors
+    /// `NotFound`, `Db`.
     pub fn revoke_key(&self, id: &str) -> Result<()> {
-        let now = unix_now();
-        auth::revoke_key(&self.db, id, now)?;
-        self.db.audit(now, "owner", "key.revoke", id, "ok", "cli");
-        Ok(())
+        owner::revoke_key(self, id, Via::Cli)
     }
 
-    /// `b3iqd receipts export`.
+    /// `b3iqd receipts export`: every receipt with the node's public key.
+    ///
+    /// # Errors
+    /// `Db`.
     pub fn export_receipts(&self) -> Result<Value> {
-        let list: Vec<StoredReceipt> = receipts::all(&self.db, &self.key.public())?;
-        Ok(json!({"format": "b3iq-receipts/v1", "node_id": self.key.node_id().to_text(), "node_public_key": self.key.public().to_hex(), "receipts": list}))
+        let list: Vec<StoredReceipt> = receipts::all(self)?;
+        Ok(json!({"format": RECEIPTS_EXPORT_FORMAT, "node_id": self.node_id.to_text(), "node_public_key": self.key.public().to_hex(), "receipts": list}))
     }
 
-    /// `b3iqd setup --reset`: a new setup token (written to the setup-token file, 0600). Refused
-    /// once the node has an owner unless `force_unclaim`... which this build does not offer:
-    /// recovery of a claimed node is by login.
+    /// `b3iqd setup --reset`: a new setup token (see [`owner::reset_setup`]).
+    ///
+    /// # Errors
+    /// `AlreadyClaimed`, `Db`, `Home`.
     pub fn reset_setup(&self, ttl_s: Option<u64>) -> Result<(String, u64)> {
-        if auth::is_claimed(&self.db)? {
-            return Err(HostError::AlreadyClaimed);
-        }
-        let now = unix_now();
-        let (t, exp) = auth::issue_setup_token(&self.db, now, ttl_s.unwrap_or(self.config.setup_token_ttl_s))?;
-        write_atomic(&self.home.setup_token_path(), format!("{t}\n").as_bytes(), 0o600)?;
-        self.db.audit(now, "owner", "setup.reset", "", "ok", "new setup token issued from the command line");
-        Ok((t, exp))
+        owner::reset_setup(self, ttl_s, Via::Cli)
     }
 }
 
 /// `b3iqd receipts verify FILE`: check an export offline against the public key it names (and,
-/// if given, the expected node id).
+/// if given, the expected node id). Receipts of every version verify.
+///
+/// # Errors
+/// `InvalidParameter` when the export is malformed or signed by another node than expected.
 pub fn verify_export(export: &Value, expected_node: Option<&str>) -> Result<VerifyReport> {
     let pk_hex = export["node_public_key"].as_str().ok_or_else(|| HostError::InvalidParameter("export has no node_public_key".into()))?;
     let pk = b3iq_core::identity::NodePublicKey::from_hex(pk_hex).map_err(|e| HostError::InvalidParameter(format!("node_public_key: {e}")))?;

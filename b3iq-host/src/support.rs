@@ -5,52 +5,11 @@
 //! fields, and a final scrub replaces anything that looks like a credential or a path under the
 //! home directory (a test checks both).
 
-use rusqlite::params;
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::db::Db;
+use crate::context::{Context, NodeState};
 use crate::error::{HostError, Result};
-use crate::state::NodeState;
-
-/// An audit event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AuditEvent {
-    /// Sequence.
-    pub id: i64,
-    /// Unix seconds.
-    pub at: u64,
-    /// Who: `owner`, `system`, `setup`, `anonymous`, `key:<id>`, `support:<id>`.
-    pub actor: String,
-    /// What (`key.create`, `job.execute`, ...).
-    pub action: String,
-    /// On what (an id).
-    pub target: String,
-    /// `ok`, `refused`, `failed`.
-    pub outcome: String,
-    /// Non-secret detail.
-    pub detail: String,
-}
-
-/// The newest `limit` audit events.
-pub fn audit_events(db: &Db, limit: u32) -> Result<Vec<AuditEvent>> {
-    let conn = db.lock();
-    let mut st = conn.prepare("SELECT id, at, actor, action, target, outcome, detail FROM audit_events ORDER BY id DESC LIMIT ?1")?;
-    let rows = st
-        .query_map(params![limit], |r| {
-            Ok(AuditEvent {
-                id: r.get(0)?,
-                at: r.get::<_, i64>(1)? as u64,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                target: r.get(4)?,
-                outcome: r.get(5)?,
-                detail: r.get(6)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
+use crate::store::audit;
 
 /// Replace credentials and home paths in text.
 pub fn scrub(text: &str, home: &str) -> String {
@@ -90,12 +49,12 @@ pub fn build_bundle(st: &NodeState) -> Result<Vec<u8>> {
         "runtime": st.runtime.as_ref().map(|r| { let b = r.backend_info(); json!({"name": b.name, "threads": b.threads, "metrics": r.metrics()}) }),
     });
     let mut counts = serde_json::Map::new();
-    for t in ["users", "sessions", "api_keys", "support_grants", "receipts", "usage", "audit_events", "jobs", "job_seen"] {
+    for t in ["users", "sessions", "api_keys", "support_grants", "receipts", "usage", "audit_events", "jobs", "job_seen", "trust_roots"] {
         counts.insert(t.to_string(), json!(st.db.count(t)?));
     }
     counts.insert("schema_version".into(), json!(st.db.schema_version()?));
     counts.insert("integrity_check".into(), json!(st.db.integrity_check()?));
-    let audit: Vec<Value> = audit_events(&st.db, 200)?
+    let audit: Vec<Value> = audit::recent(&st.db, 200)?
         .into_iter()
         .map(|e| json!({"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "outcome": e.outcome}))
         .collect();
@@ -103,7 +62,7 @@ pub fn build_bundle(st: &NodeState) -> Result<Vec<u8>> {
     let files: Vec<(&str, String)> = vec![
         ("manifest.json", pretty(&json!({"format": "b3iq-support-bundle/v1", "created_at": now, "files": ["node.json", "hardware.json", "config.json", "counts.json", "audit.json", "metrics.txt"], "redacted": true}))),
         ("node.json", pretty(&node)),
-        ("hardware.json", pretty(&st.hardware())),
+        ("hardware.json", pretty(&crate::models::hardware_json(st.hardware()))),
         ("config.json", pretty(&config)),
         ("counts.json", pretty(&Value::Object(counts))),
         ("audit.json", pretty(&json!(audit))),
@@ -159,22 +118,11 @@ pub fn read_bundle(bytes: &[u8]) -> Result<Vec<(String, String)>> {
 
 
 /// Build the bundle from a home without a running server (`b3iqd support-bundle`).
-pub fn build_offline_bundle(o: &crate::ops::Offline) -> Result<Vec<u8>> {
-    let st = NodeState {
-        home: o.home.clone(),
-        config: o.config.clone(),
-        db: crate::db::Db::open(&o.home.db_path())?,
-        key: b3iq_core::identity::NodeKey::from_bytes(&o.key.to_bytes()[..]).map_err(|e| HostError::Core(e.to_string()))?,
-        node_id: o.key.node_id(),
-        runtime: None,
-        served: Default::default(),
-        metrics: Default::default(),
-        started: std::time::Instant::now(),
-        listen: Default::default(),
-        hardware: Default::default(),
-        jobs: Default::default(),
-    };
-    build_bundle(&st)
+///
+/// # Errors
+/// As [`build_bundle`].
+pub fn build_offline_bundle(ctx: Context) -> Result<Vec<u8>> {
+    build_bundle(&NodeState::new(ctx, None, Vec::new())?)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `b3iqd`: the B3IQ reference host daemon and CLI. It only parses the command line and calls
 //! `b3iq-host`; see `docs/cli.md`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -200,10 +200,18 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "b3iqd: node {} ({}) listening on {}", node.node_id(), node.node_code(), node.base_url());
             if let Some(url) = node.setup_url() {
-                if node.setup_token_is_new() {
-                    let _ = writeln!(out, "b3iqd: open this URL to claim the node (shown once; also in $B3IQ_HOME/setup-token):\n{url}");
+                // The setup token is a secret: print it only to a person at a terminal, never to a
+                // log (systemd, a redirect or a pipe); then say where the token file is instead.
+                let token_file = node.setup_token_path();
+                if node.setup_token_is_new() && out.is_terminal() {
+                    let _ = writeln!(out, "b3iqd: open this URL to claim the node (shown once; the token is also in {}):\n{url}", token_file.display());
                 } else {
-                    let _ = writeln!(out, "b3iqd: node not claimed yet; the setup URL is in $B3IQ_HOME/setup-token (or run `b3iqd setup --reset`)");
+                    let _ = writeln!(
+                        out,
+                        "b3iqd: node not claimed yet; the one-time setup token is in {} (mode 0600): open {}/setup/ and append #token= and the token, or run `b3iqd setup --reset` for a new one",
+                        token_file.display(),
+                        node.base_url()
+                    );
                 }
             }
             let _ = out.flush();
@@ -216,8 +224,10 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Hardware => {
-            let hw = b3iq_host::hardware::summary();
-            print_json(&serde_json::json!({"hardware": hw, "sku_band": b3iq_host::hardware::sku_band(&hw), "fits": b3iq_host::hardware::fits(&hw)}));
+            let o = Offline::open(home)?;
+            let hw = b3iq_host::context::runtime::scan_hardware(&o.home);
+            let installed = b3iq_host::context::runtime::model_store(&o.home)?.list()?;
+            print_json(&b3iq_host::models::hardware_view(&hw, &installed));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench { model } => {
@@ -228,7 +238,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             }
             let node = b.start().await?;
             let m = node.state().served_models().into_iter().next().ok_or(HostError::ModelNotLoaded)?;
-            let r = b3iq_host::bench::quick_benchmark(node.state(), &m).await;
+            let r = b3iq_host::inference::quick_benchmark(node.state(), &m).await;
             node.shutdown().await;
             let _ = std::fs::remove_dir_all(&dir);
             print_json(&r?);
@@ -242,7 +252,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                     let (info, secret) = o.create_key(&name, &scopes, expires_in_s)?;
                     match out {
                         Some(path) => {
-                            b3iq_host::home::write_atomic(&path, format!("{secret}\n").as_bytes(), 0o600)?;
+                            b3iq_host::context::home::write_atomic(&path, format!("{secret}\n").as_bytes(), 0o600)?;
                             eprintln!("b3iqd: key {} created; secret written to {}", info.id, path.display());
                         }
                         None => {
@@ -263,7 +273,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             let v = Offline::open(home)?.export_receipts()?;
             let text = serde_json::to_string_pretty(&v).unwrap_or_default();
             match out {
-                Some(p) => b3iq_host::home::write_atomic(&p, text.as_bytes(), 0o600)?,
+                Some(p) => b3iq_host::context::home::write_atomic(&p, text.as_bytes(), 0o600)?,
                 None => println!("{text}"),
             }
             Ok(ExitCode::SUCCESS)
@@ -277,8 +287,8 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
         }
         Cmd::SupportBundle { out } => {
             let o = Offline::open(home)?;
-            let bytes = b3iq_host::support::build_offline_bundle(&o)?;
-            b3iq_host::home::write_atomic(&out, &bytes, 0o600)?;
+            let bytes = b3iq_host::support::build_offline_bundle(o.0)?;
+            b3iq_host::context::home::write_atomic(&out, &bytes, 0o600)?;
             eprintln!("b3iqd: wrote {} ({} bytes)", out.display(), bytes.len());
             Ok(ExitCode::SUCCESS)
         }
@@ -305,24 +315,24 @@ fn tempdir_for_bench() -> Result<PathBuf, HostError> {
 
 async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostError> {
     let o = Offline::open(home)?;
-    let store = b3iq_host::models::store(&o.home)?;
+    let store = b3iq_host::context::runtime::model_store(&o.home)?;
     match m {
         ModelCmd::Pull { profile } => {
-            let im = b3iq_host::models::ensure_profile(&o.home, &profile, true).await?;
+            let im = b3iq_host::context::runtime::ensure_profile(&o.home, &profile, true).await?;
             print_json(&serde_json::to_value(&im).unwrap_or_default());
         }
         ModelCmd::List => {
-            let installed = store.list().map_err(|e| HostError::Runtime(e.to_string()))?;
+            let installed = store.list()?;
             let catalog: Vec<serde_json::Value> = b3iq_host::models::catalog_profiles();
             print_json(&serde_json::json!({"catalog": catalog, "installed": installed}));
         }
         ModelCmd::Rm { which } => {
-            let digest = match store.find_profile(&which).map_err(|e| HostError::Runtime(e.to_string()))? {
+            let digest = match store.find_profile(&which)? {
                 Some(m) => m.sha256,
                 None => which.clone(),
             };
-            store.remove(&digest).map_err(|e| HostError::Runtime(e.to_string()))?;
-            o.db.audit(b3iq_host::state::unix_now(), "owner", "model.remove", &digest, "ok", "cli");
+            store.remove(&digest)?;
+            o.db.audit(b3iq_host::context::unix_now(), "owner", "model.remove", &digest, "ok", "cli");
             eprintln!("b3iqd: removed {digest}");
         }
         ModelCmd::Inspect { which } => {
@@ -330,11 +340,11 @@ async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostE
             let info = if path.is_file() {
                 b3iq_host::models::inspect_file(path)?
             } else {
-                let digest = match store.find_profile(&which).map_err(|e| HostError::Runtime(e.to_string()))? {
+                let digest = match store.find_profile(&which)? {
                     Some(m) => m.sha256,
                     None => which.clone(),
                 };
-                serde_json::to_value(store.inspect(&digest).map_err(|e| HostError::Runtime(e.to_string()))?).unwrap_or_default()
+                serde_json::to_value(store.inspect(&digest)?).unwrap_or_default()
             };
             print_json(&info);
         }

@@ -36,6 +36,13 @@ async fn end_to_end_claim_keys_chat_stream_receipts_and_security() {
 
     // Wrong token, cross-origin claim: refused. Right token: 201 + cookie attributes.
     let tok = d.setup_token.clone().unwrap();
+    // Stdout and stderr are pipes here (as under systemd or with a redirect): the setup token
+    // never reaches them; stdout names the token file instead.
+    {
+        let (out, err) = (d.stdout.lock().unwrap().clone(), d.stderr.lock().unwrap().clone());
+        assert!(!out.contains(&tok) && !err.contains(&tok), "the setup token leaked into the daemon's output:\n{out}\n{err}");
+        assert!(out.contains(&home.join("setup-token").display().to_string()), "{out}");
+    }
     let r = c.post(d.url("/api/setup/claim")).json(&json!({"setup_token": "b3iq_setup_nope", "username": "owner", "password": PASSWORD})).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let r = c
@@ -399,8 +406,8 @@ fn cli_keys_setup_reset_and_expiring_token() {
     assert!(url.starts_with("http://127.0.0.1:7420/setup/#token=b3iq_setup_"), "{url}");
     let token = url.split("#token=").nth(1).unwrap().to_string();
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let db = b3iq_host::db::Db::open(&home.join("state.db")).unwrap();
-    let e = b3iq_host::auth::claim(&db, &token, "owner", PASSWORD, b3iq_host::state::unix_now(), 60).unwrap_err();
+    let db = b3iq_host::store::Db::open(&home.join("state.db")).unwrap();
+    let e = b3iq_host::owner::auth::claim(&db, &token, "owner", PASSWORD, b3iq_host::context::unix_now(), 60).unwrap_err();
     assert_eq!(e.code(), "setup_token_expired");
     assert!(e.to_string().contains("b3iqd setup --reset"));
     drop(db);

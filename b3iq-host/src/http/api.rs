@@ -5,17 +5,23 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use b3iq_runtime::runtime::{ChatMessage, Prompt, SamplingParams};
-use rusqlite::params;
+use b3iq_core::mode::OperatingMode;
+use b3iq_runtime::runtime::{ChatMessage, Prompt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{bearer, clear_cookie, empty, json as js, same_origin, session_cookie, JsonBody, Owner};
-use crate::auth;
+use crate::context::NodeState;
 use crate::error::{HostError, Result};
-use crate::jobs::JobRequest;
-use crate::receipts;
-use crate::state::NodeState;
+use crate::inference::{self, Caller, InferenceRequest};
+use crate::inference::receipts;
+use crate::owner::{self, auth, Via};
+
+/// Run a blocking owner operation (argon2id, SQLite) off the async threads.
+async fn blocking<T: Send + 'static>(st: &Arc<NodeState>, f: impl FnOnce(&NodeState) -> Result<T> + Send + 'static) -> Result<T> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || f(&st)).await.map_err(|e| HostError::Internal(e.to_string()))?
+}
 
 type St = State<Arc<NodeState>>;
 
@@ -28,6 +34,7 @@ pub async fn healthz() -> Response {
 pub async fn setup_status(State(st): St) -> Result<Response> {
     let claimed = st.claimed()?;
     let exp = if claimed { None } else { auth::setup_token_expiry(&st.db)? };
+    let hardware = crate::models::hardware_json(st.hardware());
     Ok(js(
         StatusCode::OK,
         json!({
@@ -36,7 +43,7 @@ pub async fn setup_status(State(st): St) -> Result<Response> {
             "node_code": st.node_code(),
             "version": env!("CARGO_PKG_VERSION"),
             "setup_token_expires_at": exp,
-            "hardware": st.hardware(),
+            "hardware": hardware,
         }),
     ))
 }
@@ -51,28 +58,11 @@ pub struct ClaimBody {
 /// `POST /api/setup/claim`.
 pub async fn setup_claim(State(st): St, headers: HeaderMap, JsonBody(b): JsonBody<ClaimBody>) -> Result<Response> {
     same_origin(&headers)?;
-    let now = st.now();
-    let st2 = st.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        auth::claim(&st2.db, &b.setup_token, &b.username, &b.password, now, st2.config.session_ttl_s)
-    })
-    .await
-    .map_err(|e| HostError::Internal(e.to_string()))?;
-    match res {
-        Ok(g) => {
-            crate::home::remove_durably(&st.home.setup_token_path())?;
-            crate::jobs::ensure_owner_issuer(&st.home)?;
-            st.db.audit(now, "setup", "node.claim", &g.username, "ok", "owner account created; setup token consumed");
-            tracing::info!(owner = %g.username, "node claimed");
-            let mut r = js(StatusCode::CREATED, json!({"username": g.username, "node_id": st.node_id.to_text(), "expires_at": g.expires_at}));
-            r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s));
-            Ok(r)
-        }
-        Err(e) => {
-            st.db.audit(now, "setup", "node.claim", "", "refused", e.code());
-            Err(e)
-        }
-    }
+    let g = blocking(&st, move |st| owner::claim(st, &b.setup_token, &b.username, &b.password, Via::Http)).await?;
+    tracing::info!(owner = %g.username, "node claimed");
+    let mut r = js(StatusCode::CREATED, json!({"username": g.username, "node_id": st.node_id.to_text(), "expires_at": g.expires_at}));
+    r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s));
+    Ok(r)
 }
 
 #[derive(Deserialize)]
@@ -84,34 +74,15 @@ pub struct LoginBody {
 /// `POST /api/session/login`.
 pub async fn login(State(st): St, headers: HeaderMap, JsonBody(b): JsonBody<LoginBody>) -> Result<Response> {
     same_origin(&headers)?;
-    if !st.claimed()? {
-        return Err(HostError::NotClaimed);
-    }
-    let now = st.now();
-    let st2 = st.clone();
-    let user = b.username.clone();
-    let res = tokio::task::spawn_blocking(move || auth::login(&st2.db, &b.username, &b.password, now, st2.config.session_ttl_s))
-        .await
-        .map_err(|e| HostError::Internal(e.to_string()))?;
-    let shown: String = user.chars().take(64).collect();
-    match res {
-        Ok(g) => {
-            st.db.audit(now, "owner", "session.login", &shown, "ok", "");
-            let mut r = js(StatusCode::OK, json!({"username": g.username, "expires_at": g.expires_at}));
-            r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s));
-            Ok(r)
-        }
-        Err(e) => {
-            st.db.audit(now, "anonymous", "session.login", &shown, "refused", e.code());
-            Err(e)
-        }
-    }
+    let g = blocking(&st, move |st| owner::login(st, &b.username, &b.password, Via::Http)).await?;
+    let mut r = js(StatusCode::OK, json!({"username": g.username, "expires_at": g.expires_at}));
+    r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s));
+    Ok(r)
 }
 
 /// `POST /api/session/logout`.
 pub async fn logout(State(st): St, owner: Owner) -> Result<Response> {
-    auth::logout(&st.db, &owner.secret)?;
-    st.db.audit(st.now(), "owner", "session.logout", &owner.session.username, "ok", "");
+    owner::logout(&st, &owner.secret, &owner.session.username)?;
     let mut r = empty(StatusCode::NO_CONTENT);
     r.headers_mut().insert(header::SET_COOKIE, clear_cookie());
     Ok(r)
@@ -149,7 +120,7 @@ pub async fn node_info(State(st): St, _o: Owner) -> Result<Response> {
         json!({
             "node_id": st.node_id.to_text(), "node_code": st.node_code(), "version": env!("CARGO_PKG_VERSION"),
             "mode": st.mode().as_str(), "listen": st.listen.get().map(|a| a.to_string()),
-            "uptime_s": st.started.elapsed().as_secs(), "hardware": st.hardware(), "runtime": runtime,
+            "uptime_s": st.started.elapsed().as_secs(), "hardware": crate::models::hardware_json(st.hardware()), "runtime": runtime,
             "models": models_json(&st), "receipts_stored": st.db.count("receipts")?,
         }),
     ))
@@ -157,8 +128,8 @@ pub async fn node_info(State(st): St, _o: Owner) -> Result<Response> {
 
 /// `GET /api/hardware`.
 pub async fn hardware(State(st): St, _o: Owner) -> Result<Response> {
-    let hw = st.hardware();
-    Ok(js(StatusCode::OK, json!({"hardware": hw, "sku_band": crate::hardware::sku_band(&hw), "fits": crate::hardware::fits(&hw)})))
+    let installed = crate::models::installed(&st);
+    Ok(js(StatusCode::OK, crate::models::hardware_view(st.hardware(), &installed)))
 }
 
 /// `GET /api/models`.
@@ -183,18 +154,23 @@ pub struct ModeBody {
     mode: String,
 }
 
-/// `POST /api/mode`.
+/// `POST /api/mode` (only `local` can be selected in this build; the choice is persisted).
 pub async fn mode_set(State(st): St, _o: Owner, JsonBody(b): JsonBody<ModeBody>) -> Result<Response> {
-    if b.mode != "local" {
-        st.db.audit(st.now(), "owner", "mode.change", &b.mode.chars().take(32).collect::<String>(), "refused", "mode_not_available");
-        return Err(HostError::ModeNotAvailable(b.mode.chars().take(32).collect()));
+    let shown: String = b.mode.chars().take(32).collect();
+    if b.mode.parse::<OperatingMode>() != Ok(OperatingMode::Local) {
+        st.db.audit(st.now(), "owner", "mode.change", &shown, "refused", "mode_not_available");
+        return Err(HostError::ModeNotAvailable(shown));
+    }
+    if st.mode() != OperatingMode::Local {
+        st.set_mode(OperatingMode::Local)?;
+        st.db.audit(st.now(), "owner", "mode.change", "local", "ok", "");
     }
     Ok(js(StatusCode::OK, mode_json(&st)))
 }
 
 /// `GET /api/keys`.
 pub async fn keys_list(State(st): St, _o: Owner) -> Result<Response> {
-    Ok(js(StatusCode::OK, json!({"keys": auth::list_keys(&st.db)?})))
+    Ok(js(StatusCode::OK, json!({"keys": owner::list_keys(&st)?})))
 }
 
 #[derive(Deserialize)]
@@ -208,17 +184,13 @@ pub struct KeyBody {
 
 /// `POST /api/keys`.
 pub async fn keys_create(State(st): St, _o: Owner, JsonBody(b): JsonBody<KeyBody>) -> Result<Response> {
-    let now = st.now();
-    let (info, secret) = auth::create_key(&st.db, &b.name, &b.scopes, b.expires_in_s, now)?;
-    st.db.audit(now, "owner", "key.create", &info.id, "ok", &format!("scopes={}", info.scopes.join(",")));
+    let (info, secret) = owner::create_key(&st, &b.name, &b.scopes, b.expires_in_s, Via::Http)?;
     Ok(js(StatusCode::CREATED, json!({"key": info, "secret": secret})))
 }
 
 /// `DELETE /api/keys/{id}`.
 pub async fn keys_revoke(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
-    let now = st.now();
-    auth::revoke_key(&st.db, &id, now)?;
-    st.db.audit(now, "owner", "key.revoke", &id, "ok", "");
+    owner::revoke_key(&st, &id, Via::Http)?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -231,20 +203,20 @@ pub struct ListQuery {
 /// `GET /api/receipts`.
 pub async fn receipts_list(State(st): St, _o: Owner, Query(q): Query<ListQuery>) -> Result<Response> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let list = receipts::list(&st.db, &st.key.public(), limit, q.before)?;
+    let list = receipts::list(&st, limit, q.before)?;
     let next = if list.len() as u32 == limit { list.last().map(|r| r.seq) } else { None };
     Ok(js(StatusCode::OK, json!({"receipts": list, "next_before": next})))
 }
 
 /// `GET /api/receipts/{id}`.
 pub async fn receipt_get(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
-    let r = receipts::get(&st.db, &st.key.public(), &id)?.ok_or_else(|| HostError::NotFound(format!("receipt {}", id.chars().take(80).collect::<String>())))?;
+    let r = receipts::get(&st, &id)?.ok_or_else(|| HostError::NotFound(format!("receipt {}", id.chars().take(80).collect::<String>())))?;
     Ok(js(StatusCode::OK, json!(r)))
 }
 
 /// `GET /api/audit`.
 pub async fn audit(State(st): St, _o: Owner, Query(q): Query<ListQuery>) -> Result<Response> {
-    let events = crate::support::audit_events(&st.db, q.limit.unwrap_or(100).clamp(1, 1000))?;
+    let events = crate::store::audit::recent(&st.db, q.limit.unwrap_or(100).clamp(1, 1000))?;
     Ok(js(StatusCode::OK, json!({"events": events})))
 }
 
@@ -262,50 +234,25 @@ pub async fn usage(State(st): St, _o: Owner, Query(q): Query<UsageQuery>) -> Res
         other => return Err(HostError::InvalidParameter(format!("bucket must be \"hour\" or \"day\", got {:?}", other.chars().take(16).collect::<String>()))),
     };
     let since = q.since.unwrap_or_else(|| st.now().saturating_sub(default_span)) as i64;
-    let conn = st.db.lock();
-    let mut s = conn.prepare(
-        "SELECT (at / ?1) * ?1 AS b, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM usage WHERE at >= ?2 GROUP BY b ORDER BY b",
-    )?;
-    let series: Vec<Value> = s
-        .query_map(params![width, since], |r| {
-            Ok(json!({"start": r.get::<_, i64>(0)?, "requests": r.get::<_, i64>(1)?, "prompt_tokens": r.get::<_, i64>(2)?, "completion_tokens": r.get::<_, i64>(3)?}))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut s = conn.prepare(
-        "SELECT u.key_id, COALESCE(k.name, u.key_id), COUNT(*), SUM(u.prompt_tokens), SUM(u.completion_tokens)
-         FROM usage u LEFT JOIN api_keys k ON k.id = u.key_id WHERE u.at >= ?1 GROUP BY u.key_id ORDER BY 3 DESC",
-    )?;
-    let by_key: Vec<Value> = s
-        .query_map(params![since], |r| {
-            Ok(json!({"key_id": r.get::<_, String>(0)?, "name": r.get::<_, String>(1)?, "requests": r.get::<_, i64>(2)?, "prompt_tokens": r.get::<_, i64>(3)?, "completion_tokens": r.get::<_, i64>(4)?}))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut s = conn.prepare(
-        "SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM usage WHERE at >= ?1 GROUP BY model ORDER BY 2 DESC",
-    )?;
-    let by_model: Vec<Value> = s
-        .query_map(params![since], |r| {
-            Ok(json!({"model": r.get::<_, String>(0)?, "requests": r.get::<_, i64>(1)?, "prompt_tokens": r.get::<_, i64>(2)?, "completion_tokens": r.get::<_, i64>(3)?}))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let (series, by_key, by_model) = crate::store::usage::summary(&st.db, width, since)?;
     Ok(js(StatusCode::OK, json!({"bucket": bucket, "series": series, "by_key": by_key, "by_model": by_model})))
 }
 
 /// `GET /api/jobs`.
 pub async fn jobs_list(State(st): St, _o: Owner) -> Result<Response> {
-    Ok(js(StatusCode::OK, json!({"jobs": crate::jobs::list(&st.db, 100)?})))
+    Ok(js(StatusCode::OK, json!({"jobs": crate::jobs::list(&st, 100)?})))
 }
 
 /// `GET /api/jobs/{id}`.
 pub async fn job_get(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
-    let j = crate::jobs::get(&st.db, &id)?.ok_or_else(|| HostError::NotFound(format!("job {}", id.chars().take(80).collect::<String>())))?;
+    let j = crate::jobs::get(&st, &id)?.ok_or_else(|| HostError::NotFound(format!("job {}", id.chars().take(80).collect::<String>())))?;
     Ok(js(StatusCode::OK, json!(j)))
 }
 
 /// `POST /api/jobs`.
 pub async fn jobs_create(State(st): St, _o: Owner, JsonBody(b): JsonBody<Value>) -> Result<Response> {
-    let req = JobRequest::from_json(&b)?;
-    let job = crate::jobs::submit(&st, req).await?;
+    let kind = crate::jobs::kind_from_api(&b)?;
+    let job = crate::jobs::submit_owner(&st, kind).await?;
     Ok(js(StatusCode::ACCEPTED, json!({"job": job})))
 }
 
@@ -346,22 +293,22 @@ pub async fn playground_chat(State(st): St, _o: Owner, JsonBody(b): JsonBody<Pla
         Some(id) => st.served_model(&id).ok_or(HostError::ModelNotFound(id))?,
         None => st.served_models().into_iter().next().ok_or(HostError::ModelNotLoaded)?,
     };
-    let (c, receipt_id, ttft) =
-        super::openai::complete_with_receipt(&st, "owner", &model, Prompt::Chat(msgs), SamplingParams::default(), max_tokens).await?;
-    let duration_ms = c.timings.total_us / 1000;
+    let done = inference::start(&st, InferenceRequest::new(Caller::Owner, model.clone(), Prompt::Chat(msgs), max_tokens)).await?.collect().await?;
+    let f = &done.finished;
+    let duration_ms = f.timings.total_us / 1000;
     Ok(js(
         StatusCode::OK,
         json!({
-            "model": model.id, "content": c.text, "finish_reason": c.finish_reason.as_str(),
-            "usage": c.usage, "ttft_ms": ttft, "duration_ms": duration_ms,
-            "tokens_per_second": c.timings.generation_tokens_per_second(&c.usage), "receipt_id": receipt_id,
+            "model": model.id, "content": done.text, "finish_reason": f.finish_reason.as_str(),
+            "usage": f.usage, "ttft_ms": f.ttft_ms, "duration_ms": duration_ms,
+            "tokens_per_second": f.timings.generation_tokens_per_second(&f.usage), "receipt_id": f.receipt_id,
         }),
     ))
 }
 
 /// `GET /api/support/grants`.
 pub async fn grants_list(State(st): St, _o: Owner) -> Result<Response> {
-    Ok(js(StatusCode::OK, json!({"grants": auth::list_grants(&st.db)?})))
+    Ok(js(StatusCode::OK, json!({"grants": owner::list_grants(&st)?})))
 }
 
 #[derive(Deserialize)]
@@ -374,17 +321,13 @@ pub struct GrantBody {
 
 /// `POST /api/support/grants`.
 pub async fn grants_create(State(st): St, _o: Owner, JsonBody(b): JsonBody<GrantBody>) -> Result<Response> {
-    let now = st.now();
-    let (g, secret) = auth::create_grant(&st.db, b.ttl_s.unwrap_or(3600), b.note.as_deref().unwrap_or(""), now)?;
-    st.db.audit(now, "owner", "support.grant", &g.id, "ok", &format!("expires_at={}", g.expires_at));
+    let (g, secret) = owner::create_grant(&st, b.ttl_s.unwrap_or(3600), b.note.as_deref().unwrap_or(""), Via::Http)?;
     Ok(js(StatusCode::CREATED, json!({"grant": g, "secret": secret})))
 }
 
 /// `DELETE /api/support/grants/{id}`.
 pub async fn grants_revoke(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
-    let now = st.now();
-    auth::revoke_grant(&st.db, &id, now)?;
-    st.db.audit(now, "owner", "support.revoke", &id, "ok", "");
+    owner::revoke_grant(&st, &id, Via::Http)?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

@@ -5,7 +5,6 @@ mod api;
 pub mod openai;
 /// The header types of [`same_origin`] (re-exported for embedders and the fuzz targets).
 pub use axum::http::{HeaderMap, HeaderName, HeaderValue};
-pub(crate) use openai::start as start_generation;
 mod wizard;
 
 use std::sync::Arc;
@@ -22,9 +21,9 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{self, Session};
+use crate::owner::auth::{self, Session};
 use crate::error::HostError;
-use crate::state::NodeState;
+use crate::context::NodeState;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -80,7 +79,7 @@ async fn fallback() -> HostError {
 /// Host allowlist (DNS rebinding) and security headers on every response.
 async fn guard(State(st): St, req: Request, next: Next) -> Response {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !st.host_allowed(host) {
+    if !host_matches(host, &st.config.allowed_hosts) {
         let shown: String = host.chars().take(80).collect();
         tracing::warn!(host = %shown, "refused request with a Host header outside the allowlist");
         return HostError::HostNotAllowed(shown).into_response();

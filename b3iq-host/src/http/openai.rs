@@ -1,25 +1,20 @@
 //! OpenAI-compatible routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use b3iq_runtime::runtime::{
-    ChatMessage, GenerateRequest, GenerationEvent, GenerationStream, Prompt, Role, SamplingParams,
-};
-use b3iq_runtime::RuntimeError;
-use futures_util::StreamExt;
+use b3iq_runtime::runtime::{ChatMessage, Prompt, ResponseFormat, Role, SamplingParams};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{bearer, JsonBody, RawBody};
-use crate::auth;
+use crate::context::{NodeState, ServedModel};
 use crate::error::{HostError, Result};
-use crate::receipts::{self, CompletedRequest};
-use crate::state::{unix_now_ms, NodeState, ServedModel};
+use crate::inference::{self, Caller, Inference, InferenceEvent, InferenceRequest};
+use crate::owner::auth;
 
 /// Default `max_tokens` when the client sends none.
 pub const DEFAULT_MAX_TOKENS: u32 = 256;
@@ -27,12 +22,12 @@ pub const DEFAULT_MAX_TOKENS: u32 = 256;
 pub const MAX_MAX_TOKENS: u32 = 4096;
 
 /// Authenticate a `/v1` caller: 503 before claim, then a key with the inference scope.
-fn authenticate(st: &NodeState, headers: &HeaderMap) -> Result<String> {
+fn authenticate(st: &NodeState, headers: &HeaderMap) -> Result<Caller> {
     if !st.claimed()? {
         return Err(HostError::NotClaimed);
     }
     let tok = bearer(headers).ok_or(HostError::MissingCredentials)?;
-    Ok(auth::authenticate_key(&st.db, tok, auth::SCOPE_INFERENCE, st.now())?.id)
+    Ok(Caller::LocalKey(auth::authenticate_key(&st.db, tok, auth::SCOPE_INFERENCE, st.now())?.id))
 }
 
 /// `GET /v1/models`.
@@ -237,16 +232,6 @@ fn parse_messages(msgs: Option<Vec<Message>>) -> Result<Vec<ChatMessage>> {
         .collect()
 }
 
-fn map_runtime(e: RuntimeError) -> HostError {
-    match e {
-        RuntimeError::QueueFull { retry_after_ms } => HostError::QueueFull(retry_after_ms.div_ceil(1000).max(1)),
-        RuntimeError::ModelNotFound { model } => HostError::ModelNotFound(model),
-        RuntimeError::InvalidRequest(m) => HostError::InvalidParameter(m),
-        e @ RuntimeError::ContextOverflow { .. } => HostError::InvalidParameter(e.to_string()),
-        e => HostError::Runtime(e.to_string()),
-    }
-}
-
 /// Which endpoint is being served (response shapes differ).
 #[derive(Clone, Copy, PartialEq)]
 enum Flavor {
@@ -256,17 +241,17 @@ enum Flavor {
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(State(st): State<Arc<NodeState>>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response> {
-    let key_id = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers)?;
     let JsonBody(b) = parse_json::<ChatBody>(&body)?;
     let p = parse_common(&st, &b.common)?;
     let messages = parse_messages(b.messages)?;
     let prompt = Prompt::Chat(messages);
-    run(st, key_id, p, prompt, Flavor::Chat).await
+    run(st, caller, p, prompt, Flavor::Chat).await
 }
 
 /// `POST /v1/completions`.
 pub async fn completions(State(st): State<Arc<NodeState>>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response> {
-    let key_id = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers)?;
     let JsonBody(b) = parse_json::<CompletionBody>(&body)?;
     let p = parse_common(&st, &b.common)?;
     let text = match b.prompt {
@@ -278,7 +263,7 @@ pub async fn completions(State(st): State<Arc<NodeState>>, headers: HeaderMap, R
     if text.is_empty() {
         return Err(bad("`prompt` must not be empty"));
     }
-    run(st, key_id, p, Prompt::Text(text), Flavor::Text).await
+    run(st, caller, p, Prompt::Text(text), Flavor::Text).await
 }
 
 /// Parse and validate a `/v1/chat/completions` or `/v1/completions` body from outside bytes
@@ -306,123 +291,29 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>
     serde_json::from_slice(body).map(JsonBody).map_err(|e| HostError::InvalidJson(e.to_string()))
 }
 
-/// One request in flight, for receipts and metrics.
-struct Flight {
-    st: Arc<NodeState>,
-    key_id: String,
-    model: ServedModel,
-    prompt_bytes: Vec<u8>,
-    request_id: b3iq_core::receipt::RequestId,
-    started_ms: u64,
-    t0: Instant,
-    ttft_ms: Option<u64>,
-}
-
-impl Flight {
-    fn mark_token(&mut self) {
-        if self.ttft_ms.is_none() {
-            let el = self.t0.elapsed();
-            self.st.metrics.ttft.observe(el.as_secs_f64());
-            self.ttft_ms = Some(el.as_millis() as u64);
-        }
-    }
-
-    async fn finish(&self, output: &str, usage: b3iq_runtime::runtime::Usage, timings: b3iq_runtime::runtime::Timings) -> Result<String> {
-        let tps = timings.generation_tokens_per_second(&usage);
-        if tps > 0.0 {
-            self.st.metrics.tokens_per_second.observe(tps);
-        }
-        let c = CompletedRequest {
-            request_id: self.request_id,
-            key_id: self.key_id.clone(),
-            model: self.model.clone(),
-            prompt_bytes: self.prompt_bytes.clone(),
-            output: output.to_string(),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            started_at_ms: self.started_ms,
-            ttft_ms: self.ttft_ms.unwrap_or(self.t0.elapsed().as_millis() as u64),
-            duration_ms: self.t0.elapsed().as_millis() as u64,
-        };
-        receipts::record_async(&self.st, c).await
-    }
-}
-
-/// Start a generation for a given prompt (shared by the playground).
-pub(crate) async fn start(st: &Arc<NodeState>, model: &ServedModel, prompt: Prompt, sampling: SamplingParams, max_tokens: u32, stop: Vec<String>) -> Result<GenerationStream> {
-    let rt = st.runtime()?;
-    let req = GenerateRequest {
-        model: model.id.clone(),
-        prompt,
-        sampling,
-        max_tokens: Some(max_tokens),
-        stop,
-        response_format: Default::default(),
-    };
-    req.validate().map_err(map_runtime)?;
-    rt.generate(req).await.map_err(map_runtime)
-}
-
-/// Generate and collect a completion with a receipt (the playground uses this).
-pub(crate) async fn complete_with_receipt(st: &Arc<NodeState>, key_id: &str, model: &ServedModel, prompt: Prompt, sampling: SamplingParams, max_tokens: u32) -> Result<(b3iq_runtime::runtime::Completion, String, u64)> {
-    let prompt_bytes = serde_json::to_vec(&prompt).unwrap_or_default();
-    let mut f = Flight {
-        st: st.clone(),
-        key_id: key_id.to_string(),
-        model: model.clone(),
-        prompt_bytes,
-        request_id: receipts::new_request_id(),
-        started_ms: unix_now_ms(),
-        t0: Instant::now(),
-        ttft_ms: None,
-    };
-    let mut stream = start(st, model, prompt, sampling, max_tokens, Vec::new()).await?;
-    let mut text = String::new();
-    while let Some(ev) = stream.next_event().await {
-        match ev.map_err(map_runtime)? {
-            GenerationEvent::Delta { text: t } => {
-                f.mark_token();
-                text.push_str(&t);
-            }
-            GenerationEvent::Done { finish_reason, usage, timings } => {
-                let id = f.finish(&text, usage, timings).await?;
-                let ttft = f.ttft_ms.unwrap_or(0);
-                return Ok((b3iq_runtime::runtime::Completion { text, finish_reason, usage, timings }, id, ttft));
-            }
-        }
-    }
-    Err(HostError::Runtime("generation ended without a final event".into()))
-}
-
-async fn run(st: Arc<NodeState>, key_id: String, p: Params, prompt: Prompt, flavor: Flavor) -> Result<Response> {
-    let prompt_bytes = serde_json::to_vec(&prompt).unwrap_or_default();
-    let mut flight = Flight {
-        st: st.clone(),
-        key_id,
+async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flavor: Flavor) -> Result<Response> {
+    let req = InferenceRequest {
+        caller,
         model: p.model.clone(),
-        prompt_bytes,
-        request_id: receipts::new_request_id(),
-        started_ms: unix_now_ms(),
-        t0: Instant::now(),
-        ttft_ms: None,
+        prompt,
+        sampling: p.sampling,
+        max_tokens: p.max_tokens,
+        stop: p.stop,
+        response_format: ResponseFormat::default(),
     };
-    let created = flight.started_ms / 1000;
+    let mut inf = inference::start(&st, req).await?;
+    let created = inf.created();
     let id = match flavor {
-        Flavor::Chat => format!("chatcmpl-{}", flight.request_id.to_hex()),
-        Flavor::Text => format!("cmpl-{}", flight.request_id.to_hex()),
+        Flavor::Chat => format!("chatcmpl-{}", inf.request_id().to_hex()),
+        Flavor::Text => format!("cmpl-{}", inf.request_id().to_hex()),
     };
-    let mut stream = start(&st, &p.model, prompt, p.sampling, p.max_tokens, p.stop).await?;
 
     if !p.stream {
         let mut text = String::new();
-        while let Some(ev) = stream.next_event().await {
-            match ev.map_err(map_runtime)? {
-                GenerationEvent::Delta { text: t } => {
-                    flight.mark_token();
-                    text.push_str(&t);
-                }
-                GenerationEvent::Done { finish_reason, usage, timings } => {
-                    let receipt_id = flight.finish(&text, usage, timings).await?;
+        while let Some(ev) = inf.next().await {
+            match ev? {
+                InferenceEvent::Delta(t) => text.push_str(&t),
+                InferenceEvent::Done(inference::Finished { finish_reason, usage, receipt_id, .. }) => {
                     let choice = match flavor {
                         Flavor::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason.as_str()}),
                         Flavor::Text => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason.as_str()}),
@@ -439,7 +330,7 @@ async fn run(st: Arc<NodeState>, key_id: String, p: Params, prompt: Prompt, flav
                 }
             }
         }
-        return Err(HostError::Runtime("generation ended without a final event".into()));
+        return Err(HostError::Internal("generation ended without a final event".into()));
     }
 
     // Streaming: an unfold over the generation stream. Dropping the body (client gone) drops the
@@ -455,16 +346,14 @@ async fn run(st: Arc<NodeState>, key_id: String, p: Params, prompt: Prompt, flav
         Bytes::from(format!("data: {v}\n\n"))
     };
     struct S<C> {
-        stream: Option<GenerationStream>,
-        flight: Flight,
-        text: String,
+        inf: Option<Inference>,
         chunk: C,
         flavor: Flavor,
         include_usage: bool,
         started: bool,
         pending: std::collections::VecDeque<Bytes>,
     }
-    let init = S { stream: Some(stream), flight, text: String::new(), chunk, flavor, include_usage: p.include_usage, started: false, pending: Default::default() };
+    let init = S { inf: Some(inf), chunk, flavor, include_usage: p.include_usage, started: false, pending: Default::default() };
     let body_stream = futures_util::stream::unfold(init, |mut s| async move {
         loop {
             if let Some(b) = s.pending.pop_front() {
@@ -478,49 +367,40 @@ async fn run(st: Arc<NodeState>, key_id: String, p: Params, prompt: Prompt, flav
                 }
                 continue;
             }
-            let stream = s.stream.as_mut()?;
-            match stream.next().await {
+            let inf = s.inf.as_mut()?;
+            match inf.next().await {
                 None => {
-                    s.stream = None;
-                    let e = HostError::Runtime("generation ended without a final event".into());
+                    s.inf = None;
+                    let e = HostError::Internal("generation ended without a final event".into());
                     return Some((Ok(Bytes::from(format!("data: {}\n\n", e.body()))), s));
                 }
                 Some(Err(e)) => {
-                    s.stream = None;
-                    let e = map_runtime(e);
+                    // A runtime failure mid-stream, or the receipt could not be stored: an error
+                    // event and no [DONE] (the response did not complete).
+                    s.inf = None;
                     tracing::warn!(error = %e, "stream failed after it started");
                     return Some((Ok(Bytes::from(format!("data: {}\n\n", e.body()))), s));
                 }
-                Some(Ok(GenerationEvent::Delta { text })) => {
-                    s.flight.mark_token();
-                    s.text.push_str(&text);
+                Some(Ok(InferenceEvent::Delta(text))) => {
                     let choices = match s.flavor {
                         Flavor::Chat => json!([{"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}]),
                         Flavor::Text => json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": null}]),
                     };
                     return Some((Ok((s.chunk)(choices, None)), s));
                 }
-                Some(Ok(GenerationEvent::Done { finish_reason, usage, timings })) => {
-                    s.stream = None;
+                Some(Ok(InferenceEvent::Done(f))) => {
+                    // The receipt is already durable: finish, usage, [DONE].
+                    s.inf = None;
                     let choices = match s.flavor {
-                        Flavor::Chat => json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason.as_str()}]),
-                        Flavor::Text => json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason.as_str()}]),
+                        Flavor::Chat => json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": f.finish_reason.as_str()}]),
+                        Flavor::Text => json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": f.finish_reason.as_str()}]),
                     };
                     s.pending.push_back((s.chunk)(choices, None));
-                    // The receipt is durable before [DONE] is sent.
-                    match s.flight.finish(&s.text, usage, timings).await {
-                        Ok(_) => {
-                            if s.include_usage {
-                                let u = json!({"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens});
-                                s.pending.push_back((s.chunk)(json!([]), Some(u)));
-                            }
-                            s.pending.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not store the receipt; ending the stream without [DONE]");
-                            s.pending.push_back(Bytes::from(format!("data: {}\n\n", e.body())));
-                        }
+                    if s.include_usage {
+                        let u = json!({"prompt_tokens": f.usage.prompt_tokens, "completion_tokens": f.usage.completion_tokens, "total_tokens": f.usage.total_tokens});
+                        s.pending.push_back((s.chunk)(json!([]), Some(u)));
                     }
+                    s.pending.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                 }
             }
         }
@@ -569,6 +449,8 @@ mod tests {
 
     #[test]
     fn queue_full_maps_to_429_with_whole_seconds() {
+        use b3iq_runtime::RuntimeError;
+        use inference::map_runtime;
         let e = map_runtime(RuntimeError::QueueFull { retry_after_ms: 1500 });
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(matches!(e, HostError::QueueFull(2)));

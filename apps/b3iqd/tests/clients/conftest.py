@@ -47,9 +47,11 @@ def node():
         m = re.search(r"listening on (http://\S+)", line)
         if m:
             base = m.group(1)
-        m = re.search(r"#token=(\S+)", line)
-        if m:
-            token = m.group(1)
+        # stdout is a pipe, not a terminal: the daemon names the token file instead of
+        # printing the secret.
+        if "not claimed yet" in line:
+            with open(os.path.join(home, "setup-token")) as f:
+                token = f.read().strip()
     assert base and token, "b3iqd did not start"
     _, headers, _ = _post(base + "/api/setup/claim", {"setup_token": token, "username": "owner", "password": PASSWORD})
     cookie = headers["set-cookie"].split(";")[0]

@@ -27,8 +27,14 @@ before(async () => {
     const timer = setTimeout(() => reject(new Error("b3iqd did not start")), 180000);
     proc.stdout.on("data", (d) => {
       buf += d.toString();
-      const b = buf.match(/listening on (http:\/\/\S+)/), t = buf.match(/#token=(\S+)/);
-      if (b && t) { base = b[1]; token = t[1]; clearTimeout(timer); resolve(); }
+      // stdout is a pipe, not a terminal: the daemon names the token file instead of printing it.
+      const b = buf.match(/listening on (http:\/\/\S+)/);
+      if (b && buf.includes("not claimed yet")) {
+        base = b[1];
+        token = readFileSync(join(home, "setup-token"), "utf8").trim();
+        clearTimeout(timer);
+        resolve();
+      }
     });
     proc.on("exit", (c) => reject(new Error(`b3iqd exited ${c}`)));
   });

@@ -78,29 +78,15 @@ impl Daemon {
         pump(child.stderr.take().unwrap(), stderr.clone(), None);
         let deadline = Instant::now() + Duration::from_secs(180);
         let mut base = None;
-        let mut setup_token = None;
+        let mut unclaimed = false;
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
                     if let Some(i) = line.find("listening on http://") {
                         base = Some(line[i + "listening on ".len()..].trim().to_string());
-                    }
-                    if let Some(i) = line.find("#token=") {
-                        setup_token = Some(line[i + 7..].trim().to_string());
-                    }
-                    if base.is_some() && (setup_token.is_some() || !line.contains("listening")) {
-                        // keep reading a little for the setup URL line
-                    }
-                    if base.is_some() && line.contains("listening") {
-                        // the setup URL (if any) follows immediately
+                        // The line about the setup token (if any) follows immediately.
                         if let Ok(l2) = rx.recv_timeout(Duration::from_millis(500)) {
-                            if let Some(i) = l2.find("#token=") {
-                                setup_token = Some(l2[i + 7..].trim().to_string());
-                            } else if let Ok(l3) = rx.recv_timeout(Duration::from_millis(300)) {
-                                if let Some(i) = l3.find("#token=") {
-                                    setup_token = Some(l3[i + 7..].trim().to_string());
-                                }
-                            }
+                            unclaimed = l2.contains("not claimed yet");
                         }
                         break;
                     }
@@ -112,6 +98,9 @@ impl Daemon {
                 }
             }
         }
+        // Stdout is a pipe, not a terminal: the daemon names the token file instead of printing
+        // the token (it must never reach a log).
+        let setup_token = unclaimed.then(|| std::fs::read_to_string(home.join("setup-token")).expect("setup-token file").trim().to_string());
         let base = base.unwrap_or_else(|| panic!("b3iqd did not start: {}", stderr.lock().unwrap()));
         Daemon { child, base, home: home.to_path_buf(), stdout, stderr, setup_token }
     }

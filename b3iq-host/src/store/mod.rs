@@ -1,4 +1,20 @@
-//! `state.db`: SQLite in WAL mode with numbered migrations. All writes go through transactions.
+//! `state.db`: SQLite in WAL mode with numbered migrations, and every SQL statement of the host.
+//! Nothing outside this module names a table; the layers above call these typed functions.
+//!
+//! | module | tables |
+//! |---|---|
+//! | [`auth`] | `users`, `sessions`, `setup_tokens`, `api_keys`, `support_grants` |
+//! | [`receipts`] | `receipts`, `receipt_salts`, `usage` (written with each receipt) |
+//! | [`usage`] | `usage` (reads) |
+//! | [`audit`] | `audit_events` (reads; writes through [`Db::audit`]) |
+//! | [`jobs`] | `jobs`, `job_seen`, `trust_roots` |
+//! | this module | `meta` (the operating mode among others) |
+
+pub mod audit;
+pub mod auth;
+pub mod jobs;
+pub mod receipts;
+pub mod usage;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -111,7 +127,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX job_seen_issuer ON job_seen(issuer, sequence);
     "#,
+    // 2: persisted trust roots: the keys whose signed jobs the node opens, with their issuer class.
+    r#"
+    CREATE TABLE trust_roots (
+        public_key TEXT PRIMARY KEY,
+        class TEXT NOT NULL,
+        added_at INTEGER NOT NULL,
+        label TEXT NOT NULL DEFAULT ''
+    );
+    "#,
 ];
+
+/// The `meta` key holding the persisted operating mode.
+pub const META_OPERATING_MODE: &str = "operating_mode";
 
 /// The state database. Cheap to share behind an `Arc`; one connection behind a mutex (SQLite
 /// serialises writers anyway, and every statement here is short).

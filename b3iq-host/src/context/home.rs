@@ -5,6 +5,7 @@
 //!   config.json       settings (no secrets)
 //!   identity.key      the node's Ed25519 secret key, hex, mode 0600
 //!   owner.key         the owner's job-issuer secret key (created at claim), hex, mode 0600
+//!   receipt-salt.key  the secret receipt commitment salts are derived from, hex, mode 0600
 //!   setup-token       the one-time setup token while the node is unclaimed, mode 0600
 //!   state.db          SQLite (WAL): users, sessions, keys, usage, receipts, audit, jobs, ...
 //!   models/           the model store
@@ -49,7 +50,9 @@ pub struct Config {
     pub threads: u32,
     /// Context length per sequence (tokens).
     pub context_tokens: u32,
-    /// Price per 1,000 tokens in micro-credits written into receipts (0 in Local mode).
+    /// Price per 1,000 tokens (prompt and completion alike) in micro-credits, written into the
+    /// receipts of local requests through b3iq-core's `PriceSchedule` (its rounding: up to the
+    /// next micro-credit). 0 (free) by default.
     pub price_micros_per_1k_tokens: u64,
 }
 
@@ -118,6 +121,10 @@ impl Home {
     /// `owner.key`.
     pub fn owner_key_path(&self) -> PathBuf {
         self.root.join("owner.key")
+    }
+    /// `receipt-salt.key`.
+    pub fn receipt_salt_path(&self) -> PathBuf {
+        self.root.join("receipt-salt.key")
     }
     /// `setup-token`.
     pub fn setup_token_path(&self) -> PathBuf {

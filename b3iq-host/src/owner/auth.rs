@@ -1,14 +1,17 @@
-//! Owner accounts (argon2id), login backoff, sessions, setup tokens, API keys and support grants.
-//! Secrets are stored only as hashes (see [`crate::creds`]); comparisons are by hash lookup.
+//! Credential rules: owner accounts (argon2id), login backoff, sessions, setup tokens, API keys
+//! and support grants. Secrets are stored only as hashes (see [`crate::creds`]); the SQL is in
+//! [`crate::store::auth`]. These functions write no audit events: the owner operations in
+//! [`crate::owner`] call them and record each decision.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
 
 use crate::creds;
-use crate::db::Db;
 use crate::error::{HostError, Result};
+use crate::store::auth as sql;
+use crate::store::Db;
+
+pub use crate::store::auth::{is_claimed, setup_token_expiry, Grant, KeyInfo, Session, SCOPE_DIAGNOSTICS};
 
 /// Consecutive failures before backoff starts.
 pub const BACKOFF_AFTER_FAILURES: i64 = 3;
@@ -19,8 +22,6 @@ pub const MAX_BACKOFF_S: u64 = 300;
 pub const SCOPE_INFERENCE: &str = "inference";
 /// Scope for `/metrics`.
 pub const SCOPE_METRICS: &str = "metrics";
-/// The only scope of a support grant.
-pub const SCOPE_DIAGNOSTICS: &str = "diagnostics";
 /// Scopes a local key may carry.
 pub const LOCAL_SCOPES: &[&str] = &[SCOPE_INFERENCE, SCOPE_METRICS];
 
@@ -58,37 +59,22 @@ pub fn validate_new_account(username: &str, password: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether an owner exists.
-pub fn is_claimed(db: &Db) -> Result<bool> {
-    Ok(db.lock().query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? > 0)
-}
-
 /// Replace any setup token with a new one; returns the secret (to print once and write to the
 /// setup-token file) and its expiry.
 pub fn issue_setup_token(db: &Db, now: u64, ttl_s: u64) -> Result<(String, u64)> {
     let token = creds::new_setup_token();
     let expires = now + ttl_s;
-    db.tx(|tx| {
-        tx.execute("DELETE FROM setup_tokens", [])?;
-        tx.execute(
-            "INSERT INTO setup_tokens(token_hash, created_at, expires_at) VALUES (?1,?2,?3)",
-            params![creds::hash_secret(&token), now as i64, expires as i64],
-        )?;
-        Ok(())
-    })?;
+    sql::replace_setup_token(db, &creds::hash_secret(&token), now, expires)?;
     Ok((token, expires))
 }
 
-/// Expiry of the pending setup token, if any.
-pub fn setup_token_expiry(db: &Db) -> Result<Option<u64>> {
-    Ok(db
-        .lock()
-        .query_row("SELECT MAX(expires_at) FROM setup_tokens", [], |r| r.get::<_, Option<i64>>(0))?
-        .map(|v| v as u64))
+/// Whether `token` is the pending setup token and has not expired at `now`.
+pub fn setup_token_valid(db: &Db, token: &str, now: u64) -> Result<bool> {
+    Ok(sql::setup_token_expires_at(db, &creds::hash_secret(token))?.is_some_and(|e| e > now))
 }
 
 /// Result of a claim or login.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionGrant {
     /// The owner's name.
     pub username: String,
@@ -109,32 +95,17 @@ pub fn claim(db: &Db, token: &str, username: &str, password: &str, now: u64, ses
     let phc = hash_password(password)?;
     let session = creds::new_session_secret();
     let expires_at = now + session_ttl_s;
-    db.tx(|tx| {
-        let owners: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
-        if owners > 0 {
-            return Err(HostError::AlreadyClaimed);
-        }
-        let h = creds::hash_secret(token);
-        let exp: Option<i64> = tx
-            .query_row("SELECT expires_at FROM setup_tokens WHERE token_hash = ?1", [&h], |r| r.get(0))
-            .optional()?;
-        match exp {
-            None => return Err(HostError::SetupTokenInvalid),
-            Some(e) if (e as u64) <= now => return Err(HostError::SetupTokenExpired),
-            Some(_) => {}
-        }
-        tx.execute("DELETE FROM setup_tokens", [])?;
-        tx.execute(
-            "INSERT INTO users(username, password_hash, role, created_at) VALUES (?1,?2,'owner',?3)",
-            params![username, phc, now as i64],
-        )?;
-        let uid = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO sessions(id_hash, user_id, created_at, expires_at) VALUES (?1,?2,?3,?4)",
-            params![creds::hash_secret(&session), uid, now as i64, expires_at as i64],
-        )?;
-        Ok(())
-    })?;
+    sql::claim_owner(
+        db,
+        &sql::NewOwner {
+            username,
+            password_hash: &phc,
+            setup_token_hash: &creds::hash_secret(token),
+            session_hash: &creds::hash_secret(&session),
+            now,
+            session_expires_at: expires_at,
+        },
+    )?;
     Ok(SessionGrant { username: username.to_string(), session_secret: session, expires_at })
 }
 
@@ -142,46 +113,27 @@ pub fn claim(db: &Db, token: &str, username: &str, password: &str, now: u64, ses
 /// for 1, 2, 4 ... [`MAX_BACKOFF_S`] seconds; attempts while locked are refused without checking
 /// the password. Unknown users cost a hash too (no user enumeration by timing).
 pub fn login(db: &Db, username: &str, password: &str, now: u64, session_ttl_s: u64) -> Result<SessionGrant> {
-    let row: Option<(i64, String, i64, i64)> = db
-        .lock()
-        .query_row(
-            "SELECT id, password_hash, failed_logins, locked_until FROM users WHERE username = ?1",
-            [username],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    let Some((uid, phc, fails, locked_until)) = row else {
+    let Some(user) = sql::login_row(db, username)? else {
         let _ = verify_password(password, dummy_phc());
         return Err(HostError::BadCredentials);
     };
-    if (locked_until as u64) > now {
-        return Err(HostError::LoginBackoff(locked_until as u64 - now));
+    if user.locked_until > now {
+        return Err(HostError::LoginBackoff(user.locked_until - now));
     }
-    if !verify_password(password, &phc) {
-        let fails = fails + 1;
+    if !verify_password(password, &user.password_hash) {
+        let fails = user.failed_logins + 1;
         let locked = if fails >= BACKOFF_AFTER_FAILURES {
             let exp = (fails - BACKOFF_AFTER_FAILURES).min(16) as u32;
             now + (1u64 << exp).min(MAX_BACKOFF_S)
         } else {
             0
         };
-        db.lock().execute(
-            "UPDATE users SET failed_logins = ?1, locked_until = ?2 WHERE id = ?3",
-            params![fails, locked as i64, uid],
-        )?;
+        sql::record_login_failure(db, user.id, fails, locked)?;
         return Err(HostError::BadCredentials);
     }
     let session = creds::new_session_secret();
     let expires_at = now + session_ttl_s;
-    db.tx(|tx| {
-        tx.execute("UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = ?1", [uid])?;
-        tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now as i64])?;
-        tx.execute(
-            "INSERT INTO sessions(id_hash, user_id, created_at, expires_at) VALUES (?1,?2,?3,?4)",
-            params![creds::hash_secret(&session), uid, now as i64, expires_at as i64],
-        )?;
-        Ok(())
-    })?;
+    sql::start_session(db, user.id, &creds::hash_secret(&session), now, expires_at)?;
     Ok(SessionGrant { username: username.to_string(), session_secret: session, expires_at })
 }
 
@@ -191,67 +143,14 @@ fn dummy_phc() -> &'static str {
     PHC.get_or_init(|| hash_password(&creds::random_id()).unwrap_or_default())
 }
 
-/// A live owner session.
-#[derive(Debug, Clone, Serialize)]
-pub struct Session {
-    /// The owner's name.
-    pub username: String,
-    /// When it ends.
-    pub expires_at: u64,
-}
-
 /// Look up a session cookie value.
 pub fn session(db: &Db, secret: &str, now: u64) -> Result<Option<Session>> {
-    Ok(db
-        .lock()
-        .query_row(
-            "SELECT u.username, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.id_hash = ?1 AND s.expires_at > ?2",
-            params![creds::hash_secret(secret), now as i64],
-            |r| Ok(Session { username: r.get(0)?, expires_at: r.get::<_, i64>(1)? as u64 }),
-        )
-        .optional()?)
+    sql::session(db, &creds::hash_secret(secret), now)
 }
 
 /// Delete a session.
 pub fn logout(db: &Db, secret: &str) -> Result<()> {
-    db.lock().execute("DELETE FROM sessions WHERE id_hash = ?1", [creds::hash_secret(secret)])?;
-    Ok(())
-}
-
-/// A local API key as listed (never the secret or its hash).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct KeyInfo {
-    /// Key id (`key_...`).
-    pub id: String,
-    /// Human name.
-    pub name: String,
-    /// First characters of the secret, to recognise it.
-    pub prefix: String,
-    /// Scopes.
-    pub scopes: Vec<String>,
-    /// Created.
-    pub created_at: u64,
-    /// Last used (minute resolution).
-    pub last_used_at: Option<u64>,
-    /// Expiry.
-    pub expires_at: Option<u64>,
-    /// Revoked.
-    pub revoked_at: Option<u64>,
-}
-
-fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyInfo> {
-    let scopes: String = r.get(3)?;
-    Ok(KeyInfo {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        prefix: r.get(2)?,
-        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
-        created_at: r.get::<_, i64>(4)? as u64,
-        last_used_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-        expires_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-        revoked_at: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-    })
+    sql::delete_session(db, &creds::hash_secret(secret))
 }
 
 /// Create a local key; returns its record and the secret (shown once).
@@ -269,69 +168,36 @@ pub fn create_key(db: &Db, name: &str, scopes: &[String], expires_in_s: Option<u
         return Err(HostError::InvalidParameter("expires_in_s must be positive".into()));
     }
     let secret = creds::new_local_key();
-    let id = format!("key_{}", creds::random_id());
-    let prefix = creds::display_prefix(&secret);
     let info = KeyInfo {
-        id: id.clone(),
+        id: format!("key_{}", creds::random_id()),
         name: name.to_string(),
-        prefix: prefix.clone(),
-        scopes: scopes.clone(),
+        prefix: creds::display_prefix(&secret),
+        scopes,
         created_at: now,
         last_used_at: None,
         expires_at: expires_in_s.map(|s| now + s),
         revoked_at: None,
     };
-    db.lock().execute(
-        "INSERT INTO api_keys(id, name, prefix, key_hash, scopes, created_at, expires_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-        params![
-            id,
-            name,
-            prefix,
-            creds::hash_secret(&secret),
-            serde_json::to_string(&scopes).unwrap_or_default(),
-            now as i64,
-            info.expires_at.map(|v| v as i64)
-        ],
-    )?;
+    sql::insert_key(db, &info, &creds::hash_secret(&secret))?;
     Ok((info, secret))
 }
 
 /// All local keys, newest first.
 pub fn list_keys(db: &Db) -> Result<Vec<KeyInfo>> {
-    let conn = db.lock();
-    let mut st = conn.prepare(
-        "SELECT id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at FROM api_keys ORDER BY created_at DESC, id",
-    )?;
-    let rows = st.query_map([], key_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    sql::list_keys(db)
 }
 
 /// Revoke a key (idempotent for an already revoked key). 404 if unknown.
 pub fn revoke_key(db: &Db, id: &str, now: u64) -> Result<()> {
-    let n = db.lock().execute(
-        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-        params![id, now as i64],
-    )?;
-    if n == 0 {
-        return Err(HostError::NotFound(format!("key {id}")));
-    }
-    Ok(())
+    sql::revoke_key(db, id, now)
 }
 
-/// Authenticate a bearer `b3iq_local_` key and check its scope. Returns the key id.
+/// Authenticate a bearer `b3iq_local_` key and check its scope. Returns the key.
 pub fn authenticate_key(db: &Db, secret: &str, scope: &'static str, now: u64) -> Result<KeyInfo> {
     if creds::check_local_key_format(secret).is_err() {
         return Err(HostError::InvalidApiKey);
     }
-    let info = db
-        .lock()
-        .query_row(
-            "SELECT id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at FROM api_keys WHERE key_hash = ?1",
-            [creds::hash_secret(secret)],
-            key_row,
-        )
-        .optional()?
-        .ok_or(HostError::InvalidApiKey)?;
+    let info = sql::key_by_hash(db, &creds::hash_secret(secret))?.ok_or(HostError::InvalidApiKey)?;
     if info.revoked_at.is_some() {
         return Err(HostError::RevokedApiKey);
     }
@@ -343,40 +209,9 @@ pub fn authenticate_key(db: &Db, secret: &str, scope: &'static str, now: u64) ->
     }
     // last_used_at at minute resolution, so hot keys do not write on every request.
     if info.last_used_at.is_none_or(|t| now >= t + 60) {
-        db.lock().execute("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1", params![info.id, now as i64])?;
+        sql::touch_key(db, &info.id, now)?;
     }
     Ok(info)
-}
-
-/// A support grant as listed.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Grant {
-    /// Grant id (`sg_...`).
-    pub id: String,
-    /// First characters of the secret.
-    pub prefix: String,
-    /// Owner's note.
-    pub note: String,
-    /// Always `["diagnostics"]`.
-    pub scopes: Vec<String>,
-    /// Created.
-    pub created_at: u64,
-    /// Expiry (always set).
-    pub expires_at: u64,
-    /// Revoked.
-    pub revoked_at: Option<u64>,
-}
-
-fn grant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
-    Ok(Grant {
-        id: r.get(0)?,
-        prefix: r.get(1)?,
-        note: r.get(2)?,
-        scopes: vec![SCOPE_DIAGNOSTICS.to_string()],
-        created_at: r.get::<_, i64>(3)? as u64,
-        expires_at: r.get::<_, i64>(4)? as u64,
-        revoked_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-    })
 }
 
 /// Create a support grant valid for `ttl_s` seconds (60 s to 7 days).
@@ -397,33 +232,18 @@ pub fn create_grant(db: &Db, ttl_s: u64, note: &str, now: u64) -> Result<(Grant,
         expires_at: now + ttl_s,
         revoked_at: None,
     };
-    db.lock().execute(
-        "INSERT INTO support_grants(id, prefix, secret_hash, note, created_at, expires_at) VALUES (?1,?2,?3,?4,?5,?6)",
-        params![g.id, g.prefix, creds::hash_secret(&secret), g.note, now as i64, g.expires_at as i64],
-    )?;
+    sql::insert_grant(db, &g, &creds::hash_secret(&secret))?;
     Ok((g, secret))
 }
 
 /// All support grants, newest first.
 pub fn list_grants(db: &Db) -> Result<Vec<Grant>> {
-    let conn = db.lock();
-    let mut st = conn.prepare(
-        "SELECT id, prefix, note, created_at, expires_at, revoked_at FROM support_grants ORDER BY created_at DESC, id",
-    )?;
-    let rows = st.query_map([], grant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    sql::list_grants(db)
 }
 
 /// Revoke a grant. 404 if unknown.
 pub fn revoke_grant(db: &Db, id: &str, now: u64) -> Result<()> {
-    let n = db.lock().execute(
-        "UPDATE support_grants SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-        params![id, now as i64],
-    )?;
-    if n == 0 {
-        return Err(HostError::NotFound(format!("support grant {id}")));
-    }
-    Ok(())
+    sql::revoke_grant(db, id, now)
 }
 
 /// Authenticate a `b3iq_support_` bearer secret.
@@ -431,15 +251,7 @@ pub fn authenticate_grant(db: &Db, secret: &str, now: u64) -> Result<Grant> {
     if creds::check_support_key_format(secret).is_err() {
         return Err(HostError::InvalidApiKey);
     }
-    let g = db
-        .lock()
-        .query_row(
-            "SELECT id, prefix, note, created_at, expires_at, revoked_at FROM support_grants WHERE secret_hash = ?1",
-            [creds::hash_secret(secret)],
-            grant_row,
-        )
-        .optional()?
-        .ok_or(HostError::InvalidApiKey)?;
+    let g = sql::grant_by_hash(db, &creds::hash_secret(secret))?.ok_or(HostError::InvalidApiKey)?;
     if g.revoked_at.is_some() {
         return Err(HostError::RevokedApiKey);
     }
@@ -492,7 +304,7 @@ mod tests {
         let db = db();
         let (tok, _) = issue_setup_token(&db, 0, 3600).unwrap();
         claim(&db, &tok, "owner", "correct horse battery", 1, 600).unwrap();
-        let phc: String = db.lock().query_row("SELECT password_hash FROM users", [], |r| r.get(0)).unwrap();
+        let phc: String = sql::owner_password_hash(&db).unwrap().unwrap();
         assert!(phc.starts_with("$argon2id$"), "{phc}");
         assert!(!phc.contains("correct horse"));
         for _ in 0..2 {

@@ -1,0 +1,321 @@
+//! The one receipted-inference path: admit -> generate -> meter -> sign and store the receipt.
+//!
+//! Every request that produces tokens for someone goes through [`start`]: the OpenAI routes
+//! (`/v1/chat/completions`, `/v1/completions`), the wizard's playground, the `run_benchmark` job
+//! and, next, the gateway tunnel. Front doors only translate their wire format into an
+//! [`InferenceRequest`] and [`InferenceEvent`]s back into theirs; admission, metering, pricing,
+//! the receipt and its durability are decided here once.
+//!
+//! The receipt is durable (committed with `synchronous=FULL`) before [`InferenceEvent::Done`] is
+//! handed out, so a front door can never complete a response whose receipt is missing.
+
+pub mod receipts;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use b3iq_core::receipt::RequestId;
+use b3iq_runtime::runtime::{
+    Completion, FinishReason, GenerateRequest, GenerationEvent, GenerationStream, Prompt, ResponseFormat, SamplingParams,
+    Timings, Usage,
+};
+use b3iq_runtime::RuntimeError;
+
+use crate::context::{unix_now_ms, NodeState, ServedModel};
+use crate::error::{HostError, Result};
+
+/// Who asked for (and is charged for) a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A local API key, by id (`key_...`).
+    LocalKey(String),
+    /// The owner, from the wizard (the playground) or the node itself (the benchmark job).
+    Owner,
+}
+
+impl Caller {
+    /// The id usage and receipts are filed under: the key id, or `owner`.
+    pub fn key_id(&self) -> &str {
+        match self {
+            Caller::LocalKey(id) => id,
+            Caller::Owner => "owner",
+        }
+    }
+}
+
+/// One request to the inference path.
+#[derive(Debug, Clone)]
+pub struct InferenceRequest {
+    /// Who pays.
+    pub caller: Caller,
+    /// The served model.
+    pub model: ServedModel,
+    /// Chat messages or a raw prompt.
+    pub prompt: Prompt,
+    /// Sampling parameters.
+    pub sampling: SamplingParams,
+    /// Most tokens to generate (validated by the front door, at least 1).
+    pub max_tokens: u32,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Structured output constraint.
+    pub response_format: ResponseFormat,
+}
+
+impl InferenceRequest {
+    /// A request with default sampling, no stop sequences and free-form output.
+    pub fn new(caller: Caller, model: ServedModel, prompt: Prompt, max_tokens: u32) -> InferenceRequest {
+        InferenceRequest {
+            caller,
+            model,
+            prompt,
+            sampling: SamplingParams::default(),
+            max_tokens,
+            stop: Vec::new(),
+            response_format: ResponseFormat::default(),
+        }
+    }
+}
+
+/// What an admitted request yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InferenceEvent {
+    /// New text (whole UTF-8 characters, never part of a stop sequence).
+    Delta(String),
+    /// The end: its receipt is already durable.
+    Done(Finished),
+}
+
+/// The end of a request, with its receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// Timings from the runtime.
+    pub timings: Timings,
+    /// The stored receipt's id (hex).
+    pub receipt_id: String,
+    /// Time to the first token, ms (the whole duration when no token came).
+    pub ttft_ms: u64,
+    /// Wall time from admission to the receipt, ms.
+    pub duration_ms: u64,
+}
+
+/// A whole completion with its receipt ([`Inference::collect`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// All text.
+    pub text: String,
+    /// The end.
+    pub finished: Finished,
+}
+
+/// An admitted request in flight. Dropping it cancels the generation (the runtime frees the
+/// sequence); no receipt is written for a request that did not finish.
+pub struct Inference {
+    st: Arc<NodeState>,
+    stream: Option<GenerationStream>,
+    req: InferenceRequest,
+    request_id: RequestId,
+    started_ms: u64,
+    t0: Instant,
+    ttft_ms: Option<u64>,
+    text: String,
+}
+
+impl std::fmt::Debug for Inference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inference").field("request_id", &self.request_id.to_hex()).finish_non_exhaustive()
+    }
+}
+
+/// Map a runtime error to the host error a client sees (status and code).
+pub fn map_runtime(e: RuntimeError) -> HostError {
+    match e {
+        RuntimeError::QueueFull { retry_after_ms } => HostError::QueueFull(retry_after_ms.div_ceil(1000).max(1)),
+        RuntimeError::ModelNotFound { model } => HostError::ModelNotFound(model),
+        RuntimeError::InvalidRequest(m) => HostError::InvalidParameter(m),
+        e @ RuntimeError::ContextOverflow { .. } => HostError::InvalidParameter(e.to_string()),
+        e => HostError::Runtime(e),
+    }
+}
+
+/// Admit a request and start generating: the node must be serving a runtime, the request must
+/// be valid for it, and the runtime's queue must have room.
+///
+/// # Errors
+/// `ModelNotLoaded` (503) without a runtime; `InvalidParameter` for a request the runtime refuses;
+/// `QueueFull` (429) when the queue is full; `ModelNotFound`.
+pub async fn start(st: &Arc<NodeState>, req: InferenceRequest) -> Result<Inference> {
+    let rt = st.runtime()?;
+    let greq = GenerateRequest {
+        model: req.model.id.clone(),
+        prompt: req.prompt.clone(),
+        sampling: req.sampling.clone(),
+        max_tokens: Some(req.max_tokens),
+        stop: req.stop.clone(),
+        response_format: req.response_format.clone(),
+    };
+    greq.validate().map_err(map_runtime)?;
+    let started_ms = unix_now_ms();
+    let t0 = Instant::now();
+    let stream = rt.generate(greq).await.map_err(map_runtime)?;
+    Ok(Inference {
+        st: st.clone(),
+        stream: Some(stream),
+        req,
+        request_id: receipts::new_request_id(),
+        started_ms,
+        t0,
+        ttft_ms: None,
+        text: String::new(),
+    })
+}
+
+impl Inference {
+    /// The request id (random, 16 bytes; also in the OpenAI response id).
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
+    /// Unix seconds when the request was admitted (the OpenAI `created`).
+    pub fn created(&self) -> u64 {
+        self.started_ms / 1000
+    }
+
+    /// The model serving it.
+    pub fn model(&self) -> &ServedModel {
+        &self.req.model
+    }
+
+    /// The next event; `None` after [`InferenceEvent::Done`] or an error.
+    ///
+    /// # Errors
+    /// The runtime's error mid-generation, or the receipt's if it could not be stored (then no
+    /// `Done` is ever yielded: the response must not complete).
+    pub async fn next(&mut self) -> Option<Result<InferenceEvent>> {
+        let stream = self.stream.as_mut()?;
+        match stream.next_event().await {
+            None => {
+                self.stream = None;
+                Some(Err(HostError::Internal("generation ended without a final event".into())))
+            }
+            Some(Err(e)) => {
+                self.stream = None;
+                Some(Err(map_runtime(e)))
+            }
+            Some(Ok(GenerationEvent::Delta { text })) => {
+                if self.ttft_ms.is_none() {
+                    let el = self.t0.elapsed();
+                    self.st.metrics.ttft.observe(el.as_secs_f64());
+                    self.ttft_ms = Some(el.as_millis() as u64);
+                }
+                self.text.push_str(&text);
+                Some(Ok(InferenceEvent::Delta(text)))
+            }
+            Some(Ok(GenerationEvent::Done { finish_reason, usage, timings, token_ids })) => {
+                self.stream = None;
+                Some(self.finish(finish_reason, usage, timings, token_ids).await.map(InferenceEvent::Done))
+            }
+        }
+    }
+
+    /// Meter, sign and store the receipt (on the blocking pool), then report.
+    async fn finish(
+        &mut self,
+        finish_reason: FinishReason,
+        usage: Usage,
+        timings: Timings,
+        token_ids: Option<b3iq_runtime::runtime::TokenIds>,
+    ) -> Result<Finished> {
+        let tps = timings.generation_tokens_per_second(&usage);
+        if tps > 0.0 {
+            self.st.metrics.tokens_per_second.observe(tps);
+        }
+        let duration_ms = self.t0.elapsed().as_millis() as u64;
+        let ttft_ms = self.ttft_ms.unwrap_or(duration_ms);
+        let done = receipts::Served {
+            request_id: self.request_id,
+            key_id: self.req.caller.key_id().to_string(),
+            model: self.req.model.clone(),
+            prompt: self.req.prompt.clone(),
+            output: std::mem::take(&mut self.text),
+            token_ids,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            started_at_ms: self.started_ms,
+            ttft_ms,
+            duration_ms,
+        };
+        let st = self.st.clone();
+        let receipt_id = tokio::task::spawn_blocking(move || receipts::record(&st, &done))
+            .await
+            .map_err(|e| HostError::Internal(format!("receipt task: {e}")))??;
+        self.st.metrics.tokens(&self.req.model.id, usage.prompt_tokens as u64, usage.completion_tokens as u64);
+        Ok(Finished { finish_reason, usage, timings, receipt_id, ttft_ms, duration_ms })
+    }
+
+    /// Run to the end and collect the text.
+    ///
+    /// # Errors
+    /// As [`Inference::next`].
+    pub async fn collect(mut self) -> Result<Completed> {
+        let mut text = String::new();
+        while let Some(ev) = self.next().await {
+            match ev? {
+                InferenceEvent::Delta(t) => text.push_str(&t),
+                InferenceEvent::Done(finished) => return Ok(Completed { text, finished }),
+            }
+        }
+        Err(HostError::Internal("generation ended without a final event".into()))
+    }
+}
+
+impl Completed {
+    /// As the runtime's [`Completion`] (text, finish reason, usage, timings).
+    pub fn completion(&self) -> Completion {
+        Completion {
+            text: self.text.clone(),
+            finish_reason: self.finished.finish_reason,
+            usage: self.finished.usage,
+            timings: self.finished.timings,
+            token_ids: None,
+        }
+    }
+}
+
+/// The quick benchmark (b3iq-runtime's definition and measurement), run as the owner through
+/// this path, so its tokens are metered and receipted like any other. The result is
+/// b3iq-runtime's `QuickBenchResult` plus the `receipt_id` of the run.
+///
+/// # Errors
+/// As [`start`] and [`Inference::next`].
+pub async fn quick_benchmark(st: &Arc<NodeState>, model: &ServedModel) -> Result<serde_json::Value> {
+    use b3iq_runtime::bench::QuickBenchmark;
+    let greq = QuickBenchmark::request(&model.id);
+    let req = InferenceRequest {
+        caller: Caller::Owner,
+        model: model.clone(),
+        prompt: greq.prompt,
+        sampling: greq.sampling,
+        max_tokens: greq.max_tokens.unwrap_or(QuickBenchmark::MAX_TOKENS),
+        stop: greq.stop,
+        response_format: greq.response_format,
+    };
+    let mut meter = QuickBenchmark::meter(&model.id);
+    let mut inf = start(st, req).await?;
+    while let Some(ev) = inf.next().await {
+        match ev? {
+            InferenceEvent::Delta(text) => meter.on_event(&GenerationEvent::Delta { text }),
+            InferenceEvent::Done(f) => {
+                meter.on_event(&GenerationEvent::Done { finish_reason: f.finish_reason, usage: f.usage, timings: f.timings, token_ids: None });
+                let mut v = serde_json::to_value(meter.finish()?).map_err(|e| HostError::Internal(e.to_string()))?;
+                v["receipt_id"] = serde_json::Value::String(f.receipt_id);
+                return Ok(v);
+            }
+        }
+    }
+    Err(HostError::Internal("benchmark stream ended early".into()))
+}

@@ -1,0 +1,327 @@
+//! SQL for owner accounts, sessions, setup tokens, local API keys and support grants. Secrets
+//! arrive here already hashed ([`crate::creds::hash_secret`]); nothing in this module sees one.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::Db;
+use crate::error::{HostError, Result};
+
+/// The only scope of a support grant.
+pub const SCOPE_DIAGNOSTICS: &str = "diagnostics";
+
+/// Whether an owner exists.
+pub fn is_claimed(db: &Db) -> Result<bool> {
+    Ok(db.lock().query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? > 0)
+}
+
+/// Replace any setup token with the one whose hash is `token_hash`.
+pub fn replace_setup_token(db: &Db, token_hash: &str, now: u64, expires_at: u64) -> Result<()> {
+    db.tx(|tx| {
+        tx.execute("DELETE FROM setup_tokens", [])?;
+        tx.execute(
+            "INSERT INTO setup_tokens(token_hash, created_at, expires_at) VALUES (?1,?2,?3)",
+            params![token_hash, now as i64, expires_at as i64],
+        )?;
+        Ok(())
+    })
+}
+
+/// Expiry of the pending setup token, if any.
+pub fn setup_token_expiry(db: &Db) -> Result<Option<u64>> {
+    Ok(db
+        .lock()
+        .query_row("SELECT MAX(expires_at) FROM setup_tokens", [], |r| r.get::<_, Option<i64>>(0))?
+        .map(|v| v as u64))
+}
+
+/// Expiry of the setup token with this hash, if it exists.
+pub fn setup_token_expires_at(db: &Db, token_hash: &str) -> Result<Option<u64>> {
+    Ok(db
+        .lock()
+        .query_row("SELECT expires_at FROM setup_tokens WHERE token_hash = ?1", [token_hash], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|v| v as u64))
+}
+
+/// What [`claim_owner`] writes.
+#[derive(Debug)]
+pub struct NewOwner<'a> {
+    /// Owner name (validated by the caller).
+    pub username: &'a str,
+    /// argon2id PHC string.
+    pub password_hash: &'a str,
+    /// Hash of the setup token presented.
+    pub setup_token_hash: &'a str,
+    /// Hash of the new session's cookie value.
+    pub session_hash: &'a str,
+    /// Unix seconds.
+    pub now: u64,
+    /// Unix seconds when the session ends.
+    pub session_expires_at: u64,
+}
+
+/// In one transaction: refuse if an owner exists (`AlreadyClaimed`), check the setup token
+/// (`SetupTokenInvalid`, `SetupTokenExpired`), consume it, create the owner and a session.
+pub fn claim_owner(db: &Db, o: &NewOwner<'_>) -> Result<()> {
+    db.tx(|tx| {
+        let owners: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        if owners > 0 {
+            return Err(HostError::AlreadyClaimed);
+        }
+        let exp: Option<i64> = tx
+            .query_row("SELECT expires_at FROM setup_tokens WHERE token_hash = ?1", [o.setup_token_hash], |r| r.get(0))
+            .optional()?;
+        match exp {
+            None => return Err(HostError::SetupTokenInvalid),
+            Some(e) if (e as u64) <= o.now => return Err(HostError::SetupTokenExpired),
+            Some(_) => {}
+        }
+        tx.execute("DELETE FROM setup_tokens", [])?;
+        tx.execute(
+            "INSERT INTO users(username, password_hash, role, created_at) VALUES (?1,?2,'owner',?3)",
+            params![o.username, o.password_hash, o.now as i64],
+        )?;
+        let uid = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO sessions(id_hash, user_id, created_at, expires_at) VALUES (?1,?2,?3,?4)",
+            params![o.session_hash, uid, o.now as i64, o.session_expires_at as i64],
+        )?;
+        Ok(())
+    })
+}
+
+/// A user row as login needs it.
+#[derive(Debug, Clone)]
+pub struct LoginRow {
+    /// Row id.
+    pub id: i64,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Consecutive failures.
+    pub failed_logins: i64,
+    /// Unix seconds until which logins are refused.
+    pub locked_until: u64,
+}
+
+/// The user named `username`, if any.
+pub fn login_row(db: &Db, username: &str) -> Result<Option<LoginRow>> {
+    Ok(db
+        .lock()
+        .query_row(
+            "SELECT id, password_hash, failed_logins, locked_until FROM users WHERE username = ?1",
+            [username],
+            |r| Ok(LoginRow { id: r.get(0)?, password_hash: r.get(1)?, failed_logins: r.get(2)?, locked_until: r.get::<_, i64>(3)? as u64 }),
+        )
+        .optional()?)
+}
+
+/// Record a failed login: the new failure count and lock.
+pub fn record_login_failure(db: &Db, user_id: i64, failed_logins: i64, locked_until: u64) -> Result<()> {
+    db.lock().execute(
+        "UPDATE users SET failed_logins = ?1, locked_until = ?2 WHERE id = ?3",
+        params![failed_logins, locked_until as i64, user_id],
+    )?;
+    Ok(())
+}
+
+/// Reset the failure count, drop expired sessions and start a new one, in one transaction.
+pub fn start_session(db: &Db, user_id: i64, session_hash: &str, now: u64, expires_at: u64) -> Result<()> {
+    db.tx(|tx| {
+        tx.execute("UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = ?1", [user_id])?;
+        tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now as i64])?;
+        tx.execute(
+            "INSERT INTO sessions(id_hash, user_id, created_at, expires_at) VALUES (?1,?2,?3,?4)",
+            params![session_hash, user_id, now as i64, expires_at as i64],
+        )?;
+        Ok(())
+    })
+}
+
+/// The owner's stored password hash (tests and diagnostics of the hash format).
+pub fn owner_password_hash(db: &Db) -> Result<Option<String>> {
+    Ok(db.lock().query_row("SELECT password_hash FROM users ORDER BY id LIMIT 1", [], |r| r.get(0)).optional()?)
+}
+
+/// A live owner session.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    /// The owner's name.
+    pub username: String,
+    /// When it ends.
+    pub expires_at: u64,
+}
+
+/// The live session whose cookie hashes to `session_hash`.
+pub fn session(db: &Db, session_hash: &str, now: u64) -> Result<Option<Session>> {
+    Ok(db
+        .lock()
+        .query_row(
+            "SELECT u.username, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id_hash = ?1 AND s.expires_at > ?2",
+            params![session_hash, now as i64],
+            |r| Ok(Session { username: r.get(0)?, expires_at: r.get::<_, i64>(1)? as u64 }),
+        )
+        .optional()?)
+}
+
+/// Delete a session.
+pub fn delete_session(db: &Db, session_hash: &str) -> Result<()> {
+    db.lock().execute("DELETE FROM sessions WHERE id_hash = ?1", [session_hash])?;
+    Ok(())
+}
+
+/// A local API key as listed (never the secret or its hash).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KeyInfo {
+    /// Key id (`key_...`).
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// First characters of the secret, to recognise it.
+    pub prefix: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Created.
+    pub created_at: u64,
+    /// Last used (minute resolution).
+    pub last_used_at: Option<u64>,
+    /// Expiry.
+    pub expires_at: Option<u64>,
+    /// Revoked.
+    pub revoked_at: Option<u64>,
+}
+
+const KEY_COLS: &str = "id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at";
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyInfo> {
+    let scopes: String = r.get(3)?;
+    Ok(KeyInfo {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        prefix: r.get(2)?,
+        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+        created_at: r.get::<_, i64>(4)? as u64,
+        last_used_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        expires_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+        revoked_at: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+    })
+}
+
+/// Insert a key record with the hash of its secret.
+pub fn insert_key(db: &Db, k: &KeyInfo, key_hash: &str) -> Result<()> {
+    db.lock().execute(
+        "INSERT INTO api_keys(id, name, prefix, key_hash, scopes, created_at, expires_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+        params![
+            k.id,
+            k.name,
+            k.prefix,
+            key_hash,
+            serde_json::to_string(&k.scopes).unwrap_or_default(),
+            k.created_at as i64,
+            k.expires_at.map(|v| v as i64)
+        ],
+    )?;
+    Ok(())
+}
+
+/// All local keys, newest first.
+pub fn list_keys(db: &Db) -> Result<Vec<KeyInfo>> {
+    let conn = db.lock();
+    let mut st = conn.prepare(&format!("SELECT {KEY_COLS} FROM api_keys ORDER BY created_at DESC, id"))?;
+    let rows = st.query_map([], key_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The key whose secret hashes to `key_hash`.
+pub fn key_by_hash(db: &Db, key_hash: &str) -> Result<Option<KeyInfo>> {
+    Ok(db.lock().query_row(&format!("SELECT {KEY_COLS} FROM api_keys WHERE key_hash = ?1"), [key_hash], key_row).optional()?)
+}
+
+/// Revoke a key (keeps the first revocation time). `NotFound` if unknown.
+pub fn revoke_key(db: &Db, id: &str, now: u64) -> Result<()> {
+    let n = db.lock().execute(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+        params![id, now as i64],
+    )?;
+    if n == 0 {
+        return Err(HostError::NotFound(format!("key {id}")));
+    }
+    Ok(())
+}
+
+/// Set a key's `last_used_at`.
+pub fn touch_key(db: &Db, id: &str, now: u64) -> Result<()> {
+    db.lock().execute("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1", params![id, now as i64])?;
+    Ok(())
+}
+
+/// A support grant as listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Grant {
+    /// Grant id (`sg_...`).
+    pub id: String,
+    /// First characters of the secret.
+    pub prefix: String,
+    /// Owner's note.
+    pub note: String,
+    /// Always `["diagnostics"]`.
+    pub scopes: Vec<String>,
+    /// Created.
+    pub created_at: u64,
+    /// Expiry (always set).
+    pub expires_at: u64,
+    /// Revoked.
+    pub revoked_at: Option<u64>,
+}
+
+const GRANT_COLS: &str = "id, prefix, note, created_at, expires_at, revoked_at";
+
+fn grant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
+    Ok(Grant {
+        id: r.get(0)?,
+        prefix: r.get(1)?,
+        note: r.get(2)?,
+        scopes: vec![SCOPE_DIAGNOSTICS.to_string()],
+        created_at: r.get::<_, i64>(3)? as u64,
+        expires_at: r.get::<_, i64>(4)? as u64,
+        revoked_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+    })
+}
+
+/// Insert a grant with the hash of its secret.
+pub fn insert_grant(db: &Db, g: &Grant, secret_hash: &str) -> Result<()> {
+    db.lock().execute(
+        "INSERT INTO support_grants(id, prefix, secret_hash, note, created_at, expires_at) VALUES (?1,?2,?3,?4,?5,?6)",
+        params![g.id, g.prefix, secret_hash, g.note, g.created_at as i64, g.expires_at as i64],
+    )?;
+    Ok(())
+}
+
+/// All support grants, newest first.
+pub fn list_grants(db: &Db) -> Result<Vec<Grant>> {
+    let conn = db.lock();
+    let mut st = conn.prepare(&format!("SELECT {GRANT_COLS} FROM support_grants ORDER BY created_at DESC, id"))?;
+    let rows = st.query_map([], grant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Revoke a grant. `NotFound` if unknown.
+pub fn revoke_grant(db: &Db, id: &str, now: u64) -> Result<()> {
+    let n = db.lock().execute(
+        "UPDATE support_grants SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+        params![id, now as i64],
+    )?;
+    if n == 0 {
+        return Err(HostError::NotFound(format!("support grant {id}")));
+    }
+    Ok(())
+}
+
+/// The grant whose secret hashes to `secret_hash`.
+pub fn grant_by_hash(db: &Db, secret_hash: &str) -> Result<Option<Grant>> {
+    Ok(db
+        .lock()
+        .query_row(&format!("SELECT {GRANT_COLS} FROM support_grants WHERE secret_hash = ?1"), [secret_hash], grant_row)
+        .optional()?)
+}

@@ -1,0 +1,108 @@
+//! SQL for signed receipts, their private commitment salts (v1 receipts only; v2 salts are
+//! derived from the node salt) and the usage rows written with them.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::Db;
+use crate::error::Result;
+
+/// A receipt row as stored (the signed bytes plus the columns the API lists).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiptRow {
+    /// Insertion order.
+    pub seq: i64,
+    /// Receipt id (hex).
+    pub id: String,
+    /// Request id (hex).
+    pub request_id: String,
+    /// Key that paid (`owner` for the owner's own requests).
+    pub key_id: String,
+    /// Model id.
+    pub model: String,
+    /// Tokens.
+    pub prompt_tokens: u32,
+    /// Tokens.
+    pub completion_tokens: u32,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// ms.
+    pub ttft_ms: u64,
+    /// ms.
+    pub duration_ms: u64,
+    /// The signed receipt bytes.
+    pub signed: Vec<u8>,
+}
+
+const COLS: &str = "seq, id, request_id, key_id, model, prompt_tokens, completion_tokens, created_at, ttft_ms, duration_ms, signed";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptRow> {
+    Ok(ReceiptRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        request_id: r.get(2)?,
+        key_id: r.get(3)?,
+        model: r.get(4)?,
+        prompt_tokens: r.get(5)?,
+        completion_tokens: r.get(6)?,
+        created_at: r.get::<_, i64>(7)? as u64,
+        ttft_ms: r.get::<_, i64>(8)? as u64,
+        duration_ms: r.get::<_, i64>(9)? as u64,
+        signed: r.get(10)?,
+    })
+}
+
+/// Store a receipt and its usage row in one transaction (`seq` of `r` is ignored). Durable
+/// (`synchronous=FULL`) when it returns.
+pub fn insert(db: &Db, r: &ReceiptRow) -> Result<()> {
+    db.tx(|tx| {
+        tx.execute(
+            "INSERT INTO receipts(id, request_id, key_id, model, prompt_tokens, completion_tokens, created_at, ttft_ms, duration_ms, signed)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+            params![
+                r.id,
+                r.request_id,
+                r.key_id,
+                r.model,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.created_at as i64,
+                r.ttft_ms as i64,
+                r.duration_ms as i64,
+                r.signed
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO usage(at, key_id, model, prompt_tokens, completion_tokens, receipt_id) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![r.created_at as i64, r.key_id, r.model, r.prompt_tokens, r.completion_tokens, r.id],
+        )?;
+        Ok(())
+    })
+}
+
+/// Newest first, at most `limit` (1 to 500), with `seq` below `before`.
+pub fn list(db: &Db, limit: u32, before: Option<i64>) -> Result<Vec<ReceiptRow>> {
+    let conn = db.lock();
+    let mut st = conn.prepare(&format!("SELECT {COLS} FROM receipts WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"))?;
+    let rows = st
+        .query_map(params![before.unwrap_or(i64::MAX), limit.clamp(1, 500)], row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// All receipts, oldest first (for export).
+pub fn all(db: &Db) -> Result<Vec<ReceiptRow>> {
+    let conn = db.lock();
+    let mut st = conn.prepare(&format!("SELECT {COLS} FROM receipts ORDER BY seq"))?;
+    let rows = st.query_map([], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// One receipt by id.
+pub fn get(db: &Db, id: &str) -> Result<Option<ReceiptRow>> {
+    Ok(db.lock().query_row(&format!("SELECT {COLS} FROM receipts WHERE id = ?1"), [id], row).optional()?)
+}
+
+/// The stored salt of a v1 receipt (v2 salts are derived, never stored).
+pub fn v1_salt(db: &Db, receipt_id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(db.lock().query_row("SELECT salt FROM receipt_salts WHERE receipt_id = ?1", [receipt_id], |r| r.get(0)).optional()?)
+}
