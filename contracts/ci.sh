@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # contracts/ci.sh: install the pinned toolchain (npm ci), recompile every contract with the pinned
 # solcjs and fail if contracts/artifacts/ differs from the committed artifacts; then check that the
-# hardhat@2 local node used by the b3iq-protocol integration tests starts and answers offline.
+# hardhat@2 local node used by the b3iq-chain integration tests starts and answers offline.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 

@@ -38,7 +38,6 @@ summary=()
 for t in "${targets[@]}"; do
     feat=()
     [ "$t" = gguf_header ] && feat=(--features gguf)
-    [ "$t" = protocol_messages ] && feat=(--features protocol)
     case "$t" in host_header|same_origin|request_body|support_bundle) feat=(--features host) ;; esac
     work="$(mktemp -d)"
     mkdir -p "corpus/$t"

@@ -1,9 +1,11 @@
-//! The one error type of this crate.
+//! The one error type of this crate. The chain client's errors are `b3iq_chain::ChainError`.
 
 use b3iq_core::receipt::ReceiptId;
-use b3iq_core::CoreError;
+use b3iq_core::{ClassifiedError, CoreError, ErrorCategory};
 
-/// Everything that can go wrong in b3iq-protocol. Variants say what to do.
+/// Everything that can go wrong in b3iq-protocol (building settlement epochs, validating
+/// control-plane messages). Variants say what to do. Each has a stable [`ClassifiedError::code`]
+/// and an [`ErrorCategory`]: see the table in `docs/protocol.md`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
@@ -69,61 +71,6 @@ pub enum ProtocolError {
     /// Error from b3iq-core (encoding, payout tree, split policy).
     #[error(transparent)]
     Core(#[from] CoreError),
-    /// The chain node did not answer after all retries.
-    #[error(
-        "chain node at {url} unreachable after {attempts} attempts ({last_error}); \
-         check that it is running (for local tests: `contracts/node_modules/.bin/hardhat node`)"
-    )]
-    ChainUnreachable {
-        /// RPC URL.
-        url: String,
-        /// Attempts made.
-        attempts: u32,
-        /// The last transport error.
-        last_error: String,
-    },
-    /// A call or transaction reverted; `error` is the decoded Solidity custom error.
-    #[error("{action} reverted with {error}")]
-    Reverted {
-        /// What was attempted (e.g. `Settlement.claim`).
-        action: String,
-        /// The decoded revert, e.g. `AlreadyClaimed(AlreadyClaimed { epochId: 1, index: 3 })`, or the raw data in hex.
-        error: String,
-    },
-    /// The node answered with an error that is not a revert (nonce, funds, bad params).
-    #[error("{action} rejected by the chain node: {message}")]
-    Rejected {
-        /// What was attempted.
-        action: String,
-        /// Node's message.
-        message: String,
-    },
-    /// A transaction was mined but failed (status 0) without a decodable reason.
-    #[error("{action}: transaction {tx_hash} failed on chain (status 0)")]
-    TransactionFailed {
-        /// What was attempted.
-        action: String,
-        /// Transaction hash.
-        tx_hash: String,
-    },
-    /// An expected event was missing from a transaction receipt.
-    #[error("{action}: transaction {tx_hash} did not emit {event}")]
-    MissingEvent {
-        /// What was attempted.
-        action: String,
-        /// Transaction hash.
-        tx_hash: String,
-        /// Expected event.
-        event: &'static str,
-    },
-    /// The RPC URL could not be parsed.
-    #[error("invalid RPC URL {url:?}: {reason}; use http://host:port or https://host")]
-    InvalidRpcUrl {
-        /// The URL given.
-        url: String,
-        /// Why.
-        reason: String,
-    },
     /// A message failed validation (bad identifier, wrong size, forbidden content).
     #[error("invalid {field}: {reason}")]
     InvalidMessage {
@@ -132,15 +79,103 @@ pub enum ProtocolError {
         /// Why.
         reason: String,
     },
-    /// Other chain client failure (ABI decoding, receipt polling timeout, ...).
-    #[error("{action} failed: {message}")]
-    Chain {
-        /// What was attempted.
-        action: String,
-        /// Details.
-        message: String,
-    },
 }
 
 /// Result alias.
 pub type Result<T, E = ProtocolError> = std::result::Result<T, E>;
+
+impl ClassifiedError for ProtocolError {
+    /// Stable snake_case code per variant; [`ProtocolError::Core`] passes on core's code.
+    fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::InvalidReceiptSignature { .. } => "invalid_receipt_signature",
+            ProtocolError::OutsideEpoch { .. } => "outside_epoch",
+            ProtocolError::NotNetworkMode { .. } => "not_network_mode",
+            ProtocolError::UnknownHost { .. } => "unknown_host",
+            ProtocolError::EmptyEpoch { .. } => "empty_epoch",
+            ProtocolError::InvalidEpochConfig(_) => "invalid_epoch_config",
+            ProtocolError::AmountOverflow { .. } => "amount_overflow",
+            ProtocolError::Core(e) => e.code(),
+            ProtocolError::InvalidMessage { .. } => "invalid_message",
+        }
+    }
+
+    /// A bad receipt signature is `unauthenticated`; a receipt from another mode is
+    /// `policy_denied`; a node without a payout account and an epoch with nothing to pay are
+    /// `state`; bad configuration, receipts outside the window, overflow and invalid messages are
+    /// `invalid_input`; [`ProtocolError::Core`] passes on core's category.
+    fn category(&self) -> ErrorCategory {
+        use ErrorCategory as C;
+        match self {
+            ProtocolError::InvalidReceiptSignature { .. } => C::Unauthenticated,
+            ProtocolError::NotNetworkMode { .. } => C::PolicyDenied,
+            ProtocolError::UnknownHost { .. } | ProtocolError::EmptyEpoch { .. } => C::State,
+            ProtocolError::OutsideEpoch { .. }
+            | ProtocolError::InvalidEpochConfig(_)
+            | ProtocolError::AmountOverflow { .. }
+            | ProtocolError::InvalidMessage { .. } => C::InvalidInput,
+            ProtocolError::Core(e) => e.category(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_core_errors_keep_their_class() {
+        let id = ReceiptId([7; 32]);
+        let core = CoreError::Expired {
+            job_id: "00".into(),
+            expires_at_ms: 5,
+            now_ms: 6,
+        };
+        let all = vec![
+            ProtocolError::InvalidReceiptSignature {
+                receipt_id: id,
+                source: CoreError::InvalidSignature { kind: "receipt" },
+            },
+            ProtocolError::OutsideEpoch {
+                receipt_id: id,
+                epoch_id: 1,
+                started_at_ms: 0,
+                start_ms: 1,
+                end_ms: 2,
+            },
+            ProtocolError::NotNetworkMode {
+                receipt_id: id,
+                mode: "local".into(),
+            },
+            ProtocolError::UnknownHost {
+                receipt_id: id,
+                node_id: "b3n_x".into(),
+            },
+            ProtocolError::EmptyEpoch {
+                epoch_id: 1,
+                receipts: 0,
+            },
+            ProtocolError::InvalidEpochConfig("x".into()),
+            ProtocolError::AmountOverflow { what: "total" },
+            ProtocolError::Core(core.clone()),
+            ProtocolError::InvalidMessage {
+                field: "audience",
+                reason: "x".into(),
+            },
+        ];
+        let codes: std::collections::BTreeSet<&str> = all.iter().map(|e| e.code()).collect();
+        assert_eq!(codes.len(), all.len(), "duplicate code in {codes:?}");
+        for code in &codes {
+            assert!(
+                !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{code:?} is not snake_case"
+            );
+        }
+        let wrapped = ProtocolError::Core(core.clone());
+        assert_eq!(ClassifiedError::code(&wrapped), core.code());
+        assert_eq!(ClassifiedError::category(&wrapped), ErrorCategory::Expired);
+        assert_eq!(all[0].category(), ErrorCategory::Unauthenticated);
+        assert_eq!(all[2].category(), ErrorCategory::PolicyDenied);
+        assert_eq!(all[8].category(), ErrorCategory::InvalidInput);
+    }
+}

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use crate::common::*;
 use alloy::primitives::{Address, U256};
+use b3iq_chain::attestation::{registry_domain, sign_attestation, NodeAttestation};
+use b3iq_chain::convert::{from_address, to_address};
+use b3iq_chain::DeployParams;
 use b3iq_core::split::SplitPolicy;
 use b3iq_core::{Hash32, NodeKey, OperatingMode};
-use b3iq_protocol::attestation::{registry_domain, sign_attestation, NodeAttestation};
-use b3iq_protocol::chain::{from_address, to_address};
-use b3iq_protocol::{DeployParams, EpochBuilder, EpochConfig, Payees, ProtocolError};
+use b3iq_protocol::{EpochBuilder, EpochConfig, Payees, ProtocolError};
 
 const DAY: u64 = 86_400;
 const EPOCH_START_MS: u64 = 1_800_000_000_000;
@@ -87,7 +88,7 @@ async fn full_settlement_story_on_local_chain() {
             .unwrap();
         assert_eq!(
             onchain,
-            b3iq_protocol::attestation::attestation_digest(&sol, &domain)
+            b3iq_chain::attestation::attestation_digest(&sol, &domain)
         );
         op.register_node(&d, sol, sig).await.unwrap();
         let rec = op.node(&d, &key.node_id()).await.unwrap();

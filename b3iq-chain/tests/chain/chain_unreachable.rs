@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use alloy::signers::local::PrivateKeySigner;
-use b3iq_protocol::{ChainClient, ProtocolError, RetryPolicy};
+use b3iq_chain::{ChainClient, ChainError, RetryPolicy};
 
 fn quick(attempts: u32) -> RetryPolicy {
     RetryPolicy {
@@ -26,7 +26,7 @@ async fn down_node_gives_a_clear_error_after_the_retries() {
         .await
         .unwrap_err();
     match &err {
-        ProtocolError::ChainUnreachable {
+        ChainError::ChainUnreachable {
             url: u, attempts, ..
         } => {
             assert_eq!(u, &url);
@@ -52,7 +52,7 @@ async fn bad_urls_are_refused_up_front() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, ProtocolError::InvalidRpcUrl { .. }),
+            matches!(err, ChainError::InvalidRpcUrl { .. }),
             "{url}: {err:?}"
         );
     }

@@ -13,7 +13,7 @@ use alloy::sol_types::{Eip712Domain, SolStruct};
 use b3iq_core::{Hash32, NodePublicKey, OperatingMode};
 
 use crate::bindings::node_registry::NodeRegistry;
-use crate::error::{ProtocolError, Result};
+use crate::error::{ChainError, Result};
 
 /// What the attester vouches for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub fn sign_attestation(
     let digest = attestation_digest(&sol, domain);
     let sig = attester
         .sign_hash_sync(&digest)
-        .map_err(|e| ProtocolError::Chain {
+        .map_err(|e| ChainError::Signing {
             action: "sign attestation".into(),
             message: e.to_string(),
         })?;

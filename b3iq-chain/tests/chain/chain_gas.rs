@@ -10,11 +10,11 @@ use std::fmt::Write as _;
 
 use crate::common::*;
 use alloy::primitives::U256;
+use b3iq_chain::attestation::{registry_domain, sign_attestation, NodeAttestation};
+use b3iq_chain::convert::{from_address, to_address};
+use b3iq_chain::{ChainClient, DeployParams, Deployment};
 use b3iq_core::payout::{EthAddress, PayoutEntry, PayoutTree};
 use b3iq_core::{Hash32, NodeKey, OperatingMode};
-use b3iq_protocol::attestation::{registry_domain, sign_attestation, NodeAttestation};
-use b3iq_protocol::chain::{from_address, to_address};
-use b3iq_protocol::{ChainClient, DeployParams, Deployment};
 
 const CLAIM_TARGET: u64 = 60_000;
 const POST_TARGET: u64 = 80_000;

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use crate::common::*;
 use alloy::primitives::U256;
+use b3iq_chain::attestation::{registry_domain, sign_attestation, NodeAttestation};
+use b3iq_chain::convert::{from_address, node_b256};
+use b3iq_chain::{ChainClient, DeployParams, Deployment};
 use b3iq_core::split::SplitPolicy;
 use b3iq_core::{Hash32, NodeKey, OperatingMode};
-use b3iq_protocol::attestation::{registry_domain, sign_attestation, NodeAttestation};
-use b3iq_protocol::chain::{from_address, node_b256};
-use b3iq_protocol::{ChainClient, DeployParams, Deployment, EpochBuilder, EpochConfig, Payees};
+use b3iq_protocol::{EpochBuilder, EpochConfig, Payees};
 
 const DAY: u64 = 86_400;
 

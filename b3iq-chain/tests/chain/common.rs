@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{keccak256, Address, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
+use b3iq_chain::{ChainClient, RetryPolicy};
 use b3iq_core::digest::Sha256Digest;
 use b3iq_core::receipt::{Commitment, CommitmentSalt, Receipt, RequestId, SignedReceipt};
 use b3iq_core::{NodeKey, OperatingMode};
-use b3iq_protocol::{ChainClient, RetryPolicy};
 
 /// A running `hardhat node`; killed when dropped.
 pub struct HardhatNode {
@@ -46,7 +46,7 @@ impl HardhatNode {
         assert!(
             bin.exists(),
             "{} is missing: contracts/node_modules is not installed. Run `contracts/ci.sh` \
-             (or `npm ci` in contracts/) before `cargo test -p b3iq-protocol`.",
+             (or `npm ci` in contracts/) before `cargo test -p b3iq-chain`.",
             bin.display()
         );
         let port = free_port();
@@ -179,9 +179,9 @@ pub fn receipt(
 
 /// Asserts that `r` is a revert whose decoded error starts with `name`.
 #[track_caller]
-pub fn assert_reverted<T: std::fmt::Debug>(r: b3iq_protocol::Result<T>, name: &str) {
+pub fn assert_reverted<T: std::fmt::Debug>(r: b3iq_chain::Result<T>, name: &str) {
     match r {
-        Err(b3iq_protocol::ProtocolError::Reverted { error, .. }) if error.starts_with(name) => {}
+        Err(b3iq_chain::ChainError::Reverted { error, .. }) if error.starts_with(name) => {}
         other => panic!("expected a revert with {name}, got {other:?}"),
     }
 }

@@ -1,0 +1,171 @@
+//! `Settlement`: roles (settler, guardian), escrow, posting built epochs, claims, cancellation,
+//! and epoch / claim reads.
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::DynProvider;
+use alloy::sol_types::SolEvent;
+use b3iq_core::payout::PayoutEntry;
+use b3iq_core::Hash32;
+use b3iq_protocol::EpochSettlement;
+
+use super::{ChainClient, Deployment, TxOutcome};
+use crate::bindings::{settlement, Settlement};
+use crate::convert::{b256, to_address};
+use crate::error::{ChainError, Result};
+
+/// A posted epoch.
+#[derive(Debug, Clone)]
+pub struct PostedEpoch {
+    /// The post transaction.
+    pub outcome: TxOutcome,
+    /// Block timestamp of the post (claims open `challengeWindow` seconds later).
+    pub posted_at: u64,
+}
+
+impl ChainClient {
+    /// Settlement handle.
+    pub fn settlement(&self, d: &Deployment) -> Settlement::SettlementInstance<DynProvider> {
+        Settlement::new(d.settlement, self.provider.clone())
+    }
+
+    /// Grants the settler role on Settlement.
+    pub async fn grant_settler(&self, d: &Deployment, who: Address) -> Result<TxOutcome> {
+        let s = self.settlement(d);
+        let role = self
+            .call("Settlement.SETTLER_ROLE", s.SETTLER_ROLE())
+            .await?;
+        self.send("Settlement.grantRole", s.grantRole(role, who))
+            .await
+    }
+
+    /// Grants the guardian role (may cancel epochs during the challenge window).
+    pub async fn grant_guardian(&self, d: &Deployment, who: Address) -> Result<TxOutcome> {
+        let s = self.settlement(d);
+        let role = self
+            .call("Settlement.GUARDIAN_ROLE", s.GUARDIAN_ROLE())
+            .await?;
+        self.send("Settlement.grantRole", s.grantRole(role, who))
+            .await
+    }
+
+    /// Adds `amount` to the payout escrow (approve Settlement first).
+    pub async fn fund_escrow(&self, d: &Deployment, amount: U256) -> Result<TxOutcome> {
+        self.send("Settlement.fund", self.settlement(d).fund(amount))
+            .await
+    }
+
+    /// Posts a built epoch (settler wallet) and returns the reference claimers need.
+    pub async fn post_epoch(&self, d: &Deployment, epoch: &EpochSettlement) -> Result<PostedEpoch> {
+        self.post_epoch_parts(
+            d,
+            epoch.epoch_id,
+            &epoch.receipt_root,
+            &epoch.payout_root,
+            epoch.total_payout,
+            epoch.receipt_count,
+            epoch.leaf_count(),
+        )
+        .await
+    }
+
+    /// Posts an epoch from its parts (settler wallet).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn post_epoch_parts(
+        &self,
+        d: &Deployment,
+        epoch_id: u64,
+        receipt_root: &Hash32,
+        payout_root: &Hash32,
+        total_payout: u128,
+        receipt_count: u64,
+        leaf_count: u64,
+    ) -> Result<PostedEpoch> {
+        let s = self.settlement(d);
+        let outcome = self
+            .send(
+                "Settlement.postEpoch",
+                s.postEpoch(
+                    epoch_id,
+                    b256(receipt_root),
+                    b256(payout_root),
+                    U256::from(total_payout),
+                    receipt_count,
+                    leaf_count,
+                ),
+            )
+            .await?;
+        let event = outcome
+            .receipt
+            .inner
+            .logs()
+            .iter()
+            .find_map(|l| settlement::Settlement::EpochPosted::decode_log_data(l.data()).ok())
+            .ok_or_else(|| ChainError::MissingEvent {
+                action: "Settlement.postEpoch".into(),
+                tx_hash: outcome.tx_hash.to_string(),
+                event: "EpochPosted",
+            })?;
+        if event.payoutRoot != b256(payout_root) || event.epochId != epoch_id {
+            return Err(ChainError::Unexpected {
+                action: "Settlement.postEpoch".into(),
+                message: format!("EpochPosted event does not match the posted epoch {epoch_id}"),
+            });
+        }
+        Ok(PostedEpoch {
+            posted_at: event.postedAt,
+            outcome,
+        })
+    }
+
+    /// Claims one payout leaf (any wallet may send it; the tokens go to `entry.account`).
+    pub async fn claim(
+        &self,
+        d: &Deployment,
+        epoch_id: u64,
+        entry: &PayoutEntry,
+        proof: &[Hash32],
+    ) -> Result<TxOutcome> {
+        self.send(
+            "Settlement.claim",
+            self.settlement(d).claim(
+                epoch_id,
+                U256::from(entry.index),
+                to_address(&entry.account),
+                U256::from(entry.amount),
+                proof.iter().map(b256).collect(),
+            ),
+        )
+        .await
+    }
+
+    /// Guardian cancels an epoch during its challenge window, refunding `total_payout` (from its
+    /// `EpochPosted` event) to the escrow.
+    pub async fn cancel_epoch(
+        &self,
+        d: &Deployment,
+        epoch_id: u64,
+        total_payout: u128,
+    ) -> Result<TxOutcome> {
+        self.send(
+            "Settlement.cancelEpoch",
+            self.settlement(d)
+                .cancelEpoch(epoch_id, U256::from(total_payout)),
+        )
+        .await
+    }
+
+    /// Block timestamp at which an epoch was posted (0 if not posted or cancelled).
+    pub async fn epoch_posted_at(&self, d: &Deployment, epoch_id: u64) -> Result<u64> {
+        self.call("Settlement.postedAt", self.settlement(d).postedAt(epoch_id))
+            .await
+    }
+
+    /// Whether a leaf was claimed.
+    pub async fn is_claimed(&self, d: &Deployment, epoch_id: u64, index: u64) -> Result<bool> {
+        self.call(
+            "Settlement.isClaimed",
+            self.settlement(d).isClaimed(epoch_id, U256::from(index)),
+        )
+        .await
+    }
+}
