@@ -1,4 +1,5 @@
-//! Shared checks for the B3IQ fuzz targets (see `checks`).
+//! Shared checks for the B3IQ fuzz targets (see `checks`, `openai_checks`, `host_checks`).
 pub mod checks;
+pub mod openai_checks;
 #[cfg(feature = "host")]
 pub mod host_checks;
