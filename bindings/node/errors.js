@@ -1,8 +1,9 @@
 'use strict'
 // The b3iq error classes. The native addon throws plain Errors whose `code` is
-// "<CLASS>:<core code>" (see src/error.rs); `translate` turns them into these classes, with
-// `err.code` the core's stable snake_case code (e.g. "invalid_signature") and the native error
-// kept as `err.cause`.
+// "B3IQ:<category>:<code>" (see src/error.rs); `translate` turns them into the class that
+// BY_CATEGORY names for the category (the same table as the Python and Swift bindings, see
+// docs/bindings.md), with `err.code` the stable snake_case code (e.g. "invalid_signature") and
+// the native error kept as `err.cause`.
 
 class B3iqError extends Error {
   constructor(message, options) {
@@ -28,33 +29,38 @@ class B3iqRuntimeError extends B3iqError {}
 /** The host is in the wrong state. */
 class B3iqStateError extends B3iqError {}
 
-const CLASSES = {
-  B3IQ_VALUE: B3iqValueError,
-  B3IQ_AUTH: B3iqAuthError,
-  B3IQ_EXPIRED: B3iqExpiredError,
-  B3IQ_REPLAY: B3iqReplayError,
-  B3IQ_POLICY: B3iqPolicyError,
-  B3IQ_IO: B3iqIOError,
-  B3IQ_RUNTIME: B3iqRuntimeError,
-  B3IQ_STATE: B3iqStateError,
-  B3IQ_ERROR: B3iqError,
+/** The class an error of each category (b3iq-core's `ErrorCategory`) becomes. */
+const BY_CATEGORY = {
+  invalid_input: B3iqValueError,
+  unauthenticated: B3iqAuthError,
+  expired: B3iqExpiredError,
+  replayed: B3iqReplayError,
+  policy_denied: B3iqPolicyError,
+  state: B3iqStateError,
+  io: B3iqIOError,
+  runtime: B3iqRuntimeError,
+  internal: B3iqError,
 }
+
+const TAG = /^B3IQ:([a-z_]+):([a-z0-9_]+)$/
+// Rejected Promises carry the tag as a "[B3IQ:<category>:<code>] " message prefix (src/error.rs).
+const PREFIX = /^\[(B3IQ:[a-z_]+:[a-z0-9_]+)\] /
 
 /** The b3iq error for a native error (other errors are returned unchanged). */
 function translate(err) {
   if (!err || typeof err.code !== 'string') return err
-  let full = err.code
+  let tag = err.code
   let message = err.message
-  // Rejected Promises carry the class code as a "[B3IQ_...] " message prefix (src/error.rs).
-  const prefixed = typeof message === 'string' && /^\[(B3IQ_[A-Z]+(?::[a-z0-9_]+)?)\] /.exec(message)
+  const prefixed = typeof message === 'string' && PREFIX.exec(message)
   if (prefixed) {
-    full = prefixed[1]
+    tag = prefixed[1]
     message = message.slice(prefixed[0].length)
   }
-  if (!full.startsWith('B3IQ_')) return err
-  const [cls, code] = full.split(':')
-  const Class = CLASSES[cls] || B3iqError
-  return new Class(message, { code: code || null, cause: err })
+  const parts = TAG.exec(tag)
+  if (!parts) return err
+  // A category a newer addon knows but this table does not yet: the base class.
+  const Class = Object.hasOwn(BY_CATEGORY, parts[1]) ? BY_CATEGORY[parts[1]] : B3iqError
+  return new Class(message, { code: parts[2], cause: err })
 }
 
 module.exports = {

@@ -54,7 +54,11 @@ declare module './native' {
 
 /** Base class of every error thrown by b3iq. */
 export class B3iqError extends Error {
-  /** The core's stable snake_case code (`invalid_signature`, `replayed`, ...), or null. */
+  /**
+   * The stable snake_case code of the failure: b3iq-core's, the host's or the runtime's
+   * (`invalid_signature`, `replayed`, `weak_password`, `context_length_exceeded`, ...) or the
+   * binding's own (`invalid_input`, `io`, `stopped`); null for errors raised by the JS wrapper.
+   */
   readonly code: string | null
   constructor(message: string, options?: { code?: string | null; cause?: unknown })
 }

@@ -25,6 +25,10 @@ export declare function split(total: bigint, hasPublisher?: boolean | undefined 
 export declare function decideJob(kind: JobKindJson, mode: 'local' | 'managed' | 'network', policy?: { auto_approve_up_to: 'low' | 'medium' | null } | undefined | null): PolicyDecision
 /** The version of the b3iq crates this addon was built from. */
 export declare function version(): string
+/** Test-only (not part of the API): throws the error an error of `category` becomes (code `error_probe`). */
+export declare function __testingErrorForCategory(category: string): void
+/** Test-only (not part of the API): the name of every error category, in b3iq-core's order. */
+export declare function __testingErrorCategories(): Array<string>
 /** Starts an embedded host. */
 export declare function startLocalNode(options: LocalNodeOptions): Promise<LocalNode>
 /** An in-process llama.cpp runtime. */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI for the Swift binding (Linux: no Swift toolchain here), in two stages:
-#  1. verify-only library (`--no-default-features`, no llama.cpp): the golden-vector suite
-#     through uniffi's generated Python bindings (the same FFI surface Swift calls);
+#  1. verify-only library (`--no-default-features`, no llama.cpp): the golden-vector suite and
+#     the error category -> case table through uniffi's generated Python bindings (the same FFI
+#     surface Swift calls);
 #  2. full library (default feature `host`): regenerate the Swift sources with uniffi and fail
 #     if the committed ones (Sources/B3IQ/B3IQ.swift, include/) differ, then every test,
 #     including LocalNode + Runtime through uniffi's async exports with the real default model.
@@ -21,9 +22,9 @@ fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-echo "== bindings/swift: verify-only library (golden vectors through uniffi's Python)"
+echo "== bindings/swift: verify-only library (golden vectors and error cases through uniffi's Python)"
 B3IQ_SWIFT_FEATURES=--no-default-features "$HERE/scripts/generate.sh" python "$WORK/python-verify"
-(cd "$HERE" && B3IQ_UNIFFI_PY="$WORK/python-verify" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_uniffi_vectors.py)
+(cd "$HERE" && B3IQ_UNIFFI_PY="$WORK/python-verify" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_uniffi_vectors.py tests/test_uniffi_errors.py)
 
 echo "== bindings/swift: full library (LocalNode, Runtime)"
 "$HERE/scripts/generate.sh" swift "$WORK/swift"

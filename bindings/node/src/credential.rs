@@ -6,7 +6,7 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::convert::{buffer, from_js};
-use crate::error::{core_error, Result};
+use crate::error::{raise, Result};
 
 /// A parsed credential. `toString()` shows only the hint, never the secret.
 #[napi]
@@ -28,7 +28,7 @@ impl Credential {
             None => core::Credential::parse(&text),
             Some(kind) => core::Credential::parse_kind(&text, kind_from_str(kind)?),
         };
-        parsed.map(|inner| Self { inner }).map_err(core_error)
+        parsed.map(|inner| Self { inner }).map_err(raise)
     }
 
     /// A fresh random credential of `kind`.

@@ -5,7 +5,7 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::convert::{array, buffer};
-use crate::error::{core_error, raise_msg, Kind, Result};
+use crate::error::{raise, BindingError, Result};
 
 /// An Ed25519 node signing key. `toString()` shows only the node id, never the secret.
 #[napi]
@@ -24,21 +24,21 @@ impl NodeKey {
     /// The key for a 32-byte secret seed.
     #[napi(factory)]
     pub fn from_seed(seed: Buffer) -> Result<Self> {
-        core::NodeKey::from_bytes(&seed).map(|inner| Self { inner }).map_err(core_error)
+        core::NodeKey::from_bytes(&seed).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Parses a key file's contents (the `b3iq-node-key-v1` text form or 32 raw bytes).
     #[napi(factory)]
     pub fn from_key_file(data: Buffer) -> Result<Self> {
-        core::NodeKey::from_key_file(&data).map(|inner| Self { inner }).map_err(core_error)
+        core::NodeKey::from_key_file(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Reads and parses a key file.
     #[napi(factory)]
     pub fn load(path: String) -> Result<Self> {
         let data = std::fs::read(&path)
-            .map_err(|e| raise_msg(Kind::Io, format!("cannot read key file {path}: {e}")))?;
-        core::NodeKey::from_key_file(&data).map(|inner| Self { inner }).map_err(core_error)
+            .map_err(|e| raise(BindingError::io(format_args!("cannot read key file {path}"), e)))?;
+        core::NodeKey::from_key_file(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// The key-file form (`b3iq-node-key-v1\n<64 hex>\n`); store it with mode 0600.
@@ -91,13 +91,13 @@ impl NodePublicKey {
     pub fn from_bytes(data: Buffer) -> Result<Self> {
         core::NodePublicKey::from_bytes(&array::<32>("public key", &data)?)
             .map(|inner| Self { inner })
-            .map_err(core_error)
+            .map_err(raise)
     }
 
     /// Parses 64 lowercase hex characters.
     #[napi(factory)]
     pub fn from_hex(text: String) -> Result<Self> {
-        core::NodePublicKey::from_hex(&text).map(|inner| Self { inner }).map_err(core_error)
+        core::NodePublicKey::from_hex(&text).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// The 32 bytes.
@@ -149,7 +149,7 @@ impl NodeId {
     /// Parses the strict text form (`b3n_...`).
     #[napi(factory)]
     pub fn parse(text: String) -> Result<Self> {
-        core::NodeId::parse(&text).map(|inner| Self { inner }).map_err(core_error)
+        core::NodeId::parse(&text).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Wraps 32 bytes (for example a `bytes32` read from chain).

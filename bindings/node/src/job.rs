@@ -6,7 +6,7 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::convert::{buffer, from_js, to_js, uint};
-use crate::error::{core_error, Result};
+use crate::error::{raise, Result};
 use crate::identity::{NodeId, NodeKey, NodePublicKey};
 
 /// An unsigned job envelope, built from a plain object with the core's JSON field names.
@@ -32,7 +32,7 @@ impl Job {
     /// Signs the job as its issuer (`key`'s public key must be the job's `issuer`).
     #[napi]
     pub fn sign(&self, key: &NodeKey) -> Result<SignedJob> {
-        key.inner.sign_object(self.inner.clone()).map(|inner| SignedJob { inner }).map_err(core_error)
+        key.inner.sign_object(self.inner.clone()).map(|inner| SignedJob { inner }).map_err(raise)
     }
 }
 
@@ -47,7 +47,7 @@ impl SignedJob {
     /// Strictly decodes the wire form. Does not verify: call `open`.
     #[napi(factory)]
     pub fn decode(data: Buffer) -> Result<Self> {
-        core::SignedJob::decode(&data).map(|inner| Self { inner }).map_err(core_error)
+        core::SignedJob::decode(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Builds from the signed JSON form (`{ version, kind, signer, body, signature }`).
@@ -97,7 +97,7 @@ impl SignedJob {
     /// checks: a node uses `open` for those).
     #[napi]
     pub fn verify(&self, expected: &NodePublicKey) -> Result<()> {
-        self.inner.verify(&expected.inner).map_err(core_error)
+        self.inner.verify(&expected.inner).map_err(raise)
     }
 
     /// The wire encoding.
@@ -126,7 +126,7 @@ impl SignedJob {
         let verified = self
             .inner
             .open(&trust_roots.inner, &audience.inner, uint("nowMs", now_ms)?, &mut seen.inner)
-            .map_err(core_error)?;
+            .map_err(raise)?;
         Ok(serde_json::json!({
             "job": to_js(verified.job())?,
             "job_hash": b3iq_core::Hash32(verified.job_hash()).to_hex(),
@@ -147,7 +147,7 @@ impl TrustRoots {
     pub fn new(issuers_hex: Vec<String>, max_clock_skew_ms: Option<f64>) -> Result<Self> {
         let keys = issuers_hex
             .iter()
-            .map(|h| b3iq_core::NodePublicKey::from_hex(h).map_err(core_error))
+            .map(|h| b3iq_core::NodePublicKey::from_hex(h).map_err(raise))
             .collect::<Result<Vec<_>>>()?;
         let roots = core::TrustRoots::new(keys);
         Ok(Self {
@@ -198,7 +198,7 @@ pub fn decide_job(
     policy: Option<serde_json::Value>,
 ) -> Result<serde_json::Value> {
     let kind: core::JobKind = from_js("job kind", kind)?;
-    let mode: OperatingMode = mode.parse().map_err(core_error)?;
+    let mode: OperatingMode = mode.parse().map_err(raise)?;
     let policy: core::JobPolicy = match policy {
         Some(p) => from_js("job policy", p)?,
         None => core::JobPolicy::default(),

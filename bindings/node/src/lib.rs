@@ -33,3 +33,18 @@ use napi_derive::napi;
 pub fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
+
+/// Test-only (not part of the API): throws the error an error of `category` becomes
+/// (`"expired"`, ... as in `__testingErrorCategories()`), with code `"error_probe"` and a cause,
+/// so the tests check the category -> class table for every category. An unknown name throws a
+/// `B3iqValueError` (code `invalid_input`).
+#[napi(js_name = "__testingErrorForCategory")]
+pub fn testing_error_for_category(category: String) -> error::Result<()> {
+    Err(error::raise(error::probe(&category)))
+}
+
+/// Test-only (not part of the API): the name of every error category, in the core's order.
+#[napi(js_name = "__testingErrorCategories")]
+pub fn testing_error_categories() -> Vec<&'static str> {
+    b3iq_core::ErrorCategory::ALL.map(b3iq_core::ErrorCategory::as_str).to_vec()
+}

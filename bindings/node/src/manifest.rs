@@ -5,7 +5,7 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::convert::{buffer, from_js, number, to_js};
-use crate::error::{core_error, Result};
+use crate::error::{raise, Result};
 use crate::identity::{NodeKey, NodePublicKey};
 
 /// An unsigned model manifest, built from a plain object with the core's JSON field names.
@@ -31,13 +31,13 @@ impl ModelManifest {
     /// Signs the manifest as its publisher.
     #[napi]
     pub fn sign(&self, key: &NodeKey) -> Result<SignedManifest> {
-        key.inner.sign_object(self.inner.clone()).map(|inner| SignedManifest { inner }).map_err(core_error)
+        key.inner.sign_object(self.inner.clone()).map(|inner| SignedManifest { inner }).map_err(raise)
     }
 
     /// Total size of all artifacts in bytes.
     #[napi(getter)]
     pub fn total_size_bytes(&self) -> Result<f64> {
-        number("totalSizeBytes", self.inner.total_size_bytes().map_err(core_error)?)
+        number("totalSizeBytes", self.inner.total_size_bytes().map_err(raise)?)
     }
 }
 
@@ -52,7 +52,7 @@ impl SignedManifest {
     /// Strictly decodes the wire form. Does not verify.
     #[napi(factory)]
     pub fn decode(data: Buffer) -> Result<Self> {
-        core::SignedManifest::decode(&data).map(|inner| Self { inner }).map_err(core_error)
+        core::SignedManifest::decode(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Builds from the signed JSON form (`{ version, kind, signer, body, signature }`).
@@ -95,7 +95,7 @@ impl SignedManifest {
     /// Checks that `publisher` signed this manifest; throws `B3iqAuthError` otherwise.
     #[napi]
     pub fn verify(&self, publisher: &NodePublicKey) -> Result<()> {
-        self.inner.verify(&publisher.inner).map_err(core_error)
+        self.inner.verify(&publisher.inner).map_err(raise)
     }
 
     /// The signed manifest body.

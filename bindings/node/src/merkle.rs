@@ -6,7 +6,7 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::convert::{array, buffer, from_js, to_js, uint};
-use crate::error::{core_error, Result};
+use crate::error::{raise, Result};
 
 /// A blake3 Merkle tree over leaf data (for receipts: their 32-byte receipt ids).
 #[napi]
@@ -47,7 +47,7 @@ impl MerkleTree {
     /// The inclusion proof for leaf `index`: `{ leaf_count, siblings }` (hex siblings).
     #[napi]
     pub fn prove(&self, index: f64) -> Result<serde_json::Value> {
-        let proof = self.inner.prove(uint("index", index)?).map_err(core_error)?;
+        let proof = self.inner.prove(uint("index", index)?).map_err(raise)?;
         to_js(&proof)
     }
 }

@@ -4,7 +4,7 @@ use b3iq_core::metering as core;
 use napi_derive::napi;
 
 use crate::convert::{number, uint};
-use crate::error::{core_error, Result};
+use crate::error::{raise, Result};
 
 /// A price schedule in micro-credits per 1,000 prompt / completion tokens.
 #[napi]
@@ -22,7 +22,7 @@ impl PriceSchedule {
             uint("completionPer1kTokens", completion_per_1k_tokens)?,
         )
         .map(|inner| Self { inner })
-        .map_err(core_error)
+        .map_err(raise)
     }
 
     /// The price of a request in micro-credits.
@@ -31,7 +31,7 @@ impl PriceSchedule {
         let price = self
             .inner
             .price(uint("promptTokens", prompt_tokens)?, uint("completionTokens", completion_tokens)?)
-            .map_err(core_error)?;
+            .map_err(raise)?;
         number("price", price)
     }
 }

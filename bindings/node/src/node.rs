@@ -4,12 +4,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use b3iq_core::ErrorCategory;
 use b3iq_host::node as host;
 use napi_derive::napi;
 use tokio::sync::Mutex;
 
 use crate::convert::to_js;
-use crate::error::{host_error, raise_msg, to_async, Kind, Result};
+use crate::error::{raise, to_async, BindingError, Result};
 
 /// Options of `LocalNode.start`.
 #[napi(object)]
@@ -46,7 +47,9 @@ where
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || handle.block_on(make()))
         .await
-        .map_err(|e| raise_msg(Kind::Runtime, format!("host task failed: {e}")))
+        .map_err(|e| {
+            raise(BindingError::new(ErrorCategory::Internal, "internal", format!("host task failed: {e}")))
+        })
         .and_then(|r| r)
         .map_err(to_async)
 }
@@ -62,7 +65,7 @@ pub async fn start_local_node(options: LocalNodeOptions) -> napi::Result<LocalNo
             Some(model) => builder.model(model),
             None => builder.no_model(),
         };
-        builder.start().await.map_err(host_error)
+        builder.start().await.map_err(raise)
     })
     .await?;
     Ok(LocalNode {
@@ -75,7 +78,7 @@ pub async fn start_local_node(options: LocalNodeOptions) -> napi::Result<LocalNo
 }
 
 fn stopped() -> napi::Error<String> {
-    raise_msg(Kind::State, "this LocalNode was shut down; start a new one")
+    raise(BindingError::new(ErrorCategory::State, "stopped", "this LocalNode was shut down; start a new one"))
 }
 
 #[napi]
@@ -111,7 +114,7 @@ impl LocalNode {
         on_host_thread(move || async move {
             let guard = node.lock().await;
             let node = guard.as_ref().ok_or_else(stopped)?;
-            node.claim(&username, &password).await.map_err(host_error)
+            node.claim(&username, &password).await.map_err(raise)
         })
         .await
     }
@@ -125,7 +128,7 @@ impl LocalNode {
             let node = guard.as_ref().ok_or_else(stopped)?;
             let scopes = scopes.unwrap_or_else(|| vec!["inference".into()]);
             let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-            let (id, secret) = node.create_key(&name, &scopes).map_err(host_error)?;
+            let (id, secret) = node.create_key(&name, &scopes).map_err(raise)?;
             Ok(serde_json::json!({ "id": id, "secret": secret }))
         })
         .await
@@ -138,7 +141,7 @@ impl LocalNode {
         on_host_thread(move || async move {
             let guard = node.lock().await;
             let node = guard.as_ref().ok_or_else(stopped)?;
-            to_js(&node.receipts().map_err(host_error)?)
+            to_js(&node.receipts().map_err(raise)?)
         })
         .await
     }

@@ -5,7 +5,7 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::convert::{array, buffer, from_js, to_js};
-use crate::error::{core_error, Result};
+use crate::error::{raise, Result};
 use crate::identity::{NodeId, NodeKey, NodePublicKey};
 
 /// An unsigned usage receipt (the signed body), built from a plain object with the core's JSON
@@ -32,7 +32,7 @@ impl Receipt {
     /// Signs the receipt; `key`'s node id must be the receipt's `node_id`.
     #[napi]
     pub fn sign(&self, key: &NodeKey) -> Result<SignedReceipt> {
-        self.inner.clone().sign(&key.inner).map(|inner| SignedReceipt { inner }).map_err(core_error)
+        self.inner.clone().sign(&key.inner).map(|inner| SignedReceipt { inner }).map_err(raise)
     }
 
     /// Prompt plus completion tokens.
@@ -53,7 +53,7 @@ impl SignedReceipt {
     /// Strictly decodes the wire form. Does not verify: call `verify` or `verifySelfCertified`.
     #[napi(factory)]
     pub fn decode(data: Buffer) -> Result<Self> {
-        core::SignedReceipt::decode(&data).map(|inner| Self { inner }).map_err(core_error)
+        core::SignedReceipt::decode(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Builds from the signed JSON form (`{ version, kind, signer, body, signature }`).
@@ -97,14 +97,14 @@ impl SignedReceipt {
     /// throws a `B3iqAuthError` otherwise.
     #[napi]
     pub fn verify(&self, expected: &NodePublicKey) -> Result<()> {
-        self.inner.verify(&expected.inner).map_err(core_error)
+        self.inner.verify(&expected.inner).map_err(raise)
     }
 
     /// Checks the signature against the envelope's key and that the receipt's node id derives
     /// from it; returns that node id.
     #[napi]
     pub fn verify_self_certified(&self) -> Result<NodeId> {
-        self.inner.verify_self_certified().map(|inner| NodeId { inner }).map_err(core_error)
+        self.inner.verify_self_certified().map(|inner| NodeId { inner }).map_err(raise)
     }
 
     /// The stable receipt id (32 bytes, also the Merkle leaf data).

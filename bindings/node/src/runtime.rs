@@ -10,7 +10,7 @@ use napi_derive::napi;
 use tokio::sync::Mutex;
 
 use crate::convert::{from_js, to_js};
-use crate::error::{runtime_error, to_async, Result};
+use crate::error::{raise, to_async, Result};
 
 /// An in-process llama.cpp runtime.
 #[napi]
@@ -25,7 +25,7 @@ pub async fn create_runtime(threads: Option<u32>) -> napi::Result<Runtime> {
     if let Some(threads) = threads {
         config.threads = threads;
     }
-    let inner = LlamaRuntime::new(config).map_err(runtime_error).map_err(to_async)?;
+    let inner = LlamaRuntime::new(config).map_err(raise).map_err(to_async)?;
     Ok(Runtime { inner: Arc::new(inner) })
 }
 
@@ -57,13 +57,13 @@ impl Runtime {
             spec.expected_sha256 = o.expected_sha256;
             spec.context_length = o.context_length;
         }
-        to_js(&self.inner.load_model(spec).await.map_err(runtime_error)?)
+        to_js(&self.inner.load_model(spec).await.map_err(raise)?)
     }
 
     /// The loaded models.
     #[napi]
     pub async fn models(&self) -> napi::Result<serde_json::Value> {
-        let models = self.inner.list_models().await.map_err(runtime_error).map_err(to_async)?;
+        let models = self.inner.list_models().await.map_err(raise).map_err(to_async)?;
         to_js(&models).map_err(to_async)
     }
 
@@ -71,7 +71,7 @@ impl Runtime {
     #[napi]
     pub async fn generate(&self, request: serde_json::Value) -> napi::Result<TokenStream> {
         let request: rt_api::GenerateRequest = from_js("generate request", request).map_err(to_async)?;
-        let stream = self.inner.generate(request).await.map_err(runtime_error).map_err(to_async)?;
+        let stream = self.inner.generate(request).await.map_err(raise).map_err(to_async)?;
         Ok(TokenStream { stream: Arc::new(Mutex::new(Some(stream))), done: Arc::new(Mutex::new(None)) })
     }
 }
@@ -100,7 +100,7 @@ impl TokenStream {
             }
             Some(Err(err)) => {
                 *guard = None;
-                Err(to_async(runtime_error(err)))
+                Err(to_async(raise(err)))
             }
             None => {
                 *guard = None;

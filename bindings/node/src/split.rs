@@ -5,8 +5,7 @@ use napi::bindgen_prelude::BigInt;
 use napi_derive::napi;
 
 use crate::convert::from_js;
-use crate::error::{raise_msg, Kind};
-use crate::error::{core_error, Result};
+use crate::error::{raise, BindingError, Result};
 
 /// The four parts of a payment (bigints, amounts exceed 2^53); they always sum to the total.
 #[napi(object)]
@@ -33,7 +32,7 @@ fn to_split(s: core::Split) -> Result<Split> {
 fn total_u64(total: BigInt) -> Result<u64> {
     let (negative, value, lossless) = total.get_u64();
     if negative || !lossless {
-        return Err(raise_msg(Kind::Value, "total must be a bigint from 0n to 2n ** 64n - 1n"));
+        return Err(raise(BindingError::invalid("total must be a bigint from 0n to 2n ** 64n - 1n")));
     }
     Ok(value)
 }
@@ -67,7 +66,8 @@ impl SplitPolicy {
             None => core::SplitPolicy::default().no_publisher_to(),
         };
         let bps = |name: &str, v: u32| {
-            u16::try_from(v).map_err(|_| raise_msg(Kind::Value, format!("{name} must be at most 10000, got {v}")))
+            u16::try_from(v)
+                .map_err(|_| raise(BindingError::invalid(format!("{name} must be at most 10000, got {v}"))))
         };
         core::SplitPolicy::new(
             bps("hostBps", host_bps)?,
@@ -77,7 +77,7 @@ impl SplitPolicy {
             to,
         )
             .map(|inner| Self { inner })
-            .map_err(core_error)
+            .map_err(raise)
     }
 
     /// Splits `total` micro-units (a bigint) under this policy.

@@ -89,3 +89,39 @@ test('secrets stay out of strings; generated keys and credentials work', () => {
   assert.equal(a.publicKey.verify(Buffer.from('m'), a.sign(Buffer.from('m'))), true)
   assert.equal(b.publicKey.verify(Buffer.from('m'), a.sign(Buffer.from('m'))), false)
 })
+
+// The one category -> class table (docs/bindings.md).
+const CATEGORY_CLASSES = {
+  invalid_input: b3iq.B3iqValueError,
+  unauthenticated: b3iq.B3iqAuthError,
+  expired: b3iq.B3iqExpiredError,
+  replayed: b3iq.B3iqReplayError,
+  policy_denied: b3iq.B3iqPolicyError,
+  state: b3iq.B3iqStateError,
+  io: b3iq.B3iqIOError,
+  runtime: b3iq.B3iqRuntimeError,
+  internal: b3iq.B3iqError,
+}
+
+test('every error category throws its class with its code and cause', () => {
+  // Every category the core defines, in its order: a new one fails here until it is mapped.
+  assert.deepEqual(b3iq.__testingErrorCategories(), Object.keys(CATEGORY_CLASSES))
+  for (const [category, Class] of Object.entries(CATEGORY_CLASSES)) {
+    assert.throws(
+      () => b3iq.__testingErrorForCategory(category),
+      (err) => {
+        assert.equal(err.constructor, Class, category)
+        assert.ok(err instanceof b3iq.B3iqError, category)
+        assert.equal(err.name, Class.name)
+        assert.equal(err.code, 'error_probe', category)
+        assert.ok(err.message.includes(category), err.message)
+        assert.ok(err.message.endsWith(": the probe's cause"), err.message)
+        assert.equal(err.cause.code, `B3IQ:${category}:error_probe`)
+        return true
+      },
+    )
+  }
+  assert.ok(new b3iq.B3iqExpiredError('x') instanceof b3iq.B3iqAuthError)
+  assert.ok(new b3iq.B3iqReplayError('x') instanceof b3iq.B3iqAuthError)
+  throwsCode(() => b3iq.__testingErrorForCategory('nope'), b3iq.B3iqValueError, 'invalid_input')
+})

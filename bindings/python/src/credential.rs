@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::convert::{bytes, from_py};
-use crate::error::core_error;
+use crate::error::raise;
 
 /// A parsed credential. `repr()` shows only the hint, never the secret.
 #[pyclass(module = "b3iq", name = "Credential", frozen)]
@@ -24,7 +24,7 @@ impl Credential {
             None => core::Credential::parse(text),
             Some(kind) => core::Credential::parse_kind(text, kind_from_str(kind)?),
         };
-        parsed.map(Self).map_err(core_error)
+        parsed.map(Self).map_err(raise)
     }
 
     /// A fresh random credential of `kind`.

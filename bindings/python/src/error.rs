@@ -1,69 +1,38 @@
 //! The one place where Rust errors become Python exceptions.
 //!
-//! The exception classes live in `python/b3iq/errors.py` so they can inherit from both
-//! `b3iq.B3iqError` and the matching builtin (`ValueError`, `OSError`, ...). Each core variant
-//! is mapped on purpose: bad input -> `B3iqValueError` (a `ValueError`), authentication and
-//! signature failures -> `B3iqAuthError`, I/O -> `B3iqIOError` (an `OSError`). The Rust
-//! `source()` chain is kept as the exception's `__cause__`.
+//! Every B3IQ crate's error type implements [`ClassifiedError`]: it knows its stable `code()` and
+//! its [`ErrorCategory`]. [`raise`] turns any of them into the `b3iq.errors` class that
+//! [`class_name`] picks for the category (the same table as the Node and Swift bindings, see
+//! `docs/bindings.md`), with `code` set and the Rust `source()` chain kept as `__cause__`. The
+//! classes live in `python/b3iq/errors.py` so they can inherit from both `b3iq.B3iqError` and
+//! the matching builtin (`ValueError`, `OSError`, `RuntimeError`).
 
-use b3iq_core::CoreError;
-#[cfg(feature = "host")]
-use b3iq_host::HostError;
-#[cfg(feature = "host")]
-use b3iq_runtime::error::RuntimeError;
+use b3iq_core::{ClassifiedError, ErrorCategory};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-/// Which `b3iq.errors` class a Rust error becomes.
-#[derive(Clone, Copy, Debug)]
-#[allow(dead_code)]
-pub(crate) enum Kind {
-    /// Malformed or out-of-range input: `b3iq.B3iqValueError` (a `ValueError`).
-    Value,
-    /// Bad signature, wrong audience, bad key or password: `b3iq.B3iqAuthError`.
-    Auth,
-    /// Expired or not yet valid: `b3iq.B3iqExpiredError` (a `B3iqAuthError`).
-    Expired,
-    /// Replayed job or reused token: `b3iq.B3iqReplayError` (a `B3iqAuthError`).
-    Replay,
-    /// Refused by policy for the current mode: `b3iq.B3iqPolicyError`.
-    Policy,
-    /// Filesystem or network failure: `b3iq.B3iqIOError` (an `OSError`).
-    Io,
-    /// Model or runtime failure: `b3iq.B3iqRuntimeError`.
-    Runtime,
-    /// Host state (not claimed, already claimed, stopped): `b3iq.B3iqStateError`.
-    State,
-    /// A failure with no more specific class: `b3iq.B3iqError`.
-    Other,
-}
-
-impl Kind {
-    fn class_name(self) -> &'static str {
-        match self {
-            Kind::Value => "B3iqValueError",
-            Kind::Auth => "B3iqAuthError",
-            Kind::Expired => "B3iqExpiredError",
-            Kind::Replay => "B3iqReplayError",
-            Kind::Policy => "B3iqPolicyError",
-            Kind::Io => "B3iqIOError",
-            Kind::Runtime => "B3iqRuntimeError",
-            Kind::State => "B3iqStateError",
-            Kind::Other => "B3iqError",
-        }
+/// The `b3iq.errors` class an error of `category` becomes.
+fn class_name(category: ErrorCategory) -> &'static str {
+    match category {
+        ErrorCategory::InvalidInput => "B3iqValueError",
+        ErrorCategory::Unauthenticated => "B3iqAuthError",
+        ErrorCategory::Expired => "B3iqExpiredError",
+        ErrorCategory::Replayed => "B3iqReplayError",
+        ErrorCategory::PolicyDenied => "B3iqPolicyError",
+        ErrorCategory::State => "B3iqStateError",
+        ErrorCategory::Io => "B3iqIOError",
+        ErrorCategory::Runtime => "B3iqRuntimeError",
+        // `Internal`, and any category a newer core adds before this table learns it.
+        _ => "B3iqError",
     }
 }
 
-/// Builds a `b3iq.errors.<class>` exception carrying `err`'s message, with the `source()`
-/// chain attached as `__cause__` (one `RuntimeError` per link).
-pub(crate) fn raise(kind: Kind, err: &(dyn std::error::Error + 'static)) -> PyErr {
-    raise_coded(kind, None, err)
-}
-
-/// Like [`raise`], also setting the exception's `code` (the core's stable snake_case code).
-pub(crate) fn raise_coded(kind: Kind, code: Option<&str>, err: &(dyn std::error::Error + 'static)) -> PyErr {
+/// Any B3IQ error (`CoreError`, `RuntimeError`, `HostError`, [`BindingError`]) as the
+/// `b3iq.errors` exception for its category, with `code` = `err.code()` and the `source()` chain
+/// attached as `__cause__` (one builtin `RuntimeError` per link, outermost first).
+pub(crate) fn raise<E: ClassifiedError + 'static>(err: E) -> PyErr {
     Python::attach(|py| {
-        let exc = make(py, kind, err.to_string(), code);
+        let exc = make(py, class_name(err.category()), err.to_string(), err.code());
         let mut causes = Vec::new();
         let mut next = err.source();
         while let Some(cause) = next {
@@ -86,15 +55,8 @@ pub(crate) fn raise_coded(kind: Kind, code: Option<&str>, err: &(dyn std::error:
     })
 }
 
-/// Builds a `b3iq.errors.<class>` with a plain message.
-pub(crate) fn raise_msg(kind: Kind, message: impl Into<String>) -> PyErr {
-    Python::attach(|py| make(py, kind, message.into(), None))
-}
-
-fn make(py: Python<'_>, kind: Kind, message: String, code: Option<&str>) -> PyErr {
-    let class = py
-        .import("b3iq.errors")
-        .and_then(|module| module.getattr(kind.class_name()));
+fn make(py: Python<'_>, class: &str, message: String, code: &str) -> PyErr {
+    let class = py.import("b3iq.errors").and_then(|module| module.getattr(class));
     match class {
         Ok(class) => match class.call1((message.clone(), code)) {
             Ok(instance) => PyErr::from_value(instance),
@@ -105,124 +67,82 @@ fn make(py: Python<'_>, kind: Kind, message: String, code: Option<&str>) -> PyEr
     }
 }
 
-/// I/O errors from the binding itself (building the runtime, reading files).
-pub(crate) fn io_error(err: std::io::Error) -> PyErr {
-    raise(Kind::Io, &err)
-}
-
-/// The class each `b3iq-core` error becomes. Listed variant by variant on purpose: adding a
-/// variant to the core makes a reviewer decide here (the `_` arm only covers future variants
-/// of the `#[non_exhaustive]` enum).
-pub(crate) fn core_kind(err: &CoreError) -> Kind {
-    match err {
-        CoreError::Truncated { .. }
-        | CoreError::TrailingBytes { .. }
-        | CoreError::UnsupportedVersion { .. }
-        | CoreError::WrongKind { .. }
-        | CoreError::LengthTooLarge { .. }
-        | CoreError::InvalidTag { .. }
-        | CoreError::InvalidUtf8 { .. }
-        | CoreError::InvalidField { .. }
-        | CoreError::InvalidHex { .. }
-        | CoreError::InvalidPublicKey { .. }
-        | CoreError::InvalidKeyFile { .. }
-        | CoreError::InvalidNodeId { .. }
-        | CoreError::InvalidCredential { .. }
-        | CoreError::WrongCredentialKind { .. }
-        | CoreError::InvalidDigest { .. }
-        | CoreError::InvalidValidity { .. }
-        | CoreError::EmptyTree
-        | CoreError::IndexOutOfRange { .. }
-        | CoreError::DuplicatePayoutIndex { .. }
-        | CoreError::InvalidSplitPolicy { .. }
-        | CoreError::Overflow { .. }
-        | CoreError::ReputationNodeMismatch { .. } => Kind::Value,
-        CoreError::InvalidSignature { .. }
-        | CoreError::SignerMismatch { .. }
-        | CoreError::NodeIdMismatch { .. }
-        | CoreError::UntrustedIssuer { .. }
-        | CoreError::WrongAudience { .. } => Kind::Auth,
-        CoreError::Expired { .. } | CoreError::NotYetValid { .. } => Kind::Expired,
-        CoreError::Replayed { .. } | CoreError::StaleSequence { .. } => Kind::Replay,
-        CoreError::SeenSet { .. } => Kind::Io,
-        _ => Kind::Other,
-    }
-}
-
-/// A `b3iq-core` error as the matching `b3iq.errors` exception.
-pub(crate) fn core_error(err: CoreError) -> PyErr {
-    raise_coded(core_kind(&err), Some(err.code()), &err)
-}
-
-/// An I/O error with what was being done: `"<context>: <io error>"`, the io error as the cause.
+/// An error the binding raises itself (argument conversion, its own I/O, a stopped node, the
+/// test hook), classified like the crates' errors so that it goes through [`raise`] too. The
+/// Node and Swift bindings use the same codes.
 #[derive(Debug)]
-pub(crate) struct ContextError(pub(crate) String, pub(crate) std::io::Error);
+pub(crate) struct BindingError {
+    category: ErrorCategory,
+    code: &'static str,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
 
-impl std::fmt::Display for ContextError {
+impl BindingError {
+    /// An error of `category` with a stable snake_case `code` and a message that says what was
+    /// wrong and what to do.
+    pub(crate) fn new(category: ErrorCategory, code: &'static str, message: impl Into<String>) -> Self {
+        BindingError { category, code, message: message.into(), source: None }
+    }
+
+    /// Malformed argument (`invalid_input`): becomes `B3iqValueError`.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCategory::InvalidInput, "invalid_input", message)
+    }
+
+    /// An I/O failure of the binding itself (`io`): the message is `"<context>: <err>"`, `err`
+    /// is kept as the cause. Becomes `B3iqIOError`.
+    pub(crate) fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
+        Self::new(ErrorCategory::Io, "io", format!("{context}: {err}")).with_source(err)
+    }
+
+    /// The same error with `source` as its cause.
+    pub(crate) fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+}
+
+impl std::fmt::Display for BindingError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.0, self.1)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for ContextError {
+impl std::error::Error for BindingError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.1)
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
-#[cfg(feature = "host")]
-/// The class each `b3iq-host` error becomes (the same table in every binding).
-pub(crate) fn host_kind(err: &HostError) -> Kind {
-    use HostError::*;
-    match err {
-        InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
-        | UnknownProfile(_) | BodyTooLarge(_) | NotFound(_) | ModelNotFound(_) | Config(_) | Core(_) => {
-            Kind::Value
-        }
-        MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
-        | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => Kind::Auth,
-        ExpiredApiKey | SetupTokenExpired => Kind::Expired,
-        ModeNotAvailable(_) => Kind::Policy,
-        AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) => Kind::State,
-        Home { .. } | Db(_) => Kind::Io,
-        Runtime(_) => Kind::Runtime,
-        Internal(_) => Kind::Other,
+impl ClassifiedError for BindingError {
+    fn code(&self) -> &'static str {
+        self.code
+    }
+    fn category(&self) -> ErrorCategory {
+        self.category
     }
 }
 
-#[cfg(feature = "host")]
-/// A `b3iq-host` error as the matching `b3iq.errors` exception, with the host's error code.
-pub(crate) fn host_error(err: HostError) -> PyErr {
-    raise_coded(host_kind(&err), Some(err.code()), &err)
-}
+/// The code the test hook's errors carry (not a code any real error uses).
+pub(crate) const PROBE_CODE: &str = "error_probe";
+/// The message of the test hook's errors' cause.
+pub(crate) const PROBE_CAUSE: &str = "the probe's cause";
 
-#[cfg(feature = "host")]
-/// The class each `b3iq-runtime` error becomes (the same table in every binding).
-pub(crate) fn runtime_kind(err: &RuntimeError) -> Kind {
-    use RuntimeError::*;
-    match err {
-        ModelNotFound { .. } | InvalidRequest(_) | ContextOverflow { .. } | InvalidGguf(_) | InvalidDigest(_)
-        | DigestMismatch { .. } | SizeMismatch { .. } | UnknownProfile(_) => Kind::Value,
-        QueueFull { .. } | ShuttingDown => Kind::State,
-        Io { .. } | Download { .. } => Kind::Io,
-        _ => Kind::Runtime,
-    }
-}
-
-#[cfg(feature = "host")]
-/// A `b3iq-runtime` error as the matching `b3iq.errors` exception.
-pub(crate) fn runtime_error(err: RuntimeError) -> PyErr {
-    let kind = runtime_kind(&err);
-    raise_coded(kind, Some(runtime_code(kind)), &err)
-}
-
-#[cfg(feature = "host")]
-/// A stable code for a `b3iq-runtime` error (that crate has no codes of its own).
-pub(crate) fn runtime_code(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Value => "invalid_request",
-        Kind::State => "unavailable",
-        Kind::Io => "io",
-        _ => "runtime",
+/// Test-only: the error [`raise`] gets for an error of the category named `name` (snake_case,
+/// as `ErrorCategory::as_str`), with code [`PROBE_CODE`] and a cause; an unknown name is an
+/// `invalid_input` error listing the known ones.
+pub(crate) fn probe(name: &str) -> BindingError {
+    match ErrorCategory::ALL.into_iter().find(|c| c.as_str() == name) {
+        Some(category) => BindingError::new(
+            category,
+            PROBE_CODE,
+            format!("a {name} error raised by the test hook _error_for_category"),
+        )
+        .with_source(std::io::Error::other(PROBE_CAUSE)),
+        None => BindingError::invalid(format!(
+            "unknown error category {name:?}; use one of {}",
+            ErrorCategory::ALL.map(ErrorCategory::as_str).join(", ")
+        )),
     }
 }

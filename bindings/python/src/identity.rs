@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::convert::{array, bytes};
-use crate::error::{core_error, raise, ContextError, Kind};
+use crate::error::{raise, BindingError};
 
 /// An Ed25519 node signing key. `repr()` shows only the node id, never the secret.
 #[pyclass(module = "b3iq", name = "NodeKey", frozen)]
@@ -24,20 +24,20 @@ impl NodeKey {
     /// The key for a 32-byte secret seed.
     #[staticmethod]
     fn from_seed(seed: &[u8]) -> PyResult<Self> {
-        core::NodeKey::from_bytes(seed).map(Self).map_err(core_error)
+        core::NodeKey::from_bytes(seed).map(Self).map_err(raise)
     }
 
     /// Parses a key file's contents (the `b3iq-node-key-v1` text form or 32 raw bytes).
     #[staticmethod]
     fn from_key_file(data: &[u8]) -> PyResult<Self> {
-        core::NodeKey::from_key_file(data).map(Self).map_err(core_error)
+        core::NodeKey::from_key_file(data).map(Self).map_err(raise)
     }
 
     /// Reads and parses a key file (for example `$B3IQ_HOME/identity.key`).
     #[staticmethod]
     fn load(path: PathBuf) -> PyResult<Self> {
         let data = std::fs::read(&path).map_err(|e| {
-            raise(Kind::Io, &ContextError(format!("cannot read key file {}", path.display()), e))
+            raise(BindingError::io(format_args!("cannot read key file {}", path.display()), e))
         })?;
         Self::from_key_file(&data)
     }
@@ -86,13 +86,13 @@ impl NodePublicKey {
     fn from_bytes(data: &[u8]) -> PyResult<Self> {
         core::NodePublicKey::from_bytes(&array::<32>("public key", data)?)
             .map(Self)
-            .map_err(core_error)
+            .map_err(raise)
     }
 
     /// Parses 64 lowercase hex characters.
     #[staticmethod]
     fn from_hex(text: &str) -> PyResult<Self> {
-        core::NodePublicKey::from_hex(text).map(Self).map_err(core_error)
+        core::NodePublicKey::from_hex(text).map(Self).map_err(raise)
     }
 
     /// The 32 bytes.
@@ -137,7 +137,7 @@ impl NodeId {
     /// Parses the strict text form (`b3n_...`).
     #[staticmethod]
     fn parse(text: &str) -> PyResult<Self> {
-        core::NodeId::parse(text).map(Self).map_err(core_error)
+        core::NodeId::parse(text).map(Self).map_err(raise)
     }
 
     /// Wraps 32 bytes (for example a `bytes32` read from chain).

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::convert::{bytes, from_py, to_py};
-use crate::error::core_error;
+use crate::error::raise;
 use crate::identity::{NodeId, NodeKey, NodePublicKey};
 
 /// An unsigned job envelope, built from a dict with the core's JSON field names
@@ -29,7 +29,7 @@ impl Job {
 
     /// Signs the job as its issuer (`key`'s public key must be the job's `issuer`).
     fn sign(&self, key: &NodeKey) -> PyResult<SignedJob> {
-        key.0.sign_object(self.0.clone()).map(SignedJob).map_err(core_error)
+        key.0.sign_object(self.0.clone()).map(SignedJob).map_err(raise)
     }
 }
 
@@ -42,7 +42,7 @@ impl SignedJob {
     /// Strictly decodes the wire form. Does not verify: call `open`.
     #[staticmethod]
     fn decode(data: &[u8]) -> PyResult<Self> {
-        core::SignedJob::decode(data).map(Self).map_err(core_error)
+        core::SignedJob::decode(data).map(Self).map_err(raise)
     }
 
     /// Builds from the signed JSON form (`{"version", "kind", "signer", "body", "signature"}`).
@@ -94,7 +94,7 @@ impl SignedJob {
     /// Checks only that `expected` signed this job (no trust, audience, time or replay
     /// checks: a node uses `open` for those). Raises `B3iqAuthError` otherwise.
     fn verify(&self, expected: &NodePublicKey) -> PyResult<()> {
-        self.0.verify(&expected.0).map_err(core_error)
+        self.0.verify(&expected.0).map_err(raise)
     }
 
     /// The signed envelope (not yet checked).
@@ -117,7 +117,7 @@ impl SignedJob {
         let verified = self
             .0
             .open(&trust_roots.0, &audience.0, now_ms, &mut seen.0)
-            .map_err(core_error)?;
+            .map_err(raise)?;
         let out = serde_json::json!({
             "job": verified.job(),
             "job_hash": b3iq_core::Hash32(verified.job_hash()).to_hex(),
@@ -176,7 +176,7 @@ fn decide_job<'py>(
     auto_approve_up_to: Option<&str>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let kind: core::JobKind = from_py("job kind", kind)?;
-    let mode: OperatingMode = mode.parse().map_err(core_error)?;
+    let mode: OperatingMode = mode.parse().map_err(raise)?;
     let policy: core::JobPolicy = from_py(
         "job policy",
         &to_py(py, &serde_json::json!({ "auto_approve_up_to": auto_approve_up_to }))?,

@@ -35,14 +35,31 @@ fn version() -> &'static str {
 /// Pid of the process the tokio runtime was built in, built on demand (fork-safety checks).
 #[pyfunction]
 fn _runtime_pid() -> PyResult<u32> {
-    tokio_rt::runtime().map_err(error::io_error)?;
+    tokio_rt::runtime().map_err(error::raise)?;
     Ok(tokio_rt::runtime_pid().unwrap_or(0))
+}
+
+/// Test-only (not part of the API): raises the exception an error of `category` becomes
+/// (`"expired"`, ... as in `_error_categories()`), with code `"error_probe"` and a cause, so the
+/// tests check the category -> class table for every category. An unknown name raises
+/// `B3iqValueError` (code `invalid_input`).
+#[pyfunction]
+fn _error_for_category(category: &str) -> PyResult<()> {
+    Err(error::raise(error::probe(category)))
+}
+
+/// Test-only (not part of the API): the name of every error category, in the core's order.
+#[pyfunction]
+fn _error_categories() -> Vec<&'static str> {
+    b3iq_core::ErrorCategory::ALL.map(b3iq_core::ErrorCategory::as_str).to_vec()
 }
 
 #[pymodule]
 fn _b3iq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(_runtime_pid, m)?)?;
+    m.add_function(wrap_pyfunction!(_error_for_category, m)?)?;
+    m.add_function(wrap_pyfunction!(_error_categories, m)?)?;
     identity::register(m)?;
     receipt::register(m)?;
     merkle::register(m)?;

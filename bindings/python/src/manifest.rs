@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::convert::{bytes, from_py, to_py};
-use crate::error::core_error;
+use crate::error::raise;
 use crate::identity::{NodeKey, NodePublicKey};
 
 /// An unsigned model manifest, built from a dict with the core's JSON field names.
@@ -27,13 +27,13 @@ impl ModelManifest {
 
     /// Signs the manifest as its publisher.
     fn sign(&self, key: &NodeKey) -> PyResult<SignedManifest> {
-        key.0.sign_object(self.0.clone()).map(SignedManifest).map_err(core_error)
+        key.0.sign_object(self.0.clone()).map(SignedManifest).map_err(raise)
     }
 
     /// Total size of all artifacts in bytes.
     #[getter]
     fn total_size_bytes(&self) -> PyResult<u64> {
-        self.0.total_size_bytes().map_err(core_error)
+        self.0.total_size_bytes().map_err(raise)
     }
 }
 
@@ -46,7 +46,7 @@ impl SignedManifest {
     /// Strictly decodes the wire form (artifact names and digests are checked). Does not verify.
     #[staticmethod]
     fn decode(data: &[u8]) -> PyResult<Self> {
-        core::SignedManifest::decode(data).map(Self).map_err(core_error)
+        core::SignedManifest::decode(data).map(Self).map_err(raise)
     }
 
     /// Builds from the signed JSON form (`{"version", "kind", "signer", "body", "signature"}`).
@@ -85,7 +85,7 @@ impl SignedManifest {
 
     /// Checks that `publisher` signed this manifest; raises `B3iqAuthError` otherwise.
     fn verify(&self, publisher: &NodePublicKey) -> PyResult<()> {
-        self.0.verify(&publisher.0).map_err(core_error)
+        self.0.verify(&publisher.0).map_err(raise)
     }
 
     /// The signed manifest body.

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::convert::{array, bytes, from_py, to_py};
-use crate::error::core_error;
+use crate::error::raise;
 
 /// A blake3 Merkle tree over leaf data (for receipts: their 32-byte receipt ids).
 #[pyclass(module = "b3iq", name = "MerkleTree", frozen)]
@@ -38,7 +38,7 @@ impl MerkleTree {
 
     /// The inclusion proof for leaf `index` as a dict `{"leaf_count", "siblings"}`.
     fn prove<'py>(&self, py: Python<'py>, index: u64) -> PyResult<Bound<'py, PyAny>> {
-        let proof = self.0.prove(index).map_err(core_error)?;
+        let proof = self.0.prove(index).map_err(raise)?;
         to_py(py, &proof)
     }
 

@@ -3,7 +3,7 @@
 use b3iq_core::metering as core;
 use pyo3::prelude::*;
 
-use crate::error::core_error;
+use crate::error::raise;
 
 /// A price schedule in micro-credits per 1,000 prompt / completion tokens.
 #[pyclass(module = "b3iq", name = "PriceSchedule", frozen)]
@@ -16,12 +16,12 @@ impl PriceSchedule {
     fn new(prompt_per_1k_tokens: u64, completion_per_1k_tokens: u64) -> PyResult<Self> {
         core::PriceSchedule::per_1k(prompt_per_1k_tokens, completion_per_1k_tokens)
             .map(Self)
-            .map_err(core_error)
+            .map_err(raise)
     }
 
     /// The price of a request in micro-credits (integer rounding as documented in the core).
     fn price(&self, prompt_tokens: u64, completion_tokens: u64) -> PyResult<u64> {
-        self.0.price(prompt_tokens, completion_tokens).map_err(core_error)
+        self.0.price(prompt_tokens, completion_tokens).map_err(raise)
     }
 }
 

@@ -7,12 +7,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use b3iq_core::ErrorCategory;
 use b3iq_host::node as host;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
 use crate::convert::to_py;
-use crate::error::{host_error, io_error, raise_msg, Kind};
+use crate::error::{raise, BindingError};
 use crate::tokio_rt;
 
 /// A running embedded host. Use it as a context manager, or call `shutdown()`.
@@ -31,7 +32,11 @@ impl LocalNode {
         let guard = self.node.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(node) => f(node),
-            None => Err(raise_msg(Kind::State, "this LocalNode was shut down; start a new one")),
+            None => Err(raise(BindingError::new(
+                ErrorCategory::State,
+                "stopped",
+                "this LocalNode was shut down; start a new one",
+            ))),
         }
     }
 }
@@ -44,13 +49,13 @@ impl LocalNode {
     #[staticmethod]
     #[pyo3(signature = (home, model = None, listen = "127.0.0.1:0".to_owned()))]
     fn start(py: Python<'_>, home: PathBuf, model: Option<String>, listen: String) -> PyResult<Self> {
-        let rt = tokio_rt::runtime().map_err(io_error)?;
+        let rt = tokio_rt::runtime().map_err(raise)?;
         let mut builder = host::LocalNode::builder().home(home).listen(listen);
         builder = match model {
             Some(model) => builder.model(model),
             None => builder.no_model(),
         };
-        let node = py.detach(|| rt.block_on(builder.start())).map_err(host_error)?;
+        let node = py.detach(|| rt.block_on(builder.start())).map_err(raise)?;
         Ok(Self {
             base_url: node.base_url(),
             port: node.local_addr().port(),
@@ -89,7 +94,7 @@ impl LocalNode {
     fn claim(&self, py: Python<'_>, username: String, password: String) -> PyResult<()> {
         let rt = Arc::clone(&self.rt);
         py.detach(|| {
-            self.with_node(|node| rt.block_on(node.claim(&username, &password)).map_err(host_error))
+            self.with_node(|node| rt.block_on(node.claim(&username, &password)).map_err(raise))
         })
     }
 
@@ -99,14 +104,14 @@ impl LocalNode {
         py.detach(|| {
             self.with_node(|node| {
                 let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-                node.create_key(&name, &scopes).map_err(host_error)
+                node.create_key(&name, &scopes).map_err(raise)
             })
         })
     }
 
     /// All signed usage receipts, oldest first, as dicts (with their verification status).
     fn receipts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let receipts = py.detach(|| self.with_node(|node| node.receipts().map_err(host_error)))?;
+        let receipts = py.detach(|| self.with_node(|node| node.receipts().map_err(raise)))?;
         to_py(py, &receipts)
     }
 

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::convert::{array, bytes, from_py, to_py};
-use crate::error::core_error;
+use crate::error::raise;
 
 /// A payout tree over entries `{"index": int, "account": "0x..", "amount": "decimal string"}`.
 #[pyclass(module = "b3iq", name = "PayoutTree", frozen)]
@@ -19,7 +19,7 @@ impl PayoutTree {
     #[new]
     fn new(entries: &Bound<'_, PyAny>) -> PyResult<Self> {
         let entries: Vec<core::PayoutEntry> = from_py("payout entries", entries)?;
-        core::PayoutTree::build(entries).map(Self).map_err(core_error)
+        core::PayoutTree::build(entries).map(Self).map_err(raise)
     }
 
     /// The root to publish on chain (32 bytes).
@@ -35,7 +35,7 @@ impl PayoutTree {
 
     /// The proof (list of 32-byte hashes) for the entry with claim index `claim_index`.
     fn proof<'py>(&self, py: Python<'py>, claim_index: u64) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let proof = self.0.proof_for_index(claim_index).map_err(core_error)?;
+        let proof = self.0.proof_for_index(claim_index).map_err(raise)?;
         Ok(proof.iter().map(|h| bytes(py, h.as_bytes())).collect())
     }
 }

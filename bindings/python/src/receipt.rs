@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::convert::{array, bytes, from_py, to_py};
-use crate::error::core_error;
+use crate::error::raise;
 use crate::identity::{NodeId, NodeKey, NodePublicKey};
 
 /// An unsigned usage receipt (the signed body). Build it from a dict with the core's JSON
@@ -28,7 +28,7 @@ impl Receipt {
 
     /// Signs the receipt; `key`'s node id must be the receipt's `node_id`.
     fn sign(&self, key: &NodeKey) -> PyResult<SignedReceipt> {
-        self.0.clone().sign(&key.0).map(SignedReceipt).map_err(core_error)
+        self.0.clone().sign(&key.0).map(SignedReceipt).map_err(raise)
     }
 
     /// Prompt plus completion tokens.
@@ -47,7 +47,7 @@ impl SignedReceipt {
     /// Strictly decodes the wire form. Does not verify: call `verify` or `verify_self_certified`.
     #[staticmethod]
     fn decode(data: &[u8]) -> PyResult<Self> {
-        core::SignedReceipt::decode(data).map(Self).map_err(core_error)
+        core::SignedReceipt::decode(data).map(Self).map_err(raise)
     }
 
     /// Builds from the signed JSON form (`{"version", "kind", "signer", "body", "signature"}`).
@@ -87,13 +87,13 @@ impl SignedReceipt {
     /// Checks that `expected` signed this receipt and that its node id is `expected`'s.
     /// Raises `B3iqAuthError` otherwise.
     fn verify(&self, expected: &NodePublicKey) -> PyResult<()> {
-        self.0.verify(&expected.0).map_err(core_error)
+        self.0.verify(&expected.0).map_err(raise)
     }
 
     /// Checks the signature against the key in the envelope and that the receipt's node id
     /// derives from it; returns that node id. Says nothing about whether you trust the node.
     fn verify_self_certified(&self) -> PyResult<NodeId> {
-        self.0.verify_self_certified().map(NodeId).map_err(core_error)
+        self.0.verify_self_certified().map(NodeId).map_err(raise)
     }
 
     /// The stable receipt id (32 bytes, also the Merkle leaf data).

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use tokio::runtime::Runtime as Tokio;
 
 use crate::convert::{from_py, to_py};
-use crate::error::{io_error, runtime_error};
+use crate::error::raise;
 use crate::tokio_rt;
 
 /// An in-process llama.cpp runtime with one or more loaded GGUF models.
@@ -28,7 +28,7 @@ impl Runtime {
     #[new]
     #[pyo3(signature = (threads = None))]
     fn new(py: Python<'_>, threads: Option<u32>) -> PyResult<Self> {
-        let rt = tokio_rt::runtime().map_err(io_error)?;
+        let rt = tokio_rt::runtime().map_err(raise)?;
         let mut config = LlamaConfig::default();
         if let Some(threads) = threads {
             config.threads = threads;
@@ -37,7 +37,7 @@ impl Runtime {
             let _guard = rt.enter();
             LlamaRuntime::new(config)
         });
-        Ok(Self { inner: Arc::new(inner.map_err(runtime_error)?), rt })
+        Ok(Self { inner: Arc::new(inner.map_err(raise)?), rt })
     }
 
     /// Loads a GGUF file; returns its description as a dict (`id`, `sha256`, ...). `model_id`
@@ -59,13 +59,13 @@ impl Runtime {
         spec.context_length = context_length;
         let info = py
             .detach(|| self.rt.block_on(self.inner.load_model(spec)))
-            .map_err(runtime_error)?;
+            .map_err(raise)?;
         to_py(py, &info)
     }
 
     /// The loaded models, as dicts.
     fn models<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let models = py.detach(|| self.rt.block_on(self.inner.list_models())).map_err(runtime_error)?;
+        let models = py.detach(|| self.rt.block_on(self.inner.list_models())).map_err(raise)?;
         to_py(py, &models)
     }
 
@@ -77,7 +77,7 @@ impl Runtime {
         let request: rt_api::GenerateRequest = from_py("generate request", request)?;
         let stream = py
             .detach(|| self.rt.block_on(self.inner.generate(request)))
-            .map_err(runtime_error)?;
+            .map_err(raise)?;
         Ok(TokenStream {
             stream: Mutex::new(Some(stream)),
             done: Mutex::new(None),
@@ -123,7 +123,7 @@ impl TokenStream {
                 *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
                 Err(PyStopIteration::new_err(()))
             }
-            Some(Err(err)) => Err(runtime_error(err)),
+            Some(Err(err)) => Err(raise(err)),
             None => Err(PyStopIteration::new_err(())),
         }
     }

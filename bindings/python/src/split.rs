@@ -5,7 +5,7 @@ use b3iq_core::split as core;
 use pyo3::prelude::*;
 
 use crate::convert::{from_py, to_py};
-use crate::error::core_error;
+use crate::error::raise;
 
 /// Splits `total` micro-units with the default 70/10/15/5 policy; returns
 /// `{"host", "publisher", "protocol", "verifier"}`.
@@ -38,7 +38,7 @@ impl SplitPolicy {
         };
         core::SplitPolicy::new(host_bps, publisher_bps, protocol_bps, verifier_bps, to)
             .map(Self)
-            .map_err(core_error)
+            .map_err(raise)
     }
 
     /// Splits `total` micro-units under this policy.

@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Runtime;
 
+use crate::error::BindingError;
+
 static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 
-/// The runtime for this process, built on first use and rebuilt after `fork()`.
-pub(crate) fn runtime() -> std::io::Result<Arc<Runtime>> {
+/// The runtime for this process, built on first use and rebuilt after `fork()`. A runtime that
+/// cannot be built (threads refused) is an `io` error.
+pub(crate) fn runtime() -> Result<Arc<Runtime>, BindingError> {
     let pid = std::process::id();
     let mut slot = RUNTIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((built_in, rt)) = slot.as_ref() {
@@ -28,7 +31,8 @@ pub(crate) fn runtime() -> std::io::Result<Arc<Runtime>> {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("b3iq-python")
-            .build()?,
+            .build()
+            .map_err(|e| BindingError::io("cannot start the tokio runtime", e))?,
     );
     *slot = Some((pid, Arc::clone(&rt)));
     Ok(rt)

@@ -138,3 +138,35 @@ def test_runtime_is_rebuilt_after_fork():
     assert os.read(read, 100) == b"ok"
     assert status == 0
     assert b3iq._b3iq._runtime_pid() == parent_pid
+
+
+# The one category -> class table (docs/bindings.md), with the builtin each class also derives.
+CATEGORY_CLASSES = {
+    "invalid_input": (b3iq.B3iqValueError, ValueError),
+    "unauthenticated": (b3iq.B3iqAuthError, b3iq.B3iqError),
+    "expired": (b3iq.B3iqExpiredError, b3iq.B3iqAuthError),
+    "replayed": (b3iq.B3iqReplayError, b3iq.B3iqAuthError),
+    "policy_denied": (b3iq.B3iqPolicyError, b3iq.B3iqError),
+    "state": (b3iq.B3iqStateError, RuntimeError),
+    "io": (b3iq.B3iqIOError, OSError),
+    "runtime": (b3iq.B3iqRuntimeError, RuntimeError),
+    "internal": (b3iq.B3iqError, Exception),
+}
+
+
+def test_every_error_category_raises_its_class_with_code_and_cause():
+    # Every category the core defines, in its order: a new one fails here until it is mapped.
+    assert b3iq._b3iq._error_categories() == list(CATEGORY_CLASSES)
+    for category, (cls, builtin) in CATEGORY_CLASSES.items():
+        with pytest.raises(b3iq.B3iqError) as err:
+            b3iq._b3iq._error_for_category(category)
+        assert type(err.value) is cls, category
+        assert isinstance(err.value, builtin), category
+        assert err.value.code == "error_probe", category
+        assert category in str(err.value)
+        assert isinstance(err.value.__cause__, RuntimeError), category
+        assert str(err.value.__cause__) == "the probe's cause", category
+    with pytest.raises(b3iq.B3iqValueError) as err:
+        b3iq._b3iq._error_for_category("nope")
+    assert err.value.code == "invalid_input"
+    assert "invalid_input" in str(err.value) and "internal" in str(err.value)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use b3iq_core::identity as core;
 
 use crate::convert::array;
-use crate::error::B3iqError;
+use crate::error::{B3iqError, BindingError};
 
 /// An Ed25519 node signing key.
 #[derive(uniffi::Object)]
@@ -37,7 +37,7 @@ impl NodeKey {
     #[uniffi::constructor]
     pub fn load(path: String) -> Result<Arc<Self>, B3iqError> {
         let data = std::fs::read(&path)
-            .map_err(|e| B3iqError::Io { code: "io".into(), message: format!("cannot read key file {path}: {e}") })?;
+            .map_err(|e| B3iqError::from(BindingError::io(format_args!("cannot read key file {path}"), e)))?;
         Ok(Arc::new(Self { inner: core::NodeKey::from_key_file(&data)? }))
     }
 

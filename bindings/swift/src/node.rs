@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use b3iq_core::ErrorCategory;
 use b3iq_host::node as host;
 use tokio::sync::Mutex;
 
 use crate::convert::to_json;
-use crate::error::B3iqError;
+use crate::error::{B3iqError, BindingError};
 use crate::tokio_rt::run_on_host_thread;
 
 /// A new API key: the secret is shown once.
@@ -29,7 +30,7 @@ pub struct LocalNode {
 }
 
 fn stopped() -> B3iqError {
-    B3iqError::State { code: "stopped".into(), message: "this LocalNode was shut down; start a new one".into() }
+    BindingError::new(ErrorCategory::State, "stopped", "this LocalNode was shut down; start a new one").into()
 }
 
 /// Starts a host with its home dir at `home`; `model` is a GGUF path or a profile id (none: no

@@ -5,9 +5,10 @@
 use std::future::Future;
 use std::sync::OnceLock;
 
+use b3iq_core::ErrorCategory;
 use tokio::runtime::Runtime;
 
-use crate::error::B3iqError;
+use crate::error::{B3iqError, BindingError};
 
 fn runtime() -> Result<&'static Runtime, B3iqError> {
     static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
@@ -20,7 +21,9 @@ fn runtime() -> Result<&'static Runtime, B3iqError> {
                 .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| B3iqError::Io { code: "io".into(), message: format!("cannot start the tokio runtime: {e}") })
+        .map_err(|e| {
+            BindingError::new(ErrorCategory::Io, "io", format!("cannot start the tokio runtime: {e}")).into()
+        })
 }
 
 /// Runs `fut` on the binding's runtime and waits for it.
@@ -29,10 +32,12 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    runtime()?.spawn(fut).await.map_err(|e| B3iqError::Runtime {
-        code: "internal".into(),
-        message: format!("background task failed: {e}"),
-    })
+    runtime()?
+        .spawn(fut)
+        .await
+        .map_err(|e| {
+            BindingError::new(ErrorCategory::Internal, "internal", format!("background task failed: {e}")).into()
+        })
 }
 
 /// Runs a future built by `make` on a blocking-pool thread of the binding's runtime. The host's
@@ -48,5 +53,7 @@ where
     let handle = rt.handle().clone();
     rt.spawn_blocking(move || handle.block_on(make()))
         .await
-        .map_err(|e| B3iqError::Runtime { code: "internal".into(), message: format!("host task failed: {e}") })?
+        .map_err(|e| {
+            B3iqError::from(BindingError::new(ErrorCategory::Internal, "internal", format!("host task failed: {e}")))
+        })?
 }

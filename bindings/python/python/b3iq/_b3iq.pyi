@@ -7,6 +7,8 @@ JsonDict = Dict[str, Any]
 
 def version() -> str: ...
 def _runtime_pid() -> int: ...
+def _error_for_category(category: str) -> None: ...  # test-only: always raises
+def _error_categories() -> List[str]: ...  # test-only
 
 # identity.rs
 class NodeKey:

@@ -9,8 +9,11 @@ caller would catch anyway, so ``except ValueError`` keeps working for bad input 
 class B3iqError(Exception):
     """Base class of every exception raised by b3iq.
 
-    ``code`` is the core's stable snake_case error code (``"invalid_signature"``,
-    ``"truncated"``, ``"replayed"``, ...) when the error comes from b3iq-core, else ``None``.
+    ``code`` is the stable snake_case code of the failure: b3iq-core's, the host's or the
+    runtime's (``"invalid_signature"``, ``"replayed"``, ``"weak_password"``,
+    ``"context_length_exceeded"``, ...) or the binding's own (``"invalid_input"``, ``"io"``,
+    ``"stopped"``); ``None`` for errors raised by the pure-Python layer. The class follows the
+    error's category, with the same table in every binding (``docs/bindings.md``).
     """
 
     def __init__(self, message: str, code: "str | None" = None) -> None:
