@@ -21,6 +21,7 @@
 //!
 //! All errors are [`RuntimeError`].
 
+pub mod backend;
 pub mod bench;
 pub mod catalog;
 pub mod digest;
@@ -30,7 +31,9 @@ pub mod hardware;
 pub mod llama;
 pub mod runtime;
 pub mod store;
-pub mod upstream;
+
+/// The OpenAI-compatible upstream backend (moved to [`backend::upstream`]; this path stays).
+pub use backend::upstream;
 
 pub use error::RuntimeError;
 pub use runtime::{
