@@ -1,7 +1,12 @@
-//! The benchmark suite: prompt processing and generation speed (as llama-bench's pp512 /
-//! tg128), and aggregate serving throughput through the [`Runtime`] API at several concurrency
-//! levels, plus the bare llama-cpp-2 loops the runtime is compared with. Results are compared
-//! with the SKU bands in `data/sku_bands.json`.
+//! Benchmarks.
+//!
+//! - [`QuickBenchmark`]: the quick benchmark the host runs (`b3iqd bench`, the wizard, the
+//!   `run_benchmark` job): its request, a [`QuickBenchMeter`] fed with the stream's events, and
+//!   [`run_quick`] for direct use.
+//! - The suite: prompt processing and generation speed (as llama-bench's pp512 / tg128), and
+//!   aggregate serving throughput through the [`Runtime`] API at several concurrency levels,
+//!   plus the bare llama-cpp-2 loops the runtime is compared with. Results are compared with
+//!   the SKU bands in `data/sku_bands.json`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +23,112 @@ use crate::llama::{new_llama_context, LlamaRuntime};
 use crate::runtime::*;
 
 const SKU_BANDS_JSON: &str = include_str!("../data/sku_bands.json");
+
+/// The quick benchmark: one chat prompt, greedy, at most 64 tokens, measured from just before
+/// the request is submitted. Its definition and measurement live here so every caller
+/// measures the same thing: the host runs [`QuickBenchmark::request`] through its own
+/// inference path and feeds each event to a [`QuickBenchmark::meter`]; [`run_quick`] does it
+/// all on a [`Runtime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuickBenchmark;
+
+impl QuickBenchmark {
+    /// The prompt (one user message).
+    pub const PROMPT: &'static str = "Write a short story about a robot who learns to paint. Use simple words.";
+    /// Most tokens generated.
+    pub const MAX_TOKENS: u32 = 64;
+
+    /// The request: [`Self::PROMPT`] as a chat, greedy sampling, [`Self::MAX_TOKENS`], no stop
+    /// sequences, plain text.
+    pub fn request(model_id: &str) -> GenerateRequest {
+        GenerateRequest::chat(model_id, vec![ChatMessage::user(Self::PROMPT)])
+            .with_sampling(SamplingParams::greedy())
+            .with_max_tokens(Self::MAX_TOKENS)
+    }
+
+    /// A meter whose clock starts now: create it right before submitting the request.
+    pub fn meter(model_id: &str) -> QuickBenchMeter {
+        QuickBenchMeter::new(model_id)
+    }
+}
+
+/// Measures one quick benchmark run from the events of its stream.
+#[derive(Debug, Clone)]
+pub struct QuickBenchMeter {
+    model: String,
+    started: Instant,
+    first_delta: Option<Duration>,
+    done: Option<(Usage, Timings, Duration)>,
+}
+
+impl QuickBenchMeter {
+    /// A meter for `model_id` whose clock starts now.
+    pub fn new(model_id: &str) -> Self {
+        Self { model: model_id.to_string(), started: Instant::now(), first_delta: None, done: None }
+    }
+
+    /// Feeds one event of the run's stream (in order).
+    pub fn on_event(&mut self, event: &GenerationEvent) {
+        match event {
+            GenerationEvent::Delta { .. } => {
+                self.first_delta.get_or_insert_with(|| self.started.elapsed());
+            }
+            GenerationEvent::Done { usage, timings, .. } => {
+                self.done = Some((*usage, *timings, self.started.elapsed()));
+            }
+        }
+    }
+
+    /// The result.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Backend`] when no final event was fed (the stream ended early).
+    pub fn finish(self) -> Result<QuickBenchResult, RuntimeError> {
+        let (usage, timings, total) =
+            self.done.ok_or_else(|| RuntimeError::Backend("the benchmark stream ended without a final event".into()))?;
+        Ok(QuickBenchResult {
+            model: self.model,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            tokens_per_second: timings.generation_tokens_per_second(&usage),
+            prompt_tokens_per_second: timings.prompt_tokens_per_second(&usage),
+            ttft_ms: self.first_delta.map_or(0, |d| d.as_millis() as u64),
+            total_ms: total.as_millis() as u64,
+        })
+    }
+}
+
+/// The result of a quick benchmark, serialized with exactly these field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuickBenchResult {
+    /// The model id.
+    pub model: String,
+    /// Prompt tokens (chat template applied).
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+    /// Generation speed after the first token (`Timings::generation_tokens_per_second`).
+    pub tokens_per_second: f64,
+    /// Prompt processing speed (`Timings::prompt_tokens_per_second`).
+    pub prompt_tokens_per_second: f64,
+    /// From the meter's start to the first text delta, ms (0 when no text came).
+    pub ttft_ms: u64,
+    /// From the meter's start to the final event, ms.
+    pub total_ms: u64,
+}
+
+/// Runs the quick benchmark on `runtime` (the model must be loaded).
+///
+/// # Errors
+/// What `generate` or the stream returns.
+pub async fn run_quick(runtime: &dyn Runtime, model_id: &str) -> Result<QuickBenchResult, RuntimeError> {
+    let mut meter = QuickBenchmark::meter(model_id);
+    let mut stream = runtime.generate(QuickBenchmark::request(model_id)).await?;
+    while let Some(event) = stream.next_event().await {
+        meter.on_event(&event?);
+    }
+    meter.finish()
+}
 
 /// The prompt the throughput benchmarks use.
 pub const BENCH_PROMPT: &str = "Write a long story about a lighthouse keeper who finds a message in a bottle.";

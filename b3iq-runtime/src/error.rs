@@ -32,6 +32,10 @@ pub enum RuntimeError {
         /// Context per sequence.
         context_length: u32,
     },
+    /// The KV cache filled up while the request was reading its prompt (more tokens in flight
+    /// than the cache holds); retry later, or with a shorter prompt.
+    #[error("the KV cache is full; retry later or with a shorter prompt")]
+    KvCacheFull,
     /// The request was cancelled (stream dropped, model unloaded, runtime shut down).
     #[error("the request was cancelled")]
     Cancelled,
@@ -147,6 +151,7 @@ impl RuntimeError {
         matches!(
             self,
             RuntimeError::QueueFull { .. }
+                | RuntimeError::KvCacheFull
                 | RuntimeError::UpstreamUnavailable { .. }
                 | RuntimeError::Download { .. }
         )
@@ -164,6 +169,7 @@ impl b3iq_core::ClassifiedError for RuntimeError {
             ModelNotFound { .. } => "model_not_found",
             InvalidRequest(_) => "invalid_request",
             ContextOverflow { .. } => "context_length_exceeded",
+            KvCacheFull => "kv_cache_full",
             Cancelled => "cancelled",
             ShuttingDown => "shutting_down",
             ModelLoad { .. } => "model_load_failed",
@@ -193,7 +199,7 @@ impl b3iq_core::ClassifiedError for RuntimeError {
             | DigestMismatch { .. } | SizeMismatch { .. } | UnknownProfile(_) | Config(_) | Unsupported(_) => {
                 C::InvalidInput
             }
-            QueueFull { .. } | ShuttingDown | Cancelled => C::State,
+            QueueFull { .. } | KvCacheFull | ShuttingDown | Cancelled => C::State,
             Io { .. } | Download { .. } | UpstreamUnavailable { .. } => C::Io,
             UpstreamAuth { .. } => C::Unauthenticated,
             ModelLoad { .. } | Command { .. } | Upstream { .. } | Backend(_) => C::Runtime,

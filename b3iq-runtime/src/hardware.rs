@@ -4,7 +4,9 @@
 //! OS, and GPUs: NVIDIA through NVML (loaded at run time, so machines without the driver work),
 //! AMD through sysfs on Linux, Apple silicon through `sysctl` on macOS, and every adapter wgpu
 //! can see (Vulkan/Metal/DX12/GL, behind the `wgpu` feature; mesa's lavapipe shows up as a CPU
-//! adapter). [`fit`] says whether a model profile can run here and with what headroom.
+//! adapter). [`fit`] says whether a model profile can run here and with what headroom;
+//! [`HardwareReport::memory_band`] puts the machine in a [`MemoryBand`]. NVML's answers go
+//! through [`apply_nvml`] / [`gpu_from_nvml`], pure functions tested with recorded values.
 
 use std::path::Path;
 
@@ -117,6 +119,67 @@ impl HardwareReport {
     pub fn max_vram_bytes(&self) -> u64 {
         self.gpus.iter().filter(|g| g.source != GpuSource::Wgpu).map(|g| g.vram_bytes).max().unwrap_or(0)
     }
+
+    /// The memory band of this machine ([`MemoryBand::for_gpu_memory`]) by its largest GPU
+    /// found by a vendor probe (NVML, AMD sysfs, Apple). wgpu adapters do not count: they carry
+    /// no memory size and include software rasterizers (lavapipe). An Apple GPU shares the
+    /// system memory, so its memory is the total RAM. No such GPU: `cpu`.
+    pub fn memory_band(&self) -> MemoryBand {
+        let memory = self
+            .gpus
+            .iter()
+            .filter(|g| g.source != GpuSource::Wgpu)
+            .map(|g| if g.source == GpuSource::Sysctl && g.vram_bytes == 0 { self.ram_total_bytes } else { g.vram_bytes })
+            .max();
+        MemoryBand::for_gpu_memory(memory)
+    }
+}
+
+/// A memory band: how much GPU memory the machine has, in the coarse steps the host API
+/// (`sku_band`) and the setup wizard show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct MemoryBand {
+    /// Stable id: `cpu`, `gpu-lt8`, `gpu-8`, `gpu-12`, `gpu-16`, `gpu-24` or `gpu-48`.
+    pub id: &'static str,
+    /// Display label (`CPU only`, `GPU with 24 GiB`, ...).
+    pub label: &'static str,
+}
+
+impl MemoryBand {
+    /// No GPU.
+    pub const CPU: MemoryBand = MemoryBand { id: "cpu", label: "CPU only" };
+    /// Every band, smallest first.
+    pub const ALL: [MemoryBand; 7] = [
+        MemoryBand::CPU,
+        MemoryBand { id: "gpu-lt8", label: "GPU with less than 8 GiB" },
+        MemoryBand { id: "gpu-8", label: "GPU with 8 GiB" },
+        MemoryBand { id: "gpu-12", label: "GPU with 12 GiB" },
+        MemoryBand { id: "gpu-16", label: "GPU with 16 GiB" },
+        MemoryBand { id: "gpu-24", label: "GPU with 24 GiB" },
+        MemoryBand { id: "gpu-48", label: "GPU with 48 GiB or more" },
+    ];
+
+    /// The band of a machine whose largest GPU has `bytes` of memory (`None`: no GPU).
+    ///
+    /// The memory is counted in whole GiB **rounded to the nearest** GiB, then banded down:
+    /// `gpu-48` from 48 GiB, `gpu-24` from 24, `gpu-16` from 16, `gpu-12` from 12, `gpu-8`
+    /// from 8, `gpu-lt8` below. Rounding rather than truncating, because drivers report a little less than
+    /// the size on the box (NVML: an RTX 4090 has 25,757,220,864 bytes = 23.99 GiB, an RTX 4080
+    /// 15.99 GiB, an RTX A6000 47.99 GiB), and a "24 GiB" card belongs in `gpu-24`; the half-GiB
+    /// tolerance this gives is far smaller than the gap between two bands.
+    pub fn for_gpu_memory(bytes: Option<u64>) -> MemoryBand {
+        let Some(bytes) = bytes else { return MemoryBand::CPU };
+        let gib = bytes.saturating_add(1 << 29) >> 30;
+        let at = match gib {
+            48.. => 6,
+            24..=47 => 5,
+            16..=23 => 4,
+            12..=15 => 3,
+            8..=11 => 2,
+            _ => 1,
+        };
+        MemoryBand::ALL[at]
+    }
 }
 
 fn simd_features() -> Vec<String> {
@@ -168,27 +231,82 @@ pub fn disk_free_bytes(path: &Path) -> u64 {
     }
 }
 
+/// What NVML answered for one device. [`gpu_from_nvml`] turns it into a [`GpuInfo`]; keeping
+/// the answers as plain values makes that mapping testable with recorded values.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NvmlDeviceRecord {
+    /// `nvmlDeviceGetName`; `None` when the call failed.
+    pub name: Option<String>,
+    /// `nvmlDeviceGetMemoryInfo().total`, bytes; `None` when the call failed.
+    pub memory_total_bytes: Option<u64>,
+    /// `nvmlDeviceGetMemoryInfo().free`, bytes; `None` when the call failed.
+    pub memory_free_bytes: Option<u64>,
+}
+
+/// What NVML answered for the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NvmlRecord {
+    /// `nvmlSystemGetDriverVersion` (e.g. `550.54.14`).
+    pub driver_version: Option<String>,
+    /// `nvmlSystemGetCudaDriverVersion`: major * 1000 + minor * 10 (e.g. `12040` for 12.4).
+    pub cuda_driver_version: Option<i32>,
+    /// One record per device index.
+    pub devices: Vec<NvmlDeviceRecord>,
+}
+
+/// The CUDA driver version NVML reports as an integer (`12040`), as `major.minor` (`12.4`).
+pub fn cuda_version_string(v: i32) -> String {
+    format!("{}.{}", v / 1000, (v % 1000) / 10)
+}
+
+/// An NVIDIA GPU as NVML described it. A failed name call gives `NVIDIA GPU`; a failed memory
+/// call gives 0 bytes (memory unknown).
+pub fn gpu_from_nvml(device: &NvmlDeviceRecord, driver_version: Option<&str>) -> GpuInfo {
+    GpuInfo {
+        vendor: "nvidia".into(),
+        name: device.name.clone().unwrap_or_else(|| "NVIDIA GPU".into()),
+        vram_bytes: device.memory_total_bytes.unwrap_or(0),
+        vram_free_bytes: device.memory_free_bytes,
+        driver: driver_version.unwrap_or_default().to_string(),
+        api: "CUDA".into(),
+        device_type: "discrete".into(),
+        source: GpuSource::Nvml,
+    }
+}
+
+/// Adds what NVML answered to a report: driver and CUDA versions, one GPU per device.
+pub fn apply_nvml(report: &mut HardwareReport, record: &NvmlRecord) {
+    report.nvidia_driver = record.driver_version.clone();
+    report.cuda_driver = record.cuda_driver_version.map(cuda_version_string);
+    for d in &record.devices {
+        report.gpus.push(gpu_from_nvml(d, record.driver_version.as_deref()));
+    }
+}
+
+/// Asks NVML (loaded at run time) about the machine; `Err` with NVML's message when the
+/// library or driver is missing.
+fn read_nvml() -> Result<NvmlRecord, String> {
+    let nvml = nvml_wrapper::Nvml::init().map_err(|e| e.to_string())?;
+    let mut record = NvmlRecord {
+        driver_version: nvml.sys_driver_version().ok(),
+        cuda_driver_version: nvml.sys_cuda_driver_version().ok(),
+        devices: Vec::new(),
+    };
+    for i in 0..nvml.device_count().unwrap_or(0) {
+        let Ok(d) = nvml.device_by_index(i) else { continue };
+        let mem = d.memory_info().ok();
+        record.devices.push(NvmlDeviceRecord {
+            name: d.name().ok(),
+            memory_total_bytes: mem.as_ref().map(|m| m.total),
+            memory_free_bytes: mem.as_ref().map(|m| m.free),
+        });
+    }
+    Ok(record)
+}
+
 fn nvml_gpus(report: &mut HardwareReport) {
-    match nvml_wrapper::Nvml::init() {
-        Ok(nvml) => {
-            report.nvidia_driver = nvml.sys_driver_version().ok();
-            report.cuda_driver = nvml.sys_cuda_driver_version().ok().map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10));
-            let n = nvml.device_count().unwrap_or(0);
-            for i in 0..n {
-                let Ok(d) = nvml.device_by_index(i) else { continue };
-                let mem = d.memory_info().ok();
-                report.gpus.push(GpuInfo {
-                    vendor: "nvidia".into(),
-                    name: d.name().unwrap_or_else(|_| "NVIDIA GPU".into()),
-                    vram_bytes: mem.as_ref().map(|m| m.total).unwrap_or(0),
-                    vram_free_bytes: mem.as_ref().map(|m| m.free),
-                    driver: report.nvidia_driver.clone().unwrap_or_default(),
-                    api: "CUDA".into(),
-                    device_type: "discrete".into(),
-                    source: GpuSource::Nvml,
-                });
-            }
-        }
+    match read_nvml() {
+        Ok(record) => apply_nvml(report, &record),
         Err(e) => report.notes.push(format!("NVML not available ({e}); no NVIDIA driver on this machine")),
     }
 }
@@ -420,5 +538,159 @@ pub fn fit(profile: &ModelProfile, hw: &HardwareReport, installed: bool) -> FitR
                 usable.max(0) >> 20
             )
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded NVML answers (driver 550.54.14, CUDA 12.4).
+    const RTX_4090_TOTAL: u64 = 25_757_220_864;
+    const RTX_3060_TOTAL: u64 = 12_884_901_888;
+
+    fn bare_report() -> HardwareReport {
+        HardwareReport {
+            os: "Linux".into(),
+            kernel: "6.1".into(),
+            cpu: CpuInfo {
+                model: "AMD Ryzen 9 7950X".into(),
+                vendor: "AuthenticAMD".into(),
+                arch: "x86_64".into(),
+                physical_cores: 16,
+                logical_cores: 32,
+                simd: vec!["avx2".into()],
+            },
+            ram_total_bytes: 64 << 30,
+            ram_available_bytes: 60 << 30,
+            disk_free_bytes: 500 << 30,
+            gpus: Vec::new(),
+            nvidia_driver: None,
+            cuda_driver: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn nvml(devices: &[(&str, u64)]) -> NvmlRecord {
+        NvmlRecord {
+            driver_version: Some("550.54.14".into()),
+            cuda_driver_version: Some(12040),
+            devices: devices
+                .iter()
+                .map(|(name, total)| NvmlDeviceRecord {
+                    name: Some(name.to_string()),
+                    memory_total_bytes: Some(*total),
+                    memory_free_bytes: Some(total - (1 << 30)),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn recorded_nvml_answers_become_gpus_with_their_memory() {
+        let mut r = bare_report();
+        apply_nvml(&mut r, &nvml(&[("NVIDIA GeForce RTX 4090", RTX_4090_TOTAL)]));
+        assert_eq!(r.nvidia_driver.as_deref(), Some("550.54.14"));
+        assert_eq!(r.cuda_driver.as_deref(), Some("12.4"));
+        assert_eq!(r.gpus.len(), 1);
+        let g = &r.gpus[0];
+        assert_eq!(g.name, "NVIDIA GeForce RTX 4090");
+        assert_eq!(g.vendor, "nvidia");
+        assert_eq!(g.vram_bytes, RTX_4090_TOTAL);
+        assert_eq!(g.vram_free_bytes, Some(RTX_4090_TOTAL - (1 << 30)));
+        assert_eq!(g.driver, "550.54.14");
+        assert_eq!(g.source, GpuSource::Nvml);
+        assert_eq!(r.max_vram_bytes(), RTX_4090_TOTAL);
+        // Failed calls: a generic name, unknown memory.
+        let g = gpu_from_nvml(&NvmlDeviceRecord::default(), None);
+        assert_eq!((g.name.as_str(), g.vram_bytes, g.vram_free_bytes), ("NVIDIA GPU", 0, None));
+        assert_eq!(cuda_version_string(11080), "11.8");
+    }
+
+    #[test]
+    fn a_24_gib_card_reporting_23_99_gib_lands_in_gpu_24() {
+        let mut r = bare_report();
+        apply_nvml(&mut r, &nvml(&[("NVIDIA GeForce RTX 4090", RTX_4090_TOTAL)]));
+        // Truncating would say 23 GiB and put it a band lower.
+        assert_eq!(RTX_4090_TOTAL >> 30, 23);
+        let band = r.memory_band();
+        assert_eq!(band, MemoryBand { id: "gpu-24", label: "GPU with 24 GiB" });
+        assert_ne!(band, MemoryBand::ALL[1], "not the smallest GPU band");
+
+        let mut r = bare_report();
+        apply_nvml(&mut r, &nvml(&[("NVIDIA GeForce RTX 3060", RTX_3060_TOTAL)]));
+        assert_eq!(r.memory_band(), MemoryBand { id: "gpu-12", label: "GPU with 12 GiB" });
+
+        // The largest GPU decides.
+        let mut r = bare_report();
+        apply_nvml(&mut r, &nvml(&[("NVIDIA GeForce RTX 3060", RTX_3060_TOTAL), ("NVIDIA GeForce RTX 4090", RTX_4090_TOTAL)]));
+        assert_eq!(r.memory_band().id, "gpu-24");
+    }
+
+    #[test]
+    fn bands_follow_the_documented_steps() {
+        let gib = |g: u64| Some(g << 30);
+        assert_eq!(MemoryBand::for_gpu_memory(None), MemoryBand { id: "cpu", label: "CPU only" });
+        let cases = [
+            (0, "gpu-lt8"),
+            (6, "gpu-lt8"),
+            (8, "gpu-8"),
+            (11, "gpu-8"),
+            (12, "gpu-12"),
+            (16, "gpu-16"),
+            (23, "gpu-16"),
+            (24, "gpu-24"),
+            (47, "gpu-24"),
+            (48, "gpu-48"),
+            (80, "gpu-48"),
+        ];
+        for (g, id) in cases {
+            assert_eq!(MemoryBand::for_gpu_memory(gib(g)).id, id, "{g} GiB");
+        }
+        // Half a GiB short still rounds up; more than that does not.
+        assert_eq!(MemoryBand::for_gpu_memory(Some((8 << 30) - (1 << 29))).id, "gpu-8");
+        assert_eq!(MemoryBand::for_gpu_memory(Some((8 << 30) - (1 << 29) - 1)).id, "gpu-lt8");
+        let labels: Vec<&str> = MemoryBand::ALL.iter().map(|b| b.label).collect();
+        assert_eq!(
+            labels,
+            [
+                "CPU only",
+                "GPU with less than 8 GiB",
+                "GPU with 8 GiB",
+                "GPU with 12 GiB",
+                "GPU with 16 GiB",
+                "GPU with 24 GiB",
+                "GPU with 48 GiB or more"
+            ]
+        );
+        assert_eq!(serde_json::to_value(MemoryBand::CPU).unwrap(), serde_json::json!({"id": "cpu", "label": "CPU only"}));
+    }
+
+    #[test]
+    fn wgpu_adapters_do_not_make_a_gpu_band_and_apple_counts_its_shared_memory() {
+        let mut r = bare_report();
+        r.gpus.push(GpuInfo {
+            vendor: "mesa".into(),
+            name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
+            vram_bytes: 0,
+            vram_free_bytes: None,
+            driver: "llvmpipe".into(),
+            api: "Vulkan".into(),
+            device_type: "cpu".into(),
+            source: GpuSource::Wgpu,
+        });
+        assert_eq!(r.memory_band(), MemoryBand::CPU);
+        r.gpus.push(GpuInfo {
+            vendor: "apple".into(),
+            name: "Apple M2 Max GPU".into(),
+            vram_bytes: 0,
+            vram_free_bytes: None,
+            driver: String::new(),
+            api: "Metal".into(),
+            device_type: "integrated".into(),
+            source: GpuSource::Sysctl,
+        });
+        r.ram_total_bytes = 32 << 30;
+        assert_eq!(r.memory_band().id, "gpu-24");
     }
 }

@@ -5,9 +5,12 @@
 //! - [`Runtime`]: the trait every backend implements (load/list/unload models, streaming
 //!   generation, token counting, health, scheduler metrics), with its request and event types
 //!   in [`runtime`].
-//! - [`llama::LlamaRuntime`]: llama.cpp in process (through `llama-cpp-2`), one engine thread
-//!   doing continuous batching over a bounded request queue.
-//! - [`upstream::UpstreamRuntime`]: any OpenAI-compatible server (vLLM, llama.cpp server, ...).
+//! - [`engine`]: the backend-neutral engine (request queue, slots, continuous batching,
+//!   cancellation, sampler and text stages) over the [`engine::Backend`] and
+//!   [`engine::Decoder`] traits.
+//! - [`backend`]: the backends. [`llama::LlamaRuntime`]: llama.cpp in process (through
+//!   `llama-cpp-2`), one engine per loaded model. [`upstream::UpstreamRuntime`]: any
+//!   OpenAI-compatible server (vLLM, llama.cpp server, ...).
 //! - [`store::ModelStore`]: content-addressed model files under `$B3IQ_HOME/models`, installs
 //!   from a file, an http(s) URL (resumable, verified) or the default profile's PyPI wheel;
 //!   [`catalog`] lists the model profiles.
@@ -21,20 +24,30 @@
 //!
 //! All errors are [`RuntimeError`].
 
+pub mod backend;
 pub mod bench;
 pub mod catalog;
 pub mod digest;
+pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod hardware;
-pub mod llama;
 pub mod runtime;
 pub mod store;
-pub mod upstream;
+
+/// The OpenAI-compatible upstream backend (moved to [`backend::upstream`]; this path stays).
+pub use backend::upstream;
+
+/// The llama.cpp backend under its historical path: [`backend::llama`] plus the engine's text
+/// helpers that used to live here.
+pub mod llama {
+    pub use crate::backend::llama::*;
+    pub use crate::engine::text::{take_utf8, StopMatcher};
+}
 
 pub use error::RuntimeError;
 pub use runtime::{
     BackendInfo, BackendKind, ChatMessage, Completion, FinishReason, GenerateRequest,
     GenerationEvent, GenerationStream, Health, HealthStatus, LoadModelSpec, ModelId, ModelInfo,
-    Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, Usage,
+    Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, TokenIds, Usage,
 };

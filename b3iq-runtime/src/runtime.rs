@@ -340,6 +340,22 @@ fn per_second(n: u32, us: u64) -> f64 {
     }
 }
 
+/// The token ids of a finished request, for receipts and re-execution checks: a verifier feeds
+/// `prompt` then `completion` to the same model instead of re-templating text.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenIds {
+    /// The prompt as the model read it (chat template applied, BOS included when the model
+    /// adds one).
+    pub prompt: Vec<u32>,
+    /// The sampled tokens whose text was delivered, in order: every generated token except the
+    /// end-of-generation token. When a stop sequence cut the output, the token whose text
+    /// straddles the cut is included (its text holds the end of the delivered text and the start
+    /// of the stop sequence) and the tokens after it are not, so detokenizing these ids gives
+    /// the delivered text, followed by at most the start of the stop sequence. This can then be
+    /// fewer than `usage.completion_tokens`, which counts every token computed.
+    pub completion: Vec<u32>,
+}
+
 /// One event of a generation stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -357,6 +373,10 @@ pub enum GenerationEvent {
         usage: Usage,
         /// Timings.
         timings: Timings,
+        /// Prompt and completion token ids; `None` from backends that cannot report them
+        /// (an OpenAI-compatible upstream).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_ids: Option<TokenIds>,
     },
 }
 
@@ -371,6 +391,10 @@ pub struct Completion {
     pub usage: Usage,
     /// Timings.
     pub timings: Timings,
+    /// Prompt and completion token ids (see [`TokenIds`]); `None` from backends that cannot
+    /// report them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<TokenIds>,
 }
 
 /// The stream of a running generation. Yields `Result<GenerationEvent, RuntimeError>`; the last
@@ -419,8 +443,8 @@ impl GenerationStream {
         while let Some(ev) = self.next_event().await {
             match ev? {
                 GenerationEvent::Delta { text: t } => text.push_str(&t),
-                GenerationEvent::Done { finish_reason, usage, timings } => {
-                    return Ok(Completion { text, finish_reason, usage, timings })
+                GenerationEvent::Done { finish_reason, usage, timings, token_ids } => {
+                    return Ok(Completion { text, finish_reason, usage, timings, token_ids })
                 }
             }
         }
@@ -578,8 +602,8 @@ pub struct BackendInfo {
     pub system_info: String,
 }
 
-/// An inference backend. Implemented by [`crate::llama::LlamaRuntime`] and
-/// [`crate::upstream::UpstreamRuntime`].
+/// An inference backend. Implemented by [`crate::llama::LlamaRuntime`] (over the
+/// backend-neutral [`crate::engine`]) and [`crate::upstream::UpstreamRuntime`].
 #[async_trait]
 pub trait Runtime: Send + Sync {
     /// Describes the backend.

@@ -347,7 +347,7 @@ async fn upstream_discovers_streams_and_maps_usage() {
                 deltas += 1;
                 text.push_str(&t);
             }
-            GenerationEvent::Done { finish_reason, usage, timings } => done = Some((finish_reason, usage, timings)),
+            GenerationEvent::Done { finish_reason, usage, timings, .. } => done = Some((finish_reason, usage, timings)),
         }
     }
     let (reason, usage, timings) = done.expect("final event");
@@ -366,6 +366,7 @@ async fn upstream_discovers_streams_and_maps_usage() {
         .await
         .unwrap();
     assert!(c.text.contains("Paris"), "{:?}", c.text);
+    assert!(c.token_ids.is_none(), "an upstream reports no token ids");
     let n = up.count_tokens(MODEL, &Prompt::Text("Hello world".into())).await.unwrap();
     assert_eq!(n, rt().count_tokens(MODEL, &Prompt::Text("Hello world".into())).await.unwrap());
 
@@ -448,5 +449,251 @@ async fn benchmark_suite_produces_a_signed_record() {
     assert_eq!(body.model_digest.to_hex(), r.model_sha256);
     // Another key does not verify it.
     assert!(signed.verify(&b3iq_core::NodeKey::from_seed([8u8; 32]).public()).is_err());
+    }
+}
+
+// ---- Token ids for receipts ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_ids_detokenize_to_the_delivered_text() {
+    let req = chat("Write two sentences about the moon.").with_sampling(SamplingParams::greedy()).with_max_tokens(40);
+    let full = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
+    let ids = full.token_ids.clone().expect("the llama backend reports token ids");
+    assert_eq!(ids.prompt, rt().tokenize(MODEL, &req.prompt).unwrap());
+    assert_eq!(ids.prompt.len() as u32, full.usage.prompt_tokens);
+    assert_eq!(ids.completion.len() as u32, full.usage.completion_tokens, "no stop: every generated token");
+    assert!(full.text.len() > 20, "{:?}", full.text);
+    assert_eq!(rt().detokenize(MODEL, &ids.completion).unwrap(), full.text);
+    assert!(matches!(rt().detokenize(MODEL, &[u32::MAX]), Err(RuntimeError::InvalidRequest(_))));
+
+    // A stop sequence that starts inside a token: the ids cover the delivered text, and the
+    // token straddling the cut adds at most the start of the stop sequence.
+    let mut straddled = false;
+    let starts: Vec<usize> = full.text.match_indices(' ').map(|(i, _)| i + 2).filter(|&i| i + 3 <= full.text.len()).collect();
+    for cut in starts.into_iter().skip(2).take(4) {
+        let Some(stop) = full.text.get(cut..cut + 3) else { continue };
+        if full.text.find(stop) != Some(cut) {
+            continue;
+        }
+        let c = rt().generate(req.clone().with_stop(vec![stop.to_string()])).await.unwrap().collect_completion().await.unwrap();
+        assert_eq!(c.text, full.text[..cut]);
+        assert_eq!(c.finish_reason, FinishReason::Stop);
+        let t = c.token_ids.expect("token ids");
+        assert_eq!(t.prompt, ids.prompt);
+        assert!(ids.completion.starts_with(&t.completion), "the ids are a prefix of the sampled tokens");
+        assert!(t.completion.len() as u32 <= c.usage.completion_tokens);
+        let text = rt().detokenize(MODEL, &t.completion).unwrap();
+        assert!(text.starts_with(&c.text), "{text:?} vs {:?}", c.text);
+        let extra = &text[c.text.len()..];
+        assert!(stop.starts_with(extra), "beyond the delivered text only the start of the stop: {extra:?}");
+        // Without its last token, the ids no longer cover the delivered text.
+        let shorter = rt().detokenize(MODEL, &t.completion[..t.completion.len() - 1]).unwrap();
+        assert!(shorter.len() < c.text.len());
+        if !extra.is_empty() {
+            straddled = true;
+            break;
+        }
+    }
+    assert!(straddled, "no stop sequence cut inside a token in {:?}", full.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_token_ids_do_not_depend_on_batch_neighbours() {
+    let req = chat("Invent a name for a dog.").with_sampling(seeded(42)).with_max_tokens(16);
+    let alone = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
+    let n1 = rt().generate(chat("Count to five.").with_sampling(seeded(3)).with_max_tokens(20)).await.unwrap();
+    let again = rt().generate(req).await.unwrap();
+    let (again, _) = tokio::join!(again.collect_completion(), n1.collect_completion());
+    let again = again.unwrap();
+    assert_eq!(alone.text, again.text);
+    assert_eq!(alone.token_ids, again.token_ids);
+    assert!(alone.token_ids.is_some());
+}
+
+// ---- The quick benchmark the host runs ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_benchmark_runs_the_documented_request() {
+    use b3iq_runtime::bench::{run_quick, QuickBenchmark};
+    let req = QuickBenchmark::request(MODEL);
+    assert_eq!(req.max_tokens, Some(64));
+    assert_eq!(req.sampling.temperature, 0.0);
+    assert_eq!(req.prompt, Prompt::Chat(vec![ChatMessage::user("Write a short story about a robot who learns to paint. Use simple words.")]));
+    assert!(req.stop.is_empty());
+
+    let r = run_quick(rt(), MODEL).await.unwrap();
+    assert_eq!(r.model, MODEL);
+    assert_eq!(r.prompt_tokens, rt().count_tokens(MODEL, &req.prompt).await.unwrap());
+    assert!((2..=64).contains(&r.completion_tokens), "{r:?}");
+    assert!(r.tokens_per_second > 0.0 && r.prompt_tokens_per_second > 0.0, "{r:?}");
+    assert!(r.ttft_ms <= r.total_ms && r.total_ms > 0, "{r:?}");
+    let v = serde_json::to_value(&r).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["completion_tokens", "model", "prompt_tokens", "prompt_tokens_per_second", "tokens_per_second", "total_ms", "ttft_ms"]
+    );
+
+    // Fed by hand, as the host does through its own inference path.
+    let mut meter = QuickBenchmark::meter(MODEL);
+    let mut s = rt().generate(req.clone()).await.unwrap();
+    while let Some(ev) = s.next_event().await {
+        meter.on_event(&ev.unwrap());
+    }
+    let by_hand = meter.finish().unwrap();
+    assert_eq!((by_hand.prompt_tokens, by_hand.completion_tokens), (r.prompt_tokens, r.completion_tokens), "greedy");
+
+    let mut cut_short = QuickBenchmark::meter(MODEL);
+    cut_short.on_event(&GenerationEvent::Delta { text: "Once".into() });
+    assert!(matches!(cut_short.finish(), Err(RuntimeError::Backend(_))));
+}
+
+// ---- The decoder seam and the engine's reaction to a full KV cache ----
+
+mod seam {
+    use super::*;
+    use b3iq_runtime::engine::{
+        Backend, BatchToken, DecodeBatch, DecodeError, Decoder, DecoderShape, Engine, EngineConfig, EngineCounters,
+        SampleSite,
+    };
+    use b3iq_runtime::llama::{LlamaCppBackend, LlamaDecoder};
+    use std::sync::Arc;
+
+    fn backend() -> LlamaCppBackend {
+        LlamaCppBackend::new(rt().llama_model(MODEL).unwrap(), 2, false)
+    }
+
+    #[test]
+    fn a_decoder_gives_logits_and_greedy_picks_their_maximum() {
+        let b = backend();
+        let prompt = b.tokenize_prompt(&Prompt::Text("The capital of France is".into())).unwrap();
+        let mut d = b.new_decoder(DecoderShape { max_sequences: 2, context_per_sequence: 256, batch_tokens: 64 }).unwrap();
+        let mut batch = DecodeBatch::with_capacity(64);
+        // The same prompt in two sequences.
+        for seq in 0..2 {
+            for (i, &t) in prompt.iter().enumerate() {
+                batch.push(BatchToken { token: t, pos: i as u32, seq, wants_output: i + 1 == prompt.len() }).unwrap();
+            }
+        }
+        d.decode(&batch).unwrap();
+        let rows = [prompt.len() - 1, 2 * prompt.len() - 1];
+        assert!(d.logits(0).is_none(), "rows without output have no logits");
+        let logits = d.logits(rows[0]).unwrap().to_vec();
+        assert_eq!(logits.len(), rt().llama_model(MODEL).unwrap().n_vocab() as usize);
+        let argmax_of = |l: &[f32]| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32;
+        let argmax = argmax_of(&logits);
+        let other = d.logits(rows[1]).unwrap();
+        assert_eq!(argmax_of(other), argmax, "two identical sequences, same prediction");
+        let drift = logits.iter().zip(other).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(drift < 1e-2, "{drift}");
+        let mut greedy = b.new_sampler(&SamplingParams::greedy(), &ResponseFormat::Text).unwrap();
+        let site = SampleSite { seq: 0, row: rows[0], position: prompt.len() as u32, index: 0 };
+        let tok = d.sample(&mut greedy, site).unwrap();
+        assert_eq!(tok, argmax);
+        assert!(b.detokenize(&[tok]).contains("Paris"), "{:?}", b.detokenize(&[tok]));
+        assert!(d.hidden_state(rows[0]).is_none(), "no embeddings context");
+        assert!(matches!(d.sample(&mut greedy, SampleSite { row: 0, ..site }), Err(DecodeError::Failed(_))));
+    }
+
+    #[test]
+    fn a_full_kv_stream_is_a_typed_decode_error() {
+        let b = backend();
+        let mut d = b.new_decoder(DecoderShape { max_sequences: 1, context_per_sequence: 256, batch_tokens: 256 }).unwrap();
+        let mut batch = DecodeBatch::with_capacity(256);
+        let fill = |batch: &mut DecodeBatch, from: u32, to: u32| {
+            batch.clear();
+            for i in from..to {
+                batch.push(BatchToken { token: 100 + i, pos: i, seq: 0, wants_output: i + 1 == to }).unwrap();
+            }
+        };
+        fill(&mut batch, 0, 200);
+        d.decode(&batch).unwrap();
+        assert!(d.logits(199).is_some());
+        // 100 more tokens do not fit the 256 cells.
+        fill(&mut batch, 200, 300);
+        assert_eq!(d.decode(&batch), Err(DecodeError::KvCacheFull));
+        assert!(d.logits(99).is_none(), "a failed decode leaves no outputs");
+        // 50 more do: nothing of the failed batch was kept.
+        fill(&mut batch, 200, 250);
+        d.decode(&batch).unwrap();
+        assert!(d.logits(49).is_some());
+        // Clearing the sequence frees its cells.
+        d.clear_sequence(0);
+        fill(&mut batch, 0, 250);
+        d.decode(&batch).unwrap();
+    }
+
+    /// The real llama.cpp backend, but its decoders get fewer KV cells per sequence than the
+    /// engine plans with, so the engine meets a full KV cache.
+    struct ShortKv {
+        inner: LlamaCppBackend,
+        cells: u32,
+    }
+
+    impl Backend for ShortKv {
+        type Sampler = <LlamaCppBackend as Backend>::Sampler;
+        type Decoder<'a> = LlamaDecoder<'a>;
+        fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, RuntimeError> {
+            self.inner.chat_prompt(messages)
+        }
+        fn tokenize(&self, text: &str, parse_special: bool) -> Vec<u32> {
+            self.inner.tokenize(text, parse_special)
+        }
+        fn token_piece(&self, token: u32, out: &mut Vec<u8>) {
+            self.inner.token_piece(token, out)
+        }
+        fn is_end_of_generation(&self, token: u32) -> bool {
+            self.inner.is_end_of_generation(token)
+        }
+        fn new_sampler(&self, sampling: &SamplingParams, format: &ResponseFormat) -> Result<Self::Sampler, RuntimeError> {
+            self.inner.new_sampler(sampling, format)
+        }
+        fn new_decoder(&self, shape: DecoderShape) -> Result<LlamaDecoder<'_>, RuntimeError> {
+            self.inner.new_decoder(DecoderShape { context_per_sequence: self.cells, ..shape })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_engine_ends_or_evicts_sequences_when_the_kv_cache_is_full() {
+        let counters = Arc::new(EngineCounters::default());
+        let config = EngineConfig {
+            shape: DecoderShape { max_sequences: 2, context_per_sequence: 1024, batch_tokens: 64 },
+            queue_capacity: 4,
+        };
+        let engine = Engine::start("b3iq-test-shortkv", Arc::new(ShortKv { inner: backend(), cells: 256 }), config, counters.clone())
+            .unwrap();
+        // Generating past the 256 real cells: the sequence ends with `length`, its text whole.
+        let long = GenerateRequest::completion(MODEL, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,")
+            .with_sampling(SamplingParams::greedy())
+            .with_max_tokens(600);
+        let c = engine.submit(&long).unwrap().collect_completion().await.unwrap();
+        assert_eq!(c.finish_reason, FinishReason::Length);
+        let ids = c.token_ids.unwrap();
+        assert!(ids.prompt.len() + ids.completion.len() <= 257, "{} + {}", ids.prompt.len(), ids.completion.len());
+        assert!(ids.prompt.len() + ids.completion.len() >= 200, "it did fill the cache");
+        assert_eq!(engine.backend().inner.detokenize(&ids.completion), c.text);
+
+        // A prompt longer than the real cells (but within the planned context) cannot be read:
+        // a typed, retryable error.
+        let prompt = "one two three four five six seven eight nine ten ".repeat(40);
+        let e = engine.submit(&GenerateRequest::completion(MODEL, prompt).with_max_tokens(4)).unwrap().collect_completion().await;
+        match e {
+            Err(e @ RuntimeError::KvCacheFull) => {
+                assert!(e.is_retryable());
+                assert_eq!(b3iq_core::ClassifiedError::code(&e), "kv_cache_full");
+            }
+            other => panic!("expected KvCacheFull, got {other:?}"),
+        }
+        // The engine still serves.
+        let ok = engine.submit(&chat("Say hello.").with_sampling(SamplingParams::greedy()).with_max_tokens(4)).unwrap();
+        assert!(!ok.collect_completion().await.unwrap().text.is_empty());
+        // The counters settle right after the final events.
+        let t = std::time::Instant::now();
+        while counters.metrics(4, 2).requests_total < 3 || counters.metrics(4, 2).active_sequences > 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "{:?}", counters.metrics(4, 2));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(counters.metrics(4, 2).requests_total, 3);
     }
 }

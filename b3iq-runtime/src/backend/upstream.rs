@@ -505,6 +505,7 @@ impl Runtime for UpstreamRuntime {
                         finish_reason: reason.unwrap_or(FinishReason::Stop),
                         usage,
                         timings,
+                        token_ids: None,
                     }));
                 }
                 Err(e) => {

@@ -1,0 +1,13 @@
+//! Backends: what turns tokens into logits.
+//!
+//! - [`llama`]: llama.cpp in process (through `llama-cpp-2`), the engine's [`crate::engine::Backend`]
+//!   and [`crate::engine::Decoder`] plus [`llama::LlamaRuntime`], which serves loaded models
+//!   through one [`crate::engine::Engine`] each.
+//! - [`upstream`]: any OpenAI-compatible server (vLLM, llama.cpp server, ...), a whole
+//!   [`crate::Runtime`] of its own (the upstream schedules its own batches).
+//!
+//! A new in-process backend (wgpu) implements [`crate::engine::Backend`] and
+//! [`crate::engine::Decoder`]; the scheduler is not touched.
+
+pub mod llama;
+pub mod upstream;
