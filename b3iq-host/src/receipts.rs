@@ -93,6 +93,8 @@ pub fn record(db: &Db, key: &NodeKey, price_micros_per_1k: u64, c: &CompletedReq
         price_micro_credits: total.saturating_mul(price_micros_per_1k) / 1000,
         prompt_commitment: Commitment::prompt(&salt, &c.prompt_bytes),
         output_commitment: Commitment::output(&salt, c.output.as_bytes()),
+        commitment_basis: None,
+        attestation_digest: None,
     };
     let signed = receipt.sign(key).map_err(|e| HostError::Core(e.to_string()))?;
     let id = signed.receipt_id().to_hex();
