@@ -8,7 +8,7 @@ use b3iq_core::digest::Sha256Digest;
 use b3iq_core::identity::NodeKey;
 use b3iq_core::merkle::{self, MerkleTree};
 use b3iq_core::payout::{EthAddress, PayoutEntry, PayoutTree};
-use b3iq_core::receipt::{Commitment, CommitmentSalt, Receipt, RequestId, SignedReceipt};
+use b3iq_core::receipt::{Commitment, CommitmentBasis, CommitmentSalt, Receipt, RequestId, SignedReceipt};
 use b3iq_core::{verify_batch, OperatingMode};
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -30,8 +30,11 @@ fn receipt(key: &NodeKey, i: u64) -> Receipt {
         ttft_ms: 40,
         duration_ms: 900,
         price_micro_credits: 1234,
-        prompt_commitment: Commitment::prompt(&salt, &i.to_le_bytes()),
-        output_commitment: Commitment::output(&salt, &i.to_be_bytes()),
+        prompt_commitment: Commitment::prompt_token_ids(&salt, &[i as u32, 1, 2]).unwrap(),
+        output_commitment: Commitment::completion_token_ids(&salt, &[(i >> 32) as u32, 3]).unwrap(),
+        // version 2, what hosts write now
+        commitment_basis: Some(CommitmentBasis::TokenIds),
+        attestation_digest: None,
     }
 }
 

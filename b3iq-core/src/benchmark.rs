@@ -91,6 +91,7 @@ impl Canonical for BenchmarkRecord {
 
 impl SignedKind for BenchmarkRecord {
     const KIND: Kind = Kind::BenchmarkRecord;
+    crate::canonical_body!();
     fn claimed_node_id(&self) -> Option<NodeId> {
         Some(self.node_id)
     }

@@ -62,6 +62,7 @@ impl Canonical for EnrollmentProof {
 
 impl SignedKind for EnrollmentProof {
     const KIND: Kind = Kind::EnrollmentProof;
+    crate::canonical_body!();
     fn claimed_node_id(&self) -> Option<NodeId> {
         Some(self.node_id)
     }

@@ -32,13 +32,13 @@ pub enum CoreError {
         count: usize,
     },
     /// The object's version byte is not one this build understands.
-    #[error("unsupported {kind} version {found} (this build supports version {supported}); upgrade b3iq")]
+    #[error("unsupported {kind} version {found} (this build reads versions 1 to {supported}); upgrade b3iq")]
     UnsupportedVersion {
         /// Object kind.
         kind: &'static str,
         /// Version found in the input.
         found: u8,
-        /// Version this build supports.
+        /// The newest version this build reads (it reads every version from 1 up to it).
         supported: u8,
     },
     /// The envelope holds a different kind of object than the caller asked for.

@@ -129,6 +129,7 @@ impl Canonical for Heartbeat {
 
 impl SignedKind for Heartbeat {
     const KIND: Kind = Kind::Heartbeat;
+    crate::canonical_body!();
     fn claimed_node_id(&self) -> Option<NodeId> {
         Some(self.node_id)
     }

@@ -180,6 +180,7 @@ impl Canonical for Job {
 
 impl SignedKind for Job {
     const KIND: Kind = Kind::Job;
+    crate::canonical_body!();
     fn claimed_signer(&self) -> Option<NodePublicKey> {
         Some(self.issuer)
     }

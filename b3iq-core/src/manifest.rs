@@ -173,6 +173,7 @@ impl Canonical for ModelManifest {
 
 impl SignedKind for ModelManifest {
     const KIND: Kind = Kind::Manifest;
+    crate::canonical_body!();
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! Wire form (all kinds; see `docs/formats.md`):
 //!
 //! ```text
-//! version   u8        the kind's version (1 for every kind today)
+//! version   u8        the body's version (receipts: 1 or 2; every other kind: 1)
 //! kind      u8        Kind byte (1 receipt, 2 job, 3 manifest, 4 heartbeat, 5 enrollment, 6 benchmark)
 //! signer    [u8; 32]  Ed25519 public key of the signer
 //! body_len  u32 LE    length of body (bounded per kind)
@@ -14,6 +14,12 @@
 //! Decoding is strict (unknown version or kind, oversize body, body that does not decode
 //! exactly, trailing bytes are all errors) and does not verify; call [`Signed::verify`] (with the
 //! key you expect) or [`Signed::verify_self_certified`] (for objects that name their node id).
+//!
+//! **Versions.** A kind has versions `1..=Kind::current_version()`, decoded side by side: the
+//! envelope's version byte picks the body layout ([`SignedKind::decode_body`]), the version is
+//! part of the signed message and of the object hash, and an object keeps the version it was
+//! signed with (so an old receipt keeps its receipt id). New objects are written in the version
+//! their body asks for ([`SignedKind::version`]); the constructors write the current one.
 
 use std::fmt;
 
@@ -75,9 +81,18 @@ impl Kind {
         }
     }
 
-    /// The version byte this build writes and accepts.
-    pub const fn version(self) -> u8 {
-        1
+    /// The newest version of this kind: what new objects are written as. Every version from 1
+    /// up to it is decoded (side by side); anything else is `unsupported_version`.
+    pub const fn current_version(self) -> u8 {
+        match self {
+            Kind::Receipt => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether this build decodes version `version` of this kind.
+    pub const fn supports_version(self, version: u8) -> bool {
+        version >= 1 && version <= self.current_version()
     }
 
     /// Human name.
@@ -107,10 +122,75 @@ impl Kind {
     }
 }
 
-/// An object that can be signed: canonical encoding plus a kind.
-pub trait SignedKind: Canonical + Clone {
-    /// The kind (domain tag, wire byte, version).
+/// An object that can be signed: a kind, and a canonical body encoding per version.
+///
+/// Kinds with one version whose body is their [`crate::codec::Canonical`] encoding implement
+/// the two codec methods with [`crate::canonical_body!`]`()`.
+pub trait SignedKind: Clone {
+    /// The kind (domain tag, wire byte, versions).
     const KIND: Kind;
+
+    /// The version this object is written as (`1..=KIND.current_version()`). The default, 1,
+    /// is right for kinds with a single version.
+    fn version(&self) -> u8 {
+        1
+    }
+
+    /// Appends the canonical body bytes of this object, in the layout of [`Self::version`].
+    fn encode_body(&self, w: &mut Writer);
+
+    /// Reads one body written as `version` (the caller has checked that the kind supports it),
+    /// refusing non-canonical input. The result's [`Self::version`] must be `version`. Does not
+    /// check for trailing bytes.
+    ///
+    /// # Errors
+    ///
+    /// Any decoding error ([`CoreError::Truncated`], [`CoreError::InvalidTag`], ...).
+    fn decode_body(version: u8, r: &mut Reader<'_>) -> Result<Self>;
+
+    /// Checks rules that the encoding alone cannot express (called by [`Signed::sign`] and
+    /// [`Signed::from_parts`]). Default: none.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::InvalidField`] naming the offending field.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The canonical body bytes (see [`Self::encode_body`]).
+    fn to_body_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(128);
+        self.encode_body(&mut w);
+        w.into_bytes()
+    }
+
+    /// Decodes exactly one body of `version` from `bytes`: unsupported versions are
+    /// [`CoreError::UnsupportedVersion`], trailing bytes [`CoreError::TrailingBytes`].
+    ///
+    /// # Errors
+    ///
+    /// As above, plus any decoding error.
+    fn from_body_bytes(version: u8, bytes: &[u8]) -> Result<Self> {
+        let kind = Self::KIND;
+        if !kind.supports_version(version) {
+            return Err(CoreError::UnsupportedVersion {
+                kind: kind.name(),
+                found: version,
+                supported: kind.current_version(),
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let body = Self::decode_body(version, &mut r)?;
+        r.finish(kind.name())?;
+        if body.version() != version {
+            return Err(CoreError::field(
+                "version",
+                format!("a version {version} {} body decoded as version {}", kind.name(), body.version()),
+            ));
+        }
+        Ok(body)
+    }
 
     /// The node id the object claims to come from, if it names one. [`Signed::verify`] checks
     /// that it matches the signer's key.
@@ -123,6 +203,20 @@ pub trait SignedKind: Canonical + Clone {
     fn claimed_signer(&self) -> Option<NodePublicKey> {
         None
     }
+}
+
+/// Implements [`SignedKind::encode_body`] and [`SignedKind::decode_body`] for a kind with one
+/// version whose body is its [`crate::codec::Canonical`] encoding. Use inside `impl SignedKind`.
+#[macro_export]
+macro_rules! canonical_body {
+    () => {
+        fn encode_body(&self, w: &mut $crate::codec::Writer) {
+            $crate::codec::Canonical::encode_to(self, w)
+        }
+        fn decode_body(_version: u8, r: &mut $crate::codec::Reader<'_>) -> $crate::error::Result<Self> {
+            $crate::codec::Canonical::decode_from(r)
+        }
+    };
 }
 
 /// Fixed envelope overhead: version, kind, signer, body length, signature.
@@ -151,18 +245,20 @@ impl<T: SignedKind + fmt::Debug> fmt::Debug for Signed<T> {
     }
 }
 
-/// The exact message an object of kind `kind` is signed over: `domain_tag || version || body`.
-pub fn signing_message(kind: Kind, body: &[u8]) -> Vec<u8> {
+/// The exact message a `version` object of kind `kind` is signed over:
+/// `domain_tag || version || body`.
+pub fn signing_message(kind: Kind, version: u8, body: &[u8]) -> Vec<u8> {
     let tag = kind.domain_tag();
     let mut m = Vec::with_capacity(tag.len() + 1 + body.len());
     m.extend_from_slice(tag);
-    m.push(kind.version());
+    m.push(version);
     m.extend_from_slice(body);
     m
 }
 
 fn validate_body<T: SignedKind>(body: &T) -> Result<Vec<u8>> {
-    let bytes = body.to_canonical_bytes();
+    body.check()?;
+    let bytes = body.to_body_bytes();
     if bytes.len() > T::KIND.max_body_len() as usize {
         return Err(CoreError::LengthTooLarge {
             field: "body",
@@ -170,9 +266,10 @@ fn validate_body<T: SignedKind>(body: &T) -> Result<Vec<u8>> {
             max: u64::from(T::KIND.max_body_len()),
         });
     }
-    // Round trip: every bound the decoder enforces is enforced on what we sign too.
-    let back = T::from_canonical_bytes(&bytes)?;
-    debug_assert!(back.to_canonical_bytes() == bytes);
+    // Round trip: every bound the decoder enforces (and the version) is enforced on what we
+    // sign too.
+    let back = T::from_body_bytes(body.version(), &bytes)?;
+    debug_assert!(back.to_body_bytes() == bytes);
     Ok(bytes)
 }
 
@@ -198,7 +295,7 @@ impl<T: SignedKind> Signed<T> {
                 return Err(CoreError::SignerMismatch { kind: T::KIND.name() });
             }
         }
-        let signature = key.sign_raw(&signing_message(T::KIND, &body_bytes));
+        let signature = key.sign_raw(&signing_message(T::KIND, body.version(), &body_bytes));
         Ok(Self {
             body,
             body_bytes,
@@ -216,6 +313,12 @@ impl<T: SignedKind> Signed<T> {
             signer,
             signature,
         })
+    }
+
+    /// The version the object is written as (the envelope's version byte): one of
+    /// `1..=T::KIND.current_version()`.
+    pub fn version(&self) -> u8 {
+        self.body.version()
     }
 
     /// The object. Only trust it after a successful verify.
@@ -245,7 +348,7 @@ impl<T: SignedKind> Signed<T> {
 
     /// The message the signature covers: `domain_tag || version || body`.
     pub fn signing_message(&self) -> Vec<u8> {
-        signing_message(T::KIND, &self.body_bytes)
+        signing_message(T::KIND, self.version(), &self.body_bytes)
     }
 
     /// blake3 of the signing message: a stable 32-byte id of the object (the same for every
@@ -253,7 +356,7 @@ impl<T: SignedKind> Signed<T> {
     pub fn object_hash(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
         h.update(T::KIND.domain_tag());
-        h.update(&[T::KIND.version()]);
+        h.update(&[self.version()]);
         h.update(&self.body_bytes);
         *h.finalize().as_bytes()
     }
@@ -261,7 +364,7 @@ impl<T: SignedKind> Signed<T> {
     /// The full wire encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(ENVELOPE_OVERHEAD + self.body_bytes.len());
-        w.u8(T::KIND.version());
+        w.u8(self.version());
         w.u8(T::KIND.byte());
         w.raw(self.signer.as_bytes());
         w.bytes(&self.body_bytes);
@@ -274,11 +377,11 @@ impl<T: SignedKind> Signed<T> {
         let kind = T::KIND;
         let mut r = Reader::new(bytes);
         let version = r.u8("version")?;
-        if version != kind.version() {
+        if !kind.supports_version(version) {
             return Err(CoreError::UnsupportedVersion {
                 kind: kind.name(),
                 found: version,
-                supported: kind.version(),
+                supported: kind.current_version(),
             });
         }
         let kb = r.u8("kind")?;
@@ -292,7 +395,7 @@ impl<T: SignedKind> Signed<T> {
         let body_bytes = r.bytes(kind.max_body_len(), "body")?;
         let signature = Signature(r.array::<64>("signature")?);
         r.finish(kind.name())?;
-        let body = T::from_canonical_bytes(body_bytes)?;
+        let body = T::from_body_bytes(version, body_bytes)?;
         Ok(Self {
             body,
             body_bytes: body_bytes.to_vec(),
@@ -406,7 +509,7 @@ impl<T: SignedKind + serde::Serialize> serde::Serialize for Signed<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         SignedJson {
             kind: T::KIND,
-            version: T::KIND.version(),
+            version: self.version(),
             signer: self.signer,
             body: &self.body,
             signature: self.signature,
@@ -426,12 +529,23 @@ impl<'de, T: SignedKind + serde::Deserialize<'de>> serde::Deserialize<'de> for S
                 j.kind
             )));
         }
-        if j.version != T::KIND.version() {
+        if !T::KIND.supports_version(j.version) {
             return Err(D::Error::custom(CoreError::UnsupportedVersion {
                 kind: T::KIND.name(),
                 found: j.version,
-                supported: T::KIND.version(),
+                supported: T::KIND.current_version(),
             }));
+        }
+        if j.body.version() != j.version {
+            return Err(D::Error::custom(CoreError::field(
+                "version",
+                format!(
+                    "the envelope says version {} but the {} body has the fields of version {}",
+                    j.version,
+                    T::KIND.name(),
+                    j.body.version()
+                ),
+            )));
         }
         Signed::from_parts(j.body, j.signer, j.signature).map_err(D::Error::custom)
     }
@@ -473,7 +587,7 @@ mod tests {
         let k = &keys[0];
         let mut body = items[0].body().clone();
         body.node_id = keys[1].node_id();
-        let forged = Signed::from_parts(body.clone(), k.public(), k.sign_raw(&signing_message(Kind::Heartbeat, &body.to_canonical_bytes()))).unwrap();
+        let forged = Signed::from_parts(body.clone(), k.public(), k.sign_raw(&signing_message(Kind::Heartbeat, 1, &body.to_body_bytes()))).unwrap();
         assert!(matches!(forged.verify(&k.public()), Err(CoreError::NodeIdMismatch { .. })));
         assert!(matches!(verify_batch(&[forged]), Err(CoreError::NodeIdMismatch { .. })));
     }

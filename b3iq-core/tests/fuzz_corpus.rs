@@ -40,10 +40,15 @@ fn seed_corpus_accepts_the_golden_objects() {
     // fuzzer starts from inputs that reach deep into the decoders.
     use b3iq_core::receipt::SignedReceipt;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/receipt");
-    let ok = std::fs::read_dir(dir)
+    let decoded: Vec<SignedReceipt> = std::fs::read_dir(dir)
         .expect("receipt corpus")
         .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
-        .filter(|b| SignedReceipt::decode(b).is_ok())
-        .count();
+        .filter_map(|b| SignedReceipt::decode(&b).ok())
+        .collect();
+    let ok = decoded.len();
     assert!(ok >= 2, "expected the golden receipts among the receipt seeds");
+    // both receipt versions are seeded, so the fuzzer reaches both body layouts
+    for version in [1, 2] {
+        assert!(decoded.iter().any(|s| s.version() == version), "no version-{version} receipt among the receipt seeds");
+    }
 }

@@ -10,7 +10,7 @@ use b3iq_core::job::{Job, JobId, JobKind};
 use b3iq_core::manifest::{ManifestArtifact, MemoryBand, ModelManifest};
 use b3iq_core::merkle::{self, MerkleTree};
 use b3iq_core::payout::{self, EthAddress, PayoutEntry, PayoutTree};
-use b3iq_core::receipt::{Commitment, Receipt, RequestId};
+use b3iq_core::receipt::{Commitment, CommitmentBasis, NodeSalt, Receipt, RequestId};
 use b3iq_core::reputation::decay;
 use b3iq_core::split::{Recipient, SplitPolicy};
 use b3iq_core::{Hash32, OperatingMode, Signed, SignedKind};
@@ -52,9 +52,20 @@ fn receipt(seed: [u8; 32]) -> impl Strategy<Value = (NodeKey, Receipt)> {
                 price_micro_credits: n.5,
                 prompt_commitment: Commitment(c.0),
                 output_commitment: Commitment(c.1),
+                commitment_basis: None,
+                attestation_digest: None,
             };
             (key, r)
         })
+}
+
+/// Version-2 receipts: any v1 shape plus a basis and an optional attestation digest.
+fn receipt_v2(seed: [u8; 32]) -> impl Strategy<Value = (NodeKey, Receipt)> {
+    (receipt(seed), any::<bool>(), proptest::option::of(any::<[u8; 32]>())).prop_map(|((key, mut r), text, attestation)| {
+        r.commitment_basis = Some(if text { CommitmentBasis::Utf8Text } else { CommitmentBasis::TokenIds });
+        r.attestation_digest = attestation.map(Hash32);
+        (key, r)
+    })
 }
 
 fn job_kind() -> impl Strategy<Value = JobKind> {
@@ -109,6 +120,38 @@ proptest! {
         let key = NodeKey::from_seed([0x42; 32]);
         let s = r.sign(&key).unwrap();
         assert_any_byte_change_fails(&s, pos, xor)?;
+    }
+
+    #[test]
+    fn receipt_v2_any_byte_change_fails((_key, r) in receipt_v2([0x42; 32]), pos in any::<prop::sample::Index>(), xor in 1u8..=255) {
+        let key = NodeKey::from_seed([0x42; 32]);
+        let s = r.sign(&key).unwrap();
+        prop_assert_eq!(s.version(), 2);
+        assert_any_byte_change_fails(&s, pos, xor)?;
+    }
+
+    /// Revealing one receipt's salt (to open it) lets nobody check another receipt's
+    /// commitments, even knowing that receipt's true token ids; and the receipt salt is keyed
+    /// by the node salt.
+    #[test]
+    fn opening_one_receipt_exposes_no_other(node in any::<[u8; 32]>(), other_node in any::<[u8; 32]>(),
+                                            a in any::<[u8; 16]>(), b in any::<[u8; 16]>(),
+                                            prompt in proptest::collection::vec(any::<u32>(), 0..64),
+                                            completion in proptest::collection::vec(any::<u32>(), 0..64)) {
+        prop_assume!(a != b && node != other_node);
+        let node_salt = NodeSalt::from_bytes(node);
+        let (salt_a, salt_b) = (node_salt.receipt_salt(&RequestId(a)), node_salt.receipt_salt(&RequestId(b)));
+        let b_prompt = Commitment::prompt_token_ids(&salt_b, &prompt).unwrap();
+        let b_completion = Commitment::completion_token_ids(&salt_b, &completion).unwrap();
+        prop_assert_ne!(Commitment::prompt_token_ids(&salt_a, &prompt).unwrap(), b_prompt);
+        prop_assert_ne!(Commitment::completion_token_ids(&salt_a, &completion).unwrap(), b_completion);
+        prop_assert_ne!(salt_a.expose_secret(), salt_b.expose_secret());
+        prop_assert_ne!(&node_salt.receipt_salt(&RequestId(a)), &NodeSalt::from_bytes(other_node).receipt_salt(&RequestId(a)));
+        let mut unkeyed = blake3::Hasher::new();
+        unkeyed.update(b"b3iq/receipt-salt/v1");
+        unkeyed.update(&a);
+        let unkeyed = unkeyed.finalize();
+        prop_assert_ne!(salt_a.expose_secret(), unkeyed.as_bytes());
     }
 
     #[test]

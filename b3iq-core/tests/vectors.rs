@@ -16,7 +16,10 @@ use b3iq_core::job::Job;
 use b3iq_core::manifest::ModelManifest;
 use b3iq_core::merkle::{self, MerkleProof, MerkleTree};
 use b3iq_core::payout::{self, EthAddress, PayoutEntry, PayoutTree};
-use b3iq_core::receipt::{Commitment, CommitmentSalt, Receipt, OUTPUT_COMMITMENT_TAG, PROMPT_COMMITMENT_TAG};
+use b3iq_core::metering::PriceSchedule;
+use b3iq_core::receipt::{
+    Commitment, CommitmentBasis, CommitmentSalt, NodeSalt, Receipt, ReceiptId, SignedReceipt, OUTPUT_COMMITMENT_TAG, PROMPT_COMMITMENT_TAG,
+};
 use b3iq_core::split::SplitPolicy;
 use b3iq_core::{Hash32, Signed, SignedKind};
 use serde_json::Value;
@@ -87,6 +90,8 @@ where
     T: SignedKind + serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
     let v = load(file);
+    let version = u8::try_from(v["version"].as_u64().unwrap()).unwrap();
+    assert!(T::KIND.supports_version(version));
     assert_eq!(v["kind_byte"].as_u64().unwrap(), u64::from(T::KIND.byte()));
     assert_eq!(v["domain_tag"].as_str().unwrap().as_bytes(), T::KIND.domain_tag());
     let cases = v["cases"].as_array().unwrap();
@@ -97,6 +102,7 @@ where
         first_signer.get_or_insert(pk);
         let enc = h(&c["encoded_hex"]);
         let s = Signed::<T>::decode(&enc).unwrap_or_else(|e| panic!("{file} {}: {e}", c["name"]));
+        assert_eq!(s.version(), version);
         s.verify(&pk).unwrap();
         assert!(c["verifies"].as_bool().unwrap());
         assert_eq!(s.encode(), enc, "re-encoding is byte-identical");
@@ -106,13 +112,13 @@ where
         assert_eq!(hex::encode(s.object_hash()), c["object_hash_hex"].as_str().unwrap());
         // the signing message is domain_tag || version || body
         let mut msg = T::KIND.domain_tag().to_vec();
-        msg.push(T::KIND.version());
+        msg.push(version);
         msg.extend(h(&c["body_hex"]));
         assert_eq!(msg, h(&c["signing_message_hex"]));
         // body JSON <-> canonical body
         let body: T = serde_json::from_value(c["body"].clone()).unwrap();
         assert_eq!(&body, s.body());
-        assert_eq!(body.to_canonical_bytes(), h(&c["body_hex"]));
+        assert_eq!(body.to_body_bytes(), h(&c["body_hex"]));
         let from_json: Signed<T> = serde_json::from_value(c["signed_json"].clone()).unwrap();
         assert_eq!(from_json.encode(), enc);
         from_json.verify(&pk).unwrap();
@@ -132,6 +138,7 @@ where
 #[test]
 fn every_signed_kind_decodes_and_verifies() {
     assert_eq!(check_kind::<Receipt>("receipt.json"), 2);
+    assert_eq!(check_kind::<Receipt>("receipt_v2.json"), 6);
     assert_eq!(check_kind::<Job>("job.json"), 6);
     check_kind::<ModelManifest>("manifest.json");
     check_kind::<Heartbeat>("heartbeat.json");
@@ -154,6 +161,113 @@ fn receipt_commitment_opens() {
     hh.update(b"b3iq/commit/prompt/v1");
     hh.update(o["prompt_utf8"].as_str().unwrap().as_bytes());
     assert_eq!(hh.finalize().as_bytes(), &pc.0);
+}
+
+/// `local_free` from `receipt.json` as first committed (before receipts had a version 2): an
+/// old export must keep decoding, verifying and having the same receipt id forever.
+const V1_EXPORTED_RECEIPT: &str = "01012152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12e40000008e1b02ba64f103c1de52fcc6289db26c14e6d39823530106d093688d06eaae6d111111111111111111111111111111111a000000736d6f6c6c6d322d3133356d2d696e7374727563743a71345f31b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53090000006c6c616d612e637070001f00000009000000801381a99a0100002a000000000000003b010000000000000000000000000000c811617ae2d9d8baafaf6d5107f15d6218c9dd183c89957d274728695b98acc3d0d2d4492691ee66dbf7e3d07369375d54470ace3271351cadef8e8d35b703e4f122988dc80b9d94ef8a9e66815186014f8f9167e0cd899a08b23d59aaaf9335dc43c0022227fb1e4de0f08a12f21656af44d3c3767cf6be593fc0151eb02a02";
+const V1_EXPORTED_RECEIPT_ID: &str = "36dbd2e6560dc064017f20a19c9a518ac1e85f76bbf0bfb4bcf08700166f4aec";
+
+#[test]
+fn v1_receipts_in_an_old_export_still_verify() {
+    let pk = NodePublicKey::from_hex("2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12").unwrap();
+    let s = SignedReceipt::decode(&hex::decode(V1_EXPORTED_RECEIPT).unwrap()).unwrap();
+    assert_eq!(s.version(), 1);
+    assert_eq!(s.body().commitment_basis, None);
+    s.verify(&pk).unwrap();
+    assert_eq!(s.verify_self_certified().unwrap(), pk.node_id());
+    assert_eq!(s.receipt_id(), ReceiptId::from_hex(V1_EXPORTED_RECEIPT_ID).unwrap());
+    assert_eq!(hex::encode(s.encode()), V1_EXPORTED_RECEIPT);
+    // and every v1 case in the current vectors is a version-1 receipt that verifies
+    let v = load("receipt.json");
+    assert_eq!(v["version"], 1);
+    for c in v["cases"].as_array().unwrap() {
+        let s = SignedReceipt::decode(&h(&c["encoded_hex"])).unwrap();
+        assert_eq!(s.version(), 1);
+        s.verify_self_certified().unwrap();
+        assert_eq!(s.receipt_id().to_hex(), c["object_hash_hex"].as_str().unwrap());
+    }
+    assert_eq!(v["cases"][0]["encoded_hex"].as_str().unwrap(), V1_EXPORTED_RECEIPT);
+}
+
+#[test]
+fn receipt_v2_prices_match_the_schedule_and_commitments_open() {
+    let v = load("receipt_v2.json");
+    assert_eq!(v["version"], 2);
+    let cases = v["cases"].as_array().unwrap();
+    let mut salts = Vec::new();
+    let mut bases = std::collections::BTreeSet::new();
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let s = SignedReceipt::decode(&h(&c["encoded_hex"])).unwrap();
+        let r = s.body();
+        assert_eq!(s.version(), 2);
+        // price: exactly PriceSchedule::price of the schedule and the token counts
+        let p = &c["price"];
+        let schedule: PriceSchedule = serde_json::from_value(p["schedule"].clone()).unwrap();
+        let want = schedule.price(u64::from(r.prompt_tokens), u64::from(r.completion_tokens)).unwrap();
+        assert_eq!(r.price_micro_credits, want, "{name}");
+        assert_eq!(p["price_micro_credits"].as_u64().unwrap(), want, "{name}");
+        assert_eq!((p["prompt_tokens"].as_u64().unwrap(), p["completion_tokens"].as_u64().unwrap()), (u64::from(r.prompt_tokens), u64::from(r.completion_tokens)));
+        // the receipt salt: blake3 keyed with the node salt over tag || request id, by hand
+        let o = &c["commitment_opening"];
+        let node_salt: [u8; 32] = h(&o["node_salt_hex"]).try_into().unwrap();
+        let mut hh = blake3::Hasher::new_keyed(&node_salt);
+        hh.update(o["salt_tag"].as_str().unwrap().as_bytes());
+        hh.update(&r.request_id.0);
+        assert_eq!(hh.finalize().as_bytes().to_vec(), h(&o["receipt_salt_hex"]), "{name}");
+        let salt = NodeSalt::from_bytes(node_salt).receipt_salt(&r.request_id);
+        assert_eq!(salt.expose_secret().to_vec(), h(&o["receipt_salt_hex"]));
+        // commitments: blake3 keyed with the receipt salt over tag || canonical data, by hand
+        for (tag, data, commitment) in [("prompt_tag", "prompt_data_hex", r.prompt_commitment), ("completion_tag", "completion_data_hex", r.output_commitment)] {
+            let mut hh = blake3::Hasher::new_keyed(salt.expose_secret());
+            hh.update(o[tag].as_str().unwrap().as_bytes());
+            hh.update(&h(&o[data]));
+            assert_eq!(hh.finalize().as_bytes(), &commitment.0, "{name} {tag}");
+        }
+        let basis: CommitmentBasis = serde_json::from_value(o["commitment_basis"].clone()).unwrap();
+        assert_eq!(r.commitment_basis, Some(basis));
+        bases.insert(basis.as_str());
+        let ids = |k: &str| -> Vec<u32> { o[k].as_array().unwrap().iter().map(|x| u32::try_from(x.as_u64().unwrap()).unwrap()).collect() };
+        match basis {
+            CommitmentBasis::TokenIds => {
+                let (p, q) = (ids("prompt_token_ids"), ids("completion_token_ids"));
+                assert_eq!((p.len(), q.len()), (r.prompt_tokens as usize, r.completion_tokens as usize));
+                assert_eq!(b3iq_core::receipt::token_ids_bytes(&p).unwrap(), h(&o["prompt_data_hex"]));
+                assert!(r.opens_token_ids(&salt, &p, &q), "{name}");
+                assert!(!r.opens_token_ids(&salt, &q, &p), "{name}");
+            }
+            CommitmentBasis::Utf8Text => {
+                let (p, q) = (o["prompt_utf8"].as_str().unwrap(), o["completion_utf8"].as_str().unwrap());
+                assert_eq!(b3iq_core::receipt::text_bytes(p).unwrap(), h(&o["prompt_data_hex"]));
+                assert!(r.opens_text(&salt, p, q), "{name}");
+            }
+        }
+        salts.push((salt, s));
+    }
+    assert_eq!(bases.len(), 2, "both commitment bases have vectors");
+    // one receipt's salt opens no other receipt
+    for (i, (salt, _)) in salts.iter().enumerate() {
+        for (j, (_, other)) in salts.iter().enumerate() {
+            if i != j {
+                let o = &cases[j]["commitment_opening"];
+                let b = other.body();
+                let opened = match b.commitment_basis {
+                    Some(CommitmentBasis::TokenIds) => {
+                        let ids = |k: &str| -> Vec<u32> { o[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+                        b.opens_token_ids(salt, &ids("prompt_token_ids"), &ids("completion_token_ids"))
+                    }
+                    _ => b.opens_text(salt, o["prompt_utf8"].as_str().unwrap(), o["completion_utf8"].as_str().unwrap()),
+                };
+                assert!(!opened, "salt of case {i} opens case {j}");
+            }
+        }
+    }
+    // the rounding cases are really there
+    let price = |name: &str| cases.iter().find(|c| c["name"] == name).unwrap()["price"]["price_micro_credits"].as_u64().unwrap();
+    assert_eq!(price("token_ids_managed_one_token_rounds_up"), 1);
+    assert_eq!(price("token_ids_network_half_rounds_up"), 11);
+    assert_eq!(price("utf8_text_network_fee"), 251);
 }
 
 #[test]

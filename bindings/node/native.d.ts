@@ -3,10 +3,20 @@
 // checks that every declared export exists at run time.
 /* eslint-disable */
 
-/** Salted blake3 commitment to a prompt (32 bytes). */
+/** Version 1: salted blake3 commitment to prompt bytes (32 bytes). */
 export declare function commitPrompt(salt: Buffer, prompt: Buffer): Buffer
-/** Salted blake3 commitment to an output (32 bytes). */
+/** Version 1: salted blake3 commitment to output bytes (32 bytes). */
 export declare function commitOutput(salt: Buffer, output: Buffer): Buffer
+/** The 32-byte commitment salt of the receipt for `requestId` (16 bytes), derived from the node's 32-byte secret `nodeSalt`. */
+export declare function receiptSalt(nodeSalt: Buffer, requestId: Buffer): Buffer
+/** Version 2: commitment to the prompt's token ids (32 bytes). */
+export declare function commitPromptTokenIds(salt: Buffer, tokenIds: number[]): Buffer
+/** Version 2: commitment to the completion's token ids (32 bytes). */
+export declare function commitCompletionTokenIds(salt: Buffer, tokenIds: number[]): Buffer
+/** Version 2: commitment to the prompt's UTF-8 text (32 bytes). */
+export declare function commitPromptText(salt: Buffer, text: string): Buffer
+/** Version 2: commitment to the completion's UTF-8 text (32 bytes). */
+export declare function commitCompletionText(salt: Buffer, text: string): Buffer
 /** The root over `leaves` without keeping the tree. */
 export declare function merkleRoot(leaves: Buffer[]): Buffer
 /** The leaf hash of `data` (blake3 of `0x00 || data`). */
@@ -86,11 +96,17 @@ export declare class Receipt {
   toJSON(): Json
   sign(key: NodeKey): SignedReceipt
   get totalTokens(): number
+  /** 2 with a commitment basis, else 1. */
+  get version(): number
+  opensTokenIds(salt: Buffer, prompt: number[], completion: number[]): boolean
+  opensText(salt: Buffer, prompt: string, completion: string): boolean
 }
 export declare class SignedReceipt {
   static decode(data: Buffer): SignedReceipt
   static fromJson(value: Json): SignedReceipt
   toJSON(): Json
+  /** The version the receipt was signed as (1 or 2). */
+  get version(): number
   get bodyBytes(): Buffer
   signingMessage(): Buffer
   get objectHash(): Buffer
@@ -177,6 +193,8 @@ export declare class SignedManifest {
 }
 export declare class PriceSchedule {
   constructor(promptPer1kTokens: number, completionPer1kTokens: number)
+  static fromJson(value: Json): PriceSchedule
+  toJSON(): Json
   price(promptTokens: number, completionTokens: number): number
 }
 /** Present when the addon was built with the `host` feature (the default). */

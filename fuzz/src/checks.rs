@@ -33,11 +33,15 @@ where
     Some(s)
 }
 
-/// `receipt` target.
+/// `receipt` target: versions 1 and 2 side by side (the seeds hold both).
 pub fn receipt(data: &[u8]) {
     if let Some(s) = signed_roundtrip::<Receipt>(data) {
         let summary = s.summary();
         assert_eq!(summary.receipt_id, s.receipt_id());
+        // The envelope's version byte is the body's version, and only v2 has v2 fields.
+        assert_eq!(s.version(), data[0]);
+        assert_eq!(s.body().commitment_basis.is_some(), s.version() == 2);
+        assert!(s.version() == 2 || s.body().attestation_digest.is_none());
         let _ = s.verify_self_certified();
     }
 }

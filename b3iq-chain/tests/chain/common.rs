@@ -172,6 +172,8 @@ pub fn receipt(
         price_micro_credits: price,
         prompt_commitment: Commitment::prompt(&salt, b"prompt"),
         output_commitment: Commitment::output(&salt, b"output"),
+        commitment_basis: None,
+        attestation_digest: None,
     }
     .sign(key)
     .unwrap()

@@ -16,7 +16,10 @@ use b3iq_core::job::{Job, JobId, JobKind};
 use b3iq_core::manifest::{ManifestArtifact, MemoryBand, ModelManifest};
 use b3iq_core::merkle::{self, MerkleTree};
 use b3iq_core::payout::{EthAddress, PayoutEntry, PayoutTree};
-use b3iq_core::receipt::{Commitment, CommitmentSalt, Receipt, RequestId};
+use b3iq_core::metering::PriceSchedule;
+use b3iq_core::receipt::{
+    text_bytes, token_ids_bytes, Commitment, CommitmentSalt, NodeSalt, Receipt, RequestId, ServedContent, ServedRequest,
+};
 use b3iq_core::split::{Recipient, SplitPolicy};
 use b3iq_core::{Hash32, OperatingMode, Signed, SignedKind};
 use rand_chacha::rand_core::SeedableRng;
@@ -122,6 +125,8 @@ pub fn sample_receipts() -> Vec<(&'static str, &'static str, Receipt, Option<Val
         price_micro_credits: 0,
         prompt_commitment: Commitment::prompt(&salt, prompt.as_bytes()),
         output_commitment: Commitment::output(&salt, output.as_bytes()),
+        commitment_basis: None,
+        attestation_digest: None,
     };
     let mut network = base.clone();
     network.request_id = RequestId([0x22; 16]);
@@ -130,7 +135,160 @@ pub fn sample_receipts() -> Vec<(&'static str, &'static str, Receipt, Option<Val
     network.prompt_tokens = u32::MAX;
     network.completion_tokens = 0;
     network.started_at_ms = u64::MAX;
-    vec![("local_free", "node", base, Some(opening)), ("network_paid_extremes", "node", network, None)]
+    vec![("local_free", "node", base, Some(json!({"commitment_opening": opening}))), ("network_paid_extremes", "node", network, None)]
+}
+
+/// The node salt of the version-2 receipt vectors.
+pub const V2_NODE_SALT: [u8; 32] = [0x5b; 32];
+
+/// One version-2 vector: what was served, at which prices.
+struct V2Case {
+    name: &'static str,
+    request: u8,
+    mode: OperatingMode,
+    basis: V2Content,
+    prices: PriceSchedule,
+    started_at_ms: u64,
+    attestation: Option<Hash32>,
+}
+
+enum V2Content {
+    Ids(Vec<u32>, Vec<u32>),
+    Text(&'static str, &'static str, u32, u32),
+}
+
+/// Version-2 receipts (`receipt_v2.json`): both commitment bases, every mode, and price
+/// rounding cases. Each case carries its price schedule and the full opening.
+pub fn sample_receipts_v2() -> Vec<(String, &'static str, Receipt, Option<Value>)> {
+    let node = key("node");
+    let node_salt = NodeSalt::from_bytes(V2_NODE_SALT);
+    // Made-up token ids, shaped like a short templated chat exchange.
+    let prompt_ids = vec![1, 9690, 198, 2683, 359, 253, 5356, 30, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
+    let completion_ids = vec![504, 3575, 282, 4649, 314, 7042, 30, 2];
+    let cases = vec![
+        V2Case {
+            name: "token_ids_local_free",
+            request: 0x31,
+            mode: OperatingMode::Local,
+            basis: V2Content::Ids(prompt_ids.clone(), completion_ids.clone()),
+            prices: PriceSchedule::FREE,
+            started_at_ms: 1_763_780_400_000,
+            attestation: None,
+        },
+        V2Case {
+            // 1 prompt token at 1 micro-credit per 1M tokens: ceil(1 / 1e6) = 1, never 0.
+            name: "token_ids_managed_one_token_rounds_up",
+            request: 0x32,
+            mode: OperatingMode::Managed,
+            basis: V2Content::Ids(vec![42], vec![]),
+            prices: PriceSchedule { prompt_per_1m_tokens: 1, completion_per_1m_tokens: 1, per_request: 0 },
+            started_at_ms: 1_763_780_401_000,
+            attestation: None,
+        },
+        V2Case {
+            // 26 * 250_000 + 8 * 500_000 = 10_500_000: exactly 10.5 rounds up to 11.
+            name: "token_ids_network_half_rounds_up",
+            request: 0x33,
+            mode: OperatingMode::Network,
+            basis: V2Content::Ids(prompt_ids.clone(), completion_ids.clone()),
+            prices: PriceSchedule { prompt_per_1m_tokens: 250_000, completion_per_1m_tokens: 500_000, per_request: 0 },
+            started_at_ms: 1_763_780_402_000,
+            attestation: Some(Hash32(*blake3::hash(b"b3iq test attestation").as_bytes())),
+        },
+        V2Case {
+            // 4 * 250_000 + 2 * 500_000 = 2_000_000: exact, no rounding; plus a 1000 fee.
+            name: "token_ids_network_exact_with_fee",
+            request: 0x34,
+            mode: OperatingMode::Network,
+            basis: V2Content::Ids(vec![1, 2, 3, 4], vec![5, 6]),
+            prices: PriceSchedule { prompt_per_1m_tokens: 250_000, completion_per_1m_tokens: 500_000, per_request: 1_000 },
+            started_at_ms: 1_763_780_403_000,
+            attestation: None,
+        },
+        V2Case {
+            // An OpenAI-compatible upstream: text basis, counts as reported.
+            // 250 + ceil((31 * 100 + 9 * 300) / 1e6) = 250 + 1.
+            name: "utf8_text_network_fee",
+            request: 0x35,
+            mode: OperatingMode::Network,
+            basis: V2Content::Text("What is the capital of France?", "The capital of France is Paris.", 31, 9),
+            prices: PriceSchedule { prompt_per_1m_tokens: 100, completion_per_1m_tokens: 300, per_request: 250 },
+            started_at_ms: 1_763_780_404_000,
+            attestation: None,
+        },
+        V2Case {
+            // Largest counts; 7 + 3 * (2^32 - 1); started_at_ms = u64::MAX; empty texts.
+            name: "utf8_text_extremes",
+            request: 0x36,
+            mode: OperatingMode::Managed,
+            basis: V2Content::Text("", "", u32::MAX, u32::MAX),
+            prices: PriceSchedule { prompt_per_1m_tokens: 1_000_000, completion_per_1m_tokens: 2_000_000, per_request: 7 },
+            started_at_ms: u64::MAX,
+            attestation: Some(Hash32([0xff; 32])),
+        },
+    ];
+    cases
+        .into_iter()
+        .map(|c| {
+            let request_id = RequestId([c.request; 16]);
+            let content = match &c.basis {
+                V2Content::Ids(p, o) => ServedContent::TokenIds { prompt: p, completion: o },
+                V2Content::Text(p, o, pt, ot) => ServedContent::Utf8Text { prompt: p, completion: o, prompt_tokens: *pt, completion_tokens: *ot },
+            };
+            let served = ServedRequest {
+                node_id: node.node_id(),
+                request_id,
+                model_id: "smollm2-135m-instruct:q4_1".into(),
+                artifact_digest: Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53").expect("digest"),
+                backend: if matches!(c.basis, V2Content::Text(..)) { "openai-compatible".into() } else { "llama.cpp".into() },
+                mode: c.mode,
+                started_at_ms: c.started_at_ms,
+                ttft_ms: 42,
+                duration_ms: 315,
+                content,
+                attestation_digest: c.attestation,
+            };
+            let receipt = Receipt::new_v2(served, &c.prices, &node_salt).expect("sample receipt");
+            let salt = node_salt.receipt_salt(&request_id);
+            let basis = content.basis();
+            let (prompt_tag, completion_tag) = basis.role_tags();
+            let mut opening = json!({
+                "node_salt_hex": hex::encode(V2_NODE_SALT),
+                "salt_tag": "b3iq/receipt-salt/v1",
+                "receipt_salt_hex": hex::encode(salt.expose_secret()),
+                "commitment_basis": basis.as_str(),
+                "prompt_tag": String::from_utf8(prompt_tag.to_vec()).expect("ascii"),
+                "completion_tag": String::from_utf8(completion_tag.to_vec()).expect("ascii"),
+            });
+            match &c.basis {
+                V2Content::Ids(p, o) => {
+                    opening["prompt_token_ids"] = json!(p);
+                    opening["completion_token_ids"] = json!(o);
+                    opening["prompt_data_hex"] = json!(hex::encode(token_ids_bytes(p).expect("short")));
+                    opening["completion_data_hex"] = json!(hex::encode(token_ids_bytes(o).expect("short")));
+                }
+                V2Content::Text(p, o, ..) => {
+                    opening["prompt_utf8"] = json!(p);
+                    opening["completion_utf8"] = json!(o);
+                    opening["prompt_data_hex"] = json!(hex::encode(text_bytes(p).expect("short")));
+                    opening["completion_data_hex"] = json!(hex::encode(text_bytes(o).expect("short")));
+                }
+            }
+            assert_eq!(receipt.commitment_basis, Some(basis));
+            let price = c.prices.price(u64::from(receipt.prompt_tokens), u64::from(receipt.completion_tokens)).expect("fits");
+            assert_eq!(receipt.price_micro_credits, price);
+            let extra = json!({
+                "commitment_opening": opening,
+                "price": {
+                    "schedule": serde_json::to_value(c.prices).expect("json"),
+                    "prompt_tokens": receipt.prompt_tokens,
+                    "completion_tokens": receipt.completion_tokens,
+                    "price_micro_credits": price,
+                },
+            });
+            (c.name.to_string(), "node", receipt, Some(extra))
+        })
+        .collect()
 }
 
 fn sample_jobs() -> Vec<(String, &'static str, Job)> {
@@ -262,8 +420,14 @@ fn negative_cases<T: SignedKind>(encoded: &[u8], signer: &b3iq_core::NodePublicK
     cases.push(("truncated_by_one", encoded[..n - 1].to_vec()));
     cases.push(("empty", Vec::new()));
     let mut v = encoded.to_vec();
-    v[0] = 2;
+    v[0] = T::KIND.current_version() + 1;
     cases.push(("unknown_version", v));
+    if T::KIND.current_version() > 1 {
+        // The body of one version under another supported version's byte.
+        let mut v = encoded.to_vec();
+        v[0] = if v[0] == 1 { T::KIND.current_version() } else { 1 };
+        cases.push(("other_supported_version", v));
+    }
     let mut v = encoded.to_vec();
     v[1] = if v[1] == 1 { 2 } else { 1 };
     cases.push(("wrong_kind_byte", v));
@@ -301,18 +465,22 @@ fn signed_case<T: SignedKind + serde::Serialize>(name: &str, signer_name: &str, 
         "signed_json": serde_json::to_value(&s).expect("json"),
         "verifies": s.verify(&k.public()).is_ok(),
     });
-    if let Some(x) = extra {
-        case["commitment_opening"] = x;
+    if let Some(Value::Object(extra)) = extra {
+        for (k, v) in extra {
+            case[k] = v;
+        }
     }
     (case, enc)
 }
 
 fn kind_file<T: SignedKind + serde::Serialize>(cases: Vec<(String, &'static str, T, Option<Value>)>) -> (Value, Vec<(String, Vec<u8>)>) {
     let kind = T::KIND;
+    let version = cases.first().expect("at least one case").2.version();
     let mut out_cases = Vec::new();
     let mut seeds = Vec::new();
     let mut negatives = Vec::new();
     for (i, (name, signer, body, extra)) in cases.into_iter().enumerate() {
+        assert_eq!(body.version(), version, "one version per file");
         let (case, enc) = signed_case(&name, signer, body, extra);
         if i == 0 {
             negatives = negative_cases::<T>(&enc, &key(signer).public());
@@ -323,7 +491,7 @@ fn kind_file<T: SignedKind + serde::Serialize>(cases: Vec<(String, &'static str,
     let v = json!({
         "kind": serde_json::to_value(kind).expect("json"),
         "kind_byte": kind.byte(),
-        "version": kind.version(),
+        "version": version,
         "domain_tag": String::from_utf8(kind.domain_tag().to_vec()).expect("ascii"),
         "max_body_len": kind.max_body_len(),
         "cases": out_cases,
@@ -519,6 +687,10 @@ pub fn generate_with_seeds() -> (VectorFiles, FuzzSeeds) {
     let (v, s) = kind_file(sample_receipts().into_iter().map(|(n, k, b, x)| (n.to_string(), k, b, x)).collect());
     files.push(("receipt.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("receipt".to_string(), n, b)));
+
+    let (v, s) = kind_file(sample_receipts_v2());
+    files.push(("receipt_v2.json".into(), pretty(&v)));
+    seeds.extend(s.into_iter().map(|(n, b)| ("receipt".to_string(), format!("v2-{n}"), b)));
 
     let (v, s) = kind_file(sample_jobs().into_iter().map(|(n, k, b)| (n, k, b, None)).collect());
     files.push(("job.json".into(), pretty(&v)));

@@ -38,6 +38,8 @@ fn receipt(
         price_micro_credits: price,
         prompt_commitment: Commitment::prompt(&salt, b"p"),
         output_commitment: Commitment::output(&salt, b"o"),
+        commitment_basis: None,
+        attestation_digest: None,
     }
     .sign(key)
     .unwrap()

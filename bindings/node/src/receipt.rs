@@ -1,4 +1,5 @@
-//! Mirrors `b3iq-core/src/receipt.rs`: receipts, signed receipts, public summaries, commitments.
+//! Mirrors `b3iq-core/src/receipt.rs`: receipts (versions 1 and 2), signed receipts, public
+//! summaries, commitments and per-receipt salts.
 
 use b3iq_core::receipt as core;
 use napi::bindgen_prelude::Buffer;
@@ -9,7 +10,8 @@ use crate::error::{raise, Result};
 use crate::identity::{NodeId, NodeKey, NodePublicKey};
 
 /// An unsigned usage receipt (the signed body), built from a plain object with the core's JSON
-/// field names (`node_id`, `request_id`, `model_id`, ...).
+/// field names (`node_id`, `request_id`, `model_id`, ...). An object with `commitment_basis`
+/// (and optionally `attestation_digest`) is a version-2 receipt.
 #[napi]
 pub struct Receipt {
     inner: core::Receipt,
@@ -40,6 +42,28 @@ impl Receipt {
     pub fn total_tokens(&self) -> f64 {
         self.inner.total_tokens() as f64
     }
+
+    /// The receipt version: 2 with a commitment basis, else 1.
+    #[napi(getter)]
+    pub fn version(&self) -> u32 {
+        u32::from(self.inner.version())
+    }
+
+    /// Whether this receipt's revealed 32-byte `salt` and the token ids open it (version 2,
+    /// `token_ids` basis, counts equal to the list lengths).
+    #[napi]
+    pub fn opens_token_ids(&self, salt: Buffer, prompt: Vec<u32>, completion: Vec<u32>) -> Result<bool> {
+        let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+        Ok(self.inner.opens_token_ids(&salt, &prompt, &completion))
+    }
+
+    /// Whether this receipt's revealed 32-byte `salt` and the texts open it (version 2,
+    /// `utf8_text` basis).
+    #[napi]
+    pub fn opens_text(&self, salt: Buffer, prompt: String, completion: String) -> Result<bool> {
+        let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+        Ok(self.inner.opens_text(&salt, &prompt, &completion))
+    }
 }
 
 /// A signed usage receipt: decode the wire bytes, verify, and summarise.
@@ -67,6 +91,12 @@ impl SignedReceipt {
     #[napi(js_name = "toJSON")]
     pub fn to_json(&self) -> Result<serde_json::Value> {
         to_js(&self.inner)
+    }
+
+    /// The version the receipt was signed as (1 or 2).
+    #[napi(getter)]
+    pub fn version(&self) -> u32 {
+        u32::from(self.inner.version())
     }
 
     /// The canonical body bytes that were signed.
@@ -138,16 +168,53 @@ impl SignedReceipt {
     }
 }
 
-/// Salted blake3 commitment to a prompt (32 bytes).
+/// Version 1: salted blake3 commitment to prompt bytes (32 bytes).
 #[napi]
 pub fn commit_prompt(salt: Buffer, prompt: Buffer) -> Result<Buffer> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
     Ok(buffer(core::Commitment::prompt(&salt, &prompt).as_bytes()))
 }
 
-/// Salted blake3 commitment to an output (32 bytes).
+/// Version 1: salted blake3 commitment to output bytes (32 bytes).
 #[napi]
 pub fn commit_output(salt: Buffer, output: Buffer) -> Result<Buffer> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
     Ok(buffer(core::Commitment::output(&salt, &output).as_bytes()))
+}
+
+/// The 32-byte commitment salt of the receipt for `requestId` (16 bytes), derived from the
+/// node's 32-byte secret `nodeSalt`. Reveal it to open that one receipt.
+#[napi]
+pub fn receipt_salt(node_salt: Buffer, request_id: Buffer) -> Result<Buffer> {
+    let node_salt = core::NodeSalt::from_bytes(array::<32>("nodeSalt", &node_salt)?);
+    let request_id = core::RequestId(array::<16>("requestId", &request_id)?);
+    Ok(buffer(node_salt.receipt_salt(&request_id).expose_secret()))
+}
+
+/// Version 2: commitment to the prompt's token ids (32 bytes).
+#[napi]
+pub fn commit_prompt_token_ids(salt: Buffer, token_ids: Vec<u32>) -> Result<Buffer> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+    Ok(buffer(core::Commitment::prompt_token_ids(&salt, &token_ids).map_err(raise)?.as_bytes()))
+}
+
+/// Version 2: commitment to the completion's token ids (32 bytes).
+#[napi]
+pub fn commit_completion_token_ids(salt: Buffer, token_ids: Vec<u32>) -> Result<Buffer> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+    Ok(buffer(core::Commitment::completion_token_ids(&salt, &token_ids).map_err(raise)?.as_bytes()))
+}
+
+/// Version 2: commitment to the prompt's UTF-8 text (32 bytes).
+#[napi]
+pub fn commit_prompt_text(salt: Buffer, text: String) -> Result<Buffer> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+    Ok(buffer(core::Commitment::prompt_text(&salt, &text).map_err(raise)?.as_bytes()))
+}
+
+/// Version 2: commitment to the completion's UTF-8 text (32 bytes).
+#[napi]
+pub fn commit_completion_text(salt: Buffer, text: String) -> Result<Buffer> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
+    Ok(buffer(core::Commitment::completion_text(&salt, &text).map_err(raise)?.as_bytes()))
 }

@@ -13,6 +13,7 @@ for (const k of loadVectors('keys').keys) {
 
 const SIGNED = {
   receipt: [b3iq.Receipt, b3iq.SignedReceipt],
+  receipt_v2: [b3iq.Receipt, b3iq.SignedReceipt],
   job: [b3iq.Job, b3iq.SignedJob],
   manifest: [b3iq.ModelManifest, b3iq.SignedManifest],
 }
@@ -113,6 +114,64 @@ test('receipt ids, summaries and commitments', () => {
     assert.equal(hex(b3iq.commitOutput(salt, Buffer.from(o.output_utf8))), c.body.output_commitment)
     assert.notEqual(hex(b3iq.commitOutput(salt, Buffer.from(o.prompt_utf8))), c.body.prompt_commitment)
   }
+})
+
+test('v1 receipts still verify and v2 receipts say their version', () => {
+  for (const [name, version] of [['receipt', 1], ['receipt_v2', 2]]) {
+    const vectors = loadVectors(name)
+    assert.equal(vectors.version, version)
+    for (const c of vectors.cases) {
+      const signed = b3iq.SignedReceipt.decode(unhex(c.encoded_hex))
+      assert.equal(signed.version, version)
+      assert.equal(signed.receipt.version, version)
+      assert.equal(signed.toJSON().version, version)
+      signed.verify(keys[c.signer].key.publicKey)
+      assert.equal(hex(signed.receiptId), c.object_hash_hex)
+    }
+  }
+})
+
+test('receipt v2 prices, salts and openings', () => {
+  const cases = loadVectors('receipt_v2').cases
+  assert.deepEqual(new Set(cases.map((c) => c.commitment_opening.commitment_basis)), new Set(['token_ids', 'utf8_text']))
+  const salts = []
+  for (const c of cases) {
+    const { body, price, commitment_opening: o } = c
+    const schedule = b3iq.PriceSchedule.fromJson(price.schedule)
+    assert.deepEqual(schedule.toJSON(), price.schedule)
+    assert.equal(schedule.price(body.prompt_tokens, body.completion_tokens), body.price_micro_credits)
+    assert.equal(body.price_micro_credits, price.price_micro_credits)
+    const salt = b3iq.receiptSalt(unhex(o.node_salt_hex), unhex(body.request_id))
+    assert.equal(hex(salt), o.receipt_salt_hex)
+    const receipt = b3iq.SignedReceipt.decode(unhex(c.encoded_hex)).receipt
+    if (o.commitment_basis === 'token_ids') {
+      const [p, q] = [o.prompt_token_ids, o.completion_token_ids]
+      assert.equal(hex(b3iq.commitPromptTokenIds(salt, p)), body.prompt_commitment)
+      assert.equal(hex(b3iq.commitCompletionTokenIds(salt, q)), body.output_commitment)
+      assert.equal(receipt.opensTokenIds(salt, p, q), true)
+      assert.equal(receipt.opensTokenIds(salt, q, p), false)
+      assert.equal(receipt.opensText(salt, '', ''), false)
+    } else {
+      const [p, q] = [o.prompt_utf8, o.completion_utf8]
+      assert.equal(hex(b3iq.commitPromptText(salt, p)), body.prompt_commitment)
+      assert.equal(hex(b3iq.commitCompletionText(salt, q)), body.output_commitment)
+      assert.equal(receipt.opensText(salt, p, q), true)
+      assert.equal(receipt.opensTokenIds(salt, [], []), false)
+    }
+    salts.push([salt, receipt, o])
+  }
+  // one receipt's revealed salt opens no other receipt
+  salts.forEach(([salt], i) => {
+    salts.forEach(([, other, o], j) => {
+      if (i === j) return
+      const opened =
+        o.commitment_basis === 'token_ids'
+          ? other.opensTokenIds(salt, o.prompt_token_ids, o.completion_token_ids)
+          : other.opensText(salt, o.prompt_utf8, o.completion_utf8)
+      assert.equal(opened, false, `salt of case ${i} opens case ${j}`)
+    })
+  })
+  assert.throws(() => b3iq.receiptSalt(Buffer.from('short'), Buffer.alloc(16)), b3iq.B3iqValueError)
 })
 
 test('merkle trees match the vectors', () => {

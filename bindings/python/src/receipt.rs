@@ -1,4 +1,5 @@
-//! Mirrors `b3iq-core/src/receipt.rs`: receipts, signed receipts, public summaries, commitments.
+//! Mirrors `b3iq-core/src/receipt.rs`: receipts (versions 1 and 2), signed receipts, public
+//! summaries, commitments and per-receipt salts.
 
 use b3iq_core::receipt as core;
 use pyo3::prelude::*;
@@ -9,7 +10,8 @@ use crate::error::raise;
 use crate::identity::{NodeId, NodeKey, NodePublicKey};
 
 /// An unsigned usage receipt (the signed body). Build it from a dict with the core's JSON
-/// field names (`node_id`, `request_id`, `model_id`, ...; hashes as hex, ids as text).
+/// field names (`node_id`, `request_id`, `model_id`, ...; hashes as hex, ids as text). A dict
+/// with `commitment_basis` (and optionally `attestation_digest`) is a version-2 receipt.
 #[pyclass(module = "b3iq", name = "Receipt", frozen)]
 pub struct Receipt(pub(crate) core::Receipt);
 
@@ -36,6 +38,26 @@ impl Receipt {
     fn total_tokens(&self) -> u64 {
         self.0.total_tokens()
     }
+
+    /// The receipt version: 2 with a commitment basis, else 1.
+    #[getter]
+    fn version(&self) -> u8 {
+        self.0.version()
+    }
+
+    /// Whether this receipt's revealed 32-byte `salt` and the token ids open it (version 2,
+    /// `token_ids` basis, counts equal to the list lengths).
+    fn opens_token_ids(&self, salt: &[u8], prompt: Vec<u32>, completion: Vec<u32>) -> PyResult<bool> {
+        let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
+        Ok(self.0.opens_token_ids(&salt, &prompt, &completion))
+    }
+
+    /// Whether this receipt's revealed 32-byte `salt` and the texts open it (version 2,
+    /// `utf8_text` basis).
+    fn opens_text(&self, salt: &[u8], prompt: &str, completion: &str) -> PyResult<bool> {
+        let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
+        Ok(self.0.opens_text(&salt, prompt, completion))
+    }
 }
 
 /// A signed usage receipt: decode the wire bytes, verify, and summarise.
@@ -60,6 +82,12 @@ impl SignedReceipt {
     /// The signed JSON form.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         to_py(py, &self.0)
+    }
+
+    /// The version the receipt was signed as (1 or 2).
+    #[getter]
+    fn version(&self) -> u8 {
+        self.0.version()
     }
 
     /// The canonical body bytes that were signed.
@@ -130,18 +158,55 @@ impl SignedReceipt {
     }
 }
 
-/// Salted blake3 commitment to a prompt (32 bytes).
+/// Version 1: salted blake3 commitment to prompt bytes (32 bytes).
 #[pyfunction]
 fn commit_prompt<'py>(py: Python<'py>, salt: &[u8], prompt: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
     Ok(bytes(py, core::Commitment::prompt(&salt, prompt).as_bytes()))
 }
 
-/// Salted blake3 commitment to an output (32 bytes).
+/// Version 1: salted blake3 commitment to output bytes (32 bytes).
 #[pyfunction]
 fn commit_output<'py>(py: Python<'py>, salt: &[u8], output: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
     Ok(bytes(py, core::Commitment::output(&salt, output).as_bytes()))
+}
+
+/// The 32-byte commitment salt of the receipt for `request_id` (16 bytes), derived from the
+/// node's 32-byte secret `node_salt`. Reveal it to open that one receipt.
+#[pyfunction]
+fn receipt_salt<'py>(py: Python<'py>, node_salt: &[u8], request_id: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let node_salt = core::NodeSalt::from_bytes(array::<32>("node_salt", node_salt)?);
+    let request_id = core::RequestId(array::<16>("request_id", request_id)?);
+    Ok(bytes(py, node_salt.receipt_salt(&request_id).expose_secret()))
+}
+
+/// Version 2: commitment to the prompt's token ids (32 bytes).
+#[pyfunction]
+fn commit_prompt_token_ids<'py>(py: Python<'py>, salt: &[u8], token_ids: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
+    Ok(bytes(py, core::Commitment::prompt_token_ids(&salt, &token_ids).map_err(raise)?.as_bytes()))
+}
+
+/// Version 2: commitment to the completion's token ids (32 bytes).
+#[pyfunction]
+fn commit_completion_token_ids<'py>(py: Python<'py>, salt: &[u8], token_ids: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
+    Ok(bytes(py, core::Commitment::completion_token_ids(&salt, &token_ids).map_err(raise)?.as_bytes()))
+}
+
+/// Version 2: commitment to the prompt's UTF-8 text (32 bytes).
+#[pyfunction]
+fn commit_prompt_text<'py>(py: Python<'py>, salt: &[u8], text: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
+    Ok(bytes(py, core::Commitment::prompt_text(&salt, text).map_err(raise)?.as_bytes()))
+}
+
+/// Version 2: commitment to the completion's UTF-8 text (32 bytes).
+#[pyfunction]
+fn commit_completion_text<'py>(py: Python<'py>, salt: &[u8], text: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
+    Ok(bytes(py, core::Commitment::completion_text(&salt, text).map_err(raise)?.as_bytes()))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -149,5 +214,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SignedReceipt>()?;
     m.add_function(wrap_pyfunction!(commit_prompt, m)?)?;
     m.add_function(wrap_pyfunction!(commit_output, m)?)?;
+    m.add_function(wrap_pyfunction!(receipt_salt, m)?)?;
+    m.add_function(wrap_pyfunction!(commit_prompt_token_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(commit_completion_token_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(commit_prompt_text, m)?)?;
+    m.add_function(wrap_pyfunction!(commit_completion_text, m)?)?;
     Ok(())
 }

@@ -11,6 +11,7 @@ from conftest import load_vectors
 
 SIGNED = {
     "receipt": (b3iq.Receipt, b3iq.SignedReceipt),
+    "receipt_v2": (b3iq.Receipt, b3iq.SignedReceipt),
     "job": (b3iq.Job, b3iq.SignedJob),
     "manifest": (b3iq.ModelManifest, b3iq.SignedManifest),
 }
@@ -110,6 +111,58 @@ def test_receipt_ids_summaries_and_commitments(keys):
         assert b3iq.commit_prompt(salt, opening["prompt_utf8"].encode()).hex() == body["prompt_commitment"]
         assert b3iq.commit_output(salt, opening["output_utf8"].encode()).hex() == body["output_commitment"]
         assert b3iq.commit_output(salt, opening["prompt_utf8"].encode()).hex() != body["prompt_commitment"]
+
+
+def test_v1_receipts_still_verify_and_v2_receipts_say_their_version(keys):
+    for name, version in (("receipt", 1), ("receipt_v2", 2)):
+        vectors = load_vectors(name)
+        assert vectors["version"] == version
+        for case in vectors["cases"]:
+            signed = b3iq.SignedReceipt.decode(bytes.fromhex(case["encoded_hex"]))
+            assert signed.version == version and signed.receipt.version == version
+            assert signed.to_dict()["version"] == version
+            signed.verify(keys[case["signer"]]["key"].public_key)
+            assert signed.receipt_id.hex() == case["object_hash_hex"]
+            assert ("commitment_basis" in case["body"]) == (version == 2)
+
+
+def test_receipt_v2_prices_salts_and_openings():
+    cases = load_vectors("receipt_v2")["cases"]
+    assert {c["commitment_opening"]["commitment_basis"] for c in cases} == {"token_ids", "utf8_text"}
+    salts = []
+    for case in cases:
+        body, price, o = case["body"], case["price"], case["commitment_opening"]
+        schedule = b3iq.PriceSchedule.from_dict(price["schedule"])
+        assert schedule.to_dict() == price["schedule"]
+        assert schedule.price(body["prompt_tokens"], body["completion_tokens"]) == body["price_micro_credits"] == price["price_micro_credits"]
+        salt = b3iq.receipt_salt(bytes.fromhex(o["node_salt_hex"]), bytes.fromhex(body["request_id"]))
+        assert salt.hex() == o["receipt_salt_hex"]
+        receipt = b3iq.SignedReceipt.decode(bytes.fromhex(case["encoded_hex"])).receipt
+        if o["commitment_basis"] == "token_ids":
+            p, c = o["prompt_token_ids"], o["completion_token_ids"]
+            assert b3iq.commit_prompt_token_ids(salt, p).hex() == body["prompt_commitment"]
+            assert b3iq.commit_completion_token_ids(salt, c).hex() == body["output_commitment"]
+            assert receipt.opens_token_ids(salt, p, c)
+            assert not receipt.opens_token_ids(salt, c, p)
+            assert not receipt.opens_text(salt, "", "")
+        else:
+            p, c = o["prompt_utf8"], o["completion_utf8"]
+            assert b3iq.commit_prompt_text(salt, p).hex() == body["prompt_commitment"]
+            assert b3iq.commit_completion_text(salt, c).hex() == body["output_commitment"]
+            assert receipt.opens_text(salt, p, c)
+            assert not receipt.opens_token_ids(salt, [], [])
+        salts.append((salt, receipt, o))
+    # one receipt's revealed salt opens no other receipt
+    for i, (salt, _, _) in enumerate(salts):
+        for j, (_, other, o) in enumerate(salts):
+            if i == j:
+                continue
+            if o["commitment_basis"] == "token_ids":
+                assert not other.opens_token_ids(salt, o["prompt_token_ids"], o["completion_token_ids"])
+            else:
+                assert not other.opens_text(salt, o["prompt_utf8"], o["completion_utf8"])
+    with pytest.raises(b3iq.B3iqValueError):
+        b3iq.receipt_salt(b"short", bytes(16))
 
 
 def test_merkle_trees_match_vectors():

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use b3iq_core::metering as core;
 
+use crate::convert::{from_json, to_json};
 use crate::error::B3iqError;
 
 /// A price schedule in micro-credits per 1,000 prompt / completion tokens.
@@ -18,6 +19,18 @@ impl PriceSchedule {
     #[uniffi::constructor]
     pub fn new(prompt_per_1k_tokens: u64, completion_per_1k_tokens: u64) -> Result<Arc<Self>, B3iqError> {
         Ok(Arc::new(Self { inner: core::PriceSchedule::per_1k(prompt_per_1k_tokens, completion_per_1k_tokens)? }))
+    }
+
+    /// A schedule from JSON text with the core's field names: `prompt_per_1m_tokens`,
+    /// `completion_per_1m_tokens`, `per_request` (micro-credits; unknown fields are refused).
+    #[uniffi::constructor]
+    pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
+        Ok(Arc::new(Self { inner: from_json("price schedule", &json)? }))
+    }
+
+    /// The schedule as JSON text (the core's form, prices per million tokens).
+    pub fn to_json(&self) -> Result<String, B3iqError> {
+        to_json(&self.inner)
     }
 
     /// The price of a request in micro-credits.
