@@ -217,7 +217,6 @@ impl b3iq_core::ClassifiedError for HostError {
     }
 
     fn category(&self) -> b3iq_core::ErrorCategory {
-        use b3iq_core::ClassifiedError as _;
         use b3iq_core::ErrorCategory as C;
         use HostError::*;
         match self {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use b3iq_core::job::{IssuerClass, Job, JobId, JobKind, JobPolicy, SignedJob, TrustRoots, Verdict, VerifiedJob};
 use b3iq_core::mode::OperatingMode;
 use b3iq_core::identity::NodeKey;
-use b3iq_core::SeenSet as _;
+use b3iq_core::job::SeenSet as _;
 use b3iq_runtime::catalog::Catalog;
 use serde_json::{json, Value};
 
