@@ -961,6 +961,17 @@ RustBuffer uniffi_b3iq_ffi_fn_func_version(RustCallStatus *_Nonnull out_status
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_TESTING_ERROR_CATEGORIES
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_TESTING_ERROR_CATEGORIES
+RustBuffer uniffi_b3iq_ffi_fn_func_testing_error_categories(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_TESTING_ERROR_FOR_CATEGORY
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_TESTING_ERROR_FOR_CATEGORY
+void uniffi_b3iq_ffi_fn_func_testing_error_for_category(RustBuffer category, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_DECIDE_JOB
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_DECIDE_JOB
 RustBuffer uniffi_b3iq_ffi_fn_func_decide_job(RustBuffer kind_json, RustBuffer mode, RustBuffer auto_approve_up_to, RustCallStatus *_Nonnull out_status
@@ -1284,6 +1295,18 @@ void ffi_b3iq_ffi_rust_future_complete_void(uint64_t handle, RustCallStatus *_No
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_VERSION
 uint16_t uniffi_b3iq_ffi_checksum_func_version(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_TESTING_ERROR_CATEGORIES
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_TESTING_ERROR_CATEGORIES
+uint16_t uniffi_b3iq_ffi_checksum_func_testing_error_categories(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_TESTING_ERROR_FOR_CATEGORY
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_TESTING_ERROR_FOR_CATEGORY
+uint16_t uniffi_b3iq_ffi_checksum_func_testing_error_for_category(void
     
 );
 #endif

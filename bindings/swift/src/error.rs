@@ -9,7 +9,8 @@
 
 use b3iq_core::{ClassifiedError, ErrorCategory};
 
-/// Every error the B3IQ Swift package throws: one case per [`ErrorCategory`].
+/// Every error the B3IQ Swift package throws: one case per error category (b3iq-core's
+/// `ErrorCategory`).
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum B3iqError {
     /// Malformed or out-of-range input (bad hex, wrong length, bad encoding, bad key text).

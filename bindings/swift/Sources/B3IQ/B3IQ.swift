@@ -4621,7 +4621,8 @@ public func FfiConverterTypeSplit_lower(_ value: Split) -> RustBuffer {
 
 
 /**
- * Every error the B3IQ Swift package throws.
+ * Every error the B3IQ Swift package throws: one case per error category (b3iq-core's
+ * `ErrorCategory`).
  */
 public 
 enum B3iqError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
@@ -4724,6 +4725,18 @@ enum B3iqError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
          * What was wrong and what to do.
          */message: String
     )
+    /**
+     * A bug or an invariant that did not hold inside B3IQ (report it with the message).
+     */
+    case Internal(
+        /**
+         * The core's stable snake_case error code (`invalid_signature`, ...), or the
+         * binding's own (`io`, `invalid_input`).
+         */code: String, 
+        /**
+         * What was wrong and what to do.
+         */message: String
+    )
 
     
 
@@ -4785,6 +4798,10 @@ public struct FfiConverterTypeB3iqError: FfiConverterRustBuffer {
             code: try FfiConverterString.read(from: &buf), 
             message: try FfiConverterString.read(from: &buf)
             )
+        case 9: return .Internal(
+            code: try FfiConverterString.read(from: &buf), 
+            message: try FfiConverterString.read(from: &buf)
+            )
 
          default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -4841,6 +4858,12 @@ public struct FfiConverterTypeB3iqError: FfiConverterRustBuffer {
         
         case let .State(code,message):
             writeInt(&buf, Int32(8))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(message, into: &buf)
+            
+        
+        case let .Internal(code,message):
+            writeInt(&buf, Int32(9))
             FfiConverterString.write(code, into: &buf)
             FfiConverterString.write(message, into: &buf)
             
@@ -5092,6 +5115,30 @@ public func version() -> String  {
 })
 }
 /**
+ * Test-only (not part of the API; Swift: `testingErrorCategories()`): the name of every error
+ * category, in the core's order.
+ */
+public func testingErrorCategories() -> [String]  {
+    return try!  FfiConverterSequenceString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_func_testing_error_categories(uniffiCallStatus
+    )
+})
+}
+/**
+ * Test-only (not part of the API; Swift: `testingErrorForCategory(category:)`): throws the
+ * error an error of `category` becomes (`"expired"`, ... as in `testing_error_categories()`),
+ * with code `"error_probe"` and a cause in its message, so the tests check the category -> case
+ * table for every category. An unknown name throws `InvalidInput` (code `invalid_input`).
+ */
+public func testingErrorForCategory(category: String)throws   {try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_func_testing_error_for_category(
+        FfiConverterString.lower(category),uniffiCallStatus
+    )
+}
+}
+/**
  * Decides whether a verified job (its `kind` as JSON) runs in `mode`; returns JSON
  * `{"verdict", "risk", "reason"}`. `auto_approve_up_to`: `"low"`, `"medium"` or none.
  */
@@ -5264,6 +5311,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.contractVersionMismatch
     }
     if (uniffi_b3iq_ffi_checksum_func_version() != 48111) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_func_testing_error_categories() != 53500) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_func_testing_error_for_category() != 4698) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_func_decide_job() != 2171) {
