@@ -609,6 +609,22 @@ mod tests {
     }
 
     #[test]
+    fn versions_are_one_to_current() {
+        for k in Kind::ALL {
+            let current = k.current_version();
+            assert!(!k.supports_version(0) && !k.supports_version(current + 1));
+            assert!((1..=current).all(|v| k.supports_version(v)));
+            assert_eq!(current, if k == Kind::Receipt { 2 } else { 1 });
+        }
+        // a heartbeat is version 1 and says so in its envelope, its JSON and its signing message
+        let s = hb(&NodeKey::from_seed([1; 32]), 1);
+        assert_eq!(s.version(), 1);
+        assert_eq!(s.encode()[0], 1);
+        assert_eq!(s.signing_message()[Kind::Heartbeat.domain_tag().len()], 1);
+        assert_eq!(serde_json::to_value(&s).unwrap()["version"], 1);
+    }
+
+    #[test]
     fn wrong_kind_and_version_are_typed_errors() {
         let k = NodeKey::from_seed([1; 32]);
         let enc = hb(&k, 1).encode();
