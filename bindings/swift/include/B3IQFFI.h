@@ -685,6 +685,11 @@ uint64_t uniffi_b3iq_ffi_fn_clone_priceschedule(uint64_t handle, RustCallStatus 
 void uniffi_b3iq_ffi_fn_free_priceschedule(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CONSTRUCTOR_PRICESCHEDULE_FROM_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CONSTRUCTOR_PRICESCHEDULE_FROM_JSON
+uint64_t uniffi_b3iq_ffi_fn_constructor_priceschedule_from_json(RustBuffer json, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CONSTRUCTOR_PRICESCHEDULE_NEW
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CONSTRUCTOR_PRICESCHEDULE_NEW
 uint64_t uniffi_b3iq_ffi_fn_constructor_priceschedule_new(uint64_t prompt_per_1k_tokens, uint64_t completion_per_1k_tokens, RustCallStatus *_Nonnull out_status
@@ -693,6 +698,11 @@ uint64_t uniffi_b3iq_ffi_fn_constructor_priceschedule_new(uint64_t prompt_per_1k
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_PRICESCHEDULE_PRICE
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_PRICESCHEDULE_PRICE
 uint64_t uniffi_b3iq_ffi_fn_method_priceschedule_price(uint64_t ptr, uint64_t prompt_tokens, uint64_t completion_tokens, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_PRICESCHEDULE_TO_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_PRICESCHEDULE_TO_JSON
+RustBuffer uniffi_b3iq_ffi_fn_method_priceschedule_to_json(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_LOCALNODE
@@ -790,6 +800,16 @@ void uniffi_b3iq_ffi_fn_free_receipt(uint64_t handle, RustCallStatus *_Nonnull o
 uint64_t uniffi_b3iq_ffi_fn_constructor_receipt_from_json(RustBuffer json, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_OPENS_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_OPENS_TEXT
+int8_t uniffi_b3iq_ffi_fn_method_receipt_opens_text(uint64_t ptr, RustBuffer salt, RustBuffer prompt, RustBuffer completion, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_OPENS_TOKEN_IDS
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_OPENS_TOKEN_IDS
+int8_t uniffi_b3iq_ffi_fn_method_receipt_opens_token_ids(uint64_t ptr, RustBuffer salt, RustBuffer prompt, RustBuffer completion, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_SIGN
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_SIGN
 uint64_t uniffi_b3iq_ffi_fn_method_receipt_sign(uint64_t ptr, uint64_t key, RustCallStatus *_Nonnull out_status
@@ -803,6 +823,11 @@ RustBuffer uniffi_b3iq_ffi_fn_method_receipt_to_json(uint64_t ptr, RustCallStatu
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_TOTAL_TOKENS
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_TOTAL_TOKENS
 uint64_t uniffi_b3iq_ffi_fn_method_receipt_total_tokens(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_VERSION
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_RECEIPT_VERSION
+uint8_t uniffi_b3iq_ffi_fn_method_receipt_version(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_SIGNEDRECEIPT
@@ -883,6 +908,11 @@ void uniffi_b3iq_ffi_fn_method_signedreceipt_verify(uint64_t ptr, uint64_t expec
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_SIGNEDRECEIPT_VERIFY_SELF_CERTIFIED
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_SIGNEDRECEIPT_VERIFY_SELF_CERTIFIED
 uint64_t uniffi_b3iq_ffi_fn_method_signedreceipt_verify_self_certified(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_SIGNEDRECEIPT_VERSION
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_METHOD_SIGNEDRECEIPT_VERSION
+uint8_t uniffi_b3iq_ffi_fn_method_signedreceipt_version(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_CLONE_RUNTIME
@@ -1012,6 +1042,16 @@ RustBuffer uniffi_b3iq_ffi_fn_func_payout_leaf(RustBuffer entry_json, RustCallSt
 int8_t uniffi_b3iq_ffi_fn_func_verify_payout(RustBuffer root, RustBuffer entry_json, RustBuffer proof, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_COMPLETION_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_COMPLETION_TEXT
+RustBuffer uniffi_b3iq_ffi_fn_func_commit_completion_text(RustBuffer salt, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_COMPLETION_TOKEN_IDS
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_COMPLETION_TOKEN_IDS
+RustBuffer uniffi_b3iq_ffi_fn_func_commit_completion_token_ids(RustBuffer salt, RustBuffer token_ids, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_OUTPUT
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_OUTPUT
 RustBuffer uniffi_b3iq_ffi_fn_func_commit_output(RustBuffer salt, RustBuffer output, RustCallStatus *_Nonnull out_status
@@ -1020,6 +1060,21 @@ RustBuffer uniffi_b3iq_ffi_fn_func_commit_output(RustBuffer salt, RustBuffer out
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_PROMPT
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_PROMPT
 RustBuffer uniffi_b3iq_ffi_fn_func_commit_prompt(RustBuffer salt, RustBuffer prompt, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_PROMPT_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_PROMPT_TEXT
+RustBuffer uniffi_b3iq_ffi_fn_func_commit_prompt_text(RustBuffer salt, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_PROMPT_TOKEN_IDS
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_COMMIT_PROMPT_TOKEN_IDS
+RustBuffer uniffi_b3iq_ffi_fn_func_commit_prompt_token_ids(RustBuffer salt, RustBuffer token_ids, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_RECEIPT_SALT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_RECEIPT_SALT
+RustBuffer uniffi_b3iq_ffi_fn_func_receipt_salt(RustBuffer node_salt, RustBuffer request_id, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_FN_FUNC_CREATE_RUNTIME
@@ -1358,6 +1413,18 @@ uint16_t uniffi_b3iq_ffi_checksum_func_verify_payout(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_COMPLETION_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_COMPLETION_TEXT
+uint16_t uniffi_b3iq_ffi_checksum_func_commit_completion_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_COMPLETION_TOKEN_IDS
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_COMPLETION_TOKEN_IDS
+uint16_t uniffi_b3iq_ffi_checksum_func_commit_completion_token_ids(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_OUTPUT
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_OUTPUT
 uint16_t uniffi_b3iq_ffi_checksum_func_commit_output(void
@@ -1367,6 +1434,24 @@ uint16_t uniffi_b3iq_ffi_checksum_func_commit_output(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_PROMPT
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_PROMPT
 uint16_t uniffi_b3iq_ffi_checksum_func_commit_prompt(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_PROMPT_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_PROMPT_TEXT
+uint16_t uniffi_b3iq_ffi_checksum_func_commit_prompt_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_PROMPT_TOKEN_IDS
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_COMMIT_PROMPT_TOKEN_IDS
+uint16_t uniffi_b3iq_ffi_checksum_func_commit_prompt_token_ids(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_RECEIPT_SALT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_FUNC_RECEIPT_SALT
+uint16_t uniffi_b3iq_ffi_checksum_func_receipt_salt(void
     
 );
 #endif
@@ -1652,6 +1737,12 @@ uint16_t uniffi_b3iq_ffi_checksum_method_priceschedule_price(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_PRICESCHEDULE_TO_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_PRICESCHEDULE_TO_JSON
+uint16_t uniffi_b3iq_ffi_checksum_method_priceschedule_to_json(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_BASE_URL
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_LOCALNODE_BASE_URL
 uint16_t uniffi_b3iq_ffi_checksum_method_localnode_base_url(void
@@ -1718,6 +1809,18 @@ uint16_t uniffi_b3iq_ffi_checksum_method_payouttree_root(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_OPENS_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_OPENS_TEXT
+uint16_t uniffi_b3iq_ffi_checksum_method_receipt_opens_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_OPENS_TOKEN_IDS
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_OPENS_TOKEN_IDS
+uint16_t uniffi_b3iq_ffi_checksum_method_receipt_opens_token_ids(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_SIGN
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_SIGN
 uint16_t uniffi_b3iq_ffi_checksum_method_receipt_sign(void
@@ -1733,6 +1836,12 @@ uint16_t uniffi_b3iq_ffi_checksum_method_receipt_to_json(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_TOTAL_TOKENS
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_TOTAL_TOKENS
 uint16_t uniffi_b3iq_ffi_checksum_method_receipt_total_tokens(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_VERSION
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_RECEIPT_VERSION
+uint16_t uniffi_b3iq_ffi_checksum_method_receipt_version(void
     
 );
 #endif
@@ -1805,6 +1914,12 @@ uint16_t uniffi_b3iq_ffi_checksum_method_signedreceipt_verify(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_SIGNEDRECEIPT_VERIFY_SELF_CERTIFIED
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_SIGNEDRECEIPT_VERIFY_SELF_CERTIFIED
 uint16_t uniffi_b3iq_ffi_checksum_method_signedreceipt_verify_self_certified(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_SIGNEDRECEIPT_VERSION
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_METHOD_SIGNEDRECEIPT_VERSION
+uint16_t uniffi_b3iq_ffi_checksum_method_signedreceipt_version(void
     
 );
 #endif
@@ -1967,6 +2082,12 @@ uint16_t uniffi_b3iq_ffi_checksum_constructor_merkletree_from_leaf_hashes(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_CONSTRUCTOR_MERKLETREE_NEW
 #define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_CONSTRUCTOR_MERKLETREE_NEW
 uint16_t uniffi_b3iq_ffi_checksum_constructor_merkletree_new(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_CONSTRUCTOR_PRICESCHEDULE_FROM_JSON
+#define UNIFFI_FFIDEF_UNIFFI_B3IQ_FFI_CHECKSUM_CONSTRUCTOR_PRICESCHEDULE_FROM_JSON
+uint16_t uniffi_b3iq_ffi_checksum_constructor_priceschedule_from_json(void
     
 );
 #endif

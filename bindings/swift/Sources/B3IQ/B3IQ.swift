@@ -465,6 +465,22 @@ fileprivate final class UniffiHandleMap<T>: @unchecked Sendable {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterUInt8: FfiConverterPrimitive {
+    typealias FfiType = UInt8
+    typealias SwiftType = UInt8
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> UInt8 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: UInt8, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterUInt16: FfiConverterPrimitive {
     typealias FfiType = UInt16
     typealias SwiftType = UInt16
@@ -2430,6 +2446,11 @@ public protocol PriceScheduleProtocol: AnyObject, Sendable {
      */
     func price(promptTokens: UInt64, completionTokens: UInt64) throws  -> UInt64
     
+    /**
+     * The schedule as JSON text (the core's form, prices per million tokens).
+     */
+    func toJson() throws  -> String
+    
 }
 /**
  * A price schedule in micro-credits per 1,000 prompt / completion tokens.
@@ -2498,6 +2519,19 @@ public convenience init(promptPer1kTokens: UInt64, completionPer1kTokens: UInt64
     }
 
     
+    /**
+     * A schedule from JSON text with the core's field names: `prompt_per_1m_tokens`,
+     * `completion_per_1m_tokens`, `per_request` (micro-credits; unknown fields are refused).
+     */
+public static func fromJson(json: String)throws  -> PriceSchedule  {
+    return try  FfiConverterTypePriceSchedule_lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_constructor_priceschedule_from_json(
+        FfiConverterString.lower(json),uniffiCallStatus
+    )
+})
+}
+    
 
     
     /**
@@ -2510,6 +2544,18 @@ open func price(promptTokens: UInt64, completionTokens: UInt64)throws  -> UInt64
             self.uniffiCloneHandle(),
         FfiConverterUInt64.lower(promptTokens),
         FfiConverterUInt64.lower(completionTokens),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The schedule as JSON text (the core's form, prices per million tokens).
+     */
+open func toJson()throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_method_priceschedule_to_json(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -2565,9 +2611,22 @@ public func FfiConverterTypePriceSchedule_lower(_ value: PriceSchedule) -> UInt6
 
 
 /**
- * An unsigned usage receipt, built from the core's JSON form.
+ * An unsigned usage receipt, built from the core's JSON form. JSON with `commitment_basis`
+ * (and optionally `attestation_digest`) is a version-2 receipt.
  */
 public protocol ReceiptProtocol: AnyObject, Sendable {
+    
+    /**
+     * Whether this receipt's revealed 32-byte `salt` and the texts open it (version 2,
+     * `utf8_text` basis).
+     */
+    func opensText(salt: Data, prompt: String, completion: String) throws  -> Bool
+    
+    /**
+     * Whether this receipt's revealed 32-byte `salt` and the token ids open it (version 2,
+     * `token_ids` basis, counts equal to the list lengths).
+     */
+    func opensTokenIds(salt: Data, prompt: [UInt32], completion: [UInt32]) throws  -> Bool
     
     /**
      * Signs the receipt; `key`'s node id must be the receipt's `node_id`.
@@ -2584,9 +2643,15 @@ public protocol ReceiptProtocol: AnyObject, Sendable {
      */
     func totalTokens()  -> UInt64
     
+    /**
+     * The receipt version: 2 with a commitment basis, else 1.
+     */
+    func version()  -> UInt8
+    
 }
 /**
- * An unsigned usage receipt, built from the core's JSON form.
+ * An unsigned usage receipt, built from the core's JSON form. JSON with `commitment_basis`
+ * (and optionally `attestation_digest`) is a version-2 receipt.
  */
 open class Receipt: ReceiptProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -2654,6 +2719,38 @@ public static func fromJson(json: String)throws  -> Receipt  {
 
     
     /**
+     * Whether this receipt's revealed 32-byte `salt` and the texts open it (version 2,
+     * `utf8_text` basis).
+     */
+open func opensText(salt: Data, prompt: String, completion: String)throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_method_receipt_opens_text(
+            self.uniffiCloneHandle(),
+        FfiConverterData.lower(salt),
+        FfiConverterString.lower(prompt),
+        FfiConverterString.lower(completion),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Whether this receipt's revealed 32-byte `salt` and the token ids open it (version 2,
+     * `token_ids` basis, counts equal to the list lengths).
+     */
+open func opensTokenIds(salt: Data, prompt: [UInt32], completion: [UInt32])throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_method_receipt_opens_token_ids(
+            self.uniffiCloneHandle(),
+        FfiConverterData.lower(salt),
+        FfiConverterSequenceUInt32.lower(prompt),
+        FfiConverterSequenceUInt32.lower(completion),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Signs the receipt; `key`'s node id must be the receipt's `node_id`.
      */
 open func sign(key: NodeKey)throws  -> SignedReceipt  {
@@ -2685,6 +2782,18 @@ open func totalTokens() -> UInt64  {
     return try!  FfiConverterUInt64.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_b3iq_ffi_fn_method_receipt_total_tokens(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The receipt version: 2 with a commitment basis, else 1.
+     */
+open func version() -> UInt8  {
+    return try!  FfiConverterUInt8.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_method_receipt_version(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -3715,6 +3824,11 @@ public protocol SignedReceiptProtocol: AnyObject, Sendable {
      */
     func verifySelfCertified() throws  -> NodeId
     
+    /**
+     * The version the receipt was signed as (1 or 2).
+     */
+    func version()  -> UInt8
+    
 }
 /**
  * A signed usage receipt.
@@ -3935,6 +4049,18 @@ open func verifySelfCertified()throws  -> NodeId  {
     return try  FfiConverterTypeNodeId_lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
         uniffiCallStatus in
     uniffi_b3iq_ffi_fn_method_signedreceipt_verify_self_certified(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The version the receipt was signed as (1 or 2).
+     */
+open func version() -> UInt8  {
+    return try!  FfiConverterUInt8.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_method_signedreceipt_version(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -4985,6 +5111,31 @@ fileprivate struct FfiConverterOptionSequenceString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = [UInt32]
+
+    public static func write(_ value: [UInt32], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterUInt32.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [UInt32] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [UInt32]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterUInt32.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
     typealias SwiftType = [String]
 
@@ -5242,7 +5393,31 @@ public func verifyPayout(root: Data, entryJson: String, proof: [Data])throws  ->
 })
 }
 /**
- * Salted blake3 commitment to an output (32 bytes).
+ * Version 2: commitment to the completion's UTF-8 text (32 bytes).
+ */
+public func commitCompletionText(salt: Data, text: String)throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_func_commit_completion_text(
+        FfiConverterData.lower(salt),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
+/**
+ * Version 2: commitment to the completion's token ids (32 bytes).
+ */
+public func commitCompletionTokenIds(salt: Data, tokenIds: [UInt32])throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_func_commit_completion_token_ids(
+        FfiConverterData.lower(salt),
+        FfiConverterSequenceUInt32.lower(tokenIds),uniffiCallStatus
+    )
+})
+}
+/**
+ * Version 1: salted blake3 commitment to output bytes (32 bytes).
  */
 public func commitOutput(salt: Data, output: Data)throws  -> Data  {
     return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
@@ -5254,7 +5429,7 @@ public func commitOutput(salt: Data, output: Data)throws  -> Data  {
 })
 }
 /**
- * Salted blake3 commitment to a prompt (32 bytes).
+ * Version 1: salted blake3 commitment to prompt bytes (32 bytes).
  */
 public func commitPrompt(salt: Data, prompt: Data)throws  -> Data  {
     return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
@@ -5262,6 +5437,43 @@ public func commitPrompt(salt: Data, prompt: Data)throws  -> Data  {
     uniffi_b3iq_ffi_fn_func_commit_prompt(
         FfiConverterData.lower(salt),
         FfiConverterData.lower(prompt),uniffiCallStatus
+    )
+})
+}
+/**
+ * Version 2: commitment to the prompt's UTF-8 text (32 bytes).
+ */
+public func commitPromptText(salt: Data, text: String)throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_func_commit_prompt_text(
+        FfiConverterData.lower(salt),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
+/**
+ * Version 2: commitment to the prompt's token ids (32 bytes).
+ */
+public func commitPromptTokenIds(salt: Data, tokenIds: [UInt32])throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_func_commit_prompt_token_ids(
+        FfiConverterData.lower(salt),
+        FfiConverterSequenceUInt32.lower(tokenIds),uniffiCallStatus
+    )
+})
+}
+/**
+ * The 32-byte commitment salt of the receipt for `request_id` (16 bytes), derived from the
+ * node's 32-byte secret `node_salt`. Reveal it to open that one receipt.
+ */
+public func receiptSalt(nodeSalt: Data, requestId: Data)throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeB3iqError_lift) {
+        uniffiCallStatus in
+    uniffi_b3iq_ffi_fn_func_receipt_salt(
+        FfiConverterData.lower(nodeSalt),
+        FfiConverterData.lower(requestId),uniffiCallStatus
     )
 })
 }
@@ -5343,10 +5555,25 @@ private let initializationResult: InitializationResult = {
     if (uniffi_b3iq_ffi_checksum_func_verify_payout() != 16110) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_b3iq_ffi_checksum_func_commit_output() != 17940) {
+    if (uniffi_b3iq_ffi_checksum_func_commit_completion_text() != 31088) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_b3iq_ffi_checksum_func_commit_prompt() != 24713) {
+    if (uniffi_b3iq_ffi_checksum_func_commit_completion_token_ids() != 31031) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_func_commit_output() != 25184) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_func_commit_prompt() != 9244) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_func_commit_prompt_text() != 25409) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_func_commit_prompt_token_ids() != 42664) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_func_receipt_salt() != 51917) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_func_create_runtime() != 63235) {
@@ -5490,6 +5717,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_b3iq_ffi_checksum_method_priceschedule_price() != 58751) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_b3iq_ffi_checksum_method_priceschedule_to_json() != 5760) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_b3iq_ffi_checksum_method_localnode_base_url() != 14905) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5523,6 +5753,12 @@ private let initializationResult: InitializationResult = {
     if (uniffi_b3iq_ffi_checksum_method_payouttree_root() != 34125) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_b3iq_ffi_checksum_method_receipt_opens_text() != 24697) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_receipt_opens_token_ids() != 8783) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_b3iq_ffi_checksum_method_receipt_sign() != 61263) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5530,6 +5766,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_method_receipt_total_tokens() != 2436) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_receipt_version() != 17066) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_method_signedreceipt_body_bytes() != 13169) {
@@ -5566,6 +5805,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_method_signedreceipt_verify_self_certified() != 47046) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_method_signedreceipt_version() != 41392) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_method_runtime_generate() != 48132) {
@@ -5647,6 +5889,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_constructor_merkletree_new() != 21640) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_b3iq_ffi_checksum_constructor_priceschedule_from_json() != 48736) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_b3iq_ffi_checksum_constructor_priceschedule_new() != 21821) {
