@@ -17,7 +17,7 @@
 //!
 //! ## Cargo features
 //!
-//! * `deploy` (off): [`DeployParams`] and `ChainClient::deploy`, which deploys the test token and
+//! * `deploy` (off): `DeployParams` and `ChainClient::deploy`, which deploys the test token and
 //!   the five contracts from the committed artifacts. For operators' tools and tests.
 //! * `devnet` (off): `ChainClient::increase_time` (`evm_increaseTime` + `evm_mine`), for
 //!   development chains (hardhat, anvil) only.

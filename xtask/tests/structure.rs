@@ -115,8 +115,13 @@ fn in_family(name: &str, stem: &str) -> bool {
 
 /// For each forbidden crate in `package`'s tree, the first path that reaches it.
 fn forbidden_paths(package: &str, stems: &[&str]) -> Vec<String> {
+    forbidden_in(cargo_tree(package), stems)
+}
+
+/// For each crate of `entries` in the family of one of `stems`, the first path that reaches it.
+fn forbidden_in(entries: Vec<TreeEntry>, stems: &[&str]) -> Vec<String> {
     let mut seen = BTreeSet::new();
-    cargo_tree(package)
+    entries
         .into_iter()
         .filter(|e| stems.iter().any(|s| in_family(&e.name, s)))
         .filter(|e| seen.insert(e.name.clone()))
@@ -146,6 +151,38 @@ const IO_CRATES: &[&str] = &[
     "napi",
     "uniffi",
 ];
+
+#[test]
+fn a_forbidden_crate_is_reported_with_the_path_that_brings_it_in() {
+    let tree = "0b3iq-host v0.1.0 (/w/b3iq-host)\n\
+                1b3iq-chain v0.1.0 (/w/b3iq-chain)\n\
+                2alloy v2.5.0\n\
+                3alloy-provider v2.5.0\n\
+                1serde v1.0.0\n\
+                1tokio v1.54.1\n\
+                2mio v1.0.0\n\
+                1smol_str v0.3.0\n\
+                1b3iq-runtime v0.1.0 (/w/b3iq-runtime)\n\
+                2alloy v2.5.0 (*)\n";
+    let entries = parse_tree(tree);
+    assert_eq!(entries.len(), 10);
+    assert_eq!(
+        forbidden_in(entries.clone(), &["alloy"]),
+        [
+            "b3iq-host v0.1.0 -> b3iq-chain v0.1.0 -> alloy v2.5.0",
+            "b3iq-host v0.1.0 -> b3iq-chain v0.1.0 -> alloy v2.5.0 -> alloy-provider v2.5.0",
+        ]
+    );
+    assert_eq!(
+        forbidden_in(entries, IO_CRATES),
+        [
+            "b3iq-host v0.1.0 -> b3iq-chain v0.1.0 -> alloy v2.5.0",
+            "b3iq-host v0.1.0 -> b3iq-chain v0.1.0 -> alloy v2.5.0 -> alloy-provider v2.5.0",
+            "b3iq-host v0.1.0 -> tokio v1.54.1",
+            "b3iq-host v0.1.0 -> tokio v1.54.1 -> mio v1.0.0",
+        ]
+    );
+}
 
 #[test]
 fn core_has_no_io_dependency() {
