@@ -296,7 +296,7 @@ mod tests {
         assert!(matches!(open(&st, &owner_job, now), Err(HostError::Core(CoreError::Replayed { .. }))));
         // A remote root (a control plane) is held to JobPolicy::decide: refused in local mode.
         let cp = NodeKey::generate(&mut rand::rngs::OsRng);
-        sql::put_trust_root(&st.db, &TrustRoot { key: cp.public(), class: IssuerClass::Remote, added_at: 1, label: "cp".into() }).unwrap();
+        sql::put_trust_root(&st.db, &TrustRoot { key: cp.public(), class: IssuerClass::Remote, added_at: st.now() + 1, label: "cp".into() }).unwrap();
         let j = issue_owner_job(&st, &cp, JobKind::RunBenchmark { suite: "quick".into() }, now).unwrap();
         let e = open(&st, &j, now).unwrap_err();
         assert!(e.to_string().contains("refused by policy"), "{e}");
