@@ -348,11 +348,12 @@ pub struct TokenIds {
     /// adds one).
     pub prompt: Vec<u32>,
     /// The sampled tokens whose text was delivered, in order: every generated token except the
-    /// end-of-generation token. When a stop sequence cut the output, the token whose text
-    /// straddles the cut is included (its text holds the end of the delivered text and the start
-    /// of the stop sequence) and the tokens after it are not, so detokenizing these ids gives
-    /// the delivered text, followed by at most the start of the stop sequence. This can then be
-    /// fewer than `usage.completion_tokens`, which counts every token computed.
+    /// end-of-generation token, so detokenizing them gives exactly the delivered text. When a
+    /// stop sequence cut the output, the token whose text straddles the cut is included and the
+    /// tokens after it are not: detokenizing then gives the delivered text followed by the rest
+    /// of that token, which begins with the stop sequence (all of it, or its start when the
+    /// stop runs into later tokens). There can then be fewer ids than
+    /// `usage.completion_tokens`, which counts every token computed.
     pub completion: Vec<u32>,
 }
 

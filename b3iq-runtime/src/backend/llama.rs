@@ -26,13 +26,12 @@ use llama_cpp_2::token::LlamaToken;
 
 use crate::digest::{parse_sha256, sha256_file};
 use crate::engine::{
-    Backend, DecodeBatch, DecodeError, Decoder, DecoderShape, Engine, EngineConfig, EngineCounters, SampleSite,
-    SeqId, TokenId,
+    Backend, DecodeBatch, DecodeError, Decoder, DecoderShape, Engine, EngineConfig, EngineCounters,
+    SampleSite, SeqId, TokenId,
 };
 use crate::error::RuntimeError;
 use crate::gguf::GgufInfo;
 use crate::runtime::*;
-
 
 /// A JSON grammar (GBNF) for `response_format: json_object`: one JSON object, any content.
 pub const JSON_OBJECT_GBNF: &str = r#"root   ::= object
@@ -71,7 +70,9 @@ pub struct LlamaConfig {
 
 impl Default for LlamaConfig {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(4);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(4);
         Self {
             threads: cores.clamp(1, 16),
             max_sequences: 8,
@@ -96,7 +97,10 @@ fn backend() -> Result<&'static LlamaBackend, RuntimeError> {
 }
 
 /// Loads a GGUF model with llama.cpp (shared by the runtime and the benchmarks).
-pub fn load_llama_model(path: &std::path::Path, gpu_layers: u32) -> Result<LlamaModel, RuntimeError> {
+pub fn load_llama_model(
+    path: &std::path::Path,
+    gpu_layers: u32,
+) -> Result<LlamaModel, RuntimeError> {
     let backend = backend()?;
     let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
     LlamaModel::load_from_file(backend, path, &params).map_err(|e| RuntimeError::ModelLoad {
@@ -133,16 +137,25 @@ pub fn new_llama_context<'m>(
 /// The text of a chat after the model's own template (llama.cpp `llama_chat_apply_template`,
 /// which recognises known template families; no template language is executed). Models
 /// without a template fall back to the built-in `chatml` format.
-pub fn apply_chat_template(model: &LlamaModel, messages: &[ChatMessage]) -> Result<String, RuntimeError> {
+pub fn apply_chat_template(
+    model: &LlamaModel,
+    messages: &[ChatMessage],
+) -> Result<String, RuntimeError> {
     let tmpl = match model.chat_template(None) {
         Ok(t) => t,
-        Err(_) => LlamaChatTemplate::new("chatml").map_err(|e| RuntimeError::Backend(e.to_string()))?,
+        Err(_) => {
+            LlamaChatTemplate::new("chatml").map_err(|e| RuntimeError::Backend(e.to_string()))?
+        }
     };
     let msgs = messages
         .iter()
         .map(|m| LlamaChatMessage::new(m.role.as_str().to_string(), m.content.clone()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| RuntimeError::InvalidRequest(format!("message content must not contain NUL bytes ({e})")))?;
+        .map_err(|e| {
+            RuntimeError::InvalidRequest(format!(
+                "message content must not contain NUL bytes ({e})"
+            ))
+        })?;
     model.apply_chat_template(&tmpl, &msgs, true).map_err(|e| {
         RuntimeError::Unsupported(format!(
             "llama.cpp does not recognise this model's chat template ({e}); use a raw completion prompt"
@@ -151,7 +164,10 @@ pub fn apply_chat_template(model: &LlamaModel, messages: &[ChatMessage]) -> Resu
 }
 
 /// Tokenizes a prompt the way generation does.
-pub fn tokenize_prompt(model: &LlamaModel, prompt: &Prompt) -> Result<Vec<LlamaToken>, RuntimeError> {
+pub fn tokenize_prompt(
+    model: &LlamaModel,
+    prompt: &Prompt,
+) -> Result<Vec<LlamaToken>, RuntimeError> {
     let vocab = model.vocab();
     Ok(match prompt {
         Prompt::Text(t) => vocab.tokenize(t.as_bytes(), true, false),
@@ -176,11 +192,17 @@ pub fn build_sampler(
         ResponseFormat::JsonObject => Some(JSON_OBJECT_GBNF.to_string()),
         ResponseFormat::JsonSchema { schema, .. } => {
             if !schema.is_object() {
-                return Err(RuntimeError::InvalidRequest("response_format.json_schema.schema must be a JSON object".into()));
+                return Err(RuntimeError::InvalidRequest(
+                    "response_format.json_schema.schema must be a JSON object".into(),
+                ));
             }
-            Some(llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
-                RuntimeError::InvalidRequest(format!("unsupported JSON schema for constrained output: {e}"))
-            })?)
+            Some(
+                llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
+                    RuntimeError::InvalidRequest(format!(
+                        "unsupported JSON schema for constrained output: {e}"
+                    ))
+                })?,
+            )
         }
     };
     if let Some(g) = grammar {
@@ -188,7 +210,10 @@ pub fn build_sampler(
             RuntimeError::InvalidRequest(format!("the output grammar could not be compiled: {e}"))
         })?);
     }
-    if sampling.repeat_penalty != 1.0 || sampling.presence_penalty != 0.0 || sampling.frequency_penalty != 0.0 {
+    if sampling.repeat_penalty != 1.0
+        || sampling.presence_penalty != 0.0
+        || sampling.frequency_penalty != 0.0
+    {
         chain.push(LlamaSampler::penalties(
             model.n_vocab(),
             sampling.repeat_last_n,
@@ -242,7 +267,10 @@ pub struct LlamaCppBackend {
 
 impl std::fmt::Debug for LlamaCppBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlamaCppBackend").field("threads", &self.threads).field("kv_unified", &self.kv_unified).finish()
+        f.debug_struct("LlamaCppBackend")
+            .field("threads", &self.threads)
+            .field("kv_unified", &self.kv_unified)
+            .finish()
     }
 }
 
@@ -250,7 +278,11 @@ impl LlamaCppBackend {
     /// Wraps a loaded model. Its decoders use `threads` CPU threads and one KV stream per
     /// sequence, or one shared buffer with `kv_unified` (see [`LlamaConfig::kv_unified`]).
     pub fn new(model: Arc<LlamaModel>, threads: u32, kv_unified: bool) -> Self {
-        Self { model, threads: threads.max(1), kv_unified }
+        Self {
+            model,
+            threads: threads.max(1),
+            kv_unified,
+        }
     }
 
     /// The llama.cpp model.
@@ -268,18 +300,29 @@ impl Backend for LlamaCppBackend {
     }
 
     fn tokenize(&self, text: &str, parse_special: bool) -> Vec<TokenId> {
-        self.model.vocab().tokenize(text.as_bytes(), true, parse_special).into_iter().map(|t| t.0 as TokenId).collect()
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), true, parse_special)
+            .into_iter()
+            .map(|t| t.0 as TokenId)
+            .collect()
     }
 
     fn token_piece(&self, token: TokenId, out: &mut Vec<u8>) {
-        self.model.vocab().token_to_piece_into(llama_token(token), out, false, None);
+        self.model
+            .vocab()
+            .token_to_piece_into(llama_token(token), out, false, None);
     }
 
     fn is_end_of_generation(&self, token: TokenId) -> bool {
         self.model.vocab().is_eog(llama_token(token))
     }
 
-    fn new_sampler(&self, sampling: &SamplingParams, format: &ResponseFormat) -> Result<LlamaSampler, RuntimeError> {
+    fn new_sampler(
+        &self,
+        sampling: &SamplingParams,
+        format: &ResponseFormat,
+    ) -> Result<LlamaSampler, RuntimeError> {
         build_sampler(&self.model, sampling, format)
     }
 
@@ -300,7 +343,10 @@ pub struct LlamaDecoder<'m> {
 
 impl std::fmt::Debug for LlamaDecoder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlamaDecoder").field("n_ctx", &self.ctx.n_ctx()).field("rows", &self.outputs.len()).finish()
+        f.debug_struct("LlamaDecoder")
+            .field("n_ctx", &self.ctx.n_ctx())
+            .field("rows", &self.outputs.len())
+            .finish()
     }
 }
 
@@ -309,7 +355,12 @@ impl<'m> LlamaDecoder<'m> {
     ///
     /// # Errors
     /// [`RuntimeError::Backend`] when llama.cpp cannot create the context (memory).
-    pub fn new(model: &'m LlamaModel, shape: DecoderShape, threads: u32, kv_unified: bool) -> Result<Self, RuntimeError> {
+    pub fn new(
+        model: &'m LlamaModel,
+        shape: DecoderShape,
+        threads: u32,
+        kv_unified: bool,
+    ) -> Result<Self, RuntimeError> {
         let ctx = new_llama_context(
             model,
             shape.max_sequences,
@@ -318,7 +369,11 @@ impl<'m> LlamaDecoder<'m> {
             threads,
             kv_unified,
         )?;
-        Ok(Self { ctx, batch: LlamaBatch::new(shape.batch_tokens as usize, 1), outputs: Vec::new() })
+        Ok(Self {
+            ctx,
+            batch: LlamaBatch::new(shape.batch_tokens as usize, 1),
+            outputs: Vec::new(),
+        })
     }
 
     fn has_output(&self, row: usize) -> bool {
@@ -334,12 +389,20 @@ impl Decoder for LlamaDecoder<'_> {
         self.outputs.clear();
         for t in batch.tokens() {
             self.batch
-                .add(llama_token(t.token), t.pos as i32, &[t.seq as i32], t.wants_output)
-                .map_err(|e| DecodeError::Failed(format!("the batch does not fit the llama_batch ({e})")))?;
+                .add(
+                    llama_token(t.token),
+                    t.pos as i32,
+                    &[t.seq as i32],
+                    t.wants_output,
+                )
+                .map_err(|e| {
+                    DecodeError::Failed(format!("the batch does not fit the llama_batch ({e})"))
+                })?;
         }
         match self.ctx.decode(&mut self.batch) {
             Ok(()) => {
-                self.outputs.extend(batch.tokens().iter().map(|t| t.wants_output));
+                self.outputs
+                    .extend(batch.tokens().iter().map(|t| t.wants_output));
                 Ok(())
             }
             Err(llama_cpp_2::DecodeError::NoKvCacheSlot) => Err(DecodeError::KvCacheFull),
@@ -347,15 +410,23 @@ impl Decoder for LlamaDecoder<'_> {
         }
     }
 
-    fn sample(&mut self, sampler: &mut LlamaSampler, site: SampleSite) -> Result<TokenId, DecodeError> {
+    fn sample(
+        &mut self,
+        sampler: &mut LlamaSampler,
+        site: SampleSite,
+    ) -> Result<TokenId, DecodeError> {
         if !self.has_output(site.row) {
-            return Err(DecodeError::Failed(format!("row {} of the last batch kept no logits", site.row)));
+            return Err(DecodeError::Failed(format!(
+                "row {} of the last batch kept no logits",
+                site.row
+            )));
         }
         Ok(sampler.sample(&self.ctx, site.row as i32).0 as TokenId)
     }
 
     fn logits(&self, row: usize) -> Option<&[f32]> {
-        self.has_output(row).then(|| self.ctx.get_logits_ith(row as i32))
+        self.has_output(row)
+            .then(|| self.ctx.get_logits_ith(row as i32))
     }
 
     fn clear_sequence(&mut self, seq: SeqId) {
@@ -383,7 +454,9 @@ struct Inner {
 
 impl std::fmt::Debug for LlamaRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlamaRuntime").field("config", &self.inner.config).finish()
+        f.debug_struct("LlamaRuntime")
+            .field("config", &self.inner.config)
+            .finish()
     }
 }
 
@@ -395,9 +468,15 @@ impl LlamaRuntime {
     /// llama.cpp cannot start.
     pub fn new(config: LlamaConfig) -> Result<Self, RuntimeError> {
         if config.max_sequences == 0 || config.max_sequences > 64 {
-            return Err(RuntimeError::Config(format!("max_sequences must be in 1..=64, got {}", config.max_sequences)));
+            return Err(RuntimeError::Config(format!(
+                "max_sequences must be in 1..=64, got {}",
+                config.max_sequences
+            )));
         }
-        if config.threads == 0 || config.batch_tokens < config.max_sequences.max(8) || config.context_per_sequence < 64 {
+        if config.threads == 0
+            || config.batch_tokens < config.max_sequences.max(8)
+            || config.context_per_sequence < 64
+        {
             return Err(RuntimeError::Config(
                 "threads must be >= 1, batch_tokens >= max(8, max_sequences) and context_per_sequence >= 64".into(),
             ));
@@ -440,7 +519,11 @@ impl LlamaRuntime {
     /// # Errors
     /// [`RuntimeError::ModelNotFound`]; template errors as in `generate`.
     pub fn tokenize(&self, model: &str, prompt: &Prompt) -> Result<Vec<u32>, RuntimeError> {
-        self.inner.get(model)?.engine.backend().tokenize_prompt(prompt)
+        self.inner
+            .get(model)?
+            .engine
+            .backend()
+            .tokenize_prompt(prompt)
     }
 
     /// The text of token ids for a loaded model, joined as generation delivers it (bytes across
@@ -469,7 +552,9 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned()
-            .ok_or_else(|| RuntimeError::ModelNotFound { model: id.to_string() })
+            .ok_or_else(|| RuntimeError::ModelNotFound {
+                model: id.to_string(),
+            })
     }
 
     fn load_blocking(&self, spec: LoadModelSpec) -> Result<ModelInfo, RuntimeError> {
@@ -480,28 +565,51 @@ impl Inner {
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .map(str::to_string)
-                .ok_or_else(|| RuntimeError::InvalidRequest(format!("cannot derive a model id from {}", path.display())))?,
+                .ok_or_else(|| {
+                    RuntimeError::InvalidRequest(format!(
+                        "cannot derive a model id from {}",
+                        path.display()
+                    ))
+                })?,
         };
         if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
-            return Err(RuntimeError::InvalidRequest("model id must be 1..=128 printable characters".into()));
+            return Err(RuntimeError::InvalidRequest(
+                "model id must be 1..=128 printable characters".into(),
+            ));
         }
-        if self.models.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id) {
-            return Err(RuntimeError::InvalidRequest(format!("model `{id}` is already loaded; unload it first")));
+        if self
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+        {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "model `{id}` is already loaded; unload it first"
+            )));
         }
         let gguf = GgufInfo::read_path(&path).map_err(|e| match e {
-            crate::gguf::GgufError::Io(m) => RuntimeError::ModelLoad { path: path.clone(), reason: m },
+            crate::gguf::GgufError::Io(m) => RuntimeError::ModelLoad {
+                path: path.clone(),
+                reason: m,
+            },
             other => RuntimeError::InvalidGguf(other),
         })?;
         let (sha256, size) = sha256_file(&path)?;
         if let Some(exp) = &spec.expected_sha256 {
             let exp = parse_sha256(exp)?;
             if exp != sha256 {
-                return Err(RuntimeError::DigestMismatch { what: path.display().to_string(), expected: exp, actual: sha256 });
+                return Err(RuntimeError::DigestMismatch {
+                    what: path.display().to_string(),
+                    expected: exp,
+                    actual: sha256,
+                });
             }
         }
         let model = Arc::new(load_llama_model(&path, self.config.gpu_layers)?);
         let train_ctx = model.n_ctx_train();
-        let mut ctx_per_seq = spec.context_length.unwrap_or(self.config.context_per_sequence);
+        let mut ctx_per_seq = spec
+            .context_length
+            .unwrap_or(self.config.context_per_sequence);
         if train_ctx > 0 {
             ctx_per_seq = ctx_per_seq.min(train_ctx);
         }
@@ -519,7 +627,11 @@ impl Inner {
             has_chat_template: model.chat_template(None).is_ok(),
             path: path.clone(),
         };
-        let backend = Arc::new(LlamaCppBackend::new(model, self.config.threads, self.config.kv_unified));
+        let backend = Arc::new(LlamaCppBackend::new(
+            model,
+            self.config.threads,
+            self.config.kv_unified,
+        ));
         let config = EngineConfig {
             shape: DecoderShape {
                 max_sequences: self.config.max_sequences,
@@ -528,9 +640,20 @@ impl Inner {
             },
             queue_capacity: self.config.queue_capacity,
         };
-        let engine = Engine::start(&format!("b3iq-llama-{id}"), backend, config, self.counters.clone())?;
-        let loaded = Arc::new(LoadedModel { info: info.clone(), engine });
-        self.models.lock().unwrap_or_else(|p| p.into_inner()).insert(id, loaded);
+        let engine = Engine::start(
+            &format!("b3iq-llama-{id}"),
+            backend,
+            config,
+            self.counters.clone(),
+        )?;
+        let loaded = Arc::new(LoadedModel {
+            info: info.clone(),
+            engine,
+        });
+        self.models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, loaded);
         Ok(info)
     }
 }
@@ -564,7 +687,9 @@ impl Runtime for LlamaRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id)
-            .ok_or_else(|| RuntimeError::ModelNotFound { model: id.to_string() })?;
+            .ok_or_else(|| RuntimeError::ModelNotFound {
+                model: id.to_string(),
+            })?;
         loaded.engine.stop();
         // The engine thread is joined when the last reference goes (off the async threads).
         let _ = tokio::task::spawn_blocking(move || drop(loaded)).await;
@@ -572,8 +697,14 @@ impl Runtime for LlamaRuntime {
     }
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, RuntimeError> {
-        let mut v: Vec<ModelInfo> =
-            self.inner.models.lock().unwrap_or_else(|p| p.into_inner()).values().map(|m| m.info.clone()).collect();
+        let mut v: Vec<ModelInfo> = self
+            .inner
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|m| m.info.clone())
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(v)
     }
@@ -588,22 +719,46 @@ impl Runtime for LlamaRuntime {
     }
 
     async fn health(&self) -> Health {
-        let n = self.inner.models.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;
+        let n = self
+            .inner
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len() as u32;
         let m = self.metrics();
         let (status, message) = if self.inner.counters.engine_dead() {
-            (HealthStatus::Down, "an engine thread stopped after a llama.cpp error; reload the model".to_string())
+            (
+                HealthStatus::Down,
+                "an engine thread stopped after a llama.cpp error; reload the model".to_string(),
+            )
         } else if m.queue_depth >= m.queue_capacity && m.queue_capacity > 0 {
-            (HealthStatus::Degraded, format!("request queue is full ({} waiting)", m.queue_depth))
+            (
+                HealthStatus::Degraded,
+                format!("request queue is full ({} waiting)", m.queue_depth),
+            )
         } else {
             (HealthStatus::Ok, String::new())
         };
-        Health { status, backend: BackendKind::LlamaCpp, models_loaded: n, message }
+        Health {
+            status,
+            backend: BackendKind::LlamaCpp,
+            models_loaded: n,
+            message,
+        }
     }
 
     fn metrics(&self) -> RuntimeMetrics {
-        let n_models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner()).len().max(1) as u32;
+        let n_models = self
+            .inner
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+            .max(1) as u32;
         let cfg = &self.inner.config;
-        self.inner.counters.metrics(cfg.queue_capacity * n_models, cfg.max_sequences * n_models)
+        self.inner
+            .counters
+            .metrics(cfg.queue_capacity * n_models, cfg.max_sequences * n_models)
     }
 }
 

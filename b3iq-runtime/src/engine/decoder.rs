@@ -54,7 +54,10 @@ pub struct DecodeBatch {
 impl DecodeBatch {
     /// An empty batch holding at most `capacity` tokens.
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { tokens: Vec::with_capacity(capacity), capacity }
+        Self {
+            tokens: Vec::with_capacity(capacity),
+            capacity,
+        }
     }
 
     /// Empties the batch (keeps its allocation).
@@ -156,7 +159,11 @@ pub trait Backend: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`RuntimeError::InvalidRequest`] for a schema or grammar that cannot be compiled.
-    fn new_sampler(&self, sampling: &SamplingParams, format: &ResponseFormat) -> Result<Self::Sampler, RuntimeError>;
+    fn new_sampler(
+        &self,
+        sampling: &SamplingParams,
+        format: &ResponseFormat,
+    ) -> Result<Self::Sampler, RuntimeError>;
 
     /// Creates the decoder (KV cache for `shape.max_sequences` streams of
     /// `shape.context_per_sequence` cells each). Called on the engine thread.
@@ -207,7 +214,11 @@ pub trait Decoder {
     ///
     /// # Errors
     /// [`DecodeError::Failed`] when the row has no output.
-    fn sample(&mut self, sampler: &mut Self::Sampler, site: SampleSite) -> Result<TokenId, DecodeError>;
+    fn sample(
+        &mut self,
+        sampler: &mut Self::Sampler,
+        site: SampleSite,
+    ) -> Result<TokenId, DecodeError>;
 
     /// The logits (one per vocabulary entry) at an output row of the last decode; `None` for a
     /// row that asked for no output.

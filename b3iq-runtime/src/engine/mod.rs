@@ -29,7 +29,8 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 pub use decoder::{
-    Backend, BatchToken, DecodeBatch, DecodeError, Decoder, DecoderShape, SampleSite, SeqId, TokenId,
+    Backend, BatchToken, DecodeBatch, DecodeError, Decoder, DecoderShape, SampleSite, SeqId,
+    TokenId,
 };
 pub use text::{take_utf8, StopMatcher, TextStage, TextStep};
 
@@ -108,7 +109,9 @@ pub struct Engine<B: Backend> {
 
 impl<B: Backend> std::fmt::Debug for Engine<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -127,7 +130,10 @@ impl<B: Backend> Engine<B> {
         counters: Arc<EngineCounters>,
     ) -> Result<Self, RuntimeError> {
         let shape = config.shape;
-        if shape.max_sequences == 0 || shape.batch_tokens < shape.max_sequences || shape.context_per_sequence < 2 {
+        if shape.max_sequences == 0
+            || shape.batch_tokens < shape.max_sequences
+            || shape.context_per_sequence < 2
+        {
             return Err(RuntimeError::Config(format!(
                 "an engine needs max_sequences >= 1, batch_tokens >= max_sequences and context_per_sequence >= 2; got {shape:?}"
             )));
@@ -142,7 +148,9 @@ impl<B: Backend> Engine<B> {
             std::thread::Builder::new()
                 .name(name.to_string())
                 .spawn(move || scheduler::run(&*backend, config, counters, shutdown, qrx, ready_tx))
-                .map_err(|e| RuntimeError::Backend(format!("could not start the engine thread: {e}")))?
+                .map_err(|e| {
+                    RuntimeError::Backend(format!("could not start the engine thread: {e}"))
+                })?
         };
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -152,10 +160,19 @@ impl<B: Backend> Engine<B> {
             }
             Err(_) => {
                 let _ = thread.join();
-                return Err(RuntimeError::Backend("the engine thread died while starting".into()));
+                return Err(RuntimeError::Backend(
+                    "the engine thread died while starting".into(),
+                ));
             }
         }
-        Ok(Self { backend, config, counters, queue: qtx, shutdown, thread: Some(thread) })
+        Ok(Self {
+            backend,
+            config,
+            counters,
+            queue: qtx,
+            shutdown,
+            thread: Some(thread),
+        })
     }
 
     /// The backend.
@@ -193,16 +210,23 @@ impl<B: Backend> Engine<B> {
         request.validate()?;
         let tokens = self.backend.tokenize_prompt(&request.prompt)?;
         if tokens.is_empty() {
-            return Err(RuntimeError::InvalidRequest("the prompt is empty after tokenization".into()));
+            return Err(RuntimeError::InvalidRequest(
+                "the prompt is empty after tokenization".into(),
+            ));
         }
         let n_prompt = tokens.len() as u32;
         let ctx = self.config.shape.context_per_sequence;
         if n_prompt >= ctx {
-            return Err(RuntimeError::ContextOverflow { prompt_tokens: n_prompt, context_length: ctx });
+            return Err(RuntimeError::ContextOverflow {
+                prompt_tokens: n_prompt,
+                context_length: ctx,
+            });
         }
         let room = ctx - n_prompt;
         let max_tokens = request.max_tokens.map_or(room, |m| m.min(room));
-        let sampler = self.backend.new_sampler(&request.sampling, &request.response_format)?;
+        let sampler = self
+            .backend
+            .new_sampler(&request.sampling, &request.response_format)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
@@ -221,7 +245,9 @@ impl<B: Backend> Engine<B> {
             Err(TrySendError::Full(_)) => {
                 c.queue_depth.fetch_sub(1, Ordering::AcqRel);
                 c.rejected_total.fetch_add(1, Ordering::Relaxed);
-                Err(RuntimeError::QueueFull { retry_after_ms: self.retry_after_ms() })
+                Err(RuntimeError::QueueFull {
+                    retry_after_ms: self.retry_after_ms(),
+                })
             }
             Err(TrySendError::Disconnected(_)) => {
                 c.queue_depth.fetch_sub(1, Ordering::AcqRel);
@@ -233,7 +259,11 @@ impl<B: Backend> Engine<B> {
     /// A retry delay for a refused request: the average request time times the waiting line
     /// over the slots, between 100 ms and 30 s.
     fn retry_after_ms(&self) -> u64 {
-        let avg = self.counters.avg_request_ms.load(Ordering::Relaxed).max(100);
+        let avg = self
+            .counters
+            .avg_request_ms
+            .load(Ordering::Relaxed)
+            .max(100);
         let depth = self.counters.queue_depth.load(Ordering::Relaxed) as u64 + 1;
         (avg * depth / u64::from(self.config.shape.max_sequences)).clamp(100, 30_000)
     }

@@ -6,11 +6,13 @@ use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::decoder::{Backend, BatchToken, DecodeBatch, DecodeError, Decoder, SampleSite, SeqId, TokenId};
+use super::decoder::{
+    Backend, BatchToken, DecodeBatch, DecodeError, Decoder, SampleSite, SeqId, TokenId,
+};
 use super::text::TextStage;
 use super::{EngineConfig, EngineCounters, Job};
 use crate::error::RuntimeError;
-use crate::runtime::{FinishReason, GenerationEvent, TokenIds, Timings, Usage};
+use crate::runtime::{FinishReason, GenerationEvent, Timings, TokenIds, Usage};
 
 /// One active sequence.
 struct Seq<S> {
@@ -111,7 +113,9 @@ pub(super) fn run<B: Backend>(
             s.set_active();
             continue;
         }
-        s.counters.decode_steps_total.fetch_add(1, Ordering::Relaxed);
+        s.counters
+            .decode_steps_total
+            .fetch_add(1, Ordering::Relaxed);
         s.sample_stage();
         s.text_stage();
         s.retire_finished();
@@ -122,7 +126,9 @@ pub(super) fn run<B: Backend>(
 
 impl<'b, B: Backend> Scheduler<'b, B> {
     fn set_active(&self) {
-        self.counters.active.store(self.active.len() as u32, Ordering::Relaxed);
+        self.counters
+            .active
+            .store(self.active.len() as u32, Ordering::Relaxed);
     }
 
     /// Takes waiting requests into free slots (blocking briefly when idle).
@@ -153,7 +159,9 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let Some(slot) = self.free.pop_first() else { break };
+            let Some(slot) = self.free.pop_first() else {
+                break;
+            };
             self.active.push(Seq {
                 slot,
                 text: TextStage::new(job.stop.clone()),
@@ -200,12 +208,22 @@ impl<'b, B: Backend> Scheduler<'b, B> {
         let cap = self.batch.capacity();
         // Generating sequences first claim their token; prompts share what is left, in slot
         // order. Decode tokens beyond the cap are refused by the batch itself.
-        let decoding = self.active.iter().filter(|s| s.next.is_some()).count().min(cap);
+        let decoding = self
+            .active
+            .iter()
+            .filter(|s| s.next.is_some())
+            .count()
+            .min(cap);
         let mut room = cap - decoding;
         for s in self.active.iter_mut() {
             s.row = None;
             if let Some(t) = s.next {
-                s.row = self.batch.push(BatchToken { token: t, pos: s.pos, seq: s.slot, wants_output: true });
+                s.row = self.batch.push(BatchToken {
+                    token: t,
+                    pos: s.pos,
+                    seq: s.slot,
+                    wants_output: true,
+                });
                 continue;
             }
             let take = (s.job.tokens.len() - s.fed).min(room);
@@ -285,9 +303,16 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 s.pos += 1;
             } else {
                 s.prompt_done = Some(Instant::now());
-                self.counters.prompt_tokens_total.fetch_add(s.job.tokens.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .prompt_tokens_total
+                    .fetch_add(s.job.tokens.len() as u64, Ordering::Relaxed);
             }
-            let site = SampleSite { seq: s.slot, row, position: s.pos, index: s.generated };
+            let site = SampleSite {
+                seq: s.slot,
+                row,
+                position: s.pos,
+                index: s.generated,
+            };
             match self.decoder.sample(&mut s.job.sampler, site) {
                 Ok(t) => self.sampled.push((i, t)),
                 Err(e) => s.failed = Some(RuntimeError::Backend(format!("sampling failed: {e}"))),
@@ -307,11 +332,18 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 continue;
             }
             s.generated += 1;
-            self.counters.generated_tokens_total.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .generated_tokens_total
+                .fetch_add(1, Ordering::Relaxed);
             self.piece.clear();
             self.backend.token_piece(tok, &mut self.piece);
             let step = s.text.push(tok, &self.piece);
-            if !step.delta.is_empty() && s.job.tx.send(Ok(GenerationEvent::Delta { text: step.delta })).is_err() {
+            if !step.delta.is_empty()
+                && s.job
+                    .tx
+                    .send(Ok(GenerationEvent::Delta { text: step.delta }))
+                    .is_err()
+            {
                 // The consumer went away: the next step drops it through the cancel check.
                 s.job.cancel.store(true, Ordering::Release);
             }
@@ -369,8 +401,16 @@ impl<'b, B: Backend> Scheduler<'b, B> {
             total_us: us(submitted, end),
         };
         let usage = Usage::new(s.job.tokens.len() as u32, s.generated);
-        let token_ids = TokenIds { completion: s.text.delivered_tokens().to_vec(), prompt: std::mem::take(&mut s.job.tokens) };
-        let _ = s.job.tx.send(Ok(GenerationEvent::Done { finish_reason: reason, usage, timings, token_ids: Some(token_ids) }));
+        let token_ids = TokenIds {
+            completion: s.text.delivered_tokens().to_vec(),
+            prompt: std::mem::take(&mut s.job.tokens),
+        };
+        let _ = s.job.tx.send(Ok(GenerationEvent::Done {
+            finish_reason: reason,
+            usage,
+            timings,
+            token_ids: Some(token_ids),
+        }));
         self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
         let ms = timings.total_us / 1000;
         let old = self.counters.avg_request_ms.load(Ordering::Relaxed);

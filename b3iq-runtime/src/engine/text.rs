@@ -43,7 +43,10 @@ pub struct StopMatcher {
 impl StopMatcher {
     /// A matcher for these stop sequences.
     pub fn new(stops: Vec<String>) -> Self {
-        Self { stops, pending: String::new() }
+        Self {
+            stops,
+            pending: String::new(),
+        }
     }
     /// Feeds text; returns (text safe to emit, whether a stop sequence was hit).
     pub fn push(&mut self, text: &str) -> (String, bool) {
@@ -51,7 +54,11 @@ impl StopMatcher {
             return (text.to_string(), false);
         }
         self.pending.push_str(text);
-        let hit = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min();
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min();
         if let Some(at) = hit {
             let out = self.pending[..at].to_string();
             self.pending.clear();
@@ -106,7 +113,10 @@ pub struct TextStage {
 impl TextStage {
     /// The text stage of a request with these stop sequences.
     pub fn new(stops: Vec<String>) -> Self {
-        Self { stop: StopMatcher::new(stops), ..Self::default() }
+        Self {
+            stop: StopMatcher::new(stops),
+            ..Self::default()
+        }
     }
 
     /// Feeds one sampled token (not an end-of-generation token) and its bytes.
@@ -114,7 +124,10 @@ impl TextStage {
         self.tokens.push(token);
         self.starts.push(self.decoded);
         if self.stopped {
-            return TextStep { delta: String::new(), stopped: true };
+            return TextStep {
+                delta: String::new(),
+                stopped: true,
+            };
         }
         self.utf8.extend_from_slice(piece);
         let text = take_utf8(&mut self.utf8);
@@ -169,8 +182,9 @@ impl TextStage {
     /// The sampled tokens whose text was delivered: the shortest prefix of the sampled tokens
     /// whose text covers every delivered byte. Without a stop sequence that is every token fed.
     /// When a stop sequence cut the text, a token whose text straddles the cut is included
-    /// (its text then detokenizes to the delivered text followed by the start of the stop
-    /// sequence), and tokens wholly inside or after the match are not.
+    /// (the ids then detokenize to the delivered text followed by the rest of that token, which
+    /// begins with the stop sequence or its start), and tokens wholly inside or after the match
+    /// are not.
     pub fn delivered_tokens(&self) -> &[TokenId] {
         let n = self.starts.partition_point(|&s| s < self.delivered);
         &self.tokens[..n]
@@ -209,9 +223,21 @@ mod tests {
     #[test]
     fn a_character_split_over_tokens_is_delivered_once_whole_with_both_tokens() {
         let mut t = TextStage::new(Vec::new());
-        assert_eq!(t.push(1, b"a"), TextStep { delta: "a".into(), stopped: false });
+        assert_eq!(
+            t.push(1, b"a"),
+            TextStep {
+                delta: "a".into(),
+                stopped: false
+            }
+        );
         assert_eq!(t.push(2, &[0xE2, 0x82]), TextStep::default());
-        assert_eq!(t.push(3, &[0xAC]), TextStep { delta: "€".into(), stopped: false });
+        assert_eq!(
+            t.push(3, &[0xAC]),
+            TextStep {
+                delta: "€".into(),
+                stopped: false
+            }
+        );
         assert_eq!(t.finish(), "");
         assert_eq!(t.delivered_tokens(), &[1, 2, 3]);
         assert_eq!(t.delivered_len(), "a€".len());
@@ -224,8 +250,20 @@ mod tests {
         // "c<" : "c" delivered, "<" held back (could start "</").
         assert_eq!(t.push(11, b"c<").delta, "c");
         // "/x" completes the stop: nothing more is delivered.
-        assert_eq!(t.push(12, b"/x"), TextStep { delta: String::new(), stopped: true });
-        assert_eq!(t.push(13, b"more"), TextStep { delta: String::new(), stopped: true });
+        assert_eq!(
+            t.push(12, b"/x"),
+            TextStep {
+                delta: String::new(),
+                stopped: true
+            }
+        );
+        assert_eq!(
+            t.push(13, b"more"),
+            TextStep {
+                delta: String::new(),
+                stopped: true
+            }
+        );
         assert_eq!(t.finish(), "");
         assert_eq!(t.delivered_len(), 3);
         // Token 11 holds delivered text ("c") and the first byte of the stop: it is included.
