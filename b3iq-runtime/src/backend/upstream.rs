@@ -417,7 +417,7 @@ impl Runtime for UpstreamRuntime {
         let cancel2 = cancel.clone();
         let base = self.inner.base.clone();
         tokio::spawn(async move {
-            let _guard = guard;
+            let guard = guard;
             let mut body = resp.bytes_stream();
             let mut sse = SseParser::default();
             let mut first: Option<Instant> = None;
@@ -485,7 +485,7 @@ impl Runtime for UpstreamRuntime {
                 Ok(())
             }
             .await;
-            match result {
+            let last = match result {
                 Ok(()) => {
                     let end = Instant::now();
                     let first = first.unwrap_or(end);
@@ -501,18 +501,20 @@ impl Runtime for UpstreamRuntime {
                         generation_us: us(first, end),
                         total_us: us(submitted, end),
                     };
-                    let _ = tx.send(Ok(GenerationEvent::Done {
+                    Ok(GenerationEvent::Done {
                         finish_reason: reason.unwrap_or(FinishReason::Stop),
                         usage,
                         timings,
                         token_ids: None,
-                    }));
+                    })
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+                Err(e) => Err(e),
+            };
+            // Count the request and leave the in-flight set before the caller sees the end, so
+            // metrics read after the final event already include this request.
             c.requests_total.fetch_add(1, Ordering::Relaxed);
+            drop(guard);
+            let _ = tx.send(last);
         });
         Ok(GenerationStream::new(rx, cancel, 0))
     }
