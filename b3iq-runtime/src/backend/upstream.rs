@@ -14,6 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use b3iq_openai::sse::{SseEvent, SseParser};
+use b3iq_openai::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatMessage as WireMessage, CommonParams, CompletionRequest, ErrorBody,
+    JsonSchemaFormat, Model, PromptInput, ResponseFormat as WireResponseFormat, Stop, StreamItem, StreamOptions,
+    TextCompletion,
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -182,9 +188,9 @@ impl UpstreamRuntime {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_string))
+        let message = ErrorBody::from_slice(body.as_bytes())
+            .map(|e| e.message)
+            .filter(|m| !m.is_empty())
             .unwrap_or_else(|| body.chars().take(500).collect());
         Err(match status.as_u16() {
             401 | 403 => RuntimeError::UpstreamAuth { status: status.as_u16() },
@@ -213,21 +219,18 @@ impl UpstreamRuntime {
         })?;
         let mut out = Vec::new();
         for m in data {
-            let Some(id) = m.get("id").and_then(|i| i.as_str()) else { continue };
-            let ctx = m
-                .get("max_model_len")
-                .or_else(|| m.pointer("/meta/n_ctx_train"))
-                .and_then(|c| c.as_u64())
-                .unwrap_or(0) as u32;
+            // Entries without an id (or otherwise not a model) are skipped, not fatal.
+            let Ok(m) = Model::deserialize(m) else { continue };
+            let ctx = m.context_length().unwrap_or(0) as u32;
             out.push(ModelInfo {
-                id: id.to_string(),
+                id: m.id.clone(),
                 backend: BackendKind::OpenAiUpstream,
                 sha256: String::new(),
                 size_bytes: 0,
                 context_length: ctx,
                 train_context_length: ctx,
                 architecture: String::new(),
-                parameters: m.pointer("/meta/n_params").and_then(|c| c.as_u64()).unwrap_or(0),
+                parameters: m.parameter_count().unwrap_or(0),
                 quantization: String::new(),
                 has_chat_template: true,
                 path: PathBuf::new(),
@@ -241,107 +244,112 @@ impl UpstreamRuntime {
         Ok(out)
     }
 
-    fn request_body(&self, request: &GenerateRequest) -> Value {
+    fn request_body(&self, request: &GenerateRequest) -> UpstreamRequest {
         let s = &request.sampling;
-        let mut body = json!({
-            "model": request.model,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "presence_penalty": s.presence_penalty,
-            "frequency_penalty": s.frequency_penalty,
-        });
-        let o = body.as_object_mut().expect("object");
+        let mut params = CommonParams {
+            model: Some(request.model.clone()),
+            stream: Some(true),
+            stream_options: Some(StreamOptions { include_usage: true, ..Default::default() }),
+            temperature: Some(decimal(s.temperature)),
+            top_p: Some(decimal(s.top_p)),
+            presence_penalty: Some(decimal(s.presence_penalty)),
+            frequency_penalty: Some(decimal(s.frequency_penalty)),
+            seed: s.seed,
+            max_tokens: request.max_tokens.map(i64::from),
+            stop: (!request.stop.is_empty()).then(|| Stop::Many(request.stop.clone())),
+            ..Default::default()
+        };
         // Extensions understood by vLLM and llama.cpp's server; ignored by others.
         if s.top_k > 0 {
-            o.insert("top_k".into(), json!(s.top_k));
+            params.extra.insert("top_k".into(), json!(s.top_k));
         }
         if s.min_p > 0.0 {
-            o.insert("min_p".into(), json!(s.min_p));
+            params.extra.insert("min_p".into(), json!(decimal(s.min_p)));
         }
         if s.repeat_penalty != 1.0 {
-            o.insert("repetition_penalty".into(), json!(s.repeat_penalty));
+            params.extra.insert("repetition_penalty".into(), json!(decimal(s.repeat_penalty)));
         }
-        if let Some(seed) = s.seed {
-            o.insert("seed".into(), json!(seed));
-        }
-        if let Some(m) = request.max_tokens {
-            o.insert("max_tokens".into(), json!(m));
-        }
-        if !request.stop.is_empty() {
-            o.insert("stop".into(), json!(request.stop));
-        }
-        match &request.response_format {
-            ResponseFormat::Text => {}
-            ResponseFormat::JsonObject => {
-                o.insert("response_format".into(), json!({"type": "json_object"}));
-            }
-            ResponseFormat::JsonSchema { name, schema } => {
-                o.insert(
-                    "response_format".into(),
-                    json!({"type": "json_schema", "json_schema": {"name": name.clone().unwrap_or_else(|| "output".into()), "schema": schema}}),
-                );
-            }
-        }
+        let format = match &request.response_format {
+            ResponseFormat::Text => None,
+            ResponseFormat::JsonObject => Some(WireResponseFormat::JsonObject),
+            ResponseFormat::JsonSchema { name, schema } => Some(WireResponseFormat::JsonSchema {
+                json_schema: JsonSchemaFormat {
+                    name: name.clone().unwrap_or_else(|| "output".into()),
+                    schema: schema.clone(),
+                    strict: None,
+                },
+            }),
+        };
+        params.set_response_format(format.as_ref());
         match &request.prompt {
             Prompt::Chat(msgs) => {
-                o.insert("messages".into(), json!(msgs.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content})).collect::<Vec<_>>()));
+                UpstreamRequest::Chat(ChatCompletionRequest { messages: Some(wire_messages(msgs)), params })
             }
-            Prompt::Text(t) => {
-                o.insert("prompt".into(), json!(t));
-            }
+            Prompt::Text(t) => UpstreamRequest::Text(CompletionRequest { prompt: Some(PromptInput::One(t.clone())), params }),
         }
-        body
     }
 }
 
-/// Incremental parser of a `text/event-stream` body: feed bytes, get the `data:` payloads of
-/// complete events. Lines may end in `\n` or `\r\n`; comments and other fields are ignored.
-#[derive(Debug, Default)]
-pub struct SseParser {
-    buf: Vec<u8>,
-    data: Vec<String>,
+/// The body of an upstream generation request.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UpstreamRequest {
+    Chat(ChatCompletionRequest),
+    Text(CompletionRequest),
 }
 
-impl SseParser {
-    /// Most bytes of one pending line before the stream is refused.
-    pub const MAX_LINE: usize = 8 << 20;
+fn wire_messages(msgs: &[ChatMessage]) -> Vec<WireMessage> {
+    msgs.iter().map(|m| WireMessage::new(m.role.as_str(), m.content.clone())).collect()
+}
 
-    /// Feeds bytes; returns the data of every event completed by them.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, RuntimeError> {
-        self.buf.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        let mut start = 0;
-        while let Some(nl) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let mut line = &self.buf[start..start + nl];
-            start += nl + 1;
-            if line.last() == Some(&b'\r') {
-                line = &line[..line.len() - 1];
-            }
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    events.push(self.data.join("\n"));
-                    self.data.clear();
-                }
-                continue;
-            }
-            let line = String::from_utf8_lossy(line);
-            if let Some(rest) = line.strip_prefix("data:") {
-                self.data.push(rest.strip_prefix(' ').unwrap_or(rest).to_string());
+/// An `f32` parameter as the decimal it was written as (`0.7f32` is sent as `0.7`, not as
+/// `0.699999988079071`, the exact value of the nearest `f32`).
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// What one upstream stream event contributes.
+#[derive(Debug)]
+enum Piece {
+    /// `[DONE]`.
+    Done,
+    /// A chunk: text of its first choice, that choice's finish reason, the chunk's usage.
+    Chunk { text: Option<String>, finish: Option<String>, usage: Option<b3iq_openai::Usage> },
+}
+
+/// Reads one event of a chat (`chat`) or text completion stream; an error event is an error.
+fn read_event(ev: &SseEvent, chat: bool) -> Result<Piece, RuntimeError> {
+    let bad = |e: b3iq_openai::OpenAiError| RuntimeError::Upstream { status: 200, message: format!("bad SSE chunk from upstream: {e}") };
+    let failed = |e: b3iq_openai::ErrorDetail| RuntimeError::Upstream {
+        status: 200,
+        message: if e.message.is_empty() { "error".into() } else { e.message },
+    };
+    if chat {
+        match StreamItem::<ChatCompletionChunk>::from_event(ev).map_err(bad)? {
+            StreamItem::Done => Ok(Piece::Done),
+            StreamItem::Error(e) => Err(failed(e)),
+            StreamItem::Chunk(c) => {
+                let choice = c.choices.into_iter().next();
+                Ok(Piece::Chunk {
+                    finish: choice.as_ref().and_then(|ch| ch.finish_reason.clone()),
+                    text: choice.and_then(|ch| ch.delta.content),
+                    usage: c.usage,
+                })
             }
         }
-        self.buf.drain(..start);
-        if self.buf.len() > Self::MAX_LINE {
-            return Err(RuntimeError::Upstream { status: 200, message: "an SSE line exceeds 8 MiB".into() });
+    } else {
+        match StreamItem::<TextCompletion>::from_event(ev).map_err(bad)? {
+            StreamItem::Done => Ok(Piece::Done),
+            StreamItem::Error(e) => Err(failed(e)),
+            StreamItem::Chunk(c) => {
+                let choice = c.choices.into_iter().next();
+                Ok(Piece::Chunk {
+                    finish: choice.as_ref().and_then(|ch| ch.finish_reason.clone()),
+                    text: choice.map(|ch| ch.text),
+                    usage: c.usage,
+                })
+            }
         }
-        Ok(events)
-    }
-
-    /// Data of a last event not followed by a blank line.
-    pub fn finish(&mut self) -> Option<String> {
-        let mut events = self.feed(b"\n\n").unwrap_or_default();
-        events.pop()
     }
 }
 
@@ -430,50 +438,39 @@ impl Runtime for UpstreamRuntime {
                     if cancel2.load(Ordering::Acquire) || tx.is_closed() {
                         return Err(RuntimeError::Cancelled);
                     }
-                    let Some(next) = body.next().await else { break };
-                    let bytes = next.map_err(|e| unavailable(&base, &e))?;
-                    for data in sse.feed(&bytes)? {
-                        if data.trim() == "[DONE]" {
-                            done = true;
-                            break;
+                    let bad_stream = |e: b3iq_openai::OpenAiError| RuntimeError::Upstream { status: 200, message: e.to_string() };
+                    let (events, ended) = match body.next().await {
+                        Some(next) => {
+                            let bytes = next.map_err(|e| unavailable(&base, &e))?;
+                            (sse.feed(&bytes).map_err(bad_stream)?, false)
                         }
-                        let v: Value = serde_json::from_str(&data).map_err(|e| RuntimeError::Upstream {
-                            status: 200,
-                            message: format!("bad SSE chunk from upstream: {e}"),
-                        })?;
-                        if let Some(err) = v.get("error") {
-                            return Err(RuntimeError::Upstream {
-                                status: 200,
-                                message: err.get("message").and_then(|m| m.as_str()).unwrap_or("error").to_string(),
-                            });
-                        }
-                        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                            let p = u.get("prompt_tokens").and_then(|x| x.as_u64()).unwrap_or(0) as u32;
-                            let k = u.get("completion_tokens").and_then(|x| x.as_u64()).unwrap_or(0) as u32;
-                            usage = Some(Usage::new(p, k));
-                        }
-                        if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
-                            let text = if chat {
-                                choice.pointer("/delta/content").and_then(|t| t.as_str())
-                            } else {
-                                choice.get("text").and_then(|t| t.as_str())
-                            };
-                            if let Some(t) = text.filter(|t| !t.is_empty()) {
-                                first.get_or_insert_with(Instant::now);
-                                chunks += 1;
-                                if tx.send(Ok(GenerationEvent::Delta { text: t.to_string() })).is_err() {
-                                    return Err(RuntimeError::Cancelled);
-                                }
+                        // A last event without its blank line still counts.
+                        None => (sse.finish().map_err(bad_stream)?.into_iter().collect(), true),
+                    };
+                    for ev in events {
+                        let (text, finish, u) = match read_event(&ev, chat)? {
+                            Piece::Done => {
+                                done = true;
+                                break;
                             }
-                            if let Some(r) = choice.get("finish_reason").and_then(|r| r.as_str()) {
-                                reason = Some(finish_reason(r));
+                            Piece::Chunk { text, finish, usage } => (text, finish, usage),
+                        };
+                        if let Some(u) = u {
+                            usage = Some(Usage::new(u.prompt_tokens, u.completion_tokens));
+                        }
+                        if let Some(t) = text.filter(|t| !t.is_empty()) {
+                            first.get_or_insert_with(Instant::now);
+                            chunks += 1;
+                            if tx.send(Ok(GenerationEvent::Delta { text: t })).is_err() {
+                                return Err(RuntimeError::Cancelled);
                             }
+                        }
+                        if let Some(r) = finish {
+                            reason = Some(finish_reason(&r));
                         }
                     }
-                }
-                if let Some(data) = sse.finish() {
-                    if data.trim() == "[DONE]" {
-                        done = true;
+                    if ended {
+                        break;
                     }
                 }
                 if !done && reason.is_none() {
@@ -524,7 +521,7 @@ impl Runtime for UpstreamRuntime {
         let root = self.inner.base.trim_end_matches("/v1").to_string();
         let body = match prompt {
             Prompt::Text(t) => json!({"model": model, "prompt": t, "content": t}),
-            Prompt::Chat(m) => json!({"model": model, "messages": m.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content})).collect::<Vec<_>>()}),
+            Prompt::Chat(m) => json!({"model": model, "messages": wire_messages(m)}),
         };
         let mut r = self.inner.http.post(format!("{root}/tokenize")).json(&body);
         if let Some(k) = &self.inner.key {
@@ -591,11 +588,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sse_parser_handles_split_events_and_crlf() {
-        let mut p = SseParser::default();
-        assert!(p.feed(b"data: {\"a\"").unwrap().is_empty());
-        assert_eq!(p.feed(b":1}\r\n\r\n: comment\n\ndata: [DONE]\n").unwrap(), vec!["{\"a\":1}".to_string()]);
-        assert_eq!(p.finish().as_deref(), Some("[DONE]"));
+    fn request_bodies_carry_every_parameter() {
+        let up = UpstreamRuntime::new(UpstreamConfig::new("http://127.0.0.1:9/v1")).unwrap();
+        let mut req = GenerateRequest::chat("m", vec![ChatMessage::system("s"), ChatMessage::user("hi")]).with_max_tokens(5);
+        req.sampling = SamplingParams { temperature: 0.7, top_k: 40, min_p: 0.05, repeat_penalty: 1.1, seed: Some(u64::MAX), ..SamplingParams::default() };
+        req.stop = vec!["END".into()];
+        req.response_format = ResponseFormat::JsonSchema { name: None, schema: json!({"type": "object"}) };
+        let v = serde_json::to_value(up.request_body(&req)).unwrap();
+        assert_eq!(v["model"], "m");
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+        assert_eq!(v["temperature"], json!(0.7), "f32 parameters go out as the decimal written");
+        assert_eq!((v["top_k"].clone(), v["min_p"].clone(), v["repetition_penalty"].clone()), (json!(40), json!(0.05), json!(1.1)));
+        assert_eq!(v["seed"], json!(u64::MAX));
+        assert_eq!(v["max_tokens"], 5);
+        assert_eq!(v["stop"], json!(["END"]));
+        assert_eq!(v["response_format"], json!({"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}}}));
+        assert_eq!(v["messages"], json!([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]));
+        assert!(v.get("prompt").is_none());
+        let v = serde_json::to_value(up.request_body(&GenerateRequest::completion("m", "Once"))).unwrap();
+        assert_eq!(v["prompt"], "Once");
+        assert!(v.get("messages").is_none() && v.get("response_format").is_none() && v.get("stop").is_none() && v.get("seed").is_none());
+    }
+
+    #[test]
+    fn stream_events_of_other_servers_are_read() {
+        let ev = |data: &str| SseEvent { event: None, data: data.into() };
+        // llama.cpp's role chunk (content null), vLLM's finish chunk, a usage chunk, errors.
+        let p = read_event(&ev(r#"{"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant","content":null}}],"created":1,"id":"c","model":"m","object":"chat.completion.chunk"}"#), true).unwrap();
+        assert!(matches!(p, Piece::Chunk { text: None, finish: None, usage: None }));
+        let p = read_event(&ev(r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"length","stop_reason":null}]}"#), true).unwrap();
+        assert!(matches!(p, Piece::Chunk { finish: Some(ref f), .. } if f == "length"));
+        let p = read_event(&ev(r#"{"id":"c","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#), false).unwrap();
+        assert!(matches!(p, Piece::Chunk { text: None, usage: Some(u), .. } if u.prompt_tokens == 3 && u.completion_tokens == 2));
+        assert!(matches!(read_event(&ev("[DONE]"), false).unwrap(), Piece::Done));
+        let e = read_event(&ev(r#"{"error":{"message":"boom","code":500}}"#), true).unwrap_err();
+        assert!(matches!(e, RuntimeError::Upstream { status: 200, ref message } if message == "boom"), "{e}");
+        let llama_error = SseEvent { event: Some("error".into()), data: r#"{"code":400,"message":"context exceeded"}"#.into() };
+        assert!(read_event(&llama_error, true).unwrap_err().to_string().contains("context exceeded"));
+        let e = read_event(&ev("{oops"), true).unwrap_err();
+        assert!(e.to_string().contains("bad SSE chunk"), "{e}");
     }
 
     #[test]

@@ -7,12 +7,17 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, Sse};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use b3iq_openai::response::{CHAT_COMPLETION, CHAT_COMPLETION_CHUNK, TEXT_COMPLETION};
+use b3iq_openai::{
+    sse, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CommonParams,
+    CompletionRequest, ErrorBody, ErrorCode, ErrorDetail, Model, ModelList, PromptInput, TextChoice, TextCompletion,
+};
 use b3iq_runtime::*;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -23,8 +28,17 @@ pub struct AppState {
     pub key: Option<String>,
 }
 
+/// An error answer with a numeric `code`, as vLLM and llama.cpp's server send them.
 fn err(status: StatusCode, message: &str, kind: &str) -> Response {
-    (status, Json(json!({"error": {"message": message, "type": kind, "code": status.as_u16()}}))).into_response()
+    let body = ErrorBody {
+        error: ErrorDetail {
+            message: message.to_string(),
+            kind: Some(kind.to_string()),
+            code: Some(ErrorCode::Number(i64::from(status.as_u16()))),
+            param: None,
+        },
+    };
+    (status, Json(body)).into_response()
 }
 
 fn map_err(e: RuntimeError) -> Response {
@@ -53,69 +67,54 @@ async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {
         return err(StatusCode::UNAUTHORIZED, "bad key", "auth");
     }
     match s.runtime.list_models().await {
-        Ok(ms) => Json(json!({"object": "list", "data": ms.iter().map(|m| json!({
-            "id": m.id, "object": "model", "owned_by": "b3iq", "max_model_len": m.context_length
-        })).collect::<Vec<_>>()}))
-        .into_response(),
+        Ok(ms) => {
+            let data = ms
+                .iter()
+                .map(|m| {
+                    // vLLM's extension field, which the upstream client reads.
+                    let mut model = Model::new(&m.id, 0, "b3iq");
+                    model.extra.insert("max_model_len".into(), json!(m.context_length));
+                    model
+                })
+                .collect();
+            Json(ModelList::new(data)).into_response()
+        }
         Err(e) => map_err(e),
     }
 }
 
-fn parse_request(body: &Value, chat: bool) -> Result<(GenerateRequest, bool, bool), RuntimeError> {
+fn parse_request(p: &CommonParams, prompt: Prompt) -> Result<(GenerateRequest, bool, bool), RuntimeError> {
     let bad = |m: &str| RuntimeError::InvalidRequest(m.to_string());
-    let model = body.get("model").and_then(|m| m.as_str()).ok_or_else(|| bad("model is required"))?;
-    let prompt = if chat {
-        let msgs = body.get("messages").and_then(|m| m.as_array()).ok_or_else(|| bad("messages is required"))?;
-        let mut out = Vec::new();
-        for m in msgs {
-            let role = match m.get("role").and_then(|r| r.as_str()) {
-                Some("system") | Some("developer") => Role::System,
-                Some("user") => Role::User,
-                Some("assistant") => Role::Assistant,
-                Some("tool") => Role::Tool,
-                _ => return Err(bad("bad role")),
-            };
-            let content = m.get("content").and_then(|c| c.as_str()).unwrap_or_default();
-            out.push(ChatMessage::new(role, content));
-        }
-        Prompt::Chat(out)
-    } else {
-        Prompt::Text(body.get("prompt").and_then(|p| p.as_str()).ok_or_else(|| bad("prompt is required"))?.to_string())
-    };
+    let model = p.model.as_deref().ok_or_else(|| bad("model is required"))?;
     let mut s = SamplingParams::default();
-    let f = |k: &str| body.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
-    if let Some(v) = f("temperature") {
+    let f = |v: Option<f64>| v.map(|v| v as f32);
+    if let Some(v) = f(p.temperature) {
         s.temperature = v;
     }
-    if let Some(v) = f("top_p") {
+    if let Some(v) = f(p.top_p) {
         s.top_p = v;
     }
-    if let Some(v) = f("min_p") {
+    if let Some(v) = f(p.extension_f64("min_p")) {
         s.min_p = v;
     }
-    if let Some(v) = body.get("top_k").and_then(|v| v.as_i64()) {
+    if let Some(v) = p.extension_i64("top_k") {
         s.top_k = v as i32;
     }
-    if let Some(v) = f("presence_penalty") {
+    if let Some(v) = f(p.presence_penalty) {
         s.presence_penalty = v;
     }
-    if let Some(v) = f("frequency_penalty") {
+    if let Some(v) = f(p.frequency_penalty) {
         s.frequency_penalty = v;
     }
-    if let Some(v) = f("repetition_penalty") {
+    if let Some(v) = f(p.extension_f64("repetition_penalty")) {
         s.repeat_penalty = v;
     }
-    s.seed = body.get("seed").and_then(|v| v.as_u64());
-    let stop = match body.get("stop") {
-        Some(Value::String(x)) => vec![x.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
-        _ => vec![],
-    };
-    let response_format = match body.pointer("/response_format/type").and_then(|t| t.as_str()) {
-        Some("json_object") => ResponseFormat::JsonObject,
-        Some("json_schema") => ResponseFormat::JsonSchema {
-            name: body.pointer("/response_format/json_schema/name").and_then(|n| n.as_str()).map(str::to_string),
-            schema: body.pointer("/response_format/json_schema/schema").cloned().unwrap_or(Value::Null),
+    s.seed = p.seed;
+    let response_format = match p.response_format().ok().flatten() {
+        Some(b3iq_openai::ResponseFormat::JsonObject) => ResponseFormat::JsonObject,
+        Some(b3iq_openai::ResponseFormat::JsonSchema { json_schema }) => ResponseFormat::JsonSchema {
+            name: Some(json_schema.name).filter(|n| !n.is_empty()),
+            schema: json_schema.schema,
         },
         _ => ResponseFormat::Text,
     };
@@ -123,20 +122,54 @@ fn parse_request(body: &Value, chat: bool) -> Result<(GenerateRequest, bool, boo
         model: model.to_string(),
         prompt,
         sampling: s,
-        max_tokens: body.get("max_tokens").and_then(|v| v.as_u64()).map(|v| v as u32),
-        stop,
+        max_tokens: p.max_completion_tokens.or(p.max_tokens).and_then(|v| u32::try_from(v).ok()),
+        stop: p.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
         response_format,
     };
-    let stream = body.get("stream").and_then(|v| v.as_bool()).unwrap_or(false);
-    let usage = body.pointer("/stream_options/include_usage").and_then(|v| v.as_bool()).unwrap_or(false);
-    Ok((req, stream, usage))
+    Ok((req, p.stream.unwrap_or(false), p.include_usage()))
 }
 
-async fn complete(s: AppState, headers: HeaderMap, body: Value, chat: bool) -> Response {
+fn chat_prompt(body: ChatCompletionRequest) -> Result<Prompt, RuntimeError> {
+    let bad = |m: &str| RuntimeError::InvalidRequest(m.to_string());
+    let mut out = Vec::new();
+    for m in body.messages.ok_or_else(|| bad("messages is required"))? {
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            _ => return Err(bad("bad role")),
+        };
+        let content = match m.content {
+            None => String::new(),
+            Some(c) => c.into_text().map_err(|_| bad("only text content is supported"))?,
+        };
+        out.push(ChatMessage::new(role, content));
+    }
+    Ok(Prompt::Chat(out))
+}
+
+fn text_prompt(body: CompletionRequest) -> Result<Prompt, RuntimeError> {
+    match body.prompt {
+        Some(PromptInput::One(s)) => Ok(Prompt::Text(s)),
+        Some(PromptInput::Many(mut v)) if v.len() == 1 => Ok(Prompt::Text(v.remove(0))),
+        _ => Err(RuntimeError::InvalidRequest("prompt is required (one string)".into())),
+    }
+}
+
+fn event_stream(events: impl futures::Stream<Item = Vec<u8>> + Send + 'static) -> Response {
+    let mut resp = Response::new(Body::from_stream(events.map(Ok::<_, Infallible>)));
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(sse::CONTENT_TYPE));
+    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn complete(s: AppState, headers: HeaderMap, params: CommonParams, prompt: Result<Prompt, RuntimeError>) -> Response {
     if !authorized(&s, &headers) {
         return err(StatusCode::UNAUTHORIZED, "bad key", "auth");
     }
-    let (req, stream, include_usage) = match parse_request(&body, chat) {
+    let chat = matches!(prompt, Ok(Prompt::Chat(_)));
+    let (req, stream, include_usage) = match prompt.and_then(|p| parse_request(&params, p)) {
         Ok(x) => x,
         Err(e) => return map_err(e),
     };
@@ -146,52 +179,67 @@ async fn complete(s: AppState, headers: HeaderMap, body: Value, chat: bool) -> R
         Err(e) => return map_err(e),
     };
     let id = "cmpl-test";
-    let object = if chat { "chat.completion.chunk" } else { "text_completion" };
     if !stream {
         return match gen.collect_completion().await {
             Ok(c) => {
-                let choice = if chat {
-                    json!({"index": 0, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason.as_str()})
+                let usage = b3iq_openai::Usage::new(c.usage.prompt_tokens, c.usage.completion_tokens);
+                if chat {
+                    let mut a = ChatCompletion::new(id, CHAT_COMPLETION, 0, model).with_usage(usage);
+                    a.choices.push(ChatChoice::assistant(c.text, c.finish_reason.as_str()));
+                    Json(a).into_response()
                 } else {
-                    json!({"index": 0, "text": c.text, "finish_reason": c.finish_reason.as_str()})
-                };
-                Json(json!({"id": id, "object": if chat {"chat.completion"} else {"text_completion"}, "model": model, "choices": [choice],
-                    "usage": {"prompt_tokens": c.usage.prompt_tokens, "completion_tokens": c.usage.completion_tokens, "total_tokens": c.usage.total_tokens}}))
-                .into_response()
+                    let mut a = TextCompletion::new(id, TEXT_COMPLETION, 0, model).with_usage(usage);
+                    a.choices.push(TextChoice::finished(c.text, c.finish_reason.as_str()));
+                    Json(a).into_response()
+                }
             }
             Err(e) => map_err(e),
         };
     }
+    let chat_head = ChatCompletionChunk::new(id, CHAT_COMPLETION_CHUNK, 0, model.clone());
+    let text_head = TextCompletion::new(id, TEXT_COMPLETION, 0, model);
     let events = gen.flat_map(move |ev| {
-        let model = model.clone();
-        let out: Vec<Value> = match ev {
-            Ok(GenerationEvent::Delta { text }) => {
-                let choice = if chat { json!({"index": 0, "delta": {"content": text}, "finish_reason": null}) } else { json!({"index": 0, "text": text, "finish_reason": null}) };
-                vec![json!({"id": id, "object": object, "model": model, "choices": [choice]})]
-            }
+        let out: Vec<Vec<u8>> = match ev {
+            Ok(GenerationEvent::Delta { text }) => vec![if chat {
+                sse::encode_json(&chat_head.with_choices(vec![ChatChunkChoice::content(text)]))
+            } else {
+                sse::encode_json(&text_head.with_choices(vec![TextChoice::partial(text)]))
+            }],
             Ok(GenerationEvent::Done { finish_reason, usage, .. }) => {
-                let choice = if chat { json!({"index": 0, "delta": {}, "finish_reason": finish_reason.as_str()}) } else { json!({"index": 0, "text": "", "finish_reason": finish_reason.as_str()}) };
-                let mut v = vec![json!({"id": id, "object": object, "model": model, "choices": [choice]})];
+                let reason = finish_reason.as_str();
+                let mut v = vec![if chat {
+                    sse::encode_json(&chat_head.with_choices(vec![ChatChunkChoice::finish(reason)]))
+                } else {
+                    sse::encode_json(&text_head.with_choices(vec![TextChoice::finished("", reason)]))
+                }];
                 if include_usage {
-                    v.push(json!({"id": id, "object": object, "model": model, "choices": [],
-                        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}}));
+                    let u = b3iq_openai::Usage::new(usage.prompt_tokens, usage.completion_tokens);
+                    v.push(if chat {
+                        sse::encode_json(&chat_head.with_choices(Vec::<ChatChunkChoice>::new()).with_usage(u))
+                    } else {
+                        sse::encode_json(&text_head.with_choices(Vec::<TextChoice>::new()).with_usage(u))
+                    });
                 }
                 v
             }
-            Err(e) => vec![json!({"error": {"message": e.to_string()}})],
+            Err(e) => vec![sse::encode_json(&ErrorBody {
+                error: ErrorDetail { message: e.to_string(), kind: None, code: None, param: None },
+            })],
         };
-        futures::stream::iter(out.into_iter().map(|v| Ok::<_, Infallible>(Event::default().data(v.to_string()))))
+        futures::stream::iter(out)
     });
-    let done = futures::stream::once(async { Ok::<_, Infallible>(Event::default().data("[DONE]")) });
-    Sse::new(events.chain(done)).into_response()
+    let done = futures::stream::once(async { sse::DONE_EVENT.to_vec() });
+    event_stream(events.chain(done))
 }
 
-async fn chat_completions(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    complete(s, headers, body, true).await
+async fn chat_completions(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<ChatCompletionRequest>) -> Response {
+    let params = body.params.clone();
+    complete(s, headers, params, chat_prompt(body)).await
 }
 
-async fn completions(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    complete(s, headers, body, false).await
+async fn completions(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<CompletionRequest>) -> Response {
+    let params = body.params.clone();
+    complete(s, headers, params, text_prompt(body)).await
 }
 
 async fn tokenize(State(s): State<AppState>, Json(body): Json<Value>) -> Response {
