@@ -6,9 +6,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use b3iq_openai::response::{CHAT_COMPLETION, CHAT_COMPLETION_CHUNK, TEXT_COMPLETION};
+use b3iq_openai::{self as wire, sse, ChatChunkChoice, ChatCompletionRequest, CommonParams, CompletionRequest, PromptInput, TextChoice};
 use b3iq_runtime::runtime::{ChatMessage, Prompt, ResponseFormat, Role, SamplingParams};
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::{bearer, JsonBody, RawBody};
 use crate::context::{NodeState, ServedModel};
@@ -20,6 +20,9 @@ use crate::owner::auth;
 pub const DEFAULT_MAX_TOKENS: u32 = 256;
 /// Largest accepted `max_tokens`.
 pub const MAX_MAX_TOKENS: u32 = 4096;
+
+/// `system_fingerprint` of every answer: this build.
+const FINGERPRINT: &str = concat!("b3iq-", env!("CARGO_PKG_VERSION"));
 
 /// Authenticate a `/v1` caller: 503 before claim, then a key with the inference scope.
 fn authenticate(st: &NodeState, headers: &HeaderMap) -> Result<Caller> {
@@ -34,97 +37,8 @@ fn authenticate(st: &NodeState, headers: &HeaderMap) -> Result<Caller> {
 pub async fn models(State(st): State<Arc<NodeState>>, headers: HeaderMap) -> Result<Response> {
     authenticate(&st, &headers)?;
     let created = st.now();
-    let data: Vec<Value> = st
-        .served_models()
-        .iter()
-        .map(|m| json!({"id": m.id, "object": "model", "created": created, "owned_by": "b3iq"}))
-        .collect();
-    Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-    Null(()),
-}
-
-#[derive(Debug, Deserialize)]
-struct Part {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Message {
-    role: String,
-    #[serde(default)]
-    content: Option<Content>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum StopParam {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum PromptParam {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
-/// The request fields both endpoints share.
-#[derive(Debug, Deserialize)]
-struct Common {
-    model: Option<String>,
-    #[serde(default)]
-    max_tokens: Option<i64>,
-    #[serde(default)]
-    max_completion_tokens: Option<i64>,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    seed: Option<i64>,
-    #[serde(default)]
-    stop: Option<StopParam>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    n: Option<i64>,
-    #[serde(default)]
-    presence_penalty: Option<f64>,
-    #[serde(default)]
-    frequency_penalty: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChatBody {
-    #[serde(flatten)]
-    common: Common,
-    messages: Option<Vec<Message>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CompletionBody {
-    #[serde(flatten)]
-    common: Common,
-    prompt: Option<PromptParam>,
+    let data = st.served_models().iter().map(|m| wire::Model::new(&m.id, created, "b3iq")).collect();
+    Ok(axum::Json(wire::ModelList::new(data)).into_response())
 }
 
 fn bad(msg: impl Into<String>) -> HostError {
@@ -141,13 +55,13 @@ struct Params {
     include_usage: bool,
 }
 
-fn parse_common(st: &NodeState, c: &Common) -> Result<Params> {
+fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
     parse_common_with(c, &|id| st.served_model(id))
 }
 
 /// Validate the parameters, then resolve the model (last, so every parameter error is found
 /// without a node; the fuzz target relies on this).
-fn parse_common_with(c: &Common, resolve: &dyn Fn(&str) -> Option<ServedModel>) -> Result<Params> {
+fn parse_common_with(c: &CommonParams, resolve: &dyn Fn(&str) -> Option<ServedModel>) -> Result<Params> {
     let model_id = c.model.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| bad("`model` is required; GET /v1/models lists them"))?;
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
         None => DEFAULT_MAX_TOKENS,
@@ -178,27 +92,23 @@ fn parse_common_with(c: &Common, resolve: &dyn Fn(&str) -> Option<ServedModel>) 
             *slot = v as f32;
         }
     }
-    sampling.seed = c.seed.map(|s| s as u64);
+    sampling.seed = c.seed;
     if let Some(n) = c.n {
         if n != 1 {
             return Err(bad("only n = 1 is supported"));
         }
     }
-    let stop = match &c.stop {
-        None => Vec::new(),
-        Some(StopParam::One(s)) => vec![s.clone()],
-        Some(StopParam::Many(v)) => v.clone(),
-    };
+    let stop = c.stop.clone().map(wire::Stop::into_vec).unwrap_or_default();
     if stop.len() > 4 || stop.iter().any(|s| s.is_empty()) {
         return Err(bad("stop must be a non-empty string or up to 4 non-empty strings"));
     }
     let stream = c.stream.unwrap_or(false);
-    let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let include_usage = c.include_usage();
     let model = resolve(model_id).ok_or_else(|| HostError::ModelNotFound(model_id.chars().take(128).collect()))?;
     Ok(Params { model, sampling, max_tokens, stop, stream, include_usage })
 }
 
-fn parse_messages(msgs: Option<Vec<Message>>) -> Result<Vec<ChatMessage>> {
+fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessage>> {
     let msgs = msgs.ok_or_else(|| bad("`messages` is required"))?;
     if msgs.is_empty() {
         return Err(bad("`messages` must not be empty"));
@@ -214,18 +124,8 @@ fn parse_messages(msgs: Option<Vec<Message>>) -> Result<Vec<ChatMessage>> {
                 other => return Err(bad(format!("messages[{i}].role {other:?} is not one of system, user, assistant, tool"))),
             };
             let content = match m.content {
-                None | Some(Content::Null(())) => String::new(),
-                Some(Content::Text(s)) => s,
-                Some(Content::Parts(parts)) => {
-                    let mut s = String::new();
-                    for p in parts {
-                        if p.kind != "text" {
-                            return Err(bad(format!("messages[{i}]: content part type {:?} is not supported (only text)", p.kind)));
-                        }
-                        s.push_str(p.text.as_deref().unwrap_or(""));
-                    }
-                    s
-                }
+                None => String::new(),
+                Some(c) => c.into_text().map_err(|p| bad(format!("messages[{i}]: content part type {:?} is not supported (only text)", p.kind)))?,
             };
             Ok(ChatMessage::new(role, content))
         })
@@ -239,11 +139,20 @@ enum Flavor {
     Text,
 }
 
+/// One SSE event carrying `value` as JSON.
+fn event<T: serde::Serialize>(value: &T) -> Bytes {
+    Bytes::from(sse::encode_json(value))
+}
+
+fn wire_usage(u: &b3iq_runtime::runtime::Usage) -> wire::Usage {
+    wire::Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(State(st): State<Arc<NodeState>>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response> {
     let caller = authenticate(&st, &headers)?;
-    let JsonBody(b) = parse_json::<ChatBody>(&body)?;
-    let p = parse_common(&st, &b.common)?;
+    let JsonBody(b) = parse_json::<ChatCompletionRequest>(&body)?;
+    let p = parse_common(&st, &b.params)?;
     let messages = parse_messages(b.messages)?;
     let prompt = Prompt::Chat(messages);
     run(st, caller, p, prompt, Flavor::Chat).await
@@ -252,13 +161,13 @@ pub async fn chat_completions(State(st): State<Arc<NodeState>>, headers: HeaderM
 /// `POST /v1/completions`.
 pub async fn completions(State(st): State<Arc<NodeState>>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response> {
     let caller = authenticate(&st, &headers)?;
-    let JsonBody(b) = parse_json::<CompletionBody>(&body)?;
-    let p = parse_common(&st, &b.common)?;
+    let JsonBody(b) = parse_json::<CompletionRequest>(&body)?;
+    let p = parse_common(&st, &b.params)?;
     let text = match b.prompt {
         None => return Err(bad("`prompt` is required")),
-        Some(PromptParam::One(s)) => s,
-        Some(PromptParam::Many(mut v)) if v.len() == 1 => v.remove(0),
-        Some(PromptParam::Many(_)) => return Err(bad("`prompt` must be a string or an array of exactly one string")),
+        Some(PromptInput::One(s)) => s,
+        Some(PromptInput::Many(mut v)) if v.len() == 1 => v.remove(0),
+        Some(PromptInput::Many(_)) => return Err(bad("`prompt` must be a string or an array of exactly one string")),
     };
     if text.is_empty() {
         return Err(bad("`prompt` must not be empty"));
@@ -272,15 +181,15 @@ pub async fn completions(State(st): State<Arc<NodeState>>, headers: HeaderMap, R
 pub fn validate_request_body(chat: bool, body: &[u8]) -> Result<()> {
     let none = |_: &str| None;
     if chat {
-        let JsonBody(b) = parse_json::<ChatBody>(body)?;
+        let JsonBody(b) = parse_json::<ChatCompletionRequest>(body)?;
         parse_messages(b.messages)?;
-        parse_common_with(&b.common, &none).map(|_| ())
+        parse_common_with(&b.params, &none).map(|_| ())
     } else {
-        let JsonBody(b) = parse_json::<CompletionBody>(body)?;
+        let JsonBody(b) = parse_json::<CompletionRequest>(body)?;
         if b.prompt.is_none() {
             return Err(bad("`prompt` is required"));
         }
-        parse_common_with(&b.common, &none).map(|_| ())
+        parse_common_with(&b.params, &none).map(|_| ())
     }
 }
 
@@ -314,19 +223,19 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
             match ev? {
                 InferenceEvent::Delta(t) => text.push_str(&t),
                 InferenceEvent::Done(inference::Finished { finish_reason, usage, receipt_id, .. }) => {
-                    let choice = match flavor {
-                        Flavor::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason.as_str()}),
-                        Flavor::Text => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason.as_str()}),
-                    };
-                    let object = if flavor == Flavor::Chat { "chat.completion" } else { "text_completion" };
-                    return Ok(axum::Json(json!({
-                        "id": id, "object": object, "created": created, "model": p.model.id,
-                        "choices": [choice],
-                        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens},
-                        "system_fingerprint": concat!("b3iq-", env!("CARGO_PKG_VERSION")),
-                        "b3iq_receipt_id": receipt_id,
-                    }))
-                    .into_response());
+                    let object = if flavor == Flavor::Chat { CHAT_COMPLETION } else { TEXT_COMPLETION };
+                    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone()).with_fingerprint(FINGERPRINT);
+                    let (usage, reason) = (wire_usage(&usage), finish_reason.as_str());
+                    return Ok(match flavor {
+                        Flavor::Chat => {
+                            let choice = wire::ChatChoice::assistant(text, reason);
+                            axum::Json(head.with_choices(vec![choice]).with_usage(usage).with_receipt(receipt_id)).into_response()
+                        }
+                        Flavor::Text => {
+                            let choice = TextChoice::finished(text, reason);
+                            axum::Json(head.with_choices(vec![choice]).with_usage(usage).with_receipt(receipt_id)).into_response()
+                        }
+                    });
                 }
             }
         }
@@ -335,25 +244,18 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
 
     // Streaming: an unfold over the generation stream. Dropping the body (client gone) drops the
     // generation stream, which cancels the sequence.
-    let object = if flavor == Flavor::Chat { "chat.completion.chunk" } else { "text_completion" };
-    let model_id = p.model.id.clone();
-    let chunk = move |choices: Value, usage: Option<Value>| -> Bytes {
-        let mut v = json!({"id": id, "object": object, "created": created, "model": model_id,
-            "system_fingerprint": concat!("b3iq-", env!("CARGO_PKG_VERSION")), "choices": choices});
-        if let Some(u) = usage {
-            v["usage"] = u;
-        }
-        Bytes::from(format!("data: {v}\n\n"))
-    };
-    struct S<C> {
+    let object = if flavor == Flavor::Chat { CHAT_COMPLETION_CHUNK } else { TEXT_COMPLETION };
+    // Every chunk repeats this header (id, object, created, model, fingerprint).
+    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone()).with_fingerprint(FINGERPRINT);
+    struct S {
         inf: Option<Inference>,
-        chunk: C,
+        head: wire::Completion<()>,
         flavor: Flavor,
         include_usage: bool,
         started: bool,
         pending: std::collections::VecDeque<Bytes>,
     }
-    let init = S { inf: Some(inf), chunk, flavor, include_usage: p.include_usage, started: false, pending: Default::default() };
+    let init = S { inf: Some(inf), head, flavor, include_usage: p.include_usage, started: false, pending: Default::default() };
     let body_stream = futures_util::stream::unfold(init, |mut s| async move {
         loop {
             if let Some(b) = s.pending.pop_front() {
@@ -362,7 +264,7 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
             if !s.started {
                 s.started = true;
                 if s.flavor == Flavor::Chat {
-                    let c = (s.chunk)(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]), None);
+                    let c = event(&s.head.with_choices(vec![ChatChunkChoice::role("assistant")]));
                     return Some((Ok(c), s));
                 }
                 continue;
@@ -372,35 +274,35 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
                 None => {
                     s.inf = None;
                     let e = HostError::Internal("generation ended without a final event".into());
-                    return Some((Ok(Bytes::from(format!("data: {}\n\n", e.body()))), s));
+                    return Some((Ok(event(&e.body())), s));
                 }
                 Some(Err(e)) => {
                     // A runtime failure mid-stream, or the receipt could not be stored: an error
                     // event and no [DONE] (the response did not complete).
                     s.inf = None;
                     tracing::warn!(error = %e, "stream failed after it started");
-                    return Some((Ok(Bytes::from(format!("data: {}\n\n", e.body()))), s));
+                    return Some((Ok(event(&e.body())), s));
                 }
                 Some(Ok(InferenceEvent::Delta(text))) => {
-                    let choices = match s.flavor {
-                        Flavor::Chat => json!([{"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}]),
-                        Flavor::Text => json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": null}]),
+                    let c = match s.flavor {
+                        Flavor::Chat => event(&s.head.with_choices(vec![ChatChunkChoice::content(text)])),
+                        Flavor::Text => event(&s.head.with_choices(vec![TextChoice::partial(text)])),
                     };
-                    return Some((Ok((s.chunk)(choices, None)), s));
+                    return Some((Ok(c), s));
                 }
                 Some(Ok(InferenceEvent::Done(f))) => {
                     // The receipt is already durable: finish, usage, [DONE].
                     s.inf = None;
-                    let choices = match s.flavor {
-                        Flavor::Chat => json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": f.finish_reason.as_str()}]),
-                        Flavor::Text => json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": f.finish_reason.as_str()}]),
+                    let c = match s.flavor {
+                        Flavor::Chat => event(&s.head.with_choices(vec![ChatChunkChoice::finish(f.finish_reason.as_str())])),
+                        Flavor::Text => event(&s.head.with_choices(vec![TextChoice::finished("", f.finish_reason.as_str())])),
                     };
-                    s.pending.push_back((s.chunk)(choices, None));
+                    s.pending.push_back(c);
                     if s.include_usage {
-                        let u = json!({"prompt_tokens": f.usage.prompt_tokens, "completion_tokens": f.usage.completion_tokens, "total_tokens": f.usage.total_tokens});
-                        s.pending.push_back((s.chunk)(json!([]), Some(u)));
+                        let u = wire_usage(&f.usage);
+                        s.pending.push_back(event(&s.head.with_choices(Vec::<ChatChunkChoice>::new()).with_usage(u)));
                     }
-                    s.pending.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+                    s.pending.push_back(Bytes::from_static(sse::DONE_EVENT));
                 }
             }
         }
@@ -408,7 +310,7 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
     let mut resp = Response::new(Body::from_stream(body_stream));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(sse::CONTENT_TYPE));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
@@ -420,15 +322,15 @@ mod tests {
 
     #[test]
     fn messages_parse_and_refuse_bad_roles() {
-        let m: Vec<Message> = serde_json::from_str(r#"[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]"#).unwrap();
+        let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]"#).unwrap();
         let out = parse_messages(Some(m)).unwrap();
         assert_eq!(out[1].content, "ab");
         assert_eq!(out[2].content, "");
-        let m: Vec<Message> = serde_json::from_str(r#"[{"role":"wizard","content":"x"}]"#).unwrap();
+        let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"wizard","content":"x"}]"#).unwrap();
         assert!(parse_messages(Some(m)).unwrap_err().to_string().contains("wizard"));
         assert!(parse_messages(Some(vec![])).is_err());
         assert!(parse_messages(None).is_err());
-        let m: Vec<Message> = serde_json::from_str(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#).unwrap();
+        let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#).unwrap();
         assert!(parse_messages(Some(m)).is_err());
     }
 
