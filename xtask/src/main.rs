@@ -172,10 +172,10 @@ impl Ctx {
             .env("CARGO_TARGET_DIR", &self.target_dir)
             .env("B3IQ_REPO", &self.root)
             .env("PATH", self.path_env());
-        // llama-cpp-sys-2 builds llama.cpp with CMake inside a build-script directory whose hash
-        // depends on the feature set of the whole build, so `cargo test`, maturin, napi and the
-        // uniffi build each rebuild it (about 5 minutes on 2 cores). ccache turns the repeats
-        // into cache hits; llama-cpp-sys-2 forwards CMAKE_* variables to CMake.
+        // Every step shares `cargo test`'s units (b3iq-workspace-hack, tests/shared_build.rs), so
+        // llama.cpp is compiled once per run. ccache still pays across runs: a changed feature set
+        // or a new llama-cpp-sys-2 build directory recompiles llama.cpp from cache hits
+        // (llama-cpp-sys-2 forwards CMAKE_* variables to CMake).
         if env::var_os("CMAKE_C_COMPILER_LAUNCHER").is_none() && on_path("ccache") {
             c.env("CMAKE_C_COMPILER_LAUNCHER", "ccache")
                 .env("CMAKE_CXX_COMPILER_LAUNCHER", "ccache");
@@ -362,7 +362,11 @@ impl Ctx {
                     self.run(c)
                 }
                 StepKind::CargoTest => {
-                    let mut c = self.cargo(&["test", "--locked"]);
+                    // B3IQ_CARGO_TIMINGS=1 writes cargo's per-crate build report
+                    // (cargo-timings/cargo-timing.html under the target dir).
+                    let timings = env::var_os("B3IQ_CARGO_TIMINGS").is_some_and(|v| v == "1");
+                    let args: &[&str] = if timings { &["test", "--locked", "--timings"] } else { &["test", "--locked"] };
+                    let mut c = self.cargo(args);
                     if let Some(m) = &model {
                         c.env("B3IQ_TEST_MODEL", m);
                     }
