@@ -83,9 +83,18 @@ pub enum HostError {
     /// The runtime queue is full; retry after the given seconds.
     #[error("the inference queue is full; retry after {0} s")]
     QueueFull(u64),
+    /// The request body did not arrive in full within the given seconds.
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
+    /// A JSON endpoint got another Content-Type.
+    #[error("send the body as JSON with `Content-Type: application/json` (got {0:?})")]
+    UnsupportedMediaType(String),
     /// Too many failed logins; retry after the given seconds.
     #[error("too many failed logins; retry after {0} s")]
     LoginBackoff(u64),
+    /// Every password-hashing slot is busy (a burst of sign-ins); retry after the given seconds.
+    #[error("too many sign-in attempts are being checked right now; retry after {0} s")]
+    SignInBusy(u64),
 
     /// The node has no owner yet.
     #[error("node not claimed; open the setup URL printed by `b3iqd serve` (or run `b3iqd setup --reset`)")]
@@ -131,12 +140,14 @@ impl HostError {
             InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername
             | ModeNotAvailable(_) | UnknownJobKind(_) | UnknownProfile(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             MissingCredentials | InvalidApiKey | RevokedApiKey | ExpiredApiKey | SessionRequired
             | BadCredentials | SetupTokenInvalid | SetupTokenExpired => StatusCode::UNAUTHORIZED,
             InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => StatusCode::FORBIDDEN,
             NotFound(_) | ModelNotFound(_) => StatusCode::NOT_FOUND,
             AlreadyClaimed => StatusCode::CONFLICT,
-            QueueFull(_) | LoginBackoff(_) => StatusCode::TOO_MANY_REQUESTS,
+            QueueFull(_) | LoginBackoff(_) | SignInBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             NotClaimed | ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -147,7 +158,7 @@ impl HostError {
     /// The OpenAI-style error `type`.
     pub fn kind(&self) -> &'static str {
         match self.status().as_u16() {
-            400 | 413 => "invalid_request_error",
+            400 | 408 | 413 | 415 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
@@ -170,6 +181,8 @@ impl HostError {
             UnknownJobKind(_) => "unknown_job_kind",
             UnknownProfile(_) => "unknown_profile",
             BodyTooLarge(_) => "body_too_large",
+            UnsupportedMediaType(_) => "unsupported_media_type",
+            RequestTimeout(_) => "request_timeout",
             MissingCredentials => "missing_credentials",
             InvalidApiKey => "invalid_api_key",
             RevokedApiKey => "revoked_api_key",
@@ -186,6 +199,7 @@ impl HostError {
             AlreadyClaimed => "already_claimed",
             QueueFull(_) => "queue_full",
             LoginBackoff(_) => "login_backoff",
+            SignInBusy(_) => "sign_in_busy",
             NotClaimed => "not_claimed",
             ModelNotLoaded => "model_not_loaded",
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => "internal",
@@ -221,12 +235,12 @@ impl b3iq_core::ClassifiedError for HostError {
         use HostError::*;
         match self {
             InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
-            | UnknownProfile(_) | BodyTooLarge(_) | NotFound(_) | ModelNotFound(_) | Config(_) => C::InvalidInput,
+            | UnknownProfile(_) | BodyTooLarge(_) | UnsupportedMediaType(_) | RequestTimeout(_) | NotFound(_) | ModelNotFound(_) | Config(_) => C::InvalidInput,
             MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
             | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => C::Unauthenticated,
             ExpiredApiKey | SetupTokenExpired => C::Expired,
             ModeNotAvailable(_) => C::PolicyDenied,
-            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) => C::State,
+            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) | SignInBusy(_) => C::State,
             Home { .. } | Db(_) => C::Io,
             Runtime(e) => e.category(),
             Core(e) => e.category(),
@@ -243,7 +257,7 @@ impl IntoResponse for HostError {
         }
         let mut resp = (status, axum::Json(self.body())).into_response();
         let retry = match &self {
-            HostError::QueueFull(s) | HostError::LoginBackoff(s) => Some(*s),
+            HostError::QueueFull(s) | HostError::LoginBackoff(s) | HostError::SignInBusy(s) => Some(*s),
             _ => None,
         };
         if let Some(s) = retry {

@@ -109,6 +109,12 @@ impl LocalNodeBuilder {
             // A node claimed before trust roots were persisted gets its owner root now.
             owner::ensure_owner_trust_root(&ctx)?;
         }
+        // Jobs a previous process left queued or running end as failed ("interrupted"); partial
+        // downloads of an interrupted install are removed.
+        let interrupted = crate::jobs::reconcile_at_start(&ctx)?;
+        if !interrupted.is_empty() {
+            tracing::warn!(jobs = interrupted.len(), "jobs left unfinished by the previous run were marked failed (interrupted)");
+        }
         let (setup_token, fresh_token) = match owner::setup_token_at_start(&ctx)? {
             Some((t, fresh)) => (Some(t), fresh),
             None => (None, false),
@@ -133,20 +139,14 @@ impl LocalNodeBuilder {
 
         let state = Arc::new(NodeState::new(ctx, runtime, served)?);
         let _ = state.listen.set(local);
+        // `b3iqd status` and the offline support bundle report the address actually bound.
+        state.db.meta_set(crate::store::META_LISTEN_BOUND, &local.to_string())?;
         state.db.audit(unix_now(), "system", "node.start", &state.node_id.to_text(), "ok", &format!("listen={local}"));
 
         let app = crate::http::router(state.clone());
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let r = axum::serve(listener, app.into_make_service())
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
+        let limits = crate::http::serve::ServeLimits::from_config(&state.config);
+        let server = tokio::spawn(crate::http::serve::serve(listener, app, limits, rx));
         let setup_url = setup_token.map(|t| format!("http://{}/setup/#token={t}", display_addr(local)));
         tracing::info!(node_id = %state.node_id.to_text(), listen = %local, claimed, "b3iq node serving");
         Ok(LocalNode { state, local, setup_url, fresh_token, shutdown: Some(tx), server: Some(server) })
@@ -266,6 +266,17 @@ impl LocalNode {
         if let Some(h) = self.server.take() {
             let _ = h.await;
         }
+        self.stopped().await;
+    }
+
+    async fn stopped(&self) {
+        // Receipts of requests cut short are written before the node reports itself stopped.
+        let left = self.state.drain_background(std::time::Duration::from_secs(10)).await;
+        if left > 0 {
+            tracing::error!(tasks = left, "background work (cancelled-request receipts) did not finish within 10 s");
+        }
+        let _ = self.state.db.meta_set(crate::store::META_LISTEN_BOUND, "");
+        self.state.refusals.flush(&self.state.db, unix_now());
         self.state.db.audit(unix_now(), "system", "node.stop", "", "ok", "");
     }
 
@@ -283,7 +294,7 @@ impl LocalNode {
                 _ = &mut h => {}
             }
         }
-        self.state.db.audit(unix_now(), "system", "node.stop", "", "ok", "");
+        self.stopped().await;
     }
 }
 

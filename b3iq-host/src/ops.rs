@@ -40,12 +40,16 @@ impl Offline {
     /// # Errors
     /// `Db`.
     pub fn status(&self) -> Result<Value> {
+        let running = self.running_listen()?;
         Ok(json!({
             "node_id": self.node_id.to_text(),
             "node_code": self.node_code(),
             "claimed": self.claimed()?,
             "mode": self.stored_mode()?.as_str(),
-            "listen": self.config.listen,
+            // The address a running daemon bound (it may differ from config.json's, e.g. with
+            // `serve --listen`); the configured one when none runs.
+            "listen": running.map(|a| a.to_string()).unwrap_or_else(|| self.config.listen.clone()),
+            "running": running.is_some(),
             "home": self.home.root().display().to_string(),
             "keys": owner::list_keys(self)?.iter().filter(|k| k.revoked_at.is_none()).count(),
             "receipts": self.db.count("receipts")?,
@@ -93,6 +97,25 @@ impl Offline {
     /// `AlreadyClaimed`, `Db`, `Home`.
     pub fn reset_setup(&self, ttl_s: Option<u64>) -> Result<(String, u64)> {
         owner::reset_setup(self, ttl_s, Via::Cli)
+    }
+
+    /// `b3iqd keys rotate-owner`: a new owner job-issuer key replaces the old one as trust root
+    /// (jobs signed with the old key are refused). Returns the new public key (hex).
+    ///
+    /// # Errors
+    /// As [`owner::rotate_owner_issuer`].
+    pub fn rotate_owner_issuer(&self) -> Result<String> {
+        owner::rotate_owner_issuer(self, Via::Cli)
+    }
+
+    /// `b3iqd owner reset-password`: the on-machine recovery (whoever can open the home directory
+    /// is at the machine): a new owner password, every session ended, every sign-in lock cleared.
+    /// Returns the owner's name.
+    ///
+    /// # Errors
+    /// `WeakPassword`, `NotClaimed`; `Db`.
+    pub fn reset_owner_password(&self, password: &str) -> Result<String> {
+        owner::reset_password(self, password, Via::Cli)
     }
 }
 

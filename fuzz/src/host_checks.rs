@@ -19,7 +19,7 @@ pub const TARGETS: &[(&str, Check)] = &[
 ];
 
 /// The `Host` allowlist (DNS-rebinding guard). First line: the header; further lines: the
-/// configured LAN names. With no LAN names, only loopback names and `b3iq.local` may pass.
+/// configured LAN names. With no LAN names, only loopback names may pass.
 pub fn host_header(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut lines = text.split('\n');
@@ -31,7 +31,7 @@ pub fn host_header(data: &[u8]) {
             None => host.split(':').next().unwrap_or("").trim_end_matches('.').to_ascii_lowercase(),
         };
         assert!(
-            ["localhost", "127.0.0.1", "b3iq.local", "[::1]"].contains(&name.as_str()),
+            ["localhost", "127.0.0.1", "[::1]"].contains(&name.as_str()),
             "{host:?} passed the allowlist without LAN names"
         );
     }

@@ -67,6 +67,9 @@ enum Cmd {
         #[arg(long, default_value = "b3iq-support.tar.gz")]
         out: PathBuf,
     },
+    /// Owner account recovery, on the machine itself.
+    #[command(subcommand, after_help = "Example:\n  printf '%s\\n' 'a new long password' | b3iqd owner reset-password")]
+    Owner(OwnerCmd),
     /// Setup recovery.
     #[command(after_help = "Example:\n  b3iqd setup --reset            # new one-time setup token for an unclaimed node")]
     Setup {
@@ -80,6 +83,15 @@ enum Cmd {
         #[arg(long)]
         port: Option<u16>,
     },
+}
+
+#[derive(Subcommand)]
+enum OwnerCmd {
+    /// Set a new owner password read from stdin (first line; 10 to 1024 characters), end every
+    /// session and clear every sign-in lock. For a lost password or an owner locked out by
+    /// someone else's wrong guesses; works whether or not the daemon runs.
+    #[command(after_help = "Example:\n  b3iqd owner reset-password < new-password.txt\n  printf '%s\\n' 'a new long password' | b3iqd owner reset-password")]
+    ResetPassword,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +146,10 @@ enum KeysCmd {
         /// Key id.
         id: String,
     },
+    /// Rotate the owner's job-signing key (owner.key): the new key replaces the old one as trust
+    /// root, so anything signed with the old key is refused from now on. Audited.
+    #[command(after_help = "Example:\n  b3iqd keys rotate-owner")]
+    RotateOwner,
 }
 
 #[derive(Subcommand)]
@@ -158,7 +174,9 @@ enum ReceiptsCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // 16 blocking threads (SQLite, file I/O) are plenty for a local node, and bound the threads
+    // (and allocator arenas) a burst of requests can make the daemon hold.
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(16).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("b3iqd: cannot start the async runtime: {e}");
@@ -266,6 +284,10 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                     o.revoke_key(&id)?;
                     eprintln!("b3iqd: key {id} revoked");
                 }
+                KeysCmd::RotateOwner => {
+                    let pk = o.rotate_owner_issuer()?;
+                    eprintln!("b3iqd: owner job-signing key rotated; the new public key is {pk}; the old key is no longer trusted");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -290,6 +312,18 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             let bytes = b3iq_host::support::build_offline_bundle(o.0)?;
             b3iq_host::context::home::write_atomic(&out, &bytes, 0o600)?;
             eprintln!("b3iqd: wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Owner(OwnerCmd::ResetPassword) => {
+            let o = Offline::open(home)?;
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprintln!("b3iqd: type the new password (10 to 1024 characters) and press Enter; it is echoed, so prefer a pipe or a file");
+            }
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(|e| HostError::home("read the new password from stdin", e))?;
+            let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+            let user = o.reset_owner_password(password)?;
+            eprintln!("b3iqd: the password of owner {user:?} was reset; every session ended and every sign-in lock cleared");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Setup { reset, ttl_s, port } => {

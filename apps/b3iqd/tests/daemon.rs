@@ -73,7 +73,10 @@ async fn end_to_end_claim_keys_chat_stream_receipts_and_security() {
     assert_eq!(r.status(), 403);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "host_not_allowed");
+    // `b3iq.local` is not advertised, so it is not accepted (a LAN mDNS answer could rebind it).
     let r = c.get(d.url("/healthz")).header("host", "b3iq.local").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c.get(d.url("/healthz")).header("host", "localhost").send().await.unwrap();
     assert_eq!(r.status(), 200);
 
     // CSRF: cookie-authenticated POST from another origin is refused; same origin works.
@@ -408,7 +411,7 @@ fn cli_keys_setup_reset_and_expiring_token() {
     let token = url.split("#token=").nth(1).unwrap().to_string();
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let db = b3iq_host::store::Db::open(&home.join("state.db")).unwrap();
-    let e = b3iq_host::owner::auth::claim(&db, &token, "owner", PASSWORD, b3iq_host::context::unix_now(), 60).unwrap_err();
+    let e = b3iq_host::owner::auth::claim(&db, &b3iq_host::creds::HashSlots::default(), &token, "owner", PASSWORD, b3iq_host::context::unix_now(), 60).unwrap_err();
     assert_eq!(e.code(), "setup_token_expired");
     assert!(e.to_string().contains("b3iqd setup --reset"));
     drop(db);

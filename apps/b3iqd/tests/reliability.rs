@@ -9,15 +9,6 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-fn write_config(home: &std::path::Path, patch: Value) {
-    std::fs::create_dir_all(home).unwrap();
-    let mut cfg = serde_json::to_value(b3iq_host::Config::default()).unwrap();
-    for (k, v) in patch.as_object().unwrap() {
-        cfg[k] = v.clone();
-    }
-    std::fs::write(home.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_during_streams_then_restart_keeps_exactly_one_receipt_per_completed_response() {
     let home = tempdir("kill9");

@@ -33,8 +33,8 @@ pub struct Config {
     pub version: u32,
     /// Address the API listens on when `--listen` is not given.
     pub listen: String,
-    /// Extra host names accepted in the `Host` header (LAN names), besides the loopback names
-    /// and `b3iq.local`.
+    /// Extra host names accepted in the `Host` header (LAN names, or a name the node advertises
+    /// such as `b3iq.local`), besides the loopback names `localhost`, `127.0.0.1` and `[::1]`.
     pub allowed_hosts: Vec<String>,
     /// Model profile id or GGUF path to load when `--model` is not given.
     pub model: Option<String>,
@@ -54,6 +54,15 @@ pub struct Config {
     /// receipts of local requests through b3iq-core's `PriceSchedule` (its rounding: up to the
     /// next micro-credit). 0 (free) by default.
     pub price_micros_per_1k_tokens: u64,
+    /// Seconds a connection may take to send a whole request head; also the longest idle
+    /// keep-alive. 10 by default.
+    pub header_timeout_s: u64,
+    /// Seconds a request body may take to arrive in full (then 408). 30 by default.
+    pub body_timeout_s: u64,
+    /// Most connections served at once (more wait in the accept backlog). 256 by default.
+    pub max_connections: u32,
+    /// Seconds shutdown waits for in-flight requests before closing what is left. 10 by default.
+    pub shutdown_grace_s: u64,
 }
 
 impl Default for Config {
@@ -70,6 +79,10 @@ impl Default for Config {
             threads: 0,
             context_tokens: 2048,
             price_micros_per_1k_tokens: 0,
+            header_timeout_s: 10,
+            body_timeout_s: 30,
+            max_connections: 256,
+            shutdown_grace_s: 10,
         }
     }
 }

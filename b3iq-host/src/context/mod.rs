@@ -57,6 +57,10 @@ pub struct Context {
     pub node_id: NodeId,
     /// The secret receipt commitment salts are derived from (`receipt-salt.key`).
     pub node_salt: NodeSalt,
+    /// The bound on password hashes computed at once (sign-in, claim, password reset).
+    pub hash_slots: crate::creds::HashSlots,
+    /// Aggregated audit of refusals of unauthenticated callers.
+    pub refusals: crate::store::audit::RefusalAudit,
 }
 
 impl std::fmt::Debug for Context {
@@ -82,7 +86,7 @@ impl Context {
         let key = key::load_or_create_identity(&home)?;
         let node_salt = key::load_or_create_node_salt(&home)?;
         let node_id = key.node_id();
-        Ok(Context { home, config, db, key, node_id, node_salt })
+        Ok(Context { home, config, db, key, node_id, node_salt, hash_slots: crate::creds::HashSlots::default(), refusals: Default::default() })
     }
 
     /// Unix seconds now.
@@ -103,6 +107,20 @@ impl Context {
     /// The persisted operating mode (`local` until changed).
     pub fn stored_mode(&self) -> Result<OperatingMode> {
         mode::load(&self.db)
+    }
+
+    /// The address a daemon serving this home bound, when one is running: the address its last
+    /// start recorded, if something still accepts connections there (checked with a 300 ms
+    /// connect, to `127.0.0.1` for a wildcard bind). `None` when no daemon runs.
+    ///
+    /// # Errors
+    /// `Db`.
+    pub fn running_listen(&self) -> Result<Option<SocketAddr>> {
+        let Some(addr) = self.db.meta_get(crate::store::META_LISTEN_BOUND)?.and_then(|v| v.parse::<SocketAddr>().ok()) else {
+            return Ok(None);
+        };
+        let probe = if addr.ip().is_unspecified() { SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()) } else { addr };
+        Ok(std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(300)).is_ok().then_some(addr))
     }
 }
 
@@ -127,6 +145,8 @@ pub struct NodeState {
     pub hardware: OnceLock<HardwareReport>,
     /// One job at a time: installs and benchmarks compete for disk and CPU.
     pub job_lock: tokio::sync::Mutex<()>,
+    /// Work that must finish before the node stops (the receipt of a cancelled request).
+    background: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl std::ops::Deref for NodeState {
@@ -159,7 +179,30 @@ impl NodeState {
             listen: OnceLock::new(),
             hardware: OnceLock::new(),
             job_lock: tokio::sync::Mutex::new(()),
+            background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         })
+    }
+
+    /// Run `task` on the current tokio runtime and keep it until [`NodeState::drain_background`]
+    /// (the node awaits it before it stops). `false`, with the task not run, outside a runtime.
+    pub fn spawn_background(&self, task: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let mut set = self.background.lock().unwrap_or_else(|p| p.into_inner());
+        while set.try_join_next().is_some() {}
+        set.spawn_on(task, &handle);
+        true
+    }
+
+    /// Wait up to `limit` for the background tasks; returns how many were still running after it
+    /// (they are aborted).
+    pub async fn drain_background(&self, limit: std::time::Duration) -> usize {
+        let mut set = std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
+        let left = set.len();
+        set.abort_all();
+        left
     }
 
     /// The operating mode now.

@@ -10,7 +10,7 @@ use b3iq_runtime::runtime::{ChatMessage, Prompt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{bearer, clear_cookie, empty, json as js, same_origin, session_cookie, JsonBody, Owner};
+use super::{bearer, clear_cookie, empty, json as js, same_origin, session_cookie, ClientAddr, JsonBody, Owner};
 use crate::context::NodeState;
 use crate::error::{HostError, Result};
 use crate::inference::{self, Caller, InferenceRequest};
@@ -72,9 +72,10 @@ pub struct LoginBody {
 }
 
 /// `POST /api/session/login`.
-pub async fn login(State(st): St, headers: HeaderMap, JsonBody(b): JsonBody<LoginBody>) -> Result<Response> {
+pub async fn login(State(st): St, client: ClientAddr, headers: HeaderMap, JsonBody(b): JsonBody<LoginBody>) -> Result<Response> {
     same_origin(&headers)?;
-    let g = blocking(&st, move |st| owner::login(st, &b.username, &b.password, Via::Http)).await?;
+    let source = client.source();
+    let g = blocking(&st, move |st| owner::login(st, &source, &b.username, &b.password, Via::Http)).await?;
     let mut r = js(StatusCode::OK, json!({"username": g.username, "expires_at": g.expires_at}));
     r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s));
     Ok(r)
@@ -84,6 +85,14 @@ pub async fn login(State(st): St, headers: HeaderMap, JsonBody(b): JsonBody<Logi
 pub async fn logout(State(st): St, owner: Owner) -> Result<Response> {
     owner::logout(&st, &owner.secret, &owner.session.username)?;
     let mut r = empty(StatusCode::NO_CONTENT);
+    r.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    Ok(r)
+}
+
+/// `POST /api/session/logout-all`: end every session (sign out everywhere).
+pub async fn logout_all(State(st): St, owner: Owner) -> Result<Response> {
+    let n = owner::logout_all(&st, &owner.session.username, Via::Http)?;
+    let mut r = js(StatusCode::OK, json!({"sessions_ended": n}));
     r.headers_mut().insert(header::SET_COOKIE, clear_cookie());
     Ok(r)
 }

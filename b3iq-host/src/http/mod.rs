@@ -3,6 +3,7 @@
 
 mod api;
 pub mod openai;
+pub mod serve;
 /// The header types of [`same_origin`] (re-exported for embedders and the fuzz targets).
 pub use axum::http::{HeaderMap, HeaderName, HeaderValue};
 mod wizard;
@@ -40,6 +41,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/setup/claim", post(api::setup_claim))
         .route("/api/session/login", post(api::login))
         .route("/api/session/logout", post(api::logout))
+        .route("/api/session/logout-all", post(api::logout_all))
         .route("/api/session", get(api::session_info))
         .route("/api/node", get(api::node_info))
         .route("/api/hardware", get(api::hardware))
@@ -76,13 +78,24 @@ async fn fallback() -> HostError {
     HostError::NotFound("route".into())
 }
 
-/// Host allowlist (DNS rebinding) and security headers on every response.
-async fn guard(State(st): St, req: Request, next: Next) -> Response {
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !host_matches(host, &st.config.allowed_hosts) {
+/// Host allowlist (DNS rebinding) and security headers on every response. The name checked is
+/// the request's authority: the `Host` header (HTTP/1.1), else the URI's authority (HTTP/2's
+/// `:authority`, which hyper puts there); an HTTP/2 request gets it copied into `Host` so every
+/// later check (CSRF) reads one place.
+async fn guard(State(st): St, mut req: Request, next: Next) -> Response {
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().unwrap_or("").to_string(),
+        None => req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default(),
+    };
+    if !host_matches(&host, &st.config.allowed_hosts) {
         let shown: String = host.chars().take(80).collect();
         tracing::warn!(host = %shown, "refused request with a Host header outside the allowlist");
         return HostError::HostNotAllowed(shown).into_response();
+    }
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            req.headers_mut().insert(header::HOST, v);
+        }
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -130,14 +143,15 @@ pub fn host_matches(host: &str, extra: &[String]) -> bool {
     if name.is_empty() {
         return false;
     }
-    name.eq_ignore_ascii_case("localhost")
-        || name == "127.0.0.1"
-        || name.eq_ignore_ascii_case("b3iq.local")
-        || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+    // `b3iq.local` is not built in: nothing advertises it, and a LAN machine answering mDNS for
+    // it could rebind a browser to this node. A node that advertises a name lists it in
+    // `allowed_hosts`.
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
-/// CSRF check for cookie-authenticated state changes: `Origin`, if present, must be this host;
-/// `Sec-Fetch-Site`, if present, must be `same-origin` or `none`.
+/// CSRF check for cookie-authenticated state changes: `Origin`, if present, must be this host
+/// over the scheme this server speaks (`http`; an `https://` origin cannot be this plain-HTTP
+/// server); `Sec-Fetch-Site`, if present, must be `same-origin` or `none`.
 pub fn same_origin(headers: &HeaderMap) -> Result<(), HostError> {
     if let Some(site) = headers.get("sec-fetch-site") {
         let s = site.to_str().unwrap_or("");
@@ -148,7 +162,7 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), HostError> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-        if host.is_empty() || (origin != format!("http://{host}") && origin != format!("https://{host}")) {
+        if host.is_empty() || origin != format!("http://{host}") {
             return Err(HostError::CrossOrigin);
         }
     }
@@ -161,13 +175,14 @@ pub struct JsonBody<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = HostError;
     async fn from_request(req: Request, state: &S) -> Result<Self, HostError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                HostError::BodyTooLarge(MAX_BODY_BYTES)
-            } else {
-                HostError::InvalidJson(e.body_text())
-            }
-        })?;
+        // JSON only as JSON: a cross-site HTML form can send text/plain or form bodies without a
+        // CORS preflight, but not application/json.
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(HostError::UnsupportedMediaType(ct.chars().take(80).collect()));
+        }
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         if bytes.is_empty() {
             return Err(HostError::InvalidJson("the body is empty; send a JSON object".into()));
         }
@@ -175,13 +190,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// The raw body with our typed 413 error (auth runs before the body is parsed).
+/// The raw body with our typed errors: 413 beyond [`MAX_BODY_BYTES`], 408 when it has not
+/// arrived in full within the server's body timeout ([`serve::BodyTimeout`]).
 pub struct RawBody(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = HostError;
     async fn from_request(req: Request, state: &S) -> Result<Self, HostError> {
-        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
+        let limit = req.extensions().get::<serve::BodyTimeout>().map(|t| t.0).unwrap_or(serve::BODY_TIMEOUT);
+        let read = Bytes::from_request(req, state);
+        let bytes = tokio::time::timeout(limit, read).await.map_err(|_| HostError::RequestTimeout(limit.as_secs()))?;
+        bytes.map(RawBody).map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 HostError::BodyTooLarge(MAX_BODY_BYTES)
             } else {
@@ -200,6 +219,30 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The client's IP address, when the server was started with connect info (the node's own
+/// server always is; a router driven in-process has none).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
+impl ClientAddr {
+    /// The sign-in source this client counts against: its IP address (IPv4-mapped IPv6 shown as
+    /// IPv4), else `http`.
+    pub fn source(&self) -> String {
+        match self.0 {
+            Some(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
+            Some(ip) => ip.to_string(),
+            None => "http".to_string(),
+        }
+    }
 }
 
 /// The bearer token, if any.
@@ -284,12 +327,12 @@ mod tests {
     #[test]
     fn host_allowlist() {
         let extra = vec!["gamer-pc.lan".to_string()];
-        for ok in ["127.0.0.1:7420", "localhost", "LOCALHOST:80", "[::1]:7420", "[::1]", "b3iq.local:7420", "gamer-pc.lan:7420", "localhost."] {
+        for ok in ["127.0.0.1:7420", "localhost", "LOCALHOST:80", "[::1]:7420", "[::1]", "gamer-pc.lan:7420", "localhost."] {
             assert!(host_matches(ok, &extra), "{ok}");
         }
         for bad in [
             "", "evil.com", "127.0.0.1.evil.com:7420", "attacker.localhost.com", "[::2]:1", "localhost:7420:evil",
-            "10.0.0.5:7420", "[::1", "[::1]evil", "localhost:", ":7420",
+            "10.0.0.5:7420", "[::1", "[::1]evil", "localhost:", ":7420", "b3iq.local", "b3iq.local:7420",
         ] {
             assert!(!host_matches(bad, &extra), "{bad}");
         }
@@ -310,6 +353,9 @@ mod tests {
         h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
         assert!(same_origin(&h).is_err());
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(same_origin(&h).is_err());
+        // Not the scheme this server speaks.
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://127.0.0.1:7420"));
         assert!(same_origin(&h).is_err());
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use b3iq_openai::response::{CHAT_COMPLETION, CHAT_COMPLETION_CHUNK, TEXT_COMPLETION};
@@ -149,8 +149,10 @@ fn wire_usage(u: &b3iq_runtime::runtime::Usage) -> wire::Usage {
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat_completions(State(st): State<Arc<NodeState>>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response> {
-    let caller = authenticate(&st, &headers)?;
+pub async fn chat_completions(State(st): State<Arc<NodeState>>, req: Request) -> Result<Response> {
+    // The key is checked before the body is read: a stranger's 2 MiB body gets 401, not 413.
+    let caller = authenticate(&st, req.headers())?;
+    let RawBody(body) = RawBody::from_request(req, &()).await?;
     let JsonBody(b) = parse_json::<ChatCompletionRequest>(&body)?;
     let p = parse_common(&st, &b.params)?;
     let messages = parse_messages(b.messages)?;
@@ -159,8 +161,9 @@ pub async fn chat_completions(State(st): State<Arc<NodeState>>, headers: HeaderM
 }
 
 /// `POST /v1/completions`.
-pub async fn completions(State(st): State<Arc<NodeState>>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response> {
-    let caller = authenticate(&st, &headers)?;
+pub async fn completions(State(st): State<Arc<NodeState>>, req: Request) -> Result<Response> {
+    let caller = authenticate(&st, req.headers())?;
+    let RawBody(body) = RawBody::from_request(req, &()).await?;
     let JsonBody(b) = parse_json::<CompletionRequest>(&body)?;
     let p = parse_common(&st, &b.params)?;
     let text = match b.prompt {

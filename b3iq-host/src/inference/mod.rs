@@ -113,7 +113,9 @@ pub struct Completed {
 }
 
 /// An admitted request in flight. Dropping it cancels the generation (the runtime frees the
-/// sequence); no receipt is written for a request that did not finish.
+/// sequence); if text was already produced (a client that went away mid-stream), a receipt for
+/// the tokens produced is still written, with outcome `cancelled`, and usage counts them: in
+/// network mode those tokens are money.
 pub struct Inference {
     st: Arc<NodeState>,
     stream: Option<GenerationStream>,
@@ -248,6 +250,7 @@ impl Inference {
             started_at_ms: self.started_ms,
             ttft_ms,
             duration_ms,
+            cancelled: false,
         };
         let st = self.st.clone();
         let receipt_id = tokio::task::spawn_blocking(move || receipts::record(&st, &done))
@@ -270,6 +273,61 @@ impl Inference {
             }
         }
         Err(HostError::Internal("generation ended without a final event".into()))
+    }
+}
+
+impl Drop for Inference {
+    fn drop(&mut self) {
+        // Finished (receipt written) or failed before any text: nothing to account for.
+        let Some(stream) = self.stream.take() else { return };
+        drop(stream); // cancels the generation first, so the sequence frees now
+        if self.text.is_empty() {
+            return;
+        }
+        let st = self.st.clone();
+        let (req, request_id, started_ms) = (self.req.clone(), self.request_id, self.started_ms);
+        let text = std::mem::take(&mut self.text);
+        let duration_ms = self.t0.elapsed().as_millis() as u64;
+        let ttft_ms = self.ttft_ms.unwrap_or(duration_ms);
+        let st2 = st.clone();
+        let spawned = st.spawn_background(async move {
+            let st = st2;
+            // The backend reported no usage for a cut stream: count what was produced with the
+            // model's own tokenizer (the delivered text, the prompt as sent).
+            let (prompt_tokens, completion_tokens) = match st.runtime() {
+                Ok(rt) => (
+                    rt.count_tokens(&req.model.id, &req.prompt).await.unwrap_or(0),
+                    rt.count_tokens(&req.model.id, &Prompt::Text(text.clone())).await.unwrap_or(1).max(1),
+                ),
+                Err(_) => (0, 1),
+            };
+            let served = receipts::Served {
+                request_id,
+                key_id: req.caller.key_id().to_string(),
+                model: req.model.clone(),
+                prompt: req.prompt.clone(),
+                output: text,
+                token_ids: None,
+                prompt_tokens,
+                completion_tokens,
+                started_at_ms: started_ms,
+                ttft_ms,
+                duration_ms,
+                cancelled: true,
+            };
+            let st3 = st.clone();
+            match tokio::task::spawn_blocking(move || receipts::record(&st3, &served)).await {
+                Ok(Ok(id)) => {
+                    st.metrics.tokens(&req.model.id, prompt_tokens as u64, completion_tokens as u64);
+                    tracing::info!(receipt = %id, completion_tokens, "client went away mid-stream; the tokens produced were receipted (cancelled)");
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "could not store the receipt of a cancelled request"),
+                Err(e) => tracing::error!(error = %e, "receipt task for a cancelled request failed"),
+            }
+        });
+        if !spawned {
+            tracing::error!(request_id = %request_id.to_hex(), "a cancelled request's receipt could not be written: no async runtime");
+        }
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Served {
     pub ttft_ms: u64,
     /// Total duration, ms.
     pub duration_ms: u64,
+    /// The client went away before the end: the tokens produced until then are receipted.
+    pub cancelled: bool,
 }
 
 /// A receipt as the API lists it.
@@ -78,6 +80,8 @@ pub struct StoredReceipt {
     pub signed: String,
     /// Whether the signature verifies against this node's key.
     pub valid: bool,
+    /// `completed`, or `cancelled` when the client went away after tokens were produced.
+    pub outcome: String,
 }
 
 /// A new random request id.
@@ -158,6 +162,7 @@ pub fn record(st: &NodeState, s: &Served) -> Result<String> {
             ttft_ms: s.ttft_ms,
             duration_ms: s.duration_ms,
             signed: signed.encode(),
+            outcome: if s.cancelled { "cancelled" } else { "completed" }.to_string(),
         },
     )?;
     Ok(id)
@@ -183,6 +188,7 @@ fn stored(r: ReceiptRow, node_pk: &NodePublicKey) -> StoredReceipt {
         version,
         signed: hex::encode(&r.signed),
         valid,
+        outcome: r.outcome,
     }
 }
 

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::context::{key, unix_now_ms, Context, NodeState};
 use crate::error::{HostError, Result};
-use crate::store::jobs::{self as sql, DbSeenSet, TrustRoot};
+use crate::store::jobs::{self as sql, TrustRoot, TxSeenSet};
 
 pub use crate::store::jobs::JobRecord;
 
@@ -77,37 +77,41 @@ pub fn trust_roots(ctx: &Context) -> Result<(TrustRoots, Vec<TrustRoot>)> {
     Ok((TrustRoots::new(roots.iter().map(|r| r.key)), roots))
 }
 
-/// Sign a job for this node with the owner's issuer key (a sequence above every one recorded).
+/// Sign a job for this node with `issuer`, with the sequence after `last_sequence`.
 ///
 /// # Errors
-/// `Db`; `Core` when signing fails.
-pub fn issue_owner_job(ctx: &Context, issuer: &NodeKey, kind: JobKind, now_ms: u64) -> Result<SignedJob> {
+/// `Core` when signing fails.
+pub fn sign_job(ctx: &Context, issuer: &NodeKey, kind: JobKind, last_sequence: Option<u64>, now_ms: u64) -> Result<SignedJob> {
     let mut id = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
-    let last = DbSeenSet(&ctx.db).last_sequence(&issuer.public()).map_err(|e| HostError::Internal(e.0))?;
     let job = Job {
         job_id: JobId(id),
         audience: ctx.node_id,
         issuer: issuer.public(),
         issued_at_ms: now_ms,
-        expires_at_ms: now_ms + JOB_TTL_S * 1000,
-        sequence: last.map(|l| l + 1).unwrap_or(1),
+        expires_at_ms: now_ms.saturating_add(JOB_TTL_S * 1000),
+        sequence: last_sequence.map(|l| l + 1).unwrap_or(1),
         kind,
     };
     Ok(issuer.sign_object(job)?)
 }
 
-/// Open a signed job: verify it against the persisted trust roots (recording it in the durable
-/// seen-set), then decide by policy for the issuer's class and the node's mode. Returns the
-/// verified job and the policy's reason.
+/// Sign a job for this node with the owner's issuer key (a sequence above every one recorded).
+/// [`submit_owner`] signs inside its accepting transaction instead, so concurrent owner jobs
+/// never share a sequence.
 ///
 /// # Errors
-/// `Core` (untrusted issuer, bad signature, wrong audience, expired, replayed, stale sequence);
-/// `InvalidParameter` when the policy refuses or owner approval would be needed.
-pub fn open(st: &NodeState, job: &SignedJob, now_ms: u64) -> Result<(VerifiedJob, IssuerClass, String)> {
-    let (roots, records) = trust_roots(st)?;
-    let verified = job.open(&roots, &st.node_id, now_ms, &mut DbSeenSet(&st.db))?;
-    let class = records.iter().find(|r| &r.key == job.signer()).map(|r| r.class).unwrap_or(IssuerClass::Remote);
+/// `Db`; `Core` when signing fails.
+pub fn issue_owner_job(ctx: &Context, issuer: &NodeKey, kind: JobKind, now_ms: u64) -> Result<SignedJob> {
+    let last = ctx.db.tx(|tx| TxSeenSet(tx).last_sequence(&issuer.public()).map_err(|e| HostError::Internal(e.0)))?;
+    sign_job(ctx, issuer, kind, last, now_ms)
+}
+
+/// Inside `tx`: verify `job` against the trust roots, recording its id and sequence in the
+/// seen-set of the same transaction, then decide by policy for the issuer's class and the mode.
+fn open_in(st: &NodeState, tx: &rusqlite::Transaction<'_>, roots: &(TrustRoots, Vec<TrustRoot>), job: &SignedJob, now_ms: u64) -> Result<(VerifiedJob, IssuerClass, String)> {
+    let verified = job.open(&roots.0, &st.node_id, now_ms, &mut TxSeenSet(tx))?;
+    let class = roots.1.iter().find(|r| &r.key == job.signer()).map(|r| r.class).unwrap_or(IssuerClass::Remote);
     let decision = JobPolicy::default().decide_for(class, verified.kind(), st.mode());
     match decision.verdict {
         Verdict::Run => Ok((verified, class, decision.reason)),
@@ -117,6 +121,19 @@ pub fn open(st: &NodeState, job: &SignedJob, now_ms: u64) -> Result<(VerifiedJob
         ))),
         Verdict::Refuse => Err(HostError::InvalidParameter(format!("job refused by policy: {}", decision.reason))),
     }
+}
+
+/// Open a signed job: verify it against the persisted trust roots (recording it in the durable
+/// seen-set; a verified job's id stays consumed even when the policy then refuses it), then
+/// decide by policy for the issuer's class and the node's mode. Returns the verified job and the
+/// policy's reason.
+///
+/// # Errors
+/// `Core` (untrusted issuer, bad signature, wrong audience, expired, replayed, stale sequence);
+/// `InvalidParameter` when the policy refuses or owner approval would be needed; `Db`.
+pub fn open(st: &NodeState, job: &SignedJob, now_ms: u64) -> Result<(VerifiedJob, IssuerClass, String)> {
+    let roots = trust_roots(st)?;
+    st.db.tx(|tx| Ok(open_in(st, tx, &roots, job, now_ms)))?
 }
 
 /// Whether this node can run `kind` now (checked after the policy, before the job is recorded).
@@ -134,15 +151,18 @@ fn preflight(st: &NodeState, kind: &JobKind) -> Result<()> {
     }
 }
 
-/// The owner asks for a job: sign it with the owner's issuer key, open it, preflight, record and
-/// start it. Returns it queued, or the refusal (audited as `job.reject`).
+/// The owner asks for a job: in one transaction, sign it with the owner's issuer key and the
+/// next sequence, open it, preflight and record it; then start it. Returns it queued, or the
+/// refusal (audited as `job.reject`).
 ///
 /// # Errors
-/// As [`open`]; `SessionRequired`-like `InvalidParameter` when the node has no owner key yet.
+/// As [`open`] and the preflight; `NotClaimed` when the node has no owner key yet.
 pub async fn submit_owner(st: &Arc<NodeState>, kind: JobKind) -> Result<JobRecord> {
     let issuer = key::owner_issuer(&st.home)?.ok_or(HostError::NotClaimed)?;
-    let signed = issue_owner_job(st, &issuer, kind, unix_now_ms())?;
-    submit(st, signed, "owner").await
+    accept(st, "owner", |tx| {
+        let last = TxSeenSet(tx).last_sequence(&issuer.public()).map_err(|e| HostError::Internal(e.0))?;
+        sign_job(st, &issuer, kind, last, unix_now_ms())
+    })
 }
 
 /// Open, preflight, record and start a signed job from `actor`.
@@ -150,10 +170,30 @@ pub async fn submit_owner(st: &Arc<NodeState>, kind: JobKind) -> Result<JobRecor
 /// # Errors
 /// As [`open`] and the preflight.
 pub async fn submit(st: &Arc<NodeState>, signed: SignedJob, actor: &str) -> Result<JobRecord> {
+    accept(st, actor, |_| Ok(signed))
+}
+
+/// One transaction: get the signed job from `issue` (which may read the seen-set for a
+/// sequence), open it (seen-set record), policy, preflight, job record. The sequence, the
+/// seen-set row and the job row commit together, or a refused job commits only its seen-set row.
+fn accept(st: &Arc<NodeState>, actor: &str, issue: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<SignedJob>) -> Result<JobRecord> {
     let now = st.now();
+    let roots = trust_roots(st)?;
+    let (signed, opened) = st.db.tx(|tx| {
+        let signed = issue(tx)?;
+        let id = format!("job_{}", signed.body().job_id.to_hex());
+        let opened = open_in(st, tx, &roots, &signed, unix_now_ms()).and_then(|(job, class, note)| preflight(st, job.kind()).map(|_| (job, class, note)));
+        if let Ok((job, _, _)) = &opened {
+            let total = match job.kind() {
+                JobKind::InstallModelProfile { profile_id } => Catalog::builtin().get(profile_id).ok().map(|p| p.size_bytes),
+                _ => None,
+            };
+            sql::insert(tx, &id, job.kind().name(), profile_of(job.kind()), total, now, &signed.encode())?;
+        }
+        Ok((signed, opened))
+    })?;
     let id = format!("job_{}", signed.body().job_id.to_hex());
     let name = signed.body().kind.name();
-    let opened = open(st, &signed, unix_now_ms()).and_then(|(job, class, note)| preflight(st, job.kind()).map(|_| (job, class, note)));
     let (job, class, note) = match opened {
         Ok(o) => o,
         Err(e) => {
@@ -161,11 +201,6 @@ pub async fn submit(st: &Arc<NodeState>, signed: SignedJob, actor: &str) -> Resu
             return Err(e);
         }
     };
-    let total = match job.kind() {
-        JobKind::InstallModelProfile { profile_id } => Catalog::builtin().get(profile_id).ok().map(|p| p.size_bytes),
-        _ => None,
-    };
-    sql::insert(&st.db, &id, name, profile_of(job.kind()), total, now, &signed.encode())?;
     st.db.audit(now, actor, "job.accept", &id, "ok", &format!("{name}; {class:?}; {note}"));
     let st2 = st.clone();
     let id2 = id.clone();
@@ -188,6 +223,26 @@ pub async fn submit(st: &Arc<NodeState>, signed: SignedJob, actor: &str) -> Resu
         }
     });
     sql::get(&st.db, &id)?.ok_or_else(|| HostError::Internal("job vanished".into()))
+}
+
+/// The reason recorded on a job that was running (or queued) when the daemon stopped.
+pub const INTERRUPTED: &str = "interrupted: b3iqd stopped while this job was queued or running; it was not run again (submit it anew)";
+
+/// At start, before any job is accepted: every job a previous process left `queued` or `running`
+/// becomes `failed` with [`INTERRUPTED`] (never re-run silently; each is audited), and the model
+/// store's temporary directory is emptied (partial downloads of an interrupted install).
+/// Returns the ids of the reconciled jobs.
+///
+/// # Errors
+/// `Db`; the runtime's when the model store cannot be opened or cleaned.
+pub fn reconcile_at_start(ctx: &Context) -> Result<Vec<String>> {
+    let now = ctx.now();
+    let ids = sql::fail_unfinished(&ctx.db, INTERRUPTED, now)?;
+    for id in &ids {
+        ctx.db.audit(now, "system", "job.interrupted", id, "failed", "b3iqd stopped while the job ran");
+    }
+    crate::context::runtime::model_store(&ctx.home)?.clean_tmp()?;
+    Ok(ids)
 }
 
 /// Jobs, newest first.
@@ -271,6 +326,7 @@ async fn execute(st: &Arc<NodeState>, id: &str, job: &VerifiedJob) -> Result<Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use b3iq_core::job::SeenSet;
     use b3iq_core::CoreError;
 
     fn node(dir: &tempfile::TempDir) -> Arc<NodeState> {
@@ -330,6 +386,101 @@ mod tests {
         assert!(list(&st, 10).unwrap().is_empty(), "refused jobs are not recorded");
         let rejected = crate::store::audit::recent(&st.db, 20).unwrap().into_iter().filter(|e| e.action == "job.reject").count();
         assert_eq!(rejected, 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_owner_jobs_get_distinct_sequences_recorded_with_their_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = node(&dir);
+        crate::owner::ensure_owner_trust_root(&st).unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let st = st.clone();
+                tokio::spawn(async move { submit_owner(&st, JobKind::BuildSupportBundle).await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap().unwrap().id);
+        }
+        let conn = rusqlite::Connection::open(st.home.db_path()).unwrap();
+        let (n, distinct): (i64, i64) = conn.query_row("SELECT COUNT(*), COUNT(DISTINCT sequence) FROM job_seen", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((n, distinct), (8, 8), "one seen-set row per job, each its own sequence");
+        for id in &ids {
+            let hex = id.strip_prefix("job_").unwrap();
+            let seen: i64 = conn.query_row("SELECT COUNT(*) FROM job_seen WHERE job_id = ?1", [hex], |r| r.get(0)).unwrap();
+            assert_eq!(seen, 1, "{id} recorded in the seen-set with its job");
+        }
+        // The database refuses a second row for an (issuer, sequence) pair, whatever the caller.
+        let issuer = key::owner_issuer(&st.home).unwrap().unwrap();
+        let e = st
+            .db
+            .tx(|tx| TxSeenSet(tx).record(&issuer.public(), &JobId([9; 16]), 1, u64::MAX).map_err(|e| HostError::Internal(e.0)))
+            .unwrap_err();
+        assert!(e.to_string().contains("UNIQUE"), "{e}");
+        // Two different jobs signed with the same sequence: the second is refused.
+        let a = sign_job(&st, &issuer, JobKind::BuildSupportBundle, Some(100), unix_now_ms()).unwrap();
+        let b = sign_job(&st, &issuer, JobKind::BuildSupportBundle, Some(100), unix_now_ms()).unwrap();
+        assert!(open(&st, &a, unix_now_ms()).is_ok());
+        assert!(matches!(open(&st, &b, unix_now_ms()), Err(HostError::Core(_))));
+    }
+
+    #[test]
+    fn rotating_the_owner_key_refuses_what_the_old_key_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = node(&dir);
+        crate::owner::ensure_owner_trust_root(&st).unwrap();
+        let old = key::owner_issuer(&st.home).unwrap().unwrap();
+        let before = issue_owner_job(&st, &old, JobKind::BuildSupportBundle, unix_now_ms()).unwrap();
+        let new_pk = crate::owner::rotate_owner_issuer(&st, crate::owner::Via::Cli).unwrap();
+        let new = key::owner_issuer(&st.home).unwrap().unwrap();
+        assert_eq!(new.public().to_hex(), new_pk);
+        assert_ne!(new.public(), old.public());
+        assert!(matches!(open(&st, &before, unix_now_ms()), Err(HostError::Core(CoreError::UntrustedIssuer { .. }))));
+        let after = issue_owner_job(&st, &new, JobKind::BuildSupportBundle, unix_now_ms()).unwrap();
+        assert!(open(&st, &after, unix_now_ms()).is_ok());
+        let (_, roots) = trust_roots(&st).unwrap();
+        assert_eq!(roots.iter().filter(|r| r.class == IssuerClass::OwnerLocal).count(), 1);
+        let audited = crate::store::audit::recent(&st.db, 5).unwrap().into_iter().find(|e| e.action == "owner.rotate_issuer").unwrap();
+        assert!(audited.detail.contains(&old.public().to_hex()) && audited.detail.contains(&new_pk));
+        // A rotation cut after its staging step (no database switch) is dropped at the next start.
+        let staged = st.home.owner_key_path().with_extension("key.new");
+        std::fs::write(&staged, NodeKey::generate(&mut rand::rngs::OsRng).to_key_file()).unwrap();
+        crate::owner::ensure_owner_trust_root(&st).unwrap();
+        assert!(!staged.exists());
+        assert_eq!(key::owner_issuer(&st.home).unwrap().unwrap().public(), new.public(), "the trusted key stays");
+    }
+
+    #[test]
+    fn a_restart_fails_unfinished_jobs_instead_of_leaving_them_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = node(&dir);
+        st.db
+            .tx(|tx| {
+                sql::insert(tx, "job_a", "run_benchmark", None, None, 10, b"env")?;
+                sql::insert(tx, "job_b", "build_support_bundle", None, None, 11, b"env")?;
+                sql::insert(tx, "job_c", "build_support_bundle", None, None, 12, b"env")
+            })
+            .unwrap();
+        sql::set_state(&st.db, "job_a", "running", None, None, 20).unwrap();
+        sql::set_state(&st.db, "job_c", "succeeded", None, Some(&json!({})), 21).unwrap();
+        let partial = st.home.models_dir().join("tmp").join("0123.partial");
+        std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+        std::fs::write(&partial, b"half a model").unwrap();
+        drop(st);
+        let ctx = Context::open(Some(dir.path().join("h"))).unwrap();
+        assert_eq!(reconcile_at_start(&ctx).unwrap(), ["job_a", "job_b"]);
+        for (id, state) in [("job_a", "failed"), ("job_b", "failed"), ("job_c", "succeeded")] {
+            let j = get(&ctx, id).unwrap().unwrap();
+            assert_eq!(j.state, state, "{id}");
+            if state == "failed" {
+                assert_eq!(j.error.as_deref(), Some(INTERRUPTED));
+            }
+        }
+        assert!(!partial.exists(), "the model store's temp dir is cleaned");
+        let audited = crate::store::audit::recent(&ctx.db, 10).unwrap().into_iter().filter(|e| e.action == "job.interrupted").count();
+        assert_eq!(audited, 2);
+        assert!(reconcile_at_start(&ctx).unwrap().is_empty(), "idempotent");
     }
 
     #[test]

@@ -89,10 +89,10 @@ pub fn reset_setup(ctx: &Context, ttl_s: Option<u64>, via: Via) -> Result<(Strin
 /// `WeakPassword`; `Db`, `Home`. A refusal is audited too.
 pub fn claim(ctx: &Context, token: &str, username: &str, password: &str, via: Via) -> Result<SessionGrant> {
     let now = ctx.now();
-    let g = match auth::claim(&ctx.db, token, username, password, now, ctx.config.session_ttl_s) {
+    let g = match auth::claim(&ctx.db, &ctx.hash_slots, token, username, password, now, ctx.config.session_ttl_s) {
         Ok(g) => g,
         Err(e) => {
-            ctx.db.audit(now, "setup", "node.claim", "", "refused", e.code());
+            ctx.refusals.record(&ctx.db, now, "setup", "node.claim", "", e.code());
             return Err(e);
         }
     };
@@ -120,30 +120,88 @@ pub fn claim_with_pending_token(ctx: &Context, username: &str, password: &str, v
 /// # Errors
 /// `Home`, `Config`, `Db`.
 pub fn ensure_owner_trust_root(ctx: &Context) -> Result<()> {
+    finish_interrupted_rotation(ctx)?;
     let issuer = key::load_or_create_owner_issuer(&ctx.home)?;
     put_trust_root(&ctx.db, &TrustRoot { key: issuer.public(), class: IssuerClass::OwnerLocal, added_at: ctx.now(), label: "owner".into() })
 }
 
-/// Sign in. Audited as `session.login` (refusals under `anonymous`).
+fn staged_owner_key(ctx: &Context) -> std::path::PathBuf {
+    ctx.home.owner_key_path().with_extension("key.new")
+}
+
+/// A rotation stopped between its steps (a crash): if the database already trusts the staged
+/// key, it becomes `owner.key`; otherwise it is dropped and the old key stays.
+fn finish_interrupted_rotation(ctx: &Context) -> Result<()> {
+    let staged = staged_owner_key(ctx);
+    let Ok(bytes) = std::fs::read(&staged) else { return Ok(()) };
+    let trusted = match b3iq_core::identity::NodeKey::from_key_file(&bytes) {
+        Ok(k) => crate::store::jobs::trust_roots(&ctx.db)?.iter().any(|r| r.key == k.public()),
+        Err(_) => false,
+    };
+    if trusted {
+        write_atomic(&ctx.home.owner_key_path(), &bytes, 0o600)?;
+    }
+    remove_durably(&staged)
+}
+
+/// Rotate the owner's job-issuer key (`b3iqd keys rotate-owner`): a new `owner.key` becomes the
+/// owner-local trust root in place of the old one, so jobs signed with the old key are refused
+/// from then on. Crash-safe: the new key is staged, the database switches roots in one
+/// transaction, then the staged key replaces `owner.key`; a start after a crash finishes or drops
+/// the rotation. Audited with both keys' public halves. Returns the new public key (hex).
 ///
 /// # Errors
-/// `NotClaimed`, `BadCredentials`, `LoginBackoff`; `Db`.
-pub fn login(ctx: &Context, username: &str, password: &str, via: Via) -> Result<SessionGrant> {
+/// `NotClaimed` before the node has an owner key; `Home`, `Config`, `Db`.
+pub fn rotate_owner_issuer(ctx: &Context, via: Via) -> Result<String> {
+    finish_interrupted_rotation(ctx)?;
+    let old = key::owner_issuer(&ctx.home)?.ok_or(HostError::NotClaimed)?;
+    let new = b3iq_core::identity::NodeKey::generate(&mut rand::rngs::OsRng);
+    let staged = staged_owner_key(ctx);
+    write_atomic(&staged, &new.to_key_file(), 0o600)?;
+    let root = TrustRoot { key: new.public(), class: IssuerClass::OwnerLocal, added_at: ctx.now(), label: "owner".into() };
+    crate::store::jobs::replace_trust_root(&ctx.db, &old.public(), &root)?;
+    write_atomic(&ctx.home.owner_key_path(), &new.to_key_file(), 0o600)?;
+    remove_durably(&staged)?;
+    let detail = format!("old {} -> new {} ({})", old.public().to_hex(), new.public().to_hex(), via.as_str());
+    ctx.db.audit(ctx.now(), "owner", "owner.rotate_issuer", "owner.key", "ok", &detail);
+    Ok(new.public().to_hex())
+}
+
+/// Sign in; `source` names who is trying (the client's IP address over HTTP, `cli` or
+/// `embedding` otherwise): failed attempts lock out that source only. Audited as
+/// `session.login`; a refusal records neither the typed user name nor the password, only
+/// whether the name was the owner's.
+///
+/// # Errors
+/// `NotClaimed`, `BadCredentials`, `LoginBackoff`, `SignInBusy`; `Db`.
+pub fn login(ctx: &Context, source: &str, username: &str, password: &str, via: Via) -> Result<SessionGrant> {
     if !ctx.claimed()? {
         return Err(HostError::NotClaimed);
     }
     let now = ctx.now();
-    let shown: String = username.chars().take(64).collect();
-    match auth::login(&ctx.db, username, password, now, ctx.config.session_ttl_s) {
+    match auth::login(&ctx.db, &ctx.hash_slots, source, username, password, now, ctx.config.session_ttl_s) {
         Ok(g) => {
-            ctx.db.audit(now, "owner", "session.login", &shown, "ok", via.as_str());
+            ctx.db.audit(now, "owner", "session.login", &g.username, "ok", via.as_str());
             Ok(g)
         }
         Err(e) => {
-            ctx.db.audit(now, "anonymous", "session.login", &shown, "refused", e.code());
+            let known = crate::store::auth::login_row(&ctx.db, username)?.is_some();
+            let target = if known { "owner" } else { "unknown user" };
+            ctx.refusals.record(&ctx.db, now, "anonymous", "session.login", target, e.code());
             Err(e)
         }
     }
+}
+
+/// The on-machine recovery for a lost password or a locked-out owner (`b3iqd owner
+/// reset-password`): a new password, every session ended, every sign-in lock cleared. Audited.
+///
+/// # Errors
+/// `WeakPassword`, `NotClaimed`; `Db`.
+pub fn reset_password(ctx: &Context, password: &str, via: Via) -> Result<String> {
+    let username = auth::reset_password(&ctx.db, &ctx.hash_slots, password)?;
+    ctx.db.audit(ctx.now(), "owner", "owner.reset_password", &username, "ok", &format!("sessions ended, sign-in locks cleared ({})", via.as_str()));
+    Ok(username)
 }
 
 /// End a session.
@@ -154,6 +212,16 @@ pub fn logout(ctx: &Context, session_secret: &str, username: &str) -> Result<()>
     auth::logout(&ctx.db, session_secret)?;
     ctx.db.audit(ctx.now(), "owner", "session.logout", username, "ok", "");
     Ok(())
+}
+
+/// Sign out everywhere: end every owner session (this one too). Audited.
+///
+/// # Errors
+/// `Db`.
+pub fn logout_all(ctx: &Context, username: &str, via: Via) -> Result<usize> {
+    let n = auth::logout_all(&ctx.db)?;
+    ctx.db.audit(ctx.now(), "owner", "session.logout_all", username, "ok", &format!("{n} sessions ended ({})", via.as_str()));
+    Ok(n)
 }
 
 /// Create a local API key; returns its record and the secret (show it once; it is not stored).

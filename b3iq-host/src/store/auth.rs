@@ -98,37 +98,77 @@ pub struct LoginRow {
     pub id: i64,
     /// argon2id PHC string.
     pub password_hash: String,
-    /// Consecutive failures.
-    pub failed_logins: i64,
-    /// Unix seconds until which logins are refused.
-    pub locked_until: u64,
 }
 
 /// The user named `username`, if any.
 pub fn login_row(db: &Db, username: &str) -> Result<Option<LoginRow>> {
     Ok(db
         .lock()
-        .query_row(
-            "SELECT id, password_hash, failed_logins, locked_until FROM users WHERE username = ?1",
-            [username],
-            |r| Ok(LoginRow { id: r.get(0)?, password_hash: r.get(1)?, failed_logins: r.get(2)?, locked_until: r.get::<_, i64>(3)? as u64 }),
-        )
+        .query_row("SELECT id, password_hash FROM users WHERE username = ?1", [username], |r| {
+            Ok(LoginRow { id: r.get(0)?, password_hash: r.get(1)? })
+        })
         .optional()?)
 }
 
-/// Record a failed login: the new failure count and lock.
-pub fn record_login_failure(db: &Db, user_id: i64, failed_logins: i64, locked_until: u64) -> Result<()> {
-    db.lock().execute(
-        "UPDATE users SET failed_logins = ?1, locked_until = ?2 WHERE id = ?3",
-        params![failed_logins, locked_until as i64, user_id],
-    )?;
+/// Most sources whose sign-in failures are remembered; the oldest are forgotten beyond it.
+pub const MAX_LOGIN_SOURCES: i64 = 10_000;
+
+/// Take one sign-in attempt for `source`, in one transaction, before any password is hashed:
+/// `Err(seconds)` while the source is locked; otherwise the attempt is counted as a failure up
+/// front (a success clears it with [`clear_login_failures`]), and `lock_for(failures)` seconds of
+/// lock start now (0 for none). So however many attempts run at once, only the ones taken before
+/// the lock reach the password check. Rows idle for a day, and the oldest beyond
+/// [`MAX_LOGIN_SOURCES`], are dropped on the way.
+pub fn reserve_login_attempt(db: &Db, source: &str, now: u64, lock_for: impl Fn(i64) -> u64) -> Result<std::result::Result<(), u64>> {
+    db.tx(|tx| {
+        let row: Option<(i64, i64)> = tx
+            .query_row("SELECT failures, locked_until FROM login_limits WHERE source = ?1", [source], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (failures, locked_until) = row.map(|(f, l)| (f, l.max(0) as u64)).unwrap_or((0, 0));
+        if locked_until > now {
+            return Ok(Err(locked_until - now));
+        }
+        let failures = failures.saturating_add(1);
+        let lock = lock_for(failures);
+        let until = if lock == 0 { 0 } else { now.saturating_add(lock) };
+        tx.execute(
+            "INSERT INTO login_limits(source, failures, locked_until, updated_at) VALUES (?1,?2,?3,?4)
+             ON CONFLICT(source) DO UPDATE SET failures = ?2, locked_until = ?3, updated_at = ?4",
+            params![source, failures, until as i64, now as i64],
+        )?;
+        tx.execute("DELETE FROM login_limits WHERE updated_at < ?1 AND locked_until < ?2", params![now.saturating_sub(86_400) as i64, now as i64])?;
+        tx.execute(
+            "DELETE FROM login_limits WHERE source IN (SELECT source FROM login_limits ORDER BY updated_at DESC LIMIT -1 OFFSET ?1)",
+            [MAX_LOGIN_SOURCES],
+        )?;
+        Ok(Ok(()))
+    })
+}
+
+/// Forget `source`'s failures (after a successful sign-in).
+pub fn clear_login_failures(db: &Db, source: &str) -> Result<()> {
+    db.lock().execute("DELETE FROM login_limits WHERE source = ?1", [source])?;
     Ok(())
 }
 
-/// Reset the failure count, drop expired sessions and start a new one, in one transaction.
+/// Replace the owner's password hash, end every session and forget every sign-in lock, in one
+/// transaction. `NotClaimed` without an owner.
+pub fn reset_owner_password(db: &Db, password_hash: &str) -> Result<String> {
+    db.tx(|tx| {
+        let owner: Option<(i64, String)> = tx
+            .query_row("SELECT id, username FROM users ORDER BY id LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (id, username) = owner.ok_or(HostError::NotClaimed)?;
+        tx.execute("UPDATE users SET password_hash = ?1 WHERE id = ?2", params![password_hash, id])?;
+        tx.execute("DELETE FROM sessions", [])?;
+        tx.execute("DELETE FROM login_limits", [])?;
+        Ok(username)
+    })
+}
+
+/// Drop expired sessions and start a new one, in one transaction.
 pub fn start_session(db: &Db, user_id: i64, session_hash: &str, now: u64, expires_at: u64) -> Result<()> {
     db.tx(|tx| {
-        tx.execute("UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = ?1", [user_id])?;
         tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now as i64])?;
         tx.execute(
             "INSERT INTO sessions(id_hash, user_id, created_at, expires_at) VALUES (?1,?2,?3,?4)",
@@ -169,6 +209,11 @@ pub fn session(db: &Db, session_hash: &str, now: u64) -> Result<Option<Session>>
 pub fn delete_session(db: &Db, session_hash: &str) -> Result<()> {
     db.lock().execute("DELETE FROM sessions WHERE id_hash = ?1", [session_hash])?;
     Ok(())
+}
+
+/// End every session; returns how many there were.
+pub fn delete_all_sessions(db: &Db) -> Result<usize> {
+    Ok(db.lock().execute("DELETE FROM sessions", [])?)
 }
 
 /// A local API key as listed (never the secret or its hash).

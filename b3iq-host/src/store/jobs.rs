@@ -52,9 +52,10 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
 
 const COLS: &str = "id, kind, profile, state, bytes_done, bytes_total, created_at, updated_at, error, result";
 
-/// Record an accepted job (state `queued`) with its signed envelope.
-pub fn insert(db: &Db, id: &str, kind: &str, profile: Option<&str>, bytes_total: Option<u64>, now: u64, envelope: &[u8]) -> Result<()> {
-    db.lock().execute(
+/// Record an accepted job (state `queued`) with its signed envelope, inside the transaction that
+/// recorded its id in the seen-set ([`TxSeenSet`]).
+pub fn insert(tx: &rusqlite::Transaction<'_>, id: &str, kind: &str, profile: Option<&str>, bytes_total: Option<u64>, now: u64, envelope: &[u8]) -> Result<()> {
+    tx.execute(
         "INSERT INTO jobs(id, kind, profile, state, bytes_done, bytes_total, created_at, updated_at, envelope) VALUES (?1,?2,?3,'queued',?4,?5,?6,?6,?7)",
         params![id, kind, profile, bytes_total.map(|_| 0i64), bytes_total.map(|t| t as i64), now as i64, envelope],
     )?;
@@ -89,15 +90,16 @@ pub fn set_progress(db: &Db, id: &str, done: u64, total: u64) -> Result<()> {
     Ok(())
 }
 
-/// The seen-set in `state.db` (`job_seen`). Each `record` is its own committed transaction
-/// (`synchronous=FULL`), so it is durable before the job runs.
+/// The seen-set in `state.db` (`job_seen`), inside one transaction: a job's id and sequence are
+/// checked and recorded in the same transaction that records the job ([`insert`]), and a unique
+/// index on (issuer, sequence) refuses a second job with the same sequence whatever the
+/// concurrency. Durable when the transaction commits (`synchronous=FULL`), before the job runs.
 #[derive(Debug)]
-pub struct DbSeenSet<'a>(pub &'a Db);
+pub struct TxSeenSet<'a, 'c>(pub &'a rusqlite::Transaction<'c>);
 
-impl SeenSet for DbSeenSet<'_> {
+impl SeenSet for TxSeenSet<'_, '_> {
     fn contains(&self, job_id: &JobId) -> std::result::Result<bool, SeenSetError> {
         self.0
-            .lock()
             .query_row("SELECT 1 FROM job_seen WHERE job_id = ?1", [job_id.to_hex()], |_| Ok(()))
             .optional()
             .map(|r| r.is_some())
@@ -106,7 +108,6 @@ impl SeenSet for DbSeenSet<'_> {
 
     fn last_sequence(&self, issuer: &NodePublicKey) -> std::result::Result<Option<u64>, SeenSetError> {
         self.0
-            .lock()
             .query_row("SELECT MAX(sequence) FROM job_seen WHERE issuer = ?1", [issuer.to_hex()], |r| r.get::<_, Option<i64>>(0))
             .map(|v| v.map(|v| v as u64))
             .map_err(|e| SeenSetError(e.to_string()))
@@ -115,7 +116,6 @@ impl SeenSet for DbSeenSet<'_> {
     fn record(&mut self, issuer: &NodePublicKey, job_id: &JobId, sequence: u64, expires_at_ms: u64) -> std::result::Result<(), SeenSetError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.0
-            .lock()
             .execute(
                 "INSERT INTO job_seen(job_id, issuer, sequence, expires_at_ms, seen_at) VALUES (?1,?2,?3,?4,?5)",
                 params![job_id.to_hex(), issuer.to_hex(), sequence as i64, expires_at_ms as i64, now as i64],
@@ -123,6 +123,23 @@ impl SeenSet for DbSeenSet<'_> {
             .map(|_| ())
             .map_err(|e| SeenSetError(e.to_string()))
     }
+}
+
+/// Mark every job still `queued` or `running` as `failed` with `reason` (the process that ran
+/// them is gone); returns their ids. Run at start, before anything new is accepted.
+pub fn fail_unfinished(db: &Db, reason: &str, now: u64) -> Result<Vec<String>> {
+    db.tx(|tx| {
+        let ids = {
+            let mut st = tx.prepare("SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at")?;
+            let ids = st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            ids
+        };
+        tx.execute(
+            "UPDATE jobs SET state = 'failed', error = ?1, updated_at = ?2 WHERE state IN ('queued', 'running')",
+            params![reason, now as i64],
+        )?;
+        Ok(ids)
+    })
 }
 
 /// A persisted trust root: a key whose signed jobs this node opens, and its issuer class.
@@ -153,6 +170,20 @@ pub fn put_trust_root(db: &Db, root: &TrustRoot) -> Result<()> {
         params![root.key.to_hex(), class_name(root.class), root.added_at as i64, root.label],
     )?;
     Ok(())
+}
+
+/// Replace the trust root `old` by `new` in one transaction (a key rotation): from the commit
+/// on, jobs signed by `old` are refused as from an untrusted issuer.
+pub fn replace_trust_root(db: &Db, old: &NodePublicKey, new: &TrustRoot) -> Result<()> {
+    db.tx(|tx| {
+        tx.execute("DELETE FROM trust_roots WHERE public_key = ?1", [old.to_hex()])?;
+        tx.execute(
+            "INSERT INTO trust_roots(public_key, class, added_at, label) VALUES (?1,?2,?3,?4)
+             ON CONFLICT(public_key) DO UPDATE SET class = excluded.class, label = excluded.label",
+            params![new.key.to_hex(), class_name(new.class), new.added_at as i64, new.label],
+        )?;
+        Ok(())
+    })
 }
 
 /// Every trust root, oldest first. A row that does not parse is an error (the file was edited

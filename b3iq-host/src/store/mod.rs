@@ -136,10 +136,38 @@ const MIGRATIONS: &[&str] = &[
         label TEXT NOT NULL DEFAULT ''
     );
     "#,
+    // 3: sign-in limits per source (client address, or the CLI / embedding front door), so a
+    // stranger's wrong guesses lock out that stranger and not the owner; users.failed_logins and
+    // users.locked_until are no longer read.
+    r#"
+    CREATE TABLE login_limits (
+        source TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        locked_until INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX login_limits_updated ON login_limits(updated_at);
+    -- One job per (issuer, sequence): keep the first of any pair recorded before this rule
+    -- (their 5-minute validity has long passed; the sequence check still refuses them).
+    DELETE FROM job_seen WHERE rowid NOT IN (SELECT MIN(rowid) FROM job_seen GROUP BY issuer, sequence);
+    CREATE UNIQUE INDEX job_seen_issuer_sequence ON job_seen(issuer, sequence);
+    -- How the response a receipt accounts for ended: `completed`, or `cancelled` when the client
+    -- went away after tokens were produced (they are receipted and counted all the same).
+    ALTER TABLE receipts ADD COLUMN outcome TEXT NOT NULL DEFAULT 'completed';
+    "#,
 ];
+
+/// Most audit events kept (the oldest beyond it are deleted).
+pub const MAX_AUDIT_ROWS: i64 = 100_000;
+/// Audit events older than this are deleted: 400 days.
+pub const AUDIT_RETENTION_S: u64 = 400 * 24 * 3600;
+/// The audit log is pruned once every this many events.
+pub const AUDIT_PRUNE_EVERY: i64 = 1000;
 
 /// The `meta` key holding the persisted operating mode.
 pub const META_OPERATING_MODE: &str = "operating_mode";
+/// The `meta` key holding the address the running daemon bound (empty once it stopped).
+pub const META_LISTEN_BOUND: &str = "listen_bound";
 
 /// The state database. Cheap to share behind an `Arc`; one connection behind a mutex (SQLite
 /// serialises writers anyway, and every statement here is short).
@@ -215,14 +243,28 @@ impl Db {
         Ok(out)
     }
 
-    /// Append an audit event.
+    /// Append an audit event. Every [`AUDIT_PRUNE_EVERY`] rows, events beyond the newest
+    /// [`MAX_AUDIT_ROWS`] or older than [`AUDIT_RETENTION_S`] are deleted, so the table stays
+    /// bounded.
     pub fn audit(&self, now: u64, actor: &str, action: &str, target: &str, outcome: &str, detail: &str) {
-        let r = self.lock().execute(
+        let conn = self.lock();
+        let r = conn.execute(
             "INSERT INTO audit_events(at, actor, action, target, outcome, detail) VALUES (?1,?2,?3,?4,?5,?6)",
             params![now as i64, actor, action, target, outcome, detail],
         );
         if let Err(e) = r {
             tracing::error!(error = %e, action, "could not write audit event");
+            return;
+        }
+        let id = conn.last_insert_rowid();
+        if id % AUDIT_PRUNE_EVERY == 0 {
+            let r = conn.execute(
+                "DELETE FROM audit_events WHERE id <= ?1 OR at < ?2",
+                params![id - MAX_AUDIT_ROWS, now.saturating_sub(AUDIT_RETENTION_S) as i64],
+            );
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not prune the audit log");
+            }
         }
     }
 

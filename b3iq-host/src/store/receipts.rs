@@ -31,9 +31,11 @@ pub struct ReceiptRow {
     pub duration_ms: u64,
     /// The signed receipt bytes.
     pub signed: Vec<u8>,
+    /// `completed`, or `cancelled` (the client went away after tokens were produced).
+    pub outcome: String,
 }
 
-const COLS: &str = "seq, id, request_id, key_id, model, prompt_tokens, completion_tokens, created_at, ttft_ms, duration_ms, signed";
+const COLS: &str = "seq, id, request_id, key_id, model, prompt_tokens, completion_tokens, created_at, ttft_ms, duration_ms, signed, outcome";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptRow> {
     Ok(ReceiptRow {
@@ -48,6 +50,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptRow> {
         ttft_ms: r.get::<_, i64>(8)? as u64,
         duration_ms: r.get::<_, i64>(9)? as u64,
         signed: r.get(10)?,
+        outcome: r.get(11)?,
     })
 }
 
@@ -56,8 +59,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptRow> {
 pub fn insert(db: &Db, r: &ReceiptRow) -> Result<()> {
     db.tx(|tx| {
         tx.execute(
-            "INSERT INTO receipts(id, request_id, key_id, model, prompt_tokens, completion_tokens, created_at, ttft_ms, duration_ms, signed)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+            "INSERT INTO receipts(id, request_id, key_id, model, prompt_tokens, completion_tokens, created_at, ttft_ms, duration_ms, signed, outcome)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
             params![
                 r.id,
                 r.request_id,
@@ -68,7 +71,8 @@ pub fn insert(db: &Db, r: &ReceiptRow) -> Result<()> {
                 r.created_at as i64,
                 r.ttft_ms as i64,
                 r.duration_ms as i64,
-                r.signed
+                r.signed,
+                r.outcome
             ],
         )?;
         tx.execute(

@@ -210,3 +210,13 @@ pub fn tempdir(name: &str) -> PathBuf {
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
+
+/// Write `config.json` in `home`: the defaults with `patch`'s fields replaced.
+pub fn write_config(home: &std::path::Path, patch: Value) {
+    std::fs::create_dir_all(home).unwrap();
+    let mut cfg = serde_json::to_value(b3iq_host::Config::default()).unwrap();
+    for (k, v) in patch.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    std::fs::write(home.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+}
