@@ -365,7 +365,12 @@ impl Ctx {
                     // B3IQ_CARGO_TIMINGS=1 writes cargo's per-crate build report
                     // (cargo-timings/cargo-timing.html under the target dir).
                     let timings = env::var_os("B3IQ_CARGO_TIMINGS").is_some_and(|v| v == "1");
-                    let args: &[&str] = if timings { &["test", "--locked", "--timings"] } else { &["test", "--locked"] };
+                    // --no-fail-fast: one failing test binary must not hide the others' results.
+                    let args: &[&str] = if timings {
+                        &["test", "--locked", "--no-fail-fast", "--timings"]
+                    } else {
+                        &["test", "--locked", "--no-fail-fast"]
+                    };
                     let mut c = self.cargo(args);
                     if let Some(m) = &model {
                         c.env("B3IQ_TEST_MODEL", m);

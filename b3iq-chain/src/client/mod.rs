@@ -140,6 +140,9 @@ impl ChainClient {
                 reason: format!("unsupported scheme {:?}", parsed.scheme()),
             });
         }
+        // reqwest takes the process-wide rustls provider; this workspace builds rustls with ring
+        // only (no aws-lc-rs): install it, unless the embedding application installed one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = alloy::transports::http::reqwest::Client::builder()
             .timeout(retry.request_timeout)
             .connect_timeout(retry.request_timeout.min(Duration::from_secs(10)))
