@@ -322,6 +322,10 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).map_err(|e| HostError::home("read the new password from stdin", e))?;
             let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+            if password.is_empty() {
+                eprintln!("b3iqd: no password read from stdin; pipe it in, e.g. `b3iqd owner reset-password < new-password.txt`");
+                return Ok(ExitCode::FAILURE);
+            }
             let user = o.reset_owner_password(password)?;
             eprintln!("b3iqd: the password of owner {user:?} was reset; every session ended and every sign-in lock cleared");
             Ok(ExitCode::SUCCESS)

@@ -76,6 +76,10 @@ async fn parallel_wrong_passwords_get_at_most_the_allowed_guesses_and_lock_only_
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("recovery"), "the password is never echoed");
+    // Nothing on stdin: a clear refusal, nothing changed.
+    let empty = std::process::Command::new(bin()).args(["owner", "reset-password"]).env("B3IQ_HOME", &home).stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no password read from stdin"), "{}", String::from_utf8_lossy(&empty.stderr));
     assert_eq!(login(&attacker, &d, "owner", "a new password after recovery").await.status(), 200, "locks cleared");
     assert_eq!(login(&client_from(1), &d, "owner", PASSWORD).await.status(), 401, "old password gone");
     let db = rusqlite::Connection::open(home.join("state.db")).unwrap();
