@@ -97,7 +97,7 @@ mod tests {
 pub struct HashSlots {
     in_use: std::sync::atomic::AtomicUsize,
     max: usize,
-    workers: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<HashJob>>>,
+    workers: std::sync::OnceLock<std::sync::mpsc::Sender<HashJob>>,
 }
 
 type HashJob = Box<dyn FnOnce() + Send>;
@@ -128,10 +128,8 @@ impl HashSlots {
         let job: HashJob = Box::new(move || {
             let _ = tx.send(f());
         });
-        let sender = self.workers.get_or_init(|| std::sync::Mutex::new(spawn_hash_workers(self.max)));
-        sender
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.workers
+            .get_or_init(|| spawn_hash_workers(self.max))
             .send(job)
             .map_err(|_| crate::error::HostError::Internal("the password hashing threads stopped".into()))?;
         rx.recv().map_err(|_| crate::error::HostError::Internal("a password hash panicked".into()))

@@ -179,7 +179,7 @@ pub async fn submit(st: &Arc<NodeState>, signed: SignedJob, actor: &str) -> Resu
 fn accept(st: &Arc<NodeState>, actor: &str, issue: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<SignedJob>) -> Result<JobRecord> {
     let now = st.now();
     let roots = trust_roots(st)?;
-    let (signed, opened) = st.db.tx(|tx| {
+    let (signed, id, opened) = st.db.tx(|tx| {
         let signed = issue(tx)?;
         let id = format!("job_{}", signed.body().job_id.to_hex());
         let opened = open_in(st, tx, &roots, &signed, unix_now_ms()).and_then(|(job, class, note)| preflight(st, job.kind()).map(|_| (job, class, note)));
@@ -190,9 +190,8 @@ fn accept(st: &Arc<NodeState>, actor: &str, issue: impl FnOnce(&rusqlite::Transa
             };
             sql::insert(tx, &id, job.kind().name(), profile_of(job.kind()), total, now, &signed.encode())?;
         }
-        Ok((signed, opened))
+        Ok((signed, id, opened))
     })?;
-    let id = format!("job_{}", signed.body().job_id.to_hex());
     let name = signed.body().kind.name();
     let (job, class, note) = match opened {
         Ok(o) => o,

@@ -103,8 +103,12 @@ pub fn validate_new_account(username: &str, password: &str) -> Result<()> {
     if !ok_name {
         return Err(HostError::InvalidUsername);
     }
-    let n = password.chars().count();
-    if !(10..=1024).contains(&n) {
+    validate_password(password)
+}
+
+/// A new password must be 10 to 1024 characters (`WeakPassword` otherwise).
+pub fn validate_password(password: &str) -> Result<()> {
+    if !(10..=1024).contains(&password.chars().count()) {
         return Err(HostError::WeakPassword);
     }
     Ok(())
@@ -216,10 +220,7 @@ pub fn login(db: &Db, slots: &HashSlots, source: &str, username: &str, password:
 /// # Errors
 /// `WeakPassword`, `NotClaimed`, `SignInBusy`; `Db`.
 pub fn reset_password(db: &Db, slots: &HashSlots, password: &str) -> Result<String> {
-    let n = password.chars().count();
-    if !(10..=1024).contains(&n) {
-        return Err(HostError::WeakPassword);
-    }
+    validate_password(password)?;
     let pw = password.to_string();
     let phc = slots.run(move || hash_password(&pw))??;
     sql::reset_owner_password(db, &phc)
