@@ -65,6 +65,26 @@ pub struct Config {
     pub shutdown_grace_s: u64,
 }
 
+impl Config {
+    /// Refuse values the node cannot run with (a zero timeout or connection bound).
+    ///
+    /// # Errors
+    /// `Config` naming the key.
+    pub fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("header_timeout_s", self.header_timeout_s),
+            ("body_timeout_s", self.body_timeout_s),
+            ("max_connections", u64::from(self.max_connections)),
+            ("shutdown_grace_s", self.shutdown_grace_s),
+        ] {
+            if v == 0 {
+                return Err(HostError::Config(format!("config.json: {key} must be at least 1 (0 would refuse every request)")));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -160,9 +180,13 @@ impl Home {
     pub fn load_or_init_config(&self) -> Result<Config> {
         let path = self.config_path();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                HostError::Config(format!("config.json is not valid ({e}); fix it or delete it to get the defaults"))
-            }),
+            Ok(bytes) => {
+                let cfg: Config = serde_json::from_slice(&bytes).map_err(|e| {
+                    HostError::Config(format!("config.json is not valid ({e}); fix it or delete it to get the defaults"))
+                })?;
+                cfg.validate()?;
+                Ok(cfg)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let cfg = Config::default();
                 self.save_config(&cfg)?;
@@ -268,5 +292,9 @@ mod tests {
         fs::write(home.config_path(), b"{not json").unwrap();
         let err = home.load_or_init_config().unwrap_err();
         assert!(err.to_string().contains("config.json is not valid"), "{err}");
+        // A zero connection limit is refused by name, not coerced.
+        fs::write(home.config_path(), br#"{"body_timeout_s": 0}"#).unwrap();
+        let err = home.load_or_init_config().unwrap_err();
+        assert!(err.to_string().contains("body_timeout_s must be at least 1"), "{err}");
     }
 }

@@ -55,7 +55,8 @@ impl Default for ServeLimits {
 
 impl ServeLimits {
     /// The limits `config.json` sets (`header_timeout_s`, `body_timeout_s`, `max_connections`,
-    /// `shutdown_grace_s`; a zero is taken as 1).
+    /// `shutdown_grace_s`; a zero is refused when the config is loaded, and taken as 1 here for a
+    /// `Config` built in code).
     pub fn from_config(c: &crate::context::Config) -> ServeLimits {
         let s = |v: u64| Duration::from_secs(v.max(1));
         ServeLimits {
