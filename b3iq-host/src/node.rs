@@ -41,6 +41,9 @@ pub struct LocalNodeBuilder {
     no_model: bool,
     runtime: Option<Arc<dyn Runtime>>,
     progress_bar: bool,
+    tls: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 impl std::fmt::Debug for LocalNodeBuilder {
@@ -81,6 +84,21 @@ impl LocalNodeBuilder {
         self
     }
 
+    /// TLS for this start, overriding config.json's `tls`: `off`, `self-signed` or `provided`
+    /// (then with [`LocalNodeBuilder::tls_files`]). See `context::tls`.
+    pub fn tls(mut self, mode: impl Into<String>) -> Self {
+        self.tls = Some(mode.into());
+        self
+    }
+
+    /// PEM certificate chain and key for `tls("provided")`, overriding config.json's
+    /// `tls_cert` and `tls_key`.
+    pub fn tls_files(mut self, cert: impl Into<String>, key: impl Into<String>) -> Self {
+        self.tls_cert = Some(cert.into());
+        self.tls_key = Some(key.into());
+        self
+    }
+
     /// Show a progress bar on stderr while a model profile is fetched.
     pub fn progress_bar(mut self, on: bool) -> Self {
         self.progress_bar = on;
@@ -94,7 +112,15 @@ impl LocalNodeBuilder {
     /// errors of [`Context::open`]; the runtime's when the model cannot be installed or loaded;
     /// `Home` when the address cannot be bound.
     pub async fn start(self) -> Result<LocalNode> {
-        let ctx = Context::open(self.home.clone())?;
+        let mut ctx = Context::open(self.home.clone())?;
+        if let Some(t) = &self.tls {
+            ctx.config.tls = t.clone();
+        }
+        if self.tls_cert.is_some() {
+            ctx.config.tls_cert = self.tls_cert.clone();
+            ctx.config.tls_key = self.tls_key.clone();
+        }
+        ctx.config.validate()?;
         let listen = self.listen.clone().unwrap_or_else(|| ctx.config.listen.clone());
         let addr: SocketAddr = listen
             .parse()
@@ -136,9 +162,19 @@ impl LocalNodeBuilder {
             .await
             .map_err(|e| HostError::home(format!("bind {addr} (is another b3iqd running? use --listen)"), e))?;
         let local = listener.local_addr().map_err(|e| HostError::home("local_addr", e))?;
+        let tls = crate::context::tls::load(&ctx.home, &ctx.config, Some(local))?;
+        if tls.is_none() && !local.ip().is_loopback() {
+            tracing::warn!(listen = %local, "serving the LAN without TLS: passwords, session cookies and API keys cross the network in clear text; set \"tls\": \"self-signed\" in config.json or pass --tls self-signed");
+        }
 
         let state = Arc::new(NodeState::new(ctx, runtime, served)?);
         let _ = state.listen.set(local);
+        let tls_meta = tls.as_ref().and_then(|t| serde_json::to_string(&t.info).ok()).unwrap_or_default();
+        state.db.meta_set(crate::store::META_TLS_BOUND, &tls_meta)?;
+        if let Some(t) = &tls {
+            let _ = state.tls.set(t.info.clone());
+            tracing::info!(mode = t.info.mode, fingerprint_sha256 = %t.info.fingerprint_sha256, cert = %t.info.cert_path.display(), "serving over TLS");
+        }
         // `b3iqd status` and the offline support bundle report the address actually bound.
         state.db.meta_set(crate::store::META_LISTEN_BOUND, &local.to_string())?;
         state.db.audit(unix_now(), "system", "node.start", &state.node_id.to_text(), "ok", &format!("listen={local}"));
@@ -146,8 +182,9 @@ impl LocalNodeBuilder {
         let app = crate::http::router(state.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let limits = crate::http::serve::ServeLimits::from_config(&state.config);
-        let server = tokio::spawn(crate::http::serve::serve(listener, app, limits, rx));
-        let setup_url = setup_token.map(|t| format!("http://{}/setup/#token={t}", display_addr(local)));
+        let server = tokio::spawn(crate::http::serve::serve(listener, app, limits, tls.map(|t| t.server_config), rx));
+        let scheme = crate::http::Scheme::of(&state).as_str();
+        let setup_url = setup_token.map(|t| format!("{scheme}://{}/setup/#token={t}", display_addr(local)));
         tracing::info!(node_id = %state.node_id.to_text(), listen = %local, claimed, "b3iq node serving");
         Ok(LocalNode { state, local, setup_url, fresh_token, shutdown: Some(tx), server: Some(server) })
     }
@@ -188,9 +225,15 @@ impl LocalNode {
         self.local
     }
 
-    /// The base URL (`http://127.0.0.1:PORT`).
+    /// The base URL (`http://127.0.0.1:PORT`, `https://` when serving over TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", display_addr(self.local))
+        format!("{}://{}", crate::http::Scheme::of(&self.state).as_str(), display_addr(self.local))
+    }
+
+    /// What the server serves over TLS (mode, certificate fingerprint and file), `None` for plain
+    /// HTTP.
+    pub fn tls(&self) -> Option<&crate::context::tls::TlsInfo> {
+        self.state.tls.get()
     }
 
     /// The one-time setup URL while the node is unclaimed (contains the setup token: a secret).
@@ -276,6 +319,7 @@ impl LocalNode {
             tracing::error!(tasks = left, "background work (cancelled-request receipts) did not finish within 10 s");
         }
         let _ = self.state.db.meta_set(crate::store::META_LISTEN_BOUND, "");
+        let _ = self.state.db.meta_set(crate::store::META_TLS_BOUND, "");
         self.state.refusals.flush(&self.state.db, unix_now());
         self.state.db.audit(unix_now(), "system", "node.stop", "", "ok", "");
     }

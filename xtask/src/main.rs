@@ -59,21 +59,6 @@ const SCRIPT_STEPS: &[(&str, &str)] = &[
     ("swift-binding", "bindings/swift/ci.sh"),
 ];
 
-/// llama.cpp for the test suite at `-O2` instead of CMake Release's `-O3`: measured on this
-/// machine, nine of its heaviest translation units compile in 104.5 s instead of 127.5 s (-18%;
-/// `-O1` 90.3 s, but it drops gcc's vectoriser from ggml's scalar paths), and llama.cpp is about
-/// a quarter of a cold build's CPU time. llama-cpp-sys-2 forwards `CMAKE_*` variables to CMake.
-/// Only `cargo xtask test` sets this: `cargo xtask up` and release builds keep `-O3`. A value
-/// already in the environment wins.
-fn test_llama_flags(mut c: Command) -> Command {
-    for var in ["CMAKE_C_FLAGS_RELEASE", "CMAKE_CXX_FLAGS_RELEASE"] {
-        if env::var_os(var).is_none() {
-            c.env(var, "-O2 -DNDEBUG");
-        }
-    }
-    c
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
@@ -370,7 +355,7 @@ impl Ctx {
                 StepKind::Deps => self.deps(),
                 StepKind::Model => self.fetch_model().map(|p| model = Some(p)),
                 StepKind::Script(s) => {
-                    let mut c = test_llama_flags(self.cmd("bash", &[s]));
+                    let mut c = self.cmd("bash", &[s]);
                     if let Some(m) = &model {
                         c.env("B3IQ_TEST_MODEL", m);
                     }
@@ -386,7 +371,7 @@ impl Ctx {
                     } else {
                         &["test", "--locked", "--no-fail-fast"]
                     };
-                    let mut c = test_llama_flags(self.cargo(args));
+                    let mut c = self.cargo(args);
                     if let Some(m) = &model {
                         c.env("B3IQ_TEST_MODEL", m);
                     }

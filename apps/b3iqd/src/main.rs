@@ -23,11 +23,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start the node: create the home on first start, print the setup URL, serve the API.
-    #[command(after_help = "Example:\n  b3iqd serve --listen 127.0.0.1:7420 --model smollm2-135m-instruct-q4_1\n  b3iqd serve --model ./my-model.gguf")]
+    #[command(after_help = "Examples:\n  b3iqd serve --listen 127.0.0.1:7420 --model smollm2-135m-instruct-q4_1\n  b3iqd serve --model ./my-model.gguf\n  b3iqd serve --listen 192.168.1.20:7420 --tls self-signed   # LAN, encrypted; clients pin the printed fingerprint\n  b3iqd serve --listen 0.0.0.0:7420 --tls provided --tls-cert node.crt --tls-key node.key\n\nOn a LAN bind, add the name or address clients use to allowed_hosts in config.json.")]
     Serve {
         /// Address to listen on (loopback by default; a LAN address needs a claimed owner).
         #[arg(long)]
         listen: Option<String>,
+        /// TLS: off, self-signed (made once under $B3IQ_HOME/tls/) or provided (--tls-cert,
+        /// --tls-key). Default: config.json `tls`, else off.
+        #[arg(long, value_parser = ["off", "self-signed", "provided"])]
+        tls: Option<String>,
+        /// PEM certificate chain for --tls provided.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<String>,
+        /// PEM private key for --tls provided.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<String>,
         /// Model profile id or path of a GGUF file (default: the default profile, installed if missing).
         #[arg(long)]
         model: Option<String>,
@@ -199,7 +209,7 @@ fn print_json(v: &serde_json::Value) {
 async fn run(cli: Cli) -> Result<ExitCode, HostError> {
     let home = cli.home.clone();
     match cli.cmd {
-        Cmd::Serve { listen, model, no_model, log_json } => {
+        Cmd::Serve { listen, tls, tls_cert, tls_key, model, no_model, log_json } => {
             b3iq_host::logging::init(log_json);
             let mut b = LocalNode::builder().progress_bar(true);
             if let Some(h) = home {
@@ -214,9 +224,20 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             if no_model {
                 b = b.no_model();
             }
+            if let Some(t) = tls {
+                b = b.tls(t);
+            }
+            if let (Some(c), Some(k)) = (tls_cert, tls_key) {
+                b = b.tls_files(c, k);
+            }
             let node = b.start().await?;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "b3iqd: node {} ({}) listening on {}", node.node_id(), node.node_code(), node.base_url());
+            if let Some(t) = node.tls() {
+                let _ = writeln!(out, "b3iqd: TLS ({}) certificate {}\nb3iqd: SHA-256 fingerprint {}", t.mode, t.cert_path.display(), t.fingerprint_sha256);
+            } else if !node.local_addr().ip().is_loopback() {
+                let _ = writeln!(out, "b3iqd: warning: {} is reachable from the network without TLS; passwords, cookies and API keys travel in clear text (use --tls self-signed)", node.local_addr());
+            }
             if let Some(url) = node.setup_url() {
                 // The setup token is a secret: print it only to a person at a terminal, never to a
                 // log (systemd, a redirect or a pipe); then say where the token file is instead.

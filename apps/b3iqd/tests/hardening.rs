@@ -388,3 +388,99 @@ async fn hosts_lifetimes_http2_address_and_content_rules() {
         assert_eq!(c.get(d.url("/api/session")).header("cookie", ck.as_str()).send().await.unwrap().status(), 401);
     }
 }
+
+/// The `Set-Cookie` of a response as `name=value`, if any.
+fn set_cookie(r: &reqwest::Response) -> Option<String> {
+    r.headers().get("set-cookie").map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+}
+
+/// "Also": TLS for LAN binds. A self-signed certificate made at first start and kept across
+/// restarts, its SHA-256 fingerprint reported where clients can pin it (and equal to what the
+/// handshake presents), `__Host-` + `Secure` cookies, the CSRF check on the `https` origin,
+/// HTTP/2 by ALPN, a plain-HTTP request answered with a pointer to https. Fault 13's session
+/// rotation rides along (`session_rotate_s: 1`): a fresh secret after the rotation age, the old
+/// one kept for the grace, sign-out ending the whole chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate() {
+    let home = tempdir("hardening-tls");
+    write_config(&home, json!({"tls": "self-signed", "session_rotate_s": 1}));
+    let mut d = Daemon::start(&home);
+    assert!(d.base.starts_with("https://127.0.0.1:"), "{}", d.base);
+    let pem = std::fs::read(home.join("tls/self-signed.crt.pem")).unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_info(true)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+
+    // The fingerprint the node reports is the certificate the handshake presents, and the one
+    // `b3iqd serve` printed.
+    let r = c.get(d.url("/api/setup/status")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN picks h2");
+    let presented = r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|t| t.peer_certificate()).unwrap().to_vec();
+    let v: Value = r.json().await.unwrap();
+    let fp = v["transport"]["tls"]["fingerprint_sha256"].as_str().unwrap().to_string();
+    assert_eq!(fp, b3iq_host::context::tls::fingerprint_sha256(&presented));
+    assert_eq!((v["transport"]["scheme"].as_str(), v["transport"]["tls"]["mode"].as_str()), (Some("https"), Some("self-signed")));
+    assert!(d.stdout.lock().unwrap().contains(&fp), "serve prints the fingerprint");
+    let out = std::process::Command::new(bin()).arg("status").env("B3IQ_HOME", &home).output().unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["tls"]["fingerprint_sha256"].as_str(), Some(fp.as_str()));
+
+    // Plain HTTP on the TLS port: a 400 naming the https URL, not a dead socket.
+    let port = d.base.rsplit(':').next().unwrap().to_string();
+    let mut s = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut resp)).await.unwrap().unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("https_required") && resp.contains(&format!("https://127.0.0.1:{port}/")), "{resp}");
+
+    // Claim over TLS: the cookie is `__Host-` and `Secure`.
+    let tok = d.setup_token.clone().unwrap();
+    let r = c.post(d.url("/api/setup/claim")).json(&json!({"setup_token": tok, "username": "owner", "password": PASSWORD})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let raw = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(raw.starts_with("__Host-b3iq_session=") && raw.contains("; Secure") && raw.contains("Path=/") && !raw.contains("Domain"), "{raw}");
+    let cookie = set_cookie(&r).unwrap();
+    // The plain-HTTP cookie name is not this server's.
+    let plain = cookie.replacen("__Host-b3iq_session", "b3iq_session", 1);
+    assert_eq!(c.get(d.url("/api/session")).header("cookie", &plain).send().await.unwrap().status(), 401);
+    // CSRF: over TLS the origin is https://host; http://host is another origin.
+    let host = d.base.trim_start_matches("https://").to_string();
+    let login = |origin: String| c.post(d.url("/api/session/login")).header("origin", origin).json(&json!({"username": "owner", "password": PASSWORD})).send();
+    assert_eq!(login(format!("http://{host}")).await.unwrap().status(), 403);
+    assert_eq!(login(format!("https://{host}")).await.unwrap().status(), 200);
+
+    // Rotation: once the secret is a second old, the next request gets a new one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = c.get(d.url("/api/session")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let rotated = set_cookie(&r).expect("a rotated cookie");
+    assert!(rotated.starts_with("__Host-b3iq_session=") && rotated != cookie, "{rotated}");
+    // The old secret still works within the grace and is not rotated a second time.
+    let r = c.get(d.url("/api/session")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), set_cookie(&r)), (200, None));
+    // Sign-out with the new secret ends the old one too.
+    let mut newest = rotated.clone();
+    let r = c.post(d.url("/api/session/logout")).header("cookie", &rotated).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    if let Some(c2) = set_cookie(&r) {
+        newest = c2;
+    }
+    for ck in [&cookie, &rotated, &newest] {
+        assert_eq!(c.get(d.url("/api/session")).header("cookie", ck.as_str()).send().await.unwrap().status(), 401, "{ck}");
+    }
+
+    // Logs written to a pipe (a file, journald) carry no ANSI colour codes.
+    assert!(!d.logs().contains('\u{1b}'), "escape codes in a log that is not a terminal");
+    assert!(d.logs().contains("serving over TLS"));
+    // A restart serves the same certificate: pinned clients keep working.
+    d.stop();
+    let d2 = Daemon::start(&home);
+    let r = c.get(d2.url("/api/setup/status")).send().await.unwrap();
+    let again = r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|t| t.peer_certificate()).unwrap().to_vec();
+    assert_eq!(b3iq_host::context::tls::fingerprint_sha256(&again), fp);
+}

@@ -131,7 +131,10 @@ describe('Api', () => {
 
 describe('normalizers', () => {
   it('toStatus tolerates missing fields', () => {
-    expect(toStatus({})).toEqual({ claimed: false, node_id: '', node_code: undefined, version: undefined, setup_token_expires_at: null, hardware: undefined });
+    expect(toStatus({})).toEqual({ claimed: false, node_id: '', node_code: undefined, version: undefined, setup_token_expires_at: null, hardware: undefined, transport: undefined });
+    const t = toStatus({ transport: { listen: '0.0.0.0:7420', scheme: 'https', lan: true, tls: { mode: 'self-signed', fingerprint_sha256: 'AA:BB' } } }).transport;
+    expect(t).toEqual({ listen: '0.0.0.0:7420', scheme: 'https', lan: true, tls: { mode: 'self-signed', fingerprint_sha256: 'AA:BB' } });
+    expect(toStatus({ transport: { scheme: 'gopher', tls: null } }).transport).toEqual({ listen: undefined, scheme: 'http', lan: false, tls: null });
     const s = toStatus({ claimed: true, node_id: 'b3n_a', node_code: 'K7QP-3MZD', setup_token_expires_at: null, hardware: { cpu_cores: 2, memory_total_bytes: 10, gpus: [{ name: 'G', memory_bytes: 8 }] } });
     expect(s.hardware?.gpus[0]).toEqual({ name: 'G', memory_bytes: 8, driver: undefined, backend: undefined });
   });

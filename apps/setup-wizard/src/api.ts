@@ -113,6 +113,16 @@ export interface Hardware {
   arch?: string;
 }
 
+/** How clients reach the node (`transport` in /api/setup/status and /api/node). */
+export interface Transport {
+  listen?: string;
+  scheme: 'http' | 'https';
+  /** Bound to an address other machines can reach (not loopback). */
+  lan: boolean;
+  /** TLS in use: its mode and the certificate's SHA-256 fingerprint; null for plain HTTP. */
+  tls: { mode: string; fingerprint_sha256: string } | null;
+}
+
 export interface SetupStatus {
   claimed: boolean;
   node_id: string;
@@ -120,6 +130,7 @@ export interface SetupStatus {
   version?: string;
   setup_token_expires_at: number | null;
   hardware?: Hardware;
+  transport?: Transport;
 }
 
 export interface Session {
@@ -305,6 +316,18 @@ export function toStatus(v: unknown): SetupStatus {
     version: str(o.version),
     setup_token_expires_at: numOrNull(o.setup_token_expires_at),
     hardware: o.hardware !== undefined ? toHardware(o.hardware) : undefined,
+    transport: o.transport !== undefined ? toTransport(o.transport) : undefined,
+  };
+}
+
+export function toTransport(v: unknown): Transport {
+  const o = obj(v);
+  const t = o.tls === null || o.tls === undefined ? null : obj(o.tls);
+  return {
+    listen: str(o.listen),
+    scheme: o.scheme === 'https' ? 'https' : 'http',
+    lan: o.lan === true,
+    tls: t ? { mode: str(t.mode) ?? 'unknown', fingerprint_sha256: str(t.fingerprint_sha256) ?? '' } : null,
   };
 }
 

@@ -1,6 +1,6 @@
 // First-run screens: "node found", claim (owner account), and sign-in for later visits.
 import { useState, type FormEvent } from 'react';
-import { ApiError, type Api, type SetupStatus } from './api';
+import { ApiError, type Api, type SetupStatus, type Transport } from './api';
 import { ErrorNotice, Field, Notice } from './ui';
 import { formatBytes, formatTime, humanCode, passwordStrength, tokenFromHash } from './util';
 
@@ -17,6 +17,35 @@ export function TokenHelp() {
         and the link has not expired, opening the original link again also works.
       </p>
     </div>
+  );
+}
+
+/** The connection facts: encrypted or not, and the certificate fingerprint to compare. */
+export function TransportFacts({ transport }: { transport?: Transport }) {
+  if (!transport) return null;
+  if (transport.tls) {
+    return (
+      <>
+        <div><dt>Connection</dt><dd>Encrypted (TLS, {transport.tls.mode === 'self-signed' ? 'self-signed certificate' : 'provided certificate'})</dd></div>
+        <div><dt>Certificate SHA-256</dt><dd className="mono fingerprint" data-testid="tls-fingerprint">{transport.tls.fingerprint_sha256}</dd></div>
+      </>
+    );
+  }
+  return <div><dt>Connection</dt><dd>{transport.lan ? 'Not encrypted (plain HTTP on the network)' : 'This computer only (loopback)'}</dd></div>;
+}
+
+/** A warning when the node is reachable from the network without TLS. */
+export function TransportWarning({ transport }: { transport?: Transport }) {
+  if (!transport || !transport.lan || transport.tls) return null;
+  return (
+    <Notice kind="warn" title="This node is on your network without encryption">
+      <p>
+        Your password, the sign-in cookie and API keys travel in clear text to {transport.listen ?? 'this node'}.
+        Anyone on the same network can read them. Restart the node with TLS:
+      </p>
+      <pre className="cmd"><code>b3iqd serve --listen {transport.listen ?? '0.0.0.0:7420'} --tls self-signed</code></pre>
+      <p>then compare the certificate fingerprint it prints with the one your browser shows.</p>
+    </Notice>
   );
 }
 
@@ -37,8 +66,10 @@ export function Welcome({ status, hasToken, onContinue }: { status: SetupStatus;
           {!status.claimed && status.setup_token_expires_at !== null && (
             <div><dt>Setup link valid until</dt><dd>{formatTime(status.setup_token_expires_at)}</dd></div>
           )}
+          <TransportFacts transport={status.transport} />
         </dl>
       </div>
+      <TransportWarning transport={status.transport} />
       <p className="lead">
         Check that the code above matches the one printed by <code>b3iqd serve</code> on the machine you are setting up.
       </p>

@@ -29,6 +29,26 @@ describe('Welcome', () => {
     expect(screen.queryByRole('button', { name: 'Claim this node' })).toBeNull();
     expect(screen.getByText('b3iqd setup --reset')).toBeTruthy();
   });
+  it('warns when the node is on the network without TLS, and says how to turn it on', () => {
+    const transport = { listen: '192.168.1.20:7420', scheme: 'http' as const, lan: true, tls: null };
+    render(<Welcome status={{ ...status, transport }} hasToken onContinue={() => {}} />);
+    expect(screen.getByText('This node is on your network without encryption')).toBeTruthy();
+    expect(screen.getByText('b3iqd serve --listen 192.168.1.20:7420 --tls self-signed')).toBeTruthy();
+    expect(screen.getByText('Not encrypted (plain HTTP on the network)')).toBeTruthy();
+  });
+  it('shows the certificate fingerprint over TLS and no warning; loopback needs none', () => {
+    const fp = 'AB:'.repeat(31) + 'CD';
+    const tls = { listen: '192.168.1.20:7420', scheme: 'https' as const, lan: true, tls: { mode: 'self-signed', fingerprint_sha256: fp } };
+    const { unmount } = render(<Welcome status={{ ...status, transport: tls }} hasToken onContinue={() => {}} />);
+    expect(screen.getByTestId('tls-fingerprint').textContent).toBe(fp);
+    expect(screen.getByText('Encrypted (TLS, self-signed certificate)')).toBeTruthy();
+    expect(screen.queryByText('This node is on your network without encryption')).toBeNull();
+    unmount();
+    const lo = { listen: '127.0.0.1:7420', scheme: 'http' as const, lan: false, tls: null };
+    render(<Welcome status={{ ...status, transport: lo }} hasToken onContinue={() => {}} />);
+    expect(screen.queryByText('This node is on your network without encryption')).toBeNull();
+    expect(screen.getByText('This computer only (loopback)')).toBeTruthy();
+  });
 });
 
 describe('Claim', () => {

@@ -7,6 +7,7 @@
 //!   owner.key         the owner's job-issuer secret key (created at claim), hex, mode 0600
 //!   receipt-salt.key  the secret receipt commitment salts are derived from, hex, mode 0600
 //!   setup-token       the one-time setup token while the node is unclaimed, mode 0600
+//!   tls/              the self-signed TLS certificate and key, when `tls` is `self-signed`
 //!   state.db          SQLite (WAL): users, sessions, keys, usage, receipts, audit, jobs, ...
 //!   models/           the model store
 //!   logs/             daemon logs
@@ -63,6 +64,17 @@ pub struct Config {
     pub max_connections: u32,
     /// Seconds shutdown waits for in-flight requests before closing what is left. 10 by default.
     pub shutdown_grace_s: u64,
+    /// Seconds a session cookie's secret is used before the next request gets a fresh one (the
+    /// old one stays valid for [`crate::owner::auth::SESSION_ROTATE_GRACE_S`] more, for requests
+    /// already in flight). 900 by default; the session's end (`session_ttl_s`) does not move.
+    pub session_rotate_s: u64,
+    /// TLS for the API: `off` (default), `self-signed` (made at first start under
+    /// `$B3IQ_HOME/tls/`) or `provided` (`tls_cert` + `tls_key`). See `context::tls`.
+    pub tls: String,
+    /// PEM certificate chain for `tls: provided` (leaf first).
+    pub tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls: provided`.
+    pub tls_key: Option<String>,
 }
 
 impl Config {
@@ -76,10 +88,19 @@ impl Config {
             ("body_timeout_s", self.body_timeout_s),
             ("max_connections", u64::from(self.max_connections)),
             ("shutdown_grace_s", self.shutdown_grace_s),
+            ("session_rotate_s", self.session_rotate_s),
         ] {
             if v == 0 {
                 return Err(HostError::Config(format!("config.json: {key} must be at least 1 (0 would refuse every request)")));
             }
+        }
+        match crate::context::tls::TlsMode::parse(&self.tls) {
+            Err(HostError::Config(m)) => return Err(HostError::Config(format!("config.json: {m}"))),
+            Err(e) => return Err(e),
+            Ok(crate::context::tls::TlsMode::Provided) if self.tls_cert.is_none() || self.tls_key.is_none() => {
+                return Err(HostError::Config("config.json: tls \"provided\" needs both tls_cert and tls_key (PEM file paths)".into()));
+            }
+            Ok(_) => {}
         }
         Ok(())
     }
@@ -103,6 +124,10 @@ impl Default for Config {
             body_timeout_s: 30,
             max_connections: 256,
             shutdown_grace_s: 10,
+            session_rotate_s: 900,
+            tls: "off".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod home;
 pub mod key;
 pub mod mode;
 pub mod runtime;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -141,6 +142,8 @@ pub struct NodeState {
     pub started: Instant,
     /// The bound address (set once listening).
     pub listen: OnceLock<SocketAddr>,
+    /// What the server serves over TLS (set once listening with TLS; unset: plain HTTP).
+    pub tls: OnceLock<tls::TlsInfo>,
     /// The hardware scan (run once, on first use).
     pub hardware: OnceLock<HardwareReport>,
     /// One job at a time: installs and benchmarks compete for disk and CPU.
@@ -177,6 +180,7 @@ impl NodeState {
             metrics: Metrics::default(),
             started: Instant::now(),
             listen: OnceLock::new(),
+            tls: OnceLock::new(),
             hardware: OnceLock::new(),
             job_lock: tokio::sync::Mutex::new(()),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),

@@ -10,7 +10,7 @@ use b3iq_runtime::runtime::{ChatMessage, Prompt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{bearer, clear_cookie, empty, json as js, same_origin, session_cookie, ClientAddr, JsonBody, Owner};
+use super::{bearer, clear_cookie, empty, json as js, same_origin, session_cookie, ClientAddr, JsonBody, Owner, Scheme};
 use crate::context::NodeState;
 use crate::error::{HostError, Result};
 use crate::inference::{self, Caller, InferenceRequest};
@@ -44,8 +44,23 @@ pub async fn setup_status(State(st): St) -> Result<Response> {
             "version": env!("CARGO_PKG_VERSION"),
             "setup_token_expires_at": exp,
             "hardware": hardware,
+            "transport": transport_json(&st),
         }),
     ))
+}
+
+/// How clients reach this node: the bound address, whether it is reachable beyond this
+/// machine, and TLS (mode and certificate fingerprint, to pin) or `null` for plain HTTP. The
+/// wizard warns when `lan` is true and `tls` is null: passwords, cookies and keys then cross the
+/// network in clear text.
+fn transport_json(st: &NodeState) -> Value {
+    let listen = st.listen.get();
+    json!({
+        "listen": listen.map(|a| a.to_string()),
+        "scheme": Scheme::of(st).as_str(),
+        "lan": listen.is_some_and(|a| !a.ip().is_loopback()),
+        "tls": st.tls.get(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -57,11 +72,11 @@ pub struct ClaimBody {
 
 /// `POST /api/setup/claim`.
 pub async fn setup_claim(State(st): St, headers: HeaderMap, JsonBody(b): JsonBody<ClaimBody>) -> Result<Response> {
-    same_origin(&headers)?;
+    same_origin(&headers, Scheme::of(&st))?;
     let g = blocking(&st, move |st| owner::claim(st, &b.setup_token, &b.username, &b.password, Via::Http)).await?;
     tracing::info!(owner = %g.username, "node claimed");
     let mut r = js(StatusCode::CREATED, json!({"username": g.username, "node_id": st.node_id.to_text(), "expires_at": g.expires_at}));
-    r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s));
+    r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s, Scheme::of(&st)));
     Ok(r)
 }
 
@@ -73,11 +88,11 @@ pub struct LoginBody {
 
 /// `POST /api/session/login`.
 pub async fn login(State(st): St, client: ClientAddr, headers: HeaderMap, JsonBody(b): JsonBody<LoginBody>) -> Result<Response> {
-    same_origin(&headers)?;
+    same_origin(&headers, Scheme::of(&st))?;
     let source = client.source();
     let g = blocking(&st, move |st| owner::login(st, &source, &b.username, &b.password, Via::Http)).await?;
     let mut r = js(StatusCode::OK, json!({"username": g.username, "expires_at": g.expires_at}));
-    r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s));
+    r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s, Scheme::of(&st)));
     Ok(r)
 }
 
@@ -85,7 +100,7 @@ pub async fn login(State(st): St, client: ClientAddr, headers: HeaderMap, JsonBo
 pub async fn logout(State(st): St, owner: Owner) -> Result<Response> {
     owner::logout(&st, &owner.secret, &owner.session.username)?;
     let mut r = empty(StatusCode::NO_CONTENT);
-    r.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    r.headers_mut().insert(header::SET_COOKIE, clear_cookie(Scheme::of(&st)));
     Ok(r)
 }
 
@@ -93,7 +108,7 @@ pub async fn logout(State(st): St, owner: Owner) -> Result<Response> {
 pub async fn logout_all(State(st): St, owner: Owner) -> Result<Response> {
     let n = owner::logout_all(&st, &owner.session.username, Via::Http)?;
     let mut r = js(StatusCode::OK, json!({"sessions_ended": n}));
-    r.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    r.headers_mut().insert(header::SET_COOKIE, clear_cookie(Scheme::of(&st)));
     Ok(r)
 }
 
@@ -131,6 +146,7 @@ pub async fn node_info(State(st): St, _o: Owner) -> Result<Response> {
             "mode": st.mode().as_str(), "listen": st.listen.get().map(|a| a.to_string()),
             "uptime_s": st.started.elapsed().as_secs(), "hardware": crate::models::hardware_json(st.hardware()), "runtime": runtime,
             "models": models_json(&st), "receipts_stored": st.db.count("receipts")?,
+            "transport": transport_json(&st),
         }),
     ))
 }

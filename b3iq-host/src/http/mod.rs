@@ -28,8 +28,49 @@ use crate::context::NodeState;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
-/// Name of the owner session cookie.
+/// Name of the owner session cookie over plain HTTP.
 pub const SESSION_COOKIE: &str = "b3iq_session";
+/// Name of the owner session cookie over TLS. Browsers keep a `__Host-` cookie only when it is
+/// `Secure`, has `Path=/` and no `Domain` (RFC 6265bis, "Cookie Name Prefixes"), so neither a
+/// plain-HTTP page nor a sibling domain can set or shadow it.
+pub const SESSION_COOKIE_TLS: &str = "__Host-b3iq_session";
+
+/// The scheme this node's server speaks (`https` when config.json `tls` is not `off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// Plain HTTP.
+    #[default]
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// The scheme a node serves: `Https` once its server runs with TLS.
+    pub fn of(st: &NodeState) -> Scheme {
+        if st.tls.get().is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }
+    }
+
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// The session cookie's name over this scheme ([`SESSION_COOKIE`], [`SESSION_COOKIE_TLS`]).
+    pub fn session_cookie_name(self) -> &'static str {
+        match self {
+            Scheme::Http => SESSION_COOKIE,
+            Scheme::Https => SESSION_COOKIE_TLS,
+        }
+    }
+}
 
 type St = State<Arc<NodeState>>;
 
@@ -69,6 +110,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/setup/{*path}", get(wizard::asset))
         .fallback(fallback);
     api.layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), rotate_session))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -102,6 +144,33 @@ async fn guard(State(st): St, mut req: Request, next: Next) -> Response {
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// Session rotation: a request whose session secret is `session_rotate_s` old or more goes on
+/// under a fresh secret (same session, same end) and its response sets the new cookie, unless
+/// the handler set a cookie itself (sign-in, sign-out). The old secret works for
+/// [`auth::SESSION_ROTATE_GRACE_S`] more, for requests already in flight.
+async fn rotate_session(State(st): St, mut req: Request, next: Next) -> Response {
+    let scheme = Scheme::of(&st);
+    let name = scheme.session_cookie_name();
+    let Some(secret) = cookie_value(req.headers(), name).map(str::to_string) else {
+        return next.run(req).await;
+    };
+    let now = st.now();
+    let fresh = match auth::rotate_session(&st.db, &secret, now, st.config.session_rotate_s) {
+        Ok(Some(f)) => f,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return e.into_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("{name}={}", fresh.secret)) {
+        req.headers_mut().insert(header::COOKIE, v);
+    }
+    let mut resp = next.run(req).await;
+    if !resp.headers().contains_key(header::SET_COOKIE) {
+        let max_age = fresh.expires_at.saturating_sub(now);
+        resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&fresh.secret, max_age, scheme));
+    }
     resp
 }
 
@@ -150,9 +219,10 @@ pub fn host_matches(host: &str, extra: &[String]) -> bool {
 }
 
 /// CSRF check for cookie-authenticated state changes: `Origin`, if present, must be this host
-/// over the scheme this server speaks (`http`; an `https://` origin cannot be this plain-HTTP
-/// server); `Sec-Fetch-Site`, if present, must be `same-origin` or `none`.
-pub fn same_origin(headers: &HeaderMap) -> Result<(), HostError> {
+/// over the scheme this server speaks (`http://host` on a plain server, `https://host` over TLS;
+/// the other scheme is another origin); `Sec-Fetch-Site`, if present, must be `same-origin` or
+/// `none`.
+pub fn same_origin(headers: &HeaderMap, scheme: Scheme) -> Result<(), HostError> {
     if let Some(site) = headers.get("sec-fetch-site") {
         let s = site.to_str().unwrap_or("");
         if s != "same-origin" && s != "none" {
@@ -162,7 +232,7 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), HostError> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-        if host.is_empty() || origin != format!("http://{host}") {
+        if host.is_empty() || origin != format!("{}://{host}", scheme.as_str()) {
             return Err(HostError::CrossOrigin);
         }
     }
@@ -264,10 +334,11 @@ impl FromRequestParts<Arc<NodeState>> for Owner {
     type Rejection = HostError;
     async fn from_request_parts(parts: &mut Parts, st: &Arc<NodeState>) -> Result<Self, HostError> {
         let now = st.now();
-        if let Some(secret) = cookie_value(&parts.headers, SESSION_COOKIE) {
+        let scheme = Scheme::of(st);
+        if let Some(secret) = cookie_value(&parts.headers, scheme.session_cookie_name()) {
             if let Some(session) = auth::session(&st.db, secret, now)? {
                 if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-                    same_origin(&parts.headers)?;
+                    same_origin(&parts.headers, scheme)?;
                 }
                 return Ok(Owner { session, secret: secret.to_string() });
             }
@@ -295,17 +366,21 @@ impl axum::extract::OptionalFromRequestParts<Arc<NodeState>> for Owner {
     }
 }
 
-/// `Set-Cookie` value for a new session.
-pub fn session_cookie(secret: &str, max_age_s: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("b3iq_session=; Max-Age=0"))
+/// `Set-Cookie` value for a session secret: `HttpOnly; SameSite=Strict; Path=/`, and over TLS
+/// the `__Host-` name with `Secure`.
+pub fn session_cookie(secret: &str, max_age_s: u64, scheme: Scheme) -> HeaderValue {
+    let name = scheme.session_cookie_name();
+    let secure = if scheme == Scheme::Https { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{name}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{secure}"))
+        .unwrap_or_else(|_| clear_cookie(scheme))
 }
 
-/// `Set-Cookie` value clearing the session.
-pub fn clear_cookie() -> HeaderValue {
-    HeaderValue::from_static("b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+/// `Set-Cookie` value clearing the session cookie of `scheme`.
+pub fn clear_cookie(scheme: Scheme) -> HeaderValue {
+    match scheme {
+        Scheme::Http => HeaderValue::from_static("b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        Scheme::Https => HeaderValue::from_static("__Host-b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"),
+    }
 }
 
 /// A JSON response with a status.
@@ -342,21 +417,25 @@ mod tests {
     fn csrf_rules() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7420"));
-        assert!(same_origin(&h).is_ok(), "no Origin (curl) is fine");
+        assert!(same_origin(&h, Scheme::Http).is_ok(), "no Origin (curl) is fine");
         h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:7420"));
-        assert!(same_origin(&h).is_ok());
+        assert!(same_origin(&h, Scheme::Http).is_ok());
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        assert!(same_origin(&h).is_ok());
+        assert!(same_origin(&h, Scheme::Http).is_ok());
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(same_origin(&h).is_err());
+        assert!(same_origin(&h, Scheme::Http).is_err());
         h.remove("sec-fetch-site");
         h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
-        assert!(same_origin(&h).is_err());
+        assert!(same_origin(&h, Scheme::Http).is_err());
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(same_origin(&h).is_err());
+        assert!(same_origin(&h, Scheme::Http).is_err());
         // Not the scheme this server speaks.
         h.insert(header::ORIGIN, HeaderValue::from_static("https://127.0.0.1:7420"));
-        assert!(same_origin(&h).is_err());
+        assert!(same_origin(&h, Scheme::Http).is_err());
+        // Over TLS it is, and plain http:// is the other origin.
+        assert!(same_origin(&h, Scheme::Https).is_ok());
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:7420"));
+        assert!(same_origin(&h, Scheme::Https).is_err());
     }
 
     #[test]
@@ -364,8 +443,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; b3iq_session=xyz; c=3"));
         assert_eq!(cookie_value(&h, SESSION_COOKIE), Some("xyz"));
-        let c = session_cookie("abc", 60);
+        let c = session_cookie("abc", 60, Scheme::Http);
         let s = c.to_str().unwrap();
-        assert!(s.contains("HttpOnly") && s.contains("SameSite=Strict") && s.contains("Path=/"));
+        assert!(s.starts_with("b3iq_session=abc;") && s.contains("HttpOnly") && s.contains("SameSite=Strict") && s.contains("Path=/"));
+        assert!(!s.contains("Secure"));
+        let c = session_cookie("abc", 60, Scheme::Https);
+        let s = c.to_str().unwrap();
+        assert!(s.starts_with("__Host-b3iq_session=abc;") && s.ends_with("; Secure") && s.contains("Path=/") && !s.contains("Domain"));
+        assert!(clear_cookie(Scheme::Https).to_str().unwrap().starts_with("__Host-b3iq_session=;"));
+        h.insert(header::COOKIE, HeaderValue::from_static("__Host-b3iq_session=tls; b3iq_session=plain"));
+        assert_eq!(cookie_value(&h, Scheme::Https.session_cookie_name()), Some("tls"));
+        assert_eq!(cookie_value(&h, Scheme::Http.session_cookie_name()), Some("plain"));
     }
 }

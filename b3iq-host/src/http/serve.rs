@@ -13,6 +13,10 @@
 //!   once, connections finish their in-flight requests, and whatever is still open after the
 //!   deadline is dropped, so a half-sent request cannot keep the process alive.
 //!
+//! - **TLS** (optional, `context::tls`): the handshake must finish within the header timeout;
+//!   ALPN offers `h2` and `http/1.1`. A plain-HTTP request on a TLS port gets a short HTTP/1.1
+//!   400 naming the `https://` URL to use instead of a failed handshake (nginx answers 497 there).
+//!
 //! Each request carries its peer address as [`axum::extract::ConnectInfo`].
 
 use std::sync::Arc;
@@ -68,8 +72,16 @@ impl ServeLimits {
     }
 }
 
-/// Serve `app` on `listener` until `shutdown` fires, then drain within the grace period.
-pub async fn serve(listener: TcpListener, app: Router, limits: ServeLimits, shutdown: oneshot::Receiver<()>) {
+/// Serve `app` on `listener` (over TLS with `tls`) until `shutdown` fires, then drain within the
+/// grace period.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: oneshot::Receiver<()>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     builder
@@ -108,7 +120,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServeLimits, shut
             req.extensions_mut().insert(BodyTimeout(limits.body_timeout));
             req
         });
-        let (builder, watcher, header_timeout) = (builder.clone(), graceful.watcher(), limits.header_timeout);
+        let (builder, watcher, header_timeout, acceptor) = (builder.clone(), graceful.watcher(), limits.header_timeout, acceptor.clone());
         conns.spawn(async move {
             let _permit = permit;
             // hyper-util reads the first bytes to tell HTTP/1.1 from HTTP/2 before either
@@ -118,7 +130,29 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServeLimits, shut
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc)).into_owned();
+            let svc = TowerToHyperService::new(svc);
+            let Some(acceptor) = acceptor else {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            };
+            // A TLS record starts with content type 22 (handshake); anything else is a client
+            // speaking plain HTTP to a TLS port.
+            if first[0] != 0x16 {
+                refuse_plain_http(stream).await;
+                return;
+            }
+            let tls_stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc).into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
@@ -130,4 +164,51 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServeLimits, shut
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}
+}
+
+/// Answer a plain-HTTP request on a TLS port with a 400 that says what to do, then close. The
+/// request head is read (up to 8 KiB, 2 s) only to find the `Host` to name in the message.
+async fn refuse_plain_http(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await.ok().and_then(|r| r.ok()).unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let host = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.trim().chars().filter(|c| c.is_ascii_graphic()).take(255).collect::<String>())
+        .unwrap_or_default();
+    let body = plain_http_message(&host);
+    let resp = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(resp.as_bytes())).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The JSON error body of [`refuse_plain_http`] (OpenAI's error shape).
+fn plain_http_message(host: &str) -> String {
+    let url = if host.is_empty() { "https://<this node>/".to_string() } else { format!("https://{host}/") };
+    serde_json::json!({"error": {
+        "message": format!("this node serves HTTPS only: use {url} (the certificate's SHA-256 fingerprint is shown by `b3iqd status`)"),
+        "type": "invalid_request_error",
+        "code": "https_required",
+    }})
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_message_names_the_https_url() {
+        let m: serde_json::Value = serde_json::from_str(&plain_http_message("box.lan:7420")).unwrap();
+        assert_eq!(m["error"]["code"], "https_required");
+        assert!(m["error"]["message"].as_str().unwrap().contains("https://box.lan:7420/"));
+        let m: serde_json::Value = serde_json::from_str(&plain_http_message("")).unwrap();
+        assert!(m["error"]["message"].as_str().unwrap().contains("https://<this node>/"));
+    }
 }

@@ -237,7 +237,35 @@ pub fn session(db: &Db, secret: &str, now: u64) -> Result<Option<Session>> {
     sql::session(db, &creds::hash_secret(secret), now)
 }
 
-/// Delete a session.
+/// How long a replaced session secret keeps working, 60 s: requests the browser sent before it
+/// saw the new cookie (parallel fetches, a second tab) still succeed.
+pub const SESSION_ROTATE_GRACE_S: u64 = 60;
+
+/// A fresh secret for a session cookie that is due for rotation.
+#[derive(Debug, Clone)]
+pub struct RotatedSession {
+    /// The new cookie value (a secret).
+    pub secret: String,
+    /// When the session ends (the same as before rotation).
+    pub expires_at: u64,
+}
+
+/// Rotate the session whose cookie is `secret` when its secret is `rotate_after_s` old or more:
+/// a new secret for the same session (same end), the old one valid for
+/// [`SESSION_ROTATE_GRACE_S`] more. `None` when nothing was rotated (no such live session, not
+/// due yet, or a concurrent request already rotated it).
+///
+/// # Errors
+/// `Db`.
+pub fn rotate_session(db: &Db, secret: &str, now: u64, rotate_after_s: u64) -> Result<Option<RotatedSession>> {
+    let fresh = creds::new_session_secret();
+    match sql::rotate_session(db, &creds::hash_secret(secret), &creds::hash_secret(&fresh), now, rotate_after_s, SESSION_ROTATE_GRACE_S)? {
+        sql::Rotation::Rotated { session_expires_at } => Ok(Some(RotatedSession { secret: fresh, expires_at: session_expires_at })),
+        sql::Rotation::NoSession | sql::Rotation::Kept => Ok(None),
+    }
+}
+
+/// Delete a session (with the secrets it rotated from or to).
 pub fn logout(db: &Db, secret: &str) -> Result<()> {
     sql::delete_session(db, &creds::hash_secret(secret))
 }
@@ -510,6 +538,41 @@ mod tests {
         let _held = busy.take().unwrap();
         assert!(matches!(login(&db, &busy, "10.0.0.9", "owner", "wrong password!", 5, 600), Err(HostError::LoginBackoff(_))));
         assert_eq!(busy.in_use(), 1);
+    }
+
+    #[test]
+    fn sessions_rotate_once_keep_their_end_and_sign_out_ends_the_whole_chain() {
+        let db = std::sync::Arc::new(db());
+        let (tok, _) = issue_setup_token(&db, 0, 3600).unwrap();
+        let g = claim(&db, &slots(), &tok, "owner", "correct horse battery", 100, 10_000).unwrap();
+        assert_eq!(g.expires_at, 10_100);
+        // Not due yet: nothing happens.
+        assert!(rotate_session(&db, &g.session_secret, 100 + 899, 900).unwrap().is_none());
+        // Due: eight concurrent requests with the old secret; exactly one rotates.
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (db, s) = (db.clone(), g.session_secret.clone());
+                std::thread::spawn(move || rotate_session(&db, &s, 1000, 900).unwrap())
+            })
+            .collect();
+        let fresh: Vec<RotatedSession> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+        assert_eq!(fresh.len(), 1, "one rotation, whatever the concurrency");
+        let r1 = fresh[0].clone();
+        assert_ne!(r1.secret, g.session_secret);
+        assert_eq!(r1.expires_at, 10_100, "rotation does not extend the session");
+        // The old secret lives for the grace, then ends; the new one works.
+        assert!(session(&db, &g.session_secret, 1000 + SESSION_ROTATE_GRACE_S - 1).unwrap().is_some());
+        assert!(session(&db, &g.session_secret, 1000 + SESSION_ROTATE_GRACE_S).unwrap().is_none());
+        assert_eq!(session(&db, &r1.secret, 2000).unwrap().unwrap().expires_at, 10_100);
+        // A chain of three: signing out with the newest ends all of them, even within the grace.
+        let r2 = rotate_session(&db, &r1.secret, 1950, 900).unwrap().unwrap();
+        assert!(session(&db, &r1.secret, 1960).unwrap().is_some(), "r1 in its grace");
+        logout(&db, &r2.secret).unwrap();
+        for s in [&g.session_secret, &r1.secret, &r2.secret] {
+            assert!(session(&db, s, 1960).unwrap().is_none());
+        }
+        // An unknown or ended secret rotates nothing.
+        assert!(rotate_session(&db, &r2.secret, 3000, 900).unwrap().is_none());
     }
 
     #[test]

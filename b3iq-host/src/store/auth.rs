@@ -205,10 +205,69 @@ pub fn session(db: &Db, session_hash: &str, now: u64) -> Result<Option<Session>>
         .optional()?)
 }
 
-/// Delete a session.
+/// Delete a session: the row `session_hash` names and every row of its rotation chain (those it
+/// replaced, still in their grace, and those that replaced it), so signing out ends every
+/// secret of that sign-in.
 pub fn delete_session(db: &Db, session_hash: &str) -> Result<()> {
-    db.lock().execute("DELETE FROM sessions WHERE id_hash = ?1", [session_hash])?;
+    db.lock().execute(
+        "WITH RECURSIVE chain(h) AS (
+             SELECT ?1
+             UNION SELECT s.id_hash FROM sessions s JOIN chain c ON s.replaced_by = c.h
+             UNION SELECT s.replaced_by FROM sessions s JOIN chain c ON s.id_hash = c.h WHERE s.replaced_by IS NOT NULL
+         )
+         DELETE FROM sessions WHERE id_hash IN (SELECT h FROM chain)",
+        [session_hash],
+    )?;
     Ok(())
+}
+
+/// What [`rotate_session`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// No live session has that secret.
+    NoSession,
+    /// The secret is younger than the rotation age, or was already replaced (a concurrent
+    /// request rotated it; this one keeps using it within the grace).
+    Kept,
+    /// A successor row was inserted; the old secret now ends at `old_expires_at`.
+    Rotated {
+        /// When the whole session ends (unchanged by rotation).
+        session_expires_at: u64,
+    },
+}
+
+/// In one transaction: if the live, not yet replaced session `old_hash` was issued at or before
+/// `now - rotate_after_s`, insert `new_hash` for the same user and end (`expires_at`), end the old
+/// row at `now + grace_s` (never later than it already ended) and point it at its successor.
+/// Only one of several concurrent callers rotates (the `replaced_by IS NULL` guard).
+pub fn rotate_session(db: &Db, old_hash: &str, new_hash: &str, now: u64, rotate_after_s: u64, grace_s: u64) -> Result<Rotation> {
+    db.tx(|tx| {
+        let row: Option<(i64, i64, i64, Option<String>)> = tx
+            .query_row(
+                "SELECT user_id, created_at, expires_at, replaced_by FROM sessions WHERE id_hash = ?1 AND expires_at > ?2",
+                params![old_hash, now as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((user_id, created_at, expires_at, replaced_by)) = row else {
+            return Ok(Rotation::NoSession);
+        };
+        let age = now.saturating_sub(created_at.max(0) as u64);
+        if replaced_by.is_some() || age < rotate_after_s {
+            return Ok(Rotation::Kept);
+        }
+        tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now as i64])?;
+        tx.execute(
+            "INSERT INTO sessions(id_hash, user_id, created_at, expires_at) VALUES (?1,?2,?3,?4)",
+            params![new_hash, user_id, now as i64, expires_at],
+        )?;
+        let old_end = (now.saturating_add(grace_s) as i64).min(expires_at);
+        tx.execute(
+            "UPDATE sessions SET replaced_by = ?2, expires_at = ?3 WHERE id_hash = ?1",
+            params![old_hash, new_hash, old_end],
+        )?;
+        Ok(Rotation::Rotated { session_expires_at: expires_at.max(0) as u64 })
+    })
 }
 
 /// End every session; returns how many there were.

@@ -155,6 +155,11 @@ const MIGRATIONS: &[&str] = &[
     -- went away after tokens were produced (they are receipted and counted all the same).
     ALTER TABLE receipts ADD COLUMN outcome TEXT NOT NULL DEFAULT 'completed';
     "#,
+    // 4: session rotation: a session's secret is replaced after `session_rotate_s`; the old row
+    // names its successor (so signing out ends both) and lives only a short grace longer.
+    r#"
+    ALTER TABLE sessions ADD COLUMN replaced_by TEXT;
+    "#,
 ];
 
 /// Most audit events kept (the oldest beyond it are deleted).
@@ -168,6 +173,9 @@ pub const AUDIT_PRUNE_EVERY: i64 = 1000;
 pub const META_OPERATING_MODE: &str = "operating_mode";
 /// The `meta` key holding the address the running daemon bound (empty once it stopped).
 pub const META_LISTEN_BOUND: &str = "listen_bound";
+/// The `meta` key holding the running daemon's TLS (`context::tls::TlsInfo` as JSON; empty for
+/// plain HTTP or once it stopped).
+pub const META_TLS_BOUND: &str = "tls_bound";
 
 /// The state database. Cheap to share behind an `Arc`; one connection behind a mutex (SQLite
 /// serialises writers anyway, and every statement here is short).

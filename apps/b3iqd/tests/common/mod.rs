@@ -82,11 +82,15 @@ impl Daemon {
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
-                    if let Some(i) = line.find("listening on http://") {
+                    if let Some(i) = line.find("listening on http") {
                         base = Some(line[i + "listening on ".len()..].trim().to_string());
-                        // The line about the setup token (if any) follows immediately.
-                        if let Ok(l2) = rx.recv_timeout(Duration::from_millis(500)) {
-                            unclaimed = l2.contains("not claimed yet");
+                        // The line about the setup token (if any) follows within the next few
+                        // (after the TLS certificate's, when serving over TLS).
+                        while let Ok(l2) = rx.recv_timeout(Duration::from_millis(500)) {
+                            if l2.contains("not claimed yet") {
+                                unclaimed = true;
+                                break;
+                            }
                         }
                         break;
                     }
