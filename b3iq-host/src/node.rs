@@ -119,6 +119,10 @@ impl LocalNodeBuilder {
         if self.tls_cert.is_some() {
             ctx.config.tls_cert = self.tls_cert.clone();
             ctx.config.tls_key = self.tls_key.clone();
+            // A certificate given without a mode means "serve it".
+            if self.tls.is_none() {
+                ctx.config.tls = "provided".into();
+            }
         }
         ctx.config.validate()?;
         let listen = self.listen.clone().unwrap_or_else(|| ctx.config.listen.clone());
@@ -162,6 +166,17 @@ impl LocalNodeBuilder {
             .await
             .map_err(|e| HostError::home(format!("bind {addr} (is another b3iqd running? use --listen)"), e))?;
         let local = listener.local_addr().map_err(|e| HostError::home("local_addr", e))?;
+        // The address the node was told to listen on is one of its names: an IP literal in `Host`
+        // cannot be rebound by DNS, and clients use the URL `serve` prints.
+        if !local.ip().is_unspecified() && !local.ip().is_loopback() {
+            let name = match local.ip() {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            };
+            if !ctx.config.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
+                ctx.config.allowed_hosts.push(name);
+            }
+        }
         let tls = crate::context::tls::load(&ctx.home, &ctx.config, Some(local))?;
         if tls.is_none() && !local.ip().is_loopback() {
             tracing::warn!(listen = %local, "serving the LAN without TLS: passwords, session cookies and API keys cross the network in clear text; set \"tls\": \"self-signed\" in config.json or pass --tls self-signed");

@@ -28,8 +28,9 @@ enum Cmd {
         /// Address to listen on (loopback by default; a LAN address needs a claimed owner).
         #[arg(long)]
         listen: Option<String>,
-        /// TLS: off, self-signed (made once under $B3IQ_HOME/tls/) or provided (--tls-cert,
-        /// --tls-key). Default: config.json `tls`, else off.
+        /// TLS: off, self-signed (kept under $B3IQ_HOME/tls/; remade, with a new fingerprint,
+        /// when the node's names change) or provided (--tls-cert, --tls-key; given alone they
+        /// imply provided). Default: config.json `tls`, else off.
         #[arg(long, value_parser = ["off", "self-signed", "provided"])]
         tls: Option<String>,
         /// PEM certificate chain for --tls provided.
@@ -228,7 +229,9 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                 b = b.tls(t);
             }
             if let (Some(c), Some(k)) = (tls_cert, tls_key) {
-                b = b.tls_files(c, k);
+                // Relative to where the command runs (config.json's are relative to the home).
+                let abs = |p: String| std::path::absolute(&p).map(|a| a.display().to_string()).unwrap_or(p);
+                b = b.tls_files(abs(c), abs(k));
             }
             let node = b.start().await?;
             let mut out = std::io::stdout().lock();

@@ -71,9 +71,10 @@ pub struct Config {
     /// TLS for the API: `off` (default), `self-signed` (made at first start under
     /// `$B3IQ_HOME/tls/`) or `provided` (`tls_cert` + `tls_key`). See `context::tls`.
     pub tls: String,
-    /// PEM certificate chain for `tls: provided` (leaf first).
+    /// PEM certificate chain for `tls: provided` (leaf first); a relative path is under the home.
     pub tls_cert: Option<String>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls: provided`.
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls: provided`; a relative path is under the
+    /// home.
     pub tls_key: Option<String>,
 }
 
@@ -99,6 +100,13 @@ impl Config {
             Err(e) => return Err(e),
             Ok(crate::context::tls::TlsMode::Provided) if self.tls_cert.is_none() || self.tls_key.is_none() => {
                 return Err(HostError::Config("config.json: tls \"provided\" needs both tls_cert and tls_key (PEM file paths)".into()));
+            }
+            Ok(crate::context::tls::TlsMode::Provided) => {}
+            Ok(_) if self.tls_cert.is_some() || self.tls_key.is_some() => {
+                return Err(HostError::Config(format!(
+                    "config.json: tls_cert and tls_key are served only with tls \"provided\", not {:?} (set tls to \"provided\" or remove them)",
+                    self.tls
+                )));
             }
             Ok(_) => {}
         }

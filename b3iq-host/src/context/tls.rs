@@ -141,7 +141,10 @@ pub fn load(home: &Home, config: &Config, listen: Option<SocketAddr>) -> Result<
             let (Some(cert), Some(key)) = (config.tls_cert.as_deref(), config.tls_key.as_deref()) else {
                 return Err(HostError::Config("tls \"provided\" needs both tls_cert and tls_key (PEM file paths)".into()));
             };
-            provided(Path::new(cert), Path::new(key)).map(Some)
+            // Relative paths (config.json) are under the home, whatever the daemon's working
+            // directory; the CLI passes absolute ones.
+            let under_home = |p: &str| if Path::new(p).is_relative() { home.root().join(p) } else { PathBuf::from(p) };
+            provided(&under_home(cert), &under_home(key)).map(Some)
         }
     }
 }
@@ -291,5 +294,13 @@ mod tests {
         assert_eq!(m.info.mode, "provided");
         let c = Config { tls_cert: Some(p1.join("n").display().to_string()), ..c };
         assert!(load(&h, &c, None).unwrap_err().to_string().contains("no CERTIFICATE block"));
+        // Certificate files with another mode would be silently unused: refused at load.
+        let c = Config { tls: "self-signed".into(), ..c };
+        assert!(c.validate().unwrap_err().to_string().contains("only with tls \"provided\""));
+        // A relative path in config.json is under the home.
+        std::fs::copy(p1.join("c.pem"), h.root().join("node.crt")).unwrap();
+        std::fs::copy(p1.join("k.pem"), h.root().join("node.key")).unwrap();
+        let c = Config { tls: "provided".into(), tls_cert: Some("node.crt".into()), tls_key: Some("node.key".into()), ..Config::default() };
+        assert_eq!(load(&h, &c, None).unwrap().unwrap().info.cert_path, h.root().join("node.crt"));
     }
 }
