@@ -77,6 +77,9 @@ pub struct TlsInfo {
     pub fingerprint_sha256: String,
     /// The leaf certificate file (PEM): hand it to a client to trust this node
     /// (`curl --cacert`, an `ssl` context for the `openai` client, `NODE_EXTRA_CA_CERTS`).
+    /// Printed by `b3iqd serve` on the machine only; never serialised, so no API answer (some are
+    /// unauthenticated) reveals a path.
+    #[serde(skip)]
     pub cert_path: PathBuf,
 }
 
@@ -144,7 +147,7 @@ pub fn load(home: &Home, config: &Config, listen: Option<SocketAddr>) -> Result<
             // Relative paths (config.json) are under the home, whatever the daemon's working
             // directory; the CLI passes absolute ones.
             let under_home = |p: &str| if Path::new(p).is_relative() { home.root().join(p) } else { PathBuf::from(p) };
-            provided(&under_home(cert), &under_home(key)).map(Some)
+            load_pem(&under_home(cert), &under_home(key), "provided").map(Some)
         }
     }
 }
@@ -184,10 +187,6 @@ fn make_self_signed(dir: &Path, names: &[String], crt: &Path, key: &Path, list: 
     write_atomic(crt, cert.pem().as_bytes(), 0o644)?;
     write_atomic(list, names.join("\n").as_bytes(), 0o644)?;
     Ok(())
-}
-
-fn provided(cert: &Path, key: &Path) -> Result<TlsMaterial> {
-    load_pem(cert, key, "provided")
 }
 
 fn load_pem(cert_path: &Path, key_path: &Path, mode: &'static str) -> Result<TlsMaterial> {
