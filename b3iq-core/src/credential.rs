@@ -50,15 +50,19 @@ pub enum CredentialKind {
     Gateway,
     /// `b3iq_setup_`: single-use setup token.
     Setup,
+    /// `b3iq_enroll_`: single-use, expiring control-plane enrollment token, scoped to an
+    /// organisation.
+    Enrollment,
 }
 
 impl CredentialKind {
     /// All kinds.
-    pub const ALL: [CredentialKind; 4] = [
+    pub const ALL: [CredentialKind; 5] = [
         CredentialKind::Local,
         CredentialKind::Support,
         CredentialKind::Gateway,
         CredentialKind::Setup,
+        CredentialKind::Enrollment,
     ];
 
     /// The text prefix.
@@ -68,6 +72,7 @@ impl CredentialKind {
             CredentialKind::Support => "b3iq_support_",
             CredentialKind::Gateway => "b3iq_gateway_",
             CredentialKind::Setup => "b3iq_setup_",
+            CredentialKind::Enrollment => "b3iq_enroll_",
         }
     }
 
@@ -78,6 +83,7 @@ impl CredentialKind {
             CredentialKind::Support => "support",
             CredentialKind::Gateway => "gateway",
             CredentialKind::Setup => "setup",
+            CredentialKind::Enrollment => "enrollment",
         }
     }
 
@@ -154,7 +160,7 @@ impl Credential {
         let kind = CredentialKind::ALL
             .into_iter()
             .find(|k| text.starts_with(k.prefix()))
-            .ok_or_else(|| bad("unknown prefix (expected b3iq_local_, b3iq_support_, b3iq_gateway_ or b3iq_setup_)"))?;
+            .ok_or_else(|| bad("unknown prefix (expected b3iq_local_, b3iq_support_, b3iq_gateway_, b3iq_setup_ or b3iq_enroll_)"))?;
         if text.len() != kind.token_len() {
             return Err(CoreError::InvalidCredential {
                 reason: format!("a {} key is {} characters long, got {}", kind.as_str(), kind.token_len(), text.len()),

@@ -102,6 +102,10 @@ pub enum HostError {
     /// No model is loaded.
     #[error("no model is loaded; start with `b3iqd serve --model PROFILE_OR_PATH`")]
     ModelNotLoaded,
+    /// The control plane refused a managed-mode request, or could not be reached; the message
+    /// is the control plane's (or the transport's) and says what to do.
+    #[error("control plane: {0}")]
+    ControlPlane(String),
 
     /// The home directory could not be read or written.
     #[error("home directory {path}: {source}; check permissions or set B3IQ_HOME")]
@@ -149,6 +153,7 @@ impl HostError {
             AlreadyClaimed => StatusCode::CONFLICT,
             QueueFull(_) | LoginBackoff(_) | SignInBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             NotClaimed | ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
+            ControlPlane(_) => StatusCode::BAD_GATEWAY,
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -202,13 +207,15 @@ impl HostError {
             SignInBusy(_) => "sign_in_busy",
             NotClaimed => "not_claimed",
             ModelNotLoaded => "model_not_loaded",
+            ControlPlane(_) => "control_plane",
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => "internal",
         }
     }
 
     /// The error body `{"error": {"message", "type", "code"}}`.
     pub fn body(&self) -> serde_json::Value {
-        let message = if self.status().is_server_error() && self.status() != StatusCode::SERVICE_UNAVAILABLE {
+        let shown = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_GATEWAY];
+        let message = if self.status().is_server_error() && !shown.contains(&self.status()) {
             // Internal details stay in the log (they may name paths); the client gets a hint.
             "internal error; see the b3iqd log".to_string()
         } else {
@@ -241,6 +248,7 @@ impl b3iq_core::ClassifiedError for HostError {
             ExpiredApiKey | SetupTokenExpired => C::Expired,
             ModeNotAvailable(_) => C::PolicyDenied,
             AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) | SignInBusy(_) => C::State,
+            ControlPlane(_) => C::Io,
             Home { .. } | Db(_) => C::Io,
             Runtime(e) => e.category(),
             Core(e) => e.category(),

@@ -198,10 +198,12 @@ impl LocalNodeBuilder {
         let (tx, rx) = oneshot::channel::<()>();
         let limits = crate::http::serve::ServeLimits::from_config(&state.config);
         let server = tokio::spawn(crate::http::serve::serve(listener, app, limits, tls.map(|t| t.server_config), rx));
+        let (managed_stop, managed_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(crate::managed::run_heartbeats(state.clone(), managed_rx));
         let scheme = crate::http::Scheme::of(&state).as_str();
         let setup_url = setup_token.map(|t| format!("{scheme}://{}/setup/#token={t}", display_addr(local)));
         tracing::info!(node_id = %state.node_id.to_text(), listen = %local, claimed, "b3iq node serving");
-        Ok(LocalNode { state, local, setup_url, fresh_token, shutdown: Some(tx), server: Some(server) })
+        Ok(LocalNode { state, local, setup_url, fresh_token, shutdown: Some(tx), server: Some(server), managed_stop })
     }
 }
 
@@ -221,6 +223,9 @@ pub struct LocalNode {
     fresh_token: bool,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    /// Stops the managed-mode heartbeat task (it runs whether or not the node is enrolled, and
+    /// picks up `b3iqd enroll` / `unenroll` without a restart).
+    managed_stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for LocalNode {
@@ -328,6 +333,7 @@ impl LocalNode {
     }
 
     async fn stopped(&self) {
+        let _ = self.managed_stop.send(true);
         // Receipts of requests cut short are written before the node reports itself stopped.
         let left = self.state.drain_background(std::time::Duration::from_secs(10)).await;
         if left > 0 {
@@ -359,6 +365,7 @@ impl LocalNode {
 
 impl Drop for LocalNode {
     fn drop(&mut self) {
+        let _ = self.managed_stop.send(true);
         if let Some(h) = self.server.take() {
             h.abort();
         }

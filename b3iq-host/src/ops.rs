@@ -57,12 +57,42 @@ impl Offline {
                 None if self.config.tls == "off" => Value::Null,
                 None => json!({"mode": self.config.tls}),
             },
+            // Managed mode: the control plane (id, URL, organisation, enrollment expiry) and the
+            // last heartbeat's outcome; `null` in local mode.
+            "managed": match crate::managed::enrollment(&self.db)? {
+                None => Value::Null,
+                Some(e) => json!({
+                    "audience": e.audience,
+                    "control_url": e.control_url,
+                    "org_id": e.org_id,
+                    "job_key": e.job_key.to_hex(),
+                    "expires_at_ms": e.expires_at_ms,
+                    "last_heartbeat": crate::managed::last_heartbeat(&self.db)?,
+                }),
+            },
             "home": self.home.root().display().to_string(),
             "keys": owner::list_keys(self)?.iter().filter(|k| k.revoked_at.is_none()).count(),
             "receipts": self.db.count("receipts")?,
             "schema_version": self.db.schema_version()?,
             "integrity_check": self.db.integrity_check()?,
         }))
+    }
+
+    /// `b3iqd enroll`: enrolls this node in a control plane (see [`crate::managed::enroll`]). A
+    /// running daemon starts sending heartbeats within seconds.
+    ///
+    /// # Errors
+    /// As [`crate::managed::enroll`].
+    pub async fn enroll(&self, control_url: &str, token: &str, ca_pem: Option<&str>) -> Result<crate::managed::Enrollment> {
+        crate::managed::enroll(&self.db, &self.key, control_url, token, ca_pem).await
+    }
+
+    /// `b3iqd unenroll`: back to local mode (see [`crate::managed::unenroll`]).
+    ///
+    /// # Errors
+    /// `Db`.
+    pub fn unenroll(&self) -> Result<Option<crate::managed::Enrollment>> {
+        crate::managed::unenroll(&self.db)
     }
 
     /// `b3iqd keys create`: returns the record and the secret (to print once or write to a file).

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("inference", 1),
     ("owner", 1),
     ("jobs", 1),
+    ("managed", 1),
     ("models", 1),
     ("support", 1),
     ("http", 2),

@@ -160,14 +160,26 @@ impl EnrollmentRequest {
     }
 }
 
-/// Control plane -> node: enrollment accepted.
+/// Control plane -> node: enrollment accepted (also the answer to a renewal).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollmentAccepted {
     /// The enrolled node.
     pub node_id: NodeId,
+    /// The organisation that owns the node now (an identifier, same rules as [`Audience`]).
+    pub org_id: Audience,
+    /// The control plane's id (the proof's audience).
+    pub audience: Audience,
+    /// The control plane's job-signing key: the node pins it as a trust root and opens only
+    /// jobs it signed (until a rotation job signed by this key names a successor).
+    pub job_key: NodePublicKey,
     /// Heartbeat interval, ms.
     pub heartbeat_interval_ms: u64,
+    /// Enrollment time, unix ms.
+    pub enrolled_at_ms: u64,
+    /// The enrollment ends here (unix ms) unless renewed before; after it the node must enroll
+    /// again with a new token.
+    pub expires_at_ms: u64,
 }
 
 /// Node -> control plane: a signed heartbeat.

@@ -81,6 +81,24 @@ enum Cmd {
     /// Owner account recovery, on the machine itself.
     #[command(subcommand, after_help = "Example:\n  printf '%s\\n' 'a new long password' | b3iqd owner reset-password")]
     Owner(OwnerCmd),
+    /// Enroll this node in a control plane (managed mode: remote support with no inbound port).
+    /// The token is single use; read from a file or stdin, never from the command line.
+    #[command(after_help = "Examples:\n  b3iqd enroll --control https://cp.example:7430 --token-file token.txt\n  b3iqd enroll --control https://127.0.0.1:7430 --token-file - --ca-file control.crt.pem < token.txt\n\nThe node proves it holds its key by signing the control plane's one-time challenge; the key never\nleaves the node. The control plane's job-signing key is pinned as a trust root. A running daemon\nstarts sending signed heartbeats within seconds. `b3iqd status` shows the control plane and the\nlast heartbeat.")]
+    Enroll {
+        /// The control plane's base URL (https only).
+        #[arg(long)]
+        control: String,
+        /// File holding the b3iq_enroll_ token (first line), or `-` for stdin.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// PEM certificate(s) to trust for the control plane's TLS instead of the web roots (its
+        /// self-signed certificate, or a private CA).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Leave managed mode: forget the control plane and its trust root; back to local mode.
+    #[command(after_help = "Example:\n  b3iqd unenroll")]
+    Unenroll,
     /// Setup recovery.
     #[command(after_help = "Example:\n  b3iqd setup --reset            # new one-time setup token for an unclaimed node")]
     Setup {
@@ -352,6 +370,39 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             }
             let user = o.reset_owner_password(password)?;
             eprintln!("b3iqd: the password of owner {user:?} was reset; every session ended and every sign-in lock cleared");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Enroll { control, token_file, ca_file } => {
+            let token = if token_file.as_os_str() == "-" {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map_err(|e| HostError::home("read the enrollment token from stdin", e))?;
+                line
+            } else {
+                std::fs::read_to_string(&token_file).map_err(|e| HostError::home(format!("read the token file {}", token_file.display()), e))?
+            };
+            let token = token.lines().next().unwrap_or("").trim().to_string();
+            let ca = match &ca_file {
+                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| HostError::home(format!("read the CA file {}", p.display()), e))?),
+                None => None,
+            };
+            let o = Offline::open(home)?;
+            let e = o.enroll(&control, &token, ca.as_deref()).await?;
+            eprintln!(
+                "b3iqd: enrolled {} in control plane {} (organisation {}); managed mode until unix ms {}",
+                o.node_id.to_text(),
+                e.audience,
+                e.org_id,
+                e.expires_at_ms
+            );
+            eprintln!("b3iqd: pinned job-signing key {}; heartbeats every {} s while the daemon runs", e.job_key.to_hex(), e.heartbeat_interval_ms / 1000);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Unenroll => {
+            let o = Offline::open(home)?;
+            match o.unenroll()? {
+                Some(e) => eprintln!("b3iqd: left control plane {}; its trust root is forgotten; back to local mode", e.audience),
+                None => eprintln!("b3iqd: not enrolled; nothing to do"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Setup { reset, ttl_s, port } => {

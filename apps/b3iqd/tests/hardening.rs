@@ -282,7 +282,7 @@ async fn a_stream_cut_by_the_client_is_receipted_and_counted() {
     assert_eq!(rc["key_id"], key_id.as_str());
     assert_eq!(rc["valid"], true);
     let completion = rc["completion_tokens"].as_u64().unwrap();
-    assert!(completion >= 10 && completion < 400, "completion_tokens {completion} for ~20 delivered chunks");
+    assert!((10..400).contains(&completion), "completion_tokens {completion} for ~20 delivered chunks");
     let usage: Value = c.get(d.url("/api/usage")).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
     let counted: u64 = usage["by_key"].as_array().unwrap().iter().filter(|k| k["key_id"] == key_id.as_str()).map(|k| k["completion_tokens"].as_u64().unwrap_or(0)).sum();
     assert_eq!(counted, completion, "usage counts the cancelled tokens: {usage}");

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { Api, ApiError, jobFraction, request, toJob, toKey, toStatus } from './api';
+import { Api, ApiError, jobFraction, request, toJob, toKey, toManaged, toStatus } from './api';
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
   return new Response(body === undefined ? null : JSON.stringify(body), {
@@ -130,6 +130,14 @@ describe('Api', () => {
 });
 
 describe('normalizers', () => {
+  it('toManaged maps the enrollment and tolerates junk', () => {
+    expect(toManaged(null)).toBeNull();
+    expect(toManaged('x')).toBeNull();
+    const m = toManaged({ audience: 'cp-1', org_id: 'org_a', job_key: 'ab', expires_at_ms: 5, heartbeat_interval_ms: 30000, last_heartbeat: { at_ms: 3, sequence: 2, outcome: 'accepted', code: null, error: null } });
+    expect(m).toEqual({ audience: 'cp-1', org_id: 'org_a', job_key: 'ab', expires_at_ms: 5, heartbeat_interval_ms: 30000, last_heartbeat: { at_ms: 3, sequence: 2, outcome: 'accepted', code: undefined, error: undefined } });
+    expect(toManaged({ audience: 'cp-1', last_heartbeat: null })?.last_heartbeat).toBeNull();
+  });
+
   it('toStatus tolerates missing fields', () => {
     expect(toStatus({})).toEqual({ claimed: false, node_id: '', node_code: undefined, version: undefined, setup_token_expires_at: null, hardware: undefined, transport: undefined });
     const t = toStatus({ transport: { listen: '0.0.0.0:7420', scheme: 'https', lan: true, tls: { mode: 'self-signed', fingerprint_sha256: 'AA:BB' } } }).transport;

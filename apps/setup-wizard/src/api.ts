@@ -271,9 +271,45 @@ export interface SupportGrant {
   revoked_at: number | null;
 }
 
+/** The last heartbeat a managed node sent: `accepted`, `refused` (with the control plane's code and reason) or `unreachable`. */
+export interface HeartbeatReport {
+  at_ms: number;
+  sequence: number;
+  outcome: string;
+  code?: string;
+  error?: string;
+}
+
+/** The control plane this node is enrolled in (null in local mode). */
+export interface ManagedInfo {
+  audience: string;
+  org_id: string;
+  job_key: string;
+  expires_at_ms: number;
+  heartbeat_interval_ms: number;
+  last_heartbeat: HeartbeatReport | null;
+}
+
 export interface ModeInfo {
   mode: string;
   modes: { mode: string; selectable: boolean; reason?: string }[];
+  managed?: ManagedInfo | null;
+}
+
+export function toManaged(v: unknown): ManagedInfo | null {
+  if (v === null || typeof v !== 'object') return null;
+  const o = obj(v);
+  const h = o.last_heartbeat && typeof o.last_heartbeat === 'object' ? obj(o.last_heartbeat) : null;
+  return {
+    audience: str(o.audience) ?? '',
+    org_id: str(o.org_id) ?? '',
+    job_key: str(o.job_key) ?? '',
+    expires_at_ms: typeof o.expires_at_ms === 'number' ? o.expires_at_ms : 0,
+    heartbeat_interval_ms: typeof o.heartbeat_interval_ms === 'number' ? o.heartbeat_interval_ms : 0,
+    last_heartbeat: h
+      ? { at_ms: typeof h.at_ms === 'number' ? h.at_ms : 0, sequence: typeof h.sequence === 'number' ? h.sequence : 0, outcome: str(h.outcome) ?? 'unknown', code: str(h.code), error: str(h.error) }
+      : null,
+  };
 }
 
 // ---------------------------------------------------------------- normalizers
@@ -584,6 +620,7 @@ export class Api {
         const x = obj(m);
         return { mode: str(x.mode) ?? '', selectable: x.selectable === true, reason: str(x.reason) };
       }),
+      managed: toManaged(o.managed),
     };
   }
 

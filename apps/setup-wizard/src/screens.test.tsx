@@ -118,6 +118,36 @@ describe('ModeScreen', () => {
   });
 });
 
+describe('ModeScreen in managed mode', () => {
+  it('shows the control plane, the enrollment and a refused heartbeat with its reason', async () => {
+    const api = fakeApi({
+      mode: async () => ({
+        mode: 'managed',
+        modes: [{ mode: 'local', selectable: true }, { mode: 'managed', selectable: true }, { mode: 'network', selectable: false, reason: 'n/a' }],
+        managed: {
+          audience: 'cp-0123', org_id: 'org_acme', job_key: 'ab'.repeat(32), expires_at_ms: Date.now() + 86_400_000, heartbeat_interval_ms: 30_000,
+          last_heartbeat: { at_ms: Date.now(), sequence: 41, outcome: 'refused', code: 'node_suspended', error: 'suspended by an operator (maintenance)' },
+        },
+      }),
+    });
+    const { container } = render(<ModeScreen api={api} />);
+    expect(await screen.findByText('Managed by cp-0123')).toBeTruthy();
+    expect(screen.getByText('org_acme')).toBeTruthy();
+    const hb = screen.getByTestId('last-heartbeat').textContent ?? '';
+    expect(hb).toContain('Refused by the control plane');
+    expect(hb).toContain('#41');
+    expect(hb).toContain('maintenance');
+    const radios = [...container.querySelectorAll('input[name=mode]')] as HTMLInputElement[];
+    expect(radios.map((r) => [r.value, r.checked, r.disabled])).toEqual([['local', false, false], ['managed', true, false], ['network', false, true]]);
+  });
+
+  it('shows no panel in local mode', async () => {
+    render(<ModeScreen api={fakeApi({ mode: async () => ({ mode: 'local', modes: [{ mode: 'local', selectable: true }], managed: null }) })} />);
+    expect(await screen.findByText('How this node works')).toBeTruthy();
+    expect(screen.queryByTestId('managed-panel')).toBeNull();
+  });
+});
+
 describe('DashboardScreen', () => {
   it('shows health, receipts with their signature check, and the audit log', async () => {
     const now = Math.floor(Date.now() / 1000);

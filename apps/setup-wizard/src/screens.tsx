@@ -1,6 +1,6 @@
 // Owner screens: hardware review, model, keys, endpoint, mode, dashboard.
 import { useEffect, useRef, useState, type FormEvent } from 'react';
-import { ApiError, jobFraction, type Api, type ApiKey, type Job, type ChatResult, type ModelProfile, type Receipt, type SupportGrant } from './api';
+import { ApiError, jobFraction, type Api, type ApiKey, type Job, type ChatResult, type ModelProfile, type Receipt, type SupportGrant, type ManagedInfo } from './api';
 import { UsageChart } from './chart';
 import { useLoad } from './hooks';
 import { Badge, CodeBlock, CopyButton, ErrorNotice, Field, ProgressBar, Spinner } from './ui';
@@ -557,8 +557,43 @@ export function ModeScreen({ api, onNext }: ScreenProps) {
           );
         })}
       </fieldset>
+      {mode.data?.managed && <ManagedPanel m={mode.data.managed} />}
       <NextButton onNext={onNext} label="Finish setup" />
     </section>
+  );
+}
+
+const HEARTBEAT_TEXT: Record<string, string> = {
+  accepted: 'Accepted',
+  refused: 'Refused by the control plane',
+  unreachable: 'Control plane unreachable',
+};
+
+/** The control plane this node reports to, and how its last heartbeat went. */
+export function ManagedPanel({ m }: { m: ManagedInfo }) {
+  const h = m.last_heartbeat;
+  return (
+    <div className="card" data-testid="managed-panel">
+      <h2>Managed by {m.audience}</h2>
+      <dl className="facts">
+        <div><dt>Organisation</dt><dd>{m.org_id}</dd></div>
+        <div><dt>Job-signing key</dt><dd><code>{m.job_key.slice(0, 16)}…</code></dd></div>
+        <div><dt>Enrollment ends</dt><dd>{m.expires_at_ms ? new Date(m.expires_at_ms).toLocaleString() : 'unknown'}</dd></div>
+        <div><dt>Last heartbeat</dt>
+        <dd data-testid="last-heartbeat">
+          {h ? (
+            <>
+              <Badge tone={h.outcome === 'accepted' ? 'ok' : 'warn'}>{HEARTBEAT_TEXT[h.outcome] ?? h.outcome}</Badge>{' '}
+              #{h.sequence} at {new Date(h.at_ms).toLocaleTimeString()}
+              {h.error && <span className="muted small"> {h.error}</span>}
+            </>
+          ) : (
+            'none yet'
+          )}
+        </dd></div>
+      </dl>
+      <p className="muted small">Choosing Local leaves the control plane: its key is no longer trusted here.</p>
+    </div>
   );
 }
 

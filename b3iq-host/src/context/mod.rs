@@ -214,6 +214,17 @@ impl NodeState {
         *self.mode.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Re-read the persisted mode into the cache (the CLI changes it in state.db while the
+    /// daemon runs, e.g. `b3iqd enroll`); returns it.
+    ///
+    /// # Errors
+    /// `Db` or `Config` (the cache is then unchanged).
+    pub fn reload_mode(&self) -> Result<OperatingMode> {
+        let m = mode::load(&self.db)?;
+        *self.mode.write().unwrap_or_else(|p| p.into_inner()) = m;
+        Ok(m)
+    }
+
     /// Persist and switch the operating mode.
     ///
     /// # Errors

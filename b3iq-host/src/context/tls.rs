@@ -157,7 +157,19 @@ fn tls_dir(home: &Home) -> PathBuf {
 }
 
 fn self_signed(home: &Home, names: &[String]) -> Result<TlsMaterial> {
-    let dir = tls_dir(home);
+    self_signed_in(&tls_dir(home), names)
+}
+
+/// A self-signed certificate for `names` kept in `dir` (`self-signed.crt.pem`,
+/// `self-signed.key.pem` mode 0600, `self-signed.names`): made on first use and whenever the
+/// name set changes, otherwise reused, so clients that pinned it keep working. The control
+/// plane uses it for its own endpoint.
+///
+/// # Errors
+/// `Config` when a name is not a valid DNS name or IP address, or the files cannot be read back;
+/// `Home` when the directory cannot be written.
+pub fn self_signed_in(dir: &Path, names: &[String]) -> Result<TlsMaterial> {
+    let dir = dir.to_path_buf();
     let (crt, key, list) = (dir.join("self-signed.crt.pem"), dir.join("self-signed.key.pem"), dir.join("self-signed.names"));
     let wanted = names.join("\n");
     let current = std::fs::read_to_string(&list).ok();
@@ -189,7 +201,12 @@ fn make_self_signed(dir: &Path, names: &[String], crt: &Path, key: &Path, list: 
     Ok(())
 }
 
-fn load_pem(cert_path: &Path, key_path: &Path, mode: &'static str) -> Result<TlsMaterial> {
+/// Loads a PEM certificate chain and private key into a rustls server configuration (ALPN
+/// `h2`, `http/1.1`); `mode` is what [`TlsInfo::mode`] shows.
+///
+/// # Errors
+/// `Config` naming the file for an unreadable certificate or key, or a pair that does not match.
+pub fn load_pem(cert_path: &Path, key_path: &Path, mode: &'static str) -> Result<TlsMaterial> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
         .map_err(|e| HostError::Config(format!("tls certificate {}: {e}", cert_path.display())))?;
@@ -241,8 +258,7 @@ mod tests {
 
     #[test]
     fn names_cover_loopback_allowed_hosts_and_a_specific_lan_ip() {
-        let mut c = Config::default();
-        c.allowed_hosts = vec!["Gamer-PC.lan.".into(), "[fd00::5]".into(), "gamer-pc.lan".into()];
+        let c = Config { allowed_hosts: vec!["Gamer-PC.lan.".into(), "[fd00::5]".into(), "gamer-pc.lan".into()], ..Config::default() };
         let n = self_signed_names(&c, Some("192.168.1.20:7420".parse().unwrap()));
         assert_eq!(n, vec!["127.0.0.1", "192.168.1.20", "::1", "fd00::5", "gamer-pc.lan", "localhost"]);
         let n = self_signed_names(&Config::default(), Some("0.0.0.0:7420".parse().unwrap()));

@@ -147,8 +147,24 @@ pub async fn node_info(State(st): St, _o: Owner) -> Result<Response> {
             "uptime_s": st.started.elapsed().as_secs(), "hardware": crate::models::hardware_json(st.hardware()), "runtime": runtime,
             "models": models_json(&st), "receipts_stored": st.db.count("receipts")?,
             "transport": transport_json(&st),
+            "managed": managed_json(&st)?,
         }),
     ))
+}
+
+/// Managed mode for the wizard: the control plane's id and organisation, the enrollment's
+/// expiry and the last heartbeat's outcome; `null` in local mode. No URL or key material beyond
+/// the pinned public key (this answer is for the signed-in owner only).
+fn managed_json(st: &NodeState) -> Result<Value> {
+    Ok(match crate::managed::enrollment(&st.db)? {
+        None => Value::Null,
+        Some(e) => json!({
+            "audience": e.audience, "org_id": e.org_id, "job_key": e.job_key.to_hex(),
+            "enrolled_at_ms": e.enrolled_at_ms, "expires_at_ms": e.expires_at_ms,
+            "heartbeat_interval_ms": e.heartbeat_interval_ms,
+            "last_heartbeat": crate::managed::last_heartbeat(&st.db)?,
+        }),
+    })
 }
 
 /// `GET /api/hardware`.
@@ -163,15 +179,21 @@ pub async fn models(State(st): St, _o: Owner) -> Result<Response> {
 }
 
 /// `GET /api/mode`.
-pub async fn mode_get(State(st): St, _o: Owner) -> Response {
-    js(StatusCode::OK, mode_json(&st))
+pub async fn mode_get(State(st): St, _o: Owner) -> Result<Response> {
+    Ok(js(StatusCode::OK, mode_json(&st)?))
 }
 
-fn mode_json(st: &NodeState) -> Value {
-    json!({"mode": st.mode().as_str(), "modes": [
+fn mode_json(st: &NodeState) -> Result<Value> {
+    let managed = managed_json(st)?;
+    let managed_choice = if managed.is_null() {
+        json!({"mode": "managed", "selectable": false, "reason": "enroll on the node with an operator's token: b3iqd enroll --control https://... --token-file FILE"})
+    } else {
+        json!({"mode": "managed", "selectable": true})
+    };
+    Ok(json!({"mode": st.reload_mode()?.as_str(), "managed": managed, "modes": [
         {"mode": "local", "selectable": true},
-        {"mode": "managed", "selectable": false, "reason": "managed mode is not available in this build"},
-        {"mode": "network", "selectable": false, "reason": "network mode is not available in this build"}]})
+        managed_choice,
+        {"mode": "network", "selectable": false, "reason": "network mode is not available in this build"}]}))
 }
 
 #[derive(Deserialize)]
@@ -179,18 +201,33 @@ pub struct ModeBody {
     mode: String,
 }
 
-/// `POST /api/mode` (only `local` can be selected in this build; the choice is persisted).
+/// `POST /api/mode`: `local` (leaving managed mode unenrolls: the control plane's trust root is
+/// forgotten), or `managed` when the node is enrolled; the choice is persisted.
 pub async fn mode_set(State(st): St, _o: Owner, JsonBody(b): JsonBody<ModeBody>) -> Result<Response> {
     let shown: String = b.mode.chars().take(32).collect();
-    if b.mode.parse::<OperatingMode>() != Ok(OperatingMode::Local) {
-        st.db.audit(st.now(), "owner", "mode.change", &shown, "refused", "mode_not_available");
-        return Err(HostError::ModeNotAvailable(shown));
+    let enrolled = crate::managed::enrollment(&st.db)?.is_some();
+    match b.mode.parse::<OperatingMode>() {
+        Ok(OperatingMode::Local) => {
+            if enrolled {
+                crate::managed::unenroll(&st.db)?;
+            }
+            if st.mode() != OperatingMode::Local {
+                st.set_mode(OperatingMode::Local)?;
+                st.db.audit(st.now(), "owner", "mode.change", "local", "ok", "");
+            }
+        }
+        Ok(OperatingMode::Managed) if enrolled => {
+            if st.mode() != OperatingMode::Managed {
+                st.set_mode(OperatingMode::Managed)?;
+                st.db.audit(st.now(), "owner", "mode.change", "managed", "ok", "");
+            }
+        }
+        _ => {
+            st.db.audit(st.now(), "owner", "mode.change", &shown, "refused", "mode_not_available");
+            return Err(HostError::ModeNotAvailable(shown));
+        }
     }
-    if st.mode() != OperatingMode::Local {
-        st.set_mode(OperatingMode::Local)?;
-        st.db.audit(st.now(), "owner", "mode.change", "local", "ok", "");
-    }
-    Ok(js(StatusCode::OK, mode_json(&st)))
+    Ok(js(StatusCode::OK, mode_json(&st)?))
 }
 
 /// `GET /api/keys`.

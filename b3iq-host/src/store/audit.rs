@@ -48,6 +48,9 @@ pub fn recent(db: &Db, limit: u32) -> Result<Vec<AuditEvent>> {
 /// Seconds over which refusals of unauthenticated callers are aggregated.
 pub const REFUSAL_WINDOW_S: u64 = 60;
 
+/// Per (action, code): (window start, refusals suppressed in it, actor of the first).
+type RefusalWindows = std::collections::BTreeMap<(String, String), (u64, u64, String)>;
+
 /// Audit of refusals of unauthenticated callers (failed sign-ins, bad claims), aggregated so a
 /// stranger cannot grow the log: per (action, code), the first refusal of a
 /// [`REFUSAL_WINDOW_S`] window is written at once, the rest only counted and written as one
@@ -55,7 +58,7 @@ pub const REFUSAL_WINDOW_S: u64 = 60;
 /// The callers pass no typed input (a password typed into the user field must not land here).
 #[derive(Debug, Default)]
 pub struct RefusalAudit {
-    windows: std::sync::Mutex<std::collections::BTreeMap<(String, String), (u64, u64, String)>>,
+    windows: std::sync::Mutex<RefusalWindows>,
 }
 
 impl RefusalAudit {

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod auth;
 pub mod jobs;
+pub mod managed;
 pub mod receipts;
 pub mod usage;
 

@@ -94,7 +94,12 @@ fn samples() -> Vec<(&'static str, Value)> {
             "accepted",
             serde_json::to_value(EnrollmentAccepted {
                 node_id: key.node_id(),
+                org_id: Audience::new("org_acme").unwrap(),
+                audience: Audience::new("cp.example").unwrap(),
+                job_key: cp.public(),
                 heartbeat_interval_ms: 30_000,
+                enrolled_at_ms: 2_000,
+                expires_at_ms: 2_000 + 90 * 24 * 3_600_000,
             })
             .unwrap(),
         ),

@@ -1,0 +1,227 @@
+//! `b3iq-control`: the B3IQ control plane daemon and its admin CLI. It only parses the command
+//! line and calls `b3iq-control`; see `docs/control.md`.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use b3iq_control::store::NodeStatus;
+use b3iq_control::{ControlError, ControlHome};
+use b3iq_core::NodeId;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "b3iq-control", version, about = "B3IQ control plane: enrolls nodes by proof of possession and receives their signed heartbeats, over HTTPS. Nodes dial it; it never dials them.",
+    after_help = "Quick start:\n  b3iq-control admin create-org acme\n  printf '%s\\n' 'a long operator password' | b3iq-control admin create-operator --org acme --username alice\n  b3iq-control admin enrollment-token --org acme --out token.txt\n  b3iq-control serve                        # prints the job key and the TLS fingerprint\n  # on the node: b3iqd enroll --control https://127.0.0.1:7430 --token-file token.txt --ca-file ~/.b3iq-control/tls/self-signed.crt.pem\n\nThe home directory is $B3IQ_CONTROL_HOME (default ~/.b3iq-control). A Postgres store reads its URL from $B3IQ_CONTROL_DATABASE_URL.")]
+struct Cli {
+    /// Home directory (default: $B3IQ_CONTROL_HOME, else ~/.b3iq-control).
+    #[arg(long, global = true, env = "B3IQ_CONTROL_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the control plane over HTTPS (creates the home, job key and certificate on first start).
+    #[command(after_help = "Examples:\n  b3iq-control serve\n  b3iq-control serve --listen 0.0.0.0:7430   # add the public name to tls_names in control.json\n  B3IQ_CONTROL_DATABASE_URL=postgres://b3iq@127.0.0.1:5432/b3iq b3iq-control serve   # with store = \"postgres\" in control.json")]
+    Serve {
+        /// Listen address (default: control.json `listen`, else 127.0.0.1:7430).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Print the audience id, the job-signing public key and the TLS fingerprint.
+    Info,
+    /// Organisations, operators, enrollment tokens and node status, on this machine.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Create an organisation.
+    #[command(after_help = "Example:\n  b3iq-control admin create-org acme")]
+    CreateOrg {
+        /// Name (1 to 64 of letters, digits, space, `. _ -`).
+        name: String,
+    },
+    /// Create an operator; the password is the first line of stdin (10 to 1024 characters).
+    #[command(after_help = "Example:\n  printf '%s\\n' 'a long operator password' | b3iq-control admin create-operator --org acme --username alice")]
+    CreateOperator {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Sign-in name (letters, digits, `_ . -`, at most 64).
+        #[arg(long)]
+        username: String,
+    },
+    /// Make a single-use enrollment token (shown once; only its hash is kept).
+    #[command(after_help = "Examples:\n  b3iq-control admin enrollment-token --org acme --out token.txt\n  b3iq-control admin enrollment-token --org acme --ttl-s 3600   # prints the token on stdout")]
+    EnrollmentToken {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Lifetime in seconds (default 86400, at most 30 days).
+        #[arg(long, default_value_t = 86_400)]
+        ttl_s: u64,
+        /// Write the token to this file (mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List an organisation's nodes with presence (online, offline, never_seen, ...).
+    #[command(after_help = "Example:\n  b3iq-control admin nodes --org acme")]
+    Nodes {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+    },
+    /// Suspend, resume or revoke a node (revocation is permanent for that node key).
+    #[command(after_help = "Examples:\n  b3iq-control admin set-status --org acme b3n_... suspended --reason 'billing hold'\n  b3iq-control admin set-status --org acme b3n_... active")]
+    SetStatus {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Node id (`b3n_...`).
+        node_id: String,
+        /// New status.
+        #[arg(value_parser = ["active", "suspended", "revoked"])]
+        status: String,
+        /// Short reason shown to the node (at most 200 characters).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("b3iq-control: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("b3iq-control: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    b3iq_host::context::unix_now_ms()
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
+    let home = ControlHome::locate(cli.home)?;
+    match cli.cmd {
+        Cmd::Serve { listen } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .init();
+            let (settings, cp) = home.open().await?;
+            let tls = home.tls(&settings)?;
+            let addr = listen.unwrap_or(settings.listen.clone());
+            let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| ControlError::Config(format!("cannot listen on {addr}: {e}")))?;
+            let bound = listener.local_addr().map_err(|e| ControlError::Config(e.to_string()))?;
+            eprintln!("b3iq-control: serving https://{bound} (audience {}, store {})", settings.audience, cp.store().backend());
+            eprintln!("b3iq-control: job-signing key {}", cp.job_public_key().to_hex());
+            eprintln!("b3iq-control: TLS {} certificate {} (SHA-256 {})", tls.info.mode, tls.info.cert_path.display(), tls.info.fingerprint_sha256);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = tx.send(());
+            });
+            b3iq_control::home::serve(listener, cp, &tls, rx).await;
+            eprintln!("b3iq-control: stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Info => {
+            let s = home.settings()?;
+            let key = home.job_key()?;
+            let tls = home.tls(&s)?;
+            print_json(&serde_json::json!({
+                "audience": s.audience,
+                "job_key": key.public().to_hex(),
+                "listen": s.listen,
+                "store": s.store,
+                "tls": {"mode": tls.info.mode, "fingerprint_sha256": tls.info.fingerprint_sha256, "cert_path": tls.info.cert_path},
+            }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Admin(a) => {
+            let (_, cp) = home.open().await?;
+            match a {
+                AdminCmd::CreateOrg { name } => {
+                    let org = cp.create_org(&name, now_ms()).await?;
+                    print_json(&serde_json::json!(org));
+                }
+                AdminCmd::CreateOperator { org, username } => {
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line).map_err(|e| ControlError::Config(format!("read the password from stdin: {e}")))?;
+                    let password = line.trim_end_matches(['\n', '\r']);
+                    let op = cp.create_operator(&org, &username, password, now_ms()).await?;
+                    print_json(&serde_json::json!({"id": op.id, "org_id": op.org_id, "username": op.username}));
+                }
+                AdminCmd::EnrollmentToken { org, ttl_s, out } => {
+                    let ttl_ms = ttl_s.checked_mul(1000).ok_or(ControlError::Invalid { field: "ttl_s", reason: "too large".into() })?;
+                    let (row, token) = cp.create_enrollment_token(&org, ttl_ms, now_ms()).await?;
+                    match out {
+                        Some(p) => {
+                            b3iq_host::context::home::write_atomic(&p, format!("{token}\n").as_bytes(), 0o600).map_err(|e| ControlError::Config(e.to_string()))?;
+                            eprintln!("b3iq-control: enrollment token {} for {} written to {} (single use, expires at {} ms)", row.id, row.org_id, p.display(), row.expires_at_ms);
+                        }
+                        None => {
+                            eprintln!("b3iq-control: enrollment token {} for {} (single use, expires at {} ms); shown once:", row.id, row.org_id, row.expires_at_ms);
+                            println!("{token}");
+                        }
+                    }
+                }
+                AdminCmd::Nodes { org } => {
+                    let org = cp.org(&org).await?;
+                    print_json(&serde_json::json!({"nodes": cp.nodes(&org.id, now_ms()).await?}));
+                }
+                AdminCmd::SetStatus { org, node_id, status, reason } => {
+                    let org = cp.org(&org).await?;
+                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
+                    let st = match status.as_str() {
+                        "active" => NodeStatus::Active,
+                        "suspended" => NodeStatus::Suspended,
+                        _ => NodeStatus::Revoked,
+                    };
+                    cp.set_node_status(&org.id, &id, st, &reason).await?;
+                    eprintln!("b3iq-control: {node_id} is now {status}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,186 @@
+//! The `b3iq-control` binary as an operator uses it: admin commands on the home, `serve` over
+//! HTTPS with its self-signed certificate, the admin API with a session, a node enrolling with
+//! real signed messages, and refusals with clear messages.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use b3iq_core::enrollment::EnrollmentProof;
+use b3iq_core::NodeKey;
+use serde_json::{json, Value};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_b3iq-control")
+}
+
+fn admin(home: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut c = Command::new(bin());
+    c.arg("--home").arg(home).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(home: &Path) -> (Server, String) {
+    let mut child = Command::new(bin())
+        .arg("--home")
+        .arg(home)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(i) = l.find("serving https://") {
+                let url = l[i + "serving ".len()..].split_whitespace().next().unwrap().to_string();
+                return (Server(child), url);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("b3iq-control serve did not start");
+}
+
+fn client(home: &Path) -> reqwest::Client {
+    let pem = std::fs::read(home.join("tls/self-signed.crt.pem")).unwrap();
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn operator_flow_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("cp");
+
+    let (ok, out, err) = admin(&home, &["admin", "create-org", "acme"], None);
+    assert!(ok, "{err}");
+    let org: Value = serde_json::from_str(&out).unwrap();
+    assert!(org["id"].as_str().unwrap().starts_with("org_"));
+    let (ok, _, err) = admin(&home, &["admin", "create-org", "acme"], None);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = admin(&home, &["admin", "create-operator", "--org", "acme", "--username", "alice"], Some("short\n"));
+    assert!(!ok && err.contains("password"), "{err}");
+    let (ok, _, err) = admin(&home, &["admin", "create-operator", "--org", "nope", "--username", "alice"], Some("a long operator password\n"));
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, _, err) = admin(&home, &["admin", "create-operator", "--org", "acme", "--username", "alice"], Some("a long operator password\n"));
+    assert!(ok, "{err}");
+    let tok_file = dir.path().join("token.txt");
+    let (ok, out, err) = admin(&home, &["admin", "enrollment-token", "--org", "acme", "--out", tok_file.to_str().unwrap()], None);
+    assert!(ok && out.is_empty() && err.contains("single use"), "{out} {err}");
+    let token = std::fs::read_to_string(&tok_file).unwrap().trim().to_string();
+    assert!(token.starts_with("b3iq_enroll_"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&tok_file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(home.join("job-key")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let (ok, out, _) = admin(&home, &["info"], None);
+    assert!(ok);
+    let info: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["tls"]["fingerprint_sha256"].as_str().unwrap().len(), 95);
+
+    let (_server, url) = serve(&home);
+    let c = client(&home);
+    let v: Value = c.get(format!("{url}/v1/info")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["audience"], info["audience"]);
+    assert_eq!(v["job_key"], info["job_key"]);
+    // Plain HTTP on the TLS port is refused.
+    let plain = reqwest::get(url.replace("https", "http") + "/healthz").await.unwrap();
+    assert_eq!(plain.status(), 400);
+
+    // A node enrolls with real signed messages.
+    let key = NodeKey::from_seed([4; 32]);
+    let ch: Value = c.post(format!("{url}/v1/node/enroll/challenge")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let ch: b3iq_protocol::messages::EnrollmentChallenge = serde_json::from_value(ch).unwrap();
+    let proof = key
+        .sign_object(EnrollmentProof { node_id: key.node_id(), public_key: key.public(), audience: ch.audience.as_str().into(), nonce: ch.nonce, signed_at_ms: b3iq_host::context::unix_now_ms() })
+        .unwrap();
+    let req = json!({"challenge_id": ch.challenge_id, "proof": proof});
+    let r = c.post(format!("{url}/v1/node/enroll")).json(&req).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no token");
+    let r = c.post(format!("{url}/v1/node/enroll")).bearer_auth(&token).json(&req).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.post(format!("{url}/v1/node/enroll")).bearer_auth(&token).json(&req).send().await.unwrap();
+    assert_eq!(r.status(), 409, "replayed challenge");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "challenge_used");
+    // Unknown fields and oversized bodies are refused.
+    let mut extra = req.clone();
+    extra["note"] = json!("x");
+    let r = c.post(format!("{url}/v1/node/enroll")).bearer_auth(&token).json(&extra).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c.post(format!("{url}/v1/node/heartbeat")).header("content-type", "application/json").body(vec![b' '; 100_000]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+
+    // The admin API: sign in, list, suspend.
+    let r = c.get(format!("{url}/v1/admin/nodes")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c.post(format!("{url}/v1/admin/session")).json(&json!({"username": "alice", "password": "wrong password!"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let s: Value = c.post(format!("{url}/v1/admin/session")).json(&json!({"username": "alice", "password": "a long operator password"})).send().await.unwrap().json().await.unwrap();
+    let session = s["session"].as_str().unwrap();
+    let nodes: Value = c.get(format!("{url}/v1/admin/nodes")).bearer_auth(session).send().await.unwrap().json().await.unwrap();
+    assert_eq!(nodes["nodes"][0]["node_id"], key.node_id().to_text());
+    assert_eq!(nodes["nodes"][0]["presence"], "never_seen");
+    let r = c
+        .post(format!("{url}/v1/admin/nodes/{}/status", key.node_id().to_text()))
+        .bearer_auth(session)
+        .json(&json!({"status": "suspended", "reason": "audit"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["status"].as_str(), v["presence"].as_str()), (Some("suspended"), Some("suspended")));
+    let t: Value = c.post(format!("{url}/v1/admin/enrollment-tokens")).bearer_auth(session).json(&json!({"ttl_s": 60})).send().await.unwrap().json().await.unwrap();
+    assert!(t["token"].as_str().unwrap().starts_with("b3iq_enroll_"));
+    let r = c.delete(format!("{url}/v1/admin/session")).bearer_auth(session).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(c.get(format!("{url}/v1/admin/nodes")).bearer_auth(session).send().await.unwrap().status(), 401);
+
+    // The CLI sees the same store.
+    let (ok, out, _) = admin(&home, &["admin", "nodes", "--org", "acme"], None);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["nodes"][0]["status"], "suspended");
+    let metrics = c.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("b3iq_control_enrollments_total{outcome=\"accepted\"} 1"), "{metrics}");
+}
+
+#[test]
+fn help_teaches() {
+    let out = Command::new(bin()).arg("--help").output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("Quick start") && s.contains("b3iqd enroll"), "{s}");
+    let out = Command::new(bin()).args(["admin", "enrollment-token", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Example"));
+}

@@ -1,0 +1,204 @@
+//! Managed mode end to end: a real control plane (the b3iq-control library serving HTTPS with a
+//! self-signed certificate on loopback, SQLite store) and the real `b3iqd` daemon with the
+//! default model. The node enrolls with `b3iqd enroll` (token file, pinned CA), heartbeats
+//! arrive signed and in order, a suspension is refused at once and visible on the node, the
+//! sequence survives a restart, managed mode opens no listener, and `b3iqd unenroll` goes back
+//! to local mode. Refusals through the CLI: a reused token, an unpinned certificate, a plain
+//! http URL, a revoked node.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use b3iq_control::store::NodeStatus;
+use b3iq_control::{ControlHome, ControlPlane};
+use b3iq_core::NodeId;
+use common::{tempdir, Daemon};
+use serde_json::Value;
+
+struct Control {
+    cp: Arc<ControlPlane>,
+    url: String,
+    ca: std::path::PathBuf,
+    org: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn control(dir: &Path) -> Control {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("control.json"), r#"{"heartbeat_interval_s": 1}"#).unwrap();
+    let home = ControlHome::locate(Some(dir.to_path_buf())).unwrap();
+    let (settings, cp) = home.open().await.unwrap();
+    let tls = home.tls(&settings).unwrap();
+    let org = cp.create_org("acme", b3iq_host::context::unix_now_ms()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let cp2 = cp.clone();
+    tokio::spawn(async move { b3iq_control::home::serve(listener, cp2, &tls, rx).await });
+    Control { cp, url, ca: dir.join("tls/self-signed.crt.pem"), org: org.id, _stop: tx }
+}
+
+impl Control {
+    async fn token(&self, dir: &Path, name: &str) -> std::path::PathBuf {
+        let (_, tok) = self.cp.create_enrollment_token(&self.org, 600_000, b3iq_host::context::unix_now_ms()).await.unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{tok}\n")).unwrap();
+        p
+    }
+
+    async fn last_sequence(&self, id: &NodeId) -> Option<u64> {
+        let n = self.cp.node(&self.org, id, b3iq_host::context::unix_now_ms()).await.ok()?;
+        n.node.last_heartbeat.map(|h| h.sequence)
+    }
+
+    /// Waits until the node's stored heartbeat sequence passes `after`.
+    async fn wait_heartbeat_after(&self, id: &NodeId, after: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(s) = self.last_sequence(id).await.filter(|s| *s > after) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no heartbeat after sequence {after} within 30 s");
+    }
+}
+
+fn b3iqd(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(common::bin()).args(args).env("B3IQ_HOME", home).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn status(home: &Path) -> Value {
+    let (ok, out, err) = b3iqd(home, &["status"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Listening TCP sockets of `pid` as (local address hex, port), from /proc.
+fn listening_sockets(pid: u32) -> Vec<(String, u16)> {
+    let mut inodes = std::collections::HashSet::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if let Ok(t) = std::fs::read_link(e.path()) {
+            if let Some(i) = t.to_str().and_then(|s| s.strip_prefix("socket:[")).and_then(|s| s.strip_suffix(']')) {
+                inodes.insert(i.to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(f).unwrap_or_default().lines().skip(1) {
+            let c: Vec<&str> = line.split_whitespace().collect();
+            // st 0A = LISTEN; column 9 is the inode.
+            if c.len() > 9 && c[3] == "0A" && inodes.contains(c[9]) {
+                let (addr, port) = c[1].split_once(':').unwrap();
+                out.push((addr.to_string(), u16::from_str_radix(port, 16).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_enrolls_sends_signed_heartbeats_is_suspended_and_leaves() {
+    let dir = tempdir("managed");
+    let ctl = control(&dir.join("control")).await;
+    let home = dir.join("node");
+    let mut d = Daemon::start(&home);
+    let listening_before = listening_sockets(d.child.id());
+    assert_eq!(listening_before.len(), 1, "{listening_before:?}");
+
+    // Refusals that never reach the control plane's store.
+    let tok = ctl.token(&dir, "t1").await;
+    let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &ctl.url.replace("https", "http"), "--token-file", tok.to_str().unwrap()]);
+    assert!(!ok && err.contains("https://"), "{err}");
+    let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &ctl.url, "--token-file", tok.to_str().unwrap()]);
+    assert!(!ok && err.contains("--ca-file"), "an unpinned self-signed certificate is refused: {err}");
+    assert!(status(&home)["managed"].is_null());
+
+    // Enroll while the daemon runs; the daemon picks it up.
+    let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &ctl.url, "--token-file", tok.to_str().unwrap(), "--ca-file", ctl.ca.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("enrolled") && err.contains(ctl.cp.config().audience.as_str()), "{err}");
+    let st = status(&home);
+    let id = NodeId::parse(st["node_id"].as_str().unwrap()).unwrap();
+    assert_eq!(st["mode"], "managed");
+    assert_eq!(st["managed"]["audience"], ctl.cp.config().audience.as_str());
+    assert_eq!(st["managed"]["job_key"], ctl.cp.job_public_key().to_hex());
+    let s1 = ctl.wait_heartbeat_after(&id, 0).await;
+    let s2 = ctl.wait_heartbeat_after(&id, s1).await;
+    assert!(s2 > s1);
+    let view = ctl.cp.node(&ctl.org, &id, b3iq_host::context::unix_now_ms()).await.unwrap();
+    assert_eq!(view.presence, "online");
+    let body = &view.node.last_heartbeat.as_ref().unwrap().body;
+    assert_eq!(body["mode"], "managed");
+    assert_eq!(body["health"], "healthy");
+    assert_eq!(body["model_inventory"].as_array().unwrap().len(), 1, "the default model's digest: {body}");
+    assert_eq!(status(&home)["managed"]["last_heartbeat"]["outcome"], "accepted");
+    // No listener for managed mode: the same single loopback socket as before.
+    assert_eq!(listening_sockets(d.child.id()), listening_before);
+    assert!(listening_before.iter().all(|(a, _)| a == "0100007F"), "loopback only: {listening_before:?}");
+
+    // The token is spent: another node cannot use it (offline CLI, no daemon there).
+    let other = dir.join("other");
+    let (ok, _, err) = b3iqd(&other, &["enroll", "--control", &ctl.url, "--token-file", tok.to_str().unwrap(), "--ca-file", ctl.ca.to_str().unwrap()]);
+    assert!(!ok && err.contains("already used"), "{err}");
+    // Enrolling twice is refused on the node itself.
+    let tok2 = ctl.token(&dir, "t2").await;
+    let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &ctl.url, "--token-file", tok2.to_str().unwrap(), "--ca-file", ctl.ca.to_str().unwrap()]);
+    assert!(!ok && err.contains("already enrolled"), "{err}");
+
+    // Suspension: refused at once, with the reason, on the node's status.
+    ctl.cp.set_node_status(&ctl.org, &id, NodeStatus::Suspended, "maintenance window").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lh = &status(&home)["managed"]["last_heartbeat"];
+        if lh["outcome"] == "refused" {
+            assert_eq!(lh["code"], "node_suspended");
+            assert!(lh["error"].as_str().unwrap().contains("maintenance window"), "{lh}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the suspension never showed on the node");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let frozen = ctl.last_sequence(&id).await.unwrap();
+    ctl.cp.set_node_status(&ctl.org, &id, NodeStatus::Active, "").await.unwrap();
+    let s3 = ctl.wait_heartbeat_after(&id, frozen).await;
+
+    // The sequence is durable: after a restart the node continues above it.
+    d.stop();
+    let d2 = Daemon::start(&home);
+    let s4 = ctl.wait_heartbeat_after(&id, s3).await;
+    assert!(s4 > s3);
+    assert!(!d2.logs().contains("stale_sequence"), "{}", d2.logs());
+
+    // Unenroll: local mode, trust root gone, heartbeats stop.
+    let (ok, _, err) = b3iqd(&home, &["unenroll"]);
+    assert!(ok && err.contains("back to local mode"), "{err}");
+    let st = status(&home);
+    assert_eq!(st["mode"], "local");
+    assert!(st["managed"].is_null());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let last = ctl.last_sequence(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ctl.last_sequence(&id).await.unwrap(), last, "no heartbeats after unenroll");
+    let (ok, _, err) = b3iqd(&home, &["unenroll"]);
+    assert!(ok && err.contains("not enrolled"), "{err}");
+
+    // A revoked node cannot enroll again.
+    ctl.cp.set_node_status(&ctl.org, &id, NodeStatus::Revoked, "decommissioned").await.unwrap();
+    let tok3 = ctl.token(&dir, "t3").await;
+    let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &ctl.url, "--token-file", tok3.to_str().unwrap(), "--ca-file", ctl.ca.to_str().unwrap()]);
+    assert!(!ok && err.contains("revoked") && err.contains("decommissioned"), "{err}");
+    assert_eq!(status(&home)["mode"], "local");
+    let audit = rusqlite::Connection::open(home.join("state.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM audit_events WHERE action IN ('managed.enroll', 'managed.unenroll')", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(audit, 2, "enroll and unenroll are audited");
+    drop(d2);
+}

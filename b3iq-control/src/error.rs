@@ -1,0 +1,96 @@
+//! Errors, and how each becomes an HTTP answer (`{"error": {"message", "type", "code"}}`, the
+//! OpenAI error shape the node's API uses too).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::store::Refusal;
+
+/// A control-plane error.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The database failed (SQLite or Postgres); the message names the operation.
+    #[error("store: {0}")]
+    Store(String),
+    /// A rule of the store refused the change.
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    /// A request or a signed message is malformed or does not verify.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field at fault.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A request body over the limit (bytes).
+    #[error("request body over {0} bytes")]
+    TooLarge(usize),
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Too many requests of this kind right now.
+    #[error("{0}")]
+    TooMany(String),
+    /// Bad configuration or home directory.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// Result alias.
+pub type Result<T, E = ControlError> = std::result::Result<T, E>;
+
+impl ControlError {
+    /// A store failure of `what`.
+    pub fn store(what: &str, e: impl std::fmt::Display) -> ControlError {
+        ControlError::Store(format!("{what}: {e}"))
+    }
+
+    /// HTTP status, error type and code.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "store_failed"),
+            ControlError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "config"),
+            ControlError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_message"),
+            ControlError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "body_too_large"),
+            ControlError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication_error", "unauthorized"),
+            ControlError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "too_many_requests"),
+            ControlError::Refused(r) => match r {
+                Refusal::ChallengeUsed => (StatusCode::CONFLICT, "invalid_request_error", "challenge_used"),
+                Refusal::TokenUnknown => (StatusCode::UNAUTHORIZED, "authentication_error", "token_unknown"),
+                Refusal::TokenUsed => (StatusCode::CONFLICT, "invalid_request_error", "token_used"),
+                Refusal::TokenExpired => (StatusCode::UNAUTHORIZED, "authentication_error", "token_expired"),
+                Refusal::OtherOrg => (StatusCode::CONFLICT, "invalid_request_error", "other_org"),
+                Refusal::UnknownNode => (StatusCode::NOT_FOUND, "invalid_request_error", "node_not_enrolled"),
+                Refusal::Suspended(_) => (StatusCode::FORBIDDEN, "permission_error", "node_suspended"),
+                Refusal::Revoked(_) => (StatusCode::FORBIDDEN, "permission_error", "node_revoked"),
+                Refusal::EnrollmentExpired => (StatusCode::FORBIDDEN, "permission_error", "enrollment_expired"),
+                Refusal::StaleSequence { .. } => (StatusCode::CONFLICT, "invalid_request_error", "stale_sequence"),
+                Refusal::Exists(_) => (StatusCode::CONFLICT, "invalid_request_error", "exists"),
+                Refusal::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            },
+        }
+    }
+}
+
+impl From<b3iq_protocol::ProtocolError> for ControlError {
+    fn from(e: b3iq_protocol::ProtocolError) -> Self {
+        ControlError::Invalid { field: "message", reason: e.to_string() }
+    }
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let (status, kind, code) = self.parts();
+        let message = match &self {
+            // Never leak SQL or paths to a client.
+            ControlError::Store(m) | ControlError::Config(m) => {
+                tracing::error!(error = %m, "control plane failure");
+                "internal error; see the control plane's log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({"error": {"message": message, "type": kind, "code": code}});
+        (status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,184 @@
+//! The control plane's HTTP API (axum). JSON bodies of at most [`MAX_BODY_BYTES`]; every
+//! message type refuses unknown fields; errors are `{"error": {"message", "type", "code"}}`.
+//!
+//! Node routes (signed bodies, no session):
+//! * `POST /v1/node/enroll/challenge` -> `EnrollmentChallenge`
+//! * `POST /v1/node/enroll` with `Authorization: Bearer b3iq_enroll_...` and an
+//!   `EnrollmentRequest` -> `EnrollmentAccepted`
+//! * `POST /v1/node/heartbeat` with a `HeartbeatRequest` -> `HeartbeatAck`
+//!
+//! Operator routes (`Authorization: Bearer <session>` from `POST /v1/admin/session`):
+//! * `POST /v1/admin/session` `{"username", "password"}` -> `{"session", "expires_at_ms"}`;
+//!   `DELETE /v1/admin/session`
+//! * `GET /v1/admin/nodes`, `GET /v1/admin/nodes/{node_id}`
+//! * `POST /v1/admin/nodes/{node_id}/status` `{"status": "active"|"suspended"|"revoked", "reason"}`
+//! * `POST /v1/admin/enrollment-tokens` `{"ttl_s"}` -> `{"id", "token", "expires_at_ms"}` (the
+//!   token is shown once)
+//!
+//! Public: `GET /healthz`, `GET /v1/info` (audience, job key, heartbeat interval), `GET /metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use b3iq_core::NodeId;
+use b3iq_host::context::unix_now_ms;
+use b3iq_protocol::messages::{EnrollmentRequest, HeartbeatRequest};
+use serde_json::{json, Value};
+
+use crate::error::{ControlError, Result};
+use crate::plane::ControlPlane;
+use crate::store::{NodeStatus, Operator};
+
+/// Largest request body accepted (64 KiB: a heartbeat with 256 digests is about 20 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// JSON extractor with our error shape and the body limit.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ControlError;
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
+            return Err(ControlError::Invalid { field: "content-type", reason: "send the body as application/json".into() });
+        }
+        // The connection loop's body timeout (a slow body is cut, not waited on forever).
+        let limit = req.extensions().get::<b3iq_host::http::serve::BodyTimeout>().map(|t| t.0).unwrap_or(std::time::Duration::from_secs(30));
+        let bytes = tokio::time::timeout(limit, axum::body::Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ControlError::Invalid { field: "body", reason: "the body did not arrive in time".into() })?
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ControlError::TooLarge(MAX_BODY_BYTES)
+                } else {
+                    ControlError::Invalid { field: "body", reason: e.body_text() }
+                }
+            })?;
+        serde_json::from_slice(&bytes).map(Json).map_err(|e| ControlError::Invalid { field: "body", reason: e.to_string() })
+    }
+}
+
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    h.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+async fn operator(cp: &ControlPlane, h: &HeaderMap) -> Result<Operator> {
+    let s = bearer(h).ok_or_else(|| ControlError::Unauthorized("sign in first: POST /v1/admin/session, then send Authorization: Bearer <session>".into()))?;
+    cp.operator(s, unix_now_ms()).await
+}
+
+/// The router.
+pub fn router(cp: Arc<ControlPlane>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route("/v1/info", get(info))
+        .route("/v1/node/enroll/challenge", post(challenge))
+        .route("/v1/node/enroll", post(enroll))
+        .route("/v1/node/heartbeat", post(heartbeat))
+        .route("/v1/admin/session", post(login).delete(logout))
+        .route("/v1/admin/nodes", get(list_nodes))
+        .route("/v1/admin/nodes/{node_id}", get(get_node))
+        .route("/v1/admin/nodes/{node_id}/status", post(set_status))
+        .route("/v1/admin/enrollment-tokens", post(create_token))
+        .fallback(|| async { ControlError::Refused(crate::store::Refusal::NotFound("route".into())) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(cp)
+}
+
+async fn metrics(State(cp): State<Arc<ControlPlane>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], cp.metrics.render()).into_response()
+}
+
+async fn info(State(cp): State<Arc<ControlPlane>>) -> axum::Json<Value> {
+    let c = cp.config();
+    axum::Json(json!({
+        "audience": c.audience,
+        "job_key": cp.job_public_key(),
+        "heartbeat_interval_ms": c.heartbeat_interval_ms,
+        "store": cp.store().backend(),
+    }))
+}
+
+async fn challenge(State(cp): State<Arc<ControlPlane>>) -> Result<Response> {
+    Ok(axum::Json(cp.challenge(unix_now_ms()).await?).into_response())
+}
+
+async fn enroll(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Json(req): Json<EnrollmentRequest>) -> Result<Response> {
+    let token = bearer(&h).ok_or_else(|| ControlError::Unauthorized("send the enrollment token as Authorization: Bearer b3iq_enroll_...".into()))?;
+    Ok(axum::Json(cp.enroll(token, &req, unix_now_ms()).await?).into_response())
+}
+
+async fn heartbeat(State(cp): State<Arc<ControlPlane>>, Json(req): Json<HeartbeatRequest>) -> Result<Response> {
+    Ok(axum::Json(cp.heartbeat(&req, unix_now_ms()).await?).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    username: String,
+    password: String,
+}
+
+async fn login(State(cp): State<Arc<ControlPlane>>, Json(l): Json<Login>) -> Result<Response> {
+    let (session, expires_at_ms) = cp.login(&l.username, &l.password, unix_now_ms()).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"session": session, "expires_at_ms": expires_at_ms}))).into_response())
+}
+
+async fn logout(State(cp): State<Arc<ControlPlane>>, h: HeaderMap) -> Result<Response> {
+    operator(&cp, &h).await?;
+    if let Some(s) = bearer(&h) {
+        cp.logout(s).await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_nodes(State(cp): State<Arc<ControlPlane>>, h: HeaderMap) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    Ok(axum::Json(json!({"nodes": cp.nodes(&op.org_id, unix_now_ms()).await?})).into_response())
+}
+
+fn node_id(s: &str) -> Result<NodeId> {
+    NodeId::parse(s).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })
+}
+
+async fn get_node(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    Ok(axum::Json(cp.node(&op.org_id, &node_id(&id)?, unix_now_ms()).await?).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusChange {
+    status: NodeStatus,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn set_status(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>, Json(s): Json<StatusChange>) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    let id = node_id(&id)?;
+    cp.set_node_status(&op.org_id, &id, s.status, &s.reason).await?;
+    Ok(axum::Json(cp.node(&op.org_id, &id, unix_now_ms()).await?).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+async fn create_token(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Json(t): Json<NewToken>) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    let ttl_ms = match t.ttl_s {
+        None => crate::plane::DEFAULT_TOKEN_TTL_MS,
+        Some(s) => s.checked_mul(1000).ok_or(ControlError::Invalid { field: "ttl_s", reason: "too large".into() })?,
+    };
+    let (row, token) = cp.create_enrollment_token(&op.org_id, ttl_ms, unix_now_ms()).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"id": row.id, "token": token, "org_id": row.org_id, "expires_at_ms": row.expires_at_ms}))).into_response())
+}

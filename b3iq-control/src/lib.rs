@@ -1,0 +1,26 @@
+//! # b3iq-control
+//!
+//! The B3IQ control plane as a library: the Managed flow of the architecture, seen from the
+//! control plane's side.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`store`] | [`store::ControlStore`] and its SQLite and Postgres backends (all SQL) |
+//! | [`plane`] | [`plane::ControlPlane`]: enrollment by proof of possession, heartbeats, operators, tokens, node status |
+//! | [`http`] | the HTTPS API (axum) |
+//! | [`home`] | the home directory: `control.json`, the job-signing key, TLS, opening the store |
+//!
+//! The daemon `b3iq-control` (apps/b3iq-control) is a thin shell over this crate. The node side
+//! is `b3iq_host::managed`.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod home;
+pub mod http;
+pub mod plane;
+pub mod store;
+
+pub use error::{ControlError, Result};
+pub use home::{ControlHome, ControlSettings};
+pub use plane::{ControlConfig, ControlPlane};

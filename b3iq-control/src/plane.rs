@@ -1,0 +1,458 @@
+//! [`ControlPlane`]: the use cases (enrollment by proof of possession, heartbeats, operator
+//! sign-in, organisations, enrollment tokens, node status) over a [`ControlStore`]. The HTTP
+//! layer and the CLI only parse and format; every rule is here or in the store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use b3iq_core::credential::{Credential, CredentialKind};
+use b3iq_core::digest::Sha256Digest;
+use b3iq_core::enrollment::Nonce;
+use b3iq_core::{NodeId, NodeKey};
+use b3iq_protocol::messages::{Audience, ChallengeId, EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest};
+use rand::RngCore;
+use tokio::sync::Semaphore;
+
+use crate::error::{ControlError, Result};
+use crate::store::{ChallengeRow, ControlStore, EnrollCommit, EnrollmentTokenRow, HeartbeatCommit, NodeRow, NodeStatus, Operator, Org, Refusal};
+
+/// Tunables, with the defaults of [`ControlConfig::new`].
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The control plane's id: enrollment proofs must name it.
+    pub audience: Audience,
+    /// How often nodes send heartbeats (default 30 s); a node missing
+    /// [`OFFLINE_AFTER_INTERVALS`] intervals shows offline.
+    pub heartbeat_interval_ms: u64,
+    /// Lifetime of an enrollment challenge (default 120 s).
+    pub challenge_ttl_ms: u64,
+    /// Lifetime of an enrollment before it must be renewed (default 90 days).
+    pub enrollment_ttl_ms: u64,
+    /// Largest difference between a node's clock and ours in a signed message (default 2 min,
+    /// b3iq-core's `DEFAULT_MAX_CLOCK_SKEW_MS`).
+    pub max_clock_skew_ms: u64,
+    /// Lifetime of an operator session (default 12 h).
+    pub session_ttl_ms: u64,
+}
+
+/// Heartbeat intervals a node may miss before it shows offline.
+pub const OFFLINE_AFTER_INTERVALS: u64 = 3;
+/// Default lifetime of an enrollment token (24 h).
+pub const DEFAULT_TOKEN_TTL_MS: u64 = 24 * 3_600_000;
+/// Longest lifetime of an enrollment token (30 days).
+pub const MAX_TOKEN_TTL_MS: u64 = 30 * 24 * 3_600_000;
+/// Concurrent argon2id verifications for operator sign-in (each takes 19 MiB); more wait
+/// for a slot, so a burst of sign-ins cannot exhaust memory.
+pub const MAX_CONCURRENT_PASSWORD_HASHES: usize = 4;
+
+impl ControlConfig {
+    /// Defaults for `audience`.
+    pub fn new(audience: Audience) -> ControlConfig {
+        ControlConfig {
+            audience,
+            heartbeat_interval_ms: 30_000,
+            challenge_ttl_ms: 120_000,
+            enrollment_ttl_ms: 90 * 24 * 3_600_000,
+            max_clock_skew_ms: b3iq_core::job::DEFAULT_MAX_CLOCK_SKEW_MS,
+            session_ttl_ms: 12 * 3_600_000,
+        }
+    }
+}
+
+/// Counters exported on `/metrics` (Prometheus text format).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `b3iq_control_heartbeats_total{outcome="accepted"}`.
+    pub heartbeats_accepted: AtomicU64,
+    /// Refused for a signature that does not verify (or a body that does not decode).
+    pub heartbeats_forged: AtomicU64,
+    /// Refused for a replayed or out-of-order sequence.
+    pub heartbeats_stale: AtomicU64,
+    /// Refused for a clock outside the allowed skew.
+    pub heartbeats_skewed: AtomicU64,
+    /// Refused because the node is unknown, suspended, revoked or expired.
+    pub heartbeats_denied: AtomicU64,
+    /// Enrollments accepted.
+    pub enrollments_accepted: AtomicU64,
+    /// Enrollments refused (any reason).
+    pub enrollments_refused: AtomicU64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of these counters.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut s = String::new();
+        s.push_str("# HELP b3iq_control_heartbeats_total Signed heartbeats received, by outcome.\n# TYPE b3iq_control_heartbeats_total counter\n");
+        for (o, v) in [
+            ("accepted", g(&self.heartbeats_accepted)),
+            ("forged", g(&self.heartbeats_forged)),
+            ("stale_sequence", g(&self.heartbeats_stale)),
+            ("clock_skew", g(&self.heartbeats_skewed)),
+            ("denied", g(&self.heartbeats_denied)),
+        ] {
+            s.push_str(&format!("b3iq_control_heartbeats_total{{outcome=\"{o}\"}} {v}\n"));
+        }
+        s.push_str("# HELP b3iq_control_enrollments_total Enrollment attempts, by outcome.\n# TYPE b3iq_control_enrollments_total counter\n");
+        s.push_str(&format!("b3iq_control_enrollments_total{{outcome=\"accepted\"}} {}\n", g(&self.enrollments_accepted)));
+        s.push_str(&format!("b3iq_control_enrollments_total{{outcome=\"refused\"}} {}\n", g(&self.enrollments_refused)));
+        s
+    }
+}
+
+/// A node as operators see it: the stored row plus whether it is online now.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeView {
+    /// The stored state.
+    #[serde(flatten)]
+    pub node: NodeRow,
+    /// `online`, `offline` (no heartbeat within [`OFFLINE_AFTER_INTERVALS`] intervals),
+    /// `never_seen`, `expired`, `suspended` or `revoked`.
+    pub presence: &'static str,
+}
+
+/// The control plane.
+pub struct ControlPlane {
+    store: Arc<dyn ControlStore>,
+    config: ControlConfig,
+    job_key: NodeKey,
+    hash_slots: Semaphore,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").field("backend", &self.store.backend()).field("audience", &self.config.audience).finish_non_exhaustive()
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+fn random_id(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(random::<8>()))
+}
+
+/// sha256 of a secret's text (what the store keeps).
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256Digest::of(secret.as_bytes()).0
+}
+
+/// An organisation name: 1 to 64 of letters, digits, space, `. _ -`.
+fn check_org_name(name: &str) -> Result<()> {
+    let ok = !name.trim().is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::Invalid { field: "name", reason: "use 1 to 64 of letters, digits, space, `. _ -`".into() })
+    }
+}
+
+impl ControlPlane {
+    /// A control plane over `store`, signing jobs with `job_key`.
+    pub fn new(store: Arc<dyn ControlStore>, config: ControlConfig, job_key: NodeKey) -> ControlPlane {
+        ControlPlane { store, config, job_key, hash_slots: Semaphore::new(MAX_CONCURRENT_PASSWORD_HASHES), metrics: Metrics::default() }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ControlConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ControlStore> {
+        &self.store
+    }
+
+    /// The job-signing public key nodes pin.
+    pub fn job_public_key(&self) -> b3iq_core::NodePublicKey {
+        self.job_key.public()
+    }
+
+    // ---- organisations, operators, tokens -------------------------------------------------
+
+    /// Creates an organisation.
+    ///
+    /// # Errors
+    /// `Invalid` for a bad name; `Refused(Exists)` when taken.
+    pub async fn create_org(&self, name: &str, now_ms: u64) -> Result<Org> {
+        check_org_name(name)?;
+        let org = Org { id: random_id("org_"), name: name.to_string(), created_at_ms: now_ms };
+        self.store.create_org(&org).await?;
+        Ok(org)
+    }
+
+    /// Finds an organisation by id or name.
+    ///
+    /// # Errors
+    /// `Refused(NotFound)` when absent.
+    pub async fn org(&self, id_or_name: &str) -> Result<Org> {
+        self.store.org(id_or_name).await?.ok_or_else(|| Refusal::NotFound(format!("organisation {:?}", id_or_name.chars().take(64).collect::<String>())).into())
+    }
+
+    /// Creates an operator of `org` with an argon2id password hash (10 to 1024 characters).
+    ///
+    /// # Errors
+    /// `Invalid` for a bad user name or password; `Refused` when the name is taken or the
+    /// organisation does not exist.
+    pub async fn create_operator(&self, org: &str, username: &str, password: &str, now_ms: u64) -> Result<Operator> {
+        b3iq_host::owner::auth::validate_new_account(username, password).map_err(|e| ControlError::Invalid { field: "operator", reason: e.to_string() })?;
+        let org = self.org(org).await?;
+        let pw = password.to_string();
+        let _slot = self.hash_slots.acquire().await.map_err(|e| ControlError::store("hash slots", e))?;
+        let phc = tokio::task::spawn_blocking(move || b3iq_host::owner::auth::hash_password(&pw))
+            .await
+            .map_err(|e| ControlError::store("hash task", e))?
+            .map_err(|e| ControlError::store("hash password", e))?;
+        let op = Operator { id: random_id("op_"), org_id: org.id, username: username.to_string(), password_phc: phc, created_at_ms: now_ms };
+        self.store.create_operator(&op).await?;
+        Ok(op)
+    }
+
+    /// Makes a single-use enrollment token for `org`, valid `ttl_ms` (at most 30 days).
+    /// Returns the stored row and the secret, which is shown once and never stored.
+    ///
+    /// # Errors
+    /// `Invalid` for a zero or too long lifetime; `Refused(NotFound)` for an unknown org.
+    pub async fn create_enrollment_token(&self, org: &str, ttl_ms: u64, now_ms: u64) -> Result<(EnrollmentTokenRow, String)> {
+        if ttl_ms == 0 || ttl_ms > MAX_TOKEN_TTL_MS {
+            return Err(ControlError::Invalid { field: "ttl", reason: format!("{ttl_ms} ms; use 1 ms to {MAX_TOKEN_TTL_MS} ms (30 days)") });
+        }
+        let org = self.org(org).await?;
+        let cred = Credential::generate(CredentialKind::Enrollment, &mut rand::rngs::OsRng);
+        let row = EnrollmentTokenRow {
+            id: random_id("etk_"),
+            org_id: org.id,
+            token_hash: cred.hash_for_storage().0,
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms.checked_add(ttl_ms).ok_or(ControlError::Invalid { field: "ttl", reason: "overflows the clock".into() })?,
+        };
+        self.store.create_enrollment_token(&row).await?;
+        Ok((row, cred.expose_secret().to_string()))
+    }
+
+    /// Operator sign-in: returns a bearer session secret (shown once) and its expiry. Unknown
+    /// users take as long as wrong passwords (a fixed hash is checked), so names cannot be
+    /// probed by timing.
+    ///
+    /// # Errors
+    /// `Unauthorized` for an unknown user or a wrong password.
+    pub async fn login(&self, username: &str, password: &str, now_ms: u64) -> Result<(String, u64)> {
+        const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        if username.len() > 64 || password.len() > 1024 {
+            return Err(ControlError::Unauthorized("wrong user name or password".into()));
+        }
+        let op = self.store.operator_by_username(username).await?;
+        let phc = op.as_ref().map(|o| o.password_phc.clone()).unwrap_or_else(|| DUMMY.to_string());
+        let pw = password.to_string();
+        let ok = {
+            let _slot = self.hash_slots.acquire().await.map_err(|e| ControlError::store("hash slots", e))?;
+            tokio::task::spawn_blocking(move || b3iq_host::owner::auth::verify_password(&pw, &phc)).await.map_err(|e| ControlError::store("hash task", e))?
+        };
+        let Some(op) = op.filter(|_| ok) else {
+            return Err(ControlError::Unauthorized("wrong user name or password".into()));
+        };
+        let secret = hex::encode(random::<32>());
+        let expires = now_ms.saturating_add(self.config.session_ttl_ms);
+        self.store.create_session(&secret_hash(&secret), &op.id, now_ms, expires).await?;
+        Ok((secret, expires))
+    }
+
+    /// The operator behind a bearer session secret.
+    ///
+    /// # Errors
+    /// `Unauthorized` when the session is unknown or expired.
+    pub async fn operator(&self, session: &str, now_ms: u64) -> Result<Operator> {
+        if session.len() != 64 {
+            return Err(ControlError::Unauthorized("sign in first: POST /v1/admin/session".into()));
+        }
+        self.store
+            .session_operator(&secret_hash(session), now_ms)
+            .await?
+            .ok_or_else(|| ControlError::Unauthorized("the session is unknown or expired; sign in again".into()))
+    }
+
+    /// Signs an operator out.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn logout(&self, session: &str) -> Result<()> {
+        self.store.delete_session(&secret_hash(session)).await
+    }
+
+    // ---- enrollment -----------------------------------------------------------------------
+
+    /// Issues a single-use challenge.
+    ///
+    /// # Errors
+    /// `TooMany` when [`crate::store::MAX_LIVE_CHALLENGES`] are outstanding.
+    pub async fn challenge(&self, now_ms: u64) -> Result<EnrollmentChallenge> {
+        let row = ChallengeRow { id: random(), nonce: random(), issued_at_ms: now_ms, expires_at_ms: now_ms.saturating_add(self.config.challenge_ttl_ms) };
+        if !self.store.create_challenge(&row, now_ms).await? {
+            return Err(ControlError::TooMany("too many enrollment challenges outstanding; retry in a minute".into()));
+        }
+        Ok(EnrollmentChallenge {
+            challenge_id: ChallengeId(row.id),
+            audience: self.config.audience.clone(),
+            nonce: Nonce(row.nonce),
+            issued_at_ms: row.issued_at_ms,
+            expires_at_ms: row.expires_at_ms,
+        })
+    }
+
+    /// Checks an enrollment (token format, a live challenge, the proof: signature, key derives
+    /// the node id, audience, nonce, signing time) and commits it (challenge and token used,
+    /// node created). The token is checked against the store only after the proof verifies.
+    ///
+    /// # Errors
+    /// `Unauthorized` for a malformed token; `Invalid` for a proof that does not verify;
+    /// `Refused` for a used or expired challenge or token, a revoked node or one of another
+    /// organisation.
+    pub async fn enroll(&self, token: &str, req: &EnrollmentRequest, now_ms: u64) -> Result<EnrollmentAccepted> {
+        let r = self.enroll_inner(token, req, now_ms).await;
+        match &r {
+            Ok(_) => self.metrics.enrollments_accepted.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.metrics.enrollments_refused.fetch_add(1, Ordering::Relaxed),
+        };
+        r
+    }
+
+    async fn enroll_inner(&self, token: &str, req: &EnrollmentRequest, now_ms: u64) -> Result<EnrollmentAccepted> {
+        let cred = Credential::parse_kind(token, CredentialKind::Enrollment).map_err(|e| ControlError::Unauthorized(format!("enrollment token: {e}")))?;
+        let Some(ch) = self.store.live_challenge(&req.challenge_id.0, now_ms).await? else {
+            return Err(Refusal::ChallengeUsed.into());
+        };
+        let challenge = EnrollmentChallenge {
+            challenge_id: ChallengeId(ch.id),
+            audience: self.config.audience.clone(),
+            nonce: Nonce(ch.nonce),
+            issued_at_ms: ch.issued_at_ms,
+            expires_at_ms: ch.expires_at_ms,
+        };
+        let node_id = req.verify(&challenge, now_ms, self.config.max_clock_skew_ms)?;
+        let expires_at_ms = now_ms.saturating_add(self.config.enrollment_ttl_ms);
+        let node = self
+            .store
+            .enroll(&EnrollCommit {
+                challenge_id: ch.id,
+                token_hash: cred.hash_for_storage().0,
+                node_id,
+                public_key: req.proof.body().public_key,
+                now_ms,
+                expires_at_ms,
+            })
+            .await?;
+        tracing::info!(node = %node.node_id, org = %node.org_id, "node enrolled");
+        Ok(EnrollmentAccepted {
+            node_id: node.node_id,
+            org_id: Audience::new(&node.org_id)?,
+            audience: self.config.audience.clone(),
+            job_key: self.job_key.public(),
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            enrolled_at_ms: node.enrolled_at_ms,
+            expires_at_ms: node.expires_at_ms,
+        })
+    }
+
+    // ---- heartbeats -----------------------------------------------------------------------
+
+    /// Checks and stores a heartbeat: a signature that verifies for its node id, a clock within
+    /// the allowed skew, an enrolled, active, unexpired node whose key signed it, and a sequence
+    /// above the last one stored. Refusals are counted ([`Metrics`], and on the node).
+    ///
+    /// # Errors
+    /// `Invalid` for a forged heartbeat or one outside the clock skew; `Refused` for an unknown,
+    /// suspended, revoked or expired node or a stale sequence.
+    pub async fn heartbeat(&self, req: &HeartbeatRequest, now_ms: u64) -> Result<HeartbeatAck> {
+        let node_id = match req.verify() {
+            Ok(id) => id,
+            Err(e) => {
+                self.metrics.heartbeats_forged.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        let hb = req.heartbeat.body();
+        if hb.sent_at_ms.abs_diff(now_ms) > self.config.max_clock_skew_ms {
+            self.metrics.heartbeats_skewed.fetch_add(1, Ordering::Relaxed);
+            self.store.count_refused_heartbeat(&node_id).await?;
+            return Err(ControlError::Invalid {
+                field: "sent_at_ms",
+                reason: format!("the node's clock is {} ms away from the control plane's (at most {} ms); fix the node's clock", hb.sent_at_ms.abs_diff(now_ms), self.config.max_clock_skew_ms),
+            });
+        }
+        let r = self
+            .store
+            .record_heartbeat(&HeartbeatCommit {
+                node_id,
+                sequence: hb.sequence,
+                sent_at_ms: hb.sent_at_ms,
+                received_at_ms: now_ms,
+                health: hb.health,
+                body: serde_json::to_value(hb).map_err(|e| ControlError::store("heartbeat json", e))?,
+            })
+            .await;
+        match &r {
+            Ok(()) => self.metrics.heartbeats_accepted.fetch_add(1, Ordering::Relaxed),
+            Err(ControlError::Refused(Refusal::StaleSequence { .. })) => self.metrics.heartbeats_stale.fetch_add(1, Ordering::Relaxed),
+            Err(ControlError::Refused(_)) => self.metrics.heartbeats_denied.fetch_add(1, Ordering::Relaxed),
+            Err(_) => 0,
+        };
+        r?;
+        Ok(HeartbeatAck { sequence: hb.sequence, next_heartbeat_at_ms: now_ms.saturating_add(self.config.heartbeat_interval_ms), pending_jobs: 0 })
+    }
+
+    // ---- nodes ----------------------------------------------------------------------------
+
+    fn view(&self, node: NodeRow, now_ms: u64) -> NodeView {
+        let presence = match node.status {
+            NodeStatus::Revoked => "revoked",
+            NodeStatus::Suspended => "suspended",
+            NodeStatus::Active if node.expires_at_ms <= now_ms => "expired",
+            NodeStatus::Active => match &node.last_heartbeat {
+                None => "never_seen",
+                Some(h) if now_ms.saturating_sub(h.received_at_ms) > OFFLINE_AFTER_INTERVALS * self.config.heartbeat_interval_ms => "offline",
+                Some(_) => "online",
+            },
+        };
+        NodeView { node, presence }
+    }
+
+    /// The nodes of `org_id` with their presence.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn nodes(&self, org_id: &str, now_ms: u64) -> Result<Vec<NodeView>> {
+        Ok(self.store.nodes(org_id).await?.into_iter().map(|n| self.view(n, now_ms)).collect())
+    }
+
+    /// One node of `org_id`.
+    ///
+    /// # Errors
+    /// `Refused(UnknownNode)` when absent or of another organisation.
+    pub async fn node(&self, org_id: &str, id: &NodeId, now_ms: u64) -> Result<NodeView> {
+        match self.store.node(id).await? {
+            Some(n) if n.org_id == org_id => Ok(self.view(n, now_ms)),
+            _ => Err(Refusal::UnknownNode.into()),
+        }
+    }
+
+    /// Suspends, resumes or revokes a node of `org_id`, with a short reason (at most 200
+    /// characters, printable). Its heartbeats are refused from the next one on.
+    ///
+    /// # Errors
+    /// `Invalid` for a bad reason; `Refused` for an unknown or already revoked node.
+    pub async fn set_node_status(&self, org_id: &str, id: &NodeId, status: NodeStatus, reason: &str) -> Result<()> {
+        if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+            return Err(ControlError::Invalid { field: "reason", reason: "at most 200 printable characters".into() });
+        }
+        self.store.set_node_status(id, org_id, status, reason).await?;
+        tracing::info!(node = %id, status = status.as_str(), "node status changed");
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! The control plane's state behind one trait, [`ControlStore`], with two backends:
+//! [`sqlite::SqliteStore`] (rusqlite, one file, the embedded default) and
+//! [`postgres::PostgresStore`] (tokio-postgres, for more than one replica). Each has its own
+//! numbered migrations; `tests/store.rs` runs one conformance suite against both.
+//!
+//! Every rule that must hold under concurrency is one statement or one transaction in the
+//! backend, never a read followed by a write in the caller:
+//! * a challenge is used at most once and only before it expires;
+//! * an enrollment token is used at most once, before it expires, for its own organisation;
+//! * a heartbeat is stored only when its sequence is above the last one stored for that node
+//!   (`UPDATE ... WHERE last_sequence < $seq`), and only for an active, unexpired enrollment.
+//!
+//! Times are unix milliseconds, passed in by the caller (the store never reads a clock).
+
+pub mod postgres;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use b3iq_core::heartbeat::HealthStatus;
+use b3iq_core::{NodeId, NodePublicKey};
+
+use crate::error::Result;
+
+/// An organisation: it owns nodes, operators and enrollment tokens.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Org {
+    /// `org_` + 16 hex.
+    pub id: String,
+    /// Display name (unique).
+    pub name: String,
+    /// Creation time, unix ms.
+    pub created_at_ms: u64,
+}
+
+/// An operator account (signs in to the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// `op_` + 16 hex.
+    pub id: String,
+    /// Its organisation.
+    pub org_id: String,
+    /// Sign-in name (unique across the control plane).
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_phc: String,
+    /// Creation time, unix ms.
+    pub created_at_ms: u64,
+}
+
+/// A stored enrollment token: only its sha256 is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentTokenRow {
+    /// `etk_` + 16 hex (shown to operators; not a secret).
+    pub id: String,
+    /// The organisation a node enrolled with it joins.
+    pub org_id: String,
+    /// sha256 of the token text.
+    pub token_hash: [u8; 32],
+    /// Creation time, unix ms.
+    pub created_at_ms: u64,
+    /// The token is refused from this time on, unix ms.
+    pub expires_at_ms: u64,
+}
+
+/// A single-use enrollment challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRow {
+    /// Challenge id.
+    pub id: [u8; 16],
+    /// The nonce the proof must sign.
+    pub nonce: [u8; 32],
+    /// Issue time, unix ms.
+    pub issued_at_ms: u64,
+    /// Refused from this time on, unix ms.
+    pub expires_at_ms: u64,
+}
+
+/// Where a node stands with the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Enrolled and allowed to talk to the control plane.
+    Active,
+    /// Temporarily refused (an operator can resume it).
+    Suspended,
+    /// Permanently refused: it can never enroll again with the same key.
+    Revoked,
+}
+
+impl NodeStatus {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Active => "active",
+            NodeStatus::Suspended => "suspended",
+            NodeStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<NodeStatus> {
+        [NodeStatus::Active, NodeStatus::Suspended, NodeStatus::Revoked].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// The latest heartbeat state kept per node (the signed heartbeat's public fields).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LastHeartbeat {
+    /// Its sequence.
+    pub sequence: u64,
+    /// The node's send time, unix ms.
+    pub sent_at_ms: u64,
+    /// When the control plane stored it, unix ms.
+    pub received_at_ms: u64,
+    /// Health.
+    pub health: HealthStatus,
+    /// The heartbeat body as JSON (counts, mode, inventory digests): public fields only.
+    pub body: serde_json::Value,
+}
+
+/// A node as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRow {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Its public key (the node id derives from it).
+    pub public_key: NodePublicKey,
+    /// Owning organisation.
+    pub org_id: String,
+    /// Status.
+    pub status: NodeStatus,
+    /// Why it was suspended or revoked (an operator's short reason), empty when active.
+    pub status_reason: String,
+    /// First enrollment, unix ms.
+    pub enrolled_at_ms: u64,
+    /// The enrollment ends here unless renewed, unix ms.
+    pub expires_at_ms: u64,
+    /// The latest stored heartbeat.
+    pub last_heartbeat: Option<LastHeartbeat>,
+    /// Heartbeats refused for a replayed or out-of-order sequence, or a clock outside the
+    /// allowed skew (forged signatures cannot be attributed to a node: they are counted in the
+    /// control plane's metrics only).
+    pub refused_heartbeats: u64,
+}
+
+/// Everything an accepted enrollment writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct EnrollCommit {
+    /// The challenge answered (marked used).
+    pub challenge_id: [u8; 16],
+    /// sha256 of the enrollment token presented (marked used).
+    pub token_hash: [u8; 32],
+    /// The proven node id.
+    pub node_id: NodeId,
+    /// Its public key.
+    pub public_key: NodePublicKey,
+    /// Now, unix ms.
+    pub now_ms: u64,
+    /// When the new enrollment ends, unix ms.
+    pub expires_at_ms: u64,
+}
+
+/// Why an enrollment, a heartbeat or an admin change was refused by the store's rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The challenge does not exist, was used, or has expired.
+    #[error("the enrollment challenge was already used or has expired; request a new challenge")]
+    ChallengeUsed,
+    /// The token is unknown.
+    #[error("unknown enrollment token; ask an operator for a new one (`b3iq-control admin enrollment-token`)")]
+    TokenUnknown,
+    /// The token was used before.
+    #[error("this enrollment token was already used; each token enrolls one node once")]
+    TokenUsed,
+    /// The token expired.
+    #[error("this enrollment token has expired; ask an operator for a new one")]
+    TokenExpired,
+    /// The node is enrolled in another organisation.
+    #[error("this node is enrolled in another organisation; it must be unenrolled there first")]
+    OtherOrg,
+    /// The node is not enrolled here.
+    #[error("this node is not enrolled with this control plane; run `b3iqd enroll`")]
+    UnknownNode,
+    /// The node was suspended.
+    #[error("this node is suspended by an operator ({0}); ask the operator to resume it")]
+    Suspended(String),
+    /// The node was revoked.
+    #[error("this node was revoked by an operator ({0}); it cannot enroll or report again with this key")]
+    Revoked(String),
+    /// The enrollment expired without renewal.
+    #[error("this node's enrollment expired; enroll again with a new token")]
+    EnrollmentExpired,
+    /// A heartbeat sequence at or below the last stored one.
+    #[error("heartbeat sequence {got} is not above the last accepted {last} (replayed or out of order)")]
+    StaleSequence {
+        /// The sequence sent.
+        got: u64,
+        /// The last sequence stored.
+        last: u64,
+    },
+    /// A name already taken.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// An org, operator or token id that does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// A heartbeat to store (already verified: signature, node id, clock skew).
+#[derive(Debug, Clone)]
+pub struct HeartbeatCommit {
+    /// The sending node.
+    pub node_id: NodeId,
+    /// Its sequence.
+    pub sequence: u64,
+    /// The node's send time, unix ms.
+    pub sent_at_ms: u64,
+    /// Now, unix ms.
+    pub received_at_ms: u64,
+    /// Health.
+    pub health: HealthStatus,
+    /// The heartbeat body as JSON.
+    pub body: serde_json::Value,
+}
+
+/// Heartbeat history kept per node, for uptime: rows older than this are deleted as new ones
+/// arrive (7 days).
+pub const HEARTBEAT_HISTORY_MS: u64 = 7 * 24 * 3_600_000;
+
+/// Most live (unused, unexpired) challenges: past it, new challenges are refused (429), so
+/// strangers cannot grow the table.
+pub const MAX_LIVE_CHALLENGES: u64 = 10_000;
+
+/// Maps a backend error to `Store` naming the operation.
+pub(crate) fn db<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> crate::ControlError {
+    move |e| crate::ControlError::store(what, e)
+}
+
+/// Milliseconds as the databases' signed 64-bit integer; values past `i64::MAX` are refused by
+/// the callers' checked arithmetic long before, so saturating cannot change a comparison that
+/// matters.
+pub(crate) fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The `nodes` columns both backends read into a [`NodeRow`].
+pub(crate) const NODE_COLUMNS: &str = "node_id, public_key, org_id, status, status_reason, enrolled_at_ms, expires_at_ms, last_sequence, last_sent_at_ms, last_received_at_ms, last_health, last_body, refused_heartbeats";
+
+/// The control plane's store. Both backends pass `tests/store.rs`.
+///
+/// # Errors
+/// Every method returns [`crate::ControlError::Store`] for a database failure, and
+/// [`crate::ControlError::Refused`] with a [`Refusal`] where a rule refuses the change.
+#[async_trait]
+pub trait ControlStore: Send + Sync + 'static {
+    /// Backend name (`sqlite`, `postgres`), for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Creates an organisation; `Refusal::Exists` when the name is taken.
+    async fn create_org(&self, org: &Org) -> Result<()>;
+    /// An organisation by id or by name.
+    async fn org(&self, id_or_name: &str) -> Result<Option<Org>>;
+    /// Creates an operator; `Refusal::Exists` when the user name is taken,
+    /// `Refusal::NotFound` when the organisation does not exist.
+    async fn create_operator(&self, op: &Operator) -> Result<()>;
+    /// An operator by user name.
+    async fn operator_by_username(&self, username: &str) -> Result<Option<Operator>>;
+    /// Stores an operator session (sha256 of its secret), expiring at `expires_at_ms`.
+    async fn create_session(&self, token_hash: &[u8; 32], operator_id: &str, now_ms: u64, expires_at_ms: u64) -> Result<()>;
+    /// The operator of a live session.
+    async fn session_operator(&self, token_hash: &[u8; 32], now_ms: u64) -> Result<Option<Operator>>;
+    /// Ends a session.
+    async fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()>;
+
+    /// Stores a new enrollment token; `Refusal::NotFound` when the organisation does not exist.
+    async fn create_enrollment_token(&self, t: &EnrollmentTokenRow) -> Result<()>;
+
+    /// Stores a challenge. Deletes expired ones first; `Ok(false)` when
+    /// [`MAX_LIVE_CHALLENGES`] are live (the caller answers 429).
+    async fn create_challenge(&self, c: &ChallengeRow, now_ms: u64) -> Result<bool>;
+    /// A challenge that is unused and unexpired at `now_ms`.
+    async fn live_challenge(&self, id: &[u8; 16], now_ms: u64) -> Result<Option<ChallengeRow>>;
+    /// In one transaction: uses the challenge and the token, and creates or re-enrolls the
+    /// node (a re-enrollment keeps a suspension; a revoked node or one of another organisation
+    /// is refused). Returns the node.
+    async fn enroll(&self, c: &EnrollCommit) -> Result<NodeRow>;
+
+    /// A node.
+    async fn node(&self, id: &NodeId) -> Result<Option<NodeRow>>;
+    /// The nodes of an organisation, by enrollment time.
+    async fn nodes(&self, org_id: &str) -> Result<Vec<NodeRow>>;
+    /// Sets a node's status (with a short reason); `Refusal::UnknownNode` when absent. A revoked
+    /// node stays revoked.
+    async fn set_node_status(&self, id: &NodeId, org_id: &str, status: NodeStatus, reason: &str) -> Result<()>;
+
+    /// Stores a heartbeat when its sequence is above the node's last one and the node is
+    /// active and unexpired; records it in the history (pruned past
+    /// [`HEARTBEAT_HISTORY_MS`]). On a stale sequence, counts the refusal on the node.
+    async fn record_heartbeat(&self, h: &HeartbeatCommit) -> Result<()>;
+    /// Counts a refused heartbeat on the node (clock skew); no-op for an unknown node.
+    async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()>;
+    /// Heartbeats stored for a node at or after `since_ms` (for uptime).
+    async fn heartbeat_count(&self, id: &NodeId, since_ms: u64) -> Result<u64>;
+}

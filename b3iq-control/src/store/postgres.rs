@@ -1,0 +1,465 @@
+//! Postgres backend (tokio-postgres with a deadpool pool), for a control plane with more than one
+//! replica. The same rules as the SQLite backend hold, each as one statement or one transaction:
+//! conditional `UPDATE`s for single use and sequence order, `SELECT ... FOR UPDATE` where a
+//! decision reads then writes. Migrations are numbered in `schema_migrations` and applied under
+//! an advisory lock, so replicas starting together apply each once.
+//!
+//! The connection is plain TCP (`NoTls`): run Postgres on loopback or a private network, or put
+//! it behind a TLS-terminating proxy. A URL with `sslmode=require` is refused rather than
+//! silently sent in clear.
+
+use async_trait::async_trait;
+use b3iq_core::{NodeId, NodePublicKey};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use super::sqlite::{health_name, health_parse};
+use super::*;
+use crate::error::{ControlError, Result};
+
+/// Numbered migrations.
+const MIGRATIONS: &[&str] = &[
+    // 1: as SQLite's migration 1.
+    r#"
+    CREATE TABLE orgs (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE operators (
+        id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL REFERENCES orgs(id),
+        username TEXT NOT NULL UNIQUE,
+        password_phc TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE operator_sessions (
+        token_hash BYTEA PRIMARY KEY,
+        operator_id TEXT NOT NULL REFERENCES operators(id),
+        created_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE enrollment_tokens (
+        id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL REFERENCES orgs(id),
+        token_hash BYTEA NOT NULL UNIQUE,
+        created_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        used_at_ms BIGINT,
+        used_by TEXT
+    );
+    CREATE TABLE challenges (
+        id BYTEA PRIMARY KEY,
+        nonce BYTEA NOT NULL,
+        issued_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        used_at_ms BIGINT
+    );
+    CREATE INDEX challenges_expiry ON challenges(expires_at_ms);
+    CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        org_id TEXT NOT NULL REFERENCES orgs(id),
+        status TEXT NOT NULL,
+        status_reason TEXT NOT NULL DEFAULT '',
+        enrolled_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        last_sequence BIGINT,
+        last_sent_at_ms BIGINT,
+        last_received_at_ms BIGINT,
+        last_health TEXT,
+        last_body TEXT,
+        refused_heartbeats BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX nodes_org ON nodes(org_id, enrolled_at_ms);
+    CREATE TABLE heartbeats (
+        node_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        received_at_ms BIGINT NOT NULL,
+        health TEXT NOT NULL,
+        PRIMARY KEY (node_id, sequence)
+    );
+    CREATE INDEX heartbeats_time ON heartbeats(received_at_ms);
+    "#,
+];
+
+/// Advisory lock key for migrations (`b3iqctl` as ASCII).
+const MIGRATION_LOCK: i64 = 0x0062_3369_7163_746c;
+
+/// The Postgres store.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PostgresStore")
+    }
+}
+
+fn is_code(e: &tokio_postgres::Error, code: &SqlState) -> bool {
+    e.code() == Some(code)
+}
+
+impl PostgresStore {
+    /// Connects with a libpq-style URL or key=value string (`postgres://user@127.0.0.1:5432/b3iq`)
+    /// and a pool of `pool_size` connections, then applies the migrations.
+    ///
+    /// # Errors
+    /// `Config` for a malformed URL or one asking for TLS; `Store` when the server cannot be
+    /// reached or its schema is newer than this build knows.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<PostgresStore> {
+        let cfg: tokio_postgres::Config = url.parse().map_err(|e| ControlError::Config(format!("postgres url: {e}")))?;
+        if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(ControlError::Config("postgres url asks for sslmode=require; this build connects without TLS (use a loopback or private server)".into()));
+        }
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr).max_size(pool_size.max(1)).build().map_err(|e| ControlError::Config(format!("postgres pool: {e}")))?;
+        let s = PostgresStore { pool };
+        s.migrate().await?;
+        Ok(s)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(db("connect to postgres"))
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("migrate"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db("migration lock"))?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            .await
+            .map_err(db("migrate"))?;
+        let current: i32 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+            .await
+            .map_err(db("migrate"))?
+            .get(0);
+        if current as usize > MIGRATIONS.len() {
+            return Err(ControlError::Store(format!(
+                "the database has schema version {current}, newer than this build knows ({}); upgrade b3iq-control",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(sql).await.map_err(db("migrate"))?;
+            tx.execute("INSERT INTO schema_migrations(version) VALUES ($1)", &[&((i + 1) as i32)]).await.map_err(db("migrate"))?;
+        }
+        tx.commit().await.map_err(db("migrate"))
+    }
+}
+
+fn node_from_row(r: &Row) -> Result<NodeRow> {
+    let node_id: String = r.get("node_id");
+    let bad = |what: &str| ControlError::Store(format!("the database holds an invalid {what} for node {node_id}"));
+    let last_sequence: Option<i64> = r.get("last_sequence");
+    Ok(NodeRow {
+        node_id: NodeId::parse(&node_id).map_err(|_| bad("node id"))?,
+        public_key: NodePublicKey::from_hex(r.get::<_, &str>("public_key")).map_err(|_| bad("public key"))?,
+        org_id: r.get("org_id"),
+        status: NodeStatus::parse(r.get::<_, &str>("status")).ok_or_else(|| bad("status"))?,
+        status_reason: r.get("status_reason"),
+        enrolled_at_ms: r.get::<_, i64>("enrolled_at_ms") as u64,
+        expires_at_ms: r.get::<_, i64>("expires_at_ms") as u64,
+        last_heartbeat: match last_sequence {
+            None => None,
+            Some(seq) => Some(LastHeartbeat {
+                sequence: seq as u64,
+                sent_at_ms: r.get::<_, i64>("last_sent_at_ms") as u64,
+                received_at_ms: r.get::<_, i64>("last_received_at_ms") as u64,
+                health: health_parse(r.get::<_, &str>("last_health")).ok_or_else(|| bad("health"))?,
+                body: serde_json::from_str(r.get::<_, &str>("last_body")).map_err(|_| bad("heartbeat body"))?,
+            }),
+        },
+        refused_heartbeats: r.get::<_, i64>("refused_heartbeats") as u64,
+    })
+}
+
+fn operator_from_row(r: &Row) -> Operator {
+    Operator {
+        id: r.get(0),
+        org_id: r.get(1),
+        username: r.get(2),
+        password_phc: r.get(3),
+        created_at_ms: r.get::<_, i64>(4) as u64,
+    }
+}
+
+async fn get_node<C: deadpool_postgres::GenericClient>(c: &C, id: &str, lock: bool) -> Result<Option<NodeRow>> {
+    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1{}", if lock { " FOR UPDATE" } else { "" });
+    c.query_opt(&sql, &[&id]).await.map_err(db("read node"))?.map(|r| node_from_row(&r)).transpose()
+}
+
+#[async_trait]
+impl ControlStore for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn create_org(&self, org: &Org) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("INSERT INTO orgs(id, name, created_at_ms) VALUES ($1, $2, $3)", &[&org.id, &org.name, &ms(org.created_at_ms)])
+            .await
+            .map_err(|e| if is_code(&e, &SqlState::UNIQUE_VIOLATION) { Refusal::Exists(format!("organisation {:?}", org.name)).into() } else { ControlError::store("create org", e) })?;
+        Ok(())
+    }
+
+    async fn org(&self, id_or_name: &str) -> Result<Option<Org>> {
+        let c = self.client().await?;
+        Ok(c.query_opt("SELECT id, name, created_at_ms FROM orgs WHERE id = $1 OR name = $1", &[&id_or_name])
+            .await
+            .map_err(db("read org"))?
+            .map(|r| Org { id: r.get(0), name: r.get(1), created_at_ms: r.get::<_, i64>(2) as u64 }))
+    }
+
+    async fn create_operator(&self, op: &Operator) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO operators(id, org_id, username, password_phc, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+            &[&op.id, &op.org_id, &op.username, &op.password_phc, &ms(op.created_at_ms)],
+        )
+        .await
+        .map_err(|e| {
+            if is_code(&e, &SqlState::UNIQUE_VIOLATION) {
+                Refusal::Exists(format!("operator {:?}", op.username)).into()
+            } else if is_code(&e, &SqlState::FOREIGN_KEY_VIOLATION) {
+                Refusal::NotFound(format!("organisation {:?}", op.org_id)).into()
+            } else {
+                ControlError::store("create operator", e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn operator_by_username(&self, username: &str) -> Result<Option<Operator>> {
+        let c = self.client().await?;
+        Ok(c.query_opt("SELECT id, org_id, username, password_phc, created_at_ms FROM operators WHERE username = $1", &[&username])
+            .await
+            .map_err(db("read operator"))?
+            .map(|r| operator_from_row(&r)))
+    }
+
+    async fn create_session(&self, token_hash: &[u8; 32], operator_id: &str, now_ms: u64, expires_at_ms: u64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM operator_sessions WHERE expires_at_ms <= $1", &[&ms(now_ms)]).await.map_err(db("prune sessions"))?;
+        c.execute(
+            "INSERT INTO operator_sessions(token_hash, operator_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
+            &[&token_hash.as_slice(), &operator_id, &ms(now_ms), &ms(expires_at_ms)],
+        )
+        .await
+        .map_err(db("create session"))?;
+        Ok(())
+    }
+
+    async fn session_operator(&self, token_hash: &[u8; 32], now_ms: u64) -> Result<Option<Operator>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT o.id, o.org_id, o.username, o.password_phc, o.created_at_ms FROM operator_sessions s JOIN operators o ON o.id = s.operator_id
+             WHERE s.token_hash = $1 AND s.expires_at_ms > $2",
+            &[&token_hash.as_slice(), &ms(now_ms)],
+        )
+        .await
+        .map_err(db("read session"))?
+        .map(|r| operator_from_row(&r)))
+    }
+
+    async fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM operator_sessions WHERE token_hash = $1", &[&token_hash.as_slice()]).await.map_err(db("delete session"))?;
+        Ok(())
+    }
+
+    async fn create_enrollment_token(&self, t: &EnrollmentTokenRow) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO enrollment_tokens(id, org_id, token_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)",
+            &[&t.id, &t.org_id, &t.token_hash.as_slice(), &ms(t.created_at_ms), &ms(t.expires_at_ms)],
+        )
+        .await
+        .map_err(|e| if is_code(&e, &SqlState::FOREIGN_KEY_VIOLATION) { Refusal::NotFound(format!("organisation {:?}", t.org_id)).into() } else { ControlError::store("create enrollment token", e) })?;
+        Ok(())
+    }
+
+    async fn create_challenge(&self, ch: &ChallengeRow, now_ms: u64) -> Result<bool> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM challenges WHERE expires_at_ms <= $1", &[&ms(now_ms)]).await.map_err(db("prune challenges"))?;
+        // The cap is checked and the row inserted in one statement; concurrent inserts may pass
+        // it by a few rows, which only bounds the table a little more loosely.
+        let n = c
+            .execute(
+                "INSERT INTO challenges(id, nonce, issued_at_ms, expires_at_ms)
+                 SELECT $1, $2, $3, $4 WHERE (SELECT COUNT(*) FROM challenges WHERE used_at_ms IS NULL) < $5",
+                &[&ch.id.as_slice(), &ch.nonce.as_slice(), &ms(ch.issued_at_ms), &ms(ch.expires_at_ms), &(MAX_LIVE_CHALLENGES as i64)],
+            )
+            .await
+            .map_err(db("create challenge"))?;
+        Ok(n == 1)
+    }
+
+    async fn live_challenge(&self, id: &[u8; 16], now_ms: u64) -> Result<Option<ChallengeRow>> {
+        let c = self.client().await?;
+        c.query_opt(
+            "SELECT nonce, issued_at_ms, expires_at_ms FROM challenges WHERE id = $1 AND used_at_ms IS NULL AND expires_at_ms > $2",
+            &[&id.as_slice(), &ms(now_ms)],
+        )
+        .await
+        .map_err(db("read challenge"))?
+        .map(|r| {
+            Ok(ChallengeRow {
+                id: *id,
+                nonce: r.get::<_, Vec<u8>>(0).try_into().map_err(|_| ControlError::Store("the database holds a nonce that is not 32 bytes".into()))?,
+                issued_at_ms: r.get::<_, i64>(1) as u64,
+                expires_at_ms: r.get::<_, i64>(2) as u64,
+            })
+        })
+        .transpose()
+    }
+
+    async fn enroll(&self, e: &EnrollCommit) -> Result<NodeRow> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("enroll"))?;
+        let now = ms(e.now_ms);
+        let used = tx
+            .execute("UPDATE challenges SET used_at_ms = $2 WHERE id = $1 AND used_at_ms IS NULL AND expires_at_ms > $2", &[&e.challenge_id.as_slice(), &now])
+            .await
+            .map_err(db("use challenge"))?;
+        if used != 1 {
+            return Err(Refusal::ChallengeUsed.into());
+        }
+        let tok = tx
+            .query_opt("SELECT org_id, expires_at_ms, used_at_ms FROM enrollment_tokens WHERE token_hash = $1 FOR UPDATE", &[&e.token_hash.as_slice()])
+            .await
+            .map_err(db("read token"))?
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, Option<i64>>(2)));
+        // A refused attempt still uses up its challenge: a nonce is good for one try.
+        let refusal = match &tok {
+            None => Some(Refusal::TokenUnknown),
+            Some((_, _, Some(_))) => Some(Refusal::TokenUsed),
+            Some((_, exp, None)) if *exp <= now => Some(Refusal::TokenExpired),
+            Some(_) => None,
+        };
+        if let Some(r) = refusal {
+            tx.commit().await.map_err(db("enroll"))?;
+            return Err(r.into());
+        }
+        let org_id = tok.map(|t| t.0).unwrap_or_default();
+        let id = e.node_id.to_text();
+        // Serialise concurrent first enrollments of one node on the insert.
+        tx.execute(
+            "INSERT INTO nodes(node_id, public_key, org_id, status, enrolled_at_ms, expires_at_ms) VALUES ($1, $2, $3, 'active', $4, $5) ON CONFLICT (node_id) DO NOTHING",
+            &[&id, &e.public_key.to_hex(), &org_id, &now, &ms(e.expires_at_ms)],
+        )
+        .await
+        .map_err(db("insert node"))?;
+        let node = get_node(&tx, &id, true).await?.ok_or_else(|| ControlError::Store("enrolled node vanished".into()))?;
+        if node.status == NodeStatus::Revoked {
+            tx.commit().await.map_err(db("enroll"))?;
+            return Err(Refusal::Revoked(node.status_reason).into());
+        }
+        if node.org_id != org_id {
+            tx.commit().await.map_err(db("enroll"))?;
+            return Err(Refusal::OtherOrg.into());
+        }
+        tx.execute("UPDATE nodes SET expires_at_ms = $2, public_key = $3 WHERE node_id = $1", &[&id, &ms(e.expires_at_ms), &e.public_key.to_hex()])
+            .await
+            .map_err(db("re-enroll node"))?;
+        tx.execute("UPDATE enrollment_tokens SET used_at_ms = $2, used_by = $3 WHERE token_hash = $1 AND used_at_ms IS NULL", &[&e.token_hash.as_slice(), &now, &id])
+            .await
+            .map_err(db("use token"))?;
+        let node = get_node(&tx, &id, false).await?.ok_or_else(|| ControlError::Store("enrolled node vanished".into()))?;
+        tx.commit().await.map_err(db("enroll"))?;
+        Ok(node)
+    }
+
+    async fn node(&self, id: &NodeId) -> Result<Option<NodeRow>> {
+        let c = self.client().await?;
+        get_node(&c, &id.to_text(), false).await
+    }
+
+    async fn nodes(&self, org_id: &str) -> Result<Vec<NodeRow>> {
+        let c = self.client().await?;
+        c.query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE org_id = $1 ORDER BY enrolled_at_ms, node_id"), &[&org_id])
+            .await
+            .map_err(db("list nodes"))?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+
+    async fn set_node_status(&self, id: &NodeId, org_id: &str, status: NodeStatus, reason: &str) -> Result<()> {
+        let c = self.client().await?;
+        let id = id.to_text();
+        let reason = if status == NodeStatus::Active { "" } else { reason };
+        let n = c
+            .execute(
+                "UPDATE nodes SET status = $3, status_reason = $4 WHERE node_id = $1 AND org_id = $2 AND status <> 'revoked'",
+                &[&id, &org_id, &status.as_str(), &reason],
+            )
+            .await
+            .map_err(db("set node status"))?;
+        if n == 0 {
+            return match get_node(&c, &id, false).await? {
+                Some(n) if n.org_id == org_id => Err(Refusal::Revoked(n.status_reason).into()),
+                _ => Err(Refusal::UnknownNode.into()),
+            };
+        }
+        Ok(())
+    }
+
+    async fn record_heartbeat(&self, h: &HeartbeatCommit) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("heartbeat"))?;
+        let id = h.node_id.to_text();
+        let now = ms(h.received_at_ms);
+        let n = tx
+            .execute(
+                "UPDATE nodes SET last_sequence = $2, last_sent_at_ms = $3, last_received_at_ms = $4, last_health = $5, last_body = $6
+                 WHERE node_id = $1 AND status = 'active' AND expires_at_ms > $4 AND (last_sequence IS NULL OR last_sequence < $2)",
+                &[&id, &ms(h.sequence), &ms(h.sent_at_ms), &now, &health_name(h.health), &h.body.to_string()],
+            )
+            .await
+            .map_err(db("store heartbeat"))?;
+        if n != 1 {
+            let refusal = match get_node(&tx, &id, false).await? {
+                None => Refusal::UnknownNode,
+                Some(n) if n.status == NodeStatus::Revoked => Refusal::Revoked(n.status_reason),
+                Some(n) if n.status == NodeStatus::Suspended => Refusal::Suspended(n.status_reason),
+                Some(n) if n.expires_at_ms <= h.received_at_ms => Refusal::EnrollmentExpired,
+                Some(n) => {
+                    tx.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1", &[&id]).await.map_err(db("count refusal"))?;
+                    tx.commit().await.map_err(db("count refusal"))?;
+                    return Err(Refusal::StaleSequence { got: h.sequence, last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0) }.into());
+                }
+            };
+            return Err(refusal.into());
+        }
+        tx.execute("INSERT INTO heartbeats(node_id, sequence, received_at_ms, health) VALUES ($1, $2, $3, $4)", &[&id, &ms(h.sequence), &now, &health_name(h.health)])
+            .await
+            .map_err(db("heartbeat history"))?;
+        if h.sequence % 64 == 0 {
+            tx.execute("DELETE FROM heartbeats WHERE received_at_ms < $1", &[&ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))])
+                .await
+                .map_err(db("prune heartbeats"))?;
+        }
+        tx.commit().await.map_err(db("heartbeat"))
+    }
+
+    async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1", &[&id.to_text()]).await.map_err(db("count refusal"))?;
+        Ok(())
+    }
+
+    async fn heartbeat_count(&self, id: &NodeId, since_ms: u64) -> Result<u64> {
+        let c = self.client().await?;
+        let n: i64 = c
+            .query_one("SELECT COUNT(*) FROM heartbeats WHERE node_id = $1 AND received_at_ms >= $2", &[&id.to_text(), &ms(since_ms)])
+            .await
+            .map_err(db("count heartbeats"))?
+            .get(0);
+        Ok(n as u64)
+    }
+}

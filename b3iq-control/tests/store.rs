@@ -1,0 +1,225 @@
+//! One conformance suite for both `ControlStore` backends: SQLite (a real file) and Postgres (a
+//! real throwaway server, see `support/pg.rs`). Each rule is checked sequentially, then under
+//! concurrency (one winner among racing enrollments and heartbeats).
+
+mod support;
+
+use std::sync::Arc;
+
+use b3iq_control::store::postgres::PostgresStore;
+use b3iq_control::store::sqlite::SqliteStore;
+use b3iq_control::store::*;
+use b3iq_control::ControlError;
+use b3iq_core::heartbeat::HealthStatus;
+use b3iq_core::{NodeId, NodeKey};
+
+fn refusal(r: Result<impl std::fmt::Debug, ControlError>) -> Refusal {
+    match r {
+        Err(ControlError::Refused(x)) => x,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn org(id: &str, name: &str) -> Org {
+    Org { id: id.into(), name: name.into(), created_at_ms: 1 }
+}
+
+fn token(id: &str, org_id: &str, secret: &str, expires_at_ms: u64) -> EnrollmentTokenRow {
+    EnrollmentTokenRow { id: id.into(), org_id: org_id.into(), token_hash: b3iq_control::plane::secret_hash(secret), created_at_ms: 1, expires_at_ms }
+}
+
+async fn challenge(s: &Arc<dyn ControlStore>, id: u8, now: u64) -> [u8; 16] {
+    let c = ChallengeRow { id: [id; 16], nonce: [id; 32], issued_at_ms: now, expires_at_ms: now + 60_000 };
+    assert!(s.create_challenge(&c, now).await.unwrap());
+    c.id
+}
+
+fn commit(ch: [u8; 16], secret: &str, key: &NodeKey, now: u64) -> EnrollCommit {
+    EnrollCommit {
+        challenge_id: ch,
+        token_hash: b3iq_control::plane::secret_hash(secret),
+        node_id: key.node_id(),
+        public_key: key.public(),
+        now_ms: now,
+        expires_at_ms: now + 1_000_000,
+    }
+}
+
+fn hb(id: NodeId, seq: u64, now: u64) -> HeartbeatCommit {
+    HeartbeatCommit {
+        node_id: id,
+        sequence: seq,
+        sent_at_ms: now,
+        received_at_ms: now,
+        health: HealthStatus::Healthy,
+        body: serde_json::json!({"sequence": seq}),
+    }
+}
+
+async fn conformance(s: Arc<dyn ControlStore>) {
+    // Organisations and operators.
+    s.create_org(&org("org_a", "acme")).await.unwrap();
+    s.create_org(&org("org_b", "globex")).await.unwrap();
+    assert!(matches!(refusal(s.create_org(&org("org_c", "acme")).await), Refusal::Exists(_)));
+    assert_eq!(s.org("acme").await.unwrap().unwrap().id, "org_a");
+    assert_eq!(s.org("org_b").await.unwrap().unwrap().name, "globex");
+    assert!(s.org("nobody").await.unwrap().is_none());
+    let op = Operator { id: "op_1".into(), org_id: "org_a".into(), username: "alice".into(), password_phc: "$argon2id$x".into(), created_at_ms: 1 };
+    s.create_operator(&op).await.unwrap();
+    assert!(matches!(refusal(s.create_operator(&Operator { id: "op_2".into(), ..op.clone() }).await), Refusal::Exists(_)));
+    assert!(matches!(
+        refusal(s.create_operator(&Operator { id: "op_3".into(), org_id: "org_zz".into(), username: "bob".into(), ..op.clone() }).await),
+        Refusal::NotFound(_)
+    ));
+    assert_eq!(s.operator_by_username("alice").await.unwrap().unwrap(), op);
+
+    // Sessions expire and end.
+    s.create_session(&[1; 32], "op_1", 100, 200).await.unwrap();
+    assert_eq!(s.session_operator(&[1; 32], 150).await.unwrap().unwrap().id, "op_1");
+    assert!(s.session_operator(&[1; 32], 200).await.unwrap().is_none());
+    assert!(s.session_operator(&[2; 32], 150).await.unwrap().is_none());
+    s.delete_session(&[1; 32]).await.unwrap();
+    assert!(s.session_operator(&[1; 32], 150).await.unwrap().is_none());
+
+    // Tokens and challenges.
+    let now = 10_000;
+    s.create_enrollment_token(&token("etk_1", "org_a", "tok-1", now + 100_000)).await.unwrap();
+    s.create_enrollment_token(&token("etk_2", "org_a", "tok-2", now + 100_000)).await.unwrap();
+    s.create_enrollment_token(&token("etk_old", "org_a", "tok-old", now - 1)).await.unwrap();
+    s.create_enrollment_token(&token("etk_b", "org_b", "tok-b", now + 100_000)).await.unwrap();
+    assert!(matches!(refusal(s.create_enrollment_token(&token("etk_x", "org_zz", "tok-x", now + 1)).await), Refusal::NotFound(_)));
+
+    let k1 = NodeKey::from_seed([1; 32]);
+    let ch = challenge(&s, 1, now).await;
+    assert_eq!(s.live_challenge(&ch, now).await.unwrap().unwrap().nonce, [1; 32]);
+    assert!(s.live_challenge(&ch, now + 60_000).await.unwrap().is_none(), "expired challenge");
+    let n = s.enroll(&commit(ch, "tok-1", &k1, now)).await.unwrap();
+    assert_eq!((n.node_id, n.status, n.org_id.as_str(), n.enrolled_at_ms), (k1.node_id(), NodeStatus::Active, "org_a", now));
+    assert!(n.last_heartbeat.is_none());
+    assert!(s.live_challenge(&ch, now).await.unwrap().is_none(), "used challenge is not live");
+    // A replayed challenge, a reused token, an unknown or expired token.
+    assert_eq!(refusal(s.enroll(&commit(ch, "tok-2", &k1, now)).await), Refusal::ChallengeUsed);
+    let k2 = NodeKey::from_seed([2; 32]);
+    let ch2 = challenge(&s, 2, now).await;
+    assert_eq!(refusal(s.enroll(&commit(ch2, "tok-1", &k2, now)).await), Refusal::TokenUsed);
+    assert_eq!(refusal(s.enroll(&commit(ch2, "tok-2", &k2, now)).await), Refusal::ChallengeUsed, "a refused attempt uses up its challenge");
+    let ch3 = challenge(&s, 3, now).await;
+    assert_eq!(refusal(s.enroll(&commit(ch3, "tok-nope", &k2, now)).await), Refusal::TokenUnknown);
+    let ch4 = challenge(&s, 4, now).await;
+    assert_eq!(refusal(s.enroll(&commit(ch4, "tok-old", &k2, now)).await), Refusal::TokenExpired);
+    // A node of another organisation.
+    let ch5 = challenge(&s, 5, now).await;
+    assert_eq!(refusal(s.enroll(&commit(ch5, "tok-b", &k1, now)).await), Refusal::OtherOrg);
+    assert!(s.node(&k2.node_id()).await.unwrap().is_none());
+
+    // Heartbeats: strictly increasing sequence; refusals counted.
+    let id = k1.node_id();
+    s.record_heartbeat(&hb(id, 1, now + 1)).await.unwrap();
+    assert_eq!(refusal(s.record_heartbeat(&hb(id, 1, now + 2)).await), Refusal::StaleSequence { got: 1, last: 1 });
+    assert_eq!(refusal(s.record_heartbeat(&hb(id, 0, now + 2)).await), Refusal::StaleSequence { got: 0, last: 1 });
+    s.record_heartbeat(&hb(id, 7, now + 3)).await.unwrap();
+    s.count_refused_heartbeat(&id).await.unwrap();
+    let n = s.node(&id).await.unwrap().unwrap();
+    let last = n.last_heartbeat.unwrap();
+    assert_eq!((last.sequence, last.received_at_ms, last.health), (7, now + 3, HealthStatus::Healthy));
+    assert_eq!(last.body["sequence"], 7);
+    assert_eq!(n.refused_heartbeats, 3);
+    assert_eq!(s.heartbeat_count(&id, now).await.unwrap(), 2);
+    assert_eq!(s.heartbeat_count(&id, now + 3).await.unwrap(), 1);
+    assert_eq!(refusal(s.record_heartbeat(&hb(k2.node_id(), 1, now)).await), Refusal::UnknownNode);
+
+    // Suspension, resumption, revocation; an organisation only changes its own nodes.
+    assert_eq!(refusal(s.set_node_status(&id, "org_b", NodeStatus::Suspended, "x").await), Refusal::UnknownNode);
+    s.set_node_status(&id, "org_a", NodeStatus::Suspended, "billing hold").await.unwrap();
+    assert_eq!(refusal(s.record_heartbeat(&hb(id, 8, now + 4)).await), Refusal::Suspended("billing hold".into()));
+    s.set_node_status(&id, "org_a", NodeStatus::Active, "ignored").await.unwrap();
+    assert_eq!(s.node(&id).await.unwrap().unwrap().status_reason, "");
+    s.record_heartbeat(&hb(id, 8, now + 4)).await.unwrap();
+    // A suspended node that re-enrolls stays suspended.
+    s.set_node_status(&id, "org_a", NodeStatus::Suspended, "again").await.unwrap();
+    s.create_enrollment_token(&token("etk_3", "org_a", "tok-3", now + 100_000)).await.unwrap();
+    let ch6 = challenge(&s, 6, now).await;
+    let n = s.enroll(&commit(ch6, "tok-3", &k1, now + 5)).await.unwrap();
+    assert_eq!((n.status, n.enrolled_at_ms, n.expires_at_ms), (NodeStatus::Suspended, now, now + 5 + 1_000_000));
+    s.set_node_status(&id, "org_a", NodeStatus::Revoked, "stolen").await.unwrap();
+    assert_eq!(refusal(s.record_heartbeat(&hb(id, 9, now + 6)).await), Refusal::Revoked("stolen".into()));
+    assert_eq!(refusal(s.set_node_status(&id, "org_a", NodeStatus::Active, "").await), Refusal::Revoked("stolen".into()), "revocation is final");
+    s.create_enrollment_token(&token("etk_4", "org_a", "tok-4", now + 100_000)).await.unwrap();
+    let ch7 = challenge(&s, 7, now).await;
+    assert_eq!(refusal(s.enroll(&commit(ch7, "tok-4", &k1, now + 7)).await), Refusal::Revoked("stolen".into()));
+
+    // An enrollment that ran out refuses heartbeats until renewed.
+    let k3 = NodeKey::from_seed([3; 32]);
+    let ch8 = challenge(&s, 8, now).await;
+    let mut c = commit(ch8, "tok-4", &k3, now);
+    c.expires_at_ms = now + 10;
+    s.enroll(&c).await.unwrap();
+    s.record_heartbeat(&hb(k3.node_id(), 1, now + 9)).await.unwrap();
+    assert_eq!(refusal(s.record_heartbeat(&hb(k3.node_id(), 2, now + 10)).await), Refusal::EnrollmentExpired);
+    let listed: Vec<NodeId> = s.nodes("org_a").await.unwrap().into_iter().map(|n| n.node_id).collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&k1.node_id()) && listed.contains(&k3.node_id()));
+    assert!(s.nodes("org_b").await.unwrap().is_empty());
+
+    // Concurrency: one token, 8 nodes racing with their own challenges: exactly one enrolls.
+    s.create_enrollment_token(&token("etk_race", "org_b", "tok-race", now + 100_000)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let s = s.clone();
+        let ch = challenge(&s, 100 + i, now).await;
+        tasks.push(tokio::spawn(async move {
+            let k = NodeKey::from_seed([50 + i; 32]);
+            s.enroll(&commit(ch, "tok-race", &k, now)).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert!(matches!(e, ControlError::Refused(Refusal::TokenUsed)), "{e:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "a token enrolls exactly one node");
+    // 16 heartbeats racing with the same sequence: exactly one is stored.
+    let winner = s.nodes("org_b").await.unwrap()[0].node_id;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.record_heartbeat(&hb(winner, 42, now + 20)).await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1, "one heartbeat per sequence");
+    let n = s.node(&winner).await.unwrap().unwrap();
+    assert_eq!((n.last_heartbeat.unwrap().sequence, n.refused_heartbeats), (42, 15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.db");
+    conformance(Arc::new(SqliteStore::open(&path).unwrap())).await;
+    // Reopening migrates nothing and keeps the data; the file is private.
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.org("acme").await.unwrap().unwrap().id, "org_a");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_conforms() {
+    let pg = support::pg::Pg::start();
+    let url = pg.create_db("conformance").await;
+    conformance(Arc::new(PostgresStore::connect(&url, 8).await.unwrap())).await;
+    // A second store on the same database (another replica) migrates nothing and sees the data.
+    let s = PostgresStore::connect(&url, 2).await.unwrap();
+    assert_eq!(s.org("acme").await.unwrap().unwrap().id, "org_a");
+    assert!(matches!(PostgresStore::connect(&format!("{url}?sslmode=require"), 1).await, Err(ControlError::Config(_))));
+}
