@@ -6,12 +6,18 @@
 //! * `POST /v1/node/enroll` with `Authorization: Bearer b3iq_enroll_...` and an
 //!   `EnrollmentRequest` -> `EnrollmentAccepted`
 //! * `POST /v1/node/heartbeat` with a `HeartbeatRequest` -> `HeartbeatAck`
+//! * `POST /v1/node/jobs/poll` with a signed `JobPoll` -> `JobPollResponse` (long-poll, up to
+//!   the poll's `wait_ms`)
+//! * `POST /v1/node/jobs/result` with a signed `JobResultReport` -> `JobResultAck` (body up to
+//!   [`MAX_RESULT_BODY_BYTES`])
 //!
 //! Operator routes (`Authorization: Bearer <session>` from `POST /v1/admin/session`):
 //! * `POST /v1/admin/session` `{"username", "password"}` -> `{"session", "expires_at_ms"}`;
 //!   `DELETE /v1/admin/session`
 //! * `GET /v1/admin/nodes`, `GET /v1/admin/nodes/{node_id}`
 //! * `POST /v1/admin/nodes/{node_id}/status` `{"status": "active"|"suspended"|"revoked", "reason"}`
+//! * `POST /v1/admin/nodes/{node_id}/jobs` `{"kind": {"type": "run_benchmark", ...}, "ttl_s"}`
+//!   -> the queued job; `GET` lists the node's jobs with their results
 //! * `POST /v1/admin/enrollment-tokens` `{"ttl_s"}` -> `{"id", "token", "expires_at_ms"}` (the
 //!   token is shown once)
 //!
@@ -26,7 +32,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use b3iq_core::NodeId;
 use b3iq_host::context::unix_now_ms;
-use b3iq_protocol::messages::{EnrollmentRequest, HeartbeatRequest};
+use b3iq_core::job::JobKind;
+use b3iq_protocol::messages::{EnrollmentRequest, HeartbeatRequest, JobPoll, JobResultReport};
 use serde_json::{json, Value};
 
 use crate::error::{ControlError, Result};
@@ -35,6 +42,8 @@ use crate::store::{NodeStatus, Operator};
 
 /// Largest request body accepted (64 KiB: a heartbeat with 256 digests is about 20 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest job result (a 4 MiB support bundle as hex, plus the report).
+pub const MAX_RESULT_BODY_BYTES: usize = 2 * b3iq_protocol::messages::MAX_BUNDLE_BYTES + 64 * 1024;
 
 /// JSON extractor with our error shape and the body limit.
 pub struct Json<T>(pub T);
@@ -80,10 +89,14 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/node/enroll/challenge", post(challenge))
         .route("/v1/node/enroll", post(enroll))
         .route("/v1/node/heartbeat", post(heartbeat))
+        .route("/v1/node/jobs/poll", post(poll))
+        // A result may carry a support bundle: the only route with a larger body limit.
+        .route("/v1/node/jobs/result", post(job_result).layer(axum::extract::DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES)))
         .route("/v1/admin/session", post(login).delete(logout))
         .route("/v1/admin/nodes", get(list_nodes))
         .route("/v1/admin/nodes/{node_id}", get(get_node))
         .route("/v1/admin/nodes/{node_id}/status", post(set_status))
+        .route("/v1/admin/nodes/{node_id}/jobs", post(queue_job).get(list_jobs))
         .route("/v1/admin/enrollment-tokens", post(create_token))
         .fallback(|| async { ControlError::Refused(crate::store::Refusal::NotFound("route".into())) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -181,4 +194,32 @@ async fn create_token(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Json(t)
     };
     let (row, token) = cp.create_enrollment_token(&op.org_id, ttl_ms, unix_now_ms()).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"id": row.id, "token": token, "org_id": row.org_id, "expires_at_ms": row.expires_at_ms}))).into_response())
+}
+
+async fn poll(State(cp): State<Arc<ControlPlane>>, Json(p): Json<JobPoll>) -> Result<Response> {
+    Ok(axum::Json(cp.poll(&p, unix_now_ms()).await?).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewJob {
+    kind: JobKind,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+async fn queue_job(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>, Json(j): Json<NewJob>) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    let ttl_ms = j.ttl_s.map(|s| s.checked_mul(1000).ok_or(ControlError::Invalid { field: "ttl_s", reason: "too large".into() })).transpose()?;
+    let v = cp.queue_job(&op, &node_id(&id)?, j.kind, ttl_ms, unix_now_ms()).await?;
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+}
+
+async fn list_jobs(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    Ok(axum::Json(json!({"jobs": cp.jobs(&op.org_id, &node_id(&id)?).await?})).into_response())
+}
+
+async fn job_result(State(cp): State<Arc<ControlPlane>>, Json(r): Json<JobResultReport>) -> Result<Response> {
+    Ok(axum::Json(cp.job_result(&r, unix_now_ms()).await?).into_response())
 }

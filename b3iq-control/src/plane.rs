@@ -9,12 +9,13 @@ use b3iq_core::credential::{Credential, CredentialKind};
 use b3iq_core::digest::Sha256Digest;
 use b3iq_core::enrollment::Nonce;
 use b3iq_core::{NodeId, NodeKey};
-use b3iq_protocol::messages::{Audience, ChallengeId, EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest};
+use b3iq_core::job::{Job, JobId, JobKind, SignedJob};
+use b3iq_protocol::messages::{Audience, ChallengeId, EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, JobPoll, JobPollResponse, JobResultAck, JobResultReport, MAX_JOBS_PER_POLL};
 use rand::RngCore;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{ControlError, Result};
-use crate::store::{ChallengeRow, ControlStore, EnrollCommit, EnrollmentTokenRow, HeartbeatCommit, NodeRow, NodeStatus, Operator, Org, Refusal};
+use crate::store::{ChallengeRow, ControlStore, EnrollCommit, EnrollmentTokenRow, HeartbeatCommit, JobRow, JobSigner, NodeRow, NodeStatus, Operator, Org, Refusal};
 
 /// Tunables, with the defaults of [`ControlConfig::new`].
 #[derive(Debug, Clone)]
@@ -100,6 +101,62 @@ impl Metrics {
     }
 }
 
+/// How often a waiting long-poll re-reads the store for jobs queued by another process.
+pub const POLL_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Default lifetime of a queued job (1 h).
+pub const DEFAULT_JOB_TTL_MS: u64 = 3_600_000;
+
+/// A job as operators see it (the signed envelope stays in the store).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobView {
+    /// Job id (hex).
+    pub job_id: String,
+    /// The node.
+    pub node_id: NodeId,
+    /// Kind name.
+    pub kind: String,
+    /// Job sequence.
+    pub sequence: u64,
+    /// Who queued it.
+    pub created_by: String,
+    /// Queue time, unix ms.
+    pub created_at_ms: u64,
+    /// Expiry, unix ms.
+    pub expires_at_ms: u64,
+    /// `queued`, `delivered`, or the node's outcome.
+    pub state: String,
+    /// The node's error code.
+    pub code: Option<String>,
+    /// What it produced.
+    pub result: Option<serde_json::Value>,
+    /// When the report arrived, unix ms.
+    pub finished_at_ms: Option<u64>,
+}
+
+impl From<JobRow> for JobView {
+    fn from(r: JobRow) -> JobView {
+        let state = match (&r.outcome, r.delivered_at_ms) {
+            (Some(o), _) => o.clone(),
+            (None, Some(_)) => "delivered".into(),
+            (None, None) => "queued".into(),
+        };
+        JobView {
+            job_id: hex::encode(r.job_id),
+            node_id: r.node_id,
+            kind: r.kind,
+            sequence: r.sequence,
+            created_by: r.created_by,
+            created_at_ms: r.created_at_ms,
+            expires_at_ms: r.expires_at_ms,
+            state,
+            code: r.code,
+            result: r.result,
+            finished_at_ms: r.finished_at_ms,
+        }
+    }
+}
+
 /// A node as operators see it: the stored row plus whether it is online now.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeView {
@@ -117,6 +174,8 @@ pub struct ControlPlane {
     config: ControlConfig,
     job_key: NodeKey,
     hash_slots: Semaphore,
+    /// Per-node wake-ups for long-polls (a queued job notifies its node's waiters).
+    waiters: std::sync::Mutex<std::collections::HashMap<NodeId, Arc<Notify>>>,
     /// Counters.
     pub metrics: Metrics,
 }
@@ -157,7 +216,7 @@ fn check_org_name(name: &str) -> Result<()> {
 impl ControlPlane {
     /// A control plane over `store`, signing jobs with `job_key`.
     pub fn new(store: Arc<dyn ControlStore>, config: ControlConfig, job_key: NodeKey) -> ControlPlane {
-        ControlPlane { store, config, job_key, hash_slots: Semaphore::new(MAX_CONCURRENT_PASSWORD_HASHES), metrics: Metrics::default() }
+        ControlPlane { store, config, job_key, hash_slots: Semaphore::new(MAX_CONCURRENT_PASSWORD_HASHES), waiters: Default::default(), metrics: Metrics::default() }
     }
 
     /// The configuration.
@@ -454,5 +513,131 @@ impl ControlPlane {
         self.store.set_node_status(id, org_id, status, reason).await?;
         tracing::info!(node = %id, status = status.as_str(), "node status changed");
         Ok(())
+    }
+
+    // ---- jobs -----------------------------------------------------------------------------
+
+    fn notifier(&self, node: &NodeId) -> Arc<Notify> {
+        let mut m = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(*node).or_default().clone()
+    }
+
+    /// An enrolled, active, unexpired node, or the refusal that applies.
+    async fn active_node(&self, id: &NodeId, now_ms: u64) -> Result<NodeRow> {
+        let n = self.store.node(id).await?.ok_or(Refusal::UnknownNode)?;
+        match n.status {
+            NodeStatus::Revoked => Err(Refusal::Revoked(n.status_reason).into()),
+            NodeStatus::Suspended => Err(Refusal::Suspended(n.status_reason).into()),
+            NodeStatus::Active if n.expires_at_ms <= now_ms => Err(Refusal::EnrollmentExpired.into()),
+            NodeStatus::Active => Ok(n),
+        }
+    }
+
+    /// Queues a job for a node of `op`'s organisation, signed with the job key (audience the
+    /// node, the next job sequence, valid `ttl_ms`: default [`DEFAULT_JOB_TTL_MS`], at most
+    /// b3iq-core's 24 h), and wakes the node's long-poll.
+    ///
+    /// # Errors
+    /// `Invalid` for a kind with bad fields or a bad lifetime; `Refused` for a node that is not
+    /// the organisation's, or is suspended, revoked or expired.
+    pub async fn queue_job(&self, op: &Operator, node_id: &NodeId, kind: JobKind, ttl_ms: Option<u64>, now_ms: u64) -> Result<JobView> {
+        let node = self.active_node(node_id, now_ms).await?;
+        if node.org_id != op.org_id {
+            return Err(Refusal::UnknownNode.into());
+        }
+        let ttl = ttl_ms.unwrap_or(DEFAULT_JOB_TTL_MS);
+        if ttl == 0 || ttl > b3iq_core::job::MAX_JOB_VALIDITY_MS {
+            return Err(ControlError::Invalid { field: "ttl", reason: format!("{ttl} ms; use 1 ms to {} ms", b3iq_core::job::MAX_JOB_VALIDITY_MS) });
+        }
+        let key = self.job_key.clone();
+        let (org, by, node) = (node.org_id.clone(), op.username.clone(), *node_id);
+        let sign: JobSigner = Box::new(move |sequence| {
+            let job = Job { job_id: JobId(random()), audience: node, issuer: key.public(), issued_at_ms: now_ms, expires_at_ms: now_ms + ttl, sequence, kind };
+            let name = job.kind.name().to_string();
+            let signed = key.sign_object(job).map_err(|e| ControlError::Invalid { field: "kind", reason: e.to_string() })?;
+            Ok(JobRow {
+                job_id: signed.body().job_id.0,
+                node_id: node,
+                org_id: org,
+                sequence,
+                kind: name,
+                envelope: signed.encode(),
+                created_by: by,
+                created_at_ms: now_ms,
+                expires_at_ms: now_ms + ttl,
+                delivered_at_ms: None,
+                outcome: None,
+                code: None,
+                result: None,
+                finished_at_ms: None,
+            })
+        });
+        let row = self.store.queue_job(sign).await?;
+        self.notifier(node_id).notify_waiters();
+        tracing::info!(node = %node_id, job = %hex::encode(row.job_id), kind = %row.kind, sequence = row.sequence, "job queued");
+        Ok(JobView::from(row))
+    }
+
+    /// A node's long-poll: checks the signed poll (key derives the node id, signature, clock
+    /// skew) and the node (active, unexpired), then answers with its pending jobs above
+    /// `after_sequence`, waiting up to `wait_ms` for one to be queued.
+    ///
+    /// # Errors
+    /// `Invalid` for a forged or skewed poll; `Refused` for an unknown, suspended, revoked or
+    /// expired node.
+    pub async fn poll(&self, p: &JobPoll, now_ms: u64) -> Result<JobPollResponse> {
+        let node = p.verify()?;
+        if p.sent_at_ms.abs_diff(now_ms) > self.config.max_clock_skew_ms {
+            return Err(ControlError::Invalid { field: "sent_at_ms", reason: "the node's clock is outside the allowed skew; fix the node's clock".into() });
+        }
+        self.active_node(&node, now_ms).await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(u64::from(p.wait_ms));
+        let n = self.notifier(&node);
+        loop {
+            let notified = n.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = b3iq_host::context::unix_now_ms().max(now_ms);
+            let rows = self.store.pending_jobs(&node, p.after_sequence, now, MAX_JOBS_PER_POLL as u32).await?;
+            if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
+                let jobs = rows
+                    .iter()
+                    .map(|r| SignedJob::decode(&r.envelope).map_err(|e| ControlError::Store(format!("stored job does not decode: {e}"))))
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok(JobPollResponse { jobs, next_poll_at_ms: now });
+            }
+            // Woken by a job queued in this process; re-read the store at least every
+            // POLL_RECHECK for jobs queued by another process (the CLI, another replica).
+            let wake = deadline.min(tokio::time::Instant::now() + POLL_RECHECK);
+            let _ = tokio::time::timeout_at(wake, notified).await;
+        }
+    }
+
+    /// Stores a node's signed report of a job (once; a retry is acknowledged as not stored).
+    ///
+    /// # Errors
+    /// `Invalid` for a forged report; `Refused` for a revoked or unknown node, or a job that is
+    /// not this node's.
+    pub async fn job_result(&self, r: &JobResultReport, now_ms: u64) -> Result<JobResultAck> {
+        let node = r.verify()?;
+        let n = self.store.node(&node).await?.ok_or(Refusal::UnknownNode)?;
+        if n.status == NodeStatus::Revoked {
+            return Err(Refusal::Revoked(n.status_reason).into());
+        }
+        let result = serde_json::to_value(&r.result).map_err(|e| ControlError::store("result json", e))?;
+        let stored = self.store.finish_job(&node, &r.job_id.0, r.outcome.as_str(), r.code.as_ref().map(|c| c.as_str()), &result, now_ms).await?;
+        tracing::info!(node = %node, job = %r.job_id.to_hex(), outcome = r.outcome.as_str(), stored, "job result");
+        Ok(JobResultAck { job_id: r.job_id, stored })
+    }
+
+    /// A node's jobs (newest first) for an operator of its organisation.
+    ///
+    /// # Errors
+    /// `Refused(UnknownNode)` for a node of another organisation.
+    pub async fn jobs(&self, org_id: &str, node: &NodeId) -> Result<Vec<JobView>> {
+        match self.store.node(node).await? {
+            Some(n) if n.org_id == org_id => Ok(self.store.jobs(node).await?.into_iter().map(JobView::from).collect()),
+            _ => Err(Refusal::UnknownNode.into()),
+        }
     }
 }

@@ -31,6 +31,15 @@ fn proof(key: &NodeKey, c: &EnrollmentChallenge, audience: &str, at: u64) -> Enr
     EnrollmentRequest { challenge_id: c.challenge_id, proof: p }
 }
 
+/// Enrolls each key in `org` with its own token and challenge.
+async fn enroll_all(cp: &ControlPlane, org: &str, keys: &[&NodeKey]) {
+    for k in keys {
+        let (_, tok) = cp.create_enrollment_token(org, 60_000, NOW).await.unwrap();
+        let c = cp.challenge(NOW).await.unwrap();
+        cp.enroll(&tok, &proof(k, &c, "cp-test", NOW), NOW).await.unwrap();
+    }
+}
+
 fn heartbeat(key: &NodeKey, seq: u64, at: u64) -> HeartbeatRequest {
     HeartbeatRequest {
         heartbeat: key
@@ -173,4 +182,107 @@ async fn operators_sign_in_with_argon2id_and_sessions_scope_them_to_their_org() 
     assert!(cp.operator(&session, NOW).await.is_err(), "signed out");
     assert!(cp.create_enrollment_token(&org.id, 0, NOW).await.is_err());
     assert!(cp.create_enrollment_token(&org.id, 31 * 24 * 3_600_000, NOW).await.is_err());
+}
+
+#[tokio::test]
+async fn jobs_are_signed_for_their_node_long_polled_in_order_and_never_reach_a_revoked_node() {
+    use b3iq_core::job::{JobKind, MemorySeenSet, TrustRoots};
+    use b3iq_protocol::messages::JobPoll;
+
+    let cp = Arc::new(plane());
+    let org = cp.create_org("acme", NOW).await.unwrap();
+    let other_org = cp.create_org("globex", NOW).await.unwrap();
+    cp.create_operator("acme", "alice", "a long operator password", NOW).await.unwrap();
+    cp.create_operator("globex", "mallory", "a long operator password", NOW).await.unwrap();
+    let alice = cp.store().operator_by_username("alice").await.unwrap().unwrap();
+    let mallory = cp.store().operator_by_username("mallory").await.unwrap().unwrap();
+    let (k1, k2) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+    enroll_all(&cp, &org.id, &[&k1, &k2]).await;
+    let now = b3iq_host::context::unix_now_ms();
+    let bench = JobKind::RunBenchmark { suite: "quick".into() };
+    // Another organisation's operator cannot queue for this node.
+    assert!(matches!(cp.queue_job(&mallory, &k1.node_id(), bench.clone(), None, now).await, Err(ControlError::Refused(Refusal::UnknownNode))));
+    assert!(cp.queue_job(&alice, &k1.node_id(), bench.clone(), Some(0), now).await.is_err(), "zero lifetime");
+    let _ = other_org;
+
+    // A long-poll waits, and wakes when a job is queued.
+    let poller = {
+        let cp = cp.clone();
+        let p = JobPoll::sign(&k1, 0, 10_000, now).unwrap();
+        tokio::spawn(async move { cp.poll(&p, now).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!poller.is_finished(), "nothing queued yet: the poll waits");
+    let j1 = cp.queue_job(&alice, &k1.node_id(), bench.clone(), None, now).await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), poller).await.expect("woken").unwrap().unwrap();
+    assert_eq!(got.jobs.len(), 1);
+    // The node opens it with the pinned job key: audience, signature, sequence.
+    let roots = TrustRoots::new([cp.job_public_key()]);
+    let mut seen = MemorySeenSet::default();
+    let v = got.jobs[0].open(&roots, &k1.node_id(), now, &mut seen).unwrap();
+    assert_eq!(v.kind(), &bench);
+    assert_eq!(v.job().job_id.to_hex(), j1.job_id);
+    assert!(got.jobs[0].open(&roots, &k2.node_id(), now, &mut MemorySeenSet::default()).is_err(), "a job for another node");
+    // Another node's poll never sees it; a later job has a higher sequence.
+    let p2 = cp.poll(&JobPoll::sign(&k2, 0, 0, now).unwrap(), now).await.unwrap();
+    assert!(p2.jobs.is_empty());
+    let j2 = cp.queue_job(&alice, &k1.node_id(), JobKind::BuildSupportBundle {}, None, now).await.unwrap();
+    assert!(j2.sequence > j1.sequence);
+    let again = cp.poll(&JobPoll::sign(&k1, j1.sequence, 0, now).unwrap(), now).await.unwrap();
+    assert_eq!(again.jobs.len(), 1);
+    assert_eq!(again.jobs[0].body().kind, JobKind::BuildSupportBundle {});
+    let listed = cp.jobs(&org.id, &k1.node_id()).await.unwrap();
+    assert_eq!((listed.len(), listed[0].state.as_str(), listed[1].state.as_str()), (2, "delivered", "delivered"));
+    assert_eq!(listed[1].created_by, "alice");
+
+    // A forged poll, a skewed one; then a job queued before revocation never reaches the node.
+    let mut forged = JobPoll::sign(&k1, 0, 0, now).unwrap();
+    forged.after_sequence = 99;
+    assert!(matches!(cp.poll(&forged, now).await, Err(ControlError::Invalid { .. })));
+    let skewed = JobPoll::sign(&k1, 0, 0, now - cp.config().max_clock_skew_ms - 1).unwrap();
+    assert!(matches!(cp.poll(&skewed, now).await, Err(ControlError::Invalid { .. })));
+    cp.queue_job(&alice, &k2.node_id(), bench.clone(), None, now).await.unwrap();
+    cp.set_node_status(&org.id, &k2.node_id(), NodeStatus::Revoked, "stolen").await.unwrap();
+    let e = cp.poll(&JobPoll::sign(&k2, 0, 0, now).unwrap(), now).await.unwrap_err();
+    assert_eq!(e.parts().2, "node_revoked");
+    assert_eq!(cp.jobs(&org.id, &k2.node_id()).await.unwrap()[0].state, "queued", "never delivered");
+    assert!(cp.queue_job(&alice, &k2.node_id(), bench, None, now).await.is_err(), "nothing can be queued for a revoked node");
+}
+
+#[tokio::test]
+async fn job_results_are_signed_by_their_node_and_stored_once() {
+    use b3iq_core::job::JobKind;
+    use b3iq_protocol::messages::{Code, JobOutcome, JobPoll, JobResultData, JobResultReport};
+
+    let cp = plane();
+    let org = cp.create_org("acme", NOW).await.unwrap();
+    cp.create_operator("acme", "alice", "a long operator password", NOW).await.unwrap();
+    let alice = cp.store().operator_by_username("alice").await.unwrap().unwrap();
+    let (k1, k2) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+    enroll_all(&cp, &org.id, &[&k1, &k2]).await;
+    let now = b3iq_host::context::unix_now_ms();
+    cp.queue_job(&alice, &k1.node_id(), JobKind::RunBenchmark { suite: "quick".into() }, None, now).await.unwrap();
+    let got = cp.poll(&JobPoll::sign(&k1, 0, 0, now).unwrap(), now).await.unwrap();
+    let job_id = got.jobs[0].body().job_id;
+    let data = JobResultData::Benchmark { generated_tokens_per_s_milli: 50_000, prompt_tokens_per_s_milli: 400_000, ttft_ms: 30 };
+    let report = JobResultReport::sign(&k1, job_id, JobOutcome::Succeeded, None, data.clone(), now).unwrap();
+
+    // Another node cannot report it; a forged report is refused.
+    let theirs = JobResultReport::sign(&k2, job_id, JobOutcome::Failed, Some(Code::new("x").unwrap()), JobResultData::None {}, now).unwrap();
+    assert!(matches!(cp.job_result(&theirs, now).await, Err(ControlError::Refused(Refusal::NotFound(_)))));
+    let mut forged = report.clone();
+    forged.outcome = JobOutcome::Failed;
+    assert!(matches!(cp.job_result(&forged, now).await, Err(ControlError::Invalid { .. })));
+    // Stored once; a retry is acknowledged without changing it.
+    assert!(cp.job_result(&report, now).await.unwrap().stored);
+    let retry = JobResultReport::sign(&k1, job_id, JobOutcome::Failed, None, JobResultData::None {}, now + 1).unwrap();
+    assert!(!cp.job_result(&retry, now + 1).await.unwrap().stored);
+    let j = &cp.jobs(&org.id, &k1.node_id()).await.unwrap()[0];
+    assert_eq!((j.state.as_str(), j.finished_at_ms), ("succeeded", Some(now)));
+    assert_eq!(j.result.as_ref().unwrap()["generated_tokens_per_s_milli"], 50_000);
+    // A reported job is not delivered again.
+    assert!(cp.poll(&JobPoll::sign(&k1, 0, 0, now).unwrap(), now).await.unwrap().jobs.is_empty());
+    // A revoked node's reports are refused.
+    cp.set_node_status(&org.id, &k1.node_id(), NodeStatus::Revoked, "gone").await.unwrap();
+    assert_eq!(cp.job_result(&report, now).await.unwrap_err().parts().2, "node_revoked");
 }

@@ -196,6 +196,60 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     assert_eq!(ok, 1, "one heartbeat per sequence");
     let n = s.node(&winner).await.unwrap().unwrap();
     assert_eq!((n.last_heartbeat.unwrap().sequence, n.refused_heartbeats), (42, 15));
+
+    // Jobs: one sequence for all nodes, delivered in order and only to their node, reported once.
+    let job = |node: NodeId, tag: u8, ttl: u64| -> JobSigner {
+        Box::new(move |seq| {
+            Ok(JobRow {
+                job_id: [tag; 16],
+                node_id: node,
+                org_id: "org_a".into(),
+                sequence: seq,
+                kind: "run_benchmark".into(),
+                envelope: vec![tag, 1, 2],
+                created_by: "alice".into(),
+                created_at_ms: now,
+                expires_at_ms: now + ttl,
+                delivered_at_ms: None,
+                outcome: None,
+                code: None,
+                result: None,
+                finished_at_ms: None,
+            })
+        })
+    };
+    let (n1, n3) = (k1.node_id(), k3.node_id());
+    let a = s.queue_job(job(n1, 1, 1_000)).await.unwrap();
+    let b = s.queue_job(job(n3, 2, 1_000)).await.unwrap();
+    let c = s.queue_job(job(n1, 3, 5_000)).await.unwrap();
+    assert!(a.sequence < b.sequence && b.sequence < c.sequence);
+    let p: Vec<u64> = s.pending_jobs(&n1, 0, now, 10).await.unwrap().iter().map(|j| j.sequence).collect();
+    assert_eq!(p, [a.sequence, c.sequence]);
+    assert_eq!(s.pending_jobs(&n1, a.sequence, now, 10).await.unwrap()[0].envelope, vec![3, 1, 2]);
+    assert_eq!(s.pending_jobs(&n1, 0, now + 1_000, 10).await.unwrap().len(), 1, "an expired job is not delivered");
+    assert!(s.finish_job(&n1, &[1; 16], "succeeded", None, &serde_json::json!({"type": "none"}), now + 1).await.unwrap());
+    assert!(!s.finish_job(&n1, &[1; 16], "failed", Some("x"), &serde_json::json!({"type": "none"}), now + 2).await.unwrap(), "a retry is not stored again");
+    assert!(matches!(refusal(s.finish_job(&n3, &[1; 16], "succeeded", None, &serde_json::json!({}), now).await), Refusal::NotFound(_)), "another node's job");
+    let listed = s.jobs(&n1).await.unwrap();
+    assert_eq!(listed.iter().map(|j| j.job_id[0]).collect::<Vec<_>>(), [3, 1]);
+    let done = &listed[1];
+    assert_eq!((done.outcome.as_deref(), done.finished_at_ms, done.delivered_at_ms), (Some("succeeded"), Some(now + 1), Some(now)));
+    assert_eq!(done.result.as_ref().unwrap()["type"], "none");
+    assert_eq!(s.pending_jobs(&n1, 0, now, 10).await.unwrap().len(), 1, "a reported job is not delivered again");
+    // A signer that fails takes no sequence; racing queuers get distinct, consecutive ones.
+    assert!(s.queue_job(Box::new(|_| Err(ControlError::Config("no".into())))).await.is_err());
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let s = s.clone();
+        let j = job(n3, 10 + i, 1_000);
+        tasks.push(tokio::spawn(async move { s.queue_job(j).await.unwrap().sequence }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (c.sequence + 1..=c.sequence + 8).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -53,10 +53,11 @@ pub enum JobKind {
         /// Suite name (identifier, at most 64 bytes).
         suite: String,
     },
-    /// Build a redacted support bundle. Tag 3.
-    BuildSupportBundle,
+    /// Build a redacted support bundle. Tag 3. (An empty struct variant, not a unit one: serde
+    /// enforces `deny_unknown_fields` only on struct variants of an internally tagged enum.)
+    BuildSupportBundle {},
     /// Restart the inference runtime. Tag 4.
-    RestartRuntime,
+    RestartRuntime {},
     /// Change the node's operating mode. Tag 5.
     ChangeMode {
         /// Target mode.
@@ -71,8 +72,8 @@ impl JobKind {
             JobKind::InstallModelProfile { .. } => 0,
             JobKind::RemoveModelProfile { .. } => 1,
             JobKind::RunBenchmark { .. } => 2,
-            JobKind::BuildSupportBundle => 3,
-            JobKind::RestartRuntime => 4,
+            JobKind::BuildSupportBundle {} => 3,
+            JobKind::RestartRuntime {} => 4,
             JobKind::ChangeMode { .. } => 5,
         }
     }
@@ -83,8 +84,8 @@ impl JobKind {
             JobKind::InstallModelProfile { .. } => "install_model_profile",
             JobKind::RemoveModelProfile { .. } => "remove_model_profile",
             JobKind::RunBenchmark { .. } => "run_benchmark",
-            JobKind::BuildSupportBundle => "build_support_bundle",
-            JobKind::RestartRuntime => "restart_runtime",
+            JobKind::BuildSupportBundle {} => "build_support_bundle",
+            JobKind::RestartRuntime {} => "restart_runtime",
             JobKind::ChangeMode { .. } => "change_mode",
         }
     }
@@ -92,10 +93,10 @@ impl JobKind {
     /// How risky the job is for the owner.
     pub fn risk(&self) -> RiskLevel {
         match self {
-            JobKind::RunBenchmark { .. } | JobKind::RestartRuntime => RiskLevel::Low,
+            JobKind::RunBenchmark { .. } | JobKind::RestartRuntime {} => RiskLevel::Low,
             JobKind::InstallModelProfile { .. }
             | JobKind::RemoveModelProfile { .. }
-            | JobKind::BuildSupportBundle => RiskLevel::Medium,
+            | JobKind::BuildSupportBundle {} => RiskLevel::Medium,
             JobKind::ChangeMode { .. } => RiskLevel::High,
         }
     }
@@ -108,7 +109,7 @@ impl Canonical for JobKind {
         match self {
             JobKind::InstallModelProfile { profile_id } | JobKind::RemoveModelProfile { profile_id } => w.str(profile_id),
             JobKind::RunBenchmark { suite } => w.str(suite),
-            JobKind::BuildSupportBundle | JobKind::RestartRuntime => {}
+            JobKind::BuildSupportBundle {} | JobKind::RestartRuntime {} => {}
             JobKind::ChangeMode { mode } => w.put(mode),
         }
     }
@@ -123,8 +124,8 @@ impl Canonical for JobKind {
             2 => JobKind::RunBenchmark {
                 suite: read_identifier(r, MAX_PROFILE_ID_LEN, "suite")?,
             },
-            3 => JobKind::BuildSupportBundle,
-            4 => JobKind::RestartRuntime,
+            3 => JobKind::BuildSupportBundle {},
+            4 => JobKind::RestartRuntime {},
             5 => JobKind::ChangeMode { mode: r.get()? },
             tag => return Err(CoreError::InvalidTag { field: "job kind", tag }),
         })

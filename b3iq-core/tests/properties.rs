@@ -73,8 +73,8 @@ fn job_kind() -> impl Strategy<Value = JobKind> {
         ident(64).prop_map(|p| JobKind::InstallModelProfile { profile_id: p }),
         ident(64).prop_map(|p| JobKind::RemoveModelProfile { profile_id: p }),
         ident(64).prop_map(|s| JobKind::RunBenchmark { suite: s }),
-        Just(JobKind::BuildSupportBundle),
-        Just(JobKind::RestartRuntime),
+        Just(JobKind::BuildSupportBundle {}),
+        Just(JobKind::RestartRuntime {}),
         mode().prop_map(|m| JobKind::ChangeMode { mode: m }),
     ]
 }

@@ -17,13 +17,19 @@
 //! * job poll: the node long-polls with a signed [`JobPoll`] (its own domain tag, see
 //!   [`JobPoll::signing_message`]); the answer [`JobPollResponse`] carries b3iq-core signed jobs,
 //!   which the node opens with the core job rules (signature, audience, expiry, replay, policy).
+//! * job result: the node reports how each remote job ended with a signed [`JobResultReport`]
+//!   (its own domain tag, see [`JobResultReport::signing_message`]): an outcome, an error code,
+//!   and typed results (benchmark rates, artifact digests, the mode, a redacted support
+//!   bundle); the control plane answers [`JobResultAck`].
 //!
 //! The JSON form of the embedded signed objects is b3iq-core's (`kind`, `version`, `signer`,
 //! `body`, `signature`; unknown fields refused).
 
 use b3iq_core::enrollment::{Nonce, SignedEnrollmentProof};
 use b3iq_core::heartbeat::SignedHeartbeat;
-use b3iq_core::job::SignedJob;
+use b3iq_core::digest::Sha256Digest;
+use b3iq_core::job::{JobId, SignedJob};
+use b3iq_core::mode::OperatingMode;
 use b3iq_core::{NodeId, NodeKey, NodePublicKey, Signature};
 
 use crate::error::{ProtocolError, Result};
@@ -314,4 +320,207 @@ fn bounded_jobs<'de, D: serde::Deserializer<'de>>(
         )));
     }
     Ok(v)
+}
+
+/// Domain tag of job result reports.
+pub const JOB_RESULT_TAG: &[u8] = b"b3iq/cp/job-result/v1";
+/// Largest support bundle a job result carries (bytes, before hex).
+pub const MAX_BUNDLE_BYTES: usize = 4 * 1024 * 1024;
+/// Longest error code in a job result.
+pub const MAX_CODE_LEN: usize = 64;
+
+/// How a remote job ended on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOutcome {
+    /// It ran and succeeded.
+    Succeeded,
+    /// It ran and failed (see `code`).
+    Failed,
+    /// The node refused to open or run it (signature, audience, expiry, replay, policy or
+    /// preflight; see `code`).
+    Refused,
+    /// The owner rejected it.
+    RejectedByOwner,
+    /// It waited for the owner's approval past its expiry.
+    Expired,
+}
+
+impl JobOutcome {
+    /// Wire tag in the signing message.
+    pub fn tag(self) -> u8 {
+        match self {
+            JobOutcome::Succeeded => 0,
+            JobOutcome::Failed => 1,
+            JobOutcome::Refused => 2,
+            JobOutcome::RejectedByOwner => 3,
+            JobOutcome::Expired => 4,
+        }
+    }
+
+    /// Name (as in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Refused => "refused",
+            JobOutcome::RejectedByOwner => "rejected_by_owner",
+            JobOutcome::Expired => "expired",
+        }
+    }
+}
+
+/// A machine-readable error code: 1 to 64 of `a-z 0-9 _` (the node's `HostError::code`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct Code(String);
+
+impl Code {
+    /// Validates a code.
+    pub fn new(s: &str) -> Result<Self> {
+        if s.is_empty() || s.len() > MAX_CODE_LEN || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(ProtocolError::InvalidMessage { field: "code", reason: format!("{:?}: use 1 to 64 of a-z, 0-9, _", s.chars().take(70).collect::<String>()) });
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Code {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Code::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Bytes as lowercase hex in JSON, at most [`MAX_BUNDLE_BYTES`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HexBlob(pub Vec<u8>);
+
+impl serde::Serialize for HexBlob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HexBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if s.len() > 2 * MAX_BUNDLE_BYTES || s.len() % 2 != 0 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(serde::de::Error::custom(format!("expected lowercase hex of at most {MAX_BUNDLE_BYTES} bytes")));
+        }
+        hex::decode(&*s).map(HexBlob).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a finished job produced: numbers, digests and ids; a support bundle is the redacted
+/// archive the node builds (no keys, tokens, prompts, outputs or paths), as hex.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobResultData {
+    /// Nothing to report (a failure, a refusal, or a job without output). A struct variant, so
+    /// `deny_unknown_fields` holds for it too (serde does not check a unit variant's extra
+    /// fields in an internally tagged enum).
+    None {},
+    /// `run_benchmark`: rates in thousandths per second, time to first token in ms.
+    Benchmark {
+        /// Generated tokens per second x 1000.
+        generated_tokens_per_s_milli: u64,
+        /// Prompt tokens per second x 1000.
+        prompt_tokens_per_s_milli: u64,
+        /// Time to first token, ms.
+        ttft_ms: u64,
+    },
+    /// `install_model_profile`: the installed artifact.
+    ModelInstalled {
+        /// Its sha256.
+        sha256: Sha256Digest,
+        /// Its size in bytes.
+        size_bytes: u64,
+    },
+    /// `remove_model_profile`: the removed artifact.
+    ModelRemoved {
+        /// Its sha256.
+        sha256: Sha256Digest,
+    },
+    /// `change_mode`: the mode now.
+    ModeChanged {
+        /// The new mode.
+        mode: OperatingMode,
+    },
+    /// `build_support_bundle`: the redacted `.tar.gz`.
+    SupportBundle {
+        /// sha256 of the archive.
+        sha256: Sha256Digest,
+        /// The archive (at most 4 MiB).
+        bundle: HexBlob,
+    },
+}
+
+/// Node -> control plane: how a remote job ended, signed by the node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobResultReport {
+    /// The reporting node.
+    pub node_id: NodeId,
+    /// Its public key.
+    pub public_key: NodePublicKey,
+    /// The job.
+    pub job_id: JobId,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// The node's error code for a failure or refusal.
+    pub code: Option<Code>,
+    /// What it produced.
+    pub result: JobResultData,
+    /// When it ended, unix ms.
+    pub finished_at_ms: u64,
+    /// Ed25519 signature over [`JobResultReport::signing_message`].
+    pub signature: Signature,
+}
+
+impl JobResultReport {
+    /// Signs a report.
+    pub fn sign(key: &NodeKey, job_id: JobId, outcome: JobOutcome, code: Option<Code>, result: JobResultData, finished_at_ms: u64) -> Result<Self> {
+        let mut r = Self { node_id: key.node_id(), public_key: key.public(), job_id, outcome, code, result, finished_at_ms, signature: Signature([0; 64]) };
+        r.signature = key.sign_raw(&r.signing_message()?);
+        Ok(r)
+    }
+
+    /// `b"b3iq/cp/job-result/v1" || sha256(JSON of the report with an all-zero signature)`.
+    /// The JSON of these types is deterministic (struct fields in declaration order, no maps,
+    /// no floats), so signer and verifier compute the same bytes.
+    pub fn signing_message(&self) -> Result<Vec<u8>> {
+        let mut unsigned = self.clone();
+        unsigned.signature = Signature([0; 64]);
+        let json = serde_json::to_vec(&unsigned).map_err(|e| ProtocolError::InvalidMessage { field: "report", reason: e.to_string() })?;
+        let mut m = JOB_RESULT_TAG.to_vec();
+        m.extend_from_slice(&b3iq_core::digest::Sha256Digest::of(&json).0);
+        Ok(m)
+    }
+
+    /// Checks that the node id derives from the key and the signature; returns the node.
+    pub fn verify(&self) -> Result<NodeId> {
+        if self.public_key.node_id() != self.node_id {
+            return Err(ProtocolError::InvalidMessage { field: "node_id", reason: format!("job result: {} is not derived from the given public key", self.node_id) });
+        }
+        if !self.public_key.verify_raw(&self.signing_message()?, &self.signature) {
+            return Err(ProtocolError::InvalidMessage { field: "signature", reason: "job result: Ed25519 signature does not verify".into() });
+        }
+        Ok(self.node_id)
+    }
+}
+
+/// Control plane -> node: the result was stored (or had been).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobResultAck {
+    /// The job.
+    pub job_id: JobId,
+    /// `false` when this was a repeat of a result already stored.
+    pub stored: bool,
 }

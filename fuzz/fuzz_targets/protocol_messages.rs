@@ -5,7 +5,7 @@
 
 use b3iq_protocol::messages::{
     EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, JobPoll,
-    JobPollResponse,
+    JobPollResponse, JobResultAck, JobResultReport,
 };
 use b3iq_protocol::settlement::ClaimFile;
 use libfuzzer_sys::fuzz_target;
@@ -28,8 +28,13 @@ fuzz_target!(|data: &[u8]| {
     roundtrip::<HeartbeatAck>(data);
     roundtrip::<JobPoll>(data);
     roundtrip::<JobPollResponse>(data);
+    roundtrip::<JobResultReport>(data);
+    roundtrip::<JobResultAck>(data);
     roundtrip::<ClaimFile>(data);
     if let Ok(p) = serde_json::from_slice::<JobPoll>(data) {
         let _ = p.verify();
+    }
+    if let Ok(r) = serde_json::from_slice::<JobResultReport>(data) {
+        let _ = r.verify();
     }
 });

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use b3iq_control::store::NodeStatus;
 use b3iq_control::{ControlError, ControlHome};
+use b3iq_core::job::JobKind;
 use b3iq_core::NodeId;
 use clap::{Parser, Subcommand};
 
@@ -74,6 +75,40 @@ enum AdminCmd {
         /// Organisation id or name.
         #[arg(long)]
         org: String,
+    },
+    /// Queue a signed job for a node (the node long-polls for it; medium and high risk jobs wait
+    /// for the owner's approval on the node).
+    #[command(after_help = "Examples:\n  b3iq-control admin queue-job --org acme --by alice b3n_... run_benchmark\n  b3iq-control admin queue-job --org acme --by alice b3n_... build_support_bundle\n  b3iq-control admin queue-job --org acme --by alice b3n_... install_model_profile --profile-id smollm2-135m-instruct-q4_1\n  b3iq-control admin queue-job --org acme --by alice b3n_... change_mode --mode local")]
+    QueueJob {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// The operator queuing it (recorded with the job).
+        #[arg(long)]
+        by: String,
+        /// Node id (`b3n_...`).
+        node_id: String,
+        /// Job kind (the closed core set).
+        #[arg(value_parser = ["run_benchmark", "build_support_bundle", "install_model_profile", "remove_model_profile", "restart_runtime", "change_mode"])]
+        kind: String,
+        /// Model profile for install_model_profile / remove_model_profile.
+        #[arg(long)]
+        profile_id: Option<String>,
+        /// Target mode for change_mode (local, managed, network).
+        #[arg(long)]
+        mode: Option<String>,
+        /// Lifetime in seconds (default 3600, at most 86400).
+        #[arg(long)]
+        ttl_s: Option<u64>,
+    },
+    /// List a node's jobs with their outcomes and results.
+    #[command(after_help = "Example:\n  b3iq-control admin jobs --org acme b3n_...")]
+    Jobs {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Node id (`b3n_...`).
+        node_id: String,
     },
     /// Suspend, resume or revoke a node (revocation is permanent for that node key).
     #[command(after_help = "Examples:\n  b3iq-control admin set-status --org acme b3n_... suspended --reason 'billing hold'\n  b3iq-control admin set-status --org acme b3n_... active")]
@@ -188,6 +223,35 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                 AdminCmd::Nodes { org } => {
                     let org = cp.org(&org).await?;
                     print_json(&serde_json::json!({"nodes": cp.nodes(&org.id, now_ms()).await?}));
+                }
+                AdminCmd::QueueJob { org, by, node_id, kind, profile_id, mode, ttl_s } => {
+                    let org = cp.org(&org).await?;
+                    let op = cp
+                        .store()
+                        .operator_by_username(&by)
+                        .await?
+                        .filter(|o| o.org_id == org.id)
+                        .ok_or_else(|| ControlError::Invalid { field: "by", reason: format!("no operator {by:?} in {}", org.name) })?;
+                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
+                    let need = |v: Option<String>, what: &'static str| v.ok_or(ControlError::Invalid { field: what, reason: format!("{kind} needs --{}", what.replace('_', "-")) });
+                    let k = match kind.as_str() {
+                        "run_benchmark" => JobKind::RunBenchmark { suite: "quick".into() },
+                        "build_support_bundle" => JobKind::BuildSupportBundle {},
+                        "install_model_profile" => JobKind::InstallModelProfile { profile_id: need(profile_id, "profile_id")? },
+                        "remove_model_profile" => JobKind::RemoveModelProfile { profile_id: need(profile_id, "profile_id")? },
+                        "restart_runtime" => JobKind::RestartRuntime {},
+                        _ => JobKind::ChangeMode {
+                            mode: need(mode, "mode")?.parse().map_err(|e: b3iq_core::CoreError| ControlError::Invalid { field: "mode", reason: e.to_string() })?,
+                        },
+                    };
+                    let ttl_ms = ttl_s.map(|s| s.saturating_mul(1000));
+                    let v = cp.queue_job(&op, &id, k, ttl_ms, now_ms()).await?;
+                    print_json(&serde_json::json!(v));
+                }
+                AdminCmd::Jobs { org, node_id } => {
+                    let org = cp.org(&org).await?;
+                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
+                    print_json(&serde_json::json!({"jobs": cp.jobs(&org.id, &id).await?}));
                 }
                 AdminCmd::SetStatus { org, node_id, status, reason } => {
                     let org = cp.org(&org).await?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use b3iq_control::store::NodeStatus;
 use b3iq_control::{ControlHome, ControlPlane};
+use b3iq_core::job::JobKind;
 use b3iq_core::NodeId;
 use common::{tempdir, Daemon};
 use serde_json::Value;
@@ -50,6 +51,30 @@ impl Control {
         p
     }
 
+    async fn operator(&self) -> b3iq_control::store::Operator {
+        if self.cp.store().operator_by_username("alice").await.unwrap().is_none() {
+            self.cp.create_operator(&self.org, "alice", "a long operator password", b3iq_host::context::unix_now_ms()).await.unwrap();
+        }
+        self.cp.store().operator_by_username("alice").await.unwrap().unwrap()
+    }
+
+    async fn job(&self, id: &NodeId, job_id: &str) -> b3iq_control::plane::JobView {
+        self.cp.jobs(&self.org, id).await.unwrap().into_iter().find(|j| j.job_id == job_id).unwrap()
+    }
+
+    /// Waits until the node's report of a job arrives.
+    async fn wait_job(&self, id: &NodeId, job_id: &str) -> b3iq_control::plane::JobView {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let j = self.job(id, job_id).await;
+            if j.finished_at_ms.is_some() {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "no result for job {job_id}: {j:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn last_sequence(&self, id: &NodeId) -> Option<u64> {
         let n = self.cp.node(&self.org, id, b3iq_host::context::unix_now_ms()).await.ok()?;
         n.node.last_heartbeat.map(|h| h.sequence)
@@ -66,6 +91,25 @@ impl Control {
         }
         panic!("no heartbeat after sequence {after} within 30 s");
     }
+}
+
+async fn wait_node_job(d: &Daemon, c: &reqwest::Client, cookie: &str, id: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c.get(d.url(&format!("/api/jobs/{id}"))).header("cookie", cookie).send().await.unwrap();
+        if r.status() == 200 {
+            let v: Value = r.json().await.unwrap();
+            if v["state"] == state || v["job"]["state"] == state {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "job {id} never reached {state} on the node");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn b3iqd(home: &Path, args: &[&str]) -> (bool, String, String) {
@@ -151,6 +195,51 @@ async fn a_node_enrolls_sends_signed_heartbeats_is_suspended_and_leaves() {
     let tok2 = ctl.token(&dir, "t2").await;
     let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &ctl.url, "--token-file", tok2.to_str().unwrap(), "--ca-file", ctl.ca.to_str().unwrap()]);
     assert!(!ok && err.contains("already enrolled"), "{err}");
+
+    // Remote jobs: a low-risk benchmark runs at once; a support bundle (medium risk) waits for
+    // the owner's approval; a mode change (high risk) is rejected by the owner. Each outcome
+    // reaches the control plane signed, once; the owner sees every remote job in the audit log.
+    let c = common::client();
+    let cookie = common::claim(&d, &c).await;
+    let op = ctl.operator().await;
+    let now = b3iq_host::context::unix_now_ms();
+    let bench = ctl.cp.queue_job(&op, &id, JobKind::RunBenchmark { suite: "quick".into() }, None, now).await.unwrap();
+    let done = ctl.wait_job(&id, &bench.job_id).await;
+    assert_eq!(done.state, "succeeded", "{done:?}");
+    let r = done.result.unwrap();
+    assert_eq!(r["type"], "benchmark");
+    assert!(r["generated_tokens_per_s_milli"].as_u64().unwrap() > 0, "{r}");
+
+    let bundle = ctl.cp.queue_job(&op, &id, JobKind::BuildSupportBundle {}, None, now).await.unwrap();
+    let node_job = format!("job_{}", bundle.job_id);
+    wait_node_job(&d, &c, &cookie, &node_job, "awaiting_approval").await;
+    assert_eq!(ctl.job(&id, &bundle.job_id).await.state, "delivered", "not run before the owner approves");
+    let r = c.post(d.url(&format!("/api/jobs/{node_job}/approve"))).header("cookie", &cookie).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let done = ctl.wait_job(&id, &bundle.job_id).await;
+    assert_eq!(done.state, "succeeded", "{done:?}");
+    let r = done.result.unwrap();
+    assert_eq!(r["type"], "support_bundle");
+    let bytes = hex_decode(r["bundle"].as_str().unwrap());
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip archive");
+    assert_eq!(r["sha256"], format!("sha256:{}", b3iq_core::digest::Sha256Digest::of(&bytes).to_hex()));
+    assert!(!home.join("support").join(format!("{node_job}.tar.gz")).exists(), "the node's copy is removed once delivered");
+
+    let change = ctl.cp.queue_job(&op, &id, JobKind::ChangeMode { mode: b3iq_core::mode::OperatingMode::Local }, None, now).await.unwrap();
+    let change_job = format!("job_{}", change.job_id);
+    wait_node_job(&d, &c, &cookie, &change_job, "awaiting_approval").await;
+    let r = c.post(d.url(&format!("/api/jobs/{change_job}/reject"))).header("cookie", &cookie).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let done = ctl.wait_job(&id, &change.job_id).await;
+    assert_eq!((done.state.as_str(), done.code.as_deref()), ("rejected_by_owner", Some("rejected_by_owner")));
+    assert_eq!(status(&home)["mode"], "managed", "a rejected mode change changes nothing");
+    let r = c.post(d.url(&format!("/api/jobs/{change_job}/approve"))).header("cookie", &cookie).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 400, "a decided job cannot be approved");
+    let audit: serde_json::Value = c.get(d.url("/api/audit")).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
+    let actions: Vec<String> = audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap_or("").to_string()).collect();
+    for a in ["job.accept", "job.await_approval", "job.approve", "job.reject_by_owner", "job.report"] {
+        assert!(actions.iter().any(|x| x == a), "{a} missing from the audit log: {actions:?}");
+    }
 
     // Suspension: refused at once, with the reason, on the node's status.
     ctl.cp.set_node_status(&ctl.org, &id, NodeStatus::Suspended, "maintenance window").await.unwrap();

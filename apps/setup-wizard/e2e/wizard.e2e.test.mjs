@@ -19,6 +19,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(process.env.B3IQ_REPO || join(here, '..', '..', '..'));
 const TARGET = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'b3iq', 'target');
 const BIN = process.env.B3IQD_BIN || join(TARGET, 'debug', 'b3iqd');
+const CONTROL_BIN = process.env.B3IQ_CONTROL_BIN || join(dirname(BIN), 'b3iq-control');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = join(REPO, 'test-artifacts', 'wizard');
 const AXE = readFileSync(join(here, '..', 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
@@ -62,6 +63,8 @@ async function waitFor(what, fn, timeoutMs = 60_000, everyMs = 200) {
 }
 
 let daemon;
+let control;
+let ctlHome;
 let daemonLog = '';
 let home;
 let base;
@@ -168,6 +171,8 @@ after(async () => {
     await Promise.race([new Promise((r) => daemon.once('exit', r)), sleep(5000)]);
     if (daemon.exitCode === null) daemon.kill('SIGKILL');
   }
+  if (control && control.exitCode === null) control.kill('SIGKILL');
+  if (ctlHome) rmSync(ctlHome, { recursive: true, force: true });
   if (home) rmSync(home, { recursive: true, force: true });
   // The daemon's own log (it never prints secrets except the setup URL, shown once by design).
   writeFileSync(join(SHOTS, 'b3iqd.log'), daemonLog);
@@ -454,6 +459,48 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await page.getByRole('heading', { name: 'API keys' }).waitFor();
     await shot('keys-narrow');
     await page.setViewportSize({ width: 1280, height: 860 });
+  });
+
+  await step(t, 'managed mode: enroll in a real control plane, approve a remote job in the Mode step', async () => {
+    assert.ok(existsSync(CONTROL_BIN), `b3iq-control is not built at ${CONTROL_BIN} (ci.sh's cargo test --no-run builds it)`);
+    ctlHome = mkdtempSync(join(tmpdir(), 'b3iq-control-e2e-'));
+    writeFileSync(join(ctlHome, 'control.json'), JSON.stringify({ heartbeat_interval_s: 1 }));
+    const ctl = (args, input) => execFileSync(CONTROL_BIN, ['--home', ctlHome, ...args], { encoding: 'utf8', input });
+    ctl(['admin', 'create-org', 'acme']);
+    ctl(['admin', 'create-operator', '--org', 'acme', '--username', 'alice'], 'a long operator password\n');
+    const tokenFile = join(ctlHome, 'token.txt');
+    ctl(['admin', 'enrollment-token', '--org', 'acme', '--out', tokenFile]);
+    const port = await freePort();
+    control = spawn(CONTROL_BIN, ['--home', ctlHome, 'serve', '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let ctlLog = '';
+    control.stderr.on('data', (d) => { ctlLog += d; });
+    await waitFor('the control plane to serve', () => ctlLog.includes('serving https://'), 30_000);
+    b3iqd(['enroll', '--control', `https://127.0.0.1:${port}`, '--token-file', tokenFile, '--ca-file', join(ctlHome, 'tls', 'self-signed.crt.pem')]);
+    const nodeId = JSON.parse(b3iqd(['status'])).node_id;
+    const queued = JSON.parse(ctl(['admin', 'queue-job', '--org', 'acme', '--by', 'alice', nodeId, 'build_support_bundle']));
+    await page.getByRole('link', { name: 'Mode', exact: true }).click();
+    await page.getByRole('heading', { name: 'How this node works' }).waitFor();
+    // The job reaches the node by its long-poll; the list reloads with the screen.
+    await waitFor('the remote job to wait for approval', async () => {
+      await page.getByRole('link', { name: 'Overview', exact: true }).click();
+      await page.getByRole('link', { name: 'Mode', exact: true }).click();
+      return (await page.getByTestId('pending-job').count()) === 1;
+    }, 60_000, 1_000);
+    await page.getByTestId('managed-panel').getByText(/Managed by cp-/).waitFor();
+    assert.ok(await page.locator('input[name=mode][value=managed]').isChecked(), 'the Mode step shows managed');
+    await shot('mode-managed-pending-job');
+    await page.getByRole('button', { name: 'Approve' }).click();
+    await page.getByText('Nothing waits for your approval.').waitFor();
+    const done = await waitFor('the signed result at the control plane', () => {
+      const jobs = JSON.parse(ctl(['admin', 'jobs', '--org', 'acme', nodeId])).jobs;
+      const j = jobs.find((x) => x.job_id === queued.job_id);
+      return j && j.finished_at_ms ? j : null;
+    }, 60_000, 500);
+    assert.equal(done.state, 'succeeded');
+    assert.equal(done.result.type, 'support_bundle');
+    assert.ok(done.result.bundle.startsWith('1f8b'), 'a gzip archive');
+    await page.getByTestId('remote-trail').getByText('build_support_bundle').waitFor();
+    await shot('mode-managed-approved');
   });
 
   assert.deepEqual(consoleProblems.filter((m) => !/status of 401/.test(m)), [], 'no console errors or CSP violations');

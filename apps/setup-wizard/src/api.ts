@@ -191,6 +191,10 @@ export interface Job {
   error?: string;
   created_at?: number;
   updated_at?: number;
+  /** `owner_local` (asked for here) or `remote` (signed by the control plane). */
+  issuer?: string;
+  /** Signed expiry of a remote job, unix ms. */
+  expires_at_ms?: number;
 }
 
 export interface ChatResult {
@@ -422,6 +426,8 @@ export function toJob(v: unknown): Job {
     error: isObj(err) ? str(err.message) : str(err),
     created_at: num(o.created_at),
     updated_at: num(o.updated_at),
+    issuer: str(o.issuer),
+    expires_at_ms: num(o.expires_at_ms),
   };
 }
 
@@ -589,6 +595,21 @@ export class Api {
   async installModel(profile: string): Promise<Job> {
     const o = obj(await this.call('POST', '/api/jobs', { kind: 'install_model', profile }));
     return toJob(o.job ?? o);
+  }
+
+  /** Jobs, newest first. */
+  async jobs(): Promise<Job[]> {
+    return arr(obj(await this.call('GET', '/api/jobs')).jobs).map(toJob);
+  }
+
+  /** Approve a remote job that waits for the owner. */
+  async approveJob(id: string): Promise<Job> {
+    return toJob(await this.call('POST', `/api/jobs/${encodeURIComponent(id)}/approve`, {}));
+  }
+
+  /** Reject a remote job that waits for the owner; it never runs. */
+  async rejectJob(id: string): Promise<Job> {
+    return toJob(await this.call('POST', `/api/jobs/${encodeURIComponent(id)}/reject`, {}));
   }
 
   async job(id: string): Promise<Job> {

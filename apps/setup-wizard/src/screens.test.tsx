@@ -141,6 +141,35 @@ describe('ModeScreen in managed mode', () => {
     expect(radios.map((r) => [r.value, r.checked, r.disabled])).toEqual([['local', false, false], ['managed', true, false], ['network', false, true]]);
   });
 
+  it('lists remote jobs waiting for approval and approves or rejects them', async () => {
+    let jobs: Job[] = [
+      { id: 'job_a', kind: 'build_support_bundle', state: 'awaiting_approval', issuer: 'remote', expires_at_ms: Date.now() + 60_000 },
+      { id: 'job_b', kind: 'change_mode', state: 'awaiting_approval', issuer: 'remote' },
+      { id: 'job_c', kind: 'run_benchmark', state: 'succeeded', issuer: 'remote', updated_at: 1 },
+      { id: 'job_d', kind: 'install_model', state: 'succeeded', issuer: 'owner_local' },
+    ];
+    const approveJob = vi.fn(async (id: string) => { jobs = jobs.map((j) => (j.id === id ? { ...j, state: 'queued' } : j)); return jobs[0]; });
+    const rejectJob = vi.fn(async (id: string) => { jobs = jobs.map((j) => (j.id === id ? { ...j, state: 'rejected' } : j)); return jobs[1]; });
+    const api = fakeApi({
+      mode: async () => ({ mode: 'managed', modes: [{ mode: 'local', selectable: true }], managed: { audience: 'cp-1', org_id: 'org_a', job_key: 'ab', expires_at_ms: 1, heartbeat_interval_ms: 1, last_heartbeat: null } }),
+      jobs: async () => jobs,
+      approveJob: approveJob as never,
+      rejectJob: rejectJob as never,
+    });
+    render(<ModeScreen api={api} />);
+    expect((await screen.findAllByTestId('pending-job')).length).toBe(2);
+    expect(screen.getByText(/Send a support bundle/)).toBeTruthy();
+    fireEvent.click(screen.getAllByText('Approve')[0]!);
+    await waitFor(() => expect(approveJob).toHaveBeenCalledWith('job_a'));
+    await waitFor(() => expect(screen.getAllByTestId('pending-job').length).toBe(1));
+    fireEvent.click(screen.getByText('Reject'));
+    await waitFor(() => expect(rejectJob).toHaveBeenCalledWith('job_b'));
+    expect(await screen.findByText('Nothing waits for your approval.')).toBeTruthy();
+    const trail = screen.getByTestId('remote-trail').textContent ?? '';
+    expect(trail).toContain('run_benchmark');
+    expect(trail).not.toContain('install_model');
+  });
+
   it('shows no panel in local mode', async () => {
     render(<ModeScreen api={fakeApi({ mode: async () => ({ mode: 'local', modes: [{ mode: 'local', selectable: true }], managed: null }) })} />);
     expect(await screen.findByText('How this node works')).toBeTruthy();

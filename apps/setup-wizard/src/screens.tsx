@@ -537,7 +537,7 @@ export function ModeScreen({ api, onNext }: ScreenProps) {
     <section className="screen" aria-labelledby="mode-h">
       <p className="eyebrow">Step 7 · Mode</p>
       <h1 id="mode-h">How this node works</h1>
-      <p className="lead">Local is on. The other modes are opt-in and share only what is listed.</p>
+      <p className="lead">{MODE_TEXT[mode.data?.mode ?? 'local']?.title ?? 'Local'} is on. The other modes are opt-in and share only what is listed.</p>
       <ErrorNotice error={mode.error ?? error} />
       <fieldset className="choices choices-3">
         <legend className="sr-only">Operating mode</legend>
@@ -558,6 +558,7 @@ export function ModeScreen({ api, onNext }: ScreenProps) {
         })}
       </fieldset>
       {mode.data?.managed && <ManagedPanel m={mode.data.managed} />}
+      {mode.data?.managed && <RemoteJobs api={api} />}
       <NextButton onNext={onNext} label="Finish setup" />
     </section>
   );
@@ -593,6 +594,67 @@ export function ManagedPanel({ m }: { m: ManagedInfo }) {
         </dd></div>
       </dl>
       <p className="muted small">Choosing Local leaves the control plane: its key is no longer trusted here.</p>
+    </div>
+  );
+}
+
+const JOB_NAMES: Record<string, string> = {
+  run_benchmark: 'Run the benchmark',
+  build_support_bundle: 'Send a support bundle (redacted: no keys, prompts or paths)',
+  install_model_profile: 'Install a model',
+  remove_model_profile: 'Remove a model',
+  restart_runtime: 'Restart the runtime',
+  change_mode: 'Change the operating mode',
+};
+
+/** Jobs the control plane sent: the ones waiting for the owner with Approve / Reject, and the trail. */
+export function RemoteJobs({ api }: { api: Api }) {
+  const jobs = useLoad(() => api.jobs(), [api]);
+  const [busy, setBusy] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const remote = (jobs.data ?? []).filter((j) => j.issuer === 'remote');
+  const waiting = remote.filter((j) => j.state === 'awaiting_approval');
+  async function decide(id: string, approve: boolean) {
+    setBusy(id);
+    setError(null);
+    try {
+      if (approve) await api.approveJob(id);
+      else await api.rejectJob(id);
+      await jobs.reload();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(null);
+    }
+  }
+  return (
+    <div className="card" data-testid="remote-jobs">
+      <h2>Remote jobs</h2>
+      <ErrorNotice error={jobs.error ?? error} />
+      {waiting.length === 0 ? (
+        <p className="muted">Nothing waits for your approval.</p>
+      ) : (
+        <ul className="plain">
+          {waiting.map((j) => (
+            <li key={j.id} data-testid="pending-job">
+              <b>{JOB_NAMES[j.kind] ?? j.kind}</b>
+              {j.expires_at_ms ? <span className="muted small"> · expires {new Date(j.expires_at_ms).toLocaleTimeString()}</span> : null}{' '}
+              <button type="button" disabled={busy !== null} onClick={() => void decide(j.id, true)}>Approve</button>{' '}
+              <button type="button" className="secondary" disabled={busy !== null} onClick={() => void decide(j.id, false)}>Reject</button>
+            </li>
+          ))}
+        </ul>
+      )}
+      {remote.length > 0 && (
+        <table className="table" data-testid="remote-trail">
+          <thead><tr><th>Job</th><th>State</th><th>When</th></tr></thead>
+          <tbody>
+            {remote.map((j) => (
+              <tr key={j.id}><td>{j.kind}</td><td>{j.state.replace(/_/g, ' ')}</td><td>{j.updated_at ? new Date(j.updated_at * 1000).toLocaleString() : ''}</td></tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </div>
   );
 }

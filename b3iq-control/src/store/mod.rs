@@ -223,6 +223,47 @@ pub struct HeartbeatCommit {
     pub body: serde_json::Value,
 }
 
+/// A signed job as the control plane keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    /// Job id.
+    pub job_id: [u8; 16],
+    /// The node it is for (the signed audience).
+    pub node_id: NodeId,
+    /// The node's organisation.
+    pub org_id: String,
+    /// The control plane's job sequence (one counter for all nodes: each node sees it increase).
+    pub sequence: u64,
+    /// Kind name (`run_benchmark`, ...).
+    pub kind: String,
+    /// The b3iq-core signed job, encoded.
+    pub envelope: Vec<u8>,
+    /// The operator who queued it.
+    pub created_by: String,
+    /// Queue time, unix ms.
+    pub created_at_ms: u64,
+    /// The signed expiry, unix ms.
+    pub expires_at_ms: u64,
+    /// First delivery to the node, unix ms.
+    pub delivered_at_ms: Option<u64>,
+    /// How it ended, as the node reported (`succeeded`, `failed`, `refused`,
+    /// `rejected_by_owner`, `expired`).
+    pub outcome: Option<String>,
+    /// The node's error code.
+    pub code: Option<String>,
+    /// What it produced (JSON of the protocol's `JobResultData`).
+    pub result: Option<serde_json::Value>,
+    /// When the node's report arrived, unix ms.
+    pub finished_at_ms: Option<u64>,
+}
+
+/// Makes the signed job for a reserved sequence (the store calls it inside the transaction that
+/// reserves the sequence, so jobs are stored in sequence order).
+pub type JobSigner = Box<dyn FnOnce(u64) -> Result<JobRow> + Send>;
+
+/// Most jobs listed for a node.
+pub const MAX_JOBS_LISTED: u32 = 100;
+
 /// Heartbeat history kept per node, for uptime: rows older than this are deleted as new ones
 /// arrive (7 days).
 pub const HEARTBEAT_HISTORY_MS: u64 = 7 * 24 * 3_600_000;
@@ -245,6 +286,9 @@ pub(crate) fn ms(v: u64) -> i64 {
 
 /// The `nodes` columns both backends read into a [`NodeRow`].
 pub(crate) const NODE_COLUMNS: &str = "node_id, public_key, org_id, status, status_reason, enrolled_at_ms, expires_at_ms, last_sequence, last_sent_at_ms, last_received_at_ms, last_health, last_body, refused_heartbeats";
+
+/// The `jobs` columns both backends read into a [`JobRow`].
+pub(crate) const JOB_COLUMNS: &str = "job_id, node_id, org_id, sequence, kind, envelope, created_by, created_at_ms, expires_at_ms, delivered_at_ms, outcome, code, result, finished_at_ms";
 
 /// The control plane's store. Both backends pass `tests/store.rs`.
 ///
@@ -301,4 +345,16 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()>;
     /// Heartbeats stored for a node at or after `since_ms` (for uptime).
     async fn heartbeat_count(&self, id: &NodeId, since_ms: u64) -> Result<u64>;
+
+    /// In one transaction: reserves the next job sequence, calls `sign` with it and stores the
+    /// row, so a job with a higher sequence is never visible before a lower one.
+    async fn queue_job(&self, sign: JobSigner) -> Result<JobRow>;
+    /// The node's jobs not yet reported, unexpired at `now_ms`, with a sequence above
+    /// `after_sequence`, ascending, at most `limit`; marks each delivered.
+    async fn pending_jobs(&self, node: &NodeId, after_sequence: u64, now_ms: u64, limit: u32) -> Result<Vec<JobRow>>;
+    /// Stores the node's report of a job, once: `Ok(true)` when stored, `Ok(false)` when a
+    /// report was already stored (a retry); `Refusal::NotFound` when the job is not this node's.
+    async fn finish_job(&self, node: &NodeId, job_id: &[u8; 16], outcome: &str, code: Option<&str>, result: &serde_json::Value, now_ms: u64) -> Result<bool>;
+    /// A node's jobs, newest first, at most [`MAX_JOBS_LISTED`].
+    async fn jobs(&self, node: &NodeId) -> Result<Vec<JobRow>>;
 }

@@ -82,6 +82,28 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX heartbeats_time ON heartbeats(received_at_ms);
     "#,
+    // 2: as SQLite's migration 2.
+    r#"
+    CREATE TABLE job_sequence (id INTEGER PRIMARY KEY CHECK (id = 1), last BIGINT NOT NULL);
+    INSERT INTO job_sequence(id, last) VALUES (1, 0);
+    CREATE TABLE jobs (
+        job_id BYTEA PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        org_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        envelope BYTEA NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        delivered_at_ms BIGINT,
+        outcome TEXT,
+        code TEXT,
+        result TEXT,
+        finished_at_ms BIGINT
+    );
+    CREATE INDEX jobs_node ON jobs(node_id, sequence);
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -175,6 +197,28 @@ fn node_from_row(r: &Row) -> Result<NodeRow> {
             }),
         },
         refused_heartbeats: r.get::<_, i64>("refused_heartbeats") as u64,
+    })
+}
+
+fn job_from_row(r: &Row) -> Result<JobRow> {
+    let node_id: String = r.get("node_id");
+    let bad = |what: &str| ControlError::Store(format!("the database holds an invalid {what} for a job of {node_id}"));
+    let opt = |v: Option<i64>| v.map(|x| x as u64);
+    Ok(JobRow {
+        job_id: r.get::<_, Vec<u8>>("job_id").as_slice().try_into().map_err(|_| bad("job id"))?,
+        node_id: NodeId::parse(&node_id).map_err(|_| bad("node id"))?,
+        org_id: r.get("org_id"),
+        sequence: r.get::<_, i64>("sequence") as u64,
+        kind: r.get("kind"),
+        envelope: r.get("envelope"),
+        created_by: r.get("created_by"),
+        created_at_ms: r.get::<_, i64>("created_at_ms") as u64,
+        expires_at_ms: r.get::<_, i64>("expires_at_ms") as u64,
+        delivered_at_ms: opt(r.get("delivered_at_ms")),
+        outcome: r.get("outcome"),
+        code: r.get("code"),
+        result: r.get::<_, Option<String>>("result").map(|s| serde_json::from_str(&s)).transpose().map_err(|_| bad("result"))?,
+        finished_at_ms: opt(r.get("finished_at_ms")),
     })
 }
 
@@ -461,5 +505,71 @@ impl ControlStore for PostgresStore {
             .map_err(db("count heartbeats"))?
             .get(0);
         Ok(n as u64)
+    }
+
+    async fn queue_job(&self, sign: JobSigner) -> Result<JobRow> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("queue job"))?;
+        // The row lock orders concurrent queuers: sequences commit in the order they are taken.
+        let last: i64 = tx.query_one("SELECT last FROM job_sequence WHERE id = 1 FOR UPDATE", &[]).await.map_err(db("job sequence"))?.get(0);
+        let seq = (last as u64).checked_add(1).ok_or_else(|| ControlError::Store("job sequence exhausted".into()))?;
+        let j = sign(seq)?;
+        tx.execute("UPDATE job_sequence SET last = $1 WHERE id = 1", &[&ms(seq)]).await.map_err(db("job sequence"))?;
+        tx.execute(
+            "INSERT INTO jobs(job_id, node_id, org_id, sequence, kind, envelope, created_by, created_at_ms, expires_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+            &[&j.job_id.as_slice(), &j.node_id.to_text(), &j.org_id, &ms(j.sequence), &j.kind, &j.envelope, &j.created_by, &ms(j.created_at_ms), &ms(j.expires_at_ms)],
+        )
+        .await
+        .map_err(db("queue job"))?;
+        tx.commit().await.map_err(db("queue job"))?;
+        Ok(j)
+    }
+
+    async fn pending_jobs(&self, node: &NodeId, after_sequence: u64, now_ms: u64, limit: u32) -> Result<Vec<JobRow>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = $1 AND sequence > $2 AND finished_at_ms IS NULL AND expires_at_ms > $3 ORDER BY sequence LIMIT $4"),
+                &[&node.to_text(), &ms(after_sequence), &ms(now_ms), &i64::from(limit)],
+            )
+            .await
+            .map_err(db("pending jobs"))?;
+        let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        if !jobs.is_empty() {
+            let ids: Vec<&[u8]> = jobs.iter().map(|j| j.job_id.as_slice()).collect();
+            c.execute("UPDATE jobs SET delivered_at_ms = $2 WHERE job_id = ANY($1) AND delivered_at_ms IS NULL", &[&ids, &ms(now_ms)])
+                .await
+                .map_err(db("mark delivered"))?;
+        }
+        Ok(jobs)
+    }
+
+    async fn finish_job(&self, node: &NodeId, job_id: &[u8; 16], outcome: &str, code: Option<&str>, result: &serde_json::Value, now_ms: u64) -> Result<bool> {
+        let c = self.client().await?;
+        let id = node.to_text();
+        let n = c
+            .execute(
+                "UPDATE jobs SET outcome = $3, code = $4, result = $5, finished_at_ms = $6 WHERE job_id = $1 AND node_id = $2 AND finished_at_ms IS NULL",
+                &[&job_id.as_slice(), &id, &outcome, &code, &result.to_string(), &ms(now_ms)],
+            )
+            .await
+            .map_err(db("finish job"))?;
+        if n == 1 {
+            return Ok(true);
+        }
+        match c.query_opt("SELECT 1 FROM jobs WHERE job_id = $1 AND node_id = $2", &[&job_id.as_slice(), &id]).await.map_err(db("finish job"))? {
+            Some(_) => Ok(false),
+            None => Err(Refusal::NotFound(format!("job {} for this node", hex::encode(job_id))).into()),
+        }
+    }
+
+    async fn jobs(&self, node: &NodeId) -> Result<Vec<JobRow>> {
+        let c = self.client().await?;
+        c.query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = $1 ORDER BY sequence DESC LIMIT $2"), &[&node.to_text(), &i64::from(MAX_JOBS_LISTED)])
+            .await
+            .map_err(db("list jobs"))?
+            .iter()
+            .map(job_from_row)
+            .collect()
     }
 }

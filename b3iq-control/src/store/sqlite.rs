@@ -77,6 +77,28 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX heartbeats_time ON heartbeats(received_at_ms);
     "#,
+    // 2: signed jobs, one job sequence for the whole control plane.
+    r#"
+    CREATE TABLE job_sequence (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
+    INSERT INTO job_sequence(id, last) VALUES (1, 0);
+    CREATE TABLE jobs (
+        job_id BLOB PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        org_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        envelope BLOB NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        delivered_at_ms INTEGER,
+        outcome TEXT,
+        code TEXT,
+        result TEXT,
+        finished_at_ms INTEGER
+    );
+    CREATE INDEX jobs_node ON jobs(node_id, sequence);
+    "#,
 ];
 
 /// The SQLite store.
@@ -189,6 +211,45 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRow>> {
                 }),
             },
             refused_heartbeats: refused as u64,
+        })
+    })())
+}
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
+    let job_id: Vec<u8> = r.get("job_id")?;
+    let node_id: String = r.get("node_id")?;
+    let result: Option<String> = r.get("result")?;
+    let opt = |v: Option<i64>| v.map(|x| x as u64);
+    let row = (
+        r.get::<_, String>("org_id")?,
+        r.get::<_, i64>("sequence")? as u64,
+        r.get::<_, String>("kind")?,
+        r.get::<_, Vec<u8>>("envelope")?,
+        r.get::<_, String>("created_by")?,
+        r.get::<_, i64>("created_at_ms")? as u64,
+        r.get::<_, i64>("expires_at_ms")? as u64,
+        opt(r.get("delivered_at_ms")?),
+        r.get::<_, Option<String>>("outcome")?,
+        r.get::<_, Option<String>>("code")?,
+        opt(r.get("finished_at_ms")?),
+    );
+    Ok((|| {
+        let bad = |what: &str| ControlError::Store(format!("control.db holds an invalid {what} for a job of {node_id}"));
+        Ok(JobRow {
+            job_id: job_id.as_slice().try_into().map_err(|_| bad("job id"))?,
+            node_id: NodeId::parse(&node_id).map_err(|_| bad("node id"))?,
+            org_id: row.0,
+            sequence: row.1,
+            kind: row.2,
+            envelope: row.3,
+            created_by: row.4,
+            created_at_ms: row.5,
+            expires_at_ms: row.6,
+            delivered_at_ms: row.7,
+            outcome: row.8,
+            code: row.9,
+            result: result.map(|s| serde_json::from_str(&s)).transpose().map_err(|_| bad("result"))?,
+            finished_at_ms: row.10,
         })
     })())
 }
@@ -551,6 +612,79 @@ impl ControlStore for SqliteStore {
             c.query_row("SELECT COUNT(*) FROM heartbeats WHERE node_id = ?1 AND received_at_ms >= ?2", params![id, ms(since_ms)], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
                 .map_err(db("count heartbeats"))
+        })
+        .await
+    }
+
+    async fn queue_job(&self, sign: JobSigner) -> Result<JobRow> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("queue job"))?;
+            let last: i64 = tx.query_row("SELECT last FROM job_sequence WHERE id = 1", [], |r| r.get(0)).map_err(db("job sequence"))?;
+            let seq = (last as u64).checked_add(1).ok_or_else(|| ControlError::Store("job sequence exhausted".into()))?;
+            let j = sign(seq)?;
+            tx.execute("UPDATE job_sequence SET last = ?1 WHERE id = 1", [ms(seq)]).map_err(db("job sequence"))?;
+            tx.execute(
+                "INSERT INTO jobs(job_id, node_id, org_id, sequence, kind, envelope, created_by, created_at_ms, expires_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                params![j.job_id.as_slice(), j.node_id.to_text(), j.org_id, ms(j.sequence), j.kind, j.envelope, j.created_by, ms(j.created_at_ms), ms(j.expires_at_ms)],
+            )
+            .map_err(db("queue job"))?;
+            tx.commit().map_err(db("queue job"))?;
+            Ok(j)
+        })
+        .await
+    }
+
+    async fn pending_jobs(&self, node: &NodeId, after_sequence: u64, now_ms: u64, limit: u32) -> Result<Vec<JobRow>> {
+        let id = node.to_text();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("pending jobs"))?;
+            let rows = {
+                let mut st = tx
+                    .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 AND sequence > ?2 AND finished_at_ms IS NULL AND expires_at_ms > ?3 ORDER BY sequence LIMIT ?4"))
+                    .map_err(db("pending jobs"))?;
+                let it = st.query_map(params![id, ms(after_sequence), ms(now_ms), limit], job_from_row).map_err(db("pending jobs"))?;
+                it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("pending jobs"))?.into_iter().collect::<Result<Vec<_>>>()?
+            };
+            for j in &rows {
+                tx.execute("UPDATE jobs SET delivered_at_ms = ?2 WHERE job_id = ?1 AND delivered_at_ms IS NULL", params![j.job_id.as_slice(), ms(now_ms)])
+                    .map_err(db("mark delivered"))?;
+            }
+            tx.commit().map_err(db("pending jobs"))?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn finish_job(&self, node: &NodeId, job_id: &[u8; 16], outcome: &str, code: Option<&str>, result: &serde_json::Value, now_ms: u64) -> Result<bool> {
+        let (id, job, outcome, code, result) = (node.to_text(), *job_id, outcome.to_string(), code.map(str::to_string), result.to_string());
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE jobs SET outcome = ?3, code = ?4, result = ?5, finished_at_ms = ?6 WHERE job_id = ?1 AND node_id = ?2 AND finished_at_ms IS NULL",
+                    params![job.as_slice(), id, outcome, code, result, ms(now_ms)],
+                )
+                .map_err(db("finish job"))?;
+            if n == 1 {
+                return Ok(true);
+            }
+            let exists: Option<i64> = c
+                .query_row("SELECT 1 FROM jobs WHERE job_id = ?1 AND node_id = ?2", params![job.as_slice(), id], |r| r.get(0))
+                .optional()
+                .map_err(db("finish job"))?;
+            match exists {
+                Some(_) => Ok(false),
+                None => Err(Refusal::NotFound(format!("job {} for this node", hex::encode(job))).into()),
+            }
+        })
+        .await
+    }
+
+    async fn jobs(&self, node: &NodeId) -> Result<Vec<JobRow>> {
+        let id = node.to_text();
+        self.run(move |c| {
+            let mut st = c.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 ORDER BY sequence DESC LIMIT ?2")).map_err(db("list jobs"))?;
+            let it = st.query_map(params![id, MAX_JOBS_LISTED], job_from_row).map_err(db("list jobs"))?;
+            it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("list jobs"))?.into_iter().collect()
         })
         .await
     }

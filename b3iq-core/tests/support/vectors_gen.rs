@@ -298,8 +298,8 @@ fn sample_jobs() -> Vec<(String, &'static str, Job)> {
         JobKind::InstallModelProfile { profile_id: "smollm2-135m-q4_1".into() },
         JobKind::RemoveModelProfile { profile_id: "smollm2-135m-q4_1".into() },
         JobKind::RunBenchmark { suite: "quick".into() },
-        JobKind::BuildSupportBundle,
-        JobKind::RestartRuntime,
+        JobKind::BuildSupportBundle {},
+        JobKind::RestartRuntime {},
         JobKind::ChangeMode { mode: OperatingMode::Network },
     ];
     kinds

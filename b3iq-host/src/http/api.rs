@@ -230,6 +230,16 @@ pub async fn mode_set(State(st): St, _o: Owner, JsonBody(b): JsonBody<ModeBody>)
     Ok(js(StatusCode::OK, mode_json(&st)?))
 }
 
+/// `POST /api/jobs/{id}/approve`: the owner approves a remote job waiting for approval.
+pub async fn job_approve(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
+    Ok(js(StatusCode::OK, serde_json::to_value(crate::jobs::approve(&st, &id)?).unwrap_or_default()))
+}
+
+/// `POST /api/jobs/{id}/reject`: the owner rejects a remote job waiting for approval.
+pub async fn job_reject(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
+    Ok(js(StatusCode::OK, serde_json::to_value(crate::jobs::reject(&st, &id)?).unwrap_or_default()))
+}
+
 /// `GET /api/keys`.
 pub async fn keys_list(State(st): St, _o: Owner) -> Result<Response> {
     Ok(js(StatusCode::OK, json!({"keys": owner::list_keys(&st)?})))

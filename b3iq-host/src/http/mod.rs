@@ -96,6 +96,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/usage", get(api::usage))
         .route("/api/jobs", get(api::jobs_list).post(api::jobs_create))
         .route("/api/jobs/{id}", get(api::job_get))
+        .route("/api/jobs/{id}/approve", post(api::job_approve))
+        .route("/api/jobs/{id}/reject", post(api::job_reject))
         .route("/api/playground/chat", post(api::playground_chat))
         .route("/api/support/grants", get(api::grants_list).post(api::grants_create))
         .route("/api/support/grants/{id}", delete(api::grants_revoke))

@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use b3iq_core::job::{IssuerClass, Job, JobId, JobKind, JobPolicy, SignedJob, TrustRoots, Verdict, VerifiedJob};
+use b3iq_core::job::{IssuerClass, Job, JobId, JobKind, JobPolicy, PolicyDecision, SignedJob, TrustRoots, Verdict, VerifiedJob};
+use b3iq_core::CoreError;
 use b3iq_core::mode::OperatingMode;
 use b3iq_core::identity::NodeKey;
 use b3iq_core::job::SeenSet as _;
@@ -51,8 +52,8 @@ pub fn kind_from_api(v: &Value) -> Result<JobKind> {
         "install_model_profile" | "install_model" => JobKind::InstallModelProfile { profile_id: profile()? },
         "remove_model_profile" | "remove_model" => JobKind::RemoveModelProfile { profile_id: profile()? },
         "run_benchmark" => JobKind::RunBenchmark { suite: v["suite"].as_str().unwrap_or("quick").to_string() },
-        "build_support_bundle" | "support_bundle" => JobKind::BuildSupportBundle,
-        "restart_runtime" => JobKind::RestartRuntime,
+        "build_support_bundle" | "support_bundle" => JobKind::BuildSupportBundle {},
+        "restart_runtime" => JobKind::RestartRuntime {},
         "change_mode" => {
             let m = v["mode"].as_str().ok_or_else(|| HostError::InvalidParameter("`mode` is required for change_mode".into()))?;
             JobKind::ChangeMode { mode: m.parse().map_err(|e: b3iq_core::CoreError| HostError::InvalidParameter(e.to_string()))? }
@@ -108,17 +109,14 @@ pub fn issue_owner_job(ctx: &Context, issuer: &NodeKey, kind: JobKind, now_ms: u
 }
 
 /// Inside `tx`: verify `job` against the trust roots, recording its id and sequence in the
-/// seen-set of the same transaction, then decide by policy for the issuer's class and the mode.
-fn open_in(st: &NodeState, tx: &rusqlite::Transaction<'_>, roots: &(TrustRoots, Vec<TrustRoot>), job: &SignedJob, now_ms: u64) -> Result<(VerifiedJob, IssuerClass, String)> {
+/// seen-set of the same transaction, then decide by policy for the issuer's class and the mode
+/// (`Run` or `NeedsOwnerApproval`; a refusal is an error).
+fn open_in(st: &NodeState, tx: &rusqlite::Transaction<'_>, roots: &(TrustRoots, Vec<TrustRoot>), job: &SignedJob, now_ms: u64) -> Result<(VerifiedJob, IssuerClass, PolicyDecision)> {
     let verified = job.open(&roots.0, &st.node_id, now_ms, &mut TxSeenSet(tx))?;
     let class = roots.1.iter().find(|r| &r.key == job.signer()).map(|r| r.class).unwrap_or(IssuerClass::Remote);
     let decision = JobPolicy::default().decide_for(class, verified.kind(), st.mode());
     match decision.verdict {
-        Verdict::Run => Ok((verified, class, decision.reason)),
-        Verdict::NeedsOwnerApproval => Err(HostError::InvalidParameter(format!(
-            "job needs the owner's approval, which this build cannot ask for yet: {}",
-            decision.reason
-        ))),
+        Verdict::Run | Verdict::NeedsOwnerApproval => Ok((verified, class, decision)),
         Verdict::Refuse => Err(HostError::InvalidParameter(format!("job refused by policy: {}", decision.reason))),
     }
 }
@@ -133,7 +131,11 @@ fn open_in(st: &NodeState, tx: &rusqlite::Transaction<'_>, roots: &(TrustRoots, 
 /// `InvalidParameter` when the policy refuses or owner approval would be needed; `Db`.
 pub fn open(st: &NodeState, job: &SignedJob, now_ms: u64) -> Result<(VerifiedJob, IssuerClass, String)> {
     let roots = trust_roots(st)?;
-    st.db.tx(|tx| Ok(open_in(st, tx, &roots, job, now_ms)))?
+    let (v, class, d) = st.db.tx(|tx| Ok(open_in(st, tx, &roots, job, now_ms)))??;
+    if d.verdict == Verdict::NeedsOwnerApproval {
+        return Err(HostError::InvalidParameter(format!("job needs the owner's approval: {}", d.reason)));
+    }
+    Ok((v, class, d.reason))
 }
 
 /// Whether this node can run `kind` now (checked after the policy, before the job is recorded).
@@ -143,7 +145,7 @@ fn preflight(st: &NodeState, kind: &JobKind) -> Result<()> {
             "benchmark suite {suite:?} is not available; use \"quick\""
         ))),
         JobKind::RunBenchmark { .. } if st.served_models().is_empty() => Err(HostError::ModelNotLoaded),
-        JobKind::RestartRuntime => Err(HostError::InvalidParameter(
+        JobKind::RestartRuntime {} => Err(HostError::InvalidParameter(
             "restart_runtime is not available in this build; restart b3iqd instead".into(),
         )),
         JobKind::ChangeMode { mode } if *mode != OperatingMode::Local => Err(HostError::ModeNotAvailable(mode.as_str().into())),
@@ -182,46 +184,172 @@ fn accept(st: &Arc<NodeState>, actor: &str, issue: impl FnOnce(&rusqlite::Transa
     let (signed, id, opened) = st.db.tx(|tx| {
         let signed = issue(tx)?;
         let id = format!("job_{}", signed.body().job_id.to_hex());
-        let opened = open_in(st, tx, &roots, &signed, unix_now_ms()).and_then(|(job, class, note)| preflight(st, job.kind()).map(|_| (job, class, note)));
-        if let Ok((job, _, _)) = &opened {
+        // A job that waits for the owner is preflighted when approved (the node may change).
+        let opened = open_in(st, tx, &roots, &signed, unix_now_ms())
+            .and_then(|(job, class, d)| if d.verdict == Verdict::Run { preflight(st, job.kind()).map(|_| (job, class, d)) } else { Ok((job, class, d)) });
+        if let Ok((job, class, d)) = &opened {
             let total = match job.kind() {
                 JobKind::InstallModelProfile { profile_id } => Catalog::builtin().get(profile_id).ok().map(|p| p.size_bytes),
                 _ => None,
             };
-            sql::insert(tx, &id, job.kind().name(), profile_of(job.kind()), total, now, &signed.encode())?;
+            let state = if d.verdict == Verdict::NeedsOwnerApproval { "awaiting_approval" } else { "queued" };
+            sql::insert_as(tx, &id, job.kind().name(), profile_of(job.kind()), total, now, &signed.encode(), state, *class, signed.body().expires_at_ms)?;
         }
         Ok((signed, id, opened))
     })?;
     let name = signed.body().kind.name();
-    let (job, class, note) = match opened {
+    let (job, class, decision) = match opened {
         Ok(o) => o,
         Err(e) => {
             st.db.audit(now, actor, "job.reject", &id, "refused", &format!("{name}: {e}"));
             return Err(e);
         }
     };
-    st.db.audit(now, actor, "job.accept", &id, "ok", &format!("{name}; {class:?}; {note}"));
+    if decision.verdict == Verdict::NeedsOwnerApproval {
+        st.db.audit(now, actor, "job.await_approval", &id, "pending", &format!("{name}; {class:?}; {}", decision.reason));
+    } else {
+        st.db.audit(now, actor, "job.accept", &id, "ok", &format!("{name}; {class:?}; {}", decision.reason));
+        start(st, id.clone(), job, class);
+    }
+    sql::get(&st.db, &id)?.ok_or_else(|| HostError::Internal("job vanished".into()))
+}
+
+/// Run an accepted job in the background, one at a time, recording its outcome (and, for a
+/// failure, the error code a control plane is told).
+fn start(st: &Arc<NodeState>, id: String, job: VerifiedJob, class: IssuerClass) {
     let st2 = st.clone();
-    let id2 = id.clone();
     tokio::spawn(async move {
         let _g = st2.job_lock.lock().await;
-        let _ = sql::set_state(&st2.db, &id2, "running", None, None, st2.now());
-        let r = execute(&st2, &id2, &job).await;
+        let _ = sql::set_state(&st2.db, &id, "running", None, None, st2.now());
+        let r = execute(&st2, &id, &job, class).await;
         let now = st2.now();
         let name = job.kind().name();
         match r {
             // Audit first, so a client that sees the final state also sees its audit event.
             Ok(v) => {
-                st2.db.audit(now, "system", "job.execute", &id2, "ok", name);
-                let _ = sql::set_state(&st2.db, &id2, "succeeded", None, Some(&v), now);
+                st2.db.audit(now, "system", "job.execute", &id, "ok", name);
+                let _ = sql::set_state(&st2.db, &id, "succeeded", None, Some(&v), now);
             }
             Err(e) => {
-                st2.db.audit(now, "system", "job.execute", &id2, "failed", &format!("{name}: {}", e.code()));
-                let _ = sql::set_state(&st2.db, &id2, "failed", Some(&e.to_string()), None, now);
+                st2.db.audit(now, "system", "job.execute", &id, "failed", &format!("{name}: {}", e.code()));
+                let _ = sql::set_code(&st2.db, &id, error_code(&e));
+                let _ = sql::set_state(&st2.db, &id, "failed", Some(&e.to_string()), None, now);
             }
         }
     });
-    sql::get(&st.db, &id)?.ok_or_else(|| HostError::Internal("job vanished".into()))
+}
+
+/// The code a control plane is told for a job error: the core's own code for a verification
+/// failure (`untrusted_issuer`, `expired`, ...), else the node's.
+pub fn error_code(e: &HostError) -> &'static str {
+    match e {
+        HostError::Core(c) => c.code(),
+        other => other.code(),
+    }
+}
+
+/// A job from the control plane (managed mode): opened against the pinned trust roots like any
+/// other; a refusal other than a replay is recorded as `refused` (with its code) so the control
+/// plane learns of it; a job the policy gives to the owner waits as `awaiting_approval`.
+///
+/// # Errors
+/// As [`submit`].
+pub async fn submit_remote(st: &Arc<NodeState>, signed: SignedJob) -> Result<JobRecord> {
+    match accept(st, "control_plane", |_| Ok(signed.clone())) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let replay = matches!(&e, HostError::Core(CoreError::Replayed { .. } | CoreError::StaleSequence { .. }));
+            if !replay {
+                let b = signed.body();
+                let id = format!("job_{}", b.job_id.to_hex());
+                sql::insert_refused(&st.db, &id, b.kind.name(), st.now(), &signed.encode(), b.expires_at_ms, &e.to_string(), error_code(&e))?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Re-checks an approved job's envelope without the replay rules (its id is in the seen-set
+/// since it was accepted; the state change `awaiting_approval` -> `queued` is what makes it run
+/// once).
+struct Reopen;
+
+impl b3iq_core::job::SeenSet for Reopen {
+    fn contains(&self, _: &JobId) -> std::result::Result<bool, b3iq_core::job::SeenSetError> {
+        Ok(false)
+    }
+    fn last_sequence(&self, _: &b3iq_core::NodePublicKey) -> std::result::Result<Option<u64>, b3iq_core::job::SeenSetError> {
+        Ok(None)
+    }
+    fn record(&mut self, _: &b3iq_core::NodePublicKey, _: &JobId, _: u64, _: u64) -> std::result::Result<(), b3iq_core::job::SeenSetError> {
+        Ok(())
+    }
+}
+
+fn awaiting(st: &NodeState, id: &str) -> Result<Vec<u8>> {
+    let shown = || id.chars().take(80).collect::<String>();
+    let rec = sql::get(&st.db, id)?.ok_or_else(|| HostError::NotFound(format!("job {}", shown())))?;
+    if rec.state != "awaiting_approval" {
+        return Err(HostError::InvalidParameter(format!("job {} is {}, not awaiting approval", shown(), rec.state)));
+    }
+    Ok(sql::envelope(&st.db, id)?.ok_or_else(|| HostError::NotFound(format!("job {}", shown())))?.0)
+}
+
+/// The owner approves a job waiting for approval: its envelope is checked again (trust roots,
+/// signature, audience, expiry: a job signed by a key rotated out or unenrolled since, or past
+/// its expiry, is not run), then preflighted and started.
+///
+/// # Errors
+/// `NotFound`; `InvalidParameter` when it is not awaiting approval or fails the preflight;
+/// `Core` when its envelope no longer verifies (the job is then `expired` or `refused`).
+pub fn approve(st: &Arc<NodeState>, id: &str) -> Result<JobRecord> {
+    let env = awaiting(st, id)?;
+    let now = st.now();
+    let signed = SignedJob::decode(&env)?;
+    let roots = trust_roots(st)?;
+    let checked = signed
+        .open(&roots.0, &st.node_id, unix_now_ms(), &mut Reopen)
+        .map_err(HostError::from)
+        .and_then(|j| preflight(st, j.kind()).map(|_| j));
+    let job = match checked {
+        Ok(j) => j,
+        Err(e) => {
+            let to = if matches!(e, HostError::Core(CoreError::Expired { .. })) { "expired" } else { "refused" };
+            if sql::transition(&st.db, id, "awaiting_approval", to, now)? {
+                sql::set_code(&st.db, id, error_code(&e))?;
+                sql::set_state(&st.db, id, to, Some(&e.to_string()), None, now)?;
+            }
+            st.db.audit(now, "owner", "job.approve", id, "refused", e.code());
+            return Err(e);
+        }
+    };
+    if !sql::transition(&st.db, id, "awaiting_approval", "queued", now)? {
+        return Err(HostError::InvalidParameter("the job was approved or rejected meanwhile".into()));
+    }
+    let class = roots.1.iter().find(|r| &r.key == signed.signer()).map(|r| r.class).unwrap_or(IssuerClass::Remote);
+    st.db.audit(now, "owner", "job.approve", id, "ok", job.kind().name());
+    start(st, id.to_string(), job, class);
+    sql::get(&st.db, id)?.ok_or_else(|| HostError::Internal("job vanished".into()))
+}
+
+/// The owner rejects a job waiting for approval; it never runs, and the control plane is told.
+///
+/// # Errors
+/// `NotFound`; `InvalidParameter` when it is not awaiting approval.
+pub fn reject(st: &NodeState, id: &str) -> Result<JobRecord> {
+    awaiting(st, id)?;
+    let now = st.now();
+    if !sql::transition(&st.db, id, "awaiting_approval", "rejected", now)? {
+        return Err(HostError::InvalidParameter("the job was approved or rejected meanwhile".into()));
+    }
+    sql::set_code(&st.db, id, "rejected_by_owner")?;
+    st.db.audit(now, "owner", "job.reject_by_owner", id, "ok", "");
+    sql::get(&st.db, id)?.ok_or_else(|| HostError::Internal("job vanished".into()))
+}
+
+/// Where a remote support-bundle job keeps its archive until the control plane has it.
+pub fn bundle_path(ctx: &Context, id: &str) -> std::path::PathBuf {
+    ctx.home.root().join("support").join(format!("{id}.tar.gz"))
 }
 
 /// The reason recorded on a job that was running (or queued) when the daemon stopped.
@@ -275,7 +403,7 @@ fn dir_size(p: &std::path::Path) -> u64 {
 }
 
 /// Run a verified job by its kind.
-async fn execute(st: &Arc<NodeState>, id: &str, job: &VerifiedJob) -> Result<Value> {
+async fn execute(st: &Arc<NodeState>, id: &str, job: &VerifiedJob, class: IssuerClass) -> Result<Value> {
     match job.kind() {
         JobKind::InstallModelProfile { profile_id } => {
             let total = Catalog::builtin().get(profile_id).map(|p| p.size_bytes).unwrap_or(0);
@@ -306,19 +434,26 @@ async fn execute(st: &Arc<NodeState>, id: &str, job: &VerifiedJob) -> Result<Val
             let model = st.served_models().into_iter().next().ok_or(HostError::ModelNotLoaded)?;
             crate::inference::quick_benchmark(st, &model).await
         }
-        JobKind::BuildSupportBundle => {
+        JobKind::BuildSupportBundle {} => {
             let st2 = st.clone();
             let bytes = tokio::task::spawn_blocking(move || crate::support::build_bundle(&st2))
                 .await
                 .map_err(|e| HostError::Internal(e.to_string()))??;
-            Ok(json!({"download": "/api/support/bundle", "bytes": bytes.len()}))
+            let sha256 = b3iq_core::digest::Sha256Digest::of(&bytes).to_hex();
+            if class == IssuerClass::Remote {
+                // Kept (0600) until the control plane has it; the report sends this very archive.
+                let p = bundle_path(st, id);
+                std::fs::create_dir_all(p.parent().unwrap_or(st.home.root())).map_err(|e| HostError::home("create support directory", e))?;
+                crate::context::home::write_atomic(&p, &bytes, 0o600)?;
+            }
+            Ok(json!({"download": "/api/support/bundle", "bytes": bytes.len(), "sha256": sha256}))
         }
         JobKind::ChangeMode { mode } => {
             st.set_mode(*mode)?;
             Ok(json!({"mode": mode.as_str()}))
         }
         // Refused by the preflight; kept exhaustive so a new core kind is a compile error here.
-        JobKind::RestartRuntime => Err(HostError::InvalidParameter("restart_runtime is not available in this build".into())),
+        JobKind::RestartRuntime {} => Err(HostError::InvalidParameter("restart_runtime is not available in this build".into())),
     }
 }
 
@@ -333,6 +468,89 @@ mod tests {
         Arc::new(NodeState::new(ctx, None, Vec::new()).unwrap())
     }
 
+    fn remote_job(key: &NodeKey, seq: u64, kind: JobKind, audience: b3iq_core::NodeId, issued: u64, expires: u64) -> SignedJob {
+        let mut id = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        key.sign_object(Job { job_id: JobId(id), audience, issuer: key.public(), issued_at_ms: issued, expires_at_ms: expires, sequence: seq, kind }).unwrap()
+    }
+
+    async fn settle(st: &NodeState, id: &str) -> JobRecord {
+        for _ in 0..200 {
+            let j = get(st, id).unwrap().unwrap();
+            if !["queued", "running"].contains(&j.state.as_str()) {
+                return j;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+
+    #[tokio::test]
+    async fn remote_jobs_follow_the_pinned_key_audience_expiry_replay_and_owner_consent() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = node(&dir);
+        st.set_mode(OperatingMode::Managed).unwrap();
+        let cp = NodeKey::generate(&mut rand::rngs::OsRng);
+        sql::put_trust_root(&st.db, &TrustRoot { key: cp.public(), class: IssuerClass::Remote, added_at: st.now(), label: "cp".into() }).unwrap();
+        let (me, now) = (st.node_id, unix_now_ms());
+        let code = |e: HostError| error_code(&e).to_string();
+
+        // Refusals: an unknown key, another node's job, an expired job; each recorded as
+        // `refused` with its code, for the control plane to learn.
+        let stranger = NodeKey::generate(&mut rand::rngs::OsRng);
+        let j = remote_job(&stranger, 1, JobKind::BuildSupportBundle {}, me, now, now + 60_000);
+        assert_eq!(code(submit_remote(&st, j.clone()).await.unwrap_err()), "untrusted_issuer");
+        let other = NodeKey::generate(&mut rand::rngs::OsRng).node_id();
+        assert_eq!(code(submit_remote(&st, remote_job(&cp, 2, JobKind::BuildSupportBundle {}, other, now, now + 60_000)).await.unwrap_err()), "wrong_audience");
+        let skew = b3iq_core::job::DEFAULT_MAX_CLOCK_SKEW_MS;
+        assert_eq!(code(submit_remote(&st, remote_job(&cp, 3, JobKind::BuildSupportBundle {}, me, now - 2 * skew - 10_000, now - skew - 1)).await.unwrap_err()), "expired");
+        let refused = sql::unreported_remote(&st.db, 10).unwrap();
+        assert_eq!(refused.iter().map(|u| (u.job.state.as_str(), u.code.as_deref().unwrap_or(""))).collect::<Vec<_>>(), [("refused", "untrusted_issuer"), ("refused", "wrong_audience"), ("refused", "expired")]);
+
+        // A medium-risk job waits for the owner; a replay of it is refused and not recorded again.
+        let bundle = remote_job(&cp, 10, JobKind::BuildSupportBundle {}, me, now, now + 60_000);
+        let r = submit_remote(&st, bundle.clone()).await.unwrap();
+        assert_eq!((r.state.as_str(), r.issuer.as_str()), ("awaiting_approval", "remote"));
+        assert_eq!(code(submit_remote(&st, bundle.clone()).await.unwrap_err()), "replayed");
+        assert_eq!(code(submit_remote(&st, remote_job(&cp, 10, JobKind::RunBenchmark { suite: "quick".into() }, me, now, now + 60_000)).await.unwrap_err()), "stale_sequence");
+        assert_eq!(sql::unreported_remote(&st.db, 10).unwrap().len(), 3, "replays are not reported");
+        assert!(reject(&st, "job_nope").is_err());
+        let approved = approve(&st, &r.id).unwrap();
+        assert_eq!(approved.state, "queued");
+        assert!(approve(&st, &r.id).is_err(), "approved once");
+        let done = settle(&st, &r.id).await;
+        assert_eq!(done.state, "succeeded", "{done:?}");
+        assert!(bundle_path(&st, &r.id).exists(), "kept for the report");
+
+        // A high-risk job is rejected by the owner; another is left until it expires.
+        let mode = remote_job(&cp, 11, JobKind::ChangeMode { mode: OperatingMode::Local }, me, now, now + 60_000);
+        let m = submit_remote(&st, mode).await.unwrap();
+        assert_eq!(m.state, "awaiting_approval");
+        assert_eq!(reject(&st, &m.id).unwrap().state, "rejected");
+        assert!(approve(&st, &m.id).is_err());
+        assert_eq!(st.mode(), OperatingMode::Managed);
+        let late = remote_job(&cp, 12, JobKind::ChangeMode { mode: OperatingMode::Local }, me, now, now + 1);
+        let l = submit_remote(&st, late).await.unwrap();
+        assert_eq!(sql::expire_awaiting(&st.db, now + 2, st.now()).unwrap(), std::slice::from_ref(&l.id));
+        assert!(approve(&st, &l.id).is_err());
+
+        // After the control plane's key is rotated out, a job it signed that still waits is not
+        // run on approval: refused as from an untrusted issuer.
+        let waiting = submit_remote(&st, remote_job(&cp, 13, JobKind::BuildSupportBundle {}, me, now, now + 60_000)).await.unwrap();
+        let next = NodeKey::generate(&mut rand::rngs::OsRng);
+        sql::replace_trust_root(&st.db, &cp.public(), &TrustRoot { key: next.public(), class: IssuerClass::Remote, added_at: st.now(), label: "cp".into() }).unwrap();
+        assert_eq!(code(approve(&st, &waiting.id).unwrap_err()), "untrusted_issuer");
+        assert_eq!(get(&st, &waiting.id).unwrap().unwrap().state, "refused");
+        assert_eq!(code(submit_remote(&st, remote_job(&cp, 14, JobKind::RunBenchmark { suite: "quick".into() }, me, now, now + 60_000)).await.unwrap_err()), "untrusted_issuer");
+
+        let states: Vec<String> = sql::unreported_remote(&st.db, 20).unwrap().into_iter().map(|u| u.job.state).collect();
+        for s in ["succeeded", "rejected", "expired"] {
+            assert!(states.iter().any(|x| x == s), "{s} not in the outbox: {states:?}");
+        }
+        sql::mark_reported(&st.db, &r.id, st.now()).unwrap();
+        assert!(!sql::unreported_remote(&st.db, 20).unwrap().iter().any(|u| u.job.id == r.id));
+    }
+
     #[test]
     fn jobs_open_only_from_persisted_roots_and_by_their_class() {
         let dir = tempfile::tempdir().unwrap();
@@ -340,14 +558,14 @@ mod tests {
         let now = unix_now_ms();
         // No trust root yet: even a well-formed job is refused.
         let stranger = NodeKey::generate(&mut rand::rngs::OsRng);
-        let j = issue_owner_job(&st, &stranger, JobKind::BuildSupportBundle, now).unwrap();
+        let j = issue_owner_job(&st, &stranger, JobKind::BuildSupportBundle {}, now).unwrap();
         assert!(matches!(open(&st, &j, now), Err(HostError::Core(CoreError::UntrustedIssuer { .. }))));
         // The owner's root (made at claim) opens as OwnerLocal; the same envelope twice is a replay.
         crate::owner::ensure_owner_trust_root(&st).unwrap();
         let owner = key::owner_issuer(&st.home).unwrap().unwrap();
-        let owner_job = issue_owner_job(&st, &owner, JobKind::BuildSupportBundle, now).unwrap();
+        let owner_job = issue_owner_job(&st, &owner, JobKind::BuildSupportBundle {}, now).unwrap();
         let (v, class, _) = open(&st, &owner_job, now).unwrap();
-        assert_eq!((class, v.kind()), (IssuerClass::OwnerLocal, &JobKind::BuildSupportBundle));
+        assert_eq!((class, v.kind()), (IssuerClass::OwnerLocal, &JobKind::BuildSupportBundle {}));
         assert!(matches!(open(&st, &owner_job, now), Err(HostError::Core(CoreError::Replayed { .. }))));
         // A remote root (a control plane) is held to JobPolicy::decide: refused in local mode.
         let cp = NodeKey::generate(&mut rand::rngs::OsRng);
@@ -361,7 +579,7 @@ mod tests {
         let (_, roots) = trust_roots(&st).unwrap();
         assert_eq!(roots.iter().map(|r| r.class).collect::<Vec<_>>(), [IssuerClass::OwnerLocal, IssuerClass::Remote]);
         assert!(matches!(open(&st, &owner_job, now), Err(HostError::Core(CoreError::Replayed { .. }))));
-        let j2 = issue_owner_job(&st, &owner, JobKind::BuildSupportBundle, now).unwrap();
+        let j2 = issue_owner_job(&st, &owner, JobKind::BuildSupportBundle {}, now).unwrap();
         assert!(j2.body().sequence > owner_job.body().sequence);
         assert!(open(&st, &j2, now).is_ok());
     }
@@ -372,7 +590,7 @@ mod tests {
         let st = node(&dir);
         crate::owner::ensure_owner_trust_root(&st).unwrap();
         for (kind, code) in [
-            (JobKind::RestartRuntime, "invalid_parameter"),
+            (JobKind::RestartRuntime {}, "invalid_parameter"),
             (JobKind::RunBenchmark { suite: "full".into() }, "invalid_parameter"),
             (JobKind::RunBenchmark { suite: "quick".into() }, "model_not_loaded"),
             (JobKind::ChangeMode { mode: OperatingMode::Network }, "mode_not_available"),
@@ -395,7 +613,7 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let st = st.clone();
-                tokio::spawn(async move { submit_owner(&st, JobKind::BuildSupportBundle).await })
+                tokio::spawn(async move { submit_owner(&st, JobKind::BuildSupportBundle {}).await })
             })
             .collect();
         let mut ids = Vec::new();
@@ -418,8 +636,8 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("UNIQUE"), "{e}");
         // Two different jobs signed with the same sequence: the second is refused.
-        let a = sign_job(&st, &issuer, JobKind::BuildSupportBundle, Some(100), unix_now_ms()).unwrap();
-        let b = sign_job(&st, &issuer, JobKind::BuildSupportBundle, Some(100), unix_now_ms()).unwrap();
+        let a = sign_job(&st, &issuer, JobKind::BuildSupportBundle {}, Some(100), unix_now_ms()).unwrap();
+        let b = sign_job(&st, &issuer, JobKind::BuildSupportBundle {}, Some(100), unix_now_ms()).unwrap();
         assert!(open(&st, &a, unix_now_ms()).is_ok());
         assert!(matches!(open(&st, &b, unix_now_ms()), Err(HostError::Core(_))));
     }
@@ -430,13 +648,13 @@ mod tests {
         let st = node(&dir);
         crate::owner::ensure_owner_trust_root(&st).unwrap();
         let old = key::owner_issuer(&st.home).unwrap().unwrap();
-        let before = issue_owner_job(&st, &old, JobKind::BuildSupportBundle, unix_now_ms()).unwrap();
+        let before = issue_owner_job(&st, &old, JobKind::BuildSupportBundle {}, unix_now_ms()).unwrap();
         let new_pk = crate::owner::rotate_owner_issuer(&st, crate::owner::Via::Cli).unwrap();
         let new = key::owner_issuer(&st.home).unwrap().unwrap();
         assert_eq!(new.public().to_hex(), new_pk);
         assert_ne!(new.public(), old.public());
         assert!(matches!(open(&st, &before, unix_now_ms()), Err(HostError::Core(CoreError::UntrustedIssuer { .. }))));
-        let after = issue_owner_job(&st, &new, JobKind::BuildSupportBundle, unix_now_ms()).unwrap();
+        let after = issue_owner_job(&st, &new, JobKind::BuildSupportBundle {}, unix_now_ms()).unwrap();
         assert!(open(&st, &after, unix_now_ms()).is_ok());
         let (_, roots) = trust_roots(&st).unwrap();
         assert_eq!(roots.iter().filter(|r| r.class == IssuerClass::OwnerLocal).count(), 1);
@@ -456,9 +674,9 @@ mod tests {
         let st = node(&dir);
         st.db
             .tx(|tx| {
-                sql::insert(tx, "job_a", "run_benchmark", None, None, 10, b"env")?;
-                sql::insert(tx, "job_b", "build_support_bundle", None, None, 11, b"env")?;
-                sql::insert(tx, "job_c", "build_support_bundle", None, None, 12, b"env")
+                sql::insert_as(tx, "job_a", "run_benchmark", None, None, 10, b"env", "queued", IssuerClass::OwnerLocal, 0)?;
+                sql::insert_as(tx, "job_b", "build_support_bundle", None, None, 11, b"env", "queued", IssuerClass::OwnerLocal, 0)?;
+                sql::insert_as(tx, "job_c", "build_support_bundle", None, None, 12, b"env", "queued", IssuerClass::OwnerLocal, 0)
             })
             .unwrap();
         sql::set_state(&st.db, "job_a", "running", None, None, 20).unwrap();
@@ -488,7 +706,7 @@ mod tests {
         let k = kind_from_api(&json!({"kind": "install_model_profile", "profile_id": p})).unwrap();
         assert_eq!(k, JobKind::InstallModelProfile { profile_id: p.into() });
         assert_eq!(kind_from_api(&json!({"kind": "install_model", "profile": p})).unwrap(), k);
-        assert_eq!(kind_from_api(&json!({"kind": "support_bundle"})).unwrap(), JobKind::BuildSupportBundle);
+        assert_eq!(kind_from_api(&json!({"kind": "support_bundle"})).unwrap(), JobKind::BuildSupportBundle {});
         assert_eq!(kind_from_api(&json!({"kind": "run_benchmark"})).unwrap(), JobKind::RunBenchmark { suite: "quick".into() });
         assert_eq!(kind_from_api(&json!({"kind": "change_mode", "mode": "managed"})).unwrap(), JobKind::ChangeMode { mode: OperatingMode::Managed });
         assert!(matches!(kind_from_api(&json!({"kind": "shell", "cmd": "rm -rf /"})), Err(HostError::UnknownJobKind(_))));

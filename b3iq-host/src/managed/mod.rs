@@ -9,9 +9,12 @@
 //! * [`unenroll`]: back to local mode; the trust root and the enrollment are forgotten.
 //! * [`run_heartbeats`]: while enrolled, a signed heartbeat every interval with a sequence that
 //!   is made durable before it is sent, so it increases across restarts.
+//! * [`remote_jobs`]: long-polls for signed jobs and reports their outcomes from an outbox.
 //!
 //! What is persisted (state.db `meta`): [`META_ENROLLMENT`] (JSON [`Enrollment`]),
 //! [`META_HEARTBEAT_SEQUENCE`], [`META_LAST_HEARTBEAT`] (JSON [`HeartbeatReport`]).
+
+pub mod remote_jobs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,8 +140,11 @@ pub fn client(ca_pem: Option<&str>) -> Result<reqwest::Client> {
 
 /// POSTs `body` (JSON) and decodes a JSON answer of at most [`MAX_ANSWER_BYTES`]; a control-plane
 /// error becomes `ControlPlane` with its message and code.
-async fn post<T: serde::de::DeserializeOwned>(c: &reqwest::Client, url: &str, bearer: Option<&str>, body: &impl serde::Serialize) -> std::result::Result<T, CallError> {
+pub(crate) async fn post<T: serde::de::DeserializeOwned>(c: &reqwest::Client, url: &str, bearer: Option<&str>, body: &impl serde::Serialize, timeout: Option<Duration>) -> std::result::Result<T, CallError> {
     let mut req = c.post(url).json(body);
+    if let Some(t) = timeout {
+        req = req.timeout(t);
+    }
     if let Some(b) = bearer {
         req = req.bearer_auth(b);
     }
@@ -166,9 +172,18 @@ async fn post<T: serde::de::DeserializeOwned>(c: &reqwest::Client, url: &str, be
 
 /// Why a control-plane call failed.
 #[derive(Debug, Clone)]
-enum CallError {
+pub(crate) enum CallError {
+    /// Transport failure or an unreadable answer.
     Unreachable(String),
-    Refused { status: u16, code: Option<String>, message: String },
+    /// The control plane answered with an error.
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Its error code.
+        code: Option<String>,
+        /// Its message.
+        message: String,
+    },
 }
 
 impl From<CallError> for HostError {
@@ -212,7 +227,7 @@ pub async fn enroll(db: &Db, key: &NodeKey, control_url: &str, token: &str, ca_p
         return Err(HostError::ModeNotAvailable(format!("already enrolled with {} ({}); run `b3iqd unenroll` first", e.audience, e.control_url)));
     }
     let c = client(ca_pem)?;
-    let challenge: EnrollmentChallenge = post(&c, &format!("{base}/v1/node/enroll/challenge"), None, &serde_json::json!({})).await?;
+    let challenge: EnrollmentChallenge = post(&c, &format!("{base}/v1/node/enroll/challenge"), None, &serde_json::json!({}), None).await?;
     let proof = key.sign_object(EnrollmentProof {
         node_id: key.node_id(),
         public_key: key.public(),
@@ -221,7 +236,7 @@ pub async fn enroll(db: &Db, key: &NodeKey, control_url: &str, token: &str, ca_p
         signed_at_ms: unix_now_ms(),
     })?;
     let req = EnrollmentRequest { challenge_id: challenge.challenge_id, proof };
-    let acc: EnrollmentAccepted = post(&c, &format!("{base}/v1/node/enroll"), Some(token.trim()), &req).await?;
+    let acc: EnrollmentAccepted = post(&c, &format!("{base}/v1/node/enroll"), Some(token.trim()), &req, None).await?;
     if acc.node_id != key.node_id() || acc.audience != challenge.audience {
         return Err(HostError::ControlPlane("the answer names another node or control plane; not enrolled".into()));
     }
@@ -294,7 +309,7 @@ pub fn heartbeat_body(state: &NodeState, sequence: u64) -> Heartbeat {
 pub async fn send_heartbeat(state: &NodeState, e: &Enrollment, c: &reqwest::Client) -> Result<HeartbeatAck> {
     let seq = managed_sql::next_heartbeat_sequence(&state.db)?;
     let signed = state.key.sign_object(heartbeat_body(state, seq))?;
-    let r: std::result::Result<HeartbeatAck, CallError> = post(c, &format!("{}/v1/node/heartbeat", e.control_url), None, &HeartbeatRequest { heartbeat: signed }).await;
+    let r: std::result::Result<HeartbeatAck, CallError> = post(c, &format!("{}/v1/node/heartbeat", e.control_url), None, &HeartbeatRequest { heartbeat: signed }, None).await;
     let report = match &r {
         Ok(_) => HeartbeatReport { at_ms: unix_now_ms(), sequence: seq, outcome: "accepted".into(), code: None, error: None },
         Err(CallError::Unreachable(m)) => HeartbeatReport { at_ms: unix_now_ms(), sequence: seq, outcome: "unreachable".into(), code: None, error: Some(m.clone()) },
@@ -377,7 +392,7 @@ pub async fn run_heartbeats(state: Arc<NodeState>, mut stop: tokio::sync::watch:
 }
 
 /// Waits `d`; `true` when the node is stopping (stop set, or its sender gone).
-async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
+pub(crate) async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
     if *stop.borrow() {
         return true;
     }

@@ -19,7 +19,8 @@ pub struct JobRecord {
     pub kind: String,
     /// Profile for model jobs.
     pub profile: Option<String>,
-    /// `queued`, `running`, `succeeded`, `failed`.
+    /// `queued`, `running`, `succeeded`, `failed`; for remote jobs also `awaiting_approval`
+    /// (the owner must approve or reject it), `rejected`, `expired` and `refused`.
     pub state: String,
     /// Byte progress for installs: `{"bytes_done", "bytes_total"}`.
     pub progress: Option<Value>,
@@ -31,6 +32,10 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// Kind-specific result.
     pub result: Option<Value>,
+    /// Who issued it: `owner_local` (the owner on this node) or `remote` (the control plane).
+    pub issuer: String,
+    /// The signed expiry, unix ms (a remote job awaiting approval expires then).
+    pub expires_at_ms: Option<u64>,
 }
 
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
@@ -47,18 +52,117 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         updated_at: r.get::<_, i64>(7)? as u64,
         error: r.get(8)?,
         result: result.and_then(|s| serde_json::from_str(&s).ok()),
+        issuer: r.get(10)?,
+        expires_at_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
     })
 }
 
-const COLS: &str = "id, kind, profile, state, bytes_done, bytes_total, created_at, updated_at, error, result";
+const COLS: &str = "id, kind, profile, state, bytes_done, bytes_total, created_at, updated_at, error, result, issuer_class, expires_at_ms";
+/// Number of columns in [`COLS`].
+const COLS_N: usize = 12;
 
-/// Record an accepted job (state `queued`) with its signed envelope, inside the transaction that
-/// recorded its id in the seen-set ([`TxSeenSet`]).
-pub fn insert(tx: &rusqlite::Transaction<'_>, id: &str, kind: &str, profile: Option<&str>, bytes_total: Option<u64>, now: u64, envelope: &[u8]) -> Result<()> {
+/// States a remote job ends in (reported to the control plane once).
+pub const FINAL_STATES: &[&str] = &["succeeded", "failed", "refused", "rejected", "expired"];
+
+fn class_of(s: &str) -> IssuerClass {
+    if s == "remote" {
+        IssuerClass::Remote
+    } else {
+        IssuerClass::OwnerLocal
+    }
+}
+
+/// Record an accepted job in `state` (`queued`, or `awaiting_approval` for a remote job the
+/// owner must approve) with its signed envelope, issuer class and expiry, inside the
+/// transaction that recorded its id in the seen-set ([`TxSeenSet`]).
+#[allow(clippy::too_many_arguments)]
+pub fn insert_as(tx: &rusqlite::Transaction<'_>, id: &str, kind: &str, profile: Option<&str>, bytes_total: Option<u64>, now: u64, envelope: &[u8], state: &str, class: IssuerClass, expires_at_ms: u64) -> Result<()> {
     tx.execute(
-        "INSERT INTO jobs(id, kind, profile, state, bytes_done, bytes_total, created_at, updated_at, envelope) VALUES (?1,?2,?3,'queued',?4,?5,?6,?6,?7)",
-        params![id, kind, profile, bytes_total.map(|_| 0i64), bytes_total.map(|t| t as i64), now as i64, envelope],
+        "INSERT INTO jobs(id, kind, profile, state, bytes_done, bytes_total, created_at, updated_at, envelope, issuer_class, expires_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?7,?8,?9,?10)",
+        params![id, kind, profile, state, bytes_total.map(|_| 0i64), bytes_total.map(|t| t as i64), now as i64, envelope, class_name(class), expires_at_ms as i64],
     )?;
+    Ok(())
+}
+
+/// Record a remote job the node refused (state `refused`, with the error and its code) so its
+/// outcome is reported; `false` when a job with this id is already recorded.
+#[allow(clippy::too_many_arguments)]
+pub fn insert_refused(db: &Db, id: &str, kind: &str, now: u64, envelope: &[u8], expires_at_ms: u64, error: &str, code: &str) -> Result<bool> {
+    let n = db.lock().execute(
+        "INSERT OR IGNORE INTO jobs(id, kind, state, created_at, updated_at, envelope, issuer_class, expires_at_ms, error, code) VALUES (?1,?2,'refused',?3,?3,?4,'remote',?5,?6,?7)",
+        params![id, kind, now as i64, envelope, expires_at_ms as i64, error, code],
+    )?;
+    Ok(n == 1)
+}
+
+/// Move a job from state `from` to `to` (one statement: of concurrent callers, one wins).
+pub fn transition(db: &Db, id: &str, from: &str, to: &str, now: u64) -> Result<bool> {
+    Ok(db.lock().execute("UPDATE jobs SET state = ?3, updated_at = ?4 WHERE id = ?1 AND state = ?2", params![id, from, to, now as i64])? == 1)
+}
+
+/// Record a failed job's error code (the node's `HostError::code`).
+pub fn set_code(db: &Db, id: &str, code: &str) -> Result<()> {
+    db.lock().execute("UPDATE jobs SET code = ?2 WHERE id = ?1", params![id, code])?;
+    Ok(())
+}
+
+/// Jobs awaiting the owner's approval past their expiry become `expired`; returns their ids.
+pub fn expire_awaiting(db: &Db, now_ms: u64, now: u64) -> Result<Vec<String>> {
+    db.tx(|tx| {
+        let ids = {
+            let mut st = tx.prepare("SELECT id FROM jobs WHERE state = 'awaiting_approval' AND expires_at_ms IS NOT NULL AND expires_at_ms < ?1")?;
+            let ids = st.query_map([now_ms as i64], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            ids
+        };
+        tx.execute(
+            "UPDATE jobs SET state = 'expired', error = 'the owner did not approve it before it expired', code = 'expired', updated_at = ?2 WHERE state = 'awaiting_approval' AND expires_at_ms IS NOT NULL AND expires_at_ms < ?1",
+            params![now_ms as i64, now as i64],
+        )?;
+        Ok(ids)
+    })
+}
+
+/// A job's signed envelope and issuer class.
+pub fn envelope(db: &Db, id: &str) -> Result<Option<(Vec<u8>, IssuerClass)>> {
+    Ok(db
+        .lock()
+        .query_row("SELECT envelope, issuer_class FROM jobs WHERE id = ?1 AND envelope IS NOT NULL", [id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))
+        .optional()?
+        .map(|(e, c)| (e, class_of(&c))))
+}
+
+/// A remote job whose outcome has not reached the control plane yet.
+#[derive(Debug, Clone)]
+pub struct Unreported {
+    /// The record.
+    pub job: JobRecord,
+    /// Its signed envelope.
+    pub envelope: Vec<u8>,
+    /// The error code of a failure or refusal.
+    pub code: Option<String>,
+}
+
+/// Remote jobs in a final state not yet reported, oldest first, at most `limit`.
+pub fn unreported_remote(db: &Db, limit: u32) -> Result<Vec<Unreported>> {
+    let conn = db.lock();
+    let mut st = conn.prepare(&format!(
+        "SELECT {COLS}, envelope, code FROM jobs WHERE issuer_class = 'remote' AND reported_at IS NULL AND envelope IS NOT NULL
+         AND state IN ('succeeded', 'failed', 'refused', 'rejected', 'expired') ORDER BY updated_at, rowid LIMIT ?1"
+    ))?;
+    let rows = st
+        .query_map([limit], |r| Ok(Unreported { job: job_row(r)?, envelope: r.get(COLS_N)?, code: r.get(COLS_N + 1)? }))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Whether remote jobs are still queued or running (the poll loop reports sooner then).
+pub fn remote_in_flight(db: &Db) -> Result<bool> {
+    Ok(db.lock().query_row("SELECT EXISTS(SELECT 1 FROM jobs WHERE issuer_class = 'remote' AND state IN ('queued', 'running'))", [], |r| r.get::<_, bool>(0))?)
+}
+
+/// Mark a remote job's outcome as delivered to the control plane.
+pub fn mark_reported(db: &Db, id: &str, now: u64) -> Result<()> {
+    db.lock().execute("UPDATE jobs SET reported_at = ?2 WHERE id = ?1", params![id, now as i64])?;
     Ok(())
 }
 

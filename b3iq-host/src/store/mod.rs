@@ -161,6 +161,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE sessions ADD COLUMN replaced_by TEXT;
     "#,
+    // 5: remote jobs (managed mode): the issuer's class, the signed expiry (a job awaiting the
+    // owner's approval expires), the error code reported to the control plane, and when the
+    // outcome reached it (the result outbox).
+    r#"
+    ALTER TABLE jobs ADD COLUMN issuer_class TEXT NOT NULL DEFAULT 'owner_local';
+    ALTER TABLE jobs ADD COLUMN expires_at_ms INTEGER;
+    ALTER TABLE jobs ADD COLUMN code TEXT;
+    ALTER TABLE jobs ADD COLUMN reported_at INTEGER;
+    "#,
 ];
 
 /// Most audit events kept (the oldest beyond it are deleted).

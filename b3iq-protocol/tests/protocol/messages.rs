@@ -6,6 +6,7 @@ use b3iq_core::enrollment::{EnrollmentProof, Nonce};
 use b3iq_core::heartbeat::{HealthStatus, Heartbeat, HeartbeatCounts};
 use b3iq_core::job::{Job, JobId, JobKind};
 use b3iq_core::{NodeKey, OperatingMode, Signed};
+use b3iq_protocol::messages::{Code, HexBlob, JobOutcome, JobResultAck, JobResultData, JobResultReport};
 use b3iq_protocol::messages::*;
 use serde_json::{json, Value};
 
@@ -125,6 +126,66 @@ fn samples() -> Vec<(&'static str, Value)> {
             })
             .unwrap(),
         ),
+        (
+            "result",
+            serde_json::to_value(
+                JobResultReport::sign(
+                    &key,
+                    JobId([5; 16]),
+                    JobOutcome::Succeeded,
+                    None,
+                    JobResultData::Benchmark {
+                        generated_tokens_per_s_milli: 41_250,
+                        prompt_tokens_per_s_milli: 380_000,
+                        ttft_ms: 35,
+                    },
+                    5_000,
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+        ),
+        (
+            "result_bundle",
+            serde_json::to_value(
+                JobResultReport::sign(
+                    &key,
+                    JobId([6; 16]),
+                    JobOutcome::Succeeded,
+                    None,
+                    JobResultData::SupportBundle {
+                        sha256: Sha256Digest::of(&[0x1f, 0x8b, 8]),
+                        bundle: HexBlob(vec![0x1f, 0x8b, 8]),
+                    },
+                    5_000,
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+        ),
+        (
+            "result_failed",
+            serde_json::to_value(
+                JobResultReport::sign(
+                    &key,
+                    JobId([7; 16]),
+                    JobOutcome::Refused,
+                    Some(Code::new("untrusted_issuer").unwrap()),
+                    JobResultData::None {},
+                    5_000,
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+        ),
+        (
+            "result_ack",
+            serde_json::to_value(JobResultAck {
+                job_id: JobId([5; 16]),
+                stored: true,
+            })
+            .unwrap(),
+        ),
     ]
 }
 
@@ -138,6 +199,10 @@ fn parse(kind: &str, v: &Value) -> Result<(), String> {
         "ack" => serde_json::from_str::<HeartbeatAck>(&s).map(|_| ()),
         "poll" => serde_json::from_str::<JobPoll>(&s).map(|_| ()),
         "poll_response" => serde_json::from_str::<JobPollResponse>(&s).map(|_| ()),
+        "result" | "result_bundle" | "result_failed" => {
+            serde_json::from_str::<JobResultReport>(&s).map(|_| ())
+        }
+        "result_ack" => serde_json::from_str::<JobResultAck>(&s).map(|_| ()),
         _ => unreachable!(),
     };
     r.map_err(|e| e.to_string())
@@ -218,6 +283,34 @@ fn messages_round_trip_and_checks_hold() {
     p3.public_key = NodeKey::from_seed([1; 32]).public();
     assert!(p3.verify().is_err());
     assert!(JobPoll::sign(&key, 0, MAX_POLL_WAIT_MS + 1, 0).is_err());
+
+    // Job results: signed over their JSON; any change, another key, or a node id the key does
+    // not derive is refused.
+    let r = JobResultReport::sign(&key, JobId([5; 16]), JobOutcome::Failed, Some(Code::new("model_not_loaded").unwrap()), JobResultData::None {}, 9).unwrap();
+    assert_eq!(r.verify().unwrap(), key.node_id());
+    for tamper in [
+        |r: &mut JobResultReport| r.outcome = JobOutcome::Succeeded,
+        |r: &mut JobResultReport| r.code = None,
+        |r: &mut JobResultReport| r.finished_at_ms += 1,
+        |r: &mut JobResultReport| r.job_id = JobId([6; 16]),
+        |r: &mut JobResultReport| r.result = JobResultData::ModelRemoved { sha256: Sha256Digest([1; 32]) },
+    ] {
+        let mut t = r.clone();
+        tamper(&mut t);
+        assert!(t.verify().is_err(), "{t:?}");
+    }
+    let mut other = r.clone();
+    other.public_key = NodeKey::from_seed([1; 32]).public();
+    assert!(other.verify().is_err());
+    // Codes are identifiers; bundles are bounded lowercase hex.
+    for bad in ["", "Model", "a b", "x/y", &"a".repeat(65)] {
+        assert!(Code::new(bad).is_err(), "{bad:?}");
+    }
+    let mut v = serde_json::to_value(&r).unwrap();
+    v["result"] = json!({"type": "support_bundle", "sha256": Sha256Digest([1; 32]), "bundle": "ABCD"});
+    assert!(serde_json::from_value::<JobResultReport>(v.clone()).is_err(), "uppercase hex");
+    v["result"]["bundle"] = json!("abc");
+    assert!(serde_json::from_value::<JobResultReport>(v).is_err(), "odd length");
 }
 
 #[test]
@@ -362,6 +455,8 @@ fn parsing_mutated_messages_never_panics_and_round_trips() {
         roundtrip::<HeartbeatAck>(data);
         roundtrip::<JobPoll>(data);
         roundtrip::<JobPollResponse>(data);
+        roundtrip::<JobResultReport>(data);
+        roundtrip::<JobResultAck>(data);
         roundtrip::<b3iq_protocol::settlement::ClaimFile>(data);
     }
     let mut parsed = 0;
@@ -378,4 +473,13 @@ fn parsing_mutated_messages_never_panics_and_round_trips() {
         }
     }
     assert_eq!(parsed, samples().len());
+}
+
+#[test]
+fn job_kinds_without_fields_refuse_extra_fields_too() {
+    for k in ["build_support_bundle", "restart_runtime"] {
+        let v = json!({"type": k, "prompt": "tell me a secret"});
+        assert!(serde_json::from_value::<JobKind>(v).is_err(), "{k} accepted an extra field");
+        assert!(serde_json::from_value::<JobKind>(json!({"type": k})).is_ok());
+    }
 }
