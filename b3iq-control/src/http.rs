@@ -8,6 +8,8 @@
 //! * `POST /v1/node/heartbeat` with a `HeartbeatRequest` -> `HeartbeatAck`
 //! * `POST /v1/node/jobs/poll` with a signed `JobPoll` -> `JobPollResponse` (long-poll, up to
 //!   the poll's `wait_ms`)
+//! * `POST /v1/node/receipts` with a signed `ReceiptUpload` -> `ReceiptUploadAck` (each
+//!   receipt stored once; body up to [`MAX_RECEIPTS_BODY_BYTES`])
 //! * `POST /v1/node/jobs/result` with a signed `JobResultReport` -> `JobResultAck` (body up to
 //!   [`MAX_RESULT_BODY_BYTES`])
 //!
@@ -18,6 +20,7 @@
 //! * `POST /v1/admin/nodes/{node_id}/status` `{"status": "active"|"suspended"|"revoked", "reason"}`
 //! * `POST /v1/admin/nodes/{node_id}/jobs` `{"kind": {"type": "run_benchmark", ...}, "ttl_s"}`
 //!   -> the queued job; `GET` lists the node's jobs with their results
+//! * `GET /v1/admin/nodes/{node_id}/usage` -> receipts stored and usage per model and day
 //! * `POST /v1/admin/enrollment-tokens` `{"ttl_s"}` -> `{"id", "token", "expires_at_ms"}` (the
 //!   token is shown once)
 //!
@@ -33,7 +36,7 @@ use axum::Router;
 use b3iq_core::NodeId;
 use b3iq_host::context::unix_now_ms;
 use b3iq_core::job::JobKind;
-use b3iq_protocol::messages::{EnrollmentRequest, HeartbeatRequest, JobPoll, JobResultReport};
+use b3iq_protocol::messages::{EnrollmentRequest, HeartbeatRequest, JobPoll, JobResultReport, ReceiptUpload};
 use serde_json::{json, Value};
 
 use crate::error::{ControlError, Result};
@@ -42,6 +45,8 @@ use crate::store::{NodeStatus, Operator};
 
 /// Largest request body accepted (64 KiB: a heartbeat with 256 digests is about 20 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest receipt upload (256 signed receipts of about 1.2 KiB as JSON each).
+pub const MAX_RECEIPTS_BODY_BYTES: usize = 1024 * 1024;
 /// Largest job result (a 4 MiB support bundle as hex, plus the report).
 pub const MAX_RESULT_BODY_BYTES: usize = 2 * b3iq_protocol::messages::MAX_BUNDLE_BYTES + 64 * 1024;
 
@@ -90,6 +95,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/node/enroll", post(enroll))
         .route("/v1/node/heartbeat", post(heartbeat))
         .route("/v1/node/jobs/poll", post(poll))
+        .route("/v1/node/receipts", post(upload_receipts).layer(axum::extract::DefaultBodyLimit::max(MAX_RECEIPTS_BODY_BYTES)))
         // A result may carry a support bundle: the only route with a larger body limit.
         .route("/v1/node/jobs/result", post(job_result).layer(axum::extract::DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES)))
         .route("/v1/admin/session", post(login).delete(logout))
@@ -97,6 +103,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/admin/nodes/{node_id}", get(get_node))
         .route("/v1/admin/nodes/{node_id}/status", post(set_status))
         .route("/v1/admin/nodes/{node_id}/jobs", post(queue_job).get(list_jobs))
+        .route("/v1/admin/nodes/{node_id}/usage", get(usage))
         .route("/v1/admin/enrollment-tokens", post(create_token))
         .fallback(|| async { ControlError::Refused(crate::store::Refusal::NotFound("route".into())) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -222,4 +229,13 @@ async fn list_jobs(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): 
 
 async fn job_result(State(cp): State<Arc<ControlPlane>>, Json(r): Json<JobResultReport>) -> Result<Response> {
     Ok(axum::Json(cp.job_result(&r, unix_now_ms()).await?).into_response())
+}
+
+async fn upload_receipts(State(cp): State<Arc<ControlPlane>>, Json(u): Json<ReceiptUpload>) -> Result<Response> {
+    Ok(axum::Json(cp.upload_receipts(&u, unix_now_ms()).await?).into_response())
+}
+
+async fn usage(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    Ok(axum::Json(cp.usage(&op.org_id, &node_id(&id)?).await?).into_response())
 }

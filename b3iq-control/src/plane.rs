@@ -10,12 +10,12 @@ use b3iq_core::digest::Sha256Digest;
 use b3iq_core::enrollment::Nonce;
 use b3iq_core::{NodeId, NodeKey};
 use b3iq_core::job::{Job, JobId, JobKind, SignedJob};
-use b3iq_protocol::messages::{Audience, ChallengeId, EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, JobPoll, JobPollResponse, JobResultAck, JobResultReport, MAX_JOBS_PER_POLL};
+use b3iq_protocol::messages::{Audience, ChallengeId, EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, JobPoll, JobPollResponse, JobResultAck, JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_JOBS_PER_POLL};
 use rand::RngCore;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{ControlError, Result};
-use crate::store::{ChallengeRow, ControlStore, EnrollCommit, EnrollmentTokenRow, HeartbeatCommit, JobRow, JobSigner, NodeRow, NodeStatus, Operator, Org, Refusal};
+use crate::store::{ChallengeRow, ControlStore, EnrollCommit, EnrollmentTokenRow, HeartbeatCommit, JobRow, JobSigner, NodeRow, NodeStatus, Operator, Org, ReceiptRow, Refusal};
 
 /// Tunables, with the defaults of [`ControlConfig::new`].
 #[derive(Debug, Clone)]
@@ -77,6 +77,12 @@ pub struct Metrics {
     pub enrollments_accepted: AtomicU64,
     /// Enrollments refused (any reason).
     pub enrollments_refused: AtomicU64,
+    /// Receipts stored (each once).
+    pub receipts_stored: AtomicU64,
+    /// Receipts uploaded again (a retry), not stored twice.
+    pub receipts_duplicate: AtomicU64,
+    /// Receipts in refused uploads.
+    pub receipts_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -97,6 +103,10 @@ impl Metrics {
         s.push_str("# HELP b3iq_control_enrollments_total Enrollment attempts, by outcome.\n# TYPE b3iq_control_enrollments_total counter\n");
         s.push_str(&format!("b3iq_control_enrollments_total{{outcome=\"accepted\"}} {}\n", g(&self.enrollments_accepted)));
         s.push_str(&format!("b3iq_control_enrollments_total{{outcome=\"refused\"}} {}\n", g(&self.enrollments_refused)));
+        s.push_str("# HELP b3iq_control_receipts_total Uploaded receipts, by outcome.\n# TYPE b3iq_control_receipts_total counter\n");
+        for (o, v) in [("stored", g(&self.receipts_stored)), ("duplicate", g(&self.receipts_duplicate)), ("refused", g(&self.receipts_refused))] {
+            s.push_str(&format!("b3iq_control_receipts_total{{outcome=\"{o}\"}} {v}\n"));
+        }
         s
     }
 }
@@ -637,6 +647,65 @@ impl ControlPlane {
     pub async fn jobs(&self, org_id: &str, node: &NodeId) -> Result<Vec<JobView>> {
         match self.store.node(node).await? {
             Some(n) if n.org_id == org_id => Ok(self.store.jobs(node).await?.into_iter().map(JobView::from).collect()),
+            _ => Err(Refusal::UnknownNode.into()),
+        }
+    }
+
+    // ---- receipts -------------------------------------------------------------------------
+
+    /// Stores a node's upload of its own signed receipts: the batch signature, every receipt's
+    /// signature and node, then each receipt once (by id) with its usage per model and day.
+    /// Uploads from a suspended, revoked, expired or unknown node are refused at once.
+    ///
+    /// # Errors
+    /// `Invalid` for a forged batch or a receipt of another node; `Refused` for the node's status.
+    pub async fn upload_receipts(&self, u: &ReceiptUpload, now_ms: u64) -> Result<ReceiptUploadAck> {
+        let node = match u.verify() {
+            Ok(n) => n,
+            Err(e) => {
+                self.metrics.receipts_refused.fetch_add(u.receipts.len() as u64, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.active_node(&node, now_ms).await {
+            self.metrics.receipts_refused.fetch_add(u.receipts.len() as u64, Ordering::Relaxed);
+            return Err(e);
+        }
+        let rows = u
+            .receipts
+            .iter()
+            .map(|r| {
+                let b = r.body();
+                ReceiptRow {
+                    receipt_id: r.receipt_id().0,
+                    node_id: b.node_id,
+                    model_id: b.model_id.clone(),
+                    mode: b.mode.as_str().to_string(),
+                    prompt_tokens: b.prompt_tokens,
+                    completion_tokens: b.completion_tokens,
+                    price_micro_credits: b.price_micro_credits,
+                    started_at_ms: b.started_at_ms,
+                    signed: r.encode(),
+                }
+            })
+            .collect();
+        let (stored, duplicates) = self.store.store_receipts(rows, now_ms).await?;
+        self.metrics.receipts_stored.fetch_add(u64::from(stored), Ordering::Relaxed);
+        self.metrics.receipts_duplicate.fetch_add(u64::from(duplicates), Ordering::Relaxed);
+        Ok(ReceiptUploadAck { stored, duplicates })
+    }
+
+    /// A node's receipt count and usage per model and day, for an operator of its organisation.
+    ///
+    /// # Errors
+    /// `Refused(UnknownNode)` for a node of another organisation.
+    pub async fn usage(&self, org_id: &str, node: &NodeId) -> Result<serde_json::Value> {
+        match self.store.node(node).await? {
+            Some(n) if n.org_id == org_id => Ok(serde_json::json!({
+                "node_id": node,
+                "receipts": self.store.receipt_count(node).await?,
+                "days": self.store.usage(node).await?,
+            })),
             _ => Err(Refusal::UnknownNode.into()),
         }
     }

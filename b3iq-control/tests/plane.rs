@@ -286,3 +286,61 @@ async fn job_results_are_signed_by_their_node_and_stored_once() {
     cp.set_node_status(&org.id, &k1.node_id(), NodeStatus::Revoked, "gone").await.unwrap();
     assert_eq!(cp.job_result(&report, now).await.unwrap_err().parts().2, "node_revoked");
 }
+
+fn signed_receipt(key: &NodeKey, n: u8, started_at_ms: u64) -> b3iq_core::receipt::SignedReceipt {
+    use b3iq_core::receipt::{Commitment, CommitmentSalt, Receipt, RequestId};
+    let salt = CommitmentSalt::from_bytes([n; 32]);
+    Receipt {
+        node_id: key.node_id(),
+        request_id: RequestId([n; 16]),
+        model_id: "smollm2".into(),
+        artifact_digest: b3iq_core::digest::Sha256Digest([7; 32]),
+        backend: "llama.cpp".into(),
+        mode: OperatingMode::Managed,
+        prompt_tokens: 10,
+        completion_tokens: u32::from(n),
+        started_at_ms,
+        ttft_ms: 30,
+        duration_ms: 400,
+        price_micro_credits: 0,
+        prompt_commitment: Commitment::prompt(&salt, b"p"),
+        output_commitment: Commitment::output(&salt, b"o"),
+        commitment_basis: None,
+        attestation_digest: None,
+    }
+    .sign(key)
+    .unwrap()
+}
+
+#[tokio::test]
+async fn receipts_are_verified_stored_once_and_summed_per_model_and_day() {
+    use b3iq_protocol::messages::ReceiptUpload;
+
+    let cp = plane();
+    let org = cp.create_org("acme", NOW).await.unwrap();
+    let (k1, k2) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+    enroll_all(&cp, &org.id, &[&k1, &k2]).await;
+    let now = b3iq_host::context::unix_now_ms();
+    let day = 20_000 * 86_400_000;
+    let batch: Vec<_> = (1..=5).map(|i| signed_receipt(&k1, i, day + u64::from(i))).collect();
+    let ack = cp.upload_receipts(&ReceiptUpload::sign(&k1, batch.clone(), now).unwrap(), now).await.unwrap();
+    assert_eq!((ack.stored, ack.duplicates), (5, 0));
+    let ack = cp.upload_receipts(&ReceiptUpload::sign(&k1, batch[3..].to_vec(), now).unwrap(), now).await.unwrap();
+    assert_eq!((ack.stored, ack.duplicates), (0, 2), "a retry after a lost answer counts nothing twice");
+    // k2 cannot upload k1's receipts, nor slip one into its own batch.
+    let e = cp.upload_receipts(&ReceiptUpload::sign(&k2, vec![signed_receipt(&k2, 9, day), batch[0].clone()], now).unwrap(), now).await.unwrap_err();
+    assert!(matches!(e, ControlError::Invalid { .. }), "{e}");
+    let u = cp.usage(&org.id, &k1.node_id()).await.unwrap();
+    assert_eq!(u["receipts"], 5);
+    assert_eq!(u["days"][0]["day"], 20_000);
+    assert_eq!(u["days"][0]["requests"], 5);
+    assert_eq!(u["days"][0]["completion_tokens"], 1 + 2 + 3 + 4 + 5);
+    assert_eq!(cp.usage(&org.id, &k2.node_id()).await.unwrap()["receipts"], 0);
+    // A suspended node's uploads are refused at once, with the reason.
+    cp.set_node_status(&org.id, &k1.node_id(), NodeStatus::Suspended, "audit").await.unwrap();
+    let e = cp.upload_receipts(&ReceiptUpload::sign(&k1, vec![signed_receipt(&k1, 7, day)], now).unwrap(), now).await.unwrap_err();
+    assert_eq!(e.parts().2, "node_suspended");
+    let m = cp.metrics.render();
+    assert!(m.contains("b3iq_control_receipts_total{outcome=\"stored\"} 5"), "{m}");
+    assert!(m.contains("b3iq_control_receipts_total{outcome=\"duplicate\"} 2"), "{m}");
+}

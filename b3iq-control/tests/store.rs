@@ -250,6 +250,40 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     }
     seqs.sort();
     assert_eq!(seqs, (c.sequence + 1..=c.sequence + 8).collect::<Vec<_>>());
+
+    // Receipts: stored once by id; usage summed per node, model and UTC day, counted once.
+    let rcpt = |node: NodeId, id: u8, model: &str, day: u64, completion: u32| ReceiptRow {
+        receipt_id: [id; 32],
+        node_id: node,
+        model_id: model.into(),
+        mode: "managed".into(),
+        prompt_tokens: 10,
+        completion_tokens: completion,
+        price_micro_credits: 5,
+        started_at_ms: day * DAY_MS + 1_000,
+        signed: vec![id],
+    };
+    let batch = vec![rcpt(n1, 1, "m", 20_000, 3), rcpt(n1, 2, "m", 20_000, 4), rcpt(n1, 3, "m2", 20_000, 5), rcpt(n1, 4, "m", 20_001, 6)];
+    assert_eq!(s.store_receipts(batch.clone(), now).await.unwrap(), (4, 0));
+    assert_eq!(s.store_receipts(batch[1..].to_vec(), now).await.unwrap(), (0, 3), "a retry stores nothing again");
+    assert_eq!(s.store_receipts(vec![rcpt(n3, 9, "m", 20_000, 1), rcpt(n1, 1, "m", 20_000, 3)], now).await.unwrap(), (1, 1));
+    assert_eq!((s.receipt_count(&n1).await.unwrap(), s.receipt_count(&n3).await.unwrap()), (4, 1));
+    let usage = s.usage(&n1).await.unwrap();
+    let summary: Vec<(u64, &str, u64, u64, u64, u64)> = usage.iter().map(|u| (u.day, u.model_id.as_str(), u.requests, u.prompt_tokens, u.completion_tokens, u.price_micro_credits)).collect();
+    assert_eq!(summary, [(20_001, "m", 1, 10, 6, 5), (20_000, "m", 2, 20, 7, 10), (20_000, "m2", 1, 10, 5, 5)]);
+    // Racing uploads of the same receipts: each is stored and counted once.
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let s = s.clone();
+        let b: Vec<ReceiptRow> = (100..120).map(|i| rcpt(n3, i, "m", 20_002, 1)).collect();
+        tasks.push(tokio::spawn(async move { s.store_receipts(b, now).await.unwrap().0 }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        stored += t.await.unwrap();
+    }
+    assert_eq!(stored, 20);
+    assert_eq!(s.usage(&n3).await.unwrap().iter().map(|u| u.requests).sum::<u64>(), 21);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -21,6 +21,8 @@
 //!   (its own domain tag, see [`JobResultReport::signing_message`]): an outcome, an error code,
 //!   and typed results (benchmark rates, artifact digests, the mode, a redacted support
 //!   bundle); the control plane answers [`JobResultAck`].
+//! * receipts: the node uploads its own signed receipts in a signed [`ReceiptUpload`] batch;
+//!   the control plane stores each once and answers [`ReceiptUploadAck`].
 //!
 //! The JSON form of the embedded signed objects is b3iq-core's (`kind`, `version`, `signer`,
 //! `body`, `signature`; unknown fields refused).
@@ -30,6 +32,7 @@ use b3iq_core::heartbeat::SignedHeartbeat;
 use b3iq_core::digest::Sha256Digest;
 use b3iq_core::job::{JobId, SignedJob};
 use b3iq_core::mode::OperatingMode;
+use b3iq_core::receipt::SignedReceipt;
 use b3iq_core::{NodeId, NodeKey, NodePublicKey, Signature};
 
 use crate::error::{ProtocolError, Result};
@@ -523,4 +526,97 @@ pub struct JobResultAck {
     pub job_id: JobId,
     /// `false` when this was a repeat of a result already stored.
     pub stored: bool,
+}
+
+/// Domain tag of receipt uploads.
+pub const RECEIPT_UPLOAD_TAG: &[u8] = b"b3iq/cp/receipt-upload/v1";
+/// Most receipts in one upload.
+pub const MAX_RECEIPTS_PER_UPLOAD: usize = 256;
+
+/// Node -> control plane: a batch of the node's own signed receipts (managed mode's receipt
+/// outbox). Each receipt is b3iq-core's signed receipt (ids, counts, times, price and salted
+/// commitments: no prompt or output); the batch is signed by the node too, so a node can only
+/// upload receipts it signed itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptUpload {
+    /// The uploading node.
+    pub node_id: NodeId,
+    /// Its public key.
+    pub public_key: NodePublicKey,
+    /// Its signed receipts (at most 256).
+    #[serde(deserialize_with = "bounded_receipts")]
+    pub receipts: Vec<SignedReceipt>,
+    /// Send time, unix ms.
+    pub sent_at_ms: u64,
+    /// Ed25519 signature over [`ReceiptUpload::signing_message`].
+    pub signature: Signature,
+}
+
+fn bounded_receipts<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<SignedReceipt>, D::Error> {
+    let v = <Vec<SignedReceipt> as serde::Deserialize>::deserialize(d)?;
+    if v.len() > MAX_RECEIPTS_PER_UPLOAD {
+        return Err(serde::de::Error::custom(format!("{} receipts in one upload; at most {MAX_RECEIPTS_PER_UPLOAD}", v.len())));
+    }
+    Ok(v)
+}
+
+impl ReceiptUpload {
+    /// Signs a batch (1 to 256 receipts).
+    pub fn sign(key: &NodeKey, receipts: Vec<SignedReceipt>, now_ms: u64) -> Result<Self> {
+        if receipts.is_empty() || receipts.len() > MAX_RECEIPTS_PER_UPLOAD {
+            return Err(ProtocolError::InvalidMessage { field: "receipts", reason: format!("{} receipts; send 1 to {MAX_RECEIPTS_PER_UPLOAD}", receipts.len()) });
+        }
+        let mut u = Self { node_id: key.node_id(), public_key: key.public(), receipts, sent_at_ms: now_ms, signature: Signature([0; 64]) };
+        u.signature = key.sign_raw(&u.signing_message());
+        Ok(u)
+    }
+
+    /// `b"b3iq/cp/receipt-upload/v1" || node_id (32) || public_key (32) || sent_at_ms (u64 BE) ||
+    /// count (u32 BE) || each receipt id (32)`.
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(RECEIPT_UPLOAD_TAG.len() + 76 + 32 * self.receipts.len());
+        m.extend_from_slice(RECEIPT_UPLOAD_TAG);
+        m.extend_from_slice(&self.node_id.0);
+        m.extend_from_slice(self.public_key.as_bytes());
+        m.extend_from_slice(&self.sent_at_ms.to_be_bytes());
+        m.extend_from_slice(&(self.receipts.len() as u32).to_be_bytes());
+        for r in &self.receipts {
+            m.extend_from_slice(&r.receipt_id().0);
+        }
+        m
+    }
+
+    /// Checks the batch: 1 to 256 receipts, the node id derives from the key, the batch
+    /// signature, and every receipt is signed by this node's key and names this node. Returns the
+    /// node id.
+    pub fn verify(&self) -> Result<NodeId> {
+        let bad = |field: &'static str, reason: String| ProtocolError::InvalidMessage { field, reason };
+        if self.receipts.is_empty() || self.receipts.len() > MAX_RECEIPTS_PER_UPLOAD {
+            return Err(bad("receipts", format!("{} receipts; send 1 to {MAX_RECEIPTS_PER_UPLOAD}", self.receipts.len())));
+        }
+        if self.public_key.node_id() != self.node_id {
+            return Err(bad("node_id", format!("receipt upload: {} is not derived from the given public key", self.node_id)));
+        }
+        if !self.public_key.verify_raw(&self.signing_message(), &self.signature) {
+            return Err(bad("signature", "receipt upload: Ed25519 signature does not verify".into()));
+        }
+        for (i, r) in self.receipts.iter().enumerate() {
+            let id = r.verify_self_certified().map_err(|e| bad("receipts", format!("receipt {i}: {e}")))?;
+            if id != self.node_id || r.signer() != &self.public_key {
+                return Err(bad("receipts", format!("receipt {i} was signed by another node ({id}); a node uploads only its own receipts")));
+            }
+        }
+        Ok(self.node_id)
+    }
+}
+
+/// Control plane -> node: the batch was stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptUploadAck {
+    /// Receipts stored now.
+    pub stored: u32,
+    /// Receipts already stored before (a retry), not counted again.
+    pub duplicates: u32,
 }

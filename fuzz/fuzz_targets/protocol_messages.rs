@@ -5,7 +5,7 @@
 
 use b3iq_protocol::messages::{
     EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, JobPoll,
-    JobPollResponse, JobResultAck, JobResultReport,
+    JobPollResponse, JobResultAck, JobResultReport, ReceiptUpload, ReceiptUploadAck,
 };
 use b3iq_protocol::settlement::ClaimFile;
 use libfuzzer_sys::fuzz_target;
@@ -30,11 +30,16 @@ fuzz_target!(|data: &[u8]| {
     roundtrip::<JobPollResponse>(data);
     roundtrip::<JobResultReport>(data);
     roundtrip::<JobResultAck>(data);
+    roundtrip::<ReceiptUpload>(data);
+    roundtrip::<ReceiptUploadAck>(data);
     roundtrip::<ClaimFile>(data);
     if let Ok(p) = serde_json::from_slice::<JobPoll>(data) {
         let _ = p.verify();
     }
     if let Ok(r) = serde_json::from_slice::<JobResultReport>(data) {
         let _ = r.verify();
+    }
+    if let Ok(u) = serde_json::from_slice::<ReceiptUpload>(data) {
+        let _ = u.verify();
     }
 });

@@ -110,6 +110,15 @@ enum AdminCmd {
         /// Node id (`b3n_...`).
         node_id: String,
     },
+    /// A node's uploaded receipts: count and usage per model and day.
+    #[command(after_help = "Example:\n  b3iq-control admin usage --org acme b3n_...")]
+    Usage {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Node id (`b3n_...`).
+        node_id: String,
+    },
     /// Suspend, resume or revoke a node (revocation is permanent for that node key).
     #[command(after_help = "Examples:\n  b3iq-control admin set-status --org acme b3n_... suspended --reason 'billing hold'\n  b3iq-control admin set-status --org acme b3n_... active")]
     SetStatus {
@@ -252,6 +261,11 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                     let org = cp.org(&org).await?;
                     let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
                     print_json(&serde_json::json!({"jobs": cp.jobs(&org.id, &id).await?}));
+                }
+                AdminCmd::Usage { org, node_id } => {
+                    let org = cp.org(&org).await?;
+                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
+                    print_json(&cp.usage(&org.id, &id).await?);
                 }
                 AdminCmd::SetStatus { org, node_id, status, reason } => {
                     let org = cp.org(&org).await?;

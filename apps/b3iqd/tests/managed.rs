@@ -291,3 +291,150 @@ async fn a_node_enrolls_sends_signed_heartbeats_is_suspended_and_leaves() {
     assert_eq!(audit, 2, "enroll and unenroll are audited");
     drop(d2);
 }
+
+/// The `b3iq-control` binary, built beside `b3iqd` by a workspace `cargo test`.
+fn control_bin() -> std::path::PathBuf {
+    let p = Path::new(common::bin()).with_file_name("b3iq-control");
+    assert!(p.exists(), "{} is missing: build it with `cargo build -p b3iq-control-daemon` (a workspace `cargo test` does)", p.display());
+    p
+}
+
+fn ctl(home: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut c = Command::new(control_bin())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(s) = stdin {
+        c.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "b3iq-control {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+/// `b3iq-control serve` on `listen`; returns the process and its URL.
+fn serve_control(home: &Path, listen: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(control_bin())
+        .arg("--home")
+        .arg(home)
+        .args(["serve", "--listen", listen])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(i) = l.find("serving https://") {
+                return (child, l[i + "serving ".len()..].split_whitespace().next().unwrap().to_string());
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("b3iq-control serve did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_requests_on_three_nodes_reach_the_control_plane_as_forty_receipts_across_a_kill_9() {
+    let dir = tempfile_dir("receipts");
+    let cph = dir.join("control");
+    std::fs::create_dir_all(&cph).unwrap();
+    std::fs::write(cph.join("control.json"), r#"{"heartbeat_interval_s": 1}"#).unwrap();
+    ctl(&cph, &["admin", "create-org", "acme"], None);
+    let (mut cp, url) = serve_control(&cph, "127.0.0.1:0");
+    let listen = url.trim_start_matches("https://").to_string();
+    let ca = cph.join("tls/self-signed.crt.pem");
+
+    // Three real nodes with the default model, enrolled with their own tokens.
+    let c = common::client();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let home = dir.join(format!("node{i}"));
+        let d = Daemon::start(&home);
+        let cookie = common::claim(&d, &c).await;
+        let (_, key) = common::create_key(&d, &c, &cookie, &["inference"]).await;
+        let model = common::model_id(&d, &c, &key).await;
+        let tok = dir.join(format!("token{i}"));
+        ctl(&cph, &["admin", "enrollment-token", "--org", "acme", "--out", tok.to_str().unwrap()], None);
+        let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &url, "--token-file", tok.to_str().unwrap(), "--ca-file", ca.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let id = status(&home)["node_id"].as_str().unwrap().to_string();
+        nodes.push((d, home, key, model, id));
+    }
+    let chat = |n: usize| {
+        let (d, _, key, model, _) = &nodes[n % 3];
+        let req = c
+            .post(d.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}));
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    // 20 requests, kill -9 the control plane, 20 more while it is down, then restart it on the
+    // same address: the nodes' outboxes deliver everything, each receipt once.
+    for n in 0..20 {
+        chat(n).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cp.kill().unwrap();
+    cp.wait().unwrap();
+    for n in 20..40 {
+        chat(n).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (cp2, _) = serve_control(&cph, &listen);
+    let _cp2 = KillOnDrop(cp2);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let counts = loop {
+        let counts: Vec<u64> = nodes
+            .iter()
+            .map(|(_, _, _, _, id)| serde_json::from_str::<Value>(&ctl(&cph, &["admin", "usage", "--org", "acme", id], None)).unwrap()["receipts"].as_u64().unwrap())
+            .collect();
+        if counts.iter().sum::<u64>() >= 40 || Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(counts, [14, 13, 13], "every receipt arrived, each once");
+    // The usage rows count each receipt once too, and the nodes have nothing left to send.
+    for (i, (_, home, _, _, id)) in nodes.iter().enumerate() {
+        let u: Value = serde_json::from_str(&ctl(&cph, &["admin", "usage", "--org", "acme", id], None)).unwrap();
+        let requests: u64 = u["days"].as_array().unwrap().iter().map(|d| d["requests"].as_u64().unwrap()).sum();
+        assert_eq!(requests, counts[i]);
+        let pending: i64 = rusqlite::Connection::open(home.join("state.db"))
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM receipts WHERE uploaded_at IS NULL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0);
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    tempdir(name)
+}

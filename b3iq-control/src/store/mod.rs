@@ -264,6 +264,49 @@ pub type JobSigner = Box<dyn FnOnce(u64) -> Result<JobRow> + Send>;
 /// Most jobs listed for a node.
 pub const MAX_JOBS_LISTED: u32 = 100;
 
+/// A verified receipt to store (the signed bytes and the columns usage is summed from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRow {
+    /// Receipt id (blake3 of the signed message).
+    pub receipt_id: [u8; 32],
+    /// The node that signed it.
+    pub node_id: NodeId,
+    /// Model id.
+    pub model_id: String,
+    /// Operating mode named in the receipt.
+    pub mode: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    pub completion_tokens: u32,
+    /// Price, micro-credits.
+    pub price_micro_credits: u64,
+    /// Start time, unix ms.
+    pub started_at_ms: u64,
+    /// The b3iq-core signed receipt, encoded.
+    pub signed: Vec<u8>,
+}
+
+/// Usage summed per node, model and UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsageDay {
+    /// Days since 1970-01-01 (UTC) of the receipts' start times.
+    pub day: u64,
+    /// Model id.
+    pub model_id: String,
+    /// Receipts.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Price, micro-credits.
+    pub price_micro_credits: u64,
+}
+
+/// Milliseconds in a day.
+pub const DAY_MS: u64 = 86_400_000;
+
 /// Heartbeat history kept per node, for uptime: rows older than this are deleted as new ones
 /// arrive (7 days).
 pub const HEARTBEAT_HISTORY_MS: u64 = 7 * 24 * 3_600_000;
@@ -357,4 +400,14 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn finish_job(&self, node: &NodeId, job_id: &[u8; 16], outcome: &str, code: Option<&str>, result: &serde_json::Value, now_ms: u64) -> Result<bool>;
     /// A node's jobs, newest first, at most [`MAX_JOBS_LISTED`].
     async fn jobs(&self, node: &NodeId) -> Result<Vec<JobRow>>;
+
+    /// In one transaction: stores each receipt whose id is new and adds it to the usage of its
+    /// node, model and day. Returns (stored, duplicates): a receipt is stored and counted once,
+    /// however often it is uploaded.
+    async fn store_receipts(&self, rows: Vec<ReceiptRow>, now_ms: u64) -> Result<(u32, u32)>;
+    /// Receipts stored for a node.
+    async fn receipt_count(&self, node: &NodeId) -> Result<u64>;
+    /// A node's usage per model and day, newest day first (at most 400 rows).
+    async fn usage(&self, node: &NodeId) -> Result<Vec<UsageDay>>;
+
 }

@@ -104,6 +104,32 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX jobs_node ON jobs(node_id, sequence);
     "#,
+    // 3: as SQLite's migration 3.
+    r#"
+    CREATE TABLE receipts (
+        receipt_id BYTEA PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        prompt_tokens BIGINT NOT NULL,
+        completion_tokens BIGINT NOT NULL,
+        price_micro_credits BIGINT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        signed BYTEA NOT NULL,
+        received_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX receipts_node ON receipts(node_id, started_at_ms);
+    CREATE TABLE usage_daily (
+        node_id TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        requests BIGINT NOT NULL,
+        prompt_tokens BIGINT NOT NULL,
+        completion_tokens BIGINT NOT NULL,
+        price_micro_credits BIGINT NOT NULL,
+        PRIMARY KEY (node_id, model_id, day)
+    );
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -571,5 +597,62 @@ impl ControlStore for PostgresStore {
             .iter()
             .map(job_from_row)
             .collect()
+    }
+
+    async fn store_receipts(&self, rows: Vec<ReceiptRow>, now_ms: u64) -> Result<(u32, u32)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("store receipts"))?;
+        let (mut stored, mut dup) = (0u32, 0u32);
+        for r in &rows {
+            let n = tx
+                .execute(
+                    "INSERT INTO receipts(receipt_id, node_id, model_id, mode, prompt_tokens, completion_tokens, price_micro_credits, started_at_ms, signed, received_at_ms)
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (receipt_id) DO NOTHING",
+                    &[&r.receipt_id.as_slice(), &r.node_id.to_text(), &r.model_id, &r.mode, &i64::from(r.prompt_tokens), &i64::from(r.completion_tokens), &ms(r.price_micro_credits), &ms(r.started_at_ms), &r.signed, &ms(now_ms)],
+                )
+                .await
+                .map_err(db("store receipt"))?;
+            if n == 0 {
+                dup += 1;
+                continue;
+            }
+            stored += 1;
+            tx.execute(
+                "INSERT INTO usage_daily(node_id, model_id, day, requests, prompt_tokens, completion_tokens, price_micro_credits) VALUES ($1,$2,$3,1,$4,$5,$6)
+                 ON CONFLICT (node_id, model_id, day) DO UPDATE SET requests = usage_daily.requests + 1, prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
+                 completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, price_micro_credits = usage_daily.price_micro_credits + excluded.price_micro_credits",
+                &[&r.node_id.to_text(), &r.model_id, &ms(r.started_at_ms / DAY_MS), &i64::from(r.prompt_tokens), &i64::from(r.completion_tokens), &ms(r.price_micro_credits)],
+            )
+            .await
+            .map_err(db("usage"))?;
+        }
+        tx.commit().await.map_err(db("store receipts"))?;
+        Ok((stored, dup))
+    }
+
+    async fn receipt_count(&self, node: &NodeId) -> Result<u64> {
+        let c = self.client().await?;
+        let n: i64 = c.query_one("SELECT COUNT(*) FROM receipts WHERE node_id = $1", &[&node.to_text()]).await.map_err(db("count receipts"))?.get(0);
+        Ok(n as u64)
+    }
+
+    async fn usage(&self, node: &NodeId) -> Result<Vec<UsageDay>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT day, model_id, requests, prompt_tokens, completion_tokens, price_micro_credits FROM usage_daily WHERE node_id = $1 ORDER BY day DESC, model_id LIMIT 400",
+            &[&node.to_text()],
+        )
+        .await
+        .map_err(db("usage"))?
+        .iter()
+        .map(|r| UsageDay {
+            day: r.get::<_, i64>(0) as u64,
+            model_id: r.get(1),
+            requests: r.get::<_, i64>(2) as u64,
+            prompt_tokens: r.get::<_, i64>(3) as u64,
+            completion_tokens: r.get::<_, i64>(4) as u64,
+            price_micro_credits: r.get::<_, i64>(5) as u64,
+        })
+        .collect())
     }
 }

@@ -99,6 +99,32 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX jobs_node ON jobs(node_id, sequence);
     "#,
+    // 3: uploaded receipts (stored once by id) and usage per node, model and UTC day.
+    r#"
+    CREATE TABLE receipts (
+        receipt_id BLOB PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        price_micro_credits INTEGER NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        signed BLOB NOT NULL,
+        received_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX receipts_node ON receipts(node_id, started_at_ms);
+    CREATE TABLE usage_daily (
+        node_id TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        price_micro_credits INTEGER NOT NULL,
+        PRIMARY KEY (node_id, model_id, day)
+    );
+    "#,
 ];
 
 /// The SQLite store.
@@ -685,6 +711,70 @@ impl ControlStore for SqliteStore {
             let mut st = c.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 ORDER BY sequence DESC LIMIT ?2")).map_err(db("list jobs"))?;
             let it = st.query_map(params![id, MAX_JOBS_LISTED], job_from_row).map_err(db("list jobs"))?;
             it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("list jobs"))?.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn store_receipts(&self, rows: Vec<ReceiptRow>, now_ms: u64) -> Result<(u32, u32)> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("store receipts"))?;
+            let (mut stored, mut dup) = (0u32, 0u32);
+            for r in &rows {
+                let n = tx
+                    .execute(
+                        "INSERT OR IGNORE INTO receipts(receipt_id, node_id, model_id, mode, prompt_tokens, completion_tokens, price_micro_credits, started_at_ms, signed, received_at_ms)
+                         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                        params![r.receipt_id.as_slice(), r.node_id.to_text(), r.model_id, r.mode, r.prompt_tokens, r.completion_tokens, ms(r.price_micro_credits), ms(r.started_at_ms), r.signed, ms(now_ms)],
+                    )
+                    .map_err(db("store receipt"))?;
+                if n == 0 {
+                    dup += 1;
+                    continue;
+                }
+                stored += 1;
+                tx.execute(
+                    "INSERT INTO usage_daily(node_id, model_id, day, requests, prompt_tokens, completion_tokens, price_micro_credits) VALUES (?1,?2,?3,1,?4,?5,?6)
+                     ON CONFLICT(node_id, model_id, day) DO UPDATE SET requests = requests + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                     completion_tokens = completion_tokens + excluded.completion_tokens, price_micro_credits = price_micro_credits + excluded.price_micro_credits",
+                    params![r.node_id.to_text(), r.model_id, ms(r.started_at_ms / DAY_MS), r.prompt_tokens, r.completion_tokens, ms(r.price_micro_credits)],
+                )
+                .map_err(db("usage"))?;
+            }
+            tx.commit().map_err(db("store receipts"))?;
+            Ok((stored, dup))
+        })
+        .await
+    }
+
+    async fn receipt_count(&self, node: &NodeId) -> Result<u64> {
+        let id = node.to_text();
+        self.run(move |c| {
+            c.query_row("SELECT COUNT(*) FROM receipts WHERE node_id = ?1", [id], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(db("count receipts"))
+        })
+        .await
+    }
+
+    async fn usage(&self, node: &NodeId) -> Result<Vec<UsageDay>> {
+        let id = node.to_text();
+        self.run(move |c| {
+            let mut st = c
+                .prepare("SELECT day, model_id, requests, prompt_tokens, completion_tokens, price_micro_credits FROM usage_daily WHERE node_id = ?1 ORDER BY day DESC, model_id LIMIT 400")
+                .map_err(db("usage"))?;
+            let rows = st
+                .query_map([id], |r| {
+                    Ok(UsageDay {
+                        day: r.get::<_, i64>(0)? as u64,
+                        model_id: r.get(1)?,
+                        requests: r.get::<_, i64>(2)? as u64,
+                        prompt_tokens: r.get::<_, i64>(3)? as u64,
+                        completion_tokens: r.get::<_, i64>(4)? as u64,
+                        price_micro_credits: r.get::<_, i64>(5)? as u64,
+                    })
+                })
+                .map_err(db("usage"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db("usage"))?;
+            Ok(rows)
         })
         .await
     }

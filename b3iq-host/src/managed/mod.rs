@@ -10,6 +10,9 @@
 //! * [`run_heartbeats`]: while enrolled, a signed heartbeat every interval with a sequence that
 //!   is made durable before it is sent, so it increases across restarts.
 //! * [`remote_jobs`]: long-polls for signed jobs and reports their outcomes from an outbox.
+//! * [`upload_receipts`]: the receipt outbox: receipts written since enrollment go to the
+//!   control plane in signed batches after each heartbeat, marked only once stored, so a
+//!   control plane that restarts or a network that drops loses none and counts none twice.
 //!
 //! What is persisted (state.db `meta`): [`META_ENROLLMENT`] (JSON [`Enrollment`]),
 //! [`META_HEARTBEAT_SEQUENCE`], [`META_LAST_HEARTBEAT`] (JSON [`HeartbeatReport`]).
@@ -25,7 +28,10 @@ use b3iq_core::heartbeat::{HealthStatus, Heartbeat, HeartbeatCounts, MAX_INVENTO
 use b3iq_core::job::IssuerClass;
 use b3iq_core::mode::OperatingMode;
 use b3iq_core::{NodeKey, NodePublicKey};
-use b3iq_protocol::messages::{EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest};
+use b3iq_core::receipt::SignedReceipt;
+use b3iq_protocol::messages::{
+    EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, ReceiptUpload, ReceiptUploadAck, MAX_RECEIPTS_PER_UPLOAD,
+};
 
 use crate::context::{unix_now, unix_now_ms, NodeState};
 use crate::error::{HostError, Result};
@@ -61,6 +67,10 @@ pub struct Enrollment {
     /// The PEM certificate(s) trusted for the control plane's TLS (from `--ca-file`); `None`
     /// trusts the built-in web roots.
     pub ca_pem: Option<String>,
+    /// Receipts written from this time on (unix ms, the node's clock at enrollment) are uploaded;
+    /// earlier ones, from local mode, stay private.
+    #[serde(default)]
+    pub receipts_from_ms: u64,
 }
 
 /// The outcome of the last heartbeat, for `b3iqd status` and the wizard.
@@ -249,6 +259,7 @@ pub async fn enroll(db: &Db, key: &NodeKey, control_url: &str, token: &str, ca_p
         enrolled_at_ms: acc.enrolled_at_ms,
         expires_at_ms: acc.expires_at_ms,
         ca_pem: ca_pem.map(str::to_string),
+        receipts_from_ms: unix_now_ms(),
     };
     let json = serde_json::to_string(&e).map_err(|x| HostError::Internal(x.to_string()))?;
     let now = unix_now();
@@ -323,6 +334,34 @@ pub async fn send_heartbeat(state: &NodeState, e: &Enrollment, c: &reqwest::Clie
     Ok(r?)
 }
 
+/// Uploads the receipts written since enrollment that the control plane does not have yet,
+/// in signed batches of up to 256, oldest first, until none is left (at most 16 batches a
+/// call); each batch is marked uploaded only after the control plane stored it. Returns how
+/// many receipts were sent.
+///
+/// # Errors
+/// `ControlPlane` when refused or unreachable (the receipts stay in the outbox); `Db`.
+pub async fn upload_receipts(state: &NodeState, e: &Enrollment, c: &reqwest::Client) -> Result<usize> {
+    let url = format!("{}/v1/node/receipts", e.control_url);
+    let mut sent = 0;
+    for _ in 0..16 {
+        let rows = crate::store::receipts::not_uploaded(&state.db, e.receipts_from_ms / 1000, MAX_RECEIPTS_PER_UPLOAD as u32)?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut receipts = Vec::with_capacity(rows.len());
+        for (_, bytes) in &rows {
+            receipts.push(SignedReceipt::decode(bytes)?);
+        }
+        let batch = ReceiptUpload::sign(&state.key, receipts, unix_now_ms()).map_err(|x| HostError::Internal(x.to_string()))?;
+        let _: ReceiptUploadAck = post(c, &url, None, &batch, None).await?;
+        let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
+        crate::store::receipts::mark_uploaded(&state.db, &seqs, unix_now())?;
+        sent += seqs.len();
+    }
+    Ok(sent)
+}
+
 /// While the node runs: if enrolled, send a heartbeat every interval (the enrollment is re-read
 /// each time, so `b3iqd enroll` / `unenroll` take effect without a restart); back off with
 /// jitter while the control plane is unreachable. Logs refusals (suspended, revoked) once per
@@ -357,8 +396,13 @@ pub async fn run_heartbeats(state: Arc<NodeState>, mut stop: tokio::sync::watch:
                     },
                 };
                 let interval = Duration::from_millis(e.heartbeat_interval_ms);
-                match send_heartbeat(&state, &e, &c).await {
-                    Ok(_) => {
+                let beat = match send_heartbeat(&state, &e, &c).await {
+                    // Receipts go out on the heartbeat's cadence, from the durable outbox.
+                    Ok(_) => upload_receipts(&state, &e, &c).await.map(|_| ()),
+                    Err(x) => Err(x),
+                };
+                match beat {
+                    Ok(()) => {
                         if last_problem.take().is_some() {
                             tracing::info!(control = %e.audience, "managed mode: heartbeats accepted again");
                         }
@@ -368,7 +412,7 @@ pub async fn run_heartbeats(state: Arc<NodeState>, mut stop: tokio::sync::watch:
                     Err(err) => {
                         let msg = err.to_string();
                         if last_problem.as_deref() != Some(msg.as_str()) {
-                            tracing::warn!(control = %e.audience, error = %msg, "managed mode: heartbeat not accepted");
+                            tracing::warn!(control = %e.audience, error = %msg, "managed mode: heartbeat or receipt upload not accepted");
                             last_problem = Some(msg);
                         }
                         failures = failures.saturating_add(1);

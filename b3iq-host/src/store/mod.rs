@@ -170,6 +170,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN code TEXT;
     ALTER TABLE jobs ADD COLUMN reported_at INTEGER;
     "#,
+    // 6: the managed-mode receipt outbox: when each receipt reached the control plane.
+    r#"
+    ALTER TABLE receipts ADD COLUMN uploaded_at INTEGER;
+    CREATE INDEX receipts_not_uploaded ON receipts(seq) WHERE uploaded_at IS NULL;
+    "#,
 ];
 
 /// Most audit events kept (the oldest beyond it are deleted).

@@ -106,6 +106,25 @@ pub fn get(db: &Db, id: &str) -> Result<Option<ReceiptRow>> {
     Ok(db.lock().query_row(&format!("SELECT {COLS} FROM receipts WHERE id = ?1"), [id], row).optional()?)
 }
 
+/// Receipts not yet uploaded to the control plane, written at or after `created_from` (unix
+/// seconds), oldest first, at most `limit`: `(seq, signed bytes)`.
+pub fn not_uploaded(db: &Db, created_from: u64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>> {
+    let conn = db.lock();
+    let mut st = conn.prepare("SELECT seq, signed FROM receipts WHERE uploaded_at IS NULL AND created_at >= ?1 ORDER BY seq LIMIT ?2")?;
+    let rows = st.query_map(params![created_from as i64, limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Marks receipts as uploaded (one transaction).
+pub fn mark_uploaded(db: &Db, seqs: &[i64], now: u64) -> Result<()> {
+    db.tx(|tx| {
+        for s in seqs {
+            tx.execute("UPDATE receipts SET uploaded_at = ?2 WHERE seq = ?1", params![s, now as i64])?;
+        }
+        Ok(())
+    })
+}
+
 /// The stored salt of a v1 receipt (v2 salts are derived, never stored).
 pub fn v1_salt(db: &Db, receipt_id: &str) -> Result<Option<Vec<u8>>> {
     Ok(db.lock().query_row("SELECT salt FROM receipt_salts WHERE receipt_id = ?1", [receipt_id], |r| r.get(0)).optional()?)

@@ -6,7 +6,7 @@ use b3iq_core::enrollment::{EnrollmentProof, Nonce};
 use b3iq_core::heartbeat::{HealthStatus, Heartbeat, HeartbeatCounts};
 use b3iq_core::job::{Job, JobId, JobKind};
 use b3iq_core::{NodeKey, OperatingMode, Signed};
-use b3iq_protocol::messages::{Code, HexBlob, JobOutcome, JobResultAck, JobResultData, JobResultReport};
+use b3iq_protocol::messages::{Code, HexBlob, JobOutcome, JobResultAck, JobResultData, JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_RECEIPTS_PER_UPLOAD};
 use b3iq_protocol::messages::*;
 use serde_json::{json, Value};
 
@@ -61,6 +61,11 @@ fn heartbeat(key: &NodeKey) -> HeartbeatRequest {
         )
         .unwrap(),
     }
+}
+
+/// A signed receipt of `key` (the settlement tests' builder).
+fn receipt(key: &NodeKey, n: u8) -> b3iq_core::receipt::SignedReceipt {
+    crate::settlement_builder::receipt(key, n, "smollm2-135m-instruct-q4_1", 1_800_000_000_000 + u64::from(n), 0)
 }
 
 fn job(issuer: &NodeKey, node: &NodeKey) -> b3iq_core::job::SignedJob {
@@ -179,6 +184,14 @@ fn samples() -> Vec<(&'static str, Value)> {
             .unwrap(),
         ),
         (
+            "receipts",
+            serde_json::to_value(ReceiptUpload::sign(&key, vec![receipt(&key, 1), receipt(&key, 2)], 6_000).unwrap()).unwrap(),
+        ),
+        (
+            "receipts_ack",
+            serde_json::to_value(ReceiptUploadAck { stored: 2, duplicates: 0 }).unwrap(),
+        ),
+        (
             "result_ack",
             serde_json::to_value(JobResultAck {
                 job_id: JobId([5; 16]),
@@ -203,6 +216,8 @@ fn parse(kind: &str, v: &Value) -> Result<(), String> {
             serde_json::from_str::<JobResultReport>(&s).map(|_| ())
         }
         "result_ack" => serde_json::from_str::<JobResultAck>(&s).map(|_| ()),
+        "receipts" => serde_json::from_str::<ReceiptUpload>(&s).map(|_| ()),
+        "receipts_ack" => serde_json::from_str::<ReceiptUploadAck>(&s).map(|_| ()),
         _ => unreachable!(),
     };
     r.map_err(|e| e.to_string())
@@ -457,6 +472,8 @@ fn parsing_mutated_messages_never_panics_and_round_trips() {
         roundtrip::<JobPollResponse>(data);
         roundtrip::<JobResultReport>(data);
         roundtrip::<JobResultAck>(data);
+        roundtrip::<ReceiptUpload>(data);
+        roundtrip::<ReceiptUploadAck>(data);
         roundtrip::<b3iq_protocol::settlement::ClaimFile>(data);
     }
     let mut parsed = 0;
@@ -482,4 +499,28 @@ fn job_kinds_without_fields_refuse_extra_fields_too() {
         assert!(serde_json::from_value::<JobKind>(v).is_err(), "{k} accepted an extra field");
         assert!(serde_json::from_value::<JobKind>(json!({"type": k})).is_ok());
     }
+}
+
+#[test]
+fn receipt_uploads_carry_only_the_uploaders_own_signed_receipts() {
+    let key = NodeKey::from_seed([8; 32]);
+    let other = NodeKey::from_seed([9; 32]);
+    let u = ReceiptUpload::sign(&key, vec![receipt(&key, 1), receipt(&key, 2)], 6_000).unwrap();
+    assert_eq!(u.verify().unwrap(), key.node_id());
+    // A receipt of another node in the batch; a receipt swapped after signing; another signer.
+    let mixed = ReceiptUpload::sign(&key, vec![receipt(&key, 1), receipt(&other, 2)], 6_000).unwrap();
+    assert!(mixed.verify().unwrap_err().to_string().contains("another node"));
+    let mut swapped = u.clone();
+    swapped.receipts[1] = receipt(&key, 3);
+    assert!(swapped.verify().is_err());
+    let mut resigned = u.clone();
+    resigned.public_key = other.public();
+    assert!(resigned.verify().is_err());
+    // Empty and oversized batches are refused, also when parsing.
+    assert!(ReceiptUpload::sign(&key, vec![], 1).is_err());
+    let many = vec![receipt(&key, 1); MAX_RECEIPTS_PER_UPLOAD + 1];
+    assert!(ReceiptUpload::sign(&key, many.clone(), 1).is_err());
+    let mut v = serde_json::to_value(&u).unwrap();
+    v["receipts"] = serde_json::to_value(&many).unwrap();
+    assert!(serde_json::from_value::<ReceiptUpload>(v).is_err());
 }

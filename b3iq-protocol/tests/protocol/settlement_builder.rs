@@ -15,7 +15,7 @@ use b3iq_protocol::{EpochBuilder, EpochConfig, Payees, ProtocolError};
 const START: u64 = 1_800_000_000_000;
 const END: u64 = START + 3_600_000;
 
-fn receipt(
+pub(crate) fn receipt(
     key: &NodeKey,
     request: u8,
     model: &str,
