@@ -5,6 +5,8 @@
 //! * `POST /v1/node/enroll/challenge` -> `EnrollmentChallenge`
 //! * `POST /v1/node/enroll` with `Authorization: Bearer b3iq_enroll_...` and an
 //!   `EnrollmentRequest` -> `EnrollmentAccepted`
+//! * `POST /v1/node/enroll/renew` with an `EnrollmentRequest` over a fresh challenge ->
+//!   `EnrollmentAccepted` with the new expiry (no token: the node key is the credential)
 //! * `POST /v1/node/heartbeat` with a `HeartbeatRequest` -> `HeartbeatAck`
 //! * `POST /v1/node/jobs/poll` with a signed `JobPoll` -> `JobPollResponse` (long-poll, up to
 //!   the poll's `wait_ms`)
@@ -93,6 +95,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/info", get(info))
         .route("/v1/node/enroll/challenge", post(challenge))
         .route("/v1/node/enroll", post(enroll))
+        .route("/v1/node/enroll/renew", post(renew))
         .route("/v1/node/heartbeat", post(heartbeat))
         .route("/v1/node/jobs/poll", post(poll))
         .route("/v1/node/receipts", post(upload_receipts).layer(axum::extract::DefaultBodyLimit::max(MAX_RECEIPTS_BODY_BYTES)))
@@ -238,4 +241,8 @@ async fn upload_receipts(State(cp): State<Arc<ControlPlane>>, Json(u): Json<Rece
 async fn usage(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
     Ok(axum::Json(cp.usage(&op.org_id, &node_id(&id)?).await?).into_response())
+}
+
+async fn renew(State(cp): State<Arc<ControlPlane>>, Json(req): Json<EnrollmentRequest>) -> Result<Response> {
+    Ok(axum::Json(cp.renew(&req, unix_now_ms()).await?).into_response())
 }

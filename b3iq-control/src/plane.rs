@@ -429,6 +429,38 @@ impl ControlPlane {
         })
     }
 
+    /// Headless renewal before the enrollment ends: a proof over a fresh challenge (as at
+    /// enrollment, without a token) extends an active, unexpired enrollment by the configured
+    /// lifetime.
+    ///
+    /// # Errors
+    /// `Invalid` for a proof that does not verify; `Refused` for a used or expired challenge,
+    /// or a suspended, revoked, expired or unknown node (an expired one must enroll again).
+    pub async fn renew(&self, req: &EnrollmentRequest, now_ms: u64) -> Result<EnrollmentAccepted> {
+        let Some(ch) = self.store.live_challenge(&req.challenge_id.0, now_ms).await? else {
+            return Err(Refusal::ChallengeUsed.into());
+        };
+        let challenge = EnrollmentChallenge {
+            challenge_id: ChallengeId(ch.id),
+            audience: self.config.audience.clone(),
+            nonce: Nonce(ch.nonce),
+            issued_at_ms: ch.issued_at_ms,
+            expires_at_ms: ch.expires_at_ms,
+        };
+        let node_id = req.verify(&challenge, now_ms, self.config.max_clock_skew_ms)?;
+        let node = self.store.renew(&ch.id, &node_id, &req.proof.body().public_key, now_ms, now_ms.saturating_add(self.config.enrollment_ttl_ms)).await?;
+        tracing::info!(node = %node.node_id, expires_at_ms = node.expires_at_ms, "enrollment renewed");
+        Ok(EnrollmentAccepted {
+            node_id: node.node_id,
+            org_id: Audience::new(&node.org_id)?,
+            audience: self.config.audience.clone(),
+            job_key: self.job_key.public(),
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            enrolled_at_ms: node.enrolled_at_ms,
+            expires_at_ms: node.expires_at_ms,
+        })
+    }
+
     // ---- heartbeats -----------------------------------------------------------------------
 
     /// Checks and stores a heartbeat: a signature that verifies for its node id, a clock within

@@ -344,3 +344,34 @@ async fn receipts_are_verified_stored_once_and_summed_per_model_and_day() {
     assert!(m.contains("b3iq_control_receipts_total{outcome=\"stored\"} 5"), "{m}");
     assert!(m.contains("b3iq_control_receipts_total{outcome=\"duplicate\"} 2"), "{m}");
 }
+
+#[tokio::test]
+async fn an_enrollment_renews_headlessly_before_it_ends_and_not_after() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let mut cfg = ControlConfig::new(Audience::new("cp-test").unwrap());
+    cfg.enrollment_ttl_ms = 60_000;
+    let cp = ControlPlane::new(store, cfg, NodeKey::from_seed([99; 32]));
+    let org = cp.create_org("acme", NOW).await.unwrap();
+    let (k1, k2) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+    enroll_all(&cp, &org.id, &[&k1, &k2]).await;
+    // Renewed 50 s in: a minute from then.
+    let t = NOW + 50_000;
+    let c = cp.challenge(t).await.unwrap();
+    let req = proof(&k1, &c, "cp-test", t);
+    let acc = cp.renew(&req, t).await.unwrap();
+    assert_eq!(acc.expires_at_ms, t + 60_000);
+    assert_eq!(acc.enrolled_at_ms, NOW, "the first enrollment time stays");
+    assert!(matches!(cp.renew(&req, t).await, Err(ControlError::Refused(Refusal::ChallengeUsed))), "a replayed nonce");
+    // A proof for another audience; a suspended node; an enrollment already over.
+    let c = cp.challenge(t).await.unwrap();
+    assert!(matches!(cp.renew(&proof(&k1, &c, "cp-evil", t), t).await, Err(ControlError::Invalid { .. })));
+    cp.set_node_status(&org.id, &k1.node_id(), NodeStatus::Suspended, "hold").await.unwrap();
+    let c = cp.challenge(t).await.unwrap();
+    assert_eq!(cp.renew(&proof(&k1, &c, "cp-test", t), t).await.unwrap_err().parts().2, "node_suspended");
+    let late = NOW + 60_000;
+    let c = cp.challenge(late).await.unwrap();
+    assert_eq!(cp.renew(&proof(&k2, &c, "cp-test", late), late).await.unwrap_err().parts().2, "enrollment_expired", "an expired node must enroll again");
+    let stranger = NodeKey::from_seed([3; 32]);
+    let c = cp.challenge(t).await.unwrap();
+    assert!(matches!(cp.renew(&proof(&stranger, &c, "cp-test", t), t).await, Err(ControlError::Refused(Refusal::UnknownNode))));
+}

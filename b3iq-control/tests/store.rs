@@ -148,6 +148,24 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     let ch7 = challenge(&s, 7, now).await;
     assert_eq!(refusal(s.enroll(&commit(ch7, "tok-4", &k1, now + 7)).await), Refusal::Revoked("stolen".into()));
 
+    // Renewal: uses a fresh challenge, extends an active enrollment, never shortens it, and
+    // refuses a revoked node, another key, or an unknown node.
+    let k4 = NodeKey::from_seed([4; 32]);
+    s.create_enrollment_token(&token("etk_r", "org_a", "tok-r", now + 100_000)).await.unwrap();
+    let chr = challenge(&s, 30, now).await;
+    let mut c4 = commit(chr, "tok-r", &k4, now);
+    c4.expires_at_ms = now + 100;
+    s.enroll(&c4).await.unwrap();
+    let chr = challenge(&s, 31, now).await;
+    assert_eq!(s.renew(&chr, &k4.node_id(), &k4.public(), now + 50, now + 5_000).await.unwrap().expires_at_ms, now + 5_000);
+    assert_eq!(refusal(s.renew(&chr, &k4.node_id(), &k4.public(), now + 51, now + 6_000).await), Refusal::ChallengeUsed);
+    let chr = challenge(&s, 32, now).await;
+    assert_eq!(s.renew(&chr, &k4.node_id(), &k4.public(), now + 52, now + 10).await.unwrap().expires_at_ms, now + 5_000, "never shortened");
+    let chr = challenge(&s, 33, now).await;
+    assert_eq!(refusal(s.renew(&chr, &k4.node_id(), &k1.public(), now + 53, now + 9_000).await), Refusal::UnknownNode, "another key");
+    let chr = challenge(&s, 34, now).await;
+    assert!(matches!(refusal(s.renew(&chr, &k1.node_id(), &k1.public(), now + 53, now + 9_000).await), Refusal::Revoked(_)));
+
     // An enrollment that ran out refuses heartbeats until renewed.
     let k3 = NodeKey::from_seed([3; 32]);
     let ch8 = challenge(&s, 8, now).await;
@@ -157,8 +175,8 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     s.record_heartbeat(&hb(k3.node_id(), 1, now + 9)).await.unwrap();
     assert_eq!(refusal(s.record_heartbeat(&hb(k3.node_id(), 2, now + 10)).await), Refusal::EnrollmentExpired);
     let listed: Vec<NodeId> = s.nodes("org_a").await.unwrap().into_iter().map(|n| n.node_id).collect();
-    assert_eq!(listed.len(), 2);
-    assert!(listed.contains(&k1.node_id()) && listed.contains(&k3.node_id()));
+    assert_eq!(listed.len(), 3);
+    assert!(listed.contains(&k1.node_id()) && listed.contains(&k3.node_id()) && listed.contains(&k4.node_id()));
     assert!(s.nodes("org_b").await.unwrap().is_empty());
 
     // Concurrency: one token, 8 nodes racing with their own challenges: exactly one enrolls.

@@ -29,8 +29,12 @@ struct Control {
 }
 
 async fn control(dir: &Path) -> Control {
+    control_with(dir, r#"{"heartbeat_interval_s": 1}"#).await
+}
+
+async fn control_with(dir: &Path, settings: &str) -> Control {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("control.json"), r#"{"heartbeat_interval_s": 1}"#).unwrap();
+    std::fs::write(dir.join("control.json"), settings).unwrap();
     let home = ControlHome::locate(Some(dir.to_path_buf())).unwrap();
     let (settings, cp) = home.open().await.unwrap();
     let tls = home.tls(&settings).unwrap();
@@ -437,4 +441,31 @@ impl Drop for KillOnDrop {
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
     tempdir(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_enrollment_renews_itself_and_the_node_stays_online() {
+    let dir = tempdir("renew");
+    let ctl = control_with(&dir.join("control"), r#"{"heartbeat_interval_s": 1, "enrollment_ttl_s": 6}"#).await;
+    let home = dir.join("node");
+    let _d = Daemon::start(&home);
+    let tok = ctl.token(&dir, "t").await;
+    let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &ctl.url, "--token-file", tok.to_str().unwrap(), "--ca-file", ctl.ca.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let first = status(&home)["managed"]["expires_at_ms"].as_u64().unwrap();
+    let id = NodeId::parse(status(&home)["node_id"].as_str().unwrap()).unwrap();
+    // Well past the first 6-second term: renewed (headlessly, no token), still online.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let st = status(&home);
+    let now_exp = st["managed"]["expires_at_ms"].as_u64().unwrap();
+    assert!(now_exp > first + 3_000, "renewed: {first} -> {now_exp}");
+    assert_eq!(st["managed"]["last_heartbeat"]["outcome"], "accepted", "{st}");
+    let view = ctl.cp.node(&ctl.org, &id, b3iq_host::context::unix_now_ms()).await.unwrap();
+    assert_eq!(view.presence, "online");
+    assert_eq!(view.node.expires_at_ms, now_exp);
+    let renewals: i64 = rusqlite::Connection::open(home.join("state.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM audit_events WHERE action = 'managed.renew'", [], |r| r.get(0))
+        .unwrap();
+    assert!(renewals >= 2, "audited renewals: {renewals}");
 }

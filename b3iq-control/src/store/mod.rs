@@ -372,6 +372,11 @@ pub trait ControlStore: Send + Sync + 'static {
     /// is refused). Returns the node.
     async fn enroll(&self, c: &EnrollCommit) -> Result<NodeRow>;
 
+    /// In one transaction: uses the challenge and extends an active, unexpired enrollment of
+    /// `node` (whose key must be `key`) to `expires_at_ms`. A suspended, revoked, expired or
+    /// unknown node is refused (an expired one must enroll again with a token).
+    async fn renew(&self, challenge_id: &[u8; 16], node: &NodeId, key: &NodePublicKey, now_ms: u64, expires_at_ms: u64) -> Result<NodeRow>;
+
     /// A node.
     async fn node(&self, id: &NodeId) -> Result<Option<NodeRow>>;
     /// The nodes of an organisation, by enrollment time.

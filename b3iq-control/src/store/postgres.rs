@@ -444,6 +444,36 @@ impl ControlStore for PostgresStore {
         Ok(node)
     }
 
+    async fn renew(&self, challenge_id: &[u8; 16], node: &NodeId, key: &NodePublicKey, now_ms: u64, expires_at_ms: u64) -> Result<NodeRow> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("renew"))?;
+        let now = ms(now_ms);
+        let used = tx
+            .execute("UPDATE challenges SET used_at_ms = $2 WHERE id = $1 AND used_at_ms IS NULL AND expires_at_ms > $2", &[&challenge_id.as_slice(), &now])
+            .await
+            .map_err(db("use challenge"))?;
+        if used != 1 {
+            return Err(Refusal::ChallengeUsed.into());
+        }
+        let id = node.to_text();
+        let refusal = match get_node(&tx, &id, true).await? {
+            None => Some(Refusal::UnknownNode),
+            Some(n) if n.public_key != *key => Some(Refusal::UnknownNode),
+            Some(n) if n.status == NodeStatus::Revoked => Some(Refusal::Revoked(n.status_reason)),
+            Some(n) if n.status == NodeStatus::Suspended => Some(Refusal::Suspended(n.status_reason)),
+            Some(n) if n.expires_at_ms <= now_ms => Some(Refusal::EnrollmentExpired),
+            Some(_) => None,
+        };
+        if let Some(r) = refusal {
+            tx.commit().await.map_err(db("renew"))?;
+            return Err(r.into());
+        }
+        tx.execute("UPDATE nodes SET expires_at_ms = GREATEST(expires_at_ms, $2) WHERE node_id = $1", &[&id, &ms(expires_at_ms)]).await.map_err(db("renew"))?;
+        let n = get_node(&tx, &id, false).await?.ok_or_else(|| ControlError::Store("renewed node vanished".into()))?;
+        tx.commit().await.map_err(db("renew"))?;
+        Ok(n)
+    }
+
     async fn node(&self, id: &NodeId) -> Result<Option<NodeRow>> {
         let c = self.client().await?;
         get_node(&c, &id.to_text(), false).await

@@ -539,6 +539,36 @@ impl ControlStore for SqliteStore {
         .await
     }
 
+    async fn renew(&self, challenge_id: &[u8; 16], node: &NodeId, key: &NodePublicKey, now_ms: u64, expires_at_ms: u64) -> Result<NodeRow> {
+        let (ch, id, key) = (*challenge_id, node.to_text(), key.to_hex());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("renew"))?;
+            let used = tx
+                .execute("UPDATE challenges SET used_at_ms = ?2 WHERE id = ?1 AND used_at_ms IS NULL AND expires_at_ms > ?2", params![ch.as_slice(), ms(now_ms)])
+                .map_err(db("use challenge"))?;
+            if used != 1 {
+                return Err(Refusal::ChallengeUsed.into());
+            }
+            let refusal = match get_node(&tx, &id)? {
+                None => Some(Refusal::UnknownNode),
+                Some(n) if n.public_key.to_hex() != key => Some(Refusal::UnknownNode),
+                Some(n) if n.status == NodeStatus::Revoked => Some(Refusal::Revoked(n.status_reason)),
+                Some(n) if n.status == NodeStatus::Suspended => Some(Refusal::Suspended(n.status_reason)),
+                Some(n) if n.expires_at_ms <= now_ms => Some(Refusal::EnrollmentExpired),
+                Some(_) => None,
+            };
+            if let Some(r) = refusal {
+                tx.commit().map_err(db("renew"))?;
+                return Err(r.into());
+            }
+            tx.execute("UPDATE nodes SET expires_at_ms = MAX(expires_at_ms, ?2) WHERE node_id = ?1", params![id, ms(expires_at_ms)]).map_err(db("renew"))?;
+            let n = get_node(&tx, &id)?.ok_or_else(|| ControlError::Store("renewed node vanished".into()))?;
+            tx.commit().map_err(db("renew"))?;
+            Ok(n)
+        })
+        .await
+    }
+
     async fn node(&self, id: &NodeId) -> Result<Option<NodeRow>> {
         let id = id.to_text();
         self.run(move |c| get_node(c, &id)).await

@@ -270,6 +270,44 @@ pub async fn enroll(db: &Db, key: &NodeKey, control_url: &str, token: &str, ca_p
     Ok(e)
 }
 
+/// How long before the enrollment ends the node renews it: a third of its lifetime, at most
+/// 7 days.
+pub fn renew_before_ms(e: &Enrollment) -> u64 {
+    (e.expires_at_ms.saturating_sub(e.enrolled_at_ms) / 3).min(7 * 24 * 3_600_000)
+}
+
+/// Renews the enrollment headlessly: a proof over a fresh challenge (no token), then the new
+/// expiry is persisted. Audited.
+///
+/// # Errors
+/// `ControlPlane` with the control plane's reason (suspended, revoked, expired: enroll again)
+/// or the transport's; `Db`.
+pub async fn renew(db: &Db, key: &NodeKey, e: &Enrollment, c: &reqwest::Client) -> Result<Enrollment> {
+    let challenge: EnrollmentChallenge = post(c, &format!("{}/v1/node/enroll/challenge", e.control_url), None, &serde_json::json!({}), None).await?;
+    if challenge.audience.as_str() != e.audience {
+        return Err(HostError::ControlPlane(format!("the control plane now calls itself {}, not {}; not renewed", challenge.audience.as_str(), e.audience)));
+    }
+    let proof = key.sign_object(EnrollmentProof {
+        node_id: key.node_id(),
+        public_key: key.public(),
+        audience: e.audience.clone(),
+        nonce: challenge.nonce,
+        signed_at_ms: unix_now_ms(),
+    })?;
+    let req = EnrollmentRequest { challenge_id: challenge.challenge_id, proof };
+    let acc: EnrollmentAccepted = post(c, &format!("{}/v1/node/enroll/renew", e.control_url), None, &req, None).await?;
+    if acc.node_id != key.node_id() || acc.job_key != e.job_key {
+        return Err(HostError::ControlPlane("the renewal names another node or job key; not renewed".into()));
+    }
+    let mut renewed = e.clone();
+    renewed.expires_at_ms = acc.expires_at_ms;
+    renewed.heartbeat_interval_ms = acc.heartbeat_interval_ms.clamp(1_000, 3_600_000);
+    let json = serde_json::to_string(&renewed).map_err(|x| HostError::Internal(x.to_string()))?;
+    managed_sql::put_enrollment(db, &json)?;
+    db.audit(unix_now(), "system", "managed.renew", &e.audience, "ok", &format!("expires_at_ms={}", acc.expires_at_ms));
+    Ok(renewed)
+}
+
 /// Leaves managed mode: the enrollment and the control plane's trust root are forgotten and the
 /// mode is `local`. Returns the enrollment that ended (`None` when not enrolled).
 ///
@@ -400,6 +438,11 @@ pub async fn run_heartbeats(state: Arc<NodeState>, mut stop: tokio::sync::watch:
                     // Receipts go out on the heartbeat's cadence, from the durable outbox.
                     Ok(_) => upload_receipts(&state, &e, &c).await.map(|_| ()),
                     Err(x) => Err(x),
+                };
+                // Renew headlessly once the enrollment nears its end.
+                let beat = match beat {
+                    Ok(()) if e.expires_at_ms.saturating_sub(unix_now_ms()) < renew_before_ms(&e) => renew(&state.db, &state.key, &e, &c).await.map(|_| ()),
+                    other => other,
                 };
                 match beat {
                     Ok(()) => {
