@@ -604,6 +604,12 @@ impl GgufInfo {
             .checked_add(alignment - 1)
             .map(|p| p / alignment * alignment)
             .ok_or(GgufError::Truncated { offset: r.pos, needed: alignment, file_size })?;
+        // The data section must start inside the file: a header that runs up to (or past) the
+        // end leaves no room for any tensor, even an empty one (found by the gguf_header fuzz
+        // target: zero-sized tensors passed the range check with data_offset > file_size).
+        if data_offset > file_size && !tensors.is_empty() {
+            return Err(GgufError::Truncated { offset: r.pos, needed: data_offset - r.pos, file_size });
+        }
         let data_len = file_size.saturating_sub(data_offset);
         let mut parameter_count: u64 = 0;
         let mut tensor_bytes: u64 = 0;
@@ -725,5 +731,29 @@ mod tests {
         b.extend(u64::MAX.to_le_bytes());
         b.extend([0u8; 16]);
         assert!(matches!(GgufInfo::parse(&b), Err(GgufError::LimitExceeded { .. })));
+    }
+}
+
+/// Replays the `gguf_header` fuzz corpus (fuzz/corpus/gguf_header/, crash reproducers
+/// included) with the fuzz target's invariants, so a fixed crash stays fixed.
+#[cfg(test)]
+mod fuzz_corpus {
+    use super::*;
+
+    #[test]
+    fn replay_gguf_header_corpus() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf_header");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let data = std::fs::read(e.path()).unwrap();
+            if let Ok(info) = GgufInfo::parse(&data) {
+                assert_eq!(info.tensors.len() as u64, info.tensor_count);
+                assert!(info.data_offset <= info.file_size || info.tensors.is_empty(), "{}", e.path().display());
+            }
+            n += 1;
+        }
+        assert!(n >= 3, "the corpus has its seeds");
+        let crash = std::fs::read(dir.join("regression-data-offset-past-end")).unwrap();
+        assert!(matches!(GgufInfo::parse(&crash), Err(GgufError::Truncated { .. })));
     }
 }
