@@ -392,8 +392,9 @@ impl ControlPlane {
         r
     }
 
-    async fn enroll_inner(&self, token: &str, req: &EnrollmentRequest, now_ms: u64) -> Result<EnrollmentAccepted> {
-        let cred = Credential::parse_kind(token, CredentialKind::Enrollment).map_err(|e| ControlError::Unauthorized(format!("enrollment token: {e}")))?;
+    /// The live challenge a proof answers, and the node it proves (signature, key derives the
+    /// node id, audience, nonce, signing time): the check shared by enrollment and renewal.
+    async fn verify_proof(&self, req: &EnrollmentRequest, now_ms: u64) -> Result<(ChallengeRow, NodeId)> {
         let Some(ch) = self.store.live_challenge(&req.challenge_id.0, now_ms).await? else {
             return Err(Refusal::ChallengeUsed.into());
         };
@@ -405,6 +406,25 @@ impl ControlPlane {
             expires_at_ms: ch.expires_at_ms,
         };
         let node_id = req.verify(&challenge, now_ms, self.config.max_clock_skew_ms)?;
+        Ok((ch, node_id))
+    }
+
+    /// The answer to an accepted enrollment or renewal.
+    fn accepted(&self, node: &NodeRow) -> Result<EnrollmentAccepted> {
+        Ok(EnrollmentAccepted {
+            node_id: node.node_id,
+            org_id: Audience::new(&node.org_id)?,
+            audience: self.config.audience.clone(),
+            job_key: self.job_key.public(),
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            enrolled_at_ms: node.enrolled_at_ms,
+            expires_at_ms: node.expires_at_ms,
+        })
+    }
+
+    async fn enroll_inner(&self, token: &str, req: &EnrollmentRequest, now_ms: u64) -> Result<EnrollmentAccepted> {
+        let cred = Credential::parse_kind(token, CredentialKind::Enrollment).map_err(|e| ControlError::Unauthorized(format!("enrollment token: {e}")))?;
+        let (ch, node_id) = self.verify_proof(req, now_ms).await?;
         let expires_at_ms = now_ms.saturating_add(self.config.enrollment_ttl_ms);
         let node = self
             .store
@@ -418,15 +438,7 @@ impl ControlPlane {
             })
             .await?;
         tracing::info!(node = %node.node_id, org = %node.org_id, "node enrolled");
-        Ok(EnrollmentAccepted {
-            node_id: node.node_id,
-            org_id: Audience::new(&node.org_id)?,
-            audience: self.config.audience.clone(),
-            job_key: self.job_key.public(),
-            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
-            enrolled_at_ms: node.enrolled_at_ms,
-            expires_at_ms: node.expires_at_ms,
-        })
+        self.accepted(&node)
     }
 
     /// Headless renewal before the enrollment ends: a proof over a fresh challenge (as at
@@ -437,28 +449,10 @@ impl ControlPlane {
     /// `Invalid` for a proof that does not verify; `Refused` for a used or expired challenge,
     /// or a suspended, revoked, expired or unknown node (an expired one must enroll again).
     pub async fn renew(&self, req: &EnrollmentRequest, now_ms: u64) -> Result<EnrollmentAccepted> {
-        let Some(ch) = self.store.live_challenge(&req.challenge_id.0, now_ms).await? else {
-            return Err(Refusal::ChallengeUsed.into());
-        };
-        let challenge = EnrollmentChallenge {
-            challenge_id: ChallengeId(ch.id),
-            audience: self.config.audience.clone(),
-            nonce: Nonce(ch.nonce),
-            issued_at_ms: ch.issued_at_ms,
-            expires_at_ms: ch.expires_at_ms,
-        };
-        let node_id = req.verify(&challenge, now_ms, self.config.max_clock_skew_ms)?;
+        let (ch, node_id) = self.verify_proof(req, now_ms).await?;
         let node = self.store.renew(&ch.id, &node_id, &req.proof.body().public_key, now_ms, now_ms.saturating_add(self.config.enrollment_ttl_ms)).await?;
         tracing::info!(node = %node.node_id, expires_at_ms = node.expires_at_ms, "enrollment renewed");
-        Ok(EnrollmentAccepted {
-            node_id: node.node_id,
-            org_id: Audience::new(&node.org_id)?,
-            audience: self.config.audience.clone(),
-            job_key: self.job_key.public(),
-            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
-            enrolled_at_ms: node.enrolled_at_ms,
-            expires_at_ms: node.expires_at_ms,
-        })
+        self.accepted(&node)
     }
 
     // ---- heartbeats -----------------------------------------------------------------------

@@ -220,6 +220,21 @@ fn describe(e: &reqwest::Error) -> String {
     s
 }
 
+/// Proof of possession, shared by enrollment and renewal: asks `base` for a one-time challenge
+/// and signs an `EnrollmentProof` over its nonce and audience with the node key.
+async fn prove(c: &reqwest::Client, base: &str, key: &NodeKey) -> Result<(EnrollmentChallenge, EnrollmentRequest)> {
+    let challenge: EnrollmentChallenge = post(c, &format!("{base}/v1/node/enroll/challenge"), None, &serde_json::json!({}), None).await?;
+    let proof = key.sign_object(EnrollmentProof {
+        node_id: key.node_id(),
+        public_key: key.public(),
+        audience: challenge.audience.as_str().to_string(),
+        nonce: challenge.nonce,
+        signed_at_ms: unix_now_ms(),
+    })?;
+    let req = EnrollmentRequest { challenge_id: challenge.challenge_id, proof };
+    Ok((challenge, req))
+}
+
 /// Enrolls the node in the control plane at `control_url` with a single-use `token`, trusting
 /// `ca_pem` for its TLS (else the built-in roots). On success the enrollment is persisted, the
 /// control plane's job key is pinned as a `Remote` trust root, and the mode is `managed`;
@@ -237,15 +252,7 @@ pub async fn enroll(db: &Db, key: &NodeKey, control_url: &str, token: &str, ca_p
         return Err(HostError::ModeNotAvailable(format!("already enrolled with {} ({}); run `b3iqd unenroll` first", e.audience, e.control_url)));
     }
     let c = client(ca_pem)?;
-    let challenge: EnrollmentChallenge = post(&c, &format!("{base}/v1/node/enroll/challenge"), None, &serde_json::json!({}), None).await?;
-    let proof = key.sign_object(EnrollmentProof {
-        node_id: key.node_id(),
-        public_key: key.public(),
-        audience: challenge.audience.as_str().to_string(),
-        nonce: challenge.nonce,
-        signed_at_ms: unix_now_ms(),
-    })?;
-    let req = EnrollmentRequest { challenge_id: challenge.challenge_id, proof };
+    let (challenge, req) = prove(&c, &base, key).await?;
     let acc: EnrollmentAccepted = post(&c, &format!("{base}/v1/node/enroll"), Some(token.trim()), &req, None).await?;
     if acc.node_id != key.node_id() || acc.audience != challenge.audience {
         return Err(HostError::ControlPlane("the answer names another node or control plane; not enrolled".into()));
@@ -283,18 +290,10 @@ pub fn renew_before_ms(e: &Enrollment) -> u64 {
 /// `ControlPlane` with the control plane's reason (suspended, revoked, expired: enroll again)
 /// or the transport's; `Db`.
 pub async fn renew(db: &Db, key: &NodeKey, e: &Enrollment, c: &reqwest::Client) -> Result<Enrollment> {
-    let challenge: EnrollmentChallenge = post(c, &format!("{}/v1/node/enroll/challenge", e.control_url), None, &serde_json::json!({}), None).await?;
+    let (challenge, req) = prove(c, &e.control_url, key).await?;
     if challenge.audience.as_str() != e.audience {
         return Err(HostError::ControlPlane(format!("the control plane now calls itself {}, not {}; not renewed", challenge.audience.as_str(), e.audience)));
     }
-    let proof = key.sign_object(EnrollmentProof {
-        node_id: key.node_id(),
-        public_key: key.public(),
-        audience: e.audience.clone(),
-        nonce: challenge.nonce,
-        signed_at_ms: unix_now_ms(),
-    })?;
-    let req = EnrollmentRequest { challenge_id: challenge.challenge_id, proof };
     let acc: EnrollmentAccepted = post(c, &format!("{}/v1/node/enroll/renew", e.control_url), None, &req, None).await?;
     if acc.node_id != key.node_id() || acc.job_key != e.job_key {
         return Err(HostError::ControlPlane("the renewal names another node or job key; not renewed".into()));
