@@ -302,7 +302,9 @@ pub async fn renew(db: &Db, key: &NodeKey, e: &Enrollment, c: &reqwest::Client) 
     renewed.expires_at_ms = acc.expires_at_ms;
     renewed.heartbeat_interval_ms = acc.heartbeat_interval_ms.clamp(1_000, 3_600_000);
     let json = serde_json::to_string(&renewed).map_err(|x| HostError::Internal(x.to_string()))?;
-    managed_sql::put_enrollment(db, &json)?;
+    // Only the term changes: the last heartbeat's outcome stays (put_enrollment, for a new
+    // enrollment, forgets it).
+    db.meta_set(META_ENROLLMENT, &json)?;
     db.audit(unix_now(), "system", "managed.renew", &e.audience, "ok", &format!("expires_at_ms={}", acc.expires_at_ms));
     Ok(renewed)
 }
