@@ -3,7 +3,8 @@
 //! | file | what |
 //! |---|---|
 //! | `control.json` | settings ([`ControlSettings`]); made with defaults on first start |
-//! | `job-key` | the Ed25519 job-signing key (b3iq-core key file, mode 0600); nodes pin its public half |
+//! | `job-key` | the first Ed25519 job-signing key (b3iq-core key file, mode 0600); nodes pin its public half |
+//! | `job-keys/` | keys made by rotations, `<public key hex>.key` (see [`crate::keys`]) |
 //! | `control.db` | the SQLite store (when `store` is `sqlite`) |
 //! | `tls/` | the self-signed certificate (`tls` = `self-signed`) |
 //!
@@ -211,7 +212,9 @@ impl ControlHome {
         let mut cfg = ControlConfig::new(Audience::new(&s.audience)?);
         cfg.heartbeat_interval_ms = s.heartbeat_interval_s.saturating_mul(1000);
         cfg.enrollment_ttl_ms = s.enrollment_ttl_s.saturating_mul(1000);
-        Ok((s, Arc::new(ControlPlane::new(store, cfg, key))))
+        let first = key.public();
+        let ring = crate::keys::JobKeyRing::open(&self.root, key)?;
+        Ok((s, Arc::new(ControlPlane::with_keys(store, cfg, ring, first))))
     }
 }
 

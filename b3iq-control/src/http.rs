@@ -117,14 +117,14 @@ async fn metrics(State(cp): State<Arc<ControlPlane>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], cp.metrics.render()).into_response()
 }
 
-async fn info(State(cp): State<Arc<ControlPlane>>) -> axum::Json<Value> {
+async fn info(State(cp): State<Arc<ControlPlane>>) -> Result<axum::Json<Value>> {
     let c = cp.config();
-    axum::Json(json!({
+    Ok(axum::Json(json!({
         "audience": c.audience,
-        "job_key": cp.job_public_key(),
+        "job_key": cp.job_public_key().await?,
         "heartbeat_interval_ms": c.heartbeat_interval_ms,
         "store": cp.store().backend(),
-    }))
+    })))
 }
 
 async fn challenge(State(cp): State<Arc<ControlPlane>>) -> Result<Response> {

@@ -8,6 +8,7 @@
 //! | [`store`] | [`store::ControlStore`] and its SQLite and Postgres backends (all SQL) |
 //! | [`plane`] | [`plane::ControlPlane`]: enrollment by proof of possession, heartbeats, operators, tokens, node status |
 //! | [`http`] | the HTTPS API (axum) |
+//! | [`keys`] | [`keys::JobKeyRing`]: the job-signing secrets, and how a rotation keeps them |
 //! | [`home`] | the home directory: `control.json`, the job-signing key, TLS, opening the store |
 //!
 //! The daemon `b3iq-control` (apps/b3iq-control) is a thin shell over this crate. The node side
@@ -18,6 +19,7 @@
 pub mod error;
 pub mod home;
 pub mod http;
+pub mod keys;
 pub mod plane;
 pub mod store;
 

@@ -10,11 +10,12 @@ use b3iq_core::digest::Sha256Digest;
 use b3iq_core::enrollment::Nonce;
 use b3iq_core::{NodeId, NodeKey};
 use b3iq_core::job::{Job, JobId, JobKind, SignedJob};
-use b3iq_protocol::messages::{Audience, ChallengeId, EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, JobPoll, JobPollResponse, JobResultAck, JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_JOBS_PER_POLL};
+use b3iq_protocol::messages::{Audience, ChallengeId, EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, JobPoll, JobOutcome, JobPollResponse, JobResultAck, JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_JOBS_PER_POLL};
 use rand::RngCore;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{ControlError, Result};
+use crate::keys::JobKeyRing;
 use crate::store::{ChallengeRow, ControlStore, EnrollCommit, EnrollmentTokenRow, HeartbeatCommit, JobRow, JobSigner, NodeRow, NodeStatus, Operator, Org, ReceiptRow, Refusal};
 
 /// Tunables, with the defaults of [`ControlConfig::new`].
@@ -178,11 +179,41 @@ pub struct NodeView {
     pub presence: &'static str,
 }
 
+/// A job key as operators see it (`b3iq-control admin job-keys`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JobKeyView {
+    /// Its public key.
+    pub public_key: b3iq_core::NodePublicKey,
+    /// When it was made, unix ms.
+    pub created_at_ms: u64,
+    /// New enrollments pin it.
+    pub current: bool,
+    /// Active nodes that still pin it though it is not current.
+    pub pinned_by_lagging_nodes: u64,
+    /// Active nodes with a rotation to it pending.
+    pub rotating_to: u64,
+    /// This process holds its secret.
+    pub held_here: bool,
+}
+
+/// What a rotation queued.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RotationReport {
+    /// The current job key.
+    pub job_key: b3iq_core::NodePublicKey,
+    /// `rotate_issuer_key` jobs queued.
+    pub queued: u64,
+    /// The queued jobs.
+    pub nodes: Vec<JobView>,
+}
+
 /// The control plane.
 pub struct ControlPlane {
     store: Arc<dyn ControlStore>,
     config: ControlConfig,
-    job_key: NodeKey,
+    keys: JobKeyRing,
+    /// The key adopted as the first job key when the store has none.
+    first_key: b3iq_core::NodePublicKey,
     hash_slots: Semaphore,
     /// Per-node wake-ups for long-polls (a queued job notifies its node's waiters).
     waiters: std::sync::Mutex<std::collections::HashMap<NodeId, Arc<Notify>>>,
@@ -224,9 +255,25 @@ fn check_org_name(name: &str) -> Result<()> {
 }
 
 impl ControlPlane {
-    /// A control plane over `store`, signing jobs with `job_key`.
+    /// A control plane over `store`, signing jobs with `job_key` (held in memory; the first
+    /// job key when the store has none yet).
     pub fn new(store: Arc<dyn ControlStore>, config: ControlConfig, job_key: NodeKey) -> ControlPlane {
-        ControlPlane { store, config, job_key, hash_slots: Semaphore::new(MAX_CONCURRENT_PASSWORD_HASHES), waiters: Default::default(), metrics: Metrics::default() }
+        let first = job_key.public();
+        Self::with_keys(store, config, JobKeyRing::in_memory([job_key]), first)
+    }
+
+    /// A control plane over `store` with the job keys of `keys`; `first` is adopted as the first
+    /// job key when the store has none yet (its secret must be in `keys`).
+    pub fn with_keys(store: Arc<dyn ControlStore>, config: ControlConfig, keys: JobKeyRing, first: b3iq_core::NodePublicKey) -> ControlPlane {
+        ControlPlane {
+            store,
+            config,
+            keys,
+            first_key: first,
+            hash_slots: Semaphore::new(MAX_CONCURRENT_PASSWORD_HASHES),
+            waiters: Default::default(),
+            metrics: Metrics::default(),
+        }
     }
 
     /// The configuration.
@@ -239,9 +286,73 @@ impl ControlPlane {
         &self.store
     }
 
-    /// The job-signing public key nodes pin.
-    pub fn job_public_key(&self) -> b3iq_core::NodePublicKey {
-        self.job_key.public()
+    /// The current job-signing public key: the one new enrollments pin (the newest in the
+    /// store; on a store without one, the first key is adopted).
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn job_public_key(&self) -> Result<b3iq_core::NodePublicKey> {
+        if let Some(k) = self.store.job_keys().await?.last() {
+            return Ok(k.public_key);
+        }
+        self.store.adopt_job_key(&self.first_key, b3iq_host::context::unix_now_ms()).await?;
+        self.store.job_keys().await?.last().map(|k| k.public_key).ok_or_else(|| ControlError::Store("no job key after adopting one".into()))
+    }
+
+    /// Every job key with the number of nodes pinning it and rotating to it.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn job_keys(&self, now_ms: u64) -> Result<Vec<JobKeyView>> {
+        let current = self.job_public_key().await?;
+        let keys = self.store.job_keys().await?;
+        let lagging = self.store.nodes_not_pinning(&current, now_ms).await?;
+        Ok(keys
+            .into_iter()
+            .map(|k| JobKeyView {
+                current: k.public_key == current,
+                pinned_by_lagging_nodes: lagging.iter().filter(|n| n.job_key == Some(k.public_key)).count() as u64,
+                rotating_to: lagging.iter().filter(|n| n.job_key_next == Some(k.public_key)).count() as u64,
+                held_here: self.keys.get(&k.public_key).is_ok(),
+                public_key: k.public_key,
+                created_at_ms: k.created_at_ms,
+            })
+            .collect())
+    }
+
+    /// Rotates the job key: makes a new key (kept in the home before it is used), records it
+    /// as current (new enrollments pin it), then [`ControlPlane::resend_rotations`].
+    ///
+    /// # Errors
+    /// `Config` when the key cannot be written or an old key's secret is missing; `Store`.
+    pub async fn rotate_job_key(&self, now_ms: u64) -> Result<RotationReport> {
+        self.job_public_key().await?;
+        let new = self.keys.generate()?;
+        self.store.add_job_key(&new.public(), now_ms).await?;
+        tracing::info!(key = %new.public().to_hex(), "job key rotated");
+        self.resend_rotations(now_ms).await
+    }
+
+    /// For every active, unexpired node that does not pin the current key: queues a
+    /// `rotate_issuer_key` job to it, signed by the key the node pins (valid b3iq-core's
+    /// 24 h), and signs that node's later jobs with the new key. A node offline past the
+    /// job's expiry needs this again (`b3iq-control admin rotate-job-key --resend`).
+    ///
+    /// # Errors
+    /// `Config` when a pinned key's secret is missing here; `Store`.
+    pub async fn resend_rotations(&self, now_ms: u64) -> Result<RotationReport> {
+        let current = self.job_public_key().await?;
+        let nodes = self.store.nodes_not_pinning(&current, now_ms).await?;
+        let mut report = RotationReport { job_key: current, queued: 0, nodes: Vec::new() };
+        for n in nodes {
+            let Some(pinned) = n.job_key else { continue };
+            let kind = JobKind::RotateIssuerKey { new_issuer: current };
+            let row = self.queue_signed(&n, pinned, "control-plane", kind, b3iq_core::job::MAX_JOB_VALIDITY_MS, now_ms).await?;
+            self.store.set_job_key_next(&n.node_id, Some(&current)).await?;
+            report.queued += 1;
+            report.nodes.push(JobView::from(row));
+        }
+        Ok(report)
     }
 
     // ---- organisations, operators, tokens -------------------------------------------------
@@ -409,13 +520,13 @@ impl ControlPlane {
         Ok((ch, node_id))
     }
 
-    /// The answer to an accepted enrollment or renewal.
-    fn accepted(&self, node: &NodeRow) -> Result<EnrollmentAccepted> {
+    /// The answer to an accepted enrollment or renewal, naming the job key the node pins.
+    fn accepted(&self, node: &NodeRow, job_key: b3iq_core::NodePublicKey) -> Result<EnrollmentAccepted> {
         Ok(EnrollmentAccepted {
             node_id: node.node_id,
             org_id: Audience::new(&node.org_id)?,
             audience: self.config.audience.clone(),
-            job_key: self.job_key.public(),
+            job_key: node.job_key.unwrap_or(job_key),
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
             enrolled_at_ms: node.enrolled_at_ms,
             expires_at_ms: node.expires_at_ms,
@@ -426,6 +537,7 @@ impl ControlPlane {
         let cred = Credential::parse_kind(token, CredentialKind::Enrollment).map_err(|e| ControlError::Unauthorized(format!("enrollment token: {e}")))?;
         let (ch, node_id) = self.verify_proof(req, now_ms).await?;
         let expires_at_ms = now_ms.saturating_add(self.config.enrollment_ttl_ms);
+        let job_key = self.job_public_key().await?;
         let node = self
             .store
             .enroll(&EnrollCommit {
@@ -435,10 +547,11 @@ impl ControlPlane {
                 public_key: req.proof.body().public_key,
                 now_ms,
                 expires_at_ms,
+                job_key,
             })
             .await?;
         tracing::info!(node = %node.node_id, org = %node.org_id, "node enrolled");
-        self.accepted(&node)
+        self.accepted(&node, job_key)
     }
 
     /// Headless renewal before the enrollment ends: a proof over a fresh challenge (as at
@@ -452,7 +565,8 @@ impl ControlPlane {
         let (ch, node_id) = self.verify_proof(req, now_ms).await?;
         let node = self.store.renew(&ch.id, &node_id, &req.proof.body().public_key, now_ms, now_ms.saturating_add(self.config.enrollment_ttl_ms)).await?;
         tracing::info!(node = %node.node_id, expires_at_ms = node.expires_at_ms, "enrollment renewed");
-        self.accepted(&node)
+        let current = self.job_public_key().await?;
+        self.accepted(&node, current)
     }
 
     // ---- heartbeats -----------------------------------------------------------------------
@@ -585,15 +699,28 @@ impl ControlPlane {
         if ttl == 0 || ttl > b3iq_core::job::MAX_JOB_VALIDITY_MS {
             return Err(ControlError::Invalid { field: "ttl", reason: format!("{ttl} ms; use 1 ms to {} ms", b3iq_core::job::MAX_JOB_VALIDITY_MS) });
         }
-        let key = self.job_key.clone();
-        let (org, by, node) = (node.org_id.clone(), op.username.clone(), *node_id);
+        // Signed with the key the node will pin when it runs the job: the one a pending
+        // rotation moves it to, else the one it pins.
+        let signer = match node.job_key_next.or(node.job_key) {
+            Some(k) => k,
+            None => self.job_public_key().await?,
+        };
+        let row = self.queue_signed(&node, signer, &op.username, kind, ttl, now_ms).await?;
+        Ok(JobView::from(row))
+    }
+
+    /// Signs `kind` for `node` with the secret of `signer` and queues it under the next job
+    /// sequence, then wakes the node's long-poll.
+    async fn queue_signed(&self, node: &NodeRow, signer: b3iq_core::NodePublicKey, by: &str, kind: JobKind, ttl: u64, now_ms: u64) -> Result<JobRow> {
+        let key = self.keys.get(&signer)?;
+        let (org, by, node_id) = (node.org_id.clone(), by.to_string(), node.node_id);
         let sign: JobSigner = Box::new(move |sequence| {
-            let job = Job { job_id: JobId(random()), audience: node, issuer: key.public(), issued_at_ms: now_ms, expires_at_ms: now_ms + ttl, sequence, kind };
+            let job = Job { job_id: JobId(random()), audience: node_id, issuer: key.public(), issued_at_ms: now_ms, expires_at_ms: now_ms + ttl, sequence, kind };
             let name = job.kind.name().to_string();
             let signed = key.sign_object(job).map_err(|e| ControlError::Invalid { field: "kind", reason: e.to_string() })?;
             Ok(JobRow {
                 job_id: signed.body().job_id.0,
-                node_id: node,
+                node_id,
                 org_id: org,
                 sequence,
                 kind: name,
@@ -609,9 +736,9 @@ impl ControlPlane {
             })
         });
         let row = self.store.queue_job(sign).await?;
-        self.notifier(node_id).notify_waiters();
+        self.notifier(&node_id).notify_waiters();
         tracing::info!(node = %node_id, job = %hex::encode(row.job_id), kind = %row.kind, sequence = row.sequence, "job queued");
-        Ok(JobView::from(row))
+        Ok(row)
     }
 
     /// A node's long-poll: checks the signed poll (key derives the node id, signature, clock
@@ -663,7 +790,28 @@ impl ControlPlane {
         let result = serde_json::to_value(&r.result).map_err(|e| ControlError::store("result json", e))?;
         let stored = self.store.finish_job(&node, &r.job_id.0, r.outcome.as_str(), r.code.as_ref().map(|c| c.as_str()), &result, now_ms).await?;
         tracing::info!(node = %node, job = %r.job_id.to_hex(), outcome = r.outcome.as_str(), stored, "job result");
+        if stored {
+            self.rotation_reported(&node, r).await?;
+        }
         Ok(JobResultAck { job_id: r.job_id, stored })
+    }
+
+    /// After a stored report of a `rotate_issuer_key` job: a success moves the node's pinned key
+    /// to the job's new key (only from the job's signer, so a late report changes nothing); any
+    /// other outcome sends its later jobs back to the key it still pins.
+    async fn rotation_reported(&self, node: &NodeId, r: &JobResultReport) -> Result<()> {
+        let Some(row) = self.store.job(node, &r.job_id.0).await? else { return Ok(()) };
+        let Ok(signed) = SignedJob::decode(&row.envelope) else { return Ok(()) };
+        let JobKind::RotateIssuerKey { new_issuer } = signed.body().kind else { return Ok(()) };
+        let old = signed.body().issuer;
+        if r.outcome == JobOutcome::Succeeded {
+            let applied = self.store.confirm_job_key(node, &old, &new_issuer).await?;
+            tracing::info!(node = %node, key = %new_issuer.to_hex(), applied, "node pins the new job key");
+        } else {
+            self.store.abandon_job_key_next(node, &new_issuer).await?;
+            tracing::warn!(node = %node, outcome = r.outcome.as_str(), "job key rotation failed on the node; its jobs stay signed with the key it pins");
+        }
+        Ok(())
     }
 
     /// A node's jobs (newest first) for an operator of its organisation.

@@ -56,6 +56,17 @@ fn heartbeat(key: &NodeKey, seq: u64, at: u64) -> HeartbeatRequest {
     }
 }
 
+/// A plane with organisation `acme`, its operator `alice`, and two enrolled nodes.
+async fn acme_with_two_nodes() -> (ControlPlane, b3iq_control::store::Org, b3iq_control::store::Operator, NodeKey, NodeKey) {
+    let cp = plane();
+    let org = cp.create_org("acme", NOW).await.unwrap();
+    cp.create_operator("acme", "alice", "a long operator password", NOW).await.unwrap();
+    let alice = cp.store().operator_by_username("alice").await.unwrap().unwrap();
+    let (k1, k2) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+    enroll_all(&cp, &org.id, &[&k1, &k2]).await;
+    (cp, org, alice, k1, k2)
+}
+
 fn refused(r: Result<impl std::fmt::Debug, ControlError>) -> ControlError {
     r.expect_err("expected a refusal")
 }
@@ -217,7 +228,7 @@ async fn jobs_are_signed_for_their_node_long_polled_in_order_and_never_reach_a_r
     let got = tokio::time::timeout(std::time::Duration::from_secs(5), poller).await.expect("woken").unwrap().unwrap();
     assert_eq!(got.jobs.len(), 1);
     // The node opens it with the pinned job key: audience, signature, sequence.
-    let roots = TrustRoots::new([cp.job_public_key()]);
+    let roots = TrustRoots::new([cp.job_public_key().await.unwrap()]);
     let mut seen = MemorySeenSet::default();
     let v = got.jobs[0].open(&roots, &k1.node_id(), now, &mut seen).unwrap();
     assert_eq!(v.kind(), &bench);
@@ -254,12 +265,7 @@ async fn job_results_are_signed_by_their_node_and_stored_once() {
     use b3iq_core::job::JobKind;
     use b3iq_protocol::messages::{Code, JobOutcome, JobPoll, JobResultData, JobResultReport};
 
-    let cp = plane();
-    let org = cp.create_org("acme", NOW).await.unwrap();
-    cp.create_operator("acme", "alice", "a long operator password", NOW).await.unwrap();
-    let alice = cp.store().operator_by_username("alice").await.unwrap().unwrap();
-    let (k1, k2) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
-    enroll_all(&cp, &org.id, &[&k1, &k2]).await;
+    let (cp, org, alice, k1, k2) = acme_with_two_nodes().await;
     let now = b3iq_host::context::unix_now_ms();
     cp.queue_job(&alice, &k1.node_id(), JobKind::RunBenchmark { suite: "quick".into() }, None, now).await.unwrap();
     let got = cp.poll(&JobPoll::sign(&k1, 0, 0, now).unwrap(), now).await.unwrap();
@@ -285,6 +291,59 @@ async fn job_results_are_signed_by_their_node_and_stored_once() {
     // A revoked node's reports are refused.
     cp.set_node_status(&org.id, &k1.node_id(), NodeStatus::Revoked, "gone").await.unwrap();
     assert_eq!(cp.job_result(&report, now).await.unwrap_err().parts().2, "node_revoked");
+}
+
+#[tokio::test]
+async fn a_job_key_rotation_reaches_each_node_signed_by_the_key_it_pins() {
+    use b3iq_core::job::{JobKind, MemorySeenSet, TrustRoots};
+    use b3iq_protocol::messages::{JobOutcome, JobPoll, JobResultData, JobResultReport};
+
+    let (cp, org, alice, k1, k2) = acme_with_two_nodes().await;
+    let old = cp.job_public_key().await.unwrap();
+    assert_eq!(old, NodeKey::from_seed([99; 32]).public(), "the plane's key was adopted as the first");
+    let now = b3iq_host::context::unix_now_ms();
+
+    // Rotation: a new current key, one rotate_issuer_key job per active node, signed by the
+    // key that node pins; a job queued meanwhile is already signed with the new key.
+    let r = cp.rotate_job_key(now).await.unwrap();
+    let new = r.job_key;
+    assert_ne!(new, old);
+    assert_eq!((r.queued, cp.job_public_key().await.unwrap()), (2, new));
+    let bench = cp.queue_job(&alice, &k1.node_id(), JobKind::RunBenchmark { suite: "quick".into() }, None, now).await.unwrap();
+    let got = cp.poll(&JobPoll::sign(&k1, 0, 0, now).unwrap(), now).await.unwrap();
+    assert_eq!(got.jobs.len(), 2);
+    assert_eq!((got.jobs[0].body().issuer, &got.jobs[0].body().kind), (old, &JobKind::RotateIssuerKey { new_issuer: new }));
+    assert_eq!((got.jobs[1].body().issuer, got.jobs[1].body().job_id.to_hex()), (new, bench.job_id.clone()));
+    // The node's checks, in order: the rotation opens under the old root, the next job only
+    // under the new one (core's rules; b3iq-host applies the rotation between them).
+    let mut seen = MemorySeenSet::default();
+    got.jobs[0].open(&TrustRoots::new([old]), &k1.node_id(), now, &mut seen).unwrap();
+    assert!(got.jobs[1].open(&TrustRoots::new([old]), &k1.node_id(), now, &mut seen.clone()).is_err());
+    got.jobs[1].open(&TrustRoots::new([new]), &k1.node_id(), now, &mut seen).unwrap();
+
+    // k1 reports success: it pins the new key. k2 refuses: its jobs go back to the old key.
+    let ok = JobResultReport::sign(&k1, got.jobs[0].body().job_id, JobOutcome::Succeeded, None, JobResultData::IssuerKeyRotated { issuer: new }, now).unwrap();
+    assert!(cp.job_result(&ok, now).await.unwrap().stored);
+    let n1 = cp.store().node(&k1.node_id()).await.unwrap().unwrap();
+    assert_eq!((n1.job_key, n1.job_key_next), (Some(new), None));
+    let got2 = cp.poll(&JobPoll::sign(&k2, 0, 0, now).unwrap(), now).await.unwrap();
+    let no = JobResultReport::sign(&k2, got2.jobs[0].body().job_id, JobOutcome::Refused, None, JobResultData::None {}, now).unwrap();
+    cp.job_result(&no, now).await.unwrap();
+    let n2 = cp.store().node(&k2.node_id()).await.unwrap().unwrap();
+    assert_eq!((n2.job_key, n2.job_key_next), (Some(old), None));
+    let later = cp.queue_job(&alice, &k2.node_id(), JobKind::BuildSupportBundle {}, None, now).await.unwrap();
+    let env = cp.poll(&JobPoll::sign(&k2, got2.jobs[0].body().sequence, 0, now).unwrap(), now).await.unwrap();
+    assert_eq!((env.jobs[0].body().issuer, env.jobs[0].body().job_id.to_hex()), (old, later.job_id));
+
+    // The key list shows who lags; a resend reaches only k2; a new node pins the new key.
+    let keys = cp.job_keys(now).await.unwrap();
+    assert_eq!(keys.iter().map(|k| (k.public_key, k.current, k.pinned_by_lagging_nodes, k.held_here)).collect::<Vec<_>>(), [(old, false, 1, true), (new, true, 0, true)]);
+    let again = cp.resend_rotations(now).await.unwrap();
+    assert_eq!((again.queued, again.nodes[0].node_id), (1, k2.node_id()));
+    let k3 = NodeKey::from_seed([3; 32]);
+    let (_, tok) = cp.create_enrollment_token(&org.id, 60_000, NOW).await.unwrap();
+    let c = cp.challenge(NOW).await.unwrap();
+    assert_eq!(cp.enroll(&tok, &proof(&k3, &c, "cp-test", NOW), NOW).await.unwrap().job_key, new);
 }
 
 fn signed_receipt(key: &NodeKey, n: u8, started_at_ms: u64) -> b3iq_core::receipt::SignedReceipt {

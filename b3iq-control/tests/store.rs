@@ -11,7 +11,7 @@ use b3iq_control::store::sqlite::SqliteStore;
 use b3iq_control::store::*;
 use b3iq_control::ControlError;
 use b3iq_core::heartbeat::HealthStatus;
-use b3iq_core::{NodeId, NodeKey};
+use b3iq_core::{NodeId, NodeKey, NodePublicKey};
 
 fn refusal(r: Result<impl std::fmt::Debug, ControlError>) -> Refusal {
     match r {
@@ -42,7 +42,13 @@ fn commit(ch: [u8; 16], secret: &str, key: &NodeKey, now: u64) -> EnrollCommit {
         public_key: key.public(),
         now_ms: now,
         expires_at_ms: now + 1_000_000,
+        job_key: first_job_key(),
     }
+}
+
+/// The job key every node of the suite enrolls pinning.
+fn first_job_key() -> NodePublicKey {
+    NodeKey::from_seed([0xc0; 32]).public()
 }
 
 fn hb(id: NodeId, seq: u64, now: u64) -> HeartbeatCommit {
@@ -302,6 +308,39 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     }
     assert_eq!(stored, 20);
     assert_eq!(s.usage(&n3).await.unwrap().iter().map(|u| u.requests).sum::<u64>(), 21);
+
+    // One job by id, only for its node.
+    let some = &s.jobs(&n3).await.unwrap()[0];
+    assert_eq!(s.job(&n3, &some.job_id).await.unwrap().as_ref(), Some(some));
+    assert!(s.job(&n1, &some.job_id).await.unwrap().is_none());
+
+    // Job keys: the first is adopted once; a rotation's key becomes current; a node's pinned
+    // key moves only on a confirmed rotation from the key it pins.
+    let (first, ka, kb) = (first_job_key(), NodeKey::from_seed([0xa0; 32]).public(), NodeKey::from_seed([0xb0; 32]).public());
+    assert!(s.job_keys().await.unwrap().is_empty());
+    assert!(s.adopt_job_key(&first, now).await.unwrap());
+    assert!(!s.adopt_job_key(&ka, now).await.unwrap(), "the first key is adopted once");
+    s.add_job_key(&ka, now + 1).await.unwrap();
+    assert!(matches!(refusal(s.add_job_key(&ka, now + 2).await), Refusal::Exists(_)));
+    assert_eq!(s.job_keys().await.unwrap().iter().map(|k| k.public_key).collect::<Vec<_>>(), [first, ka]);
+    let lagging: Vec<NodeId> = s.nodes_not_pinning(&ka, now).await.unwrap().into_iter().map(|n| n.node_id).collect();
+    assert!(lagging.contains(&n3) && !lagging.contains(&n1), "active nodes only: {lagging:?}");
+    assert!(s.nodes_not_pinning(&first, now).await.unwrap().is_empty(), "every node pins the first key");
+    s.set_job_key_next(&n3, Some(&ka)).await.unwrap();
+    let n = s.node(&n3).await.unwrap().unwrap();
+    assert_eq!((n.job_key, n.job_key_next), (Some(first), Some(ka)));
+    assert!(!s.confirm_job_key(&n3, &kb, &ka).await.unwrap(), "not from the key it pins");
+    assert!(s.confirm_job_key(&n3, &first, &ka).await.unwrap());
+    let n = s.node(&n3).await.unwrap().unwrap();
+    assert_eq!((n.job_key, n.job_key_next), (Some(ka), None));
+    assert!(!s.confirm_job_key(&n3, &first, &ka).await.unwrap(), "a repeated report changes nothing");
+    assert!(!s.nodes_not_pinning(&ka, now).await.unwrap().iter().any(|n| n.node_id == n3));
+    // A failed rotation sends later jobs back to the pinned key; only its own target is cleared.
+    s.set_job_key_next(&n3, Some(&kb)).await.unwrap();
+    s.abandon_job_key_next(&n3, &first).await.unwrap();
+    assert_eq!(s.node(&n3).await.unwrap().unwrap().job_key_next, Some(kb));
+    s.abandon_job_key_next(&n3, &kb).await.unwrap();
+    assert_eq!(s.node(&n3).await.unwrap().unwrap().job_key_next, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -63,6 +63,14 @@ pub enum JobKind {
         /// Target mode.
         mode: OperatingMode,
     },
+    /// Replace the issuer's key by `new_issuer` in the node's trust roots. Tag 6. Only a remote
+    /// issuer may rotate its own key, and only by a job signed with the key being replaced:
+    /// from the rotation on, the node refuses jobs signed by the old key. Low risk: the new key
+    /// gets exactly the authority the old one had, nothing more.
+    RotateIssuerKey {
+        /// The key that replaces the signer's (must differ from it).
+        new_issuer: NodePublicKey,
+    },
 }
 
 impl JobKind {
@@ -75,6 +83,7 @@ impl JobKind {
             JobKind::BuildSupportBundle {} => 3,
             JobKind::RestartRuntime {} => 4,
             JobKind::ChangeMode { .. } => 5,
+            JobKind::RotateIssuerKey { .. } => 6,
         }
     }
 
@@ -87,13 +96,14 @@ impl JobKind {
             JobKind::BuildSupportBundle {} => "build_support_bundle",
             JobKind::RestartRuntime {} => "restart_runtime",
             JobKind::ChangeMode { .. } => "change_mode",
+            JobKind::RotateIssuerKey { .. } => "rotate_issuer_key",
         }
     }
 
     /// How risky the job is for the owner.
     pub fn risk(&self) -> RiskLevel {
         match self {
-            JobKind::RunBenchmark { .. } | JobKind::RestartRuntime {} => RiskLevel::Low,
+            JobKind::RunBenchmark { .. } | JobKind::RestartRuntime {} | JobKind::RotateIssuerKey { .. } => RiskLevel::Low,
             JobKind::InstallModelProfile { .. }
             | JobKind::RemoveModelProfile { .. }
             | JobKind::BuildSupportBundle {} => RiskLevel::Medium,
@@ -111,6 +121,7 @@ impl Canonical for JobKind {
             JobKind::RunBenchmark { suite } => w.str(suite),
             JobKind::BuildSupportBundle {} | JobKind::RestartRuntime {} => {}
             JobKind::ChangeMode { mode } => w.put(mode),
+            JobKind::RotateIssuerKey { new_issuer } => w.put(new_issuer),
         }
     }
     fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
@@ -127,6 +138,7 @@ impl Canonical for JobKind {
             3 => JobKind::BuildSupportBundle {},
             4 => JobKind::RestartRuntime {},
             5 => JobKind::ChangeMode { mode: r.get()? },
+            6 => JobKind::RotateIssuerKey { new_issuer: r.get()? },
             tag => return Err(CoreError::InvalidTag { field: "job kind", tag }),
         })
     }
@@ -195,6 +207,12 @@ impl Job {
                 check_identifier("profile_id", profile_id, MAX_PROFILE_ID_LEN as usize)?;
             }
             JobKind::RunBenchmark { suite } => check_identifier("suite", suite, MAX_PROFILE_ID_LEN as usize)?,
+            JobKind::RotateIssuerKey { new_issuer } if *new_issuer == self.issuer => {
+                return Err(CoreError::InvalidField {
+                    field: "new_issuer",
+                    reason: "rotate_issuer_key must name a key other than its signer's".into(),
+                });
+            }
             _ => {}
         }
         if self.expires_at_ms <= self.issued_at_ms {
@@ -440,6 +458,8 @@ pub struct PolicyDecision {
 /// 1. Local mode: every remote job is refused (there is no control plane in local mode).
 /// 2. `ChangeMode` to the current mode: refused (nothing to do).
 /// 3. High risk (`ChangeMode`): always needs the owner's approval; never auto-approved.
+///    (`RotateIssuerKey` is low risk: the key it names gets the signer's authority, no more.
+///    From the owner's own key it is refused by [`JobPolicy::decide_for`].)
 /// 4. Risk at or below `auto_approve_up_to`: run.
 /// 5. Otherwise: needs the owner's approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -478,6 +498,13 @@ impl JobPolicy {
             IssuerClass::Remote => self.decide(kind, mode),
             IssuerClass::OwnerLocal => {
                 let risk = kind.risk();
+                if let JobKind::RotateIssuerKey { .. } = kind {
+                    return PolicyDecision {
+                        verdict: Verdict::Refuse,
+                        risk,
+                        reason: "rotate_issuer_key refused: it rotates a control plane's key; the owner's own key rotates with the owner's key rotation".into(),
+                    };
+                }
                 if let JobKind::ChangeMode { mode: to } = kind {
                     if *to == mode {
                         return PolicyDecision {
@@ -654,6 +681,10 @@ mod tests {
         assert_eq!(p.decide_for(IssuerClass::Remote, &install, OperatingMode::Local).verdict, Verdict::Refuse);
         let same = JobKind::ChangeMode { mode: OperatingMode::Local };
         assert_eq!(p.decide_for(IssuerClass::OwnerLocal, &same, OperatingMode::Local).verdict, Verdict::Refuse);
+        // A rotation runs from a remote issuer in managed mode; the owner's own key cannot send one.
+        let rot = JobKind::RotateIssuerKey { new_issuer: crate::identity::NodeKey::from_seed([4; 32]).public() };
+        assert_eq!(p.decide_for(IssuerClass::Remote, &rot, OperatingMode::Managed).verdict, Verdict::Run);
+        assert_eq!(p.decide_for(IssuerClass::OwnerLocal, &rot, OperatingMode::Managed).verdict, Verdict::Refuse);
         let strict = JobPolicy { auto_approve_up_to: None };
         assert_eq!(strict.decide(&bench, OperatingMode::Managed).verdict, Verdict::NeedsOwnerApproval);
         assert!(!p.decide(&bench, OperatingMode::Local).reason.is_empty());
@@ -663,7 +694,12 @@ mod tests {
     fn job_kind_json_and_bad_tags() {
         let k = JobKind::ChangeMode { mode: OperatingMode::Managed };
         assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"type":"change_mode","mode":"managed"}"#);
-        assert!(matches!(JobKind::from_canonical_bytes(&[6]), Err(CoreError::InvalidTag { tag: 6, .. })));
+        assert!(matches!(JobKind::from_canonical_bytes(&[7]), Err(CoreError::InvalidTag { tag: 7, .. })));
+        assert!(JobKind::from_canonical_bytes(&[6, 1, 2]).is_err(), "a truncated key");
+        let r = JobKind::RotateIssuerKey { new_issuer: crate::identity::NodeKey::from_seed([3; 32]).public() };
+        assert_eq!(JobKind::from_canonical_bytes(&r.to_canonical_bytes()).unwrap(), r);
+        assert_eq!(serde_json::from_str::<JobKind>(&serde_json::to_string(&r).unwrap()).unwrap(), r);
+        assert_eq!((r.risk(), r.name()), (RiskLevel::Low, "rotate_issuer_key"));
         assert!(JobKind::from_canonical_bytes(&[5, 3]).is_err());
         assert!(serde_json::from_str::<JobKind>(r#"{"type":"shell","cmd":"rm -rf /"}"#).is_err());
     }

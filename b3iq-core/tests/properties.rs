@@ -76,6 +76,7 @@ fn job_kind() -> impl Strategy<Value = JobKind> {
         Just(JobKind::BuildSupportBundle {}),
         Just(JobKind::RestartRuntime {}),
         mode().prop_map(|m| JobKind::ChangeMode { mode: m }),
+        any::<[u8; 32]>().prop_map(|seed| JobKind::RotateIssuerKey { new_issuer: NodeKey::from_seed(seed).public() }),
     ]
 }
 

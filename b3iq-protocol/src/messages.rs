@@ -462,6 +462,11 @@ pub enum JobResultData {
         /// The archive (at most 4 MiB).
         bundle: HexBlob,
     },
+    /// `rotate_issuer_key`: the job key the node pins from now on (the job's `new_issuer`).
+    IssuerKeyRotated {
+        /// The newly pinned key.
+        issuer: NodePublicKey,
+    },
 }
 
 /// Node -> control plane: how a remote job ended, signed by the node.

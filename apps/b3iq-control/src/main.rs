@@ -119,6 +119,18 @@ enum AdminCmd {
         /// Node id (`b3n_...`).
         node_id: String,
     },
+    /// Rotate the job-signing key: make a new one (in job-keys/ under the home), make it
+    /// current, and queue to every active node a rotate_issuer_key job signed by the key it pins.
+    #[command(after_help = "Examples:\n  b3iq-control admin rotate-job-key            # new key; nodes move to it as they poll\n  b3iq-control admin rotate-job-key --resend   # no new key: queue the move again for nodes still on an old key\n  b3iq-control admin job-keys                  # which nodes still pin which key\n\nA running control plane picks the new key up by itself. Other replicas need a copy of the new file in job-keys/. Keep old key files until `job-keys` shows no node pinning them.")]
+    RotateJobKey {
+        /// Do not make a new key; queue the rotation again for nodes that still pin an old key
+        /// (a node that was offline past the 24-hour job lifetime).
+        #[arg(long)]
+        resend: bool,
+    },
+    /// List the job-signing keys: which is current, how many active nodes still pin each.
+    #[command(after_help = "Example:\n  b3iq-control admin job-keys")]
+    JobKeys,
     /// Suspend, resume or revoke a node (revocation is permanent for that node key).
     #[command(after_help = "Examples:\n  b3iq-control admin set-status --org acme b3n_... suspended --reason 'billing hold'\n  b3iq-control admin set-status --org acme b3n_... active")]
     SetStatus {
@@ -177,7 +189,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
             let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| ControlError::Config(format!("cannot listen on {addr}: {e}")))?;
             let bound = listener.local_addr().map_err(|e| ControlError::Config(e.to_string()))?;
             eprintln!("b3iq-control: serving https://{bound} (audience {}, store {})", settings.audience, cp.store().backend());
-            eprintln!("b3iq-control: job-signing key {}", cp.job_public_key().to_hex());
+            eprintln!("b3iq-control: job-signing key {}", cp.job_public_key().await?.to_hex());
             eprintln!("b3iq-control: TLS {} certificate {} (SHA-256 {})", tls.info.mode, tls.info.cert_path.display(), tls.info.fingerprint_sha256);
             let (tx, rx) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
@@ -189,12 +201,11 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Info => {
-            let s = home.settings()?;
-            let key = home.job_key()?;
+            let (s, cp) = home.open().await?;
             let tls = home.tls(&s)?;
             print_json(&serde_json::json!({
                 "audience": s.audience,
-                "job_key": key.public().to_hex(),
+                "job_key": cp.job_public_key().await?.to_hex(),
                 "listen": s.listen,
                 "store": s.store,
                 "tls": {"mode": tls.info.mode, "fingerprint_sha256": tls.info.fingerprint_sha256, "cert_path": tls.info.cert_path},
@@ -266,6 +277,14 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                     let org = cp.org(&org).await?;
                     let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
                     print_json(&cp.usage(&org.id, &id).await?);
+                }
+                AdminCmd::RotateJobKey { resend } => {
+                    let r = if resend { cp.resend_rotations(now_ms()).await? } else { cp.rotate_job_key(now_ms()).await? };
+                    eprintln!("b3iq-control: job key {} is current; {} rotate_issuer_key job(s) queued", r.job_key.to_hex(), r.queued);
+                    print_json(&serde_json::json!(r));
+                }
+                AdminCmd::JobKeys => {
+                    print_json(&serde_json::json!({"job_keys": cp.job_keys(now_ms()).await?}));
                 }
                 AdminCmd::SetStatus { org, node_id, status, reason } => {
                     let org = cp.org(&org).await?;

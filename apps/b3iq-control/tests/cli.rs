@@ -174,6 +174,37 @@ async fn operator_flow_over_https() {
     assert_eq!(v["nodes"][0]["status"], "suspended");
     let metrics = c.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("b3iq_control_enrollments_total{outcome=\"accepted\"} 1"), "{metrics}");
+
+    // Job-key rotation from the CLI while the server runs: the new key file is private, the
+    // running server announces it at once, and the key list counts who still pins the old one.
+    c.post(format!("{url}/v1/admin/nodes/{}/status", key.node_id().to_text())).bearer_auth(&relogin(&c, &url).await).json(&json!({"status": "active"})).send().await.unwrap();
+    let (ok, out, err) = admin(&home, &["admin", "rotate-job-key"], None);
+    assert!(ok && err.contains("1 rotate_issuer_key job(s) queued"), "{out} {err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    let new_key = r["job_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, info["job_key"].as_str().unwrap());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let f = home.join("job-keys").join(format!("{new_key}.key"));
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let v: Value = c.get(format!("{url}/v1/info")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["job_key"], new_key.as_str(), "the running server reads the current key from the store");
+    let (ok, out, _) = admin(&home, &["admin", "job-keys"], None);
+    assert!(ok);
+    let keys: Value = serde_json::from_str(&out).unwrap();
+    let summary: Vec<(bool, u64, u64)> = keys["job_keys"].as_array().unwrap().iter().map(|k| (k["current"].as_bool().unwrap(), k["pinned_by_lagging_nodes"].as_u64().unwrap(), k["rotating_to"].as_u64().unwrap())).collect();
+    assert_eq!(summary, [(false, 1, 0), (true, 0, 1)]);
+    let (ok, out, _) = admin(&home, &["admin", "rotate-job-key", "--resend"], None);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["queued"], 1, "the node still pins the old key");
+}
+
+/// A fresh operator session.
+async fn relogin(c: &reqwest::Client, url: &str) -> String {
+    let s: Value = c.post(format!("{url}/v1/admin/session")).json(&json!({"username": "alice", "password": "a long operator password"})).send().await.unwrap().json().await.unwrap();
+    s["session"].as_str().unwrap().to_string()
 }
 
 #[test]

@@ -176,7 +176,7 @@ async fn a_node_enrolls_sends_signed_heartbeats_is_suspended_and_leaves() {
     let id = NodeId::parse(st["node_id"].as_str().unwrap()).unwrap();
     assert_eq!(st["mode"], "managed");
     assert_eq!(st["managed"]["audience"], ctl.cp.config().audience.as_str());
-    assert_eq!(st["managed"]["job_key"], ctl.cp.job_public_key().to_hex());
+    assert_eq!(st["managed"]["job_key"], ctl.cp.job_public_key().await.unwrap().to_hex());
     let s1 = ctl.wait_heartbeat_after(&id, 0).await;
     let s2 = ctl.wait_heartbeat_after(&id, s1).await;
     assert!(s2 > s1);
@@ -251,6 +251,59 @@ async fn a_node_enrolls_sends_signed_heartbeats_is_suspended_and_leaves() {
     for a in ["job.accept", "job.await_approval", "job.approve", "job.reject_by_owner", "job.report"] {
         assert!(actions.iter().any(|x| x == a), "{a} missing from the audit log: {actions:?}");
     }
+
+    // Job-key rotation: a new key on the control plane, and a rotate_issuer_key job signed by
+    // the key the node pins. The node pins the new key when it accepts the job and reports it;
+    // later jobs, signed with the new key, run; a job signed with the old key is refused.
+    let old_key = b3iq_core::NodeKey::from_key_file(&std::fs::read(dir.join("control/job-key")).unwrap()).unwrap();
+    assert_eq!(old_key.public(), ctl.cp.job_public_key().await.unwrap());
+    let rot = ctl.cp.rotate_job_key(b3iq_host::context::unix_now_ms()).await.unwrap();
+    assert_eq!(rot.queued, 1);
+    let done = ctl.wait_job(&id, &rot.nodes[0].job_id).await;
+    assert_eq!(done.state, "succeeded", "{done:?}");
+    assert_eq!(done.result.unwrap()["issuer"], rot.job_key.to_hex());
+    assert_eq!(status(&home)["managed"]["job_key"], rot.job_key.to_hex());
+    assert_eq!(ctl.cp.store().node(&id).await.unwrap().unwrap().job_key, Some(rot.job_key));
+    let now = b3iq_host::context::unix_now_ms();
+    let bench2 = ctl.cp.queue_job(&op, &id, JobKind::RunBenchmark { suite: "quick".into() }, None, now).await.unwrap();
+    assert_eq!(ctl.wait_job(&id, &bench2.job_id).await.state, "succeeded");
+    // Someone holding the rotated-out key (and the store) cannot reach the node any more.
+    let org = ctl.org.clone();
+    let forged = ctl
+        .cp
+        .store()
+        .queue_job(Box::new(move |sequence| {
+            let job = b3iq_core::job::Job {
+                job_id: b3iq_core::job::JobId([7; 16]),
+                audience: id,
+                issuer: old_key.public(),
+                issued_at_ms: now,
+                expires_at_ms: now + 600_000,
+                sequence,
+                kind: JobKind::RunBenchmark { suite: "quick".into() },
+            };
+            let signed = old_key.sign_object(job).unwrap();
+            Ok(b3iq_control::store::JobRow {
+                job_id: [7; 16],
+                node_id: id,
+                org_id: org,
+                sequence,
+                kind: "run_benchmark".into(),
+                envelope: signed.encode(),
+                created_by: "attacker".into(),
+                created_at_ms: now,
+                expires_at_ms: now + 600_000,
+                delivered_at_ms: None,
+                outcome: None,
+                code: None,
+                result: None,
+                finished_at_ms: None,
+            })
+        }))
+        .await
+        .unwrap();
+    let done = ctl.wait_job(&id, &forged.job_id.iter().map(|b| format!("{b:02x}")).collect::<String>()).await;
+    assert_eq!((done.state.as_str(), done.code.as_deref()), ("refused", Some("untrusted_issuer")), "{done:?}");
 
     // Suspension: refused at once, with the reason, on the node's status.
     ctl.cp.set_node_status(&ctl.org, &id, NodeStatus::Suspended, "maintenance window").await.unwrap();

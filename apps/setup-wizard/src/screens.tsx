@@ -605,6 +605,7 @@ const JOB_NAMES: Record<string, string> = {
   remove_model_profile: 'Remove a model',
   restart_runtime: 'Restart the runtime',
   change_mode: 'Change the operating mode',
+  rotate_issuer_key: "Move to the control plane's new job-signing key",
 };
 
 /** Jobs the control plane sent: the ones waiting for the owner with Approve / Reject, and the trail. */

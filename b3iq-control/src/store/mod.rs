@@ -141,6 +141,21 @@ pub struct NodeRow {
     /// allowed skew (forged signatures cannot be attributed to a node: they are counted in the
     /// control plane's metrics only).
     pub refused_heartbeats: u64,
+    /// The job-signing key the node pins (its jobs are signed with it). `None` only for a row
+    /// enrolled before job keys were recorded, until the first key is adopted.
+    pub job_key: Option<NodePublicKey>,
+    /// The key a queued `rotate_issuer_key` job moves the node to, until the node reports it
+    /// (jobs queued meanwhile are signed with it: the node runs them after the rotation).
+    pub job_key_next: Option<NodePublicKey>,
+}
+
+/// A job-signing key the control plane has used (the secret stays in the home's files).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JobKeyRow {
+    /// Its public key.
+    pub public_key: NodePublicKey,
+    /// When it was added, unix ms. The newest key is the current one: new enrollments pin it.
+    pub created_at_ms: u64,
 }
 
 /// Everything an accepted enrollment writes, in one transaction.
@@ -158,6 +173,8 @@ pub struct EnrollCommit {
     pub now_ms: u64,
     /// When the new enrollment ends, unix ms.
     pub expires_at_ms: u64,
+    /// The current job key, which the node pins from this enrollment on.
+    pub job_key: NodePublicKey,
 }
 
 /// Why an enrollment, a heartbeat or an admin change was refused by the store's rules.
@@ -328,7 +345,7 @@ pub(crate) fn ms(v: u64) -> i64 {
 }
 
 /// The `nodes` columns both backends read into a [`NodeRow`].
-pub(crate) const NODE_COLUMNS: &str = "node_id, public_key, org_id, status, status_reason, enrolled_at_ms, expires_at_ms, last_sequence, last_sent_at_ms, last_received_at_ms, last_health, last_body, refused_heartbeats";
+pub(crate) const NODE_COLUMNS: &str = "node_id, public_key, org_id, status, status_reason, enrolled_at_ms, expires_at_ms, last_sequence, last_sent_at_ms, last_received_at_ms, last_health, last_body, refused_heartbeats, job_key, job_key_next";
 
 /// The `jobs` columns both backends read into a [`JobRow`].
 pub(crate) const JOB_COLUMNS: &str = "job_id, node_id, org_id, sequence, kind, envelope, created_by, created_at_ms, expires_at_ms, delivered_at_ms, outcome, code, result, finished_at_ms";
@@ -405,6 +422,27 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn finish_job(&self, node: &NodeId, job_id: &[u8; 16], outcome: &str, code: Option<&str>, result: &serde_json::Value, now_ms: u64) -> Result<bool>;
     /// A node's jobs, newest first, at most [`MAX_JOBS_LISTED`].
     async fn jobs(&self, node: &NodeId) -> Result<Vec<JobRow>>;
+    /// One job of a node.
+    async fn job(&self, node: &NodeId, job_id: &[u8; 16]) -> Result<Option<JobRow>>;
+
+    /// The job keys, oldest first (the last is the current one).
+    async fn job_keys(&self) -> Result<Vec<JobKeyRow>>;
+    /// When no job key is recorded yet (a new store, or one from before job keys were
+    /// recorded): records `key` as the first, and as the pinned key of every node without one.
+    /// Does nothing otherwise. Returns whether it recorded `key`.
+    async fn adopt_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<bool>;
+    /// Records a new current job key (`Refusal::Exists` when it was used before).
+    async fn add_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<()>;
+    /// Active, unexpired nodes whose pinned key is not `key` (those a rotation must reach).
+    async fn nodes_not_pinning(&self, key: &NodePublicKey, now_ms: u64) -> Result<Vec<NodeRow>>;
+    /// Sets the key a queued rotation moves the node to (`None`: no rotation pending).
+    async fn set_job_key_next(&self, node: &NodeId, next: Option<&NodePublicKey>) -> Result<()>;
+    /// The node reported a rotation from `old` to `new`: it pins `new` from now on. Applies only
+    /// while the node's recorded key is `old` (a late or repeated report changes nothing);
+    /// returns whether it applied.
+    async fn confirm_job_key(&self, node: &NodeId, old: &NodePublicKey, new: &NodePublicKey) -> Result<bool>;
+    /// A rotation to `next` failed on the node: new jobs go back to its pinned key.
+    async fn abandon_job_key_next(&self, node: &NodeId, next: &NodePublicKey) -> Result<()>;
 
     /// In one transaction: stores each receipt whose id is new and adds it to the usage of its
     /// node, model and day. Returns (stored, duplicates): a receipt is stored and counted once,

@@ -130,6 +130,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (node_id, model_id, day)
     );
     "#,
+    // 4: job keys (the newest is current) and the key each node pins, with the one a pending
+    // rotation moves it to.
+    r#"
+    CREATE TABLE job_keys (
+        public_key TEXT PRIMARY KEY,
+        created_at_ms BIGINT NOT NULL,
+        position BIGSERIAL NOT NULL
+    );
+    ALTER TABLE nodes ADD COLUMN job_key TEXT;
+    ALTER TABLE nodes ADD COLUMN job_key_next TEXT;
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -223,6 +234,8 @@ fn node_from_row(r: &Row) -> Result<NodeRow> {
             }),
         },
         refused_heartbeats: r.get::<_, i64>("refused_heartbeats") as u64,
+        job_key: r.get::<_, Option<&str>>("job_key").map(NodePublicKey::from_hex).transpose().map_err(|_| bad("job key"))?,
+        job_key_next: r.get::<_, Option<&str>>("job_key_next").map(NodePublicKey::from_hex).transpose().map_err(|_| bad("next job key"))?,
     })
 }
 
@@ -419,8 +432,8 @@ impl ControlStore for PostgresStore {
         let id = e.node_id.to_text();
         // Serialise concurrent first enrollments of one node on the insert.
         tx.execute(
-            "INSERT INTO nodes(node_id, public_key, org_id, status, enrolled_at_ms, expires_at_ms) VALUES ($1, $2, $3, 'active', $4, $5) ON CONFLICT (node_id) DO NOTHING",
-            &[&id, &e.public_key.to_hex(), &org_id, &now, &ms(e.expires_at_ms)],
+            "INSERT INTO nodes(node_id, public_key, org_id, status, enrolled_at_ms, expires_at_ms, job_key) VALUES ($1, $2, $3, 'active', $4, $5, $6) ON CONFLICT (node_id) DO NOTHING",
+            &[&id, &e.public_key.to_hex(), &org_id, &now, &ms(e.expires_at_ms), &e.job_key.to_hex()],
         )
         .await
         .map_err(db("insert node"))?;
@@ -433,7 +446,10 @@ impl ControlStore for PostgresStore {
             tx.commit().await.map_err(db("enroll"))?;
             return Err(Refusal::OtherOrg.into());
         }
-        tx.execute("UPDATE nodes SET expires_at_ms = $2, public_key = $3 WHERE node_id = $1", &[&id, &ms(e.expires_at_ms), &e.public_key.to_hex()])
+        tx.execute(
+            "UPDATE nodes SET expires_at_ms = $2, public_key = $3, job_key = $4, job_key_next = NULL WHERE node_id = $1",
+            &[&id, &ms(e.expires_at_ms), &e.public_key.to_hex(), &e.job_key.to_hex()],
+        )
             .await
             .map_err(db("re-enroll node"))?;
         tx.execute("UPDATE enrollment_tokens SET used_at_ms = $2, used_by = $3 WHERE token_hash = $1 AND used_at_ms IS NULL", &[&e.token_hash.as_slice(), &now, &id])
@@ -627,6 +643,93 @@ impl ControlStore for PostgresStore {
             .iter()
             .map(job_from_row)
             .collect()
+    }
+
+    async fn job(&self, node: &NodeId, job_id: &[u8; 16]) -> Result<Option<JobRow>> {
+        let c = self.client().await?;
+        c.query_opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = $1 AND job_id = $2"), &[&node.to_text(), &job_id.as_slice()])
+            .await
+            .map_err(db("read job"))?
+            .map(|r| job_from_row(&r))
+            .transpose()
+    }
+
+    async fn job_keys(&self) -> Result<Vec<JobKeyRow>> {
+        let c = self.client().await?;
+        c.query("SELECT public_key, created_at_ms FROM job_keys ORDER BY created_at_ms, position", &[])
+            .await
+            .map_err(db("job keys"))?
+            .iter()
+            .map(|r| {
+                let k: &str = r.get(0);
+                Ok(JobKeyRow {
+                    public_key: NodePublicKey::from_hex(k).map_err(|_| ControlError::Store(format!("the database holds an invalid job key {k:?}")))?,
+                    created_at_ms: r.get::<_, i64>(1) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn adopt_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("adopt job key"))?;
+        // One adopter at a time across replicas: the first key is chosen once.
+        tx.execute("LOCK TABLE job_keys IN EXCLUSIVE MODE", &[]).await.map_err(db("adopt job key"))?;
+        let n: i64 = tx.query_one("SELECT COUNT(*) FROM job_keys", &[]).await.map_err(db("adopt job key"))?.get(0);
+        if n > 0 {
+            return Ok(false);
+        }
+        let k = key.to_hex();
+        tx.execute("INSERT INTO job_keys(public_key, created_at_ms) VALUES ($1, $2)", &[&k, &ms(now_ms)]).await.map_err(db("adopt job key"))?;
+        tx.execute("UPDATE nodes SET job_key = $1 WHERE job_key IS NULL", &[&k]).await.map_err(db("adopt job key"))?;
+        tx.commit().await.map_err(db("adopt job key"))?;
+        Ok(true)
+    }
+
+    async fn add_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<()> {
+        let c = self.client().await?;
+        let k = key.to_hex();
+        c.execute("INSERT INTO job_keys(public_key, created_at_ms) VALUES ($1, $2)", &[&k, &ms(now_ms)])
+            .await
+            .map_err(|e| if is_code(&e, &SqlState::UNIQUE_VIOLATION) { Refusal::Exists(format!("job key {k}")).into() } else { ControlError::store("add job key", e) })?;
+        Ok(())
+    }
+
+    async fn nodes_not_pinning(&self, key: &NodePublicKey, now_ms: u64) -> Result<Vec<NodeRow>> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE status = 'active' AND expires_at_ms > $2 AND (job_key IS NULL OR job_key <> $1) ORDER BY node_id"),
+            &[&key.to_hex(), &ms(now_ms)],
+        )
+        .await
+        .map_err(db("nodes to rotate"))?
+        .iter()
+        .map(node_from_row)
+        .collect()
+    }
+
+    async fn set_job_key_next(&self, node: &NodeId, next: Option<&NodePublicKey>) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("UPDATE nodes SET job_key_next = $2 WHERE node_id = $1", &[&node.to_text(), &next.map(|k| k.to_hex())]).await.map_err(db("next job key"))?;
+        Ok(())
+    }
+
+    async fn confirm_job_key(&self, node: &NodeId, old: &NodePublicKey, new: &NodePublicKey) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE nodes SET job_key = $3, job_key_next = CASE WHEN job_key_next = $3 THEN NULL ELSE job_key_next END WHERE node_id = $1 AND job_key = $2",
+                &[&node.to_text(), &old.to_hex(), &new.to_hex()],
+            )
+            .await
+            .map_err(db("confirm job key"))?;
+        Ok(n == 1)
+    }
+
+    async fn abandon_job_key_next(&self, node: &NodeId, next: &NodePublicKey) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("UPDATE nodes SET job_key_next = NULL WHERE node_id = $1 AND job_key_next = $2", &[&node.to_text(), &next.to_hex()]).await.map_err(db("abandon job key"))?;
+        Ok(())
     }
 
     async fn store_receipts(&self, rows: Vec<ReceiptRow>, now_ms: u64) -> Result<(u32, u32)> {

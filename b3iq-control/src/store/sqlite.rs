@@ -125,6 +125,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (node_id, model_id, day)
     );
     "#,
+    // 4: job keys (the newest is current) and the key each node pins, with the one a pending
+    // rotation moves it to.
+    r#"
+    CREATE TABLE job_keys (
+        public_key TEXT PRIMARY KEY,
+        created_at_ms INTEGER NOT NULL
+    );
+    ALTER TABLE nodes ADD COLUMN job_key TEXT;
+    ALTER TABLE nodes ADD COLUMN job_key_next TEXT;
+    "#,
 ];
 
 /// The SQLite store.
@@ -216,6 +226,8 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRow>> {
     let enrolled: i64 = r.get("enrolled_at_ms")?;
     let expires: i64 = r.get("expires_at_ms")?;
     let refused: i64 = r.get("refused_heartbeats")?;
+    let job_key: Option<String> = r.get("job_key")?;
+    let job_key_next: Option<String> = r.get("job_key_next")?;
     Ok((|| {
         let bad = |what: &str| ControlError::Store(format!("control.db holds an invalid {what} for node {node_id}"));
         Ok(NodeRow {
@@ -237,6 +249,8 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRow>> {
                 }),
             },
             refused_heartbeats: refused as u64,
+            job_key: job_key.map(|k| NodePublicKey::from_hex(&k)).transpose().map_err(|_| bad("job key"))?,
+            job_key_next: job_key_next.map(|k| NodePublicKey::from_hex(&k)).transpose().map_err(|_| bad("next job key"))?,
         })
     })())
 }
@@ -514,15 +528,15 @@ impl ControlStore for SqliteStore {
                 Some(_) => {
                     // Re-enrollment (e.g. after expiry): a new term; a suspension stays.
                     tx.execute(
-                        "UPDATE nodes SET expires_at_ms = ?2, public_key = ?3 WHERE node_id = ?1",
-                        params![id, ms(e.expires_at_ms), e.public_key.to_hex()],
+                        "UPDATE nodes SET expires_at_ms = ?2, public_key = ?3, job_key = ?4, job_key_next = NULL WHERE node_id = ?1",
+                        params![id, ms(e.expires_at_ms), e.public_key.to_hex(), e.job_key.to_hex()],
                     )
                     .map_err(db("re-enroll node"))?;
                 }
                 None => {
                     tx.execute(
-                        "INSERT INTO nodes(node_id, public_key, org_id, status, enrolled_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
-                        params![id, e.public_key.to_hex(), org_id, now, ms(e.expires_at_ms)],
+                        "INSERT INTO nodes(node_id, public_key, org_id, status, enrolled_at_ms, expires_at_ms, job_key) VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?6)",
+                        params![id, e.public_key.to_hex(), org_id, now, ms(e.expires_at_ms), e.job_key.to_hex()],
                     )
                     .map_err(db("insert node"))?;
                 }
@@ -741,6 +755,103 @@ impl ControlStore for SqliteStore {
             let mut st = c.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 ORDER BY sequence DESC LIMIT ?2")).map_err(db("list jobs"))?;
             let it = st.query_map(params![id, MAX_JOBS_LISTED], job_from_row).map_err(db("list jobs"))?;
             it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("list jobs"))?.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn job(&self, node: &NodeId, job_id: &[u8; 16]) -> Result<Option<JobRow>> {
+        let (id, job) = (node.to_text(), *job_id);
+        self.run(move |c| {
+            c.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 AND job_id = ?2"), params![id, job.as_slice()], job_from_row)
+                .optional()
+                .map_err(db("read job"))?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn job_keys(&self) -> Result<Vec<JobKeyRow>> {
+        self.run(|c| {
+            let mut st = c.prepare("SELECT public_key, created_at_ms FROM job_keys ORDER BY created_at_ms, rowid").map_err(db("job keys"))?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db("job keys"))?;
+            rows.map(|r| {
+                let (k, at) = r.map_err(db("job keys"))?;
+                Ok(JobKeyRow {
+                    public_key: NodePublicKey::from_hex(&k).map_err(|_| ControlError::Store(format!("control.db holds an invalid job key {k:?}")))?,
+                    created_at_ms: at as u64,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn adopt_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<bool> {
+        let k = key.to_hex();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("adopt job key"))?;
+            let n: i64 = tx.query_row("SELECT COUNT(*) FROM job_keys", [], |r| r.get(0)).map_err(db("adopt job key"))?;
+            if n > 0 {
+                return Ok(false);
+            }
+            tx.execute("INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)", params![k, ms(now_ms)]).map_err(db("adopt job key"))?;
+            tx.execute("UPDATE nodes SET job_key = ?1 WHERE job_key IS NULL", [&k]).map_err(db("adopt job key"))?;
+            tx.commit().map_err(db("adopt job key"))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn add_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<()> {
+        let k = key.to_hex();
+        self.run(move |c| {
+            c.execute("INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)", params![k, ms(now_ms)])
+                .map_err(|e| if is_unique_violation(&e) { Refusal::Exists(format!("job key {k}")).into() } else { ControlError::store("add job key", e) })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn nodes_not_pinning(&self, key: &NodePublicKey, now_ms: u64) -> Result<Vec<NodeRow>> {
+        let k = key.to_hex();
+        self.run(move |c| {
+            let mut st = c
+                .prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE status = 'active' AND expires_at_ms > ?2 AND (job_key IS NULL OR job_key <> ?1) ORDER BY node_id"))
+                .map_err(db("nodes to rotate"))?;
+            let it = st.query_map(params![k, ms(now_ms)], node_from_row).map_err(db("nodes to rotate"))?;
+            it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("nodes to rotate"))?.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn set_job_key_next(&self, node: &NodeId, next: Option<&NodePublicKey>) -> Result<()> {
+        let (id, k) = (node.to_text(), next.map(|k| k.to_hex()));
+        self.run(move |c| {
+            c.execute("UPDATE nodes SET job_key_next = ?2 WHERE node_id = ?1", params![id, k]).map_err(db("next job key"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn confirm_job_key(&self, node: &NodeId, old: &NodePublicKey, new: &NodePublicKey) -> Result<bool> {
+        let (id, old, new) = (node.to_text(), old.to_hex(), new.to_hex());
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE nodes SET job_key = ?3, job_key_next = CASE WHEN job_key_next = ?3 THEN NULL ELSE job_key_next END WHERE node_id = ?1 AND job_key = ?2",
+                    params![id, old, new],
+                )
+                .map_err(db("confirm job key"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn abandon_job_key_next(&self, node: &NodeId, next: &NodePublicKey) -> Result<()> {
+        let (id, next) = (node.to_text(), next.to_hex());
+        self.run(move |c| {
+            c.execute("UPDATE nodes SET job_key_next = NULL WHERE node_id = ?1 AND job_key_next = ?2", params![id, next]).map_err(db("abandon job key"))?;
+            Ok(())
         })
         .await
     }

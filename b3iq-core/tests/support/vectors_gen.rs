@@ -31,7 +31,7 @@ pub fn key_seeds() -> Vec<(&'static str, [u8; 32])> {
     for (i, b) in counting.iter_mut().enumerate() {
         *b = i as u8;
     }
-    vec![("zero", [0u8; 32]), ("ones", [1u8; 32]), ("node", [0x42; 32]), ("control_plane", [0xc0; 32]), ("counting", counting)]
+    vec![("zero", [0u8; 32]), ("ones", [1u8; 32]), ("node", [0x42; 32]), ("control_plane", [0xc0; 32]), ("control_plane_next", [0xc1; 32]), ("counting", counting)]
 }
 
 fn key(name: &str) -> NodeKey {
@@ -301,6 +301,7 @@ fn sample_jobs() -> Vec<(String, &'static str, Job)> {
         JobKind::BuildSupportBundle {},
         JobKind::RestartRuntime {},
         JobKind::ChangeMode { mode: OperatingMode::Network },
+        JobKind::RotateIssuerKey { new_issuer: key("control_plane_next").public() },
     ];
     kinds
         .into_iter()

@@ -62,6 +62,11 @@ pub fn kind_from_api(v: &Value) -> Result<JobKind> {
     })
 }
 
+/// What a `rotate_issuer_key` job records as its result.
+fn rotation_result(new_issuer: &b3iq_core::NodePublicKey) -> Value {
+    json!({"issuer": new_issuer.to_hex()})
+}
+
 fn profile_of(kind: &JobKind) -> Option<&str> {
     match kind {
         JobKind::InstallModelProfile { profile_id } | JobKind::RemoveModelProfile { profile_id } => Some(profile_id),
@@ -185,15 +190,33 @@ fn accept(st: &Arc<NodeState>, actor: &str, issue: impl FnOnce(&rusqlite::Transa
         let signed = issue(tx)?;
         let id = format!("job_{}", signed.body().job_id.to_hex());
         // A job that waits for the owner is preflighted when approved (the node may change).
-        let opened = open_in(st, tx, &roots, &signed, unix_now_ms())
-            .and_then(|(job, class, d)| if d.verdict == Verdict::Run { preflight(st, job.kind()).map(|_| (job, class, d)) } else { Ok((job, class, d)) });
+        let opened = open_in(st, tx, &roots, &signed, unix_now_ms()).and_then(|(job, class, d)| {
+            if d.verdict == Verdict::Run {
+                preflight(st, job.kind())?;
+                // A key rotation takes effect in this transaction, with the job's record: no
+                // crash can leave the key changed and the job unrecorded, or the reverse.
+                if let JobKind::RotateIssuerKey { new_issuer } = job.kind() {
+                    crate::store::managed::rotate_job_key_in(tx, signed.signer(), new_issuer, now)?;
+                }
+            }
+            Ok((job, class, d))
+        });
         if let Ok((job, class, d)) = &opened {
             let total = match job.kind() {
                 JobKind::InstallModelProfile { profile_id } => Catalog::builtin().get(profile_id).ok().map(|p| p.size_bytes),
                 _ => None,
             };
-            let state = if d.verdict == Verdict::NeedsOwnerApproval { "awaiting_approval" } else { "queued" };
+            let state = match (d.verdict, job.kind()) {
+                (Verdict::NeedsOwnerApproval, _) => "awaiting_approval",
+                (_, JobKind::RotateIssuerKey { .. }) => "succeeded",
+                _ => "queued",
+            };
             sql::insert_as(tx, &id, job.kind().name(), profile_of(job.kind()), total, now, &signed.encode(), state, *class, signed.body().expires_at_ms)?;
+            if let JobKind::RotateIssuerKey { new_issuer } = job.kind() {
+                if state == "succeeded" {
+                    sql::set_result_in(tx, &id, &rotation_result(new_issuer), now)?;
+                }
+            }
         }
         Ok((signed, id, opened))
     })?;
@@ -207,6 +230,9 @@ fn accept(st: &Arc<NodeState>, actor: &str, issue: impl FnOnce(&rusqlite::Transa
     };
     if decision.verdict == Verdict::NeedsOwnerApproval {
         st.db.audit(now, actor, "job.await_approval", &id, "pending", &format!("{name}; {class:?}; {}", decision.reason));
+    } else if let JobKind::RotateIssuerKey { new_issuer } = job.kind() {
+        st.db.audit(now, actor, "job.accept", &id, "ok", &format!("{name}; {class:?}; {}", decision.reason));
+        st.db.audit(now, "system", "managed.rotate_job_key", &id, "ok", &format!("{} -> {}", signed.signer().to_hex(), new_issuer.to_hex()));
     } else {
         st.db.audit(now, actor, "job.accept", &id, "ok", &format!("{name}; {class:?}; {}", decision.reason));
         start(st, id.clone(), job, class);
@@ -454,6 +480,12 @@ async fn execute(st: &Arc<NodeState>, id: &str, job: &VerifiedJob, class: Issuer
         }
         // Refused by the preflight; kept exhaustive so a new core kind is a compile error here.
         JobKind::RestartRuntime {} => Err(HostError::InvalidParameter("restart_runtime is not available in this build".into())),
+        // Applied in the accepting transaction when the policy runs it at once (the default:
+        // low risk); here only after an owner's approval, when the policy asked for one.
+        JobKind::RotateIssuerKey { new_issuer } => {
+            st.db.tx(|tx| crate::store::managed::rotate_job_key_in(tx, &job.job().issuer, new_issuer, st.now()))?;
+            Ok(rotation_result(new_issuer))
+        }
     }
 }
 
@@ -549,6 +581,70 @@ mod tests {
         }
         sql::mark_reported(&st.db, &r.id, st.now()).unwrap();
         assert!(!sql::unreported_remote(&st.db, 20).unwrap().iter().any(|u| u.job.id == r.id));
+    }
+
+    #[tokio::test]
+    async fn a_rotation_signed_by_the_pinned_key_moves_trust_to_the_new_key_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = node(&dir);
+        let (old, new) = (NodeKey::generate(&mut rand::rngs::OsRng), NodeKey::generate(&mut rand::rngs::OsRng));
+        let e = crate::managed::Enrollment {
+            control_url: "https://127.0.0.1:1".into(),
+            audience: "cp_test".into(),
+            org_id: "org_test".into(),
+            job_key: old.public(),
+            heartbeat_interval_ms: 30_000,
+            enrolled_at_ms: 1,
+            expires_at_ms: u64::MAX / 2,
+            ca_pem: None,
+            receipts_from_ms: 0,
+            job_sequence_floor: 0,
+        };
+        crate::store::managed::put_enrollment(&st.db, &serde_json::to_string(&e).unwrap()).unwrap();
+        sql::put_trust_root(&st.db, &TrustRoot { key: old.public(), class: IssuerClass::Remote, added_at: st.now(), label: "cp".into() }).unwrap();
+        st.set_mode(OperatingMode::Managed).unwrap();
+        let (me, now) = (st.node_id, unix_now_ms());
+        let code = |e: HostError| error_code(&e).to_string();
+        let rotate = |k: &NodeKey, seq, to: &NodeKey| remote_job(k, seq, JobKind::RotateIssuerKey { new_issuer: to.public() }, me, now, now + 60_000);
+
+        // Refused: a rotation to the signer's own key (a field check), and one signed by a key
+        // that is not pinned (untrusted); neither changes anything.
+        assert_eq!(code(submit_remote(&st, rotate(&old, 5, &old)).await.unwrap_err()), "invalid_field");
+        let stranger = NodeKey::generate(&mut rand::rngs::OsRng);
+        assert_eq!(code(submit_remote(&st, rotate(&stranger, 6, &new)).await.unwrap_err()), "untrusted_issuer");
+        assert_eq!(crate::managed::enrollment(&st.db).unwrap().unwrap().job_key, old.public());
+
+        // A job under the old key first, so the floor has a sequence to keep.
+        submit_remote(&st, remote_job(&old, 7, JobKind::BuildSupportBundle {}, me, now, now + 60_000)).await.unwrap();
+        // The rotation signed by the pinned key: succeeded when accepted (no background run),
+        // in the same transaction as the trust-root change.
+        let r = submit_remote(&st, rotate(&old, 8, &new)).await.unwrap();
+        assert_eq!(r.state, "succeeded", "{r:?}");
+        assert_eq!(r.result.as_ref().unwrap()["issuer"], new.public().to_hex());
+        let (roots, recs) = trust_roots(&st).unwrap();
+        assert!(roots.contains(&new.public()) && !roots.contains(&old.public()), "{recs:?}");
+        let e2 = crate::managed::enrollment(&st.db).unwrap().unwrap();
+        assert_eq!((e2.job_key, e2.job_sequence_floor), (new.public(), 8));
+
+        // From now on the old key is refused, the new one accepted (its sequence continues the
+        // control plane's counter); the audit log names the rotation.
+        assert_eq!(code(submit_remote(&st, remote_job(&old, 9, JobKind::BuildSupportBundle {}, me, now, now + 60_000)).await.unwrap_err()), "untrusted_issuer");
+        let ok = submit_remote(&st, remote_job(&new, 10, JobKind::BuildSupportBundle {}, me, now, now + 60_000)).await.unwrap();
+        assert_eq!(ok.state, "awaiting_approval");
+        assert_eq!(code(submit_remote(&st, rotate(&old, 11, &stranger)).await.unwrap_err()), "untrusted_issuer", "the rotated-out key cannot rotate again");
+        let audit = st.db.lock().query_row("SELECT COUNT(*) FROM audit_events WHERE action = 'managed.rotate_job_key'", [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(audit, 1);
+
+        // The outbox reports the rotation with the newly pinned key.
+        let u = sql::unreported_remote(&st.db, 20).unwrap();
+        assert!(u.iter().any(|u| u.job.id == r.id && u.job.state == "succeeded"));
+
+        // An owner-signed rotation is refused by policy: the owner's key rotates another way.
+        crate::owner::ensure_owner_trust_root(&st).unwrap();
+        let owner = key::owner_issuer(&st.home).unwrap().unwrap();
+        let j = issue_owner_job(&st, &owner, JobKind::RotateIssuerKey { new_issuer: stranger.public() }, now).unwrap();
+        assert!(submit(&st, j, "owner").await.is_err());
+        assert!(trust_roots(&st).unwrap().0.contains(&owner.public()));
     }
 
     #[test]

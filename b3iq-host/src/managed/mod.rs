@@ -71,6 +71,10 @@ pub struct Enrollment {
     /// earlier ones, from local mode, stay private.
     #[serde(default)]
     pub receipts_from_ms: u64,
+    /// The highest job sequence received under a job key rotated out since (0 before any
+    /// rotation): polls ask for jobs above it and above every sequence seen from `job_key`.
+    #[serde(default)]
+    pub job_sequence_floor: u64,
 }
 
 /// The outcome of the last heartbeat, for `b3iqd status` and the wizard.
@@ -267,6 +271,7 @@ pub async fn enroll(db: &Db, key: &NodeKey, control_url: &str, token: &str, ca_p
         expires_at_ms: acc.expires_at_ms,
         ca_pem: ca_pem.map(str::to_string),
         receipts_from_ms: unix_now_ms(),
+        job_sequence_floor: 0,
     };
     let json = serde_json::to_string(&e).map_err(|x| HostError::Internal(x.to_string()))?;
     let now = unix_now();
@@ -295,16 +300,19 @@ pub async fn renew(db: &Db, key: &NodeKey, e: &Enrollment, c: &reqwest::Client) 
         return Err(HostError::ControlPlane(format!("the control plane now calls itself {}, not {}; not renewed", challenge.audience.as_str(), e.audience)));
     }
     let acc: EnrollmentAccepted = post(c, &format!("{}/v1/node/enroll/renew", e.control_url), None, &req, None).await?;
-    if acc.node_id != key.node_id() || acc.job_key != e.job_key {
-        return Err(HostError::ControlPlane("the renewal names another node or job key; not renewed".into()));
+    // The answer's job key is not looked at: the pinned key changes only by a
+    // `rotate_issuer_key` job signed with the pinned key, never by a renewal.
+    if acc.node_id != key.node_id() {
+        return Err(HostError::ControlPlane("the renewal names another node; not renewed".into()));
     }
-    let mut renewed = e.clone();
-    renewed.expires_at_ms = acc.expires_at_ms;
-    renewed.heartbeat_interval_ms = acc.heartbeat_interval_ms.clamp(1_000, 3_600_000);
-    let json = serde_json::to_string(&renewed).map_err(|x| HostError::Internal(x.to_string()))?;
-    // Only the term changes: the last heartbeat's outcome stays (put_enrollment, for a new
-    // enrollment, forgets it).
-    db.meta_set(META_ENROLLMENT, &json)?;
+    // Only the term changes, in one read-modify-write (a key rotation may have landed since
+    // `e` was read); the last heartbeat's outcome stays.
+    let interval = acc.heartbeat_interval_ms.clamp(1_000, 3_600_000);
+    let renewed = managed_sql::update_enrollment(db, |r| {
+        r.expires_at_ms = acc.expires_at_ms;
+        r.heartbeat_interval_ms = interval;
+    })?
+    .ok_or_else(|| HostError::ControlPlane("the node was unenrolled during the renewal; not renewed".into()))?;
     db.audit(unix_now(), "system", "managed.renew", &e.audience, "ok", &format!("expires_at_ms={}", acc.expires_at_ms));
     Ok(renewed)
 }

@@ -23,9 +23,11 @@ pub const POLL_WAIT_MS: u32 = 25_000;
 /// How long a poll waits while a remote job runs here (so its result is reported soon).
 pub const BUSY_POLL_WAIT_MS: u32 = 1_000;
 
-/// The highest job sequence seen from the control plane's key (0 when none).
+/// The highest job sequence seen from the control plane's pinned key, or under a key it
+/// rotated out (0 when none).
 fn after_sequence(st: &NodeState, e: &Enrollment) -> Result<u64> {
-    st.db.tx(|tx| TxSeenSet(tx).last_sequence(&e.job_key).map_err(|x| HostError::Internal(x.0)).map(|v| v.unwrap_or(0)))
+    let seen = st.db.tx(|tx| TxSeenSet(tx).last_sequence(&e.job_key).map_err(|x| HostError::Internal(x.0)).map(|v| v.unwrap_or(0)))?;
+    Ok(seen.max(e.job_sequence_floor))
 }
 
 /// One long-poll: opens and starts (or parks for approval) every job in the answer. Returns how
@@ -39,6 +41,8 @@ pub async fn poll_once(st: &Arc<NodeState>, e: &Enrollment, c: &reqwest::Client,
     let timeout = Duration::from_millis(u64::from(wait_ms)) + super::CONTROL_TIMEOUT;
     let answer: JobPollResponse = post(c, &url, None, &poll, Some(timeout)).await?;
     let n = answer.jobs.len();
+    // In sequence order, one at a time: a `rotate_issuer_key` takes effect when it is accepted,
+    // so the jobs after it in the same answer, signed with the new key, open.
     for job in answer.jobs {
         let id = job.body().job_id.to_hex();
         match crate::jobs::submit_remote(st, job).await {
@@ -77,6 +81,7 @@ fn result_data(st: &NodeState, u: &Unreported, kind: &JobKind) -> JobResultData 
             Err(_) => JobResultData::None {},
         },
         JobKind::RestartRuntime {} => JobResultData::None {},
+        JobKind::RotateIssuerKey { new_issuer } => JobResultData::IssuerKeyRotated { issuer: *new_issuer },
     }
 }
 

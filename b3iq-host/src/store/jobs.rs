@@ -188,6 +188,12 @@ pub fn set_state(db: &Db, id: &str, state: &str, error: Option<&str>, result: Op
     Ok(())
 }
 
+/// Inside `tx`: set a job's result (its state was set when it was recorded).
+pub fn set_result_in(tx: &rusqlite::Transaction<'_>, id: &str, result: &Value, now: u64) -> Result<()> {
+    tx.execute("UPDATE jobs SET result = ?2, updated_at = ?3 WHERE id = ?1", params![id, result.to_string(), now as i64])?;
+    Ok(())
+}
+
 /// Set an install job's byte progress.
 pub fn set_progress(db: &Db, id: &str, done: u64, total: u64) -> Result<()> {
     db.lock().execute("UPDATE jobs SET bytes_done = ?2, bytes_total = ?3 WHERE id = ?1", params![id, done as i64, total as i64])?;
