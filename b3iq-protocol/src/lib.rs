@@ -12,6 +12,8 @@
 //! * [`messages`]: node <-> control-plane message types (enrollment challenge and proof,
 //!   heartbeat, job poll). They carry only ids, hashes, counts, times and signed envelopes, so
 //!   they cannot hold prompts, outputs, keys or paths.
+//! * [`gateway`]: gateway <-> node messages of network mode: the tunnel's challenge and signed
+//!   hello, and the signed request ticket that prices a forwarded request.
 //! * [`error`]: [`ProtocolError`], classified by `b3iq_core::ClassifiedError`.
 //!
 //! The contract bindings, the chain client and the EIP-712 node attestations moved to the
@@ -23,6 +25,7 @@
 //! This crate has no cargo features.
 
 pub mod error;
+pub mod gateway;
 pub mod messages;
 pub mod settlement;
 

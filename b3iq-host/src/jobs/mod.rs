@@ -196,7 +196,7 @@ fn accept(st: &Arc<NodeState>, actor: &str, issue: impl FnOnce(&rusqlite::Transa
                 // A key rotation takes effect in this transaction, with the job's record: no
                 // crash can leave the key changed and the job unrecorded, or the reverse.
                 if let JobKind::RotateIssuerKey { new_issuer } = job.kind() {
-                    crate::store::managed::rotate_job_key_in(tx, signed.signer(), new_issuer, now)?;
+                    crate::managed::rotate_job_key_in(tx, signed.signer(), new_issuer, now)?;
                 }
             }
             Ok((job, class, d))
@@ -483,7 +483,7 @@ async fn execute(st: &Arc<NodeState>, id: &str, job: &VerifiedJob, class: Issuer
         // Applied in the accepting transaction when the policy runs it at once (the default:
         // low risk); here only after an owner's approval, when the policy asked for one.
         JobKind::RotateIssuerKey { new_issuer } => {
-            st.db.tx(|tx| crate::store::managed::rotate_job_key_in(tx, &job.job().issuer, new_issuer, st.now()))?;
+            st.db.tx(|tx| crate::managed::rotate_job_key_in(tx, &job.job().issuer, new_issuer, st.now()))?;
             Ok(rotation_result(new_issuer))
         }
     }

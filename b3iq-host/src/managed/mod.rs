@@ -99,7 +99,7 @@ pub struct HeartbeatReport {
 pub fn enrollment(db: &Db) -> Result<Option<Enrollment>> {
     match db.meta_get(META_ENROLLMENT)?.filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => serde_json::from_str(&s).map(Some).map_err(|e| HostError::Config(format!("state.db managed_enrollment: {e}"))),
+        Some(s) => parse_enrollment(&s).map(Some),
     }
 }
 
@@ -282,6 +282,53 @@ pub async fn enroll(db: &Db, key: &NodeKey, control_url: &str, token: &str, ca_p
     Ok(e)
 }
 
+fn parse_enrollment(s: &str) -> Result<Enrollment> {
+    serde_json::from_str(s).map_err(|e| HostError::Config(format!("state.db managed_enrollment: {e}")))
+}
+
+/// In one transaction: change the current enrollment with `f` (a read-modify-write that cannot
+/// lose a concurrent change, such as a renewal's new term racing a key rotation). Returns the
+/// enrollment as written, or `None` when the node is not enrolled (nothing is written).
+///
+/// # Errors
+/// `Db`; `Config` for a corrupt enrollment row.
+pub fn update_enrollment(db: &Db, f: impl FnOnce(&mut Enrollment)) -> Result<Option<Enrollment>> {
+    db.tx(|tx| {
+        let Some(json) = managed_sql::enrollment_json_in(tx)? else { return Ok(None) };
+        let mut e = parse_enrollment(&json)?;
+        f(&mut e);
+        managed_sql::put_enrollment_json_in(tx, &serde_json::to_string(&e).map_err(|x| HostError::Internal(x.to_string()))?)?;
+        Ok(Some(e))
+    })
+}
+
+/// Inside `tx` (the transaction that records a `rotate_issuer_key` job): the control plane's
+/// pinned job key `old` (the job's verified signer) is replaced by `new`, in the enrollment and
+/// in the trust roots, so from the commit on jobs signed by `old` are refused as from an
+/// untrusted issuer. The highest job sequence accepted from `old` is kept in the enrollment
+/// (`job_sequence_floor`), so the next poll does not ask again for jobs already received.
+/// Checks come before any write: an error leaves nothing changed.
+///
+/// # Errors
+/// `InvalidParameter` when the node is not enrolled or `old` is not the pinned key; `Db`.
+pub fn rotate_job_key_in(tx: &rusqlite::Transaction<'_>, old: &NodePublicKey, new: &NodePublicKey, now: u64) -> Result<()> {
+    let Some(json) = managed_sql::enrollment_json_in(tx)? else {
+        return Err(HostError::InvalidParameter("rotate_issuer_key refused: the node is not enrolled with a control plane".into()));
+    };
+    let mut e = parse_enrollment(&json)?;
+    if &e.job_key != old {
+        return Err(HostError::InvalidParameter(format!(
+            "rotate_issuer_key refused: it is signed by {}, not by the pinned job key {}",
+            old.to_hex(),
+            e.job_key.to_hex()
+        )));
+    }
+    e.job_sequence_floor = e.job_sequence_floor.max(managed_sql::max_seen_sequence_in(tx, &old.to_hex())?);
+    e.job_key = *new;
+    managed_sql::replace_remote_root_in(tx, &old.to_hex(), &new.to_hex(), &format!("control plane {}", e.audience), now)?;
+    managed_sql::put_enrollment_json_in(tx, &serde_json::to_string(&e).map_err(|x| HostError::Internal(x.to_string()))?)
+}
+
 /// How long before the enrollment ends the node renews it: a third of its lifetime, at most
 /// 7 days.
 pub fn renew_before_ms(e: &Enrollment) -> u64 {
@@ -308,7 +355,7 @@ pub async fn renew(db: &Db, key: &NodeKey, e: &Enrollment, c: &reqwest::Client) 
     // Only the term changes, in one read-modify-write (a key rotation may have landed since
     // `e` was read); the last heartbeat's outcome stays.
     let interval = acc.heartbeat_interval_ms.clamp(1_000, 3_600_000);
-    let renewed = managed_sql::update_enrollment(db, |r| {
+    let renewed = update_enrollment(db, |r| {
         r.expires_at_ms = acc.expires_at_ms;
         r.heartbeat_interval_ms = interval;
     })?

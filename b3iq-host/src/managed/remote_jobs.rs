@@ -137,7 +137,7 @@ pub async fn run(st: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool
     let mut last_problem: Option<String> = None;
     loop {
         let wait = match super::enrollment(&st.db) {
-            Ok(Some(e)) if st.mode() == b3iq_core::mode::OperatingMode::Managed => match super::client(e.ca_pem.as_deref()) {
+            Ok(Some(e)) if matches!(st.mode(), b3iq_core::mode::OperatingMode::Managed | b3iq_core::mode::OperatingMode::Network) => match super::client(e.ca_pem.as_deref()) {
                 Err(err) => {
                     tracing::error!(error = %err, "managed mode: cannot build the control-plane client");
                     Duration::from_secs(60)

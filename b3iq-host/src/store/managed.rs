@@ -38,66 +38,45 @@ pub fn clear_enrollment(db: &Db, job_key_hex: &str) -> Result<()> {
     })
 }
 
-/// The enrollment JSON inside `tx` (`None` when not enrolled).
-fn enrollment_in(tx: &rusqlite::Transaction<'_>) -> Result<Option<crate::managed::Enrollment>> {
+/// Inside `tx`: the enrollment JSON (`None` when not enrolled).
+///
+/// # Errors
+/// `Db`.
+pub fn enrollment_json_in(tx: &rusqlite::Transaction<'_>) -> Result<Option<String>> {
     let v: Option<String> = tx.query_row("SELECT v FROM meta WHERE k = ?1", [META_ENROLLMENT], |r| r.get(0)).optional()?;
-    match v.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => serde_json::from_str(&s).map(Some).map_err(|e| HostError::Config(format!("state.db managed_enrollment: {e}"))),
-    }
+    Ok(v.filter(|s| !s.is_empty()))
 }
 
-fn put_enrollment_in(tx: &rusqlite::Transaction<'_>, e: &crate::managed::Enrollment) -> Result<()> {
-    let json = serde_json::to_string(e).map_err(|x| HostError::Internal(x.to_string()))?;
+/// Inside `tx`: store the enrollment JSON (the last heartbeat's outcome stays).
+///
+/// # Errors
+/// `Db`.
+pub fn put_enrollment_json_in(tx: &rusqlite::Transaction<'_>, json: &str) -> Result<()> {
     tx.execute("INSERT INTO meta(k, v) VALUES (?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v", params![META_ENROLLMENT, json])?;
     Ok(())
 }
 
-/// In one transaction: change the current enrollment with `f` (a read-modify-write that cannot
-/// lose a concurrent change, such as a renewal's new term racing a key rotation). Returns the
-/// enrollment as written, or `None` when the node is not enrolled (nothing is written).
+/// Inside `tx`: the highest job sequence recorded from `issuer_hex` (0 when none).
 ///
 /// # Errors
-/// `Db`; `Config` for a corrupt enrollment row.
-pub fn update_enrollment(db: &Db, f: impl FnOnce(&mut crate::managed::Enrollment)) -> Result<Option<crate::managed::Enrollment>> {
-    db.tx(|tx| {
-        let Some(mut e) = enrollment_in(tx)? else { return Ok(None) };
-        f(&mut e);
-        put_enrollment_in(tx, &e)?;
-        Ok(Some(e))
-    })
+/// `Db`.
+pub fn max_seen_sequence_in(tx: &rusqlite::Transaction<'_>, issuer_hex: &str) -> Result<u64> {
+    let last: Option<i64> = tx.query_row("SELECT MAX(sequence) FROM job_seen WHERE issuer = ?1", [issuer_hex], |r| r.get(0))?;
+    Ok(last.unwrap_or(0).max(0) as u64)
 }
 
-/// Inside `tx` (the transaction that records a `rotate_issuer_key` job): the control plane's
-/// pinned job key `old` (the job's verified signer) is replaced by `new`, in the enrollment and
-/// in the trust roots, so from the commit on jobs signed by `old` are refused as from an
-/// untrusted issuer. The highest job sequence accepted from `old` is kept in the enrollment
-/// (`job_sequence_floor`), so the next poll does not ask again for jobs already received.
-/// Checks come before any write: an error leaves nothing changed.
+/// Inside `tx`: the `remote` trust root `old_hex` is replaced by `new_hex` (labelled `label`).
 ///
 /// # Errors
-/// `InvalidParameter` when the node is not enrolled or `old` is not the pinned key; `Db`.
-pub fn rotate_job_key_in(tx: &rusqlite::Transaction<'_>, old: &b3iq_core::NodePublicKey, new: &b3iq_core::NodePublicKey, now: u64) -> Result<()> {
-    let Some(mut e) = enrollment_in(tx)? else {
-        return Err(HostError::InvalidParameter("rotate_issuer_key refused: the node is not enrolled with a control plane".into()));
-    };
-    if &e.job_key != old {
-        return Err(HostError::InvalidParameter(format!(
-            "rotate_issuer_key refused: it is signed by {}, not by the pinned job key {}",
-            old.to_hex(),
-            e.job_key.to_hex()
-        )));
-    }
-    let last: Option<i64> = tx.query_row("SELECT MAX(sequence) FROM job_seen WHERE issuer = ?1", [old.to_hex()], |r| r.get(0))?;
-    e.job_sequence_floor = e.job_sequence_floor.max(last.unwrap_or(0).max(0) as u64);
-    e.job_key = *new;
-    tx.execute("DELETE FROM trust_roots WHERE public_key = ?1 AND class = 'remote'", [old.to_hex()])?;
+/// `Db`.
+pub fn replace_remote_root_in(tx: &rusqlite::Transaction<'_>, old_hex: &str, new_hex: &str, label: &str, now: u64) -> Result<()> {
+    tx.execute("DELETE FROM trust_roots WHERE public_key = ?1 AND class = 'remote'", [old_hex])?;
     tx.execute(
         "INSERT INTO trust_roots(public_key, class, added_at, label) VALUES (?1, 'remote', ?2, ?3)
          ON CONFLICT(public_key) DO UPDATE SET class = excluded.class, label = excluded.label",
-        params![new.to_hex(), now as i64, format!("control plane {}", e.audience)],
+        params![new_hex, now as i64, label],
     )?;
-    put_enrollment_in(tx, &e)
+    Ok(())
 }
 
 /// Takes the next heartbeat sequence (1, 2, ...) and commits it before returning, so a
