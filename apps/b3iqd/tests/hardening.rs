@@ -428,15 +428,21 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["tls"]["fingerprint_sha256"].as_str(), Some(fp.as_str()));
 
-    // Plain HTTP on the TLS port: a 400 naming the https URL, not a dead socket.
+    // Plain HTTP on the TLS port: a 400 naming the node's own https URL (never the Host sent),
+    // with the security headers of every other response; not a dead socket.
     let port = d.base.rsplit(':').next().unwrap().to_string();
     let mut s = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n").await.unwrap();
     let mut resp = String::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut resp)).await.unwrap().unwrap();
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert!(resp.contains("https_required") && resp.contains(&format!("https://127.0.0.1:{port}/")), "{resp}");
+    assert!(!resp.contains("evil.example"), "the unchecked Host is echoed: {resp}");
+    let lower = resp.to_ascii_lowercase();
+    for h in ["x-content-type-options: nosniff", "referrer-policy: no-referrer", "x-frame-options: deny"] {
+        assert!(lower.contains(h), "{h} missing: {resp}");
+    }
 
     // Claim over TLS: the cookie is `__Host-` and `Secure`.
     let tok = d.setup_token.clone().unwrap();
