@@ -96,6 +96,23 @@ async fn curl_over_http2_sees_every_early_refusal() {
     node.shutdown().await;
 }
 
+/// The 403 for a Host outside the allowlist names a URL of this node in the scheme it serves
+/// (`https://` on a TLS node, where it used to say `http://127.0.0.1:PORT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_not_allowed_names_the_https_url_on_a_tls_node() {
+    let (_dir, node, cert) = tls_node().await;
+    let pem = std::fs::read(&cert).unwrap();
+    let c = reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap()).http1_only().build().unwrap();
+    let r = c.get(format!("{}/healthz", node.base_url())).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "host_not_allowed");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains(&format!("use https://127.0.0.1:{} ", node.local_addr().port())), "{m}");
+    assert!(!m.contains("http://"), "{m}");
+    node.shutdown().await;
+}
+
 /// An HTTP/2 connection over TLS (ALPN h2) to `node`, trusting its self-signed certificate.
 async fn h2_connect(node: &LocalNode, cert: &std::path::Path) -> h2::client::SendRequest<bytes::Bytes> {
     use rustls::pki_types::pem::PemObject;

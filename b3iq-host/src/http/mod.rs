@@ -140,7 +140,7 @@ async fn guard(State(st): St, mut req: Request, next: Next) -> Response {
     if !host_matches(&host, &st.config.allowed_hosts) {
         let shown: String = host.chars().take(80).collect();
         tracing::warn!(host = %shown, "refused request with a Host header outside the allowlist");
-        return HostError::HostNotAllowed(shown).into_response();
+        return HostError::HostNotAllowed { host: shown, url: own_url(&st) }.into_response();
     }
     if !req.headers().contains_key(header::HOST) {
         if let Ok(v) = HeaderValue::from_str(&host) {
@@ -228,6 +228,18 @@ async fn finish_request_body(req: Request, next: Next) -> Response {
         let _ = tokio::time::timeout(FINISH_BODY_TIMEOUT, read_rest).await;
     }
     resp
+}
+
+/// A URL this node answers on, in the scheme it serves: the address it listens on
+/// (`127.0.0.1` for a wildcard bind) and its port; `PORT` when it is not listening (a router
+/// driven in-process).
+fn own_url(st: &NodeState) -> String {
+    let scheme = Scheme::of(st).as_str();
+    match st.listen.get() {
+        Some(a) if a.ip().is_unspecified() => format!("{scheme}://127.0.0.1:{}", a.port()),
+        Some(a) => format!("{scheme}://{a}"),
+        None => format!("{scheme}://127.0.0.1:PORT"),
+    }
 }
 
 /// Session rotation: a request whose session secret is `session_rotate_s` old or more goes on
