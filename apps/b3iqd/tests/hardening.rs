@@ -451,6 +451,7 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     let raw = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(raw.starts_with("__Host-b3iq_session=") && raw.contains("; Secure") && raw.contains("Path=/") && !raw.contains("Domain"), "{raw}");
     let cookie = set_cookie(&r).unwrap();
+    let session_end = r.json::<Value>().await.unwrap()["expires_at"].as_u64().unwrap();
     // The plain-HTTP cookie name is not this server's.
     let plain = cookie.replacen("__Host-b3iq_session", "b3iq_session", 1);
     assert_eq!(c.get(d.url("/api/session")).header("cookie", &plain).send().await.unwrap().status(), 401);
@@ -466,9 +467,16 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     assert_eq!(r.status(), 200);
     let rotated = set_cookie(&r).expect("a rotated cookie");
     assert!(rotated.starts_with("__Host-b3iq_session=") && rotated != cookie, "{rotated}");
-    // The old secret still works within the grace and is not rotated a second time.
+    // The old secret still works within the grace and is not rotated a second time; it reports
+    // the session's end, not the grace's (which has its own field).
     let r = c.get(d.url("/api/session")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!((r.status().as_u16(), set_cookie(&r)), (200, None));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["expires_at"].as_u64(), Some(session_end), "{v}");
+    let grace = v["grace_expires_at"].as_u64().unwrap_or_else(|| panic!("no grace end: {v}"));
+    assert!(grace < session_end, "{v}");
+    let v: Value = c.get(d.url("/api/session")).header("cookie", &rotated).send().await.unwrap().json().await.unwrap();
+    assert_eq!((v["expires_at"].as_u64(), &v["grace_expires_at"]), (Some(session_end), &Value::Null), "{v}");
     // Sign-out with the new secret ends the old one too.
     let mut newest = rotated.clone();
     let r = c.post(d.url("/api/session/logout")).header("cookie", &rotated).send().await.unwrap();
