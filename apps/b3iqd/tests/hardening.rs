@@ -491,8 +491,13 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     // Logs written to a pipe (a file, journald) carry no ANSI colour codes.
     assert!(!d.logs().contains('\u{1b}'), "escape codes in a log that is not a terminal");
     assert!(d.logs().contains("serving over TLS"));
-    // A restart serves the same certificate: pinned clients keep working.
+    // Stopped, `b3iqd status` still shows the fingerprint of the certificate on disk.
     d.stop();
+    let out = std::process::Command::new(bin()).arg("status").env("B3IQ_HOME", &home).output().unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["running"], false);
+    assert_eq!((status["tls"]["mode"].as_str(), status["tls"]["fingerprint_sha256"].as_str()), (Some("self-signed"), Some(fp.as_str())), "{status}");
+    // A restart serves the same certificate: pinned clients keep working.
     let d2 = Daemon::start(&home);
     let r = c.get(d2.url("/api/setup/status")).send().await.unwrap();
     let again = r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|t| t.peer_certificate()).unwrap().to_vec();

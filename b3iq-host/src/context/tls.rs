@@ -144,12 +144,34 @@ pub fn load(home: &Home, config: &Config, listen: Option<SocketAddr>) -> Result<
             let (Some(cert), Some(key)) = (config.tls_cert.as_deref(), config.tls_key.as_deref()) else {
                 return Err(HostError::Config("tls \"provided\" needs both tls_cert and tls_key (PEM file paths)".into()));
             };
-            // Relative paths (config.json) are under the home, whatever the daemon's working
-            // directory; the CLI passes absolute ones.
-            let under_home = |p: &str| if Path::new(p).is_relative() { home.root().join(p) } else { PathBuf::from(p) };
-            load_pem(&under_home(cert), &under_home(key), "provided").map(Some)
+            load_pem(&under_home(home, cert), &under_home(home, key), "provided").map(Some)
         }
     }
+}
+
+/// A certificate or key path as config.json gives it: relative paths are under the home, whatever
+/// the daemon's working directory (the CLI passes absolute ones).
+fn under_home(home: &Home, p: &str) -> PathBuf {
+    if Path::new(p).is_relative() {
+        home.root().join(p)
+    } else {
+        PathBuf::from(p)
+    }
+}
+
+/// The certificate a node with `config` serves, read from disk without its key and without
+/// making one (`b3iqd status` while no daemon runs): the self-signed certificate under
+/// `$B3IQ_HOME/tls/` or the `tls_cert` file. `None` for `off`, before a self-signed certificate
+/// was first made, or when the file cannot be read. A self-signed certificate whose names no
+/// longer match is still the one on disk until the next start replaces it.
+pub fn certificate_on_disk(home: &Home, config: &Config) -> Option<TlsInfo> {
+    let (mode, path) = match TlsMode::parse(&config.tls).ok()? {
+        TlsMode::Off => return None,
+        TlsMode::SelfSigned => ("self-signed", tls_dir(home).join("self-signed.crt.pem")),
+        TlsMode::Provided => ("provided", under_home(home, config.tls_cert.as_deref()?)),
+    };
+    let leaf = CertificateDer::pem_file_iter(&path).ok()?.next()?.ok()?;
+    Some(TlsInfo { mode, fingerprint_sha256: fingerprint_sha256(&leaf), cert_path: path })
 }
 
 fn tls_dir(home: &Home) -> PathBuf {
@@ -282,6 +304,12 @@ mod tests {
         c.allowed_hosts = vec!["box.lan".into()];
         let d = load(&h, &c, None).unwrap().unwrap();
         assert_ne!(a.info.fingerprint_sha256, d.info.fingerprint_sha256, "new name: new certificate");
+        // What is on disk is what a start serves (`b3iqd status` with no daemon running).
+        let on_disk = certificate_on_disk(&h, &c).unwrap();
+        assert_eq!((on_disk.mode, on_disk.fingerprint_sha256.as_str()), ("self-signed", d.info.fingerprint_sha256.as_str()));
+        assert!(certificate_on_disk(&h, &Config::default()).is_none(), "tls off");
+        let (_d2, empty) = home();
+        assert!(certificate_on_disk(&empty, &c).is_none(), "not made yet");
     }
 
     #[test]
