@@ -498,8 +498,27 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     assert_eq!(status["running"], false);
     assert_eq!((status["tls"]["mode"].as_str(), status["tls"]["fingerprint_sha256"].as_str()), (Some("self-signed"), Some(fp.as_str())), "{status}");
     // A restart serves the same certificate: pinned clients keep working.
-    let d2 = Daemon::start(&home);
+    let mut d2 = Daemon::start(&home);
     let r = c.get(d2.url("/api/setup/status")).send().await.unwrap();
     let again = r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|t| t.peer_certificate()).unwrap().to_vec();
     assert_eq!(b3iq_host::context::tls::fingerprint_sha256(&again), fp);
+    assert!(!d2.stdout.lock().unwrap().contains("NEW self-signed certificate"), "same names, same certificate");
+    d2.stop();
+
+    // A new name makes a new certificate: `serve` says so on stdout with both fingerprints, and
+    // the previous certificate and key (0600) are kept.
+    write_config(&home, json!({"tls": "self-signed", "session_rotate_s": 1, "allowed_hosts": ["box.lan"]}));
+    let mut d3 = Daemon::start(&home);
+    let c3 = reqwest::Client::builder().danger_accept_invalid_certs(true).tls_info(true).build().unwrap();
+    let r = c3.get(d3.url("/healthz")).send().await.unwrap();
+    let new_fp = b3iq_host::context::tls::fingerprint_sha256(r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|t| t.peer_certificate()).unwrap());
+    assert_ne!(new_fp, fp);
+    let printed = d3.stdout.lock().unwrap().clone();
+    let line = printed.lines().find(|l| l.contains("NEW self-signed certificate")).unwrap_or_else(|| panic!("not announced on stdout: {printed}"));
+    assert!(line.contains(&fp) && line.contains(&new_fp) && line.contains("self-signed.crt.pem.previous"), "{line}");
+    assert_eq!(std::fs::read(home.join("tls/self-signed.crt.pem.previous")).unwrap(), pem, "the previous certificate is kept");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.join("tls/self-signed.key.pem.previous")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    d3.stop();
 }

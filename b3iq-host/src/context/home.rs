@@ -283,7 +283,7 @@ pub fn remove_durably(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

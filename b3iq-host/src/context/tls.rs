@@ -12,12 +12,15 @@
 //!   self-signed.crt.pem   the certificate (public), mode 0644
 //!   self-signed.key.pem   its ECDSA P-256 key, PKCS#8 PEM, mode 0600
 //!   self-signed.names     the subject alternative names it was made for, one per line
+//!   self-signed.*.previous  the certificate, key (0600) and names it last replaced
 //! ```
 //!
 //! The certificate names `localhost`, `127.0.0.1`, `::1`, every `allowed_hosts` entry and the
 //! listen address when it is a specific non-loopback IP. When that set changes, a new
-//! certificate (and fingerprint) is made and the change is logged; otherwise the same one is
-//! served across restarts, so pinned clients keep working.
+//! certificate (and fingerprint) is made, the one it replaces is kept beside it with a
+//! `.previous` suffix, and the change is logged and reported ([`TlsInfo::replaced`], which
+//! `b3iqd serve` prints); otherwise the same one is served across restarts, so pinned clients
+//! keep working.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,6 +83,20 @@ pub struct TlsInfo {
     /// Printed by `b3iqd serve` on the machine only; never serialised, so no API answer (some are
     /// unauthenticated) reveals a path.
     #[serde(skip)]
+    pub cert_path: PathBuf,
+    /// The self-signed certificate this start replaced because the node's names changed
+    /// (`b3iqd serve` prints it with the new fingerprint); `None` otherwise. Never serialised.
+    #[serde(skip)]
+    pub replaced: Option<ReplacedCertificate>,
+}
+
+/// A self-signed certificate replaced by a new one (the node's names changed), kept on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplacedCertificate {
+    /// Its SHA-256 fingerprint: clients that pinned it must pin the new one.
+    pub fingerprint_sha256: String,
+    /// Where it is kept (`self-signed.crt.pem.previous`; its key beside it as
+    /// `self-signed.key.pem.previous`, mode 0600).
     pub cert_path: PathBuf,
 }
 
@@ -171,7 +188,7 @@ pub fn certificate_on_disk(home: &Home, config: &Config) -> Option<TlsInfo> {
         TlsMode::Provided => ("provided", under_home(home, config.tls_cert.as_deref()?)),
     };
     let leaf = CertificateDer::pem_file_iter(&path).ok()?.next()?.ok()?;
-    Some(TlsInfo { mode, fingerprint_sha256: fingerprint_sha256(&leaf), cert_path: path })
+    Some(TlsInfo { mode, fingerprint_sha256: fingerprint_sha256(&leaf), cert_path: path, replaced: None })
 }
 
 fn tls_dir(home: &Home) -> PathBuf {
@@ -195,13 +212,53 @@ pub fn self_signed_in(dir: &Path, names: &[String]) -> Result<TlsMaterial> {
     let (crt, key, list) = (dir.join("self-signed.crt.pem"), dir.join("self-signed.key.pem"), dir.join("self-signed.names"));
     let wanted = names.join("\n");
     let current = std::fs::read_to_string(&list).ok();
+    let mut replaced = None;
     if current.as_deref() != Some(wanted.as_str()) || !crt.exists() || !key.exists() {
-        if current.is_some() {
-            tracing::warn!(names = %names.join(","), "the node's names changed: made a new self-signed certificate (clients that pinned the old fingerprint must pin the new one)");
+        if crt.exists() {
+            replaced = Some(keep_previous(&crt, &key, &list)?);
         }
         make_self_signed(&dir, names, &crt, &key, &list)?;
     }
-    load_pem(&crt, &key, "self-signed")
+    let mut m = load_pem(&crt, &key, "self-signed")?;
+    if let Some(old) = &replaced {
+        tracing::warn!(
+            names = %names.join(","),
+            fingerprint_sha256 = %m.info.fingerprint_sha256,
+            previous_fingerprint_sha256 = %old.fingerprint_sha256,
+            previous = %old.cert_path.display(),
+            "the node's names changed: made a new self-signed certificate (clients that pinned the previous fingerprint must pin the new one); the previous certificate is kept"
+        );
+    }
+    m.info.replaced = replaced;
+    Ok(m)
+}
+
+/// Move the self-signed certificate, key and name list aside (`.previous`, replacing an older
+/// one) before new ones are made; returns what was kept. The key keeps mode 0600.
+fn keep_previous(crt: &Path, key: &Path, list: &Path) -> Result<ReplacedCertificate> {
+    let prev = |p: &Path| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(".previous");
+        PathBuf::from(s)
+    };
+    let fingerprint = CertificateDer::pem_file_iter(crt)
+        .ok()
+        .and_then(|mut it| it.next())
+        .and_then(|c| c.ok())
+        .map(|c| fingerprint_sha256(&c))
+        .unwrap_or_else(|| "unreadable".to_string());
+    for p in [key, crt, list] {
+        if p.exists() {
+            std::fs::rename(p, prev(p)).map_err(|e| HostError::home(format!("keep the previous TLS file {}", p.display()), e))?;
+        } else {
+            // No stale file of an older pair beside the one kept.
+            let _ = std::fs::remove_file(prev(p));
+        }
+    }
+    if prev(key).exists() {
+        crate::context::home::set_mode(&prev(key), 0o600)?;
+    }
+    Ok(ReplacedCertificate { fingerprint_sha256: fingerprint, cert_path: prev(crt) })
 }
 
 fn make_self_signed(dir: &Path, names: &[String], crt: &Path, key: &Path, list: &Path) -> Result<()> {
@@ -253,7 +310,7 @@ pub fn load_pem(cert_path: &Path, key_path: &Path, mode: &'static str) -> Result
         })?;
     sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsMaterial {
-        info: TlsInfo { mode, fingerprint_sha256: fingerprint, cert_path: cert_path.to_path_buf() },
+        info: TlsInfo { mode, fingerprint_sha256: fingerprint, cert_path: cert_path.to_path_buf(), replaced: None },
         server_config: Arc::new(sc),
     })
 }
@@ -301,9 +358,18 @@ mod tests {
         assert_eq!(key_mode, 0o600);
         let b = load(&h, &c, None).unwrap().unwrap();
         assert_eq!(a.info.fingerprint_sha256, b.info.fingerprint_sha256, "same names: same certificate");
+        assert_eq!((a.info.replaced.as_ref(), b.info.replaced.as_ref()), (None, None), "nothing replaced");
         c.allowed_hosts = vec!["box.lan".into()];
         let d = load(&h, &c, None).unwrap().unwrap();
         assert_ne!(a.info.fingerprint_sha256, d.info.fingerprint_sha256, "new name: new certificate");
+        // The replaced certificate is reported and kept, its key still 0600.
+        let old = d.info.replaced.clone().expect("the replaced certificate is reported");
+        assert_eq!(old.fingerprint_sha256, a.info.fingerprint_sha256);
+        assert_eq!(old.cert_path, tls_dir(&h).join("self-signed.crt.pem.previous"));
+        assert_eq!(std::fs::read(&old.cert_path).unwrap(), pem, "the previous certificate's bytes");
+        let prev_key = tls_dir(&h).join("self-signed.key.pem.previous");
+        assert_eq!(std::fs::metadata(&prev_key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(load_pem(&old.cert_path, &prev_key, "self-signed").is_ok(), "the previous pair still matches");
         // What is on disk is what a start serves (`b3iqd status` with no daemon running).
         let on_disk = certificate_on_disk(&h, &c).unwrap();
         assert_eq!((on_disk.mode, on_disk.fingerprint_sha256.as_str()), ("self-signed", d.info.fingerprint_sha256.as_str()));
