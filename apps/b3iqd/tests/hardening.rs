@@ -521,4 +521,31 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     let mode = std::fs::metadata(home.join("tls/self-signed.key.pem.previous")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     d3.stop();
+
+    // The previous key with the new certificate: refused in words, naming both files.
+    let (cert, key) = (home.join("tls/self-signed.crt.pem"), home.join("tls/self-signed.key.pem.previous"));
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-model", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("B3IQ_HOME", &home)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("private key") && err.contains("does not match the certificate"), "{err}");
+    assert!(err.contains(&cert.display().to_string()) && err.contains(&key.display().to_string()) && !err.contains("KeyMismatch"), "{err}");
+}
+
+/// `--tls provided` without the files names the flags that give them and the config.json keys.
+#[test]
+fn tls_provided_without_files_names_the_flags_and_the_config_keys() {
+    let home = tempdir("hardening-tls-provided");
+    let out = std::process::Command::new(bin()).args(["serve", "--listen", "127.0.0.1:0", "--no-model", "--tls", "provided"]).env("B3IQ_HOME", &home).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for part in ["--tls-cert", "--tls-key", "\"tls_cert\"", "\"tls_key\"", "config.json"] {
+        assert!(err.contains(part), "{part} missing: {err}");
+    }
 }

@@ -159,12 +159,15 @@ pub fn load(home: &Home, config: &Config, listen: Option<SocketAddr>) -> Result<
         TlsMode::SelfSigned => self_signed(home, &self_signed_names(config, listen)).map(Some),
         TlsMode::Provided => {
             let (Some(cert), Some(key)) = (config.tls_cert.as_deref(), config.tls_key.as_deref()) else {
-                return Err(HostError::Config("tls \"provided\" needs both tls_cert and tls_key (PEM file paths)".into()));
+                return Err(HostError::Config(PROVIDED_NEEDS_FILES.into()));
             };
             load_pem(&under_home(home, cert), &under_home(home, key), "provided").map(Some)
         }
     }
 }
+
+/// What `tls` `provided` without a certificate or key is told: where both can be given.
+pub const PROVIDED_NEEDS_FILES: &str = "tls \"provided\" needs a certificate and its private key (PEM files): pass `--tls-cert FILE --tls-key FILE` to `b3iqd serve`, or set \"tls_cert\" and \"tls_key\" in config.json";
 
 /// A certificate or key path as config.json gives it: relative paths are under the home, whatever
 /// the daemon's working directory (the CLI passes absolute ones).
@@ -301,12 +304,17 @@ pub fn load_pem(cert_path: &Path, key_path: &Path, mode: &'static str) -> Result
         .map_err(|e| HostError::Config(format!("tls: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| {
-            HostError::Config(format!(
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => HostError::Config(format!(
+                "the private key in {} does not match the certificate in {}: give the key the certificate was issued for (or the certificate of this key)",
+                key_path.display(),
+                cert_path.display()
+            )),
+            e => HostError::Config(format!(
                 "tls certificate {} and key {} do not make a usable pair: {e}",
                 cert_path.display(),
                 key_path.display()
-            ))
+            )),
         })?;
     sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsMaterial {
@@ -382,7 +390,13 @@ mod tests {
     fn provided_needs_both_paths_and_a_matching_pair() {
         let (d, h) = home();
         let c = Config { tls: "provided".into(), tls_cert: Some("/nonexistent.pem".into()), ..Config::default() };
-        assert!(load(&h, &c, None).unwrap_err().to_string().contains("both tls_cert and tls_key"));
+        // Without both files: the message names the flags and the config.json keys.
+        let e = load(&h, &c, None).unwrap_err().to_string();
+        for part in ["--tls-cert", "--tls-key", "\"tls_cert\"", "\"tls_key\"", "config.json"] {
+            assert!(e.contains(part), "{part} missing: {e}");
+        }
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--tls-cert") && e.contains("\"tls_key\""), "{e}");
         // Two self-signed pairs; the first's certificate with the second's key is refused.
         let mk = |dir: &str| {
             let p = d.path().join(dir);
@@ -396,8 +410,11 @@ mod tests {
             tls_key: Some(p2.join("k.pem").display().to_string()),
             ..Config::default()
         };
+        // In words, naming both files; not rustls' `KeyMismatch`.
         let e = load(&h, &c, None).unwrap_err().to_string();
-        assert!(e.contains("do not make a usable pair"), "{e}");
+        assert!(e.contains("private key") && e.contains("does not match the certificate"), "{e}");
+        assert!(e.contains(&p2.join("k.pem").display().to_string()) && e.contains(&p1.join("c.pem").display().to_string()), "{e}");
+        assert!(!e.contains("KeyMismatch"), "{e}");
         let c = Config { tls_key: Some(p1.join("k.pem").display().to_string()), ..c };
         let m = load(&h, &c, None).unwrap().unwrap();
         assert_eq!(m.info.mode, "provided");
