@@ -67,8 +67,13 @@ pub enum HostError {
     #[error("cross-origin request refused; use the setup page served by this node")]
     CrossOrigin,
     /// The Host header is not in the allowlist.
-    #[error("host {0:?} is not allowed; use http://127.0.0.1:PORT or add the name to allowed_hosts in config.json")]
-    HostNotAllowed(String),
+    #[error("host {host:?} is not allowed; use {url} or add the name to allowed_hosts in config.json")]
+    HostNotAllowed {
+        /// The refused name as sent (at most 80 characters).
+        host: String,
+        /// A URL this node answers on, in the scheme it serves (`https://127.0.0.1:7420`).
+        url: String,
+    },
 
     /// The thing asked for does not exist.
     #[error("{0} not found")]
@@ -148,7 +153,7 @@ impl HostError {
             RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             MissingCredentials | InvalidApiKey | RevokedApiKey | ExpiredApiKey | SessionRequired
             | BadCredentials | SetupTokenInvalid | SetupTokenExpired => StatusCode::UNAUTHORIZED,
-            InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => StatusCode::FORBIDDEN,
+            InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } => StatusCode::FORBIDDEN,
             NotFound(_) | ModelNotFound(_) => StatusCode::NOT_FOUND,
             AlreadyClaimed => StatusCode::CONFLICT,
             QueueFull(_) | LoginBackoff(_) | SignInBusy(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -198,7 +203,7 @@ impl HostError {
             SetupTokenExpired => "setup_token_expired",
             InsufficientScope(_) => "insufficient_scope",
             CrossOrigin => "cross_origin",
-            HostNotAllowed(_) => "host_not_allowed",
+            HostNotAllowed { .. } => "host_not_allowed",
             NotFound(_) => "not_found",
             ModelNotFound(_) => "model_not_found",
             AlreadyClaimed => "already_claimed",
@@ -244,7 +249,7 @@ impl b3iq_core::ClassifiedError for HostError {
             InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
             | UnknownProfile(_) | BodyTooLarge(_) | UnsupportedMediaType(_) | RequestTimeout(_) | NotFound(_) | ModelNotFound(_) | Config(_) => C::InvalidInput,
             MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
-            | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed(_) => C::Unauthenticated,
+            | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } => C::Unauthenticated,
             ExpiredApiKey | SetupTokenExpired => C::Expired,
             ModeNotAvailable(_) => C::PolicyDenied,
             AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) | SignInBusy(_) => C::State,

@@ -50,12 +50,16 @@ impl Offline {
             // `serve --listen`); the configured one when none runs.
             "listen": running.map(|a| a.to_string()).unwrap_or_else(|| self.config.listen.clone()),
             "running": running.is_some(),
-            // The running daemon's TLS (mode, SHA-256 fingerprint to pin, certificate file);
-            // `null` for plain HTTP. When none runs: the configured mode.
+            // The running daemon's TLS (mode and SHA-256 fingerprint to pin); `null` for plain
+            // HTTP. When none runs: the configured mode, with the fingerprint of the certificate
+            // on disk once there is one (a self-signed node that has started before).
             "tls": match running {
                 Some(_) => self.db.meta_get(crate::store::META_TLS_BOUND)?.and_then(|v| serde_json::from_str::<Value>(&v).ok()).unwrap_or(Value::Null),
                 None if self.config.tls == "off" => Value::Null,
-                None => json!({"mode": self.config.tls}),
+                None => match crate::context::tls::certificate_on_disk(&self.home, &self.config) {
+                    Some(info) => serde_json::to_value(&info).unwrap_or(Value::Null),
+                    None => json!({"mode": self.config.tls}),
+                },
             },
             // Managed mode: the control plane (id, URL, organisation, enrollment expiry) and the
             // last heartbeat's outcome; `null` in local mode.

@@ -256,6 +256,15 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             let _ = writeln!(out, "b3iqd: node {} ({}) listening on {}", node.node_id(), node.node_code(), node.base_url());
             if let Some(t) = node.tls() {
                 let _ = writeln!(out, "b3iqd: TLS ({}) certificate {}\nb3iqd: SHA-256 fingerprint {}", t.mode, t.cert_path.display(), t.fingerprint_sha256);
+                if let Some(old) = &t.replaced {
+                    let _ = writeln!(
+                        out,
+                        "b3iqd: the node's names changed, so this is a NEW self-signed certificate: clients that pinned the previous fingerprint {} must pin {} now (the previous certificate is kept as {})",
+                        old.fingerprint_sha256,
+                        t.fingerprint_sha256,
+                        old.cert_path.display()
+                    );
+                }
             } else if !node.local_addr().ip().is_loopback() {
                 let _ = writeln!(out, "b3iqd: warning: {} is reachable from the network without TLS; passwords, cookies and API keys travel in clear text (use --tls self-signed)", node.local_addr());
             }

@@ -73,6 +73,7 @@ async fn end_to_end_claim_keys_chat_stream_receipts_and_security() {
     assert_eq!(r.status(), 403);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "host_not_allowed");
+    assert!(e["error"]["message"].as_str().unwrap().contains(&format!("use {}", d.base)), "{e}");
     // `b3iq.local` is not advertised, so it is not accepted (a LAN mDNS answer could rebind it).
     let r = c.get(d.url("/healthz")).header("host", "b3iq.local").send().await.unwrap();
     assert_eq!(r.status(), 403);

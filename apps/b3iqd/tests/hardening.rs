@@ -428,15 +428,21 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["tls"]["fingerprint_sha256"].as_str(), Some(fp.as_str()));
 
-    // Plain HTTP on the TLS port: a 400 naming the https URL, not a dead socket.
+    // Plain HTTP on the TLS port: a 400 naming the node's own https URL (never the Host sent),
+    // with the security headers of every other response; not a dead socket.
     let port = d.base.rsplit(':').next().unwrap().to_string();
     let mut s = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n").await.unwrap();
     let mut resp = String::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut resp)).await.unwrap().unwrap();
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert!(resp.contains("https_required") && resp.contains(&format!("https://127.0.0.1:{port}/")), "{resp}");
+    assert!(!resp.contains("evil.example"), "the unchecked Host is echoed: {resp}");
+    let lower = resp.to_ascii_lowercase();
+    for h in ["x-content-type-options: nosniff", "referrer-policy: no-referrer", "x-frame-options: deny"] {
+        assert!(lower.contains(h), "{h} missing: {resp}");
+    }
 
     // Claim over TLS: the cookie is `__Host-` and `Secure`.
     let tok = d.setup_token.clone().unwrap();
@@ -445,6 +451,7 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     let raw = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(raw.starts_with("__Host-b3iq_session=") && raw.contains("; Secure") && raw.contains("Path=/") && !raw.contains("Domain"), "{raw}");
     let cookie = set_cookie(&r).unwrap();
+    let session_end = r.json::<Value>().await.unwrap()["expires_at"].as_u64().unwrap();
     // The plain-HTTP cookie name is not this server's.
     let plain = cookie.replacen("__Host-b3iq_session", "b3iq_session", 1);
     assert_eq!(c.get(d.url("/api/session")).header("cookie", &plain).send().await.unwrap().status(), 401);
@@ -460,9 +467,16 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     assert_eq!(r.status(), 200);
     let rotated = set_cookie(&r).expect("a rotated cookie");
     assert!(rotated.starts_with("__Host-b3iq_session=") && rotated != cookie, "{rotated}");
-    // The old secret still works within the grace and is not rotated a second time.
+    // The old secret still works within the grace and is not rotated a second time; it reports
+    // the session's end, not the grace's (which has its own field).
     let r = c.get(d.url("/api/session")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!((r.status().as_u16(), set_cookie(&r)), (200, None));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["expires_at"].as_u64(), Some(session_end), "{v}");
+    let grace = v["grace_expires_at"].as_u64().unwrap_or_else(|| panic!("no grace end: {v}"));
+    assert!(grace < session_end, "{v}");
+    let v: Value = c.get(d.url("/api/session")).header("cookie", &rotated).send().await.unwrap().json().await.unwrap();
+    assert_eq!((v["expires_at"].as_u64(), &v["grace_expires_at"]), (Some(session_end), &Value::Null), "{v}");
     // Sign-out with the new secret ends the old one too.
     let mut newest = rotated.clone();
     let r = c.post(d.url("/api/session/logout")).header("cookie", &rotated).send().await.unwrap();
@@ -477,10 +491,61 @@ async fn tls_pins_a_persistent_certificate_with_host_cookies_and_sessions_rotate
     // Logs written to a pipe (a file, journald) carry no ANSI colour codes.
     assert!(!d.logs().contains('\u{1b}'), "escape codes in a log that is not a terminal");
     assert!(d.logs().contains("serving over TLS"));
-    // A restart serves the same certificate: pinned clients keep working.
+    // Stopped, `b3iqd status` still shows the fingerprint of the certificate on disk.
     d.stop();
-    let d2 = Daemon::start(&home);
+    let out = std::process::Command::new(bin()).arg("status").env("B3IQ_HOME", &home).output().unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["running"], false);
+    assert_eq!((status["tls"]["mode"].as_str(), status["tls"]["fingerprint_sha256"].as_str()), (Some("self-signed"), Some(fp.as_str())), "{status}");
+    // A restart serves the same certificate: pinned clients keep working.
+    let mut d2 = Daemon::start(&home);
     let r = c.get(d2.url("/api/setup/status")).send().await.unwrap();
     let again = r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|t| t.peer_certificate()).unwrap().to_vec();
     assert_eq!(b3iq_host::context::tls::fingerprint_sha256(&again), fp);
+    assert!(!d2.stdout.lock().unwrap().contains("NEW self-signed certificate"), "same names, same certificate");
+    d2.stop();
+
+    // A new name makes a new certificate: `serve` says so on stdout with both fingerprints, and
+    // the previous certificate and key (0600) are kept.
+    write_config(&home, json!({"tls": "self-signed", "session_rotate_s": 1, "allowed_hosts": ["box.lan"]}));
+    let mut d3 = Daemon::start(&home);
+    let c3 = reqwest::Client::builder().danger_accept_invalid_certs(true).tls_info(true).build().unwrap();
+    let r = c3.get(d3.url("/healthz")).send().await.unwrap();
+    let new_fp = b3iq_host::context::tls::fingerprint_sha256(r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|t| t.peer_certificate()).unwrap());
+    assert_ne!(new_fp, fp);
+    let printed = d3.stdout.lock().unwrap().clone();
+    let line = printed.lines().find(|l| l.contains("NEW self-signed certificate")).unwrap_or_else(|| panic!("not announced on stdout: {printed}"));
+    assert!(line.contains(&fp) && line.contains(&new_fp) && line.contains("self-signed.crt.pem.previous"), "{line}");
+    assert_eq!(std::fs::read(home.join("tls/self-signed.crt.pem.previous")).unwrap(), pem, "the previous certificate is kept");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.join("tls/self-signed.key.pem.previous")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    d3.stop();
+
+    // The previous key with the new certificate: refused in words, naming both files.
+    let (cert, key) = (home.join("tls/self-signed.crt.pem"), home.join("tls/self-signed.key.pem.previous"));
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-model", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("B3IQ_HOME", &home)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("private key") && err.contains("does not match the certificate"), "{err}");
+    assert!(err.contains(&cert.display().to_string()) && err.contains(&key.display().to_string()) && !err.contains("KeyMismatch"), "{err}");
+}
+
+/// `--tls provided` without the files names the flags that give them and the config.json keys.
+#[test]
+fn tls_provided_without_files_names_the_flags_and_the_config_keys() {
+    let home = tempdir("hardening-tls-provided");
+    let out = std::process::Command::new(bin()).args(["serve", "--listen", "127.0.0.1:0", "--no-model", "--tls", "provided"]).env("B3IQ_HOME", &home).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for part in ["--tls-cert", "--tls-key", "\"tls_cert\"", "\"tls_key\"", "config.json"] {
+        assert!(err.contains(part), "{part} missing: {err}");
+    }
 }

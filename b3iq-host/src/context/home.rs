@@ -99,7 +99,7 @@ impl Config {
             Err(HostError::Config(m)) => return Err(HostError::Config(format!("config.json: {m}"))),
             Err(e) => return Err(e),
             Ok(crate::context::tls::TlsMode::Provided) if self.tls_cert.is_none() || self.tls_key.is_none() => {
-                return Err(HostError::Config("config.json: tls \"provided\" needs both tls_cert and tls_key (PEM file paths)".into()));
+                return Err(HostError::Config(crate::context::tls::PROVIDED_NEEDS_FILES.into()));
             }
             Ok(crate::context::tls::TlsMode::Provided) => {}
             Ok(_) if self.tls_cert.is_some() || self.tls_key.is_some() => {
@@ -283,7 +283,7 @@ pub fn remove_durably(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -12,12 +12,15 @@
 //!   self-signed.crt.pem   the certificate (public), mode 0644
 //!   self-signed.key.pem   its ECDSA P-256 key, PKCS#8 PEM, mode 0600
 //!   self-signed.names     the subject alternative names it was made for, one per line
+//!   self-signed.*.previous  the certificate, key (0600) and names it last replaced
 //! ```
 //!
 //! The certificate names `localhost`, `127.0.0.1`, `::1`, every `allowed_hosts` entry and the
 //! listen address when it is a specific non-loopback IP. When that set changes, a new
-//! certificate (and fingerprint) is made and the change is logged; otherwise the same one is
-//! served across restarts, so pinned clients keep working.
+//! certificate (and fingerprint) is made, the one it replaces is kept beside it with a
+//! `.previous` suffix, and the change is logged and reported ([`TlsInfo::replaced`], which
+//! `b3iqd serve` prints); otherwise the same one is served across restarts, so pinned clients
+//! keep working.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,6 +84,20 @@ pub struct TlsInfo {
     /// unauthenticated) reveals a path.
     #[serde(skip)]
     pub cert_path: PathBuf,
+    /// The self-signed certificate this start replaced because the node's names changed
+    /// (`b3iqd serve` prints it with the new fingerprint); `None` otherwise. Never serialised.
+    #[serde(skip)]
+    pub replaced: Option<ReplacedCertificate>,
+}
+
+/// A self-signed certificate replaced by a new one (the node's names changed), kept on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplacedCertificate {
+    /// Its SHA-256 fingerprint: clients that pinned it must pin the new one.
+    pub fingerprint_sha256: String,
+    /// Where it is kept (`self-signed.crt.pem.previous`; its key beside it as
+    /// `self-signed.key.pem.previous`, mode 0600).
+    pub cert_path: PathBuf,
 }
 
 /// Certificate chain, key and what to show about them.
@@ -142,14 +159,39 @@ pub fn load(home: &Home, config: &Config, listen: Option<SocketAddr>) -> Result<
         TlsMode::SelfSigned => self_signed(home, &self_signed_names(config, listen)).map(Some),
         TlsMode::Provided => {
             let (Some(cert), Some(key)) = (config.tls_cert.as_deref(), config.tls_key.as_deref()) else {
-                return Err(HostError::Config("tls \"provided\" needs both tls_cert and tls_key (PEM file paths)".into()));
+                return Err(HostError::Config(PROVIDED_NEEDS_FILES.into()));
             };
-            // Relative paths (config.json) are under the home, whatever the daemon's working
-            // directory; the CLI passes absolute ones.
-            let under_home = |p: &str| if Path::new(p).is_relative() { home.root().join(p) } else { PathBuf::from(p) };
-            load_pem(&under_home(cert), &under_home(key), "provided").map(Some)
+            load_pem(&under_home(home, cert), &under_home(home, key), "provided").map(Some)
         }
     }
+}
+
+/// What `tls` `provided` without a certificate or key is told: where both can be given.
+pub const PROVIDED_NEEDS_FILES: &str = "tls \"provided\" needs a certificate and its private key (PEM files): pass `--tls-cert FILE --tls-key FILE` to `b3iqd serve`, or set \"tls_cert\" and \"tls_key\" in config.json";
+
+/// A certificate or key path as config.json gives it: relative paths are under the home, whatever
+/// the daemon's working directory (the CLI passes absolute ones).
+fn under_home(home: &Home, p: &str) -> PathBuf {
+    if Path::new(p).is_relative() {
+        home.root().join(p)
+    } else {
+        PathBuf::from(p)
+    }
+}
+
+/// The certificate a node with `config` serves, read from disk without its key and without
+/// making one (`b3iqd status` while no daemon runs): the self-signed certificate under
+/// `$B3IQ_HOME/tls/` or the `tls_cert` file. `None` for `off`, before a self-signed certificate
+/// was first made, or when the file cannot be read. A self-signed certificate whose names no
+/// longer match is still the one on disk until the next start replaces it.
+pub fn certificate_on_disk(home: &Home, config: &Config) -> Option<TlsInfo> {
+    let (mode, path) = match TlsMode::parse(&config.tls).ok()? {
+        TlsMode::Off => return None,
+        TlsMode::SelfSigned => ("self-signed", tls_dir(home).join("self-signed.crt.pem")),
+        TlsMode::Provided => ("provided", under_home(home, config.tls_cert.as_deref()?)),
+    };
+    let leaf = CertificateDer::pem_file_iter(&path).ok()?.next()?.ok()?;
+    Some(TlsInfo { mode, fingerprint_sha256: fingerprint_sha256(&leaf), cert_path: path, replaced: None })
 }
 
 fn tls_dir(home: &Home) -> PathBuf {
@@ -173,13 +215,53 @@ pub fn self_signed_in(dir: &Path, names: &[String]) -> Result<TlsMaterial> {
     let (crt, key, list) = (dir.join("self-signed.crt.pem"), dir.join("self-signed.key.pem"), dir.join("self-signed.names"));
     let wanted = names.join("\n");
     let current = std::fs::read_to_string(&list).ok();
+    let mut replaced = None;
     if current.as_deref() != Some(wanted.as_str()) || !crt.exists() || !key.exists() {
-        if current.is_some() {
-            tracing::warn!(names = %names.join(","), "the node's names changed: made a new self-signed certificate (clients that pinned the old fingerprint must pin the new one)");
+        if crt.exists() {
+            replaced = Some(keep_previous(&crt, &key, &list)?);
         }
         make_self_signed(&dir, names, &crt, &key, &list)?;
     }
-    load_pem(&crt, &key, "self-signed")
+    let mut m = load_pem(&crt, &key, "self-signed")?;
+    if let Some(old) = &replaced {
+        tracing::warn!(
+            names = %names.join(","),
+            fingerprint_sha256 = %m.info.fingerprint_sha256,
+            previous_fingerprint_sha256 = %old.fingerprint_sha256,
+            previous = %old.cert_path.display(),
+            "the node's names changed: made a new self-signed certificate (clients that pinned the previous fingerprint must pin the new one); the previous certificate is kept"
+        );
+    }
+    m.info.replaced = replaced;
+    Ok(m)
+}
+
+/// Move the self-signed certificate, key and name list aside (`.previous`, replacing an older
+/// one) before new ones are made; returns what was kept. The key keeps mode 0600.
+fn keep_previous(crt: &Path, key: &Path, list: &Path) -> Result<ReplacedCertificate> {
+    let prev = |p: &Path| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(".previous");
+        PathBuf::from(s)
+    };
+    let fingerprint = CertificateDer::pem_file_iter(crt)
+        .ok()
+        .and_then(|mut it| it.next())
+        .and_then(|c| c.ok())
+        .map(|c| fingerprint_sha256(&c))
+        .unwrap_or_else(|| "unreadable".to_string());
+    for p in [key, crt, list] {
+        if p.exists() {
+            std::fs::rename(p, prev(p)).map_err(|e| HostError::home(format!("keep the previous TLS file {}", p.display()), e))?;
+        } else {
+            // No stale file of an older pair beside the one kept.
+            let _ = std::fs::remove_file(prev(p));
+        }
+    }
+    if prev(key).exists() {
+        crate::context::home::set_mode(&prev(key), 0o600)?;
+    }
+    Ok(ReplacedCertificate { fingerprint_sha256: fingerprint, cert_path: prev(crt) })
 }
 
 fn make_self_signed(dir: &Path, names: &[String], crt: &Path, key: &Path, list: &Path) -> Result<()> {
@@ -222,16 +304,21 @@ pub fn load_pem(cert_path: &Path, key_path: &Path, mode: &'static str) -> Result
         .map_err(|e| HostError::Config(format!("tls: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| {
-            HostError::Config(format!(
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => HostError::Config(format!(
+                "the private key in {} does not match the certificate in {}: give the key the certificate was issued for (or the certificate of this key)",
+                key_path.display(),
+                cert_path.display()
+            )),
+            e => HostError::Config(format!(
                 "tls certificate {} and key {} do not make a usable pair: {e}",
                 cert_path.display(),
                 key_path.display()
-            ))
+            )),
         })?;
     sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsMaterial {
-        info: TlsInfo { mode, fingerprint_sha256: fingerprint, cert_path: cert_path.to_path_buf() },
+        info: TlsInfo { mode, fingerprint_sha256: fingerprint, cert_path: cert_path.to_path_buf(), replaced: None },
         server_config: Arc::new(sc),
     })
 }
@@ -279,16 +366,37 @@ mod tests {
         assert_eq!(key_mode, 0o600);
         let b = load(&h, &c, None).unwrap().unwrap();
         assert_eq!(a.info.fingerprint_sha256, b.info.fingerprint_sha256, "same names: same certificate");
+        assert_eq!((a.info.replaced.as_ref(), b.info.replaced.as_ref()), (None, None), "nothing replaced");
         c.allowed_hosts = vec!["box.lan".into()];
         let d = load(&h, &c, None).unwrap().unwrap();
         assert_ne!(a.info.fingerprint_sha256, d.info.fingerprint_sha256, "new name: new certificate");
+        // The replaced certificate is reported and kept, its key still 0600.
+        let old = d.info.replaced.clone().expect("the replaced certificate is reported");
+        assert_eq!(old.fingerprint_sha256, a.info.fingerprint_sha256);
+        assert_eq!(old.cert_path, tls_dir(&h).join("self-signed.crt.pem.previous"));
+        assert_eq!(std::fs::read(&old.cert_path).unwrap(), pem, "the previous certificate's bytes");
+        let prev_key = tls_dir(&h).join("self-signed.key.pem.previous");
+        assert_eq!(std::fs::metadata(&prev_key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(load_pem(&old.cert_path, &prev_key, "self-signed").is_ok(), "the previous pair still matches");
+        // What is on disk is what a start serves (`b3iqd status` with no daemon running).
+        let on_disk = certificate_on_disk(&h, &c).unwrap();
+        assert_eq!((on_disk.mode, on_disk.fingerprint_sha256.as_str()), ("self-signed", d.info.fingerprint_sha256.as_str()));
+        assert!(certificate_on_disk(&h, &Config::default()).is_none(), "tls off");
+        let (_d2, empty) = home();
+        assert!(certificate_on_disk(&empty, &c).is_none(), "not made yet");
     }
 
     #[test]
     fn provided_needs_both_paths_and_a_matching_pair() {
         let (d, h) = home();
         let c = Config { tls: "provided".into(), tls_cert: Some("/nonexistent.pem".into()), ..Config::default() };
-        assert!(load(&h, &c, None).unwrap_err().to_string().contains("both tls_cert and tls_key"));
+        // Without both files: the message names the flags and the config.json keys.
+        let e = load(&h, &c, None).unwrap_err().to_string();
+        for part in ["--tls-cert", "--tls-key", "\"tls_cert\"", "\"tls_key\"", "config.json"] {
+            assert!(e.contains(part), "{part} missing: {e}");
+        }
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--tls-cert") && e.contains("\"tls_key\""), "{e}");
         // Two self-signed pairs; the first's certificate with the second's key is refused.
         let mk = |dir: &str| {
             let p = d.path().join(dir);
@@ -302,8 +410,11 @@ mod tests {
             tls_key: Some(p2.join("k.pem").display().to_string()),
             ..Config::default()
         };
+        // In words, naming both files; not rustls' `KeyMismatch`.
         let e = load(&h, &c, None).unwrap_err().to_string();
-        assert!(e.contains("do not make a usable pair"), "{e}");
+        assert!(e.contains("private key") && e.contains("does not match the certificate"), "{e}");
+        assert!(e.contains(&p2.join("k.pem").display().to_string()) && e.contains(&p1.join("c.pem").display().to_string()), "{e}");
+        assert!(!e.contains("KeyMismatch"), "{e}");
         let c = Config { tls_key: Some(p1.join("k.pem").display().to_string()), ..c };
         let m = load(&h, &c, None).unwrap().unwrap();
         assert_eq!(m.info.mode, "provided");

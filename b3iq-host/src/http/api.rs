@@ -114,7 +114,10 @@ pub async fn logout_all(State(st): St, owner: Owner) -> Result<Response> {
 
 /// `GET /api/session`.
 pub async fn session_info(owner: Owner) -> Response {
-    js(StatusCode::OK, json!({"username": owner.session.username, "expires_at": owner.session.expires_at}))
+    js(
+        StatusCode::OK,
+        json!({"username": owner.session.username, "expires_at": owner.session.expires_at, "grace_expires_at": owner.session.grace_expires_at}),
+    )
 }
 
 fn models_json(st: &NodeState) -> Vec<Value> {

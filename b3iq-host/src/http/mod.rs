@@ -1,5 +1,10 @@
 //! The local HTTP API (axum): router, guards (Host allowlist, CSRF, body limit), extractors.
 //! Routes and shapes are documented in `docs/api.md`.
+//!
+//! A response sent before its request body was read (a 401 or 403 from a guard or an extractor)
+//! first reads a small body to its end ([`finish_request_body`]): over HTTP/2 the stream then
+//! closes cleanly instead of with RST_STREAM(NO_ERROR), which some clients (curl 7.88) report as
+//! a framing error instead of the status.
 
 mod api;
 pub mod openai;
@@ -8,10 +13,10 @@ pub mod serve;
 pub use axum::http::{HeaderMap, HeaderName, HeaderValue};
 mod wizard;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -114,6 +119,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
     api.layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(middleware::from_fn_with_state(state.clone(), rotate_session))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn(finish_request_body))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -134,7 +140,7 @@ async fn guard(State(st): St, mut req: Request, next: Next) -> Response {
     if !host_matches(&host, &st.config.allowed_hosts) {
         let shown: String = host.chars().take(80).collect();
         tracing::warn!(host = %shown, "refused request with a Host header outside the allowlist");
-        return HostError::HostNotAllowed(shown).into_response();
+        return HostError::HostNotAllowed { host: shown, url: own_url(&st) }.into_response();
     }
     if !req.headers().contains_key(header::HOST) {
         if let Ok(v) = HeaderValue::from_str(&host) {
@@ -147,6 +153,93 @@ async fn guard(State(st): St, mut req: Request, next: Next) -> Response {
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     resp
+}
+
+/// Most bytes of an unread request body that [`finish_request_body`] reads before the response
+/// goes out, 64 KiB: a body declared larger is left unread (the stream is reset, as before).
+pub const FINISH_BODY_MAX_BYTES: u64 = 64 * 1024;
+/// How long [`finish_request_body`] waits for the rest of a small body, 1 s.
+pub const FINISH_BODY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A request body shared between the handler (which may read it, or drop it unread) and
+/// [`finish_request_body`], which reads what the handler left once the response is ready.
+struct SharedBody(Arc<Mutex<TrackedBody>>);
+
+struct TrackedBody {
+    body: Body,
+    /// The body reached its end (or failed): nothing is left to read.
+    done: bool,
+}
+
+impl HttpBody for SharedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let polled = std::pin::Pin::new(&mut t.body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+            t.done = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        t.done || t.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).body.size_hint()
+    }
+}
+
+/// Read the rest of a small request body that the handler did not read (an early 401 or 403)
+/// before the response goes out: at most [`FINISH_BODY_MAX_BYTES`] (a body declared larger is
+/// not read), for at most [`FINISH_BODY_TIMEOUT`]. Over HTTP/2 the request stream is then closed
+/// by the client when the response ends it, so hyper does not reset it with
+/// RST_STREAM(NO_ERROR), which curl 7.88 reports as "HTTP/2 framing layer" about half the time
+/// instead of the status; over HTTP/1.1 the connection can be kept.
+async fn finish_request_body(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let shared = Arc::new(Mutex::new(TrackedBody { body, done: false }));
+    let resp = next.run(Request::from_parts(parts, Body::new(SharedBody(shared.clone())))).await;
+    let left = {
+        let mut t = shared.lock().unwrap_or_else(|p| p.into_inner());
+        (!t.done && !t.body.is_end_stream()).then(|| std::mem::replace(&mut t.body, Body::empty()))
+    };
+    if let Some(mut body) = left.filter(|_| declared.is_none_or(|n| n <= FINISH_BODY_MAX_BYTES)) {
+        let read_rest = async {
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > FINISH_BODY_MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(FINISH_BODY_TIMEOUT, read_rest).await;
+    }
+    resp
+}
+
+/// A URL this node answers on, in the scheme it serves: the address it listens on
+/// (`127.0.0.1` for a wildcard bind) and its port; `PORT` when it is not listening (a router
+/// driven in-process).
+fn own_url(st: &NodeState) -> String {
+    let scheme = Scheme::of(st).as_str();
+    match st.listen.get() {
+        Some(a) if a.ip().is_unspecified() => format!("{scheme}://127.0.0.1:{}", a.port()),
+        Some(a) => format!("{scheme}://{a}"),
+        None => format!("{scheme}://127.0.0.1:PORT"),
+    }
 }
 
 /// Session rotation: a request whose session secret is `session_rotate_s` old or more goes on

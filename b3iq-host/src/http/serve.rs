@@ -15,7 +15,9 @@
 //!
 //! - **TLS** (optional, `context::tls`): the handshake must finish within the header timeout;
 //!   ALPN offers `h2` and `http/1.1`. A plain-HTTP request on a TLS port gets a short HTTP/1.1
-//!   400 naming the `https://` URL to use instead of a failed handshake (nginx answers 497 there).
+//!   400 naming the `https://` URL to use instead of a failed handshake (nginx answers 497 there):
+//!   the address the server listens on, never the request's unchecked `Host`, with the security
+//!   headers every other response carries.
 //!
 //! Each request carries its peer address as [`axum::extract::ConnectInfo`].
 
@@ -82,6 +84,7 @@ pub async fn serve(
     shutdown: oneshot::Receiver<()>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let https_url = listener.local_addr().ok().map(own_https_url).unwrap_or_else(|| "https://<this node>/".to_string());
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     builder
@@ -121,6 +124,7 @@ pub async fn serve(
             req
         });
         let (builder, watcher, header_timeout, acceptor) = (builder.clone(), graceful.watcher(), limits.header_timeout, acceptor.clone());
+        let https_url = https_url.clone();
         conns.spawn(async move {
             let _permit = permit;
             // hyper-util reads the first bytes to tell HTTP/1.1 from HTTP/2 before either
@@ -141,7 +145,7 @@ pub async fn serve(
             // A TLS record starts with content type 22 (handshake); anything else is a client
             // speaking plain HTTP to a TLS port.
             if first[0] != 0x16 {
-                refuse_plain_http(stream).await;
+                refuse_plain_http(stream, &https_url).await;
                 return;
             }
             let tls_stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
@@ -166,37 +170,42 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
 }
 
+/// The `https://` URL a plain-HTTP client is pointed to: the listening address and port (a
+/// placeholder for the name and the port for a wildcard bind, whose clients may be anywhere).
+fn own_https_url(a: std::net::SocketAddr) -> String {
+    if a.ip().is_unspecified() {
+        format!("https://<this node's address>:{}/", a.port())
+    } else {
+        format!("https://{a}/")
+    }
+}
+
 /// Answer a plain-HTTP request on a TLS port with a 400 that says what to do, then close. The
-/// request head is read (up to 8 KiB, 2 s) only to find the `Host` to name in the message.
-async fn refuse_plain_http(mut stream: tokio::net::TcpStream) {
+/// request head is read first (up to 8 KiB, 2 s) and dropped, so the client is not reset before
+/// it reads the answer; nothing of it is echoed.
+async fn refuse_plain_http(mut stream: tokio::net::TcpStream, https_url: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 8192];
-    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await.ok().and_then(|r| r.ok()).unwrap_or(0);
-    let head = String::from_utf8_lossy(&buf[..n]);
-    let host = head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
-        .map(|(_, v)| v.trim().chars().filter(|c| c.is_ascii_graphic()).take(255).collect::<String>())
-        .unwrap_or_default();
-    let body = plain_http_message(&host);
-    let resp = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    let resp = plain_http_response(https_url);
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(resp.as_bytes())).await;
     let _ = stream.shutdown().await;
 }
 
-/// The JSON error body of [`refuse_plain_http`] (OpenAI's error shape).
-fn plain_http_message(host: &str) -> String {
-    let url = if host.is_empty() { "https://<this node>/".to_string() } else { format!("https://{host}/") };
-    serde_json::json!({"error": {
-        "message": format!("this node serves HTTPS only: use {url} (the certificate's SHA-256 fingerprint is shown by `b3iqd status`)"),
+/// The whole HTTP/1.1 answer of [`refuse_plain_http`]: 400 with the JSON error body (OpenAI's
+/// shape, code `https_required`) and the headers the router puts on every response
+/// (`X-Content-Type-Options`, `Referrer-Policy`, `X-Frame-Options`).
+fn plain_http_response(https_url: &str) -> String {
+    let body = serde_json::json!({"error": {
+        "message": format!("this node serves HTTPS only: use {https_url} (the certificate's SHA-256 fingerprint is shown by `b3iqd status`)"),
         "type": "invalid_request_error",
         "code": "https_required",
     }})
-    .to_string()
+    .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\nx-frame-options: DENY\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 #[cfg(test)]
@@ -204,11 +213,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_http_message_names_the_https_url() {
-        let m: serde_json::Value = serde_json::from_str(&plain_http_message("box.lan:7420")).unwrap();
+    fn the_plain_http_answer_names_the_own_address_with_the_security_headers() {
+        assert_eq!(own_https_url("127.0.0.1:7420".parse().unwrap()), "https://127.0.0.1:7420/");
+        assert_eq!(own_https_url("0.0.0.0:7420".parse().unwrap()), "https://<this node's address>:7420/");
+        assert_eq!(own_https_url("[fd00::5]:7420".parse().unwrap()), "https://[fd00::5]:7420/");
+        let r = plain_http_response("https://192.168.1.20:7420/");
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        let lower = head.to_ascii_lowercase();
+        for h in ["x-content-type-options: nosniff", "referrer-policy: no-referrer", "x-frame-options: deny", "connection: close"] {
+            assert!(lower.contains(h), "{h} missing: {head}");
+        }
+        assert!(lower.contains(&format!("content-length: {}", body.len())), "{head}");
+        let m: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(m["error"]["code"], "https_required");
-        assert!(m["error"]["message"].as_str().unwrap().contains("https://box.lan:7420/"));
-        let m: serde_json::Value = serde_json::from_str(&plain_http_message("")).unwrap();
-        assert!(m["error"]["message"].as_str().unwrap().contains("https://<this node>/"));
+        assert!(m["error"]["message"].as_str().unwrap().contains("https://192.168.1.20:7420/"));
     }
 }

@@ -564,9 +564,14 @@ mod tests {
         assert!(session(&db, &g.session_secret, 1000 + SESSION_ROTATE_GRACE_S - 1).unwrap().is_some());
         assert!(session(&db, &g.session_secret, 1000 + SESSION_ROTATE_GRACE_S).unwrap().is_none());
         assert_eq!(session(&db, &r1.secret, 2000).unwrap().unwrap().expires_at, 10_100);
+        // Within its grace the old secret reports the session's end, not the grace's.
+        let old = session(&db, &g.session_secret, 1001).unwrap().unwrap();
+        assert_eq!((old.expires_at, old.grace_expires_at), (10_100, Some(1000 + SESSION_ROTATE_GRACE_S)));
+        assert_eq!(session(&db, &r1.secret, 1001).unwrap().unwrap().grace_expires_at, None);
         // A chain of three: signing out with the newest ends all of them, even within the grace.
         let r2 = rotate_session(&db, &r1.secret, 1950, 900).unwrap().unwrap();
-        assert!(session(&db, &r1.secret, 1960).unwrap().is_some(), "r1 in its grace");
+        let r1_in_grace = session(&db, &r1.secret, 1960).unwrap().expect("r1 in its grace");
+        assert_eq!((r1_in_grace.expires_at, r1_in_grace.grace_expires_at), (10_100, Some(1950 + SESSION_ROTATE_GRACE_S)), "the end along a chain of two");
         logout(&db, &r2.secret).unwrap();
         for s in [&g.session_secret, &r1.secret, &r2.secret] {
             assert!(session(&db, s, 1960).unwrap().is_none());

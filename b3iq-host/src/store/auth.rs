@@ -188,19 +188,41 @@ pub fn owner_password_hash(db: &Db) -> Result<Option<String>> {
 pub struct Session {
     /// The owner's name.
     pub username: String,
-    /// When it ends.
+    /// When the session ends (sign-in plus `session_ttl_s`; rotation does not move it).
     pub expires_at: u64,
+    /// When the secret used stops working, if it was replaced by rotation and is in its grace
+    /// (earlier than `expires_at`); `None` for the current secret.
+    pub grace_expires_at: Option<u64>,
 }
 
-/// The live session whose cookie hashes to `session_hash`.
+/// The live session whose cookie hashes to `session_hash`. For a secret already replaced by
+/// rotation (in its grace) the session's end is its newest secret's, found along the
+/// `replaced_by` chain; the grace's end is `grace_expires_at`.
 pub fn session(db: &Db, session_hash: &str, now: u64) -> Result<Option<Session>> {
     Ok(db
         .lock()
         .query_row(
-            "SELECT u.username, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+            "WITH RECURSIVE successors(h, expires_at, depth) AS (
+                 SELECT replaced_by, NULL, 0 FROM sessions WHERE id_hash = ?1 AND replaced_by IS NOT NULL
+                 UNION ALL
+                 SELECT s.replaced_by, s.expires_at, c.depth + 1 FROM sessions s JOIN successors c ON s.id_hash = c.h
+                 WHERE c.depth < 64
+             )
+             SELECT u.username, s.expires_at, s.replaced_by IS NOT NULL, (SELECT MAX(expires_at) FROM successors)
+             FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.id_hash = ?1 AND s.expires_at > ?2",
             params![session_hash, now as i64],
-            |r| Ok(Session { username: r.get(0)?, expires_at: r.get::<_, i64>(1)? as u64 }),
+            |r| {
+                let own_end = r.get::<_, i64>(1)?.max(0) as u64;
+                let replaced: bool = r.get(2)?;
+                let chain_end = r.get::<_, Option<i64>>(3)?.map(|e| e.max(0) as u64);
+                Ok(match (replaced, chain_end) {
+                    (true, Some(end)) if end > own_end => {
+                        Session { username: r.get(0)?, expires_at: end, grace_expires_at: Some(own_end) }
+                    }
+                    _ => Session { username: r.get(0)?, expires_at: own_end, grace_expires_at: None },
+                })
+            },
         )
         .optional()?)
 }
