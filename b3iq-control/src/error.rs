@@ -35,6 +35,22 @@ pub enum ControlError {
     /// Bad configuration or home directory.
     #[error("config: {0}")]
     Config(String),
+    /// The gateway: no node serves this model now (404).
+    #[error("model {0:?} is not served on the network now; GET /v1/models lists the models with ready nodes")]
+    ModelNotFound(String),
+    /// The gateway: every node serving the model is busy and the model's queue is full (429
+    /// with `Retry-After`).
+    #[error("{message}")]
+    Busy {
+        /// What is busy.
+        message: String,
+        /// Seconds to wait before retrying.
+        retry_after_s: u64,
+    },
+    /// The gateway: the node failed before answering, and no other node could take the request
+    /// (502).
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// Result alias.
@@ -55,6 +71,9 @@ impl ControlError {
             ControlError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "body_too_large"),
             ControlError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication_error", "unauthorized"),
             ControlError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "too_many_requests"),
+            ControlError::ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
+            ControlError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "no_capacity"),
+            ControlError::Upstream(_) => (StatusCode::BAD_GATEWAY, "server_error", "upstream_failed"),
             ControlError::Refused(r) => match r {
                 Refusal::ChallengeUsed => (StatusCode::CONFLICT, "invalid_request_error", "challenge_used"),
                 Refusal::TokenUnknown => (StatusCode::UNAUTHORIZED, "authentication_error", "token_unknown"),
@@ -91,6 +110,12 @@ impl IntoResponse for ControlError {
             other => other.to_string(),
         };
         let body = serde_json::json!({"error": {"message": message, "type": kind, "code": code}});
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let ControlError::Busy { retry_after_s, .. } = &self {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_s.max(&1).to_string()) {
+                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        resp
     }
 }

@@ -103,6 +103,11 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     assert_eq!((n.node_id, n.status, n.org_id.as_str(), n.enrolled_at_ms), (k1.node_id(), NodeStatus::Active, "org_a", now));
     assert!(n.last_heartbeat.is_none());
     assert!(s.live_challenge(&ch, now).await.unwrap().is_none(), "used challenge is not live");
+    // Using a challenge outside enrollment (the gateway's tunnel): once, and only while live.
+    let cu = challenge(&s, 40, now).await;
+    assert!(!s.use_challenge(&cu, now + 60_000).await.unwrap(), "expired");
+    assert!(s.use_challenge(&cu, now).await.unwrap());
+    assert!(!s.use_challenge(&cu, now).await.unwrap(), "used once");
     // A replayed challenge, a reused token, an unknown or expired token.
     assert_eq!(refusal(s.enroll(&commit(ch, "tok-2", &k1, now)).await), Refusal::ChallengeUsed);
     let k2 = NodeKey::from_seed([2; 32]);

@@ -22,8 +22,9 @@ pub enum HostError {
     /// The chosen username has characters outside `a-z A-Z 0-9 _ . -` or a bad length.
     #[error("username must be 1 to 64 characters of a-z, A-Z, 0-9, '_', '.', '-'")]
     InvalidUsername,
-    /// Only Local mode can be selected in this build.
-    #[error("mode {0:?} is not available in this build; only \"local\" can be selected")]
+    /// The mode cannot be selected now (managed needs an enrollment; network an enrollment
+    /// and a network policy).
+    #[error("mode {0:?} cannot be selected now: managed needs `b3iqd enroll`, network an enrollment and a reserved local slot")]
     ModeNotAvailable(String),
     /// The job kind is not one of the closed set.
     #[error("unknown job kind {0:?}; use install_model_profile, remove_model_profile, run_benchmark or build_support_bundle")]
@@ -107,6 +108,17 @@ pub enum HostError {
     /// No model is loaded.
     #[error("no model is loaded; start with `b3iqd serve --model PROFILE_OR_PATH`")]
     ModelNotLoaded,
+    /// A tunnelled request's ticket is missing, malformed, not signed by the tunnel's gateway,
+    /// for another node, expired or replayed.
+    #[error("request ticket refused: {0}")]
+    InvalidTicket(String),
+    /// The owner's network policy does not allow this request now (schedule, daily tokens,
+    /// model allowlist, price floor).
+    #[error("refused by the node's network policy: {0}")]
+    NetworkPolicy(String),
+    /// The network share of the node's slots is in use; retry after the given seconds.
+    #[error("this node's network share is busy; retry after {0} s")]
+    NetworkBusy(u64),
     /// The control plane refused a managed-mode request, or could not be reached; the message
     /// is the control plane's (or the transport's) and says what to do.
     #[error("control plane: {0}")]
@@ -152,11 +164,11 @@ impl HostError {
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             MissingCredentials | InvalidApiKey | RevokedApiKey | ExpiredApiKey | SessionRequired
-            | BadCredentials | SetupTokenInvalid | SetupTokenExpired => StatusCode::UNAUTHORIZED,
-            InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } => StatusCode::FORBIDDEN,
+            | BadCredentials | SetupTokenInvalid | SetupTokenExpired | InvalidTicket(_) => StatusCode::UNAUTHORIZED,
+            InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } | NetworkPolicy(_) => StatusCode::FORBIDDEN,
             NotFound(_) | ModelNotFound(_) => StatusCode::NOT_FOUND,
             AlreadyClaimed => StatusCode::CONFLICT,
-            QueueFull(_) | LoginBackoff(_) | SignInBusy(_) => StatusCode::TOO_MANY_REQUESTS,
+            QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             NotClaimed | ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
             ControlPlane(_) => StatusCode::BAD_GATEWAY,
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
@@ -212,6 +224,9 @@ impl HostError {
             SignInBusy(_) => "sign_in_busy",
             NotClaimed => "not_claimed",
             ModelNotLoaded => "model_not_loaded",
+            InvalidTicket(_) => "invalid_ticket",
+            NetworkPolicy(_) => "network_policy",
+            NetworkBusy(_) => "network_busy",
             ControlPlane(_) => "control_plane",
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => "internal",
         }
@@ -249,10 +264,10 @@ impl b3iq_core::ClassifiedError for HostError {
             InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
             | UnknownProfile(_) | BodyTooLarge(_) | UnsupportedMediaType(_) | RequestTimeout(_) | NotFound(_) | ModelNotFound(_) | Config(_) => C::InvalidInput,
             MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
-            | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } => C::Unauthenticated,
+            | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } | InvalidTicket(_) => C::Unauthenticated,
             ExpiredApiKey | SetupTokenExpired => C::Expired,
-            ModeNotAvailable(_) => C::PolicyDenied,
-            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) | SignInBusy(_) => C::State,
+            ModeNotAvailable(_) | NetworkPolicy(_) => C::PolicyDenied,
+            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => C::State,
             ControlPlane(_) => C::Io,
             Home { .. } | Db(_) => C::Io,
             Runtime(e) => e.category(),
@@ -270,7 +285,7 @@ impl IntoResponse for HostError {
         }
         let mut resp = (status, axum::Json(self.body())).into_response();
         let retry = match &self {
-            HostError::QueueFull(s) | HostError::LoginBackoff(s) | HostError::SignInBusy(s) => Some(*s),
+            HostError::QueueFull(s) | HostError::LoginBackoff(s) | HostError::SignInBusy(s) | HostError::NetworkBusy(s) => Some(*s),
             _ => None,
         };
         if let Some(s) = retry {

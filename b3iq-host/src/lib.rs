@@ -5,7 +5,7 @@
 //! | layer | modules | what |
 //! |---|---|---|
 //! | ground | [`context`] (home, config, keys, mode, runtime), [`store`] (all SQL), [`error`], [`creds`], [`metrics`], [`logging`] | imports nothing above it |
-//! | use cases | [`inference`] (admit -> generate -> meter -> sign and store the receipt), [`owner`] (claim, sign-in, keys, grants, setup token, audit), [`jobs`] (runs a core `VerifiedJob` by `JobKind`), [`managed`] (enrollment in a control plane, signed heartbeats), [`models`], [`support`] | imports the ground only |
+//! | use cases | [`inference`] (admit -> generate -> meter -> sign and store the receipt), [`owner`] (claim, sign-in, keys, grants, setup token, audit), [`jobs`] (runs a core `VerifiedJob` by `JobKind`), [`managed`] (enrollment in a control plane, signed heartbeats), [`network`] (network mode: the owner's policy, admission of tunnelled requests), [`models`], [`support`] | imports the ground only |
 //! | front doors | [`http`] (`/setup/`, `/api`, the OpenAI-compatible `/v1`), [`node`] (the embedding API [`LocalNode`]), [`ops`] (the CLI's offline operations) | thin: parse, call a use case, format |
 //!
 //! `b3iq-host/tests/layers.rs` fails if a module imports a layer above its own.
@@ -27,6 +27,7 @@ pub mod logging;
 pub mod managed;
 pub mod metrics;
 pub mod models;
+pub mod network;
 pub mod node;
 pub mod ops;
 pub mod owner;

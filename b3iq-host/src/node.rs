@@ -200,7 +200,8 @@ impl LocalNodeBuilder {
         let server = tokio::spawn(crate::http::serve::serve(listener, app, limits, tls.map(|t| t.server_config), rx));
         let (managed_stop, managed_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(crate::managed::run_heartbeats(state.clone(), managed_rx.clone()));
-        tokio::spawn(crate::managed::remote_jobs::run(state.clone(), managed_rx));
+        tokio::spawn(crate::managed::remote_jobs::run(state.clone(), managed_rx.clone()));
+        tokio::spawn(crate::http::tunnel::run(state.clone(), managed_rx));
         let scheme = crate::http::Scheme::of(&state).as_str();
         let setup_url = setup_token.map(|t| format!("{scheme}://{}/setup/#token={t}", display_addr(local)));
         tracing::info!(node_id = %state.node_id.to_text(), listen = %local, claimed, "b3iq node serving");

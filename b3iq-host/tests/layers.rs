@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("owner", 1),
     ("jobs", 1),
     ("managed", 1),
+    ("network", 1),
     ("models", 1),
     ("support", 1),
     ("http", 2),

@@ -384,6 +384,9 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn create_challenge(&self, c: &ChallengeRow, now_ms: u64) -> Result<bool>;
     /// A challenge that is unused and unexpired at `now_ms`.
     async fn live_challenge(&self, id: &[u8; 16], now_ms: u64) -> Result<Option<ChallengeRow>>;
+    /// Marks a live challenge used (one statement: of concurrent callers, one wins). `false`
+    /// when it is unknown, used or expired.
+    async fn use_challenge(&self, id: &[u8; 16], now_ms: u64) -> Result<bool>;
     /// In one transaction: uses the challenge and the token, and creates or re-enrolls the
     /// node (a re-enrollment keeps a suspension; a revoked node or one of another organisation
     /// is refused). Returns the node.

@@ -382,6 +382,15 @@ impl ControlStore for PostgresStore {
         Ok(n == 1)
     }
 
+    async fn use_challenge(&self, id: &[u8; 16], now_ms: u64) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute("UPDATE challenges SET used_at_ms = $2 WHERE id = $1 AND used_at_ms IS NULL AND expires_at_ms > $2", &[&id.as_slice(), &ms(now_ms)])
+            .await
+            .map_err(db("use challenge"))?;
+        Ok(n == 1)
+    }
+
     async fn live_challenge(&self, id: &[u8; 16], now_ms: u64) -> Result<Option<ChallengeRow>> {
         let c = self.client().await?;
         c.query_opt(

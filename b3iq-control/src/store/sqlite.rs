@@ -465,6 +465,17 @@ impl ControlStore for SqliteStore {
         .await
     }
 
+    async fn use_challenge(&self, id: &[u8; 16], now_ms: u64) -> Result<bool> {
+        let id = *id;
+        self.run(move |c| {
+            let n = c
+                .execute("UPDATE challenges SET used_at_ms = ?2 WHERE id = ?1 AND used_at_ms IS NULL AND expires_at_ms > ?2", params![id.as_slice(), ms(now_ms)])
+                .map_err(db("use challenge"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn live_challenge(&self, id: &[u8; 16], now_ms: u64) -> Result<Option<ChallengeRow>> {
         let id = *id;
         self.run(move |c| {

@@ -150,6 +150,8 @@ pub struct NodeState {
     pub job_lock: tokio::sync::Mutex<()>,
     /// Work that must finish before the node stops (the receipt of a cancelled request).
     background: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Network requests admitted and not finished (the network share in use; `network::admit`).
+    pub network_in_flight: std::sync::atomic::AtomicU32,
 }
 
 impl std::ops::Deref for NodeState {
@@ -184,6 +186,7 @@ impl NodeState {
             hardware: OnceLock::new(),
             job_lock: tokio::sync::Mutex::new(()),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+            network_in_flight: std::sync::atomic::AtomicU32::new(0),
         })
     }
 

@@ -193,10 +193,38 @@ fn mode_json(st: &NodeState) -> Result<Value> {
     } else {
         json!({"mode": "managed", "selectable": true})
     };
-    Ok(json!({"mode": st.reload_mode()?.as_str(), "managed": managed, "modes": [
+    let network_choice = match crate::network::not_ready(st) {
+        Some(reason) => json!({"mode": "network", "selectable": false, "reason": reason}),
+        None => json!({"mode": "network", "selectable": true}),
+    };
+    Ok(json!({"mode": st.reload_mode()?.as_str(), "managed": managed, "network": network_json(st)?, "modes": [
         {"mode": "local", "selectable": true},
         managed_choice,
-        {"mode": "network", "selectable": false, "reason": "network mode is not available in this build"}]}))
+        network_choice]}))
+}
+
+fn network_json(st: &NodeState) -> Result<Value> {
+    let p = crate::network::policy(st)?;
+    Ok(json!({
+        "policy": p,
+        "offered_concurrency": crate::network::offered_concurrency(st, &p),
+        "models": crate::network::tunnel_models(st, &p).into_iter().map(|m| m.model_id).collect::<Vec<_>>(),
+        "tunnel": crate::network::tunnel_status(st),
+        "today": crate::network::today(st)?,
+    }))
+}
+
+/// `GET /api/network`: the network policy, what the tunnel offers, its state, and today's
+/// network requests, tokens and earnings.
+pub async fn network_get(State(st): St, _o: Owner) -> Result<Response> {
+    Ok(js(StatusCode::OK, network_json(&st)?))
+}
+
+/// `PUT /api/network`: replace the network policy (schedule, daily tokens, share, models,
+/// price floor). The tunnel announces the new share and models when it reconnects.
+pub async fn network_put(State(st): St, _o: Owner, JsonBody(p): JsonBody<crate::network::NetworkPolicy>) -> Result<Response> {
+    crate::network::set_policy(&st, &p)?;
+    Ok(js(StatusCode::OK, network_json(&st)?))
 }
 
 #[derive(Deserialize)]
@@ -219,10 +247,20 @@ pub async fn mode_set(State(st): St, _o: Owner, JsonBody(b): JsonBody<ModeBody>)
                 st.db.audit(st.now(), "owner", "mode.change", "local", "ok", "");
             }
         }
-        Ok(OperatingMode::Managed) if enrolled => {
-            if st.mode() != OperatingMode::Managed {
-                st.set_mode(OperatingMode::Managed)?;
-                st.db.audit(st.now(), "owner", "mode.change", "managed", "ok", "");
+        Ok(m @ OperatingMode::Managed) if enrolled => {
+            if st.mode() != m {
+                st.set_mode(m)?;
+                st.db.audit(st.now(), "owner", "mode.change", m.as_str(), "ok", "");
+            }
+        }
+        Ok(OperatingMode::Network) => {
+            if let Some(reason) = crate::network::not_ready(&st) {
+                st.db.audit(st.now(), "owner", "mode.change", "network", "refused", &reason);
+                return Err(HostError::InvalidParameter(format!("network mode cannot be selected: {reason}")));
+            }
+            if st.mode() != OperatingMode::Network {
+                st.set_mode(OperatingMode::Network)?;
+                st.db.audit(st.now(), "owner", "mode.change", "network", "ok", "");
             }
         }
         _ => {

@@ -9,6 +9,7 @@
 mod api;
 pub mod openai;
 pub mod serve;
+pub mod tunnel;
 /// The header types of [`same_origin`] (re-exported for embedders and the fuzz targets).
 pub use axum::http::{HeaderMap, HeaderName, HeaderValue};
 mod wizard;
@@ -93,6 +94,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/hardware", get(api::hardware))
         .route("/api/models", get(api::models))
         .route("/api/mode", get(api::mode_get).post(api::mode_set))
+        .route("/api/network", get(api::network_get).put(api::network_put))
         .route("/api/keys", get(api::keys_list).post(api::keys_create))
         .route("/api/keys/{id}", delete(api::keys_revoke))
         .route("/api/receipts", get(api::receipts_list))

@@ -14,6 +14,7 @@ use super::{bearer, JsonBody, RawBody};
 use crate::context::{NodeState, ServedModel};
 use crate::error::{HostError, Result};
 use crate::inference::{self, Caller, Inference, InferenceEvent, InferenceRequest};
+use crate::network::{self, TunnelContext};
 use crate::owner::auth;
 
 /// Default `max_tokens` when the client sends none.
@@ -33,11 +34,37 @@ fn authenticate(st: &NodeState, headers: &HeaderMap) -> Result<Caller> {
     Ok(Caller::LocalKey(auth::authenticate_key(&st.db, tok, auth::SCOPE_INFERENCE, st.now())?.id))
 }
 
-/// `GET /v1/models`.
-pub async fn models(State(st): State<Arc<NodeState>>, headers: HeaderMap) -> Result<Response> {
-    authenticate(&st, &headers)?;
+/// The caller of an inference request: on the gateway's tunnel (the request carries the
+/// tunnel's context, which only the tunnel inserts) its ticket alone, never a local key;
+/// otherwise a local key.
+fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
+    match req.extensions().get::<TunnelContext>() {
+        Some(t) => {
+            let h = req.headers().get(b3iq_protocol::gateway::TICKET_HEADER).and_then(|v| v.to_str().ok());
+            Ok(Caller::Network(network::admit(st, t, h)?))
+        }
+        None => authenticate(st, req.headers()),
+    }
+}
+
+/// A network request must ask for the model its ticket is for.
+fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
+    match caller {
+        Caller::Network(g) if g.ticket.model_id != model => Err(HostError::InvalidTicket(format!("the ticket is for model {}, the request asks for {model:?}", g.ticket.model_id))),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /v1/models`: the served models (on the tunnel: those offered to the network).
+pub async fn models(State(st): State<Arc<NodeState>>, req: Request) -> Result<Response> {
     let created = st.now();
-    let data = st.served_models().iter().map(|m| wire::Model::new(&m.id, created, "b3iq")).collect();
+    let ids: Vec<String> = if req.extensions().get::<TunnelContext>().is_some() {
+        network::tunnel_models(&st, &network::policy(&st)?).into_iter().map(|m| m.model_id).collect()
+    } else {
+        authenticate(&st, req.headers())?;
+        st.served_models().into_iter().map(|m| m.id).collect()
+    };
+    let data = ids.iter().map(|id| wire::Model::new(id, created, "b3iq")).collect();
     Ok(axum::Json(wire::ModelList::new(data)).into_response())
 }
 
@@ -151,10 +178,11 @@ fn wire_usage(u: &b3iq_runtime::runtime::Usage) -> wire::Usage {
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(State(st): State<Arc<NodeState>>, req: Request) -> Result<Response> {
     // The key is checked before the body is read: a stranger's 2 MiB body gets 401, not 413.
-    let caller = authenticate(&st, req.headers())?;
+    let caller = caller(&st, &req)?;
     let RawBody(body) = RawBody::from_request(req, &()).await?;
     let JsonBody(b) = parse_json::<ChatCompletionRequest>(&body)?;
     let p = parse_common(&st, &b.params)?;
+    check_ticket_model(&caller, &p.model.id)?;
     let messages = parse_messages(b.messages)?;
     let prompt = Prompt::Chat(messages);
     run(st, caller, p, prompt, Flavor::Chat).await
@@ -162,10 +190,11 @@ pub async fn chat_completions(State(st): State<Arc<NodeState>>, req: Request) ->
 
 /// `POST /v1/completions`.
 pub async fn completions(State(st): State<Arc<NodeState>>, req: Request) -> Result<Response> {
-    let caller = authenticate(&st, req.headers())?;
+    let caller = caller(&st, &req)?;
     let RawBody(body) = RawBody::from_request(req, &()).await?;
     let JsonBody(b) = parse_json::<CompletionRequest>(&body)?;
     let p = parse_common(&st, &b.params)?;
+    check_ticket_model(&caller, &p.model.id)?;
     let text = match b.prompt {
         None => return Err(bad("`prompt` is required")),
         Some(PromptInput::One(s)) => s,
@@ -204,6 +233,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>
 }
 
 async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flavor: Flavor) -> Result<Response> {
+    // A network answer carries the node's signed receipt for the gateway to settle with.
+    let network = matches!(caller, Caller::Network(_));
     let req = InferenceRequest {
         caller,
         model: p.model.clone(),
@@ -225,11 +256,11 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
         while let Some(ev) = inf.next().await {
             match ev? {
                 InferenceEvent::Delta(t) => text.push_str(&t),
-                InferenceEvent::Done(inference::Finished { finish_reason, usage, receipt_id, .. }) => {
+                InferenceEvent::Done(inference::Finished { finish_reason, usage, receipt_id, receipt, .. }) => {
                     let object = if flavor == Flavor::Chat { CHAT_COMPLETION } else { TEXT_COMPLETION };
                     let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone()).with_fingerprint(FINGERPRINT);
                     let (usage, reason) = (wire_usage(&usage), finish_reason.as_str());
-                    return Ok(match flavor {
+                    let mut resp = match flavor {
                         Flavor::Chat => {
                             let choice = wire::ChatChoice::assistant(text, reason);
                             axum::Json(head.with_choices(vec![choice]).with_usage(usage).with_receipt(receipt_id)).into_response()
@@ -238,7 +269,13 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
                             let choice = TextChoice::finished(text, reason);
                             axum::Json(head.with_choices(vec![choice]).with_usage(usage).with_receipt(receipt_id)).into_response()
                         }
-                    });
+                    };
+                    if network {
+                        if let Ok(v) = HeaderValue::from_str(&hex::encode(&receipt)) {
+                            resp.headers_mut().insert(b3iq_protocol::gateway::RECEIPT_HEADER, v);
+                        }
+                    }
+                    return Ok(resp);
                 }
             }
         }
@@ -255,10 +292,11 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
         head: wire::Completion<()>,
         flavor: Flavor,
         include_usage: bool,
+        network: bool,
         started: bool,
         pending: std::collections::VecDeque<Bytes>,
     }
-    let init = S { inf: Some(inf), head, flavor, include_usage: p.include_usage, started: false, pending: Default::default() };
+    let init = S { inf: Some(inf), head, flavor, include_usage: p.include_usage, network, started: false, pending: Default::default() };
     let body_stream = futures_util::stream::unfold(init, |mut s| async move {
         loop {
             if let Some(b) = s.pending.pop_front() {
@@ -304,6 +342,10 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
                     if s.include_usage {
                         let u = wire_usage(&f.usage);
                         s.pending.push_back(event(&s.head.with_choices(Vec::<ChatChunkChoice>::new()).with_usage(u)));
+                    }
+                    if s.network {
+                        // An SSE comment (clients ignore it); the gateway takes it out.
+                        s.pending.push_back(Bytes::from(format!("{}{}\n\n", b3iq_protocol::gateway::RECEIPT_SSE_PREFIX, hex::encode(&f.receipt))));
                     }
                     s.pending.push_back(Bytes::from_static(sse::DONE_EVENT));
                 }

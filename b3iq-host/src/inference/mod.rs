@@ -25,20 +25,32 @@ use crate::context::{unix_now_ms, NodeState, ServedModel};
 use crate::error::{HostError, Result};
 
 /// Who asked for (and is charged for) a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Caller {
     /// A local API key, by id (`key_...`).
     LocalKey(String),
     /// The owner, from the wizard (the playground) or the node itself (the benchmark job).
     Owner,
+    /// The network, through the gateway's tunnel, with its verified ticket (the request id and
+    /// price of the receipt) and its place in the network share.
+    Network(Arc<crate::network::NetworkGrant>),
 }
 
 impl Caller {
-    /// The id usage and receipts are filed under: the key id, or `owner`.
+    /// The id usage and receipts are filed under: the key id, `owner` or `network`.
     pub fn key_id(&self) -> &str {
         match self {
             Caller::LocalKey(id) => id,
             Caller::Owner => "owner",
+            Caller::Network(_) => crate::store::receipts::NETWORK_KEY_ID,
+        }
+    }
+
+    /// The ticket's price schedule for a network request (`None`: the local price).
+    pub fn network_price(&self) -> Option<b3iq_core::metering::PriceSchedule> {
+        match self {
+            Caller::Network(g) => Some(g.ticket.price),
+            _ => None,
         }
     }
 }
@@ -97,6 +109,8 @@ pub struct Finished {
     pub timings: Timings,
     /// The stored receipt's id (hex).
     pub receipt_id: String,
+    /// The signed receipt (b3iq-core encoding), for a network caller's answer.
+    pub receipt: Vec<u8>,
     /// Time to the first token, ms (the whole duration when no token came).
     pub ttft_ms: u64,
     /// Wall time from admission to the receipt, ms.
@@ -164,11 +178,15 @@ pub async fn start(st: &Arc<NodeState>, req: InferenceRequest) -> Result<Inferen
     let started_ms = unix_now_ms();
     let t0 = Instant::now();
     let stream = rt.generate(greq).await.map_err(map_runtime)?;
+    let request_id = match &req.caller {
+        Caller::Network(g) => g.ticket.request_id,
+        _ => receipts::new_request_id(),
+    };
     Ok(Inference {
         st: st.clone(),
         stream: Some(stream),
         req,
-        request_id: receipts::new_request_id(),
+        request_id,
         started_ms,
         t0,
         ttft_ms: None,
@@ -241,6 +259,7 @@ impl Inference {
         let done = receipts::Served {
             request_id: self.request_id,
             key_id: self.req.caller.key_id().to_string(),
+            network_price: self.req.caller.network_price(),
             model: self.req.model.clone(),
             prompt: self.req.prompt.clone(),
             output: std::mem::take(&mut self.text),
@@ -253,11 +272,11 @@ impl Inference {
             cancelled: false,
         };
         let st = self.st.clone();
-        let receipt_id = tokio::task::spawn_blocking(move || receipts::record(&st, &done))
+        let (receipt_id, receipt) = tokio::task::spawn_blocking(move || receipts::record(&st, &done))
             .await
             .map_err(|e| HostError::Internal(format!("receipt task: {e}")))??;
         self.st.metrics.tokens(&self.req.model.id, usage.prompt_tokens as u64, usage.completion_tokens as u64);
-        Ok(Finished { finish_reason, usage, timings, receipt_id, ttft_ms, duration_ms })
+        Ok(Finished { finish_reason, usage, timings, receipt_id, receipt, ttft_ms, duration_ms })
     }
 
     /// Run to the end and collect the text.
@@ -304,6 +323,7 @@ impl Drop for Inference {
             let served = receipts::Served {
                 request_id,
                 key_id: req.caller.key_id().to_string(),
+                network_price: req.caller.network_price(),
                 model: req.model.clone(),
                 prompt: req.prompt.clone(),
                 output: text,
@@ -317,7 +337,7 @@ impl Drop for Inference {
             };
             let st3 = st.clone();
             match tokio::task::spawn_blocking(move || receipts::record(&st3, &served)).await {
-                Ok(Ok(id)) => {
+                Ok(Ok((id, _))) => {
                     st.metrics.tokens(&req.model.id, prompt_tokens as u64, completion_tokens as u64);
                     tracing::info!(receipt = %id, completion_tokens, "client went away mid-stream; the tokens produced were receipted (cancelled)");
                 }

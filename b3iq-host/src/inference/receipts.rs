@@ -5,7 +5,8 @@
 //!   exported still verify.
 //! - **Price**: b3iq-core's [`PriceSchedule`] from `config.json`'s `price_micros_per_1k_tokens`
 //!   (its checked arithmetic and rounding: up to the next micro-credit).
-//! - **Mode**: the node's real operating mode at the end of the request.
+//! - **Mode**: the node's real operating mode at the end of the request; a request from the
+//!   gateway's tunnel is signed in `network` mode, priced by its ticket's schedule.
 //! - **Commitments**: over the prompt and completion token ids (canonical bytes), or over the UTF-8
 //!   text when the backend cannot report token ids, keyed with a salt derived from the node salt
 //!   and the request id, so opening one receipt exposes no other.
@@ -25,8 +26,12 @@ use crate::store::receipts::{self as sql, ReceiptRow};
 pub struct Served {
     /// Random per request; also in the OpenAI response id.
     pub request_id: RequestId,
-    /// The key that paid for it (`owner` for the owner's own requests).
+    /// The key that paid for it (`owner` for the owner's own requests, `network` for the
+    /// gateway's).
     pub key_id: String,
+    /// A network request's price schedule (from its ticket): the receipt is then signed in
+    /// `network` mode with it. `None`: the local schedule and the node's mode.
+    pub network_price: Option<PriceSchedule>,
     /// The model.
     pub model: ServedModel,
     /// The prompt (committed, never stored).
@@ -127,23 +132,28 @@ pub fn sign(st: &NodeState, s: &Served) -> Result<SignedReceipt> {
         model_id: s.model.id.clone(),
         artifact_digest: s.model.digest,
         backend: s.model.info.backend.as_str().to_string(),
-        mode: st.mode(),
+        mode: if s.network_price.is_some() { b3iq_core::OperatingMode::Network } else { st.mode() },
         started_at_ms: s.started_at_ms,
         ttft_ms: s.ttft_ms,
         duration_ms: s.duration_ms,
         content,
         attestation_digest: None,
     };
-    let receipt = Receipt::new_v2(served, &local_price_schedule(st)?, &st.node_salt)?;
+    let price = match s.network_price {
+        Some(p) => p,
+        None => local_price_schedule(st)?,
+    };
+    let receipt = Receipt::new_v2(served, &price, &st.node_salt)?;
     Ok(receipt.sign(&st.key)?)
 }
 
-/// Sign and store a receipt with its usage row in one transaction. Returns the receipt id.
+/// Sign and store a receipt with its usage row in one transaction. Returns the receipt id and
+/// the signed receipt's encoding.
 /// Blocking: call from `spawn_blocking` on async paths.
 ///
 /// # Errors
 /// As [`sign`]; `Db` when it cannot be stored (then the response must not complete).
-pub fn record(st: &NodeState, s: &Served) -> Result<String> {
+pub fn record(st: &NodeState, s: &Served) -> Result<(String, Vec<u8>)> {
     let signed = sign(st, s)?;
     let id = signed.receipt_id().to_hex();
     // The usage row counts what the receipt says (with token ids, their lengths).
@@ -165,7 +175,7 @@ pub fn record(st: &NodeState, s: &Served) -> Result<String> {
             outcome: if s.cancelled { "cancelled" } else { "completed" }.to_string(),
         },
     )?;
-    Ok(id)
+    Ok((id, signed.encode()))
 }
 
 fn stored(r: ReceiptRow, node_pk: &NodePublicKey) -> StoredReceipt {

@@ -143,8 +143,21 @@ pub fn open(st: &NodeState, job: &SignedJob, now_ms: u64) -> Result<(VerifiedJob
     Ok((v, class, d.reason))
 }
 
+/// What the preflight needs to know about the node's mode choices, read before the accepting
+/// transaction (it holds the database lock, so nothing inside it may read through `st.db`).
+struct ModeFacts {
+    enrolled: bool,
+    network_blocker: Option<String>,
+}
+
+impl ModeFacts {
+    fn read(st: &NodeState) -> Result<ModeFacts> {
+        Ok(ModeFacts { enrolled: crate::managed::enrollment(&st.db)?.is_some(), network_blocker: crate::network::not_ready(st) })
+    }
+}
+
 /// Whether this node can run `kind` now (checked after the policy, before the job is recorded).
-fn preflight(st: &NodeState, kind: &JobKind) -> Result<()> {
+fn preflight(st: &NodeState, kind: &JobKind, facts: &ModeFacts) -> Result<()> {
     match kind {
         JobKind::RunBenchmark { suite } if !BENCHMARK_SUITES.contains(&suite.as_str()) => Err(HostError::InvalidParameter(format!(
             "benchmark suite {suite:?} is not available; use \"quick\""
@@ -153,7 +166,11 @@ fn preflight(st: &NodeState, kind: &JobKind) -> Result<()> {
         JobKind::RestartRuntime {} => Err(HostError::InvalidParameter(
             "restart_runtime is not available in this build; restart b3iqd instead".into(),
         )),
-        JobKind::ChangeMode { mode } if *mode != OperatingMode::Local => Err(HostError::ModeNotAvailable(mode.as_str().into())),
+        JobKind::ChangeMode { mode: OperatingMode::Managed } if !facts.enrolled => Err(HostError::ModeNotAvailable("managed".into())),
+        JobKind::ChangeMode { mode: OperatingMode::Network } => match &facts.network_blocker {
+            Some(reason) => Err(HostError::InvalidParameter(format!("network mode cannot be selected: {reason}"))),
+            None => Ok(()),
+        },
         _ => Ok(()),
     }
 }
@@ -186,13 +203,14 @@ pub async fn submit(st: &Arc<NodeState>, signed: SignedJob, actor: &str) -> Resu
 fn accept(st: &Arc<NodeState>, actor: &str, issue: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<SignedJob>) -> Result<JobRecord> {
     let now = st.now();
     let roots = trust_roots(st)?;
+    let facts = ModeFacts::read(st)?;
     let (signed, id, opened) = st.db.tx(|tx| {
         let signed = issue(tx)?;
         let id = format!("job_{}", signed.body().job_id.to_hex());
         // A job that waits for the owner is preflighted when approved (the node may change).
         let opened = open_in(st, tx, &roots, &signed, unix_now_ms()).and_then(|(job, class, d)| {
             if d.verdict == Verdict::Run {
-                preflight(st, job.kind())?;
+                preflight(st, job.kind(), &facts)?;
                 // A key rotation takes effect in this transaction, with the job's record: no
                 // crash can leave the key changed and the job unrecorded, or the reverse.
                 if let JobKind::RotateIssuerKey { new_issuer } = job.kind() {
@@ -336,7 +354,7 @@ pub fn approve(st: &Arc<NodeState>, id: &str) -> Result<JobRecord> {
     let checked = signed
         .open(&roots.0, &st.node_id, unix_now_ms(), &mut Reopen)
         .map_err(HostError::from)
-        .and_then(|j| preflight(st, j.kind()).map(|_| j));
+        .and_then(|j| ModeFacts::read(st).and_then(|f| preflight(st, j.kind(), &f)).map(|_| j));
     let job = match checked {
         Ok(j) => j,
         Err(e) => {
@@ -689,7 +707,9 @@ mod tests {
             (JobKind::RestartRuntime {}, "invalid_parameter"),
             (JobKind::RunBenchmark { suite: "full".into() }, "invalid_parameter"),
             (JobKind::RunBenchmark { suite: "quick".into() }, "model_not_loaded"),
-            (JobKind::ChangeMode { mode: OperatingMode::Network }, "mode_not_available"),
+            // Not enrolled: neither managed nor network mode can be chosen.
+            (JobKind::ChangeMode { mode: OperatingMode::Managed }, "mode_not_available"),
+            (JobKind::ChangeMode { mode: OperatingMode::Network }, "invalid_parameter"),
             // A no-op mode change is refused by the core policy.
             (JobKind::ChangeMode { mode: OperatingMode::Local }, "invalid_parameter"),
         ] {
@@ -698,7 +718,7 @@ mod tests {
         }
         assert!(list(&st, 10).unwrap().is_empty(), "refused jobs are not recorded");
         let rejected = crate::store::audit::recent(&st.db, 20).unwrap().into_iter().filter(|e| e.action == "job.reject").count();
-        assert_eq!(rejected, 5);
+        assert_eq!(rejected, 6);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

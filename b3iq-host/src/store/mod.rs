@@ -186,6 +186,11 @@ pub const AUDIT_PRUNE_EVERY: i64 = 1000;
 
 /// The `meta` key holding the persisted operating mode.
 pub const META_OPERATING_MODE: &str = "operating_mode";
+/// The `meta` key holding the owner's network policy (`network::NetworkPolicy` as JSON).
+pub const META_NETWORK_POLICY: &str = "network_policy";
+/// The `meta` key holding the tunnel's state (`network::TunnelStatus` as JSON), written by the
+/// daemon for `b3iqd status` and the wizard.
+pub const META_TUNNEL_STATUS: &str = "network_tunnel";
 /// The `meta` key holding the address the running daemon bound (empty once it stopped).
 pub const META_LISTEN_BOUND: &str = "listen_bound";
 /// The `meta` key holding the running daemon's TLS (`context::tls::TlsInfo` as JSON; empty for

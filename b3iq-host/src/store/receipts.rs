@@ -106,6 +106,29 @@ pub fn get(db: &Db, id: &str) -> Result<Option<ReceiptRow>> {
     Ok(db.lock().query_row(&format!("SELECT {COLS} FROM receipts WHERE id = ?1"), [id], row).optional()?)
 }
 
+/// The key id network requests are filed under.
+pub const NETWORK_KEY_ID: &str = "network";
+
+/// Network receipts started at or after `since_s` (unix seconds): their token counts and signed
+/// bytes (for the price), oldest first, at most `limit`.
+///
+/// # Errors
+/// `Db`.
+pub fn network_since(db: &Db, since_s: u64, limit: u32) -> Result<Vec<(u32, u32, Vec<u8>)>> {
+    let conn = db.lock();
+    let mut st = conn.prepare("SELECT prompt_tokens, completion_tokens, signed FROM receipts WHERE key_id = ?1 AND created_at >= ?2 ORDER BY seq LIMIT ?3")?;
+    let rows = st.query_map(params![NETWORK_KEY_ID, since_s as i64, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Whether a receipt with this request id (hex) exists (a ticket's request id is used once).
+///
+/// # Errors
+/// `Db`.
+pub fn request_id_used(db: &Db, request_id_hex: &str) -> Result<bool> {
+    Ok(db.lock().query_row("SELECT 1 FROM receipts WHERE request_id = ?1", [request_id_hex], |_| Ok(())).optional()?.is_some())
+}
+
 /// Receipts not yet uploaded to the control plane, written at or after `created_from` (unix
 /// seconds), oldest first, at most `limit`: `(seq, signed bytes)`.
 pub fn not_uploaded(db: &Db, created_from: u64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>> {
