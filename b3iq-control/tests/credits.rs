@@ -363,7 +363,7 @@ async fn sqlite_gateway_credits() {
     assert!(files[0].exists());
     for t in &tokens {
         for f in &files {
-            assert!(!file_contains(f, t.as_bytes()) && !file_contains(f, t["b3iq_gateway_".len()..].as_bytes()), "token found in {}", f.display());
+            assert!(!file_contains(f, t.as_bytes()) && !file_contains(f, &t.as_bytes()["b3iq_gateway_".len()..]), "token found in {}", f.display());
         }
     }
     // ...while something that is stored is found the same way (the search works).
