@@ -87,7 +87,29 @@ impl ControlError {
                 Refusal::StaleSequence { .. } => (StatusCode::CONFLICT, "invalid_request_error", "stale_sequence"),
                 Refusal::Exists(_) => (StatusCode::CONFLICT, "invalid_request_error", "exists"),
                 Refusal::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+                // Credits. OpenAI answers an exhausted quota with 429 `insufficient_quota`; we
+                // keep its `type` and `code` but answer 402, because the OpenAI SDKs retry
+                // every 429 on their own and no retry can pay. Rate limits are 429 with
+                // `Retry-After`, which the SDKs honour.
+                Refusal::InsufficientCredits { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "insufficient_quota"),
+                Refusal::SpendLimit { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "spend_limit_reached"),
+                Refusal::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
+                Refusal::KeyRevoked => (StatusCode::UNAUTHORIZED, "authentication_error", "gateway_key_revoked"),
+                Refusal::HoldClosed(_) => (StatusCode::CONFLICT, "invalid_request_error", "hold_closed"),
+                Refusal::ReceiptCharged => (StatusCode::CONFLICT, "invalid_request_error", "receipt_already_charged"),
             },
+        }
+    }
+}
+
+impl ControlError {
+    /// How long a refused client should wait before retrying, when the refusal says
+    /// (`Retry-After` on the HTTP answer, rounded up to whole seconds).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ControlError::Refused(Refusal::RateLimited { retry_after_ms, .. }) => Some(*retry_after_ms),
+            ControlError::Busy { retry_after_s, .. } => Some(retry_after_s.saturating_mul(1000)),
+            _ => None,
         }
     }
 }
@@ -111,10 +133,8 @@ impl IntoResponse for ControlError {
         };
         let body = serde_json::json!({"error": {"message": message, "type": kind, "code": code}});
         let mut resp = (status, axum::Json(body)).into_response();
-        if let ControlError::Busy { retry_after_s, .. } = &self {
-            if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_s.max(&1).to_string()) {
-                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-            }
+        if let Some(ms) = self.retry_after_ms() {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(ms.div_ceil(1000).max(1)));
         }
         resp
     }

@@ -58,6 +58,10 @@ pub struct ControlSettings {
     pub heartbeat_interval_s: u64,
     /// Enrollment lifetime before renewal, seconds (default 90 days).
     pub enrollment_ttl_s: u64,
+    /// The network's price for prompt tokens, micro-credits per 1,000 (default 100).
+    pub network_prompt_price_per_1k: u64,
+    /// The network's price for completion tokens, micro-credits per 1,000 (default 200).
+    pub network_completion_price_per_1k: u64,
 }
 
 impl Default for ControlSettings {
@@ -74,6 +78,8 @@ impl Default for ControlSettings {
             tls_key: None,
             heartbeat_interval_s: 30,
             enrollment_ttl_s: 90 * 24 * 3600,
+            network_prompt_price_per_1k: 100,
+            network_completion_price_per_1k: 200,
         }
     }
 }
@@ -163,6 +169,35 @@ impl ControlHome {
         }
     }
 
+    /// The gateway's ticket-signing key (`ticket-key`, made with mode 0600 on first use; every
+    /// replica needs the same file, as with `job-key`).
+    ///
+    /// # Errors
+    /// `Config` when the file is unreadable or not a key file.
+    pub fn ticket_key(&self) -> Result<NodeKey> {
+        self.ensure()?;
+        let p = self.root.join("ticket-key");
+        match std::fs::read(&p) {
+            Ok(b) => NodeKey::from_key_file(&b).map_err(|e| ControlError::Config(format!("{}: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let k = NodeKey::generate(&mut rand::rngs::OsRng);
+                write_atomic(&p, &k.to_key_file(), 0o600).map_err(|e| ControlError::Config(e.to_string()))?;
+                Ok(k)
+            }
+            Err(e) => Err(io("read", &p, e)),
+        }
+    }
+
+    /// The gateway over `cp` with this home's ticket key and price.
+    ///
+    /// # Errors
+    /// As [`ControlHome::ticket_key`]; `Config` for a price that overflows.
+    pub fn gateway(&self, s: &ControlSettings, cp: Arc<ControlPlane>) -> Result<Arc<crate::gateway::Gateway>> {
+        let mut cfg = crate::gateway::GatewayConfig::new();
+        cfg.price = b3iq_core::metering::PriceSchedule::per_1k(s.network_prompt_price_per_1k, s.network_completion_price_per_1k).map_err(|e| ControlError::Config(format!("control.json network price: {e}")))?;
+        Ok(crate::gateway::Gateway::new(cp, self.ticket_key()?, cfg))
+    }
+
     /// Opens the configured store.
     ///
     /// # Errors
@@ -221,6 +256,17 @@ impl ControlHome {
 /// Serve the control plane on `listener` over TLS until `shutdown` fires (the host's connection
 /// loop: header and body timeouts, a connection bound, a shutdown deadline).
 pub async fn serve(listener: tokio::net::TcpListener, cp: Arc<ControlPlane>, tls: &TlsMaterial, shutdown: tokio::sync::oneshot::Receiver<()>) {
+    serve_with(listener, cp, None, tls, shutdown).await
+}
+
+/// As [`serve`], with the gateway's routes (node tunnels, the public `/v1` API) on the same
+/// port when `gateway` is given. Tunnels are upgraded connections: they do not count against
+/// the connection bound once open.
+pub async fn serve_with(listener: tokio::net::TcpListener, cp: Arc<ControlPlane>, gateway: Option<Arc<crate::gateway::Gateway>>, tls: &TlsMaterial, shutdown: tokio::sync::oneshot::Receiver<()>) {
     let limits = b3iq_host::http::serve::ServeLimits::default();
-    b3iq_host::http::serve::serve(listener, crate::http::router(cp), limits, Some(tls.server_config.clone()), shutdown).await
+    let mut app = crate::http::router(cp);
+    if let Some(gw) = gateway {
+        app = app.merge(crate::gateway::router(gw));
+    }
+    b3iq_host::http::serve::serve(listener, app, limits, Some(tls.server_config.clone()), shutdown).await
 }

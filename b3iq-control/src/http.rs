@@ -25,6 +25,12 @@
 //! * `GET /v1/admin/nodes/{node_id}/usage` -> receipts stored and usage per model and day
 //! * `POST /v1/admin/enrollment-tokens` `{"ttl_s"}` -> `{"id", "token", "expires_at_ms"}` (the
 //!   token is shown once)
+//! * `POST /v1/admin/gateway-keys` `{"name", "rate_per_min", "spend_limit_per_day"}` ->
+//!   `{"key", "token"}` (the token is shown once); `GET` lists the organisation's keys;
+//!   `DELETE /v1/admin/gateway-keys/{id}` revokes one
+//! * `GET /v1/admin/credits` -> the organisation's balance and latest ledger transactions
+//!   (top-ups are not an HTTP action: `b3iq-control admin add-credits` on the control plane's
+//!   machine)
 //!
 //! Public: `GET /healthz`, `GET /v1/info` (audience, job key, heartbeat interval), `GET /metrics`.
 
@@ -108,6 +114,9 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/admin/nodes/{node_id}/jobs", post(queue_job).get(list_jobs))
         .route("/v1/admin/nodes/{node_id}/usage", get(usage))
         .route("/v1/admin/enrollment-tokens", post(create_token))
+        .route("/v1/admin/gateway-keys", post(create_gateway_key).get(list_gateway_keys))
+        .route("/v1/admin/gateway-keys/{key_id}", axum::routing::delete(revoke_gateway_key))
+        .route("/v1/admin/credits", get(credits))
         .fallback(|| async { ControlError::Refused(crate::store::Refusal::NotFound("route".into())) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(cp)
@@ -245,4 +254,45 @@ async fn usage(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path
 
 async fn renew(State(cp): State<Arc<ControlPlane>>, Json(req): Json<EnrollmentRequest>) -> Result<Response> {
     Ok(axum::Json(cp.renew(&req, unix_now_ms()).await?).into_response())
+}
+
+// ---- gateway keys and credits (operator, own organisation) ---------------------------------
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGatewayKey {
+    name: String,
+    #[serde(default)]
+    rate_per_min: Option<u32>,
+    #[serde(default)]
+    spend_limit_per_day: Option<u64>,
+}
+
+async fn create_gateway_key(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Json(k): Json<NewGatewayKey>) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    let rate = k.rate_per_min.unwrap_or(crate::gateway::credits::DEFAULT_RATE_PER_MIN);
+    let (key, token) = cp.create_gateway_key(&op.org_id, &k.name, rate, k.spend_limit_per_day, unix_now_ms()).await?;
+    tracing::info!(key = %key.id, by = %op.username, "gateway key created over the admin API");
+    Ok((StatusCode::CREATED, axum::Json(json!({"key": key, "token": token}))).into_response())
+}
+
+async fn list_gateway_keys(State(cp): State<Arc<ControlPlane>>, h: HeaderMap) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    Ok(axum::Json(json!({"gateway_keys": cp.gateway_keys(&op.org_id).await?})).into_response())
+}
+
+async fn revoke_gateway_key(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    cp.revoke_gateway_key(&op.org_id, &id, unix_now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn credits(State(cp): State<Arc<ControlPlane>>, h: HeaderMap) -> Result<Response> {
+    let op = operator(&cp, &h).await?;
+    Ok(axum::Json(json!({
+        "org_id": op.org_id,
+        "balance": cp.credit_balance(&op.org_id).await?,
+        "ledger": cp.credit_ledger(&op.org_id, 100).await?,
+    }))
+    .into_response())
 }

@@ -10,6 +10,7 @@
 //! | [`http`] | the HTTPS API (axum) |
 //! | [`keys`] | [`keys::JobKeyRing`]: the job-signing secrets, and how a rotation keeps them |
 //! | [`home`] | the home directory: `control.json`, the job-signing key, TLS, opening the store |
+//! | [`gateway`] | the hosted gateway: [`gateway::credits`] (gateway keys, credit holds, the ledger), [`gateway::tunnel`] (node-dialed tunnels), [`gateway::proxy`] (the OpenAI-compatible API: routing, forwarding, settlement) |
 //!
 //! The daemon `b3iq-control` (apps/b3iq-control) is a thin shell over this crate. The node side
 //! is `b3iq_host::managed`.
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod gateway;
 pub mod home;
 pub mod http;
 pub mod keys;

@@ -219,6 +219,8 @@ pub struct ControlPlane {
     waiters: std::sync::Mutex<std::collections::HashMap<NodeId, Arc<Notify>>>,
     /// Counters.
     pub metrics: Metrics,
+    /// Gateway keys' request rates (per replica; `gateway::credits`).
+    pub(crate) gateway_rate: crate::gateway::credits::RateLimiter,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -273,6 +275,7 @@ impl ControlPlane {
             hash_slots: Semaphore::new(MAX_CONCURRENT_PASSWORD_HASHES),
             waiters: Default::default(),
             metrics: Metrics::default(),
+            gateway_rate: Default::default(),
         }
     }
 

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "b3iq-control", version, about = "B3IQ control plane: enrolls nodes by proof of possession and receives their signed heartbeats, over HTTPS. Nodes dial it; it never dials them.",
-    after_help = "Quick start:\n  b3iq-control admin create-org acme\n  printf '%s\\n' 'a long operator password' | b3iq-control admin create-operator --org acme --username alice\n  b3iq-control admin enrollment-token --org acme --out token.txt\n  b3iq-control serve                        # prints the job key and the TLS fingerprint\n  # on the node: b3iqd enroll --control https://127.0.0.1:7430 --token-file token.txt --ca-file ~/.b3iq-control/tls/self-signed.crt.pem\n\nThe home directory is $B3IQ_CONTROL_HOME (default ~/.b3iq-control). A Postgres store reads its URL from $B3IQ_CONTROL_DATABASE_URL.")]
+    after_help = "Quick start:\n  b3iq-control admin create-org acme\n  printf '%s\\n' 'a long operator password' | b3iq-control admin create-operator --org acme --username alice\n  b3iq-control admin enrollment-token --org acme --out token.txt\n  b3iq-control serve                        # prints the job key and the TLS fingerprint\n  # on the node: b3iqd enroll --control https://127.0.0.1:7430 --token-file token.txt --ca-file ~/.b3iq-control/tls/self-signed.crt.pem\n\nThe home directory is $B3IQ_CONTROL_HOME (default ~/.b3iq-control). A Postgres store reads its URL from $B3IQ_CONTROL_DATABASE_URL.\n\nGateway keys and credits:\n  b3iq-control admin add-credits --org acme --amount 25000000 --reference invoice-2041\n  b3iq-control admin gateway-key create --org acme --name app --out gateway-key.txt\n  b3iq-control admin ledger-check")]
 struct Cli {
     /// Home directory (default: $B3IQ_CONTROL_HOME, else ~/.b3iq-control).
     #[arg(long, global = true, env = "B3IQ_CONTROL_HOME")]
@@ -33,7 +33,8 @@ enum Cmd {
     },
     /// Print the audience id, the job-signing public key and the TLS fingerprint.
     Info,
-    /// Organisations, operators, enrollment tokens and node status, on this machine.
+    /// Organisations, operators, enrollment tokens, node status, gateway keys and credits, on
+    /// this machine.
     #[command(subcommand)]
     Admin(AdminCmd),
 }
@@ -146,6 +147,78 @@ enum AdminCmd {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Add credits to an organisation, in micro-credits (1 credit = 1,000,000). Money moves only
+    /// here, on the control plane's machine: there is no HTTP route for it.
+    #[command(after_help = "Examples:\n  b3iq-control admin add-credits --org acme --amount 25000000 --reference invoice-2041   # 25 credits\n  b3iq-control admin credits --org acme\n\nEach reference tops up once: running the same command again is refused, so a retry cannot pay twice.")]
+    AddCredits {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Micro-credits to add (1 to 10^15).
+        #[arg(long)]
+        amount: u64,
+        /// The payment or invoice this top-up records (unique, at most 200 characters).
+        #[arg(long)]
+        reference: String,
+    },
+    /// An organisation's credits (available, held, spent, topped up) and its latest ledger
+    /// transactions.
+    #[command(after_help = "Example:\n  b3iq-control admin credits --org acme --limit 50")]
+    Credits {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Ledger transactions to list (newest first, at most 500).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Gateway keys (`b3iq_gateway_`): developers call the hosted gateway with them, spending
+    /// their organisation's credits.
+    #[command(subcommand)]
+    GatewayKey(GatewayKeyCmd),
+    /// Check the credit ledger: every row sums to zero, every transaction balances, every
+    /// balance matches its rows and the open holds. Exits non-zero when it does not.
+    #[command(after_help = "Example:\n  b3iq-control admin ledger-check && echo consistent")]
+    LedgerCheck,
+}
+
+#[derive(Subcommand)]
+enum GatewayKeyCmd {
+    /// Make a gateway key (shown once; only its hash is kept).
+    #[command(after_help = "Examples:\n  b3iq-control admin gateway-key create --org acme --name ci --out gateway-key.txt\n  b3iq-control admin gateway-key create --org acme --name app --rate-per-min 600 --spend-limit-per-day 50000000\n\nThe spend limit counts settled charges and open holds of each UTC day, in micro-credits.")]
+    Create {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Display name (1 to 64 of letters, digits, space, `. _ -`).
+        #[arg(long)]
+        name: String,
+        /// Requests per minute (per gateway replica).
+        #[arg(long, default_value_t = b3iq_control::gateway::credits::DEFAULT_RATE_PER_MIN)]
+        rate_per_min: u32,
+        /// Most micro-credits per UTC day (default: no limit beyond the balance).
+        #[arg(long)]
+        spend_limit_per_day: Option<u64>,
+        /// Write the token to this file (mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a gateway key (refused from its next request on).
+    #[command(after_help = "Example:\n  b3iq-control admin gateway-key revoke --org acme gk_0123456789abcdef")]
+    Revoke {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Key id (`gk_...`).
+        id: String,
+    },
+    /// List an organisation's gateway keys (never the tokens).
+    #[command(after_help = "Example:\n  b3iq-control admin gateway-key list --org acme")]
+    List {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -191,12 +264,17 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
             eprintln!("b3iq-control: serving https://{bound} (audience {}, store {})", settings.audience, cp.store().backend());
             eprintln!("b3iq-control: job-signing key {}", cp.job_public_key().await?.to_hex());
             eprintln!("b3iq-control: TLS {} certificate {} (SHA-256 {})", tls.info.mode, tls.info.cert_path.display(), tls.info.fingerprint_sha256);
+            // Releases holds a crashed gateway left open (gateway::credits).
+            let sweeper = cp.spawn_hold_sweeper(b3iq_control::gateway::credits::HOLD_MAX_AGE_MS, b3iq_control::gateway::credits::HOLD_SWEEP_INTERVAL);
             let (tx, rx) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
                 shutdown_signal().await;
                 let _ = tx.send(());
             });
-            b3iq_control::home::serve(listener, cp, &tls, rx).await;
+            let gw = home.gateway(&settings, cp.clone())?;
+            eprintln!("b3iq-control: gateway at https://{bound}/v1 (ticket key {}); nodes in network mode open their tunnels here", gw.ticket_public_key().to_hex());
+            b3iq_control::home::serve_with(listener, cp, Some(gw), &tls, rx).await;
+            sweeper.abort();
             eprintln!("b3iq-control: stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -296,6 +374,53 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                     };
                     cp.set_node_status(&org.id, &id, st, &reason).await?;
                     eprintln!("b3iq-control: {node_id} is now {status}");
+                }
+                AdminCmd::AddCredits { org, amount, reference } => {
+                    let org = cp.org(&org).await?;
+                    let available = cp.add_credits(&org.id, amount, &reference, now_ms()).await?;
+                    eprintln!("b3iq-control: added {amount} micro-credits to {} ({reference})", org.name);
+                    print_json(&serde_json::json!({"org_id": org.id, "added": amount, "available": available}));
+                }
+                AdminCmd::Credits { org, limit } => {
+                    let org = cp.org(&org).await?;
+                    print_json(&serde_json::json!({
+                        "org_id": org.id,
+                        "balance": cp.credit_balance(&org.id).await?,
+                        "ledger": cp.credit_ledger(&org.id, limit).await?,
+                    }));
+                }
+                AdminCmd::GatewayKey(GatewayKeyCmd::Create { org, name, rate_per_min, spend_limit_per_day, out }) => {
+                    let (key, token) = cp.create_gateway_key(&org, &name, rate_per_min, spend_limit_per_day, now_ms()).await?;
+                    match out {
+                        Some(p) => {
+                            b3iq_host::context::home::write_atomic(&p, format!("{token}\n").as_bytes(), 0o600).map_err(|e| ControlError::Config(e.to_string()))?;
+                            eprintln!("b3iq-control: gateway key {} for {} written to {} (shown once)", key.id, key.org_id, p.display());
+                            print_json(&serde_json::json!(key));
+                        }
+                        None => {
+                            eprintln!("b3iq-control: gateway key {} for {}; shown once:", key.id, key.org_id);
+                            println!("{token}");
+                        }
+                    }
+                }
+                AdminCmd::GatewayKey(GatewayKeyCmd::Revoke { org, id }) => {
+                    let org = cp.org(&org).await?;
+                    cp.revoke_gateway_key(&org.id, &id, now_ms()).await?;
+                    eprintln!("b3iq-control: gateway key {id} is revoked");
+                }
+                AdminCmd::GatewayKey(GatewayKeyCmd::List { org }) => {
+                    let org = cp.org(&org).await?;
+                    print_json(&serde_json::json!({"gateway_keys": cp.gateway_keys(&org.id).await?}));
+                }
+                AdminCmd::LedgerCheck => {
+                    let check = cp.ledger_check().await?;
+                    let ok = check.ok();
+                    print_json(&serde_json::json!({"ok": ok, "check": check}));
+                    if !ok {
+                        eprintln!("b3iq-control: the credit ledger is NOT consistent (see above)");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    eprintln!("b3iq-control: the credit ledger is consistent ({} transactions, sum 0)", check.transactions);
                 }
             }
             Ok(ExitCode::SUCCESS)

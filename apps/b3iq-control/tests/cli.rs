@@ -215,3 +215,131 @@ fn help_teaches() {
     let out = Command::new(bin()).args(["admin", "enrollment-token", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Example"));
 }
+
+async fn login(c: &reqwest::Client, url: &str, user: &str) -> String {
+    let s: Value = c.post(format!("{url}/v1/admin/session")).json(&json!({"username": user, "password": "a long operator password"})).send().await.unwrap().json().await.unwrap();
+    s["session"].as_str().unwrap().to_string()
+}
+
+fn contains_in_db_files(home: &Path, needle: &str) -> bool {
+    ["control.db", "control.db-wal"].iter().any(|f| std::fs::read(home.join(f)).map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())).unwrap_or(false))
+}
+
+#[tokio::test]
+async fn gateway_keys_and_credits_from_the_cli_and_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("cp");
+    for (org, user) in [("acme", "alice"), ("globex", "bob")] {
+        assert!(admin(&home, &["admin", "create-org", org], None).0);
+        let (ok, _, err) = admin(&home, &["admin", "create-operator", "--org", org, "--username", user], Some("a long operator password\n"));
+        assert!(ok, "{err}");
+    }
+
+    // Top-ups: CLI only, each reference once.
+    let (ok, out, err) = admin(&home, &["admin", "add-credits", "--org", "acme", "--amount", "25000000", "--reference", "invoice-1"], None);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["available"], 25_000_000);
+    let (ok, _, err) = admin(&home, &["admin", "add-credits", "--org", "acme", "--amount", "25000000", "--reference", "invoice-1"], None);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = admin(&home, &["admin", "add-credits", "--org", "acme", "--amount", "0", "--reference", "invoice-2"], None);
+    assert!(!ok && err.contains("micro-credits"), "{err}");
+    let (ok, _, err) = admin(&home, &["admin", "add-credits", "--org", "nope", "--amount", "5", "--reference", "invoice-3"], None);
+    assert!(!ok && err.contains("not found"), "{err}");
+
+    // Keys: to a private file, or on stdout once; listed without the token.
+    let key_file = dir.path().join("gateway-key.txt");
+    let (ok, out, err) = admin(&home, &["admin", "gateway-key", "create", "--org", "acme", "--name", "ci", "--out", key_file.to_str().unwrap()], None);
+    assert!(ok && err.contains("shown once"), "{err}");
+    let ci: Value = serde_json::from_str(&out).unwrap();
+    let ci_id = ci["id"].as_str().unwrap().to_string();
+    assert_eq!((ci["rate_per_min"].as_u64(), ci["spend_limit_per_day"].as_u64()), (Some(60), None));
+    let token = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+    assert!(token.starts_with("b3iq_gateway_"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let (ok, out, _) = admin(&home, &["admin", "gateway-key", "create", "--org", "acme", "--name", "app", "--rate-per-min", "600", "--spend-limit-per-day", "1000000"], None);
+    assert!(ok);
+    let token2 = out.trim().to_string();
+    assert!(token2.starts_with("b3iq_gateway_") && !out.contains('{'), "only the token on stdout: {out}");
+    let (ok, _, err) = admin(&home, &["admin", "gateway-key", "create", "--org", "acme", "--name", "x", "--rate-per-min", "0"], None);
+    assert!(!ok && err.contains("rate_per_min"), "{err}");
+    let (ok, out, _) = admin(&home, &["admin", "gateway-key", "list", "--org", "acme"], None);
+    assert!(ok);
+    let keys: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(keys["gateway_keys"].as_array().unwrap().len(), 2);
+    assert_eq!(keys["gateway_keys"][1]["spend_limit_per_day"], 1_000_000);
+    for t in [&token, &token2] {
+        assert!(!out.contains(&t[13..]));
+        assert!(!contains_in_db_files(&home, &t[13..]), "a token is in control.db");
+    }
+    assert!(contains_in_db_files(&home, &ci_id), "the search reads the database");
+
+    // The admin API: an operator sees and changes only its own organisation's keys; there is
+    // no top-up route.
+    let (_server, url) = serve(&home);
+    let c = client(&home);
+    let (alice, bob) = (login(&c, &url, "alice").await, login(&c, &url, "bob").await);
+    let r = c.post(format!("{url}/v1/admin/gateway-keys")).bearer_auth(&alice).json(&json!({"name": "web", "rate_per_min": 120})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let web: Value = r.json().await.unwrap();
+    assert!(web["token"].as_str().unwrap().starts_with("b3iq_gateway_"));
+    assert_eq!(web["key"]["rate_per_min"], 120);
+    let r = c.post(format!("{url}/v1/admin/gateway-keys")).bearer_auth(&alice).json(&json!({"name": "web", "scope": "all"})).send().await.unwrap();
+    assert_eq!(r.status(), 400, "unknown fields are refused");
+    assert_eq!(c.get(format!("{url}/v1/admin/gateway-keys")).send().await.unwrap().status(), 401);
+    let mine: Value = c.get(format!("{url}/v1/admin/gateway-keys")).bearer_auth(&alice).send().await.unwrap().json().await.unwrap();
+    assert_eq!(mine["gateway_keys"].as_array().unwrap().len(), 3);
+    let theirs: Value = c.get(format!("{url}/v1/admin/gateway-keys")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
+    assert!(theirs["gateway_keys"].as_array().unwrap().is_empty());
+    let r = c.delete(format!("{url}/v1/admin/gateway-keys/{ci_id}")).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(r.status(), 404, "another organisation's operator cannot revoke it");
+    let r = c.delete(format!("{url}/v1/admin/gateway-keys/{ci_id}")).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let cr: Value = c.get(format!("{url}/v1/admin/credits")).bearer_auth(&alice).send().await.unwrap().json().await.unwrap();
+    assert_eq!((cr["balance"]["available"].as_u64(), cr["balance"]["held"].as_u64()), (Some(25_000_000), Some(0)));
+    assert_eq!(cr["ledger"][0]["kind"], "topup");
+    assert_eq!(cr["ledger"][0]["reference"], "invoice-1");
+    let cb: Value = c.get(format!("{url}/v1/admin/credits")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
+    assert_eq!((cb["balance"]["available"].as_u64(), cb["ledger"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    let r = c.post(format!("{url}/v1/admin/credits")).bearer_auth(&alice).json(&json!({"amount": 1})).send().await.unwrap();
+    assert!(!r.status().is_success(), "no top-up over HTTP: {}", r.status());
+
+    // The CLI sees the API's revocation; another organisation cannot revoke from the CLI either.
+    let (ok, _, err) = admin(&home, &["admin", "gateway-key", "revoke", "--org", "globex", web["key"]["id"].as_str().unwrap()], None);
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, _, err) = admin(&home, &["admin", "gateway-key", "revoke", "--org", "acme", web["key"]["id"].as_str().unwrap()], None);
+    assert!(ok && err.contains("revoked"), "{err}");
+    let (_, out, _) = admin(&home, &["admin", "gateway-key", "list", "--org", "acme"], None);
+    let keys: Value = serde_json::from_str(&out).unwrap();
+    let revoked: Vec<bool> = keys["gateway_keys"].as_array().unwrap().iter().map(|k| !k["revoked_at_ms"].is_null()).collect();
+    assert_eq!(revoked, [true, false, true]);
+    let (ok, out, _) = admin(&home, &["admin", "credits", "--org", "acme"], None);
+    assert!(ok && serde_json::from_str::<Value>(&out).unwrap()["balance"]["topped_up_total"] == 25_000_000);
+
+    // The ledger check passes, then fails (non-zero exit) once a balance is tampered with.
+    let (ok, out, err) = admin(&home, &["admin", "ledger-check"], None);
+    assert!(ok && err.contains("consistent"), "{out} {err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["ok"], true);
+    {
+        let db = rusqlite::Connection::open(home.join("control.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        db.execute("UPDATE ledger_accounts SET balance = balance + 1 WHERE account LIKE 'org:%:available'", []).unwrap();
+    }
+    let (ok, out, err) = admin(&home, &["admin", "ledger-check"], None);
+    assert!(!ok && err.contains("NOT consistent"), "{out} {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["check"]["mismatches"][0]["stored"].as_i64(), Some(25_000_001));
+}
+
+#[test]
+fn credit_commands_teach() {
+    for args in [&["admin", "add-credits", "--help"][..], &["admin", "gateway-key", "create", "--help"], &["admin", "ledger-check", "--help"]] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && s.contains("Example"), "{args:?}: {s}");
+    }
+}

@@ -12,6 +12,7 @@
 //!
 //! Times are unix milliseconds, passed in by the caller (the store never reads a clock).
 
+pub mod credits;
 pub mod postgres;
 pub mod sqlite;
 
@@ -20,6 +21,7 @@ use b3iq_core::heartbeat::HealthStatus;
 use b3iq_core::{NodeId, NodePublicKey};
 
 use crate::error::Result;
+use credits::{CreditBalance, GatewayKey, Hold, HoldRecord, HoldSettlement, LedgerCheck, LedgerEntry};
 
 /// An organisation: it owns nodes, operators and enrollment tokens.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -221,6 +223,43 @@ pub enum Refusal {
     /// An org, operator or token id that does not exist.
     #[error("{0} not found")]
     NotFound(String),
+
+    // ---- gateway keys and credits ---------------------------------------------------------
+    /// The organisation's available credits do not cover the hold.
+    #[error("insufficient credits: this request may cost up to {needed} micro-credits and the organisation has {available} available; add credits (`b3iq-control admin add-credits`) or lower max_tokens")]
+    InsufficientCredits {
+        /// Micro-credits available now.
+        available: u64,
+        /// The hold asked for.
+        needed: u64,
+    },
+    /// The key's spend limit for the UTC day would be passed.
+    #[error("this gateway key's spend limit of {limit} micro-credits per UTC day is reached ({used} settled or held today, {needed} more asked); wait for the next UTC day or use a key with a higher limit")]
+    SpendLimit {
+        /// The key's limit per day.
+        limit: u64,
+        /// Settled charges plus open holds of the day.
+        used: u64,
+        /// The hold asked for.
+        needed: u64,
+    },
+    /// The key sent more requests per minute than its rate allows.
+    #[error("rate limit reached for this gateway key ({rate_per_min} requests per minute); retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// The key's rate.
+        rate_per_min: u32,
+        /// When the next request is allowed, in ms from now.
+        retry_after_ms: u64,
+    },
+    /// The gateway key was revoked.
+    #[error("this gateway key was revoked; create a new one (`b3iq-control admin gateway-key create`)")]
+    KeyRevoked,
+    /// The hold was released or expired before this settlement: nothing was charged.
+    #[error("the hold was {0} before it was settled; nothing was charged")]
+    HoldClosed(&'static str),
+    /// The receipt already settled another hold (each receipt is charged once).
+    #[error("this receipt already settled another hold; a receipt is charged once")]
+    ReceiptCharged,
 }
 
 /// A heartbeat to store (already verified: signature, node id, clock skew).
@@ -455,5 +494,53 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn receipt_count(&self, node: &NodeId) -> Result<u64>;
     /// A node's usage per model and day, newest day first (at most 400 rows).
     async fn usage(&self, node: &NodeId) -> Result<Vec<UsageDay>>;
+
+    // ---- gateway keys and credits (`crate::gateway::credits`, `store/credits.rs`) ----------
+    // Every movement of credits is one transaction: the ledger rows (summing to zero), the
+    // account balances (guarded: only `external:*` may go below zero), the hold and the key's
+    // spend of the day, together. Balances change in account-name order.
+
+    /// Stores a new gateway key with the sha256 of its token; `Refusal::NotFound` when the
+    /// organisation does not exist.
+    async fn create_gateway_key(&self, key: &GatewayKey, token_hash: &[u8; 32]) -> Result<()>;
+    /// The key whose token hashes to `token_hash` (revoked or not).
+    async fn gateway_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<GatewayKey>>;
+    /// An organisation's gateway keys, oldest first.
+    async fn gateway_keys(&self, org_id: &str) -> Result<Vec<GatewayKey>>;
+    /// Revokes a key of `org_id`: `Ok(true)` when revoked now, `Ok(false)` when it already was;
+    /// `Refusal::NotFound` when `org_id` has no such key.
+    async fn revoke_gateway_key(&self, org_id: &str, key_id: &str, now_ms: u64) -> Result<bool>;
+    /// In one transaction: moves `amount` from `external:topup` to the organisation's available
+    /// account. Returns the new available balance. `Refusal::NotFound` for an unknown
+    /// organisation, `Refusal::Exists` for a reference used by an earlier top-up.
+    async fn add_credits(&self, org_id: &str, amount: u64, reference: &str, now_ms: u64) -> Result<u64>;
+    /// An organisation's balances (zero for one without credits).
+    async fn credit_balance(&self, org_id: &str) -> Result<CreditBalance>;
+    /// An organisation's ledger transactions, newest first, at most `limit`.
+    async fn ledger_entries(&self, org_id: &str, limit: u32) -> Result<Vec<LedgerEntry>>;
+    /// In one transaction: checks the key (exists, of the hold's organisation, not revoked:
+    /// `Refusal::KeyRevoked`), adds the amount to the key's spend of the hold's UTC day within
+    /// its limit (`Refusal::SpendLimit`), moves it from available to held when available covers
+    /// it (`Refusal::InsufficientCredits`), and stores the open hold.
+    async fn place_hold(&self, hold: &Hold) -> Result<()>;
+    /// A hold with its state.
+    async fn hold(&self, id: &[u8; 16]) -> Result<Option<HoldRecord>>;
+    /// In one transaction: settles an open hold (`Ok(true)`): the charge to the node's earnings,
+    /// the rest back to available, the key's spend of the day lowered by the rest, the
+    /// organisation's spent total raised by the charge. `Ok(false)` when it was settled before;
+    /// `Refusal::HoldClosed` when it was released or expired; `Refusal::ReceiptCharged` when the
+    /// receipt settled another hold; `Invalid` for a charge above the hold; `Refusal::NotFound`
+    /// for an unknown hold.
+    async fn settle_hold(&self, s: &HoldSettlement) -> Result<bool>;
+    /// In one transaction: releases an open hold entirely (`Ok(true)`), as `kind::RELEASE` or,
+    /// with `expired`, `kind::EXPIRE`; `Ok(false)` when it is no longer open;
+    /// `Refusal::NotFound` for an unknown hold.
+    async fn release_hold(&self, id: &[u8; 16], now_ms: u64, expired: bool) -> Result<bool>;
+    /// Ids of open holds placed at or before `before_ms`, oldest first, at most `limit`.
+    async fn open_holds_before(&self, before_ms: u64, limit: u32) -> Result<Vec<[u8; 16]>>;
+    /// A node's earnings account balance.
+    async fn node_earnings(&self, node: &NodeId) -> Result<u64>;
+    /// Checks the whole ledger in one snapshot (see [`LedgerCheck`]).
+    async fn ledger_check(&self) -> Result<LedgerCheck>;
 
 }

@@ -15,6 +15,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::sqlite::{health_name, health_parse};
+use super::credits::{self, account, kind, CheckInput, HoldState, RawHold, TxMeta, GATEWAY_KEY_COLUMNS, HOLD_COLUMNS, MAX_TOTAL_TOPUPS};
 use super::*;
 use crate::error::{ControlError, Result};
 
@@ -140,6 +141,72 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE nodes ADD COLUMN job_key TEXT;
     ALTER TABLE nodes ADD COLUMN job_key_next TEXT;
+    "#,
+    // 5: as SQLite's migration 5 (gateway keys, the credit ledger, holds, spend per key and
+    // day, organisation totals).
+    r#"
+    CREATE TABLE gateway_keys (
+        id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL REFERENCES orgs(id),
+        name TEXT NOT NULL,
+        token_hash BYTEA NOT NULL UNIQUE,
+        rate_per_min BIGINT NOT NULL CHECK (rate_per_min > 0),
+        spend_limit_per_day BIGINT CHECK (spend_limit_per_day IS NULL OR spend_limit_per_day > 0),
+        created_at_ms BIGINT NOT NULL,
+        revoked_at_ms BIGINT
+    );
+    CREATE INDEX gateway_keys_org ON gateway_keys(org_id, created_at_ms);
+    CREATE TABLE ledger_accounts (
+        account TEXT PRIMARY KEY,
+        balance BIGINT NOT NULL DEFAULT 0,
+        CHECK (balance >= 0 OR account LIKE 'external:%')
+    );
+    CREATE TABLE ledger_tx (
+        id BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('topup', 'hold', 'settle', 'release', 'expire')),
+        org_id TEXT NOT NULL,
+        key_id TEXT,
+        hold_id BYTEA,
+        node_id TEXT,
+        receipt_id BYTEA,
+        reference TEXT NOT NULL DEFAULT '',
+        created_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX ledger_tx_org ON ledger_tx(org_id, id);
+    CREATE UNIQUE INDEX ledger_tx_topup_reference ON ledger_tx(reference) WHERE kind = 'topup';
+    CREATE TABLE ledger_rows (
+        tx_id BIGINT NOT NULL REFERENCES ledger_tx(id),
+        account TEXT NOT NULL REFERENCES ledger_accounts(account),
+        amount BIGINT NOT NULL CHECK (amount <> 0),
+        PRIMARY KEY (tx_id, account)
+    );
+    CREATE INDEX ledger_rows_account ON ledger_rows(account);
+    CREATE TABLE credit_holds (
+        id BYTEA PRIMARY KEY,
+        org_id TEXT NOT NULL REFERENCES orgs(id),
+        key_id TEXT NOT NULL REFERENCES gateway_keys(id),
+        amount BIGINT NOT NULL CHECK (amount > 0),
+        day BIGINT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'settled', 'released', 'expired')),
+        charge BIGINT CHECK (charge IS NULL OR (charge >= 0 AND charge <= amount)),
+        node_id TEXT,
+        receipt_id BYTEA UNIQUE,
+        closed_at_ms BIGINT
+    );
+    CREATE INDEX credit_holds_open ON credit_holds(created_at_ms) WHERE state = 'open';
+    CREATE INDEX credit_holds_org ON credit_holds(org_id, state);
+    CREATE TABLE gateway_key_spend (
+        key_id TEXT NOT NULL REFERENCES gateway_keys(id),
+        day BIGINT NOT NULL,
+        reserved BIGINT NOT NULL CHECK (reserved >= 0),
+        PRIMARY KEY (key_id, day)
+    );
+    CREATE TABLE org_credit_totals (
+        org_id TEXT PRIMARY KEY REFERENCES orgs(id),
+        topped_up_total BIGINT NOT NULL DEFAULT 0 CHECK (topped_up_total >= 0),
+        spent_total BIGINT NOT NULL DEFAULT 0 CHECK (spent_total >= 0)
+    );
     "#,
 ];
 
@@ -274,6 +341,91 @@ fn operator_from_row(r: &Row) -> Operator {
 async fn get_node<C: deadpool_postgres::GenericClient>(c: &C, id: &str, lock: bool) -> Result<Option<NodeRow>> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1{}", if lock { " FOR UPDATE" } else { "" });
     c.query_opt(&sql, &[&id]).await.map_err(db("read node"))?.map(|r| node_from_row(&r)).transpose()
+}
+
+// ---- gateway keys and credits -------------------------------------------------------------
+
+fn gateway_key_from_row(r: &Row) -> GatewayKey {
+    GatewayKey {
+        id: r.get(0),
+        org_id: r.get(1),
+        name: r.get(2),
+        rate_per_min: u32::try_from(r.get::<_, i64>(3)).unwrap_or(u32::MAX),
+        spend_limit_per_day: r.get::<_, Option<i64>>(4).map(|v| v as u64),
+        created_at_ms: r.get::<_, i64>(5) as u64,
+        revoked_at_ms: r.get::<_, Option<i64>>(6).map(|v| v as u64),
+    }
+}
+
+async fn get_hold<C: deadpool_postgres::GenericClient>(c: &C, id: &[u8; 16], lock: bool) -> Result<Option<HoldRecord>> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE id = $1{}", if lock { " FOR UPDATE" } else { "" });
+    c.query_opt(&sql, &[&id.as_slice()])
+        .await
+        .map_err(db("read hold"))?
+        .map(|r| {
+            RawHold {
+                id: r.get(0),
+                org_id: r.get(1),
+                key_id: r.get(2),
+                amount: r.get(3),
+                created_at_ms: r.get(4),
+                state: r.get(5),
+                charge: r.get(6),
+                node_id: r.get(7),
+                receipt_id: r.get(8),
+                closed_at_ms: r.get(9),
+            }
+            .check()
+        })
+        .transpose()
+}
+
+/// An account's balance (0 when it has none yet), as stored for a non-`external` account.
+async fn account_balance<C: deadpool_postgres::GenericClient>(c: &C, account: &str) -> Result<u64> {
+    let b: Option<i64> = c.query_opt("SELECT balance FROM ledger_accounts WHERE account = $1", &[&account]).await.map_err(db("read balance"))?.map(|r| r.get(0));
+    Ok(b.unwrap_or(0).max(0) as u64)
+}
+
+/// Writes one balanced ledger transaction inside the caller's transaction: the `ledger_tx` row,
+/// then per account (in name order, so concurrent transactions lock accounts in one order) its
+/// guarded balance change and its row. `Ok(Err(account))` when a change would take a guarded
+/// account below zero; the caller refuses and drops (rolls back) its transaction. Under READ
+/// COMMITTED the guarded `UPDATE` re-reads the row after any concurrent writer commits, so two
+/// holds can never both pass on the same credits.
+async fn ledger_apply(c: &deadpool_postgres::Transaction<'_>, t: &TxMeta<'_>, rows: &[(String, i64)]) -> Result<std::result::Result<i64, String>> {
+    let rows = credits::balanced(rows)?;
+    let tx_id: i64 = c
+        .query_one(
+            "INSERT INTO ledger_tx(kind, org_id, key_id, hold_id, node_id, receipt_id, reference, created_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING id",
+            &[&t.kind, &t.org_id, &t.key_id, &t.hold_id, &t.node_id, &t.receipt_id, &t.reference, &ms(t.now_ms)],
+        )
+        .await
+        .map_err(|e| {
+            if is_code(&e, &SqlState::UNIQUE_VIOLATION) {
+                Refusal::Exists(format!("a top-up with reference {:?}", t.reference)).into()
+            } else {
+                ControlError::store("ledger transaction", e)
+            }
+        })?
+        .get(0);
+    for (account, amount) in &rows {
+        c.execute("INSERT INTO ledger_accounts(account, balance) VALUES ($1, 0) ON CONFLICT (account) DO NOTHING", &[account]).await.map_err(db("ledger account"))?;
+        let n = c
+            .execute("UPDATE ledger_accounts SET balance = balance + $2 WHERE account = $1 AND (balance + $2 >= 0 OR account LIKE 'external:%')", &[account, amount])
+            .await
+            .map_err(db("ledger balance"))?;
+        if n == 0 {
+            return Ok(Err(account.clone()));
+        }
+        c.execute("INSERT INTO ledger_rows(tx_id, account, amount) VALUES ($1, $2, $3)", &[&tx_id, account, amount]).await.map_err(db("ledger row"))?;
+    }
+    Ok(Ok(tx_id))
+}
+
+/// A `SUM(...)::TEXT` column (Postgres sums BIGINT as NUMERIC) as an exact integer.
+fn sum_col(r: &Row, i: usize) -> Result<i128> {
+    let s: Option<String> = r.get(i);
+    s.as_deref().unwrap_or("0").parse().map_err(|e| ControlError::store("ledger sum", e))
 }
 
 #[async_trait]
@@ -796,5 +948,321 @@ impl ControlStore for PostgresStore {
             price_micro_credits: r.get::<_, i64>(5) as u64,
         })
         .collect())
+    }
+
+    // ---- gateway keys and credits ---------------------------------------------------------
+
+    async fn create_gateway_key(&self, key: &GatewayKey, token_hash: &[u8; 32]) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO gateway_keys(id, org_id, name, token_hash, rate_per_min, spend_limit_per_day, created_at_ms, revoked_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+            &[&key.id, &key.org_id, &key.name, &token_hash.as_slice(), &i64::from(key.rate_per_min), &key.spend_limit_per_day.map(ms), &ms(key.created_at_ms), &key.revoked_at_ms.map(ms)],
+        )
+        .await
+        .map_err(|e| {
+            if is_code(&e, &SqlState::FOREIGN_KEY_VIOLATION) {
+                Refusal::NotFound(format!("organisation {:?}", key.org_id)).into()
+            } else if is_code(&e, &SqlState::UNIQUE_VIOLATION) {
+                Refusal::Exists(format!("gateway key {}", key.id)).into()
+            } else {
+                ControlError::store("create gateway key", e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn gateway_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<GatewayKey>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(&format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE token_hash = $1"), &[&token_hash.as_slice()])
+            .await
+            .map_err(db("read gateway key"))?
+            .map(|r| gateway_key_from_row(&r)))
+    }
+
+    async fn gateway_keys(&self, org_id: &str) -> Result<Vec<GatewayKey>> {
+        let c = self.client().await?;
+        Ok(c.query(&format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE org_id = $1 ORDER BY created_at_ms, id"), &[&org_id])
+            .await
+            .map_err(db("list gateway keys"))?
+            .iter()
+            .map(gateway_key_from_row)
+            .collect())
+    }
+
+    async fn revoke_gateway_key(&self, org_id: &str, key_id: &str, now_ms: u64) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute("UPDATE gateway_keys SET revoked_at_ms = $3 WHERE id = $1 AND org_id = $2 AND revoked_at_ms IS NULL", &[&key_id, &org_id, &ms(now_ms)])
+            .await
+            .map_err(db("revoke gateway key"))?;
+        if n == 1 {
+            return Ok(true);
+        }
+        match c.query_opt("SELECT 1 FROM gateway_keys WHERE id = $1 AND org_id = $2", &[&key_id, &org_id]).await.map_err(db("revoke gateway key"))? {
+            Some(_) => Ok(false),
+            None => Err(Refusal::NotFound(format!("gateway key {:?}", key_id.chars().take(40).collect::<String>())).into()),
+        }
+    }
+
+    async fn add_credits(&self, org_id: &str, amount_u: u64, reference: &str, now_ms: u64) -> Result<u64> {
+        let a = credits::amount(amount_u)?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("add credits"))?;
+        if tx.query_opt("SELECT 1 FROM orgs WHERE id = $1", &[&org_id]).await.map_err(db("add credits"))?.is_none() {
+            return Err(Refusal::NotFound(format!("organisation {org_id:?}")).into());
+        }
+        // The topup account's row lock orders concurrent top-ups, so the cap is checked on the
+        // latest total.
+        tx.execute("INSERT INTO ledger_accounts(account, balance) VALUES ($1, 0) ON CONFLICT (account) DO NOTHING", &[&account::TOPUP]).await.map_err(db("add credits"))?;
+        let total: i64 = tx.query_one("SELECT -balance FROM ledger_accounts WHERE account = $1 FOR UPDATE", &[&account::TOPUP]).await.map_err(db("add credits"))?.get(0);
+        if (total.max(0) as u64).saturating_add(amount_u) > MAX_TOTAL_TOPUPS {
+            return Err(ControlError::Invalid { field: "amount", reason: format!("top-ups on this control plane would pass {MAX_TOTAL_TOPUPS} micro-credits") });
+        }
+        let meta = TxMeta { kind: kind::TOPUP, org_id, key_id: None, hold_id: None, node_id: None, receipt_id: None, reference, now_ms };
+        let avail = account::available(org_id);
+        ledger_apply(&tx, &meta, &[(account::TOPUP.to_string(), -a), (avail.clone(), a)])
+            .await?
+            .map_err(|acct| ControlError::Store(format!("top-up refused by the guard on {acct}")))?;
+        tx.execute(
+            "INSERT INTO org_credit_totals(org_id, topped_up_total) VALUES ($1, $2) ON CONFLICT (org_id) DO UPDATE SET topped_up_total = org_credit_totals.topped_up_total + excluded.topped_up_total",
+            &[&org_id, &a],
+        )
+        .await
+        .map_err(db("credit totals"))?;
+        let balance = account_balance(&tx, &avail).await?;
+        tx.commit().await.map_err(db("add credits"))?;
+        Ok(balance)
+    }
+
+    async fn credit_balance(&self, org_id: &str) -> Result<CreditBalance> {
+        let mut c = self.client().await?;
+        // One snapshot for the three reads.
+        let tx = c.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(db("credit balance"))?;
+        let (spent, topped): (i64, i64) = tx
+            .query_opt("SELECT spent_total, topped_up_total FROM org_credit_totals WHERE org_id = $1", &[&org_id])
+            .await
+            .map_err(db("credit balance"))?
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap_or((0, 0));
+        let b = CreditBalance {
+            available: account_balance(&tx, &account::available(org_id)).await?,
+            held: account_balance(&tx, &account::held(org_id)).await?,
+            spent_total: spent as u64,
+            topped_up_total: topped as u64,
+        };
+        tx.commit().await.map_err(db("credit balance"))?;
+        Ok(b)
+    }
+
+    async fn ledger_entries(&self, org_id: &str, limit: u32) -> Result<Vec<LedgerEntry>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT t.id, t.kind, t.org_id, t.key_id, t.hold_id, t.node_id, t.receipt_id, t.reference, t.created_at_ms, r.account, r.amount
+                 FROM (SELECT * FROM ledger_tx WHERE org_id = $1 ORDER BY id DESC LIMIT $2) t LEFT JOIN ledger_rows r ON r.tx_id = t.id
+                 ORDER BY t.id DESC, r.account",
+                &[&org_id, &i64::from(limit)],
+            )
+            .await
+            .map_err(db("ledger"))?;
+        Ok(super::sqlite::group_entries(
+            rows.iter()
+                .map(|r| {
+                    (
+                        LedgerEntry {
+                            tx_id: r.get::<_, i64>(0) as u64,
+                            kind: r.get(1),
+                            org_id: r.get(2),
+                            key_id: r.get(3),
+                            hold_id: r.get::<_, Option<Vec<u8>>>(4).map(hex::encode),
+                            node_id: r.get(5),
+                            receipt_id: r.get::<_, Option<Vec<u8>>>(6).map(hex::encode),
+                            reference: r.get(7),
+                            created_at_ms: r.get::<_, i64>(8) as u64,
+                            rows: Vec::new(),
+                        },
+                        r.get::<_, Option<String>>(9),
+                        r.get::<_, Option<i64>>(10),
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    async fn place_hold(&self, h: &Hold) -> Result<()> {
+        let a = credits::amount(h.amount)?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("place hold"))?;
+        let key = tx
+            .query_opt("SELECT org_id, revoked_at_ms, spend_limit_per_day FROM gateway_keys WHERE id = $1", &[&h.key_id])
+            .await
+            .map_err(db("place hold"))?
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<i64>>(1), r.get::<_, Option<i64>>(2)));
+        let limit = match key {
+            Some((org, _, _)) if org != h.org_id => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
+            None => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
+            Some((_, Some(_), _)) => return Err(Refusal::KeyRevoked.into()),
+            Some((_, None, limit)) => limit,
+        };
+        let day = ms(h.created_at_ms / DAY_MS);
+        tx.execute("INSERT INTO gateway_key_spend(key_id, day, reserved) VALUES ($1, $2, 0) ON CONFLICT (key_id, day) DO NOTHING", &[&h.key_id, &day])
+            .await
+            .map_err(db("key spend"))?;
+        let n = tx
+            .execute(
+                "UPDATE gateway_key_spend SET reserved = reserved + $3 WHERE key_id = $1 AND day = $2 AND ($4::BIGINT IS NULL OR reserved + $3 <= $4::BIGINT)",
+                &[&h.key_id, &day, &a, &limit],
+            )
+            .await
+            .map_err(db("key spend"))?;
+        if n == 0 {
+            let used: i64 = tx.query_one("SELECT reserved FROM gateway_key_spend WHERE key_id = $1 AND day = $2", &[&h.key_id, &day]).await.map_err(db("key spend"))?.get(0);
+            return Err(Refusal::SpendLimit { limit: limit.unwrap_or(0) as u64, used: used as u64, needed: h.amount }.into());
+        }
+        let meta = TxMeta { kind: kind::HOLD, org_id: &h.org_id, key_id: Some(&h.key_id), hold_id: Some(&h.id), node_id: None, receipt_id: None, reference: "", now_ms: h.created_at_ms };
+        let avail = account::available(&h.org_id);
+        if ledger_apply(&tx, &meta, &[(avail.clone(), -a), (account::held(&h.org_id), a)]).await?.is_err() {
+            let available = account_balance(&tx, &avail).await?;
+            return Err(Refusal::InsufficientCredits { available, needed: h.amount }.into());
+        }
+        tx.execute(
+            "INSERT INTO credit_holds(id, org_id, key_id, amount, day, created_at_ms, state) VALUES ($1,$2,$3,$4,$5,$6,'open')",
+            &[&h.id.as_slice(), &h.org_id, &h.key_id, &a, &day, &ms(h.created_at_ms)],
+        )
+        .await
+        .map_err(|e| if is_code(&e, &SqlState::UNIQUE_VIOLATION) { Refusal::Exists(format!("hold {}", hex::encode(h.id))).into() } else { ControlError::store("place hold", e) })?;
+        tx.commit().await.map_err(db("place hold"))
+    }
+
+    async fn hold(&self, id: &[u8; 16]) -> Result<Option<HoldRecord>> {
+        let c = self.client().await?;
+        get_hold(&c, id, false).await
+    }
+
+    async fn settle_hold(&self, st: &HoldSettlement) -> Result<bool> {
+        let charge = credits::amount(st.charge)?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("settle hold"))?;
+        // The row lock makes a concurrent settle or release of the same hold wait, then see it
+        // closed.
+        let h = get_hold(&tx, &st.hold_id, true).await?.ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(st.hold_id))))?;
+        match h.state {
+            HoldState::Open => {}
+            HoldState::Settled => return Ok(false),
+            HoldState::Released | HoldState::Expired => return Err(Refusal::HoldClosed(h.state.as_str()).into()),
+        }
+        if st.charge > h.hold.amount {
+            return Err(ControlError::Invalid { field: "charge", reason: format!("{} micro-credits is above the hold of {}", st.charge, h.hold.amount) });
+        }
+        let (amount, rest) = (h.hold.amount as i64, (h.hold.amount - st.charge) as i64);
+        tx.execute(
+            "UPDATE credit_holds SET state = 'settled', charge = $2, node_id = $3, receipt_id = $4, closed_at_ms = $5 WHERE id = $1 AND state = 'open'",
+            &[&st.hold_id.as_slice(), &charge, &st.node_id.to_text(), &st.receipt_id.as_slice(), &ms(st.now_ms)],
+        )
+        .await
+        .map_err(|e| if is_code(&e, &SqlState::UNIQUE_VIOLATION) { Refusal::ReceiptCharged.into() } else { ControlError::store("settle hold", e) })?;
+        tx.execute("UPDATE gateway_key_spend SET reserved = reserved - $3 WHERE key_id = $1 AND day = $2", &[&h.hold.key_id, &ms(h.hold.created_at_ms / DAY_MS), &rest])
+            .await
+            .map_err(db("key spend"))?;
+        let org = &h.hold.org_id;
+        let meta = TxMeta {
+            kind: kind::SETTLE,
+            org_id: org,
+            key_id: Some(&h.hold.key_id),
+            hold_id: Some(&st.hold_id),
+            node_id: Some(st.node_id.to_text()),
+            receipt_id: Some(&st.receipt_id),
+            reference: "",
+            now_ms: st.now_ms,
+        };
+        ledger_apply(&tx, &meta, &[(account::held(org), -amount), (account::available(org), rest), (account::earned(&st.node_id), charge)])
+            .await?
+            .map_err(|acct| ControlError::Store(format!("settlement refused by the guard on {acct}: the ledger is inconsistent, run `b3iq-control admin ledger-check`")))?;
+        tx.execute(
+            "INSERT INTO org_credit_totals(org_id, spent_total) VALUES ($1, $2) ON CONFLICT (org_id) DO UPDATE SET spent_total = org_credit_totals.spent_total + excluded.spent_total",
+            &[org, &charge],
+        )
+        .await
+        .map_err(db("credit totals"))?;
+        tx.commit().await.map_err(db("settle hold"))?;
+        Ok(true)
+    }
+
+    async fn release_hold(&self, id: &[u8; 16], now_ms: u64, expired: bool) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("release hold"))?;
+        let h = get_hold(&tx, id, true).await?.ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(id))))?;
+        if h.state != HoldState::Open {
+            return Ok(false);
+        }
+        let (state, k) = if expired { (HoldState::Expired, kind::EXPIRE) } else { (HoldState::Released, kind::RELEASE) };
+        let amount = h.hold.amount as i64;
+        tx.execute("UPDATE credit_holds SET state = $2, closed_at_ms = $3 WHERE id = $1 AND state = 'open'", &[&id.as_slice(), &state.as_str(), &ms(now_ms)])
+            .await
+            .map_err(db("release hold"))?;
+        tx.execute("UPDATE gateway_key_spend SET reserved = reserved - $3 WHERE key_id = $1 AND day = $2", &[&h.hold.key_id, &ms(h.hold.created_at_ms / DAY_MS), &amount])
+            .await
+            .map_err(db("key spend"))?;
+        let org = &h.hold.org_id;
+        let meta = TxMeta { kind: k, org_id: org, key_id: Some(&h.hold.key_id), hold_id: Some(id), node_id: None, receipt_id: None, reference: "", now_ms };
+        ledger_apply(&tx, &meta, &[(account::held(org), -amount), (account::available(org), amount)])
+            .await?
+            .map_err(|acct| ControlError::Store(format!("release refused by the guard on {acct}: the ledger is inconsistent, run `b3iq-control admin ledger-check`")))?;
+        tx.commit().await.map_err(db("release hold"))?;
+        Ok(true)
+    }
+
+    async fn open_holds_before(&self, before_ms: u64, limit: u32) -> Result<Vec<[u8; 16]>> {
+        let c = self.client().await?;
+        c.query("SELECT id FROM credit_holds WHERE state = 'open' AND created_at_ms <= $1 ORDER BY created_at_ms LIMIT $2", &[&ms(before_ms), &i64::from(limit)])
+            .await
+            .map_err(db("stale holds"))?
+            .iter()
+            .map(|r| r.get::<_, Vec<u8>>(0).as_slice().try_into().map_err(|_| ControlError::Store("the database holds an invalid hold id".into())))
+            .collect()
+    }
+
+    async fn node_earnings(&self, node: &NodeId) -> Result<u64> {
+        let c = self.client().await?;
+        account_balance(&c, &account::earned(node)).await
+    }
+
+    async fn ledger_check(&self) -> Result<LedgerCheck> {
+        let mut c = self.client().await?;
+        // One snapshot: every read sees the same committed state.
+        let tx = c.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(db("ledger check"))?;
+        let q = |sql: String| {
+            let tx = &tx;
+            async move { tx.query(&sql, &[]).await.map_err(db("ledger check")) }
+        };
+        let pairs = |rows: Vec<Row>| -> Result<Vec<(String, i128)>> { rows.iter().map(|r| Ok((r.get::<_, String>(0), sum_col(r, 1)?))).collect() };
+        let mut input = CheckInput {
+            open_held: pairs(q("SELECT org_id, SUM(amount)::TEXT FROM credit_holds WHERE state = 'open' GROUP BY org_id".into()).await?)?,
+            settled_by_org: pairs(q("SELECT org_id, SUM(charge)::TEXT FROM credit_holds WHERE state = 'settled' GROUP BY org_id".into()).await?)?,
+            settled_by_node: pairs(q("SELECT node_id, SUM(charge)::TEXT FROM credit_holds WHERE state = 'settled' GROUP BY node_id".into()).await?)?,
+            topups_by_org: pairs(
+                q(format!(
+                    "SELECT t.org_id, SUM(r.amount)::TEXT FROM ledger_tx t JOIN ledger_rows r ON r.tx_id = t.id WHERE t.kind = 'topup' AND r.account <> '{}' GROUP BY t.org_id",
+                    account::TOPUP
+                ))
+                .await?,
+            )?,
+            accounts: q("SELECT account, balance FROM ledger_accounts".into()).await?.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            ..CheckInput::default()
+        };
+        input.row_sums = q("SELECT account, SUM(amount)::TEXT, COUNT(*) FROM ledger_rows GROUP BY account".into())
+            .await?
+            .iter()
+            .map(|r| Ok((r.get::<_, String>(0), sum_col(r, 1)?, r.get::<_, i64>(2) as u64)))
+            .collect::<Result<_>>()?;
+        input.totals = q("SELECT org_id, spent_total, topped_up_total FROM org_credit_totals".into())
+            .await?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), i128::from(r.get::<_, i64>(1)), i128::from(r.get::<_, i64>(2))))
+            .collect();
+        input.unbalanced = q("SELECT tx_id FROM ledger_rows GROUP BY tx_id HAVING SUM(amount) <> 0 ORDER BY tx_id LIMIT 100".into()).await?.iter().map(|r| r.get::<_, i64>(0) as u64).collect();
+        input.transactions = q("SELECT COUNT(*) FROM ledger_tx".into()).await?.first().map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0);
+        tx.commit().await.map_err(db("ledger check"))?;
+        Ok(input.check())
     }
 }

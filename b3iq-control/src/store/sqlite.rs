@@ -9,6 +9,7 @@ use b3iq_core::heartbeat::HealthStatus;
 use b3iq_core::{NodeId, NodePublicKey};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::credits::{self, account, kind, CheckInput, HoldState, LedgerRow, RawHold, TxMeta, GATEWAY_KEY_COLUMNS, HOLD_COLUMNS, MAX_TOTAL_TOPUPS};
 use super::*;
 use crate::error::{ControlError, Result};
 
@@ -134,6 +135,73 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE nodes ADD COLUMN job_key TEXT;
     ALTER TABLE nodes ADD COLUMN job_key_next TEXT;
+    "#,
+    // 5: gateway keys (sha256 of the token only), the credit ledger (accounts with guarded
+    // balances, transactions, rows summing to zero per transaction), holds, each key's spend
+    // per UTC day, and each organisation's totals.
+    r#"
+    CREATE TABLE gateway_keys (
+        id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL REFERENCES orgs(id),
+        name TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        rate_per_min INTEGER NOT NULL CHECK (rate_per_min > 0),
+        spend_limit_per_day INTEGER CHECK (spend_limit_per_day IS NULL OR spend_limit_per_day > 0),
+        created_at_ms INTEGER NOT NULL,
+        revoked_at_ms INTEGER
+    );
+    CREATE INDEX gateway_keys_org ON gateway_keys(org_id, created_at_ms);
+    CREATE TABLE ledger_accounts (
+        account TEXT PRIMARY KEY,
+        balance INTEGER NOT NULL DEFAULT 0,
+        CHECK (balance >= 0 OR account LIKE 'external:%')
+    );
+    CREATE TABLE ledger_tx (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('topup', 'hold', 'settle', 'release', 'expire')),
+        org_id TEXT NOT NULL,
+        key_id TEXT,
+        hold_id BLOB,
+        node_id TEXT,
+        receipt_id BLOB,
+        reference TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX ledger_tx_org ON ledger_tx(org_id, id);
+    CREATE UNIQUE INDEX ledger_tx_topup_reference ON ledger_tx(reference) WHERE kind = 'topup';
+    CREATE TABLE ledger_rows (
+        tx_id INTEGER NOT NULL REFERENCES ledger_tx(id),
+        account TEXT NOT NULL REFERENCES ledger_accounts(account),
+        amount INTEGER NOT NULL CHECK (amount <> 0),
+        PRIMARY KEY (tx_id, account)
+    );
+    CREATE INDEX ledger_rows_account ON ledger_rows(account);
+    CREATE TABLE credit_holds (
+        id BLOB PRIMARY KEY,
+        org_id TEXT NOT NULL REFERENCES orgs(id),
+        key_id TEXT NOT NULL REFERENCES gateway_keys(id),
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        day INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'settled', 'released', 'expired')),
+        charge INTEGER CHECK (charge IS NULL OR (charge >= 0 AND charge <= amount)),
+        node_id TEXT,
+        receipt_id BLOB UNIQUE,
+        closed_at_ms INTEGER
+    );
+    CREATE INDEX credit_holds_open ON credit_holds(created_at_ms) WHERE state = 'open';
+    CREATE INDEX credit_holds_org ON credit_holds(org_id, state);
+    CREATE TABLE gateway_key_spend (
+        key_id TEXT NOT NULL REFERENCES gateway_keys(id),
+        day INTEGER NOT NULL,
+        reserved INTEGER NOT NULL CHECK (reserved >= 0),
+        PRIMARY KEY (key_id, day)
+    );
+    CREATE TABLE org_credit_totals (
+        org_id TEXT PRIMARY KEY REFERENCES orgs(id),
+        topped_up_total INTEGER NOT NULL DEFAULT 0 CHECK (topped_up_total >= 0),
+        spent_total INTEGER NOT NULL DEFAULT 0 CHECK (spent_total >= 0)
+    );
     "#,
 ];
 
@@ -332,6 +400,92 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 fn is_fk_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+// ---- gateway keys and credits -------------------------------------------------------------
+
+fn gateway_key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GatewayKey> {
+    Ok(GatewayKey {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        name: r.get(2)?,
+        rate_per_min: r.get(3)?,
+        spend_limit_per_day: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        created_at_ms: r.get::<_, i64>(5)? as u64,
+        revoked_at_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+    })
+}
+
+fn get_hold(c: &Connection, id: &[u8; 16]) -> Result<Option<HoldRecord>> {
+    c.query_row(&format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE id = ?1"), [id.as_slice()], |r| {
+        Ok(RawHold {
+            id: r.get(0)?,
+            org_id: r.get(1)?,
+            key_id: r.get(2)?,
+            amount: r.get(3)?,
+            created_at_ms: r.get(4)?,
+            state: r.get(5)?,
+            charge: r.get(6)?,
+            node_id: r.get(7)?,
+            receipt_id: r.get(8)?,
+            closed_at_ms: r.get(9)?,
+        })
+    })
+    .optional()
+    .map_err(db("read hold"))?
+    .map(RawHold::check)
+    .transpose()
+}
+
+/// An account's balance (0 when it has none yet), as stored for a non-`external` account.
+fn account_balance(c: &Connection, account: &str) -> Result<u64> {
+    let b: Option<i64> = c.query_row("SELECT balance FROM ledger_accounts WHERE account = ?1", [account], |r| r.get(0)).optional().map_err(db("read balance"))?;
+    Ok(b.unwrap_or(0).max(0) as u64)
+}
+
+/// Writes one balanced ledger transaction inside the caller's transaction: the `ledger_tx` row,
+/// then per account (in name order) its balance change and its row. `Ok(Err(account))` when a
+/// change would take a guarded account below zero; the caller refuses and drops (rolls back)
+/// its transaction.
+fn ledger_apply(c: &Connection, t: &TxMeta<'_>, rows: &[(String, i64)]) -> Result<std::result::Result<i64, String>> {
+    let rows = credits::balanced(rows)?;
+    c.execute(
+        "INSERT INTO ledger_tx(kind, org_id, key_id, hold_id, node_id, receipt_id, reference, created_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+        params![t.kind, t.org_id, t.key_id, t.hold_id, t.node_id, t.receipt_id, t.reference, ms(t.now_ms)],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            Refusal::Exists(format!("a top-up with reference {:?}", t.reference)).into()
+        } else {
+            ControlError::store("ledger transaction", e)
+        }
+    })?;
+    let tx_id = c.last_insert_rowid();
+    for (account, amount) in &rows {
+        c.execute("INSERT OR IGNORE INTO ledger_accounts(account, balance) VALUES (?1, 0)", [account]).map_err(db("ledger account"))?;
+        let n = c
+            .execute("UPDATE ledger_accounts SET balance = balance + ?2 WHERE account = ?1 AND (balance + ?2 >= 0 OR account LIKE 'external:%')", params![account, amount])
+            .map_err(db("ledger balance"))?;
+        if n == 0 {
+            return Ok(Err(account.clone()));
+        }
+        c.execute("INSERT INTO ledger_rows(tx_id, account, amount) VALUES (?1, ?2, ?3)", params![tx_id, account, amount]).map_err(db("ledger row"))?;
+    }
+    Ok(Ok(tx_id))
+}
+
+/// Groups joined (transaction, row) pairs, ordered by transaction, into entries.
+pub(crate) fn group_entries(rows: Vec<(LedgerEntry, Option<String>, Option<i64>)>) -> Vec<LedgerEntry> {
+    let mut out: Vec<LedgerEntry> = Vec::new();
+    for (e, account, amount) in rows {
+        if out.last().map(|l| l.tx_id) != Some(e.tx_id) {
+            out.push(e);
+        }
+        if let (Some(account), Some(amount), Some(last)) = (account, amount, out.last_mut()) {
+            last.rows.push(LedgerRow { account, amount });
+        }
+    }
+    out
 }
 
 #[async_trait]
@@ -927,6 +1081,324 @@ impl ControlStore for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db("usage"))?;
             Ok(rows)
+        })
+        .await
+    }
+
+    // ---- gateway keys and credits ---------------------------------------------------------
+
+    async fn create_gateway_key(&self, key: &GatewayKey, token_hash: &[u8; 32]) -> Result<()> {
+        let (k, h) = (key.clone(), *token_hash);
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO gateway_keys(id, org_id, name, token_hash, rate_per_min, spend_limit_per_day, created_at_ms, revoked_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                params![k.id, k.org_id, k.name, h.as_slice(), k.rate_per_min, k.spend_limit_per_day.map(ms), ms(k.created_at_ms), k.revoked_at_ms.map(ms)],
+            )
+            .map_err(|e| {
+                if is_fk_violation(&e) {
+                    Refusal::NotFound(format!("organisation {:?}", k.org_id)).into()
+                } else if is_unique_violation(&e) {
+                    Refusal::Exists(format!("gateway key {}", k.id)).into()
+                } else {
+                    ControlError::store("create gateway key", e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn gateway_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<GatewayKey>> {
+        let h = *token_hash;
+        self.run(move |c| {
+            c.query_row(&format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE token_hash = ?1"), [h.as_slice()], gateway_key_from_row)
+                .optional()
+                .map_err(db("read gateway key"))
+        })
+        .await
+    }
+
+    async fn gateway_keys(&self, org_id: &str) -> Result<Vec<GatewayKey>> {
+        let org = org_id.to_string();
+        self.run(move |c| {
+            let mut st = c.prepare(&format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE org_id = ?1 ORDER BY created_at_ms, id")).map_err(db("list gateway keys"))?;
+            let rows = st.query_map([org], gateway_key_from_row).map_err(db("list gateway keys"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db("list gateway keys"))
+        })
+        .await
+    }
+
+    async fn revoke_gateway_key(&self, org_id: &str, key_id: &str, now_ms: u64) -> Result<bool> {
+        let (org, id) = (org_id.to_string(), key_id.to_string());
+        self.run(move |c| {
+            let n = c
+                .execute("UPDATE gateway_keys SET revoked_at_ms = ?3 WHERE id = ?1 AND org_id = ?2 AND revoked_at_ms IS NULL", params![id, org, ms(now_ms)])
+                .map_err(db("revoke gateway key"))?;
+            if n == 1 {
+                return Ok(true);
+            }
+            let exists: Option<i64> = c.query_row("SELECT 1 FROM gateway_keys WHERE id = ?1 AND org_id = ?2", params![id, org], |r| r.get(0)).optional().map_err(db("revoke gateway key"))?;
+            match exists {
+                Some(_) => Ok(false),
+                None => Err(Refusal::NotFound(format!("gateway key {:?}", id.chars().take(40).collect::<String>())).into()),
+            }
+        })
+        .await
+    }
+
+    async fn add_credits(&self, org_id: &str, amount_u: u64, reference: &str, now_ms: u64) -> Result<u64> {
+        let (org, reference) = (org_id.to_string(), reference.to_string());
+        let a = credits::amount(amount_u)?;
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("add credits"))?;
+            let exists: Option<i64> = tx.query_row("SELECT 1 FROM orgs WHERE id = ?1", [&org], |r| r.get(0)).optional().map_err(db("add credits"))?;
+            if exists.is_none() {
+                return Err(Refusal::NotFound(format!("organisation {org:?}")).into());
+            }
+            let total: i64 = tx.query_row("SELECT COALESCE(-MIN(balance), 0) FROM ledger_accounts WHERE account = ?1", [account::TOPUP], |r| r.get(0)).map_err(db("add credits"))?;
+            if (total as u64).saturating_add(amount_u) > MAX_TOTAL_TOPUPS {
+                return Err(ControlError::Invalid { field: "amount", reason: format!("top-ups on this control plane would pass {MAX_TOTAL_TOPUPS} micro-credits") });
+            }
+            let meta = TxMeta { kind: kind::TOPUP, org_id: &org, key_id: None, hold_id: None, node_id: None, receipt_id: None, reference: &reference, now_ms };
+            let avail = account::available(&org);
+            ledger_apply(&tx, &meta, &[(account::TOPUP.to_string(), -a), (avail.clone(), a)])?
+                .map_err(|acct| ControlError::Store(format!("top-up refused by the guard on {acct}")))?;
+            tx.execute(
+                "INSERT INTO org_credit_totals(org_id, topped_up_total) VALUES (?1, ?2) ON CONFLICT(org_id) DO UPDATE SET topped_up_total = topped_up_total + excluded.topped_up_total",
+                params![org, a],
+            )
+            .map_err(db("credit totals"))?;
+            let balance = account_balance(&tx, &avail)?;
+            tx.commit().map_err(db("add credits"))?;
+            Ok(balance)
+        })
+        .await
+    }
+
+    async fn credit_balance(&self, org_id: &str) -> Result<CreditBalance> {
+        let org = org_id.to_string();
+        self.run(move |c| {
+            let tx = c.transaction().map_err(db("credit balance"))?;
+            let (spent, topped): (i64, i64) = tx
+                .query_row("SELECT spent_total, topped_up_total FROM org_credit_totals WHERE org_id = ?1", [&org], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db("credit balance"))?
+                .unwrap_or((0, 0));
+            Ok(CreditBalance {
+                available: account_balance(&tx, &account::available(&org))?,
+                held: account_balance(&tx, &account::held(&org))?,
+                spent_total: spent as u64,
+                topped_up_total: topped as u64,
+            })
+        })
+        .await
+    }
+
+    async fn ledger_entries(&self, org_id: &str, limit: u32) -> Result<Vec<LedgerEntry>> {
+        let org = org_id.to_string();
+        self.run(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT t.id, t.kind, t.org_id, t.key_id, t.hold_id, t.node_id, t.receipt_id, t.reference, t.created_at_ms, r.account, r.amount
+                     FROM (SELECT * FROM ledger_tx WHERE org_id = ?1 ORDER BY id DESC LIMIT ?2) t LEFT JOIN ledger_rows r ON r.tx_id = t.id
+                     ORDER BY t.id DESC, r.account",
+                )
+                .map_err(db("ledger"))?;
+            let rows = st
+                .query_map(params![org, limit], |r| {
+                    Ok((
+                        LedgerEntry {
+                            tx_id: r.get::<_, i64>(0)? as u64,
+                            kind: r.get(1)?,
+                            org_id: r.get(2)?,
+                            key_id: r.get(3)?,
+                            hold_id: r.get::<_, Option<Vec<u8>>>(4)?.map(hex::encode),
+                            node_id: r.get(5)?,
+                            receipt_id: r.get::<_, Option<Vec<u8>>>(6)?.map(hex::encode),
+                            reference: r.get(7)?,
+                            created_at_ms: r.get::<_, i64>(8)? as u64,
+                            rows: Vec::new(),
+                        },
+                        r.get::<_, Option<String>>(9)?,
+                        r.get::<_, Option<i64>>(10)?,
+                    ))
+                })
+                .map_err(db("ledger"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db("ledger"))?;
+            Ok(group_entries(rows))
+        })
+        .await
+    }
+
+    async fn place_hold(&self, hold: &Hold) -> Result<()> {
+        let h = hold.clone();
+        let a = credits::amount(h.amount)?;
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("place hold"))?;
+            let key: Option<(String, Option<i64>, Option<i64>)> = tx
+                .query_row("SELECT org_id, revoked_at_ms, spend_limit_per_day FROM gateway_keys WHERE id = ?1", [&h.key_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(db("place hold"))?;
+            let limit = match key {
+                Some((org, _, _)) if org != h.org_id => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
+                None => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
+                Some((_, Some(_), _)) => return Err(Refusal::KeyRevoked.into()),
+                Some((_, None, limit)) => limit,
+            };
+            let day = ms(h.created_at_ms / DAY_MS);
+            tx.execute("INSERT OR IGNORE INTO gateway_key_spend(key_id, day, reserved) VALUES (?1, ?2, 0)", params![h.key_id, day]).map_err(db("key spend"))?;
+            let n = tx
+                .execute(
+                    "UPDATE gateway_key_spend SET reserved = reserved + ?3 WHERE key_id = ?1 AND day = ?2 AND (?4 IS NULL OR reserved + ?3 <= ?4)",
+                    params![h.key_id, day, a, limit],
+                )
+                .map_err(db("key spend"))?;
+            if n == 0 {
+                let used: i64 = tx.query_row("SELECT reserved FROM gateway_key_spend WHERE key_id = ?1 AND day = ?2", params![h.key_id, day], |r| r.get(0)).map_err(db("key spend"))?;
+                return Err(Refusal::SpendLimit { limit: limit.unwrap_or(0) as u64, used: used as u64, needed: h.amount }.into());
+            }
+            let meta = TxMeta { kind: kind::HOLD, org_id: &h.org_id, key_id: Some(&h.key_id), hold_id: Some(&h.id), node_id: None, receipt_id: None, reference: "", now_ms: h.created_at_ms };
+            let avail = account::available(&h.org_id);
+            if ledger_apply(&tx, &meta, &[(avail.clone(), -a), (account::held(&h.org_id), a)])?.is_err() {
+                let available = account_balance(&tx, &avail)?;
+                return Err(Refusal::InsufficientCredits { available, needed: h.amount }.into());
+            }
+            tx.execute(
+                "INSERT INTO credit_holds(id, org_id, key_id, amount, day, created_at_ms, state) VALUES (?1,?2,?3,?4,?5,?6,'open')",
+                params![h.id.as_slice(), h.org_id, h.key_id, a, day, ms(h.created_at_ms)],
+            )
+            .map_err(|e| if is_unique_violation(&e) { Refusal::Exists(format!("hold {}", hex::encode(h.id))).into() } else { ControlError::store("place hold", e) })?;
+            tx.commit().map_err(db("place hold"))
+        })
+        .await
+    }
+
+    async fn hold(&self, id: &[u8; 16]) -> Result<Option<HoldRecord>> {
+        let id = *id;
+        self.run(move |c| get_hold(c, &id)).await
+    }
+
+    async fn settle_hold(&self, st: &HoldSettlement) -> Result<bool> {
+        let st = st.clone();
+        let charge = credits::amount(st.charge)?;
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("settle hold"))?;
+            let h = get_hold(&tx, &st.hold_id)?.ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(st.hold_id))))?;
+            match h.state {
+                HoldState::Open => {}
+                HoldState::Settled => return Ok(false),
+                HoldState::Released | HoldState::Expired => return Err(Refusal::HoldClosed(h.state.as_str()).into()),
+            }
+            if st.charge > h.hold.amount {
+                return Err(ControlError::Invalid { field: "charge", reason: format!("{} micro-credits is above the hold of {}", st.charge, h.hold.amount) });
+            }
+            let (amount, rest) = (h.hold.amount as i64, (h.hold.amount - st.charge) as i64);
+            tx.execute(
+                "UPDATE credit_holds SET state = 'settled', charge = ?2, node_id = ?3, receipt_id = ?4, closed_at_ms = ?5 WHERE id = ?1 AND state = 'open'",
+                params![st.hold_id.as_slice(), charge, st.node_id.to_text(), st.receipt_id.as_slice(), ms(st.now_ms)],
+            )
+            .map_err(|e| if is_unique_violation(&e) { Refusal::ReceiptCharged.into() } else { ControlError::store("settle hold", e) })?;
+            tx.execute("UPDATE gateway_key_spend SET reserved = reserved - ?3 WHERE key_id = ?1 AND day = ?2", params![h.hold.key_id, ms(h.hold.created_at_ms / DAY_MS), rest])
+                .map_err(db("key spend"))?;
+            let org = &h.hold.org_id;
+            let meta = TxMeta {
+                kind: kind::SETTLE,
+                org_id: org,
+                key_id: Some(&h.hold.key_id),
+                hold_id: Some(&st.hold_id),
+                node_id: Some(st.node_id.to_text()),
+                receipt_id: Some(&st.receipt_id),
+                reference: "",
+                now_ms: st.now_ms,
+            };
+            ledger_apply(&tx, &meta, &[(account::held(org), -amount), (account::available(org), rest), (account::earned(&st.node_id), charge)])?
+                .map_err(|acct| ControlError::Store(format!("settlement refused by the guard on {acct}: the ledger is inconsistent, run `b3iq-control admin ledger-check`")))?;
+            tx.execute(
+                "INSERT INTO org_credit_totals(org_id, spent_total) VALUES (?1, ?2) ON CONFLICT(org_id) DO UPDATE SET spent_total = spent_total + excluded.spent_total",
+                params![org, charge],
+            )
+            .map_err(db("credit totals"))?;
+            tx.commit().map_err(db("settle hold"))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn release_hold(&self, id: &[u8; 16], now_ms: u64, expired: bool) -> Result<bool> {
+        let id = *id;
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("release hold"))?;
+            let h = get_hold(&tx, &id)?.ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(id))))?;
+            if h.state != HoldState::Open {
+                return Ok(false);
+            }
+            let (state, k) = if expired { (HoldState::Expired, kind::EXPIRE) } else { (HoldState::Released, kind::RELEASE) };
+            let amount = h.hold.amount as i64;
+            tx.execute("UPDATE credit_holds SET state = ?2, closed_at_ms = ?3 WHERE id = ?1 AND state = 'open'", params![id.as_slice(), state.as_str(), ms(now_ms)])
+                .map_err(db("release hold"))?;
+            tx.execute("UPDATE gateway_key_spend SET reserved = reserved - ?3 WHERE key_id = ?1 AND day = ?2", params![h.hold.key_id, ms(h.hold.created_at_ms / DAY_MS), amount])
+                .map_err(db("key spend"))?;
+            let org = &h.hold.org_id;
+            let meta = TxMeta { kind: k, org_id: org, key_id: Some(&h.hold.key_id), hold_id: Some(&id), node_id: None, receipt_id: None, reference: "", now_ms };
+            ledger_apply(&tx, &meta, &[(account::held(org), -amount), (account::available(org), amount)])?
+                .map_err(|acct| ControlError::Store(format!("release refused by the guard on {acct}: the ledger is inconsistent, run `b3iq-control admin ledger-check`")))?;
+            tx.commit().map_err(db("release hold"))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn open_holds_before(&self, before_ms: u64, limit: u32) -> Result<Vec<[u8; 16]>> {
+        self.run(move |c| {
+            let mut st = c.prepare("SELECT id FROM credit_holds WHERE state = 'open' AND created_at_ms <= ?1 ORDER BY created_at_ms LIMIT ?2").map_err(db("stale holds"))?;
+            let rows = st.query_map(params![ms(before_ms), limit], |r| r.get::<_, Vec<u8>>(0)).map_err(db("stale holds"))?;
+            rows.map(|r| {
+                let v = r.map_err(db("stale holds"))?;
+                v.as_slice().try_into().map_err(|_| ControlError::Store("control.db holds an invalid hold id".into()))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn node_earnings(&self, node: &NodeId) -> Result<u64> {
+        let a = account::earned(node);
+        self.run(move |c| account_balance(c, &a)).await
+    }
+
+    async fn ledger_check(&self) -> Result<LedgerCheck> {
+        self.run(|c| {
+            let tx = c.transaction().map_err(db("ledger check"))?;
+            let pairs = |sql: &str| -> Result<Vec<(String, i128)>> {
+                let mut st = tx.prepare(sql).map_err(db("ledger check"))?;
+                let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, i128::from(r.get::<_, i64>(1)?)))).map_err(db("ledger check"))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db("ledger check"))
+            };
+            let mut input = CheckInput {
+                open_held: pairs("SELECT org_id, SUM(amount) FROM credit_holds WHERE state = 'open' GROUP BY org_id")?,
+                settled_by_org: pairs("SELECT org_id, SUM(charge) FROM credit_holds WHERE state = 'settled' GROUP BY org_id")?,
+                settled_by_node: pairs("SELECT node_id, SUM(charge) FROM credit_holds WHERE state = 'settled' GROUP BY node_id")?,
+                topups_by_org: pairs(&format!(
+                    "SELECT t.org_id, SUM(r.amount) FROM ledger_tx t JOIN ledger_rows r ON r.tx_id = t.id WHERE t.kind = 'topup' AND r.account <> '{}' GROUP BY t.org_id",
+                    account::TOPUP
+                ))?,
+                accounts: pairs("SELECT account, balance FROM ledger_accounts")?.into_iter().map(|(a, b)| (a, b as i64)).collect(),
+                ..CheckInput::default()
+            };
+            {
+                let mut st = tx.prepare("SELECT account, SUM(amount), COUNT(*) FROM ledger_rows GROUP BY account").map_err(db("ledger check"))?;
+                let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, i128::from(r.get::<_, i64>(1)?), r.get::<_, i64>(2)? as u64))).map_err(db("ledger check"))?;
+                input.row_sums = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db("ledger check"))?;
+                let mut st = tx.prepare("SELECT org_id, spent_total, topped_up_total FROM org_credit_totals").map_err(db("ledger check"))?;
+                let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, i128::from(r.get::<_, i64>(1)?), i128::from(r.get::<_, i64>(2)?)))).map_err(db("ledger check"))?;
+                input.totals = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db("ledger check"))?;
+                let mut st = tx.prepare("SELECT tx_id FROM ledger_rows GROUP BY tx_id HAVING SUM(amount) <> 0 ORDER BY tx_id LIMIT 100").map_err(db("ledger check"))?;
+                let rows = st.query_map([], |r| Ok(r.get::<_, i64>(0)? as u64)).map_err(db("ledger check"))?;
+                input.unbalanced = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db("ledger check"))?;
+            }
+            input.transactions = tx.query_row("SELECT COUNT(*) FROM ledger_tx", [], |r| r.get::<_, i64>(0)).map_err(db("ledger check"))? as u64;
+            Ok(input.check())
         })
         .await
     }

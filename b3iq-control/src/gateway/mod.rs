@@ -1,0 +1,179 @@
+//! The hosted gateway (the Network flow): developers call its OpenAI-compatible `/v1` with a
+//! `b3iq_gateway_` key; it holds credits for the worst case, picks a node among those with a
+//! live tunnel, forwards the request over the node's tunnel with a signed ticket, and settles
+//! the hold against the node's signed receipt. It stores no prompt and no output, and logs none.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`credits`] | gateway keys, credit balances, holds and the double-entry ledger |
+//! | [`tunnel`] | the node-dialed tunnels: challenge, signed hello, registry |
+//! | [`proxy`] | `/v1/models`, `/v1/chat/completions`, `/v1/completions`: admission, routing, forwarding, settlement |
+//!
+//! The gateway runs in the control plane's daemon, on its HTTPS port, over the same store; more
+//! replicas are more daemons over one Postgres (see `docs/control.md`, "Gateway").
+
+pub mod credits;
+pub mod proxy;
+pub mod tunnel;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use b3iq_core::metering::PriceSchedule;
+use b3iq_core::NodeKey;
+use b3iq_protocol::messages::Audience;
+use tokio::sync::Notify;
+
+use crate::plane::ControlPlane;
+
+/// Tunables, with the defaults of [`GatewayConfig::new`].
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The network's price (the tickets' schedule).
+    pub price: PriceSchedule,
+    /// How long a ticket stays valid after issue.
+    pub ticket_ttl_ms: u64,
+    /// Most requests waiting for a node per model; past it, 429 with `Retry-After`.
+    pub max_queue_per_model: usize,
+    /// How long a request waits for a node with spare capacity before 429.
+    pub queue_wait: Duration,
+    /// Tries on distinct nodes before the first byte (a tunnel that fails, or a node that
+    /// answers 429 or 503).
+    pub max_attempts: usize,
+    /// `max_tokens` assumed when a request sends none (the node's own default).
+    pub default_max_tokens: u32,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+impl GatewayConfig {
+    /// Defaults: 100 / 200 micro-credits per 1,000 prompt / completion tokens, 5-minute tickets,
+    /// 64 waiting requests per model for at most 10 s, 3 attempts, 256 default tokens, 1 MiB.
+    pub fn new() -> GatewayConfig {
+        GatewayConfig {
+            price: PriceSchedule { prompt_per_1m_tokens: 100_000, completion_per_1m_tokens: 200_000, per_request: 0 },
+            ticket_ttl_ms: 5 * 60 * 1000,
+            max_queue_per_model: 64,
+            queue_wait: Duration::from_secs(10),
+            max_attempts: 3,
+            default_max_tokens: 256,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters of the gateway (rendered in the control plane's `/metrics`).
+#[derive(Debug, Default)]
+pub struct GatewayMetrics {
+    /// Requests answered, by outcome.
+    pub requests: Mutex<HashMap<&'static str, u64>>,
+    /// Attempts that moved to another node before the first byte.
+    pub failovers: std::sync::atomic::AtomicU64,
+    /// Answers whose receipt was missing or did not check (the node is not paid).
+    pub bad_receipts: std::sync::atomic::AtomicU64,
+}
+
+impl GatewayMetrics {
+    pub(crate) fn count(&self, outcome: &'static str) {
+        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry(outcome).or_default() += 1;
+    }
+
+    /// Prometheus text.
+    pub fn render(&self, tunnels: usize) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = String::from("# TYPE b3iq_gateway_requests_total counter\n");
+        let mut rows: Vec<_> = self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, *v)).collect();
+        rows.sort();
+        for (k, v) in rows {
+            s.push_str(&format!("b3iq_gateway_requests_total{{outcome=\"{k}\"}} {v}\n"));
+        }
+        s.push_str(&format!("# TYPE b3iq_gateway_failovers_total counter\nb3iq_gateway_failovers_total {}\n", self.failovers.load(Relaxed)));
+        s.push_str(&format!("# TYPE b3iq_gateway_bad_receipts_total counter\nb3iq_gateway_bad_receipts_total {}\n", self.bad_receipts.load(Relaxed)));
+        s.push_str(&format!("# TYPE b3iq_gateway_tunnels gauge\nb3iq_gateway_tunnels {tunnels}\n"));
+        s
+    }
+}
+
+/// The gateway.
+pub struct Gateway {
+    cp: Arc<ControlPlane>,
+    id: Audience,
+    ticket_key: NodeKey,
+    config: GatewayConfig,
+    tunnels: tunnel::Registry,
+    /// Woken when a request ends or a tunnel opens (waiting requests look again).
+    capacity: Notify,
+    /// Requests waiting for a node, per public model id.
+    waiting: Mutex<HashMap<String, usize>>,
+    /// Node freshness checks (heartbeat, status), cached for a second.
+    fresh: Mutex<HashMap<b3iq_core::NodeId, (std::time::Instant, bool)>>,
+    /// Counters.
+    pub metrics: GatewayMetrics,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("id", &self.id).field("tunnels", &self.tunnels.all().len()).finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway of `cp` (its id is the control plane's audience) signing tickets with
+    /// `ticket_key`.
+    pub fn new(cp: Arc<ControlPlane>, ticket_key: NodeKey, config: GatewayConfig) -> Arc<Gateway> {
+        let id = cp.config().audience.clone();
+        Arc::new(Gateway {
+            cp,
+            id,
+            ticket_key,
+            config,
+            tunnels: tunnel::Registry::default(),
+            capacity: Notify::new(),
+            waiting: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
+            metrics: GatewayMetrics::default(),
+        })
+    }
+
+    /// The control plane.
+    pub fn control_plane(&self) -> &Arc<ControlPlane> {
+        &self.cp
+    }
+
+    /// The live tunnels.
+    pub fn tunnels(&self) -> &tunnel::Registry {
+        &self.tunnels
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The key tickets are signed with.
+    pub fn ticket_public_key(&self) -> b3iq_core::NodePublicKey {
+        self.ticket_key.public()
+    }
+}
+
+/// The gateway's routes (node tunnels and the public OpenAI-compatible API), to merge with the
+/// control plane's.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/node/tunnel/challenge", post(proxy::tunnel_challenge))
+        .route("/v1/node/tunnel", post(proxy::open_tunnel))
+        .route("/v1/models", get(proxy::models))
+        .route("/v1/chat/completions", post(proxy::chat_completions))
+        .route("/v1/completions", post(proxy::completions))
+        .route("/metrics/gateway", get(proxy::metrics))
+        .with_state(gw)
+}

@@ -1,0 +1,481 @@
+//! The gateway's HTTP handlers: the node's tunnel (challenge, upgrade) and the public
+//! OpenAI-compatible API.
+//!
+//! A public request goes: `b3iq_gateway_` key → its body (at most 1 MiB, JSON object) → a hold
+//! for the worst case (`price(body bytes, max_tokens)`: a prompt token is at least one byte of
+//! the body) → a node (power of two choices on in-flight / share among the fresh tunnels serving
+//! the model; waiting at most [`super::GatewayConfig::queue_wait`] in a bounded queue, else 429)
+//! → a signed ticket and the body, with `model` set to the node's own id, on the node's tunnel →
+//! the answer. Before the first byte a failure (tunnel error, 429 or 503 from the node) moves the
+//! request to another node; after it, a failure ends the stream with an SSE error event and no
+//! `[DONE]`. The node's receipt (header, or an SSE comment before `[DONE]`, taken out of the
+//! stream) is checked against the ticket and settles the hold; the rest is released. A request
+//! with no valid receipt is not charged, and the node is not paid. Dropping the client's
+//! connection drops the tunnel stream (`RST_STREAM`), which cancels the generation on the node.
+//!
+//! Nothing of a prompt or an output is stored or logged here.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use b3iq_core::receipt::{RequestId, SignedReceipt};
+use b3iq_core::TrustTier;
+use b3iq_host::context::unix_now_ms;
+use b3iq_protocol::gateway::{RequestTicket, TicketFields, TunnelHello, HELLO_HEADER, RECEIPT_HEADER, RECEIPT_SSE_PREFIX, TICKET_HEADER, TUNNEL_PROTOCOL};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use super::credits::GatewayKey;
+use super::tunnel::Tunnel;
+use super::Gateway;
+use crate::error::{ControlError, Result};
+
+type Gw = State<Arc<Gateway>>;
+
+/// Largest answer read whole from a node (a non-streamed completion).
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// Largest value of `max_tokens` accepted (the node's own bound).
+pub const MAX_MAX_TOKENS: u64 = 4096;
+
+/// `POST /v1/node/tunnel/challenge`.
+pub async fn tunnel_challenge(State(gw): Gw) -> Result<Response> {
+    Ok(axum::Json(gw.tunnel_challenge(unix_now_ms()).await?).into_response())
+}
+
+/// `POST /v1/node/tunnel` (HTTP/1.1 upgrade to `b3iq-tunnel/1`).
+pub async fn open_tunnel(State(gw): Gw, mut req: Request) -> Result<Response> {
+    let now = unix_now_ms();
+    let wants = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case(TUNNEL_PROTOCOL));
+    if !wants || req.version() != axum::http::Version::HTTP_11 {
+        return Err(ControlError::Invalid { field: "upgrade", reason: format!("open a tunnel over HTTP/1.1 with `Connection: upgrade` and `Upgrade: {TUNNEL_PROTOCOL}`") });
+    }
+    let raw = req.headers().get(HELLO_HEADER).and_then(|v| v.to_str().ok()).ok_or(ControlError::Invalid { field: "tunnel_hello", reason: format!("send the signed hello in {HELLO_HEADER}") })?;
+    let hello = TunnelHello::from_header(raw)?;
+    gw.check_hello(&hello, now).await?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let gw2 = gw.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => gw2.serve_tunnel(up, hello, now).await,
+            Err(e) => tracing::warn!(error = %e, "tunnel: the upgrade did not complete"),
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, TUNNEL_PROTOCOL)
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+/// `GET /metrics/gateway` (Prometheus text).
+pub async fn metrics(State(gw): Gw) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], gw.metrics.render(gw.tunnels.all().len())).into_response()
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// The gateway key of a request's bearer token (copied out of the request first: a request body
+/// is not `Sync`, so no reference to the request may live across an await).
+async fn payer(gw: &Gateway, token: Option<String>, now: u64) -> Result<GatewayKey> {
+    let tok = token.ok_or_else(|| ControlError::Unauthorized("send your gateway key as `Authorization: Bearer b3iq_gateway_...`".into()))?;
+    gw.cp.authenticate_gateway_key(&tok, now).await
+}
+
+/// `GET /v1/models`: the models with at least one ready node now.
+pub async fn models(State(gw): Gw, req: Request) -> Result<Response> {
+    let now = unix_now_ms();
+    payer(&gw, bearer(&req).map(str::to_string), now).await?;
+    let mut ids: Vec<String> = Vec::new();
+    for t in gw.tunnels.all() {
+        if gw.is_fresh(&t).await {
+            ids.extend(t.models.iter().map(|m| m.public_id.clone()));
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    let data: Vec<Value> = ids.iter().map(|id| serde_json::json!({"id": id, "object": "model", "created": now / 1000, "owned_by": "b3iq-network"})).collect();
+    Ok(axum::Json(serde_json::json!({"object": "list", "data": data})).into_response())
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(State(gw): Gw, req: Request) -> Response {
+    gw.clone().forward(req, "/v1/chat/completions").await.unwrap_or_else(|e| e.into_response())
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(State(gw): Gw, req: Request) -> Response {
+    gw.clone().forward(req, "/v1/completions").await.unwrap_or_else(|e| e.into_response())
+}
+
+/// A held amount: released when dropped unless settled.
+struct Hold {
+    gw: Arc<Gateway>,
+    id: [u8; 16],
+    done: bool,
+}
+
+impl Hold {
+    async fn settle(&mut self, charge: u64, node: &b3iq_core::NodeId, receipt_id: &[u8; 32]) -> Result<()> {
+        self.gw.cp.settle_hold(&self.id, charge, node, receipt_id, unix_now_ms()).await?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (gw, id) = (self.gw.clone(), self.id);
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                if let Err(e) = gw.cp.release_hold(&id, unix_now_ms()).await {
+                    tracing::error!(error = %e, "could not release a hold; the stale-hold sweep will");
+                }
+            });
+        }
+    }
+}
+
+/// A request's place on a tunnel: freed (and waiting requests woken) when dropped.
+struct Slot {
+    gw: Arc<Gateway>,
+    tunnel: Arc<Tunnel>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.tunnel.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.gw.capacity.notify_waiters();
+    }
+}
+
+/// A place in a model's wait queue.
+struct Waiting<'a> {
+    gw: &'a Gateway,
+    model: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut w = self.gw.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = w.get_mut(&self.model) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// What a request asks for, read from its body (nothing else of it is looked at).
+struct Ask {
+    model: String,
+    max_tokens: u64,
+    stream: bool,
+}
+
+fn ask(v: &Value, default_max_tokens: u32) -> Result<Ask> {
+    let bad = |reason: &str| ControlError::Invalid { field: "body", reason: reason.to_string() };
+    let model = v.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or_else(|| bad("`model` is required; GET /v1/models lists the models served now"))?;
+    let max_tokens = match v.get("max_completion_tokens").filter(|x| !x.is_null()).or_else(|| v.get("max_tokens").filter(|x| !x.is_null())) {
+        None => u64::from(default_max_tokens),
+        Some(n) => n.as_u64().filter(|n| (1..=MAX_MAX_TOKENS).contains(n)).ok_or_else(|| bad(&format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}")))?,
+    };
+    let stream = match v.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("`stream` must be a boolean")),
+    };
+    Ok(Ask { model: model.to_string(), max_tokens, stream })
+}
+
+impl Gateway {
+    /// Whether a tunnel's node may get requests: active, unexpired, and a recent healthy
+    /// heartbeat (within three intervals). Cached for one second per node.
+    pub(crate) async fn is_fresh(&self, t: &Tunnel) -> bool {
+        if let Some((at, ok)) = self.fresh.lock().unwrap_or_else(|p| p.into_inner()).get(&t.node_id) {
+            if at.elapsed() < std::time::Duration::from_secs(1) {
+                return *ok;
+            }
+        }
+        let now = unix_now_ms();
+        let window = self.cp.config().heartbeat_interval_ms.saturating_mul(3);
+        let ok = match self.cp.store().node(&t.node_id).await {
+            Ok(Some(n)) => {
+                n.status == crate::store::NodeStatus::Active
+                    && n.expires_at_ms > now
+                    && n.last_heartbeat.as_ref().is_some_and(|h| now.saturating_sub(h.received_at_ms) <= window && h.health != b3iq_core::heartbeat::HealthStatus::Unhealthy)
+            }
+            _ => false,
+        };
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner()).insert(t.node_id, (std::time::Instant::now(), ok));
+        ok
+    }
+
+    /// Picks a node for `model` (not in `tried`) and takes a place on its tunnel, waiting in
+    /// the model's bounded queue for spare capacity.
+    async fn pick(self: &Arc<Self>, model: &str, tried: &[b3iq_core::NodeId]) -> Result<Slot> {
+        let deadline = tokio::time::Instant::now() + self.config.queue_wait;
+        let mut queued: Option<Waiting<'_>> = None;
+        loop {
+            let notified = self.capacity.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut serving = Vec::new();
+            for t in self.tunnels.all() {
+                if t.models.iter().any(|m| m.public_id == model) && !tried.contains(&t.node_id) && t.is_open().await && self.is_fresh(&t).await {
+                    serving.push(t);
+                }
+            }
+            if serving.is_empty() {
+                return Err(ControlError::ModelNotFound(model.to_string()));
+            }
+            let mut spare: Vec<Arc<Tunnel>> = serving.into_iter().filter(|t| t.in_flight.load(Ordering::Acquire) < t.max_concurrent).collect();
+            while !spare.is_empty() {
+                // Power of two choices on the load (in flight / share).
+                let a = rand::random::<usize>() % spare.len();
+                let b = rand::random::<usize>() % spare.len();
+                let load = |t: &Tunnel| t.in_flight.load(Ordering::Acquire) as f64 / f64::from(t.max_concurrent.max(1));
+                let i = if load(&spare[b]) < load(&spare[a]) { b } else { a };
+                let t = spare.swap_remove(i);
+                let prev = t.in_flight.fetch_add(1, Ordering::AcqRel);
+                if prev < t.max_concurrent {
+                    return Ok(Slot { gw: self.clone(), tunnel: t });
+                }
+                t.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            if queued.is_none() {
+                let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                let n = w.entry(model.to_string()).or_default();
+                if *n >= self.config.max_queue_per_model {
+                    return Err(ControlError::Busy { message: format!("every node serving {model} is busy and its queue is full; retry shortly"), retry_after_s: 1 });
+                }
+                *n += 1;
+                drop(w);
+                queued = Some(Waiting { gw: self, model: model.to_string() });
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(ControlError::Busy { message: format!("every node serving {model} stayed busy for {} s; retry shortly", self.config.queue_wait.as_secs()), retry_after_s: 1 });
+            }
+        }
+    }
+
+    async fn forward(self: Arc<Self>, req: Request, path: &'static str) -> Result<Response> {
+        let now = unix_now_ms();
+        let key = payer(&self, bearer(&req).map(str::to_string), now).await?;
+        let limit = self.config.max_body_bytes;
+        let body = tokio::time::timeout(b3iq_host::http::serve::BODY_TIMEOUT, axum::body::to_bytes(req.into_body(), limit))
+            .await
+            .map_err(|_| ControlError::Invalid { field: "body", reason: "the request body did not arrive in time".into() })?
+            .map_err(|_| ControlError::TooLarge(limit))?;
+        let mut v: Value = serde_json::from_slice(&body).map_err(|e| ControlError::Invalid { field: "body", reason: format!("invalid JSON: {e}") })?;
+        if !v.is_object() {
+            return Err(ControlError::Invalid { field: "body", reason: "send a JSON object".into() });
+        }
+        let a = ask(&v, self.config.default_max_tokens)?;
+        let worst = self.config.price.price(body.len() as u64, a.max_tokens).map_err(|e| ControlError::Invalid { field: "body", reason: e.to_string() })?;
+        let hold = self.cp.place_hold(&key, worst, now).await?;
+        let mut hold = Hold { gw: self.clone(), id: hold.id, done: false };
+        let mut tried = Vec::new();
+        let mut last_error = String::from("no node took the request");
+        for attempt in 0..self.config.max_attempts {
+            let slot = match self.pick(&a.model, &tried).await {
+                Ok(s) => s,
+                Err(e) if attempt > 0 && matches!(e, ControlError::ModelNotFound(_)) => break,
+                Err(e) => {
+                    self.metrics.count(if matches!(e, ControlError::Busy { .. }) { "busy" } else { "no_model" });
+                    return Err(e);
+                }
+            };
+            let t = slot.tunnel.clone();
+            tried.push(t.node_id);
+            let Some(offered) = t.models.iter().find(|m| m.public_id == a.model).cloned() else { continue };
+            let now = unix_now_ms();
+            let ticket = RequestTicket::sign(
+                &self.ticket_key,
+                TicketFields {
+                    request_id: RequestId(rand::random()),
+                    gateway_id: self.id.clone(),
+                    node_id: t.node_id,
+                    model_id: offered.node_model_id.clone(),
+                    price: self.config.price,
+                    max_price_micro_credits: worst,
+                    tier: TrustTier::BestEffort,
+                    seed_key: rand::random(),
+                    billing_ref: hold.id,
+                    issued_at_ms: now,
+                    expires_at_ms: now + self.config.ticket_ttl_ms,
+                },
+            )
+            .map_err(|e| ControlError::Invalid { field: "model", reason: e.to_string() })?;
+            v["model"] = Value::String(offered.node_model_id.clone());
+            let upstream = axum::http::Request::builder()
+                .method("POST")
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(TICKET_HEADER, ticket.to_header())
+                .body(Body::from(serde_json::to_vec(&v).unwrap_or_default()))
+                .map_err(|e| ControlError::Invalid { field: "request", reason: e.to_string() })?;
+            let mut sender = t.sender().await;
+            let resp = match sender.send_request(upstream).await {
+                Ok(r) => r,
+                Err(e) => {
+                    last_error = format!("node {} failed before answering: {e}", t.node_id);
+                    tracing::warn!(node = %t.node_id, error = %e, "gateway: tunnel request failed; trying another node");
+                    self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+                last_error = format!("node {} answered {status}", t.node_id);
+                self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if !status.is_success() {
+                // The node refused the request itself (a bad parameter): the client's answer.
+                self.metrics.count("refused_by_node");
+                let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let mut out = Response::new(Body::from(bytes.slice(..bytes.len().min(64 * 1024))));
+                *out.status_mut() = status;
+                out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                return Ok(out);
+            }
+            if a.stream {
+                self.metrics.count("streamed");
+                return Ok(self.clone().stream_back(resp, slot, hold, ticket));
+            }
+            let receipt = resp.headers().get(RECEIPT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let bytes = match tokio::time::timeout(std::time::Duration::from_secs(600), resp.into_body().collect()).await {
+                Ok(Ok(c)) => c.to_bytes(),
+                _ => {
+                    last_error = format!("node {} failed while answering", t.node_id);
+                    continue;
+                }
+            };
+            if bytes.len() > MAX_ANSWER_BYTES {
+                return Err(ControlError::Upstream("the node's answer is too large".into()));
+            }
+            let mut out = Response::new(Body::from(bytes));
+            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Ok(v) = HeaderValue::from_str(&t.node_id.to_text()) {
+                out.headers_mut().insert("x-b3iq-node", v);
+            }
+            match self.settle_from(receipt.as_deref(), &ticket, &t, &mut hold).await {
+                Some(id) => {
+                    if let Ok(v) = HeaderValue::from_str(&id) {
+                        out.headers_mut().insert("x-b3iq-receipt-id", v);
+                    }
+                    self.metrics.count("ok");
+                }
+                None => self.metrics.count("no_receipt"),
+            }
+            return Ok(out);
+        }
+        self.metrics.count("upstream_failed");
+        Err(ControlError::Upstream(format!("{last_error}; retry")))
+    }
+
+    /// Checks a node's receipt (hex of its encoding) against the ticket and settles the hold
+    /// with its price. Returns the receipt id, or `None` (the node is not paid; the hold is
+    /// released when dropped).
+    async fn settle_from(&self, hex_receipt: Option<&str>, ticket: &RequestTicket, t: &Tunnel, hold: &mut Hold) -> Option<String> {
+        let checked = hex_receipt
+            .ok_or_else(|| "no receipt".to_string())
+            .and_then(|h| hex::decode(h.trim()).map_err(|e| e.to_string()))
+            .and_then(|b| SignedReceipt::decode(&b).map_err(|e| e.to_string()))
+            .and_then(|r| ticket.check_receipt(&r, &t.public_key).map(|price| (r, price)).map_err(|e| e.to_string()));
+        match checked {
+            Ok((r, price)) => {
+                let id = r.receipt_id();
+                match hold.settle(price, &t.node_id, &id.0).await {
+                    Ok(()) => Some(id.to_hex()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "gateway: settling a hold failed");
+                        None
+                    }
+                }
+            }
+            Err(why) => {
+                self.metrics.bad_receipts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %t.node_id, reason = %why, "gateway: the node's receipt is missing or does not check; not paid");
+                None
+            }
+        }
+    }
+
+    /// Streams a node's SSE answer to the client, taking the receipt comment out and settling
+    /// with it; a failure after the first byte ends the stream with an error event.
+    fn stream_back(self: Arc<Self>, resp: hyper::Response<hyper::body::Incoming>, slot: Slot, hold: Hold, ticket: RequestTicket) -> Response {
+        struct S {
+            gw: Arc<Gateway>,
+            body: hyper::body::Incoming,
+            buf: Vec<u8>,
+            out: VecDeque<Bytes>,
+            slot: Slot,
+            hold: Hold,
+            ticket: RequestTicket,
+            ended: bool,
+        }
+        let node = slot.tunnel.node_id;
+        let init = S { gw: self, body: resp.into_body(), buf: Vec::new(), out: VecDeque::new(), slot, hold, ticket, ended: false };
+        let stream = futures_util::stream::unfold(init, |mut s| async move {
+            loop {
+                if let Some(b) = s.out.pop_front() {
+                    return Some((Ok::<Bytes, std::io::Error>(b), s));
+                }
+                if s.ended {
+                    return None;
+                }
+                match s.body.frame().await {
+                    Some(Ok(f)) => {
+                        if let Ok(data) = f.into_data() {
+                            s.buf.extend_from_slice(&data);
+                        }
+                        // Complete events (blank-line separated) go out; the receipt stays here.
+                        while let Some(end) = s.buf.windows(2).position(|w| w == b"\n\n") {
+                            let event: Vec<u8> = s.buf.drain(..end + 2).collect();
+                            if event.starts_with(RECEIPT_SSE_PREFIX.as_bytes()) {
+                                let hex_receipt = String::from_utf8_lossy(&event[RECEIPT_SSE_PREFIX.len()..]).trim().to_string();
+                                let (gw, ticket, tunnel) = (s.gw.clone(), s.ticket.clone(), s.slot.tunnel.clone());
+                                if gw.settle_from(Some(&hex_receipt), &ticket, &tunnel, &mut s.hold).await.is_none() {
+                                    gw.metrics.count("no_receipt");
+                                }
+                            } else {
+                                s.out.push_back(Bytes::from(event));
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(node = %s.slot.tunnel.node_id, error = %e, "gateway: the node failed mid-stream");
+                        s.out.push_back(Bytes::from_static(b"data: {\"error\":{\"message\":\"the serving node failed mid-stream; the request was not charged past its receipt\",\"type\":\"server_error\",\"code\":\"upstream_failed\"}}\n\n"));
+                        s.ended = true;
+                    }
+                    None => {
+                        if !s.buf.is_empty() {
+                            let rest = std::mem::take(&mut s.buf);
+                            s.out.push_back(Bytes::from(rest));
+                        }
+                        s.ended = true;
+                    }
+                }
+            }
+        });
+        let mut out = Response::new(Body::from_stream(stream));
+        let h = out.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        if let Ok(v) = HeaderValue::from_str(&node.to_text()) {
+            h.insert("x-b3iq-node", v);
+        }
+        out
+    }
+}
