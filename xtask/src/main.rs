@@ -34,6 +34,13 @@ COMMANDS:
     vectors              Regenerate the golden test vectors in testdata/vectors/.
     fuzz SECONDS         Run every fuzz target for SECONDS each (needs cargo-fuzz).
     bench                Run the criterion benchmarks (release profile).
+    bench-control [--smoke]
+                         Control-plane ingestion: 10,000 simulated nodes' signed heartbeats and
+                         receipt uploads against the real `b3iq-control` over HTTPS, on SQLite
+                         and Postgres, and a managed b3iqd's idle CPU and RSS against a local
+                         one (dev profile, the test build; about 6 min, results appended to
+                         benches/results/control_ingest.jsonl). `--smoke`: a few seconds of
+                         each ingestion path, nothing written.
 
 ENVIRONMENT:
     CARGO_TARGET_DIR     Build directory (default ~/.cache/b3iq/target, outside the clone, so
@@ -90,6 +97,7 @@ fn main() -> ExitCode {
             ctx.run(ctx.cmd("bash", &["fuzz/run.sh", secs]))
         }
         "bench" => ctx.run(ctx.cargo(&["bench", "--workspace"])),
+        "bench-control" => ctx.bench_control(rest),
         "-h" | "--help" | "help" => {
             print!("{HELP}");
             Ok(())
@@ -203,6 +211,20 @@ impl Ctx {
         } else {
             Err(format!("{shown} failed with {status}"))
         }
+    }
+
+    /// `bench-control`: the binaries the benchmark starts, then the benchmark, in the test
+    /// suite's dev profile so nothing is built twice.
+    fn bench_control(&self, rest: &[String]) -> Result<(), String> {
+        let smoke = rest.iter().any(|a| a == "--smoke");
+        self.run(self.cargo(&["build", "-p", "b3iq-control-daemon", "-p", "b3iqd"]))?;
+        let mut c = self.cargo(&["bench", "-p", "b3iq-benches", "--bench", "control_ingest", "--profile", "dev"]);
+        if smoke {
+            c.env("SMOKE", "1");
+        } else if env::var_os("B3IQ_TEST_MODEL").is_none() {
+            c.env("B3IQ_TEST_MODEL", self.fetch_model()?);
+        }
+        self.run(c)
     }
 
     fn deps(&self) -> Result<(), String> {
