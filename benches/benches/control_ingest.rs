@@ -30,7 +30,8 @@
 //! (`cargo xtask bench-control` does both.) The binaries are found beside the bench's own
 //! (`target/<profile>/`). Env: `STORES` (`sqlite,postgres`), `NODES` (10000), `HB_TOTAL`
 //! (100000), `HB_RATE` (5000), `HB_SECONDS` (15), `CONCURRENCY` (64), `CONNECTIONS` (8),
-//! `RECEIPTS_TOTAL` (204800), `RECEIPT_CONCURRENCY` (4), `IDLE_SECONDS` (60; 0 skips),
+//! `RECEIPTS_TOTAL` (204800), `RECEIPT_CONCURRENCY` (4), `POOL_SIZE` (Postgres connections of
+//! the control plane, control.json `pool_size`: 32), `IDLE_SECONDS` (60; 0 skips),
 //! `SMOKE=1` (a few seconds of everything, for CI). Appends one JSON line to
 //! `benches/results/control_ingest.jsonl` (not in smoke mode) and prints it.
 
@@ -72,6 +73,7 @@ struct Params {
     receipts_total: usize,
     receipt_concurrency: usize,
     idle_seconds: u64,
+    pool_size: usize,
     smoke: bool,
 }
 
@@ -89,6 +91,7 @@ impl Params {
             receipts_total: env("RECEIPTS_TOTAL", d(204_800, 2_560)),
             receipt_concurrency: env("RECEIPT_CONCURRENCY", 4),
             idle_seconds: env("IDLE_SECONDS", if smoke { 0 } else { 60 }),
+            pool_size: env("POOL_SIZE", 32),
             smoke,
         }
     }
@@ -487,7 +490,7 @@ async fn bench_store(store: &str, p: &Params, keys: &Arc<Vec<NodeKey>>) -> Value
     let settings = match &url {
         Some(u) => {
             std::fs::write(home.join("database-url"), u).unwrap();
-            json!({"store": store, "database_url_file": "database-url"})
+            json!({"store": store, "database_url_file": "database-url", "pool_size": p.pool_size})
         }
         None => json!({"store": store}),
     };
@@ -673,7 +676,8 @@ fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("").trim().to_string();
     let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default().lines().next().unwrap_or("").to_string();
-    json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": model, "mem": mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), "profile": if cfg!(debug_assertions) { "dev" } else { "release" }})
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({"loadavg_at_end": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "), "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": model, "mem": mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), "build": std::env::var("B3IQ_BENCH_BUILD").unwrap_or_else(|_| if cfg!(debug_assertions) { "dev".into() } else { "release".into() })})
 }
 
 fn main() {
@@ -697,7 +701,7 @@ fn main() {
             "bench": "control_ingest",
             "unix_ms": now_ms(),
             "machine": machine(),
-            "params": {"nodes": p.nodes, "hb_total": p.hb_total, "hb_rate": p.hb_rate, "hb_seconds": p.hb_seconds, "concurrency": p.concurrency, "connections": p.connections, "receipts_total": p.receipts_total, "receipt_concurrency": p.receipt_concurrency, "idle_seconds": p.idle_seconds, "smoke": p.smoke},
+            "params": {"nodes": p.nodes, "hb_total": p.hb_total, "hb_rate": p.hb_rate, "hb_seconds": p.hb_seconds, "concurrency": p.concurrency, "connections": p.connections, "receipts_total": p.receipts_total, "receipt_concurrency": p.receipt_concurrency, "idle_seconds": p.idle_seconds, "postgres_pool_size": p.pool_size, "smoke": p.smoke},
             "stores": results,
             "idle": idle,
             "targets": {"heartbeats_per_s_min": 5000, "heartbeat_p99_ms_max": 50, "receipts_per_s_min": 20000, "idle_cpu_percent_max": 1.0, "idle_rss_mb_max": 10},

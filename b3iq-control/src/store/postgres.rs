@@ -14,6 +14,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
+mod heartbeats;
+
 use super::sqlite::{health_name, health_parse};
 use super::*;
 use crate::error::{ControlError, Result};
@@ -139,6 +141,7 @@ const MIGRATION_LOCK: i64 = 0x0062_3369_7163_746c;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    heartbeats: heartbeats::HeartbeatBatcher,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -165,7 +168,7 @@ impl PostgresStore {
         }
         let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr).max_size(pool_size.max(1)).build().map_err(|e| ControlError::Config(format!("postgres pool: {e}")))?;
-        let s = PostgresStore { pool };
+        let s = PostgresStore { heartbeats: heartbeats::HeartbeatBatcher::start(pool.clone()), pool };
         s.migrate().await?;
         Ok(s)
     }
@@ -261,6 +264,52 @@ fn operator_from_row(r: &Row) -> Operator {
 async fn get_node<C: deadpool_postgres::GenericClient>(c: &C, id: &str, lock: bool) -> Result<Option<NodeRow>> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1{}", if lock { " FOR UPDATE" } else { "" });
     c.query_opt(&sql, &[&id]).await.map_err(db("read node"))?.map(|r| node_from_row(&r)).transpose()
+}
+
+/// One heartbeat on its own (the path of a heartbeat its batch did not store: a refusal, or a
+/// race): one prepared statement, then the refusal's reason in a transaction.
+async fn record_one(pool: &Pool, h: &HeartbeatCommit) -> Result<()> {
+    let c = pool.get().await.map_err(db("connect to postgres"))?;
+    let id = h.node_id.to_text();
+    let now = ms(h.received_at_ms);
+    // The common case in one round trip: one statement (so one transaction) that moves the
+    // node's last heartbeat forward only for an active, unexpired node and a higher sequence,
+    // and adds the history row only when it did. The statement is prepared once per connection.
+    let st = c
+        .prepare_cached(
+            "WITH moved AS (
+                 UPDATE nodes SET last_sequence = $2, last_sent_at_ms = $3, last_received_at_ms = $4, last_health = $5, last_body = $6
+                 WHERE node_id = $1 AND status = 'active' AND expires_at_ms > $4 AND (last_sequence IS NULL OR last_sequence < $2)
+                 RETURNING node_id)
+             INSERT INTO heartbeats(node_id, sequence, received_at_ms, health) SELECT node_id, $2, $4, $5 FROM moved",
+        )
+        .await
+        .map_err(db("store heartbeat"))?;
+    let n = c.execute(&st, &[&id, &ms(h.sequence), &ms(h.sent_at_ms), &now, &health_name(h.health), &h.body.to_string()]).await.map_err(db("store heartbeat"))?;
+    if n == 1 {
+        if h.sequence % 64 == 0 {
+            // Bounded history: a cheap indexed delete on roughly one row in 64 heartbeats.
+            c.execute("DELETE FROM heartbeats WHERE received_at_ms < $1", &[&ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))])
+                .await
+                .map_err(db("prune heartbeats"))?;
+        }
+        return Ok(());
+    }
+    // Refused: say why, and count a stale sequence on the node, in one transaction.
+    let mut c = c;
+    let tx = c.transaction().await.map_err(db("heartbeat"))?;
+    let refusal = match get_node(&tx, &id, false).await? {
+        None => Refusal::UnknownNode,
+        Some(n) if n.status == NodeStatus::Revoked => Refusal::Revoked(n.status_reason),
+        Some(n) if n.status == NodeStatus::Suspended => Refusal::Suspended(n.status_reason),
+        Some(n) if n.expires_at_ms <= h.received_at_ms => Refusal::EnrollmentExpired,
+        Some(n) => {
+            tx.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1", &[&id]).await.map_err(db("count refusal"))?;
+            tx.commit().await.map_err(db("count refusal"))?;
+            return Err(Refusal::StaleSequence { got: h.sequence, last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0) }.into());
+        }
+    };
+    Err(refusal.into())
 }
 
 #[async_trait]
@@ -510,47 +559,7 @@ impl ControlStore for PostgresStore {
     }
 
     async fn record_heartbeat(&self, h: &HeartbeatCommit) -> Result<()> {
-        let c = self.client().await?;
-        let id = h.node_id.to_text();
-        let now = ms(h.received_at_ms);
-        // The common case in one round trip: one statement (so one transaction) that moves the
-        // node's last heartbeat forward only for an active, unexpired node and a higher sequence,
-        // and adds the history row only when it did. The statement is prepared once per connection.
-        let st = c
-            .prepare_cached(
-                "WITH moved AS (
-                     UPDATE nodes SET last_sequence = $2, last_sent_at_ms = $3, last_received_at_ms = $4, last_health = $5, last_body = $6
-                     WHERE node_id = $1 AND status = 'active' AND expires_at_ms > $4 AND (last_sequence IS NULL OR last_sequence < $2)
-                     RETURNING node_id)
-                 INSERT INTO heartbeats(node_id, sequence, received_at_ms, health) SELECT node_id, $2, $4, $5 FROM moved",
-            )
-            .await
-            .map_err(db("store heartbeat"))?;
-        let n = c.execute(&st, &[&id, &ms(h.sequence), &ms(h.sent_at_ms), &now, &health_name(h.health), &h.body.to_string()]).await.map_err(db("store heartbeat"))?;
-        if n == 1 {
-            if h.sequence % 64 == 0 {
-                // Bounded history: a cheap indexed delete on roughly one row in 64 heartbeats.
-                c.execute("DELETE FROM heartbeats WHERE received_at_ms < $1", &[&ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))])
-                    .await
-                    .map_err(db("prune heartbeats"))?;
-            }
-            return Ok(());
-        }
-        // Refused: say why, and count a stale sequence on the node, in one transaction.
-        let mut c = c;
-        let tx = c.transaction().await.map_err(db("heartbeat"))?;
-        let refusal = match get_node(&tx, &id, false).await? {
-            None => Refusal::UnknownNode,
-            Some(n) if n.status == NodeStatus::Revoked => Refusal::Revoked(n.status_reason),
-            Some(n) if n.status == NodeStatus::Suspended => Refusal::Suspended(n.status_reason),
-            Some(n) if n.expires_at_ms <= h.received_at_ms => Refusal::EnrollmentExpired,
-            Some(n) => {
-                tx.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1", &[&id]).await.map_err(db("count refusal"))?;
-                tx.commit().await.map_err(db("count refusal"))?;
-                return Err(Refusal::StaleSequence { got: h.sequence, last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0) }.into());
-            }
-        };
-        Err(refusal.into())
+        self.heartbeats.record(h).await
     }
 
     async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()> {
