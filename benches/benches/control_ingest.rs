@@ -36,7 +36,7 @@
 //! `benches/results/control_ingest.jsonl` (not in smoke mode) and prints it.
 
 #[path = "../../b3iq-control/tests/support/pg.rs"]
-#[allow(dead_code, missing_docs)]
+#[allow(missing_docs)]
 mod pg;
 
 use std::path::{Path, PathBuf};
@@ -373,7 +373,7 @@ fn cpu_now(server: u32, postmaster: Option<u32>) -> Cpu {
     Cpu { server: cpu_s(server), postgres: postmaster.map(cpu_tree_s).unwrap_or(0.0), client: cpu_s(std::process::id()) }
 }
 
-fn report(name: &str, items: usize, per_item: usize, wall: Duration, mut run: Run, before: Cpu, after: Cpu, extra: Value) -> Value {
+fn report(name: &str, items: usize, per_item: usize, wall: Duration, mut run: Run, (before, after): (Cpu, Cpu), extra: Value) -> Value {
     run.latencies_us.sort_unstable();
     let secs = wall.as_secs_f64();
     let v = json!({
@@ -517,13 +517,13 @@ async fn bench_store(store: &str, p: &Params, keys: &Arc<Vec<NodeKey>>) -> Value
     let bodies = sign_heartbeats(keys, &mut seqs, p.hb_total);
     let before = cpu_now(server_pid, postmaster);
     let (wall, run) = closed_loop(&c, hb, bodies, p.concurrency).await;
-    let hb_closed = report(&format!("{store}/heartbeats_closed_loop"), p.hb_total, 1, wall, run, before, cpu_now(server_pid, postmaster), json!({"concurrency": p.concurrency, "connections": p.connections}));
+    let hb_closed = report(&format!("{store}/heartbeats_closed_loop"), p.hb_total, 1, wall, run, (before, cpu_now(server_pid, postmaster)), json!({"concurrency": p.concurrency, "connections": p.connections}));
 
     let n = p.hb_rate * p.hb_seconds as usize;
     let bodies = sign_heartbeats(keys, &mut seqs, n);
     let before = cpu_now(server_pid, postmaster);
     let (wall, run) = open_loop(&c, hb, bodies, p.hb_rate).await;
-    let hb_open = report(&format!("{store}/heartbeats_open_loop"), n, 1, wall, run, before, cpu_now(server_pid, postmaster), json!({"target_rate": p.hb_rate, "connections": p.connections}));
+    let hb_open = report(&format!("{store}/heartbeats_open_loop"), n, 1, wall, run, (before, cpu_now(server_pid, postmaster)), json!({"target_rate": p.hb_rate, "connections": p.connections}));
 
     let m = metrics(&c).await;
     let accepted = metric(&m, "b3iq_control_heartbeats_total{outcome=\"accepted\"}");
@@ -543,8 +543,7 @@ async fn bench_store(store: &str, p: &Params, keys: &Arc<Vec<NodeKey>>) -> Value
         256,
         wall,
         run,
-        before,
-        cpu_now(server_pid, postmaster),
+        (before, cpu_now(server_pid, postmaster)),
         json!({"batch": 256, "concurrency": p.receipt_concurrency, "stored": stored, "duplicates": dups}),
     );
     assert_eq!((stored, dups), ((batches * 256) as u64, 0), "every receipt stored once");
