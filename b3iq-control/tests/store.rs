@@ -225,6 +225,40 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     assert_eq!(ok, 1, "one heartbeat per sequence");
     let n = s.node(&winner).await.unwrap().unwrap();
     assert_eq!((n.last_heartbeat.unwrap().sequence, n.refused_heartbeats), (42, 15));
+    // A burst of heartbeats with different fates, at once (SQLite commits them as one group):
+    // each gets its own answer, a refusal undoes only its own writes, the accepted ones stay.
+    let stranger = NodeKey::from_seed([77; 32]).node_id();
+    let k1_refused = s.node(&k1.node_id()).await.unwrap().unwrap().refused_heartbeats;
+    let burst = [
+        (winner, 43, None),
+        (winner, 42, Some("stale")),
+        (k4.node_id(), 1, None),
+        (k1.node_id(), 9, Some("revoked")),
+        (k3.node_id(), 3, Some("expired")),
+        (stranger, 1, Some("unknown")),
+    ];
+    let tasks: Vec<_> = burst
+        .iter()
+        .map(|&(id, seq, _)| {
+            let s = s.clone();
+            tokio::spawn(async move { s.record_heartbeat(&hb(id, seq, now + 21)).await })
+        })
+        .collect();
+    for (t, (_, seq, fate)) in tasks.into_iter().zip(burst) {
+        let r = t.await.unwrap();
+        match fate {
+            None => assert!(r.is_ok(), "sequence {seq}: {r:?}"),
+            Some("stale") => assert!(matches!(refusal(r), Refusal::StaleSequence { got: 42, .. })),
+            Some("revoked") => assert!(matches!(refusal(r), Refusal::Revoked(_))),
+            Some("expired") => assert_eq!(refusal(r), Refusal::EnrollmentExpired),
+            Some(_) => assert_eq!(refusal(r), Refusal::UnknownNode),
+        }
+    }
+    let n = s.node(&winner).await.unwrap().unwrap();
+    assert_eq!((n.last_heartbeat.unwrap().sequence, n.refused_heartbeats), (43, 16));
+    assert_eq!(s.node(&k4.node_id()).await.unwrap().unwrap().last_heartbeat.unwrap().sequence, 1);
+    assert_eq!(s.heartbeat_count(&winner, 0).await.unwrap(), 2, "history: 42 and 43");
+    assert_eq!(s.node(&k1.node_id()).await.unwrap().unwrap().refused_heartbeats, k1_refused, "a revoked node's refusal writes nothing");
 
     // Jobs: one sequence for all nodes, delivered in order and only to their node, reported once.
     let job = |node: NodeId, tag: u8, ttl: u64| -> JobSigner {

@@ -34,6 +34,14 @@ COMMANDS:
     vectors              Regenerate the golden test vectors in testdata/vectors/.
     fuzz SECONDS         Run every fuzz target for SECONDS each (needs cargo-fuzz).
     bench                Run the criterion benchmarks (release profile).
+    bench-control [--smoke]
+                         Control-plane ingestion: 10,000 simulated nodes' signed heartbeats and
+                         receipt uploads against the real `b3iq-control` over HTTPS, on SQLite
+                         and Postgres, and a managed b3iqd's idle CPU and RSS against a local
+                         one (the test build's dev profile with the request path's crates at
+                         opt-level 3; `--dev`: without; about 6 min, results appended to
+                         benches/results/control_ingest.jsonl). `--smoke`: a few seconds of
+                         each ingestion path, nothing written.
 
 ENVIRONMENT:
     CARGO_TARGET_DIR     Build directory (default ~/.cache/b3iq/target, outside the clone, so
@@ -48,6 +56,16 @@ EXAMPLES:
     cargo xtask test
     cargo xtask test --only cargo-test
 ";
+
+/// Crates a control plane's request spends its time in (HTTP/2, TLS, JSON, the stores'
+/// clients, the plane): `bench-control` builds them at opt-level 3.
+const HOT_PATH_CRATES: &[&str] = &[
+    "tokio", "mio", "hyper", "hyper-util", "h2", "http", "http-body", "http-body-util", "bytes", "rustls", "ring", "tokio-rustls", "axum",
+    "axum-core", "matchit", "tower", "serde", "serde_core", "serde_json", "hex", "tokio-postgres", "postgres-protocol", "postgres-types",
+    "deadpool-postgres", "deadpool", "rusqlite", "tracing", "futures-util", "indexmap", "hashbrown", "smallvec", "slab", "b3iq-core",
+    "b3iq-protocol", "b3iq-control", "b3iq-host", "b3iq-control-daemon", "b3iq-benches", "reqwest", "hyper-rustls", "blake3", "sha2",
+    "base64", "itoa", "ryu", "memchr",
+];
 
 /// Steps of `cargo xtask test`, in order. Script steps run only if their script exists, so a
 /// suite joins CI by committing its `ci.sh`.
@@ -90,6 +108,7 @@ fn main() -> ExitCode {
             ctx.run(ctx.cmd("bash", &["fuzz/run.sh", secs]))
         }
         "bench" => ctx.run(ctx.cargo(&["bench", "--workspace"])),
+        "bench-control" => ctx.bench_control(rest),
         "-h" | "--help" | "help" => {
             print!("{HELP}");
             Ok(())
@@ -203,6 +222,35 @@ impl Ctx {
         } else {
             Err(format!("{shown} failed with {status}"))
         }
+    }
+
+    /// `bench-control`: the binaries the benchmark starts, then the benchmark, in the test
+    /// suite's dev profile with the request path's crates at opt-level 3 ([`HOT_PATH_CRATES`]):
+    /// release-like where the time goes, without a second build of llama.cpp and wgpu (a
+    /// release build of b3iq-control compiles both). `--dev` keeps the plain test build.
+    fn bench_control(&self, rest: &[String]) -> Result<(), String> {
+        let smoke = rest.iter().any(|a| a == "--smoke");
+        let mut opt = Vec::new();
+        if !rest.iter().any(|a| a == "--dev") {
+            for c in HOT_PATH_CRATES {
+                opt.push("--config".to_string());
+                opt.push(format!("profile.dev.package.{c}.opt-level=3"));
+            }
+        }
+        let with = |args: &[&str]| {
+            let mut a: Vec<&str> = args.to_vec();
+            a.extend(opt.iter().map(String::as_str));
+            self.cargo(&a)
+        };
+        self.run(with(&["build", "-p", "b3iq-control-daemon", "-p", "b3iqd"]))?;
+        let mut c = with(&["bench", "-p", "b3iq-benches", "--bench", "control_ingest", "--profile", "dev"]);
+        c.env("B3IQ_BENCH_BUILD", if opt.is_empty() { "dev" } else { "dev, request-path crates at opt-level 3" });
+        if smoke {
+            c.env("SMOKE", "1");
+        } else if env::var_os("B3IQ_TEST_MODEL").is_none() {
+            c.env("B3IQ_TEST_MODEL", self.fetch_model()?);
+        }
+        self.run(c)
     }
 
     fn deps(&self) -> Result<(), String> {

@@ -363,6 +363,23 @@ pub struct UsageDay {
 /// Milliseconds in a day.
 pub const DAY_MS: u64 = 86_400_000;
 
+/// Usage of a batch of newly stored receipts, summed per (node, model, UTC day), so a backend
+/// writes one `usage_daily` upsert per group instead of one per receipt.
+#[derive(Debug, Default)]
+pub(crate) struct UsageSums(pub(crate) std::collections::BTreeMap<(String, String, u64), UsageDay>);
+
+impl UsageSums {
+    /// Counts one stored receipt of `node` (its id as text).
+    pub(crate) fn add(&mut self, node: String, r: &ReceiptRow) {
+        let day = r.started_at_ms / DAY_MS;
+        let u = self.0.entry((node, r.model_id.clone(), day)).or_insert_with(|| UsageDay { day, model_id: r.model_id.clone(), requests: 0, prompt_tokens: 0, completion_tokens: 0, price_micro_credits: 0 });
+        u.requests += 1;
+        u.prompt_tokens += u64::from(r.prompt_tokens);
+        u.completion_tokens += u64::from(r.completion_tokens);
+        u.price_micro_credits = u.price_micro_credits.saturating_add(r.price_micro_credits);
+    }
+}
+
 /// Heartbeat history kept per node, for uptime: rows older than this are deleted as new ones
 /// arrive (7 days).
 pub const HEARTBEAT_HISTORY_MS: u64 = 7 * 24 * 3_600_000;

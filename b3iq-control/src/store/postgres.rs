@@ -14,6 +14,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
+mod heartbeats;
+
 use super::sqlite::{health_name, health_parse};
 use super::credits::{self, account, kind, CheckInput, HoldState, RawHold, TxMeta, GATEWAY_KEY_COLUMNS, HOLD_COLUMNS, MAX_TOTAL_TOPUPS};
 use super::*;
@@ -217,6 +219,7 @@ const MIGRATION_LOCK: i64 = 0x0062_3369_7163_746c;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    heartbeats: heartbeats::HeartbeatBatcher,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -243,7 +246,7 @@ impl PostgresStore {
         }
         let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr).max_size(pool_size.max(1)).build().map_err(|e| ControlError::Config(format!("postgres pool: {e}")))?;
-        let s = PostgresStore { pool };
+        let s = PostgresStore { heartbeats: heartbeats::HeartbeatBatcher::start(pool.clone()), pool };
         s.migrate().await?;
         Ok(s)
     }
@@ -426,6 +429,52 @@ async fn ledger_apply(c: &deadpool_postgres::Transaction<'_>, t: &TxMeta<'_>, ro
 fn sum_col(r: &Row, i: usize) -> Result<i128> {
     let s: Option<String> = r.get(i);
     s.as_deref().unwrap_or("0").parse().map_err(|e| ControlError::store("ledger sum", e))
+}
+
+/// One heartbeat on its own (the path of a heartbeat its batch did not store: a refusal, or a
+/// race): one prepared statement, then the refusal's reason in a transaction.
+async fn record_one(pool: &Pool, h: &HeartbeatCommit) -> Result<()> {
+    let c = pool.get().await.map_err(db("connect to postgres"))?;
+    let id = h.node_id.to_text();
+    let now = ms(h.received_at_ms);
+    // The common case in one round trip: one statement (so one transaction) that moves the
+    // node's last heartbeat forward only for an active, unexpired node and a higher sequence,
+    // and adds the history row only when it did. The statement is prepared once per connection.
+    let st = c
+        .prepare_cached(
+            "WITH moved AS (
+                 UPDATE nodes SET last_sequence = $2, last_sent_at_ms = $3, last_received_at_ms = $4, last_health = $5, last_body = $6
+                 WHERE node_id = $1 AND status = 'active' AND expires_at_ms > $4 AND (last_sequence IS NULL OR last_sequence < $2)
+                 RETURNING node_id)
+             INSERT INTO heartbeats(node_id, sequence, received_at_ms, health) SELECT node_id, $2, $4, $5 FROM moved",
+        )
+        .await
+        .map_err(db("store heartbeat"))?;
+    let n = c.execute(&st, &[&id, &ms(h.sequence), &ms(h.sent_at_ms), &now, &health_name(h.health), &h.body.to_string()]).await.map_err(db("store heartbeat"))?;
+    if n == 1 {
+        if h.sequence % 64 == 0 {
+            // Bounded history: a cheap indexed delete on roughly one row in 64 heartbeats.
+            c.execute("DELETE FROM heartbeats WHERE received_at_ms < $1", &[&ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))])
+                .await
+                .map_err(db("prune heartbeats"))?;
+        }
+        return Ok(());
+    }
+    // Refused: say why, and count a stale sequence on the node, in one transaction.
+    let mut c = c;
+    let tx = c.transaction().await.map_err(db("heartbeat"))?;
+    let refusal = match get_node(&tx, &id, false).await? {
+        None => Refusal::UnknownNode,
+        Some(n) if n.status == NodeStatus::Revoked => Refusal::Revoked(n.status_reason),
+        Some(n) if n.status == NodeStatus::Suspended => Refusal::Suspended(n.status_reason),
+        Some(n) if n.expires_at_ms <= h.received_at_ms => Refusal::EnrollmentExpired,
+        Some(n) => {
+            tx.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1", &[&id]).await.map_err(db("count refusal"))?;
+            tx.commit().await.map_err(db("count refusal"))?;
+            return Err(Refusal::StaleSequence { got: h.sequence, last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0) }.into());
+        }
+    };
+    Err(refusal.into())
 }
 
 #[async_trait]
@@ -687,41 +736,7 @@ impl ControlStore for PostgresStore {
     }
 
     async fn record_heartbeat(&self, h: &HeartbeatCommit) -> Result<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db("heartbeat"))?;
-        let id = h.node_id.to_text();
-        let now = ms(h.received_at_ms);
-        let n = tx
-            .execute(
-                "UPDATE nodes SET last_sequence = $2, last_sent_at_ms = $3, last_received_at_ms = $4, last_health = $5, last_body = $6
-                 WHERE node_id = $1 AND status = 'active' AND expires_at_ms > $4 AND (last_sequence IS NULL OR last_sequence < $2)",
-                &[&id, &ms(h.sequence), &ms(h.sent_at_ms), &now, &health_name(h.health), &h.body.to_string()],
-            )
-            .await
-            .map_err(db("store heartbeat"))?;
-        if n != 1 {
-            let refusal = match get_node(&tx, &id, false).await? {
-                None => Refusal::UnknownNode,
-                Some(n) if n.status == NodeStatus::Revoked => Refusal::Revoked(n.status_reason),
-                Some(n) if n.status == NodeStatus::Suspended => Refusal::Suspended(n.status_reason),
-                Some(n) if n.expires_at_ms <= h.received_at_ms => Refusal::EnrollmentExpired,
-                Some(n) => {
-                    tx.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1", &[&id]).await.map_err(db("count refusal"))?;
-                    tx.commit().await.map_err(db("count refusal"))?;
-                    return Err(Refusal::StaleSequence { got: h.sequence, last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0) }.into());
-                }
-            };
-            return Err(refusal.into());
-        }
-        tx.execute("INSERT INTO heartbeats(node_id, sequence, received_at_ms, health) VALUES ($1, $2, $3, $4)", &[&id, &ms(h.sequence), &now, &health_name(h.health)])
-            .await
-            .map_err(db("heartbeat history"))?;
-        if h.sequence % 64 == 0 {
-            tx.execute("DELETE FROM heartbeats WHERE received_at_ms < $1", &[&ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))])
-                .await
-                .map_err(db("prune heartbeats"))?;
-        }
-        tx.commit().await.map_err(db("heartbeat"))
+        self.heartbeats.record(h).await
     }
 
     async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()> {
@@ -896,32 +911,59 @@ impl ControlStore for PostgresStore {
     async fn store_receipts(&self, rows: Vec<ReceiptRow>, now_ms: u64) -> Result<(u32, u32)> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db("store receipts"))?;
-        let (mut stored, mut dup) = (0u32, 0u32);
-        for r in &rows {
-            let n = tx
-                .execute(
-                    "INSERT INTO receipts(receipt_id, node_id, model_id, mode, prompt_tokens, completion_tokens, price_micro_credits, started_at_ms, signed, received_at_ms)
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (receipt_id) DO NOTHING",
-                    &[&r.receipt_id.as_slice(), &r.node_id.to_text(), &r.model_id, &r.mode, &i64::from(r.prompt_tokens), &i64::from(r.completion_tokens), &ms(r.price_micro_credits), &ms(r.started_at_ms), &r.signed, &ms(now_ms)],
-                )
-                .await
-                .map_err(db("store receipt"))?;
-            if n == 0 {
-                dup += 1;
-                continue;
-            }
-            stored += 1;
-            tx.execute(
-                "INSERT INTO usage_daily(node_id, model_id, day, requests, prompt_tokens, completion_tokens, price_micro_credits) VALUES ($1,$2,$3,1,$4,$5,$6)
-                 ON CONFLICT (node_id, model_id, day) DO UPDATE SET requests = usage_daily.requests + 1, prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
-                 completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, price_micro_credits = usage_daily.price_micro_credits + excluded.price_micro_credits",
-                &[&r.node_id.to_text(), &r.model_id, &ms(r.started_at_ms / DAY_MS), &i64::from(r.prompt_tokens), &i64::from(r.completion_tokens), &ms(r.price_micro_credits)],
+        // One statement for the whole batch: the rows whose id is new come back (a concurrent
+        // upload of the same id waits for the other transaction and then inserts nothing), and
+        // only those are added to the usage, one upsert per (node, model, day).
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO receipts(receipt_id, node_id, model_id, mode, prompt_tokens, completion_tokens, price_micro_credits, started_at_ms, signed, received_at_ms)
+                 SELECT r.*, $10::BIGINT FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BYTEA[]) AS r
+                 ON CONFLICT (receipt_id) DO NOTHING RETURNING receipt_id",
             )
             .await
-            .map_err(db("usage"))?;
+            .map_err(db("store receipts"))?;
+        let ids: Vec<&[u8]> = rows.iter().map(|r| r.receipt_id.as_slice()).collect();
+        let nodes: Vec<String> = rows.iter().map(|r| r.node_id.to_text()).collect();
+        let models: Vec<&str> = rows.iter().map(|r| r.model_id.as_str()).collect();
+        let modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
+        let prompt: Vec<i64> = rows.iter().map(|r| i64::from(r.prompt_tokens)).collect();
+        let completion: Vec<i64> = rows.iter().map(|r| i64::from(r.completion_tokens)).collect();
+        let price: Vec<i64> = rows.iter().map(|r| ms(r.price_micro_credits)).collect();
+        let started: Vec<i64> = rows.iter().map(|r| ms(r.started_at_ms)).collect();
+        let signed: Vec<&[u8]> = rows.iter().map(|r| r.signed.as_slice()).collect();
+        let new_ids: std::collections::HashSet<Vec<u8>> = tx
+            .query(&insert, &[&ids, &nodes, &models, &modes, &prompt, &completion, &price, &started, &signed, &ms(now_ms)])
+            .await
+            .map_err(db("store receipt"))?
+            .iter()
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .collect();
+        let mut usage = UsageSums::default();
+        let mut seen = std::collections::HashSet::new();
+        for (r, node) in rows.iter().zip(nodes) {
+            // A batch naming one receipt twice stores (and counts) it once.
+            if new_ids.contains(r.receipt_id.as_slice()) && seen.insert(r.receipt_id) {
+                usage.add(node, r);
+            }
+        }
+        let stored = seen.len() as u32;
+        if !usage.0.is_empty() {
+            let upsert = tx
+                .prepare_cached(
+                    "INSERT INTO usage_daily(node_id, model_id, day, requests, prompt_tokens, completion_tokens, price_micro_credits) VALUES ($1,$2,$3,$4,$5,$6,$7)
+                     ON CONFLICT (node_id, model_id, day) DO UPDATE SET requests = usage_daily.requests + excluded.requests, prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
+                     completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, price_micro_credits = usage_daily.price_micro_credits + excluded.price_micro_credits",
+                )
+                .await
+                .map_err(db("usage"))?;
+            for ((node, model, day), u) in &usage.0 {
+                tx.execute(&upsert, &[node, model, &ms(*day), &ms(u.requests), &ms(u.prompt_tokens), &ms(u.completion_tokens), &ms(u.price_micro_credits)])
+                    .await
+                    .map_err(db("usage"))?;
+            }
         }
         tx.commit().await.map_err(db("store receipts"))?;
-        Ok((stored, dup))
+        Ok((stored, rows.len() as u32 - stored))
     }
 
     async fn receipt_count(&self, node: &NodeId) -> Result<u64> {

@@ -1,5 +1,8 @@
 //! SQLite backend (rusqlite; WAL, `synchronous=FULL`: a commit is on disk when it returns). One
 //! connection behind a mutex, used from tokio's blocking pool; every rule is one transaction.
+//! Heartbeats are group-committed by one writer thread ([`heartbeats`]).
+
+mod heartbeats;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -209,6 +212,7 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    heartbeats: heartbeats::HeartbeatWriter,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -260,7 +264,8 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(db("migrate"))?;
             tx.commit().map_err(db("migrate"))?;
         }
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        let conn = Arc::new(Mutex::new(conn));
+        Ok(SqliteStore { heartbeats: heartbeats::HeartbeatWriter::start(conn.clone())?, conn })
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
@@ -790,46 +795,7 @@ impl ControlStore for SqliteStore {
     }
 
     async fn record_heartbeat(&self, h: &HeartbeatCommit) -> Result<()> {
-        let h = h.clone();
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("heartbeat"))?;
-            let id = h.node_id.to_text();
-            let now = ms(h.received_at_ms);
-            let n = tx
-                .execute(
-                    "UPDATE nodes SET last_sequence = ?2, last_sent_at_ms = ?3, last_received_at_ms = ?4, last_health = ?5, last_body = ?6
-                     WHERE node_id = ?1 AND status = 'active' AND expires_at_ms > ?4 AND (last_sequence IS NULL OR last_sequence < ?2)",
-                    params![id, ms(h.sequence), ms(h.sent_at_ms), now, health_name(h.health), h.body.to_string()],
-                )
-                .map_err(db("store heartbeat"))?;
-            if n != 1 {
-                let refusal = match get_node(&tx, &id)? {
-                    None => Refusal::UnknownNode,
-                    Some(n) if n.status == NodeStatus::Revoked => Refusal::Revoked(n.status_reason),
-                    Some(n) if n.status == NodeStatus::Suspended => Refusal::Suspended(n.status_reason),
-                    Some(n) if n.expires_at_ms <= h.received_at_ms => Refusal::EnrollmentExpired,
-                    Some(n) => {
-                        tx.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = ?1", [&id])
-                            .map_err(db("count refusal"))?;
-                        tx.commit().map_err(db("count refusal"))?;
-                        return Err(Refusal::StaleSequence { got: h.sequence, last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0) }.into());
-                    }
-                };
-                return Err(refusal.into());
-            }
-            tx.execute(
-                "INSERT INTO heartbeats(node_id, sequence, received_at_ms, health) VALUES (?1, ?2, ?3, ?4)",
-                params![id, ms(h.sequence), now, health_name(h.health)],
-            )
-            .map_err(db("heartbeat history"))?;
-            // Bounded history: a cheap indexed delete on roughly one row in 64 heartbeats.
-            if h.sequence % 64 == 0 {
-                tx.execute("DELETE FROM heartbeats WHERE received_at_ms < ?1", [ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))])
-                    .map_err(db("prune heartbeats"))?;
-            }
-            tx.commit().map_err(db("heartbeat"))
-        })
-        .await
+        self.heartbeats.record(h).await
     }
 
     async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()> {
@@ -1025,26 +991,39 @@ impl ControlStore for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("store receipts"))?;
             let (mut stored, mut dup) = (0u32, 0u32);
-            for r in &rows {
-                let n = tx
-                    .execute(
+            // Usage of the receipts stored now, summed per (node, model, day): one upsert per group.
+            let mut usage = UsageSums::default();
+            {
+                let mut insert = tx
+                    .prepare_cached(
                         "INSERT OR IGNORE INTO receipts(receipt_id, node_id, model_id, mode, prompt_tokens, completion_tokens, price_micro_credits, started_at_ms, signed, received_at_ms)
                          VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-                        params![r.receipt_id.as_slice(), r.node_id.to_text(), r.model_id, r.mode, r.prompt_tokens, r.completion_tokens, ms(r.price_micro_credits), ms(r.started_at_ms), r.signed, ms(now_ms)],
                     )
                     .map_err(db("store receipt"))?;
-                if n == 0 {
-                    dup += 1;
-                    continue;
+                for r in &rows {
+                    let node = r.node_id.to_text();
+                    let n = insert
+                        .execute(params![r.receipt_id.as_slice(), node, r.model_id, r.mode, r.prompt_tokens, r.completion_tokens, ms(r.price_micro_credits), ms(r.started_at_ms), r.signed, ms(now_ms)])
+                        .map_err(db("store receipt"))?;
+                    if n == 0 {
+                        dup += 1;
+                    } else {
+                        stored += 1;
+                        usage.add(node, r);
+                    }
                 }
-                stored += 1;
-                tx.execute(
-                    "INSERT INTO usage_daily(node_id, model_id, day, requests, prompt_tokens, completion_tokens, price_micro_credits) VALUES (?1,?2,?3,1,?4,?5,?6)
-                     ON CONFLICT(node_id, model_id, day) DO UPDATE SET requests = requests + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-                     completion_tokens = completion_tokens + excluded.completion_tokens, price_micro_credits = price_micro_credits + excluded.price_micro_credits",
-                    params![r.node_id.to_text(), r.model_id, ms(r.started_at_ms / DAY_MS), r.prompt_tokens, r.completion_tokens, ms(r.price_micro_credits)],
-                )
-                .map_err(db("usage"))?;
+            }
+            {
+                let mut upsert = tx
+                    .prepare_cached(
+                        "INSERT INTO usage_daily(node_id, model_id, day, requests, prompt_tokens, completion_tokens, price_micro_credits) VALUES (?1,?2,?3,?4,?5,?6,?7)
+                         ON CONFLICT(node_id, model_id, day) DO UPDATE SET requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                         completion_tokens = completion_tokens + excluded.completion_tokens, price_micro_credits = price_micro_credits + excluded.price_micro_credits",
+                    )
+                    .map_err(db("usage"))?;
+                for ((node, model, day), u) in &usage.0 {
+                    upsert.execute(params![node, model, ms(*day), ms(u.requests), ms(u.prompt_tokens), ms(u.completion_tokens), ms(u.price_micro_credits)]).map_err(db("usage"))?;
+                }
             }
             tx.commit().map_err(db("store receipts"))?;
             Ok((stored, dup))

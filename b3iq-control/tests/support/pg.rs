@@ -1,5 +1,5 @@
 //! A throwaway Postgres server for tests: `initdb` into a temp dir, `pg_ctl start` on a free
-//! loopback port (fsync off: the data is thrown away), `pg_ctl stop -m immediate` on drop.
+//! loopback port (fsync off: the data is thrown away; [`Pg::start_durable`] keeps it on), `pg_ctl stop -m immediate` on drop.
 //! Finds the binaries through `$B3IQ_PG_BIN`, `pg_config --bindir`, or
 //! `/usr/lib/postgresql/<newest>/bin` (Debian's `postgresql` package; `cargo xtask deps`
 //! installs it). As root it runs the server as the `postgres` user (initdb refuses root).
@@ -52,6 +52,16 @@ fn run(bin: &Path, as_user: &Option<String>, args: &[&str]) -> std::process::Out
 
 impl Pg {
     pub fn start() -> Pg {
+        Self::start_with("-c fsync=off -c full_page_writes=off")
+    }
+
+    /// A durable server (Postgres' defaults: `fsync`, `synchronous_commit` and full page writes
+    /// on), for benchmarks whose numbers must include the cost of a commit reaching the disk.
+    pub fn start_durable() -> Pg {
+        Self::start_with("")
+    }
+
+    fn start_with(settings: &str) -> Pg {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("b3iq-pg-").tempdir().expect("tempdir");
         // SAFETY: geteuid has no preconditions and cannot fail.
@@ -66,7 +76,7 @@ impl Pg {
         let out = run(&bin.join("initdb"), &as_user, &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "b3iq", "-E", "UTF8", "--no-sync"]);
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200", dir.path().display());
+        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 {settings} -c max_connections=200", dir.path().display());
         let log = dir.path().join("server.log");
         let out = run(&bin.join("pg_ctl"), &as_user, &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "-t", "60", "start"]);
         assert!(
@@ -76,6 +86,11 @@ impl Pg {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         Pg { _dir: dir, data, bin, as_user, port }
+    }
+
+    /// The postmaster's process id (its backends are its children), for CPU accounting.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
     }
 
     /// URL of database `db` (create it with [`Pg::create_db`]).
