@@ -6,8 +6,8 @@
 //! the body) → a node (power of two choices on in-flight / share among the fresh tunnels serving
 //! the model; waiting at most [`super::GatewayConfig::queue_wait`] in a bounded queue, else 429)
 //! → a signed ticket and the body, with `model` set to the node's own id, on the node's tunnel →
-//! the answer. Before the first byte a failure (tunnel error, 429 or 503 from the node) moves the
-//! request to another node; after it, a failure ends the stream with an SSE error event and no
+//! the answer. Before the first byte a failure (tunnel error; 429, 503, or a node's refusal of the
+//! ticket by its policy, 401/403) moves the request to another node; after it, a failure ends the stream with an SSE error event and no
 //! `[DONE]`. The node's receipt (header, or an SSE comment before `[DONE]`, taken out of the
 //! stream) is checked against the ticket and settles the hold; the rest is released. A request
 //! with no valid receipt is not charged, and the node is not paid. Dropping the client's
@@ -334,7 +334,9 @@ impl Gateway {
                 }
             };
             let status = resp.status();
-            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            // The node is busy, unavailable, or refuses the ticket (outside its schedule, past
+            // its daily budget, below its price floor): another node may take it.
+            if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
                 last_error = format!("node {} answered {status}", t.node_id);
                 self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
                 continue;

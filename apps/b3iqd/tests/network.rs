@@ -1,0 +1,329 @@
+//! Network mode end to end: a real control plane with its gateway (the b3iq-control library
+//! serving HTTPS on loopback, SQLite store) and three real `b3iqd` daemons with the default
+//! model, enrolled and switched to network mode. Each node dials the gateway and serves its
+//! tunnel; no node opens a port for it. Clients call the gateway with a `b3iq_gateway_` key
+//! (reqwest, and the official `openai` Python package): answers come from the nodes, streamed
+//! and not, spread over them, each settled against the node's signed receipt. Also: billing with
+//! a balance that runs out under concurrency (never below zero, the ledger sums to zero, charges
+//! equal the receipts' prices), a node outside its schedule gets nothing, a local key still gets
+//! a slot while the network share is full, a node killed mid-stream ends that stream with an
+//! SSE error and later requests go elsewhere, and the refusals (a local key at the gateway, a
+//! gateway key at a node, a revoked gateway key, a forged tunnel hello).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use b3iq_control::gateway::Gateway;
+use b3iq_control::{ControlHome, ControlPlane};
+use b3iq_core::receipt::SignedReceipt;
+use common::{tempdir, Daemon};
+use serde_json::{json, Value};
+
+struct Net {
+    cp: Arc<ControlPlane>,
+    gw: Arc<Gateway>,
+    url: String,
+    ca: std::path::PathBuf,
+    org: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn network(dir: &Path) -> Net {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("control.json"), r#"{"heartbeat_interval_s": 1}"#).unwrap();
+    let home = ControlHome::locate(Some(dir.to_path_buf())).unwrap();
+    let (settings, cp) = home.open().await.unwrap();
+    // The home's ticket key and price; a longer queue wait than the default 10 s, since 16
+    // concurrent requests share three one-request shares on a 2-core machine.
+    let mut cfg = b3iq_control::gateway::GatewayConfig::new();
+    cfg.queue_wait = Duration::from_secs(120);
+    let gw = Gateway::new(cp.clone(), home.ticket_key().unwrap(), cfg);
+    let tls = home.tls(&settings).unwrap();
+    let org = cp.create_org("acme", b3iq_host::context::unix_now_ms()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (cp2, gw2) = (cp.clone(), gw.clone());
+    tokio::spawn(async move { b3iq_control::home::serve_with(listener, cp2, Some(gw2), &tls, rx).await });
+    Net { cp, gw, url, ca: dir.join("tls/self-signed.crt.pem"), org: org.id, _stop: tx }
+}
+
+fn b3iqd(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(common::bin()).args(args).env("B3IQ_HOME", home).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A node: started with two slots, claimed, enrolled, with `policy`, switched to network mode.
+struct Node {
+    d: Daemon,
+    cookie: String,
+    id: String,
+}
+
+async fn node(net: &Net, dir: &Path, name: &str, policy: Value) -> Node {
+    let home = dir.join(name);
+    common::write_config(&home, json!({"parallel": 2}));
+    let d = Daemon::start(&home);
+    let c = common::client();
+    let cookie = common::claim(&d, &c).await;
+    let (_, tok) = net.cp.create_enrollment_token(&net.org, 600_000, b3iq_host::context::unix_now_ms()).await.unwrap();
+    let tok_file = dir.join(format!("{name}.token"));
+    std::fs::write(&tok_file, format!("{tok}\n")).unwrap();
+    let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &net.url, "--token-file", tok_file.to_str().unwrap(), "--ca-file", net.ca.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let r = c.put(d.url("/api/network")).header("cookie", &cookie).json(&policy).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = c.post(d.url("/api/mode")).header("cookie", &cookie).json(&json!({"mode": "network"})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let (ok, out, err) = b3iqd(&home, &["status"]);
+    assert!(ok, "{err}");
+    let st: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["mode"], "network");
+    Node { d, cookie, id: st["node_id"].as_str().unwrap().to_string() }
+}
+
+fn policy(max_concurrent: u32) -> Value {
+    json!({"max_concurrent": max_concurrent, "price_floor": {"prompt_per_1m_tokens": 1000, "completion_per_1m_tokens": 1000, "per_request": 0}})
+}
+
+async fn wait_tunnels(gw: &Gateway, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gw.tunnels().all().len() != n {
+        assert!(Instant::now() < deadline, "{} tunnels, expected {n}", gw.tunnels().all().len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn gw_client(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+fn chat(model: &str, max_tokens: u32, stream: bool) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": max_tokens, "temperature": 0, "stream": stream})
+}
+
+/// The prices of a node's network receipts, from its own store.
+async fn network_receipt_prices(n: &Node, c: &reqwest::Client) -> Vec<u64> {
+    let v: Value = c.get(n.d.url("/api/receipts?limit=500")).header("cookie", &n.cookie).send().await.unwrap().json().await.unwrap();
+    v["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["key_id"] == "network")
+        .map(|r| {
+            let h = r["signed"].as_str().unwrap();
+            let b: Vec<u8> = (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect();
+            let s = SignedReceipt::decode(&b).unwrap();
+            assert_eq!(s.body().mode, b3iq_core::OperatingMode::Network);
+            s.body().price_micro_credits
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paid_requests_through_the_gateway_are_served_by_tunnelled_nodes_and_settled_by_receipt() {
+    let dir = tempdir("network");
+    let net = network(&dir.join("control")).await;
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        nodes.push(node(&net, &dir, name, policy(1)).await);
+    }
+    wait_tunnels(&net.gw, 3).await;
+    let now = b3iq_host::context::unix_now_ms();
+    net.cp.add_credits(&net.org, 1_000_000_000, "seed", now).await.unwrap();
+    let (key, token) = net.cp.create_gateway_key(&net.org, "app", 100_000, None, now).await.unwrap();
+    let c = gw_client(&net.ca);
+    // The models with a ready node (tunnel up and a fresh heartbeat).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let models = loop {
+        let v: Value = c.get(format!("{}/v1/models", net.url)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        if !v["data"].as_array().unwrap().is_empty() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no model ready: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let model = models["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(model, "smollm2-135m-instruct-q4_1", "the public id is the catalog profile of the artifact: {models}");
+
+    // Not streamed: an answer from a node, with the settled receipt's id.
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&token).json(&chat(&model, 8, false)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let node_hdr = r.headers().get("x-b3iq-node").unwrap().to_str().unwrap().to_string();
+    assert!(nodes.iter().any(|n| n.id == node_hdr));
+    assert_eq!(r.headers().get("x-b3iq-receipt-id").unwrap().len(), 64);
+    let v: Value = r.json().await.unwrap();
+    assert!(!v["choices"][0]["message"]["content"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(v["model"], "smollm2-135m-instruct-q4_1");
+
+    // Streamed: chunks, usage, [DONE]; the receipt comment never reaches the client.
+    let mut body = chat(&model, 8, true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&token).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("b3iq-receipt"), "{text}");
+    let events = common::sse_events(&text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    assert!(events.iter().any(|e| e.contains("\"usage\"")), "{text}");
+
+    // Spread: concurrent requests land on more than one node.
+    let mut tasks = Vec::new();
+    for _ in 0..9 {
+        let (c, url, token, model) = (c.clone(), net.url.clone(), token.clone(), model.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = c.post(format!("{url}/v1/completions")).bearer_auth(&token).json(&json!({"model": model, "prompt": "Once upon a time", "max_tokens": 16})).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers().get("x-b3iq-node").unwrap().to_str().unwrap().to_string()
+        }));
+    }
+    let mut used = HashSet::new();
+    for t in tasks {
+        used.insert(t.await.unwrap());
+    }
+    assert!(used.len() >= 2, "requests spread over nodes: {used:?}");
+
+    // The official openai Python client, streamed and not.
+    let py = std::env::var("B3IQ_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import json, os, ssl, openai
+c = openai.OpenAI(base_url=os.environ["GW"] + "/v1", api_key=os.environ["KEY"], http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=os.environ["CA"])))
+m = c.models.list().data[0].id
+r = c.chat.completions.create(model=m, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)
+chunks = list(c.chat.completions.create(model=m, messages=[{"role": "user", "content": "Hi"}], max_tokens=8, stream=True, stream_options={"include_usage": True}))
+usage = [ch.usage for ch in chunks if ch.usage]
+print(json.dumps({"model": m, "text": r.choices[0].message.content, "tokens": r.usage.completion_tokens, "chunks": len(chunks), "stream_completion_tokens": usage[0].completion_tokens}))
+"#;
+    let out = Command::new(&py).arg("-c").arg(script).env("GW", &net.url).env("KEY", &token).env("CA", &net.ca).output().expect("python3 with the openai package (cargo xtask deps)");
+    assert!(out.status.success(), "openai python client: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["model"], model.as_str());
+    assert!(v["tokens"].as_u64().unwrap() > 0 && v["chunks"].as_u64().unwrap() > 2 && v["stream_completion_tokens"].as_u64().unwrap() > 0, "{v}");
+
+    // Refusals: a local key at the gateway, a gateway key at a node, a revoked gateway key, a
+    // forged tunnel hello.
+    let (_, local) = common::create_key(&nodes[0].d, &common::client(), &nodes[0].cookie, &["inference"]).await;
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&local).json(&chat(&model, 4, false)).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a local key at the gateway");
+    let r = common::client().post(nodes[0].d.url("/v1/chat/completions")).bearer_auth(&token).json(&chat(&model, 4, false)).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a gateway key at a node");
+    let r = c.post(format!("{}/v1/node/tunnel", net.url)).header("connection", "upgrade").header("upgrade", "b3iq-tunnel/1").header("x-b3iq-tunnel-hello", "00").send().await.unwrap();
+    assert_eq!(r.status(), 400, "a forged hello");
+
+    // Billing: every request so far was charged exactly its receipt's price.
+    let mut receipt_total = 0u64;
+    for n in &nodes {
+        let prices = network_receipt_prices(n, &common::client()).await;
+        let earned = net.cp.node_earnings(&b3iq_core::NodeId::parse(&n.id).unwrap()).await.unwrap();
+        assert_eq!(earned, prices.iter().sum::<u64>(), "node {} earned what its receipts charged", n.id);
+        receipt_total += earned;
+    }
+    let bal = net.cp.credit_balance(&net.org).await.unwrap();
+    assert_eq!((bal.held, 1_000_000_000 - bal.available), (0, receipt_total), "{bal:?}");
+    assert!(net.cp.ledger_check().await.unwrap().ok());
+    net.cp.revoke_gateway_key(&net.org, &key.id, b3iq_host::context::unix_now_ms()).await.unwrap();
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&token).json(&chat(&model, 4, false)).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a revoked key");
+
+    // A balance that runs out under concurrency: 200 requests, 16 at a time, from an
+    // organisation whose credits cover a part of them (each holds its worst case, about 10
+    // micro-credits, and is charged its receipt, about 2).
+    let other = net.cp.create_org("globex", b3iq_host::context::unix_now_ms()).await.unwrap();
+    let now = b3iq_host::context::unix_now_ms();
+    let seeded = 200u64;
+    net.cp.add_credits(&other.id, seeded, "seed-globex", now).await.unwrap();
+    let (_, tok2) = net.cp.create_gateway_key(&other.id, "batch", 100_000, None, now).await.unwrap();
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (c, url, tok2, model, sem) = (c.clone(), net.url.clone(), tok2.clone(), model.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let body = json!({"model": model, "prompt": format!("Item {i:03}"), "max_tokens": 4});
+            let r = c.post(format!("{url}/v1/completions")).bearer_auth(&tok2).json(&body).send().await.unwrap();
+            r.status().as_u16()
+        }));
+    }
+    let mut statuses: HashMap<u16, u32> = HashMap::new();
+    for t in tasks {
+        *statuses.entry(t.await.unwrap()).or_default() += 1;
+    }
+    let ok = statuses.get(&200).copied().unwrap_or(0);
+    assert!(ok > 0 && statuses.get(&402).copied().unwrap_or(0) > 0, "some paid, the rest refused for credits: {statuses:?}");
+    assert_eq!(statuses.keys().filter(|s| ![200u16, 402].contains(s)).count(), 0, "{statuses:?}");
+    let b2 = net.cp.credit_balance(&other.id).await.unwrap();
+    assert_eq!(b2.held, 0, "{b2:?}");
+    let check = net.cp.ledger_check().await.unwrap();
+    assert!(check.ok(), "{check:?}");
+    let mut all_receipts = 0u64;
+    for n in &nodes {
+        all_receipts += network_receipt_prices(n, &common::client()).await.iter().sum::<u64>();
+    }
+    assert_eq!(all_receipts, receipt_total + (seeded - b2.available), "credits charged equal the receipts' prices exactly");
+    assert_eq!(b2.spent_total, seeded - b2.available);
+
+    // A node outside its schedule gets nothing: n3's window is a past hour.
+    let hour = (b3iq_host::context::unix_now() % 86_400) / 3600;
+    let closed = json!({"max_concurrent": 1, "schedule": [{"start_hour": (hour + 2) % 24, "end_hour": (hour + 2) % 24 + 1}], "price_floor": {"prompt_per_1m_tokens": 0, "completion_per_1m_tokens": 0, "per_request": 0}});
+    let r = common::client().put(nodes[2].d.url("/api/network")).header("cookie", &nodes[2].cookie).json(&closed).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, tok3) = net.cp.create_gateway_key(&net.org, "after", 100_000, None, b3iq_host::context::unix_now_ms()).await.unwrap();
+    let before = network_receipt_prices(&nodes[2], &common::client()).await.len();
+    for _ in 0..6 {
+        let r = c.post(format!("{}/v1/completions", net.url)).bearer_auth(&tok3).json(&json!({"model": model, "prompt": "x", "max_tokens": 2})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_ne!(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap(), nodes[2].id);
+    }
+    assert_eq!(network_receipt_prices(&nodes[2], &common::client()).await.len(), before, "no network receipt outside the schedule");
+
+    // The network share full on n1 (one long stream), a local key still gets a slot there.
+    let long = json!({"model": model, "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}], "max_tokens": 1500, "stream": true});
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&tok3).json(&long).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let busy: Vec<String> = streams.iter().map(|r| r.headers().get("x-b3iq-node").unwrap().to_str().unwrap().to_string()).collect();
+    let n1 = nodes.iter().position(|n| n.id == busy[0]).unwrap();
+    let t0 = Instant::now();
+    let r = common::client().post(nodes[n1].d.url("/v1/chat/completions")).bearer_auth(&local_key(&nodes[n1]).await).json(&chat("smollm2-135m-instruct-q4_1", 4, false)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a local key gets the reserved slot while the network share is in use");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+
+    // Killing the node that serves the second stream mid-stream: that stream ends with an SSE
+    // error and no [DONE]; later requests go elsewhere.
+    let victim = nodes.iter().position(|n| n.id == busy[1]).unwrap();
+    let mut s = streams.pop().unwrap();
+    let first = s.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    nodes[victim].d.kill9();
+    let mut rest = String::new();
+    while let Ok(Some(ch)) = s.chunk().await {
+        rest.push_str(&String::from_utf8_lossy(&ch));
+    }
+    assert!(rest.contains("upstream_failed") && !rest.contains("[DONE]"), "{rest}");
+    drop(streams);
+    for _ in 0..4 {
+        let r = c.post(format!("{}/v1/completions", net.url)).bearer_auth(&tok3).json(&json!({"model": model, "prompt": "y", "max_tokens": 2})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_ne!(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap(), nodes[victim].id);
+    }
+    let check = net.cp.ledger_check().await.unwrap();
+    assert!(check.ok(), "{check:?}");
+}
+
+async fn local_key(n: &Node) -> String {
+    common::create_key(&n.d, &common::client(), &n.cookie, &["inference"]).await.1
+}
