@@ -411,6 +411,61 @@ impl RequestTicket {
     }
 }
 
+/// One trust tier and how many ready nodes have it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierCount {
+    /// The tier.
+    pub tier: TrustTier,
+    /// Ready nodes at it.
+    pub nodes: u32,
+}
+
+fn model_id<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    check_identifier("model", &s, MAX_MODEL_ID_LEN).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+/// Public: one model's route readiness on the network (`GET /v1/network/models`). Counts,
+/// tiers, queue state and medians only: the type has no field that could hold a node id or
+/// address, a tunnel detail, an organisation or a key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteReadiness {
+    /// The public model id (a catalog profile id).
+    #[serde(deserialize_with = "model_id")]
+    pub model: String,
+    /// Nodes ready now (live tunnel, fresh healthy heartbeat, enrolled and active).
+    pub nodes_ready: u32,
+    /// Ready nodes per trust tier.
+    pub tiers: Vec<TierCount>,
+    /// Requests the ready nodes take at once (the sum of their network shares).
+    pub capacity: u32,
+    /// Requests in flight on them.
+    pub in_flight: u32,
+    /// Requests waiting for a node.
+    pub waiting: u32,
+    /// The window of the medians, seconds (one hour).
+    pub window_s: u32,
+    /// Receipts the medians are computed from.
+    pub samples: u32,
+    /// Median time to first token over the window, ms.
+    pub median_ttft_ms: Option<u64>,
+    /// Median generation speed over the window, tokens per second x 1000.
+    pub median_tokens_per_s_milli: Option<u64>,
+}
+
+/// Public: every routed model's readiness.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkReadiness {
+    /// Per model, sorted by model id.
+    pub models: Vec<RouteReadiness>,
+    /// When it was computed, unix ms.
+    pub generated_at_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,6 +194,14 @@ async fn paid_requests_through_the_gateway_are_served_by_tunnelled_nodes_and_set
     }
     assert!(used.len() >= 2, "requests spread over nodes: {used:?}");
 
+    // Public route readiness: counts and medians, no key needed.
+    let v: Value = reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&net.ca).unwrap()).unwrap()).build().unwrap()
+        .get(format!("{}/v1/network/models", net.url)).send().await.unwrap().json().await.unwrap();
+    let m = &v["models"][0];
+    assert_eq!((m["model"].as_str(), m["nodes_ready"].as_u64(), m["capacity"].as_u64()), (Some(model.as_str()), Some(3), Some(3)), "{v}");
+    assert!(m["samples"].as_u64().unwrap() >= 11 && m["median_ttft_ms"].as_u64().is_some() && m["median_tokens_per_s_milli"].as_u64().unwrap() > 0, "{v}");
+    assert!(!v.to_string().contains("b3n_"), "no node id in public readiness: {v}");
+
     // The official openai Python client, streamed and not.
     let py = std::env::var("B3IQ_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = r#"

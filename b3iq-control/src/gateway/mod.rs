@@ -116,6 +116,8 @@ pub struct Gateway {
     waiting: Mutex<HashMap<String, usize>>,
     /// Node freshness checks (heartbeat, status), cached for a second.
     fresh: Mutex<HashMap<b3iq_core::NodeId, (std::time::Instant, bool)>>,
+    /// Checked receipts of the last hour (model, time, TTFT, speed), for route readiness.
+    samples: Mutex<std::collections::VecDeque<Sample>>,
     /// Counters.
     pub metrics: GatewayMetrics,
 }
@@ -140,6 +142,7 @@ impl Gateway {
             capacity: Notify::new(),
             waiting: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
+            samples: Mutex::new(std::collections::VecDeque::new()),
             metrics: GatewayMetrics::default(),
         })
     }
@@ -165,6 +168,83 @@ impl Gateway {
     }
 }
 
+/// The window of the readiness medians, one hour.
+pub const READINESS_WINDOW_MS: u64 = 3_600_000;
+/// Most samples kept for the medians.
+pub const MAX_SAMPLES: usize = 100_000;
+
+/// One checked receipt, as route readiness counts it.
+#[derive(Debug, Clone)]
+struct Sample {
+    model: String,
+    at_ms: u64,
+    ttft_ms: u64,
+    tokens_per_s_milli: u64,
+}
+
+impl Gateway {
+    /// Records a checked receipt of `model` for the readiness medians.
+    pub(crate) fn record_sample(&self, model: &str, r: &b3iq_core::receipt::Receipt, now_ms: u64) {
+        let gen_ms = r.duration_ms.saturating_sub(r.ttft_ms).max(1);
+        let tps = u64::from(r.completion_tokens).saturating_mul(1_000_000) / gen_ms;
+        let mut q = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back(Sample { model: model.to_string(), at_ms: now_ms, ttft_ms: r.ttft_ms, tokens_per_s_milli: tps });
+        while q.len() > MAX_SAMPLES || q.front().is_some_and(|s| s.at_ms + READINESS_WINDOW_MS < now_ms) {
+            q.pop_front();
+        }
+    }
+
+    /// Route readiness per model (public: counts, tiers, queue state and medians; see
+    /// `b3iq_protocol::gateway::RouteReadiness`). Readiness counts this replica's tunnels and
+    /// samples.
+    pub async fn readiness(&self, now_ms: u64) -> b3iq_protocol::gateway::NetworkReadiness {
+        use b3iq_protocol::gateway::{RouteReadiness, TierCount};
+        let mut by_model: std::collections::BTreeMap<String, RouteReadiness> = Default::default();
+        for t in self.tunnels.all() {
+            if !(t.is_open().await && self.is_fresh(&t).await) {
+                continue;
+            }
+            for m in &t.models {
+                let e = by_model.entry(m.public_id.clone()).or_insert_with(|| RouteReadiness {
+                    model: m.public_id.clone(),
+                    nodes_ready: 0,
+                    tiers: Vec::new(),
+                    capacity: 0,
+                    in_flight: 0,
+                    waiting: 0,
+                    window_s: (READINESS_WINDOW_MS / 1000) as u32,
+                    samples: 0,
+                    median_ttft_ms: None,
+                    median_tokens_per_s_milli: None,
+                });
+                e.nodes_ready += 1;
+                e.capacity += t.max_concurrent;
+                e.in_flight += t.in_flight.load(std::sync::atomic::Ordering::Acquire);
+                // Every node is tier 0 (best effort) until verification (issue "Verifiable
+                // inference") assigns higher tiers.
+                match e.tiers.iter_mut().find(|x| x.tier == b3iq_core::TrustTier::BestEffort) {
+                    Some(x) => x.nodes += 1,
+                    None => e.tiers.push(TierCount { tier: b3iq_core::TrustTier::BestEffort, nodes: 1 }),
+                }
+            }
+        }
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        fn median(mut v: Vec<u64>) -> Option<u64> {
+            v.sort_unstable();
+            v.get(v.len() / 2).copied()
+        }
+        for (model, r) in by_model.iter_mut() {
+            r.waiting = waiting.get(model).copied().unwrap_or(0) as u32;
+            let recent: Vec<&Sample> = samples.iter().filter(|s| &s.model == model && s.at_ms + READINESS_WINDOW_MS >= now_ms).collect();
+            r.samples = recent.len() as u32;
+            r.median_ttft_ms = median(recent.iter().map(|s| s.ttft_ms).collect());
+            r.median_tokens_per_s_milli = median(recent.iter().map(|s| s.tokens_per_s_milli).collect());
+        }
+        b3iq_protocol::gateway::NetworkReadiness { models: by_model.into_values().collect(), generated_at_ms: now_ms }
+    }
+}
+
 /// The gateway's routes (node tunnels and the public OpenAI-compatible API), to merge with the
 /// control plane's.
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -175,5 +255,6 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/v1/completions", post(proxy::completions))
         .route("/metrics/gateway", get(proxy::metrics))
+        .route("/v1/network/models", get(proxy::readiness))
         .with_state(gw)
 }

@@ -73,6 +73,11 @@ pub async fn open_tunnel(State(gw): Gw, mut req: Request) -> Result<Response> {
         .unwrap_or_default())
 }
 
+/// `GET /v1/network/models`: public route readiness per model (no key needed).
+pub async fn readiness(State(gw): Gw) -> Response {
+    axum::Json(gw.readiness(unix_now_ms()).await).into_response()
+}
+
 /// `GET /metrics/gateway` (Prometheus text).
 pub async fn metrics(State(gw): Gw) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], gw.metrics.render(gw.tunnels.all().len())).into_response()
@@ -397,6 +402,9 @@ impl Gateway {
         match checked {
             Ok((r, price)) => {
                 let id = r.receipt_id();
+                if let Some(m) = t.models.iter().find(|m| m.node_model_id == ticket.model_id) {
+                    self.record_sample(&m.public_id, r.body(), unix_now_ms());
+                }
                 match hold.settle(price, &t.node_id, &id.0).await {
                     Ok(()) => Some(id.to_hex()),
                     Err(e) => {
