@@ -62,6 +62,10 @@ pub struct ControlSettings {
     pub network_prompt_price_per_1k: u64,
     /// The network's price for completion tokens, micro-credits per 1,000 (default 200).
     pub network_completion_price_per_1k: u64,
+    /// With more than one gateway replica over one Postgres: the URL other replicas reach this
+    /// one at (`https://10.0.0.2:7430`), recorded for each tunnel it holds so requests landing
+    /// elsewhere are relayed here. The replicas share the home's files (keys, certificate).
+    pub gateway_replica_url: Option<String>,
 }
 
 impl Default for ControlSettings {
@@ -80,6 +84,7 @@ impl Default for ControlSettings {
             enrollment_ttl_s: 90 * 24 * 3600,
             network_prompt_price_per_1k: 100,
             network_completion_price_per_1k: 200,
+            gateway_replica_url: None,
         }
     }
 }
@@ -195,6 +200,14 @@ impl ControlHome {
     pub fn gateway(&self, s: &ControlSettings, cp: Arc<ControlPlane>) -> Result<Arc<crate::gateway::Gateway>> {
         let mut cfg = crate::gateway::GatewayConfig::new();
         cfg.price = b3iq_core::metering::PriceSchedule::per_1k(s.network_prompt_price_per_1k, s.network_completion_price_per_1k).map_err(|e| ControlError::Config(format!("control.json network price: {e}")))?;
+        if let Some(url) = &s.gateway_replica_url {
+            if !url.starts_with("https://") {
+                return Err(ControlError::Config(format!("control.json gateway_replica_url {url:?}: use https://host:port")));
+            }
+            cfg.replica_url = Some(url.trim_end_matches('/').to_string());
+            let tls = self.tls(s)?;
+            cfg.replica_ca_pem = Some(std::fs::read_to_string(&tls.info.cert_path).map_err(|e| io("read", &tls.info.cert_path, e))?);
+        }
         Ok(crate::gateway::Gateway::new(cp, self.ticket_key()?, cfg))
     }
 

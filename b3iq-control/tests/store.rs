@@ -380,6 +380,18 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     assert_eq!(s.node(&n3).await.unwrap().unwrap().job_key_next, Some(kb));
     s.abandon_job_key_next(&n3, &kb).await.unwrap();
     assert_eq!(s.node(&n3).await.unwrap().unwrap().job_key_next, None);
+
+    // Gateway replicas: one session per node, replaced by a newer tunnel, dropped only by its
+    // own replica and epoch, listed by freshness.
+    let sess = |url: &str, epoch: u64, at: u64| TunnelSession { node_id: n3, replica_url: url.into(), epoch, max_concurrent: 2, models: serde_json::json!([{"public_id": "m"}]), updated_at_ms: at };
+    s.put_tunnel_session(&sess("https://a:1", 1, 100)).await.unwrap();
+    s.put_tunnel_session(&sess("https://b:1", 7, 200)).await.unwrap();
+    assert_eq!(s.tunnel_sessions(0).await.unwrap(), [sess("https://b:1", 7, 200)]);
+    assert!(s.tunnel_sessions(201).await.unwrap().is_empty(), "stale sessions are not listed");
+    s.drop_tunnel_session(&n3, "https://a:1", 1).await.unwrap();
+    assert_eq!(s.tunnel_sessions(0).await.unwrap().len(), 1, "the old replica cannot drop the new session");
+    s.drop_tunnel_session(&n3, "https://b:1", 7).await.unwrap();
+    assert!(s.tunnel_sessions(0).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

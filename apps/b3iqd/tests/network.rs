@@ -34,23 +34,36 @@ struct Net {
 }
 
 async fn network(dir: &Path) -> Net {
+    let net = replica(dir, false).await;
+    let org = net.cp.create_org("acme", b3iq_host::context::unix_now_ms()).await.unwrap();
+    Net { org: org.id, ..net }
+}
+
+/// A control plane with its gateway over the home `dir` (replicas share one home: its keys,
+/// certificate and store). With `relay`, the gateway records its tunnels for other replicas.
+async fn replica(dir: &Path, relay: bool) -> Net {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("control.json"), r#"{"heartbeat_interval_s": 1}"#).unwrap();
+    if !dir.join("control.json").exists() {
+        std::fs::write(dir.join("control.json"), r#"{"heartbeat_interval_s": 1}"#).unwrap();
+    }
     let home = ControlHome::locate(Some(dir.to_path_buf())).unwrap();
     let (settings, cp) = home.open().await.unwrap();
+    let tls = home.tls(&settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     // The home's ticket key and price; a longer queue wait than the default 10 s, since 16
     // concurrent requests share three one-request shares on a 2-core machine.
     let mut cfg = b3iq_control::gateway::GatewayConfig::new();
     cfg.queue_wait = Duration::from_secs(120);
+    if relay {
+        cfg.replica_url = Some(url.clone());
+        cfg.replica_ca_pem = Some(std::fs::read_to_string(&tls.info.cert_path).unwrap());
+    }
     let gw = Gateway::new(cp.clone(), home.ticket_key().unwrap(), cfg);
-    let tls = home.tls(&settings).unwrap();
-    let org = cp.create_org("acme", b3iq_host::context::unix_now_ms()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (cp2, gw2) = (cp.clone(), gw.clone());
     tokio::spawn(async move { b3iq_control::home::serve_with(listener, cp2, Some(gw2), &tls, rx).await });
-    Net { cp, gw, url, ca: dir.join("tls/self-signed.crt.pem"), org: org.id, _stop: tx }
+    Net { cp, gw, url, ca: dir.join("tls/self-signed.crt.pem"), org: String::new(), _stop: tx }
 }
 
 fn b3iqd(home: &Path, args: &[&str]) -> (bool, String, String) {
@@ -334,4 +347,47 @@ print(json.dumps({"model": m, "text": r.choices[0].message.content, "tokens": r.
 
 async fn local_key(n: &Node) -> String {
     common::create_key(&n.d, &common::client(), &n.cookie, &["inference"]).await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_at_replica_b_is_relayed_to_the_tunnel_replica_a_holds() {
+    let dir = tempdir("replicas");
+    let home = dir.join("control");
+    let a = replica(&home, true).await;
+    let b = replica(&home, true).await;
+    let org = a.cp.create_org("acme", b3iq_host::context::unix_now_ms()).await.unwrap();
+    let a = Net { org: org.id.clone(), ..a };
+    // The node enrolls with replica A and tunnels there.
+    let n = node(&a, &dir, "n1", policy(1)).await;
+    wait_tunnels(&a.gw, 1).await;
+    assert!(b.gw.tunnels().all().is_empty(), "replica B holds no tunnel");
+    let now = b3iq_host::context::unix_now_ms();
+    b.cp.add_credits(&org.id, 1_000_000, "seed", now).await.unwrap();
+    let (_, token) = b.cp.create_gateway_key(&org.id, "app", 100_000, None, now).await.unwrap();
+    let c = gw_client(&b.ca);
+    // Replica B routes to the node through replica A (once the node's heartbeat is fresh).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = c.post(format!("{}/v1/chat/completions", b.url)).bearer_auth(&token).json(&chat("smollm2-135m-instruct-q4_1", 6, false)).send().await.unwrap();
+        if r.status() == 200 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap(), n.id);
+    assert!(r.headers().get("x-b3iq-receipt-id").is_some(), "settled by replica B from the relayed receipt");
+    // Streamed through the relay too: chunks, [DONE], no receipt comment for the client.
+    let r = c.post(format!("{}/v1/chat/completions", b.url)).bearer_auth(&token).json(&chat("smollm2-135m-instruct-q4_1", 6, true)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert_eq!(common::sse_events(&text).last().unwrap(), "[DONE]");
+    assert!(!text.contains("b3iq-receipt"), "{text}");
+    let earned = b.cp.node_earnings(&b3iq_core::NodeId::parse(&n.id).unwrap()).await.unwrap();
+    let prices = network_receipt_prices(&n, &common::client()).await;
+    assert_eq!((prices.len(), earned), (2, prices.iter().sum::<u64>()));
+    assert!(b.cp.ledger_check().await.unwrap().ok());
+    // A relay without a valid ticket is refused.
+    let r = c.post(format!("{}/v1/internal/relay/{}/v1/completions", a.url, n.id)).json(&json!({"model": "x", "prompt": "y"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
 }

@@ -47,6 +47,11 @@ pub struct GatewayConfig {
     pub default_max_tokens: u32,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// This replica's internal base URL (`https://host:port`) where other replicas relay
+    /// requests for the tunnels it holds; `None`: a single gateway (no registry in the store).
+    pub replica_url: Option<String>,
+    /// The PEM certificate(s) other replicas present (the shared home's certificate).
+    pub replica_ca_pem: Option<String>,
 }
 
 impl GatewayConfig {
@@ -61,6 +66,8 @@ impl GatewayConfig {
             max_attempts: 3,
             default_max_tokens: 256,
             max_body_bytes: 1 << 20,
+            replica_url: None,
+            replica_ca_pem: None,
         }
     }
 }
@@ -118,6 +125,10 @@ pub struct Gateway {
     fresh: Mutex<HashMap<b3iq_core::NodeId, (std::time::Instant, bool)>>,
     /// Checked receipts of the last hour (model, time, TTFT, speed), for route readiness.
     samples: Mutex<std::collections::VecDeque<Sample>>,
+    /// The client that relays to other replicas (with [`GatewayConfig::replica_url`]).
+    relay_client: Option<reqwest::Client>,
+    /// Other replicas' tunnel sessions, re-read at most once a second.
+    remote: Mutex<(Option<std::time::Instant>, Vec<crate::store::TunnelSession>)>,
     /// Counters.
     pub metrics: GatewayMetrics,
 }
@@ -133,7 +144,19 @@ impl Gateway {
     /// `ticket_key`.
     pub fn new(cp: Arc<ControlPlane>, ticket_key: NodeKey, config: GatewayConfig) -> Arc<Gateway> {
         let id = cp.config().audience.clone();
+        let relay_client = config.replica_url.as_ref().and_then(|_| {
+            let mut b = reqwest::Client::builder().use_rustls_tls().connect_timeout(Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none());
+            if let Some(pem) = &config.replica_ca_pem {
+                b = b.tls_built_in_root_certs(false);
+                for c in reqwest::Certificate::from_pem_bundle(pem.as_bytes()).unwrap_or_default() {
+                    b = b.add_root_certificate(c);
+                }
+            }
+            b.build().map_err(|e| tracing::error!(error = %e, "gateway: cannot build the replica client")).ok()
+        });
         Arc::new(Gateway {
+            relay_client,
+            remote: Mutex::new((None, Vec::new())),
             cp,
             id,
             ticket_key,
@@ -256,5 +279,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/completions", post(proxy::completions))
         .route("/metrics/gateway", get(proxy::metrics))
         .route("/v1/network/models", get(proxy::readiness))
+        .route("/v1/internal/relay/{node_id}/v1/chat/completions", post(proxy::relay_chat))
+        .route("/v1/internal/relay/{node_id}/v1/completions", post(proxy::relay_completions))
         .with_state(gw)
 }

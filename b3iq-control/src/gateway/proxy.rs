@@ -31,7 +31,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::credits::GatewayKey;
-use super::tunnel::Tunnel;
+use super::tunnel::{OfferedModel, Tunnel};
 use super::Gateway;
 use crate::error::{ControlError, Result};
 
@@ -76,6 +76,16 @@ pub async fn open_tunnel(State(gw): Gw, mut req: Request) -> Result<Response> {
 /// `GET /v1/network/models`: public route readiness per model (no key needed).
 pub async fn readiness(State(gw): Gw) -> Response {
     axum::Json(gw.readiness(unix_now_ms()).await).into_response()
+}
+
+/// `POST /v1/internal/relay/{node_id}/v1/chat/completions` (another replica's request).
+pub async fn relay_chat(State(gw): Gw, axum::extract::Path(node): axum::extract::Path<String>, req: Request) -> Result<Response> {
+    gw.clone().relay(&node, "/v1/chat/completions", req).await
+}
+
+/// `POST /v1/internal/relay/{node_id}/v1/completions` (another replica's request).
+pub async fn relay_completions(State(gw): Gw, axum::extract::Path(node): axum::extract::Path<String>, req: Request) -> Result<Response> {
+    gw.clone().relay(&node, "/v1/completions", req).await
 }
 
 /// `GET /metrics/gateway` (Prometheus text).
@@ -164,6 +174,28 @@ impl Drop for Slot {
     }
 }
 
+/// The node a request goes to, as far as settling its receipt needs.
+#[derive(Debug, Clone)]
+struct NodeRef {
+    node_id: b3iq_core::NodeId,
+    public_key: b3iq_core::NodePublicKey,
+    models: Vec<OfferedModel>,
+}
+
+/// How the request reaches the node.
+enum Via {
+    /// Its tunnel is here.
+    Local(Slot),
+    /// Another replica holds its tunnel: relay there (base URL).
+    Remote(String),
+}
+
+/// A picked node.
+struct Target {
+    node: NodeRef,
+    via: Via,
+}
+
 /// A place in a model's wait queue.
 struct Waiting<'a> {
     gw: &'a Gateway,
@@ -205,14 +237,19 @@ impl Gateway {
     /// Whether a tunnel's node may get requests: active, unexpired, and a recent healthy
     /// heartbeat (within three intervals). Cached for one second per node.
     pub(crate) async fn is_fresh(&self, t: &Tunnel) -> bool {
-        if let Some((at, ok)) = self.fresh.lock().unwrap_or_else(|p| p.into_inner()).get(&t.node_id) {
+        self.node_fresh(&t.node_id).await
+    }
+
+    /// As [`Gateway::is_fresh`], by node id.
+    pub(crate) async fn node_fresh(&self, node: &b3iq_core::NodeId) -> bool {
+        if let Some((at, ok)) = self.fresh.lock().unwrap_or_else(|p| p.into_inner()).get(node) {
             if at.elapsed() < std::time::Duration::from_secs(1) {
                 return *ok;
             }
         }
         let now = unix_now_ms();
         let window = self.cp.config().heartbeat_interval_ms.saturating_mul(3);
-        let ok = match self.cp.store().node(&t.node_id).await {
+        let ok = match self.cp.store().node(node).await {
             Ok(Some(n)) => {
                 n.status == crate::store::NodeStatus::Active
                     && n.expires_at_ms > now
@@ -220,13 +257,35 @@ impl Gateway {
             }
             _ => false,
         };
-        self.fresh.lock().unwrap_or_else(|p| p.into_inner()).insert(t.node_id, (std::time::Instant::now(), ok));
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner()).insert(*node, (std::time::Instant::now(), ok));
         ok
     }
 
-    /// Picks a node for `model` (not in `tried`) and takes a place on its tunnel, waiting in
-    /// the model's bounded queue for spare capacity.
-    async fn pick(self: &Arc<Self>, model: &str, tried: &[b3iq_core::NodeId]) -> Result<Slot> {
+    /// Other replicas' fresh tunnel sessions (re-read at most once a second).
+    async fn remote_sessions(&self) -> Vec<crate::store::TunnelSession> {
+        let Some(own) = &self.config.replica_url else { return Vec::new() };
+        {
+            let r = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            if r.0.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
+                return r.1.clone();
+            }
+        }
+        let since = unix_now_ms().saturating_sub(super::tunnel::SESSION_STALE_MS);
+        let list: Vec<_> = match self.cp.store().tunnel_sessions(since).await {
+            Ok(v) => v.into_iter().filter(|s| &s.replica_url != own).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway: cannot read the tunnel sessions of other replicas");
+                Vec::new()
+            }
+        };
+        *self.remote.lock().unwrap_or_else(|p| p.into_inner()) = (Some(std::time::Instant::now()), list.clone());
+        list
+    }
+
+    /// Picks a node for `model` (not in `tried`): a tunnel of this replica with spare capacity
+    /// (power of two choices on the load), else one another replica holds (its relay answers
+    /// 429 when it is busy), else waits in the model's bounded queue.
+    async fn pick(self: &Arc<Self>, model: &str, tried: &[b3iq_core::NodeId]) -> Result<Target> {
         let deadline = tokio::time::Instant::now() + self.config.queue_wait;
         let mut queued: Option<Waiting<'_>> = None;
         loop {
@@ -239,7 +298,14 @@ impl Gateway {
                     serving.push(t);
                 }
             }
-            if serving.is_empty() {
+            let mut remote = Vec::new();
+            for sess in self.remote_sessions().await {
+                let models: Vec<OfferedModel> = serde_json::from_value(sess.models.clone()).unwrap_or_default();
+                if models.iter().any(|m| m.public_id == model) && !tried.contains(&sess.node_id) && self.tunnels.get(&sess.node_id).is_none() && self.node_fresh(&sess.node_id).await {
+                    remote.push((sess, models));
+                }
+            }
+            if serving.is_empty() && remote.is_empty() {
                 return Err(ControlError::ModelNotFound(model.to_string()));
             }
             let mut spare: Vec<Arc<Tunnel>> = serving.into_iter().filter(|t| t.in_flight.load(Ordering::Acquire) < t.max_concurrent).collect();
@@ -252,9 +318,16 @@ impl Gateway {
                 let t = spare.swap_remove(i);
                 let prev = t.in_flight.fetch_add(1, Ordering::AcqRel);
                 if prev < t.max_concurrent {
-                    return Ok(Slot { gw: self.clone(), tunnel: t });
+                    let node = NodeRef { node_id: t.node_id, public_key: t.public_key, models: t.models.clone() };
+                    return Ok(Target { node, via: Via::Local(Slot { gw: self.clone(), tunnel: t }) });
                 }
                 t.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            if !remote.is_empty() {
+                let (sess, models) = remote.swap_remove(rand::random::<usize>() % remote.len());
+                if let Ok(Some(n)) = self.cp.store().node(&sess.node_id).await {
+                    return Ok(Target { node: NodeRef { node_id: sess.node_id, public_key: n.public_key, models }, via: Via::Remote(sess.replica_url) });
+                }
             }
             if queued.is_none() {
                 let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -291,7 +364,7 @@ impl Gateway {
         let mut tried = Vec::new();
         let mut last_error = String::from("no node took the request");
         for attempt in 0..self.config.max_attempts {
-            let slot = match self.pick(&a.model, &tried).await {
+            let target = match self.pick(&a.model, &tried).await {
                 Ok(s) => s,
                 Err(e) if attempt > 0 && matches!(e, ControlError::ModelNotFound(_)) => break,
                 Err(e) => {
@@ -299,16 +372,16 @@ impl Gateway {
                     return Err(e);
                 }
             };
-            let t = slot.tunnel.clone();
-            tried.push(t.node_id);
-            let Some(offered) = t.models.iter().find(|m| m.public_id == a.model).cloned() else { continue };
+            let node = target.node.clone();
+            tried.push(node.node_id);
+            let Some(offered) = node.models.iter().find(|m| m.public_id == a.model).cloned() else { continue };
             let now = unix_now_ms();
             let ticket = RequestTicket::sign(
                 &self.ticket_key,
                 TicketFields {
                     request_id: RequestId(rand::random()),
                     gateway_id: self.id.clone(),
-                    node_id: t.node_id,
+                    node_id: node.node_id,
                     model_id: offered.node_model_id.clone(),
                     price: self.config.price,
                     max_price_micro_credits: worst,
@@ -321,19 +394,12 @@ impl Gateway {
             )
             .map_err(|e| ControlError::Invalid { field: "model", reason: e.to_string() })?;
             v["model"] = Value::String(offered.node_model_id.clone());
-            let upstream = axum::http::Request::builder()
-                .method("POST")
-                .uri(path)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(TICKET_HEADER, ticket.to_header())
-                .body(Body::from(serde_json::to_vec(&v).unwrap_or_default()))
-                .map_err(|e| ControlError::Invalid { field: "request", reason: e.to_string() })?;
-            let mut sender = t.sender().await;
-            let resp = match sender.send_request(upstream).await {
-                Ok(r) => r,
+            let payload = serde_json::to_vec(&v).unwrap_or_default();
+            let (resp, slot) = match self.send(&target.via, &node, path, &ticket, payload).await {
+                Ok(r) => (r, match target.via { Via::Local(s) => Some(s), Via::Remote(_) => None }),
                 Err(e) => {
-                    last_error = format!("node {} failed before answering: {e}", t.node_id);
-                    tracing::warn!(node = %t.node_id, error = %e, "gateway: tunnel request failed; trying another node");
+                    last_error = format!("node {} failed before answering: {e}", node.node_id);
+                    tracing::warn!(node = %node.node_id, error = %e, "gateway: request to the node failed; trying another node");
                     self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -342,7 +408,7 @@ impl Gateway {
             // The node is busy, unavailable, or refuses the ticket (outside its schedule, past
             // its daily budget, below its price floor): another node may take it.
             if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                last_error = format!("node {} answered {status}", t.node_id);
+                last_error = format!("node {} answered {status}", node.node_id);
                 self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -357,13 +423,13 @@ impl Gateway {
             }
             if a.stream {
                 self.metrics.count("streamed");
-                return Ok(self.clone().stream_back(resp, slot, hold, ticket));
+                return Ok(self.clone().stream_back(resp, slot, node, hold, ticket));
             }
             let receipt = resp.headers().get(RECEIPT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
             let bytes = match tokio::time::timeout(std::time::Duration::from_secs(600), resp.into_body().collect()).await {
                 Ok(Ok(c)) => c.to_bytes(),
                 _ => {
-                    last_error = format!("node {} failed while answering", t.node_id);
+                    last_error = format!("node {} failed while answering", node.node_id);
                     continue;
                 }
             };
@@ -372,10 +438,11 @@ impl Gateway {
             }
             let mut out = Response::new(Body::from(bytes));
             out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            if let Ok(v) = HeaderValue::from_str(&t.node_id.to_text()) {
+            if let Ok(v) = HeaderValue::from_str(&node.node_id.to_text()) {
                 out.headers_mut().insert("x-b3iq-node", v);
             }
-            match self.settle_from(receipt.as_deref(), &ticket, &t, &mut hold).await {
+            drop(slot);
+            match self.settle_from(receipt.as_deref(), &ticket, &node, &mut hold).await {
                 Some(id) => {
                     if let Ok(v) = HeaderValue::from_str(&id) {
                         out.headers_mut().insert("x-b3iq-receipt-id", v);
@@ -390,10 +457,91 @@ impl Gateway {
         Err(ControlError::Upstream(format!("{last_error}; retry")))
     }
 
+    /// Sends a ticketed request to the node: over its tunnel here, or through the replica that
+    /// holds it. The answer's body streams.
+    async fn send(&self, via: &Via, node: &NodeRef, path: &str, ticket: &RequestTicket, payload: Vec<u8>) -> std::result::Result<axum::http::Response<Body>, String> {
+        match via {
+            Via::Local(slot) => {
+                let upstream = axum::http::Request::builder()
+                    .method("POST")
+                    .uri(path)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(TICKET_HEADER, ticket.to_header())
+                    .body(Body::from(payload))
+                    .map_err(|e| e.to_string())?;
+                let mut sender = slot.tunnel.sender().await;
+                sender.send_request(upstream).await.map(|r| r.map(Body::new)).map_err(|e| e.to_string())
+            }
+            Via::Remote(url) => {
+                let c = self.relay_client.as_ref().ok_or("no replica client")?;
+                let r = c
+                    .post(format!("{url}/v1/internal/relay/{}{path}", node.node_id.to_text()))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(TICKET_HEADER, ticket.to_header())
+                    .body(payload)
+                    .send()
+                    .await
+                    .map_err(|e| format!("relay to {url}: {e}"))?;
+                let mut b = axum::http::Response::builder().status(r.status().as_u16());
+                for (k, v) in r.headers() {
+                    if [header::CONTENT_TYPE.as_str(), RECEIPT_HEADER].contains(&k.as_str()) {
+                        b = b.header(k.as_str(), v.as_bytes());
+                    }
+                }
+                b.body(Body::from_stream(r.bytes_stream())).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The relay of another replica's request to a tunnel held here: the ticket (signed with
+    /// the shared ticket key, for this node) is the authority; the answer streams back as the
+    /// node sent it (receipt included), and the requesting replica settles.
+    async fn relay(self: Arc<Self>, node: &str, path: &'static str, req: Request) -> Result<Response> {
+        let now = unix_now_ms();
+        let node_id = b3iq_core::NodeId::parse(node).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
+        let raw = req.headers().get(TICKET_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let ticket = RequestTicket::from_header(raw.as_deref().unwrap_or("")).map_err(|e| ControlError::Unauthorized(format!("relay: {e}")))?;
+        ticket
+            .verify_for(&self.ticket_key.public(), &self.id, &node_id, now, 30_000)
+            .map_err(|e| ControlError::Unauthorized(format!("relay: {e}")))?;
+        let t = self.tunnels.get(&node_id).ok_or_else(|| ControlError::Busy { message: "the node's tunnel is no longer here".into(), retry_after_s: 1 })?;
+        if t.in_flight.fetch_add(1, Ordering::AcqRel) >= t.max_concurrent {
+            t.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(ControlError::Busy { message: "the node's network share is busy".into(), retry_after_s: 1 });
+        }
+        let slot = Slot { gw: self.clone(), tunnel: t.clone() };
+        let body = axum::body::to_bytes(req.into_body(), self.config.max_body_bytes).await.map_err(|_| ControlError::TooLarge(self.config.max_body_bytes))?;
+        let nref = NodeRef { node_id, public_key: t.public_key, models: t.models.clone() };
+        let resp = self.send(&Via::Local(slot), &nref, path, &ticket, body.to_vec()).await.map_err(ControlError::Upstream)?;
+        // The slot went with `Via::Local` above and was dropped after the send; hold a new place
+        // while the answer streams, so this replica's accounting matches the tunnel's use.
+        t.in_flight.fetch_add(1, Ordering::AcqRel);
+        let held = Slot { gw: self.clone(), tunnel: t };
+        let (parts, body) = resp.into_parts();
+        let stream = futures_util::stream::unfold((body, Some(held)), |(mut body, held)| async move {
+            match body.frame().await {
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => Some((Ok::<Bytes, std::io::Error>(d), (body, held))),
+                    Err(_) => Some((Ok(Bytes::new()), (body, held))),
+                },
+                Some(Err(e)) => Some((Err(std::io::Error::other(e.to_string())), (body, None))),
+                None => None,
+            }
+        });
+        let mut out = Response::new(Body::from_stream(stream));
+        *out.status_mut() = parts.status;
+        for k in [header::CONTENT_TYPE.as_str(), RECEIPT_HEADER] {
+            if let Some(v) = parts.headers.get(k) {
+                out.headers_mut().insert(axum::http::HeaderName::from_static(if k == RECEIPT_HEADER { RECEIPT_HEADER } else { "content-type" }), v.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// Checks a node's receipt (hex of its encoding) against the ticket and settles the hold
     /// with its price. Returns the receipt id, or `None` (the node is not paid; the hold is
     /// released when dropped).
-    async fn settle_from(&self, hex_receipt: Option<&str>, ticket: &RequestTicket, t: &Tunnel, hold: &mut Hold) -> Option<String> {
+    async fn settle_from(&self, hex_receipt: Option<&str>, ticket: &RequestTicket, t: &NodeRef, hold: &mut Hold) -> Option<String> {
         let checked = hex_receipt
             .ok_or_else(|| "no receipt".to_string())
             .and_then(|h| hex::decode(h.trim()).map_err(|e| e.to_string()))
@@ -423,19 +571,20 @@ impl Gateway {
 
     /// Streams a node's SSE answer to the client, taking the receipt comment out and settling
     /// with it; a failure after the first byte ends the stream with an error event.
-    fn stream_back(self: Arc<Self>, resp: hyper::Response<hyper::body::Incoming>, slot: Slot, hold: Hold, ticket: RequestTicket) -> Response {
+    fn stream_back(self: Arc<Self>, resp: axum::http::Response<Body>, slot: Option<Slot>, target: NodeRef, hold: Hold, ticket: RequestTicket) -> Response {
         struct S {
             gw: Arc<Gateway>,
-            body: hyper::body::Incoming,
+            body: Body,
             buf: Vec<u8>,
             out: VecDeque<Bytes>,
-            slot: Slot,
+            _slot: Option<Slot>,
+            target: NodeRef,
             hold: Hold,
             ticket: RequestTicket,
             ended: bool,
         }
-        let node = slot.tunnel.node_id;
-        let init = S { gw: self, body: resp.into_body(), buf: Vec::new(), out: VecDeque::new(), slot, hold, ticket, ended: false };
+        let node = target.node_id;
+        let init = S { gw: self, body: resp.into_body(), buf: Vec::new(), out: VecDeque::new(), _slot: slot, target, hold, ticket, ended: false };
         let stream = futures_util::stream::unfold(init, |mut s| async move {
             loop {
                 if let Some(b) = s.out.pop_front() {
@@ -454,8 +603,8 @@ impl Gateway {
                             let event: Vec<u8> = s.buf.drain(..end + 2).collect();
                             if event.starts_with(RECEIPT_SSE_PREFIX.as_bytes()) {
                                 let hex_receipt = String::from_utf8_lossy(&event[RECEIPT_SSE_PREFIX.len()..]).trim().to_string();
-                                let (gw, ticket, tunnel) = (s.gw.clone(), s.ticket.clone(), s.slot.tunnel.clone());
-                                if gw.settle_from(Some(&hex_receipt), &ticket, &tunnel, &mut s.hold).await.is_none() {
+                                let (gw, ticket, target) = (s.gw.clone(), s.ticket.clone(), s.target.clone());
+                                if gw.settle_from(Some(&hex_receipt), &ticket, &target, &mut s.hold).await.is_none() {
                                     gw.metrics.count("no_receipt");
                                 }
                             } else {
@@ -464,7 +613,7 @@ impl Gateway {
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(node = %s.slot.tunnel.node_id, error = %e, "gateway: the node failed mid-stream");
+                        tracing::warn!(node = %s.target.node_id, error = %e, "gateway: the node failed mid-stream");
                         s.out.push_back(Bytes::from_static(b"data: {\"error\":{\"message\":\"the serving node failed mid-stream; the request was not charged past its receipt\",\"type\":\"server_error\",\"code\":\"upstream_failed\"}}\n\n"));
                         s.ended = true;
                     }

@@ -28,11 +28,15 @@ use crate::store::{ChallengeRow, NodeStatus, Refusal};
 
 /// PING interval and timeout on tunnels.
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// How often a replica refreshes its tunnel sessions in the store.
+pub const SESSION_REFRESH: Duration = Duration::from_secs(5);
+/// A session not refreshed for this long is ignored by other replicas.
+pub const SESSION_STALE_MS: u64 = 15_000;
 /// How long a tunnel challenge stays valid.
 pub const CHALLENGE_TTL_MS: u64 = 60_000;
 
 /// A model as a tunnel offers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OfferedModel {
     /// The public model id (the catalog profile id of its artifact).
     pub public_id: String,
@@ -202,14 +206,41 @@ impl super::Gateway {
             send: tokio::sync::Mutex::new(send),
         });
         tracing::info!(node = %hello.node_id, models = tunnel.models.len(), share = hello.max_concurrent, epoch, "tunnel open");
+        let session = self.config.replica_url.as_ref().map(|url| crate::store::TunnelSession {
+            node_id: hello.node_id,
+            replica_url: url.clone(),
+            epoch,
+            max_concurrent: hello.max_concurrent,
+            models: serde_json::to_value(&tunnel.models).unwrap_or_default(),
+            updated_at_ms: now_ms,
+        });
         self.tunnels.insert(tunnel);
         self.capacity.notify_waiters();
-        if let Err(e) = conn.await {
-            tracing::info!(node = %hello.node_id, error = %e, "tunnel closed");
-        } else {
-            tracing::info!(node = %hello.node_id, "tunnel closed");
+        // With replicas: say in the store that this replica holds the tunnel, refreshed while it
+        // lives, so requests landing elsewhere are relayed here.
+        tokio::pin!(conn);
+        let mut refresh = tokio::time::interval(SESSION_REFRESH);
+        let r = loop {
+            tokio::select! {
+                r = &mut conn => break r,
+                _ = refresh.tick(), if session.is_some() => {
+                    if let Some(s) = &session {
+                        let s = crate::store::TunnelSession { updated_at_ms: b3iq_host::context::unix_now_ms(), ..s.clone() };
+                        if let Err(e) = self.cp.store().put_tunnel_session(&s).await {
+                            tracing::warn!(error = %e, "gateway: cannot record a tunnel session");
+                        }
+                    }
+                }
+            }
+        };
+        match r {
+            Err(e) => tracing::info!(node = %hello.node_id, error = %e, "tunnel closed"),
+            Ok(()) => tracing::info!(node = %hello.node_id, "tunnel closed"),
         }
         self.tunnels.remove(&hello.node_id, epoch);
+        if let Some(s) = &session {
+            let _ = self.cp.store().drop_tunnel_session(&s.node_id, &s.replica_url, s.epoch).await;
+        }
     }
 }
 

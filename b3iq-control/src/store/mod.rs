@@ -560,4 +560,31 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Checks the whole ledger in one snapshot (see [`LedgerCheck`]).
     async fn ledger_check(&self) -> Result<LedgerCheck>;
 
+
+    // ---- gateway replicas (`crate::gateway::tunnel`) ---------------------------------------
+
+    /// Records (or replaces) which replica holds a node's tunnel.
+    async fn put_tunnel_session(&self, t: &TunnelSession) -> Result<()>;
+    /// Forgets a node's tunnel session if it is still the one of `replica_url` and `epoch`.
+    async fn drop_tunnel_session(&self, node: &NodeId, replica_url: &str, epoch: u64) -> Result<()>;
+    /// Tunnel sessions refreshed at or after `since_ms`.
+    async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>>;
+}
+
+/// Which gateway replica holds a node's tunnel (`tunnel_sessions`), so a request that lands on
+/// another replica is relayed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelSession {
+    /// The node.
+    pub node_id: NodeId,
+    /// The replica's internal base URL (`https://host:port`).
+    pub replica_url: String,
+    /// The tunnel's epoch on that replica.
+    pub epoch: u64,
+    /// The node's network share.
+    pub max_concurrent: u32,
+    /// The offered models as JSON (`[{"public_id", "node_model_id", "digest"}]`).
+    pub models: serde_json::Value,
+    /// Last refresh, unix ms (replicas refresh their sessions every few seconds).
+    pub updated_at_ms: u64,
 }

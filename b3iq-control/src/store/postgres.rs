@@ -210,6 +210,18 @@ const MIGRATIONS: &[&str] = &[
         spent_total BIGINT NOT NULL DEFAULT 0 CHECK (spent_total >= 0)
     );
     "#,
+    // 6: which gateway replica holds each node's tunnel.
+    r#"
+    CREATE TABLE tunnel_sessions (
+        node_id TEXT PRIMARY KEY,
+        replica_url TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        max_concurrent BIGINT NOT NULL,
+        models TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX tunnel_sessions_updated ON tunnel_sessions(updated_at_ms);
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -1306,5 +1318,45 @@ impl ControlStore for PostgresStore {
         input.transactions = q("SELECT COUNT(*) FROM ledger_tx".into()).await?.first().map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0);
         tx.commit().await.map_err(db("ledger check"))?;
         Ok(input.check())
+    }
+
+    // ---- gateway replicas -----------------------------------------------------------------
+
+    async fn put_tunnel_session(&self, t: &TunnelSession) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO tunnel_sessions(node_id, replica_url, epoch, max_concurrent, models, updated_at_ms) VALUES ($1,$2,$3,$4,$5,$6)
+             ON CONFLICT (node_id) DO UPDATE SET replica_url = excluded.replica_url, epoch = excluded.epoch, max_concurrent = excluded.max_concurrent, models = excluded.models, updated_at_ms = excluded.updated_at_ms",
+            &[&t.node_id.to_text(), &t.replica_url, &ms(t.epoch), &i64::from(t.max_concurrent), &t.models.to_string(), &ms(t.updated_at_ms)],
+        )
+        .await
+        .map_err(db("tunnel session"))?;
+        Ok(())
+    }
+
+    async fn drop_tunnel_session(&self, node: &NodeId, replica_url: &str, epoch: u64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM tunnel_sessions WHERE node_id = $1 AND replica_url = $2 AND epoch = $3", &[&node.to_text(), &replica_url, &ms(epoch)]).await.map_err(db("tunnel session"))?;
+        Ok(())
+    }
+
+    async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>> {
+        let c = self.client().await?;
+        c.query("SELECT node_id, replica_url, epoch, max_concurrent, models, updated_at_ms FROM tunnel_sessions WHERE updated_at_ms >= $1 ORDER BY node_id", &[&ms(since_ms)])
+            .await
+            .map_err(db("tunnel sessions"))?
+            .iter()
+            .map(|r| {
+                let n: &str = r.get(0);
+                Ok(TunnelSession {
+                    node_id: NodeId::parse(n).map_err(|_| ControlError::Store(format!("the database holds an invalid node id {n:?} in tunnel_sessions")))?,
+                    replica_url: r.get(1),
+                    epoch: r.get::<_, i64>(2) as u64,
+                    max_concurrent: u32::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+                    models: serde_json::from_str(r.get::<_, &str>(4)).map_err(|e| ControlError::store("tunnel session models", e))?,
+                    updated_at_ms: r.get::<_, i64>(5) as u64,
+                })
+            })
+            .collect()
     }
 }

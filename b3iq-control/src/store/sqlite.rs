@@ -206,6 +206,18 @@ const MIGRATIONS: &[&str] = &[
         spent_total INTEGER NOT NULL DEFAULT 0 CHECK (spent_total >= 0)
     );
     "#,
+    // 6: which gateway replica holds each node's tunnel.
+    r#"
+    CREATE TABLE tunnel_sessions (
+        node_id TEXT PRIMARY KEY,
+        replica_url TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        max_concurrent BIGINT NOT NULL,
+        models TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX tunnel_sessions_updated ON tunnel_sessions(updated_at_ms);
+    "#,
 ];
 
 /// The SQLite store.
@@ -1378,6 +1390,57 @@ impl ControlStore for SqliteStore {
             }
             input.transactions = tx.query_row("SELECT COUNT(*) FROM ledger_tx", [], |r| r.get::<_, i64>(0)).map_err(db("ledger check"))? as u64;
             Ok(input.check())
+        })
+        .await
+    }
+
+    // ---- gateway replicas -----------------------------------------------------------------
+
+    async fn put_tunnel_session(&self, t: &TunnelSession) -> Result<()> {
+        let t = t.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO tunnel_sessions(node_id, replica_url, epoch, max_concurrent, models, updated_at_ms) VALUES (?1,?2,?3,?4,?5,?6)
+                 ON CONFLICT(node_id) DO UPDATE SET replica_url = excluded.replica_url, epoch = excluded.epoch, max_concurrent = excluded.max_concurrent, models = excluded.models, updated_at_ms = excluded.updated_at_ms",
+                params![t.node_id.to_text(), t.replica_url, ms(t.epoch), i64::from(t.max_concurrent), t.models.to_string(), ms(t.updated_at_ms)],
+            )
+            .map_err(db("tunnel session"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn drop_tunnel_session(&self, node: &NodeId, replica_url: &str, epoch: u64) -> Result<()> {
+        let (id, url) = (node.to_text(), replica_url.to_string());
+        self.run(move |c| {
+            c.execute("DELETE FROM tunnel_sessions WHERE node_id = ?1 AND replica_url = ?2 AND epoch = ?3", params![id, url, ms(epoch)]).map_err(db("tunnel session"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>> {
+        self.run(move |c| {
+            let mut st = c
+                .prepare("SELECT node_id, replica_url, epoch, max_concurrent, models, updated_at_ms FROM tunnel_sessions WHERE updated_at_ms >= ?1 ORDER BY node_id")
+                .map_err(db("tunnel sessions"))?;
+            let rows = st
+                .query_map([ms(since_ms)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?, r.get::<_, i64>(5)?)))
+                .map_err(db("tunnel sessions"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db("tunnel sessions"))?;
+            rows.into_iter()
+                .map(|(n, url, epoch, mc, models, at)| {
+                    Ok(TunnelSession {
+                        node_id: NodeId::parse(&n).map_err(|_| ControlError::Store(format!("control.db holds an invalid node id {n:?} in tunnel_sessions")))?,
+                        replica_url: url,
+                        epoch: epoch as u64,
+                        max_concurrent: u32::try_from(mc).unwrap_or(0),
+                        models: serde_json::from_str(&models).map_err(|e| ControlError::store("tunnel session models", e))?,
+                        updated_at_ms: at as u64,
+                    })
+                })
+                .collect()
         })
         .await
     }
