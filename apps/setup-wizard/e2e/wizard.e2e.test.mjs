@@ -503,6 +503,70 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await shot('mode-managed-approved');
   });
 
+  await step(t, 'network mode: set the policy in the Mode step, save it, choose Network, the tunnel to the gateway connects', async () => {
+    const apiGet = (path) => page.evaluate(async (p) => {
+      const r = await fetch(p, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      return { status: r.status, body: await r.json() };
+    }, path);
+    const panel = page.getByTestId('network-panel');
+    await panel.waitFor();
+    assert.ok(await page.locator('input[name=mode][value=network]').isEnabled(), 'network mode is selectable once enrolled');
+    await panel.getByTestId('tunnel-state').getByText('Off').waitFor();
+    const servedModel = (await apiGet('/api/node')).body.models[0].id;
+
+    // One window, Monday to Saturday, the whole UTC day (so nothing is refused while the test runs).
+    await panel.getByRole('button', { name: 'Add a time window' }).click();
+    await panel.getByRole('checkbox', { name: 'Saturday' }).check();
+    await panel.getByLabel('From (UTC)').selectOption('0');
+    await panel.getByLabel('Until (UTC)').selectOption('24');
+    await panel.getByLabel('Max tokens per day').fill('100000');
+    await panel.getByLabel('Max concurrent network requests').fill('2');
+    await panel.getByRole('checkbox', { name: servedModel }).check();
+    await panel.getByLabel('Prompt, per 1,000 tokens').fill('0.001');
+    await panel.getByLabel('Completion, per 1,000 tokens').fill('0.002');
+    await panel.getByLabel('Per request').fill('0.000001');
+    // The form refuses a price the node could not store as whole micro-credits, before sending.
+    await panel.getByLabel('Prompt, per 1,000 tokens').fill('0.0000000001');
+    await panel.getByRole('button', { name: 'Save network policy' }).click();
+    await panel.getByText(/at most 9 decimals/).waitFor();
+    await panel.getByLabel('Prompt, per 1,000 tokens').fill('0.001');
+    await panel.getByRole('button', { name: 'Save network policy' }).click();
+    await panel.getByText('Network policy saved').waitFor();
+    await shot('mode-network-policy-saved');
+
+    const saved = await apiGet('/api/network');
+    assert.equal(saved.status, 200);
+    assert.deepEqual(saved.body.policy, {
+      schedule: [{ days: [0, 1, 2, 3, 4, 5], start_hour: 0, end_hour: 24 }],
+      max_tokens_per_day: 100000,
+      max_concurrent: 2,
+      models: [servedModel],
+      price_floor: { prompt_per_1m_tokens: 1_000_000, completion_per_1m_tokens: 2_000_000, per_request: 1 },
+    }, 'GET /api/network returns the policy as the wizard saved it');
+    assert.equal(saved.body.offered_concurrency, 2);
+    assert.equal(await panel.getByTestId('offered-concurrency').innerText(), '2');
+
+    // After a reload of the screen the form shows what the node stored.
+    await page.getByRole('link', { name: 'Overview', exact: true }).click();
+    await page.getByRole('link', { name: 'Mode', exact: true }).click();
+    await panel.waitFor();
+    assert.equal(await panel.getByLabel('Completion, per 1,000 tokens').inputValue(), '0.002');
+    assert.equal(await panel.getByLabel('Per request').inputValue(), '0.000001');
+
+    // A controlled radio: it shows checked once the node has answered POST /api/mode.
+    await page.locator('input[name=mode][value=network]').click();
+    await waitFor('the Mode step to show network mode on', () => page.locator('input[name=mode][value=network]').isChecked(), 15_000);
+    assert.equal((await apiGet('/api/mode')).body.mode, 'network');
+    // The control plane runs the gateway: the node dials it and the panel (refreshed every 3 s) says so.
+    await panel.getByTestId('tunnel-state').getByText('Connected').waitFor({ timeout: 60_000 });
+    const line = await panel.getByTestId('tunnel-state').innerText();
+    const tunnel = (await apiGet('/api/network')).body.tunnel;
+    assert.equal(tunnel.state, 'connected');
+    assert.ok(line.includes(`to gateway ${tunnel.gateway_id} since`), `the panel names the gateway: ${line}`);
+    assert.match(await panel.getByTestId('network-today').innerText(), /^0 requests · 0 tokens · 0\.000000 credits earned$/);
+    await shot('mode-network-connected');
+  });
+
   assert.deepEqual(consoleProblems.filter((m) => !/status of 401/.test(m)), [], 'no console errors or CSP violations');
   assert.deepEqual(a11yProblems, [], 'no serious or critical accessibility violations (axe-core) on any screen');
 });

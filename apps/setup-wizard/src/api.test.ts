@@ -158,3 +158,47 @@ describe('normalizers', () => {
     expect(toJob({ id: 'j', state: 'failed', error: { message: 'disk full' } }).error).toBe('disk full');
   });
 });
+
+describe('network', () => {
+  const wire = {
+    policy: {
+      schedule: [{ days: [0, 1, 2, 3, 4], start_hour: 9, end_hour: 17 }],
+      max_tokens_per_day: null, max_concurrent: 2, models: ['smollm2'],
+      price_floor: { prompt_per_1m_tokens: 1_500_000, completion_per_1m_tokens: 3_000_000, per_request: 0 },
+    },
+    offered_concurrency: 2, models: ['smollm2'],
+    tunnel: { state: 'connected', gateway_id: 'gw-1', since_ms: 1764640000000, error: null },
+    today: { requests: 3, tokens: 120, earned_micro_credits: 420 },
+  };
+
+  it('GET /api/mode carries the network object, normalised', async () => {
+    const api = new Api(async () => json(200, { mode: 'network', managed: null, network: wire, modes: [] }));
+    const m = await api.mode();
+    expect(m.network).toEqual(wire);
+  });
+
+  it('PUT /api/network sends the policy as JSON integers and reads the answer', async () => {
+    const f = vi.fn(async () => json(200, wire));
+    const out = await new Api(f).setNetwork(wire.policy);
+    const [path, init] = f.mock.calls[0] as unknown as [string, RequestInit];
+    expect(path).toBe('/api/network');
+    expect(init.method).toBe('PUT');
+    expect(JSON.parse(init.body as string)).toEqual(wire.policy);
+    expect(out.tunnel.gateway_id).toBe('gw-1');
+  });
+
+  it('never trusts a non-integer or unsafe amount from the wire', async () => {
+    const bad = { ...wire, today: { requests: 1.5, tokens: -1, earned_micro_credits: 2 ** 60 }, policy: { ...wire.policy, schedule: [{ days: [7, 2, 'x'], start_hour: 9, end_hour: 17 }] } };
+    const n = await new Api(async () => json(200, bad)).network();
+    expect(n.today).toEqual({ requests: 0, tokens: 0, earned_micro_credits: 0 });
+    expect(n.policy.schedule[0]!.days).toEqual([2]);
+  });
+
+  it('passes the API error on (400 invalid_parameter with the node\'s message)', async () => {
+    const api = new Api(async () => json(400, { error: { message: 'max_concurrent must be 1 to 1024', type: 'invalid_request_error', code: 'invalid_parameter' } }));
+    const e = (await api.setNetwork({ ...wire.policy, max_concurrent: 0 }).catch((x: unknown) => x)) as ApiError;
+    expect(e.status).toBe(400);
+    expect(e.code).toBe('invalid_parameter');
+    expect(e.message).toBe('max_concurrent must be 1 to 1024');
+  });
+});

@@ -298,6 +298,64 @@ export interface ModeInfo {
   mode: string;
   modes: { mode: string; selectable: boolean; reason?: string }[];
   managed?: ManagedInfo | null;
+  /** The network policy and the tunnel (present from the node version that has network mode). */
+  network?: NetworkInfo | null;
+}
+
+/** A window of the week in which network requests are served, in UTC. */
+export interface ScheduleWindow {
+  /** 0 = Monday .. 6 = Sunday; empty: every day. */
+  days: number[];
+  /** First hour served, 0-23 (UTC). */
+  start_hour: number;
+  /** First hour no longer served, 1-24 (UTC), above start_hour. */
+  end_hour: number;
+}
+
+/** The least price a network request must pay; integer micro-credits. */
+export interface PriceFloor {
+  prompt_per_1m_tokens: number;
+  completion_per_1m_tokens: number;
+  per_request: number;
+}
+
+/** The owner's network policy (`PUT /api/network` body). Every number is an integer. */
+export interface NetworkPolicy {
+  /** Empty: always. */
+  schedule: ScheduleWindow[];
+  /** Prompt + completion tokens per UTC day; null: no limit. */
+  max_tokens_per_day: number | null;
+  /** Network requests at once (the node keeps one slot for local keys). */
+  max_concurrent: number;
+  /** Model ids offered to the network; empty: every served model. */
+  models: string[];
+  price_floor: PriceFloor;
+}
+
+/** The tunnel to the hosted gateway. */
+export interface TunnelStatus {
+  state: 'connected' | 'connecting' | 'down' | 'off' | string;
+  gateway_id: string | null;
+  since_ms: number;
+  error: string | null;
+}
+
+/** Network requests served today (UTC day), from the node's receipts. */
+export interface NetworkToday {
+  requests: number;
+  tokens: number;
+  earned_micro_credits: number;
+}
+
+/** `GET /api/network`, and `network` in `GET /api/mode`. */
+export interface NetworkInfo {
+  policy: NetworkPolicy;
+  /** What the node offers now: the policy's max_concurrent, at most the runtime's slots minus one. */
+  offered_concurrency: number;
+  /** Models the tunnel offers now (served and allowed by the policy). */
+  models: string[];
+  tunnel: TunnelStatus;
+  today: NetworkToday;
 }
 
 export function toManaged(v: unknown): ManagedInfo | null {
@@ -498,6 +556,45 @@ export function toGrant(v: unknown): SupportGrant {
   };
 }
 
+/** A non-negative safe integer (u64 amounts above 2^53 cannot be carried exactly by JSON numbers). */
+const uint = (v: unknown): number | undefined => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined);
+
+export function toNetworkPolicy(v: unknown): NetworkPolicy {
+  const o = obj(v);
+  const pf = obj(o.price_floor);
+  return {
+    schedule: arr(o.schedule).map((w) => {
+      const x = obj(w);
+      return {
+        days: arr(x.days).filter((d): d is number => Number.isInteger(d) && (d as number) >= 0 && (d as number) <= 6),
+        start_hour: uint(x.start_hour) ?? 0,
+        end_hour: uint(x.end_hour) ?? 24,
+      };
+    }),
+    max_tokens_per_day: uint(o.max_tokens_per_day) ?? null,
+    max_concurrent: uint(o.max_concurrent) ?? 1,
+    models: strs(o.models),
+    price_floor: {
+      prompt_per_1m_tokens: uint(pf.prompt_per_1m_tokens) ?? 0,
+      completion_per_1m_tokens: uint(pf.completion_per_1m_tokens) ?? 0,
+      per_request: uint(pf.per_request) ?? 0,
+    },
+  };
+}
+
+export function toNetwork(v: unknown): NetworkInfo | null {
+  if (!isObj(v)) return null;
+  const t = obj(v.tunnel);
+  const d = obj(v.today);
+  return {
+    policy: toNetworkPolicy(v.policy),
+    offered_concurrency: uint(v.offered_concurrency) ?? 0,
+    models: strs(v.models),
+    tunnel: { state: str(t.state) || 'off', gateway_id: str(t.gateway_id) ?? null, since_ms: uint(t.since_ms) ?? 0, error: str(t.error) ?? null },
+    today: { requests: uint(d.requests) ?? 0, tokens: uint(d.tokens) ?? 0, earned_micro_credits: uint(d.earned_micro_credits) ?? 0 },
+  };
+}
+
 function toUsage(v: unknown): Usage {
   const o = obj(v);
   const point = (p: unknown) => {
@@ -642,11 +739,26 @@ export class Api {
         return { mode: str(x.mode) ?? '', selectable: x.selectable === true, reason: str(x.reason) };
       }),
       managed: toManaged(o.managed),
+      network: toNetwork(o.network),
     };
   }
 
   async setMode(mode: string): Promise<void> {
     await this.call('POST', '/api/mode', { mode });
+  }
+
+  /** The network policy, what the tunnel offers, its state and today's network earnings. */
+  async network(): Promise<NetworkInfo> {
+    const n = toNetwork(await this.call('GET', '/api/network'));
+    if (!n) throw new ApiError(200, 'The node sent no network policy (GET /api/network).', 'bad_response', 'protocol');
+    return n;
+  }
+
+  /** Replaces the network policy; answers the same object as `network()`. */
+  async setNetwork(policy: NetworkPolicy): Promise<NetworkInfo> {
+    const n = toNetwork(await this.call('PUT', '/api/network', policy));
+    if (!n) throw new ApiError(200, 'The node saved the policy but sent no network object back. Reload to see it.', 'bad_response', 'protocol');
+    return n;
   }
 
   /** Active (not revoked) keys. */

@@ -1,7 +1,7 @@
 import { fireEvent, render, screen, waitFor } from '@testing-library/react';
 import { describe, expect, it, vi } from 'vitest';
-import { Api, type Job, type Models } from './api';
-import { DashboardScreen, HardwareScreen, ModeScreen, ModelScreen, receiptExport, shortId } from './screens';
+import { Api, ApiError, type Job, type ModeInfo, type Models, type NetworkInfo, type NetworkPolicy } from './api';
+import { DashboardScreen, draftFromPolicy, HardwareScreen, ModeScreen, ModelScreen, policyFromDraft, receiptExport, shortId } from './screens';
 
 function fakeApi(methods: Partial<Record<keyof Api, (...a: never[]) => unknown>>): Api {
   const api = new Api(async () => { throw new Error('unexpected network call'); });
@@ -174,6 +174,182 @@ describe('ModeScreen in managed mode', () => {
     render(<ModeScreen api={fakeApi({ mode: async () => ({ mode: 'local', modes: [{ mode: 'local', selectable: true }], managed: null }) })} />);
     expect(await screen.findByText('How this node works')).toBeTruthy();
     expect(screen.queryByTestId('managed-panel')).toBeNull();
+  });
+});
+
+const MANAGED = { audience: 'cp-1', org_id: 'org_a', job_key: 'ab'.repeat(32), expires_at_ms: 1, heartbeat_interval_ms: 1, last_heartbeat: null };
+
+function networkInfo(patch: Partial<NetworkInfo> = {}): NetworkInfo {
+  return {
+    policy: {
+      schedule: [{ days: [0, 1, 2, 3, 4], start_hour: 9, end_hour: 17 }],
+      max_tokens_per_day: 500000, max_concurrent: 2, models: [],
+      price_floor: { prompt_per_1m_tokens: 1_500_000, completion_per_1m_tokens: 3_000_000, per_request: 0 },
+    },
+    offered_concurrency: 2,
+    models: ['smollm2'],
+    tunnel: { state: 'off', gateway_id: null, since_ms: 0, error: null },
+    today: { requests: 3, tokens: 1200, earned_micro_credits: 1_234_567 },
+    ...patch,
+  };
+}
+
+function modeWithNetwork(mode: string, network: NetworkInfo, networkChoice: { selectable: boolean; reason?: string } = { selectable: true }): ModeInfo {
+  return {
+    mode,
+    modes: [{ mode: 'local', selectable: true }, { mode: 'managed', selectable: true }, { mode: 'network', ...networkChoice }],
+    managed: MANAGED,
+    network,
+  };
+}
+
+const NODE = { node_id: 'b3n_x', mode: 'managed', hardware: { gpus: [] }, runtime: { parallel: 4 }, models: [{ id: 'smollm2', loaded: true }, { id: 'qwen-0.5b', loaded: true }] };
+
+/** Every number in a JSON value, at any depth. */
+function numbersIn(v: unknown): number[] {
+  if (typeof v === 'number') return [v];
+  if (Array.isArray(v)) return v.flatMap(numbersIn);
+  if (v && typeof v === 'object') return Object.values(v).flatMap(numbersIn);
+  return [];
+}
+
+describe('ModeScreen network panel', () => {
+  it('shows the tunnel, today in credits with 6 decimals, the offered share, and the policy as saved', async () => {
+    const api = fakeApi({ mode: async () => modeWithNetwork('managed', networkInfo()), node: async () => NODE, jobs: async () => [] });
+    render(<ModeScreen api={api} />);
+    const panel = await screen.findByTestId('network-panel');
+    expect(screen.getByTestId('tunnel-state').textContent).toContain('Off');
+    expect(screen.getByTestId('network-today').textContent).toBe('3 requests · 1200 tokens · 1.234567 credits earned');
+    expect(screen.getByTestId('offered-concurrency').textContent).toBe('2');
+    expect(panel.textContent).toContain('One slot always stays free for your local keys');
+    expect(panel.textContent).toContain('all times UTC');
+    expect((screen.getByRole('checkbox', { name: 'Monday' }) as HTMLInputElement).checked).toBe(true);
+    expect((screen.getByRole('checkbox', { name: 'Saturday' }) as HTMLInputElement).checked).toBe(false);
+    expect((screen.getByLabelText('From (UTC)') as HTMLSelectElement).value).toBe('9');
+    expect((screen.getByLabelText('Until (UTC)') as HTMLSelectElement).value).toBe('17');
+    expect((screen.getByLabelText('Max tokens per day') as HTMLInputElement).value).toBe('500000');
+    expect((screen.getByLabelText('Prompt, per 1,000 tokens') as HTMLInputElement).value).toBe('0.0015');
+    expect((screen.getByLabelText('Completion, per 1,000 tokens') as HTMLInputElement).value).toBe('0.003');
+    // The allowlist offers the served models, none ticked (every model).
+    await screen.findByRole('checkbox', { name: 'qwen-0.5b' });
+    expect((screen.getByRole('checkbox', { name: 'smollm2' }) as HTMLInputElement).checked).toBe(false);
+  });
+
+  it('saves the edited policy with PUT /api/network: integers only, per 1M tokens, days 0 = Monday', async () => {
+    const setNetwork = vi.fn(async (p: NetworkPolicy) => networkInfo({ policy: p, models: ['smollm2'] }));
+    const api = fakeApi({ mode: async () => modeWithNetwork('managed', networkInfo()), node: async () => NODE, jobs: async () => [], setNetwork: setNetwork as never });
+    render(<ModeScreen api={api} />);
+    await screen.findByTestId('network-panel');
+    fireEvent.click(screen.getByRole('checkbox', { name: 'Friday' })); // Mon-Thu now
+    fireEvent.click(screen.getByRole('button', { name: 'Add a time window' }));
+    const starts = screen.getAllByLabelText('From (UTC)');
+    const ends = screen.getAllByLabelText('Until (UTC)');
+    fireEvent.change(starts[1]!, { target: { value: '0' } });
+    fireEvent.change(ends[1]!, { target: { value: '24' } });
+    for (const d of ['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday']) fireEvent.click(screen.getAllByRole('checkbox', { name: d })[1]!);
+    for (const d of ['Saturday', 'Sunday']) fireEvent.click(screen.getAllByRole('checkbox', { name: d })[1]!);
+    fireEvent.change(screen.getByLabelText('Max tokens per day'), { target: { value: '' } });
+    fireEvent.change(screen.getByLabelText('Max concurrent network requests'), { target: { value: '3' } });
+    fireEvent.click(await screen.findByRole('checkbox', { name: 'smollm2' }));
+    // 0.1 + 0.2 in floating point is 0.30000000000000004; typed prices must not drift.
+    fireEvent.change(screen.getByLabelText('Prompt, per 1,000 tokens'), { target: { value: '0.3' } });
+    fireEvent.change(screen.getByLabelText('Completion, per 1,000 tokens'), { target: { value: '0.000000007' } });
+    fireEvent.change(screen.getByLabelText('Per request'), { target: { value: '0.25' } });
+    expect(screen.getByText('Stored as 300000000 micro-credits per 1M tokens.')).toBeTruthy();
+    fireEvent.click(screen.getByRole('button', { name: 'Save network policy' }));
+    await waitFor(() => expect(setNetwork).toHaveBeenCalledTimes(1));
+    const sent = setNetwork.mock.calls[0]![0];
+    expect(sent).toEqual({
+      schedule: [{ days: [0, 1, 2, 3], start_hour: 9, end_hour: 17 }, { days: [5, 6], start_hour: 0, end_hour: 24 }],
+      max_tokens_per_day: null,
+      max_concurrent: 3,
+      models: ['smollm2'],
+      price_floor: { prompt_per_1m_tokens: 300_000_000, completion_per_1m_tokens: 7, per_request: 250_000 },
+    });
+    expect(numbersIn(sent).every(Number.isSafeInteger)).toBe(true);
+    expect(JSON.stringify(sent)).not.toMatch(/\d\.\d|e[+-]?\d/);
+    expect(await screen.findByText('Network policy saved')).toBeTruthy();
+  });
+
+  it('refuses a bad form before sending anything, naming each field', async () => {
+    const setNetwork = vi.fn();
+    const api = fakeApi({ mode: async () => modeWithNetwork('managed', networkInfo()), node: async () => NODE, jobs: async () => [], setNetwork: setNetwork as never });
+    render(<ModeScreen api={api} />);
+    await screen.findByTestId('network-panel');
+    fireEvent.change(screen.getByLabelText('Until (UTC)'), { target: { value: '9' } });
+    fireEvent.change(screen.getByLabelText('Max tokens per day'), { target: { value: '1.5' } });
+    fireEvent.change(screen.getByLabelText('Max concurrent network requests'), { target: { value: '0' } });
+    fireEvent.change(screen.getByLabelText('Prompt, per 1,000 tokens'), { target: { value: '0.0000000001' } });
+    fireEvent.change(screen.getByLabelText('Per request'), { target: { value: '-1' } });
+    fireEvent.click(screen.getByRole('button', { name: 'Save network policy' }));
+    expect(await screen.findByText(/Window 1: “until” must be later than “from”/)).toBeTruthy();
+    expect(screen.getByText(/whole number of tokens/)).toBeTruthy();
+    expect(screen.getByText('Enter a whole number from 1 to 1024.')).toBeTruthy();
+    expect(screen.getByText(/at most 9 decimals/)).toBeTruthy();
+    expect(screen.getByText(/at most 6 decimals/)).toBeTruthy();
+    const conc = screen.getByLabelText('Max concurrent network requests');
+    expect(conc.getAttribute('aria-invalid')).toBe('true');
+    expect(document.getElementById(conc.getAttribute('aria-describedby')!)?.textContent).toBe('Enter a whole number from 1 to 1024.');
+    expect(setNetwork).not.toHaveBeenCalled();
+    // A window with no day ticked is refused too (the API would read it as every day).
+    fireEvent.change(screen.getByLabelText('Until (UTC)'), { target: { value: '17' } });
+    for (const d of ['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday']) fireEvent.click(screen.getByRole('checkbox', { name: d }));
+    fireEvent.click(screen.getByRole('button', { name: 'Save network policy' }));
+    expect(await screen.findByText('Window 1: tick at least one day.')).toBeTruthy();
+    expect(setNetwork).not.toHaveBeenCalled();
+  });
+
+  it('shows the API’s error when the node refuses the policy', async () => {
+    const api = fakeApi({
+      mode: async () => modeWithNetwork('managed', networkInfo()), node: async () => NODE, jobs: async () => [],
+      setNetwork: async () => { throw new ApiError(400, 'at most 32 schedule windows and 16 models', 'invalid_parameter', 'invalid_request_error'); },
+    });
+    render(<ModeScreen api={api} />);
+    await screen.findByTestId('network-panel');
+    fireEvent.click(screen.getByRole('button', { name: 'Save network policy' }));
+    const alert = await screen.findByRole('alert');
+    expect(alert.textContent).toContain('at most 32 schedule windows and 16 models');
+    expect(screen.queryByText('Network policy saved')).toBeNull();
+  });
+
+  it('in network mode: connected to the gateway since when; down with the error', async () => {
+    const since = Date.UTC(2026, 11, 2, 9, 30);
+    const connected = networkInfo({ tunnel: { state: 'connected', gateway_id: 'gw-7f3a', since_ms: since, error: null } });
+    const { unmount } = render(<ModeScreen api={fakeApi({ mode: async () => modeWithNetwork('network', connected), node: async () => NODE, jobs: async () => [], network: async () => connected })} />);
+    const line = await screen.findByTestId('tunnel-state');
+    expect(line.textContent).toBe(`Connected to gateway gw-7f3a since ${new Date(since).toLocaleString()}`);
+    expect(((await screen.findAllByRole('radio')).find((r) => (r as HTMLInputElement).value === 'network') as HTMLInputElement).checked).toBe(true);
+    unmount();
+    const down = networkInfo({ tunnel: { state: 'down', gateway_id: null, since_ms: since, error: 'tunnel refused (HTTP 403): node suspended' } });
+    render(<ModeScreen api={fakeApi({ mode: async () => modeWithNetwork('network', down), node: async () => NODE, jobs: async () => [], network: async () => down })} />);
+    const d = await screen.findByTestId('tunnel-state');
+    expect(d.textContent).toContain('Down');
+    expect(d.textContent).toContain('tunnel refused (HTTP 403): node suspended');
+  });
+
+  it('lets the owner choose network mode when selectable, and shows the reason when not', async () => {
+    const setMode = vi.fn(async () => {});
+    const api = fakeApi({ mode: async () => modeWithNetwork('managed', networkInfo()), node: async () => NODE, jobs: async () => [], setMode: setMode as never });
+    const { container, unmount } = render(<ModeScreen api={api} />);
+    await screen.findByTestId('network-panel');
+    const radio = container.querySelector('input[name=mode][value=network]') as HTMLInputElement;
+    expect(radio.disabled).toBe(false);
+    fireEvent.click(radio);
+    await waitFor(() => expect(setMode).toHaveBeenCalledWith('network'));
+    unmount();
+    const reason = 'network mode keeps one slot for local keys, so it needs "parallel" of at least 2 in config.json (now 1)';
+    const r2 = render(<ModeScreen api={fakeApi({ mode: async () => modeWithNetwork('managed', networkInfo({ offered_concurrency: 0 }), { selectable: false, reason }), node: async () => NODE, jobs: async () => [] })} />);
+    expect((await screen.findByTestId('network-reason')).textContent).toContain(reason);
+    expect((r2.container.querySelector('input[name=mode][value=network]') as HTMLInputElement).disabled).toBe(true);
+  });
+
+  it('draft and policy convert both ways without loss', () => {
+    const p = networkInfo().policy;
+    const { policy, errors } = policyFromDraft(draftFromPolicy(p));
+    expect(errors).toEqual({});
+    expect(policy).toEqual(p);
+    const every = { ...p, schedule: [{ days: [], start_hour: 0, end_hour: 6 }] };
+    expect(policyFromDraft(draftFromPolicy(every)).policy).toEqual(every);
   });
 });
 

@@ -1,10 +1,10 @@
 // Owner screens: hardware review, model, keys, endpoint, mode, dashboard.
 import { useEffect, useRef, useState, type FormEvent } from 'react';
-import { ApiError, jobFraction, type Api, type ApiKey, type Job, type ChatResult, type ModelProfile, type Receipt, type SupportGrant, type ManagedInfo } from './api';
+import { ApiError, jobFraction, type Api, type ApiKey, type Job, type ChatResult, type ModelProfile, type Receipt, type SupportGrant, type ManagedInfo, type NetworkInfo, type NetworkPolicy, type TunnelStatus } from './api';
 import { UsageChart } from './chart';
 import { useLoad } from './hooks';
-import { Badge, CodeBlock, CopyButton, ErrorNotice, Field, ProgressBar, Spinner } from './ui';
-import { formatBytes, formatTime } from './util';
+import { Badge, CodeBlock, CopyButton, ErrorNotice, Field, Notice, ProgressBar, Spinner } from './ui';
+import { creditsPer1kToMicrosPer1m, creditsToMicros, formatCredits, formatBytes, formatScaled, formatTime, microsPer1mToCreditsPer1k } from './util';
 
 /** Long hex ids (receipts are 64 hex chars) shortened for display; the full id stays in `title`. */
 export function shortId(id: string): string {
@@ -515,8 +515,8 @@ const MODE_TEXT: Record<string, { title: string; what: string; shares: string }>
   },
   network: {
     title: 'Network',
-    what: 'Serve paid jobs for others within your schedule and limits, settled on chain against signed receipts.',
-    shares: 'Everything in Managed, plus signed receipts (hashes, token counts, timings) and your stake. Other people’s prompts run on this machine.',
+    what: 'Serve paid requests from the hosted gateway within your schedule and limits, earning credits against your signed receipts.',
+    shares: 'Everything in Managed, plus signed receipts (hashes, token counts, timings, prices). Other people’s prompts run on this machine.',
   },
 };
 
@@ -558,6 +558,15 @@ export function ModeScreen({ api, onNext }: ScreenProps) {
         })}
       </fieldset>
       {mode.data?.managed && <ManagedPanel m={mode.data.managed} />}
+      {mode.data?.network && (mode.data.managed || mode.data.mode === 'network') && (
+        <NetworkPanel
+          api={api}
+          initial={mode.data.network}
+          active={mode.data.mode === 'network'}
+          notSelectable={mode.data.modes.find((m) => m.mode === 'network' && !m.selectable)?.reason}
+          onSaved={() => void mode.reload()}
+        />
+      )}
       {mode.data?.managed && <RemoteJobs api={api} />}
       <NextButton onNext={onNext} label="Finish setup" />
     </section>
@@ -594,6 +603,283 @@ export function ManagedPanel({ m }: { m: ManagedInfo }) {
         </dd></div>
       </dl>
       <p className="muted small">Choosing Local leaves the control plane: its key is no longer trusted here.</p>
+    </div>
+  );
+}
+
+// ------------------------------------------------------------------ network
+
+const DAYS = ['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sunday'];
+const pad2 = (h: number) => String(h).padStart(2, '0');
+
+/** The policy as the form edits it: text as typed, prices in credits per 1,000 tokens. */
+export interface PolicyDraft {
+  windows: { days: boolean[]; start: number; end: number }[];
+  maxTokensPerDay: string;
+  maxConcurrent: string;
+  models: string[];
+  promptPer1k: string;
+  completionPer1k: string;
+  perRequest: string;
+}
+
+export function draftFromPolicy(p: NetworkPolicy): PolicyDraft {
+  return {
+    // A window with no days means every day: shown with all seven checked.
+    windows: p.schedule.map((w) => ({ days: DAYS.map((_, d) => w.days.length === 0 || w.days.includes(d)), start: w.start_hour, end: w.end_hour })),
+    maxTokensPerDay: p.max_tokens_per_day === null ? '' : String(p.max_tokens_per_day),
+    maxConcurrent: String(p.max_concurrent),
+    models: [...p.models],
+    promptPer1k: microsPer1mToCreditsPer1k(p.price_floor.prompt_per_1m_tokens),
+    completionPer1k: microsPer1mToCreditsPer1k(p.price_floor.completion_per_1m_tokens),
+    perRequest: formatScaled(p.price_floor.per_request, 6),
+  };
+}
+
+export type PolicyErrors = Partial<Record<'schedule' | 'maxTokensPerDay' | 'maxConcurrent' | 'models' | 'promptPer1k' | 'completionPer1k' | 'perRequest', string>>;
+
+const WHOLE = /^\s*\d+\s*$/;
+const PRICE_HINT = 'a price of 0 or more credits, with at most 9 decimals';
+
+/**
+ * Checks the form and builds the PUT /api/network body: integers only (prices converted
+ * digit by digit, never through floating point), or the errors by field.
+ */
+export function policyFromDraft(d: PolicyDraft): { policy: NetworkPolicy | null; errors: PolicyErrors } {
+  const errors: PolicyErrors = {};
+  if (d.windows.length > 32) errors.schedule = 'At most 32 time windows.';
+  d.windows.forEach((w, i) => {
+    if (!errors.schedule && !w.days.some(Boolean)) errors.schedule = `Window ${i + 1}: tick at least one day.`;
+    if (!errors.schedule && !(w.end > w.start)) errors.schedule = `Window ${i + 1}: “until” must be later than “from” (UTC, within one day; split a night into two windows).`;
+  });
+  let maxTokens: number | null = null;
+  if (d.maxTokensPerDay.trim() !== '') {
+    const n = WHOLE.test(d.maxTokensPerDay) ? Number(d.maxTokensPerDay) : NaN;
+    if (!Number.isSafeInteger(n) || n < 1) errors.maxTokensPerDay = 'Enter a whole number of tokens (1 or more), or leave it empty for no limit.';
+    else maxTokens = n;
+  }
+  const conc = WHOLE.test(d.maxConcurrent) ? Number(d.maxConcurrent) : NaN;
+  if (!Number.isInteger(conc) || conc < 1 || conc > 1024) errors.maxConcurrent = 'Enter a whole number from 1 to 1024.';
+  if (d.models.length > 16) errors.models = 'At most 16 models.';
+  const prompt = creditsPer1kToMicrosPer1m(d.promptPer1k);
+  if (prompt === null) errors.promptPer1k = `Enter ${PRICE_HINT}.`;
+  const completion = creditsPer1kToMicrosPer1m(d.completionPer1k);
+  if (completion === null) errors.completionPer1k = `Enter ${PRICE_HINT}.`;
+  const perRequest = creditsToMicros(d.perRequest);
+  if (perRequest === null) errors.perRequest = 'Enter a price of 0 or more credits, with at most 6 decimals.';
+  if (Object.keys(errors).length > 0 || prompt === null || completion === null || perRequest === null) return { policy: null, errors };
+  return {
+    policy: {
+      schedule: d.windows.map((w) => ({
+        days: w.days.every(Boolean) ? [] : w.days.flatMap((on, day) => (on ? [day] : [])),
+        start_hour: w.start,
+        end_hour: w.end,
+      })),
+      max_tokens_per_day: maxTokens,
+      max_concurrent: conc,
+      models: [...d.models],
+      price_floor: { prompt_per_1m_tokens: prompt, completion_per_1m_tokens: completion, per_request: perRequest },
+    },
+    errors,
+  };
+}
+
+/** The tunnel's state in words: connected to which gateway since when, or down and why. */
+export function TunnelLine({ t }: { t: TunnelStatus }) {
+  const since = t.since_ms ? new Date(t.since_ms).toLocaleString() : undefined;
+  switch (t.state) {
+    case 'connected':
+      return <><Badge tone="ok">Connected</Badge> to gateway <span className="mono">{t.gateway_id ?? '?'}</span>{since && <> since {since}</>}</>;
+    case 'connecting':
+      return <><Badge tone="warn">Connecting</Badge> to the gateway…</>;
+    case 'down':
+      return <><Badge tone="bad">Down</Badge>{since && <> since {since}</>}{t.error && <>: <span className="small">{t.error}</span></>} <span className="muted small">(retrying)</span></>;
+    default:
+      return <><Badge tone="muted">Off</Badge> <span className="muted small">The tunnel opens when Network mode is on.</span></>;
+  }
+}
+
+/**
+ * Network mode: the tunnel's state, today's network requests and earnings, and the owner's
+ * policy (schedule in UTC, daily tokens, share of slots, models, price floor), saved with
+ * PUT /api/network.
+ */
+export function NetworkPanel({ api, initial, active, notSelectable, onSaved }: {
+  api: Api;
+  initial: NetworkInfo;
+  /** The node is in network mode: the tunnel and today's numbers refresh every few seconds. */
+  active: boolean;
+  /** The API's reason when network mode cannot be chosen now. */
+  notSelectable?: string;
+  onSaved?: () => void;
+}) {
+  const [info, setInfo] = useState(initial);
+  const [draft, setDraft] = useState(() => draftFromPolicy(initial.policy));
+  const [errors, setErrors] = useState<PolicyErrors>({});
+  const [saveError, setSaveError] = useState<unknown>(null);
+  const [saved, setSaved] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const node = useLoad(() => api.node(), [api]);
+  useEffect(() => setInfo(initial), [initial]);
+  useEffect(() => {
+    if (!active) return;
+    const t = window.setInterval(() => {
+      if (document.visibilityState !== 'visible') return;
+      api.network().then(setInfo, () => {});
+    }, 3000);
+    return () => window.clearInterval(t);
+  }, [api, active]);
+
+  // Served models (from /api/node), plus any the saved policy names that are not served now.
+  const served = (node.data?.models ?? []).map((m) => m.id);
+  const modelChoices = [...new Set([...served, ...info.models, ...draft.models])];
+  const edit = (patch: Partial<PolicyDraft>) => { setDraft((d) => ({ ...d, ...patch })); setSaved(false); };
+  const editWindow = (i: number, patch: Partial<PolicyDraft['windows'][number]>) =>
+    edit({ windows: draft.windows.map((w, j) => (j === i ? { ...w, ...patch } : w)) });
+  const stored = (text: string) => {
+    const v = creditsPer1kToMicrosPer1m(text);
+    return v === null ? undefined : `Stored as ${v} micro-credits per 1M tokens.`;
+  };
+  const storedMicros = (text: string) => {
+    const v = creditsToMicros(text);
+    return v === null ? undefined : `Stored as ${v} micro-credit${v === 1 ? '' : 's'}.`;
+  };
+
+  async function save(e: FormEvent) {
+    e.preventDefault();
+    setSaveError(null);
+    setSaved(false);
+    const { policy, errors: found } = policyFromDraft(draft);
+    setErrors(found);
+    if (!policy) return;
+    setBusy(true);
+    try {
+      const n = await api.setNetwork(policy);
+      setInfo(n);
+      setDraft(draftFromPolicy(n.policy));
+      setSaved(true);
+      onSaved?.();
+    } catch (err) {
+      setSaveError(err);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const invalid = (k: keyof PolicyErrors) => (errors[k] ? { 'aria-invalid': true as const, 'aria-describedby': `nw-${k}-error` } : {});
+  const fieldError = (k: keyof PolicyErrors) => (errors[k] ? <p className="field-error" id={`nw-${k}-error`}>{errors[k]}</p> : null);
+  return (
+    <div className="card" data-testid="network-panel">
+      <h2>Network</h2>
+      {notSelectable && (
+        <div className="notice notice-warn" role="status" data-testid="network-reason">
+          <strong className="notice-title">Network mode cannot be chosen yet</strong>
+          <p>{notSelectable}</p>
+        </div>
+      )}
+      <dl className="facts">
+        <div><dt>Gateway tunnel</dt><dd data-testid="tunnel-state"><TunnelLine t={info.tunnel} /></dd></div>
+        <div><dt>Offered now</dt><dd>{info.models.length ? info.models.join(', ') : 'no model'} · up to {info.offered_concurrency} at once</dd></div>
+        <div><dt>Today (UTC)</dt>
+          <dd data-testid="network-today">
+            {info.today.requests} {info.today.requests === 1 ? 'request' : 'requests'} · {info.today.tokens} tokens · <b>{formatCredits(info.today.earned_micro_credits)}</b> credits earned
+          </dd></div>
+      </dl>
+
+      <form className="form network-form" onSubmit={save} noValidate aria-labelledby="nw-policy-h">
+        <h3 id="nw-policy-h">Network policy</h3>
+        <fieldset className="field" {...(errors.schedule ? { 'aria-describedby': 'nw-schedule-error' } : {})}>
+          <legend>When to serve (all times UTC)</legend>
+          <p className="field-hint">
+            Hours are in UTC, not your local time{draft.windows.length === 0 ? '. No window: network requests are served at any hour, every day.' : '. Requests are served inside any window.'}
+          </p>
+          {draft.windows.map((w, i) => (
+            <fieldset key={i} className="window" data-testid="schedule-window">
+              <legend>Window {i + 1}</legend>
+              <div className="days">
+                {DAYS.map((day, d) => (
+                  <label key={day} className="check">
+                    <input type="checkbox" checked={w.days[d] ?? false} onChange={(e) => editWindow(i, { days: w.days.map((on, k) => (k === d ? e.target.checked : on)) })} />
+                    <span aria-hidden="true">{day.slice(0, 3)}</span><span className="sr-only">{day}</span>
+                  </label>
+                ))}
+              </div>
+              <div className="hours">
+                <Field label="From (UTC)" htmlFor={`nw-w${i}-start`}>
+                  <select id={`nw-w${i}-start`} value={w.start} onChange={(e) => editWindow(i, { start: Number(e.target.value) })}>
+                    {Array.from({ length: 24 }, (_, h) => <option key={h} value={h}>{pad2(h)}:00 UTC</option>)}
+                  </select>
+                </Field>
+                <Field label="Until (UTC)" htmlFor={`nw-w${i}-end`}>
+                  <select id={`nw-w${i}-end`} value={w.end} onChange={(e) => editWindow(i, { end: Number(e.target.value) })}>
+                    {Array.from({ length: 24 }, (_, h) => <option key={h + 1} value={h + 1}>{h + 1 === 24 ? '24:00 (midnight)' : `${pad2(h + 1)}:00`} UTC</option>)}
+                  </select>
+                </Field>
+                <button type="button" className="btn btn-small btn-danger-quiet" aria-label={`Remove window ${i + 1}`}
+                  onClick={() => edit({ windows: draft.windows.filter((_, j) => j !== i) })}>Remove</button>
+              </div>
+            </fieldset>
+          ))}
+          {fieldError('schedule')}
+          <div>
+            <button type="button" className="btn btn-small" disabled={draft.windows.length >= 32}
+              onClick={() => edit({ windows: [...draft.windows, { days: DAYS.map((_, d) => d < 5), start: 9, end: 17 }] })}>Add a time window</button>
+          </div>
+        </fieldset>
+
+        <div className="grid grid-2">
+          <Field label="Max tokens per day" htmlFor="nw-max-tokens" hint="Prompt and completion tokens served to the network per UTC day. Empty: no limit.">
+            <input id="nw-max-tokens" inputMode="numeric" value={draft.maxTokensPerDay} placeholder="No limit"
+              onChange={(e) => edit({ maxTokensPerDay: e.target.value })} {...invalid('maxTokensPerDay')} />
+          </Field>
+          <Field label="Max concurrent network requests" htmlFor="nw-max-concurrent"
+            hint={<>One slot always stays free for your local keys, so the node offers at most its slots minus one: <b data-testid="offered-concurrency">{info.offered_concurrency}</b> at once now.</>}>
+            <input id="nw-max-concurrent" inputMode="numeric" value={draft.maxConcurrent}
+              onChange={(e) => edit({ maxConcurrent: e.target.value })} {...invalid('maxConcurrent')} />
+          </Field>
+        </div>
+        {fieldError('maxTokensPerDay')}
+        {fieldError('maxConcurrent')}
+
+        <fieldset className="field">
+          <legend>Models offered to the network</legend>
+          {modelChoices.length === 0 && <p className="muted small">This node serves no model yet.</p>}
+          {modelChoices.map((m) => (
+            <label key={m} className="check">
+              <input type="checkbox" checked={draft.models.includes(m)}
+                onChange={(e) => edit({ models: e.target.checked ? [...draft.models, m] : draft.models.filter((x) => x !== m) })} />
+              <span className="mono">{m}</span>{!served.includes(m) && node.data ? <span className="muted small"> (not served now)</span> : null}
+            </label>
+          ))}
+          <p className="field-hint">None ticked: every model this node serves.</p>
+          {fieldError('models')}
+        </fieldset>
+
+        <fieldset className="field">
+          <legend>Price floor (credits)</legend>
+          <p className="field-hint">Requests paying less are refused. Prices are per 1,000 tokens; the node stores them as whole micro-credits per 1M tokens (1 credit = 1,000,000 micro-credits).</p>
+          <div className="grid grid-3 prices">
+            <Field label="Prompt, per 1,000 tokens" htmlFor="nw-prompt" hint={errors.promptPer1k ? undefined : stored(draft.promptPer1k)}>
+              <input id="nw-prompt" inputMode="decimal" value={draft.promptPer1k} onChange={(e) => edit({ promptPer1k: e.target.value })} {...invalid('promptPer1k')} />
+            </Field>
+            <Field label="Completion, per 1,000 tokens" htmlFor="nw-completion" hint={errors.completionPer1k ? undefined : stored(draft.completionPer1k)}>
+              <input id="nw-completion" inputMode="decimal" value={draft.completionPer1k} onChange={(e) => edit({ completionPer1k: e.target.value })} {...invalid('completionPer1k')} />
+            </Field>
+            <Field label="Per request" htmlFor="nw-per-request" hint={errors.perRequest ? undefined : storedMicros(draft.perRequest)}>
+              <input id="nw-per-request" inputMode="decimal" value={draft.perRequest} onChange={(e) => edit({ perRequest: e.target.value })} {...invalid('perRequest')} />
+            </Field>
+          </div>
+          {fieldError('promptPer1k')}
+          {fieldError('completionPer1k')}
+          {fieldError('perRequest')}
+        </fieldset>
+
+        <ErrorNotice error={saveError} />
+        {saved && <Notice kind="ok" title="Network policy saved">New requests are admitted under it at once; the gateway learns a new share or model list when the tunnel next connects.</Notice>}
+        <div className="actions">
+          <button type="submit" className="btn btn-primary" disabled={busy}>{busy ? 'Saving…' : 'Save network policy'}</button>
+        </div>
+      </form>
     </div>
   );
 }

@@ -110,3 +110,71 @@ export function passwordStrength(pw: string, username = ''): Strength {
   ];
   return { score: s, label: labels[s], hint: hints[s] ?? '', acceptable: pw.length >= 10 && !weak };
 }
+
+// ---------------------------------------------------------------- credits, in integers
+// Prices and earnings are integer micro-credits on the wire (u64 on the node). The wizard never
+// puts them through floating point: decimals typed by the owner are parsed digit by digit into a
+// BigInt, and amounts are formatted with BigInt division, so what is sent is exactly what was
+// typed and what is shown is exactly what the node stored.
+
+/** Micro-credits in one credit. */
+export const MICROS_PER_CREDIT = 1_000_000n;
+
+/**
+ * `text` (a non-negative decimal such as `0.0015`, `12` or `.5`) times 10^`scale`, as a BigInt;
+ * null when it is not such a number or has more than `scale` decimals (it would not be a whole
+ * number of the stored unit).
+ */
+export function parseScaledDecimal(text: string, scale: number): bigint | null {
+  const m = /^\s*(\d*)(?:\.(\d*))?\s*$/.exec(text);
+  if (!m) return null;
+  const whole = m[1] ?? '';
+  const frac = m[2] ?? '';
+  if (!whole && !frac) return null;
+  if (frac.length > scale) {
+    // Trailing zeros beyond the scale are harmless (`0.100` at scale 1).
+    if (/[^0]/.test(frac.slice(scale))) return null;
+  }
+  const fracDigits = frac.slice(0, scale).padEnd(scale, '0');
+  return BigInt(whole || '0') * 10n ** BigInt(scale) + BigInt(fracDigits || '0');
+}
+
+/** `value` / 10^`scale` as a decimal string with at least `minDecimals` places (trailing zeros beyond that dropped). */
+export function formatScaled(value: bigint | number, scale: number, minDecimals = 0): string {
+  const v = BigInt(value);
+  const neg = v < 0n;
+  const abs = neg ? -v : v;
+  const unit = 10n ** BigInt(scale);
+  const whole = abs / unit;
+  let frac = (abs % unit).toString().padStart(scale, '0');
+  while (frac.length > minDecimals && frac.endsWith('0')) frac = frac.slice(0, -1);
+  return `${neg ? '-' : ''}${whole.toString()}${frac ? `.${frac}` : ''}`;
+}
+
+/** Micro-credits shown as credits with exactly 6 decimals: 1234567 -> `1.234567`. */
+export function formatCredits(microCredits: bigint | number): string {
+  return formatScaled(microCredits, 6, 6);
+}
+
+/**
+ * A price per 1,000 tokens in credits (what the owner types) as micro-credits per 1M tokens
+ * (what the node stores): credits/1k x 1,000,000 micro x 1,000 = x 10^9. Up to 9 decimals are
+ * exact; null for anything else or above the largest integer JSON carries exactly.
+ */
+export function creditsPer1kToMicrosPer1m(text: string): number | null {
+  const v = parseScaledDecimal(text, 9);
+  if (v === null || v > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+  return Number(v);
+}
+
+/** The inverse of creditsPer1kToMicrosPer1m, for showing a stored price: 1500000 -> `0.0015`. */
+export function microsPer1mToCreditsPer1k(microsPer1m: number): string {
+  return formatScaled(BigInt(microsPer1m), 9);
+}
+
+/** Credits typed by the owner (up to 6 decimals) as micro-credits; null when not exact or too large. */
+export function creditsToMicros(text: string): number | null {
+  const v = parseScaledDecimal(text, 6);
+  if (v === null || v > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+  return Number(v);
+}
