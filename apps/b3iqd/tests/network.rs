@@ -2,7 +2,7 @@
 //! serving HTTPS on loopback, SQLite store) and three real `b3iqd` daemons with the default
 //! model, enrolled and switched to network mode. Each node dials the gateway and serves its
 //! tunnel; no node opens a port for it. Clients call the gateway with a `b3iq_gateway_` key
-//! (reqwest, and the official `openai` Python package): answers come from the nodes, streamed
+//! (reqwest, and the official `openai` Python and npm packages): answers come from the nodes, streamed
 //! and not, spread over them, each settled against the node's signed receipt. Also: billing with
 //! a balance that runs out under concurrency (never below zero, the ledger sums to zero, charges
 //! equal the receipts' prices), a node outside its schedule gets nothing, a local key still gets
@@ -228,6 +228,28 @@ print(json.dumps({"model": m, "text": r.choices[0].message.content, "tokens": r.
 "#;
     let out = Command::new(&py).arg("-c").arg(script).env("GW", &net.url).env("KEY", &token).env("CA", &net.ca).output().expect("python3 with the openai package (cargo xtask deps)");
     assert!(out.status.success(), "openai python client: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["model"], model.as_str());
+    assert!(v["tokens"].as_u64().unwrap() > 0 && v["chunks"].as_u64().unwrap() > 2 && v["stream_completion_tokens"].as_u64().unwrap() > 0, "{v}");
+
+    // The official openai npm client, streamed and not (its package from the clients suite;
+    // the gateway's self-signed certificate through NODE_EXTRA_CA_CERTS).
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    if !clients.join("node_modules/openai").exists() {
+        let st = Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&clients).status().expect("npm");
+        assert!(st.success(), "npm ci in tests/clients");
+    }
+    let js = r#"
+import OpenAI from 'openai';
+const c = new OpenAI({ baseURL: process.env.GW + '/v1', apiKey: process.env.KEY });
+const m = (await c.models.list()).data[0].id;
+const r = await c.chat.completions.create({ model: m, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8 });
+let chunks = 0, usage = null;
+for await (const ch of await c.chat.completions.create({ model: m, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8, stream: true, stream_options: { include_usage: true } })) { chunks++; if (ch.usage) usage = ch.usage; }
+console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks, stream_completion_tokens: usage.completion_tokens }));
+"#;
+    let out = Command::new("node").args(["--input-type=module", "-e", js]).current_dir(&clients).env("GW", &net.url).env("KEY", &token).env("NODE_EXTRA_CA_CERTS", &net.ca).output().expect("node");
+    assert!(out.status.success(), "openai npm client: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["model"], model.as_str());
     assert!(v["tokens"].as_u64().unwrap() > 0 && v["chunks"].as_u64().unwrap() > 2 && v["stream_completion_tokens"].as_u64().unwrap() > 0, "{v}");
