@@ -74,6 +74,11 @@ impl Offline {
                     "last_heartbeat": crate::managed::last_heartbeat(&self.db)?,
                 }),
             },
+            // Network mode: the policy and the tunnel's last state (written by the daemon).
+            "network": json!({
+                "policy": crate::network::policy(self)?,
+                "tunnel": self.db.meta_get(crate::store::META_TUNNEL_STATUS)?.and_then(|s| serde_json::from_str::<Value>(&s).ok()),
+            }),
             "home": self.home.root().display().to_string(),
             "keys": owner::list_keys(self)?.iter().filter(|k| k.revoked_at.is_none()).count(),
             "receipts": self.db.count("receipts")?,

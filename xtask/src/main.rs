@@ -25,6 +25,11 @@ COMMANDS:
     up [SERVE ARGS...]   Install what is missing, fetch the default model (checked by sha256),
                          build b3iqd (release) and run `b3iqd serve` with it. Extra arguments go to
                          `b3iqd serve`, e.g. `cargo xtask up --listen 127.0.0.1:7421`.
+    demo [--check]       The network demo on loopback: a control plane with its gateway on
+                         https://127.0.0.1:7430, a node with the default model in network mode
+                         (it dials the gateway), a gateway key with credits, and one paid request
+                         settled against the node's receipt. Runs until Ctrl-C; `--check` stops
+                         after the request. Homes in ~/.cache/b3iq/demo (wiped at each start).
     test [--only STEP]   Run the whole test suite: system packages, Python venv, model, contracts,
                          `cargo test` (default members), then the daemon, wizard and binding suites.
                          `--only` runs one step (see `cargo xtask steps`).
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
     };
     let result = match cmd.as_str() {
         "up" => ctx.up(rest),
+        "demo" => ctx.demo(rest),
         "test" => ctx.test(rest),
         "steps" => {
             for s in ctx.test_steps() {
@@ -371,6 +377,14 @@ impl Ctx {
         }
         c.args(serve_args);
         eprintln!("xtask: starting {} (Ctrl-C stops it)", bin.display());
+        self.run(c)
+    }
+
+    /// The network demo on loopback (scripts/demo-network): control plane + gateway + a node.
+    fn demo(&self, args: &[String]) -> Result<(), String> {
+        self.apt_deps()?;
+        let mut c = self.cmd("bash", &["scripts/demo-network"]);
+        c.args(args);
         self.run(c)
     }
 

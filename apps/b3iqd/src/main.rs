@@ -96,6 +96,10 @@ enum Cmd {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
+    /// Network mode: serve paid requests from the control plane's gateway through a tunnel this
+    /// node dials (no inbound port), within your policy. Needs an enrollment (`b3iqd enroll`).
+    #[command(subcommand)]
+    Network(NetworkCmd),
     /// Leave managed mode: forget the control plane and its trust root; back to local mode.
     #[command(after_help = "Example:\n  b3iqd unenroll")]
     Unenroll,
@@ -112,6 +116,29 @@ enum Cmd {
         #[arg(long)]
         port: Option<u16>,
     },
+}
+
+#[derive(Subcommand)]
+enum NetworkCmd {
+    /// Switch to network mode (a running daemon opens its tunnel within seconds).
+    #[command(after_help = "Examples:\n  b3iqd network on\n  b3iqd network on --max-concurrent 2 --max-tokens-per-day 200000 --price-floor-per-1k 50,100\n\nOne slot of the runtime always stays for local keys. The policy can also be edited in the wizard's\nMode step (schedule, models). `b3iqd status` shows the tunnel.")]
+    On {
+        /// Most network requests at once (default: the saved policy's, else 1).
+        #[arg(long)]
+        max_concurrent: Option<u32>,
+        /// Most tokens served to the network per UTC day.
+        #[arg(long)]
+        max_tokens_per_day: Option<u64>,
+        /// Least price accepted, micro-credits per 1,000 prompt and completion tokens: `P,C`.
+        #[arg(long)]
+        price_floor_per_1k: Option<String>,
+        /// Only offer these served models (repeatable; default: every served model).
+        #[arg(long = "model")]
+        models: Vec<String>,
+    },
+    /// Leave network mode (back to managed; the tunnel closes after requests in flight finish).
+    #[command(after_help = "Example:\n  b3iqd network off")]
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -404,6 +431,34 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                 e.expires_at_ms
             );
             eprintln!("b3iqd: pinned job-signing key {}; heartbeats every {} s while the daemon runs", e.job_key.to_hex(), e.heartbeat_interval_ms / 1000);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Network(NetworkCmd::On { max_concurrent, max_tokens_per_day, price_floor_per_1k, models }) => {
+            let o = Offline::open(home)?;
+            let mut p = b3iq_host::network::policy(&o)?;
+            let changed = max_concurrent.is_some() || max_tokens_per_day.is_some() || price_floor_per_1k.is_some() || !models.is_empty();
+            if let Some(n) = max_concurrent {
+                p.max_concurrent = n;
+            }
+            if max_tokens_per_day.is_some() {
+                p.max_tokens_per_day = max_tokens_per_day;
+            }
+            if let Some(f) = price_floor_per_1k {
+                let (a, b) = f.split_once(',').ok_or_else(|| HostError::InvalidParameter("--price-floor-per-1k takes P,C (micro-credits per 1,000 prompt and completion tokens)".into()))?;
+                let num = |x: &str| x.trim().parse::<u64>().map_err(|_| HostError::InvalidParameter(format!("--price-floor-per-1k: {x:?} is not a whole number")));
+                p.price_floor = b3iq_host::network::PriceSchedule::per_1k(num(a)?, num(b)?).map_err(HostError::from)?;
+            }
+            if !models.is_empty() {
+                p.models = models;
+            }
+            let p = b3iq_host::network::enable(&o, changed.then_some(&p))?;
+            eprintln!("b3iqd: network mode on (at most {} requests at once, {} tokens a day); a running daemon opens its tunnel within seconds; see `b3iqd status`", p.max_concurrent, p.max_tokens_per_day.map(|n| n.to_string()).unwrap_or_else(|| "no limit on".into()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Network(NetworkCmd::Off) => {
+            let o = Offline::open(home)?;
+            let m = b3iq_host::network::disable(&o)?;
+            eprintln!("b3iqd: network mode off; now in {m} mode");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Unenroll => {

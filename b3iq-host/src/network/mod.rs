@@ -16,13 +16,13 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use b3iq_core::metering::PriceSchedule;
+pub use b3iq_core::metering::PriceSchedule;
 use b3iq_core::receipt::{RequestId, SignedReceipt};
 use b3iq_core::{NodePublicKey, OperatingMode};
 use b3iq_protocol::gateway::{RequestTicket, TunnelModel};
 use b3iq_protocol::messages::Audience;
 
-use crate::context::{unix_now, unix_now_ms, NodeState};
+use crate::context::{unix_now, unix_now_ms, Context, NodeState};
 use crate::error::{HostError, Result};
 use crate::store::receipts as receipts_sql;
 use crate::store::{META_NETWORK_POLICY, META_TUNNEL_STATUS};
@@ -111,7 +111,7 @@ impl NetworkPolicy {
 ///
 /// # Errors
 /// `Db`; `Config` for a corrupt row.
-pub fn policy(st: &NodeState) -> Result<NetworkPolicy> {
+pub fn policy(st: &Context) -> Result<NetworkPolicy> {
     match st.db.meta_get(META_NETWORK_POLICY)? {
         None => Ok(NetworkPolicy::default()),
         Some(s) => serde_json::from_str(&s).map_err(|e| HostError::Config(format!("state.db network_policy: {e}"))),
@@ -122,7 +122,7 @@ pub fn policy(st: &NodeState) -> Result<NetworkPolicy> {
 ///
 /// # Errors
 /// `InvalidParameter`; `Db`.
-pub fn set_policy(st: &NodeState, p: &NetworkPolicy) -> Result<()> {
+pub fn set_policy(st: &Context, p: &NetworkPolicy) -> Result<()> {
     p.validate()?;
     let json = serde_json::to_string(p).map_err(|e| HostError::Internal(e.to_string()))?;
     st.db.meta_set(META_NETWORK_POLICY, &json)?;
@@ -132,7 +132,7 @@ pub fn set_policy(st: &NodeState, p: &NetworkPolicy) -> Result<()> {
 
 /// The concurrency the node offers the network: the policy's, at most the runtime's slots minus
 /// one (one slot always stays for local keys). 0 when the runtime has a single slot.
-pub fn offered_concurrency(st: &NodeState, p: &NetworkPolicy) -> u32 {
+pub fn offered_concurrency(st: &Context, p: &NetworkPolicy) -> u32 {
     p.max_concurrent.min(st.config.parallel.saturating_sub(1))
 }
 
@@ -289,6 +289,40 @@ pub fn admit(st: &Arc<NodeState>, t: &TunnelContext, ticket_header: Option<&str>
         return Err(HostError::NetworkBusy(1));
     }
     Ok(grant)
+}
+
+/// `b3iqd network on`, on the machine: network mode for an enrolled node with a local slot to
+/// spare, with `p` as the policy when given. The running daemon opens its tunnel within
+/// seconds (once it serves a model the policy allows).
+///
+/// # Errors
+/// `ModeNotAvailable` when not enrolled; `InvalidParameter` for a policy or a runtime with one
+/// slot; `Db`.
+pub fn enable(ctx: &Context, p: Option<&NetworkPolicy>) -> Result<NetworkPolicy> {
+    if crate::managed::enrollment(&ctx.db)?.is_none() {
+        return Err(HostError::ModeNotAvailable("network".into()));
+    }
+    if let Some(p) = p {
+        set_policy(ctx, p)?;
+    }
+    let p = policy(ctx)?;
+    if offered_concurrency(ctx, &p) == 0 {
+        return Err(HostError::InvalidParameter(format!("network mode keeps one slot for local keys, so it needs \"parallel\" of at least 2 in config.json (now {})", ctx.config.parallel)));
+    }
+    crate::context::mode::store(&ctx.db, OperatingMode::Network)?;
+    ctx.db.audit(ctx.now(), "owner", "mode.change", "network", "ok", "cli");
+    Ok(p)
+}
+
+/// `b3iqd network off`: back to managed mode (the tunnel closes gracefully within seconds).
+///
+/// # Errors
+/// `Db`.
+pub fn disable(ctx: &Context) -> Result<OperatingMode> {
+    let m = if crate::managed::enrollment(&ctx.db)?.is_some() { OperatingMode::Managed } else { OperatingMode::Local };
+    crate::context::mode::store(&ctx.db, m)?;
+    ctx.db.audit(ctx.now(), "owner", "mode.change", m.as_str(), "ok", "cli");
+    Ok(m)
 }
 
 /// The tunnel's state, for `b3iqd status` and the wizard.
