@@ -47,6 +47,13 @@ COMMANDS:
                          opt-level 3; `--dev`: without; about 6 min, results appended to
                          benches/results/control_ingest.jsonl). `--smoke`: a few seconds of
                          each ingestion path, nothing written.
+    bench-gateway [--smoke]
+                         The hosted gateway: a real b3iqd in network mode through the gateway and
+                         its tunnel against the same node called directly (tokens/s at
+                         concurrency 1, 4, 8; TTFT added), and the gateway alone in front of a
+                         fake node speaking the tunnel protocol (requests/s, p99 added latency,
+                         CPU split); same build as bench-control (about 5 min, results appended
+                         to benches/results/gateway.jsonl). `--smoke`: seconds, nothing written.
 
 ENVIRONMENT:
     CARGO_TARGET_DIR     Build directory (default ~/.cache/b3iq/target, outside the clone, so
@@ -115,6 +122,7 @@ fn main() -> ExitCode {
         }
         "bench" => ctx.run(ctx.cargo(&["bench", "--workspace"])),
         "bench-control" => ctx.bench_control(rest),
+        "bench-gateway" => ctx.bench_gateway(rest),
         "-h" | "--help" | "help" => {
             print!("{HELP}");
             Ok(())
@@ -235,6 +243,18 @@ impl Ctx {
     /// release-like where the time goes, without a second build of llama.cpp and wgpu (a
     /// release build of b3iq-control compiles both). `--dev` keeps the plain test build.
     fn bench_control(&self, rest: &[String]) -> Result<(), String> {
+        self.bench_with_servers("control_ingest", rest)
+    }
+
+    /// `bench-gateway`: as `bench-control`, with `benches/benches/gateway.rs` (the gateway and
+    /// its tunnel against the node called directly, and in front of a fake node).
+    fn bench_gateway(&self, rest: &[String]) -> Result<(), String> {
+        self.bench_with_servers("gateway", rest)
+    }
+
+    /// Builds `b3iq-control` and `b3iqd`, then runs `bench` (a custom-harness bench that starts
+    /// them) in the same profile.
+    fn bench_with_servers(&self, bench: &str, rest: &[String]) -> Result<(), String> {
         let smoke = rest.iter().any(|a| a == "--smoke");
         let mut opt = Vec::new();
         if !rest.iter().any(|a| a == "--dev") {
@@ -249,7 +269,7 @@ impl Ctx {
             self.cargo(&a)
         };
         self.run(with(&["build", "-p", "b3iq-control-daemon", "-p", "b3iqd"]))?;
-        let mut c = with(&["bench", "-p", "b3iq-benches", "--bench", "control_ingest", "--profile", "dev"]);
+        let mut c = with(&["bench", "-p", "b3iq-benches", "--bench", bench, "--profile", "dev"]);
         c.env("B3IQ_BENCH_BUILD", if opt.is_empty() { "dev" } else { "dev, request-path crates at opt-level 3" });
         if smoke {
             c.env("SMOKE", "1");
