@@ -21,7 +21,7 @@
 //!   "added latency" is gateway minus direct at the same load. Closed loop at `CONCURRENCY` (64)
 //!   for `FAKE_REQUESTS` per path in interleaved blocks, and open loop at each of `RATES` (2,000/s, the
 //!   target, and 250/s) for `RATE_SECONDS` (10) per path, latency counted from each request's scheduled time. Target:
-//!   >= 2,000 requests/s with p99 added latency under 20 ms. CPU per phase: the control plane
+//!   at least 2,000 requests/s with p99 added latency under 20 ms. CPU per phase: the control plane
 //!   process, the fake node's threads and the load generator's threads (this process).
 //!
 //! The load generator, the gateway, the fake node (or b3iqd's llama.cpp threads) share the
@@ -618,8 +618,7 @@ async fn fake_part(p: &Params, node_rt: &tokio::runtime::Handle) -> Value {
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let app = fake_router(fake.clone());
-        let mut limits = b3iq_host::http::serve::ServeLimits::default();
-        limits.max_connections = 1024;
+        let limits = b3iq_host::http::serve::ServeLimits { max_connections: 1024, ..Default::default() };
         node_rt.spawn(async move {
             let l = tokio::net::TcpListener::from_std(listener).unwrap();
             b3iq_host::http::serve::serve(l, app, limits, Some(tls.server_config.clone()), rx).await
