@@ -47,6 +47,10 @@ pub enum ControlError {
         /// Seconds to wait before retrying.
         retry_after_s: u64,
     },
+    /// The gateway: every node serving the model refused the request by its owner's policy
+    /// (503; retrying soon will not help unless a schedule opens).
+    #[error("{0}")]
+    NoEligibleNode(String),
     /// The gateway: the node failed before answering, and no other node could take the request
     /// (502).
     #[error("{0}")]
@@ -74,6 +78,7 @@ impl ControlError {
             ControlError::ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
             ControlError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "no_capacity"),
             ControlError::Upstream(_) => (StatusCode::BAD_GATEWAY, "server_error", "upstream_failed"),
+            ControlError::NoEligibleNode(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "no_eligible_node"),
             ControlError::Refused(r) => match r {
                 Refusal::ChallengeUsed => (StatusCode::CONFLICT, "invalid_request_error", "challenge_used"),
                 Refusal::TokenUnknown => (StatusCode::UNAUTHORIZED, "authentication_error", "token_unknown"),

@@ -29,7 +29,8 @@ COMMANDS:
                          https://127.0.0.1:7430, a node with the default model in network mode
                          (it dials the gateway), a gateway key with credits, and one paid request
                          settled against the node's receipt. Runs until Ctrl-C; `--check` stops
-                         after the request. Homes in ~/.cache/b3iq/demo (wiped at each start).
+                         after the request. Homes in ~/.cache/b3iq/demo, or $B3IQ_DEMO_HOME
+                         (wiped at each start); B3IQ_UP_PROFILE=dev reuses the test build.
     test [--only STEP]   Run the whole test suite: system packages, Python venv, model, contracts,
                          `cargo test` (default members), then the daemon, wizard and binding suites.
                          `--only` runs one step (see `cargo xtask steps`).
@@ -402,9 +403,20 @@ impl Ctx {
 
     /// The network demo on loopback (scripts/demo-network): control plane + gateway + a node.
     fn demo(&self, args: &[String]) -> Result<(), String> {
+        if args.iter().any(|a| a != "--check") || args.len() > 1 {
+            return Err("usage: cargo xtask demo [--check]".into());
+        }
         self.apt_deps()?;
         let mut c = self.cmd("bash", &["scripts/demo-network"]);
         c.args(args);
+        // The script takes this process's place, so a signal to it (kill, Ctrl-C) reaches the
+        // script, whose exit trap stops the control plane and the node.
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            Err(format!("cannot run scripts/demo-network: {}", c.exec()))
+        }
+        #[cfg(not(unix))]
         self.run(c)
     }
 

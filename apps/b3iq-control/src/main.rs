@@ -243,8 +243,12 @@ fn now_ms() -> u64 {
     b3iq_host::context::unix_now_ms()
 }
 
+/// Prints `v` on stdout; a closed pipe (`... | head`) ends the output quietly instead of
+/// panicking.
 fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, ControlError> {

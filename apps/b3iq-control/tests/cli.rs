@@ -216,6 +216,23 @@ fn help_teaches() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Example"));
 }
 
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    // `b3iq-control admin ... | head`: the reader goes away; no panic (exit 101), no backtrace.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .args(["admin", "create-org", "acme"])
+        .env("B3IQ_CONTROL_HOME", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
 async fn login(c: &reqwest::Client, url: &str, user: &str) -> String {
     let s: Value = c.post(format!("{url}/v1/admin/session")).json(&json!({"username": user, "password": "a long operator password"})).send().await.unwrap().json().await.unwrap();
     s["session"].as_str().unwrap().to_string()

@@ -126,15 +126,22 @@ enum NetworkCmd {
         /// Most network requests at once (default: the saved policy's, else 1).
         #[arg(long)]
         max_concurrent: Option<u32>,
-        /// Most tokens served to the network per UTC day.
-        #[arg(long)]
+        /// Most tokens served to the network per UTC day (0 serves none).
+        #[arg(long, conflicts_with = "no_token_limit")]
         max_tokens_per_day: Option<u64>,
+        /// Remove the daily token limit.
+        #[arg(long)]
+        no_token_limit: bool,
         /// Least price accepted, micro-credits per 1,000 prompt and completion tokens: `P,C`.
         #[arg(long)]
         price_floor_per_1k: Option<String>,
-        /// Only offer these served models (repeatable; default: every served model).
-        #[arg(long = "model")]
+        /// Only offer these served models (repeatable; default: keep the saved list, which is
+        /// empty, meaning every served model, until set).
+        #[arg(long = "model", conflicts_with = "all_models")]
         models: Vec<String>,
+        /// Offer every served model again (clears the saved list).
+        #[arg(long)]
+        all_models: bool,
     },
     /// Leave network mode (back to managed; the tunnel closes after requests in flight finish).
     #[command(after_help = "Example:\n  b3iqd network off")]
@@ -248,8 +255,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `v` on stdout; a closed pipe (`... | head`) ends the output quietly instead of
+/// panicking.
 fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, HostError> {
@@ -433,10 +444,16 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             eprintln!("b3iqd: pinned job-signing key {}; heartbeats every {} s while the daemon runs", e.job_key.to_hex(), e.heartbeat_interval_ms / 1000);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Network(NetworkCmd::On { max_concurrent, max_tokens_per_day, price_floor_per_1k, models }) => {
+        Cmd::Network(NetworkCmd::On { max_concurrent, max_tokens_per_day, no_token_limit, price_floor_per_1k, models, all_models }) => {
             let o = Offline::open(home)?;
             let mut p = b3iq_host::network::policy(&o)?;
-            let changed = max_concurrent.is_some() || max_tokens_per_day.is_some() || price_floor_per_1k.is_some() || !models.is_empty();
+            let changed = max_concurrent.is_some() || max_tokens_per_day.is_some() || no_token_limit || price_floor_per_1k.is_some() || !models.is_empty() || all_models;
+            if no_token_limit {
+                p.max_tokens_per_day = None;
+            }
+            if all_models {
+                p.models.clear();
+            }
             if let Some(n) = max_concurrent {
                 p.max_concurrent = n;
             }
@@ -452,7 +469,14 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                 p.models = models;
             }
             let p = b3iq_host::network::enable(&o, changed.then_some(&p))?;
-            eprintln!("b3iqd: network mode on (at most {} requests at once, {} tokens a day); a running daemon opens its tunnel within seconds; see `b3iqd status`", p.max_concurrent, p.max_tokens_per_day.map(|n| n.to_string()).unwrap_or_else(|| "no limit on".into()));
+            let offered = b3iq_host::network::offered_concurrency(&o, &p);
+            let models = if p.models.is_empty() { "every served model".to_string() } else { p.models.join(", ") };
+            let tokens = p.max_tokens_per_day.map(|n| format!("at most {n} tokens a day")).unwrap_or_else(|| "no daily token limit".into());
+            eprintln!(
+                "b3iqd: network mode on: {offered} request{} at once (one of the {} slots stays for local keys), {tokens}, offering {models}; a running daemon opens its tunnel within seconds; see `b3iqd status`",
+                if offered == 1 { "" } else { "s" },
+                o.config.parallel
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Network(NetworkCmd::Off) => {

@@ -281,5 +281,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/network/models", get(proxy::readiness))
         .route("/v1/internal/relay/{node_id}/v1/chat/completions", post(proxy::relay_chat))
         .route("/v1/internal/relay/{node_id}/v1/completions", post(proxy::relay_completions))
+        // An early 401 (a mistyped key) must reach HTTP/2 clients as a status, not a reset
+        // stream: read the rest of a small unread body first (the node's rule, b3iq-host).
+        .layer(axum::middleware::from_fn(b3iq_host::http::finish_request_body))
         .with_state(gw)
 }

@@ -362,6 +362,7 @@ impl Gateway {
         let hold = self.cp.place_hold(&key, worst, now).await?;
         let mut hold = Hold { gw: self.clone(), id: hold.id, done: false };
         let mut tried = Vec::new();
+        let mut refused_by_policy = false;
         let mut last_error = String::from("no node took the request");
         for attempt in 0..self.config.max_attempts {
             let target = match self.pick(&a.model, &tried).await {
@@ -408,6 +409,10 @@ impl Gateway {
             // The node is busy, unavailable, or refuses the ticket (outside its schedule, past
             // its daily budget, below its price floor): another node may take it.
             if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                refused_by_policy |= matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+                let why = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let why: Value = serde_json::from_slice(&why).unwrap_or_default();
+                tracing::info!(node = %node.node_id, %status, code = why["error"]["code"].as_str().unwrap_or(""), "gateway: the node did not take the request; trying another node");
                 last_error = format!("node {} answered {status}", node.node_id);
                 self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -452,6 +457,13 @@ impl Gateway {
                 None => self.metrics.count("no_receipt"),
             }
             return Ok(out);
+        }
+        if refused_by_policy {
+            self.metrics.count("refused_by_policy");
+            return Err(ControlError::NoEligibleNode(format!(
+                "no node serving {} accepts this request now: their owners' network policies (price floor, schedule, daily token budget) refused it",
+                a.model
+            )));
         }
         self.metrics.count("upstream_failed");
         Err(ControlError::Upstream(format!("{last_error}; retry")))

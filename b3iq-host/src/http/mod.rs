@@ -205,7 +205,7 @@ impl HttpBody for SharedBody {
 /// by the client when the response ends it, so hyper does not reset it with
 /// RST_STREAM(NO_ERROR), which curl 7.88 reports as "HTTP/2 framing layer" about half the time
 /// instead of the status; over HTTP/1.1 the connection can be kept.
-async fn finish_request_body(req: Request, next: Next) -> Response {
+pub async fn finish_request_body(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     if body.is_end_stream() {
         return next.run(Request::from_parts(parts, body)).await;

@@ -41,7 +41,7 @@ fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
     match req.extensions().get::<TunnelContext>() {
         Some(t) => {
             let h = req.headers().get(b3iq_protocol::gateway::TICKET_HEADER).and_then(|v| v.to_str().ok());
-            Ok(Caller::Network(network::admit(st, t, h)?))
+            network::admit(st, t, h).map(Caller::Network).inspect_err(|e| tracing::info!(code = e.code(), reason = %e, "network mode: a tunnelled request was refused"))
         }
         None => authenticate(st, req.headers()),
     }
