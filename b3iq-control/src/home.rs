@@ -161,8 +161,13 @@ impl ControlHome {
     /// # Errors
     /// `Config` when the file is unreadable or not a key file.
     pub fn job_key(&self) -> Result<NodeKey> {
+        self.key_file("job-key")
+    }
+
+    /// The key file `name` in the home, made (mode 0600) on first use.
+    fn key_file(&self, name: &str) -> Result<NodeKey> {
         self.ensure()?;
-        let p = self.root.join("job-key");
+        let p = self.root.join(name);
         match std::fs::read(&p) {
             Ok(b) => NodeKey::from_key_file(&b).map_err(|e| ControlError::Config(format!("{}: {e}", p.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -180,17 +185,7 @@ impl ControlHome {
     /// # Errors
     /// `Config` when the file is unreadable or not a key file.
     pub fn ticket_key(&self) -> Result<NodeKey> {
-        self.ensure()?;
-        let p = self.root.join("ticket-key");
-        match std::fs::read(&p) {
-            Ok(b) => NodeKey::from_key_file(&b).map_err(|e| ControlError::Config(format!("{}: {e}", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let k = NodeKey::generate(&mut rand::rngs::OsRng);
-                write_atomic(&p, &k.to_key_file(), 0o600).map_err(|e| ControlError::Config(e.to_string()))?;
-                Ok(k)
-            }
-            Err(e) => Err(io("read", &p, e)),
-        }
+        self.key_file("ticket-key")
     }
 
     /// The gateway over `cp` with this home's ticket key and price.

@@ -521,16 +521,13 @@ impl Gateway {
             t.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(ControlError::Busy { message: "the node's network share is busy".into(), retry_after_s: 1 });
         }
-        let slot = Slot { gw: self.clone(), tunnel: t.clone() };
+        // The place taken above is held until the answer has streamed back.
+        let via = Via::Local(Slot { gw: self.clone(), tunnel: t.clone() });
         let body = axum::body::to_bytes(req.into_body(), self.config.max_body_bytes).await.map_err(|_| ControlError::TooLarge(self.config.max_body_bytes))?;
         let nref = NodeRef { node_id, public_key: t.public_key, models: t.models.clone() };
-        let resp = self.send(&Via::Local(slot), &nref, path, &ticket, body.to_vec()).await.map_err(ControlError::Upstream)?;
-        // The slot went with `Via::Local` above and was dropped after the send; hold a new place
-        // while the answer streams, so this replica's accounting matches the tunnel's use.
-        t.in_flight.fetch_add(1, Ordering::AcqRel);
-        let held = Slot { gw: self.clone(), tunnel: t };
+        let resp = self.send(&via, &nref, path, &ticket, body.to_vec()).await.map_err(ControlError::Upstream)?;
         let (parts, body) = resp.into_parts();
-        let stream = futures_util::stream::unfold((body, Some(held)), |(mut body, held)| async move {
+        let stream = futures_util::stream::unfold((body, Some(via)), |(mut body, held)| async move {
             match body.frame().await {
                 Some(Ok(f)) => match f.into_data() {
                     Ok(d) => Some((Ok::<Bytes, std::io::Error>(d), (body, held))),

@@ -273,7 +273,7 @@ pub fn admit(st: &Arc<NodeState>, t: &TunnelContext, ticket_header: Option<&str>
         return Err(HostError::NetworkPolicy("outside the owner's network schedule".into()));
     }
     if let Some(limit) = p.max_tokens_per_day {
-        if today(st)?.tokens >= limit {
+        if receipts_sql::network_tokens_since(&st.db, unix_now() / 86_400 * 86_400)? >= limit {
             return Err(HostError::NetworkPolicy(format!("today's network token budget ({limit}) is spent")));
         }
     }

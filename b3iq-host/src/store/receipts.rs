@@ -121,6 +121,20 @@ pub fn network_since(db: &Db, since_s: u64, limit: u32) -> Result<Vec<(u32, u32,
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+/// Prompt + completion tokens of the network receipts started at or after `since_s` (one SQL
+/// SUM, without decoding the signed receipts; the admission check of the daily budget).
+///
+/// # Errors
+/// `Db`.
+pub fn network_tokens_since(db: &Db, since_s: u64) -> Result<u64> {
+    let n: i64 = db.lock().query_row(
+        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM receipts WHERE key_id = ?1 AND created_at >= ?2",
+        params![NETWORK_KEY_ID, since_s as i64],
+        |r| r.get(0),
+    )?;
+    Ok(n.max(0) as u64)
+}
+
 /// Whether a receipt with this request id (hex) exists (a ticket's request id is used once).
 ///
 /// # Errors
