@@ -1,8 +1,12 @@
 //! SQLite backend (rusqlite; WAL, `synchronous=FULL`: a commit is on disk when it returns). One
 //! connection behind a mutex, used from tokio's blocking pool; every rule is one transaction.
-//! Heartbeats are group-committed by one writer thread ([`heartbeats`]).
+//! The hot writes (heartbeats, credit holds, receipts) are group-committed by one writer
+//! thread ([`writer`]); the hot reads (gateway keys, nodes, holds, tunnel sessions) use a second,
+//! read-only connection, so they never wait behind a commit's fsync (WAL lets readers run
+//! beside the writer and see every committed transaction).
 
 mod heartbeats;
+mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -10,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use b3iq_core::heartbeat::HealthStatus;
 use b3iq_core::{NodeId, NodePublicKey};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::credits::{self, account, kind, CheckInput, HoldState, LedgerRow, RawHold, TxMeta, GATEWAY_KEY_COLUMNS, HOLD_COLUMNS, MAX_TOTAL_TOPUPS};
 use super::*;
@@ -224,7 +228,10 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    heartbeats: heartbeats::HeartbeatWriter,
+    /// A read-only connection for the hot reads (the same as `conn` in memory).
+    reader: Arc<Mutex<Connection>>,
+    /// Group commit of the hot writes (heartbeats, credit holds, receipts): see `writer`.
+    writer: writer::GroupWriter,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -249,7 +256,10 @@ impl SqliteStore {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
-        Self::migrate(conn)
+        let store = Self::migrate(conn)?;
+        let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db("open control.db for reading"))?;
+        reader.busy_timeout(std::time::Duration::from_secs(10)).map_err(db("busy_timeout"))?;
+        Ok(SqliteStore { reader: Arc::new(Mutex::new(reader)), ..store })
     }
 
     /// An in-memory database (tests).
@@ -277,7 +287,7 @@ impl SqliteStore {
             tx.commit().map_err(db("migrate"))?;
         }
         let conn = Arc::new(Mutex::new(conn));
-        Ok(SqliteStore { heartbeats: heartbeats::HeartbeatWriter::start(conn.clone())?, conn })
+        Ok(SqliteStore { writer: writer::GroupWriter::start(conn.clone())?, reader: conn.clone(), conn })
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
@@ -290,6 +300,23 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| ControlError::store("blocking task", e))?
+    }
+
+    /// Runs `f` (reads only) on the read connection, beside the writer.
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let conn = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&c)
+        })
+        .await
+        .map_err(|e| ControlError::store("blocking task", e))?
+    }
+
+    /// Runs `f` as one write of the next group commit (see `writer`): its changes are rolled
+    /// back alone when it fails, and it returns after the batch is on disk.
+    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        self.writer.write(writer::keep_none, f).await
     }
 }
 
@@ -767,7 +794,7 @@ impl ControlStore for SqliteStore {
 
     async fn node(&self, id: &NodeId) -> Result<Option<NodeRow>> {
         let id = id.to_text();
-        self.run(move |c| get_node(c, &id)).await
+        self.read(move |c| get_node(c, &id)).await
     }
 
     async fn nodes(&self, org_id: &str) -> Result<Vec<NodeRow>> {
@@ -807,7 +834,7 @@ impl ControlStore for SqliteStore {
     }
 
     async fn record_heartbeat(&self, h: &HeartbeatCommit) -> Result<()> {
-        self.heartbeats.record(h).await
+        heartbeats::record(&self.writer, h).await
     }
 
     async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()> {
@@ -1000,8 +1027,7 @@ impl ControlStore for SqliteStore {
     }
 
     async fn store_receipts(&self, rows: Vec<ReceiptRow>, now_ms: u64) -> Result<(u32, u32)> {
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("store receipts"))?;
+        self.write(move |tx| {
             let (mut stored, mut dup) = (0u32, 0u32);
             // Usage of the receipts stored now, summed per (node, model, day): one upsert per group.
             let mut usage = UsageSums::default();
@@ -1037,7 +1063,6 @@ impl ControlStore for SqliteStore {
                     upsert.execute(params![node, model, ms(*day), ms(u.requests), ms(u.prompt_tokens), ms(u.completion_tokens), ms(u.price_micro_credits)]).map_err(db("usage"))?;
                 }
             }
-            tx.commit().map_err(db("store receipts"))?;
             Ok((stored, dup))
         })
         .await
@@ -1101,7 +1126,7 @@ impl ControlStore for SqliteStore {
 
     async fn gateway_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<GatewayKey>> {
         let h = *token_hash;
-        self.run(move |c| {
+        self.read(move |c| {
             c.query_row(&format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE token_hash = ?1"), [h.as_slice()], gateway_key_from_row)
                 .optional()
                 .map_err(db("read gateway key"))
@@ -1225,8 +1250,7 @@ impl ControlStore for SqliteStore {
     async fn place_hold(&self, hold: &Hold) -> Result<()> {
         let h = hold.clone();
         let a = credits::amount(h.amount)?;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("place hold"))?;
+        self.write(move |tx| {
             let key: Option<(String, Option<i64>, Option<i64>)> = tx
                 .query_row("SELECT org_id, revoked_at_ms, spend_limit_per_day FROM gateway_keys WHERE id = ?1", [&h.key_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
@@ -1260,21 +1284,20 @@ impl ControlStore for SqliteStore {
                 params![h.id.as_slice(), h.org_id, h.key_id, a, day, ms(h.created_at_ms)],
             )
             .map_err(|e| if is_unique_violation(&e) { Refusal::Exists(format!("hold {}", hex::encode(h.id))).into() } else { ControlError::store("place hold", e) })?;
-            tx.commit().map_err(db("place hold"))
+            Ok(())
         })
         .await
     }
 
     async fn hold(&self, id: &[u8; 16]) -> Result<Option<HoldRecord>> {
         let id = *id;
-        self.run(move |c| get_hold(c, &id)).await
+        self.read(move |c| get_hold(c, &id)).await
     }
 
     async fn settle_hold(&self, st: &HoldSettlement) -> Result<bool> {
         let st = st.clone();
         let charge = credits::amount(st.charge)?;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("settle hold"))?;
+        self.write(move |tx| {
             let h = get_hold(&tx, &st.hold_id)?.ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(st.hold_id))))?;
             match h.state {
                 HoldState::Open => {}
@@ -1310,7 +1333,6 @@ impl ControlStore for SqliteStore {
                 params![org, charge],
             )
             .map_err(db("credit totals"))?;
-            tx.commit().map_err(db("settle hold"))?;
             Ok(true)
         })
         .await
@@ -1318,8 +1340,7 @@ impl ControlStore for SqliteStore {
 
     async fn release_hold(&self, id: &[u8; 16], now_ms: u64, expired: bool) -> Result<bool> {
         let id = *id;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("release hold"))?;
+        self.write(move |tx| {
             let h = get_hold(&tx, &id)?.ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(id))))?;
             if h.state != HoldState::Open {
                 return Ok(false);
@@ -1334,7 +1355,6 @@ impl ControlStore for SqliteStore {
             let meta = TxMeta { kind: k, org_id: org, key_id: Some(&h.hold.key_id), hold_id: Some(&id), node_id: None, receipt_id: None, reference: "", now_ms };
             ledger_apply(&tx, &meta, &[(account::held(org), -amount), (account::available(org), amount)])?
                 .map_err(|acct| ControlError::Store(format!("release refused by the guard on {acct}: the ledger is inconsistent, run `b3iq-control admin ledger-check`")))?;
-            tx.commit().map_err(db("release hold"))?;
             Ok(true)
         })
         .await
@@ -1420,7 +1440,7 @@ impl ControlStore for SqliteStore {
     }
 
     async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>> {
-        self.run(move |c| {
+        self.read(move |c| {
             let mut st = c
                 .prepare("SELECT node_id, replica_url, epoch, max_concurrent, models, updated_at_ms FROM tunnel_sessions WHERE updated_at_ms >= ?1 ORDER BY node_id")
                 .map_err(db("tunnel sessions"))?;
