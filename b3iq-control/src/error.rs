@@ -136,7 +136,12 @@ impl IntoResponse for ControlError {
             }
             other => other.to_string(),
         };
-        let body = serde_json::json!({"error": {"message": message, "type": kind, "code": code}});
+        // OpenAI's error object: `param` names the request field at fault, else null.
+        let param = match &self {
+            ControlError::Invalid { field, .. } => Some(*field),
+            _ => None,
+        };
+        let body = serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(ms) = self.retry_after_ms() {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(ms.div_ceil(1000).max(1)));

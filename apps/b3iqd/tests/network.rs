@@ -263,6 +263,12 @@ console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks
     assert_eq!(r.status(), 401, "a gateway key at a node");
     let r = c.post(format!("{}/v1/node/tunnel", net.url)).header("connection", "upgrade").header("upgrade", "b3iq-tunnel/1").header("x-b3iq-tunnel-hello", "00").send().await.unwrap();
     assert_eq!(r.status(), 400, "a forged hello");
+    // A bad field is named in OpenAI's `param`, and the error object has OpenAI's four keys.
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&token).json(&chat(&model, 0, false)).send().await.unwrap();
+    assert_eq!(r.status(), 400, "max_tokens 0");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!((e["error"]["param"].as_str(), e["error"]["type"].as_str()), (Some("max_tokens"), Some("invalid_request_error")), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("between 1 and"), "{e}");
 
     // Billing: every request so far was charged exactly its receipt's price.
     let mut receipt_total = 0u64;

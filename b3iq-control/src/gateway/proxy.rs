@@ -219,16 +219,16 @@ struct Ask {
 }
 
 fn ask(v: &Value, default_max_tokens: u32) -> Result<Ask> {
-    let bad = |reason: &str| ControlError::Invalid { field: "body", reason: reason.to_string() };
-    let model = v.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or_else(|| bad("`model` is required; GET /v1/models lists the models served now"))?;
+    let bad = |field: &'static str, reason: &str| ControlError::Invalid { field, reason: reason.to_string() };
+    let model = v.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or_else(|| bad("model", "`model` is required; GET /v1/models lists the models served now"))?;
     let max_tokens = match v.get("max_completion_tokens").filter(|x| !x.is_null()).or_else(|| v.get("max_tokens").filter(|x| !x.is_null())) {
         None => u64::from(default_max_tokens),
-        Some(n) => n.as_u64().filter(|n| (1..=MAX_MAX_TOKENS).contains(n)).ok_or_else(|| bad(&format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}")))?,
+        Some(n) => n.as_u64().filter(|n| (1..=MAX_MAX_TOKENS).contains(n)).ok_or_else(|| bad("max_tokens", &format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}")))?,
     };
     let stream = match v.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("`stream` must be a boolean")),
+        Some(_) => return Err(bad("stream", "`stream` must be a boolean")),
     };
     Ok(Ask { model: model.to_string(), max_tokens, stream })
 }
