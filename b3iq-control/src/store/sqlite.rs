@@ -224,6 +224,9 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// Prepared statements kept per connection (more than the store's distinct hot statements).
+const STATEMENT_CACHE: usize = 128;
+
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -251,6 +254,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db("journal_mode"))?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db("synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db("foreign_keys"))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -259,6 +263,7 @@ impl SqliteStore {
         let store = Self::migrate(conn)?;
         let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db("open control.db for reading"))?;
         reader.busy_timeout(std::time::Duration::from_secs(10)).map_err(db("busy_timeout"))?;
+        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(SqliteStore { reader: Arc::new(Mutex::new(reader)), ..store })
     }
 
@@ -318,6 +323,17 @@ impl SqliteStore {
     async fn write<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         self.writer.write(writer::keep_none, f).await
     }
+}
+
+/// `execute` through the connection's statement cache (parsing the SQL is a large part of a
+/// short write's time).
+fn exec<P: rusqlite::Params>(c: &Connection, sql: &str, p: P) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// `query_row` through the connection's statement cache.
+fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(c: &Connection, sql: &str, p: P, f: F) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
 }
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRow>> {
@@ -422,7 +438,7 @@ pub(crate) fn health_parse(s: &str) -> Option<HealthStatus> {
 }
 
 fn get_node(c: &Connection, id: &str) -> Result<Option<NodeRow>> {
-    c.query_row(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = ?1"), [id], node_from_row)
+    row(&c, &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = ?1"), [id], node_from_row)
         .optional()
         .map_err(db("read node"))?
         .transpose()
@@ -461,7 +477,7 @@ fn gateway_key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GatewayKey> {
 }
 
 fn get_hold(c: &Connection, id: &[u8; 16]) -> Result<Option<HoldRecord>> {
-    c.query_row(&format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE id = ?1"), [id.as_slice()], |r| {
+    row(&c, &format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE id = ?1"), [id.as_slice()], |r| {
         Ok(RawHold {
             id: r.get(0)?,
             org_id: r.get(1)?,
@@ -483,7 +499,7 @@ fn get_hold(c: &Connection, id: &[u8; 16]) -> Result<Option<HoldRecord>> {
 
 /// An account's balance (0 when it has none yet), as stored for a non-`external` account.
 fn account_balance(c: &Connection, account: &str) -> Result<u64> {
-    let b: Option<i64> = c.query_row("SELECT balance FROM ledger_accounts WHERE account = ?1", [account], |r| r.get(0)).optional().map_err(db("read balance"))?;
+    let b: Option<i64> = row(&c, "SELECT balance FROM ledger_accounts WHERE account = ?1", [account], |r| r.get(0)).optional().map_err(db("read balance"))?;
     Ok(b.unwrap_or(0).max(0) as u64)
 }
 
@@ -493,7 +509,7 @@ fn account_balance(c: &Connection, account: &str) -> Result<u64> {
 /// its transaction.
 fn ledger_apply(c: &Connection, t: &TxMeta<'_>, rows: &[(String, i64)]) -> Result<std::result::Result<i64, String>> {
     let rows = credits::balanced(rows)?;
-    c.execute(
+    exec(&c, 
         "INSERT INTO ledger_tx(kind, org_id, key_id, hold_id, node_id, receipt_id, reference, created_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
         params![t.kind, t.org_id, t.key_id, t.hold_id, t.node_id, t.receipt_id, t.reference, ms(t.now_ms)],
     )
@@ -506,14 +522,14 @@ fn ledger_apply(c: &Connection, t: &TxMeta<'_>, rows: &[(String, i64)]) -> Resul
     })?;
     let tx_id = c.last_insert_rowid();
     for (account, amount) in &rows {
-        c.execute("INSERT OR IGNORE INTO ledger_accounts(account, balance) VALUES (?1, 0)", [account]).map_err(db("ledger account"))?;
+        exec(&c, "INSERT OR IGNORE INTO ledger_accounts(account, balance) VALUES (?1, 0)", [account]).map_err(db("ledger account"))?;
         let n = c
             .execute("UPDATE ledger_accounts SET balance = balance + ?2 WHERE account = ?1 AND (balance + ?2 >= 0 OR account LIKE 'external:%')", params![account, amount])
             .map_err(db("ledger balance"))?;
         if n == 0 {
             return Ok(Err(account.clone()));
         }
-        c.execute("INSERT INTO ledger_rows(tx_id, account, amount) VALUES (?1, ?2, ?3)", params![tx_id, account, amount]).map_err(db("ledger row"))?;
+        exec(&c, "INSERT INTO ledger_rows(tx_id, account, amount) VALUES (?1, ?2, ?3)", params![tx_id, account, amount]).map_err(db("ledger row"))?;
     }
     Ok(Ok(tx_id))
 }
@@ -541,7 +557,7 @@ impl ControlStore for SqliteStore {
     async fn create_org(&self, org: &Org) -> Result<()> {
         let org = org.clone();
         self.run(move |c| {
-            c.execute("INSERT INTO orgs(id, name, created_at_ms) VALUES (?1, ?2, ?3)", params![org.id, org.name, ms(org.created_at_ms)])
+            exec(&c, "INSERT INTO orgs(id, name, created_at_ms) VALUES (?1, ?2, ?3)", params![org.id, org.name, ms(org.created_at_ms)])
                 .map_err(|e| if is_unique_violation(&e) { Refusal::Exists(format!("organisation {:?}", org.name)).into() } else { ControlError::store("create org", e) })?;
             Ok(())
         })
@@ -551,7 +567,7 @@ impl ControlStore for SqliteStore {
     async fn org(&self, id_or_name: &str) -> Result<Option<Org>> {
         let k = id_or_name.to_string();
         self.run(move |c| {
-            c.query_row("SELECT id, name, created_at_ms FROM orgs WHERE id = ?1 OR name = ?1", [k], |r| {
+            row(&c, "SELECT id, name, created_at_ms FROM orgs WHERE id = ?1 OR name = ?1", [k], |r| {
                 Ok(Org { id: r.get(0)?, name: r.get(1)?, created_at_ms: r.get::<_, i64>(2)? as u64 })
             })
             .optional()
@@ -563,7 +579,7 @@ impl ControlStore for SqliteStore {
     async fn create_operator(&self, op: &Operator) -> Result<()> {
         let op = op.clone();
         self.run(move |c| {
-            c.execute(
+            exec(&c, 
                 "INSERT INTO operators(id, org_id, username, password_phc, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![op.id, op.org_id, op.username, op.password_phc, ms(op.created_at_ms)],
             )
@@ -584,7 +600,7 @@ impl ControlStore for SqliteStore {
     async fn operator_by_username(&self, username: &str) -> Result<Option<Operator>> {
         let u = username.to_string();
         self.run(move |c| {
-            c.query_row("SELECT id, org_id, username, password_phc, created_at_ms FROM operators WHERE username = ?1", [u], operator_from_row)
+            row(&c, "SELECT id, org_id, username, password_phc, created_at_ms FROM operators WHERE username = ?1", [u], operator_from_row)
                 .optional()
                 .map_err(db("read operator"))
         })
@@ -595,8 +611,8 @@ impl ControlStore for SqliteStore {
         let (h, op) = (*token_hash, operator_id.to_string());
         self.run(move |c| {
             let tx = c.transaction().map_err(db("create session"))?;
-            tx.execute("DELETE FROM operator_sessions WHERE expires_at_ms <= ?1", [ms(now_ms)]).map_err(db("prune sessions"))?;
-            tx.execute(
+            exec(&tx, "DELETE FROM operator_sessions WHERE expires_at_ms <= ?1", [ms(now_ms)]).map_err(db("prune sessions"))?;
+            exec(&tx, 
                 "INSERT INTO operator_sessions(token_hash, operator_id, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![h.as_slice(), op, ms(now_ms), ms(expires_at_ms)],
             )
@@ -609,7 +625,7 @@ impl ControlStore for SqliteStore {
     async fn session_operator(&self, token_hash: &[u8; 32], now_ms: u64) -> Result<Option<Operator>> {
         let h = *token_hash;
         self.run(move |c| {
-            c.query_row(
+            row(&c, 
                 "SELECT o.id, o.org_id, o.username, o.password_phc, o.created_at_ms FROM operator_sessions s JOIN operators o ON o.id = s.operator_id
                  WHERE s.token_hash = ?1 AND s.expires_at_ms > ?2",
                 params![h.as_slice(), ms(now_ms)],
@@ -624,7 +640,7 @@ impl ControlStore for SqliteStore {
     async fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()> {
         let h = *token_hash;
         self.run(move |c| {
-            c.execute("DELETE FROM operator_sessions WHERE token_hash = ?1", [h.as_slice()]).map_err(db("delete session"))?;
+            exec(&c, "DELETE FROM operator_sessions WHERE token_hash = ?1", [h.as_slice()]).map_err(db("delete session"))?;
             Ok(())
         })
         .await
@@ -633,7 +649,7 @@ impl ControlStore for SqliteStore {
     async fn create_enrollment_token(&self, t: &EnrollmentTokenRow) -> Result<()> {
         let t = t.clone();
         self.run(move |c| {
-            c.execute(
+            exec(&c, 
                 "INSERT INTO enrollment_tokens(id, org_id, token_hash, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![t.id, t.org_id, t.token_hash.as_slice(), ms(t.created_at_ms), ms(t.expires_at_ms)],
             )
@@ -647,12 +663,12 @@ impl ControlStore for SqliteStore {
         let ch = ch.clone();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("create challenge"))?;
-            tx.execute("DELETE FROM challenges WHERE expires_at_ms <= ?1", [ms(now_ms)]).map_err(db("prune challenges"))?;
-            let live: i64 = tx.query_row("SELECT COUNT(*) FROM challenges WHERE used_at_ms IS NULL", [], |r| r.get(0)).map_err(db("count challenges"))?;
+            exec(&tx, "DELETE FROM challenges WHERE expires_at_ms <= ?1", [ms(now_ms)]).map_err(db("prune challenges"))?;
+            let live: i64 = row(&tx, "SELECT COUNT(*) FROM challenges WHERE used_at_ms IS NULL", [], |r| r.get(0)).map_err(db("count challenges"))?;
             if live as u64 >= MAX_LIVE_CHALLENGES {
                 return Ok(false);
             }
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO challenges(id, nonce, issued_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![ch.id.as_slice(), ch.nonce.as_slice(), ms(ch.issued_at_ms), ms(ch.expires_at_ms)],
             )
@@ -677,7 +693,7 @@ impl ControlStore for SqliteStore {
     async fn live_challenge(&self, id: &[u8; 16], now_ms: u64) -> Result<Option<ChallengeRow>> {
         let id = *id;
         self.run(move |c| {
-            c.query_row(
+            row(&c, 
                 "SELECT nonce, issued_at_ms, expires_at_ms FROM challenges WHERE id = ?1 AND used_at_ms IS NULL AND expires_at_ms > ?2",
                 params![id.as_slice(), ms(now_ms)],
                 |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
@@ -736,21 +752,21 @@ impl ControlStore for SqliteStore {
                 Some(n) if n.org_id != org_id => return refuse(tx, Refusal::OtherOrg),
                 Some(_) => {
                     // Re-enrollment (e.g. after expiry): a new term; a suspension stays.
-                    tx.execute(
+                    exec(&tx, 
                         "UPDATE nodes SET expires_at_ms = ?2, public_key = ?3, job_key = ?4, job_key_next = NULL WHERE node_id = ?1",
                         params![id, ms(e.expires_at_ms), e.public_key.to_hex(), e.job_key.to_hex()],
                     )
                     .map_err(db("re-enroll node"))?;
                 }
                 None => {
-                    tx.execute(
+                    exec(&tx, 
                         "INSERT INTO nodes(node_id, public_key, org_id, status, enrolled_at_ms, expires_at_ms, job_key) VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?6)",
                         params![id, e.public_key.to_hex(), org_id, now, ms(e.expires_at_ms), e.job_key.to_hex()],
                     )
                     .map_err(db("insert node"))?;
                 }
             }
-            tx.execute(
+            exec(&tx, 
                 "UPDATE enrollment_tokens SET used_at_ms = ?2, used_by = ?3 WHERE token_hash = ?1 AND used_at_ms IS NULL",
                 params![e.token_hash.as_slice(), now, id],
             )
@@ -784,7 +800,7 @@ impl ControlStore for SqliteStore {
                 tx.commit().map_err(db("renew"))?;
                 return Err(r.into());
             }
-            tx.execute("UPDATE nodes SET expires_at_ms = MAX(expires_at_ms, ?2) WHERE node_id = ?1", params![id, ms(expires_at_ms)]).map_err(db("renew"))?;
+            exec(&tx, "UPDATE nodes SET expires_at_ms = MAX(expires_at_ms, ?2) WHERE node_id = ?1", params![id, ms(expires_at_ms)]).map_err(db("renew"))?;
             let n = get_node(&tx, &id)?.ok_or_else(|| ControlError::Store("renewed node vanished".into()))?;
             tx.commit().map_err(db("renew"))?;
             Ok(n)
@@ -840,7 +856,7 @@ impl ControlStore for SqliteStore {
     async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()> {
         let id = id.to_text();
         self.run(move |c| {
-            c.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = ?1", [id]).map_err(db("count refusal"))?;
+            exec(&c, "UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = ?1", [id]).map_err(db("count refusal"))?;
             Ok(())
         })
         .await
@@ -849,7 +865,7 @@ impl ControlStore for SqliteStore {
     async fn heartbeat_count(&self, id: &NodeId, since_ms: u64) -> Result<u64> {
         let id = id.to_text();
         self.run(move |c| {
-            c.query_row("SELECT COUNT(*) FROM heartbeats WHERE node_id = ?1 AND received_at_ms >= ?2", params![id, ms(since_ms)], |r| r.get::<_, i64>(0))
+            row(&c, "SELECT COUNT(*) FROM heartbeats WHERE node_id = ?1 AND received_at_ms >= ?2", params![id, ms(since_ms)], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
                 .map_err(db("count heartbeats"))
         })
@@ -859,11 +875,11 @@ impl ControlStore for SqliteStore {
     async fn queue_job(&self, sign: JobSigner) -> Result<JobRow> {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("queue job"))?;
-            let last: i64 = tx.query_row("SELECT last FROM job_sequence WHERE id = 1", [], |r| r.get(0)).map_err(db("job sequence"))?;
+            let last: i64 = row(&tx, "SELECT last FROM job_sequence WHERE id = 1", [], |r| r.get(0)).map_err(db("job sequence"))?;
             let seq = (last as u64).checked_add(1).ok_or_else(|| ControlError::Store("job sequence exhausted".into()))?;
             let j = sign(seq)?;
-            tx.execute("UPDATE job_sequence SET last = ?1 WHERE id = 1", [ms(seq)]).map_err(db("job sequence"))?;
-            tx.execute(
+            exec(&tx, "UPDATE job_sequence SET last = ?1 WHERE id = 1", [ms(seq)]).map_err(db("job sequence"))?;
+            exec(&tx, 
                 "INSERT INTO jobs(job_id, node_id, org_id, sequence, kind, envelope, created_by, created_at_ms, expires_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
                 params![j.job_id.as_slice(), j.node_id.to_text(), j.org_id, ms(j.sequence), j.kind, j.envelope, j.created_by, ms(j.created_at_ms), ms(j.expires_at_ms)],
             )
@@ -886,7 +902,7 @@ impl ControlStore for SqliteStore {
                 it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("pending jobs"))?.into_iter().collect::<Result<Vec<_>>>()?
             };
             for j in &rows {
-                tx.execute("UPDATE jobs SET delivered_at_ms = ?2 WHERE job_id = ?1 AND delivered_at_ms IS NULL", params![j.job_id.as_slice(), ms(now_ms)])
+                exec(&tx, "UPDATE jobs SET delivered_at_ms = ?2 WHERE job_id = ?1 AND delivered_at_ms IS NULL", params![j.job_id.as_slice(), ms(now_ms)])
                     .map_err(db("mark delivered"))?;
             }
             tx.commit().map_err(db("pending jobs"))?;
@@ -932,7 +948,7 @@ impl ControlStore for SqliteStore {
     async fn job(&self, node: &NodeId, job_id: &[u8; 16]) -> Result<Option<JobRow>> {
         let (id, job) = (node.to_text(), *job_id);
         self.run(move |c| {
-            c.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 AND job_id = ?2"), params![id, job.as_slice()], job_from_row)
+            row(&c, &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 AND job_id = ?2"), params![id, job.as_slice()], job_from_row)
                 .optional()
                 .map_err(db("read job"))?
                 .transpose()
@@ -960,12 +976,12 @@ impl ControlStore for SqliteStore {
         let k = key.to_hex();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("adopt job key"))?;
-            let n: i64 = tx.query_row("SELECT COUNT(*) FROM job_keys", [], |r| r.get(0)).map_err(db("adopt job key"))?;
+            let n: i64 = row(&tx, "SELECT COUNT(*) FROM job_keys", [], |r| r.get(0)).map_err(db("adopt job key"))?;
             if n > 0 {
                 return Ok(false);
             }
-            tx.execute("INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)", params![k, ms(now_ms)]).map_err(db("adopt job key"))?;
-            tx.execute("UPDATE nodes SET job_key = ?1 WHERE job_key IS NULL", [&k]).map_err(db("adopt job key"))?;
+            exec(&tx, "INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)", params![k, ms(now_ms)]).map_err(db("adopt job key"))?;
+            exec(&tx, "UPDATE nodes SET job_key = ?1 WHERE job_key IS NULL", [&k]).map_err(db("adopt job key"))?;
             tx.commit().map_err(db("adopt job key"))?;
             Ok(true)
         })
@@ -975,7 +991,7 @@ impl ControlStore for SqliteStore {
     async fn add_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<()> {
         let k = key.to_hex();
         self.run(move |c| {
-            c.execute("INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)", params![k, ms(now_ms)])
+            exec(&c, "INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)", params![k, ms(now_ms)])
                 .map_err(|e| if is_unique_violation(&e) { Refusal::Exists(format!("job key {k}")).into() } else { ControlError::store("add job key", e) })?;
             Ok(())
         })
@@ -997,7 +1013,7 @@ impl ControlStore for SqliteStore {
     async fn set_job_key_next(&self, node: &NodeId, next: Option<&NodePublicKey>) -> Result<()> {
         let (id, k) = (node.to_text(), next.map(|k| k.to_hex()));
         self.run(move |c| {
-            c.execute("UPDATE nodes SET job_key_next = ?2 WHERE node_id = ?1", params![id, k]).map_err(db("next job key"))?;
+            exec(&c, "UPDATE nodes SET job_key_next = ?2 WHERE node_id = ?1", params![id, k]).map_err(db("next job key"))?;
             Ok(())
         })
         .await
@@ -1020,7 +1036,7 @@ impl ControlStore for SqliteStore {
     async fn abandon_job_key_next(&self, node: &NodeId, next: &NodePublicKey) -> Result<()> {
         let (id, next) = (node.to_text(), next.to_hex());
         self.run(move |c| {
-            c.execute("UPDATE nodes SET job_key_next = NULL WHERE node_id = ?1 AND job_key_next = ?2", params![id, next]).map_err(db("abandon job key"))?;
+            exec(&c, "UPDATE nodes SET job_key_next = NULL WHERE node_id = ?1 AND job_key_next = ?2", params![id, next]).map_err(db("abandon job key"))?;
             Ok(())
         })
         .await
@@ -1071,7 +1087,7 @@ impl ControlStore for SqliteStore {
     async fn receipt_count(&self, node: &NodeId) -> Result<u64> {
         let id = node.to_text();
         self.run(move |c| {
-            c.query_row("SELECT COUNT(*) FROM receipts WHERE node_id = ?1", [id], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(db("count receipts"))
+            row(&c, "SELECT COUNT(*) FROM receipts WHERE node_id = ?1", [id], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(db("count receipts"))
         })
         .await
     }
@@ -1106,7 +1122,7 @@ impl ControlStore for SqliteStore {
     async fn create_gateway_key(&self, key: &GatewayKey, token_hash: &[u8; 32]) -> Result<()> {
         let (k, h) = (key.clone(), *token_hash);
         self.run(move |c| {
-            c.execute(
+            exec(&c, 
                 "INSERT INTO gateway_keys(id, org_id, name, token_hash, rate_per_min, spend_limit_per_day, created_at_ms, revoked_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
                 params![k.id, k.org_id, k.name, h.as_slice(), k.rate_per_min, k.spend_limit_per_day.map(ms), ms(k.created_at_ms), k.revoked_at_ms.map(ms)],
             )
@@ -1127,7 +1143,7 @@ impl ControlStore for SqliteStore {
     async fn gateway_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<GatewayKey>> {
         let h = *token_hash;
         self.read(move |c| {
-            c.query_row(&format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE token_hash = ?1"), [h.as_slice()], gateway_key_from_row)
+            row(&c, &format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE token_hash = ?1"), [h.as_slice()], gateway_key_from_row)
                 .optional()
                 .map_err(db("read gateway key"))
         })
@@ -1153,7 +1169,7 @@ impl ControlStore for SqliteStore {
             if n == 1 {
                 return Ok(true);
             }
-            let exists: Option<i64> = c.query_row("SELECT 1 FROM gateway_keys WHERE id = ?1 AND org_id = ?2", params![id, org], |r| r.get(0)).optional().map_err(db("revoke gateway key"))?;
+            let exists: Option<i64> = row(&c, "SELECT 1 FROM gateway_keys WHERE id = ?1 AND org_id = ?2", params![id, org], |r| r.get(0)).optional().map_err(db("revoke gateway key"))?;
             match exists {
                 Some(_) => Ok(false),
                 None => Err(Refusal::NotFound(format!("gateway key {:?}", id.chars().take(40).collect::<String>())).into()),
@@ -1167,11 +1183,11 @@ impl ControlStore for SqliteStore {
         let a = credits::amount(amount_u)?;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("add credits"))?;
-            let exists: Option<i64> = tx.query_row("SELECT 1 FROM orgs WHERE id = ?1", [&org], |r| r.get(0)).optional().map_err(db("add credits"))?;
+            let exists: Option<i64> = row(&tx, "SELECT 1 FROM orgs WHERE id = ?1", [&org], |r| r.get(0)).optional().map_err(db("add credits"))?;
             if exists.is_none() {
                 return Err(Refusal::NotFound(format!("organisation {org:?}")).into());
             }
-            let total: i64 = tx.query_row("SELECT COALESCE(-MIN(balance), 0) FROM ledger_accounts WHERE account = ?1", [account::TOPUP], |r| r.get(0)).map_err(db("add credits"))?;
+            let total: i64 = row(&tx, "SELECT COALESCE(-MIN(balance), 0) FROM ledger_accounts WHERE account = ?1", [account::TOPUP], |r| r.get(0)).map_err(db("add credits"))?;
             if (total as u64).saturating_add(amount_u) > MAX_TOTAL_TOPUPS {
                 return Err(ControlError::Invalid { field: "amount", reason: format!("top-ups on this control plane would pass {MAX_TOTAL_TOPUPS} micro-credits") });
             }
@@ -1179,7 +1195,7 @@ impl ControlStore for SqliteStore {
             let avail = account::available(&org);
             ledger_apply(&tx, &meta, &[(account::TOPUP.to_string(), -a), (avail.clone(), a)])?
                 .map_err(|acct| ControlError::Store(format!("top-up refused by the guard on {acct}")))?;
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO org_credit_totals(org_id, topped_up_total) VALUES (?1, ?2) ON CONFLICT(org_id) DO UPDATE SET topped_up_total = topped_up_total + excluded.topped_up_total",
                 params![org, a],
             )
@@ -1262,7 +1278,7 @@ impl ControlStore for SqliteStore {
                 Some((_, None, limit)) => limit,
             };
             let day = ms(h.created_at_ms / DAY_MS);
-            tx.execute("INSERT OR IGNORE INTO gateway_key_spend(key_id, day, reserved) VALUES (?1, ?2, 0)", params![h.key_id, day]).map_err(db("key spend"))?;
+            exec(&tx, "INSERT OR IGNORE INTO gateway_key_spend(key_id, day, reserved) VALUES (?1, ?2, 0)", params![h.key_id, day]).map_err(db("key spend"))?;
             let n = tx
                 .execute(
                     "UPDATE gateway_key_spend SET reserved = reserved + ?3 WHERE key_id = ?1 AND day = ?2 AND (?4 IS NULL OR reserved + ?3 <= ?4)",
@@ -1270,7 +1286,7 @@ impl ControlStore for SqliteStore {
                 )
                 .map_err(db("key spend"))?;
             if n == 0 {
-                let used: i64 = tx.query_row("SELECT reserved FROM gateway_key_spend WHERE key_id = ?1 AND day = ?2", params![h.key_id, day], |r| r.get(0)).map_err(db("key spend"))?;
+                let used: i64 = row(&tx, "SELECT reserved FROM gateway_key_spend WHERE key_id = ?1 AND day = ?2", params![h.key_id, day], |r| r.get(0)).map_err(db("key spend"))?;
                 return Err(Refusal::SpendLimit { limit: limit.unwrap_or(0) as u64, used: used as u64, needed: h.amount }.into());
             }
             let meta = TxMeta { kind: kind::HOLD, org_id: &h.org_id, key_id: Some(&h.key_id), hold_id: Some(&h.id), node_id: None, receipt_id: None, reference: "", now_ms: h.created_at_ms };
@@ -1279,7 +1295,7 @@ impl ControlStore for SqliteStore {
                 let available = account_balance(&tx, &avail)?;
                 return Err(Refusal::InsufficientCredits { available, needed: h.amount }.into());
             }
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO credit_holds(id, org_id, key_id, amount, day, created_at_ms, state) VALUES (?1,?2,?3,?4,?5,?6,'open')",
                 params![h.id.as_slice(), h.org_id, h.key_id, a, day, ms(h.created_at_ms)],
             )
@@ -1308,12 +1324,12 @@ impl ControlStore for SqliteStore {
                 return Err(ControlError::Invalid { field: "charge", reason: format!("{} micro-credits is above the hold of {}", st.charge, h.hold.amount) });
             }
             let (amount, rest) = (h.hold.amount as i64, (h.hold.amount - st.charge) as i64);
-            tx.execute(
+            exec(&tx, 
                 "UPDATE credit_holds SET state = 'settled', charge = ?2, node_id = ?3, receipt_id = ?4, closed_at_ms = ?5 WHERE id = ?1 AND state = 'open'",
                 params![st.hold_id.as_slice(), charge, st.node_id.to_text(), st.receipt_id.as_slice(), ms(st.now_ms)],
             )
             .map_err(|e| if is_unique_violation(&e) { Refusal::ReceiptCharged.into() } else { ControlError::store("settle hold", e) })?;
-            tx.execute("UPDATE gateway_key_spend SET reserved = reserved - ?3 WHERE key_id = ?1 AND day = ?2", params![h.hold.key_id, ms(h.hold.created_at_ms / DAY_MS), rest])
+            exec(&tx, "UPDATE gateway_key_spend SET reserved = reserved - ?3 WHERE key_id = ?1 AND day = ?2", params![h.hold.key_id, ms(h.hold.created_at_ms / DAY_MS), rest])
                 .map_err(db("key spend"))?;
             let org = &h.hold.org_id;
             let meta = TxMeta {
@@ -1328,7 +1344,7 @@ impl ControlStore for SqliteStore {
             };
             ledger_apply(&tx, &meta, &[(account::held(org), -amount), (account::available(org), rest), (account::earned(&st.node_id), charge)])?
                 .map_err(|acct| ControlError::Store(format!("settlement refused by the guard on {acct}: the ledger is inconsistent, run `b3iq-control admin ledger-check`")))?;
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO org_credit_totals(org_id, spent_total) VALUES (?1, ?2) ON CONFLICT(org_id) DO UPDATE SET spent_total = spent_total + excluded.spent_total",
                 params![org, charge],
             )
@@ -1347,9 +1363,9 @@ impl ControlStore for SqliteStore {
             }
             let (state, k) = if expired { (HoldState::Expired, kind::EXPIRE) } else { (HoldState::Released, kind::RELEASE) };
             let amount = h.hold.amount as i64;
-            tx.execute("UPDATE credit_holds SET state = ?2, closed_at_ms = ?3 WHERE id = ?1 AND state = 'open'", params![id.as_slice(), state.as_str(), ms(now_ms)])
+            exec(&tx, "UPDATE credit_holds SET state = ?2, closed_at_ms = ?3 WHERE id = ?1 AND state = 'open'", params![id.as_slice(), state.as_str(), ms(now_ms)])
                 .map_err(db("release hold"))?;
-            tx.execute("UPDATE gateway_key_spend SET reserved = reserved - ?3 WHERE key_id = ?1 AND day = ?2", params![h.hold.key_id, ms(h.hold.created_at_ms / DAY_MS), amount])
+            exec(&tx, "UPDATE gateway_key_spend SET reserved = reserved - ?3 WHERE key_id = ?1 AND day = ?2", params![h.hold.key_id, ms(h.hold.created_at_ms / DAY_MS), amount])
                 .map_err(db("key spend"))?;
             let org = &h.hold.org_id;
             let meta = TxMeta { kind: k, org_id: org, key_id: Some(&h.hold.key_id), hold_id: Some(&id), node_id: None, receipt_id: None, reference: "", now_ms };
@@ -1408,7 +1424,7 @@ impl ControlStore for SqliteStore {
                 let rows = st.query_map([], |r| Ok(r.get::<_, i64>(0)? as u64)).map_err(db("ledger check"))?;
                 input.unbalanced = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db("ledger check"))?;
             }
-            input.transactions = tx.query_row("SELECT COUNT(*) FROM ledger_tx", [], |r| r.get::<_, i64>(0)).map_err(db("ledger check"))? as u64;
+            input.transactions = row(&tx, "SELECT COUNT(*) FROM ledger_tx", [], |r| r.get::<_, i64>(0)).map_err(db("ledger check"))? as u64;
             Ok(input.check())
         })
         .await
@@ -1419,7 +1435,7 @@ impl ControlStore for SqliteStore {
     async fn put_tunnel_session(&self, t: &TunnelSession) -> Result<()> {
         let t = t.clone();
         self.run(move |c| {
-            c.execute(
+            exec(&c, 
                 "INSERT INTO tunnel_sessions(node_id, replica_url, epoch, max_concurrent, models, updated_at_ms) VALUES (?1,?2,?3,?4,?5,?6)
                  ON CONFLICT(node_id) DO UPDATE SET replica_url = excluded.replica_url, epoch = excluded.epoch, max_concurrent = excluded.max_concurrent, models = excluded.models, updated_at_ms = excluded.updated_at_ms",
                 params![t.node_id.to_text(), t.replica_url, ms(t.epoch), i64::from(t.max_concurrent), t.models.to_string(), ms(t.updated_at_ms)],
@@ -1433,7 +1449,7 @@ impl ControlStore for SqliteStore {
     async fn drop_tunnel_session(&self, node: &NodeId, replica_url: &str, epoch: u64) -> Result<()> {
         let (id, url) = (node.to_text(), replica_url.to_string());
         self.run(move |c| {
-            c.execute("DELETE FROM tunnel_sessions WHERE node_id = ?1 AND replica_url = ?2 AND epoch = ?3", params![id, url, ms(epoch)]).map_err(db("tunnel session"))?;
+            exec(&c, "DELETE FROM tunnel_sessions WHERE node_id = ?1 AND replica_url = ?2 AND epoch = ?3", params![id, url, ms(epoch)]).map_err(db("tunnel session"))?;
             Ok(())
         })
         .await
