@@ -1172,6 +1172,13 @@ impl ControlPlane {
             })
             .collect();
         let (stored, duplicates) = self.store.store_receipts(rows, now_ms).await?;
+        // Network receipts of requests whose client went away mid-stream settle their holds.
+        if let Err(e) = self
+            .settle_uploaded(&u.receipts, &u.public_key, now_ms)
+            .await
+        {
+            tracing::error!(error = %e, "settling holds with uploaded receipts failed; the stale-hold sweep will look again");
+        }
         self.metrics
             .receipts_stored
             .fetch_add(u64::from(stored), Ordering::Relaxed);

@@ -658,11 +658,95 @@ async fn limits_and_sweeper(cp: &ControlPlane) {
     assert_ledger_ok(cp).await;
 }
 
+/// A hold kept for an uploaded receipt (the client went away mid-stream): found by request
+/// id while open, no longer once closed; a node's stored network receipts are listed by start.
+async fn awaiting_receipts(cp: &ControlPlane) {
+    let s = cp.store();
+    cp.create_org("vandelay", NOW).await.unwrap();
+    cp.add_credits("vandelay", 10_000, "vandelay-1", NOW)
+        .await
+        .unwrap();
+    let (key, _) = cp
+        .create_gateway_key("vandelay", "agent", 1_000, None, NOW)
+        .await
+        .unwrap();
+    let (h1, h2) = (
+        cp.place_hold(&key, 500, NOW).await.unwrap(),
+        cp.place_hold(&key, 500, NOW).await.unwrap(),
+    );
+    assert!(s
+        .await_hold_receipt(&h1.id, &[7; 16], "ticket-7")
+        .await
+        .unwrap());
+    assert_eq!(
+        s.hold_awaiting_ticket(&h1.id).await.unwrap().as_deref(),
+        Some("ticket-7")
+    );
+    assert_eq!(
+        s.hold_awaiting_ticket(&h2.id).await.unwrap(),
+        None,
+        "not awaiting"
+    );
+    assert_eq!(
+        s.holds_awaiting(&[[6; 16], [7; 16]]).await.unwrap(),
+        vec![([7; 16], h1.id, "ticket-7".to_string())]
+    );
+    assert!(s.holds_awaiting(&[]).await.unwrap().is_empty());
+    // Closed: not awaiting any more, and a closed hold cannot be marked.
+    assert!(cp.release_hold(&h1.id, NOW).await.unwrap());
+    assert!(s.holds_awaiting(&[[7; 16]]).await.unwrap().is_empty());
+    assert_eq!(s.hold_awaiting_ticket(&h1.id).await.unwrap(), None);
+    assert!(!s
+        .await_hold_receipt(&h1.id, &[8; 16], "ticket-8")
+        .await
+        .unwrap());
+    assert!(cp.release_hold(&h2.id, NOW).await.unwrap());
+
+    let n = node(41);
+    let row = |i: u8, mode: &str, started: u64| b3iq_control::store::ReceiptRow {
+        receipt_id: [i; 32],
+        node_id: n,
+        model_id: "m".into(),
+        mode: mode.into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        price_micro_credits: 1,
+        started_at_ms: started,
+        signed: vec![i],
+    };
+    s.store_receipts(
+        vec![
+            row(201, "network", NOW + 5),
+            row(202, "local", NOW + 6),
+            row(203, "network", NOW - 5),
+            row(204, "network", NOW + 1),
+        ],
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.network_receipts_since(&n, NOW, 10).await.unwrap(),
+        vec![vec![204], vec![201]]
+    );
+    assert_eq!(
+        s.network_receipts_since(&n, NOW, 1).await.unwrap(),
+        vec![vec![204]]
+    );
+    assert!(s
+        .network_receipts_since(&node(42), 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_ledger_ok(cp).await;
+}
+
 async fn suite(cp: Arc<ControlPlane>) -> Vec<String> {
     let tokens = keys(&cp).await;
     holds(&cp).await;
     concurrent_holds(cp.clone()).await;
     limits_and_sweeper(&cp).await;
+    awaiting_receipts(&cp).await;
     let c = cp.ledger_check().await.unwrap();
     assert!(c.ok() && c.transactions > 250 && c.accounts >= 10, "{c:?}");
     tokens

@@ -229,6 +229,29 @@ async fn network_receipt_prices(n: &Node, c: &reqwest::Client) -> Vec<u64> {
         .collect()
 }
 
+/// Network receipts with outcome `cancelled` over all nodes.
+async fn cancelled_network_receipts(nodes: &[Node]) -> usize {
+    let mut n = 0;
+    for node in nodes {
+        let v: Value = common::client()
+            .get(node.d.url("/api/receipts?limit=500"))
+            .header("cookie", &node.cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        n += v["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["key_id"] == "network" && r["outcome"] == "cancelled")
+            .count();
+    }
+    n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paid_requests_through_the_gateway_are_served_by_tunnelled_nodes_and_settled_by_receipt() {
     let dir = tempdir("network");
@@ -511,6 +534,48 @@ console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks
             .contains("between 1 and"),
         "{e}"
     );
+
+    // A client that goes away mid-stream: the node stops and receipts the tokens it produced
+    // (outcome `cancelled`); that receipt never comes back on the tunnel, so the hold waits
+    // for it by upload and is settled with it (the org pays for what was produced, the node is
+    // paid for it), instead of being released as if nothing had run.
+    let cancelled_before = cancelled_network_receipts(&nodes).await;
+    let mut r = c
+        .post(format!("{}/v1/chat/completions", net.url))
+        .bearer_auth(&token)
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}], "max_tokens": 2000, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (mut got, mut seen) = (0, Vec::new());
+    while got < 3 {
+        let Some(chunk) = r.chunk().await.unwrap() else {
+            panic!(
+                "the stream ended before 3 chunks: {}",
+                String::from_utf8_lossy(&seen)
+            );
+        };
+        got += chunk
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"data: {"))
+            .count();
+        seen.extend_from_slice(&chunk);
+    }
+    drop(r);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let bal = net.cp.credit_balance(&net.org).await.unwrap();
+        let cancelled = cancelled_network_receipts(&nodes).await;
+        if cancelled > cancelled_before && bal.held == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled request's hold was not settled by its uploaded receipt: {bal:?}, cancelled receipts {cancelled_before} -> {cancelled}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Billing: every request so far was charged exactly its receipt's price.
     let mut receipt_total = 0u64;

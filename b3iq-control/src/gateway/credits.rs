@@ -60,6 +60,11 @@ pub const MAX_RATE_PER_MIN: u32 = 1_000_000;
 /// Open holds older than this are released by the sweeper (1 h): the gateway must settle or
 /// release a request within it, so a crashed gateway locks credits at most this long.
 pub const HOLD_MAX_AGE_MS: u64 = 3_600_000;
+/// How far before a ticket's issue time an awaited receipt's start may lie (the node's clock
+/// may run behind the control plane's; heartbeats bound the skew well below this).
+const AWAIT_CLOCK_SLACK_MS: u64 = 600_000;
+/// Most receipts of a node read when looking for an awaited one.
+const AWAIT_SCAN_LIMIT: u32 = 10_000;
 /// How often `b3iq-control serve` sweeps stale holds.
 pub const HOLD_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Most ledger transactions listed at once.
@@ -364,6 +369,134 @@ impl ControlPlane {
             .await
     }
 
+    /// Keeps an open hold for its node's receipt by upload: the client went away mid-stream, so
+    /// the node's receipt (outcome `cancelled`, for the tokens it produced) never came back on
+    /// the tunnel; the node's outbox uploads it to the control plane, and
+    /// [`ControlPlane::settle_uploaded`] settles the hold with it, checked against `ticket` as
+    /// the gateway checks a tunnelled receipt. A receipt stored before the mark is found here.
+    /// A hold whose receipt never comes is released by the stale-hold sweep
+    /// ([`HOLD_MAX_AGE_MS`]), after one last look for the receipt.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn await_receipt(
+        &self,
+        hold_id: &[u8; 16],
+        ticket: &b3iq_protocol::gateway::RequestTicket,
+        now_ms: u64,
+    ) -> Result<()> {
+        if self
+            .store()
+            .await_hold_receipt(hold_id, &ticket.request_id.0, &ticket.to_header())
+            .await?
+        {
+            self.settle_stored(hold_id, ticket, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Settles the open holds waiting for one of `receipts` (just uploaded by `node_key`'s
+    /// node), each checked against its ticket; returns how many it settled. A receipt that does
+    /// not match its ticket settles nothing (the node is not paid) and is logged.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn settle_uploaded(
+        &self,
+        receipts: &[b3iq_core::receipt::SignedReceipt],
+        node_key: &b3iq_core::NodePublicKey,
+        now_ms: u64,
+    ) -> Result<u32> {
+        let ids: Vec<[u8; 16]> = receipts
+            .iter()
+            .filter(|r| r.body().mode == b3iq_core::OperatingMode::Network)
+            .map(|r| r.body().request_id.0)
+            .collect();
+        let mut settled = 0;
+        for (rid, hold_id, ticket) in self.store().holds_awaiting(&ids).await? {
+            let Some(r) = receipts.iter().find(|r| r.body().request_id.0 == rid) else {
+                continue;
+            };
+            if self
+                .settle_with(&hold_id, &ticket, r, node_key, now_ms)
+                .await?
+            {
+                settled += 1;
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Looks among the node's stored network receipts for the one of `ticket`'s request and
+    /// settles the hold with it; `Ok(true)` when it did.
+    async fn settle_stored(
+        &self,
+        hold_id: &[u8; 16],
+        ticket: &b3iq_protocol::gateway::RequestTicket,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let Some(node) = self.store().node(&ticket.node_id).await? else {
+            return Ok(false);
+        };
+        // The node's clock may run behind ours: look from well before the ticket's issue.
+        let since = ticket.issued_at_ms.saturating_sub(AWAIT_CLOCK_SLACK_MS);
+        for signed in self
+            .store()
+            .network_receipts_since(&ticket.node_id, since, AWAIT_SCAN_LIMIT)
+            .await?
+        {
+            let Ok(r) = b3iq_core::receipt::SignedReceipt::decode(&signed) else {
+                continue;
+            };
+            if r.body().request_id == ticket.request_id {
+                return self
+                    .settle_with(hold_id, &ticket.to_header(), &r, &node.public_key, now_ms)
+                    .await;
+            }
+        }
+        Ok(false)
+    }
+
+    async fn settle_with(
+        &self,
+        hold_id: &[u8; 16],
+        ticket: &str,
+        r: &b3iq_core::receipt::SignedReceipt,
+        node_key: &b3iq_core::NodePublicKey,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let ticket = match b3iq_protocol::gateway::RequestTicket::from_header(ticket) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "a hold awaiting its receipt has an unreadable ticket");
+                return Ok(false);
+            }
+        };
+        let price = match ticket.check_receipt(r, node_key) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(node = %ticket.node_id, reason = %e, "an uploaded receipt does not match the ticket of the hold awaiting it; not paid");
+                return Ok(false);
+            }
+        };
+        match self
+            .settle_hold(hold_id, price, &ticket.node_id, &r.receipt_id().0, now_ms)
+            .await
+        {
+            Ok(done) => {
+                if done {
+                    tracing::info!(node = %ticket.node_id, charge = price, "a hold whose client went away mid-stream was settled with the node's uploaded receipt");
+                }
+                Ok(done)
+            }
+            // Released, expired or settled with this receipt meanwhile: nothing to do.
+            Err(ControlError::Refused(
+                Refusal::HoldClosed(_) | Refusal::ReceiptCharged | Refusal::NotFound(_),
+            )) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Releases an open hold entirely (the request failed before a receipt). Idempotent:
     /// `Ok(false)` for a hold no longer open.
     ///
@@ -393,6 +526,14 @@ impl ControlPlane {
         loop {
             let ids = self.store().open_holds_before(before, SWEEP_BATCH).await?;
             for id in &ids {
+                // A hold waiting for an uploaded receipt gets one last look for it.
+                if let Some(t) = self.store().hold_awaiting_ticket(id).await? {
+                    if let Ok(t) = b3iq_protocol::gateway::RequestTicket::from_header(&t) {
+                        if self.settle_stored(id, &t, now_ms).await? {
+                            continue;
+                        }
+                    }
+                }
                 match self.store().release_hold(id, now_ms, true).await {
                     Ok(true) => released += 1,
                     Ok(false) | Err(ControlError::Refused(Refusal::NotFound(_))) => {}

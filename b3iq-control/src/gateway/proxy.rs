@@ -171,11 +171,14 @@ pub async fn completions(State(gw): Gw, req: Request) -> Response {
         .unwrap_or_else(|e| e.into_response())
 }
 
-/// A held amount: released when dropped unless settled.
+/// A held amount: released when dropped unless settled, or, when the client went away
+/// mid-stream (`awaiting`), kept for the node's receipt by upload
+/// ([`crate::ControlPlane::await_receipt`]).
 struct Hold {
     gw: Arc<Gateway>,
     id: [u8; 16],
     done: bool,
+    awaiting: Option<RequestTicket>,
 }
 
 impl Hold {
@@ -201,6 +204,14 @@ impl Drop for Hold {
         }
         let (gw, id) = (self.gw.clone(), self.id);
         if let Ok(h) = tokio::runtime::Handle::try_current() {
+            if let Some(ticket) = self.awaiting.take() {
+                h.spawn(async move {
+                    if let Err(e) = gw.cp.await_receipt(&id, &ticket, unix_now_ms()).await {
+                        tracing::error!(error = %e, "could not keep a hold for its uploaded receipt; the stale-hold sweep will look for it");
+                    }
+                });
+                return;
+            }
             h.spawn(async move {
                 if let Err(e) = gw.cp.release_hold(&id, unix_now_ms()).await {
                     tracing::error!(error = %e, "could not release a hold; the stale-hold sweep will");
@@ -528,6 +539,7 @@ impl Gateway {
             gw: self.clone(),
             id: hold.id,
             done: false,
+            awaiting: None,
         };
         let mut tried = Vec::new();
         let mut refused_by_policy = false;
@@ -895,6 +907,10 @@ impl Gateway {
             ended: bool,
         }
         let node = target.node_id;
+        let mut hold = hold;
+        // Until the stream ends, a client that goes away leaves the hold for the receipt the
+        // node writes for the tokens it produced (its outcome `cancelled`).
+        hold.awaiting = Some(ticket.clone());
         let init = S {
             gw: self,
             body: resp.into_body(),
@@ -943,10 +959,13 @@ impl Gateway {
                     }
                     Some(Err(e)) => {
                         tracing::warn!(node = %s.target.node_id, error = %e, "gateway: the node failed mid-stream");
+                        s.hold.awaiting = None;
                         s.out.push_back(Bytes::from_static(b"data: {\"error\":{\"message\":\"the serving node failed mid-stream; the request was not charged past its receipt\",\"type\":\"server_error\",\"code\":\"upstream_failed\"}}\n\n"));
                         s.ended = true;
                     }
                     None => {
+                        // Ended without a receipt comment: the node is not paid.
+                        s.hold.awaiting = None;
                         if !s.buf.is_empty() {
                             let rest = std::mem::take(&mut s.buf);
                             s.out.push_back(Bytes::from(rest));

@@ -623,6 +623,32 @@ pub trait ControlStore: Send + Sync + 'static {
     /// with `expired`, `kind::EXPIRE`; `Ok(false)` when it is no longer open;
     /// `Refusal::NotFound` for an unknown hold.
     async fn release_hold(&self, id: &[u8; 16], now_ms: u64, expired: bool) -> Result<bool>;
+    /// Marks an open hold as waiting for its node's receipt by upload, because the client went
+    /// away mid-stream and the receipt never came back on the tunnel: `request_id` is the
+    /// ticket's, `ticket` its header form ([`b3iq_protocol::gateway::RequestTicket::to_header`]).
+    /// `Ok(false)` when the hold is no longer open (settled or released meanwhile).
+    async fn await_hold_receipt(
+        &self,
+        hold_id: &[u8; 16],
+        request_id: &[u8; 16],
+        ticket: &str,
+    ) -> Result<bool>;
+    /// Open holds waiting for the receipt of one of `request_ids` (at most 256 ids): each as
+    /// (request id, hold id, ticket).
+    async fn holds_awaiting(
+        &self,
+        request_ids: &[[u8; 16]],
+    ) -> Result<Vec<([u8; 16], [u8; 16], String)>>;
+    /// The ticket of an open hold waiting for a receipt, `None` for any other hold.
+    async fn hold_awaiting_ticket(&self, hold_id: &[u8; 16]) -> Result<Option<String>>;
+    /// A node's stored network-mode receipts (their signed encodings) started at or after
+    /// `since_ms`, oldest first, at most `limit`.
+    async fn network_receipts_since(
+        &self,
+        node: &NodeId,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>>;
     /// Ids of open holds placed at or before `before_ms`, oldest first, at most `limit`.
     async fn open_holds_before(&self, before_ms: u64, limit: u32) -> Result<Vec<[u8; 16]>>;
     /// A node's earnings account balance.

@@ -225,6 +225,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tunnel_sessions_updated ON tunnel_sessions(updated_at_ms);
     "#,
+    // 7: as SQLite's migration 7.
+    r#"
+    ALTER TABLE credit_holds ADD COLUMN awaiting_request_id BYTEA, ADD COLUMN awaiting_ticket TEXT;
+    CREATE INDEX credit_holds_awaiting ON credit_holds(awaiting_request_id) WHERE awaiting_request_id IS NOT NULL;
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -1711,6 +1716,74 @@ impl ControlStore for PostgresStore {
             .map_err(|acct| ControlError::Store(format!("release refused by the guard on {acct}: the ledger is inconsistent, run `b3iq-control admin ledger-check`")))?;
         tx.commit().await.map_err(db("release hold"))?;
         Ok(true)
+    }
+
+    async fn await_hold_receipt(
+        &self,
+        hold_id: &[u8; 16],
+        request_id: &[u8; 16],
+        ticket: &str,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE credit_holds SET awaiting_request_id = $2, awaiting_ticket = $3 WHERE id = $1 AND state = 'open'",
+                &[&hold_id.as_slice(), &request_id.as_slice(), &ticket],
+            )
+            .await
+            .map_err(db("await receipt"))?;
+        Ok(n == 1)
+    }
+
+    async fn holds_awaiting(
+        &self,
+        request_ids: &[[u8; 16]],
+    ) -> Result<Vec<([u8; 16], [u8; 16], String)>> {
+        if request_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.client().await?;
+        let ids: Vec<&[u8]> = request_ids.iter().map(|r| r.as_slice()).collect();
+        let bad = || ControlError::Store("the database holds an invalid hold or request id".into());
+        c.query("SELECT awaiting_request_id, id, awaiting_ticket FROM credit_holds WHERE awaiting_request_id = ANY($1) AND state = 'open'", &[&ids])
+            .await
+            .map_err(db("awaiting holds"))?
+            .iter()
+            .map(|r| {
+                let rid: [u8; 16] = r.get::<_, Vec<u8>>(0).as_slice().try_into().map_err(|_| bad())?;
+                let h: [u8; 16] = r.get::<_, Vec<u8>>(1).as_slice().try_into().map_err(|_| bad())?;
+                Ok((rid, h, r.get::<_, String>(2)))
+            })
+            .collect()
+    }
+
+    async fn hold_awaiting_ticket(&self, hold_id: &[u8; 16]) -> Result<Option<String>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT awaiting_ticket FROM credit_holds WHERE id = $1 AND state = 'open'",
+            &[&hold_id.as_slice()],
+        )
+        .await
+        .map_err(db("awaiting hold"))?
+        .and_then(|r| r.get::<_, Option<String>>(0)))
+    }
+
+    async fn network_receipts_since(
+        &self,
+        node: &NodeId,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT signed FROM receipts WHERE node_id = $1 AND started_at_ms >= $2 AND mode = 'network' ORDER BY started_at_ms LIMIT $3",
+            &[&node.to_text(), &ms(since_ms), &i64::from(limit)],
+        )
+        .await
+        .map_err(db("network receipts"))?
+        .iter()
+        .map(|r| r.get::<_, Vec<u8>>(0))
+        .collect())
     }
 
     async fn open_holds_before(&self, before_ms: u64, limit: u32) -> Result<Vec<[u8; 16]>> {

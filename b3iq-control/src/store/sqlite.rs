@@ -225,6 +225,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tunnel_sessions_updated ON tunnel_sessions(updated_at_ms);
     "#,
+    // 7: a hold whose client went away mid-stream waits for its node's receipt by upload.
+    r#"
+    ALTER TABLE credit_holds ADD COLUMN awaiting_request_id BLOB;
+    ALTER TABLE credit_holds ADD COLUMN awaiting_ticket TEXT;
+    CREATE INDEX credit_holds_awaiting ON credit_holds(awaiting_request_id) WHERE awaiting_request_id IS NOT NULL;
+    "#,
 ];
 
 /// Prepared statements kept per connection (more than the store's distinct hot statements).
@@ -1621,6 +1627,80 @@ impl ControlStore for SqliteStore {
             ledger_apply(tx, &meta, &[(account::held(org), -amount), (account::available(org), amount)])?
                 .map_err(|acct| ControlError::Store(format!("release refused by the guard on {acct}: the ledger is inconsistent, run `b3iq-control admin ledger-check`")))?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn await_hold_receipt(
+        &self,
+        hold_id: &[u8; 16],
+        request_id: &[u8; 16],
+        ticket: &str,
+    ) -> Result<bool> {
+        let (id, rid, t) = (*hold_id, *request_id, ticket.to_string());
+        self.write(move |tx| {
+            let n = exec(tx, "UPDATE credit_holds SET awaiting_request_id = ?2, awaiting_ticket = ?3 WHERE id = ?1 AND state = 'open'", params![id.as_slice(), rid.as_slice(), t])
+                .map_err(db("await receipt"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn holds_awaiting(
+        &self,
+        request_ids: &[[u8; 16]],
+    ) -> Result<Vec<([u8; 16], [u8; 16], String)>> {
+        if request_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = request_ids.to_vec();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT id, awaiting_ticket FROM credit_holds WHERE awaiting_request_id = ?1 AND state = 'open'")
+                .map_err(db("awaiting holds"))?;
+            let mut out = Vec::new();
+            for rid in &ids {
+                let rows = st.query_map([rid.as_slice()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))).map_err(db("awaiting holds"))?;
+                for r in rows {
+                    let (h, t) = r.map_err(db("awaiting holds"))?;
+                    let h: [u8; 16] = h.as_slice().try_into().map_err(|_| ControlError::Store("control.db holds an invalid hold id".into()))?;
+                    out.push((*rid, h, t));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn hold_awaiting_ticket(&self, hold_id: &[u8; 16]) -> Result<Option<String>> {
+        let id = *hold_id;
+        self.read(move |c| {
+            row(
+                c,
+                "SELECT awaiting_ticket FROM credit_holds WHERE id = ?1 AND state = 'open'",
+                [id.as_slice()],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(db("awaiting hold"))
+        })
+        .await
+    }
+
+    async fn network_receipts_since(
+        &self,
+        node: &NodeId,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>> {
+        let id = node.to_text();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT signed FROM receipts WHERE node_id = ?1 AND started_at_ms >= ?2 AND mode = 'network' ORDER BY started_at_ms LIMIT ?3")
+                .map_err(db("network receipts"))?;
+            let rows = st.query_map(params![id, ms(since_ms), limit], |r| r.get::<_, Vec<u8>>(0)).map_err(db("network receipts"))?;
+            rows.map(|r| r.map_err(db("network receipts"))).collect()
         })
         .await
     }
