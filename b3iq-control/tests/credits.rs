@@ -604,6 +604,32 @@ async fn limits_and_sweeper(cp: &ControlPlane) {
     assert_eq!(e.parts().0, axum::http::StatusCode::TOO_MANY_REQUESTS);
     assert!(e.to_string().contains("3 requests per minute"), "{e}");
     cp.place_hold(&slow, 1, NOW + 20_000).await.unwrap();
+    // Replicas share a key's rate through the store: another replica (a second plane on the
+    // same store, its own in-memory bucket full) is refused once the key's minute is used.
+    let (shared, _) = cp
+        .create_gateway_key("umbrella", "shared", 2, None, NOW)
+        .await
+        .unwrap();
+    let replica_b = plane(cp.store().clone());
+    let mut shared_holds = vec![
+        cp.place_hold(&shared, 1, NOW).await.unwrap(),
+        replica_b.place_hold(&shared, 1, NOW).await.unwrap(),
+    ];
+    let e = replica_b.place_hold(&shared, 1, NOW).await.unwrap_err();
+    assert_eq!(e.retry_after_ms(), Some(30_000), "{e}");
+    assert!(matches!(
+        refusal(cp.place_hold(&shared, 1, NOW + 29_999).await),
+        Refusal::RateLimited { .. }
+    ));
+    shared_holds.push(
+        replica_b
+            .place_hold(&shared, 1, NOW + 30_000)
+            .await
+            .unwrap(),
+    );
+    for h in &shared_holds {
+        assert!(cp.release_hold(&h.id, NOW + 30_000).await.unwrap());
+    }
 
     // Sweeper: holds older than the bound are released (recorded as `expire`), younger stay.
     let before = cp.credit_balance(&org.id).await.unwrap();

@@ -22,9 +22,10 @@
 //! | `org:<id>:held` | its open holds |
 //! | `node:<b3n_...>:earned` | what a node earned from settled charges |
 //!
-//! The rate limit is a token bucket per key in this process's memory: with several replicas,
-//! each allows the key's rate (a key can reach N times its rate across N replicas). Spend
-//! limits and balances are in the store and hold across replicas.
+//! The rate limit is a token bucket per key kept in the store and taken in the hold's own
+//! transaction, so it holds across replicas (a key gets its rate, not N times it); a copy of
+//! the bucket in each replica's memory refuses a key far over its rate before it costs a store
+//! write. Spend limits and balances are in the store too.
 //!
 //! ```no_run
 //! # async fn f(cp: &b3iq_control::ControlPlane, token: &str, node: b3iq_core::NodeId, receipt: [u8; 32], now: u64) -> b3iq_control::Result<()> {
@@ -80,7 +81,8 @@ const MAX_BUCKETS: usize = 10_000;
 /// millisecond, so `r` requests (of 60,000 units) per minute, in exact integers.
 const UNITS_PER_REQUEST: u64 = 60_000;
 
-/// Per-key token buckets for gateway request rates, in this process's memory (per replica).
+/// Per-key token buckets for gateway request rates, in this process's memory: the cheap first
+/// check; the store's bucket ([`crate::store::credits::take_rate`]) is the one that counts.
 /// A bucket holds at most one minute of the key's rate and starts full, so a key can burst its
 /// whole rate at once and then sustains it.
 #[derive(Debug, Default)]

@@ -13,6 +13,34 @@ use b3iq_core::NodeId;
 /// databases' signed 64-bit integers.
 pub const MAX_AMOUNT: u64 = 1_000_000_000_000_000;
 
+/// Units of one request in a key's rate bucket: a key of rate `r` per minute refills `r` units
+/// per millisecond, so `r` requests (of 60,000 units) per minute, in exact integers.
+pub const UNITS_PER_REQUEST: u64 = 60_000;
+
+/// Takes one request from a key's token bucket: `bucket` is its stored `(units, at_ms)`
+/// (`None`: never used, full), which holds at most one minute of the key's rate, so a key can
+/// burst its whole rate at once and then sustains it. Returns the bucket to store, or
+/// `Err(retry_after_ms)` when it holds less than one request. A clock that steps back (another
+/// replica's, or this one's) refills nothing and never moves the bucket back.
+pub fn take_rate(
+    bucket: Option<(u64, u64)>,
+    rate_per_min: u32,
+    now_ms: u64,
+) -> std::result::Result<(u64, u64), u64> {
+    let rate = u64::from(rate_per_min.max(1));
+    let cap = rate * UNITS_PER_REQUEST;
+    let (units, at) = bucket.unwrap_or((cap, now_ms));
+    let units = units
+        .saturating_add(now_ms.saturating_sub(at).saturating_mul(rate))
+        .min(cap);
+    let at = at.max(now_ms);
+    if units >= UNITS_PER_REQUEST {
+        Ok((units - UNITS_PER_REQUEST, at))
+    } else {
+        Err((UNITS_PER_REQUEST - units).div_ceil(rate))
+    }
+}
+
 /// A `b3iq_gateway_` key as the store keeps it (the token itself is never stored: only its
 /// sha256, beside this row).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -23,7 +51,7 @@ pub struct GatewayKey {
     pub org_id: String,
     /// Display name (1 to 64 of letters, digits, space, `. _ -`).
     pub name: String,
-    /// Requests per minute (a token bucket per key, per replica).
+    /// Requests per minute (a token bucket per key, shared by every replica through the store).
     pub rate_per_min: u32,
     /// Most micro-credits per UTC day: settled charges plus open holds of the day. `None`:
     /// only the organisation's balance bounds it.
@@ -535,5 +563,38 @@ impl CheckInput {
             .map(|(a, _)| a.clone())
             .collect();
         out
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_rate_per_minute_and_says_when_to_retry() {
+        let mut b = None;
+        let mut take = |b: &mut Option<(u64, u64)>, now| {
+            take_rate(*b, 3, now).map(|v| {
+                *b = Some(v);
+            })
+        };
+        for _ in 0..3 {
+            take(&mut b, 1_000).unwrap();
+        }
+        assert_eq!(
+            take(&mut b, 1_000),
+            Err(20_000),
+            "one request per 20 s at 3 per minute"
+        );
+        assert_eq!(take(&mut b, 11_000), Err(10_000));
+        take(&mut b, 21_000).unwrap();
+        assert!(take(&mut b, 21_000).is_err());
+        // A clock stepping back refills nothing.
+        assert_eq!(take(&mut b, 5_000), Err(20_000));
+        // An idle minute fills the bucket to one minute of rate, no more.
+        for _ in 0..3 {
+            take(&mut b, 1_000_000).unwrap();
+        }
+        assert!(take(&mut b, 1_000_000).is_err());
     }
 }

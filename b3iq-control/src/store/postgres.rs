@@ -230,6 +230,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE credit_holds ADD COLUMN awaiting_request_id BYTEA, ADD COLUMN awaiting_ticket TEXT;
     CREATE INDEX credit_holds_awaiting ON credit_holds(awaiting_request_id) WHERE awaiting_request_id IS NOT NULL;
     "#,
+    // 8: as SQLite's migration 8.
+    r#"
+    ALTER TABLE gateway_keys ADD COLUMN rate_units BIGINT, ADD COLUMN rate_at_ms BIGINT;
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -1525,9 +1529,10 @@ impl ControlStore for PostgresStore {
         let a = credits::amount(h.amount)?;
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db("place hold"))?;
+        // FOR UPDATE: concurrent holds of one key take its rate bucket in turn.
         let key = tx
             .query_opt(
-                "SELECT org_id, revoked_at_ms, spend_limit_per_day FROM gateway_keys WHERE id = $1",
+                "SELECT org_id, revoked_at_ms, spend_limit_per_day, rate_per_min, rate_units, rate_at_ms FROM gateway_keys WHERE id = $1 FOR UPDATE",
                 &[&h.key_id],
             )
             .await
@@ -1537,16 +1542,35 @@ impl ControlStore for PostgresStore {
                     r.get::<_, String>(0),
                     r.get::<_, Option<i64>>(1),
                     r.get::<_, Option<i64>>(2),
+                    r.get::<_, i64>(3),
+                    r.get::<_, Option<i64>>(4).zip(r.get::<_, Option<i64>>(5)),
                 )
             });
-        let limit = match key {
-            Some((org, _, _)) if org != h.org_id => {
+        let (limit, rate, bucket) = match key {
+            Some((org, ..)) if org != h.org_id => {
                 return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into())
             }
             None => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
-            Some((_, Some(_), _)) => return Err(Refusal::KeyRevoked.into()),
-            Some((_, None, limit)) => limit,
+            Some((_, Some(_), ..)) => return Err(Refusal::KeyRevoked.into()),
+            Some((_, None, limit, rate, b)) => {
+                (limit, rate as u32, b.map(|(u, a)| (u as u64, a as u64)))
+            }
         };
+        // The key's rate, across every replica (a refusal later in this transaction rolls it
+        // back).
+        let (units, at) =
+            credits::take_rate(bucket, rate, h.created_at_ms).map_err(|retry_after_ms| {
+                Refusal::RateLimited {
+                    rate_per_min: rate,
+                    retry_after_ms,
+                }
+            })?;
+        tx.execute(
+            "UPDATE gateway_keys SET rate_units = $2, rate_at_ms = $3 WHERE id = $1",
+            &[&h.key_id, &ms(units), &ms(at)],
+        )
+        .await
+        .map_err(db("key rate"))?;
         let day = ms(h.created_at_ms / DAY_MS);
         tx.execute("INSERT INTO gateway_key_spend(key_id, day, reserved) VALUES ($1, $2, 0) ON CONFLICT (key_id, day) DO NOTHING", &[&h.key_id, &day])
             .await

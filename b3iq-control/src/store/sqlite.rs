@@ -231,6 +231,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE credit_holds ADD COLUMN awaiting_ticket TEXT;
     CREATE INDEX credit_holds_awaiting ON credit_holds(awaiting_request_id) WHERE awaiting_request_id IS NOT NULL;
     "#,
+    // 8: each gateway key's rate bucket, shared by every replica.
+    r#"
+    ALTER TABLE gateway_keys ADD COLUMN rate_units INTEGER;
+    ALTER TABLE gateway_keys ADD COLUMN rate_at_ms INTEGER;
+    "#,
 ];
 
 /// Prepared statements kept per connection (more than the store's distinct hot statements).
@@ -1522,16 +1527,25 @@ impl ControlStore for SqliteStore {
         let h = hold.clone();
         let a = credits::amount(h.amount)?;
         self.write(move |tx| {
-            let key: Option<(String, Option<i64>, Option<i64>)> = tx
-                .query_row("SELECT org_id, revoked_at_ms, spend_limit_per_day FROM gateway_keys WHERE id = ?1", [&h.key_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-                .map_err(db("place hold"))?;
-            let limit = match key {
-                Some((org, _, _)) if org != h.org_id => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
+            type KeyRow = (String, Option<i64>, Option<i64>, i64, Option<i64>, Option<i64>);
+            let key: Option<KeyRow> = row(
+                tx,
+                "SELECT org_id, revoked_at_ms, spend_limit_per_day, rate_per_min, rate_units, rate_at_ms FROM gateway_keys WHERE id = ?1",
+                [&h.key_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .optional()
+            .map_err(db("place hold"))?;
+            let (limit, rate, bucket) = match key {
+                Some((org, ..)) if org != h.org_id => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
                 None => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
-                Some((_, Some(_), _)) => return Err(Refusal::KeyRevoked.into()),
-                Some((_, None, limit)) => limit,
+                Some((_, Some(_), ..)) => return Err(Refusal::KeyRevoked.into()),
+                Some((_, None, limit, rate, units, at)) => (limit, rate as u32, units.zip(at).map(|(u, a)| (u as u64, a as u64))),
             };
+            // The key's rate, across every replica (a refusal later in this write rolls it back).
+            let (units, at) = credits::take_rate(bucket, rate, h.created_at_ms)
+                .map_err(|retry_after_ms| Refusal::RateLimited { rate_per_min: rate, retry_after_ms })?;
+            exec(tx, "UPDATE gateway_keys SET rate_units = ?2, rate_at_ms = ?3 WHERE id = ?1", params![h.key_id, ms(units), ms(at)]).map_err(db("key rate"))?;
             let day = ms(h.created_at_ms / DAY_MS);
             exec(tx, "INSERT OR IGNORE INTO gateway_key_spend(key_id, day, reserved) VALUES (?1, ?2, 0)", params![h.key_id, day]).map_err(db("key spend"))?;
             let n = tx
