@@ -573,7 +573,7 @@ mod rate_tests {
     #[test]
     fn a_bucket_allows_its_rate_per_minute_and_says_when_to_retry() {
         let mut b = None;
-        let mut take = |b: &mut Option<(u64, u64)>, now| {
+        let take = |b: &mut Option<(u64, u64)>, now| {
             take_rate(*b, 3, now).map(|v| {
                 *b = Some(v);
             })
