@@ -39,6 +39,11 @@ COMMANDS:
     fetch-model          Fetch the default model into ~/.cache/b3iq/models and print its path.
     vectors              Regenerate the golden test vectors in testdata/vectors/.
     fuzz SECONDS         Run every fuzz target for SECONDS each (needs cargo-fuzz).
+    sim [--seeds N | --seed S]
+                         The seeded simulation of nodes and the control plane under faults
+                         (b3iq-control/tests/sim.rs): N seeds (default 2,000; CI runs 200), or
+                         one seed S with its event trace printed. A failing seed prints the
+                         command that replays it.
     bench                Run the criterion benchmarks (release profile).
     bench-control [--smoke]
                          Control-plane ingestion: 10,000 simulated nodes' signed heartbeats and
@@ -73,11 +78,52 @@ EXAMPLES:
 /// Crates a control plane's request spends its time in (HTTP/2, TLS, JSON, the stores'
 /// clients, the plane): `bench-control` builds them at opt-level 3.
 const HOT_PATH_CRATES: &[&str] = &[
-    "tokio", "mio", "hyper", "hyper-util", "h2", "http", "http-body", "http-body-util", "bytes", "rustls", "ring", "tokio-rustls", "axum",
-    "axum-core", "matchit", "tower", "serde", "serde_core", "serde_json", "hex", "tokio-postgres", "postgres-protocol", "postgres-types",
-    "deadpool-postgres", "deadpool", "rusqlite", "tracing", "futures-util", "indexmap", "hashbrown", "smallvec", "slab", "b3iq-core",
-    "b3iq-protocol", "b3iq-control", "b3iq-host", "b3iq-control-daemon", "b3iq-benches", "reqwest", "hyper-rustls", "blake3", "sha2",
-    "base64", "itoa", "ryu", "memchr",
+    "tokio",
+    "mio",
+    "hyper",
+    "hyper-util",
+    "h2",
+    "http",
+    "http-body",
+    "http-body-util",
+    "bytes",
+    "rustls",
+    "ring",
+    "tokio-rustls",
+    "axum",
+    "axum-core",
+    "matchit",
+    "tower",
+    "serde",
+    "serde_core",
+    "serde_json",
+    "hex",
+    "tokio-postgres",
+    "postgres-protocol",
+    "postgres-types",
+    "deadpool-postgres",
+    "deadpool",
+    "rusqlite",
+    "tracing",
+    "futures-util",
+    "indexmap",
+    "hashbrown",
+    "smallvec",
+    "slab",
+    "b3iq-core",
+    "b3iq-protocol",
+    "b3iq-control",
+    "b3iq-host",
+    "b3iq-control-daemon",
+    "b3iq-benches",
+    "reqwest",
+    "hyper-rustls",
+    "blake3",
+    "sha2",
+    "base64",
+    "itoa",
+    "ryu",
+    "memchr",
 ];
 
 /// Steps of `cargo xtask test`, in order. Script steps run only if their script exists, so a
@@ -121,6 +167,7 @@ fn main() -> ExitCode {
             let secs = rest.first().map(String::as_str).unwrap_or("60");
             ctx.run(ctx.cmd("bash", &["fuzz/run.sh", secs]))
         }
+        "sim" => ctx.sim(rest),
         "bench" => ctx.run(ctx.cargo(&["bench", "--workspace"])),
         "bench-control" => ctx.bench_control(rest),
         "bench-gateway" => ctx.bench_gateway(rest),
@@ -128,7 +175,9 @@ fn main() -> ExitCode {
             print!("{HELP}");
             Ok(())
         }
-        other => Err(format!("unknown command `{other}`; run `cargo xtask --help`")),
+        other => Err(format!(
+            "unknown command `{other}`; run `cargo xtask --help`"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -172,21 +221,36 @@ impl Ctx {
         let venv = env::var_os("B3IQ_VENV")
             .map(PathBuf::from)
             .unwrap_or_else(|| home.join(".cache/b3iq/venv"));
-        Ok(Ctx { root, target_dir, venv })
+        Ok(Ctx {
+            root,
+            target_dir,
+            venv,
+        })
     }
 
     fn test_steps(&self) -> Vec<Step> {
         let mut steps = vec![
-            Step { name: "deps", kind: StepKind::Deps },
-            Step { name: "model", kind: StepKind::Model },
-            Step { name: "contracts", kind: StepKind::Script("contracts/ci.sh") },
-            Step { name: "cargo-test", kind: StepKind::CargoTest },
+            Step {
+                name: "deps",
+                kind: StepKind::Deps,
+            },
+            Step {
+                name: "model",
+                kind: StepKind::Model,
+            },
+            Step {
+                name: "contracts",
+                kind: StepKind::Script("contracts/ci.sh"),
+            },
+            Step {
+                name: "cargo-test",
+                kind: StepKind::CargoTest,
+            },
         ];
-        steps.extend(
-            SCRIPT_STEPS
-                .iter()
-                .map(|&(name, script)| Step { name, kind: StepKind::Script(script) }),
-        );
+        steps.extend(SCRIPT_STEPS.iter().map(|&(name, script)| Step {
+            name,
+            kind: StepKind::Script(script),
+        }));
         steps
     }
 
@@ -231,7 +295,9 @@ impl Ctx {
 
     fn run(&self, mut c: Command) -> Result<(), String> {
         let shown = format!("{c:?}");
-        let status = c.status().map_err(|e| format!("could not start {shown}: {e}"))?;
+        let status = c
+            .status()
+            .map_err(|e| format!("could not start {shown}: {e}"))?;
         if status.success() {
             Ok(())
         } else {
@@ -270,12 +336,57 @@ impl Ctx {
             self.cargo(&a)
         };
         self.run(with(&["build", "-p", "b3iq-control-daemon", "-p", "b3iqd"]))?;
-        let mut c = with(&["bench", "-p", "b3iq-benches", "--bench", bench, "--profile", "dev"]);
-        c.env("B3IQ_BENCH_BUILD", if opt.is_empty() { "dev" } else { "dev, request-path crates at opt-level 3" });
+        let mut c = with(&[
+            "bench",
+            "-p",
+            "b3iq-benches",
+            "--bench",
+            bench,
+            "--profile",
+            "dev",
+        ]);
+        c.env(
+            "B3IQ_BENCH_BUILD",
+            if opt.is_empty() {
+                "dev"
+            } else {
+                "dev, request-path crates at opt-level 3"
+            },
+        );
         if smoke {
             c.env("SMOKE", "1");
         } else if env::var_os("B3IQ_TEST_MODEL").is_none() {
             c.env("B3IQ_TEST_MODEL", self.fetch_model()?);
+        }
+        self.run(c)
+    }
+
+    fn sim(&self, args: &[String]) -> Result<(), String> {
+        let usage = "usage: cargo xtask sim [--seeds N | --seed S]";
+        let mut c = self.cargo(&[
+            "test",
+            "-p",
+            "b3iq-control",
+            "--test",
+            "sim",
+            "seeded",
+            "--",
+            "--nocapture",
+        ]);
+        match args {
+            [] => {
+                c.env("B3IQ_SIM_SEEDS", "2000");
+            }
+            [flag, n] if flag == "--seeds" || flag == "--seed" => {
+                n.parse::<u64>()
+                    .map_err(|_| format!("{flag} takes a number; {usage}"))?;
+                if flag == "--seeds" {
+                    c.env("B3IQ_SIM_SEEDS", n);
+                } else {
+                    c.env("B3IQ_SIM_SEED", n).env("B3IQ_SIM_TRACE", "1");
+                }
+            }
+            _ => return Err(usage.into()),
         }
         self.run(c)
     }
@@ -320,7 +431,9 @@ impl Ctx {
             full.extend_from_slice(args);
             let mut c = Command::new(full[0]);
             c.args(&full[1..]).env("DEBIAN_FRONTEND", "noninteractive");
-            let st = c.status().map_err(|e| format!("could not run apt-get: {e}"))?;
+            let st = c
+                .status()
+                .map_err(|e| format!("could not run apt-get: {e}"))?;
             if st.success() {
                 Ok(())
             } else {
@@ -387,13 +500,20 @@ impl Ctx {
         let (flag, dir) = match profile.as_str() {
             "release" => ("--release", "release"),
             "dev" => ("--profile=dev", "debug"),
-            other => return Err(format!("B3IQ_UP_PROFILE must be `release` or `dev`, not `{other}`")),
+            other => {
+                return Err(format!(
+                    "B3IQ_UP_PROFILE must be `release` or `dev`, not `{other}`"
+                ))
+            }
         };
         eprintln!("xtask: building b3iqd ({profile}; the first build compiles llama.cpp and takes a few minutes)");
         self.run(self.cargo(&["build", flag, "-p", "b3iqd"]))?;
         let bin = self.target_dir.join(dir).join("b3iqd");
         let mut c = self.cmd(&bin.to_string_lossy(), &["serve"]);
-        if !serve_args.iter().any(|a| a == "--model" || a.starts_with("--model=")) {
+        if !serve_args
+            .iter()
+            .any(|a| a == "--model" || a.starts_with("--model="))
+        {
             c.arg("--model").arg(&model);
         }
         c.args(serve_args);
