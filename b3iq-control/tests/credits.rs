@@ -767,12 +767,92 @@ async fn awaiting_receipts(cp: &ControlPlane) {
     assert_ledger_ok(cp).await;
 }
 
+/// Reputation in the store: events applied per node in time order with b3iq-core's rules
+/// (the same state as applying them locally), flushes add up, and a new node id starts empty.
+async fn reputation_store(cp: &ControlPlane) {
+    use b3iq_core::reputation::{
+        Reputation, ReputationEvent, ReputationEventKind as K, ReputationParams,
+    };
+    let s = cp.store();
+    let p = ReputationParams::default();
+    let (a, b) = (node(51), node(52));
+    let ev = |node_id, at_ms, kind| ReputationEvent {
+        node_id,
+        at_ms,
+        kind,
+    };
+    let first = vec![
+        ev(a, NOW + 2_000, K::Failure),
+        ev(b, NOW, K::DeliveredTokens { tokens: 5_000 }),
+        ev(
+            a,
+            NOW,
+            K::Uptime {
+                up_ms: 600_000,
+                window_ms: 600_000,
+            },
+        ),
+    ];
+    let second = vec![ev(
+        a,
+        NOW + 3_000,
+        K::Latency {
+            ttft_ms: 10,
+            target_ms: 2_000,
+        },
+    )];
+    s.apply_reputation(first.clone(), p).await.unwrap();
+    s.apply_reputation(second.clone(), p).await.unwrap();
+    let mut want_a = Reputation::new(a, NOW);
+    for e in [&first[2], &first[0], &second[0]] {
+        want_a.apply(e, &p).unwrap();
+    }
+    let mut want_b = Reputation::new(b, NOW);
+    want_b.apply(&first[1], &p).unwrap();
+    let got = s.reputations().await.unwrap();
+    let find = |n: NodeId| got.iter().find(|r| r.node_id() == n).cloned();
+    assert_eq!(find(a), Some(want_a.clone()));
+    assert_eq!(find(b), Some(want_b));
+    let (good, bad) = want_a.accumulators(NOW + 3_000, &p);
+    assert!(good > 0 && bad > 0, "{good} {bad}");
+    assert_eq!(
+        find(node(53)),
+        None,
+        "a node never observed has no reputation"
+    );
+    // An event that core refuses is refused whole (nothing stored).
+    let e = s
+        .apply_reputation(
+            vec![ev(
+                a,
+                NOW + 4_000,
+                K::Uptime {
+                    up_ms: 2,
+                    window_ms: 1,
+                },
+            )],
+            p,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("up_ms"), "{e}");
+    assert_eq!(
+        s.reputations()
+            .await
+            .unwrap()
+            .iter()
+            .find(|r| r.node_id() == a),
+        Some(&want_a)
+    );
+}
+
 async fn suite(cp: Arc<ControlPlane>) -> Vec<String> {
     let tokens = keys(&cp).await;
     holds(&cp).await;
     concurrent_holds(cp.clone()).await;
     limits_and_sweeper(&cp).await;
     awaiting_receipts(&cp).await;
+    reputation_store(&cp).await;
     let c = cp.ledger_check().await.unwrap();
     assert!(c.ok() && c.transactions > 250 && c.accounts >= 10, "{c:?}");
     tokens

@@ -353,13 +353,10 @@ async fn paid_requests_through_the_gateway_are_served_by_tunnelled_nodes_and_set
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 200);
-            r.headers()
-                .get("x-b3iq-node")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string()
+            let status = r.status();
+            let node = r.headers().get("x-b3iq-node").cloned();
+            assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
+            node.unwrap().to_str().unwrap().to_string()
         }));
     }
     let mut used = HashSet::new();
@@ -653,7 +650,14 @@ console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks
                 .send()
                 .await
                 .unwrap();
-            r.status().as_u16()
+            let status = r.status().as_u16();
+            if ![200, 402].contains(&status) {
+                eprintln!(
+                    "unexpected {status}: {}",
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            status
         }));
     }
     let mut statuses: HashMap<u16, u32> = HashMap::new();
@@ -818,6 +822,32 @@ console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks
     }
     let check = net.cp.ledger_check().await.unwrap();
     assert!(check.ok(), "{check:?}");
+
+    // Reputation from what the gateway saw: every node that served earned good points (on-time
+    // receipts), and the node killed mid-stream has a failure against it.
+    net.gw
+        .flush_reputation(b3iq_host::context::unix_now_ms())
+        .await
+        .unwrap();
+    let reps = net.cp.store().reputations().await.unwrap();
+    let params = *net.gw.reputation().params();
+    let acc = |id: &str| {
+        reps.iter()
+            .find(|r| r.node_id().to_text() == id)
+            .map(|r| r.accumulators(b3iq_host::context::unix_now_ms(), &params))
+    };
+    let (_, victim_bad) = acc(&nodes[victim].id).expect("the victim has a reputation");
+    assert!(
+        victim_bad > 0,
+        "the node killed mid-stream has a failure against it"
+    );
+    let served: Vec<_> = nodes.iter().filter(|n| n.id != nodes[victim].id).collect();
+    assert!(
+        served
+            .iter()
+            .any(|n| acc(&n.id).is_some_and(|(good, _)| good > 0)),
+        "nodes that served on time earned good points: {reps:?}"
+    );
 }
 
 async fn local_key(n: &Node) -> String {

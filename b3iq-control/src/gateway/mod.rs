@@ -8,12 +8,14 @@
 //! | [`credits`] | gateway keys, credit balances, holds and the double-entry ledger |
 //! | [`tunnel`] | the node-dialed tunnels: challenge, signed hello, registry |
 //! | [`proxy`] | `/v1/models`, `/v1/chat/completions`, `/v1/completions`: admission, routing, forwarding, settlement |
+//! | [`reputation`] | node reputation from what the gateway sees, in the store, weighing the choice of node |
 //!
 //! The gateway runs in the control plane's daemon, on its HTTPS port, over the same store; more
 //! replicas are more daemons over one Postgres (see `docs/control.md`, "Gateway").
 
 pub mod credits;
 pub mod proxy;
+pub mod reputation;
 pub mod tunnel;
 
 use std::collections::HashMap;
@@ -154,6 +156,8 @@ pub struct Gateway {
     relay_client: Option<reqwest::Client>,
     /// Other replicas' tunnel sessions, re-read at most once a second.
     remote: Mutex<(Option<std::time::Instant>, Vec<crate::store::TunnelSession>)>,
+    /// Node reputation (events for the store, scores for routing).
+    reputation: reputation::Book,
     /// Counters.
     pub metrics: GatewayMetrics,
 }
@@ -189,7 +193,7 @@ impl Gateway {
                 )
                 .ok()
         });
-        Arc::new(Gateway {
+        let gw = Arc::new(Gateway {
             relay_client,
             remote: Mutex::new((None, Vec::new())),
             cp,
@@ -201,8 +205,11 @@ impl Gateway {
             waiting: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
             samples: Mutex::new(std::collections::VecDeque::new()),
+            reputation: reputation::Book::default(),
             metrics: GatewayMetrics::default(),
-        })
+        });
+        Gateway::spawn_reputation_flush(&gw);
+        gw
     }
 
     /// The control plane.

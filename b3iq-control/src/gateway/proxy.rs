@@ -389,7 +389,17 @@ impl Gateway {
     /// Picks a node for `model` (not in `tried`): a tunnel of this replica with spare capacity
     /// (power of two choices on the load), else one another replica holds (its relay answers
     /// 429 when it is busy), else waits in the model's bounded queue.
-    async fn pick(self: &Arc<Self>, model: &str, tried: &[b3iq_core::NodeId]) -> Result<Target> {
+    ///
+    /// `busy` are nodes that answered this request 429 (their own count of network requests
+    /// was full when the gateway's showed room: the two counts meet only after a request's last
+    /// byte): they stay candidates, after the others, so a request that met two busy nodes does
+    /// not wait for the third alone while the first two free up.
+    async fn pick(
+        self: &Arc<Self>,
+        model: &str,
+        tried: &[b3iq_core::NodeId],
+        busy: &[b3iq_core::NodeId],
+    ) -> Result<Target> {
         let deadline = tokio::time::Instant::now() + self.config.queue_wait;
         let mut queued: Option<Waiting<'_>> = None;
         loop {
@@ -433,18 +443,21 @@ impl Gateway {
             {
                 spare.retain(|t| t.refused_until_ms.load(Ordering::Relaxed) <= now);
             }
+            // Nodes that said busy to this request come after the others too.
+            if spare.iter().any(|t| !busy.contains(&t.node_id)) {
+                spare.retain(|t| !busy.contains(&t.node_id));
+            }
             while !spare.is_empty() {
-                // Power of two choices on the load (in flight / share).
-                let a = rand::random::<usize>() % spare.len();
-                let b = rand::random::<usize>() % spare.len();
-                let load = |t: &Tunnel| {
-                    t.in_flight.load(Ordering::Acquire) as f64 / f64::from(t.max_concurrent.max(1))
-                };
-                let i = if load(&spare[b]) < load(&spare[a]) {
-                    b
-                } else {
-                    a
-                };
+                // Power of two choices on the load (in flight / share), drawn by reputation.
+                let cands: Vec<(f64, u32)> = spare
+                    .iter()
+                    .map(|t| {
+                        let load = t.in_flight.load(Ordering::Acquire) as f64
+                            / f64::from(t.max_concurrent.max(1));
+                        (load, self.reputation.score(&t.node_id))
+                    })
+                    .collect();
+                let i = super::reputation::two_choices(&cands, rand::random(), rand::random());
                 let t = spare.swap_remove(i);
                 let prev = t.in_flight.fetch_add(1, Ordering::AcqRel);
                 if prev < t.max_concurrent {
@@ -490,6 +503,29 @@ impl Gateway {
                 });
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                // What the wait saw, for the log (node ids are not for the client).
+                let mut seen = Vec::new();
+                for t in self.tunnels.all() {
+                    if t.models.iter().any(|m| m.public_id == model) {
+                        seen.push(format!(
+                            "{} {}/{} in flight{}{}",
+                            t.node_id,
+                            t.in_flight.load(Ordering::Acquire),
+                            t.max_concurrent,
+                            if tried.contains(&t.node_id) {
+                                ", tried"
+                            } else {
+                                ""
+                            },
+                            if busy.contains(&t.node_id) {
+                                ", busy"
+                            } else {
+                                ""
+                            },
+                        ));
+                    }
+                }
+                tracing::warn!(model, nodes = %seen.join("; "), "gateway: a request waited its whole queue time");
                 return Err(ControlError::Busy {
                     message: format!(
                         "every node serving {model} stayed busy for {} s; retry shortly",
@@ -541,11 +577,14 @@ impl Gateway {
             done: false,
             awaiting: None,
         };
-        let mut tried = Vec::new();
+        // Nodes that failed or refused by policy (not tried again), and nodes that were busy.
+        let (mut tried, mut busy) = (Vec::new(), Vec::new());
         let mut refused_by_policy = false;
+        // Every node tried answered 429: the client's answer is 429 too, not a failure.
+        let mut only_busy = true;
         let mut last_error = String::from("no node took the request");
         for attempt in 0..self.config.max_attempts {
-            let target = match self.pick(&a.model, &tried).await {
+            let target = match self.pick(&a.model, &tried, &busy).await {
                 Ok(s) => s,
                 Err(e) if attempt > 0 && matches!(e, ControlError::ModelNotFound(_)) => break,
                 Err(e) => {
@@ -595,6 +634,12 @@ impl Gateway {
                     },
                 ),
                 Err(e) => {
+                    only_busy = false;
+                    self.reputation.record(
+                        node.node_id,
+                        unix_now_ms(),
+                        b3iq_core::reputation::ReputationEventKind::Failure,
+                    );
                     last_error = format!("node {} failed before answering: {e}", node.node_id);
                     tracing::warn!(node = %node.node_id, error = %e, "gateway: request to the node failed; trying another node");
                     self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
@@ -613,6 +658,13 @@ impl Gateway {
             ) {
                 let policy = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
                 refused_by_policy |= policy;
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    // Busy now, maybe free in a moment: a candidate again, after the others.
+                    tried.retain(|n| n != &node.node_id);
+                    busy.push(node.node_id);
+                } else {
+                    only_busy = false;
+                }
                 if let (true, Some(s)) = (policy, &slot) {
                     s.tunnel.refused_until_ms.store(
                         unix_now_ms() + super::tunnel::POLICY_COOLDOWN_MS,
@@ -696,6 +748,13 @@ impl Gateway {
                 None => self.metrics.count("no_receipt"),
             }
             return Ok(out);
+        }
+        if only_busy && !busy.is_empty() {
+            self.metrics.count("busy");
+            return Err(ControlError::Busy {
+                message: format!("every node serving {} was busy; retry shortly", a.model),
+                retry_after_s: 1,
+            });
         }
         if refused_by_policy {
             self.metrics.count("refused_by_policy");
@@ -866,9 +925,27 @@ impl Gateway {
         match checked {
             Ok((r, price)) => {
                 let id = r.receipt_id();
+                let now = unix_now_ms();
                 if let Some(m) = t.models.iter().find(|m| m.node_model_id == ticket.model_id) {
-                    self.record_sample(&m.public_id, r.body(), unix_now_ms());
+                    self.record_sample(&m.public_id, r.body(), now);
                 }
+                use b3iq_core::reputation::ReputationEventKind as K;
+                let b = r.body();
+                self.reputation.record(
+                    t.node_id,
+                    now,
+                    K::Latency {
+                        ttft_ms: b.ttft_ms,
+                        target_ms: super::reputation::TTFT_TARGET_MS,
+                    },
+                );
+                self.reputation.record(
+                    t.node_id,
+                    now,
+                    K::DeliveredTokens {
+                        tokens: u64::from(b.completion_tokens),
+                    },
+                );
                 match hold.settle(price, &t.node_id, &id.0).await {
                     Ok(()) => Some(id.to_hex()),
                     Err(e) => {
@@ -879,6 +956,11 @@ impl Gateway {
             }
             Err(why) => {
                 self.metrics.bad_receipts.fetch_add(1, Ordering::Relaxed);
+                self.reputation.record(
+                    t.node_id,
+                    unix_now_ms(),
+                    b3iq_core::reputation::ReputationEventKind::Failure,
+                );
                 tracing::warn!(node = %t.node_id, reason = %why, "gateway: the node's receipt is missing or does not check; not paid");
                 None
             }
@@ -959,6 +1041,11 @@ impl Gateway {
                     }
                     Some(Err(e)) => {
                         tracing::warn!(node = %s.target.node_id, error = %e, "gateway: the node failed mid-stream");
+                        s.gw.reputation.record(
+                            s.target.node_id,
+                            unix_now_ms(),
+                            b3iq_core::reputation::ReputationEventKind::Failure,
+                        );
                         s.hold.awaiting = None;
                         s.out.push_back(Bytes::from_static(b"data: {\"error\":{\"message\":\"the serving node failed mid-stream; the request was not charged past its receipt\",\"type\":\"server_error\",\"code\":\"upstream_failed\"}}\n\n"));
                         s.ended = true;

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use b3iq_core::heartbeat::HealthStatus;
 use b3iq_core::{NodeId, NodePublicKey};
 
-use crate::error::Result;
+use crate::error::{ControlError, Result};
 use credits::{
     CreditBalance, GatewayKey, Hold, HoldRecord, HoldSettlement, LedgerCheck, LedgerEntry,
 };
@@ -418,6 +418,46 @@ pub(crate) fn db<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> crat
 /// Milliseconds as the databases' signed 64-bit integer; values past `i64::MAX` are refused by
 /// the callers' checked arithmetic long before, so saturating cannot change a comparison that
 /// matters.
+/// Events grouped per node, each group in time order (the order [`ControlStore::apply_reputation`]
+/// applies them in).
+pub(crate) fn reputation_groups(
+    mut events: Vec<b3iq_core::reputation::ReputationEvent>,
+) -> Vec<(NodeId, Vec<b3iq_core::reputation::ReputationEvent>)> {
+    events.sort_by_key(|e| (e.node_id, e.at_ms));
+    let mut out: Vec<(NodeId, Vec<b3iq_core::reputation::ReputationEvent>)> = Vec::new();
+    for e in events {
+        match out.last_mut() {
+            Some((n, v)) if *n == e.node_id => v.push(e),
+            _ => out.push((e.node_id, vec![e])),
+        }
+    }
+    out
+}
+
+/// Applies one node's events (in time order) to its stored state, or to a new one.
+pub(crate) fn apply_reputation_events(
+    node: NodeId,
+    stored: Option<&str>,
+    events: &[b3iq_core::reputation::ReputationEvent],
+    params: &b3iq_core::reputation::ReputationParams,
+) -> Result<b3iq_core::reputation::Reputation> {
+    let mut r = match stored {
+        Some(s) => serde_json::from_str(s).map_err(|e| {
+            ControlError::Store(format!(
+                "the stored reputation of {node} is unreadable: {e}"
+            ))
+        })?,
+        None => b3iq_core::reputation::Reputation::new(node, events.first().map_or(0, |e| e.at_ms)),
+    };
+    for e in events {
+        r.apply(e, params).map_err(|e| ControlError::Invalid {
+            field: "reputation event",
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(r)
+}
+
 pub(crate) fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -649,6 +689,18 @@ pub trait ControlStore: Send + Sync + 'static {
         since_ms: u64,
         limit: u32,
     ) -> Result<Vec<Vec<u8>>>;
+    // ---- reputation (`crate::gateway::reputation`) ------------------------------------------
+
+    /// In one write: per node, reads its reputation (a new one at its first event's time when
+    /// it has none), applies its events in time order with b3iq-core's rules, and stores it.
+    async fn apply_reputation(
+        &self,
+        events: Vec<b3iq_core::reputation::ReputationEvent>,
+        params: b3iq_core::reputation::ReputationParams,
+    ) -> Result<()>;
+    /// Every node's reputation.
+    async fn reputations(&self) -> Result<Vec<b3iq_core::reputation::Reputation>>;
+
     /// Ids of open holds placed at or before `before_ms`, oldest first, at most `limit`.
     async fn open_holds_before(&self, before_ms: u64, limit: u32) -> Result<Vec<[u8; 16]>>;
     /// A node's earnings account balance.

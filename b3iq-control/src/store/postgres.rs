@@ -234,6 +234,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE gateway_keys ADD COLUMN rate_units BIGINT, ADD COLUMN rate_at_ms BIGINT;
     "#,
+    // 9: as SQLite's migration 9.
+    r#"
+    CREATE TABLE node_reputation (
+        node_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -1808,6 +1816,56 @@ impl ControlStore for PostgresStore {
         .iter()
         .map(|r| r.get::<_, Vec<u8>>(0))
         .collect())
+    }
+
+    async fn apply_reputation(
+        &self,
+        events: Vec<b3iq_core::reputation::ReputationEvent>,
+        params: b3iq_core::reputation::ReputationParams,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("reputation"))?;
+        for (node, evs) in super::reputation_groups(events) {
+            let id = node.to_text();
+            // FOR UPDATE: replicas flushing at once add up instead of overwriting.
+            let stored: Option<String> = tx
+                .query_opt(
+                    "SELECT state FROM node_reputation WHERE node_id = $1 FOR UPDATE",
+                    &[&id],
+                )
+                .await
+                .map_err(db("reputation"))?
+                .map(|r| r.get(0));
+            let r = super::apply_reputation_events(node, stored.as_deref(), &evs, &params)?;
+            let state =
+                serde_json::to_string(&r).map_err(|e| ControlError::store("reputation", e))?;
+            let at = evs.last().map_or(0, |e| e.at_ms);
+            tx.execute(
+                "INSERT INTO node_reputation(node_id, state, updated_at_ms) VALUES ($1, $2, $3) ON CONFLICT (node_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+                &[&id, &state, &ms(at)],
+            )
+            .await
+            .map_err(db("reputation"))?;
+        }
+        tx.commit().await.map_err(db("reputation"))
+    }
+
+    async fn reputations(&self) -> Result<Vec<b3iq_core::reputation::Reputation>> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT node_id, state FROM node_reputation ORDER BY node_id",
+            &[],
+        )
+        .await
+        .map_err(db("reputation"))?
+        .iter()
+        .map(|r| {
+            let (id, state): (String, String) = (r.get(0), r.get(1));
+            serde_json::from_str(&state).map_err(|e| {
+                ControlError::Store(format!("the stored reputation of {id} is unreadable: {e}"))
+            })
+        })
+        .collect()
     }
 
     async fn open_holds_before(&self, before_ms: u64, limit: u32) -> Result<Vec<[u8; 16]>> {

@@ -236,6 +236,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE gateway_keys ADD COLUMN rate_units INTEGER;
     ALTER TABLE gateway_keys ADD COLUMN rate_at_ms INTEGER;
     "#,
+    // 9: each node's reputation (b3iq-core's state, as JSON).
+    r#"
+    CREATE TABLE node_reputation (
+        node_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Prepared statements kept per connection (more than the store's distinct hot statements).
@@ -1715,6 +1723,45 @@ impl ControlStore for SqliteStore {
                 .map_err(db("network receipts"))?;
             let rows = st.query_map(params![id, ms(since_ms), limit], |r| r.get::<_, Vec<u8>>(0)).map_err(db("network receipts"))?;
             rows.map(|r| r.map_err(db("network receipts"))).collect()
+        })
+        .await
+    }
+
+    async fn apply_reputation(
+        &self,
+        events: Vec<b3iq_core::reputation::ReputationEvent>,
+        params: b3iq_core::reputation::ReputationParams,
+    ) -> Result<()> {
+        self.write(move |tx| {
+            for (node, evs) in super::reputation_groups(events) {
+                let id = node.to_text();
+                let stored: Option<String> = row(tx, "SELECT state FROM node_reputation WHERE node_id = ?1", [&id], |r| r.get(0)).optional().map_err(db("reputation"))?;
+                let r = super::apply_reputation_events(node, stored.as_deref(), &evs, &params)?;
+                let state = serde_json::to_string(&r).map_err(|e| ControlError::store("reputation", e))?;
+                let at = evs.last().map_or(0, |e| e.at_ms);
+                exec(tx, "INSERT INTO node_reputation(node_id, state, updated_at_ms) VALUES (?1, ?2, ?3) ON CONFLICT(node_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms", params![id, state, ms(at)])
+                    .map_err(db("reputation"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reputations(&self) -> Result<Vec<b3iq_core::reputation::Reputation>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT node_id, state FROM node_reputation ORDER BY node_id")
+                .map_err(db("reputation"))?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db("reputation"))?;
+            rows.map(|r| {
+                let (id, state) = r.map_err(db("reputation"))?;
+                serde_json::from_str(&state).map_err(|e| {
+                    ControlError::Store(format!("the stored reputation of {id} is unreadable: {e}"))
+                })
+            })
+            .collect()
         })
         .await
     }
