@@ -102,6 +102,80 @@ pub struct BatchReport {
     pub rejected: Vec<(usize, ProtocolError)>,
 }
 
+/// A receipt whose Ed25519 signature is known to be valid (self-certified: the signer key
+/// derives the receipt's node id), with its receipt id computed once.
+///
+/// Signature checks dominate an epoch build (about 118 of 121 s for 1,000,000 receipts on one
+/// core), so they happen once: the control plane checks each receipt when its upload is
+/// accepted and builds the epoch from the stored rows with [`VerifiedReceipt::assume_verified`];
+/// a builder fed from outside uses [`VerifiedReceipt::verify`] or
+/// [`VerifiedReceipt::verify_all`] (every core).
+#[derive(Debug, Clone)]
+pub struct VerifiedReceipt {
+    receipt: SignedReceipt,
+    receipt_id: ReceiptId,
+}
+
+impl VerifiedReceipt {
+    /// Checks the signature.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidReceiptSignature`] naming the receipt id.
+    pub fn verify(receipt: SignedReceipt) -> Result<Self> {
+        let receipt_id = receipt.receipt_id();
+        receipt
+            .verify_self_certified()
+            .map_err(|source| ProtocolError::InvalidReceiptSignature { receipt_id, source })?;
+        Ok(Self { receipt, receipt_id })
+    }
+
+    /// Wraps a receipt whose signature the caller checked before: only for receipts read back
+    /// from a store that admits a receipt only after [`SignedReceipt::verify_self_certified`]
+    /// (the control plane's receipt upload). Anything else goes through [`Self::verify`].
+    pub fn assume_verified(receipt: SignedReceipt) -> Self {
+        let receipt_id = receipt.receipt_id();
+        Self { receipt, receipt_id }
+    }
+
+    /// Checks every signature, spread over [`std::thread::available_parallelism`] threads; the
+    /// results are in input order.
+    pub fn verify_all(receipts: Vec<SignedReceipt>) -> Vec<Result<Self>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads <= 1 || receipts.len() < 1024 {
+            return receipts.into_iter().map(Self::verify).collect();
+        }
+        let chunk = receipts.len().div_ceil(threads);
+        let mut chunks: Vec<Vec<SignedReceipt>> = Vec::with_capacity(threads);
+        let mut rest = receipts;
+        while rest.len() > chunk {
+            let tail = rest.split_off(chunk);
+            chunks.push(rest);
+            rest = tail;
+        }
+        chunks.push(rest);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|c| s.spawn(move || c.into_iter().map(Self::verify).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+
+    /// The receipt id.
+    pub fn receipt_id(&self) -> ReceiptId {
+        self.receipt_id
+    }
+
+    /// The signed receipt.
+    pub fn receipt(&self) -> &SignedReceipt {
+        &self.receipt
+    }
+}
+
 /// Collects the receipts of one epoch. See the module docs.
 #[derive(Debug)]
 pub struct EpochBuilder {
@@ -142,10 +216,14 @@ impl EpochBuilder {
 
     /// Verifies and adds one receipt. A rejected receipt changes nothing.
     pub fn add(&mut self, receipt: SignedReceipt) -> Result<Added> {
-        let receipt_id = receipt.receipt_id();
-        receipt
-            .verify_self_certified()
-            .map_err(|source| ProtocolError::InvalidReceiptSignature { receipt_id, source })?;
+        self.add_verified(VerifiedReceipt::verify(receipt)?)
+    }
+
+    /// Adds a receipt whose signature was already checked (see [`VerifiedReceipt`]): the epoch
+    /// rules (network mode, window, known host, duplicates, conflicts) still apply. A rejected
+    /// receipt changes nothing.
+    pub fn add_verified(&mut self, receipt: VerifiedReceipt) -> Result<Added> {
+        let VerifiedReceipt { receipt, receipt_id } = receipt;
         let body = receipt.body();
         if body.mode != OperatingMode::Network {
             return Err(ProtocolError::NotNetworkMode {
@@ -192,11 +270,23 @@ impl EpochBuilder {
         Ok(Added::New)
     }
 
-    /// Adds a batch; rejected receipts are reported, the rest are added.
+    /// Adds a batch; rejected receipts are reported, the rest are added. Signatures are checked
+    /// on every available core ([`VerifiedReceipt::verify_all`]); the result does not depend on
+    /// the number of threads.
     pub fn add_all(&mut self, receipts: impl IntoIterator<Item = SignedReceipt>) -> BatchReport {
+        let verified = VerifiedReceipt::verify_all(receipts.into_iter().collect());
+        self.add_results(verified)
+    }
+
+    /// Adds a batch of receipts already checked (see [`VerifiedReceipt`]), in order.
+    pub fn add_all_verified(&mut self, receipts: impl IntoIterator<Item = VerifiedReceipt>) -> BatchReport {
+        self.add_results(receipts.into_iter().map(Ok))
+    }
+
+    fn add_results(&mut self, receipts: impl IntoIterator<Item = Result<VerifiedReceipt>>) -> BatchReport {
         let mut report = BatchReport::default();
         for (i, r) in receipts.into_iter().enumerate() {
-            match self.add(r) {
+            match r.and_then(|r| self.add_verified(r)) {
                 Ok(Added::New) => report.accepted += 1,
                 Ok(Added::Duplicate) => report.duplicates += 1,
                 Ok(Added::Conflict) => report.conflicts += 1,
