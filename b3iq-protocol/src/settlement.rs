@@ -126,7 +126,10 @@ impl VerifiedReceipt {
         receipt
             .verify_self_certified()
             .map_err(|source| ProtocolError::InvalidReceiptSignature { receipt_id, source })?;
-        Ok(Self { receipt, receipt_id })
+        Ok(Self {
+            receipt,
+            receipt_id,
+        })
     }
 
     /// Wraps a receipt whose signature the caller checked before: only for receipts read back
@@ -134,7 +137,10 @@ impl VerifiedReceipt {
     /// (the control plane's receipt upload). Anything else goes through [`Self::verify`].
     pub fn assume_verified(receipt: SignedReceipt) -> Self {
         let receipt_id = receipt.receipt_id();
-        Self { receipt, receipt_id }
+        Self {
+            receipt,
+            receipt_id,
+        }
     }
 
     /// Checks every signature, spread over [`std::thread::available_parallelism`] threads; the
@@ -176,12 +182,26 @@ impl VerifiedReceipt {
     }
 }
 
+/// What the builder keeps of an accepted receipt.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    node_id: NodeId,
+    /// Index into `EpochBuilder::models`.
+    model: u32,
+    price_micro_credits: u64,
+}
+
 /// Collects the receipts of one epoch. See the module docs.
 #[derive(Debug)]
 pub struct EpochBuilder {
     config: EpochConfig,
     payees: Payees,
-    receipts: BTreeMap<ReceiptId, SignedReceipt>,
+    /// Accepted receipts, reduced to what the build needs (a few dozen bytes each instead of
+    /// the signed bytes, so a million-receipt epoch stays small and fast).
+    receipts: BTreeMap<ReceiptId, Kept>,
+    /// Model ids, interned: `Kept::model` indexes this.
+    models: Vec<String>,
+    model_index: HashMap<String, u32>,
     by_request: HashMap<(NodeId, RequestId), ReceiptId>,
     conflicts: Vec<(ReceiptId, ReceiptId)>,
 }
@@ -194,6 +214,8 @@ impl EpochBuilder {
             config,
             payees,
             receipts: BTreeMap::new(),
+            models: Vec::new(),
+            model_index: HashMap::new(),
             by_request: HashMap::new(),
             conflicts: Vec::new(),
         })
@@ -223,7 +245,10 @@ impl EpochBuilder {
     /// rules (network mode, window, known host, duplicates, conflicts) still apply. A rejected
     /// receipt changes nothing.
     pub fn add_verified(&mut self, receipt: VerifiedReceipt) -> Result<Added> {
-        let VerifiedReceipt { receipt, receipt_id } = receipt;
+        let VerifiedReceipt {
+            receipt,
+            receipt_id,
+        } = receipt;
         let body = receipt.body();
         if body.mode != OperatingMode::Network {
             return Err(ProtocolError::NotNetworkMode {
@@ -250,6 +275,24 @@ impl EpochBuilder {
         if self.receipts.contains_key(&receipt_id) {
             return Ok(Added::Duplicate);
         }
+        let model = match self.model_index.get(body.model_id.as_str()) {
+            Some(&m) => m,
+            None => {
+                let m = u32::try_from(self.models.len()).map_err(|_| {
+                    ProtocolError::AmountOverflow {
+                        what: "model count",
+                    }
+                })?;
+                self.models.push(body.model_id.clone());
+                self.model_index.insert(body.model_id.clone(), m);
+                m
+            }
+        };
+        let kept = Kept {
+            node_id: body.node_id,
+            model,
+            price_micro_credits: body.price_micro_credits,
+        };
         let key = (body.node_id, body.request_id);
         if let Some(&existing) = self.by_request.get(&key) {
             let (keep, drop) = if receipt_id < existing {
@@ -261,12 +304,12 @@ impl EpochBuilder {
             if keep == receipt_id {
                 self.receipts.remove(&existing);
                 self.by_request.insert(key, receipt_id);
-                self.receipts.insert(receipt_id, receipt);
+                self.receipts.insert(receipt_id, kept);
             }
             return Ok(Added::Conflict);
         }
         self.by_request.insert(key, receipt_id);
-        self.receipts.insert(receipt_id, receipt);
+        self.receipts.insert(receipt_id, kept);
         Ok(Added::New)
     }
 
@@ -279,11 +322,17 @@ impl EpochBuilder {
     }
 
     /// Adds a batch of receipts already checked (see [`VerifiedReceipt`]), in order.
-    pub fn add_all_verified(&mut self, receipts: impl IntoIterator<Item = VerifiedReceipt>) -> BatchReport {
+    pub fn add_all_verified(
+        &mut self,
+        receipts: impl IntoIterator<Item = VerifiedReceipt>,
+    ) -> BatchReport {
         self.add_results(receipts.into_iter().map(Ok))
     }
 
-    fn add_results(&mut self, receipts: impl IntoIterator<Item = Result<VerifiedReceipt>>) -> BatchReport {
+    fn add_results(
+        &mut self,
+        receipts: impl IntoIterator<Item = Result<VerifiedReceipt>>,
+    ) -> BatchReport {
         let mut report = BatchReport::default();
         for (i, r) in receipts.into_iter().enumerate() {
             match r.and_then(|r| self.add_verified(r)) {
@@ -299,25 +348,24 @@ impl EpochBuilder {
     /// Computes totals, payout leaves, the payout tree and both roots.
     pub fn build(self) -> Result<EpochSettlement> {
         let c = &self.config;
-        // Totals per (node, model) in micro-credits.
-        let mut per_node_model: BTreeMap<(NodeId, String), u64> = BTreeMap::new();
+        // Totals per (node, model) in micro-credits: summed by model index, then keyed by the
+        // model id (the split and the payout order depend on ids, not on arrival order).
+        let mut per_node_model_ix: HashMap<(NodeId, u32), u64> = HashMap::new();
         let mut node_totals: BTreeMap<NodeId, u64> = BTreeMap::new();
-        for r in self.receipts.values() {
-            let b = r.body();
-            let slot = per_node_model
-                .entry((b.node_id, b.model_id.clone()))
-                .or_insert(0);
-            *slot =
-                slot.checked_add(b.price_micro_credits)
-                    .ok_or(ProtocolError::AmountOverflow {
-                        what: "per-node total",
-                    })?;
-            let n = node_totals.entry(b.node_id).or_insert(0);
-            *n = n
-                .checked_add(b.price_micro_credits)
-                .ok_or(ProtocolError::AmountOverflow {
-                    what: "per-node total",
-                })?;
+        let overflow = || ProtocolError::AmountOverflow {
+            what: "per-node total",
+        };
+        for k in self.receipts.values() {
+            let slot = per_node_model_ix.entry((k.node_id, k.model)).or_insert(0);
+            *slot = slot
+                .checked_add(k.price_micro_credits)
+                .ok_or_else(overflow)?;
+        }
+        let mut per_node_model: BTreeMap<(NodeId, String), u64> = BTreeMap::new();
+        for ((node_id, model), total) in per_node_model_ix {
+            per_node_model.insert((node_id, self.models[model as usize].clone()), total);
+            let n = node_totals.entry(node_id).or_insert(0);
+            *n = n.checked_add(total).ok_or_else(overflow)?;
         }
         // Split and credit accounts (micro-credits, u128 so sums cannot overflow).
         let mut per_account: BTreeMap<EthAddress, u128> = BTreeMap::new();

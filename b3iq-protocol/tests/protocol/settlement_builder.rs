@@ -407,7 +407,8 @@ fn parallel_verification_keeps_positions_and_matches_the_ingest_verified_path() 
     for &i in &forged_at {
         let mut body = batch[i].body().clone();
         body.price_micro_credits += 1;
-        batch[i] = b3iq_core::Signed::from_parts(body, k[i % 3].public(), *batch[i].signature()).unwrap();
+        batch[i] =
+            b3iq_core::Signed::from_parts(body, k[i % 3].public(), *batch[i].signature()).unwrap();
     }
     let mut b = EpochBuilder::new(config(), payees(&k)).unwrap();
     let report = b.add_all(batch);
