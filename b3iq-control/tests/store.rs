@@ -369,6 +369,12 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     assert_eq!((got.claim_file.as_deref(), got.tx_hash.as_deref(), got.posted_at), (Some("{\"epoch_id\":1}"), Some("0xabc"), Some(1_234)));
     assert_eq!(s.epochs(10).await.unwrap().iter().map(|e| e.epoch_id).collect::<Vec<_>>(), [2, 1]);
     assert!(matches!(refusal(s.set_epoch_posted(9, None, 1).await), Refusal::NotFound(_)));
+    // Payout addresses.
+    assert!(s.payout_addresses().await.unwrap().is_empty());
+    s.set_payout_address(&n1, "0x00000000000000000000000000000000000000aa").await.unwrap();
+    s.set_payout_address(&n1, "0x00000000000000000000000000000000000000bb").await.unwrap();
+    assert_eq!(s.payout_addresses().await.unwrap(), [(n1, "0x00000000000000000000000000000000000000bb".to_string())]);
+    assert!(matches!(refusal(s.set_payout_address(&NodeKey::from_seed([77; 32]).node_id(), "0x00000000000000000000000000000000000000aa").await), Refusal::UnknownNode));
     // Racing closers (replicas): each receipt still lands in one epoch.
     s.store_receipts((210..230).map(|i| net(i, 2_500_000)).collect(), now).await.unwrap();
     let mut tasks = Vec::new();

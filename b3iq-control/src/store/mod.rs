@@ -528,6 +528,11 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Records that an epoch is on chain (`tx_hash` when this process sent the post, `None`
     /// when it found it posted already); `posted_at` is the chain's block timestamp, seconds.
     async fn set_epoch_posted(&self, epoch_id: u64, tx_hash: Option<&str>, posted_at: u64) -> Result<()>;
+    /// Sets the address a node's earnings are paid to (`0x` + 40 lowercase hex, checked by the
+    /// caller); `Refusal::UnknownNode` when absent.
+    async fn set_payout_address(&self, node: &NodeId, address: &str) -> Result<()>;
+    /// Payout address per node, for every node that set one.
+    async fn payout_addresses(&self) -> Result<Vec<(NodeId, String)>>;
     /// One epoch.
     async fn epoch(&self, epoch_id: u64) -> Result<Option<EpochRow>>;
     /// Epochs, newest first, at most `limit`.

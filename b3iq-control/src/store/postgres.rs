@@ -237,6 +237,7 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE receipts ADD COLUMN epoch_id BIGINT;
     CREATE INDEX receipts_epoch ON receipts(epoch_id, started_at_ms);
+    ALTER TABLE nodes ADD COLUMN payout_address TEXT;
     "#,
 ];
 
@@ -1057,6 +1058,27 @@ impl ControlStore for PostgresStore {
             return Err(Refusal::NotFound(format!("epoch {epoch_id}")).into());
         }
         Ok(())
+    }
+
+    async fn set_payout_address(&self, node: &NodeId, address: &str) -> Result<()> {
+        let c = self.client().await?;
+        if c.execute("UPDATE nodes SET payout_address = $2 WHERE node_id = $1", &[&node.to_text(), &address]).await.map_err(db("set payout address"))? == 0 {
+            return Err(Refusal::UnknownNode.into());
+        }
+        Ok(())
+    }
+
+    async fn payout_addresses(&self) -> Result<Vec<(NodeId, String)>> {
+        let c = self.client().await?;
+        c.query("SELECT node_id, payout_address FROM nodes WHERE payout_address IS NOT NULL ORDER BY node_id", &[])
+            .await
+            .map_err(db("payout addresses"))?
+            .iter()
+            .map(|r| {
+                let n: String = r.get(0);
+                Ok((NodeId::parse(&n).map_err(|e| ControlError::Store(format!("node id {n}: {e}")))?, r.get::<_, String>(1)))
+            })
+            .collect()
     }
 
     async fn epoch(&self, epoch_id: u64) -> Result<Option<EpochRow>> {

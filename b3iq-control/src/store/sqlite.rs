@@ -237,6 +237,7 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE receipts ADD COLUMN epoch_id INTEGER;
     CREATE INDEX receipts_epoch ON receipts(epoch_id, started_at_ms);
+    ALTER TABLE nodes ADD COLUMN payout_address TEXT;
     "#,
 ];
 
@@ -1169,6 +1170,27 @@ impl ControlStore for SqliteStore {
                 return Err(Refusal::NotFound(format!("epoch {epoch_id}")).into());
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn set_payout_address(&self, node: &NodeId, address: &str) -> Result<()> {
+        let (id, a) = (node.to_text(), address.to_string());
+        self.run(move |c| {
+            if exec(&c, "UPDATE nodes SET payout_address = ?2 WHERE node_id = ?1", params![id, a]).map_err(db("set payout address"))? == 0 {
+                return Err(Refusal::UnknownNode.into());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn payout_addresses(&self) -> Result<Vec<(NodeId, String)>> {
+        self.run(move |c| {
+            let mut st = c.prepare_cached("SELECT node_id, payout_address FROM nodes WHERE payout_address IS NOT NULL ORDER BY node_id").map_err(db("payout addresses"))?;
+            let it = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(db("payout addresses"))?;
+            let rows = it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("payout addresses"))?;
+            rows.into_iter().map(|(n, a)| Ok((NodeId::parse(&n).map_err(|e| ControlError::Store(format!("node id {n}: {e}")))?, a))).collect()
         })
         .await
     }
