@@ -34,5 +34,7 @@ pub mod error;
 
 #[cfg(feature = "deploy")]
 pub use client::DeployParams;
-pub use client::{decode_revert, ChainClient, Deployment, PostedEpoch, RetryPolicy, TxOutcome};
+pub use client::{
+    decode_revert, ChainClient, Deployment, EpochPost, PostedEpoch, RetryPolicy, TxOutcome,
+};
 pub use error::{ChainError, Result};

@@ -699,6 +699,50 @@ async fn conformance(s: Arc<dyn ControlStore>) {
         21
     );
 
+    // Epochs: network receipts only, each assigned once; a late upload lands in the next epoch.
+    let net = |id: u8, started_at_ms: u64| ReceiptRow { mode: "network".into(), started_at_ms, ..rcpt(n1, id, "m", 0, 1) };
+    assert_eq!(s.close_epoch(1_000_000, now).await.unwrap(), None, "no network receipt yet: nothing closed");
+    assert!(s.epochs(10).await.unwrap().is_empty());
+    s.store_receipts(vec![net(200, 500_000), net(201, 900_000), net(202, 1_000_000)], now).await.unwrap();
+    let e1 = s.close_epoch(1_000_000, now + 1).await.unwrap().unwrap();
+    assert_eq!((e1.epoch_id, e1.start_ms, e1.end_ms, e1.receipt_count, e1.closed_at_ms), (1, 500_000, 1_000_000, 2, now + 1));
+    assert_eq!(s.epoch_receipts(1).await.unwrap(), [vec![200u8], vec![201u8]], "by receipt id; the managed receipts and the one at the end stay out");
+    s.store_receipts(vec![net(203, 700_000)], now).await.unwrap(); // uploaded late
+    let e2 = s.close_epoch(2_000_000, now + 2).await.unwrap().unwrap();
+    assert_eq!((e2.epoch_id, e2.start_ms, e2.receipt_count), (2, 700_000, 2));
+    assert_eq!(s.epoch_receipts(2).await.unwrap(), [vec![202u8], vec![203u8]]);
+    assert_eq!(s.close_epoch(3_000_000, now + 3).await.unwrap(), None, "every receipt is in exactly one epoch");
+    assert!(s.epoch_receipts(3).await.unwrap().is_empty());
+    s.set_epoch_claim_file(1, "{\"epoch_id\":1}").await.unwrap();
+    s.set_epoch_posted(1, Some("0xabc"), 1_234).await.unwrap();
+    s.set_epoch_posted(1, None, 1_234).await.unwrap(); // found posted on a retry: keeps the hash
+    let got = s.epoch(1).await.unwrap().unwrap();
+    assert_eq!((got.claim_file.as_deref(), got.tx_hash.as_deref(), got.posted_at), (Some("{\"epoch_id\":1}"), Some("0xabc"), Some(1_234)));
+    assert_eq!(s.epochs(10).await.unwrap().iter().map(|e| e.epoch_id).collect::<Vec<_>>(), [2, 1]);
+    assert!(matches!(refusal(s.set_epoch_posted(9, None, 1).await), Refusal::NotFound(_)));
+    // Payout addresses.
+    assert!(s.payout_addresses().await.unwrap().is_empty());
+    s.set_payout_address(&n1, "0x00000000000000000000000000000000000000aa").await.unwrap();
+    s.set_payout_address(&n1, "0x00000000000000000000000000000000000000bb").await.unwrap();
+    assert_eq!(s.payout_addresses().await.unwrap(), [(n1, "0x00000000000000000000000000000000000000bb".to_string())]);
+    assert!(matches!(refusal(s.set_payout_address(&NodeKey::from_seed([77; 32]).node_id(), "0x00000000000000000000000000000000000000aa").await), Refusal::UnknownNode));
+    // Racing closers (replicas): each receipt still lands in one epoch.
+    s.store_receipts((210..230).map(|i| net(i, 2_500_000)).collect(), now).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.close_epoch(4_000_000, now + 4).await }));
+    }
+    let mut assigned = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Some(e)) => assigned += e.receipt_count,
+            Ok(None) | Err(ControlError::Refused(Refusal::Exists(_))) => {}
+            Err(e) => panic!("close epoch: {e}"),
+        }
+    }
+    assert_eq!(assigned, 20);
+
     // One job by id, only for its node.
     let some = &s.jobs(&n3).await.unwrap()[0];
     assert_eq!(s.job(&n3, &some.job_id).await.unwrap().as_ref(), Some(some));

@@ -30,4 +30,4 @@ pub mod messages;
 pub mod settlement;
 
 pub use error::{ProtocolError, Result};
-pub use settlement::{EpochBuilder, EpochConfig, EpochSettlement, Payees};
+pub use settlement::{EpochBuilder, EpochConfig, EpochSettlement, Payees, VerifiedReceipt};

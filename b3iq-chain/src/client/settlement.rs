@@ -22,6 +22,37 @@ pub struct PostedEpoch {
     pub posted_at: u64,
 }
 
+/// What [`ChainClient::ensure_epoch_posted`] found or did.
+#[derive(Debug, Clone)]
+pub enum EpochPost {
+    /// This call posted the epoch.
+    Posted(PostedEpoch),
+    /// The chain already held this epoch with the same payout root (an earlier post, maybe one
+    /// whose answer was lost or whose sender crashed): nothing was sent.
+    AlreadyPosted {
+        /// Block timestamp of the earlier post.
+        posted_at: u64,
+    },
+}
+
+impl EpochPost {
+    /// Block timestamp of the post (claims open `challengeWindow` seconds later).
+    pub fn posted_at(&self) -> u64 {
+        match self {
+            Self::Posted(p) => p.posted_at,
+            Self::AlreadyPosted { posted_at } => *posted_at,
+        }
+    }
+}
+
+/// Top 192 bits of a payout root: the part `Settlement` stores (its low 64 bits hold the post
+/// time).
+fn root_prefix(word: &[u8; 32]) -> [u8; 24] {
+    let mut p = [0u8; 24];
+    p.copy_from_slice(&word[..24]);
+    p
+}
+
 impl ChainClient {
     /// Settlement handle.
     pub fn settlement(&self, d: &Deployment) -> Settlement::SettlementInstance<DynProvider> {
@@ -115,6 +146,94 @@ impl ChainClient {
             posted_at: event.postedAt,
             outcome,
         })
+    }
+
+    /// The stored commitment of an epoch: top 192 bits of its payout root and, in the low 64
+    /// bits, its post time; all zero when not posted (or cancelled).
+    pub async fn epoch_commitment(&self, d: &Deployment, epoch_id: u64) -> Result<[u8; 32]> {
+        let c = self
+            .call(
+                "Settlement.epochCommitment",
+                self.settlement(d).epochCommitment(epoch_id),
+            )
+            .await?;
+        Ok(c.0)
+    }
+
+    /// Unreserved escrow, token base units.
+    pub async fn escrow_available(&self, d: &Deployment) -> Result<U256> {
+        self.call(
+            "Settlement.escrowAvailable",
+            self.settlement(d).escrowAvailable(),
+        )
+        .await
+    }
+
+    /// Posts `epoch` exactly once, whatever happened before: reads the chain's commitment for
+    /// the epoch id first and sends nothing when the same payout root is already there
+    /// ([`EpochPost::AlreadyPosted`]). When the escrow does not cover the epoch, first approves
+    /// and funds the difference from this wallet (it must hold the tokens). When the post's
+    /// answer is lost ([`ChainError::SendOutcomeUnknown`], a receipt timeout), the chain is read
+    /// again before anything is resent, so a retry can never post twice.
+    ///
+    /// # Errors
+    /// [`ChainError::Unexpected`] when the chain holds a different payout root under this
+    /// epoch id (never overwritten); the send and read errors of [`ChainClient::send`] and
+    /// [`ChainClient::call`] otherwise.
+    pub async fn ensure_epoch_posted(
+        &self,
+        d: &Deployment,
+        epoch: &EpochSettlement,
+    ) -> Result<EpochPost> {
+        if let Some(done) = self.posted_state(d, epoch).await? {
+            return Ok(done);
+        }
+        let total = U256::from(epoch.total_payout);
+        let available = self.escrow_available(d).await?;
+        if available < total {
+            let missing = total - available;
+            self.approve(d, d.settlement, missing).await?;
+            self.fund_escrow(d, missing).await?;
+        }
+        match self.post_epoch(d, epoch).await {
+            Ok(p) => Ok(EpochPost::Posted(p)),
+            Err(e) => {
+                // The post may have landed (a lost answer, a race with another sender): trust
+                // the chain, not the error.
+                if let Some(done) = self.posted_state(d, epoch).await? {
+                    return Ok(done);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `Some(AlreadyPosted)` when the chain holds `epoch`'s payout root, `None` when the epoch
+    /// id is free, an error when it holds another root.
+    async fn posted_state(
+        &self,
+        d: &Deployment,
+        epoch: &EpochSettlement,
+    ) -> Result<Option<EpochPost>> {
+        let stored = self.epoch_commitment(d, epoch.epoch_id).await?;
+        if stored == [0u8; 32] {
+            return Ok(None);
+        }
+        if root_prefix(&stored) != root_prefix(&epoch.payout_root.0) {
+            return Err(ChainError::Unexpected {
+                action: "Settlement.postEpoch".into(),
+                message: format!(
+                    "epoch {} is already posted with another payout root (0x{}...); refusing to post a second one",
+                    epoch.epoch_id,
+                    hex::encode(&stored[..24])
+                ),
+            });
+        }
+        let mut at = [0u8; 8];
+        at.copy_from_slice(&stored[24..]);
+        Ok(Some(EpochPost::AlreadyPosted {
+            posted_at: u64::from_be_bytes(at),
+        }))
     }
 
     /// Claims one payout leaf (any wallet may send it; the tokens go to `entry.account`).

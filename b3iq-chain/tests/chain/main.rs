@@ -6,6 +6,7 @@
 
 mod common;
 
+mod chain_epoch_post;
 mod chain_gas;
 mod chain_registry_disputes;
 mod chain_settlement;

@@ -616,6 +616,32 @@ pub trait ControlStore: Send + Sync + 'static {
     /// A node's usage per model and day, newest day first (at most 400 rows).
     async fn usage(&self, node: &NodeId) -> Result<Vec<UsageDay>>;
 
+    // ---- settlement epochs (`crate::settlement`) --------------------------------------------
+
+    /// In one transaction: closes the next epoch at `end_ms`, assigning it every network receipt
+    /// not yet in an epoch whose start time is before `end_ms` (a receipt's epoch is set once, so
+    /// it belongs to exactly one epoch; one uploaded late lands in the next epoch). The epoch's
+    /// id is the last one plus 1 (the first is 1), its `start_ms` the earliest start time among
+    /// its receipts. `Ok(None)`, and nothing stored, when no receipt is waiting.
+    /// `Refusal::Exists` when another replica closed the same id at the same time.
+    async fn close_epoch(&self, end_ms: u64, now_ms: u64) -> Result<Option<EpochRow>>;
+    /// The signed receipts (b3iq-core encoding) of an epoch, by receipt id.
+    async fn epoch_receipts(&self, epoch_id: u64) -> Result<Vec<Vec<u8>>>;
+    /// Stores an epoch's claim file (JSON of the protocol's `ClaimFile`), once built.
+    async fn set_epoch_claim_file(&self, epoch_id: u64, claim_file: &str) -> Result<()>;
+    /// Records that an epoch is on chain (`tx_hash` when this process sent the post, `None`
+    /// when it found it posted already); `posted_at` is the chain's block timestamp, seconds.
+    async fn set_epoch_posted(&self, epoch_id: u64, tx_hash: Option<&str>, posted_at: u64) -> Result<()>;
+    /// Sets the address a node's earnings are paid to (`0x` + 40 lowercase hex, checked by the
+    /// caller); `Refusal::UnknownNode` when absent.
+    async fn set_payout_address(&self, node: &NodeId, address: &str) -> Result<()>;
+    /// Payout address per node, for every node that set one.
+    async fn payout_addresses(&self) -> Result<Vec<(NodeId, String)>>;
+    /// One epoch.
+    async fn epoch(&self, epoch_id: u64) -> Result<Option<EpochRow>>;
+    /// Epochs, newest first, at most `limit`.
+    async fn epochs(&self, limit: u32) -> Result<Vec<EpochRow>>;
+
     // ---- gateway keys and credits (`crate::gateway::credits`, `store/credits.rs`) ----------
     // Every movement of credits is one transaction: the ledger rows (summing to zero), the
     // account balances (guarded: only `external:*` may go below zero), the hold and the key's
@@ -718,6 +744,30 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Tunnel sessions refreshed at or after `since_ms`.
     async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>>;
 }
+
+/// A closed settlement epoch (`epochs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochRow {
+    /// Epoch id (the on-chain key), from 1.
+    pub epoch_id: u64,
+    /// Earliest receipt start time, unix ms (inclusive).
+    pub start_ms: u64,
+    /// End, unix ms (exclusive).
+    pub end_ms: u64,
+    /// Receipts assigned to it.
+    pub receipt_count: u64,
+    /// When it was closed, unix ms.
+    pub closed_at_ms: u64,
+    /// The claim file (JSON), once built.
+    pub claim_file: Option<String>,
+    /// The post transaction's hash (`0x...`), when this control plane sent it.
+    pub tx_hash: Option<String>,
+    /// Block timestamp of the post, seconds; `None` until posted.
+    pub posted_at: Option<u64>,
+}
+
+/// The `epochs` columns both backends read into an [`EpochRow`].
+pub(crate) const EPOCH_COLUMNS: &str = "epoch_id, start_ms, end_ms, receipt_count, closed_at_ms, claim_file, tx_hash, posted_at";
 
 /// Which gateway replica holds a node's tunnel (`tunnel_sessions`), so a request that lands on
 /// another replica is relayed to it.

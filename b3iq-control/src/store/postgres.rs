@@ -242,6 +242,23 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms BIGINT NOT NULL
     );
     "#,
+    // 10: as SQLite's migration 10: settlement epochs; each network receipt is assigned to exactly one epoch (its
+    // epoch_id is set once, from NULL, when the epoch closes).
+    r#"
+    CREATE TABLE epochs (
+        epoch_id BIGINT PRIMARY KEY,
+        start_ms BIGINT NOT NULL,
+        end_ms BIGINT NOT NULL,
+        receipt_count BIGINT NOT NULL,
+        closed_at_ms BIGINT NOT NULL,
+        claim_file TEXT,
+        tx_hash TEXT,
+        posted_at BIGINT
+    );
+    ALTER TABLE receipts ADD COLUMN epoch_id BIGINT;
+    CREATE INDEX receipts_epoch ON receipts(epoch_id, started_at_ms);
+    ALTER TABLE nodes ADD COLUMN payout_address TEXT;
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -1315,6 +1332,101 @@ impl ControlStore for PostgresStore {
         Ok(n as u64)
     }
 
+    async fn close_epoch(&self, end_ms: u64, now_ms: u64) -> Result<Option<EpochRow>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db("close epoch"))?;
+        // One closer at a time across replicas: the second waits here, then sees the receipts
+        // the first assigned.
+        tx.execute("LOCK TABLE epochs IN EXCLUSIVE MODE", &[]).await.map_err(db("close epoch"))?;
+        let r = tx
+            .query_one("SELECT COUNT(*), MIN(started_at_ms) FROM receipts WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < $1", &[&ms(end_ms)])
+            .await
+            .map_err(db("close epoch"))?;
+        let (count, start): (i64, Option<i64>) = (r.get(0), r.get(1));
+        let Some(start) = start.filter(|_| count > 0) else { return Ok(None) };
+        let last: i64 = tx.query_one("SELECT COALESCE(MAX(epoch_id), 0) FROM epochs", &[]).await.map_err(db("close epoch"))?.get(0);
+        let id = last + 1;
+        tx.execute("INSERT INTO epochs(epoch_id, start_ms, end_ms, receipt_count, closed_at_ms) VALUES ($1, $2, $3, $4, $5)", &[&id, &start, &ms(end_ms), &count, &ms(now_ms)])
+            .await
+            .map_err(|e| if is_code(&e, &SqlState::UNIQUE_VIOLATION) { Refusal::Exists(format!("epoch {id}")).into() } else { ControlError::store("close epoch", e) })?;
+        let n = tx
+            .execute("UPDATE receipts SET epoch_id = $1 WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < $2", &[&id, &ms(end_ms)])
+            .await
+            .map_err(db("close epoch"))?;
+        if n as i64 != count {
+            return Err(ControlError::Store(format!("close epoch: counted {count} receipts but assigned {n}")));
+        }
+        tx.commit().await.map_err(db("close epoch"))?;
+        Ok(Some(EpochRow { epoch_id: id as u64, start_ms: start as u64, end_ms, receipt_count: count as u64, closed_at_ms: now_ms, claim_file: None, tx_hash: None, posted_at: None }))
+    }
+
+    async fn epoch_receipts(&self, epoch_id: u64) -> Result<Vec<Vec<u8>>> {
+        let c = self.client().await?;
+        Ok(c.query("SELECT signed FROM receipts WHERE epoch_id = $1 ORDER BY receipt_id", &[&ms(epoch_id)])
+            .await
+            .map_err(db("epoch receipts"))?
+            .iter()
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .collect())
+    }
+
+    async fn set_epoch_claim_file(&self, epoch_id: u64, claim_file: &str) -> Result<()> {
+        let c = self.client().await?;
+        let n = c.execute("UPDATE epochs SET claim_file = $2 WHERE epoch_id = $1", &[&ms(epoch_id), &claim_file]).await.map_err(db("store claim file"))?;
+        if n == 0 {
+            return Err(Refusal::NotFound(format!("epoch {epoch_id}")).into());
+        }
+        Ok(())
+    }
+
+    async fn set_epoch_posted(&self, epoch_id: u64, tx_hash: Option<&str>, posted_at: u64) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute("UPDATE epochs SET tx_hash = COALESCE($2, tx_hash), posted_at = $3 WHERE epoch_id = $1", &[&ms(epoch_id), &tx_hash, &ms(posted_at)])
+            .await
+            .map_err(db("record epoch post"))?;
+        if n == 0 {
+            return Err(Refusal::NotFound(format!("epoch {epoch_id}")).into());
+        }
+        Ok(())
+    }
+
+    async fn set_payout_address(&self, node: &NodeId, address: &str) -> Result<()> {
+        let c = self.client().await?;
+        if c.execute("UPDATE nodes SET payout_address = $2 WHERE node_id = $1", &[&node.to_text(), &address]).await.map_err(db("set payout address"))? == 0 {
+            return Err(Refusal::UnknownNode.into());
+        }
+        Ok(())
+    }
+
+    async fn payout_addresses(&self) -> Result<Vec<(NodeId, String)>> {
+        let c = self.client().await?;
+        c.query("SELECT node_id, payout_address FROM nodes WHERE payout_address IS NOT NULL ORDER BY node_id", &[])
+            .await
+            .map_err(db("payout addresses"))?
+            .iter()
+            .map(|r| {
+                let n: String = r.get(0);
+                Ok((NodeId::parse(&n).map_err(|e| ControlError::Store(format!("node id {n}: {e}")))?, r.get::<_, String>(1)))
+            })
+            .collect()
+    }
+
+    async fn epoch(&self, epoch_id: u64) -> Result<Option<EpochRow>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(&format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE epoch_id = $1"), &[&ms(epoch_id)]).await.map_err(db("epoch"))?.as_ref().map(epoch_from_row))
+    }
+
+    async fn epochs(&self, limit: u32) -> Result<Vec<EpochRow>> {
+        let c = self.client().await?;
+        Ok(c.query(&format!("SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY epoch_id DESC LIMIT $1"), &[&i64::from(limit)])
+            .await
+            .map_err(db("epochs"))?
+            .iter()
+            .map(epoch_from_row)
+            .collect())
+    }
+
     async fn usage(&self, node: &NodeId) -> Result<Vec<UsageDay>> {
         let c = self.client().await?;
         Ok(c.query(
@@ -1999,5 +2111,18 @@ impl ControlStore for PostgresStore {
                 })
             })
             .collect()
+    }
+}
+
+fn epoch_from_row(r: &Row) -> EpochRow {
+    EpochRow {
+        epoch_id: r.get::<_, i64>(0) as u64,
+        start_ms: r.get::<_, i64>(1) as u64,
+        end_ms: r.get::<_, i64>(2) as u64,
+        receipt_count: r.get::<_, i64>(3) as u64,
+        closed_at_ms: r.get::<_, i64>(4) as u64,
+        claim_file: r.get(5),
+        tx_hash: r.get(6),
+        posted_at: r.get::<_, Option<i64>>(7).map(|v| v as u64),
     }
 }

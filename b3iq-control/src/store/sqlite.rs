@@ -244,6 +244,23 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms INTEGER NOT NULL
     );
     "#,
+    // 10: settlement epochs; each network receipt is assigned to exactly one epoch (its
+    // epoch_id is set once, from NULL, when the epoch closes).
+    r#"
+    CREATE TABLE epochs (
+        epoch_id INTEGER PRIMARY KEY,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        receipt_count INTEGER NOT NULL,
+        closed_at_ms INTEGER NOT NULL,
+        claim_file TEXT,
+        tx_hash TEXT,
+        posted_at INTEGER
+    );
+    ALTER TABLE receipts ADD COLUMN epoch_id INTEGER;
+    CREATE INDEX receipts_epoch ON receipts(epoch_id, started_at_ms);
+    ALTER TABLE nodes ADD COLUMN payout_address TEXT;
+    "#,
 ];
 
 /// Prepared statements kept per connection (more than the store's distinct hot statements).
@@ -391,6 +408,19 @@ fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result
     f: F,
 ) -> rusqlite::Result<T> {
     c.prepare_cached(sql)?.query_row(p, f)
+}
+
+fn epoch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EpochRow> {
+    Ok(EpochRow {
+        epoch_id: r.get::<_, i64>(0)? as u64,
+        start_ms: r.get::<_, i64>(1)? as u64,
+        end_ms: r.get::<_, i64>(2)? as u64,
+        receipt_count: r.get::<_, i64>(3)? as u64,
+        closed_at_ms: r.get::<_, i64>(4)? as u64,
+        claim_file: r.get(5)?,
+        tx_hash: r.get(6)?,
+        posted_at: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+    })
 }
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRow>> {
@@ -1341,6 +1371,93 @@ impl ControlStore for SqliteStore {
             )
             .map(|n| n as u64)
             .map_err(db("count receipts"))
+        })
+        .await
+    }
+
+    async fn close_epoch(&self, end_ms: u64, now_ms: u64) -> Result<Option<EpochRow>> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("close epoch"))?;
+            let (count, start): (i64, Option<i64>) = row(&tx, "SELECT COUNT(*), MIN(started_at_ms) FROM receipts WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < ?1", [ms(end_ms)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db("close epoch"))?;
+            let Some(start) = start.filter(|_| count > 0) else { return Ok(None) };
+            let last: i64 = row(&tx, "SELECT COALESCE(MAX(epoch_id), 0) FROM epochs", [], |r| r.get(0)).map_err(db("close epoch"))?;
+            let id = last + 1;
+            exec(&tx, "INSERT INTO epochs(epoch_id, start_ms, end_ms, receipt_count, closed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)", params![id, start, ms(end_ms), count, ms(now_ms)]).map_err(db("close epoch"))?;
+            let n = exec(&tx, "UPDATE receipts SET epoch_id = ?1 WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < ?2", params![id, ms(end_ms)]).map_err(db("close epoch"))?;
+            if n as i64 != count {
+                return Err(ControlError::Store(format!("close epoch: counted {count} receipts but assigned {n}")));
+            }
+            tx.commit().map_err(db("close epoch"))?;
+            Ok(Some(EpochRow { epoch_id: id as u64, start_ms: start as u64, end_ms, receipt_count: count as u64, closed_at_ms: now_ms, claim_file: None, tx_hash: None, posted_at: None }))
+        })
+        .await
+    }
+
+    async fn epoch_receipts(&self, epoch_id: u64) -> Result<Vec<Vec<u8>>> {
+        self.run(move |c| {
+            let mut st = c.prepare_cached("SELECT signed FROM receipts WHERE epoch_id = ?1 ORDER BY receipt_id").map_err(db("epoch receipts"))?;
+            let it = st.query_map([ms(epoch_id)], |r| r.get::<_, Vec<u8>>(0)).map_err(db("epoch receipts"))?;
+            it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("epoch receipts"))
+        })
+        .await
+    }
+
+    async fn set_epoch_claim_file(&self, epoch_id: u64, claim_file: &str) -> Result<()> {
+        let f = claim_file.to_string();
+        self.run(move |c| {
+            let n = exec(&c, "UPDATE epochs SET claim_file = ?2 WHERE epoch_id = ?1", params![ms(epoch_id), f]).map_err(db("store claim file"))?;
+            if n == 0 {
+                return Err(Refusal::NotFound(format!("epoch {epoch_id}")).into());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_epoch_posted(&self, epoch_id: u64, tx_hash: Option<&str>, posted_at: u64) -> Result<()> {
+        let h = tx_hash.map(str::to_string);
+        self.run(move |c| {
+            let n = exec(&c, "UPDATE epochs SET tx_hash = COALESCE(?2, tx_hash), posted_at = ?3 WHERE epoch_id = ?1", params![ms(epoch_id), h, ms(posted_at)]).map_err(db("record epoch post"))?;
+            if n == 0 {
+                return Err(Refusal::NotFound(format!("epoch {epoch_id}")).into());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_payout_address(&self, node: &NodeId, address: &str) -> Result<()> {
+        let (id, a) = (node.to_text(), address.to_string());
+        self.run(move |c| {
+            if exec(&c, "UPDATE nodes SET payout_address = ?2 WHERE node_id = ?1", params![id, a]).map_err(db("set payout address"))? == 0 {
+                return Err(Refusal::UnknownNode.into());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn payout_addresses(&self) -> Result<Vec<(NodeId, String)>> {
+        self.run(move |c| {
+            let mut st = c.prepare_cached("SELECT node_id, payout_address FROM nodes WHERE payout_address IS NOT NULL ORDER BY node_id").map_err(db("payout addresses"))?;
+            let it = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(db("payout addresses"))?;
+            let rows = it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("payout addresses"))?;
+            rows.into_iter().map(|(n, a)| Ok((NodeId::parse(&n).map_err(|e| ControlError::Store(format!("node id {n}: {e}")))?, a))).collect()
+        })
+        .await
+    }
+
+    async fn epoch(&self, epoch_id: u64) -> Result<Option<EpochRow>> {
+        self.run(move |c| row(&c, &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE epoch_id = ?1"), [ms(epoch_id)], epoch_from_row).optional().map_err(db("epoch")))
+            .await
+    }
+
+    async fn epochs(&self, limit: u32) -> Result<Vec<EpochRow>> {
+        self.run(move |c| {
+            let mut st = c.prepare_cached(&format!("SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY epoch_id DESC LIMIT ?1")).map_err(db("epochs"))?;
+            let it = st.query_map([i64::from(limit)], epoch_from_row).map_err(db("epochs"))?;
+            it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("epochs"))
         })
         .await
     }

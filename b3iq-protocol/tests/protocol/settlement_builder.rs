@@ -367,3 +367,69 @@ mod props {
         }
     }
 }
+
+/// `add_all` checks signatures on several threads: a batch large enough to be split reports
+/// each forged receipt at its own position, and the rest build the same epoch as the path that
+/// trusts ingest-time checks (`add_all_verified`).
+#[test]
+fn parallel_verification_keeps_positions_and_matches_the_ingest_verified_path() {
+    let k = keys();
+    let mut batch: Vec<SignedReceipt> = (0..3000u32)
+        .map(|i| {
+            let key = &k[(i % 3) as usize];
+            let salt = CommitmentSalt::from_bytes([(i % 251) as u8; 32]);
+            let mut rid = [0u8; 16];
+            rid[..4].copy_from_slice(&i.to_le_bytes());
+            Receipt {
+                node_id: key.node_id(),
+                request_id: RequestId(rid),
+                model_id: "model-a:q4".into(),
+                artifact_digest: Sha256Digest::of(b"model-a:q4"),
+                backend: "llama.cpp".into(),
+                mode: OperatingMode::Network,
+                prompt_tokens: 100,
+                completion_tokens: i,
+                started_at_ms: START + u64::from(i),
+                ttft_ms: 30,
+                duration_ms: 400,
+                price_micro_credits: 1_000 + u64::from(i),
+                prompt_commitment: Commitment::prompt(&salt, b"p"),
+                output_commitment: Commitment::output(&salt, b"o"),
+                commitment_basis: None,
+                attestation_digest: None,
+            }
+            .sign(key)
+            .unwrap()
+        })
+        .collect();
+    let honest: Vec<SignedReceipt> = batch.clone();
+    let forged_at = [7usize, 1500, 2999];
+    for &i in &forged_at {
+        let mut body = batch[i].body().clone();
+        body.price_micro_credits += 1;
+        batch[i] =
+            b3iq_core::Signed::from_parts(body, k[i % 3].public(), *batch[i].signature()).unwrap();
+    }
+    let mut b = EpochBuilder::new(config(), payees(&k)).unwrap();
+    let report = b.add_all(batch);
+    let positions: Vec<usize> = report.rejected.iter().map(|(i, _)| *i).collect();
+    assert_eq!(positions, forged_at);
+    assert!(report
+        .rejected
+        .iter()
+        .all(|(_, e)| matches!(e, ProtocolError::InvalidReceiptSignature { .. })));
+    assert_eq!(report.accepted, 3000 - 3);
+    let parallel = b.build().unwrap();
+
+    let kept = honest
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !forged_at.contains(i))
+        .map(|(_, r)| b3iq_protocol::VerifiedReceipt::assume_verified(r));
+    let mut b = EpochBuilder::new(config(), payees(&k)).unwrap();
+    assert_eq!(b.add_all_verified(kept).accepted, 3000 - 3);
+    let trusted = b.build().unwrap();
+    assert_eq!(parallel.payout_root, trusted.payout_root);
+    assert_eq!(parallel.receipt_root, trusted.receipt_root);
+    assert_eq!(parallel.total_payout, trusted.total_payout);
+}
