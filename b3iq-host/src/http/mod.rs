@@ -146,6 +146,71 @@ async fn fallback(method: Method, uri: axum::http::Uri) -> HostError {
     ))
 }
 
+/// The methods each route takes, for the `Allow` header of a 405 (axum leaves it empty once the
+/// router is wrapped in layers). Kept equal to [`router`]'s routes by the test
+/// `allow_table_matches_the_router`.
+const ROUTE_METHODS: &[(&str, &str)] = &[
+    ("/healthz", "GET"),
+    ("/api/setup/status", "GET"),
+    ("/api/setup/claim", "POST"),
+    ("/api/session/login", "POST"),
+    ("/api/session/logout", "POST"),
+    ("/api/session/logout-all", "POST"),
+    ("/api/session", "GET"),
+    ("/api/node", "GET"),
+    ("/api/hardware", "GET"),
+    ("/api/models", "GET"),
+    ("/api/mode", "GET, POST"),
+    ("/api/network", "GET, PUT"),
+    ("/api/keys", "GET, POST"),
+    ("/api/keys/{id}", "DELETE"),
+    ("/api/receipts", "GET"),
+    ("/api/receipts/{id}", "GET"),
+    ("/api/audit", "GET"),
+    ("/api/usage", "GET"),
+    ("/api/jobs", "GET, POST"),
+    ("/api/jobs/{id}", "GET"),
+    ("/api/jobs/{id}/approve", "POST"),
+    ("/api/jobs/{id}/reject", "POST"),
+    ("/api/playground/chat", "POST"),
+    ("/api/support/grants", "GET, POST"),
+    ("/api/support/grants/{id}", "DELETE"),
+    ("/api/support/bundle", "GET"),
+    ("/metrics", "GET"),
+    ("/v1/models", "GET"),
+    ("/v1/models/{id}", "GET"),
+    ("/v1/chat/completions", "POST"),
+    ("/v1/completions", "POST"),
+    ("/", "GET"),
+    ("/setup", "GET"),
+    ("/setup/", "GET"),
+    ("/setup/{*path}", "GET"),
+];
+
+/// The `Allow` value of the route `path` matches (`{x}` one segment, `{*x}` the rest).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    let matches = |pat: &str| {
+        let (mut p, mut q) = (pat.split('/'), path.split('/'));
+        loop {
+            match (p.next(), q.next()) {
+                (None, None) => return true,
+                (Some(a), Some(_)) if a.starts_with("{*") => return true,
+                (Some(a), Some(b)) if a.starts_with('{') => {
+                    if b.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(a), Some(b)) if a == b => {}
+                _ => return false,
+            }
+        }
+    };
+    ROUTE_METHODS
+        .iter()
+        .find(|(pat, _)| matches(pat))
+        .map(|(_, m)| *m)
+}
+
 /// Every status >= 400 carries the OpenAI error object: an answer from a lower layer (axum's
 /// method router: 405 with an empty body; an extractor's text rejection; a body limit) that is
 /// not JSON gets it here, keeping its status and headers. A 405 gets `code:
@@ -167,12 +232,14 @@ pub async fn error_bodies(req: Request, next: Next) -> Response {
     }
     let (mut parts, body) = resp.into_parts();
     let err = if status == StatusCode::METHOD_NOT_ALLOWED {
-        let allow = parts
+        let allow = match parts
             .headers
             .get(header::ALLOW)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        {
+            Some(a) if !a.is_empty() => a.to_string(),
+            _ => allowed_methods(&path).unwrap_or("").to_string(),
+        };
         HostError::MethodNotAllowed {
             method: method.to_string(),
             path,
@@ -653,6 +720,47 @@ pub fn empty(status: StatusCode) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn allow_table_matches_the_router() {
+        // Every `.route("PATH", METHOD(..)...)` in `router`, read from this file's source.
+        let src = include_str!("mod.rs");
+        let body =
+            &src[src.find("pub fn router(").unwrap()..src.find(".fallback(fallback);").unwrap()];
+        let mut routes = Vec::new();
+        for part in body.split(".route(").skip(1) {
+            let path = part.split('"').nth(1).unwrap();
+            let methods: Vec<&str> = ["get(", "post(", "put(", "delete("]
+                .iter()
+                .filter(|m| {
+                    part.contains(&format!(" {m}"))
+                        || part.contains(&format!("\n{m}"))
+                        || part.contains(&format!(".{m}"))
+                        || part.trim_start().contains(&format!(", {m}"))
+                        || part.contains(&format!("\t{m}"))
+                        || part.split_whitespace().any(|w| w.starts_with(*m))
+                })
+                .map(|m| m.trim_end_matches('('))
+                .collect();
+            routes.push((
+                path.to_string(),
+                methods
+                    .iter()
+                    .map(|m| m.to_uppercase())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+        let table: Vec<(String, String)> = ROUTE_METHODS
+            .iter()
+            .map(|(p, m)| (p.to_string(), m.to_string()))
+            .collect();
+        assert_eq!(routes, table);
+        assert_eq!(allowed_methods("/v1/chat/completions"), Some("POST"));
+        assert_eq!(allowed_methods("/api/keys/key_1"), Some("DELETE"));
+        assert_eq!(allowed_methods("/setup/a/b.js"), Some("GET"));
+        assert_eq!(allowed_methods("/v1/nothing"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -374,16 +374,17 @@ fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessag
     msgs.into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let role =
-                match m.role.as_str() {
-                    "system" | "developer" => Role::System,
-                    "user" => Role::User,
-                    "assistant" => Role::Assistant,
-                    "tool" => Role::Tool,
-                    other => return Err(bad(format!(
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
+                other => {
+                    return Err(bad(format!(
                         "messages[{i}].role {other:?} is not one of system, user, assistant, tool"
-                    ))),
-                };
+                    )))
+                }
+            };
             let content = match m.content {
                 None => String::new(),
                 Some(c) => c.into_text().map_err(|p| {
