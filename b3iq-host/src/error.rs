@@ -100,7 +100,7 @@ pub enum HostError {
     #[error("{0} not found")]
     NotFound(String),
     /// No route has this path (`.0` is `METHOD /path`, the path at most 120 characters).
-    #[error("no route {0}; the OpenAI routes served are GET /v1/models, GET /v1/models/{{id}}, POST /v1/chat/completions and POST /v1/completions (docs/api.md lists every route)")]
+    #[error("no route {0}; the OpenAI routes served are GET /v1/models, GET /v1/models/{{id}}, POST /v1/chat/completions, POST /v1/completions and POST /v1/responses (docs/api.md lists every route)")]
     RouteNotFound(String),
     /// The model asked for is not served here.
     #[error("model {0:?} not found; GET /v1/models lists the served models")]

@@ -9,6 +9,7 @@
 mod api;
 pub mod cors;
 pub mod openai;
+pub mod responses;
 pub mod serve;
 pub mod tunnel;
 /// The header types of [`same_origin`] (re-exported for embedders and the fuzz targets).
@@ -118,6 +119,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/v1/models/{id}", get(openai::model_get))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/responses", post(responses::responses))
         .route("/", get(wizard::root_redirect))
         .route("/setup", get(wizard::root_redirect))
         .route("/setup/", get(wizard::index))
@@ -181,6 +183,7 @@ const ROUTE_METHODS: &[(&str, &str)] = &[
     ("/v1/models/{id}", "GET"),
     ("/v1/chat/completions", "POST"),
     ("/v1/completions", "POST"),
+    ("/v1/responses", "POST"),
     ("/", "GET"),
     ("/setup", "GET"),
     ("/setup/", "GET"),

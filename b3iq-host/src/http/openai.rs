@@ -43,7 +43,7 @@ fn authenticate(st: &NodeState, headers: &HeaderMap) -> Result<Caller> {
 /// The caller of an inference request: on the gateway's tunnel (the request carries the
 /// tunnel's context, which only the tunnel inserts) its ticket alone, never a local key;
 /// otherwise a local key.
-fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
+pub(super) fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
     match req.extensions().get::<TunnelContext>() {
         Some(t) => {
             let h = req
@@ -57,7 +57,7 @@ fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
 }
 
 /// A network request must ask for the model its ticket is for.
-fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
+pub(super) fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
     match caller {
         Caller::Network(g) if g.ticket.model_id != model => Err(HostError::InvalidTicket(format!(
             "the ticket is for model {}, the request asks for {model:?}",
@@ -108,22 +108,22 @@ pub async fn model_get(
     Ok(axum::Json(wire::Model::new(&id, created, "b3iq")).into_response())
 }
 
-fn bad(msg: impl Into<String>) -> HostError {
+pub(super) fn bad(msg: impl Into<String>) -> HostError {
     HostError::InvalidParameter(msg.into())
 }
 
 /// Parsed, validated common parameters.
-struct Params {
-    model: ServedModel,
-    sampling: SamplingParams,
-    max_tokens: Option<u32>,
-    stop: Vec<String>,
-    stream: bool,
-    include_usage: bool,
-    response_format: ResponseFormat,
+pub(super) struct Params {
+    pub(super) model: ServedModel,
+    pub(super) sampling: SamplingParams,
+    pub(super) max_tokens: Option<u32>,
+    pub(super) stop: Vec<String>,
+    pub(super) stream: bool,
+    pub(super) include_usage: bool,
+    pub(super) response_format: ResponseFormat,
 }
 
-fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
+pub(super) fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
     parse_common_with(c, &|id| st.served_model(id))
 }
 
@@ -366,7 +366,7 @@ fn audit_fields(c: &CommonParams) -> Result<()> {
     Ok(())
 }
 
-fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessage>> {
+pub(super) fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessage>> {
     let msgs = msgs.ok_or_else(|| bad("`messages` is required"))?;
     if msgs.is_empty() {
         return Err(bad("`messages` must not be empty"));
@@ -493,7 +493,7 @@ pub fn validate_request_body(chat: bool, body: &[u8]) -> Result<()> {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>> {
     if body.is_empty() {
         return Err(HostError::InvalidJson(
             "the body is empty; send a JSON object".into(),
