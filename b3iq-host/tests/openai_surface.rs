@@ -357,3 +357,86 @@ async fn statuses_headers_and_cors() {
     assert!(r.headers().get("access-control-allow-origin").is_none());
     n.node.shutdown().await;
 }
+
+/// Fault 5: `POST /v1/responses {"model", "input": "Say hello.", "max_output_tokens": 16}` is
+/// served (stateless), whole and streamed; unknown routes 404 naming the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api() {
+    let n = node(json!({})).await;
+    let (s, v) = n.post("/v1/responses", json!({"model": n.model, "input": "Say hello.", "max_output_tokens": 16, "temperature": 0})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "response");
+    assert!(
+        v["status"] == "completed" || v["status"] == "incomplete",
+        "{v}"
+    );
+    assert_eq!(v["output"][0]["type"], "message");
+    assert_eq!(v["output"][0]["content"][0]["type"], "output_text");
+    assert!(!v["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    let out = v["usage"]["output_tokens"].as_u64().unwrap();
+    assert!((1..=16).contains(&out), "{v}");
+    assert_eq!(
+        v["usage"]["total_tokens"].as_u64().unwrap(),
+        v["usage"]["input_tokens"].as_u64().unwrap() + out
+    );
+    // Instructions become a system message: more input tokens.
+    let (_, w) = n.post("/v1/responses", json!({"model": n.model, "input": [{"role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}], "instructions": "Answer in French.", "max_output_tokens": 4})).await;
+    assert!(
+        w["usage"]["input_tokens"].as_u64().unwrap() > v["usage"]["input_tokens"].as_u64().unwrap(),
+        "{w}"
+    );
+    // Stateless: previous_response_id is refused by name.
+    let (s, e) = n
+        .post(
+            "/v1/responses",
+            json!({"model": n.model, "input": "x", "previous_response_id": "resp_1"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("previous_response_id"));
+    // Streamed: typed events ending in response.completed (or .incomplete) with usage.
+    let r = n.c.post(n.url("/v1/responses")).bearer_auth(&n.key).json(&json!({"model": n.model, "input": "Say hello.", "max_output_tokens": 8, "stream": true})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        &kinds[..4],
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added"
+        ]
+    );
+    assert!(kinds.contains(&"response.output_text.delta"));
+    let last = events.last().unwrap();
+    assert!(
+        last["type"] == "response.completed" || last["type"] == "response.incomplete",
+        "{last}"
+    );
+    let deltas: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        last["response"]["output"][0]["content"][0]["text"],
+        deltas.as_str()
+    );
+    assert!(events
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e["sequence_number"] == i as u64));
+    n.node.shutdown().await;
+}

@@ -96,30 +96,31 @@ fn input_item(i: usize, item: Value) -> Result<Value> {
         .get("role")
         .and_then(Value::as_str)
         .ok_or_else(|| bad(format!("input[{i}].role is required")))?;
-    let content =
-        match item.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => {
-                let mut s = String::new();
-                for (j, p) in parts.iter().enumerate() {
-                    match p.get("type").and_then(Value::as_str) {
-                        Some("input_text" | "output_text" | "text") => {
-                            s.push_str(p.get("text").and_then(Value::as_str).unwrap_or(""))
-                        }
-                        other => return Err(bad(format!(
+    let content = match item.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut s = String::new();
+            for (j, p) in parts.iter().enumerate() {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("input_text" | "output_text" | "text") => {
+                        s.push_str(p.get("text").and_then(Value::as_str).unwrap_or(""))
+                    }
+                    other => {
+                        return Err(bad(format!(
                             "input[{i}].content[{j}]: part type {:?} is not supported (only text)",
                             other.unwrap_or("")
-                        ))),
+                        )))
                     }
                 }
-                s
             }
-            _ => {
-                return Err(bad(format!(
-                    "input[{i}].content must be a string or an array of text parts"
-                )))
-            }
-        };
+            s
+        }
+        _ => {
+            return Err(bad(format!(
+                "input[{i}].content must be a string or an array of text parts"
+            )))
+        }
+    };
     Ok(json!({"role": role, "content": content}))
 }
 

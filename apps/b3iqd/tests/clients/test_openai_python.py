@@ -157,3 +157,16 @@ def test_wrong_method_and_route_get_the_error_object(node):
                                           "access-control-request-headers": "authorization,content-type"})
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 204 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def test_responses_api(client, model):
+    r = client.responses.create(model=model, input="Say hello.", max_output_tokens=16)
+    assert r.status in ("completed", "incomplete")
+    assert r.output_text
+    assert 1 <= r.usage.output_tokens <= 16
+    events = list(client.responses.create(model=model, input=[{"role": "user", "content": "Say hello."}],
+                                          instructions="Be brief.", max_output_tokens=8, stream=True))
+    assert events[0].type == "response.created"
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas and events[-1].response.output_text == deltas
