@@ -16,6 +16,24 @@ pub enum HostError {
     /// A parameter is missing or out of range.
     #[error("{0}")]
     InvalidParameter(String),
+    /// The prompt, or the prompt plus the `max_tokens` asked for, does not fit the model's
+    /// context window (400 `context_length_exceeded`, as OpenAI and vLLM answer).
+    #[error("{0}")]
+    ContextLengthExceeded(String),
+    /// The route exists but not for this method (405 with an `Allow` header listing `.0`).
+    #[error("method {method} is not allowed on {path}; allowed: {allow}")]
+    MethodNotAllowed {
+        /// The method sent.
+        method: String,
+        /// The request path (at most 120 characters).
+        path: String,
+        /// The methods the route takes, comma-separated (the `Allow` header's value).
+        allow: String,
+    },
+    /// A browser preflight (`OPTIONS` with `Origin`) from an origin the CORS policy does not
+    /// grant (see docs/api.md, "CORS").
+    #[error("cross-origin requests from {0:?} are not allowed here; loopback origins are, and others can be added to cors_origins in config.json")]
+    CorsRefused(String),
     /// The chosen password is too short or too long.
     #[error("password must be 10 to 1024 characters long")]
     WeakPassword,
@@ -68,7 +86,9 @@ pub enum HostError {
     #[error("cross-origin request refused; use the setup page served by this node")]
     CrossOrigin,
     /// The Host header is not in the allowlist.
-    #[error("host {host:?} is not allowed; use {url} or add the name to allowed_hosts in config.json")]
+    #[error(
+        "host {host:?} is not allowed; use {url} or add the name to allowed_hosts in config.json"
+    )]
     HostNotAllowed {
         /// The refused name as sent (at most 80 characters).
         host: String,
@@ -79,6 +99,9 @@ pub enum HostError {
     /// The thing asked for does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// No route has this path (`.0` is `METHOD /path`, the path at most 120 characters).
+    #[error("no route {0}; the OpenAI routes served are GET /v1/models, GET /v1/models/{{id}}, POST /v1/chat/completions, POST /v1/completions and POST /v1/responses (docs/api.md lists every route)")]
+    RouteNotFound(String),
     /// The model asked for is not served here.
     #[error("model {0:?} not found; GET /v1/models lists the served models")]
     ModelNotFound(String),
@@ -158,17 +181,31 @@ impl HostError {
     pub fn status(&self) -> StatusCode {
         use HostError::*;
         match self {
-            InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername
-            | ModeNotAvailable(_) | UnknownJobKind(_) | UnknownProfile(_) => StatusCode::BAD_REQUEST,
+            InvalidJson(_)
+            | InvalidParameter(_)
+            | ContextLengthExceeded(_)
+            | WeakPassword
+            | InvalidUsername
+            | ModeNotAvailable(_)
+            | UnknownJobKind(_)
+            | UnknownProfile(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            MissingCredentials | InvalidApiKey | RevokedApiKey | ExpiredApiKey | SessionRequired
-            | BadCredentials | SetupTokenInvalid | SetupTokenExpired | InvalidTicket(_) => StatusCode::UNAUTHORIZED,
-            InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } | NetworkPolicy(_) => StatusCode::FORBIDDEN,
-            NotFound(_) | ModelNotFound(_) => StatusCode::NOT_FOUND,
+            MissingCredentials | InvalidApiKey | RevokedApiKey | ExpiredApiKey
+            | SessionRequired | BadCredentials | SetupTokenInvalid | SetupTokenExpired
+            | InvalidTicket(_) => StatusCode::UNAUTHORIZED,
+            InsufficientScope(_)
+            | CrossOrigin
+            | CorsRefused(_)
+            | HostNotAllowed { .. }
+            | NetworkPolicy(_) => StatusCode::FORBIDDEN,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            NotFound(_) | RouteNotFound(_) | ModelNotFound(_) => StatusCode::NOT_FOUND,
             AlreadyClaimed => StatusCode::CONFLICT,
-            QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => StatusCode::TOO_MANY_REQUESTS,
+            QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             NotClaimed | ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
             ControlPlane(_) => StatusCode::BAD_GATEWAY,
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
@@ -180,7 +217,7 @@ impl HostError {
     /// The OpenAI-style error `type`.
     pub fn kind(&self) -> &'static str {
         match self.status().as_u16() {
-            400 | 408 | 413 | 415 => "invalid_request_error",
+            400 | 405 | 408 | 413 | 415 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
@@ -197,6 +234,9 @@ impl HostError {
         match self {
             InvalidJson(_) => "invalid_json",
             InvalidParameter(_) => "invalid_parameter",
+            ContextLengthExceeded(_) => "context_length_exceeded",
+            MethodNotAllowed { .. } => "method_not_allowed",
+            CorsRefused(_) => "cors_origin_not_allowed",
             WeakPassword => "weak_password",
             InvalidUsername => "invalid_username",
             ModeNotAvailable(_) => "mode_not_available",
@@ -216,7 +256,7 @@ impl HostError {
             InsufficientScope(_) => "insufficient_scope",
             CrossOrigin => "cross_origin",
             HostNotAllowed { .. } => "host_not_allowed",
-            NotFound(_) => "not_found",
+            NotFound(_) | RouteNotFound(_) => "not_found",
             ModelNotFound(_) => "model_not_found",
             AlreadyClaimed => "already_claimed",
             QueueFull(_) => "queue_full",
@@ -246,7 +286,10 @@ impl HostError {
 
     /// An I/O error on the home directory (`path` names what was accessed, never a secret).
     pub fn home(path: impl Into<String>, source: std::io::Error) -> Self {
-        HostError::Home { path: path.into(), source }
+        HostError::Home {
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -261,13 +304,36 @@ impl b3iq_core::ClassifiedError for HostError {
         use b3iq_core::ErrorCategory as C;
         use HostError::*;
         match self {
-            InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
-            | UnknownProfile(_) | BodyTooLarge(_) | UnsupportedMediaType(_) | RequestTimeout(_) | NotFound(_) | ModelNotFound(_) | Config(_) => C::InvalidInput,
-            MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
-            | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } | InvalidTicket(_) => C::Unauthenticated,
+            InvalidJson(_)
+            | InvalidParameter(_)
+            | ContextLengthExceeded(_)
+            | MethodNotAllowed { .. }
+            | WeakPassword
+            | InvalidUsername
+            | UnknownJobKind(_)
+            | UnknownProfile(_)
+            | BodyTooLarge(_)
+            | UnsupportedMediaType(_)
+            | RequestTimeout(_)
+            | NotFound(_)
+            | RouteNotFound(_)
+            | ModelNotFound(_)
+            | Config(_) => C::InvalidInput,
+            MissingCredentials
+            | InvalidApiKey
+            | RevokedApiKey
+            | SessionRequired
+            | BadCredentials
+            | SetupTokenInvalid
+            | InsufficientScope(_)
+            | CrossOrigin
+            | CorsRefused(_)
+            | HostNotAllowed { .. }
+            | InvalidTicket(_) => C::Unauthenticated,
             ExpiredApiKey | SetupTokenExpired => C::Expired,
             ModeNotAvailable(_) | NetworkPolicy(_) => C::PolicyDenied,
-            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => C::State,
+            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_)
+            | SignInBusy(_) | NetworkBusy(_) => C::State,
             ControlPlane(_) => C::Io,
             Home { .. } | Db(_) => C::Io,
             Runtime(e) => e.category(),
@@ -285,12 +351,21 @@ impl IntoResponse for HostError {
         }
         let mut resp = (status, axum::Json(self.body())).into_response();
         let retry = match &self {
-            HostError::QueueFull(s) | HostError::LoginBackoff(s) | HostError::SignInBusy(s) | HostError::NetworkBusy(s) => Some(*s),
+            HostError::QueueFull(s)
+            | HostError::LoginBackoff(s)
+            | HostError::SignInBusy(s)
+            | HostError::NetworkBusy(s) => Some(*s),
             _ => None,
         };
+        if let HostError::MethodNotAllowed { allow, .. } = &self {
+            if let Ok(v) = HeaderValue::from_str(allow) {
+                resp.headers_mut().insert(axum::http::header::ALLOW, v);
+            }
+        }
         if let Some(s) = retry {
             if let Ok(v) = HeaderValue::from_str(&s.max(1).to_string()) {
-                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
             }
         }
         resp

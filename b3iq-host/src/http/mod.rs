@@ -7,7 +7,9 @@
 //! a framing error instead of the status.
 
 mod api;
+pub mod cors;
 pub mod openai;
+pub mod responses;
 pub mod serve;
 pub mod tunnel;
 /// The header types of [`same_origin`] (re-exported for embedders and the fuzz targets).
@@ -28,9 +30,9 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
-use crate::owner::auth::{self, Session};
-use crate::error::HostError;
 use crate::context::NodeState;
+use crate::error::HostError;
+use crate::owner::auth::{self, Session};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -106,28 +108,176 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/jobs/{id}/approve", post(api::job_approve))
         .route("/api/jobs/{id}/reject", post(api::job_reject))
         .route("/api/playground/chat", post(api::playground_chat))
-        .route("/api/support/grants", get(api::grants_list).post(api::grants_create))
+        .route(
+            "/api/support/grants",
+            get(api::grants_list).post(api::grants_create),
+        )
         .route("/api/support/grants/{id}", delete(api::grants_revoke))
         .route("/api/support/bundle", get(api::support_bundle))
         .route("/metrics", get(api::metrics))
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{id}", get(openai::model_get))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/responses", post(responses::responses))
         .route("/", get(wizard::root_redirect))
         .route("/setup", get(wizard::root_redirect))
         .route("/setup/", get(wizard::index))
         .route("/setup/{*path}", get(wizard::asset))
         .fallback(fallback);
-    api.layer(middleware::from_fn_with_state(state.clone(), count_requests))
-        .layer(middleware::from_fn_with_state(state.clone(), rotate_session))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::from_fn(finish_request_body))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+    api.layer(middleware::from_fn_with_state(
+        state.clone(),
+        count_requests,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        rotate_session,
+    ))
+    .layer(middleware::from_fn_with_state(state.clone(), cors::cors))
+    .layer(middleware::from_fn_with_state(state.clone(), guard))
+    .layer(middleware::from_fn(finish_request_body))
+    .layer(middleware::from_fn(error_bodies))
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .with_state(state)
 }
 
-async fn fallback() -> HostError {
-    HostError::NotFound("route".into())
+async fn fallback(method: Method, uri: axum::http::Uri) -> HostError {
+    HostError::RouteNotFound(format!(
+        "{method} {}",
+        uri.path().chars().take(120).collect::<String>()
+    ))
+}
+
+/// The methods each route takes, for the `Allow` header of a 405 (axum leaves it empty once the
+/// router is wrapped in layers). Kept equal to [`router`]'s routes by the test
+/// `allow_table_matches_the_router`.
+const ROUTE_METHODS: &[(&str, &str)] = &[
+    ("/healthz", "GET"),
+    ("/api/setup/status", "GET"),
+    ("/api/setup/claim", "POST"),
+    ("/api/session/login", "POST"),
+    ("/api/session/logout", "POST"),
+    ("/api/session/logout-all", "POST"),
+    ("/api/session", "GET"),
+    ("/api/node", "GET"),
+    ("/api/hardware", "GET"),
+    ("/api/models", "GET"),
+    ("/api/mode", "GET, POST"),
+    ("/api/network", "GET, PUT"),
+    ("/api/keys", "GET, POST"),
+    ("/api/keys/{id}", "DELETE"),
+    ("/api/receipts", "GET"),
+    ("/api/receipts/{id}", "GET"),
+    ("/api/audit", "GET"),
+    ("/api/usage", "GET"),
+    ("/api/jobs", "GET, POST"),
+    ("/api/jobs/{id}", "GET"),
+    ("/api/jobs/{id}/approve", "POST"),
+    ("/api/jobs/{id}/reject", "POST"),
+    ("/api/playground/chat", "POST"),
+    ("/api/support/grants", "GET, POST"),
+    ("/api/support/grants/{id}", "DELETE"),
+    ("/api/support/bundle", "GET"),
+    ("/metrics", "GET"),
+    ("/v1/models", "GET"),
+    ("/v1/models/{id}", "GET"),
+    ("/v1/chat/completions", "POST"),
+    ("/v1/completions", "POST"),
+    ("/v1/responses", "POST"),
+    ("/", "GET"),
+    ("/setup", "GET"),
+    ("/setup/", "GET"),
+    ("/setup/{*path}", "GET"),
+];
+
+/// The `Allow` value of the route `path` matches (`{x}` one segment, `{*x}` the rest).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    let matches = |pat: &str| {
+        let (mut p, mut q) = (pat.split('/'), path.split('/'));
+        loop {
+            match (p.next(), q.next()) {
+                (None, None) => return true,
+                (Some(a), Some(_)) if a.starts_with("{*") => return true,
+                (Some(a), Some(b)) if a.starts_with('{') => {
+                    if b.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(a), Some(b)) if a == b => {}
+                _ => return false,
+            }
+        }
+    };
+    ROUTE_METHODS
+        .iter()
+        .find(|(pat, _)| matches(pat))
+        .map(|(_, m)| *m)
+}
+
+/// Every status >= 400 carries the OpenAI error object: an answer from a lower layer (axum's
+/// method router: 405 with an empty body; an extractor's text rejection; a body limit) that is
+/// not JSON gets it here, keeping its status and headers. A 405 gets `code:
+/// "method_not_allowed"` and keeps axum's `Allow` header.
+pub async fn error_bodies(req: Request, next: Next) -> Response {
+    let (method, path) = (
+        req.method().clone(),
+        req.uri().path().chars().take(120).collect::<String>(),
+    );
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let err = if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = match parts
+            .headers
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(a) if !a.is_empty() => a.to_string(),
+            _ => allowed_methods(&path).unwrap_or("").to_string(),
+        };
+        HostError::MethodNotAllowed {
+            method: method.to_string(),
+            path,
+            allow,
+        }
+    } else {
+        let text = axum::body::to_bytes(body, 4096)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let text = if text.trim().is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            text.trim().chars().take(300).collect()
+        };
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => HostError::BodyTooLarge(MAX_BODY_BYTES),
+            StatusCode::NOT_FOUND => HostError::RouteNotFound(format!("{method} {path}")),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => HostError::UnsupportedMediaType(text),
+            s if s.is_client_error() => HostError::InvalidParameter(text),
+            _ => HostError::Internal(text),
+        }
+    };
+    let fresh = err.into_response();
+    let (fparts, fbody) = fresh.into_parts();
+    for (k, v) in fparts.headers.iter() {
+        parts.headers.insert(k.clone(), v.clone());
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.status = if status.is_client_error() || status.is_server_error() {
+        status
+    } else {
+        fparts.status
+    };
+    Response::from_parts(parts, fbody)
 }
 
 /// Host allowlist (DNS rebinding) and security headers on every response. The name checked is
@@ -137,12 +287,20 @@ async fn fallback() -> HostError {
 async fn guard(State(st): St, mut req: Request, next: Next) -> Response {
     let host = match req.headers().get(header::HOST) {
         Some(h) => h.to_str().unwrap_or("").to_string(),
-        None => req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default(),
+        None => req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
     };
     if !host_matches(&host, &st.config.allowed_hosts) {
         let shown: String = host.chars().take(80).collect();
         tracing::warn!(host = %shown, "refused request with a Host header outside the allowlist");
-        return HostError::HostNotAllowed { host: shown, url: own_url(&st) }.into_response();
+        return HostError::HostNotAllowed {
+            host: shown,
+            url: own_url(&st),
+        }
+        .into_response();
     }
     if !req.headers().contains_key(header::HOST) {
         if let Ok(v) = HeaderValue::from_str(&host) {
@@ -151,7 +309,10 @@ async fn guard(State(st): St, mut req: Request, next: Next) -> Response {
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     resp
@@ -195,7 +356,11 @@ impl HttpBody for SharedBody {
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).body.size_hint()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .body
+            .size_hint()
     }
 }
 
@@ -210,9 +375,18 @@ pub async fn finish_request_body(req: Request, next: Next) -> Response {
     if body.is_end_stream() {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let shared = Arc::new(Mutex::new(TrackedBody { body, done: false }));
-    let resp = next.run(Request::from_parts(parts, Body::new(SharedBody(shared.clone())))).await;
+    let resp = next
+        .run(Request::from_parts(
+            parts,
+            Body::new(SharedBody(shared.clone())),
+        ))
+        .await;
     let left = {
         let mut t = shared.lock().unwrap_or_else(|p| p.into_inner());
         (!t.done && !t.body.is_end_stream()).then(|| std::mem::replace(&mut t.body, Body::empty()))
@@ -220,7 +394,9 @@ pub async fn finish_request_body(req: Request, next: Next) -> Response {
     if let Some(mut body) = left.filter(|_| declared.is_none_or(|n| n <= FINISH_BODY_MAX_BYTES)) {
         let read_rest = async {
             let mut seen = 0u64;
-            while let Some(Ok(frame)) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+            while let Some(Ok(frame)) =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+            {
                 seen += frame.data_ref().map_or(0, |d| d.len() as u64);
                 if seen > FINISH_BODY_MAX_BYTES {
                     break;
@@ -266,7 +442,10 @@ async fn rotate_session(State(st): St, mut req: Request, next: Next) -> Response
     let mut resp = next.run(req).await;
     if !resp.headers().contains_key(header::SET_COOKIE) {
         let max_age = fresh.expires_at.saturating_sub(now);
-        resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&fresh.secret, max_age, scheme));
+        resp.headers_mut().insert(
+            header::SET_COOKIE,
+            session_cookie(&fresh.secret, max_age, scheme),
+        );
     }
     resp
 }
@@ -291,10 +470,15 @@ pub fn host_matches(host: &str, extra: &[String]) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         match rest.split_once(']') {
             Some((inner, tail)) => {
-                if !(tail.is_empty() || (tail.starts_with(':') && tail[1..].chars().all(|c| c.is_ascii_digit()))) {
+                if !(tail.is_empty()
+                    || (tail.starts_with(':') && tail[1..].chars().all(|c| c.is_ascii_digit())))
+                {
                     return false;
                 }
-                return inner == "::1" || extra.iter().any(|e| e.eq_ignore_ascii_case(&format!("[{inner}]")));
+                return inner == "::1"
+                    || extra
+                        .iter()
+                        .any(|e| e.eq_ignore_ascii_case(&format!("[{inner}]")));
             }
             None => return false,
         }
@@ -312,7 +496,9 @@ pub fn host_matches(host: &str, extra: &[String]) -> bool {
     // `b3iq.local` is not built in: nothing advertises it, and a LAN machine answering mDNS for
     // it could rebind a browser to this node. A node that advertises a name lists it in
     // `allowed_hosts`.
-    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+    name.eq_ignore_ascii_case("localhost")
+        || name == "127.0.0.1"
+        || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
 /// CSRF check for cookie-authenticated state changes: `Origin`, if present, must be this host
@@ -328,7 +514,10 @@ pub fn same_origin(headers: &HeaderMap, scheme: Scheme) -> Result<(), HostError>
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         if host.is_empty() || origin != format!("{}://{host}", scheme.as_str()) {
             return Err(HostError::CrossOrigin);
         }
@@ -344,16 +533,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, HostError> {
         // JSON only as JSON: a cross-site HTML form can send text/plain or form bodies without a
         // CORS preflight, but not application/json.
-        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let essence = ct.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(HostError::UnsupportedMediaType(ct.chars().take(80).collect()));
+            return Err(HostError::UnsupportedMediaType(
+                ct.chars().take(80).collect(),
+            ));
         }
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
         if bytes.is_empty() {
-            return Err(HostError::InvalidJson("the body is empty; send a JSON object".into()));
+            return Err(HostError::InvalidJson(
+                "the body is empty; send a JSON object".into(),
+            ));
         }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| HostError::InvalidJson(e.to_string()))
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| HostError::InvalidJson(e.to_string()))
     }
 }
 
@@ -364,9 +563,15 @@ pub struct RawBody(pub Bytes);
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = HostError;
     async fn from_request(req: Request, state: &S) -> Result<Self, HostError> {
-        let limit = req.extensions().get::<serve::BodyTimeout>().map(|t| t.0).unwrap_or(serve::BODY_TIMEOUT);
+        let limit = req
+            .extensions()
+            .get::<serve::BodyTimeout>()
+            .map(|t| t.0)
+            .unwrap_or(serve::BODY_TIMEOUT);
         let read = Bytes::from_request(req, state);
-        let bytes = tokio::time::timeout(limit, read).await.map_err(|_| HostError::RequestTimeout(limit.as_secs()))?;
+        let bytes = tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| HostError::RequestTimeout(limit.as_secs()))?;
         bytes.map(RawBody).map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 HostError::BodyTooLarge(MAX_BODY_BYTES)
@@ -396,7 +601,12 @@ pub struct ClientAddr(pub Option<std::net::IpAddr>);
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())))
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
     }
 }
 
@@ -405,7 +615,10 @@ impl ClientAddr {
     /// IPv4), else `http`.
     pub fn source(&self) -> String {
         match self.0 {
-            Some(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
+            Some(std::net::IpAddr::V6(v6)) => v6
+                .to_ipv4_mapped()
+                .map(|v4| v4.to_string())
+                .unwrap_or_else(|| v6.to_string()),
             Some(ip) => ip.to_string(),
             None => "http".to_string(),
         }
@@ -437,7 +650,10 @@ impl FromRequestParts<Arc<NodeState>> for Owner {
                 if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
                     same_origin(&parts.headers, scheme)?;
                 }
-                return Ok(Owner { session, secret: secret.to_string() });
+                return Ok(Owner {
+                    session,
+                    secret: secret.to_string(),
+                });
             }
         }
         // A support grant or an API key is not an owner: say so clearly.
@@ -454,7 +670,10 @@ impl FromRequestParts<Arc<NodeState>> for Owner {
 
 impl axum::extract::OptionalFromRequestParts<Arc<NodeState>> for Owner {
     type Rejection = HostError;
-    async fn from_request_parts(parts: &mut Parts, st: &Arc<NodeState>) -> Result<Option<Self>, HostError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        st: &Arc<NodeState>,
+    ) -> Result<Option<Self>, HostError> {
         match <Owner as FromRequestParts<Arc<NodeState>>>::from_request_parts(parts, st).await {
             Ok(o) => Ok(Some(o)),
             Err(HostError::SessionRequired | HostError::InsufficientScope(_)) => Ok(None),
@@ -467,16 +686,26 @@ impl axum::extract::OptionalFromRequestParts<Arc<NodeState>> for Owner {
 /// the `__Host-` name with `Secure`.
 pub fn session_cookie(secret: &str, max_age_s: u64, scheme: Scheme) -> HeaderValue {
     let name = scheme.session_cookie_name();
-    let secure = if scheme == Scheme::Https { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{name}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{secure}"))
-        .unwrap_or_else(|_| clear_cookie(scheme))
+    let secure = if scheme == Scheme::Https {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{name}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{secure}"
+    ))
+    .unwrap_or_else(|_| clear_cookie(scheme))
 }
 
 /// `Set-Cookie` value clearing the session cookie of `scheme`.
 pub fn clear_cookie(scheme: Scheme) -> HeaderValue {
     match scheme {
-        Scheme::Http => HeaderValue::from_static("b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-        Scheme::Https => HeaderValue::from_static("__Host-b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"),
+        Scheme::Http => {
+            HeaderValue::from_static("b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+        }
+        Scheme::Https => HeaderValue::from_static(
+            "__Host-b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure",
+        ),
     }
 }
 
@@ -494,17 +723,77 @@ pub fn empty(status: StatusCode) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn allow_table_matches_the_router() {
+        // Every `.route("PATH", METHOD(..)...)` in `router`, read from this file's source.
+        let src = include_str!("mod.rs");
+        let body =
+            &src[src.find("pub fn router(").unwrap()..src.find(".fallback(fallback);").unwrap()];
+        let mut routes = Vec::new();
+        for part in body.split(".route(").skip(1) {
+            let path = part.split('"').nth(1).unwrap();
+            let methods: Vec<&str> = ["get(", "post(", "put(", "delete("]
+                .iter()
+                .filter(|m| {
+                    part.contains(&format!(" {m}"))
+                        || part.contains(&format!("\n{m}"))
+                        || part.contains(&format!(".{m}"))
+                        || part.trim_start().contains(&format!(", {m}"))
+                        || part.contains(&format!("\t{m}"))
+                        || part.split_whitespace().any(|w| w.starts_with(*m))
+                })
+                .map(|m| m.trim_end_matches('('))
+                .collect();
+            routes.push((
+                path.to_string(),
+                methods
+                    .iter()
+                    .map(|m| m.to_uppercase())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+        let table: Vec<(String, String)> = ROUTE_METHODS
+            .iter()
+            .map(|(p, m)| (p.to_string(), m.to_string()))
+            .collect();
+        assert_eq!(routes, table);
+        assert_eq!(allowed_methods("/v1/chat/completions"), Some("POST"));
+        assert_eq!(allowed_methods("/api/keys/key_1"), Some("DELETE"));
+        assert_eq!(allowed_methods("/setup/a/b.js"), Some("GET"));
+        assert_eq!(allowed_methods("/v1/nothing"), None);
+    }
+
     use super::*;
 
     #[test]
     fn host_allowlist() {
         let extra = vec!["gamer-pc.lan".to_string()];
-        for ok in ["127.0.0.1:7420", "localhost", "LOCALHOST:80", "[::1]:7420", "[::1]", "gamer-pc.lan:7420", "localhost."] {
+        for ok in [
+            "127.0.0.1:7420",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:7420",
+            "[::1]",
+            "gamer-pc.lan:7420",
+            "localhost.",
+        ] {
             assert!(host_matches(ok, &extra), "{ok}");
         }
         for bad in [
-            "", "evil.com", "127.0.0.1.evil.com:7420", "attacker.localhost.com", "[::2]:1", "localhost:7420:evil",
-            "10.0.0.5:7420", "[::1", "[::1]evil", "localhost:", ":7420", "b3iq.local", "b3iq.local:7420",
+            "",
+            "evil.com",
+            "127.0.0.1.evil.com:7420",
+            "attacker.localhost.com",
+            "[::2]:1",
+            "localhost:7420:evil",
+            "10.0.0.5:7420",
+            "[::1",
+            "[::1]evil",
+            "localhost:",
+            ":7420",
+            "b3iq.local",
+            "b3iq.local:7420",
         ] {
             assert!(!host_matches(bad, &extra), "{bad}");
         }
@@ -514,42 +803,82 @@ mod tests {
     fn csrf_rules() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7420"));
-        assert!(same_origin(&h, Scheme::Http).is_ok(), "no Origin (curl) is fine");
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:7420"));
+        assert!(
+            same_origin(&h, Scheme::Http).is_ok(),
+            "no Origin (curl) is fine"
+        );
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:7420"),
+        );
         assert!(same_origin(&h, Scheme::Http).is_ok());
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         assert!(same_origin(&h, Scheme::Http).is_ok());
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(same_origin(&h, Scheme::Http).is_err());
         h.remove("sec-fetch-site");
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
         assert!(same_origin(&h, Scheme::Http).is_err());
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(same_origin(&h, Scheme::Http).is_err());
         // Not the scheme this server speaks.
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://127.0.0.1:7420"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://127.0.0.1:7420"),
+        );
         assert!(same_origin(&h, Scheme::Http).is_err());
         // Over TLS it is, and plain http:// is the other origin.
         assert!(same_origin(&h, Scheme::Https).is_ok());
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:7420"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:7420"),
+        );
         assert!(same_origin(&h, Scheme::Https).is_err());
     }
 
     #[test]
     fn cookie_parsing() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; b3iq_session=xyz; c=3"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; b3iq_session=xyz; c=3"),
+        );
         assert_eq!(cookie_value(&h, SESSION_COOKIE), Some("xyz"));
         let c = session_cookie("abc", 60, Scheme::Http);
         let s = c.to_str().unwrap();
-        assert!(s.starts_with("b3iq_session=abc;") && s.contains("HttpOnly") && s.contains("SameSite=Strict") && s.contains("Path=/"));
+        assert!(
+            s.starts_with("b3iq_session=abc;")
+                && s.contains("HttpOnly")
+                && s.contains("SameSite=Strict")
+                && s.contains("Path=/")
+        );
         assert!(!s.contains("Secure"));
         let c = session_cookie("abc", 60, Scheme::Https);
         let s = c.to_str().unwrap();
-        assert!(s.starts_with("__Host-b3iq_session=abc;") && s.ends_with("; Secure") && s.contains("Path=/") && !s.contains("Domain"));
-        assert!(clear_cookie(Scheme::Https).to_str().unwrap().starts_with("__Host-b3iq_session=;"));
-        h.insert(header::COOKIE, HeaderValue::from_static("__Host-b3iq_session=tls; b3iq_session=plain"));
-        assert_eq!(cookie_value(&h, Scheme::Https.session_cookie_name()), Some("tls"));
-        assert_eq!(cookie_value(&h, Scheme::Http.session_cookie_name()), Some("plain"));
+        assert!(
+            s.starts_with("__Host-b3iq_session=abc;")
+                && s.ends_with("; Secure")
+                && s.contains("Path=/")
+                && !s.contains("Domain")
+        );
+        assert!(clear_cookie(Scheme::Https)
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-b3iq_session=;"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-b3iq_session=tls; b3iq_session=plain"),
+        );
+        assert_eq!(
+            cookie_value(&h, Scheme::Https.session_cookie_name()),
+            Some("tls")
+        );
+        assert_eq!(
+            cookie_value(&h, Scheme::Http.session_cookie_name()),
+            Some("plain")
+        );
     }
 }

@@ -7,7 +7,10 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use b3iq_openai::response::{CHAT_COMPLETION, CHAT_COMPLETION_CHUNK, TEXT_COMPLETION};
-use b3iq_openai::{self as wire, sse, ChatChunkChoice, ChatCompletionRequest, CommonParams, CompletionRequest, PromptInput, TextChoice};
+use b3iq_openai::{
+    self as wire, sse, ChatChunkChoice, ChatCompletionRequest, CommonParams, CompletionRequest,
+    PromptInput, TextChoice,
+};
 use b3iq_runtime::runtime::{ChatMessage, Prompt, ResponseFormat, Role, SamplingParams};
 
 use super::{bearer, JsonBody, RawBody};
@@ -17,9 +20,10 @@ use crate::inference::{self, Caller, Inference, InferenceEvent, InferenceRequest
 use crate::network::{self, TunnelContext};
 use crate::owner::auth;
 
-/// Default `max_tokens` when the client sends none.
-pub const DEFAULT_MAX_TOKENS: u32 = 256;
-/// Largest accepted `max_tokens`.
+/// Largest accepted `max_tokens`. A request without one generates until the model stops or the
+/// context window is full, at most [`inference::MAX_GENERATED_TOKENS`] (as OpenAI, llama-server,
+/// Ollama and vLLM do); one whose prompt plus `max_tokens` exceeds the window gets 400
+/// `context_length_exceeded`.
 pub const MAX_MAX_TOKENS: u32 = 4096;
 
 /// `system_fingerprint` of every answer: this build.
@@ -31,16 +35,21 @@ fn authenticate(st: &NodeState, headers: &HeaderMap) -> Result<Caller> {
         return Err(HostError::NotClaimed);
     }
     let tok = bearer(headers).ok_or(HostError::MissingCredentials)?;
-    Ok(Caller::LocalKey(auth::authenticate_key(&st.db, tok, auth::SCOPE_INFERENCE, st.now())?.id))
+    Ok(Caller::LocalKey(
+        auth::authenticate_key(&st.db, tok, auth::SCOPE_INFERENCE, st.now())?.id,
+    ))
 }
 
 /// The caller of an inference request: on the gateway's tunnel (the request carries the
 /// tunnel's context, which only the tunnel inserts) its ticket alone, never a local key;
 /// otherwise a local key.
-fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
+pub(super) fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
     match req.extensions().get::<TunnelContext>() {
         Some(t) => {
-            let h = req.headers().get(b3iq_protocol::gateway::TICKET_HEADER).and_then(|v| v.to_str().ok());
+            let h = req
+                .headers()
+                .get(b3iq_protocol::gateway::TICKET_HEADER)
+                .and_then(|v| v.to_str().ok());
             network::admit(st, t, h).map(Caller::Network).inspect_err(|e| tracing::info!(code = e.code(), reason = %e, "network mode: a tunnelled request was refused"))
         }
         None => authenticate(st, req.headers()),
@@ -48,9 +57,12 @@ fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
 }
 
 /// A network request must ask for the model its ticket is for.
-fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
+pub(super) fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
     match caller {
-        Caller::Network(g) if g.ticket.model_id != model => Err(HostError::InvalidTicket(format!("the ticket is for model {}, the request asks for {model:?}", g.ticket.model_id))),
+        Caller::Network(g) if g.ticket.model_id != model => Err(HostError::InvalidTicket(format!(
+            "the ticket is for model {}, the request asks for {model:?}",
+            g.ticket.model_id
+        ))),
         _ => Ok(()),
     }
 }
@@ -59,41 +71,81 @@ fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
 pub async fn models(State(st): State<Arc<NodeState>>, req: Request) -> Result<Response> {
     let created = st.now();
     let ids: Vec<String> = if req.extensions().get::<TunnelContext>().is_some() {
-        network::tunnel_models(&st, &network::policy(&st)?).into_iter().map(|m| m.model_id).collect()
+        network::tunnel_models(&st, &network::policy(&st)?)
+            .into_iter()
+            .map(|m| m.model_id)
+            .collect()
     } else {
         authenticate(&st, req.headers())?;
         st.served_models().into_iter().map(|m| m.id).collect()
     };
-    let data = ids.iter().map(|id| wire::Model::new(id, created, "b3iq")).collect();
+    let data = ids
+        .iter()
+        .map(|id| wire::Model::new(id, created, "b3iq"))
+        .collect();
     Ok(axum::Json(wire::ModelList::new(data)).into_response())
 }
 
-fn bad(msg: impl Into<String>) -> HostError {
+/// `GET /v1/models/{id}` (the official clients' `models.retrieve`): the model object, or 404
+/// `model_not_found`.
+pub async fn model_get(
+    State(st): State<Arc<NodeState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    req: Request,
+) -> Result<Response> {
+    let created = st.now();
+    let found = if req.extensions().get::<TunnelContext>().is_some() {
+        network::tunnel_models(&st, &network::policy(&st)?)
+            .into_iter()
+            .any(|m| m.model_id == id)
+    } else {
+        authenticate(&st, req.headers())?;
+        st.served_model(&id).is_some()
+    };
+    if !found {
+        return Err(HostError::ModelNotFound(id.chars().take(128).collect()));
+    }
+    Ok(axum::Json(wire::Model::new(&id, created, "b3iq")).into_response())
+}
+
+pub(super) fn bad(msg: impl Into<String>) -> HostError {
     HostError::InvalidParameter(msg.into())
 }
 
 /// Parsed, validated common parameters.
-struct Params {
-    model: ServedModel,
-    sampling: SamplingParams,
-    max_tokens: u32,
-    stop: Vec<String>,
-    stream: bool,
-    include_usage: bool,
+pub(super) struct Params {
+    pub(super) model: ServedModel,
+    pub(super) sampling: SamplingParams,
+    pub(super) max_tokens: Option<u32>,
+    pub(super) stop: Vec<String>,
+    pub(super) stream: bool,
+    pub(super) include_usage: bool,
+    pub(super) response_format: ResponseFormat,
 }
 
-fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
+pub(super) fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
     parse_common_with(c, &|id| st.served_model(id))
 }
 
 /// Validate the parameters, then resolve the model (last, so every parameter error is found
 /// without a node; the fuzz target relies on this).
-fn parse_common_with(c: &CommonParams, resolve: &dyn Fn(&str) -> Option<ServedModel>) -> Result<Params> {
-    let model_id = c.model.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| bad("`model` is required; GET /v1/models lists them"))?;
+fn parse_common_with(
+    c: &CommonParams,
+    resolve: &dyn Fn(&str) -> Option<ServedModel>,
+) -> Result<Params> {
+    let model_id = c
+        .model
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("`model` is required; GET /v1/models lists them"))?;
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
-        None => DEFAULT_MAX_TOKENS,
-        Some(n) if (1..=MAX_MAX_TOKENS as i64).contains(&n) => n as u32,
-        Some(n) => return Err(bad(format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}, got {n}"))),
+        None => None,
+        Some(n) if (1..=MAX_MAX_TOKENS as i64).contains(&n) => Some(n as u32),
+        Some(n) => {
+            return Err(bad(format!(
+                "max_tokens must be between 1 and {MAX_MAX_TOKENS}, got {n}"
+            )))
+        }
     };
     let mut sampling = SamplingParams::default();
     if let Some(t) = c.temperature {
@@ -109,8 +161,16 @@ fn parse_common_with(c: &CommonParams, resolve: &dyn Fn(&str) -> Option<ServedMo
         sampling.top_p = p as f32;
     }
     for (name, v, slot) in [
-        ("presence_penalty", c.presence_penalty, &mut sampling.presence_penalty),
-        ("frequency_penalty", c.frequency_penalty, &mut sampling.frequency_penalty),
+        (
+            "presence_penalty",
+            c.presence_penalty,
+            &mut sampling.presence_penalty,
+        ),
+        (
+            "frequency_penalty",
+            c.frequency_penalty,
+            &mut sampling.frequency_penalty,
+        ),
     ] {
         if let Some(v) = v {
             if !(-2.0..=2.0).contains(&v) {
@@ -120,6 +180,8 @@ fn parse_common_with(c: &CommonParams, resolve: &dyn Fn(&str) -> Option<ServedMo
         }
     }
     sampling.seed = c.seed;
+    vendor_sampling(c, &mut sampling)?;
+    audit_fields(c)?;
     if let Some(n) = c.n {
         if n != 1 {
             return Err(bad("only n = 1 is supported"));
@@ -127,15 +189,184 @@ fn parse_common_with(c: &CommonParams, resolve: &dyn Fn(&str) -> Option<ServedMo
     }
     let stop = c.stop.clone().map(wire::Stop::into_vec).unwrap_or_default();
     if stop.len() > 4 || stop.iter().any(|s| s.is_empty()) {
-        return Err(bad("stop must be a non-empty string or up to 4 non-empty strings"));
+        return Err(bad(
+            "stop must be a non-empty string or up to 4 non-empty strings",
+        ));
     }
     let stream = c.stream.unwrap_or(false);
+    if c.stream_options.is_some() && !stream {
+        return Err(bad(
+            "`stream_options` is only allowed when `stream` is true",
+        ));
+    }
     let include_usage = c.include_usage();
-    let model = resolve(model_id).ok_or_else(|| HostError::ModelNotFound(model_id.chars().take(128).collect()))?;
-    Ok(Params { model, sampling, max_tokens, stop, stream, include_usage })
+    let response_format = response_format(c)?;
+    let model = resolve(model_id)
+        .ok_or_else(|| HostError::ModelNotFound(model_id.chars().take(128).collect()))?;
+    Ok(Params {
+        model,
+        sampling,
+        max_tokens,
+        stop,
+        stream,
+        include_usage,
+        response_format,
+    })
 }
 
-fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessage>> {
+/// `response_format`: `text`, `json_object` (any JSON object, by the runtime's JSON grammar) or
+/// `json_schema` (the schema compiled to a grammar by llama.cpp); any other type is a 400.
+fn response_format(c: &CommonParams) -> Result<ResponseFormat> {
+    let Some(v) = c.extra.get("response_format").filter(|v| !v.is_null()) else {
+        return Ok(ResponseFormat::Text);
+    };
+    let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    match kind {
+        "text" => Ok(ResponseFormat::Text),
+        "json_object" => Ok(ResponseFormat::JsonObject),
+        "json_schema" => {
+            let js = v.get("json_schema").ok_or_else(|| {
+                bad("response_format.json_schema is required when type is json_schema")
+            })?;
+            let schema = js
+                .get("schema")
+                .cloned()
+                .filter(|s| s.is_object())
+                .ok_or_else(|| {
+                    bad("response_format.json_schema.schema must be a JSON Schema object")
+                })?;
+            let name = js.get("name").and_then(|n| n.as_str()).map(str::to_string);
+            Ok(ResponseFormat::JsonSchema { name, schema })
+        }
+        other => Err(bad(format!(
+            "response_format.type {:?} is not supported; use text, json_object or json_schema",
+            other.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+/// Vendor sampling extensions llama-server and vLLM take: `top_k` (>= 0), `min_p` (0 to 1),
+/// `repetition_penalty` / `repeat_penalty` (> 0).
+fn vendor_sampling(c: &CommonParams, s: &mut SamplingParams) -> Result<()> {
+    let num = |name: &str| -> Result<Option<f64>> {
+        match c.extra.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| bad(format!("`{name}` must be a number"))),
+        }
+    };
+    if let Some(k) = num("top_k")? {
+        if !(k >= 0.0 && k.fract() == 0.0 && k <= i32::MAX as f64) {
+            return Err(bad(format!("top_k must be a whole number >= 0, got {k}")));
+        }
+        s.top_k = k as i32;
+    }
+    if let Some(p) = num("min_p")? {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(bad(format!("min_p must be between 0 and 1, got {p}")));
+        }
+        s.min_p = p as f32;
+    }
+    for name in ["repetition_penalty", "repeat_penalty"] {
+        if let Some(r) = num(name)? {
+            if !(r > 0.0 && r <= 10.0) {
+                return Err(bad(format!("{name} must be in (0, 10], got {r}")));
+            }
+            s.repeat_penalty = r as f32;
+        }
+    }
+    Ok(())
+}
+
+/// The OpenAI request fields that would change the answer but are not served yet: refused with
+/// a 400 that names the field (never silently ignored). Fields that do not change the answer
+/// (`user`, `metadata`, `store`, `service_tier`, `prediction`, `parallel_tool_calls`) are
+/// accepted. docs/api.md lists every field.
+fn audit_fields(c: &CommonParams) -> Result<()> {
+    use serde_json::Value;
+    let refuse = |field: &str, why: &str| {
+        Err(bad(format!(
+            "`{field}` is not supported by this server: {why}"
+        )))
+    };
+    let set = |name: &str| c.extra.get(name).filter(|v| !v.is_null());
+    if set("tools").is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())) {
+        return refuse(
+            "tools",
+            "tool calling is not served yet; send the request without tools",
+        );
+    }
+    if set("functions").is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())) {
+        return refuse("functions", "function calling is not served yet");
+    }
+    if let Some(tc) = set("tool_choice") {
+        if tc.as_str() != Some("none") && tc.as_str() != Some("auto") {
+            return refuse(
+                "tool_choice",
+                "tool calling is not served yet; use \"none\" or leave it out",
+            );
+        }
+    }
+    if set("function_call")
+        .is_some_and(|v| v.as_str() != Some("none") && v.as_str() != Some("auto"))
+    {
+        return refuse("function_call", "function calling is not served yet");
+    }
+    match set("logprobs") {
+        None | Some(Value::Bool(false)) => {}
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => {}
+        Some(_) => {
+            return refuse(
+                "logprobs",
+                "token log probabilities are not returned yet; leave logprobs out or false",
+            )
+        }
+    }
+    if set("top_logprobs").is_some_and(|v| v.as_u64() != Some(0)) {
+        return refuse(
+            "top_logprobs",
+            "token log probabilities are not returned yet",
+        );
+    }
+    if set("logit_bias").is_some_and(|v| v.as_object().is_none_or(|o| !o.is_empty())) {
+        return refuse(
+            "logit_bias",
+            "per-token biases are not applied yet; send an empty object or leave it out",
+        );
+    }
+    if set("echo").is_some_and(|v| v.as_bool() != Some(false)) {
+        return refuse("echo", "the prompt is not echoed; leave echo out or false");
+    }
+    if set("best_of").is_some_and(|v| v.as_u64() != Some(1)) {
+        return refuse("best_of", "only best_of = 1 is served");
+    }
+    if set("suffix").is_some_and(|v| v.as_str() != Some("")) {
+        return refuse("suffix", "insertion (suffix) is not served");
+    }
+    if set("audio").is_some()
+        || set("modalities").is_some_and(|v| {
+            v.as_array()
+                .is_none_or(|a| a.iter().any(|m| m.as_str() != Some("text")))
+        })
+    {
+        return refuse(
+            if set("audio").is_some() {
+                "audio"
+            } else {
+                "modalities"
+            },
+            "only text output is served",
+        );
+    }
+    if set("web_search_options").is_some() {
+        return refuse("web_search_options", "web search is not served");
+    }
+    Ok(())
+}
+
+pub(super) fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessage>> {
     let msgs = msgs.ok_or_else(|| bad("`messages` is required"))?;
     if msgs.is_empty() {
         return Err(bad("`messages` must not be empty"));
@@ -148,11 +379,20 @@ fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessag
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
                 "tool" => Role::Tool,
-                other => return Err(bad(format!("messages[{i}].role {other:?} is not one of system, user, assistant, tool"))),
+                other => {
+                    return Err(bad(format!(
+                        "messages[{i}].role {other:?} is not one of system, user, assistant, tool"
+                    )))
+                }
             };
             let content = match m.content {
                 None => String::new(),
-                Some(c) => c.into_text().map_err(|p| bad(format!("messages[{i}]: content part type {:?} is not supported (only text)", p.kind)))?,
+                Some(c) => c.into_text().map_err(|p| {
+                    bad(format!(
+                        "messages[{i}]: content part type {:?} is not supported (only text)",
+                        p.kind
+                    ))
+                })?,
             };
             Ok(ChatMessage::new(role, content))
         })
@@ -171,8 +411,32 @@ fn event<T: serde::Serialize>(value: &T) -> Bytes {
     Bytes::from(sse::encode_json(value))
 }
 
+/// One stream chunk: the header with `choices`; with `include_usage` on, `"usage": null` as
+/// OpenAI sends in every chunk before the usage chunk.
+fn chunk_event<C: serde::Serialize>(
+    head: &wire::Completion<()>,
+    choices: Vec<C>,
+    include_usage: bool,
+) -> Bytes {
+    let c = head.with_choices(choices);
+    if !include_usage {
+        return event(&c);
+    }
+    match serde_json::to_value(&c) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.entry("usage").or_insert(serde_json::Value::Null);
+            event(&m)
+        }
+        _ => event(&c),
+    }
+}
+
 fn wire_usage(u: &b3iq_runtime::runtime::Usage) -> wire::Usage {
-    wire::Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
+    wire::Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+    }
 }
 
 /// `POST /v1/chat/completions`.
@@ -199,7 +463,11 @@ pub async fn completions(State(st): State<Arc<NodeState>>, req: Request) -> Resu
         None => return Err(bad("`prompt` is required")),
         Some(PromptInput::One(s)) => s,
         Some(PromptInput::Many(mut v)) if v.len() == 1 => v.remove(0),
-        Some(PromptInput::Many(_)) => return Err(bad("`prompt` must be a string or an array of exactly one string")),
+        Some(PromptInput::Many(_)) => {
+            return Err(bad(
+                "`prompt` must be a string or an array of exactly one string",
+            ))
+        }
     };
     if text.is_empty() {
         return Err(bad("`prompt` must not be empty"));
@@ -225,14 +493,24 @@ pub fn validate_request_body(chat: bool, body: &[u8]) -> Result<()> {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>> {
     if body.is_empty() {
-        return Err(HostError::InvalidJson("the body is empty; send a JSON object".into()));
+        return Err(HostError::InvalidJson(
+            "the body is empty; send a JSON object".into(),
+        ));
     }
-    serde_json::from_slice(body).map(JsonBody).map_err(|e| HostError::InvalidJson(e.to_string()))
+    serde_json::from_slice(body)
+        .map(JsonBody)
+        .map_err(|e| HostError::InvalidJson(e.to_string()))
 }
 
-async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flavor: Flavor) -> Result<Response> {
+async fn run(
+    st: Arc<NodeState>,
+    caller: Caller,
+    p: Params,
+    prompt: Prompt,
+    flavor: Flavor,
+) -> Result<Response> {
     // A network answer carries the node's signed receipt for the gateway to settle with.
     let network = matches!(caller, Caller::Network(_));
     let req = InferenceRequest {
@@ -242,7 +520,7 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
         sampling: p.sampling,
         max_tokens: p.max_tokens,
         stop: p.stop,
-        response_format: ResponseFormat::default(),
+        response_format: p.response_format,
     };
     let mut inf = inference::start(&st, req).await?;
     let created = inf.created();
@@ -256,37 +534,66 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
         while let Some(ev) = inf.next().await {
             match ev? {
                 InferenceEvent::Delta(t) => text.push_str(&t),
-                InferenceEvent::Done(inference::Finished { finish_reason, usage, receipt_id, receipt, .. }) => {
-                    let object = if flavor == Flavor::Chat { CHAT_COMPLETION } else { TEXT_COMPLETION };
-                    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone()).with_fingerprint(FINGERPRINT);
+                InferenceEvent::Done(inference::Finished {
+                    finish_reason,
+                    usage,
+                    receipt_id,
+                    receipt,
+                    ..
+                }) => {
+                    let object = if flavor == Flavor::Chat {
+                        CHAT_COMPLETION
+                    } else {
+                        TEXT_COMPLETION
+                    };
+                    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone())
+                        .with_fingerprint(FINGERPRINT);
                     let (usage, reason) = (wire_usage(&usage), finish_reason.as_str());
                     let mut resp = match flavor {
                         Flavor::Chat => {
                             let choice = wire::ChatChoice::assistant(text, reason);
-                            axum::Json(head.with_choices(vec![choice]).with_usage(usage).with_receipt(receipt_id)).into_response()
+                            axum::Json(
+                                head.with_choices(vec![choice])
+                                    .with_usage(usage)
+                                    .with_receipt(receipt_id),
+                            )
+                            .into_response()
                         }
                         Flavor::Text => {
                             let choice = TextChoice::finished(text, reason);
-                            axum::Json(head.with_choices(vec![choice]).with_usage(usage).with_receipt(receipt_id)).into_response()
+                            axum::Json(
+                                head.with_choices(vec![choice])
+                                    .with_usage(usage)
+                                    .with_receipt(receipt_id),
+                            )
+                            .into_response()
                         }
                     };
                     if network {
                         if let Ok(v) = HeaderValue::from_str(&hex::encode(&receipt)) {
-                            resp.headers_mut().insert(b3iq_protocol::gateway::RECEIPT_HEADER, v);
+                            resp.headers_mut()
+                                .insert(b3iq_protocol::gateway::RECEIPT_HEADER, v);
                         }
                     }
                     return Ok(resp);
                 }
             }
         }
-        return Err(HostError::Internal("generation ended without a final event".into()));
+        return Err(HostError::Internal(
+            "generation ended without a final event".into(),
+        ));
     }
 
     // Streaming: an unfold over the generation stream. Dropping the body (client gone) drops the
     // generation stream, which cancels the sequence.
-    let object = if flavor == Flavor::Chat { CHAT_COMPLETION_CHUNK } else { TEXT_COMPLETION };
+    let object = if flavor == Flavor::Chat {
+        CHAT_COMPLETION_CHUNK
+    } else {
+        TEXT_COMPLETION
+    };
     // Every chunk repeats this header (id, object, created, model, fingerprint).
-    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone()).with_fingerprint(FINGERPRINT);
+    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone())
+        .with_fingerprint(FINGERPRINT);
     struct S {
         inf: Option<Inference>,
         head: wire::Completion<()>,
@@ -296,7 +603,15 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
         started: bool,
         pending: std::collections::VecDeque<Bytes>,
     }
-    let init = S { inf: Some(inf), head, flavor, include_usage: p.include_usage, network, started: false, pending: Default::default() };
+    let init = S {
+        inf: Some(inf),
+        head,
+        flavor,
+        include_usage: p.include_usage,
+        network,
+        started: false,
+        pending: Default::default(),
+    };
     let body_stream = futures_util::stream::unfold(init, |mut s| async move {
         loop {
             if let Some(b) = s.pending.pop_front() {
@@ -305,7 +620,11 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
             if !s.started {
                 s.started = true;
                 if s.flavor == Flavor::Chat {
-                    let c = event(&s.head.with_choices(vec![ChatChunkChoice::role("assistant")]));
+                    let c = chunk_event(
+                        &s.head,
+                        vec![ChatChunkChoice::role("assistant")],
+                        s.include_usage,
+                    );
                     return Some((Ok(c), s));
                 }
                 continue;
@@ -326,8 +645,14 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
                 }
                 Some(Ok(InferenceEvent::Delta(text))) => {
                     let c = match s.flavor {
-                        Flavor::Chat => event(&s.head.with_choices(vec![ChatChunkChoice::content(text)])),
-                        Flavor::Text => event(&s.head.with_choices(vec![TextChoice::partial(text)])),
+                        Flavor::Chat => chunk_event(
+                            &s.head,
+                            vec![ChatChunkChoice::content(text)],
+                            s.include_usage,
+                        ),
+                        Flavor::Text => {
+                            chunk_event(&s.head, vec![TextChoice::partial(text)], s.include_usage)
+                        }
                     };
                     return Some((Ok(c), s));
                 }
@@ -335,17 +660,33 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
                     // The receipt is already durable: finish, usage, [DONE].
                     s.inf = None;
                     let c = match s.flavor {
-                        Flavor::Chat => event(&s.head.with_choices(vec![ChatChunkChoice::finish(f.finish_reason.as_str())])),
-                        Flavor::Text => event(&s.head.with_choices(vec![TextChoice::finished("", f.finish_reason.as_str())])),
+                        Flavor::Chat => chunk_event(
+                            &s.head,
+                            vec![ChatChunkChoice::finish(f.finish_reason.as_str())],
+                            s.include_usage,
+                        ),
+                        Flavor::Text => chunk_event(
+                            &s.head,
+                            vec![TextChoice::finished("", f.finish_reason.as_str())],
+                            s.include_usage,
+                        ),
                     };
                     s.pending.push_back(c);
                     if s.include_usage {
                         let u = wire_usage(&f.usage);
-                        s.pending.push_back(event(&s.head.with_choices(Vec::<ChatChunkChoice>::new()).with_usage(u)));
+                        s.pending.push_back(event(
+                            &s.head
+                                .with_choices(Vec::<ChatChunkChoice>::new())
+                                .with_usage(u),
+                        ));
                     }
                     if s.network {
                         // An SSE comment (clients ignore it); the gateway takes it out.
-                        s.pending.push_back(Bytes::from(format!("{}{}\n\n", b3iq_protocol::gateway::RECEIPT_SSE_PREFIX, hex::encode(&f.receipt))));
+                        s.pending.push_back(Bytes::from(format!(
+                            "{}{}\n\n",
+                            b3iq_protocol::gateway::RECEIPT_SSE_PREFIX,
+                            hex::encode(&f.receipt)
+                        )));
                     }
                     s.pending.push_back(Bytes::from_static(sse::DONE_EVENT));
                 }
@@ -355,7 +696,10 @@ async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flav
     let mut resp = Response::new(Body::from_stream(body_stream));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(sse::CONTENT_TYPE));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(sse::CONTENT_TYPE),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
@@ -371,34 +715,63 @@ mod tests {
         let out = parse_messages(Some(m)).unwrap();
         assert_eq!(out[1].content, "ab");
         assert_eq!(out[2].content, "");
-        let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"wizard","content":"x"}]"#).unwrap();
-        assert!(parse_messages(Some(m)).unwrap_err().to_string().contains("wizard"));
+        let m: Vec<wire::ChatMessage> =
+            serde_json::from_str(r#"[{"role":"wizard","content":"x"}]"#).unwrap();
+        assert!(parse_messages(Some(m))
+            .unwrap_err()
+            .to_string()
+            .contains("wizard"));
         assert!(parse_messages(Some(vec![])).is_err());
         assert!(parse_messages(None).is_err());
-        let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#).unwrap();
+        let m: Vec<wire::ChatMessage> =
+            serde_json::from_str(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#).unwrap();
         assert!(parse_messages(Some(m)).is_err());
     }
 
     #[test]
     fn request_bodies_get_typed_errors() {
-        assert!(matches!(validate_request_body(true, b""), Err(HostError::InvalidJson(_))));
-        assert!(matches!(validate_request_body(true, b"[1,2"), Err(HostError::InvalidJson(_))));
+        assert!(matches!(
+            validate_request_body(true, b""),
+            Err(HostError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            validate_request_body(true, b"[1,2"),
+            Err(HostError::InvalidJson(_))
+        ));
         let ok = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"stop":["x"]}"#;
-        assert!(matches!(validate_request_body(true, ok), Err(HostError::ModelNotFound(_))));
-        let bad_tokens = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#;
-        assert!(matches!(validate_request_body(true, bad_tokens), Err(HostError::InvalidParameter(_))));
+        assert!(matches!(
+            validate_request_body(true, ok),
+            Err(HostError::ModelNotFound(_))
+        ));
+        let bad_tokens =
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#;
+        assert!(matches!(
+            validate_request_body(true, bad_tokens),
+            Err(HostError::InvalidParameter(_))
+        ));
         let bad_n = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":3}"#;
-        assert!(matches!(validate_request_body(true, bad_n), Err(HostError::InvalidParameter(_))));
+        assert!(matches!(
+            validate_request_body(true, bad_n),
+            Err(HostError::InvalidParameter(_))
+        ));
         let many_stops = br#"{"model":"m","prompt":"x","stop":["a","b","c","d","e"]}"#;
-        assert!(matches!(validate_request_body(false, many_stops), Err(HostError::InvalidParameter(_))));
-        assert!(matches!(validate_request_body(false, br#"{"model":"m"}"#), Err(HostError::InvalidParameter(_))));
+        assert!(matches!(
+            validate_request_body(false, many_stops),
+            Err(HostError::InvalidParameter(_))
+        ));
+        assert!(matches!(
+            validate_request_body(false, br#"{"model":"m"}"#),
+            Err(HostError::InvalidParameter(_))
+        ));
     }
 
     #[test]
     fn queue_full_maps_to_429_with_whole_seconds() {
         use b3iq_runtime::RuntimeError;
         use inference::map_runtime;
-        let e = map_runtime(RuntimeError::QueueFull { retry_after_ms: 1500 });
+        let e = map_runtime(RuntimeError::QueueFull {
+            retry_after_ms: 1500,
+        });
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(matches!(e, HostError::QueueFull(2)));
         let e = map_runtime(RuntimeError::QueueFull { retry_after_ms: 0 });

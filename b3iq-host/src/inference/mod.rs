@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use b3iq_core::receipt::RequestId;
 use b3iq_runtime::runtime::{
-    Completion, FinishReason, GenerateRequest, GenerationEvent, GenerationStream, Prompt, ResponseFormat, SamplingParams,
-    Timings, Usage,
+    Completion, FinishReason, GenerateRequest, GenerationEvent, GenerationStream, Prompt,
+    ResponseFormat, SamplingParams, Timings, Usage,
 };
 use b3iq_runtime::RuntimeError;
 
@@ -66,8 +66,11 @@ pub struct InferenceRequest {
     pub prompt: Prompt,
     /// Sampling parameters.
     pub sampling: SamplingParams,
-    /// Most tokens to generate (validated by the front door, at least 1).
-    pub max_tokens: u32,
+    /// Most tokens to generate (validated by the front door, at least 1). `Some(n)`: the prompt
+    /// plus `n` must fit the model's context window, else [`start`] answers 400
+    /// `context_length_exceeded`. `None`: until the model stops or the context is full, at most
+    /// [`MAX_GENERATED_TOKENS`].
+    pub max_tokens: Option<u32>,
     /// Stop sequences.
     pub stop: Vec<String>,
     /// Structured output constraint.
@@ -76,13 +79,18 @@ pub struct InferenceRequest {
 
 impl InferenceRequest {
     /// A request with default sampling, no stop sequences and free-form output.
-    pub fn new(caller: Caller, model: ServedModel, prompt: Prompt, max_tokens: u32) -> InferenceRequest {
+    pub fn new(
+        caller: Caller,
+        model: ServedModel,
+        prompt: Prompt,
+        max_tokens: u32,
+    ) -> InferenceRequest {
         InferenceRequest {
             caller,
             model,
             prompt,
             sampling: SamplingParams::default(),
-            max_tokens,
+            max_tokens: Some(max_tokens),
             stop: Vec::new(),
             response_format: ResponseFormat::default(),
         }
@@ -143,17 +151,25 @@ pub struct Inference {
 
 impl std::fmt::Debug for Inference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inference").field("request_id", &self.request_id.to_hex()).finish_non_exhaustive()
+        f.debug_struct("Inference")
+            .field("request_id", &self.request_id.to_hex())
+            .finish_non_exhaustive()
     }
 }
+
+/// The ceiling on generated tokens of a request that names no `max_tokens` (the runtime also
+/// stops when the context window is full, which comes first with the default 2048-token window).
+pub const MAX_GENERATED_TOKENS: u32 = 4096;
 
 /// Map a runtime error to the host error a client sees (status and code).
 pub fn map_runtime(e: RuntimeError) -> HostError {
     match e {
-        RuntimeError::QueueFull { retry_after_ms } => HostError::QueueFull(retry_after_ms.div_ceil(1000).max(1)),
+        RuntimeError::QueueFull { retry_after_ms } => {
+            HostError::QueueFull(retry_after_ms.div_ceil(1000).max(1))
+        }
         RuntimeError::ModelNotFound { model } => HostError::ModelNotFound(model),
         RuntimeError::InvalidRequest(m) => HostError::InvalidParameter(m),
-        e @ RuntimeError::ContextOverflow { .. } => HostError::InvalidParameter(e.to_string()),
+        e @ RuntimeError::ContextOverflow { .. } => HostError::ContextLengthExceeded(e.to_string()),
         e => HostError::Runtime(e),
     }
 }
@@ -170,7 +186,7 @@ pub async fn start(st: &Arc<NodeState>, req: InferenceRequest) -> Result<Inferen
         model: req.model.id.clone(),
         prompt: req.prompt.clone(),
         sampling: req.sampling.clone(),
-        max_tokens: Some(req.max_tokens),
+        max_tokens: Some(req.max_tokens.unwrap_or(MAX_GENERATED_TOKENS)),
         stop: req.stop.clone(),
         response_format: req.response_format.clone(),
     };
@@ -178,6 +194,19 @@ pub async fn start(st: &Arc<NodeState>, req: InferenceRequest) -> Result<Inferen
     let started_ms = unix_now_ms();
     let t0 = Instant::now();
     let stream = rt.generate(greq).await.map_err(map_runtime)?;
+    // An explicit max_tokens must fit beside the prompt (OpenAI's and vLLM's 400); dropping the
+    // stream cancels the queued sequence.
+    let ctx = req.model.info.context_length;
+    if let (Some(m), true) = (req.max_tokens, ctx > 0) {
+        let prompt = stream.prompt_tokens();
+        if u64::from(prompt) + u64::from(m) > u64::from(ctx) {
+            return Err(HostError::ContextLengthExceeded(format!(
+                "this model's context window is {ctx} tokens; the prompt has {prompt} and max_tokens asks for {m} more ({} in all); lower max_tokens to at most {} or shorten the prompt",
+                u64::from(prompt) + u64::from(m),
+                ctx.saturating_sub(prompt)
+            )));
+        }
+    }
     let request_id = match &req.caller {
         Caller::Network(g) => g.ticket.request_id,
         _ => receipts::new_request_id(),
@@ -220,7 +249,9 @@ impl Inference {
         match stream.next_event().await {
             None => {
                 self.stream = None;
-                Some(Err(HostError::Internal("generation ended without a final event".into())))
+                Some(Err(HostError::Internal(
+                    "generation ended without a final event".into(),
+                )))
             }
             Some(Err(e)) => {
                 self.stream = None;
@@ -235,9 +266,18 @@ impl Inference {
                 self.text.push_str(&text);
                 Some(Ok(InferenceEvent::Delta(text)))
             }
-            Some(Ok(GenerationEvent::Done { finish_reason, usage, timings, token_ids })) => {
+            Some(Ok(GenerationEvent::Done {
+                finish_reason,
+                usage,
+                timings,
+                token_ids,
+            })) => {
                 self.stream = None;
-                Some(self.finish(finish_reason, usage, timings, token_ids).await.map(InferenceEvent::Done))
+                Some(
+                    self.finish(finish_reason, usage, timings, token_ids)
+                        .await
+                        .map(InferenceEvent::Done),
+                )
             }
         }
     }
@@ -272,11 +312,24 @@ impl Inference {
             cancelled: false,
         };
         let st = self.st.clone();
-        let (receipt_id, receipt) = tokio::task::spawn_blocking(move || receipts::record(&st, &done))
-            .await
-            .map_err(|e| HostError::Internal(format!("receipt task: {e}")))??;
-        self.st.metrics.tokens(&self.req.model.id, usage.prompt_tokens as u64, usage.completion_tokens as u64);
-        Ok(Finished { finish_reason, usage, timings, receipt_id, receipt, ttft_ms, duration_ms })
+        let (receipt_id, receipt) =
+            tokio::task::spawn_blocking(move || receipts::record(&st, &done))
+                .await
+                .map_err(|e| HostError::Internal(format!("receipt task: {e}")))??;
+        self.st.metrics.tokens(
+            &self.req.model.id,
+            usage.prompt_tokens as u64,
+            usage.completion_tokens as u64,
+        );
+        Ok(Finished {
+            finish_reason,
+            usage,
+            timings,
+            receipt_id,
+            receipt,
+            ttft_ms,
+            duration_ms,
+        })
     }
 
     /// Run to the end and collect the text.
@@ -291,14 +344,18 @@ impl Inference {
                 InferenceEvent::Done(finished) => return Ok(Completed { text, finished }),
             }
         }
-        Err(HostError::Internal("generation ended without a final event".into()))
+        Err(HostError::Internal(
+            "generation ended without a final event".into(),
+        ))
     }
 }
 
 impl Drop for Inference {
     fn drop(&mut self) {
         // Finished (receipt written) or failed before any text: nothing to account for.
-        let Some(stream) = self.stream.take() else { return };
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
         drop(stream); // cancels the generation first, so the sequence frees now
         if self.text.is_empty() {
             return;
@@ -370,7 +427,10 @@ impl Completed {
 ///
 /// # Errors
 /// As [`start`] and [`Inference::next`].
-pub async fn quick_benchmark(st: &Arc<NodeState>, model: &ServedModel) -> Result<serde_json::Value> {
+pub async fn quick_benchmark(
+    st: &Arc<NodeState>,
+    model: &ServedModel,
+) -> Result<serde_json::Value> {
     use b3iq_runtime::bench::QuickBenchmark;
     let greq = QuickBenchmark::request(&model.id);
     let req = InferenceRequest {
@@ -378,7 +438,7 @@ pub async fn quick_benchmark(st: &Arc<NodeState>, model: &ServedModel) -> Result
         model: model.clone(),
         prompt: greq.prompt,
         sampling: greq.sampling,
-        max_tokens: greq.max_tokens.unwrap_or(QuickBenchmark::MAX_TOKENS),
+        max_tokens: Some(greq.max_tokens.unwrap_or(QuickBenchmark::MAX_TOKENS)),
         stop: greq.stop,
         response_format: greq.response_format,
     };
@@ -388,8 +448,14 @@ pub async fn quick_benchmark(st: &Arc<NodeState>, model: &ServedModel) -> Result
         match ev? {
             InferenceEvent::Delta(text) => meter.on_event(&GenerationEvent::Delta { text }),
             InferenceEvent::Done(f) => {
-                meter.on_event(&GenerationEvent::Done { finish_reason: f.finish_reason, usage: f.usage, timings: f.timings, token_ids: None });
-                let mut v = serde_json::to_value(meter.finish()?).map_err(|e| HostError::Internal(e.to_string()))?;
+                meter.on_event(&GenerationEvent::Done {
+                    finish_reason: f.finish_reason,
+                    usage: f.usage,
+                    timings: f.timings,
+                    token_ids: None,
+                });
+                let mut v = serde_json::to_value(meter.finish()?)
+                    .map_err(|e| HostError::Internal(e.to_string()))?;
                 v["receipt_id"] = serde_json::Value::String(f.receipt_id);
                 return Ok(v);
             }
