@@ -150,6 +150,18 @@ impl ChunkProof {
     }
 }
 
+/// Commits to the hidden states of consecutive generated positions (`rows × dim` f32,
+/// row-major): one proof per [`CHUNK_TOKENS`] rows (the last chunk may be shorter).
+pub fn commit_positions(hidden: &[f32], dim: usize) -> Vec<ChunkProof> {
+    if dim == 0 {
+        return Vec::new();
+    }
+    hidden
+        .chunks(CHUNK_TOKENS * dim)
+        .filter_map(ChunkProof::commit)
+        .collect()
+}
+
 /// The `k` entries of largest magnitude after bf16 rounding, as `(flat index, bf16 bits)`,
 /// largest first (ties: lower index first). Non-finite values are skipped.
 pub fn top_k(values: &[f32], k: usize) -> Vec<(usize, u16)> {

@@ -164,17 +164,23 @@ pub fn check_draw(
     }
 }
 
-/// Checks a greedy position: the claimed token's logit must be within `delta` of the largest
-/// (pass when it is the largest, boundary when within `delta`, fail beyond or when absent).
-pub fn check_greedy(logits: &[f32], claimed: u32, delta: f32) -> ReplayOutcome {
-    let Some(&c) = logits.get(claimed as usize) else {
+/// Checks a greedy position over the verifier's survivors of the deterministic chain: the
+/// claimed token's logit must be within `delta` of the largest (pass when it is the largest,
+/// boundary when within `delta`, fail beyond or when absent or masked).
+pub fn check_greedy(candidates: &[Candidate], claimed: u32, delta: f32) -> ReplayOutcome {
+    let Some(c) = candidates
+        .iter()
+        .find(|x| x.token == claimed)
+        .map(|x| x.logit)
+        .filter(|&l| l != f32::NEG_INFINITY)
+    else {
         return ReplayOutcome::Fail {
             distance: f64::INFINITY,
         };
     };
-    let max = logits
+    let max = candidates
         .iter()
-        .copied()
+        .map(|x| x.logit)
         .filter(|x| !x.is_nan())
         .fold(f32::NEG_INFINITY, f32::max);
     let gap = f64::from(max) - f64::from(c);
@@ -284,7 +290,11 @@ mod tests {
 
     #[test]
     fn greedy_gap() {
-        let l = [0.0, 5.0, 4.99, 1.0];
+        let l: Vec<Candidate> = [0.0, 5.0, 4.99, 1.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| c(i as u32, x))
+            .collect();
         assert_eq!(check_greedy(&l, 1, 0.05), ReplayOutcome::Pass);
         assert!(matches!(
             check_greedy(&l, 2, 0.05),

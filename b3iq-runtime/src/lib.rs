@@ -32,8 +32,12 @@ pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod hardware;
+#[cfg(feature = "verify")]
+pub mod quantize;
 pub mod runtime;
 pub mod store;
+#[cfg(feature = "verify")]
+pub mod verify;
 
 /// The OpenAI-compatible upstream backend (moved to [`backend::upstream`]; this path stays).
 pub use backend::upstream;
@@ -49,5 +53,6 @@ pub use error::RuntimeError;
 pub use runtime::{
     BackendInfo, BackendKind, ChatMessage, Completion, FinishReason, GenerateRequest,
     GenerationEvent, GenerationStream, Health, HealthStatus, LoadModelSpec, ModelId, ModelInfo,
-    Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, TokenIds, Usage,
+    Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, TokenIds,
+    Usage,
 };
