@@ -18,13 +18,15 @@
 //! * [`job`]: signed jobs (closed set of kinds), `SignedJob::open` and the job policy.
 //! * [`manifest`]: signed model manifests.
 //! * [`sampling`]: the replayable final sampling stage; [`fingerprint`]: hidden-state commitments.
-//! * [`heartbeat`], [`enrollment`], [`benchmark`]: the other signed kinds.
+//! * [`heartbeat`], [`enrollment`], [`benchmark`]: the other signed kinds; [`attestation`]:
+//!   inference attestations and verification verdicts (verifiable inference).
 //! * [`metering`]: usage per key / model and price schedules; [`reputation`]: decaying,
 //!   non-transferable node scores; [`tier`]: trust tiers 0-3.
 //!
 //! The byte formats are specified in `docs/formats.md` and pinned by the golden vectors in
 //! `testdata/vectors/`. This crate has no cargo features.
 
+pub mod attestation;
 pub mod benchmark;
 pub mod bytes;
 pub mod codec;

@@ -44,17 +44,23 @@ pub enum Kind {
     EnrollmentProof,
     /// [`crate::benchmark::BenchmarkRecord`]
     BenchmarkRecord,
+    /// [`crate::attestation::InferenceAttestation`]
+    InferenceAttestation,
+    /// [`crate::attestation::VerificationVerdict`]
+    VerificationVerdict,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Receipt,
         Kind::Job,
         Kind::Manifest,
         Kind::Heartbeat,
         Kind::EnrollmentProof,
         Kind::BenchmarkRecord,
+        Kind::InferenceAttestation,
+        Kind::VerificationVerdict,
     ];
 
     /// The byte written in the envelope.
@@ -66,6 +72,8 @@ impl Kind {
             Kind::Heartbeat => 4,
             Kind::EnrollmentProof => 5,
             Kind::BenchmarkRecord => 6,
+            Kind::InferenceAttestation => 7,
+            Kind::VerificationVerdict => 8,
         }
     }
 
@@ -78,6 +86,8 @@ impl Kind {
             Kind::Heartbeat => b"b3iq/heartbeat/v1",
             Kind::EnrollmentProof => b"b3iq/enrollment/v1",
             Kind::BenchmarkRecord => b"b3iq/benchmark/v1",
+            Kind::InferenceAttestation => b"b3iq/attestation/v1",
+            Kind::VerificationVerdict => b"b3iq/verdict/v1",
         }
     }
 
@@ -104,6 +114,8 @@ impl Kind {
             Kind::Heartbeat => "heartbeat",
             Kind::EnrollmentProof => "enrollment proof",
             Kind::BenchmarkRecord => "benchmark record",
+            Kind::InferenceAttestation => "inference attestation",
+            Kind::VerificationVerdict => "verification verdict",
         }
     }
 
