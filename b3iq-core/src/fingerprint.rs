@@ -285,12 +285,16 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Same CPU ISA, same llama.cpp build: thresholds from the calibration committed in
-    /// `scripts/calibrate-verification` (results in `docs/verification-calibration.md`).
+    /// Same CPU ISA, same llama.cpp build, verifier prefill in chunks below 64 tokens (the
+    /// runtime's verifier does this). Calibrated (`scripts/calibrate-verification`, results in
+    /// `docs/verification.md`): 32 honest runs (threads 1 and 2, alone and beside 3 batch
+    /// neighbours, greedy and T=0.9) were bit-identical (0 exponent mismatches, mantissa 0);
+    /// the weakest attack, a Q8_0 requantization, scored 2-11 exponent mismatches and a mean
+    /// mantissa error of 2.5-3.8 in its worst chunk. Thresholds sit between.
     pub const CPU_SAME_ISA_V1: Profile = Profile {
         name: "cpu-same-isa-v1",
-        max_exp_mismatches: 8,
-        max_mantissa_mean: 1.5,
+        max_exp_mismatches: 2,
+        max_mantissa_mean: 1.0,
         max_mantissa_median: 1.0,
         draw_eps: 1e-3,
         greedy_delta: 0.05,
@@ -369,7 +373,7 @@ mod tests {
         let m = compare(&p, &other);
         assert!(m.exp_mismatches > 100, "{m:?}");
         assert!(!Profile::CROSS_DEVICE_V1.accepts(&m));
-        let drift: Vec<f32> = v.iter().map(|x| x * (1.0 + 1e-4)).collect();
+        let drift: Vec<f32> = v.iter().map(|x| x * (1.0 + 1e-6)).collect();
         assert!(Profile::CPU_SAME_ISA_V1.accepts(&compare(&p, &drift)));
     }
 

@@ -649,7 +649,7 @@ mod tests {
             assert_eq!(Kind::from_byte(a.byte()), Some(a));
         }
         assert_eq!(Kind::from_byte(0), None);
-        assert_eq!(Kind::from_byte(7), None);
+        assert_eq!(Kind::from_byte(9), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod vectors_gen;
 
 use std::path::PathBuf;
 
+use b3iq_core::attestation::{InferenceAttestation, VerificationVerdict};
 use b3iq_core::benchmark::BenchmarkRecord;
 use b3iq_core::credential::{Credential, CredentialKind};
 use b3iq_core::digest::Sha256Digest;
@@ -167,6 +168,8 @@ fn every_signed_kind_decodes_and_verifies() {
     check_kind::<Heartbeat>("heartbeat.json");
     check_kind::<EnrollmentProof>("enrollment.json");
     check_kind::<BenchmarkRecord>("benchmark.json");
+    assert_eq!(check_kind::<InferenceAttestation>("attestation.json"), 2);
+    assert_eq!(check_kind::<VerificationVerdict>("verdict.json"), 2);
 }
 
 #[test]

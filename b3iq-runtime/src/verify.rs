@@ -23,8 +23,12 @@ use crate::error::RuntimeError;
 use crate::llama::{build_sampler, new_llama_context_with};
 use crate::runtime::{ResponseFormat, SamplingParams};
 
-/// Most tokens per prefill batch (llama.cpp `n_batch`).
-const PREFILL_BATCH: usize = 512;
+/// Most tokens per prefill batch (llama.cpp `n_batch` and `n_ubatch`). Below llama.cpp's
+/// `GGML_FA_TILE_Q` (64 query rows, ggml-cpu ops.cpp), so the CPU flash-attention kernel is the
+/// per-row `one_chunk` kernel the host's decode steps and short prompt chunks use, not the
+/// tiled one: measured, a 512-token prefill put 1-7 of 128 exponents off per chunk on honest
+/// runs, 32-token chunks none (see `docs/verification.md`).
+const PREFILL_BATCH: usize = 32;
 
 /// What a verifier checks: the opened tokens, how they were sampled and the host's proofs.
 #[derive(Debug, Clone)]

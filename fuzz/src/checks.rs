@@ -6,10 +6,12 @@
 //! (a decoded object that does not re-encode to the same bytes, a parser that accepts
 //! something it must refuse, ...).
 
+use b3iq_core::attestation::{InferenceAttestation, VerificationVerdict};
 use b3iq_core::benchmark::BenchmarkRecord;
 use b3iq_core::credential::Credential;
 use b3iq_core::digest::Sha256Digest;
 use b3iq_core::enrollment::EnrollmentProof;
+use b3iq_core::fingerprint::ChunkProof;
 use b3iq_core::heartbeat::Heartbeat;
 use b3iq_core::identity::{NodeId, NodeKey};
 use b3iq_core::job::{Job, JobPolicy, MemorySeenSet, TrustRoots};
@@ -115,6 +117,38 @@ pub fn benchmark(data: &[u8]) {
     let _ = signed_roundtrip::<BenchmarkRecord>(data);
 }
 
+/// `attestation` target: a signed inference attestation; an accepted one's proofs decode.
+pub fn attestation(data: &[u8]) {
+    if let Some(s) = signed_roundtrip::<InferenceAttestation>(data) {
+        for p in &s.body().proofs {
+            let proof = ChunkProof::decode(p).expect("accepted attestations hold valid proofs");
+            let mut b = Vec::new();
+            proof.encode(&mut b);
+            assert_eq!(&b, p);
+        }
+        let _ = s.body().opens(&[1, 2, 3], &[4, 5, 6]);
+    }
+}
+
+/// `verdict` target: a signed verification verdict.
+pub fn verdict(data: &[u8]) {
+    let _ = signed_roundtrip::<VerificationVerdict>(data);
+}
+
+/// `chunk_proof` target: one fingerprint proof; accepted ones re-encode identically and
+/// evaluate and compare without panicking.
+pub fn chunk_proof(data: &[u8]) {
+    if let Ok(p) = ChunkProof::decode(data) {
+        let mut b = Vec::new();
+        p.encode(&mut b);
+        assert_eq!(b, data);
+        let values: Vec<f32> = (0..64).map(|i| i as f32 - 31.5).collect();
+        let m = b3iq_core::fingerprint::compare(&p, &values);
+        assert!(m.exp_mismatches <= m.compared);
+        let _ = p.eval(usize::MAX);
+    }
+}
+
 /// `credential` target: key and token parsing.
 pub fn credential(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -183,6 +217,8 @@ pub fn json_signed(data: &[u8]) {
     one::<Heartbeat>(data);
     one::<EnrollmentProof>(data);
     one::<BenchmarkRecord>(data);
+    one::<InferenceAttestation>(data);
+    one::<VerificationVerdict>(data);
 }
 
 /// `merkle_verify` target: `root[32] || index u64le || leaf_count u64le || leaf_len u8 || leaf
@@ -238,6 +274,9 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("heartbeat", heartbeat),
     ("enrollment", enrollment),
     ("benchmark", benchmark),
+    ("attestation", attestation),
+    ("verdict", verdict),
+    ("chunk_proof", chunk_proof),
     ("credential", credential),
     ("digest", digest),
     ("node_id", node_id),

@@ -6,6 +6,10 @@
 
 #![allow(dead_code)]
 
+use b3iq_core::attestation::{
+    token_commitment, InferenceAttestation, RuntimeFingerprint, SamplerSpec, VerdictOutcome,
+    VerificationVerdict,
+};
 use b3iq_core::benchmark::{BenchmarkRecord, ConcurrencyPoint};
 use b3iq_core::credential::{Credential, CredentialKind};
 use b3iq_core::digest::Sha256Digest;
@@ -428,6 +432,79 @@ fn sample_manifest() -> ModelManifest {
         context_window: 8192,
         intended_use: "Small instruction-following model for tests, demos and smoke checks.".into(),
         created_at_ms: 1_763_780_400_000,
+    }
+}
+
+fn sample_runtime() -> RuntimeFingerprint {
+    RuntimeFingerprint {
+        backend: "llama.cpp/llama-cpp-sys-2 0.1.161".into(),
+        ggml_flags: "llamafile=on,fa=auto,kv_unified=off".into(),
+        isa: "x86-64-v3".into(),
+        threads: 2,
+    }
+}
+
+/// An attestation over 40 generated tokens (two proofs: 32 + 8 positions of a width-16
+/// hidden state whose values are a fixed function of their index).
+fn sample_attestation(greedy: bool) -> InferenceAttestation {
+    let salt = Hash32([0x5a; 32]);
+    let prompt: Vec<u32> = vec![1, 9690, 198, 2683, 314, 253, 1314, 30];
+    let completion: Vec<u32> = (0..40).map(|i| 100 + i * 7).collect();
+    let hidden: Vec<f32> = (0..40 * 16)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 8.0)
+        .collect();
+    let proofs = b3iq_core::fingerprint::commit_positions(&hidden, 16)
+        .iter()
+        .map(|p| {
+            let mut b = Vec::new();
+            p.encode(&mut b);
+            b
+        })
+        .collect();
+    InferenceAttestation {
+        node_id: key("node").node_id(),
+        request_id: RequestId([0x11; 16]),
+        scheme: b3iq_core::fingerprint::SCHEME.into(),
+        tolerance_profile: "cpu-same-isa-v1".into(),
+        runtime: sample_runtime(),
+        sampler: SamplerSpec {
+            temperature: if greedy { 0.0 } else { 0.9 },
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            grammar_digest: None,
+            seed_key_digest: (!greedy).then(|| Hash32(*blake3::hash(&[7; 32]).as_bytes())),
+        },
+        commitment_salt: salt,
+        prompt_token_commitment: token_commitment(&salt, &prompt),
+        output_token_commitment: token_commitment(&salt, &completion),
+        completion_tokens: 40,
+        proofs,
+    }
+}
+
+fn sample_verdict(outcome: VerdictOutcome) -> VerificationVerdict {
+    let a = Signed::sign(sample_attestation(false), &key("node")).expect("sign");
+    VerificationVerdict {
+        verifier: key("counting").node_id(),
+        subject: key("node").node_id(),
+        request_id: RequestId([0x11; 16]),
+        attestation_digest: Hash32(a.object_hash()),
+        tolerance_profile: "cpu-same-isa-v1".into(),
+        outcome,
+        metric: match outcome {
+            VerdictOutcome::Pass => String::new(),
+            _ => "exp_mismatches=97 mantissa_mean=3.10 mantissa_median=3.0 (profile cpu-same-isa-v1: <= 0, 0, 0)".into(),
+        },
+        positions: 40,
+        boundary_events: 0,
+        max_exp_mismatches: if outcome == VerdictOutcome::Pass { 0 } else { 97 },
+        runtime: sample_runtime(),
+        verified_at_ms: 1_763_780_520_000,
     }
 }
 
@@ -897,6 +974,45 @@ pub fn generate_with_seeds() -> (VectorFiles, FuzzSeeds) {
     )]);
     files.push(("benchmark.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("benchmark".to_string(), n, b)));
+
+    let (v, s) = kind_file(vec![
+        (
+            "seeded".to_string(),
+            "node",
+            sample_attestation(false),
+            None,
+        ),
+        ("greedy".to_string(), "node", sample_attestation(true), None),
+    ]);
+    files.push(("attestation.json".into(), pretty(&v)));
+    for (n, b) in &s {
+        // The attestation's proofs seed the chunk_proof target.
+        let signed = Signed::<InferenceAttestation>::decode(b).expect("own bytes");
+        for (i, p) in signed.body().proofs.iter().enumerate() {
+            seeds.push(("chunk_proof".to_string(), format!("{n}-{i}"), p.clone()));
+        }
+    }
+    seeds.extend(
+        s.into_iter()
+            .map(|(n, b)| ("attestation".to_string(), n, b)),
+    );
+
+    let (v, s) = kind_file(vec![
+        (
+            "pass".to_string(),
+            "counting",
+            sample_verdict(VerdictOutcome::Pass),
+            None,
+        ),
+        (
+            "fail_chunk".to_string(),
+            "counting",
+            sample_verdict(VerdictOutcome::FailChunk(1)),
+            None,
+        ),
+    ]);
+    files.push(("verdict.json".into(), pretty(&v)));
+    seeds.extend(s.into_iter().map(|(n, b)| ("verdict".to_string(), n, b)));
 
     files.push(("merkle.json".into(), pretty(&merkle_json())));
     files.push(("payout.json".into(), pretty(&payout_json())));
