@@ -11,8 +11,9 @@ use crate::receipt::RequestId;
 use crate::signed::{Kind, Signed, SignedKind};
 use crate::Hash32;
 
-/// Most fingerprint proofs in one attestation (32 tokens each: 262,144 generated tokens).
-pub const MAX_PROOFS: u32 = 8192;
+/// Most fingerprint proofs in one attestation (32 tokens each: 131,072 generated tokens; the
+/// kind's body limit is 1,152 KiB).
+pub const MAX_PROOFS: u32 = 4096;
 /// Most bytes of one proof (`2 + 2 × 128`).
 pub const MAX_PROOF_BYTES: u32 = 258;
 /// Longest identifier (scheme, profile) and runtime-fingerprint field.

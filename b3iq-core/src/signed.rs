@@ -124,6 +124,8 @@ impl Kind {
         match self {
             Kind::Manifest => 64 * 1024,
             Kind::Heartbeat => 32 * 1024,
+            // 4,096 proofs of 262 bytes (131,072 generated tokens) plus the fixed fields.
+            Kind::InferenceAttestation => 1152 * 1024,
             _ => 16 * 1024,
         }
     }

@@ -95,6 +95,8 @@ pub struct VerifyReport {
     pub worst_boundary: f64,
     /// Wall time of the prefill and checks, microseconds.
     pub elapsed_us: u64,
+    /// Of which inside llama.cpp's decode (the prefill itself), microseconds.
+    pub prefill_us: u64,
 }
 
 /// Verifies a claimed generation against `model` (the artifact the receipt names) with
@@ -132,6 +134,7 @@ pub fn verify_tokens(
         positions: 0,
         worst_boundary: 0.0,
         elapsed_us: 0,
+        prefill_us: 0,
     };
     let expected_chunks = g.div_ceil(CHUNK_TOKENS);
     if req.fingerprints.len() != expected_chunks {
@@ -179,8 +182,10 @@ pub fn verify_tokens(
                 .add(LlamaToken::new(t as i32), pos as i32, &[0], out)
                 .map_err(|e| RuntimeError::Backend(format!("verifier batch: {e}")))?;
         }
+        let t = Instant::now();
         ctx.decode(&mut batch)
             .map_err(|e| RuntimeError::Backend(format!("verifier prefill: {e}")))?;
+        report.prefill_us += t.elapsed().as_micros() as u64;
         for (i, _) in chunk.iter().enumerate() {
             let pos = base + i;
             if pos < first_out || pos >= last_out {

@@ -161,12 +161,13 @@ fn check(
     let worst_mean = r.chunks.iter().map(|m| m.mantissa_mean).fold(0.0, f64::max);
     let best = r.chunks.iter().map(|m| m.exp_mismatches).min().unwrap_or(0);
     log(format!(
-        "{{\"case\":\"{label}\",\"verdict\":{},\"max_exp_mismatches\":{worst},\"min_exp_mismatches\":{best},\"max_mantissa_mean\":{worst_mean:.3},\"boundary\":{},\"worst_boundary\":{:.6},\"positions\":{},\"verify_us\":{},\"gen_us\":{}}}",
+        "{{\"case\":\"{label}\",\"verdict\":{},\"max_exp_mismatches\":{worst},\"min_exp_mismatches\":{best},\"max_mantissa_mean\":{worst_mean:.3},\"boundary\":{},\"worst_boundary\":{:.6},\"positions\":{},\"verify_us\":{},\"prefill_us\":{},\"gen_us\":{}}}",
         serde_json::to_string(&r.verdict).unwrap(),
         r.boundary_events,
         r.worst_boundary,
         r.positions,
         r.elapsed_us,
+        r.prefill_us,
         run.gen_us
     ));
     r
@@ -343,5 +344,47 @@ async fn detection_matrix() {
             }
         ),
         "other seed key not caught: {r:?}"
+    );
+}
+
+/// Fingerprints change nothing of the output (greedy tokens are identical with embeddings on and
+/// off) and only fingerprinting runtimes report them; logs the tokens/s of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fingerprints_do_not_change_the_output() {
+    let path = default_model_path().expect("the default model is required");
+    let cases: Vec<(usize, bool)> = (0..4).map(|i| (i, false)).collect();
+    let mut outputs = Vec::new();
+    for on in [false, true] {
+        let cfg = LlamaConfig {
+            threads: 2,
+            max_sequences: 4,
+            queue_capacity: 16,
+            context_per_sequence: 512,
+            fingerprints: on,
+            ..LlamaConfig::default()
+        };
+        let rt = LlamaRuntime::new(cfg).unwrap();
+        rt.load_model_blocking(LoadModelSpec::from_path(path.clone()).with_id("m"))
+            .unwrap();
+        let t = Instant::now();
+        let mut runs = Vec::new();
+        for c in &cases {
+            runs.extend(generate(&rt, &[*c]).await);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let tokens: usize = runs.iter().map(|r| r.completion.len()).sum();
+        log(format!(
+            "{{\"fingerprints\":{on},\"tokens\":{tokens},\"tokens_per_s\":{:.1}}}",
+            tokens as f64 / secs
+        ));
+        assert!(
+            runs.iter().all(|r| r.proofs.is_empty() != on),
+            "fingerprints {on}"
+        );
+        outputs.push(runs.into_iter().map(|r| r.completion).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "embeddings on changed the greedy output"
     );
 }
