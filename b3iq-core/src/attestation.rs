@@ -111,6 +111,12 @@ pub fn token_commitment(salt: &Hash32, tokens: &[u32]) -> Hash32 {
     Hash32(*h.finalize().as_bytes())
 }
 
+/// The digest of a seed key an attestation carries (`SamplerSpec::seed_key_digest`): blake3 of
+/// the 32 bytes.
+pub fn seed_key_digest(seed_key: &[u8; 32]) -> Hash32 {
+    Hash32(*blake3::hash(seed_key).as_bytes())
+}
+
 impl InferenceAttestation {
     /// Whether opened token ids match the commitments.
     pub fn opens(&self, prompt: &[u32], completion: &[u32]) -> bool {

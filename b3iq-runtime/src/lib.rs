@@ -24,6 +24,7 @@
 //!
 //! All errors are [`RuntimeError`].
 
+pub mod attest;
 pub mod backend;
 pub mod bench;
 pub mod catalog;

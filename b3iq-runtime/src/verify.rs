@@ -269,3 +269,228 @@ pub fn verify_tokens(
     report.elapsed_us = start.elapsed().as_micros() as u64;
     Ok(report)
 }
+
+/// What [`verify_attestation`] checks beside the model run: the receipt, the attestation and
+/// the opened tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct AttestationInput<'a> {
+    /// The host's signed receipt (version 2, with an `attestation_digest`).
+    pub receipt: &'a b3iq_core::Signed<b3iq_core::receipt::Receipt>,
+    /// The host's signed attestation.
+    pub attestation: &'a b3iq_core::Signed<b3iq_core::attestation::InferenceAttestation>,
+    /// The opened prompt token ids.
+    pub prompt: &'a [u32],
+    /// The opened completion token ids.
+    pub completion: &'a [u32],
+    /// The job's 32-byte seed key (from the gateway's ticket); `None` for greedy requests.
+    pub seed_key: Option<[u8; 32]>,
+}
+
+/// The verdict of [`verify_attestation`]: the outcome in the signed verdict's terms and the
+/// run's report (absent when the checks before the model run already decided).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttestationVerdict {
+    /// Pass, fail (where) or inconclusive.
+    pub outcome: b3iq_core::attestation::VerdictOutcome,
+    /// What was measured at the failure, or why inconclusive; empty on pass.
+    pub metric: String,
+    /// The model run, when it happened.
+    pub report: Option<VerifyReport>,
+}
+
+impl AttestationVerdict {
+    fn decided(outcome: b3iq_core::attestation::VerdictOutcome, metric: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            metric: metric.into(),
+            report: None,
+        }
+    }
+
+    /// The verdict body a verifier signs (`verifier` is its node id; `runtime` its own runtime
+    /// fingerprint; `now_ms` unix ms).
+    pub fn to_verdict(
+        &self,
+        input: &AttestationInput<'_>,
+        verifier: b3iq_core::NodeId,
+        runtime: b3iq_core::attestation::RuntimeFingerprint,
+        now_ms: u64,
+    ) -> b3iq_core::attestation::VerificationVerdict {
+        let a = input.attestation.body();
+        let r = self.report.as_ref();
+        let mut metric = self.metric.clone();
+        metric.truncate(b3iq_core::attestation::MAX_METRIC);
+        b3iq_core::attestation::VerificationVerdict {
+            verifier,
+            subject: a.node_id,
+            request_id: a.request_id,
+            attestation_digest: b3iq_core::Hash32(input.attestation.object_hash()),
+            tolerance_profile: a.tolerance_profile.clone(),
+            outcome: self.outcome,
+            metric,
+            positions: r.map_or(0, |r| r.positions),
+            boundary_events: r.map_or(0, |r| r.boundary_events),
+            max_exp_mismatches: r
+                .and_then(|r| r.chunks.iter().map(|c| c.exp_mismatches).max())
+                .unwrap_or(0),
+            runtime,
+            verified_at_ms: now_ms,
+        }
+    }
+}
+
+/// `verify(receipt, attestation, prompt and output tokens) -> verdict`: checks the signatures
+/// (both self-certified by the same node), that the receipt names this attestation
+/// (`attestation_digest`, request id), that the tokens open the attestation's commitments and
+/// match the receipt's counts, that the seed key is the committed one, then runs
+/// [`verify_tokens`] with `model` (which must be the receipt's artifact: the caller loads it by
+/// `artifact_digest`) under the attestation's profile.
+///
+/// # Errors
+/// As [`verify_tokens`] (the model could not run); every finding about the host's objects is a
+/// verdict, not an error.
+pub fn verify_attestation(
+    model: &LlamaModel,
+    threads: u32,
+    input: &AttestationInput<'_>,
+) -> Result<AttestationVerdict, RuntimeError> {
+    use b3iq_core::attestation::VerdictOutcome as O;
+    let (receipt, att) = (input.receipt.body(), input.attestation.body());
+    let r_node = match input.receipt.verify_self_certified() {
+        Ok(n) => n,
+        Err(e) => {
+            return Ok(AttestationVerdict::decided(
+                O::FailProofs,
+                format!("receipt signature: {e}"),
+            ))
+        }
+    };
+    let a_node = match input.attestation.verify_self_certified() {
+        Ok(n) => n,
+        Err(e) => {
+            return Ok(AttestationVerdict::decided(
+                O::FailProofs,
+                format!("attestation signature: {e}"),
+            ))
+        }
+    };
+    if r_node != a_node {
+        return Ok(AttestationVerdict::decided(
+            O::FailProofs,
+            "receipt and attestation are signed by different nodes",
+        ));
+    }
+    if receipt.attestation_digest != Some(b3iq_core::Hash32(input.attestation.object_hash()))
+        || receipt.request_id != att.request_id
+    {
+        return Ok(AttestationVerdict::decided(
+            O::FailProofs,
+            "the receipt does not name this attestation",
+        ));
+    }
+    if !att.opens(input.prompt, input.completion) {
+        return Ok(AttestationVerdict::decided(
+            O::FailProofs,
+            "the tokens do not open the attestation's commitments",
+        ));
+    }
+    if receipt.prompt_tokens as usize != input.prompt.len()
+        || att.completion_tokens as usize != input.completion.len()
+    {
+        return Ok(AttestationVerdict::decided(
+            O::FailProofs,
+            "token counts differ from the receipt or attestation",
+        ));
+    }
+    if att.scheme != fingerprint::SCHEME {
+        return Ok(AttestationVerdict::decided(
+            O::Inconclusive,
+            format!("unknown scheme {}", att.scheme),
+        ));
+    }
+    let Some(profile) = Profile::by_name(&att.tolerance_profile) else {
+        return Ok(AttestationVerdict::decided(
+            O::Inconclusive,
+            format!("unknown tolerance profile {}", att.tolerance_profile),
+        ));
+    };
+    let s = &att.sampler;
+    let greedy = s.temperature <= 0.0;
+    match (greedy, input.seed_key, s.seed_key_digest) {
+        (true, _, _) => {}
+        (false, Some(k), Some(d)) if b3iq_core::attestation::seed_key_digest(&k) == d => {}
+        (false, Some(_), _) => {
+            return Ok(AttestationVerdict::decided(
+                O::FailProofs,
+                "the seed key is not the one the attestation commits to",
+            ))
+        }
+        (false, None, _) => {
+            return Ok(AttestationVerdict::decided(
+                O::Inconclusive,
+                "a sampled request needs its seed key",
+            ))
+        }
+    }
+    if s.grammar_digest.is_some() {
+        return Ok(AttestationVerdict::decided(
+            O::Inconclusive,
+            "constrained (grammar) requests are not replayed yet",
+        ));
+    }
+    let sampling = SamplingParams {
+        temperature: s.temperature,
+        top_p: s.top_p,
+        top_k: s.top_k.min(i32::MAX as u32) as i32,
+        min_p: s.min_p,
+        repeat_penalty: s.repeat_penalty,
+        repeat_last_n: s.repeat_last_n,
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+        seed: None,
+        seed_key: input.seed_key,
+    };
+    let proofs = match att
+        .proofs
+        .iter()
+        .map(|p| ChunkProof::decode(p))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(AttestationVerdict::decided(
+                O::FailProofs,
+                format!("proof: {e}"),
+            ))
+        }
+    };
+    let report = verify_tokens(
+        model,
+        threads,
+        &VerifyRequest {
+            prompt: input.prompt,
+            completion: input.completion,
+            sampling: &sampling,
+            format: &ResponseFormat::Text,
+            fingerprints: &proofs,
+            profile,
+        },
+    )?;
+    let (outcome, metric) = match &report.verdict {
+        Verdict::Pass => (O::Pass, String::new()),
+        Verdict::Fail { at, metric } => (
+            match at {
+                FailPoint::Chunk(c) => O::FailChunk(*c),
+                FailPoint::Position(p) => O::FailPosition(*p),
+                FailPoint::Proofs => O::FailProofs,
+            },
+            metric.clone(),
+        ),
+        Verdict::Inconclusive { reason } => (O::Inconclusive, reason.clone()),
+    };
+    Ok(AttestationVerdict {
+        outcome,
+        metric,
+        report: Some(report),
+    })
+}

@@ -388,3 +388,145 @@ async fn fingerprints_do_not_change_the_output() {
         "embeddings on changed the greedy output"
     );
 }
+
+/// `verify(receipt, attestation, tokens)`: an honest receipt + attestation pass; a tampered
+/// completion fails its commitments; a Q8_0 copy serving as the receipt's model fails a chunk;
+/// a wrong seed key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_attestation_and_verdict() {
+    use b3iq_core::attestation::{SignedVerdict, VerdictOutcome};
+    use b3iq_core::identity::NodeKey;
+    use b3iq_core::metering::PriceSchedule;
+    use b3iq_core::receipt::{NodeSalt, Receipt, RequestId, ServedContent, ServedRequest};
+    use b3iq_core::{Hash32, Signed};
+    use b3iq_runtime::attest::{build_attestation, llama_runtime_fingerprint};
+    use b3iq_runtime::verify::{verify_attestation, AttestationInput};
+
+    let path = default_model_path().expect("the default model is required");
+    let verifier_model = load_llama_model(&path, 0).unwrap();
+    let host = NodeKey::from_seed([0x42; 32]);
+    let verifier = NodeKey::from_seed([0x43; 32]);
+    let node_salt = NodeSalt::from_bytes([2; 32]);
+    let served = |model: &Path| {
+        let rt = runtime(model, 2, 2);
+        async move { generate(&rt, &[(1, true)]).await.remove(0) }
+    };
+    for (label, model, expect_pass) in [
+        ("honest", path.clone(), true),
+        ("q8_0", model_copy(QuantType::Q8_0), false),
+    ] {
+        let run = served(&model).await;
+        let ids = TokenIds {
+            prompt: run.prompt.clone(),
+            completion: run.completion.clone(),
+            fingerprints: run
+                .proofs
+                .iter()
+                .map(|p| {
+                    let mut b = Vec::new();
+                    p.encode(&mut b);
+                    b
+                })
+                .collect(),
+        };
+        let request_id = RequestId([7; 16]);
+        let att = build_attestation(
+            host.node_id(),
+            request_id,
+            &ids,
+            &run.sampling,
+            &ResponseFormat::Text,
+            llama_runtime_fingerprint(2),
+            Profile::CPU_SAME_ISA_V1,
+            Hash32([9; 32]),
+        )
+        .unwrap();
+        let att = Signed::sign(att, &host).unwrap();
+        assert!(
+            att.body().bytes_per_token() < 10.0 || run.completion.len() < 32,
+            "{}",
+            att.body().bytes_per_token()
+        );
+        let receipt = Receipt::new_v2(
+            ServedRequest {
+                node_id: host.node_id(),
+                request_id,
+                model_id: "smollm2".into(),
+                artifact_digest: b3iq_core::digest::Sha256Digest::of(b"model"),
+                backend: "llama.cpp".into(),
+                mode: b3iq_core::OperatingMode::Network,
+                started_at_ms: 1,
+                ttft_ms: 1,
+                duration_ms: 1,
+                content: ServedContent::TokenIds {
+                    prompt: &run.prompt,
+                    completion: &run.completion,
+                },
+                attestation_digest: Some(Hash32(att.object_hash())),
+            },
+            &PriceSchedule {
+                prompt_per_1m_tokens: 0,
+                completion_per_1m_tokens: 0,
+                per_request: 0,
+            },
+            &node_salt,
+        )
+        .unwrap()
+        .sign(&host)
+        .unwrap();
+        let input = AttestationInput {
+            receipt: &receipt,
+            attestation: &att,
+            prompt: &run.prompt,
+            completion: &run.completion,
+            seed_key: run.sampling.seed_key,
+        };
+        let v = verify_attestation(&verifier_model, 2, &input).unwrap();
+        log(format!(
+            "{{\"case\":\"attestation-{label}\",\"outcome\":{},\"metric\":{:?}}}",
+            serde_json::to_string(&v.outcome).unwrap(),
+            v.metric
+        ));
+        if expect_pass {
+            assert_eq!(v.outcome, VerdictOutcome::Pass, "{v:?}");
+            // Tampered tokens do not open the commitments; another seed key is not the committed one.
+            let mut c = run.completion.clone();
+            c[0] ^= 1;
+            let bad = AttestationInput {
+                completion: &c,
+                ..input
+            };
+            assert_eq!(
+                verify_attestation(&verifier_model, 2, &bad)
+                    .unwrap()
+                    .outcome,
+                VerdictOutcome::FailProofs
+            );
+            let bad = AttestationInput {
+                seed_key: Some([1; 32]),
+                ..input
+            };
+            assert_eq!(
+                verify_attestation(&verifier_model, 2, &bad)
+                    .unwrap()
+                    .outcome,
+                VerdictOutcome::FailProofs
+            );
+        } else {
+            assert!(
+                matches!(v.outcome, VerdictOutcome::FailChunk(_)),
+                "Q8_0 not caught: {v:?}"
+            );
+        }
+        // The signed verdict is evidence: it verifies and names the attestation.
+        let verdict = Signed::sign(
+            v.to_verdict(&input, verifier.node_id(), llama_runtime_fingerprint(2), 2),
+            &verifier,
+        )
+        .unwrap();
+        let back = SignedVerdict::decode(&verdict.encode()).unwrap();
+        back.verify(&verifier.public()).unwrap();
+        assert_eq!(back.body().attestation_digest, Hash32(att.object_hash()));
+        assert_eq!(back.body().subject, host.node_id());
+    }
+}
