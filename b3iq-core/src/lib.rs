@@ -17,13 +17,16 @@
 //! * [`digest`]: strict sha256 digests (safe as file names); [`mode`]: operating modes.
 //! * [`job`]: signed jobs (closed set of kinds), `SignedJob::open` and the job policy.
 //! * [`manifest`]: signed model manifests.
-//! * [`heartbeat`], [`enrollment`], [`benchmark`]: the other signed kinds.
+//! * [`sampling`]: the replayable final sampling stage; [`fingerprint`]: hidden-state commitments.
+//! * [`heartbeat`], [`enrollment`], [`benchmark`]: the other signed kinds; [`attestation`]:
+//!   inference attestations and verification verdicts (verifiable inference).
 //! * [`metering`]: usage per key / model and price schedules; [`reputation`]: decaying,
 //!   non-transferable node scores; [`tier`]: trust tiers 0-3.
 //!
 //! The byte formats are specified in `docs/formats.md` and pinned by the golden vectors in
 //! `testdata/vectors/`. This crate has no cargo features.
 
+pub mod attestation;
 pub mod benchmark;
 pub mod bytes;
 pub mod codec;
@@ -31,6 +34,7 @@ pub mod credential;
 pub mod digest;
 pub mod enrollment;
 pub mod error;
+pub mod fingerprint;
 pub mod heartbeat;
 pub mod identity;
 pub mod job;
@@ -41,6 +45,7 @@ pub mod mode;
 pub mod payout;
 pub mod receipt;
 pub mod reputation;
+pub mod sampling;
 pub mod signed;
 pub mod split;
 pub mod tier;

@@ -24,6 +24,7 @@
 //!
 //! All errors are [`RuntimeError`].
 
+pub mod attest;
 pub mod backend;
 pub mod bench;
 pub mod catalog;
@@ -32,8 +33,12 @@ pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod hardware;
+#[cfg(feature = "verify")]
+pub mod quantize;
 pub mod runtime;
 pub mod store;
+#[cfg(feature = "verify")]
+pub mod verify;
 
 /// The OpenAI-compatible upstream backend (moved to [`backend::upstream`]; this path stays).
 pub use backend::upstream;
@@ -49,5 +54,6 @@ pub use error::RuntimeError;
 pub use runtime::{
     BackendInfo, BackendKind, ChatMessage, Completion, FinishReason, GenerateRequest,
     GenerationEvent, GenerationStream, Health, HealthStatus, LoadModelSpec, ModelId, ModelInfo,
-    Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, TokenIds, Usage,
+    Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, TokenIds,
+    Usage,
 };

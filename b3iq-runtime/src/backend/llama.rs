@@ -22,7 +22,10 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
+
+use b3iq_core::sampling::{self, Candidate, SeedKey};
 
 use crate::digest::{parse_sha256, sha256_file};
 use crate::engine::{
@@ -66,6 +69,12 @@ pub struct LlamaConfig {
     /// with the batch. Throughput is the same once batches are laid out in slot order (see the
     /// engine step). Each sequence stays within `context_per_sequence` either way.
     pub kv_unified: bool,
+    /// Serve verifiable work: contexts keep the final-norm hidden state of every output
+    /// (llama.cpp embeddings on, pooling none) and every request's [`TokenIds::fingerprints`]
+    /// carries its hidden-state commitments ([`b3iq_core::fingerprint`]). Costs the lm_head on
+    /// every prompt token (llama.cpp outputs all tokens when embeddings are on), so only
+    /// contexts serving verifiable work turn it on.
+    pub fingerprints: bool,
 }
 
 impl Default for LlamaConfig {
@@ -81,8 +90,17 @@ impl Default for LlamaConfig {
             batch_tokens: 512,
             gpu_layers: 0,
             kv_unified: false,
+            fingerprints: false,
         }
     }
+}
+
+/// Initialises llama.cpp once per process (logs go to `tracing`).
+///
+/// # Errors
+/// [`RuntimeError::Backend`] when llama.cpp cannot start.
+pub fn init_backend() -> Result<(), RuntimeError> {
+    backend().map(|_| ())
 }
 
 fn backend() -> Result<&'static LlamaBackend, RuntimeError> {
@@ -119,6 +137,28 @@ pub fn new_llama_context<'m>(
     threads: u32,
     kv_unified: bool,
 ) -> Result<LlamaContext<'m>, RuntimeError> {
+    new_llama_context_with(
+        model,
+        n_seq,
+        ctx_per_seq,
+        batch_tokens,
+        threads,
+        kv_unified,
+        false,
+    )
+}
+
+/// [`new_llama_context`], with `embeddings` on: every output row also keeps its final-norm
+/// hidden state (pooling none), read by `embeddings_ith` (see [`LlamaConfig::fingerprints`]).
+pub fn new_llama_context_with<'m>(
+    model: &'m LlamaModel,
+    n_seq: u32,
+    ctx_per_seq: u32,
+    batch_tokens: u32,
+    threads: u32,
+    kv_unified: bool,
+    embeddings: bool,
+) -> Result<LlamaContext<'m>, RuntimeError> {
     let backend = backend()?;
     let n_ctx = ctx_per_seq.saturating_mul(n_seq).max(1);
     let params = LlamaContextParams::default()
@@ -128,7 +168,13 @@ pub fn new_llama_context<'m>(
         .with_n_seq_max(n_seq)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32)
-        .with_kv_unified(kv_unified);
+        .with_kv_unified(kv_unified)
+        .with_embeddings(embeddings)
+        .with_pooling_type(if embeddings {
+            llama_cpp_2::context::params::LlamaPoolingType::None
+        } else {
+            llama_cpp_2::context::params::LlamaPoolingType::Unspecified
+        });
     model
         .new_context(backend, params)
         .map_err(|e| RuntimeError::Backend(format!("could not create a llama.cpp context ({n_ctx} tokens): {e}; lower the context size or max_sequences")))
@@ -179,13 +225,79 @@ pub fn tokenize_prompt(
     })
 }
 
-/// Builds the sampler chain of a request (grammar, penalties, top-k, top-p, min-p, temperature,
-/// then seeded distribution sampling; greedy when temperature is 0).
+/// The sampling state of one request: llama.cpp's deterministic chain (grammar, penalties,
+/// top-k, top-p, min-p, temperature; greedy at temperature 0) and, for sampled requests, the
+/// key of B3IQ's replayable final draw ([`b3iq_core::sampling`]), which replaces llama.cpp's
+/// `dist` step.
+pub struct RequestSampler {
+    chain: LlamaSampler,
+    final_draw: Option<SeedKey>,
+}
+
+impl std::fmt::Debug for RequestSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSampler")
+            .field("greedy", &self.final_draw.is_none())
+            .finish()
+    }
+}
+
+impl RequestSampler {
+    /// The seed key of the final draw; `None` for greedy decoding.
+    pub fn seed_key(&self) -> Option<SeedKey> {
+        self.final_draw
+    }
+
+    /// Picks the token of generated position `index` from a candidate array (the row's logits)
+    /// and records it in the chain's history.
+    pub fn sample_array(&mut self, mut arr: LlamaTokenDataArray, index: u32) -> TokenId {
+        let tok = match self.final_draw {
+            None => {
+                arr.apply_sampler(&mut self.chain);
+                arr.selected_token().map(|t| t.0 as TokenId)
+            }
+            Some(key) => {
+                let mut c = surviving_candidates(&mut self.chain, arr);
+                sampling::draw(&mut c, key.uniform(u64::from(index)))
+            }
+        };
+        // A chain that leaves nothing (cannot happen with min_keep >= 1) falls back to token 0.
+        let tok = tok.unwrap_or(0);
+        self.chain.accept(llama_token(tok));
+        tok
+    }
+
+    /// Records a token in the chain's history without sampling (replay of claimed tokens).
+    pub fn accept(&mut self, token: TokenId) {
+        self.chain.accept(llama_token(token));
+    }
+
+    /// Applies the deterministic chain to a row's candidates and returns the survivors (the
+    /// verifier's input to [`sampling::check_draw`]). Does not touch the history.
+    pub fn survivors(&mut self, arr: LlamaTokenDataArray) -> Vec<Candidate> {
+        surviving_candidates(&mut self.chain, arr)
+    }
+}
+
+fn surviving_candidates(chain: &mut LlamaSampler, mut arr: LlamaTokenDataArray) -> Vec<Candidate> {
+    arr.apply_sampler(chain);
+    arr.data
+        .iter()
+        .map(|d| Candidate {
+            token: d.id().0 as u32,
+            logit: d.logit(),
+        })
+        .collect()
+}
+
+/// Builds the sampling state of a request: the deterministic chain (grammar, penalties, top-k,
+/// top-p, min-p, temperature; greedy when temperature is 0) and the seed key of the final draw
+/// (`sampling.seed_key`, else derived from `sampling.seed`, else from a random seed).
 pub fn build_sampler(
     model: &LlamaModel,
     sampling: &SamplingParams,
     format: &ResponseFormat,
-) -> Result<LlamaSampler, RuntimeError> {
+) -> Result<RequestSampler, RuntimeError> {
     let mut chain = Vec::new();
     let grammar = match format {
         ResponseFormat::Text => None,
@@ -222,8 +334,9 @@ pub fn build_sampler(
             sampling.presence_penalty,
         ));
     }
-    if sampling.temperature <= 0.0 {
+    let final_draw = if sampling.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
+        None
     } else {
         if sampling.top_k > 0 {
             chain.push(LlamaSampler::top_k(sampling.top_k));
@@ -235,15 +348,15 @@ pub fn build_sampler(
             chain.push(LlamaSampler::min_p(sampling.min_p, 1));
         }
         chain.push(LlamaSampler::temp(sampling.temperature));
-        let seed = sampling.seed.unwrap_or_else(random_seed);
-        // Fold 64-bit seeds into llama.cpp's 32-bit seed (0xFFFFFFFF means "random" there).
-        let mut s32 = (seed ^ (seed >> 32)) as u32;
-        if s32 == u32::MAX {
-            s32 = 0;
-        }
-        chain.push(LlamaSampler::dist(s32));
-    }
-    Ok(LlamaSampler::chain(chain, true))
+        Some(match sampling.seed_key {
+            Some(k) => SeedKey(k),
+            None => SeedKey::from_request_seed(sampling.seed.unwrap_or_else(random_seed)),
+        })
+    };
+    Ok(RequestSampler {
+        chain: LlamaSampler::chain(chain, true),
+        final_draw,
+    })
 }
 
 fn random_seed() -> u64 {
@@ -263,6 +376,7 @@ pub struct LlamaCppBackend {
     model: Arc<LlamaModel>,
     threads: u32,
     kv_unified: bool,
+    fingerprints: bool,
 }
 
 impl std::fmt::Debug for LlamaCppBackend {
@@ -282,7 +396,14 @@ impl LlamaCppBackend {
             model,
             threads: threads.max(1),
             kv_unified,
+            fingerprints: false,
         }
+    }
+
+    /// Decoders keep hidden states for fingerprints (see [`LlamaConfig::fingerprints`]).
+    pub fn with_fingerprints(mut self, on: bool) -> Self {
+        self.fingerprints = on;
+        self
     }
 
     /// The llama.cpp model.
@@ -292,7 +413,7 @@ impl LlamaCppBackend {
 }
 
 impl Backend for LlamaCppBackend {
-    type Sampler = LlamaSampler;
+    type Sampler = RequestSampler;
     type Decoder<'a> = LlamaDecoder<'a>;
 
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, RuntimeError> {
@@ -322,12 +443,18 @@ impl Backend for LlamaCppBackend {
         &self,
         sampling: &SamplingParams,
         format: &ResponseFormat,
-    ) -> Result<LlamaSampler, RuntimeError> {
+    ) -> Result<RequestSampler, RuntimeError> {
         build_sampler(&self.model, sampling, format)
     }
 
     fn new_decoder(&self, shape: DecoderShape) -> Result<LlamaDecoder<'_>, RuntimeError> {
-        LlamaDecoder::new(&self.model, shape, self.threads, self.kv_unified)
+        LlamaDecoder::new(
+            &self.model,
+            shape,
+            self.threads,
+            self.kv_unified,
+            self.fingerprints,
+        )
     }
 }
 
@@ -339,6 +466,8 @@ pub struct LlamaDecoder<'m> {
     batch: LlamaBatch<'static>,
     /// Per row of the last successful decode: whether its logits were kept.
     outputs: Vec<bool>,
+    /// Whether the context keeps hidden states (embeddings on).
+    embeddings: bool,
 }
 
 impl std::fmt::Debug for LlamaDecoder<'_> {
@@ -351,7 +480,8 @@ impl std::fmt::Debug for LlamaDecoder<'_> {
 }
 
 impl<'m> LlamaDecoder<'m> {
-    /// A decoder over a new context for `shape` (see [`new_llama_context`]).
+    /// A decoder over a new context for `shape` (see [`new_llama_context_with`]); with
+    /// `embeddings` it keeps hidden states ([`Decoder::hidden_state`]).
     ///
     /// # Errors
     /// [`RuntimeError::Backend`] when llama.cpp cannot create the context (memory).
@@ -360,19 +490,22 @@ impl<'m> LlamaDecoder<'m> {
         shape: DecoderShape,
         threads: u32,
         kv_unified: bool,
+        embeddings: bool,
     ) -> Result<Self, RuntimeError> {
-        let ctx = new_llama_context(
+        let ctx = new_llama_context_with(
             model,
             shape.max_sequences,
             shape.context_per_sequence,
             shape.batch_tokens,
             threads,
             kv_unified,
+            embeddings,
         )?;
         Ok(Self {
             ctx,
             batch: LlamaBatch::new(shape.batch_tokens as usize, 1),
             outputs: Vec::new(),
+            embeddings,
         })
     }
 
@@ -382,7 +515,7 @@ impl<'m> LlamaDecoder<'m> {
 }
 
 impl Decoder for LlamaDecoder<'_> {
-    type Sampler = LlamaSampler;
+    type Sampler = RequestSampler;
 
     fn decode(&mut self, batch: &DecodeBatch) -> Result<(), DecodeError> {
         self.batch.clear();
@@ -412,7 +545,7 @@ impl Decoder for LlamaDecoder<'_> {
 
     fn sample(
         &mut self,
-        sampler: &mut LlamaSampler,
+        sampler: &mut RequestSampler,
         site: SampleSite,
     ) -> Result<TokenId, DecodeError> {
         if !self.has_output(site.row) {
@@ -421,12 +554,19 @@ impl Decoder for LlamaDecoder<'_> {
                 site.row
             )));
         }
-        Ok(sampler.sample(&self.ctx, site.row as i32).0 as TokenId)
+        Ok(sampler.sample_array(self.ctx.token_data_array_ith(site.row as i32), site.index))
     }
 
     fn logits(&self, row: usize) -> Option<&[f32]> {
         self.has_output(row)
             .then(|| self.ctx.get_logits_ith(row as i32))
+    }
+
+    fn hidden_state(&self, row: usize) -> Option<&[f32]> {
+        if !self.embeddings || !self.has_output(row) {
+            return None;
+        }
+        self.ctx.embeddings_ith(row as i32).ok()
     }
 
     fn clear_sequence(&mut self, seq: SeqId) {
@@ -627,11 +767,10 @@ impl Inner {
             has_chat_template: model.chat_template(None).is_ok(),
             path: path.clone(),
         };
-        let backend = Arc::new(LlamaCppBackend::new(
-            model,
-            self.config.threads,
-            self.config.kv_unified,
-        ));
+        let backend = Arc::new(
+            LlamaCppBackend::new(model, self.config.threads, self.config.kv_unified)
+                .with_fingerprints(self.config.fingerprints),
+        );
         let config = EngineConfig {
             shape: DecoderShape {
                 max_sequences: self.config.max_sequences,

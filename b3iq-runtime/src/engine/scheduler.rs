@@ -33,6 +33,10 @@ struct Seq<S> {
     finished: Option<FinishReason>,
     /// Set by the sampler stage when the sequence failed.
     failed: Option<RuntimeError>,
+    /// Hidden states at this sequence's sampled rows (`rows × hidden_dim`), when the decoder
+    /// keeps them: committed into fingerprints when it finishes.
+    hidden: Vec<f32>,
+    hidden_dim: usize,
     admitted: Instant,
     prompt_done: Option<Instant>,
     first_token: Option<Instant>,
@@ -176,6 +180,8 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 admitted: Instant::now(),
                 prompt_done: None,
                 first_token: None,
+                hidden: Vec::new(),
+                hidden_dim: 0,
             });
         }
     }
@@ -307,6 +313,10 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                     .prompt_tokens_total
                     .fetch_add(s.job.tokens.len() as u64, Ordering::Relaxed);
             }
+            if let Some(h) = self.decoder.hidden_state(row) {
+                s.hidden_dim = h.len();
+                s.hidden.extend_from_slice(h);
+            }
             let site = SampleSite {
                 seq: s.slot,
                 row,
@@ -401,9 +411,24 @@ impl<'b, B: Backend> Scheduler<'b, B> {
             total_us: us(submitted, end),
         };
         let usage = Usage::new(s.job.tokens.len() as u32, s.generated);
+        let completion = s.text.delivered_tokens().to_vec();
+        let fingerprints = if s.hidden_dim == 0 {
+            Vec::new()
+        } else {
+            let rows = completion.len().min(s.hidden.len() / s.hidden_dim);
+            b3iq_core::fingerprint::commit_positions(&s.hidden[..rows * s.hidden_dim], s.hidden_dim)
+                .iter()
+                .map(|p| {
+                    let mut b = Vec::with_capacity(258);
+                    p.encode(&mut b);
+                    b
+                })
+                .collect()
+        };
         let token_ids = TokenIds {
-            completion: s.text.delivered_tokens().to_vec(),
+            completion,
             prompt: std::mem::take(&mut s.job.tokens),
+            fingerprints,
         };
         let _ = s.job.tx.send(Ok(GenerationEvent::Done {
             finish_reason: reason,
