@@ -51,6 +51,7 @@ fn main() {
         batch_tokens: 512,
         gpu_layers: 0,
         kv_unified,
+        fingerprints: false,
     };
     let rt = LlamaRuntime::new(cfg).expect("runtime");
     rt.load_model_blocking(LoadModelSpec::from_path(&path).with_id("m"))
