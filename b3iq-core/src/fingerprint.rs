@@ -205,15 +205,13 @@ fn interpolate(xs: &[u32], ys: &[u32]) -> Vec<u32> {
     // Horner on the Newton form: p = dd[n-1]; p = p*(x - xs[i]) + dd[i].
     let mut p = vec![0u32; n];
     p[0] = dd[n - 1];
-    let mut deg = 0;
-    for i in (0..n - 1).rev() {
-        // p *= (x - xs[i])
+    for (deg, i) in (0..n - 1).rev().enumerate() {
+        // p *= (x - xs[i]); p has degree `deg` here.
         let mut q = vec![0u32; n];
         for d in 0..=deg {
             q[d + 1] = (q[d + 1] + p[d]) % PRIME;
             q[d] = sub(q[d], mul(p[d], xs[i]));
         }
-        deg += 1;
         q[0] = (q[0] + dd[i]) % PRIME;
         p = q;
     }

@@ -442,11 +442,11 @@ async fn receipt_attestation_and_verdict() {
         )
         .unwrap();
         let att = Signed::sign(att, &host).unwrap();
-        assert!(
-            att.body().bytes_per_token() < 10.0 || run.completion.len() < 32,
-            "{}",
-            att.body().bytes_per_token()
-        );
+        // Size: 258 bytes per 32-token chunk plus fixed fields under 400 bytes (so under 10 bytes per
+        // token from 256 generated tokens on; these 64-token answers pay the fixed part).
+        let size = b3iq_core::codec::Canonical::to_canonical_bytes(att.body()).len();
+        assert!(size <= 258 * run.completion.len().div_ceil(32) + 400, "attestation of {size} bytes");
+        log(format!("{{\"attestation_bytes\":{size},\"tokens\":{}}}", run.completion.len()));
         let receipt = Receipt::new_v2(
             ServedRequest {
                 node_id: host.node_id(),

@@ -123,6 +123,32 @@ enum Cmd {
     /// Leave managed mode: forget the control plane and its trust root; back to local mode.
     #[command(after_help = "Example:\n  b3iqd unenroll")]
     Unenroll,
+    /// Verify another node's generation: its signed receipt and inference attestation against
+    /// the opened token ids, with one prefill of the model the receipt names. Prints the
+    /// verdict signed by this node's key (dispute evidence; docs/verification.md).
+    #[command(
+        after_help = "Example:\n  b3iqd verify --receipt receipt.json --attestation attestation.json --tokens tokens.json \\\n      --model ~/.b3iq/models/smollm2.gguf --seed-key 5a5a...5a\n\ntokens.json is {\"prompt\": [ids], \"completion\": [ids]}; receipt.json and attestation.json are the signed JSON forms.\nExit status 0 on pass, 1 on fail or inconclusive."
+    )]
+    Verify {
+        /// The signed receipt (JSON).
+        #[arg(long)]
+        receipt: PathBuf,
+        /// The signed inference attestation (JSON).
+        #[arg(long)]
+        attestation: PathBuf,
+        /// The opened token ids: {"prompt": [..], "completion": [..]}.
+        #[arg(long)]
+        tokens: PathBuf,
+        /// The GGUF file of the receipt's artifact (its sha256 must be the receipt's artifact_digest).
+        #[arg(long)]
+        model: PathBuf,
+        /// The job's seed key, 64 hex characters (sampled requests only).
+        #[arg(long)]
+        seed_key: Option<String>,
+        /// CPU threads.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+    },
     /// Setup recovery.
     #[command(
         after_help = "Example:\n  b3iqd setup --reset            # new one-time setup token for an unclaimed node"
@@ -633,6 +659,14 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Verify {
+            receipt,
+            attestation,
+            tokens,
+            model,
+            seed_key,
+            threads,
+        } => verify_cmd(home, receipt, attestation, tokens, model, seed_key, threads),
         Cmd::Setup { reset, ttl_s, port } => {
             if !reset {
                 eprintln!(
@@ -657,6 +691,87 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn verify_cmd(
+    home: Option<PathBuf>,
+    receipt: PathBuf,
+    attestation: PathBuf,
+    tokens: PathBuf,
+    model: PathBuf,
+    seed_key: Option<String>,
+    threads: u32,
+) -> Result<ExitCode, HostError> {
+    use b3iq_core::attestation::{InferenceAttestation, VerdictOutcome};
+    use b3iq_core::receipt::Receipt;
+    use b3iq_core::Signed;
+    let bad = |what: &str, e: String| HostError::Config(format!("{what}: {e}"));
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| bad(&p.display().to_string(), e.to_string()));
+    let receipt: Signed<Receipt> =
+        serde_json::from_slice(&read(&receipt)?).map_err(|e| bad("receipt", e.to_string()))?;
+    let attestation: Signed<InferenceAttestation> = serde_json::from_slice(&read(&attestation)?)
+        .map_err(|e| bad("attestation", e.to_string()))?;
+    #[derive(serde::Deserialize)]
+    struct Tokens {
+        prompt: Vec<u32>,
+        completion: Vec<u32>,
+    }
+    let t: Tokens =
+        serde_json::from_slice(&read(&tokens)?).map_err(|e| bad("tokens", e.to_string()))?;
+    let seed_key = match seed_key {
+        None => None,
+        Some(h) => Some(
+            <[u8; 32]>::try_from(
+                hex::decode(h.trim()).map_err(|e| bad("--seed-key", e.to_string()))?,
+            )
+            .map_err(|_| bad("--seed-key", "must be 32 bytes (64 hex characters)".into()))?,
+        ),
+    };
+    let o = Offline::open(home)?;
+    let (digest, _) = b3iq_runtime::digest::sha256_file(&model).map_err(HostError::Runtime)?;
+    if digest
+        != receipt
+            .body()
+            .artifact_digest
+            .to_string()
+            .trim_start_matches("sha256:")
+    {
+        return Err(bad(
+            "--model",
+            format!(
+                "the file's sha256 is {digest}, the receipt names {}",
+                receipt.body().artifact_digest
+            ),
+        ));
+    }
+    let m = b3iq_runtime::llama::load_llama_model(&model, 0).map_err(HostError::Runtime)?;
+    let input = b3iq_runtime::verify::AttestationInput {
+        receipt: &receipt,
+        attestation: &attestation,
+        prompt: &t.prompt,
+        completion: &t.completion,
+        seed_key,
+    };
+    let v = b3iq_runtime::verify::verify_attestation(&m, threads, &input)
+        .map_err(HostError::Runtime)?;
+    let now = b3iq_host::context::unix_now_ms();
+    let verdict = Signed::sign(
+        v.to_verdict(
+            &input,
+            o.node_id,
+            b3iq_runtime::attest::llama_runtime_fingerprint(threads),
+            now,
+        ),
+        &o.key,
+    )
+    .map_err(|e| bad("verdict", e.to_string()))?;
+    print_json(&serde_json::to_value(&verdict).unwrap_or_default());
+    Ok(if v.outcome == VerdictOutcome::Pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn tempdir_for_bench() -> Result<PathBuf, HostError> {

@@ -412,11 +412,14 @@ impl<'b, B: Backend> Scheduler<'b, B> {
         };
         let usage = Usage::new(s.job.tokens.len() as u32, s.generated);
         let completion = s.text.delivered_tokens().to_vec();
-        let fingerprints = if s.hidden_dim == 0 {
-            Vec::new()
-        } else {
-            let rows = completion.len().min(s.hidden.len() / s.hidden_dim);
-            b3iq_core::fingerprint::commit_positions(&s.hidden[..rows * s.hidden_dim], s.hidden_dim)
+        let fingerprints = match s.hidden.len().checked_div(s.hidden_dim) {
+            None => Vec::new(),
+            Some(kept) => {
+                let rows = completion.len().min(kept);
+                b3iq_core::fingerprint::commit_positions(
+                    &s.hidden[..rows * s.hidden_dim],
+                    s.hidden_dim,
+                )
                 .iter()
                 .map(|p| {
                     let mut b = Vec::with_capacity(258);
@@ -424,6 +427,7 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                     b
                 })
                 .collect()
+            }
         };
         let token_ids = TokenIds {
             completion,
