@@ -757,7 +757,7 @@ async fn run(
                         s.pending.push_back(event(
                             &s.head
                                 .with_choices(Vec::<ChatChunkChoice>::new())
-                                .with_usage(s.usage.clone()),
+                                .with_usage(s.usage),
                         ));
                     }
                     if s.network {
