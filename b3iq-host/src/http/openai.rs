@@ -133,7 +133,7 @@ pub(super) fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
 
 /// Validate the parameters, then resolve the model (last, so every parameter error is found
 /// without a node; the fuzz target relies on this).
-fn parse_common_with(
+pub(super) fn parse_common_with(
     c: &CommonParams,
     resolve: &dyn Fn(&str) -> Option<ServedModel>,
 ) -> Result<Params> {
