@@ -440,3 +440,70 @@ async fn responses_api() {
         .all(|(i, e)| e["sequence_number"] == i as u64));
     n.node.shutdown().await;
 }
+
+/// Fault 1 (`n`): up to 8 choices decoded together in the batch, whole and streamed; 9 is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices() {
+    let n = node(json!({})).await;
+    let msgs = json!([{"role": "user", "content": "Name a fruit."}]);
+    let (s, v) = n.post("/v1/chat/completions", json!({"model": n.model, "messages": msgs, "max_tokens": 6, "n": 3, "seed": 7, "temperature": 1.0})).await;
+    assert_eq!(s, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i as u64);
+        assert!(!c["message"]["content"].as_str().unwrap().is_empty());
+    }
+    let per_choice: u64 = v["usage"]["prompt_tokens"].as_u64().unwrap() / 3;
+    assert_eq!(
+        v["usage"]["prompt_tokens"].as_u64().unwrap(),
+        per_choice * 3,
+        "the prompt is metered once per choice"
+    );
+    // The same seed gives the same choices again.
+    let (_, w) = n.post("/v1/chat/completions", json!({"model": n.model, "messages": msgs, "max_tokens": 6, "n": 3, "seed": 7, "temperature": 1.0})).await;
+    assert_eq!(v["choices"], w["choices"]);
+
+    let r = n.c.post(n.url("/v1/completions")).bearer_auth(&n.key).json(&json!({"model": n.model, "prompt": "Once upon", "max_tokens": 4, "n": 2, "stream": true, "stream_options": {"include_usage": true}})).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let finishes: Vec<u64> = chunks
+        .iter()
+        .filter(|c| {
+            c["choices"]
+                .get(0)
+                .is_some_and(|ch| !ch["finish_reason"].is_null())
+        })
+        .map(|c| c["choices"][0]["index"].as_u64().unwrap())
+        .collect();
+    let mut sorted = finishes.clone();
+    sorted.sort();
+    assert_eq!(sorted, [0, 1], "{text}");
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["completion_tokens"],
+        8,
+        "{text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"));
+
+    let (s, e) = n
+        .post(
+            "/v1/chat/completions",
+            json!({"model": n.model, "messages": msgs, "n": 9}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("n must be"),
+        "{e}"
+    );
+    n.node.shutdown().await;
+}

@@ -624,6 +624,11 @@ impl Gateway {
                 reason: e.to_string(),
             })?;
             v["model"] = Value::String(offered.node_model_id.clone());
+            // The hold covers `a.max_tokens`: a request that names none is sent with the default
+            // written in, since a node generates until the context is full without one.
+            if v.get("max_tokens").is_none_or(Value::is_null) && v.get("max_completion_tokens").is_none_or(Value::is_null) {
+                v["max_tokens"] = Value::from(a.max_tokens);
+            }
             let payload = serde_json::to_vec(&v).unwrap_or_default();
             let (resp, slot) = match self.send(&target.via, &node, path, &ticket, payload).await {
                 Ok(r) => (

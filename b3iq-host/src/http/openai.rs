@@ -8,8 +8,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use b3iq_openai::response::{CHAT_COMPLETION, CHAT_COMPLETION_CHUNK, TEXT_COMPLETION};
 use b3iq_openai::{
-    self as wire, sse, ChatChunkChoice, ChatCompletionRequest, CommonParams, CompletionRequest,
-    PromptInput, TextChoice,
+    self as wire, sse, ChatChoice, ChatChunkChoice, ChatCompletionRequest, CommonParams,
+    CompletionRequest, PromptInput, TextChoice,
 };
 use b3iq_runtime::runtime::{ChatMessage, Prompt, ResponseFormat, Role, SamplingParams};
 
@@ -25,6 +25,9 @@ use crate::owner::auth;
 /// Ollama and vLLM do); one whose prompt plus `max_tokens` exceeds the window gets 400
 /// `context_length_exceeded`.
 pub const MAX_MAX_TOKENS: u32 = 4096;
+
+/// Most choices one request may ask for (`n`), decoded together in the batch.
+pub const MAX_N: u32 = 8;
 
 /// `system_fingerprint` of every answer: this build.
 const FINGERPRINT: &str = concat!("b3iq-", env!("CARGO_PKG_VERSION"));
@@ -121,6 +124,7 @@ pub(super) struct Params {
     pub(super) stream: bool,
     pub(super) include_usage: bool,
     pub(super) response_format: ResponseFormat,
+    pub(super) n: u32,
 }
 
 pub(super) fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
@@ -129,7 +133,7 @@ pub(super) fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
 
 /// Validate the parameters, then resolve the model (last, so every parameter error is found
 /// without a node; the fuzz target relies on this).
-fn parse_common_with(
+pub(super) fn parse_common_with(
     c: &CommonParams,
     resolve: &dyn Fn(&str) -> Option<ServedModel>,
 ) -> Result<Params> {
@@ -182,11 +186,11 @@ fn parse_common_with(
     sampling.seed = c.seed;
     vendor_sampling(c, &mut sampling)?;
     audit_fields(c)?;
-    if let Some(n) = c.n {
-        if n != 1 {
-            return Err(bad("only n = 1 is supported"));
-        }
-    }
+    let n = match c.n {
+        None => 1,
+        Some(n) if (1..=MAX_N as i64).contains(&n) => n as u32,
+        Some(n) => return Err(bad(format!("n must be between 1 and {MAX_N}, got {n}"))),
+    };
     let stop = c.stop.clone().map(wire::Stop::into_vec).unwrap_or_default();
     if stop.len() > 4 || stop.iter().any(|s| s.is_empty()) {
         return Err(bad(
@@ -211,6 +215,7 @@ fn parse_common_with(
         stream,
         include_usage,
         response_format,
+        n,
     })
 }
 
@@ -511,173 +516,248 @@ async fn run(
     prompt: Prompt,
     flavor: Flavor,
 ) -> Result<Response> {
-    // A network answer carries the node's signed receipt for the gateway to settle with.
+    // A network answer carries the node's signed receipt for the gateway to settle with; its
+    // ticket names one request, so one choice.
     let network = matches!(caller, Caller::Network(_));
-    let req = InferenceRequest {
-        caller,
-        model: p.model.clone(),
-        prompt,
-        sampling: p.sampling,
-        max_tokens: p.max_tokens,
-        stop: p.stop,
-        response_format: p.response_format,
-    };
-    let mut inf = inference::start(&st, req).await?;
-    let created = inf.created();
-    let id = match flavor {
-        Flavor::Chat => format!("chatcmpl-{}", inf.request_id().to_hex()),
-        Flavor::Text => format!("cmpl-{}", inf.request_id().to_hex()),
-    };
-
-    if !p.stream {
-        let mut text = String::new();
-        while let Some(ev) = inf.next().await {
-            match ev? {
-                InferenceEvent::Delta(t) => text.push_str(&t),
-                InferenceEvent::Done(inference::Finished {
-                    finish_reason,
-                    usage,
-                    receipt_id,
-                    receipt,
-                    ..
-                }) => {
-                    let object = if flavor == Flavor::Chat {
-                        CHAT_COMPLETION
-                    } else {
-                        TEXT_COMPLETION
-                    };
-                    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone())
-                        .with_fingerprint(FINGERPRINT);
-                    let (usage, reason) = (wire_usage(&usage), finish_reason.as_str());
-                    let mut resp = match flavor {
-                        Flavor::Chat => {
-                            let choice = wire::ChatChoice::assistant(text, reason);
-                            axum::Json(
-                                head.with_choices(vec![choice])
-                                    .with_usage(usage)
-                                    .with_receipt(receipt_id),
-                            )
-                            .into_response()
-                        }
-                        Flavor::Text => {
-                            let choice = TextChoice::finished(text, reason);
-                            axum::Json(
-                                head.with_choices(vec![choice])
-                                    .with_usage(usage)
-                                    .with_receipt(receipt_id),
-                            )
-                            .into_response()
-                        }
-                    };
-                    if network {
-                        if let Ok(v) = HeaderValue::from_str(&hex::encode(&receipt)) {
-                            resp.headers_mut()
-                                .insert(b3iq_protocol::gateway::RECEIPT_HEADER, v);
-                        }
-                    }
-                    return Ok(resp);
-                }
-            }
-        }
-        return Err(HostError::Internal(
-            "generation ended without a final event".into(),
+    if network && p.n > 1 {
+        return Err(bad(
+            "n > 1 is not served to network requests (one ticket, one generation)",
         ));
     }
-
-    // Streaming: an unfold over the generation stream. Dropping the body (client gone) drops the
-    // generation stream, which cancels the sequence.
-    let object = if flavor == Flavor::Chat {
-        CHAT_COMPLETION_CHUNK
-    } else {
-        TEXT_COMPLETION
+    // `n` choices: `n` sequences decoded together in the batch, each with its own receipt; with
+    // a seed, choice i uses seed + i (so the choices differ and each is reproducible).
+    let mut infs = Vec::with_capacity(p.n as usize);
+    for i in 0..p.n {
+        let mut sampling = p.sampling.clone();
+        sampling.seed = p.sampling.seed.map(|s| s.wrapping_add(u64::from(i)));
+        let req = InferenceRequest {
+            caller: caller.clone(),
+            model: p.model.clone(),
+            prompt: prompt.clone(),
+            sampling,
+            max_tokens: p.max_tokens,
+            stop: p.stop.clone(),
+            response_format: p.response_format.clone(),
+        };
+        infs.push(inference::start(&st, req).await?);
+    }
+    let created = infs[0].created();
+    let id = match flavor {
+        Flavor::Chat => format!("chatcmpl-{}", infs[0].request_id().to_hex()),
+        Flavor::Text => format!("cmpl-{}", infs[0].request_id().to_hex()),
     };
-    // Every chunk repeats this header (id, object, created, model, fingerprint).
+    let object = match (flavor, p.stream) {
+        (Flavor::Chat, false) => CHAT_COMPLETION,
+        (Flavor::Chat, true) => CHAT_COMPLETION_CHUNK,
+        (Flavor::Text, _) => TEXT_COMPLETION,
+    };
+    // Every answer and chunk repeats this header (id, object, created, model, fingerprint).
     let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone())
         .with_fingerprint(FINGERPRINT);
+
+    if !p.stream {
+        let done = futures_util::future::join_all(infs.into_iter().map(Inference::collect)).await;
+        let done = done.into_iter().collect::<Result<Vec<_>>>()?;
+        let mut usage = wire::Usage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+        };
+        for d in &done {
+            add_usage(&mut usage, &d.finished.usage);
+        }
+        let receipt_id = done[0].finished.receipt_id.clone();
+        let receipt = done[0].finished.receipt.clone();
+        let mut resp = match flavor {
+            Flavor::Chat => {
+                let choices = done
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, d)| ChatChoice {
+                        index: i as u32,
+                        ..ChatChoice::assistant(d.text, d.finished.finish_reason.as_str())
+                    })
+                    .collect();
+                axum::Json(
+                    head.with_choices(choices)
+                        .with_usage(usage)
+                        .with_receipt(receipt_id),
+                )
+                .into_response()
+            }
+            Flavor::Text => {
+                let choices = done
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, d)| TextChoice {
+                        index: i as u32,
+                        ..TextChoice::finished(d.text, d.finished.finish_reason.as_str())
+                    })
+                    .collect();
+                axum::Json(
+                    head.with_choices(choices)
+                        .with_usage(usage)
+                        .with_receipt(receipt_id),
+                )
+                .into_response()
+            }
+        };
+        if network {
+            if let Ok(v) = HeaderValue::from_str(&hex::encode(&receipt)) {
+                resp.headers_mut()
+                    .insert(b3iq_protocol::gateway::RECEIPT_HEADER, v);
+            }
+        }
+        return Ok(resp);
+    }
+
+    // Streaming: the choices' event streams merged, each event tagged with its choice index.
+    // Dropping the body (client gone) drops every generation stream, which cancels them.
+    type Tagged = (u32, Result<InferenceEvent>);
+    let merged = futures_util::stream::select_all(infs.into_iter().enumerate().map(|(i, inf)| {
+        Box::pin(futures_util::stream::unfold(
+            Some(inf),
+            move |inf| async move {
+                let mut inf = inf?;
+                match inf.next().await {
+                    None => Some((
+                        (
+                            i as u32,
+                            Err(HostError::Internal(
+                                "generation ended without a final event".into(),
+                            )),
+                        ),
+                        None,
+                    )),
+                    Some(Ok(InferenceEvent::Done(f))) => {
+                        Some(((i as u32, Ok(InferenceEvent::Done(f))), None))
+                    }
+                    Some(Err(e)) => Some(((i as u32, Err(e)), None)),
+                    Some(Ok(ev)) => Some(((i as u32, Ok(ev)), Some(inf))),
+                }
+            },
+        ))
+    }));
     struct S {
-        inf: Option<Inference>,
+        events: Option<
+            futures_util::stream::SelectAll<
+                std::pin::Pin<Box<dyn futures_util::Stream<Item = Tagged> + Send>>,
+            >,
+        >,
         head: wire::Completion<()>,
         flavor: Flavor,
         include_usage: bool,
         network: bool,
-        started: bool,
+        left: u32,
+        usage: wire::Usage,
         pending: std::collections::VecDeque<Bytes>,
     }
-    let init = S {
-        inf: Some(inf),
+    let events = futures_util::stream::SelectAll::from_iter(
+        merged
+            .into_iter()
+            .map(|s| -> std::pin::Pin<Box<dyn futures_util::Stream<Item = Tagged> + Send>> { s }),
+    );
+    let mut init = S {
+        events: Some(events),
         head,
         flavor,
         include_usage: p.include_usage,
         network,
-        started: false,
+        left: p.n,
+        usage: wire::Usage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+        },
         pending: Default::default(),
     };
+    if flavor == Flavor::Chat {
+        for i in 0..p.n {
+            let c = chunk_event(
+                &init.head,
+                vec![ChatChunkChoice {
+                    index: i,
+                    ..ChatChunkChoice::role("assistant")
+                }],
+                init.include_usage,
+            );
+            init.pending.push_back(c);
+        }
+    }
     let body_stream = futures_util::stream::unfold(init, |mut s| async move {
+        use futures_util::StreamExt;
         loop {
             if let Some(b) = s.pending.pop_front() {
                 return Some((Ok::<Bytes, std::io::Error>(b), s));
             }
-            if !s.started {
-                s.started = true;
-                if s.flavor == Flavor::Chat {
-                    let c = chunk_event(
-                        &s.head,
-                        vec![ChatChunkChoice::role("assistant")],
-                        s.include_usage,
-                    );
-                    return Some((Ok(c), s));
-                }
-                continue;
-            }
-            let inf = s.inf.as_mut()?;
-            match inf.next().await {
+            let events = s.events.as_mut()?;
+            match events.next().await {
                 None => {
-                    s.inf = None;
+                    s.events = None;
                     let e = HostError::Internal("generation ended without a final event".into());
                     return Some((Ok(event(&e.body())), s));
                 }
-                Some(Err(e)) => {
+                Some((_, Err(e))) => {
                     // A runtime failure mid-stream, or the receipt could not be stored: an error
                     // event and no [DONE] (the response did not complete).
-                    s.inf = None;
+                    s.events = None;
                     tracing::warn!(error = %e, "stream failed after it started");
                     return Some((Ok(event(&e.body())), s));
                 }
-                Some(Ok(InferenceEvent::Delta(text))) => {
+                Some((i, Ok(InferenceEvent::Delta(text)))) => {
                     let c = match s.flavor {
                         Flavor::Chat => chunk_event(
                             &s.head,
-                            vec![ChatChunkChoice::content(text)],
-                            s.include_usage,
-                        ),
-                        Flavor::Text => {
-                            chunk_event(&s.head, vec![TextChoice::partial(text)], s.include_usage)
-                        }
-                    };
-                    return Some((Ok(c), s));
-                }
-                Some(Ok(InferenceEvent::Done(f))) => {
-                    // The receipt is already durable: finish, usage, [DONE].
-                    s.inf = None;
-                    let c = match s.flavor {
-                        Flavor::Chat => chunk_event(
-                            &s.head,
-                            vec![ChatChunkChoice::finish(f.finish_reason.as_str())],
+                            vec![ChatChunkChoice {
+                                index: i,
+                                ..ChatChunkChoice::content(text)
+                            }],
                             s.include_usage,
                         ),
                         Flavor::Text => chunk_event(
                             &s.head,
-                            vec![TextChoice::finished("", f.finish_reason.as_str())],
+                            vec![TextChoice {
+                                index: i,
+                                ..TextChoice::partial(text)
+                            }],
+                            s.include_usage,
+                        ),
+                    };
+                    return Some((Ok(c), s));
+                }
+                Some((i, Ok(InferenceEvent::Done(f)))) => {
+                    // This choice's receipt is durable: its finish chunk; after the last choice,
+                    // usage (all choices) and [DONE].
+                    let c = match s.flavor {
+                        Flavor::Chat => chunk_event(
+                            &s.head,
+                            vec![ChatChunkChoice {
+                                index: i,
+                                ..ChatChunkChoice::finish(f.finish_reason.as_str())
+                            }],
+                            s.include_usage,
+                        ),
+                        Flavor::Text => chunk_event(
+                            &s.head,
+                            vec![TextChoice {
+                                index: i,
+                                ..TextChoice::finished("", f.finish_reason.as_str())
+                            }],
                             s.include_usage,
                         ),
                     };
                     s.pending.push_back(c);
+                    add_usage(&mut s.usage, &f.usage);
+                    s.left -= 1;
+                    if s.left > 0 {
+                        continue;
+                    }
+                    s.events = None;
                     if s.include_usage {
-                        let u = wire_usage(&f.usage);
                         s.pending.push_back(event(
                             &s.head
                                 .with_choices(Vec::<ChatChunkChoice>::new())
-                                .with_usage(u),
+                                .with_usage(s.usage),
                         ));
                     }
                     if s.network {
@@ -703,6 +783,15 @@ async fn run(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+/// Adds one choice's metered tokens to the answer's usage (each choice is its own metered,
+/// receipted generation, so the prompt counts once per choice).
+fn add_usage(total: &mut wire::Usage, u: &b3iq_runtime::runtime::Usage) {
+    let u = wire_usage(u);
+    total.prompt_tokens += u.prompt_tokens;
+    total.completion_tokens += u.completion_tokens;
+    total.total_tokens += u.total_tokens;
 }
 
 #[cfg(test)]
@@ -749,7 +838,7 @@ mod tests {
             validate_request_body(true, bad_tokens),
             Err(HostError::InvalidParameter(_))
         ));
-        let bad_n = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":3}"#;
+        let bad_n = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":9}"#;
         assert!(matches!(
             validate_request_body(true, bad_n),
             Err(HostError::InvalidParameter(_))

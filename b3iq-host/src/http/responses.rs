@@ -82,6 +82,16 @@ fn translate(body: Map<String, Value>) -> Result<(CommonParams, Vec<b3iq_openai:
     Ok((c, messages))
 }
 
+/// Parse and validate a `/v1/responses` body from outside bytes without a running node (no
+/// model is served, so a valid body ends in `ModelNotFound`). For the fuzz target `request_body`:
+/// a typed error for any input, never a panic.
+pub fn validate_responses_body(body: &[u8]) -> Result<()> {
+    let super::JsonBody(b) = parse_json::<Map<String, Value>>(body)?;
+    let (c, messages) = translate(b)?;
+    parse_messages(Some(messages))?;
+    super::openai::parse_common_with(&c, &|_| None).map(|_| ())
+}
+
 /// One `input` item as a chat message: `{"role", "content"}` (with or without `"type":
 /// "message"`), `content` a string or parts of type `input_text`, `output_text` or `text`.
 fn input_item(i: usize, item: Value) -> Result<Value> {
