@@ -69,125 +69,39 @@ impl ControlError {
     /// HTTP status, error type and code.
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            ControlError::Store(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "store_failed",
-            ),
-            ControlError::Config(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "config")
-            }
-            ControlError::Invalid { .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_message",
-            ),
-            ControlError::TooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "body_too_large",
-            ),
-            ControlError::Unauthorized(_) => (
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "unauthorized",
-            ),
-            ControlError::TooMany(_) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "too_many_requests",
-            ),
-            ControlError::ModelNotFound(_) => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-            ),
-            ControlError::Busy { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "no_capacity",
-            ),
-            ControlError::Upstream(_) => {
-                (StatusCode::BAD_GATEWAY, "server_error", "upstream_failed")
-            }
-            ControlError::NoEligibleNode(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "no_eligible_node",
-            ),
+            ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "store_failed"),
+            ControlError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "config"),
+            ControlError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_message"),
+            ControlError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "body_too_large"),
+            ControlError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication_error", "unauthorized"),
+            ControlError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "too_many_requests"),
+            ControlError::ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
+            ControlError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "no_capacity"),
+            ControlError::Upstream(_) => (StatusCode::BAD_GATEWAY, "server_error", "upstream_failed"),
+            ControlError::NoEligibleNode(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "no_eligible_node"),
             ControlError::Refused(r) => match r {
-                Refusal::ChallengeUsed => (
-                    StatusCode::CONFLICT,
-                    "invalid_request_error",
-                    "challenge_used",
-                ),
-                Refusal::TokenUnknown => (
-                    StatusCode::UNAUTHORIZED,
-                    "authentication_error",
-                    "token_unknown",
-                ),
+                Refusal::ChallengeUsed => (StatusCode::CONFLICT, "invalid_request_error", "challenge_used"),
+                Refusal::TokenUnknown => (StatusCode::UNAUTHORIZED, "authentication_error", "token_unknown"),
                 Refusal::TokenUsed => (StatusCode::CONFLICT, "invalid_request_error", "token_used"),
-                Refusal::TokenExpired => (
-                    StatusCode::UNAUTHORIZED,
-                    "authentication_error",
-                    "token_expired",
-                ),
+                Refusal::TokenExpired => (StatusCode::UNAUTHORIZED, "authentication_error", "token_expired"),
                 Refusal::OtherOrg => (StatusCode::CONFLICT, "invalid_request_error", "other_org"),
-                Refusal::UnknownNode => (
-                    StatusCode::NOT_FOUND,
-                    "invalid_request_error",
-                    "node_not_enrolled",
-                ),
-                Refusal::Suspended(_) => {
-                    (StatusCode::FORBIDDEN, "permission_error", "node_suspended")
-                }
+                Refusal::UnknownNode => (StatusCode::NOT_FOUND, "invalid_request_error", "node_not_enrolled"),
+                Refusal::Suspended(_) => (StatusCode::FORBIDDEN, "permission_error", "node_suspended"),
                 Refusal::Revoked(_) => (StatusCode::FORBIDDEN, "permission_error", "node_revoked"),
-                Refusal::EnrollmentExpired => (
-                    StatusCode::FORBIDDEN,
-                    "permission_error",
-                    "enrollment_expired",
-                ),
-                Refusal::StaleSequence { .. } => (
-                    StatusCode::CONFLICT,
-                    "invalid_request_error",
-                    "stale_sequence",
-                ),
+                Refusal::EnrollmentExpired => (StatusCode::FORBIDDEN, "permission_error", "enrollment_expired"),
+                Refusal::StaleSequence { .. } => (StatusCode::CONFLICT, "invalid_request_error", "stale_sequence"),
                 Refusal::Exists(_) => (StatusCode::CONFLICT, "invalid_request_error", "exists"),
-                Refusal::NotFound(_) => {
-                    (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")
-                }
+                Refusal::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
                 // Credits. OpenAI answers an exhausted quota with 429 `insufficient_quota`; we
                 // keep its `type` and `code` but answer 402, because the OpenAI SDKs retry
                 // every 429 on their own and no retry can pay. Rate limits are 429 with
                 // `Retry-After`, which the SDKs honour.
-                Refusal::InsufficientCredits { .. } => (
-                    StatusCode::PAYMENT_REQUIRED,
-                    "insufficient_quota",
-                    "insufficient_quota",
-                ),
-                Refusal::SpendLimit { .. } => (
-                    StatusCode::PAYMENT_REQUIRED,
-                    "insufficient_quota",
-                    "spend_limit_reached",
-                ),
-                Refusal::RateLimited { .. } => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    "rate_limit_exceeded",
-                ),
-                Refusal::KeyRevoked => (
-                    StatusCode::UNAUTHORIZED,
-                    "authentication_error",
-                    "gateway_key_revoked",
-                ),
-                Refusal::HoldClosed(_) => {
-                    (StatusCode::CONFLICT, "invalid_request_error", "hold_closed")
-                }
-                Refusal::ReceiptCharged => (
-                    StatusCode::CONFLICT,
-                    "invalid_request_error",
-                    "receipt_already_charged",
-                ),
+                Refusal::InsufficientCredits { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "insufficient_quota"),
+                Refusal::SpendLimit { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "spend_limit_reached"),
+                Refusal::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
+                Refusal::KeyRevoked => (StatusCode::UNAUTHORIZED, "authentication_error", "gateway_key_revoked"),
+                Refusal::HoldClosed(_) => (StatusCode::CONFLICT, "invalid_request_error", "hold_closed"),
+                Refusal::ReceiptCharged => (StatusCode::CONFLICT, "invalid_request_error", "receipt_already_charged"),
             },
         }
     }
@@ -198,9 +112,7 @@ impl ControlError {
     /// (`Retry-After` on the HTTP answer, rounded up to whole seconds).
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            ControlError::Refused(Refusal::RateLimited { retry_after_ms, .. }) => {
-                Some(*retry_after_ms)
-            }
+            ControlError::Refused(Refusal::RateLimited { retry_after_ms, .. }) => Some(*retry_after_ms),
             ControlError::Busy { retry_after_s, .. } => Some(retry_after_s.saturating_mul(1000)),
             _ => None,
         }
@@ -209,10 +121,7 @@ impl ControlError {
 
 impl From<b3iq_protocol::ProtocolError> for ControlError {
     fn from(e: b3iq_protocol::ProtocolError) -> Self {
-        ControlError::Invalid {
-            field: "message",
-            reason: e.to_string(),
-        }
+        ControlError::Invalid { field: "message", reason: e.to_string() }
     }
 }
 
@@ -235,10 +144,7 @@ impl IntoResponse for ControlError {
         let body = serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(ms) = self.retry_after_ms() {
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(ms.div_ceil(1000).max(1)),
-            );
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(ms.div_ceil(1000).max(1)));
         }
         resp
     }

@@ -107,11 +107,7 @@ impl ControlHome {
     pub fn locate(dir: Option<PathBuf>) -> Result<ControlHome> {
         let root = match dir.or_else(|| std::env::var_os("B3IQ_CONTROL_HOME").map(PathBuf::from)) {
             Some(d) => d,
-            None => PathBuf::from(
-                std::env::var_os("HOME")
-                    .ok_or_else(|| ControlError::Config("set B3IQ_CONTROL_HOME or HOME".into()))?,
-            )
-            .join(".b3iq-control"),
+            None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| ControlError::Config("set B3IQ_CONTROL_HOME or HOME".into()))?).join(".b3iq-control"),
         };
         Ok(ControlHome { root })
     }
@@ -139,8 +135,7 @@ impl ControlHome {
         self.ensure()?;
         let p = self.root.join("control.json");
         let mut s: ControlSettings = match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| ControlError::Config(format!("{}: {e}", p.display())))?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| ControlError::Config(format!("{}: {e}", p.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ControlSettings::default(),
             Err(e) => return Err(io("read", &p, e)),
         };
@@ -148,22 +143,15 @@ impl ControlHome {
             let mut b = [0u8; 8];
             rand::rngs::OsRng.fill_bytes(&mut b);
             s.audience = format!("cp-{}", hex::encode(b));
-            let text =
-                serde_json::to_vec_pretty(&s).map_err(|e| ControlError::Config(e.to_string()))?;
+            let text = serde_json::to_vec_pretty(&s).map_err(|e| ControlError::Config(e.to_string()))?;
             write_atomic(&p, &text, 0o600).map_err(|e| ControlError::Config(e.to_string()))?;
         }
-        Audience::new(&s.audience)
-            .map_err(|e| ControlError::Config(format!("control.json audience: {e}")))?;
+        Audience::new(&s.audience).map_err(|e| ControlError::Config(format!("control.json audience: {e}")))?;
         if !matches!(s.store.as_str(), "sqlite" | "postgres") {
-            return Err(ControlError::Config(format!(
-                "control.json store {:?}: use \"sqlite\" or \"postgres\"",
-                s.store
-            )));
+            return Err(ControlError::Config(format!("control.json store {:?}: use \"sqlite\" or \"postgres\"", s.store)));
         }
         if s.heartbeat_interval_s == 0 || s.enrollment_ttl_s == 0 {
-            return Err(ControlError::Config(
-                "control.json heartbeat_interval_s and enrollment_ttl_s must be above zero".into(),
-            ));
+            return Err(ControlError::Config("control.json heartbeat_interval_s and enrollment_ttl_s must be above zero".into()));
         }
         Ok(s)
     }
@@ -181,12 +169,10 @@ impl ControlHome {
         self.ensure()?;
         let p = self.root.join(name);
         match std::fs::read(&p) {
-            Ok(b) => NodeKey::from_key_file(&b)
-                .map_err(|e| ControlError::Config(format!("{}: {e}", p.display()))),
+            Ok(b) => NodeKey::from_key_file(&b).map_err(|e| ControlError::Config(format!("{}: {e}", p.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let k = NodeKey::generate(&mut rand::rngs::OsRng);
-                write_atomic(&p, &k.to_key_file(), 0o600)
-                    .map_err(|e| ControlError::Config(e.to_string()))?;
+                write_atomic(&p, &k.to_key_file(), 0o600).map_err(|e| ControlError::Config(e.to_string()))?;
                 Ok(k)
             }
             Err(e) => Err(io("read", &p, e)),
@@ -206,29 +192,16 @@ impl ControlHome {
     ///
     /// # Errors
     /// As [`ControlHome::ticket_key`]; `Config` for a price that overflows.
-    pub fn gateway(
-        &self,
-        s: &ControlSettings,
-        cp: Arc<ControlPlane>,
-    ) -> Result<Arc<crate::gateway::Gateway>> {
+    pub fn gateway(&self, s: &ControlSettings, cp: Arc<ControlPlane>) -> Result<Arc<crate::gateway::Gateway>> {
         let mut cfg = crate::gateway::GatewayConfig::new();
-        cfg.price = b3iq_core::metering::PriceSchedule::per_1k(
-            s.network_prompt_price_per_1k,
-            s.network_completion_price_per_1k,
-        )
-        .map_err(|e| ControlError::Config(format!("control.json network price: {e}")))?;
+        cfg.price = b3iq_core::metering::PriceSchedule::per_1k(s.network_prompt_price_per_1k, s.network_completion_price_per_1k).map_err(|e| ControlError::Config(format!("control.json network price: {e}")))?;
         if let Some(url) = &s.gateway_replica_url {
             if !url.starts_with("https://") {
-                return Err(ControlError::Config(format!(
-                    "control.json gateway_replica_url {url:?}: use https://host:port"
-                )));
+                return Err(ControlError::Config(format!("control.json gateway_replica_url {url:?}: use https://host:port")));
             }
             cfg.replica_url = Some(url.trim_end_matches('/').to_string());
             let tls = self.tls(s)?;
-            cfg.replica_ca_pem = Some(
-                std::fs::read_to_string(&tls.info.cert_path)
-                    .map_err(|e| io("read", &tls.info.cert_path, e))?,
-            );
+            cfg.replica_ca_pem = Some(std::fs::read_to_string(&tls.info.cert_path).map_err(|e| io("read", &tls.info.cert_path, e))?);
         }
         Ok(crate::gateway::Gateway::new(cp, self.ticket_key()?, cfg))
     }
@@ -244,22 +217,10 @@ impl ControlHome {
         let url = match (&s.database_url_file, std::env::var(DATABASE_URL_ENV)) {
             (_, Ok(u)) if !u.is_empty() => u,
             (Some(f), _) => {
-                let p = if Path::new(f).is_relative() {
-                    self.root.join(f)
-                } else {
-                    PathBuf::from(f)
-                };
-                std::fs::read_to_string(&p)
-                    .map_err(|e| io("read database_url_file", &p, e))?
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
+                let p = if Path::new(f).is_relative() { self.root.join(f) } else { PathBuf::from(f) };
+                std::fs::read_to_string(&p).map_err(|e| io("read database_url_file", &p, e))?.lines().next().unwrap_or("").trim().to_string()
             }
-            _ => return Err(ControlError::Config(format!(
-                "store \"postgres\" needs {DATABASE_URL_ENV} or database_url_file in control.json"
-            ))),
+            _ => return Err(ControlError::Config(format!("store \"postgres\" needs {DATABASE_URL_ENV} or database_url_file in control.json"))),
         };
         Ok(Arc::new(PostgresStore::connect(&url, s.pool_size).await?))
     }
@@ -274,22 +235,12 @@ impl ControlHome {
             "self-signed" => tls::self_signed_in(&self.root.join("tls"), &s.tls_names).map_err(cfg),
             "provided" => {
                 let (Some(c), Some(k)) = (&s.tls_cert, &s.tls_key) else {
-                    return Err(ControlError::Config(
-                        "tls \"provided\" needs tls_cert and tls_key in control.json".into(),
-                    ));
+                    return Err(ControlError::Config("tls \"provided\" needs tls_cert and tls_key in control.json".into()));
                 };
-                let at = |f: &str| {
-                    if Path::new(f).is_relative() {
-                        self.root.join(f)
-                    } else {
-                        PathBuf::from(f)
-                    }
-                };
+                let at = |f: &str| if Path::new(f).is_relative() { self.root.join(f) } else { PathBuf::from(f) };
                 tls::load_pem(&at(c), &at(k), "provided").map_err(cfg)
             }
-            other => Err(ControlError::Config(format!(
-                "control.json tls {other:?}: use \"self-signed\" or \"provided\""
-            ))),
+            other => Err(ControlError::Config(format!("control.json tls {other:?}: use \"self-signed\" or \"provided\""))),
         }
     }
 
@@ -306,45 +257,24 @@ impl ControlHome {
         cfg.enrollment_ttl_ms = s.enrollment_ttl_s.saturating_mul(1000);
         let first = key.public();
         let ring = crate::keys::JobKeyRing::open(&self.root, key)?;
-        Ok((
-            s,
-            Arc::new(ControlPlane::with_keys(store, cfg, ring, first)),
-        ))
+        Ok((s, Arc::new(ControlPlane::with_keys(store, cfg, ring, first))))
     }
 }
 
 /// Serve the control plane on `listener` over TLS until `shutdown` fires (the host's connection
 /// loop: header and body timeouts, a connection bound, a shutdown deadline).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    cp: Arc<ControlPlane>,
-    tls: &TlsMaterial,
-    shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
+pub async fn serve(listener: tokio::net::TcpListener, cp: Arc<ControlPlane>, tls: &TlsMaterial, shutdown: tokio::sync::oneshot::Receiver<()>) {
     serve_with(listener, cp, None, tls, shutdown).await
 }
 
 /// As [`serve`], with the gateway's routes (node tunnels, the public `/v1` API) on the same
 /// port when `gateway` is given. Tunnels are upgraded connections: they do not count against
 /// the connection bound once open.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
-    cp: Arc<ControlPlane>,
-    gateway: Option<Arc<crate::gateway::Gateway>>,
-    tls: &TlsMaterial,
-    shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
+pub async fn serve_with(listener: tokio::net::TcpListener, cp: Arc<ControlPlane>, gateway: Option<Arc<crate::gateway::Gateway>>, tls: &TlsMaterial, shutdown: tokio::sync::oneshot::Receiver<()>) {
     let limits = b3iq_host::http::serve::ServeLimits::default();
     let mut app = crate::http::router(cp);
     if let Some(gw) = gateway {
         app = app.merge(crate::gateway::router(gw));
     }
-    b3iq_host::http::serve::serve(
-        listener,
-        app,
-        limits,
-        Some(tls.server_config.clone()),
-        shutdown,
-    )
-    .await
+    b3iq_host::http::serve::serve(listener, app, limits, Some(tls.server_config.clone()), shutdown).await
 }

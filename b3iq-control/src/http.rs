@@ -41,12 +41,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use b3iq_core::job::JobKind;
 use b3iq_core::NodeId;
 use b3iq_host::context::unix_now_ms;
-use b3iq_protocol::messages::{
-    EnrollmentRequest, HeartbeatRequest, JobPoll, JobResultReport, ReceiptUpload,
-};
+use b3iq_core::job::JobKind;
+use b3iq_protocol::messages::{EnrollmentRequest, HeartbeatRequest, JobPoll, JobResultReport, ReceiptUpload};
 use serde_json::{json, Value};
 
 use crate::error::{ControlError, Result};
@@ -66,79 +64,39 @@ pub struct Json<T>(pub T);
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ControlError;
     async fn from_request(req: Request, state: &S) -> Result<Self> {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .eq_ignore_ascii_case("application/json")
-        {
-            return Err(ControlError::Invalid {
-                field: "content-type",
-                reason: "send the body as application/json".into(),
-            });
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
+            return Err(ControlError::Invalid { field: "content-type", reason: "send the body as application/json".into() });
         }
         // The connection loop's body timeout (a slow body is cut, not waited on forever).
-        let limit = req
-            .extensions()
-            .get::<b3iq_host::http::serve::BodyTimeout>()
-            .map(|t| t.0)
-            .unwrap_or(std::time::Duration::from_secs(30));
+        let limit = req.extensions().get::<b3iq_host::http::serve::BodyTimeout>().map(|t| t.0).unwrap_or(std::time::Duration::from_secs(30));
         let bytes = tokio::time::timeout(limit, axum::body::Bytes::from_request(req, state))
             .await
-            .map_err(|_| ControlError::Invalid {
-                field: "body",
-                reason: "the body did not arrive in time".into(),
-            })?
+            .map_err(|_| ControlError::Invalid { field: "body", reason: "the body did not arrive in time".into() })?
             .map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ControlError::TooLarge(MAX_BODY_BYTES)
                 } else {
-                    ControlError::Invalid {
-                        field: "body",
-                        reason: e.body_text(),
-                    }
+                    ControlError::Invalid { field: "body", reason: e.body_text() }
                 }
             })?;
-        serde_json::from_slice(&bytes)
-            .map(Json)
-            .map_err(|e| ControlError::Invalid {
-                field: "body",
-                reason: e.to_string(),
-            })
+        serde_json::from_slice(&bytes).map(Json).map_err(|e| ControlError::Invalid { field: "body", reason: e.to_string() })
     }
 }
 
 fn bearer(h: &HeaderMap) -> Option<&str> {
-    h.get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    h.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
 async fn operator(cp: &ControlPlane, h: &HeaderMap) -> Result<Operator> {
-    let s = bearer(h).ok_or_else(|| {
-        ControlError::Unauthorized(
-            "sign in first: POST /v1/admin/session, then send Authorization: Bearer <session>"
-                .into(),
-        )
-    })?;
+    let s = bearer(h).ok_or_else(|| ControlError::Unauthorized("sign in first: POST /v1/admin/session, then send Authorization: Bearer <session>".into()))?;
     cp.operator(s, unix_now_ms()).await
 }
 
 /// The router.
 pub fn router(cp: Arc<ControlPlane>) -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .route("/v1/info", get(info))
         .route("/v1/node/enroll/challenge", post(challenge))
@@ -146,49 +104,26 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/node/enroll/renew", post(renew))
         .route("/v1/node/heartbeat", post(heartbeat))
         .route("/v1/node/jobs/poll", post(poll))
-        .route(
-            "/v1/node/receipts",
-            post(upload_receipts).layer(axum::extract::DefaultBodyLimit::max(
-                MAX_RECEIPTS_BODY_BYTES,
-            )),
-        )
+        .route("/v1/node/receipts", post(upload_receipts).layer(axum::extract::DefaultBodyLimit::max(MAX_RECEIPTS_BODY_BYTES)))
         // A result may carry a support bundle: the only route with a larger body limit.
-        .route(
-            "/v1/node/jobs/result",
-            post(job_result).layer(axum::extract::DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES)),
-        )
+        .route("/v1/node/jobs/result", post(job_result).layer(axum::extract::DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES)))
         .route("/v1/admin/session", post(login).delete(logout))
         .route("/v1/admin/nodes", get(list_nodes))
         .route("/v1/admin/nodes/{node_id}", get(get_node))
         .route("/v1/admin/nodes/{node_id}/status", post(set_status))
-        .route(
-            "/v1/admin/nodes/{node_id}/jobs",
-            post(queue_job).get(list_jobs),
-        )
+        .route("/v1/admin/nodes/{node_id}/jobs", post(queue_job).get(list_jobs))
         .route("/v1/admin/nodes/{node_id}/usage", get(usage))
         .route("/v1/admin/enrollment-tokens", post(create_token))
-        .route(
-            "/v1/admin/gateway-keys",
-            post(create_gateway_key).get(list_gateway_keys),
-        )
-        .route(
-            "/v1/admin/gateway-keys/{key_id}",
-            axum::routing::delete(revoke_gateway_key),
-        )
+        .route("/v1/admin/gateway-keys", post(create_gateway_key).get(list_gateway_keys))
+        .route("/v1/admin/gateway-keys/{key_id}", axum::routing::delete(revoke_gateway_key))
         .route("/v1/admin/credits", get(credits))
-        .fallback(|| async {
-            ControlError::Refused(crate::store::Refusal::NotFound("route".into()))
-        })
+        .fallback(|| async { ControlError::Refused(crate::store::Refusal::NotFound("route".into())) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(cp)
 }
 
 async fn metrics(State(cp): State<Arc<ControlPlane>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        cp.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], cp.metrics.render()).into_response()
 }
 
 async fn info(State(cp): State<Arc<ControlPlane>>) -> Result<axum::Json<Value>> {
@@ -205,23 +140,12 @@ async fn challenge(State(cp): State<Arc<ControlPlane>>) -> Result<Response> {
     Ok(axum::Json(cp.challenge(unix_now_ms()).await?).into_response())
 }
 
-async fn enroll(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Json(req): Json<EnrollmentRequest>,
-) -> Result<Response> {
-    let token = bearer(&h).ok_or_else(|| {
-        ControlError::Unauthorized(
-            "send the enrollment token as Authorization: Bearer b3iq_enroll_...".into(),
-        )
-    })?;
+async fn enroll(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Json(req): Json<EnrollmentRequest>) -> Result<Response> {
+    let token = bearer(&h).ok_or_else(|| ControlError::Unauthorized("send the enrollment token as Authorization: Bearer b3iq_enroll_...".into()))?;
     Ok(axum::Json(cp.enroll(token, &req, unix_now_ms()).await?).into_response())
 }
 
-async fn heartbeat(
-    State(cp): State<Arc<ControlPlane>>,
-    Json(req): Json<HeartbeatRequest>,
-) -> Result<Response> {
+async fn heartbeat(State(cp): State<Arc<ControlPlane>>, Json(req): Json<HeartbeatRequest>) -> Result<Response> {
     Ok(axum::Json(cp.heartbeat(&req, unix_now_ms()).await?).into_response())
 }
 
@@ -234,11 +158,7 @@ struct Login {
 
 async fn login(State(cp): State<Arc<ControlPlane>>, Json(l): Json<Login>) -> Result<Response> {
     let (session, expires_at_ms) = cp.login(&l.username, &l.password, unix_now_ms()).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"session": session, "expires_at_ms": expires_at_ms})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, axum::Json(json!({"session": session, "expires_at_ms": expires_at_ms}))).into_response())
 }
 
 async fn logout(State(cp): State<Arc<ControlPlane>>, h: HeaderMap) -> Result<Response> {
@@ -255,17 +175,10 @@ async fn list_nodes(State(cp): State<Arc<ControlPlane>>, h: HeaderMap) -> Result
 }
 
 fn node_id(s: &str) -> Result<NodeId> {
-    NodeId::parse(s).map_err(|e| ControlError::Invalid {
-        field: "node_id",
-        reason: e.to_string(),
-    })
+    NodeId::parse(s).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })
 }
 
-async fn get_node(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response> {
+async fn get_node(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
     Ok(axum::Json(cp.node(&op.org_id, &node_id(&id)?, unix_now_ms()).await?).into_response())
 }
@@ -278,16 +191,10 @@ struct StatusChange {
     reason: String,
 }
 
-async fn set_status(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    Json(s): Json<StatusChange>,
-) -> Result<Response> {
+async fn set_status(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>, Json(s): Json<StatusChange>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
     let id = node_id(&id)?;
-    cp.set_node_status(&op.org_id, &id, s.status, &s.reason)
-        .await?;
+    cp.set_node_status(&op.org_id, &id, s.status, &s.reason).await?;
     Ok(axum::Json(cp.node(&op.org_id, &id, unix_now_ms()).await?).into_response())
 }
 
@@ -298,22 +205,13 @@ struct NewToken {
     ttl_s: Option<u64>,
 }
 
-async fn create_token(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Json(t): Json<NewToken>,
-) -> Result<Response> {
+async fn create_token(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Json(t): Json<NewToken>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
     let ttl_ms = match t.ttl_s {
         None => crate::plane::DEFAULT_TOKEN_TTL_MS,
-        Some(s) => s.checked_mul(1000).ok_or(ControlError::Invalid {
-            field: "ttl_s",
-            reason: "too large".into(),
-        })?,
+        Some(s) => s.checked_mul(1000).ok_or(ControlError::Invalid { field: "ttl_s", reason: "too large".into() })?,
     };
-    let (row, token) = cp
-        .create_enrollment_token(&op.org_id, ttl_ms, unix_now_ms())
-        .await?;
+    let (row, token) = cp.create_enrollment_token(&op.org_id, ttl_ms, unix_now_ms()).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"id": row.id, "token": token, "org_id": row.org_id, "expires_at_ms": row.expires_at_ms}))).into_response())
 }
 
@@ -329,64 +227,32 @@ struct NewJob {
     ttl_s: Option<u64>,
 }
 
-async fn queue_job(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    Json(j): Json<NewJob>,
-) -> Result<Response> {
+async fn queue_job(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>, Json(j): Json<NewJob>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
-    let ttl_ms = j
-        .ttl_s
-        .map(|s| {
-            s.checked_mul(1000).ok_or(ControlError::Invalid {
-                field: "ttl_s",
-                reason: "too large".into(),
-            })
-        })
-        .transpose()?;
-    let v = cp
-        .queue_job(&op, &node_id(&id)?, j.kind, ttl_ms, unix_now_ms())
-        .await?;
+    let ttl_ms = j.ttl_s.map(|s| s.checked_mul(1000).ok_or(ControlError::Invalid { field: "ttl_s", reason: "too large".into() })).transpose()?;
+    let v = cp.queue_job(&op, &node_id(&id)?, j.kind, ttl_ms, unix_now_ms()).await?;
     Ok((StatusCode::CREATED, axum::Json(v)).into_response())
 }
 
-async fn list_jobs(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response> {
+async fn list_jobs(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
     Ok(axum::Json(json!({"jobs": cp.jobs(&op.org_id, &node_id(&id)?).await?})).into_response())
 }
 
-async fn job_result(
-    State(cp): State<Arc<ControlPlane>>,
-    Json(r): Json<JobResultReport>,
-) -> Result<Response> {
+async fn job_result(State(cp): State<Arc<ControlPlane>>, Json(r): Json<JobResultReport>) -> Result<Response> {
     Ok(axum::Json(cp.job_result(&r, unix_now_ms()).await?).into_response())
 }
 
-async fn upload_receipts(
-    State(cp): State<Arc<ControlPlane>>,
-    Json(u): Json<ReceiptUpload>,
-) -> Result<Response> {
+async fn upload_receipts(State(cp): State<Arc<ControlPlane>>, Json(u): Json<ReceiptUpload>) -> Result<Response> {
     Ok(axum::Json(cp.upload_receipts(&u, unix_now_ms()).await?).into_response())
 }
 
-async fn usage(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response> {
+async fn usage(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
     Ok(axum::Json(cp.usage(&op.org_id, &node_id(&id)?).await?).into_response())
 }
 
-async fn renew(
-    State(cp): State<Arc<ControlPlane>>,
-    Json(req): Json<EnrollmentRequest>,
-) -> Result<Response> {
+async fn renew(State(cp): State<Arc<ControlPlane>>, Json(req): Json<EnrollmentRequest>) -> Result<Response> {
     Ok(axum::Json(cp.renew(&req, unix_now_ms()).await?).into_response())
 }
 
@@ -402,30 +268,12 @@ struct NewGatewayKey {
     spend_limit_per_day: Option<u64>,
 }
 
-async fn create_gateway_key(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Json(k): Json<NewGatewayKey>,
-) -> Result<Response> {
+async fn create_gateway_key(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Json(k): Json<NewGatewayKey>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
-    let rate = k
-        .rate_per_min
-        .unwrap_or(crate::gateway::credits::DEFAULT_RATE_PER_MIN);
-    let (key, token) = cp
-        .create_gateway_key(
-            &op.org_id,
-            &k.name,
-            rate,
-            k.spend_limit_per_day,
-            unix_now_ms(),
-        )
-        .await?;
+    let rate = k.rate_per_min.unwrap_or(crate::gateway::credits::DEFAULT_RATE_PER_MIN);
+    let (key, token) = cp.create_gateway_key(&op.org_id, &k.name, rate, k.spend_limit_per_day, unix_now_ms()).await?;
     tracing::info!(key = %key.id, by = %op.username, "gateway key created over the admin API");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"key": key, "token": token})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, axum::Json(json!({"key": key, "token": token}))).into_response())
 }
 
 async fn list_gateway_keys(State(cp): State<Arc<ControlPlane>>, h: HeaderMap) -> Result<Response> {
@@ -433,14 +281,9 @@ async fn list_gateway_keys(State(cp): State<Arc<ControlPlane>>, h: HeaderMap) ->
     Ok(axum::Json(json!({"gateway_keys": cp.gateway_keys(&op.org_id).await?})).into_response())
 }
 
-async fn revoke_gateway_key(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response> {
+async fn revoke_gateway_key(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
-    cp.revoke_gateway_key(&op.org_id, &id, unix_now_ms())
-        .await?;
+    cp.revoke_gateway_key(&op.org_id, &id, unix_now_ms()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

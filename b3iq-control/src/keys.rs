@@ -33,16 +33,12 @@ pub struct JobKeyRing {
 impl std::fmt::Debug for JobKeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.keys.read().map(|k| k.len()).unwrap_or(0);
-        f.debug_struct("JobKeyRing")
-            .field("home", &self.home)
-            .field("keys", &n)
-            .finish()
+        f.debug_struct("JobKeyRing").field("home", &self.home).field("keys", &n).finish()
     }
 }
 
 fn read_key(p: &Path) -> Result<NodeKey> {
-    let b =
-        std::fs::read(p).map_err(|e| ControlError::Config(format!("read {}: {e}", p.display())))?;
+    let b = std::fs::read(p).map_err(|e| ControlError::Config(format!("read {}: {e}", p.display())))?;
     NodeKey::from_key_file(&b).map_err(|e| ControlError::Config(format!("{}: {e}", p.display())))
 }
 
@@ -50,10 +46,7 @@ impl JobKeyRing {
     /// A ring held in memory only (tests, embedders): [`JobKeyRing::generate`] keeps new keys
     /// in memory.
     pub fn in_memory(keys: impl IntoIterator<Item = NodeKey>) -> JobKeyRing {
-        JobKeyRing {
-            home: None,
-            keys: RwLock::new(keys.into_iter().map(|k| (k.public(), k)).collect()),
-        }
+        JobKeyRing { home: None, keys: RwLock::new(keys.into_iter().map(|k| (k.public(), k)).collect()) }
     }
 
     /// The keys of the home at `root`: `job-key` and every `job-keys/*.key`.
@@ -61,10 +54,7 @@ impl JobKeyRing {
     /// # Errors
     /// `Config` for an unreadable key file, or one whose name is not its public key.
     pub fn open(root: &Path, first: NodeKey) -> Result<JobKeyRing> {
-        let ring = JobKeyRing {
-            home: Some(root.to_path_buf()),
-            keys: RwLock::new(HashMap::from([(first.public(), first)])),
-        };
+        let ring = JobKeyRing { home: Some(root.to_path_buf()), keys: RwLock::new(HashMap::from([(first.public(), first)])) };
         ring.reload()?;
         Ok(ring)
     }
@@ -74,9 +64,7 @@ impl JobKeyRing {
     /// # Errors
     /// As [`JobKeyRing::open`].
     pub fn reload(&self) -> Result<()> {
-        let Some(root) = &self.home else {
-            return Ok(());
-        };
+        let Some(root) = &self.home else { return Ok(()) };
         let dir = root.join(KEY_DIR);
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -91,11 +79,7 @@ impl JobKeyRing {
             }
             let k = read_key(&p)?;
             if p.file_stem().and_then(|s| s.to_str()) != Some(k.public().to_hex().as_str()) {
-                return Err(ControlError::Config(format!(
-                    "{} holds key {}, not the one its name says",
-                    p.display(),
-                    k.public().to_hex()
-                )));
+                return Err(ControlError::Config(format!("{} holds key {}, not the one its name says", p.display(), k.public().to_hex())));
             }
             found.push(k);
         }
@@ -112,12 +96,7 @@ impl JobKeyRing {
     /// `Config` when this process does not hold it (another replica's home made it: copy the
     /// file).
     pub fn get(&self, public: &NodePublicKey) -> Result<NodeKey> {
-        if let Some(k) = self
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(public)
-        {
+        if let Some(k) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(public) {
             return Ok(k.clone());
         }
         self.reload()?;
@@ -139,16 +118,11 @@ impl JobKeyRing {
         let k = NodeKey::generate(&mut rand::rngs::OsRng);
         if let Some(root) = &self.home {
             let dir = root.join(KEY_DIR);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| ControlError::Config(format!("create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir).map_err(|e| ControlError::Config(format!("create {}: {e}", dir.display())))?;
             let p = dir.join(format!("{}.key", k.public().to_hex()));
-            write_atomic(&p, &k.to_key_file(), 0o600)
-                .map_err(|e| ControlError::Config(e.to_string()))?;
+            write_atomic(&p, &k.to_key_file(), 0o600).map_err(|e| ControlError::Config(e.to_string()))?;
         }
-        self.keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(k.public(), k.clone());
+        self.keys.write().unwrap_or_else(|p| p.into_inner()).insert(k.public(), k.clone());
         Ok(k)
     }
 }
@@ -169,21 +143,9 @@ mod tests {
         assert_eq!(b.get(&first.public()).unwrap().public(), first.public());
         let stranger = NodeKey::generate(&mut rand::rngs::OsRng).public();
         let e = b.get(&stranger).unwrap_err().to_string();
-        assert!(
-            e.contains(&stranger.to_hex()) && e.contains("copy it"),
-            "{e}"
-        );
+        assert!(e.contains(&stranger.to_hex()) && e.contains("copy it"), "{e}");
         // A file whose name is not its key is refused.
-        std::fs::write(
-            dir.path()
-                .join(KEY_DIR)
-                .join(format!("{}.key", stranger.to_hex())),
-            made.to_key_file(),
-        )
-        .unwrap();
-        assert!(JobKeyRing::open(dir.path(), first)
-            .unwrap_err()
-            .to_string()
-            .contains("not the one its name says"));
+        std::fs::write(dir.path().join(KEY_DIR).join(format!("{}.key", stranger.to_hex())), made.to_key_file()).unwrap();
+        assert!(JobKeyRing::open(dir.path(), first).unwrap_err().to_string().contains("not the one its name says"));
     }
 }

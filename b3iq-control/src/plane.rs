@@ -8,22 +8,15 @@ use std::sync::Arc;
 use b3iq_core::credential::{Credential, CredentialKind};
 use b3iq_core::digest::Sha256Digest;
 use b3iq_core::enrollment::Nonce;
-use b3iq_core::job::{Job, JobId, JobKind, SignedJob};
 use b3iq_core::{NodeId, NodeKey};
-use b3iq_protocol::messages::{
-    Audience, ChallengeId, EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest,
-    HeartbeatAck, HeartbeatRequest, JobOutcome, JobPoll, JobPollResponse, JobResultAck,
-    JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_JOBS_PER_POLL,
-};
+use b3iq_core::job::{Job, JobId, JobKind, SignedJob};
+use b3iq_protocol::messages::{Audience, ChallengeId, EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, JobPoll, JobOutcome, JobPollResponse, JobResultAck, JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_JOBS_PER_POLL};
 use rand::RngCore;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{ControlError, Result};
 use crate::keys::JobKeyRing;
-use crate::store::{
-    ChallengeRow, ControlStore, EnrollCommit, EnrollmentTokenRow, HeartbeatCommit, JobRow,
-    JobSigner, NodeRow, NodeStatus, Operator, Org, ReceiptRow, Refusal,
-};
+use crate::store::{ChallengeRow, ControlStore, EnrollCommit, EnrollmentTokenRow, HeartbeatCommit, JobRow, JobSigner, NodeRow, NodeStatus, Operator, Org, ReceiptRow, Refusal};
 
 /// Tunables, with the defaults of [`ControlConfig::new`].
 #[derive(Debug, Clone)]
@@ -106,28 +99,14 @@ impl Metrics {
             ("clock_skew", g(&self.heartbeats_skewed)),
             ("denied", g(&self.heartbeats_denied)),
         ] {
-            s.push_str(&format!(
-                "b3iq_control_heartbeats_total{{outcome=\"{o}\"}} {v}\n"
-            ));
+            s.push_str(&format!("b3iq_control_heartbeats_total{{outcome=\"{o}\"}} {v}\n"));
         }
         s.push_str("# HELP b3iq_control_enrollments_total Enrollment attempts, by outcome.\n# TYPE b3iq_control_enrollments_total counter\n");
-        s.push_str(&format!(
-            "b3iq_control_enrollments_total{{outcome=\"accepted\"}} {}\n",
-            g(&self.enrollments_accepted)
-        ));
-        s.push_str(&format!(
-            "b3iq_control_enrollments_total{{outcome=\"refused\"}} {}\n",
-            g(&self.enrollments_refused)
-        ));
+        s.push_str(&format!("b3iq_control_enrollments_total{{outcome=\"accepted\"}} {}\n", g(&self.enrollments_accepted)));
+        s.push_str(&format!("b3iq_control_enrollments_total{{outcome=\"refused\"}} {}\n", g(&self.enrollments_refused)));
         s.push_str("# HELP b3iq_control_receipts_total Uploaded receipts, by outcome.\n# TYPE b3iq_control_receipts_total counter\n");
-        for (o, v) in [
-            ("stored", g(&self.receipts_stored)),
-            ("duplicate", g(&self.receipts_duplicate)),
-            ("refused", g(&self.receipts_refused)),
-        ] {
-            s.push_str(&format!(
-                "b3iq_control_receipts_total{{outcome=\"{o}\"}} {v}\n"
-            ));
+        for (o, v) in [("stored", g(&self.receipts_stored)), ("duplicate", g(&self.receipts_duplicate)), ("refused", g(&self.receipts_refused))] {
+            s.push_str(&format!("b3iq_control_receipts_total{{outcome=\"{o}\"}} {v}\n"));
         }
         s
     }
@@ -246,10 +225,7 @@ pub struct ControlPlane {
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlane")
-            .field("backend", &self.store.backend())
-            .field("audience", &self.config.audience)
-            .finish_non_exhaustive()
+        f.debug_struct("ControlPlane").field("backend", &self.store.backend()).field("audience", &self.config.audience).finish_non_exhaustive()
     }
 }
 
@@ -272,39 +248,25 @@ pub fn secret_hash(secret: &str) -> [u8; 32] {
 fn check_org_name(name: &str) -> Result<()> {
     let ok = !name.trim().is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(ControlError::Invalid {
-            field: "name",
-            reason: "use 1 to 64 of letters, digits, space, `. _ -`".into(),
-        })
+        Err(ControlError::Invalid { field: "name", reason: "use 1 to 64 of letters, digits, space, `. _ -`".into() })
     }
 }
 
 impl ControlPlane {
     /// A control plane over `store`, signing jobs with `job_key` (held in memory; the first
     /// job key when the store has none yet).
-    pub fn new(
-        store: Arc<dyn ControlStore>,
-        config: ControlConfig,
-        job_key: NodeKey,
-    ) -> ControlPlane {
+    pub fn new(store: Arc<dyn ControlStore>, config: ControlConfig, job_key: NodeKey) -> ControlPlane {
         let first = job_key.public();
         Self::with_keys(store, config, JobKeyRing::in_memory([job_key]), first)
     }
 
     /// A control plane over `store` with the job keys of `keys`; `first` is adopted as the first
     /// job key when the store has none yet (its secret must be in `keys`).
-    pub fn with_keys(
-        store: Arc<dyn ControlStore>,
-        config: ControlConfig,
-        keys: JobKeyRing,
-        first: b3iq_core::NodePublicKey,
-    ) -> ControlPlane {
+    pub fn with_keys(store: Arc<dyn ControlStore>, config: ControlConfig, keys: JobKeyRing, first: b3iq_core::NodePublicKey) -> ControlPlane {
         ControlPlane {
             store,
             config,
@@ -336,15 +298,8 @@ impl ControlPlane {
         if let Some(k) = self.store.job_keys().await?.last() {
             return Ok(k.public_key);
         }
-        self.store
-            .adopt_job_key(&self.first_key, b3iq_host::context::unix_now_ms())
-            .await?;
-        self.store
-            .job_keys()
-            .await?
-            .last()
-            .map(|k| k.public_key)
-            .ok_or_else(|| ControlError::Store("no job key after adopting one".into()))
+        self.store.adopt_job_key(&self.first_key, b3iq_host::context::unix_now_ms()).await?;
+        self.store.job_keys().await?.last().map(|k| k.public_key).ok_or_else(|| ControlError::Store("no job key after adopting one".into()))
     }
 
     /// Every job key with the number of nodes pinning it and rotating to it.
@@ -359,14 +314,8 @@ impl ControlPlane {
             .into_iter()
             .map(|k| JobKeyView {
                 current: k.public_key == current,
-                pinned_by_lagging_nodes: lagging
-                    .iter()
-                    .filter(|n| n.job_key == Some(k.public_key))
-                    .count() as u64,
-                rotating_to: lagging
-                    .iter()
-                    .filter(|n| n.job_key_next == Some(k.public_key))
-                    .count() as u64,
+                pinned_by_lagging_nodes: lagging.iter().filter(|n| n.job_key == Some(k.public_key)).count() as u64,
+                rotating_to: lagging.iter().filter(|n| n.job_key_next == Some(k.public_key)).count() as u64,
                 held_here: self.keys.get(&k.public_key).is_ok(),
                 public_key: k.public_key,
                 created_at_ms: k.created_at_ms,
@@ -397,29 +346,12 @@ impl ControlPlane {
     pub async fn resend_rotations(&self, now_ms: u64) -> Result<RotationReport> {
         let current = self.job_public_key().await?;
         let nodes = self.store.nodes_not_pinning(&current, now_ms).await?;
-        let mut report = RotationReport {
-            job_key: current,
-            queued: 0,
-            nodes: Vec::new(),
-        };
+        let mut report = RotationReport { job_key: current, queued: 0, nodes: Vec::new() };
         for n in nodes {
             let Some(pinned) = n.job_key else { continue };
-            let kind = JobKind::RotateIssuerKey {
-                new_issuer: current,
-            };
-            let row = self
-                .queue_signed(
-                    &n,
-                    pinned,
-                    "control-plane",
-                    kind,
-                    b3iq_core::job::MAX_JOB_VALIDITY_MS,
-                    now_ms,
-                )
-                .await?;
-            self.store
-                .set_job_key_next(&n.node_id, Some(&current))
-                .await?;
+            let kind = JobKind::RotateIssuerKey { new_issuer: current };
+            let row = self.queue_signed(&n, pinned, "control-plane", kind, b3iq_core::job::MAX_JOB_VALIDITY_MS, now_ms).await?;
+            self.store.set_job_key_next(&n.node_id, Some(&current)).await?;
             report.queued += 1;
             report.nodes.push(JobView::from(row));
         }
@@ -434,11 +366,7 @@ impl ControlPlane {
     /// `Invalid` for a bad name; `Refused(Exists)` when taken.
     pub async fn create_org(&self, name: &str, now_ms: u64) -> Result<Org> {
         check_org_name(name)?;
-        let org = Org {
-            id: random_id("org_"),
-            name: name.to_string(),
-            created_at_ms: now_ms,
-        };
+        let org = Org { id: random_id("org_"), name: name.to_string(), created_at_ms: now_ms };
         self.store.create_org(&org).await?;
         Ok(org)
     }
@@ -448,13 +376,7 @@ impl ControlPlane {
     /// # Errors
     /// `Refused(NotFound)` when absent.
     pub async fn org(&self, id_or_name: &str) -> Result<Org> {
-        self.store.org(id_or_name).await?.ok_or_else(|| {
-            Refusal::NotFound(format!(
-                "organisation {:?}",
-                id_or_name.chars().take(64).collect::<String>()
-            ))
-            .into()
-        })
+        self.store.org(id_or_name).await?.ok_or_else(|| Refusal::NotFound(format!("organisation {:?}", id_or_name.chars().take(64).collect::<String>())).into())
     }
 
     /// Creates an operator of `org` with an argon2id password hash (10 to 1024 characters).
@@ -462,37 +384,16 @@ impl ControlPlane {
     /// # Errors
     /// `Invalid` for a bad user name or password; `Refused` when the name is taken or the
     /// organisation does not exist.
-    pub async fn create_operator(
-        &self,
-        org: &str,
-        username: &str,
-        password: &str,
-        now_ms: u64,
-    ) -> Result<Operator> {
-        b3iq_host::owner::auth::validate_new_account(username, password).map_err(|e| {
-            ControlError::Invalid {
-                field: "operator",
-                reason: e.to_string(),
-            }
-        })?;
+    pub async fn create_operator(&self, org: &str, username: &str, password: &str, now_ms: u64) -> Result<Operator> {
+        b3iq_host::owner::auth::validate_new_account(username, password).map_err(|e| ControlError::Invalid { field: "operator", reason: e.to_string() })?;
         let org = self.org(org).await?;
         let pw = password.to_string();
-        let _slot = self
-            .hash_slots
-            .acquire()
-            .await
-            .map_err(|e| ControlError::store("hash slots", e))?;
+        let _slot = self.hash_slots.acquire().await.map_err(|e| ControlError::store("hash slots", e))?;
         let phc = tokio::task::spawn_blocking(move || b3iq_host::owner::auth::hash_password(&pw))
             .await
             .map_err(|e| ControlError::store("hash task", e))?
             .map_err(|e| ControlError::store("hash password", e))?;
-        let op = Operator {
-            id: random_id("op_"),
-            org_id: org.id,
-            username: username.to_string(),
-            password_phc: phc,
-            created_at_ms: now_ms,
-        };
+        let op = Operator { id: random_id("op_"), org_id: org.id, username: username.to_string(), password_phc: phc, created_at_ms: now_ms };
         self.store.create_operator(&op).await?;
         Ok(op)
     }
@@ -502,17 +403,9 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `Invalid` for a zero or too long lifetime; `Refused(NotFound)` for an unknown org.
-    pub async fn create_enrollment_token(
-        &self,
-        org: &str,
-        ttl_ms: u64,
-        now_ms: u64,
-    ) -> Result<(EnrollmentTokenRow, String)> {
+    pub async fn create_enrollment_token(&self, org: &str, ttl_ms: u64, now_ms: u64) -> Result<(EnrollmentTokenRow, String)> {
         if ttl_ms == 0 || ttl_ms > MAX_TOKEN_TTL_MS {
-            return Err(ControlError::Invalid {
-                field: "ttl",
-                reason: format!("{ttl_ms} ms; use 1 ms to {MAX_TOKEN_TTL_MS} ms (30 days)"),
-            });
+            return Err(ControlError::Invalid { field: "ttl", reason: format!("{ttl_ms} ms; use 1 ms to {MAX_TOKEN_TTL_MS} ms (30 days)") });
         }
         let org = self.org(org).await?;
         let cred = Credential::generate(CredentialKind::Enrollment, &mut rand::rngs::OsRng);
@@ -521,10 +414,7 @@ impl ControlPlane {
             org_id: org.id,
             token_hash: cred.hash_for_storage().0,
             created_at_ms: now_ms,
-            expires_at_ms: now_ms.checked_add(ttl_ms).ok_or(ControlError::Invalid {
-                field: "ttl",
-                reason: "overflows the clock".into(),
-            })?,
+            expires_at_ms: now_ms.checked_add(ttl_ms).ok_or(ControlError::Invalid { field: "ttl", reason: "overflows the clock".into() })?,
         };
         self.store.create_enrollment_token(&row).await?;
         Ok((row, cred.expose_secret().to_string()))
@@ -536,44 +426,24 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `Unauthorized` for an unknown user or a wrong password.
-    pub async fn login(
-        &self,
-        username: &str,
-        password: &str,
-        now_ms: u64,
-    ) -> Result<(String, u64)> {
+    pub async fn login(&self, username: &str, password: &str, now_ms: u64) -> Result<(String, u64)> {
         const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         if username.len() > 64 || password.len() > 1024 {
-            return Err(ControlError::Unauthorized(
-                "wrong user name or password".into(),
-            ));
+            return Err(ControlError::Unauthorized("wrong user name or password".into()));
         }
         let op = self.store.operator_by_username(username).await?;
-        let phc = op
-            .as_ref()
-            .map(|o| o.password_phc.clone())
-            .unwrap_or_else(|| DUMMY.to_string());
+        let phc = op.as_ref().map(|o| o.password_phc.clone()).unwrap_or_else(|| DUMMY.to_string());
         let pw = password.to_string();
         let ok = {
-            let _slot = self
-                .hash_slots
-                .acquire()
-                .await
-                .map_err(|e| ControlError::store("hash slots", e))?;
-            tokio::task::spawn_blocking(move || b3iq_host::owner::auth::verify_password(&pw, &phc))
-                .await
-                .map_err(|e| ControlError::store("hash task", e))?
+            let _slot = self.hash_slots.acquire().await.map_err(|e| ControlError::store("hash slots", e))?;
+            tokio::task::spawn_blocking(move || b3iq_host::owner::auth::verify_password(&pw, &phc)).await.map_err(|e| ControlError::store("hash task", e))?
         };
         let Some(op) = op.filter(|_| ok) else {
-            return Err(ControlError::Unauthorized(
-                "wrong user name or password".into(),
-            ));
+            return Err(ControlError::Unauthorized("wrong user name or password".into()));
         };
         let secret = hex::encode(random::<32>());
         let expires = now_ms.saturating_add(self.config.session_ttl_ms);
-        self.store
-            .create_session(&secret_hash(&secret), &op.id, now_ms, expires)
-            .await?;
+        self.store.create_session(&secret_hash(&secret), &op.id, now_ms, expires).await?;
         Ok((secret, expires))
     }
 
@@ -583,18 +453,12 @@ impl ControlPlane {
     /// `Unauthorized` when the session is unknown or expired.
     pub async fn operator(&self, session: &str, now_ms: u64) -> Result<Operator> {
         if session.len() != 64 {
-            return Err(ControlError::Unauthorized(
-                "sign in first: POST /v1/admin/session".into(),
-            ));
+            return Err(ControlError::Unauthorized("sign in first: POST /v1/admin/session".into()));
         }
         self.store
             .session_operator(&secret_hash(session), now_ms)
             .await?
-            .ok_or_else(|| {
-                ControlError::Unauthorized(
-                    "the session is unknown or expired; sign in again".into(),
-                )
-            })
+            .ok_or_else(|| ControlError::Unauthorized("the session is unknown or expired; sign in again".into()))
     }
 
     /// Signs an operator out.
@@ -612,16 +476,9 @@ impl ControlPlane {
     /// # Errors
     /// `TooMany` when [`crate::store::MAX_LIVE_CHALLENGES`] are outstanding.
     pub async fn challenge(&self, now_ms: u64) -> Result<EnrollmentChallenge> {
-        let row = ChallengeRow {
-            id: random(),
-            nonce: random(),
-            issued_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(self.config.challenge_ttl_ms),
-        };
+        let row = ChallengeRow { id: random(), nonce: random(), issued_at_ms: now_ms, expires_at_ms: now_ms.saturating_add(self.config.challenge_ttl_ms) };
         if !self.store.create_challenge(&row, now_ms).await? {
-            return Err(ControlError::TooMany(
-                "too many enrollment challenges outstanding; retry in a minute".into(),
-            ));
+            return Err(ControlError::TooMany("too many enrollment challenges outstanding; retry in a minute".into()));
         }
         Ok(EnrollmentChallenge {
             challenge_id: ChallengeId(row.id),
@@ -640,38 +497,19 @@ impl ControlPlane {
     /// `Unauthorized` for a malformed token; `Invalid` for a proof that does not verify;
     /// `Refused` for a used or expired challenge or token, a revoked node or one of another
     /// organisation.
-    pub async fn enroll(
-        &self,
-        token: &str,
-        req: &EnrollmentRequest,
-        now_ms: u64,
-    ) -> Result<EnrollmentAccepted> {
+    pub async fn enroll(&self, token: &str, req: &EnrollmentRequest, now_ms: u64) -> Result<EnrollmentAccepted> {
         let r = self.enroll_inner(token, req, now_ms).await;
         match &r {
-            Ok(_) => self
-                .metrics
-                .enrollments_accepted
-                .fetch_add(1, Ordering::Relaxed),
-            Err(_) => self
-                .metrics
-                .enrollments_refused
-                .fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self.metrics.enrollments_accepted.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.metrics.enrollments_refused.fetch_add(1, Ordering::Relaxed),
         };
         r
     }
 
     /// The live challenge a proof answers, and the node it proves (signature, key derives the
     /// node id, audience, nonce, signing time): the check shared by enrollment and renewal.
-    async fn verify_proof(
-        &self,
-        req: &EnrollmentRequest,
-        now_ms: u64,
-    ) -> Result<(ChallengeRow, NodeId)> {
-        let Some(ch) = self
-            .store
-            .live_challenge(&req.challenge_id.0, now_ms)
-            .await?
-        else {
+    async fn verify_proof(&self, req: &EnrollmentRequest, now_ms: u64) -> Result<(ChallengeRow, NodeId)> {
+        let Some(ch) = self.store.live_challenge(&req.challenge_id.0, now_ms).await? else {
             return Err(Refusal::ChallengeUsed.into());
         };
         let challenge = EnrollmentChallenge {
@@ -686,11 +524,7 @@ impl ControlPlane {
     }
 
     /// The answer to an accepted enrollment or renewal, naming the job key the node pins.
-    fn accepted(
-        &self,
-        node: &NodeRow,
-        job_key: b3iq_core::NodePublicKey,
-    ) -> Result<EnrollmentAccepted> {
+    fn accepted(&self, node: &NodeRow, job_key: b3iq_core::NodePublicKey) -> Result<EnrollmentAccepted> {
         Ok(EnrollmentAccepted {
             node_id: node.node_id,
             org_id: Audience::new(&node.org_id)?,
@@ -702,14 +536,8 @@ impl ControlPlane {
         })
     }
 
-    async fn enroll_inner(
-        &self,
-        token: &str,
-        req: &EnrollmentRequest,
-        now_ms: u64,
-    ) -> Result<EnrollmentAccepted> {
-        let cred = Credential::parse_kind(token, CredentialKind::Enrollment)
-            .map_err(|e| ControlError::Unauthorized(format!("enrollment token: {e}")))?;
+    async fn enroll_inner(&self, token: &str, req: &EnrollmentRequest, now_ms: u64) -> Result<EnrollmentAccepted> {
+        let cred = Credential::parse_kind(token, CredentialKind::Enrollment).map_err(|e| ControlError::Unauthorized(format!("enrollment token: {e}")))?;
         let (ch, node_id) = self.verify_proof(req, now_ms).await?;
         let expires_at_ms = now_ms.saturating_add(self.config.enrollment_ttl_ms);
         let job_key = self.job_public_key().await?;
@@ -738,16 +566,7 @@ impl ControlPlane {
     /// or a suspended, revoked, expired or unknown node (an expired one must enroll again).
     pub async fn renew(&self, req: &EnrollmentRequest, now_ms: u64) -> Result<EnrollmentAccepted> {
         let (ch, node_id) = self.verify_proof(req, now_ms).await?;
-        let node = self
-            .store
-            .renew(
-                &ch.id,
-                &node_id,
-                &req.proof.body().public_key,
-                now_ms,
-                now_ms.saturating_add(self.config.enrollment_ttl_ms),
-            )
-            .await?;
+        let node = self.store.renew(&ch.id, &node_id, &req.proof.body().public_key, now_ms, now_ms.saturating_add(self.config.enrollment_ttl_ms)).await?;
         tracing::info!(node = %node.node_id, expires_at_ms = node.expires_at_ms, "enrollment renewed");
         let current = self.job_public_key().await?;
         self.accepted(&node, current)
@@ -766,17 +585,13 @@ impl ControlPlane {
         let node_id = match req.verify() {
             Ok(id) => id,
             Err(e) => {
-                self.metrics
-                    .heartbeats_forged
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.heartbeats_forged.fetch_add(1, Ordering::Relaxed);
                 return Err(e.into());
             }
         };
         let hb = req.heartbeat.body();
         if hb.sent_at_ms.abs_diff(now_ms) > self.config.max_clock_skew_ms {
-            self.metrics
-                .heartbeats_skewed
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.heartbeats_skewed.fetch_add(1, Ordering::Relaxed);
             self.store.count_refused_heartbeat(&node_id).await?;
             return Err(ControlError::Invalid {
                 field: "sent_at_ms",
@@ -791,31 +606,17 @@ impl ControlPlane {
                 sent_at_ms: hb.sent_at_ms,
                 received_at_ms: now_ms,
                 health: hb.health,
-                body: serde_json::to_value(hb)
-                    .map_err(|e| ControlError::store("heartbeat json", e))?,
+                body: serde_json::to_value(hb).map_err(|e| ControlError::store("heartbeat json", e))?,
             })
             .await;
         match &r {
-            Ok(()) => self
-                .metrics
-                .heartbeats_accepted
-                .fetch_add(1, Ordering::Relaxed),
-            Err(ControlError::Refused(Refusal::StaleSequence { .. })) => self
-                .metrics
-                .heartbeats_stale
-                .fetch_add(1, Ordering::Relaxed),
-            Err(ControlError::Refused(_)) => self
-                .metrics
-                .heartbeats_denied
-                .fetch_add(1, Ordering::Relaxed),
+            Ok(()) => self.metrics.heartbeats_accepted.fetch_add(1, Ordering::Relaxed),
+            Err(ControlError::Refused(Refusal::StaleSequence { .. })) => self.metrics.heartbeats_stale.fetch_add(1, Ordering::Relaxed),
+            Err(ControlError::Refused(_)) => self.metrics.heartbeats_denied.fetch_add(1, Ordering::Relaxed),
             Err(_) => 0,
         };
         r?;
-        Ok(HeartbeatAck {
-            sequence: hb.sequence,
-            next_heartbeat_at_ms: now_ms.saturating_add(self.config.heartbeat_interval_ms),
-            pending_jobs: 0,
-        })
+        Ok(HeartbeatAck { sequence: hb.sequence, next_heartbeat_at_ms: now_ms.saturating_add(self.config.heartbeat_interval_ms), pending_jobs: 0 })
     }
 
     // ---- nodes ----------------------------------------------------------------------------
@@ -827,12 +628,7 @@ impl ControlPlane {
             NodeStatus::Active if node.expires_at_ms <= now_ms => "expired",
             NodeStatus::Active => match &node.last_heartbeat {
                 None => "never_seen",
-                Some(h)
-                    if now_ms.saturating_sub(h.received_at_ms)
-                        > OFFLINE_AFTER_INTERVALS * self.config.heartbeat_interval_ms =>
-                {
-                    "offline"
-                }
+                Some(h) if now_ms.saturating_sub(h.received_at_ms) > OFFLINE_AFTER_INTERVALS * self.config.heartbeat_interval_ms => "offline",
                 Some(_) => "online",
             },
         };
@@ -844,13 +640,7 @@ impl ControlPlane {
     /// # Errors
     /// `Store`.
     pub async fn nodes(&self, org_id: &str, now_ms: u64) -> Result<Vec<NodeView>> {
-        Ok(self
-            .store
-            .nodes(org_id)
-            .await?
-            .into_iter()
-            .map(|n| self.view(n, now_ms))
-            .collect())
+        Ok(self.store.nodes(org_id).await?.into_iter().map(|n| self.view(n, now_ms)).collect())
     }
 
     /// One node of `org_id`.
@@ -869,22 +659,11 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `Invalid` for a bad reason; `Refused` for an unknown or already revoked node.
-    pub async fn set_node_status(
-        &self,
-        org_id: &str,
-        id: &NodeId,
-        status: NodeStatus,
-        reason: &str,
-    ) -> Result<()> {
+    pub async fn set_node_status(&self, org_id: &str, id: &NodeId, status: NodeStatus, reason: &str) -> Result<()> {
         if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
-            return Err(ControlError::Invalid {
-                field: "reason",
-                reason: "at most 200 printable characters".into(),
-            });
+            return Err(ControlError::Invalid { field: "reason", reason: "at most 200 printable characters".into() });
         }
-        self.store
-            .set_node_status(id, org_id, status, reason)
-            .await?;
+        self.store.set_node_status(id, org_id, status, reason).await?;
         tracing::info!(node = %id, status = status.as_str(), "node status changed");
         Ok(())
     }
@@ -902,9 +681,7 @@ impl ControlPlane {
         match n.status {
             NodeStatus::Revoked => Err(Refusal::Revoked(n.status_reason).into()),
             NodeStatus::Suspended => Err(Refusal::Suspended(n.status_reason).into()),
-            NodeStatus::Active if n.expires_at_ms <= now_ms => {
-                Err(Refusal::EnrollmentExpired.into())
-            }
+            NodeStatus::Active if n.expires_at_ms <= now_ms => Err(Refusal::EnrollmentExpired.into()),
             NodeStatus::Active => Ok(n),
         }
     }
@@ -916,27 +693,14 @@ impl ControlPlane {
     /// # Errors
     /// `Invalid` for a kind with bad fields or a bad lifetime; `Refused` for a node that is not
     /// the organisation's, or is suspended, revoked or expired.
-    pub async fn queue_job(
-        &self,
-        op: &Operator,
-        node_id: &NodeId,
-        kind: JobKind,
-        ttl_ms: Option<u64>,
-        now_ms: u64,
-    ) -> Result<JobView> {
+    pub async fn queue_job(&self, op: &Operator, node_id: &NodeId, kind: JobKind, ttl_ms: Option<u64>, now_ms: u64) -> Result<JobView> {
         let node = self.active_node(node_id, now_ms).await?;
         if node.org_id != op.org_id {
             return Err(Refusal::UnknownNode.into());
         }
         let ttl = ttl_ms.unwrap_or(DEFAULT_JOB_TTL_MS);
         if ttl == 0 || ttl > b3iq_core::job::MAX_JOB_VALIDITY_MS {
-            return Err(ControlError::Invalid {
-                field: "ttl",
-                reason: format!(
-                    "{ttl} ms; use 1 ms to {} ms",
-                    b3iq_core::job::MAX_JOB_VALIDITY_MS
-                ),
-            });
+            return Err(ControlError::Invalid { field: "ttl", reason: format!("{ttl} ms; use 1 ms to {} ms", b3iq_core::job::MAX_JOB_VALIDITY_MS) });
         }
         // Signed with the key the node will pin when it runs the job: the one a pending
         // rotation moves it to, else the one it pins.
@@ -944,40 +708,19 @@ impl ControlPlane {
             Some(k) => k,
             None => self.job_public_key().await?,
         };
-        let row = self
-            .queue_signed(&node, signer, &op.username, kind, ttl, now_ms)
-            .await?;
+        let row = self.queue_signed(&node, signer, &op.username, kind, ttl, now_ms).await?;
         Ok(JobView::from(row))
     }
 
     /// Signs `kind` for `node` with the secret of `signer` and queues it under the next job
     /// sequence, then wakes the node's long-poll.
-    async fn queue_signed(
-        &self,
-        node: &NodeRow,
-        signer: b3iq_core::NodePublicKey,
-        by: &str,
-        kind: JobKind,
-        ttl: u64,
-        now_ms: u64,
-    ) -> Result<JobRow> {
+    async fn queue_signed(&self, node: &NodeRow, signer: b3iq_core::NodePublicKey, by: &str, kind: JobKind, ttl: u64, now_ms: u64) -> Result<JobRow> {
         let key = self.keys.get(&signer)?;
         let (org, by, node_id) = (node.org_id.clone(), by.to_string(), node.node_id);
         let sign: JobSigner = Box::new(move |sequence| {
-            let job = Job {
-                job_id: JobId(random()),
-                audience: node_id,
-                issuer: key.public(),
-                issued_at_ms: now_ms,
-                expires_at_ms: now_ms + ttl,
-                sequence,
-                kind,
-            };
+            let job = Job { job_id: JobId(random()), audience: node_id, issuer: key.public(), issued_at_ms: now_ms, expires_at_ms: now_ms + ttl, sequence, kind };
             let name = job.kind.name().to_string();
-            let signed = key.sign_object(job).map_err(|e| ControlError::Invalid {
-                field: "kind",
-                reason: e.to_string(),
-            })?;
+            let signed = key.sign_object(job).map_err(|e| ControlError::Invalid { field: "kind", reason: e.to_string() })?;
             Ok(JobRow {
                 job_id: signed.body().job_id.0,
                 node_id,
@@ -1011,37 +754,23 @@ impl ControlPlane {
     pub async fn poll(&self, p: &JobPoll, now_ms: u64) -> Result<JobPollResponse> {
         let node = p.verify()?;
         if p.sent_at_ms.abs_diff(now_ms) > self.config.max_clock_skew_ms {
-            return Err(ControlError::Invalid {
-                field: "sent_at_ms",
-                reason: "the node's clock is outside the allowed skew; fix the node's clock".into(),
-            });
+            return Err(ControlError::Invalid { field: "sent_at_ms", reason: "the node's clock is outside the allowed skew; fix the node's clock".into() });
         }
         self.active_node(&node, now_ms).await?;
-        let deadline =
-            tokio::time::Instant::now() + std::time::Duration::from_millis(u64::from(p.wait_ms));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(u64::from(p.wait_ms));
         let n = self.notifier(&node);
         loop {
             let notified = n.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = b3iq_host::context::unix_now_ms().max(now_ms);
-            let rows = self
-                .store
-                .pending_jobs(&node, p.after_sequence, now, MAX_JOBS_PER_POLL as u32)
-                .await?;
+            let rows = self.store.pending_jobs(&node, p.after_sequence, now, MAX_JOBS_PER_POLL as u32).await?;
             if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
                 let jobs = rows
                     .iter()
-                    .map(|r| {
-                        SignedJob::decode(&r.envelope).map_err(|e| {
-                            ControlError::Store(format!("stored job does not decode: {e}"))
-                        })
-                    })
+                    .map(|r| SignedJob::decode(&r.envelope).map_err(|e| ControlError::Store(format!("stored job does not decode: {e}"))))
                     .collect::<Result<Vec<_>>>()?;
-                return Ok(JobPollResponse {
-                    jobs,
-                    next_poll_at_ms: now,
-                });
+                return Ok(JobPollResponse { jobs, next_poll_at_ms: now });
             }
             // Woken by a job queued in this process; re-read the store at least every
             // POLL_RECHECK for jobs queued by another process (the CLI, another replica).
@@ -1061,42 +790,22 @@ impl ControlPlane {
         if n.status == NodeStatus::Revoked {
             return Err(Refusal::Revoked(n.status_reason).into());
         }
-        let result =
-            serde_json::to_value(&r.result).map_err(|e| ControlError::store("result json", e))?;
-        let stored = self
-            .store
-            .finish_job(
-                &node,
-                &r.job_id.0,
-                r.outcome.as_str(),
-                r.code.as_ref().map(|c| c.as_str()),
-                &result,
-                now_ms,
-            )
-            .await?;
+        let result = serde_json::to_value(&r.result).map_err(|e| ControlError::store("result json", e))?;
+        let stored = self.store.finish_job(&node, &r.job_id.0, r.outcome.as_str(), r.code.as_ref().map(|c| c.as_str()), &result, now_ms).await?;
         tracing::info!(node = %node, job = %r.job_id.to_hex(), outcome = r.outcome.as_str(), stored, "job result");
         if stored {
             self.rotation_reported(&node, r).await?;
         }
-        Ok(JobResultAck {
-            job_id: r.job_id,
-            stored,
-        })
+        Ok(JobResultAck { job_id: r.job_id, stored })
     }
 
     /// After a stored report of a `rotate_issuer_key` job: a success moves the node's pinned key
     /// to the job's new key (only from the job's signer, so a late report changes nothing); any
     /// other outcome sends its later jobs back to the key it still pins.
     async fn rotation_reported(&self, node: &NodeId, r: &JobResultReport) -> Result<()> {
-        let Some(row) = self.store.job(node, &r.job_id.0).await? else {
-            return Ok(());
-        };
-        let Ok(signed) = SignedJob::decode(&row.envelope) else {
-            return Ok(());
-        };
-        let JobKind::RotateIssuerKey { new_issuer } = signed.body().kind else {
-            return Ok(());
-        };
+        let Some(row) = self.store.job(node, &r.job_id.0).await? else { return Ok(()) };
+        let Ok(signed) = SignedJob::decode(&row.envelope) else { return Ok(()) };
+        let JobKind::RotateIssuerKey { new_issuer } = signed.body().kind else { return Ok(()) };
         let old = signed.body().issuer;
         if r.outcome == JobOutcome::Succeeded {
             let applied = self.store.confirm_job_key(node, &old, &new_issuer).await?;
@@ -1114,13 +823,7 @@ impl ControlPlane {
     /// `Refused(UnknownNode)` for a node of another organisation.
     pub async fn jobs(&self, org_id: &str, node: &NodeId) -> Result<Vec<JobView>> {
         match self.store.node(node).await? {
-            Some(n) if n.org_id == org_id => Ok(self
-                .store
-                .jobs(node)
-                .await?
-                .into_iter()
-                .map(JobView::from)
-                .collect()),
+            Some(n) if n.org_id == org_id => Ok(self.store.jobs(node).await?.into_iter().map(JobView::from).collect()),
             _ => Err(Refusal::UnknownNode.into()),
         }
     }
@@ -1133,24 +836,16 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `Invalid` for a forged batch or a receipt of another node; `Refused` for the node's status.
-    pub async fn upload_receipts(
-        &self,
-        u: &ReceiptUpload,
-        now_ms: u64,
-    ) -> Result<ReceiptUploadAck> {
+    pub async fn upload_receipts(&self, u: &ReceiptUpload, now_ms: u64) -> Result<ReceiptUploadAck> {
         let node = match u.verify() {
             Ok(n) => n,
             Err(e) => {
-                self.metrics
-                    .receipts_refused
-                    .fetch_add(u.receipts.len() as u64, Ordering::Relaxed);
+                self.metrics.receipts_refused.fetch_add(u.receipts.len() as u64, Ordering::Relaxed);
                 return Err(e.into());
             }
         };
         if let Err(e) = self.active_node(&node, now_ms).await {
-            self.metrics
-                .receipts_refused
-                .fetch_add(u.receipts.len() as u64, Ordering::Relaxed);
+            self.metrics.receipts_refused.fetch_add(u.receipts.len() as u64, Ordering::Relaxed);
             return Err(e);
         }
         let rows = u
@@ -1172,12 +867,8 @@ impl ControlPlane {
             })
             .collect();
         let (stored, duplicates) = self.store.store_receipts(rows, now_ms).await?;
-        self.metrics
-            .receipts_stored
-            .fetch_add(u64::from(stored), Ordering::Relaxed);
-        self.metrics
-            .receipts_duplicate
-            .fetch_add(u64::from(duplicates), Ordering::Relaxed);
+        self.metrics.receipts_stored.fetch_add(u64::from(stored), Ordering::Relaxed);
+        self.metrics.receipts_duplicate.fetch_add(u64::from(duplicates), Ordering::Relaxed);
         Ok(ReceiptUploadAck { stored, duplicates })
     }
 

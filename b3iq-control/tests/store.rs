@@ -21,30 +21,15 @@ fn refusal(r: Result<impl std::fmt::Debug, ControlError>) -> Refusal {
 }
 
 fn org(id: &str, name: &str) -> Org {
-    Org {
-        id: id.into(),
-        name: name.into(),
-        created_at_ms: 1,
-    }
+    Org { id: id.into(), name: name.into(), created_at_ms: 1 }
 }
 
 fn token(id: &str, org_id: &str, secret: &str, expires_at_ms: u64) -> EnrollmentTokenRow {
-    EnrollmentTokenRow {
-        id: id.into(),
-        org_id: org_id.into(),
-        token_hash: b3iq_control::plane::secret_hash(secret),
-        created_at_ms: 1,
-        expires_at_ms,
-    }
+    EnrollmentTokenRow { id: id.into(), org_id: org_id.into(), token_hash: b3iq_control::plane::secret_hash(secret), created_at_ms: 1, expires_at_ms }
 }
 
 async fn challenge(s: &Arc<dyn ControlStore>, id: u8, now: u64) -> [u8; 16] {
-    let c = ChallengeRow {
-        id: [id; 16],
-        nonce: [id; 32],
-        issued_at_ms: now,
-        expires_at_ms: now + 60_000,
-    };
+    let c = ChallengeRow { id: [id; 16], nonce: [id; 32], issued_at_ms: now, expires_at_ms: now + 60_000 };
     assert!(s.create_challenge(&c, now).await.unwrap());
     c.id
 }
@@ -81,51 +66,22 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     // Organisations and operators.
     s.create_org(&org("org_a", "acme")).await.unwrap();
     s.create_org(&org("org_b", "globex")).await.unwrap();
-    assert!(matches!(
-        refusal(s.create_org(&org("org_c", "acme")).await),
-        Refusal::Exists(_)
-    ));
+    assert!(matches!(refusal(s.create_org(&org("org_c", "acme")).await), Refusal::Exists(_)));
     assert_eq!(s.org("acme").await.unwrap().unwrap().id, "org_a");
     assert_eq!(s.org("org_b").await.unwrap().unwrap().name, "globex");
     assert!(s.org("nobody").await.unwrap().is_none());
-    let op = Operator {
-        id: "op_1".into(),
-        org_id: "org_a".into(),
-        username: "alice".into(),
-        password_phc: "$argon2id$x".into(),
-        created_at_ms: 1,
-    };
+    let op = Operator { id: "op_1".into(), org_id: "org_a".into(), username: "alice".into(), password_phc: "$argon2id$x".into(), created_at_ms: 1 };
     s.create_operator(&op).await.unwrap();
+    assert!(matches!(refusal(s.create_operator(&Operator { id: "op_2".into(), ..op.clone() }).await), Refusal::Exists(_)));
     assert!(matches!(
-        refusal(
-            s.create_operator(&Operator {
-                id: "op_2".into(),
-                ..op.clone()
-            })
-            .await
-        ),
-        Refusal::Exists(_)
-    ));
-    assert!(matches!(
-        refusal(
-            s.create_operator(&Operator {
-                id: "op_3".into(),
-                org_id: "org_zz".into(),
-                username: "bob".into(),
-                ..op.clone()
-            })
-            .await
-        ),
+        refusal(s.create_operator(&Operator { id: "op_3".into(), org_id: "org_zz".into(), username: "bob".into(), ..op.clone() }).await),
         Refusal::NotFound(_)
     ));
     assert_eq!(s.operator_by_username("alice").await.unwrap().unwrap(), op);
 
     // Sessions expire and end.
     s.create_session(&[1; 32], "op_1", 100, 200).await.unwrap();
-    assert_eq!(
-        s.session_operator(&[1; 32], 150).await.unwrap().unwrap().id,
-        "op_1"
-    );
+    assert_eq!(s.session_operator(&[1; 32], 150).await.unwrap().unwrap().id, "op_1");
     assert!(s.session_operator(&[1; 32], 200).await.unwrap().is_none());
     assert!(s.session_operator(&[2; 32], 150).await.unwrap().is_none());
     s.delete_session(&[1; 32]).await.unwrap();
@@ -133,224 +89,93 @@ async fn conformance(s: Arc<dyn ControlStore>) {
 
     // Tokens and challenges.
     let now = 10_000;
-    s.create_enrollment_token(&token("etk_1", "org_a", "tok-1", now + 100_000))
-        .await
-        .unwrap();
-    s.create_enrollment_token(&token("etk_2", "org_a", "tok-2", now + 100_000))
-        .await
-        .unwrap();
-    s.create_enrollment_token(&token("etk_old", "org_a", "tok-old", now - 1))
-        .await
-        .unwrap();
-    s.create_enrollment_token(&token("etk_b", "org_b", "tok-b", now + 100_000))
-        .await
-        .unwrap();
-    assert!(matches!(
-        refusal(
-            s.create_enrollment_token(&token("etk_x", "org_zz", "tok-x", now + 1))
-                .await
-        ),
-        Refusal::NotFound(_)
-    ));
+    s.create_enrollment_token(&token("etk_1", "org_a", "tok-1", now + 100_000)).await.unwrap();
+    s.create_enrollment_token(&token("etk_2", "org_a", "tok-2", now + 100_000)).await.unwrap();
+    s.create_enrollment_token(&token("etk_old", "org_a", "tok-old", now - 1)).await.unwrap();
+    s.create_enrollment_token(&token("etk_b", "org_b", "tok-b", now + 100_000)).await.unwrap();
+    assert!(matches!(refusal(s.create_enrollment_token(&token("etk_x", "org_zz", "tok-x", now + 1)).await), Refusal::NotFound(_)));
 
     let k1 = NodeKey::from_seed([1; 32]);
     let ch = challenge(&s, 1, now).await;
-    assert_eq!(
-        s.live_challenge(&ch, now).await.unwrap().unwrap().nonce,
-        [1; 32]
-    );
-    assert!(
-        s.live_challenge(&ch, now + 60_000).await.unwrap().is_none(),
-        "expired challenge"
-    );
+    assert_eq!(s.live_challenge(&ch, now).await.unwrap().unwrap().nonce, [1; 32]);
+    assert!(s.live_challenge(&ch, now + 60_000).await.unwrap().is_none(), "expired challenge");
     let n = s.enroll(&commit(ch, "tok-1", &k1, now)).await.unwrap();
-    assert_eq!(
-        (n.node_id, n.status, n.org_id.as_str(), n.enrolled_at_ms),
-        (k1.node_id(), NodeStatus::Active, "org_a", now)
-    );
+    assert_eq!((n.node_id, n.status, n.org_id.as_str(), n.enrolled_at_ms), (k1.node_id(), NodeStatus::Active, "org_a", now));
     assert!(n.last_heartbeat.is_none());
-    assert!(
-        s.live_challenge(&ch, now).await.unwrap().is_none(),
-        "used challenge is not live"
-    );
+    assert!(s.live_challenge(&ch, now).await.unwrap().is_none(), "used challenge is not live");
     // Using a challenge outside enrollment (the gateway's tunnel): once, and only while live.
     let cu = challenge(&s, 40, now).await;
-    assert!(
-        !s.use_challenge(&cu, now + 60_000).await.unwrap(),
-        "expired"
-    );
+    assert!(!s.use_challenge(&cu, now + 60_000).await.unwrap(), "expired");
     assert!(s.use_challenge(&cu, now).await.unwrap());
     assert!(!s.use_challenge(&cu, now).await.unwrap(), "used once");
     // A replayed challenge, a reused token, an unknown or expired token.
-    assert_eq!(
-        refusal(s.enroll(&commit(ch, "tok-2", &k1, now)).await),
-        Refusal::ChallengeUsed
-    );
+    assert_eq!(refusal(s.enroll(&commit(ch, "tok-2", &k1, now)).await), Refusal::ChallengeUsed);
     let k2 = NodeKey::from_seed([2; 32]);
     let ch2 = challenge(&s, 2, now).await;
-    assert_eq!(
-        refusal(s.enroll(&commit(ch2, "tok-1", &k2, now)).await),
-        Refusal::TokenUsed
-    );
-    assert_eq!(
-        refusal(s.enroll(&commit(ch2, "tok-2", &k2, now)).await),
-        Refusal::ChallengeUsed,
-        "a refused attempt uses up its challenge"
-    );
+    assert_eq!(refusal(s.enroll(&commit(ch2, "tok-1", &k2, now)).await), Refusal::TokenUsed);
+    assert_eq!(refusal(s.enroll(&commit(ch2, "tok-2", &k2, now)).await), Refusal::ChallengeUsed, "a refused attempt uses up its challenge");
     let ch3 = challenge(&s, 3, now).await;
-    assert_eq!(
-        refusal(s.enroll(&commit(ch3, "tok-nope", &k2, now)).await),
-        Refusal::TokenUnknown
-    );
+    assert_eq!(refusal(s.enroll(&commit(ch3, "tok-nope", &k2, now)).await), Refusal::TokenUnknown);
     let ch4 = challenge(&s, 4, now).await;
-    assert_eq!(
-        refusal(s.enroll(&commit(ch4, "tok-old", &k2, now)).await),
-        Refusal::TokenExpired
-    );
+    assert_eq!(refusal(s.enroll(&commit(ch4, "tok-old", &k2, now)).await), Refusal::TokenExpired);
     // A node of another organisation.
     let ch5 = challenge(&s, 5, now).await;
-    assert_eq!(
-        refusal(s.enroll(&commit(ch5, "tok-b", &k1, now)).await),
-        Refusal::OtherOrg
-    );
+    assert_eq!(refusal(s.enroll(&commit(ch5, "tok-b", &k1, now)).await), Refusal::OtherOrg);
     assert!(s.node(&k2.node_id()).await.unwrap().is_none());
 
     // Heartbeats: strictly increasing sequence; refusals counted.
     let id = k1.node_id();
     s.record_heartbeat(&hb(id, 1, now + 1)).await.unwrap();
-    assert_eq!(
-        refusal(s.record_heartbeat(&hb(id, 1, now + 2)).await),
-        Refusal::StaleSequence { got: 1, last: 1 }
-    );
-    assert_eq!(
-        refusal(s.record_heartbeat(&hb(id, 0, now + 2)).await),
-        Refusal::StaleSequence { got: 0, last: 1 }
-    );
+    assert_eq!(refusal(s.record_heartbeat(&hb(id, 1, now + 2)).await), Refusal::StaleSequence { got: 1, last: 1 });
+    assert_eq!(refusal(s.record_heartbeat(&hb(id, 0, now + 2)).await), Refusal::StaleSequence { got: 0, last: 1 });
     s.record_heartbeat(&hb(id, 7, now + 3)).await.unwrap();
     s.count_refused_heartbeat(&id).await.unwrap();
     let n = s.node(&id).await.unwrap().unwrap();
     let last = n.last_heartbeat.unwrap();
-    assert_eq!(
-        (last.sequence, last.received_at_ms, last.health),
-        (7, now + 3, HealthStatus::Healthy)
-    );
+    assert_eq!((last.sequence, last.received_at_ms, last.health), (7, now + 3, HealthStatus::Healthy));
     assert_eq!(last.body["sequence"], 7);
     assert_eq!(n.refused_heartbeats, 3);
     assert_eq!(s.heartbeat_count(&id, now).await.unwrap(), 2);
     assert_eq!(s.heartbeat_count(&id, now + 3).await.unwrap(), 1);
-    assert_eq!(
-        refusal(s.record_heartbeat(&hb(k2.node_id(), 1, now)).await),
-        Refusal::UnknownNode
-    );
+    assert_eq!(refusal(s.record_heartbeat(&hb(k2.node_id(), 1, now)).await), Refusal::UnknownNode);
 
     // Suspension, resumption, revocation; an organisation only changes its own nodes.
-    assert_eq!(
-        refusal(
-            s.set_node_status(&id, "org_b", NodeStatus::Suspended, "x")
-                .await
-        ),
-        Refusal::UnknownNode
-    );
-    s.set_node_status(&id, "org_a", NodeStatus::Suspended, "billing hold")
-        .await
-        .unwrap();
-    assert_eq!(
-        refusal(s.record_heartbeat(&hb(id, 8, now + 4)).await),
-        Refusal::Suspended("billing hold".into())
-    );
-    s.set_node_status(&id, "org_a", NodeStatus::Active, "ignored")
-        .await
-        .unwrap();
+    assert_eq!(refusal(s.set_node_status(&id, "org_b", NodeStatus::Suspended, "x").await), Refusal::UnknownNode);
+    s.set_node_status(&id, "org_a", NodeStatus::Suspended, "billing hold").await.unwrap();
+    assert_eq!(refusal(s.record_heartbeat(&hb(id, 8, now + 4)).await), Refusal::Suspended("billing hold".into()));
+    s.set_node_status(&id, "org_a", NodeStatus::Active, "ignored").await.unwrap();
     assert_eq!(s.node(&id).await.unwrap().unwrap().status_reason, "");
     s.record_heartbeat(&hb(id, 8, now + 4)).await.unwrap();
     // A suspended node that re-enrolls stays suspended.
-    s.set_node_status(&id, "org_a", NodeStatus::Suspended, "again")
-        .await
-        .unwrap();
-    s.create_enrollment_token(&token("etk_3", "org_a", "tok-3", now + 100_000))
-        .await
-        .unwrap();
+    s.set_node_status(&id, "org_a", NodeStatus::Suspended, "again").await.unwrap();
+    s.create_enrollment_token(&token("etk_3", "org_a", "tok-3", now + 100_000)).await.unwrap();
     let ch6 = challenge(&s, 6, now).await;
     let n = s.enroll(&commit(ch6, "tok-3", &k1, now + 5)).await.unwrap();
-    assert_eq!(
-        (n.status, n.enrolled_at_ms, n.expires_at_ms),
-        (NodeStatus::Suspended, now, now + 5 + 1_000_000)
-    );
-    s.set_node_status(&id, "org_a", NodeStatus::Revoked, "stolen")
-        .await
-        .unwrap();
-    assert_eq!(
-        refusal(s.record_heartbeat(&hb(id, 9, now + 6)).await),
-        Refusal::Revoked("stolen".into())
-    );
-    assert_eq!(
-        refusal(
-            s.set_node_status(&id, "org_a", NodeStatus::Active, "")
-                .await
-        ),
-        Refusal::Revoked("stolen".into()),
-        "revocation is final"
-    );
-    s.create_enrollment_token(&token("etk_4", "org_a", "tok-4", now + 100_000))
-        .await
-        .unwrap();
+    assert_eq!((n.status, n.enrolled_at_ms, n.expires_at_ms), (NodeStatus::Suspended, now, now + 5 + 1_000_000));
+    s.set_node_status(&id, "org_a", NodeStatus::Revoked, "stolen").await.unwrap();
+    assert_eq!(refusal(s.record_heartbeat(&hb(id, 9, now + 6)).await), Refusal::Revoked("stolen".into()));
+    assert_eq!(refusal(s.set_node_status(&id, "org_a", NodeStatus::Active, "").await), Refusal::Revoked("stolen".into()), "revocation is final");
+    s.create_enrollment_token(&token("etk_4", "org_a", "tok-4", now + 100_000)).await.unwrap();
     let ch7 = challenge(&s, 7, now).await;
-    assert_eq!(
-        refusal(s.enroll(&commit(ch7, "tok-4", &k1, now + 7)).await),
-        Refusal::Revoked("stolen".into())
-    );
+    assert_eq!(refusal(s.enroll(&commit(ch7, "tok-4", &k1, now + 7)).await), Refusal::Revoked("stolen".into()));
 
     // Renewal: uses a fresh challenge, extends an active enrollment, never shortens it, and
     // refuses a revoked node, another key, or an unknown node.
     let k4 = NodeKey::from_seed([4; 32]);
-    s.create_enrollment_token(&token("etk_r", "org_a", "tok-r", now + 100_000))
-        .await
-        .unwrap();
+    s.create_enrollment_token(&token("etk_r", "org_a", "tok-r", now + 100_000)).await.unwrap();
     let chr = challenge(&s, 30, now).await;
     let mut c4 = commit(chr, "tok-r", &k4, now);
     c4.expires_at_ms = now + 100;
     s.enroll(&c4).await.unwrap();
     let chr = challenge(&s, 31, now).await;
-    assert_eq!(
-        s.renew(&chr, &k4.node_id(), &k4.public(), now + 50, now + 5_000)
-            .await
-            .unwrap()
-            .expires_at_ms,
-        now + 5_000
-    );
-    assert_eq!(
-        refusal(
-            s.renew(&chr, &k4.node_id(), &k4.public(), now + 51, now + 6_000)
-                .await
-        ),
-        Refusal::ChallengeUsed
-    );
+    assert_eq!(s.renew(&chr, &k4.node_id(), &k4.public(), now + 50, now + 5_000).await.unwrap().expires_at_ms, now + 5_000);
+    assert_eq!(refusal(s.renew(&chr, &k4.node_id(), &k4.public(), now + 51, now + 6_000).await), Refusal::ChallengeUsed);
     let chr = challenge(&s, 32, now).await;
-    assert_eq!(
-        s.renew(&chr, &k4.node_id(), &k4.public(), now + 52, now + 10)
-            .await
-            .unwrap()
-            .expires_at_ms,
-        now + 5_000,
-        "never shortened"
-    );
+    assert_eq!(s.renew(&chr, &k4.node_id(), &k4.public(), now + 52, now + 10).await.unwrap().expires_at_ms, now + 5_000, "never shortened");
     let chr = challenge(&s, 33, now).await;
-    assert_eq!(
-        refusal(
-            s.renew(&chr, &k4.node_id(), &k1.public(), now + 53, now + 9_000)
-                .await
-        ),
-        Refusal::UnknownNode,
-        "another key"
-    );
+    assert_eq!(refusal(s.renew(&chr, &k4.node_id(), &k1.public(), now + 53, now + 9_000).await), Refusal::UnknownNode, "another key");
     let chr = challenge(&s, 34, now).await;
-    assert!(matches!(
-        refusal(
-            s.renew(&chr, &k1.node_id(), &k1.public(), now + 53, now + 9_000)
-                .await
-        ),
-        Refusal::Revoked(_)
-    ));
+    assert!(matches!(refusal(s.renew(&chr, &k1.node_id(), &k1.public(), now + 53, now + 9_000).await), Refusal::Revoked(_)));
 
     // An enrollment that ran out refuses heartbeats until renewed.
     let k3 = NodeKey::from_seed([3; 32]);
@@ -358,32 +183,15 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     let mut c = commit(ch8, "tok-4", &k3, now);
     c.expires_at_ms = now + 10;
     s.enroll(&c).await.unwrap();
-    s.record_heartbeat(&hb(k3.node_id(), 1, now + 9))
-        .await
-        .unwrap();
-    assert_eq!(
-        refusal(s.record_heartbeat(&hb(k3.node_id(), 2, now + 10)).await),
-        Refusal::EnrollmentExpired
-    );
-    let listed: Vec<NodeId> = s
-        .nodes("org_a")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|n| n.node_id)
-        .collect();
+    s.record_heartbeat(&hb(k3.node_id(), 1, now + 9)).await.unwrap();
+    assert_eq!(refusal(s.record_heartbeat(&hb(k3.node_id(), 2, now + 10)).await), Refusal::EnrollmentExpired);
+    let listed: Vec<NodeId> = s.nodes("org_a").await.unwrap().into_iter().map(|n| n.node_id).collect();
     assert_eq!(listed.len(), 3);
-    assert!(
-        listed.contains(&k1.node_id())
-            && listed.contains(&k3.node_id())
-            && listed.contains(&k4.node_id())
-    );
+    assert!(listed.contains(&k1.node_id()) && listed.contains(&k3.node_id()) && listed.contains(&k4.node_id()));
     assert!(s.nodes("org_b").await.unwrap().is_empty());
 
     // Concurrency: one token, 8 nodes racing with their own challenges: exactly one enrolls.
-    s.create_enrollment_token(&token("etk_race", "org_b", "tok-race", now + 100_000))
-        .await
-        .unwrap();
+    s.create_enrollment_token(&token("etk_race", "org_b", "tok-race", now + 100_000)).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..8u8 {
         let s = s.clone();
@@ -397,10 +205,7 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => ok += 1,
-            Err(e) => assert!(
-                matches!(e, ControlError::Refused(Refusal::TokenUsed)),
-                "{e:?}"
-            ),
+            Err(e) => assert!(matches!(e, ControlError::Refused(Refusal::TokenUsed)), "{e:?}"),
         }
     }
     assert_eq!(ok, 1, "a token enrolls exactly one node");
@@ -409,9 +214,7 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            s.record_heartbeat(&hb(winner, 42, now + 20)).await
-        }));
+        tasks.push(tokio::spawn(async move { s.record_heartbeat(&hb(winner, 42, now + 20)).await }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -421,19 +224,11 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     }
     assert_eq!(ok, 1, "one heartbeat per sequence");
     let n = s.node(&winner).await.unwrap().unwrap();
-    assert_eq!(
-        (n.last_heartbeat.unwrap().sequence, n.refused_heartbeats),
-        (42, 15)
-    );
+    assert_eq!((n.last_heartbeat.unwrap().sequence, n.refused_heartbeats), (42, 15));
     // A burst of heartbeats with different fates, at once (SQLite commits them as one group):
     // each gets its own answer, a refusal undoes only its own writes, the accepted ones stay.
     let stranger = NodeKey::from_seed([77; 32]).node_id();
-    let k1_refused = s
-        .node(&k1.node_id())
-        .await
-        .unwrap()
-        .unwrap()
-        .refused_heartbeats;
+    let k1_refused = s.node(&k1.node_id()).await.unwrap().unwrap().refused_heartbeats;
     let burst = [
         (winner, 43, None),
         (winner, 42, Some("stale")),
@@ -460,34 +255,10 @@ async fn conformance(s: Arc<dyn ControlStore>) {
         }
     }
     let n = s.node(&winner).await.unwrap().unwrap();
-    assert_eq!(
-        (n.last_heartbeat.unwrap().sequence, n.refused_heartbeats),
-        (43, 16)
-    );
-    assert_eq!(
-        s.node(&k4.node_id())
-            .await
-            .unwrap()
-            .unwrap()
-            .last_heartbeat
-            .unwrap()
-            .sequence,
-        1
-    );
-    assert_eq!(
-        s.heartbeat_count(&winner, 0).await.unwrap(),
-        2,
-        "history: 42 and 43"
-    );
-    assert_eq!(
-        s.node(&k1.node_id())
-            .await
-            .unwrap()
-            .unwrap()
-            .refused_heartbeats,
-        k1_refused,
-        "a revoked node's refusal writes nothing"
-    );
+    assert_eq!((n.last_heartbeat.unwrap().sequence, n.refused_heartbeats), (43, 16));
+    assert_eq!(s.node(&k4.node_id()).await.unwrap().unwrap().last_heartbeat.unwrap().sequence, 1);
+    assert_eq!(s.heartbeat_count(&winner, 0).await.unwrap(), 2, "history: 42 and 43");
+    assert_eq!(s.node(&k1.node_id()).await.unwrap().unwrap().refused_heartbeats, k1_refused, "a revoked node's refusal writes nothing");
 
     // Jobs: one sequence for all nodes, delivered in order and only to their node, reported once.
     let job = |node: NodeId, tag: u8, ttl: u64| -> JobSigner {
@@ -515,96 +286,26 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     let b = s.queue_job(job(n3, 2, 1_000)).await.unwrap();
     let c = s.queue_job(job(n1, 3, 5_000)).await.unwrap();
     assert!(a.sequence < b.sequence && b.sequence < c.sequence);
-    let p: Vec<u64> = s
-        .pending_jobs(&n1, 0, now, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.sequence)
-        .collect();
+    let p: Vec<u64> = s.pending_jobs(&n1, 0, now, 10).await.unwrap().iter().map(|j| j.sequence).collect();
     assert_eq!(p, [a.sequence, c.sequence]);
-    assert_eq!(
-        s.pending_jobs(&n1, a.sequence, now, 10).await.unwrap()[0].envelope,
-        vec![3, 1, 2]
-    );
-    assert_eq!(
-        s.pending_jobs(&n1, 0, now + 1_000, 10).await.unwrap().len(),
-        1,
-        "an expired job is not delivered"
-    );
-    assert!(s
-        .finish_job(
-            &n1,
-            &[1; 16],
-            "succeeded",
-            None,
-            &serde_json::json!({"type": "none"}),
-            now + 1
-        )
-        .await
-        .unwrap());
-    assert!(
-        !s.finish_job(
-            &n1,
-            &[1; 16],
-            "failed",
-            Some("x"),
-            &serde_json::json!({"type": "none"}),
-            now + 2
-        )
-        .await
-        .unwrap(),
-        "a retry is not stored again"
-    );
-    assert!(
-        matches!(
-            refusal(
-                s.finish_job(
-                    &n3,
-                    &[1; 16],
-                    "succeeded",
-                    None,
-                    &serde_json::json!({}),
-                    now
-                )
-                .await
-            ),
-            Refusal::NotFound(_)
-        ),
-        "another node's job"
-    );
+    assert_eq!(s.pending_jobs(&n1, a.sequence, now, 10).await.unwrap()[0].envelope, vec![3, 1, 2]);
+    assert_eq!(s.pending_jobs(&n1, 0, now + 1_000, 10).await.unwrap().len(), 1, "an expired job is not delivered");
+    assert!(s.finish_job(&n1, &[1; 16], "succeeded", None, &serde_json::json!({"type": "none"}), now + 1).await.unwrap());
+    assert!(!s.finish_job(&n1, &[1; 16], "failed", Some("x"), &serde_json::json!({"type": "none"}), now + 2).await.unwrap(), "a retry is not stored again");
+    assert!(matches!(refusal(s.finish_job(&n3, &[1; 16], "succeeded", None, &serde_json::json!({}), now).await), Refusal::NotFound(_)), "another node's job");
     let listed = s.jobs(&n1).await.unwrap();
-    assert_eq!(
-        listed.iter().map(|j| j.job_id[0]).collect::<Vec<_>>(),
-        [3, 1]
-    );
+    assert_eq!(listed.iter().map(|j| j.job_id[0]).collect::<Vec<_>>(), [3, 1]);
     let done = &listed[1];
-    assert_eq!(
-        (
-            done.outcome.as_deref(),
-            done.finished_at_ms,
-            done.delivered_at_ms
-        ),
-        (Some("succeeded"), Some(now + 1), Some(now))
-    );
+    assert_eq!((done.outcome.as_deref(), done.finished_at_ms, done.delivered_at_ms), (Some("succeeded"), Some(now + 1), Some(now)));
     assert_eq!(done.result.as_ref().unwrap()["type"], "none");
-    assert_eq!(
-        s.pending_jobs(&n1, 0, now, 10).await.unwrap().len(),
-        1,
-        "a reported job is not delivered again"
-    );
+    assert_eq!(s.pending_jobs(&n1, 0, now, 10).await.unwrap().len(), 1, "a reported job is not delivered again");
     // A signer that fails takes no sequence; racing queuers get distinct, consecutive ones.
-    assert!(s
-        .queue_job(Box::new(|_| Err(ControlError::Config("no".into()))))
-        .await
-        .is_err());
+    assert!(s.queue_job(Box::new(|_| Err(ControlError::Config("no".into())))).await.is_err());
     let mut tasks = Vec::new();
     for i in 0..8u8 {
         let s = s.clone();
         let j = job(n3, 10 + i, 1_000);
-        tasks.push(tokio::spawn(async move {
-            s.queue_job(j).await.unwrap().sequence
-        }));
+        tasks.push(tokio::spawn(async move { s.queue_job(j).await.unwrap().sequence }));
     }
     let mut seqs = Vec::new();
     for t in tasks {
@@ -625,79 +326,27 @@ async fn conformance(s: Arc<dyn ControlStore>) {
         started_at_ms: day * DAY_MS + 1_000,
         signed: vec![id],
     };
-    let batch = vec![
-        rcpt(n1, 1, "m", 20_000, 3),
-        rcpt(n1, 2, "m", 20_000, 4),
-        rcpt(n1, 3, "m2", 20_000, 5),
-        rcpt(n1, 4, "m", 20_001, 6),
-    ];
+    let batch = vec![rcpt(n1, 1, "m", 20_000, 3), rcpt(n1, 2, "m", 20_000, 4), rcpt(n1, 3, "m2", 20_000, 5), rcpt(n1, 4, "m", 20_001, 6)];
     assert_eq!(s.store_receipts(batch.clone(), now).await.unwrap(), (4, 0));
-    assert_eq!(
-        s.store_receipts(batch[1..].to_vec(), now).await.unwrap(),
-        (0, 3),
-        "a retry stores nothing again"
-    );
-    assert_eq!(
-        s.store_receipts(
-            vec![rcpt(n3, 9, "m", 20_000, 1), rcpt(n1, 1, "m", 20_000, 3)],
-            now
-        )
-        .await
-        .unwrap(),
-        (1, 1)
-    );
-    assert_eq!(
-        (
-            s.receipt_count(&n1).await.unwrap(),
-            s.receipt_count(&n3).await.unwrap()
-        ),
-        (4, 1)
-    );
+    assert_eq!(s.store_receipts(batch[1..].to_vec(), now).await.unwrap(), (0, 3), "a retry stores nothing again");
+    assert_eq!(s.store_receipts(vec![rcpt(n3, 9, "m", 20_000, 1), rcpt(n1, 1, "m", 20_000, 3)], now).await.unwrap(), (1, 1));
+    assert_eq!((s.receipt_count(&n1).await.unwrap(), s.receipt_count(&n3).await.unwrap()), (4, 1));
     let usage = s.usage(&n1).await.unwrap();
-    let summary: Vec<(u64, &str, u64, u64, u64, u64)> = usage
-        .iter()
-        .map(|u| {
-            (
-                u.day,
-                u.model_id.as_str(),
-                u.requests,
-                u.prompt_tokens,
-                u.completion_tokens,
-                u.price_micro_credits,
-            )
-        })
-        .collect();
-    assert_eq!(
-        summary,
-        [
-            (20_001, "m", 1, 10, 6, 5),
-            (20_000, "m", 2, 20, 7, 10),
-            (20_000, "m2", 1, 10, 5, 5)
-        ]
-    );
+    let summary: Vec<(u64, &str, u64, u64, u64, u64)> = usage.iter().map(|u| (u.day, u.model_id.as_str(), u.requests, u.prompt_tokens, u.completion_tokens, u.price_micro_credits)).collect();
+    assert_eq!(summary, [(20_001, "m", 1, 10, 6, 5), (20_000, "m", 2, 20, 7, 10), (20_000, "m2", 1, 10, 5, 5)]);
     // Racing uploads of the same receipts: each is stored and counted once.
     let mut tasks = Vec::new();
     for _ in 0..6 {
         let s = s.clone();
         let b: Vec<ReceiptRow> = (100..120).map(|i| rcpt(n3, i, "m", 20_002, 1)).collect();
-        tasks.push(tokio::spawn(async move {
-            s.store_receipts(b, now).await.unwrap().0
-        }));
+        tasks.push(tokio::spawn(async move { s.store_receipts(b, now).await.unwrap().0 }));
     }
     let mut stored = 0;
     for t in tasks {
         stored += t.await.unwrap();
     }
     assert_eq!(stored, 20);
-    assert_eq!(
-        s.usage(&n3)
-            .await
-            .unwrap()
-            .iter()
-            .map(|u| u.requests)
-            .sum::<u64>(),
-        21
-    );
+    assert_eq!(s.usage(&n3).await.unwrap().iter().map(|u| u.requests).sum::<u64>(), 21);
 
     // One job by id, only for its node.
     let some = &s.jobs(&n3).await.unwrap()[0];
@@ -706,66 +355,25 @@ async fn conformance(s: Arc<dyn ControlStore>) {
 
     // Job keys: the first is adopted once; a rotation's key becomes current; a node's pinned
     // key moves only on a confirmed rotation from the key it pins.
-    let (first, ka, kb) = (
-        first_job_key(),
-        NodeKey::from_seed([0xa0; 32]).public(),
-        NodeKey::from_seed([0xb0; 32]).public(),
-    );
+    let (first, ka, kb) = (first_job_key(), NodeKey::from_seed([0xa0; 32]).public(), NodeKey::from_seed([0xb0; 32]).public());
     assert!(s.job_keys().await.unwrap().is_empty());
     assert!(s.adopt_job_key(&first, now).await.unwrap());
-    assert!(
-        !s.adopt_job_key(&ka, now).await.unwrap(),
-        "the first key is adopted once"
-    );
+    assert!(!s.adopt_job_key(&ka, now).await.unwrap(), "the first key is adopted once");
     s.add_job_key(&ka, now + 1).await.unwrap();
-    assert!(matches!(
-        refusal(s.add_job_key(&ka, now + 2).await),
-        Refusal::Exists(_)
-    ));
-    assert_eq!(
-        s.job_keys()
-            .await
-            .unwrap()
-            .iter()
-            .map(|k| k.public_key)
-            .collect::<Vec<_>>(),
-        [first, ka]
-    );
-    let lagging: Vec<NodeId> = s
-        .nodes_not_pinning(&ka, now)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|n| n.node_id)
-        .collect();
-    assert!(
-        lagging.contains(&n3) && !lagging.contains(&n1),
-        "active nodes only: {lagging:?}"
-    );
-    assert!(
-        s.nodes_not_pinning(&first, now).await.unwrap().is_empty(),
-        "every node pins the first key"
-    );
+    assert!(matches!(refusal(s.add_job_key(&ka, now + 2).await), Refusal::Exists(_)));
+    assert_eq!(s.job_keys().await.unwrap().iter().map(|k| k.public_key).collect::<Vec<_>>(), [first, ka]);
+    let lagging: Vec<NodeId> = s.nodes_not_pinning(&ka, now).await.unwrap().into_iter().map(|n| n.node_id).collect();
+    assert!(lagging.contains(&n3) && !lagging.contains(&n1), "active nodes only: {lagging:?}");
+    assert!(s.nodes_not_pinning(&first, now).await.unwrap().is_empty(), "every node pins the first key");
     s.set_job_key_next(&n3, Some(&ka)).await.unwrap();
     let n = s.node(&n3).await.unwrap().unwrap();
     assert_eq!((n.job_key, n.job_key_next), (Some(first), Some(ka)));
-    assert!(
-        !s.confirm_job_key(&n3, &kb, &ka).await.unwrap(),
-        "not from the key it pins"
-    );
+    assert!(!s.confirm_job_key(&n3, &kb, &ka).await.unwrap(), "not from the key it pins");
     assert!(s.confirm_job_key(&n3, &first, &ka).await.unwrap());
     let n = s.node(&n3).await.unwrap().unwrap();
     assert_eq!((n.job_key, n.job_key_next), (Some(ka), None));
-    assert!(
-        !s.confirm_job_key(&n3, &first, &ka).await.unwrap(),
-        "a repeated report changes nothing"
-    );
-    assert!(!s
-        .nodes_not_pinning(&ka, now)
-        .await
-        .unwrap()
-        .iter()
-        .any(|n| n.node_id == n3));
+    assert!(!s.confirm_job_key(&n3, &first, &ka).await.unwrap(), "a repeated report changes nothing");
+    assert!(!s.nodes_not_pinning(&ka, now).await.unwrap().iter().any(|n| n.node_id == n3));
     // A failed rotation sends later jobs back to the pinned key; only its own target is cleared.
     s.set_job_key_next(&n3, Some(&kb)).await.unwrap();
     s.abandon_job_key_next(&n3, &first).await.unwrap();
@@ -775,34 +383,13 @@ async fn conformance(s: Arc<dyn ControlStore>) {
 
     // Gateway replicas: one session per node, replaced by a newer tunnel, dropped only by its
     // own replica and epoch, listed by freshness.
-    let sess = |url: &str, epoch: u64, at: u64| TunnelSession {
-        node_id: n3,
-        replica_url: url.into(),
-        epoch,
-        max_concurrent: 2,
-        models: serde_json::json!([{"public_id": "m"}]),
-        updated_at_ms: at,
-    };
-    s.put_tunnel_session(&sess("https://a:1", 1, 100))
-        .await
-        .unwrap();
-    s.put_tunnel_session(&sess("https://b:1", 7, 200))
-        .await
-        .unwrap();
-    assert_eq!(
-        s.tunnel_sessions(0).await.unwrap(),
-        [sess("https://b:1", 7, 200)]
-    );
-    assert!(
-        s.tunnel_sessions(201).await.unwrap().is_empty(),
-        "stale sessions are not listed"
-    );
+    let sess = |url: &str, epoch: u64, at: u64| TunnelSession { node_id: n3, replica_url: url.into(), epoch, max_concurrent: 2, models: serde_json::json!([{"public_id": "m"}]), updated_at_ms: at };
+    s.put_tunnel_session(&sess("https://a:1", 1, 100)).await.unwrap();
+    s.put_tunnel_session(&sess("https://b:1", 7, 200)).await.unwrap();
+    assert_eq!(s.tunnel_sessions(0).await.unwrap(), [sess("https://b:1", 7, 200)]);
+    assert!(s.tunnel_sessions(201).await.unwrap().is_empty(), "stale sessions are not listed");
     s.drop_tunnel_session(&n3, "https://a:1", 1).await.unwrap();
-    assert_eq!(
-        s.tunnel_sessions(0).await.unwrap().len(),
-        1,
-        "the old replica cannot drop the new session"
-    );
+    assert_eq!(s.tunnel_sessions(0).await.unwrap().len(), 1, "the old replica cannot drop the new session");
     s.drop_tunnel_session(&n3, "https://b:1", 7).await.unwrap();
     assert!(s.tunnel_sessions(0).await.unwrap().is_empty());
 }
@@ -818,10 +405,7 @@ async fn sqlite_store_conforms() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }
 
@@ -833,8 +417,5 @@ async fn postgres_store_conforms() {
     // A second store on the same database (another replica) migrates nothing and sees the data.
     let s = PostgresStore::connect(&url, 2).await.unwrap();
     assert_eq!(s.org("acme").await.unwrap().unwrap().id, "org_a");
-    assert!(matches!(
-        PostgresStore::connect(&format!("{url}?sslmode=require"), 1).await,
-        Err(ControlError::Config(_))
-    ));
+    assert!(matches!(PostgresStore::connect(&format!("{url}?sslmode=require"), 1).await, Err(ControlError::Config(_))));
 }

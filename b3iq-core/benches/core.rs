@@ -8,9 +8,7 @@ use b3iq_core::digest::Sha256Digest;
 use b3iq_core::identity::NodeKey;
 use b3iq_core::merkle::{self, MerkleTree};
 use b3iq_core::payout::{EthAddress, PayoutEntry, PayoutTree};
-use b3iq_core::receipt::{
-    Commitment, CommitmentBasis, CommitmentSalt, Receipt, RequestId, SignedReceipt,
-};
+use b3iq_core::receipt::{Commitment, CommitmentBasis, CommitmentSalt, Receipt, RequestId, SignedReceipt};
 use b3iq_core::{verify_batch, OperatingMode};
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -49,28 +47,11 @@ fn signatures<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
 
     let mut g = c.benchmark_group(format!("{clock}/receipt"));
     g.throughput(Throughput::Elements(1));
-    g.bench_function("sign", |b| {
-        b.iter_batched(
-            || r.clone(),
-            |r| r.sign(&key).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
-    g.bench_function("verify", |b| {
-        b.iter(|| signed.verify(black_box(&pk)).unwrap())
-    });
+    g.bench_function("sign", |b| b.iter_batched(|| r.clone(), |r| r.sign(&key).unwrap(), BatchSize::SmallInput));
+    g.bench_function("verify", |b| b.iter(|| signed.verify(black_box(&pk)).unwrap()));
     g.bench_function("encode", |b| b.iter(|| black_box(&signed).encode()));
-    g.bench_function("decode", |b| {
-        b.iter(|| SignedReceipt::decode(black_box(&bytes)).unwrap())
-    });
-    g.bench_function("decode_and_verify", |b| {
-        b.iter(|| {
-            SignedReceipt::decode(black_box(&bytes))
-                .unwrap()
-                .verify(&pk)
-                .unwrap()
-        })
-    });
+    g.bench_function("decode", |b| b.iter(|| SignedReceipt::decode(black_box(&bytes)).unwrap()));
+    g.bench_function("decode_and_verify", |b| b.iter(|| SignedReceipt::decode(black_box(&bytes)).unwrap().verify(&pk).unwrap()));
     g.bench_function("receipt_id", |b| b.iter(|| black_box(&signed).receipt_id()));
     g.finish();
 
@@ -84,9 +65,7 @@ fn signatures<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
         .collect();
     let mut g = c.benchmark_group(format!("{clock}/receipt_batch_verify"));
     g.throughput(Throughput::Elements(batch.len() as u64));
-    g.bench_function("verify_batch_1024", |b| {
-        b.iter(|| verify_batch(black_box(&batch)).unwrap())
-    });
+    g.bench_function("verify_batch_1024", |b| b.iter(|| verify_batch(black_box(&batch)).unwrap()));
     g.bench_function("verify_one_by_one_1024", |b| {
         b.iter(|| {
             for s in &batch {
@@ -113,12 +92,8 @@ fn merkle_trees<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let mut g = c.benchmark_group(format!("{clock}/merkle_1m"));
     g.sample_size(10);
     g.throughput(Throughput::Elements(ids.len() as u64));
-    g.bench_function("merkle_root_1m_receipts", |b| {
-        b.iter(|| merkle::merkle_root(black_box(&ids)))
-    });
-    g.bench_function("tree_with_levels_1m_receipts", |b| {
-        b.iter(|| MerkleTree::from_leaves(black_box(&ids)).root())
-    });
+    g.bench_function("merkle_root_1m_receipts", |b| b.iter(|| merkle::merkle_root(black_box(&ids))));
+    g.bench_function("tree_with_levels_1m_receipts", |b| b.iter(|| MerkleTree::from_leaves(black_box(&ids)).root()));
     g.finish();
 
     let tree = MerkleTree::from_leaves(&ids);
@@ -129,14 +104,7 @@ fn merkle_trees<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("prove", |b| b.iter(|| tree.prove(black_box(idx)).unwrap()));
     g.bench_function("verify_inclusion", |b| {
-        b.iter(|| {
-            assert!(merkle::verify_inclusion(
-                black_box(&root),
-                black_box(&ids[idx as usize]),
-                idx,
-                black_box(&proof)
-            ))
-        })
+        b.iter(|| assert!(merkle::verify_inclusion(black_box(&root), black_box(&ids[idx as usize]), idx, black_box(&proof))))
     });
     g.finish();
 
@@ -144,33 +112,15 @@ fn merkle_trees<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
         .map(|i| {
             let mut a = [0u8; 20];
             a[..8].copy_from_slice(&i.to_be_bytes());
-            PayoutEntry {
-                index: i,
-                account: EthAddress(a),
-                amount: u128::from(i) * 1_000_000,
-            }
+            PayoutEntry { index: i, account: EthAddress(a), amount: u128::from(i) * 1_000_000 }
         })
         .collect();
     let pt = PayoutTree::build(entries.clone()).unwrap();
     let pproof = pt.proof_at(1234).unwrap();
     let mut g = c.benchmark_group(format!("{clock}/payout_10k"));
     g.sample_size(10);
-    g.bench_function("build", |b| {
-        b.iter_batched(
-            || entries.clone(),
-            |e| PayoutTree::build(e).unwrap().root(),
-            BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("verify_proof", |b| {
-        b.iter(|| {
-            assert!(b3iq_core::payout::verify_payout(
-                &pt.root(),
-                &entries[1234],
-                black_box(&pproof)
-            ))
-        })
-    });
+    g.bench_function("build", |b| b.iter_batched(|| entries.clone(), |e| PayoutTree::build(e).unwrap().root(), BatchSize::LargeInput));
+    g.bench_function("verify_proof", |b| b.iter(|| assert!(b3iq_core::payout::verify_payout(&pt.root(), &entries[1234], black_box(&pproof)))));
     g.finish();
 }
 
@@ -186,9 +136,7 @@ fn peers<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let sig = sk.sign(&msg);
     let mut g = c.benchmark_group(format!("{clock}/peer"));
     g.throughput(Throughput::Elements(1));
-    g.bench_function("ed25519_dalek_verify_strict_same_message", |b| {
-        b.iter(|| vk.verify_strict(black_box(&msg), black_box(&sig)).unwrap())
-    });
+    g.bench_function("ed25519_dalek_verify_strict_same_message", |b| b.iter(|| vk.verify_strict(black_box(&msg), black_box(&sig)).unwrap()));
     g.bench_function("blake3_20_node_hashes_65B", |b| {
         let buf = [7u8; 65];
         b.iter(|| {
@@ -201,27 +149,16 @@ fn peers<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
             h
         })
     });
-    let keys: Vec<SigningKey> = (0..16u8)
-        .map(|i| SigningKey::from_bytes(&[i; 32]))
-        .collect();
-    let msgs: Vec<Vec<u8>> = (0..1024u64)
-        .map(|i| {
-            let k = NodeKey::from_seed([(i % 16) as u8; 32]);
-            receipt(&k, i).sign(&k).unwrap().signing_message()
-        })
-        .collect();
-    let sigs: Vec<ed25519_dalek::Signature> = msgs
-        .iter()
-        .enumerate()
-        .map(|(i, m)| keys[i % 16].sign(m))
-        .collect();
-    let vks: Vec<ed25519_dalek::VerifyingKey> =
-        (0..1024).map(|i| keys[i % 16].verifying_key()).collect();
+    let keys: Vec<SigningKey> = (0..16u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+    let msgs: Vec<Vec<u8>> = (0..1024u64).map(|i| {
+        let k = NodeKey::from_seed([(i % 16) as u8; 32]);
+        receipt(&k, i).sign(&k).unwrap().signing_message()
+    }).collect();
+    let sigs: Vec<ed25519_dalek::Signature> = msgs.iter().enumerate().map(|(i, m)| keys[i % 16].sign(m)).collect();
+    let vks: Vec<ed25519_dalek::VerifyingKey> = (0..1024).map(|i| keys[i % 16].verifying_key()).collect();
     let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
     g.throughput(Throughput::Elements(1024));
-    g.bench_function("ed25519_dalek_verify_batch_1024", |b| {
-        b.iter(|| ed25519_dalek::verify_batch(black_box(&refs), &sigs, &vks).unwrap())
-    });
+    g.bench_function("ed25519_dalek_verify_batch_1024", |b| b.iter(|| ed25519_dalek::verify_batch(black_box(&refs), &sigs, &vks).unwrap()));
     g.finish();
 }
 
@@ -230,10 +167,7 @@ fn peers<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
 struct ThreadCpu;
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we pass; the clock id is a constant.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
@@ -258,9 +192,7 @@ impl ValueFormatter for NsFormatter {
     }
     fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
         let per = match *t {
-            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => {
-                n as f64
-            }
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => n as f64,
         };
         values.iter_mut().for_each(|v| *v = per * 1e9 / *v);
         "elem/s (cpu)"

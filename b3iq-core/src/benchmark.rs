@@ -81,10 +81,7 @@ impl Canonical for BenchmarkRecord {
         let mut prev = 0u32;
         for p in &rec.concurrency {
             if p.concurrency <= prev {
-                return Err(CoreError::field(
-                    "concurrency",
-                    "levels must be >= 1 and strictly increasing",
-                ));
+                return Err(CoreError::field("concurrency", "levels must be >= 1 and strictly increasing"));
             }
             prev = p.concurrency;
         }

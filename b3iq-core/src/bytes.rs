@@ -34,9 +34,7 @@ pub mod hex_array {
     }
 
     /// Deserialize from exactly `2N` lowercase hex characters.
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
-        d: D,
-    ) -> Result<[u8; N], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         super::parse_hex_array::<N>("bytes", &s).map_err(D::Error::custom)
     }

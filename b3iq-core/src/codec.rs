@@ -324,10 +324,7 @@ pub fn check_text(field: &'static str, s: &str, max: usize) -> Result<()> {
         });
     }
     if s.chars().any(char::is_control) {
-        return Err(CoreError::field(
-            field,
-            "control characters are not allowed",
-        ));
+        return Err(CoreError::field(field, "control characters are not allowed"));
     }
     Ok(())
 }
@@ -386,11 +383,7 @@ mod tests {
         let b = w.into_bytes();
         assert!(matches!(
             Reader::new(&b).str(10, "name"),
-            Err(CoreError::LengthTooLarge {
-                len: 1000,
-                max: 10,
-                ..
-            })
+            Err(CoreError::LengthTooLarge { len: 1000, max: 10, .. })
         ));
         let mut w = Writer::new();
         w.u32(u32::MAX);
@@ -420,9 +413,7 @@ mod tests {
     fn identifiers_refuse_traversal_and_odd_characters() {
         check_identifier("id", "smollm2-135m-instruct:q4_1", 64).unwrap();
         check_identifier("id", "llama.cpp", 64).unwrap();
-        for bad in [
-            "", "../etc", "a/../b", "/abs", "a b", "a\0b", ".hidden", "a//b", "é",
-        ] {
+        for bad in ["", "../etc", "a/../b", "/abs", "a b", "a\0b", ".hidden", "a//b", "é"] {
             assert!(check_identifier("id", bad, 64).is_err(), "{bad:?} accepted");
         }
         assert!(check_identifier("id", &"a".repeat(65), 64).is_err());

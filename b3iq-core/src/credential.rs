@@ -163,12 +163,7 @@ impl Credential {
             .ok_or_else(|| bad("unknown prefix (expected b3iq_local_, b3iq_support_, b3iq_gateway_, b3iq_setup_ or b3iq_enroll_)"))?;
         if text.len() != kind.token_len() {
             return Err(CoreError::InvalidCredential {
-                reason: format!(
-                    "a {} key is {} characters long, got {}",
-                    kind.as_str(),
-                    kind.token_len(),
-                    text.len()
-                ),
+                reason: format!("a {} key is {} characters long, got {}", kind.as_str(), kind.token_len(), text.len()),
             });
         }
         let rest = &text.as_bytes()[kind.prefix().len()..];
@@ -216,17 +211,12 @@ impl Credential {
     /// A non-secret hint for listings: the prefix and the last 4 characters
     /// (`b3iq_local_...Ab3x`). The last characters are checksum characters.
     pub fn hint(&self) -> String {
-        format!(
-            "{}...{}",
-            self.kind.prefix(),
-            &self.secret[self.secret.len() - 4..]
-        )
+        format!("{}...{}", self.kind.prefix(), &self.secret[self.secret.len() - 4..])
     }
 
     /// Constant-time comparison of two credentials.
     pub fn ct_eq(&self, other: &Credential) -> bool {
-        self.secret.len() == other.secret.len()
-            && bool::from(self.secret.as_bytes().ct_eq(other.secret.as_bytes()))
+        self.secret.len() == other.secret.len() && bool::from(self.secret.as_bytes().ct_eq(other.secret.as_bytes()))
     }
 }
 

@@ -62,9 +62,7 @@ impl Sha256Digest {
             });
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(body, &mut out).map_err(|e| CoreError::InvalidDigest {
-            reason: e.to_string(),
-        })?;
+        hex::decode_to_slice(body, &mut out).map_err(|e| CoreError::InvalidDigest { reason: e.to_string() })?;
         Ok(Self(out))
     }
 }
@@ -133,10 +131,7 @@ mod tests {
     #[test]
     fn known_vector_and_forms() {
         let d = Sha256Digest::of(b"abc");
-        assert_eq!(
-            d.to_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(d.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(Sha256Digest::parse(&d.to_hex()).unwrap(), d);
         assert_eq!(Sha256Digest::parse(&d.to_prefixed()).unwrap(), d);
         assert_eq!(d.to_string(), d.to_prefixed());
@@ -165,13 +160,7 @@ mod tests {
             format!("{}g", &good[..63]),
         ];
         for b in bad {
-            assert!(
-                matches!(
-                    Sha256Digest::parse(&b),
-                    Err(CoreError::InvalidDigest { .. })
-                ),
-                "{b:?}"
-            );
+            assert!(matches!(Sha256Digest::parse(&b), Err(CoreError::InvalidDigest { .. })), "{b:?}");
         }
     }
 }

@@ -75,33 +75,18 @@ impl Signed<EnrollmentProof> {
     /// Control-plane check: self-certified signature, the expected audience and nonce, and a
     /// signing time within `max_age_ms` of `now_ms` (and not more than `max_age_ms` ahead).
     /// Returns the proven node id.
-    pub fn check(
-        &self,
-        audience: &str,
-        nonce: &Nonce,
-        now_ms: u64,
-        max_age_ms: u64,
-    ) -> Result<NodeId> {
+    pub fn check(&self, audience: &str, nonce: &Nonce, now_ms: u64, max_age_ms: u64) -> Result<NodeId> {
         let id = self.verify_self_certified()?;
         let b = self.body();
         if b.audience != audience {
-            return Err(CoreError::field(
-                "audience",
-                format!("proof is for {:?}, not {audience:?}", b.audience),
-            ));
+            return Err(CoreError::field("audience", format!("proof is for {:?}, not {audience:?}", b.audience)));
         }
         use subtle::ConstantTimeEq;
         if !bool::from(b.nonce.0.ct_eq(&nonce.0)) {
-            return Err(CoreError::field(
-                "nonce",
-                "does not match the nonce issued; request a new one",
-            ));
+            return Err(CoreError::field("nonce", "does not match the nonce issued; request a new one"));
         }
         if b.signed_at_ms.abs_diff(now_ms) > max_age_ms {
-            return Err(CoreError::field(
-                "signed_at_ms",
-                "outside the allowed window; check the node clock and retry",
-            ));
+            return Err(CoreError::field("signed_at_ms", "outside the allowed window; check the node clock and retry"));
         }
         Ok(id)
     }

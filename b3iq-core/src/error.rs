@@ -126,9 +126,7 @@ pub enum CoreError {
         reason: String,
     },
     /// A node id string could not be parsed.
-    #[error(
-        "invalid node id: {reason} (expected `b3n_` followed by 52 lowercase base32 characters)"
-    )]
+    #[error("invalid node id: {reason} (expected `b3n_` followed by 52 lowercase base32 characters)")]
     InvalidNodeId {
         /// Why it was refused.
         reason: String,
@@ -243,9 +241,7 @@ pub enum CoreError {
         index: u64,
     },
     /// Split basis points do not add up to 10,000.
-    #[error(
-        "invalid split policy: shares add up to {sum} basis points, they must add up to 10000"
-    )]
+    #[error("invalid split policy: shares add up to {sum} basis points, they must add up to 10000")]
     InvalidSplitPolicy {
         /// Sum found.
         sum: u32,
@@ -270,9 +266,7 @@ pub enum CoreError {
 /// classifies its own variants) so that HTTP, the CLI and every binding map failures the same
 /// way. Each binding turns a category into one exception class with one table (see
 /// `docs/bindings.md`); the names follow the classes the bindings expose.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCategory {

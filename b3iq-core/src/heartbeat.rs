@@ -27,12 +27,7 @@ pub enum HealthStatus {
 }
 
 impl HealthStatus {
-    const ALL: [HealthStatus; 4] = [
-        HealthStatus::Starting,
-        HealthStatus::Healthy,
-        HealthStatus::Degraded,
-        HealthStatus::Unhealthy,
-    ];
+    const ALL: [HealthStatus; 4] = [HealthStatus::Starting, HealthStatus::Healthy, HealthStatus::Degraded, HealthStatus::Unhealthy];
     /// Wire tag.
     pub fn tag(self) -> u8 {
         match self {
@@ -51,13 +46,7 @@ impl Canonical for HealthStatus {
     }
     fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
         let tag = r.u8("health")?;
-        HealthStatus::ALL
-            .into_iter()
-            .find(|h| h.tag() == tag)
-            .ok_or(CoreError::InvalidTag {
-                field: "health",
-                tag,
-            })
+        HealthStatus::ALL.into_iter().find(|h| h.tag() == tag).ok_or(CoreError::InvalidTag { field: "health", tag })
     }
 }
 
@@ -166,39 +155,12 @@ mod tests {
         let v = serde_json::to_value(&hb).unwrap();
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         keys.sort();
-        assert_eq!(
-            keys,
-            [
-                "counts",
-                "health",
-                "mode",
-                "model_inventory",
-                "node_id",
-                "sent_at_ms",
-                "sequence"
-            ]
-        );
+        assert_eq!(keys, ["counts", "health", "mode", "model_inventory", "node_id", "sent_at_ms", "sequence"]);
         let mut ck: Vec<_> = v["counts"].as_object().unwrap().keys().cloned().collect();
         ck.sort();
-        assert_eq!(
-            ck,
-            [
-                "active_requests",
-                "completed_requests",
-                "failed_requests",
-                "generated_tokens",
-                "queued_requests",
-                "uptime_s"
-            ]
-        );
+        assert_eq!(ck, ["active_requests", "completed_requests", "failed_requests", "generated_tokens", "queued_requests", "uptime_s"]);
         let s = k.sign_object(hb).unwrap();
-        assert_eq!(
-            SignedHeartbeat::decode(&s.encode())
-                .unwrap()
-                .verify_self_certified()
-                .unwrap(),
-            k.node_id()
-        );
+        assert_eq!(SignedHeartbeat::decode(&s.encode()).unwrap().verify_self_certified().unwrap(), k.node_id());
         let mut big = s.body().clone();
         big.model_inventory = vec![Sha256Digest([0; 32]); MAX_INVENTORY as usize + 1];
         assert!(k.sign_object(big).is_err());

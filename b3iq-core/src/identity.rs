@@ -90,10 +90,7 @@ impl NodeKey {
     }
 
     /// Signs a canonical object: see [`crate::signed::Signed::sign`].
-    pub fn sign_object<T: crate::signed::SignedKind>(
-        &self,
-        body: T,
-    ) -> Result<crate::signed::Signed<T>> {
+    pub fn sign_object<T: crate::signed::SignedKind>(&self, body: T) -> Result<crate::signed::Signed<T>> {
         crate::signed::Signed::sign(body, self)
     }
 
@@ -120,8 +117,7 @@ impl NodeKey {
         let bad = |reason: &str| CoreError::InvalidKeyFile {
             reason: reason.to_owned(),
         };
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 text and not 32 raw bytes"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 text and not 32 raw bytes"))?;
         let text = text.strip_suffix('\n').unwrap_or(text);
         let (header, body) = text
             .split_once('\n')
@@ -292,8 +288,7 @@ impl NodeId {
     /// id in an alphabet without `0`, `1`, `I`, `O`. It identifies a node to a person; it is not
     /// unique and must never be used for authentication.
     pub fn short_code(&self) -> String {
-        let bits =
-            (u32::from(self.0[0]) << 16) | (u32::from(self.0[1]) << 8) | u32::from(self.0[2]);
+        let bits = (u32::from(self.0[0]) << 16) | (u32::from(self.0[1]) << 8) | u32::from(self.0[2]);
         let mut s = String::from("B3IQ-");
         for i in 0..4 {
             let idx = (bits >> (19 - 5 * i)) & 0x1f;
@@ -312,11 +307,9 @@ impl NodeId {
 
     /// Parses the strict text form.
     pub fn parse(s: &str) -> Result<Self> {
-        let body = s
-            .strip_prefix(NODE_ID_PREFIX)
-            .ok_or_else(|| CoreError::InvalidNodeId {
-                reason: "missing the `b3n_` prefix".into(),
-            })?;
+        let body = s.strip_prefix(NODE_ID_PREFIX).ok_or_else(|| CoreError::InvalidNodeId {
+            reason: "missing the `b3n_` prefix".into(),
+        })?;
         let bytes = base32_decode_32(body).map_err(|reason| CoreError::InvalidNodeId { reason })?;
         Ok(Self(bytes))
     }
@@ -385,10 +378,7 @@ fn base32_encode(data: &[u8]) -> String {
 
 fn base32_decode_32(s: &str) -> std::result::Result<[u8; 32], String> {
     if s.len() != 52 {
-        return Err(format!(
-            "expected 52 base32 characters after the prefix, got {}",
-            s.len()
-        ));
+        return Err(format!("expected 52 base32 characters after the prefix, got {}", s.len()));
     }
     let mut out = [0u8; 32];
     let mut acc: u32 = 0;
@@ -465,21 +455,12 @@ mod tests {
         assert_eq!(k2.public(), k.public());
         let no_nl = &f[..f.len() - 1];
         assert_eq!(NodeKey::from_key_file(no_nl).unwrap().public(), k.public());
-        assert_eq!(
-            NodeKey::from_key_file(&[9; 32]).unwrap().public(),
-            k.public()
-        );
+        assert_eq!(NodeKey::from_key_file(&[9; 32]).unwrap().public(), k.public());
         for bad in [&b""[..], b"b3iq-node-key-v1\n", b"other\n0000", &[0u8; 31]] {
-            assert!(matches!(
-                NodeKey::from_key_file(bad),
-                Err(CoreError::InvalidKeyFile { .. })
-            ));
+            assert!(matches!(NodeKey::from_key_file(bad), Err(CoreError::InvalidKeyFile { .. })));
         }
         let k = NodeKey::from_seed([0xab; 32]);
-        let upper = String::from_utf8(k.to_key_file().to_vec())
-            .unwrap()
-            .to_uppercase()
-            .replace("B3IQ-NODE-KEY-V1", KEY_FILE_HEADER);
+        let upper = String::from_utf8(k.to_key_file().to_vec()).unwrap().to_uppercase().replace("B3IQ-NODE-KEY-V1", KEY_FILE_HEADER);
         assert!(NodeKey::from_key_file(upper.as_bytes()).is_err());
     }
 

@@ -103,9 +103,7 @@ impl JobKind {
     /// How risky the job is for the owner.
     pub fn risk(&self) -> RiskLevel {
         match self {
-            JobKind::RunBenchmark { .. }
-            | JobKind::RestartRuntime {}
-            | JobKind::RotateIssuerKey { .. } => RiskLevel::Low,
+            JobKind::RunBenchmark { .. } | JobKind::RestartRuntime {} | JobKind::RotateIssuerKey { .. } => RiskLevel::Low,
             JobKind::InstallModelProfile { .. }
             | JobKind::RemoveModelProfile { .. }
             | JobKind::BuildSupportBundle {} => RiskLevel::Medium,
@@ -119,8 +117,7 @@ impl Canonical for JobKind {
     fn encode_to(&self, w: &mut Writer) {
         w.u8(self.tag());
         match self {
-            JobKind::InstallModelProfile { profile_id }
-            | JobKind::RemoveModelProfile { profile_id } => w.str(profile_id),
+            JobKind::InstallModelProfile { profile_id } | JobKind::RemoveModelProfile { profile_id } => w.str(profile_id),
             JobKind::RunBenchmark { suite } => w.str(suite),
             JobKind::BuildSupportBundle {} | JobKind::RestartRuntime {} => {}
             JobKind::ChangeMode { mode } => w.put(mode),
@@ -141,15 +138,8 @@ impl Canonical for JobKind {
             3 => JobKind::BuildSupportBundle {},
             4 => JobKind::RestartRuntime {},
             5 => JobKind::ChangeMode { mode: r.get()? },
-            6 => JobKind::RotateIssuerKey {
-                new_issuer: r.get()?,
-            },
-            tag => {
-                return Err(CoreError::InvalidTag {
-                    field: "job kind",
-                    tag,
-                })
-            }
+            6 => JobKind::RotateIssuerKey { new_issuer: r.get()? },
+            tag => return Err(CoreError::InvalidTag { field: "job kind", tag }),
         })
     }
 }
@@ -213,13 +203,10 @@ impl Job {
     /// Validates the job's own fields (ids, validity window) without any clock.
     pub fn check_fields(&self) -> Result<()> {
         match &self.kind {
-            JobKind::InstallModelProfile { profile_id }
-            | JobKind::RemoveModelProfile { profile_id } => {
+            JobKind::InstallModelProfile { profile_id } | JobKind::RemoveModelProfile { profile_id } => {
                 check_identifier("profile_id", profile_id, MAX_PROFILE_ID_LEN as usize)?;
             }
-            JobKind::RunBenchmark { suite } => {
-                check_identifier("suite", suite, MAX_PROFILE_ID_LEN as usize)?
-            }
+            JobKind::RunBenchmark { suite } => check_identifier("suite", suite, MAX_PROFILE_ID_LEN as usize)?,
             JobKind::RotateIssuerKey { new_issuer } if *new_issuer == self.issuer => {
                 return Err(CoreError::InvalidField {
                     field: "new_issuer",
@@ -314,10 +301,7 @@ pub trait SeenSet {
     /// True if a job with this id was already recorded.
     fn contains(&self, job_id: &JobId) -> std::result::Result<bool, SeenSetError>;
     /// The highest sequence number recorded from `issuer`, if any.
-    fn last_sequence(
-        &self,
-        issuer: &NodePublicKey,
-    ) -> std::result::Result<Option<u64>, SeenSetError>;
+    fn last_sequence(&self, issuer: &NodePublicKey) -> std::result::Result<Option<u64>, SeenSetError>;
     /// Records the job. Must be durable (committed) before returning `Ok`: the caller runs the
     /// job right after. Entries may be pruned once `expires_at_ms` plus the skew has passed,
     /// but the per-issuer sequence must be kept.
@@ -341,19 +325,10 @@ impl SeenSet for MemorySeenSet {
     fn contains(&self, job_id: &JobId) -> std::result::Result<bool, SeenSetError> {
         Ok(self.ids.contains(job_id))
     }
-    fn last_sequence(
-        &self,
-        issuer: &NodePublicKey,
-    ) -> std::result::Result<Option<u64>, SeenSetError> {
+    fn last_sequence(&self, issuer: &NodePublicKey) -> std::result::Result<Option<u64>, SeenSetError> {
         Ok(self.last.get(issuer).copied())
     }
-    fn record(
-        &mut self,
-        issuer: &NodePublicKey,
-        job_id: &JobId,
-        sequence: u64,
-        _expires_at_ms: u64,
-    ) -> std::result::Result<(), SeenSetError> {
+    fn record(&mut self, issuer: &NodePublicKey, job_id: &JobId, sequence: u64, _expires_at_ms: u64) -> std::result::Result<(), SeenSetError> {
         self.ids.insert(*job_id);
         let e = self.last.entry(*issuer).or_insert(sequence);
         *e = (*e).max(sequence);
@@ -443,9 +418,7 @@ impl Signed<Job> {
 }
 
 /// How risky a job is for the node owner.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskLevel {
     /// Read-only or self-healing (benchmarks, runtime restart).
@@ -520,12 +493,7 @@ impl JobPolicy {
     /// The decision for `kind` from an issuer of `class` when the node is in `mode`. Owner-local
     /// jobs run (the owner asked for them), except a `change_mode` to the mode the node is
     /// already in, which is refused as a no-op; remote jobs follow [`JobPolicy::decide`].
-    pub fn decide_for(
-        &self,
-        class: IssuerClass,
-        kind: &JobKind,
-        mode: OperatingMode,
-    ) -> PolicyDecision {
+    pub fn decide_for(&self, class: IssuerClass, kind: &JobKind, mode: OperatingMode) -> PolicyDecision {
         match class {
             IssuerClass::Remote => self.decide(kind, mode),
             IssuerClass::OwnerLocal => {
@@ -542,19 +510,14 @@ impl JobPolicy {
                         return PolicyDecision {
                             verdict: Verdict::Refuse,
                             risk,
-                            reason: format!(
-                                "change_mode refused: the node is already in {mode} mode"
-                            ),
+                            reason: format!("change_mode refused: the node is already in {mode} mode"),
                         };
                     }
                 }
                 PolicyDecision {
                     verdict: Verdict::Run,
                     risk,
-                    reason: format!(
-                        "{} is {risk:?} risk, issued by the owner on this node in {mode} mode",
-                        kind.name()
-                    ),
+                    reason: format!("{} is {risk:?} risk, issued by the owner on this node in {mode} mode", kind.name()),
                 }
             }
         }
@@ -563,11 +526,7 @@ impl JobPolicy {
     /// The decision for `kind` from a remote issuer when the node is in `mode`.
     pub fn decide(&self, kind: &JobKind, mode: OperatingMode) -> PolicyDecision {
         let risk = kind.risk();
-        let d = |verdict, reason: String| PolicyDecision {
-            verdict,
-            risk,
-            reason,
-        };
+        let d = |verdict, reason: String| PolicyDecision { verdict, risk, reason };
         if mode == OperatingMode::Local {
             return d(
                 Verdict::Refuse,
@@ -576,10 +535,7 @@ impl JobPolicy {
         }
         if let JobKind::ChangeMode { mode: to } = kind {
             if *to == mode {
-                return d(
-                    Verdict::Refuse,
-                    format!("change_mode refused: the node is already in {mode} mode"),
-                );
+                return d(Verdict::Refuse, format!("change_mode refused: the node is already in {mode} mode"));
             }
             return d(
                 Verdict::NeedsOwnerApproval,
@@ -626,9 +582,7 @@ mod tests {
             issued_at_ms: 1_000_000,
             expires_at_ms: 1_060_000,
             sequence: seq,
-            kind: JobKind::RunBenchmark {
-                suite: "quick".into(),
-            },
+            kind: JobKind::RunBenchmark { suite: "quick".into() },
         }
     }
 
@@ -639,32 +593,13 @@ mod tests {
         let s = f.cp.sign_object(job(&f, 1, 5)).unwrap();
         let bytes = s.encode();
         let s = SignedJob::decode(&bytes).unwrap();
-        let v = s
-            .open(&f.roots, &f.node.node_id(), 1_000_100, &mut seen)
-            .unwrap();
-        assert_eq!(
-            v.kind(),
-            &JobKind::RunBenchmark {
-                suite: "quick".into()
-            }
-        );
-        assert!(matches!(
-            s.open(&f.roots, &f.node.node_id(), 1_000_100, &mut seen),
-            Err(CoreError::Replayed { .. })
-        ));
+        let v = s.open(&f.roots, &f.node.node_id(), 1_000_100, &mut seen).unwrap();
+        assert_eq!(v.kind(), &JobKind::RunBenchmark { suite: "quick".into() });
+        assert!(matches!(s.open(&f.roots, &f.node.node_id(), 1_000_100, &mut seen), Err(CoreError::Replayed { .. })));
         let older = f.cp.sign_object(job(&f, 2, 5)).unwrap();
-        assert!(matches!(
-            older.open(&f.roots, &f.node.node_id(), 1_000_100, &mut seen),
-            Err(CoreError::StaleSequence {
-                sequence: 5,
-                last: 5,
-                ..
-            })
-        ));
+        assert!(matches!(older.open(&f.roots, &f.node.node_id(), 1_000_100, &mut seen), Err(CoreError::StaleSequence { sequence: 5, last: 5, .. })));
         let newer = f.cp.sign_object(job(&f, 3, 6)).unwrap();
-        newer
-            .open(&f.roots, &f.node.node_id(), 1_000_100, &mut seen)
-            .unwrap();
+        newer.open(&f.roots, &f.node.node_id(), 1_000_100, &mut seen).unwrap();
     }
 
     #[test]
@@ -677,62 +612,33 @@ mod tests {
         let mut j = job(&f, 1, 1);
         j.issuer = rogue.public();
         let s = rogue.sign_object(j).unwrap();
-        assert!(matches!(
-            s.open(&f.roots, &me, 1_000_100, &mut seen),
-            Err(CoreError::UntrustedIssuer { .. })
-        ));
+        assert!(matches!(s.open(&f.roots, &me, 1_000_100, &mut seen), Err(CoreError::UntrustedIssuer { .. })));
         // wrong audience
         let s = f.cp.sign_object(job(&f, 1, 1)).unwrap();
-        assert!(matches!(
-            s.open(&f.roots, &rogue.node_id(), 1_000_100, &mut seen),
-            Err(CoreError::WrongAudience { .. })
-        ));
+        assert!(matches!(s.open(&f.roots, &rogue.node_id(), 1_000_100, &mut seen), Err(CoreError::WrongAudience { .. })));
         // too early / expired (with 2 min skew)
-        assert!(s
-            .open(
-                &f.roots,
-                &me,
-                1_000_000 - 120_000,
-                &mut MemorySeenSet::default()
-            )
-            .is_ok());
-        assert!(matches!(
-            s.open(&f.roots, &me, 1_000_000 - 120_001, &mut seen),
-            Err(CoreError::NotYetValid { .. })
-        ));
-        assert!(matches!(
-            s.open(&f.roots, &me, 1_060_000 + 120_001, &mut seen),
-            Err(CoreError::Expired { .. })
-        ));
+        assert!(s.open(&f.roots, &me, 1_000_000 - 120_000, &mut MemorySeenSet::default()).is_ok());
+        assert!(matches!(s.open(&f.roots, &me, 1_000_000 - 120_001, &mut seen), Err(CoreError::NotYetValid { .. })));
+        assert!(matches!(s.open(&f.roots, &me, 1_060_000 + 120_001, &mut seen), Err(CoreError::Expired { .. })));
         // nothing was recorded by failed opens
         assert!(!seen.contains(&JobId([1; 16])).unwrap());
         // bad window
         let mut j = job(&f, 4, 1);
         j.expires_at_ms = j.issued_at_ms;
         let s = f.cp.sign_object(j).unwrap();
-        assert!(matches!(
-            s.open(&f.roots, &me, 1_000_000, &mut seen),
-            Err(CoreError::InvalidValidity { .. })
-        ));
+        assert!(matches!(s.open(&f.roots, &me, 1_000_000, &mut seen), Err(CoreError::InvalidValidity { .. })));
         let mut j = job(&f, 5, 1);
         j.expires_at_ms = j.issued_at_ms + MAX_JOB_VALIDITY_MS + 1;
         let s = f.cp.sign_object(j).unwrap();
-        assert!(matches!(
-            s.open(&f.roots, &me, 1_000_000, &mut seen),
-            Err(CoreError::InvalidValidity { .. })
-        ));
+        assert!(matches!(s.open(&f.roots, &me, 1_000_000, &mut seen), Err(CoreError::InvalidValidity { .. })));
         // signer must be the issuer
         let s = f.cp.sign_object(job(&f, 6, 1)).unwrap();
-        let forged =
-            SignedJob::from_parts(s.body().clone(), rogue.public(), *s.signature()).unwrap();
+        let forged = SignedJob::from_parts(s.body().clone(), rogue.public(), *s.signature()).unwrap();
         let mut roots = f.roots.clone();
         roots.insert(rogue.public());
         assert!(forged.open(&roots, &me, 1_000_100, &mut seen).is_err());
         // sign refuses a mismatched issuer up front
-        assert!(matches!(
-            rogue.sign_object(job(&f, 7, 1)),
-            Err(CoreError::SignerMismatch { .. })
-        ));
+        assert!(matches!(rogue.sign_object(job(&f, 7, 1)), Err(CoreError::SignerMismatch { .. })));
     }
 
     #[test]
@@ -742,140 +648,57 @@ mod tests {
             fn contains(&self, _: &JobId) -> std::result::Result<bool, SeenSetError> {
                 Ok(false)
             }
-            fn last_sequence(
-                &self,
-                _: &NodePublicKey,
-            ) -> std::result::Result<Option<u64>, SeenSetError> {
+            fn last_sequence(&self, _: &NodePublicKey) -> std::result::Result<Option<u64>, SeenSetError> {
                 Ok(None)
             }
-            fn record(
-                &mut self,
-                _: &NodePublicKey,
-                _: &JobId,
-                _: u64,
-                _: u64,
-            ) -> std::result::Result<(), SeenSetError> {
+            fn record(&mut self, _: &NodePublicKey, _: &JobId, _: u64, _: u64) -> std::result::Result<(), SeenSetError> {
                 Err(SeenSetError("disk full".into()))
             }
         }
         let f = fx();
         let s = f.cp.sign_object(job(&f, 1, 1)).unwrap();
-        assert!(matches!(
-            s.open(&f.roots, &f.node.node_id(), 1_000_100, &mut Broken),
-            Err(CoreError::SeenSet { .. })
-        ));
+        assert!(matches!(s.open(&f.roots, &f.node.node_id(), 1_000_100, &mut Broken), Err(CoreError::SeenSet { .. })));
     }
 
     #[test]
     fn policy_matrix() {
         let p = JobPolicy::default();
         let bench = JobKind::RunBenchmark { suite: "q".into() };
-        let install = JobKind::InstallModelProfile {
-            profile_id: "p".into(),
-        };
-        let to_net = JobKind::ChangeMode {
-            mode: OperatingMode::Network,
-        };
-        assert_eq!(
-            p.decide(&bench, OperatingMode::Local).verdict,
-            Verdict::Refuse
-        );
-        assert_eq!(
-            p.decide(&bench, OperatingMode::Managed).verdict,
-            Verdict::Run
-        );
-        assert_eq!(
-            p.decide(&install, OperatingMode::Managed).verdict,
-            Verdict::NeedsOwnerApproval
-        );
-        assert_eq!(
-            p.decide(&to_net, OperatingMode::Managed).verdict,
-            Verdict::NeedsOwnerApproval
-        );
-        assert_eq!(
-            p.decide(&to_net, OperatingMode::Network).verdict,
-            Verdict::Refuse
-        );
-        let trusting = JobPolicy {
-            auto_approve_up_to: Some(RiskLevel::High),
-        };
-        assert_eq!(
-            trusting.decide(&install, OperatingMode::Network).verdict,
-            Verdict::Run
-        );
-        assert_eq!(
-            trusting.decide(&to_net, OperatingMode::Managed).verdict,
-            Verdict::NeedsOwnerApproval
-        );
+        let install = JobKind::InstallModelProfile { profile_id: "p".into() };
+        let to_net = JobKind::ChangeMode { mode: OperatingMode::Network };
+        assert_eq!(p.decide(&bench, OperatingMode::Local).verdict, Verdict::Refuse);
+        assert_eq!(p.decide(&bench, OperatingMode::Managed).verdict, Verdict::Run);
+        assert_eq!(p.decide(&install, OperatingMode::Managed).verdict, Verdict::NeedsOwnerApproval);
+        assert_eq!(p.decide(&to_net, OperatingMode::Managed).verdict, Verdict::NeedsOwnerApproval);
+        assert_eq!(p.decide(&to_net, OperatingMode::Network).verdict, Verdict::Refuse);
+        let trusting = JobPolicy { auto_approve_up_to: Some(RiskLevel::High) };
+        assert_eq!(trusting.decide(&install, OperatingMode::Network).verdict, Verdict::Run);
+        assert_eq!(trusting.decide(&to_net, OperatingMode::Managed).verdict, Verdict::NeedsOwnerApproval);
         // The owner, signing locally, is not a remote issuer: local mode does not refuse it.
         let owner = p.decide_for(IssuerClass::OwnerLocal, &install, OperatingMode::Local);
         assert_eq!(owner.verdict, Verdict::Run);
         assert!(owner.reason.contains("owner"));
-        assert_eq!(
-            p.decide_for(IssuerClass::Remote, &install, OperatingMode::Local)
-                .verdict,
-            Verdict::Refuse
-        );
-        let same = JobKind::ChangeMode {
-            mode: OperatingMode::Local,
-        };
-        assert_eq!(
-            p.decide_for(IssuerClass::OwnerLocal, &same, OperatingMode::Local)
-                .verdict,
-            Verdict::Refuse
-        );
+        assert_eq!(p.decide_for(IssuerClass::Remote, &install, OperatingMode::Local).verdict, Verdict::Refuse);
+        let same = JobKind::ChangeMode { mode: OperatingMode::Local };
+        assert_eq!(p.decide_for(IssuerClass::OwnerLocal, &same, OperatingMode::Local).verdict, Verdict::Refuse);
         // A rotation runs from a remote issuer in managed mode; the owner's own key cannot send one.
-        let rot = JobKind::RotateIssuerKey {
-            new_issuer: crate::identity::NodeKey::from_seed([4; 32]).public(),
-        };
-        assert_eq!(
-            p.decide_for(IssuerClass::Remote, &rot, OperatingMode::Managed)
-                .verdict,
-            Verdict::Run
-        );
-        assert_eq!(
-            p.decide_for(IssuerClass::OwnerLocal, &rot, OperatingMode::Managed)
-                .verdict,
-            Verdict::Refuse
-        );
-        let strict = JobPolicy {
-            auto_approve_up_to: None,
-        };
-        assert_eq!(
-            strict.decide(&bench, OperatingMode::Managed).verdict,
-            Verdict::NeedsOwnerApproval
-        );
+        let rot = JobKind::RotateIssuerKey { new_issuer: crate::identity::NodeKey::from_seed([4; 32]).public() };
+        assert_eq!(p.decide_for(IssuerClass::Remote, &rot, OperatingMode::Managed).verdict, Verdict::Run);
+        assert_eq!(p.decide_for(IssuerClass::OwnerLocal, &rot, OperatingMode::Managed).verdict, Verdict::Refuse);
+        let strict = JobPolicy { auto_approve_up_to: None };
+        assert_eq!(strict.decide(&bench, OperatingMode::Managed).verdict, Verdict::NeedsOwnerApproval);
         assert!(!p.decide(&bench, OperatingMode::Local).reason.is_empty());
     }
 
     #[test]
     fn job_kind_json_and_bad_tags() {
-        let k = JobKind::ChangeMode {
-            mode: OperatingMode::Managed,
-        };
-        assert_eq!(
-            serde_json::to_string(&k).unwrap(),
-            r#"{"type":"change_mode","mode":"managed"}"#
-        );
-        assert!(matches!(
-            JobKind::from_canonical_bytes(&[7]),
-            Err(CoreError::InvalidTag { tag: 7, .. })
-        ));
-        assert!(
-            JobKind::from_canonical_bytes(&[6, 1, 2]).is_err(),
-            "a truncated key"
-        );
-        let r = JobKind::RotateIssuerKey {
-            new_issuer: crate::identity::NodeKey::from_seed([3; 32]).public(),
-        };
-        assert_eq!(
-            JobKind::from_canonical_bytes(&r.to_canonical_bytes()).unwrap(),
-            r
-        );
-        assert_eq!(
-            serde_json::from_str::<JobKind>(&serde_json::to_string(&r).unwrap()).unwrap(),
-            r
-        );
+        let k = JobKind::ChangeMode { mode: OperatingMode::Managed };
+        assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"type":"change_mode","mode":"managed"}"#);
+        assert!(matches!(JobKind::from_canonical_bytes(&[7]), Err(CoreError::InvalidTag { tag: 7, .. })));
+        assert!(JobKind::from_canonical_bytes(&[6, 1, 2]).is_err(), "a truncated key");
+        let r = JobKind::RotateIssuerKey { new_issuer: crate::identity::NodeKey::from_seed([3; 32]).public() };
+        assert_eq!(JobKind::from_canonical_bytes(&r.to_canonical_bytes()).unwrap(), r);
+        assert_eq!(serde_json::from_str::<JobKind>(&serde_json::to_string(&r).unwrap()).unwrap(), r);
         assert_eq!((r.risk(), r.name()), (RiskLevel::Low, "rotate_issuer_key"));
         assert!(JobKind::from_canonical_bytes(&[5, 3]).is_err());
         assert!(serde_json::from_str::<JobKind>(r#"{"type":"shell","cmd":"rm -rf /"}"#).is_err());

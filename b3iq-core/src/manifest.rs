@@ -3,9 +3,7 @@
 //! Artifact names are plain file names (no directories, no `..`), and digests are
 //! [`Sha256Digest`]s, so a model store can build paths from them without traversal.
 
-use crate::codec::{
-    check_identifier, check_text, read_identifier, read_text, Canonical, Reader, Writer,
-};
+use crate::codec::{check_identifier, check_text, read_identifier, read_text, Canonical, Reader, Writer};
 use crate::digest::Sha256Digest;
 use crate::error::{CoreError, Result};
 use crate::signed::{Kind, Signed, SignedKind};
@@ -75,16 +73,9 @@ pub type SignedManifest = Signed<ModelManifest>;
 /// Checks an artifact file name.
 pub fn check_artifact_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_ARTIFACT_NAME_LEN as usize {
-        return Err(CoreError::field(
-            "artifact name",
-            format!("must be 1..={MAX_ARTIFACT_NAME_LEN} bytes"),
-        ));
+        return Err(CoreError::field("artifact name", format!("must be 1..={MAX_ARTIFACT_NAME_LEN} bytes")));
     }
-    if name.starts_with('.')
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
+    if name.starts_with('.') || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
         return Err(CoreError::field(
             "artifact name",
             "must be a plain file name of letters, digits, `.`, `_`, `-`, not starting with `.`",
@@ -99,9 +90,7 @@ impl ModelManifest {
         self.artifacts
             .iter()
             .try_fold(0u64, |acc, a| acc.checked_add(a.size_bytes))
-            .ok_or(CoreError::Overflow {
-                what: "manifest total size",
-            })
+            .ok_or(CoreError::Overflow { what: "manifest total size" })
     }
 
     /// The artifact with this digest.
@@ -111,43 +100,22 @@ impl ModelManifest {
 
     fn check(&self) -> Result<()> {
         check_identifier("model_id", &self.model_id, MAX_MODEL_ID_LEN as usize)?;
-        check_text(
-            "display_name",
-            &self.display_name,
-            MAX_SHORT_TEXT_LEN as usize,
-        )?;
+        check_text("display_name", &self.display_name, MAX_SHORT_TEXT_LEN as usize)?;
         check_text("license", &self.license, MAX_SHORT_TEXT_LEN as usize)?;
-        check_identifier(
-            "runtime_profile",
-            &self.runtime_profile,
-            MAX_SHORT_TEXT_LEN as usize,
-        )?;
-        check_text(
-            "intended_use",
-            &self.intended_use,
-            MAX_INTENDED_USE_LEN as usize,
-        )?;
+        check_identifier("runtime_profile", &self.runtime_profile, MAX_SHORT_TEXT_LEN as usize)?;
+        check_text("intended_use", &self.intended_use, MAX_INTENDED_USE_LEN as usize)?;
         if self.artifacts.is_empty() {
-            return Err(CoreError::field(
-                "artifacts",
-                "a manifest lists at least one artifact",
-            ));
+            return Err(CoreError::field("artifacts", "a manifest lists at least one artifact"));
         }
         let mut names = std::collections::BTreeSet::new();
         for a in &self.artifacts {
             check_artifact_name(&a.name)?;
             if !names.insert(a.name.as_str()) {
-                return Err(CoreError::field(
-                    "artifacts",
-                    format!("duplicate artifact name {:?}", a.name),
-                ));
+                return Err(CoreError::field("artifacts", format!("duplicate artifact name {:?}", a.name)));
             }
         }
         if self.memory.recommended_ram_mib < self.memory.min_ram_mib {
-            return Err(CoreError::field(
-                "memory",
-                "recommended_ram_mib must be >= min_ram_mib",
-            ));
+            return Err(CoreError::field("memory", "recommended_ram_mib must be >= min_ram_mib"));
         }
         if self.context_window == 0 {
             return Err(CoreError::field("context_window", "must be positive"));
@@ -219,19 +187,12 @@ mod tests {
             display_name: "SmolLM2 135M Instruct (Q4_1)".into(),
             artifacts: vec![ManifestArtifact {
                 name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
-                digest: Sha256Digest::parse(
-                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-                )
-                .unwrap(),
+                digest: Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53").unwrap(),
                 size_bytes: 98_362_432,
             }],
             license: "Apache-2.0".into(),
             runtime_profile: "llama.cpp/gguf".into(),
-            memory: MemoryBand {
-                min_ram_mib: 256,
-                recommended_ram_mib: 512,
-                min_vram_mib: 0,
-            },
+            memory: MemoryBand { min_ram_mib: 256, recommended_ram_mib: 512, min_vram_mib: 0 },
             context_window: 8192,
             intended_use: "Small instruction-following model for tests and demos.".into(),
             created_at_ms: 1_700_000_000_000,
@@ -264,11 +225,7 @@ mod tests {
         m.artifacts.clear();
         assert!(k.sign_object(m).is_err());
         let mut m = sample();
-        m.artifacts.push(ManifestArtifact {
-            name: "b".into(),
-            digest: Sha256Digest([0; 32]),
-            size_bytes: u64::MAX,
-        });
+        m.artifacts.push(ManifestArtifact { name: "b".into(), digest: Sha256Digest([0; 32]), size_bytes: u64::MAX });
         assert!(matches!(k.sign_object(m), Err(CoreError::Overflow { .. })));
         let mut m = sample();
         m.intended_use = "line\nbreak".into();

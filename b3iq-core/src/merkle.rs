@@ -122,9 +122,7 @@ impl MerkleTree {
 
     /// The leaf hash at `index`.
     pub fn leaf(&self, index: u64) -> Option<Hash32> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.levels[0].get(i).copied())
+        usize::try_from(index).ok().and_then(|i| self.levels[0].get(i).copied())
     }
 
     /// The inclusion proof for leaf `index`.
@@ -181,12 +179,7 @@ pub fn verify_inclusion(root: &Hash32, leaf: &[u8], index: u64, proof: &MerklePr
 }
 
 /// Like [`verify_inclusion`] but takes the leaf hash (RFC 9162 §2.1.3.2).
-pub fn verify_inclusion_hash(
-    root: &Hash32,
-    leaf_hash: &Hash32,
-    index: u64,
-    proof: &MerkleProof,
-) -> bool {
+pub fn verify_inclusion_hash(root: &Hash32, leaf_hash: &Hash32, index: u64, proof: &MerkleProof) -> bool {
     if index >= proof.leaf_count {
         return false;
     }
@@ -242,10 +235,7 @@ mod tests {
             assert_eq!(merkle_root(&leaves), tree.root(), "n={n}");
             for i in 0..n {
                 let p = tree.prove(i as u64).unwrap();
-                assert!(
-                    verify_inclusion(&tree.root(), &leaves[i], i as u64, &p),
-                    "n={n} i={i}"
-                );
+                assert!(verify_inclusion(&tree.root(), &leaves[i], i as u64, &p), "n={n} i={i}");
                 for j in 0..n {
                     if j != i {
                         assert!(!verify_inclusion(&tree.root(), &leaves[j], i as u64, &p));
@@ -254,21 +244,11 @@ mod tests {
                 }
                 let mut longer = p.clone();
                 longer.siblings.push(tree.root());
-                assert!(!verify_inclusion(
-                    &tree.root(),
-                    &leaves[i],
-                    i as u64,
-                    &longer
-                ));
+                assert!(!verify_inclusion(&tree.root(), &leaves[i], i as u64, &longer));
                 if !p.siblings.is_empty() {
                     let mut shorter = p.clone();
                     shorter.siblings.pop();
-                    assert!(!verify_inclusion(
-                        &tree.root(),
-                        &leaves[i],
-                        i as u64,
-                        &shorter
-                    ));
+                    assert!(!verify_inclusion(&tree.root(), &leaves[i], i as u64, &shorter));
                 }
                 let mut wrong_count = p.clone();
                 wrong_count.leaf_count += 1;

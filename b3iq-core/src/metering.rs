@@ -32,17 +32,11 @@ pub struct PriceSchedule {
 
 impl PriceSchedule {
     /// Free.
-    pub const FREE: PriceSchedule = PriceSchedule {
-        prompt_per_1m_tokens: 0,
-        completion_per_1m_tokens: 0,
-        per_request: 0,
-    };
+    pub const FREE: PriceSchedule = PriceSchedule { prompt_per_1m_tokens: 0, completion_per_1m_tokens: 0, per_request: 0 };
 
     /// From prices per 1,000 tokens.
     pub fn per_1k(prompt_per_1k_tokens: u64, completion_per_1k_tokens: u64) -> Result<Self> {
-        let ovf = CoreError::Overflow {
-            what: "price per 1k tokens",
-        };
+        let ovf = CoreError::Overflow { what: "price per 1k tokens" };
         Ok(Self {
             prompt_per_1m_tokens: prompt_per_1k_tokens.checked_mul(1000).ok_or(ovf.clone())?,
             completion_per_1m_tokens: completion_per_1k_tokens.checked_mul(1000).ok_or(ovf)?,
@@ -52,20 +46,13 @@ impl PriceSchedule {
 
     /// The price of one request (see the module docs for rounding).
     pub fn price(&self, prompt_tokens: u64, completion_tokens: u64) -> Result<u64> {
-        let ovf = CoreError::Overflow {
-            what: "request price",
-        };
+        let ovf = CoreError::Overflow { what: "request price" };
         // Each product is < 2^128; their sum may not be.
         let var = (u128::from(prompt_tokens) * u128::from(self.prompt_per_1m_tokens))
             .checked_add(u128::from(completion_tokens) * u128::from(self.completion_per_1m_tokens))
             .ok_or(ovf.clone())?;
-        let total = var
-            .div_ceil(1_000_000)
-            .checked_add(u128::from(self.per_request))
-            .ok_or(ovf)?;
-        u64::try_from(total).map_err(|_| CoreError::Overflow {
-            what: "request price",
-        })
+        let total = var.div_ceil(1_000_000).checked_add(u128::from(self.per_request)).ok_or(ovf)?;
+        u64::try_from(total).map_err(|_| CoreError::Overflow { what: "request price" })
     }
 }
 
@@ -84,60 +71,28 @@ pub struct Usage {
 
 impl Usage {
     /// `self + one request`, or an overflow error (self unchanged).
-    pub fn checked_add_request(
-        &self,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-        micro_credits: u64,
-    ) -> Result<Usage> {
+    pub fn checked_add_request(&self, prompt_tokens: u64, completion_tokens: u64, micro_credits: u64) -> Result<Usage> {
         Ok(Usage {
-            requests: self.requests.checked_add(1).ok_or(CoreError::Overflow {
-                what: "request count",
-            })?,
-            prompt_tokens: self.prompt_tokens.checked_add(prompt_tokens).ok_or(
-                CoreError::Overflow {
-                    what: "prompt tokens",
-                },
-            )?,
+            requests: self.requests.checked_add(1).ok_or(CoreError::Overflow { what: "request count" })?,
+            prompt_tokens: self.prompt_tokens.checked_add(prompt_tokens).ok_or(CoreError::Overflow { what: "prompt tokens" })?,
             completion_tokens: self
                 .completion_tokens
                 .checked_add(completion_tokens)
-                .ok_or(CoreError::Overflow {
-                    what: "completion tokens",
-                })?,
-            micro_credits: self.micro_credits.checked_add(micro_credits).ok_or(
-                CoreError::Overflow {
-                    what: "micro-credits",
-                },
-            )?,
+                .ok_or(CoreError::Overflow { what: "completion tokens" })?,
+            micro_credits: self.micro_credits.checked_add(micro_credits).ok_or(CoreError::Overflow { what: "micro-credits" })?,
         })
     }
 
     /// `self + other`, overflow-checked.
     pub fn checked_add(&self, other: &Usage) -> Result<Usage> {
         Ok(Usage {
-            requests: self
-                .requests
-                .checked_add(other.requests)
-                .ok_or(CoreError::Overflow {
-                    what: "request count",
-                })?,
-            prompt_tokens: self.prompt_tokens.checked_add(other.prompt_tokens).ok_or(
-                CoreError::Overflow {
-                    what: "prompt tokens",
-                },
-            )?,
+            requests: self.requests.checked_add(other.requests).ok_or(CoreError::Overflow { what: "request count" })?,
+            prompt_tokens: self.prompt_tokens.checked_add(other.prompt_tokens).ok_or(CoreError::Overflow { what: "prompt tokens" })?,
             completion_tokens: self
                 .completion_tokens
                 .checked_add(other.completion_tokens)
-                .ok_or(CoreError::Overflow {
-                    what: "completion tokens",
-                })?,
-            micro_credits: self.micro_credits.checked_add(other.micro_credits).ok_or(
-                CoreError::Overflow {
-                    what: "micro-credits",
-                },
-            )?,
+                .ok_or(CoreError::Overflow { what: "completion tokens" })?,
+            micro_credits: self.micro_credits.checked_add(other.micro_credits).ok_or(CoreError::Overflow { what: "micro-credits" })?,
         })
     }
 
@@ -157,29 +112,10 @@ pub struct Meter {
 
 impl Meter {
     /// Records one request for `key_id` on `model_id`.
-    pub fn record(
-        &mut self,
-        key_id: &str,
-        model_id: &str,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-        micro_credits: u64,
-    ) -> Result<()> {
-        let k = self
-            .by_key
-            .get(key_id)
-            .copied()
-            .unwrap_or_default()
-            .checked_add_request(prompt_tokens, completion_tokens, micro_credits)?;
-        let m = self
-            .by_model
-            .get(model_id)
-            .copied()
-            .unwrap_or_default()
-            .checked_add_request(prompt_tokens, completion_tokens, micro_credits)?;
-        let t = self
-            .total
-            .checked_add_request(prompt_tokens, completion_tokens, micro_credits)?;
+    pub fn record(&mut self, key_id: &str, model_id: &str, prompt_tokens: u64, completion_tokens: u64, micro_credits: u64) -> Result<()> {
+        let k = self.by_key.get(key_id).copied().unwrap_or_default().checked_add_request(prompt_tokens, completion_tokens, micro_credits)?;
+        let m = self.by_model.get(model_id).copied().unwrap_or_default().checked_add_request(prompt_tokens, completion_tokens, micro_credits)?;
+        let t = self.total.checked_add_request(prompt_tokens, completion_tokens, micro_credits)?;
         self.by_key.insert(key_id.to_owned(), k);
         self.by_model.insert(model_id.to_owned(), m);
         self.total = t;
@@ -187,11 +123,7 @@ impl Meter {
     }
 
     /// Records a receipt's usage under `key_id`.
-    pub fn record_receipt(
-        &mut self,
-        key_id: &str,
-        receipt: &crate::receipt::Receipt,
-    ) -> Result<()> {
+    pub fn record_receipt(&mut self, key_id: &str, receipt: &crate::receipt::Receipt) -> Result<()> {
         self.record(
             key_id,
             &receipt.model_id,
@@ -229,23 +161,12 @@ mod tests {
 
     #[test]
     fn prices_round_up_and_overflow_is_refused() {
-        let p = PriceSchedule {
-            prompt_per_1m_tokens: 1,
-            completion_per_1m_tokens: 3,
-            per_request: 5,
-        };
+        let p = PriceSchedule { prompt_per_1m_tokens: 1, completion_per_1m_tokens: 3, per_request: 5 };
         assert_eq!(p.price(0, 0).unwrap(), 5);
         assert_eq!(p.price(1, 0).unwrap(), 6);
         assert_eq!(p.price(1_000_000, 1_000_000).unwrap(), 9);
-        let big = PriceSchedule {
-            prompt_per_1m_tokens: u64::MAX,
-            completion_per_1m_tokens: u64::MAX,
-            per_request: u64::MAX,
-        };
-        assert!(matches!(
-            big.price(u64::MAX, u64::MAX),
-            Err(CoreError::Overflow { .. })
-        ));
+        let big = PriceSchedule { prompt_per_1m_tokens: u64::MAX, completion_per_1m_tokens: u64::MAX, per_request: u64::MAX };
+        assert!(matches!(big.price(u64::MAX, u64::MAX), Err(CoreError::Overflow { .. })));
         assert!(PriceSchedule::per_1k(u64::MAX, 0).is_err());
         assert_eq!(PriceSchedule::FREE.price(123, 456).unwrap(), 0);
     }
@@ -256,15 +177,7 @@ mod tests {
         m.record("a", "m1", 10, 20, 30).unwrap();
         m.record("a", "m2", 1, 2, 3).unwrap();
         m.record("b", "m1", 5, 5, 5).unwrap();
-        assert_eq!(
-            m.by_key("a").unwrap(),
-            &Usage {
-                requests: 2,
-                prompt_tokens: 11,
-                completion_tokens: 22,
-                micro_credits: 33
-            }
-        );
+        assert_eq!(m.by_key("a").unwrap(), &Usage { requests: 2, prompt_tokens: 11, completion_tokens: 22, micro_credits: 33 });
         assert_eq!(m.by_model("m1").unwrap().requests, 2);
         assert_eq!(m.total().micro_credits, 38);
         let before = m.clone();

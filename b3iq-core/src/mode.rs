@@ -4,9 +4,7 @@ use crate::codec::{Canonical, Reader, Writer};
 use crate::error::{CoreError, Result};
 
 /// How the node is operated.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperatingMode {
     /// Private endpoint for the owner; no cloud at all. Wire tag 0.
@@ -19,11 +17,7 @@ pub enum OperatingMode {
 
 impl OperatingMode {
     /// All modes in wire-tag order.
-    pub const ALL: [OperatingMode; 3] = [
-        OperatingMode::Local,
-        OperatingMode::Managed,
-        OperatingMode::Network,
-    ];
+    pub const ALL: [OperatingMode; 3] = [OperatingMode::Local, OperatingMode::Managed, OperatingMode::Network];
 
     /// Wire tag.
     pub const fn tag(self) -> u8 {
@@ -56,12 +50,7 @@ impl std::str::FromStr for OperatingMode {
         OperatingMode::ALL
             .into_iter()
             .find(|m| m.as_str() == s)
-            .ok_or_else(|| {
-                CoreError::field(
-                    "mode",
-                    format!("{s:?} is not one of local, managed, network"),
-                )
-            })
+            .ok_or_else(|| CoreError::field("mode", format!("{s:?} is not one of local, managed, network")))
     }
 }
 

@@ -105,13 +105,8 @@ mod u128_string {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        if s.is_empty()
-            || !s.bytes().all(|b| b.is_ascii_digit())
-            || (s.len() > 1 && s.starts_with('0'))
-        {
-            return Err(D::Error::custom(
-                "amount must be a canonical decimal string",
-            ));
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+            return Err(D::Error::custom("amount must be a canonical decimal string"));
         }
         s.parse().map_err(D::Error::custom)
     }
@@ -175,11 +170,7 @@ impl PayoutTree {
             }
         }
         let n = entries.len();
-        let mut hashed: Vec<(Hash32, usize)> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.leaf(), i))
-            .collect();
+        let mut hashed: Vec<(Hash32, usize)> = entries.iter().enumerate().map(|(i, e)| (e.leaf(), i)).collect();
         // Stable sort by hash; ties (identical entries cannot occur: indices are unique).
         hashed.sort_by_key(|a| a.0);
         let len = 2 * n - 1;
@@ -212,13 +203,10 @@ impl PayoutTree {
 
     /// The proof for the entry at input position `position`.
     pub fn proof_at(&self, position: usize) -> Result<Vec<Hash32>> {
-        let mut k = *self
-            .positions
-            .get(position)
-            .ok_or(CoreError::IndexOutOfRange {
-                index: position as u64,
-                len: self.entries.len() as u64,
-            })?;
+        let mut k = *self.positions.get(position).ok_or(CoreError::IndexOutOfRange {
+            index: position as u64,
+            len: self.entries.len() as u64,
+        })?;
         let mut proof = Vec::new();
         while k > 0 {
             let sib = if k % 2 == 0 { k - 1 } else { k + 1 };
@@ -303,10 +291,7 @@ mod tests {
 
     #[test]
     fn duplicates_and_empty_are_refused() {
-        assert!(matches!(
-            PayoutTree::build(vec![]),
-            Err(CoreError::EmptyTree)
-        ));
+        assert!(matches!(PayoutTree::build(vec![]), Err(CoreError::EmptyTree)));
         let e = PayoutEntry {
             index: 3,
             account: EthAddress([1; 20]),

@@ -244,10 +244,7 @@ impl Canonical for CommitmentBasis {
         CommitmentBasis::ALL
             .into_iter()
             .find(|b| b.tag() == tag)
-            .ok_or(CoreError::InvalidTag {
-                field: "commitment_basis",
-                tag,
-            })
+            .ok_or(CoreError::InvalidTag { field: "commitment_basis", tag })
     }
 }
 
@@ -305,12 +302,7 @@ impl Commitment {
         Self::commit(salt, OUTPUT_COMMITMENT_TAG, output)
     }
 
-    fn commit_token_ids(
-        salt: &CommitmentSalt,
-        role_tag: &[u8],
-        field: &'static str,
-        ids: &[u32],
-    ) -> Result<Self> {
+    fn commit_token_ids(salt: &CommitmentSalt, role_tag: &[u8], field: &'static str, ids: &[u32]) -> Result<Self> {
         let n = u32_len(field, ids.len())?;
         // Streams exactly `role_tag || token_ids_bytes(ids)` without building it.
         let mut h = blake3::Hasher::new_keyed(&salt.0);
@@ -326,12 +318,7 @@ impl Commitment {
         Ok(Self(*h.finalize().as_bytes()))
     }
 
-    fn commit_text(
-        salt: &CommitmentSalt,
-        role_tag: &[u8],
-        field: &'static str,
-        text: &str,
-    ) -> Result<Self> {
+    fn commit_text(salt: &CommitmentSalt, role_tag: &[u8], field: &'static str, text: &str) -> Result<Self> {
         let n = u32_len(field, text.len())?;
         let mut h = blake3::Hasher::new_keyed(&salt.0);
         h.update(role_tag);
@@ -475,15 +462,10 @@ impl ServedContent<'_> {
     /// [`CoreError::LengthTooLarge`] for more than `u32::MAX` token ids.
     pub fn token_counts(&self) -> Result<(u32, u32)> {
         match *self {
-            ServedContent::TokenIds { prompt, completion } => Ok((
-                u32_len("prompt_token_ids", prompt.len())?,
-                u32_len("completion_token_ids", completion.len())?,
-            )),
-            ServedContent::Utf8Text {
-                prompt_tokens,
-                completion_tokens,
-                ..
-            } => Ok((prompt_tokens, completion_tokens)),
+            ServedContent::TokenIds { prompt, completion } => {
+                Ok((u32_len("prompt_token_ids", prompt.len())?, u32_len("completion_token_ids", completion.len())?))
+            }
+            ServedContent::Utf8Text { prompt_tokens, completion_tokens, .. } => Ok((prompt_tokens, completion_tokens)),
         }
     }
 
@@ -494,16 +476,12 @@ impl ServedContent<'_> {
     /// [`CoreError::LengthTooLarge`] for inputs longer than `u32::MAX` ids or bytes.
     pub fn commitments(&self, salt: &CommitmentSalt) -> Result<(Commitment, Commitment)> {
         match *self {
-            ServedContent::TokenIds { prompt, completion } => Ok((
-                Commitment::prompt_token_ids(salt, prompt)?,
-                Commitment::completion_token_ids(salt, completion)?,
-            )),
-            ServedContent::Utf8Text {
-                prompt, completion, ..
-            } => Ok((
-                Commitment::prompt_text(salt, prompt)?,
-                Commitment::completion_text(salt, completion)?,
-            )),
+            ServedContent::TokenIds { prompt, completion } => {
+                Ok((Commitment::prompt_token_ids(salt, prompt)?, Commitment::completion_token_ids(salt, completion)?))
+            }
+            ServedContent::Utf8Text { prompt, completion, .. } => {
+                Ok((Commitment::prompt_text(salt, prompt)?, Commitment::completion_text(salt, completion)?))
+            }
         }
     }
 }
@@ -516,12 +494,7 @@ impl std::fmt::Debug for ServedContent<'_> {
                 .field("prompt_len", &prompt.len())
                 .field("completion_len", &completion.len())
                 .finish(),
-            ServedContent::Utf8Text {
-                prompt,
-                completion,
-                prompt_tokens,
-                completion_tokens,
-            } => f
+            ServedContent::Utf8Text { prompt, completion, prompt_tokens, completion_tokens } => f
                 .debug_struct("Utf8Text")
                 .field("prompt_bytes", &prompt.len())
                 .field("completion_bytes", &completion.len())
@@ -572,15 +545,10 @@ impl Receipt {
     /// [`CoreError::Overflow`] if the price does not fit in `u64`; [`CoreError::InvalidField`]
     /// or [`CoreError::LengthTooLarge`] for a bad model id or backend, or more than `u32::MAX`
     /// tokens or text bytes.
-    pub fn new_v2(
-        served: ServedRequest<'_>,
-        prices: &PriceSchedule,
-        node_salt: &NodeSalt,
-    ) -> Result<Receipt> {
+    pub fn new_v2(served: ServedRequest<'_>, prices: &PriceSchedule, node_salt: &NodeSalt) -> Result<Receipt> {
         check_receipt_fields(&served.model_id, &served.backend)?;
         let (prompt_tokens, completion_tokens) = served.content.token_counts()?;
-        let price_micro_credits =
-            prices.price(u64::from(prompt_tokens), u64::from(completion_tokens))?;
+        let price_micro_credits = prices.price(u64::from(prompt_tokens), u64::from(completion_tokens))?;
         let salt = node_salt.receipt_salt(&served.request_id);
         let (prompt_commitment, output_commitment) = served.content.commitments(&salt)?;
         Ok(Receipt {
@@ -646,12 +614,7 @@ impl Receipt {
     }
 
     /// [`Self::opens`] for the token-ids basis.
-    pub fn opens_token_ids(
-        &self,
-        salt: &CommitmentSalt,
-        prompt: &[u32],
-        completion: &[u32],
-    ) -> bool {
+    pub fn opens_token_ids(&self, salt: &CommitmentSalt, prompt: &[u32], completion: &[u32]) -> bool {
         self.opens(salt, &ServedContent::TokenIds { prompt, completion })
     }
 
@@ -660,12 +623,7 @@ impl Receipt {
     pub fn opens_text(&self, salt: &CommitmentSalt, prompt: &str, completion: &str) -> bool {
         self.opens(
             salt,
-            &ServedContent::Utf8Text {
-                prompt,
-                completion,
-                prompt_tokens: self.prompt_tokens,
-                completion_tokens: self.completion_tokens,
-            },
+            &ServedContent::Utf8Text { prompt, completion, prompt_tokens: self.prompt_tokens, completion_tokens: self.completion_tokens },
         )
     }
 }
@@ -855,10 +813,7 @@ mod tests {
     }
 
     fn v2(key: &NodeKey, salt: &NodeSalt, request: u8) -> Receipt {
-        let content = ServedContent::TokenIds {
-            prompt: &PROMPT,
-            completion: &COMPLETION,
-        };
+        let content = ServedContent::TokenIds { prompt: &PROMPT, completion: &COMPLETION };
         Receipt::new_v2(served(key, request, content), &PriceSchedule::FREE, salt).unwrap()
     }
 
@@ -872,20 +827,14 @@ mod tests {
         d.verify(&key.public()).unwrap();
         assert_eq!(d.verify_self_certified().unwrap(), key.node_id());
         let other = NodeKey::from_seed([2; 32]);
-        assert!(matches!(
-            d.verify(&other.public()),
-            Err(CoreError::SignerMismatch { .. })
-        ));
+        assert!(matches!(d.verify(&other.public()), Err(CoreError::SignerMismatch { .. })));
     }
 
     #[test]
     fn signing_with_another_nodes_key_is_refused() {
         let key = NodeKey::from_seed([1; 32]);
         let other = NodeKey::from_seed([2; 32]);
-        assert!(matches!(
-            sample(&key).sign(&other),
-            Err(CoreError::NodeIdMismatch { .. })
-        ));
+        assert!(matches!(sample(&key).sign(&other), Err(CoreError::NodeIdMismatch { .. })));
     }
 
     #[test]
@@ -896,10 +845,7 @@ mod tests {
         assert!(r.sign(&key).is_err());
         let mut r = sample(&key);
         r.backend = "x".repeat(65);
-        assert!(matches!(
-            r.sign(&key),
-            Err(CoreError::LengthTooLarge { .. })
-        ));
+        assert!(matches!(r.sign(&key), Err(CoreError::LengthTooLarge { .. })));
     }
 
     #[test]
@@ -909,10 +855,7 @@ mod tests {
         assert!(c.opens_to(&salt, PROMPT_COMMITMENT_TAG, b"secret prompt"));
         assert!(!c.opens_to(&salt, PROMPT_COMMITMENT_TAG, b"secret prompT"));
         assert!(!c.opens_to(&salt, OUTPUT_COMMITMENT_TAG, b"secret prompt"));
-        assert_ne!(
-            c,
-            Commitment::prompt(&CommitmentSalt::from_bytes([8; 32]), b"secret prompt")
-        );
+        assert_ne!(c, Commitment::prompt(&CommitmentSalt::from_bytes([8; 32]), b"secret prompt"));
         assert_eq!(format!("{salt:?}"), "CommitmentSalt(<redacted>)");
     }
 
@@ -952,10 +895,7 @@ mod tests {
         assert_eq!(back.encode(), s.encode());
         let tampered = j.replace("\"prompt_tokens\":1", "\"prompt_tokens\":9");
         let t: SignedReceipt = serde_json::from_str(&tampered).unwrap();
-        assert!(matches!(
-            t.verify(&key.public()),
-            Err(CoreError::InvalidSignature { .. })
-        ));
+        assert!(matches!(t.verify(&key.public()), Err(CoreError::InvalidSignature { .. })));
         let bad_id = j.replace("smollm2", "../x");
         assert!(serde_json::from_str::<SignedReceipt>(&bad_id).is_err());
     }
@@ -965,10 +905,7 @@ mod tests {
         let key = NodeKey::from_seed([1; 32]);
         let salt = NodeSalt::from_bytes([9; 32]);
         let r = v2(&key, &salt, 1);
-        assert_eq!(
-            (r.version(), r.commitment_basis),
-            (2, Some(CommitmentBasis::TokenIds))
-        );
+        assert_eq!((r.version(), r.commitment_basis), (2, Some(CommitmentBasis::TokenIds)));
         assert_eq!((r.prompt_tokens, r.completion_tokens), (4, 3));
         let s = r.clone().sign(&key).unwrap();
         assert_eq!(s.version(), 2);
@@ -995,55 +932,33 @@ mod tests {
         a.attestation_digest = Some(Hash32([0xab; 32]));
         let sa = a.sign(&key).unwrap();
         assert_eq!(sa.body_bytes().len(), v1_len + 2 + 32);
-        assert_eq!(
-            SignedReceipt::decode(&sa.encode())
-                .unwrap()
-                .body()
-                .attestation_digest,
-            Some(Hash32([0xab; 32]))
-        );
+        assert_eq!(SignedReceipt::decode(&sa.encode()).unwrap().body().attestation_digest, Some(Hash32([0xab; 32])));
     }
 
     #[test]
     fn versions_decode_side_by_side_and_do_not_mix() {
         let key = NodeKey::from_seed([1; 32]);
         let one = sample(&key).sign(&key).unwrap();
-        let two = v2(&key, &NodeSalt::from_bytes([9; 32]), 1)
-            .sign(&key)
-            .unwrap();
+        let two = v2(&key, &NodeSalt::from_bytes([9; 32]), 1).sign(&key).unwrap();
         assert_eq!(SignedReceipt::decode(&one.encode()).unwrap().version(), 1);
         assert_eq!(SignedReceipt::decode(&two.encode()).unwrap().version(), 2);
         // a v1 body under version byte 2 is short; a v2 body under byte 1 has trailing bytes
         let mut e = one.encode();
         e[0] = 2;
-        assert!(matches!(
-            SignedReceipt::decode(&e),
-            Err(CoreError::Truncated { .. })
-        ));
+        assert!(matches!(SignedReceipt::decode(&e), Err(CoreError::Truncated { .. })));
         let mut e = two.encode();
         e[0] = 1;
-        assert!(matches!(
-            SignedReceipt::decode(&e),
-            Err(CoreError::TrailingBytes { .. })
-        ));
+        assert!(matches!(SignedReceipt::decode(&e), Err(CoreError::TrailingBytes { .. })));
         for v in [0u8, 3, 255] {
             let mut e = two.encode();
             e[0] = v;
-            assert!(
-                matches!(SignedReceipt::decode(&e), Err(CoreError::UnsupportedVersion { found, supported: 2, .. }) if found == v)
-            );
+            assert!(matches!(SignedReceipt::decode(&e), Err(CoreError::UnsupportedVersion { found, supported: 2, .. }) if found == v));
         }
         // an unknown basis tag is refused
         let mut body = two.body_bytes().to_vec();
         let at = body.len() - 2;
         body[at] = 7;
-        assert!(matches!(
-            Receipt::from_body_bytes(2, &body),
-            Err(CoreError::InvalidTag {
-                field: "commitment_basis",
-                tag: 7
-            })
-        ));
+        assert!(matches!(Receipt::from_body_bytes(2, &body), Err(CoreError::InvalidTag { field: "commitment_basis", tag: 7 })));
         // JSON: the envelope version must match the body's fields
         let j = serde_json::to_value(&two).unwrap();
         assert_eq!(j["version"], 2);
@@ -1057,9 +972,7 @@ mod tests {
         assert!(serde_json::from_value::<SignedReceipt>(wrong).is_err());
         let mut future = j;
         future["version"] = 3.into();
-        let e = serde_json::from_value::<SignedReceipt>(future)
-            .unwrap_err()
-            .to_string();
+        let e = serde_json::from_value::<SignedReceipt>(future).unwrap_err().to_string();
         assert!(e.contains("unsupported receipt version 3"), "{e}");
     }
 
@@ -1068,13 +981,7 @@ mod tests {
         let key = NodeKey::from_seed([1; 32]);
         let mut r = sample(&key);
         r.attestation_digest = Some(Hash32([1; 32]));
-        assert!(matches!(
-            r.sign(&key),
-            Err(CoreError::InvalidField {
-                field: "attestation_digest",
-                ..
-            })
-        ));
+        assert!(matches!(r.sign(&key), Err(CoreError::InvalidField { field: "attestation_digest", .. })));
     }
 
     #[test]
@@ -1085,71 +992,34 @@ mod tests {
         assert_eq!(&bytes[..4], &[4, 0, 0, 0]);
         assert_eq!(&bytes[12..16], &[0xef, 0xbe, 0xad, 0xde]);
         assert_eq!(bytes.len(), 4 + 16);
-        assert_eq!(
-            Commitment::prompt_token_ids(&salt, &ids).unwrap(),
-            Commitment::commit(&salt, PROMPT_TOKEN_IDS_TAG, &bytes)
-        );
-        assert_eq!(
-            Commitment::completion_token_ids(&salt, &ids).unwrap(),
-            Commitment::commit(&salt, COMPLETION_TOKEN_IDS_TAG, &bytes)
-        );
+        assert_eq!(Commitment::prompt_token_ids(&salt, &ids).unwrap(), Commitment::commit(&salt, PROMPT_TOKEN_IDS_TAG, &bytes));
+        assert_eq!(Commitment::completion_token_ids(&salt, &ids).unwrap(), Commitment::commit(&salt, COMPLETION_TOKEN_IDS_TAG, &bytes));
         // more than one hashing chunk (256 ids) streams the same bytes
         let many: Vec<u32> = (0..1000).collect();
         assert_eq!(
             Commitment::prompt_token_ids(&salt, &many).unwrap(),
-            Commitment::commit(
-                &salt,
-                PROMPT_TOKEN_IDS_TAG,
-                &token_ids_bytes(&many).unwrap()
-            )
+            Commitment::commit(&salt, PROMPT_TOKEN_IDS_TAG, &token_ids_bytes(&many).unwrap())
         );
         let text = "héllo";
         let tb = text_bytes(text).unwrap();
         assert_eq!(tb, [&[6u8, 0, 0, 0][..], text.as_bytes()].concat());
-        assert_eq!(
-            Commitment::prompt_text(&salt, text).unwrap(),
-            Commitment::commit(&salt, PROMPT_TEXT_TAG, &tb)
-        );
-        assert_eq!(
-            Commitment::completion_text(&salt, text).unwrap(),
-            Commitment::commit(&salt, COMPLETION_TEXT_TAG, &tb)
-        );
+        assert_eq!(Commitment::prompt_text(&salt, text).unwrap(), Commitment::commit(&salt, PROMPT_TEXT_TAG, &tb));
+        assert_eq!(Commitment::completion_text(&salt, text).unwrap(), Commitment::commit(&salt, COMPLETION_TEXT_TAG, &tb));
         // tags are distinct and none is a prefix of another (so tag || data is unambiguous)
-        let tags = [
-            PROMPT_COMMITMENT_TAG,
-            OUTPUT_COMMITMENT_TAG,
-            PROMPT_TOKEN_IDS_TAG,
-            COMPLETION_TOKEN_IDS_TAG,
-            PROMPT_TEXT_TAG,
-            COMPLETION_TEXT_TAG,
-        ];
+        let tags = [PROMPT_COMMITMENT_TAG, OUTPUT_COMMITMENT_TAG, PROMPT_TOKEN_IDS_TAG, COMPLETION_TOKEN_IDS_TAG, PROMPT_TEXT_TAG, COMPLETION_TEXT_TAG];
         for (i, a) in tags.iter().enumerate() {
             for (j, b) in tags.iter().enumerate() {
                 if i != j {
-                    assert!(
-                        !a.starts_with(b),
-                        "{:?} starts with {:?}",
-                        String::from_utf8_lossy(a),
-                        String::from_utf8_lossy(b)
-                    );
+                    assert!(!a.starts_with(b), "{:?} starts with {:?}", String::from_utf8_lossy(a), String::from_utf8_lossy(b));
                 }
             }
         }
         // roles and bases never collide on the same data
         let empty_ids = Commitment::prompt_token_ids(&salt, &[]).unwrap();
-        assert_ne!(
-            empty_ids,
-            Commitment::completion_token_ids(&salt, &[]).unwrap()
-        );
+        assert_ne!(empty_ids, Commitment::completion_token_ids(&salt, &[]).unwrap());
         assert_ne!(empty_ids, Commitment::prompt_text(&salt, "").unwrap());
-        assert_eq!(
-            CommitmentBasis::TokenIds.role_tags(),
-            (PROMPT_TOKEN_IDS_TAG, COMPLETION_TOKEN_IDS_TAG)
-        );
-        assert_eq!(
-            CommitmentBasis::Utf8Text.role_tags(),
-            (PROMPT_TEXT_TAG, COMPLETION_TEXT_TAG)
-        );
+        assert_eq!(CommitmentBasis::TokenIds.role_tags(), (PROMPT_TOKEN_IDS_TAG, COMPLETION_TOKEN_IDS_TAG));
+        assert_eq!(CommitmentBasis::Utf8Text.role_tags(), (PROMPT_TEXT_TAG, COMPLETION_TEXT_TAG));
     }
 
     #[test]
@@ -1186,14 +1056,8 @@ mod tests {
         assert!(b.opens_token_ids(&salt_b, &PROMPT, &COMPLETION));
         // A's revealed salt does not check B's commitments, even against B's true token ids.
         assert!(!b.opens_token_ids(&salt_a, &PROMPT, &COMPLETION));
-        assert_ne!(
-            Commitment::prompt_token_ids(&salt_a, &PROMPT).unwrap(),
-            b.prompt_commitment
-        );
-        assert_ne!(
-            Commitment::completion_token_ids(&salt_a, &COMPLETION).unwrap(),
-            b.output_commitment
-        );
+        assert_ne!(Commitment::prompt_token_ids(&salt_a, &PROMPT).unwrap(), b.prompt_commitment);
+        assert_ne!(Commitment::completion_token_ids(&salt_a, &COMPLETION).unwrap(), b.output_commitment);
         assert_ne!(a.prompt_commitment, b.prompt_commitment);
         // wrong data, wrong basis, wrong counts and version-1 receipts do not open
         assert!(!a.opens_token_ids(&salt_a, &PROMPT[..3], &COMPLETION));
@@ -1209,30 +1073,15 @@ mod tests {
     fn new_v2_prices_with_the_schedule_and_commits_text_for_upstreams() {
         let key = NodeKey::from_seed([1; 32]);
         let node = NodeSalt::from_bytes([9; 32]);
-        let content = ServedContent::Utf8Text {
-            prompt: "Hi",
-            completion: "Hello!",
-            prompt_tokens: 31,
-            completion_tokens: 9,
-        };
+        let content = ServedContent::Utf8Text { prompt: "Hi", completion: "Hello!", prompt_tokens: 31, completion_tokens: 9 };
         let mut req = served(&key, 3, content);
         req.mode = OperatingMode::Network;
         req.attestation_digest = Some(Hash32([5; 32]));
-        let prices = PriceSchedule {
-            prompt_per_1m_tokens: 100,
-            completion_per_1m_tokens: 300,
-            per_request: 250,
-        };
+        let prices = PriceSchedule { prompt_per_1m_tokens: 100, completion_per_1m_tokens: 300, per_request: 250 };
         let r = Receipt::new_v2(req.clone(), &prices, &node).unwrap();
         assert_eq!(r.price_micro_credits, prices.price(31, 9).unwrap());
-        assert_eq!(
-            r.price_micro_credits, 251,
-            "250 + ceil((31*100 + 9*300) / 1e6)"
-        );
-        assert_eq!(
-            (r.prompt_tokens, r.completion_tokens, r.mode),
-            (31, 9, OperatingMode::Network)
-        );
+        assert_eq!(r.price_micro_credits, 251, "250 + ceil((31*100 + 9*300) / 1e6)");
+        assert_eq!((r.prompt_tokens, r.completion_tokens, r.mode), (31, 9, OperatingMode::Network));
         assert_eq!(r.commitment_basis, Some(CommitmentBasis::Utf8Text));
         let salt = node.receipt_salt(&r.request_id);
         assert!(r.opens_text(&salt, "Hi", "Hello!"));
@@ -1240,45 +1089,17 @@ mod tests {
         assert!(!r.opens_token_ids(&salt, &[], &[]));
         r.sign(&key).unwrap().verify(&key.public()).unwrap();
         // one token at a price that rounds up is never free
-        let one = ServedContent::TokenIds {
-            prompt: &[42],
-            completion: &[],
-        };
-        let p1 = PriceSchedule {
-            prompt_per_1m_tokens: 1,
-            completion_per_1m_tokens: 0,
-            per_request: 0,
-        };
-        assert_eq!(
-            Receipt::new_v2(served(&key, 4, one), &p1, &node)
-                .unwrap()
-                .price_micro_credits,
-            1
-        );
+        let one = ServedContent::TokenIds { prompt: &[42], completion: &[] };
+        let p1 = PriceSchedule { prompt_per_1m_tokens: 1, completion_per_1m_tokens: 0, per_request: 0 };
+        assert_eq!(Receipt::new_v2(served(&key, 4, one), &p1, &node).unwrap().price_micro_credits, 1);
         // overflow and bad identifiers are typed errors
-        let big = PriceSchedule {
-            prompt_per_1m_tokens: u64::MAX,
-            completion_per_1m_tokens: u64::MAX,
-            per_request: u64::MAX,
-        };
-        assert!(matches!(
-            Receipt::new_v2(req.clone(), &big, &node),
-            Err(CoreError::Overflow { .. })
-        ));
+        let big = PriceSchedule { prompt_per_1m_tokens: u64::MAX, completion_per_1m_tokens: u64::MAX, per_request: u64::MAX };
+        assert!(matches!(Receipt::new_v2(req.clone(), &big, &node), Err(CoreError::Overflow { .. })));
         let mut bad = req;
         bad.model_id = "../x".into();
-        assert!(matches!(
-            Receipt::new_v2(bad, &prices, &node),
-            Err(CoreError::InvalidField {
-                field: "model_id",
-                ..
-            })
-        ));
+        assert!(matches!(Receipt::new_v2(bad, &prices, &node), Err(CoreError::InvalidField { field: "model_id", .. })));
         // Debug never shows the content
         let dbg = format!("{:?}", served(&key, 5, content));
-        assert!(
-            !dbg.contains("Hello!") && dbg.contains("completion_bytes: 6"),
-            "{dbg}"
-        );
+        assert!(!dbg.contains("Hello!") && dbg.contains("completion_bytes: 6"), "{dbg}");
     }
 }

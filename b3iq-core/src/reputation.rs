@@ -161,12 +161,7 @@ pub fn decay(value: u64, dt_ms: u64, half_life_ms: u64) -> u64 {
 impl Reputation {
     /// A fresh reputation for `node_id`, starting at `now_ms`.
     pub fn new(node_id: NodeId, now_ms: u64) -> Self {
-        Self {
-            node_id,
-            good_milli: 0,
-            bad_milli: 0,
-            last_ms: now_ms,
-        }
+        Self { node_id, good_milli: 0, bad_milli: 0, last_ms: now_ms }
     }
 
     /// The node this reputation belongs to.
@@ -176,33 +171,23 @@ impl Reputation {
 
     fn decayed_to(&self, now_ms: u64, p: &ReputationParams) -> (u64, u64) {
         let dt = now_ms.saturating_sub(self.last_ms);
-        (
-            decay(self.good_milli, dt, p.half_life_ms),
-            decay(self.bad_milli, dt, p.half_life_ms),
-        )
+        (decay(self.good_milli, dt, p.half_life_ms), decay(self.bad_milli, dt, p.half_life_ms))
     }
 
     /// Applies an event (events older than the last one are applied without decay).
     pub fn apply(&mut self, event: &ReputationEvent, p: &ReputationParams) -> Result<()> {
         if event.node_id != self.node_id {
-            return Err(CoreError::ReputationNodeMismatch {
-                expected: self.node_id.to_string(),
-                found: event.node_id.to_string(),
-            });
+            return Err(CoreError::ReputationNodeMismatch { expected: self.node_id.to_string(), found: event.node_id.to_string() });
         }
         let (mut good, mut bad) = self.decayed_to(event.at_ms, p);
         let mul = |a: u64, b: u64| -> u64 { a.saturating_mul(b) };
         match event.kind {
             ReputationEventKind::Uptime { up_ms, window_ms } => {
                 if up_ms > window_ms {
-                    return Err(CoreError::field(
-                        "uptime",
-                        "up_ms must not exceed window_ms",
-                    ));
+                    return Err(CoreError::field("uptime", "up_ms must not exceed window_ms"));
                 }
                 good = good.saturating_add(mul(up_ms / 60_000, p.uptime_per_min_milli));
-                bad =
-                    bad.saturating_add(mul((window_ms - up_ms) / 60_000, p.downtime_per_min_milli));
+                bad = bad.saturating_add(mul((window_ms - up_ms) / 60_000, p.downtime_per_min_milli));
             }
             ReputationEventKind::Latency { ttft_ms, target_ms } => {
                 if ttft_ms <= target_ms {
@@ -211,22 +196,12 @@ impl Reputation {
                     bad = bad.saturating_add(p.latency_miss_milli);
                 }
             }
-            ReputationEventKind::DeliveredTokens { tokens } => {
-                good = good.saturating_add(mul(tokens / 1000, p.per_1k_tokens_milli))
-            }
+            ReputationEventKind::DeliveredTokens { tokens } => good = good.saturating_add(mul(tokens / 1000, p.per_1k_tokens_milli)),
             ReputationEventKind::Failure => bad = bad.saturating_add(p.failure_milli),
-            ReputationEventKind::Dispute { lost: true } => {
-                bad = bad.saturating_add(p.dispute_lost_milli)
-            }
-            ReputationEventKind::Dispute { lost: false } => {
-                good = good.saturating_add(p.dispute_won_milli)
-            }
-            ReputationEventKind::Challenge { passed: true } => {
-                good = good.saturating_add(p.challenge_passed_milli)
-            }
-            ReputationEventKind::Challenge { passed: false } => {
-                bad = bad.saturating_add(p.challenge_failed_milli)
-            }
+            ReputationEventKind::Dispute { lost: true } => bad = bad.saturating_add(p.dispute_lost_milli),
+            ReputationEventKind::Dispute { lost: false } => good = good.saturating_add(p.dispute_won_milli),
+            ReputationEventKind::Challenge { passed: true } => good = good.saturating_add(p.challenge_passed_milli),
+            ReputationEventKind::Challenge { passed: false } => bad = bad.saturating_add(p.challenge_failed_milli),
         }
         self.good_milli = good;
         self.bad_milli = bad;
@@ -279,37 +254,14 @@ mod tests {
         let mut r = Reputation::new(a, 0);
         assert_eq!(r.score_bps(0, &p), 0);
         for i in 0..200 {
-            r.apply(
-                &ReputationEvent {
-                    node_id: a,
-                    at_ms: i,
-                    kind: ReputationEventKind::Challenge { passed: true },
-                },
-                &p,
-            )
-            .unwrap();
+            r.apply(&ReputationEvent { node_id: a, at_ms: i, kind: ReputationEventKind::Challenge { passed: true } }, &p).unwrap();
         }
         let high = r.score_bps(200, &p);
         assert!(high > 9000, "{high}");
-        r.apply(
-            &ReputationEvent {
-                node_id: a,
-                at_ms: 201,
-                kind: ReputationEventKind::Dispute { lost: true },
-            },
-            &p,
-        )
-        .unwrap();
+        r.apply(&ReputationEvent { node_id: a, at_ms: 201, kind: ReputationEventKind::Dispute { lost: true } }, &p).unwrap();
         assert!(r.score_bps(201, &p) < high);
         assert!(matches!(
-            r.apply(
-                &ReputationEvent {
-                    node_id: b,
-                    at_ms: 22,
-                    kind: ReputationEventKind::Failure
-                },
-                &p
-            ),
+            r.apply(&ReputationEvent { node_id: b, at_ms: 22, kind: ReputationEventKind::Failure }, &p),
             Err(CoreError::ReputationNodeMismatch { .. })
         ));
         let (g0, _) = r.accumulators(201, &p);

@@ -186,11 +186,7 @@ pub trait SignedKind: Clone {
         if body.version() != version {
             return Err(CoreError::field(
                 "version",
-                format!(
-                    "a version {version} {} body decoded as version {}",
-                    kind.name(),
-                    body.version()
-                ),
+                format!("a version {version} {} body decoded as version {}", kind.name(), body.version()),
             ));
         }
         Ok(body)
@@ -217,10 +213,7 @@ macro_rules! canonical_body {
         fn encode_body(&self, w: &mut $crate::codec::Writer) {
             $crate::codec::Canonical::encode_to(self, w)
         }
-        fn decode_body(
-            _version: u8,
-            r: &mut $crate::codec::Reader<'_>,
-        ) -> $crate::error::Result<Self> {
+        fn decode_body(_version: u8, r: &mut $crate::codec::Reader<'_>) -> $crate::error::Result<Self> {
             $crate::codec::Canonical::decode_from(r)
         }
     };
@@ -299,9 +292,7 @@ impl<T: SignedKind> Signed<T> {
         }
         if let Some(claimed) = body.claimed_signer() {
             if claimed != key.public() {
-                return Err(CoreError::SignerMismatch {
-                    kind: T::KIND.name(),
-                });
+                return Err(CoreError::SignerMismatch { kind: T::KIND.name() });
             }
         }
         let signature = key.sign_raw(&signing_message(T::KIND, body.version(), &body_bytes));
@@ -429,10 +420,7 @@ impl<T: SignedKind> Signed<T> {
     /// signed by the holder of the named node's key; says nothing about whether you trust it.
     pub fn verify_self_certified(&self) -> Result<NodeId> {
         let claimed = self.body.claimed_node_id().ok_or_else(|| {
-            CoreError::field(
-                "node_id",
-                format!("a {} does not name a node id", T::KIND.name()),
-            )
+            CoreError::field("node_id", format!("a {} does not name a node id", T::KIND.name()))
         })?;
         self.verify_embedded_signer()?;
         Ok(claimed)
@@ -450,10 +438,7 @@ impl<T: SignedKind> Signed<T> {
                 });
             }
         }
-        if self
-            .signer
-            .verify_raw(&self.signing_message(), &self.signature)
-        {
+        if self.signer.verify_raw(&self.signing_message(), &self.signature) {
             Ok(())
         } else {
             Err(CoreError::InvalidSignature {
@@ -465,9 +450,7 @@ impl<T: SignedKind> Signed<T> {
 
 fn check_claimed_signer<T: SignedKind>(body: &T, signer: &NodePublicKey) -> Result<()> {
     match body.claimed_signer() {
-        Some(claimed) if &claimed != signer => Err(CoreError::SignerMismatch {
-            kind: T::KIND.name(),
-        }),
+        Some(claimed) if &claimed != signer => Err(CoreError::SignerMismatch { kind: T::KIND.name() }),
         _ => Ok(()),
     }
 }
@@ -598,30 +581,15 @@ mod tests {
         verify_batch::<Heartbeat>(&[]).unwrap();
         // swap in a signature from another object: decodes fine, must fail verification
         let other_sig = *items[1].signature();
-        items[3] =
-            Signed::from_parts(items[3].body().clone(), *items[3].signer(), other_sig).unwrap();
-        assert!(matches!(
-            verify_batch(&items),
-            Err(CoreError::InvalidSignature { .. })
-        ));
+        items[3] = Signed::from_parts(items[3].body().clone(), *items[3].signer(), other_sig).unwrap();
+        assert!(matches!(verify_batch(&items), Err(CoreError::InvalidSignature { .. })));
         // a body naming another node's id is refused even with a valid signature
         let k = &keys[0];
         let mut body = items[0].body().clone();
         body.node_id = keys[1].node_id();
-        let forged = Signed::from_parts(
-            body.clone(),
-            k.public(),
-            k.sign_raw(&signing_message(Kind::Heartbeat, 1, &body.to_body_bytes())),
-        )
-        .unwrap();
-        assert!(matches!(
-            forged.verify(&k.public()),
-            Err(CoreError::NodeIdMismatch { .. })
-        ));
-        assert!(matches!(
-            verify_batch(&[forged]),
-            Err(CoreError::NodeIdMismatch { .. })
-        ));
+        let forged = Signed::from_parts(body.clone(), k.public(), k.sign_raw(&signing_message(Kind::Heartbeat, 1, &body.to_body_bytes()))).unwrap();
+        assert!(matches!(forged.verify(&k.public()), Err(CoreError::NodeIdMismatch { .. })));
+        assert!(matches!(verify_batch(&[forged]), Err(CoreError::NodeIdMismatch { .. })));
     }
 
     #[test]
@@ -660,16 +628,10 @@ mod tests {
     fn wrong_kind_and_version_are_typed_errors() {
         let k = NodeKey::from_seed([1; 32]);
         let enc = hb(&k, 1).encode();
-        assert!(matches!(
-            Signed::<crate::receipt::Receipt>::decode(&enc),
-            Err(CoreError::WrongKind { found: 4, .. })
-        ));
+        assert!(matches!(Signed::<crate::receipt::Receipt>::decode(&enc), Err(CoreError::WrongKind { found: 4, .. })));
         let mut v2 = enc.clone();
         v2[0] = 9;
-        assert!(matches!(
-            Signed::<Heartbeat>::decode(&v2),
-            Err(CoreError::UnsupportedVersion { found: 9, .. })
-        ));
+        assert!(matches!(Signed::<Heartbeat>::decode(&v2), Err(CoreError::UnsupportedVersion { found: 9, .. })));
         assert_eq!(Signed::<Heartbeat>::decode(&enc).unwrap().encode(), enc);
     }
 }

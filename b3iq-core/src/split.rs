@@ -52,10 +52,7 @@ pub struct Split {
 impl Split {
     /// Sum of the parts, in `u128` (never overflows; equals the total).
     pub fn sum(&self) -> u128 {
-        u128::from(self.host)
-            + u128::from(self.publisher)
-            + u128::from(self.protocol)
-            + u128::from(self.verifier)
+        u128::from(self.host) + u128::from(self.publisher) + u128::from(self.protocol) + u128::from(self.verifier)
     }
 
     /// The part for one recipient.
@@ -93,13 +90,7 @@ struct SplitPolicyFields {
 impl TryFrom<SplitPolicyFields> for SplitPolicy {
     type Error = CoreError;
     fn try_from(f: SplitPolicyFields) -> Result<Self> {
-        SplitPolicy::new(
-            f.host_bps,
-            f.publisher_bps,
-            f.protocol_bps,
-            f.verifier_bps,
-            f.no_publisher_to,
-        )
+        SplitPolicy::new(f.host_bps, f.publisher_bps, f.protocol_bps, f.verifier_bps, f.no_publisher_to)
     }
 }
 
@@ -129,17 +120,8 @@ impl Default for SplitPolicy {
 
 impl SplitPolicy {
     /// A policy; the shares must add up to 10,000 and `no_publisher_to` must not be the publisher.
-    pub fn new(
-        host_bps: u16,
-        publisher_bps: u16,
-        protocol_bps: u16,
-        verifier_bps: u16,
-        no_publisher_to: Recipient,
-    ) -> Result<Self> {
-        let sum = u32::from(host_bps)
-            + u32::from(publisher_bps)
-            + u32::from(protocol_bps)
-            + u32::from(verifier_bps);
+    pub fn new(host_bps: u16, publisher_bps: u16, protocol_bps: u16, verifier_bps: u16, no_publisher_to: Recipient) -> Result<Self> {
+        let sum = u32::from(host_bps) + u32::from(publisher_bps) + u32::from(protocol_bps) + u32::from(verifier_bps);
         if sum != BPS_DENOMINATOR {
             return Err(CoreError::InvalidSplitPolicy { sum });
         }
@@ -160,13 +142,7 @@ impl SplitPolicy {
 
     /// The default policy with the no-publisher slot sent elsewhere.
     pub fn with_no_publisher_to(self, to: Recipient) -> Result<Self> {
-        Self::new(
-            self.host_bps,
-            self.publisher_bps,
-            self.protocol_bps,
-            self.verifier_bps,
-            to,
-        )
+        Self::new(self.host_bps, self.publisher_bps, self.protocol_bps, self.verifier_bps, to)
     }
 
     /// Where the publisher slot goes when a model has no publisher.
@@ -230,68 +206,20 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            split(99, true),
-            Split {
-                host: 72,
-                publisher: 9,
-                protocol: 14,
-                verifier: 4
-            }
-        );
-        assert_eq!(
-            split(99, false),
-            Split {
-                host: 72,
-                publisher: 0,
-                protocol: 23,
-                verifier: 4
-            }
-        );
-        assert_eq!(
-            split(1, true),
-            Split {
-                host: 1,
-                publisher: 0,
-                protocol: 0,
-                verifier: 0
-            }
-        );
-        assert_eq!(
-            split(100, true),
-            Split {
-                host: 70,
-                publisher: 10,
-                protocol: 15,
-                verifier: 5
-            }
-        );
+        assert_eq!(split(99, true), Split { host: 72, publisher: 9, protocol: 14, verifier: 4 });
+        assert_eq!(split(99, false), Split { host: 72, publisher: 0, protocol: 23, verifier: 4 });
+        assert_eq!(split(1, true), Split { host: 1, publisher: 0, protocol: 0, verifier: 0 });
+        assert_eq!(split(100, true), Split { host: 70, publisher: 10, protocol: 15, verifier: 5 });
     }
 
     #[test]
     fn policy_validation() {
-        assert!(matches!(
-            SplitPolicy::new(7000, 1000, 1500, 400, Recipient::Protocol),
-            Err(CoreError::InvalidSplitPolicy { sum: 9900 })
-        ));
+        assert!(matches!(SplitPolicy::new(7000, 1000, 1500, 400, Recipient::Protocol), Err(CoreError::InvalidSplitPolicy { sum: 9900 })));
         assert!(SplitPolicy::new(7000, 1000, 1500, 500, Recipient::Publisher).is_err());
-        let p = SplitPolicy::default()
-            .with_no_publisher_to(Recipient::Host)
-            .unwrap();
-        assert_eq!(
-            p.split(100, false),
-            Split {
-                host: 80,
-                publisher: 0,
-                protocol: 15,
-                verifier: 5
-            }
-        );
+        let p = SplitPolicy::default().with_no_publisher_to(Recipient::Host).unwrap();
+        assert_eq!(p.split(100, false), Split { host: 80, publisher: 0, protocol: 15, verifier: 5 });
         let j = serde_json::to_string(&SplitPolicy::default()).unwrap();
-        assert_eq!(
-            serde_json::from_str::<SplitPolicy>(&j).unwrap(),
-            SplitPolicy::default()
-        );
+        assert_eq!(serde_json::from_str::<SplitPolicy>(&j).unwrap(), SplitPolicy::default());
         let bad = j.replace("7000", "7001");
         assert!(serde_json::from_str::<SplitPolicy>(&bad).is_err());
     }

@@ -3,9 +3,7 @@
 use crate::error::{CoreError, Result};
 
 /// Trust tier 0-3. Higher tiers satisfy lower requirements.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
 pub enum TrustTier {
     /// 0: best effort, statistical checks only.
@@ -20,12 +18,7 @@ pub enum TrustTier {
 
 impl TrustTier {
     /// All tiers, lowest first.
-    pub const ALL: [TrustTier; 4] = [
-        TrustTier::BestEffort,
-        TrustTier::VerifiedAgent,
-        TrustTier::AttestedCompute,
-        TrustTier::RedundantVerification,
-    ];
+    pub const ALL: [TrustTier; 4] = [TrustTier::BestEffort, TrustTier::VerifiedAgent, TrustTier::AttestedCompute, TrustTier::RedundantVerification];
 
     /// The tier number.
     pub fn level(self) -> u8 {
@@ -51,13 +44,7 @@ impl TrustTier {
 impl TryFrom<u8> for TrustTier {
     type Error = CoreError;
     fn try_from(v: u8) -> Result<Self> {
-        TrustTier::ALL
-            .get(usize::from(v))
-            .copied()
-            .ok_or(CoreError::InvalidTag {
-                field: "trust tier",
-                tag: v,
-            })
+        TrustTier::ALL.get(usize::from(v)).copied().ok_or(CoreError::InvalidTag { field: "trust tier", tag: v })
     }
 }
 
@@ -81,15 +68,9 @@ mod tests {
     fn ordering_and_parsing() {
         assert!(TrustTier::AttestedCompute.satisfies(TrustTier::VerifiedAgent));
         assert!(!TrustTier::BestEffort.satisfies(TrustTier::VerifiedAgent));
-        assert_eq!(
-            TrustTier::try_from(3).unwrap(),
-            TrustTier::RedundantVerification
-        );
+        assert_eq!(TrustTier::try_from(3).unwrap(), TrustTier::RedundantVerification);
         assert!(TrustTier::try_from(4).is_err());
-        assert_eq!(
-            serde_json::to_string(&TrustTier::AttestedCompute).unwrap(),
-            "2"
-        );
+        assert_eq!(serde_json::to_string(&TrustTier::AttestedCompute).unwrap(), "2");
         assert!(serde_json::from_str::<TrustTier>("9").is_err());
     }
 }

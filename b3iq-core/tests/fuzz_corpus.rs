@@ -25,18 +25,10 @@ fn replay_fuzz_corpus() {
             }
             let data = std::fs::read(&path).expect("read corpus file");
             let result = std::panic::catch_unwind(|| check(&data));
-            assert!(
-                result.is_ok(),
-                "fuzz check {target} panicked on {}",
-                path.display()
-            );
+            assert!(result.is_ok(), "fuzz check {target} panicked on {}", path.display());
             n += 1;
         }
-        assert!(
-            n > 0,
-            "no corpus files for fuzz target {target} in {}",
-            dir.display()
-        );
+        assert!(n > 0, "no corpus files for fuzz target {target} in {}", dir.display());
         total += n;
     }
     assert!(total >= checks::TARGETS.len());
@@ -54,15 +46,9 @@ fn seed_corpus_accepts_the_golden_objects() {
         .filter_map(|b| SignedReceipt::decode(&b).ok())
         .collect();
     let ok = decoded.len();
-    assert!(
-        ok >= 2,
-        "expected the golden receipts among the receipt seeds"
-    );
+    assert!(ok >= 2, "expected the golden receipts among the receipt seeds");
     // both receipt versions are seeded, so the fuzzer reaches both body layouts
     for version in [1, 2] {
-        assert!(
-            decoded.iter().any(|s| s.version() == version),
-            "no version-{version} receipt among the receipt seeds"
-        );
+        assert!(decoded.iter().any(|s| s.version() == version), "no version-{version} receipt among the receipt seeds");
     }
 }

@@ -18,16 +18,11 @@ use proptest::prelude::*;
 use rand_chacha::rand_core::SeedableRng;
 
 fn mode() -> impl Strategy<Value = OperatingMode> {
-    prop_oneof![
-        Just(OperatingMode::Local),
-        Just(OperatingMode::Managed),
-        Just(OperatingMode::Network)
-    ]
+    prop_oneof![Just(OperatingMode::Local), Just(OperatingMode::Managed), Just(OperatingMode::Network)]
 }
 
 fn ident(max: usize) -> impl Strategy<Value = String> {
-    proptest::string::string_regex(&format!("[a-z0-9][a-z0-9_:+-]{{0,{}}}", max - 1))
-        .expect("regex")
+    proptest::string::string_regex(&format!("[a-z0-9][a-z0-9_:+-]{{0,{}}}", max - 1)).expect("regex")
 }
 
 fn receipt(seed: [u8; 32]) -> impl Strategy<Value = (NodeKey, Receipt)> {
@@ -66,20 +61,11 @@ fn receipt(seed: [u8; 32]) -> impl Strategy<Value = (NodeKey, Receipt)> {
 
 /// Version-2 receipts: any v1 shape plus a basis and an optional attestation digest.
 fn receipt_v2(seed: [u8; 32]) -> impl Strategy<Value = (NodeKey, Receipt)> {
-    (
-        receipt(seed),
-        any::<bool>(),
-        proptest::option::of(any::<[u8; 32]>()),
-    )
-        .prop_map(|((key, mut r), text, attestation)| {
-            r.commitment_basis = Some(if text {
-                CommitmentBasis::Utf8Text
-            } else {
-                CommitmentBasis::TokenIds
-            });
-            r.attestation_digest = attestation.map(Hash32);
-            (key, r)
-        })
+    (receipt(seed), any::<bool>(), proptest::option::of(any::<[u8; 32]>())).prop_map(|((key, mut r), text, attestation)| {
+        r.commitment_basis = Some(if text { CommitmentBasis::Utf8Text } else { CommitmentBasis::TokenIds });
+        r.attestation_digest = attestation.map(Hash32);
+        (key, r)
+    })
 }
 
 fn job_kind() -> impl Strategy<Value = JobKind> {
@@ -90,34 +76,20 @@ fn job_kind() -> impl Strategy<Value = JobKind> {
         Just(JobKind::BuildSupportBundle {}),
         Just(JobKind::RestartRuntime {}),
         mode().prop_map(|m| JobKind::ChangeMode { mode: m }),
-        any::<[u8; 32]>().prop_map(|seed| JobKind::RotateIssuerKey {
-            new_issuer: NodeKey::from_seed(seed).public()
-        }),
+        any::<[u8; 32]>().prop_map(|seed| JobKind::RotateIssuerKey { new_issuer: NodeKey::from_seed(seed).public() }),
     ]
 }
 
 /// Every single-byte change to the encoding fails decode or verification.
-fn assert_any_byte_change_fails<T: SignedKind>(
-    signed: &Signed<T>,
-    pos: prop::sample::Index,
-    xor: u8,
-) -> Result<(), TestCaseError> {
+fn assert_any_byte_change_fails<T: SignedKind>(signed: &Signed<T>, pos: prop::sample::Index, xor: u8) -> Result<(), TestCaseError> {
     let signer = *signed.signer();
     let enc = signed.encode();
-    prop_assert!(Signed::<T>::decode(&enc)
-        .and_then(|s| s.verify(&signer))
-        .is_ok());
+    prop_assert!(Signed::<T>::decode(&enc).and_then(|s| s.verify(&signer)).is_ok());
     let i = pos.index(enc.len());
     let mut bad = enc.clone();
     bad[i] ^= xor;
     let res = Signed::<T>::decode(&bad).and_then(|s| s.verify(&signer));
-    prop_assert!(
-        res.is_err(),
-        "byte {} ^ {:#x} of {} still verifies",
-        i,
-        xor,
-        enc.len()
-    );
+    prop_assert!(res.is_err(), "byte {} ^ {:#x} of {} still verifies", i, xor, enc.len());
     Ok(())
 }
 

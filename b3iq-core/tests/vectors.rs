@@ -15,11 +15,10 @@ use b3iq_core::identity::{NodeId, NodeKey, NodePublicKey, Signature};
 use b3iq_core::job::Job;
 use b3iq_core::manifest::ModelManifest;
 use b3iq_core::merkle::{self, MerkleProof, MerkleTree};
-use b3iq_core::metering::PriceSchedule;
 use b3iq_core::payout::{self, EthAddress, PayoutEntry, PayoutTree};
+use b3iq_core::metering::PriceSchedule;
 use b3iq_core::receipt::{
-    Commitment, CommitmentBasis, CommitmentSalt, NodeSalt, Receipt, ReceiptId, SignedReceipt,
-    OUTPUT_COMMITMENT_TAG, PROMPT_COMMITMENT_TAG,
+    Commitment, CommitmentBasis, CommitmentSalt, NodeSalt, Receipt, ReceiptId, SignedReceipt, OUTPUT_COMMITMENT_TAG, PROMPT_COMMITMENT_TAG,
 };
 use b3iq_core::split::SplitPolicy;
 use b3iq_core::{Hash32, Signed, SignedKind};
@@ -31,12 +30,7 @@ fn dir() -> PathBuf {
 
 fn load(name: &str) -> Value {
     let p = dir().join(name);
-    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| {
-        panic!(
-            "read {}: {e}; run `cargo run -p b3iq-core --example gen-vectors`",
-            p.display()
-        )
-    });
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}; run `cargo run -p b3iq-core --example gen-vectors`", p.display()));
     serde_json::from_str(&s).expect("valid JSON")
 }
 
@@ -72,10 +66,7 @@ fn keys_derive_from_seeds() {
         assert_eq!(key.public().to_hex(), k["public_key_hex"].as_str().unwrap());
         let id: NodeId = k["node_id"].as_str().unwrap().parse().unwrap();
         assert_eq!(id, key.node_id());
-        assert_eq!(
-            hex::encode(id.as_bytes()),
-            k["node_id_hex"].as_str().unwrap()
-        );
+        assert_eq!(hex::encode(id.as_bytes()), k["node_id_hex"].as_str().unwrap());
         // node id = blake3(tag || pk), recomputed here by hand
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"b3iq/node-id/v1");
@@ -102,10 +93,7 @@ where
     let version = u8::try_from(v["version"].as_u64().unwrap()).unwrap();
     assert!(T::KIND.supports_version(version));
     assert_eq!(v["kind_byte"].as_u64().unwrap(), u64::from(T::KIND.byte()));
-    assert_eq!(
-        v["domain_tag"].as_str().unwrap().as_bytes(),
-        T::KIND.domain_tag()
-    );
+    assert_eq!(v["domain_tag"].as_str().unwrap().as_bytes(), T::KIND.domain_tag());
     let cases = v["cases"].as_array().unwrap();
     assert!(!cases.is_empty());
     let mut first_signer = None;
@@ -119,15 +107,9 @@ where
         assert!(c["verifies"].as_bool().unwrap());
         assert_eq!(s.encode(), enc, "re-encoding is byte-identical");
         assert_eq!(hex::encode(s.body_bytes()), c["body_hex"].as_str().unwrap());
-        assert_eq!(
-            hex::encode(s.signing_message()),
-            c["signing_message_hex"].as_str().unwrap()
-        );
+        assert_eq!(hex::encode(s.signing_message()), c["signing_message_hex"].as_str().unwrap());
         assert_eq!(s.signature().to_hex(), c["signature_hex"].as_str().unwrap());
-        assert_eq!(
-            hex::encode(s.object_hash()),
-            c["object_hash_hex"].as_str().unwrap()
-        );
+        assert_eq!(hex::encode(s.object_hash()), c["object_hash_hex"].as_str().unwrap());
         // the signing message is domain_tag || version || body
         let mut msg = T::KIND.domain_tag().to_vec();
         msg.push(version);
@@ -146,12 +128,7 @@ where
     assert!(negs.len() >= 10);
     for n in negs {
         let (decodes, err) = vectors_gen::outcome::<T>(&h(&n["encoded_hex"]), &pk);
-        assert_eq!(
-            decodes,
-            n["decodes"].as_bool().unwrap(),
-            "{file} {}",
-            n["name"]
-        );
+        assert_eq!(decodes, n["decodes"].as_bool().unwrap(), "{file} {}", n["name"]);
         assert_eq!(err, n["error"].as_str(), "{file} {}", n["name"]);
         assert!(err.is_some());
     }
@@ -177,16 +154,8 @@ fn receipt_commitment_opens() {
     let salt = CommitmentSalt::from_bytes(h(&o["salt_hex"]).try_into().unwrap());
     let pc = Commitment::from_hex(c["body"]["prompt_commitment"].as_str().unwrap()).unwrap();
     let oc = Commitment::from_hex(c["body"]["output_commitment"].as_str().unwrap()).unwrap();
-    assert!(pc.opens_to(
-        &salt,
-        PROMPT_COMMITMENT_TAG,
-        o["prompt_utf8"].as_str().unwrap().as_bytes()
-    ));
-    assert!(oc.opens_to(
-        &salt,
-        OUTPUT_COMMITMENT_TAG,
-        o["output_utf8"].as_str().unwrap().as_bytes()
-    ));
+    assert!(pc.opens_to(&salt, PROMPT_COMMITMENT_TAG, o["prompt_utf8"].as_str().unwrap().as_bytes()));
+    assert!(oc.opens_to(&salt, OUTPUT_COMMITMENT_TAG, o["output_utf8"].as_str().unwrap().as_bytes()));
     // by hand: blake3 keyed with the salt over tag || text
     let mut hh = blake3::Hasher::new_keyed(salt.expose_secret());
     hh.update(b"b3iq/commit/prompt/v1");
@@ -197,23 +166,17 @@ fn receipt_commitment_opens() {
 /// `local_free` from `receipt.json` as first committed (before receipts had a version 2): an
 /// old export must keep decoding, verifying and having the same receipt id forever.
 const V1_EXPORTED_RECEIPT: &str = "01012152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12e40000008e1b02ba64f103c1de52fcc6289db26c14e6d39823530106d093688d06eaae6d111111111111111111111111111111111a000000736d6f6c6c6d322d3133356d2d696e7374727563743a71345f31b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53090000006c6c616d612e637070001f00000009000000801381a99a0100002a000000000000003b010000000000000000000000000000c811617ae2d9d8baafaf6d5107f15d6218c9dd183c89957d274728695b98acc3d0d2d4492691ee66dbf7e3d07369375d54470ace3271351cadef8e8d35b703e4f122988dc80b9d94ef8a9e66815186014f8f9167e0cd899a08b23d59aaaf9335dc43c0022227fb1e4de0f08a12f21656af44d3c3767cf6be593fc0151eb02a02";
-const V1_EXPORTED_RECEIPT_ID: &str =
-    "36dbd2e6560dc064017f20a19c9a518ac1e85f76bbf0bfb4bcf08700166f4aec";
+const V1_EXPORTED_RECEIPT_ID: &str = "36dbd2e6560dc064017f20a19c9a518ac1e85f76bbf0bfb4bcf08700166f4aec";
 
 #[test]
 fn v1_receipts_in_an_old_export_still_verify() {
-    let pk =
-        NodePublicKey::from_hex("2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12")
-            .unwrap();
+    let pk = NodePublicKey::from_hex("2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12").unwrap();
     let s = SignedReceipt::decode(&hex::decode(V1_EXPORTED_RECEIPT).unwrap()).unwrap();
     assert_eq!(s.version(), 1);
     assert_eq!(s.body().commitment_basis, None);
     s.verify(&pk).unwrap();
     assert_eq!(s.verify_self_certified().unwrap(), pk.node_id());
-    assert_eq!(
-        s.receipt_id(),
-        ReceiptId::from_hex(V1_EXPORTED_RECEIPT_ID).unwrap()
-    );
+    assert_eq!(s.receipt_id(), ReceiptId::from_hex(V1_EXPORTED_RECEIPT_ID).unwrap());
     assert_eq!(hex::encode(s.encode()), V1_EXPORTED_RECEIPT);
     // and every v1 case in the current vectors is a version-1 receipt that verifies
     let v = load("receipt.json");
@@ -222,15 +185,9 @@ fn v1_receipts_in_an_old_export_still_verify() {
         let s = SignedReceipt::decode(&h(&c["encoded_hex"])).unwrap();
         assert_eq!(s.version(), 1);
         s.verify_self_certified().unwrap();
-        assert_eq!(
-            s.receipt_id().to_hex(),
-            c["object_hash_hex"].as_str().unwrap()
-        );
+        assert_eq!(s.receipt_id().to_hex(), c["object_hash_hex"].as_str().unwrap());
     }
-    assert_eq!(
-        v["cases"][0]["encoded_hex"].as_str().unwrap(),
-        V1_EXPORTED_RECEIPT
-    );
+    assert_eq!(v["cases"][0]["encoded_hex"].as_str().unwrap(), V1_EXPORTED_RECEIPT);
 }
 
 #[test]
@@ -248,36 +205,21 @@ fn receipt_v2_prices_match_the_schedule_and_commitments_open() {
         // price: exactly PriceSchedule::price of the schedule and the token counts
         let p = &c["price"];
         let schedule: PriceSchedule = serde_json::from_value(p["schedule"].clone()).unwrap();
-        let want = schedule
-            .price(u64::from(r.prompt_tokens), u64::from(r.completion_tokens))
-            .unwrap();
+        let want = schedule.price(u64::from(r.prompt_tokens), u64::from(r.completion_tokens)).unwrap();
         assert_eq!(r.price_micro_credits, want, "{name}");
         assert_eq!(p["price_micro_credits"].as_u64().unwrap(), want, "{name}");
-        assert_eq!(
-            (
-                p["prompt_tokens"].as_u64().unwrap(),
-                p["completion_tokens"].as_u64().unwrap()
-            ),
-            (u64::from(r.prompt_tokens), u64::from(r.completion_tokens))
-        );
+        assert_eq!((p["prompt_tokens"].as_u64().unwrap(), p["completion_tokens"].as_u64().unwrap()), (u64::from(r.prompt_tokens), u64::from(r.completion_tokens)));
         // the receipt salt: blake3 keyed with the node salt over tag || request id, by hand
         let o = &c["commitment_opening"];
         let node_salt: [u8; 32] = h(&o["node_salt_hex"]).try_into().unwrap();
         let mut hh = blake3::Hasher::new_keyed(&node_salt);
         hh.update(o["salt_tag"].as_str().unwrap().as_bytes());
         hh.update(&r.request_id.0);
-        assert_eq!(
-            hh.finalize().as_bytes().to_vec(),
-            h(&o["receipt_salt_hex"]),
-            "{name}"
-        );
+        assert_eq!(hh.finalize().as_bytes().to_vec(), h(&o["receipt_salt_hex"]), "{name}");
         let salt = NodeSalt::from_bytes(node_salt).receipt_salt(&r.request_id);
         assert_eq!(salt.expose_secret().to_vec(), h(&o["receipt_salt_hex"]));
         // commitments: blake3 keyed with the receipt salt over tag || canonical data, by hand
-        for (tag, data, commitment) in [
-            ("prompt_tag", "prompt_data_hex", r.prompt_commitment),
-            ("completion_tag", "completion_data_hex", r.output_commitment),
-        ] {
+        for (tag, data, commitment) in [("prompt_tag", "prompt_data_hex", r.prompt_commitment), ("completion_tag", "completion_data_hex", r.output_commitment)] {
             let mut hh = blake3::Hasher::new_keyed(salt.expose_secret());
             hh.update(o[tag].as_str().unwrap().as_bytes());
             hh.update(&h(&o[data]));
@@ -286,36 +228,18 @@ fn receipt_v2_prices_match_the_schedule_and_commitments_open() {
         let basis: CommitmentBasis = serde_json::from_value(o["commitment_basis"].clone()).unwrap();
         assert_eq!(r.commitment_basis, Some(basis));
         bases.insert(basis.as_str());
-        let ids = |k: &str| -> Vec<u32> {
-            o[k].as_array()
-                .unwrap()
-                .iter()
-                .map(|x| u32::try_from(x.as_u64().unwrap()).unwrap())
-                .collect()
-        };
+        let ids = |k: &str| -> Vec<u32> { o[k].as_array().unwrap().iter().map(|x| u32::try_from(x.as_u64().unwrap()).unwrap()).collect() };
         match basis {
             CommitmentBasis::TokenIds => {
                 let (p, q) = (ids("prompt_token_ids"), ids("completion_token_ids"));
-                assert_eq!(
-                    (p.len(), q.len()),
-                    (r.prompt_tokens as usize, r.completion_tokens as usize)
-                );
-                assert_eq!(
-                    b3iq_core::receipt::token_ids_bytes(&p).unwrap(),
-                    h(&o["prompt_data_hex"])
-                );
+                assert_eq!((p.len(), q.len()), (r.prompt_tokens as usize, r.completion_tokens as usize));
+                assert_eq!(b3iq_core::receipt::token_ids_bytes(&p).unwrap(), h(&o["prompt_data_hex"]));
                 assert!(r.opens_token_ids(&salt, &p, &q), "{name}");
                 assert!(!r.opens_token_ids(&salt, &q, &p), "{name}");
             }
             CommitmentBasis::Utf8Text => {
-                let (p, q) = (
-                    o["prompt_utf8"].as_str().unwrap(),
-                    o["completion_utf8"].as_str().unwrap(),
-                );
-                assert_eq!(
-                    b3iq_core::receipt::text_bytes(p).unwrap(),
-                    h(&o["prompt_data_hex"])
-                );
+                let (p, q) = (o["prompt_utf8"].as_str().unwrap(), o["completion_utf8"].as_str().unwrap());
+                assert_eq!(b3iq_core::receipt::text_bytes(p).unwrap(), h(&o["prompt_data_hex"]));
                 assert!(r.opens_text(&salt, p, q), "{name}");
             }
         }
@@ -330,35 +254,17 @@ fn receipt_v2_prices_match_the_schedule_and_commitments_open() {
                 let b = other.body();
                 let opened = match b.commitment_basis {
                     Some(CommitmentBasis::TokenIds) => {
-                        let ids = |k: &str| -> Vec<u32> {
-                            o[k].as_array()
-                                .unwrap()
-                                .iter()
-                                .map(|x| x.as_u64().unwrap() as u32)
-                                .collect()
-                        };
-                        b.opens_token_ids(
-                            salt,
-                            &ids("prompt_token_ids"),
-                            &ids("completion_token_ids"),
-                        )
+                        let ids = |k: &str| -> Vec<u32> { o[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+                        b.opens_token_ids(salt, &ids("prompt_token_ids"), &ids("completion_token_ids"))
                     }
-                    _ => b.opens_text(
-                        salt,
-                        o["prompt_utf8"].as_str().unwrap(),
-                        o["completion_utf8"].as_str().unwrap(),
-                    ),
+                    _ => b.opens_text(salt, o["prompt_utf8"].as_str().unwrap(), o["completion_utf8"].as_str().unwrap()),
                 };
                 assert!(!opened, "salt of case {i} opens case {j}");
             }
         }
     }
     // the rounding cases are really there
-    let price = |name: &str| {
-        cases.iter().find(|c| c["name"] == name).unwrap()["price"]["price_micro_credits"]
-            .as_u64()
-            .unwrap()
-    };
+    let price = |name: &str| cases.iter().find(|c| c["name"] == name).unwrap()["price"]["price_micro_credits"].as_u64().unwrap();
     assert_eq!(price("token_ids_managed_one_token_rounds_up"), 1);
     assert_eq!(price("token_ids_network_half_rounds_up"), 11);
     assert_eq!(price("utf8_text_network_fee"), 251);
@@ -379,14 +285,8 @@ fn merkle_vectors() {
         assert_eq!(merkle::merkle_root(&leaves), root);
         for p in t["proofs"].as_array().unwrap() {
             let i = p["index"].as_u64().unwrap();
-            let proof = MerkleProof {
-                leaf_count: n,
-                siblings: p["siblings"].as_array().unwrap().iter().map(h32).collect(),
-            };
-            assert!(
-                merkle::verify_inclusion(&root, &leaves[i as usize], i, &proof),
-                "n={n} i={i}"
-            );
+            let proof = MerkleProof { leaf_count: n, siblings: p["siblings"].as_array().unwrap().iter().map(h32).collect() };
+            assert!(merkle::verify_inclusion(&root, &leaves[i as usize], i, &proof), "n={n} i={i}");
             for (j, other) in leaves.iter().enumerate() {
                 if j as u64 != i {
                     assert!(!merkle::verify_inclusion(&root, other, i, &proof));
@@ -408,10 +308,7 @@ fn payout_vectors() {
                 account: EthAddress::parse(e["account"].as_str().unwrap()).unwrap(),
                 amount: e["amount"].as_str().unwrap().parse().unwrap(),
             };
-            assert_eq!(
-                hex::encode(entry.abi_encode()),
-                e["abi_encoded_hex"].as_str().unwrap()
-            );
+            assert_eq!(hex::encode(entry.abi_encode()), e["abi_encoded_hex"].as_str().unwrap());
             let inner = payout::keccak256(&entry.abi_encode());
             assert_eq!(payout::keccak256(&inner.0), h32(&e["leaf"]));
             let proof: Vec<Hash32> = e["proof"].as_array().unwrap().iter().map(h32).collect();
@@ -423,12 +320,7 @@ fn payout_vectors() {
         }
         let rebuilt = PayoutTree::build(entries).unwrap();
         assert_eq!(rebuilt.root(), root);
-        let nodes: Vec<Hash32> = t["tree_nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(h32)
-            .collect();
+        let nodes: Vec<Hash32> = t["tree_nodes"].as_array().unwrap().iter().map(h32).collect();
         assert_eq!(rebuilt.nodes(), &nodes[..]);
     }
 }
@@ -439,27 +331,13 @@ fn split_vectors() {
     for c in v["cases"].as_array().unwrap() {
         let policy_name = c["policy"].as_str().unwrap();
         let p: SplitPolicy = serde_json::from_value(
-            v["policies"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == policy_name)
-                .unwrap()["policy"]
-                .clone(),
+            v["policies"].as_array().unwrap().iter().find(|p| p["name"] == policy_name).unwrap()["policy"].clone(),
         )
         .unwrap();
         let total: u64 = c["total"].as_str().unwrap().parse().unwrap();
         let s = p.split(total, c["has_publisher"].as_bool().unwrap());
         let get = |k: &str| c[k].as_str().unwrap().parse::<u64>().unwrap();
-        assert_eq!(
-            (s.host, s.publisher, s.protocol, s.verifier),
-            (
-                get("host"),
-                get("publisher"),
-                get("protocol"),
-                get("verifier")
-            )
-        );
+        assert_eq!((s.host, s.publisher, s.protocol, s.verifier), (get("host"), get("publisher"), get("protocol"), get("verifier")));
         assert_eq!(s.sum(), u128::from(total));
     }
 }
@@ -471,10 +349,7 @@ fn credential_vectors() {
         let cred = Credential::parse(c["token"].as_str().unwrap()).unwrap();
         let kind: CredentialKind = serde_json::from_value(c["kind"].clone()).unwrap();
         assert_eq!(cred.kind(), kind);
-        assert_eq!(
-            cred.hash_for_storage().to_hex(),
-            c["storage_hash_sha256"].as_str().unwrap()
-        );
+        assert_eq!(cred.hash_for_storage().to_hex(), c["storage_hash_sha256"].as_str().unwrap());
         assert_eq!(cred.hint(), c["hint"].as_str().unwrap());
     }
     for c in v["invalid"].as_array().unwrap() {
@@ -487,19 +362,9 @@ fn credential_vectors() {
 fn digest_vectors() {
     let v = load("digests.json");
     for c in v["valid"].as_array().unwrap() {
-        assert_eq!(
-            Sha256Digest::parse(c["text"].as_str().unwrap())
-                .unwrap()
-                .to_hex(),
-            c["hex"].as_str().unwrap()
-        );
+        assert_eq!(Sha256Digest::parse(c["text"].as_str().unwrap()).unwrap().to_hex(), c["hex"].as_str().unwrap());
     }
     for c in v["invalid"].as_array().unwrap() {
-        assert_eq!(
-            Sha256Digest::parse(c["text"].as_str().unwrap())
-                .unwrap_err()
-                .code(),
-            c["error"].as_str().unwrap()
-        );
+        assert_eq!(Sha256Digest::parse(c["text"].as_str().unwrap()).unwrap_err().code(), c["error"].as_str().unwrap());
     }
 }

@@ -6,9 +6,7 @@ use b3iq_core::digest::Sha256Digest;
 use rand::RngCore;
 
 fn generate(kind: CredentialKind) -> String {
-    Credential::generate(kind, &mut rand::rngs::OsRng)
-        .expose_secret()
-        .to_string()
+    Credential::generate(kind, &mut rand::rngs::OsRng).expose_secret().to_string()
 }
 
 /// A new `b3iq_local_` key.
@@ -48,15 +46,11 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// A non-secret hint for listings (`b3iq_local_...Ab3x`).
 pub fn display_prefix(secret: &str) -> String {
-    Credential::parse(secret)
-        .map(|c| c.hint())
-        .unwrap_or_else(|_| "invalid".into())
+    Credential::parse(secret).map(|c| c.hint()).unwrap_or_else(|_| "invalid".into())
 }
 
 fn check(text: &str, kind: CredentialKind) -> Result<(), String> {
-    Credential::parse_kind(text, kind)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    Credential::parse_kind(text, kind).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Check a `b3iq_local_` key's format and checksum.
@@ -114,30 +108,21 @@ pub const MAX_CONCURRENT_HASHES: usize = 2;
 impl HashSlots {
     /// At most `max` hashes at once.
     pub fn new(max: usize) -> HashSlots {
-        HashSlots {
-            in_use: std::sync::atomic::AtomicUsize::new(0),
-            max: max.max(1),
-            workers: std::sync::OnceLock::new(),
-        }
+        HashSlots { in_use: std::sync::atomic::AtomicUsize::new(0), max: max.max(1), workers: std::sync::OnceLock::new() }
     }
 
     /// Take a slot, released when the guard drops; `SignInBusy(1)` when all are in use (never waits).
     pub fn take(&self) -> Result<HashSlot<'_>, crate::error::HostError> {
         use std::sync::atomic::Ordering;
         self.in_use
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
             .map(|_| HashSlot(self))
             .map_err(|_| crate::error::HostError::SignInBusy(1))
     }
 
     /// Run `f` (a password hash) in a slot on one of the hashing threads and wait for it.
     /// `SignInBusy(1)` when every slot is taken.
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, crate::error::HostError> {
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, crate::error::HostError> {
         let _slot = self.take()?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let job: HashJob = Box::new(move || {
@@ -146,11 +131,8 @@ impl HashSlots {
         self.workers
             .get_or_init(|| spawn_hash_workers(self.max))
             .send(job)
-            .map_err(|_| {
-                crate::error::HostError::Internal("the password hashing threads stopped".into())
-            })?;
-        rx.recv()
-            .map_err(|_| crate::error::HostError::Internal("a password hash panicked".into()))
+            .map_err(|_| crate::error::HostError::Internal("the password hashing threads stopped".into()))?;
+        rx.recv().map_err(|_| crate::error::HostError::Internal("a password hash panicked".into()))
     }
 
     /// Slots in use now.
@@ -164,15 +146,13 @@ fn spawn_hash_workers(n: usize) -> std::sync::mpsc::Sender<HashJob> {
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
     for i in 0..n {
         let rx = rx.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("b3iq-hash-{i}"))
-            .spawn(move || loop {
-                let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
-                };
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            });
+        let spawned = std::thread::Builder::new().name(format!("b3iq-hash-{i}")).spawn(move || loop {
+            let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            };
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "could not start a password hashing thread");
         }
@@ -192,8 +172,6 @@ pub struct HashSlot<'a>(&'a HashSlots);
 
 impl Drop for HashSlot<'_> {
     fn drop(&mut self) {
-        self.0
-            .in_use
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.in_use.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

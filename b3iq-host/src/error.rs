@@ -68,9 +68,7 @@ pub enum HostError {
     #[error("cross-origin request refused; use the setup page served by this node")]
     CrossOrigin,
     /// The Host header is not in the allowlist.
-    #[error(
-        "host {host:?} is not allowed; use {url} or add the name to allowed_hosts in config.json"
-    )]
+    #[error("host {host:?} is not allowed; use {url} or add the name to allowed_hosts in config.json")]
     HostNotAllowed {
         /// The refused name as sent (at most 80 characters).
         host: String,
@@ -161,23 +159,16 @@ impl HostError {
         use HostError::*;
         match self {
             InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername
-            | ModeNotAvailable(_) | UnknownJobKind(_) | UnknownProfile(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            | ModeNotAvailable(_) | UnknownJobKind(_) | UnknownProfile(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            MissingCredentials | InvalidApiKey | RevokedApiKey | ExpiredApiKey
-            | SessionRequired | BadCredentials | SetupTokenInvalid | SetupTokenExpired
-            | InvalidTicket(_) => StatusCode::UNAUTHORIZED,
-            InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } | NetworkPolicy(_) => {
-                StatusCode::FORBIDDEN
-            }
+            MissingCredentials | InvalidApiKey | RevokedApiKey | ExpiredApiKey | SessionRequired
+            | BadCredentials | SetupTokenInvalid | SetupTokenExpired | InvalidTicket(_) => StatusCode::UNAUTHORIZED,
+            InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } | NetworkPolicy(_) => StatusCode::FORBIDDEN,
             NotFound(_) | ModelNotFound(_) => StatusCode::NOT_FOUND,
             AlreadyClaimed => StatusCode::CONFLICT,
-            QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             NotClaimed | ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
             ControlPlane(_) => StatusCode::BAD_GATEWAY,
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
@@ -255,10 +246,7 @@ impl HostError {
 
     /// An I/O error on the home directory (`path` names what was accessed, never a secret).
     pub fn home(path: impl Into<String>, source: std::io::Error) -> Self {
-        HostError::Home {
-            path: path.into(),
-            source,
-        }
+        HostError::Home { path: path.into(), source }
     }
 }
 
@@ -273,32 +261,13 @@ impl b3iq_core::ClassifiedError for HostError {
         use b3iq_core::ErrorCategory as C;
         use HostError::*;
         match self {
-            InvalidJson(_)
-            | InvalidParameter(_)
-            | WeakPassword
-            | InvalidUsername
-            | UnknownJobKind(_)
-            | UnknownProfile(_)
-            | BodyTooLarge(_)
-            | UnsupportedMediaType(_)
-            | RequestTimeout(_)
-            | NotFound(_)
-            | ModelNotFound(_)
-            | Config(_) => C::InvalidInput,
-            MissingCredentials
-            | InvalidApiKey
-            | RevokedApiKey
-            | SessionRequired
-            | BadCredentials
-            | SetupTokenInvalid
-            | InsufficientScope(_)
-            | CrossOrigin
-            | HostNotAllowed { .. }
-            | InvalidTicket(_) => C::Unauthenticated,
+            InvalidJson(_) | InvalidParameter(_) | WeakPassword | InvalidUsername | UnknownJobKind(_)
+            | UnknownProfile(_) | BodyTooLarge(_) | UnsupportedMediaType(_) | RequestTimeout(_) | NotFound(_) | ModelNotFound(_) | Config(_) => C::InvalidInput,
+            MissingCredentials | InvalidApiKey | RevokedApiKey | SessionRequired | BadCredentials
+            | SetupTokenInvalid | InsufficientScope(_) | CrossOrigin | HostNotAllowed { .. } | InvalidTicket(_) => C::Unauthenticated,
             ExpiredApiKey | SetupTokenExpired => C::Expired,
             ModeNotAvailable(_) | NetworkPolicy(_) => C::PolicyDenied,
-            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_)
-            | SignInBusy(_) | NetworkBusy(_) => C::State,
+            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => C::State,
             ControlPlane(_) => C::Io,
             Home { .. } | Db(_) => C::Io,
             Runtime(e) => e.category(),
@@ -316,16 +285,12 @@ impl IntoResponse for HostError {
         }
         let mut resp = (status, axum::Json(self.body())).into_response();
         let retry = match &self {
-            HostError::QueueFull(s)
-            | HostError::LoginBackoff(s)
-            | HostError::SignInBusy(s)
-            | HostError::NetworkBusy(s) => Some(*s),
+            HostError::QueueFull(s) | HostError::LoginBackoff(s) | HostError::SignInBusy(s) | HostError::NetworkBusy(s) => Some(*s),
             _ => None,
         };
         if let Some(s) = retry {
             if let Ok(v) = HeaderValue::from_str(&s.max(1).to_string()) {
-                resp.headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, v);
+                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
             }
         }
         resp

@@ -37,37 +37,24 @@ impl Histogram {
                 self.counts[i].fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.sum_micros
-            .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add((v * 1e6) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (i, b) in self.bounds.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{b}\"}} {}",
-                self.counts[i].load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", self.counts[i].load(Ordering::Relaxed));
         }
         let c = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {c}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {c}");
     }
 }
 
-const TTFT_BOUNDS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-const TPS_BOUNDS: &[f64] = &[
-    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0,
-];
+const TTFT_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const TPS_BOUNDS: &[f64] = &[1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0];
 
 /// All host metrics.
 #[derive(Debug)]
@@ -99,9 +86,7 @@ fn bump(m: &Mutex<BTreeMap<String, u64>>, k: &str, n: u64) {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -120,44 +105,21 @@ impl Metrics {
     /// Render everything in Prometheus text format 0.0.4.
     pub fn render(&self, rt: Option<RuntimeMetrics>, receipts_stored: i64) -> String {
         let mut out = String::new();
-        out.push_str(
-            "# HELP b3iq_up 1 while the host is serving.\n# TYPE b3iq_up gauge\nb3iq_up 1\n",
-        );
+        out.push_str("# HELP b3iq_up 1 while the host is serving.\n# TYPE b3iq_up gauge\nb3iq_up 1\n");
         out.push_str("# HELP b3iq_http_requests_total HTTP requests by route and status.\n# TYPE b3iq_http_requests_total counter\n");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "b3iq_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+        for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "b3iq_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", escape(route));
         }
         for (name, help, m) in [
-            (
-                "b3iq_prompt_tokens_total",
-                "Prompt tokens processed, by model.",
-                &self.prompt_tokens,
-            ),
-            (
-                "b3iq_completion_tokens_total",
-                "Completion tokens generated, by model.",
-                &self.completion_tokens,
-            ),
+            ("b3iq_prompt_tokens_total", "Prompt tokens processed, by model.", &self.prompt_tokens),
+            ("b3iq_completion_tokens_total", "Completion tokens generated, by model.", &self.completion_tokens),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (model, n) in m.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                 let _ = writeln!(out, "{name}{{model=\"{}\"}} {n}", escape(model));
             }
         }
-        self.ttft.render(
-            &mut out,
-            "b3iq_ttft_seconds",
-            "Time to first token, seconds.",
-        );
+        self.ttft.render(&mut out, "b3iq_ttft_seconds", "Time to first token, seconds.");
         self.tokens_per_second.render(
             &mut out,
             "b3iq_generation_tokens_per_second",
@@ -165,31 +127,11 @@ impl Metrics {
         );
         let rt = rt.unwrap_or_default();
         for (name, help, v) in [
-            (
-                "b3iq_queue_depth",
-                "Requests waiting for a decode slot.",
-                rt.queue_depth as u64,
-            ),
-            (
-                "b3iq_queue_capacity",
-                "Most requests that may wait before 429.",
-                rt.queue_capacity as u64,
-            ),
-            (
-                "b3iq_active_sequences",
-                "Sequences decoding now.",
-                rt.active_sequences as u64,
-            ),
-            (
-                "b3iq_max_sequences",
-                "Most sequences decoded together.",
-                rt.max_sequences as u64,
-            ),
-            (
-                "b3iq_receipts_stored",
-                "Signed receipts in state.db.",
-                receipts_stored.max(0) as u64,
-            ),
+            ("b3iq_queue_depth", "Requests waiting for a decode slot.", rt.queue_depth as u64),
+            ("b3iq_queue_capacity", "Most requests that may wait before 429.", rt.queue_capacity as u64),
+            ("b3iq_active_sequences", "Sequences decoding now.", rt.active_sequences as u64),
+            ("b3iq_max_sequences", "Most sequences decoded together.", rt.max_sequences as u64),
+            ("b3iq_receipts_stored", "Signed receipts in state.db.", receipts_stored.max(0) as u64),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -215,18 +157,8 @@ mod tests {
         m.tokens("m\"x", 10, 5);
         m.ttft.observe(0.02);
         m.ttft.observe(3.0);
-        let t = m.render(
-            Some(RuntimeMetrics {
-                queue_depth: 2,
-                active_sequences: 3,
-                ..Default::default()
-            }),
-            7,
-        );
-        assert!(
-            t.contains("b3iq_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2"),
-            "{t}"
-        );
+        let t = m.render(Some(RuntimeMetrics { queue_depth: 2, active_sequences: 3, ..Default::default() }), 7);
+        assert!(t.contains("b3iq_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2"), "{t}");
         assert!(t.contains("status=\"429\"} 1"));
         assert!(t.contains("b3iq_prompt_tokens_total{model=\"m\\\"x\"} 10"));
         assert!(t.contains("b3iq_ttft_seconds_bucket{le=\"0.025\"} 1"));

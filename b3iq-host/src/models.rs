@@ -29,11 +29,7 @@ pub fn hardware_json(hw: &HardwareReport) -> Value {
                    "driver": (!g.driver.is_empty()).then(|| g.driver.clone()), "backend": (!g.api.is_empty()).then(|| g.api.clone())})
         })
         .collect();
-    let cores = if hw.cpu.logical_cores > 0 {
-        hw.cpu.logical_cores
-    } else {
-        hw.cpu.physical_cores
-    };
+    let cores = if hw.cpu.logical_cores > 0 { hw.cpu.logical_cores } else { hw.cpu.physical_cores };
     json!({"cpu_model": hw.cpu.model, "cpu_cores": cores, "memory_total_bytes": hw.ram_total_bytes, "gpus": gpus})
 }
 
@@ -56,9 +52,7 @@ pub fn hardware_view(hw: &HardwareReport, installed: &[InstalledModel]) -> Value
 
 /// The models installed in the node's store (empty when the store cannot be read).
 pub fn installed(st: &NodeState) -> Vec<InstalledModel> {
-    model_store(&st.home)
-        .and_then(|s| Ok(s.list()?))
-        .unwrap_or_default()
+    model_store(&st.home).and_then(|s| Ok(s.list()?)).unwrap_or_default()
 }
 
 /// `/api/models`: the catalog with installed/loaded/fits flags.
@@ -88,6 +82,7 @@ pub fn catalog_json(st: &NodeState) -> Value {
     json!({"profiles": profiles, "installed": installed_json, "loaded": served.first().map(|m| m.id.clone())})
 }
 
+
 /// The built-in catalog as JSON (for `b3iqd model list`).
 pub fn catalog_profiles() -> Vec<Value> {
     Catalog::builtin()
@@ -99,7 +94,6 @@ pub fn catalog_profiles() -> Vec<Value> {
 
 /// Inspect a GGUF file's header (bounded, hostile-input-safe parser from b3iq-runtime).
 pub fn inspect_file(path: &Path) -> Result<Value> {
-    let info = b3iq_runtime::gguf::GgufInfo::read_path(path)
-        .map_err(|e| HostError::InvalidParameter(format!("not a valid GGUF file: {e}")))?;
+    let info = b3iq_runtime::gguf::GgufInfo::read_path(path).map_err(|e| HostError::InvalidParameter(format!("not a valid GGUF file: {e}")))?;
     serde_json::to_value(&info).map_err(|e| HostError::Internal(e.to_string()))
 }

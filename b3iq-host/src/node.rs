@@ -48,11 +48,7 @@ pub struct LocalNodeBuilder {
 
 impl std::fmt::Debug for LocalNodeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalNodeBuilder")
-            .field("home", &self.home)
-            .field("listen", &self.listen)
-            .field("model", &self.model)
-            .finish()
+        f.debug_struct("LocalNodeBuilder").field("home", &self.home).field("listen", &self.listen).field("model", &self.model).finish()
     }
 }
 
@@ -129,15 +125,10 @@ impl LocalNodeBuilder {
             }
         }
         ctx.config.validate()?;
-        let listen = self
-            .listen
-            .clone()
-            .unwrap_or_else(|| ctx.config.listen.clone());
-        let addr: SocketAddr = listen.parse().map_err(|_| {
-            HostError::Config(format!(
-                "listen address {listen:?} is not IP:PORT (e.g. 127.0.0.1:7420)"
-            ))
-        })?;
+        let listen = self.listen.clone().unwrap_or_else(|| ctx.config.listen.clone());
+        let addr: SocketAddr = listen
+            .parse()
+            .map_err(|_| HostError::Config(format!("listen address {listen:?} is not IP:PORT (e.g. 127.0.0.1:7420)")))?;
         let claimed = ctx.claimed()?;
         if !addr.ip().is_loopback() && !claimed {
             return Err(HostError::Config(format!(
@@ -152,10 +143,7 @@ impl LocalNodeBuilder {
         // downloads of an interrupted install are removed.
         let interrupted = crate::jobs::reconcile_at_start(&ctx)?;
         if !interrupted.is_empty() {
-            tracing::warn!(
-                jobs = interrupted.len(),
-                "jobs left unfinished by the previous run were marked failed (interrupted)"
-            );
+            tracing::warn!(jobs = interrupted.len(), "jobs left unfinished by the previous run were marked failed (interrupted)");
         }
         let (setup_token, fresh_token) = match owner::setup_token_at_start(&ctx)? {
             Some((t, fresh)) => (Some(t), fresh),
@@ -174,15 +162,10 @@ impl LocalNodeBuilder {
             (Some(rt), vec![m])
         };
 
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            HostError::home(
-                format!("bind {addr} (is another b3iqd running? use --listen)"),
-                e,
-            )
-        })?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| HostError::home("local_addr", e))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| HostError::home(format!("bind {addr} (is another b3iqd running? use --listen)"), e))?;
+        let local = listener.local_addr().map_err(|e| HostError::home("local_addr", e))?;
         // The address the node was told to listen on is one of its names: an IP literal in `Host`
         // cannot be rebound by DNS, and clients use the URL `serve` prints.
         if !local.ip().is_unspecified() && !local.ip().is_loopback() {
@@ -190,12 +173,7 @@ impl LocalNodeBuilder {
                 std::net::IpAddr::V4(v4) => v4.to_string(),
                 std::net::IpAddr::V6(v6) => format!("[{v6}]"),
             };
-            if !ctx
-                .config
-                .allowed_hosts
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(&name))
-            {
+            if !ctx.config.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
                 ctx.config.allowed_hosts.push(name);
             }
         }
@@ -206,61 +184,28 @@ impl LocalNodeBuilder {
 
         let state = Arc::new(NodeState::new(ctx, runtime, served)?);
         let _ = state.listen.set(local);
-        let tls_meta = tls
-            .as_ref()
-            .and_then(|t| serde_json::to_string(&t.info).ok())
-            .unwrap_or_default();
+        let tls_meta = tls.as_ref().and_then(|t| serde_json::to_string(&t.info).ok()).unwrap_or_default();
         state.db.meta_set(crate::store::META_TLS_BOUND, &tls_meta)?;
         if let Some(t) = &tls {
             let _ = state.tls.set(t.info.clone());
             tracing::info!(mode = t.info.mode, fingerprint_sha256 = %t.info.fingerprint_sha256, cert = %t.info.cert_path.display(), "serving over TLS");
         }
         // `b3iqd status` and the offline support bundle report the address actually bound.
-        state
-            .db
-            .meta_set(crate::store::META_LISTEN_BOUND, &local.to_string())?;
-        state.db.audit(
-            unix_now(),
-            "system",
-            "node.start",
-            &state.node_id.to_text(),
-            "ok",
-            &format!("listen={local}"),
-        );
+        state.db.meta_set(crate::store::META_LISTEN_BOUND, &local.to_string())?;
+        state.db.audit(unix_now(), "system", "node.start", &state.node_id.to_text(), "ok", &format!("listen={local}"));
 
         let app = crate::http::router(state.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let limits = crate::http::serve::ServeLimits::from_config(&state.config);
-        let server = tokio::spawn(crate::http::serve::serve(
-            listener,
-            app,
-            limits,
-            tls.map(|t| t.server_config),
-            rx,
-        ));
+        let server = tokio::spawn(crate::http::serve::serve(listener, app, limits, tls.map(|t| t.server_config), rx));
         let (managed_stop, managed_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(crate::managed::run_heartbeats(
-            state.clone(),
-            managed_rx.clone(),
-        ));
-        tokio::spawn(crate::managed::remote_jobs::run(
-            state.clone(),
-            managed_rx.clone(),
-        ));
+        tokio::spawn(crate::managed::run_heartbeats(state.clone(), managed_rx.clone()));
+        tokio::spawn(crate::managed::remote_jobs::run(state.clone(), managed_rx.clone()));
         tokio::spawn(crate::http::tunnel::run(state.clone(), managed_rx));
         let scheme = crate::http::Scheme::of(&state).as_str();
-        let setup_url =
-            setup_token.map(|t| format!("{scheme}://{}/setup/#token={t}", display_addr(local)));
+        let setup_url = setup_token.map(|t| format!("{scheme}://{}/setup/#token={t}", display_addr(local)));
         tracing::info!(node_id = %state.node_id.to_text(), listen = %local, claimed, "b3iq node serving");
-        Ok(LocalNode {
-            state,
-            local,
-            setup_url,
-            fresh_token,
-            shutdown: Some(tx),
-            server: Some(server),
-            managed_stop,
-        })
+        Ok(LocalNode { state, local, setup_url, fresh_token, shutdown: Some(tx), server: Some(server), managed_stop })
     }
 }
 
@@ -287,9 +232,7 @@ pub struct LocalNode {
 
 impl std::fmt::Debug for LocalNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalNode")
-            .field("local_addr", &self.local)
-            .finish_non_exhaustive()
+        f.debug_struct("LocalNode").field("local_addr", &self.local).finish_non_exhaustive()
     }
 }
 
@@ -306,11 +249,7 @@ impl LocalNode {
 
     /// The base URL (`http://127.0.0.1:PORT`, `https://` when serving over TLS).
     pub fn base_url(&self) -> String {
-        format!(
-            "{}://{}",
-            crate::http::Scheme::of(&self.state).as_str(),
-            display_addr(self.local)
-        )
+        format!("{}://{}", crate::http::Scheme::of(&self.state).as_str(), display_addr(self.local))
     }
 
     /// What the server serves over TLS (mode, certificate fingerprint and file), `None` for plain
@@ -356,11 +295,9 @@ impl LocalNode {
     pub async fn claim(&self, username: &str, password: &str) -> Result<()> {
         let st = self.state.clone();
         let (u, p) = (username.to_string(), password.to_string());
-        tokio::task::spawn_blocking(move || {
-            owner::claim_with_pending_token(&st, &u, &p, Via::Embedding)
-        })
-        .await
-        .map_err(|e| HostError::Internal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || owner::claim_with_pending_token(&st, &u, &p, Via::Embedding))
+            .await
+            .map_err(|e| HostError::Internal(e.to_string()))??;
         Ok(())
     }
 
@@ -400,22 +337,14 @@ impl LocalNode {
     async fn stopped(&self) {
         let _ = self.managed_stop.send(true);
         // Receipts of requests cut short are written before the node reports itself stopped.
-        let left = self
-            .state
-            .drain_background(std::time::Duration::from_secs(10))
-            .await;
+        let left = self.state.drain_background(std::time::Duration::from_secs(10)).await;
         if left > 0 {
-            tracing::error!(
-                tasks = left,
-                "background work (cancelled-request receipts) did not finish within 10 s"
-            );
+            tracing::error!(tasks = left, "background work (cancelled-request receipts) did not finish within 10 s");
         }
         let _ = self.state.db.meta_set(crate::store::META_LISTEN_BOUND, "");
         let _ = self.state.db.meta_set(crate::store::META_TLS_BOUND, "");
         self.state.refusals.flush(&self.state.db, unix_now());
-        self.state
-            .db
-            .audit(unix_now(), "system", "node.stop", "", "ok", "");
+        self.state.db.audit(unix_now(), "system", "node.stop", "", "ok", "");
     }
 
     /// Serve until the future completes (e.g. ctrl-c), then shut down gracefully.

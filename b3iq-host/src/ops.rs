@@ -92,12 +92,7 @@ impl Offline {
     ///
     /// # Errors
     /// As [`crate::managed::enroll`].
-    pub async fn enroll(
-        &self,
-        control_url: &str,
-        token: &str,
-        ca_pem: Option<&str>,
-    ) -> Result<crate::managed::Enrollment> {
+    pub async fn enroll(&self, control_url: &str, token: &str, ca_pem: Option<&str>) -> Result<crate::managed::Enrollment> {
         crate::managed::enroll(&self.db, &self.key, control_url, token, ca_pem).await
     }
 
@@ -113,12 +108,7 @@ impl Offline {
     ///
     /// # Errors
     /// As [`owner::create_key`].
-    pub fn create_key(
-        &self,
-        name: &str,
-        scopes: &[String],
-        expires_in_s: Option<u64>,
-    ) -> Result<(KeyInfo, String)> {
+    pub fn create_key(&self, name: &str, scopes: &[String], expires_in_s: Option<u64>) -> Result<(KeyInfo, String)> {
         owner::create_key(self, name, scopes, expires_in_s, Via::Cli)
     }
 
@@ -144,9 +134,7 @@ impl Offline {
     /// `Db`.
     pub fn export_receipts(&self) -> Result<Value> {
         let list: Vec<StoredReceipt> = receipts::all(self)?;
-        Ok(
-            json!({"format": RECEIPTS_EXPORT_FORMAT, "node_id": self.node_id.to_text(), "node_public_key": self.key.public().to_hex(), "receipts": list}),
-        )
+        Ok(json!({"format": RECEIPTS_EXPORT_FORMAT, "node_id": self.node_id.to_text(), "node_public_key": self.key.public().to_hex(), "receipts": list}))
     }
 
     /// `b3iqd setup --reset`: a new setup token (see [`owner::reset_setup`]).
@@ -183,30 +171,17 @@ impl Offline {
 /// # Errors
 /// `InvalidParameter` when the export is malformed or signed by another node than expected.
 pub fn verify_export(export: &Value, expected_node: Option<&str>) -> Result<VerifyReport> {
-    let pk_hex = export["node_public_key"]
-        .as_str()
-        .ok_or_else(|| HostError::InvalidParameter("export has no node_public_key".into()))?;
-    let pk = b3iq_core::identity::NodePublicKey::from_hex(pk_hex)
-        .map_err(|e| HostError::InvalidParameter(format!("node_public_key: {e}")))?;
+    let pk_hex = export["node_public_key"].as_str().ok_or_else(|| HostError::InvalidParameter("export has no node_public_key".into()))?;
+    let pk = b3iq_core::identity::NodePublicKey::from_hex(pk_hex).map_err(|e| HostError::InvalidParameter(format!("node_public_key: {e}")))?;
     if let Some(n) = expected_node {
         if pk.node_id().to_text() != n {
-            return Err(HostError::InvalidParameter(format!(
-                "the export is signed by {} not {n}",
-                pk.node_id().to_text()
-            )));
+            return Err(HostError::InvalidParameter(format!("the export is signed by {} not {n}", pk.node_id().to_text())));
         }
     }
-    let items = export["receipts"]
-        .as_array()
-        .ok_or_else(|| HostError::InvalidParameter("export has no receipts array".into()))?;
+    let items = export["receipts"].as_array().ok_or_else(|| HostError::InvalidParameter("export has no receipts array".into()))?;
     let pairs: Vec<(&str, &str)> = items
         .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap_or(""),
-                r["signed"].as_str().unwrap_or(""),
-            )
-        })
+        .map(|r| (r["id"].as_str().unwrap_or(""), r["signed"].as_str().unwrap_or("")))
         .collect();
     Ok(receipts::verify_all(&pk, pairs))
 }

@@ -13,17 +13,8 @@ use crate::store::audit;
 
 /// Replace credentials and home paths in text.
 pub fn scrub(text: &str, home: &str) -> String {
-    let mut out = if home.len() > 1 {
-        text.replace(home, "$B3IQ_HOME")
-    } else {
-        text.to_string()
-    };
-    for prefix in [
-        "b3iq_local_",
-        "b3iq_support_",
-        "b3iq_setup_",
-        "b3iq_gateway_",
-    ] {
+    let mut out = if home.len() > 1 { text.replace(home, "$B3IQ_HOME") } else { text.to_string() };
+    for prefix in ["b3iq_local_", "b3iq_support_", "b3iq_setup_", "b3iq_gateway_"] {
         let mut res = String::with_capacity(out.len());
         let mut rest = out.as_str();
         while let Some(i) = rest.find(prefix) {
@@ -31,9 +22,7 @@ pub fn scrub(text: &str, home: &str) -> String {
             res.push_str(prefix);
             res.push_str("[REDACTED]");
             let after = &rest[i + prefix.len()..];
-            let n = after
-                .find(|c: char| !c.is_ascii_alphanumeric())
-                .unwrap_or(after.len());
+            let n = after.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(after.len());
             rest = &after[n..];
         }
         res.push_str(rest);
@@ -62,18 +51,7 @@ pub fn build_bundle(st: &NodeState) -> Result<Vec<u8>> {
         "runtime": st.runtime.as_ref().map(|r| { let b = r.backend_info(); json!({"name": b.name, "threads": b.threads, "metrics": r.metrics()}) }),
     });
     let mut counts = serde_json::Map::new();
-    for t in [
-        "users",
-        "sessions",
-        "api_keys",
-        "support_grants",
-        "receipts",
-        "usage",
-        "audit_events",
-        "jobs",
-        "job_seen",
-        "trust_roots",
-    ] {
+    for t in ["users", "sessions", "api_keys", "support_grants", "receipts", "usage", "audit_events", "jobs", "job_seen", "trust_roots"] {
         counts.insert(t.to_string(), json!(st.db.count(t)?));
     }
     counts.insert("schema_version".into(), json!(st.db.schema_version()?));
@@ -82,22 +60,11 @@ pub fn build_bundle(st: &NodeState) -> Result<Vec<u8>> {
         .into_iter()
         .map(|e| json!({"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "outcome": e.outcome}))
         .collect();
-    let metrics = st.metrics.render(
-        st.runtime.as_ref().map(|r| r.metrics()),
-        st.db.count("receipts")?,
-    );
+    let metrics = st.metrics.render(st.runtime.as_ref().map(|r| r.metrics()), st.db.count("receipts")?);
     let files: Vec<(&str, String)> = vec![
-        (
-            "manifest.json",
-            pretty(
-                &json!({"format": "b3iq-support-bundle/v1", "created_at": now, "files": ["node.json", "hardware.json", "config.json", "counts.json", "audit.json", "metrics.txt"], "redacted": true}),
-            ),
-        ),
+        ("manifest.json", pretty(&json!({"format": "b3iq-support-bundle/v1", "created_at": now, "files": ["node.json", "hardware.json", "config.json", "counts.json", "audit.json", "metrics.txt"], "redacted": true}))),
         ("node.json", pretty(&node)),
-        (
-            "hardware.json",
-            pretty(&crate::models::hardware_json(st.hardware())),
-        ),
+        ("hardware.json", pretty(&crate::models::hardware_json(st.hardware()))),
         ("config.json", pretty(&config)),
         ("counts.json", pretty(&Value::Object(counts))),
         ("audit.json", pretty(&json!(audit))),
@@ -113,14 +80,10 @@ pub fn build_bundle(st: &NodeState) -> Result<Vec<u8>> {
         h.set_mode(0o644);
         h.set_mtime(now);
         h.set_cksum();
-        tar.append_data(&mut h, format!("b3iq-support/{name}"), body.as_bytes())
-            .map_err(|e| HostError::Internal(format!("bundle: {e}")))?;
+        tar.append_data(&mut h, format!("b3iq-support/{name}"), body.as_bytes()).map_err(|e| HostError::Internal(format!("bundle: {e}")))?;
     }
-    let gz = tar
-        .into_inner()
-        .map_err(|e| HostError::Internal(format!("bundle: {e}")))?;
-    gz.finish()
-        .map_err(|e| HostError::Internal(format!("bundle: {e}")))
+    let gz = tar.into_inner().map_err(|e| HostError::Internal(format!("bundle: {e}")))?;
+    gz.finish().map_err(|e| HostError::Internal(format!("bundle: {e}")))
 }
 
 fn pretty(v: &Value) -> String {
@@ -135,27 +98,18 @@ pub const MAX_BUNDLE_TEXT: u64 = 16 * 1024 * 1024;
 /// unpacks to more than [`MAX_BUNDLE_TEXT`], is an `InvalidParameter` error.
 pub fn read_bundle(bytes: &[u8]) -> Result<Vec<(String, String)>> {
     use std::io::Read;
-    let bad = |e: &dyn std::fmt::Display| {
-        HostError::InvalidParameter(format!("not a support bundle: {e}"))
-    };
+    let bad = |e: &dyn std::fmt::Display| HostError::InvalidParameter(format!("not a support bundle: {e}"));
     let gz = flate2::read::GzDecoder::new(bytes).take(MAX_BUNDLE_TEXT + 1024 * 1024);
     let mut ar = tar::Archive::new(gz);
     let mut out = Vec::new();
     let mut left = MAX_BUNDLE_TEXT;
     for e in ar.entries().map_err(|e| bad(&e))? {
         let e = e.map_err(|e| bad(&e))?;
-        let name = e
-            .path()
-            .map(|p| p.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let name = e.path().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
         let mut buf = Vec::new();
-        e.take(left + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| bad(&e))?;
+        e.take(left + 1).read_to_end(&mut buf).map_err(|e| bad(&e))?;
         if buf.len() as u64 > left {
-            return Err(bad(&format!(
-                "it unpacks to more than {MAX_BUNDLE_TEXT} bytes"
-            )));
+            return Err(bad(&format!("it unpacks to more than {MAX_BUNDLE_TEXT} bytes")));
         }
         left -= buf.len() as u64;
         let text = String::from_utf8(buf).map_err(|_| bad(&format!("{name} is not UTF-8 text")))?;
@@ -163,6 +117,7 @@ pub fn read_bundle(bytes: &[u8]) -> Result<Vec<(String, String)>> {
     }
     Ok(out)
 }
+
 
 /// Build the bundle from a home without a running server (`b3iqd support-bundle`).
 ///
@@ -178,13 +133,7 @@ mod tests {
 
     #[test]
     fn scrub_removes_credentials_and_home() {
-        let s = scrub(
-            "key b3iq_local_abcDEF123456 at /root/.b3iq/state.db, b3iq_support_X9.",
-            "/root/.b3iq",
-        );
-        assert_eq!(
-            s,
-            "key b3iq_local_[REDACTED] at $B3IQ_HOME/state.db, b3iq_support_[REDACTED]."
-        );
+        let s = scrub("key b3iq_local_abcDEF123456 at /root/.b3iq/state.db, b3iq_support_X9.", "/root/.b3iq");
+        assert_eq!(s, "key b3iq_local_[REDACTED] at $B3IQ_HOME/state.db, b3iq_support_[REDACTED].");
     }
 }

@@ -18,20 +18,9 @@ const TRIES: usize = 50;
 
 async fn tls_node() -> (tempfile::TempDir, LocalNode, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let node = LocalNode::builder()
-        .home(dir.path())
-        .listen("127.0.0.1:0")
-        .no_model()
-        .tls("self-signed")
-        .start()
-        .await
-        .unwrap();
+    let node = LocalNode::builder().home(dir.path()).listen("127.0.0.1:0").no_model().tls("self-signed").start().await.unwrap();
     let cert = dir.path().join("tls/self-signed.crt.pem");
-    assert!(
-        node.base_url().starts_with("https://"),
-        "{}",
-        node.base_url()
-    );
+    assert!(node.base_url().starts_with("https://"), "{}", node.base_url());
     (dir, node, cert)
 }
 
@@ -47,10 +36,7 @@ async fn early_refusals_reach_an_http2_client_with_their_status() {
         .build()
         .unwrap();
     let body = serde_json::json!({"name": "laptop", "padding": "x".repeat(4000)}).to_string();
-    for (path, status, code) in [
-        ("/api/keys", 401, "session_required"),
-        ("/v1/chat/completions", 503, "not_claimed"),
-    ] {
+    for (path, status, code) in [("/api/keys", 401, "session_required"), ("/v1/chat/completions", 503, "not_claimed")] {
         for i in 0..TRIES {
             let r = c
                 .post(format!("{}{path}", node.base_url()))
@@ -79,10 +65,7 @@ async fn curl_over_http2_sees_every_early_refusal() {
         return;
     };
     if !version.contains("HTTP2") {
-        eprintln!(
-            "skipped: this curl has no HTTP/2 support: {}",
-            version.lines().next().unwrap_or("")
-        );
+        eprintln!("skipped: this curl has no HTTP/2 support: {}", version.lines().next().unwrap_or(""));
         return;
     }
     let (_dir, node, cert) = tls_node().await;
@@ -91,32 +74,15 @@ async fn curl_over_http2_sees_every_early_refusal() {
         let (url, cert) = (url.clone(), cert.clone());
         tokio::task::spawn_blocking(move || {
             let out = std::process::Command::new("curl")
-                .args([
-                    "-sS",
-                    "--http2",
-                    "--max-time",
-                    "20",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code} %{http_version}",
-                ])
+                .args(["-sS", "--http2", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
                 .arg("--cacert")
                 .arg(&cert)
-                .args([
-                    "-H",
-                    "content-type: application/json",
-                    "--data",
-                    r#"{"name": "laptop", "scopes": ["inference"]}"#,
-                ])
+                .args(["-H", "content-type: application/json", "--data", r#"{"name": "laptop", "scopes": ["inference"]}"#])
                 .args(extra)
                 .arg(&url)
                 .output()
                 .unwrap();
-            (
-                String::from_utf8_lossy(&out.stdout).to_string(),
-                String::from_utf8_lossy(&out.stderr).to_string(),
-            )
+            (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
         })
     };
     for i in 0..TRIES {
@@ -136,58 +102,31 @@ async fn curl_over_http2_sees_every_early_refusal() {
 async fn host_not_allowed_names_the_https_url_on_a_tls_node() {
     let (_dir, node, cert) = tls_node().await;
     let pem = std::fs::read(&cert).unwrap();
-    let c = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .http1_only()
-        .build()
-        .unwrap();
-    let r = c
-        .get(format!("{}/healthz", node.base_url()))
-        .header("host", "evil.example")
-        .send()
-        .await
-        .unwrap();
+    let c = reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap()).http1_only().build().unwrap();
+    let r = c.get(format!("{}/healthz", node.base_url())).header("host", "evil.example").send().await.unwrap();
     assert_eq!(r.status(), 403);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "host_not_allowed");
     let m = v["error"]["message"].as_str().unwrap();
-    assert!(
-        m.contains(&format!(
-            "use https://127.0.0.1:{} ",
-            node.local_addr().port()
-        )),
-        "{m}"
-    );
+    assert!(m.contains(&format!("use https://127.0.0.1:{} ", node.local_addr().port())), "{m}");
     assert!(!m.contains("http://"), "{m}");
     node.shutdown().await;
 }
 
 /// An HTTP/2 connection over TLS (ALPN h2) to `node`, trusting its self-signed certificate.
-async fn h2_connect(
-    node: &LocalNode,
-    cert: &std::path::Path,
-) -> h2::client::SendRequest<bytes::Bytes> {
+async fn h2_connect(node: &LocalNode, cert: &std::path::Path) -> h2::client::SendRequest<bytes::Bytes> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_file(cert).unwrap())
-        .unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(cert).unwrap()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(node.local_addr())
-        .await
-        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(node.local_addr()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (client, conn) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(async move {
@@ -206,14 +145,11 @@ async fn an_early_refusal_ends_the_http2_stream_without_a_reset() {
     let body = br#"{"name": "laptop", "scopes": ["inference"]}"#;
     for i in 0..TRIES / 5 {
         let mut client = client.clone().ready().await.unwrap();
-        let req = axum::http::Request::post(format!(
-            "https://127.0.0.1:{}/api/keys",
-            node.local_addr().port()
-        ))
-        .header("content-type", "application/json")
-        .header("content-length", body.len())
-        .body(())
-        .unwrap();
+        let req = axum::http::Request::post(format!("https://127.0.0.1:{}/api/keys", node.local_addr().port()))
+            .header("content-type", "application/json")
+            .header("content-length", body.len())
+            .body(())
+            .unwrap();
         let (response, mut send) = client.send_request(req, false).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Without the fix the stream may already be reset; then sending fails or is dropped.
@@ -226,15 +162,8 @@ async fn an_early_refusal_ends_the_http2_stream_without_a_reset() {
             let _ = recv.flow_control().release_capacity(chunk.len());
         }
         // A reset follows the response's last frame at once when there is one.
-        let reset = tokio::time::timeout(
-            Duration::from_millis(200),
-            std::future::poll_fn(|cx| send.poll_reset(cx)),
-        )
-        .await;
-        assert!(
-            !matches!(reset, Ok(Ok(_))),
-            "try {i}: the stream was reset after the response: {reset:?}"
-        );
+        let reset = tokio::time::timeout(Duration::from_millis(200), std::future::poll_fn(|cx| send.poll_reset(cx))).await;
+        assert!(!matches!(reset, Ok(Ok(_))), "try {i}: the stream was reset after the response: {reset:?}");
     }
     node.shutdown().await;
 }

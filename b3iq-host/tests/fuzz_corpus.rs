@@ -22,19 +22,11 @@ fn replay_host_fuzz_corpus() {
             if path.is_file() {
                 let data = std::fs::read(&path).expect("read corpus file");
                 let result = std::panic::catch_unwind(|| check(&data));
-                assert!(
-                    result.is_ok(),
-                    "fuzz check {target} panicked on {}",
-                    path.display()
-                );
+                assert!(result.is_ok(), "fuzz check {target} panicked on {}", path.display());
                 n += 1;
             }
         }
-        assert!(
-            n >= 3,
-            "too few corpus files for {target} in {}",
-            dir.display()
-        );
+        assert!(n >= 3, "too few corpus files for {target} in {}", dir.display());
     }
 }
 
@@ -67,9 +59,7 @@ fn a_gzip_bomb_bundle_is_refused() {
     let mut tar_bytes = Vec::new();
     {
         let mut builder = tar::Builder::new(&mut tar_bytes);
-        builder
-            .append_data(&mut header, "big.txt", std::io::repeat(0).take(size))
-            .unwrap();
+        builder.append_data(&mut header, "big.txt", std::io::repeat(0).take(size)).unwrap();
         builder.finish().unwrap();
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

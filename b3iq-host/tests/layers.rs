@@ -44,13 +44,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a file under `src/` belongs to (`src/store/auth.rs` -> `store`).
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel
-        .components()
-        .next()
-        .unwrap()
-        .as_os_str()
-        .to_string_lossy()
-        .to_string();
+    let first = rel.components().next().unwrap().as_os_str().to_string_lossy().to_string();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -62,19 +56,12 @@ fn crate_refs(text: &str) -> Vec<(usize, String)> {
         let mut rest = code;
         while let Some(i) = rest.find("crate::") {
             let after = &rest[i + "crate::".len()..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+            let name: String = after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             // `crate::{a, b}` groups: take every name in the braces.
             if after.starts_with('{') {
                 let inner = &after[1..after.find('}').unwrap_or(after.len())];
                 for part in inner.split(',') {
-                    let n2: String = part
-                        .trim()
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
+                    let n2: String = part.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                     if !n2.is_empty() {
                         out.push((n + 1, n2));
                     }
@@ -82,11 +69,7 @@ fn crate_refs(text: &str) -> Vec<(usize, String)> {
             } else if !name.is_empty() {
                 out.push((n + 1, name));
             }
-            rest = &after[after
-                .char_indices()
-                .nth(1)
-                .map(|(i, _)| i)
-                .unwrap_or(after.len())..];
+            rest = &after[after.char_indices().nth(1).map(|(i, _)| i).unwrap_or(after.len())..];
         }
     }
     out
@@ -121,15 +104,8 @@ fn no_module_imports_a_layer_above_its_own() {
             }
         }
     }
-    assert!(
-        unknown.is_empty(),
-        "modules missing from LAYERS in tests/layers.rs (give each a layer): {unknown:?}"
-    );
-    assert!(
-        violations.is_empty(),
-        "layering violations:\n{}",
-        violations.join("\n")
-    );
+    assert!(unknown.is_empty(), "modules missing from LAYERS in tests/layers.rs (give each a layer): {unknown:?}");
+    assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
 }
 
 #[test]
@@ -153,24 +129,11 @@ fn all_sql_is_in_the_store() {
         }
         let text = std::fs::read_to_string(&f).unwrap();
         let code = text.split("#[cfg(test)]").next().unwrap_or("");
-        for kw in [
-            "SELECT ",
-            "INSERT INTO",
-            "UPDATE ",
-            "DELETE FROM",
-            "CREATE TABLE",
-        ] {
+        for kw in ["SELECT ", "INSERT INTO", "UPDATE ", "DELETE FROM", "CREATE TABLE"] {
             if code.contains(kw) {
-                offenders.push(format!(
-                    "{} contains `{kw}`",
-                    f.strip_prefix(&src).unwrap().display()
-                ));
+                offenders.push(format!("{} contains `{kw}`", f.strip_prefix(&src).unwrap().display()));
             }
         }
     }
-    assert!(
-        offenders.is_empty(),
-        "SQL outside src/store/:\n{}",
-        offenders.join("\n")
-    );
+    assert!(offenders.is_empty(), "SQL outside src/store/:\n{}", offenders.join("\n"));
 }

@@ -52,10 +52,7 @@ pub const MAX_TICKET_VALIDITY_MS: u64 = 10 * 60 * 1000;
 pub const MAX_HEADER_HEX: usize = 16 * 1024;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ProtocolError {
-    ProtocolError::InvalidMessage {
-        field,
-        reason: reason.into(),
-    }
+    ProtocolError::InvalidMessage { field, reason: reason.into() }
 }
 
 /// Gateway -> node: what a tunnel hello must answer.
@@ -116,10 +113,7 @@ fn put_str(m: &mut Vec<u8>, s: &str) {
 
 fn check_models(models: &[TunnelModel]) -> Result<()> {
     if models.is_empty() || models.len() > MAX_TUNNEL_MODELS {
-        return Err(invalid(
-            "models",
-            format!("{} models; announce 1 to {MAX_TUNNEL_MODELS}", models.len()),
-        ));
+        return Err(invalid("models", format!("{} models; announce 1 to {MAX_TUNNEL_MODELS}", models.len())));
     }
     for m in models {
         check_identifier("model_id", &m.model_id, MAX_MODEL_ID_LEN)?;
@@ -135,14 +129,7 @@ impl TunnelHello {
     ///
     /// # Errors
     /// `InvalidMessage` for a bad model list or concurrency.
-    pub fn sign(
-        key: &NodeKey,
-        challenge: &TunnelChallenge,
-        mode: OperatingMode,
-        max_concurrent: u32,
-        mut models: Vec<TunnelModel>,
-        now_ms: u64,
-    ) -> Result<Self> {
+    pub fn sign(key: &NodeKey, challenge: &TunnelChallenge, mode: OperatingMode, max_concurrent: u32, mut models: Vec<TunnelModel>, now_ms: u64) -> Result<Self> {
         models.sort();
         let mut h = Self {
             node_id: key.node_id(),
@@ -162,10 +149,7 @@ impl TunnelHello {
 
     fn check_fields(&self) -> Result<()> {
         if !(1..=1024).contains(&self.max_concurrent) {
-            return Err(invalid(
-                "max_concurrent",
-                format!("{}; use 1 to 1024", self.max_concurrent),
-            ));
+            return Err(invalid("max_concurrent", format!("{}; use 1 to 1024", self.max_concurrent)));
         }
         check_models(&self.models)
     }
@@ -198,64 +182,28 @@ impl TunnelHello {
     ///
     /// # Errors
     /// `InvalidMessage` naming the field that does not hold.
-    pub fn verify(
-        &self,
-        challenge: &TunnelChallenge,
-        now_ms: u64,
-        max_skew_ms: u64,
-    ) -> Result<NodeId> {
+    pub fn verify(&self, challenge: &TunnelChallenge, now_ms: u64, max_skew_ms: u64) -> Result<NodeId> {
         self.check_fields()?;
         if self.public_key.node_id() != self.node_id {
-            return Err(invalid(
-                "node_id",
-                format!(
-                    "tunnel hello: {} is not derived from the given public key",
-                    self.node_id
-                ),
-            ));
+            return Err(invalid("node_id", format!("tunnel hello: {} is not derived from the given public key", self.node_id)));
         }
-        if !self
-            .public_key
-            .verify_raw(&self.signing_message(), &self.signature)
-        {
-            return Err(invalid(
-                "signature",
-                "tunnel hello: Ed25519 signature does not verify",
-            ));
+        if !self.public_key.verify_raw(&self.signing_message(), &self.signature) {
+            return Err(invalid("signature", "tunnel hello: Ed25519 signature does not verify"));
         }
         if self.gateway_id != challenge.gateway_id {
-            return Err(invalid(
-                "gateway_id",
-                format!(
-                    "tunnel hello for {}, not this gateway ({})",
-                    self.gateway_id.as_str(),
-                    challenge.gateway_id.as_str()
-                ),
-            ));
+            return Err(invalid("gateway_id", format!("tunnel hello for {}, not this gateway ({})", self.gateway_id.as_str(), challenge.gateway_id.as_str())));
         }
         if self.nonce != challenge.nonce {
             return Err(invalid("nonce", "tunnel hello answers another challenge"));
         }
         if now_ms >= challenge.expires_at_ms {
-            return Err(invalid(
-                "nonce",
-                "the tunnel challenge has expired; ask for a new one",
-            ));
+            return Err(invalid("nonce", "the tunnel challenge has expired; ask for a new one"));
         }
         if self.sent_at_ms.abs_diff(now_ms) > max_skew_ms {
-            return Err(invalid(
-                "sent_at_ms",
-                "the node's clock is outside the allowed skew; fix the node's clock",
-            ));
+            return Err(invalid("sent_at_ms", "the node's clock is outside the allowed skew; fix the node's clock"));
         }
         if self.mode != OperatingMode::Network {
-            return Err(invalid(
-                "mode",
-                format!(
-                    "the node is in {} mode; only a node in network mode opens a tunnel",
-                    self.mode
-                ),
-            ));
+            return Err(invalid("mode", format!("the node is in {} mode; only a node in network mode opens a tunnel", self.mode)));
         }
         Ok(self.node_id)
     }
@@ -276,13 +224,9 @@ impl TunnelHello {
 
 fn from_hex_json<T: serde::de::DeserializeOwned>(what: &'static str, v: &str) -> Result<T> {
     if v.len() > MAX_HEADER_HEX {
-        return Err(invalid(
-            "header",
-            format!("{what}: {} bytes, at most {MAX_HEADER_HEX}", v.len()),
-        ));
+        return Err(invalid("header", format!("{what}: {} bytes, at most {MAX_HEADER_HEX}", v.len())));
     }
-    let bytes =
-        hex::decode(v.trim()).map_err(|e| invalid("header", format!("{what}: not hex: {e}")))?;
+    let bytes = hex::decode(v.trim()).map_err(|e| invalid("header", format!("{what}: not hex: {e}")))?;
     serde_json::from_slice(&bytes).map_err(|e| invalid("header", format!("{what}: {e}")))
 }
 
@@ -370,13 +314,8 @@ impl RequestTicket {
 
     fn check_fields(&self) -> Result<()> {
         check_identifier("model_id", &self.model_id, MAX_MODEL_ID_LEN)?;
-        if self.expires_at_ms <= self.issued_at_ms
-            || self.expires_at_ms - self.issued_at_ms > MAX_TICKET_VALIDITY_MS
-        {
-            return Err(invalid(
-                "expires_at_ms",
-                format!("a ticket is valid for 1 ms to {MAX_TICKET_VALIDITY_MS} ms after issue"),
-            ));
+        if self.expires_at_ms <= self.issued_at_ms || self.expires_at_ms - self.issued_at_ms > MAX_TICKET_VALIDITY_MS {
+            return Err(invalid("expires_at_ms", format!("a ticket is valid for 1 ms to {MAX_TICKET_VALIDITY_MS} ms after issue")));
         }
         Ok(())
     }
@@ -392,12 +331,7 @@ impl RequestTicket {
         put_str(&mut m, self.gateway_id.as_str());
         m.extend_from_slice(&self.node_id.0);
         put_str(&mut m, &self.model_id);
-        for v in [
-            self.price.prompt_per_1m_tokens,
-            self.price.completion_per_1m_tokens,
-            self.price.per_request,
-            self.max_price_micro_credits,
-        ] {
+        for v in [self.price.prompt_per_1m_tokens, self.price.completion_per_1m_tokens, self.price.per_request, self.max_price_micro_credits] {
             m.extend_from_slice(&v.to_be_bytes());
         }
         m.push(self.tier.level());
@@ -414,35 +348,19 @@ impl RequestTicket {
     ///
     /// # Errors
     /// `InvalidMessage` naming the field that does not hold.
-    pub fn verify_for(
-        &self,
-        ticket_key: &NodePublicKey,
-        gateway_id: &Audience,
-        node: &NodeId,
-        now_ms: u64,
-        max_skew_ms: u64,
-    ) -> Result<()> {
+    pub fn verify_for(&self, ticket_key: &NodePublicKey, gateway_id: &Audience, node: &NodeId, now_ms: u64, max_skew_ms: u64) -> Result<()> {
         self.check_fields()?;
         if !ticket_key.verify_raw(&self.signing_message(), &self.signature) {
-            return Err(invalid(
-                "signature",
-                "request ticket: Ed25519 signature does not verify with the gateway's ticket key",
-            ));
+            return Err(invalid("signature", "request ticket: Ed25519 signature does not verify with the gateway's ticket key"));
         }
         if &self.gateway_id != gateway_id {
             return Err(invalid("gateway_id", "request ticket from another gateway"));
         }
         if &self.node_id != node {
-            return Err(invalid(
-                "node_id",
-                format!("request ticket for node {}, not this node", self.node_id),
-            ));
+            return Err(invalid("node_id", format!("request ticket for node {}, not this node", self.node_id)));
         }
         if now_ms.saturating_add(max_skew_ms) < self.issued_at_ms {
-            return Err(invalid(
-                "issued_at_ms",
-                "request ticket issued in the future; check the clocks",
-            ));
+            return Err(invalid("issued_at_ms", "request ticket issued in the future; check the clocks"));
         }
         if now_ms >= self.expires_at_ms.saturating_add(max_skew_ms) {
             return Err(invalid("expires_at_ms", "request ticket expired"));
@@ -474,40 +392,20 @@ impl RequestTicket {
         receipt.verify(node_key)?;
         let r = receipt.body();
         if r.node_id != self.node_id || r.request_id != self.request_id {
-            return Err(invalid(
-                "receipt",
-                "the receipt is for another node or request",
-            ));
+            return Err(invalid("receipt", "the receipt is for another node or request"));
         }
         if r.model_id != self.model_id {
-            return Err(invalid(
-                "receipt",
-                format!(
-                    "the receipt names model {}, the ticket {}",
-                    r.model_id, self.model_id
-                ),
-            ));
+            return Err(invalid("receipt", format!("the receipt names model {}, the ticket {}", r.model_id, self.model_id)));
         }
         if r.mode != OperatingMode::Network {
-            return Err(invalid(
-                "receipt",
-                format!("the receipt was signed in {} mode, not network", r.mode),
-            ));
+            return Err(invalid("receipt", format!("the receipt was signed in {} mode, not network", r.mode)));
         }
-        let want = self
-            .price
-            .price(u64::from(r.prompt_tokens), u64::from(r.completion_tokens))?;
+        let want = self.price.price(u64::from(r.prompt_tokens), u64::from(r.completion_tokens))?;
         if r.price_micro_credits != want {
             return Err(invalid("receipt", format!("the receipt charges {} micro-credits; the ticket's price for its tokens is {want}", r.price_micro_credits)));
         }
         if want > self.max_price_micro_credits {
-            return Err(invalid(
-                "receipt",
-                format!(
-                    "the receipt charges {want} micro-credits, above the {} held",
-                    self.max_price_micro_credits
-                ),
-            ));
+            return Err(invalid("receipt", format!("the receipt charges {want} micro-credits, above the {} held", self.max_price_micro_credits)));
         }
         Ok(want)
     }
@@ -573,20 +471,11 @@ mod tests {
     use super::*;
 
     fn challenge(gw: &NodeKey) -> TunnelChallenge {
-        TunnelChallenge {
-            gateway_id: Audience::new("gw-test").unwrap(),
-            nonce: Nonce([7; 32]),
-            issued_at_ms: 1_000,
-            expires_at_ms: 121_000,
-            ticket_key: gw.public(),
-        }
+        TunnelChallenge { gateway_id: Audience::new("gw-test").unwrap(), nonce: Nonce([7; 32]), issued_at_ms: 1_000, expires_at_ms: 121_000, ticket_key: gw.public() }
     }
 
     fn models() -> Vec<TunnelModel> {
-        vec![TunnelModel {
-            model_id: "smollm2".into(),
-            digest: Sha256Digest([1; 32]),
-        }]
+        vec![TunnelModel { model_id: "smollm2".into(), digest: Sha256Digest([1; 32]) }]
     }
 
     #[test]
@@ -604,17 +493,12 @@ mod tests {
         let mut other = c.clone();
         other.nonce = Nonce([8; 32]);
         assert_eq!(code(h.verify(&other, 2_000, 60_000)), "nonce");
-        assert_eq!(
-            code(h.verify(&c, 121_000, 60_000)),
-            "nonce",
-            "expired challenge"
-        );
+        assert_eq!(code(h.verify(&c, 121_000, 60_000)), "nonce", "expired challenge");
         assert_eq!(code(h.verify(&c, 200_000, 60_000)), "nonce");
         let mut forged = h.clone();
         forged.max_concurrent = 8;
         assert_eq!(code(forged.verify(&c, 2_000, 60_000)), "signature");
-        let local =
-            TunnelHello::sign(&node, &c, OperatingMode::Managed, 4, models(), 2_000).unwrap();
+        let local = TunnelHello::sign(&node, &c, OperatingMode::Managed, 4, models(), 2_000).unwrap();
         assert_eq!(code(local.verify(&c, 2_000, 60_000)), "mode");
         let mut stolen = h.clone();
         stolen.public_key = gw.public();
@@ -648,46 +532,16 @@ mod tests {
         let (node, gw) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
         let t = RequestTicket::sign(&gw, fields(&node)).unwrap();
         let id = Audience::new("gw-test").unwrap();
-        t.verify_for(&gw.public(), &id, &node.node_id(), 10_000, 0)
-            .unwrap();
+        t.verify_for(&gw.public(), &id, &node.node_id(), 10_000, 0).unwrap();
         assert_eq!(RequestTicket::from_header(&t.to_header()).unwrap(), t);
-        assert!(
-            t.verify_for(&node.public(), &id, &node.node_id(), 10_000, 0)
-                .is_err(),
-            "another key"
-        );
-        assert!(t
-            .verify_for(
-                &gw.public(),
-                &Audience::new("gw-other").unwrap(),
-                &node.node_id(),
-                10_000,
-                0
-            )
-            .is_err());
-        assert!(
-            t.verify_for(&gw.public(), &id, &gw.node_id(), 10_000, 0)
-                .is_err(),
-            "another node"
-        );
-        assert!(
-            t.verify_for(&gw.public(), &id, &node.node_id(), 70_000, 0)
-                .is_err(),
-            "expired"
-        );
-        assert!(
-            t.verify_for(&gw.public(), &id, &node.node_id(), 9_000, 0)
-                .is_err(),
-            "not yet valid"
-        );
+        assert!(t.verify_for(&node.public(), &id, &node.node_id(), 10_000, 0).is_err(), "another key");
+        assert!(t.verify_for(&gw.public(), &Audience::new("gw-other").unwrap(), &node.node_id(), 10_000, 0).is_err());
+        assert!(t.verify_for(&gw.public(), &id, &gw.node_id(), 10_000, 0).is_err(), "another node");
+        assert!(t.verify_for(&gw.public(), &id, &node.node_id(), 70_000, 0).is_err(), "expired");
+        assert!(t.verify_for(&gw.public(), &id, &node.node_id(), 9_000, 0).is_err(), "not yet valid");
         let mut cheaper = t.clone();
         cheaper.price.completion_per_1m_tokens = 1;
-        assert!(
-            cheaper
-                .verify_for(&gw.public(), &id, &node.node_id(), 10_000, 0)
-                .is_err(),
-            "a changed price breaks the signature"
-        );
+        assert!(cheaper.verify_for(&gw.public(), &id, &node.node_id(), 10_000, 0).is_err(), "a changed price breaks the signature");
         let mut long = fields(&node);
         long.expires_at_ms = long.issued_at_ms + MAX_TICKET_VALIDITY_MS + 1;
         assert!(RequestTicket::sign(&gw, long).is_err());

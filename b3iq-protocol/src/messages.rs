@@ -27,9 +27,9 @@
 //! The JSON form of the embedded signed objects is b3iq-core's (`kind`, `version`, `signer`,
 //! `body`, `signature`; unknown fields refused).
 
-use b3iq_core::digest::Sha256Digest;
 use b3iq_core::enrollment::{Nonce, SignedEnrollmentProof};
 use b3iq_core::heartbeat::SignedHeartbeat;
+use b3iq_core::digest::Sha256Digest;
 use b3iq_core::job::{JobId, SignedJob};
 use b3iq_core::mode::OperatingMode;
 use b3iq_core::receipt::SignedReceipt;
@@ -381,19 +381,8 @@ pub struct Code(String);
 impl Code {
     /// Validates a code.
     pub fn new(s: &str) -> Result<Self> {
-        if s.is_empty()
-            || s.len() > MAX_CODE_LEN
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(ProtocolError::InvalidMessage {
-                field: "code",
-                reason: format!(
-                    "{:?}: use 1 to 64 of a-z, 0-9, _",
-                    s.chars().take(70).collect::<String>()
-                ),
-            });
+        if s.is_empty() || s.len() > MAX_CODE_LEN || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(ProtocolError::InvalidMessage { field: "code", reason: format!("{:?}: use 1 to 64 of a-z, 0-9, _", s.chars().take(70).collect::<String>()) });
         }
         Ok(Self(s.to_string()))
     }
@@ -424,17 +413,10 @@ impl serde::Serialize for HexBlob {
 impl<'de> serde::Deserialize<'de> for HexBlob {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        if s.len() > 2 * MAX_BUNDLE_BYTES
-            || s.len() % 2 != 0
-            || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(serde::de::Error::custom(format!(
-                "expected lowercase hex of at most {MAX_BUNDLE_BYTES} bytes"
-            )));
+        if s.len() > 2 * MAX_BUNDLE_BYTES || s.len() % 2 != 0 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(serde::de::Error::custom(format!("expected lowercase hex of at most {MAX_BUNDLE_BYTES} bytes")));
         }
-        hex::decode(&*s)
-            .map(HexBlob)
-            .map_err(serde::de::Error::custom)
+        hex::decode(&*s).map(HexBlob).map_err(serde::de::Error::custom)
     }
 }
 
@@ -511,24 +493,8 @@ pub struct JobResultReport {
 
 impl JobResultReport {
     /// Signs a report.
-    pub fn sign(
-        key: &NodeKey,
-        job_id: JobId,
-        outcome: JobOutcome,
-        code: Option<Code>,
-        result: JobResultData,
-        finished_at_ms: u64,
-    ) -> Result<Self> {
-        let mut r = Self {
-            node_id: key.node_id(),
-            public_key: key.public(),
-            job_id,
-            outcome,
-            code,
-            result,
-            finished_at_ms,
-            signature: Signature([0; 64]),
-        };
+    pub fn sign(key: &NodeKey, job_id: JobId, outcome: JobOutcome, code: Option<Code>, result: JobResultData, finished_at_ms: u64) -> Result<Self> {
+        let mut r = Self { node_id: key.node_id(), public_key: key.public(), job_id, outcome, code, result, finished_at_ms, signature: Signature([0; 64]) };
         r.signature = key.sign_raw(&r.signing_message()?);
         Ok(r)
     }
@@ -539,10 +505,7 @@ impl JobResultReport {
     pub fn signing_message(&self) -> Result<Vec<u8>> {
         let mut unsigned = self.clone();
         unsigned.signature = Signature([0; 64]);
-        let json = serde_json::to_vec(&unsigned).map_err(|e| ProtocolError::InvalidMessage {
-            field: "report",
-            reason: e.to_string(),
-        })?;
+        let json = serde_json::to_vec(&unsigned).map_err(|e| ProtocolError::InvalidMessage { field: "report", reason: e.to_string() })?;
         let mut m = JOB_RESULT_TAG.to_vec();
         m.extend_from_slice(&b3iq_core::digest::Sha256Digest::of(&json).0);
         Ok(m)
@@ -551,22 +514,10 @@ impl JobResultReport {
     /// Checks that the node id derives from the key and the signature; returns the node.
     pub fn verify(&self) -> Result<NodeId> {
         if self.public_key.node_id() != self.node_id {
-            return Err(ProtocolError::InvalidMessage {
-                field: "node_id",
-                reason: format!(
-                    "job result: {} is not derived from the given public key",
-                    self.node_id
-                ),
-            });
+            return Err(ProtocolError::InvalidMessage { field: "node_id", reason: format!("job result: {} is not derived from the given public key", self.node_id) });
         }
-        if !self
-            .public_key
-            .verify_raw(&self.signing_message()?, &self.signature)
-        {
-            return Err(ProtocolError::InvalidMessage {
-                field: "signature",
-                reason: "job result: Ed25519 signature does not verify".into(),
-            });
+        if !self.public_key.verify_raw(&self.signing_message()?, &self.signature) {
+            return Err(ProtocolError::InvalidMessage { field: "signature", reason: "job result: Ed25519 signature does not verify".into() });
         }
         Ok(self.node_id)
     }
@@ -607,15 +558,10 @@ pub struct ReceiptUpload {
     pub signature: Signature,
 }
 
-fn bounded_receipts<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Vec<SignedReceipt>, D::Error> {
+fn bounded_receipts<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<SignedReceipt>, D::Error> {
     let v = <Vec<SignedReceipt> as serde::Deserialize>::deserialize(d)?;
     if v.len() > MAX_RECEIPTS_PER_UPLOAD {
-        return Err(serde::de::Error::custom(format!(
-            "{} receipts in one upload; at most {MAX_RECEIPTS_PER_UPLOAD}",
-            v.len()
-        )));
+        return Err(serde::de::Error::custom(format!("{} receipts in one upload; at most {MAX_RECEIPTS_PER_UPLOAD}", v.len())));
     }
     Ok(v)
 }
@@ -624,21 +570,9 @@ impl ReceiptUpload {
     /// Signs a batch (1 to 256 receipts).
     pub fn sign(key: &NodeKey, receipts: Vec<SignedReceipt>, now_ms: u64) -> Result<Self> {
         if receipts.is_empty() || receipts.len() > MAX_RECEIPTS_PER_UPLOAD {
-            return Err(ProtocolError::InvalidMessage {
-                field: "receipts",
-                reason: format!(
-                    "{} receipts; send 1 to {MAX_RECEIPTS_PER_UPLOAD}",
-                    receipts.len()
-                ),
-            });
+            return Err(ProtocolError::InvalidMessage { field: "receipts", reason: format!("{} receipts; send 1 to {MAX_RECEIPTS_PER_UPLOAD}", receipts.len()) });
         }
-        let mut u = Self {
-            node_id: key.node_id(),
-            public_key: key.public(),
-            receipts,
-            sent_at_ms: now_ms,
-            signature: Signature([0; 64]),
-        };
+        let mut u = Self { node_id: key.node_id(), public_key: key.public(), receipts, sent_at_ms: now_ms, signature: Signature([0; 64]) };
         u.signature = key.sign_raw(&u.signing_message());
         Ok(u)
     }
@@ -662,39 +596,18 @@ impl ReceiptUpload {
     /// signature, and every receipt is signed by this node's key and names this node. Returns the
     /// node id.
     pub fn verify(&self) -> Result<NodeId> {
-        let bad =
-            |field: &'static str, reason: String| ProtocolError::InvalidMessage { field, reason };
+        let bad = |field: &'static str, reason: String| ProtocolError::InvalidMessage { field, reason };
         if self.receipts.is_empty() || self.receipts.len() > MAX_RECEIPTS_PER_UPLOAD {
-            return Err(bad(
-                "receipts",
-                format!(
-                    "{} receipts; send 1 to {MAX_RECEIPTS_PER_UPLOAD}",
-                    self.receipts.len()
-                ),
-            ));
+            return Err(bad("receipts", format!("{} receipts; send 1 to {MAX_RECEIPTS_PER_UPLOAD}", self.receipts.len())));
         }
         if self.public_key.node_id() != self.node_id {
-            return Err(bad(
-                "node_id",
-                format!(
-                    "receipt upload: {} is not derived from the given public key",
-                    self.node_id
-                ),
-            ));
+            return Err(bad("node_id", format!("receipt upload: {} is not derived from the given public key", self.node_id)));
         }
-        if !self
-            .public_key
-            .verify_raw(&self.signing_message(), &self.signature)
-        {
-            return Err(bad(
-                "signature",
-                "receipt upload: Ed25519 signature does not verify".into(),
-            ));
+        if !self.public_key.verify_raw(&self.signing_message(), &self.signature) {
+            return Err(bad("signature", "receipt upload: Ed25519 signature does not verify".into()));
         }
         for (i, r) in self.receipts.iter().enumerate() {
-            let id = r
-                .verify_self_certified()
-                .map_err(|e| bad("receipts", format!("receipt {i}: {e}")))?;
+            let id = r.verify_self_certified().map_err(|e| bad("receipts", format!("receipt {i}: {e}")))?;
             if id != self.node_id || r.signer() != &self.public_key {
                 return Err(bad("receipts", format!("receipt {i} was signed by another node ({id}); a node uploads only its own receipts")));
             }

@@ -21,10 +21,7 @@ use b3iq_runtime::{LoadModelSpec, Runtime};
 use criterion::Criterion;
 
 fn env_u32(k: &str, d: u32) -> u32 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
 fn main() {
@@ -53,18 +50,12 @@ fn main() {
         kv_unified,
     };
     let rt = LlamaRuntime::new(cfg).expect("runtime");
-    rt.load_model_blocking(LoadModelSpec::from_path(&path).with_id("m"))
-        .expect("load");
+    rt.load_model_blocking(LoadModelSpec::from_path(&path).with_id("m")).expect("load");
     let model = rt.llama_model("m").expect("model");
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
     // The bare loop keeps one warm context, as the runtime's engine does.
-    let mut bare_ctx =
-        new_llama_context(&model, max_seq, ctx_per_seq, 512, threads, kv_unified).expect("context");
+    let mut bare_ctx = new_llama_context(&model, max_seq, ctx_per_seq, 512, threads, kv_unified).expect("context");
     // Warm-up both paths once.
     let _ = bare_batched_generation_in(&mut bare_ctx, &model, max_seq, 8);
     let _ = tokio_rt.block_on(serving_throughput(&rt, "m", 1, 8));
@@ -84,15 +75,11 @@ fn main() {
                 pause();
                 let b = bare_batched_generation_in(&mut bare_ctx, &model, n, max_tokens).unwrap();
                 pause();
-                let s = tokio_rt
-                    .block_on(serving_throughput(&rt, "m", n, max_tokens))
-                    .unwrap();
+                let s = tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
                 (b, s)
             } else {
                 pause();
-                let s = tokio_rt
-                    .block_on(serving_throughput(&rt, "m", n, max_tokens))
-                    .unwrap();
+                let s = tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
                 pause();
                 let b = bare_batched_generation_in(&mut bare_ctx, &model, n, max_tokens).unwrap();
                 (b, s)
@@ -117,11 +104,7 @@ fn main() {
     if std::env::var("B3IQ_BENCH_SKIP_CRITERION").is_ok_and(|v| v == "1") {
         return;
     }
-    let mut c = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(10))
-        .configure_from_args();
+    let mut c = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10)).configure_from_args();
     for &n in &streams {
         let mut g = c.benchmark_group(format!("generate_{n}_streams_{max_tokens}_tokens"));
         g.bench_function("bare_llama_cpp_2", |b| {
@@ -140,9 +123,7 @@ fn main() {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let t = Instant::now();
-                    tokio_rt
-                        .block_on(serving_throughput(&rt, "m", n, max_tokens))
-                        .unwrap();
+                    tokio_rt.block_on(serving_throughput(&rt, "m", n, max_tokens)).unwrap();
                     total += t.elapsed();
                 }
                 total

@@ -21,21 +21,10 @@ async fn main() {
     }
     let threads = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(2);
     let max_sequences = args.get(4).and_then(|v| v.parse().ok()).unwrap_or(8);
-    let cfg = LlamaConfig {
-        threads,
-        max_sequences,
-        context_per_sequence: 1024,
-        ..LlamaConfig::default()
-    };
+    let cfg = LlamaConfig { threads, max_sequences, context_per_sequence: 1024, ..LlamaConfig::default() };
     let rt = LlamaRuntime::new(cfg).expect("runtime");
-    let info = rt
-        .load_model(LoadModelSpec::from_path(&args[1]).with_id("model"))
-        .await
-        .expect("load model");
-    let state = openai_server::AppState {
-        runtime: Arc::new(rt),
-        key: None,
-    };
+    let info = rt.load_model(LoadModelSpec::from_path(&args[1]).with_id("model")).await.expect("load model");
+    let state = openai_server::AppState { runtime: Arc::new(rt), key: None };
     let base = openai_server::serve(state, args[2].parse().expect("port")).await;
     eprintln!("serving {} ({}) at {base}", info.id, info.sha256);
     tokio::signal::ctrl_c().await.ok();

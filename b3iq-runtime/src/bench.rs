@@ -34,8 +34,7 @@ pub struct QuickBenchmark;
 
 impl QuickBenchmark {
     /// The prompt (one user message).
-    pub const PROMPT: &'static str =
-        "Write a short story about a robot who learns to paint. Use simple words.";
+    pub const PROMPT: &'static str = "Write a short story about a robot who learns to paint. Use simple words.";
     /// Most tokens generated.
     pub const MAX_TOKENS: u32 = 64;
 
@@ -65,20 +64,14 @@ pub struct QuickBenchMeter {
 impl QuickBenchMeter {
     /// A meter for `model_id` whose clock starts now.
     pub fn new(model_id: &str) -> Self {
-        Self {
-            model: model_id.to_string(),
-            started: Instant::now(),
-            first_delta: None,
-            done: None,
-        }
+        Self { model: model_id.to_string(), started: Instant::now(), first_delta: None, done: None }
     }
 
     /// Feeds one event of the run's stream (in order).
     pub fn on_event(&mut self, event: &GenerationEvent) {
         match event {
             GenerationEvent::Delta { .. } => {
-                self.first_delta
-                    .get_or_insert_with(|| self.started.elapsed());
+                self.first_delta.get_or_insert_with(|| self.started.elapsed());
             }
             GenerationEvent::Done { usage, timings, .. } => {
                 self.done = Some((*usage, *timings, self.started.elapsed()));
@@ -91,9 +84,8 @@ impl QuickBenchMeter {
     /// # Errors
     /// [`RuntimeError::Backend`] when no final event was fed (the stream ended early).
     pub fn finish(self) -> Result<QuickBenchResult, RuntimeError> {
-        let (usage, timings, total) = self.done.ok_or_else(|| {
-            RuntimeError::Backend("the benchmark stream ended without a final event".into())
-        })?;
+        let (usage, timings, total) =
+            self.done.ok_or_else(|| RuntimeError::Backend("the benchmark stream ended without a final event".into()))?;
         Ok(QuickBenchResult {
             model: self.model,
             prompt_tokens: usage.prompt_tokens,
@@ -129,10 +121,7 @@ pub struct QuickBenchResult {
 ///
 /// # Errors
 /// What `generate` or the stream returns.
-pub async fn run_quick(
-    runtime: &dyn Runtime,
-    model_id: &str,
-) -> Result<QuickBenchResult, RuntimeError> {
+pub async fn run_quick(runtime: &dyn Runtime, model_id: &str) -> Result<QuickBenchResult, RuntimeError> {
     let mut meter = QuickBenchmark::meter(model_id);
     let mut stream = runtime.generate(QuickBenchmark::request(model_id)).await?;
     while let Some(event) = stream.next_event().await {
@@ -142,8 +131,7 @@ pub async fn run_quick(
 }
 
 /// The prompt the throughput benchmarks use.
-pub const BENCH_PROMPT: &str =
-    "Write a long story about a lighthouse keeper who finds a message in a bottle.";
+pub const BENCH_PROMPT: &str = "Write a long story about a lighthouse keeper who finds a message in a bottle.";
 
 /// Result of a bare llama-cpp-2 run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -166,82 +154,42 @@ impl LoopResult {
 }
 
 /// Prompt processing speed (llama-bench `pp<n>`): decodes `n_prompt` tokens in one batch.
-pub fn bare_prompt_processing(
-    model: &LlamaModel,
-    n_prompt: u32,
-    threads: u32,
-) -> Result<LoopResult, RuntimeError> {
-    let mut ctx = new_llama_context(
-        model,
-        1,
-        n_prompt.max(64) + 16,
-        n_prompt.max(64),
-        threads,
-        true,
-    )?;
+pub fn bare_prompt_processing(model: &LlamaModel, n_prompt: u32, threads: u32) -> Result<LoopResult, RuntimeError> {
+    let mut ctx = new_llama_context(model, 1, n_prompt.max(64) + 16, n_prompt.max(64), threads, true)?;
     let vocab = model.vocab();
     let seed = vocab.tokenize(BENCH_PROMPT.as_bytes(), true, false);
     let mut batch = LlamaBatch::new(n_prompt as usize, 1);
     for i in 0..n_prompt as usize {
         batch
-            .add(
-                seed[i % seed.len()],
-                i as i32,
-                &[0],
-                i + 1 == n_prompt as usize,
-            )
+            .add(seed[i % seed.len()], i as i32, &[0], i + 1 == n_prompt as usize)
             .map_err(|e| RuntimeError::Backend(e.to_string()))?;
     }
     let t = Instant::now();
-    ctx.decode(&mut batch)
-        .map_err(|e| RuntimeError::Backend(e.to_string()))?;
-    Ok(LoopResult {
-        tokens: n_prompt as u64,
-        seconds: t.elapsed().as_secs_f64(),
-    })
+    ctx.decode(&mut batch).map_err(|e| RuntimeError::Backend(e.to_string()))?;
+    Ok(LoopResult { tokens: n_prompt as u64, seconds: t.elapsed().as_secs_f64() })
 }
 
 /// Generation speed (llama-bench `tg<n>`): `n_gen` single-token decodes after a short prompt,
 /// greedy sampling, not stopping at end of generation.
-pub fn bare_text_generation(
-    model: &LlamaModel,
-    n_gen: u32,
-    threads: u32,
-) -> Result<LoopResult, RuntimeError> {
+pub fn bare_text_generation(model: &LlamaModel, n_gen: u32, threads: u32) -> Result<LoopResult, RuntimeError> {
     let vocab = model.vocab();
     let prompt = vocab.tokenize(BENCH_PROMPT.as_bytes(), true, false);
-    let mut ctx = new_llama_context(
-        model,
-        1,
-        prompt.len() as u32 + n_gen + 16,
-        512,
-        threads,
-        true,
-    )?;
+    let mut ctx = new_llama_context(model, 1, prompt.len() as u32 + n_gen + 16, 512, threads, true)?;
     let mut batch = LlamaBatch::new(512, 1);
     for (i, t) in prompt.iter().enumerate() {
-        batch
-            .add(*t, i as i32, &[0], i + 1 == prompt.len())
-            .map_err(|e| RuntimeError::Backend(e.to_string()))?;
+        batch.add(*t, i as i32, &[0], i + 1 == prompt.len()).map_err(|e| RuntimeError::Backend(e.to_string()))?;
     }
-    ctx.decode(&mut batch)
-        .map_err(|e| RuntimeError::Backend(e.to_string()))?;
+    ctx.decode(&mut batch).map_err(|e| RuntimeError::Backend(e.to_string()))?;
     let mut sampler = LlamaSampler::greedy();
     let mut tok = sampler.sample(&ctx, batch.n_tokens() - 1);
     let t = Instant::now();
     for pos in (prompt.len() as i32..).take(n_gen as usize) {
         batch.clear();
-        batch
-            .add(tok, pos, &[0], true)
-            .map_err(|e| RuntimeError::Backend(e.to_string()))?;
-        ctx.decode(&mut batch)
-            .map_err(|e| RuntimeError::Backend(e.to_string()))?;
+        batch.add(tok, pos, &[0], true).map_err(|e| RuntimeError::Backend(e.to_string()))?;
+        ctx.decode(&mut batch).map_err(|e| RuntimeError::Backend(e.to_string()))?;
         tok = sampler.sample(&ctx, 0);
     }
-    Ok(LoopResult {
-        tokens: n_gen as u64,
-        seconds: t.elapsed().as_secs_f64(),
-    })
+    Ok(LoopResult { tokens: n_gen as u64, seconds: t.elapsed().as_secs_f64() })
 }
 
 /// The bare loop the runtime's serving throughput is compared with: `n_seq` copies of a chat
@@ -258,14 +206,7 @@ pub fn bare_batched_generation(
     ctx_per_seq: u32,
 ) -> Result<LoopResult, RuntimeError> {
     let batch_cap = 512u32.max(n_seq);
-    let mut ctx = new_llama_context(
-        model,
-        ctx_seqs.max(n_seq),
-        ctx_per_seq,
-        batch_cap,
-        threads,
-        true,
-    )?;
+    let mut ctx = new_llama_context(model, ctx_seqs.max(n_seq), ctx_per_seq, batch_cap, threads, true)?;
     bare_batched_generation_in(&mut ctx, model, n_seq, max_tokens)
 }
 
@@ -278,14 +219,11 @@ pub fn bare_batched_generation_in(
     max_tokens: u32,
 ) -> Result<LoopResult, RuntimeError> {
     ctx.clear_kv_cache();
-    let prompt =
-        crate::llama::tokenize_prompt(model, &Prompt::Chat(vec![ChatMessage::user(BENCH_PROMPT)]))?;
+    let prompt = crate::llama::tokenize_prompt(model, &Prompt::Chat(vec![ChatMessage::user(BENCH_PROMPT)]))?;
     let vocab = model.vocab();
     let batch_cap = 512usize.max(n_seq as usize);
     let mut batch = LlamaBatch::new(batch_cap, 1);
-    let mut samplers: Vec<LlamaSampler> = (0..n_seq)
-        .map(|_| LlamaSampler::chain([LlamaSampler::greedy()], true))
-        .collect();
+    let mut samplers: Vec<LlamaSampler> = (0..n_seq).map(|_| LlamaSampler::chain([LlamaSampler::greedy()], true)).collect();
     let start = Instant::now();
     // Prefill, packing as many prompts per batch as fit; sample right after each decode.
     let mut next: Vec<Option<LlamaToken>> = vec![None; n_seq as usize];
@@ -300,19 +238,14 @@ pub fn bare_batched_generation_in(
                 if last {
                     logits_idx.push(batch.n_tokens());
                 }
-                batch
-                    .add(*t, i as i32, &[s as i32], last)
-                    .map_err(|e| RuntimeError::Backend(e.to_string()))?;
+                batch.add(*t, i as i32, &[s as i32], last).map_err(|e| RuntimeError::Backend(e.to_string()))?;
             }
             s += 1;
         }
         if s == first {
-            return Err(RuntimeError::Unsupported(
-                "bench prompt longer than one batch".into(),
-            ));
+            return Err(RuntimeError::Unsupported("bench prompt longer than one batch".into()));
         }
-        ctx.decode(&mut batch)
-            .map_err(|e| RuntimeError::Backend(e.to_string()))?;
+        ctx.decode(&mut batch).map_err(|e| RuntimeError::Backend(e.to_string()))?;
         for (k, idx) in (first..s).zip(logits_idx) {
             let t = samplers[k].sample(ctx, idx);
             next[k] = if vocab.is_eog(t) { None } else { Some(t) };
@@ -331,16 +264,13 @@ pub fn bare_batched_generation_in(
                     continue;
                 }
                 idx[k] = batch.n_tokens();
-                batch
-                    .add(t, pos, &[k as i32], true)
-                    .map_err(|e| RuntimeError::Backend(e.to_string()))?;
+                batch.add(t, pos, &[k as i32], true).map_err(|e| RuntimeError::Backend(e.to_string()))?;
             }
         }
         if batch.n_tokens() == 0 {
             break;
         }
-        ctx.decode(&mut batch)
-            .map_err(|e| RuntimeError::Backend(e.to_string()))?;
+        ctx.decode(&mut batch).map_err(|e| RuntimeError::Backend(e.to_string()))?;
         for k in 0..n_seq as usize {
             if idx[k] >= 0 {
                 let t = samplers[k].sample(ctx, idx[k]);
@@ -355,10 +285,7 @@ pub fn bare_batched_generation_in(
         }
         pos += 1;
     }
-    Ok(LoopResult {
-        tokens: generated,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(LoopResult { tokens: generated, seconds: start.elapsed().as_secs_f64() })
 }
 
 /// One serving measurement through the [`Runtime`] API.
@@ -408,20 +335,13 @@ pub async fn serving_throughput<R: Runtime + ?Sized>(
     let mut tokens = 0u64;
     let mut ttfts = Vec::new();
     for h in handles {
-        let c = h
-            .await
-            .map_err(|e| RuntimeError::Backend(e.to_string()))??;
+        let c = h.await.map_err(|e| RuntimeError::Backend(e.to_string()))??;
         tokens += c.usage.completion_tokens as u64;
         ttfts.push(c.timings.time_to_first_token_us as f64 / 1000.0);
     }
     let seconds = start.elapsed().as_secs_f64();
     ttfts.sort_by(|a, b| a.total_cmp(b));
-    Ok(ServingResult {
-        concurrency,
-        tokens,
-        seconds,
-        median_ttft_ms: ttfts.get(ttfts.len() / 2).copied().unwrap_or(0.0),
-    })
+    Ok(ServingResult { concurrency, tokens, seconds, median_ttft_ms: ttfts.get(ttfts.len() / 2).copied().unwrap_or(0.0) })
 }
 
 /// A performance band from the SKU data file.
@@ -455,17 +375,12 @@ pub struct SkuBands {
 impl SkuBands {
     /// The built-in bands.
     pub fn builtin() -> Result<SkuBands, RuntimeError> {
-        serde_json::from_str(SKU_BANDS_JSON)
-            .map_err(|e| RuntimeError::Config(format!("sku_bands.json: {e}")))
+        serde_json::from_str(SKU_BANDS_JSON).map_err(|e| RuntimeError::Config(format!("sku_bands.json: {e}")))
     }
 
     /// Bands whose generation range contains `tg` (most demanding first).
     pub fn classify(&self, tg: f64) -> Vec<&SkuBand> {
-        let mut v: Vec<&SkuBand> = self
-            .bands
-            .iter()
-            .filter(|b| tg >= b.tg_min && tg < b.tg_max)
-            .collect();
+        let mut v: Vec<&SkuBand> = self.bands.iter().filter(|b| tg >= b.tg_min && tg < b.tg_max).collect();
         v.sort_by(|a, b| b.tg_min.total_cmp(&a.tg_min));
         v
     }
@@ -488,13 +403,7 @@ pub struct SuiteOptions {
 
 impl Default for SuiteOptions {
     fn default() -> Self {
-        Self {
-            prompt_tokens: 512,
-            gen_tokens: 128,
-            repetitions: 3,
-            concurrency: vec![1, 4, 8],
-            serving_max_tokens: 64,
-        }
+        Self { prompt_tokens: 512, gen_tokens: 128, repetitions: 3, concurrency: vec![1, 4, 8], serving_max_tokens: 64 }
     }
 }
 
@@ -539,29 +448,20 @@ pub async fn run_suite(
         .await?
         .into_iter()
         .find(|m| m.id == model)
-        .ok_or_else(|| RuntimeError::ModelNotFound {
-            model: model.to_string(),
-        })?;
+        .ok_or_else(|| RuntimeError::ModelNotFound { model: model.to_string() })?;
     let llama: Arc<LlamaModel> = runtime.llama_model(model)?;
     let threads = runtime.config().threads;
     let (pp, tg, llama) = {
         let opts = opts.clone();
-        tokio::task::spawn_blocking(
-            move || -> Result<(f64, f64, Arc<LlamaModel>), RuntimeError> {
-                let mut pp = Vec::new();
-                let mut tg = Vec::new();
-                for _ in 0..opts.repetitions.max(1) {
-                    pp.push(
-                        bare_prompt_processing(&llama, opts.prompt_tokens, threads)?
-                            .tokens_per_second(),
-                    );
-                    tg.push(
-                        bare_text_generation(&llama, opts.gen_tokens, threads)?.tokens_per_second(),
-                    );
-                }
-                Ok((median(pp), median(tg), llama))
-            },
-        )
+        tokio::task::spawn_blocking(move || -> Result<(f64, f64, Arc<LlamaModel>), RuntimeError> {
+            let mut pp = Vec::new();
+            let mut tg = Vec::new();
+            for _ in 0..opts.repetitions.max(1) {
+                pp.push(bare_prompt_processing(&llama, opts.prompt_tokens, threads)?.tokens_per_second());
+                tg.push(bare_text_generation(&llama, opts.gen_tokens, threads)?.tokens_per_second());
+            }
+            Ok((median(pp), median(tg), llama))
+        })
         .await
         .map_err(|e| RuntimeError::Backend(e.to_string()))??
     };
@@ -610,9 +510,7 @@ pub fn sign_record(
     let fp = hex::decode(&result.hardware_fingerprint)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| {
-            RuntimeError::InvalidRequest("hardware fingerprint must be 64 hex characters".into())
-        })?;
+        .ok_or_else(|| RuntimeError::InvalidRequest("hardware fingerprint must be 64 hex characters".into()))?;
     let record = b3iq_core::benchmark::BenchmarkRecord {
         node_id: key.node_id(),
         hardware_fingerprint: b3iq_core::Hash32::from_bytes(fp),

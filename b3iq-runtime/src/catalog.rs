@@ -91,22 +91,14 @@ impl Catalog {
         for p in &c.profiles {
             parse_sha256(&p.sha256)?;
             if !ids.insert(p.id.as_str()) {
-                return Err(RuntimeError::Config(format!(
-                    "duplicate profile id `{}` in the catalog",
-                    p.id
-                )));
+                return Err(RuntimeError::Config(format!("duplicate profile id `{}` in the catalog", p.id)));
             }
             if p.sources.is_empty() || p.size_bytes == 0 {
-                return Err(RuntimeError::Config(format!(
-                    "profile `{}` needs a size and at least one source",
-                    p.id
-                )));
+                return Err(RuntimeError::Config(format!("profile `{}` needs a size and at least one source", p.id)));
             }
         }
         if !ids.contains(c.default_profile.as_str()) {
-            return Err(RuntimeError::Config(
-                "the default profile is not in the catalog".into(),
-            ));
+            return Err(RuntimeError::Config("the default profile is not in the catalog".into()));
         }
         Ok(c)
     }
@@ -114,18 +106,12 @@ impl Catalog {
     /// The built-in catalog.
     pub fn builtin() -> &'static Catalog {
         static C: OnceLock<Catalog> = OnceLock::new();
-        C.get_or_init(|| {
-            Catalog::parse(CATALOG_JSON)
-                .unwrap_or_else(|e| panic!("built-in catalog is invalid: {e}"))
-        })
+        C.get_or_init(|| Catalog::parse(CATALOG_JSON).unwrap_or_else(|e| panic!("built-in catalog is invalid: {e}")))
     }
 
     /// A profile by id.
     pub fn get(&self, id: &str) -> Result<&ModelProfile, RuntimeError> {
-        self.profiles
-            .iter()
-            .find(|p| p.id == id)
-            .ok_or_else(|| RuntimeError::UnknownProfile(id.to_string()))
+        self.profiles.iter().find(|p| p.id == id).ok_or_else(|| RuntimeError::UnknownProfile(id.to_string()))
     }
 
     /// The default profile.
@@ -144,28 +130,16 @@ mod tests {
         let p = c.default_profile();
         assert_eq!(p.id, DEFAULT_PROFILE);
         assert_eq!(p.size_bytes, 98_362_432);
-        assert_eq!(
-            p.sha256,
-            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-        );
-        assert!(matches!(
-            c.get("nope"),
-            Err(RuntimeError::UnknownProfile(_))
-        ));
+        assert_eq!(p.sha256, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+        assert!(matches!(c.get("nope"), Err(RuntimeError::UnknownProfile(_))));
     }
 
     #[test]
     fn bad_catalogs_are_refused() {
         let good = CATALOG_JSON.to_string();
         let bad_digest = good.replace("b179c952", "B179C952");
-        assert!(matches!(
-            Catalog::parse(&bad_digest),
-            Err(RuntimeError::InvalidDigest(_))
-        ));
-        let no_default = good.replace(
-            "\"default_profile\": \"smollm2-135m-instruct-q4_1\"",
-            "\"default_profile\": \"x\"",
-        );
+        assert!(matches!(Catalog::parse(&bad_digest), Err(RuntimeError::InvalidDigest(_))));
+        let no_default = good.replace("\"default_profile\": \"smollm2-135m-instruct-q4_1\"", "\"default_profile\": \"x\"");
         assert!(Catalog::parse(&no_default).is_err());
     }
 }

@@ -13,11 +13,7 @@ use crate::error::RuntimeError;
 /// Same rule as b3iq-core's `Sha256Digest::parse`.
 pub fn parse_sha256(s: &str) -> Result<String, RuntimeError> {
     let hex = s.strip_prefix("sha256:").unwrap_or(s);
-    if hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         Ok(hex.to_string())
     } else {
         Err(RuntimeError::InvalidDigest(s.chars().take(100).collect()))
@@ -26,8 +22,7 @@ pub fn parse_sha256(s: &str) -> Result<String, RuntimeError> {
 
 /// Parses a digest into b3iq-core's type .
 pub fn parse_digest(s: &str) -> Result<b3iq_core::digest::Sha256Digest, RuntimeError> {
-    b3iq_core::digest::Sha256Digest::parse(s)
-        .map_err(|_| RuntimeError::InvalidDigest(s.chars().take(100).collect()))
+    b3iq_core::digest::Sha256Digest::parse(s).map_err(|_| RuntimeError::InvalidDigest(s.chars().take(100).collect()))
 }
 
 /// Hashes a file, returning (lower-case hex sha256, size in bytes).
@@ -69,10 +64,7 @@ mod tests {
             &format!(" {}", &ok[..63]),
             "sha512:00",
         ] {
-            assert!(
-                matches!(parse_sha256(bad), Err(RuntimeError::InvalidDigest(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(parse_sha256(bad), Err(RuntimeError::InvalidDigest(_))), "{bad:?}");
         }
     }
 }

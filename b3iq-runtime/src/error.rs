@@ -121,9 +121,7 @@ pub enum RuntimeError {
         message: String,
     },
     /// The upstream refused the API key.
-    #[error(
-        "upstream refused the API key (HTTP {status}); check the key file or environment variable"
-    )]
+    #[error("upstream refused the API key (HTTP {status}); check the key file or environment variable")]
     UpstreamAuth {
         /// HTTP status (401/403).
         status: u16,
@@ -145,10 +143,7 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        RuntimeError::Io {
-            path: path.into(),
-            source,
-        }
+        RuntimeError::Io { path: path.into(), source }
     }
 
     /// Whether retrying the same request later may succeed.
@@ -200,16 +195,10 @@ impl b3iq_core::ClassifiedError for RuntimeError {
         use b3iq_core::ErrorCategory as C;
         use RuntimeError::*;
         match self {
-            ModelNotFound { .. }
-            | InvalidRequest(_)
-            | ContextOverflow { .. }
-            | InvalidGguf(_)
-            | InvalidDigest(_)
-            | DigestMismatch { .. }
-            | SizeMismatch { .. }
-            | UnknownProfile(_)
-            | Config(_)
-            | Unsupported(_) => C::InvalidInput,
+            ModelNotFound { .. } | InvalidRequest(_) | ContextOverflow { .. } | InvalidGguf(_) | InvalidDigest(_)
+            | DigestMismatch { .. } | SizeMismatch { .. } | UnknownProfile(_) | Config(_) | Unsupported(_) => {
+                C::InvalidInput
+            }
             QueueFull { .. } | KvCacheFull | ShuttingDown | Cancelled => C::State,
             Io { .. } | Download { .. } | UpstreamUnavailable { .. } => C::Io,
             UpstreamAuth { .. } => C::Unauthenticated,

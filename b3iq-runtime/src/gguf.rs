@@ -304,11 +304,7 @@ impl<R: Read> Reader<R> {
     fn need(&self, n: u64) -> Result<(), GgufError> {
         match self.pos.checked_add(n) {
             Some(end) if end <= self.size => Ok(()),
-            _ => Err(GgufError::Truncated {
-                offset: self.pos,
-                needed: n,
-                file_size: self.size,
-            }),
+            _ => Err(GgufError::Truncated { offset: self.pos, needed: n, file_size: self.size }),
         }
     }
     fn remaining(&self) -> u64 {
@@ -323,11 +319,7 @@ impl<R: Read> Reader<R> {
     fn read_into(&mut self, buf: &mut [u8]) -> Result<(), GgufError> {
         self.inner.read_exact(buf).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                GgufError::Truncated {
-                    offset: self.pos,
-                    needed: buf.len() as u64,
-                    file_size: self.size,
-                }
+                GgufError::Truncated { offset: self.pos, needed: buf.len() as u64, file_size: self.size }
             } else {
                 GgufError::Io(e.to_string())
             }
@@ -340,11 +332,7 @@ impl<R: Read> Reader<R> {
         let copied = std::io::copy(&mut (&mut self.inner).take(n), &mut std::io::sink())
             .map_err(|e| GgufError::Io(e.to_string()))?;
         if copied != n {
-            return Err(GgufError::Truncated {
-                offset: self.pos,
-                needed: n,
-                file_size: self.size,
-            });
+            return Err(GgufError::Truncated { offset: self.pos, needed: n, file_size: self.size });
         }
         self.pos += n;
         Ok(())
@@ -356,19 +344,10 @@ impl<R: Read> Reader<R> {
         Ok(u64::from_le_bytes(self.bytes::<8>()?))
     }
     /// Reads a length-prefixed string; `None` when it is longer than `keep` (then skipped).
-    fn string(
-        &mut self,
-        what: &'static str,
-        limit: u64,
-        keep: u64,
-    ) -> Result<Option<String>, GgufError> {
+    fn string(&mut self, what: &'static str, limit: u64, keep: u64) -> Result<Option<String>, GgufError> {
         let len = self.u64()?;
         if len > limit {
-            return Err(GgufError::LimitExceeded {
-                what,
-                value: len,
-                limit,
-            });
+            return Err(GgufError::LimitExceeded { what, value: len, limit });
         }
         self.need(len)?;
         let start = self.pos;
@@ -384,9 +363,7 @@ impl<R: Read> Reader<R> {
         }
         let mut buf = vec![0u8; len as usize];
         self.read_into(&mut buf)?;
-        String::from_utf8(buf)
-            .map(Some)
-            .map_err(|_| GgufError::BadUtf8 { offset: start })
+        String::from_utf8(buf).map(Some).map_err(|_| GgufError::BadUtf8 { offset: start })
     }
 }
 
@@ -438,36 +415,24 @@ fn read_scalar<R: Read>(r: &mut Reader<R>, t: u32) -> Result<MetadataValue, Gguf
 }
 
 fn unreachable_type(t: u32) -> Result<MetadataValue, GgufError> {
-    Err(GgufError::BadValueType {
-        key: String::new(),
-        type_id: t,
-    })
+    Err(GgufError::BadValueType { key: String::new(), type_id: t })
 }
 
 fn read_value<R: Read>(r: &mut Reader<R>, key: &str, t: u32) -> Result<MetadataValue, GgufError> {
-    let bad_type = |type_id| GgufError::BadValueType {
-        key: key.to_string(),
-        type_id,
-    };
+    let bad_type = |type_id| GgufError::BadValueType { key: key.to_string(), type_id };
     if scalar_size(t).is_some() {
         return read_scalar(r, t);
     }
     match t {
-        8 => Ok(
-            match r.string("string length", MAX_STRING_LEN, KEEP_STRING_LEN)? {
-                Some(s) => MetadataValue::String(s),
-                None => MetadataValue::LongString(0),
-            },
-        ),
+        8 => Ok(match r.string("string length", MAX_STRING_LEN, KEEP_STRING_LEN)? {
+            Some(s) => MetadataValue::String(s),
+            None => MetadataValue::LongString(0),
+        }),
         9 => {
             let item_t = r.u32()?;
             let len = r.u64()?;
             if len > MAX_ARRAY_LEN {
-                return Err(GgufError::LimitExceeded {
-                    what: "array length",
-                    value: len,
-                    limit: MAX_ARRAY_LEN,
-                });
+                return Err(GgufError::LimitExceeded { what: "array length", value: len, limit: MAX_ARRAY_LEN });
             }
             let keep = len <= 64;
             let mut items = Vec::new();
@@ -489,28 +454,19 @@ fn read_value<R: Read>(r: &mut Reader<R>, key: &str, t: u32) -> Result<MetadataV
                 // Each string needs at least its 8-byte length prefix.
                 let min = len.saturating_mul(8);
                 if min > r.remaining() {
-                    return Err(GgufError::Truncated {
-                        offset: r.pos,
-                        needed: min,
-                        file_size: r.size,
-                    });
+                    return Err(GgufError::Truncated { offset: r.pos, needed: min, file_size: r.size });
                 }
                 for _ in 0..len {
                     let slen = r.u64()?;
                     if slen > MAX_STRING_LEN {
-                        return Err(GgufError::LimitExceeded {
-                            what: "string length",
-                            value: slen,
-                            limit: MAX_STRING_LEN,
-                        });
+                        return Err(GgufError::LimitExceeded { what: "string length", value: slen, limit: MAX_STRING_LEN });
                     }
                     if keep && slen <= 1024 {
                         r.need(slen)?;
                         let start = r.pos;
                         let mut buf = vec![0u8; slen as usize];
                         r.read_into(&mut buf)?;
-                        let s = String::from_utf8(buf)
-                            .map_err(|_| GgufError::BadUtf8 { offset: start })?;
+                        let s = String::from_utf8(buf).map_err(|_| GgufError::BadUtf8 { offset: start })?;
                         items.push(MetadataValue::String(s));
                     } else {
                         r.skip(slen)?;
@@ -519,18 +475,11 @@ fn read_value<R: Read>(r: &mut Reader<R>, key: &str, t: u32) -> Result<MetadataV
             } else if item_t == 9 {
                 // Nested arrays are legal in the spec but unused by llama.cpp; refuse them
                 // rather than recurse on attacker-chosen depth.
-                return Err(GgufError::BadValueType {
-                    key: key.to_string(),
-                    type_id: 9,
-                });
+                return Err(GgufError::BadValueType { key: key.to_string(), type_id: 9 });
             } else {
                 return Err(bad_type(item_t));
             }
-            Ok(MetadataValue::Array {
-                item_type: value_type_name(item_t).to_string(),
-                len,
-                items,
-            })
+            Ok(MetadataValue::Array { item_type: value_type_name(item_t).to_string(), len, items })
         }
         _ => Err(bad_type(t)),
     }
@@ -540,10 +489,7 @@ impl GgufInfo {
     /// Reads the header of a GGUF file on disk (reads metadata and tensor descriptors only).
     pub fn read_path(path: &Path) -> Result<Self, GgufError> {
         let f = File::open(path).map_err(|e| GgufError::Io(format!("{}: {e}", path.display())))?;
-        let size = f
-            .metadata()
-            .map_err(|e| GgufError::Io(format!("{}: {e}", path.display())))?
-            .len();
+        let size = f.metadata().map_err(|e| GgufError::Io(format!("{}: {e}", path.display())))?.len();
         Self::read(BufReader::with_capacity(1 << 16, f), size)
     }
 
@@ -555,11 +501,7 @@ impl GgufInfo {
 
     /// Reads a header from `reader`, whose total length is `file_size` bytes.
     pub fn read<R: Read>(reader: R, file_size: u64) -> Result<Self, GgufError> {
-        let mut r = Reader {
-            inner: reader,
-            pos: 0,
-            size: file_size,
-        };
+        let mut r = Reader { inner: reader, pos: 0, size: file_size };
         let magic = r.bytes::<4>()?;
         if magic != GGUF_MAGIC {
             return Err(GgufError::BadMagic(magic));
@@ -570,43 +512,24 @@ impl GgufInfo {
         }
         let tensor_count = r.u64()?;
         if tensor_count > MAX_TENSORS {
-            return Err(GgufError::LimitExceeded {
-                what: "tensor count",
-                value: tensor_count,
-                limit: MAX_TENSORS,
-            });
+            return Err(GgufError::LimitExceeded { what: "tensor count", value: tensor_count, limit: MAX_TENSORS });
         }
         let kv_count = r.u64()?;
         if kv_count > MAX_KV {
-            return Err(GgufError::LimitExceeded {
-                what: "metadata count",
-                value: kv_count,
-                limit: MAX_KV,
-            });
+            return Err(GgufError::LimitExceeded { what: "metadata count", value: kv_count, limit: MAX_KV });
         }
         // Each KV needs at least 8 (key len) + 4 (type) + 1 bytes; each tensor at least 8+4+8+4+8.
-        let min = kv_count
-            .saturating_mul(13)
-            .saturating_add(tensor_count.saturating_mul(32));
+        let min = kv_count.saturating_mul(13).saturating_add(tensor_count.saturating_mul(32));
         if min > r.remaining() {
-            return Err(GgufError::Truncated {
-                offset: r.pos,
-                needed: min,
-                file_size,
-            });
+            return Err(GgufError::Truncated { offset: r.pos, needed: min, file_size });
         }
 
         let mut metadata = BTreeMap::new();
         for _ in 0..kv_count {
-            let key = r
-                .string("key length", MAX_NAME_LEN, MAX_NAME_LEN)?
-                .unwrap_or_default();
+            let key = r.string("key length", MAX_NAME_LEN, MAX_NAME_LEN)?.unwrap_or_default();
             let t = r.u32()?;
             let v = read_value(&mut r, &key, t).map_err(|e| match e {
-                GgufError::BadValueType { type_id, .. } => GgufError::BadValueType {
-                    key: key.clone(),
-                    type_id,
-                },
+                GgufError::BadValueType { type_id, .. } => GgufError::BadValueType { key: key.clone(), type_id },
                 other => other,
             })?;
             if metadata.insert(key.clone(), v).is_some() {
@@ -626,28 +549,17 @@ impl GgufInfo {
         };
         let alignment = get_u64("general.alignment")?.unwrap_or(32);
         if alignment == 0 || !alignment.is_power_of_two() || alignment > (1 << 20) {
-            return Err(GgufError::LimitExceeded {
-                what: "general.alignment (must be a power of two)",
-                value: alignment,
-                limit: 1 << 20,
-            });
+            return Err(GgufError::LimitExceeded { what: "general.alignment (must be a power of two)", value: alignment, limit: 1 << 20 });
         }
 
         let mut tensors = Vec::with_capacity(tensor_count.min(4096) as usize);
         let mut names = std::collections::HashSet::new();
         for _ in 0..tensor_count {
-            let name = r
-                .string("tensor name length", MAX_NAME_LEN, MAX_NAME_LEN)?
-                .unwrap_or_default();
-            let bad = |reason: String| GgufError::BadTensor {
-                name: name.clone(),
-                reason,
-            };
+            let name = r.string("tensor name length", MAX_NAME_LEN, MAX_NAME_LEN)?.unwrap_or_default();
+            let bad = |reason: String| GgufError::BadTensor { name: name.clone(), reason };
             let n_dims = r.u32()?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(bad(format!(
-                    "has {n_dims} dimensions, expected 1..={MAX_DIMS}"
-                )));
+                return Err(bad(format!("has {n_dims} dimensions, expected 1..={MAX_DIMS}")));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             let mut elements: u64 = 1;
@@ -663,22 +575,17 @@ impl GgufInfo {
                 dims.push(d);
             }
             let type_id = r.u32()?;
-            let (block, block_bytes, type_name) = ggml_type_layout(type_id)
-                .ok_or_else(|| bad(format!("unknown ggml type {type_id}")))?;
+            let (block, block_bytes, type_name) =
+                ggml_type_layout(type_id).ok_or_else(|| bad(format!("unknown ggml type {type_id}")))?;
             if dims[0] % block != 0 {
-                return Err(bad(format!(
-                    "first dimension {} is not a multiple of the {type_name} block size {block}",
-                    dims[0]
-                )));
+                return Err(bad(format!("first dimension {} is not a multiple of the {type_name} block size {block}", dims[0])));
             }
             let size_bytes = (elements / block)
                 .checked_mul(block_bytes)
                 .ok_or_else(|| bad("byte size overflows".into()))?;
             let offset = r.u64()?;
             if offset % alignment != 0 {
-                return Err(bad(format!(
-                    "offset {offset} is not aligned to {alignment}"
-                )));
+                return Err(bad(format!("offset {offset} is not aligned to {alignment}")));
             }
             if !names.insert(name.clone()) {
                 return Err(bad("duplicate tensor name".into()));
@@ -696,20 +603,12 @@ impl GgufInfo {
             .pos
             .checked_add(alignment - 1)
             .map(|p| p / alignment * alignment)
-            .ok_or(GgufError::Truncated {
-                offset: r.pos,
-                needed: alignment,
-                file_size,
-            })?;
+            .ok_or(GgufError::Truncated { offset: r.pos, needed: alignment, file_size })?;
         // The data section must start inside the file: a header that runs up to (or past) the
         // end leaves no room for any tensor, even an empty one (found by the gguf_header fuzz
         // target: zero-sized tensors passed the range check with data_offset > file_size).
         if data_offset > file_size && !tensors.is_empty() {
-            return Err(GgufError::Truncated {
-                offset: r.pos,
-                needed: data_offset - r.pos,
-                file_size,
-            });
+            return Err(GgufError::Truncated { offset: r.pos, needed: data_offset - r.pos, file_size });
         }
         let data_len = file_size.saturating_sub(data_offset);
         let mut parameter_count: u64 = 0;
@@ -734,10 +633,7 @@ impl GgufInfo {
             *by_type.entry(t.ggml_type.as_str()).or_default() += t.size_bytes;
         }
         // Overlapping tensors are a sign of a crafted file.
-        let mut spans: Vec<(u64, u64)> = tensors
-            .iter()
-            .map(|t| (t.offset, t.offset + t.size_bytes))
-            .collect();
+        let mut spans: Vec<(u64, u64)> = tensors.iter().map(|t| (t.offset, t.offset + t.size_bytes)).collect();
         spans.sort_unstable();
         for w in spans.windows(2) {
             if w[1].0 < w[0].1 {
@@ -748,13 +644,7 @@ impl GgufInfo {
             }
         }
 
-        let get_str = |k: &str| {
-            metadata
-                .get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
+        let get_str = |k: &str| metadata.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
         let architecture = get_str("general.architecture");
         let arch_key = |suffix: &str| format!("{architecture}.{suffix}");
         let quantization = match get_u64("general.file_type")?.and_then(file_type_name) {
@@ -827,41 +717,20 @@ mod tests {
         assert_eq!(info.tensors[0].size_bytes, 20);
         assert_eq!(info.quantization, "Q4_1");
         // One byte short of the tensor data.
-        assert!(matches!(
-            GgufInfo::parse(&b[..b.len() - 1]),
-            Err(GgufError::BadTensor { .. })
-        ));
+        assert!(matches!(GgufInfo::parse(&b[..b.len() - 1]), Err(GgufError::BadTensor { .. })));
     }
 
     #[test]
     fn hostile_counts_are_refused_without_allocating() {
-        assert!(matches!(
-            GgufInfo::parse(&header(3, u64::MAX, 0)),
-            Err(GgufError::LimitExceeded { .. })
-        ));
-        assert!(matches!(
-            GgufInfo::parse(&header(3, 0, u64::MAX)),
-            Err(GgufError::LimitExceeded { .. })
-        ));
-        assert!(matches!(
-            GgufInfo::parse(&header(3, 1000, 1000)),
-            Err(GgufError::Truncated { .. })
-        ));
-        assert!(matches!(
-            GgufInfo::parse(&header(1, 0, 0)),
-            Err(GgufError::UnsupportedVersion(1))
-        ));
-        assert!(matches!(
-            GgufInfo::parse(b"GGML\x03\0\0\0"),
-            Err(GgufError::BadMagic(_))
-        ));
+        assert!(matches!(GgufInfo::parse(&header(3, u64::MAX, 0)), Err(GgufError::LimitExceeded { .. })));
+        assert!(matches!(GgufInfo::parse(&header(3, 0, u64::MAX)), Err(GgufError::LimitExceeded { .. })));
+        assert!(matches!(GgufInfo::parse(&header(3, 1000, 1000)), Err(GgufError::Truncated { .. })));
+        assert!(matches!(GgufInfo::parse(&header(1, 0, 0)), Err(GgufError::UnsupportedVersion(1))));
+        assert!(matches!(GgufInfo::parse(b"GGML\x03\0\0\0"), Err(GgufError::BadMagic(_))));
         let mut b = header(3, 0, 1);
         b.extend(u64::MAX.to_le_bytes());
         b.extend([0u8; 16]);
-        assert!(matches!(
-            GgufInfo::parse(&b),
-            Err(GgufError::LimitExceeded { .. })
-        ));
+        assert!(matches!(GgufInfo::parse(&b), Err(GgufError::LimitExceeded { .. })));
     }
 }
 
@@ -873,26 +742,18 @@ mod fuzz_corpus {
 
     #[test]
     fn replay_gguf_header_corpus() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf_header");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf_header");
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let data = std::fs::read(e.path()).unwrap();
             if let Ok(info) = GgufInfo::parse(&data) {
                 assert_eq!(info.tensors.len() as u64, info.tensor_count);
-                assert!(
-                    info.data_offset <= info.file_size || info.tensors.is_empty(),
-                    "{}",
-                    e.path().display()
-                );
+                assert!(info.data_offset <= info.file_size || info.tensors.is_empty(), "{}", e.path().display());
             }
             n += 1;
         }
         assert!(n >= 3, "the corpus has its seeds");
         let crash = std::fs::read(dir.join("regression-data-offset-past-end")).unwrap();
-        assert!(matches!(
-            GgufInfo::parse(&crash),
-            Err(GgufError::Truncated { .. })
-        ));
+        assert!(matches!(GgufInfo::parse(&crash), Err(GgufError::Truncated { .. })));
     }
 }

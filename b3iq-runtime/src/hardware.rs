@@ -117,12 +117,7 @@ impl HardwareReport {
 
     /// Largest dedicated VRAM among GPUs found by vendor probes (NVML/sysfs).
     pub fn max_vram_bytes(&self) -> u64 {
-        self.gpus
-            .iter()
-            .filter(|g| g.source != GpuSource::Wgpu)
-            .map(|g| g.vram_bytes)
-            .max()
-            .unwrap_or(0)
+        self.gpus.iter().filter(|g| g.source != GpuSource::Wgpu).map(|g| g.vram_bytes).max().unwrap_or(0)
     }
 
     /// The memory band of this machine ([`MemoryBand::for_gpu_memory`]) by its largest GPU
@@ -134,13 +129,7 @@ impl HardwareReport {
             .gpus
             .iter()
             .filter(|g| g.source != GpuSource::Wgpu)
-            .map(|g| {
-                if g.source == GpuSource::Sysctl && g.vram_bytes == 0 {
-                    self.ram_total_bytes
-                } else {
-                    g.vram_bytes
-                }
-            })
+            .map(|g| if g.source == GpuSource::Sysctl && g.vram_bytes == 0 { self.ram_total_bytes } else { g.vram_bytes })
             .max();
         MemoryBand::for_gpu_memory(memory)
     }
@@ -158,37 +147,16 @@ pub struct MemoryBand {
 
 impl MemoryBand {
     /// No GPU.
-    pub const CPU: MemoryBand = MemoryBand {
-        id: "cpu",
-        label: "CPU only",
-    };
+    pub const CPU: MemoryBand = MemoryBand { id: "cpu", label: "CPU only" };
     /// Every band, smallest first.
     pub const ALL: [MemoryBand; 7] = [
         MemoryBand::CPU,
-        MemoryBand {
-            id: "gpu-lt8",
-            label: "GPU with less than 8 GiB",
-        },
-        MemoryBand {
-            id: "gpu-8",
-            label: "GPU with 8 GiB",
-        },
-        MemoryBand {
-            id: "gpu-12",
-            label: "GPU with 12 GiB",
-        },
-        MemoryBand {
-            id: "gpu-16",
-            label: "GPU with 16 GiB",
-        },
-        MemoryBand {
-            id: "gpu-24",
-            label: "GPU with 24 GiB",
-        },
-        MemoryBand {
-            id: "gpu-48",
-            label: "GPU with 48 GiB or more",
-        },
+        MemoryBand { id: "gpu-lt8", label: "GPU with less than 8 GiB" },
+        MemoryBand { id: "gpu-8", label: "GPU with 8 GiB" },
+        MemoryBand { id: "gpu-12", label: "GPU with 12 GiB" },
+        MemoryBand { id: "gpu-16", label: "GPU with 16 GiB" },
+        MemoryBand { id: "gpu-24", label: "GPU with 24 GiB" },
+        MemoryBand { id: "gpu-48", label: "GPU with 48 GiB or more" },
     ];
 
     /// The band of a machine whose largest GPU has `bytes` of memory (`None`: no GPU).
@@ -200,9 +168,7 @@ impl MemoryBand {
     /// 15.99 GiB, an RTX A6000 47.99 GiB), and a "24 GiB" card belongs in `gpu-24`; the half-GiB
     /// tolerance this gives is far smaller than the gap between two bands.
     pub fn for_gpu_memory(bytes: Option<u64>) -> MemoryBand {
-        let Some(bytes) = bytes else {
-            return MemoryBand::CPU;
-        };
+        let Some(bytes) = bytes else { return MemoryBand::CPU };
         let gib = bytes.saturating_add(1 << 29) >> 30;
         let at = match gib {
             48.. => 6,
@@ -225,23 +191,7 @@ fn simd_features() -> Vec<String> {
                 if std::arch::is_x86_feature_detected!($name) { v.push($name.to_string()); }
             )*};
         }
-        f!(
-            "sse3",
-            "ssse3",
-            "sse4.1",
-            "sse4.2",
-            "avx",
-            "avx2",
-            "fma",
-            "f16c",
-            "bmi2",
-            "avx512f",
-            "avx512bw",
-            "avx512vl",
-            "avx512vnni",
-            "avx512bf16",
-            "avxvnni"
-        );
+        f!("sse3", "ssse3", "sse4.1", "sse4.2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16", "avxvnni");
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -266,9 +216,7 @@ pub fn disk_free_bytes(path: &Path) -> u64 {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
-        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-            return 0;
-        };
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return 0 };
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
         let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
@@ -331,9 +279,7 @@ pub fn apply_nvml(report: &mut HardwareReport, record: &NvmlRecord) {
     report.nvidia_driver = record.driver_version.clone();
     report.cuda_driver = record.cuda_driver_version.map(cuda_version_string);
     for d in &record.devices {
-        report
-            .gpus
-            .push(gpu_from_nvml(d, record.driver_version.as_deref()));
+        report.gpus.push(gpu_from_nvml(d, record.driver_version.as_deref()));
     }
 }
 
@@ -347,9 +293,7 @@ fn read_nvml() -> Result<NvmlRecord, String> {
         devices: Vec::new(),
     };
     for i in 0..nvml.device_count().unwrap_or(0) {
-        let Ok(d) = nvml.device_by_index(i) else {
-            continue;
-        };
+        let Ok(d) = nvml.device_by_index(i) else { continue };
         let mem = d.memory_info().ok();
         record.devices.push(NvmlDeviceRecord {
             name: d.name().ok(),
@@ -363,35 +307,24 @@ fn read_nvml() -> Result<NvmlRecord, String> {
 fn nvml_gpus(report: &mut HardwareReport) {
     match read_nvml() {
         Ok(record) => apply_nvml(report, &record),
-        Err(e) => report.notes.push(format!(
-            "NVML not available ({e}); no NVIDIA driver on this machine"
-        )),
+        Err(e) => report.notes.push(format!("NVML not available ({e}); no NVIDIA driver on this machine")),
     }
 }
 
 #[cfg(target_os = "linux")]
 fn sysfs_gpus(report: &mut HardwareReport) {
-    let Ok(dir) = std::fs::read_dir("/sys/class/drm") else {
-        return;
-    };
+    let Ok(dir) = std::fs::read_dir("/sys/class/drm") else { return };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if !name.starts_with("card") || name.contains('-') {
             continue;
         }
         let dev = e.path().join("device");
-        let vendor = std::fs::read_to_string(dev.join("vendor"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
+        let vendor = std::fs::read_to_string(dev.join("vendor")).unwrap_or_default().trim().to_string();
         if vendor != "0x1002" {
             continue; // NVIDIA comes from NVML; Intel/others through wgpu.
         }
-        let read_u64 = |f: &str| {
-            std::fs::read_to_string(dev.join(f))
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-        };
+        let read_u64 = |f: &str| std::fs::read_to_string(dev.join(f)).ok().and_then(|s| s.trim().parse::<u64>().ok());
         let total = read_u64("mem_info_vram_total").unwrap_or(0);
         let used = read_u64("mem_info_vram_used");
         let product = std::fs::read_to_string(dev.join("product_name"))
@@ -399,12 +332,7 @@ fn sysfs_gpus(report: &mut HardwareReport) {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| {
-                format!(
-                    "AMD GPU {}",
-                    std::fs::read_to_string(dev.join("device"))
-                        .unwrap_or_default()
-                        .trim()
-                )
+                format!("AMD GPU {}", std::fs::read_to_string(dev.join("device")).unwrap_or_default().trim())
             });
         report.gpus.push(GpuInfo {
             vendor: "amd".into(),
@@ -446,9 +374,7 @@ fn wgpu_adapters(report: &mut HardwareReport) {
     });
     let adapters = instance.enumerate_adapters(wgpu::Backends::all());
     if adapters.is_empty() {
-        report
-            .notes
-            .push("wgpu found no adapters (no Vulkan/Metal/DX12/GL driver)".into());
+        report.notes.push("wgpu found no adapters (no Vulkan/Metal/DX12/GL driver)".into());
     }
     for a in adapters {
         let i = a.get_info();
@@ -491,10 +417,7 @@ pub struct ScanOptions {
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        Self {
-            wgpu: cfg!(feature = "wgpu"),
-            nvml: true,
-        }
+        Self { wgpu: cfg!(feature = "wgpu"), nvml: true }
     }
 }
 
@@ -508,19 +431,11 @@ pub fn scan(home: &Path, opts: ScanOptions) -> HardwareReport {
     );
     let cpus = sys.cpus();
     let cpu = CpuInfo {
-        model: cpus
-            .first()
-            .map(|c| c.brand().trim().to_string())
-            .unwrap_or_default(),
-        vendor: cpus
-            .first()
-            .map(|c| c.vendor_id().to_string())
-            .unwrap_or_default(),
+        model: cpus.first().map(|c| c.brand().trim().to_string()).unwrap_or_default(),
+        vendor: cpus.first().map(|c| c.vendor_id().to_string()).unwrap_or_default(),
         arch: std::env::consts::ARCH.to_string(),
         physical_cores: System::physical_core_count().unwrap_or(0) as u32,
-        logical_cores: std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(cpus.len() as u32),
+        logical_cores: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(cpus.len() as u32),
         simd: simd_features(),
     };
     let mut report = HardwareReport {
@@ -546,9 +461,7 @@ pub fn scan(home: &Path, opts: ScanOptions) -> HardwareReport {
         #[cfg(feature = "wgpu")]
         wgpu_adapters(&mut report);
         #[cfg(not(feature = "wgpu"))]
-        report
-            .notes
-            .push("built without the `wgpu` feature; adapters not listed".into());
+        report.notes.push("built without the `wgpu` feature; adapters not listed".into());
     }
     report
 }
@@ -590,8 +503,7 @@ const RESERVE_FRACTION: f64 = 0.15;
 /// Can `profile` run on this hardware, and with what headroom? GPU first (VRAM with a 15%
 /// reserve), else CPU (available RAM with a 15% reserve of total RAM).
 pub fn fit(profile: &ModelProfile, hw: &HardwareReport, installed: bool) -> FitReport {
-    let disk_ok = installed
-        || hw.disk_free_bytes > profile.size_bytes.saturating_add(profile.size_bytes / 10);
+    let disk_ok = installed || hw.disk_free_bytes > profile.size_bytes.saturating_add(profile.size_bytes / 10);
     let vram = hw.max_vram_bytes();
     let vram_usable = (vram as f64 * (1.0 - RESERVE_FRACTION)) as i64;
     if vram > 0 && vram_usable >= profile.min_vram_bytes as i64 {
@@ -612,20 +524,13 @@ pub fn fit(profile: &ModelProfile, hw: &HardwareReport, installed: bool) -> FitR
     let fits = headroom >= 0;
     FitReport {
         profile: profile.id.clone(),
-        target: if fits {
-            FitTarget::Cpu
-        } else {
-            FitTarget::None
-        },
+        target: if fits { FitTarget::Cpu } else { FitTarget::None },
         fits,
         comfortable: usable >= profile.recommended_ram_bytes as i64,
         headroom_bytes: headroom,
         disk_ok,
         reason: if fits {
-            format!(
-                "runs on the CPU with {} MiB of RAM to spare",
-                headroom >> 20
-            )
+            format!("runs on the CPU with {} MiB of RAM to spare", headroom >> 20)
         } else {
             format!(
                 "needs {} MiB of RAM but only {} MiB are usable; close other programs or pick a smaller profile",
@@ -684,10 +589,7 @@ mod tests {
     #[test]
     fn recorded_nvml_answers_become_gpus_with_their_memory() {
         let mut r = bare_report();
-        apply_nvml(
-            &mut r,
-            &nvml(&[("NVIDIA GeForce RTX 4090", RTX_4090_TOTAL)]),
-        );
+        apply_nvml(&mut r, &nvml(&[("NVIDIA GeForce RTX 4090", RTX_4090_TOTAL)]));
         assert_eq!(r.nvidia_driver.as_deref(), Some("550.54.14"));
         assert_eq!(r.cuda_driver.as_deref(), Some("12.4"));
         assert_eq!(r.gpus.len(), 1);
@@ -701,67 +603,34 @@ mod tests {
         assert_eq!(r.max_vram_bytes(), RTX_4090_TOTAL);
         // Failed calls: a generic name, unknown memory.
         let g = gpu_from_nvml(&NvmlDeviceRecord::default(), None);
-        assert_eq!(
-            (g.name.as_str(), g.vram_bytes, g.vram_free_bytes),
-            ("NVIDIA GPU", 0, None)
-        );
+        assert_eq!((g.name.as_str(), g.vram_bytes, g.vram_free_bytes), ("NVIDIA GPU", 0, None));
         assert_eq!(cuda_version_string(11080), "11.8");
     }
 
     #[test]
     fn a_24_gib_card_reporting_23_99_gib_lands_in_gpu_24() {
         let mut r = bare_report();
-        apply_nvml(
-            &mut r,
-            &nvml(&[("NVIDIA GeForce RTX 4090", RTX_4090_TOTAL)]),
-        );
+        apply_nvml(&mut r, &nvml(&[("NVIDIA GeForce RTX 4090", RTX_4090_TOTAL)]));
         // Truncating would say 23 GiB and put it a band lower.
         assert_eq!(RTX_4090_TOTAL >> 30, 23);
         let band = r.memory_band();
-        assert_eq!(
-            band,
-            MemoryBand {
-                id: "gpu-24",
-                label: "GPU with 24 GiB"
-            }
-        );
+        assert_eq!(band, MemoryBand { id: "gpu-24", label: "GPU with 24 GiB" });
         assert_ne!(band, MemoryBand::ALL[1], "not the smallest GPU band");
 
         let mut r = bare_report();
-        apply_nvml(
-            &mut r,
-            &nvml(&[("NVIDIA GeForce RTX 3060", RTX_3060_TOTAL)]),
-        );
-        assert_eq!(
-            r.memory_band(),
-            MemoryBand {
-                id: "gpu-12",
-                label: "GPU with 12 GiB"
-            }
-        );
+        apply_nvml(&mut r, &nvml(&[("NVIDIA GeForce RTX 3060", RTX_3060_TOTAL)]));
+        assert_eq!(r.memory_band(), MemoryBand { id: "gpu-12", label: "GPU with 12 GiB" });
 
         // The largest GPU decides.
         let mut r = bare_report();
-        apply_nvml(
-            &mut r,
-            &nvml(&[
-                ("NVIDIA GeForce RTX 3060", RTX_3060_TOTAL),
-                ("NVIDIA GeForce RTX 4090", RTX_4090_TOTAL),
-            ]),
-        );
+        apply_nvml(&mut r, &nvml(&[("NVIDIA GeForce RTX 3060", RTX_3060_TOTAL), ("NVIDIA GeForce RTX 4090", RTX_4090_TOTAL)]));
         assert_eq!(r.memory_band().id, "gpu-24");
     }
 
     #[test]
     fn bands_follow_the_documented_steps() {
         let gib = |g: u64| Some(g << 30);
-        assert_eq!(
-            MemoryBand::for_gpu_memory(None),
-            MemoryBand {
-                id: "cpu",
-                label: "CPU only"
-            }
-        );
+        assert_eq!(MemoryBand::for_gpu_memory(None), MemoryBand { id: "cpu", label: "CPU only" });
         let cases = [
             (0, "gpu-lt8"),
             (6, "gpu-lt8"),
@@ -779,14 +648,8 @@ mod tests {
             assert_eq!(MemoryBand::for_gpu_memory(gib(g)).id, id, "{g} GiB");
         }
         // Half a GiB short still rounds up; more than that does not.
-        assert_eq!(
-            MemoryBand::for_gpu_memory(Some((8 << 30) - (1 << 29))).id,
-            "gpu-8"
-        );
-        assert_eq!(
-            MemoryBand::for_gpu_memory(Some((8 << 30) - (1 << 29) - 1)).id,
-            "gpu-lt8"
-        );
+        assert_eq!(MemoryBand::for_gpu_memory(Some((8 << 30) - (1 << 29))).id, "gpu-8");
+        assert_eq!(MemoryBand::for_gpu_memory(Some((8 << 30) - (1 << 29) - 1)).id, "gpu-lt8");
         let labels: Vec<&str> = MemoryBand::ALL.iter().map(|b| b.label).collect();
         assert_eq!(
             labels,
@@ -800,10 +663,7 @@ mod tests {
                 "GPU with 48 GiB or more"
             ]
         );
-        assert_eq!(
-            serde_json::to_value(MemoryBand::CPU).unwrap(),
-            serde_json::json!({"id": "cpu", "label": "CPU only"})
-        );
+        assert_eq!(serde_json::to_value(MemoryBand::CPU).unwrap(), serde_json::json!({"id": "cpu", "label": "CPU only"}));
     }
 
     #[test]

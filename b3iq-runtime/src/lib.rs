@@ -49,6 +49,5 @@ pub use error::RuntimeError;
 pub use runtime::{
     BackendInfo, BackendKind, ChatMessage, Completion, FinishReason, GenerateRequest,
     GenerationEvent, GenerationStream, Health, HealthStatus, LoadModelSpec, ModelId, ModelInfo,
-    Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, TokenIds,
-    Usage,
+    Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, TokenIds, Usage,
 };

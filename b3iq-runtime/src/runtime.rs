@@ -57,10 +57,7 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with the given role and text.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-        }
+        Self { role, content: content.into() }
     }
     /// A system message.
     pub fn system(content: impl Into<String>) -> Self {
@@ -151,20 +148,14 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Greedy decoding (temperature 0): fully deterministic.
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            ..Self::default()
-        }
+        Self { temperature: 0.0, ..Self::default() }
     }
 
     /// Checks the ranges; the error says which field is wrong.
     pub fn validate(&self) -> Result<(), RuntimeError> {
         let bad = |m: String| Err(RuntimeError::InvalidRequest(m));
         if !self.temperature.is_finite() || !(0.0..=100.0).contains(&self.temperature) {
-            return bad(format!(
-                "temperature must be in [0, 100], got {}",
-                self.temperature
-            ));
+            return bad(format!("temperature must be in [0, 100], got {}", self.temperature));
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
@@ -176,21 +167,12 @@ impl SamplingParams {
             return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return bad(format!(
-                "repeat_penalty must be > 0, got {}",
-                self.repeat_penalty
-            ));
+            return bad(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty));
         }
         if self.repeat_last_n < -1 {
-            return bad(format!(
-                "repeat_last_n must be >= -1, got {}",
-                self.repeat_last_n
-            ));
+            return bad(format!("repeat_last_n must be >= -1, got {}", self.repeat_last_n));
         }
-        for (name, v) in [
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ] {
+        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
             if !v.is_finite() || !(-2.0..=2.0).contains(&v) {
                 return bad(format!("{name} must be in [-2, 2], got {v}"));
             }
@@ -235,10 +217,7 @@ impl GenerateRequest {
 
     /// A raw completion request with default sampling.
     pub fn completion(model: impl Into<ModelId>, prompt: impl Into<String>) -> Self {
-        Self {
-            prompt: Prompt::Text(prompt.into()),
-            ..Self::chat(model, Vec::new())
-        }
+        Self { prompt: Prompt::Text(prompt.into()), ..Self::chat(model, Vec::new()) }
     }
 
     /// Sets the sampling parameters.
@@ -275,19 +254,15 @@ impl GenerateRequest {
             )));
         }
         if self.stop.iter().any(|s| s.is_empty()) {
-            return Err(RuntimeError::InvalidRequest(
-                "stop sequences must not be empty".into(),
-            ));
+            return Err(RuntimeError::InvalidRequest("stop sequences must not be empty".into()));
         }
         if self.max_tokens == Some(0) {
-            return Err(RuntimeError::InvalidRequest(
-                "max_tokens must be at least 1".into(),
-            ));
+            return Err(RuntimeError::InvalidRequest("max_tokens must be at least 1".into()));
         }
         match &self.prompt {
-            Prompt::Chat(m) if m.is_empty() => Err(RuntimeError::InvalidRequest(
-                "messages must not be empty".into(),
-            )),
+            Prompt::Chat(m) if m.is_empty() => {
+                Err(RuntimeError::InvalidRequest("messages must not be empty".into()))
+            }
             _ => Ok(()),
         }
     }
@@ -327,11 +302,7 @@ pub struct Usage {
 impl Usage {
     /// Builds a usage record; `total_tokens` is the sum.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
-        Self {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-        }
+        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
     }
 }
 
@@ -357,10 +328,7 @@ impl Timings {
     }
     /// Generated tokens per second after the first token (0 when unmeasurable).
     pub fn generation_tokens_per_second(&self, usage: &Usage) -> f64 {
-        per_second(
-            usage.completion_tokens.saturating_sub(1),
-            self.generation_us,
-        )
+        per_second(usage.completion_tokens.saturating_sub(1), self.generation_us)
     }
 }
 
@@ -441,9 +409,7 @@ pub struct GenerationStream {
 
 impl std::fmt::Debug for GenerationStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GenerationStream")
-            .field("prompt_tokens", &self.prompt_tokens)
-            .finish()
+        f.debug_struct("GenerationStream").field("prompt_tokens", &self.prompt_tokens).finish()
     }
 }
 
@@ -454,11 +420,7 @@ impl GenerationStream {
         cancel: Arc<AtomicBool>,
         prompt_tokens: u32,
     ) -> Self {
-        Self {
-            rx,
-            cancel,
-            prompt_tokens,
-        }
+        Self { rx, cancel, prompt_tokens }
     }
 
     /// Prompt tokens, known when the request was accepted (0 if the backend cannot tell early).
@@ -482,25 +444,12 @@ impl GenerationStream {
         while let Some(ev) = self.next_event().await {
             match ev? {
                 GenerationEvent::Delta { text: t } => text.push_str(&t),
-                GenerationEvent::Done {
-                    finish_reason,
-                    usage,
-                    timings,
-                    token_ids,
-                } => {
-                    return Ok(Completion {
-                        text,
-                        finish_reason,
-                        usage,
-                        timings,
-                        token_ids,
-                    })
+                GenerationEvent::Done { finish_reason, usage, timings, token_ids } => {
+                    return Ok(Completion { text, finish_reason, usage, timings, token_ids })
                 }
             }
         }
-        Err(RuntimeError::Backend(
-            "generation stream ended without a final event".into(),
-        ))
+        Err(RuntimeError::Backend("generation stream ended without a final event".into()))
     }
 }
 
@@ -557,12 +506,7 @@ pub struct LoadModelSpec {
 impl LoadModelSpec {
     /// Load `path` under its default id.
     pub fn from_path(path: impl Into<PathBuf>) -> Self {
-        Self {
-            id: None,
-            path: path.into(),
-            context_length: None,
-            expected_sha256: None,
-        }
+        Self { id: None, path: path.into(), context_length: None, expected_sha256: None }
     }
     /// Sets the id.
     pub fn with_id(mut self, id: impl Into<ModelId>) -> Self {

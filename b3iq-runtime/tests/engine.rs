@@ -15,18 +15,10 @@ const MODEL: &str = "smollm2";
 fn rt() -> &'static LlamaRuntime {
     static RT: OnceLock<LlamaRuntime> = OnceLock::new();
     RT.get_or_init(|| {
-        let path = default_model_path()
-            .unwrap_or_else(|e| panic!("the default model is required for these tests: {e}"));
-        let cfg = LlamaConfig {
-            threads: 2,
-            max_sequences: 4,
-            queue_capacity: 16,
-            context_per_sequence: 1024,
-            ..LlamaConfig::default()
-        };
+        let path = default_model_path().unwrap_or_else(|e| panic!("the default model is required for these tests: {e}"));
+        let cfg = LlamaConfig { threads: 2, max_sequences: 4, queue_capacity: 16, context_per_sequence: 1024, ..LlamaConfig::default() };
         let rt = LlamaRuntime::new(cfg).expect("runtime");
-        rt.load_model_blocking(LoadModelSpec::from_path(path).with_id(MODEL))
-            .expect("load default model");
+        rt.load_model_blocking(LoadModelSpec::from_path(path).with_id(MODEL)).expect("load default model");
         rt
     })
 }
@@ -34,18 +26,9 @@ fn rt() -> &'static LlamaRuntime {
 /// A separate runtime with its own engine (same model file, page cache shared).
 async fn fresh(id: &str, slots: u32) -> LlamaRuntime {
     let path = default_model_path().unwrap();
-    let cfg = LlamaConfig {
-        threads: 1,
-        max_sequences: slots,
-        queue_capacity: 4,
-        context_per_sequence: 512,
-        batch_tokens: 64,
-        ..LlamaConfig::default()
-    };
+    let cfg = LlamaConfig { threads: 1, max_sequences: slots, queue_capacity: 4, context_per_sequence: 512, batch_tokens: 64, ..LlamaConfig::default() };
     let rt = LlamaRuntime::new(cfg).unwrap();
-    rt.load_model(LoadModelSpec::from_path(path).with_id(id))
-        .await
-        .unwrap();
+    rt.load_model(LoadModelSpec::from_path(path).with_id(id)).await.unwrap();
     rt
 }
 
@@ -54,14 +37,7 @@ fn chat(text: &str) -> GenerateRequest {
 }
 
 fn seeded(seed: u64) -> SamplingParams {
-    SamplingParams {
-        temperature: 0.9,
-        top_p: 0.95,
-        top_k: 40,
-        min_p: 0.0,
-        seed: Some(seed),
-        ..SamplingParams::default()
-    }
+    SamplingParams { temperature: 0.9, top_p: 0.95, top_k: 40, min_p: 0.0, seed: Some(seed), ..SamplingParams::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,21 +46,14 @@ async fn lists_the_model_with_digest_and_context() {
     assert_eq!(models.len(), 1);
     let m = &models[0];
     assert_eq!(m.id, MODEL);
-    assert_eq!(
-        m.sha256,
-        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-    );
+    assert_eq!(m.sha256, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
     assert_eq!(m.size_bytes, 98_362_432);
     assert_eq!(m.context_length, 1024);
     assert_eq!(m.train_context_length, 8192);
     assert_eq!(m.architecture, "llama");
     assert_eq!(m.quantization, "Q4_1");
     assert!(m.has_chat_template);
-    assert!(
-        m.parameters > 100_000_000 && m.parameters < 200_000_000,
-        "{}",
-        m.parameters
-    );
+    assert!(m.parameters > 100_000_000 && m.parameters < 200_000_000, "{}", m.parameters);
     let h = rt().health().await;
     assert_eq!(h.status, HealthStatus::Ok, "{}", h.message);
     assert_eq!(h.models_loaded, 1);
@@ -92,86 +61,34 @@ async fn lists_the_model_with_digest_and_context() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greedy_chat_is_deterministic_and_sensible() {
-    let req = chat("What is the capital of France? Answer in one word.")
-        .with_sampling(SamplingParams::greedy())
-        .with_max_tokens(12);
-    let a = rt()
-        .generate(req.clone())
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
-    let b = rt()
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
+    let req = chat("What is the capital of France? Answer in one word.").with_sampling(SamplingParams::greedy()).with_max_tokens(12);
+    let a = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
+    let b = rt().generate(req).await.unwrap().collect_completion().await.unwrap();
     assert_eq!(a.text, b.text);
     assert!(a.text.contains("Paris"), "{:?}", a.text);
     assert!(a.usage.prompt_tokens > 10);
     assert!(a.usage.completion_tokens >= 1 && a.usage.completion_tokens <= 12);
-    assert_eq!(
-        a.usage.total_tokens,
-        a.usage.prompt_tokens + a.usage.completion_tokens
-    );
+    assert_eq!(a.usage.total_tokens, a.usage.prompt_tokens + a.usage.completion_tokens);
     assert!(a.timings.total_us >= a.timings.time_to_first_token_us);
     assert!(a.timings.time_to_first_token_us > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_sampling_is_reproducible_even_with_neighbours_in_the_batch() {
-    let req = chat("Invent a name for a cat.")
-        .with_sampling(seeded(1234))
-        .with_max_tokens(16);
-    let alone = rt()
-        .generate(req.clone())
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
+    let req = chat("Invent a name for a cat.").with_sampling(seeded(1234)).with_max_tokens(16);
+    let alone = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
     // Same request again, this time sharing the batch with two other sequences.
-    let n1 = rt()
-        .generate(
-            chat("Count from one to ten.")
-                .with_sampling(seeded(7))
-                .with_max_tokens(24),
-        )
-        .await
-        .unwrap();
+    let n1 = rt().generate(chat("Count from one to ten.").with_sampling(seeded(7)).with_max_tokens(24)).await.unwrap();
     let again = rt().generate(req.clone()).await.unwrap();
-    let n2 = rt()
-        .generate(
-            chat("Name three colours.")
-                .with_sampling(seeded(99))
-                .with_max_tokens(24),
-        )
-        .await
-        .unwrap();
-    let (again, _, _) = tokio::join!(
-        again.collect_completion(),
-        n1.collect_completion(),
-        n2.collect_completion()
-    );
+    let n2 = rt().generate(chat("Name three colours.").with_sampling(seeded(99)).with_max_tokens(24)).await.unwrap();
+    let (again, _, _) = tokio::join!(again.collect_completion(), n1.collect_completion(), n2.collect_completion());
     let again = again.unwrap();
-    assert_eq!(
-        alone.text, again.text,
-        "same seed and prompt must give the same output"
-    );
+    assert_eq!(alone.text, again.text, "same seed and prompt must give the same output");
     assert_eq!(alone.usage, again.usage);
     // A different seed takes another path (with overwhelming probability at temperature 0.9).
     let mut differs = false;
     for seed in [1u64, 2, 3] {
-        let other = rt()
-            .generate(req.clone().with_sampling(seeded(seed)))
-            .await
-            .unwrap()
-            .collect_completion()
-            .await
-            .unwrap();
+        let other = rt().generate(req.clone().with_sampling(seeded(seed))).await.unwrap().collect_completion().await.unwrap();
         differs |= other.text != alone.text;
     }
     assert!(differs, "three other seeds all gave {:?}", alone.text);
@@ -180,34 +97,17 @@ async fn seeded_sampling_is_reproducible_even_with_neighbours_in_the_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streams_decode_together() {
     let before = rt().metrics();
-    let prompts = [
-        "Say hello.",
-        "Name a fruit.",
-        "What is 2+2?",
-        "Name a planet.",
-    ];
+    let prompts = ["Say hello.", "Name a fruit.", "What is 2+2?", "Name a planet."];
     let mut streams = Vec::new();
     for p in prompts {
-        streams.push(
-            rt().generate(
-                chat(p)
-                    .with_sampling(SamplingParams::greedy())
-                    .with_max_tokens(16),
-            )
-            .await
-            .unwrap(),
-        );
+        streams.push(rt().generate(chat(p).with_sampling(SamplingParams::greedy()).with_max_tokens(16)).await.unwrap());
     }
     let outs = futures::future::join_all(streams.into_iter().map(|s| s.collect_completion())).await;
     // Each equals its own solo greedy run.
     for (p, out) in prompts.iter().zip(outs) {
         let out = out.unwrap();
         let solo = rt()
-            .generate(
-                chat(p)
-                    .with_sampling(SamplingParams::greedy())
-                    .with_max_tokens(16),
-            )
+            .generate(chat(p).with_sampling(SamplingParams::greedy()).with_max_tokens(16))
             .await
             .unwrap()
             .collect_completion()
@@ -229,21 +129,12 @@ async fn dropping_the_stream_cancels_the_sequence() {
     let own = fresh("c", 2).await;
     let chat = |t: &str| GenerateRequest::chat("c", vec![ChatMessage::user(t)]);
     let mut s = own
-        .generate(
-            chat("Write a very long essay about the sea.")
-                .with_sampling(SamplingParams::greedy())
-                .with_max_tokens(400),
-        )
+        .generate(chat("Write a very long essay about the sea.").with_sampling(SamplingParams::greedy()).with_max_tokens(400))
         .await
         .unwrap();
     // Read one delta, then drop.
-    let first = tokio::time::timeout(Duration::from_secs(60), s.next_event())
-        .await
-        .unwrap();
-    assert!(
-        matches!(first, Some(Ok(GenerationEvent::Delta { .. }))),
-        "{first:?}"
-    );
+    let first = tokio::time::timeout(Duration::from_secs(60), s.next_event()).await.unwrap();
+    assert!(matches!(first, Some(Ok(GenerationEvent::Delta { .. }))), "{first:?}");
     let gen_before = own.metrics().generated_tokens_total;
     drop(s);
     // The slot frees quickly: the runtime goes idle without generating 400 tokens.
@@ -253,25 +144,15 @@ async fn dropping_the_stream_cancels_the_sequence() {
         if m.active_sequences == 0 && m.queue_depth == 0 {
             break;
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "sequence not cancelled: {m:?}"
-        );
+        assert!(t.elapsed() < Duration::from_secs(30), "sequence not cancelled: {m:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let m = own.metrics();
-    assert!(
-        m.generated_tokens_total - gen_before < 390,
-        "kept generating after drop"
-    );
+    assert!(m.generated_tokens_total - gen_before < 390, "kept generating after drop");
 
     // Explicit cancel() ends the stream with Cancelled.
     let mut s = own
-        .generate(
-            chat("Write a very long essay about mountains.")
-                .with_sampling(SamplingParams::greedy())
-                .with_max_tokens(400),
-        )
+        .generate(chat("Write a very long essay about mountains.").with_sampling(SamplingParams::greedy()).with_max_tokens(400))
         .await
         .unwrap();
     s.cancel();
@@ -280,52 +161,27 @@ async fn dropping_the_stream_cancels_the_sequence() {
         if let Err(RuntimeError::Cancelled) = ev {
             saw_cancel = true;
         }
-        assert!(
-            !matches!(ev, Ok(GenerationEvent::Done { .. })),
-            "cancelled stream completed"
-        );
+        assert!(!matches!(ev, Ok(GenerationEvent::Done { .. })), "cancelled stream completed");
     }
     assert!(saw_cancel);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_sequences_cut_the_output() {
-    let base = chat("Count from 1 to 20, separated by commas.")
-        .with_sampling(SamplingParams::greedy())
-        .with_max_tokens(60);
-    let full = rt()
-        .generate(base.clone())
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
+    let base = chat("Count from 1 to 20, separated by commas.").with_sampling(SamplingParams::greedy()).with_max_tokens(60);
+    let full = rt().generate(base.clone()).await.unwrap().collect_completion().await.unwrap();
     assert!(full.text.contains('5'), "{:?}", full.text);
     let cut = full.text.find('5').unwrap();
-    let stopped = rt()
-        .generate(base.with_stop(vec!["5".into()]))
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
+    let stopped = rt().generate(base.with_stop(vec!["5".into()])).await.unwrap().collect_completion().await.unwrap();
     assert_eq!(stopped.finish_reason, FinishReason::Stop);
-    assert_eq!(
-        stopped.text,
-        full.text[..cut],
-        "output must end right before the stop sequence"
-    );
+    assert_eq!(stopped.text, full.text[..cut], "output must end right before the stop sequence");
     assert!(!stopped.text.contains('5'));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_tokens_gives_length() {
     let c = rt()
-        .generate(
-            chat("Write a long poem about rain.")
-                .with_sampling(SamplingParams::greedy())
-                .with_max_tokens(5),
-        )
+        .generate(chat("Write a long poem about rain.").with_sampling(SamplingParams::greedy()).with_max_tokens(5))
         .await
         .unwrap()
         .collect_completion()
@@ -341,21 +197,9 @@ async fn json_object_mode_produces_json() {
         .with_sampling(SamplingParams::greedy())
         .with_max_tokens(80)
         .with_response_format(ResponseFormat::JsonObject);
-    let c = rt()
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
-    assert_eq!(
-        c.finish_reason,
-        FinishReason::Stop,
-        "grammar should complete the object: {:?}",
-        c.text
-    );
-    let v: serde_json::Value = serde_json::from_str(c.text.trim())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", c.text));
+    let c = rt().generate(req).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(c.finish_reason, FinishReason::Stop, "grammar should complete the object: {:?}", c.text);
+    let v: serde_json::Value = serde_json::from_str(c.text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", c.text));
     assert!(v.is_object());
 }
 
@@ -370,132 +214,57 @@ async fn json_schema_mode_follows_the_schema() {
     let req = chat("Give the largest city of Japan and its population.")
         .with_sampling(SamplingParams::greedy())
         .with_max_tokens(60)
-        .with_response_format(ResponseFormat::JsonSchema {
-            name: Some("city".into()),
-            schema,
-        });
-    let c = rt()
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(c.text.trim())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", c.text));
+        .with_response_format(ResponseFormat::JsonSchema { name: Some("city".into()), schema });
+    let c = rt().generate(req).await.unwrap().collect_completion().await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(c.text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", c.text));
     assert!(v["city"].is_string(), "{v}");
     assert!(v["population"].is_i64() || v["population"].is_u64(), "{v}");
     assert_eq!(v.as_object().unwrap().len(), 2);
 
-    let bad = chat("x").with_response_format(ResponseFormat::JsonSchema {
-        name: None,
-        schema: serde_json::json!("nope"),
-    });
-    assert!(matches!(
-        rt().generate(bad).await,
-        Err(RuntimeError::InvalidRequest(_))
-    ));
+    let bad = chat("x").with_response_format(ResponseFormat::JsonSchema { name: None, schema: serde_json::json!("nope") });
+    assert!(matches!(rt().generate(bad).await, Err(RuntimeError::InvalidRequest(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_typed_errors() {
-    let e = rt()
-        .generate(GenerateRequest::chat(
-            "no-such-model",
-            vec![ChatMessage::user("hi")],
-        ))
-        .await
-        .unwrap_err();
+    let e = rt().generate(GenerateRequest::chat("no-such-model", vec![ChatMessage::user("hi")])).await.unwrap_err();
     assert!(matches!(e, RuntimeError::ModelNotFound { .. }), "{e}");
-    let e = rt()
-        .generate(GenerateRequest::chat(MODEL, vec![]))
-        .await
-        .unwrap_err();
+    let e = rt().generate(GenerateRequest::chat(MODEL, vec![])).await.unwrap_err();
     assert!(matches!(e, RuntimeError::InvalidRequest(_)), "{e}");
-    let s = SamplingParams {
-        top_p: 0.0,
-        ..SamplingParams::default()
-    };
-    let e = rt()
-        .generate(chat("hi").with_sampling(s))
-        .await
-        .unwrap_err();
+    let s = SamplingParams { top_p: 0.0, ..SamplingParams::default() };
+    let e = rt().generate(chat("hi").with_sampling(s)).await.unwrap_err();
     assert!(e.to_string().contains("top_p"), "{e}");
-    let e = rt()
-        .generate(chat("hi").with_stop(vec![String::new()]))
-        .await
-        .unwrap_err();
+    let e = rt().generate(chat("hi").with_stop(vec![String::new()])).await.unwrap_err();
     assert!(matches!(e, RuntimeError::InvalidRequest(_)));
     let long = "word ".repeat(3000);
-    let e = rt()
-        .generate(GenerateRequest::completion(MODEL, long))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            RuntimeError::ContextOverflow {
-                context_length: 1024,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let e = rt().generate(GenerateRequest::completion(MODEL, long)).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::ContextOverflow { context_length: 1024, .. }), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_completion_and_token_counting() {
-    let n = rt()
-        .count_tokens(MODEL, &Prompt::Text("Hello world".into()))
-        .await
-        .unwrap();
+    let n = rt().count_tokens(MODEL, &Prompt::Text("Hello world".into())).await.unwrap();
     assert!((2..=4).contains(&n), "{n}");
-    let chat_n = rt()
-        .count_tokens(MODEL, &Prompt::Chat(vec![ChatMessage::user("Hello world")]))
-        .await
-        .unwrap();
+    let chat_n = rt().count_tokens(MODEL, &Prompt::Chat(vec![ChatMessage::user("Hello world")])).await.unwrap();
     assert!(chat_n > n, "the template adds tokens: {chat_n} vs {n}");
     let c = rt()
-        .generate(
-            GenerateRequest::completion(MODEL, "The capital of France is")
-                .with_sampling(SamplingParams::greedy())
-                .with_max_tokens(6),
-        )
+        .generate(GenerateRequest::completion(MODEL, "The capital of France is").with_sampling(SamplingParams::greedy()).with_max_tokens(6))
         .await
         .unwrap()
         .collect_completion()
         .await
         .unwrap();
     assert!(c.text.contains("Paris"), "{:?}", c.text);
-    assert_eq!(
-        c.usage.prompt_tokens,
-        rt().count_tokens(MODEL, &Prompt::Text("The capital of France is".into()))
-            .await
-            .unwrap()
-    );
+    assert_eq!(c.usage.prompt_tokens, rt().count_tokens(MODEL, &Prompt::Text("The capital of France is".into())).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_refused_at_once() {
     let path = default_model_path().unwrap();
-    let cfg = LlamaConfig {
-        threads: 1,
-        max_sequences: 1,
-        queue_capacity: 1,
-        context_per_sequence: 512,
-        batch_tokens: 64,
-        ..LlamaConfig::default()
-    };
+    let cfg = LlamaConfig { threads: 1, max_sequences: 1, queue_capacity: 1, context_per_sequence: 512, batch_tokens: 64, ..LlamaConfig::default() };
     let small = LlamaRuntime::new(cfg).unwrap();
-    small
-        .load_model(LoadModelSpec::from_path(&path).with_id("q"))
-        .await
-        .unwrap();
-    let long = || {
-        GenerateRequest::chat("q", vec![ChatMessage::user("Write a long story.")])
-            .with_sampling(SamplingParams::greedy())
-            .with_max_tokens(300)
-    };
+    small.load_model(LoadModelSpec::from_path(&path).with_id("q")).await.unwrap();
+    let long = || GenerateRequest::chat("q", vec![ChatMessage::user("Write a long story.")]).with_sampling(SamplingParams::greedy()).with_max_tokens(300);
     let mut accepted = Vec::new();
     let mut refused = None;
     for _ in 0..3 {
@@ -515,10 +284,7 @@ async fn a_full_queue_is_refused_at_once() {
     drop(accepted);
     small.unload_model("q").await.unwrap();
     assert!(small.list_models().await.unwrap().is_empty());
-    assert!(matches!(
-        small.unload_model("q").await,
-        Err(RuntimeError::ModelNotFound { .. })
-    ));
+    assert!(matches!(small.unload_model("q").await, Err(RuntimeError::ModelNotFound { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,30 +292,15 @@ async fn loading_bad_files_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.gguf");
     std::fs::write(&p, b"GGUF\x03\x00\x00\x00garbage").unwrap();
-    let e = rt()
-        .load_model(LoadModelSpec::from_path(&p))
-        .await
-        .unwrap_err();
+    let e = rt().load_model(LoadModelSpec::from_path(&p)).await.unwrap_err();
     assert!(matches!(e, RuntimeError::InvalidGguf(_)), "{e}");
-    let e = rt()
-        .load_model(LoadModelSpec::from_path(dir.path().join("missing.gguf")))
-        .await
-        .unwrap_err();
+    let e = rt().load_model(LoadModelSpec::from_path(dir.path().join("missing.gguf"))).await.unwrap_err();
     assert!(e.to_string().contains("missing.gguf"), "{e}");
     let mut spec = LoadModelSpec::from_path(default_model_path().unwrap()).with_id("other");
     spec.expected_sha256 = Some("0".repeat(64));
-    assert!(matches!(
-        rt().load_model(spec).await,
-        Err(RuntimeError::DigestMismatch { .. })
-    ));
-    let e = rt()
-        .load_model(LoadModelSpec::from_path(default_model_path().unwrap()).with_id(MODEL))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(e, RuntimeError::InvalidRequest(_)),
-        "already loaded: {e}"
-    );
+    assert!(matches!(rt().load_model(spec).await, Err(RuntimeError::DigestMismatch { .. })));
+    let e = rt().load_model(LoadModelSpec::from_path(default_model_path().unwrap()).with_id(MODEL)).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::InvalidRequest(_)), "already loaded: {e}");
 }
 
 // ---- OpenAI-compatible upstream backend against the engine served over HTTP on loopback ----
@@ -560,10 +311,7 @@ mod openai_server;
 use b3iq_runtime::upstream::{ApiKeySource, UpstreamConfig, UpstreamRuntime};
 
 async fn served(key: Option<&str>) -> String {
-    let state = openai_server::AppState {
-        runtime: std::sync::Arc::new(rt().clone()),
-        key: key.map(str::to_string),
-    };
+    let state = openai_server::AppState { runtime: std::sync::Arc::new(rt().clone()), key: key.map(str::to_string) };
     openai_server::serve(state, 0).await
 }
 
@@ -580,33 +328,15 @@ async fn upstream_discovers_streams_and_maps_usage() {
     let h = up.health().await;
     assert_eq!(h.status, HealthStatus::Ok, "{}", h.message);
     let models = up.list_models().await.unwrap();
-    assert_eq!(
-        models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        vec![MODEL]
-    );
+    assert_eq!(models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec![MODEL]);
     assert_eq!(models[0].context_length, 1024);
     assert_eq!(models[0].backend, BackendKind::OpenAiUpstream);
-    assert!(up
-        .load_model(LoadModelSpec::from_path("x").with_id(MODEL))
-        .await
-        .is_ok());
-    assert!(matches!(
-        up.load_model(LoadModelSpec::from_path("x").with_id("nope"))
-            .await,
-        Err(RuntimeError::ModelNotFound { .. })
-    ));
+    assert!(up.load_model(LoadModelSpec::from_path("x").with_id(MODEL)).await.is_ok());
+    assert!(matches!(up.load_model(LoadModelSpec::from_path("x").with_id("nope")).await, Err(RuntimeError::ModelNotFound { .. })));
 
     // Streaming pass-through equals the local engine's output for a greedy request.
-    let req = chat("What is the capital of France? Answer in one word.")
-        .with_sampling(SamplingParams::greedy())
-        .with_max_tokens(12);
-    let local = rt()
-        .generate(req.clone())
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
+    let req = chat("What is the capital of France? Answer in one word.").with_sampling(SamplingParams::greedy()).with_max_tokens(12);
+    let local = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
     let mut stream = up.generate(req.clone()).await.unwrap();
     let mut deltas = 0;
     let mut text = String::new();
@@ -617,31 +347,19 @@ async fn upstream_discovers_streams_and_maps_usage() {
                 deltas += 1;
                 text.push_str(&t);
             }
-            GenerationEvent::Done {
-                finish_reason,
-                usage,
-                timings,
-                ..
-            } => done = Some((finish_reason, usage, timings)),
+            GenerationEvent::Done { finish_reason, usage, timings, .. } => done = Some((finish_reason, usage, timings)),
         }
     }
     let (reason, usage, timings) = done.expect("final event");
     assert_eq!(text, local.text);
     assert!(deltas >= 1);
     assert_eq!(reason, local.finish_reason);
-    assert_eq!(
-        usage, local.usage,
-        "usage comes from the upstream's usage chunk"
-    );
+    assert_eq!(usage, local.usage, "usage comes from the upstream's usage chunk");
     assert!(timings.total_us >= timings.time_to_first_token_us);
 
     // Raw completions and token counting through /tokenize.
     let c = up
-        .generate(
-            GenerateRequest::completion(MODEL, "The capital of France is")
-                .with_sampling(SamplingParams::greedy())
-                .with_max_tokens(6),
-        )
+        .generate(GenerateRequest::completion(MODEL, "The capital of France is").with_sampling(SamplingParams::greedy()).with_max_tokens(6))
         .await
         .unwrap()
         .collect_completion()
@@ -649,28 +367,14 @@ async fn upstream_discovers_streams_and_maps_usage() {
         .unwrap();
     assert!(c.text.contains("Paris"), "{:?}", c.text);
     assert!(c.token_ids.is_none(), "an upstream reports no token ids");
-    let n = up
-        .count_tokens(MODEL, &Prompt::Text("Hello world".into()))
-        .await
-        .unwrap();
-    assert_eq!(
-        n,
-        rt().count_tokens(MODEL, &Prompt::Text("Hello world".into()))
-            .await
-            .unwrap()
-    );
+    let n = up.count_tokens(MODEL, &Prompt::Text("Hello world".into())).await.unwrap();
+    assert_eq!(n, rt().count_tokens(MODEL, &Prompt::Text("Hello world".into())).await.unwrap());
 
     // Upstream errors are mapped: unknown model 404 -> ModelNotFound, bad params 400.
-    let e = up
-        .generate(GenerateRequest::chat("nope", vec![ChatMessage::user("hi")]))
-        .await
-        .unwrap_err();
+    let e = up.generate(GenerateRequest::chat("nope", vec![ChatMessage::user("hi")])).await.unwrap_err();
     assert!(matches!(e, RuntimeError::ModelNotFound { .. }), "{e}");
     let m = up.metrics();
-    assert!(
-        m.requests_total >= 2 && m.generated_tokens_total >= 2,
-        "{m:?}"
-    );
+    assert!(m.requests_total >= 2 && m.generated_tokens_total >= 2, "{m:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,10 +385,7 @@ async fn upstream_errors_are_clear() {
     let mut cfg = UpstreamConfig::new(&base);
     cfg.api_key = ApiKeySource::Env("B3IQ_TEST_UPSTREAM_KEY".into());
     let up = UpstreamRuntime::new(cfg).unwrap();
-    assert!(matches!(
-        up.list_models().await,
-        Err(RuntimeError::UpstreamAuth { status: 401 })
-    ));
+    assert!(matches!(up.list_models().await, Err(RuntimeError::UpstreamAuth { status: 401 })));
     let e = up.generate(chat("hi")).await.unwrap_err();
     assert!(matches!(e, RuntimeError::UpstreamAuth { .. }), "{e}");
 
@@ -725,67 +426,29 @@ async fn upstream_errors_are_clear() {
 async fn benchmark_suite_produces_a_signed_record() {
     use b3iq_runtime::bench::{run_suite, SkuBands, SuiteOptions};
     let dir = tempfile::tempdir().unwrap();
-    let hw = b3iq_runtime::hardware::scan(
-        dir.path(),
-        b3iq_runtime::hardware::ScanOptions {
-            wgpu: false,
-            nvml: false,
-        },
-    );
-    let opts = SuiteOptions {
-        prompt_tokens: 64,
-        gen_tokens: 8,
-        repetitions: 1,
-        concurrency: vec![1, 2],
-        serving_max_tokens: 4,
-    };
+    let hw = b3iq_runtime::hardware::scan(dir.path(), b3iq_runtime::hardware::ScanOptions { wgpu: false, nvml: false });
+    let opts = SuiteOptions { prompt_tokens: 64, gen_tokens: 8, repetitions: 1, concurrency: vec![1, 2], serving_max_tokens: 4 };
     let r = run_suite(rt(), MODEL, &hw, &opts).await.unwrap();
-    assert!(
-        r.pp_tokens_per_second > 0.0 && r.tg_tokens_per_second > 0.0,
-        "{r:?}"
-    );
-    assert_eq!(
-        r.serving.iter().map(|s| s.concurrency).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
-    assert!(
-        r.serving
-            .iter()
-            .all(|s| s.tokens >= s.concurrency as u64 && s.tokens_per_second() > 0.0),
-        "{r:?}"
-    );
+    assert!(r.pp_tokens_per_second > 0.0 && r.tg_tokens_per_second > 0.0, "{r:?}");
+    assert_eq!(r.serving.iter().map(|s| s.concurrency).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(r.serving.iter().all(|s| s.tokens >= s.concurrency as u64 && s.tokens_per_second() > 0.0), "{r:?}");
     assert_eq!(r.hardware_fingerprint, hw.fingerprint());
-    assert_eq!(
-        r.model_sha256,
-        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-    );
+    assert_eq!(r.model_sha256, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
     let bands = SkuBands::builtin().unwrap();
     assert!(!bands.bands.is_empty());
-    assert_eq!(
-        r.sku_bands,
-        bands
-            .classify(r.tg_tokens_per_second)
-            .iter()
-            .map(|b| b.id.clone())
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(r.sku_bands, bands.classify(r.tg_tokens_per_second).iter().map(|b| b.id.clone()).collect::<Vec<_>>());
 
     {
         use b3iq_runtime::bench::sign_record;
-        let key = b3iq_core::NodeKey::from_seed([7u8; 32]);
-        let signed = sign_record(&r, &key, 1_700_000_000_000).unwrap();
-        signed.verify(&key.public()).unwrap();
-        let body = signed.body();
-        assert_eq!(
-            body.generation_milli_tokens_per_s,
-            (r.tg_tokens_per_second * 1000.0).round() as u64
-        );
-        assert_eq!(body.concurrency.len(), 2);
-        assert_eq!(body.model_digest.to_hex(), r.model_sha256);
-        // Another key does not verify it.
-        assert!(signed
-            .verify(&b3iq_core::NodeKey::from_seed([8u8; 32]).public())
-            .is_err());
+    let key = b3iq_core::NodeKey::from_seed([7u8; 32]);
+    let signed = sign_record(&r, &key, 1_700_000_000_000).unwrap();
+    signed.verify(&key.public()).unwrap();
+    let body = signed.body();
+    assert_eq!(body.generation_milli_tokens_per_s, (r.tg_tokens_per_second * 1000.0).round() as u64);
+    assert_eq!(body.concurrency.len(), 2);
+    assert_eq!(body.model_digest.to_hex(), r.model_sha256);
+    // Another key does not verify it.
+    assert!(signed.verify(&b3iq_core::NodeKey::from_seed([8u8; 32]).public()).is_err());
     }
 }
 
@@ -793,112 +456,54 @@ async fn benchmark_suite_produces_a_signed_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_ids_detokenize_to_the_delivered_text() {
-    let req = chat("Write two sentences about the moon.")
-        .with_sampling(SamplingParams::greedy())
-        .with_max_tokens(40);
-    let full = rt()
-        .generate(req.clone())
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
-    let ids = full
-        .token_ids
-        .clone()
-        .expect("the llama backend reports token ids");
+    let req = chat("Write two sentences about the moon.").with_sampling(SamplingParams::greedy()).with_max_tokens(40);
+    let full = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
+    let ids = full.token_ids.clone().expect("the llama backend reports token ids");
     assert_eq!(ids.prompt, rt().tokenize(MODEL, &req.prompt).unwrap());
     assert_eq!(ids.prompt.len() as u32, full.usage.prompt_tokens);
-    assert_eq!(
-        ids.completion.len() as u32,
-        full.usage.completion_tokens,
-        "no stop: every generated token"
-    );
+    assert_eq!(ids.completion.len() as u32, full.usage.completion_tokens, "no stop: every generated token");
     assert!(full.text.len() > 20, "{:?}", full.text);
     assert_eq!(rt().detokenize(MODEL, &ids.completion).unwrap(), full.text);
-    assert!(matches!(
-        rt().detokenize(MODEL, &[u32::MAX]),
-        Err(RuntimeError::InvalidRequest(_))
-    ));
+    assert!(matches!(rt().detokenize(MODEL, &[u32::MAX]), Err(RuntimeError::InvalidRequest(_))));
 
     // A stop sequence that starts inside a token: the ids cover the delivered text, and the
     // token straddling the cut is included.
     let mut straddled = false;
-    let starts: Vec<usize> = full
-        .text
-        .match_indices(' ')
-        .map(|(i, _)| i + 2)
-        .filter(|&i| i + 3 <= full.text.len())
-        .collect();
+    let starts: Vec<usize> = full.text.match_indices(' ').map(|(i, _)| i + 2).filter(|&i| i + 3 <= full.text.len()).collect();
     for cut in starts.into_iter().skip(2).take(4) {
-        let Some(stop) = full.text.get(cut..cut + 3) else {
-            continue;
-        };
+        let Some(stop) = full.text.get(cut..cut + 3) else { continue };
         if full.text.find(stop) != Some(cut) {
             continue;
         }
-        let c = rt()
-            .generate(req.clone().with_stop(vec![stop.to_string()]))
-            .await
-            .unwrap()
-            .collect_completion()
-            .await
-            .unwrap();
+        let c = rt().generate(req.clone().with_stop(vec![stop.to_string()])).await.unwrap().collect_completion().await.unwrap();
         assert_eq!(c.text, full.text[..cut]);
         assert_eq!(c.finish_reason, FinishReason::Stop);
         let t = c.token_ids.expect("token ids");
         assert_eq!(t.prompt, ids.prompt);
-        assert!(
-            ids.completion.starts_with(&t.completion),
-            "the ids are a prefix of the sampled tokens"
-        );
+        assert!(ids.completion.starts_with(&t.completion), "the ids are a prefix of the sampled tokens");
         assert!(t.completion.len() as u32 <= c.usage.completion_tokens);
         let text = rt().detokenize(MODEL, &t.completion).unwrap();
         assert!(text.starts_with(&c.text), "{text:?} vs {:?}", c.text);
         let extra = &text[c.text.len()..];
         // Beyond the delivered text: the rest of the straddling token, which begins where the
         // stop sequence begins (all of it, or its start when it runs into later tokens).
-        assert!(
-            stop.starts_with(extra) || extra.starts_with(stop),
-            "{extra:?} vs stop {stop:?}"
-        );
+        assert!(stop.starts_with(extra) || extra.starts_with(stop), "{extra:?} vs stop {stop:?}");
         // Without its last token, the ids no longer cover the delivered text.
-        let shorter = rt()
-            .detokenize(MODEL, &t.completion[..t.completion.len() - 1])
-            .unwrap();
+        let shorter = rt().detokenize(MODEL, &t.completion[..t.completion.len() - 1]).unwrap();
         assert!(shorter.len() < c.text.len());
         if !extra.is_empty() {
             straddled = true;
             break;
         }
     }
-    assert!(
-        straddled,
-        "no stop sequence cut inside a token in {:?}",
-        full.text
-    );
+    assert!(straddled, "no stop sequence cut inside a token in {:?}", full.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_token_ids_do_not_depend_on_batch_neighbours() {
-    let req = chat("Invent a name for a dog.")
-        .with_sampling(seeded(42))
-        .with_max_tokens(16);
-    let alone = rt()
-        .generate(req.clone())
-        .await
-        .unwrap()
-        .collect_completion()
-        .await
-        .unwrap();
-    let n1 = rt()
-        .generate(
-            chat("Count to five.")
-                .with_sampling(seeded(3))
-                .with_max_tokens(20),
-        )
-        .await
-        .unwrap();
+    let req = chat("Invent a name for a dog.").with_sampling(seeded(42)).with_max_tokens(16);
+    let alone = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
+    let n1 = rt().generate(chat("Count to five.").with_sampling(seeded(3)).with_max_tokens(20)).await.unwrap();
     let again = rt().generate(req).await.unwrap();
     let (again, _) = tokio::join!(again.collect_completion(), n1.collect_completion());
     let again = again.unwrap();
@@ -915,40 +520,21 @@ async fn quick_benchmark_runs_the_documented_request() {
     let req = QuickBenchmark::request(MODEL);
     assert_eq!(req.max_tokens, Some(64));
     assert_eq!(req.sampling.temperature, 0.0);
-    assert_eq!(
-        req.prompt,
-        Prompt::Chat(vec![ChatMessage::user(
-            "Write a short story about a robot who learns to paint. Use simple words."
-        )])
-    );
+    assert_eq!(req.prompt, Prompt::Chat(vec![ChatMessage::user("Write a short story about a robot who learns to paint. Use simple words.")]));
     assert!(req.stop.is_empty());
 
     let r = run_quick(rt(), MODEL).await.unwrap();
     assert_eq!(r.model, MODEL);
-    assert_eq!(
-        r.prompt_tokens,
-        rt().count_tokens(MODEL, &req.prompt).await.unwrap()
-    );
+    assert_eq!(r.prompt_tokens, rt().count_tokens(MODEL, &req.prompt).await.unwrap());
     assert!((2..=64).contains(&r.completion_tokens), "{r:?}");
-    assert!(
-        r.tokens_per_second > 0.0 && r.prompt_tokens_per_second > 0.0,
-        "{r:?}"
-    );
+    assert!(r.tokens_per_second > 0.0 && r.prompt_tokens_per_second > 0.0, "{r:?}");
     assert!(r.ttft_ms <= r.total_ms && r.total_ms > 0, "{r:?}");
     let v = serde_json::to_value(&r).unwrap();
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(
         keys,
-        [
-            "completion_tokens",
-            "model",
-            "prompt_tokens",
-            "prompt_tokens_per_second",
-            "tokens_per_second",
-            "total_ms",
-            "ttft_ms"
-        ]
+        ["completion_tokens", "model", "prompt_tokens", "prompt_tokens_per_second", "tokens_per_second", "total_ms", "ttft_ms"]
     );
 
     // Fed by hand, as the host does through its own inference path.
@@ -958,16 +544,10 @@ async fn quick_benchmark_runs_the_documented_request() {
         meter.on_event(&ev.unwrap());
     }
     let by_hand = meter.finish().unwrap();
-    assert_eq!(
-        (by_hand.prompt_tokens, by_hand.completion_tokens),
-        (r.prompt_tokens, r.completion_tokens),
-        "greedy"
-    );
+    assert_eq!((by_hand.prompt_tokens, by_hand.completion_tokens), (r.prompt_tokens, r.completion_tokens), "greedy");
 
     let mut cut_short = QuickBenchmark::meter(MODEL);
-    cut_short.on_event(&GenerationEvent::Delta {
-        text: "Once".into(),
-    });
+    cut_short.on_event(&GenerationEvent::Delta { text: "Once".into() });
     assert!(matches!(cut_short.finish(), Err(RuntimeError::Backend(_))));
 }
 
@@ -976,8 +556,8 @@ async fn quick_benchmark_runs_the_documented_request() {
 mod seam {
     use super::*;
     use b3iq_runtime::engine::{
-        Backend, BatchToken, DecodeBatch, DecodeError, Decoder, DecoderShape, Engine, EngineConfig,
-        EngineCounters, SampleSite,
+        Backend, BatchToken, DecodeBatch, DecodeError, Decoder, DecoderShape, Engine, EngineConfig, EngineCounters,
+        SampleSite,
     };
     use b3iq_runtime::llama::{LlamaCppBackend, LlamaDecoder};
     use std::sync::Arc;
@@ -989,98 +569,44 @@ mod seam {
     #[test]
     fn a_decoder_gives_logits_and_greedy_picks_their_maximum() {
         let b = backend();
-        let prompt = b
-            .tokenize_prompt(&Prompt::Text("The capital of France is".into()))
-            .unwrap();
-        let mut d = b
-            .new_decoder(DecoderShape {
-                max_sequences: 2,
-                context_per_sequence: 256,
-                batch_tokens: 64,
-            })
-            .unwrap();
+        let prompt = b.tokenize_prompt(&Prompt::Text("The capital of France is".into())).unwrap();
+        let mut d = b.new_decoder(DecoderShape { max_sequences: 2, context_per_sequence: 256, batch_tokens: 64 }).unwrap();
         let mut batch = DecodeBatch::with_capacity(64);
         // The same prompt in two sequences.
         for seq in 0..2 {
             for (i, &t) in prompt.iter().enumerate() {
-                batch
-                    .push(BatchToken {
-                        token: t,
-                        pos: i as u32,
-                        seq,
-                        wants_output: i + 1 == prompt.len(),
-                    })
-                    .unwrap();
+                batch.push(BatchToken { token: t, pos: i as u32, seq, wants_output: i + 1 == prompt.len() }).unwrap();
             }
         }
         d.decode(&batch).unwrap();
         let rows = [prompt.len() - 1, 2 * prompt.len() - 1];
         assert!(d.logits(0).is_none(), "rows without output have no logits");
         let logits = d.logits(rows[0]).unwrap().to_vec();
-        assert_eq!(
-            logits.len(),
-            rt().llama_model(MODEL).unwrap().n_vocab() as usize
-        );
-        let argmax_of =
-            |l: &[f32]| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32;
+        assert_eq!(logits.len(), rt().llama_model(MODEL).unwrap().n_vocab() as usize);
+        let argmax_of = |l: &[f32]| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32;
         let argmax = argmax_of(&logits);
         let other = d.logits(rows[1]).unwrap();
-        assert_eq!(
-            argmax_of(other),
-            argmax,
-            "two identical sequences, same prediction"
-        );
-        let drift = logits
-            .iter()
-            .zip(other)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        assert_eq!(argmax_of(other), argmax, "two identical sequences, same prediction");
+        let drift = logits.iter().zip(other).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(drift < 1e-2, "{drift}");
-        let mut greedy = b
-            .new_sampler(&SamplingParams::greedy(), &ResponseFormat::Text)
-            .unwrap();
-        let site = SampleSite {
-            seq: 0,
-            row: rows[0],
-            position: prompt.len() as u32,
-            index: 0,
-        };
+        let mut greedy = b.new_sampler(&SamplingParams::greedy(), &ResponseFormat::Text).unwrap();
+        let site = SampleSite { seq: 0, row: rows[0], position: prompt.len() as u32, index: 0 };
         let tok = d.sample(&mut greedy, site).unwrap();
         assert_eq!(tok, argmax);
-        assert!(
-            b.detokenize(&[tok]).contains("Paris"),
-            "{:?}",
-            b.detokenize(&[tok])
-        );
+        assert!(b.detokenize(&[tok]).contains("Paris"), "{:?}", b.detokenize(&[tok]));
         assert!(d.hidden_state(rows[0]).is_none(), "no embeddings context");
-        assert!(matches!(
-            d.sample(&mut greedy, SampleSite { row: 0, ..site }),
-            Err(DecodeError::Failed(_))
-        ));
+        assert!(matches!(d.sample(&mut greedy, SampleSite { row: 0, ..site }), Err(DecodeError::Failed(_))));
     }
 
     #[test]
     fn a_full_kv_stream_is_a_typed_decode_error() {
         let b = backend();
-        let mut d = b
-            .new_decoder(DecoderShape {
-                max_sequences: 1,
-                context_per_sequence: 256,
-                batch_tokens: 256,
-            })
-            .unwrap();
+        let mut d = b.new_decoder(DecoderShape { max_sequences: 1, context_per_sequence: 256, batch_tokens: 256 }).unwrap();
         let mut batch = DecodeBatch::with_capacity(256);
         let fill = |batch: &mut DecodeBatch, from: u32, to: u32| {
             batch.clear();
             for i in from..to {
-                batch
-                    .push(BatchToken {
-                        token: 100 + i,
-                        pos: i,
-                        seq: 0,
-                        wants_output: i + 1 == to,
-                    })
-                    .unwrap();
+                batch.push(BatchToken { token: 100 + i, pos: i, seq: 0, wants_output: i + 1 == to }).unwrap();
             }
         };
         fill(&mut batch, 0, 200);
@@ -1122,18 +648,11 @@ mod seam {
         fn is_end_of_generation(&self, token: u32) -> bool {
             self.inner.is_end_of_generation(token)
         }
-        fn new_sampler(
-            &self,
-            sampling: &SamplingParams,
-            format: &ResponseFormat,
-        ) -> Result<Self::Sampler, RuntimeError> {
+        fn new_sampler(&self, sampling: &SamplingParams, format: &ResponseFormat) -> Result<Self::Sampler, RuntimeError> {
             self.inner.new_sampler(sampling, format)
         }
         fn new_decoder(&self, shape: DecoderShape) -> Result<LlamaDecoder<'_>, RuntimeError> {
-            self.inner.new_decoder(DecoderShape {
-                context_per_sequence: self.cells,
-                ..shape
-            })
+            self.inner.new_decoder(DecoderShape { context_per_sequence: self.cells, ..shape })
         }
     }
 
@@ -1141,55 +660,26 @@ mod seam {
     async fn the_engine_ends_or_evicts_sequences_when_the_kv_cache_is_full() {
         let counters = Arc::new(EngineCounters::default());
         let config = EngineConfig {
-            shape: DecoderShape {
-                max_sequences: 2,
-                context_per_sequence: 1024,
-                batch_tokens: 64,
-            },
+            shape: DecoderShape { max_sequences: 2, context_per_sequence: 1024, batch_tokens: 64 },
             queue_capacity: 4,
         };
-        let engine = Engine::start(
-            "b3iq-test-shortkv",
-            Arc::new(ShortKv {
-                inner: backend(),
-                cells: 256,
-            }),
-            config,
-            counters.clone(),
-        )
-        .unwrap();
+        let engine = Engine::start("b3iq-test-shortkv", Arc::new(ShortKv { inner: backend(), cells: 256 }), config, counters.clone())
+            .unwrap();
         // Generating past the 256 real cells: the sequence ends with `length`, its text whole.
         let long = GenerateRequest::completion(MODEL, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,")
             .with_sampling(SamplingParams::greedy())
             .with_max_tokens(600);
-        let c = engine
-            .submit(&long)
-            .unwrap()
-            .collect_completion()
-            .await
-            .unwrap();
+        let c = engine.submit(&long).unwrap().collect_completion().await.unwrap();
         assert_eq!(c.finish_reason, FinishReason::Length);
         let ids = c.token_ids.unwrap();
-        assert!(
-            ids.prompt.len() + ids.completion.len() <= 257,
-            "{} + {}",
-            ids.prompt.len(),
-            ids.completion.len()
-        );
-        assert!(
-            ids.prompt.len() + ids.completion.len() >= 200,
-            "it did fill the cache"
-        );
+        assert!(ids.prompt.len() + ids.completion.len() <= 257, "{} + {}", ids.prompt.len(), ids.completion.len());
+        assert!(ids.prompt.len() + ids.completion.len() >= 200, "it did fill the cache");
         assert_eq!(engine.backend().inner.detokenize(&ids.completion), c.text);
 
         // A prompt longer than the real cells (but within the planned context) cannot be read:
         // a typed, retryable error.
         let prompt = "one two three four five six seven eight nine ten ".repeat(40);
-        let e = engine
-            .submit(&GenerateRequest::completion(MODEL, prompt).with_max_tokens(4))
-            .unwrap()
-            .collect_completion()
-            .await;
+        let e = engine.submit(&GenerateRequest::completion(MODEL, prompt).with_max_tokens(4)).unwrap().collect_completion().await;
         match e {
             Err(e @ RuntimeError::KvCacheFull) => {
                 assert!(e.is_retryable());
@@ -1198,24 +688,12 @@ mod seam {
             other => panic!("expected KvCacheFull, got {other:?}"),
         }
         // The engine still serves.
-        let ok = engine
-            .submit(
-                &chat("Say hello.")
-                    .with_sampling(SamplingParams::greedy())
-                    .with_max_tokens(4),
-            )
-            .unwrap();
+        let ok = engine.submit(&chat("Say hello.").with_sampling(SamplingParams::greedy()).with_max_tokens(4)).unwrap();
         assert!(!ok.collect_completion().await.unwrap().text.is_empty());
         // The counters settle right after the final events.
         let t = std::time::Instant::now();
-        while counters.metrics(4, 2).requests_total < 3
-            || counters.metrics(4, 2).active_sequences > 0
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "{:?}",
-                counters.metrics(4, 2)
-            );
+        while counters.metrics(4, 2).requests_total < 3 || counters.metrics(4, 2).active_sequences > 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "{:?}", counters.metrics(4, 2));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(counters.metrics(4, 2).requests_total, 3);

@@ -56,10 +56,7 @@ use b3iq_protocol::messages::{EnrollmentRequest, HeartbeatRequest, ReceiptUpload
 use serde_json::{json, Value};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn now_ms() -> u64 {
@@ -151,11 +148,7 @@ fn rss_kb(pid: u32) -> u64 {
 /// The workspace binaries, built in the same profile beside this bench (`target/<profile>/`).
 fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join(name);
+    let p = exe.parent().and_then(Path::parent).expect("target/<profile>").join(name);
     assert!(p.exists(), "{} is missing: run `cargo build -p b3iq-control-daemon -p b3iqd` first (same profile), or `cargo xtask bench-control`", p.display());
     p
 }
@@ -183,26 +176,16 @@ fn wait_line(child: &mut Child, marker: &'static str) -> String {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|_| panic!("no {marker:?} line from the child process"))
+    rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| panic!("no {marker:?} line from the child process"))
 }
 
 /// `b3iq-control serve` on a free loopback port: the process and its URL.
 fn serve_control(home: &Path) -> (KillOnDrop, String) {
     let mut cmd = Command::new(workspace_bin("b3iq-control"));
-    cmd.arg("--home")
-        .arg(home)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env("RUST_LOG", "warn");
+    cmd.arg("--home").arg(home).args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::null()).stderr(Stdio::piped()).env("RUST_LOG", "warn");
     let mut child = cmd.spawn().expect("spawn b3iq-control");
     let line = wait_line(&mut child, "serving https://");
-    let url = line[line.find("https://").unwrap()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let url = line[line.find("https://").unwrap()..].split_whitespace().next().unwrap().to_string();
     (KillOnDrop(child), url)
 }
 
@@ -219,72 +202,35 @@ fn node_keys(n: usize) -> Vec<NodeKey> {
 
 /// `f(0..n)` on every core (signing is the generator's heavy work; it runs before the clock).
 fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let chunk = n.div_ceil(threads).max(1);
     let f = &f;
     std::thread::scope(|s| {
-        let hs: Vec<_> = (0..n)
-            .step_by(chunk)
-            .map(|start| {
-                s.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<T>>())
-            })
-            .collect();
-        hs.into_iter()
-            .flat_map(|h| h.join().expect("worker"))
-            .collect()
+        let hs: Vec<_> = (0..n).step_by(chunk).map(|start| s.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<T>>())).collect();
+        hs.into_iter().flat_map(|h| h.join().expect("worker")).collect()
     })
 }
 
 /// Enrolls every key through the control plane's rules (a token, a challenge, a proof of
 /// possession each), in process on the store the served control plane will open.
 async fn enroll_fleet(home: &Path, keys: &Arc<Vec<NodeKey>>) {
-    let (settings, cp) = ControlHome::locate(Some(home.to_path_buf()))
-        .unwrap()
-        .open()
-        .await
-        .expect("open the control plane");
+    let (settings, cp) = ControlHome::locate(Some(home.to_path_buf())).unwrap().open().await.expect("open the control plane");
     let org = cp.create_org("bench", now_ms()).await.unwrap();
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (cp, keys, next, org, audience) = (
-            cp.clone(),
-            keys.clone(),
-            next.clone(),
-            org.id.clone(),
-            settings.audience.clone(),
-        );
+        let (cp, keys, next, org, audience) = (cp.clone(), keys.clone(), next.clone(), org.id.clone(), settings.audience.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(k) = keys.get(i) else { break };
                 let now = now_ms();
-                let (_, tok) = cp
-                    .create_enrollment_token(&org, 3_600_000, now)
-                    .await
-                    .unwrap();
+                let (_, tok) = cp.create_enrollment_token(&org, 3_600_000, now).await.unwrap();
                 let c = cp.challenge(now).await.unwrap();
                 let proof = k
-                    .sign_object(EnrollmentProof {
-                        node_id: k.node_id(),
-                        public_key: k.public(),
-                        audience: audience.as_str().into(),
-                        nonce: c.nonce,
-                        signed_at_ms: now,
-                    })
+                    .sign_object(EnrollmentProof { node_id: k.node_id(), public_key: k.public(), audience: audience.as_str().into(), nonce: c.nonce, signed_at_ms: now })
                     .unwrap();
-                cp.enroll(
-                    &tok,
-                    &EnrollmentRequest {
-                        challenge_id: c.challenge_id,
-                        proof,
-                    },
-                    now,
-                )
-                .await
-                .expect("enroll");
+                cp.enroll(&tok, &EnrollmentRequest { challenge_id: c.challenge_id, proof }, now).await.expect("enroll");
             }
         }));
     }
@@ -316,22 +262,10 @@ fn sign_heartbeats(keys: &[NodeKey], seqs: &mut [u64], count: usize) -> Vec<byte
             sequence: seq,
             mode: OperatingMode::Managed,
             health: HealthStatus::Healthy,
-            counts: HeartbeatCounts {
-                active_requests: 0,
-                queued_requests: 0,
-                completed_requests: seq * 3,
-                failed_requests: 0,
-                generated_tokens: seq * 300,
-                uptime_s: seq * 30,
-            },
+            counts: HeartbeatCounts { active_requests: 0, queued_requests: 0, completed_requests: seq * 3, failed_requests: 0, generated_tokens: seq * 300, uptime_s: seq * 30 },
             model_inventory: vec![digest],
         };
-        bytes::Bytes::from(
-            serde_json::to_vec(&HeartbeatRequest {
-                heartbeat: k.sign_object(hb).unwrap(),
-            })
-            .unwrap(),
-        )
+        bytes::Bytes::from(serde_json::to_vec(&HeartbeatRequest { heartbeat: k.sign_object(hb).unwrap() }).unwrap())
     })
 }
 
@@ -369,9 +303,7 @@ fn sign_receipt_uploads(keys: &[NodeKey], batches: usize, first_batch: usize) ->
                 .unwrap()
             })
             .collect();
-        bytes::Bytes::from(
-            serde_json::to_vec(&ReceiptUpload::sign(k, receipts, now).unwrap()).unwrap(),
-        )
+        bytes::Bytes::from(serde_json::to_vec(&ReceiptUpload::sign(k, receipts, now).unwrap()).unwrap())
     })
 }
 
@@ -386,26 +318,13 @@ impl Clients {
     /// `connections` clients (the node's own: `b3iq_host::managed::client` with the pinned
     /// certificate); each holds one HTTP/2 connection.
     async fn new(base: &str, ca_pem: &str, connections: usize) -> Clients {
-        let clients = (0..connections)
-            .map(|_| b3iq_host::managed::client(Some(ca_pem)).unwrap())
-            .collect::<Vec<_>>();
+        let clients = (0..connections).map(|_| b3iq_host::managed::client(Some(ca_pem)).unwrap()).collect::<Vec<_>>();
         for c in &clients {
-            let r = c
-                .get(format!("{base}/healthz"))
-                .send()
-                .await
-                .expect("healthz");
+            let r = c.get(format!("{base}/healthz")).send().await.expect("healthz");
             assert!(r.status().is_success());
-            assert_eq!(
-                r.version(),
-                reqwest::Version::HTTP_2,
-                "the node's client negotiates HTTP/2"
-            );
+            assert_eq!(r.version(), reqwest::Version::HTTP_2, "the node's client negotiates HTTP/2");
         }
-        Clients {
-            clients,
-            base: base.to_string(),
-        }
+        Clients { clients, base: base.to_string() }
     }
 
     /// POSTs a pre-encoded JSON body; returns (latency, the answer when 200).
@@ -420,13 +339,7 @@ impl Clients {
         let ok = r.status() == 200;
         let b = r.bytes().await.ok()?;
         if !ok {
-            eprintln!(
-                "control_ingest: {path}: {}",
-                String::from_utf8_lossy(&b)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            );
+            eprintln!("control_ingest: {path}: {}", String::from_utf8_lossy(&b).chars().take(300).collect::<String>());
             return None;
         }
         serde_json::from_slice(&b).ok()
@@ -457,22 +370,10 @@ struct Cpu {
 }
 
 fn cpu_now(server: u32, postmaster: Option<u32>) -> Cpu {
-    Cpu {
-        server: cpu_s(server),
-        postgres: postmaster.map(cpu_tree_s).unwrap_or(0.0),
-        client: cpu_s(std::process::id()),
-    }
+    Cpu { server: cpu_s(server), postgres: postmaster.map(cpu_tree_s).unwrap_or(0.0), client: cpu_s(std::process::id()) }
 }
 
-fn report(
-    name: &str,
-    items: usize,
-    per_item: usize,
-    wall: Duration,
-    mut run: Run,
-    (before, after): (Cpu, Cpu),
-    extra: Value,
-) -> Value {
+fn report(name: &str, items: usize, per_item: usize, wall: Duration, mut run: Run, (before, after): (Cpu, Cpu), extra: Value) -> Value {
     run.latencies_us.sort_unstable();
     let secs = wall.as_secs_f64();
     let v = json!({
@@ -491,20 +392,12 @@ fn report(
         },
         "extra": extra,
     });
-    eprintln!(
-        "control_ingest: {name}: {}",
-        serde_json::to_string(&v).unwrap()
-    );
+    eprintln!("control_ingest: {name}: {}", serde_json::to_string(&v).unwrap());
     v
 }
 
 /// Closed loop: `concurrency` workers send `bodies` in order as fast as answers come.
-async fn closed_loop(
-    c: &Arc<Clients>,
-    path: &'static str,
-    bodies: Vec<bytes::Bytes>,
-    concurrency: usize,
-) -> (Duration, Run) {
+async fn closed_loop(c: &Arc<Clients>, path: &'static str, bodies: Vec<bytes::Bytes>, concurrency: usize) -> (Duration, Run) {
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -540,12 +433,7 @@ async fn closed_loop(
 
 /// Open loop: request `i` is due at `i / rate` s; its latency counts from then, so a server that
 /// falls behind is charged for the wait. At most 4096 in flight.
-async fn open_loop(
-    c: &Arc<Clients>,
-    path: &'static str,
-    bodies: Vec<bytes::Bytes>,
-    rate: usize,
-) -> (Duration, Run) {
+async fn open_loop(c: &Arc<Clients>, path: &'static str, bodies: Vec<bytes::Bytes>, rate: usize) -> (Duration, Run) {
     let n = bodies.len();
     let run = Arc::new(Mutex::new(Run::default()));
     let slots = Arc::new(tokio::sync::Semaphore::new(4096));
@@ -582,29 +470,15 @@ async fn open_loop(
 }
 
 async fn metrics(c: &Clients) -> String {
-    c.clients[0]
-        .get(format!("{}/metrics", c.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    c.clients[0].get(format!("{}/metrics", c.base)).send().await.unwrap().text().await.unwrap()
 }
 
 fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 async fn bench_store(store: &str, p: &Params, keys: &Arc<Vec<NodeKey>>) -> Value {
-    let dir = tempfile::Builder::new()
-        .prefix("b3iq-bench-control-")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("b3iq-bench-control-").tempdir().unwrap();
     let home = dir.path().join("control");
     std::fs::create_dir_all(&home).unwrap();
     let pg = (store == "postgres").then(pg::Pg::start_durable);
@@ -625,10 +499,7 @@ async fn bench_store(store: &str, p: &Params, keys: &Arc<Vec<NodeKey>>) -> Value
     let t = Instant::now();
     enroll_fleet(&home, keys).await;
     let enroll_s = t.elapsed().as_secs_f64();
-    eprintln!(
-        "control_ingest: {store}: {} nodes enrolled in {enroll_s:.1} s (not measured)",
-        keys.len()
-    );
+    eprintln!("control_ingest: {store}: {} nodes enrolled in {enroll_s:.1} s (not measured)", keys.len());
 
     let (server, base) = serve_control(&home);
     let server_pid = server.0.id();
@@ -646,41 +517,17 @@ async fn bench_store(store: &str, p: &Params, keys: &Arc<Vec<NodeKey>>) -> Value
     let bodies = sign_heartbeats(keys, &mut seqs, p.hb_total);
     let before = cpu_now(server_pid, postmaster);
     let (wall, run) = closed_loop(&c, hb, bodies, p.concurrency).await;
-    let hb_closed = report(
-        &format!("{store}/heartbeats_closed_loop"),
-        p.hb_total,
-        1,
-        wall,
-        run,
-        (before, cpu_now(server_pid, postmaster)),
-        json!({"concurrency": p.concurrency, "connections": p.connections}),
-    );
+    let hb_closed = report(&format!("{store}/heartbeats_closed_loop"), p.hb_total, 1, wall, run, (before, cpu_now(server_pid, postmaster)), json!({"concurrency": p.concurrency, "connections": p.connections}));
 
     let n = p.hb_rate * p.hb_seconds as usize;
     let bodies = sign_heartbeats(keys, &mut seqs, n);
     let before = cpu_now(server_pid, postmaster);
     let (wall, run) = open_loop(&c, hb, bodies, p.hb_rate).await;
-    let hb_open = report(
-        &format!("{store}/heartbeats_open_loop"),
-        n,
-        1,
-        wall,
-        run,
-        (before, cpu_now(server_pid, postmaster)),
-        json!({"target_rate": p.hb_rate, "connections": p.connections}),
-    );
+    let hb_open = report(&format!("{store}/heartbeats_open_loop"), n, 1, wall, run, (before, cpu_now(server_pid, postmaster)), json!({"target_rate": p.hb_rate, "connections": p.connections}));
 
     let m = metrics(&c).await;
     let accepted = metric(&m, "b3iq_control_heartbeats_total{outcome=\"accepted\"}");
-    let refused: u64 = ["forged", "stale_sequence", "clock_skew", "denied"]
-        .iter()
-        .map(|o| {
-            metric(
-                &m,
-                &format!("b3iq_control_heartbeats_total{{outcome=\"{o}\"}}"),
-            )
-        })
-        .sum();
+    let refused: u64 = ["forged", "stale_sequence", "clock_skew", "denied"].iter().map(|o| metric(&m, &format!("b3iq_control_heartbeats_total{{outcome=\"{o}\"}}"))).sum();
 
     // Receipts: batches of 256 from rotating nodes.
     let batches = p.receipts_total.div_ceil(256);
@@ -688,16 +535,8 @@ async fn bench_store(store: &str, p: &Params, keys: &Arc<Vec<NodeKey>>) -> Value
     let again = bodies[0].clone();
     let before = cpu_now(server_pid, postmaster);
     let (wall, run) = closed_loop(&c, "/v1/node/receipts", bodies, p.receipt_concurrency).await;
-    let stored: u64 = run
-        .answers
-        .iter()
-        .map(|a| a["stored"].as_u64().unwrap_or(0))
-        .sum();
-    let dups: u64 = run
-        .answers
-        .iter()
-        .map(|a| a["duplicates"].as_u64().unwrap_or(0))
-        .sum();
+    let stored: u64 = run.answers.iter().map(|a| a["stored"].as_u64().unwrap_or(0)).sum();
+    let dups: u64 = run.answers.iter().map(|a| a["duplicates"].as_u64().unwrap_or(0)).sum();
     let receipts = report(
         &format!("{store}/receipts"),
         batches,
@@ -707,17 +546,9 @@ async fn bench_store(store: &str, p: &Params, keys: &Arc<Vec<NodeKey>>) -> Value
         (before, cpu_now(server_pid, postmaster)),
         json!({"batch": 256, "concurrency": p.receipt_concurrency, "stored": stored, "duplicates": dups}),
     );
-    assert_eq!(
-        (stored, dups),
-        ((batches * 256) as u64, 0),
-        "every receipt stored once"
-    );
+    assert_eq!((stored, dups), ((batches * 256) as u64, 0), "every receipt stored once");
     let retry = c.post(0, "/v1/node/receipts", again).await.expect("retry");
-    assert_eq!(
-        (retry["stored"].as_u64(), retry["duplicates"].as_u64()),
-        (Some(0), Some(256)),
-        "a retried batch stores nothing"
-    );
+    assert_eq!((retry["stored"].as_u64(), retry["duplicates"].as_u64()), (Some(0), Some(256)), "a retried batch stores nothing");
 
     drop(server);
     json!({
@@ -739,9 +570,7 @@ struct Node {
 }
 
 fn start_node(home: &Path) -> Node {
-    let model = std::env::var_os("B3IQ_TEST_MODEL")
-        .filter(|m| !m.is_empty())
-        .expect("the default model is needed: set B3IQ_TEST_MODEL (scripts/fetch-model)");
+    let model = std::env::var_os("B3IQ_TEST_MODEL").filter(|m| !m.is_empty()).expect("the default model is needed: set B3IQ_TEST_MODEL (scripts/fetch-model)");
     std::fs::create_dir_all(home).unwrap();
     let mut child = Command::new(workspace_bin("b3iqd"))
         .args(["serve", "--listen", "127.0.0.1:0", "--model"])
@@ -765,15 +594,9 @@ fn start_node(home: &Path) -> Node {
             }
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(180))
-        .expect("b3iqd did not start");
+    let line = rx.recv_timeout(Duration::from_secs(180)).expect("b3iqd did not start");
     let base = line[line.find("http").unwrap()..].trim().to_string();
-    Node {
-        child: KillOnDrop(child),
-        home: home.to_path_buf(),
-        base,
-    }
+    Node { child: KillOnDrop(child), home: home.to_path_buf(), base }
 }
 
 async fn claim(n: &Node) {
@@ -795,24 +618,12 @@ async fn claim(n: &Node) {
 }
 
 fn ctl(home: &Path, args: &[&str]) {
-    let out = Command::new(workspace_bin("b3iq-control"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "b3iq-control {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(workspace_bin("b3iq-control")).arg("--home").arg(home).args(args).output().unwrap();
+    assert!(out.status.success(), "b3iq-control {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 async fn idle_overhead(seconds: u64) -> Value {
-    let dir = tempfile::Builder::new()
-        .prefix("b3iq-bench-idle-")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("b3iq-bench-idle-").tempdir().unwrap();
     let cph = dir.path().join("control");
     std::fs::create_dir_all(&cph).unwrap();
     ctl(&cph, &["admin", "create-org", "acme"]);
@@ -822,35 +633,14 @@ async fn idle_overhead(seconds: u64) -> Value {
     claim(&local).await;
     claim(&managed).await;
     let tok = dir.path().join("token");
-    ctl(
-        &cph,
-        &[
-            "admin",
-            "enrollment-token",
-            "--org",
-            "acme",
-            "--out",
-            tok.to_str().unwrap(),
-        ],
-    );
+    ctl(&cph, &["admin", "enrollment-token", "--org", "acme", "--out", tok.to_str().unwrap()]);
     let out = Command::new(workspace_bin("b3iqd"))
-        .args([
-            "enroll",
-            "--control",
-            &url,
-            "--token-file",
-            tok.to_str().unwrap(),
-            "--ca-file",
-        ])
+        .args(["enroll", "--control", &url, "--token-file", tok.to_str().unwrap(), "--ca-file"])
         .arg(cph.join("tls/self-signed.crt.pem"))
         .env("B3IQ_HOME", &managed.home)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "b3iqd enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "b3iqd enroll: {}", String::from_utf8_lossy(&out.stderr));
     // Let both settle (the running daemon picks the enrollment up, sends its first heartbeat and
     // opens its long-poll).
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -865,11 +655,7 @@ async fn idle_overhead(seconds: u64) -> Value {
     }
     let secs = t0.elapsed().as_secs_f64();
     let (l1, m1) = (cpu_s(lp), cpu_s(mp));
-    let status = Command::new(workspace_bin("b3iqd"))
-        .arg("status")
-        .env("B3IQ_HOME", &managed.home)
-        .output()
-        .unwrap();
+    let status = Command::new(workspace_bin("b3iqd")).arg("status").env("B3IQ_HOME", &managed.home).output().unwrap();
     let st: Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
     let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
     let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
@@ -881,28 +667,14 @@ async fn idle_overhead(seconds: u64) -> Value {
         "managed_minus_local": {"cpu_percent": ((m1 - m0) - (l1 - l0)) / secs * 100.0, "rss_kb_mean": mean(&mr) - mean(&lr), "rss_kb_max": max(&mr) as i64 - max(&lr) as i64},
         "targets": {"cpu_percent_max": 1.0, "rss_mb_max": 10.0},
     });
-    eprintln!(
-        "control_ingest: idle: {}",
-        serde_json::to_string(&v).unwrap()
-    );
+    eprintln!("control_ingest: idle: {}", serde_json::to_string(&v).unwrap());
     v
 }
 
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpu
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let model = cpu.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("").trim().to_string();
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default().lines().next().unwrap_or("").to_string();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     json!({"loadavg_at_end": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "), "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": model, "mem": mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), "build": std::env::var("B3IQ_BENCH_BUILD").unwrap_or_else(|_| if cfg!(debug_assertions) { "dev".into() } else { "release".into() })})
 }
@@ -913,18 +685,8 @@ fn main() {
         return;
     }
     let p = Params::from_env();
-    let stores: Vec<String> = std::env::var("STORES")
-        .unwrap_or_else(|_| "sqlite,postgres".into())
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let stores: Vec<String> = std::env::var("STORES").unwrap_or_else(|_| "sqlite,postgres".into()).split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     tokio.block_on(async move {
         let t = Instant::now();
         let keys = Arc::new(node_keys(p.nodes));

@@ -53,18 +53,12 @@ use b3iq_core::heartbeat::{HealthStatus, Heartbeat, HeartbeatCounts};
 use b3iq_core::metering::PriceSchedule;
 use b3iq_core::receipt::{Commitment, CommitmentSalt, Receipt, RequestId};
 use b3iq_core::{NodeKey, NodePublicKey, OperatingMode, TrustTier};
-use b3iq_protocol::gateway::{
-    RequestTicket, TicketFields, TunnelChallenge, TunnelHello, TunnelModel, HELLO_HEADER,
-    RECEIPT_SSE_PREFIX, TICKET_HEADER, TUNNEL_PROTOCOL,
-};
+use b3iq_protocol::gateway::{RequestTicket, TicketFields, TunnelChallenge, TunnelHello, TunnelModel, HELLO_HEADER, RECEIPT_SSE_PREFIX, TICKET_HEADER, TUNNEL_PROTOCOL};
 use b3iq_protocol::messages::{Audience, EnrollmentRequest, HeartbeatRequest};
 use serde_json::{json, Value};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn now_ms() -> u64 {
@@ -91,17 +85,7 @@ impl Params {
             concurrency: env("CONCURRENCY", 64),
             connections: env("CONNECTIONS", 8),
             fake_requests: env("FAKE_REQUESTS", d(20_000, 1_000)),
-            rates: std::env::var("RATES")
-                .unwrap_or_else(|_| {
-                    if smoke {
-                        "500".into()
-                    } else {
-                        "2000,250".into()
-                    }
-                })
-                .split(',')
-                .filter_map(|r| r.trim().parse().ok())
-                .collect(),
+            rates: std::env::var("RATES").unwrap_or_else(|_| if smoke { "500".into() } else { "2000,250".into() }).split(',').filter_map(|r| r.trim().parse().ok()).collect(),
             rate_seconds: env("RATE_SECONDS", if smoke { 1 } else { 10 }),
             rounds: env("ROUNDS", d(4, 1)),
             max_tokens: env("MAX_TOKENS", if smoke { 16 } else { 128 }),
@@ -129,9 +113,7 @@ fn stat_file(path: &str) -> Option<(String, f64)> {
 }
 
 fn cpu_s(pid: u32) -> f64 {
-    stat_file(&format!("/proc/{pid}/stat"))
-        .map(|s| s.1)
-        .unwrap_or(0.0)
+    stat_file(&format!("/proc/{pid}/stat")).map(|s| s.1).unwrap_or(0.0)
 }
 
 /// CPU seconds of this process's threads whose name starts with `prefix`, and of the others.
@@ -162,11 +144,7 @@ struct Cpu {
 
 fn cpu_now(gateway: u32, node: Option<u32>) -> Cpu {
     let (fake_node, rest) = own_threads_cpu_s("gwb-node");
-    Cpu {
-        gateway: cpu_s(gateway),
-        node: node.map(cpu_s).unwrap_or(fake_node),
-        load_generator: rest,
-    }
+    Cpu { gateway: cpu_s(gateway), node: node.map(cpu_s).unwrap_or(fake_node), load_generator: rest }
 }
 
 fn cpu_cores(before: Cpu, after: Cpu, secs: f64) -> Value {
@@ -180,11 +158,7 @@ fn cpu_cores(before: Cpu, after: Cpu, secs: f64) -> Value {
 /// The workspace binaries, built in the same profile beside this bench (`target/<profile>/`).
 fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join(name);
+    let p = exe.parent().and_then(Path::parent).expect("target/<profile>").join(name);
     assert!(p.exists(), "{} is missing: run `cargo build -p b3iq-control-daemon -p b3iqd` first (same profile), or `cargo xtask bench-gateway`", p.display());
     p
 }
@@ -202,11 +176,7 @@ impl Drop for KillOnDrop {
 fn wait_line(child: &mut Child, marker: &'static str, stdout: bool) -> String {
     use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
-    let pipe: Box<dyn std::io::Read + Send> = if stdout {
-        Box::new(child.stdout.take().expect("stdout piped"))
-    } else {
-        Box::new(child.stderr.take().expect("stderr piped"))
-    };
+    let pipe: Box<dyn std::io::Read + Send> = if stdout { Box::new(child.stdout.take().expect("stdout piped")) } else { Box::new(child.stderr.take().expect("stderr piped")) };
     std::thread::spawn(move || {
         let mut sent = false;
         for l in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -216,28 +186,17 @@ fn wait_line(child: &mut Child, marker: &'static str, stdout: bool) -> String {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(180))
-        .unwrap_or_else(|_| panic!("no {marker:?} line from the child process"))
+    rx.recv_timeout(Duration::from_secs(180)).unwrap_or_else(|_| panic!("no {marker:?} line from the child process"))
 }
 
 /// `b3iq-control serve` (control plane and gateway) on a free loopback port: the process and
 /// its URL.
 fn serve_control(home: &Path) -> (KillOnDrop, String) {
     let mut cmd = Command::new(workspace_bin("b3iq-control"));
-    cmd.arg("--home")
-        .arg(home)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env("RUST_LOG", "warn");
+    cmd.arg("--home").arg(home).args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::null()).stderr(Stdio::piped()).env("RUST_LOG", "warn");
     let mut child = cmd.spawn().expect("spawn b3iq-control");
     let line = wait_line(&mut child, "serving https://", false);
-    let url = line[line.find("https://").unwrap()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
+    let url = line[line.find("https://").unwrap()..].split_whitespace().next().unwrap().trim_end_matches('/').to_string();
     (KillOnDrop(child), url)
 }
 
@@ -287,83 +246,33 @@ struct Setup {
 
 async fn setup_control(home: &Path, heartbeat_interval_s: u64, enroll: &[&NodeKey]) -> Setup {
     std::fs::create_dir_all(home).unwrap();
-    std::fs::write(
-        home.join("control.json"),
-        json!({"store": "sqlite", "heartbeat_interval_s": heartbeat_interval_s}).to_string(),
-    )
-    .unwrap();
+    std::fs::write(home.join("control.json"), json!({"store": "sqlite", "heartbeat_interval_s": heartbeat_interval_s}).to_string()).unwrap();
     let h = ControlHome::locate(Some(home.to_path_buf())).unwrap();
     let (settings, cp) = h.open().await.expect("open the control plane");
     let now = now_ms();
     let org = cp.create_org("bench", now).await.unwrap();
-    cp.add_credits(&org.id, 1_000_000_000_000_000, "bench-seed", now)
-        .await
-        .unwrap();
-    let (_, gateway_token) = cp
-        .create_gateway_key(
-            &org.id,
-            "bench",
-            b3iq_control::gateway::credits::MAX_RATE_PER_MIN,
-            None,
-            now,
-        )
-        .await
-        .unwrap();
+    cp.add_credits(&org.id, 1_000_000_000_000_000, "bench-seed", now).await.unwrap();
+    let (_, gateway_token) = cp.create_gateway_key(&org.id, "bench", b3iq_control::gateway::credits::MAX_RATE_PER_MIN, None, now).await.unwrap();
     for k in enroll {
-        let (_, tok) = cp
-            .create_enrollment_token(&org.id, 3_600_000, now)
-            .await
-            .unwrap();
+        let (_, tok) = cp.create_enrollment_token(&org.id, 3_600_000, now).await.unwrap();
         let c = cp.challenge(now).await.unwrap();
-        let proof = k
-            .sign_object(EnrollmentProof {
-                node_id: k.node_id(),
-                public_key: k.public(),
-                audience: settings.audience.as_str().into(),
-                nonce: c.nonce,
-                signed_at_ms: now,
-            })
-            .unwrap();
-        cp.enroll(
-            &tok,
-            &EnrollmentRequest {
-                challenge_id: c.challenge_id,
-                proof,
-            },
-            now,
-        )
-        .await
-        .expect("enroll");
+        let proof = k.sign_object(EnrollmentProof { node_id: k.node_id(), public_key: k.public(), audience: settings.audience.as_str().into(), nonce: c.nonce, signed_at_ms: now }).unwrap();
+        cp.enroll(&tok, &EnrollmentRequest { challenge_id: c.challenge_id, proof }, now).await.expect("enroll");
     }
-    let (_, enrollment_token) = cp
-        .create_enrollment_token(&org.id, 3_600_000, now)
-        .await
-        .unwrap();
+    let (_, enrollment_token) = cp.create_enrollment_token(&org.id, 3_600_000, now).await.unwrap();
     let gw = h.gateway(&settings, cp.clone()).unwrap();
     let price = gw.config().price;
     drop(gw);
     drop(cp);
-    Setup {
-        gateway_token,
-        enrollment_token,
-        audience: Audience::new(&settings.audience).unwrap(),
-        ticket_key: h.ticket_key().unwrap(),
-        price,
-    }
+    Setup { gateway_token, enrollment_token, audience: Audience::new(&settings.audience).unwrap(), ticket_key: h.ticket_key().unwrap(), price }
 }
 
 /// HTTPS clients with the control plane's certificate pinned (the node's own client: reqwest,
 /// rustls, HTTP/2 by ALPN), one connection each.
 async fn https_clients(base: &str, ca_pem: &str, n: usize) -> Vec<reqwest::Client> {
-    let clients: Vec<reqwest::Client> = (0..n)
-        .map(|_| b3iq_host::managed::client(Some(ca_pem)).unwrap())
-        .collect();
+    let clients: Vec<reqwest::Client> = (0..n).map(|_| b3iq_host::managed::client(Some(ca_pem)).unwrap()).collect();
     for c in &clients {
-        let r = c
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .expect("healthz");
+        let r = c.get(format!("{base}/healthz")).send().await.expect("healthz");
         assert!(r.status().is_success());
         assert_eq!(r.version(), reqwest::Version::HTTP_2, "HTTP/2 by ALPN");
     }
@@ -374,39 +283,20 @@ async fn https_clients(base: &str, ca_pem: &str, n: usize) -> Vec<reqwest::Clien
 async fn wait_model(c: &reqwest::Client, base: &str, token: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        if let Ok(r) = c
-            .get(format!("{base}/v1/models"))
-            .bearer_auth(token)
-            .send()
-            .await
-        {
+        if let Ok(r) = c.get(format!("{base}/v1/models")).bearer_auth(token).send().await {
             let v: Value = r.json().await.unwrap_or_default();
             if let Some(id) = v["data"][0]["id"].as_str() {
                 return id.to_string();
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway lists no model after 90 s"
-        );
+        assert!(Instant::now() < deadline, "the gateway lists no model after 90 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 async fn gateway_metric(c: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = c
-        .get(format!("{base}/metrics/gateway"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let text = c.get(format!("{base}/metrics/gateway")).send().await.unwrap().text().await.unwrap();
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 // ---- the fake node -----------------------------------------------------------------------------
@@ -427,11 +317,7 @@ const FAKE_MODEL: &str = "fake-smollm2";
 
 async fn fake_chat(State(n): State<FakeNode>, headers: HeaderMap, body: Bytes) -> Response {
     let now = now_ms();
-    let Some(t) = headers
-        .get(TICKET_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| RequestTicket::from_header(v).ok())
-    else {
+    let Some(t) = headers.get(TICKET_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| RequestTicket::from_header(v).ok()) else {
         return (StatusCode::UNAUTHORIZED, "send a ticket").into_response();
     };
     if let Err(e) = t.verify_for(&n.ticket_key, &n.gateway_id, &n.key.node_id(), now, 60_000) {
@@ -445,10 +331,7 @@ async fn fake_chat(State(n): State<FakeNode>, headers: HeaderMap, body: Bytes) -
     }
     // A prompt token is at least a byte of the body (what the gateway's hold assumes).
     let prompt_tokens = (body.len() as u32 / 4).max(1);
-    let price = t
-        .price
-        .price(u64::from(prompt_tokens), u64::from(FAKE_CHUNKS))
-        .unwrap();
+    let price = t.price.price(u64::from(prompt_tokens), u64::from(FAKE_CHUNKS)).unwrap();
     let salt = CommitmentSalt::from_bytes(t.seed_key);
     let receipt = Receipt {
         node_id: n.key.node_id(),
@@ -470,12 +353,7 @@ async fn fake_chat(State(n): State<FakeNode>, headers: HeaderMap, body: Bytes) -
     }
     .sign(&n.key)
     .unwrap();
-    let head = format!(
-        r#""id":"chatcmpl-{}","object":"chat.completion.chunk","created":{},"model":"{}""#,
-        hex::encode(t.request_id.0),
-        now / 1000,
-        t.model_id
-    );
+    let head = format!(r#""id":"chatcmpl-{}","object":"chat.completion.chunk","created":{},"model":"{}""#, hex::encode(t.request_id.0), now / 1000, t.model_id);
     let mut events: Vec<Bytes> = Vec::with_capacity(10);
     events.push(Bytes::from(format!("data: {{{head},\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}]}}\n\n")));
     for _ in 0..FAKE_CHUNKS {
@@ -486,26 +364,15 @@ async fn fake_chat(State(n): State<FakeNode>, headers: HeaderMap, body: Bytes) -
         "data: {{{head},\"choices\":[],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"completion_tokens\":{FAKE_CHUNKS},\"total_tokens\":{}}}}}\n\n",
         prompt_tokens + FAKE_CHUNKS
     )));
-    events.push(Bytes::from(format!(
-        "{RECEIPT_SSE_PREFIX}{}\n\n",
-        hex::encode(receipt.encode())
-    )));
+    events.push(Bytes::from(format!("{RECEIPT_SSE_PREFIX}{}\n\n", hex::encode(receipt.encode()))));
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    let mut r = Response::new(Body::from_stream(futures_util::stream::iter(
-        events
-            .into_iter()
-            .map(Ok::<Bytes, std::convert::Infallible>),
-    )));
-    r.headers_mut()
-        .insert("content-type", "text/event-stream".parse().unwrap());
+    let mut r = Response::new(Body::from_stream(futures_util::stream::iter(events.into_iter().map(Ok::<Bytes, std::convert::Infallible>))));
+    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
     r
 }
 
 fn fake_router(n: FakeNode) -> axum::Router {
-    axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(fake_chat))
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .with_state(n)
+    axum::Router::new().route("/v1/chat/completions", axum::routing::post(fake_chat)).route("/healthz", axum::routing::get(|| async { "ok" })).with_state(n)
 }
 
 /// Opens the fake node's tunnel (challenge, signed hello, upgrade) and serves HTTP/2 on it
@@ -518,21 +385,9 @@ async fn fake_tunnel(base: String, ca_pem: String, n: FakeNode, share: u32) {
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
         .build()
         .unwrap();
-    let ch: TunnelChallenge = c
-        .post(format!("{base}/v1/node/tunnel/challenge"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let models = vec![TunnelModel {
-        model_id: FAKE_MODEL.into(),
-        digest: n.digest,
-    }];
-    let hello =
-        TunnelHello::sign(&n.key, &ch, OperatingMode::Network, share, models, now_ms()).unwrap();
+    let ch: TunnelChallenge = c.post(format!("{base}/v1/node/tunnel/challenge")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let models = vec![TunnelModel { model_id: FAKE_MODEL.into(), digest: n.digest }];
+    let hello = TunnelHello::sign(&n.key, &ch, OperatingMode::Network, share, models, now_ms()).unwrap();
     let resp = c
         .post(format!("{base}/v1/node/tunnel"))
         .header(reqwest::header::CONNECTION, "upgrade")
@@ -541,35 +396,18 @@ async fn fake_tunnel(base: String, ca_pem: String, n: FakeNode, share: u32) {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        resp.status(),
-        reqwest::StatusCode::SWITCHING_PROTOCOLS,
-        "tunnel refused: {:?}",
-        resp.text().await
-    );
+    assert_eq!(resp.status(), reqwest::StatusCode::SWITCHING_PROTOCOLS, "tunnel refused: {:?}", resp.text().await);
     let up = resp.upgrade().await.unwrap();
     let mut b = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    b.timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(10)))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(share);
+    b.timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(10))).keep_alive_timeout(Duration::from_secs(10)).max_concurrent_streams(share);
     let svc = hyper_util::service::TowerToHyperService::new(fake_router(n));
-    if let Err(e) = b
-        .serve_connection(hyper_util::rt::TokioIo::new(up), svc)
-        .await
-    {
+    if let Err(e) = b.serve_connection(hyper_util::rt::TokioIo::new(up), svc).await {
         eprintln!("gateway bench: the fake node's tunnel ended: {e}");
     }
 }
 
 /// Signed heartbeats of the fake node every `every` (the gateway routes to fresh nodes only).
-async fn fake_heartbeats(
-    base: String,
-    ca_pem: String,
-    key: Arc<NodeKey>,
-    digest: Sha256Digest,
-    every: Duration,
-) {
+async fn fake_heartbeats(base: String, ca_pem: String, key: Arc<NodeKey>, digest: Sha256Digest, every: Duration) {
     let c = b3iq_host::managed::client(Some(&ca_pem)).unwrap();
     let mut seq = 0u64;
     loop {
@@ -580,31 +418,13 @@ async fn fake_heartbeats(
             sequence: seq,
             mode: OperatingMode::Network,
             health: HealthStatus::Healthy,
-            counts: HeartbeatCounts {
-                active_requests: 0,
-                queued_requests: 0,
-                completed_requests: 0,
-                failed_requests: 0,
-                generated_tokens: 0,
-                uptime_s: seq,
-            },
+            counts: HeartbeatCounts { active_requests: 0, queued_requests: 0, completed_requests: 0, failed_requests: 0, generated_tokens: 0, uptime_s: seq },
             model_inventory: vec![digest],
         };
-        let body = HeartbeatRequest {
-            heartbeat: key.sign_object(hb).unwrap(),
-        };
-        match c
-            .post(format!("{base}/v1/node/heartbeat"))
-            .json(&body)
-            .send()
-            .await
-        {
+        let body = HeartbeatRequest { heartbeat: key.sign_object(hb).unwrap() };
+        match c.post(format!("{base}/v1/node/heartbeat")).json(&body).send().await {
             Ok(r) if r.status().is_success() => {}
-            Ok(r) => eprintln!(
-                "gateway bench: heartbeat refused: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            ),
+            Ok(r) => eprintln!("gateway bench: heartbeat refused: {} {}", r.status(), r.text().await.unwrap_or_default()),
             Err(e) => eprintln!("gateway bench: heartbeat failed: {e}"),
         }
         tokio::time::sleep(every).await;
@@ -617,13 +437,8 @@ async fn fake_heartbeats(
 /// ticket pre-signed with the gateway's ticket key, as the gateway would send it).
 #[derive(Clone)]
 enum Path2 {
-    Gateway {
-        token: Arc<str>,
-    },
-    Direct {
-        tickets: Arc<Vec<String>>,
-        next: Arc<AtomicUsize>,
-    },
+    Gateway { token: Arc<str> },
+    Direct { tickets: Arc<Vec<String>>, next: Arc<AtomicUsize> },
 }
 
 struct Target {
@@ -645,10 +460,7 @@ struct Run {
 impl Target {
     /// One streamed request; (first body byte, end) after `t0`, or None on any failure.
     async fn call(&self, i: usize, t0: Instant) -> Option<(f64, f64)> {
-        let mut rb = self.clients[i % self.clients.len()]
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .body(self.body.clone());
+        let mut rb = self.clients[i % self.clients.len()].post(&self.url).header("content-type", "application/json").body(self.body.clone());
         match &self.path {
             Path2::Gateway { token } => rb = rb.bearer_auth(token),
             Path2::Direct { tickets, next } => {
@@ -664,16 +476,7 @@ impl Target {
             }
         };
         if r.status() != 200 {
-            eprintln!(
-                "gateway bench: HTTP {}: {}",
-                r.status(),
-                r.text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            );
+            eprintln!("gateway bench: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default().chars().take(300).collect::<String>());
             return None;
         }
         let mut first = None;
@@ -683,18 +486,10 @@ impl Target {
             body.extend_from_slice(&c);
         }
         let end = t0.elapsed().as_secs_f64() * 1e3;
-        let receipt_seen = body
-            .windows(RECEIPT_SSE_PREFIX.len())
-            .any(|w| w == RECEIPT_SSE_PREFIX.as_bytes());
+        let receipt_seen = body.windows(RECEIPT_SSE_PREFIX.len()).any(|w| w == RECEIPT_SSE_PREFIX.as_bytes());
         let gateway = matches!(self.path, Path2::Gateway { .. });
         if !body.ends_with(b"data: [DONE]\n\n") || receipt_seen == gateway {
-            eprintln!(
-                "gateway bench: a malformed answer: {}",
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            );
+            eprintln!("gateway bench: a malformed answer: {}", String::from_utf8_lossy(&body).chars().take(300).collect::<String>());
             return None;
         }
         Some((first.unwrap_or(end), end))
@@ -774,14 +569,7 @@ async fn open_loop(t: &Arc<Target>, rate: usize, seconds: u64) -> (Duration, Run
     (wall, run)
 }
 
-fn phase(
-    name: &str,
-    requests: usize,
-    wall: Duration,
-    run: &Run,
-    cpu: Value,
-    extra: Value,
-) -> Value {
+fn phase(name: &str, requests: usize, wall: Duration, run: &Run, cpu: Value, extra: Value) -> Value {
     let secs = wall.as_secs_f64();
     let v = json!({
         "phase": name,
@@ -794,52 +582,31 @@ fn phase(
         "cpu_cores": cpu,
         "extra": extra,
     });
-    eprintln!(
-        "gateway bench: {name}: {}",
-        serde_json::to_string(&v).unwrap()
-    );
+    eprintln!("gateway bench: {name}: {}", serde_json::to_string(&v).unwrap());
     v
 }
 
 fn added(gw: &Value, direct: &Value) -> Value {
-    let d =
-        |k: &str, p: &str| gw[k][p].as_f64().unwrap_or(0.0) - direct[k][p].as_f64().unwrap_or(0.0);
+    let d = |k: &str, p: &str| gw[k][p].as_f64().unwrap_or(0.0) - direct[k][p].as_f64().unwrap_or(0.0);
     json!({"latency_ms": {"p50": d("latency_ms", "p50"), "p90": d("latency_ms", "p90"), "p99": d("latency_ms", "p99")}, "ttfb_ms": {"p50": d("ttfb_ms", "p50"), "p99": d("ttfb_ms", "p99")}})
 }
 
 /// Part "fake": the gateway in front of the fake node, against the fake node's handler called
 /// directly.
 async fn fake_part(p: &Params, node_rt: &tokio::runtime::Handle) -> Value {
-    let dir = tempfile::Builder::new()
-        .prefix("b3iq-bench-gateway-")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("b3iq-bench-gateway-").tempdir().unwrap();
     let home = dir.path().join("control");
     let key = Arc::new(NodeKey::from_seed([0x6b; 32]));
     let s = setup_control(&home, 30, &[&key]).await;
     let (server, base) = serve_control(&home);
     let gw_pid = server.0.id();
     let ca = std::fs::read_to_string(home.join("tls/self-signed.crt.pem")).unwrap();
-    let profile = b3iq_runtime::catalog::Catalog::builtin()
-        .profiles
-        .first()
-        .expect("a catalog profile");
+    let profile = b3iq_runtime::catalog::Catalog::builtin().profiles.first().expect("a catalog profile");
     let mut digest = [0u8; 32];
     hex::decode_to_slice(&profile.sha256, &mut digest).unwrap();
-    let fake = FakeNode {
-        key: key.clone(),
-        ticket_key: s.ticket_key.public(),
-        gateway_id: s.audience.clone(),
-        digest: Sha256Digest(digest),
-    };
+    let fake = FakeNode { key: key.clone(), ticket_key: s.ticket_key.public(), gateway_id: s.audience.clone(), digest: Sha256Digest(digest) };
     let share = 1024u32;
-    let hb_task = node_rt.spawn(fake_heartbeats(
-        base.clone(),
-        ca.clone(),
-        key.clone(),
-        fake.digest,
-        Duration::from_secs(5),
-    ));
+    let hb_task = node_rt.spawn(fake_heartbeats(base.clone(), ca.clone(), key.clone(), fake.digest, Duration::from_secs(5)));
     let tunnel_task = node_rt.spawn(fake_tunnel(base.clone(), ca.clone(), fake.clone(), share));
     // The same handler on b3iq-host's own HTTPS front door (same certificate), for the direct
     // path.
@@ -851,10 +618,7 @@ async fn fake_part(p: &Params, node_rt: &tokio::runtime::Handle) -> Value {
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let app = fake_router(fake.clone());
-        let limits = b3iq_host::http::serve::ServeLimits {
-            max_connections: 1024,
-            ..Default::default()
-        };
+        let limits = b3iq_host::http::serve::ServeLimits { max_connections: 1024, ..Default::default() };
         node_rt.spawn(async move {
             let l = tokio::net::TcpListener::from_std(listener).unwrap();
             b3iq_host::http::serve::serve(l, app, limits, Some(tls.server_config.clone()), rx).await
@@ -871,8 +635,7 @@ async fn fake_part(p: &Params, node_rt: &tokio::runtime::Handle) -> Value {
         Bytes::from(v.to_string())
     };
     // Tickets for the direct path, signed before the clock as the gateway would sign them.
-    let n_direct =
-        p.fake_requests + p.rates.iter().sum::<usize>() * p.rate_seconds as usize + 2_000;
+    let n_direct = p.fake_requests + p.rates.iter().sum::<usize>() * p.rate_seconds as usize + 2_000;
     let worst = s.price.price(body.len() as u64, 16).unwrap();
     let tickets: Vec<String> = par_map(n_direct, |_| {
         let now = now_ms();
@@ -895,29 +658,14 @@ async fn fake_part(p: &Params, node_rt: &tokio::runtime::Handle) -> Value {
         .unwrap()
         .to_header()
     });
-    let gw = Arc::new(Target {
-        clients,
-        url: format!("{base}/v1/chat/completions"),
-        path: Path2::Gateway {
-            token: s.gateway_token.clone().into(),
-        },
-        body,
-    });
+    let gw = Arc::new(Target { clients, url: format!("{base}/v1/chat/completions"), path: Path2::Gateway { token: s.gateway_token.clone().into() }, body });
     let direct = Arc::new(Target {
         clients: direct_clients,
         url: format!("{direct_url}/v1/chat/completions"),
-        path: Path2::Direct {
-            tickets: Arc::new(tickets),
-            next: Arc::new(AtomicUsize::new(0)),
-        },
+        path: Path2::Direct { tickets: Arc::new(tickets), next: Arc::new(AtomicUsize::new(0)) },
         body: direct_body,
     });
-    let streamed0 = gateway_metric(
-        &gw.clients[0],
-        &base,
-        "b3iq_gateway_requests_total{outcome=\"streamed\"}",
-    )
-    .await;
+    let streamed0 = gateway_metric(&gw.clients[0], &base, "b3iq_gateway_requests_total{outcome=\"streamed\"}").await;
 
     // Warm-up (not reported).
     for t in [&gw, &direct] {
@@ -928,10 +676,7 @@ async fn fake_part(p: &Params, node_rt: &tokio::runtime::Handle) -> Value {
     // Closed loop, interleaved in blocks so noise falls on both paths.
     let blocks = if p.smoke { 1 } else { 4 };
     let per_block = p.fake_requests / blocks;
-    let mut closed = [
-        (Duration::ZERO, Run::default(), 0.0f64, 0.0f64, 0.0f64),
-        (Duration::ZERO, Run::default(), 0.0, 0.0, 0.0),
-    ];
+    let mut closed = [(Duration::ZERO, Run::default(), 0.0f64, 0.0f64, 0.0f64), (Duration::ZERO, Run::default(), 0.0, 0.0, 0.0)];
     for b in 0..blocks {
         for j in 0..2 {
             let which = if b % 2 == 0 { j } else { 1 - j };
@@ -969,46 +714,20 @@ async fn fake_part(p: &Params, node_rt: &tokio::runtime::Handle) -> Value {
     let mut open_v = Vec::new();
     for &rate in &p.rates {
         let mut pair = Vec::new();
-        for (name, t) in [
-            ("fake/gateway_open_loop", &gw),
-            ("fake/direct_open_loop", &direct),
-        ] {
+        for (name, t) in [("fake/gateway_open_loop", &gw), ("fake/direct_open_loop", &direct)] {
             let before = cpu_now(gw_pid, None);
             let (wall, run) = open_loop(t, rate, p.rate_seconds).await;
             let after = cpu_now(gw_pid, None);
-            pair.push(phase(
-                name,
-                rate * p.rate_seconds as usize,
-                wall,
-                &run,
-                cpu_cores(before, after, wall.as_secs_f64()),
-                json!({"target_rate": rate, "connections": p.connections}),
-            ));
+            pair.push(phase(name, rate * p.rate_seconds as usize, wall, &run, cpu_cores(before, after, wall.as_secs_f64()), json!({"target_rate": rate, "connections": p.connections})));
             // Let a backlog drain before the next phase.
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         open_v.push(json!({"rate": rate, "gateway": pair[0], "direct": pair[1], "added": added(&pair[0], &pair[1])}));
     }
-    let streamed = gateway_metric(
-        &gw.clients[0],
-        &base,
-        "b3iq_gateway_requests_total{outcome=\"streamed\"}",
-    )
-    .await
-        - streamed0;
-    let bad_receipts =
-        gateway_metric(&gw.clients[0], &base, "b3iq_gateway_bad_receipts_total").await;
-    let no_receipt = gateway_metric(
-        &gw.clients[0],
-        &base,
-        "b3iq_gateway_requests_total{outcome=\"no_receipt\"}",
-    )
-    .await;
-    assert_eq!(
-        (bad_receipts, no_receipt),
-        (0, 0),
-        "every fake receipt checks and settles"
-    );
+    let streamed = gateway_metric(&gw.clients[0], &base, "b3iq_gateway_requests_total{outcome=\"streamed\"}").await - streamed0;
+    let bad_receipts = gateway_metric(&gw.clients[0], &base, "b3iq_gateway_bad_receipts_total").await;
+    let no_receipt = gateway_metric(&gw.clients[0], &base, "b3iq_gateway_requests_total{outcome=\"no_receipt\"}").await;
+    assert_eq!((bad_receipts, no_receipt), (0, 0), "every fake receipt checks and settles");
     hb_task.abort();
     tunnel_task.abort();
     drop(server);
@@ -1023,21 +742,12 @@ async fn fake_part(p: &Params, node_rt: &tokio::runtime::Handle) -> Value {
 
 /// `f(0..n)` on every core (signing before the clock).
 fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let chunk = n.div_ceil(threads).max(1);
     let f = &f;
     std::thread::scope(|s| {
-        let hs: Vec<_> = (0..n)
-            .step_by(chunk)
-            .map(|start| {
-                s.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<T>>())
-            })
-            .collect();
-        hs.into_iter()
-            .flat_map(|h| h.join().expect("worker"))
-            .collect()
+        let hs: Vec<_> = (0..n).step_by(chunk).map(|start| s.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<T>>())).collect();
+        hs.into_iter().flat_map(|h| h.join().expect("worker")).collect()
     })
 }
 
@@ -1061,17 +771,11 @@ struct RealNode {
 }
 
 fn start_b3iqd(home: &Path, parallel: u32) -> RealNode {
-    let model = std::env::var_os("B3IQ_TEST_MODEL")
-        .filter(|m| !m.is_empty())
-        .expect("the default model is needed: set B3IQ_TEST_MODEL (scripts/fetch-model)");
+    let model = std::env::var_os("B3IQ_TEST_MODEL").filter(|m| !m.is_empty()).expect("the default model is needed: set B3IQ_TEST_MODEL (scripts/fetch-model)");
     std::fs::create_dir_all(home).unwrap();
     let mut cfg = serde_json::to_value(b3iq_host::Config::default()).unwrap();
     cfg["parallel"] = json!(parallel);
-    std::fs::write(
-        home.join("config.json"),
-        serde_json::to_vec_pretty(&cfg).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(home.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let mut child = Command::new(workspace_bin("b3iqd"))
         .args(["serve", "--listen", "127.0.0.1:0", "--model"])
         .arg(&model)
@@ -1082,15 +786,8 @@ fn start_b3iqd(home: &Path, parallel: u32) -> RealNode {
         .spawn()
         .expect("spawn b3iqd");
     let line = wait_line(&mut child, "listening on http", true);
-    let base = line[line.find("http").unwrap()..]
-        .trim()
-        .trim_end_matches('/')
-        .to_string();
-    RealNode {
-        child: KillOnDrop(child),
-        home: home.to_path_buf(),
-        base,
-    }
+    let base = line[line.find("http").unwrap()..].trim().trim_end_matches('/').to_string();
+    RealNode { child: KillOnDrop(child), home: home.to_path_buf(), base }
 }
 
 async fn claim(n: &RealNode, c: &reqwest::Client) -> String {
@@ -1104,27 +801,12 @@ async fn claim(n: &RealNode, c: &reqwest::Client) -> String {
     };
     let r = c.post(format!("{}/api/setup/claim", n.base)).json(&json!({"setup_token": tok, "username": "owner", "password": "correct horse battery staple"})).send().await.unwrap();
     assert_eq!(r.status(), 201, "claim");
-    r.headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string()
+    r.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string()
 }
 
 /// One streamed chat completion; (TTFT: first non-empty content delta, completion tokens from
 /// the usage chunk).
-async fn stream_chat(
-    c: &reqwest::Client,
-    url: &str,
-    key: &str,
-    model: &str,
-    prompt: &str,
-    max_tokens: u32,
-) -> (f64, u32) {
+async fn stream_chat(c: &reqwest::Client, url: &str, key: &str, model: &str, prompt: &str, max_tokens: u32) -> (f64, u32) {
     let t0 = Instant::now();
     let r = c
         .post(url)
@@ -1142,19 +824,13 @@ async fn stream_chat(
         buf.push_str(&String::from_utf8_lossy(&b));
         while let Some(i) = buf.find("\n\n") {
             let ev: String = buf.drain(..i + 2).collect();
-            let Some(data) = ev.trim().strip_prefix("data: ") else {
-                continue;
-            };
+            let Some(data) = ev.trim().strip_prefix("data: ") else { continue };
             if data == "[DONE]" {
                 return (ttft.unwrap_or(f64::NAN), tokens);
             }
             let v: Value = serde_json::from_str(data).expect("chunk json");
             assert!(v.get("error").is_none(), "{v}");
-            if ttft.is_none()
-                && v["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .is_some_and(|t| !t.is_empty())
-            {
+            if ttft.is_none() && v["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()) {
                 ttft = Some(t0.elapsed().as_secs_f64() * 1e3);
             }
             if let Some(u) = v["usage"]["completion_tokens"].as_u64() {
@@ -1166,34 +842,12 @@ async fn stream_chat(
 }
 
 /// `c` concurrent streams (prompt i to stream i); (wall s, TTFTs ms, completion tokens).
-async fn batch(
-    c: &reqwest::Client,
-    url: &str,
-    key: &str,
-    model: &str,
-    conc: usize,
-    max_tokens: u32,
-) -> (f64, Vec<f64>, u64) {
+async fn batch(c: &reqwest::Client, url: &str, key: &str, model: &str, conc: usize, max_tokens: u32) -> (f64, Vec<f64>, u64) {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..conc {
-        let (c, url, key, model) = (
-            c.clone(),
-            url.to_string(),
-            key.to_string(),
-            model.to_string(),
-        );
-        tasks.push(tokio::spawn(async move {
-            stream_chat(
-                &c,
-                &url,
-                &key,
-                &model,
-                PROMPTS[i % PROMPTS.len()],
-                max_tokens,
-            )
-            .await
-        }));
+        let (c, url, key, model) = (c.clone(), url.to_string(), key.to_string(), model.to_string());
+        tasks.push(tokio::spawn(async move { stream_chat(&c, &url, &key, &model, PROMPTS[i % PROMPTS.len()], max_tokens).await }));
     }
     let mut ttfts = Vec::new();
     let mut tokens = 0u64;
@@ -1206,10 +860,7 @@ async fn batch(
 }
 
 async fn real_part(p: &Params) -> Value {
-    let dir = tempfile::Builder::new()
-        .prefix("b3iq-bench-gateway-real-")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("b3iq-bench-gateway-real-").tempdir().unwrap();
     let home = dir.path().join("control");
     let s = setup_control(&home, 2, &[]).await;
     let (server, base) = serve_control(&home);
@@ -1218,70 +869,27 @@ async fn real_part(p: &Params) -> Value {
     let ca = std::fs::read_to_string(&ca_path).unwrap();
     let node = start_b3iqd(&dir.path().join("node"), p.parallel);
     let node_pid = node.child.0.id();
-    let local = reqwest::Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()
-        .unwrap();
+    let local = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
     let cookie = claim(&node, &local).await;
-    let r = local
-        .post(format!("{}/api/keys", node.base))
-        .header("cookie", &cookie)
-        .json(&json!({"name": "bench", "scopes": ["inference"]}))
-        .send()
-        .await
-        .unwrap();
+    let r = local.post(format!("{}/api/keys", node.base)).header("cookie", &cookie).json(&json!({"name": "bench", "scopes": ["inference"]})).send().await.unwrap();
     assert_eq!(r.status(), 201);
-    let local_key = r.json::<Value>().await.unwrap()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let v: Value = local
-        .get(format!("{}/v1/models", node.base))
-        .bearer_auth(&local_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let local_key = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_string();
+    let v: Value = local.get(format!("{}/v1/models", node.base)).bearer_auth(&local_key).send().await.unwrap().json().await.unwrap();
     let direct_model = v["data"][0]["id"].as_str().unwrap().to_string();
     let tok_file = dir.path().join("enroll.token");
     std::fs::write(&tok_file, format!("{}\n", s.enrollment_token)).unwrap();
     let out = Command::new(workspace_bin("b3iqd"))
-        .args([
-            "enroll",
-            "--control",
-            &base,
-            "--token-file",
-            tok_file.to_str().unwrap(),
-            "--ca-file",
-        ])
+        .args(["enroll", "--control", &base, "--token-file", tok_file.to_str().unwrap(), "--ca-file"])
         .arg(&ca_path)
         .env("B3IQ_HOME", &node.home)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "b3iqd enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "b3iqd enroll: {}", String::from_utf8_lossy(&out.stderr));
     let share = (p.parallel - 1).min(8);
     let policy = json!({"max_concurrent": share, "price_floor": {"prompt_per_1m_tokens": 0, "completion_per_1m_tokens": 0, "per_request": 0}});
-    let r = local
-        .put(format!("{}/api/network", node.base))
-        .header("cookie", &cookie)
-        .json(&policy)
-        .send()
-        .await
-        .unwrap();
+    let r = local.put(format!("{}/api/network", node.base)).header("cookie", &cookie).json(&policy).send().await.unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
-    let r = local
-        .post(format!("{}/api/mode", node.base))
-        .header("cookie", &cookie)
-        .json(&json!({"mode": "network"}))
-        .send()
-        .await
-        .unwrap();
+    let r = local.post(format!("{}/api/mode", node.base)).header("cookie", &cookie).json(&json!({"mode": "network"})).send().await.unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     // The gateway's client: the certificate pinned, no 30 s limit (a batch of 8 long streams on
     // two busy cores can take longer).
@@ -1299,10 +907,7 @@ async fn real_part(p: &Params) -> Value {
     for conc in [1, 8] {
         let d = batch(&local, &direct_url, &local_key, &direct_model, conc, 16).await;
         let g = batch(&gwc, &gw_url, &s.gateway_token, &gw_model, conc, 16).await;
-        eprintln!(
-            "gateway bench: real warm-up c={conc}: direct {:.2} s, gateway {:.2} s",
-            d.0, g.0
-        );
+        eprintln!("gateway bench: real warm-up c={conc}: direct {:.2} s, gateway {:.2} s", d.0, g.0);
     }
     let mut rows = Vec::new();
     for conc in [1usize, 4, 8].into_iter().filter(|c| *c as u32 <= share) {
@@ -1313,55 +918,17 @@ async fn real_part(p: &Params) -> Value {
             for j in 0..2 {
                 let via_gateway = (r + j) % 2 == 1;
                 if via_gateway {
-                    g.push(
-                        batch(
-                            &gwc,
-                            &gw_url,
-                            &s.gateway_token,
-                            &gw_model,
-                            conc,
-                            p.max_tokens,
-                        )
-                        .await,
-                    );
+                    g.push(batch(&gwc, &gw_url, &s.gateway_token, &gw_model, conc, p.max_tokens).await);
                 } else {
-                    d.push(
-                        batch(
-                            &local,
-                            &direct_url,
-                            &local_key,
-                            &direct_model,
-                            conc,
-                            p.max_tokens,
-                        )
-                        .await,
-                    );
+                    d.push(batch(&local, &direct_url, &local_key, &direct_model, conc, p.max_tokens).await);
                 }
             }
         }
-        let cpu = cpu_cores(
-            before,
-            cpu_now(gw_pid, Some(node_pid)),
-            t.elapsed().as_secs_f64(),
-        );
-        let tps = |v: &[(f64, Vec<f64>, u64)]| {
-            v.iter().map(|b| b.2 as f64).sum::<f64>() / v.iter().map(|b| b.0).sum::<f64>()
-        };
-        let ttfts = |v: &[(f64, Vec<f64>, u64)]| {
-            v.iter()
-                .flat_map(|b| b.1.iter().copied())
-                .collect::<Vec<f64>>()
-        };
-        let paired_ratio: Vec<f64> = d
-            .iter()
-            .zip(&g)
-            .map(|(a, b)| (b.2 as f64 / b.0) / (a.2 as f64 / a.0))
-            .collect();
-        let paired_ttft: Vec<f64> = d
-            .iter()
-            .zip(&g)
-            .map(|(a, b)| median(&b.1) - median(&a.1))
-            .collect();
+        let cpu = cpu_cores(before, cpu_now(gw_pid, Some(node_pid)), t.elapsed().as_secs_f64());
+        let tps = |v: &[(f64, Vec<f64>, u64)]| v.iter().map(|b| b.2 as f64).sum::<f64>() / v.iter().map(|b| b.0).sum::<f64>();
+        let ttfts = |v: &[(f64, Vec<f64>, u64)]| v.iter().flat_map(|b| b.1.iter().copied()).collect::<Vec<f64>>();
+        let paired_ratio: Vec<f64> = d.iter().zip(&g).map(|(a, b)| (b.2 as f64 / b.0) / (a.2 as f64 / a.0)).collect();
+        let paired_ttft: Vec<f64> = d.iter().zip(&g).map(|(a, b)| median(&b.1) - median(&a.1)).collect();
         let (td, tg) = (tps(&d), tps(&g));
         let row = json!({
             "concurrency": conc,
@@ -1374,10 +941,7 @@ async fn real_part(p: &Params) -> Value {
             "ttft_added_ms_median_paired": median(&paired_ttft),
             "cpu_cores": cpu,
         });
-        eprintln!(
-            "gateway bench: real c={conc}: {}",
-            serde_json::to_string(&row).unwrap()
-        );
+        eprintln!("gateway bench: real c={conc}: {}", serde_json::to_string(&row).unwrap());
         rows.push(row);
     }
     let bad_receipts = gateway_metric(&gwc, &base, "b3iq_gateway_bad_receipts_total").await;
@@ -1389,19 +953,8 @@ async fn real_part(p: &Params) -> Value {
 
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpu
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let model = cpu.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("").trim().to_string();
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default().lines().next().unwrap_or("").to_string();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     json!({"loadavg_at_end": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "), "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": model, "mem": mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), "build": std::env::var("B3IQ_BENCH_BUILD").unwrap_or_else(|_| if cfg!(debug_assertions) { "dev".into() } else { "release".into() })})
 }
@@ -1416,18 +969,8 @@ fn main() {
     let parts = std::env::var("PARTS").unwrap_or_else(|_| "fake,real".into());
     // The fake node on its own runtime (one thread, named, so its CPU is told apart from the
     // load generator's).
-    let node_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("gwb-node")
-        .enable_all()
-        .build()
-        .unwrap();
-    let load = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("gwb-load")
-        .enable_all()
-        .build()
-        .unwrap();
+    let node_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("gwb-node").enable_all().build().unwrap();
+    let load = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("gwb-load").enable_all().build().unwrap();
     let handle = node_rt.handle().clone();
     let out = load.block_on(async move {
         let fake = if parts.contains("fake") { fake_part(&p, &handle).await } else { Value::Null };
@@ -1453,11 +996,7 @@ fn main() {
         use std::io::Write;
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
         let _ = std::fs::create_dir_all(&dir);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("gateway.jsonl"))
-            .unwrap();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gateway.jsonl")).unwrap();
         let _ = writeln!(f, "{}", serde_json::to_string(&out).unwrap());
     }
     drop(node_rt);

@@ -12,14 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
-use b3iq_runtime::runtime::{
-    ChatMessage, GenerateRequest, GenerationEvent, LoadModelSpec, Runtime, SamplingParams,
-};
+use b3iq_runtime::runtime::{ChatMessage, GenerateRequest, GenerationEvent, LoadModelSpec, Runtime, SamplingParams};
 use futures_util::StreamExt;
 use serde_json::json;
 
-const PROMPT: &str =
-    "Write a long story about a lighthouse keeper who finds a message in a bottle.";
+const PROMPT: &str = "Write a long story about a lighthouse keeper who finds a message in a bottle.";
 
 struct Sample {
     ttft: Duration,
@@ -30,18 +27,12 @@ struct Sample {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 async fn in_process(rt: &LlamaRuntime, model: &str, max_tokens: u32) -> Sample {
     let t0 = Instant::now();
-    let req = GenerateRequest::chat(model, vec![ChatMessage::user(PROMPT)])
-        .with_sampling(SamplingParams::greedy())
-        .with_max_tokens(max_tokens);
+    let req = GenerateRequest::chat(model, vec![ChatMessage::user(PROMPT)]).with_sampling(SamplingParams::greedy()).with_max_tokens(max_tokens);
     let mut s = rt.generate(req).await.expect("generate");
     let mut ttft = None;
     let mut first_at = None;
@@ -57,25 +48,14 @@ async fn in_process(rt: &LlamaRuntime, model: &str, max_tokens: u32) -> Sample {
             }
             GenerationEvent::Done { usage, .. } => {
                 let gen = first_at.map(|f| f.elapsed()).unwrap_or_default();
-                return Sample {
-                    ttft: ttft.unwrap_or_default(),
-                    gen_tps: (usage.completion_tokens.saturating_sub(1)) as f64
-                        / gen.as_secs_f64().max(1e-9),
-                    tokens: usage.completion_tokens,
-                };
+                return Sample { ttft: ttft.unwrap_or_default(), gen_tps: (usage.completion_tokens.saturating_sub(1)) as f64 / gen.as_secs_f64().max(1e-9), tokens: usage.completion_tokens };
             }
         }
     }
     panic!("stream ended early ({n} deltas)");
 }
 
-async fn over_http(
-    c: &reqwest::Client,
-    base: &str,
-    key: &str,
-    model: &str,
-    max_tokens: u32,
-) -> Sample {
+async fn over_http(c: &reqwest::Client, base: &str, key: &str, model: &str, max_tokens: u32) -> Sample {
     let t0 = Instant::now();
     let r = c
         .post(format!("{base}/v1/chat/completions"))
@@ -94,23 +74,13 @@ async fn over_http(
         buf.push_str(&String::from_utf8_lossy(&b.expect("body")));
         while let Some(i) = buf.find("\n\n") {
             let ev: String = buf.drain(..i + 2).collect();
-            let Some(data) = ev.trim().strip_prefix("data: ") else {
-                continue;
-            };
+            let Some(data) = ev.trim().strip_prefix("data: ") else { continue };
             if data == "[DONE]" {
                 let gen = first_at.map(|f: Instant| f.elapsed()).unwrap_or_default();
-                return Sample {
-                    ttft: ttft.unwrap_or_default(),
-                    gen_tps: (tokens.saturating_sub(1)) as f64 / gen.as_secs_f64().max(1e-9),
-                    tokens,
-                };
+                return Sample { ttft: ttft.unwrap_or_default(), gen_tps: (tokens.saturating_sub(1)) as f64 / gen.as_secs_f64().max(1e-9), tokens };
             }
             let v: serde_json::Value = serde_json::from_str(data).expect("chunk json");
-            if v["choices"][0]["delta"]["content"]
-                .as_str()
-                .is_some_and(|t| !t.is_empty())
-                && ttft.is_none()
-            {
+            if v["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()) && ttft.is_none() {
                 ttft = Some(t0.elapsed());
                 first_at = Some(Instant::now());
             }
@@ -128,21 +98,10 @@ fn main() {
         eprintln!("http_overhead: run with `cargo bench` (skipped under cargo test)");
         return;
     }
-    let model_path = b3iq_runtime::llama::default_model_path()
-        .expect("the default model is needed: set B3IQ_TEST_MODEL");
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let max_tokens: u32 = std::env::var("MAX_TOKENS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128);
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let model_path = b3iq_runtime::llama::default_model_path().expect("the default model is needed: set B3IQ_TEST_MODEL");
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let max_tokens: u32 = std::env::var("MAX_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     tokio.block_on(async move {
         let mut cfg = LlamaConfig::default();
         if let Some(t) = std::env::var("THREADS").ok().and_then(|v| v.parse().ok()) {

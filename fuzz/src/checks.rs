@@ -63,28 +63,16 @@ pub fn job_open(data: &[u8]) {
         return;
     }
     let now_ms = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
-    let Ok(s) = Signed::<Job>::decode(&data[8..]) else {
-        return;
-    };
+    let Ok(s) = Signed::<Job>::decode(&data[8..]) else { return };
     let roots = TrustRoots::new([*s.signer()]);
     let audience = s.body().audience;
     let mut seen = MemorySeenSet::default();
     if let Ok(v) = s.open(&roots, &audience, now_ms, &mut seen) {
         assert_eq!(v.job(), s.body());
-        assert!(
-            s.open(&roots, &audience, now_ms, &mut seen).is_err(),
-            "replay accepted"
-        );
+        assert!(s.open(&roots, &audience, now_ms, &mut seen).is_err(), "replay accepted");
     }
     let other = NodeKey::from_seed([0xee; 32]);
-    assert!(s
-        .open(
-            &TrustRoots::new([other.public()]),
-            &audience,
-            now_ms,
-            &mut MemorySeenSet::default()
-        )
-        .is_err());
+    assert!(s.open(&TrustRoots::new([other.public()]), &audience, now_ms, &mut MemorySeenSet::default()).is_err());
 }
 
 /// `manifest` target.
@@ -117,40 +105,29 @@ pub fn benchmark(data: &[u8]) {
 
 /// `credential` target: key and token parsing.
 pub fn credential(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(c) = Credential::parse(text) {
         assert_eq!(c.expose_secret(), text);
         assert!(Credential::parse_kind(text, c.kind()).is_ok());
         assert!(c.hash_for_storage().matches(&c));
-        assert!(
-            !format!("{c:?}{c}").contains(&text[text.len() - 8..]),
-            "secret printed"
-        );
+        assert!(!format!("{c:?}{c}").contains(&text[text.len() - 8..]), "secret printed");
     }
 }
 
 /// `digest` target: the result must be safe as a file name.
 pub fn digest(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(d) = Sha256Digest::parse(text) {
         let h = d.to_hex();
         assert_eq!(h.len(), 64);
-        assert!(h
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert!(text == h || text == d.to_prefixed());
     }
 }
 
 /// `node_id` target: strict parsing means one text per id.
 pub fn node_id(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(id) = NodeId::parse(text) {
         assert_eq!(id.to_string(), text);
     }
@@ -172,8 +149,7 @@ pub fn json_signed(data: &[u8]) {
     {
         if let Ok(s) = serde_json::from_slice::<Signed<T>>(data) {
             let bytes = s.encode();
-            let back = Signed::<T>::decode(&bytes)
-                .expect("a JSON-accepted object must decode from its own bytes");
+            let back = Signed::<T>::decode(&bytes).expect("a JSON-accepted object must decode from its own bytes");
             assert_eq!(back.encode(), bytes);
         }
     }
@@ -201,29 +177,16 @@ pub fn merkle_verify(data: &[u8]) {
         return;
     }
     let (leaf, sibs) = rest.split_at(leaf_len);
-    let siblings = sibs
-        .chunks_exact(32)
-        .map(|c| Hash32(c.try_into().expect("32")))
-        .collect();
-    let proof = MerkleProof {
-        leaf_count,
-        siblings,
-    };
+    let siblings = sibs.chunks_exact(32).map(|c| Hash32(c.try_into().expect("32"))).collect();
+    let proof = MerkleProof { leaf_count, siblings };
     let _ = merkle::verify_inclusion(&root, leaf, index, &proof);
     // Small honest trees built from the input must always verify.
     let n = (leaf_count % 33) as usize + 1;
-    let leaves: Vec<Vec<u8>> = (0..n)
-        .map(|i| [leaf, &(i as u32).to_le_bytes()].concat())
-        .collect();
+    let leaves: Vec<Vec<u8>> = (0..n).map(|i| [leaf, &(i as u32).to_le_bytes()].concat()).collect();
     let t = merkle::MerkleTree::from_leaves(&leaves);
     let i = (index % n as u64) as usize;
     let p = t.prove(i as u64).expect("in range");
-    assert!(merkle::verify_inclusion(
-        &t.root(),
-        &leaves[i],
-        i as u64,
-        &p
-    ));
+    assert!(merkle::verify_inclusion(&t.root(), &leaves[i], i as u64, &p));
 }
 
 /// A fuzz check: must return normally for any input.

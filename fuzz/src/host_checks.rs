@@ -29,12 +29,7 @@ pub fn host_header(data: &[u8]) {
     if host_matches(host, &[]) {
         let name = match host.strip_prefix('[') {
             Some(rest) => format!("[{}]", rest.split(']').next().unwrap_or("")),
-            None => host
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .trim_end_matches('.')
-                .to_ascii_lowercase(),
+            None => host.split(':').next().unwrap_or("").trim_end_matches('.').to_ascii_lowercase(),
         };
         assert!(
             ["localhost", "127.0.0.1", "[::1]"].contains(&name.as_str()),
@@ -42,12 +37,7 @@ pub fn host_header(data: &[u8]) {
         );
     }
     if host_matches(host, &extra) {
-        assert!(
-            !host
-                .chars()
-                .any(|c| c.is_whitespace() || "/@?#\\".contains(c))
-                || !extra.is_empty()
-        );
+        assert!(!host.chars().any(|c| c.is_whitespace() || "/@?#\\".contains(c)) || !extra.is_empty());
     }
 }
 
@@ -56,9 +46,7 @@ pub fn host_header(data: &[u8]) {
 pub fn same_origin_check(data: &[u8]) {
     let mut headers = HeaderMap::new();
     for line in data.split(|&b| b == b'\n') {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&line[..colon]),
             HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
@@ -70,10 +58,7 @@ pub fn same_origin_check(data: &[u8]) {
     for scheme in [Scheme::Http, Scheme::Https] {
         if same_origin(&headers, scheme).is_ok() {
             if let Some(origin) = headers.get("origin") {
-                let host = headers
-                    .get("host")
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("");
+                let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
                 let origin = origin.to_str().unwrap_or("");
                 assert!(!host.is_empty() && origin == format!("{}://{host}", scheme.as_str()));
             }
@@ -87,9 +72,7 @@ pub fn same_origin_check(data: &[u8]) {
 /// `/v1/chat/completions` (first byte even) or `/v1/completions` (odd) bodies. No model is
 /// served here, so every body ends in a typed client error, never an internal one.
 pub fn request_body(data: &[u8]) {
-    let Some((&first, body)) = data.split_first() else {
-        return;
-    };
+    let Some((&first, body)) = data.split_first() else { return };
     match validate_request_body(first % 2 == 0, body) {
         Ok(()) => {}
         Err(HostError::Internal(e)) => panic!("internal error on a request body: {e}"),

@@ -79,52 +79,11 @@ EXAMPLES:
 /// Crates a control plane's request spends its time in (HTTP/2, TLS, JSON, the stores'
 /// clients, the plane): `bench-control` builds them at opt-level 3.
 const HOT_PATH_CRATES: &[&str] = &[
-    "tokio",
-    "mio",
-    "hyper",
-    "hyper-util",
-    "h2",
-    "http",
-    "http-body",
-    "http-body-util",
-    "bytes",
-    "rustls",
-    "ring",
-    "tokio-rustls",
-    "axum",
-    "axum-core",
-    "matchit",
-    "tower",
-    "serde",
-    "serde_core",
-    "serde_json",
-    "hex",
-    "tokio-postgres",
-    "postgres-protocol",
-    "postgres-types",
-    "deadpool-postgres",
-    "deadpool",
-    "rusqlite",
-    "tracing",
-    "futures-util",
-    "indexmap",
-    "hashbrown",
-    "smallvec",
-    "slab",
-    "b3iq-core",
-    "b3iq-protocol",
-    "b3iq-control",
-    "b3iq-host",
-    "b3iq-control-daemon",
-    "b3iq-benches",
-    "reqwest",
-    "hyper-rustls",
-    "blake3",
-    "sha2",
-    "base64",
-    "itoa",
-    "ryu",
-    "memchr",
+    "tokio", "mio", "hyper", "hyper-util", "h2", "http", "http-body", "http-body-util", "bytes", "rustls", "ring", "tokio-rustls", "axum",
+    "axum-core", "matchit", "tower", "serde", "serde_core", "serde_json", "hex", "tokio-postgres", "postgres-protocol", "postgres-types",
+    "deadpool-postgres", "deadpool", "rusqlite", "tracing", "futures-util", "indexmap", "hashbrown", "smallvec", "slab", "b3iq-core",
+    "b3iq-protocol", "b3iq-control", "b3iq-host", "b3iq-control-daemon", "b3iq-benches", "reqwest", "hyper-rustls", "blake3", "sha2",
+    "base64", "itoa", "ryu", "memchr",
 ];
 
 /// Steps of `cargo xtask test`, in order. Script steps run only if their script exists, so a
@@ -176,9 +135,7 @@ fn main() -> ExitCode {
             print!("{HELP}");
             Ok(())
         }
-        other => Err(format!(
-            "unknown command `{other}`; run `cargo xtask --help`"
-        )),
+        other => Err(format!("unknown command `{other}`; run `cargo xtask --help`")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,36 +179,21 @@ impl Ctx {
         let venv = env::var_os("B3IQ_VENV")
             .map(PathBuf::from)
             .unwrap_or_else(|| home.join(".cache/b3iq/venv"));
-        Ok(Ctx {
-            root,
-            target_dir,
-            venv,
-        })
+        Ok(Ctx { root, target_dir, venv })
     }
 
     fn test_steps(&self) -> Vec<Step> {
         let mut steps = vec![
-            Step {
-                name: "deps",
-                kind: StepKind::Deps,
-            },
-            Step {
-                name: "model",
-                kind: StepKind::Model,
-            },
-            Step {
-                name: "contracts",
-                kind: StepKind::Script("contracts/ci.sh"),
-            },
-            Step {
-                name: "cargo-test",
-                kind: StepKind::CargoTest,
-            },
+            Step { name: "deps", kind: StepKind::Deps },
+            Step { name: "model", kind: StepKind::Model },
+            Step { name: "contracts", kind: StepKind::Script("contracts/ci.sh") },
+            Step { name: "cargo-test", kind: StepKind::CargoTest },
         ];
-        steps.extend(SCRIPT_STEPS.iter().map(|&(name, script)| Step {
-            name,
-            kind: StepKind::Script(script),
-        }));
+        steps.extend(
+            SCRIPT_STEPS
+                .iter()
+                .map(|&(name, script)| Step { name, kind: StepKind::Script(script) }),
+        );
         steps
     }
 
@@ -296,28 +238,12 @@ impl Ctx {
 
     /// `cargo xtask release VERSION [NOTES]` (docs/release.md).
     fn release(&self, args: &[String]) -> Result<(), String> {
-        let version = args
-            .first()
-            .ok_or("usage: cargo xtask release VERSION [NOTES]")?;
+        let version = args.first().ok_or("usage: cargo xtask release VERSION [NOTES]")?;
         let notes = args.get(1).cloned().unwrap_or_default();
-        let home = env::var_os("HOME")
-            .map(PathBuf::from)
-            .ok_or("HOME is not set")?;
-        let keys = env::var_os("B3IQ_RELEASE_KEYS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".cache/b3iq/release-keys"));
-        let repo = env::var_os("B3IQ_RELEASE_REPO")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.target_dir.join("release-repo"));
-        self.run(self.cargo(&[
-            "build",
-            "--locked",
-            "--release",
-            "-p",
-            "b3iqd",
-            "-p",
-            "b3iq-control-daemon",
-        ]))?;
+        let home = env::var_os("HOME").map(PathBuf::from).ok_or("HOME is not set")?;
+        let keys = env::var_os("B3IQ_RELEASE_KEYS").map(PathBuf::from).unwrap_or_else(|| home.join(".cache/b3iq/release-keys"));
+        let repo = env::var_os("B3IQ_RELEASE_REPO").map(PathBuf::from).unwrap_or_else(|| self.target_dir.join("release-repo"));
+        self.run(self.cargo(&["build", "--locked", "--release", "-p", "b3iqd", "-p", "b3iq-control-daemon"]))?;
         let bin = self.target_dir.join("release");
         let tool = bin.join("b3iq-release").display().to_string();
         let k = |n: &str| keys.join(format!("{n}.key")).display().to_string();
@@ -327,73 +253,22 @@ impl Ctx {
             let (r1, r2, r3) = (k("root-1"), k("root-2"), k("root-3"));
             let (t, s, ts) = (k("targets"), k("snapshot"), k("timestamp"));
             let out = root.display().to_string();
-            self.run(self.cmd(
-                &tool,
-                &[
-                    "root",
-                    "--root-key",
-                    &r1,
-                    "--root-key",
-                    &r2,
-                    "--root-key",
-                    &r3,
-                    "--targets-key",
-                    &t,
-                    "--snapshot-key",
-                    &s,
-                    "--timestamp-key",
-                    &ts,
-                    "--sign",
-                    &r1,
-                    "--sign",
-                    &r2,
-                    "--out",
-                    &out,
-                ],
-            ))?;
+            self.run(self.cmd(&tool, &["root", "--root-key", &r1, "--root-key", &r2, "--root-key", &r3, "--targets-key", &t, "--snapshot-key", &s, "--timestamp-key", &ts, "--sign", &r1, "--sign", &r2, "--out", &out]))?;
         }
         let (os, arch) = (env::consts::OS, env::consts::ARCH);
         let f1 = format!("b3iqd-{os}-{arch}={}", bin.join("b3iqd").display());
-        let f2 = format!(
-            "b3iq-control-{os}-{arch}={}",
-            bin.join("b3iq-control").display()
-        );
+        let f2 = format!("b3iq-control-{os}-{arch}={}", bin.join("b3iq-control").display());
         let (t, s, ts) = (k("targets"), k("snapshot"), k("timestamp"));
         let root_s = root.display().to_string();
         let repo_s = repo.display().to_string();
-        self.run(self.cmd(
-            &tool,
-            &[
-                "publish",
-                "--root",
-                &root_s,
-                "--version",
-                version,
-                "--notes",
-                &notes,
-                "--file",
-                &f1,
-                "--file",
-                &f2,
-                "--key",
-                &t,
-                "--key",
-                &s,
-                "--key",
-                &ts,
-                "--out",
-                &repo_s,
-            ],
-        ))?;
+        self.run(self.cmd(&tool, &["publish", "--root", &root_s, "--version", version, "--notes", &notes, "--file", &f1, "--file", &f2, "--key", &t, "--key", &s, "--key", &ts, "--out", &repo_s]))?;
         println!("xtask: signed release {version} in {}", repo.display());
         Ok(())
     }
 
     fn run(&self, mut c: Command) -> Result<(), String> {
         let shown = format!("{c:?}");
-        let status = c
-            .status()
-            .map_err(|e| format!("could not start {shown}: {e}"))?;
+        let status = c.status().map_err(|e| format!("could not start {shown}: {e}"))?;
         if status.success() {
             Ok(())
         } else {
@@ -432,23 +307,8 @@ impl Ctx {
             self.cargo(&a)
         };
         self.run(with(&["build", "-p", "b3iq-control-daemon", "-p", "b3iqd"]))?;
-        let mut c = with(&[
-            "bench",
-            "-p",
-            "b3iq-benches",
-            "--bench",
-            bench,
-            "--profile",
-            "dev",
-        ]);
-        c.env(
-            "B3IQ_BENCH_BUILD",
-            if opt.is_empty() {
-                "dev"
-            } else {
-                "dev, request-path crates at opt-level 3"
-            },
-        );
+        let mut c = with(&["bench", "-p", "b3iq-benches", "--bench", bench, "--profile", "dev"]);
+        c.env("B3IQ_BENCH_BUILD", if opt.is_empty() { "dev" } else { "dev, request-path crates at opt-level 3" });
         if smoke {
             c.env("SMOKE", "1");
         } else if env::var_os("B3IQ_TEST_MODEL").is_none() {
@@ -497,9 +357,7 @@ impl Ctx {
             full.extend_from_slice(args);
             let mut c = Command::new(full[0]);
             c.args(&full[1..]).env("DEBIAN_FRONTEND", "noninteractive");
-            let st = c
-                .status()
-                .map_err(|e| format!("could not run apt-get: {e}"))?;
+            let st = c.status().map_err(|e| format!("could not run apt-get: {e}"))?;
             if st.success() {
                 Ok(())
             } else {
@@ -566,20 +424,13 @@ impl Ctx {
         let (flag, dir) = match profile.as_str() {
             "release" => ("--release", "release"),
             "dev" => ("--profile=dev", "debug"),
-            other => {
-                return Err(format!(
-                    "B3IQ_UP_PROFILE must be `release` or `dev`, not `{other}`"
-                ))
-            }
+            other => return Err(format!("B3IQ_UP_PROFILE must be `release` or `dev`, not `{other}`")),
         };
         eprintln!("xtask: building b3iqd ({profile}; the first build compiles llama.cpp and takes a few minutes)");
         self.run(self.cargo(&["build", flag, "-p", "b3iqd"]))?;
         let bin = self.target_dir.join(dir).join("b3iqd");
         let mut c = self.cmd(&bin.to_string_lossy(), &["serve"]);
-        if !serve_args
-            .iter()
-            .any(|a| a == "--model" || a.starts_with("--model="))
-        {
+        if !serve_args.iter().any(|a| a == "--model" || a.starts_with("--model=")) {
             c.arg("--model").arg(&model);
         }
         c.args(serve_args);

@@ -104,14 +104,7 @@ fn parse_unit_graph(json: &str) -> Graph {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|d| {
-                key(
-                    d["index"].as_u64().expect("dep index") as usize,
-                    units,
-                    memo,
-                )
-                .id()
-            })
+            .map(|d| key(d["index"].as_u64().expect("dep index") as usize, units, memo).id())
             .collect();
         deps.sort();
         let mut features: Vec<String> = u["features"]
@@ -140,11 +133,7 @@ fn parse_unit_graph(json: &str) -> Graph {
         memo.insert(i, k.clone());
         k
     }
-    Graph::of(
-        (0..units.len())
-            .map(|i| key(i, units, &mut memo))
-            .collect::<Vec<_>>(),
-    )
+    Graph::of((0..units.len()).map(|i| key(i, units, &mut memo)).collect::<Vec<_>>())
 }
 
 /// Runs `cargo ARGS --unit-graph` in `dir` (offline first, then with fetching allowed for a
@@ -160,8 +149,7 @@ fn unit_graph(dir: &Path, args: &[&str]) -> Graph {
         if offline {
             c.arg("--offline");
         }
-        c.output()
-            .unwrap_or_else(|e| panic!("could not run cargo {args:?}: {e}"))
+        c.output().unwrap_or_else(|e| panic!("could not run cargo {args:?}: {e}"))
     };
     let mut out = run(true);
     if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("offline") {
@@ -188,38 +176,16 @@ fn rebuilt_shared_units(base: &Graph, other: &Graph) -> Vec<String> {
         by_package.entry(k.package.as_str()).or_default().push(k);
     }
     let twin = |k: &UnitKey| -> bool {
-        fn go(
-            k: &UnitKey,
-            base: &Graph,
-            other: &Graph,
-            by_package: &BTreeMap<&str, Vec<&UnitKey>>,
-        ) -> bool {
-            let peers = by_package
-                .get(k.package.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            peers.iter().any(|b| {
-                b.target == k.target
-                    && b.mode == k.mode
-                    && b.features == k.features
-                    && b.profile != k.profile
-            }) && k.deps.iter().all(|d| {
-                base.by_id.contains_key(d)
-                    || other
-                        .by_id
-                        .get(d)
-                        .is_some_and(|dk| go(dk, base, other, by_package))
-            })
+        fn go(k: &UnitKey, base: &Graph, other: &Graph, by_package: &BTreeMap<&str, Vec<&UnitKey>>) -> bool {
+            let peers = by_package.get(k.package.as_str()).map(Vec::as_slice).unwrap_or_default();
+            peers.iter().any(|b| b.target == k.target && b.mode == k.mode && b.features == k.features && b.profile != k.profile)
+                && k.deps.iter().all(|d| {
+                    base.by_id.contains_key(d) || other.by_id.get(d).is_some_and(|dk| go(dk, base, other, by_package))
+                })
         }
         go(k, base, other, &by_package)
     };
-    let label = |id: &u64| {
-        other
-            .by_id
-            .get(id)
-            .map(UnitKey::label)
-            .unwrap_or_else(|| format!("#{id:x}"))
-    };
+    let label = |id: &u64| other.by_id.get(id).map(UnitKey::label).unwrap_or_else(|| format!("#{id:x}"));
     let mut found = Vec::new();
     for k in other.units.difference(&base.units) {
         let Some(same_pkg) = by_package.get(k.package.as_str()) else {
@@ -229,26 +195,12 @@ fn rebuilt_shared_units(base: &Graph, other: &Graph) -> Vec<String> {
             continue;
         }
         let same_target = |b: &&&UnitKey| b.target == k.target && b.mode == k.mode;
-        let reason = match (
-            same_pkg
-                .iter()
-                .filter(same_target)
-                .find(|b| b.features == k.features),
-            same_pkg.iter().find(same_target),
-        ) {
+        let reason = match (same_pkg.iter().filter(same_target).find(|b| b.features == k.features), same_pkg.iter().find(same_target)) {
             (Some(peer), _) => {
-                let changed: Vec<_> = k
-                    .deps
-                    .iter()
-                    .filter(|d| !peer.deps.contains(d))
-                    .map(label)
-                    .collect();
+                let changed: Vec<_> = k.deps.iter().filter(|d| !peer.deps.contains(d)).map(label).collect();
                 format!("its dependencies differ: {changed:?}")
             }
-            (None, Some(b)) => format!(
-                "features {:?}, cargo test builds it with {:?}",
-                k.features, b.features
-            ),
+            (None, Some(b)) => format!("features {:?}, cargo test builds it with {:?}", k.features, b.features),
             (None, None) => "a target cargo test does not build".to_string(),
         };
         found.push(format!("{}: {reason}", k.label()));
@@ -268,11 +220,7 @@ fn the_comparison_reports_a_feature_drift_and_tolerates_a_leaf_profile_twin() {
     };
     let bytes = unit("bytes@1", &["serde", "std"], "p1", vec![]);
     let hash_dbg0 = unit("rustc-hash@2", &[], "debug0", vec![]);
-    let base_units = vec![
-        bytes.clone(),
-        hash_dbg0.clone(),
-        unit("hyper@1", &[], "p1", vec![bytes.clone()]),
-    ];
+    let base_units = vec![bytes.clone(), hash_dbg0.clone(), unit("hyper@1", &[], "p1", vec![bytes.clone()])];
     let base = Graph::of(base_units.clone());
     // Same graph plus a binding-only crate and a leaf twin with debug info: nothing to report.
     let mut ok = base_units;
@@ -284,33 +232,18 @@ fn the_comparison_reports_a_feature_drift_and_tolerates_a_leaf_profile_twin() {
     let drift = Graph::of([lean.clone(), unit("hyper@1", &[], "p1", vec![lean])]);
     let found = rebuilt_shared_units(&base, &drift);
     assert_eq!(found.len(), 2, "{found:?}");
-    assert!(
-        found[0].contains("bytes@1") && found[0].contains("features"),
-        "{found:?}"
-    );
-    assert!(
-        found[1].contains("hyper@1") && found[1].contains("dependencies differ"),
-        "{found:?}"
-    );
+    assert!(found[0].contains("bytes@1") && found[0].contains("features"), "{found:?}");
+    assert!(found[1].contains("hyper@1") && found[1].contains("dependencies differ"), "{found:?}");
     // A shared unit over a twin is a real rebuild: bindgen over rustc-hash with debug info.
     let bindgen = |h: &UnitKey| unit("bindgen@0.72", &[], "debug0", vec![h.clone()]);
     let base = Graph::of([hash_dbg0.clone(), bindgen(&hash_dbg0)]);
     let hash_dbg1 = unit("rustc-hash@2", &[], "debug1", vec![]);
     let found = rebuilt_shared_units(&base, &Graph::of([hash_dbg1.clone(), bindgen(&hash_dbg1)]));
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(
-        found[0].starts_with("bindgen@0.72") && found[0].contains("rustc-hash@2"),
-        "{found:?}"
-    );
+    assert!(found[0].starts_with("bindgen@0.72") && found[0].contains("rustc-hash@2"), "{found:?}");
     // The pkg_id forms cargo prints.
-    assert_eq!(
-        package_name("registry+https://x/index#serde@1.0.229"),
-        "serde@1.0.229"
-    );
-    assert_eq!(
-        package_name("path+file:///w/b3iq-host#0.1.0"),
-        "b3iq-host@0.1.0"
-    );
+    assert_eq!(package_name("registry+https://x/index#serde@1.0.229"), "serde@1.0.229");
+    assert_eq!(package_name("path+file:///w/b3iq-host#0.1.0"), "b3iq-host@0.1.0");
 }
 
 #[test]
@@ -318,64 +251,17 @@ fn binding_builds_reuse_every_unit_cargo_test_builds() {
     let root = workspace_root();
     let base = unit_graph(&root, &["test"]);
     assert!(
-        base.units
-            .iter()
-            .any(|k| k.package.starts_with("llama-cpp-sys-2@")),
+        base.units.iter().any(|k| k.package.starts_with("llama-cpp-sys-2@")),
         "cargo test's unit graph has no llama-cpp-sys-2: the graph was not read"
     );
     // The builds the binding steps run (bindings/*/ci.sh): verify-only and full libraries.
     let builds: [(&str, &[&str]); 6] = [
-        (
-            "bindings/python",
-            &[
-                "build",
-                "-p",
-                "b3iq-python",
-                "--lib",
-                "--features",
-                "pyo3/extension-module",
-            ],
-        ),
-        (
-            "bindings/python",
-            &[
-                "build",
-                "-p",
-                "b3iq-python",
-                "--lib",
-                "--no-default-features",
-                "--features",
-                "pyo3/extension-module",
-            ],
-        ),
+        ("bindings/python", &["build", "-p", "b3iq-python", "--lib", "--features", "pyo3/extension-module"]),
+        ("bindings/python", &["build", "-p", "b3iq-python", "--lib", "--no-default-features", "--features", "pyo3/extension-module"]),
         ("bindings/node", &["build", "-p", "b3iq-node", "--lib"]),
-        (
-            "bindings/node",
-            &["build", "-p", "b3iq-node", "--lib", "--no-default-features"],
-        ),
-        (
-            "bindings/swift",
-            &[
-                "build",
-                "-p",
-                "b3iq-swift",
-                "--lib",
-                "--bin",
-                "uniffi-bindgen",
-            ],
-        ),
-        (
-            "bindings/swift",
-            &[
-                "build",
-                "-p",
-                "b3iq-swift",
-                "--lib",
-                "--bin",
-                "uniffi-bindgen",
-                "--no-default-features",
-            ],
-        ),
+        ("bindings/node", &["build", "-p", "b3iq-node", "--lib", "--no-default-features"]),
+        ("bindings/swift", &["build", "-p", "b3iq-swift", "--lib", "--bin", "uniffi-bindgen"]),
+        ("bindings/swift", &["build", "-p", "b3iq-swift", "--lib", "--bin", "uniffi-bindgen", "--no-default-features"]),
     ];
     let mut failures = Vec::new();
     for (dir, args) in builds {

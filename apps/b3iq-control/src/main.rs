@@ -12,12 +12,8 @@ use b3iq_core::NodeId;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "b3iq-control",
-    version,
-    about = "B3IQ control plane: enrolls nodes by proof of possession and receives their signed heartbeats, over HTTPS. Nodes dial it; it never dials them.",
-    after_help = "Quick start:\n  b3iq-control admin create-org acme\n  printf '%s\\n' 'a long operator password' | b3iq-control admin create-operator --org acme --username alice\n  b3iq-control admin enrollment-token --org acme --out token.txt\n  b3iq-control serve                        # prints the job key and the TLS fingerprint\n  # on the node: b3iqd enroll --control https://127.0.0.1:7430 --token-file token.txt --ca-file ~/.b3iq-control/tls/self-signed.crt.pem\n\nThe home directory is $B3IQ_CONTROL_HOME (default ~/.b3iq-control). A Postgres store reads its URL from $B3IQ_CONTROL_DATABASE_URL.\n\nGateway keys and credits:\n  b3iq-control admin add-credits --org acme --amount 25000000 --reference invoice-2041\n  b3iq-control admin gateway-key create --org acme --name app --out gateway-key.txt\n  b3iq-control admin ledger-check"
-)]
+#[command(name = "b3iq-control", version, about = "B3IQ control plane: enrolls nodes by proof of possession and receives their signed heartbeats, over HTTPS. Nodes dial it; it never dials them.",
+    after_help = "Quick start:\n  b3iq-control admin create-org acme\n  printf '%s\\n' 'a long operator password' | b3iq-control admin create-operator --org acme --username alice\n  b3iq-control admin enrollment-token --org acme --out token.txt\n  b3iq-control serve                        # prints the job key and the TLS fingerprint\n  # on the node: b3iqd enroll --control https://127.0.0.1:7430 --token-file token.txt --ca-file ~/.b3iq-control/tls/self-signed.crt.pem\n\nThe home directory is $B3IQ_CONTROL_HOME (default ~/.b3iq-control). A Postgres store reads its URL from $B3IQ_CONTROL_DATABASE_URL.\n\nGateway keys and credits:\n  b3iq-control admin add-credits --org acme --amount 25000000 --reference invoice-2041\n  b3iq-control admin gateway-key create --org acme --name app --out gateway-key.txt\n  b3iq-control admin ledger-check")]
 struct Cli {
     /// Home directory (default: $B3IQ_CONTROL_HOME, else ~/.b3iq-control).
     #[arg(long, global = true, env = "B3IQ_CONTROL_HOME")]
@@ -29,9 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the control plane over HTTPS (creates the home, job key and certificate on first start).
-    #[command(
-        after_help = "Examples:\n  b3iq-control serve\n  b3iq-control serve --listen 0.0.0.0:7430   # add the public name to tls_names in control.json\n  B3IQ_CONTROL_DATABASE_URL=postgres://b3iq@127.0.0.1:5432/b3iq b3iq-control serve   # with store = \"postgres\" in control.json"
-    )]
+    #[command(after_help = "Examples:\n  b3iq-control serve\n  b3iq-control serve --listen 0.0.0.0:7430   # add the public name to tls_names in control.json\n  B3IQ_CONTROL_DATABASE_URL=postgres://b3iq@127.0.0.1:5432/b3iq b3iq-control serve   # with store = \"postgres\" in control.json")]
     Serve {
         /// Listen address (default: control.json `listen`, else 127.0.0.1:7430).
         #[arg(long)]
@@ -54,9 +48,7 @@ enum AdminCmd {
         name: String,
     },
     /// Create an operator; the password is the first line of stdin (10 to 1024 characters).
-    #[command(
-        after_help = "Example:\n  printf '%s\\n' 'a long operator password' | b3iq-control admin create-operator --org acme --username alice"
-    )]
+    #[command(after_help = "Example:\n  printf '%s\\n' 'a long operator password' | b3iq-control admin create-operator --org acme --username alice")]
     CreateOperator {
         /// Organisation id or name.
         #[arg(long)]
@@ -66,9 +58,7 @@ enum AdminCmd {
         username: String,
     },
     /// Make a single-use enrollment token (shown once; only its hash is kept).
-    #[command(
-        after_help = "Examples:\n  b3iq-control admin enrollment-token --org acme --out token.txt\n  b3iq-control admin enrollment-token --org acme --ttl-s 3600   # prints the token on stdout"
-    )]
+    #[command(after_help = "Examples:\n  b3iq-control admin enrollment-token --org acme --out token.txt\n  b3iq-control admin enrollment-token --org acme --ttl-s 3600   # prints the token on stdout")]
     EnrollmentToken {
         /// Organisation id or name.
         #[arg(long)]
@@ -89,9 +79,7 @@ enum AdminCmd {
     },
     /// Queue a signed job for a node (the node long-polls for it; medium and high risk jobs wait
     /// for the owner's approval on the node).
-    #[command(
-        after_help = "Examples:\n  b3iq-control admin queue-job --org acme --by alice b3n_... run_benchmark\n  b3iq-control admin queue-job --org acme --by alice b3n_... build_support_bundle\n  b3iq-control admin queue-job --org acme --by alice b3n_... install_model_profile --profile-id smollm2-135m-instruct-q4_1\n  b3iq-control admin queue-job --org acme --by alice b3n_... change_mode --mode local"
-    )]
+    #[command(after_help = "Examples:\n  b3iq-control admin queue-job --org acme --by alice b3n_... run_benchmark\n  b3iq-control admin queue-job --org acme --by alice b3n_... build_support_bundle\n  b3iq-control admin queue-job --org acme --by alice b3n_... install_model_profile --profile-id smollm2-135m-instruct-q4_1\n  b3iq-control admin queue-job --org acme --by alice b3n_... change_mode --mode local")]
     QueueJob {
         /// Organisation id or name.
         #[arg(long)]
@@ -134,9 +122,7 @@ enum AdminCmd {
     },
     /// Rotate the job-signing key: make a new one (in job-keys/ under the home), make it
     /// current, and queue to every active node a rotate_issuer_key job signed by the key it pins.
-    #[command(
-        after_help = "Examples:\n  b3iq-control admin rotate-job-key            # new key; nodes move to it as they poll\n  b3iq-control admin rotate-job-key --resend   # no new key: queue the move again for nodes still on an old key\n  b3iq-control admin job-keys                  # which nodes still pin which key\n\nA running control plane picks the new key up by itself. Other replicas need a copy of the new file in job-keys/. Keep old key files until `job-keys` shows no node pinning them."
-    )]
+    #[command(after_help = "Examples:\n  b3iq-control admin rotate-job-key            # new key; nodes move to it as they poll\n  b3iq-control admin rotate-job-key --resend   # no new key: queue the move again for nodes still on an old key\n  b3iq-control admin job-keys                  # which nodes still pin which key\n\nA running control plane picks the new key up by itself. Other replicas need a copy of the new file in job-keys/. Keep old key files until `job-keys` shows no node pinning them.")]
     RotateJobKey {
         /// Do not make a new key; queue the rotation again for nodes that still pin an old key
         /// (a node that was offline past the 24-hour job lifetime).
@@ -147,9 +133,7 @@ enum AdminCmd {
     #[command(after_help = "Example:\n  b3iq-control admin job-keys")]
     JobKeys,
     /// Suspend, resume or revoke a node (revocation is permanent for that node key).
-    #[command(
-        after_help = "Examples:\n  b3iq-control admin set-status --org acme b3n_... suspended --reason 'billing hold'\n  b3iq-control admin set-status --org acme b3n_... active"
-    )]
+    #[command(after_help = "Examples:\n  b3iq-control admin set-status --org acme b3n_... suspended --reason 'billing hold'\n  b3iq-control admin set-status --org acme b3n_... active")]
     SetStatus {
         /// Organisation id or name.
         #[arg(long)]
@@ -165,9 +149,7 @@ enum AdminCmd {
     },
     /// Add credits to an organisation, in micro-credits (1 credit = 1,000,000). Money moves only
     /// here, on the control plane's machine: there is no HTTP route for it.
-    #[command(
-        after_help = "Examples:\n  b3iq-control admin add-credits --org acme --amount 25000000 --reference invoice-2041   # 25 credits\n  b3iq-control admin credits --org acme\n\nEach reference tops up once: running the same command again is refused, so a retry cannot pay twice."
-    )]
+    #[command(after_help = "Examples:\n  b3iq-control admin add-credits --org acme --amount 25000000 --reference invoice-2041   # 25 credits\n  b3iq-control admin credits --org acme\n\nEach reference tops up once: running the same command again is refused, so a retry cannot pay twice.")]
     AddCredits {
         /// Organisation id or name.
         #[arg(long)]
@@ -203,9 +185,7 @@ enum AdminCmd {
 #[derive(Subcommand)]
 enum GatewayKeyCmd {
     /// Make a gateway key (shown once; only its hash is kept).
-    #[command(
-        after_help = "Examples:\n  b3iq-control admin gateway-key create --org acme --name ci --out gateway-key.txt\n  b3iq-control admin gateway-key create --org acme --name app --rate-per-min 600 --spend-limit-per-day 50000000\n\nThe spend limit counts settled charges and open holds of each UTC day, in micro-credits."
-    )]
+    #[command(after_help = "Examples:\n  b3iq-control admin gateway-key create --org acme --name ci --out gateway-key.txt\n  b3iq-control admin gateway-key create --org acme --name app --rate-per-min 600 --spend-limit-per-day 50000000\n\nThe spend limit counts settled charges and open holds of each UTC day, in micro-credits.")]
     Create {
         /// Organisation id or name.
         #[arg(long)]
@@ -224,9 +204,7 @@ enum GatewayKeyCmd {
         out: Option<PathBuf>,
     },
     /// Revoke a gateway key (refused from its next request on).
-    #[command(
-        after_help = "Example:\n  b3iq-control admin gateway-key revoke --org acme gk_0123456789abcdef"
-    )]
+    #[command(after_help = "Example:\n  b3iq-control admin gateway-key revoke --org acme gk_0123456789abcdef")]
     Revoke {
         /// Organisation id or name.
         #[arg(long)]
@@ -245,10 +223,7 @@ enum GatewayKeyCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("b3iq-control: cannot start the runtime: {e}");
@@ -273,11 +248,7 @@ fn now_ms() -> u64 {
 fn print_json(v: &serde_json::Value) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_default()
-    );
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
@@ -285,42 +256,20 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
     match cli.cmd {
         Cmd::Serve { listen } => {
             tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
                 .init();
             let (settings, cp) = home.open().await?;
             let tls = home.tls(&settings)?;
             let addr = listen.unwrap_or(settings.listen.clone());
-            let listener = tokio::net::TcpListener::bind(&addr)
-                .await
-                .map_err(|e| ControlError::Config(format!("cannot listen on {addr}: {e}")))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| ControlError::Config(e.to_string()))?;
-            eprintln!(
-                "b3iq-control: serving https://{bound} (audience {}, store {})",
-                settings.audience,
-                cp.store().backend()
-            );
-            eprintln!(
-                "b3iq-control: job-signing key {}",
-                cp.job_public_key().await?.to_hex()
-            );
-            eprintln!(
-                "b3iq-control: TLS {} certificate {} (SHA-256 {})",
-                tls.info.mode,
-                tls.info.cert_path.display(),
-                tls.info.fingerprint_sha256
-            );
+            let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| ControlError::Config(format!("cannot listen on {addr}: {e}")))?;
+            let bound = listener.local_addr().map_err(|e| ControlError::Config(e.to_string()))?;
+            eprintln!("b3iq-control: serving https://{bound} (audience {}, store {})", settings.audience, cp.store().backend());
+            eprintln!("b3iq-control: job-signing key {}", cp.job_public_key().await?.to_hex());
+            eprintln!("b3iq-control: TLS {} certificate {} (SHA-256 {})", tls.info.mode, tls.info.cert_path.display(), tls.info.fingerprint_sha256);
             // Releases holds a crashed gateway left open (gateway::credits).
-            let sweeper = cp.spawn_hold_sweeper(
-                b3iq_control::gateway::credits::HOLD_MAX_AGE_MS,
-                b3iq_control::gateway::credits::HOLD_SWEEP_INTERVAL,
-            );
+            let sweeper = cp.spawn_hold_sweeper(b3iq_control::gateway::credits::HOLD_MAX_AGE_MS, b3iq_control::gateway::credits::HOLD_SWEEP_INTERVAL);
             let (tx, rx) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -354,31 +303,17 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                 }
                 AdminCmd::CreateOperator { org, username } => {
                     let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line).map_err(|e| {
-                        ControlError::Config(format!("read the password from stdin: {e}"))
-                    })?;
+                    std::io::stdin().lock().read_line(&mut line).map_err(|e| ControlError::Config(format!("read the password from stdin: {e}")))?;
                     let password = line.trim_end_matches(['\n', '\r']);
-                    let op = cp
-                        .create_operator(&org, &username, password, now_ms())
-                        .await?;
-                    print_json(
-                        &serde_json::json!({"id": op.id, "org_id": op.org_id, "username": op.username}),
-                    );
+                    let op = cp.create_operator(&org, &username, password, now_ms()).await?;
+                    print_json(&serde_json::json!({"id": op.id, "org_id": op.org_id, "username": op.username}));
                 }
                 AdminCmd::EnrollmentToken { org, ttl_s, out } => {
-                    let ttl_ms = ttl_s.checked_mul(1000).ok_or(ControlError::Invalid {
-                        field: "ttl_s",
-                        reason: "too large".into(),
-                    })?;
+                    let ttl_ms = ttl_s.checked_mul(1000).ok_or(ControlError::Invalid { field: "ttl_s", reason: "too large".into() })?;
                     let (row, token) = cp.create_enrollment_token(&org, ttl_ms, now_ms()).await?;
                     match out {
                         Some(p) => {
-                            b3iq_host::context::home::write_atomic(
-                                &p,
-                                format!("{token}\n").as_bytes(),
-                                0o600,
-                            )
-                            .map_err(|e| ControlError::Config(e.to_string()))?;
+                            b3iq_host::context::home::write_atomic(&p, format!("{token}\n").as_bytes(), 0o600).map_err(|e| ControlError::Config(e.to_string()))?;
                             eprintln!("b3iq-control: enrollment token {} for {} written to {} (single use, expires at {} ms)", row.id, row.org_id, p.display(), row.expires_at_ms);
                         }
                         None => {
@@ -391,54 +326,24 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                     let org = cp.org(&org).await?;
                     print_json(&serde_json::json!({"nodes": cp.nodes(&org.id, now_ms()).await?}));
                 }
-                AdminCmd::QueueJob {
-                    org,
-                    by,
-                    node_id,
-                    kind,
-                    profile_id,
-                    mode,
-                    ttl_s,
-                } => {
+                AdminCmd::QueueJob { org, by, node_id, kind, profile_id, mode, ttl_s } => {
                     let org = cp.org(&org).await?;
                     let op = cp
                         .store()
                         .operator_by_username(&by)
                         .await?
                         .filter(|o| o.org_id == org.id)
-                        .ok_or_else(|| ControlError::Invalid {
-                            field: "by",
-                            reason: format!("no operator {by:?} in {}", org.name),
-                        })?;
-                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid {
-                        field: "node_id",
-                        reason: e.to_string(),
-                    })?;
-                    let need = |v: Option<String>, what: &'static str| {
-                        v.ok_or(ControlError::Invalid {
-                            field: what,
-                            reason: format!("{kind} needs --{}", what.replace('_', "-")),
-                        })
-                    };
+                        .ok_or_else(|| ControlError::Invalid { field: "by", reason: format!("no operator {by:?} in {}", org.name) })?;
+                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
+                    let need = |v: Option<String>, what: &'static str| v.ok_or(ControlError::Invalid { field: what, reason: format!("{kind} needs --{}", what.replace('_', "-")) });
                     let k = match kind.as_str() {
-                        "run_benchmark" => JobKind::RunBenchmark {
-                            suite: "quick".into(),
-                        },
+                        "run_benchmark" => JobKind::RunBenchmark { suite: "quick".into() },
                         "build_support_bundle" => JobKind::BuildSupportBundle {},
-                        "install_model_profile" => JobKind::InstallModelProfile {
-                            profile_id: need(profile_id, "profile_id")?,
-                        },
-                        "remove_model_profile" => JobKind::RemoveModelProfile {
-                            profile_id: need(profile_id, "profile_id")?,
-                        },
+                        "install_model_profile" => JobKind::InstallModelProfile { profile_id: need(profile_id, "profile_id")? },
+                        "remove_model_profile" => JobKind::RemoveModelProfile { profile_id: need(profile_id, "profile_id")? },
                         "restart_runtime" => JobKind::RestartRuntime {},
                         _ => JobKind::ChangeMode {
-                            mode: need(mode, "mode")?.parse().map_err(
-                                |e: b3iq_core::CoreError| ControlError::Invalid {
-                                    field: "mode",
-                                    reason: e.to_string(),
-                                },
-                            )?,
+                            mode: need(mode, "mode")?.parse().map_err(|e: b3iq_core::CoreError| ControlError::Invalid { field: "mode", reason: e.to_string() })?,
                         },
                     };
                     let ttl_ms = ttl_s.map(|s| s.saturating_mul(1000));
@@ -447,47 +352,25 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                 }
                 AdminCmd::Jobs { org, node_id } => {
                     let org = cp.org(&org).await?;
-                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid {
-                        field: "node_id",
-                        reason: e.to_string(),
-                    })?;
+                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
                     print_json(&serde_json::json!({"jobs": cp.jobs(&org.id, &id).await?}));
                 }
                 AdminCmd::Usage { org, node_id } => {
                     let org = cp.org(&org).await?;
-                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid {
-                        field: "node_id",
-                        reason: e.to_string(),
-                    })?;
+                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
                     print_json(&cp.usage(&org.id, &id).await?);
                 }
                 AdminCmd::RotateJobKey { resend } => {
-                    let r = if resend {
-                        cp.resend_rotations(now_ms()).await?
-                    } else {
-                        cp.rotate_job_key(now_ms()).await?
-                    };
-                    eprintln!(
-                        "b3iq-control: job key {} is current; {} rotate_issuer_key job(s) queued",
-                        r.job_key.to_hex(),
-                        r.queued
-                    );
+                    let r = if resend { cp.resend_rotations(now_ms()).await? } else { cp.rotate_job_key(now_ms()).await? };
+                    eprintln!("b3iq-control: job key {} is current; {} rotate_issuer_key job(s) queued", r.job_key.to_hex(), r.queued);
                     print_json(&serde_json::json!(r));
                 }
                 AdminCmd::JobKeys => {
                     print_json(&serde_json::json!({"job_keys": cp.job_keys(now_ms()).await?}));
                 }
-                AdminCmd::SetStatus {
-                    org,
-                    node_id,
-                    status,
-                    reason,
-                } => {
+                AdminCmd::SetStatus { org, node_id, status, reason } => {
                     let org = cp.org(&org).await?;
-                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid {
-                        field: "node_id",
-                        reason: e.to_string(),
-                    })?;
+                    let id = NodeId::parse(&node_id).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
                     let st = match status.as_str() {
                         "active" => NodeStatus::Active,
                         "suspended" => NodeStatus::Suspended,
@@ -496,22 +379,11 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                     cp.set_node_status(&org.id, &id, st, &reason).await?;
                     eprintln!("b3iq-control: {node_id} is now {status}");
                 }
-                AdminCmd::AddCredits {
-                    org,
-                    amount,
-                    reference,
-                } => {
+                AdminCmd::AddCredits { org, amount, reference } => {
                     let org = cp.org(&org).await?;
-                    let available = cp
-                        .add_credits(&org.id, amount, &reference, now_ms())
-                        .await?;
-                    eprintln!(
-                        "b3iq-control: added {amount} micro-credits to {} ({reference})",
-                        org.name
-                    );
-                    print_json(
-                        &serde_json::json!({"org_id": org.id, "added": amount, "available": available}),
-                    );
+                    let available = cp.add_credits(&org.id, amount, &reference, now_ms()).await?;
+                    eprintln!("b3iq-control: added {amount} micro-credits to {} ({reference})", org.name);
+                    print_json(&serde_json::json!({"org_id": org.id, "added": amount, "available": available}));
                 }
                 AdminCmd::Credits { org, limit } => {
                     let org = cp.org(&org).await?;
@@ -521,43 +393,16 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                         "ledger": cp.credit_ledger(&org.id, limit).await?,
                     }));
                 }
-                AdminCmd::GatewayKey(GatewayKeyCmd::Create {
-                    org,
-                    name,
-                    rate_per_min,
-                    spend_limit_per_day,
-                    out,
-                }) => {
-                    let (key, token) = cp
-                        .create_gateway_key(
-                            &org,
-                            &name,
-                            rate_per_min,
-                            spend_limit_per_day,
-                            now_ms(),
-                        )
-                        .await?;
+                AdminCmd::GatewayKey(GatewayKeyCmd::Create { org, name, rate_per_min, spend_limit_per_day, out }) => {
+                    let (key, token) = cp.create_gateway_key(&org, &name, rate_per_min, spend_limit_per_day, now_ms()).await?;
                     match out {
                         Some(p) => {
-                            b3iq_host::context::home::write_atomic(
-                                &p,
-                                format!("{token}\n").as_bytes(),
-                                0o600,
-                            )
-                            .map_err(|e| ControlError::Config(e.to_string()))?;
-                            eprintln!(
-                                "b3iq-control: gateway key {} for {} written to {} (shown once)",
-                                key.id,
-                                key.org_id,
-                                p.display()
-                            );
+                            b3iq_host::context::home::write_atomic(&p, format!("{token}\n").as_bytes(), 0o600).map_err(|e| ControlError::Config(e.to_string()))?;
+                            eprintln!("b3iq-control: gateway key {} for {} written to {} (shown once)", key.id, key.org_id, p.display());
                             print_json(&serde_json::json!(key));
                         }
                         None => {
-                            eprintln!(
-                                "b3iq-control: gateway key {} for {}; shown once:",
-                                key.id, key.org_id
-                            );
+                            eprintln!("b3iq-control: gateway key {} for {}; shown once:", key.id, key.org_id);
                             println!("{token}");
                         }
                     }
@@ -569,9 +414,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                 }
                 AdminCmd::GatewayKey(GatewayKeyCmd::List { org }) => {
                     let org = cp.org(&org).await?;
-                    print_json(
-                        &serde_json::json!({"gateway_keys": cp.gateway_keys(&org.id).await?}),
-                    );
+                    print_json(&serde_json::json!({"gateway_keys": cp.gateway_keys(&org.id).await?}));
                 }
                 AdminCmd::LedgerCheck => {
                     let check = cp.ledger_check().await?;
@@ -581,10 +424,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                         eprintln!("b3iq-control: the credit ledger is NOT consistent (see above)");
                         return Ok(ExitCode::FAILURE);
                     }
-                    eprintln!(
-                        "b3iq-control: the credit ledger is consistent ({} transactions, sum 0)",
-                        check.transactions
-                    );
+                    eprintln!("b3iq-control: the credit ledger is consistent ({} transactions, sum 0)", check.transactions);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -596,14 +436,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -17,22 +17,13 @@ fn bin() -> &'static str {
 
 fn admin(home: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut c = Command::new(bin());
-    c.arg("--home")
-        .arg(home)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.arg("--home").arg(home).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     if let Some(s) = stdin {
         child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 struct Server(Child);
@@ -64,11 +55,7 @@ fn serve(home: &Path) -> (Server, String) {
     while Instant::now() < deadline {
         if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
             if let Some(i) = l.find("serving https://") {
-                let url = l[i + "serving ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_string();
+                let url = l[i + "serving ".len()..].split_whitespace().next().unwrap().to_string();
                 return (Server(child), url);
             }
         }
@@ -99,212 +86,73 @@ async fn operator_flow_over_https() {
     assert!(org["id"].as_str().unwrap().starts_with("org_"));
     let (ok, _, err) = admin(&home, &["admin", "create-org", "acme"], None);
     assert!(!ok && err.contains("already exists"), "{err}");
-    let (ok, _, err) = admin(
-        &home,
-        &[
-            "admin",
-            "create-operator",
-            "--org",
-            "acme",
-            "--username",
-            "alice",
-        ],
-        Some("short\n"),
-    );
+    let (ok, _, err) = admin(&home, &["admin", "create-operator", "--org", "acme", "--username", "alice"], Some("short\n"));
     assert!(!ok && err.contains("password"), "{err}");
-    let (ok, _, err) = admin(
-        &home,
-        &[
-            "admin",
-            "create-operator",
-            "--org",
-            "nope",
-            "--username",
-            "alice",
-        ],
-        Some("a long operator password\n"),
-    );
+    let (ok, _, err) = admin(&home, &["admin", "create-operator", "--org", "nope", "--username", "alice"], Some("a long operator password\n"));
     assert!(!ok && err.contains("not found"), "{err}");
-    let (ok, _, err) = admin(
-        &home,
-        &[
-            "admin",
-            "create-operator",
-            "--org",
-            "acme",
-            "--username",
-            "alice",
-        ],
-        Some("a long operator password\n"),
-    );
+    let (ok, _, err) = admin(&home, &["admin", "create-operator", "--org", "acme", "--username", "alice"], Some("a long operator password\n"));
     assert!(ok, "{err}");
     let tok_file = dir.path().join("token.txt");
-    let (ok, out, err) = admin(
-        &home,
-        &[
-            "admin",
-            "enrollment-token",
-            "--org",
-            "acme",
-            "--out",
-            tok_file.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(
-        ok && out.is_empty() && err.contains("single use"),
-        "{out} {err}"
-    );
-    let token = std::fs::read_to_string(&tok_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let (ok, out, err) = admin(&home, &["admin", "enrollment-token", "--org", "acme", "--out", tok_file.to_str().unwrap()], None);
+    assert!(ok && out.is_empty() && err.contains("single use"), "{out} {err}");
+    let token = std::fs::read_to_string(&tok_file).unwrap().trim().to_string();
     assert!(token.starts_with("b3iq_enroll_"));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&tok_file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            std::fs::metadata(home.join("job-key"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&tok_file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(home.join("job-key")).unwrap().permissions().mode() & 0o777, 0o600);
     }
     let (ok, out, _) = admin(&home, &["info"], None);
     assert!(ok);
     let info: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        info["tls"]["fingerprint_sha256"].as_str().unwrap().len(),
-        95
-    );
+    assert_eq!(info["tls"]["fingerprint_sha256"].as_str().unwrap().len(), 95);
 
     let (_server, url) = serve(&home);
     let c = client(&home);
-    let v: Value = c
-        .get(format!("{url}/v1/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = c.get(format!("{url}/v1/info")).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["audience"], info["audience"]);
     assert_eq!(v["job_key"], info["job_key"]);
     // Plain HTTP on the TLS port is refused.
-    let plain = reqwest::get(url.replace("https", "http") + "/healthz")
-        .await
-        .unwrap();
+    let plain = reqwest::get(url.replace("https", "http") + "/healthz").await.unwrap();
     assert_eq!(plain.status(), 400);
 
     // A node enrolls with real signed messages.
     let key = NodeKey::from_seed([4; 32]);
-    let ch: Value = c
-        .post(format!("{url}/v1/node/enroll/challenge"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ch: Value = c.post(format!("{url}/v1/node/enroll/challenge")).json(&json!({})).send().await.unwrap().json().await.unwrap();
     let ch: b3iq_protocol::messages::EnrollmentChallenge = serde_json::from_value(ch).unwrap();
     let proof = key
-        .sign_object(EnrollmentProof {
-            node_id: key.node_id(),
-            public_key: key.public(),
-            audience: ch.audience.as_str().into(),
-            nonce: ch.nonce,
-            signed_at_ms: b3iq_host::context::unix_now_ms(),
-        })
+        .sign_object(EnrollmentProof { node_id: key.node_id(), public_key: key.public(), audience: ch.audience.as_str().into(), nonce: ch.nonce, signed_at_ms: b3iq_host::context::unix_now_ms() })
         .unwrap();
     let req = json!({"challenge_id": ch.challenge_id, "proof": proof});
-    let r = c
-        .post(format!("{url}/v1/node/enroll"))
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{url}/v1/node/enroll")).json(&req).send().await.unwrap();
     assert_eq!(r.status(), 401, "no token");
-    let r = c
-        .post(format!("{url}/v1/node/enroll"))
-        .bearer_auth(&token)
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{url}/v1/node/enroll")).bearer_auth(&token).json(&req).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = c
-        .post(format!("{url}/v1/node/enroll"))
-        .bearer_auth(&token)
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{url}/v1/node/enroll")).bearer_auth(&token).json(&req).send().await.unwrap();
     assert_eq!(r.status(), 409, "replayed challenge");
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "challenge_used");
     // Unknown fields and oversized bodies are refused.
     let mut extra = req.clone();
     extra["note"] = json!("x");
-    let r = c
-        .post(format!("{url}/v1/node/enroll"))
-        .bearer_auth(&token)
-        .json(&extra)
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{url}/v1/node/enroll")).bearer_auth(&token).json(&extra).send().await.unwrap();
     assert_eq!(r.status(), 400);
-    let r = c
-        .post(format!("{url}/v1/node/heartbeat"))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 100_000])
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{url}/v1/node/heartbeat")).header("content-type", "application/json").body(vec![b' '; 100_000]).send().await.unwrap();
     assert_eq!(r.status(), 413);
 
     // The admin API: sign in, list, suspend.
     let r = c.get(format!("{url}/v1/admin/nodes")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = c
-        .post(format!("{url}/v1/admin/session"))
-        .json(&json!({"username": "alice", "password": "wrong password!"}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{url}/v1/admin/session")).json(&json!({"username": "alice", "password": "wrong password!"})).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let s: Value = c
-        .post(format!("{url}/v1/admin/session"))
-        .json(&json!({"username": "alice", "password": "a long operator password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = c.post(format!("{url}/v1/admin/session")).json(&json!({"username": "alice", "password": "a long operator password"})).send().await.unwrap().json().await.unwrap();
     let session = s["session"].as_str().unwrap();
-    let nodes: Value = c
-        .get(format!("{url}/v1/admin/nodes"))
-        .bearer_auth(session)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nodes: Value = c.get(format!("{url}/v1/admin/nodes")).bearer_auth(session).send().await.unwrap().json().await.unwrap();
     assert_eq!(nodes["nodes"][0]["node_id"], key.node_id().to_text());
     assert_eq!(nodes["nodes"][0]["presence"], "never_seen");
     let r = c
-        .post(format!(
-            "{url}/v1/admin/nodes/{}/status",
-            key.node_id().to_text()
-        ))
+        .post(format!("{url}/v1/admin/nodes/{}/status", key.node_id().to_text()))
         .bearer_auth(session)
         .json(&json!({"status": "suspended", "reason": "audit"}))
         .send()
@@ -312,72 +160,26 @@ async fn operator_flow_over_https() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        (v["status"].as_str(), v["presence"].as_str()),
-        (Some("suspended"), Some("suspended"))
-    );
-    let t: Value = c
-        .post(format!("{url}/v1/admin/enrollment-tokens"))
-        .bearer_auth(session)
-        .json(&json!({"ttl_s": 60}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!((v["status"].as_str(), v["presence"].as_str()), (Some("suspended"), Some("suspended")));
+    let t: Value = c.post(format!("{url}/v1/admin/enrollment-tokens")).bearer_auth(session).json(&json!({"ttl_s": 60})).send().await.unwrap().json().await.unwrap();
     assert!(t["token"].as_str().unwrap().starts_with("b3iq_enroll_"));
-    let r = c
-        .delete(format!("{url}/v1/admin/session"))
-        .bearer_auth(session)
-        .send()
-        .await
-        .unwrap();
+    let r = c.delete(format!("{url}/v1/admin/session")).bearer_auth(session).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(
-        c.get(format!("{url}/v1/admin/nodes"))
-            .bearer_auth(session)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(c.get(format!("{url}/v1/admin/nodes")).bearer_auth(session).send().await.unwrap().status(), 401);
 
     // The CLI sees the same store.
     let (ok, out, _) = admin(&home, &["admin", "nodes", "--org", "acme"], None);
     assert!(ok);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["nodes"][0]["status"], "suspended");
-    let metrics = c
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("b3iq_control_enrollments_total{outcome=\"accepted\"} 1"),
-        "{metrics}"
-    );
+    let metrics = c.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("b3iq_control_enrollments_total{outcome=\"accepted\"} 1"), "{metrics}");
 
     // Job-key rotation from the CLI while the server runs: the new key file is private, the
     // running server announces it at once, and the key list counts who still pins the old one.
-    c.post(format!(
-        "{url}/v1/admin/nodes/{}/status",
-        key.node_id().to_text()
-    ))
-    .bearer_auth(&relogin(&c, &url).await)
-    .json(&json!({"status": "active"}))
-    .send()
-    .await
-    .unwrap();
+    c.post(format!("{url}/v1/admin/nodes/{}/status", key.node_id().to_text())).bearer_auth(&relogin(&c, &url).await).json(&json!({"status": "active"})).send().await.unwrap();
     let (ok, out, err) = admin(&home, &["admin", "rotate-job-key"], None);
-    assert!(
-        ok && err.contains("1 rotate_issuer_key job(s) queued"),
-        "{out} {err}"
-    );
+    assert!(ok && err.contains("1 rotate_issuer_key job(s) queued"), "{out} {err}");
     let r: Value = serde_json::from_str(&out).unwrap();
     let new_key = r["job_key"].as_str().unwrap().to_string();
     assert_ne!(new_key, info["job_key"].as_str().unwrap());
@@ -385,60 +187,23 @@ async fn operator_flow_over_https() {
     {
         use std::os::unix::fs::PermissionsExt;
         let f = home.join("job-keys").join(format!("{new_key}.key"));
-        assert_eq!(
-            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
     }
-    let v: Value = c
-        .get(format!("{url}/v1/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        v["job_key"],
-        new_key.as_str(),
-        "the running server reads the current key from the store"
-    );
+    let v: Value = c.get(format!("{url}/v1/info")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["job_key"], new_key.as_str(), "the running server reads the current key from the store");
     let (ok, out, _) = admin(&home, &["admin", "job-keys"], None);
     assert!(ok);
     let keys: Value = serde_json::from_str(&out).unwrap();
-    let summary: Vec<(bool, u64, u64)> = keys["job_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            (
-                k["current"].as_bool().unwrap(),
-                k["pinned_by_lagging_nodes"].as_u64().unwrap(),
-                k["rotating_to"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let summary: Vec<(bool, u64, u64)> = keys["job_keys"].as_array().unwrap().iter().map(|k| (k["current"].as_bool().unwrap(), k["pinned_by_lagging_nodes"].as_u64().unwrap(), k["rotating_to"].as_u64().unwrap())).collect();
     assert_eq!(summary, [(false, 1, 0), (true, 0, 1)]);
     let (ok, out, _) = admin(&home, &["admin", "rotate-job-key", "--resend"], None);
     assert!(ok);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["queued"],
-        1,
-        "the node still pins the old key"
-    );
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["queued"], 1, "the node still pins the old key");
 }
 
 /// A fresh operator session.
 async fn relogin(c: &reqwest::Client, url: &str) -> String {
-    let s: Value = c
-        .post(format!("{url}/v1/admin/session"))
-        .json(&json!({"username": "alice", "password": "a long operator password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = c.post(format!("{url}/v1/admin/session")).json(&json!({"username": "alice", "password": "a long operator password"})).send().await.unwrap().json().await.unwrap();
     s["session"].as_str().unwrap().to_string()
 }
 
@@ -446,14 +211,8 @@ async fn relogin(c: &reqwest::Client, url: &str) -> String {
 fn help_teaches() {
     let out = Command::new(bin()).arg("--help").output().unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        s.contains("Quick start") && s.contains("b3iqd enroll"),
-        "{s}"
-    );
-    let out = Command::new(bin())
-        .args(["admin", "enrollment-token", "--help"])
-        .output()
-        .unwrap();
+    assert!(s.contains("Quick start") && s.contains("b3iqd enroll"), "{s}");
+    let out = Command::new(bin()).args(["admin", "enrollment-token", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Example"));
 }
 
@@ -470,34 +229,17 @@ fn a_closed_stdout_ends_the_output_quietly() {
         .unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
 
 async fn login(c: &reqwest::Client, url: &str, user: &str) -> String {
-    let s: Value = c
-        .post(format!("{url}/v1/admin/session"))
-        .json(&json!({"username": user, "password": "a long operator password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = c.post(format!("{url}/v1/admin/session")).json(&json!({"username": user, "password": "a long operator password"})).send().await.unwrap().json().await.unwrap();
     s["session"].as_str().unwrap().to_string()
 }
 
 fn contains_in_db_files(home: &Path, needle: &str) -> bool {
-    ["control.db", "control.db-wal"].iter().any(|f| {
-        std::fs::read(home.join(f))
-            .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-            .unwrap_or(false)
-    })
+    ["control.db", "control.db-wal"].iter().any(|f| std::fs::read(home.join(f)).map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())).unwrap_or(false))
 }
 
 #[tokio::test]
@@ -506,342 +248,93 @@ async fn gateway_keys_and_credits_from_the_cli_and_the_admin_api() {
     let home = dir.path().join("cp");
     for (org, user) in [("acme", "alice"), ("globex", "bob")] {
         assert!(admin(&home, &["admin", "create-org", org], None).0);
-        let (ok, _, err) = admin(
-            &home,
-            &["admin", "create-operator", "--org", org, "--username", user],
-            Some("a long operator password\n"),
-        );
+        let (ok, _, err) = admin(&home, &["admin", "create-operator", "--org", org, "--username", user], Some("a long operator password\n"));
         assert!(ok, "{err}");
     }
 
     // Top-ups: CLI only, each reference once.
-    let (ok, out, err) = admin(
-        &home,
-        &[
-            "admin",
-            "add-credits",
-            "--org",
-            "acme",
-            "--amount",
-            "25000000",
-            "--reference",
-            "invoice-1",
-        ],
-        None,
-    );
+    let (ok, out, err) = admin(&home, &["admin", "add-credits", "--org", "acme", "--amount", "25000000", "--reference", "invoice-1"], None);
     assert!(ok, "{err}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["available"],
-        25_000_000
-    );
-    let (ok, _, err) = admin(
-        &home,
-        &[
-            "admin",
-            "add-credits",
-            "--org",
-            "acme",
-            "--amount",
-            "25000000",
-            "--reference",
-            "invoice-1",
-        ],
-        None,
-    );
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["available"], 25_000_000);
+    let (ok, _, err) = admin(&home, &["admin", "add-credits", "--org", "acme", "--amount", "25000000", "--reference", "invoice-1"], None);
     assert!(!ok && err.contains("already exists"), "{err}");
-    let (ok, _, err) = admin(
-        &home,
-        &[
-            "admin",
-            "add-credits",
-            "--org",
-            "acme",
-            "--amount",
-            "0",
-            "--reference",
-            "invoice-2",
-        ],
-        None,
-    );
+    let (ok, _, err) = admin(&home, &["admin", "add-credits", "--org", "acme", "--amount", "0", "--reference", "invoice-2"], None);
     assert!(!ok && err.contains("micro-credits"), "{err}");
-    let (ok, _, err) = admin(
-        &home,
-        &[
-            "admin",
-            "add-credits",
-            "--org",
-            "nope",
-            "--amount",
-            "5",
-            "--reference",
-            "invoice-3",
-        ],
-        None,
-    );
+    let (ok, _, err) = admin(&home, &["admin", "add-credits", "--org", "nope", "--amount", "5", "--reference", "invoice-3"], None);
     assert!(!ok && err.contains("not found"), "{err}");
 
     // Keys: to a private file, or on stdout once; listed without the token.
     let key_file = dir.path().join("gateway-key.txt");
-    let (ok, out, err) = admin(
-        &home,
-        &[
-            "admin",
-            "gateway-key",
-            "create",
-            "--org",
-            "acme",
-            "--name",
-            "ci",
-            "--out",
-            key_file.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, out, err) = admin(&home, &["admin", "gateway-key", "create", "--org", "acme", "--name", "ci", "--out", key_file.to_str().unwrap()], None);
     assert!(ok && err.contains("shown once"), "{err}");
     let ci: Value = serde_json::from_str(&out).unwrap();
     let ci_id = ci["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        (
-            ci["rate_per_min"].as_u64(),
-            ci["spend_limit_per_day"].as_u64()
-        ),
-        (Some(60), None)
-    );
-    let token = std::fs::read_to_string(&key_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    assert_eq!((ci["rate_per_min"].as_u64(), ci["spend_limit_per_day"].as_u64()), (Some(60), None));
+    let token = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
     assert!(token.starts_with("b3iq_gateway_"));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
     }
-    let (ok, out, _) = admin(
-        &home,
-        &[
-            "admin",
-            "gateway-key",
-            "create",
-            "--org",
-            "acme",
-            "--name",
-            "app",
-            "--rate-per-min",
-            "600",
-            "--spend-limit-per-day",
-            "1000000",
-        ],
-        None,
-    );
+    let (ok, out, _) = admin(&home, &["admin", "gateway-key", "create", "--org", "acme", "--name", "app", "--rate-per-min", "600", "--spend-limit-per-day", "1000000"], None);
     assert!(ok);
     let token2 = out.trim().to_string();
-    assert!(
-        token2.starts_with("b3iq_gateway_") && !out.contains('{'),
-        "only the token on stdout: {out}"
-    );
-    let (ok, _, err) = admin(
-        &home,
-        &[
-            "admin",
-            "gateway-key",
-            "create",
-            "--org",
-            "acme",
-            "--name",
-            "x",
-            "--rate-per-min",
-            "0",
-        ],
-        None,
-    );
+    assert!(token2.starts_with("b3iq_gateway_") && !out.contains('{'), "only the token on stdout: {out}");
+    let (ok, _, err) = admin(&home, &["admin", "gateway-key", "create", "--org", "acme", "--name", "x", "--rate-per-min", "0"], None);
     assert!(!ok && err.contains("rate_per_min"), "{err}");
-    let (ok, out, _) = admin(
-        &home,
-        &["admin", "gateway-key", "list", "--org", "acme"],
-        None,
-    );
+    let (ok, out, _) = admin(&home, &["admin", "gateway-key", "list", "--org", "acme"], None);
     assert!(ok);
     let keys: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(keys["gateway_keys"].as_array().unwrap().len(), 2);
     assert_eq!(keys["gateway_keys"][1]["spend_limit_per_day"], 1_000_000);
     for t in [&token, &token2] {
         assert!(!out.contains(&t[13..]));
-        assert!(
-            !contains_in_db_files(&home, &t[13..]),
-            "a token is in control.db"
-        );
+        assert!(!contains_in_db_files(&home, &t[13..]), "a token is in control.db");
     }
-    assert!(
-        contains_in_db_files(&home, &ci_id),
-        "the search reads the database"
-    );
+    assert!(contains_in_db_files(&home, &ci_id), "the search reads the database");
 
     // The admin API: an operator sees and changes only its own organisation's keys; there is
     // no top-up route.
     let (_server, url) = serve(&home);
     let c = client(&home);
     let (alice, bob) = (login(&c, &url, "alice").await, login(&c, &url, "bob").await);
-    let r = c
-        .post(format!("{url}/v1/admin/gateway-keys"))
-        .bearer_auth(&alice)
-        .json(&json!({"name": "web", "rate_per_min": 120}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{url}/v1/admin/gateway-keys")).bearer_auth(&alice).json(&json!({"name": "web", "rate_per_min": 120})).send().await.unwrap();
     assert_eq!(r.status(), 201);
     let web: Value = r.json().await.unwrap();
     assert!(web["token"].as_str().unwrap().starts_with("b3iq_gateway_"));
     assert_eq!(web["key"]["rate_per_min"], 120);
-    let r = c
-        .post(format!("{url}/v1/admin/gateway-keys"))
-        .bearer_auth(&alice)
-        .json(&json!({"name": "web", "scope": "all"}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{url}/v1/admin/gateway-keys")).bearer_auth(&alice).json(&json!({"name": "web", "scope": "all"})).send().await.unwrap();
     assert_eq!(r.status(), 400, "unknown fields are refused");
-    assert_eq!(
-        c.get(format!("{url}/v1/admin/gateway-keys"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    let mine: Value = c
-        .get(format!("{url}/v1/admin/gateway-keys"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(c.get(format!("{url}/v1/admin/gateway-keys")).send().await.unwrap().status(), 401);
+    let mine: Value = c.get(format!("{url}/v1/admin/gateway-keys")).bearer_auth(&alice).send().await.unwrap().json().await.unwrap();
     assert_eq!(mine["gateway_keys"].as_array().unwrap().len(), 3);
-    let theirs: Value = c
-        .get(format!("{url}/v1/admin/gateway-keys"))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = c.get(format!("{url}/v1/admin/gateway-keys")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
     assert!(theirs["gateway_keys"].as_array().unwrap().is_empty());
-    let r = c
-        .delete(format!("{url}/v1/admin/gateway-keys/{ci_id}"))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        404,
-        "another organisation's operator cannot revoke it"
-    );
-    let r = c
-        .delete(format!("{url}/v1/admin/gateway-keys/{ci_id}"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+    let r = c.delete(format!("{url}/v1/admin/gateway-keys/{ci_id}")).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(r.status(), 404, "another organisation's operator cannot revoke it");
+    let r = c.delete(format!("{url}/v1/admin/gateway-keys/{ci_id}")).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    let cr: Value = c
-        .get(format!("{url}/v1/admin/credits"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            cr["balance"]["available"].as_u64(),
-            cr["balance"]["held"].as_u64()
-        ),
-        (Some(25_000_000), Some(0))
-    );
+    let cr: Value = c.get(format!("{url}/v1/admin/credits")).bearer_auth(&alice).send().await.unwrap().json().await.unwrap();
+    assert_eq!((cr["balance"]["available"].as_u64(), cr["balance"]["held"].as_u64()), (Some(25_000_000), Some(0)));
     assert_eq!(cr["ledger"][0]["kind"], "topup");
     assert_eq!(cr["ledger"][0]["reference"], "invoice-1");
-    let cb: Value = c
-        .get(format!("{url}/v1/admin/credits"))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            cb["balance"]["available"].as_u64(),
-            cb["ledger"].as_array().map(Vec::len)
-        ),
-        (Some(0), Some(0))
-    );
-    let r = c
-        .post(format!("{url}/v1/admin/credits"))
-        .bearer_auth(&alice)
-        .json(&json!({"amount": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        !r.status().is_success(),
-        "no top-up over HTTP: {}",
-        r.status()
-    );
+    let cb: Value = c.get(format!("{url}/v1/admin/credits")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
+    assert_eq!((cb["balance"]["available"].as_u64(), cb["ledger"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    let r = c.post(format!("{url}/v1/admin/credits")).bearer_auth(&alice).json(&json!({"amount": 1})).send().await.unwrap();
+    assert!(!r.status().is_success(), "no top-up over HTTP: {}", r.status());
 
     // The CLI sees the API's revocation; another organisation cannot revoke from the CLI either.
-    let (ok, _, err) = admin(
-        &home,
-        &[
-            "admin",
-            "gateway-key",
-            "revoke",
-            "--org",
-            "globex",
-            web["key"]["id"].as_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, _, err) = admin(&home, &["admin", "gateway-key", "revoke", "--org", "globex", web["key"]["id"].as_str().unwrap()], None);
     assert!(!ok && err.contains("not found"), "{err}");
-    let (ok, _, err) = admin(
-        &home,
-        &[
-            "admin",
-            "gateway-key",
-            "revoke",
-            "--org",
-            "acme",
-            web["key"]["id"].as_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, _, err) = admin(&home, &["admin", "gateway-key", "revoke", "--org", "acme", web["key"]["id"].as_str().unwrap()], None);
     assert!(ok && err.contains("revoked"), "{err}");
-    let (_, out, _) = admin(
-        &home,
-        &["admin", "gateway-key", "list", "--org", "acme"],
-        None,
-    );
+    let (_, out, _) = admin(&home, &["admin", "gateway-key", "list", "--org", "acme"], None);
     let keys: Value = serde_json::from_str(&out).unwrap();
-    let revoked: Vec<bool> = keys["gateway_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| !k["revoked_at_ms"].is_null())
-        .collect();
+    let revoked: Vec<bool> = keys["gateway_keys"].as_array().unwrap().iter().map(|k| !k["revoked_at_ms"].is_null()).collect();
     assert_eq!(revoked, [true, false, true]);
     let (ok, out, _) = admin(&home, &["admin", "credits", "--org", "acme"], None);
-    assert!(
-        ok && serde_json::from_str::<Value>(&out).unwrap()["balance"]["topped_up_total"]
-            == 25_000_000
-    );
+    assert!(ok && serde_json::from_str::<Value>(&out).unwrap()["balance"]["topped_up_total"] == 25_000_000);
 
     // The ledger check passes, then fails (non-zero exit) once a balance is tampered with.
     let (ok, out, err) = admin(&home, &["admin", "ledger-check"], None);
@@ -850,34 +343,20 @@ async fn gateway_keys_and_credits_from_the_cli_and_the_admin_api() {
     {
         let db = rusqlite::Connection::open(home.join("control.db")).unwrap();
         db.busy_timeout(Duration::from_secs(10)).unwrap();
-        db.execute(
-            "UPDATE ledger_accounts SET balance = balance + 1 WHERE account LIKE 'org:%:available'",
-            [],
-        )
-        .unwrap();
+        db.execute("UPDATE ledger_accounts SET balance = balance + 1 WHERE account LIKE 'org:%:available'", []).unwrap();
     }
     let (ok, out, err) = admin(&home, &["admin", "ledger-check"], None);
     assert!(!ok && err.contains("NOT consistent"), "{out} {err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ok"], false);
-    assert_eq!(
-        v["check"]["mismatches"][0]["stored"].as_i64(),
-        Some(25_000_001)
-    );
+    assert_eq!(v["check"]["mismatches"][0]["stored"].as_i64(), Some(25_000_001));
 }
 
 #[test]
 fn credit_commands_teach() {
-    for args in [
-        &["admin", "add-credits", "--help"][..],
-        &["admin", "gateway-key", "create", "--help"],
-        &["admin", "ledger-check", "--help"],
-    ] {
+    for args in [&["admin", "add-credits", "--help"][..], &["admin", "gateway-key", "create", "--help"], &["admin", "ledger-check", "--help"]] {
         let out = Command::new(bin()).args(args).output().unwrap();
         let s = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && s.contains("Example"),
-            "{args:?}: {s}"
-        );
+        assert!(out.status.success() && s.contains("Example"), "{args:?}: {s}");
     }
 }

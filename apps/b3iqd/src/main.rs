@@ -10,12 +10,8 @@ use b3iq_host::{HostError, LocalNode};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "b3iqd",
-    version,
-    about = "B3IQ local inference host: a private, authenticated OpenAI-compatible endpoint with signed usage receipts.",
-    after_help = "Example:\n  b3iqd serve                      # first start prints the setup URL\n  b3iqd keys create --name laptop  # prints a b3iq_local_ key once\n\nThe home directory is $B3IQ_HOME (default ~/.b3iq)."
-)]
+#[command(name = "b3iqd", version, about = "B3IQ local inference host: a private, authenticated OpenAI-compatible endpoint with signed usage receipts.",
+    after_help = "Example:\n  b3iqd serve                      # first start prints the setup URL\n  b3iqd keys create --name laptop  # prints a b3iq_local_ key once\n\nThe home directory is $B3IQ_HOME (default ~/.b3iq).")]
 struct Cli {
     /// Home directory (default: $B3IQ_HOME, else ~/.b3iq).
     #[arg(long, global = true, env = "B3IQ_HOME")]
@@ -27,9 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start the node: create the home on first start, print the setup URL, serve the API.
-    #[command(
-        after_help = "Examples:\n  b3iqd serve --listen 127.0.0.1:7420 --model smollm2-135m-instruct-q4_1\n  b3iqd serve --model ./my-model.gguf\n  b3iqd serve --listen 192.168.1.20:7420 --tls self-signed   # LAN, encrypted; clients pin the printed fingerprint\n  b3iqd serve --listen 0.0.0.0:7420 --tls provided --tls-cert node.crt --tls-key node.key\n\nOn a LAN bind, add the name or address clients use to allowed_hosts in config.json."
-    )]
+    #[command(after_help = "Examples:\n  b3iqd serve --listen 127.0.0.1:7420 --model smollm2-135m-instruct-q4_1\n  b3iqd serve --model ./my-model.gguf\n  b3iqd serve --listen 192.168.1.20:7420 --tls self-signed   # LAN, encrypted; clients pin the printed fingerprint\n  b3iqd serve --listen 0.0.0.0:7420 --tls provided --tls-cert node.crt --tls-key node.key\n\nOn a LAN bind, add the name or address clients use to allowed_hosts in config.json.")]
     Serve {
         /// Address to listen on (loopback by default; a LAN address needs a claimed owner).
         #[arg(long)]
@@ -69,22 +63,13 @@ enum Cmd {
         model: Option<String>,
     },
     /// Manage the model store.
-    #[command(
-        subcommand,
-        after_help = "Example:\n  b3iqd model pull smollm2-135m-instruct-q4_1\n  b3iqd model list"
-    )]
+    #[command(subcommand, after_help = "Example:\n  b3iqd model pull smollm2-135m-instruct-q4_1\n  b3iqd model list")]
     Model(ModelCmd),
     /// Manage local API keys (`b3iq_local_...`).
-    #[command(
-        subcommand,
-        after_help = "Example:\n  b3iqd keys create --name laptop --scope inference\n  b3iqd keys list\n  b3iqd keys revoke key_0123abcd"
-    )]
+    #[command(subcommand, after_help = "Example:\n  b3iqd keys create --name laptop --scope inference\n  b3iqd keys list\n  b3iqd keys revoke key_0123abcd")]
     Keys(KeysCmd),
     /// Export and verify signed usage receipts.
-    #[command(
-        subcommand,
-        after_help = "Example:\n  b3iqd receipts export --out receipts.json\n  b3iqd receipts verify receipts.json"
-    )]
+    #[command(subcommand, after_help = "Example:\n  b3iqd receipts export --out receipts.json\n  b3iqd receipts verify receipts.json")]
     Receipts(ReceiptsCmd),
     /// Write a redacted diagnostics archive (no keys, tokens, hashes, prompts or paths).
     #[command(after_help = "Example:\n  b3iqd support-bundle --out b3iq-support.tar.gz")]
@@ -94,16 +79,11 @@ enum Cmd {
         out: PathBuf,
     },
     /// Owner account recovery, on the machine itself.
-    #[command(
-        subcommand,
-        after_help = "Example:\n  printf '%s\\n' 'a new long password' | b3iqd owner reset-password"
-    )]
+    #[command(subcommand, after_help = "Example:\n  printf '%s\\n' 'a new long password' | b3iqd owner reset-password")]
     Owner(OwnerCmd),
     /// Enroll this node in a control plane (managed mode: remote support with no inbound port).
     /// The token is single use; read from a file or stdin, never from the command line.
-    #[command(
-        after_help = "Examples:\n  b3iqd enroll --control https://cp.example:7430 --token-file token.txt\n  b3iqd enroll --control https://127.0.0.1:7430 --token-file - --ca-file control.crt.pem < token.txt\n\nThe node proves it holds its key by signing the control plane's one-time challenge; the key never\nleaves the node. The control plane's job-signing key is pinned as a trust root. A running daemon\nstarts sending signed heartbeats within seconds. `b3iqd status` shows the control plane and the\nlast heartbeat."
-    )]
+    #[command(after_help = "Examples:\n  b3iqd enroll --control https://cp.example:7430 --token-file token.txt\n  b3iqd enroll --control https://127.0.0.1:7430 --token-file - --ca-file control.crt.pem < token.txt\n\nThe node proves it holds its key by signing the control plane's one-time challenge; the key never\nleaves the node. The control plane's job-signing key is pinned as a trust root. A running daemon\nstarts sending signed heartbeats within seconds. `b3iqd status` shows the control plane and the\nlast heartbeat.")]
     Enroll {
         /// The control plane's base URL (https only).
         #[arg(long)]
@@ -129,9 +109,7 @@ enum Cmd {
     #[command(subcommand)]
     Update(UpdateCmd),
     /// Setup recovery.
-    #[command(
-        after_help = "Example:\n  b3iqd setup --reset            # new one-time setup token for an unclaimed node"
-    )]
+    #[command(after_help = "Example:\n  b3iqd setup --reset            # new one-time setup token for an unclaimed node")]
     Setup {
         /// Issue a new setup token (the old one stops working).
         #[arg(long)]
@@ -148,9 +126,7 @@ enum Cmd {
 #[derive(Subcommand)]
 enum NetworkCmd {
     /// Switch to network mode (a running daemon opens its tunnel within seconds).
-    #[command(
-        after_help = "Examples:\n  b3iqd network on\n  b3iqd network on --max-concurrent 2 --max-tokens-per-day 200000 --price-floor-per-1k 50,100\n\nOne slot of the runtime always stays for local keys. The policy can also be edited in the wizard's\nMode step (schedule, models). `b3iqd status` shows the tunnel."
-    )]
+    #[command(after_help = "Examples:\n  b3iqd network on\n  b3iqd network on --max-concurrent 2 --max-tokens-per-day 200000 --price-floor-per-1k 50,100\n\nOne slot of the runtime always stays for local keys. The policy can also be edited in the wizard's\nMode step (schedule, models). `b3iqd status` shows the tunnel.")]
     On {
         /// Most network requests at once (default: the saved policy's, else 1).
         #[arg(long)]
@@ -207,9 +183,7 @@ enum OwnerCmd {
     /// Set a new owner password read from stdin (first line; 10 to 1024 characters), end every
     /// session and clear every sign-in lock. For a lost password or an owner locked out by
     /// someone else's wrong guesses; works whether or not the daemon runs.
-    #[command(
-        after_help = "Example:\n  b3iqd owner reset-password < new-password.txt\n  printf '%s\\n' 'a new long password' | b3iqd owner reset-password"
-    )]
+    #[command(after_help = "Example:\n  b3iqd owner reset-password < new-password.txt\n  printf '%s\\n' 'a new long password' | b3iqd owner reset-password")]
     ResetPassword,
 }
 
@@ -241,9 +215,7 @@ enum ModelCmd {
 #[derive(Subcommand)]
 enum KeysCmd {
     /// Create a key; the secret is printed once (or written to --out, mode 0600).
-    #[command(
-        after_help = "Example:\n  b3iqd keys create --name laptop\n  b3iqd keys create --name grafana --scope metrics --out grafana.key"
-    )]
+    #[command(after_help = "Example:\n  b3iqd keys create --name laptop\n  b3iqd keys create --name grafana --scope metrics --out grafana.key")]
     Create {
         /// Name to recognise it by.
         #[arg(long)]
@@ -297,11 +269,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // 16 blocking threads (SQLite, file I/O) are plenty for a local node, and bound the threads
     // (and allocator arenas) a burst of requests can make the daemon hold.
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(16)
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(16).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("b3iqd: cannot start the async runtime: {e}");
@@ -322,25 +290,13 @@ fn main() -> ExitCode {
 fn print_json(v: &serde_json::Value) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_default()
-    );
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, HostError> {
     let home = cli.home.clone();
     match cli.cmd {
-        Cmd::Serve {
-            listen,
-            tls,
-            tls_cert,
-            tls_key,
-            model,
-            no_model,
-            log_json,
-        } => {
+        Cmd::Serve { listen, tls, tls_cert, tls_key, model, no_model, log_json } => {
             b3iq_host::logging::init(log_json);
             let mut b = LocalNode::builder().progress_bar(true);
             if let Some(h) = home {
@@ -360,30 +316,14 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             }
             if let (Some(c), Some(k)) = (tls_cert, tls_key) {
                 // Relative to where the command runs (config.json's are relative to the home).
-                let abs = |p: String| {
-                    std::path::absolute(&p)
-                        .map(|a| a.display().to_string())
-                        .unwrap_or(p)
-                };
+                let abs = |p: String| std::path::absolute(&p).map(|a| a.display().to_string()).unwrap_or(p);
                 b = b.tls_files(abs(c), abs(k));
             }
             let node = b.start().await?;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(
-                out,
-                "b3iqd: node {} ({}) listening on {}",
-                node.node_id(),
-                node.node_code(),
-                node.base_url()
-            );
+            let _ = writeln!(out, "b3iqd: node {} ({}) listening on {}", node.node_id(), node.node_code(), node.base_url());
             if let Some(t) = node.tls() {
-                let _ = writeln!(
-                    out,
-                    "b3iqd: TLS ({}) certificate {}\nb3iqd: SHA-256 fingerprint {}",
-                    t.mode,
-                    t.cert_path.display(),
-                    t.fingerprint_sha256
-                );
+                let _ = writeln!(out, "b3iqd: TLS ({}) certificate {}\nb3iqd: SHA-256 fingerprint {}", t.mode, t.cert_path.display(), t.fingerprint_sha256);
                 if let Some(old) = &t.replaced {
                     let _ = writeln!(
                         out,
@@ -417,13 +357,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             let exe = std::env::current_exe().ok();
             let replaced = async {
                 match &exe {
-                    Some(p) => {
-                        b3iq_host::update::binary_replaced(
-                            p.clone(),
-                            std::time::Duration::from_secs(1),
-                        )
-                        .await
-                    }
+                    Some(p) => b3iq_host::update::binary_replaced(p.clone(), std::time::Duration::from_secs(1)).await,
                     None => std::future::pending::<()>().await,
                 }
             };
@@ -438,13 +372,8 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             .await;
             if let (true, Some(p)) = (restart.load(std::sync::atomic::Ordering::SeqCst), exe) {
                 use std::os::unix::process::CommandExt;
-                eprintln!(
-                    "b3iqd: {} was replaced (update); restarting on the new binary",
-                    p.display()
-                );
-                let err = std::process::Command::new(&p)
-                    .args(std::env::args_os().skip(1))
-                    .exec();
+                eprintln!("b3iqd: {} was replaced (update); restarting on the new binary", p.display());
+                let err = std::process::Command::new(&p).args(std::env::args_os().skip(1)).exec();
                 eprintln!("b3iqd: cannot restart on {}: {err}", p.display());
                 return Ok(ExitCode::FAILURE);
             }
@@ -463,20 +392,12 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
         }
         Cmd::Bench { model } => {
             let dir = tempdir_for_bench()?;
-            let mut b = LocalNode::builder()
-                .home(&dir)
-                .listen("127.0.0.1:0")
-                .progress_bar(true);
+            let mut b = LocalNode::builder().home(&dir).listen("127.0.0.1:0").progress_bar(true);
             if let Some(m) = model {
                 b = b.model(m);
             }
             let node = b.start().await?;
-            let m = node
-                .state()
-                .served_models()
-                .into_iter()
-                .next()
-                .ok_or(HostError::ModelNotLoaded)?;
+            let m = node.state().served_models().into_iter().next().ok_or(HostError::ModelNotLoaded)?;
             let r = b3iq_host::inference::quick_benchmark(node.state(), &m).await;
             node.shutdown().await;
             let _ = std::fs::remove_dir_all(&dir);
@@ -487,31 +408,15 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
         Cmd::Keys(k) => {
             let o = Offline::open(home)?;
             match k {
-                KeysCmd::Create {
-                    name,
-                    scopes,
-                    expires_in_s,
-                    out,
-                } => {
+                KeysCmd::Create { name, scopes, expires_in_s, out } => {
                     let (info, secret) = o.create_key(&name, &scopes, expires_in_s)?;
                     match out {
                         Some(path) => {
-                            b3iq_host::context::home::write_atomic(
-                                &path,
-                                format!("{secret}\n").as_bytes(),
-                                0o600,
-                            )?;
-                            eprintln!(
-                                "b3iqd: key {} created; secret written to {}",
-                                info.id,
-                                path.display()
-                            );
+                            b3iq_host::context::home::write_atomic(&path, format!("{secret}\n").as_bytes(), 0o600)?;
+                            eprintln!("b3iqd: key {} created; secret written to {}", info.id, path.display());
                         }
                         None => {
-                            eprintln!(
-                                "b3iqd: key {} created; the secret below is shown once:",
-                                info.id
-                            );
+                            eprintln!("b3iqd: key {} created; the secret below is shown once:", info.id);
                             println!("{secret}");
                         }
                     }
@@ -538,19 +443,11 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Receipts(ReceiptsCmd::Verify { file, node }) => {
-            let bytes = std::fs::read(&file)
-                .map_err(|e| HostError::home(format!("read {}", file.display()), e))?;
-            let v: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| HostError::InvalidJson(e.to_string()))?;
+            let bytes = std::fs::read(&file).map_err(|e| HostError::home(format!("read {}", file.display()), e))?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| HostError::InvalidJson(e.to_string()))?;
             let rep = ops::verify_export(&v, node.as_deref())?;
             print_json(&serde_json::to_value(&rep).unwrap_or_default());
-            Ok(
-                if rep.invalid.is_empty() && rep.duplicate_request_ids == 0 {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                },
-            )
+            Ok(if rep.invalid.is_empty() && rep.duplicate_request_ids == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::SupportBundle { out } => {
             let o = Offline::open(home)?;
@@ -565,13 +462,8 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                 eprintln!("b3iqd: type the new password (10 to 1024 characters) and press Enter; it is echoed, so prefer a pipe or a file");
             }
             let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| HostError::home("read the new password from stdin", e))?;
-            let password = line
-                .strip_suffix('\n')
-                .map(|l| l.strip_suffix('\r').unwrap_or(l))
-                .unwrap_or(&line);
+            std::io::stdin().read_line(&mut line).map_err(|e| HostError::home("read the new password from stdin", e))?;
+            let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
             if password.is_empty() {
                 eprintln!("b3iqd: no password read from stdin; pipe it in, e.g. `b3iqd owner reset-password < new-password.txt`");
                 return Ok(ExitCode::FAILURE);
@@ -580,27 +472,17 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             eprintln!("b3iqd: the password of owner {user:?} was reset; every session ended and every sign-in lock cleared");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Enroll {
-            control,
-            token_file,
-            ca_file,
-        } => {
+        Cmd::Enroll { control, token_file, ca_file } => {
             let token = if token_file.as_os_str() == "-" {
                 let mut line = String::new();
-                std::io::stdin()
-                    .read_line(&mut line)
-                    .map_err(|e| HostError::home("read the enrollment token from stdin", e))?;
+                std::io::stdin().read_line(&mut line).map_err(|e| HostError::home("read the enrollment token from stdin", e))?;
                 line
             } else {
-                std::fs::read_to_string(&token_file).map_err(|e| {
-                    HostError::home(format!("read the token file {}", token_file.display()), e)
-                })?
+                std::fs::read_to_string(&token_file).map_err(|e| HostError::home(format!("read the token file {}", token_file.display()), e))?
             };
             let token = token.lines().next().unwrap_or("").trim().to_string();
             let ca = match &ca_file {
-                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-                    HostError::home(format!("read the CA file {}", p.display()), e)
-                })?),
+                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| HostError::home(format!("read the CA file {}", p.display()), e))?),
                 None => None,
             };
             let o = Offline::open(home)?;
@@ -612,29 +494,13 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                 e.org_id,
                 e.expires_at_ms
             );
-            eprintln!(
-                "b3iqd: pinned job-signing key {}; heartbeats every {} s while the daemon runs",
-                e.job_key.to_hex(),
-                e.heartbeat_interval_ms / 1000
-            );
+            eprintln!("b3iqd: pinned job-signing key {}; heartbeats every {} s while the daemon runs", e.job_key.to_hex(), e.heartbeat_interval_ms / 1000);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Network(NetworkCmd::On {
-            max_concurrent,
-            max_tokens_per_day,
-            no_token_limit,
-            price_floor_per_1k,
-            models,
-            all_models,
-        }) => {
+        Cmd::Network(NetworkCmd::On { max_concurrent, max_tokens_per_day, no_token_limit, price_floor_per_1k, models, all_models }) => {
             let o = Offline::open(home)?;
             let mut p = b3iq_host::network::policy(&o)?;
-            let changed = max_concurrent.is_some()
-                || max_tokens_per_day.is_some()
-                || no_token_limit
-                || price_floor_per_1k.is_some()
-                || !models.is_empty()
-                || all_models;
+            let changed = max_concurrent.is_some() || max_tokens_per_day.is_some() || no_token_limit || price_floor_per_1k.is_some() || !models.is_empty() || all_models;
             if no_token_limit {
                 p.max_tokens_per_day = None;
             }
@@ -649,30 +515,16 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             }
             if let Some(f) = price_floor_per_1k {
                 let (a, b) = f.split_once(',').ok_or_else(|| HostError::InvalidParameter("--price-floor-per-1k takes P,C (micro-credits per 1,000 prompt and completion tokens)".into()))?;
-                let num = |x: &str| {
-                    x.trim().parse::<u64>().map_err(|_| {
-                        HostError::InvalidParameter(format!(
-                            "--price-floor-per-1k: {x:?} is not a whole number"
-                        ))
-                    })
-                };
-                p.price_floor = b3iq_host::network::PriceSchedule::per_1k(num(a)?, num(b)?)
-                    .map_err(HostError::from)?;
+                let num = |x: &str| x.trim().parse::<u64>().map_err(|_| HostError::InvalidParameter(format!("--price-floor-per-1k: {x:?} is not a whole number")));
+                p.price_floor = b3iq_host::network::PriceSchedule::per_1k(num(a)?, num(b)?).map_err(HostError::from)?;
             }
             if !models.is_empty() {
                 p.models = models;
             }
             let p = b3iq_host::network::enable(&o, changed.then_some(&p))?;
             let offered = b3iq_host::network::offered_concurrency(&o, &p);
-            let models = if p.models.is_empty() {
-                "every served model".to_string()
-            } else {
-                p.models.join(", ")
-            };
-            let tokens = p
-                .max_tokens_per_day
-                .map(|n| format!("at most {n} tokens a day"))
-                .unwrap_or_else(|| "no daily token limit".into());
+            let models = if p.models.is_empty() { "every served model".to_string() } else { p.models.join(", ") };
+            let tokens = p.max_tokens_per_day.map(|n| format!("at most {n} tokens a day")).unwrap_or_else(|| "no daily token limit".into());
             eprintln!(
                 "b3iqd: network mode on: {offered} request{} at once (one of the {} slots stays for local keys), {tokens}, offering {models}; a running daemon opens its tunnel within seconds; see `b3iqd status`",
                 if offered == 1 { "" } else { "s" },
@@ -689,10 +541,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
         Cmd::Unenroll => {
             let o = Offline::open(home)?;
             match o.unenroll()? {
-                Some(e) => eprintln!(
-                    "b3iqd: left control plane {}; its trust root is forgotten; back to local mode",
-                    e.audience
-                ),
+                Some(e) => eprintln!("b3iqd: left control plane {}; its trust root is forgotten; back to local mode", e.audience),
                 None => eprintln!("b3iqd: not enrolled; nothing to do"),
             }
             Ok(ExitCode::SUCCESS)
@@ -700,24 +549,13 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
         Cmd::Update(u) => update_cmd(home, u).await,
         Cmd::Setup { reset, ttl_s, port } => {
             if !reset {
-                eprintln!(
-                    "b3iqd: nothing to do; use `b3iqd setup --reset` to issue a new setup token"
-                );
+                eprintln!("b3iqd: nothing to do; use `b3iqd setup --reset` to issue a new setup token");
                 return Ok(ExitCode::FAILURE);
             }
             let o = Offline::open(home)?;
             let (tok, exp) = o.reset_setup(ttl_s)?;
-            let port = port.unwrap_or_else(|| {
-                o.config
-                    .listen
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(7420)
-            });
-            eprintln!(
-                "b3iqd: new setup token (valid until unix time {exp}); open this URL, shown once:"
-            );
+            let port = port.unwrap_or_else(|| o.config.listen.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(7420));
+            eprintln!("b3iqd: new setup token (valid until unix time {exp}); open this URL, shown once:");
             println!("http://127.0.0.1:{port}/setup/#token={tok}");
             Ok(ExitCode::SUCCESS)
         }
@@ -749,14 +587,7 @@ async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostE
                 None => which.clone(),
             };
             store.remove(&digest)?;
-            o.db.audit(
-                b3iq_host::context::unix_now(),
-                "owner",
-                "model.remove",
-                &digest,
-                "ok",
-                "cli",
-            );
+            o.db.audit(b3iq_host::context::unix_now(), "owner", "model.remove", &digest, "ok", "cli");
             eprintln!("b3iqd: removed {digest}");
         }
         ModelCmd::Inspect { which } => {

@@ -35,11 +35,7 @@ struct Net {
 
 async fn network(dir: &Path) -> Net {
     let net = replica(dir, false).await;
-    let org = net
-        .cp
-        .create_org("acme", b3iq_host::context::unix_now_ms())
-        .await
-        .unwrap();
+    let org = net.cp.create_org("acme", b3iq_host::context::unix_now_ms()).await.unwrap();
     Net { org: org.id, ..net }
 }
 
@@ -54,10 +50,7 @@ async fn replica(dir: &Path, relay: bool) -> Net {
     let (settings, cp) = home.open().await.unwrap();
     let tls = home.tls(&settings).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "https://127.0.0.1:{}",
-        listener.local_addr().unwrap().port()
-    );
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     // The home's ticket key and price; a longer queue wait than the default 10 s, since 16
     // concurrent requests share three one-request shares on a 2-core machine.
     let mut cfg = b3iq_control::gateway::GatewayConfig::new();
@@ -69,30 +62,13 @@ async fn replica(dir: &Path, relay: bool) -> Net {
     let gw = Gateway::new(cp.clone(), home.ticket_key().unwrap(), cfg);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (cp2, gw2) = (cp.clone(), gw.clone());
-    tokio::spawn(async move {
-        b3iq_control::home::serve_with(listener, cp2, Some(gw2), &tls, rx).await
-    });
-    Net {
-        cp,
-        gw,
-        url,
-        ca: dir.join("tls/self-signed.crt.pem"),
-        org: String::new(),
-        _stop: tx,
-    }
+    tokio::spawn(async move { b3iq_control::home::serve_with(listener, cp2, Some(gw2), &tls, rx).await });
+    Net { cp, gw, url, ca: dir.join("tls/self-signed.crt.pem"), org: String::new(), _stop: tx }
 }
 
 fn b3iqd(home: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(common::bin())
-        .args(args)
-        .env("B3IQ_HOME", home)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let out = Command::new(common::bin()).args(args).env("B3IQ_HOME", home).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 /// A node: started with two slots, claimed, enrolled, with `policy`, switched to network mode.
@@ -108,51 +84,20 @@ async fn node(net: &Net, dir: &Path, name: &str, policy: Value) -> Node {
     let d = Daemon::start(&home);
     let c = common::client();
     let cookie = common::claim(&d, &c).await;
-    let (_, tok) = net
-        .cp
-        .create_enrollment_token(&net.org, 600_000, b3iq_host::context::unix_now_ms())
-        .await
-        .unwrap();
+    let (_, tok) = net.cp.create_enrollment_token(&net.org, 600_000, b3iq_host::context::unix_now_ms()).await.unwrap();
     let tok_file = dir.join(format!("{name}.token"));
     std::fs::write(&tok_file, format!("{tok}\n")).unwrap();
-    let (ok, _, err) = b3iqd(
-        &home,
-        &[
-            "enroll",
-            "--control",
-            &net.url,
-            "--token-file",
-            tok_file.to_str().unwrap(),
-            "--ca-file",
-            net.ca.to_str().unwrap(),
-        ],
-    );
+    let (ok, _, err) = b3iqd(&home, &["enroll", "--control", &net.url, "--token-file", tok_file.to_str().unwrap(), "--ca-file", net.ca.to_str().unwrap()]);
     assert!(ok, "{err}");
-    let r = c
-        .put(d.url("/api/network"))
-        .header("cookie", &cookie)
-        .json(&policy)
-        .send()
-        .await
-        .unwrap();
+    let r = c.put(d.url("/api/network")).header("cookie", &cookie).json(&policy).send().await.unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
-    let r = c
-        .post(d.url("/api/mode"))
-        .header("cookie", &cookie)
-        .json(&json!({"mode": "network"}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(d.url("/api/mode")).header("cookie", &cookie).json(&json!({"mode": "network"})).send().await.unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     let (ok, out, err) = b3iqd(&home, &["status"]);
     assert!(ok, "{err}");
     let st: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(st["mode"], "network");
-    Node {
-        d,
-        cookie,
-        id: st["node_id"].as_str().unwrap().to_string(),
-    }
+    Node { d, cookie, id: st["node_id"].as_str().unwrap().to_string() }
 }
 
 fn policy(max_concurrent: u32) -> Value {
@@ -162,11 +107,7 @@ fn policy(max_concurrent: u32) -> Value {
 async fn wait_tunnels(gw: &Gateway, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while gw.tunnels().all().len() != n {
-        assert!(
-            Instant::now() < deadline,
-            "{} tunnels, expected {n}",
-            gw.tunnels().all().len()
-        );
+        assert!(Instant::now() < deadline, "{} tunnels, expected {n}", gw.tunnels().all().len());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -187,15 +128,7 @@ fn chat(model: &str, max_tokens: u32, stream: bool) -> Value {
 
 /// The prices of a node's network receipts, from its own store.
 async fn network_receipt_prices(n: &Node, c: &reqwest::Client) -> Vec<u64> {
-    let v: Value = c
-        .get(n.d.url("/api/receipts?limit=500"))
-        .header("cookie", &n.cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = c.get(n.d.url("/api/receipts?limit=500")).header("cookie", &n.cookie).send().await.unwrap().json().await.unwrap();
     v["receipts"]
         .as_array()
         .unwrap()
@@ -203,10 +136,7 @@ async fn network_receipt_prices(n: &Node, c: &reqwest::Client) -> Vec<u64> {
         .filter(|r| r["key_id"] == "network")
         .map(|r| {
             let h = r["signed"].as_str().unwrap();
-            let b: Vec<u8> = (0..h.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-                .collect();
+            let b: Vec<u8> = (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect();
             let s = SignedReceipt::decode(&b).unwrap();
             assert_eq!(s.body().mode, b3iq_core::OperatingMode::Network);
             s.body().price_micro_credits
@@ -224,28 +154,13 @@ async fn paid_requests_through_the_gateway_are_served_by_tunnelled_nodes_and_set
     }
     wait_tunnels(&net.gw, 3).await;
     let now = b3iq_host::context::unix_now_ms();
-    net.cp
-        .add_credits(&net.org, 1_000_000_000, "seed", now)
-        .await
-        .unwrap();
-    let (key, token) = net
-        .cp
-        .create_gateway_key(&net.org, "app", 100_000, None, now)
-        .await
-        .unwrap();
+    net.cp.add_credits(&net.org, 1_000_000_000, "seed", now).await.unwrap();
+    let (key, token) = net.cp.create_gateway_key(&net.org, "app", 100_000, None, now).await.unwrap();
     let c = gw_client(&net.ca);
     // The models with a ready node (tunnel up and a fresh heartbeat).
     let deadline = Instant::now() + Duration::from_secs(30);
     let models = loop {
-        let v: Value = c
-            .get(format!("{}/v1/models", net.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = c.get(format!("{}/v1/models", net.url)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
         if !v["data"].as_array().unwrap().is_empty() {
             break v;
         }
@@ -253,49 +168,22 @@ async fn paid_requests_through_the_gateway_are_served_by_tunnelled_nodes_and_set
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let model = models["data"][0]["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        model, "smollm2-135m-instruct-q4_1",
-        "the public id is the catalog profile of the artifact: {models}"
-    );
+    assert_eq!(model, "smollm2-135m-instruct-q4_1", "the public id is the catalog profile of the artifact: {models}");
 
     // Not streamed: an answer from a node, with the settled receipt's id.
-    let r = c
-        .post(format!("{}/v1/chat/completions", net.url))
-        .bearer_auth(&token)
-        .json(&chat(&model, 8, false))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&token).json(&chat(&model, 8, false)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let node_hdr = r
-        .headers()
-        .get("x-b3iq-node")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let node_hdr = r.headers().get("x-b3iq-node").unwrap().to_str().unwrap().to_string();
     assert!(nodes.iter().any(|n| n.id == node_hdr));
     assert_eq!(r.headers().get("x-b3iq-receipt-id").unwrap().len(), 64);
     let v: Value = r.json().await.unwrap();
-    assert!(
-        !v["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .is_empty(),
-        "{v}"
-    );
+    assert!(!v["choices"][0]["message"]["content"].as_str().unwrap().is_empty(), "{v}");
     assert_eq!(v["model"], "smollm2-135m-instruct-q4_1");
 
     // Streamed: chunks, usage, [DONE]; the receipt comment never reaches the client.
     let mut body = chat(&model, 8, true);
     body["stream_options"] = json!({"include_usage": true});
-    let r = c
-        .post(format!("{}/v1/chat/completions", net.url))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&token).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(!text.contains("b3iq-receipt"), "{text}");
@@ -308,20 +196,9 @@ async fn paid_requests_through_the_gateway_are_served_by_tunnelled_nodes_and_set
     for _ in 0..9 {
         let (c, url, token, model) = (c.clone(), net.url.clone(), token.clone(), model.clone());
         tasks.push(tokio::spawn(async move {
-            let r = c
-                .post(format!("{url}/v1/completions"))
-                .bearer_auth(&token)
-                .json(&json!({"model": model, "prompt": "Once upon a time", "max_tokens": 16}))
-                .send()
-                .await
-                .unwrap();
+            let r = c.post(format!("{url}/v1/completions")).bearer_auth(&token).json(&json!({"model": model, "prompt": "Once upon a time", "max_tokens": 16})).send().await.unwrap();
             assert_eq!(r.status(), 200);
-            r.headers()
-                .get("x-b3iq-node")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string()
+            r.headers().get("x-b3iq-node").unwrap().to_str().unwrap().to_string()
         }));
     }
     let mut used = HashSet::new();
@@ -331,39 +208,12 @@ async fn paid_requests_through_the_gateway_are_served_by_tunnelled_nodes_and_set
     assert!(used.len() >= 2, "requests spread over nodes: {used:?}");
 
     // Public route readiness: counts and medians, no key needed.
-    let v: Value = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&net.ca).unwrap()).unwrap(),
-        )
-        .build()
-        .unwrap()
-        .get(format!("{}/v1/network/models", net.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&net.ca).unwrap()).unwrap()).build().unwrap()
+        .get(format!("{}/v1/network/models", net.url)).send().await.unwrap().json().await.unwrap();
     let m = &v["models"][0];
-    assert_eq!(
-        (
-            m["model"].as_str(),
-            m["nodes_ready"].as_u64(),
-            m["capacity"].as_u64()
-        ),
-        (Some(model.as_str()), Some(3), Some(3)),
-        "{v}"
-    );
-    assert!(
-        m["samples"].as_u64().unwrap() >= 11
-            && m["median_ttft_ms"].as_u64().is_some()
-            && m["median_tokens_per_s_milli"].as_u64().unwrap() > 0,
-        "{v}"
-    );
-    assert!(
-        !v.to_string().contains("b3n_"),
-        "no node id in public readiness: {v}"
-    );
+    assert_eq!((m["model"].as_str(), m["nodes_ready"].as_u64(), m["capacity"].as_u64()), (Some(model.as_str()), Some(3), Some(3)), "{v}");
+    assert!(m["samples"].as_u64().unwrap() >= 11 && m["median_ttft_ms"].as_u64().is_some() && m["median_tokens_per_s_milli"].as_u64().unwrap() > 0, "{v}");
+    assert!(!v.to_string().contains("b3n_"), "no node id in public readiness: {v}");
 
     // The official openai Python client, streamed and not.
     let py = std::env::var("B3IQ_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -376,37 +226,17 @@ chunks = list(c.chat.completions.create(model=m, messages=[{"role": "user", "con
 usage = [ch.usage for ch in chunks if ch.usage]
 print(json.dumps({"model": m, "text": r.choices[0].message.content, "tokens": r.usage.completion_tokens, "chunks": len(chunks), "stream_completion_tokens": usage[0].completion_tokens}))
 "#;
-    let out = Command::new(&py)
-        .arg("-c")
-        .arg(script)
-        .env("GW", &net.url)
-        .env("KEY", &token)
-        .env("CA", &net.ca)
-        .output()
-        .expect("python3 with the openai package (cargo xtask deps)");
-    assert!(
-        out.status.success(),
-        "openai python client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(&py).arg("-c").arg(script).env("GW", &net.url).env("KEY", &token).env("CA", &net.ca).output().expect("python3 with the openai package (cargo xtask deps)");
+    assert!(out.status.success(), "openai python client: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["model"], model.as_str());
-    assert!(
-        v["tokens"].as_u64().unwrap() > 0
-            && v["chunks"].as_u64().unwrap() > 2
-            && v["stream_completion_tokens"].as_u64().unwrap() > 0,
-        "{v}"
-    );
+    assert!(v["tokens"].as_u64().unwrap() > 0 && v["chunks"].as_u64().unwrap() > 2 && v["stream_completion_tokens"].as_u64().unwrap() > 0, "{v}");
 
     // The official openai npm client, streamed and not (its package from the clients suite;
     // the gateway's self-signed certificate through NODE_EXTRA_CA_CERTS).
     let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     if !clients.join("node_modules/openai").exists() {
-        let st = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&clients)
-            .status()
-            .expect("npm");
+        let st = Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&clients).status().expect("npm");
         assert!(st.success(), "npm ci in tests/clients");
     }
     let js = r#"
@@ -418,161 +248,59 @@ let chunks = 0, usage = null;
 for await (const ch of await c.chat.completions.create({ model: m, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8, stream: true, stream_options: { include_usage: true } })) { chunks++; if (ch.usage) usage = ch.usage; }
 console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks, stream_completion_tokens: usage.completion_tokens }));
 "#;
-    let out = Command::new("node")
-        .args(["--input-type=module", "-e", js])
-        .current_dir(&clients)
-        .env("GW", &net.url)
-        .env("KEY", &token)
-        .env("NODE_EXTRA_CA_CERTS", &net.ca)
-        .output()
-        .expect("node");
-    assert!(
-        out.status.success(),
-        "openai npm client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("node").args(["--input-type=module", "-e", js]).current_dir(&clients).env("GW", &net.url).env("KEY", &token).env("NODE_EXTRA_CA_CERTS", &net.ca).output().expect("node");
+    assert!(out.status.success(), "openai npm client: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["model"], model.as_str());
-    assert!(
-        v["tokens"].as_u64().unwrap() > 0
-            && v["chunks"].as_u64().unwrap() > 2
-            && v["stream_completion_tokens"].as_u64().unwrap() > 0,
-        "{v}"
-    );
+    assert!(v["tokens"].as_u64().unwrap() > 0 && v["chunks"].as_u64().unwrap() > 2 && v["stream_completion_tokens"].as_u64().unwrap() > 0, "{v}");
 
     // Refusals: a local key at the gateway, a gateway key at a node, a revoked gateway key, a
     // forged tunnel hello.
-    let (_, local) = common::create_key(
-        &nodes[0].d,
-        &common::client(),
-        &nodes[0].cookie,
-        &["inference"],
-    )
-    .await;
-    let r = c
-        .post(format!("{}/v1/chat/completions", net.url))
-        .bearer_auth(&local)
-        .json(&chat(&model, 4, false))
-        .send()
-        .await
-        .unwrap();
+    let (_, local) = common::create_key(&nodes[0].d, &common::client(), &nodes[0].cookie, &["inference"]).await;
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&local).json(&chat(&model, 4, false)).send().await.unwrap();
     assert_eq!(r.status(), 401, "a local key at the gateway");
-    let r = common::client()
-        .post(nodes[0].d.url("/v1/chat/completions"))
-        .bearer_auth(&token)
-        .json(&chat(&model, 4, false))
-        .send()
-        .await
-        .unwrap();
+    let r = common::client().post(nodes[0].d.url("/v1/chat/completions")).bearer_auth(&token).json(&chat(&model, 4, false)).send().await.unwrap();
     assert_eq!(r.status(), 401, "a gateway key at a node");
-    let r = c
-        .post(format!("{}/v1/node/tunnel", net.url))
-        .header("connection", "upgrade")
-        .header("upgrade", "b3iq-tunnel/1")
-        .header("x-b3iq-tunnel-hello", "00")
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v1/node/tunnel", net.url)).header("connection", "upgrade").header("upgrade", "b3iq-tunnel/1").header("x-b3iq-tunnel-hello", "00").send().await.unwrap();
     assert_eq!(r.status(), 400, "a forged hello");
     // A bad field is named in OpenAI's `param`, and the error object has OpenAI's four keys.
-    let r = c
-        .post(format!("{}/v1/chat/completions", net.url))
-        .bearer_auth(&token)
-        .json(&chat(&model, 0, false))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&token).json(&chat(&model, 0, false)).send().await.unwrap();
     assert_eq!(r.status(), 400, "max_tokens 0");
     let e: Value = r.json().await.unwrap();
-    assert_eq!(
-        (e["error"]["param"].as_str(), e["error"]["type"].as_str()),
-        (Some("max_tokens"), Some("invalid_request_error")),
-        "{e}"
-    );
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("between 1 and"),
-        "{e}"
-    );
+    assert_eq!((e["error"]["param"].as_str(), e["error"]["type"].as_str()), (Some("max_tokens"), Some("invalid_request_error")), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("between 1 and"), "{e}");
 
     // Billing: every request so far was charged exactly its receipt's price.
     let mut receipt_total = 0u64;
     for n in &nodes {
         let prices = network_receipt_prices(n, &common::client()).await;
-        let earned = net
-            .cp
-            .node_earnings(&b3iq_core::NodeId::parse(&n.id).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(
-            earned,
-            prices.iter().sum::<u64>(),
-            "node {} earned what its receipts charged",
-            n.id
-        );
+        let earned = net.cp.node_earnings(&b3iq_core::NodeId::parse(&n.id).unwrap()).await.unwrap();
+        assert_eq!(earned, prices.iter().sum::<u64>(), "node {} earned what its receipts charged", n.id);
         receipt_total += earned;
     }
     let bal = net.cp.credit_balance(&net.org).await.unwrap();
-    assert_eq!(
-        (bal.held, 1_000_000_000 - bal.available),
-        (0, receipt_total),
-        "{bal:?}"
-    );
+    assert_eq!((bal.held, 1_000_000_000 - bal.available), (0, receipt_total), "{bal:?}");
     assert!(net.cp.ledger_check().await.unwrap().ok());
-    net.cp
-        .revoke_gateway_key(&net.org, &key.id, b3iq_host::context::unix_now_ms())
-        .await
-        .unwrap();
-    let r = c
-        .post(format!("{}/v1/chat/completions", net.url))
-        .bearer_auth(&token)
-        .json(&chat(&model, 4, false))
-        .send()
-        .await
-        .unwrap();
+    net.cp.revoke_gateway_key(&net.org, &key.id, b3iq_host::context::unix_now_ms()).await.unwrap();
+    let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&token).json(&chat(&model, 4, false)).send().await.unwrap();
     assert_eq!(r.status(), 401, "a revoked key");
 
     // A balance that runs out under concurrency: 200 requests, 16 at a time, from an
     // organisation whose credits cover a part of them (each holds its worst case, about 10
     // micro-credits, and is charged its receipt, about 2).
-    let other = net
-        .cp
-        .create_org("globex", b3iq_host::context::unix_now_ms())
-        .await
-        .unwrap();
+    let other = net.cp.create_org("globex", b3iq_host::context::unix_now_ms()).await.unwrap();
     let now = b3iq_host::context::unix_now_ms();
     let seeded = 200u64;
-    net.cp
-        .add_credits(&other.id, seeded, "seed-globex", now)
-        .await
-        .unwrap();
-    let (_, tok2) = net
-        .cp
-        .create_gateway_key(&other.id, "batch", 100_000, None, now)
-        .await
-        .unwrap();
+    net.cp.add_credits(&other.id, seeded, "seed-globex", now).await.unwrap();
+    let (_, tok2) = net.cp.create_gateway_key(&other.id, "batch", 100_000, None, now).await.unwrap();
     let sem = Arc::new(tokio::sync::Semaphore::new(16));
     let mut tasks = Vec::new();
     for i in 0..200 {
-        let (c, url, tok2, model, sem) = (
-            c.clone(),
-            net.url.clone(),
-            tok2.clone(),
-            model.clone(),
-            sem.clone(),
-        );
+        let (c, url, tok2, model, sem) = (c.clone(), net.url.clone(), tok2.clone(), model.clone(), sem.clone());
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await.unwrap();
             let body = json!({"model": model, "prompt": format!("Item {i:03}"), "max_tokens": 4});
-            let r = c
-                .post(format!("{url}/v1/completions"))
-                .bearer_auth(&tok2)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let r = c.post(format!("{url}/v1/completions")).bearer_auth(&tok2).json(&body).send().await.unwrap();
             r.status().as_u16()
         }));
     }
@@ -581,122 +309,46 @@ console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks
         *statuses.entry(t.await.unwrap()).or_default() += 1;
     }
     let ok = statuses.get(&200).copied().unwrap_or(0);
-    assert!(
-        ok > 0 && statuses.get(&402).copied().unwrap_or(0) > 0,
-        "some paid, the rest refused for credits: {statuses:?}"
-    );
-    assert_eq!(
-        statuses
-            .keys()
-            .filter(|s| ![200u16, 402].contains(s))
-            .count(),
-        0,
-        "{statuses:?}"
-    );
+    assert!(ok > 0 && statuses.get(&402).copied().unwrap_or(0) > 0, "some paid, the rest refused for credits: {statuses:?}");
+    assert_eq!(statuses.keys().filter(|s| ![200u16, 402].contains(s)).count(), 0, "{statuses:?}");
     let b2 = net.cp.credit_balance(&other.id).await.unwrap();
     assert_eq!(b2.held, 0, "{b2:?}");
     let check = net.cp.ledger_check().await.unwrap();
     assert!(check.ok(), "{check:?}");
     let mut all_receipts = 0u64;
     for n in &nodes {
-        all_receipts += network_receipt_prices(n, &common::client())
-            .await
-            .iter()
-            .sum::<u64>();
+        all_receipts += network_receipt_prices(n, &common::client()).await.iter().sum::<u64>();
     }
-    assert_eq!(
-        all_receipts,
-        receipt_total + (seeded - b2.available),
-        "credits charged equal the receipts' prices exactly"
-    );
+    assert_eq!(all_receipts, receipt_total + (seeded - b2.available), "credits charged equal the receipts' prices exactly");
     assert_eq!(b2.spent_total, seeded - b2.available);
 
     // A node outside its schedule gets nothing: n3's window is a past hour.
     let hour = (b3iq_host::context::unix_now() % 86_400) / 3600;
     let closed = json!({"max_concurrent": 1, "schedule": [{"start_hour": (hour + 2) % 24, "end_hour": (hour + 2) % 24 + 1}], "price_floor": {"prompt_per_1m_tokens": 0, "completion_per_1m_tokens": 0, "per_request": 0}});
-    let r = common::client()
-        .put(nodes[2].d.url("/api/network"))
-        .header("cookie", &nodes[2].cookie)
-        .json(&closed)
-        .send()
-        .await
-        .unwrap();
+    let r = common::client().put(nodes[2].d.url("/api/network")).header("cookie", &nodes[2].cookie).json(&closed).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let (_, tok3) = net
-        .cp
-        .create_gateway_key(
-            &net.org,
-            "after",
-            100_000,
-            None,
-            b3iq_host::context::unix_now_ms(),
-        )
-        .await
-        .unwrap();
-    let before = network_receipt_prices(&nodes[2], &common::client())
-        .await
-        .len();
+    let (_, tok3) = net.cp.create_gateway_key(&net.org, "after", 100_000, None, b3iq_host::context::unix_now_ms()).await.unwrap();
+    let before = network_receipt_prices(&nodes[2], &common::client()).await.len();
     for _ in 0..6 {
-        let r = c
-            .post(format!("{}/v1/completions", net.url))
-            .bearer_auth(&tok3)
-            .json(&json!({"model": model, "prompt": "x", "max_tokens": 2}))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{}/v1/completions", net.url)).bearer_auth(&tok3).json(&json!({"model": model, "prompt": "x", "max_tokens": 2})).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        assert_ne!(
-            r.headers().get("x-b3iq-node").unwrap().to_str().unwrap(),
-            nodes[2].id
-        );
+        assert_ne!(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap(), nodes[2].id);
     }
-    assert_eq!(
-        network_receipt_prices(&nodes[2], &common::client())
-            .await
-            .len(),
-        before,
-        "no network receipt outside the schedule"
-    );
+    assert_eq!(network_receipt_prices(&nodes[2], &common::client()).await.len(), before, "no network receipt outside the schedule");
 
     // The network share full on n1 (one long stream), a local key still gets a slot there.
     let long = json!({"model": model, "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}], "max_tokens": 1500, "stream": true});
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let r = c
-            .post(format!("{}/v1/chat/completions", net.url))
-            .bearer_auth(&tok3)
-            .json(&long)
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(&tok3).json(&long).send().await.unwrap();
         assert_eq!(r.status(), 200);
         streams.push(r);
     }
-    let busy: Vec<String> = streams
-        .iter()
-        .map(|r| {
-            r.headers()
-                .get("x-b3iq-node")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let busy: Vec<String> = streams.iter().map(|r| r.headers().get("x-b3iq-node").unwrap().to_str().unwrap().to_string()).collect();
     let n1 = nodes.iter().position(|n| n.id == busy[0]).unwrap();
     let t0 = Instant::now();
-    let r = common::client()
-        .post(nodes[n1].d.url("/v1/chat/completions"))
-        .bearer_auth(&local_key(&nodes[n1]).await)
-        .json(&chat("smollm2-135m-instruct-q4_1", 4, false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "a local key gets the reserved slot while the network share is in use"
-    );
+    let r = common::client().post(nodes[n1].d.url("/v1/chat/completions")).bearer_auth(&local_key(&nodes[n1]).await).json(&chat("smollm2-135m-instruct-q4_1", 4, false)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a local key gets the reserved slot while the network share is in use");
     assert!(t0.elapsed() < Duration::from_secs(60));
 
     // Killing the node that serves the second stream mid-stream: that stream ends with an SSE
@@ -710,33 +362,19 @@ console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks
     while let Ok(Some(ch)) = s.chunk().await {
         rest.push_str(&String::from_utf8_lossy(&ch));
     }
-    assert!(
-        rest.contains("upstream_failed") && !rest.contains("[DONE]"),
-        "{rest}"
-    );
+    assert!(rest.contains("upstream_failed") && !rest.contains("[DONE]"), "{rest}");
     drop(streams);
     for _ in 0..4 {
-        let r = c
-            .post(format!("{}/v1/completions", net.url))
-            .bearer_auth(&tok3)
-            .json(&json!({"model": model, "prompt": "y", "max_tokens": 2}))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{}/v1/completions", net.url)).bearer_auth(&tok3).json(&json!({"model": model, "prompt": "y", "max_tokens": 2})).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        assert_ne!(
-            r.headers().get("x-b3iq-node").unwrap().to_str().unwrap(),
-            nodes[victim].id
-        );
+        assert_ne!(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap(), nodes[victim].id);
     }
     let check = net.cp.ledger_check().await.unwrap();
     assert!(check.ok(), "{check:?}");
 }
 
 async fn local_key(n: &Node) -> String {
-    common::create_key(&n.d, &common::client(), &n.cookie, &["inference"])
-        .await
-        .1
+    common::create_key(&n.d, &common::client(), &n.cookie, &["inference"]).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -745,79 +383,39 @@ async fn a_request_at_replica_b_is_relayed_to_the_tunnel_replica_a_holds() {
     let home = dir.join("control");
     let a = replica(&home, true).await;
     let b = replica(&home, true).await;
-    let org =
-        a.cp.create_org("acme", b3iq_host::context::unix_now_ms())
-            .await
-            .unwrap();
-    let a = Net {
-        org: org.id.clone(),
-        ..a
-    };
+    let org = a.cp.create_org("acme", b3iq_host::context::unix_now_ms()).await.unwrap();
+    let a = Net { org: org.id.clone(), ..a };
     // The node enrolls with replica A and tunnels there.
     let n = node(&a, &dir, "n1", policy(1)).await;
     wait_tunnels(&a.gw, 1).await;
     assert!(b.gw.tunnels().all().is_empty(), "replica B holds no tunnel");
     let now = b3iq_host::context::unix_now_ms();
-    b.cp.add_credits(&org.id, 1_000_000, "seed", now)
-        .await
-        .unwrap();
-    let (_, token) =
-        b.cp.create_gateway_key(&org.id, "app", 100_000, None, now)
-            .await
-            .unwrap();
+    b.cp.add_credits(&org.id, 1_000_000, "seed", now).await.unwrap();
+    let (_, token) = b.cp.create_gateway_key(&org.id, "app", 100_000, None, now).await.unwrap();
     let c = gw_client(&b.ca);
     // Replica B routes to the node through replica A (once the node's heartbeat is fresh).
     let deadline = Instant::now() + Duration::from_secs(30);
     let r = loop {
-        let r = c
-            .post(format!("{}/v1/chat/completions", b.url))
-            .bearer_auth(&token)
-            .json(&chat("smollm2-135m-instruct-q4_1", 6, false))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{}/v1/chat/completions", b.url)).bearer_auth(&token).json(&chat("smollm2-135m-instruct-q4_1", 6, false)).send().await.unwrap();
         if r.status() == 200 || Instant::now() > deadline {
             break r;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
-    assert_eq!(
-        r.headers().get("x-b3iq-node").unwrap().to_str().unwrap(),
-        n.id
-    );
-    assert!(
-        r.headers().get("x-b3iq-receipt-id").is_some(),
-        "settled by replica B from the relayed receipt"
-    );
+    assert_eq!(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap(), n.id);
+    assert!(r.headers().get("x-b3iq-receipt-id").is_some(), "settled by replica B from the relayed receipt");
     // Streamed through the relay too: chunks, [DONE], no receipt comment for the client.
-    let r = c
-        .post(format!("{}/v1/chat/completions", b.url))
-        .bearer_auth(&token)
-        .json(&chat("smollm2-135m-instruct-q4_1", 6, true))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v1/chat/completions", b.url)).bearer_auth(&token).json(&chat("smollm2-135m-instruct-q4_1", 6, true)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert_eq!(common::sse_events(&text).last().unwrap(), "[DONE]");
     assert!(!text.contains("b3iq-receipt"), "{text}");
-    let earned =
-        b.cp.node_earnings(&b3iq_core::NodeId::parse(&n.id).unwrap())
-            .await
-            .unwrap();
+    let earned = b.cp.node_earnings(&b3iq_core::NodeId::parse(&n.id).unwrap()).await.unwrap();
     let prices = network_receipt_prices(&n, &common::client()).await;
     assert_eq!((prices.len(), earned), (2, prices.iter().sum::<u64>()));
     assert!(b.cp.ledger_check().await.unwrap().ok());
     // A relay without a valid ticket is refused.
-    let r = c
-        .post(format!(
-            "{}/v1/internal/relay/{}/v1/completions",
-            a.url, n.id
-        ))
-        .json(&json!({"model": "x", "prompt": "y"}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v1/internal/relay/{}/v1/completions", a.url, n.id)).json(&json!({"model": "x", "prompt": "y"})).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }

@@ -65,27 +65,14 @@ async fn kill9_during_streams_then_restart_keeps_exactly_one_receipt_per_complet
 
     // Integrity after the crash.
     let conn = rusqlite::Connection::open(home.join("state.db")).unwrap();
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
     drop(conn);
 
     // Restart on the same home: claimed, same identity, serving.
     let mut d2 = Daemon::start(&home);
-    assert!(
-        d2.setup_token.is_none(),
-        "a claimed node prints no setup URL"
-    );
-    let v: Value = c
-        .get(d2.url("/v1/models"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert!(d2.setup_token.is_none(), "a claimed node prints no setup URL");
+    let v: Value = c.get(d2.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["data"][0]["id"], model.as_str());
     let v: Value = c
         .post(d2.url("/v1/chat/completions"))
@@ -101,9 +88,7 @@ async fn kill9_during_streams_then_restart_keeps_exactly_one_receipt_per_complet
     d2.stop();
 
     let conn = rusqlite::Connection::open(home.join("state.db")).unwrap();
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
     let rows: Vec<(String, String, Vec<u8>)> = conn
         .prepare("SELECT id, request_id, signed FROM receipts")
@@ -114,11 +99,7 @@ async fn kill9_during_streams_then_restart_keeps_exactly_one_receipt_per_complet
         .collect();
     let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     for c in &completed {
-        assert_eq!(
-            ids.iter().filter(|i| **i == c.as_str()).count(),
-            1,
-            "completed response {c} must have exactly one receipt"
-        );
+        assert_eq!(ids.iter().filter(|i| **i == c.as_str()).count(), 1, "completed response {c} must have exactly one receipt");
     }
     let req_ids: HashSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(req_ids.len(), rows.len(), "no duplicated request ids");
@@ -126,23 +107,13 @@ async fn kill9_during_streams_then_restart_keeps_exactly_one_receipt_per_complet
     // finished with [DONE] before the kill).
     assert_eq!(rows.len(), completed.len() + done_streams);
     // Every stored receipt verifies offline.
-    let out = std::process::Command::new(bin())
-        .args(["receipts", "export"])
-        .env("B3IQ_HOME", &home)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin()).args(["receipts", "export"]).env("B3IQ_HOME", &home).output().unwrap();
     let export: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rep = b3iq_host::ops::verify_export(&export, None).unwrap();
     assert_eq!(rep.valid, rows.len());
     assert!(rep.invalid.is_empty());
-    let usage: i64 = conn
-        .query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(
-        usage as usize,
-        rows.len(),
-        "usage rows and receipts are written together"
-    );
+    let usage: i64 = conn.query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0)).unwrap();
+    assert_eq!(usage as usize, rows.len(), "usage rows and receipts are written together");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -161,13 +132,7 @@ async fn bounded_load_at_concurrency_16_has_no_5xx_and_only_429_with_retry_after
     let sem = Arc::new(tokio::sync::Semaphore::new(16));
     let mut tasks = Vec::new();
     for i in 0..total {
-        let (c, url, key, model, sem) = (
-            c.clone(),
-            d.url("/v1/chat/completions"),
-            key.clone(),
-            model.clone(),
-            sem.clone(),
-        );
+        let (c, url, key, model, sem) = (c.clone(), d.url("/v1/chat/completions"), key.clone(), model.clone(), sem.clone());
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await.unwrap();
             let stream = i % 2 == 0;
@@ -209,26 +174,11 @@ async fn bounded_load_at_concurrency_16_has_no_5xx_and_only_429_with_retry_after
     assert!(ok > 0);
     let rss_after = d.rss_kb();
     eprintln!("load: {ok} ok, {limited} x 429; RSS {rss_before} kB -> {rss_after} kB");
-    assert!(
-        rss_after < rss_before + 200 * 1024,
-        "memory grew from {rss_before} kB to {rss_after} kB"
-    );
+    assert!(rss_after < rss_before + 200 * 1024, "memory grew from {rss_before} kB to {rss_after} kB");
 
     // Exactly one receipt per 200.
-    let v: Value = c
-        .get(d.url("/metrics"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| json!(t))
-        .unwrap();
+    let v: Value = c.get(d.url("/metrics")).header("cookie", &cookie).send().await.unwrap().text().await.map(|t| json!(t)).unwrap();
     let text = v.as_str().unwrap();
-    assert!(
-        text.contains(&format!("b3iq_receipts_stored {ok}")),
-        "{text}"
-    );
+    assert!(text.contains(&format!("b3iq_receipts_stored {ok}")), "{text}");
     d.stop();
 }

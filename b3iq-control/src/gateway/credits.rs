@@ -48,10 +48,7 @@ use crate::plane::ControlPlane;
 use crate::store::credits::HoldSettlement;
 use crate::store::Refusal;
 
-pub use crate::store::credits::{
-    CreditBalance, GatewayKey, Hold, HoldRecord, HoldState, LedgerCheck, LedgerEntry,
-    LedgerMismatch, LedgerRow, MAX_AMOUNT,
-};
+pub use crate::store::credits::{CreditBalance, GatewayKey, Hold, HoldRecord, HoldState, LedgerCheck, LedgerEntry, LedgerMismatch, LedgerRow, MAX_AMOUNT};
 
 /// Requests per minute of a key made without `--rate-per-min`.
 pub const DEFAULT_RATE_PER_MIN: u32 = 60;
@@ -91,12 +88,7 @@ struct Bucket {
 
 impl RateLimiter {
     /// Takes one request from `key_id`'s bucket at `now_ms`; `Err(retry_after_ms)` when empty.
-    pub fn check(
-        &self,
-        key_id: &str,
-        rate_per_min: u32,
-        now_ms: u64,
-    ) -> std::result::Result<(), u64> {
+    pub fn check(&self, key_id: &str, rate_per_min: u32, now_ms: u64) -> std::result::Result<(), u64> {
         let rate = u64::from(rate_per_min.max(1));
         let cap = rate * UNITS_PER_REQUEST;
         let mut m = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,16 +96,10 @@ impl RateLimiter {
             // A bucket idle for a minute is full again: forgetting it changes nothing.
             m.retain(|_, b| now_ms.saturating_sub(b.at_ms) < 60_000);
         }
-        let b = m.entry(key_id.to_string()).or_insert(Bucket {
-            units: cap,
-            at_ms: now_ms,
-        });
+        let b = m.entry(key_id.to_string()).or_insert(Bucket { units: cap, at_ms: now_ms });
         // A clock that steps back refills nothing and never moves the bucket back.
         let elapsed = now_ms.saturating_sub(b.at_ms);
-        b.units = b
-            .units
-            .saturating_add(elapsed.saturating_mul(rate))
-            .min(cap);
+        b.units = b.units.saturating_add(elapsed.saturating_mul(rate)).min(cap);
         b.at_ms = b.at_ms.max(now_ms);
         if b.units >= UNITS_PER_REQUEST {
             b.units -= UNITS_PER_REQUEST;
@@ -132,27 +118,17 @@ fn random<const N: usize>() -> [u8; N] {
 
 /// A key name: 1 to 64 of letters, digits, space, `. _ -`.
 fn check_key_name(name: &str) -> Result<()> {
-    let ok = !name.trim().is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
+    let ok = !name.trim().is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(ControlError::Invalid {
-            field: "name",
-            reason: "use 1 to 64 of letters, digits, space, `. _ -`".into(),
-        })
+        Err(ControlError::Invalid { field: "name", reason: "use 1 to 64 of letters, digits, space, `. _ -`".into() })
     }
 }
 
 fn check_amount(field: &'static str, v: u64) -> Result<()> {
     if v == 0 || v > MAX_AMOUNT {
-        return Err(ControlError::Invalid {
-            field,
-            reason: format!("{v} micro-credits; use 1 to {MAX_AMOUNT}"),
-        });
+        return Err(ControlError::Invalid { field, reason: format!("{v} micro-credits; use 1 to {MAX_AMOUNT}") });
     }
     Ok(())
 }
@@ -165,20 +141,10 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `Invalid` for a bad name, rate or limit; `Refused(NotFound)` for an unknown organisation.
-    pub async fn create_gateway_key(
-        &self,
-        org: &str,
-        name: &str,
-        rate_per_min: u32,
-        spend_limit_per_day: Option<u64>,
-        now_ms: u64,
-    ) -> Result<(GatewayKey, String)> {
+    pub async fn create_gateway_key(&self, org: &str, name: &str, rate_per_min: u32, spend_limit_per_day: Option<u64>, now_ms: u64) -> Result<(GatewayKey, String)> {
         check_key_name(name)?;
         if rate_per_min == 0 || rate_per_min > MAX_RATE_PER_MIN {
-            return Err(ControlError::Invalid {
-                field: "rate_per_min",
-                reason: format!("{rate_per_min}; use 1 to {MAX_RATE_PER_MIN} requests per minute"),
-            });
+            return Err(ControlError::Invalid { field: "rate_per_min", reason: format!("{rate_per_min}; use 1 to {MAX_RATE_PER_MIN} requests per minute") });
         }
         if let Some(l) = spend_limit_per_day {
             check_amount("spend_limit_per_day", l)?;
@@ -194,9 +160,7 @@ impl ControlPlane {
             created_at_ms: now_ms,
             revoked_at_ms: None,
         };
-        self.store()
-            .create_gateway_key(&key, &cred.hash_for_storage().0)
-            .await?;
+        self.store().create_gateway_key(&key, &cred.hash_for_storage().0).await?;
         tracing::info!(key = %key.id, org = %key.org_id, "gateway key created");
         Ok((key, cred.expose_secret().to_string()))
     }
@@ -207,11 +171,7 @@ impl ControlPlane {
     /// # Errors
     /// `Refused(NotFound)` when `org_id` has no such key (another organisation's key included).
     pub async fn revoke_gateway_key(&self, org_id: &str, key_id: &str, now_ms: u64) -> Result<()> {
-        if self
-            .store()
-            .revoke_gateway_key(org_id, key_id, now_ms)
-            .await?
-        {
+        if self.store().revoke_gateway_key(org_id, key_id, now_ms).await? {
             tracing::info!(key = %key_id, org = %org_id, "gateway key revoked");
         }
         Ok(())
@@ -231,8 +191,7 @@ impl ControlPlane {
     /// `Unauthorized` with a clear message for a malformed token (format, checksum), a token
     /// of another kind (`b3iq_local_`, `b3iq_enroll_`, ...), an unknown or a revoked key.
     pub async fn authenticate_gateway_key(&self, token: &str, _now_ms: u64) -> Result<GatewayKey> {
-        let cred = Credential::parse_kind(token.trim(), CredentialKind::Gateway)
-            .map_err(|e| ControlError::Unauthorized(format!("gateway key: {e}")))?;
+        let cred = Credential::parse_kind(token.trim(), CredentialKind::Gateway).map_err(|e| ControlError::Unauthorized(format!("gateway key: {e}")))?;
         let key = self
             .store()
             .gateway_key_by_hash(&cred.hash_for_storage().0)
@@ -241,10 +200,7 @@ impl ControlPlane {
         // Revoked is revoked whatever the clocks say (a replica's clock may trail the one that
         // revoked it).
         if key.revoked_at_ms.is_some() {
-            return Err(ControlError::Unauthorized(
-                "this gateway key was revoked; ask an operator of your organisation for a new one"
-                    .into(),
-            ));
+            return Err(ControlError::Unauthorized("this gateway key was revoked; ask an operator of your organisation for a new one".into()));
         }
         Ok(key)
     }
@@ -257,30 +213,13 @@ impl ControlPlane {
     /// # Errors
     /// `Invalid` for an amount outside 1..=[`MAX_AMOUNT`] or a bad reference;
     /// `Refused(NotFound)` for an unknown organisation; `Refused(Exists)` for a used reference.
-    pub async fn add_credits(
-        &self,
-        org: &str,
-        amount: u64,
-        reference: &str,
-        now_ms: u64,
-    ) -> Result<u64> {
+    pub async fn add_credits(&self, org: &str, amount: u64, reference: &str, now_ms: u64) -> Result<u64> {
         check_amount("amount", amount)?;
-        if reference.trim().is_empty()
-            || reference.chars().count() > MAX_REFERENCE_CHARS
-            || reference.chars().any(char::is_control)
-        {
-            return Err(ControlError::Invalid {
-                field: "reference",
-                reason: format!(
-                    "1 to {MAX_REFERENCE_CHARS} printable characters (a payment or invoice id)"
-                ),
-            });
+        if reference.trim().is_empty() || reference.chars().count() > MAX_REFERENCE_CHARS || reference.chars().any(char::is_control) {
+            return Err(ControlError::Invalid { field: "reference", reason: format!("1 to {MAX_REFERENCE_CHARS} printable characters (a payment or invoice id)") });
         }
         let org = self.org(org).await?;
-        let available = self
-            .store()
-            .add_credits(&org.id, amount, reference, now_ms)
-            .await?;
+        let available = self.store().add_credits(&org.id, amount, reference, now_ms).await?;
         tracing::info!(org = %org.id, amount, available, "credits added");
         Ok(available)
     }
@@ -299,9 +238,7 @@ impl ControlPlane {
     /// # Errors
     /// `Store`.
     pub async fn credit_ledger(&self, org_id: &str, limit: u32) -> Result<Vec<LedgerEntry>> {
-        self.store()
-            .ledger_entries(org_id, limit.min(MAX_LEDGER_LISTED))
-            .await
+        self.store().ledger_entries(org_id, limit.min(MAX_LEDGER_LISTED)).await
     }
 
     /// Reserves `amount` micro-credits (the request's worst-case price) for one request of
@@ -320,19 +257,9 @@ impl ControlPlane {
             return Err(Refusal::KeyRevoked.into());
         }
         if let Err(retry_after_ms) = self.gateway_rate.check(&key.id, key.rate_per_min, now_ms) {
-            return Err(Refusal::RateLimited {
-                rate_per_min: key.rate_per_min,
-                retry_after_ms,
-            }
-            .into());
+            return Err(Refusal::RateLimited { rate_per_min: key.rate_per_min, retry_after_ms }.into());
         }
-        let hold = Hold {
-            id: random(),
-            org_id: key.org_id.clone(),
-            key_id: key.id.clone(),
-            amount,
-            created_at_ms: now_ms,
-        };
+        let hold = Hold { id: random(), org_id: key.org_id.clone(), key_id: key.id.clone(), amount, created_at_ms: now_ms };
         self.store().place_hold(&hold).await?;
         Ok(hold)
     }
@@ -345,23 +272,8 @@ impl ControlPlane {
     /// `Invalid` for a charge above the hold; `Refused(HoldClosed)` for a hold released or
     /// expired before (nothing is charged); `Refused(ReceiptCharged)` for a receipt that
     /// settled another hold; `Refused(NotFound)` for an unknown hold.
-    pub async fn settle_hold(
-        &self,
-        hold_id: &[u8; 16],
-        charge: u64,
-        node: &NodeId,
-        receipt_id: &[u8; 32],
-        now_ms: u64,
-    ) -> Result<bool> {
-        self.store()
-            .settle_hold(&HoldSettlement {
-                hold_id: *hold_id,
-                charge,
-                node_id: *node,
-                receipt_id: *receipt_id,
-                now_ms,
-            })
-            .await
+    pub async fn settle_hold(&self, hold_id: &[u8; 16], charge: u64, node: &NodeId, receipt_id: &[u8; 32], now_ms: u64) -> Result<bool> {
+        self.store().settle_hold(&HoldSettlement { hold_id: *hold_id, charge, node_id: *node, receipt_id: *receipt_id, now_ms }).await
     }
 
     /// Releases an open hold entirely (the request failed before a receipt). Idempotent:
@@ -404,11 +316,7 @@ impl ControlPlane {
             }
         }
         if released > 0 {
-            tracing::warn!(
-                released,
-                older_than_ms,
-                "stale credit holds released (a gateway did not settle or release them)"
-            );
+            tracing::warn!(released, older_than_ms, "stale credit holds released (a gateway did not settle or release them)");
         }
         Ok(released)
     }
@@ -416,21 +324,14 @@ impl ControlPlane {
     /// Runs [`ControlPlane::expire_holds`] with `max_age_ms` every `every` until the task is
     /// aborted (`b3iq-control serve` runs it with [`HOLD_MAX_AGE_MS`] and
     /// [`HOLD_SWEEP_INTERVAL`]).
-    pub fn spawn_hold_sweeper(
-        self: &Arc<Self>,
-        max_age_ms: u64,
-        every: Duration,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_hold_sweeper(self: &Arc<Self>, max_age_ms: u64, every: Duration) -> tokio::task::JoinHandle<()> {
         let cp = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = cp
-                    .expire_holds(max_age_ms, b3iq_host::context::unix_now_ms())
-                    .await
-                {
+                if let Err(e) = cp.expire_holds(max_age_ms, b3iq_host::context::unix_now_ms()).await {
                     tracing::error!(error = %e, "stale hold sweep failed");
                 }
             }
@@ -467,11 +368,7 @@ mod tests {
         for _ in 0..3 {
             r.check("k", 3, 1_000).unwrap();
         }
-        assert_eq!(
-            r.check("k", 3, 1_000),
-            Err(20_000),
-            "one request per 20 s at 3 per minute"
-        );
+        assert_eq!(r.check("k", 3, 1_000), Err(20_000), "one request per 20 s at 3 per minute");
         assert_eq!(r.check("k", 3, 11_000), Err(10_000));
         r.check("k", 3, 21_000).unwrap();
         assert!(r.check("k", 3, 21_000).is_err());
@@ -490,57 +387,12 @@ mod tests {
         use axum::http::StatusCode;
         use axum::response::IntoResponse;
         let parts = |r: Refusal| ControlError::Refused(r).parts();
-        assert_eq!(
-            parts(Refusal::InsufficientCredits {
-                available: 1,
-                needed: 2
-            }),
-            (
-                StatusCode::PAYMENT_REQUIRED,
-                "insufficient_quota",
-                "insufficient_quota"
-            )
-        );
-        assert_eq!(
-            parts(Refusal::SpendLimit {
-                limit: 1,
-                used: 1,
-                needed: 1
-            }),
-            (
-                StatusCode::PAYMENT_REQUIRED,
-                "insufficient_quota",
-                "spend_limit_reached"
-            )
-        );
-        assert_eq!(
-            parts(Refusal::RateLimited {
-                rate_per_min: 1,
-                retry_after_ms: 1
-            }),
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "rate_limit_exceeded"
-            )
-        );
+        assert_eq!(parts(Refusal::InsufficientCredits { available: 1, needed: 2 }), (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "insufficient_quota"));
+        assert_eq!(parts(Refusal::SpendLimit { limit: 1, used: 1, needed: 1 }), (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "spend_limit_reached"));
+        assert_eq!(parts(Refusal::RateLimited { rate_per_min: 1, retry_after_ms: 1 }), (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"));
         assert_eq!(parts(Refusal::KeyRevoked).0, StatusCode::UNAUTHORIZED);
-        let resp = ControlError::Refused(Refusal::RateLimited {
-            rate_per_min: 3,
-            retry_after_ms: 1_001,
-        })
-        .into_response();
-        assert_eq!(
-            resp.headers().get(axum::http::header::RETRY_AFTER).unwrap(),
-            "2"
-        );
-        assert_eq!(
-            ControlError::Refused(Refusal::RateLimited {
-                rate_per_min: 3,
-                retry_after_ms: 1_001
-            })
-            .retry_after_ms(),
-            Some(1_001)
-        );
+        let resp = ControlError::Refused(Refusal::RateLimited { rate_per_min: 3, retry_after_ms: 1_001 }).into_response();
+        assert_eq!(resp.headers().get(axum::http::header::RETRY_AFTER).unwrap(), "2");
+        assert_eq!(ControlError::Refused(Refusal::RateLimited { rate_per_min: 3, retry_after_ms: 1_001 }).retry_after_ms(), Some(1_001));
     }
 }

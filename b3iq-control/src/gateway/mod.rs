@@ -59,11 +59,7 @@ impl GatewayConfig {
     /// 64 waiting requests per model for at most 10 s, 3 attempts, 256 default tokens, 1 MiB.
     pub fn new() -> GatewayConfig {
         GatewayConfig {
-            price: PriceSchedule {
-                prompt_per_1m_tokens: 100_000,
-                completion_per_1m_tokens: 200_000,
-                per_request: 0,
-            },
+            price: PriceSchedule { prompt_per_1m_tokens: 100_000, completion_per_1m_tokens: 200_000, per_request: 0 },
             ticket_ttl_ms: 5 * 60 * 1000,
             max_queue_per_model: 64,
             queue_wait: Duration::from_secs(10),
@@ -95,42 +91,21 @@ pub struct GatewayMetrics {
 
 impl GatewayMetrics {
     pub(crate) fn count(&self, outcome: &'static str) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(outcome)
-            .or_default() += 1;
+        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry(outcome).or_default() += 1;
     }
 
     /// Prometheus text.
     pub fn render(&self, tunnels: usize) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let mut s = String::from("# TYPE b3iq_gateway_requests_total counter\n");
-        let mut rows: Vec<_> = self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
+        let mut rows: Vec<_> = self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, *v)).collect();
         rows.sort();
         for (k, v) in rows {
-            s.push_str(&format!(
-                "b3iq_gateway_requests_total{{outcome=\"{k}\"}} {v}\n"
-            ));
+            s.push_str(&format!("b3iq_gateway_requests_total{{outcome=\"{k}\"}} {v}\n"));
         }
-        s.push_str(&format!(
-            "# TYPE b3iq_gateway_failovers_total counter\nb3iq_gateway_failovers_total {}\n",
-            self.failovers.load(Relaxed)
-        ));
-        s.push_str(&format!(
-            "# TYPE b3iq_gateway_bad_receipts_total counter\nb3iq_gateway_bad_receipts_total {}\n",
-            self.bad_receipts.load(Relaxed)
-        ));
-        s.push_str(&format!(
-            "# TYPE b3iq_gateway_tunnels gauge\nb3iq_gateway_tunnels {tunnels}\n"
-        ));
+        s.push_str(&format!("# TYPE b3iq_gateway_failovers_total counter\nb3iq_gateway_failovers_total {}\n", self.failovers.load(Relaxed)));
+        s.push_str(&format!("# TYPE b3iq_gateway_bad_receipts_total counter\nb3iq_gateway_bad_receipts_total {}\n", self.bad_receipts.load(Relaxed)));
+        s.push_str(&format!("# TYPE b3iq_gateway_tunnels gauge\nb3iq_gateway_tunnels {tunnels}\n"));
         s
     }
 }
@@ -160,10 +135,7 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("id", &self.id)
-            .field("tunnels", &self.tunnels.all().len())
-            .finish_non_exhaustive()
+        f.debug_struct("Gateway").field("id", &self.id).field("tunnels", &self.tunnels.all().len()).finish_non_exhaustive()
     }
 }
 
@@ -173,21 +145,14 @@ impl Gateway {
     pub fn new(cp: Arc<ControlPlane>, ticket_key: NodeKey, config: GatewayConfig) -> Arc<Gateway> {
         let id = cp.config().audience.clone();
         let relay_client = config.replica_url.as_ref().and_then(|_| {
-            let mut b = reqwest::Client::builder()
-                .use_rustls_tls()
-                .connect_timeout(Duration::from_secs(5))
-                .redirect(reqwest::redirect::Policy::none());
+            let mut b = reqwest::Client::builder().use_rustls_tls().connect_timeout(Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none());
             if let Some(pem) = &config.replica_ca_pem {
                 b = b.tls_built_in_root_certs(false);
                 for c in reqwest::Certificate::from_pem_bundle(pem.as_bytes()).unwrap_or_default() {
                     b = b.add_root_certificate(c);
                 }
             }
-            b.build()
-                .map_err(
-                    |e| tracing::error!(error = %e, "gateway: cannot build the replica client"),
-                )
-                .ok()
+            b.build().map_err(|e| tracing::error!(error = %e, "gateway: cannot build the replica client")).ok()
         });
         Arc::new(Gateway {
             relay_client,
@@ -246,16 +211,8 @@ impl Gateway {
         let gen_ms = r.duration_ms.saturating_sub(r.ttft_ms).max(1);
         let tps = u64::from(r.completion_tokens).saturating_mul(1_000_000) / gen_ms;
         let mut q = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        q.push_back(Sample {
-            model: model.to_string(),
-            at_ms: now_ms,
-            ttft_ms: r.ttft_ms,
-            tokens_per_s_milli: tps,
-        });
-        while q.len() > MAX_SAMPLES
-            || q.front()
-                .is_some_and(|s| s.at_ms + READINESS_WINDOW_MS < now_ms)
-        {
+        q.push_back(Sample { model: model.to_string(), at_ms: now_ms, ttft_ms: r.ttft_ms, tokens_per_s_milli: tps });
+        while q.len() > MAX_SAMPLES || q.front().is_some_and(|s| s.at_ms + READINESS_WINDOW_MS < now_ms) {
             q.pop_front();
         }
     }
@@ -271,67 +228,43 @@ impl Gateway {
                 continue;
             }
             for m in &t.models {
-                let e = by_model
-                    .entry(m.public_id.clone())
-                    .or_insert_with(|| RouteReadiness {
-                        model: m.public_id.clone(),
-                        nodes_ready: 0,
-                        tiers: Vec::new(),
-                        capacity: 0,
-                        in_flight: 0,
-                        waiting: 0,
-                        window_s: (READINESS_WINDOW_MS / 1000) as u32,
-                        samples: 0,
-                        median_ttft_ms: None,
-                        median_tokens_per_s_milli: None,
-                    });
+                let e = by_model.entry(m.public_id.clone()).or_insert_with(|| RouteReadiness {
+                    model: m.public_id.clone(),
+                    nodes_ready: 0,
+                    tiers: Vec::new(),
+                    capacity: 0,
+                    in_flight: 0,
+                    waiting: 0,
+                    window_s: (READINESS_WINDOW_MS / 1000) as u32,
+                    samples: 0,
+                    median_ttft_ms: None,
+                    median_tokens_per_s_milli: None,
+                });
                 e.nodes_ready += 1;
                 e.capacity += t.max_concurrent;
                 e.in_flight += t.in_flight.load(std::sync::atomic::Ordering::Acquire);
                 // Every node is tier 0 (best effort) until verification (issue "Verifiable
                 // inference") assigns higher tiers.
-                match e
-                    .tiers
-                    .iter_mut()
-                    .find(|x| x.tier == b3iq_core::TrustTier::BestEffort)
-                {
+                match e.tiers.iter_mut().find(|x| x.tier == b3iq_core::TrustTier::BestEffort) {
                     Some(x) => x.nodes += 1,
-                    None => e.tiers.push(TierCount {
-                        tier: b3iq_core::TrustTier::BestEffort,
-                        nodes: 1,
-                    }),
+                    None => e.tiers.push(TierCount { tier: b3iq_core::TrustTier::BestEffort, nodes: 1 }),
                 }
             }
         }
-        let waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
         fn median(mut v: Vec<u64>) -> Option<u64> {
             v.sort_unstable();
             v.get(v.len() / 2).copied()
         }
         for (model, r) in by_model.iter_mut() {
             r.waiting = waiting.get(model).copied().unwrap_or(0) as u32;
-            let recent: Vec<&Sample> = samples
-                .iter()
-                .filter(|s| &s.model == model && s.at_ms + READINESS_WINDOW_MS >= now_ms)
-                .collect();
+            let recent: Vec<&Sample> = samples.iter().filter(|s| &s.model == model && s.at_ms + READINESS_WINDOW_MS >= now_ms).collect();
             r.samples = recent.len() as u32;
             r.median_ttft_ms = median(recent.iter().map(|s| s.ttft_ms).collect());
-            r.median_tokens_per_s_milli =
-                median(recent.iter().map(|s| s.tokens_per_s_milli).collect());
+            r.median_tokens_per_s_milli = median(recent.iter().map(|s| s.tokens_per_s_milli).collect());
         }
-        b3iq_protocol::gateway::NetworkReadiness {
-            models: by_model.into_values().collect(),
-            generated_at_ms: now_ms,
-        }
+        b3iq_protocol::gateway::NetworkReadiness { models: by_model.into_values().collect(), generated_at_ms: now_ms }
     }
 }
 
@@ -346,18 +279,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/completions", post(proxy::completions))
         .route("/metrics/gateway", get(proxy::metrics))
         .route("/v1/network/models", get(proxy::readiness))
-        .route(
-            "/v1/internal/relay/{node_id}/v1/chat/completions",
-            post(proxy::relay_chat),
-        )
-        .route(
-            "/v1/internal/relay/{node_id}/v1/completions",
-            post(proxy::relay_completions),
-        )
+        .route("/v1/internal/relay/{node_id}/v1/chat/completions", post(proxy::relay_chat))
+        .route("/v1/internal/relay/{node_id}/v1/completions", post(proxy::relay_completions))
         // An early 401 (a mistyped key) must reach HTTP/2 clients as a status, not a reset
         // stream: read the rest of a small unread body first (the node's rule, b3iq-host).
-        .layer(axum::middleware::from_fn(
-            b3iq_host::http::finish_request_body,
-        ))
+        .layer(axum::middleware::from_fn(b3iq_host::http::finish_request_body))
         .with_state(gw)
 }

@@ -26,10 +26,7 @@ use axum::response::{IntoResponse, Response};
 use b3iq_core::receipt::{RequestId, SignedReceipt};
 use b3iq_core::TrustTier;
 use b3iq_host::context::unix_now_ms;
-use b3iq_protocol::gateway::{
-    RequestTicket, TicketFields, TunnelHello, HELLO_HEADER, RECEIPT_HEADER, RECEIPT_SSE_PREFIX,
-    TICKET_HEADER, TUNNEL_PROTOCOL,
-};
+use b3iq_protocol::gateway::{RequestTicket, TicketFields, TunnelHello, HELLO_HEADER, RECEIPT_HEADER, RECEIPT_SSE_PREFIX, TICKET_HEADER, TUNNEL_PROTOCOL};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -53,22 +50,11 @@ pub async fn tunnel_challenge(State(gw): Gw) -> Result<Response> {
 /// `POST /v1/node/tunnel` (HTTP/1.1 upgrade to `b3iq-tunnel/1`).
 pub async fn open_tunnel(State(gw): Gw, mut req: Request) -> Result<Response> {
     let now = unix_now_ms();
-    let wants = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(TUNNEL_PROTOCOL));
+    let wants = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case(TUNNEL_PROTOCOL));
     if !wants || req.version() != axum::http::Version::HTTP_11 {
         return Err(ControlError::Invalid { field: "upgrade", reason: format!("open a tunnel over HTTP/1.1 with `Connection: upgrade` and `Upgrade: {TUNNEL_PROTOCOL}`") });
     }
-    let raw = req
-        .headers()
-        .get(HELLO_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ControlError::Invalid {
-            field: "tunnel_hello",
-            reason: format!("send the signed hello in {HELLO_HEADER}"),
-        })?;
+    let raw = req.headers().get(HELLO_HEADER).and_then(|v| v.to_str().ok()).ok_or(ControlError::Invalid { field: "tunnel_hello", reason: format!("send the signed hello in {HELLO_HEADER}") })?;
     let hello = TunnelHello::from_header(raw)?;
     gw.check_hello(&hello, now).await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -93,49 +79,28 @@ pub async fn readiness(State(gw): Gw) -> Response {
 }
 
 /// `POST /v1/internal/relay/{node_id}/v1/chat/completions` (another replica's request).
-pub async fn relay_chat(
-    State(gw): Gw,
-    axum::extract::Path(node): axum::extract::Path<String>,
-    req: Request,
-) -> Result<Response> {
+pub async fn relay_chat(State(gw): Gw, axum::extract::Path(node): axum::extract::Path<String>, req: Request) -> Result<Response> {
     gw.clone().relay(&node, "/v1/chat/completions", req).await
 }
 
 /// `POST /v1/internal/relay/{node_id}/v1/completions` (another replica's request).
-pub async fn relay_completions(
-    State(gw): Gw,
-    axum::extract::Path(node): axum::extract::Path<String>,
-    req: Request,
-) -> Result<Response> {
+pub async fn relay_completions(State(gw): Gw, axum::extract::Path(node): axum::extract::Path<String>, req: Request) -> Result<Response> {
     gw.clone().relay(&node, "/v1/completions", req).await
 }
 
 /// `GET /metrics/gateway` (Prometheus text).
 pub async fn metrics(State(gw): Gw) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        gw.metrics.render(gw.tunnels.all().len()),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], gw.metrics.render(gw.tunnels.all().len())).into_response()
 }
 
 fn bearer(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
 /// The gateway key of a request's bearer token (copied out of the request first: a request body
 /// is not `Sync`, so no reference to the request may live across an await).
 async fn payer(gw: &Gateway, token: Option<String>, now: u64) -> Result<GatewayKey> {
-    let tok = token.ok_or_else(|| {
-        ControlError::Unauthorized(
-            "send your gateway key as `Authorization: Bearer b3iq_gateway_...`".into(),
-        )
-    })?;
+    let tok = token.ok_or_else(|| ControlError::Unauthorized("send your gateway key as `Authorization: Bearer b3iq_gateway_...`".into()))?;
     gw.cp.authenticate_gateway_key(&tok, now).await
 }
 
@@ -157,18 +122,12 @@ pub async fn models(State(gw): Gw, req: Request) -> Result<Response> {
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(State(gw): Gw, req: Request) -> Response {
-    gw.clone()
-        .forward(req, "/v1/chat/completions")
-        .await
-        .unwrap_or_else(|e| e.into_response())
+    gw.clone().forward(req, "/v1/chat/completions").await.unwrap_or_else(|e| e.into_response())
 }
 
 /// `POST /v1/completions`.
 pub async fn completions(State(gw): Gw, req: Request) -> Response {
-    gw.clone()
-        .forward(req, "/v1/completions")
-        .await
-        .unwrap_or_else(|e| e.into_response())
+    gw.clone().forward(req, "/v1/completions").await.unwrap_or_else(|e| e.into_response())
 }
 
 /// A held amount: released when dropped unless settled.
@@ -179,16 +138,8 @@ struct Hold {
 }
 
 impl Hold {
-    async fn settle(
-        &mut self,
-        charge: u64,
-        node: &b3iq_core::NodeId,
-        receipt_id: &[u8; 32],
-    ) -> Result<()> {
-        self.gw
-            .cp
-            .settle_hold(&self.id, charge, node, receipt_id, unix_now_ms())
-            .await?;
+    async fn settle(&mut self, charge: u64, node: &b3iq_core::NodeId, receipt_id: &[u8; 32]) -> Result<()> {
+        self.gw.cp.settle_hold(&self.id, charge, node, receipt_id, unix_now_ms()).await?;
         self.done = true;
         Ok(())
     }
@@ -268,46 +219,18 @@ struct Ask {
 }
 
 fn ask(v: &Value, default_max_tokens: u32) -> Result<Ask> {
-    let bad = |field: &'static str, reason: &str| ControlError::Invalid {
-        field,
-        reason: reason.to_string(),
-    };
-    let model = v
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| {
-            bad(
-                "model",
-                "`model` is required; GET /v1/models lists the models served now",
-            )
-        })?;
-    let max_tokens = match v
-        .get("max_completion_tokens")
-        .filter(|x| !x.is_null())
-        .or_else(|| v.get("max_tokens").filter(|x| !x.is_null()))
-    {
+    let bad = |field: &'static str, reason: &str| ControlError::Invalid { field, reason: reason.to_string() };
+    let model = v.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or_else(|| bad("model", "`model` is required; GET /v1/models lists the models served now"))?;
+    let max_tokens = match v.get("max_completion_tokens").filter(|x| !x.is_null()).or_else(|| v.get("max_tokens").filter(|x| !x.is_null())) {
         None => u64::from(default_max_tokens),
-        Some(n) => n
-            .as_u64()
-            .filter(|n| (1..=MAX_MAX_TOKENS).contains(n))
-            .ok_or_else(|| {
-                bad(
-                    "max_tokens",
-                    &format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}"),
-                )
-            })?,
+        Some(n) => n.as_u64().filter(|n| (1..=MAX_MAX_TOKENS).contains(n)).ok_or_else(|| bad("max_tokens", &format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}")))?,
     };
     let stream = match v.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(bad("stream", "`stream` must be a boolean")),
     };
-    Ok(Ask {
-        model: model.to_string(),
-        max_tokens,
-        stream,
-    })
+    Ok(Ask { model: model.to_string(), max_tokens, stream })
 }
 
 impl Gateway {
@@ -319,12 +242,7 @@ impl Gateway {
 
     /// As [`Gateway::is_fresh`], by node id.
     pub(crate) async fn node_fresh(&self, node: &b3iq_core::NodeId) -> bool {
-        if let Some((at, ok)) = self
-            .fresh
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(node)
-        {
+        if let Some((at, ok)) = self.fresh.lock().unwrap_or_else(|p| p.into_inner()).get(node) {
             if at.elapsed() < std::time::Duration::from_secs(1) {
                 return *ok;
             }
@@ -335,30 +253,20 @@ impl Gateway {
             Ok(Some(n)) => {
                 n.status == crate::store::NodeStatus::Active
                     && n.expires_at_ms > now
-                    && n.last_heartbeat.as_ref().is_some_and(|h| {
-                        now.saturating_sub(h.received_at_ms) <= window
-                            && h.health != b3iq_core::heartbeat::HealthStatus::Unhealthy
-                    })
+                    && n.last_heartbeat.as_ref().is_some_and(|h| now.saturating_sub(h.received_at_ms) <= window && h.health != b3iq_core::heartbeat::HealthStatus::Unhealthy)
             }
             _ => false,
         };
-        self.fresh
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*node, (std::time::Instant::now(), ok));
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner()).insert(*node, (std::time::Instant::now(), ok));
         ok
     }
 
     /// Other replicas' fresh tunnel sessions (re-read at most once a second).
     async fn remote_sessions(&self) -> Vec<crate::store::TunnelSession> {
-        let Some(own) = &self.config.replica_url else {
-            return Vec::new();
-        };
+        let Some(own) = &self.config.replica_url else { return Vec::new() };
         {
             let r = self.remote.lock().unwrap_or_else(|p| p.into_inner());
-            if r.0
-                .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1))
-            {
+            if r.0.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
                 return r.1.clone();
             }
         }
@@ -370,8 +278,7 @@ impl Gateway {
                 Vec::new()
             }
         };
-        *self.remote.lock().unwrap_or_else(|p| p.into_inner()) =
-            (Some(std::time::Instant::now()), list.clone());
+        *self.remote.lock().unwrap_or_else(|p| p.into_inner()) = (Some(std::time::Instant::now()), list.clone());
         list
     }
 
@@ -387,74 +294,39 @@ impl Gateway {
             notified.as_mut().enable();
             let mut serving = Vec::new();
             for t in self.tunnels.all() {
-                if t.models.iter().any(|m| m.public_id == model)
-                    && !tried.contains(&t.node_id)
-                    && t.is_open().await
-                    && self.is_fresh(&t).await
-                {
+                if t.models.iter().any(|m| m.public_id == model) && !tried.contains(&t.node_id) && t.is_open().await && self.is_fresh(&t).await {
                     serving.push(t);
                 }
             }
             let mut remote = Vec::new();
             for sess in self.remote_sessions().await {
-                let models: Vec<OfferedModel> =
-                    serde_json::from_value(sess.models.clone()).unwrap_or_default();
-                if models.iter().any(|m| m.public_id == model)
-                    && !tried.contains(&sess.node_id)
-                    && self.tunnels.get(&sess.node_id).is_none()
-                    && self.node_fresh(&sess.node_id).await
-                {
+                let models: Vec<OfferedModel> = serde_json::from_value(sess.models.clone()).unwrap_or_default();
+                if models.iter().any(|m| m.public_id == model) && !tried.contains(&sess.node_id) && self.tunnels.get(&sess.node_id).is_none() && self.node_fresh(&sess.node_id).await {
                     remote.push((sess, models));
                 }
             }
             if serving.is_empty() && remote.is_empty() {
                 return Err(ControlError::ModelNotFound(model.to_string()));
             }
-            let mut spare: Vec<Arc<Tunnel>> = serving
-                .into_iter()
-                .filter(|t| t.in_flight.load(Ordering::Acquire) < t.max_concurrent)
-                .collect();
+            let mut spare: Vec<Arc<Tunnel>> = serving.into_iter().filter(|t| t.in_flight.load(Ordering::Acquire) < t.max_concurrent).collect();
             while !spare.is_empty() {
                 // Power of two choices on the load (in flight / share).
                 let a = rand::random::<usize>() % spare.len();
                 let b = rand::random::<usize>() % spare.len();
-                let load = |t: &Tunnel| {
-                    t.in_flight.load(Ordering::Acquire) as f64 / f64::from(t.max_concurrent.max(1))
-                };
-                let i = if load(&spare[b]) < load(&spare[a]) {
-                    b
-                } else {
-                    a
-                };
+                let load = |t: &Tunnel| t.in_flight.load(Ordering::Acquire) as f64 / f64::from(t.max_concurrent.max(1));
+                let i = if load(&spare[b]) < load(&spare[a]) { b } else { a };
                 let t = spare.swap_remove(i);
                 let prev = t.in_flight.fetch_add(1, Ordering::AcqRel);
                 if prev < t.max_concurrent {
-                    let node = NodeRef {
-                        node_id: t.node_id,
-                        public_key: t.public_key,
-                        models: t.models.clone(),
-                    };
-                    return Ok(Target {
-                        node,
-                        via: Via::Local(Slot {
-                            gw: self.clone(),
-                            tunnel: t,
-                        }),
-                    });
+                    let node = NodeRef { node_id: t.node_id, public_key: t.public_key, models: t.models.clone() };
+                    return Ok(Target { node, via: Via::Local(Slot { gw: self.clone(), tunnel: t }) });
                 }
                 t.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
             if !remote.is_empty() {
                 let (sess, models) = remote.swap_remove(rand::random::<usize>() % remote.len());
                 if let Ok(Some(n)) = self.cp.store().node(&sess.node_id).await {
-                    return Ok(Target {
-                        node: NodeRef {
-                            node_id: sess.node_id,
-                            public_key: n.public_key,
-                            models,
-                        },
-                        via: Via::Remote(sess.replica_url),
-                    });
+                    return Ok(Target { node: NodeRef { node_id: sess.node_id, public_key: n.public_key, models }, via: Via::Remote(sess.replica_url) });
                 }
             }
             if queued.is_none() {
@@ -465,19 +337,10 @@ impl Gateway {
                 }
                 *n += 1;
                 drop(w);
-                queued = Some(Waiting {
-                    gw: self,
-                    model: model.to_string(),
-                });
+                queued = Some(Waiting { gw: self, model: model.to_string() });
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(ControlError::Busy {
-                    message: format!(
-                        "every node serving {model} stayed busy for {} s; retry shortly",
-                        self.config.queue_wait.as_secs()
-                    ),
-                    retry_after_s: 1,
-                });
+                return Err(ControlError::Busy { message: format!("every node serving {model} stayed busy for {} s; retry shortly", self.config.queue_wait.as_secs()), retry_after_s: 1 });
             }
         }
     }
@@ -486,41 +349,18 @@ impl Gateway {
         let now = unix_now_ms();
         let key = payer(&self, bearer(&req).map(str::to_string), now).await?;
         let limit = self.config.max_body_bytes;
-        let body = tokio::time::timeout(
-            b3iq_host::http::serve::BODY_TIMEOUT,
-            axum::body::to_bytes(req.into_body(), limit),
-        )
-        .await
-        .map_err(|_| ControlError::Invalid {
-            field: "body",
-            reason: "the request body did not arrive in time".into(),
-        })?
-        .map_err(|_| ControlError::TooLarge(limit))?;
-        let mut v: Value = serde_json::from_slice(&body).map_err(|e| ControlError::Invalid {
-            field: "body",
-            reason: format!("invalid JSON: {e}"),
-        })?;
+        let body = tokio::time::timeout(b3iq_host::http::serve::BODY_TIMEOUT, axum::body::to_bytes(req.into_body(), limit))
+            .await
+            .map_err(|_| ControlError::Invalid { field: "body", reason: "the request body did not arrive in time".into() })?
+            .map_err(|_| ControlError::TooLarge(limit))?;
+        let mut v: Value = serde_json::from_slice(&body).map_err(|e| ControlError::Invalid { field: "body", reason: format!("invalid JSON: {e}") })?;
         if !v.is_object() {
-            return Err(ControlError::Invalid {
-                field: "body",
-                reason: "send a JSON object".into(),
-            });
+            return Err(ControlError::Invalid { field: "body", reason: "send a JSON object".into() });
         }
         let a = ask(&v, self.config.default_max_tokens)?;
-        let worst = self
-            .config
-            .price
-            .price(body.len() as u64, a.max_tokens)
-            .map_err(|e| ControlError::Invalid {
-                field: "body",
-                reason: e.to_string(),
-            })?;
+        let worst = self.config.price.price(body.len() as u64, a.max_tokens).map_err(|e| ControlError::Invalid { field: "body", reason: e.to_string() })?;
         let hold = self.cp.place_hold(&key, worst, now).await?;
-        let mut hold = Hold {
-            gw: self.clone(),
-            id: hold.id,
-            done: false,
-        };
+        let mut hold = Hold { gw: self.clone(), id: hold.id, done: false };
         let mut tried = Vec::new();
         let mut refused_by_policy = false;
         let mut last_error = String::from("no node took the request");
@@ -529,20 +369,13 @@ impl Gateway {
                 Ok(s) => s,
                 Err(e) if attempt > 0 && matches!(e, ControlError::ModelNotFound(_)) => break,
                 Err(e) => {
-                    self.metrics
-                        .count(if matches!(e, ControlError::Busy { .. }) {
-                            "busy"
-                        } else {
-                            "no_model"
-                        });
+                    self.metrics.count(if matches!(e, ControlError::Busy { .. }) { "busy" } else { "no_model" });
                     return Err(e);
                 }
             };
             let node = target.node.clone();
             tried.push(node.node_id);
-            let Some(offered) = node.models.iter().find(|m| m.public_id == a.model).cloned() else {
-                continue;
-            };
+            let Some(offered) = node.models.iter().find(|m| m.public_id == a.model).cloned() else { continue };
             let now = unix_now_ms();
             let ticket = RequestTicket::sign(
                 &self.ticket_key,
@@ -560,20 +393,11 @@ impl Gateway {
                     expires_at_ms: now + self.config.ticket_ttl_ms,
                 },
             )
-            .map_err(|e| ControlError::Invalid {
-                field: "model",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| ControlError::Invalid { field: "model", reason: e.to_string() })?;
             v["model"] = Value::String(offered.node_model_id.clone());
             let payload = serde_json::to_vec(&v).unwrap_or_default();
             let (resp, slot) = match self.send(&target.via, &node, path, &ticket, payload).await {
-                Ok(r) => (
-                    r,
-                    match target.via {
-                        Via::Local(s) => Some(s),
-                        Via::Remote(_) => None,
-                    },
-                ),
+                Ok(r) => (r, match target.via { Via::Local(s) => Some(s), Via::Remote(_) => None }),
                 Err(e) => {
                     last_error = format!("node {} failed before answering: {e}", node.node_id);
                     tracing::warn!(node = %node.node_id, error = %e, "gateway: request to the node failed; trying another node");
@@ -584,21 +408,9 @@ impl Gateway {
             let status = resp.status();
             // The node is busy, unavailable, or refuses the ticket (outside its schedule, past
             // its daily budget, below its price floor): another node may take it.
-            if matches!(
-                status,
-                StatusCode::TOO_MANY_REQUESTS
-                    | StatusCode::SERVICE_UNAVAILABLE
-                    | StatusCode::UNAUTHORIZED
-                    | StatusCode::FORBIDDEN
-            ) {
-                refused_by_policy |=
-                    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
-                let why = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
+            if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                refused_by_policy |= matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+                let why = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                 let why: Value = serde_json::from_slice(&why).unwrap_or_default();
                 tracing::info!(node = %node.node_id, %status, code = why["error"]["code"].as_str().unwrap_or(""), "gateway: the node did not take the request; trying another node");
                 last_error = format!("node {} answered {status}", node.node_id);
@@ -608,35 +420,18 @@ impl Gateway {
             if !status.is_success() {
                 // The node refused the request itself (a bad parameter): the client's answer.
                 self.metrics.count("refused_by_node");
-                let bytes = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
+                let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                 let mut out = Response::new(Body::from(bytes.slice(..bytes.len().min(64 * 1024))));
                 *out.status_mut() = status;
-                out.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 return Ok(out);
             }
             if a.stream {
                 self.metrics.count("streamed");
                 return Ok(self.clone().stream_back(resp, slot, node, hold, ticket));
             }
-            let receipt = resp
-                .headers()
-                .get(RECEIPT_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let bytes = match tokio::time::timeout(
-                std::time::Duration::from_secs(600),
-                resp.into_body().collect(),
-            )
-            .await
-            {
+            let receipt = resp.headers().get(RECEIPT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let bytes = match tokio::time::timeout(std::time::Duration::from_secs(600), resp.into_body().collect()).await {
                 Ok(Ok(c)) => c.to_bytes(),
                 _ => {
                     last_error = format!("node {} failed while answering", node.node_id);
@@ -644,23 +439,15 @@ impl Gateway {
                 }
             };
             if bytes.len() > MAX_ANSWER_BYTES {
-                return Err(ControlError::Upstream(
-                    "the node's answer is too large".into(),
-                ));
+                return Err(ControlError::Upstream("the node's answer is too large".into()));
             }
             let mut out = Response::new(Body::from(bytes));
-            out.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             if let Ok(v) = HeaderValue::from_str(&node.node_id.to_text()) {
                 out.headers_mut().insert("x-b3iq-node", v);
             }
             drop(slot);
-            match self
-                .settle_from(receipt.as_deref(), &ticket, &node, &mut hold)
-                .await
-            {
+            match self.settle_from(receipt.as_deref(), &ticket, &node, &mut hold).await {
                 Some(id) => {
                     if let Ok(v) = HeaderValue::from_str(&id) {
                         out.headers_mut().insert("x-b3iq-receipt-id", v);
@@ -684,14 +471,7 @@ impl Gateway {
 
     /// Sends a ticketed request to the node: over its tunnel here, or through the replica that
     /// holds it. The answer's body streams.
-    async fn send(
-        &self,
-        via: &Via,
-        node: &NodeRef,
-        path: &str,
-        ticket: &RequestTicket,
-        payload: Vec<u8>,
-    ) -> std::result::Result<axum::http::Response<Body>, String> {
+    async fn send(&self, via: &Via, node: &NodeRef, path: &str, ticket: &RequestTicket, payload: Vec<u8>) -> std::result::Result<axum::http::Response<Body>, String> {
         match via {
             Via::Local(slot) => {
                 let upstream = axum::http::Request::builder()
@@ -702,19 +482,12 @@ impl Gateway {
                     .body(Body::from(payload))
                     .map_err(|e| e.to_string())?;
                 let mut sender = slot.tunnel.sender().await;
-                sender
-                    .send_request(upstream)
-                    .await
-                    .map(|r| r.map(Body::new))
-                    .map_err(|e| e.to_string())
+                sender.send_request(upstream).await.map(|r| r.map(Body::new)).map_err(|e| e.to_string())
             }
             Via::Remote(url) => {
                 let c = self.relay_client.as_ref().ok_or("no replica client")?;
                 let r = c
-                    .post(format!(
-                        "{url}/v1/internal/relay/{}{path}",
-                        node.node_id.to_text()
-                    ))
+                    .post(format!("{url}/v1/internal/relay/{}{path}", node.node_id.to_text()))
                     .header(header::CONTENT_TYPE, "application/json")
                     .header(TICKET_HEADER, ticket.to_header())
                     .body(payload)
@@ -727,8 +500,7 @@ impl Gateway {
                         b = b.header(k.as_str(), v.as_bytes());
                     }
                 }
-                b.body(Body::from_stream(r.bytes_stream()))
-                    .map_err(|e| e.to_string())
+                b.body(Body::from_stream(r.bytes_stream())).map_err(|e| e.to_string())
             }
         }
     }
@@ -736,82 +508,40 @@ impl Gateway {
     /// The relay of another replica's request to a tunnel held here: the ticket (signed with
     /// the shared ticket key, for this node) is the authority; the answer streams back as the
     /// node sent it (receipt included), and the requesting replica settles.
-    async fn relay(
-        self: Arc<Self>,
-        node: &str,
-        path: &'static str,
-        req: Request,
-    ) -> Result<Response> {
+    async fn relay(self: Arc<Self>, node: &str, path: &'static str, req: Request) -> Result<Response> {
         let now = unix_now_ms();
-        let node_id = b3iq_core::NodeId::parse(node).map_err(|e| ControlError::Invalid {
-            field: "node_id",
-            reason: e.to_string(),
-        })?;
-        let raw = req
-            .headers()
-            .get(TICKET_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let ticket = RequestTicket::from_header(raw.as_deref().unwrap_or(""))
-            .map_err(|e| ControlError::Unauthorized(format!("relay: {e}")))?;
+        let node_id = b3iq_core::NodeId::parse(node).map_err(|e| ControlError::Invalid { field: "node_id", reason: e.to_string() })?;
+        let raw = req.headers().get(TICKET_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let ticket = RequestTicket::from_header(raw.as_deref().unwrap_or("")).map_err(|e| ControlError::Unauthorized(format!("relay: {e}")))?;
         ticket
             .verify_for(&self.ticket_key.public(), &self.id, &node_id, now, 30_000)
             .map_err(|e| ControlError::Unauthorized(format!("relay: {e}")))?;
-        let t = self
-            .tunnels
-            .get(&node_id)
-            .ok_or_else(|| ControlError::Busy {
-                message: "the node's tunnel is no longer here".into(),
-                retry_after_s: 1,
-            })?;
+        let t = self.tunnels.get(&node_id).ok_or_else(|| ControlError::Busy { message: "the node's tunnel is no longer here".into(), retry_after_s: 1 })?;
         if t.in_flight.fetch_add(1, Ordering::AcqRel) >= t.max_concurrent {
             t.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(ControlError::Busy {
-                message: "the node's network share is busy".into(),
-                retry_after_s: 1,
-            });
+            return Err(ControlError::Busy { message: "the node's network share is busy".into(), retry_after_s: 1 });
         }
         // The place taken above is held until the answer has streamed back.
-        let via = Via::Local(Slot {
-            gw: self.clone(),
-            tunnel: t.clone(),
-        });
-        let body = axum::body::to_bytes(req.into_body(), self.config.max_body_bytes)
-            .await
-            .map_err(|_| ControlError::TooLarge(self.config.max_body_bytes))?;
-        let nref = NodeRef {
-            node_id,
-            public_key: t.public_key,
-            models: t.models.clone(),
-        };
-        let resp = self
-            .send(&via, &nref, path, &ticket, body.to_vec())
-            .await
-            .map_err(ControlError::Upstream)?;
+        let via = Via::Local(Slot { gw: self.clone(), tunnel: t.clone() });
+        let body = axum::body::to_bytes(req.into_body(), self.config.max_body_bytes).await.map_err(|_| ControlError::TooLarge(self.config.max_body_bytes))?;
+        let nref = NodeRef { node_id, public_key: t.public_key, models: t.models.clone() };
+        let resp = self.send(&via, &nref, path, &ticket, body.to_vec()).await.map_err(ControlError::Upstream)?;
         let (parts, body) = resp.into_parts();
-        let stream =
-            futures_util::stream::unfold((body, Some(via)), |(mut body, held)| async move {
-                match body.frame().await {
-                    Some(Ok(f)) => match f.into_data() {
-                        Ok(d) => Some((Ok::<Bytes, std::io::Error>(d), (body, held))),
-                        Err(_) => Some((Ok(Bytes::new()), (body, held))),
-                    },
-                    Some(Err(e)) => Some((Err(std::io::Error::other(e.to_string())), (body, None))),
-                    None => None,
-                }
-            });
+        let stream = futures_util::stream::unfold((body, Some(via)), |(mut body, held)| async move {
+            match body.frame().await {
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => Some((Ok::<Bytes, std::io::Error>(d), (body, held))),
+                    Err(_) => Some((Ok(Bytes::new()), (body, held))),
+                },
+                Some(Err(e)) => Some((Err(std::io::Error::other(e.to_string())), (body, None))),
+                None => None,
+            }
+        });
         let mut out = Response::new(Body::from_stream(stream));
         *out.status_mut() = parts.status;
         for k in [header::CONTENT_TYPE.as_str(), RECEIPT_HEADER] {
             if let Some(v) = parts.headers.get(k) {
-                out.headers_mut().insert(
-                    axum::http::HeaderName::from_static(if k == RECEIPT_HEADER {
-                        RECEIPT_HEADER
-                    } else {
-                        "content-type"
-                    }),
-                    v.clone(),
-                );
+                out.headers_mut().insert(axum::http::HeaderName::from_static(if k == RECEIPT_HEADER { RECEIPT_HEADER } else { "content-type" }), v.clone());
             }
         }
         Ok(out)
@@ -820,23 +550,12 @@ impl Gateway {
     /// Checks a node's receipt (hex of its encoding) against the ticket and settles the hold
     /// with its price. Returns the receipt id, or `None` (the node is not paid; the hold is
     /// released when dropped).
-    async fn settle_from(
-        &self,
-        hex_receipt: Option<&str>,
-        ticket: &RequestTicket,
-        t: &NodeRef,
-        hold: &mut Hold,
-    ) -> Option<String> {
+    async fn settle_from(&self, hex_receipt: Option<&str>, ticket: &RequestTicket, t: &NodeRef, hold: &mut Hold) -> Option<String> {
         let checked = hex_receipt
             .ok_or_else(|| "no receipt".to_string())
             .and_then(|h| hex::decode(h.trim()).map_err(|e| e.to_string()))
             .and_then(|b| SignedReceipt::decode(&b).map_err(|e| e.to_string()))
-            .and_then(|r| {
-                ticket
-                    .check_receipt(&r, &t.public_key)
-                    .map(|price| (r, price))
-                    .map_err(|e| e.to_string())
-            });
+            .and_then(|r| ticket.check_receipt(&r, &t.public_key).map(|price| (r, price)).map_err(|e| e.to_string()));
         match checked {
             Ok((r, price)) => {
                 let id = r.receipt_id();
@@ -861,14 +580,7 @@ impl Gateway {
 
     /// Streams a node's SSE answer to the client, taking the receipt comment out and settling
     /// with it; a failure after the first byte ends the stream with an error event.
-    fn stream_back(
-        self: Arc<Self>,
-        resp: axum::http::Response<Body>,
-        slot: Option<Slot>,
-        target: NodeRef,
-        hold: Hold,
-        ticket: RequestTicket,
-    ) -> Response {
+    fn stream_back(self: Arc<Self>, resp: axum::http::Response<Body>, slot: Option<Slot>, target: NodeRef, hold: Hold, ticket: RequestTicket) -> Response {
         struct S {
             gw: Arc<Gateway>,
             body: Body,
@@ -881,17 +593,7 @@ impl Gateway {
             ended: bool,
         }
         let node = target.node_id;
-        let init = S {
-            gw: self,
-            body: resp.into_body(),
-            buf: Vec::new(),
-            out: VecDeque::new(),
-            _slot: slot,
-            target,
-            hold,
-            ticket,
-            ended: false,
-        };
+        let init = S { gw: self, body: resp.into_body(), buf: Vec::new(), out: VecDeque::new(), _slot: slot, target, hold, ticket, ended: false };
         let stream = futures_util::stream::unfold(init, |mut s| async move {
             loop {
                 if let Some(b) = s.out.pop_front() {
@@ -909,17 +611,9 @@ impl Gateway {
                         while let Some(end) = s.buf.windows(2).position(|w| w == b"\n\n") {
                             let event: Vec<u8> = s.buf.drain(..end + 2).collect();
                             if event.starts_with(RECEIPT_SSE_PREFIX.as_bytes()) {
-                                let hex_receipt =
-                                    String::from_utf8_lossy(&event[RECEIPT_SSE_PREFIX.len()..])
-                                        .trim()
-                                        .to_string();
-                                let (gw, ticket, target) =
-                                    (s.gw.clone(), s.ticket.clone(), s.target.clone());
-                                if gw
-                                    .settle_from(Some(&hex_receipt), &ticket, &target, &mut s.hold)
-                                    .await
-                                    .is_none()
-                                {
+                                let hex_receipt = String::from_utf8_lossy(&event[RECEIPT_SSE_PREFIX.len()..]).trim().to_string();
+                                let (gw, ticket, target) = (s.gw.clone(), s.ticket.clone(), s.target.clone());
+                                if gw.settle_from(Some(&hex_receipt), &ticket, &target, &mut s.hold).await.is_none() {
                                     gw.metrics.count("no_receipt");
                                 }
                             } else {
@@ -944,10 +638,7 @@ impl Gateway {
         });
         let mut out = Response::new(Body::from_stream(stream));
         let h = out.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         if let Ok(v) = HeaderValue::from_str(&node.to_text()) {

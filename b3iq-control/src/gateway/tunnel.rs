@@ -88,21 +88,12 @@ pub struct Registry {
 impl Registry {
     /// Every live tunnel.
     pub fn all(&self) -> Vec<Arc<Tunnel>> {
-        self.tunnels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.tunnels.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
     /// One node's tunnel.
     pub fn get(&self, node: &NodeId) -> Option<Arc<Tunnel>> {
-        self.tunnels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(node)
-            .cloned()
+        self.tunnels.read().unwrap_or_else(|p| p.into_inner()).get(node).cloned()
     }
 
     /// Removes `node`'s tunnel if it is still the one of `epoch`.
@@ -114,10 +105,7 @@ impl Registry {
     }
 
     fn insert(&self, t: Arc<Tunnel>) {
-        self.tunnels
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(t.node_id, t);
+        self.tunnels.write().unwrap_or_else(|p| p.into_inner()).insert(t.node_id, t);
     }
 }
 
@@ -125,11 +113,7 @@ impl Registry {
 /// catalog is the verified manifest list).
 pub fn catalog_id(digest: &Sha256Digest) -> Option<String> {
     let hex = digest.to_hex();
-    b3iq_runtime::catalog::Catalog::builtin()
-        .profiles
-        .iter()
-        .find(|p| p.sha256 == hex)
-        .map(|p| p.id.clone())
+    b3iq_runtime::catalog::Catalog::builtin().profiles.iter().find(|p| p.sha256 == hex).map(|p| p.id.clone())
 }
 
 impl super::Gateway {
@@ -142,16 +126,9 @@ impl super::Gateway {
         let nonce: [u8; 32] = rand::random();
         let mut id = [0u8; 16];
         id.copy_from_slice(&nonce[..16]);
-        let row = ChallengeRow {
-            id,
-            nonce,
-            issued_at_ms: now_ms,
-            expires_at_ms: now_ms + CHALLENGE_TTL_MS,
-        };
+        let row = ChallengeRow { id, nonce, issued_at_ms: now_ms, expires_at_ms: now_ms + CHALLENGE_TTL_MS };
         if !self.cp.store().create_challenge(&row, now_ms).await? {
-            return Err(ControlError::TooMany(
-                "too many tunnel challenges are live; retry in a few seconds".into(),
-            ));
+            return Err(ControlError::TooMany("too many tunnel challenges are live; retry in a few seconds".into()));
         }
         Ok(TunnelChallenge {
             gateway_id: self.id.clone(),
@@ -171,13 +148,7 @@ impl super::Gateway {
     pub async fn check_hello(&self, hello: &TunnelHello, now_ms: u64) -> Result<()> {
         let mut id = [0u8; 16];
         id.copy_from_slice(&hello.nonce.0[..16]);
-        let ch = self
-            .cp
-            .store()
-            .live_challenge(&id, now_ms)
-            .await?
-            .filter(|c| c.nonce == hello.nonce.0)
-            .ok_or(Refusal::ChallengeUsed)?;
+        let ch = self.cp.store().live_challenge(&id, now_ms).await?.filter(|c| c.nonce == hello.nonce.0).ok_or(Refusal::ChallengeUsed)?;
         let challenge = TunnelChallenge {
             gateway_id: self.id.clone(),
             nonce: hello.nonce,
@@ -185,46 +156,26 @@ impl super::Gateway {
             expires_at_ms: ch.expires_at_ms,
             ticket_key: self.ticket_key.public(),
         };
-        let node = hello
-            .verify(&challenge, now_ms, self.cp.config().max_clock_skew_ms)
-            .map_err(|e| ControlError::Invalid {
-                field: "tunnel_hello",
-                reason: e.to_string(),
-            })?;
+        let node = hello.verify(&challenge, now_ms, self.cp.config().max_clock_skew_ms).map_err(|e| ControlError::Invalid { field: "tunnel_hello", reason: e.to_string() })?;
         if !self.cp.store().use_challenge(&id, now_ms).await? {
             return Err(Refusal::ChallengeUsed.into());
         }
-        let n = self
-            .cp
-            .store()
-            .node(&node)
-            .await?
-            .ok_or(Refusal::UnknownNode)?;
+        let n = self.cp.store().node(&node).await?.ok_or(Refusal::UnknownNode)?;
         if n.public_key != hello.public_key {
             return Err(Refusal::UnknownNode.into());
         }
         match n.status {
             NodeStatus::Revoked => Err(Refusal::Revoked(n.status_reason).into()),
             NodeStatus::Suspended => Err(Refusal::Suspended(n.status_reason).into()),
-            NodeStatus::Active if n.expires_at_ms <= now_ms => {
-                Err(Refusal::EnrollmentExpired.into())
-            }
+            NodeStatus::Active if n.expires_at_ms <= now_ms => Err(Refusal::EnrollmentExpired.into()),
             NodeStatus::Active => Ok(()),
         }
     }
 
     /// Runs the HTTP/2 client on an upgraded tunnel connection and registers it until it ends.
-    pub(crate) async fn serve_tunnel(
-        self: Arc<Self>,
-        upgraded: hyper::upgrade::Upgraded,
-        hello: TunnelHello,
-        now_ms: u64,
-    ) {
+    pub(crate) async fn serve_tunnel(self: Arc<Self>, upgraded: hyper::upgrade::Upgraded, hello: TunnelHello, now_ms: u64) {
         let mut b = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .keep_alive_interval(KEEPALIVE)
-            .keep_alive_timeout(KEEPALIVE)
-            .keep_alive_while_idle(true);
+        b.timer(TokioTimer::new()).keep_alive_interval(KEEPALIVE).keep_alive_timeout(KEEPALIVE).keep_alive_while_idle(true);
         let (send, conn) = match b.handshake::<_, Body>(upgraded).await {
             Ok(x) => x,
             Err(e) => {
@@ -255,18 +206,14 @@ impl super::Gateway {
             send: tokio::sync::Mutex::new(send),
         });
         tracing::info!(node = %hello.node_id, models = tunnel.models.len(), share = hello.max_concurrent, epoch, "tunnel open");
-        let session = self
-            .config
-            .replica_url
-            .as_ref()
-            .map(|url| crate::store::TunnelSession {
-                node_id: hello.node_id,
-                replica_url: url.clone(),
-                epoch,
-                max_concurrent: hello.max_concurrent,
-                models: serde_json::to_value(&tunnel.models).unwrap_or_default(),
-                updated_at_ms: now_ms,
-            });
+        let session = self.config.replica_url.as_ref().map(|url| crate::store::TunnelSession {
+            node_id: hello.node_id,
+            replica_url: url.clone(),
+            epoch,
+            max_concurrent: hello.max_concurrent,
+            models: serde_json::to_value(&tunnel.models).unwrap_or_default(),
+            updated_at_ms: now_ms,
+        });
         self.tunnels.insert(tunnel);
         self.capacity.notify_waiters();
         // With replicas: say in the store that this replica holds the tunnel, refreshed while it
@@ -292,11 +239,7 @@ impl super::Gateway {
         }
         self.tunnels.remove(&hello.node_id, epoch);
         if let Some(s) = &session {
-            let _ = self
-                .cp
-                .store()
-                .drop_tunnel_session(&s.node_id, &s.replica_url, s.epoch)
-                .await;
+            let _ = self.cp.store().drop_tunnel_session(&s.node_id, &s.replica_url, s.epoch).await;
         }
     }
 }

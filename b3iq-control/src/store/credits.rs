@@ -78,14 +78,7 @@ impl HoldState {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<HoldState> {
-        [
-            HoldState::Open,
-            HoldState::Settled,
-            HoldState::Released,
-            HoldState::Expired,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        [HoldState::Open, HoldState::Settled, HoldState::Released, HoldState::Expired].into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -207,10 +200,7 @@ impl LedgerCheck {
     /// Whether the ledger is consistent: it sums to zero, every transaction balances, no
     /// account is negative, every balance matches its rows and the holds.
     pub fn ok(&self) -> bool {
-        self.sum == 0
-            && self.unbalanced_transactions.is_empty()
-            && self.negative_accounts.is_empty()
-            && self.mismatches.is_empty()
+        self.sum == 0 && self.unbalanced_transactions.is_empty() && self.negative_accounts.is_empty() && self.mismatches.is_empty()
     }
 }
 
@@ -253,10 +243,7 @@ pub mod kind {
 /// An amount as the databases' signed integer.
 pub(crate) fn amount(v: u64) -> crate::Result<i64> {
     if v > MAX_AMOUNT {
-        return Err(crate::ControlError::Invalid {
-            field: "amount",
-            reason: format!("{v} micro-credits is over the limit of {MAX_AMOUNT} per movement"),
-        });
+        return Err(crate::ControlError::Invalid { field: "amount", reason: format!("{v} micro-credits is over the limit of {MAX_AMOUNT} per movement") });
     }
     Ok(v as i64)
 }
@@ -268,16 +255,12 @@ pub(crate) fn amount(v: u64) -> crate::Result<i64> {
 pub(crate) fn balanced(rows: &[(String, i64)]) -> crate::Result<Vec<(String, i64)>> {
     let sum: i128 = rows.iter().map(|(_, a)| i128::from(*a)).sum();
     if sum != 0 {
-        return Err(crate::ControlError::Store(format!(
-            "ledger transaction does not balance (sum {sum})"
-        )));
+        return Err(crate::ControlError::Store(format!("ledger transaction does not balance (sum {sum})")));
     }
     let mut v: Vec<(String, i64)> = rows.iter().filter(|(_, a)| *a != 0).cloned().collect();
     v.sort();
     if v.windows(2).any(|w| w[0].0 == w[1].0) {
-        return Err(crate::ControlError::Store(
-            "ledger transaction names an account twice".into(),
-        ));
+        return Err(crate::ControlError::Store("ledger transaction names an account twice".into()));
     }
     Ok(v)
 }
@@ -317,12 +300,10 @@ mod tests {
 }
 
 /// The `gateway_keys` columns both backends read into a [`GatewayKey`].
-pub(crate) const GATEWAY_KEY_COLUMNS: &str =
-    "id, org_id, name, rate_per_min, spend_limit_per_day, created_at_ms, revoked_at_ms";
+pub(crate) const GATEWAY_KEY_COLUMNS: &str = "id, org_id, name, rate_per_min, spend_limit_per_day, created_at_ms, revoked_at_ms";
 
 /// The `credit_holds` columns both backends read into a [`HoldRecord`].
-pub(crate) const HOLD_COLUMNS: &str =
-    "id, org_id, key_id, amount, created_at_ms, state, charge, node_id, receipt_id, closed_at_ms";
+pub(crate) const HOLD_COLUMNS: &str = "id, org_id, key_id, amount, created_at_ms, state, charge, node_id, receipt_id, closed_at_ms";
 
 /// Top-ups over the whole control plane stop here (4 * 10^18 micro-credits), so that no balance
 /// or sum can pass the databases' signed 64-bit integers (SQLite would turn an overflowing
@@ -357,11 +338,7 @@ pub(crate) struct RawHold {
 
 impl RawHold {
     pub(crate) fn check(self) -> crate::Result<HoldRecord> {
-        let bad = |what: &str| {
-            crate::ControlError::Store(format!(
-                "the database holds an invalid {what} for a credit hold"
-            ))
-        };
+        let bad = |what: &str| crate::ControlError::Store(format!("the database holds an invalid {what} for a credit hold"));
         Ok(HoldRecord {
             hold: Hold {
                 id: self.id.as_slice().try_into().map_err(|_| bad("id"))?,
@@ -372,16 +349,8 @@ impl RawHold {
             },
             state: HoldState::parse(&self.state).ok_or_else(|| bad("state"))?,
             charge: self.charge.map(|c| c as u64),
-            node_id: self
-                .node_id
-                .map(|n| NodeId::parse(&n))
-                .transpose()
-                .map_err(|_| bad("node id"))?,
-            receipt_id: self
-                .receipt_id
-                .map(|r| r.as_slice().try_into())
-                .transpose()
-                .map_err(|_| bad("receipt id"))?,
+            node_id: self.node_id.map(|n| NodeId::parse(&n)).transpose().map_err(|_| bad("node id"))?,
+            receipt_id: self.receipt_id.map(|r| r.as_slice().try_into()).transpose().map_err(|_| bad("receipt id"))?,
             closed_at_ms: self.closed_at_ms.map(|t| t as u64),
         })
     }
@@ -411,16 +380,8 @@ pub(crate) struct CheckInput {
 impl CheckInput {
     pub(crate) fn check(self) -> LedgerCheck {
         use std::collections::{BTreeMap, BTreeSet};
-        let balances: BTreeMap<&str, i64> = self
-            .accounts
-            .iter()
-            .map(|(a, b)| (a.as_str(), *b))
-            .collect();
-        let sums: BTreeMap<&str, i128> = self
-            .row_sums
-            .iter()
-            .map(|(a, s, _)| (a.as_str(), *s))
-            .collect();
+        let balances: BTreeMap<&str, i64> = self.accounts.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+        let sums: BTreeMap<&str, i128> = self.row_sums.iter().map(|(a, s, _)| (a.as_str(), *s)).collect();
         let mut out = LedgerCheck {
             sum: self.row_sums.iter().map(|(_, s, _)| *s).sum(),
             transactions: self.transactions,
@@ -431,109 +392,47 @@ impl CheckInput {
         };
         let mut mismatch = |account: String, stored: i128, expected: i128| {
             if stored != expected {
-                out.mismatches.push(LedgerMismatch {
-                    account,
-                    stored,
-                    expected,
-                });
+                out.mismatches.push(LedgerMismatch { account, stored, expected });
             }
         };
         // Every stored balance is the sum of its rows.
         let names: BTreeSet<&str> = balances.keys().chain(sums.keys()).copied().collect();
         for a in &names {
-            mismatch(
-                a.to_string(),
-                balances.get(a).copied().map(i128::from).unwrap_or(0),
-                sums.get(a).copied().unwrap_or(0),
-            );
+            mismatch(a.to_string(), balances.get(a).copied().map(i128::from).unwrap_or(0), sums.get(a).copied().unwrap_or(0));
         }
         let balance = |a: &str| balances.get(a).copied().map(i128::from).unwrap_or(0);
         // Each organisation's held account is the sum of its open holds.
-        let open: BTreeMap<&str, i128> = self
-            .open_held
-            .iter()
-            .map(|(o, s)| (o.as_str(), *s))
-            .collect();
+        let open: BTreeMap<&str, i128> = self.open_held.iter().map(|(o, s)| (o.as_str(), *s)).collect();
         let held_orgs: BTreeSet<String> = balances
             .keys()
-            .filter_map(|a| {
-                a.strip_prefix("org:")?
-                    .strip_suffix(":held")
-                    .map(str::to_string)
-            })
+            .filter_map(|a| a.strip_prefix("org:")?.strip_suffix(":held").map(str::to_string))
             .chain(open.keys().map(|o| o.to_string()))
             .collect();
         for o in held_orgs {
-            mismatch(
-                format!("{} (open holds)", account::held(&o)),
-                balance(&account::held(&o)),
-                open.get(o.as_str()).copied().unwrap_or(0),
-            );
+            mismatch(format!("{} (open holds)", account::held(&o)), balance(&account::held(&o)), open.get(o.as_str()).copied().unwrap_or(0));
         }
         // Each node's earnings are the charges settled to it.
-        let by_node: BTreeMap<&str, i128> = self
-            .settled_by_node
-            .iter()
-            .map(|(n, s)| (n.as_str(), *s))
-            .collect();
+        let by_node: BTreeMap<&str, i128> = self.settled_by_node.iter().map(|(n, s)| (n.as_str(), *s)).collect();
         let nodes: BTreeSet<String> = balances
             .keys()
-            .filter_map(|a| {
-                a.strip_prefix("node:")?
-                    .strip_suffix(":earned")
-                    .map(str::to_string)
-            })
+            .filter_map(|a| a.strip_prefix("node:")?.strip_suffix(":earned").map(str::to_string))
             .chain(by_node.keys().map(|n| n.to_string()))
             .collect();
         for n in nodes {
             let a = format!("node:{n}:earned");
-            mismatch(
-                format!("{a} (settled charges)"),
-                balance(&a),
-                by_node.get(n.as_str()).copied().unwrap_or(0),
-            );
+            mismatch(format!("{a} (settled charges)"), balance(&a), by_node.get(n.as_str()).copied().unwrap_or(0));
         }
         // Each organisation's totals are its settled charges and its top-ups.
-        let by_org: BTreeMap<&str, i128> = self
-            .settled_by_org
-            .iter()
-            .map(|(o, s)| (o.as_str(), *s))
-            .collect();
-        let topups: BTreeMap<&str, i128> = self
-            .topups_by_org
-            .iter()
-            .map(|(o, s)| (o.as_str(), *s))
-            .collect();
-        let totals: BTreeMap<&str, (i128, i128)> = self
-            .totals
-            .iter()
-            .map(|(o, s, t)| (o.as_str(), (*s, *t)))
-            .collect();
-        let orgs: BTreeSet<&str> = totals
-            .keys()
-            .chain(by_org.keys())
-            .chain(topups.keys())
-            .copied()
-            .collect();
+        let by_org: BTreeMap<&str, i128> = self.settled_by_org.iter().map(|(o, s)| (o.as_str(), *s)).collect();
+        let topups: BTreeMap<&str, i128> = self.topups_by_org.iter().map(|(o, s)| (o.as_str(), *s)).collect();
+        let totals: BTreeMap<&str, (i128, i128)> = self.totals.iter().map(|(o, s, t)| (o.as_str(), (*s, *t))).collect();
+        let orgs: BTreeSet<&str> = totals.keys().chain(by_org.keys()).chain(topups.keys()).copied().collect();
         for o in orgs {
             let (spent, topped) = totals.get(o).copied().unwrap_or((0, 0));
-            mismatch(
-                format!("org:{o}:spent_total"),
-                spent,
-                by_org.get(o).copied().unwrap_or(0),
-            );
-            mismatch(
-                format!("org:{o}:topped_up_total"),
-                topped,
-                topups.get(o).copied().unwrap_or(0),
-            );
+            mismatch(format!("org:{o}:spent_total"), spent, by_org.get(o).copied().unwrap_or(0));
+            mismatch(format!("org:{o}:topped_up_total"), topped, topups.get(o).copied().unwrap_or(0));
         }
-        out.negative_accounts = self
-            .accounts
-            .iter()
-            .filter(|(a, b)| *b < 0 && !may_go_negative(a))
-            .map(|(a, _)| a.clone())
-            .collect();
+        out.negative_accounts = self.accounts.iter().filter(|(a, b)| *b < 0 && !may_go_negative(a)).map(|(a, _)| a.clone()).collect();
         out
     }
 }

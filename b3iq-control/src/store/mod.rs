@@ -21,9 +21,7 @@ use b3iq_core::heartbeat::HealthStatus;
 use b3iq_core::{NodeId, NodePublicKey};
 
 use crate::error::Result;
-use credits::{
-    CreditBalance, GatewayKey, Hold, HoldRecord, HoldSettlement, LedgerCheck, LedgerEntry,
-};
+use credits::{CreditBalance, GatewayKey, Hold, HoldRecord, HoldSettlement, LedgerCheck, LedgerEntry};
 
 /// An organisation: it owns nodes, operators and enrollment tokens.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -103,13 +101,7 @@ impl NodeStatus {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<NodeStatus> {
-        [
-            NodeStatus::Active,
-            NodeStatus::Suspended,
-            NodeStatus::Revoked,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        [NodeStatus::Active, NodeStatus::Suspended, NodeStatus::Revoked].into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -218,9 +210,7 @@ pub enum Refusal {
     #[error("this node's enrollment expired; enroll again with a new token")]
     EnrollmentExpired,
     /// A heartbeat sequence at or below the last stored one.
-    #[error(
-        "heartbeat sequence {got} is not above the last accepted {last} (replayed or out of order)"
-    )]
+    #[error("heartbeat sequence {got} is not above the last accepted {last} (replayed or out of order)")]
     StaleSequence {
         /// The sequence sent.
         got: u64,
@@ -262,9 +252,7 @@ pub enum Refusal {
         retry_after_ms: u64,
     },
     /// The gateway key was revoked.
-    #[error(
-        "this gateway key was revoked; create a new one (`b3iq-control admin gateway-key create`)"
-    )]
+    #[error("this gateway key was revoked; create a new one (`b3iq-control admin gateway-key create`)")]
     KeyRevoked,
     /// The hold was released or expired before this settlement: nothing was charged.
     #[error("the hold was {0} before it was settled; nothing was charged")]
@@ -384,17 +372,7 @@ impl UsageSums {
     /// Counts one stored receipt of `node` (its id as text).
     pub(crate) fn add(&mut self, node: String, r: &ReceiptRow) {
         let day = r.started_at_ms / DAY_MS;
-        let u = self
-            .0
-            .entry((node, r.model_id.clone(), day))
-            .or_insert_with(|| UsageDay {
-                day,
-                model_id: r.model_id.clone(),
-                requests: 0,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                price_micro_credits: 0,
-            });
+        let u = self.0.entry((node, r.model_id.clone(), day)).or_insert_with(|| UsageDay { day, model_id: r.model_id.clone(), requests: 0, prompt_tokens: 0, completion_tokens: 0, price_micro_credits: 0 });
         u.requests += 1;
         u.prompt_tokens += u64::from(r.prompt_tokens);
         u.completion_tokens += u64::from(r.completion_tokens);
@@ -448,19 +426,9 @@ pub trait ControlStore: Send + Sync + 'static {
     /// An operator by user name.
     async fn operator_by_username(&self, username: &str) -> Result<Option<Operator>>;
     /// Stores an operator session (sha256 of its secret), expiring at `expires_at_ms`.
-    async fn create_session(
-        &self,
-        token_hash: &[u8; 32],
-        operator_id: &str,
-        now_ms: u64,
-        expires_at_ms: u64,
-    ) -> Result<()>;
+    async fn create_session(&self, token_hash: &[u8; 32], operator_id: &str, now_ms: u64, expires_at_ms: u64) -> Result<()>;
     /// The operator of a live session.
-    async fn session_operator(
-        &self,
-        token_hash: &[u8; 32],
-        now_ms: u64,
-    ) -> Result<Option<Operator>>;
+    async fn session_operator(&self, token_hash: &[u8; 32], now_ms: u64) -> Result<Option<Operator>>;
     /// Ends a session.
     async fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()>;
 
@@ -483,14 +451,7 @@ pub trait ControlStore: Send + Sync + 'static {
     /// In one transaction: uses the challenge and extends an active, unexpired enrollment of
     /// `node` (whose key must be `key`) to `expires_at_ms`. A suspended, revoked, expired or
     /// unknown node is refused (an expired one must enroll again with a token).
-    async fn renew(
-        &self,
-        challenge_id: &[u8; 16],
-        node: &NodeId,
-        key: &NodePublicKey,
-        now_ms: u64,
-        expires_at_ms: u64,
-    ) -> Result<NodeRow>;
+    async fn renew(&self, challenge_id: &[u8; 16], node: &NodeId, key: &NodePublicKey, now_ms: u64, expires_at_ms: u64) -> Result<NodeRow>;
 
     /// A node.
     async fn node(&self, id: &NodeId) -> Result<Option<NodeRow>>;
@@ -498,13 +459,7 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn nodes(&self, org_id: &str) -> Result<Vec<NodeRow>>;
     /// Sets a node's status (with a short reason); `Refusal::UnknownNode` when absent. A revoked
     /// node stays revoked.
-    async fn set_node_status(
-        &self,
-        id: &NodeId,
-        org_id: &str,
-        status: NodeStatus,
-        reason: &str,
-    ) -> Result<()>;
+    async fn set_node_status(&self, id: &NodeId, org_id: &str, status: NodeStatus, reason: &str) -> Result<()>;
 
     /// Stores a heartbeat when its sequence is above the node's last one and the node is
     /// active and unexpired; records it in the history (pruned past
@@ -520,24 +475,10 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn queue_job(&self, sign: JobSigner) -> Result<JobRow>;
     /// The node's jobs not yet reported, unexpired at `now_ms`, with a sequence above
     /// `after_sequence`, ascending, at most `limit`; marks each delivered.
-    async fn pending_jobs(
-        &self,
-        node: &NodeId,
-        after_sequence: u64,
-        now_ms: u64,
-        limit: u32,
-    ) -> Result<Vec<JobRow>>;
+    async fn pending_jobs(&self, node: &NodeId, after_sequence: u64, now_ms: u64, limit: u32) -> Result<Vec<JobRow>>;
     /// Stores the node's report of a job, once: `Ok(true)` when stored, `Ok(false)` when a
     /// report was already stored (a retry); `Refusal::NotFound` when the job is not this node's.
-    async fn finish_job(
-        &self,
-        node: &NodeId,
-        job_id: &[u8; 16],
-        outcome: &str,
-        code: Option<&str>,
-        result: &serde_json::Value,
-        now_ms: u64,
-    ) -> Result<bool>;
+    async fn finish_job(&self, node: &NodeId, job_id: &[u8; 16], outcome: &str, code: Option<&str>, result: &serde_json::Value, now_ms: u64) -> Result<bool>;
     /// A node's jobs, newest first, at most [`MAX_JOBS_LISTED`].
     async fn jobs(&self, node: &NodeId) -> Result<Vec<JobRow>>;
     /// One job of a node.
@@ -558,12 +499,7 @@ pub trait ControlStore: Send + Sync + 'static {
     /// The node reported a rotation from `old` to `new`: it pins `new` from now on. Applies only
     /// while the node's recorded key is `old` (a late or repeated report changes nothing);
     /// returns whether it applied.
-    async fn confirm_job_key(
-        &self,
-        node: &NodeId,
-        old: &NodePublicKey,
-        new: &NodePublicKey,
-    ) -> Result<bool>;
+    async fn confirm_job_key(&self, node: &NodeId, old: &NodePublicKey, new: &NodePublicKey) -> Result<bool>;
     /// A rotation to `next` failed on the node: new jobs go back to its pinned key.
     async fn abandon_job_key_next(&self, node: &NodeId, next: &NodePublicKey) -> Result<()>;
 
@@ -594,13 +530,7 @@ pub trait ControlStore: Send + Sync + 'static {
     /// In one transaction: moves `amount` from `external:topup` to the organisation's available
     /// account. Returns the new available balance. `Refusal::NotFound` for an unknown
     /// organisation, `Refusal::Exists` for a reference used by an earlier top-up.
-    async fn add_credits(
-        &self,
-        org_id: &str,
-        amount: u64,
-        reference: &str,
-        now_ms: u64,
-    ) -> Result<u64>;
+    async fn add_credits(&self, org_id: &str, amount: u64, reference: &str, now_ms: u64) -> Result<u64>;
     /// An organisation's balances (zero for one without credits).
     async fn credit_balance(&self, org_id: &str) -> Result<CreditBalance>;
     /// An organisation's ledger transactions, newest first, at most `limit`.
@@ -630,13 +560,13 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Checks the whole ledger in one snapshot (see [`LedgerCheck`]).
     async fn ledger_check(&self) -> Result<LedgerCheck>;
 
+
     // ---- gateway replicas (`crate::gateway::tunnel`) ---------------------------------------
 
     /// Records (or replaces) which replica holds a node's tunnel.
     async fn put_tunnel_session(&self, t: &TunnelSession) -> Result<()>;
     /// Forgets a node's tunnel session if it is still the one of `replica_url` and `epoch`.
-    async fn drop_tunnel_session(&self, node: &NodeId, replica_url: &str, epoch: u64)
-        -> Result<()>;
+    async fn drop_tunnel_session(&self, node: &NodeId, replica_url: &str, epoch: u64) -> Result<()>;
     /// Tunnel sessions refreshed at or after `since_ms`.
     async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>>;
 }

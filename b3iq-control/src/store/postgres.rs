@@ -16,11 +16,8 @@ use tokio_postgres::{NoTls, Row};
 
 mod heartbeats;
 
-use super::credits::{
-    self, account, kind, CheckInput, HoldState, RawHold, TxMeta, GATEWAY_KEY_COLUMNS, HOLD_COLUMNS,
-    MAX_TOTAL_TOPUPS,
-};
 use super::sqlite::{health_name, health_parse};
+use super::credits::{self, account, kind, CheckInput, HoldState, RawHold, TxMeta, GATEWAY_KEY_COLUMNS, HOLD_COLUMNS, MAX_TOTAL_TOPUPS};
 use super::*;
 use crate::error::{ControlError, Result};
 
@@ -255,27 +252,13 @@ impl PostgresStore {
     /// `Config` for a malformed URL or one asking for TLS; `Store` when the server cannot be
     /// reached or its schema is newer than this build knows.
     pub async fn connect(url: &str, pool_size: usize) -> Result<PostgresStore> {
-        let cfg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| ControlError::Config(format!("postgres url: {e}")))?;
+        let cfg: tokio_postgres::Config = url.parse().map_err(|e| ControlError::Config(format!("postgres url: {e}")))?;
         if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(ControlError::Config("postgres url asks for sslmode=require; this build connects without TLS (use a loopback or private server)".into()));
         }
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(pool_size.max(1))
-            .build()
-            .map_err(|e| ControlError::Config(format!("postgres pool: {e}")))?;
-        let s = PostgresStore {
-            heartbeats: heartbeats::HeartbeatBatcher::start(pool.clone()),
-            pool,
-        };
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr).max_size(pool_size.max(1)).build().map_err(|e| ControlError::Config(format!("postgres pool: {e}")))?;
+        let s = PostgresStore { heartbeats: heartbeats::HeartbeatBatcher::start(pool.clone()), pool };
         s.migrate().await?;
         Ok(s)
     }
@@ -287,17 +270,12 @@ impl PostgresStore {
     async fn migrate(&self) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db("migrate"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(db("migration lock"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db("migration lock"))?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
             .await
             .map_err(db("migrate"))?;
         let current: i32 = tx
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                &[],
-            )
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
             .await
             .map_err(db("migrate"))?
             .get(0);
@@ -309,12 +287,7 @@ impl PostgresStore {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.batch_execute(sql).await.map_err(db("migrate"))?;
-            tx.execute(
-                "INSERT INTO schema_migrations(version) VALUES ($1)",
-                &[&((i + 1) as i32)],
-            )
-            .await
-            .map_err(db("migrate"))?;
+            tx.execute("INSERT INTO schema_migrations(version) VALUES ($1)", &[&((i + 1) as i32)]).await.map_err(db("migrate"))?;
         }
         tx.commit().await.map_err(db("migrate"))
     }
@@ -322,16 +295,11 @@ impl PostgresStore {
 
 fn node_from_row(r: &Row) -> Result<NodeRow> {
     let node_id: String = r.get("node_id");
-    let bad = |what: &str| {
-        ControlError::Store(format!(
-            "the database holds an invalid {what} for node {node_id}"
-        ))
-    };
+    let bad = |what: &str| ControlError::Store(format!("the database holds an invalid {what} for node {node_id}"));
     let last_sequence: Option<i64> = r.get("last_sequence");
     Ok(NodeRow {
         node_id: NodeId::parse(&node_id).map_err(|_| bad("node id"))?,
-        public_key: NodePublicKey::from_hex(r.get::<_, &str>("public_key"))
-            .map_err(|_| bad("public key"))?,
+        public_key: NodePublicKey::from_hex(r.get::<_, &str>("public_key")).map_err(|_| bad("public key"))?,
         org_id: r.get("org_id"),
         status: NodeStatus::parse(r.get::<_, &str>("status")).ok_or_else(|| bad("status"))?,
         status_reason: r.get("status_reason"),
@@ -343,40 +311,22 @@ fn node_from_row(r: &Row) -> Result<NodeRow> {
                 sequence: seq as u64,
                 sent_at_ms: r.get::<_, i64>("last_sent_at_ms") as u64,
                 received_at_ms: r.get::<_, i64>("last_received_at_ms") as u64,
-                health: health_parse(r.get::<_, &str>("last_health"))
-                    .ok_or_else(|| bad("health"))?,
-                body: serde_json::from_str(r.get::<_, &str>("last_body"))
-                    .map_err(|_| bad("heartbeat body"))?,
+                health: health_parse(r.get::<_, &str>("last_health")).ok_or_else(|| bad("health"))?,
+                body: serde_json::from_str(r.get::<_, &str>("last_body")).map_err(|_| bad("heartbeat body"))?,
             }),
         },
         refused_heartbeats: r.get::<_, i64>("refused_heartbeats") as u64,
-        job_key: r
-            .get::<_, Option<&str>>("job_key")
-            .map(NodePublicKey::from_hex)
-            .transpose()
-            .map_err(|_| bad("job key"))?,
-        job_key_next: r
-            .get::<_, Option<&str>>("job_key_next")
-            .map(NodePublicKey::from_hex)
-            .transpose()
-            .map_err(|_| bad("next job key"))?,
+        job_key: r.get::<_, Option<&str>>("job_key").map(NodePublicKey::from_hex).transpose().map_err(|_| bad("job key"))?,
+        job_key_next: r.get::<_, Option<&str>>("job_key_next").map(NodePublicKey::from_hex).transpose().map_err(|_| bad("next job key"))?,
     })
 }
 
 fn job_from_row(r: &Row) -> Result<JobRow> {
     let node_id: String = r.get("node_id");
-    let bad = |what: &str| {
-        ControlError::Store(format!(
-            "the database holds an invalid {what} for a job of {node_id}"
-        ))
-    };
+    let bad = |what: &str| ControlError::Store(format!("the database holds an invalid {what} for a job of {node_id}"));
     let opt = |v: Option<i64>| v.map(|x| x as u64);
     Ok(JobRow {
-        job_id: r
-            .get::<_, Vec<u8>>("job_id")
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad("job id"))?,
+        job_id: r.get::<_, Vec<u8>>("job_id").as_slice().try_into().map_err(|_| bad("job id"))?,
         node_id: NodeId::parse(&node_id).map_err(|_| bad("node id"))?,
         org_id: r.get("org_id"),
         sequence: r.get::<_, i64>("sequence") as u64,
@@ -388,11 +338,7 @@ fn job_from_row(r: &Row) -> Result<JobRow> {
         delivered_at_ms: opt(r.get("delivered_at_ms")),
         outcome: r.get("outcome"),
         code: r.get("code"),
-        result: r
-            .get::<_, Option<String>>("result")
-            .map(|s| serde_json::from_str(&s))
-            .transpose()
-            .map_err(|_| bad("result"))?,
+        result: r.get::<_, Option<String>>("result").map(|s| serde_json::from_str(&s)).transpose().map_err(|_| bad("result"))?,
         finished_at_ms: opt(r.get("finished_at_ms")),
     })
 }
@@ -407,20 +353,9 @@ fn operator_from_row(r: &Row) -> Operator {
     }
 }
 
-async fn get_node<C: deadpool_postgres::GenericClient>(
-    c: &C,
-    id: &str,
-    lock: bool,
-) -> Result<Option<NodeRow>> {
-    let sql = format!(
-        "SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    c.query_opt(&sql, &[&id])
-        .await
-        .map_err(db("read node"))?
-        .map(|r| node_from_row(&r))
-        .transpose()
+async fn get_node<C: deadpool_postgres::GenericClient>(c: &C, id: &str, lock: bool) -> Result<Option<NodeRow>> {
+    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1{}", if lock { " FOR UPDATE" } else { "" });
+    c.query_opt(&sql, &[&id]).await.map_err(db("read node"))?.map(|r| node_from_row(&r)).transpose()
 }
 
 // ---- gateway keys and credits -------------------------------------------------------------
@@ -437,15 +372,8 @@ fn gateway_key_from_row(r: &Row) -> GatewayKey {
     }
 }
 
-async fn get_hold<C: deadpool_postgres::GenericClient>(
-    c: &C,
-    id: &[u8; 16],
-    lock: bool,
-) -> Result<Option<HoldRecord>> {
-    let sql = format!(
-        "SELECT {HOLD_COLUMNS} FROM credit_holds WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
+async fn get_hold<C: deadpool_postgres::GenericClient>(c: &C, id: &[u8; 16], lock: bool) -> Result<Option<HoldRecord>> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE id = $1{}", if lock { " FOR UPDATE" } else { "" });
     c.query_opt(&sql, &[&id.as_slice()])
         .await
         .map_err(db("read hold"))?
@@ -469,14 +397,7 @@ async fn get_hold<C: deadpool_postgres::GenericClient>(
 
 /// An account's balance (0 when it has none yet), as stored for a non-`external` account.
 async fn account_balance<C: deadpool_postgres::GenericClient>(c: &C, account: &str) -> Result<u64> {
-    let b: Option<i64> = c
-        .query_opt(
-            "SELECT balance FROM ledger_accounts WHERE account = $1",
-            &[&account],
-        )
-        .await
-        .map_err(db("read balance"))?
-        .map(|r| r.get(0));
+    let b: Option<i64> = c.query_opt("SELECT balance FROM ledger_accounts WHERE account = $1", &[&account]).await.map_err(db("read balance"))?.map(|r| r.get(0));
     Ok(b.unwrap_or(0).max(0) as u64)
 }
 
@@ -486,11 +407,7 @@ async fn account_balance<C: deadpool_postgres::GenericClient>(c: &C, account: &s
 /// account below zero; the caller refuses and drops (rolls back) its transaction. Under READ
 /// COMMITTED the guarded `UPDATE` re-reads the row after any concurrent writer commits, so two
 /// holds can never both pass on the same credits.
-async fn ledger_apply(
-    c: &deadpool_postgres::Transaction<'_>,
-    t: &TxMeta<'_>,
-    rows: &[(String, i64)],
-) -> Result<std::result::Result<i64, String>> {
+async fn ledger_apply(c: &deadpool_postgres::Transaction<'_>, t: &TxMeta<'_>, rows: &[(String, i64)]) -> Result<std::result::Result<i64, String>> {
     let rows = credits::balanced(rows)?;
     let tx_id: i64 = c
         .query_one(
@@ -515,12 +432,7 @@ async fn ledger_apply(
         if n == 0 {
             return Ok(Err(account.clone()));
         }
-        c.execute(
-            "INSERT INTO ledger_rows(tx_id, account, amount) VALUES ($1, $2, $3)",
-            &[&tx_id, account, amount],
-        )
-        .await
-        .map_err(db("ledger row"))?;
+        c.execute("INSERT INTO ledger_rows(tx_id, account, amount) VALUES ($1, $2, $3)", &[&tx_id, account, amount]).await.map_err(db("ledger row"))?;
     }
     Ok(Ok(tx_id))
 }
@@ -528,10 +440,7 @@ async fn ledger_apply(
 /// A `SUM(...)::TEXT` column (Postgres sums BIGINT as NUMERIC) as an exact integer.
 fn sum_col(r: &Row, i: usize) -> Result<i128> {
     let s: Option<String> = r.get(i);
-    s.as_deref()
-        .unwrap_or("0")
-        .parse()
-        .map_err(|e| ControlError::store("ledger sum", e))
+    s.as_deref().unwrap_or("0").parse().map_err(|e| ControlError::store("ledger sum", e))
 }
 
 /// One heartbeat on its own (the path of a heartbeat its batch did not store: a refusal, or a
@@ -553,29 +462,13 @@ async fn record_one(pool: &Pool, h: &HeartbeatCommit) -> Result<()> {
         )
         .await
         .map_err(db("store heartbeat"))?;
-    let n = c
-        .execute(
-            &st,
-            &[
-                &id,
-                &ms(h.sequence),
-                &ms(h.sent_at_ms),
-                &now,
-                &health_name(h.health),
-                &h.body.to_string(),
-            ],
-        )
-        .await
-        .map_err(db("store heartbeat"))?;
+    let n = c.execute(&st, &[&id, &ms(h.sequence), &ms(h.sent_at_ms), &now, &health_name(h.health), &h.body.to_string()]).await.map_err(db("store heartbeat"))?;
     if n == 1 {
         if h.sequence % 64 == 0 {
             // Bounded history: a cheap indexed delete on roughly one row in 64 heartbeats.
-            c.execute(
-                "DELETE FROM heartbeats WHERE received_at_ms < $1",
-                &[&ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))],
-            )
-            .await
-            .map_err(db("prune heartbeats"))?;
+            c.execute("DELETE FROM heartbeats WHERE received_at_ms < $1", &[&ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))])
+                .await
+                .map_err(db("prune heartbeats"))?;
         }
         return Ok(());
     }
@@ -588,18 +481,9 @@ async fn record_one(pool: &Pool, h: &HeartbeatCommit) -> Result<()> {
         Some(n) if n.status == NodeStatus::Suspended => Refusal::Suspended(n.status_reason),
         Some(n) if n.expires_at_ms <= h.received_at_ms => Refusal::EnrollmentExpired,
         Some(n) => {
-            tx.execute(
-                "UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1",
-                &[&id],
-            )
-            .await
-            .map_err(db("count refusal"))?;
+            tx.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1", &[&id]).await.map_err(db("count refusal"))?;
             tx.commit().await.map_err(db("count refusal"))?;
-            return Err(Refusal::StaleSequence {
-                got: h.sequence,
-                last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0),
-            }
-            .into());
+            return Err(Refusal::StaleSequence { got: h.sequence, last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0) }.into());
         }
     };
     Err(refusal.into())
@@ -613,34 +497,18 @@ impl ControlStore for PostgresStore {
 
     async fn create_org(&self, org: &Org) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "INSERT INTO orgs(id, name, created_at_ms) VALUES ($1, $2, $3)",
-            &[&org.id, &org.name, &ms(org.created_at_ms)],
-        )
-        .await
-        .map_err(|e| {
-            if is_code(&e, &SqlState::UNIQUE_VIOLATION) {
-                Refusal::Exists(format!("organisation {:?}", org.name)).into()
-            } else {
-                ControlError::store("create org", e)
-            }
-        })?;
+        c.execute("INSERT INTO orgs(id, name, created_at_ms) VALUES ($1, $2, $3)", &[&org.id, &org.name, &ms(org.created_at_ms)])
+            .await
+            .map_err(|e| if is_code(&e, &SqlState::UNIQUE_VIOLATION) { Refusal::Exists(format!("organisation {:?}", org.name)).into() } else { ControlError::store("create org", e) })?;
         Ok(())
     }
 
     async fn org(&self, id_or_name: &str) -> Result<Option<Org>> {
         let c = self.client().await?;
-        Ok(c.query_opt(
-            "SELECT id, name, created_at_ms FROM orgs WHERE id = $1 OR name = $1",
-            &[&id_or_name],
-        )
-        .await
-        .map_err(db("read org"))?
-        .map(|r| Org {
-            id: r.get(0),
-            name: r.get(1),
-            created_at_ms: r.get::<_, i64>(2) as u64,
-        }))
+        Ok(c.query_opt("SELECT id, name, created_at_ms FROM orgs WHERE id = $1 OR name = $1", &[&id_or_name])
+            .await
+            .map_err(db("read org"))?
+            .map(|r| Org { id: r.get(0), name: r.get(1), created_at_ms: r.get::<_, i64>(2) as u64 }))
     }
 
     async fn create_operator(&self, op: &Operator) -> Result<()> {
@@ -670,20 +538,9 @@ impl ControlStore for PostgresStore {
             .map(|r| operator_from_row(&r)))
     }
 
-    async fn create_session(
-        &self,
-        token_hash: &[u8; 32],
-        operator_id: &str,
-        now_ms: u64,
-        expires_at_ms: u64,
-    ) -> Result<()> {
+    async fn create_session(&self, token_hash: &[u8; 32], operator_id: &str, now_ms: u64, expires_at_ms: u64) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "DELETE FROM operator_sessions WHERE expires_at_ms <= $1",
-            &[&ms(now_ms)],
-        )
-        .await
-        .map_err(db("prune sessions"))?;
+        c.execute("DELETE FROM operator_sessions WHERE expires_at_ms <= $1", &[&ms(now_ms)]).await.map_err(db("prune sessions"))?;
         c.execute(
             "INSERT INTO operator_sessions(token_hash, operator_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
             &[&token_hash.as_slice(), &operator_id, &ms(now_ms), &ms(expires_at_ms)],
@@ -693,11 +550,7 @@ impl ControlStore for PostgresStore {
         Ok(())
     }
 
-    async fn session_operator(
-        &self,
-        token_hash: &[u8; 32],
-        now_ms: u64,
-    ) -> Result<Option<Operator>> {
+    async fn session_operator(&self, token_hash: &[u8; 32], now_ms: u64) -> Result<Option<Operator>> {
         let c = self.client().await?;
         Ok(c.query_opt(
             "SELECT o.id, o.org_id, o.username, o.password_phc, o.created_at_ms FROM operator_sessions s JOIN operators o ON o.id = s.operator_id
@@ -711,12 +564,7 @@ impl ControlStore for PostgresStore {
 
     async fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "DELETE FROM operator_sessions WHERE token_hash = $1",
-            &[&token_hash.as_slice()],
-        )
-        .await
-        .map_err(db("delete session"))?;
+        c.execute("DELETE FROM operator_sessions WHERE token_hash = $1", &[&token_hash.as_slice()]).await.map_err(db("delete session"))?;
         Ok(())
     }
 
@@ -733,12 +581,7 @@ impl ControlStore for PostgresStore {
 
     async fn create_challenge(&self, ch: &ChallengeRow, now_ms: u64) -> Result<bool> {
         let c = self.client().await?;
-        c.execute(
-            "DELETE FROM challenges WHERE expires_at_ms <= $1",
-            &[&ms(now_ms)],
-        )
-        .await
-        .map_err(db("prune challenges"))?;
+        c.execute("DELETE FROM challenges WHERE expires_at_ms <= $1", &[&ms(now_ms)]).await.map_err(db("prune challenges"))?;
         // The cap is checked and the row inserted in one statement; concurrent inserts may pass
         // it by a few rows, which only bounds the table a little more loosely.
         let n = c
@@ -816,9 +659,7 @@ impl ControlStore for PostgresStore {
         )
         .await
         .map_err(db("insert node"))?;
-        let node = get_node(&tx, &id, true)
-            .await?
-            .ok_or_else(|| ControlError::Store("enrolled node vanished".into()))?;
+        let node = get_node(&tx, &id, true).await?.ok_or_else(|| ControlError::Store("enrolled node vanished".into()))?;
         if node.status == NodeStatus::Revoked {
             tx.commit().await.map_err(db("enroll"))?;
             return Err(Refusal::Revoked(node.status_reason).into());
@@ -836,21 +677,12 @@ impl ControlStore for PostgresStore {
         tx.execute("UPDATE enrollment_tokens SET used_at_ms = $2, used_by = $3 WHERE token_hash = $1 AND used_at_ms IS NULL", &[&e.token_hash.as_slice(), &now, &id])
             .await
             .map_err(db("use token"))?;
-        let node = get_node(&tx, &id, false)
-            .await?
-            .ok_or_else(|| ControlError::Store("enrolled node vanished".into()))?;
+        let node = get_node(&tx, &id, false).await?.ok_or_else(|| ControlError::Store("enrolled node vanished".into()))?;
         tx.commit().await.map_err(db("enroll"))?;
         Ok(node)
     }
 
-    async fn renew(
-        &self,
-        challenge_id: &[u8; 16],
-        node: &NodeId,
-        key: &NodePublicKey,
-        now_ms: u64,
-        expires_at_ms: u64,
-    ) -> Result<NodeRow> {
+    async fn renew(&self, challenge_id: &[u8; 16], node: &NodeId, key: &NodePublicKey, now_ms: u64, expires_at_ms: u64) -> Result<NodeRow> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db("renew"))?;
         let now = ms(now_ms);
@@ -866,9 +698,7 @@ impl ControlStore for PostgresStore {
             None => Some(Refusal::UnknownNode),
             Some(n) if n.public_key != *key => Some(Refusal::UnknownNode),
             Some(n) if n.status == NodeStatus::Revoked => Some(Refusal::Revoked(n.status_reason)),
-            Some(n) if n.status == NodeStatus::Suspended => {
-                Some(Refusal::Suspended(n.status_reason))
-            }
+            Some(n) if n.status == NodeStatus::Suspended => Some(Refusal::Suspended(n.status_reason)),
             Some(n) if n.expires_at_ms <= now_ms => Some(Refusal::EnrollmentExpired),
             Some(_) => None,
         };
@@ -876,15 +706,8 @@ impl ControlStore for PostgresStore {
             tx.commit().await.map_err(db("renew"))?;
             return Err(r.into());
         }
-        tx.execute(
-            "UPDATE nodes SET expires_at_ms = GREATEST(expires_at_ms, $2) WHERE node_id = $1",
-            &[&id, &ms(expires_at_ms)],
-        )
-        .await
-        .map_err(db("renew"))?;
-        let n = get_node(&tx, &id, false)
-            .await?
-            .ok_or_else(|| ControlError::Store("renewed node vanished".into()))?;
+        tx.execute("UPDATE nodes SET expires_at_ms = GREATEST(expires_at_ms, $2) WHERE node_id = $1", &[&id, &ms(expires_at_ms)]).await.map_err(db("renew"))?;
+        let n = get_node(&tx, &id, false).await?.ok_or_else(|| ControlError::Store("renewed node vanished".into()))?;
         tx.commit().await.map_err(db("renew"))?;
         Ok(n)
     }
@@ -904,20 +727,10 @@ impl ControlStore for PostgresStore {
             .collect()
     }
 
-    async fn set_node_status(
-        &self,
-        id: &NodeId,
-        org_id: &str,
-        status: NodeStatus,
-        reason: &str,
-    ) -> Result<()> {
+    async fn set_node_status(&self, id: &NodeId, org_id: &str, status: NodeStatus, reason: &str) -> Result<()> {
         let c = self.client().await?;
         let id = id.to_text();
-        let reason = if status == NodeStatus::Active {
-            ""
-        } else {
-            reason
-        };
+        let reason = if status == NodeStatus::Active { "" } else { reason };
         let n = c
             .execute(
                 "UPDATE nodes SET status = $3, status_reason = $4 WHERE node_id = $1 AND org_id = $2 AND status <> 'revoked'",
@@ -940,22 +753,14 @@ impl ControlStore for PostgresStore {
 
     async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1",
-            &[&id.to_text()],
-        )
-        .await
-        .map_err(db("count refusal"))?;
+        c.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = $1", &[&id.to_text()]).await.map_err(db("count refusal"))?;
         Ok(())
     }
 
     async fn heartbeat_count(&self, id: &NodeId, since_ms: u64) -> Result<u64> {
         let c = self.client().await?;
         let n: i64 = c
-            .query_one(
-                "SELECT COUNT(*) FROM heartbeats WHERE node_id = $1 AND received_at_ms >= $2",
-                &[&id.to_text(), &ms(since_ms)],
-            )
+            .query_one("SELECT COUNT(*) FROM heartbeats WHERE node_id = $1 AND received_at_ms >= $2", &[&id.to_text(), &ms(since_ms)])
             .await
             .map_err(db("count heartbeats"))?
             .get(0);
@@ -966,21 +771,10 @@ impl ControlStore for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db("queue job"))?;
         // The row lock orders concurrent queuers: sequences commit in the order they are taken.
-        let last: i64 = tx
-            .query_one("SELECT last FROM job_sequence WHERE id = 1 FOR UPDATE", &[])
-            .await
-            .map_err(db("job sequence"))?
-            .get(0);
-        let seq = (last as u64)
-            .checked_add(1)
-            .ok_or_else(|| ControlError::Store("job sequence exhausted".into()))?;
+        let last: i64 = tx.query_one("SELECT last FROM job_sequence WHERE id = 1 FOR UPDATE", &[]).await.map_err(db("job sequence"))?.get(0);
+        let seq = (last as u64).checked_add(1).ok_or_else(|| ControlError::Store("job sequence exhausted".into()))?;
         let j = sign(seq)?;
-        tx.execute(
-            "UPDATE job_sequence SET last = $1 WHERE id = 1",
-            &[&ms(seq)],
-        )
-        .await
-        .map_err(db("job sequence"))?;
+        tx.execute("UPDATE job_sequence SET last = $1 WHERE id = 1", &[&ms(seq)]).await.map_err(db("job sequence"))?;
         tx.execute(
             "INSERT INTO jobs(job_id, node_id, org_id, sequence, kind, envelope, created_by, created_at_ms, expires_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
             &[&j.job_id.as_slice(), &j.node_id.to_text(), &j.org_id, &ms(j.sequence), &j.kind, &j.envelope, &j.created_by, &ms(j.created_at_ms), &ms(j.expires_at_ms)],
@@ -991,13 +785,7 @@ impl ControlStore for PostgresStore {
         Ok(j)
     }
 
-    async fn pending_jobs(
-        &self,
-        node: &NodeId,
-        after_sequence: u64,
-        now_ms: u64,
-        limit: u32,
-    ) -> Result<Vec<JobRow>> {
+    async fn pending_jobs(&self, node: &NodeId, after_sequence: u64, now_ms: u64, limit: u32) -> Result<Vec<JobRow>> {
         let c = self.client().await?;
         let rows = c
             .query(
@@ -1016,15 +804,7 @@ impl ControlStore for PostgresStore {
         Ok(jobs)
     }
 
-    async fn finish_job(
-        &self,
-        node: &NodeId,
-        job_id: &[u8; 16],
-        outcome: &str,
-        code: Option<&str>,
-        result: &serde_json::Value,
-        now_ms: u64,
-    ) -> Result<bool> {
+    async fn finish_job(&self, node: &NodeId, job_id: &[u8; 16], outcome: &str, code: Option<&str>, result: &serde_json::Value, now_ms: u64) -> Result<bool> {
         let c = self.client().await?;
         let id = node.to_text();
         let n = c
@@ -1037,94 +817,59 @@ impl ControlStore for PostgresStore {
         if n == 1 {
             return Ok(true);
         }
-        match c
-            .query_opt(
-                "SELECT 1 FROM jobs WHERE job_id = $1 AND node_id = $2",
-                &[&job_id.as_slice(), &id],
-            )
-            .await
-            .map_err(db("finish job"))?
-        {
+        match c.query_opt("SELECT 1 FROM jobs WHERE job_id = $1 AND node_id = $2", &[&job_id.as_slice(), &id]).await.map_err(db("finish job"))? {
             Some(_) => Ok(false),
-            None => {
-                Err(Refusal::NotFound(format!("job {} for this node", hex::encode(job_id))).into())
-            }
+            None => Err(Refusal::NotFound(format!("job {} for this node", hex::encode(job_id))).into()),
         }
     }
 
     async fn jobs(&self, node: &NodeId) -> Result<Vec<JobRow>> {
         let c = self.client().await?;
-        c.query(
-            &format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = $1 ORDER BY sequence DESC LIMIT $2"
-            ),
-            &[&node.to_text(), &i64::from(MAX_JOBS_LISTED)],
-        )
-        .await
-        .map_err(db("list jobs"))?
-        .iter()
-        .map(job_from_row)
-        .collect()
+        c.query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = $1 ORDER BY sequence DESC LIMIT $2"), &[&node.to_text(), &i64::from(MAX_JOBS_LISTED)])
+            .await
+            .map_err(db("list jobs"))?
+            .iter()
+            .map(job_from_row)
+            .collect()
     }
 
     async fn job(&self, node: &NodeId, job_id: &[u8; 16]) -> Result<Option<JobRow>> {
         let c = self.client().await?;
-        c.query_opt(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = $1 AND job_id = $2"),
-            &[&node.to_text(), &job_id.as_slice()],
-        )
-        .await
-        .map_err(db("read job"))?
-        .map(|r| job_from_row(&r))
-        .transpose()
+        c.query_opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = $1 AND job_id = $2"), &[&node.to_text(), &job_id.as_slice()])
+            .await
+            .map_err(db("read job"))?
+            .map(|r| job_from_row(&r))
+            .transpose()
     }
 
     async fn job_keys(&self) -> Result<Vec<JobKeyRow>> {
         let c = self.client().await?;
-        c.query(
-            "SELECT public_key, created_at_ms FROM job_keys ORDER BY created_at_ms, position",
-            &[],
-        )
-        .await
-        .map_err(db("job keys"))?
-        .iter()
-        .map(|r| {
-            let k: &str = r.get(0);
-            Ok(JobKeyRow {
-                public_key: NodePublicKey::from_hex(k).map_err(|_| {
-                    ControlError::Store(format!("the database holds an invalid job key {k:?}"))
-                })?,
-                created_at_ms: r.get::<_, i64>(1) as u64,
+        c.query("SELECT public_key, created_at_ms FROM job_keys ORDER BY created_at_ms, position", &[])
+            .await
+            .map_err(db("job keys"))?
+            .iter()
+            .map(|r| {
+                let k: &str = r.get(0);
+                Ok(JobKeyRow {
+                    public_key: NodePublicKey::from_hex(k).map_err(|_| ControlError::Store(format!("the database holds an invalid job key {k:?}")))?,
+                    created_at_ms: r.get::<_, i64>(1) as u64,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     async fn adopt_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db("adopt job key"))?;
         // One adopter at a time across replicas: the first key is chosen once.
-        tx.execute("LOCK TABLE job_keys IN EXCLUSIVE MODE", &[])
-            .await
-            .map_err(db("adopt job key"))?;
-        let n: i64 = tx
-            .query_one("SELECT COUNT(*) FROM job_keys", &[])
-            .await
-            .map_err(db("adopt job key"))?
-            .get(0);
+        tx.execute("LOCK TABLE job_keys IN EXCLUSIVE MODE", &[]).await.map_err(db("adopt job key"))?;
+        let n: i64 = tx.query_one("SELECT COUNT(*) FROM job_keys", &[]).await.map_err(db("adopt job key"))?.get(0);
         if n > 0 {
             return Ok(false);
         }
         let k = key.to_hex();
-        tx.execute(
-            "INSERT INTO job_keys(public_key, created_at_ms) VALUES ($1, $2)",
-            &[&k, &ms(now_ms)],
-        )
-        .await
-        .map_err(db("adopt job key"))?;
-        tx.execute("UPDATE nodes SET job_key = $1 WHERE job_key IS NULL", &[&k])
-            .await
-            .map_err(db("adopt job key"))?;
+        tx.execute("INSERT INTO job_keys(public_key, created_at_ms) VALUES ($1, $2)", &[&k, &ms(now_ms)]).await.map_err(db("adopt job key"))?;
+        tx.execute("UPDATE nodes SET job_key = $1 WHERE job_key IS NULL", &[&k]).await.map_err(db("adopt job key"))?;
         tx.commit().await.map_err(db("adopt job key"))?;
         Ok(true)
     }
@@ -1132,18 +877,9 @@ impl ControlStore for PostgresStore {
     async fn add_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<()> {
         let c = self.client().await?;
         let k = key.to_hex();
-        c.execute(
-            "INSERT INTO job_keys(public_key, created_at_ms) VALUES ($1, $2)",
-            &[&k, &ms(now_ms)],
-        )
-        .await
-        .map_err(|e| {
-            if is_code(&e, &SqlState::UNIQUE_VIOLATION) {
-                Refusal::Exists(format!("job key {k}")).into()
-            } else {
-                ControlError::store("add job key", e)
-            }
-        })?;
+        c.execute("INSERT INTO job_keys(public_key, created_at_ms) VALUES ($1, $2)", &[&k, &ms(now_ms)])
+            .await
+            .map_err(|e| if is_code(&e, &SqlState::UNIQUE_VIOLATION) { Refusal::Exists(format!("job key {k}")).into() } else { ControlError::store("add job key", e) })?;
         Ok(())
     }
 
@@ -1162,21 +898,11 @@ impl ControlStore for PostgresStore {
 
     async fn set_job_key_next(&self, node: &NodeId, next: Option<&NodePublicKey>) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "UPDATE nodes SET job_key_next = $2 WHERE node_id = $1",
-            &[&node.to_text(), &next.map(|k| k.to_hex())],
-        )
-        .await
-        .map_err(db("next job key"))?;
+        c.execute("UPDATE nodes SET job_key_next = $2 WHERE node_id = $1", &[&node.to_text(), &next.map(|k| k.to_hex())]).await.map_err(db("next job key"))?;
         Ok(())
     }
 
-    async fn confirm_job_key(
-        &self,
-        node: &NodeId,
-        old: &NodePublicKey,
-        new: &NodePublicKey,
-    ) -> Result<bool> {
+    async fn confirm_job_key(&self, node: &NodeId, old: &NodePublicKey, new: &NodePublicKey) -> Result<bool> {
         let c = self.client().await?;
         let n = c
             .execute(
@@ -1190,12 +916,7 @@ impl ControlStore for PostgresStore {
 
     async fn abandon_job_key_next(&self, node: &NodeId, next: &NodePublicKey) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "UPDATE nodes SET job_key_next = NULL WHERE node_id = $1 AND job_key_next = $2",
-            &[&node.to_text(), &next.to_hex()],
-        )
-        .await
-        .map_err(db("abandon job key"))?;
+        c.execute("UPDATE nodes SET job_key_next = NULL WHERE node_id = $1 AND job_key_next = $2", &[&node.to_text(), &next.to_hex()]).await.map_err(db("abandon job key"))?;
         Ok(())
     }
 
@@ -1218,29 +939,12 @@ impl ControlStore for PostgresStore {
         let models: Vec<&str> = rows.iter().map(|r| r.model_id.as_str()).collect();
         let modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
         let prompt: Vec<i64> = rows.iter().map(|r| i64::from(r.prompt_tokens)).collect();
-        let completion: Vec<i64> = rows
-            .iter()
-            .map(|r| i64::from(r.completion_tokens))
-            .collect();
+        let completion: Vec<i64> = rows.iter().map(|r| i64::from(r.completion_tokens)).collect();
         let price: Vec<i64> = rows.iter().map(|r| ms(r.price_micro_credits)).collect();
         let started: Vec<i64> = rows.iter().map(|r| ms(r.started_at_ms)).collect();
         let signed: Vec<&[u8]> = rows.iter().map(|r| r.signed.as_slice()).collect();
         let new_ids: std::collections::HashSet<Vec<u8>> = tx
-            .query(
-                &insert,
-                &[
-                    &ids,
-                    &nodes,
-                    &models,
-                    &modes,
-                    &prompt,
-                    &completion,
-                    &price,
-                    &started,
-                    &signed,
-                    &ms(now_ms),
-                ],
-            )
+            .query(&insert, &[&ids, &nodes, &models, &modes, &prompt, &completion, &price, &started, &signed, &ms(now_ms)])
             .await
             .map_err(db("store receipt"))?
             .iter()
@@ -1265,20 +969,9 @@ impl ControlStore for PostgresStore {
                 .await
                 .map_err(db("usage"))?;
             for ((node, model, day), u) in &usage.0 {
-                tx.execute(
-                    &upsert,
-                    &[
-                        node,
-                        model,
-                        &ms(*day),
-                        &ms(u.requests),
-                        &ms(u.prompt_tokens),
-                        &ms(u.completion_tokens),
-                        &ms(u.price_micro_credits),
-                    ],
-                )
-                .await
-                .map_err(db("usage"))?;
+                tx.execute(&upsert, &[node, model, &ms(*day), &ms(u.requests), &ms(u.prompt_tokens), &ms(u.completion_tokens), &ms(u.price_micro_credits)])
+                    .await
+                    .map_err(db("usage"))?;
             }
         }
         tx.commit().await.map_err(db("store receipts"))?;
@@ -1287,14 +980,7 @@ impl ControlStore for PostgresStore {
 
     async fn receipt_count(&self, node: &NodeId) -> Result<u64> {
         let c = self.client().await?;
-        let n: i64 = c
-            .query_one(
-                "SELECT COUNT(*) FROM receipts WHERE node_id = $1",
-                &[&node.to_text()],
-            )
-            .await
-            .map_err(db("count receipts"))?
-            .get(0);
+        let n: i64 = c.query_one("SELECT COUNT(*) FROM receipts WHERE node_id = $1", &[&node.to_text()]).await.map_err(db("count receipts"))?.get(0);
         Ok(n as u64)
     }
 
@@ -1341,13 +1027,10 @@ impl ControlStore for PostgresStore {
 
     async fn gateway_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<GatewayKey>> {
         let c = self.client().await?;
-        Ok(c.query_opt(
-            &format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE token_hash = $1"),
-            &[&token_hash.as_slice()],
-        )
-        .await
-        .map_err(db("read gateway key"))?
-        .map(|r| gateway_key_from_row(&r)))
+        Ok(c.query_opt(&format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE token_hash = $1"), &[&token_hash.as_slice()])
+            .await
+            .map_err(db("read gateway key"))?
+            .map(|r| gateway_key_from_row(&r)))
     }
 
     async fn gateway_keys(&self, org_id: &str) -> Result<Vec<GatewayKey>> {
@@ -1369,78 +1052,31 @@ impl ControlStore for PostgresStore {
         if n == 1 {
             return Ok(true);
         }
-        match c
-            .query_opt(
-                "SELECT 1 FROM gateway_keys WHERE id = $1 AND org_id = $2",
-                &[&key_id, &org_id],
-            )
-            .await
-            .map_err(db("revoke gateway key"))?
-        {
+        match c.query_opt("SELECT 1 FROM gateway_keys WHERE id = $1 AND org_id = $2", &[&key_id, &org_id]).await.map_err(db("revoke gateway key"))? {
             Some(_) => Ok(false),
-            None => Err(Refusal::NotFound(format!(
-                "gateway key {:?}",
-                key_id.chars().take(40).collect::<String>()
-            ))
-            .into()),
+            None => Err(Refusal::NotFound(format!("gateway key {:?}", key_id.chars().take(40).collect::<String>())).into()),
         }
     }
 
-    async fn add_credits(
-        &self,
-        org_id: &str,
-        amount_u: u64,
-        reference: &str,
-        now_ms: u64,
-    ) -> Result<u64> {
+    async fn add_credits(&self, org_id: &str, amount_u: u64, reference: &str, now_ms: u64) -> Result<u64> {
         let a = credits::amount(amount_u)?;
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db("add credits"))?;
-        if tx
-            .query_opt("SELECT 1 FROM orgs WHERE id = $1", &[&org_id])
-            .await
-            .map_err(db("add credits"))?
-            .is_none()
-        {
+        if tx.query_opt("SELECT 1 FROM orgs WHERE id = $1", &[&org_id]).await.map_err(db("add credits"))?.is_none() {
             return Err(Refusal::NotFound(format!("organisation {org_id:?}")).into());
         }
         // The topup account's row lock orders concurrent top-ups, so the cap is checked on the
         // latest total.
         tx.execute("INSERT INTO ledger_accounts(account, balance) VALUES ($1, 0) ON CONFLICT (account) DO NOTHING", &[&account::TOPUP]).await.map_err(db("add credits"))?;
-        let total: i64 = tx
-            .query_one(
-                "SELECT -balance FROM ledger_accounts WHERE account = $1 FOR UPDATE",
-                &[&account::TOPUP],
-            )
-            .await
-            .map_err(db("add credits"))?
-            .get(0);
+        let total: i64 = tx.query_one("SELECT -balance FROM ledger_accounts WHERE account = $1 FOR UPDATE", &[&account::TOPUP]).await.map_err(db("add credits"))?.get(0);
         if (total.max(0) as u64).saturating_add(amount_u) > MAX_TOTAL_TOPUPS {
-            return Err(ControlError::Invalid {
-                field: "amount",
-                reason: format!(
-                    "top-ups on this control plane would pass {MAX_TOTAL_TOPUPS} micro-credits"
-                ),
-            });
+            return Err(ControlError::Invalid { field: "amount", reason: format!("top-ups on this control plane would pass {MAX_TOTAL_TOPUPS} micro-credits") });
         }
-        let meta = TxMeta {
-            kind: kind::TOPUP,
-            org_id,
-            key_id: None,
-            hold_id: None,
-            node_id: None,
-            receipt_id: None,
-            reference,
-            now_ms,
-        };
+        let meta = TxMeta { kind: kind::TOPUP, org_id, key_id: None, hold_id: None, node_id: None, receipt_id: None, reference, now_ms };
         let avail = account::available(org_id);
-        ledger_apply(
-            &tx,
-            &meta,
-            &[(account::TOPUP.to_string(), -a), (avail.clone(), a)],
-        )
-        .await?
-        .map_err(|acct| ControlError::Store(format!("top-up refused by the guard on {acct}")))?;
+        ledger_apply(&tx, &meta, &[(account::TOPUP.to_string(), -a), (avail.clone(), a)])
+            .await?
+            .map_err(|acct| ControlError::Store(format!("top-up refused by the guard on {acct}")))?;
         tx.execute(
             "INSERT INTO org_credit_totals(org_id, topped_up_total) VALUES ($1, $2) ON CONFLICT (org_id) DO UPDATE SET topped_up_total = org_credit_totals.topped_up_total + excluded.topped_up_total",
             &[&org_id, &a],
@@ -1455,18 +1091,9 @@ impl ControlStore for PostgresStore {
     async fn credit_balance(&self, org_id: &str) -> Result<CreditBalance> {
         let mut c = self.client().await?;
         // One snapshot for the three reads.
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db("credit balance"))?;
+        let tx = c.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(db("credit balance"))?;
         let (spent, topped): (i64, i64) = tx
-            .query_opt(
-                "SELECT spent_total, topped_up_total FROM org_credit_totals WHERE org_id = $1",
-                &[&org_id],
-            )
+            .query_opt("SELECT spent_total, topped_up_total FROM org_credit_totals WHERE org_id = $1", &[&org_id])
             .await
             .map_err(db("credit balance"))?
             .map(|r| (r.get(0), r.get(1)))
@@ -1521,23 +1148,12 @@ impl ControlStore for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db("place hold"))?;
         let key = tx
-            .query_opt(
-                "SELECT org_id, revoked_at_ms, spend_limit_per_day FROM gateway_keys WHERE id = $1",
-                &[&h.key_id],
-            )
+            .query_opt("SELECT org_id, revoked_at_ms, spend_limit_per_day FROM gateway_keys WHERE id = $1", &[&h.key_id])
             .await
             .map_err(db("place hold"))?
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    r.get::<_, Option<i64>>(1),
-                    r.get::<_, Option<i64>>(2),
-                )
-            });
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<i64>>(1), r.get::<_, Option<i64>>(2)));
         let limit = match key {
-            Some((org, _, _)) if org != h.org_id => {
-                return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into())
-            }
+            Some((org, _, _)) if org != h.org_id => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
             None => return Err(Refusal::NotFound(format!("gateway key {}", h.key_id)).into()),
             Some((_, Some(_), _)) => return Err(Refusal::KeyRevoked.into()),
             Some((_, None, limit)) => limit,
@@ -1554,46 +1170,14 @@ impl ControlStore for PostgresStore {
             .await
             .map_err(db("key spend"))?;
         if n == 0 {
-            let used: i64 = tx
-                .query_one(
-                    "SELECT reserved FROM gateway_key_spend WHERE key_id = $1 AND day = $2",
-                    &[&h.key_id, &day],
-                )
-                .await
-                .map_err(db("key spend"))?
-                .get(0);
-            return Err(Refusal::SpendLimit {
-                limit: limit.unwrap_or(0) as u64,
-                used: used as u64,
-                needed: h.amount,
-            }
-            .into());
+            let used: i64 = tx.query_one("SELECT reserved FROM gateway_key_spend WHERE key_id = $1 AND day = $2", &[&h.key_id, &day]).await.map_err(db("key spend"))?.get(0);
+            return Err(Refusal::SpendLimit { limit: limit.unwrap_or(0) as u64, used: used as u64, needed: h.amount }.into());
         }
-        let meta = TxMeta {
-            kind: kind::HOLD,
-            org_id: &h.org_id,
-            key_id: Some(&h.key_id),
-            hold_id: Some(&h.id),
-            node_id: None,
-            receipt_id: None,
-            reference: "",
-            now_ms: h.created_at_ms,
-        };
+        let meta = TxMeta { kind: kind::HOLD, org_id: &h.org_id, key_id: Some(&h.key_id), hold_id: Some(&h.id), node_id: None, receipt_id: None, reference: "", now_ms: h.created_at_ms };
         let avail = account::available(&h.org_id);
-        if ledger_apply(
-            &tx,
-            &meta,
-            &[(avail.clone(), -a), (account::held(&h.org_id), a)],
-        )
-        .await?
-        .is_err()
-        {
+        if ledger_apply(&tx, &meta, &[(avail.clone(), -a), (account::held(&h.org_id), a)]).await?.is_err() {
             let available = account_balance(&tx, &avail).await?;
-            return Err(Refusal::InsufficientCredits {
-                available,
-                needed: h.amount,
-            }
-            .into());
+            return Err(Refusal::InsufficientCredits { available, needed: h.amount }.into());
         }
         tx.execute(
             "INSERT INTO credit_holds(id, org_id, key_id, amount, day, created_at_ms, state) VALUES ($1,$2,$3,$4,$5,$6,'open')",
@@ -1615,24 +1199,14 @@ impl ControlStore for PostgresStore {
         let tx = c.transaction().await.map_err(db("settle hold"))?;
         // The row lock makes a concurrent settle or release of the same hold wait, then see it
         // closed.
-        let h = get_hold(&tx, &st.hold_id, true)
-            .await?
-            .ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(st.hold_id))))?;
+        let h = get_hold(&tx, &st.hold_id, true).await?.ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(st.hold_id))))?;
         match h.state {
             HoldState::Open => {}
             HoldState::Settled => return Ok(false),
-            HoldState::Released | HoldState::Expired => {
-                return Err(Refusal::HoldClosed(h.state.as_str()).into())
-            }
+            HoldState::Released | HoldState::Expired => return Err(Refusal::HoldClosed(h.state.as_str()).into()),
         }
         if st.charge > h.hold.amount {
-            return Err(ControlError::Invalid {
-                field: "charge",
-                reason: format!(
-                    "{} micro-credits is above the hold of {}",
-                    st.charge, h.hold.amount
-                ),
-            });
+            return Err(ControlError::Invalid { field: "charge", reason: format!("{} micro-credits is above the hold of {}", st.charge, h.hold.amount) });
         }
         let (amount, rest) = (h.hold.amount as i64, (h.hold.amount - st.charge) as i64);
         tx.execute(
@@ -1641,12 +1215,9 @@ impl ControlStore for PostgresStore {
         )
         .await
         .map_err(|e| if is_code(&e, &SqlState::UNIQUE_VIOLATION) { Refusal::ReceiptCharged.into() } else { ControlError::store("settle hold", e) })?;
-        tx.execute(
-            "UPDATE gateway_key_spend SET reserved = reserved - $3 WHERE key_id = $1 AND day = $2",
-            &[&h.hold.key_id, &ms(h.hold.created_at_ms / DAY_MS), &rest],
-        )
-        .await
-        .map_err(db("key spend"))?;
+        tx.execute("UPDATE gateway_key_spend SET reserved = reserved - $3 WHERE key_id = $1 AND day = $2", &[&h.hold.key_id, &ms(h.hold.created_at_ms / DAY_MS), &rest])
+            .await
+            .map_err(db("key spend"))?;
         let org = &h.hold.org_id;
         let meta = TxMeta {
             kind: kind::SETTLE,
@@ -1674,38 +1245,20 @@ impl ControlStore for PostgresStore {
     async fn release_hold(&self, id: &[u8; 16], now_ms: u64, expired: bool) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db("release hold"))?;
-        let h = get_hold(&tx, id, true)
-            .await?
-            .ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(id))))?;
+        let h = get_hold(&tx, id, true).await?.ok_or_else(|| Refusal::NotFound(format!("hold {}", hex::encode(id))))?;
         if h.state != HoldState::Open {
             return Ok(false);
         }
-        let (state, k) = if expired {
-            (HoldState::Expired, kind::EXPIRE)
-        } else {
-            (HoldState::Released, kind::RELEASE)
-        };
+        let (state, k) = if expired { (HoldState::Expired, kind::EXPIRE) } else { (HoldState::Released, kind::RELEASE) };
         let amount = h.hold.amount as i64;
         tx.execute("UPDATE credit_holds SET state = $2, closed_at_ms = $3 WHERE id = $1 AND state = 'open'", &[&id.as_slice(), &state.as_str(), &ms(now_ms)])
             .await
             .map_err(db("release hold"))?;
-        tx.execute(
-            "UPDATE gateway_key_spend SET reserved = reserved - $3 WHERE key_id = $1 AND day = $2",
-            &[&h.hold.key_id, &ms(h.hold.created_at_ms / DAY_MS), &amount],
-        )
-        .await
-        .map_err(db("key spend"))?;
+        tx.execute("UPDATE gateway_key_spend SET reserved = reserved - $3 WHERE key_id = $1 AND day = $2", &[&h.hold.key_id, &ms(h.hold.created_at_ms / DAY_MS), &amount])
+            .await
+            .map_err(db("key spend"))?;
         let org = &h.hold.org_id;
-        let meta = TxMeta {
-            kind: k,
-            org_id: org,
-            key_id: Some(&h.hold.key_id),
-            hold_id: Some(id),
-            node_id: None,
-            receipt_id: None,
-            reference: "",
-            now_ms,
-        };
+        let meta = TxMeta { kind: k, org_id: org, key_id: Some(&h.hold.key_id), hold_id: Some(id), node_id: None, receipt_id: None, reference: "", now_ms };
         ledger_apply(&tx, &meta, &[(account::held(org), -amount), (account::available(org), amount)])
             .await?
             .map_err(|acct| ControlError::Store(format!("release refused by the guard on {acct}: the ledger is inconsistent, run `b3iq-control admin ledger-check`")))?;
@@ -1731,22 +1284,12 @@ impl ControlStore for PostgresStore {
     async fn ledger_check(&self) -> Result<LedgerCheck> {
         let mut c = self.client().await?;
         // One snapshot: every read sees the same committed state.
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db("ledger check"))?;
+        let tx = c.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(db("ledger check"))?;
         let q = |sql: String| {
             let tx = &tx;
             async move { tx.query(&sql, &[]).await.map_err(db("ledger check")) }
         };
-        let pairs = |rows: Vec<Row>| -> Result<Vec<(String, i128)>> {
-            rows.iter()
-                .map(|r| Ok((r.get::<_, String>(0), sum_col(r, 1)?)))
-                .collect()
-        };
+        let pairs = |rows: Vec<Row>| -> Result<Vec<(String, i128)>> { rows.iter().map(|r| Ok((r.get::<_, String>(0), sum_col(r, 1)?))).collect() };
         let mut input = CheckInput {
             open_held: pairs(q("SELECT org_id, SUM(amount)::TEXT FROM credit_holds WHERE state = 'open' GROUP BY org_id".into()).await?)?,
             settled_by_org: pairs(q("SELECT org_id, SUM(charge)::TEXT FROM credit_holds WHERE state = 'settled' GROUP BY org_id".into()).await?)?,
@@ -1761,37 +1304,18 @@ impl ControlStore for PostgresStore {
             accounts: q("SELECT account, balance FROM ledger_accounts".into()).await?.iter().map(|r| (r.get(0), r.get(1))).collect(),
             ..CheckInput::default()
         };
-        input.row_sums = q(
-            "SELECT account, SUM(amount)::TEXT, COUNT(*) FROM ledger_rows GROUP BY account".into(),
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.get::<_, String>(0),
-                sum_col(r, 1)?,
-                r.get::<_, i64>(2) as u64,
-            ))
-        })
-        .collect::<Result<_>>()?;
-        input.totals =
-            q("SELECT org_id, spent_total, topped_up_total FROM org_credit_totals".into())
-                .await?
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<_, String>(0),
-                        i128::from(r.get::<_, i64>(1)),
-                        i128::from(r.get::<_, i64>(2)),
-                    )
-                })
-                .collect();
-        input.unbalanced = q("SELECT tx_id FROM ledger_rows GROUP BY tx_id HAVING SUM(amount) <> 0 ORDER BY tx_id LIMIT 100".into()).await?.iter().map(|r| r.get::<_, i64>(0) as u64).collect();
-        input.transactions = q("SELECT COUNT(*) FROM ledger_tx".into())
+        input.row_sums = q("SELECT account, SUM(amount)::TEXT, COUNT(*) FROM ledger_rows GROUP BY account".into())
             .await?
-            .first()
-            .map(|r| r.get::<_, i64>(0) as u64)
-            .unwrap_or(0);
+            .iter()
+            .map(|r| Ok((r.get::<_, String>(0), sum_col(r, 1)?, r.get::<_, i64>(2) as u64)))
+            .collect::<Result<_>>()?;
+        input.totals = q("SELECT org_id, spent_total, topped_up_total FROM org_credit_totals".into())
+            .await?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), i128::from(r.get::<_, i64>(1)), i128::from(r.get::<_, i64>(2))))
+            .collect();
+        input.unbalanced = q("SELECT tx_id FROM ledger_rows GROUP BY tx_id HAVING SUM(amount) <> 0 ORDER BY tx_id LIMIT 100".into()).await?.iter().map(|r| r.get::<_, i64>(0) as u64).collect();
+        input.transactions = q("SELECT COUNT(*) FROM ledger_tx".into()).await?.first().map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0);
         tx.commit().await.map_err(db("ledger check"))?;
         Ok(input.check())
     }
@@ -1810,19 +1334,9 @@ impl ControlStore for PostgresStore {
         Ok(())
     }
 
-    async fn drop_tunnel_session(
-        &self,
-        node: &NodeId,
-        replica_url: &str,
-        epoch: u64,
-    ) -> Result<()> {
+    async fn drop_tunnel_session(&self, node: &NodeId, replica_url: &str, epoch: u64) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "DELETE FROM tunnel_sessions WHERE node_id = $1 AND replica_url = $2 AND epoch = $3",
-            &[&node.to_text(), &replica_url, &ms(epoch)],
-        )
-        .await
-        .map_err(db("tunnel session"))?;
+        c.execute("DELETE FROM tunnel_sessions WHERE node_id = $1 AND replica_url = $2 AND epoch = $3", &[&node.to_text(), &replica_url, &ms(epoch)]).await.map_err(db("tunnel session"))?;
         Ok(())
     }
 

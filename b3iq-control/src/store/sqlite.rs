@@ -16,10 +16,7 @@ use b3iq_core::heartbeat::HealthStatus;
 use b3iq_core::{NodeId, NodePublicKey};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::credits::{
-    self, account, kind, CheckInput, HoldState, LedgerRow, RawHold, TxMeta, GATEWAY_KEY_COLUMNS,
-    HOLD_COLUMNS, MAX_TOTAL_TOPUPS,
-};
+use super::credits::{self, account, kind, CheckInput, HoldState, LedgerRow, RawHold, TxMeta, GATEWAY_KEY_COLUMNS, HOLD_COLUMNS, MAX_TOTAL_TOPUPS};
 use super::*;
 use crate::error::{ControlError, Result};
 
@@ -253,14 +250,10 @@ impl SqliteStore {
     /// `Store` when the file cannot be opened, or its schema is newer than this build knows.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let conn = Connection::open(path).map_err(db("open control.db"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db("busy_timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db("journal_mode"))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db("synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(db("foreign_keys"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db("busy_timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db("journal_mode"))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db("synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db("foreign_keys"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         #[cfg(unix)]
         {
@@ -268,19 +261,10 @@ impl SqliteStore {
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
         let store = Self::migrate(conn)?;
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db("open control.db for reading"))?;
-        reader
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db("busy_timeout"))?;
+        let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db("open control.db for reading"))?;
+        reader.busy_timeout(std::time::Duration::from_secs(10)).map_err(db("busy_timeout"))?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(SqliteStore {
-            reader: Arc::new(Mutex::new(reader)),
-            ..store
-        })
+        Ok(SqliteStore { reader: Arc::new(Mutex::new(reader)), ..store })
     }
 
     /// An in-memory database (tests).
@@ -289,15 +273,12 @@ impl SqliteStore {
     /// `Store` when SQLite fails.
     pub fn open_in_memory() -> Result<SqliteStore> {
         let conn = Connection::open_in_memory().map_err(db("open"))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(db("foreign_keys"))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db("foreign_keys"))?;
         Self::migrate(conn)
     }
 
     fn migrate(mut conn: Connection) -> Result<SqliteStore> {
-        let current: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db("user_version"))?;
+        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db("user_version"))?;
         if current as usize > MIGRATIONS.len() {
             return Err(ControlError::Store(format!(
                 "control.db has schema version {current}, newer than this build knows ({}); upgrade b3iq-control",
@@ -307,22 +288,14 @@ impl SqliteStore {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             let tx = conn.transaction().map_err(db("migrate"))?;
             tx.execute_batch(sql).map_err(db("migrate"))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(db("migrate"))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(db("migrate"))?;
             tx.commit().map_err(db("migrate"))?;
         }
         let conn = Arc::new(Mutex::new(conn));
-        Ok(SqliteStore {
-            writer: writer::GroupWriter::start(conn.clone())?,
-            reader: conn.clone(),
-            conn,
-        })
+        Ok(SqliteStore { writer: writer::GroupWriter::start(conn.clone())?, reader: conn.clone(), conn })
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
@@ -335,10 +308,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` (reads only) on the read connection, beside the writer.
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let conn = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let c = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -350,10 +320,7 @@ impl SqliteStore {
 
     /// Runs `f` as one write of the next group commit (see `writer`): its changes are rolled
     /// back alone when it fails, and it returns after the batch is on disk.
-    async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         self.writer.write(writer::keep_none, f).await
     }
 }
@@ -365,12 +332,7 @@ fn exec<P: rusqlite::Params>(c: &Connection, sql: &str, p: P) -> rusqlite::Resul
 }
 
 /// `query_row` through the connection's statement cache.
-fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
-    c: &Connection,
-    sql: &str,
-    p: P,
-    f: F,
-) -> rusqlite::Result<T> {
+fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(c: &Connection, sql: &str, p: P, f: F) -> rusqlite::Result<T> {
     c.prepare_cached(sql)?.query_row(p, f)
 }
 
@@ -384,13 +346,7 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRow>> {
         Some(seq) => {
             let health: String = r.get("last_health")?;
             let body: String = r.get("last_body")?;
-            Some((
-                seq,
-                r.get::<_, i64>("last_sent_at_ms")?,
-                r.get::<_, i64>("last_received_at_ms")?,
-                health,
-                body,
-            ))
+            Some((seq, r.get::<_, i64>("last_sent_at_ms")?, r.get::<_, i64>("last_received_at_ms")?, health, body))
         }
     };
     let org_id: String = r.get("org_id")?;
@@ -401,11 +357,7 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRow>> {
     let job_key: Option<String> = r.get("job_key")?;
     let job_key_next: Option<String> = r.get("job_key_next")?;
     Ok((|| {
-        let bad = |what: &str| {
-            ControlError::Store(format!(
-                "control.db holds an invalid {what} for node {node_id}"
-            ))
-        };
+        let bad = |what: &str| ControlError::Store(format!("control.db holds an invalid {what} for node {node_id}"));
         Ok(NodeRow {
             node_id: NodeId::parse(&node_id).map_err(|_| bad("node id"))?,
             public_key: NodePublicKey::from_hex(&public_key).map_err(|_| bad("public key"))?,
@@ -425,14 +377,8 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRow>> {
                 }),
             },
             refused_heartbeats: refused as u64,
-            job_key: job_key
-                .map(|k| NodePublicKey::from_hex(&k))
-                .transpose()
-                .map_err(|_| bad("job key"))?,
-            job_key_next: job_key_next
-                .map(|k| NodePublicKey::from_hex(&k))
-                .transpose()
-                .map_err(|_| bad("next job key"))?,
+            job_key: job_key.map(|k| NodePublicKey::from_hex(&k)).transpose().map_err(|_| bad("job key"))?,
+            job_key_next: job_key_next.map(|k| NodePublicKey::from_hex(&k)).transpose().map_err(|_| bad("next job key"))?,
         })
     })())
 }
@@ -456,11 +402,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
         opt(r.get("finished_at_ms")?),
     );
     Ok((|| {
-        let bad = |what: &str| {
-            ControlError::Store(format!(
-                "control.db holds an invalid {what} for a job of {node_id}"
-            ))
-        };
+        let bad = |what: &str| ControlError::Store(format!("control.db holds an invalid {what} for a job of {node_id}"));
         Ok(JobRow {
             job_id: job_id.as_slice().try_into().map_err(|_| bad("job id"))?,
             node_id: NodeId::parse(&node_id).map_err(|_| bad("node id"))?,
@@ -474,10 +416,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
             delivered_at_ms: row.7,
             outcome: row.8,
             code: row.9,
-            result: result
-                .map(|s| serde_json::from_str(&s))
-                .transpose()
-                .map_err(|_| bad("result"))?,
+            result: result.map(|s| serde_json::from_str(&s)).transpose().map_err(|_| bad("result"))?,
             finished_at_ms: row.10,
         })
     })())
@@ -493,26 +432,16 @@ pub(crate) fn health_name(h: HealthStatus) -> &'static str {
 }
 
 pub(crate) fn health_parse(s: &str) -> Option<HealthStatus> {
-    [
-        HealthStatus::Starting,
-        HealthStatus::Healthy,
-        HealthStatus::Degraded,
-        HealthStatus::Unhealthy,
-    ]
-    .into_iter()
-    .find(|h| health_name(*h) == s)
+    [HealthStatus::Starting, HealthStatus::Healthy, HealthStatus::Degraded, HealthStatus::Unhealthy]
+        .into_iter()
+        .find(|h| health_name(*h) == s)
 }
 
 fn get_node(c: &Connection, id: &str) -> Result<Option<NodeRow>> {
-    row(
-        &c,
-        &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = ?1"),
-        [id],
-        node_from_row,
-    )
-    .optional()
-    .map_err(db("read node"))?
-    .transpose()
+    row(&c, &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = ?1"), [id], node_from_row)
+        .optional()
+        .map_err(db("read node"))?
+        .transpose()
 }
 
 fn operator_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Operator> {
@@ -548,25 +477,20 @@ fn gateway_key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GatewayKey> {
 }
 
 fn get_hold(c: &Connection, id: &[u8; 16]) -> Result<Option<HoldRecord>> {
-    row(
-        &c,
-        &format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE id = ?1"),
-        [id.as_slice()],
-        |r| {
-            Ok(RawHold {
-                id: r.get(0)?,
-                org_id: r.get(1)?,
-                key_id: r.get(2)?,
-                amount: r.get(3)?,
-                created_at_ms: r.get(4)?,
-                state: r.get(5)?,
-                charge: r.get(6)?,
-                node_id: r.get(7)?,
-                receipt_id: r.get(8)?,
-                closed_at_ms: r.get(9)?,
-            })
-        },
-    )
+    row(&c, &format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE id = ?1"), [id.as_slice()], |r| {
+        Ok(RawHold {
+            id: r.get(0)?,
+            org_id: r.get(1)?,
+            key_id: r.get(2)?,
+            amount: r.get(3)?,
+            created_at_ms: r.get(4)?,
+            state: r.get(5)?,
+            charge: r.get(6)?,
+            node_id: r.get(7)?,
+            receipt_id: r.get(8)?,
+            closed_at_ms: r.get(9)?,
+        })
+    })
     .optional()
     .map_err(db("read hold"))?
     .map(RawHold::check)
@@ -575,14 +499,7 @@ fn get_hold(c: &Connection, id: &[u8; 16]) -> Result<Option<HoldRecord>> {
 
 /// An account's balance (0 when it has none yet), as stored for a non-`external` account.
 fn account_balance(c: &Connection, account: &str) -> Result<u64> {
-    let b: Option<i64> = row(
-        &c,
-        "SELECT balance FROM ledger_accounts WHERE account = ?1",
-        [account],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(db("read balance"))?;
+    let b: Option<i64> = row(&c, "SELECT balance FROM ledger_accounts WHERE account = ?1", [account], |r| r.get(0)).optional().map_err(db("read balance"))?;
     Ok(b.unwrap_or(0).max(0) as u64)
 }
 
@@ -590,11 +507,7 @@ fn account_balance(c: &Connection, account: &str) -> Result<u64> {
 /// then per account (in name order) its balance change and its row. `Ok(Err(account))` when a
 /// change would take a guarded account below zero; the caller refuses and drops (rolls back)
 /// its transaction.
-fn ledger_apply(
-    c: &Connection,
-    t: &TxMeta<'_>,
-    rows: &[(String, i64)],
-) -> Result<std::result::Result<i64, String>> {
+fn ledger_apply(c: &Connection, t: &TxMeta<'_>, rows: &[(String, i64)]) -> Result<std::result::Result<i64, String>> {
     let rows = credits::balanced(rows)?;
     exec(&c, 
         "INSERT INTO ledger_tx(kind, org_id, key_id, hold_id, node_id, receipt_id, reference, created_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
@@ -609,32 +522,20 @@ fn ledger_apply(
     })?;
     let tx_id = c.last_insert_rowid();
     for (account, amount) in &rows {
-        exec(
-            &c,
-            "INSERT OR IGNORE INTO ledger_accounts(account, balance) VALUES (?1, 0)",
-            [account],
-        )
-        .map_err(db("ledger account"))?;
+        exec(&c, "INSERT OR IGNORE INTO ledger_accounts(account, balance) VALUES (?1, 0)", [account]).map_err(db("ledger account"))?;
         let n = c
             .execute("UPDATE ledger_accounts SET balance = balance + ?2 WHERE account = ?1 AND (balance + ?2 >= 0 OR account LIKE 'external:%')", params![account, amount])
             .map_err(db("ledger balance"))?;
         if n == 0 {
             return Ok(Err(account.clone()));
         }
-        exec(
-            &c,
-            "INSERT INTO ledger_rows(tx_id, account, amount) VALUES (?1, ?2, ?3)",
-            params![tx_id, account, amount],
-        )
-        .map_err(db("ledger row"))?;
+        exec(&c, "INSERT INTO ledger_rows(tx_id, account, amount) VALUES (?1, ?2, ?3)", params![tx_id, account, amount]).map_err(db("ledger row"))?;
     }
     Ok(Ok(tx_id))
 }
 
 /// Groups joined (transaction, row) pairs, ordered by transaction, into entries.
-pub(crate) fn group_entries(
-    rows: Vec<(LedgerEntry, Option<String>, Option<i64>)>,
-) -> Vec<LedgerEntry> {
+pub(crate) fn group_entries(rows: Vec<(LedgerEntry, Option<String>, Option<i64>)>) -> Vec<LedgerEntry> {
     let mut out: Vec<LedgerEntry> = Vec::new();
     for (e, account, amount) in rows {
         if out.last().map(|l| l.tx_id) != Some(e.tx_id) {
@@ -656,18 +557,8 @@ impl ControlStore for SqliteStore {
     async fn create_org(&self, org: &Org) -> Result<()> {
         let org = org.clone();
         self.run(move |c| {
-            exec(
-                &c,
-                "INSERT INTO orgs(id, name, created_at_ms) VALUES (?1, ?2, ?3)",
-                params![org.id, org.name, ms(org.created_at_ms)],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Refusal::Exists(format!("organisation {:?}", org.name)).into()
-                } else {
-                    ControlError::store("create org", e)
-                }
-            })?;
+            exec(&c, "INSERT INTO orgs(id, name, created_at_ms) VALUES (?1, ?2, ?3)", params![org.id, org.name, ms(org.created_at_ms)])
+                .map_err(|e| if is_unique_violation(&e) { Refusal::Exists(format!("organisation {:?}", org.name)).into() } else { ControlError::store("create org", e) })?;
             Ok(())
         })
         .await
@@ -676,18 +567,9 @@ impl ControlStore for SqliteStore {
     async fn org(&self, id_or_name: &str) -> Result<Option<Org>> {
         let k = id_or_name.to_string();
         self.run(move |c| {
-            row(
-                &c,
-                "SELECT id, name, created_at_ms FROM orgs WHERE id = ?1 OR name = ?1",
-                [k],
-                |r| {
-                    Ok(Org {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        created_at_ms: r.get::<_, i64>(2)? as u64,
-                    })
-                },
-            )
+            row(&c, "SELECT id, name, created_at_ms FROM orgs WHERE id = ?1 OR name = ?1", [k], |r| {
+                Ok(Org { id: r.get(0)?, name: r.get(1)?, created_at_ms: r.get::<_, i64>(2)? as u64 })
+            })
             .optional()
             .map_err(db("read org"))
         })
@@ -725,13 +607,7 @@ impl ControlStore for SqliteStore {
         .await
     }
 
-    async fn create_session(
-        &self,
-        token_hash: &[u8; 32],
-        operator_id: &str,
-        now_ms: u64,
-        expires_at_ms: u64,
-    ) -> Result<()> {
+    async fn create_session(&self, token_hash: &[u8; 32], operator_id: &str, now_ms: u64, expires_at_ms: u64) -> Result<()> {
         let (h, op) = (*token_hash, operator_id.to_string());
         self.run(move |c| {
             let tx = c.transaction().map_err(db("create session"))?;
@@ -746,11 +622,7 @@ impl ControlStore for SqliteStore {
         .await
     }
 
-    async fn session_operator(
-        &self,
-        token_hash: &[u8; 32],
-        now_ms: u64,
-    ) -> Result<Option<Operator>> {
+    async fn session_operator(&self, token_hash: &[u8; 32], now_ms: u64) -> Result<Option<Operator>> {
         let h = *token_hash;
         self.run(move |c| {
             row(&c, 
@@ -768,12 +640,7 @@ impl ControlStore for SqliteStore {
     async fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()> {
         let h = *token_hash;
         self.run(move |c| {
-            exec(
-                &c,
-                "DELETE FROM operator_sessions WHERE token_hash = ?1",
-                [h.as_slice()],
-            )
-            .map_err(db("delete session"))?;
+            exec(&c, "DELETE FROM operator_sessions WHERE token_hash = ?1", [h.as_slice()]).map_err(db("delete session"))?;
             Ok(())
         })
         .await
@@ -911,14 +778,7 @@ impl ControlStore for SqliteStore {
         .await
     }
 
-    async fn renew(
-        &self,
-        challenge_id: &[u8; 16],
-        node: &NodeId,
-        key: &NodePublicKey,
-        now_ms: u64,
-        expires_at_ms: u64,
-    ) -> Result<NodeRow> {
+    async fn renew(&self, challenge_id: &[u8; 16], node: &NodeId, key: &NodePublicKey, now_ms: u64, expires_at_ms: u64) -> Result<NodeRow> {
         let (ch, id, key) = (*challenge_id, node.to_text(), key.to_hex());
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("renew"))?;
@@ -969,13 +829,7 @@ impl ControlStore for SqliteStore {
         .await
     }
 
-    async fn set_node_status(
-        &self,
-        id: &NodeId,
-        org_id: &str,
-        status: NodeStatus,
-        reason: &str,
-    ) -> Result<()> {
+    async fn set_node_status(&self, id: &NodeId, org_id: &str, status: NodeStatus, reason: &str) -> Result<()> {
         let (id, org, reason) = (id.to_text(), org_id.to_string(), reason.to_string());
         self.run(move |c| {
             let n = c
@@ -1002,12 +856,7 @@ impl ControlStore for SqliteStore {
     async fn count_refused_heartbeat(&self, id: &NodeId) -> Result<()> {
         let id = id.to_text();
         self.run(move |c| {
-            exec(
-                &c,
-                "UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = ?1",
-                [id],
-            )
-            .map_err(db("count refusal"))?;
+            exec(&c, "UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = ?1", [id]).map_err(db("count refusal"))?;
             Ok(())
         })
         .await
@@ -1016,14 +865,9 @@ impl ControlStore for SqliteStore {
     async fn heartbeat_count(&self, id: &NodeId, since_ms: u64) -> Result<u64> {
         let id = id.to_text();
         self.run(move |c| {
-            row(
-                &c,
-                "SELECT COUNT(*) FROM heartbeats WHERE node_id = ?1 AND received_at_ms >= ?2",
-                params![id, ms(since_ms)],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(db("count heartbeats"))
+            row(&c, "SELECT COUNT(*) FROM heartbeats WHERE node_id = ?1 AND received_at_ms >= ?2", params![id, ms(since_ms)], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(db("count heartbeats"))
         })
         .await
     }
@@ -1046,13 +890,7 @@ impl ControlStore for SqliteStore {
         .await
     }
 
-    async fn pending_jobs(
-        &self,
-        node: &NodeId,
-        after_sequence: u64,
-        now_ms: u64,
-        limit: u32,
-    ) -> Result<Vec<JobRow>> {
+    async fn pending_jobs(&self, node: &NodeId, after_sequence: u64, now_ms: u64, limit: u32) -> Result<Vec<JobRow>> {
         let id = node.to_text();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("pending jobs"))?;
@@ -1073,22 +911,8 @@ impl ControlStore for SqliteStore {
         .await
     }
 
-    async fn finish_job(
-        &self,
-        node: &NodeId,
-        job_id: &[u8; 16],
-        outcome: &str,
-        code: Option<&str>,
-        result: &serde_json::Value,
-        now_ms: u64,
-    ) -> Result<bool> {
-        let (id, job, outcome, code, result) = (
-            node.to_text(),
-            *job_id,
-            outcome.to_string(),
-            code.map(str::to_string),
-            result.to_string(),
-        );
+    async fn finish_job(&self, node: &NodeId, job_id: &[u8; 16], outcome: &str, code: Option<&str>, result: &serde_json::Value, now_ms: u64) -> Result<bool> {
+        let (id, job, outcome, code, result) = (node.to_text(), *job_id, outcome.to_string(), code.map(str::to_string), result.to_string());
         self.run(move |c| {
             let n = c
                 .execute(
@@ -1124,35 +948,22 @@ impl ControlStore for SqliteStore {
     async fn job(&self, node: &NodeId, job_id: &[u8; 16]) -> Result<Option<JobRow>> {
         let (id, job) = (node.to_text(), *job_id);
         self.run(move |c| {
-            row(
-                &c,
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 AND job_id = ?2"),
-                params![id, job.as_slice()],
-                job_from_row,
-            )
-            .optional()
-            .map_err(db("read job"))?
-            .transpose()
+            row(&c, &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 AND job_id = ?2"), params![id, job.as_slice()], job_from_row)
+                .optional()
+                .map_err(db("read job"))?
+                .transpose()
         })
         .await
     }
 
     async fn job_keys(&self) -> Result<Vec<JobKeyRow>> {
         self.run(|c| {
-            let mut st = c
-                .prepare(
-                    "SELECT public_key, created_at_ms FROM job_keys ORDER BY created_at_ms, rowid",
-                )
-                .map_err(db("job keys"))?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(db("job keys"))?;
+            let mut st = c.prepare("SELECT public_key, created_at_ms FROM job_keys ORDER BY created_at_ms, rowid").map_err(db("job keys"))?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db("job keys"))?;
             rows.map(|r| {
                 let (k, at) = r.map_err(db("job keys"))?;
                 Ok(JobKeyRow {
-                    public_key: NodePublicKey::from_hex(&k).map_err(|_| {
-                        ControlError::Store(format!("control.db holds an invalid job key {k:?}"))
-                    })?,
+                    public_key: NodePublicKey::from_hex(&k).map_err(|_| ControlError::Store(format!("control.db holds an invalid job key {k:?}")))?,
                     created_at_ms: at as u64,
                 })
             })
@@ -1164,26 +975,13 @@ impl ControlStore for SqliteStore {
     async fn adopt_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<bool> {
         let k = key.to_hex();
         self.run(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db("adopt job key"))?;
-            let n: i64 = row(&tx, "SELECT COUNT(*) FROM job_keys", [], |r| r.get(0))
-                .map_err(db("adopt job key"))?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("adopt job key"))?;
+            let n: i64 = row(&tx, "SELECT COUNT(*) FROM job_keys", [], |r| r.get(0)).map_err(db("adopt job key"))?;
             if n > 0 {
                 return Ok(false);
             }
-            exec(
-                &tx,
-                "INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)",
-                params![k, ms(now_ms)],
-            )
-            .map_err(db("adopt job key"))?;
-            exec(
-                &tx,
-                "UPDATE nodes SET job_key = ?1 WHERE job_key IS NULL",
-                [&k],
-            )
-            .map_err(db("adopt job key"))?;
+            exec(&tx, "INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)", params![k, ms(now_ms)]).map_err(db("adopt job key"))?;
+            exec(&tx, "UPDATE nodes SET job_key = ?1 WHERE job_key IS NULL", [&k]).map_err(db("adopt job key"))?;
             tx.commit().map_err(db("adopt job key"))?;
             Ok(true)
         })
@@ -1193,18 +991,8 @@ impl ControlStore for SqliteStore {
     async fn add_job_key(&self, key: &NodePublicKey, now_ms: u64) -> Result<()> {
         let k = key.to_hex();
         self.run(move |c| {
-            exec(
-                &c,
-                "INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)",
-                params![k, ms(now_ms)],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Refusal::Exists(format!("job key {k}")).into()
-                } else {
-                    ControlError::store("add job key", e)
-                }
-            })?;
+            exec(&c, "INSERT INTO job_keys(public_key, created_at_ms) VALUES (?1, ?2)", params![k, ms(now_ms)])
+                .map_err(|e| if is_unique_violation(&e) { Refusal::Exists(format!("job key {k}")).into() } else { ControlError::store("add job key", e) })?;
             Ok(())
         })
         .await
@@ -1225,23 +1013,13 @@ impl ControlStore for SqliteStore {
     async fn set_job_key_next(&self, node: &NodeId, next: Option<&NodePublicKey>) -> Result<()> {
         let (id, k) = (node.to_text(), next.map(|k| k.to_hex()));
         self.run(move |c| {
-            exec(
-                &c,
-                "UPDATE nodes SET job_key_next = ?2 WHERE node_id = ?1",
-                params![id, k],
-            )
-            .map_err(db("next job key"))?;
+            exec(&c, "UPDATE nodes SET job_key_next = ?2 WHERE node_id = ?1", params![id, k]).map_err(db("next job key"))?;
             Ok(())
         })
         .await
     }
 
-    async fn confirm_job_key(
-        &self,
-        node: &NodeId,
-        old: &NodePublicKey,
-        new: &NodePublicKey,
-    ) -> Result<bool> {
+    async fn confirm_job_key(&self, node: &NodeId, old: &NodePublicKey, new: &NodePublicKey) -> Result<bool> {
         let (id, old, new) = (node.to_text(), old.to_hex(), new.to_hex());
         self.run(move |c| {
             let n = c
@@ -1258,12 +1036,7 @@ impl ControlStore for SqliteStore {
     async fn abandon_job_key_next(&self, node: &NodeId, next: &NodePublicKey) -> Result<()> {
         let (id, next) = (node.to_text(), next.to_hex());
         self.run(move |c| {
-            exec(
-                &c,
-                "UPDATE nodes SET job_key_next = NULL WHERE node_id = ?1 AND job_key_next = ?2",
-                params![id, next],
-            )
-            .map_err(db("abandon job key"))?;
+            exec(&c, "UPDATE nodes SET job_key_next = NULL WHERE node_id = ?1 AND job_key_next = ?2", params![id, next]).map_err(db("abandon job key"))?;
             Ok(())
         })
         .await
@@ -1314,14 +1087,7 @@ impl ControlStore for SqliteStore {
     async fn receipt_count(&self, node: &NodeId) -> Result<u64> {
         let id = node.to_text();
         self.run(move |c| {
-            row(
-                &c,
-                "SELECT COUNT(*) FROM receipts WHERE node_id = ?1",
-                [id],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(db("count receipts"))
+            row(&c, "SELECT COUNT(*) FROM receipts WHERE node_id = ?1", [id], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(db("count receipts"))
         })
         .await
     }
@@ -1377,14 +1143,9 @@ impl ControlStore for SqliteStore {
     async fn gateway_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<GatewayKey>> {
         let h = *token_hash;
         self.read(move |c| {
-            row(
-                &c,
-                &format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE token_hash = ?1"),
-                [h.as_slice()],
-                gateway_key_from_row,
-            )
-            .optional()
-            .map_err(db("read gateway key"))
+            row(&c, &format!("SELECT {GATEWAY_KEY_COLUMNS} FROM gateway_keys WHERE token_hash = ?1"), [h.as_slice()], gateway_key_from_row)
+                .optional()
+                .map_err(db("read gateway key"))
         })
         .await
     }
@@ -1417,13 +1178,7 @@ impl ControlStore for SqliteStore {
         .await
     }
 
-    async fn add_credits(
-        &self,
-        org_id: &str,
-        amount_u: u64,
-        reference: &str,
-        now_ms: u64,
-    ) -> Result<u64> {
+    async fn add_credits(&self, org_id: &str, amount_u: u64, reference: &str, now_ms: u64) -> Result<u64> {
         let (org, reference) = (org_id.to_string(), reference.to_string());
         let a = credits::amount(amount_u)?;
         self.run(move |c| {
@@ -1457,11 +1212,7 @@ impl ControlStore for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction().map_err(db("credit balance"))?;
             let (spent, topped): (i64, i64) = tx
-                .query_row(
-                    "SELECT spent_total, topped_up_total FROM org_credit_totals WHERE org_id = ?1",
-                    [&org],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .query_row("SELECT spent_total, topped_up_total FROM org_credit_totals WHERE org_id = ?1", [&org], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(db("credit balance"))?
                 .unwrap_or((0, 0));
@@ -1695,12 +1446,7 @@ impl ControlStore for SqliteStore {
         .await
     }
 
-    async fn drop_tunnel_session(
-        &self,
-        node: &NodeId,
-        replica_url: &str,
-        epoch: u64,
-    ) -> Result<()> {
+    async fn drop_tunnel_session(&self, node: &NodeId, replica_url: &str, epoch: u64) -> Result<()> {
         let (id, url) = (node.to_text(), replica_url.to_string());
         self.run(move |c| {
             exec(&c, "DELETE FROM tunnel_sessions WHERE node_id = ?1 AND replica_url = ?2 AND epoch = ?3", params![id, url, ms(epoch)]).map_err(db("tunnel session"))?;

@@ -29,11 +29,7 @@ fn bin_dir() -> PathBuf {
         }
     }
     let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default();
     versions.sort();
     match versions.last() {
@@ -51,9 +47,7 @@ fn run(bin: &Path, as_user: &Option<String>, args: &[&str]) -> std::process::Out
         }
         None => Command::new(bin),
     };
-    c.args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+    c.args(args).output().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
 }
 
 impl Pg {
@@ -69,93 +63,34 @@ impl Pg {
 
     fn start_with(settings: &str) -> Pg {
         let bin = bin_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("b3iq-pg-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("b3iq-pg-").tempdir().expect("tempdir");
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         let as_user = root.then(|| "postgres".to_string());
         if root {
             // The server runs as `postgres`: it must own its directory.
-            let st = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown");
+            let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().expect("chown");
             assert!(st.success(), "chown the Postgres temp dir to postgres");
         }
         let data = dir.path().join("data");
-        let out = run(
-            &bin.join("initdb"),
-            &as_user,
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "b3iq",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 {settings} -c max_connections=200",
-            dir.path().display()
-        );
+        let out = run(&bin.join("initdb"), &as_user, &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "b3iq", "-E", "UTF8", "--no-sync"]);
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 {settings} -c max_connections=200", dir.path().display());
         let log = dir.path().join("server.log");
-        let out = run(
-            &bin.join("pg_ctl"),
-            &as_user,
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
+        let out = run(&bin.join("pg_ctl"), &as_user, &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "-t", "60", "start"]);
         assert!(
             out.status.success(),
             "pg_ctl start failed: {} {}",
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Pg {
-            _dir: dir,
-            data,
-            bin,
-            as_user,
-            port,
-        }
+        Pg { _dir: dir, data, bin, as_user, port }
     }
 
     /// The postmaster's process id (its backends are its children), for CPU accounting.
     pub fn postmaster_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.data.join("postmaster.pid"))
-            .ok()?
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
+        std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
     }
 
     /// URL of database `db` (create it with [`Pg::create_db`]).
@@ -165,19 +100,11 @@ impl Pg {
 
     /// Creates a fresh database and returns its URL.
     pub async fn create_db(&self, name: &str) -> String {
-        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test server");
+        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await.expect("connect to the test server");
         let h = tokio::spawn(conn);
         // Two statements, two implicit transactions (DROP/CREATE DATABASE refuse a block).
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await
-            .expect("drop database");
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await.expect("drop database");
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
         drop(client);
         let _ = h.await;
         self.url(name)
@@ -186,17 +113,6 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let _ = run(
-            &self.bin.join("pg_ctl"),
-            &self.as_user,
-            &[
-                "-D",
-                self.data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        let _ = run(&self.bin.join("pg_ctl"), &self.as_user, &["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
     }
 }

@@ -15,11 +15,10 @@ use b3iq_core::identity::{NodeId, NodeKey};
 use b3iq_core::job::{Job, JobId, JobKind};
 use b3iq_core::manifest::{ManifestArtifact, MemoryBand, ModelManifest};
 use b3iq_core::merkle::{self, MerkleTree};
-use b3iq_core::metering::PriceSchedule;
 use b3iq_core::payout::{EthAddress, PayoutEntry, PayoutTree};
+use b3iq_core::metering::PriceSchedule;
 use b3iq_core::receipt::{
-    text_bytes, token_ids_bytes, Commitment, CommitmentSalt, NodeSalt, Receipt, RequestId,
-    ServedContent, ServedRequest,
+    text_bytes, token_ids_bytes, Commitment, CommitmentSalt, NodeSalt, Receipt, RequestId, ServedContent, ServedRequest,
 };
 use b3iq_core::split::{Recipient, SplitPolicy};
 use b3iq_core::{Hash32, OperatingMode, Signed, SignedKind};
@@ -32,22 +31,11 @@ pub fn key_seeds() -> Vec<(&'static str, [u8; 32])> {
     for (i, b) in counting.iter_mut().enumerate() {
         *b = i as u8;
     }
-    vec![
-        ("zero", [0u8; 32]),
-        ("ones", [1u8; 32]),
-        ("node", [0x42; 32]),
-        ("control_plane", [0xc0; 32]),
-        ("control_plane_next", [0xc1; 32]),
-        ("counting", counting),
-    ]
+    vec![("zero", [0u8; 32]), ("ones", [1u8; 32]), ("node", [0x42; 32]), ("control_plane", [0xc0; 32]), ("control_plane_next", [0xc1; 32]), ("counting", counting)]
 }
 
 fn key(name: &str) -> NodeKey {
-    let seed = key_seeds()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .expect("known key")
-        .1;
+    let seed = key_seeds().into_iter().find(|(n, _)| *n == name).expect("known key").1;
     NodeKey::from_seed(seed)
 }
 
@@ -126,10 +114,7 @@ pub fn sample_receipts() -> Vec<(&'static str, &'static str, Receipt, Option<Val
         node_id: node.node_id(),
         request_id: RequestId([0x11; 16]),
         model_id: "smollm2-135m-instruct:q4_1".into(),
-        artifact_digest: Sha256Digest::parse(
-            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        )
-        .expect("digest"),
+        artifact_digest: Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53").expect("digest"),
         backend: "llama.cpp".into(),
         mode: OperatingMode::Local,
         prompt_tokens: 31,
@@ -150,15 +135,7 @@ pub fn sample_receipts() -> Vec<(&'static str, &'static str, Receipt, Option<Val
     network.prompt_tokens = u32::MAX;
     network.completion_tokens = 0;
     network.started_at_ms = u64::MAX;
-    vec![
-        (
-            "local_free",
-            "node",
-            base,
-            Some(json!({"commitment_opening": opening})),
-        ),
-        ("network_paid_extremes", "node", network, None),
-    ]
+    vec![("local_free", "node", base, Some(json!({"commitment_opening": opening}))), ("network_paid_extremes", "node", network, None)]
 }
 
 /// The node salt of the version-2 receipt vectors.
@@ -186,10 +163,7 @@ pub fn sample_receipts_v2() -> Vec<(String, &'static str, Receipt, Option<Value>
     let node = key("node");
     let node_salt = NodeSalt::from_bytes(V2_NODE_SALT);
     // Made-up token ids, shaped like a short templated chat exchange.
-    let prompt_ids = vec![
-        1, 9690, 198, 2683, 359, 253, 5356, 30, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282,
-        4649, 47, 2, 198, 1, 520, 9531, 198,
-    ];
+    let prompt_ids = vec![1, 9690, 198, 2683, 359, 253, 5356, 30, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
     let completion_ids = vec![504, 3575, 282, 4649, 314, 7042, 30, 2];
     let cases = vec![
         V2Case {
@@ -207,11 +181,7 @@ pub fn sample_receipts_v2() -> Vec<(String, &'static str, Receipt, Option<Value>
             request: 0x32,
             mode: OperatingMode::Managed,
             basis: V2Content::Ids(vec![42], vec![]),
-            prices: PriceSchedule {
-                prompt_per_1m_tokens: 1,
-                completion_per_1m_tokens: 1,
-                per_request: 0,
-            },
+            prices: PriceSchedule { prompt_per_1m_tokens: 1, completion_per_1m_tokens: 1, per_request: 0 },
             started_at_ms: 1_763_780_401_000,
             attestation: None,
         },
@@ -221,11 +191,7 @@ pub fn sample_receipts_v2() -> Vec<(String, &'static str, Receipt, Option<Value>
             request: 0x33,
             mode: OperatingMode::Network,
             basis: V2Content::Ids(prompt_ids.clone(), completion_ids.clone()),
-            prices: PriceSchedule {
-                prompt_per_1m_tokens: 250_000,
-                completion_per_1m_tokens: 500_000,
-                per_request: 0,
-            },
+            prices: PriceSchedule { prompt_per_1m_tokens: 250_000, completion_per_1m_tokens: 500_000, per_request: 0 },
             started_at_ms: 1_763_780_402_000,
             attestation: Some(Hash32(*blake3::hash(b"b3iq test attestation").as_bytes())),
         },
@@ -235,11 +201,7 @@ pub fn sample_receipts_v2() -> Vec<(String, &'static str, Receipt, Option<Value>
             request: 0x34,
             mode: OperatingMode::Network,
             basis: V2Content::Ids(vec![1, 2, 3, 4], vec![5, 6]),
-            prices: PriceSchedule {
-                prompt_per_1m_tokens: 250_000,
-                completion_per_1m_tokens: 500_000,
-                per_request: 1_000,
-            },
+            prices: PriceSchedule { prompt_per_1m_tokens: 250_000, completion_per_1m_tokens: 500_000, per_request: 1_000 },
             started_at_ms: 1_763_780_403_000,
             attestation: None,
         },
@@ -249,17 +211,8 @@ pub fn sample_receipts_v2() -> Vec<(String, &'static str, Receipt, Option<Value>
             name: "utf8_text_network_fee",
             request: 0x35,
             mode: OperatingMode::Network,
-            basis: V2Content::Text(
-                "What is the capital of France?",
-                "The capital of France is Paris.",
-                31,
-                9,
-            ),
-            prices: PriceSchedule {
-                prompt_per_1m_tokens: 100,
-                completion_per_1m_tokens: 300,
-                per_request: 250,
-            },
+            basis: V2Content::Text("What is the capital of France?", "The capital of France is Paris.", 31, 9),
+            prices: PriceSchedule { prompt_per_1m_tokens: 100, completion_per_1m_tokens: 300, per_request: 250 },
             started_at_ms: 1_763_780_404_000,
             attestation: None,
         },
@@ -269,11 +222,7 @@ pub fn sample_receipts_v2() -> Vec<(String, &'static str, Receipt, Option<Value>
             request: 0x36,
             mode: OperatingMode::Managed,
             basis: V2Content::Text("", "", u32::MAX, u32::MAX),
-            prices: PriceSchedule {
-                prompt_per_1m_tokens: 1_000_000,
-                completion_per_1m_tokens: 2_000_000,
-                per_request: 7,
-            },
+            prices: PriceSchedule { prompt_per_1m_tokens: 1_000_000, completion_per_1m_tokens: 2_000_000, per_request: 7 },
             started_at_ms: u64::MAX,
             attestation: Some(Hash32([0xff; 32])),
         },
@@ -283,30 +232,15 @@ pub fn sample_receipts_v2() -> Vec<(String, &'static str, Receipt, Option<Value>
         .map(|c| {
             let request_id = RequestId([c.request; 16]);
             let content = match &c.basis {
-                V2Content::Ids(p, o) => ServedContent::TokenIds {
-                    prompt: p,
-                    completion: o,
-                },
-                V2Content::Text(p, o, pt, ot) => ServedContent::Utf8Text {
-                    prompt: p,
-                    completion: o,
-                    prompt_tokens: *pt,
-                    completion_tokens: *ot,
-                },
+                V2Content::Ids(p, o) => ServedContent::TokenIds { prompt: p, completion: o },
+                V2Content::Text(p, o, pt, ot) => ServedContent::Utf8Text { prompt: p, completion: o, prompt_tokens: *pt, completion_tokens: *ot },
             };
             let served = ServedRequest {
                 node_id: node.node_id(),
                 request_id,
                 model_id: "smollm2-135m-instruct:q4_1".into(),
-                artifact_digest: Sha256Digest::parse(
-                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-                )
-                .expect("digest"),
-                backend: if matches!(c.basis, V2Content::Text(..)) {
-                    "openai-compatible".into()
-                } else {
-                    "llama.cpp".into()
-                },
+                artifact_digest: Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53").expect("digest"),
+                backend: if matches!(c.basis, V2Content::Text(..)) { "openai-compatible".into() } else { "llama.cpp".into() },
                 mode: c.mode,
                 started_at_ms: c.started_at_ms,
                 ttft_ms: 42,
@@ -330,27 +264,18 @@ pub fn sample_receipts_v2() -> Vec<(String, &'static str, Receipt, Option<Value>
                 V2Content::Ids(p, o) => {
                     opening["prompt_token_ids"] = json!(p);
                     opening["completion_token_ids"] = json!(o);
-                    opening["prompt_data_hex"] =
-                        json!(hex::encode(token_ids_bytes(p).expect("short")));
-                    opening["completion_data_hex"] =
-                        json!(hex::encode(token_ids_bytes(o).expect("short")));
+                    opening["prompt_data_hex"] = json!(hex::encode(token_ids_bytes(p).expect("short")));
+                    opening["completion_data_hex"] = json!(hex::encode(token_ids_bytes(o).expect("short")));
                 }
                 V2Content::Text(p, o, ..) => {
                     opening["prompt_utf8"] = json!(p);
                     opening["completion_utf8"] = json!(o);
                     opening["prompt_data_hex"] = json!(hex::encode(text_bytes(p).expect("short")));
-                    opening["completion_data_hex"] =
-                        json!(hex::encode(text_bytes(o).expect("short")));
+                    opening["completion_data_hex"] = json!(hex::encode(text_bytes(o).expect("short")));
                 }
             }
             assert_eq!(receipt.commitment_basis, Some(basis));
-            let price = c
-                .prices
-                .price(
-                    u64::from(receipt.prompt_tokens),
-                    u64::from(receipt.completion_tokens),
-                )
-                .expect("fits");
+            let price = c.prices.price(u64::from(receipt.prompt_tokens), u64::from(receipt.completion_tokens)).expect("fits");
             assert_eq!(receipt.price_micro_credits, price);
             let extra = json!({
                 "commitment_opening": opening,
@@ -370,23 +295,13 @@ fn sample_jobs() -> Vec<(String, &'static str, Job)> {
     let cp = key("control_plane");
     let node = key("node");
     let kinds = vec![
-        JobKind::InstallModelProfile {
-            profile_id: "smollm2-135m-q4_1".into(),
-        },
-        JobKind::RemoveModelProfile {
-            profile_id: "smollm2-135m-q4_1".into(),
-        },
-        JobKind::RunBenchmark {
-            suite: "quick".into(),
-        },
+        JobKind::InstallModelProfile { profile_id: "smollm2-135m-q4_1".into() },
+        JobKind::RemoveModelProfile { profile_id: "smollm2-135m-q4_1".into() },
+        JobKind::RunBenchmark { suite: "quick".into() },
         JobKind::BuildSupportBundle {},
         JobKind::RestartRuntime {},
-        JobKind::ChangeMode {
-            mode: OperatingMode::Network,
-        },
-        JobKind::RotateIssuerKey {
-            new_issuer: key("control_plane_next").public(),
-        },
+        JobKind::ChangeMode { mode: OperatingMode::Network },
+        JobKind::RotateIssuerKey { new_issuer: key("control_plane_next").public() },
     ];
     kinds
         .into_iter()
@@ -412,19 +327,12 @@ fn sample_manifest() -> ModelManifest {
         display_name: "SmolLM2 135M Instruct (Q4_1)".into(),
         artifacts: vec![ManifestArtifact {
             name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
-            digest: Sha256Digest::parse(
-                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            )
-            .expect("digest"),
+            digest: Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53").expect("digest"),
             size_bytes: 98_362_432,
         }],
         license: "Apache-2.0".into(),
         runtime_profile: "llama.cpp/gguf".into(),
-        memory: MemoryBand {
-            min_ram_mib: 256,
-            recommended_ram_mib: 512,
-            min_vram_mib: 0,
-        },
+        memory: MemoryBand { min_ram_mib: 256, recommended_ram_mib: 512, min_vram_mib: 0 },
         context_window: 8192,
         intended_use: "Small instruction-following model for tests, demos and smoke checks.".into(),
         created_at_ms: 1_763_780_400_000,
@@ -447,8 +355,7 @@ fn sample_heartbeat() -> Heartbeat {
             uptime_s: 3_600,
         },
         model_inventory: vec![
-            Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
-                .expect("digest"),
+            Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53").expect("digest"),
             Sha256Digest::of(b"another model"),
         ],
     }
@@ -470,35 +377,20 @@ fn sample_benchmark() -> BenchmarkRecord {
         node_id: key("node").node_id(),
         hardware_fingerprint: Hash32(*blake3::hash(b"cpu:2 cores;ram:24GiB;gpu:none").as_bytes()),
         backend: "llama.cpp".into(),
-        model_digest: Sha256Digest::parse(
-            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        )
-        .expect("digest"),
+        model_digest: Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53").expect("digest"),
         prompt_milli_tokens_per_s: 812_500,
         generation_milli_tokens_per_s: 95_250,
         concurrency: vec![
-            ConcurrencyPoint {
-                concurrency: 1,
-                aggregate_milli_tokens_per_s: 95_250,
-            },
-            ConcurrencyPoint {
-                concurrency: 2,
-                aggregate_milli_tokens_per_s: 150_000,
-            },
-            ConcurrencyPoint {
-                concurrency: 4,
-                aggregate_milli_tokens_per_s: 201_000,
-            },
+            ConcurrencyPoint { concurrency: 1, aggregate_milli_tokens_per_s: 95_250 },
+            ConcurrencyPoint { concurrency: 2, aggregate_milli_tokens_per_s: 150_000 },
+            ConcurrencyPoint { concurrency: 4, aggregate_milli_tokens_per_s: 201_000 },
         ],
         created_at_ms: 1_763_780_400_000,
     }
 }
 
 /// Outcome of decode + verify (with the given key) on some bytes.
-pub fn outcome<T: SignedKind>(
-    bytes: &[u8],
-    signer: &b3iq_core::NodePublicKey,
-) -> (bool, Option<&'static str>) {
+pub fn outcome<T: SignedKind>(bytes: &[u8], signer: &b3iq_core::NodePublicKey) -> (bool, Option<&'static str>) {
     match Signed::<T>::decode(bytes) {
         Err(e) => (false, Some(e.code())),
         Ok(s) => match s.verify(signer) {
@@ -534,11 +426,7 @@ fn negative_cases<T: SignedKind>(encoded: &[u8], signer: &b3iq_core::NodePublicK
     if T::KIND.current_version() > 1 {
         // The body of one version under another supported version's byte.
         let mut v = encoded.to_vec();
-        v[0] = if v[0] == 1 {
-            T::KIND.current_version()
-        } else {
-            1
-        };
+        v[0] = if v[0] == 1 { T::KIND.current_version() } else { 1 };
         cases.push(("other_supported_version", v));
     }
     let mut v = encoded.to_vec();
@@ -561,12 +449,7 @@ fn negative_cases<T: SignedKind>(encoded: &[u8], signer: &b3iq_core::NodePublicK
         .collect()
 }
 
-fn signed_case<T: SignedKind + serde::Serialize>(
-    name: &str,
-    signer_name: &str,
-    body: T,
-    extra: Option<Value>,
-) -> (Value, Vec<u8>) {
+fn signed_case<T: SignedKind + serde::Serialize>(name: &str, signer_name: &str, body: T, extra: Option<Value>) -> (Value, Vec<u8>) {
     let k = key(signer_name);
     let s = Signed::sign(body, &k).expect("sample signs");
     let enc = s.encode();
@@ -591,9 +474,7 @@ fn signed_case<T: SignedKind + serde::Serialize>(
     (case, enc)
 }
 
-fn kind_file<T: SignedKind + serde::Serialize>(
-    cases: Vec<(String, &'static str, T, Option<Value>)>,
-) -> (Value, Vec<(String, Vec<u8>)>) {
+fn kind_file<T: SignedKind + serde::Serialize>(cases: Vec<(String, &'static str, T, Option<Value>)>) -> (Value, Vec<(String, Vec<u8>)>) {
     let kind = T::KIND;
     let version = cases.first().expect("at least one case").2.version();
     let mut out_cases = Vec::new();
@@ -691,31 +572,8 @@ fn payout_json() -> Value {
 }
 
 fn split_json() -> Value {
-    let totals: [u64; 14] = [
-        0,
-        1,
-        2,
-        3,
-        7,
-        19,
-        99,
-        100,
-        101,
-        999,
-        1_000_001,
-        9_007_199_254_740_993,
-        u64::MAX - 1,
-        u64::MAX,
-    ];
-    let policies = [
-        ("default", SplitPolicy::default()),
-        (
-            "no_publisher_to_host",
-            SplitPolicy::default()
-                .with_no_publisher_to(Recipient::Host)
-                .expect("valid"),
-        ),
-    ];
+    let totals: [u64; 14] = [0, 1, 2, 3, 7, 19, 99, 100, 101, 999, 1_000_001, 9_007_199_254_740_993, u64::MAX - 1, u64::MAX];
+    let policies = [("default", SplitPolicy::default()), ("no_publisher_to_host", SplitPolicy::default().with_no_publisher_to(Recipient::Host).expect("valid"))];
     let mut cases = Vec::new();
     for (pname, p) in &policies {
         for &total in &totals {
@@ -759,22 +617,12 @@ fn credentials_json() -> Value {
     let g = good.expose_secret().to_string();
     let mut bad_checksum = g.clone().into_bytes();
     let last = bad_checksum.len() - 1;
-    bad_checksum[last] = if bad_checksum[last] == b'A' {
-        b'B'
-    } else {
-        b'A'
-    };
+    bad_checksum[last] = if bad_checksum[last] == b'A' { b'B' } else { b'A' };
     let mut bad_body = g.clone().into_bytes();
     bad_body[12] = if bad_body[12] == b'x' { b'y' } else { b'x' };
     let invalid: Vec<Value> = [
-        (
-            "bad_checksum",
-            String::from_utf8(bad_checksum).expect("ascii"),
-        ),
-        (
-            "changed_body_character",
-            String::from_utf8(bad_body).expect("ascii"),
-        ),
+        ("bad_checksum", String::from_utf8(bad_checksum).expect("ascii")),
+        ("changed_body_character", String::from_utf8(bad_body).expect("ascii")),
         ("truncated", g[..g.len() - 1].to_string()),
         ("extra_character", format!("{g}A")),
         ("unknown_prefix", g.replace("b3iq_local_", "b3iq_other_")),
@@ -837,64 +685,31 @@ pub fn generate_with_seeds() -> (VectorFiles, FuzzSeeds) {
     let mut seeds: FuzzSeeds = Vec::new();
     files.push(("keys.json".to_string(), pretty(&keys_json())));
 
-    let (v, s) = kind_file(
-        sample_receipts()
-            .into_iter()
-            .map(|(n, k, b, x)| (n.to_string(), k, b, x))
-            .collect(),
-    );
+    let (v, s) = kind_file(sample_receipts().into_iter().map(|(n, k, b, x)| (n.to_string(), k, b, x)).collect());
     files.push(("receipt.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("receipt".to_string(), n, b)));
 
     let (v, s) = kind_file(sample_receipts_v2());
     files.push(("receipt_v2.json".into(), pretty(&v)));
-    seeds.extend(
-        s.into_iter()
-            .map(|(n, b)| ("receipt".to_string(), format!("v2-{n}"), b)),
-    );
+    seeds.extend(s.into_iter().map(|(n, b)| ("receipt".to_string(), format!("v2-{n}"), b)));
 
-    let (v, s) = kind_file(
-        sample_jobs()
-            .into_iter()
-            .map(|(n, k, b)| (n, k, b, None))
-            .collect(),
-    );
+    let (v, s) = kind_file(sample_jobs().into_iter().map(|(n, k, b)| (n, k, b, None)).collect());
     files.push(("job.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("job".to_string(), n, b)));
 
-    let (v, s) = kind_file(vec![(
-        "smollm2".to_string(),
-        "ones",
-        sample_manifest(),
-        None,
-    )]);
+    let (v, s) = kind_file(vec![("smollm2".to_string(), "ones", sample_manifest(), None)]);
     files.push(("manifest.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("manifest".to_string(), n, b)));
 
-    let (v, s) = kind_file(vec![(
-        "healthy".to_string(),
-        "node",
-        sample_heartbeat(),
-        None,
-    )]);
+    let (v, s) = kind_file(vec![("healthy".to_string(), "node", sample_heartbeat(), None)]);
     files.push(("heartbeat.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("heartbeat".to_string(), n, b)));
 
-    let (v, s) = kind_file(vec![(
-        "enroll".to_string(),
-        "node",
-        sample_enrollment(),
-        None,
-    )]);
+    let (v, s) = kind_file(vec![("enroll".to_string(), "node", sample_enrollment(), None)]);
     files.push(("enrollment.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("enrollment".to_string(), n, b)));
 
-    let (v, s) = kind_file(vec![(
-        "cpu_smollm2".to_string(),
-        "node",
-        sample_benchmark(),
-        None,
-    )]);
+    let (v, s) = kind_file(vec![("cpu_smollm2".to_string(), "node", sample_benchmark(), None)]);
     files.push(("benchmark.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("benchmark".to_string(), n, b)));
 
@@ -902,41 +717,21 @@ pub fn generate_with_seeds() -> (VectorFiles, FuzzSeeds) {
     files.push(("payout.json".into(), pretty(&payout_json())));
     files.push(("split.json".into(), pretty(&split_json())));
     let creds = credentials_json();
-    for c in creds["valid"]
-        .as_array()
-        .expect("array")
-        .iter()
-        .chain(creds["invalid"].as_array().expect("array"))
-    {
+    for c in creds["valid"].as_array().expect("array").iter().chain(creds["invalid"].as_array().expect("array")) {
         let t = c["token"].as_str().expect("str");
-        let name = c.get("name").and_then(Value::as_str).map_or_else(
-            || format!("valid_{}", &t[..t.len().min(16)]),
-            str::to_string,
-        );
+        let name = c.get("name").and_then(Value::as_str).map_or_else(|| format!("valid_{}", &t[..t.len().min(16)]), str::to_string);
         seeds.push(("credential".to_string(), name, t.as_bytes().to_vec()));
     }
     files.push(("credentials.json".into(), pretty(&creds)));
     let digests = digests_json();
     for c in digests["invalid"].as_array().expect("array") {
-        seeds.push((
-            "digest".to_string(),
-            c["name"].as_str().expect("str").to_string(),
-            c["text"].as_str().expect("str").as_bytes().to_vec(),
-        ));
+        seeds.push(("digest".to_string(), c["name"].as_str().expect("str").to_string(), c["text"].as_str().expect("str").as_bytes().to_vec()));
     }
     files.push(("digests.json".into(), pretty(&digests)));
-    seeds.push((
-        "key_file".to_string(),
-        "text".to_string(),
-        key("node").to_key_file().to_vec(),
-    ));
+    seeds.push(("key_file".to_string(), "text".to_string(), key("node").to_key_file().to_vec()));
     seeds.push(("key_file".to_string(), "binary".to_string(), vec![0x42; 32]));
     // job_open: now_ms (u64 LE) || signed job; `now` inside the validity window.
-    let job_seeds: Vec<_> = seeds
-        .iter()
-        .filter(|(t, _, _)| t == "job")
-        .cloned()
-        .collect();
+    let job_seeds: Vec<_> = seeds.iter().filter(|(t, _, _)| t == "job").cloned().collect();
     for (_, name, bytes) in job_seeds {
         let mut b = (1_763_780_400_000u64 + 1_000).to_le_bytes().to_vec();
         b.extend_from_slice(&bytes);
@@ -948,16 +743,8 @@ pub fn generate_with_seeds() -> (VectorFiles, FuzzSeeds) {
         if let Some(cases) = v.get("cases").and_then(Value::as_array) {
             for c in cases {
                 if let Some(sj) = c.get("signed_json") {
-                    let name = format!(
-                        "{}-{}",
-                        file.trim_end_matches(".json"),
-                        c["name"].as_str().expect("name")
-                    );
-                    seeds.push((
-                        "json_signed".to_string(),
-                        name,
-                        serde_json::to_vec(sj).expect("json"),
-                    ));
+                    let name = format!("{}-{}", file.trim_end_matches(".json"), c["name"].as_str().expect("name"));
+                    seeds.push(("json_signed".to_string(), name, serde_json::to_vec(sj).expect("json")));
                 }
             }
         }
@@ -978,10 +765,6 @@ pub fn generate_with_seeds() -> (VectorFiles, FuzzSeeds) {
         }
         seeds.push(("merkle_verify".to_string(), format!("n{n}"), b));
     }
-    seeds.push((
-        "node_id".to_string(),
-        "valid".to_string(),
-        key("node").node_id().to_string().into_bytes(),
-    ));
+    seeds.push(("node_id".to_string(), "valid".to_string(), key("node").node_id().to_string().into_bytes()));
     (files, seeds)
 }

@@ -92,22 +92,14 @@ impl Config {
             ("session_rotate_s", self.session_rotate_s),
         ] {
             if v == 0 {
-                return Err(HostError::Config(format!(
-                    "config.json: {key} must be at least 1 (0 would refuse every request)"
-                )));
+                return Err(HostError::Config(format!("config.json: {key} must be at least 1 (0 would refuse every request)")));
             }
         }
         match crate::context::tls::TlsMode::parse(&self.tls) {
-            Err(HostError::Config(m)) => {
-                return Err(HostError::Config(format!("config.json: {m}")))
-            }
+            Err(HostError::Config(m)) => return Err(HostError::Config(format!("config.json: {m}"))),
             Err(e) => return Err(e),
-            Ok(crate::context::tls::TlsMode::Provided)
-                if self.tls_cert.is_none() || self.tls_key.is_none() =>
-            {
-                return Err(HostError::Config(
-                    crate::context::tls::PROVIDED_NEEDS_FILES.into(),
-                ));
+            Ok(crate::context::tls::TlsMode::Provided) if self.tls_cert.is_none() || self.tls_key.is_none() => {
+                return Err(HostError::Config(crate::context::tls::PROVIDED_NEEDS_FILES.into()));
             }
             Ok(crate::context::tls::TlsMode::Provided) => {}
             Ok(_) if self.tls_cert.is_some() || self.tls_key.is_some() => {
@@ -162,9 +154,7 @@ impl Home {
         }
         let home = std::env::var_os("HOME")
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| {
-                HostError::Config("neither B3IQ_HOME nor HOME is set; set B3IQ_HOME".into())
-            })?;
+            .ok_or_else(|| HostError::Config("neither B3IQ_HOME nor HOME is set; set B3IQ_HOME".into()))?;
         Ok(Home::at(PathBuf::from(home).join(".b3iq")))
     }
 
@@ -225,9 +215,7 @@ impl Home {
         match fs::read(&path) {
             Ok(bytes) => {
                 let cfg: Config = serde_json::from_slice(&bytes).map_err(|e| {
-                    HostError::Config(format!(
-                        "config.json is not valid ({e}); fix it or delete it to get the defaults"
-                    ))
+                    HostError::Config(format!("config.json is not valid ({e}); fix it or delete it to get the defaults"))
                 })?;
                 cfg.validate()?;
                 Ok(cfg)
@@ -243,8 +231,7 @@ impl Home {
 
     /// Write `config.json` crash-safely.
     pub fn save_config(&self, cfg: &Config) -> Result<()> {
-        let mut bytes =
-            serde_json::to_vec_pretty(cfg).map_err(|e| HostError::Internal(e.to_string()))?;
+        let mut bytes = serde_json::to_vec_pretty(cfg).map_err(|e| HostError::Internal(e.to_string()))?;
         bytes.push(b'\n');
         write_atomic(&self.config_path(), &bytes, 0o644)
     }
@@ -254,9 +241,7 @@ impl Home {
 /// target, then fsync the directory. `mode` is applied to the temp file before any byte is written,
 /// so a secret is never readable by others even for a moment.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| HostError::Internal("write_atomic: path has no parent".into()))?;
+    let dir = path.parent().ok_or_else(|| HostError::Internal("write_atomic: path has no parent".into()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let what = format!("write {name}");
@@ -268,12 +253,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(mode);
         }
-        let mut f = opts
-            .open(&tmp)
-            .map_err(|e| HostError::home(what.clone(), e))?;
+        let mut f = opts.open(&tmp).map_err(|e| HostError::home(what.clone(), e))?;
         set_mode(&tmp, mode)?;
-        f.write_all(bytes)
-            .map_err(|e| HostError::home(what.clone(), e))?;
+        f.write_all(bytes).map_err(|e| HostError::home(what.clone(), e))?;
         f.sync_all().map_err(|e| HostError::home(what.clone(), e))?;
     }
     fs::rename(&tmp, path).map_err(|e| {
@@ -326,10 +308,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         }
         // no temp file left behind
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -345,17 +324,10 @@ mod tests {
         assert_eq!(cfg.listen, "127.0.0.1:7420");
         fs::write(home.config_path(), b"{not json").unwrap();
         let err = home.load_or_init_config().unwrap_err();
-        assert!(
-            err.to_string().contains("config.json is not valid"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("config.json is not valid"), "{err}");
         // A zero connection limit is refused by name, not coerced.
         fs::write(home.config_path(), br#"{"body_timeout_s": 0}"#).unwrap();
         let err = home.load_or_init_config().unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("body_timeout_s must be at least 1"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("body_timeout_s must be at least 1"), "{err}");
     }
 }

@@ -30,9 +30,7 @@ pub fn load_or_create_owner_issuer(home: &Home) -> Result<NodeKey> {
 /// `Config` when the file is not a valid key, `Home` for I/O other than "not found".
 pub fn owner_issuer(home: &Home) -> Result<Option<NodeKey>> {
     match std::fs::read(home.owner_key_path()) {
-        Ok(b) => NodeKey::from_key_file(&b)
-            .map(Some)
-            .map_err(|e| HostError::Config(format!("owner.key is not valid ({e})"))),
+        Ok(b) => NodeKey::from_key_file(&b).map(Some).map_err(|e| HostError::Config(format!("owner.key is not valid ({e})"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(HostError::home("read owner.key", e)),
     }
@@ -40,11 +38,8 @@ pub fn owner_issuer(home: &Home) -> Result<Option<NodeKey>> {
 
 fn load_or_create_key(_home: &Home, path: &std::path::Path, name: &str) -> Result<NodeKey> {
     match std::fs::read(path) {
-        Ok(bytes) => NodeKey::from_key_file(&bytes).map_err(|e| {
-            HostError::Config(format!(
-                "{name} is not a valid node key ({e}); restore it from a backup"
-            ))
-        }),
+        Ok(bytes) => NodeKey::from_key_file(&bytes)
+            .map_err(|e| HostError::Config(format!("{name} is not a valid node key ({e}); restore it from a backup"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = NodeKey::generate(&mut rand::rngs::OsRng);
             write_atomic(path, &key.to_key_file(), 0o600)?;
@@ -66,21 +61,12 @@ pub fn load_or_create_node_salt(home: &Home) -> Result<NodeSalt> {
             let bytes: [u8; 32] = hex::decode(text.trim())
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| {
-                    HostError::Config(
-                        "receipt-salt.key is not 64 hex characters; restore it from a backup"
-                            .into(),
-                    )
-                })?;
+                .ok_or_else(|| HostError::Config("receipt-salt.key is not 64 hex characters; restore it from a backup".into()))?;
             Ok(NodeSalt::from_bytes(bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let salt = NodeSalt::generate(&mut rand::rngs::OsRng);
-            write_atomic(
-                &path,
-                format!("{}\n", hex::encode(salt.expose_secret())).as_bytes(),
-                0o600,
-            )?;
+            write_atomic(&path, format!("{}\n", hex::encode(salt.expose_secret())).as_bytes(), 0o600)?;
             Ok(salt)
         }
         Err(e) => Err(HostError::home("read receipt-salt.key", e)),
@@ -106,23 +92,11 @@ mod tests {
         let o = load_or_create_owner_issuer(&home).unwrap();
         assert_eq!(owner_issuer(&home).unwrap().unwrap().public(), o.public());
         #[cfg(unix)]
-        for p in [
-            home.identity_path(),
-            home.receipt_salt_path(),
-            home.owner_key_path(),
-        ] {
+        for p in [home.identity_path(), home.receipt_salt_path(), home.owner_key_path()] {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-                0o600,
-                "{}",
-                p.display()
-            );
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "{}", p.display());
         }
         std::fs::write(home.receipt_salt_path(), "not hex").unwrap();
-        assert!(load_or_create_node_salt(&home)
-            .unwrap_err()
-            .to_string()
-            .contains("receipt-salt.key"));
+        assert!(load_or_create_node_salt(&home).unwrap_err().to_string().contains("receipt-salt.key"));
     }
 }

@@ -35,18 +35,12 @@ use crate::store::Db;
 
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Unix milliseconds now.
 pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// An opened home: settings, `state.db` and the node's secrets. Works with or without a running
@@ -72,9 +66,7 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("node_id", &self.node_id.to_text())
-            .finish_non_exhaustive()
+        f.debug_struct("Context").field("node_id", &self.node_id.to_text()).finish_non_exhaustive()
     }
 }
 
@@ -95,16 +87,7 @@ impl Context {
         let key = key::load_or_create_identity(&home)?;
         let node_salt = key::load_or_create_node_salt(&home)?;
         let node_id = key.node_id();
-        Ok(Context {
-            home,
-            config,
-            db,
-            key,
-            node_id,
-            node_salt,
-            hash_slots: crate::creds::HashSlots::default(),
-            refusals: Default::default(),
-        })
+        Ok(Context { home, config, db, key, node_id, node_salt, hash_slots: crate::creds::HashSlots::default(), refusals: Default::default() })
     }
 
     /// Unix seconds now.
@@ -134,23 +117,11 @@ impl Context {
     /// # Errors
     /// `Db`.
     pub fn running_listen(&self) -> Result<Option<SocketAddr>> {
-        let Some(addr) = self
-            .db
-            .meta_get(crate::store::META_LISTEN_BOUND)?
-            .and_then(|v| v.parse::<SocketAddr>().ok())
-        else {
+        let Some(addr) = self.db.meta_get(crate::store::META_LISTEN_BOUND)?.and_then(|v| v.parse::<SocketAddr>().ok()) else {
             return Ok(None);
         };
-        let probe = if addr.ip().is_unspecified() {
-            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-        } else {
-            addr
-        };
-        Ok(
-            std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(300))
-                .is_ok()
-                .then_some(addr),
-        )
+        let probe = if addr.ip().is_unspecified() { SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()) } else { addr };
+        Ok(std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(300)).is_ok().then_some(addr))
     }
 }
 
@@ -192,9 +163,7 @@ impl std::ops::Deref for NodeState {
 
 impl std::fmt::Debug for NodeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeState")
-            .field("node_id", &self.node_id.to_text())
-            .finish_non_exhaustive()
+        f.debug_struct("NodeState").field("node_id", &self.node_id.to_text()).finish_non_exhaustive()
     }
 }
 
@@ -203,11 +172,7 @@ impl NodeState {
     ///
     /// # Errors
     /// `Db` or `Config` if the persisted mode cannot be read.
-    pub fn new(
-        ctx: Context,
-        runtime: Option<Arc<dyn Runtime>>,
-        served: Vec<ServedModel>,
-    ) -> Result<NodeState> {
+    pub fn new(ctx: Context, runtime: Option<Arc<dyn Runtime>>, served: Vec<ServedModel>) -> Result<NodeState> {
         let mode = ctx.stored_mode()?;
         Ok(NodeState {
             ctx,
@@ -227,10 +192,7 @@ impl NodeState {
 
     /// Run `task` on the current tokio runtime and keep it until [`NodeState::drain_background`]
     /// (the node awaits it before it stops). `false`, with the task not run, outside a runtime.
-    pub fn spawn_background(
-        &self,
-        task: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> bool {
+    pub fn spawn_background(&self, task: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return false;
         };
@@ -243,10 +205,8 @@ impl NodeState {
     /// Wait up to `limit` for the background tasks; returns how many were still running after it
     /// (they are aborted).
     pub async fn drain_background(&self, limit: std::time::Duration) -> usize {
-        let mut set =
-            std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
-        let _ =
-            tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
+        let mut set = std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
         let left = set.len();
         set.abort_all();
         left
@@ -280,20 +240,12 @@ impl NodeState {
 
     /// Models served now.
     pub fn served_models(&self) -> Vec<ServedModel> {
-        self.served
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.served.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Find a served model by id.
     pub fn served_model(&self, id: &str) -> Option<ServedModel> {
-        self.served
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|m| m.id == id)
-            .cloned()
+        self.served.read().unwrap_or_else(|p| p.into_inner()).iter().find(|m| m.id == id).cloned()
     }
 
     /// The runtime, or `ModelNotLoaded` (503) when none is running.
@@ -303,7 +255,6 @@ impl NodeState {
 
     /// The hardware scan of this machine (b3iq-runtime's, run once).
     pub fn hardware(&self) -> &HardwareReport {
-        self.hardware
-            .get_or_init(|| runtime::scan_hardware(&self.home))
+        self.hardware.get_or_init(|| runtime::scan_hardware(&self.home))
     }
 }

@@ -13,12 +13,8 @@ use crate::store::{Db, META_OPERATING_MODE};
 pub fn load(db: &Db) -> Result<OperatingMode> {
     match db.meta_get(META_OPERATING_MODE)? {
         None => Ok(OperatingMode::Local),
-        Some(s) => s.parse::<OperatingMode>().map_err(|_| {
-            HostError::Config(format!(
-                "state.db names an unknown operating mode {:?}",
-                s.chars().take(32).collect::<String>()
-            ))
-        }),
+        Some(s) => s.parse::<OperatingMode>()
+            .map_err(|_| HostError::Config(format!("state.db names an unknown operating mode {:?}", s.chars().take(32).collect::<String>()))),
     }
 }
 

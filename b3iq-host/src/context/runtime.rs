@@ -35,17 +35,8 @@ impl ServedModel {
     /// # Errors
     /// `Core` when the runtime reports a malformed sha256.
     pub fn new(info: ModelInfo, profile: Option<String>) -> Result<ServedModel> {
-        let digest = if info.sha256.is_empty() {
-            Sha256Digest([0; 32])
-        } else {
-            Sha256Digest::parse(&info.sha256)?
-        };
-        Ok(ServedModel {
-            id: info.id.clone(),
-            profile,
-            info,
-            digest,
-        })
+        let digest = if info.sha256.is_empty() { Sha256Digest([0; 32]) } else { Sha256Digest::parse(&info.sha256)? };
+        Ok(ServedModel { id: info.id.clone(), profile, info, digest })
     }
 }
 
@@ -94,10 +85,7 @@ pub fn model_store(home: &Home) -> Result<ModelStore> {
 /// `UnknownProfile`, or the store's `Runtime` error (download, digest or size mismatch).
 pub async fn ensure_profile(home: &Home, id: &str, bar: bool) -> Result<InstalledModel> {
     let store = model_store(home)?;
-    let profile = Catalog::builtin()
-        .get(id)
-        .map_err(|_| HostError::UnknownProfile(id.to_string()))?
-        .clone();
+    let profile = Catalog::builtin().get(id).map_err(|_| HostError::UnknownProfile(id.to_string()))?.clone();
     if let Ok(Some(m)) = store.find_profile(id) {
         return Ok(m);
     }
@@ -109,10 +97,9 @@ pub async fn ensure_profile(home: &Home, id: &str, bar: bool) -> Result<Installe
         let f = c.join(&profile.file_name);
         if f.is_file() {
             let (s2, sha, pid) = (store.clone(), profile.sha256.clone(), profile.id.clone());
-            let r =
-                tokio::task::spawn_blocking(move || s2.install_file(&f, Some(&sha), Some(&pid)))
-                    .await
-                    .map_err(|e| HostError::Internal(e.to_string()))?;
+            let r = tokio::task::spawn_blocking(move || s2.install_file(&f, Some(&sha), Some(&pid)))
+                .await
+                .map_err(|e| HostError::Internal(e.to_string()))?;
             if let Ok(m) = r {
                 return Ok(m);
             }
@@ -126,11 +113,7 @@ pub async fn ensure_profile(home: &Home, id: &str, bar: bool) -> Result<Installe
 pub fn profile_for_file(path: &Path) -> Option<ModelProfile> {
     let name = path.file_name()?.to_str()?;
     let size = std::fs::metadata(path).ok()?.len();
-    Catalog::builtin()
-        .profiles
-        .iter()
-        .find(|p| p.file_name == name && p.size_bytes == size)
-        .cloned()
+    Catalog::builtin().profiles.iter().find(|p| p.file_name == name && p.size_bytes == size).cloned()
 }
 
 /// Resolve `choice` (installing a profile if needed), start the llama.cpp runtime with the
@@ -139,25 +122,12 @@ pub fn profile_for_file(path: &Path) -> Option<ModelProfile> {
 ///
 /// # Errors
 /// As [`ensure_profile`]; `Runtime` when llama.cpp cannot start or load the model.
-pub async fn start_llama(
-    home: &Home,
-    config: &Config,
-    choice: ModelChoice,
-    progress_bar: bool,
-) -> Result<(Arc<dyn Runtime>, ServedModel)> {
+pub async fn start_llama(home: &Home, config: &Config, choice: ModelChoice, progress_bar: bool) -> Result<(Arc<dyn Runtime>, ServedModel)> {
     let (path, id, profile, expected) = match choice {
         ModelChoice::Path(p) => match profile_for_file(&p) {
-            Some(prof) => (
-                p,
-                prof.id.clone(),
-                Some(prof.id.clone()),
-                Some(prof.sha256.clone()),
-            ),
+            Some(prof) => (p, prof.id.clone(), Some(prof.id.clone()), Some(prof.sha256.clone())),
             None => {
-                let id = p
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().to_lowercase())
-                    .unwrap_or_else(|| "model".into());
+                let id = p.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "model".into());
                 (p, id, None, None)
             }
         },
@@ -174,12 +144,7 @@ pub async fn start_llama(
     lc.queue_capacity = config.max_queue;
     lc.context_per_sequence = config.context_tokens.max(64);
     let rt = LlamaRuntime::new(lc)?;
-    let info = rt
-        .load_model(LoadModelSpec {
-            expected_sha256: expected,
-            ..LoadModelSpec::from_path(path).with_id(id)
-        })
-        .await?;
+    let info = rt.load_model(LoadModelSpec { expected_sha256: expected, ..LoadModelSpec::from_path(path).with_id(id) }).await?;
     let rt: Arc<dyn Runtime> = Arc::new(rt);
     Ok((rt, ServedModel::new(info, profile)?))
 }
@@ -189,11 +154,7 @@ pub async fn start_llama(
 /// # Errors
 /// The runtime's error when it cannot list them.
 pub async fn served_by(rt: &Arc<dyn Runtime>) -> Result<Vec<ServedModel>> {
-    rt.list_models()
-        .await?
-        .into_iter()
-        .map(|info| ServedModel::new(info, None))
-        .collect()
+    rt.list_models().await?.into_iter().map(|info| ServedModel::new(info, None)).collect()
 }
 
 /// Scan this machine once with b3iq-runtime's scan (CPU, memory, GPUs through NVML, sysfs,
@@ -208,22 +169,10 @@ mod tests {
 
     #[test]
     fn choice_parsing() {
-        assert_eq!(
-            ModelChoice::parse(None).unwrap(),
-            ModelChoice::Profile(DEFAULT_PROFILE.into())
-        );
-        assert_eq!(
-            ModelChoice::parse(Some(DEFAULT_PROFILE)).unwrap(),
-            ModelChoice::Profile(DEFAULT_PROFILE.into())
-        );
-        assert!(matches!(
-            ModelChoice::parse(Some("no-such-model")),
-            Err(HostError::UnknownProfile(_))
-        ));
+        assert_eq!(ModelChoice::parse(None).unwrap(), ModelChoice::Profile(DEFAULT_PROFILE.into()));
+        assert_eq!(ModelChoice::parse(Some(DEFAULT_PROFILE)).unwrap(), ModelChoice::Profile(DEFAULT_PROFILE.into()));
+        assert!(matches!(ModelChoice::parse(Some("no-such-model")), Err(HostError::UnknownProfile(_))));
         let f = tempfile::NamedTempFile::new().unwrap();
-        assert_eq!(
-            ModelChoice::parse(f.path().to_str()).unwrap(),
-            ModelChoice::Path(f.path().to_path_buf())
-        );
+        assert_eq!(ModelChoice::parse(f.path().to_str()).unwrap(), ModelChoice::Path(f.path().to_path_buf()));
     }
 }

@@ -110,9 +110,7 @@ pub struct TlsMaterial {
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsMaterial")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
+        f.debug_struct("TlsMaterial").field("info", &self.info).finish_non_exhaustive()
     }
 }
 
@@ -135,12 +133,7 @@ pub fn fingerprint_sha256(der: &[u8]) -> String {
 pub fn self_signed_names(config: &Config, listen: Option<SocketAddr>) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     for h in &config.allowed_hosts {
-        let h = h
-            .trim()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
+        let h = h.trim().trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
         if !h.is_empty() {
             names.push(h);
         }
@@ -160,17 +153,12 @@ pub fn self_signed_names(config: &Config, listen: Option<SocketAddr>) -> Vec<Str
 /// # Errors
 /// `Config` for an unknown mode, `provided` without both paths, unreadable or mismatched PEM
 /// files, or a name rcgen cannot put in a certificate; `Home` when the files cannot be written.
-pub fn load(
-    home: &Home,
-    config: &Config,
-    listen: Option<SocketAddr>,
-) -> Result<Option<TlsMaterial>> {
+pub fn load(home: &Home, config: &Config, listen: Option<SocketAddr>) -> Result<Option<TlsMaterial>> {
     match TlsMode::parse(&config.tls)? {
         TlsMode::Off => Ok(None),
         TlsMode::SelfSigned => self_signed(home, &self_signed_names(config, listen)).map(Some),
         TlsMode::Provided => {
-            let (Some(cert), Some(key)) = (config.tls_cert.as_deref(), config.tls_key.as_deref())
-            else {
+            let (Some(cert), Some(key)) = (config.tls_cert.as_deref(), config.tls_key.as_deref()) else {
                 return Err(HostError::Config(PROVIDED_NEEDS_FILES.into()));
             };
             load_pem(&under_home(home, cert), &under_home(home, key), "provided").map(Some)
@@ -203,12 +191,7 @@ pub fn certificate_on_disk(home: &Home, config: &Config) -> Option<TlsInfo> {
         TlsMode::Provided => ("provided", under_home(home, config.tls_cert.as_deref()?)),
     };
     let leaf = CertificateDer::pem_file_iter(&path).ok()?.next()?.ok()?;
-    Some(TlsInfo {
-        mode,
-        fingerprint_sha256: fingerprint_sha256(&leaf),
-        cert_path: path,
-        replaced: None,
-    })
+    Some(TlsInfo { mode, fingerprint_sha256: fingerprint_sha256(&leaf), cert_path: path, replaced: None })
 }
 
 fn tls_dir(home: &Home) -> PathBuf {
@@ -229,11 +212,7 @@ fn self_signed(home: &Home, names: &[String]) -> Result<TlsMaterial> {
 /// `Home` when the directory cannot be written.
 pub fn self_signed_in(dir: &Path, names: &[String]) -> Result<TlsMaterial> {
     let dir = dir.to_path_buf();
-    let (crt, key, list) = (
-        dir.join("self-signed.crt.pem"),
-        dir.join("self-signed.key.pem"),
-        dir.join("self-signed.names"),
-    );
+    let (crt, key, list) = (dir.join("self-signed.crt.pem"), dir.join("self-signed.key.pem"), dir.join("self-signed.names"));
     let wanted = names.join("\n");
     let current = std::fs::read_to_string(&list).ok();
     let mut replaced = None;
@@ -273,9 +252,7 @@ fn keep_previous(crt: &Path, key: &Path, list: &Path) -> Result<ReplacedCertific
         .unwrap_or_else(|| "unreadable".to_string());
     for p in [key, crt, list] {
         if p.exists() {
-            std::fs::rename(p, prev(p)).map_err(|e| {
-                HostError::home(format!("keep the previous TLS file {}", p.display()), e)
-            })?;
+            std::fs::rename(p, prev(p)).map_err(|e| HostError::home(format!("keep the previous TLS file {}", p.display()), e))?;
         } else {
             // No stale file of an older pair beside the one kept.
             let _ = std::fs::remove_file(prev(p));
@@ -284,35 +261,21 @@ fn keep_previous(crt: &Path, key: &Path, list: &Path) -> Result<ReplacedCertific
     if prev(key).exists() {
         crate::context::home::set_mode(&prev(key), 0o600)?;
     }
-    Ok(ReplacedCertificate {
-        fingerprint_sha256: fingerprint,
-        cert_path: prev(crt),
-    })
+    Ok(ReplacedCertificate { fingerprint_sha256: fingerprint, cert_path: prev(crt) })
 }
 
-fn make_self_signed(
-    dir: &Path,
-    names: &[String],
-    crt: &Path,
-    key: &Path,
-    list: &Path,
-) -> Result<()> {
+fn make_self_signed(dir: &Path, names: &[String], crt: &Path, key: &Path, list: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| HostError::home("create tls directory", e))?;
     let mut params = rcgen::CertificateParams::new(names.to_vec())
         .map_err(|e| HostError::Config(format!("cannot make a certificate for {names:?}: {e}")))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "b3iq node (self-signed)");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "b3iq node (self-signed)");
     // Valid from the start of last year for five years: clocks that lag a little still accept it.
     let year = 1970 + (crate::context::unix_now() / 31_556_952) as i32;
     params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
     params.not_after = rcgen::date_time_ymd(year + 5, 1, 1);
-    let kp = rcgen::KeyPair::generate()
-        .map_err(|e| HostError::Config(format!("cannot make a TLS key: {e}")))?;
-    let cert = params
-        .self_signed(&kp)
-        .map_err(|e| HostError::Config(format!("cannot sign the TLS certificate: {e}")))?;
+    let kp = rcgen::KeyPair::generate().map_err(|e| HostError::Config(format!("cannot make a TLS key: {e}")))?;
+    let cert = params.self_signed(&kp).map_err(|e| HostError::Config(format!("cannot sign the TLS certificate: {e}")))?;
     // Key first: a crash in between leaves a key without a certificate, which is remade.
     write_atomic(key, kp.serialize_pem().as_bytes(), 0o600)?;
     write_atomic(crt, cert.pem().as_bytes(), 0o644)?;
@@ -330,10 +293,7 @@ pub fn load_pem(cert_path: &Path, key_path: &Path, mode: &'static str) -> Result
         .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
         .map_err(|e| HostError::Config(format!("tls certificate {}: {e}", cert_path.display())))?;
     let Some(leaf) = chain.first() else {
-        return Err(HostError::Config(format!(
-            "tls certificate {}: no CERTIFICATE block",
-            cert_path.display()
-        )));
+        return Err(HostError::Config(format!("tls certificate {}: no CERTIFICATE block", cert_path.display())));
     };
     let fingerprint = fingerprint_sha256(leaf);
     let key = PrivateKeyDer::from_pem_file(key_path)
@@ -358,12 +318,7 @@ pub fn load_pem(cert_path: &Path, key_path: &Path, mode: &'static str) -> Result
         })?;
     sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsMaterial {
-        info: TlsInfo {
-            mode,
-            fingerprint_sha256: fingerprint,
-            cert_path: cert_path.to_path_buf(),
-            replaced: None,
-        },
+        info: TlsInfo { mode, fingerprint_sha256: fingerprint, cert_path: cert_path.to_path_buf(), replaced: None },
         server_config: Arc::new(sc),
     })
 }
@@ -390,26 +345,9 @@ mod tests {
 
     #[test]
     fn names_cover_loopback_allowed_hosts_and_a_specific_lan_ip() {
-        let c = Config {
-            allowed_hosts: vec![
-                "Gamer-PC.lan.".into(),
-                "[fd00::5]".into(),
-                "gamer-pc.lan".into(),
-            ],
-            ..Config::default()
-        };
+        let c = Config { allowed_hosts: vec!["Gamer-PC.lan.".into(), "[fd00::5]".into(), "gamer-pc.lan".into()], ..Config::default() };
         let n = self_signed_names(&c, Some("192.168.1.20:7420".parse().unwrap()));
-        assert_eq!(
-            n,
-            vec![
-                "127.0.0.1",
-                "192.168.1.20",
-                "::1",
-                "fd00::5",
-                "gamer-pc.lan",
-                "localhost"
-            ]
-        );
+        assert_eq!(n, vec!["127.0.0.1", "192.168.1.20", "::1", "fd00::5", "gamer-pc.lan", "localhost"]);
         let n = self_signed_names(&Config::default(), Some("0.0.0.0:7420".parse().unwrap()));
         assert_eq!(n, vec!["127.0.0.1", "::1", "localhost"]);
     }
@@ -417,77 +355,33 @@ mod tests {
     #[test]
     fn self_signed_is_kept_across_starts_and_remade_when_names_change() {
         let (_d, h) = home();
-        let mut c = Config {
-            tls: "self-signed".into(),
-            ..Config::default()
-        };
+        let mut c = Config { tls: "self-signed".into(), ..Config::default() };
         let a = load(&h, &c, None).unwrap().unwrap();
         assert_eq!(a.info.fingerprint_sha256.len(), 95);
         let pem = std::fs::read(&a.info.cert_path).unwrap();
         let der = CertificateDer::from_pem_slice(&pem).unwrap();
-        assert_eq!(
-            fingerprint_sha256(&der),
-            a.info.fingerprint_sha256,
-            "the fingerprint is the served file's"
-        );
+        assert_eq!(fingerprint_sha256(&der), a.info.fingerprint_sha256, "the fingerprint is the served file's");
         use std::os::unix::fs::PermissionsExt;
-        let key_mode = std::fs::metadata(tls_dir(&h).join("self-signed.key.pem"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let key_mode = std::fs::metadata(tls_dir(&h).join("self-signed.key.pem")).unwrap().permissions().mode() & 0o777;
         assert_eq!(key_mode, 0o600);
         let b = load(&h, &c, None).unwrap().unwrap();
-        assert_eq!(
-            a.info.fingerprint_sha256, b.info.fingerprint_sha256,
-            "same names: same certificate"
-        );
-        assert_eq!(
-            (a.info.replaced.as_ref(), b.info.replaced.as_ref()),
-            (None, None),
-            "nothing replaced"
-        );
+        assert_eq!(a.info.fingerprint_sha256, b.info.fingerprint_sha256, "same names: same certificate");
+        assert_eq!((a.info.replaced.as_ref(), b.info.replaced.as_ref()), (None, None), "nothing replaced");
         c.allowed_hosts = vec!["box.lan".into()];
         let d = load(&h, &c, None).unwrap().unwrap();
-        assert_ne!(
-            a.info.fingerprint_sha256, d.info.fingerprint_sha256,
-            "new name: new certificate"
-        );
+        assert_ne!(a.info.fingerprint_sha256, d.info.fingerprint_sha256, "new name: new certificate");
         // The replaced certificate is reported and kept, its key still 0600.
-        let old = d
-            .info
-            .replaced
-            .clone()
-            .expect("the replaced certificate is reported");
+        let old = d.info.replaced.clone().expect("the replaced certificate is reported");
         assert_eq!(old.fingerprint_sha256, a.info.fingerprint_sha256);
-        assert_eq!(
-            old.cert_path,
-            tls_dir(&h).join("self-signed.crt.pem.previous")
-        );
-        assert_eq!(
-            std::fs::read(&old.cert_path).unwrap(),
-            pem,
-            "the previous certificate's bytes"
-        );
+        assert_eq!(old.cert_path, tls_dir(&h).join("self-signed.crt.pem.previous"));
+        assert_eq!(std::fs::read(&old.cert_path).unwrap(), pem, "the previous certificate's bytes");
         let prev_key = tls_dir(&h).join("self-signed.key.pem.previous");
-        assert_eq!(
-            std::fs::metadata(&prev_key).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert!(
-            load_pem(&old.cert_path, &prev_key, "self-signed").is_ok(),
-            "the previous pair still matches"
-        );
+        assert_eq!(std::fs::metadata(&prev_key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(load_pem(&old.cert_path, &prev_key, "self-signed").is_ok(), "the previous pair still matches");
         // What is on disk is what a start serves (`b3iqd status` with no daemon running).
         let on_disk = certificate_on_disk(&h, &c).unwrap();
-        assert_eq!(
-            (on_disk.mode, on_disk.fingerprint_sha256.as_str()),
-            ("self-signed", d.info.fingerprint_sha256.as_str())
-        );
-        assert!(
-            certificate_on_disk(&h, &Config::default()).is_none(),
-            "tls off"
-        );
+        assert_eq!((on_disk.mode, on_disk.fingerprint_sha256.as_str()), ("self-signed", d.info.fingerprint_sha256.as_str()));
+        assert!(certificate_on_disk(&h, &Config::default()).is_none(), "tls off");
         let (_d2, empty) = home();
         assert!(certificate_on_disk(&empty, &c).is_none(), "not made yet");
     }
@@ -495,20 +389,10 @@ mod tests {
     #[test]
     fn provided_needs_both_paths_and_a_matching_pair() {
         let (d, h) = home();
-        let c = Config {
-            tls: "provided".into(),
-            tls_cert: Some("/nonexistent.pem".into()),
-            ..Config::default()
-        };
+        let c = Config { tls: "provided".into(), tls_cert: Some("/nonexistent.pem".into()), ..Config::default() };
         // Without both files: the message names the flags and the config.json keys.
         let e = load(&h, &c, None).unwrap_err().to_string();
-        for part in [
-            "--tls-cert",
-            "--tls-key",
-            "\"tls_cert\"",
-            "\"tls_key\"",
-            "config.json",
-        ] {
+        for part in ["--tls-cert", "--tls-key", "\"tls_cert\"", "\"tls_key\"", "config.json"] {
             assert!(e.contains(part), "{part} missing: {e}");
         }
         let e = c.validate().unwrap_err().to_string();
@@ -516,14 +400,7 @@ mod tests {
         // Two self-signed pairs; the first's certificate with the second's key is refused.
         let mk = |dir: &str| {
             let p = d.path().join(dir);
-            make_self_signed(
-                &p,
-                &["localhost".into()],
-                &p.join("c.pem"),
-                &p.join("k.pem"),
-                &p.join("n"),
-            )
-            .unwrap();
+            make_self_signed(&p, &["localhost".into()], &p.join("c.pem"), &p.join("k.pem"), &p.join("n")).unwrap();
             p
         };
         let (p1, p2) = (mk("one"), mk("two"));
@@ -535,52 +412,21 @@ mod tests {
         };
         // In words, naming both files; not rustls' `KeyMismatch`.
         let e = load(&h, &c, None).unwrap_err().to_string();
-        assert!(
-            e.contains("private key") && e.contains("does not match the certificate"),
-            "{e}"
-        );
-        assert!(
-            e.contains(&p2.join("k.pem").display().to_string())
-                && e.contains(&p1.join("c.pem").display().to_string()),
-            "{e}"
-        );
+        assert!(e.contains("private key") && e.contains("does not match the certificate"), "{e}");
+        assert!(e.contains(&p2.join("k.pem").display().to_string()) && e.contains(&p1.join("c.pem").display().to_string()), "{e}");
         assert!(!e.contains("KeyMismatch"), "{e}");
-        let c = Config {
-            tls_key: Some(p1.join("k.pem").display().to_string()),
-            ..c
-        };
+        let c = Config { tls_key: Some(p1.join("k.pem").display().to_string()), ..c };
         let m = load(&h, &c, None).unwrap().unwrap();
         assert_eq!(m.info.mode, "provided");
-        let c = Config {
-            tls_cert: Some(p1.join("n").display().to_string()),
-            ..c
-        };
-        assert!(load(&h, &c, None)
-            .unwrap_err()
-            .to_string()
-            .contains("no CERTIFICATE block"));
+        let c = Config { tls_cert: Some(p1.join("n").display().to_string()), ..c };
+        assert!(load(&h, &c, None).unwrap_err().to_string().contains("no CERTIFICATE block"));
         // Certificate files with another mode would be silently unused: refused at load.
-        let c = Config {
-            tls: "self-signed".into(),
-            ..c
-        };
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("only with tls \"provided\""));
+        let c = Config { tls: "self-signed".into(), ..c };
+        assert!(c.validate().unwrap_err().to_string().contains("only with tls \"provided\""));
         // A relative path in config.json is under the home.
         std::fs::copy(p1.join("c.pem"), h.root().join("node.crt")).unwrap();
         std::fs::copy(p1.join("k.pem"), h.root().join("node.key")).unwrap();
-        let c = Config {
-            tls: "provided".into(),
-            tls_cert: Some("node.crt".into()),
-            tls_key: Some("node.key".into()),
-            ..Config::default()
-        };
-        assert_eq!(
-            load(&h, &c, None).unwrap().unwrap().info.cert_path,
-            h.root().join("node.crt")
-        );
+        let c = Config { tls: "provided".into(), tls_cert: Some("node.crt".into()), tls_key: Some("node.key".into()), ..Config::default() };
+        assert_eq!(load(&h, &c, None).unwrap().unwrap().info.cert_path, h.root().join("node.crt"));
     }
 }

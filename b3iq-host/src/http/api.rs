@@ -10,25 +10,17 @@ use b3iq_runtime::runtime::{ChatMessage, Prompt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    bearer, clear_cookie, empty, json as js, same_origin, session_cookie, ClientAddr, JsonBody,
-    Owner, Scheme,
-};
+use super::{bearer, clear_cookie, empty, json as js, same_origin, session_cookie, ClientAddr, JsonBody, Owner, Scheme};
 use crate::context::NodeState;
 use crate::error::{HostError, Result};
-use crate::inference::receipts;
 use crate::inference::{self, Caller, InferenceRequest};
+use crate::inference::receipts;
 use crate::owner::{self, auth, Via};
 
 /// Run a blocking owner operation (argon2id, SQLite) off the async threads.
-async fn blocking<T: Send + 'static>(
-    st: &Arc<NodeState>,
-    f: impl FnOnce(&NodeState) -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(st: &Arc<NodeState>, f: impl FnOnce(&NodeState) -> Result<T> + Send + 'static) -> Result<T> {
     let st = st.clone();
-    tokio::task::spawn_blocking(move || f(&st))
-        .await
-        .map_err(|e| HostError::Internal(e.to_string()))?
+    tokio::task::spawn_blocking(move || f(&st)).await.map_err(|e| HostError::Internal(e.to_string()))?
 }
 
 type St = State<Arc<NodeState>>;
@@ -41,11 +33,7 @@ pub async fn healthz() -> Response {
 /// `GET /api/setup/status`.
 pub async fn setup_status(State(st): St) -> Result<Response> {
     let claimed = st.claimed()?;
-    let exp = if claimed {
-        None
-    } else {
-        auth::setup_token_expiry(&st.db)?
-    };
+    let exp = if claimed { None } else { auth::setup_token_expiry(&st.db)? };
     let hardware = crate::models::hardware_json(st.hardware());
     Ok(js(
         StatusCode::OK,
@@ -83,25 +71,12 @@ pub struct ClaimBody {
 }
 
 /// `POST /api/setup/claim`.
-pub async fn setup_claim(
-    State(st): St,
-    headers: HeaderMap,
-    JsonBody(b): JsonBody<ClaimBody>,
-) -> Result<Response> {
+pub async fn setup_claim(State(st): St, headers: HeaderMap, JsonBody(b): JsonBody<ClaimBody>) -> Result<Response> {
     same_origin(&headers, Scheme::of(&st))?;
-    let g = blocking(&st, move |st| {
-        owner::claim(st, &b.setup_token, &b.username, &b.password, Via::Http)
-    })
-    .await?;
+    let g = blocking(&st, move |st| owner::claim(st, &b.setup_token, &b.username, &b.password, Via::Http)).await?;
     tracing::info!(owner = %g.username, "node claimed");
-    let mut r = js(
-        StatusCode::CREATED,
-        json!({"username": g.username, "node_id": st.node_id.to_text(), "expires_at": g.expires_at}),
-    );
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        session_cookie(&g.session_secret, st.config.session_ttl_s, Scheme::of(&st)),
-    );
+    let mut r = js(StatusCode::CREATED, json!({"username": g.username, "node_id": st.node_id.to_text(), "expires_at": g.expires_at}));
+    r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s, Scheme::of(&st)));
     Ok(r)
 }
 
@@ -112,26 +87,12 @@ pub struct LoginBody {
 }
 
 /// `POST /api/session/login`.
-pub async fn login(
-    State(st): St,
-    client: ClientAddr,
-    headers: HeaderMap,
-    JsonBody(b): JsonBody<LoginBody>,
-) -> Result<Response> {
+pub async fn login(State(st): St, client: ClientAddr, headers: HeaderMap, JsonBody(b): JsonBody<LoginBody>) -> Result<Response> {
     same_origin(&headers, Scheme::of(&st))?;
     let source = client.source();
-    let g = blocking(&st, move |st| {
-        owner::login(st, &source, &b.username, &b.password, Via::Http)
-    })
-    .await?;
-    let mut r = js(
-        StatusCode::OK,
-        json!({"username": g.username, "expires_at": g.expires_at}),
-    );
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        session_cookie(&g.session_secret, st.config.session_ttl_s, Scheme::of(&st)),
-    );
+    let g = blocking(&st, move |st| owner::login(st, &source, &b.username, &b.password, Via::Http)).await?;
+    let mut r = js(StatusCode::OK, json!({"username": g.username, "expires_at": g.expires_at}));
+    r.headers_mut().insert(header::SET_COOKIE, session_cookie(&g.session_secret, st.config.session_ttl_s, Scheme::of(&st)));
     Ok(r)
 }
 
@@ -139,8 +100,7 @@ pub async fn login(
 pub async fn logout(State(st): St, owner: Owner) -> Result<Response> {
     owner::logout(&st, &owner.secret, &owner.session.username)?;
     let mut r = empty(StatusCode::NO_CONTENT);
-    r.headers_mut()
-        .insert(header::SET_COOKIE, clear_cookie(Scheme::of(&st)));
+    r.headers_mut().insert(header::SET_COOKIE, clear_cookie(Scheme::of(&st)));
     Ok(r)
 }
 
@@ -148,8 +108,7 @@ pub async fn logout(State(st): St, owner: Owner) -> Result<Response> {
 pub async fn logout_all(State(st): St, owner: Owner) -> Result<Response> {
     let n = owner::logout_all(&st, &owner.session.username, Via::Http)?;
     let mut r = js(StatusCode::OK, json!({"sessions_ended": n}));
-    r.headers_mut()
-        .insert(header::SET_COOKIE, clear_cookie(Scheme::of(&st)));
+    r.headers_mut().insert(header::SET_COOKIE, clear_cookie(Scheme::of(&st)));
     Ok(r)
 }
 
@@ -180,9 +139,7 @@ fn models_json(st: &NodeState) -> Vec<Value> {
 pub async fn node_info(State(st): St, _o: Owner) -> Result<Response> {
     let rt = st.runtime.as_ref().map(|r| (r.backend_info(), r.metrics()));
     let runtime = match rt {
-        Some((b, m)) => {
-            json!({"backend": b.name, "kind": b.kind.as_str(), "threads": b.threads, "queue_depth": m.queue_depth, "active_sequences": m.active_sequences, "max_queue": m.queue_capacity, "parallel": m.max_sequences})
-        }
+        Some((b, m)) => json!({"backend": b.name, "kind": b.kind.as_str(), "threads": b.threads, "queue_depth": m.queue_depth, "active_sequences": m.active_sequences, "max_queue": m.queue_capacity, "parallel": m.max_sequences}),
         None => Value::Null,
     };
     Ok(js(
@@ -216,10 +173,7 @@ fn managed_json(st: &NodeState) -> Result<Value> {
 /// `GET /api/hardware`.
 pub async fn hardware(State(st): St, _o: Owner) -> Result<Response> {
     let installed = crate::models::installed(&st);
-    Ok(js(
-        StatusCode::OK,
-        crate::models::hardware_view(st.hardware(), &installed),
-    ))
+    Ok(js(StatusCode::OK, crate::models::hardware_view(st.hardware(), &installed)))
 }
 
 /// `GET /api/models`.
@@ -243,12 +197,10 @@ fn mode_json(st: &NodeState) -> Result<Value> {
         Some(reason) => json!({"mode": "network", "selectable": false, "reason": reason}),
         None => json!({"mode": "network", "selectable": true}),
     };
-    Ok(
-        json!({"mode": st.reload_mode()?.as_str(), "managed": managed, "network": network_json(st)?, "modes": [
+    Ok(json!({"mode": st.reload_mode()?.as_str(), "managed": managed, "network": network_json(st)?, "modes": [
         {"mode": "local", "selectable": true},
         managed_choice,
-        network_choice]}),
-    )
+        network_choice]}))
 }
 
 fn network_json(st: &NodeState) -> Result<Value> {
@@ -270,11 +222,7 @@ pub async fn network_get(State(st): St, _o: Owner) -> Result<Response> {
 
 /// `PUT /api/network`: replace the network policy (schedule, daily tokens, share, models,
 /// price floor). The tunnel announces the new share and models when it reconnects.
-pub async fn network_put(
-    State(st): St,
-    _o: Owner,
-    JsonBody(p): JsonBody<crate::network::NetworkPolicy>,
-) -> Result<Response> {
+pub async fn network_put(State(st): St, _o: Owner, JsonBody(p): JsonBody<crate::network::NetworkPolicy>) -> Result<Response> {
     crate::network::set_policy(&st, &p)?;
     Ok(js(StatusCode::OK, network_json(&st)?))
 }
@@ -286,11 +234,7 @@ pub struct ModeBody {
 
 /// `POST /api/mode`: `local` (leaving managed mode unenrolls: the control plane's trust root is
 /// forgotten), or `managed` when the node is enrolled; the choice is persisted.
-pub async fn mode_set(
-    State(st): St,
-    _o: Owner,
-    JsonBody(b): JsonBody<ModeBody>,
-) -> Result<Response> {
+pub async fn mode_set(State(st): St, _o: Owner, JsonBody(b): JsonBody<ModeBody>) -> Result<Response> {
     let shown: String = b.mode.chars().take(32).collect();
     let enrolled = crate::managed::enrollment(&st.db)?.is_some();
     match b.mode.parse::<OperatingMode>() {
@@ -300,46 +244,27 @@ pub async fn mode_set(
             }
             if st.mode() != OperatingMode::Local {
                 st.set_mode(OperatingMode::Local)?;
-                st.db
-                    .audit(st.now(), "owner", "mode.change", "local", "ok", "");
+                st.db.audit(st.now(), "owner", "mode.change", "local", "ok", "");
             }
         }
         Ok(m @ OperatingMode::Managed) if enrolled => {
             if st.mode() != m {
                 st.set_mode(m)?;
-                st.db
-                    .audit(st.now(), "owner", "mode.change", m.as_str(), "ok", "");
+                st.db.audit(st.now(), "owner", "mode.change", m.as_str(), "ok", "");
             }
         }
         Ok(OperatingMode::Network) => {
             if let Some(reason) = crate::network::not_ready(&st) {
-                st.db.audit(
-                    st.now(),
-                    "owner",
-                    "mode.change",
-                    "network",
-                    "refused",
-                    &reason,
-                );
-                return Err(HostError::InvalidParameter(format!(
-                    "network mode cannot be selected: {reason}"
-                )));
+                st.db.audit(st.now(), "owner", "mode.change", "network", "refused", &reason);
+                return Err(HostError::InvalidParameter(format!("network mode cannot be selected: {reason}")));
             }
             if st.mode() != OperatingMode::Network {
                 st.set_mode(OperatingMode::Network)?;
-                st.db
-                    .audit(st.now(), "owner", "mode.change", "network", "ok", "");
+                st.db.audit(st.now(), "owner", "mode.change", "network", "ok", "");
             }
         }
         _ => {
-            st.db.audit(
-                st.now(),
-                "owner",
-                "mode.change",
-                &shown,
-                "refused",
-                "mode_not_available",
-            );
+            st.db.audit(st.now(), "owner", "mode.change", &shown, "refused", "mode_not_available");
             return Err(HostError::ModeNotAvailable(shown));
         }
     }
@@ -348,18 +273,12 @@ pub async fn mode_set(
 
 /// `POST /api/jobs/{id}/approve`: the owner approves a remote job waiting for approval.
 pub async fn job_approve(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
-    Ok(js(
-        StatusCode::OK,
-        serde_json::to_value(crate::jobs::approve(&st, &id)?).unwrap_or_default(),
-    ))
+    Ok(js(StatusCode::OK, serde_json::to_value(crate::jobs::approve(&st, &id)?).unwrap_or_default()))
 }
 
 /// `POST /api/jobs/{id}/reject`: the owner rejects a remote job waiting for approval.
 pub async fn job_reject(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
-    Ok(js(
-        StatusCode::OK,
-        serde_json::to_value(crate::jobs::reject(&st, &id)?).unwrap_or_default(),
-    ))
+    Ok(js(StatusCode::OK, serde_json::to_value(crate::jobs::reject(&st, &id)?).unwrap_or_default()))
 }
 
 /// `GET /api/keys`.
@@ -377,16 +296,9 @@ pub struct KeyBody {
 }
 
 /// `POST /api/keys`.
-pub async fn keys_create(
-    State(st): St,
-    _o: Owner,
-    JsonBody(b): JsonBody<KeyBody>,
-) -> Result<Response> {
+pub async fn keys_create(State(st): St, _o: Owner, JsonBody(b): JsonBody<KeyBody>) -> Result<Response> {
     let (info, secret) = owner::create_key(&st, &b.name, &b.scopes, b.expires_in_s, Via::Http)?;
-    Ok(js(
-        StatusCode::CREATED,
-        json!({"key": info, "secret": secret}),
-    ))
+    Ok(js(StatusCode::CREATED, json!({"key": info, "secret": secret})))
 }
 
 /// `DELETE /api/keys/{id}`.
@@ -402,32 +314,16 @@ pub struct ListQuery {
 }
 
 /// `GET /api/receipts`.
-pub async fn receipts_list(
-    State(st): St,
-    _o: Owner,
-    Query(q): Query<ListQuery>,
-) -> Result<Response> {
+pub async fn receipts_list(State(st): St, _o: Owner, Query(q): Query<ListQuery>) -> Result<Response> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let list = receipts::list(&st, limit, q.before)?;
-    let next = if list.len() as u32 == limit {
-        list.last().map(|r| r.seq)
-    } else {
-        None
-    };
-    Ok(js(
-        StatusCode::OK,
-        json!({"receipts": list, "next_before": next}),
-    ))
+    let next = if list.len() as u32 == limit { list.last().map(|r| r.seq) } else { None };
+    Ok(js(StatusCode::OK, json!({"receipts": list, "next_before": next})))
 }
 
 /// `GET /api/receipts/{id}`.
 pub async fn receipt_get(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
-    let r = receipts::get(&st, &id)?.ok_or_else(|| {
-        HostError::NotFound(format!(
-            "receipt {}",
-            id.chars().take(80).collect::<String>()
-        ))
-    })?;
+    let r = receipts::get(&st, &id)?.ok_or_else(|| HostError::NotFound(format!("receipt {}", id.chars().take(80).collect::<String>())))?;
     Ok(js(StatusCode::OK, json!(r)))
 }
 
@@ -448,45 +344,26 @@ pub async fn usage(State(st): St, _o: Owner, Query(q): Query<UsageQuery>) -> Res
     let (bucket, width, default_span) = match q.bucket.as_deref().unwrap_or("hour") {
         "hour" => ("hour", 3600i64, 24 * 3600u64),
         "day" => ("day", 86400i64, 30 * 86400u64),
-        other => {
-            return Err(HostError::InvalidParameter(format!(
-                "bucket must be \"hour\" or \"day\", got {:?}",
-                other.chars().take(16).collect::<String>()
-            )))
-        }
+        other => return Err(HostError::InvalidParameter(format!("bucket must be \"hour\" or \"day\", got {:?}", other.chars().take(16).collect::<String>()))),
     };
-    let since = q
-        .since
-        .unwrap_or_else(|| st.now().saturating_sub(default_span)) as i64;
+    let since = q.since.unwrap_or_else(|| st.now().saturating_sub(default_span)) as i64;
     let (series, by_key, by_model) = crate::store::usage::summary(&st.db, width, since)?;
-    Ok(js(
-        StatusCode::OK,
-        json!({"bucket": bucket, "series": series, "by_key": by_key, "by_model": by_model}),
-    ))
+    Ok(js(StatusCode::OK, json!({"bucket": bucket, "series": series, "by_key": by_key, "by_model": by_model})))
 }
 
 /// `GET /api/jobs`.
 pub async fn jobs_list(State(st): St, _o: Owner) -> Result<Response> {
-    Ok(js(
-        StatusCode::OK,
-        json!({"jobs": crate::jobs::list(&st, 100)?}),
-    ))
+    Ok(js(StatusCode::OK, json!({"jobs": crate::jobs::list(&st, 100)?})))
 }
 
 /// `GET /api/jobs/{id}`.
 pub async fn job_get(State(st): St, _o: Owner, Path(id): Path<String>) -> Result<Response> {
-    let j = crate::jobs::get(&st, &id)?.ok_or_else(|| {
-        HostError::NotFound(format!("job {}", id.chars().take(80).collect::<String>()))
-    })?;
+    let j = crate::jobs::get(&st, &id)?.ok_or_else(|| HostError::NotFound(format!("job {}", id.chars().take(80).collect::<String>())))?;
     Ok(js(StatusCode::OK, json!(j)))
 }
 
 /// `POST /api/jobs`.
-pub async fn jobs_create(
-    State(st): St,
-    _o: Owner,
-    JsonBody(b): JsonBody<Value>,
-) -> Result<Response> {
+pub async fn jobs_create(State(st): St, _o: Owner, JsonBody(b): JsonBody<Value>) -> Result<Response> {
     let kind = crate::jobs::kind_from_api(&b)?;
     let job = crate::jobs::submit_owner(&st, kind).await?;
     Ok(js(StatusCode::ACCEPTED, json!({"job": job})))
@@ -508,21 +385,13 @@ pub struct PlayMsg {
 }
 
 /// `POST /api/playground/chat`.
-pub async fn playground_chat(
-    State(st): St,
-    _o: Owner,
-    JsonBody(b): JsonBody<PlaygroundBody>,
-) -> Result<Response> {
+pub async fn playground_chat(State(st): St, _o: Owner, JsonBody(b): JsonBody<PlaygroundBody>) -> Result<Response> {
     let max_tokens = b.max_tokens.unwrap_or(64);
     if !(1..=512).contains(&max_tokens) {
-        return Err(HostError::InvalidParameter(
-            "max_tokens must be between 1 and 512".into(),
-        ));
+        return Err(HostError::InvalidParameter("max_tokens must be between 1 and 512".into()));
     }
     if b.messages.is_empty() {
-        return Err(HostError::InvalidParameter(
-            "messages must not be empty".into(),
-        ));
+        return Err(HostError::InvalidParameter("messages must not be empty".into()));
     }
     let mut msgs = Vec::new();
     for m in b.messages {
@@ -530,28 +399,14 @@ pub async fn playground_chat(
             "system" => ChatMessage::system(m.content),
             "user" => ChatMessage::user(m.content),
             "assistant" => ChatMessage::assistant(m.content),
-            _ => {
-                return Err(HostError::InvalidParameter(
-                    "role must be system, user or assistant".into(),
-                ))
-            }
+            _ => return Err(HostError::InvalidParameter("role must be system, user or assistant".into())),
         });
     }
     let model = match b.model {
         Some(id) => st.served_model(&id).ok_or(HostError::ModelNotFound(id))?,
-        None => st
-            .served_models()
-            .into_iter()
-            .next()
-            .ok_or(HostError::ModelNotLoaded)?,
+        None => st.served_models().into_iter().next().ok_or(HostError::ModelNotLoaded)?,
     };
-    let done = inference::start(
-        &st,
-        InferenceRequest::new(Caller::Owner, model.clone(), Prompt::Chat(msgs), max_tokens),
-    )
-    .await?
-    .collect()
-    .await?;
+    let done = inference::start(&st, InferenceRequest::new(Caller::Owner, model.clone(), Prompt::Chat(msgs), max_tokens)).await?.collect().await?;
     let f = &done.finished;
     let duration_ms = f.timings.total_us / 1000;
     Ok(js(
@@ -566,10 +421,7 @@ pub async fn playground_chat(
 
 /// `GET /api/support/grants`.
 pub async fn grants_list(State(st): St, _o: Owner) -> Result<Response> {
-    Ok(js(
-        StatusCode::OK,
-        json!({"grants": owner::list_grants(&st)?}),
-    ))
+    Ok(js(StatusCode::OK, json!({"grants": owner::list_grants(&st)?})))
 }
 
 #[derive(Deserialize)]
@@ -581,21 +433,9 @@ pub struct GrantBody {
 }
 
 /// `POST /api/support/grants`.
-pub async fn grants_create(
-    State(st): St,
-    _o: Owner,
-    JsonBody(b): JsonBody<GrantBody>,
-) -> Result<Response> {
-    let (g, secret) = owner::create_grant(
-        &st,
-        b.ttl_s.unwrap_or(3600),
-        b.note.as_deref().unwrap_or(""),
-        Via::Http,
-    )?;
-    Ok(js(
-        StatusCode::CREATED,
-        json!({"grant": g, "secret": secret}),
-    ))
+pub async fn grants_create(State(st): St, _o: Owner, JsonBody(b): JsonBody<GrantBody>) -> Result<Response> {
+    let (g, secret) = owner::create_grant(&st, b.ttl_s.unwrap_or(3600), b.note.as_deref().unwrap_or(""), Via::Http)?;
+    Ok(js(StatusCode::CREATED, json!({"grant": g, "secret": secret})))
 }
 
 /// `DELETE /api/support/grants/{id}`.
@@ -605,11 +445,7 @@ pub async fn grants_revoke(State(st): St, _o: Owner, Path(id): Path<String>) -> 
 }
 
 /// `GET /api/support/bundle` (owner or support grant).
-pub async fn support_bundle(
-    State(st): St,
-    owner: Option<Owner>,
-    headers: HeaderMap,
-) -> Result<Response> {
+pub async fn support_bundle(State(st): St, owner: Option<Owner>, headers: HeaderMap) -> Result<Response> {
     let actor = match owner {
         Some(_) => "owner".to_string(),
         None => {
@@ -622,24 +458,11 @@ pub async fn support_bundle(
     let bytes = tokio::task::spawn_blocking(move || crate::support::build_bundle(&st2))
         .await
         .map_err(|e| HostError::Internal(e.to_string()))??;
-    st.db.audit(
-        st.now(),
-        &actor,
-        "support.bundle",
-        "",
-        "ok",
-        &format!("bytes={}", bytes.len()),
-    );
+    st.db.audit(st.now(), &actor, "support.bundle", "", "ok", &format!("bytes={}", bytes.len()));
     let mut r = (StatusCode::OK, bytes).into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/gzip"),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"b3iq-support.tar.gz\""),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"b3iq-support.tar.gz\""));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
 }
@@ -650,14 +473,8 @@ pub async fn metrics(State(st): St, owner: Option<Owner>, headers: HeaderMap) ->
         let tok = bearer(&headers).ok_or(HostError::MissingCredentials)?;
         auth::authenticate_key(&st.db, tok, auth::SCOPE_METRICS, st.now())?;
     }
-    let text = st.metrics.render(
-        st.runtime.as_ref().map(|r| r.metrics()),
-        st.db.count("receipts")?,
-    );
+    let text = st.metrics.render(st.runtime.as_ref().map(|r| r.metrics()), st.db.count("receipts")?);
     let mut r = (StatusCode::OK, text).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     Ok(r)
 }

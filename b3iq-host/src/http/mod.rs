@@ -28,9 +28,9 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
-use crate::context::NodeState;
-use crate::error::HostError;
 use crate::owner::auth::{self, Session};
+use crate::error::HostError;
+use crate::context::NodeState;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -106,10 +106,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/jobs/{id}/approve", post(api::job_approve))
         .route("/api/jobs/{id}/reject", post(api::job_reject))
         .route("/api/playground/chat", post(api::playground_chat))
-        .route(
-            "/api/support/grants",
-            get(api::grants_list).post(api::grants_create),
-        )
+        .route("/api/support/grants", get(api::grants_list).post(api::grants_create))
         .route("/api/support/grants/{id}", delete(api::grants_revoke))
         .route("/api/support/bundle", get(api::support_bundle))
         .route("/metrics", get(api::metrics))
@@ -121,18 +118,12 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/setup/", get(wizard::index))
         .route("/setup/{*path}", get(wizard::asset))
         .fallback(fallback);
-    api.layer(middleware::from_fn_with_state(
-        state.clone(),
-        count_requests,
-    ))
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        rotate_session,
-    ))
-    .layer(middleware::from_fn_with_state(state.clone(), guard))
-    .layer(middleware::from_fn(finish_request_body))
-    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-    .with_state(state)
+    api.layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), rotate_session))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn(finish_request_body))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 async fn fallback() -> HostError {
@@ -146,20 +137,12 @@ async fn fallback() -> HostError {
 async fn guard(State(st): St, mut req: Request, next: Next) -> Response {
     let host = match req.headers().get(header::HOST) {
         Some(h) => h.to_str().unwrap_or("").to_string(),
-        None => req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default(),
+        None => req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default(),
     };
     if !host_matches(&host, &st.config.allowed_hosts) {
         let shown: String = host.chars().take(80).collect();
         tracing::warn!(host = %shown, "refused request with a Host header outside the allowlist");
-        return HostError::HostNotAllowed {
-            host: shown,
-            url: own_url(&st),
-        }
-        .into_response();
+        return HostError::HostNotAllowed { host: shown, url: own_url(&st) }.into_response();
     }
     if !req.headers().contains_key(header::HOST) {
         if let Ok(v) = HeaderValue::from_str(&host) {
@@ -168,10 +151,7 @@ async fn guard(State(st): St, mut req: Request, next: Next) -> Response {
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     resp
@@ -215,11 +195,7 @@ impl HttpBody for SharedBody {
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .body
-            .size_hint()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).body.size_hint()
     }
 }
 
@@ -234,18 +210,9 @@ pub async fn finish_request_body(req: Request, next: Next) -> Response {
     if body.is_end_stream() {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let shared = Arc::new(Mutex::new(TrackedBody { body, done: false }));
-    let resp = next
-        .run(Request::from_parts(
-            parts,
-            Body::new(SharedBody(shared.clone())),
-        ))
-        .await;
+    let resp = next.run(Request::from_parts(parts, Body::new(SharedBody(shared.clone())))).await;
     let left = {
         let mut t = shared.lock().unwrap_or_else(|p| p.into_inner());
         (!t.done && !t.body.is_end_stream()).then(|| std::mem::replace(&mut t.body, Body::empty()))
@@ -253,9 +220,7 @@ pub async fn finish_request_body(req: Request, next: Next) -> Response {
     if let Some(mut body) = left.filter(|_| declared.is_none_or(|n| n <= FINISH_BODY_MAX_BYTES)) {
         let read_rest = async {
             let mut seen = 0u64;
-            while let Some(Ok(frame)) =
-                std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-            {
+            while let Some(Ok(frame)) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
                 seen += frame.data_ref().map_or(0, |d| d.len() as u64);
                 if seen > FINISH_BODY_MAX_BYTES {
                     break;
@@ -301,10 +266,7 @@ async fn rotate_session(State(st): St, mut req: Request, next: Next) -> Response
     let mut resp = next.run(req).await;
     if !resp.headers().contains_key(header::SET_COOKIE) {
         let max_age = fresh.expires_at.saturating_sub(now);
-        resp.headers_mut().insert(
-            header::SET_COOKIE,
-            session_cookie(&fresh.secret, max_age, scheme),
-        );
+        resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&fresh.secret, max_age, scheme));
     }
     resp
 }
@@ -329,15 +291,10 @@ pub fn host_matches(host: &str, extra: &[String]) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         match rest.split_once(']') {
             Some((inner, tail)) => {
-                if !(tail.is_empty()
-                    || (tail.starts_with(':') && tail[1..].chars().all(|c| c.is_ascii_digit())))
-                {
+                if !(tail.is_empty() || (tail.starts_with(':') && tail[1..].chars().all(|c| c.is_ascii_digit()))) {
                     return false;
                 }
-                return inner == "::1"
-                    || extra
-                        .iter()
-                        .any(|e| e.eq_ignore_ascii_case(&format!("[{inner}]")));
+                return inner == "::1" || extra.iter().any(|e| e.eq_ignore_ascii_case(&format!("[{inner}]")));
             }
             None => return false,
         }
@@ -355,9 +312,7 @@ pub fn host_matches(host: &str, extra: &[String]) -> bool {
     // `b3iq.local` is not built in: nothing advertises it, and a LAN machine answering mDNS for
     // it could rebind a browser to this node. A node that advertises a name lists it in
     // `allowed_hosts`.
-    name.eq_ignore_ascii_case("localhost")
-        || name == "127.0.0.1"
-        || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
 /// CSRF check for cookie-authenticated state changes: `Origin`, if present, must be this host
@@ -373,10 +328,7 @@ pub fn same_origin(headers: &HeaderMap, scheme: Scheme) -> Result<(), HostError>
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         if host.is_empty() || origin != format!("{}://{host}", scheme.as_str()) {
             return Err(HostError::CrossOrigin);
         }
@@ -392,26 +344,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, HostError> {
         // JSON only as JSON: a cross-site HTML form can send text/plain or form bodies without a
         // CORS preflight, but not application/json.
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let essence = ct.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(HostError::UnsupportedMediaType(
-                ct.chars().take(80).collect(),
-            ));
+            return Err(HostError::UnsupportedMediaType(ct.chars().take(80).collect()));
         }
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
         if bytes.is_empty() {
-            return Err(HostError::InvalidJson(
-                "the body is empty; send a JSON object".into(),
-            ));
+            return Err(HostError::InvalidJson("the body is empty; send a JSON object".into()));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| HostError::InvalidJson(e.to_string()))
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| HostError::InvalidJson(e.to_string()))
     }
 }
 
@@ -422,15 +364,9 @@ pub struct RawBody(pub Bytes);
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = HostError;
     async fn from_request(req: Request, state: &S) -> Result<Self, HostError> {
-        let limit = req
-            .extensions()
-            .get::<serve::BodyTimeout>()
-            .map(|t| t.0)
-            .unwrap_or(serve::BODY_TIMEOUT);
+        let limit = req.extensions().get::<serve::BodyTimeout>().map(|t| t.0).unwrap_or(serve::BODY_TIMEOUT);
         let read = Bytes::from_request(req, state);
-        let bytes = tokio::time::timeout(limit, read)
-            .await
-            .map_err(|_| HostError::RequestTimeout(limit.as_secs()))?;
+        let bytes = tokio::time::timeout(limit, read).await.map_err(|_| HostError::RequestTimeout(limit.as_secs()))?;
         bytes.map(RawBody).map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 HostError::BodyTooLarge(MAX_BODY_BYTES)
@@ -460,12 +396,7 @@ pub struct ClientAddr(pub Option<std::net::IpAddr>);
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+        Ok(ClientAddr(parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())))
     }
 }
 
@@ -474,10 +405,7 @@ impl ClientAddr {
     /// IPv4), else `http`.
     pub fn source(&self) -> String {
         match self.0 {
-            Some(std::net::IpAddr::V6(v6)) => v6
-                .to_ipv4_mapped()
-                .map(|v4| v4.to_string())
-                .unwrap_or_else(|| v6.to_string()),
+            Some(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
             Some(ip) => ip.to_string(),
             None => "http".to_string(),
         }
@@ -509,10 +437,7 @@ impl FromRequestParts<Arc<NodeState>> for Owner {
                 if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
                     same_origin(&parts.headers, scheme)?;
                 }
-                return Ok(Owner {
-                    session,
-                    secret: secret.to_string(),
-                });
+                return Ok(Owner { session, secret: secret.to_string() });
             }
         }
         // A support grant or an API key is not an owner: say so clearly.
@@ -529,10 +454,7 @@ impl FromRequestParts<Arc<NodeState>> for Owner {
 
 impl axum::extract::OptionalFromRequestParts<Arc<NodeState>> for Owner {
     type Rejection = HostError;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        st: &Arc<NodeState>,
-    ) -> Result<Option<Self>, HostError> {
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<NodeState>) -> Result<Option<Self>, HostError> {
         match <Owner as FromRequestParts<Arc<NodeState>>>::from_request_parts(parts, st).await {
             Ok(o) => Ok(Some(o)),
             Err(HostError::SessionRequired | HostError::InsufficientScope(_)) => Ok(None),
@@ -545,26 +467,16 @@ impl axum::extract::OptionalFromRequestParts<Arc<NodeState>> for Owner {
 /// the `__Host-` name with `Secure`.
 pub fn session_cookie(secret: &str, max_age_s: u64, scheme: Scheme) -> HeaderValue {
     let name = scheme.session_cookie_name();
-    let secure = if scheme == Scheme::Https {
-        "; Secure"
-    } else {
-        ""
-    };
-    HeaderValue::from_str(&format!(
-        "{name}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{secure}"
-    ))
-    .unwrap_or_else(|_| clear_cookie(scheme))
+    let secure = if scheme == Scheme::Https { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{name}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{secure}"))
+        .unwrap_or_else(|_| clear_cookie(scheme))
 }
 
 /// `Set-Cookie` value clearing the session cookie of `scheme`.
 pub fn clear_cookie(scheme: Scheme) -> HeaderValue {
     match scheme {
-        Scheme::Http => {
-            HeaderValue::from_static("b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
-        }
-        Scheme::Https => HeaderValue::from_static(
-            "__Host-b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure",
-        ),
+        Scheme::Http => HeaderValue::from_static("b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        Scheme::Https => HeaderValue::from_static("__Host-b3iq_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"),
     }
 }
 
@@ -587,31 +499,12 @@ mod tests {
     #[test]
     fn host_allowlist() {
         let extra = vec!["gamer-pc.lan".to_string()];
-        for ok in [
-            "127.0.0.1:7420",
-            "localhost",
-            "LOCALHOST:80",
-            "[::1]:7420",
-            "[::1]",
-            "gamer-pc.lan:7420",
-            "localhost.",
-        ] {
+        for ok in ["127.0.0.1:7420", "localhost", "LOCALHOST:80", "[::1]:7420", "[::1]", "gamer-pc.lan:7420", "localhost."] {
             assert!(host_matches(ok, &extra), "{ok}");
         }
         for bad in [
-            "",
-            "evil.com",
-            "127.0.0.1.evil.com:7420",
-            "attacker.localhost.com",
-            "[::2]:1",
-            "localhost:7420:evil",
-            "10.0.0.5:7420",
-            "[::1",
-            "[::1]evil",
-            "localhost:",
-            ":7420",
-            "b3iq.local",
-            "b3iq.local:7420",
+            "", "evil.com", "127.0.0.1.evil.com:7420", "attacker.localhost.com", "[::2]:1", "localhost:7420:evil",
+            "10.0.0.5:7420", "[::1", "[::1]evil", "localhost:", ":7420", "b3iq.local", "b3iq.local:7420",
         ] {
             assert!(!host_matches(bad, &extra), "{bad}");
         }
@@ -621,82 +514,42 @@ mod tests {
     fn csrf_rules() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7420"));
-        assert!(
-            same_origin(&h, Scheme::Http).is_ok(),
-            "no Origin (curl) is fine"
-        );
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://127.0.0.1:7420"),
-        );
+        assert!(same_origin(&h, Scheme::Http).is_ok(), "no Origin (curl) is fine");
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:7420"));
         assert!(same_origin(&h, Scheme::Http).is_ok());
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         assert!(same_origin(&h, Scheme::Http).is_ok());
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(same_origin(&h, Scheme::Http).is_err());
         h.remove("sec-fetch-site");
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://evil.example"),
-        );
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
         assert!(same_origin(&h, Scheme::Http).is_err());
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(same_origin(&h, Scheme::Http).is_err());
         // Not the scheme this server speaks.
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://127.0.0.1:7420"),
-        );
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://127.0.0.1:7420"));
         assert!(same_origin(&h, Scheme::Http).is_err());
         // Over TLS it is, and plain http:// is the other origin.
         assert!(same_origin(&h, Scheme::Https).is_ok());
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://127.0.0.1:7420"),
-        );
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:7420"));
         assert!(same_origin(&h, Scheme::Https).is_err());
     }
 
     #[test]
     fn cookie_parsing() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; b3iq_session=xyz; c=3"),
-        );
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; b3iq_session=xyz; c=3"));
         assert_eq!(cookie_value(&h, SESSION_COOKIE), Some("xyz"));
         let c = session_cookie("abc", 60, Scheme::Http);
         let s = c.to_str().unwrap();
-        assert!(
-            s.starts_with("b3iq_session=abc;")
-                && s.contains("HttpOnly")
-                && s.contains("SameSite=Strict")
-                && s.contains("Path=/")
-        );
+        assert!(s.starts_with("b3iq_session=abc;") && s.contains("HttpOnly") && s.contains("SameSite=Strict") && s.contains("Path=/"));
         assert!(!s.contains("Secure"));
         let c = session_cookie("abc", 60, Scheme::Https);
         let s = c.to_str().unwrap();
-        assert!(
-            s.starts_with("__Host-b3iq_session=abc;")
-                && s.ends_with("; Secure")
-                && s.contains("Path=/")
-                && !s.contains("Domain")
-        );
-        assert!(clear_cookie(Scheme::Https)
-            .to_str()
-            .unwrap()
-            .starts_with("__Host-b3iq_session=;"));
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("__Host-b3iq_session=tls; b3iq_session=plain"),
-        );
-        assert_eq!(
-            cookie_value(&h, Scheme::Https.session_cookie_name()),
-            Some("tls")
-        );
-        assert_eq!(
-            cookie_value(&h, Scheme::Http.session_cookie_name()),
-            Some("plain")
-        );
+        assert!(s.starts_with("__Host-b3iq_session=abc;") && s.ends_with("; Secure") && s.contains("Path=/") && !s.contains("Domain"));
+        assert!(clear_cookie(Scheme::Https).to_str().unwrap().starts_with("__Host-b3iq_session=;"));
+        h.insert(header::COOKIE, HeaderValue::from_static("__Host-b3iq_session=tls; b3iq_session=plain"));
+        assert_eq!(cookie_value(&h, Scheme::Https.session_cookie_name()), Some("tls"));
+        assert_eq!(cookie_value(&h, Scheme::Http.session_cookie_name()), Some("plain"));
     }
 }

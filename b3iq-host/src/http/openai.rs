@@ -7,10 +7,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use b3iq_openai::response::{CHAT_COMPLETION, CHAT_COMPLETION_CHUNK, TEXT_COMPLETION};
-use b3iq_openai::{
-    self as wire, sse, ChatChunkChoice, ChatCompletionRequest, CommonParams, CompletionRequest,
-    PromptInput, TextChoice,
-};
+use b3iq_openai::{self as wire, sse, ChatChunkChoice, ChatCompletionRequest, CommonParams, CompletionRequest, PromptInput, TextChoice};
 use b3iq_runtime::runtime::{ChatMessage, Prompt, ResponseFormat, Role, SamplingParams};
 
 use super::{bearer, JsonBody, RawBody};
@@ -34,9 +31,7 @@ fn authenticate(st: &NodeState, headers: &HeaderMap) -> Result<Caller> {
         return Err(HostError::NotClaimed);
     }
     let tok = bearer(headers).ok_or(HostError::MissingCredentials)?;
-    Ok(Caller::LocalKey(
-        auth::authenticate_key(&st.db, tok, auth::SCOPE_INFERENCE, st.now())?.id,
-    ))
+    Ok(Caller::LocalKey(auth::authenticate_key(&st.db, tok, auth::SCOPE_INFERENCE, st.now())?.id))
 }
 
 /// The caller of an inference request: on the gateway's tunnel (the request carries the
@@ -45,10 +40,7 @@ fn authenticate(st: &NodeState, headers: &HeaderMap) -> Result<Caller> {
 fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
     match req.extensions().get::<TunnelContext>() {
         Some(t) => {
-            let h = req
-                .headers()
-                .get(b3iq_protocol::gateway::TICKET_HEADER)
-                .and_then(|v| v.to_str().ok());
+            let h = req.headers().get(b3iq_protocol::gateway::TICKET_HEADER).and_then(|v| v.to_str().ok());
             network::admit(st, t, h).map(Caller::Network).inspect_err(|e| tracing::info!(code = e.code(), reason = %e, "network mode: a tunnelled request was refused"))
         }
         None => authenticate(st, req.headers()),
@@ -58,10 +50,7 @@ fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
 /// A network request must ask for the model its ticket is for.
 fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
     match caller {
-        Caller::Network(g) if g.ticket.model_id != model => Err(HostError::InvalidTicket(format!(
-            "the ticket is for model {}, the request asks for {model:?}",
-            g.ticket.model_id
-        ))),
+        Caller::Network(g) if g.ticket.model_id != model => Err(HostError::InvalidTicket(format!("the ticket is for model {}, the request asks for {model:?}", g.ticket.model_id))),
         _ => Ok(()),
     }
 }
@@ -70,18 +59,12 @@ fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
 pub async fn models(State(st): State<Arc<NodeState>>, req: Request) -> Result<Response> {
     let created = st.now();
     let ids: Vec<String> = if req.extensions().get::<TunnelContext>().is_some() {
-        network::tunnel_models(&st, &network::policy(&st)?)
-            .into_iter()
-            .map(|m| m.model_id)
-            .collect()
+        network::tunnel_models(&st, &network::policy(&st)?).into_iter().map(|m| m.model_id).collect()
     } else {
         authenticate(&st, req.headers())?;
         st.served_models().into_iter().map(|m| m.id).collect()
     };
-    let data = ids
-        .iter()
-        .map(|id| wire::Model::new(id, created, "b3iq"))
-        .collect();
+    let data = ids.iter().map(|id| wire::Model::new(id, created, "b3iq")).collect();
     Ok(axum::Json(wire::ModelList::new(data)).into_response())
 }
 
@@ -105,23 +88,12 @@ fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
 
 /// Validate the parameters, then resolve the model (last, so every parameter error is found
 /// without a node; the fuzz target relies on this).
-fn parse_common_with(
-    c: &CommonParams,
-    resolve: &dyn Fn(&str) -> Option<ServedModel>,
-) -> Result<Params> {
-    let model_id = c
-        .model
-        .as_deref()
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| bad("`model` is required; GET /v1/models lists them"))?;
+fn parse_common_with(c: &CommonParams, resolve: &dyn Fn(&str) -> Option<ServedModel>) -> Result<Params> {
+    let model_id = c.model.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| bad("`model` is required; GET /v1/models lists them"))?;
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
         None => DEFAULT_MAX_TOKENS,
         Some(n) if (1..=MAX_MAX_TOKENS as i64).contains(&n) => n as u32,
-        Some(n) => {
-            return Err(bad(format!(
-                "max_tokens must be between 1 and {MAX_MAX_TOKENS}, got {n}"
-            )))
-        }
+        Some(n) => return Err(bad(format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}, got {n}"))),
     };
     let mut sampling = SamplingParams::default();
     if let Some(t) = c.temperature {
@@ -137,16 +109,8 @@ fn parse_common_with(
         sampling.top_p = p as f32;
     }
     for (name, v, slot) in [
-        (
-            "presence_penalty",
-            c.presence_penalty,
-            &mut sampling.presence_penalty,
-        ),
-        (
-            "frequency_penalty",
-            c.frequency_penalty,
-            &mut sampling.frequency_penalty,
-        ),
+        ("presence_penalty", c.presence_penalty, &mut sampling.presence_penalty),
+        ("frequency_penalty", c.frequency_penalty, &mut sampling.frequency_penalty),
     ] {
         if let Some(v) = v {
             if !(-2.0..=2.0).contains(&v) {
@@ -163,22 +127,12 @@ fn parse_common_with(
     }
     let stop = c.stop.clone().map(wire::Stop::into_vec).unwrap_or_default();
     if stop.len() > 4 || stop.iter().any(|s| s.is_empty()) {
-        return Err(bad(
-            "stop must be a non-empty string or up to 4 non-empty strings",
-        ));
+        return Err(bad("stop must be a non-empty string or up to 4 non-empty strings"));
     }
     let stream = c.stream.unwrap_or(false);
     let include_usage = c.include_usage();
-    let model = resolve(model_id)
-        .ok_or_else(|| HostError::ModelNotFound(model_id.chars().take(128).collect()))?;
-    Ok(Params {
-        model,
-        sampling,
-        max_tokens,
-        stop,
-        stream,
-        include_usage,
-    })
+    let model = resolve(model_id).ok_or_else(|| HostError::ModelNotFound(model_id.chars().take(128).collect()))?;
+    Ok(Params { model, sampling, max_tokens, stop, stream, include_usage })
 }
 
 fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessage>> {
@@ -189,24 +143,16 @@ fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessag
     msgs.into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let role =
-                match m.role.as_str() {
-                    "system" | "developer" => Role::System,
-                    "user" => Role::User,
-                    "assistant" => Role::Assistant,
-                    "tool" => Role::Tool,
-                    other => return Err(bad(format!(
-                        "messages[{i}].role {other:?} is not one of system, user, assistant, tool"
-                    ))),
-                };
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
+                other => return Err(bad(format!("messages[{i}].role {other:?} is not one of system, user, assistant, tool"))),
+            };
             let content = match m.content {
                 None => String::new(),
-                Some(c) => c.into_text().map_err(|p| {
-                    bad(format!(
-                        "messages[{i}]: content part type {:?} is not supported (only text)",
-                        p.kind
-                    ))
-                })?,
+                Some(c) => c.into_text().map_err(|p| bad(format!("messages[{i}]: content part type {:?} is not supported (only text)", p.kind)))?,
             };
             Ok(ChatMessage::new(role, content))
         })
@@ -226,11 +172,7 @@ fn event<T: serde::Serialize>(value: &T) -> Bytes {
 }
 
 fn wire_usage(u: &b3iq_runtime::runtime::Usage) -> wire::Usage {
-    wire::Usage {
-        prompt_tokens: u.prompt_tokens,
-        completion_tokens: u.completion_tokens,
-        total_tokens: u.total_tokens,
-    }
+    wire::Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
 }
 
 /// `POST /v1/chat/completions`.
@@ -257,11 +199,7 @@ pub async fn completions(State(st): State<Arc<NodeState>>, req: Request) -> Resu
         None => return Err(bad("`prompt` is required")),
         Some(PromptInput::One(s)) => s,
         Some(PromptInput::Many(mut v)) if v.len() == 1 => v.remove(0),
-        Some(PromptInput::Many(_)) => {
-            return Err(bad(
-                "`prompt` must be a string or an array of exactly one string",
-            ))
-        }
+        Some(PromptInput::Many(_)) => return Err(bad("`prompt` must be a string or an array of exactly one string")),
     };
     if text.is_empty() {
         return Err(bad("`prompt` must not be empty"));
@@ -289,22 +227,12 @@ pub fn validate_request_body(chat: bool, body: &[u8]) -> Result<()> {
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>> {
     if body.is_empty() {
-        return Err(HostError::InvalidJson(
-            "the body is empty; send a JSON object".into(),
-        ));
+        return Err(HostError::InvalidJson("the body is empty; send a JSON object".into()));
     }
-    serde_json::from_slice(body)
-        .map(JsonBody)
-        .map_err(|e| HostError::InvalidJson(e.to_string()))
+    serde_json::from_slice(body).map(JsonBody).map_err(|e| HostError::InvalidJson(e.to_string()))
 }
 
-async fn run(
-    st: Arc<NodeState>,
-    caller: Caller,
-    p: Params,
-    prompt: Prompt,
-    flavor: Flavor,
-) -> Result<Response> {
+async fn run(st: Arc<NodeState>, caller: Caller, p: Params, prompt: Prompt, flavor: Flavor) -> Result<Response> {
     // A network answer carries the node's signed receipt for the gateway to settle with.
     let network = matches!(caller, Caller::Network(_));
     let req = InferenceRequest {
@@ -328,66 +256,37 @@ async fn run(
         while let Some(ev) = inf.next().await {
             match ev? {
                 InferenceEvent::Delta(t) => text.push_str(&t),
-                InferenceEvent::Done(inference::Finished {
-                    finish_reason,
-                    usage,
-                    receipt_id,
-                    receipt,
-                    ..
-                }) => {
-                    let object = if flavor == Flavor::Chat {
-                        CHAT_COMPLETION
-                    } else {
-                        TEXT_COMPLETION
-                    };
-                    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone())
-                        .with_fingerprint(FINGERPRINT);
+                InferenceEvent::Done(inference::Finished { finish_reason, usage, receipt_id, receipt, .. }) => {
+                    let object = if flavor == Flavor::Chat { CHAT_COMPLETION } else { TEXT_COMPLETION };
+                    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone()).with_fingerprint(FINGERPRINT);
                     let (usage, reason) = (wire_usage(&usage), finish_reason.as_str());
                     let mut resp = match flavor {
                         Flavor::Chat => {
                             let choice = wire::ChatChoice::assistant(text, reason);
-                            axum::Json(
-                                head.with_choices(vec![choice])
-                                    .with_usage(usage)
-                                    .with_receipt(receipt_id),
-                            )
-                            .into_response()
+                            axum::Json(head.with_choices(vec![choice]).with_usage(usage).with_receipt(receipt_id)).into_response()
                         }
                         Flavor::Text => {
                             let choice = TextChoice::finished(text, reason);
-                            axum::Json(
-                                head.with_choices(vec![choice])
-                                    .with_usage(usage)
-                                    .with_receipt(receipt_id),
-                            )
-                            .into_response()
+                            axum::Json(head.with_choices(vec![choice]).with_usage(usage).with_receipt(receipt_id)).into_response()
                         }
                     };
                     if network {
                         if let Ok(v) = HeaderValue::from_str(&hex::encode(&receipt)) {
-                            resp.headers_mut()
-                                .insert(b3iq_protocol::gateway::RECEIPT_HEADER, v);
+                            resp.headers_mut().insert(b3iq_protocol::gateway::RECEIPT_HEADER, v);
                         }
                     }
                     return Ok(resp);
                 }
             }
         }
-        return Err(HostError::Internal(
-            "generation ended without a final event".into(),
-        ));
+        return Err(HostError::Internal("generation ended without a final event".into()));
     }
 
     // Streaming: an unfold over the generation stream. Dropping the body (client gone) drops the
     // generation stream, which cancels the sequence.
-    let object = if flavor == Flavor::Chat {
-        CHAT_COMPLETION_CHUNK
-    } else {
-        TEXT_COMPLETION
-    };
+    let object = if flavor == Flavor::Chat { CHAT_COMPLETION_CHUNK } else { TEXT_COMPLETION };
     // Every chunk repeats this header (id, object, created, model, fingerprint).
-    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone())
-        .with_fingerprint(FINGERPRINT);
+    let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone()).with_fingerprint(FINGERPRINT);
     struct S {
         inf: Option<Inference>,
         head: wire::Completion<()>,
@@ -397,15 +296,7 @@ async fn run(
         started: bool,
         pending: std::collections::VecDeque<Bytes>,
     }
-    let init = S {
-        inf: Some(inf),
-        head,
-        flavor,
-        include_usage: p.include_usage,
-        network,
-        started: false,
-        pending: Default::default(),
-    };
+    let init = S { inf: Some(inf), head, flavor, include_usage: p.include_usage, network, started: false, pending: Default::default() };
     let body_stream = futures_util::stream::unfold(init, |mut s| async move {
         loop {
             if let Some(b) = s.pending.pop_front() {
@@ -414,10 +305,7 @@ async fn run(
             if !s.started {
                 s.started = true;
                 if s.flavor == Flavor::Chat {
-                    let c = event(
-                        &s.head
-                            .with_choices(vec![ChatChunkChoice::role("assistant")]),
-                    );
+                    let c = event(&s.head.with_choices(vec![ChatChunkChoice::role("assistant")]));
                     return Some((Ok(c), s));
                 }
                 continue;
@@ -438,12 +326,8 @@ async fn run(
                 }
                 Some(Ok(InferenceEvent::Delta(text))) => {
                     let c = match s.flavor {
-                        Flavor::Chat => {
-                            event(&s.head.with_choices(vec![ChatChunkChoice::content(text)]))
-                        }
-                        Flavor::Text => {
-                            event(&s.head.with_choices(vec![TextChoice::partial(text)]))
-                        }
+                        Flavor::Chat => event(&s.head.with_choices(vec![ChatChunkChoice::content(text)])),
+                        Flavor::Text => event(&s.head.with_choices(vec![TextChoice::partial(text)])),
                     };
                     return Some((Ok(c), s));
                 }
@@ -451,32 +335,17 @@ async fn run(
                     // The receipt is already durable: finish, usage, [DONE].
                     s.inf = None;
                     let c = match s.flavor {
-                        Flavor::Chat => {
-                            event(&s.head.with_choices(vec![ChatChunkChoice::finish(
-                                f.finish_reason.as_str(),
-                            )]))
-                        }
-                        Flavor::Text => event(&s.head.with_choices(vec![TextChoice::finished(
-                            "",
-                            f.finish_reason.as_str(),
-                        )])),
+                        Flavor::Chat => event(&s.head.with_choices(vec![ChatChunkChoice::finish(f.finish_reason.as_str())])),
+                        Flavor::Text => event(&s.head.with_choices(vec![TextChoice::finished("", f.finish_reason.as_str())])),
                     };
                     s.pending.push_back(c);
                     if s.include_usage {
                         let u = wire_usage(&f.usage);
-                        s.pending.push_back(event(
-                            &s.head
-                                .with_choices(Vec::<ChatChunkChoice>::new())
-                                .with_usage(u),
-                        ));
+                        s.pending.push_back(event(&s.head.with_choices(Vec::<ChatChunkChoice>::new()).with_usage(u)));
                     }
                     if s.network {
                         // An SSE comment (clients ignore it); the gateway takes it out.
-                        s.pending.push_back(Bytes::from(format!(
-                            "{}{}\n\n",
-                            b3iq_protocol::gateway::RECEIPT_SSE_PREFIX,
-                            hex::encode(&f.receipt)
-                        )));
+                        s.pending.push_back(Bytes::from(format!("{}{}\n\n", b3iq_protocol::gateway::RECEIPT_SSE_PREFIX, hex::encode(&f.receipt))));
                     }
                     s.pending.push_back(Bytes::from_static(sse::DONE_EVENT));
                 }
@@ -486,10 +355,7 @@ async fn run(
     let mut resp = Response::new(Body::from_stream(body_stream));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(sse::CONTENT_TYPE),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(sse::CONTENT_TYPE));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
@@ -505,63 +371,34 @@ mod tests {
         let out = parse_messages(Some(m)).unwrap();
         assert_eq!(out[1].content, "ab");
         assert_eq!(out[2].content, "");
-        let m: Vec<wire::ChatMessage> =
-            serde_json::from_str(r#"[{"role":"wizard","content":"x"}]"#).unwrap();
-        assert!(parse_messages(Some(m))
-            .unwrap_err()
-            .to_string()
-            .contains("wizard"));
+        let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"wizard","content":"x"}]"#).unwrap();
+        assert!(parse_messages(Some(m)).unwrap_err().to_string().contains("wizard"));
         assert!(parse_messages(Some(vec![])).is_err());
         assert!(parse_messages(None).is_err());
-        let m: Vec<wire::ChatMessage> =
-            serde_json::from_str(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#).unwrap();
+        let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#).unwrap();
         assert!(parse_messages(Some(m)).is_err());
     }
 
     #[test]
     fn request_bodies_get_typed_errors() {
-        assert!(matches!(
-            validate_request_body(true, b""),
-            Err(HostError::InvalidJson(_))
-        ));
-        assert!(matches!(
-            validate_request_body(true, b"[1,2"),
-            Err(HostError::InvalidJson(_))
-        ));
+        assert!(matches!(validate_request_body(true, b""), Err(HostError::InvalidJson(_))));
+        assert!(matches!(validate_request_body(true, b"[1,2"), Err(HostError::InvalidJson(_))));
         let ok = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"stop":["x"]}"#;
-        assert!(matches!(
-            validate_request_body(true, ok),
-            Err(HostError::ModelNotFound(_))
-        ));
-        let bad_tokens =
-            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#;
-        assert!(matches!(
-            validate_request_body(true, bad_tokens),
-            Err(HostError::InvalidParameter(_))
-        ));
+        assert!(matches!(validate_request_body(true, ok), Err(HostError::ModelNotFound(_))));
+        let bad_tokens = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#;
+        assert!(matches!(validate_request_body(true, bad_tokens), Err(HostError::InvalidParameter(_))));
         let bad_n = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":3}"#;
-        assert!(matches!(
-            validate_request_body(true, bad_n),
-            Err(HostError::InvalidParameter(_))
-        ));
+        assert!(matches!(validate_request_body(true, bad_n), Err(HostError::InvalidParameter(_))));
         let many_stops = br#"{"model":"m","prompt":"x","stop":["a","b","c","d","e"]}"#;
-        assert!(matches!(
-            validate_request_body(false, many_stops),
-            Err(HostError::InvalidParameter(_))
-        ));
-        assert!(matches!(
-            validate_request_body(false, br#"{"model":"m"}"#),
-            Err(HostError::InvalidParameter(_))
-        ));
+        assert!(matches!(validate_request_body(false, many_stops), Err(HostError::InvalidParameter(_))));
+        assert!(matches!(validate_request_body(false, br#"{"model":"m"}"#), Err(HostError::InvalidParameter(_))));
     }
 
     #[test]
     fn queue_full_maps_to_429_with_whole_seconds() {
         use b3iq_runtime::RuntimeError;
         use inference::map_runtime;
-        let e = map_runtime(RuntimeError::QueueFull {
-            retry_after_ms: 1500,
-        });
+        let e = map_runtime(RuntimeError::QueueFull { retry_after_ms: 1500 });
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(matches!(e, HostError::QueueFull(2)));
         let e = map_runtime(RuntimeError::QueueFull { retry_after_ms: 0 });

@@ -84,16 +84,9 @@ pub async fn serve(
     shutdown: oneshot::Receiver<()>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let https_url = listener
-        .local_addr()
-        .ok()
-        .map(own_https_url)
-        .unwrap_or_else(|| "https://<this node>/".to_string());
+    let https_url = listener.local_addr().ok().map(own_https_url).unwrap_or_else(|| "https://<this node>/".to_string());
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -125,21 +118,12 @@ pub async fn serve(
         };
         while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let svc = tower::ServiceExt::map_request(
-            app.clone(),
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.extensions_mut()
-                    .insert(BodyTimeout(limits.body_timeout));
-                req
-            },
-        );
-        let (builder, watcher, header_timeout, acceptor) = (
-            builder.clone(),
-            graceful.watcher(),
-            limits.header_timeout,
-            acceptor.clone(),
-        );
+        let svc = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(BodyTimeout(limits.body_timeout));
+            req
+        });
+        let (builder, watcher, header_timeout, acceptor) = (builder.clone(), graceful.watcher(), limits.header_timeout, acceptor.clone());
         let https_url = https_url.clone();
         conns.spawn(async move {
             let _permit = permit;
@@ -152,9 +136,7 @@ pub async fn serve(
             }
             let svc = TowerToHyperService::new(svc);
             let Some(acceptor) = acceptor else {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .into_owned();
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                 }
@@ -166,33 +148,23 @@ pub async fn serve(
                 refuse_plain_http(stream, &https_url).await;
                 return;
             }
-            let tls_stream =
-                match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
-                .into_owned();
+            let tls_stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc).into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            open = conns.len(),
-            grace_s = limits.shutdown_grace.as_secs(),
-            "connections still open after the shutdown deadline were closed"
-        );
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(open = conns.len(), grace_s = limits.shutdown_grace.as_secs(), "connections still open after the shutdown deadline were closed");
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}
@@ -242,39 +214,19 @@ mod tests {
 
     #[test]
     fn the_plain_http_answer_names_the_own_address_with_the_security_headers() {
-        assert_eq!(
-            own_https_url("127.0.0.1:7420".parse().unwrap()),
-            "https://127.0.0.1:7420/"
-        );
-        assert_eq!(
-            own_https_url("0.0.0.0:7420".parse().unwrap()),
-            "https://<this node's address>:7420/"
-        );
-        assert_eq!(
-            own_https_url("[fd00::5]:7420".parse().unwrap()),
-            "https://[fd00::5]:7420/"
-        );
+        assert_eq!(own_https_url("127.0.0.1:7420".parse().unwrap()), "https://127.0.0.1:7420/");
+        assert_eq!(own_https_url("0.0.0.0:7420".parse().unwrap()), "https://<this node's address>:7420/");
+        assert_eq!(own_https_url("[fd00::5]:7420".parse().unwrap()), "https://[fd00::5]:7420/");
         let r = plain_http_response("https://192.168.1.20:7420/");
         let (head, body) = r.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
         let lower = head.to_ascii_lowercase();
-        for h in [
-            "x-content-type-options: nosniff",
-            "referrer-policy: no-referrer",
-            "x-frame-options: deny",
-            "connection: close",
-        ] {
+        for h in ["x-content-type-options: nosniff", "referrer-policy: no-referrer", "x-frame-options: deny", "connection: close"] {
             assert!(lower.contains(h), "{h} missing: {head}");
         }
-        assert!(
-            lower.contains(&format!("content-length: {}", body.len())),
-            "{head}"
-        );
+        assert!(lower.contains(&format!("content-length: {}", body.len())), "{head}");
         let m: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(m["error"]["code"], "https_required");
-        assert!(m["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("https://192.168.1.20:7420/"));
+        assert!(m["error"]["message"].as_str().unwrap().contains("https://192.168.1.20:7420/"));
     }
 }

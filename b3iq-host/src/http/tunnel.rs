@@ -43,12 +43,7 @@ pub fn router(st: Arc<NodeState>, ctx: TunnelContext) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
-        .fallback(|| async {
-            HostError::NotFound(
-                "route (the tunnel serves /v1/models, /v1/chat/completions and /v1/completions)"
-                    .into(),
-            )
-        })
+        .fallback(|| async { HostError::NotFound("route (the tunnel serves /v1/models, /v1/chat/completions and /v1/completions)".into()) })
         .layer(axum::Extension(ctx))
         .layer(axum::extract::DefaultBodyLimit::max(super::MAX_BODY_BYTES))
         .with_state(st)
@@ -65,14 +60,11 @@ fn tunnel_client(ca_pem: Option<&str>) -> Result<reqwest::Client> {
         .user_agent(concat!("b3iqd/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = ca_pem {
         b = b.tls_built_in_root_certs(false);
-        for c in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .map_err(|e| HostError::InvalidParameter(format!("--ca-file: {e}")))?
-        {
+        for c in reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| HostError::InvalidParameter(format!("--ca-file: {e}")))? {
             b = b.add_root_certificate(c);
         }
     }
-    b.build()
-        .map_err(|e| HostError::Internal(format!("http client: {e}")))
+    b.build().map_err(|e| HostError::Internal(format!("http client: {e}")))
 }
 
 fn in_network(st: &NodeState) -> bool {
@@ -80,12 +72,8 @@ fn in_network(st: &NodeState) -> bool {
 }
 
 /// Opens one tunnel and serves it until it ends or the node leaves network mode.
-async fn serve_once(
-    st: &Arc<NodeState>,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<()> {
-    let e = crate::managed::enrollment(&st.db)?
-        .ok_or_else(|| HostError::ControlPlane("not enrolled".into()))?;
+async fn serve_once(st: &Arc<NodeState>, stop: &mut tokio::sync::watch::Receiver<bool>) -> Result<()> {
+    let e = crate::managed::enrollment(&st.db)?.ok_or_else(|| HostError::ControlPlane("not enrolled".into()))?;
     let c = tunnel_client(e.ca_pem.as_deref())?;
     let ch: TunnelChallenge = {
         let r = c
@@ -96,32 +84,13 @@ async fn serve_once(
             .await
             .map_err(|x| HostError::ControlPlane(format!("tunnel challenge: {x}")))?;
         if !r.status().is_success() {
-            return Err(HostError::ControlPlane(format!(
-                "tunnel challenge: HTTP {}: {}",
-                r.status(),
-                r.text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            )));
+            return Err(HostError::ControlPlane(format!("tunnel challenge: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default().chars().take(300).collect::<String>())));
         }
-        r.json()
-            .await
-            .map_err(|x| HostError::ControlPlane(format!("tunnel challenge: {x}")))?
+        r.json().await.map_err(|x| HostError::ControlPlane(format!("tunnel challenge: {x}")))?
     };
     let policy = network::policy(st)?;
     let share = network::offered_concurrency(st, &policy);
-    let hello = TunnelHello::sign(
-        &st.key,
-        &ch,
-        st.mode(),
-        share,
-        network::tunnel_models(st, &policy),
-        unix_now_ms(),
-    )
-    .map_err(|x| HostError::InvalidParameter(x.to_string()))?;
+    let hello = TunnelHello::sign(&st.key, &ch, st.mode(), share, network::tunnel_models(st, &policy), unix_now_ms()).map_err(|x| HostError::InvalidParameter(x.to_string()))?;
     let resp = c
         .post(format!("{}/v1/node/tunnel", e.control_url))
         .timeout(crate::managed::CONTROL_TIMEOUT)
@@ -134,49 +103,19 @@ async fn serve_once(
     if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        let msg = body["error"]["message"]
-            .as_str()
-            .unwrap_or("no reason given");
-        return Err(HostError::ControlPlane(format!(
-            "tunnel refused (HTTP {status}): {msg}"
-        )));
+        let msg = body["error"]["message"].as_str().unwrap_or("no reason given");
+        return Err(HostError::ControlPlane(format!("tunnel refused (HTTP {status}): {msg}")));
     }
-    let upgraded = resp
-        .upgrade()
-        .await
-        .map_err(|x| HostError::ControlPlane(format!("tunnel upgrade: {x}")))?;
+    let upgraded = resp.upgrade().await.map_err(|x| HostError::ControlPlane(format!("tunnel upgrade: {x}")))?;
     let ctx = TunnelContext::new(ch.gateway_id.clone(), ch.ticket_key);
     let svc = TowerToHyperService::new(router(st.clone(), ctx));
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(KEEPALIVE))
-        .keep_alive_timeout(KEEPALIVE)
-        .max_concurrent_streams(share);
+    builder.timer(TokioTimer::new()).keep_alive_interval(Some(KEEPALIVE)).keep_alive_timeout(KEEPALIVE).max_concurrent_streams(share);
     let conn = builder.serve_connection(TokioIo::new(upgraded), svc);
     tokio::pin!(conn);
-    network::set_tunnel_status(
-        st,
-        &TunnelStatus {
-            state: "connected".into(),
-            gateway_id: Some(ch.gateway_id.as_str().to_string()),
-            since_ms: unix_now_ms(),
-            error: None,
-        },
-    );
-    st.db.audit(
-        st.now(),
-        "system",
-        "network.tunnel",
-        ch.gateway_id.as_str(),
-        "ok",
-        &format!("share={share}"),
-    );
-    tracing::info!(
-        gateway = ch.gateway_id.as_str(),
-        share,
-        "network mode: tunnel open"
-    );
+    network::set_tunnel_status(st, &TunnelStatus { state: "connected".into(), gateway_id: Some(ch.gateway_id.as_str().to_string()), since_ms: unix_now_ms(), error: None });
+    st.db.audit(st.now(), "system", "network.tunnel", ch.gateway_id.as_str(), "ok", &format!("share={share}"));
+    tracing::info!(gateway = ch.gateway_id.as_str(), share, "network mode: tunnel open");
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let mut draining = false;
     loop {
@@ -210,15 +149,7 @@ pub async fn run(st: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool
         let _ = st.reload_mode();
         let wait = if in_network(&st) {
             was_on = true;
-            network::set_tunnel_status(
-                &st,
-                &TunnelStatus {
-                    state: "connecting".into(),
-                    gateway_id: None,
-                    since_ms: unix_now_ms(),
-                    error: None,
-                },
-            );
+            network::set_tunnel_status(&st, &TunnelStatus { state: "connecting".into(), gateway_id: None, since_ms: unix_now_ms(), error: None });
             let started = std::time::Instant::now();
             let r = serve_once(&st, &mut stop).await;
             if started.elapsed() > Duration::from_secs(30) {
@@ -232,19 +163,8 @@ pub async fn run(st: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool
                         Err(e) => e.to_string(),
                     };
                     tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "network mode: tunnel down");
-                    network::set_tunnel_status(
-                        &st,
-                        &TunnelStatus {
-                            state: "down".into(),
-                            gateway_id: None,
-                            since_ms: unix_now_ms(),
-                            error: Some(error),
-                        },
-                    );
-                    let jitter = Duration::from_millis(rand::Rng::gen_range(
-                        &mut rand::thread_rng(),
-                        0..=backoff.as_millis() as u64 / 2,
-                    ));
+                    network::set_tunnel_status(&st, &TunnelStatus { state: "down".into(), gateway_id: None, since_ms: unix_now_ms(), error: Some(error) });
+                    let jitter = Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 0..=backoff.as_millis() as u64 / 2));
                     let w = backoff + jitter;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     w
@@ -253,15 +173,7 @@ pub async fn run(st: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool
         } else {
             if was_on {
                 was_on = false;
-                network::set_tunnel_status(
-                    &st,
-                    &TunnelStatus {
-                        state: "off".into(),
-                        gateway_id: None,
-                        since_ms: unix_now_ms(),
-                        error: None,
-                    },
-                );
+                network::set_tunnel_status(&st, &TunnelStatus { state: "off".into(), gateway_id: None, since_ms: unix_now_ms(), error: None });
             }
             Duration::from_secs(1)
         };

@@ -51,10 +51,7 @@ fn serve(path: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
         h.insert(header::CONTENT_TYPE, v);
     }
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     let cache = if path == "index.html" {
         "no-store"
     } else if path.starts_with("assets/") {

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use b3iq_core::receipt::RequestId;
 use b3iq_runtime::runtime::{
-    Completion, FinishReason, GenerateRequest, GenerationEvent, GenerationStream, Prompt,
-    ResponseFormat, SamplingParams, Timings, Usage,
+    Completion, FinishReason, GenerateRequest, GenerationEvent, GenerationStream, Prompt, ResponseFormat, SamplingParams,
+    Timings, Usage,
 };
 use b3iq_runtime::RuntimeError;
 
@@ -76,12 +76,7 @@ pub struct InferenceRequest {
 
 impl InferenceRequest {
     /// A request with default sampling, no stop sequences and free-form output.
-    pub fn new(
-        caller: Caller,
-        model: ServedModel,
-        prompt: Prompt,
-        max_tokens: u32,
-    ) -> InferenceRequest {
+    pub fn new(caller: Caller, model: ServedModel, prompt: Prompt, max_tokens: u32) -> InferenceRequest {
         InferenceRequest {
             caller,
             model,
@@ -148,18 +143,14 @@ pub struct Inference {
 
 impl std::fmt::Debug for Inference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inference")
-            .field("request_id", &self.request_id.to_hex())
-            .finish_non_exhaustive()
+        f.debug_struct("Inference").field("request_id", &self.request_id.to_hex()).finish_non_exhaustive()
     }
 }
 
 /// Map a runtime error to the host error a client sees (status and code).
 pub fn map_runtime(e: RuntimeError) -> HostError {
     match e {
-        RuntimeError::QueueFull { retry_after_ms } => {
-            HostError::QueueFull(retry_after_ms.div_ceil(1000).max(1))
-        }
+        RuntimeError::QueueFull { retry_after_ms } => HostError::QueueFull(retry_after_ms.div_ceil(1000).max(1)),
         RuntimeError::ModelNotFound { model } => HostError::ModelNotFound(model),
         RuntimeError::InvalidRequest(m) => HostError::InvalidParameter(m),
         e @ RuntimeError::ContextOverflow { .. } => HostError::InvalidParameter(e.to_string()),
@@ -229,9 +220,7 @@ impl Inference {
         match stream.next_event().await {
             None => {
                 self.stream = None;
-                Some(Err(HostError::Internal(
-                    "generation ended without a final event".into(),
-                )))
+                Some(Err(HostError::Internal("generation ended without a final event".into())))
             }
             Some(Err(e)) => {
                 self.stream = None;
@@ -246,18 +235,9 @@ impl Inference {
                 self.text.push_str(&text);
                 Some(Ok(InferenceEvent::Delta(text)))
             }
-            Some(Ok(GenerationEvent::Done {
-                finish_reason,
-                usage,
-                timings,
-                token_ids,
-            })) => {
+            Some(Ok(GenerationEvent::Done { finish_reason, usage, timings, token_ids })) => {
                 self.stream = None;
-                Some(
-                    self.finish(finish_reason, usage, timings, token_ids)
-                        .await
-                        .map(InferenceEvent::Done),
-                )
+                Some(self.finish(finish_reason, usage, timings, token_ids).await.map(InferenceEvent::Done))
             }
         }
     }
@@ -292,24 +272,11 @@ impl Inference {
             cancelled: false,
         };
         let st = self.st.clone();
-        let (receipt_id, receipt) =
-            tokio::task::spawn_blocking(move || receipts::record(&st, &done))
-                .await
-                .map_err(|e| HostError::Internal(format!("receipt task: {e}")))??;
-        self.st.metrics.tokens(
-            &self.req.model.id,
-            usage.prompt_tokens as u64,
-            usage.completion_tokens as u64,
-        );
-        Ok(Finished {
-            finish_reason,
-            usage,
-            timings,
-            receipt_id,
-            receipt,
-            ttft_ms,
-            duration_ms,
-        })
+        let (receipt_id, receipt) = tokio::task::spawn_blocking(move || receipts::record(&st, &done))
+            .await
+            .map_err(|e| HostError::Internal(format!("receipt task: {e}")))??;
+        self.st.metrics.tokens(&self.req.model.id, usage.prompt_tokens as u64, usage.completion_tokens as u64);
+        Ok(Finished { finish_reason, usage, timings, receipt_id, receipt, ttft_ms, duration_ms })
     }
 
     /// Run to the end and collect the text.
@@ -324,18 +291,14 @@ impl Inference {
                 InferenceEvent::Done(finished) => return Ok(Completed { text, finished }),
             }
         }
-        Err(HostError::Internal(
-            "generation ended without a final event".into(),
-        ))
+        Err(HostError::Internal("generation ended without a final event".into()))
     }
 }
 
 impl Drop for Inference {
     fn drop(&mut self) {
         // Finished (receipt written) or failed before any text: nothing to account for.
-        let Some(stream) = self.stream.take() else {
-            return;
-        };
+        let Some(stream) = self.stream.take() else { return };
         drop(stream); // cancels the generation first, so the sequence frees now
         if self.text.is_empty() {
             return;
@@ -407,10 +370,7 @@ impl Completed {
 ///
 /// # Errors
 /// As [`start`] and [`Inference::next`].
-pub async fn quick_benchmark(
-    st: &Arc<NodeState>,
-    model: &ServedModel,
-) -> Result<serde_json::Value> {
+pub async fn quick_benchmark(st: &Arc<NodeState>, model: &ServedModel) -> Result<serde_json::Value> {
     use b3iq_runtime::bench::QuickBenchmark;
     let greq = QuickBenchmark::request(&model.id);
     let req = InferenceRequest {
@@ -428,14 +388,8 @@ pub async fn quick_benchmark(
         match ev? {
             InferenceEvent::Delta(text) => meter.on_event(&GenerationEvent::Delta { text }),
             InferenceEvent::Done(f) => {
-                meter.on_event(&GenerationEvent::Done {
-                    finish_reason: f.finish_reason,
-                    usage: f.usage,
-                    timings: f.timings,
-                    token_ids: None,
-                });
-                let mut v = serde_json::to_value(meter.finish()?)
-                    .map_err(|e| HostError::Internal(e.to_string()))?;
+                meter.on_event(&GenerationEvent::Done { finish_reason: f.finish_reason, usage: f.usage, timings: f.timings, token_ids: None });
+                let mut v = serde_json::to_value(meter.finish()?).map_err(|e| HostError::Internal(e.to_string()))?;
                 v["receipt_id"] = serde_json::Value::String(f.receipt_id);
                 return Ok(v);
             }

@@ -115,13 +115,9 @@ pub fn sign(st: &NodeState, s: &Served) -> Result<SignedReceipt> {
     // to the output text, with the token counts the backend reported.
     let prompt_json;
     let content = match &s.token_ids {
-        Some(t) => ServedContent::TokenIds {
-            prompt: &t.prompt,
-            completion: &t.completion,
-        },
+        Some(t) => ServedContent::TokenIds { prompt: &t.prompt, completion: &t.completion },
         None => {
-            prompt_json =
-                serde_json::to_string(&s.prompt).map_err(|e| HostError::Internal(e.to_string()))?;
+            prompt_json = serde_json::to_string(&s.prompt).map_err(|e| HostError::Internal(e.to_string()))?;
             ServedContent::Utf8Text {
                 prompt: &prompt_json,
                 completion: &s.output,
@@ -136,11 +132,7 @@ pub fn sign(st: &NodeState, s: &Served) -> Result<SignedReceipt> {
         model_id: s.model.id.clone(),
         artifact_digest: s.model.digest,
         backend: s.model.info.backend.as_str().to_string(),
-        mode: if s.network_price.is_some() {
-            b3iq_core::OperatingMode::Network
-        } else {
-            st.mode()
-        },
+        mode: if s.network_price.is_some() { b3iq_core::OperatingMode::Network } else { st.mode() },
         started_at_ms: s.started_at_ms,
         ttft_ms: s.ttft_ms,
         duration_ms: s.duration_ms,
@@ -165,8 +157,7 @@ pub fn record(st: &NodeState, s: &Served) -> Result<(String, Vec<u8>)> {
     let signed = sign(st, s)?;
     let id = signed.receipt_id().to_hex();
     // The usage row counts what the receipt says (with token ids, their lengths).
-    let (prompt_tokens, completion_tokens) =
-        (signed.body().prompt_tokens, signed.body().completion_tokens);
+    let (prompt_tokens, completion_tokens) = (signed.body().prompt_tokens, signed.body().completion_tokens);
     sql::insert(
         &st.db,
         &ReceiptRow {
@@ -181,12 +172,7 @@ pub fn record(st: &NodeState, s: &Served) -> Result<(String, Vec<u8>)> {
             ttft_ms: s.ttft_ms,
             duration_ms: s.duration_ms,
             signed: signed.encode(),
-            outcome: if s.cancelled {
-                "cancelled"
-            } else {
-                "completed"
-            }
-            .to_string(),
+            outcome: if s.cancelled { "cancelled" } else { "completed" }.to_string(),
         },
     )?;
     Ok((id, signed.encode()))
@@ -222,10 +208,7 @@ fn stored(r: ReceiptRow, node_pk: &NodePublicKey) -> StoredReceipt {
 /// `Db`.
 pub fn list(ctx: &Context, limit: u32, before: Option<i64>) -> Result<Vec<StoredReceipt>> {
     let pk = ctx.key.public();
-    Ok(sql::list(&ctx.db, limit, before)?
-        .into_iter()
-        .map(|r| stored(r, &pk))
-        .collect())
+    Ok(sql::list(&ctx.db, limit, before)?.into_iter().map(|r| stored(r, &pk)).collect())
 }
 
 /// All receipts, oldest first (for export).
@@ -234,10 +217,7 @@ pub fn list(ctx: &Context, limit: u32, before: Option<i64>) -> Result<Vec<Stored
 /// `Db`.
 pub fn all(ctx: &Context) -> Result<Vec<StoredReceipt>> {
     let pk = ctx.key.public();
-    Ok(sql::all(&ctx.db)?
-        .into_iter()
-        .map(|r| stored(r, &pk))
-        .collect())
+    Ok(sql::all(&ctx.db)?.into_iter().map(|r| stored(r, &pk)).collect())
 }
 
 /// One receipt by id.
@@ -263,10 +243,7 @@ pub struct VerifyReport {
 }
 
 /// Verify signed receipts (hex) offline against a node public key.
-pub fn verify_all<'a>(
-    node_pk: &NodePublicKey,
-    items: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> VerifyReport {
+pub fn verify_all<'a>(node_pk: &NodePublicKey, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> VerifyReport {
     let mut rep = VerifyReport::default();
     let mut seen = std::collections::HashSet::new();
     for (id, signed_hex) in items {

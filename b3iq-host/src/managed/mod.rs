@@ -27,11 +27,10 @@ use b3iq_core::enrollment::EnrollmentProof;
 use b3iq_core::heartbeat::{HealthStatus, Heartbeat, HeartbeatCounts, MAX_INVENTORY};
 use b3iq_core::job::IssuerClass;
 use b3iq_core::mode::OperatingMode;
-use b3iq_core::receipt::SignedReceipt;
 use b3iq_core::{NodeKey, NodePublicKey};
+use b3iq_core::receipt::SignedReceipt;
 use b3iq_protocol::messages::{
-    EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest,
-    ReceiptUpload, ReceiptUploadAck, MAX_RECEIPTS_PER_UPLOAD,
+    EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, ReceiptUpload, ReceiptUploadAck, MAX_RECEIPTS_PER_UPLOAD,
 };
 
 use crate::context::{unix_now, unix_now_ms, NodeState};
@@ -109,9 +108,7 @@ pub fn enrollment(db: &Db) -> Result<Option<Enrollment>> {
 /// # Errors
 /// `Db`.
 pub fn last_heartbeat(db: &Db) -> Result<Option<HeartbeatReport>> {
-    Ok(db
-        .meta_get(META_LAST_HEARTBEAT)?
-        .and_then(|s| serde_json::from_str(&s).ok()))
+    Ok(db.meta_get(META_LAST_HEARTBEAT)?.and_then(|s| serde_json::from_str(&s).ok()))
 }
 
 /// Checks a control-plane URL: `https://host[:port]` with an optional path prefix, no query,
@@ -120,21 +117,12 @@ pub fn last_heartbeat(db: &Db) -> Result<Option<HeartbeatReport>> {
 /// # Errors
 /// `InvalidParameter` saying what is wrong.
 pub fn check_control_url(url: &str) -> Result<String> {
-    let u = reqwest::Url::parse(url)
-        .map_err(|e| HostError::InvalidParameter(format!("--control {url:?}: {e}")))?;
+    let u = reqwest::Url::parse(url).map_err(|e| HostError::InvalidParameter(format!("--control {url:?}: {e}")))?;
     if u.scheme() != "https" {
         return Err(HostError::InvalidParameter(format!("--control must be an https:// URL (got {}://); the control plane is only reached over TLS", u.scheme())));
     }
-    if !u.username().is_empty()
-        || u.password().is_some()
-        || u.query().is_some()
-        || u.fragment().is_some()
-        || u.host().is_none()
-    {
-        return Err(HostError::InvalidParameter(
-            "--control takes https://host[:port][/prefix], without credentials, query or fragment"
-                .into(),
-        ));
+    if !u.username().is_empty() || u.password().is_some() || u.query().is_some() || u.fragment().is_some() || u.host().is_none() {
+        return Err(HostError::InvalidParameter("--control takes https://host[:port][/prefix], without credentials, query or fragment".into()));
     }
     Ok(url.trim_end_matches('/').to_string())
 }
@@ -152,31 +140,21 @@ pub fn client(ca_pem: Option<&str>) -> Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("b3iqd/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .map_err(|e| HostError::InvalidParameter(format!("--ca-file: {e}")))?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| HostError::InvalidParameter(format!("--ca-file: {e}")))?;
         if certs.is_empty() {
-            return Err(HostError::InvalidParameter(
-                "--ca-file holds no CERTIFICATE block".into(),
-            ));
+            return Err(HostError::InvalidParameter("--ca-file holds no CERTIFICATE block".into()));
         }
         b = b.tls_built_in_root_certs(false);
         for c in certs {
             b = b.add_root_certificate(c);
         }
     }
-    b.build()
-        .map_err(|e| HostError::Internal(format!("http client: {e}")))
+    b.build().map_err(|e| HostError::Internal(format!("http client: {e}")))
 }
 
 /// POSTs `body` (JSON) and decodes a JSON answer of at most [`MAX_ANSWER_BYTES`]; a control-plane
 /// error becomes `ControlPlane` with its message and code.
-pub(crate) async fn post<T: serde::de::DeserializeOwned>(
-    c: &reqwest::Client,
-    url: &str,
-    bearer: Option<&str>,
-    body: &impl serde::Serialize,
-    timeout: Option<Duration>,
-) -> std::result::Result<T, CallError> {
+pub(crate) async fn post<T: serde::de::DeserializeOwned>(c: &reqwest::Client, url: &str, bearer: Option<&str>, body: &impl serde::Serialize, timeout: Option<Duration>) -> std::result::Result<T, CallError> {
     let mut req = c.post(url).json(body);
     if let Some(t) = timeout {
         req = req.timeout(t);
@@ -184,27 +162,14 @@ pub(crate) async fn post<T: serde::de::DeserializeOwned>(
     if let Some(b) = bearer {
         req = req.bearer_auth(b);
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| CallError::Unreachable(describe(&e)))?;
+    let resp = req.send().await.map_err(|e| CallError::Unreachable(describe(&e)))?;
     let status = resp.status();
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
-        return Err(CallError::Unreachable(format!(
-            "answer of {} bytes is too large",
-            resp.content_length().unwrap_or(0)
-        )));
+    if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+        return Err(CallError::Unreachable(format!("answer of {} bytes is too large", resp.content_length().unwrap_or(0))));
     }
     let mut bytes = Vec::new();
     let mut resp = resp;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| CallError::Unreachable(describe(&e)))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| CallError::Unreachable(describe(&e)))? {
         if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
             return Err(CallError::Unreachable("answer too large".into()));
         }
@@ -212,22 +177,11 @@ pub(crate) async fn post<T: serde::de::DeserializeOwned>(
     }
     if !status.is_success() {
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let msg = v["error"]["message"]
-            .as_str()
-            .map(|m| m.chars().take(300).collect::<String>())
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        let code = v["error"]["code"]
-            .as_str()
-            .map(|c| c.chars().take(40).collect::<String>());
-        return Err(CallError::Refused {
-            status: status.as_u16(),
-            code,
-            message: msg,
-        });
+        let msg = v["error"]["message"].as_str().map(|m| m.chars().take(300).collect::<String>()).unwrap_or_else(|| format!("HTTP {status}"));
+        let code = v["error"]["code"].as_str().map(|c| c.chars().take(40).collect::<String>());
+        return Err(CallError::Refused { status: status.as_u16(), code, message: msg });
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        CallError::Unreachable(format!("the control plane's answer does not parse: {e}"))
-    })
+    serde_json::from_slice(&bytes).map_err(|e| CallError::Unreachable(format!("the control plane's answer does not parse: {e}")))
 }
 
 /// Why a control-plane call failed.
@@ -250,9 +204,7 @@ impl From<CallError> for HostError {
     fn from(e: CallError) -> HostError {
         match e {
             CallError::Unreachable(m) => HostError::ControlPlane(format!("unreachable: {m}")),
-            CallError::Refused {
-                status, message, ..
-            } => HostError::ControlPlane(format!("refused (HTTP {status}): {message}")),
+            CallError::Refused { status, message, .. } => HostError::ControlPlane(format!("refused (HTTP {status}): {message}")),
         }
     }
 }
@@ -274,19 +226,8 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// Proof of possession, shared by enrollment and renewal: asks `base` for a one-time challenge
 /// and signs an `EnrollmentProof` over its nonce and audience with the node key.
-async fn prove(
-    c: &reqwest::Client,
-    base: &str,
-    key: &NodeKey,
-) -> Result<(EnrollmentChallenge, EnrollmentRequest)> {
-    let challenge: EnrollmentChallenge = post(
-        c,
-        &format!("{base}/v1/node/enroll/challenge"),
-        None,
-        &serde_json::json!({}),
-        None,
-    )
-    .await?;
+async fn prove(c: &reqwest::Client, base: &str, key: &NodeKey) -> Result<(EnrollmentChallenge, EnrollmentRequest)> {
+    let challenge: EnrollmentChallenge = post(c, &format!("{base}/v1/node/enroll/challenge"), None, &serde_json::json!({}), None).await?;
     let proof = key.sign_object(EnrollmentProof {
         node_id: key.node_id(),
         public_key: key.public(),
@@ -294,10 +235,7 @@ async fn prove(
         nonce: challenge.nonce,
         signed_at_ms: unix_now_ms(),
     })?;
-    let req = EnrollmentRequest {
-        challenge_id: challenge.challenge_id,
-        proof,
-    };
+    let req = EnrollmentRequest { challenge_id: challenge.challenge_id, proof };
     Ok((challenge, req))
 }
 
@@ -310,39 +248,18 @@ async fn prove(
 /// `InvalidParameter` for a bad URL, token or CA; `ModeNotAvailable` when already enrolled;
 /// `ControlPlane` with the control plane's reason (used or expired token or challenge, another
 /// audience, a revoked node) or the transport's; `Db`.
-pub async fn enroll(
-    db: &Db,
-    key: &NodeKey,
-    control_url: &str,
-    token: &str,
-    ca_pem: Option<&str>,
-) -> Result<Enrollment> {
+pub async fn enroll(db: &Db, key: &NodeKey, control_url: &str, token: &str, ca_pem: Option<&str>) -> Result<Enrollment> {
     let base = check_control_url(control_url)?;
-    b3iq_core::credential::Credential::parse_kind(
-        token.trim(),
-        b3iq_core::credential::CredentialKind::Enrollment,
-    )
-    .map_err(|e| HostError::InvalidParameter(format!("enrollment token: {e}")))?;
+    b3iq_core::credential::Credential::parse_kind(token.trim(), b3iq_core::credential::CredentialKind::Enrollment)
+        .map_err(|e| HostError::InvalidParameter(format!("enrollment token: {e}")))?;
     if let Some(e) = enrollment(db)? {
-        return Err(HostError::ModeNotAvailable(format!(
-            "already enrolled with {} ({}); run `b3iqd unenroll` first",
-            e.audience, e.control_url
-        )));
+        return Err(HostError::ModeNotAvailable(format!("already enrolled with {} ({}); run `b3iqd unenroll` first", e.audience, e.control_url)));
     }
     let c = client(ca_pem)?;
     let (challenge, req) = prove(&c, &base, key).await?;
-    let acc: EnrollmentAccepted = post(
-        &c,
-        &format!("{base}/v1/node/enroll"),
-        Some(token.trim()),
-        &req,
-        None,
-    )
-    .await?;
+    let acc: EnrollmentAccepted = post(&c, &format!("{base}/v1/node/enroll"), Some(token.trim()), &req, None).await?;
     if acc.node_id != key.node_id() || acc.audience != challenge.audience {
-        return Err(HostError::ControlPlane(
-            "the answer names another node or control plane; not enrolled".into(),
-        ));
+        return Err(HostError::ControlPlane("the answer names another node or control plane; not enrolled".into()));
     }
     let e = Enrollment {
         control_url: base,
@@ -359,30 +276,14 @@ pub async fn enroll(
     let json = serde_json::to_string(&e).map_err(|x| HostError::Internal(x.to_string()))?;
     let now = unix_now();
     managed_sql::put_enrollment(db, &json)?;
-    jobs_sql::put_trust_root(
-        db,
-        &TrustRoot {
-            key: e.job_key,
-            class: IssuerClass::Remote,
-            added_at: now,
-            label: format!("control plane {}", e.audience),
-        },
-    )?;
+    jobs_sql::put_trust_root(db, &TrustRoot { key: e.job_key, class: IssuerClass::Remote, added_at: now, label: format!("control plane {}", e.audience) })?;
     crate::context::mode::store(db, OperatingMode::Managed)?;
-    db.audit(
-        now,
-        "owner",
-        "managed.enroll",
-        &e.audience,
-        "ok",
-        &format!("org={} job_key={}", e.org_id, e.job_key.to_hex()),
-    );
+    db.audit(now, "owner", "managed.enroll", &e.audience, "ok", &format!("org={} job_key={}", e.org_id, e.job_key.to_hex()));
     Ok(e)
 }
 
 fn parse_enrollment(s: &str) -> Result<Enrollment> {
-    serde_json::from_str(s)
-        .map_err(|e| HostError::Config(format!("state.db managed_enrollment: {e}")))
+    serde_json::from_str(s).map_err(|e| HostError::Config(format!("state.db managed_enrollment: {e}")))
 }
 
 /// In one transaction: change the current enrollment with `f` (a read-modify-write that cannot
@@ -393,15 +294,10 @@ fn parse_enrollment(s: &str) -> Result<Enrollment> {
 /// `Db`; `Config` for a corrupt enrollment row.
 pub fn update_enrollment(db: &Db, f: impl FnOnce(&mut Enrollment)) -> Result<Option<Enrollment>> {
     db.tx(|tx| {
-        let Some(json) = managed_sql::enrollment_json_in(tx)? else {
-            return Ok(None);
-        };
+        let Some(json) = managed_sql::enrollment_json_in(tx)? else { return Ok(None) };
         let mut e = parse_enrollment(&json)?;
         f(&mut e);
-        managed_sql::put_enrollment_json_in(
-            tx,
-            &serde_json::to_string(&e).map_err(|x| HostError::Internal(x.to_string()))?,
-        )?;
+        managed_sql::put_enrollment_json_in(tx, &serde_json::to_string(&e).map_err(|x| HostError::Internal(x.to_string()))?)?;
         Ok(Some(e))
     })
 }
@@ -415,16 +311,9 @@ pub fn update_enrollment(db: &Db, f: impl FnOnce(&mut Enrollment)) -> Result<Opt
 ///
 /// # Errors
 /// `InvalidParameter` when the node is not enrolled or `old` is not the pinned key; `Db`.
-pub fn rotate_job_key_in(
-    tx: &rusqlite::Transaction<'_>,
-    old: &NodePublicKey,
-    new: &NodePublicKey,
-    now: u64,
-) -> Result<()> {
+pub fn rotate_job_key_in(tx: &rusqlite::Transaction<'_>, old: &NodePublicKey, new: &NodePublicKey, now: u64) -> Result<()> {
     let Some(json) = managed_sql::enrollment_json_in(tx)? else {
-        return Err(HostError::InvalidParameter(
-            "rotate_issuer_key refused: the node is not enrolled with a control plane".into(),
-        ));
+        return Err(HostError::InvalidParameter("rotate_issuer_key refused: the node is not enrolled with a control plane".into()));
     };
     let mut e = parse_enrollment(&json)?;
     if &e.job_key != old {
@@ -434,21 +323,10 @@ pub fn rotate_job_key_in(
             e.job_key.to_hex()
         )));
     }
-    e.job_sequence_floor = e
-        .job_sequence_floor
-        .max(managed_sql::max_seen_sequence_in(tx, &old.to_hex())?);
+    e.job_sequence_floor = e.job_sequence_floor.max(managed_sql::max_seen_sequence_in(tx, &old.to_hex())?);
     e.job_key = *new;
-    managed_sql::replace_remote_root_in(
-        tx,
-        &old.to_hex(),
-        &new.to_hex(),
-        &format!("control plane {}", e.audience),
-        now,
-    )?;
-    managed_sql::put_enrollment_json_in(
-        tx,
-        &serde_json::to_string(&e).map_err(|x| HostError::Internal(x.to_string()))?,
-    )
+    managed_sql::replace_remote_root_in(tx, &old.to_hex(), &new.to_hex(), &format!("control plane {}", e.audience), now)?;
+    managed_sql::put_enrollment_json_in(tx, &serde_json::to_string(&e).map_err(|x| HostError::Internal(x.to_string()))?)
 }
 
 /// How long before the enrollment ends the node renews it: a third of its lifetime, at most
@@ -463,34 +341,16 @@ pub fn renew_before_ms(e: &Enrollment) -> u64 {
 /// # Errors
 /// `ControlPlane` with the control plane's reason (suspended, revoked, expired: enroll again)
 /// or the transport's; `Db`.
-pub async fn renew(
-    db: &Db,
-    key: &NodeKey,
-    e: &Enrollment,
-    c: &reqwest::Client,
-) -> Result<Enrollment> {
+pub async fn renew(db: &Db, key: &NodeKey, e: &Enrollment, c: &reqwest::Client) -> Result<Enrollment> {
     let (challenge, req) = prove(c, &e.control_url, key).await?;
     if challenge.audience.as_str() != e.audience {
-        return Err(HostError::ControlPlane(format!(
-            "the control plane now calls itself {}, not {}; not renewed",
-            challenge.audience.as_str(),
-            e.audience
-        )));
+        return Err(HostError::ControlPlane(format!("the control plane now calls itself {}, not {}; not renewed", challenge.audience.as_str(), e.audience)));
     }
-    let acc: EnrollmentAccepted = post(
-        c,
-        &format!("{}/v1/node/enroll/renew", e.control_url),
-        None,
-        &req,
-        None,
-    )
-    .await?;
+    let acc: EnrollmentAccepted = post(c, &format!("{}/v1/node/enroll/renew", e.control_url), None, &req, None).await?;
     // The answer's job key is not looked at: the pinned key changes only by a
     // `rotate_issuer_key` job signed with the pinned key, never by a renewal.
     if acc.node_id != key.node_id() {
-        return Err(HostError::ControlPlane(
-            "the renewal names another node; not renewed".into(),
-        ));
+        return Err(HostError::ControlPlane("the renewal names another node; not renewed".into()));
     }
     // Only the term changes, in one read-modify-write (a key rotation may have landed since
     // `e` was read); the last heartbeat's outcome stays.
@@ -499,17 +359,8 @@ pub async fn renew(
         r.expires_at_ms = acc.expires_at_ms;
         r.heartbeat_interval_ms = interval;
     })?
-    .ok_or_else(|| {
-        HostError::ControlPlane("the node was unenrolled during the renewal; not renewed".into())
-    })?;
-    db.audit(
-        unix_now(),
-        "system",
-        "managed.renew",
-        &e.audience,
-        "ok",
-        &format!("expires_at_ms={}", acc.expires_at_ms),
-    );
+    .ok_or_else(|| HostError::ControlPlane("the node was unenrolled during the renewal; not renewed".into()))?;
+    db.audit(unix_now(), "system", "managed.renew", &e.audience, "ok", &format!("expires_at_ms={}", acc.expires_at_ms));
     Ok(renewed)
 }
 
@@ -519,19 +370,10 @@ pub async fn renew(
 /// # Errors
 /// `Db`.
 pub fn unenroll(db: &Db) -> Result<Option<Enrollment>> {
-    let Some(e) = enrollment(db)? else {
-        return Ok(None);
-    };
+    let Some(e) = enrollment(db)? else { return Ok(None) };
     managed_sql::clear_enrollment(db, &e.job_key.to_hex())?;
     crate::context::mode::store(db, OperatingMode::Local)?;
-    db.audit(
-        unix_now(),
-        "owner",
-        "managed.unenroll",
-        &e.audience,
-        "ok",
-        "",
-    );
+    db.audit(unix_now(), "owner", "managed.unenroll", &e.audience, "ok", "");
     Ok(Some(e))
 }
 
@@ -539,11 +381,7 @@ pub fn unenroll(db: &Db) -> Result<Option<Enrollment>> {
 pub fn heartbeat_body(state: &NodeState, sequence: u64) -> Heartbeat {
     let rt = state.runtime.as_ref().map(|r| r.metrics());
     let served = state.served_models();
-    let mut inventory: Vec<Sha256Digest> = served
-        .iter()
-        .map(|m| m.digest)
-        .filter(|d| d.0 != [0; 32])
-        .collect();
+    let mut inventory: Vec<Sha256Digest> = served.iter().map(|m| m.digest).filter(|d| d.0 != [0; 32]).collect();
     inventory.sort();
     inventory.dedup();
     inventory.truncate(MAX_INVENTORY as usize);
@@ -573,43 +411,16 @@ pub fn heartbeat_body(state: &NodeState, sequence: u64) -> Heartbeat {
 ///
 /// # Errors
 /// `ControlPlane` when refused or unreachable (also recorded); `Db`; `Core` for signing.
-pub async fn send_heartbeat(
-    state: &NodeState,
-    e: &Enrollment,
-    c: &reqwest::Client,
-) -> Result<HeartbeatAck> {
+pub async fn send_heartbeat(state: &NodeState, e: &Enrollment, c: &reqwest::Client) -> Result<HeartbeatAck> {
     let seq = managed_sql::next_heartbeat_sequence(&state.db)?;
     let signed = state.key.sign_object(heartbeat_body(state, seq))?;
-    let r: std::result::Result<HeartbeatAck, CallError> = post(
-        c,
-        &format!("{}/v1/node/heartbeat", e.control_url),
-        None,
-        &HeartbeatRequest { heartbeat: signed },
-        None,
-    )
-    .await;
+    let r: std::result::Result<HeartbeatAck, CallError> = post(c, &format!("{}/v1/node/heartbeat", e.control_url), None, &HeartbeatRequest { heartbeat: signed }, None).await;
     let report = match &r {
-        Ok(_) => HeartbeatReport {
-            at_ms: unix_now_ms(),
-            sequence: seq,
-            outcome: "accepted".into(),
-            code: None,
-            error: None,
-        },
-        Err(CallError::Unreachable(m)) => HeartbeatReport {
-            at_ms: unix_now_ms(),
-            sequence: seq,
-            outcome: "unreachable".into(),
-            code: None,
-            error: Some(m.clone()),
-        },
-        Err(CallError::Refused { code, message, .. }) => HeartbeatReport {
-            at_ms: unix_now_ms(),
-            sequence: seq,
-            outcome: "refused".into(),
-            code: code.clone(),
-            error: Some(message.clone()),
-        },
+        Ok(_) => HeartbeatReport { at_ms: unix_now_ms(), sequence: seq, outcome: "accepted".into(), code: None, error: None },
+        Err(CallError::Unreachable(m)) => HeartbeatReport { at_ms: unix_now_ms(), sequence: seq, outcome: "unreachable".into(), code: None, error: Some(m.clone()) },
+        Err(CallError::Refused { code, message, .. }) => {
+            HeartbeatReport { at_ms: unix_now_ms(), sequence: seq, outcome: "refused".into(), code: code.clone(), error: Some(message.clone()) }
+        }
     };
     if let Ok(j) = serde_json::to_string(&report) {
         state.db.meta_set(META_LAST_HEARTBEAT, &j)?;
@@ -624,19 +435,11 @@ pub async fn send_heartbeat(
 ///
 /// # Errors
 /// `ControlPlane` when refused or unreachable (the receipts stay in the outbox); `Db`.
-pub async fn upload_receipts(
-    state: &NodeState,
-    e: &Enrollment,
-    c: &reqwest::Client,
-) -> Result<usize> {
+pub async fn upload_receipts(state: &NodeState, e: &Enrollment, c: &reqwest::Client) -> Result<usize> {
     let url = format!("{}/v1/node/receipts", e.control_url);
     let mut sent = 0;
     for _ in 0..16 {
-        let rows = crate::store::receipts::not_uploaded(
-            &state.db,
-            e.receipts_from_ms / 1000,
-            MAX_RECEIPTS_PER_UPLOAD as u32,
-        )?;
+        let rows = crate::store::receipts::not_uploaded(&state.db, e.receipts_from_ms / 1000, MAX_RECEIPTS_PER_UPLOAD as u32)?;
         if rows.is_empty() {
             break;
         }
@@ -644,8 +447,7 @@ pub async fn upload_receipts(
         for (_, bytes) in &rows {
             receipts.push(SignedReceipt::decode(bytes)?);
         }
-        let batch = ReceiptUpload::sign(&state.key, receipts, unix_now_ms())
-            .map_err(|x| HostError::Internal(x.to_string()))?;
+        let batch = ReceiptUpload::sign(&state.key, receipts, unix_now_ms()).map_err(|x| HostError::Internal(x.to_string()))?;
         let _: ReceiptUploadAck = post(c, &url, None, &batch, None).await?;
         let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
         crate::store::receipts::mark_uploaded(&state.db, &seqs, unix_now())?;
@@ -695,11 +497,7 @@ pub async fn run_heartbeats(state: Arc<NodeState>, mut stop: tokio::sync::watch:
                 };
                 // Renew headlessly once the enrollment nears its end.
                 let beat = match beat {
-                    Ok(())
-                        if e.expires_at_ms.saturating_sub(unix_now_ms()) < renew_before_ms(&e) =>
-                    {
-                        renew(&state.db, &state.key, &e, &c).await.map(|_| ())
-                    }
+                    Ok(()) if e.expires_at_ms.saturating_sub(unix_now_ms()) < renew_before_ms(&e) => renew(&state.db, &state.key, &e, &c).await.map(|_| ()),
                     other => other,
                 };
                 match beat {
@@ -737,10 +535,7 @@ pub async fn run_heartbeats(state: Arc<NodeState>, mut stop: tokio::sync::watch:
 }
 
 /// Waits `d`; `true` when the node is stopping (stop set, or its sender gone).
-pub(crate) async fn sleep_or_stop(
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-    d: Duration,
-) -> bool {
+pub(crate) async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
     if *stop.borrow() {
         return true;
     }

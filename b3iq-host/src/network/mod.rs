@@ -62,13 +62,7 @@ pub struct NetworkPolicy {
 
 impl Default for NetworkPolicy {
     fn default() -> Self {
-        NetworkPolicy {
-            schedule: Vec::new(),
-            max_tokens_per_day: None,
-            max_concurrent: 1,
-            models: Vec::new(),
-            price_floor: PriceSchedule::FREE,
-        }
+        NetworkPolicy { schedule: Vec::new(), max_tokens_per_day: None, max_concurrent: 1, models: Vec::new(), price_floor: PriceSchedule::FREE }
     }
 }
 
@@ -79,28 +73,18 @@ impl NetworkPolicy {
     /// `InvalidParameter` naming the bad field.
     pub fn validate(&self) -> Result<()> {
         if self.max_concurrent == 0 || self.max_concurrent > 1024 {
-            return Err(HostError::InvalidParameter(
-                "max_concurrent must be 1 to 1024".into(),
-            ));
+            return Err(HostError::InvalidParameter("max_concurrent must be 1 to 1024".into()));
         }
         if self.schedule.len() > 32 || self.models.len() > 16 {
-            return Err(HostError::InvalidParameter(
-                "at most 32 schedule windows and 16 models".into(),
-            ));
+            return Err(HostError::InvalidParameter("at most 32 schedule windows and 16 models".into()));
         }
         for w in &self.schedule {
-            if w.start_hour > 23
-                || w.end_hour > 24
-                || w.end_hour <= w.start_hour
-                || w.days.iter().any(|d| *d > 6)
-                || w.days.len() > 7
-            {
+            if w.start_hour > 23 || w.end_hour > 24 || w.end_hour <= w.start_hour || w.days.iter().any(|d| *d > 6) || w.days.len() > 7 {
                 return Err(HostError::InvalidParameter("a schedule window needs days 0 (Monday) to 6 and hours 0 <= start_hour < end_hour <= 24 (UTC)".into()));
             }
         }
         for m in &self.models {
-            b3iq_core::codec::check_identifier("models", m, 128)
-                .map_err(|e| HostError::InvalidParameter(e.to_string()))?;
+            b3iq_core::codec::check_identifier("models", m, 128).map_err(|e| HostError::InvalidParameter(e.to_string()))?;
         }
         Ok(())
     }
@@ -112,11 +96,7 @@ impl NetworkPolicy {
         }
         let day = ((unix_s / 86_400 + 3) % 7) as u8; // 1970-01-01 was a Thursday (3 = Thursday, 0 = Monday)
         let hour = ((unix_s % 86_400) / 3600) as u8;
-        self.schedule.iter().any(|w| {
-            (w.days.is_empty() || w.days.contains(&day))
-                && hour >= w.start_hour
-                && hour < w.end_hour
-        })
+        self.schedule.iter().any(|w| (w.days.is_empty() || w.days.contains(&day)) && hour >= w.start_hour && hour < w.end_hour)
     }
 
     /// Whether a ticket's schedule is at or above the floor.
@@ -134,8 +114,7 @@ impl NetworkPolicy {
 pub fn policy(st: &Context) -> Result<NetworkPolicy> {
     match st.db.meta_get(META_NETWORK_POLICY)? {
         None => Ok(NetworkPolicy::default()),
-        Some(s) => serde_json::from_str(&s)
-            .map_err(|e| HostError::Config(format!("state.db network_policy: {e}"))),
+        Some(s) => serde_json::from_str(&s).map_err(|e| HostError::Config(format!("state.db network_policy: {e}"))),
     }
 }
 
@@ -147,8 +126,7 @@ pub fn set_policy(st: &Context, p: &NetworkPolicy) -> Result<()> {
     p.validate()?;
     let json = serde_json::to_string(p).map_err(|e| HostError::Internal(e.to_string()))?;
     st.db.meta_set(META_NETWORK_POLICY, &json)?;
-    st.db
-        .audit(st.now(), "owner", "network.policy", "network", "ok", &json);
+    st.db.audit(st.now(), "owner", "network.policy", "network", "ok", &json);
     Ok(())
 }
 
@@ -163,9 +141,7 @@ pub fn offered_concurrency(st: &Context, p: &NetworkPolicy) -> u32 {
 pub fn not_ready(st: &NodeState) -> Option<String> {
     let enrolled = crate::managed::enrollment(&st.db).ok().flatten().is_some();
     if !enrolled {
-        return Some(
-            "network mode needs an enrollment in a control plane first (`b3iqd enroll`)".into(),
-        );
+        return Some("network mode needs an enrollment in a control plane first (`b3iqd enroll`)".into());
     }
     let p = policy(st).unwrap_or_default();
     if offered_concurrency(st, &p) == 0 {
@@ -183,10 +159,7 @@ pub fn tunnel_models(st: &NodeState, p: &NetworkPolicy) -> Vec<TunnelModel> {
         .served_models()
         .into_iter()
         .filter(|m| (p.models.is_empty() || p.models.contains(&m.id)) && m.digest.0 != [0; 32])
-        .map(|m| TunnelModel {
-            model_id: m.id,
-            digest: m.digest,
-        })
+        .map(|m| TunnelModel { model_id: m.id, digest: m.digest })
         .collect();
     v.sort();
     v.dedup_by(|a, b| a.model_id == b.model_id);
@@ -211,11 +184,7 @@ pub struct TunnelContext {
 impl TunnelContext {
     /// A context for a tunnel opened with this gateway.
     pub fn new(gateway_id: Audience, ticket_key: NodePublicKey) -> TunnelContext {
-        TunnelContext {
-            gateway_id,
-            ticket_key,
-            seen: Default::default(),
-        }
+        TunnelContext { gateway_id, ticket_key, seen: Default::default() }
     }
 
     /// Records `id` (valid until `expires_at_ms`); `false` when it was seen before. Expired
@@ -267,9 +236,7 @@ pub fn today(st: &NodeState) -> Result<Today> {
         t.requests += 1;
         t.tokens += u64::from(p) + u64::from(c);
         if let Ok(r) = SignedReceipt::decode(&signed) {
-            t.earned_micro_credits = t
-                .earned_micro_credits
-                .saturating_add(r.body().price_micro_credits);
+            t.earned_micro_credits = t.earned_micro_credits.saturating_add(r.body().price_micro_credits);
         }
     }
     Ok(t)
@@ -284,75 +251,38 @@ pub fn today(st: &NodeState) -> Result<Today> {
 /// # Errors
 /// `InvalidTicket` (401) for the ticket; `NetworkPolicy` (403) for the policy;
 /// `NetworkBusy` (429) when the share is full; `ModelNotFound`.
-pub fn admit(
-    st: &Arc<NodeState>,
-    t: &TunnelContext,
-    ticket_header: Option<&str>,
-) -> Result<Arc<NetworkGrant>> {
+pub fn admit(st: &Arc<NodeState>, t: &TunnelContext, ticket_header: Option<&str>) -> Result<Arc<NetworkGrant>> {
     let now_ms = unix_now_ms();
-    let raw = ticket_header.ok_or_else(|| {
-        HostError::InvalidTicket(format!(
-            "send the gateway's ticket in {}",
-            b3iq_protocol::gateway::TICKET_HEADER
-        ))
-    })?;
-    let ticket =
-        RequestTicket::from_header(raw).map_err(|e| HostError::InvalidTicket(e.to_string()))?;
-    ticket
-        .verify_for(
-            &t.ticket_key,
-            &t.gateway_id,
-            &st.node_id,
-            now_ms,
-            TICKET_SKEW_MS,
-        )
-        .map_err(|e| HostError::InvalidTicket(e.to_string()))?;
+    let raw = ticket_header.ok_or_else(|| HostError::InvalidTicket(format!("send the gateway's ticket in {}", b3iq_protocol::gateway::TICKET_HEADER)))?;
+    let ticket = RequestTicket::from_header(raw).map_err(|e| HostError::InvalidTicket(e.to_string()))?;
+    ticket.verify_for(&t.ticket_key, &t.gateway_id, &st.node_id, now_ms, TICKET_SKEW_MS).map_err(|e| HostError::InvalidTicket(e.to_string()))?;
     if st.mode() != OperatingMode::Network {
-        return Err(HostError::NetworkPolicy(format!(
-            "the node is in {} mode",
-            st.mode()
-        )));
+        return Err(HostError::NetworkPolicy(format!("the node is in {} mode", st.mode())));
     }
     let p = policy(st)?;
     if !p.price_ok(&ticket.price) {
-        return Err(HostError::NetworkPolicy(
-            "the ticket's price is below the owner's price floor".into(),
-        ));
+        return Err(HostError::NetworkPolicy("the ticket's price is below the owner's price floor".into()));
     }
     if !(p.models.is_empty() || p.models.contains(&ticket.model_id)) {
-        return Err(HostError::NetworkPolicy(format!(
-            "model {} is not offered to the network",
-            ticket.model_id
-        )));
+        return Err(HostError::NetworkPolicy(format!("model {} is not offered to the network", ticket.model_id)));
     }
     if st.served_model(&ticket.model_id).is_none() {
         return Err(HostError::ModelNotFound(ticket.model_id.clone()));
     }
     if !p.in_schedule(now_ms / 1000) {
-        return Err(HostError::NetworkPolicy(
-            "outside the owner's network schedule".into(),
-        ));
+        return Err(HostError::NetworkPolicy("outside the owner's network schedule".into()));
     }
     if let Some(limit) = p.max_tokens_per_day {
         if receipts_sql::network_tokens_since(&st.db, unix_now() / 86_400 * 86_400)? >= limit {
-            return Err(HostError::NetworkPolicy(format!(
-                "today's network token budget ({limit}) is spent"
-            )));
+            return Err(HostError::NetworkPolicy(format!("today's network token budget ({limit}) is spent")));
         }
     }
-    if !t.first_use(ticket.request_id, ticket.expires_at_ms, now_ms)
-        || receipts_sql::request_id_used(&st.db, &ticket.request_id.to_hex())?
-    {
-        return Err(HostError::InvalidTicket(
-            "this ticket's request id was already used".into(),
-        ));
+    if !t.first_use(ticket.request_id, ticket.expires_at_ms, now_ms) || receipts_sql::request_id_used(&st.db, &ticket.request_id.to_hex())? {
+        return Err(HostError::InvalidTicket("this ticket's request id was already used".into()));
     }
     let limit = offered_concurrency(st, &p);
     let prev = st.network_in_flight.fetch_add(1, Ordering::AcqRel);
-    let grant = Arc::new(NetworkGrant {
-        ticket,
-        st: st.clone(),
-    });
+    let grant = Arc::new(NetworkGrant { ticket, st: st.clone() });
     if prev >= limit {
         // Dropping the grant gives the place back.
         drop(grant);
@@ -380,8 +310,7 @@ pub fn enable(ctx: &Context, p: Option<&NetworkPolicy>) -> Result<NetworkPolicy>
         return Err(HostError::InvalidParameter(format!("network mode keeps one slot for local keys, so it needs \"parallel\" of at least 2 in config.json (now {})", ctx.config.parallel)));
     }
     crate::context::mode::store(&ctx.db, OperatingMode::Network)?;
-    ctx.db
-        .audit(ctx.now(), "owner", "mode.change", "network", "ok", "cli");
+    ctx.db.audit(ctx.now(), "owner", "mode.change", "network", "ok", "cli");
     Ok(p)
 }
 
@@ -390,14 +319,9 @@ pub fn enable(ctx: &Context, p: Option<&NetworkPolicy>) -> Result<NetworkPolicy>
 /// # Errors
 /// `Db`.
 pub fn disable(ctx: &Context) -> Result<OperatingMode> {
-    let m = if crate::managed::enrollment(&ctx.db)?.is_some() {
-        OperatingMode::Managed
-    } else {
-        OperatingMode::Local
-    };
+    let m = if crate::managed::enrollment(&ctx.db)?.is_some() { OperatingMode::Managed } else { OperatingMode::Local };
     crate::context::mode::store(&ctx.db, m)?;
-    ctx.db
-        .audit(ctx.now(), "owner", "mode.change", m.as_str(), "ok", "cli");
+    ctx.db.audit(ctx.now(), "owner", "mode.change", m.as_str(), "ok", "cli");
     Ok(m)
 }
 
@@ -423,12 +347,7 @@ pub fn set_tunnel_status(st: &NodeState, s: &TunnelStatus) {
 
 /// The tunnel's last recorded state.
 pub fn tunnel_status(st: &NodeState) -> TunnelStatus {
-    st.db
-        .meta_get(META_TUNNEL_STATUS)
-        .ok()
-        .flatten()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default()
+    st.db.meta_get(META_TUNNEL_STATUS).ok().flatten().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -437,14 +356,7 @@ mod tests {
 
     #[test]
     fn schedules_and_floors() {
-        let p = NetworkPolicy {
-            schedule: vec![ScheduleWindow {
-                days: vec![0, 1, 2, 3, 4],
-                start_hour: 9,
-                end_hour: 17,
-            }],
-            ..Default::default()
-        };
+        let p = NetworkPolicy { schedule: vec![ScheduleWindow { days: vec![0, 1, 2, 3, 4], start_hour: 9, end_hour: 17 }], ..Default::default() };
         p.validate().unwrap();
         // 2026-11-30 was a Monday.
         let monday_10 = 1_796_000_400 - 1_796_000_400 % 86_400 + 10 * 3600;
@@ -454,25 +366,10 @@ mod tests {
         assert!(!p.in_schedule(monday_10 + 8 * 3600), "18:00");
         assert!(!p.in_schedule(monday_10 + 5 * 86_400), "Saturday");
         assert!(NetworkPolicy::default().in_schedule(monday_10 + 5 * 86_400));
-        let bad = NetworkPolicy {
-            schedule: vec![ScheduleWindow {
-                days: vec![],
-                start_hour: 9,
-                end_hour: 9,
-            }],
-            ..Default::default()
-        };
+        let bad = NetworkPolicy { schedule: vec![ScheduleWindow { days: vec![], start_hour: 9, end_hour: 9 }], ..Default::default() };
         assert!(bad.validate().is_err());
-        assert!(NetworkPolicy {
-            max_concurrent: 0,
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
-        let floor = NetworkPolicy {
-            price_floor: PriceSchedule::per_1k(100, 200).unwrap(),
-            ..Default::default()
-        };
+        assert!(NetworkPolicy { max_concurrent: 0, ..Default::default() }.validate().is_err());
+        let floor = NetworkPolicy { price_floor: PriceSchedule::per_1k(100, 200).unwrap(), ..Default::default() };
         assert!(floor.price_ok(&PriceSchedule::per_1k(100, 200).unwrap()));
         assert!(!floor.price_ok(&PriceSchedule::per_1k(100, 199).unwrap()));
         let json = serde_json::to_string(&floor).unwrap();

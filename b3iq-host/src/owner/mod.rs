@@ -49,27 +49,20 @@ pub fn setup_token_at_start(ctx: &Context) -> Result<Option<(String, bool)>> {
         return Ok(None);
     }
     let now = ctx.now();
-    let existing = std::fs::read_to_string(ctx.home.setup_token_path())
-        .ok()
-        .map(|s| s.trim().to_string());
+    let existing = std::fs::read_to_string(ctx.home.setup_token_path()).ok().map(|s| s.trim().to_string());
     if let Some(t) = existing {
         if auth::setup_token_valid(&ctx.db, &t, now)? {
             return Ok(Some((t, false)));
         }
     }
     let (t, _) = issue_setup_token(ctx, ctx.config.setup_token_ttl_s)?;
-    ctx.db
-        .audit(now, "system", "setup.token", "", "ok", "setup token issued");
+    ctx.db.audit(now, "system", "setup.token", "", "ok", "setup token issued");
     Ok(Some((t, true)))
 }
 
 fn issue_setup_token(ctx: &Context, ttl_s: u64) -> Result<(String, u64)> {
     let (t, exp) = auth::issue_setup_token(&ctx.db, ctx.now(), ttl_s)?;
-    write_atomic(
-        &ctx.home.setup_token_path(),
-        format!("{t}\n").as_bytes(),
-        0o600,
-    )?;
+    write_atomic(&ctx.home.setup_token_path(), format!("{t}\n").as_bytes(), 0o600)?;
     Ok((t, exp))
 }
 
@@ -84,14 +77,7 @@ pub fn reset_setup(ctx: &Context, ttl_s: Option<u64>, via: Via) -> Result<(Strin
         return Err(HostError::AlreadyClaimed);
     }
     let (t, exp) = issue_setup_token(ctx, ttl_s.unwrap_or(ctx.config.setup_token_ttl_s))?;
-    ctx.db.audit(
-        ctx.now(),
-        "owner",
-        "setup.reset",
-        "",
-        "ok",
-        &format!("new setup token issued ({})", via.as_str()),
-    );
+    ctx.db.audit(ctx.now(), "owner", "setup.reset", "", "ok", &format!("new setup token issued ({})", via.as_str()));
     Ok((t, exp))
 }
 
@@ -101,43 +87,18 @@ pub fn reset_setup(ctx: &Context, ttl_s: Option<u64>, via: Via) -> Result<(Strin
 /// # Errors
 /// `SetupTokenInvalid`, `SetupTokenExpired`, `AlreadyClaimed`, `InvalidUsername`,
 /// `WeakPassword`; `Db`, `Home`. A refusal is audited too.
-pub fn claim(
-    ctx: &Context,
-    token: &str,
-    username: &str,
-    password: &str,
-    via: Via,
-) -> Result<SessionGrant> {
+pub fn claim(ctx: &Context, token: &str, username: &str, password: &str, via: Via) -> Result<SessionGrant> {
     let now = ctx.now();
-    let g = match auth::claim(
-        &ctx.db,
-        &ctx.hash_slots,
-        token,
-        username,
-        password,
-        now,
-        ctx.config.session_ttl_s,
-    ) {
+    let g = match auth::claim(&ctx.db, &ctx.hash_slots, token, username, password, now, ctx.config.session_ttl_s) {
         Ok(g) => g,
         Err(e) => {
-            ctx.refusals
-                .record(&ctx.db, now, "setup", "node.claim", "", e.code());
+            ctx.refusals.record(&ctx.db, now, "setup", "node.claim", "", e.code());
             return Err(e);
         }
     };
     remove_durably(&ctx.home.setup_token_path())?;
     ensure_owner_trust_root(ctx)?;
-    ctx.db.audit(
-        now,
-        "setup",
-        "node.claim",
-        &g.username,
-        "ok",
-        &format!(
-            "owner account created; setup token consumed ({})",
-            via.as_str()
-        ),
-    );
+    ctx.db.audit(now, "setup", "node.claim", &g.username, "ok", &format!("owner account created; setup token consumed ({})", via.as_str()));
     Ok(g)
 }
 
@@ -145,12 +106,7 @@ pub fn claim(
 ///
 /// # Errors
 /// `SetupTokenInvalid` when there is no pending token; otherwise as [`claim`].
-pub fn claim_with_pending_token(
-    ctx: &Context,
-    username: &str,
-    password: &str,
-    via: Via,
-) -> Result<SessionGrant> {
+pub fn claim_with_pending_token(ctx: &Context, username: &str, password: &str, via: Via) -> Result<SessionGrant> {
     let token = std::fs::read_to_string(ctx.home.setup_token_path())
         .map_err(|_| HostError::SetupTokenInvalid)?
         .trim()
@@ -166,15 +122,7 @@ pub fn claim_with_pending_token(
 pub fn ensure_owner_trust_root(ctx: &Context) -> Result<()> {
     finish_interrupted_rotation(ctx)?;
     let issuer = key::load_or_create_owner_issuer(&ctx.home)?;
-    put_trust_root(
-        &ctx.db,
-        &TrustRoot {
-            key: issuer.public(),
-            class: IssuerClass::OwnerLocal,
-            added_at: ctx.now(),
-            label: "owner".into(),
-        },
-    )
+    put_trust_root(&ctx.db, &TrustRoot { key: issuer.public(), class: IssuerClass::OwnerLocal, added_at: ctx.now(), label: "owner".into() })
 }
 
 fn staged_owner_key(ctx: &Context) -> std::path::PathBuf {
@@ -185,13 +133,9 @@ fn staged_owner_key(ctx: &Context) -> std::path::PathBuf {
 /// key, it becomes `owner.key`; otherwise it is dropped and the old key stays.
 fn finish_interrupted_rotation(ctx: &Context) -> Result<()> {
     let staged = staged_owner_key(ctx);
-    let Ok(bytes) = std::fs::read(&staged) else {
-        return Ok(());
-    };
+    let Ok(bytes) = std::fs::read(&staged) else { return Ok(()) };
     let trusted = match b3iq_core::identity::NodeKey::from_key_file(&bytes) {
-        Ok(k) => crate::store::jobs::trust_roots(&ctx.db)?
-            .iter()
-            .any(|r| r.key == k.public()),
+        Ok(k) => crate::store::jobs::trust_roots(&ctx.db)?.iter().any(|r| r.key == k.public()),
         Err(_) => false,
     };
     if trusted {
@@ -214,29 +158,12 @@ pub fn rotate_owner_issuer(ctx: &Context, via: Via) -> Result<String> {
     let new = b3iq_core::identity::NodeKey::generate(&mut rand::rngs::OsRng);
     let staged = staged_owner_key(ctx);
     write_atomic(&staged, &new.to_key_file(), 0o600)?;
-    let root = TrustRoot {
-        key: new.public(),
-        class: IssuerClass::OwnerLocal,
-        added_at: ctx.now(),
-        label: "owner".into(),
-    };
+    let root = TrustRoot { key: new.public(), class: IssuerClass::OwnerLocal, added_at: ctx.now(), label: "owner".into() };
     crate::store::jobs::replace_trust_root(&ctx.db, &old.public(), &root)?;
     write_atomic(&ctx.home.owner_key_path(), &new.to_key_file(), 0o600)?;
     remove_durably(&staged)?;
-    let detail = format!(
-        "old {} -> new {} ({})",
-        old.public().to_hex(),
-        new.public().to_hex(),
-        via.as_str()
-    );
-    ctx.db.audit(
-        ctx.now(),
-        "owner",
-        "owner.rotate_issuer",
-        "owner.key",
-        "ok",
-        &detail,
-    );
+    let detail = format!("old {} -> new {} ({})", old.public().to_hex(), new.public().to_hex(), via.as_str());
+    ctx.db.audit(ctx.now(), "owner", "owner.rotate_issuer", "owner.key", "ok", &detail);
     Ok(new.public().to_hex())
 }
 
@@ -247,42 +174,20 @@ pub fn rotate_owner_issuer(ctx: &Context, via: Via) -> Result<String> {
 ///
 /// # Errors
 /// `NotClaimed`, `BadCredentials`, `LoginBackoff`, `SignInBusy`; `Db`.
-pub fn login(
-    ctx: &Context,
-    source: &str,
-    username: &str,
-    password: &str,
-    via: Via,
-) -> Result<SessionGrant> {
+pub fn login(ctx: &Context, source: &str, username: &str, password: &str, via: Via) -> Result<SessionGrant> {
     if !ctx.claimed()? {
         return Err(HostError::NotClaimed);
     }
     let now = ctx.now();
-    match auth::login(
-        &ctx.db,
-        &ctx.hash_slots,
-        source,
-        username,
-        password,
-        now,
-        ctx.config.session_ttl_s,
-    ) {
+    match auth::login(&ctx.db, &ctx.hash_slots, source, username, password, now, ctx.config.session_ttl_s) {
         Ok(g) => {
-            ctx.db.audit(
-                now,
-                "owner",
-                "session.login",
-                &g.username,
-                "ok",
-                via.as_str(),
-            );
+            ctx.db.audit(now, "owner", "session.login", &g.username, "ok", via.as_str());
             Ok(g)
         }
         Err(e) => {
             let known = crate::store::auth::login_row(&ctx.db, username)?.is_some();
             let target = if known { "owner" } else { "unknown user" };
-            ctx.refusals
-                .record(&ctx.db, now, "anonymous", "session.login", target, e.code());
+            ctx.refusals.record(&ctx.db, now, "anonymous", "session.login", target, e.code());
             Err(e)
         }
     }
@@ -295,14 +200,7 @@ pub fn login(
 /// `WeakPassword`, `NotClaimed`; `Db`.
 pub fn reset_password(ctx: &Context, password: &str, via: Via) -> Result<String> {
     let username = auth::reset_password(&ctx.db, &ctx.hash_slots, password)?;
-    ctx.db.audit(
-        ctx.now(),
-        "owner",
-        "owner.reset_password",
-        &username,
-        "ok",
-        &format!("sessions ended, sign-in locks cleared ({})", via.as_str()),
-    );
+    ctx.db.audit(ctx.now(), "owner", "owner.reset_password", &username, "ok", &format!("sessions ended, sign-in locks cleared ({})", via.as_str()));
     Ok(username)
 }
 
@@ -312,8 +210,7 @@ pub fn reset_password(ctx: &Context, password: &str, via: Via) -> Result<String>
 /// `Db`.
 pub fn logout(ctx: &Context, session_secret: &str, username: &str) -> Result<()> {
     auth::logout(&ctx.db, session_secret)?;
-    ctx.db
-        .audit(ctx.now(), "owner", "session.logout", username, "ok", "");
+    ctx.db.audit(ctx.now(), "owner", "session.logout", username, "ok", "");
     Ok(())
 }
 
@@ -323,14 +220,7 @@ pub fn logout(ctx: &Context, session_secret: &str, username: &str) -> Result<()>
 /// `Db`.
 pub fn logout_all(ctx: &Context, username: &str, via: Via) -> Result<usize> {
     let n = auth::logout_all(&ctx.db)?;
-    ctx.db.audit(
-        ctx.now(),
-        "owner",
-        "session.logout_all",
-        username,
-        "ok",
-        &format!("{n} sessions ended ({})", via.as_str()),
-    );
+    ctx.db.audit(ctx.now(), "owner", "session.logout_all", username, "ok", &format!("{n} sessions ended ({})", via.as_str()));
     Ok(n)
 }
 
@@ -338,23 +228,10 @@ pub fn logout_all(ctx: &Context, username: &str, via: Via) -> Result<usize> {
 ///
 /// # Errors
 /// `InvalidParameter` for a bad name, scope or expiry; `Db`.
-pub fn create_key(
-    ctx: &Context,
-    name: &str,
-    scopes: &[String],
-    expires_in_s: Option<u64>,
-    via: Via,
-) -> Result<(KeyInfo, String)> {
+pub fn create_key(ctx: &Context, name: &str, scopes: &[String], expires_in_s: Option<u64>, via: Via) -> Result<(KeyInfo, String)> {
     let now = ctx.now();
     let (k, s) = auth::create_key(&ctx.db, name, scopes, expires_in_s, now)?;
-    ctx.db.audit(
-        now,
-        "owner",
-        "key.create",
-        &k.id,
-        "ok",
-        &format!("scopes={} ({})", k.scopes.join(","), via.as_str()),
-    );
+    ctx.db.audit(now, "owner", "key.create", &k.id, "ok", &format!("scopes={} ({})", k.scopes.join(","), via.as_str()));
     Ok((k, s))
 }
 
@@ -373,8 +250,7 @@ pub fn list_keys(ctx: &Context) -> Result<Vec<KeyInfo>> {
 pub fn revoke_key(ctx: &Context, id: &str, via: Via) -> Result<()> {
     let now = ctx.now();
     auth::revoke_key(&ctx.db, id, now)?;
-    ctx.db
-        .audit(now, "owner", "key.revoke", id, "ok", via.as_str());
+    ctx.db.audit(now, "owner", "key.revoke", id, "ok", via.as_str());
     Ok(())
 }
 
@@ -386,14 +262,7 @@ pub fn revoke_key(ctx: &Context, id: &str, via: Via) -> Result<()> {
 pub fn create_grant(ctx: &Context, ttl_s: u64, note: &str, via: Via) -> Result<(Grant, String)> {
     let now = ctx.now();
     let (g, secret) = auth::create_grant(&ctx.db, ttl_s, note, now)?;
-    ctx.db.audit(
-        now,
-        "owner",
-        "support.grant",
-        &g.id,
-        "ok",
-        &format!("expires_at={} ({})", g.expires_at, via.as_str()),
-    );
+    ctx.db.audit(now, "owner", "support.grant", &g.id, "ok", &format!("expires_at={} ({})", g.expires_at, via.as_str()));
     Ok((g, secret))
 }
 
@@ -412,7 +281,6 @@ pub fn list_grants(ctx: &Context) -> Result<Vec<Grant>> {
 pub fn revoke_grant(ctx: &Context, id: &str, via: Via) -> Result<()> {
     let now = ctx.now();
     auth::revoke_grant(&ctx.db, id, now)?;
-    ctx.db
-        .audit(now, "owner", "support.revoke", id, "ok", via.as_str());
+    ctx.db.audit(now, "owner", "support.revoke", id, "ok", via.as_str());
     Ok(())
 }

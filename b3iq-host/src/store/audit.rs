@@ -67,9 +67,7 @@ impl RefusalAudit {
         let summary = {
             let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
             match w.get_mut(&(action.to_string(), code.to_string())) {
-                Some((started, suppressed, _))
-                    if now < started.saturating_add(REFUSAL_WINDOW_S) =>
-                {
+                Some((started, suppressed, _)) if now < started.saturating_add(REFUSAL_WINDOW_S) => {
                     *suppressed += 1;
                     return;
                 }
@@ -79,23 +77,13 @@ impl RefusalAudit {
                     s
                 }
                 None => {
-                    w.insert(
-                        (action.to_string(), code.to_string()),
-                        (now, 0, actor.to_string()),
-                    );
+                    w.insert((action.to_string(), code.to_string()), (now, 0, actor.to_string()));
                     None
                 }
             }
         };
         if let Some((n, since, who)) = summary {
-            db.audit(
-                now,
-                &who,
-                action,
-                "",
-                "refused",
-                &format!("{code}: {n} more since unix time {since} (aggregated)"),
-            );
+            db.audit(now, &who, action, "", "refused", &format!("{code}: {n} more since unix time {since} (aggregated)"));
         }
         db.audit(now, actor, action, target, "refused", code);
     }
@@ -105,14 +93,7 @@ impl RefusalAudit {
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         for ((action, code), (since, n, who)) in std::mem::take(&mut *w) {
             if n > 0 {
-                db.audit(
-                    now,
-                    &who,
-                    &action,
-                    "",
-                    "refused",
-                    &format!("{code}: {n} more since unix time {since} (aggregated)"),
-                );
+                db.audit(now, &who, &action, "", "refused", &format!("{code}: {n} more since unix time {since} (aggregated)"));
             }
         }
     }
@@ -129,45 +110,17 @@ mod tests {
         for _ in 0..300 {
             r.record(&db, 1000, "setup", "node.claim", "", "setup_token_invalid");
         }
-        r.record(
-            &db,
-            1000,
-            "anonymous",
-            "session.login",
-            "unknown user",
-            "bad_credentials",
-        );
-        assert_eq!(
-            db.count("audit_events").unwrap(),
-            2,
-            "one row per (action, code) in a window"
-        );
+        r.record(&db, 1000, "anonymous", "session.login", "unknown user", "bad_credentials");
+        assert_eq!(db.count("audit_events").unwrap(), 2, "one row per (action, code) in a window");
         // The next window writes the summary, then its own first refusal.
-        r.record(
-            &db,
-            1000 + REFUSAL_WINDOW_S,
-            "setup",
-            "node.claim",
-            "",
-            "setup_token_invalid",
-        );
+        r.record(&db, 1000 + REFUSAL_WINDOW_S, "setup", "node.claim", "", "setup_token_invalid");
         let rows = recent(&db, 10).unwrap();
         assert_eq!(rows.len(), 4);
-        assert!(
-            rows.iter().any(|e| e.detail.contains("299 more")),
-            "{rows:?}"
-        );
+        assert!(rows.iter().any(|e| e.detail.contains("299 more")), "{rows:?}");
         r.flush(&db, 2000);
         assert_eq!(db.count("audit_events").unwrap(), 4, "nothing pending");
         for _ in 0..5 {
-            r.record(
-                &db,
-                3000,
-                "anonymous",
-                "session.login",
-                "owner",
-                "bad_credentials",
-            );
+            r.record(&db, 3000, "anonymous", "session.login", "owner", "bad_credentials");
         }
         r.flush(&db, 3001);
         assert!(recent(&db, 1).unwrap()[0].detail.contains("4 more"));

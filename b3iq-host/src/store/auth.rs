@@ -12,10 +12,7 @@ pub const SCOPE_DIAGNOSTICS: &str = "diagnostics";
 
 /// Whether an owner exists.
 pub fn is_claimed(db: &Db) -> Result<bool> {
-    Ok(db
-        .lock()
-        .query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))?
-        > 0)
+    Ok(db.lock().query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? > 0)
 }
 
 /// Replace any setup token with the one whose hash is `token_hash`.
@@ -34,9 +31,7 @@ pub fn replace_setup_token(db: &Db, token_hash: &str, now: u64, expires_at: u64)
 pub fn setup_token_expiry(db: &Db) -> Result<Option<u64>> {
     Ok(db
         .lock()
-        .query_row("SELECT MAX(expires_at) FROM setup_tokens", [], |r| {
-            r.get::<_, Option<i64>>(0)
-        })?
+        .query_row("SELECT MAX(expires_at) FROM setup_tokens", [], |r| r.get::<_, Option<i64>>(0))?
         .map(|v| v as u64))
 }
 
@@ -44,11 +39,7 @@ pub fn setup_token_expiry(db: &Db) -> Result<Option<u64>> {
 pub fn setup_token_expires_at(db: &Db, token_hash: &str) -> Result<Option<u64>> {
     Ok(db
         .lock()
-        .query_row(
-            "SELECT expires_at FROM setup_tokens WHERE token_hash = ?1",
-            [token_hash],
-            |r| r.get::<_, i64>(0),
-        )
+        .query_row("SELECT expires_at FROM setup_tokens WHERE token_hash = ?1", [token_hash], |r| r.get::<_, i64>(0))
         .optional()?
         .map(|v| v as u64))
 }
@@ -113,16 +104,9 @@ pub struct LoginRow {
 pub fn login_row(db: &Db, username: &str) -> Result<Option<LoginRow>> {
     Ok(db
         .lock()
-        .query_row(
-            "SELECT id, password_hash FROM users WHERE username = ?1",
-            [username],
-            |r| {
-                Ok(LoginRow {
-                    id: r.get(0)?,
-                    password_hash: r.get(1)?,
-                })
-            },
-        )
+        .query_row("SELECT id, password_hash FROM users WHERE username = ?1", [username], |r| {
+            Ok(LoginRow { id: r.get(0)?, password_hash: r.get(1)? })
+        })
         .optional()?)
 }
 
@@ -135,12 +119,7 @@ pub const MAX_LOGIN_SOURCES: i64 = 10_000;
 /// lock start now (0 for none). So however many attempts run at once, only the ones taken before
 /// the lock reach the password check. Rows idle for a day, and the oldest beyond
 /// [`MAX_LOGIN_SOURCES`], are dropped on the way.
-pub fn reserve_login_attempt(
-    db: &Db,
-    source: &str,
-    now: u64,
-    lock_for: impl Fn(i64) -> u64,
-) -> Result<std::result::Result<(), u64>> {
+pub fn reserve_login_attempt(db: &Db, source: &str, now: u64, lock_for: impl Fn(i64) -> u64) -> Result<std::result::Result<(), u64>> {
     db.tx(|tx| {
         let row: Option<(i64, i64)> = tx
             .query_row("SELECT failures, locked_until FROM login_limits WHERE source = ?1", [source], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -168,8 +147,7 @@ pub fn reserve_login_attempt(
 
 /// Forget `source`'s failures (after a successful sign-in).
 pub fn clear_login_failures(db: &Db, source: &str) -> Result<()> {
-    db.lock()
-        .execute("DELETE FROM login_limits WHERE source = ?1", [source])?;
+    db.lock().execute("DELETE FROM login_limits WHERE source = ?1", [source])?;
     Ok(())
 }
 
@@ -178,17 +156,10 @@ pub fn clear_login_failures(db: &Db, source: &str) -> Result<()> {
 pub fn reset_owner_password(db: &Db, password_hash: &str) -> Result<String> {
     db.tx(|tx| {
         let owner: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT id, username FROM users ORDER BY id LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT id, username FROM users ORDER BY id LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let (id, username) = owner.ok_or(HostError::NotClaimed)?;
-        tx.execute(
-            "UPDATE users SET password_hash = ?1 WHERE id = ?2",
-            params![password_hash, id],
-        )?;
+        tx.execute("UPDATE users SET password_hash = ?1 WHERE id = ?2", params![password_hash, id])?;
         tx.execute("DELETE FROM sessions", [])?;
         tx.execute("DELETE FROM login_limits", [])?;
         Ok(username)
@@ -196,13 +167,7 @@ pub fn reset_owner_password(db: &Db, password_hash: &str) -> Result<String> {
 }
 
 /// Drop expired sessions and start a new one, in one transaction.
-pub fn start_session(
-    db: &Db,
-    user_id: i64,
-    session_hash: &str,
-    now: u64,
-    expires_at: u64,
-) -> Result<()> {
+pub fn start_session(db: &Db, user_id: i64, session_hash: &str, now: u64, expires_at: u64) -> Result<()> {
     db.tx(|tx| {
         tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now as i64])?;
         tx.execute(
@@ -215,14 +180,7 @@ pub fn start_session(
 
 /// The owner's stored password hash (tests and diagnostics of the hash format).
 pub fn owner_password_hash(db: &Db) -> Result<Option<String>> {
-    Ok(db
-        .lock()
-        .query_row(
-            "SELECT password_hash FROM users ORDER BY id LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(db.lock().query_row("SELECT password_hash FROM users ORDER BY id LIMIT 1", [], |r| r.get(0)).optional()?)
 }
 
 /// A live owner session.
@@ -304,14 +262,7 @@ pub enum Rotation {
 /// `now - rotate_after_s`, insert `new_hash` for the same user and end (`expires_at`), end the old
 /// row at `now + grace_s` (never later than it already ended) and point it at its successor.
 /// Only one of several concurrent callers rotates (the `replaced_by IS NULL` guard).
-pub fn rotate_session(
-    db: &Db,
-    old_hash: &str,
-    new_hash: &str,
-    now: u64,
-    rotate_after_s: u64,
-    grace_s: u64,
-) -> Result<Rotation> {
+pub fn rotate_session(db: &Db, old_hash: &str, new_hash: &str, now: u64, rotate_after_s: u64, grace_s: u64) -> Result<Rotation> {
     db.tx(|tx| {
         let row: Option<(i64, i64, i64, Option<String>)> = tx
             .query_row(
@@ -403,25 +354,14 @@ pub fn insert_key(db: &Db, k: &KeyInfo, key_hash: &str) -> Result<()> {
 /// All local keys, newest first.
 pub fn list_keys(db: &Db) -> Result<Vec<KeyInfo>> {
     let conn = db.lock();
-    let mut st = conn.prepare(&format!(
-        "SELECT {KEY_COLS} FROM api_keys ORDER BY created_at DESC, id"
-    ))?;
-    let rows = st
-        .query_map([], key_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut st = conn.prepare(&format!("SELECT {KEY_COLS} FROM api_keys ORDER BY created_at DESC, id"))?;
+    let rows = st.query_map([], key_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// The key whose secret hashes to `key_hash`.
 pub fn key_by_hash(db: &Db, key_hash: &str) -> Result<Option<KeyInfo>> {
-    Ok(db
-        .lock()
-        .query_row(
-            &format!("SELECT {KEY_COLS} FROM api_keys WHERE key_hash = ?1"),
-            [key_hash],
-            key_row,
-        )
-        .optional()?)
+    Ok(db.lock().query_row(&format!("SELECT {KEY_COLS} FROM api_keys WHERE key_hash = ?1"), [key_hash], key_row).optional()?)
 }
 
 /// Revoke a key (keeps the first revocation time). `NotFound` if unknown.
@@ -438,10 +378,7 @@ pub fn revoke_key(db: &Db, id: &str, now: u64) -> Result<()> {
 
 /// Set a key's `last_used_at`.
 pub fn touch_key(db: &Db, id: &str, now: u64) -> Result<()> {
-    db.lock().execute(
-        "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
-        params![id, now as i64],
-    )?;
+    db.lock().execute("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1", params![id, now as i64])?;
     Ok(())
 }
 
@@ -490,12 +427,8 @@ pub fn insert_grant(db: &Db, g: &Grant, secret_hash: &str) -> Result<()> {
 /// All support grants, newest first.
 pub fn list_grants(db: &Db) -> Result<Vec<Grant>> {
     let conn = db.lock();
-    let mut st = conn.prepare(&format!(
-        "SELECT {GRANT_COLS} FROM support_grants ORDER BY created_at DESC, id"
-    ))?;
-    let rows = st
-        .query_map([], grant_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut st = conn.prepare(&format!("SELECT {GRANT_COLS} FROM support_grants ORDER BY created_at DESC, id"))?;
+    let rows = st.query_map([], grant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -515,10 +448,6 @@ pub fn revoke_grant(db: &Db, id: &str, now: u64) -> Result<()> {
 pub fn grant_by_hash(db: &Db, secret_hash: &str) -> Result<Option<Grant>> {
     Ok(db
         .lock()
-        .query_row(
-            &format!("SELECT {GRANT_COLS} FROM support_grants WHERE secret_hash = ?1"),
-            [secret_hash],
-            grant_row,
-        )
+        .query_row(&format!("SELECT {GRANT_COLS} FROM support_grants WHERE secret_hash = ?1"), [secret_hash], grant_row)
         .optional()?)
 }

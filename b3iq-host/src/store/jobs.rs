@@ -76,18 +76,7 @@ fn class_of(s: &str) -> IssuerClass {
 /// owner must approve) with its signed envelope, issuer class and expiry, inside the
 /// transaction that recorded its id in the seen-set ([`TxSeenSet`]).
 #[allow(clippy::too_many_arguments)]
-pub fn insert_as(
-    tx: &rusqlite::Transaction<'_>,
-    id: &str,
-    kind: &str,
-    profile: Option<&str>,
-    bytes_total: Option<u64>,
-    now: u64,
-    envelope: &[u8],
-    state: &str,
-    class: IssuerClass,
-    expires_at_ms: u64,
-) -> Result<()> {
+pub fn insert_as(tx: &rusqlite::Transaction<'_>, id: &str, kind: &str, profile: Option<&str>, bytes_total: Option<u64>, now: u64, envelope: &[u8], state: &str, class: IssuerClass, expires_at_ms: u64) -> Result<()> {
     tx.execute(
         "INSERT INTO jobs(id, kind, profile, state, bytes_done, bytes_total, created_at, updated_at, envelope, issuer_class, expires_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?7,?8,?9,?10)",
         params![id, kind, profile, state, bytes_total.map(|_| 0i64), bytes_total.map(|t| t as i64), now as i64, envelope, class_name(class), expires_at_ms as i64],
@@ -98,16 +87,7 @@ pub fn insert_as(
 /// Record a remote job the node refused (state `refused`, with the error and its code) so its
 /// outcome is reported; `false` when a job with this id is already recorded.
 #[allow(clippy::too_many_arguments)]
-pub fn insert_refused(
-    db: &Db,
-    id: &str,
-    kind: &str,
-    now: u64,
-    envelope: &[u8],
-    expires_at_ms: u64,
-    error: &str,
-    code: &str,
-) -> Result<bool> {
+pub fn insert_refused(db: &Db, id: &str, kind: &str, now: u64, envelope: &[u8], expires_at_ms: u64, error: &str, code: &str) -> Result<bool> {
     let n = db.lock().execute(
         "INSERT OR IGNORE INTO jobs(id, kind, state, created_at, updated_at, envelope, issuer_class, expires_at_ms, error, code) VALUES (?1,?2,'refused',?3,?3,?4,'remote',?5,?6,?7)",
         params![id, kind, now as i64, envelope, expires_at_ms as i64, error, code],
@@ -117,16 +97,12 @@ pub fn insert_refused(
 
 /// Move a job from state `from` to `to` (one statement: of concurrent callers, one wins).
 pub fn transition(db: &Db, id: &str, from: &str, to: &str, now: u64) -> Result<bool> {
-    Ok(db.lock().execute(
-        "UPDATE jobs SET state = ?3, updated_at = ?4 WHERE id = ?1 AND state = ?2",
-        params![id, from, to, now as i64],
-    )? == 1)
+    Ok(db.lock().execute("UPDATE jobs SET state = ?3, updated_at = ?4 WHERE id = ?1 AND state = ?2", params![id, from, to, now as i64])? == 1)
 }
 
 /// Record a failed job's error code (the node's `HostError::code`).
 pub fn set_code(db: &Db, id: &str, code: &str) -> Result<()> {
-    db.lock()
-        .execute("UPDATE jobs SET code = ?2 WHERE id = ?1", params![id, code])?;
+    db.lock().execute("UPDATE jobs SET code = ?2 WHERE id = ?1", params![id, code])?;
     Ok(())
 }
 
@@ -150,11 +126,7 @@ pub fn expire_awaiting(db: &Db, now_ms: u64, now: u64) -> Result<Vec<String>> {
 pub fn envelope(db: &Db, id: &str) -> Result<Option<(Vec<u8>, IssuerClass)>> {
     Ok(db
         .lock()
-        .query_row(
-            "SELECT envelope, issuer_class FROM jobs WHERE id = ?1 AND envelope IS NOT NULL",
-            [id],
-            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
-        )
+        .query_row("SELECT envelope, issuer_class FROM jobs WHERE id = ?1 AND envelope IS NOT NULL", [id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))
         .optional()?
         .map(|(e, c)| (e, class_of(&c))))
 }
@@ -178,13 +150,7 @@ pub fn unreported_remote(db: &Db, limit: u32) -> Result<Vec<Unreported>> {
          AND state IN ('succeeded', 'failed', 'refused', 'rejected', 'expired') ORDER BY updated_at, rowid LIMIT ?1"
     ))?;
     let rows = st
-        .query_map([limit], |r| {
-            Ok(Unreported {
-                job: job_row(r)?,
-                envelope: r.get(COLS_N)?,
-                code: r.get(COLS_N + 1)?,
-            })
-        })?
+        .query_map([limit], |r| Ok(Unreported { job: job_row(r)?, envelope: r.get(COLS_N)?, code: r.get(COLS_N + 1)? }))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -196,46 +162,25 @@ pub fn remote_in_flight(db: &Db) -> Result<bool> {
 
 /// Mark a remote job's outcome as delivered to the control plane.
 pub fn mark_reported(db: &Db, id: &str, now: u64) -> Result<()> {
-    db.lock().execute(
-        "UPDATE jobs SET reported_at = ?2 WHERE id = ?1",
-        params![id, now as i64],
-    )?;
+    db.lock().execute("UPDATE jobs SET reported_at = ?2 WHERE id = ?1", params![id, now as i64])?;
     Ok(())
 }
 
 /// Newest first.
 pub fn list(db: &Db, limit: u32) -> Result<Vec<JobRecord>> {
     let conn = db.lock();
-    let mut st = conn.prepare(&format!(
-        "SELECT {COLS} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?1"
-    ))?;
-    let rows = st
-        .query_map([limit], job_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut st = conn.prepare(&format!("SELECT {COLS} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?1"))?;
+    let rows = st.query_map([limit], job_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// One job.
 pub fn get(db: &Db, id: &str) -> Result<Option<JobRecord>> {
-    Ok(db
-        .lock()
-        .query_row(
-            &format!("SELECT {COLS} FROM jobs WHERE id = ?1"),
-            [id],
-            job_row,
-        )
-        .optional()?)
+    Ok(db.lock().query_row(&format!("SELECT {COLS} FROM jobs WHERE id = ?1"), [id], job_row).optional()?)
 }
 
 /// Set a job's state, error and result.
-pub fn set_state(
-    db: &Db,
-    id: &str,
-    state: &str,
-    error: Option<&str>,
-    result: Option<&Value>,
-    now: u64,
-) -> Result<()> {
+pub fn set_state(db: &Db, id: &str, state: &str, error: Option<&str>, result: Option<&Value>, now: u64) -> Result<()> {
     db.lock().execute(
         "UPDATE jobs SET state = ?2, error = ?3, result = ?4, updated_at = ?5 WHERE id = ?1",
         params![id, state, error, result.map(|r| r.to_string()), now as i64],
@@ -244,25 +189,14 @@ pub fn set_state(
 }
 
 /// Inside `tx`: set a job's result (its state was set when it was recorded).
-pub fn set_result_in(
-    tx: &rusqlite::Transaction<'_>,
-    id: &str,
-    result: &Value,
-    now: u64,
-) -> Result<()> {
-    tx.execute(
-        "UPDATE jobs SET result = ?2, updated_at = ?3 WHERE id = ?1",
-        params![id, result.to_string(), now as i64],
-    )?;
+pub fn set_result_in(tx: &rusqlite::Transaction<'_>, id: &str, result: &Value, now: u64) -> Result<()> {
+    tx.execute("UPDATE jobs SET result = ?2, updated_at = ?3 WHERE id = ?1", params![id, result.to_string(), now as i64])?;
     Ok(())
 }
 
 /// Set an install job's byte progress.
 pub fn set_progress(db: &Db, id: &str, done: u64, total: u64) -> Result<()> {
-    db.lock().execute(
-        "UPDATE jobs SET bytes_done = ?2, bytes_total = ?3 WHERE id = ?1",
-        params![id, done as i64, total as i64],
-    )?;
+    db.lock().execute("UPDATE jobs SET bytes_done = ?2, bytes_total = ?3 WHERE id = ?1", params![id, done as i64, total as i64])?;
     Ok(())
 }
 
@@ -276,41 +210,21 @@ pub struct TxSeenSet<'a, 'c>(pub &'a rusqlite::Transaction<'c>);
 impl SeenSet for TxSeenSet<'_, '_> {
     fn contains(&self, job_id: &JobId) -> std::result::Result<bool, SeenSetError> {
         self.0
-            .query_row(
-                "SELECT 1 FROM job_seen WHERE job_id = ?1",
-                [job_id.to_hex()],
-                |_| Ok(()),
-            )
+            .query_row("SELECT 1 FROM job_seen WHERE job_id = ?1", [job_id.to_hex()], |_| Ok(()))
             .optional()
             .map(|r| r.is_some())
             .map_err(|e| SeenSetError(e.to_string()))
     }
 
-    fn last_sequence(
-        &self,
-        issuer: &NodePublicKey,
-    ) -> std::result::Result<Option<u64>, SeenSetError> {
+    fn last_sequence(&self, issuer: &NodePublicKey) -> std::result::Result<Option<u64>, SeenSetError> {
         self.0
-            .query_row(
-                "SELECT MAX(sequence) FROM job_seen WHERE issuer = ?1",
-                [issuer.to_hex()],
-                |r| r.get::<_, Option<i64>>(0),
-            )
+            .query_row("SELECT MAX(sequence) FROM job_seen WHERE issuer = ?1", [issuer.to_hex()], |r| r.get::<_, Option<i64>>(0))
             .map(|v| v.map(|v| v as u64))
             .map_err(|e| SeenSetError(e.to_string()))
     }
 
-    fn record(
-        &mut self,
-        issuer: &NodePublicKey,
-        job_id: &JobId,
-        sequence: u64,
-        expires_at_ms: u64,
-    ) -> std::result::Result<(), SeenSetError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+    fn record(&mut self, issuer: &NodePublicKey, job_id: &JobId, sequence: u64, expires_at_ms: u64) -> std::result::Result<(), SeenSetError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.0
             .execute(
                 "INSERT INTO job_seen(job_id, issuer, sequence, expires_at_ms, seen_at) VALUES (?1,?2,?3,?4,?5)",
@@ -363,12 +277,7 @@ pub fn put_trust_root(db: &Db, root: &TrustRoot) -> Result<()> {
     db.lock().execute(
         "INSERT INTO trust_roots(public_key, class, added_at, label) VALUES (?1,?2,?3,?4)
          ON CONFLICT(public_key) DO UPDATE SET class = excluded.class, label = excluded.label",
-        params![
-            root.key.to_hex(),
-            class_name(root.class),
-            root.added_at as i64,
-            root.label
-        ],
+        params![root.key.to_hex(), class_name(root.class), root.added_at as i64, root.label],
     )?;
     Ok(())
 }
@@ -377,19 +286,11 @@ pub fn put_trust_root(db: &Db, root: &TrustRoot) -> Result<()> {
 /// on, jobs signed by `old` are refused as from an untrusted issuer.
 pub fn replace_trust_root(db: &Db, old: &NodePublicKey, new: &TrustRoot) -> Result<()> {
     db.tx(|tx| {
-        tx.execute(
-            "DELETE FROM trust_roots WHERE public_key = ?1",
-            [old.to_hex()],
-        )?;
+        tx.execute("DELETE FROM trust_roots WHERE public_key = ?1", [old.to_hex()])?;
         tx.execute(
             "INSERT INTO trust_roots(public_key, class, added_at, label) VALUES (?1,?2,?3,?4)
              ON CONFLICT(public_key) DO UPDATE SET class = excluded.class, label = excluded.label",
-            params![
-                new.key.to_hex(),
-                class_name(new.class),
-                new.added_at as i64,
-                new.label
-            ],
+            params![new.key.to_hex(), class_name(new.class), new.added_at as i64, new.label],
         )?;
         Ok(())
     })
@@ -399,39 +300,19 @@ pub fn replace_trust_root(db: &Db, old: &NodePublicKey, new: &TrustRoot) -> Resu
 /// by hand or is corrupt), never silently skipped.
 pub fn trust_roots(db: &Db) -> Result<Vec<TrustRoot>> {
     let conn = db.lock();
-    let mut st = conn.prepare(
-        "SELECT public_key, class, added_at, label FROM trust_roots ORDER BY added_at, public_key",
-    )?;
+    let mut st = conn.prepare("SELECT public_key, class, added_at, label FROM trust_roots ORDER BY added_at, public_key")?;
     let rows = st
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter()
         .map(|(k, c, at, label)| {
-            let key = NodePublicKey::from_hex(&k).map_err(|e| {
-                HostError::Config(format!("state.db trust_roots has a bad key ({e})"))
-            })?;
+            let key = NodePublicKey::from_hex(&k).map_err(|e| HostError::Config(format!("state.db trust_roots has a bad key ({e})")))?;
             let class = match c.as_str() {
                 "owner_local" => IssuerClass::OwnerLocal,
                 "remote" => IssuerClass::Remote,
-                other => {
-                    return Err(HostError::Config(format!(
-                        "state.db trust_roots has an unknown class {other:?}"
-                    )))
-                }
+                other => return Err(HostError::Config(format!("state.db trust_roots has an unknown class {other:?}"))),
             };
-            Ok(TrustRoot {
-                key,
-                class,
-                added_at: at as u64,
-                label,
-            })
+            Ok(TrustRoot { key, class, added_at: at as u64, label })
         })
         .collect()
 }

@@ -218,9 +218,7 @@ impl Db {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
-        let mut db = Db {
-            conn: Mutex::new(conn),
-        };
+        let mut db = Db { conn: Mutex::new(conn) };
         db.migrate()?;
         Ok(db)
     }
@@ -229,18 +227,13 @@ impl Db {
     pub fn open_in_memory() -> Result<Db> {
         let conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut db = Db {
-            conn: Mutex::new(conn),
-        };
+        let mut db = Db { conn: Mutex::new(conn) };
         db.migrate()?;
         Ok(db)
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let conn = self
-            .conn
-            .get_mut()
-            .map_err(|_| HostError::Internal("db lock poisoned".into()))?;
+        let conn = self.conn.get_mut().map_err(|_| HostError::Internal("db lock poisoned".into()))?;
         let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if current as usize > MIGRATIONS.len() {
             return Err(HostError::Config(format!(
@@ -259,9 +252,7 @@ impl Db {
 
     /// The schema version (number of migrations applied).
     pub fn schema_version(&self) -> Result<i64> {
-        Ok(self
-            .lock()
-            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+        Ok(self.lock().pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
     /// Lock the connection.
@@ -283,15 +274,7 @@ impl Db {
     /// Append an audit event. Every [`AUDIT_PRUNE_EVERY`] rows, events beyond the newest
     /// [`MAX_AUDIT_ROWS`] or older than [`AUDIT_RETENTION_S`] are deleted, so the table stays
     /// bounded.
-    pub fn audit(
-        &self,
-        now: u64,
-        actor: &str,
-        action: &str,
-        target: &str,
-        outcome: &str,
-        detail: &str,
-    ) {
+    pub fn audit(&self, now: u64, actor: &str, action: &str, target: &str, outcome: &str, detail: &str) {
         let conn = self.lock();
         let r = conn.execute(
             "INSERT INTO audit_events(at, actor, action, target, outcome, detail) VALUES (?1,?2,?3,?4,?5,?6)",
@@ -305,10 +288,7 @@ impl Db {
         if id % AUDIT_PRUNE_EVERY == 0 {
             let r = conn.execute(
                 "DELETE FROM audit_events WHERE id <= ?1 OR at < ?2",
-                params![
-                    id - MAX_AUDIT_ROWS,
-                    now.saturating_sub(AUDIT_RETENTION_S) as i64
-                ],
+                params![id - MAX_AUDIT_ROWS, now.saturating_sub(AUDIT_RETENTION_S) as i64],
             );
             if let Err(e) = r {
                 tracing::warn!(error = %e, "could not prune the audit log");
@@ -318,10 +298,7 @@ impl Db {
 
     /// Read a `meta` value.
     pub fn meta_get(&self, k: &str) -> Result<Option<String>> {
-        Ok(self
-            .lock()
-            .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
-            .optional()?)
+        Ok(self.lock().query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0)).optional()?)
     }
 
     /// Write a `meta` value.
@@ -335,16 +312,12 @@ impl Db {
 
     /// `PRAGMA integrity_check` result (`"ok"` when healthy).
     pub fn integrity_check(&self) -> Result<String> {
-        Ok(self
-            .lock()
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        Ok(self.lock().query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
     /// Count rows of a known table.
     pub fn count(&self, table: &'static str) -> Result<i64> {
-        Ok(self
-            .lock()
-            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
+        Ok(self.lock().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
     }
 }
 
@@ -362,10 +335,7 @@ mod tests {
         drop(db);
         let db = Db::open(&p).unwrap();
         assert_eq!(db.meta_get("a").unwrap().as_deref(), Some("1"));
-        let mode: String = db
-            .lock()
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
+        let mode: String = db.lock().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(db.integrity_check().unwrap(), "ok");
     }

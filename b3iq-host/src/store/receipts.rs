@@ -86,14 +86,9 @@ pub fn insert(db: &Db, r: &ReceiptRow) -> Result<()> {
 /// Newest first, at most `limit` (1 to 500), with `seq` below `before`.
 pub fn list(db: &Db, limit: u32, before: Option<i64>) -> Result<Vec<ReceiptRow>> {
     let conn = db.lock();
-    let mut st = conn.prepare(&format!(
-        "SELECT {COLS} FROM receipts WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
-    ))?;
+    let mut st = conn.prepare(&format!("SELECT {COLS} FROM receipts WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"))?;
     let rows = st
-        .query_map(
-            params![before.unwrap_or(i64::MAX), limit.clamp(1, 500)],
-            row,
-        )?
+        .query_map(params![before.unwrap_or(i64::MAX), limit.clamp(1, 500)], row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -102,22 +97,13 @@ pub fn list(db: &Db, limit: u32, before: Option<i64>) -> Result<Vec<ReceiptRow>>
 pub fn all(db: &Db) -> Result<Vec<ReceiptRow>> {
     let conn = db.lock();
     let mut st = conn.prepare(&format!("SELECT {COLS} FROM receipts ORDER BY seq"))?;
-    let rows = st
-        .query_map([], row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = st.query_map([], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// One receipt by id.
 pub fn get(db: &Db, id: &str) -> Result<Option<ReceiptRow>> {
-    Ok(db
-        .lock()
-        .query_row(
-            &format!("SELECT {COLS} FROM receipts WHERE id = ?1"),
-            [id],
-            row,
-        )
-        .optional()?)
+    Ok(db.lock().query_row(&format!("SELECT {COLS} FROM receipts WHERE id = ?1"), [id], row).optional()?)
 }
 
 /// The key id network requests are filed under.
@@ -131,9 +117,7 @@ pub const NETWORK_KEY_ID: &str = "network";
 pub fn network_since(db: &Db, since_s: u64, limit: u32) -> Result<Vec<(u32, u32, Vec<u8>)>> {
     let conn = db.lock();
     let mut st = conn.prepare("SELECT prompt_tokens, completion_tokens, signed FROM receipts WHERE key_id = ?1 AND created_at >= ?2 ORDER BY seq LIMIT ?3")?;
-    let rows = st.query_map(params![NETWORK_KEY_ID, since_s as i64, limit], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
+    let rows = st.query_map(params![NETWORK_KEY_ID, since_s as i64, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
@@ -156,15 +140,7 @@ pub fn network_tokens_since(db: &Db, since_s: u64) -> Result<u64> {
 /// # Errors
 /// `Db`.
 pub fn request_id_used(db: &Db, request_id_hex: &str) -> Result<bool> {
-    Ok(db
-        .lock()
-        .query_row(
-            "SELECT 1 FROM receipts WHERE request_id = ?1",
-            [request_id_hex],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+    Ok(db.lock().query_row("SELECT 1 FROM receipts WHERE request_id = ?1", [request_id_hex], |_| Ok(())).optional()?.is_some())
 }
 
 /// Receipts not yet uploaded to the control plane, written at or after `created_from` (unix
@@ -172,11 +148,7 @@ pub fn request_id_used(db: &Db, request_id_hex: &str) -> Result<bool> {
 pub fn not_uploaded(db: &Db, created_from: u64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>> {
     let conn = db.lock();
     let mut st = conn.prepare("SELECT seq, signed FROM receipts WHERE uploaded_at IS NULL AND created_at >= ?1 ORDER BY seq LIMIT ?2")?;
-    let rows = st
-        .query_map(params![created_from as i64, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = st.query_map(params![created_from as i64, limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -184,10 +156,7 @@ pub fn not_uploaded(db: &Db, created_from: u64, limit: u32) -> Result<Vec<(i64, 
 pub fn mark_uploaded(db: &Db, seqs: &[i64], now: u64) -> Result<()> {
     db.tx(|tx| {
         for s in seqs {
-            tx.execute(
-                "UPDATE receipts SET uploaded_at = ?2 WHERE seq = ?1",
-                params![s, now as i64],
-            )?;
+            tx.execute("UPDATE receipts SET uploaded_at = ?2 WHERE seq = ?1", params![s, now as i64])?;
         }
         Ok(())
     })
@@ -195,12 +164,5 @@ pub fn mark_uploaded(db: &Db, seqs: &[i64], now: u64) -> Result<()> {
 
 /// The stored salt of a v1 receipt (v2 salts are derived, never stored).
 pub fn v1_salt(db: &Db, receipt_id: &str) -> Result<Option<Vec<u8>>> {
-    Ok(db
-        .lock()
-        .query_row(
-            "SELECT salt FROM receipt_salts WHERE receipt_id = ?1",
-            [receipt_id],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(db.lock().query_row("SELECT salt FROM receipt_salts WHERE receipt_id = ?1", [receipt_id], |r| r.get(0)).optional()?)
 }

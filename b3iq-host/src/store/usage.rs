@@ -49,23 +49,14 @@ pub struct ByModel {
 
 /// Usage since `since` (unix seconds): a series in buckets of `width_s` seconds, and totals by
 /// key and by model.
-pub fn summary(
-    db: &Db,
-    width_s: i64,
-    since: i64,
-) -> Result<(Vec<Bucket>, Vec<ByKey>, Vec<ByModel>)> {
+pub fn summary(db: &Db, width_s: i64, since: i64) -> Result<(Vec<Bucket>, Vec<ByKey>, Vec<ByModel>)> {
     let conn = db.lock();
     let mut s = conn.prepare(
         "SELECT (at / ?1) * ?1 AS b, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM usage WHERE at >= ?2 GROUP BY b ORDER BY b",
     )?;
     let series = s
         .query_map(params![width_s, since], |r| {
-            Ok(Bucket {
-                start: r.get(0)?,
-                requests: r.get(1)?,
-                prompt_tokens: r.get(2)?,
-                completion_tokens: r.get(3)?,
-            })
+            Ok(Bucket { start: r.get(0)?, requests: r.get(1)?, prompt_tokens: r.get(2)?, completion_tokens: r.get(3)? })
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut s = conn.prepare(
@@ -74,13 +65,7 @@ pub fn summary(
     )?;
     let by_key = s
         .query_map(params![since], |r| {
-            Ok(ByKey {
-                key_id: r.get(0)?,
-                name: r.get(1)?,
-                requests: r.get(2)?,
-                prompt_tokens: r.get(3)?,
-                completion_tokens: r.get(4)?,
-            })
+            Ok(ByKey { key_id: r.get(0)?, name: r.get(1)?, requests: r.get(2)?, prompt_tokens: r.get(3)?, completion_tokens: r.get(4)? })
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut s = conn.prepare(
@@ -88,12 +73,7 @@ pub fn summary(
     )?;
     let by_model = s
         .query_map(params![since], |r| {
-            Ok(ByModel {
-                model: r.get(0)?,
-                requests: r.get(1)?,
-                prompt_tokens: r.get(2)?,
-                completion_tokens: r.get(3)?,
-            })
+            Ok(ByModel { model: r.get(0)?, requests: r.get(1)?, prompt_tokens: r.get(2)?, completion_tokens: r.get(3)? })
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok((series, by_key, by_model))

@@ -6,11 +6,8 @@ use b3iq_core::enrollment::{EnrollmentProof, Nonce};
 use b3iq_core::heartbeat::{HealthStatus, Heartbeat, HeartbeatCounts};
 use b3iq_core::job::{Job, JobId, JobKind};
 use b3iq_core::{NodeKey, OperatingMode, Signed};
+use b3iq_protocol::messages::{Code, HexBlob, JobOutcome, JobResultAck, JobResultData, JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_RECEIPTS_PER_UPLOAD};
 use b3iq_protocol::messages::*;
-use b3iq_protocol::messages::{
-    Code, HexBlob, JobOutcome, JobResultAck, JobResultData, JobResultReport, ReceiptUpload,
-    ReceiptUploadAck, MAX_RECEIPTS_PER_UPLOAD,
-};
 use serde_json::{json, Value};
 
 fn challenge() -> EnrollmentChallenge {
@@ -68,13 +65,7 @@ fn heartbeat(key: &NodeKey) -> HeartbeatRequest {
 
 /// A signed receipt of `key` (the settlement tests' builder).
 fn receipt(key: &NodeKey, n: u8) -> b3iq_core::receipt::SignedReceipt {
-    crate::settlement_builder::receipt(
-        key,
-        n,
-        "smollm2-135m-instruct-q4_1",
-        1_800_000_000_000 + u64::from(n),
-        0,
-    )
+    crate::settlement_builder::receipt(key, n, "smollm2-135m-instruct-q4_1", 1_800_000_000_000 + u64::from(n), 0)
 }
 
 fn job(issuer: &NodeKey, node: &NodeKey) -> b3iq_core::job::SignedJob {
@@ -194,18 +185,11 @@ fn samples() -> Vec<(&'static str, Value)> {
         ),
         (
             "receipts",
-            serde_json::to_value(
-                ReceiptUpload::sign(&key, vec![receipt(&key, 1), receipt(&key, 2)], 6_000).unwrap(),
-            )
-            .unwrap(),
+            serde_json::to_value(ReceiptUpload::sign(&key, vec![receipt(&key, 1), receipt(&key, 2)], 6_000).unwrap()).unwrap(),
         ),
         (
             "receipts_ack",
-            serde_json::to_value(ReceiptUploadAck {
-                stored: 2,
-                duplicates: 0,
-            })
-            .unwrap(),
+            serde_json::to_value(ReceiptUploadAck { stored: 2, duplicates: 0 }).unwrap(),
         ),
         (
             "result_ack",
@@ -317,26 +301,14 @@ fn messages_round_trip_and_checks_hold() {
 
     // Job results: signed over their JSON; any change, another key, or a node id the key does
     // not derive is refused.
-    let r = JobResultReport::sign(
-        &key,
-        JobId([5; 16]),
-        JobOutcome::Failed,
-        Some(Code::new("model_not_loaded").unwrap()),
-        JobResultData::None {},
-        9,
-    )
-    .unwrap();
+    let r = JobResultReport::sign(&key, JobId([5; 16]), JobOutcome::Failed, Some(Code::new("model_not_loaded").unwrap()), JobResultData::None {}, 9).unwrap();
     assert_eq!(r.verify().unwrap(), key.node_id());
     for tamper in [
         |r: &mut JobResultReport| r.outcome = JobOutcome::Succeeded,
         |r: &mut JobResultReport| r.code = None,
         |r: &mut JobResultReport| r.finished_at_ms += 1,
         |r: &mut JobResultReport| r.job_id = JobId([6; 16]),
-        |r: &mut JobResultReport| {
-            r.result = JobResultData::ModelRemoved {
-                sha256: Sha256Digest([1; 32]),
-            }
-        },
+        |r: &mut JobResultReport| r.result = JobResultData::ModelRemoved { sha256: Sha256Digest([1; 32]) },
     ] {
         let mut t = r.clone();
         tamper(&mut t);
@@ -350,17 +322,10 @@ fn messages_round_trip_and_checks_hold() {
         assert!(Code::new(bad).is_err(), "{bad:?}");
     }
     let mut v = serde_json::to_value(&r).unwrap();
-    v["result"] =
-        json!({"type": "support_bundle", "sha256": Sha256Digest([1; 32]), "bundle": "ABCD"});
-    assert!(
-        serde_json::from_value::<JobResultReport>(v.clone()).is_err(),
-        "uppercase hex"
-    );
+    v["result"] = json!({"type": "support_bundle", "sha256": Sha256Digest([1; 32]), "bundle": "ABCD"});
+    assert!(serde_json::from_value::<JobResultReport>(v.clone()).is_err(), "uppercase hex");
     v["result"]["bundle"] = json!("abc");
-    assert!(
-        serde_json::from_value::<JobResultReport>(v).is_err(),
-        "odd length"
-    );
+    assert!(serde_json::from_value::<JobResultReport>(v).is_err(), "odd length");
 }
 
 #[test]
@@ -531,10 +496,7 @@ fn parsing_mutated_messages_never_panics_and_round_trips() {
 fn job_kinds_without_fields_refuse_extra_fields_too() {
     for k in ["build_support_bundle", "restart_runtime"] {
         let v = json!({"type": k, "prompt": "tell me a secret"});
-        assert!(
-            serde_json::from_value::<JobKind>(v).is_err(),
-            "{k} accepted an extra field"
-        );
+        assert!(serde_json::from_value::<JobKind>(v).is_err(), "{k} accepted an extra field");
         assert!(serde_json::from_value::<JobKind>(json!({"type": k})).is_ok());
     }
 }
@@ -546,13 +508,8 @@ fn receipt_uploads_carry_only_the_uploaders_own_signed_receipts() {
     let u = ReceiptUpload::sign(&key, vec![receipt(&key, 1), receipt(&key, 2)], 6_000).unwrap();
     assert_eq!(u.verify().unwrap(), key.node_id());
     // A receipt of another node in the batch; a receipt swapped after signing; another signer.
-    let mixed =
-        ReceiptUpload::sign(&key, vec![receipt(&key, 1), receipt(&other, 2)], 6_000).unwrap();
-    assert!(mixed
-        .verify()
-        .unwrap_err()
-        .to_string()
-        .contains("another node"));
+    let mixed = ReceiptUpload::sign(&key, vec![receipt(&key, 1), receipt(&other, 2)], 6_000).unwrap();
+    assert!(mixed.verify().unwrap_err().to_string().contains("another node"));
     let mut swapped = u.clone();
     swapped.receipts[1] = receipt(&key, 3);
     assert!(swapped.verify().is_err());

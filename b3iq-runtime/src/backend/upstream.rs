@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use b3iq_openai::sse::{SseEvent, SseParser};
 use b3iq_openai::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatMessage as WireMessage, CommonParams,
-    CompletionRequest, ErrorBody, JsonSchemaFormat, Model, PromptInput,
-    ResponseFormat as WireResponseFormat, Stop, StreamItem, StreamOptions, TextCompletion,
+    ChatCompletionChunk, ChatCompletionRequest, ChatMessage as WireMessage, CommonParams, CompletionRequest, ErrorBody,
+    JsonSchemaFormat, Model, PromptInput, ResponseFormat as WireResponseFormat, Stop, StreamItem, StreamOptions,
+    TextCompletion,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -111,9 +111,7 @@ struct Inner {
 impl std::fmt::Debug for UpstreamRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
-        f.debug_struct("UpstreamRuntime")
-            .field("base_url", &self.inner.base)
-            .finish()
+        f.debug_struct("UpstreamRuntime").field("base_url", &self.inner.base).finish()
     }
 }
 
@@ -125,10 +123,7 @@ fn unavailable(url: &str, e: &reqwest::Error) -> RuntimeError {
     } else {
         e.to_string()
     };
-    RuntimeError::UpstreamUnavailable {
-        url: url.to_string(),
-        reason,
-    }
+    RuntimeError::UpstreamUnavailable { url: url.to_string(), reason }
 }
 
 impl UpstreamRuntime {
@@ -136,39 +131,25 @@ impl UpstreamRuntime {
     pub fn new(config: UpstreamConfig) -> Result<Self, RuntimeError> {
         let base = config.base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(RuntimeError::Config(format!(
-                "upstream base URL must start with http:// or https://, got `{base}`"
-            )));
+            return Err(RuntimeError::Config(format!("upstream base URL must start with http:// or https://, got `{base}`")));
         }
         let key = match &config.api_key {
             ApiKeySource::None => None,
             ApiKeySource::File(p) => {
                 let k = std::fs::read_to_string(p).map_err(|e| {
-                    RuntimeError::Config(format!(
-                        "cannot read the upstream API key file {}: {e}",
-                        p.display()
-                    ))
+                    RuntimeError::Config(format!("cannot read the upstream API key file {}: {e}", p.display()))
                 })?;
                 Some(k.trim().to_string())
             }
             ApiKeySource::Env(v) => Some(
                 std::env::var(v)
-                    .map_err(|_| {
-                        RuntimeError::Config(format!(
-                            "environment variable {v} (upstream API key) is not set"
-                        ))
-                    })?
+                    .map_err(|_| RuntimeError::Config(format!("environment variable {v} (upstream API key) is not set")))?
                     .trim()
                     .to_string(),
             ),
         };
-        if key
-            .as_deref()
-            .is_some_and(|k| k.is_empty() || k.chars().any(|c| c.is_control()))
-        {
-            return Err(RuntimeError::Config(
-                "the upstream API key is empty or contains control characters".into(),
-            ));
+        if key.as_deref().is_some_and(|k| k.is_empty() || k.chars().any(|c| c.is_control())) {
+            return Err(RuntimeError::Config("the upstream API key is empty or contains control characters".into()));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
@@ -194,10 +175,7 @@ impl UpstreamRuntime {
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self
-            .inner
-            .http
-            .request(method, format!("{}{path}", self.inner.base));
+        let mut r = self.inner.http.request(method, format!("{}{path}", self.inner.base));
         if let Some(k) = &self.inner.key {
             r = r.bearer_auth(k);
         }
@@ -215,13 +193,9 @@ impl UpstreamRuntime {
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| body.chars().take(500).collect());
         Err(match status.as_u16() {
-            401 | 403 => RuntimeError::UpstreamAuth {
-                status: status.as_u16(),
-            },
+            401 | 403 => RuntimeError::UpstreamAuth { status: status.as_u16() },
             404 if message.contains("model") => RuntimeError::ModelNotFound { model: message },
-            429 => RuntimeError::QueueFull {
-                retry_after_ms: 1000,
-            },
+            429 => RuntimeError::QueueFull { retry_after_ms: 1000 },
             s => RuntimeError::Upstream { status: s, message },
         })
     }
@@ -239,19 +213,14 @@ impl UpstreamRuntime {
             status: 200,
             message: format!("GET /models did not return JSON: {e}"),
         })?;
-        let data =
-            v.get("data")
-                .and_then(|d| d.as_array())
-                .ok_or_else(|| RuntimeError::Upstream {
-                    status: 200,
-                    message: "GET /models: no `data` array in the answer".into(),
-                })?;
+        let data = v.get("data").and_then(|d| d.as_array()).ok_or_else(|| RuntimeError::Upstream {
+            status: 200,
+            message: "GET /models: no `data` array in the answer".into(),
+        })?;
         let mut out = Vec::new();
         for m in data {
             // Entries without an id (or otherwise not a model) are skipped, not fatal.
-            let Ok(m) = Model::deserialize(m) else {
-                continue;
-            };
+            let Ok(m) = Model::deserialize(m) else { continue };
             let ctx = m.context_length().unwrap_or(0) as u32;
             out.push(ModelInfo {
                 id: m.id.clone(),
@@ -280,10 +249,7 @@ impl UpstreamRuntime {
         let mut params = CommonParams {
             model: Some(request.model.clone()),
             stream: Some(true),
-            stream_options: Some(StreamOptions {
-                include_usage: true,
-                ..Default::default()
-            }),
+            stream_options: Some(StreamOptions { include_usage: true, ..Default::default() }),
             temperature: Some(decimal(s.temperature)),
             top_p: Some(decimal(s.top_p)),
             presence_penalty: Some(decimal(s.presence_penalty)),
@@ -301,10 +267,7 @@ impl UpstreamRuntime {
             params.extra.insert("min_p".into(), json!(decimal(s.min_p)));
         }
         if s.repeat_penalty != 1.0 {
-            params.extra.insert(
-                "repetition_penalty".into(),
-                json!(decimal(s.repeat_penalty)),
-            );
+            params.extra.insert("repetition_penalty".into(), json!(decimal(s.repeat_penalty)));
         }
         let format = match &request.response_format {
             ResponseFormat::Text => None,
@@ -319,14 +282,10 @@ impl UpstreamRuntime {
         };
         params.set_response_format(format.as_ref());
         match &request.prompt {
-            Prompt::Chat(msgs) => UpstreamRequest::Chat(ChatCompletionRequest {
-                messages: Some(wire_messages(msgs)),
-                params,
-            }),
-            Prompt::Text(t) => UpstreamRequest::Text(CompletionRequest {
-                prompt: Some(PromptInput::One(t.clone())),
-                params,
-            }),
+            Prompt::Chat(msgs) => {
+                UpstreamRequest::Chat(ChatCompletionRequest { messages: Some(wire_messages(msgs)), params })
+            }
+            Prompt::Text(t) => UpstreamRequest::Text(CompletionRequest { prompt: Some(PromptInput::One(t.clone())), params }),
         }
     }
 }
@@ -340,9 +299,7 @@ enum UpstreamRequest {
 }
 
 fn wire_messages(msgs: &[ChatMessage]) -> Vec<WireMessage> {
-    msgs.iter()
-        .map(|m| WireMessage::new(m.role.as_str(), m.content.clone()))
-        .collect()
+    msgs.iter().map(|m| WireMessage::new(m.role.as_str(), m.content.clone())).collect()
 }
 
 /// An `f32` parameter as the decimal it was written as (`0.7f32` is sent as `0.7`, not as
@@ -357,26 +314,15 @@ enum Piece {
     /// `[DONE]`.
     Done,
     /// A chunk: text of its first choice, that choice's finish reason, the chunk's usage.
-    Chunk {
-        text: Option<String>,
-        finish: Option<String>,
-        usage: Option<b3iq_openai::Usage>,
-    },
+    Chunk { text: Option<String>, finish: Option<String>, usage: Option<b3iq_openai::Usage> },
 }
 
 /// Reads one event of a chat (`chat`) or text completion stream; an error event is an error.
 fn read_event(ev: &SseEvent, chat: bool) -> Result<Piece, RuntimeError> {
-    let bad = |e: b3iq_openai::OpenAiError| RuntimeError::Upstream {
-        status: 200,
-        message: format!("bad SSE chunk from upstream: {e}"),
-    };
+    let bad = |e: b3iq_openai::OpenAiError| RuntimeError::Upstream { status: 200, message: format!("bad SSE chunk from upstream: {e}") };
     let failed = |e: b3iq_openai::ErrorDetail| RuntimeError::Upstream {
         status: 200,
-        message: if e.message.is_empty() {
-            "error".into()
-        } else {
-            e.message
-        },
+        message: if e.message.is_empty() { "error".into() } else { e.message },
     };
     if chat {
         match StreamItem::<ChatCompletionChunk>::from_event(ev).map_err(bad)? {
@@ -430,18 +376,10 @@ impl Runtime for UpstreamRuntime {
         let id = spec
             .id
             .clone()
-            .or_else(|| {
-                spec.path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .map(str::to_string)
-            })
+            .or_else(|| spec.path.file_stem().and_then(|s| s.to_str()).map(str::to_string))
             .ok_or_else(|| RuntimeError::InvalidRequest("give the upstream model id".into()))?;
         let models = self.discover_models().await?;
-        models
-            .into_iter()
-            .find(|m| m.id == id)
-            .ok_or(RuntimeError::ModelNotFound { model: id })
+        models.into_iter().find(|m| m.id == id).ok_or(RuntimeError::ModelNotFound { model: id })
     }
 
     async fn unload_model(&self, id: &str) -> Result<(), RuntimeError> {
@@ -451,9 +389,7 @@ impl Runtime for UpstreamRuntime {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id)
             .map(|_| ())
-            .ok_or_else(|| RuntimeError::ModelNotFound {
-                model: id.to_string(),
-            })
+            .ok_or_else(|| RuntimeError::ModelNotFound { model: id.to_string() })
     }
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, RuntimeError> {
@@ -468,9 +404,7 @@ impl Runtime for UpstreamRuntime {
         if c.in_flight.fetch_add(1, Ordering::AcqRel) >= self.inner.max_in_flight {
             c.in_flight.fetch_sub(1, Ordering::AcqRel);
             c.rejected_total.fetch_add(1, Ordering::Relaxed);
-            return Err(RuntimeError::QueueFull {
-                retry_after_ms: 1000,
-            });
+            return Err(RuntimeError::QueueFull { retry_after_ms: 1000 });
         }
         let guard = InFlight(c.clone());
         let submitted = Instant::now();
@@ -504,20 +438,14 @@ impl Runtime for UpstreamRuntime {
                     if cancel2.load(Ordering::Acquire) || tx.is_closed() {
                         return Err(RuntimeError::Cancelled);
                     }
-                    let bad_stream = |e: b3iq_openai::OpenAiError| RuntimeError::Upstream {
-                        status: 200,
-                        message: e.to_string(),
-                    };
+                    let bad_stream = |e: b3iq_openai::OpenAiError| RuntimeError::Upstream { status: 200, message: e.to_string() };
                     let (events, ended) = match body.next().await {
                         Some(next) => {
                             let bytes = next.map_err(|e| unavailable(&base, &e))?;
                             (sse.feed(&bytes).map_err(bad_stream)?, false)
                         }
                         // A last event without its blank line still counts.
-                        None => (
-                            sse.finish().map_err(bad_stream)?.into_iter().collect(),
-                            true,
-                        ),
+                        None => (sse.finish().map_err(bad_stream)?.into_iter().collect(), true),
                     };
                     for ev in events {
                         let (text, finish, u) = match read_event(&ev, chat)? {
@@ -525,11 +453,7 @@ impl Runtime for UpstreamRuntime {
                                 done = true;
                                 break;
                             }
-                            Piece::Chunk {
-                                text,
-                                finish,
-                                usage,
-                            } => (text, finish, usage),
+                            Piece::Chunk { text, finish, usage } => (text, finish, usage),
                         };
                         if let Some(u) = u {
                             usage = Some(Usage::new(u.prompt_tokens, u.completion_tokens));
@@ -564,12 +488,9 @@ impl Runtime for UpstreamRuntime {
                     let first = first.unwrap_or(end);
                     // Without an upstream usage chunk, count streamed chunks (about one token each).
                     let usage = usage.unwrap_or_else(|| Usage::new(0, chunks));
-                    c.prompt_tokens_total
-                        .fetch_add(usage.prompt_tokens as u64, Ordering::Relaxed);
-                    c.generated_tokens_total
-                        .fetch_add(usage.completion_tokens as u64, Ordering::Relaxed);
-                    let us =
-                        |a: Instant, b: Instant| b.saturating_duration_since(a).as_micros() as u64;
+                    c.prompt_tokens_total.fetch_add(usage.prompt_tokens as u64, Ordering::Relaxed);
+                    c.generated_tokens_total.fetch_add(usage.completion_tokens as u64, Ordering::Relaxed);
+                    let us = |a: Instant, b: Instant| b.saturating_duration_since(a).as_micros() as u64;
                     let timings = Timings {
                         queue_us: 0,
                         prompt_us: us(submitted, first),
@@ -606,36 +527,19 @@ impl Runtime for UpstreamRuntime {
         if let Some(k) = &self.inner.key {
             r = r.bearer_auth(k);
         }
-        let resp = r
-            .send()
-            .await
-            .map_err(|e| unavailable(&self.inner.base, &e))?;
+        let resp = r.send().await.map_err(|e| unavailable(&self.inner.base, &e))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Err(RuntimeError::Unsupported(
-                "the upstream has no /tokenize endpoint".into(),
-            ));
+            return Err(RuntimeError::Unsupported("the upstream has no /tokenize endpoint".into()));
         }
-        let v: Value =
-            self.check(resp)
-                .await?
-                .json()
-                .await
-                .map_err(|e| RuntimeError::Upstream {
-                    status: 200,
-                    message: format!("bad /tokenize answer: {e}"),
-                })?;
+        let v: Value = self.check(resp).await?.json().await.map_err(|e| RuntimeError::Upstream {
+            status: 200,
+            message: format!("bad /tokenize answer: {e}"),
+        })?;
         v.get("count")
             .and_then(|c| c.as_u64())
-            .or_else(|| {
-                v.get("tokens")
-                    .and_then(|t| t.as_array())
-                    .map(|a| a.len() as u64)
-            })
+            .or_else(|| v.get("tokens").and_then(|t| t.as_array()).map(|a| a.len() as u64))
             .map(|n| n as u32)
-            .ok_or_else(|| RuntimeError::Upstream {
-                status: 200,
-                message: "/tokenize answer has no count".into(),
-            })
+            .ok_or_else(|| RuntimeError::Upstream { status: 200, message: "/tokenize answer has no count".into() })
     }
 
     async fn health(&self) -> Health {
@@ -686,101 +590,42 @@ mod tests {
     #[test]
     fn request_bodies_carry_every_parameter() {
         let up = UpstreamRuntime::new(UpstreamConfig::new("http://127.0.0.1:9/v1")).unwrap();
-        let mut req =
-            GenerateRequest::chat("m", vec![ChatMessage::system("s"), ChatMessage::user("hi")])
-                .with_max_tokens(5);
-        req.sampling = SamplingParams {
-            temperature: 0.7,
-            top_k: 40,
-            min_p: 0.05,
-            repeat_penalty: 1.1,
-            seed: Some(u64::MAX),
-            ..SamplingParams::default()
-        };
+        let mut req = GenerateRequest::chat("m", vec![ChatMessage::system("s"), ChatMessage::user("hi")]).with_max_tokens(5);
+        req.sampling = SamplingParams { temperature: 0.7, top_k: 40, min_p: 0.05, repeat_penalty: 1.1, seed: Some(u64::MAX), ..SamplingParams::default() };
         req.stop = vec!["END".into()];
-        req.response_format = ResponseFormat::JsonSchema {
-            name: None,
-            schema: json!({"type": "object"}),
-        };
+        req.response_format = ResponseFormat::JsonSchema { name: None, schema: json!({"type": "object"}) };
         let v = serde_json::to_value(up.request_body(&req)).unwrap();
         assert_eq!(v["model"], "m");
         assert_eq!(v["stream"], true);
         assert_eq!(v["stream_options"], json!({"include_usage": true}));
-        assert_eq!(
-            v["temperature"],
-            json!(0.7),
-            "f32 parameters go out as the decimal written"
-        );
-        assert_eq!(
-            (
-                v["top_k"].clone(),
-                v["min_p"].clone(),
-                v["repetition_penalty"].clone()
-            ),
-            (json!(40), json!(0.05), json!(1.1))
-        );
+        assert_eq!(v["temperature"], json!(0.7), "f32 parameters go out as the decimal written");
+        assert_eq!((v["top_k"].clone(), v["min_p"].clone(), v["repetition_penalty"].clone()), (json!(40), json!(0.05), json!(1.1)));
         assert_eq!(v["seed"], json!(u64::MAX));
         assert_eq!(v["max_tokens"], 5);
         assert_eq!(v["stop"], json!(["END"]));
-        assert_eq!(
-            v["response_format"],
-            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}}})
-        );
-        assert_eq!(
-            v["messages"],
-            json!([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}])
-        );
+        assert_eq!(v["response_format"], json!({"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}}}));
+        assert_eq!(v["messages"], json!([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]));
         assert!(v.get("prompt").is_none());
-        let v = serde_json::to_value(up.request_body(&GenerateRequest::completion("m", "Once")))
-            .unwrap();
+        let v = serde_json::to_value(up.request_body(&GenerateRequest::completion("m", "Once"))).unwrap();
         assert_eq!(v["prompt"], "Once");
-        assert!(
-            v.get("messages").is_none()
-                && v.get("response_format").is_none()
-                && v.get("stop").is_none()
-                && v.get("seed").is_none()
-        );
+        assert!(v.get("messages").is_none() && v.get("response_format").is_none() && v.get("stop").is_none() && v.get("seed").is_none());
     }
 
     #[test]
     fn stream_events_of_other_servers_are_read() {
-        let ev = |data: &str| SseEvent {
-            event: None,
-            data: data.into(),
-        };
+        let ev = |data: &str| SseEvent { event: None, data: data.into() };
         // llama.cpp's role chunk (content null), vLLM's finish chunk, a usage chunk, errors.
         let p = read_event(&ev(r#"{"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant","content":null}}],"created":1,"id":"c","model":"m","object":"chat.completion.chunk"}"#), true).unwrap();
-        assert!(matches!(
-            p,
-            Piece::Chunk {
-                text: None,
-                finish: None,
-                usage: None
-            }
-        ));
+        assert!(matches!(p, Piece::Chunk { text: None, finish: None, usage: None }));
         let p = read_event(&ev(r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"length","stop_reason":null}]}"#), true).unwrap();
         assert!(matches!(p, Piece::Chunk { finish: Some(ref f), .. } if f == "length"));
         let p = read_event(&ev(r#"{"id":"c","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#), false).unwrap();
-        assert!(
-            matches!(p, Piece::Chunk { text: None, usage: Some(u), .. } if u.prompt_tokens == 3 && u.completion_tokens == 2)
-        );
-        assert!(matches!(
-            read_event(&ev("[DONE]"), false).unwrap(),
-            Piece::Done
-        ));
+        assert!(matches!(p, Piece::Chunk { text: None, usage: Some(u), .. } if u.prompt_tokens == 3 && u.completion_tokens == 2));
+        assert!(matches!(read_event(&ev("[DONE]"), false).unwrap(), Piece::Done));
         let e = read_event(&ev(r#"{"error":{"message":"boom","code":500}}"#), true).unwrap_err();
-        assert!(
-            matches!(e, RuntimeError::Upstream { status: 200, ref message } if message == "boom"),
-            "{e}"
-        );
-        let llama_error = SseEvent {
-            event: Some("error".into()),
-            data: r#"{"code":400,"message":"context exceeded"}"#.into(),
-        };
-        assert!(read_event(&llama_error, true)
-            .unwrap_err()
-            .to_string()
-            .contains("context exceeded"));
+        assert!(matches!(e, RuntimeError::Upstream { status: 200, ref message } if message == "boom"), "{e}");
+        let llama_error = SseEvent { event: Some("error".into()), data: r#"{"code":400,"message":"context exceeded"}"#.into() };
+        assert!(read_event(&llama_error, true).unwrap_err().to_string().contains("context exceeded"));
         let e = read_event(&ev("{oops"), true).unwrap_err();
         assert!(e.to_string().contains("bad SSE chunk"), "{e}");
     }

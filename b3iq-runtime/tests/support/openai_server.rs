@@ -15,9 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use b3iq_openai::response::{CHAT_COMPLETION, CHAT_COMPLETION_CHUNK, TEXT_COMPLETION};
 use b3iq_openai::{
-    sse, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
-    CommonParams, CompletionRequest, ErrorBody, ErrorCode, ErrorDetail, Model, ModelList,
-    PromptInput, TextChoice, TextCompletion,
+    sse, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CommonParams,
+    CompletionRequest, ErrorBody, ErrorCode, ErrorDetail, Model, ModelList, PromptInput, TextChoice, TextCompletion,
 };
 use b3iq_runtime::*;
 use futures::StreamExt;
@@ -46,9 +45,7 @@ fn map_err(e: RuntimeError) -> Response {
     let status = match &e {
         RuntimeError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
         RuntimeError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
-        RuntimeError::InvalidRequest(_) | RuntimeError::ContextOverflow { .. } => {
-            StatusCode::BAD_REQUEST
-        }
+        RuntimeError::InvalidRequest(_) | RuntimeError::ContextOverflow { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     err(status, &e.to_string(), "runtime_error")
@@ -76,9 +73,7 @@ async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {
                 .map(|m| {
                     // vLLM's extension field, which the upstream client reads.
                     let mut model = Model::new(&m.id, 0, "b3iq");
-                    model
-                        .extra
-                        .insert("max_model_len".into(), json!(m.context_length));
+                    model.extra.insert("max_model_len".into(), json!(m.context_length));
                     model
                 })
                 .collect();
@@ -88,10 +83,7 @@ async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-fn parse_request(
-    p: &CommonParams,
-    prompt: Prompt,
-) -> Result<(GenerateRequest, bool, bool), RuntimeError> {
+fn parse_request(p: &CommonParams, prompt: Prompt) -> Result<(GenerateRequest, bool, bool), RuntimeError> {
     let bad = |m: &str| RuntimeError::InvalidRequest(m.to_string());
     let model = p.model.as_deref().ok_or_else(|| bad("model is required"))?;
     let mut s = SamplingParams::default();
@@ -120,22 +112,17 @@ fn parse_request(
     s.seed = p.seed;
     let response_format = match p.response_format().ok().flatten() {
         Some(b3iq_openai::ResponseFormat::JsonObject) => ResponseFormat::JsonObject,
-        Some(b3iq_openai::ResponseFormat::JsonSchema { json_schema }) => {
-            ResponseFormat::JsonSchema {
-                name: Some(json_schema.name).filter(|n| !n.is_empty()),
-                schema: json_schema.schema,
-            }
-        }
+        Some(b3iq_openai::ResponseFormat::JsonSchema { json_schema }) => ResponseFormat::JsonSchema {
+            name: Some(json_schema.name).filter(|n| !n.is_empty()),
+            schema: json_schema.schema,
+        },
         _ => ResponseFormat::Text,
     };
     let req = GenerateRequest {
         model: model.to_string(),
         prompt,
         sampling: s,
-        max_tokens: p
-            .max_completion_tokens
-            .or(p.max_tokens)
-            .and_then(|v| u32::try_from(v).ok()),
+        max_tokens: p.max_completion_tokens.or(p.max_tokens).and_then(|v| u32::try_from(v).ok()),
         stop: p.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
         response_format,
     };
@@ -155,9 +142,7 @@ fn chat_prompt(body: ChatCompletionRequest) -> Result<Prompt, RuntimeError> {
         };
         let content = match m.content {
             None => String::new(),
-            Some(c) => c
-                .into_text()
-                .map_err(|_| bad("only text content is supported"))?,
+            Some(c) => c.into_text().map_err(|_| bad("only text content is supported"))?,
         };
         out.push(ChatMessage::new(role, content));
     }
@@ -168,31 +153,18 @@ fn text_prompt(body: CompletionRequest) -> Result<Prompt, RuntimeError> {
     match body.prompt {
         Some(PromptInput::One(s)) => Ok(Prompt::Text(s)),
         Some(PromptInput::Many(mut v)) if v.len() == 1 => Ok(Prompt::Text(v.remove(0))),
-        _ => Err(RuntimeError::InvalidRequest(
-            "prompt is required (one string)".into(),
-        )),
+        _ => Err(RuntimeError::InvalidRequest("prompt is required (one string)".into())),
     }
 }
 
 fn event_stream(events: impl futures::Stream<Item = Vec<u8>> + Send + 'static) -> Response {
     let mut resp = Response::new(Body::from_stream(events.map(Ok::<_, Infallible>)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(sse::CONTENT_TYPE),
-    );
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(sse::CONTENT_TYPE));
+    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
     resp
 }
 
-async fn complete(
-    s: AppState,
-    headers: HeaderMap,
-    params: CommonParams,
-    prompt: Result<Prompt, RuntimeError>,
-) -> Response {
+async fn complete(s: AppState, headers: HeaderMap, params: CommonParams, prompt: Result<Prompt, RuntimeError>) -> Response {
     if !authorized(&s, &headers) {
         return err(StatusCode::UNAUTHORIZED, "bad key", "auth");
     }
@@ -210,19 +182,14 @@ async fn complete(
     if !stream {
         return match gen.collect_completion().await {
             Ok(c) => {
-                let usage =
-                    b3iq_openai::Usage::new(c.usage.prompt_tokens, c.usage.completion_tokens);
+                let usage = b3iq_openai::Usage::new(c.usage.prompt_tokens, c.usage.completion_tokens);
                 if chat {
-                    let mut a =
-                        ChatCompletion::new(id, CHAT_COMPLETION, 0, model).with_usage(usage);
-                    a.choices
-                        .push(ChatChoice::assistant(c.text, c.finish_reason.as_str()));
+                    let mut a = ChatCompletion::new(id, CHAT_COMPLETION, 0, model).with_usage(usage);
+                    a.choices.push(ChatChoice::assistant(c.text, c.finish_reason.as_str()));
                     Json(a).into_response()
                 } else {
-                    let mut a =
-                        TextCompletion::new(id, TEXT_COMPLETION, 0, model).with_usage(usage);
-                    a.choices
-                        .push(TextChoice::finished(c.text, c.finish_reason.as_str()));
+                    let mut a = TextCompletion::new(id, TEXT_COMPLETION, 0, model).with_usage(usage);
+                    a.choices.push(TextChoice::finished(c.text, c.finish_reason.as_str()));
                     Json(a).into_response()
                 }
             }
@@ -238,44 +205,25 @@ async fn complete(
             } else {
                 sse::encode_json(&text_head.with_choices(vec![TextChoice::partial(text)]))
             }],
-            Ok(GenerationEvent::Done {
-                finish_reason,
-                usage,
-                ..
-            }) => {
+            Ok(GenerationEvent::Done { finish_reason, usage, .. }) => {
                 let reason = finish_reason.as_str();
                 let mut v = vec![if chat {
                     sse::encode_json(&chat_head.with_choices(vec![ChatChunkChoice::finish(reason)]))
                 } else {
-                    sse::encode_json(
-                        &text_head.with_choices(vec![TextChoice::finished("", reason)]),
-                    )
+                    sse::encode_json(&text_head.with_choices(vec![TextChoice::finished("", reason)]))
                 }];
                 if include_usage {
                     let u = b3iq_openai::Usage::new(usage.prompt_tokens, usage.completion_tokens);
                     v.push(if chat {
-                        sse::encode_json(
-                            &chat_head
-                                .with_choices(Vec::<ChatChunkChoice>::new())
-                                .with_usage(u),
-                        )
+                        sse::encode_json(&chat_head.with_choices(Vec::<ChatChunkChoice>::new()).with_usage(u))
                     } else {
-                        sse::encode_json(
-                            &text_head
-                                .with_choices(Vec::<TextChoice>::new())
-                                .with_usage(u),
-                        )
+                        sse::encode_json(&text_head.with_choices(Vec::<TextChoice>::new()).with_usage(u))
                     });
                 }
                 v
             }
             Err(e) => vec![sse::encode_json(&ErrorBody {
-                error: ErrorDetail {
-                    message: e.to_string(),
-                    kind: None,
-                    code: None,
-                    param: None,
-                },
+                error: ErrorDetail { message: e.to_string(), kind: None, code: None, param: None },
             })],
         };
         futures::stream::iter(out)
@@ -284,36 +232,19 @@ async fn complete(
     event_stream(events.chain(done))
 }
 
-async fn chat_completions(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(body): Json<ChatCompletionRequest>,
-) -> Response {
+async fn chat_completions(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<ChatCompletionRequest>) -> Response {
     let params = body.params.clone();
     complete(s, headers, params, chat_prompt(body)).await
 }
 
-async fn completions(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(body): Json<CompletionRequest>,
-) -> Response {
+async fn completions(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<CompletionRequest>) -> Response {
     let params = body.params.clone();
     complete(s, headers, params, text_prompt(body)).await
 }
 
 async fn tokenize(State(s): State<AppState>, Json(body): Json<Value>) -> Response {
-    let model = body
-        .get("model")
-        .and_then(|m| m.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let prompt = Prompt::Text(
-        body.get("prompt")
-            .and_then(|p| p.as_str())
-            .unwrap_or_default()
-            .to_string(),
-    );
+    let model = body.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
+    let prompt = Prompt::Text(body.get("prompt").and_then(|p| p.as_str()).unwrap_or_default().to_string());
     match s.runtime.count_tokens(&model, &prompt).await {
         Ok(n) => Json(json!({"count": n})).into_response(),
         Err(e) => map_err(e),
@@ -331,9 +262,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves on 127.0.0.1 at `port` (0 = any); returns the base URL (`http://127.0.0.1:N/v1`).
 pub async fn serve(state: AppState, port: u16) -> String {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind loopback");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
     format!("http://{addr}/v1")

@@ -34,9 +34,7 @@ impl Credential {
     /// A fresh random credential of `kind`.
     #[napi(factory)]
     pub fn generate(kind: String) -> Result<Self> {
-        Ok(Self {
-            inner: core::Credential::generate(kind_from_str(kind)?, &mut rand_core::OsRng),
-        })
+        Ok(Self { inner: core::Credential::generate(kind_from_str(kind)?, &mut rand_core::OsRng) })
     }
 
     /// `"local"`, `"support"`, `"gateway"` or `"setup"`.

@@ -19,10 +19,7 @@ pub(crate) type Result<T> = napi::Result<T, String>;
 /// which `errors.js` strips back into the class and `code`.
 #[cfg(feature = "host")]
 pub(crate) fn to_async(err: Error<String>) -> Error {
-    Error::new(
-        napi::Status::GenericFailure,
-        format!("[{}] {}", err.status, err.reason),
-    )
+    Error::new(napi::Status::GenericFailure, format!("[{}] {}", err.status, err.reason))
 }
 
 /// Any B3IQ error (`CoreError`, `RuntimeError`, `HostError`, [`BindingError`]) as a napi error
@@ -39,10 +36,7 @@ pub(crate) fn raise<E: ClassifiedError + 'static>(err: E) -> Error<String> {
         }
         next = cause.source();
     }
-    Error::new(
-        format!("B3IQ:{}:{}", err.category().as_str(), err.code()),
-        message,
-    )
+    Error::new(format!("B3IQ:{}:{}", err.category().as_str(), err.code()), message)
 }
 
 /// An error the binding raises itself (argument conversion, its own I/O, a stopped node, the
@@ -59,17 +53,8 @@ pub(crate) struct BindingError {
 impl BindingError {
     /// An error of `category` with a stable snake_case `code` and a message that says what was
     /// wrong and what to do.
-    pub(crate) fn new(
-        category: ErrorCategory,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        BindingError {
-            category,
-            code,
-            message: message.into(),
-            source: None,
-        }
+    pub(crate) fn new(category: ErrorCategory, code: &'static str, message: impl Into<String>) -> Self {
+        BindingError { category, code, message: message.into(), source: None }
     }
 
     /// Malformed argument (`invalid_input`): becomes `B3iqValueError`.
@@ -84,10 +69,7 @@ impl BindingError {
     }
 
     /// The same error with `source` as its cause.
-    pub(crate) fn with_source(
-        mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
     }
@@ -101,9 +83,7 @@ impl std::fmt::Display for BindingError {
 
 impl std::error::Error for BindingError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

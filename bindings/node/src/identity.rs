@@ -18,39 +18,27 @@ impl NodeKey {
     /// A fresh random key from the operating system's CSPRNG.
     #[napi(factory)]
     pub fn generate() -> Self {
-        Self {
-            inner: core::NodeKey::generate(&mut rand_core::OsRng),
-        }
+        Self { inner: core::NodeKey::generate(&mut rand_core::OsRng) }
     }
 
     /// The key for a 32-byte secret seed.
     #[napi(factory)]
     pub fn from_seed(seed: Buffer) -> Result<Self> {
-        core::NodeKey::from_bytes(&seed)
-            .map(|inner| Self { inner })
-            .map_err(raise)
+        core::NodeKey::from_bytes(&seed).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Parses a key file's contents (the `b3iq-node-key-v1` text form or 32 raw bytes).
     #[napi(factory)]
     pub fn from_key_file(data: Buffer) -> Result<Self> {
-        core::NodeKey::from_key_file(&data)
-            .map(|inner| Self { inner })
-            .map_err(raise)
+        core::NodeKey::from_key_file(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Reads and parses a key file.
     #[napi(factory)]
     pub fn load(path: String) -> Result<Self> {
-        let data = std::fs::read(&path).map_err(|e| {
-            raise(BindingError::io(
-                format_args!("cannot read key file {path}"),
-                e,
-            ))
-        })?;
-        core::NodeKey::from_key_file(&data)
-            .map(|inner| Self { inner })
-            .map_err(raise)
+        let data = std::fs::read(&path)
+            .map_err(|e| raise(BindingError::io(format_args!("cannot read key file {path}"), e)))?;
+        core::NodeKey::from_key_file(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// The key-file form (`b3iq-node-key-v1\n<64 hex>\n`); store it with mode 0600.
@@ -68,17 +56,13 @@ impl NodeKey {
     /// The public key.
     #[napi(getter)]
     pub fn public_key(&self) -> NodePublicKey {
-        NodePublicKey {
-            inner: self.inner.public(),
-        }
+        NodePublicKey { inner: self.inner.public() }
     }
 
     /// The node id derived from the public key.
     #[napi(getter)]
     pub fn node_id(&self) -> NodeId {
-        NodeId {
-            inner: self.inner.node_id(),
-        }
+        NodeId { inner: self.inner.node_id() }
     }
 
     /// Signs raw bytes (64-byte Ed25519 signature).
@@ -113,9 +97,7 @@ impl NodePublicKey {
     /// Parses 64 lowercase hex characters.
     #[napi(factory)]
     pub fn from_hex(text: String) -> Result<Self> {
-        core::NodePublicKey::from_hex(&text)
-            .map(|inner| Self { inner })
-            .map_err(raise)
+        core::NodePublicKey::from_hex(&text).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// The 32 bytes.
@@ -133,9 +115,7 @@ impl NodePublicKey {
     /// The node id of this key.
     #[napi(getter)]
     pub fn node_id(&self) -> NodeId {
-        NodeId {
-            inner: self.inner.node_id(),
-        }
+        NodeId { inner: self.inner.node_id() }
     }
 
     /// Strict Ed25519 verification of a raw signature: true or false.
@@ -169,17 +149,13 @@ impl NodeId {
     /// Parses the strict text form (`b3n_...`).
     #[napi(factory)]
     pub fn parse(text: String) -> Result<Self> {
-        core::NodeId::parse(&text)
-            .map(|inner| Self { inner })
-            .map_err(raise)
+        core::NodeId::parse(&text).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Wraps 32 bytes (for example a `bytes32` read from chain).
     #[napi(factory)]
     pub fn from_bytes(data: Buffer) -> Result<Self> {
-        Ok(Self {
-            inner: core::NodeId::from_bytes(array::<32>("node id", &data)?),
-        })
+        Ok(Self { inner: core::NodeId::from_bytes(array::<32>("node id", &data)?) })
     }
 
     /// The 32 bytes.

@@ -32,10 +32,7 @@ impl Job {
     /// Signs the job as its issuer (`key`'s public key must be the job's `issuer`).
     #[napi]
     pub fn sign(&self, key: &NodeKey) -> Result<SignedJob> {
-        key.inner
-            .sign_object(self.inner.clone())
-            .map(|inner| SignedJob { inner })
-            .map_err(raise)
+        key.inner.sign_object(self.inner.clone()).map(|inner| SignedJob { inner }).map_err(raise)
     }
 }
 
@@ -50,9 +47,7 @@ impl SignedJob {
     /// Strictly decodes the wire form. Does not verify: call `open`.
     #[napi(factory)]
     pub fn decode(data: Buffer) -> Result<Self> {
-        core::SignedJob::decode(&data)
-            .map(|inner| Self { inner })
-            .map_err(raise)
+        core::SignedJob::decode(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Builds from the signed JSON form (`{ version, kind, signer, body, signature }`).
@@ -89,9 +84,7 @@ impl SignedJob {
     /// The key written in the envelope (not yet trusted).
     #[napi(getter)]
     pub fn signer(&self) -> NodePublicKey {
-        NodePublicKey {
-            inner: *self.inner.signer(),
-        }
+        NodePublicKey { inner: *self.inner.signer() }
     }
 
     /// The 64-byte signature.
@@ -116,9 +109,7 @@ impl SignedJob {
     /// The signed envelope (not yet checked).
     #[napi(getter)]
     pub fn job(&self) -> Job {
-        Job {
-            inner: self.inner.body().clone(),
-        }
+        Job { inner: self.inner.body().clone() }
     }
 
     /// Runs every check for node `audience` at `nowMs` and records the job in `seen`.
@@ -134,12 +125,7 @@ impl SignedJob {
     ) -> Result<serde_json::Value> {
         let verified = self
             .inner
-            .open(
-                &trust_roots.inner,
-                &audience.inner,
-                uint("nowMs", now_ms)?,
-                &mut seen.inner,
-            )
+            .open(&trust_roots.inner, &audience.inner, uint("nowMs", now_ms)?, &mut seen.inner)
             .map_err(raise)?;
         Ok(serde_json::json!({
             "job": to_js(verified.job())?,

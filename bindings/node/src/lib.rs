@@ -46,7 +46,5 @@ pub fn testing_error_for_category(category: String) -> error::Result<()> {
 /// Test-only (not part of the API): the name of every error category, in the core's order.
 #[napi(js_name = "__testingErrorCategories")]
 pub fn testing_error_categories() -> Vec<&'static str> {
-    b3iq_core::ErrorCategory::ALL
-        .map(b3iq_core::ErrorCategory::as_str)
-        .to_vec()
+    b3iq_core::ErrorCategory::ALL.map(b3iq_core::ErrorCategory::as_str).to_vec()
 }

@@ -31,19 +31,13 @@ impl ModelManifest {
     /// Signs the manifest as its publisher.
     #[napi]
     pub fn sign(&self, key: &NodeKey) -> Result<SignedManifest> {
-        key.inner
-            .sign_object(self.inner.clone())
-            .map(|inner| SignedManifest { inner })
-            .map_err(raise)
+        key.inner.sign_object(self.inner.clone()).map(|inner| SignedManifest { inner }).map_err(raise)
     }
 
     /// Total size of all artifacts in bytes.
     #[napi(getter)]
     pub fn total_size_bytes(&self) -> Result<f64> {
-        number(
-            "totalSizeBytes",
-            self.inner.total_size_bytes().map_err(raise)?,
-        )
+        number("totalSizeBytes", self.inner.total_size_bytes().map_err(raise)?)
     }
 }
 
@@ -58,9 +52,7 @@ impl SignedManifest {
     /// Strictly decodes the wire form. Does not verify.
     #[napi(factory)]
     pub fn decode(data: Buffer) -> Result<Self> {
-        core::SignedManifest::decode(&data)
-            .map(|inner| Self { inner })
-            .map_err(raise)
+        core::SignedManifest::decode(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Builds from the signed JSON form (`{ version, kind, signer, body, signature }`).
@@ -109,17 +101,13 @@ impl SignedManifest {
     /// The signed manifest body.
     #[napi(getter)]
     pub fn manifest(&self) -> ModelManifest {
-        ModelManifest {
-            inner: self.inner.body().clone(),
-        }
+        ModelManifest { inner: self.inner.body().clone() }
     }
 
     /// The key written in the envelope (not yet trusted).
     #[napi(getter)]
     pub fn signer(&self) -> NodePublicKey {
-        NodePublicKey {
-            inner: *self.inner.signer(),
-        }
+        NodePublicKey { inner: *self.inner.signer() }
     }
 
     /// The 64-byte signature.

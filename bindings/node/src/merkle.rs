@@ -19,9 +19,7 @@ impl MerkleTree {
     /// Builds a tree over the leaves, hashing each with the leaf prefix.
     #[napi(constructor)]
     pub fn new(leaves: Vec<Buffer>) -> Self {
-        Self {
-            inner: core::MerkleTree::from_leaves(leaves.iter().map(|b| b.as_ref())),
-        }
+        Self { inner: core::MerkleTree::from_leaves(leaves.iter().map(|b| b.as_ref())) }
     }
 
     /// Builds a tree over already-hashed leaves (32 bytes each).
@@ -31,9 +29,7 @@ impl MerkleTree {
             .iter()
             .map(|h| array::<32>("leaf hash", h).map(Hash32))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            inner: core::MerkleTree::from_leaf_hashes(hashes),
-        })
+        Ok(Self { inner: core::MerkleTree::from_leaf_hashes(hashes) })
     }
 
     /// The root (32 bytes).
@@ -70,18 +66,8 @@ pub fn merkle_leaf_hash(data: Buffer) -> Buffer {
 
 /// True if `proof` (from `MerkleTree.prove`) shows `leaf` at `index` under `root`.
 #[napi]
-pub fn verify_inclusion(
-    root: Buffer,
-    leaf: Buffer,
-    index: f64,
-    proof: serde_json::Value,
-) -> Result<bool> {
+pub fn verify_inclusion(root: Buffer, leaf: Buffer, index: f64, proof: serde_json::Value) -> Result<bool> {
     let root = Hash32(array::<32>("root", &root)?);
     let proof: core::MerkleProof = from_js("Merkle proof", proof)?;
-    Ok(core::verify_inclusion(
-        &root,
-        &leaf,
-        uint("index", index)?,
-        &proof,
-    ))
+    Ok(core::verify_inclusion(&root, &leaf, uint("index", index)?, &proof))
 }

@@ -43,10 +43,7 @@ impl PriceSchedule {
     pub fn price(&self, prompt_tokens: f64, completion_tokens: f64) -> Result<f64> {
         let price = self
             .inner
-            .price(
-                uint("promptTokens", prompt_tokens)?,
-                uint("completionTokens", completion_tokens)?,
-            )
+            .price(uint("promptTokens", prompt_tokens)?, uint("completionTokens", completion_tokens)?)
             .map_err(raise)?;
         number("price", price)
     }

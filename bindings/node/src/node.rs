@@ -48,11 +48,7 @@ where
     tokio::task::spawn_blocking(move || handle.block_on(make()))
         .await
         .map_err(|e| {
-            raise(BindingError::new(
-                ErrorCategory::Internal,
-                "internal",
-                format!("host task failed: {e}"),
-            ))
+            raise(BindingError::new(ErrorCategory::Internal, "internal", format!("host task failed: {e}")))
         })
         .and_then(|r| r)
         .map_err(to_async)
@@ -82,11 +78,7 @@ pub async fn start_local_node(options: LocalNodeOptions) -> napi::Result<LocalNo
 }
 
 fn stopped() -> napi::Error<String> {
-    raise(BindingError::new(
-        ErrorCategory::State,
-        "stopped",
-        "this LocalNode was shut down; start a new one",
-    ))
+    raise(BindingError::new(ErrorCategory::State, "stopped", "this LocalNode was shut down; start a new one"))
 }
 
 #[napi]
@@ -129,11 +121,7 @@ impl LocalNode {
 
     /// Creates a `b3iq_local_` key; resolves to `{ id, secret }` (the secret is shown once).
     #[napi]
-    pub async fn create_key(
-        &self,
-        name: String,
-        scopes: Option<Vec<String>>,
-    ) -> napi::Result<serde_json::Value> {
+    pub async fn create_key(&self, name: String, scopes: Option<Vec<String>>) -> napi::Result<serde_json::Value> {
         let node = Arc::clone(&self.node);
         on_host_thread(move || async move {
             let guard = node.lock().await;

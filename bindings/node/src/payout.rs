@@ -21,9 +21,7 @@ impl PayoutTree {
     #[napi(constructor)]
     pub fn new(entries: serde_json::Value) -> Result<Self> {
         let entries: Vec<core::PayoutEntry> = from_js("payout entries", entries)?;
-        core::PayoutTree::build(entries)
-            .map(|inner| Self { inner })
-            .map_err(raise)
+        core::PayoutTree::build(entries).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// The root to publish on chain (32 bytes).
@@ -41,10 +39,7 @@ impl PayoutTree {
     /// The proof (32-byte hashes) for the entry with claim index `claimIndex`.
     #[napi]
     pub fn proof(&self, claim_index: f64) -> Result<Vec<Buffer>> {
-        let proof = self
-            .inner
-            .proof_for_index(uint("claimIndex", claim_index)?)
-            .map_err(raise)?;
+        let proof = self.inner.proof_for_index(uint("claimIndex", claim_index)?).map_err(raise)?;
         Ok(proof.iter().map(|h| buffer(h.as_bytes())).collect())
     }
 }

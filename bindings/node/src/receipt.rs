@@ -34,11 +34,7 @@ impl Receipt {
     /// Signs the receipt; `key`'s node id must be the receipt's `node_id`.
     #[napi]
     pub fn sign(&self, key: &NodeKey) -> Result<SignedReceipt> {
-        self.inner
-            .clone()
-            .sign(&key.inner)
-            .map(|inner| SignedReceipt { inner })
-            .map_err(raise)
+        self.inner.clone().sign(&key.inner).map(|inner| SignedReceipt { inner }).map_err(raise)
     }
 
     /// Prompt plus completion tokens.
@@ -56,12 +52,7 @@ impl Receipt {
     /// Whether this receipt's revealed 32-byte `salt` and the token ids open it (version 2,
     /// `token_ids` basis, counts equal to the list lengths).
     #[napi]
-    pub fn opens_token_ids(
-        &self,
-        salt: Buffer,
-        prompt: Vec<u32>,
-        completion: Vec<u32>,
-    ) -> Result<bool> {
+    pub fn opens_token_ids(&self, salt: Buffer, prompt: Vec<u32>, completion: Vec<u32>) -> Result<bool> {
         let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
         Ok(self.inner.opens_token_ids(&salt, &prompt, &completion))
     }
@@ -86,9 +77,7 @@ impl SignedReceipt {
     /// Strictly decodes the wire form. Does not verify: call `verify` or `verifySelfCertified`.
     #[napi(factory)]
     pub fn decode(data: Buffer) -> Result<Self> {
-        core::SignedReceipt::decode(&data)
-            .map(|inner| Self { inner })
-            .map_err(raise)
+        core::SignedReceipt::decode(&data).map(|inner| Self { inner }).map_err(raise)
     }
 
     /// Builds from the signed JSON form (`{ version, kind, signer, body, signature }`).
@@ -145,10 +134,7 @@ impl SignedReceipt {
     /// from it; returns that node id.
     #[napi]
     pub fn verify_self_certified(&self) -> Result<NodeId> {
-        self.inner
-            .verify_self_certified()
-            .map(|inner| NodeId { inner })
-            .map_err(raise)
+        self.inner.verify_self_certified().map(|inner| NodeId { inner }).map_err(raise)
     }
 
     /// The stable receipt id (32 bytes, also the Merkle leaf data).
@@ -160,17 +146,13 @@ impl SignedReceipt {
     /// The signed body.
     #[napi(getter)]
     pub fn receipt(&self) -> Receipt {
-        Receipt {
-            inner: self.inner.body().clone(),
-        }
+        Receipt { inner: self.inner.body().clone() }
     }
 
     /// The key written in the envelope (not yet trusted: see `verify`).
     #[napi(getter)]
     pub fn signer(&self) -> NodePublicKey {
-        NodePublicKey {
-            inner: *self.inner.signer(),
-        }
+        NodePublicKey { inner: *self.inner.signer() }
     }
 
     /// The 64-byte signature.
@@ -213,42 +195,26 @@ pub fn receipt_salt(node_salt: Buffer, request_id: Buffer) -> Result<Buffer> {
 #[napi]
 pub fn commit_prompt_token_ids(salt: Buffer, token_ids: Vec<u32>) -> Result<Buffer> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
-    Ok(buffer(
-        core::Commitment::prompt_token_ids(&salt, &token_ids)
-            .map_err(raise)?
-            .as_bytes(),
-    ))
+    Ok(buffer(core::Commitment::prompt_token_ids(&salt, &token_ids).map_err(raise)?.as_bytes()))
 }
 
 /// Version 2: commitment to the completion's token ids (32 bytes).
 #[napi]
 pub fn commit_completion_token_ids(salt: Buffer, token_ids: Vec<u32>) -> Result<Buffer> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
-    Ok(buffer(
-        core::Commitment::completion_token_ids(&salt, &token_ids)
-            .map_err(raise)?
-            .as_bytes(),
-    ))
+    Ok(buffer(core::Commitment::completion_token_ids(&salt, &token_ids).map_err(raise)?.as_bytes()))
 }
 
 /// Version 2: commitment to the prompt's UTF-8 text (32 bytes).
 #[napi]
 pub fn commit_prompt_text(salt: Buffer, text: String) -> Result<Buffer> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
-    Ok(buffer(
-        core::Commitment::prompt_text(&salt, &text)
-            .map_err(raise)?
-            .as_bytes(),
-    ))
+    Ok(buffer(core::Commitment::prompt_text(&salt, &text).map_err(raise)?.as_bytes()))
 }
 
 /// Version 2: commitment to the completion's UTF-8 text (32 bytes).
 #[napi]
 pub fn commit_completion_text(salt: Buffer, text: String) -> Result<Buffer> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
-    Ok(buffer(
-        core::Commitment::completion_text(&salt, &text)
-            .map_err(raise)?
-            .as_bytes(),
-    ))
+    Ok(buffer(core::Commitment::completion_text(&salt, &text).map_err(raise)?.as_bytes()))
 }

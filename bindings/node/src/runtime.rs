@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
-use b3iq_runtime::runtime::{
-    self as rt_api, GenerationEvent, GenerationStream, LoadModelSpec, Runtime as _,
-};
+use b3iq_runtime::runtime::{self as rt_api, GenerationEvent, GenerationStream, LoadModelSpec, Runtime as _};
 use napi_derive::napi;
 use tokio::sync::Mutex;
 
@@ -28,9 +26,7 @@ pub async fn create_runtime(threads: Option<u32>) -> napi::Result<Runtime> {
         config.threads = threads;
     }
     let inner = LlamaRuntime::new(config).map_err(raise).map_err(to_async)?;
-    Ok(Runtime {
-        inner: Arc::new(inner),
-    })
+    Ok(Runtime { inner: Arc::new(inner) })
 }
 
 /// Options of `Runtime.loadModel`.
@@ -48,19 +44,11 @@ pub struct LoadModelOptions {
 impl Runtime {
     /// Loads a GGUF; resolves to its description (`id`, `sha256`, ...).
     #[napi]
-    pub async fn load_model(
-        &self,
-        path: String,
-        options: Option<LoadModelOptions>,
-    ) -> napi::Result<serde_json::Value> {
+    pub async fn load_model(&self, path: String, options: Option<LoadModelOptions>) -> napi::Result<serde_json::Value> {
         self.load(path, options).await.map_err(to_async)
     }
 
-    async fn load(
-        &self,
-        path: String,
-        options: Option<LoadModelOptions>,
-    ) -> Result<serde_json::Value> {
+    async fn load(&self, path: String, options: Option<LoadModelOptions>) -> Result<serde_json::Value> {
         let mut spec = LoadModelSpec::from_path(path);
         if let Some(o) = options {
             if let Some(id) = o.model_id {
@@ -75,30 +63,16 @@ impl Runtime {
     /// The loaded models.
     #[napi]
     pub async fn models(&self) -> napi::Result<serde_json::Value> {
-        let models = self
-            .inner
-            .list_models()
-            .await
-            .map_err(raise)
-            .map_err(to_async)?;
+        let models = self.inner.list_models().await.map_err(raise).map_err(to_async)?;
         to_js(&models).map_err(to_async)
     }
 
     /// Starts a generation from the runtime's JSON request (index.js builds it from options).
     #[napi]
     pub async fn generate(&self, request: serde_json::Value) -> napi::Result<TokenStream> {
-        let request: rt_api::GenerateRequest =
-            from_js("generate request", request).map_err(to_async)?;
-        let stream = self
-            .inner
-            .generate(request)
-            .await
-            .map_err(raise)
-            .map_err(to_async)?;
-        Ok(TokenStream {
-            stream: Arc::new(Mutex::new(Some(stream))),
-            done: Arc::new(Mutex::new(None)),
-        })
+        let request: rt_api::GenerateRequest = from_js("generate request", request).map_err(to_async)?;
+        let stream = self.inner.generate(request).await.map_err(raise).map_err(to_async)?;
+        Ok(TokenStream { stream: Arc::new(Mutex::new(Some(stream))), done: Arc::new(Mutex::new(None)) })
     }
 }
 
@@ -115,9 +89,7 @@ impl TokenStream {
     #[napi]
     pub async fn next(&self) -> napi::Result<Option<String>> {
         let mut guard = self.stream.lock().await;
-        let Some(stream) = guard.as_mut() else {
-            return Ok(None);
-        };
+        let Some(stream) = guard.as_mut() else { return Ok(None) };
         let event = stream.next_event().await;
         match event {
             Some(Ok(GenerationEvent::Delta { text })) => Ok(Some(text)),

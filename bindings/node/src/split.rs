@@ -32,9 +32,7 @@ fn to_split(s: core::Split) -> Result<Split> {
 fn total_u64(total: BigInt) -> Result<u64> {
     let (negative, value, lossless) = total.get_u64();
     if negative || !lossless {
-        return Err(raise(BindingError::invalid(
-            "total must be a bigint from 0n to 2n ** 64n - 1n",
-        )));
+        return Err(raise(BindingError::invalid("total must be a bigint from 0n to 2n ** 64n - 1n")));
     }
     Ok(value)
 }
@@ -42,10 +40,7 @@ fn total_u64(total: BigInt) -> Result<u64> {
 /// Splits `total` micro-units (a bigint) with the default 70/10/15/5 policy.
 #[napi]
 pub fn split(total: BigInt, has_publisher: Option<bool>) -> Result<Split> {
-    to_split(core::split(
-        total_u64(total)?,
-        has_publisher.unwrap_or(true),
-    ))
+    to_split(core::split(total_u64(total)?, has_publisher.unwrap_or(true)))
 }
 
 /// A split policy in basis points (must add up to 10,000).
@@ -71,11 +66,8 @@ impl SplitPolicy {
             None => core::SplitPolicy::default().no_publisher_to(),
         };
         let bps = |name: &str, v: u32| {
-            u16::try_from(v).map_err(|_| {
-                raise(BindingError::invalid(format!(
-                    "{name} must be at most 10000, got {v}"
-                )))
-            })
+            u16::try_from(v)
+                .map_err(|_| raise(BindingError::invalid(format!("{name} must be at most 10000, got {v}"))))
         };
         core::SplitPolicy::new(
             bps("hostBps", host_bps)?,
@@ -84,16 +76,13 @@ impl SplitPolicy {
             bps("verifierBps", verifier_bps)?,
             to,
         )
-        .map(|inner| Self { inner })
-        .map_err(raise)
+            .map(|inner| Self { inner })
+            .map_err(raise)
     }
 
     /// Splits `total` micro-units (a bigint) under this policy.
     #[napi]
     pub fn split(&self, total: BigInt, has_publisher: Option<bool>) -> Result<Split> {
-        to_split(
-            self.inner
-                .split(total_u64(total)?, has_publisher.unwrap_or(true)),
-        )
+        to_split(self.inner.split(total_u64(total)?, has_publisher.unwrap_or(true)))
     }
 }

@@ -30,10 +30,7 @@ impl Credential {
     /// A fresh random credential of `kind`.
     #[staticmethod]
     fn generate(kind: &str) -> PyResult<Self> {
-        Ok(Self(core::Credential::generate(
-            kind_from_str(kind)?,
-            &mut rand_core::OsRng,
-        )))
+        Ok(Self(core::Credential::generate(kind_from_str(kind)?, &mut rand_core::OsRng)))
     }
 
     /// `"local"`, `"support"`, `"gateway"` or `"setup"`.
@@ -64,12 +61,7 @@ impl Credential {
 }
 
 fn kind_from_str(kind: &str) -> PyResult<core::CredentialKind> {
-    Python::attach(|py| {
-        from_py(
-            "credential kind",
-            pyo3::types::PyString::new(py, kind).as_any(),
-        )
-    })
+    Python::attach(|py| from_py("credential kind", pyo3::types::PyString::new(py, kind).as_any()))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

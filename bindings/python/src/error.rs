@@ -56,9 +56,7 @@ pub(crate) fn raise<E: ClassifiedError + 'static>(err: E) -> PyErr {
 }
 
 fn make(py: Python<'_>, class: &str, message: String, code: &str) -> PyErr {
-    let class = py
-        .import("b3iq.errors")
-        .and_then(|module| module.getattr(class));
+    let class = py.import("b3iq.errors").and_then(|module| module.getattr(class));
     match class {
         Ok(class) => match class.call1((message.clone(), code)) {
             Ok(instance) => PyErr::from_value(instance),
@@ -83,17 +81,8 @@ pub(crate) struct BindingError {
 impl BindingError {
     /// An error of `category` with a stable snake_case `code` and a message that says what was
     /// wrong and what to do.
-    pub(crate) fn new(
-        category: ErrorCategory,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        BindingError {
-            category,
-            code,
-            message: message.into(),
-            source: None,
-        }
+    pub(crate) fn new(category: ErrorCategory, code: &'static str, message: impl Into<String>) -> Self {
+        BindingError { category, code, message: message.into(), source: None }
     }
 
     /// Malformed argument (`invalid_input`): becomes `B3iqValueError`.
@@ -108,10 +97,7 @@ impl BindingError {
     }
 
     /// The same error with `source` as its cause.
-    pub(crate) fn with_source(
-        mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
     }
@@ -125,9 +111,7 @@ impl std::fmt::Display for BindingError {
 
 impl std::error::Error for BindingError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -37,10 +37,7 @@ impl NodeKey {
     #[staticmethod]
     fn load(path: PathBuf) -> PyResult<Self> {
         let data = std::fs::read(&path).map_err(|e| {
-            raise(BindingError::io(
-                format_args!("cannot read key file {}", path.display()),
-                e,
-            ))
+            raise(BindingError::io(format_args!("cannot read key file {}", path.display()), e))
         })?;
         Self::from_key_file(&data)
     }
@@ -146,9 +143,7 @@ impl NodeId {
     /// Wraps 32 bytes (for example a `bytes32` read from chain).
     #[staticmethod]
     fn from_bytes(data: &[u8]) -> PyResult<Self> {
-        Ok(Self(core::NodeId::from_bytes(array::<32>(
-            "node id", data,
-        )?)))
+        Ok(Self(core::NodeId::from_bytes(array::<32>("node id", data)?)))
     }
 
     /// The 32 bytes (the on-chain `bytes32`).

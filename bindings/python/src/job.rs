@@ -29,10 +29,7 @@ impl Job {
 
     /// Signs the job as its issuer (`key`'s public key must be the job's `issuer`).
     fn sign(&self, key: &NodeKey) -> PyResult<SignedJob> {
-        key.0
-            .sign_object(self.0.clone())
-            .map(SignedJob)
-            .map_err(raise)
+        key.0.sign_object(self.0.clone()).map(SignedJob).map_err(raise)
     }
 }
 
@@ -182,10 +179,7 @@ fn decide_job<'py>(
     let mode: OperatingMode = mode.parse().map_err(raise)?;
     let policy: core::JobPolicy = from_py(
         "job policy",
-        &to_py(
-            py,
-            &serde_json::json!({ "auto_approve_up_to": auto_approve_up_to }),
-        )?,
+        &to_py(py, &serde_json::json!({ "auto_approve_up_to": auto_approve_up_to }))?,
     )?;
     to_py(py, &policy.decide(&kind, mode))
 }

@@ -23,8 +23,8 @@ mod payout;
 mod receipt;
 #[cfg(feature = "host")]
 mod runtime;
-mod split;
 mod tokio_rt;
+mod split;
 
 /// The version of the b3iq crates this module was built from.
 #[pyfunction]
@@ -51,9 +51,7 @@ fn _error_for_category(category: &str) -> PyResult<()> {
 /// Test-only (not part of the API): the name of every error category, in the core's order.
 #[pyfunction]
 fn _error_categories() -> Vec<&'static str> {
-    b3iq_core::ErrorCategory::ALL
-        .map(b3iq_core::ErrorCategory::as_str)
-        .to_vec()
+    b3iq_core::ErrorCategory::ALL.map(b3iq_core::ErrorCategory::as_str).to_vec()
 }
 
 #[pymodule]

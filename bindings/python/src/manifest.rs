@@ -27,10 +27,7 @@ impl ModelManifest {
 
     /// Signs the manifest as its publisher.
     fn sign(&self, key: &NodeKey) -> PyResult<SignedManifest> {
-        key.0
-            .sign_object(self.0.clone())
-            .map(SignedManifest)
-            .map_err(raise)
+        key.0.sign_object(self.0.clone()).map(SignedManifest).map_err(raise)
     }
 
     /// Total size of all artifacts in bytes.

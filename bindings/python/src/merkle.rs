@@ -61,12 +61,7 @@ fn merkle_leaf_hash<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
 
 /// True if `proof` (a dict from `MerkleTree.prove`) shows `leaf` at `index` under `root`.
 #[pyfunction]
-fn verify_inclusion(
-    root: &[u8],
-    leaf: &[u8],
-    index: u64,
-    proof: &Bound<'_, PyAny>,
-) -> PyResult<bool> {
+fn verify_inclusion(root: &[u8], leaf: &[u8], index: u64, proof: &Bound<'_, PyAny>) -> PyResult<bool> {
     let root = Hash32(array::<32>("root", root)?);
     let proof: core::MerkleProof = from_py("Merkle proof", proof)?;
     Ok(core::verify_inclusion(&root, leaf, index, &proof))

@@ -34,9 +34,7 @@ impl PriceSchedule {
 
     /// The price of a request in micro-credits (integer rounding as documented in the core).
     fn price(&self, prompt_tokens: u64, completion_tokens: u64) -> PyResult<u64> {
-        self.0
-            .price(prompt_tokens, completion_tokens)
-            .map_err(raise)
+        self.0.price(prompt_tokens, completion_tokens).map_err(raise)
     }
 }
 

@@ -48,12 +48,7 @@ impl LocalNode {
     /// on `listen` (`"127.0.0.1:0"` picks a free port).
     #[staticmethod]
     #[pyo3(signature = (home, model = None, listen = "127.0.0.1:0".to_owned()))]
-    fn start(
-        py: Python<'_>,
-        home: PathBuf,
-        model: Option<String>,
-        listen: String,
-    ) -> PyResult<Self> {
+    fn start(py: Python<'_>, home: PathBuf, model: Option<String>, listen: String) -> PyResult<Self> {
         let rt = tokio_rt::runtime().map_err(raise)?;
         let mut builder = host::LocalNode::builder().home(home).listen(listen);
         builder = match model {
@@ -105,12 +100,7 @@ impl LocalNode {
 
     /// Creates a `b3iq_local_` API key; returns `(key_id, secret)`. The secret is shown once.
     #[pyo3(signature = (name, scopes = vec!["inference".to_owned()]))]
-    fn create_key(
-        &self,
-        py: Python<'_>,
-        name: String,
-        scopes: Vec<String>,
-    ) -> PyResult<(String, String)> {
+    fn create_key(&self, py: Python<'_>, name: String, scopes: Vec<String>) -> PyResult<(String, String)> {
         py.detach(|| {
             self.with_node(|node| {
                 let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
@@ -138,29 +128,18 @@ impl LocalNode {
     /// True until `shutdown()`.
     #[getter]
     fn running(&self) -> bool {
-        self.node
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.node.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "LocalNode(node_id='{}', base_url='{}')",
-            self.node_id, self.base_url
-        )
+        format!("LocalNode(node_id='{}', base_url='{}')", self.node_id, self.base_url)
     }
 }
 
 impl Drop for LocalNode {
     fn drop(&mut self) {
         // Not shut down explicitly: stop the server on the runtime it runs on.
-        if let Some(node) = self
-            .node
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(node) = self.node.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
             let _guard = self.rt.enter();
             drop(node);
         }

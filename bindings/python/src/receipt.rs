@@ -30,11 +30,7 @@ impl Receipt {
 
     /// Signs the receipt; `key`'s node id must be the receipt's `node_id`.
     fn sign(&self, key: &NodeKey) -> PyResult<SignedReceipt> {
-        self.0
-            .clone()
-            .sign(&key.0)
-            .map(SignedReceipt)
-            .map_err(raise)
+        self.0.clone().sign(&key.0).map(SignedReceipt).map_err(raise)
     }
 
     /// Prompt plus completion tokens.
@@ -51,12 +47,7 @@ impl Receipt {
 
     /// Whether this receipt's revealed 32-byte `salt` and the token ids open it (version 2,
     /// `token_ids` basis, counts equal to the list lengths).
-    fn opens_token_ids(
-        &self,
-        salt: &[u8],
-        prompt: Vec<u32>,
-        completion: Vec<u32>,
-    ) -> PyResult<bool> {
+    fn opens_token_ids(&self, salt: &[u8], prompt: Vec<u32>, completion: Vec<u32>) -> PyResult<bool> {
         let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
         Ok(self.0.opens_token_ids(&salt, &prompt, &completion))
     }
@@ -169,110 +160,53 @@ impl SignedReceipt {
 
 /// Version 1: salted blake3 commitment to prompt bytes (32 bytes).
 #[pyfunction]
-fn commit_prompt<'py>(
-    py: Python<'py>,
-    salt: &[u8],
-    prompt: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
+fn commit_prompt<'py>(py: Python<'py>, salt: &[u8], prompt: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
-    Ok(bytes(
-        py,
-        core::Commitment::prompt(&salt, prompt).as_bytes(),
-    ))
+    Ok(bytes(py, core::Commitment::prompt(&salt, prompt).as_bytes()))
 }
 
 /// Version 1: salted blake3 commitment to output bytes (32 bytes).
 #[pyfunction]
-fn commit_output<'py>(
-    py: Python<'py>,
-    salt: &[u8],
-    output: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
+fn commit_output<'py>(py: Python<'py>, salt: &[u8], output: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
-    Ok(bytes(
-        py,
-        core::Commitment::output(&salt, output).as_bytes(),
-    ))
+    Ok(bytes(py, core::Commitment::output(&salt, output).as_bytes()))
 }
 
 /// The 32-byte commitment salt of the receipt for `request_id` (16 bytes), derived from the
 /// node's 32-byte secret `node_salt`. Reveal it to open that one receipt.
 #[pyfunction]
-fn receipt_salt<'py>(
-    py: Python<'py>,
-    node_salt: &[u8],
-    request_id: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
+fn receipt_salt<'py>(py: Python<'py>, node_salt: &[u8], request_id: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     let node_salt = core::NodeSalt::from_bytes(array::<32>("node_salt", node_salt)?);
     let request_id = core::RequestId(array::<16>("request_id", request_id)?);
-    Ok(bytes(
-        py,
-        node_salt.receipt_salt(&request_id).expose_secret(),
-    ))
+    Ok(bytes(py, node_salt.receipt_salt(&request_id).expose_secret()))
 }
 
 /// Version 2: commitment to the prompt's token ids (32 bytes).
 #[pyfunction]
-fn commit_prompt_token_ids<'py>(
-    py: Python<'py>,
-    salt: &[u8],
-    token_ids: Vec<u32>,
-) -> PyResult<Bound<'py, PyBytes>> {
+fn commit_prompt_token_ids<'py>(py: Python<'py>, salt: &[u8], token_ids: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
-    Ok(bytes(
-        py,
-        core::Commitment::prompt_token_ids(&salt, &token_ids)
-            .map_err(raise)?
-            .as_bytes(),
-    ))
+    Ok(bytes(py, core::Commitment::prompt_token_ids(&salt, &token_ids).map_err(raise)?.as_bytes()))
 }
 
 /// Version 2: commitment to the completion's token ids (32 bytes).
 #[pyfunction]
-fn commit_completion_token_ids<'py>(
-    py: Python<'py>,
-    salt: &[u8],
-    token_ids: Vec<u32>,
-) -> PyResult<Bound<'py, PyBytes>> {
+fn commit_completion_token_ids<'py>(py: Python<'py>, salt: &[u8], token_ids: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
-    Ok(bytes(
-        py,
-        core::Commitment::completion_token_ids(&salt, &token_ids)
-            .map_err(raise)?
-            .as_bytes(),
-    ))
+    Ok(bytes(py, core::Commitment::completion_token_ids(&salt, &token_ids).map_err(raise)?.as_bytes()))
 }
 
 /// Version 2: commitment to the prompt's UTF-8 text (32 bytes).
 #[pyfunction]
-fn commit_prompt_text<'py>(
-    py: Python<'py>,
-    salt: &[u8],
-    text: &str,
-) -> PyResult<Bound<'py, PyBytes>> {
+fn commit_prompt_text<'py>(py: Python<'py>, salt: &[u8], text: &str) -> PyResult<Bound<'py, PyBytes>> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
-    Ok(bytes(
-        py,
-        core::Commitment::prompt_text(&salt, text)
-            .map_err(raise)?
-            .as_bytes(),
-    ))
+    Ok(bytes(py, core::Commitment::prompt_text(&salt, text).map_err(raise)?.as_bytes()))
 }
 
 /// Version 2: commitment to the completion's UTF-8 text (32 bytes).
 #[pyfunction]
-fn commit_completion_text<'py>(
-    py: Python<'py>,
-    salt: &[u8],
-    text: &str,
-) -> PyResult<Bound<'py, PyBytes>> {
+fn commit_completion_text<'py>(py: Python<'py>, salt: &[u8], text: &str) -> PyResult<Bound<'py, PyBytes>> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", salt)?);
-    Ok(bytes(
-        py,
-        core::Commitment::completion_text(&salt, text)
-            .map_err(raise)?
-            .as_bytes(),
-    ))
+    Ok(bytes(py, core::Commitment::completion_text(&salt, text).map_err(raise)?.as_bytes()))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

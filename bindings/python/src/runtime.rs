@@ -6,9 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
-use b3iq_runtime::runtime::{
-    self as rt_api, GenerationEvent, GenerationStream, LoadModelSpec, Runtime as _,
-};
+use b3iq_runtime::runtime::{self as rt_api, GenerationEvent, GenerationStream, LoadModelSpec, Runtime as _};
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime as Tokio;
@@ -39,10 +37,7 @@ impl Runtime {
             let _guard = rt.enter();
             LlamaRuntime::new(config)
         });
-        Ok(Self {
-            inner: Arc::new(inner.map_err(raise)?),
-            rt,
-        })
+        Ok(Self { inner: Arc::new(inner.map_err(raise)?), rt })
     }
 
     /// Loads a GGUF file; returns its description as a dict (`id`, `sha256`, ...). `model_id`
@@ -70,9 +65,7 @@ impl Runtime {
 
     /// The loaded models, as dicts.
     fn models<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let models = py
-            .detach(|| self.rt.block_on(self.inner.list_models()))
-            .map_err(raise)?;
+        let models = py.detach(|| self.rt.block_on(self.inner.list_models())).map_err(raise)?;
         to_py(py, &models)
     }
 
@@ -145,10 +138,7 @@ impl TokenStream {
     /// True once the stream ended or was closed.
     #[getter]
     fn closed(&self) -> bool {
-        self.stream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
+        self.stream.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
     /// `{"event": "done", "finish_reason", "usage", "timings"}` once the stream ended normally,

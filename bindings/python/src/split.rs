@@ -43,12 +43,7 @@ impl SplitPolicy {
 
     /// Splits `total` micro-units under this policy.
     #[pyo3(signature = (total, has_publisher = true))]
-    fn split<'py>(
-        &self,
-        py: Python<'py>,
-        total: u64,
-        has_publisher: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn split<'py>(&self, py: Python<'py>, total: u64, has_publisher: bool) -> PyResult<Bound<'py, PyAny>> {
         to_py(py, &self.0.split(total, has_publisher))
     }
 }

@@ -17,9 +17,7 @@ static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 /// cannot be built (threads refused) is an `io` error.
 pub(crate) fn runtime() -> Result<Arc<Runtime>, BindingError> {
     let pid = std::process::id();
-    let mut slot = RUNTIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut slot = RUNTIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((built_in, rt)) = slot.as_ref() {
         if *built_in == pid {
             return Ok(Arc::clone(rt));

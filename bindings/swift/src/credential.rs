@@ -14,10 +14,7 @@ pub struct Credential {
 }
 
 fn kind_from_str(kind: String) -> Result<core::CredentialKind, B3iqError> {
-    from_json(
-        "credential kind",
-        &serde_json::Value::String(kind).to_string(),
-    )
+    from_json("credential kind", &serde_json::Value::String(kind).to_string())
 }
 
 #[uniffi::export]
@@ -36,9 +33,7 @@ impl Credential {
     /// A fresh random credential of `kind`.
     #[uniffi::constructor]
     pub fn generate(kind: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::Credential::generate(kind_from_str(kind)?, &mut rand_core::OsRng),
-        }))
+        Ok(Arc::new(Self { inner: core::Credential::generate(kind_from_str(kind)?, &mut rand_core::OsRng) }))
     }
 
     /// `"local"`, `"support"`, `"gateway"` or `"setup"`.

@@ -153,17 +153,8 @@ pub(crate) struct BindingError {
 impl BindingError {
     /// An error of `category` with a stable snake_case `code` and a message that says what was
     /// wrong and what to do.
-    pub(crate) fn new(
-        category: ErrorCategory,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        BindingError {
-            category,
-            code,
-            message: message.into(),
-            source: None,
-        }
+    pub(crate) fn new(category: ErrorCategory, code: &'static str, message: impl Into<String>) -> Self {
+        BindingError { category, code, message: message.into(), source: None }
     }
 
     /// Malformed argument (`invalid_input`): becomes `B3iqError.InvalidInput`.
@@ -178,10 +169,7 @@ impl BindingError {
     }
 
     /// The same error with `source` as its cause.
-    pub(crate) fn with_source(
-        mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
     }
@@ -195,9 +183,7 @@ impl std::fmt::Display for BindingError {
 
 impl std::error::Error for BindingError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -221,10 +207,7 @@ const PROBE_CAUSE: &str = "the probe's cause";
 /// table for every category. An unknown name throws `InvalidInput` (code `invalid_input`).
 #[uniffi::export]
 pub fn testing_error_for_category(category: String) -> Result<(), B3iqError> {
-    let err = match ErrorCategory::ALL
-        .into_iter()
-        .find(|c| c.as_str() == category)
-    {
+    let err = match ErrorCategory::ALL.into_iter().find(|c| c.as_str() == category) {
         Some(found) => BindingError::new(
             found,
             PROBE_CODE,
@@ -243,8 +226,5 @@ pub fn testing_error_for_category(category: String) -> Result<(), B3iqError> {
 /// category, in the core's order.
 #[uniffi::export]
 pub fn testing_error_categories() -> Vec<String> {
-    ErrorCategory::ALL
-        .iter()
-        .map(|c| c.as_str().to_owned())
-        .collect()
+    ErrorCategory::ALL.iter().map(|c| c.as_str().to_owned()).collect()
 }

@@ -18,39 +18,27 @@ impl NodeKey {
     /// A fresh random key from the operating system's CSPRNG.
     #[uniffi::constructor]
     pub fn generate() -> Arc<Self> {
-        Arc::new(Self {
-            inner: core::NodeKey::generate(&mut rand_core::OsRng),
-        })
+        Arc::new(Self { inner: core::NodeKey::generate(&mut rand_core::OsRng) })
     }
 
     /// The key for a 32-byte secret seed.
     #[uniffi::constructor]
     pub fn from_seed(seed: Vec<u8>) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::NodeKey::from_bytes(&seed)?,
-        }))
+        Ok(Arc::new(Self { inner: core::NodeKey::from_bytes(&seed)? }))
     }
 
     /// Parses a key file's contents (the `b3iq-node-key-v1` text form or 32 raw bytes).
     #[uniffi::constructor]
     pub fn from_key_file(data: Vec<u8>) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::NodeKey::from_key_file(&data)?,
-        }))
+        Ok(Arc::new(Self { inner: core::NodeKey::from_key_file(&data)? }))
     }
 
     /// Reads and parses a key file.
     #[uniffi::constructor]
     pub fn load(path: String) -> Result<Arc<Self>, B3iqError> {
-        let data = std::fs::read(&path).map_err(|e| {
-            B3iqError::from(BindingError::io(
-                format_args!("cannot read key file {path}"),
-                e,
-            ))
-        })?;
-        Ok(Arc::new(Self {
-            inner: core::NodeKey::from_key_file(&data)?,
-        }))
+        let data = std::fs::read(&path)
+            .map_err(|e| B3iqError::from(BindingError::io(format_args!("cannot read key file {path}"), e)))?;
+        Ok(Arc::new(Self { inner: core::NodeKey::from_key_file(&data)? }))
     }
 
     /// The key-file form; store it with mode 0600.
@@ -65,16 +53,12 @@ impl NodeKey {
 
     /// The public key.
     pub fn public_key(&self) -> Arc<NodePublicKey> {
-        Arc::new(NodePublicKey {
-            inner: self.inner.public(),
-        })
+        Arc::new(NodePublicKey { inner: self.inner.public() })
     }
 
     /// The node id derived from the public key.
     pub fn node_id(&self) -> Arc<NodeId> {
-        Arc::new(NodeId {
-            inner: self.inner.node_id(),
-        })
+        Arc::new(NodeId { inner: self.inner.node_id() })
     }
 
     /// Signs raw bytes (64-byte Ed25519 signature).
@@ -94,17 +78,13 @@ impl NodePublicKey {
     /// Parses 32 bytes; small-order and invalid points are refused.
     #[uniffi::constructor]
     pub fn from_bytes(data: Vec<u8>) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::NodePublicKey::from_bytes(&array::<32>("public key", &data)?)?,
-        }))
+        Ok(Arc::new(Self { inner: core::NodePublicKey::from_bytes(&array::<32>("public key", &data)?)? }))
     }
 
     /// Parses 64 lowercase hex characters.
     #[uniffi::constructor]
     pub fn from_hex(text: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::NodePublicKey::from_hex(&text)?,
-        }))
+        Ok(Arc::new(Self { inner: core::NodePublicKey::from_hex(&text)? }))
     }
 
     /// The 32 bytes.
@@ -119,9 +99,7 @@ impl NodePublicKey {
 
     /// The node id of this key.
     pub fn node_id(&self) -> Arc<NodeId> {
-        Arc::new(NodeId {
-            inner: self.inner.node_id(),
-        })
+        Arc::new(NodeId { inner: self.inner.node_id() })
     }
 
     /// Strict Ed25519 verification of a raw signature.
@@ -142,17 +120,13 @@ impl NodeId {
     /// Parses the strict text form (`b3n_...`).
     #[uniffi::constructor]
     pub fn parse(text: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::NodeId::parse(&text)?,
-        }))
+        Ok(Arc::new(Self { inner: core::NodeId::parse(&text)? }))
     }
 
     /// Wraps 32 bytes.
     #[uniffi::constructor]
     pub fn from_bytes(data: Vec<u8>) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::NodeId::from_bytes(array::<32>("node id", &data)?),
-        }))
+        Ok(Arc::new(Self { inner: core::NodeId::from_bytes(array::<32>("node id", &data)?) }))
     }
 
     /// The 32 bytes.

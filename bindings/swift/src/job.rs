@@ -20,9 +20,7 @@ impl Job {
     /// Builds a job from JSON text (unknown fields and job kinds are refused).
     #[uniffi::constructor]
     pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: from_json("job", &json)?,
-        }))
+        Ok(Arc::new(Self { inner: from_json("job", &json)? }))
     }
 
     /// The job as JSON text.
@@ -32,9 +30,7 @@ impl Job {
 
     /// Signs the job as its issuer.
     pub fn sign(&self, key: Arc<NodeKey>) -> Result<Arc<SignedJob>, B3iqError> {
-        Ok(Arc::new(SignedJob {
-            inner: key.inner.sign_object(self.inner.clone())?,
-        }))
+        Ok(Arc::new(SignedJob { inner: key.inner.sign_object(self.inner.clone())? }))
     }
 }
 
@@ -49,17 +45,13 @@ impl SignedJob {
     /// Strictly decodes the wire form. Does not verify: call `open`.
     #[uniffi::constructor]
     pub fn decode(data: Vec<u8>) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::SignedJob::decode(&data)?,
-        }))
+        Ok(Arc::new(Self { inner: core::SignedJob::decode(&data)? }))
     }
 
     /// Builds from the signed JSON form. Does not verify.
     #[uniffi::constructor]
     pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: from_json("signed job", &json)?,
-        }))
+        Ok(Arc::new(Self { inner: from_json("signed job", &json)? }))
     }
 
     /// The signed JSON form.
@@ -84,9 +76,7 @@ impl SignedJob {
 
     /// The key written in the envelope (not yet trusted).
     pub fn signer(&self) -> Arc<NodePublicKey> {
-        Arc::new(NodePublicKey {
-            inner: *self.inner.signer(),
-        })
+        Arc::new(NodePublicKey { inner: *self.inner.signer() })
     }
 
     /// The 64-byte signature.
@@ -106,9 +96,7 @@ impl SignedJob {
 
     /// The signed envelope (not yet checked).
     pub fn job(&self) -> Arc<Job> {
-        Arc::new(Job {
-            inner: self.inner.body().clone(),
-        })
+        Arc::new(Job { inner: self.inner.body().clone() })
     }
 
     /// Runs every check for node `audience` at `now_ms` and records the job in `seen`.
@@ -121,9 +109,7 @@ impl SignedJob {
         seen: Arc<SeenSet>,
     ) -> Result<String, B3iqError> {
         let mut guard = seen.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let verified = self
-            .inner
-            .open(&trust_roots.inner, &audience.inner, now_ms, &mut *guard)?;
+        let verified = self.inner.open(&trust_roots.inner, &audience.inner, now_ms, &mut *guard)?;
         to_json(&serde_json::json!({
             "job": verified.job(),
             "job_hash": b3iq_core::Hash32(verified.job_hash()).to_hex(),
@@ -175,11 +161,7 @@ impl SeenSet {
 /// Decides whether a verified job (its `kind` as JSON) runs in `mode`; returns JSON
 /// `{"verdict", "risk", "reason"}`. `auto_approve_up_to`: `"low"`, `"medium"` or none.
 #[uniffi::export]
-pub fn decide_job(
-    kind_json: String,
-    mode: String,
-    auto_approve_up_to: Option<String>,
-) -> Result<String, B3iqError> {
+pub fn decide_job(kind_json: String, mode: String, auto_approve_up_to: Option<String>) -> Result<String, B3iqError> {
     let kind: core::JobKind = from_json("job kind", &kind_json)?;
     let mode: OperatingMode = mode.parse()?;
     let policy: core::JobPolicy = from_json(

@@ -19,9 +19,7 @@ impl ModelManifest {
     /// Builds a manifest from JSON text (unknown fields are refused).
     #[uniffi::constructor]
     pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: from_json("model manifest", &json)?,
-        }))
+        Ok(Arc::new(Self { inner: from_json("model manifest", &json)? }))
     }
 
     /// The manifest as JSON text.
@@ -31,9 +29,7 @@ impl ModelManifest {
 
     /// Signs the manifest as its publisher.
     pub fn sign(&self, key: Arc<NodeKey>) -> Result<Arc<SignedManifest>, B3iqError> {
-        Ok(Arc::new(SignedManifest {
-            inner: key.inner.sign_object(self.inner.clone())?,
-        }))
+        Ok(Arc::new(SignedManifest { inner: key.inner.sign_object(self.inner.clone())? }))
     }
 
     /// Total size of all artifacts in bytes.
@@ -53,17 +49,13 @@ impl SignedManifest {
     /// Strictly decodes the wire form. Does not verify.
     #[uniffi::constructor]
     pub fn decode(data: Vec<u8>) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::SignedManifest::decode(&data)?,
-        }))
+        Ok(Arc::new(Self { inner: core::SignedManifest::decode(&data)? }))
     }
 
     /// Builds from the signed JSON form. Does not verify.
     #[uniffi::constructor]
     pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: from_json("signed manifest", &json)?,
-        }))
+        Ok(Arc::new(Self { inner: from_json("signed manifest", &json)? }))
     }
 
     /// The signed JSON form.
@@ -98,16 +90,12 @@ impl SignedManifest {
 
     /// The signed manifest body.
     pub fn manifest(&self) -> Arc<ModelManifest> {
-        Arc::new(ModelManifest {
-            inner: self.inner.body().clone(),
-        })
+        Arc::new(ModelManifest { inner: self.inner.body().clone() })
     }
 
     /// The key written in the envelope (not yet trusted).
     pub fn signer(&self) -> Arc<NodePublicKey> {
-        Arc::new(NodePublicKey {
-            inner: *self.inner.signer(),
-        })
+        Arc::new(NodePublicKey { inner: *self.inner.signer() })
     }
 
     /// The 64-byte signature.

@@ -19,9 +19,7 @@ impl MerkleTree {
     /// Builds a tree over the leaves, hashing each with the leaf prefix.
     #[uniffi::constructor]
     pub fn new(leaves: Vec<Vec<u8>>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: core::MerkleTree::from_leaves(leaves),
-        })
+        Arc::new(Self { inner: core::MerkleTree::from_leaves(leaves) })
     }
 
     /// Builds a tree over already-hashed leaves (32 bytes each).
@@ -31,9 +29,7 @@ impl MerkleTree {
             .iter()
             .map(|h| array::<32>("leaf hash", h).map(Hash32))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Arc::new(Self {
-            inner: core::MerkleTree::from_leaf_hashes(hashes),
-        }))
+        Ok(Arc::new(Self { inner: core::MerkleTree::from_leaf_hashes(hashes) }))
     }
 
     /// The root (32 bytes).
@@ -66,12 +62,7 @@ pub fn merkle_leaf_hash(data: Vec<u8>) -> Vec<u8> {
 
 /// True if `proof_json` (from `prove_json`) shows `leaf` at `index` under `root`.
 #[uniffi::export]
-pub fn verify_inclusion(
-    root: Vec<u8>,
-    leaf: Vec<u8>,
-    index: u64,
-    proof_json: String,
-) -> Result<bool, B3iqError> {
+pub fn verify_inclusion(root: Vec<u8>, leaf: Vec<u8>, index: u64, proof_json: String) -> Result<bool, B3iqError> {
     let root = Hash32(array::<32>("root", &root)?);
     let proof: core::MerkleProof = from_json("Merkle proof", &proof_json)?;
     Ok(core::verify_inclusion(&root, &leaf, index, &proof))

@@ -17,22 +17,15 @@ pub struct PriceSchedule {
 impl PriceSchedule {
     /// A schedule charging per 1,000 tokens.
     #[uniffi::constructor]
-    pub fn new(
-        prompt_per_1k_tokens: u64,
-        completion_per_1k_tokens: u64,
-    ) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::PriceSchedule::per_1k(prompt_per_1k_tokens, completion_per_1k_tokens)?,
-        }))
+    pub fn new(prompt_per_1k_tokens: u64, completion_per_1k_tokens: u64) -> Result<Arc<Self>, B3iqError> {
+        Ok(Arc::new(Self { inner: core::PriceSchedule::per_1k(prompt_per_1k_tokens, completion_per_1k_tokens)? }))
     }
 
     /// A schedule from JSON text with the core's field names: `prompt_per_1m_tokens`,
     /// `completion_per_1m_tokens`, `per_request` (micro-credits; unknown fields are refused).
     #[uniffi::constructor]
     pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: from_json("price schedule", &json)?,
-        }))
+        Ok(Arc::new(Self { inner: from_json("price schedule", &json)? }))
     }
 
     /// The schedule as JSON text (the core's form, prices per million tokens).

@@ -30,12 +30,7 @@ pub struct LocalNode {
 }
 
 fn stopped() -> B3iqError {
-    BindingError::new(
-        ErrorCategory::State,
-        "stopped",
-        "this LocalNode was shut down; start a new one",
-    )
-    .into()
+    BindingError::new(ErrorCategory::State, "stopped", "this LocalNode was shut down; start a new one").into()
 }
 
 /// Starts a host with its home dir at `home`; `model` is a GGUF path or a profile id (none: no
@@ -47,9 +42,8 @@ pub async fn start_local_node(
     listen: Option<String>,
 ) -> Result<Arc<LocalNode>, B3iqError> {
     let node = run_on_host_thread(move || async move {
-        let mut builder = host::LocalNode::builder()
-            .home(home)
-            .listen(listen.unwrap_or_else(|| "127.0.0.1:0".into()));
+        let mut builder =
+            host::LocalNode::builder().home(home).listen(listen.unwrap_or_else(|| "127.0.0.1:0".into()));
         builder = match model {
             Some(model) => builder.model(model),
             None => builder.no_model(),
@@ -94,19 +88,13 @@ impl LocalNode {
         run_on_host_thread(move || async move {
             let guard = node.lock().await;
             let node = guard.as_ref().ok_or_else(stopped)?;
-            node.claim(&username, &password)
-                .await
-                .map_err(B3iqError::from)
+            node.claim(&username, &password).await.map_err(B3iqError::from)
         })
         .await
     }
 
     /// Creates a `b3iq_local_` key with `scopes` (default `["inference"]`).
-    pub async fn create_key(
-        &self,
-        name: String,
-        scopes: Option<Vec<String>>,
-    ) -> Result<CreatedKey, B3iqError> {
+    pub async fn create_key(&self, name: String, scopes: Option<Vec<String>>) -> Result<CreatedKey, B3iqError> {
         let node = Arc::clone(&self.node);
         run_on_host_thread(move || async move {
             let guard = node.lock().await;

@@ -21,9 +21,7 @@ impl PayoutTree {
     #[uniffi::constructor]
     pub fn new(entries_json: String) -> Result<Arc<Self>, B3iqError> {
         let entries: Vec<core::PayoutEntry> = from_json("payout entries", &entries_json)?;
-        Ok(Arc::new(Self {
-            inner: core::PayoutTree::build(entries)?,
-        }))
+        Ok(Arc::new(Self { inner: core::PayoutTree::build(entries)? }))
     }
 
     /// The root to publish on chain (32 bytes).
@@ -38,12 +36,7 @@ impl PayoutTree {
 
     /// The proof (32-byte hashes) for the entry with claim index `claim_index`.
     pub fn proof(&self, claim_index: u64) -> Result<Vec<Vec<u8>>, B3iqError> {
-        Ok(self
-            .inner
-            .proof_for_index(claim_index)?
-            .iter()
-            .map(|h| h.to_bytes().to_vec())
-            .collect())
+        Ok(self.inner.proof_for_index(claim_index)?.iter().map(|h| h.to_bytes().to_vec()).collect())
     }
 }
 
@@ -56,11 +49,7 @@ pub fn payout_leaf(entry_json: String) -> Result<Vec<u8>, B3iqError> {
 
 /// True if `proof` shows the entry under `root`.
 #[uniffi::export]
-pub fn verify_payout(
-    root: Vec<u8>,
-    entry_json: String,
-    proof: Vec<Vec<u8>>,
-) -> Result<bool, B3iqError> {
+pub fn verify_payout(root: Vec<u8>, entry_json: String, proof: Vec<Vec<u8>>) -> Result<bool, B3iqError> {
     let root = Hash32(array::<32>("root", &root)?);
     let entry: core::PayoutEntry = from_json("payout entry", &entry_json)?;
     let proof = proof

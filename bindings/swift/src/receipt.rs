@@ -21,9 +21,7 @@ impl Receipt {
     /// Builds a receipt from JSON text (unknown fields are refused).
     #[uniffi::constructor]
     pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: from_json("receipt", &json)?,
-        }))
+        Ok(Arc::new(Self { inner: from_json("receipt", &json)? }))
     }
 
     /// The receipt as JSON text.
@@ -33,9 +31,7 @@ impl Receipt {
 
     /// Signs the receipt; `key`'s node id must be the receipt's `node_id`.
     pub fn sign(&self, key: Arc<NodeKey>) -> Result<Arc<SignedReceipt>, B3iqError> {
-        Ok(Arc::new(SignedReceipt {
-            inner: self.inner.clone().sign(&key.inner)?,
-        }))
+        Ok(Arc::new(SignedReceipt { inner: self.inner.clone().sign(&key.inner)? }))
     }
 
     /// Prompt plus completion tokens.
@@ -50,24 +46,14 @@ impl Receipt {
 
     /// Whether this receipt's revealed 32-byte `salt` and the token ids open it (version 2,
     /// `token_ids` basis, counts equal to the list lengths).
-    pub fn opens_token_ids(
-        &self,
-        salt: Vec<u8>,
-        prompt: Vec<u32>,
-        completion: Vec<u32>,
-    ) -> Result<bool, B3iqError> {
+    pub fn opens_token_ids(&self, salt: Vec<u8>, prompt: Vec<u32>, completion: Vec<u32>) -> Result<bool, B3iqError> {
         let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
         Ok(self.inner.opens_token_ids(&salt, &prompt, &completion))
     }
 
     /// Whether this receipt's revealed 32-byte `salt` and the texts open it (version 2,
     /// `utf8_text` basis).
-    pub fn opens_text(
-        &self,
-        salt: Vec<u8>,
-        prompt: String,
-        completion: String,
-    ) -> Result<bool, B3iqError> {
+    pub fn opens_text(&self, salt: Vec<u8>, prompt: String, completion: String) -> Result<bool, B3iqError> {
         let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
         Ok(self.inner.opens_text(&salt, &prompt, &completion))
     }
@@ -84,17 +70,13 @@ impl SignedReceipt {
     /// Strictly decodes the wire form. Does not verify.
     #[uniffi::constructor]
     pub fn decode(data: Vec<u8>) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: core::SignedReceipt::decode(&data)?,
-        }))
+        Ok(Arc::new(Self { inner: core::SignedReceipt::decode(&data)? }))
     }
 
     /// Builds from the signed JSON form. Does not verify.
     #[uniffi::constructor]
     pub fn from_json(json: String) -> Result<Arc<Self>, B3iqError> {
-        Ok(Arc::new(Self {
-            inner: from_json("signed receipt", &json)?,
-        }))
+        Ok(Arc::new(Self { inner: from_json("signed receipt", &json)? }))
     }
 
     /// The signed JSON form.
@@ -134,9 +116,7 @@ impl SignedReceipt {
 
     /// Checks the signature against the envelope's key and the node id derived from it.
     pub fn verify_self_certified(&self) -> Result<Arc<NodeId>, B3iqError> {
-        Ok(Arc::new(NodeId {
-            inner: self.inner.verify_self_certified()?,
-        }))
+        Ok(Arc::new(NodeId { inner: self.inner.verify_self_certified()? }))
     }
 
     /// The stable receipt id (32 bytes).
@@ -146,16 +126,12 @@ impl SignedReceipt {
 
     /// The signed body.
     pub fn receipt(&self) -> Arc<Receipt> {
-        Arc::new(Receipt {
-            inner: self.inner.body().clone(),
-        })
+        Arc::new(Receipt { inner: self.inner.body().clone() })
     }
 
     /// The key written in the envelope (not yet trusted).
     pub fn signer(&self) -> Arc<NodePublicKey> {
-        Arc::new(NodePublicKey {
-            inner: *self.inner.signer(),
-        })
+        Arc::new(NodePublicKey { inner: *self.inner.signer() })
     }
 
     /// The 64-byte signature.
@@ -196,37 +172,26 @@ pub fn receipt_salt(node_salt: Vec<u8>, request_id: Vec<u8>) -> Result<Vec<u8>, 
 #[uniffi::export]
 pub fn commit_prompt_token_ids(salt: Vec<u8>, token_ids: Vec<u32>) -> Result<Vec<u8>, B3iqError> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
-    Ok(core::Commitment::prompt_token_ids(&salt, &token_ids)?
-        .to_bytes()
-        .to_vec())
+    Ok(core::Commitment::prompt_token_ids(&salt, &token_ids)?.to_bytes().to_vec())
 }
 
 /// Version 2: commitment to the completion's token ids (32 bytes).
 #[uniffi::export]
-pub fn commit_completion_token_ids(
-    salt: Vec<u8>,
-    token_ids: Vec<u32>,
-) -> Result<Vec<u8>, B3iqError> {
+pub fn commit_completion_token_ids(salt: Vec<u8>, token_ids: Vec<u32>) -> Result<Vec<u8>, B3iqError> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
-    Ok(core::Commitment::completion_token_ids(&salt, &token_ids)?
-        .to_bytes()
-        .to_vec())
+    Ok(core::Commitment::completion_token_ids(&salt, &token_ids)?.to_bytes().to_vec())
 }
 
 /// Version 2: commitment to the prompt's UTF-8 text (32 bytes).
 #[uniffi::export]
 pub fn commit_prompt_text(salt: Vec<u8>, text: String) -> Result<Vec<u8>, B3iqError> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
-    Ok(core::Commitment::prompt_text(&salt, &text)?
-        .to_bytes()
-        .to_vec())
+    Ok(core::Commitment::prompt_text(&salt, &text)?.to_bytes().to_vec())
 }
 
 /// Version 2: commitment to the completion's UTF-8 text (32 bytes).
 #[uniffi::export]
 pub fn commit_completion_text(salt: Vec<u8>, text: String) -> Result<Vec<u8>, B3iqError> {
     let salt = core::CommitmentSalt::from_bytes(array::<32>("salt", &salt)?);
-    Ok(core::Commitment::completion_text(&salt, &text)?
-        .to_bytes()
-        .to_vec())
+    Ok(core::Commitment::completion_text(&salt, &text)?.to_bytes().to_vec())
 }

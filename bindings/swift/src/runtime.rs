@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
-use b3iq_runtime::runtime::{
-    self as rt_api, GenerationEvent, GenerationStream, LoadModelSpec, Runtime as _,
-};
+use b3iq_runtime::runtime::{self as rt_api, GenerationEvent, GenerationStream, LoadModelSpec, Runtime as _};
 use tokio::sync::Mutex;
 
 use crate::convert::{from_json, to_json};
@@ -27,19 +25,13 @@ pub async fn create_runtime(threads: Option<u32>) -> Result<Arc<Runtime>, B3iqEr
         config.threads = threads;
     }
     let inner = run(async move { LlamaRuntime::new(config) }).await??;
-    Ok(Arc::new(Runtime {
-        inner: Arc::new(inner),
-    }))
+    Ok(Arc::new(Runtime { inner: Arc::new(inner) }))
 }
 
 #[uniffi::export(async_runtime = "tokio")]
 impl Runtime {
     /// Loads a GGUF; returns its description as JSON.
-    pub async fn load_model(
-        &self,
-        path: String,
-        model_id: Option<String>,
-    ) -> Result<String, B3iqError> {
+    pub async fn load_model(&self, path: String, model_id: Option<String>) -> Result<String, B3iqError> {
         let inner = Arc::clone(&self.inner);
         let mut spec = LoadModelSpec::from_path(path);
         if let Some(id) = model_id {
@@ -61,10 +53,7 @@ impl Runtime {
         let request: rt_api::GenerateRequest = from_json("generate request", &request_json)?;
         let inner = Arc::clone(&self.inner);
         let stream = run(async move { inner.generate(request).await }).await??;
-        Ok(Arc::new(TokenStream {
-            stream: Arc::new(Mutex::new(Some(stream))),
-            done: Arc::new(Mutex::new(None)),
-        }))
+        Ok(Arc::new(TokenStream { stream: Arc::new(Mutex::new(Some(stream))), done: Arc::new(Mutex::new(None)) }))
     }
 }
 
@@ -82,9 +71,7 @@ impl TokenStream {
         let (stream, done) = (Arc::clone(&self.stream), Arc::clone(&self.done));
         run(async move {
             let mut guard = stream.lock().await;
-            let Some(s) = guard.as_mut() else {
-                return Ok(None);
-            };
+            let Some(s) = guard.as_mut() else { return Ok(None) };
             match s.next_event().await {
                 Some(Ok(GenerationEvent::Delta { text })) => Ok(Some(text)),
                 Some(Ok(end)) => {

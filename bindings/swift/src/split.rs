@@ -22,12 +22,7 @@ pub struct Split {
 
 impl From<core::Split> for Split {
     fn from(s: core::Split) -> Self {
-        Split {
-            host: s.host,
-            publisher: s.publisher,
-            protocol: s.protocol,
-            verifier: s.verifier,
-        }
+        Split { host: s.host, publisher: s.publisher, protocol: s.protocol, verifier: s.verifier }
     }
 }
 

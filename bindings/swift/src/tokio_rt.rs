@@ -22,12 +22,7 @@ fn runtime() -> Result<&'static Runtime, B3iqError> {
         })
         .as_ref()
         .map_err(|e| {
-            BindingError::new(
-                ErrorCategory::Io,
-                "io",
-                format!("cannot start the tokio runtime: {e}"),
-            )
-            .into()
+            BindingError::new(ErrorCategory::Io, "io", format!("cannot start the tokio runtime: {e}")).into()
         })
 }
 
@@ -37,14 +32,12 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    runtime()?.spawn(fut).await.map_err(|e| {
-        BindingError::new(
-            ErrorCategory::Internal,
-            "internal",
-            format!("background task failed: {e}"),
-        )
-        .into()
-    })
+    runtime()?
+        .spawn(fut)
+        .await
+        .map_err(|e| {
+            BindingError::new(ErrorCategory::Internal, "internal", format!("background task failed: {e}")).into()
+        })
 }
 
 /// Runs a future built by `make` on a blocking-pool thread of the binding's runtime. The host's
@@ -61,10 +54,6 @@ where
     rt.spawn_blocking(move || handle.block_on(make()))
         .await
         .map_err(|e| {
-            B3iqError::from(BindingError::new(
-                ErrorCategory::Internal,
-                "internal",
-                format!("host task failed: {e}"),
-            ))
+            B3iqError::from(BindingError::new(ErrorCategory::Internal, "internal", format!("host task failed: {e}")))
         })?
 }

@@ -15,11 +15,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub fn model_path() -> PathBuf {
     if let Some(p) = std::env::var_os("B3IQ_TEST_MODEL").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "B3IQ_TEST_MODEL={} is not a file; run scripts/fetch-model",
-            p.display()
-        );
+        assert!(p.is_file(), "B3IQ_TEST_MODEL={} is not a file; run scripts/fetch-model", p.display());
         return p;
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -27,17 +23,9 @@ pub fn model_path() -> PathBuf {
         .arg(repo.join("scripts/fetch-model"))
         .output()
         .expect("the default model is needed: set B3IQ_TEST_MODEL or make scripts/fetch-model work (python3)");
-    assert!(
-        out.status.success(),
-        "scripts/fetch-model failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "scripts/fetch-model failed: {}", String::from_utf8_lossy(&out.stderr));
     let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
-    assert!(
-        p.is_file(),
-        "scripts/fetch-model printed {}, which is not a file",
-        p.display()
-    );
+    assert!(p.is_file(), "scripts/fetch-model printed {}, which is not a file", p.display());
     p
 }
 
@@ -55,11 +43,7 @@ pub struct Daemon {
     pub setup_token: Option<String>,
 }
 
-fn pump(
-    r: impl std::io::Read + Send + 'static,
-    buf: Arc<Mutex<String>>,
-    tx: Option<std::sync::mpsc::Sender<String>>,
-) {
+fn pump(r: impl std::io::Read + Send + 'static, buf: Arc<Mutex<String>>, tx: Option<std::sync::mpsc::Sender<String>>) {
     std::thread::spawn(move || {
         let br = BufReader::new(r);
         for line in br.lines().map_while(Result::ok) {
@@ -82,16 +66,9 @@ impl Daemon {
     pub fn start_with(home: &Path, extra: &[&str]) -> Daemon {
         let model = model_path();
         let mut cmd = Command::new(bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--model")
-            .arg(&model);
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--model").arg(&model);
         cmd.args(extra);
-        cmd.env("B3IQ_HOME", home).env(
-            "B3IQ_LOG",
-            "debug,llama_cpp_2=warn,llama-cpp-2=warn,hyper=info",
-        );
+        cmd.env("B3IQ_HOME", home).env("B3IQ_LOG", "debug,llama_cpp_2=warn,llama-cpp-2=warn,hyper=info");
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn b3iqd");
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -127,22 +104,9 @@ impl Daemon {
         }
         // Stdout is a pipe, not a terminal: the daemon names the token file instead of printing
         // the token (it must never reach a log).
-        let setup_token = unclaimed.then(|| {
-            std::fs::read_to_string(home.join("setup-token"))
-                .expect("setup-token file")
-                .trim()
-                .to_string()
-        });
-        let base =
-            base.unwrap_or_else(|| panic!("b3iqd did not start: {}", stderr.lock().unwrap()));
-        Daemon {
-            child,
-            base,
-            home: home.to_path_buf(),
-            stdout,
-            stderr,
-            setup_token,
-        }
+        let setup_token = unclaimed.then(|| std::fs::read_to_string(home.join("setup-token")).expect("setup-token file").trim().to_string());
+        let base = base.unwrap_or_else(|| panic!("b3iqd did not start: {}", stderr.lock().unwrap()));
+        Daemon { child, base, home: home.to_path_buf(), stdout, stderr, setup_token }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -168,8 +132,7 @@ impl Daemon {
     }
 
     pub fn rss_kb(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         s.lines()
             .find(|l| l.starts_with("VmRSS:"))
             .and_then(|l| l.split_whitespace().nth(1))
@@ -183,10 +146,7 @@ impl Daemon {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
 }
 
 impl Drop for Daemon {
@@ -197,18 +157,12 @@ impl Drop for Daemon {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
 }
 
 /// Claim the node and return the session cookie value.
 pub async fn claim(d: &Daemon, c: &reqwest::Client) -> String {
-    let tok = d
-        .setup_token
-        .clone()
-        .expect("setup URL printed on first start");
+    let tok = d.setup_token.clone().expect("setup URL printed on first start");
     let r = c
         .post(d.url("/api/setup/claim"))
         .json(&json!({"setup_token": tok, "username": "owner", "password": PASSWORD}))
@@ -216,23 +170,12 @@ pub async fn claim(d: &Daemon, c: &reqwest::Client) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let cookie = r.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
     cookie.split(';').next().unwrap().to_string()
 }
 
 /// Create a key with the owner cookie.
-pub async fn create_key(
-    d: &Daemon,
-    c: &reqwest::Client,
-    cookie: &str,
-    scopes: &[&str],
-) -> (String, String) {
+pub async fn create_key(d: &Daemon, c: &reqwest::Client, cookie: &str, scopes: &[&str]) -> (String, String) {
     let r = c
         .post(d.url("/api/keys"))
         .header("cookie", cookie)
@@ -242,33 +185,18 @@ pub async fn create_key(
         .unwrap();
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
-    (
-        v["key"]["id"].as_str().unwrap().to_string(),
-        v["secret"].as_str().unwrap().to_string(),
-    )
+    (v["key"]["id"].as_str().unwrap().to_string(), v["secret"].as_str().unwrap().to_string())
 }
 
 pub async fn model_id(d: &Daemon, c: &reqwest::Client, key: &str) -> String {
-    let v: Value = c
-        .get(d.url("/v1/models"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = c.get(d.url("/v1/models")).bearer_auth(key).send().await.unwrap().json().await.unwrap();
     v["data"][0]["id"].as_str().unwrap().to_string()
 }
 
 /// Parse an SSE body into its `data:` payloads.
 pub fn sse_events(body: &str) -> Vec<String> {
     body.split("\n\n")
-        .filter_map(|ev| {
-            ev.lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .map(|s| s.to_string())
-        })
+        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")).map(|s| s.to_string()))
         .collect()
 }
 
@@ -276,24 +204,15 @@ pub fn sse_events(body: &str) -> Vec<String> {
 /// at compile time for integration tests), so homes left behind for a post-mortem stay inside
 /// the build directory instead of piling up in /tmp; each run's names are unique.
 pub fn tempdir(name: &str) -> PathBuf {
-    let base = option_env!("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let d = base.join(format!(
-        "b3iqd-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let base = option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let d = base.join(format!("b3iqd-{name}-{}-{}", std::process::id(), rand_suffix()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
 /// Write `config.json` in `home`: the defaults with `patch`'s fields replaced.
@@ -303,9 +222,5 @@ pub fn write_config(home: &std::path::Path, patch: Value) {
     for (k, v) in patch.as_object().unwrap() {
         cfg[k] = v.clone();
     }
-    std::fs::write(
-        home.join("config.json"),
-        serde_json::to_vec_pretty(&cfg).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(home.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
 }

@@ -133,25 +133,13 @@ async fn stored(pool: &Pool, batch: &[Item]) -> Result<HashSet<String>> {
     let recv: Vec<i64> = batch.iter().map(|(h, _)| ms(h.received_at_ms)).collect();
     let health: Vec<&str> = batch.iter().map(|(h, _)| health_name(h.health)).collect();
     let body: Vec<String> = batch.iter().map(|(h, _)| h.body.to_string()).collect();
-    let rows = c
-        .query(&st, &[&ids, &seqs, &sent, &recv, &health, &body])
-        .await
-        .map_err(db("store heartbeats"))?;
+    let rows = c.query(&st, &[&ids, &seqs, &sent, &recv, &health, &body]).await.map_err(db("store heartbeats"))?;
     let accepted: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
     // Bounded history: a cheap indexed delete on roughly one heartbeat in 64, as for one.
     // The heartbeats are committed by now: a failed prune is retried with a later batch, not
     // reported to their nodes.
-    if let Some((h, _)) = batch
-        .iter()
-        .find(|(h, _)| h.sequence % 64 == 0 && accepted.contains(&h.node_id.to_text()))
-    {
-        if let Err(e) = c
-            .execute(
-                "DELETE FROM heartbeats WHERE received_at_ms < $1",
-                &[&ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))],
-            )
-            .await
-        {
+    if let Some((h, _)) = batch.iter().find(|(h, _)| h.sequence % 64 == 0 && accepted.contains(&h.node_id.to_text())) {
+        if let Err(e) = c.execute("DELETE FROM heartbeats WHERE received_at_ms < $1", &[&ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))]).await {
             tracing::warn!(error = %e, "prune heartbeat history");
         }
     }

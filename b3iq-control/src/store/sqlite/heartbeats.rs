@@ -15,11 +15,7 @@ use crate::store::{db, ms, HeartbeatCommit, NodeStatus, Refusal, HEARTBEAT_HISTO
 /// keeps its refusal count.
 pub(super) async fn record(w: &GroupWriter, h: &HeartbeatCommit) -> Result<()> {
     let h = h.clone();
-    w.write(
-        |e| matches!(e, ControlError::Refused(Refusal::StaleSequence { .. })),
-        move |c| one(c, &h),
-    )
-    .await
+    w.write(|e| matches!(e, ControlError::Refused(Refusal::StaleSequence { .. })), move |c| one(c, &h)).await
 }
 
 /// One heartbeat, as one transaction stored it before batching.
@@ -41,26 +37,18 @@ fn one(c: &Connection, h: &HeartbeatCommit) -> Result<()> {
             Some(n) if n.expires_at_ms <= h.received_at_ms => Refusal::EnrollmentExpired,
             Some(n) => {
                 c.execute("UPDATE nodes SET refused_heartbeats = refused_heartbeats + 1 WHERE node_id = ?1", [&id]).map_err(db("count refusal"))?;
-                return Err(Refusal::StaleSequence {
-                    got: h.sequence,
-                    last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0),
-                }
-                .into());
+                return Err(Refusal::StaleSequence { got: h.sequence, last: n.last_heartbeat.map(|l| l.sequence).unwrap_or(0) }.into());
             }
         };
         return Err(refusal.into());
     }
-    c.prepare_cached(
-        "INSERT INTO heartbeats(node_id, sequence, received_at_ms, health) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .and_then(|mut s| s.execute(params![id, ms(h.sequence), now, health_name(h.health)]))
-    .map_err(db("heartbeat history"))?;
+    c.prepare_cached("INSERT INTO heartbeats(node_id, sequence, received_at_ms, health) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut s| s.execute(params![id, ms(h.sequence), now, health_name(h.health)]))
+        .map_err(db("heartbeat history"))?;
     // Bounded history: a cheap indexed delete on roughly one row in 64 heartbeats.
     if h.sequence % 64 == 0 {
         c.prepare_cached("DELETE FROM heartbeats WHERE received_at_ms < ?1")
-            .and_then(|mut s| {
-                s.execute([ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))])
-            })
+            .and_then(|mut s| s.execute([ms(h.received_at_ms.saturating_sub(HEARTBEAT_HISTORY_MS))]))
             .map_err(db("prune heartbeats"))?;
     }
     Ok(())

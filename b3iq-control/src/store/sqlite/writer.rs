@@ -25,14 +25,7 @@ pub(super) const MAX_BATCH: usize = 512;
 
 /// One queued write: runs inside its savepoint, says whether to keep its changes, and returns
 /// the continuation that answers its caller once the batch's commit is known.
-type Job = Box<
-    dyn FnOnce(
-            &Connection,
-        ) -> (
-            bool,
-            Box<dyn FnOnce(std::result::Result<(), String>) + Send>,
-        ) + Send,
->;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Box<dyn FnOnce(std::result::Result<(), String>) + Send>) + Send>;
 
 /// The queue to the writer thread; the thread ends when the last clone is dropped.
 #[derive(Clone)]
@@ -89,9 +82,7 @@ impl GroupWriter {
         keep: fn(&ControlError) -> bool,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let gone = || {
-            ControlError::Store("the store's writer dropped this write (its batch could not start a savepoint, or the writer stopped)".into())
-        };
+        let gone = || ControlError::Store("the store's writer dropped this write (its batch could not start a savepoint, or the writer stopped)".into());
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |c: &Connection| {
             let r = f(c);
@@ -128,9 +119,7 @@ pub(super) fn keep_none(_: &ControlError) -> bool {
 fn commit(c: &mut Connection, batch: Vec<Job>) {
     let mut answers = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<()> {
-        let mut tx = c
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db("begin a write batch"))?;
+        let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("begin a write batch"))?;
         for job in batch {
             let sp = tx.savepoint().map_err(db("savepoint"))?;
             let (kept, answer) = job(&sp);
@@ -154,21 +143,14 @@ mod tests {
 
     fn rows(c: &Connection) -> Vec<i64> {
         let mut st = c.prepare("SELECT v FROM t ORDER BY v").unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
+        st.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
     }
 
     fn insert_then(v: i64, fail: bool) -> impl FnOnce(&Connection) -> Result<i64> + Send + 'static {
         move |c| {
-            c.execute("INSERT INTO t(v) VALUES (?1)", [v])
-                .map_err(db("insert"))?;
+            c.execute("INSERT INTO t(v) VALUES (?1)", [v]).map_err(db("insert"))?;
             if fail {
-                return Err(ControlError::Invalid {
-                    field: "v",
-                    reason: format!("{v} fails after its insert"),
-                });
+                return Err(ControlError::Invalid { field: "v", reason: format!("{v} fails after its insert") });
             }
             Ok(v)
         }
@@ -182,25 +164,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Connection::open(dir.path().join("w.db")).unwrap();
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
-        c.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)")
-            .unwrap();
+        c.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)").unwrap();
         let conn = Arc::new(Mutex::new(c));
         let w = GroupWriter::start(conn.clone()).unwrap();
 
         let guard = conn.lock().unwrap();
         let mut calls = Vec::new();
-        for (v, fail, keep) in [
-            (1, false, false),
-            (2, true, false),
-            (3, false, false),
-            (4, true, true),
-            (1, false, false),
-        ] {
+        for (v, fail, keep) in [(1, false, false), (2, true, false), (3, false, false), (4, true, true), (1, false, false)] {
             let w = w.clone();
             let keep: fn(&ControlError) -> bool = if keep { |_| true } else { keep_none };
-            calls.push(tokio::spawn(async move {
-                w.write(keep, insert_then(v, fail)).await
-            }));
+            calls.push(tokio::spawn(async move { w.write(keep, insert_then(v, fail)).await }));
             // Queue them in this order.
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -213,25 +186,13 @@ mod tests {
             out.push(c.await.unwrap().map_err(|e| e.to_string()));
         }
         assert_eq!(out[0], Ok(1));
-        assert!(
-            out[1].as_ref().unwrap_err().contains("2 fails"),
-            "{:?}",
-            out[1]
-        );
+        assert!(out[1].as_ref().unwrap_err().contains("2 fails"), "{:?}", out[1]);
         assert_eq!(out[2], Ok(3));
         assert!(out[3].as_ref().unwrap_err().contains("4 fails"));
         // The fifth repeats 1: its primary-key violation is its own error, the batch commits.
-        assert!(
-            out[4].as_ref().unwrap_err().contains("UNIQUE"),
-            "{:?}",
-            out[4]
-        );
+        assert!(out[4].as_ref().unwrap_err().contains("UNIQUE"), "{:?}", out[4]);
         let c = conn.lock().unwrap();
-        assert_eq!(
-            rows(&c),
-            vec![1, 3, 4],
-            "2 rolled back alone; 4 kept by its `keep`"
-        );
+        assert_eq!(rows(&c), vec![1, 3, 4], "2 rolled back alone; 4 kept by its `keep`");
         // All five ran in one transaction, committed after the guard was dropped.
         assert_eq!(w.batches() - batches_before, 1);
     }
