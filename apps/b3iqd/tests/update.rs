@@ -560,3 +560,52 @@ unsafe fn libc_kill(pid: i32) {
         kill(pid, 9);
     }
 }
+
+#[tokio::test]
+async fn install_script_installs_the_signed_release_and_refuses_a_tampered_one() {
+    let w = World::new("install-sh").await;
+    // The control plane's layout: the repository under <served>/releases/.
+    let served = w.dir.join("served");
+    let repo = served.join("releases");
+    let newf = w.dir.join("b3iqd-release");
+    std::fs::copy(env!("CARGO_BIN_EXE_b3iqd"), &newf).unwrap();
+    w.publish_to(&w.release("99.0.0", &newf, 10), &repo).await;
+    let base = serve(served.clone());
+    // The control plane verifies its repository against the root before writing the script.
+    let root = std::fs::read(&w.root).unwrap();
+    let targets = b3iq_control::releases::verified_targets(&repo, &root).await.unwrap();
+    assert_eq!(targets.len(), 1);
+    assert_eq!(targets[0].0, platform_target());
+    let script = w.dir.join("install.sh");
+    std::fs::write(&script, b3iq_control::releases::script(&base, &targets)).unwrap();
+    // A repository that does not verify (signed by a key the root does not name) gives no script.
+    let other = Keys { dir: w.dir.join("keys") };
+    let rogue_root = publish::make_root(&RootSpec { root: vec![other.k("rogue")], root_threshold: 1, targets: vec![other.k("rogue")], snapshot: vec![other.k("rogue")], timestamp: vec![other.k("rogue")], ..other.spec(&[], 1) }, &[other.k("rogue")], None).await.unwrap();
+    let e = b3iq_control::releases::verified_targets(&repo, &rogue_root).await.unwrap_err();
+    assert!(e.contains("does not verify against the pinned root"), "{e}");
+
+    // The installer's machine: a fresh HOME whose node trusts the test root (in production the
+    // root pinned in the binary).
+    let user = w.dir.join("user");
+    std::fs::create_dir_all(user.join(".b3iq/update/datastore")).unwrap();
+    std::fs::write(user.join(".b3iq/update/datastore/root.json"), &root).unwrap();
+    let dest = user.join("bin");
+    let run = || Command::new("sh").arg(&script).env("HOME", &user).env("B3IQ_INSTALL_DIR", &dest).env_remove("B3IQ_HOME").output().unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "install.sh failed: {err} {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(std::fs::read(dest.join("b3iqd")).unwrap(), std::fs::read(&newf).unwrap());
+
+    // A tampered download (same length) is refused and nothing is installed.
+    std::fs::remove_file(dest.join("b3iqd")).unwrap();
+    let t = std::fs::read_dir(repo.join("targets")).unwrap().flatten().next().unwrap().path();
+    let mut b = std::fs::read(&t).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(&t, b).unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("refused: the download does not match the signed release"), "{err}");
+    assert!(!dest.join("b3iqd").exists(), "a tampered binary was installed");
+}
