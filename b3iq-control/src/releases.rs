@@ -75,7 +75,7 @@ pub fn script(base: &str, targets: &[SignedTarget]) -> String {
     let mut cases = String::new();
     for (name, len, sha) in targets {
         // Names and hashes are [A-Za-z0-9._-] / hex (checked by tough and safe_name): no quoting issue.
-        if safe_name(name) {
+        if safe_name(name) && sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             cases.push_str(&format!("  {name}) LEN={len}; SHA={sha} ;;\n"));
         }
     }
@@ -122,5 +122,28 @@ async fn install_sh(State(dir): State<std::sync::Arc<PathBuf>>, headers: HeaderM
     match verified_targets(&dir, b3iq_host::update::PINNED_ROOT).await {
         Ok(t) => ([(header::CONTENT_TYPE, "text/x-shellscript")], script(&format!("https://{host}"), &t)).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("install.sh: {e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_file_names_are_served() {
+        assert!(safe_name("1700000000.snapshot.json"));
+        assert!(safe_name("ab12.b3iqd-linux-x86_64"));
+        for bad in ["", ".hidden", "..", "a/b", "a\\b", "%2e%2e", "a b", "é"] {
+            assert!(!safe_name(bad), "{bad:?} must be refused");
+        }
+        assert!(!safe_name(&"a".repeat(256)));
+    }
+
+    #[test]
+    fn the_script_lists_only_signed_b3iqd_targets() {
+        let s = script("https://cp.example", &[("b3iqd-linux-x86_64".into(), 10, "ab".repeat(32)), ("b3iqd-bad;rm -rf".into(), 1, "00".into())]);
+        assert!(s.contains(&format!("b3iqd-linux-x86_64) LEN=10; SHA={} ;;", "ab".repeat(32))));
+        assert!(!s.contains("bad;"), "an unsafe target name reached the script");
+        assert!(s.contains("BASE=\"https://cp.example/releases\""));
     }
 }
