@@ -38,7 +38,7 @@ summary=()
 for t in "${targets[@]}"; do
     feat=()
     [ "$t" = gguf_header ] && feat=(--features gguf)
-    case "$t" in host_header|same_origin|request_body|support_bundle) feat=(--features host) ;; esac
+    case "$t" in host_header|same_origin|request_body|support_bundle|update_metadata) feat=(--features host) ;; esac
     work="$(mktemp -d)"
     mkdir -p "corpus/$t"
     echo "=== fuzzing $t for ${secs}s ==="

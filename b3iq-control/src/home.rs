@@ -329,24 +329,20 @@ pub async fn serve(
 /// As [`serve`], with the gateway's routes (node tunnels, the public `/v1` API) on the same
 /// port when `gateway` is given. Tunnels are upgraded connections: they do not count against
 /// the connection bound once open.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
-    cp: Arc<ControlPlane>,
-    gateway: Option<Arc<crate::gateway::Gateway>>,
-    tls: &TlsMaterial,
-    shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
+pub async fn serve_with(listener: tokio::net::TcpListener, cp: Arc<ControlPlane>, gateway: Option<Arc<crate::gateway::Gateway>>, tls: &TlsMaterial, shutdown: tokio::sync::oneshot::Receiver<()>) {
+    serve_full(listener, cp, gateway, None, tls, shutdown).await
+}
+
+/// As [`serve_with`], also serving the signed release repository in `releases` under
+/// `/releases/` and its `/install.sh` (crate::releases, docs/release.md).
+pub async fn serve_full(listener: tokio::net::TcpListener, cp: Arc<ControlPlane>, gateway: Option<Arc<crate::gateway::Gateway>>, releases: Option<PathBuf>, tls: &TlsMaterial, shutdown: tokio::sync::oneshot::Receiver<()>) {
     let limits = b3iq_host::http::serve::ServeLimits::default();
     let mut app = crate::http::router(cp);
     if let Some(gw) = gateway {
         app = app.merge(crate::gateway::router(gw));
     }
-    b3iq_host::http::serve::serve(
-        listener,
-        app,
-        limits,
-        Some(tls.server_config.clone()),
-        shutdown,
-    )
-    .await
+    if let Some(dir) = releases {
+        app = app.merge(crate::releases::router(dir));
+    }
+    b3iq_host::http::serve::serve(listener, app, limits, Some(tls.server_config.clone()), shutdown).await
 }

@@ -33,6 +33,7 @@ pub mod ops;
 pub mod owner;
 pub mod store;
 pub mod support;
+pub mod update;
 
 pub use context::{Config, Context, Home, NodeState};
 pub use error::{HostError, Result};

@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("network", 1),
     ("models", 1),
     ("support", 1),
+    ("update", 1),
     ("http", 2),
     ("node", 2),
     ("ops", 2),

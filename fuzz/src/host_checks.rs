@@ -16,6 +16,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("same_origin", same_origin_check),
     ("request_body", request_body),
     ("support_bundle", support_bundle),
+    ("update_metadata", update_metadata),
 ];
 
 /// The `Host` allowlist (DNS-rebinding guard). First line: the header; further lines: the
@@ -108,5 +109,16 @@ pub fn support_bundle(data: &[u8]) {
     if let Ok(files) = read_bundle(data) {
         let total: usize = files.iter().map(|(_, t)| t.len()).sum();
         assert!(total as u64 <= MAX_BUNDLE_TEXT);
+    }
+}
+
+/// Update metadata and versions from a release repository (`b3iq_host::update`): any bytes give a
+/// root version or 0, any string a version or `None`, without panicking.
+pub fn update_metadata(data: &[u8]) {
+    let _ = b3iq_host::update::root_version(data);
+    if let Ok(s) = std::str::from_utf8(data) {
+        if let Some(v) = b3iq_host::update::parse_version(s) {
+            assert!(!v.is_empty());
+        }
     }
 }

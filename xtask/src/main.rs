@@ -37,6 +37,12 @@ COMMANDS:
     steps                List the steps of `test`.
     deps                 Install the Debian and Python packages the suite needs, and nothing else.
     fetch-model          Fetch the default model into ~/.cache/b3iq/models and print its path.
+    release VERSION [NOTES]
+                         Build b3iqd and b3iq-control (release profile) and sign them into the
+                         TUF repository $B3IQ_RELEASE_REPO (default target/release-repo) with the
+                         keys in $B3IQ_RELEASE_KEYS (default ~/.cache/b3iq/release-keys; made on
+                         first use, dev keys only) and the root $B3IQ_RELEASE_KEYS/root.json
+                         (docs/release.md). Keys are read from files, never from arguments.
     vectors              Regenerate the golden test vectors in testdata/vectors/.
     fuzz SECONDS         Run every fuzz target for SECONDS each (needs cargo-fuzz).
     sim [--seeds N | --seed S]
@@ -169,6 +175,7 @@ fn main() -> ExitCode {
         }
         "sim" => ctx.sim(rest),
         "bench" => ctx.run(ctx.cargo(&["bench", "--workspace"])),
+        "release" => ctx.release(rest),
         "bench-control" => ctx.bench_control(rest),
         "bench-gateway" => ctx.bench_gateway(rest),
         "-h" | "--help" | "help" => {
@@ -291,6 +298,36 @@ impl Ctx {
     fn cargo(&self, args: &[&str]) -> Command {
         let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         self.cmd(&cargo, args)
+    }
+
+    /// `cargo xtask release VERSION [NOTES]` (docs/release.md).
+    fn release(&self, args: &[String]) -> Result<(), String> {
+        let version = args.first().ok_or("usage: cargo xtask release VERSION [NOTES]")?;
+        let notes = args.get(1).cloned().unwrap_or_default();
+        let home = env::var_os("HOME").map(PathBuf::from).ok_or("HOME is not set")?;
+        let keys = env::var_os("B3IQ_RELEASE_KEYS").map(PathBuf::from).unwrap_or_else(|| home.join(".cache/b3iq/release-keys"));
+        let repo = env::var_os("B3IQ_RELEASE_REPO").map(PathBuf::from).unwrap_or_else(|| self.target_dir.join("release-repo"));
+        self.run(self.cargo(&["build", "--locked", "--release", "-p", "b3iqd", "-p", "b3iq-control-daemon"]))?;
+        let bin = self.target_dir.join("release");
+        let tool = bin.join("b3iq-release").display().to_string();
+        let k = |n: &str| keys.join(format!("{n}.key")).display().to_string();
+        self.run(self.cmd(&tool, &["keys", "--dir", &keys.display().to_string()]))?;
+        let root = keys.join("root.json");
+        if !root.exists() {
+            let (r1, r2, r3) = (k("root-1"), k("root-2"), k("root-3"));
+            let (t, s, ts) = (k("targets"), k("snapshot"), k("timestamp"));
+            let out = root.display().to_string();
+            self.run(self.cmd(&tool, &["root", "--root-key", &r1, "--root-key", &r2, "--root-key", &r3, "--targets-key", &t, "--snapshot-key", &s, "--timestamp-key", &ts, "--sign", &r1, "--sign", &r2, "--out", &out]))?;
+        }
+        let (os, arch) = (env::consts::OS, env::consts::ARCH);
+        let f1 = format!("b3iqd-{os}-{arch}={}", bin.join("b3iqd").display());
+        let f2 = format!("b3iq-control-{os}-{arch}={}", bin.join("b3iq-control").display());
+        let (t, s, ts) = (k("targets"), k("snapshot"), k("timestamp"));
+        let root_s = root.display().to_string();
+        let repo_s = repo.display().to_string();
+        self.run(self.cmd(&tool, &["publish", "--root", &root_s, "--version", version, "--notes", &notes, "--file", &f1, "--file", &f2, "--key", &t, "--key", &s, "--key", &ts, "--out", &repo_s]))?;
+        println!("xtask: signed release {version} in {}", repo.display());
+        Ok(())
     }
 
     fn run(&self, mut c: Command) -> Result<(), String> {

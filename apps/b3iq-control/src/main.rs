@@ -277,7 +277,9 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
             });
             let gw = home.gateway(&settings, cp.clone())?;
             eprintln!("b3iq-control: gateway at https://{bound}/v1 (ticket key {}); nodes in network mode open their tunnels here", gw.ticket_public_key().to_hex());
-            b3iq_control::home::serve_with(listener, cp, Some(gw), &tls, rx).await;
+            // The signed release repository (docs/release.md), when one was published here.
+            let releases = Some(home.root().join("releases")).filter(|d| d.join("metadata").is_dir());
+            b3iq_control::home::serve_full(listener, cp, Some(gw), releases, &tls, rx).await;
             sweeper.abort();
             eprintln!("b3iq-control: stopped");
             Ok(ExitCode::SUCCESS)

@@ -149,6 +149,11 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         threads: u32,
     },
+    /// Signed updates (docs/release.md): check the release repository, install a newer signed
+    /// release (the old binary is kept as `<binary>.previous`), or roll back to it. Owner-only:
+    /// run as the user that owns the home and the binary.
+    #[command(subcommand)]
+    Update(UpdateCmd),
     /// Setup recovery.
     #[command(
         after_help = "Example:\n  b3iqd setup --reset            # new one-time setup token for an unclaimed node"
@@ -196,6 +201,31 @@ enum NetworkCmd {
     /// Leave network mode (back to managed; the tunnel closes after requests in flight finish).
     #[command(after_help = "Example:\n  b3iqd network off")]
     Off,
+}
+
+#[derive(Subcommand)]
+enum UpdateCmd {
+    /// Fetch and verify the repository's metadata; print the current and latest version (JSON).
+    /// Exit 0 whether or not an update is available; 1 on any refusal.
+    #[command(
+        after_help = "Examples:\n  b3iqd update check --repo https://cp.example:7430/releases\n  b3iqd update check"
+    )]
+    Check {
+        /// Release repository base URL (saved under $B3IQ_HOME/update/repository).
+        #[arg(long)]
+        repo: Option<String>,
+    },
+    /// Install the newer signed release if there is one (length and hash checked, atomic swap).
+    /// A running `b3iqd serve` notices the new binary and restarts on it.
+    #[command(after_help = "Example:\n  b3iqd update apply")]
+    Apply {
+        /// Release repository base URL (saved under $B3IQ_HOME/update/repository).
+        #[arg(long)]
+        repo: Option<String>,
+    },
+    /// Put `<binary>.previous` back (the replaced binary becomes `.previous`).
+    #[command(after_help = "Example:\n  b3iqd update rollback")]
+    Rollback,
 }
 
 #[derive(Subcommand)]
@@ -409,7 +439,30 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             }
             let _ = out.flush();
             drop(out);
-            node.serve_until(shutdown_signal()).await;
+            // `b3iqd update apply` swaps the binary in place: notice it, stop, and exec the new one.
+            let exe = std::env::current_exe().ok();
+            let replaced = async {
+                match &exe {
+                    Some(p) => b3iq_host::update::binary_replaced(p.clone(), std::time::Duration::from_secs(1)).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let restart = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = restart.clone();
+            node.serve_until(async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = replaced => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+                }
+            })
+            .await;
+            if let (true, Some(p)) = (restart.load(std::sync::atomic::Ordering::SeqCst), exe) {
+                use std::os::unix::process::CommandExt;
+                eprintln!("b3iqd: {} was replaced (update); restarting on the new binary", p.display());
+                let err = std::process::Command::new(&p).args(std::env::args_os().skip(1)).exec();
+                eprintln!("b3iqd: cannot restart on {}: {err}", p.display());
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status => {
@@ -667,6 +720,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             seed_key,
             threads,
         } => verify_cmd(home, receipt, attestation, tokens, model, seed_key, threads),
+        Cmd::Update(u) => update_cmd(home, u).await,
         Cmd::Setup { reset, ttl_s, port } => {
             if !reset {
                 eprintln!(
@@ -824,6 +878,60 @@ async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostE
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn update_cmd(home: Option<PathBuf>, cmd: UpdateCmd) -> Result<ExitCode, HostError> {
+    use b3iq_host::update::Updater;
+    let o = Offline::open(home)?;
+    let result = async {
+        let u = Updater::new(o.0.home.root())?;
+        match cmd {
+            UpdateCmd::Check { repo } => {
+                if let Some(r) = repo {
+                    u.set_repository(&r)?;
+                }
+                let (_, report) = u.check().await?;
+                print_json(&serde_json::to_value(&report).unwrap_or_default());
+            }
+            UpdateCmd::Apply { repo } => {
+                if let Some(r) = repo {
+                    u.set_repository(&r)?;
+                }
+                let report = u.apply().await?;
+                if report.available {
+                    eprintln!(
+                        "b3iqd: installed {} {} (was {}); the old binary is {}",
+                        report.target,
+                        report.latest,
+                        report.current,
+                        b3iq_host::update::sibling(&u.binary, "previous").display()
+                    );
+                } else {
+                    eprintln!(
+                        "b3iqd: up to date ({}; the repository has {})",
+                        report.current, report.latest
+                    );
+                }
+                print_json(&serde_json::to_value(&report).unwrap_or_default());
+            }
+            UpdateCmd::Rollback => {
+                u.rollback()?;
+                eprintln!(
+                    "b3iqd: rolled back {} to the previous binary",
+                    u.binary.display()
+                );
+            }
+        }
+        Ok::<(), b3iq_host::update::UpdateError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("b3iqd: update: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn shutdown_signal() {
