@@ -55,6 +55,9 @@ pub enum ControlError {
     /// (502).
     #[error("{0}")]
     Upstream(String),
+    /// Settlement: the chain refused or could not be reached (502); the message names the call.
+    #[error("chain: {0}")]
+    Chain(String),
 }
 
 /// Result alias.
@@ -78,6 +81,7 @@ impl ControlError {
             ControlError::ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
             ControlError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "no_capacity"),
             ControlError::Upstream(_) => (StatusCode::BAD_GATEWAY, "server_error", "upstream_failed"),
+            ControlError::Chain(_) => (StatusCode::BAD_GATEWAY, "server_error", "chain_failed"),
             ControlError::NoEligibleNode(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "no_eligible_node"),
             ControlError::Refused(r) => match r {
                 Refusal::ChallengeUsed => (StatusCode::CONFLICT, "invalid_request_error", "challenge_used"),
@@ -116,6 +120,12 @@ impl ControlError {
             ControlError::Busy { retry_after_s, .. } => Some(retry_after_s.saturating_mul(1000)),
             _ => None,
         }
+    }
+}
+
+impl From<b3iq_chain::ChainError> for ControlError {
+    fn from(e: b3iq_chain::ChainError) -> Self {
+        ControlError::Chain(e.to_string())
     }
 }
 

@@ -23,6 +23,7 @@ pub mod home;
 pub mod http;
 pub mod keys;
 pub mod plane;
+pub mod settlement;
 pub mod store;
 
 pub use error::{ControlError, Result};
