@@ -492,7 +492,20 @@ async fn paid_requests_settle_on_chain_and_every_party_claims_exactly_its_share(
     wait_tunnels(&net.gw, 2).await;
     let now = b3iq_host::context::unix_now_ms();
     net.cp.add_credits(&net.org, 1_000_000_000, "seed", now).await.unwrap();
-    let (_, token) = net.cp.create_gateway_key(&net.org, "app", 1_000_000_000, None, now).await.unwrap();
+    let (_, token) = net.cp.create_gateway_key(&net.org, "app", 100_000, None, now).await.unwrap();
+
+    // Both nodes ready (tunnel up and a fresh heartbeat with the model).
+    let gc = gw_client(&net.ca);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Value = gc.get(format!("{}/v1/network/models", net.url)).send().await.unwrap().json().await.unwrap();
+        if v["models"][0]["nodes_ready"].as_u64() == Some(2) {
+            assert_eq!(v["models"][0]["model"], MODEL);
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes not ready: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Paid requests through the official openai Python client (4 at a time).
     let py = std::env::var("B3IQ_PYTHON").unwrap_or_else(|_| "python3".into());
