@@ -27,7 +27,7 @@ pub struct PostedEpoch {
 #[derive(Debug, Clone)]
 pub enum EpochPost {
     /// This call posted the epoch.
-    Posted(PostedEpoch),
+    Posted(Box<PostedEpoch>),
     /// The chain already held this epoch with the same payout root (an earlier post, maybe one
     /// whose answer was lost or whose sender crashed): nothing was sent.
     AlreadyPosted {
@@ -229,7 +229,7 @@ impl ChainClient {
             self.fund_escrow(d, missing).await?;
         }
         match self.post_epoch_parts(d, epoch.epoch_id, &epoch.receipt_root, &epoch.payout_root, epoch.total_payout, epoch.receipt_count, epoch.leaf_count).await {
-            Ok(p) => Ok(EpochPost::Posted(p)),
+            Ok(p) => Ok(EpochPost::Posted(Box::new(p))),
             Err(e) => {
                 // The post may have landed (a lost answer, a race with another sender): trust
                 // the chain, not the error.
