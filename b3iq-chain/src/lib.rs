@@ -31,10 +31,13 @@ pub mod bindings;
 pub mod client;
 pub mod convert;
 pub mod error;
+pub mod key_file;
 
 #[cfg(feature = "deploy")]
 pub use client::DeployParams;
 pub use client::{
-    decode_revert, ChainClient, Deployment, EpochPost, PostedEpoch, RetryPolicy, TxOutcome,
+    decode_revert, ChainClient, Deployment, EpochCommit, EpochPost, PostedEpoch, RetryPolicy, TxOutcome,
 };
+pub use alloy::primitives::Address;
+pub use alloy::signers::local::PrivateKeySigner;
 pub use error::{ChainError, Result};

@@ -55,6 +55,9 @@ pub enum ControlError {
     /// (502).
     #[error("{0}")]
     Upstream(String),
+    /// Settlement: the chain refused or could not be reached (502); the message names the call.
+    #[error("chain: {0}")]
+    Chain(String),
 }
 
 /// Result alias.
@@ -69,52 +72,17 @@ impl ControlError {
     /// HTTP status, error type and code.
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            ControlError::Store(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "store_failed",
-            ),
-            ControlError::Config(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "config")
-            }
-            ControlError::Invalid { .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_message",
-            ),
-            ControlError::TooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "body_too_large",
-            ),
-            ControlError::Unauthorized(_) => (
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "unauthorized",
-            ),
-            ControlError::TooMany(_) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "too_many_requests",
-            ),
-            ControlError::ModelNotFound(_) => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-            ),
-            ControlError::Busy { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "no_capacity",
-            ),
-            ControlError::Upstream(_) => {
-                (StatusCode::BAD_GATEWAY, "server_error", "upstream_failed")
-            }
-            ControlError::NoEligibleNode(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "no_eligible_node",
-            ),
+            ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "store_failed"),
+            ControlError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "config"),
+            ControlError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_message"),
+            ControlError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "body_too_large"),
+            ControlError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication_error", "unauthorized"),
+            ControlError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "too_many_requests"),
+            ControlError::ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
+            ControlError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "no_capacity"),
+            ControlError::Upstream(_) => (StatusCode::BAD_GATEWAY, "server_error", "upstream_failed"),
+            ControlError::Chain(_) => (StatusCode::BAD_GATEWAY, "server_error", "chain_failed"),
+            ControlError::NoEligibleNode(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "no_eligible_node"),
             ControlError::Refused(r) => match r {
                 Refusal::ChallengeUsed => (
                     StatusCode::CONFLICT,
@@ -204,6 +172,12 @@ impl ControlError {
             ControlError::Busy { retry_after_s, .. } => Some(retry_after_s.saturating_mul(1000)),
             _ => None,
         }
+    }
+}
+
+impl From<b3iq_chain::ChainError> for ControlError {
+    fn from(e: b3iq_chain::ChainError) -> Self {
+        ControlError::Chain(e.to_string())
     }
 }
 

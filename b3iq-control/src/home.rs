@@ -66,6 +66,9 @@ pub struct ControlSettings {
     /// one at (`https://10.0.0.2:7430`), recorded for each tunnel it holds so requests landing
     /// elsewhere are relayed here. The replicas share the home's files (keys, certificate).
     pub gateway_replica_url: Option<String>,
+    /// Settlement epochs on chain (see [`crate::settlement`]); absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<crate::settlement::SettlementSettings>,
 }
 
 impl Default for ControlSettings {
@@ -85,6 +88,7 @@ impl Default for ControlSettings {
             network_prompt_price_per_1k: 100,
             network_completion_price_per_1k: 200,
             gateway_replica_url: None,
+            settlement: None,
         }
     }
 }
@@ -231,6 +235,20 @@ impl ControlHome {
             );
         }
         Ok(crate::gateway::Gateway::new(cp, self.ticket_key()?, cfg))
+    }
+
+    /// The settler of `control.json` `settlement`, attached to `cp` (`None` when not
+    /// configured).
+    ///
+    /// # Errors
+    /// `Config` for a bad key file or setting; `Chain` when the chain cannot be reached.
+    pub async fn settler(&self, s: &ControlSettings, cp: &ControlPlane) -> Result<Option<Arc<crate::settlement::Settler>>> {
+        let Some(cfg) = &s.settlement else { return Ok(None) };
+        let p = if Path::new(&cfg.settler_key_file).is_relative() { self.root.join(&cfg.settler_key_file) } else { PathBuf::from(&cfg.settler_key_file) };
+        let signer = b3iq_chain::key_file::load_key_file(&p).map_err(|e| ControlError::Config(format!("control.json settlement.settler_key_file: {e}")))?;
+        let st = Arc::new(crate::settlement::Settler::connect(cp.store().clone(), cfg.clone(), signer, b3iq_host::context::unix_now_ms()).await?);
+        cp.set_settler(st.clone());
+        Ok(Some(st))
     }
 
     /// Opens the configured store.

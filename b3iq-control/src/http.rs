@@ -153,10 +153,10 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
             )),
         )
         // A result may carry a support bundle: the only route with a larger body limit.
-        .route(
-            "/v1/node/jobs/result",
-            post(job_result).layer(axum::extract::DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES)),
-        )
+        .route("/v1/node/jobs/result", post(job_result).layer(axum::extract::DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES)))
+        .route("/v1/node/payout-address", post(payout_address))
+        .route("/v1/payouts/{address}", get(payouts))
+        .route("/v1/epochs/{epoch_id}/claim-file", get(claim_file))
         .route("/v1/admin/session", post(login).delete(logout))
         .route("/v1/admin/nodes", get(list_nodes))
         .route("/v1/admin/nodes/{node_id}", get(get_node))
@@ -374,11 +374,28 @@ async fn upload_receipts(
     Ok(axum::Json(cp.upload_receipts(&u, unix_now_ms()).await?).into_response())
 }
 
-async fn usage(
-    State(cp): State<Arc<ControlPlane>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response> {
+async fn payout_address(State(cp): State<Arc<ControlPlane>>, Json(r): Json<b3iq_protocol::payout_api::PayoutAddressRequest>) -> Result<Response> {
+    Ok(axum::Json(cp.set_payout_address(&r, unix_now_ms()).await?).into_response())
+}
+
+/// Public: an address's leaves and proofs in the posted epochs.
+async fn payouts(State(cp): State<Arc<ControlPlane>>, Path(address): Path<String>) -> Result<Response> {
+    let a = b3iq_core::payout::EthAddress::parse(&address).map_err(|e| ControlError::Invalid { field: "address", reason: e.to_string() })?;
+    Ok(axum::Json(cp.settler()?.payouts(&a).await?).into_response())
+}
+
+/// Public: the claim file of a posted epoch (every leaf and proof).
+async fn claim_file(State(cp): State<Arc<ControlPlane>>, Path(epoch_id): Path<u64>) -> Result<Response> {
+    match cp.store().epoch(epoch_id).await? {
+        Some(e) if e.posted_at.is_some_and(|t| t > 0) && e.claim_file.is_some() => {
+            let v: serde_json::Value = serde_json::from_str(e.claim_file.as_deref().unwrap_or("{}")).map_err(|x| ControlError::Store(x.to_string()))?;
+            Ok(axum::Json(v).into_response())
+        }
+        _ => Err(crate::store::Refusal::NotFound(format!("posted epoch {epoch_id}")).into()),
+    }
+}
+
+async fn usage(State(cp): State<Arc<ControlPlane>>, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
     let op = operator(&cp, &h).await?;
     Ok(axum::Json(cp.usage(&op.org_id, &node_id(&id)?).await?).into_response())
 }

@@ -24,6 +24,7 @@ pub mod http;
 pub mod keys;
 pub mod plane;
 pub mod releases;
+pub mod settlement;
 pub mod store;
 
 pub use error::{ControlError, Result};

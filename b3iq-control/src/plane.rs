@@ -242,6 +242,8 @@ pub struct ControlPlane {
     pub metrics: Metrics,
     /// Gateway keys' request rates (per replica; `gateway::credits`).
     pub(crate) gateway_rate: crate::gateway::credits::RateLimiter,
+    /// The settler, when `control.json` configures settlement.
+    settler: std::sync::OnceLock<Arc<crate::settlement::Settler>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -314,7 +316,36 @@ impl ControlPlane {
             waiters: Default::default(),
             metrics: Metrics::default(),
             gateway_rate: Default::default(),
+            settler: Default::default(),
         }
+    }
+
+    /// Attaches the settler (once; later calls are ignored): the payout routes answer from it.
+    pub fn set_settler(&self, s: Arc<crate::settlement::Settler>) {
+        let _ = self.settler.set(s);
+    }
+
+    /// The settler, when settlement is configured.
+    ///
+    /// # Errors
+    /// `Refused(NotFound)` when it is not.
+    pub fn settler(&self) -> Result<&Arc<crate::settlement::Settler>> {
+        self.settler.get().ok_or_else(|| Refusal::NotFound("settlement is not configured on this control plane (control.json settlement)".into()).into())
+    }
+
+    /// Records the address a node's earnings are paid to (signed by the node; its clock within
+    /// `max_clock_skew_ms`; an active, unexpired node).
+    ///
+    /// # Errors
+    /// `Invalid` for a forged or stale request; `Refused` for the node's status.
+    pub async fn set_payout_address(&self, r: &b3iq_protocol::payout_api::PayoutAddressRequest, now_ms: u64) -> Result<b3iq_protocol::payout_api::PayoutAddressAck> {
+        let node = r.verify()?;
+        if r.sent_at_ms.abs_diff(now_ms) > self.config.max_clock_skew_ms {
+            return Err(ControlError::Invalid { field: "sent_at_ms", reason: format!("payout address: the node's clock is {} ms away from the control plane's", r.sent_at_ms.abs_diff(now_ms)) });
+        }
+        self.active_node(&node, now_ms).await?;
+        self.store.set_payout_address(&node, &r.address.to_string()).await?;
+        Ok(b3iq_protocol::payout_api::PayoutAddressAck { address: r.address })
     }
 
     /// The configuration.

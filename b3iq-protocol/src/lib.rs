@@ -27,6 +27,7 @@
 pub mod error;
 pub mod gateway;
 pub mod messages;
+pub mod payout_api;
 pub mod settlement;
 
 pub use error::{ProtocolError, Result};

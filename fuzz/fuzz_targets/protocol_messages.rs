@@ -1,5 +1,5 @@
 //! Fuzz target `protocol_messages` (owned by b3iq-protocol): every node <-> control-plane JSON
-//! message type and the public claim file must refuse bad bytes with an error, never panic, and
+//! message type, the payout API (payout address, account payouts) and the public claim file must refuse bad bytes with an error, never panic, and
 //! whatever parses must re-serialize and re-parse to the same value.
 #![no_main]
 
@@ -7,6 +7,7 @@ use b3iq_protocol::messages::{
     EnrollmentAccepted, EnrollmentChallenge, EnrollmentRequest, HeartbeatAck, HeartbeatRequest, JobPoll,
     JobPollResponse, JobResultAck, JobResultReport, ReceiptUpload, ReceiptUploadAck,
 };
+use b3iq_protocol::payout_api::{AccountPayouts, PayoutAddressAck, PayoutAddressRequest};
 use b3iq_protocol::settlement::ClaimFile;
 use libfuzzer_sys::fuzz_target;
 
@@ -22,6 +23,12 @@ where
 
 fuzz_target!(|data: &[u8]| {
     roundtrip::<EnrollmentChallenge>(data);
+    roundtrip::<PayoutAddressRequest>(data);
+    roundtrip::<PayoutAddressAck>(data);
+    roundtrip::<AccountPayouts>(data);
+    if let Ok(r) = serde_json::from_slice::<PayoutAddressRequest>(data) {
+        let _ = r.verify();
+    }
     roundtrip::<EnrollmentRequest>(data);
     roundtrip::<EnrollmentAccepted>(data);
     roundtrip::<HeartbeatRequest>(data);

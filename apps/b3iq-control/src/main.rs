@@ -276,11 +276,24 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                 let _ = tx.send(());
             });
             let gw = home.gateway(&settings, cp.clone())?;
+            // Settlement epochs (control.json `settlement`): closed, built, posted on a schedule.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let settler = match home.settler(&settings, &cp).await? {
+                Some(st) => {
+                    eprintln!("b3iq-control: settlement every {} s, settler {}", settings.settlement.as_ref().map_or(0, |c| c.epoch_interval_s), st.address());
+                    Some(tokio::spawn(st.run(stop_rx)))
+                }
+                None => None,
+            };
             eprintln!("b3iq-control: gateway at https://{bound}/v1 (ticket key {}); nodes in network mode open their tunnels here", gw.ticket_public_key().to_hex());
             // The signed release repository (docs/release.md), when one was published here.
             let releases = Some(home.root().join("releases")).filter(|d| d.join("metadata").is_dir());
             b3iq_control::home::serve_full(listener, cp, Some(gw), releases, &tls, rx).await;
             sweeper.abort();
+            let _ = stop_tx.send(true);
+            if let Some(t) = settler {
+                let _ = t.await;
+            }
             eprintln!("b3iq-control: stopped");
             Ok(ExitCode::SUCCESS)
         }

@@ -360,3 +360,99 @@ fn credit_commands_teach() {
         assert!(out.status.success() && s.contains("Example"), "{args:?}: {s}");
     }
 }
+
+#[path = "../../../b3iq-chain/tests/chain/common.rs"]
+mod chain;
+
+/// `kill -9` of `b3iq-control serve` while it posts an epoch (the post transaction sent, not
+/// yet mined: hardhat's automine off), then a restart: the epoch is on chain exactly once
+/// (one `EpochPosted` event, one post transaction from the settler) and the restarted control
+/// plane records it as posted without sending anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_posted_when_the_control_plane_is_killed_is_posted_exactly_once() {
+    use alloy::providers::Provider;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("control");
+    std::fs::create_dir_all(&home).unwrap();
+    let hh = chain::HardhatNode::start().await;
+    let admin = chain::funded(&hh.url, chain::wallet("admin")).await;
+    let (d, _) = admin.deploy(&b3iq_chain::DeployParams::defaults(chain::wallet("attester").address())).await.unwrap();
+    let settler_addr = b3iq_chain::key_file::create_key_file(&home.join("settler.key")).unwrap();
+    let settler = chain::funded(&hh.url, b3iq_chain::key_file::load_key_file(&home.join("settler.key")).unwrap()).await;
+    admin.grant_settler(&d, settler_addr).await.unwrap();
+    admin.mint(&d, settler_addr, chain::tokens(1_000)).await.unwrap();
+    // The escrow is funded ahead, so the only transaction the control plane sends is the post.
+    settler.approve(&d, d.settlement, chain::tokens(1_000)).await.unwrap();
+    settler.fund_escrow(&d, chain::tokens(1_000)).await.unwrap();
+    std::fs::write(
+        home.join("control.json"),
+        serde_json::to_vec(&json!({"settlement": {
+            "rpc_url": hh.url, "deployment": d, "settler_key_file": "settler.key", "epoch_interval_s": 1,
+            "protocol_account": chain::wallet("protocol").address().to_string(), "verifier_account": chain::wallet("verifier").address().to_string(),
+        }}))
+        .unwrap(),
+    )
+    .unwrap();
+
+    // A node enrolled with its payout address and 20 uploaded network receipts.
+    {
+        let (_, cp) = b3iq_control::ControlHome::locate(Some(home.clone())).unwrap().open().await.unwrap();
+        let now = b3iq_host::context::unix_now_ms();
+        let org = cp.create_org("acme", now).await.unwrap();
+        let (_, tok) = cp.create_enrollment_token(&org.id, 60_000, now).await.unwrap();
+        let key = NodeKey::from_seed([42; 32]);
+        let ch = cp.challenge(now).await.unwrap();
+        let proof = key.sign_object(EnrollmentProof { node_id: key.node_id(), public_key: key.public(), audience: ch.audience.as_str().into(), nonce: ch.nonce, signed_at_ms: now }).unwrap();
+        cp.enroll(&tok, &b3iq_protocol::messages::EnrollmentRequest { challenge_id: ch.challenge_id, proof }, now).await.unwrap();
+        let payout = b3iq_core::payout::EthAddress(chain::wallet("operator").address().0 .0);
+        cp.set_payout_address(&b3iq_protocol::payout_api::PayoutAddressRequest::sign(&key, payout, now), now).await.unwrap();
+        let receipts: Vec<_> = (1..=20u8).map(|i| chain::receipt(&key, i, "smollm2-135m-instruct-q4_1", now - 10_000 + u64::from(i), 1_000 + u64::from(i))).collect();
+        let ack = cp.upload_receipts(&b3iq_protocol::messages::ReceiptUpload::sign(&key, receipts, now).unwrap(), now).await.unwrap();
+        assert_eq!(ack.stored, 20);
+    }
+
+    // Automine off: the post stays pending; kill -9 the control plane while it waits for it.
+    let raw = |m: &'static str, p: Value| {
+        let s = &settler;
+        async move { s.provider().raw_request::<_, Value>(m.into(), p).await.unwrap() }
+    };
+    raw("evm_setAutomine", json!([false])).await;
+    let nonce_before = settler.provider().get_transaction_count(settler_addr).await.unwrap();
+    let (mut server, _) = serve(&home);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while settler.provider().get_transaction_count(settler_addr).pending().await.unwrap() == nonce_before {
+        assert!(Instant::now() < deadline, "the control plane sent no post");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
+    raw("evm_mine", json!([])).await;
+    raw("evm_setAutomine", json!([true])).await;
+    assert_ne!(settler.epoch_posted_at(&d, 1).await.unwrap(), 0, "the post sent before the kill is on chain");
+    let db = rusqlite::Connection::open(home.join("control.db")).unwrap();
+    let (file, posted): (Option<String>, Option<i64>) = db.query_row("SELECT claim_file, posted_at FROM epochs WHERE epoch_id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert!(file.is_some() && posted.is_none(), "killed after storing the claim file and sending, before recording the post");
+
+    // Restart: the epoch is recorded as posted, and nothing is sent again.
+    let (server, _) = serve(&home);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (tx, posted) = loop {
+        let r: (Option<String>, Option<i64>) = db.query_row("SELECT tx_hash, posted_at FROM epochs WHERE epoch_id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        if r.1.is_some() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the restarted control plane did not record the post");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(tx, None, "found on chain, not sent again");
+    assert_eq!(posted.unwrap() as u64, settler.epoch_posted_at(&d, 1).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await; // a few more ticks
+    drop(server);
+    assert_eq!(settler.provider().get_transaction_count(settler_addr).await.unwrap(), nonce_before + 1, "exactly one transaction: the post");
+    let logs = settler.provider().get_logs(&alloy::rpc::types::Filter::new().address(d.settlement).from_block(0u64)).await.unwrap();
+    let sig = <b3iq_chain::bindings::settlement::Settlement::EpochPosted as alloy::sol_types::SolEvent>::SIGNATURE_HASH;
+    let posted_events = logs.iter().filter(|l| l.topics().first() == Some(&sig)).count();
+    assert_eq!(posted_events, 1, "one EpochPosted event");
+    let n: i64 = db.query_row("SELECT COUNT(*) FROM receipts WHERE epoch_id = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 20, "every receipt in the one epoch");
+}

@@ -120,6 +120,10 @@ enum Cmd {
     /// node dials (no inbound port), within your policy. Needs an enrollment (`b3iqd enroll`).
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// The payout wallet: where this node's share of each settlement epoch is paid, earnings,
+    /// and claims on chain.
+    #[command(subcommand, after_help = "Examples:\n  b3iqd wallet create                       # key made here: ~/.b3iq/wallet.key, mode 0600\n  b3iqd wallet set-address 0x52908400098527886E0F7030069857D2E4169EE7   # address only\n  b3iqd wallet earnings --rpc http://127.0.0.1:8545\n  b3iqd wallet claim --rpc http://127.0.0.1:8545\n\nThe address goes to the control plane (signed by the node key) when enrolled; epochs closed from then\non pay it. A claim pays the payout address whoever sends it.")]
+    Wallet(WalletCmd),
     /// Leave managed mode: forget the control plane and its trust root; back to local mode.
     #[command(after_help = "Example:\n  b3iqd unenroll")]
     Unenroll,
@@ -168,6 +172,34 @@ enum Cmd {
         /// Port to print in the setup URL.
         #[arg(long)]
         port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalletCmd {
+    /// Make a new key on this machine (wallet.key in the home, mode 0600) and use its address.
+    Create,
+    /// Use an address whose key is elsewhere.
+    SetAddress {
+        /// `0x` + 40 hex characters.
+        address: String,
+    },
+    /// Show the payout address and key file.
+    Show,
+    /// Earnings per posted epoch (JSON); with --rpc, which are claimed.
+    Earnings {
+        /// JSON-RPC URL of the chain the control plane settles on.
+        #[arg(long)]
+        rpc: Option<String>,
+    },
+    /// Claim every posted epoch not claimed yet (claimed ones are skipped).
+    Claim {
+        /// JSON-RPC URL of the chain the control plane settles on.
+        #[arg(long)]
+        rpc: String,
+        /// Send from this key file instead of the wallet's own (an address-only wallet).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
 }
 
@@ -701,6 +733,38 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             eprintln!("b3iqd: network mode off; now in {m} mode");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Wallet(w) => {
+            use b3iq_host::managed::wallet;
+            let o = Offline::open(home)?;
+            let show = |w: &wallet::Wallet| {
+                print_json(&serde_json::json!({"address": w.address, "key_file": w.key_file, "sent_to_control_plane": w.sent_to_control_plane}));
+            };
+            match w {
+                WalletCmd::Create => {
+                    let w = wallet::create(&o).await?;
+                    eprintln!("b3iqd: new wallet {} (key {}, mode 0600; back it up)", w.address, w.key_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+                    show(&w);
+                }
+                WalletCmd::SetAddress { address } => {
+                    let a = b3iq_core_address(&address)?;
+                    let w = wallet::set_address(&o, a).await?;
+                    show(&w);
+                }
+                WalletCmd::Show => match wallet::wallet(&o)? {
+                    Some(w) => show(&w),
+                    None => {
+                        eprintln!("b3iqd: no payout wallet; `b3iqd wallet create` or `b3iqd wallet set-address 0x...`");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
+                WalletCmd::Earnings { rpc } => print_json(&wallet::earnings(&o, rpc.as_deref()).await?),
+                WalletCmd::Claim { rpc, key_file } => {
+                    let done = wallet::claim(&o, &rpc, key_file).await?;
+                    print_json(&serde_json::to_value(&done).unwrap_or_default());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Unenroll => {
             let o = Offline::open(home)?;
             match o.unenroll()? {
@@ -826,6 +890,10 @@ fn verify_cmd(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn b3iq_core_address(s: &str) -> Result<b3iq_host::managed::wallet::EthAddress, HostError> {
+    s.parse().map_err(|e| HostError::InvalidParameter(format!("address {s:?}: {e}")))
 }
 
 fn tempdir_for_bench() -> Result<PathBuf, HostError> {

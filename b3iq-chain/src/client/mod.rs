@@ -46,7 +46,7 @@ mod token;
 #[cfg(feature = "deploy")]
 pub use deploy::DeployParams;
 pub use errors::decode_revert;
-pub use settlement::{EpochPost, PostedEpoch};
+pub use settlement::{EpochCommit, EpochPost, PostedEpoch};
 
 /// Retry and timeout policy for RPC calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@ use alloy::providers::DynProvider;
 use alloy::sol_types::SolEvent;
 use b3iq_core::payout::PayoutEntry;
 use b3iq_core::Hash32;
+use b3iq_protocol::settlement::ClaimFile;
 use b3iq_protocol::EpochSettlement;
 
 use super::{ChainClient, Deployment, TxOutcome};
@@ -26,7 +27,7 @@ pub struct PostedEpoch {
 #[derive(Debug, Clone)]
 pub enum EpochPost {
     /// This call posted the epoch.
-    Posted(PostedEpoch),
+    Posted(Box<PostedEpoch>),
     /// The chain already held this epoch with the same payout root (an earlier post, maybe one
     /// whose answer was lost or whose sender crashed): nothing was sent.
     AlreadyPosted {
@@ -42,6 +43,38 @@ impl EpochPost {
             Self::Posted(p) => p.posted_at,
             Self::AlreadyPosted { posted_at } => *posted_at,
         }
+    }
+}
+
+/// What `postEpoch` commits: the parts of a built epoch (from an [`EpochSettlement`], or from
+/// its stored claim file, so a restarted settler posts exactly what it built before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochCommit {
+    /// Epoch id.
+    pub epoch_id: u64,
+    /// blake3 receipt root.
+    pub receipt_root: Hash32,
+    /// keccak payout root.
+    pub payout_root: Hash32,
+    /// Sum of the leaves, token base units.
+    pub total_payout: u128,
+    /// Accepted receipts.
+    pub receipt_count: u64,
+    /// Payout leaves.
+    pub leaf_count: u64,
+}
+
+impl From<&EpochSettlement> for EpochCommit {
+    fn from(e: &EpochSettlement) -> Self {
+        Self { epoch_id: e.epoch_id, receipt_root: e.receipt_root, payout_root: e.payout_root, total_payout: e.total_payout, receipt_count: e.receipt_count, leaf_count: e.leaf_count() }
+    }
+}
+
+impl TryFrom<&ClaimFile> for EpochCommit {
+    type Error = ChainError;
+    fn try_from(f: &ClaimFile) -> Result<Self> {
+        let total_payout = f.total_payout.parse::<u128>().map_err(|e| ChainError::Unexpected { action: "claim file".into(), message: format!("total_payout {:?}: {e}", f.total_payout) })?;
+        Ok(Self { epoch_id: f.epoch_id, receipt_root: f.receipt_root, payout_root: f.payout_root, total_payout, receipt_count: f.receipt_count, leaf_count: f.leaf_count })
     }
 }
 
@@ -183,7 +216,7 @@ impl ChainClient {
     pub async fn ensure_epoch_posted(
         &self,
         d: &Deployment,
-        epoch: &EpochSettlement,
+        epoch: &EpochCommit,
     ) -> Result<EpochPost> {
         if let Some(done) = self.posted_state(d, epoch).await? {
             return Ok(done);
@@ -195,8 +228,8 @@ impl ChainClient {
             self.approve(d, d.settlement, missing).await?;
             self.fund_escrow(d, missing).await?;
         }
-        match self.post_epoch(d, epoch).await {
-            Ok(p) => Ok(EpochPost::Posted(p)),
+        match self.post_epoch_parts(d, epoch.epoch_id, &epoch.receipt_root, &epoch.payout_root, epoch.total_payout, epoch.receipt_count, epoch.leaf_count).await {
+            Ok(p) => Ok(EpochPost::Posted(Box::new(p))),
             Err(e) => {
                 // The post may have landed (a lost answer, a race with another sender): trust
                 // the chain, not the error.
@@ -213,7 +246,7 @@ impl ChainClient {
     async fn posted_state(
         &self,
         d: &Deployment,
-        epoch: &EpochSettlement,
+        epoch: &EpochCommit,
     ) -> Result<Option<EpochPost>> {
         let stored = self.epoch_commitment(d, epoch.epoch_id).await?;
         if stored == [0u8; 32] {

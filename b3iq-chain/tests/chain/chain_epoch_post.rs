@@ -57,11 +57,13 @@ async fn an_epoch_is_posted_once_whatever_the_retries() {
         verifier: from_address(&wallet("verifier").address()),
     };
     let e1 = epoch(1, &key, &payees, 2_000_000);
+    // A settler that restarts posts from the stored claim file: the same commitment.
+    assert_eq!(b3iq_chain::EpochCommit::try_from(&e1.claim_file().unwrap()).unwrap(), b3iq_chain::EpochCommit::from(&e1));
     let total = U256::from(e1.total_payout);
     assert_eq!(settler.escrow_available(&d).await.unwrap(), U256::ZERO);
 
     // First call: funds exactly the missing escrow, then posts.
-    let first = settler.ensure_epoch_posted(&d, &e1).await.unwrap();
+    let first = settler.ensure_epoch_posted(&d, &(&e1).into()).await.unwrap();
     let EpochPost::Posted(posted) = &first else {
         panic!("first call must post: {first:?}")
     };
@@ -85,7 +87,7 @@ async fn an_epoch_is_posted_once_whatever_the_retries() {
         .get_transaction_count(settler.address())
         .await
         .unwrap();
-    let again = settler.ensure_epoch_posted(&d, &e1).await.unwrap();
+    let again = settler.ensure_epoch_posted(&d, &(&e1).into()).await.unwrap();
     assert!(
         matches!(again, EpochPost::AlreadyPosted { posted_at } if posted_at == at),
         "{again:?}"
@@ -123,7 +125,7 @@ async fn an_epoch_is_posted_once_whatever_the_retries() {
         .await
         .unwrap();
     assert!(matches!(
-        settler.ensure_epoch_posted(&d, &e2).await.unwrap(),
+        settler.ensure_epoch_posted(&d, &(&e2).into()).await.unwrap(),
         EpochPost::AlreadyPosted { .. }
     ));
     assert_eq!(
@@ -138,7 +140,7 @@ async fn an_epoch_is_posted_once_whatever_the_retries() {
     // Another root under a posted id: refused before any transaction.
     let other = epoch(2, &key, &payees, 4_000_000);
     assert_ne!(other.payout_root, e2.payout_root);
-    match settler.ensure_epoch_posted(&d, &other).await {
+    match settler.ensure_epoch_posted(&d, &(&other).into()).await {
         Err(ChainError::Unexpected { message, .. }) => {
             assert!(message.contains("another payout root"), "{message}")
         }

@@ -23,10 +23,14 @@ pub struct HardhatNode {
     log: PathBuf,
 }
 
+/// The workspace's `contracts/` (found upward from the crate, so other crates' tests can
+/// include this file with `#[path]`).
 pub fn contracts_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("contracts")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|p| p.join("contracts"))
+        .find(|p| p.join("hardhat.config.js").exists())
+        .expect("contracts/ above the crate")
 }
 
 pub fn free_port() -> u16 {

@@ -1406,7 +1406,7 @@ impl ControlStore for SqliteStore {
     async fn set_epoch_claim_file(&self, epoch_id: u64, claim_file: &str) -> Result<()> {
         let f = claim_file.to_string();
         self.run(move |c| {
-            let n = exec(&c, "UPDATE epochs SET claim_file = ?2 WHERE epoch_id = ?1", params![ms(epoch_id), f]).map_err(db("store claim file"))?;
+            let n = exec(c, "UPDATE epochs SET claim_file = ?2 WHERE epoch_id = ?1", params![ms(epoch_id), f]).map_err(db("store claim file"))?;
             if n == 0 {
                 return Err(Refusal::NotFound(format!("epoch {epoch_id}")).into());
             }
@@ -1418,7 +1418,7 @@ impl ControlStore for SqliteStore {
     async fn set_epoch_posted(&self, epoch_id: u64, tx_hash: Option<&str>, posted_at: u64) -> Result<()> {
         let h = tx_hash.map(str::to_string);
         self.run(move |c| {
-            let n = exec(&c, "UPDATE epochs SET tx_hash = COALESCE(?2, tx_hash), posted_at = ?3 WHERE epoch_id = ?1", params![ms(epoch_id), h, ms(posted_at)]).map_err(db("record epoch post"))?;
+            let n = exec(c, "UPDATE epochs SET tx_hash = COALESCE(?2, tx_hash), posted_at = ?3 WHERE epoch_id = ?1", params![ms(epoch_id), h, ms(posted_at)]).map_err(db("record epoch post"))?;
             if n == 0 {
                 return Err(Refusal::NotFound(format!("epoch {epoch_id}")).into());
             }
@@ -1430,7 +1430,7 @@ impl ControlStore for SqliteStore {
     async fn set_payout_address(&self, node: &NodeId, address: &str) -> Result<()> {
         let (id, a) = (node.to_text(), address.to_string());
         self.run(move |c| {
-            if exec(&c, "UPDATE nodes SET payout_address = ?2 WHERE node_id = ?1", params![id, a]).map_err(db("set payout address"))? == 0 {
+            if exec(c, "UPDATE nodes SET payout_address = ?2 WHERE node_id = ?1", params![id, a]).map_err(db("set payout address"))? == 0 {
                 return Err(Refusal::UnknownNode.into());
             }
             Ok(())
@@ -1449,7 +1449,7 @@ impl ControlStore for SqliteStore {
     }
 
     async fn epoch(&self, epoch_id: u64) -> Result<Option<EpochRow>> {
-        self.run(move |c| row(&c, &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE epoch_id = ?1"), [ms(epoch_id)], epoch_from_row).optional().map_err(db("epoch")))
+        self.run(move |c| row(c, &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE epoch_id = ?1"), [ms(epoch_id)], epoch_from_row).optional().map_err(db("epoch")))
             .await
     }
 

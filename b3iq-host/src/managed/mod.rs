@@ -18,6 +18,7 @@
 //! [`META_HEARTBEAT_SEQUENCE`], [`META_LAST_HEARTBEAT`] (JSON [`HeartbeatReport`]).
 
 pub mod remote_jobs;
+pub mod wallet;
 
 use std::sync::Arc;
 use std::time::Duration;
