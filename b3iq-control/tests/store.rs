@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use b3iq_control::store::postgres::PostgresStore;
 use b3iq_control::store::sqlite::SqliteStore;
+use b3iq_control::store::credits::{GatewayKey, Hold, HoldSettlement};
 use b3iq_control::store::*;
 use b3iq_control::ControlError;
 use b3iq_core::heartbeat::HealthStatus;
@@ -74,6 +75,29 @@ fn hb(id: NodeId, seq: u64, now: u64) -> HeartbeatCommit {
         received_at_ms: now,
         health: HealthStatus::Healthy,
         body: serde_json::json!({"sequence": seq}),
+    }
+}
+
+/// Charges receipts `[id; 32]` of `node` as the gateway does: a hold per receipt of a key of
+/// org_a (made once, with credits), settled with the receipt.
+async fn charge(s: &dyn ControlStore, node: &NodeId, ids: &[u8], now: u64) {
+    let key = GatewayKey {
+        id: "gk_00000000000000ee".into(),
+        org_id: "org_a".into(),
+        name: "epochs".into(),
+        rate_per_min: 1_000_000,
+        spend_limit_per_day: None,
+        created_at_ms: now,
+        revoked_at_ms: None,
+    };
+    if s.gateway_keys("org_a").await.unwrap().iter().all(|k| k.id != key.id) {
+        s.create_gateway_key(&key, &[0xee; 32]).await.unwrap();
+        s.add_credits("org_a", 1_000_000, "epochs", now).await.unwrap();
+    }
+    for &i in ids {
+        let id = [i; 16];
+        s.place_hold(&Hold { id, org_id: "org_a".into(), key_id: key.id.clone(), amount: 10, created_at_ms: now }).await.unwrap();
+        s.settle_hold(&HoldSettlement { hold_id: id, charge: 5, node_id: *node, receipt_id: [i; 32], now_ms: now }).await.unwrap();
     }
 }
 
@@ -699,19 +723,21 @@ async fn conformance(s: Arc<dyn ControlStore>) {
         21
     );
 
-    // Epochs: network receipts only, each assigned once; a late upload lands in the next epoch.
+    // Epochs: network receipts that settled a gateway hold (the customer was charged their
+    // price) only, each assigned once; a late upload lands in the next epoch.
     let net = |id: u8, started_at_ms: u64| ReceiptRow { mode: "network".into(), started_at_ms, ..rcpt(n1, id, "m", 0, 1) };
     assert_eq!(s.close_epoch(1_000_000, now).await.unwrap(), None, "no network receipt yet: nothing closed");
     assert!(s.epochs(10).await.unwrap().is_empty());
-    s.store_receipts(vec![net(200, 500_000), net(201, 900_000), net(202, 1_000_000)], now).await.unwrap();
+    s.store_receipts(vec![net(200, 500_000), net(201, 900_000), net(202, 1_000_000), net(199, 600_000)], now).await.unwrap();
+    charge(&*s, &n1, &[200, 201, 202, 203], now).await;
     let e1 = s.close_epoch(1_000_000, now + 1).await.unwrap().unwrap();
     assert_eq!((e1.epoch_id, e1.start_ms, e1.end_ms, e1.receipt_count, e1.closed_at_ms), (1, 500_000, 1_000_000, 2, now + 1));
-    assert_eq!(s.epoch_receipts(1).await.unwrap(), [vec![200u8], vec![201u8]], "by receipt id; the managed receipts and the one at the end stay out");
+    assert_eq!(s.epoch_receipts(1).await.unwrap(), [vec![200u8], vec![201u8]], "by receipt id; the managed receipts, the one at the end and the uncharged one (199) stay out");
     s.store_receipts(vec![net(203, 700_000)], now).await.unwrap(); // uploaded late
     let e2 = s.close_epoch(2_000_000, now + 2).await.unwrap().unwrap();
     assert_eq!((e2.epoch_id, e2.start_ms, e2.receipt_count), (2, 700_000, 2));
     assert_eq!(s.epoch_receipts(2).await.unwrap(), [vec![202u8], vec![203u8]]);
-    assert_eq!(s.close_epoch(3_000_000, now + 3).await.unwrap(), None, "every receipt is in exactly one epoch");
+    assert_eq!(s.close_epoch(3_000_000, now + 3).await.unwrap(), None, "every charged receipt is in exactly one epoch; an uncharged one in none");
     assert!(s.epoch_receipts(3).await.unwrap().is_empty());
     s.set_epoch_claim_file(1, "{\"epoch_id\":1}").await.unwrap();
     s.set_epoch_posted(1, Some("0xabc"), 1_234).await.unwrap();
@@ -728,6 +754,7 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     assert!(matches!(refusal(s.set_payout_address(&NodeKey::from_seed([77; 32]).node_id(), "0x00000000000000000000000000000000000000aa").await), Refusal::UnknownNode));
     // Racing closers (replicas): each receipt still lands in one epoch.
     s.store_receipts((210..230).map(|i| net(i, 2_500_000)).collect(), now).await.unwrap();
+    charge(&*s, &n1, &(210..230).collect::<Vec<u8>>(), now).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let s = s.clone();

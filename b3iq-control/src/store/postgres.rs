@@ -1339,7 +1339,7 @@ impl ControlStore for PostgresStore {
         // the first assigned.
         tx.execute("LOCK TABLE epochs IN EXCLUSIVE MODE", &[]).await.map_err(db("close epoch"))?;
         let r = tx
-            .query_one("SELECT COUNT(*), MIN(started_at_ms) FROM receipts WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < $1", &[&ms(end_ms)])
+            .query_one("SELECT COUNT(*), MIN(started_at_ms) FROM receipts WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < $1 AND receipt_id IN (SELECT receipt_id FROM credit_holds WHERE state = 'settled')", &[&ms(end_ms)])
             .await
             .map_err(db("close epoch"))?;
         let (count, start): (i64, Option<i64>) = (r.get(0), r.get(1));
@@ -1350,7 +1350,7 @@ impl ControlStore for PostgresStore {
             .await
             .map_err(|e| if is_code(&e, &SqlState::UNIQUE_VIOLATION) { Refusal::Exists(format!("epoch {id}")).into() } else { ControlError::store("close epoch", e) })?;
         let n = tx
-            .execute("UPDATE receipts SET epoch_id = $1 WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < $2", &[&id, &ms(end_ms)])
+            .execute("UPDATE receipts SET epoch_id = $1 WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < $2 AND receipt_id IN (SELECT receipt_id FROM credit_holds WHERE state = 'settled')", &[&id, &ms(end_ms)])
             .await
             .map_err(db("close epoch"))?;
         if n as i64 != count {

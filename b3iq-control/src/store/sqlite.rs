@@ -1378,13 +1378,13 @@ impl ControlStore for SqliteStore {
     async fn close_epoch(&self, end_ms: u64, now_ms: u64) -> Result<Option<EpochRow>> {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("close epoch"))?;
-            let (count, start): (i64, Option<i64>) = row(&tx, "SELECT COUNT(*), MIN(started_at_ms) FROM receipts WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < ?1", [ms(end_ms)], |r| Ok((r.get(0)?, r.get(1)?)))
+            let (count, start): (i64, Option<i64>) = row(&tx, "SELECT COUNT(*), MIN(started_at_ms) FROM receipts WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < ?1 AND receipt_id IN (SELECT receipt_id FROM credit_holds WHERE state = 'settled')", [ms(end_ms)], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(db("close epoch"))?;
             let Some(start) = start.filter(|_| count > 0) else { return Ok(None) };
             let last: i64 = row(&tx, "SELECT COALESCE(MAX(epoch_id), 0) FROM epochs", [], |r| r.get(0)).map_err(db("close epoch"))?;
             let id = last + 1;
             exec(&tx, "INSERT INTO epochs(epoch_id, start_ms, end_ms, receipt_count, closed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)", params![id, start, ms(end_ms), count, ms(now_ms)]).map_err(db("close epoch"))?;
-            let n = exec(&tx, "UPDATE receipts SET epoch_id = ?1 WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < ?2", params![id, ms(end_ms)]).map_err(db("close epoch"))?;
+            let n = exec(&tx, "UPDATE receipts SET epoch_id = ?1 WHERE epoch_id IS NULL AND mode = 'network' AND started_at_ms < ?2 AND receipt_id IN (SELECT receipt_id FROM credit_holds WHERE state = 'settled')", params![id, ms(end_ms)]).map_err(db("close epoch"))?;
             if n as i64 != count {
                 return Err(ControlError::Store(format!("close epoch: counted {count} receipts but assigned {n}")));
             }
