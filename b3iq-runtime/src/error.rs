@@ -85,7 +85,7 @@ pub enum RuntimeError {
         reason: String,
     },
     /// A model profile id is not in the catalog.
-    #[error("unknown model profile `{0}`; see the catalog (`b3iqd models catalog`)")]
+    #[error("unknown model profile `{0}`; `b3iqd model list` shows the catalog's profiles")]
     UnknownProfile(String),
     /// A filesystem operation failed.
     #[error("I/O error on {path}: {source}")]

@@ -193,7 +193,7 @@ enum GatewayKeyCmd {
         /// Display name (1 to 64 of letters, digits, space, `. _ -`).
         #[arg(long)]
         name: String,
-        /// Requests per minute (per gateway replica).
+        /// Requests per minute (one bucket per key in the store, shared by every gateway replica).
         #[arg(long, default_value_t = b3iq_control::gateway::credits::DEFAULT_RATE_PER_MIN)]
         rate_per_min: u32,
         /// Most micro-credits per UTC day (default: no limit beyond the balance).

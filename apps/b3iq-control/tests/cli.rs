@@ -407,6 +407,13 @@ async fn an_epoch_posted_when_the_control_plane_is_killed_is_posted_exactly_once
         let payout = b3iq_core::payout::EthAddress(chain::wallet("operator").address().0 .0);
         cp.set_payout_address(&b3iq_protocol::payout_api::PayoutAddressRequest::sign(&key, payout, now), now).await.unwrap();
         let receipts: Vec<_> = (1..=20u8).map(|i| chain::receipt(&key, i, "smollm2-135m-instruct-q4_1", now - 10_000 + u64::from(i), 1_000 + u64::from(i))).collect();
+        // Each charged to a customer as the gateway does (an epoch pays only charged receipts).
+        cp.add_credits(&org.id, 1_000_000, "settle-test", now).await.unwrap();
+        let (gk, _) = cp.create_gateway_key(&org.id, "settle-test", 1_000, None, now).await.unwrap();
+        for r in &receipts {
+            let h = cp.place_hold(&gk, r.body().price_micro_credits, now).await.unwrap();
+            assert!(cp.settle_hold(&h.id, r.body().price_micro_credits, &key.node_id(), &r.receipt_id().0, now).await.unwrap());
+        }
         let ack = cp.upload_receipts(&b3iq_protocol::messages::ReceiptUpload::sign(&key, receipts, now).unwrap(), now).await.unwrap();
         assert_eq!(ack.stored, 20);
     }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use b3iq_host::ops::{self, Offline};
+
+mod wallet;
 use b3iq_host::{HostError, LocalNode};
 use clap::{Parser, Subcommand};
 
@@ -741,7 +743,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             };
             match w {
                 WalletCmd::Create => {
-                    let w = wallet::create(&o).await?;
+                    let w = crate::wallet::create(&o).await?;
                     eprintln!("b3iqd: new wallet {} (key {}, mode 0600; back it up)", w.address, w.key_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
                     show(&w);
                 }
@@ -757,9 +759,9 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                         return Ok(ExitCode::FAILURE);
                     }
                 },
-                WalletCmd::Earnings { rpc } => print_json(&wallet::earnings(&o, rpc.as_deref()).await?),
+                WalletCmd::Earnings { rpc } => print_json(&crate::wallet::earnings(&o, rpc.as_deref()).await?),
                 WalletCmd::Claim { rpc, key_file } => {
-                    let done = wallet::claim(&o, &rpc, key_file).await?;
+                    let done = crate::wallet::claim(&o, &rpc, key_file).await?;
                     print_json(&serde_json::to_value(&done).unwrap_or_default());
                 }
             }

@@ -691,7 +691,13 @@ pub async fn run_heartbeats(state: Arc<NodeState>, mut stop: tokio::sync::watch:
                 let interval = Duration::from_millis(e.heartbeat_interval_ms);
                 let beat = match send_heartbeat(&state, &e, &c).await {
                     // Receipts go out on the heartbeat's cadence, from the durable outbox.
-                    Ok(_) => upload_receipts(&state, &e, &c).await.map(|_| ()),
+                    Ok(_) => {
+                        // A payout address recorded before enrolling goes out once.
+                        if let Err(x) = wallet::send_pending(&state, &e, &c).await {
+                            tracing::warn!(error = %x, "managed mode: the payout address was not accepted; retrying on the next heartbeat");
+                        }
+                        upload_receipts(&state, &e, &c).await.map(|_| ())
+                    }
                     Err(x) => Err(x),
                 };
                 // Renew headlessly once the enrollment nears its end.
