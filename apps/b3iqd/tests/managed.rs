@@ -269,6 +269,12 @@ async fn a_node_enrolls_sends_signed_heartbeats_is_suspended_and_leaves() {
     );
     assert!(status(&home)["managed"].is_null());
 
+    // A payout address set before enrolling: recorded, not sent (there is no control plane yet).
+    let payout = "0x00000000000000000000000000000000000000aa";
+    let (ok, out, err) = b3iqd(&home, &["wallet", "set-address", payout]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"sent_to_control_plane\": false"), "{out}");
+
     // Enroll while the daemon runs; the daemon picks it up.
     let (ok, _, err) = b3iqd(
         &home,
@@ -298,6 +304,22 @@ async fn a_node_enrolls_sends_signed_heartbeats_is_suspended_and_leaves() {
     let s1 = ctl.wait_heartbeat_after(&id, 0).await;
     let s2 = ctl.wait_heartbeat_after(&id, s1).await;
     assert!(s2 > s1);
+    // The address set before enrolling went out with the heartbeats.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ctl
+        .cp
+        .store()
+        .payout_addresses()
+        .await
+        .unwrap()
+        .contains(&(id, payout.to_string()))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the payout address set before enrolling never reached the control plane"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let view = ctl
         .cp
         .node(&ctl.org, &id, b3iq_host::context::unix_now_ms())
