@@ -77,23 +77,14 @@ const SWEEP_BATCH: u32 = 500;
 /// Buckets kept before idle ones (full again) are dropped.
 const MAX_BUCKETS: usize = 10_000;
 
-/// Units of one request in a bucket: a key of rate `r` per minute refills `r` units per
-/// millisecond, so `r` requests (of 60,000 units) per minute, in exact integers.
-const UNITS_PER_REQUEST: u64 = 60_000;
-
 /// Per-key token buckets for gateway request rates, in this process's memory: the cheap first
 /// check; the store's bucket ([`crate::store::credits::take_rate`]) is the one that counts.
 /// A bucket holds at most one minute of the key's rate and starts full, so a key can burst its
 /// whole rate at once and then sustains it.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    units: u64,
-    at_ms: u64,
+    /// Per key: the bucket's `(units, at_ms)`, as [`crate::store::credits::take_rate`] keeps it.
+    buckets: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl RateLimiter {
@@ -104,30 +95,14 @@ impl RateLimiter {
         rate_per_min: u32,
         now_ms: u64,
     ) -> std::result::Result<(), u64> {
-        let rate = u64::from(rate_per_min.max(1));
-        let cap = rate * UNITS_PER_REQUEST;
         let mut m = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() >= MAX_BUCKETS {
             // A bucket idle for a minute is full again: forgetting it changes nothing.
-            m.retain(|_, b| now_ms.saturating_sub(b.at_ms) < 60_000);
+            m.retain(|_, b| now_ms.saturating_sub(b.1) < 60_000);
         }
-        let b = m.entry(key_id.to_string()).or_insert(Bucket {
-            units: cap,
-            at_ms: now_ms,
-        });
-        // A clock that steps back refills nothing and never moves the bucket back.
-        let elapsed = now_ms.saturating_sub(b.at_ms);
-        b.units = b
-            .units
-            .saturating_add(elapsed.saturating_mul(rate))
-            .min(cap);
-        b.at_ms = b.at_ms.max(now_ms);
-        if b.units >= UNITS_PER_REQUEST {
-            b.units -= UNITS_PER_REQUEST;
-            Ok(())
-        } else {
-            Err((UNITS_PER_REQUEST - b.units).div_ceil(rate))
-        }
+        let b = crate::store::credits::take_rate(m.get(key_id).copied(), rate_per_min, now_ms)?;
+        m.insert(key_id.to_string(), b);
+        Ok(())
     }
 }
 
