@@ -1048,14 +1048,16 @@ impl ControlPlane {
             });
         }
         self.active_node(&node, now_ms).await?;
-        let deadline =
-            tokio::time::Instant::now() + std::time::Duration::from_millis(u64::from(p.wait_ms));
+        let started = tokio::time::Instant::now();
+        let deadline = started + std::time::Duration::from_millis(u64::from(p.wait_ms));
         let n = self.notifier(&node);
         loop {
             let notified = n.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let now = b3iq_host::context::unix_now_ms().max(now_ms);
+            // The caller's clock, advanced by the time this poll has waited (not the wall
+            // clock: a caller in simulated time stays in it).
+            let now = now_ms.saturating_add(started.elapsed().as_millis() as u64);
             let rows = self
                 .store
                 .pending_jobs(&node, p.after_sequence, now, MAX_JOBS_PER_POLL as u32)

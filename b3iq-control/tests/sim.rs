@@ -78,9 +78,12 @@ struct SimNode {
     written: BTreeSet<[u8; 32]>,
     trust: TrustRoots,
     seen: MemorySeenSet,
-    /// Jobs run, by id, and their results not yet acknowledged.
+    /// Jobs run, by id, and their results not yet acknowledged, in the order they ran (not by
+    /// job id: the control plane draws job ids at random, and the order reports are sent in
+    /// decides which ones a lossy network drops, so keying by id made a seed's trace differ
+    /// from run to run).
     ran: Vec<[u8; 16]>,
-    unreported: BTreeMap<[u8; 16], JobResultReport>,
+    unreported: Vec<JobResultReport>,
     /// The highest job sequence run (the poll's `after_sequence`).
     last_job_seq: u64,
     /// Cut off from the control plane until then (true time).
@@ -246,7 +249,7 @@ impl World {
                 trust: TrustRoots::new([acc.job_key]).with_max_clock_skew_ms(SKEW_MS),
                 seen: MemorySeenSet::default(),
                 ran: Vec::new(),
-                unreported: BTreeMap::new(),
+                unreported: Vec::new(),
                 last_job_seq: 0,
                 partitioned_until: 0,
                 requests: 0,
@@ -372,7 +375,7 @@ impl World {
             ReceiptUpload::sign(&n.key, rs, t).unwrap()
         });
         let poll = JobPoll::sign(&n.key, n.last_job_seq, 0, t).unwrap();
-        let reports: Vec<JobResultReport> = n.unreported.values().cloned().collect();
+        let reports: Vec<JobResultReport> = n.unreported.clone();
         self.send(now, i, Msg::Heartbeat(hb), faulty);
         if let Some(u) = upload {
             self.send(now, i, Msg::Upload(u), faulty);
@@ -429,8 +432,11 @@ impl World {
                 self.trace.log(
                     now,
                     &format!(
-                        "poll {i} {}",
-                        r.as_ref().map(|a| a.jobs.len()).unwrap_or(usize::MAX)
+                        "poll {i} after {} {:?}",
+                        p.after_sequence,
+                        r.as_ref()
+                            .map(|a| a.jobs.iter().map(|j| j.body().sequence).collect::<Vec<_>>())
+                            .ok()
                     ),
                 );
                 if let (Ok(a), false) = (r, answer_lost) {
@@ -442,9 +448,9 @@ impl World {
             Msg::Result(rep) => {
                 let id = rep.job_id.0;
                 let r = self.cp.job_result(&rep, now).await;
-                self.trace.log(now, &format!("res {i} {}", r.is_ok()));
+                self.trace.log(now, &format!("res {i} {:?}", r.as_ref().map(|a| a.stored).ok()));
                 if r.is_ok() && !answer_lost {
-                    self.nodes[i].unreported.remove(&id);
+                    self.nodes[i].unreported.retain(|r| r.job_id.0 != id);
                 }
             }
         }
@@ -495,7 +501,7 @@ impl World {
                     t,
                 )
                 .unwrap();
-                n.unreported.insert(id, rep);
+                n.unreported.push(rep);
                 self.trace
                     .log(now, &format!("ran {i} {}", v.job().sequence));
             }
