@@ -15,6 +15,7 @@
 
 pub mod credits;
 pub mod proxy;
+mod queue;
 pub mod reputation;
 pub mod tunnel;
 
@@ -146,8 +147,8 @@ pub struct Gateway {
     tunnels: tunnel::Registry,
     /// Woken when a request ends or a tunnel opens (waiting requests look again).
     capacity: Notify,
-    /// Requests waiting for a node, per public model id.
-    waiting: Mutex<HashMap<String, usize>>,
+    /// Requests waiting for a node, per public model id, first come first served.
+    waiting: queue::WaitQueue,
     /// Node freshness checks (heartbeat, status), cached for a second.
     fresh: Mutex<HashMap<b3iq_core::NodeId, (std::time::Instant, bool)>>,
     /// Checked receipts of the last hour (model, time, TTFT, speed), for route readiness.
@@ -202,7 +203,7 @@ impl Gateway {
             config,
             tunnels: tunnel::Registry::default(),
             capacity: Notify::new(),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: queue::WaitQueue::default(),
             fresh: Mutex::new(HashMap::new()),
             samples: Mutex::new(std::collections::VecDeque::new()),
             reputation: reputation::Book::default(),
@@ -310,11 +311,7 @@ impl Gateway {
                 }
             }
         }
-        let waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let waiting = self.waiting.lengths();
         let samples = self
             .samples
             .lock()

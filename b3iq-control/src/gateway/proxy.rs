@@ -256,20 +256,24 @@ struct Target {
     via: Via,
 }
 
-/// A place in a model's wait queue.
+/// A place in a model's wait queue; leaving it (with a node, or by timing out) wakes the
+/// others, so the next in line looks at once.
 struct Waiting<'a> {
     gw: &'a Gateway,
     model: String,
+    ticket: u64,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut w = self.gw.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = w.get_mut(&self.model) {
-            *n = n.saturating_sub(1);
-        }
+        self.gw.waiting.leave(&self.model, self.ticket);
+        self.gw.capacity.notify_waiters();
     }
 }
+
+/// How often a waiting request looks again without being woken (a node's policy cooldown
+/// ending or its heartbeat turning fresh wakes nobody).
+const QUEUE_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a request asks for, read from its body (nothing else of it is looked at).
 struct Ask {
@@ -447,6 +451,15 @@ impl Gateway {
             if spare.iter().any(|t| !busy.contains(&t.node_id)) {
                 spare.retain(|t| !busy.contains(&t.node_id));
             }
+            // First come, first served: a node an older waiter can use is that waiter's (a new
+            // request does not overtake the queue, and a woken waiter does not overtake an
+            // older one); only nodes every older waiter already tried are left to this one.
+            self.waiting.keep_mine(
+                model,
+                queued.as_ref().map(|q| q.ticket),
+                &mut spare,
+                |t| t.node_id,
+            );
             while !spare.is_empty() {
                 // Power of two choices on the load (in flight / share), drawn by reputation.
                 let cands: Vec<(f64, u32)> = spare
@@ -490,19 +503,21 @@ impl Gateway {
                 }
             }
             if queued.is_none() {
-                let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                let n = w.entry(model.to_string()).or_default();
-                if *n >= self.config.max_queue_per_model {
+                let Some(ticket) =
+                    self.waiting.join(model, tried, self.config.max_queue_per_model)
+                else {
                     return Err(ControlError::Busy { message: format!("every node serving {model} is busy and its queue is full; retry shortly"), retry_after_s: 1 });
-                }
-                *n += 1;
-                drop(w);
+                };
                 queued = Some(Waiting {
                     gw: self,
                     model: model.to_string(),
+                    ticket,
                 });
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let wake = deadline.min(tokio::time::Instant::now() + QUEUE_RECHECK);
+            if tokio::time::timeout_at(wake, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
                 // What the wait saw, for the log (node ids are not for the client).
                 let mut seen = Vec::new();
                 for t in self.tunnels.all() {
