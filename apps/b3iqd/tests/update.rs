@@ -326,6 +326,7 @@ async fn newer_release_installs_and_serve_restarts_on_it() {
         dir: w.home.join("update"),
         binary: w.bin.clone(),
         current_version: "99.0.0".into(),
+        ca_pem: None,
     };
     u.rollback().unwrap();
     assert_eq!(std::fs::read(&w.bin).unwrap(), old);
@@ -608,4 +609,121 @@ async fn install_script_installs_the_signed_release_and_refuses_a_tampered_one()
     assert!(!out.status.success());
     assert!(err.contains("refused: the download does not match the signed release"), "{err}");
     assert!(!dest.join("b3iqd").exists(), "a tampered binary was installed");
+}
+
+/// Runs the real `b3iq-release` tool.
+fn release_tool(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_b3iq-release"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn the_release_tool_refuses_weak_roots_bad_versions_and_bad_target_names() {
+    let w = World::new("tool").await;
+    let k = |n: &str| w.keys.k(n);
+    let (k1, k2, k3, t, sn, ts) = (k("root-1"), k("root-2"), k("root-3"), k("targets"), k("snapshot"), k("timestamp"));
+    let out = w.dir.join("weak-root.json");
+    // A root signed by 1 key when its threshold is 2: refused, nothing written.
+    let (ok, err) = release_tool(&[
+        "root", "--root-key", s(&k1), "--root-key", s(&k2), "--root-key", s(&k3), "--root-threshold", "2",
+        "--targets-key", s(&t), "--snapshot-key", s(&sn), "--timestamp-key", s(&ts),
+        "--sign", s(&k1), "--out", s(&out),
+    ]);
+    assert!(!ok && err.contains("not signed by its own root threshold"), "{err}");
+    assert!(!out.exists(), "a weak root was written");
+    // A rotation signed by the new threshold but only 1 of the old root's 3 keys: refused.
+    let (ok, err) = release_tool(&[
+        "root", "--previous", s(&w.root), "--root-key", s(&k("new-root-1")), "--root-key", s(&k("new-root-2")),
+        "--targets-key", s(&t), "--snapshot-key", s(&sn), "--timestamp-key", s(&ts),
+        "--sign", s(&k("new-root-1")), "--sign", s(&k("new-root-2")), "--sign", s(&k1), "--out", s(&out),
+    ]);
+    assert!(!ok && err.contains("not signed by the threshold of the previous root"), "{err}");
+    assert!(!out.exists());
+    // The same rotation with 2 old keys is written.
+    let (ok, err) = release_tool(&[
+        "root", "--previous", s(&w.root), "--root-key", s(&k("new-root-1")), "--root-key", s(&k("new-root-2")),
+        "--targets-key", s(&t), "--snapshot-key", s(&sn), "--timestamp-key", s(&ts),
+        "--sign", s(&k("new-root-1")), "--sign", s(&k("new-root-2")), "--sign", s(&k1), "--sign", s(&k3), "--out", s(&out),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(publish::read_root(&out).unwrap().signed.version.get(), 2);
+
+    let file = format!("{}={}", platform_target(), s(&w.script("new")));
+    let publish_with = |root: &Path, version: &str, file: &str| {
+        release_tool(&[
+            "publish", "--root", s(root), "--version", version, "--file", file,
+            "--key", s(&t), "--key", s(&sn), "--key", s(&ts), "--out", s(&w.repo),
+        ])
+    };
+    // A root file whose signatures were cut below its threshold is refused at publish.
+    let mut cut: serde_json::Value = serde_json::from_slice(&std::fs::read(&w.root).unwrap()).unwrap();
+    cut["signatures"].as_array_mut().unwrap().truncate(1);
+    let cut_root = w.dir.join("cut-root.json");
+    std::fs::write(&cut_root, serde_json::to_vec(&cut).unwrap()).unwrap();
+    let (ok, err) = publish_with(&cut_root, "1.0.0", &file);
+    assert!(!ok && err.contains("not signed by its own root threshold"), "{err}");
+    // Versions that are not SemVer.
+    for v in ["1.2", "latest", "v1.2.3", "01.2.3", "1.2.3-"] {
+        let (ok, err) = publish_with(&w.root, v, &file);
+        assert!(!ok && err.contains("refused: --version") && err.contains("MAJOR.MINOR.PATCH"), "{v}: {err}");
+    }
+    // Target names not of the form <program>-<os>-<arch>.
+    let script = w.script("other");
+    for name in ["b3iqd", "b3iqd-linux", "evil-linux-x86_64", "b3iqd-plan9-x86_64", "b3iqd-linux-x86_64.exe", "../b3iqd-linux-x86_64"] {
+        let (ok, err) = publish_with(&w.root, "1.0.0", &format!("{name}={}", s(&script)));
+        assert!(!ok && err.contains("is not <program>-<os>-<arch>"), "{name}: {err}");
+    }
+    assert!(!w.repo.join("metadata").exists(), "nothing was published by a refused command");
+    // And a good one publishes.
+    let (ok, err) = publish_with(&w.root, "1.0.0", &file);
+    assert!(ok, "{err}");
+    assert!(w.repo.join("metadata/timestamp.json").exists());
+}
+
+#[tokio::test]
+async fn a_timestamp_only_re_sign_unfreezes_the_repository_without_a_new_release() {
+    let w = World::new("resign").await;
+    let mut r = w.release("99.0.0", &w.script("a"), 10);
+    r.timestamp_expires = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    w.publish_to(&r, &w.repo).await;
+    let (ok, _, err) = w.update(&["check", "--repo", &w.url]);
+    assert!(!ok && err.contains("freeze attack"), "{err}");
+    let snapshot_before: Vec<_> = std::fs::read_dir(w.repo.join("metadata")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let root_s = s(&w.root).to_string();
+    let repo_s = s(&w.repo).to_string();
+    // The wrong key (targets) cannot sign the timestamp; the repository is unchanged.
+    let before = std::fs::read(w.repo.join("metadata/timestamp.json")).unwrap();
+    let (ok, err) = release_tool(&["timestamp", "--root", &root_s, "--key", s(&w.keys.k("targets")), "--out", &repo_s]);
+    assert!(!ok && err.contains("threshold"), "{err}");
+    assert_eq!(std::fs::read(w.repo.join("metadata/timestamp.json")).unwrap(), before);
+    // A timestamp that would outlive the snapshot (30 days here) is refused: that needs a release.
+    let (ok, err) = release_tool(&["timestamp", "--root", &root_s, "--key", s(&w.keys.k("timestamp")), "--expires-days", "60", "--out", &repo_s]);
+    assert!(!ok && err.contains("publish a new release"), "{err}");
+    // The timestamp key re-signs it: the node accepts the same release again.
+    let (ok, err) = release_tool(&["timestamp", "--root", &root_s, "--key", s(&w.keys.k("timestamp")), "--out", &repo_s]);
+    assert!(ok, "{err}");
+    let ts: serde_json::Value = serde_json::from_slice(&std::fs::read(w.repo.join("metadata/timestamp.json")).unwrap()).unwrap();
+    assert!(ts["signed"]["version"].as_u64().unwrap() > 10);
+    assert_eq!(ts["signed"]["meta"]["snapshot.json"]["version"], 10, "the same snapshot");
+    let after: Vec<_> = std::fs::read_dir(w.repo.join("metadata")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(after.len(), snapshot_before.len(), "no new snapshot or targets");
+    let (ok, out, err) = w.update(&["check"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["latest"].as_str(), v["available"].as_bool()), (Some("99.0.0"), Some(true)));
+    // A second re-sign grows the version again; the node's stored timestamp is not replayable.
+    let (ok, err) = release_tool(&["timestamp", "--root", &root_s, "--key", s(&w.keys.k("timestamp")), "--out", &repo_s]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = w.update(&["check"]);
+    assert!(ok, "{err}");
 }
