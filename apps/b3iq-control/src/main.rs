@@ -290,8 +290,9 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                 None => None,
             };
             eprintln!("b3iq-control: gateway at https://{bound}/v1 (ticket key {}); nodes in network mode open their tunnels here", gw.ticket_public_key().to_hex());
-            // The signed release repository (docs/release.md), when one was published here.
-            let releases = Some(home.root().join("releases")).filter(|d| d.join("metadata").is_dir());
+            // The signed release repository (docs/release.md): files are read per request, so a
+            // release published into releases/ while the control plane runs is served at once.
+            let releases = Some(home.root().join("releases"));
             b3iq_control::home::serve_full(listener, cp, Some(gw), releases, &tls, rx).await;
             sweeper.abort();
             let _ = stop_tx.send(true);
