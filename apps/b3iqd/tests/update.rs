@@ -400,6 +400,35 @@ async fn a_replayed_older_release_is_refused() {
 }
 
 #[tokio::test]
+async fn an_older_snapshot_under_a_fresh_timestamp_is_refused() {
+    // A compromised timestamp key signs a new timestamp that points at an older (validly
+    // signed) snapshot: the node, which has seen a newer snapshot, refuses the rollback.
+    let w = World::new("snap-replay").await;
+    let old = w.dir.join("old-repo");
+    w.publish_to(&w.release("99.0.0", &w.script("a"), 10), &old).await;
+    w.publish_to(&w.release("99.0.1", &w.script("b"), 20), &w.repo).await;
+    let (ok, _, err) = w.update(&["check", "--repo", &w.url]);
+    assert!(ok, "{err}");
+    let v = publish::refresh_timestamp(&w.root, &old, &[w.keys.k("timestamp")], days(1), 30).await.unwrap();
+    assert_eq!(v, 30);
+    for f in ["timestamp.json", "10.snapshot.json", "10.targets.json"] {
+        std::fs::copy(old.join("metadata").join(f), w.repo.join("metadata").join(f)).unwrap();
+    }
+    let err = w.refused("rollback attack");
+    assert!(err.contains("snapshot"), "{err}");
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_except_to_loopback() {
+    let w = World::new("scheme").await;
+    for url in ["http://releases.example/b3iq", "ftp://127.0.0.1/releases", "file:///etc"] {
+        let (ok, _, err) = w.update(&["check", "--repo", url]);
+        assert!(!ok && err.contains("use https"), "{url}: {err}");
+    }
+    assert!(!w.home.join("update/repository").exists(), "nothing saved");
+}
+
+#[tokio::test]
 async fn an_expired_timestamp_is_refused() {
     let w = World::new("freeze").await;
     let mut r = w.release("99.0.0", &w.script("a"), 10);

@@ -352,12 +352,23 @@ impl Updater {
         self.dir.join("repository").is_file()
     }
 
-    /// Saves the repository base URL (http or https) under `update/repository`.
+    /// Saves the repository base URL under `update/repository`: https, or plain http to a
+    /// loopback address only (tests; TUF's signatures protect the content either way, but not
+    /// the node's privacy or availability).
+    ///
+    /// # Errors
+    /// `Local` for another scheme, plain http to another host, or a file error.
     pub fn set_repository(&self, url: &str) -> Result<()> {
         let u = Url::parse(url).map_err(|e| local(format!("repository URL {url:?}"), e))?;
-        if !matches!(u.scheme(), "http" | "https") {
+        let loopback = match u.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if !(u.scheme() == "https" || (u.scheme() == "http" && loopback)) {
             return Err(UpdateError::Local(format!(
-                "repository URL {url:?}: use https (http only for loopback tests)"
+                "repository URL {url:?}: use https (plain http only to a loopback address, for tests)"
             )));
         }
         std::fs::create_dir_all(&self.dir)
