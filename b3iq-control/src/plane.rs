@@ -198,6 +198,9 @@ pub struct NodeView {
     /// `online`, `offline` (no heartbeat within [`OFFLINE_AFTER_INTERVALS`] intervals),
     /// `never_seen`, `expired`, `suspended` or `revoked`.
     pub presence: &'static str,
+    /// The `b3iqd` version the node runs, from its latest heartbeat (version-2 heartbeats carry
+    /// it; `None` before the first one, or from a node too old to report it).
+    pub software_version: Option<String>,
 }
 
 /// A job key as operators see it (`b3iq-control admin job-keys`).
@@ -867,7 +870,16 @@ impl ControlPlane {
                 Some(_) => "online",
             },
         };
-        NodeView { node, presence }
+        let software_version = node
+            .last_heartbeat
+            .as_ref()
+            .and_then(|h| h.body["software_version"].as_str())
+            .map(str::to_string);
+        NodeView {
+            node,
+            presence,
+            software_version,
+        }
     }
 
     /// The nodes of `org_id` with their presence.

@@ -62,6 +62,7 @@ fn heartbeat(key: &NodeKey, seq: u64, at: u64) -> HeartbeatRequest {
                 health: HealthStatus::Healthy,
                 counts: HeartbeatCounts::default(),
                 model_inventory: vec![],
+                software_version: None,
             })
             .unwrap(),
     }

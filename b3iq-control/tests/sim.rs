@@ -316,6 +316,7 @@ impl World {
                     health: HealthStatus::Healthy,
                     counts: HeartbeatCounts::default(),
                     model_inventory: vec![],
+                    software_version: None,
                 })
                 .unwrap(),
         };

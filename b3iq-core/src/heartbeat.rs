@@ -1,6 +1,10 @@
 //! Signed heartbeats: a managed node's periodic health report to its control plane.
 //!
 //! Public by design: ids, statuses, counts and digests only (no prompts, keys, URLs or paths).
+//!
+//! Two versions are decoded side by side (`docs/formats.md` §3.4): version 1 (the fields up to
+//! the model inventory) and version 2, which adds the sender's software version
+//! ([`Heartbeat::software_version`]). A heartbeat is written as version 2 when it carries one.
 
 use crate::codec::{Canonical, Reader, Writer};
 use crate::digest::Sha256Digest;
@@ -8,6 +12,7 @@ use crate::error::{CoreError, Result};
 use crate::identity::NodeId;
 use crate::mode::OperatingMode;
 use crate::signed::{Kind, Signed, SignedKind};
+use crate::version::{SoftwareVersion, MAX_VERSION_LEN};
 
 /// Maximum number of model digests in one heartbeat.
 pub const MAX_INVENTORY: u32 = 256;
@@ -86,14 +91,19 @@ pub struct Heartbeat {
     pub counts: HeartbeatCounts,
     /// Digests of the installed model artifacts (at most 256).
     pub model_inventory: Vec<Sha256Digest>,
+    /// Version 2: the running `b3iqd`'s version (SemVer, at most 64 bytes; see
+    /// [`crate::version`]), so the control plane sees which nodes need an update. `None`
+    /// (absent in JSON) for a version-1 heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
 }
 
 /// A signed heartbeat.
 pub type SignedHeartbeat = Signed<Heartbeat>;
 
-impl Canonical for Heartbeat {
-    const NAME: &'static str = "heartbeat";
-    fn encode_to(&self, w: &mut Writer) {
+impl Heartbeat {
+    /// Appends the canonical body: the version-1 fields, then (version 2) the software version.
+    fn encode_body_to(&self, w: &mut Writer) {
         w.put(&self.node_id);
         w.u64(self.sent_at_ms);
         w.u64(self.sequence);
@@ -106,8 +116,21 @@ impl Canonical for Heartbeat {
         w.u64(self.counts.generated_tokens);
         w.u64(self.counts.uptime_s);
         w.list(&self.model_inventory, |w, d| w.put(d));
+        if let Some(v) = &self.software_version {
+            w.str(v);
+        }
     }
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
+
+    /// The body's version: 2 when it carries a software version, else 1.
+    pub fn version(&self) -> u8 {
+        if self.software_version.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn decode_version(version: u8, r: &mut Reader<'_>) -> Result<Self> {
         Ok(Self {
             node_id: r.get()?,
             sent_at_ms: r.u64("sent_at_ms")?,
@@ -123,13 +146,34 @@ impl Canonical for Heartbeat {
                 uptime_s: r.u64("uptime_s")?,
             },
             model_inventory: r.list(MAX_INVENTORY, "model_inventory", |r| r.get())?,
+            software_version: if version >= 2 {
+                let v = r.str(MAX_VERSION_LEN as u32, "software_version")?;
+                SoftwareVersion::parse(&v)?;
+                Some(v)
+            } else {
+                None
+            },
         })
     }
 }
 
 impl SignedKind for Heartbeat {
     const KIND: Kind = Kind::Heartbeat;
-    crate::canonical_body!();
+    fn version(&self) -> u8 {
+        Heartbeat::version(self)
+    }
+    fn encode_body(&self, w: &mut Writer) {
+        self.encode_body_to(w)
+    }
+    fn decode_body(version: u8, r: &mut Reader<'_>) -> Result<Self> {
+        Self::decode_version(version, r)
+    }
+    fn check(&self) -> Result<()> {
+        if let Some(v) = &self.software_version {
+            SoftwareVersion::parse(v)?;
+        }
+        Ok(())
+    }
     fn claimed_node_id(&self) -> Option<NodeId> {
         Some(self.node_id)
     }
@@ -151,6 +195,7 @@ mod tests {
             health: HealthStatus::Healthy,
             counts: HeartbeatCounts::default(),
             model_inventory: vec![Sha256Digest([9; 32])],
+            software_version: None,
         };
         let v = serde_json::to_value(&hb).unwrap();
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
@@ -164,5 +209,44 @@ mod tests {
         let mut big = s.body().clone();
         big.model_inventory = vec![Sha256Digest([0; 32]); MAX_INVENTORY as usize + 1];
         assert!(k.sign_object(big).is_err());
+    }
+
+    #[test]
+    fn version_2_carries_the_software_version_and_version_1_still_decodes() {
+        let k = NodeKey::from_seed([1; 32]);
+        let v1 = Heartbeat {
+            node_id: k.node_id(),
+            sent_at_ms: 1,
+            sequence: 2,
+            mode: OperatingMode::Managed,
+            health: HealthStatus::Healthy,
+            counts: HeartbeatCounts::default(),
+            model_inventory: vec![],
+            software_version: None,
+        };
+        let v2 = Heartbeat { software_version: Some("1.4.2-rc.1".into()), ..v1.clone() };
+        let s1 = k.sign_object(v1.clone()).unwrap();
+        let s2 = k.sign_object(v2.clone()).unwrap();
+        assert_eq!((s1.version(), s2.version()), (1, 2));
+        // Binary and JSON round trips keep each version; version 1's JSON has no new key.
+        for s in [&s1, &s2] {
+            let back = SignedHeartbeat::decode(&s.encode()).unwrap();
+            assert_eq!(&back, s);
+            back.verify_self_certified().unwrap();
+            let j = serde_json::to_string(s).unwrap();
+            assert_eq!(&serde_json::from_str::<SignedHeartbeat>(&j).unwrap(), s);
+        }
+        assert!(!serde_json::to_string(&s1).unwrap().contains("software_version"));
+        assert_eq!(serde_json::to_value(&s2).unwrap()["body"]["software_version"], "1.4.2-rc.1");
+        // The version-2 body is the version-1 body plus the string: a v1 envelope around v2
+        // bytes has trailing bytes and is refused, and the version byte is signed.
+        let mut forged = s2.encode();
+        forged[0] = 1;
+        assert!(SignedHeartbeat::decode(&forged).is_err());
+        // A version that is not SemVer cannot be signed, nor decoded from JSON.
+        let bad = Heartbeat { software_version: Some("latest".into()), ..v1.clone() };
+        assert_eq!(k.sign_object(bad).unwrap_err().code(), "invalid_field");
+        let j = serde_json::to_string(&s2).unwrap().replace("1.4.2-rc.1", "1.4");
+        assert!(serde_json::from_str::<SignedHeartbeat>(&j).is_err());
     }
 }

@@ -19,6 +19,7 @@ use crate::error::{CoreError, Result};
 use crate::identity::{NodeId, NodePublicKey};
 use crate::mode::OperatingMode;
 use crate::signed::{Kind, Signed, SignedKind};
+use crate::version::{SoftwareVersion, MAX_VERSION_LEN};
 
 /// Maximum length of profile ids and benchmark suite names.
 pub const MAX_PROFILE_ID_LEN: u32 = 64;
@@ -71,6 +72,19 @@ pub enum JobKind {
         /// The key that replaces the signer's (must differ from it).
         new_issuer: NodePublicKey,
     },
+    /// Install the signed current `b3iqd` release from the node's own configured release
+    /// repository, verified against its pinned TUF root (the same path as `b3iqd update
+    /// apply`). Tag 7. The job names no URL and no binary: only, optionally, the lowest version
+    /// it accepts, so a job queued for 1.4.0 installs nothing if the repository's signed
+    /// current release is older. High risk: it replaces the software that enforces every
+    /// other rule, so the owner always approves it.
+    Update {
+        /// The lowest release version the node may install (SemVer, see [`crate::version`]);
+        /// `None`: whatever the repository's signed current release is, if newer than the
+        /// running one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+    },
 }
 
 impl JobKind {
@@ -84,6 +98,7 @@ impl JobKind {
             JobKind::RestartRuntime {} => 4,
             JobKind::ChangeMode { .. } => 5,
             JobKind::RotateIssuerKey { .. } => 6,
+            JobKind::Update { .. } => 7,
         }
     }
 
@@ -97,6 +112,7 @@ impl JobKind {
             JobKind::RestartRuntime {} => "restart_runtime",
             JobKind::ChangeMode { .. } => "change_mode",
             JobKind::RotateIssuerKey { .. } => "rotate_issuer_key",
+            JobKind::Update { .. } => "update",
         }
     }
 
@@ -107,7 +123,7 @@ impl JobKind {
             JobKind::InstallModelProfile { .. }
             | JobKind::RemoveModelProfile { .. }
             | JobKind::BuildSupportBundle {} => RiskLevel::Medium,
-            JobKind::ChangeMode { .. } => RiskLevel::High,
+            JobKind::ChangeMode { .. } | JobKind::Update { .. } => RiskLevel::High,
         }
     }
 }
@@ -122,6 +138,7 @@ impl Canonical for JobKind {
             JobKind::BuildSupportBundle {} | JobKind::RestartRuntime {} => {}
             JobKind::ChangeMode { mode } => w.put(mode),
             JobKind::RotateIssuerKey { new_issuer } => w.put(new_issuer),
+            JobKind::Update { version } => w.option(version.as_ref(), |w, v| w.str(v)),
         }
     }
     fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
@@ -139,6 +156,13 @@ impl Canonical for JobKind {
             4 => JobKind::RestartRuntime {},
             5 => JobKind::ChangeMode { mode: r.get()? },
             6 => JobKind::RotateIssuerKey { new_issuer: r.get()? },
+            7 => JobKind::Update {
+                version: r.option("version", |r| {
+                    let v = r.str(MAX_VERSION_LEN as u32, "version")?;
+                    SoftwareVersion::parse(&v)?;
+                    Ok(v)
+                })?,
+            },
             tag => return Err(CoreError::InvalidTag { field: "job kind", tag }),
         })
     }
@@ -207,6 +231,9 @@ impl Job {
                 check_identifier("profile_id", profile_id, MAX_PROFILE_ID_LEN as usize)?;
             }
             JobKind::RunBenchmark { suite } => check_identifier("suite", suite, MAX_PROFILE_ID_LEN as usize)?,
+            JobKind::Update { version: Some(v) } => {
+                SoftwareVersion::parse(v)?;
+            }
             JobKind::RotateIssuerKey { new_issuer } if *new_issuer == self.issuer => {
                 return Err(CoreError::InvalidField {
                     field: "new_issuer",
@@ -425,7 +452,7 @@ pub enum RiskLevel {
     Low,
     /// Changes disk contents or sends diagnostics (install/remove models, support bundles).
     Medium,
-    /// Changes what the node is exposed to (operating mode).
+    /// Changes what the node is exposed to (operating mode) or the software it runs (update).
     High,
 }
 
@@ -457,7 +484,8 @@ pub struct PolicyDecision {
 /// Rules (first match wins):
 /// 1. Local mode: every remote job is refused (there is no control plane in local mode).
 /// 2. `ChangeMode` to the current mode: refused (nothing to do).
-/// 3. High risk (`ChangeMode`): always needs the owner's approval; never auto-approved.
+/// 3. High risk (`ChangeMode`, `Update`): always needs the owner's approval; never
+///    auto-approved.
 ///    (`RotateIssuerKey` is low risk: the key it names gets the signer's authority, no more.
 ///    From the owner's own key it is refused by [`JobPolicy::decide_for`].)
 /// 4. Risk at or below `auto_approve_up_to`: run.
@@ -694,7 +722,7 @@ mod tests {
     fn job_kind_json_and_bad_tags() {
         let k = JobKind::ChangeMode { mode: OperatingMode::Managed };
         assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"type":"change_mode","mode":"managed"}"#);
-        assert!(matches!(JobKind::from_canonical_bytes(&[7]), Err(CoreError::InvalidTag { tag: 7, .. })));
+        assert!(matches!(JobKind::from_canonical_bytes(&[8]), Err(CoreError::InvalidTag { tag: 8, .. })));
         assert!(JobKind::from_canonical_bytes(&[6, 1, 2]).is_err(), "a truncated key");
         let r = JobKind::RotateIssuerKey { new_issuer: crate::identity::NodeKey::from_seed([3; 32]).public() };
         assert_eq!(JobKind::from_canonical_bytes(&r.to_canonical_bytes()).unwrap(), r);
@@ -702,5 +730,35 @@ mod tests {
         assert_eq!((r.risk(), r.name()), (RiskLevel::Low, "rotate_issuer_key"));
         assert!(JobKind::from_canonical_bytes(&[5, 3]).is_err());
         assert!(serde_json::from_str::<JobKind>(r#"{"type":"shell","cmd":"rm -rf /"}"#).is_err());
+    }
+
+    #[test]
+    fn update_jobs_name_only_a_version_and_always_need_the_owner() {
+        let any = JobKind::Update { version: None };
+        let min = JobKind::Update { version: Some("1.4.0".into()) };
+        assert_eq!(serde_json::to_string(&any).unwrap(), r#"{"type":"update"}"#);
+        assert_eq!(serde_json::to_string(&min).unwrap(), r#"{"type":"update","version":"1.4.0"}"#);
+        for k in [&any, &min] {
+            assert_eq!(JobKind::from_canonical_bytes(&k.to_canonical_bytes()).unwrap(), *k);
+            assert_eq!(serde_json::from_str::<JobKind>(&serde_json::to_string(k).unwrap()).unwrap(), *k);
+            assert_eq!((k.tag(), k.name(), k.risk()), (7, "update", RiskLevel::High));
+        }
+        assert_eq!(any.to_canonical_bytes(), [7, 0]);
+        // No URL, binary or anything else: unknown fields are refused.
+        assert!(serde_json::from_str::<JobKind>(r#"{"type":"update","url":"https://evil.example/b3iqd"}"#).is_err());
+        // A version that is not SemVer is refused when signing and when decoding.
+        let f = fx();
+        let mut j = job(&f, 1, 1);
+        j.kind = JobKind::Update { version: Some("../../bin/sh".into()) };
+        assert_eq!(f.cp.sign_object(j).unwrap_err().code(), "invalid_field");
+        let mut bytes = vec![7, 1];
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(b"1.4");
+        assert!(JobKind::from_canonical_bytes(&bytes).is_err());
+        // The owner approves every update, whatever the auto-approval limit.
+        let trusting = JobPolicy { auto_approve_up_to: Some(RiskLevel::High) };
+        assert_eq!(trusting.decide(&min, OperatingMode::Managed).verdict, Verdict::NeedsOwnerApproval);
+        assert_eq!(trusting.decide(&min, OperatingMode::Local).verdict, Verdict::Refuse);
+        assert_eq!(JobPolicy::default().decide_for(IssuerClass::OwnerLocal, &any, OperatingMode::Local).verdict, Verdict::Run);
     }
 }

@@ -22,6 +22,7 @@
 //!   inference attestations and verification verdicts (verifiable inference).
 //! * [`metering`]: usage per key / model and price schedules; [`reputation`]: decaying,
 //!   non-transferable node scores; [`tier`]: trust tiers 0-3.
+//! * [`version`]: SemVer 2.0.0 software versions (releases, heartbeats, `update` jobs).
 //!
 //! The byte formats are specified in `docs/formats.md` and pinned by the golden vectors in
 //! `testdata/vectors/`. This crate has no cargo features.
@@ -49,6 +50,7 @@ pub mod sampling;
 pub mod signed;
 pub mod split;
 pub mod tier;
+pub mod version;
 
 pub use bytes::Hash32;
 pub use error::{ClassifiedError, CoreError, ErrorCategory, Result};

@@ -3,7 +3,7 @@
 //! Wire form (all kinds; see `docs/formats.md`):
 //!
 //! ```text
-//! version   u8        the body's version (receipts: 1 or 2; every other kind: 1)
+//! version   u8        the body's version (receipts and heartbeats: 1 or 2; every other kind: 1)
 //! kind      u8        Kind byte (1 receipt, 2 job, 3 manifest, 4 heartbeat, 5 enrollment, 6 benchmark)
 //! signer    [u8; 32]  Ed25519 public key of the signer
 //! body_len  u32 LE    length of body (bounded per kind)
@@ -95,7 +95,7 @@ impl Kind {
     /// up to it is decoded (side by side); anything else is `unsupported_version`.
     pub const fn current_version(self) -> u8 {
         match self {
-            Kind::Receipt => 2,
+            Kind::Receipt | Kind::Heartbeat => 2,
             _ => 1,
         }
     }
@@ -581,6 +581,7 @@ mod tests {
                 health: HealthStatus::Healthy,
                 counts: HeartbeatCounts::default(),
                 model_inventory: vec![],
+                software_version: None,
             },
             key,
         )
@@ -628,9 +629,9 @@ mod tests {
             let current = k.current_version();
             assert!(!k.supports_version(0) && !k.supports_version(current + 1));
             assert!((1..=current).all(|v| k.supports_version(v)));
-            assert_eq!(current, if k == Kind::Receipt { 2 } else { 1 });
+            assert_eq!(current, if matches!(k, Kind::Receipt | Kind::Heartbeat) { 2 } else { 1 });
         }
-        // a heartbeat is version 1 and says so in its envelope, its JSON and its signing message
+        // a heartbeat without a software version is version 1 and says so in its envelope, its JSON and its signing message
         let s = hb(&NodeKey::from_seed([1; 32]), 1);
         assert_eq!(s.version(), 1);
         assert_eq!(s.encode()[0], 1);

@@ -171,7 +171,7 @@ proptest! {
         let key = NodeKey::from_seed([0x42; 32]);
         let hb = Heartbeat { node_id: key.node_id(), sent_at_ms: n.0, sequence: n.1, mode: OperatingMode::Managed, health: HealthStatus::Degraded,
             counts: HeartbeatCounts { active_requests: n.2, queued_requests: n.3, completed_requests: n.0, failed_requests: n.1, generated_tokens: 1, uptime_s: 2 },
-            model_inventory: digests.iter().map(|d| Sha256Digest(*d)).collect() };
+            model_inventory: digests.iter().map(|d| Sha256Digest(*d)).collect(), software_version: None };
         assert_any_byte_change_fails(&key.sign_object(hb).unwrap(), pos, xor)?;
         let en = EnrollmentProof { node_id: key.node_id(), public_key: key.public(), audience: "cp.example".into(), nonce: Nonce([n.2 as u8; 32]), signed_at_ms: n.0 };
         assert_any_byte_change_fails(&key.sign_object(en).unwrap(), pos, xor)?;

@@ -146,6 +146,10 @@ pub enum HostError {
     /// is the control plane's (or the transport's) and says what to do.
     #[error("control plane: {0}")]
     ControlPlane(String),
+    /// A signed update was refused or failed (TUF verification, the repository, the swap); the
+    /// message says which and what to do.
+    #[error("update: {0}")]
+    Update(#[from] crate::update::UpdateError),
 
     /// The home directory could not be read or written.
     #[error("home directory {path}: {source}; check permissions or set B3IQ_HOME")]
@@ -208,6 +212,8 @@ impl HostError {
             }
             NotClaimed | ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
             ControlPlane(_) => StatusCode::BAD_GATEWAY,
+            Update(crate::update::UpdateError::Local(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            Update(_) => StatusCode::BAD_GATEWAY,
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -268,6 +274,7 @@ impl HostError {
             NetworkPolicy(_) => "network_policy",
             NetworkBusy(_) => "network_busy",
             ControlPlane(_) => "control_plane",
+            Update(e) => e.code(),
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => "internal",
         }
     }
@@ -335,6 +342,11 @@ impl b3iq_core::ClassifiedError for HostError {
             AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_)
             | SignInBusy(_) | NetworkBusy(_) => C::State,
             ControlPlane(_) => C::Io,
+            Update(crate::update::UpdateError::Unavailable(_) | crate::update::UpdateError::Local(_)) => C::Io,
+            Update(crate::update::UpdateError::Rollback { .. }) => C::Replayed,
+            Update(crate::update::UpdateError::Expired { .. }) => C::Expired,
+            Update(crate::update::UpdateError::UntrustedSignature { .. } | crate::update::UpdateError::BadRootRotation { .. }) => C::Unauthenticated,
+            Update(_) => C::InvalidInput,
             Home { .. } | Db(_) => C::Io,
             Runtime(e) => e.category(),
             Core(e) => e.category(),

@@ -400,6 +400,32 @@ impl<'de> serde::Deserialize<'de> for Code {
     }
 }
 
+/// A release version: SemVer 2.0.0 ([`b3iq_core::version::SoftwareVersion`]), at most 64
+/// bytes; refused otherwise, so no free text travels in its place.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct ReleaseVersion(String);
+
+impl ReleaseVersion {
+    /// Validates a version.
+    pub fn new(s: &str) -> Result<Self> {
+        b3iq_core::version::SoftwareVersion::parse(s).map_err(|e| ProtocolError::InvalidMessage { field: "version", reason: e.to_string() })?;
+        Ok(Self(s.to_string()))
+    }
+
+    /// The version.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ReleaseVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ReleaseVersion::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Bytes as lowercase hex in JSON, at most [`MAX_BUNDLE_BYTES`].
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct HexBlob(pub Vec<u8>);
@@ -466,6 +492,16 @@ pub enum JobResultData {
     IssuerKeyRotated {
         /// The newly pinned key.
         issuer: NodePublicKey,
+    },
+    /// `update`: the signed release the node runs from its restart on.
+    Updated {
+        /// The version that ran when the job started.
+        previous: ReleaseVersion,
+        /// The repository's signed current release, now installed (equal to `previous` when
+        /// the node was already up to date and nothing was installed).
+        installed: ReleaseVersion,
+        /// Its SHA-256, as the signed targets metadata states it.
+        sha256: Sha256Digest,
     },
 }
 

@@ -193,6 +193,7 @@ fn sign_heartbeats(keys: &[NodeKey], seqs: &mut [u64], count: usize) -> Vec<byte
                 uptime_s: seq * 30,
             },
             model_inventory: vec![digest],
+            software_version: None,
         };
         bytes::Bytes::from(
             serde_json::to_vec(&HeartbeatRequest {

@@ -479,6 +479,7 @@ async fn fake_heartbeats(
                 uptime_s: seq,
             },
             model_inventory: vec![digest],
+            software_version: None,
         };
         let body = HeartbeatRequest {
             heartbeat: key.sign_object(hb).unwrap(),

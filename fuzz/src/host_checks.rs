@@ -118,7 +118,7 @@ pub fn update_metadata(data: &[u8]) {
     let _ = b3iq_host::update::root_version(data);
     if let Ok(s) = std::str::from_utf8(data) {
         if let Some(v) = b3iq_host::update::parse_version(s) {
-            assert!(!v.is_empty());
+            assert_eq!(v.as_str(), s);
         }
     }
 }

@@ -79,7 +79,7 @@ enum AdminCmd {
     },
     /// Queue a signed job for a node (the node long-polls for it; medium and high risk jobs wait
     /// for the owner's approval on the node).
-    #[command(after_help = "Examples:\n  b3iq-control admin queue-job --org acme --by alice b3n_... run_benchmark\n  b3iq-control admin queue-job --org acme --by alice b3n_... build_support_bundle\n  b3iq-control admin queue-job --org acme --by alice b3n_... install_model_profile --profile-id smollm2-135m-instruct-q4_1\n  b3iq-control admin queue-job --org acme --by alice b3n_... change_mode --mode local")]
+    #[command(after_help = "Examples:\n  b3iq-control admin queue-job --org acme --by alice b3n_... run_benchmark\n  b3iq-control admin queue-job --org acme --by alice b3n_... build_support_bundle\n  b3iq-control admin queue-job --org acme --by alice b3n_... install_model_profile --profile-id smollm2-135m-instruct-q4_1\n  b3iq-control admin queue-job --org acme --by alice b3n_... change_mode --mode local\n  b3iq-control admin queue-job --org acme --by alice b3n_... update --version 0.2.0")]
     QueueJob {
         /// Organisation id or name.
         #[arg(long)]
@@ -90,7 +90,7 @@ enum AdminCmd {
         /// Node id (`b3n_...`).
         node_id: String,
         /// Job kind (the closed core set).
-        #[arg(value_parser = ["run_benchmark", "build_support_bundle", "install_model_profile", "remove_model_profile", "restart_runtime", "change_mode"])]
+        #[arg(value_parser = ["run_benchmark", "build_support_bundle", "install_model_profile", "remove_model_profile", "restart_runtime", "change_mode", "update"])]
         kind: String,
         /// Model profile for install_model_profile / remove_model_profile.
         #[arg(long)]
@@ -98,6 +98,10 @@ enum AdminCmd {
         /// Target mode for change_mode (local, managed, network).
         #[arg(long)]
         mode: Option<String>,
+        /// For update: the lowest release version the node may install (MAJOR.MINOR.PATCH); the
+        /// node installs its repository's signed current release, and refuses if it is older.
+        #[arg(long)]
+        version: Option<String>,
         /// Lifetime in seconds (default 3600, at most 86400).
         #[arg(long)]
         ttl_s: Option<u64>,
@@ -286,8 +290,9 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                 None => None,
             };
             eprintln!("b3iq-control: gateway at https://{bound}/v1 (ticket key {}); nodes in network mode open their tunnels here", gw.ticket_public_key().to_hex());
-            // The signed release repository (docs/release.md), when one was published here.
-            let releases = Some(home.root().join("releases")).filter(|d| d.join("metadata").is_dir());
+            // The signed release repository (docs/release.md): files are read per request, so a
+            // release published into releases/ while the control plane runs is served at once.
+            let releases = Some(home.root().join("releases"));
             b3iq_control::home::serve_full(listener, cp, Some(gw), releases, &tls, rx).await;
             sweeper.abort();
             let _ = stop_tx.send(true);
@@ -341,7 +346,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                     let org = cp.org(&org).await?;
                     print_json(&serde_json::json!({"nodes": cp.nodes(&org.id, now_ms()).await?}));
                 }
-                AdminCmd::QueueJob { org, by, node_id, kind, profile_id, mode, ttl_s } => {
+                AdminCmd::QueueJob { org, by, node_id, kind, profile_id, mode, version, ttl_s } => {
                     let org = cp.org(&org).await?;
                     let op = cp
                         .store()
@@ -357,6 +362,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                         "install_model_profile" => JobKind::InstallModelProfile { profile_id: need(profile_id, "profile_id")? },
                         "remove_model_profile" => JobKind::RemoveModelProfile { profile_id: need(profile_id, "profile_id")? },
                         "restart_runtime" => JobKind::RestartRuntime {},
+                        "update" => JobKind::Update { version },
                         _ => JobKind::ChangeMode {
                             mode: need(mode, "mode")?.parse().map_err(|e: b3iq_core::CoreError| ControlError::Invalid { field: "mode", reason: e.to_string() })?,
                         },

@@ -242,12 +242,17 @@ enum UpdateCmd {
     /// Fetch and verify the repository's metadata; print the current and latest version (JSON).
     /// Exit 0 whether or not an update is available; 1 on any refusal.
     #[command(
-        after_help = "Examples:\n  b3iqd update check --repo https://cp.example:7430/releases\n  b3iqd update check"
+        after_help = "Examples:\n  b3iqd update check --repo https://cp.example:7430/releases\n  b3iqd update check --repo https://127.0.0.1:7430/releases --ca-file control.crt.pem\n  b3iqd update check"
     )]
     Check {
         /// Release repository base URL (saved under $B3IQ_HOME/update/repository).
         #[arg(long)]
         repo: Option<String>,
+        /// PEM certificate(s) to trust for the repository's TLS instead of the web roots (a
+        /// control plane's self-signed certificate); saved as $B3IQ_HOME/update/ca.pem.
+        /// config.json `update_ca_file` is the equivalent setting.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
     /// Install the newer signed release if there is one (length and hash checked, atomic swap).
     /// A running `b3iqd serve` notices the new binary and restarts on it.
@@ -256,6 +261,12 @@ enum UpdateCmd {
         /// Release repository base URL (saved under $B3IQ_HOME/update/repository).
         #[arg(long)]
         repo: Option<String>,
+        /// PEM certificate(s) to trust for the repository's TLS (see `update check --ca-file`).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Refuse unless the signed current release is at least this version (MAJOR.MINOR.PATCH).
+        #[arg(long)]
+        at_least: Option<String>,
     },
     /// Put `<binary>.previous` back (the replaced binary becomes `.previous`).
     #[command(after_help = "Example:\n  b3iqd update rollback")]
@@ -976,20 +987,25 @@ async fn update_cmd(home: Option<PathBuf>, cmd: UpdateCmd) -> Result<ExitCode, H
     use b3iq_host::update::Updater;
     let o = Offline::open(home)?;
     let result = async {
-        let u = Updater::new(o.0.home.root())?;
+        let mut u = Updater::for_home(o.0.home.root(), o.0.config.update_ca_file.as_deref())?;
+        let mut configure = |repo: Option<String>, ca: Option<PathBuf>| {
+            if let Some(c) = ca {
+                u.set_ca_file(&c)?;
+            }
+            if let Some(r) = repo {
+                u.set_repository(&r)?;
+            }
+            Ok::<_, b3iq_host::update::UpdateError>(u.clone())
+        };
         match cmd {
-            UpdateCmd::Check { repo } => {
-                if let Some(r) = repo {
-                    u.set_repository(&r)?;
-                }
+            UpdateCmd::Check { repo, ca_file } => {
+                let u = configure(repo, ca_file)?;
                 let (_, report) = u.check().await?;
                 print_json(&serde_json::to_value(&report).unwrap_or_default());
             }
-            UpdateCmd::Apply { repo } => {
-                if let Some(r) = repo {
-                    u.set_repository(&r)?;
-                }
-                let report = u.apply().await?;
+            UpdateCmd::Apply { repo, ca_file, at_least } => {
+                let u = configure(repo, ca_file)?;
+                let report = u.apply_at_least(at_least.as_deref()).await?;
                 if report.available {
                     eprintln!(
                         "b3iqd: installed {} {} (was {}); the old binary is {}",

@@ -503,6 +503,48 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     await shot('mode-managed-approved');
   });
 
+  await step(t, 'update available: a signed release in the control plane\'s repository shows on the dashboard with its notes', async () => {
+    // A real TUF repository made with the real release tool into the running control plane's
+    // releases/ (served at /releases/ over its self-signed TLS). The node trusts this test root
+    // (in production, the root pinned in the binary) and checks with --ca-file.
+    const tool = (args) => execFileSync(join(dirname(BIN), 'b3iq-release'), args, { encoding: 'utf8' });
+    const keys = join(ctlHome, 'release-keys');
+    const k = (n) => join(keys, `${n}.key`);
+    tool(['keys', '--dir', keys]);
+    const root = join(ctlHome, 'release-root.json');
+    tool(['root', '--root-key', k('root-1'), '--root-key', k('root-2'), '--root-key', k('root-3'), '--targets-key', k('targets'),
+      '--snapshot-key', k('snapshot'), '--timestamp-key', k('timestamp'), '--sign', k('root-1'), '--sign', k('root-2'), '--out', root]);
+    const arch = { x64: 'x86_64', arm64: 'aarch64' }[process.arch] || process.arch;
+    const os = { darwin: 'macos', win32: 'windows' }[process.platform] || process.platform;
+    const artifact = join(ctlHome, 'b3iqd-next');
+    writeFileSync(artifact, '#!/bin/sh\necho never run by this test\n');
+    const notes = 'Faster prefill on small GPUs; fixes a receipt export bug';
+    tool(['publish', '--root', root, '--version', '99.0.0', '--notes', notes, '--file', `b3iqd-${os}-${arch}=${artifact}`,
+      '--key', k('targets'), '--key', k('snapshot'), '--key', k('timestamp'), '--out', join(ctlHome, 'releases')]);
+    mkdirSync(join(home, 'update', 'datastore'), { recursive: true });
+    writeFileSync(join(home, 'update', 'datastore', 'root.json'), readFileSync(root));
+    const controlUrl = JSON.parse(b3iqd(['status'])).managed.control_url;
+    const checked = JSON.parse(b3iqd(['update', 'check', '--repo', `${controlUrl}/releases`, '--ca-file', join(ctlHome, 'tls', 'self-signed.crt.pem')]));
+    assert.equal(checked.available, true);
+    // The route the card reads, then the card itself (never clicked here: it would replace the
+    // shared test build of b3iqd).
+    const api = await page.evaluate(async () => {
+      const r = await fetch('/api/update', { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      return { status: r.status, body: await r.json() };
+    });
+    assert.equal(api.status, 200);
+    assert.deepEqual({ available: api.body.available, latest: api.body.latest, notes: api.body.notes }, { available: true, latest: '99.0.0', notes });
+    await page.getByRole('link', { name: 'Overview', exact: true }).click();
+    const card = page.getByTestId('update-card');
+    await card.getByRole('heading', { name: 'Update available: B3IQ 99.0.0' }).waitFor({ timeout: 30_000 });
+    assert.equal(await card.getByTestId('update-notes').innerText(), notes);
+    assert.ok(await card.getByRole('button', { name: 'Install 99.0.0' }).isVisible());
+    await shot('dashboard-update-available');
+    // Back where the managed step left the owner, for the network step.
+    await page.getByRole('link', { name: 'Mode', exact: true }).click();
+    await page.getByRole('heading', { name: 'How this node works' }).waitFor();
+  });
+
   await step(t, 'network mode: set the policy in the Mode step, save it, choose Network, the tunnel to the gateway connects', async () => {
     const apiGet = (path) => page.evaluate(async (p) => {
       const r = await fetch(p, { credentials: 'same-origin', headers: { Accept: 'application/json' } });

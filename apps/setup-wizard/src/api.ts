@@ -358,6 +358,34 @@ export interface NetworkInfo {
   today: NetworkToday;
 }
 
+/** `GET /api/update`: the running version and a fresh signed check of the release repository. */
+export interface UpdateStatus {
+  current: string;
+  /** A release repository is configured (`b3iqd update check --repo`). */
+  configured: boolean;
+  /** A newer signed release is available. */
+  available: boolean;
+  latest: string | null;
+  /** The release notes' summary, from the signed targets metadata. */
+  notes: string | null;
+  /** Why the check failed (a refusal or an unreachable repository). */
+  error: string | null;
+  code: string | null;
+}
+
+export function toUpdate(v: unknown): UpdateStatus {
+  const o = obj(v);
+  return {
+    current: str(o.current) ?? '',
+    configured: o.configured === true,
+    available: o.available === true,
+    latest: str(o.latest) ?? null,
+    notes: str(o.notes) ?? null,
+    error: str(o.error) ?? null,
+    code: str(o.code) ?? null,
+  };
+}
+
 export function toManaged(v: unknown): ManagedInfo | null {
   if (v === null || typeof v !== 'object') return null;
   const o = obj(v);
@@ -691,6 +719,20 @@ export class Api {
   /** Installs an approved model profile; the node runs it as a signed job. */
   async installModel(profile: string): Promise<Job> {
     const o = obj(await this.call('POST', '/api/jobs', { kind: 'install_model', profile }));
+    return toJob(o.job ?? o);
+  }
+
+  /** The running version and whether a newer signed release is available (`GET /api/update`). */
+  async update(): Promise<UpdateStatus> {
+    return toUpdate(await this.call('GET', '/api/update'));
+  }
+
+  /**
+   * Installs the signed current release as an owner job (`update`, the same verified path as
+   * `b3iqd update apply`); `version` is the lowest release it may install.
+   */
+  async installUpdate(version: string): Promise<Job> {
+    const o = obj(await this.call('POST', '/api/jobs', { kind: 'update', version }));
     return toJob(o.job ?? o);
   }
 

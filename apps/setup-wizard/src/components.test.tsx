@@ -4,7 +4,7 @@ import { Api, ApiError, type ApiKey } from './api';
 import { App, takeTokenFromLocation } from './App';
 import { Claim, Login, Welcome } from './auth';
 import { fillBuckets, UsageChart } from './chart';
-import { endpointSnippets, KeyReveal, KeysScreen } from './screens';
+import { endpointSnippets, KeyReveal, KeysScreen, UpdateCard } from './screens';
 
 const apiError = (status: number, code: string, message: string) => new ApiError(status, message, code, 'x');
 
@@ -154,6 +154,34 @@ describe('KeysScreen', () => {
     await waitFor(() => expect(api.revokeKey).toHaveBeenCalledWith('key_1'));
     expect(await screen.findByText('No keys yet.')).toBeTruthy();
     expect(localStorage.length + sessionStorage.length).toBe(0);
+  });
+});
+
+describe('UpdateCard', () => {
+  const base = { current: '0.1.0', configured: true, latest: '0.2.0', notes: 'Faster prefill', error: null, code: null };
+  it('shows the signed release and its notes, and installs it as an update job', async () => {
+    const api = fakeApi({
+      update: async () => ({ ...base, available: true }),
+      installUpdate: vi.fn(async () => ({ id: 'job_1', kind: 'update', state: 'queued' })) as never,
+    });
+    render(<UpdateCard api={api} />);
+    expect(await screen.findByRole('heading', { name: 'Update available: B3IQ 0.2.0' })).toBeTruthy();
+    expect(screen.getByTestId('update-notes').textContent).toBe('Faster prefill');
+    expect(screen.getByText(/You run 0.1.0/)).toBeTruthy();
+    fireEvent.click(screen.getByRole('button', { name: 'Install 0.2.0' }));
+    await waitFor(() => expect(api.installUpdate).toHaveBeenCalledWith('0.2.0'));
+    expect(await screen.findByText(/restarts on the new version/)).toBeTruthy();
+  });
+  it('says nothing when up to date or unconfigured, and shows a refused check', async () => {
+    for (const s of [{ ...base, available: false }, { ...base, configured: false, available: false }]) {
+      const { container, unmount } = render(<UpdateCard api={fakeApi({ update: async () => s })} />);
+      await act(async () => {});
+      expect(container.textContent).toBe('');
+      unmount();
+    }
+    const refused = { ...base, available: false, latest: null, notes: null, error: 'refused: freeze attack or stale repository: the timestamp metadata has expired', code: 'update_expired' };
+    render(<UpdateCard api={fakeApi({ update: async () => refused })} />);
+    expect(await screen.findByText(/Could not check for updates: refused: freeze attack/)).toBeTruthy();
   });
 });
 

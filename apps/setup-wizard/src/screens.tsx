@@ -892,6 +892,7 @@ const JOB_NAMES: Record<string, string> = {
   restart_runtime: 'Restart the runtime',
   change_mode: 'Change the operating mode',
   rotate_issuer_key: "Move to the control plane's new job-signing key",
+  update: 'Install a signed B3IQ update',
 };
 
 /** Jobs the control plane sent: the ones waiting for the owner with Approve / Reject, and the trail. */
@@ -1080,6 +1081,56 @@ function formatUptime(s: number | undefined): string {
   return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
+/**
+ * "Update available": shown when the node's release repository has a newer signed release,
+ * with its release notes' summary; Install runs the owner's `update` job (verified against the
+ * node's pinned root, then the node restarts on the new binary).
+ */
+export function UpdateCard({ api }: { api: Api }) {
+  const u = useLoad(() => api.update(), [api]);
+  const [busy, setBusy] = useState(false);
+  const [started, setStarted] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const s = u.data;
+  if (!s || !s.configured || (!s.available && !s.error)) return null;
+  async function install(version: string) {
+    setBusy(true);
+    setError(null);
+    try {
+      await api.installUpdate(version);
+      setStarted(true);
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  }
+  if (!s.available) {
+    return (
+      <div className="card" data-testid="update-card">
+        <h2>Updates</h2>
+        <p className="muted">Could not check for updates: {s.error}</p>
+      </div>
+    );
+  }
+  return (
+    <div className="card" data-testid="update-card" aria-live="polite">
+      <div className="card-head">
+        <h2>Update available: B3IQ {s.latest}</h2>
+        <Badge tone="ok">Signed</Badge>
+      </div>
+      <p className="muted small">You run {s.current}. The release is verified against the signing keys this node trusts before it is installed; the old version is kept for rollback.</p>
+      {s.notes ? <p data-testid="update-notes">{s.notes}</p> : null}
+      <ErrorNotice error={error} />
+      {started ? (
+        <p>Installing {s.latest}. The node restarts on the new version when it is in place.</p>
+      ) : (
+        <div className="actions"><button type="button" className="btn btn-primary" disabled={busy} onClick={() => void install(s.latest ?? '')}>Install {s.latest}</button></div>
+      )}
+    </div>
+  );
+}
+
 export function DashboardScreen({ api }: ScreenProps) {
   const node = useLoad(() => api.node(), [api]);
   const health = useLoad(() => api.health(), [api]);
@@ -1112,6 +1163,7 @@ export function DashboardScreen({ api }: ScreenProps) {
         <div className="tile"><span className="tile-label">Queue</span><span className="tile-value">{n?.runtime.queue_depth ?? '…'}{n?.runtime.max_queue !== undefined ? ` / ${n.runtime.max_queue}` : ''}</span></div>
         <div className="tile"><span className="tile-label">Receipts</span><span className="tile-value">{n?.receipts_stored ?? '…'}</span></div>
       </div>
+      <UpdateCard api={api} />
       <div className="card">
         <div className="card-head">
           <h2>Requests and tokens, last 24 hours</h2>

@@ -306,6 +306,7 @@ fn sample_jobs() -> Vec<(String, &'static str, Job)> {
         JobKind::RestartRuntime {},
         JobKind::ChangeMode { mode: OperatingMode::Network },
         JobKind::RotateIssuerKey { new_issuer: key("control_plane_next").public() },
+        JobKind::Update { version: Some("0.2.0".into()) },
     ];
     kinds
         .into_iter()
@@ -435,6 +436,7 @@ fn sample_heartbeat() -> Heartbeat {
             Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53").expect("digest"),
             Sha256Digest::of(b"another model"),
         ],
+        software_version: None,
     }
 }
 
@@ -781,6 +783,11 @@ pub fn generate_with_seeds() -> (VectorFiles, FuzzSeeds) {
     let (v, s) = kind_file(vec![("healthy".to_string(), "node", sample_heartbeat(), None)]);
     files.push(("heartbeat.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("heartbeat".to_string(), n, b)));
+
+    let v2 = Heartbeat { software_version: Some("0.2.0-rc.1".into()), ..sample_heartbeat() };
+    let (v, s) = kind_file(vec![("with_software_version".to_string(), "node", v2, None)]);
+    files.push(("heartbeat_v2.json".into(), pretty(&v)));
+    seeds.extend(s.into_iter().map(|(n, b)| ("heartbeat".to_string(), format!("v2-{n}"), b)));
 
     let (v, s) = kind_file(vec![("enroll".to_string(), "node", sample_enrollment(), None)]);
     files.push(("enrollment.json".into(), pretty(&v)));

@@ -80,6 +80,10 @@ pub struct Config {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls: provided`; a relative path is under the
     /// home.
     pub tls_key: Option<String>,
+    /// PEM certificate(s) trusted for the release repository's TLS instead of the web roots
+    /// (a control plane's self-signed certificate); a relative path is under the home. Used
+    /// when `update/ca.pem` (saved by `b3iqd update check --ca-file`) is absent.
+    pub update_ca_file: Option<String>,
 }
 
 impl Config {
@@ -149,6 +153,7 @@ impl Default for Config {
             tls: "off".into(),
             tls_cert: None,
             tls_key: None,
+            update_ca_file: None,
         }
     }
 }

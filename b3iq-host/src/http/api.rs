@@ -437,6 +437,18 @@ pub async fn audit(State(st): St, _o: Owner, Query(q): Query<ListQuery>) -> Resu
     Ok(js(StatusCode::OK, json!({"events": events})))
 }
 
+/// `GET /api/update`: the running version and, when a release repository is configured, a
+/// fresh signed check of it (`crate::update::status`; at most 15 s).
+pub async fn update_status(State(st): St, _o: Owner) -> Result<Response> {
+    let s = crate::update::status(
+        st.home.root(),
+        st.config.update_ca_file.as_deref(),
+        std::time::Duration::from_secs(15),
+    )
+    .await;
+    Ok(js(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()))
+}
+
 #[derive(Deserialize)]
 pub struct UsageQuery {
     bucket: Option<String>,

@@ -102,6 +102,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/receipts", get(api::receipts_list))
         .route("/api/receipts/{id}", get(api::receipt_get))
         .route("/api/audit", get(api::audit))
+        .route("/api/update", get(api::update_status))
         .route("/api/usage", get(api::usage))
         .route("/api/jobs", get(api::jobs_list).post(api::jobs_create))
         .route("/api/jobs/{id}", get(api::job_get))
@@ -169,6 +170,7 @@ const ROUTE_METHODS: &[(&str, &str)] = &[
     ("/api/receipts", "GET"),
     ("/api/receipts/{id}", "GET"),
     ("/api/audit", "GET"),
+    ("/api/update", "GET"),
     ("/api/usage", "GET"),
     ("/api/jobs", "GET, POST"),
     ("/api/jobs/{id}", "GET"),

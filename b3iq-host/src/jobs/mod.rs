@@ -36,7 +36,7 @@ pub const BENCHMARK_SUITES: &[&str] = &["quick"];
 /// Parse a job as the API takes it: `{"kind": NAME, ...}` with core's wire names
 /// (`install_model_profile` and `remove_model_profile` with `profile_id`, `run_benchmark` with an
 /// optional `suite` (default `quick`), `build_support_bundle`, `restart_runtime`, `change_mode`
-/// with `mode`). The names the wizard used before (`install_model`, `remove_model` with
+/// with `mode`, `update` with an optional `version`: the lowest release it may install). The names the wizard used before (`install_model`, `remove_model` with
 /// `profile`, `support_bundle`) are accepted as aliases of the same core kinds.
 ///
 /// # Errors
@@ -69,6 +69,21 @@ pub fn kind_from_api(v: &Value) -> Result<JobKind> {
         },
         "build_support_bundle" | "support_bundle" => JobKind::BuildSupportBundle {},
         "restart_runtime" => JobKind::RestartRuntime {},
+        "update" => JobKind::Update {
+            version: match &v["version"] {
+                Value::Null => None,
+                Value::String(s) => {
+                    b3iq_core::version::SoftwareVersion::parse(s)
+                        .map_err(|e| HostError::InvalidParameter(e.to_string()))?;
+                    Some(s.clone())
+                }
+                _ => {
+                    return Err(HostError::InvalidParameter(
+                        "`version` of an update job is a string (MAJOR.MINOR.PATCH)".into(),
+                    ))
+                }
+            },
+        },
         "change_mode" => {
             let m = v["mode"].as_str().ok_or_else(|| {
                 HostError::InvalidParameter("`mode` is required for change_mode".into())
@@ -234,6 +249,20 @@ fn preflight(st: &NodeState, kind: &JobKind, facts: &ModeFacts) -> Result<()> {
         JobKind::ChangeMode {
             mode: OperatingMode::Managed,
         } if !facts.enrolled => Err(HostError::ModeNotAvailable("managed".into())),
+        JobKind::Update { .. } => crate::update::Updater::for_home(
+            st.home.root(),
+            st.config.update_ca_file.as_deref(),
+        )
+        .map_err(HostError::from)
+        .and_then(|u| {
+            if u.repository_configured() {
+                Ok(())
+            } else {
+                Err(HostError::InvalidParameter(
+                    "update: no release repository is configured on this node; its owner runs `b3iqd update check --repo https://…` once".into(),
+                ))
+            }
+        }),
         JobKind::ChangeMode {
             mode: OperatingMode::Network,
         } => match &facts.network_blocker {
@@ -700,6 +729,22 @@ async fn execute(
         JobKind::ChangeMode { mode } => {
             st.set_mode(*mode)?;
             Ok(json!({"mode": mode.as_str()}))
+        }
+        // The same check + apply as `b3iqd update apply`: the configured repository, the pinned
+        // root; a running `serve` notices the swapped binary and restarts on it.
+        JobKind::Update { version } => {
+            let u = crate::update::Updater::for_home(
+                st.home.root(),
+                st.config.update_ca_file.as_deref(),
+            )?;
+            let r = u.apply_at_least(version.as_deref()).await?;
+            Ok(json!({
+                "previous": r.current,
+                "installed": if r.available { &r.latest } else { &r.current },
+                "sha256": r.sha256,
+                "installed_now": r.available,
+                "notes": r.notes,
+            }))
         }
         // Refused by the preflight; kept exhaustive so a new core kind is a compile error here.
         JobKind::RestartRuntime {} => Err(HostError::InvalidParameter(

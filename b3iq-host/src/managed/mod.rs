@@ -153,20 +153,30 @@ pub fn client(ca_pem: Option<&str>) -> Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("b3iqd/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .map_err(|e| HostError::InvalidParameter(format!("--ca-file: {e}")))?;
-        if certs.is_empty() {
-            return Err(HostError::InvalidParameter(
-                "--ca-file holds no CERTIFICATE block".into(),
-            ));
-        }
-        b = b.tls_built_in_root_certs(false);
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+        b = trust_only(b, pem).map_err(|e| HostError::InvalidParameter(format!("--ca-file: {e}")))?;
     }
     b.build()
         .map_err(|e| HostError::Internal(format!("http client: {e}")))
+}
+
+/// `b` trusting only the PEM certificate(s) in `pem` instead of the web roots (the control
+/// plane's self-signed certificate, a private CA; also the release repository's).
+///
+/// # Errors
+/// A message when `pem` does not parse or holds no `CERTIFICATE` block.
+pub(crate) fn trust_only(
+    mut b: reqwest::ClientBuilder,
+    pem: &str,
+) -> std::result::Result<reqwest::ClientBuilder, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("it holds no CERTIFICATE block".into());
+    }
+    b = b.tls_built_in_root_certs(false);
+    for c in certs {
+        b = b.add_root_certificate(c);
+    }
+    Ok(b)
 }
 
 /// POSTs `body` (JSON) and decodes a JSON answer of at most [`MAX_ANSWER_BYTES`]; a control-plane
@@ -567,6 +577,7 @@ pub fn heartbeat_body(state: &NodeState, sequence: u64) -> Heartbeat {
             uptime_s: state.started.elapsed().as_secs(),
         },
         model_inventory: inventory,
+        software_version: Some(crate::update::RUNNING_VERSION.to_string()),
     }
 }
 

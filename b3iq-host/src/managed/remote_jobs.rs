@@ -11,7 +11,7 @@ use std::time::Duration;
 use b3iq_core::digest::Sha256Digest;
 use b3iq_core::job::{JobKind, SeenSet as _, SignedJob};
 use b3iq_protocol::messages::{
-    Code, HexBlob, JobOutcome, JobPoll, JobPollResponse, JobResultAck, JobResultData,
+    Code, HexBlob, JobOutcome, ReleaseVersion, JobPoll, JobPollResponse, JobResultAck, JobResultData,
     JobResultReport, MAX_BUNDLE_BYTES,
 };
 use serde_json::Value;
@@ -113,6 +113,21 @@ fn result_data(st: &NodeState, u: &Unreported, kind: &JobKind) -> JobResultData 
         JobKind::RotateIssuerKey { new_issuer } => JobResultData::IssuerKeyRotated {
             issuer: *new_issuer,
         },
+        JobKind::Update { .. } => {
+            let version = |k: &str| r[k].as_str().and_then(|v| ReleaseVersion::new(v).ok());
+            match (
+                version("previous"),
+                version("installed"),
+                r["sha256"].as_str().and_then(|h| Sha256Digest::parse(h).ok()),
+            ) {
+                (Some(previous), Some(installed), Some(sha256)) => JobResultData::Updated {
+                    previous,
+                    installed,
+                    sha256,
+                },
+                _ => JobResultData::None {},
+            }
+        }
     }
 }
 

@@ -9,6 +9,9 @@
 //!   refused (rollback) and a root can only change through a chain signed by each old threshold.
 //! * `repository` — the repository's base URL (metadata under `metadata/`, targets under
 //!   `targets/`), saved by `b3iqd update check --repo URL`.
+//! * `ca.pem` — PEM certificate(s) trusted for the repository's TLS instead of the web roots (a
+//!   control plane's self-signed certificate), saved by `b3iqd update check --ca-file PATH`;
+//!   config.json `update_ca_file` names one when this file is absent.
 //!
 //! Every refusal is an [`UpdateError`] whose message says what was refused and why; on any
 //! refusal the running binary is untouched (the download goes to `<binary>.new` and is removed).
@@ -21,6 +24,7 @@ mod transport;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use b3iq_core::version::SoftwareVersion;
 use futures_util::StreamExt;
 use tough::{Repository, RepositoryLoader, TargetName};
 use url::Url;
@@ -107,9 +111,38 @@ pub enum UpdateError {
     /// The repository has no release for this platform.
     #[error("no release for this platform ({0}) in the repository")]
     NoTarget(String),
+    /// The signed current release is older than the version an `update` job asked for (the
+    /// repository moved back, or the job was queued for a release not published yet).
+    #[error("refused: the repository's signed current release is {available}, older than the {requested} this update asks for; nothing was installed")]
+    OlderThanRequested {
+        /// The version the job named.
+        requested: String,
+        /// The signed current release's version.
+        available: String,
+    },
     /// Nothing to roll back to, no repository configured, or a local file error.
     #[error("{0}")]
     Local(String),
+}
+
+impl UpdateError {
+    /// Stable machine-readable code (what a control plane is told for a failed `update` job).
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpdateError::Rollback { .. } => "update_rollback",
+            UpdateError::Expired { .. } => "update_expired",
+            UpdateError::UntrustedSignature { .. } => "update_untrusted_signature",
+            UpdateError::BadRootRotation { .. } => "update_bad_root_rotation",
+            UpdateError::HashMismatch { .. } => "update_hash_mismatch",
+            UpdateError::TooLarge { .. } => "update_too_large",
+            UpdateError::MixAndMatch { .. } => "update_mix_and_match",
+            UpdateError::Unavailable(_) => "update_unavailable",
+            UpdateError::BadMetadata(_) => "update_bad_metadata",
+            UpdateError::NoTarget(_) => "update_no_target",
+            UpdateError::OlderThanRequested { .. } => "update_older_than_requested",
+            UpdateError::Local(_) => "update_local",
+        }
+    }
 }
 
 impl UpdateError {
@@ -202,12 +235,14 @@ pub fn platform_target() -> String {
     format!("b3iqd-{}-{}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
-/// Orders dotted numeric versions (`1.2.10` > `1.2.9`); a pre-release suffix after `-` is ignored.
-/// Returns `None` when `v` is not `N(.N)*`.
-pub fn parse_version(v: &str) -> Option<Vec<u64>> {
-    let core = v.split('-').next()?;
-    core.split('.').map(|p| p.parse::<u64>().ok()).collect()
+/// A release version (SemVer 2.0.0, [`b3iq_core::version::SoftwareVersion`]: ordered by SemVer
+/// precedence, `1.2.10` > `1.2.9` > `1.2.9-rc.1`). Returns `None` when `v` is not one.
+pub fn parse_version(v: &str) -> Option<SoftwareVersion> {
+    SoftwareVersion::parse(v).ok()
 }
+
+/// This build's version (the workspace version, what heartbeats report).
+pub const RUNNING_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The version of root metadata `bytes` (a signed, TUF-shaped document), 0 when it is not one.
 /// Only picks which root to start from; tough verifies the chosen one.
@@ -247,6 +282,8 @@ pub struct Updater {
     pub binary: PathBuf,
     /// The running version (default: this crate's version).
     pub current_version: String,
+    /// PEM certificate(s) trusted for the repository's TLS instead of the web roots.
+    pub ca_pem: Option<String>,
 }
 
 impl Updater {
@@ -263,19 +300,75 @@ impl Updater {
             return Err(UpdateError::Local(format!("owner-only: {} belongs to uid {owner}, not to you (uid {me}); run `b3iqd update` as the node's owner", home.display())));
         }
         let binary = std::env::current_exe().map_err(|e| local("find the running binary", e))?;
+        let dir = home.join("update");
+        let ca_pem = match std::fs::read_to_string(dir.join("ca.pem")) {
+            Ok(p) => Some(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(local("read update/ca.pem", e)),
+        };
         Ok(Updater {
-            dir: home.join("update"),
+            dir,
             binary,
-            current_version: env!("CARGO_PKG_VERSION").to_string(),
+            current_version: RUNNING_VERSION.to_string(),
+            ca_pem,
         })
     }
 
-    /// Saves the repository base URL (http or https) under `update/repository`.
+    /// As [`Updater::new`], with config.json's `update_ca_file` (a path, relative to the home)
+    /// as the trusted certificate when `update/ca.pem` is absent.
+    ///
+    /// # Errors
+    /// As [`Updater::new`]; `Local` when the configured file cannot be read.
+    pub fn for_home(home: &Path, config_ca_file: Option<&str>) -> Result<Updater> {
+        let mut u = Updater::new(home)?;
+        if let (None, Some(f)) = (&u.ca_pem, config_ca_file) {
+            let p = home.join(f);
+            u.ca_pem = Some(std::fs::read_to_string(&p).map_err(|e| {
+                local(format!("config.json update_ca_file {}", p.display()), e)
+            })?);
+        }
+        Ok(u)
+    }
+
+    /// Trusts the PEM certificate(s) in `path` for the repository's TLS from now on (instead of
+    /// the web roots), saved as `update/ca.pem`.
+    ///
+    /// # Errors
+    /// `Local` when the file cannot be read, holds no certificate, or cannot be saved.
+    pub fn set_ca_file(&mut self, path: &Path) -> Result<()> {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| local(format!("--ca-file {}", path.display()), e))?;
+        transport::check_pem(&pem).map_err(|e| local(format!("--ca-file {}", path.display()), e))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| local(format!("create {}", self.dir.display()), e))?;
+        crate::context::home::write_atomic(&self.dir.join("ca.pem"), pem.as_bytes(), 0o644)
+            .map_err(|e| local("save update/ca.pem", e))?;
+        self.ca_pem = Some(pem);
+        Ok(())
+    }
+
+    /// Whether a repository URL is saved (`update/repository`).
+    pub fn repository_configured(&self) -> bool {
+        self.dir.join("repository").is_file()
+    }
+
+    /// Saves the repository base URL under `update/repository`: https, or plain http to a
+    /// loopback address only (tests; TUF's signatures protect the content either way, but not
+    /// the node's privacy or availability).
+    ///
+    /// # Errors
+    /// `Local` for another scheme, plain http to another host, or a file error.
     pub fn set_repository(&self, url: &str) -> Result<()> {
         let u = Url::parse(url).map_err(|e| local(format!("repository URL {url:?}"), e))?;
-        if !matches!(u.scheme(), "http" | "https") {
+        let loopback = match u.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if !(u.scheme() == "https" || (u.scheme() == "http" && loopback)) {
             return Err(UpdateError::Local(format!(
-                "repository URL {url:?}: use https (http only for loopback tests)"
+                "repository URL {url:?}: use https (plain http only to a loopback address, for tests)"
             )));
         }
         std::fs::create_dir_all(&self.dir)
@@ -322,8 +415,10 @@ impl Updater {
             .join("metadata/")
             .map_err(|e| local("metadata URL", e))?;
         let targets = base.join("targets/").map_err(|e| local("targets URL", e))?;
+        let transport = HttpTransport::with_ca(self.ca_pem.as_deref())
+            .map_err(|e| UpdateError::Local(format!("the repository's CA certificate: {e}")))?;
         RepositoryLoader::new(&root, meta, targets)
-            .transport(HttpTransport::new())
+            .transport(transport)
             .limits(LIMITS)
             .datastore(ds)
             .load()
@@ -349,12 +444,12 @@ impl Updater {
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_string();
-        if parse_version(&latest).is_none() {
+        let Some(signed_version) = parse_version(&latest) else {
             return Err(UpdateError::BadMetadata(format!(
                 "target {name} has no valid custom.version ({latest:?})"
             )));
-        }
-        let available = parse_version(&latest) > parse_version(&self.current_version);
+        };
+        let available = parse_version(&self.current_version).is_none_or(|c| signed_version > c);
         let report = CheckReport {
             current: self.current_version.clone(),
             latest,
@@ -377,7 +472,32 @@ impl Updater {
     /// `<binary>.new`) and swaps it in; the old binary stays as `<binary>.previous`. Returns the
     /// report; `available == false` means nothing was installed.
     pub async fn apply(&self) -> Result<CheckReport> {
+        self.apply_at_least(None).await
+    }
+
+    /// As [`Updater::apply`], refusing ([`UpdateError::OlderThanRequested`]) when the signed
+    /// current release is older than `min` (an `update` job's `version`). The release installed
+    /// is always the repository's signed current one: `min` only bounds it from below.
+    ///
+    /// # Errors
+    /// Every refusal of [`Updater::check`]; `OlderThanRequested`; `Local` for a bad `min`.
+    pub async fn apply_at_least(&self, min: Option<&str>) -> Result<CheckReport> {
+        let min = min
+            .map(|m| {
+                parse_version(m).ok_or_else(|| {
+                    UpdateError::Local(format!("{m:?} is not a release version (MAJOR.MINOR.PATCH)"))
+                })
+            })
+            .transpose()?;
         let (repo, report) = self.check().await?;
+        if let Some(min) = min {
+            if parse_version(&report.latest).is_none_or(|l| l < min) {
+                return Err(UpdateError::OlderThanRequested {
+                    requested: min.to_string(),
+                    available: report.latest,
+                });
+            }
+        }
         if !report.available {
             return Ok(report);
         }
@@ -433,6 +553,74 @@ impl Updater {
         sync_dir(&self.binary);
         Ok(())
     }
+}
+
+/// What the owner's UI shows about updates (`GET /api/update`, the wizard's "update available"
+/// card): always the running version; when a repository is configured, the result of a fresh
+/// check against it (the signed current version and its release notes' summary), or why the
+/// check failed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpdateStatus {
+    /// The running version.
+    pub current: String,
+    /// A release repository is configured (`b3iqd update check --repo`).
+    pub configured: bool,
+    /// A newer signed release is available.
+    pub available: bool,
+    /// The signed current release's version (when checked).
+    pub latest: Option<String>,
+    /// Its release notes' summary (the signed targets metadata's `custom.notes`).
+    pub notes: Option<String>,
+    /// Why the check failed (a refusal or an unreachable repository).
+    pub error: Option<String>,
+    /// The error's code ([`UpdateError::code`]).
+    pub code: Option<&'static str>,
+}
+
+/// Checks the configured repository for the owner's UI, within `timeout`. Never fails: a
+/// refusal is reported in [`UpdateStatus::error`].
+pub async fn status(home: &Path, config_ca_file: Option<&str>, timeout: std::time::Duration) -> UpdateStatus {
+    let mut s = UpdateStatus {
+        current: RUNNING_VERSION.to_string(),
+        configured: false,
+        available: false,
+        latest: None,
+        notes: None,
+        error: None,
+        code: None,
+    };
+    let u = match Updater::for_home(home, config_ca_file) {
+        Ok(u) => u,
+        Err(e) => {
+            s.code = Some(e.code());
+            s.error = Some(e.to_string());
+            return s;
+        }
+    };
+    s.configured = u.repository_configured();
+    if !s.configured {
+        return s;
+    }
+    let checked = tokio::time::timeout(timeout, u.check())
+        .await
+        .unwrap_or_else(|_| {
+            Err(UpdateError::Unavailable(format!(
+                "no answer within {} s",
+                timeout.as_secs()
+            )))
+        });
+    match checked {
+        Ok((_, r)) => {
+            s.available = r.available;
+            s.latest = Some(r.latest);
+            s.notes = Some(r.notes);
+        }
+        Err(e) => {
+            s.code = Some(e.code());
+            s.error = Some(e.to_string());
+        }
+    }
+    s
 }
 
 /// `<path>.<ext>` beside `path`.

@@ -5,6 +5,11 @@
 //!
 //! Layout written under `out`: `metadata/<N>.root.json`, `metadata/timestamp.json`,
 //! `metadata/<N>.snapshot.json`, `metadata/<N>.targets.json`, `targets/<sha256>.<name>`.
+//!
+//! Refused before anything is written: a root signed by fewer keys than its root threshold (or,
+//! for a rotation, than the previous root's), a version that is not SemVer, a target name not of
+//! the form [`check_target_name`] documents. [`refresh_timestamp`] re-signs only the timestamp
+//! (the cron job that keeps a release from looking frozen).
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -13,7 +18,7 @@ use std::path::{Path, PathBuf};
 use tough::editor::signed::{PathExists, SignedRole};
 use tough::editor::RepositoryEditor;
 use tough::key_source::{KeySource, LocalKeySource};
-use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Signed, Target};
+use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Signed, Target, Timestamp};
 use tough::sign::Sign;
 
 pub use jiff;
@@ -129,6 +134,13 @@ pub async fn make_root(
     let mut signed = SignedRole::new(root.clone(), &KeyHolder::Root(root.clone()), &signers, &rng)
         .await
         .map_err(|e| err("sign root with the new root's keys", e))?;
+    // Signers that hold none of the new root's keys leave it unsigned: say so, not tough's
+    // generic threshold message below.
+    if signed.signed().signatures.is_empty() && previous.is_none() {
+        return Err(PublishError(
+            "refused: none of the --sign keys is a root key of this root".into(),
+        ));
+    }
     if let Some(prev) = previous {
         let old = SignedRole::new(
             root.clone(),
@@ -155,7 +167,67 @@ pub async fn make_root(
             .add_old_signatures(theirs)
             .map_err(|e| err("combine root signatures", e))?;
     }
+    check_root_threshold(signed.signed(), previous)?;
     Ok(signed.buffer().clone())
+}
+
+/// Checks that `root` is signed by at least its own root threshold of its root keys and, for a
+/// rotation, by `previous`'s threshold of `previous`'s root keys (TUF 5.3.4), as a client will.
+///
+/// # Errors
+/// A refusal naming the threshold that is not met and how many valid signatures there are.
+pub fn check_root_threshold(root: &Signed<Root>, previous: Option<&Signed<Root>>) -> Result<()> {
+    let name = |r: &Root| format!("root version {}", r.version);
+    root.signed.verify_role(root).map_err(|e| {
+        PublishError(format!(
+            "refused: {} is not signed by its own root threshold ({e}); add --sign with more of its root keys",
+            name(&root.signed)
+        ))
+    })?;
+    if let Some(prev) = previous {
+        prev.signed.verify_role(root).map_err(|e| {
+            PublishError(format!(
+                "refused: {} is not signed by the threshold of the previous root, {} ({e}); a client would refuse the rotation: add --sign with the old root keys",
+                name(&root.signed),
+                name(&prev.signed)
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// The operating systems and architectures a target name may name (values of Rust's
+/// `std::env::consts::OS` and `ARCH`).
+pub const TARGET_OS: &[&str] = &["linux", "macos", "windows", "freebsd", "netbsd", "openbsd", "android", "ios"];
+/// See [`TARGET_OS`].
+pub const TARGET_ARCH: &[&str] = &["x86", "x86_64", "arm", "aarch64", "riscv64", "powerpc64", "s390x", "loongarch64"];
+/// The programs a release holds.
+pub const TARGET_PROGRAMS: &[&str] = &["b3iqd", "b3iq-control"];
+
+/// Checks a target name: `<program>-<os>-<arch>` with program one of [`TARGET_PROGRAMS`], os
+/// one of [`TARGET_OS`] and arch one of [`TARGET_ARCH`] (e.g. `b3iqd-linux-x86_64`): the names
+/// the updater ([`super::platform_target`]) and the install script look for.
+///
+/// # Errors
+/// A refusal naming the expected form.
+pub fn check_target_name(name: &str) -> Result<()> {
+    let ok = TARGET_PROGRAMS.iter().any(|p| {
+        name.strip_prefix(p)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|r| r.split_once('-'))
+            .is_some_and(|(os, arch)| TARGET_OS.contains(&os) && TARGET_ARCH.contains(&arch))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(PublishError(format!(
+            "refused: target name {:?} is not <program>-<os>-<arch> with program {}, os {} and arch {} (e.g. b3iqd-linux-x86_64)",
+            name.chars().take(100).collect::<String>(),
+            TARGET_PROGRAMS.join("|"),
+            TARGET_OS.join("|"),
+            TARGET_ARCH.join("|")
+        )))
+    }
 }
 
 /// Reads root metadata from a file.
@@ -198,6 +270,15 @@ pub struct Release {
 /// Signs `release` and writes it under `out` (`metadata/`, `targets/`). Earlier metadata in
 /// `out/metadata` (root chain, older consistent snapshots) is kept; `timestamp.json` is replaced.
 pub async fn publish(release: &Release, out: &Path) -> Result<()> {
+    b3iq_core::version::SoftwareVersion::parse(&release.version)
+        .map_err(|e| PublishError(format!("refused: --version: {e}")))?;
+    if release.files.is_empty() {
+        return Err(PublishError("refused: a release needs at least one --file".into()));
+    }
+    for f in &release.files {
+        check_target_name(&f.name)?;
+    }
+    check_root_threshold(&read_root(&release.root)?, None)?;
     let mut ed = RepositoryEditor::new(&release.root)
         .await
         .map_err(|e| err(format!("load root {}", release.root.display()), e))?;
@@ -254,4 +335,75 @@ pub async fn publish(release: &Release, out: &Path) -> Result<()> {
     )
     .map_err(|e| err("write root", e))?;
     Ok(())
+}
+
+/// Re-signs only `out/metadata/timestamp.json`: the same snapshot, a version above the current
+/// one (`version`, or the current one + 1 if that is not above it) and the expiry `expires`, so
+/// a repository with no new release does not look frozen to clients. The current timestamp must
+/// verify against `root`, and the snapshot it names must outlive `expires` (else a new release
+/// is needed: clients would refuse the expired snapshot). Written atomically (temp file,
+/// fsync, rename). Returns the new timestamp version.
+///
+/// # Errors
+/// A refusal when the current timestamp does not verify, the keys do not meet the timestamp
+/// threshold, or the snapshot expires first; file errors.
+pub async fn refresh_timestamp(
+    root: &Path,
+    out: &Path,
+    keys: &[PathBuf],
+    expires: jiff::Timestamp,
+    version: u64,
+) -> Result<u64> {
+    let root = read_root(root)?;
+    check_root_threshold(&root, None)?;
+    let meta = out.join("metadata");
+    let path = meta.join("timestamp.json");
+    let bytes = std::fs::read(&path).map_err(|e| err(format!("read {}", path.display()), e))?;
+    let current: Signed<Timestamp> =
+        serde_json::from_slice(&bytes).map_err(|e| err(format!("parse {}", path.display()), e))?;
+    root.signed.verify_role(&current).map_err(|e| {
+        PublishError(format!(
+            "refused: {} does not verify against this root ({e})",
+            path.display()
+        ))
+    })?;
+    let snap = current
+        .signed
+        .meta
+        .get("snapshot.json")
+        .ok_or_else(|| PublishError("refused: the timestamp names no snapshot.json".into()))?;
+    let snap_path = meta.join(format!("{}.snapshot.json", snap.version));
+    let snapshot: Signed<tough::schema::Snapshot> = serde_json::from_slice(
+        &std::fs::read(&snap_path).map_err(|e| err(format!("read {}", snap_path.display()), e))?,
+    )
+    .map_err(|e| err(format!("parse {}", snap_path.display()), e))?;
+    if snapshot.signed.expires <= expires {
+        return Err(PublishError(format!(
+            "refused: the snapshot expires at {}, before the new timestamp would ({expires}); publish a new release instead",
+            snapshot.signed.expires
+        )));
+    }
+    let next = version.max(current.signed.version.get() + 1);
+    let mut ts = Timestamp::new(
+        current.signed.spec_version.clone(),
+        NonZeroU64::new(next).ok_or_else(|| PublishError("timestamp version 0".into()))?,
+        expires,
+    );
+    ts.meta = current.signed.meta.clone();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let signed = SignedRole::new(ts, &KeyHolder::Root(root.signed.clone()), &sources(keys), &rng)
+        .await
+        .map_err(|e| {
+            PublishError(format!(
+                "refused: the --key files do not meet the timestamp role's threshold ({e}); use the timestamp key"
+            ))
+        })?;
+    root.signed.verify_role(signed.signed()).map_err(|e| {
+        PublishError(format!(
+            "refused: the --key files do not meet the timestamp role's threshold ({e}); use the timestamp key"
+        ))
+    })?;
+    crate::context::home::write_atomic(&path, signed.buffer(), 0o644)
+        .map_err(|e| err(format!("write {}", path.display()), e))?;
+    Ok(next)
 }

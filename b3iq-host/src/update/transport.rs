@@ -22,15 +22,34 @@ impl Default for HttpTransport {
 }
 
 impl HttpTransport {
-    /// A transport with its own connection pool.
+    /// A transport with its own connection pool, trusting the web roots.
     pub fn new() -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        HttpTransport { client }
+        Self::with_ca(None).unwrap_or_else(|_| HttpTransport {
+            client: reqwest::Client::new(),
+        })
     }
+
+    /// A transport that trusts only the PEM certificate(s) in `ca_pem` (a self-signed control
+    /// plane, a private CA) when given, else the web roots.
+    ///
+    /// # Errors
+    /// A message when `ca_pem` holds no certificate or the client cannot be built.
+    pub fn with_ca(ca_pem: Option<&str>) -> Result<Self, String> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(30));
+        if let Some(pem) = ca_pem {
+            b = crate::managed::trust_only(b, pem)?;
+        }
+        let client = b.build().map_err(|e| format!("http client: {e}"))?;
+        Ok(HttpTransport { client })
+    }
+}
+
+/// Checks that `pem` holds at least one certificate.
+pub(crate) fn check_pem(pem: &str) -> Result<(), String> {
+    crate::managed::trust_only(reqwest::Client::builder(), pem).map(|_| ())
 }
 
 #[async_trait::async_trait]

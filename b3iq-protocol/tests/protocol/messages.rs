@@ -6,7 +6,7 @@ use b3iq_core::enrollment::{EnrollmentProof, Nonce};
 use b3iq_core::heartbeat::{HealthStatus, Heartbeat, HeartbeatCounts};
 use b3iq_core::job::{Job, JobId, JobKind};
 use b3iq_core::{NodeKey, OperatingMode, Signed};
-use b3iq_protocol::messages::{Code, HexBlob, JobOutcome, JobResultAck, JobResultData, JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_RECEIPTS_PER_UPLOAD};
+use b3iq_protocol::messages::{Code, HexBlob, ReleaseVersion, JobOutcome, JobResultAck, JobResultData, JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_RECEIPTS_PER_UPLOAD};
 use b3iq_protocol::messages::*;
 use serde_json::{json, Value};
 
@@ -56,6 +56,7 @@ fn heartbeat(key: &NodeKey) -> HeartbeatRequest {
                     uptime_s: 3_600,
                 },
                 model_inventory: vec![Sha256Digest::of(b"weights")],
+                software_version: None,
             },
             key,
         )
@@ -169,6 +170,25 @@ fn samples() -> Vec<(&'static str, Value)> {
             .unwrap(),
         ),
         (
+            "result_updated",
+            serde_json::to_value(
+                JobResultReport::sign(
+                    &key,
+                    JobId([8; 16]),
+                    JobOutcome::Succeeded,
+                    None,
+                    JobResultData::Updated {
+                        previous: ReleaseVersion::new("0.1.0").unwrap(),
+                        installed: ReleaseVersion::new("0.2.0-rc.1").unwrap(),
+                        sha256: Sha256Digest::of(b"b3iqd"),
+                    },
+                    5_000,
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+        ),
+        (
             "result_failed",
             serde_json::to_value(
                 JobResultReport::sign(
@@ -212,7 +232,7 @@ fn parse(kind: &str, v: &Value) -> Result<(), String> {
         "ack" => serde_json::from_str::<HeartbeatAck>(&s).map(|_| ()),
         "poll" => serde_json::from_str::<JobPoll>(&s).map(|_| ()),
         "poll_response" => serde_json::from_str::<JobPollResponse>(&s).map(|_| ()),
-        "result" | "result_bundle" | "result_failed" => {
+        "result" | "result_bundle" | "result_updated" | "result_failed" => {
             serde_json::from_str::<JobResultReport>(&s).map(|_| ())
         }
         "result_ack" => serde_json::from_str::<JobResultAck>(&s).map(|_| ()),
@@ -431,6 +451,10 @@ fn messages_cannot_carry_prompts_outputs_keys_or_paths() {
         next_poll_at_ms: 0,
     })
     .unwrap();
+    // An update result's versions are versions, nothing else.
+    let mut u = samples().into_iter().find(|(k, _)| *k == "result_updated").unwrap().1;
+    u["result"]["installed"] = json!("see https://evil.example");
+    assert!(parse("result_updated", &u).is_err(), "free text as a version was accepted");
     r["jobs"][0]["body"]["kind"]["profile_id"] = json!("../../../../etc/passwd");
     assert!(
         parse("poll_response", &r).is_err(),

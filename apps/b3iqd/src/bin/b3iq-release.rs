@@ -83,6 +83,27 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Re-sign only the timestamp of the repository in --out (same snapshot, a higher version,
+    /// a new expiry), before the current one expires and without a new release. Run it from
+    /// cron on the machine that holds the timestamp key, e.g. daily:
+    /// `17 3 * * * b3iq-release timestamp --root /srv/b3iq/root.json --key /srv/b3iq/keys/timestamp.key --out /srv/b3iq/repo`
+    #[command(
+        after_help = "Example (crontab, daily at 03:17):\n  17 3 * * * b3iq-release timestamp --root /srv/b3iq/root.json --key /srv/b3iq/keys/timestamp.key --out /srv/b3iq/repo"
+    )]
+    Timestamp {
+        /// The current root metadata file.
+        #[arg(long)]
+        root: PathBuf,
+        /// Timestamp key file(s).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Days until the new timestamp expires.
+        #[arg(long, default_value_t = 7)]
+        expires_days: i64,
+        /// Repository directory (its metadata/timestamp.json is replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn days(n: i64) -> jiff_ts::Timestamp {
@@ -90,6 +111,14 @@ fn days(n: i64) -> jiff_ts::Timestamp {
 }
 
 use b3iq_host::update::publish::jiff as jiff_ts;
+
+/// Now in Unix seconds: the metadata versions this tool writes (so they only grow).
+fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1)
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -181,10 +210,7 @@ async fn run(cli: Cli) -> publish::Result<()> {
                     ))),
                 })
                 .collect::<publish::Result<Vec<_>>>()?;
-            let meta_version = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(1);
+            let meta_version = unix_s();
             let r = Release {
                 root,
                 version,
@@ -199,6 +225,20 @@ async fn run(cli: Cli) -> publish::Result<()> {
             eprintln!(
                 "b3iq-release: signed release {} (metadata version {meta_version}) into {}",
                 r.version,
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Timestamp {
+            root,
+            keys,
+            expires_days,
+            out,
+        } => {
+            let expires = days(expires_days);
+            let v = publish::refresh_timestamp(&root, &out, &keys, expires, unix_s()).await?;
+            eprintln!(
+                "b3iq-release: re-signed the timestamp of {} (version {v}, expires {expires})",
                 out.display()
             );
             Ok(())

@@ -81,13 +81,16 @@ impl Daemon {
 
     pub fn start_with(home: &Path, extra: &[&str]) -> Daemon {
         let model = model_path();
-        let mut cmd = Command::new(bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--model")
-            .arg(&model);
-        cmd.args(extra);
+        let mut args = vec!["--listen", "127.0.0.1:0", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::start_exe(Path::new(bin()), home, &args)
+    }
+
+    /// Start `EXE serve ARGS` (another copy of the daemon, e.g. one an update may replace) with
+    /// `home` and wait until it listens.
+    pub fn start_exe(exe: &Path, home: &Path, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve").args(args);
         cmd.env("B3IQ_HOME", home).env(
             "B3IQ_LOG",
             "debug,llama_cpp_2=warn,llama-cpp-2=warn,hyper=info",
