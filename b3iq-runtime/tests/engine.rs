@@ -343,7 +343,7 @@ async fn upstream_discovers_streams_and_maps_usage() {
     let mut done = None;
     while let Some(ev) = stream.next_event().await {
         match ev.unwrap() {
-            GenerationEvent::Delta { text: t } => {
+            GenerationEvent::Delta { text: t, .. } => {
                 deltas += 1;
                 text.push_str(&t);
             }
@@ -547,7 +547,7 @@ async fn quick_benchmark_runs_the_documented_request() {
     assert_eq!((by_hand.prompt_tokens, by_hand.completion_tokens), (r.prompt_tokens, r.completion_tokens), "greedy");
 
     let mut cut_short = QuickBenchmark::meter(MODEL);
-    cut_short.on_event(&GenerationEvent::Delta { text: "Once".into() });
+    cut_short.on_event(&GenerationEvent::delta("Once"));
     assert!(matches!(cut_short.finish(), Err(RuntimeError::Backend(_))));
 }
 

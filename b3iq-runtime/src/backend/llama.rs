@@ -23,6 +23,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use b3iq_core::sampling::{self, Candidate, SeedKey};
@@ -290,8 +291,8 @@ fn surviving_candidates(chain: &mut LlamaSampler, mut arr: LlamaTokenDataArray) 
         .collect()
 }
 
-/// Builds the sampling state of a request: the deterministic chain (grammar, penalties, top-k,
-/// top-p, min-p, temperature; greedy when temperature is 0) and the seed key of the final draw
+/// Builds the sampling state of a request: the deterministic chain (logit bias, grammar,
+/// penalties, top-k, top-p, min-p, temperature; greedy when temperature is 0) and the seed key of the final draw
 /// (`sampling.seed_key`, else derived from `sampling.seed`, else from a random seed).
 pub fn build_sampler(
     model: &LlamaModel,
@@ -299,6 +300,21 @@ pub fn build_sampler(
     format: &ResponseFormat,
 ) -> Result<RequestSampler, RuntimeError> {
     let mut chain = Vec::new();
+    if !sampling.logit_bias.is_empty() {
+        let n_vocab = model.n_vocab().max(0) as u32;
+        if let Some((t, _)) = sampling.logit_bias.iter().find(|(t, _)| *t >= n_vocab) {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "logit_bias names token id {t}, outside this model's vocabulary (0..{n_vocab})"
+            )));
+        }
+        let biases: Vec<LlamaLogitBias> = sampling
+            .logit_bias
+            .iter()
+            .map(|&(t, b)| LlamaLogitBias::new(llama_token(t), b))
+            .collect();
+        // First in the chain: OpenAI adds the bias to the logits before anything else.
+        chain.push(LlamaSampler::logit_bias(model.n_vocab(), &biases));
+    }
     let grammar = match format {
         ResponseFormat::Text => None,
         ResponseFormat::JsonObject => Some(JSON_OBJECT_GBNF.to_string()),
