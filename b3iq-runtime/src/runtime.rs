@@ -102,6 +102,13 @@ pub enum ResponseFormat {
         /// The JSON Schema.
         schema: serde_json::Value,
     },
+    /// Exactly one tool call, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, to
+    /// one of `tools` (the grammar of [`crate::tools::tool_call_grammar`]): how a required or
+    /// named `tool_choice` is enforced.
+    ToolCall {
+        /// The functions the call may name (one for a named `tool_choice`).
+        tools: Vec<crate::tools::ToolFunction>,
+    },
 }
 
 /// Per-request sampling parameters. `temperature == 0` means greedy decoding.

@@ -332,6 +332,9 @@ pub fn build_sampler(
                 })?,
             )
         }
+        ResponseFormat::ToolCall { tools } => {
+            crate::tools::tool_call_grammar(tools, &crate::tools::ToolChoice::Required)?
+        }
     };
     if let Some(g) = grammar {
         chain.push(LlamaSampler::grammar(model, &g, "root").map_err(|e| {

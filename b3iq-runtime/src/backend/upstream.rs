@@ -276,7 +276,8 @@ impl UpstreamRuntime {
             params.extra.insert("logit_bias".into(), serde_json::Value::Object(bias));
         }
         let format = match &request.response_format {
-            ResponseFormat::Text => None,
+            // Refused in `generate` before a body is built.
+            ResponseFormat::Text | ResponseFormat::ToolCall { .. } => None,
             ResponseFormat::JsonObject => Some(WireResponseFormat::JsonObject),
             ResponseFormat::JsonSchema { name, schema } => Some(WireResponseFormat::JsonSchema {
                 json_schema: JsonSchemaFormat {
@@ -406,6 +407,11 @@ impl Runtime for UpstreamRuntime {
 
     async fn generate(&self, request: GenerateRequest) -> Result<GenerationStream, RuntimeError> {
         request.validate()?;
+        if matches!(request.response_format, ResponseFormat::ToolCall { .. }) {
+            return Err(RuntimeError::Unsupported(
+                "a forced tool call is not relayed to an upstream server yet; use tool_choice \"auto\"".into(),
+            ));
+        }
         if request.logprobs.is_some() {
             return Err(RuntimeError::Unsupported(
                 "token log probabilities are not relayed from an upstream server yet".into(),
