@@ -368,7 +368,8 @@ impl ChatChunkChoice {
         Self::with_delta(ChatDelta::default(), Some(reason.into()))
     }
 
-    fn with_delta(delta: ChatDelta, finish_reason: Option<String>) -> Self {
+    /// A chunk with any delta (tool-call parts, ...) and an optional finish reason.
+    pub fn with_delta(delta: ChatDelta, finish_reason: Option<String>) -> Self {
         ChatChunkChoice {
             index: 0,
             delta,

@@ -75,6 +75,12 @@ fn translate(body: Map<String, Value>) -> Result<(CommonParams, Vec<b3iq_openai:
     if messages.is_empty() {
         return Err(bad("`input` is required"));
     }
+    if c.get("tools").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+        return Err(bad("`tools` is not served on /v1/responses yet; use /v1/chat/completions for tool calling"));
+    }
+    if c.get("top_logprobs").is_some_and(|v| !v.is_null() && v.as_u64() != Some(0)) {
+        return Err(bad("`top_logprobs` is not served on /v1/responses yet; use /v1/chat/completions with logprobs"));
+    }
     let c: CommonParams = serde_json::from_value(Value::Object(c))
         .map_err(|e| HostError::InvalidJson(e.to_string()))?;
     let messages = serde_json::from_value(Value::Array(messages))
@@ -188,6 +194,7 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
         max_tokens: p.max_tokens,
         stop: p.stop,
         response_format: p.response_format,
+        logprobs: None,
     };
     let mut inf = inference::start(&st, ireq).await?;
     let created = inf.created();
@@ -201,7 +208,7 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
         let mut text = String::new();
         while let Some(ev) = inf.next().await {
             match ev? {
-                InferenceEvent::Delta(t) => text.push_str(&t),
+                InferenceEvent::Delta(t, _) => text.push_str(&t),
                 InferenceEvent::Done(f) => {
                     let v = response_object(
                         &id,
@@ -295,7 +302,7 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
                         json!({"code": e.code(), "message": e.body()["error"]["message"].clone()}),
                     );
                 }
-                Some(Ok(InferenceEvent::Delta(t))) => {
+                Some(Ok(InferenceEvent::Delta(t, _))) => {
                     s.text.push_str(&t);
                     let ev = json!({"item_id": s.msg_id, "output_index": 0, "content_index": 0, "delta": t, "logprobs": []});
                     s.push("response.output_text.delta", ev);
