@@ -1377,6 +1377,72 @@ mod tests {
         assert!(parse_messages(Some(m)).is_err());
     }
 
+    fn params(v: serde_json::Value) -> CommonParams {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn tools_choices_and_history_are_parsed_and_rendered() {
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+        let t = parse_tools(&params(serde_json::json!({"tools": tools, "tool_choice": "required"})))
+            .unwrap()
+            .unwrap();
+        assert!(t.active() && t.forced() && !t.legacy);
+        let t = parse_tools(&params(serde_json::json!({"functions": [{"name": "f"}], "function_call": {"name": "f"}})))
+            .unwrap()
+            .unwrap();
+        assert!(t.legacy && t.choice == ToolChoice::Function("f".into()));
+        assert_eq!(t.tools[0].parameters, serde_json::json!({"type": "object"}));
+        assert!(parse_tools(&params(serde_json::json!({"tool_choice": "auto"}))).unwrap().is_none());
+        for bad_body in [
+            serde_json::json!({"tool_choice": "required"}),
+            serde_json::json!({"tools": tools, "tool_choice": "sometimes"}),
+            serde_json::json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "x"}}}),
+            serde_json::json!({"tools": [{"type": "function", "function": {"name": "bad name"}}]}),
+            serde_json::json!({"tools": [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "a"}}]}),
+            serde_json::json!({"tools": tools, "functions": [{"name": "f"}]}),
+            serde_json::json!({"tools": "nope"}),
+        ] {
+            assert!(matches!(parse_tools(&params(bad_body.clone())), Err(HostError::InvalidParameter(_))), "{bad_body}");
+        }
+        let t = parse_tools(&params(serde_json::json!({"tools": tools}))).unwrap();
+        let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"user","content":"w?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"sunny"},{"role":"tool","tool_call_id":"call_2","content":"windy"}]"#).unwrap();
+        let out = parse_chat(Some(m), t.as_ref()).unwrap();
+        assert_eq!(out[0].role, Role::System);
+        assert!(out[0].content.contains("<tools>") && out[0].content.contains("get_weather"));
+        assert!(out[2].content.contains("<tool_call>") && out[2].content.contains("Paris"), "{:?}", out[2]);
+        assert_eq!(out.len(), 4, "consecutive tool results share one turn: {out:?}");
+        assert!(out[3].content.contains("sunny") && out[3].content.contains("windy"));
+    }
+
+    #[test]
+    fn logprobs_and_logit_bias_are_range_checked() {
+        let c = |v| params(v);
+        assert_eq!(parse_logprobs(&c(serde_json::json!({"logprobs": true, "top_logprobs": 2})), true).unwrap(), Some(2));
+        assert_eq!(parse_logprobs(&c(serde_json::json!({"logprobs": true})), true).unwrap(), Some(0));
+        assert_eq!(parse_logprobs(&c(serde_json::json!({})), true).unwrap(), None);
+        assert_eq!(parse_logprobs(&c(serde_json::json!({"logprobs": 3})), false).unwrap(), Some(3));
+        for (v, chat) in [
+            (serde_json::json!({"logprobs": 2}), true),
+            (serde_json::json!({"top_logprobs": 1}), true),
+            (serde_json::json!({"logprobs": true, "top_logprobs": 21}), true),
+            (serde_json::json!({"logprobs": 21}), false),
+            (serde_json::json!({"logprobs": 1, "top_logprobs": 1}), false),
+        ] {
+            assert!(parse_logprobs(&c(v.clone()), chat).is_err(), "{v}");
+        }
+        assert_eq!(parse_logit_bias(&c(serde_json::json!({"logit_bias": {"7": -100, "9": 5.5}}))).unwrap(), vec![(7, -100.0), (9, 5.5)]);
+        for v in [
+            serde_json::json!({"logit_bias": {"x": 1}}),
+            serde_json::json!({"logit_bias": {"1": 100.5}}),
+            serde_json::json!({"logit_bias": [1]}),
+        ] {
+            assert!(parse_logit_bias(&c(v.clone())).is_err(), "{v}");
+        }
+    }
+
     #[test]
     fn request_bodies_get_typed_errors() {
         assert!(matches!(
