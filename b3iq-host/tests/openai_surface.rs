@@ -627,3 +627,47 @@ async fn logprobs_shapes() {
     assert_eq!(entries as u64, usage, "{text}");
     n.node.shutdown().await;
 }
+
+/// Issue 17, fault 5 with tools: `/v1/responses` takes function tools in its flat shape and
+/// answers a call as a `function_call` output item (streamed as its argument events), and takes
+/// `function_call` / `function_call_output` input items as history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_function_calls() {
+    let n = node(json!({})).await;
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let body = json!({"model": n.model, "input": "What is the weather in Paris?", "tools": tools, "tool_choice": "required", "temperature": 0, "max_output_tokens": 100});
+    let (s, v) = n.post("/v1/responses", body.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "completed", "{v}");
+    let call = v["output"].as_array().unwrap().iter().find(|o| o["type"] == "function_call").unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(call["name"], "get_weather");
+    assert!(call["call_id"].as_str().unwrap().starts_with("call_"), "{v}");
+    let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+    // Streamed.
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let text = n.c.post(n.url("/v1/responses")).bearer_auth(&n.key).json(&sb).send().await.unwrap().text().await.unwrap();
+    let events: Vec<Value> = text.split("\n\n").filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: "))).map(|d| serde_json::from_str(d).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"response.function_call_arguments.done"), "{kinds:?}");
+    assert!(!kinds.contains(&"response.output_text.delta"), "{kinds:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(last["response"]["output"][0]["type"], "function_call", "{last}");
+    assert!(events.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+    // History items reach the prompt.
+    let history = json!([{"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny, 21 C"}]);
+    let (s, with) = n.post("/v1/responses", json!({"model": n.model, "input": history, "tools": tools, "max_output_tokens": 8, "temperature": 0})).await;
+    assert_eq!(s, 200, "{with}");
+    let (_, without) = n.post("/v1/responses", json!({"model": n.model, "input": [history[0], history[2]], "tools": tools, "max_output_tokens": 8, "temperature": 0})).await;
+    assert!(with["usage"]["input_tokens"].as_u64() > without["usage"]["input_tokens"].as_u64(), "{with} {without}");
+    // Non-function tools are refused by name.
+    let (s, e) = n.post("/v1/responses", json!({"model": n.model, "input": "x", "tools": [{"type": "web_search"}]})).await;
+    assert_eq!(s, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("tools"), "{e}");
+    n.node.shutdown().await;
+}

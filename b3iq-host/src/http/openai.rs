@@ -153,17 +153,17 @@ pub(super) struct ToolsRequest {
 
 impl ToolsRequest {
     /// Whether the tools are shown to the model and its output read for calls.
-    fn active(&self) -> bool {
+    pub(super) fn active(&self) -> bool {
         self.choice != ToolChoice::None && !self.tools.is_empty()
     }
 
     /// Whether a call is forced by a grammar (`required` or a named function).
-    fn forced(&self) -> bool {
+    pub(super) fn forced(&self) -> bool {
         matches!(self.choice, ToolChoice::Required | ToolChoice::Function(_))
     }
 
     /// The names a call may use.
-    fn names(&self) -> Vec<&str> {
+    pub(super) fn names(&self) -> Vec<&str> {
         match &self.choice {
             ToolChoice::Function(n) => vec![n.as_str()],
             _ => self.tools.iter().map(|t| t.name.as_str()).collect(),
@@ -181,7 +181,7 @@ impl ToolsRequest {
     }
 
     /// Reads the calls out of a choice's whole text: `(content, calls)`.
-    fn parse(&self, text: &str) -> (String, Vec<ParsedToolCall>) {
+    pub(super) fn parse(&self, text: &str) -> (String, Vec<ParsedToolCall>) {
         tools::parse_tool_calls(text, &self.names(), self.forced())
     }
 }
@@ -601,10 +601,6 @@ fn audit_fields(c: &CommonParams) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessage>> {
-    parse_chat(msgs, None)
-}
-
 /// The conversation as the model reads it (see [`b3iq_runtime::tools`] for the format): an
 /// assistant message's `tool_calls` (or legacy `function_call`) rendered after its text as
 /// `<tool_call>` blocks; `tool` (and legacy `function`) messages as a user turn of
@@ -757,6 +753,12 @@ pub async fn chat_completions(State(st): State<Arc<NodeState>>, req: Request) ->
 /// grammar, which cannot be combined with a JSON `response_format`).
 fn chat_extras(p: &mut Params, c: &CommonParams) -> Result<()> {
     p.logprobs = parse_logprobs(c, true)?;
+    apply_tools(p, c)
+}
+
+/// Parses the tools of a chat (or Responses) request into `p`; a forced call becomes the output
+/// grammar (400 beside a JSON `response_format`).
+pub(super) fn apply_tools(p: &mut Params, c: &CommonParams) -> Result<()> {
     p.tools = parse_tools(c)?;
     if let Some(t) = p.tools.as_ref().filter(|t| t.active() && t.forced()) {
         if p.response_format != ResponseFormat::Text {
@@ -1188,7 +1190,7 @@ fn finish_for_calls(legacy: bool) -> &'static str {
 }
 
 /// A new tool call id, `call_` and 24 random hex digits.
-fn call_id() -> String {
+pub(super) fn call_id() -> String {
     let mut b = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
     format!("call_{}", hex::encode(b))
@@ -1361,20 +1363,20 @@ mod tests {
     #[test]
     fn messages_parse_and_refuse_bad_roles() {
         let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]"#).unwrap();
-        let out = parse_messages(Some(m)).unwrap();
+        let out = parse_chat(Some(m), None).unwrap();
         assert_eq!(out[1].content, "ab");
         assert_eq!(out[2].content, "");
         let m: Vec<wire::ChatMessage> =
             serde_json::from_str(r#"[{"role":"wizard","content":"x"}]"#).unwrap();
-        assert!(parse_messages(Some(m))
+        assert!(parse_chat(Some(m), None)
             .unwrap_err()
             .to_string()
             .contains("wizard"));
-        assert!(parse_messages(Some(vec![])).is_err());
-        assert!(parse_messages(None).is_err());
+        assert!(parse_chat(Some(vec![]), None).is_err());
+        assert!(parse_chat(None, None).is_err());
         let m: Vec<wire::ChatMessage> =
             serde_json::from_str(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#).unwrap();
-        assert!(parse_messages(Some(m)).is_err());
+        assert!(parse_chat(Some(m), None).is_err());
     }
 
     fn params(v: serde_json::Value) -> CommonParams {
