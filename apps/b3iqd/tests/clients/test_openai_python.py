@@ -322,6 +322,29 @@ def test_responses_api(client, model):
     assert deltas and events[-1].response.output_text == deltas
 
 
+def test_responses_function_call(client, model):
+    import json
+    tools = [{"type": "function", "name": "get_weather", "description": "Current weather in a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    r = client.responses.create(model=model, input="What is the weather in Paris?", tools=tools, tool_choice="required",
+                                temperature=0, max_output_tokens=100)
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].call_id.startswith("call_")
+    assert isinstance(json.loads(calls[0].arguments)["city"], str)
+    # the call and its output sent back as input items
+    r2 = client.responses.create(model=model, tools=tools, max_output_tokens=16, temperature=0, input=[
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": calls[0].call_id, "name": "get_weather", "arguments": calls[0].arguments},
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny, 21 C"}])
+    assert r2.status in ("completed", "incomplete")
+    assert r2.usage.input_tokens > r.usage.input_tokens
+    events = list(client.responses.create(model=model, input="What is the weather in Paris?", tools=tools,
+                                          tool_choice="required", temperature=0, max_output_tokens=100, stream=True))
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert len(done) == 1 and isinstance(json.loads(done[0].arguments)["city"], str)
+    assert events[-1].type == "response.completed"
+
+
 def test_n_choices(client, model):
     r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Name a fruit."}],
                                        max_tokens=4, n=2, seed=3)
