@@ -126,7 +126,11 @@ pub fn render_tool_calls<'a>(
 /// `{"name": ..., "arguments": ...}` with `name` first (the order the prompt shows and the
 /// grammar forces; serde_json would sort the keys).
 fn call_json(name: &str, arguments: &Value) -> String {
-    format!("{{\"name\": {}, \"arguments\": {}}}", json!(name), arguments)
+    format!(
+        "{{\"name\": {}, \"arguments\": {}}}",
+        json!(name),
+        arguments
+    )
 }
 
 /// A tool result as the text of a `user` turn.
@@ -170,7 +174,9 @@ pub fn tool_call_grammar(
     };
     if allowed.is_empty() {
         return Err(RuntimeError::InvalidRequest(match choice {
-            ToolChoice::Function(n) => format!("tool_choice names function {n:?}, which is not in tools"),
+            ToolChoice::Function(n) => {
+                format!("tool_choice names function {n:?}, which is not in tools")
+            }
             _ => "tool_choice \"required\" needs at least one tool".into(),
         }));
     }
@@ -178,7 +184,10 @@ pub fn tool_call_grammar(
         [one] => call_schema(one),
         many => format!(
             "{{\"anyOf\":[{}]}}",
-            many.iter().map(|t| call_schema(t)).collect::<Vec<_>>().join(",")
+            many.iter()
+                .map(|t| call_schema(t))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     };
     let gbnf = llama_cpp_2::json_schema_to_grammar(&schema).map_err(|e| {
@@ -187,9 +196,7 @@ pub fn tool_call_grammar(
         ))
     })?;
     // The converter names its start rule `root`; it becomes the call's JSON under our root.
-    let mut out = String::from(
-        "root ::= \"<tool_call>\\n\" tool-call-json \"\\n</tool_call>\"\n",
-    );
+    let mut out = String::from("root ::= \"<tool_call>\\n\" tool-call-json \"\\n</tool_call>\"\n");
     for line in gbnf.lines() {
         match line.strip_prefix("root ::=") {
             Some(rest) => {
@@ -210,7 +217,11 @@ pub fn tool_call_grammar(
 /// that does not parse stays in the text. With `bare_json` (a grammar-forced call whose tags a
 /// template rendered as special tokens), text with no block that is itself such an object is
 /// one call.
-pub fn parse_tool_calls(text: &str, known: &[&str], bare_json: bool) -> (String, Vec<ParsedToolCall>) {
+pub fn parse_tool_calls(
+    text: &str,
+    known: &[&str],
+    bare_json: bool,
+) -> (String, Vec<ParsedToolCall>) {
     let mut calls = Vec::new();
     let mut content = String::new();
     let mut rest = text;
@@ -253,7 +264,9 @@ fn parse_call(inner: &str, known: &[&str]) -> Option<ParsedToolCall> {
     }
     let args = match v.get("arguments").or_else(|| v.get("parameters")) {
         None | Some(Value::Null) => json!({}),
-        Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok().filter(Value::is_object)?,
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .ok()
+            .filter(Value::is_object)?,
         Some(a) if a.is_object() => a.clone(),
         Some(_) => return None,
     };
@@ -330,7 +343,9 @@ mod tests {
     #[test]
     fn the_system_block_lists_every_tool_as_json() {
         let s = tools_system_prompt(&[weather()]);
-        assert!(s.contains("<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"get_weather\""));
+        assert!(
+            s.contains("<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"")
+        );
         assert!(s.contains("</tools>") && s.contains("<tool_call>"));
     }
 
@@ -340,7 +355,13 @@ mod tests {
         assert_eq!(text, "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>");
         let (content, calls) = parse_tool_calls(&text, &["get_weather"], false);
         assert_eq!(content, "Let me check.");
-        assert_eq!(calls, vec![ParsedToolCall { name: "get_weather".into(), arguments: r#"{"city":"Paris"}"#.into() }]);
+        assert_eq!(
+            calls,
+            vec![ParsedToolCall {
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris"}"#.into()
+            }]
+        );
     }
 
     #[test]
@@ -350,10 +371,18 @@ mod tests {
         assert!(calls.is_empty());
         assert_eq!(content, t);
         // Arguments as a JSON string, no closing tag at the end.
-        let t = "<tool_call>{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}";
+        let t =
+            "<tool_call>{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}";
         let (content, calls) = parse_tool_calls(t, &["get_weather"], false);
-        assert_eq!((content.as_str(), calls[0].arguments.as_str()), ("", r#"{"city":"Oslo"}"#));
-        let (_, calls) = parse_tool_calls(r#"{"name":"get_weather","arguments":{}}"#, &["get_weather"], true);
+        assert_eq!(
+            (content.as_str(), calls[0].arguments.as_str()),
+            ("", r#"{"city":"Oslo"}"#)
+        );
+        let (_, calls) = parse_tool_calls(
+            r#"{"name":"get_weather","arguments":{}}"#,
+            &["get_weather"],
+            true,
+        );
         assert_eq!(calls.len(), 1);
     }
 
@@ -371,19 +400,35 @@ mod tests {
         assert_eq!(f.push("able>"), "<table>");
         let mut f = ToolCallFilter::default();
         f.push("<tool_call>not json");
-        assert_eq!(f.finish(&["x"]), ("<tool_call>not json".to_string(), vec![]));
+        assert_eq!(
+            f.finish(&["x"]),
+            ("<tool_call>not json".to_string(), vec![])
+        );
     }
 
     #[test]
     fn a_forced_call_grammar_wraps_the_schema_grammar() {
-        let g = tool_call_grammar(&[weather()], &ToolChoice::Required).unwrap().unwrap();
-        assert!(g.starts_with("root ::= \"<tool_call>\\n\" tool-call-json \"\\n</tool_call>\"\n"), "{g}");
+        let g = tool_call_grammar(&[weather()], &ToolChoice::Required)
+            .unwrap()
+            .unwrap();
+        assert!(
+            g.starts_with("root ::= \"<tool_call>\\n\" tool-call-json \"\\n</tool_call>\"\n"),
+            "{g}"
+        );
         assert!(g.contains("tool-call-json ::="), "{g}");
         // `name` comes before `arguments` in the forced JSON.
-        let line = g.lines().find(|l| l.starts_with("tool-call-json ::=")).unwrap();
-        assert!(line.find("name").unwrap() < line.find("arguments").unwrap(), "{g}");
+        let line = g
+            .lines()
+            .find(|l| l.starts_with("tool-call-json ::="))
+            .unwrap();
+        assert!(
+            line.find("name").unwrap() < line.find("arguments").unwrap(),
+            "{g}"
+        );
         assert_eq!(g.matches("root ::=").count(), 1, "{g}");
-        assert!(tool_call_grammar(&[weather()], &ToolChoice::Auto).unwrap().is_none());
+        assert!(tool_call_grammar(&[weather()], &ToolChoice::Auto)
+            .unwrap()
+            .is_none());
         assert!(tool_call_grammar(&[weather()], &ToolChoice::Function("nope".into())).is_err());
         assert!(tool_call_grammar(&[], &ToolChoice::Required).is_err());
     }
