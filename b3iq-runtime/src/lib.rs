@@ -17,6 +17,8 @@
 //! - [`gguf`]: a bounds-checked GGUF header reader (no tensor loading).
 //! - [`hardware`]: hardware scan and model fit check.
 //! - [`bench`]: the benchmark suite (pp/tg tokens/s, aggregate throughput at N streams).
+//! - [`tools`]: tool calling over any chat template (the generic prompt format, the grammar
+//!   of a forced call, the parser of calls in generated text).
 //!
 //! ## Cargo features
 //!
@@ -37,6 +39,7 @@ pub mod hardware;
 pub mod quantize;
 pub mod runtime;
 pub mod store;
+pub mod tools;
 #[cfg(feature = "verify")]
 pub mod verify;
 
