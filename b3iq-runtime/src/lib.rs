@@ -23,6 +23,9 @@
 //! ## Cargo features
 //!
 //! - `wgpu` (default): list GPU adapters through wgpu in the hardware scan.
+//! - `verify`: the verifier (`verify`) and model requantization (`quantize`).
+//! - `wgpu-backend`: the wgpu fallback backend ([`backend::wgpu`]), WGSL kernels for LLaMA
+//!   GGUF models on any Vulkan/Metal/DX12 GPU (off in the plain build; b3iq-host turns it on).
 //!
 //! All errors are [`RuntimeError`].
 
