@@ -110,6 +110,15 @@ pub async fn relay_completions(
     gw.clone().relay(&node, "/v1/completions", req).await
 }
 
+/// `POST /v1/internal/relay/{node_id}/v1/responses` (another replica's request).
+pub async fn relay_responses(
+    State(gw): Gw,
+    axum::extract::Path(node): axum::extract::Path<String>,
+    req: Request,
+) -> Result<Response> {
+    gw.clone().relay(&node, "/v1/responses", req).await
+}
+
 /// `GET /metrics/gateway` (Prometheus text).
 pub async fn metrics(State(gw): Gw) -> Response {
     (
@@ -169,6 +178,24 @@ pub async fn completions(State(gw): Gw, req: Request) -> Response {
         .forward(req, "/v1/completions")
         .await
         .unwrap_or_else(|e| e.into_response())
+}
+
+/// `POST /v1/responses` (OpenAI's Responses API, stateless on the node; its token limit is
+/// `max_output_tokens`).
+pub async fn responses(State(gw): Gw, req: Request) -> Response {
+    gw.clone()
+        .forward(req, "/v1/responses")
+        .await
+        .unwrap_or_else(|e| e.into_response())
+}
+
+/// The request field that limits the answer's tokens on `path`.
+fn token_limit_fields(path: &str) -> &'static [&'static str] {
+    if path == "/v1/responses" {
+        &["max_output_tokens"]
+    } else {
+        &["max_completion_tokens", "max_tokens"]
+    }
 }
 
 /// A held amount: released when dropped unless settled, or, when the client went away
@@ -282,7 +309,7 @@ struct Ask {
     stream: bool,
 }
 
-fn ask(v: &Value, default_max_tokens: u32) -> Result<Ask> {
+fn ask(v: &Value, path: &str, default_max_tokens: u32) -> Result<Ask> {
     let bad = |field: &'static str, reason: &str| ControlError::Invalid {
         field,
         reason: reason.to_string(),
@@ -297,21 +324,16 @@ fn ask(v: &Value, default_max_tokens: u32) -> Result<Ask> {
                 "`model` is required; GET /v1/models lists the models served now",
             )
         })?;
-    let max_tokens = match v
-        .get("max_completion_tokens")
-        .filter(|x| !x.is_null())
-        .or_else(|| v.get("max_tokens").filter(|x| !x.is_null()))
-    {
+    let fields = token_limit_fields(path);
+    let named = fields
+        .iter()
+        .find_map(|f| v.get(*f).filter(|x| !x.is_null()).map(|x| (*f, x)));
+    let max_tokens = match named {
         None => u64::from(default_max_tokens),
-        Some(n) => n
+        Some((f, n)) => n
             .as_u64()
             .filter(|n| (1..=MAX_MAX_TOKENS).contains(n))
-            .ok_or_else(|| {
-                bad(
-                    "max_tokens",
-                    &format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}"),
-                )
-            })?,
+            .ok_or_else(|| bad(f, &format!("{f} must be between 1 and {MAX_MAX_TOKENS}")))?,
     };
     let stream = match v.get("stream") {
         None | Some(Value::Null) => false,
@@ -576,7 +598,7 @@ impl Gateway {
                 reason: "send a JSON object".into(),
             });
         }
-        let a = ask(&v, self.config.default_max_tokens)?;
+        let a = ask(&v, path, self.config.default_max_tokens)?;
         let worst = self
             .config
             .price
@@ -641,8 +663,9 @@ impl Gateway {
             v["model"] = Value::String(offered.node_model_id.clone());
             // The hold covers `a.max_tokens`: a request that names none is sent with the default
             // written in, since a node generates until the context is full without one.
-            if v.get("max_tokens").is_none_or(Value::is_null) && v.get("max_completion_tokens").is_none_or(Value::is_null) {
-                v["max_tokens"] = Value::from(a.max_tokens);
+            let fields = token_limit_fields(path);
+            if fields.iter().all(|f| v.get(*f).is_none_or(Value::is_null)) {
+                v[fields[fields.len() - 1]] = Value::from(a.max_tokens);
             }
             let payload = serde_json::to_vec(&v).unwrap_or_default();
             let (resp, slot) = match self.send(&target.via, &node, path, &ticket, payload).await {
