@@ -149,7 +149,7 @@ pub enum HostError {
     /// A signed update was refused or failed (TUF verification, the repository, the swap); the
     /// message says which and what to do.
     #[error("update: {0}")]
-    Update(#[from] crate::update::UpdateError),
+    Update(#[from] UpdateError),
 
     /// The home directory could not be read or written.
     #[error("home directory {path}: {source}; check permissions or set B3IQ_HOME")]
@@ -212,7 +212,7 @@ impl HostError {
             }
             NotClaimed | ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
             ControlPlane(_) => StatusCode::BAD_GATEWAY,
-            Update(crate::update::UpdateError::Local(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            Update(UpdateError::Local(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Update(_) => StatusCode::BAD_GATEWAY,
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -342,10 +342,10 @@ impl b3iq_core::ClassifiedError for HostError {
             AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_)
             | SignInBusy(_) | NetworkBusy(_) => C::State,
             ControlPlane(_) => C::Io,
-            Update(crate::update::UpdateError::Unavailable(_) | crate::update::UpdateError::Local(_)) => C::Io,
-            Update(crate::update::UpdateError::Rollback { .. }) => C::Replayed,
-            Update(crate::update::UpdateError::Expired { .. }) => C::Expired,
-            Update(crate::update::UpdateError::UntrustedSignature { .. } | crate::update::UpdateError::BadRootRotation { .. }) => C::Unauthenticated,
+            Update(UpdateError::Unavailable(_) | UpdateError::Local(_)) => C::Io,
+            Update(UpdateError::Rollback { .. }) => C::Replayed,
+            Update(UpdateError::Expired { .. }) => C::Expired,
+            Update(UpdateError::UntrustedSignature { .. } | UpdateError::BadRootRotation { .. }) => C::Unauthenticated,
             Update(_) => C::InvalidInput,
             Home { .. } | Db(_) => C::Io,
             Runtime(e) => e.category(),
@@ -381,5 +381,103 @@ impl IntoResponse for HostError {
             }
         }
         resp
+    }
+}
+
+/// Why an update was refused or failed. The message is for the owner; the variant for code.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// The repository served older metadata than the node has already seen (a replay).
+    #[error("refused: rollback attack: the repository served older {role} metadata than this node already trusts ({detail})")]
+    Rollback {
+        /// The TUF role (root, targets, snapshot, timestamp).
+        role: String,
+        /// tough's description of the failure.
+        detail: String,
+    },
+    /// A role's metadata has expired (a freeze attack, or a repository nobody re-signed).
+    #[error("refused: freeze attack or stale repository: the {role} metadata has expired")]
+    Expired {
+        /// The TUF role (root, targets, snapshot, timestamp).
+        role: String,
+    },
+    /// Metadata not signed by the threshold of keys the trusted root names for its role.
+    #[error(
+        "refused: {role} metadata is not signed by enough keys trusted by the root ({detail})"
+    )]
+    UntrustedSignature {
+        /// The TUF role (root, targets, snapshot, timestamp).
+        role: String,
+        /// tough's description of the failure.
+        detail: String,
+    },
+    /// A new root not signed by the old root's threshold (and its own).
+    #[error("refused: root rotation not signed by the previous root's keys ({detail})")]
+    BadRootRotation {
+        /// tough's description of the failure.
+        detail: String,
+    },
+    /// A file whose hash does not match the signed metadata (arbitrary software or a corrupt file).
+    #[error("refused: {what} does not match the hash in the signed metadata ({detail})")]
+    HashMismatch {
+        /// The file or limit concerned.
+        what: String,
+        /// tough's description of the failure.
+        detail: String,
+    },
+    /// A file larger than the signed length or the metadata limit (an endless data stream).
+    #[error("refused: {what} is larger than allowed ({detail})")]
+    TooLarge {
+        /// The file or limit concerned.
+        what: String,
+        /// tough's description of the failure.
+        detail: String,
+    },
+    /// Metadata from different releases (snapshot names a version of targets that was not served).
+    #[error("refused: mix-and-match: metadata from different releases ({detail})")]
+    MixAndMatch {
+        /// tough's description of the failure.
+        detail: String,
+    },
+    /// The repository could not be reached or a file was missing.
+    #[error("repository unavailable: {0}")]
+    Unavailable(String),
+    /// Metadata that does not parse or is otherwise invalid.
+    #[error("refused: bad metadata: {0}")]
+    BadMetadata(String),
+    /// The repository has no release for this platform.
+    #[error("no release for this platform ({0}) in the repository")]
+    NoTarget(String),
+    /// The signed current release is older than the version an `update` job asked for (the
+    /// repository moved back, or the job was queued for a release not published yet).
+    #[error("refused: the repository's signed current release is {available}, older than the {requested} this update asks for; nothing was installed")]
+    OlderThanRequested {
+        /// The version the job named.
+        requested: String,
+        /// The signed current release's version.
+        available: String,
+    },
+    /// Nothing to roll back to, no repository configured, or a local file error.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl UpdateError {
+    /// Stable machine-readable code (what a control plane is told for a failed `update` job).
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpdateError::Rollback { .. } => "update_rollback",
+            UpdateError::Expired { .. } => "update_expired",
+            UpdateError::UntrustedSignature { .. } => "update_untrusted_signature",
+            UpdateError::BadRootRotation { .. } => "update_bad_root_rotation",
+            UpdateError::HashMismatch { .. } => "update_hash_mismatch",
+            UpdateError::TooLarge { .. } => "update_too_large",
+            UpdateError::MixAndMatch { .. } => "update_mix_and_match",
+            UpdateError::Unavailable(_) => "update_unavailable",
+            UpdateError::BadMetadata(_) => "update_bad_metadata",
+            UpdateError::NoTarget(_) => "update_no_target",
+            UpdateError::OlderThanRequested { .. } => "update_older_than_requested",
+            UpdateError::Local(_) => "update_local",
+        }
     }
 }
