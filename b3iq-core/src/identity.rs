@@ -141,9 +141,26 @@ impl fmt::Debug for NodeKey {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct NodePublicKey(VerifyingKey);
 
+thread_local! {
+    /// The last key [`NodePublicKey::from_bytes`] accepted on this thread, with its bytes.
+    static LAST_DECODED_KEY: std::cell::Cell<Option<([u8; 32], NodePublicKey)>> =
+        const { std::cell::Cell::new(None) };
+}
+
 impl NodePublicKey {
     /// Parses 32 bytes, refusing points that are not valid keys.
+    ///
+    /// Parsing decompresses the curve point (a field square root, about as costly as a tenth of
+    /// a signature check). A batch usually names one key many times (a receipt upload carries
+    /// its node's key in each of up to 256 receipts), so the last key accepted on the calling
+    /// thread is remembered and the same 32 bytes again return it without decompressing: the
+    /// answer is the one decompression would give, since parsing is a pure function of the bytes.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self> {
+        if let Some((b, key)) = LAST_DECODED_KEY.with(std::cell::Cell::get) {
+            if &b == bytes {
+                return Ok(key);
+            }
+        }
         let vk = VerifyingKey::from_bytes(bytes).map_err(|e| CoreError::InvalidPublicKey {
             reason: e.to_string(),
         })?;
@@ -152,7 +169,9 @@ impl NodePublicKey {
                 reason: "small-order (weak) key".into(),
             });
         }
-        Ok(Self(vk))
+        let key = Self(vk);
+        LAST_DECODED_KEY.with(|c| c.set(Some((*bytes, key))));
+        Ok(key)
     }
 
     /// The 32 bytes.
@@ -478,6 +497,30 @@ mod tests {
         let mut ident = [0u8; 32];
         ident[0] = 1;
         assert!(NodePublicKey::from_bytes(&ident).is_err());
+    }
+
+    #[test]
+    fn a_remembered_key_decodes_as_a_fresh_one_and_refusals_stay_refused() {
+        let (a, b) = (NodeKey::from_seed([1; 32]).public(), NodeKey::from_seed([2; 32]).public());
+        let mut ident = [0u8; 32];
+        ident[0] = 1;
+        // y = 2 is not the y-coordinate of a curve point: decompression fails.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert!(VerifyingKey::from_bytes(&off_curve).is_err());
+        for _ in 0..3 {
+            for k in [a, a, b, a, b, b] {
+                let d = NodePublicKey::from_bytes(k.as_bytes()).unwrap();
+                assert_eq!(d, k);
+                assert_eq!(d.node_id(), k.node_id());
+                let s = NodeKey::from_seed(if k == a { [1; 32] } else { [2; 32] }).sign_raw(b"m");
+                assert!(d.verify_raw(b"m", &s));
+                // A bad key right after a good one is still refused, and does not replace it.
+                assert!(NodePublicKey::from_bytes(&ident).is_err());
+                assert!(NodePublicKey::from_bytes(&off_curve).is_err());
+                assert_eq!(NodePublicKey::from_bytes(k.as_bytes()).unwrap(), k);
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! * [`sampling`]: the replayable final sampling stage; [`fingerprint`]: hidden-state commitments.
 //! * [`heartbeat`], [`enrollment`], [`benchmark`]: the other signed kinds; [`attestation`]:
 //!   inference attestations and verification verdicts (verifiable inference).
+//! * [`precomputed`]: strict Ed25519 checks of many signatures by one key, sped up by
+//!   precomputed multiples (same verdicts as one by one).
 //! * [`metering`]: usage per key / model and price schedules; [`reputation`]: decaying,
 //!   non-transferable node scores; [`tier`]: trust tiers 0-3.
 //! * [`version`]: SemVer 2.0.0 software versions (releases, heartbeats, `update` jobs).
@@ -44,6 +46,7 @@ pub mod merkle;
 pub mod metering;
 pub mod mode;
 pub mod payout;
+pub mod precomputed;
 pub mod receipt;
 pub mod reputation;
 pub mod sampling;

@@ -26,13 +26,19 @@ pub fn keccak256(data: &[u8]) -> Hash32 {
     Hash32(Keccak256::digest(data).into())
 }
 
-/// A 20-byte Ethereum address; text form `0x` + 40 hex characters (any case accepted on
-/// input, lowercase on output; EIP-55 checksums are not checked here).
+/// A 20-byte Ethereum address; text form `0x` + 40 hex characters. On input, all lowercase
+/// or all uppercase hex is accepted as is, and mixed case must be a valid EIP-55 checksum (so
+/// a mistyped checksummed address is refused before money is sent to it); output is
+/// lowercase, [`EthAddress::to_checksum`] gives the EIP-55 form.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EthAddress(pub [u8; 20]);
 
 impl EthAddress {
     /// Parses `0x` + 40 hex characters.
+    ///
+    /// # Errors
+    /// `InvalidHex` when the prefix, length or digits are wrong, or when mixed case is not
+    /// the address's EIP-55 checksum.
     pub fn parse(s: &str) -> Result<Self> {
         let body = s.strip_prefix("0x").ok_or_else(|| CoreError::InvalidHex {
             field: "address",
@@ -49,7 +55,32 @@ impl EthAddress {
             field: "address",
             reason: e.to_string(),
         })?;
-        Ok(Self(out))
+        let a = Self(out);
+        let lower = body.bytes().any(|b| b.is_ascii_lowercase());
+        let upper = body.bytes().any(|b| b.is_ascii_uppercase());
+        if lower && upper && a.to_checksum()[2..] != *body {
+            return Err(CoreError::InvalidHex {
+                field: "address",
+                reason: "the mixed-case address fails its EIP-55 checksum (a typo?); give \
+                         the checksummed address, or all lowercase to skip the check"
+                    .into(),
+            });
+        }
+        Ok(a)
+    }
+
+    /// The EIP-55 mixed-case checksum form: hex digit `i` is upper case when nibble `i` of
+    /// keccak256 of the lowercase hex text is >= 8 (EIP-55, "Specification").
+    pub fn to_checksum(&self) -> String {
+        let lower = hex::encode(self.0);
+        let h = keccak256(lower.as_bytes());
+        let mut out = String::with_capacity(42);
+        out.push_str("0x");
+        for (i, c) in lower.chars().enumerate() {
+            let nibble = (h.0[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0x0f;
+            out.push(if nibble >= 8 { c.to_ascii_uppercase() } else { c });
+        }
+        out
     }
 }
 
@@ -240,6 +271,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn eip55_checksums() {
+        // The test vectors of EIP-55.
+        for v in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            let a = EthAddress::parse(v).unwrap();
+            assert_eq!(a.to_checksum(), v);
+            assert_eq!(EthAddress::parse(&v.to_lowercase()).unwrap(), a);
+            assert_eq!(EthAddress::parse(&format!("0x{}", v[2..].to_uppercase())).unwrap(), a);
+            // One letter's case flipped: refused, with the reason.
+            let i = v[2..].find(|c: char| c.is_ascii_alphabetic()).unwrap() + 2;
+            let mut bad: Vec<char> = v.chars().collect();
+            bad[i] = if bad[i].is_ascii_uppercase() {
+                bad[i].to_ascii_lowercase()
+            } else {
+                bad[i].to_ascii_uppercase()
+            };
+            let bad: String = bad.into_iter().collect();
+            let e = EthAddress::parse(&bad).unwrap_err().to_string();
+            assert!(e.contains("EIP-55"), "{e}");
+        }
+    }
+
+    #[test]
     fn keccak_known_vector() {
         assert_eq!(
             keccak256(b"").to_hex(),
@@ -305,8 +363,11 @@ mod tests {
 
     #[test]
     fn address_parsing() {
-        let a = EthAddress::parse("0x00000000000000000000000000000000000000Ff").unwrap();
+        let a = EthAddress::parse("0x00000000000000000000000000000000000000ff").unwrap();
         assert_eq!(a.0[19], 0xff);
+        assert_eq!(EthAddress::parse("0x00000000000000000000000000000000000000FF").unwrap(), a);
+        // Mixed case is a checksum, and this one is wrong.
+        assert!(EthAddress::parse("0x00000000000000000000000000000000000000Ff").is_err());
         assert_eq!(a.to_string(), "0x00000000000000000000000000000000000000ff");
         assert!(EthAddress::parse("00000000000000000000000000000000000000ff").is_err());
         assert!(EthAddress::parse("0x0000").is_err());

@@ -26,6 +26,7 @@ use std::fmt;
 use crate::codec::{Canonical, Reader, Writer};
 use crate::error::{CoreError, Result};
 use crate::identity::{NodeId, NodeKey, NodePublicKey, Signature};
+use crate::precomputed::PrecomputedKey;
 
 /// The kinds of signed object, each with its own domain tag and wire byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -440,7 +441,32 @@ impl<T: SignedKind> Signed<T> {
         Ok(claimed)
     }
 
-    fn verify_embedded_signer(&self) -> Result<()> {
+    /// [`Signed::verify_self_certified`] with `key`'s precomputed multiples when `key` is the
+    /// envelope's signer (the same verdict, about twice as fast when one key signed many
+    /// objects: see [`crate::precomputed`]); objects signed by another key are checked as by
+    /// `verify_self_certified`.
+    ///
+    /// # Errors
+    /// As [`Signed::verify_self_certified`].
+    pub fn verify_self_certified_with(&self, key: &PrecomputedKey) -> Result<NodeId> {
+        if key.public() != &self.signer {
+            return self.verify_self_certified();
+        }
+        let claimed = self.body.claimed_node_id().ok_or_else(|| {
+            CoreError::field("node_id", format!("a {} does not name a node id", T::KIND.name()))
+        })?;
+        self.check_embedded_signer()?;
+        if key.verify_raw(&self.signing_message(), &self.signature) {
+            Ok(claimed)
+        } else {
+            Err(CoreError::InvalidSignature {
+                kind: T::KIND.name(),
+            })
+        }
+    }
+
+    /// The checks of [`Signed::verify_embedded_signer`] before the signature's.
+    fn check_embedded_signer(&self) -> Result<()> {
         check_claimed_signer(&self.body, &self.signer)?;
         if let Some(claimed) = self.body.claimed_node_id() {
             let actual = self.signer.node_id();
@@ -452,6 +478,11 @@ impl<T: SignedKind> Signed<T> {
                 });
             }
         }
+        Ok(())
+    }
+
+    fn verify_embedded_signer(&self) -> Result<()> {
+        self.check_embedded_signer()?;
         if self.signer.verify_raw(&self.signing_message(), &self.signature) {
             Ok(())
         } else {

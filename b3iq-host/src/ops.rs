@@ -35,6 +35,27 @@ impl Offline {
         Context::open(dir).map(Offline)
     }
 
+    /// As [`Offline::open`], for commands that read or change an existing node: a home with
+    /// no node identity is an error instead of a new node (a mistyped `--home` must not make
+    /// one silently).
+    ///
+    /// # Errors
+    /// `Config` when the home has no `identity.key`; else as [`Context::open`].
+    pub fn open_existing(dir: Option<std::path::PathBuf>) -> Result<Offline> {
+        let home = match &dir {
+            Some(d) => crate::context::Home::at(d.clone()),
+            None => crate::context::Home::from_env()?,
+        };
+        if !home.identity_path().exists() {
+            return Err(HostError::Config(format!(
+                "no node at {}: `b3iqd serve` creates one there, or pass --home (or set \
+                 B3IQ_HOME) to the node's home",
+                home.root().display()
+            )));
+        }
+        Self::open(Some(home.root().to_path_buf()))
+    }
+
     /// `b3iqd status`.
     ///
     /// # Errors

@@ -169,12 +169,16 @@ async fn response_format_and_field_audit() {
             "response_format",
             json!({"response_format": {"type": "yaml"}}),
         ),
+        // Served fields with bad values: a 400 that names the field.
         (
             "tools",
-            json!({"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}], "tool_choice": "required"}),
+            json!({"tools": [{"type": "retrieval", "function": {"name": "get_weather"}}]}),
         ),
-        ("logprobs", json!({"logprobs": true, "top_logprobs": 2})),
+        ("tool_choice", json!({"tool_choice": "required"})),
+        ("top_logprobs", json!({"logprobs": true, "top_logprobs": 21})),
+        ("top_logprobs", json!({"top_logprobs": 2})),
         ("logit_bias", json!({"logit_bias": {"50256": -100}})),
+        ("logit_bias", json!({"logit_bias": {"1": 101}})),
         (
             "stream_options",
             json!({"stream_options": {"include_usage": true}}),
@@ -505,5 +509,165 @@ async fn n_choices() {
             .contains("n must be"),
         "{e}"
     );
+    n.node.shutdown().await;
+}
+
+fn weather_tools() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+}
+
+/// Issue 17, fault 1: tools reach the prompt, a required or named call is forced by a grammar
+/// and answered as `message.tool_calls` (also streamed as tool-call deltas, and in the legacy
+/// `functions` shape), and tool-call history is rendered into the prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls() {
+    let n = node(json!({})).await;
+    let msgs = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let (s, plain) = n.post("/v1/chat/completions", json!({"model": n.model, "messages": msgs, "max_tokens": 4, "temperature": 0})).await;
+    assert_eq!(s, 200, "{plain}");
+    for choice in [json!("required"), json!({"type": "function", "function": {"name": "get_weather"}})] {
+        let body = json!({"model": n.model, "messages": msgs, "max_tokens": 100, "temperature": 0, "tools": weather_tools(), "tool_choice": choice});
+        let (s, v) = n.post("/v1/chat/completions", body).await;
+        assert_eq!(s, 200, "{v}");
+        let c = &v["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+        assert!(c["message"]["content"].is_null(), "{v}");
+        let call = &c["message"]["tool_calls"][0];
+        assert!(call["id"].as_str().unwrap().starts_with("call_"), "{v}");
+        assert_eq!(call["type"], "function");
+        assert_eq!(call["function"]["name"], "get_weather");
+        let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(args["city"].is_string(), "{args}");
+        assert!(v["usage"]["prompt_tokens"].as_u64() > plain["usage"]["prompt_tokens"].as_u64(), "the tools reach the prompt: {v}");
+    }
+    // Legacy `functions` + `function_call`.
+    let f = weather_tools()[0]["function"].clone();
+    let (s, v) = n.post("/v1/chat/completions", json!({"model": n.model, "messages": msgs, "max_tokens": 100, "temperature": 0,
+        "functions": [f], "function_call": {"name": "get_weather"}})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "function_call", "{v}");
+    assert_eq!(v["choices"][0]["message"]["function_call"]["name"], "get_weather", "{v}");
+    // Streamed: a delta with id, type and name, then the arguments; finish `tool_calls`.
+    let body = json!({"model": n.model, "messages": msgs, "max_tokens": 100, "temperature": 0, "tools": weather_tools(), "tool_choice": "required", "stream": true});
+    let text = n.c.post(n.url("/v1/chat/completions")).bearer_auth(&n.key).json(&body).send().await.unwrap().text().await.unwrap();
+    let chunks: Vec<Value> = text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
+    assert_eq!(deltas.len(), 2, "{text}");
+    assert!(deltas[0]["id"].as_str().unwrap().starts_with("call_") && deltas[0]["function"]["name"] == "get_weather", "{text}");
+    let args: Value = serde_json::from_str(deltas[1]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{text}");
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls", "{text}");
+    // History: the call and its result are rendered (more prompt tokens than without the call).
+    let call = json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}});
+    let history = |with_call: bool| {
+        let mut a = json!({"role": "assistant", "content": null});
+        if with_call {
+            a["tool_calls"] = json!([call]);
+        }
+        json!([{"role": "user", "content": "What is the weather in Paris?"}, a, {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"}])
+    };
+    let mut counts = Vec::new();
+    for with_call in [true, false] {
+        let (s, v) = n.post("/v1/chat/completions", json!({"model": n.model, "messages": history(with_call), "max_tokens": 2, "temperature": 0, "tools": weather_tools()})).await;
+        assert_eq!(s, 200, "{v}");
+        counts.push(v["usage"]["prompt_tokens"].as_u64().unwrap());
+    }
+    assert!(counts[0] > counts[1], "{counts:?}");
+    // tool_choice naming a function that is not offered; tools on completions.
+    let (s, v) = n.post("/v1/chat/completions", json!({"model": n.model, "messages": msgs, "tools": weather_tools(), "tool_choice": {"type": "function", "function": {"name": "nope"}}})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = n.post("/v1/completions", json!({"model": n.model, "prompt": "x", "tools": weather_tools()})).await;
+    assert_eq!(s, 400, "{v}");
+    n.node.shutdown().await;
+}
+
+/// Issue 17, fault 1: `logprobs` on chat (OpenAI's chat shape) and on completions (the legacy
+/// shape), whole and streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_shapes() {
+    let n = node(json!({})).await;
+    let msgs = json!([{"role": "user", "content": "Name a colour."}]);
+    let (s, v) = n.post("/v1/chat/completions", json!({"model": n.model, "messages": msgs, "max_tokens": 8, "temperature": 0, "logprobs": true, "top_logprobs": 2})).await;
+    assert_eq!(s, 200, "{v}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len() as u64, v["usage"]["completion_tokens"].as_u64().unwrap(), "{v}");
+    let mut joined = String::new();
+    for e in content {
+        assert!(e["logprob"].as_f64().unwrap() <= 0.0, "{e}");
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2, "{e}");
+        assert!(top[0]["logprob"].as_f64() >= top[1]["logprob"].as_f64(), "{e}");
+        let bytes: Vec<u8> = e["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+        assert_eq!(String::from_utf8_lossy(&bytes), e["token"].as_str().unwrap());
+        joined.push_str(e["token"].as_str().unwrap());
+    }
+    assert_eq!(joined, v["choices"][0]["message"]["content"].as_str().unwrap());
+    // Without the field: `null`.
+    let (_, v) = n.post("/v1/chat/completions", json!({"model": n.model, "messages": msgs, "max_tokens": 2})).await;
+    assert!(v["choices"][0]["logprobs"].is_null(), "{v}");
+    // Completions, legacy shape.
+    let (s, v) = n.post("/v1/completions", json!({"model": n.model, "prompt": "The sky is", "max_tokens": 5, "temperature": 0, "logprobs": 2})).await;
+    assert_eq!(s, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    let tokens = lp["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len() as u64, v["usage"]["completion_tokens"].as_u64().unwrap(), "{v}");
+    assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), tokens.len());
+    assert!(lp["token_logprobs"].as_array().unwrap().iter().all(|l| l.as_f64().unwrap() <= 0.0), "{v}");
+    assert!(lp["top_logprobs"].as_array().unwrap().iter().all(|t| (1..=2).contains(&t.as_object().unwrap().len())), "{v}");
+    let offsets: Vec<u64> = lp["text_offset"].as_array().unwrap().iter().map(|o| o.as_u64().unwrap()).collect();
+    assert_eq!(offsets[0], 0);
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    // Streamed chat: each chunk carries its tokens' entries; they add up to completion_tokens.
+    let body = json!({"model": n.model, "messages": msgs, "max_tokens": 8, "temperature": 0, "logprobs": true, "top_logprobs": 1, "stream": true, "stream_options": {"include_usage": true}});
+    let text = n.c.post(n.url("/v1/chat/completions")).bearer_auth(&n.key).json(&body).send().await.unwrap().text().await.unwrap();
+    let chunks: Vec<Value> = text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let entries: usize = chunks.iter().filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array()).map(Vec::len).sum();
+    let usage = chunks.last().unwrap()["usage"]["completion_tokens"].as_u64().unwrap();
+    assert_eq!(entries as u64, usage, "{text}");
+    n.node.shutdown().await;
+}
+
+/// Issue 17, fault 5 with tools: `/v1/responses` takes function tools in its flat shape and
+/// answers a call as a `function_call` output item (streamed as its argument events), and takes
+/// `function_call` / `function_call_output` input items as history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_function_calls() {
+    let n = node(json!({})).await;
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let body = json!({"model": n.model, "input": "What is the weather in Paris?", "tools": tools, "tool_choice": "required", "temperature": 0, "max_output_tokens": 100});
+    let (s, v) = n.post("/v1/responses", body.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "completed", "{v}");
+    let call = v["output"].as_array().unwrap().iter().find(|o| o["type"] == "function_call").unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(call["name"], "get_weather");
+    assert!(call["call_id"].as_str().unwrap().starts_with("call_"), "{v}");
+    let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+    // Streamed.
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let text = n.c.post(n.url("/v1/responses")).bearer_auth(&n.key).json(&sb).send().await.unwrap().text().await.unwrap();
+    let events: Vec<Value> = text.split("\n\n").filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: "))).map(|d| serde_json::from_str(d).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"response.function_call_arguments.done"), "{kinds:?}");
+    assert!(!kinds.contains(&"response.output_text.delta"), "{kinds:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(last["response"]["output"][0]["type"], "function_call", "{last}");
+    assert!(events.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+    // History items reach the prompt.
+    let history = json!([{"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny, 21 C"}]);
+    let (s, with) = n.post("/v1/responses", json!({"model": n.model, "input": history, "tools": tools, "max_output_tokens": 8, "temperature": 0})).await;
+    assert_eq!(s, 200, "{with}");
+    let (_, without) = n.post("/v1/responses", json!({"model": n.model, "input": [history[0], history[2]], "tools": tools, "max_output_tokens": 8, "temperature": 0})).await;
+    assert!(with["usage"]["input_tokens"].as_u64() > without["usage"]["input_tokens"].as_u64(), "{with} {without}");
+    // Non-function tools are refused by name.
+    let (s, e) = n.post("/v1/responses", json!({"model": n.model, "input": "x", "tools": [{"type": "web_search"}]})).await;
+    assert_eq!(s, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("tools"), "{e}");
     n.node.shutdown().await;
 }

@@ -54,11 +54,14 @@ pub use error::OpenAiError;
 pub use error_body::{ErrorBody, ErrorCode, ErrorDetail};
 pub use request::{
     ChatCompletionRequest, ChatMessage, CommonParams, CompletionRequest, ContentPart,
-    JsonSchemaFormat, MessageContent, PromptInput, ResponseFormat, Stop, StreamOptions,
+    FunctionDefinition, JsonSchemaFormat, MessageContent, PromptInput, ResponseFormat, Stop,
+    StreamOptions, Tool,
 };
 pub use response::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta,
-    Completion, Model, ModelList, StreamItem, TextChoice, TextCompletion, Usage,
+    ChatLogprobs, ChatTokenLogprob, Completion, FunctionCall, FunctionCallDelta, Model, ModelList,
+    StreamItem, TextChoice, TextCompletion, TextLogprobs, ToolCall, ToolCallDelta, TopLogprob,
+    Usage,
 };
 pub use sse::{SseEvent, SseParser};
 

@@ -104,6 +104,29 @@ impl CommonParams {
         }
     }
 
+    /// The `tools` field, parsed on demand; empty when absent or `null`.
+    ///
+    /// # Errors
+    /// [`OpenAiError::InvalidJson`] when it is present but not a list of tools.
+    pub fn tools(&self) -> Result<Vec<Tool>, OpenAiError> {
+        self.typed_list("tools")
+    }
+
+    /// The legacy `functions` field (a list of function definitions); empty when absent.
+    ///
+    /// # Errors
+    /// [`OpenAiError::InvalidJson`] when it is present but not a list of functions.
+    pub fn functions(&self) -> Result<Vec<FunctionDefinition>, OpenAiError> {
+        self.typed_list("functions")
+    }
+
+    fn typed_list<T: serde::de::DeserializeOwned>(&self, field: &'static str) -> Result<Vec<T>, OpenAiError> {
+        match self.extra.get(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(v) => Vec::<T>::deserialize(v).map_err(|e| OpenAiError::json(field, e)),
+        }
+    }
+
     /// An untyped extension field as a number (`top_k`, `min_p`, `repetition_penalty`, ...);
     /// `None` when absent or not a number.
     pub fn extension_f64(&self, name: &str) -> Option<f64> {
@@ -203,6 +226,36 @@ pub struct JsonSchemaFormat {
     pub strict: Option<bool>,
 }
 
+/// One entry of `tools`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// `function` (the only kind chat completions define).
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    /// The function.
+    pub function: FunctionDefinition,
+}
+
+fn function_kind() -> String {
+    "function".into()
+}
+
+/// A function a model may call (`tools[].function`, or an entry of legacy `functions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDefinition {
+    /// Its name (`a-z`, `A-Z`, `0-9`, `_`, `-`, at most 64 characters, as OpenAI requires).
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of its arguments object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// Whether calls must follow the schema exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
 /// `POST /v1/chat/completions`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionRequest {
@@ -229,6 +282,35 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
+    /// The `tool_calls` of an assistant message; empty when absent or `null`.
+    ///
+    /// # Errors
+    /// [`OpenAiError::InvalidJson`] when present but not a list of tool calls.
+    pub fn tool_calls(&self) -> Result<Vec<crate::response::ToolCall>, OpenAiError> {
+        match self.extra.get("tool_calls") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(v) => Vec::deserialize(v).map_err(|e| OpenAiError::json("tool_calls", e)),
+        }
+    }
+
+    /// The legacy `function_call` of an assistant message; `None` when absent or `null`.
+    ///
+    /// # Errors
+    /// [`OpenAiError::InvalidJson`] when present but not a function call.
+    pub fn function_call(&self) -> Result<Option<crate::response::FunctionCall>, OpenAiError> {
+        match self.extra.get("function_call") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => crate::response::FunctionCall::deserialize(v)
+                .map(Some)
+                .map_err(|e| OpenAiError::json("function_call", e)),
+        }
+    }
+
+    /// A string field of the message (`tool_call_id`, `name`); `None` when absent or not text.
+    pub fn text_field(&self, name: &str) -> Option<&str> {
+        self.extra.get(name).and_then(Value::as_str)
+    }
+
     /// A message with text content.
     pub fn new(role: impl Into<String>, text: impl Into<String>) -> Self {
         ChatMessage {

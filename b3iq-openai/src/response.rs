@@ -154,9 +154,9 @@ pub struct ChatChoice {
     pub index: u32,
     /// The generated message.
     pub message: AssistantMessage,
-    /// Token log-probabilities (B3IQ: always `null`).
+    /// Token log probabilities when the request asked for them (`logprobs: true`).
     #[serde(default)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<ChatLogprobs>,
     /// `stop`, `length`, ... (`null` only while unfinished).
     #[serde(default)]
     pub finish_reason: Option<String>,
@@ -170,6 +170,8 @@ impl ChatChoice {
             message: AssistantMessage {
                 role: "assistant".into(),
                 content: Some(content.into()),
+                tool_calls: None,
+                function_call: None,
             },
             logprobs: None,
             finish_reason: Some(finish_reason.into()),
@@ -186,6 +188,138 @@ pub struct AssistantMessage {
     /// The text (`null` when the model only called tools).
     #[serde(default)]
     pub content: Option<String>,
+    /// The tool calls the model made (then `finish_reason` is `tool_calls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The legacy form of one call, answered to requests that sent `functions` (then
+    /// `finish_reason` is `function_call`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<FunctionCall>,
+}
+
+/// One tool call, in an answer's `message.tool_calls` and in an assistant message of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// `call_...`: what the `tool` message answering it names as `tool_call_id`.
+    #[serde(default)]
+    pub id: String,
+    /// `function`.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    /// The function and its arguments.
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+/// A function call: its name and its arguments as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// The function's name.
+    #[serde(default)]
+    pub name: String,
+    /// The arguments, a JSON object as text (OpenAI's shape; an object sent by a lenient
+    /// client is read as its JSON text).
+    #[serde(default, deserialize_with = "json_text")]
+    pub arguments: String,
+}
+
+/// A string as is; any other JSON value as its compact text.
+fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        v => v.to_string(),
+    })
+}
+
+/// One tool call's part in a stream chunk's `delta.tool_calls`: the first part of a call has
+/// its `id`, `type` and `function.name`; later parts add to `function.arguments`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    /// Which call of the message this part belongs to (0, 1, ...).
+    #[serde(default)]
+    pub index: u32,
+    /// The call's id, in its first part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, in the first part.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The name (first part) and a piece of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+}
+
+/// A piece of a streamed function call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCallDelta {
+    /// The name, in the first piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Text to append to the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// `choices[].logprobs` of a chat answer or chunk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatLogprobs {
+    /// One entry per generated token of the content (of this chunk, in a stream).
+    #[serde(default)]
+    pub content: Option<Vec<ChatTokenLogprob>>,
+}
+
+/// One generated token's log probability and the most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatTokenLogprob {
+    /// The token's text (lossy UTF-8 of `bytes`).
+    #[serde(default)]
+    pub token: String,
+    /// Natural log of its probability (`<= 0`; OpenAI writes `-9999.0` for "impossible").
+    #[serde(default)]
+    pub logprob: f64,
+    /// The token's UTF-8 bytes (a token may hold part of a character).
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
+    /// The `top_logprobs` most likely tokens at this position, most likely first.
+    #[serde(default)]
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// An alternative token at a position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    /// The token's text.
+    #[serde(default)]
+    pub token: String,
+    /// Natural log of its probability.
+    #[serde(default)]
+    pub logprob: f64,
+    /// The token's bytes.
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// `choices[].logprobs` of a text completion (the legacy shape): parallel lists, one entry per
+/// generated token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextLogprobs {
+    /// The tokens' text.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Their log probabilities.
+    #[serde(default)]
+    pub token_logprobs: Vec<Option<f64>>,
+    /// Per token, the `logprobs` most likely tokens as text -> log probability.
+    #[serde(default)]
+    pub top_logprobs: Vec<Option<Map<String, Value>>>,
+    /// Per token, the character offset of its text in the completion's text (in this chunk's
+    /// request: counted from the start of the whole completion).
+    #[serde(default)]
+    pub text_offset: Vec<u32>,
 }
 
 /// A choice of a [`ChatCompletionChunk`].
@@ -197,9 +331,9 @@ pub struct ChatChunkChoice {
     /// What this chunk adds.
     #[serde(default)]
     pub delta: ChatDelta,
-    /// Token log-probabilities (B3IQ: always `null`).
+    /// Log probabilities of the tokens this chunk adds, when the request asked for them.
     #[serde(default)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<ChatLogprobs>,
     /// `null` until the last chunk of the choice.
     #[serde(default)]
     pub finish_reason: Option<String>,
@@ -212,6 +346,7 @@ impl ChatChunkChoice {
             ChatDelta {
                 role: Some(role.into()),
                 content: Some(String::new()),
+                ..ChatDelta::default()
             },
             None,
         )
@@ -221,8 +356,8 @@ impl ChatChunkChoice {
     pub fn content(text: impl Into<String>) -> Self {
         Self::with_delta(
             ChatDelta {
-                role: None,
                 content: Some(text.into()),
+                ..ChatDelta::default()
             },
             None,
         )
@@ -233,7 +368,8 @@ impl ChatChunkChoice {
         Self::with_delta(ChatDelta::default(), Some(reason.into()))
     }
 
-    fn with_delta(delta: ChatDelta, finish_reason: Option<String>) -> Self {
+    /// A chunk with any delta (tool-call parts, ...) and an optional finish reason.
+    pub fn with_delta(delta: ChatDelta, finish_reason: Option<String>) -> Self {
         ChatChunkChoice {
             index: 0,
             delta,
@@ -252,6 +388,12 @@ pub struct ChatDelta {
     /// Text added by this chunk (llama.cpp's server sends `null` in its role chunk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Parts of tool calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// Part of a legacy function call (requests that sent `functions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<FunctionCallDelta>,
 }
 
 /// A choice of a [`TextCompletion`] (whole answer or chunk).
@@ -263,9 +405,9 @@ pub struct TextChoice {
     /// The text (of this chunk, in a stream).
     #[serde(default)]
     pub text: String,
-    /// Token log-probabilities (B3IQ: always `null`).
+    /// Log probabilities of the text's tokens, when the request asked for them (`logprobs: k`).
     #[serde(default)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<TextLogprobs>,
     /// `null` until the last chunk of the choice.
     #[serde(default)]
     pub finish_reason: Option<String>,

@@ -602,6 +602,10 @@ fn bounded_receipts<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Resu
     Ok(v)
 }
 
+/// Uploads of at least this many receipts are checked with the upload key's precomputed
+/// multiples ([`b3iq_core::precomputed`]); below it, one by one is cheaper.
+const PRECOMPUTE_FROM: usize = 16;
+
 impl ReceiptUpload {
     /// Signs a batch (1 to 256 receipts).
     pub fn sign(key: &NodeKey, receipts: Vec<SignedReceipt>, now_ms: u64) -> Result<Self> {
@@ -642,8 +646,15 @@ impl ReceiptUpload {
         if !self.public_key.verify_raw(&self.signing_message(), &self.signature) {
             return Err(bad("signature", "receipt upload: Ed25519 signature does not verify".into()));
         }
+        // Up to 256 receipts by one key: with the key's multiples precomputed (about 15 strict
+        // checks' worth of work) each check costs about half as much, with the same verdict.
+        let precomputed = (self.receipts.len() >= PRECOMPUTE_FROM).then(|| self.public_key.precompute());
         for (i, r) in self.receipts.iter().enumerate() {
-            let id = r.verify_self_certified().map_err(|e| bad("receipts", format!("receipt {i}: {e}")))?;
+            let checked = match &precomputed {
+                Some(k) => r.verify_self_certified_with(k),
+                None => r.verify_self_certified(),
+            };
+            let id = checked.map_err(|e| bad("receipts", format!("receipt {i}: {e}")))?;
             if id != self.node_id || r.signer() != &self.public_key {
                 return Err(bad("receipts", format!("receipt {i} was signed by another node ({id}); a node uploads only its own receipts")));
             }

@@ -34,7 +34,7 @@ pub fn llama_runtime_fingerprint(threads: u32) -> RuntimeFingerprint {
 ///
 /// # Errors
 /// [`RuntimeError::InvalidRequest`] for a request with a grammar (`response_format` other than
-/// text: not replayed yet), a sampled request without a seed key, or token ids without
+/// text: not replayed yet) or a `logit_bias` (the sampler spec cannot carry it yet), a sampled request without a seed key, or token ids without
 /// fingerprints (the runtime did not fingerprint).
 #[allow(clippy::too_many_arguments)]
 pub fn build_attestation(
@@ -50,6 +50,12 @@ pub fn build_attestation(
     if !matches!(format, ResponseFormat::Text) {
         return Err(RuntimeError::InvalidRequest(
             "constrained output (a grammar) cannot be attested yet".into(),
+        ));
+    }
+    if !sampling.logit_bias.is_empty() {
+        // `SamplerSpec` has no field for it, so a verifier could not rebuild the chain.
+        return Err(RuntimeError::InvalidRequest(
+            "a request with logit_bias cannot be attested yet".into(),
         ));
     }
     let greedy = sampling.temperature <= 0.0;

@@ -17,10 +17,15 @@
 //! - [`gguf`]: a bounds-checked GGUF header reader (no tensor loading).
 //! - [`hardware`]: hardware scan and model fit check.
 //! - [`bench`]: the benchmark suite (pp/tg tokens/s, aggregate throughput at N streams).
+//! - [`tools`]: tool calling over any chat template (the generic prompt format, the grammar
+//!   of a forced call, the parser of calls in generated text).
 //!
 //! ## Cargo features
 //!
 //! - `wgpu` (default): list GPU adapters through wgpu in the hardware scan.
+//! - `verify`: the verifier (`verify`) and model requantization (`quantize`).
+//! - `wgpu-backend`: the wgpu fallback backend ([`backend::wgpu`]), WGSL kernels for LLaMA
+//!   GGUF models on any Vulkan/Metal/DX12 GPU (off in the plain build; b3iq-host turns it on).
 //!
 //! All errors are [`RuntimeError`].
 
@@ -37,6 +42,7 @@ pub mod hardware;
 pub mod quantize;
 pub mod runtime;
 pub mod store;
+pub mod tools;
 #[cfg(feature = "verify")]
 pub mod verify;
 

@@ -102,6 +102,13 @@ pub enum ResponseFormat {
         /// The JSON Schema.
         schema: serde_json::Value,
     },
+    /// Exactly one tool call, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, to
+    /// one of `tools` (the grammar of [`crate::tools::tool_call_grammar`]): how a required or
+    /// named `tool_choice` is enforced.
+    ToolCall {
+        /// The functions the call may name (one for a named `tool_choice`).
+        tools: Vec<crate::tools::ToolFunction>,
+    },
 }
 
 /// Per-request sampling parameters. `temperature == 0` means greedy decoding.
@@ -133,7 +140,23 @@ pub struct SamplingParams {
     /// `None` too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_key: Option<[u8; 32]>,
+    /// OpenAI `logit_bias`: `(token id, bias)` pairs added to the raw logits before every
+    /// other sampling step (llama.cpp's `logit_bias` sampler, first in the chain), so a bias of
+    /// -100 bans a token and +100 all but forces it. At most [`MAX_LOGIT_BIAS`] entries, each
+    /// bias in [-100, 100]; a token id outside the model's vocabulary is refused when the
+    /// sampler is built. Part of what a verifier replays ([`crate::verify`] builds the same
+    /// chain); an attestation cannot carry it yet, so biased requests are not attestable
+    /// (`docs/verification.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logit_bias: Vec<(u32, f32)>,
 }
+
+/// Most `logit_bias` entries one request may carry (OpenAI's limit).
+pub const MAX_LOGIT_BIAS: usize = 300;
+
+/// Most alternatives per token a request may ask for in its log probabilities (OpenAI's
+/// `top_logprobs` limit).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -148,6 +171,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             seed: None,
             seed_key: None,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -184,6 +208,17 @@ impl SamplingParams {
                 return bad(format!("{name} must be in [-2, 2], got {v}"));
             }
         }
+        if self.logit_bias.len() > MAX_LOGIT_BIAS {
+            return bad(format!(
+                "logit_bias may hold at most {MAX_LOGIT_BIAS} entries, got {}",
+                self.logit_bias.len()
+            ));
+        }
+        if let Some((t, b)) =
+            self.logit_bias.iter().find(|(_, b)| !b.is_finite() || !(-100.0..=100.0).contains(b))
+        {
+            return bad(format!("logit_bias for token {t} must be between -100 and 100, got {b}"));
+        }
         Ok(())
     }
 }
@@ -207,6 +242,13 @@ pub struct GenerateRequest {
     /// Structured output constraint.
     #[serde(default)]
     pub response_format: ResponseFormat,
+    /// Report token log probabilities: `None` (the default) reports none; `Some(k)` reports,
+    /// for every delivered token, its log probability and the `k` most likely alternatives
+    /// (`k` at most [`MAX_TOP_LOGPROBS`]) in [`GenerationEvent::Delta::logprobs`]. They are
+    /// the model's own distribution: log-softmax of the raw logits, before `logit_bias`,
+    /// penalties, grammar, truncation and temperature (what OpenAI reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u8>,
 }
 
 impl GenerateRequest {
@@ -219,6 +261,7 @@ impl GenerateRequest {
             max_tokens: None,
             stop: Vec::new(),
             response_format: ResponseFormat::Text,
+            logprobs: None,
         }
     }
 
@@ -251,9 +294,21 @@ impl GenerateRequest {
         self
     }
 
+    /// Asks for token log probabilities with `top` alternatives per token (see
+    /// [`GenerateRequest::logprobs`]).
+    pub fn with_logprobs(mut self, top: u8) -> Self {
+        self.logprobs = Some(top);
+        self
+    }
+
     /// Checks the request shape (not the model); the error says what to fix.
     pub fn validate(&self) -> Result<(), RuntimeError> {
         self.sampling.validate()?;
+        if let Some(k) = self.logprobs.filter(|&k| k > MAX_TOP_LOGPROBS) {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {k}"
+            )));
+        }
         if self.stop.len() > 16 {
             return Err(RuntimeError::InvalidRequest(format!(
                 "at most 16 stop sequences are allowed, got {}",
@@ -370,6 +425,28 @@ pub struct TokenIds {
     pub fingerprints: Vec<Vec<u8>>,
 }
 
+/// The log probability of one token (natural log, `<= 0`) and its bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenProb {
+    /// The token id.
+    pub token: u32,
+    /// The token's text as bytes (may be part of a UTF-8 character; empty for special tokens).
+    pub bytes: Vec<u8>,
+    /// `ln p(token)` under the model's distribution at that position.
+    pub logprob: f32,
+}
+
+/// The log probabilities at one generated position: the sampled token and the most likely
+/// alternatives (see [`GenerateRequest::logprobs`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The sampled token.
+    pub sampled: TokenProb,
+    /// The `k` most likely tokens, most likely first (ties by token id), which may include the
+    /// sampled one.
+    pub top: Vec<TokenProb>,
+}
+
 /// One event of a generation stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -378,6 +455,11 @@ pub enum GenerationEvent {
     Delta {
         /// The text.
         text: String,
+        /// With [`GenerateRequest::logprobs`]: one entry per token whose text this delta
+        /// completes (the tokens backing the delivered text, as [`TokenIds::completion`]);
+        /// otherwise empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logprobs: Vec<TokenLogprob>,
     },
     /// The last event of a successful stream.
     Done {
@@ -409,6 +491,16 @@ pub struct Completion {
     /// report them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ids: Option<TokenIds>,
+    /// Token log probabilities, one per delivered token, when the request asked for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+impl GenerationEvent {
+    /// A text delta without log probabilities.
+    pub fn delta(text: impl Into<String>) -> Self {
+        GenerationEvent::Delta { text: text.into(), logprobs: Vec::new() }
+    }
 }
 
 /// The stream of a running generation. Yields `Result<GenerationEvent, RuntimeError>`; the last
@@ -454,11 +546,15 @@ impl GenerationStream {
     /// Reads the stream to the end and returns all text with usage and timings.
     pub async fn collect_completion(mut self) -> Result<Completion, RuntimeError> {
         let mut text = String::new();
+        let mut logprobs = Vec::new();
         while let Some(ev) = self.next_event().await {
             match ev? {
-                GenerationEvent::Delta { text: t } => text.push_str(&t),
+                GenerationEvent::Delta { text: t, logprobs: l } => {
+                    text.push_str(&t);
+                    logprobs.extend(l);
+                }
                 GenerationEvent::Done { finish_reason, usage, timings, token_ids } => {
-                    return Ok(Completion { text, finish_reason, usage, timings, token_ids })
+                    return Ok(Completion { text, finish_reason, usage, timings, token_ids, logprobs })
                 }
             }
         }

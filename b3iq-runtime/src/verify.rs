@@ -449,6 +449,8 @@ pub fn verify_attestation(
         frequency_penalty: s.frequency_penalty,
         seed: None,
         seed_key: input.seed_key,
+        // An attestation has no field for a bias: `build_attestation` refuses biased requests.
+        logit_bias: Vec::new(),
     };
     let proofs = match att
         .proofs

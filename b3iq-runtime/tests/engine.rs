@@ -343,7 +343,7 @@ async fn upstream_discovers_streams_and_maps_usage() {
     let mut done = None;
     while let Some(ev) = stream.next_event().await {
         match ev.unwrap() {
-            GenerationEvent::Delta { text: t } => {
+            GenerationEvent::Delta { text: t, .. } => {
                 deltas += 1;
                 text.push_str(&t);
             }
@@ -547,7 +547,7 @@ async fn quick_benchmark_runs_the_documented_request() {
     assert_eq!((by_hand.prompt_tokens, by_hand.completion_tokens), (r.prompt_tokens, r.completion_tokens), "greedy");
 
     let mut cut_short = QuickBenchmark::meter(MODEL);
-    cut_short.on_event(&GenerationEvent::Delta { text: "Once".into() });
+    cut_short.on_event(&GenerationEvent::delta("Once"));
     assert!(matches!(cut_short.finish(), Err(RuntimeError::Backend(_))));
 }
 
@@ -698,4 +698,89 @@ mod seam {
         }
         assert_eq!(counters.metrics(4, 2).requests_total, 3);
     }
+}
+
+/// Issue 17: log probabilities are the model's own distribution, one entry per delivered token,
+/// and reading them never changes what is sampled (greedy or seeded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_report_the_model_distribution_without_changing_sampling() {
+    let req = chat("What is the capital of France?").with_sampling(SamplingParams::greedy()).with_max_tokens(8);
+    let plain = rt().generate(req.clone()).await.unwrap().collect_completion().await.unwrap();
+    let with = rt().generate(req.with_logprobs(5)).await.unwrap().collect_completion().await.unwrap();
+    assert!(plain.logprobs.is_empty());
+    assert_eq!(with.text, plain.text);
+    assert_eq!(with.logprobs.len() as u32, with.usage.completion_tokens, "{:?}", with.text);
+    let mut bytes = Vec::new();
+    for e in &with.logprobs {
+        assert!(e.sampled.logprob <= 0.0, "{e:?}");
+        assert_eq!(e.top.len(), 5);
+        assert!(e.top.windows(2).all(|w| w[0].logprob >= w[1].logprob), "{e:?}");
+        // Greedy with no other sampler picks the raw argmax: the most likely alternative.
+        assert_eq!(e.top[0].token, e.sampled.token);
+        assert_eq!(e.top[0].logprob, e.sampled.logprob);
+        let mass: f32 = e.top.iter().map(|t| t.logprob.exp()).sum();
+        assert!(mass <= 1.0001, "{mass}");
+        bytes.extend_from_slice(&e.sampled.bytes);
+    }
+    assert_eq!(String::from_utf8_lossy(&bytes), with.text);
+    // Seeded sampling: the same tokens with and without log probabilities.
+    let seeded_req = chat("Invent a name for a dog.").with_sampling(seeded(77)).with_max_tokens(12);
+    let a = rt().generate(seeded_req.clone()).await.unwrap().collect_completion().await.unwrap();
+    let b = rt().generate(seeded_req.with_logprobs(0)).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(a.token_ids.as_ref().unwrap().completion, b.token_ids.as_ref().unwrap().completion);
+    assert_eq!(b.logprobs.len(), b.token_ids.as_ref().unwrap().completion.len());
+    assert!(b.logprobs.iter().all(|e| e.top.is_empty() && e.sampled.logprob <= 0.0));
+    let too_many = chat("hi").with_logprobs(21);
+    assert!(matches!(rt().generate(too_many).await, Err(RuntimeError::InvalidRequest(_))));
+}
+
+/// Issue 17: `logit_bias` -100 bans the greedy token, +100 forces one; bad biases are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logit_bias_bans_and_forces_tokens() {
+    let base = chat("What is the capital of France?").with_sampling(SamplingParams::greedy()).with_max_tokens(3).with_logprobs(4);
+    let c = rt().generate(base.clone()).await.unwrap().collect_completion().await.unwrap();
+    let greedy = c.logprobs[0].sampled.token;
+    let alt = c.logprobs[0].top[3].token;
+    let with = |bias: Vec<(u32, f32)>| {
+        let mut r = base.clone();
+        r.sampling.logit_bias = bias;
+        r
+    };
+    let banned = rt().generate(with(vec![(greedy, -100.0)])).await.unwrap().collect_completion().await.unwrap();
+    assert_ne!(banned.logprobs[0].sampled.token, greedy);
+    // Log probabilities stay the model's: the banned token is still the likeliest there.
+    assert_eq!(banned.logprobs[0].top[0].token, greedy);
+    let forced = rt().generate(with(vec![(alt, 100.0)])).await.unwrap().collect_completion().await.unwrap();
+    assert!(forced.logprobs.iter().all(|e| e.sampled.token == alt), "{:?}", forced.text);
+    let n_vocab = 49_152;
+    let e = rt().generate(with(vec![(n_vocab, 1.0)])).await.unwrap_err();
+    assert!(e.to_string().contains("logit_bias"), "{e}");
+    let e = rt().generate(with(vec![(1, 101.0)])).await.unwrap_err();
+    assert!(e.to_string().contains("logit_bias"), "{e}");
+    let e = rt().generate(with((0..301).map(|t| (t, 1.0)).collect())).await.unwrap_err();
+    assert!(e.to_string().contains("300"), "{e}");
+}
+
+/// Issue 17: a forced tool call (the generic format's grammar) always parses as a call of the
+/// offered function with arguments of its schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_tool_call_parses() {
+    use b3iq_runtime::tools::{parse_tool_calls, tools_system_prompt, ToolFunction};
+    let weather = ToolFunction {
+        name: "get_weather".into(),
+        description: Some("Current weather in a city".into()),
+        parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+    };
+    let msgs = vec![ChatMessage::system(tools_system_prompt(std::slice::from_ref(&weather))), ChatMessage::user("What is the weather in Paris?")];
+    let req = GenerateRequest::chat(MODEL, msgs)
+        .with_sampling(SamplingParams::greedy())
+        .with_max_tokens(60)
+        .with_response_format(ResponseFormat::ToolCall { tools: vec![weather] });
+    let c = rt().generate(req).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(c.finish_reason, FinishReason::Stop, "{:?}", c.text);
+    assert!(c.text.starts_with("<tool_call>\n{") && c.text.trim_end().ends_with("</tool_call>"), "{:?}", c.text);
+    let (content, calls) = parse_tool_calls(&c.text, &["get_weather"], true);
+    assert_eq!((content.as_str(), calls.len()), ("", 1), "{:?}", c.text);
+    let args: serde_json::Value = serde_json::from_str(&calls[0].arguments).unwrap();
+    assert!(args["city"].is_string(), "{args}");
 }

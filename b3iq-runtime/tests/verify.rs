@@ -530,3 +530,114 @@ async fn receipt_attestation_and_verdict() {
         assert_eq!(back.body().subject, host.node_id());
     }
 }
+
+/// Issue 17: `logit_bias` is part of the replayed chain. A greedy generation whose first token
+/// was banned by a bias verifies with the bias and fails at position 0 without it; a biased
+/// request is refused by the attestation (its sampler spec cannot carry a bias).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_biased_request_replays_and_the_bias_is_part_of_the_replay() {
+    use b3iq_runtime::attest::{build_attestation, llama_runtime_fingerprint};
+    let path = default_model_path().expect("the default model is required");
+    let verifier = load_llama_model(&path, 0).unwrap();
+    let rt = runtime(&path, 2, 1);
+    let msgs = vec![ChatMessage::user(PROMPTS[3])];
+    let go = |s: SamplingParams| {
+        let req = GenerateRequest::chat("m", msgs.clone()).with_sampling(s).with_max_tokens(16);
+        let rt = rt.clone();
+        async move { rt.generate(req).await.unwrap().collect_completion().await.unwrap() }
+    };
+    let plain = go(SamplingParams::greedy()).await;
+    let first = plain.token_ids.unwrap().completion[0];
+    let biased_sampling = SamplingParams { logit_bias: vec![(first, -100.0)], ..SamplingParams::greedy() };
+    let biased = go(biased_sampling.clone()).await;
+    let ids = biased.token_ids.unwrap();
+    assert_ne!(ids.completion[0], first);
+    let proofs: Vec<ChunkProof> = ids.fingerprints.iter().map(|b| ChunkProof::decode(b).unwrap()).collect();
+    let verify = |s: &SamplingParams| {
+        let req = VerifyRequest {
+            prompt: &ids.prompt,
+            completion: &ids.completion,
+            sampling: s,
+            format: &ResponseFormat::Text,
+            fingerprints: &proofs,
+            profile: Profile::CPU_SAME_ISA_V1,
+        };
+        verify_tokens(&verifier, 2, &req).unwrap().verdict
+    };
+    assert_eq!(verify(&biased_sampling), Verdict::Pass);
+    assert!(
+        matches!(verify(&SamplingParams::greedy()), Verdict::Fail { at: FailPoint::Position(0), .. }),
+        "without the bias the first token is not the greedy one"
+    );
+    let e = build_attestation(
+        b3iq_core::identity::NodeKey::from_seed([1; 32]).node_id(),
+        b3iq_core::receipt::RequestId([1; 16]),
+        &ids,
+        &biased_sampling,
+        &ResponseFormat::Text,
+        llama_runtime_fingerprint(2),
+        Profile::CPU_SAME_ISA_V1,
+        b3iq_core::Hash32([3; 32]),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("logit_bias"), "{e}");
+}
+
+/// The greedy grammar shortcut (unconstrained argmax kept when the grammar allows it) picks the
+/// same tokens as the whole chain: greedy JSON and forced-tool-call generations replay as
+/// `Pass` through the verifier, which always applies the whole chain (grammar first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_grammar_generations_replay_through_the_whole_chain() {
+    use b3iq_runtime::tools::{tools_system_prompt, ToolFunction};
+    let path = default_model_path().expect("the default model is required");
+    let verifier = load_llama_model(&path, 0).unwrap();
+    // Prompts in 32-token batches, as the verifier prefills: the tools prompt is past 64 tokens,
+    // where one big prompt batch takes another flash-attention kernel (docs/verification.md).
+    let rt = LlamaRuntime::new(LlamaConfig {
+        threads: 2,
+        max_sequences: 1,
+        queue_capacity: 4,
+        context_per_sequence: 512,
+        batch_tokens: 32,
+        fingerprints: true,
+        ..LlamaConfig::default()
+    })
+    .unwrap();
+    rt.load_model_blocking(LoadModelSpec::from_path(path.clone()).with_id("m")).unwrap();
+    let weather = ToolFunction {
+        name: "get_weather".into(),
+        description: None,
+        parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+    };
+    let cases = [
+        (vec![ChatMessage::user("Describe a cat as JSON with name and age.")], ResponseFormat::JsonObject),
+        (
+            vec![ChatMessage::system(tools_system_prompt(std::slice::from_ref(&weather))), ChatMessage::user("Weather in Oslo?")],
+            ResponseFormat::ToolCall { tools: vec![weather.clone()] },
+        ),
+    ];
+    for (msgs, format) in cases {
+        let req = GenerateRequest::chat("m", msgs)
+            .with_sampling(SamplingParams::greedy())
+            .with_max_tokens(48)
+            .with_response_format(format.clone());
+        let c = rt.generate(req).await.unwrap().collect_completion().await.unwrap();
+        let ids = c.token_ids.unwrap();
+        let proofs: Vec<ChunkProof> = ids.fingerprints.iter().map(|b| ChunkProof::decode(b).unwrap()).collect();
+        let report = verify_tokens(
+            &verifier,
+            2,
+            &VerifyRequest {
+                prompt: &ids.prompt,
+                completion: &ids.completion,
+                sampling: &SamplingParams::greedy(),
+                format: &format,
+                fingerprints: &proofs,
+                profile: Profile::CPU_SAME_ISA_V1,
+            },
+        )
+        .unwrap();
+        assert_eq!(report.verdict, Verdict::Pass, "{format:?}: {:?}", c.text);
+        assert_eq!(report.boundary_events, 0, "{format:?}");
+    }
+}

@@ -511,7 +511,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status => {
-            print_json(&Offline::open(home)?.status()?);
+            print_json(&Offline::open_existing(home)?.status()?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Hardware => {
@@ -545,7 +545,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
         }
         Cmd::Model(m) => model_cmd(home, m).await,
         Cmd::Keys(k) => {
-            let o = Offline::open(home)?;
+            let o = Offline::open_existing(home)?;
             match k {
                 KeysCmd::Create {
                     name,
@@ -589,7 +589,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Receipts(ReceiptsCmd::Export { out }) => {
-            let v = Offline::open(home)?.export_receipts()?;
+            let v = Offline::open_existing(home)?.export_receipts()?;
             let text = serde_json::to_string_pretty(&v).unwrap_or_default();
             match out {
                 Some(p) => b3iq_host::context::home::write_atomic(&p, text.as_bytes(), 0o600)?,
@@ -613,14 +613,14 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             )
         }
         Cmd::SupportBundle { out } => {
-            let o = Offline::open(home)?;
+            let o = Offline::open_existing(home)?;
             let bytes = b3iq_host::support::build_offline_bundle(o.0)?;
             b3iq_host::context::home::write_atomic(&out, &bytes, 0o600)?;
             eprintln!("b3iqd: wrote {} ({} bytes)", out.display(), bytes.len());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Owner(OwnerCmd::ResetPassword) => {
-            let o = Offline::open(home)?;
+            let o = Offline::open_existing(home)?;
             if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
                 eprintln!("b3iqd: type the new password (10 to 1024 characters) and press Enter; it is echoed, so prefer a pipe or a file");
             }
@@ -687,7 +687,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             models,
             all_models,
         }) => {
-            let o = Offline::open(home)?;
+            let o = Offline::open_existing(home)?;
             let mut p = b3iq_host::network::policy(&o)?;
             let changed = max_concurrent.is_some()
                 || max_tokens_per_day.is_some()
@@ -741,14 +741,14 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Network(NetworkCmd::Off) => {
-            let o = Offline::open(home)?;
+            let o = Offline::open_existing(home)?;
             let m = b3iq_host::network::disable(&o)?;
             eprintln!("b3iqd: network mode off; now in {m} mode");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Wallet(w) => {
             use b3iq_host::managed::wallet;
-            let o = Offline::open(home)?;
+            let o = Offline::open_existing(home)?;
             let show = |w: &wallet::Wallet| {
                 print_json(&serde_json::json!({"address": w.address, "key_file": w.key_file, "sent_to_control_plane": w.sent_to_control_plane}));
             };
@@ -779,7 +779,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Unenroll => {
-            let o = Offline::open(home)?;
+            let o = Offline::open_existing(home)?;
             match o.unenroll()? {
                 Some(e) => eprintln!(
                     "b3iqd: left control plane {}; its trust root is forgotten; back to local mode",
@@ -807,18 +807,40 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             }
             let o = Offline::open(home)?;
             let (tok, exp) = o.reset_setup(ttl_s)?;
-            let port = port.unwrap_or_else(|| {
-                o.config
-                    .listen
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(7420)
-            });
+            // Where the node is reached: the address a running daemon bound (it may differ from
+            // config.json's, e.g. with `serve --listen`), else the configured one; https when
+            // it serves (or is configured to serve) TLS; a wildcard address is reached on
+            // loopback here.
+            let running = o.running_listen()?;
+            let host_port = match running.or_else(|| o.config.listen.parse().ok()) {
+                Some(a) => {
+                    let ip = match a.ip() {
+                        ip if ip.is_unspecified() && ip.is_ipv4() => {
+                            std::net::Ipv4Addr::LOCALHOST.into()
+                        }
+                        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+                        ip => ip,
+                    };
+                    std::net::SocketAddr::new(ip, port.unwrap_or(a.port())).to_string()
+                }
+                // A host name in config.json's listen: printed as configured.
+                None => match (port, o.config.listen.rsplit_once(':')) {
+                    (Some(p), Some((h, _))) => format!("{h}:{p}"),
+                    _ => o.config.listen.clone(),
+                },
+            };
+            let tls = match running {
+                Some(_) => o.status()?["tls"].is_object(),
+                None => o.config.tls != "off",
+            };
+            let url = format!(
+                "{}://{host_port}/setup/#token={tok}",
+                if tls { "https" } else { "http" },
+            );
             eprintln!(
                 "b3iqd: new setup token (valid until unix time {exp}); open this URL, shown once:"
             );
-            println!("http://127.0.0.1:{port}/setup/#token={tok}");
+            println!("{url}");
             Ok(ExitCode::SUCCESS)
         }
     }

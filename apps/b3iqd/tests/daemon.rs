@@ -777,6 +777,59 @@ fn every_command_has_help_with_an_example() {
     }
 }
 
+/// Commands on an existing node refuse a home with no node instead of making one there, and
+/// `setup --reset` prints the URL the node is reached at (the configured listen and TLS here).
+#[test]
+fn cli_needs_an_existing_node_and_setup_reset_prints_the_reachable_url() {
+    let dir = tempdir("cli-home");
+    let missing = dir.join("typo");
+    for args in [
+        vec!["status"],
+        vec!["keys", "list"],
+        vec!["wallet", "show"],
+        vec!["receipts", "export"],
+        vec!["network", "off"],
+        vec!["unenroll"],
+    ] {
+        let out = Command::new(bin())
+            .args(&args)
+            .env("B3IQ_HOME", &missing)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded on a missing home");
+        assert!(err.contains("no node at"), "{args:?}: {err}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    // A mixed-case payout address with a wrong EIP-55 checksum is refused (one case flipped).
+    let home = dir.join("node");
+    let reset = |home: &std::path::Path| {
+        let out = Command::new(bin())
+            .args(["setup", "--reset"])
+            .env("B3IQ_HOME", home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(reset(&home).starts_with("http://127.0.0.1:7420/setup/#token=b3iq_setup_"));
+    let out = Command::new(bin())
+        .args(["wallet", "set-address", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"])
+        .env("B3IQ_HOME", &home)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("EIP-55"), "{err}");
+    // Configured for TLS on another address: the URL follows.
+    let cfg_path = home.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["listen"] = json!("0.0.0.0:8443");
+    cfg["tls"] = json!("self-signed");
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    let url = reset(&home);
+    assert!(url.starts_with("https://127.0.0.1:8443/setup/#token=b3iq_setup_"), "{url}");
+}
+
 #[test]
 fn cli_keys_setup_reset_and_expiring_token() {
     let home = tempdir("cli");

@@ -409,7 +409,11 @@ m = c.models.list().data[0].id
 r = c.chat.completions.create(model=m, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)
 chunks = list(c.chat.completions.create(model=m, messages=[{"role": "user", "content": "Hi"}], max_tokens=8, stream=True, stream_options={"include_usage": True}))
 usage = [ch.usage for ch in chunks if ch.usage]
-print(json.dumps({"model": m, "text": r.choices[0].message.content, "tokens": r.usage.completion_tokens, "chunks": len(chunks), "stream_completion_tokens": usage[0].completion_tokens}))
+rr = c.responses.create(model=m, input="Say hello.", max_output_tokens=8)
+events = list(c.responses.create(model=m, input="Say hello.", max_output_tokens=8, stream=True))
+done = [e for e in events if e.type == "response.completed" or e.type == "response.incomplete"]
+print(json.dumps({"model": m, "text": r.choices[0].message.content, "tokens": r.usage.completion_tokens, "chunks": len(chunks), "stream_completion_tokens": usage[0].completion_tokens,
+  "responses_text": rr.output_text, "responses_output_tokens": rr.usage.output_tokens, "responses_events": [e.type for e in events], "responses_stream_output_tokens": done[-1].response.usage.output_tokens if done else None}))
 "#;
     let out = Command::new(&py)
         .arg("-c")
@@ -432,6 +436,18 @@ print(json.dumps({"model": m, "text": r.choices[0].message.content, "tokens": r.
             && v["stream_completion_tokens"].as_u64().unwrap() > 0,
         "{v}"
     );
+    // The Responses API through the gateway, streamed and not: at most the 8 tokens asked
+    // (the gateway held for them), and the receipt comment never reaches the client (the SDK
+    // would fail on an event it cannot parse).
+    let (out_tokens, stream_tokens) = (
+        v["responses_output_tokens"].as_u64().unwrap(),
+        v["responses_stream_output_tokens"].as_u64().unwrap(),
+    );
+    assert!((1..=8).contains(&out_tokens) && (1..=8).contains(&stream_tokens), "{v}");
+    assert!(!v["responses_text"].as_str().unwrap().is_empty(), "{v}");
+    let kinds: Vec<&str> = v["responses_events"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(kinds.first(), Some(&"response.created"), "{v}");
+    assert!(kinds.contains(&"response.output_text.delta"), "{v}");
 
     // The official openai npm client, streamed and not (its package from the clients suite;
     // the gateway's self-signed certificate through NODE_EXTRA_CA_CERTS).
@@ -474,6 +490,18 @@ console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks
             && v["stream_completion_tokens"].as_u64().unwrap() > 0,
         "{v}"
     );
+    // The Responses API through the gateway, streamed and not: at most the 8 tokens asked
+    // (the gateway held for them), and the receipt comment never reaches the client (the SDK
+    // would fail on an event it cannot parse).
+    let (out_tokens, stream_tokens) = (
+        v["responses_output_tokens"].as_u64().unwrap(),
+        v["responses_stream_output_tokens"].as_u64().unwrap(),
+    );
+    assert!((1..=8).contains(&out_tokens) && (1..=8).contains(&stream_tokens), "{v}");
+    assert!(!v["responses_text"].as_str().unwrap().is_empty(), "{v}");
+    let kinds: Vec<&str> = v["responses_events"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(kinds.first(), Some(&"response.created"), "{v}");
+    assert!(kinds.contains(&"response.output_text.delta"), "{v}");
 
     // Refusals: a local key at the gateway, a gateway key at a node, a revoked gateway key, a
     // forged tunnel hello.

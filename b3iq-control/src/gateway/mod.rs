@@ -15,6 +15,7 @@
 
 pub mod credits;
 pub mod proxy;
+mod queue;
 pub mod reputation;
 pub mod tunnel;
 
@@ -146,8 +147,8 @@ pub struct Gateway {
     tunnels: tunnel::Registry,
     /// Woken when a request ends or a tunnel opens (waiting requests look again).
     capacity: Notify,
-    /// Requests waiting for a node, per public model id.
-    waiting: Mutex<HashMap<String, usize>>,
+    /// Requests waiting for a node, per public model id, first come first served.
+    waiting: queue::WaitQueue,
     /// Node freshness checks (heartbeat, status), cached for a second.
     fresh: Mutex<HashMap<b3iq_core::NodeId, (std::time::Instant, bool)>>,
     /// Checked receipts of the last hour (model, time, TTFT, speed), for route readiness.
@@ -202,7 +203,7 @@ impl Gateway {
             config,
             tunnels: tunnel::Registry::default(),
             capacity: Notify::new(),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: queue::WaitQueue::default(),
             fresh: Mutex::new(HashMap::new()),
             samples: Mutex::new(std::collections::VecDeque::new()),
             reputation: reputation::Book::default(),
@@ -310,11 +311,7 @@ impl Gateway {
                 }
             }
         }
-        let waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let waiting = self.waiting.lengths();
         let samples = self
             .samples
             .lock()
@@ -351,6 +348,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/models", get(proxy::models))
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/v1/completions", post(proxy::completions))
+        .route("/v1/responses", post(proxy::responses))
         .route("/metrics/gateway", get(proxy::metrics))
         .route("/v1/network/models", get(proxy::readiness))
         .route(
@@ -360,6 +358,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/v1/internal/relay/{node_id}/v1/completions",
             post(proxy::relay_completions),
+        )
+        .route(
+            "/v1/internal/relay/{node_id}/v1/responses",
+            post(proxy::relay_responses),
         )
         // An early 401 (a mistyped key) must reach HTTP/2 clients as a status, not a reset
         // stream: read the rest of a small unread body first (the node's rule, b3iq-host).

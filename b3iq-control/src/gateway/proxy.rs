@@ -110,6 +110,15 @@ pub async fn relay_completions(
     gw.clone().relay(&node, "/v1/completions", req).await
 }
 
+/// `POST /v1/internal/relay/{node_id}/v1/responses` (another replica's request).
+pub async fn relay_responses(
+    State(gw): Gw,
+    axum::extract::Path(node): axum::extract::Path<String>,
+    req: Request,
+) -> Result<Response> {
+    gw.clone().relay(&node, "/v1/responses", req).await
+}
+
 /// `GET /metrics/gateway` (Prometheus text).
 pub async fn metrics(State(gw): Gw) -> Response {
     (
@@ -169,6 +178,24 @@ pub async fn completions(State(gw): Gw, req: Request) -> Response {
         .forward(req, "/v1/completions")
         .await
         .unwrap_or_else(|e| e.into_response())
+}
+
+/// `POST /v1/responses` (OpenAI's Responses API, stateless on the node; its token limit is
+/// `max_output_tokens`).
+pub async fn responses(State(gw): Gw, req: Request) -> Response {
+    gw.clone()
+        .forward(req, "/v1/responses")
+        .await
+        .unwrap_or_else(|e| e.into_response())
+}
+
+/// The request field that limits the answer's tokens on `path`.
+fn token_limit_fields(path: &str) -> &'static [&'static str] {
+    if path == "/v1/responses" {
+        &["max_output_tokens"]
+    } else {
+        &["max_completion_tokens", "max_tokens"]
+    }
 }
 
 /// A held amount: released when dropped unless settled, or, when the client went away
@@ -256,20 +283,24 @@ struct Target {
     via: Via,
 }
 
-/// A place in a model's wait queue.
+/// A place in a model's wait queue; leaving it (with a node, or by timing out) wakes the
+/// others, so the next in line looks at once.
 struct Waiting<'a> {
     gw: &'a Gateway,
     model: String,
+    ticket: u64,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut w = self.gw.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = w.get_mut(&self.model) {
-            *n = n.saturating_sub(1);
-        }
+        self.gw.waiting.leave(&self.model, self.ticket);
+        self.gw.capacity.notify_waiters();
     }
 }
+
+/// How often a waiting request looks again without being woken (a node's policy cooldown
+/// ending or its heartbeat turning fresh wakes nobody).
+const QUEUE_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a request asks for, read from its body (nothing else of it is looked at).
 struct Ask {
@@ -278,7 +309,7 @@ struct Ask {
     stream: bool,
 }
 
-fn ask(v: &Value, default_max_tokens: u32) -> Result<Ask> {
+fn ask(v: &Value, path: &str, default_max_tokens: u32) -> Result<Ask> {
     let bad = |field: &'static str, reason: &str| ControlError::Invalid {
         field,
         reason: reason.to_string(),
@@ -293,21 +324,16 @@ fn ask(v: &Value, default_max_tokens: u32) -> Result<Ask> {
                 "`model` is required; GET /v1/models lists the models served now",
             )
         })?;
-    let max_tokens = match v
-        .get("max_completion_tokens")
-        .filter(|x| !x.is_null())
-        .or_else(|| v.get("max_tokens").filter(|x| !x.is_null()))
-    {
+    let fields = token_limit_fields(path);
+    let named = fields
+        .iter()
+        .find_map(|f| v.get(*f).filter(|x| !x.is_null()).map(|x| (*f, x)));
+    let max_tokens = match named {
         None => u64::from(default_max_tokens),
-        Some(n) => n
+        Some((f, n)) => n
             .as_u64()
             .filter(|n| (1..=MAX_MAX_TOKENS).contains(n))
-            .ok_or_else(|| {
-                bad(
-                    "max_tokens",
-                    &format!("max_tokens must be between 1 and {MAX_MAX_TOKENS}"),
-                )
-            })?,
+            .ok_or_else(|| bad(f, &format!("{f} must be between 1 and {MAX_MAX_TOKENS}")))?,
     };
     let stream = match v.get("stream") {
         None | Some(Value::Null) => false,
@@ -447,6 +473,15 @@ impl Gateway {
             if spare.iter().any(|t| !busy.contains(&t.node_id)) {
                 spare.retain(|t| !busy.contains(&t.node_id));
             }
+            // First come, first served: a node an older waiter can use is that waiter's (a new
+            // request does not overtake the queue, and a woken waiter does not overtake an
+            // older one); only nodes every older waiter already tried are left to this one.
+            self.waiting.keep_mine(
+                model,
+                queued.as_ref().map(|q| q.ticket),
+                &mut spare,
+                |t| t.node_id,
+            );
             while !spare.is_empty() {
                 // Power of two choices on the load (in flight / share), drawn by reputation.
                 let cands: Vec<(f64, u32)> = spare
@@ -490,19 +525,21 @@ impl Gateway {
                 }
             }
             if queued.is_none() {
-                let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                let n = w.entry(model.to_string()).or_default();
-                if *n >= self.config.max_queue_per_model {
+                let Some(ticket) =
+                    self.waiting.join(model, tried, self.config.max_queue_per_model)
+                else {
                     return Err(ControlError::Busy { message: format!("every node serving {model} is busy and its queue is full; retry shortly"), retry_after_s: 1 });
-                }
-                *n += 1;
-                drop(w);
+                };
                 queued = Some(Waiting {
                     gw: self,
                     model: model.to_string(),
+                    ticket,
                 });
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let wake = deadline.min(tokio::time::Instant::now() + QUEUE_RECHECK);
+            if tokio::time::timeout_at(wake, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
                 // What the wait saw, for the log (node ids are not for the client).
                 let mut seen = Vec::new();
                 for t in self.tunnels.all() {
@@ -561,7 +598,7 @@ impl Gateway {
                 reason: "send a JSON object".into(),
             });
         }
-        let a = ask(&v, self.config.default_max_tokens)?;
+        let a = ask(&v, path, self.config.default_max_tokens)?;
         let worst = self
             .config
             .price
@@ -626,8 +663,9 @@ impl Gateway {
             v["model"] = Value::String(offered.node_model_id.clone());
             // The hold covers `a.max_tokens`: a request that names none is sent with the default
             // written in, since a node generates until the context is full without one.
-            if v.get("max_tokens").is_none_or(Value::is_null) && v.get("max_completion_tokens").is_none_or(Value::is_null) {
-                v["max_tokens"] = Value::from(a.max_tokens);
+            let fields = token_limit_fields(path);
+            if fields.iter().all(|f| v.get(*f).is_none_or(Value::is_null)) {
+                v[fields[fields.len() - 1]] = Value::from(a.max_tokens);
             }
             let payload = serde_json::to_vec(&v).unwrap_or_default();
             let (resp, slot) = match self.send(&target.via, &node, path, &ticket, payload).await {

@@ -8,10 +8,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use b3iq_openai::response::{CHAT_COMPLETION, CHAT_COMPLETION_CHUNK, TEXT_COMPLETION};
 use b3iq_openai::{
-    self as wire, sse, ChatChoice, ChatChunkChoice, ChatCompletionRequest, CommonParams,
-    CompletionRequest, PromptInput, TextChoice,
+    self as wire, sse, AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionRequest,
+    ChatDelta, ChatLogprobs, ChatTokenLogprob, CommonParams, CompletionRequest, FunctionCall,
+    FunctionCallDelta, PromptInput, TextChoice, TextLogprobs, ToolCall, ToolCallDelta, TopLogprob,
 };
-use b3iq_runtime::runtime::{ChatMessage, Prompt, ResponseFormat, Role, SamplingParams};
+use b3iq_runtime::runtime::{
+    ChatMessage, FinishReason, Prompt, ResponseFormat, Role, SamplingParams, TokenLogprob,
+    MAX_LOGIT_BIAS, MAX_TOP_LOGPROBS,
+};
+use b3iq_runtime::tools::{self, ParsedToolCall, ToolCallFilter, ToolChoice, ToolFunction};
 
 use super::{bearer, JsonBody, RawBody};
 use crate::context::{NodeState, ServedModel};
@@ -125,6 +130,272 @@ pub(super) struct Params {
     pub(super) include_usage: bool,
     pub(super) response_format: ResponseFormat,
     pub(super) n: u32,
+    /// Token log probabilities asked for (chat `logprobs` + `top_logprobs`, completions
+    /// `logprobs`): alternatives per token. Set by the route ([`parse_logprobs`]).
+    pub(super) logprobs: Option<u8>,
+    /// Tool calling (chat only; [`parse_tools`]).
+    pub(super) tools: Option<ToolsRequest>,
+}
+
+/// Most functions one request may offer (OpenAI's limit).
+pub const MAX_TOOLS: usize = 128;
+
+/// Tool calling as one chat request asks for it: the functions (from `tools`, or the legacy
+/// `functions`) and the choice (`tool_choice`, or the legacy `function_call`).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ToolsRequest {
+    pub(super) tools: Vec<ToolFunction>,
+    pub(super) choice: ToolChoice,
+    /// The request used `functions`: answer with `message.function_call` and
+    /// `finish_reason: "function_call"`.
+    pub(super) legacy: bool,
+}
+
+impl ToolsRequest {
+    /// Whether the tools are shown to the model and its output read for calls.
+    pub(super) fn active(&self) -> bool {
+        self.choice != ToolChoice::None && !self.tools.is_empty()
+    }
+
+    /// Whether a call is forced by a grammar (`required` or a named function).
+    pub(super) fn forced(&self) -> bool {
+        matches!(self.choice, ToolChoice::Required | ToolChoice::Function(_))
+    }
+
+    /// The names a call may use.
+    pub(super) fn names(&self) -> Vec<&str> {
+        match &self.choice {
+            ToolChoice::Function(n) => vec![n.as_str()],
+            _ => self.tools.iter().map(|t| t.name.as_str()).collect(),
+        }
+    }
+
+    /// The functions a forced call may name.
+    fn allowed(&self) -> Vec<ToolFunction> {
+        let names = self.names();
+        self.tools
+            .iter()
+            .filter(|t| names.contains(&t.name.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Reads the calls out of a choice's whole text: `(content, calls)`.
+    pub(super) fn parse(&self, text: &str) -> (String, Vec<ParsedToolCall>) {
+        tools::parse_tool_calls(text, &self.names(), self.forced())
+    }
+}
+
+/// `tools` / `functions` and `tool_choice` / `function_call` of a chat request. `Ok(None)` when
+/// no function is offered and the choice is `none` or `auto` (or absent).
+///
+/// # Errors
+/// 400 for a tool that is not a function, a bad or duplicate name, parameters that are not a
+/// JSON Schema object, both `tools` and `functions`, more than [`MAX_TOOLS`], a `tool_choice`
+/// that is not `none` / `auto` / `required` / a named function, a named function that is not
+/// offered, or a required call without tools.
+pub(super) fn parse_tools(c: &CommonParams) -> Result<Option<ToolsRequest>> {
+    let tools = c
+        .tools()
+        .map_err(|e| bad(format!("`tools` must be a list of function tools: {e}")))?;
+    let functions = c
+        .functions()
+        .map_err(|e| bad(format!("`functions` must be a list of functions: {e}")))?;
+    if !tools.is_empty() && !functions.is_empty() {
+        return Err(bad("send `tools` or the legacy `functions`, not both"));
+    }
+    let legacy = tools.is_empty() && !functions.is_empty();
+    let defs = if legacy {
+        functions
+    } else {
+        tools
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if t.kind == "function" {
+                    Ok(t.function)
+                } else {
+                    Err(bad(format!(
+                        "tools[{i}].type {:?} is not supported; only function tools are served",
+                        t.kind.chars().take(40).collect::<String>()
+                    )))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    if defs.len() > MAX_TOOLS {
+        return Err(bad(format!(
+            "at most {MAX_TOOLS} tools may be offered, got {}",
+            defs.len()
+        )));
+    }
+    let mut funcs: Vec<ToolFunction> = Vec::with_capacity(defs.len());
+    for (i, d) in defs.into_iter().enumerate() {
+        let ok = !d.name.is_empty()
+            && d.name.len() <= 64
+            && d.name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+        if !ok {
+            return Err(bad(format!(
+                "tools[{i}].function.name must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -, got {:?}",
+                d.name.chars().take(80).collect::<String>()
+            )));
+        }
+        if funcs.iter().any(|f| f.name == d.name) {
+            return Err(bad(format!("two tools are named {:?}", d.name)));
+        }
+        let parameters = match d.parameters {
+            None | Some(serde_json::Value::Null) => serde_json::json!({"type": "object"}),
+            Some(p) if p.is_object() => p,
+            Some(_) => {
+                return Err(bad(format!(
+                    "tools[{i}].function.parameters must be a JSON Schema object"
+                )))
+            }
+        };
+        funcs.push(ToolFunction {
+            name: d.name,
+            description: d.description,
+            parameters,
+        });
+    }
+    let raw = ["tool_choice", "function_call"]
+        .iter()
+        .find_map(|f| c.extra.get(*f).filter(|v| !v.is_null()).map(|v| (*f, v)));
+    let choice = match raw {
+        None => ToolChoice::Auto,
+        Some((_, serde_json::Value::String(s))) if s == "none" => ToolChoice::None,
+        Some((_, serde_json::Value::String(s))) if s == "auto" => ToolChoice::Auto,
+        Some(("tool_choice", serde_json::Value::String(s))) if s == "required" => {
+            ToolChoice::Required
+        }
+        Some((field, serde_json::Value::Object(o))) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .or_else(|| o.get("name"))
+                .and_then(|n| n.as_str())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`{field}` as an object must name a function: {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}"
+                    ))
+                })?;
+            ToolChoice::Function(name.to_string())
+        }
+        Some((field, _)) => {
+            return Err(bad(format!(
+                "`{field}` must be \"none\", \"auto\", \"required\" or a named function"
+            )))
+        }
+    };
+    if funcs.is_empty() {
+        return match choice {
+            ToolChoice::None | ToolChoice::Auto => Ok(None),
+            _ => Err(bad(
+                "`tool_choice` asks for a tool call but the request offers no `tools`",
+            )),
+        };
+    }
+    if let ToolChoice::Function(n) = &choice {
+        if !funcs.iter().any(|f| &f.name == n) {
+            return Err(bad(format!(
+                "`tool_choice` names function {:?}, which is not among the offered tools",
+                n.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    Ok(Some(ToolsRequest {
+        tools: funcs,
+        choice,
+        legacy,
+    }))
+}
+
+/// `logprobs` / `top_logprobs`: on chat, `logprobs: true` with `top_logprobs` 0 to
+/// [`MAX_TOP_LOGPROBS`] (`top_logprobs` needs `logprobs: true`, as OpenAI requires); on
+/// completions, the legacy integer `logprobs` (0 to [`MAX_TOP_LOGPROBS`]; OpenAI allows 5).
+/// Returns the alternatives per token, `None` for no log probabilities.
+///
+/// # Errors
+/// 400 for values of the wrong type or out of range.
+pub(super) fn parse_logprobs(c: &CommonParams, chat: bool) -> Result<Option<u8>> {
+    use serde_json::Value;
+    let lp = c.extra.get("logprobs").filter(|v| !v.is_null());
+    let top = c.extra.get("top_logprobs").filter(|v| !v.is_null());
+    let range = |field: &str, v: &Value| -> Result<u8> {
+        v.as_u64()
+            .filter(|&k| k <= u64::from(MAX_TOP_LOGPROBS))
+            .map(|k| k as u8)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{field} must be an integer between 0 and {MAX_TOP_LOGPROBS}, got {v}"
+                ))
+            })
+    };
+    if chat {
+        let on = match lp {
+            None | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) => true,
+            Some(v) => {
+                return Err(bad(format!(
+                    "logprobs must be true or false on chat completions (top_logprobs sets how many alternatives), got {v}"
+                )))
+            }
+        };
+        let k = top.map(|v| range("top_logprobs", v)).transpose()?;
+        return match (on, k) {
+            (false, Some(k)) if k > 0 => Err(bad("top_logprobs requires logprobs: true")),
+            (false, _) => Ok(None),
+            (true, k) => Ok(Some(k.unwrap_or(0))),
+        };
+    }
+    if top.is_some() {
+        return Err(bad(
+            "top_logprobs is a chat completions field; on completions send logprobs: <alternatives>",
+        ));
+    }
+    match lp {
+        None | Some(Value::Bool(false)) => Ok(None),
+        Some(v) => range("logprobs", v).map(Some),
+    }
+}
+
+/// `logit_bias`: an object of token id (a decimal string) -> bias in [-100, 100], at most
+/// [`MAX_LOGIT_BIAS`] entries. Ids outside the model's vocabulary are refused when the sampler
+/// is built (400 too).
+fn parse_logit_bias(c: &CommonParams) -> Result<Vec<(u32, f32)>> {
+    let Some(v) = c.extra.get("logit_bias").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let o = v
+        .as_object()
+        .ok_or_else(|| bad("logit_bias must be an object of token id -> bias"))?;
+    if o.len() > MAX_LOGIT_BIAS {
+        return Err(bad(format!(
+            "logit_bias may hold at most {MAX_LOGIT_BIAS} entries, got {}",
+            o.len()
+        )));
+    }
+    o.iter()
+        .map(|(k, b)| {
+            let id: u32 = k.trim().parse().map_err(|_| {
+                bad(format!(
+                    "logit_bias keys must be token ids (non-negative integers), got {:?}",
+                    k.chars().take(40).collect::<String>()
+                ))
+            })?;
+            let b = b
+                .as_f64()
+                .filter(|b| (-100.0..=100.0).contains(b))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "logit_bias[{id}] must be a number between -100 and 100, got {b}"
+                    ))
+                })?;
+            Ok((id, b as f32))
+        })
+        .collect()
 }
 
 pub(super) fn parse_common(st: &NodeState, c: &CommonParams) -> Result<Params> {
@@ -184,6 +455,7 @@ pub(super) fn parse_common_with(
         }
     }
     sampling.seed = c.seed;
+    sampling.logit_bias = parse_logit_bias(c)?;
     vendor_sampling(c, &mut sampling)?;
     audit_fields(c)?;
     let n = match c.n {
@@ -216,6 +488,8 @@ pub(super) fn parse_common_with(
         include_usage,
         response_format,
         n,
+        logprobs: None,
+        tools: None,
     })
 }
 
@@ -285,62 +559,18 @@ fn vendor_sampling(c: &CommonParams, s: &mut SamplingParams) -> Result<()> {
     Ok(())
 }
 
-/// The OpenAI request fields that would change the answer but are not served yet: refused with
-/// a 400 that names the field (never silently ignored). Fields that do not change the answer
+/// The OpenAI request fields that would change the answer but are not served: refused with a
+/// 400 that names the field (never silently ignored). Fields that do not change the answer
 /// (`user`, `metadata`, `store`, `service_tier`, `prediction`, `parallel_tool_calls`) are
-/// accepted. docs/api.md lists every field.
+/// accepted; `tools`, `logprobs` and `logit_bias` are served ([`parse_tools`],
+/// [`parse_logprobs`], [`parse_logit_bias`]). docs/api.md lists every field.
 fn audit_fields(c: &CommonParams) -> Result<()> {
-    use serde_json::Value;
     let refuse = |field: &str, why: &str| {
         Err(bad(format!(
             "`{field}` is not supported by this server: {why}"
         )))
     };
     let set = |name: &str| c.extra.get(name).filter(|v| !v.is_null());
-    if set("tools").is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())) {
-        return refuse(
-            "tools",
-            "tool calling is not served yet; send the request without tools",
-        );
-    }
-    if set("functions").is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())) {
-        return refuse("functions", "function calling is not served yet");
-    }
-    if let Some(tc) = set("tool_choice") {
-        if tc.as_str() != Some("none") && tc.as_str() != Some("auto") {
-            return refuse(
-                "tool_choice",
-                "tool calling is not served yet; use \"none\" or leave it out",
-            );
-        }
-    }
-    if set("function_call")
-        .is_some_and(|v| v.as_str() != Some("none") && v.as_str() != Some("auto"))
-    {
-        return refuse("function_call", "function calling is not served yet");
-    }
-    match set("logprobs") {
-        None | Some(Value::Bool(false)) => {}
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => {}
-        Some(_) => {
-            return refuse(
-                "logprobs",
-                "token log probabilities are not returned yet; leave logprobs out or false",
-            )
-        }
-    }
-    if set("top_logprobs").is_some_and(|v| v.as_u64() != Some(0)) {
-        return refuse(
-            "top_logprobs",
-            "token log probabilities are not returned yet",
-        );
-    }
-    if set("logit_bias").is_some_and(|v| v.as_object().is_none_or(|o| !o.is_empty())) {
-        return refuse(
-            "logit_bias",
-            "per-token biases are not applied yet; send an empty object or leave it out",
-        );
-    }
     if set("echo").is_some_and(|v| v.as_bool() != Some(false)) {
         return refuse("echo", "the prompt is not echoed; leave echo out or false");
     }
@@ -371,37 +601,98 @@ fn audit_fields(c: &CommonParams) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn parse_messages(msgs: Option<Vec<wire::ChatMessage>>) -> Result<Vec<ChatMessage>> {
+/// The conversation as the model reads it (see [`b3iq_runtime::tools`] for the format): an
+/// assistant message's `tool_calls` (or legacy `function_call`) rendered after its text as
+/// `<tool_call>` blocks; `tool` (and legacy `function`) messages as a user turn of
+/// `<tool_response>` blocks (consecutive results share one turn); with active `tools`, the
+/// tool list appended to the first system message (or a system message added in front).
+///
+/// # Errors
+/// 400 for a missing or empty list, an unknown role, non-text content, or malformed
+/// `tool_calls`.
+pub(super) fn parse_chat(
+    msgs: Option<Vec<wire::ChatMessage>>,
+    tools: Option<&ToolsRequest>,
+) -> Result<Vec<ChatMessage>> {
     let msgs = msgs.ok_or_else(|| bad("`messages` is required"))?;
     if msgs.is_empty() {
         return Err(bad("`messages` must not be empty"));
     }
-    msgs.into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let role = match m.role.as_str() {
-                "system" | "developer" => Role::System,
-                "user" => Role::User,
-                "assistant" => Role::Assistant,
-                "tool" => Role::Tool,
-                other => {
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(msgs.len() + 1);
+    let mut after_tool = false;
+    for (i, m) in msgs.into_iter().enumerate() {
+        let calls = m
+            .tool_calls()
+            .map_err(|e| bad(format!("messages[{i}].tool_calls: {e}")))?;
+        let fcall = m
+            .function_call()
+            .map_err(|e| bad(format!("messages[{i}].function_call: {e}")))?;
+        let role = m.role.clone();
+        let content = match m.content {
+            None => String::new(),
+            Some(c) => c.into_text().map_err(|p| {
+                bad(format!(
+                    "messages[{i}]: content part type {:?} is not supported (only text)",
+                    p.kind
+                ))
+            })?,
+        };
+        let is_tool = matches!(role.as_str(), "tool" | "function");
+        match role.as_str() {
+            "system" | "developer" => out.push(ChatMessage::new(Role::System, content)),
+            "user" => out.push(ChatMessage::new(Role::User, content)),
+            "assistant" => {
+                let mut pairs: Vec<(String, String)> = calls
+                    .into_iter()
+                    .map(|c| (c.function.name, c.function.arguments))
+                    .collect();
+                pairs.extend(fcall.map(|f| (f.name, f.arguments)));
+                if pairs.iter().any(|(n, _)| n.is_empty()) {
                     return Err(bad(format!(
-                        "messages[{i}].role {other:?} is not one of system, user, assistant, tool"
-                    )))
+                        "messages[{i}]: every tool call needs function.name"
+                    )));
                 }
-            };
-            let content = match m.content {
-                None => String::new(),
-                Some(c) => c.into_text().map_err(|p| {
-                    bad(format!(
-                        "messages[{i}]: content part type {:?} is not supported (only text)",
-                        p.kind
-                    ))
-                })?,
-            };
-            Ok(ChatMessage::new(role, content))
-        })
-        .collect()
+                let text = if pairs.is_empty() {
+                    content
+                } else {
+                    tools::render_tool_calls(
+                        &content,
+                        pairs.iter().map(|(n, a)| (n.as_str(), a.as_str())),
+                    )
+                };
+                out.push(ChatMessage::new(Role::Assistant, text));
+            }
+            "tool" | "function" => {
+                let r = tools::render_tool_response(&content);
+                match out.last_mut() {
+                    Some(last) if after_tool => {
+                        last.content.push('\n');
+                        last.content.push_str(&r);
+                    }
+                    _ => out.push(ChatMessage::new(Role::User, r)),
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "messages[{i}].role {other:?} is not one of system, developer, user, assistant, tool"
+                )))
+            }
+        }
+        after_tool = is_tool;
+    }
+    if let Some(t) = tools.filter(|t| t.active()) {
+        let block = tools::tools_system_prompt(&t.tools);
+        match out.first_mut() {
+            Some(first) if first.role == Role::System => {
+                if !first.content.is_empty() {
+                    first.content.push_str("\n\n");
+                }
+                first.content.push_str(&block);
+            }
+            _ => out.insert(0, ChatMessage::new(Role::System, block)),
+        }
+    }
+    Ok(out)
 }
 
 /// Which endpoint is being served (response shapes differ).
@@ -450,11 +741,34 @@ pub async fn chat_completions(State(st): State<Arc<NodeState>>, req: Request) ->
     let caller = caller(&st, &req)?;
     let RawBody(body) = RawBody::from_request(req, &()).await?;
     let JsonBody(b) = parse_json::<ChatCompletionRequest>(&body)?;
-    let p = parse_common(&st, &b.params)?;
+    let mut p = parse_common(&st, &b.params)?;
     check_ticket_model(&caller, &p.model.id)?;
-    let messages = parse_messages(b.messages)?;
+    chat_extras(&mut p, &b.params)?;
+    let messages = parse_chat(b.messages, p.tools.as_ref())?;
     let prompt = Prompt::Chat(messages);
     run(st, caller, p, prompt, Flavor::Chat).await
+}
+
+/// The chat-only parameters: log probabilities and tools (a forced call becomes the output
+/// grammar, which cannot be combined with a JSON `response_format`).
+fn chat_extras(p: &mut Params, c: &CommonParams) -> Result<()> {
+    p.logprobs = parse_logprobs(c, true)?;
+    apply_tools(p, c)
+}
+
+/// Parses the tools of a chat (or Responses) request into `p`; a forced call becomes the output
+/// grammar (400 beside a JSON `response_format`).
+pub(super) fn apply_tools(p: &mut Params, c: &CommonParams) -> Result<()> {
+    p.tools = parse_tools(c)?;
+    if let Some(t) = p.tools.as_ref().filter(|t| t.active() && t.forced()) {
+        if p.response_format != ResponseFormat::Text {
+            return Err(bad(
+                "a required or named tool_choice cannot be combined with a JSON response_format",
+            ));
+        }
+        p.response_format = ResponseFormat::ToolCall { tools: t.allowed() };
+    }
+    Ok(())
 }
 
 /// `POST /v1/completions`.
@@ -462,8 +776,9 @@ pub async fn completions(State(st): State<Arc<NodeState>>, req: Request) -> Resu
     let caller = caller(&st, &req)?;
     let RawBody(body) = RawBody::from_request(req, &()).await?;
     let JsonBody(b) = parse_json::<CompletionRequest>(&body)?;
-    let p = parse_common(&st, &b.params)?;
+    let mut p = parse_common(&st, &b.params)?;
     check_ticket_model(&caller, &p.model.id)?;
+    text_extras(&mut p, &b.params)?;
     let text = match b.prompt {
         None => return Err(bad("`prompt` is required")),
         Some(PromptInput::One(s)) => s,
@@ -480,6 +795,19 @@ pub async fn completions(State(st): State<Arc<NodeState>>, req: Request) -> Resu
     run(st, caller, p, Prompt::Text(text), Flavor::Text).await
 }
 
+/// The completions-only parameters: legacy `logprobs`; tools are a chat feature.
+fn text_extras(p: &mut Params, c: &CommonParams) -> Result<()> {
+    p.logprobs = parse_logprobs(c, false)?;
+    for field in ["tools", "functions"] {
+        if c.extra.get(field).and_then(|v| v.as_array()).is_some_and(|a| !a.is_empty()) {
+            return Err(bad(format!(
+                "`{field}` is served on /v1/chat/completions, not on /v1/completions"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parse and validate a `/v1/chat/completions` or `/v1/completions` body from outside bytes
 /// without a running node (no model is served, so a valid body ends in `ModelNotFound`). For the
 /// fuzz target: it must return a typed error for any input, never panic.
@@ -487,13 +815,16 @@ pub fn validate_request_body(chat: bool, body: &[u8]) -> Result<()> {
     let none = |_: &str| None;
     if chat {
         let JsonBody(b) = parse_json::<ChatCompletionRequest>(body)?;
-        parse_messages(b.messages)?;
+        parse_logprobs(&b.params, true)?;
+        let tools = parse_tools(&b.params)?;
+        parse_chat(b.messages, tools.as_ref())?;
         parse_common_with(&b.params, &none).map(|_| ())
     } else {
         let JsonBody(b) = parse_json::<CompletionRequest>(body)?;
         if b.prompt.is_none() {
             return Err(bad("`prompt` is required"));
         }
+        parse_logprobs(&b.params, false)?;
         parse_common_with(&b.params, &none).map(|_| ())
     }
 }
@@ -538,6 +869,7 @@ async fn run(
             max_tokens: p.max_tokens,
             stop: p.stop.clone(),
             response_format: p.response_format.clone(),
+            logprobs: p.logprobs,
         };
         infs.push(inference::start(&st, req).await?);
     }
@@ -554,6 +886,8 @@ async fn run(
     // Every answer and chunk repeats this header (id, object, created, model, fingerprint).
     let head = wire::Completion::<()>::new(id, object, created, p.model.id.clone())
         .with_fingerprint(FINGERPRINT);
+    // Tools shown to the model: its output is read for calls.
+    let tools = p.tools.clone().filter(ToolsRequest::active);
 
     if !p.stream {
         let done = futures_util::future::join_all(infs.into_iter().map(Inference::collect)).await;
@@ -573,9 +907,15 @@ async fn run(
                 let choices = done
                     .into_iter()
                     .enumerate()
-                    .map(|(i, d)| ChatChoice {
-                        index: i as u32,
-                        ..ChatChoice::assistant(d.text, d.finished.finish_reason.as_str())
+                    .map(|(i, d)| {
+                        let (message, finish) =
+                            chat_answer(d.text, d.finished.finish_reason, tools.as_ref());
+                        ChatChoice {
+                            index: i as u32,
+                            message,
+                            logprobs: p.logprobs.map(|_| chat_logprobs(&d.logprobs)),
+                            finish_reason: Some(finish),
+                        }
                     })
                     .collect();
                 axum::Json(
@@ -591,6 +931,7 @@ async fn run(
                     .enumerate()
                     .map(|(i, d)| TextChoice {
                         index: i as u32,
+                        logprobs: p.logprobs.map(|_| text_logprobs(&d.logprobs, &mut 0)),
                         ..TextChoice::finished(d.text, d.finished.finish_reason.as_str())
                     })
                     .collect();
@@ -638,6 +979,12 @@ async fn run(
             },
         ))
     }));
+    /// Per choice: the tool-call filter (tools active) and the character offset of the next
+    /// token's text (legacy `text_offset`).
+    struct Choice {
+        filter: Option<ToolCallFilter>,
+        offset: u32,
+    }
     struct S {
         events: Option<
             futures_util::stream::SelectAll<
@@ -651,6 +998,15 @@ async fn run(
         left: u32,
         usage: wire::Usage,
         pending: std::collections::VecDeque<Bytes>,
+        logprobs: bool,
+        tools: Option<ToolsRequest>,
+        choices: Vec<Choice>,
+    }
+    impl S {
+        fn chat(&mut self, choice: ChatChunkChoice) {
+            let c = chunk_event(&self.head, vec![choice], self.include_usage);
+            self.pending.push_back(c);
+        }
     }
     let events = futures_util::stream::SelectAll::from_iter(
         merged
@@ -670,18 +1026,21 @@ async fn run(
             total_tokens: 0,
         },
         pending: Default::default(),
+        logprobs: p.logprobs.is_some(),
+        choices: (0..p.n)
+            .map(|_| Choice {
+                filter: tools.as_ref().map(|_| ToolCallFilter::default()),
+                offset: 0,
+            })
+            .collect(),
+        tools,
     };
     if flavor == Flavor::Chat {
         for i in 0..p.n {
-            let c = chunk_event(
-                &init.head,
-                vec![ChatChunkChoice {
-                    index: i,
-                    ..ChatChunkChoice::role("assistant")
-                }],
-                init.include_usage,
-            );
-            init.pending.push_back(c);
+            init.chat(ChatChunkChoice {
+                index: i,
+                ..ChatChunkChoice::role("assistant")
+            });
         }
     }
     let body_stream = futures_util::stream::unfold(init, |mut s| async move {
@@ -704,49 +1063,85 @@ async fn run(
                     tracing::warn!(error = %e, "stream failed after it started");
                     return Some((Ok(event(&e.body())), s));
                 }
-                Some((i, Ok(InferenceEvent::Delta(text)))) => {
-                    let c = match s.flavor {
-                        Flavor::Chat => chunk_event(
-                            &s.head,
-                            vec![ChatChunkChoice {
+                Some((i, Ok(InferenceEvent::Delta(text, lps)))) => {
+                    let ch = &mut s.choices[i as usize];
+                    match s.flavor {
+                        Flavor::Chat => {
+                            let text = match ch.filter.as_mut() {
+                                Some(f) => f.push(&text),
+                                None => text,
+                            };
+                            if text.is_empty() && lps.is_empty() {
+                                continue;
+                            }
+                            let logprobs = s.logprobs.then(|| chat_logprobs(&lps));
+                            s.chat(ChatChunkChoice {
                                 index: i,
+                                logprobs,
                                 ..ChatChunkChoice::content(text)
-                            }],
-                            s.include_usage,
-                        ),
-                        Flavor::Text => chunk_event(
-                            &s.head,
-                            vec![TextChoice {
-                                index: i,
-                                ..TextChoice::partial(text)
-                            }],
-                            s.include_usage,
-                        ),
-                    };
-                    return Some((Ok(c), s));
+                            });
+                        }
+                        Flavor::Text => {
+                            let logprobs =
+                                s.logprobs.then(|| text_logprobs(&lps, &mut ch.offset));
+                            let c = chunk_event(
+                                &s.head,
+                                vec![TextChoice {
+                                    index: i,
+                                    logprobs,
+                                    ..TextChoice::partial(text)
+                                }],
+                                s.include_usage,
+                            );
+                            s.pending.push_back(c);
+                        }
+                    }
                 }
                 Some((i, Ok(InferenceEvent::Done(f)))) => {
                     // This choice's receipt is durable: its finish chunk; after the last choice,
                     // usage (all choices) and [DONE].
-                    let c = match s.flavor {
-                        Flavor::Chat => chunk_event(
-                            &s.head,
-                            vec![ChatChunkChoice {
+                    match s.flavor {
+                        Flavor::Chat => {
+                            let mut finish = f.finish_reason.as_str().to_string();
+                            let held = s.choices[i as usize].filter.take();
+                            if let (Some(mut filter), Some(t)) = (held, s.tools.clone()) {
+                                let (mut rest, mut calls) = filter.finish(&t.names());
+                                if calls.is_empty() && t.forced() {
+                                    (rest, calls) = t.parse(&rest);
+                                }
+                                if !rest.is_empty() {
+                                    s.chat(ChatChunkChoice {
+                                        index: i,
+                                        ..ChatChunkChoice::content(rest)
+                                    });
+                                }
+                                if !calls.is_empty() {
+                                    for d in tool_call_deltas(&calls, t.legacy) {
+                                        s.chat(ChatChunkChoice {
+                                            index: i,
+                                            ..ChatChunkChoice::with_delta(d, None)
+                                        });
+                                    }
+                                    finish = finish_for_calls(t.legacy).into();
+                                }
+                            }
+                            s.chat(ChatChunkChoice {
                                 index: i,
-                                ..ChatChunkChoice::finish(f.finish_reason.as_str())
-                            }],
-                            s.include_usage,
-                        ),
-                        Flavor::Text => chunk_event(
-                            &s.head,
-                            vec![TextChoice {
-                                index: i,
-                                ..TextChoice::finished("", f.finish_reason.as_str())
-                            }],
-                            s.include_usage,
-                        ),
-                    };
-                    s.pending.push_back(c);
+                                ..ChatChunkChoice::finish(finish)
+                            });
+                        }
+                        Flavor::Text => {
+                            let c = chunk_event(
+                                &s.head,
+                                vec![TextChoice {
+                                    index: i,
+                                    ..TextChoice::finished("", f.finish_reason.as_str())
+                                }],
+                                s.include_usage,
+                            );
+                            s.pending.push_back(c);
+                        }
+                    }
                     add_usage(&mut s.usage, &f.usage);
                     s.left -= 1;
                     if s.left > 0 {
@@ -785,6 +1180,173 @@ async fn run(
     Ok(resp)
 }
 
+/// `finish_reason` of an answer that called tools.
+fn finish_for_calls(legacy: bool) -> &'static str {
+    if legacy {
+        "function_call"
+    } else {
+        "tool_calls"
+    }
+}
+
+/// A new tool call id, `call_` and 24 random hex digits.
+pub(super) fn call_id() -> String {
+    let mut b = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    format!("call_{}", hex::encode(b))
+}
+
+/// The message and `finish_reason` of a whole chat answer: with tools shown and calls in the
+/// text, `content` is the text around them (`null` when none) and `tool_calls` (or, legacy,
+/// `function_call`: the first call) carries them, finished `tool_calls` (`function_call`).
+fn chat_answer(
+    text: String,
+    finish: FinishReason,
+    tools: Option<&ToolsRequest>,
+) -> (AssistantMessage, String) {
+    let mut msg = ChatChoice::assistant(String::new(), "").message;
+    if let Some(t) = tools {
+        let (content, calls) = t.parse(&text);
+        if !calls.is_empty() {
+            msg.content = Some(content).filter(|c| !c.is_empty());
+            if t.legacy {
+                msg.function_call = calls.into_iter().next().map(|c| FunctionCall {
+                    name: c.name,
+                    arguments: c.arguments,
+                });
+            } else {
+                msg.tool_calls = Some(
+                    calls
+                        .into_iter()
+                        .map(|c| ToolCall {
+                            id: call_id(),
+                            kind: "function".into(),
+                            function: FunctionCall {
+                                name: c.name,
+                                arguments: c.arguments,
+                            },
+                        })
+                        .collect(),
+                );
+            }
+            return (msg, finish_for_calls(t.legacy).into());
+        }
+    }
+    msg.content = Some(text);
+    (msg, finish.as_str().into())
+}
+
+/// The stream deltas of parsed calls, as OpenAI streams them: per call, one delta with its
+/// `index`, `id`, `type` and `function.name` (empty arguments), then one with the arguments.
+/// Legacy: the first call as `function_call` deltas.
+fn tool_call_deltas(calls: &[ParsedToolCall], legacy: bool) -> Vec<ChatDelta> {
+    if legacy {
+        let Some(c) = calls.first() else {
+            return Vec::new();
+        };
+        return vec![
+            ChatDelta {
+                function_call: Some(FunctionCallDelta {
+                    name: Some(c.name.clone()),
+                    arguments: Some(String::new()),
+                }),
+                ..ChatDelta::default()
+            },
+            ChatDelta {
+                function_call: Some(FunctionCallDelta {
+                    name: None,
+                    arguments: Some(c.arguments.clone()),
+                }),
+                ..ChatDelta::default()
+            },
+        ];
+    }
+    let mut out = Vec::with_capacity(calls.len() * 2);
+    for (i, c) in calls.iter().enumerate() {
+        out.push(ChatDelta {
+            tool_calls: Some(vec![ToolCallDelta {
+                index: i as u32,
+                id: Some(call_id()),
+                kind: Some("function".into()),
+                function: Some(FunctionCallDelta {
+                    name: Some(c.name.clone()),
+                    arguments: Some(String::new()),
+                }),
+            }]),
+            ..ChatDelta::default()
+        });
+        out.push(ChatDelta {
+            tool_calls: Some(vec![ToolCallDelta {
+                index: i as u32,
+                function: Some(FunctionCallDelta {
+                    name: None,
+                    arguments: Some(c.arguments.clone()),
+                }),
+                ..ToolCallDelta::default()
+            }]),
+            ..ChatDelta::default()
+        });
+    }
+    out
+}
+
+/// A log probability as JSON writes it: the f32's shortest decimal (not its f64 widening), and
+/// OpenAI's `-9999.0` for an impossible token.
+fn wire_logprob(l: f32) -> f64 {
+    if l.is_finite() {
+        l.to_string().parse().unwrap_or(f64::from(l))
+    } else {
+        -9999.0
+    }
+}
+
+/// Chat's `logprobs`: one `content` entry per token.
+fn chat_logprobs(entries: &[TokenLogprob]) -> ChatLogprobs {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    ChatLogprobs {
+        content: Some(
+            entries
+                .iter()
+                .map(|e| ChatTokenLogprob {
+                    token: text(&e.sampled.bytes),
+                    logprob: wire_logprob(e.sampled.logprob),
+                    bytes: Some(e.sampled.bytes.clone()),
+                    top_logprobs: e
+                        .top
+                        .iter()
+                        .map(|t| TopLogprob {
+                            token: text(&t.bytes),
+                            logprob: wire_logprob(t.logprob),
+                            bytes: Some(t.bytes.clone()),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Completions' legacy `logprobs`: parallel lists; `text_offset` counts characters of the
+/// tokens' text from the start of the completion (`offset` carries it across chunks). Two
+/// alternatives with the same text keep the likelier one's value.
+fn text_logprobs(entries: &[TokenLogprob], offset: &mut u32) -> TextLogprobs {
+    let mut out = TextLogprobs::default();
+    for e in entries {
+        let token = String::from_utf8_lossy(&e.sampled.bytes).into_owned();
+        let mut top = serde_json::Map::new();
+        for t in &e.top {
+            top.entry(String::from_utf8_lossy(&t.bytes).into_owned())
+                .or_insert(serde_json::json!(wire_logprob(t.logprob)));
+        }
+        out.text_offset.push(*offset);
+        *offset += token.chars().count() as u32;
+        out.tokens.push(token);
+        out.token_logprobs.push(Some(wire_logprob(e.sampled.logprob)));
+        out.top_logprobs.push(Some(top));
+    }
+    out
+}
+
 /// Adds one choice's metered tokens to the answer's usage (each choice is its own metered,
 /// receipted generation, so the prompt counts once per choice).
 fn add_usage(total: &mut wire::Usage, u: &b3iq_runtime::runtime::Usage) {
@@ -801,20 +1363,86 @@ mod tests {
     #[test]
     fn messages_parse_and_refuse_bad_roles() {
         let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]"#).unwrap();
-        let out = parse_messages(Some(m)).unwrap();
+        let out = parse_chat(Some(m), None).unwrap();
         assert_eq!(out[1].content, "ab");
         assert_eq!(out[2].content, "");
         let m: Vec<wire::ChatMessage> =
             serde_json::from_str(r#"[{"role":"wizard","content":"x"}]"#).unwrap();
-        assert!(parse_messages(Some(m))
+        assert!(parse_chat(Some(m), None)
             .unwrap_err()
             .to_string()
             .contains("wizard"));
-        assert!(parse_messages(Some(vec![])).is_err());
-        assert!(parse_messages(None).is_err());
+        assert!(parse_chat(Some(vec![]), None).is_err());
+        assert!(parse_chat(None, None).is_err());
         let m: Vec<wire::ChatMessage> =
             serde_json::from_str(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#).unwrap();
-        assert!(parse_messages(Some(m)).is_err());
+        assert!(parse_chat(Some(m), None).is_err());
+    }
+
+    fn params(v: serde_json::Value) -> CommonParams {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn tools_choices_and_history_are_parsed_and_rendered() {
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+        let t = parse_tools(&params(serde_json::json!({"tools": tools, "tool_choice": "required"})))
+            .unwrap()
+            .unwrap();
+        assert!(t.active() && t.forced() && !t.legacy);
+        let t = parse_tools(&params(serde_json::json!({"functions": [{"name": "f"}], "function_call": {"name": "f"}})))
+            .unwrap()
+            .unwrap();
+        assert!(t.legacy && t.choice == ToolChoice::Function("f".into()));
+        assert_eq!(t.tools[0].parameters, serde_json::json!({"type": "object"}));
+        assert!(parse_tools(&params(serde_json::json!({"tool_choice": "auto"}))).unwrap().is_none());
+        for bad_body in [
+            serde_json::json!({"tool_choice": "required"}),
+            serde_json::json!({"tools": tools, "tool_choice": "sometimes"}),
+            serde_json::json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "x"}}}),
+            serde_json::json!({"tools": [{"type": "function", "function": {"name": "bad name"}}]}),
+            serde_json::json!({"tools": [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "a"}}]}),
+            serde_json::json!({"tools": tools, "functions": [{"name": "f"}]}),
+            serde_json::json!({"tools": "nope"}),
+        ] {
+            assert!(matches!(parse_tools(&params(bad_body.clone())), Err(HostError::InvalidParameter(_))), "{bad_body}");
+        }
+        let t = parse_tools(&params(serde_json::json!({"tools": tools}))).unwrap();
+        let m: Vec<wire::ChatMessage> = serde_json::from_str(r#"[{"role":"user","content":"w?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"sunny"},{"role":"tool","tool_call_id":"call_2","content":"windy"}]"#).unwrap();
+        let out = parse_chat(Some(m), t.as_ref()).unwrap();
+        assert_eq!(out[0].role, Role::System);
+        assert!(out[0].content.contains("<tools>") && out[0].content.contains("get_weather"));
+        assert!(out[2].content.contains("<tool_call>") && out[2].content.contains("Paris"), "{:?}", out[2]);
+        assert_eq!(out.len(), 4, "consecutive tool results share one turn: {out:?}");
+        assert!(out[3].content.contains("sunny") && out[3].content.contains("windy"));
+    }
+
+    #[test]
+    fn logprobs_and_logit_bias_are_range_checked() {
+        let c = |v| params(v);
+        assert_eq!(parse_logprobs(&c(serde_json::json!({"logprobs": true, "top_logprobs": 2})), true).unwrap(), Some(2));
+        assert_eq!(parse_logprobs(&c(serde_json::json!({"logprobs": true})), true).unwrap(), Some(0));
+        assert_eq!(parse_logprobs(&c(serde_json::json!({})), true).unwrap(), None);
+        assert_eq!(parse_logprobs(&c(serde_json::json!({"logprobs": 3})), false).unwrap(), Some(3));
+        for (v, chat) in [
+            (serde_json::json!({"logprobs": 2}), true),
+            (serde_json::json!({"top_logprobs": 1}), true),
+            (serde_json::json!({"logprobs": true, "top_logprobs": 21}), true),
+            (serde_json::json!({"logprobs": 21}), false),
+            (serde_json::json!({"logprobs": 1, "top_logprobs": 1}), false),
+        ] {
+            assert!(parse_logprobs(&c(v.clone()), chat).is_err(), "{v}");
+        }
+        assert_eq!(parse_logit_bias(&c(serde_json::json!({"logit_bias": {"7": -100, "9": 5.5}}))).unwrap(), vec![(7, -100.0), (9, 5.5)]);
+        for v in [
+            serde_json::json!({"logit_bias": {"x": 1}}),
+            serde_json::json!({"logit_bias": {"1": 100.5}}),
+            serde_json::json!({"logit_bias": [1]}),
+        ] {
+            assert!(parse_logit_bias(&c(v.clone())).is_err(), "{v}");
+        }
     }
 
     #[test]

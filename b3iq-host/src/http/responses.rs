@@ -3,11 +3,15 @@
 //! The request is translated into the chat route's parameters (the same validation, field audit,
 //! context rule and receipt path): `input` (a string, or an array of messages whose `content` is
 //! a string or `input_text` / `output_text` parts) after `instructions` (a system message);
-//! `max_output_tokens`, `temperature`, `top_p`, `text.format` (`json_object` / `json_schema`) and
-//! `stream`. Nothing is stored: `previous_response_id` is refused with 400, `store` is accepted
-//! and has no effect. The answer is one `message` output item with one `output_text` part;
-//! streamed as the typed events the official clients read (`response.created`, ...,
-//! `response.output_text.delta`, ..., `response.completed`).
+//! `max_output_tokens`, `temperature`, `top_p`, `text.format` (`json_object` / `json_schema`),
+//! `tools` (function tools, as chat: the same prompt format, forced-call grammar and parser) with
+//! `tool_choice`, and `stream`. `function_call` and `function_call_output` input items are the
+//! tool-call history. Nothing is stored: `previous_response_id` is refused with 400, `store` is
+//! accepted and has no effect. The answer is a `message` output item with one `output_text`
+//! part and, when the model called tools, one `function_call` item per call; streamed as the
+//! typed events the official clients read (`response.created`, ...,
+//! `response.output_text.delta`, ..., `response.function_call_arguments.delta`, ...,
+//! `response.completed`).
 
 use std::sync::Arc;
 
@@ -19,7 +23,11 @@ use b3iq_openai::{sse, CommonParams};
 use b3iq_runtime::runtime::{FinishReason, Prompt};
 use serde_json::{json, Map, Value};
 
-use super::openai::{bad, caller, check_ticket_model, parse_common, parse_json, parse_messages};
+use super::openai::{
+    apply_tools, bad, call_id, caller, check_ticket_model, parse_chat, parse_common, parse_json,
+    ToolsRequest,
+};
+use b3iq_runtime::tools::{ParsedToolCall, ToolCallFilter};
 use super::RawBody;
 use crate::context::NodeState;
 use crate::error::{HostError, Result};
@@ -31,9 +39,12 @@ fn translate(body: Map<String, Value>) -> Result<(CommonParams, Vec<b3iq_openai:
     let mut messages: Vec<Value> = Vec::new();
     for (k, v) in body {
         match k.as_str() {
-            "model" | "temperature" | "top_p" | "stream" | "seed" | "top_k" | "min_p" | "tools" | "tool_choice" | "user" | "metadata"
+            "model" | "temperature" | "top_p" | "stream" | "seed" | "top_k" | "min_p" | "tool_choice" | "user" | "metadata"
             | "parallel_tool_calls" | "top_logprobs" => {
                 c.insert(k, v);
+            }
+            "tools" => {
+                c.insert(k, chat_tools(v)?);
             }
             "max_output_tokens" => {
                 c.insert("max_tokens".into(), v);
@@ -75,11 +86,44 @@ fn translate(body: Map<String, Value>) -> Result<(CommonParams, Vec<b3iq_openai:
     if messages.is_empty() {
         return Err(bad("`input` is required"));
     }
+    if c.get("top_logprobs").is_some_and(|v| !v.is_null() && v.as_u64() != Some(0)) {
+        return Err(bad("`top_logprobs` is not served on /v1/responses yet; use /v1/chat/completions with logprobs"));
+    }
     let c: CommonParams = serde_json::from_value(Value::Object(c))
         .map_err(|e| HostError::InvalidJson(e.to_string()))?;
     let messages = serde_json::from_value(Value::Array(messages))
         .map_err(|e| HostError::InvalidJson(e.to_string()))?;
     Ok((c, messages))
+}
+
+/// Responses tools (`{"type": "function", "name", "description", "parameters", "strict"}`) in
+/// the chat shape (`{"type": "function", "function": {...}}`); other tool types (web search,
+/// file search, ...) are 400.
+fn chat_tools(v: Value) -> Result<Value> {
+    let Value::Array(items) = v else {
+        return if v.is_null() { Ok(v) } else { Err(bad("`tools` must be a list of function tools")) };
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind != "function" {
+                return Err(bad(format!(
+                    "tools[{i}].type {:?} is not supported; only function tools are served",
+                    kind.chars().take(40).collect::<String>()
+                )));
+            }
+            let mut f = Map::new();
+            for k in ["name", "description", "parameters", "strict"] {
+                if let Some(x) = t.get(k).filter(|x| !x.is_null()) {
+                    f.insert(k.into(), x.clone());
+                }
+            }
+            Ok(json!({"type": "function", "function": f}))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Value::Array)
 }
 
 /// Parse and validate a `/v1/responses` body from outside bytes without a running node (no
@@ -88,7 +132,8 @@ fn translate(body: Map<String, Value>) -> Result<(CommonParams, Vec<b3iq_openai:
 pub fn validate_responses_body(body: &[u8]) -> Result<()> {
     let super::JsonBody(b) = parse_json::<Map<String, Value>>(body)?;
     let (c, messages) = translate(b)?;
-    parse_messages(Some(messages))?;
+    let tools = super::openai::parse_tools(&c)?;
+    parse_chat(Some(messages), tools.as_ref())?;
     super::openai::parse_common_with(&c, &|_| None).map(|_| ())
 }
 
@@ -99,8 +144,35 @@ fn input_item(i: usize, item: Value) -> Result<Value> {
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or("message");
-    if kind != "message" {
-        return Err(bad(format!("input[{i}].type {kind:?} is not supported (only messages; tool calling is not served yet)")));
+    let text = |field: &str| item.get(field).and_then(Value::as_str).map(str::to_string);
+    match kind {
+        "message" => {}
+        "function_call" => {
+            let (Some(name), Some(call_id)) = (text("name"), text("call_id")) else {
+                return Err(bad(format!("input[{i}]: a function_call item needs name and call_id")));
+            };
+            let arguments = text("arguments").unwrap_or_else(|| "{}".into());
+            return Ok(json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]}));
+        }
+        "function_call_output" => {
+            let call_id = text("call_id")
+                .ok_or_else(|| bad(format!("input[{i}]: a function_call_output item needs call_id")))?;
+            let output = match item.get("output") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect(),
+                _ => return Err(bad(format!("input[{i}].output must be a string"))),
+            };
+            return Ok(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
+        }
+        other => {
+            return Err(bad(format!(
+                "input[{i}].type {other:?} is not supported (message, function_call and function_call_output are)"
+            )))
+        }
     }
     let role = item
         .get("role")
@@ -134,40 +206,91 @@ fn input_item(i: usize, item: Value) -> Result<Value> {
     Ok(json!({"role": role, "content": content}))
 }
 
+/// A `message` output item with one `output_text` part.
+fn message_item(msg_id: &str, text: &str, done: bool) -> Value {
+    json!({"type": "message", "id": msg_id, "status": if done { "completed" } else { "in_progress" }, "role": "assistant",
+           "content": [{"type": "output_text", "text": text, "annotations": []}]})
+}
+
+/// A `function_call` output item (`id` `fc_...`, `call_id` `call_...`: what a
+/// `function_call_output` input item names).
+fn call_item(call: &ParsedToolCall, call_id: &str, done: bool) -> Value {
+    let fc = format!("fc_{}", call_id.trim_start_matches("call_"));
+    json!({"type": "function_call", "id": fc, "call_id": call_id, "name": call.name,
+           "arguments": if done { call.arguments.as_str() } else { "" },
+           "status": if done { "completed" } else { "in_progress" }})
+}
+
+/// What a request's tools look like in the response object (`tools`, `tool_choice`).
+fn tools_echo(tools: Option<&ToolsRequest>) -> (Value, Value) {
+    let Some(t) = tools else {
+        return (json!([]), json!("none"));
+    };
+    let list = t
+        .tools
+        .iter()
+        .map(|f| json!({"type": "function", "name": f.name, "description": f.description, "parameters": f.parameters, "strict": null}))
+        .collect();
+    let choice = match &t.choice {
+        b3iq_runtime::tools::ToolChoice::None => json!("none"),
+        b3iq_runtime::tools::ToolChoice::Auto => json!("auto"),
+        b3iq_runtime::tools::ToolChoice::Required => json!("required"),
+        b3iq_runtime::tools::ToolChoice::Function(n) => json!({"type": "function", "name": n}),
+    };
+    (Value::Array(list), choice)
+}
+
 /// The response object (`status` `in_progress` while streaming, then `completed` or
-/// `incomplete` with `incomplete_details.reason: "max_output_tokens"`).
+/// `incomplete` with `incomplete_details.reason: "max_output_tokens"`). A response whose model
+/// called tools is `completed`.
 fn response_object(
-    id: &str,
-    created: u64,
-    model: &str,
-    msg_id: &str,
-    text: Option<&str>,
+    head: &Head,
+    output: Vec<Value>,
     end: Option<(FinishReason, &inference::Finished)>,
+    called: bool,
 ) -> Value {
     let status = match end {
         None => "in_progress",
-        Some((FinishReason::Length, _)) => "incomplete",
+        Some((FinishReason::Length, _)) if !called => "incomplete",
         Some(_) => "completed",
-    };
-    let output = match text {
-        Some(t) => {
-            json!([{"type": "message", "id": msg_id, "status": if status == "in_progress" { "in_progress" } else { "completed" }, "role": "assistant",
-                          "content": [{"type": "output_text", "text": t, "annotations": []}]}])
-        }
-        None => json!([]),
     };
     let usage = end.map(|(_, f)| json!({"input_tokens": f.usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": f.usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": f.usage.total_tokens}));
     let mut v = json!({
-        "id": id, "object": "response", "created_at": created, "status": status, "model": model,
+        "id": head.id, "object": "response", "created_at": head.created, "status": status, "model": head.model,
         "output": output, "usage": usage, "error": null,
         "incomplete_details": if status == "incomplete" { json!({"reason": "max_output_tokens"}) } else { Value::Null },
-        "parallel_tool_calls": false, "tool_choice": "none", "tools": [], "metadata": {},
+        "parallel_tool_calls": false, "tool_choice": head.tool_choice, "tools": head.tools, "metadata": {},
     });
     if let Some((_, f)) = end {
         v["b3iq_receipt_id"] = json!(f.receipt_id);
     }
     v
+}
+
+/// What every response object of one request repeats.
+struct Head {
+    id: String,
+    msg_id: String,
+    model: String,
+    created: u64,
+    tools: Value,
+    tool_choice: Value,
+}
+
+/// The calls of a whole answer (with tools shown): `(content, calls)`; without tools, the text.
+fn split_calls(tools: Option<&ToolsRequest>, text: String) -> (String, Vec<ParsedToolCall>) {
+    match tools {
+        Some(t) => {
+            let (content, calls) = t.parse(&text);
+            if calls.is_empty() {
+                (text, calls)
+            } else {
+                (content, calls)
+            }
+        }
+        None => (text, Vec::new()),
+    }
 }
 
 /// `POST /v1/responses`.
@@ -176,9 +299,11 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
     let RawBody(body) = RawBody::from_request(req, &()).await?;
     let super::JsonBody(b) = parse_json::<Map<String, Value>>(&body)?;
     let (c, messages) = translate(b)?;
-    let p = parse_common(&st, &c)?;
+    let mut p = parse_common(&st, &c)?;
     check_ticket_model(&caller, &p.model.id)?;
-    let messages = parse_messages(Some(messages))?;
+    apply_tools(&mut p, &c)?;
+    let tools = p.tools.clone().filter(ToolsRequest::active);
+    let messages = parse_chat(Some(messages), p.tools.as_ref())?;
     let network = matches!(caller, Caller::Network(_));
     let ireq = InferenceRequest {
         caller,
@@ -188,28 +313,38 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
         max_tokens: p.max_tokens,
         stop: p.stop,
         response_format: p.response_format,
+        logprobs: None,
     };
     let mut inf = inference::start(&st, ireq).await?;
-    let created = inf.created();
     let hex = inf.request_id().to_hex();
-    let (id, msg_id, model) = (
-        format!("resp_{hex}"),
-        format!("msg_{hex}"),
-        p.model.id.clone(),
-    );
+    let (echo_tools, echo_choice) = tools_echo(p.tools.as_ref());
+    let head = Head {
+        id: format!("resp_{hex}"),
+        msg_id: format!("msg_{hex}"),
+        model: p.model.id.clone(),
+        created: inf.created(),
+        tools: echo_tools,
+        tool_choice: echo_choice,
+    };
     if !p.stream {
         let mut text = String::new();
         while let Some(ev) = inf.next().await {
             match ev? {
-                InferenceEvent::Delta(t) => text.push_str(&t),
+                InferenceEvent::Delta(t, _) => text.push_str(&t),
                 InferenceEvent::Done(f) => {
+                    let (content, calls) = split_calls(tools.as_ref(), text);
+                    let mut output = Vec::new();
+                    if calls.is_empty() || !content.is_empty() {
+                        output.push(message_item(&head.msg_id, &content, true));
+                    }
+                    for c in &calls {
+                        output.push(call_item(c, &call_id(), true));
+                    }
                     let v = response_object(
-                        &id,
-                        created,
-                        &model,
-                        &msg_id,
-                        Some(&text),
+                        &head,
+                        output,
                         Some((f.finish_reason, &f)),
+                        !calls.is_empty(),
                     );
                     let mut resp = axum::Json(v).into_response();
                     if network {
@@ -229,14 +364,16 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
 
     struct S {
         inf: Option<inference::Inference>,
-        id: String,
-        msg_id: String,
-        model: String,
-        created: u64,
+        head: Head,
         seq: u64,
         text: String,
         network: bool,
         pending: std::collections::VecDeque<Bytes>,
+        /// With tools shown: holds back what may be a call; the message item then opens with
+        /// its first text (without tools it opens at once, as before).
+        filter: Option<ToolCallFilter>,
+        tools: Option<ToolsRequest>,
+        msg_open: bool,
     }
     impl S {
         fn push(&mut self, kind: &str, mut v: Value) {
@@ -247,31 +384,77 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
             e.extend_from_slice(&sse::encode_json(&v));
             self.pending.push_back(Bytes::from(e));
         }
+        fn open_message(&mut self) {
+            if self.msg_open {
+                return;
+            }
+            self.msg_open = true;
+            let item = json!({"type": "message", "id": self.head.msg_id, "status": "in_progress", "role": "assistant", "content": []});
+            self.push("response.output_item.added", json!({"output_index": 0, "item": item}));
+            let part = json!({"type": "output_text", "text": "", "annotations": []});
+            let msg_id = self.head.msg_id.clone();
+            self.push(
+                "response.content_part.added",
+                json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": part}),
+            );
+        }
+        fn text_delta(&mut self, t: String) {
+            if t.is_empty() {
+                return;
+            }
+            self.open_message();
+            self.text.push_str(&t);
+            let ev = json!({"item_id": self.head.msg_id, "output_index": 0, "content_index": 0, "delta": t, "logprobs": []});
+            self.push("response.output_text.delta", ev);
+        }
+        /// Closes the message item (if open) and emits the calls; returns the output items.
+        fn finish_output(&mut self, calls: &[ParsedToolCall]) -> Vec<Value> {
+            let mut output = Vec::new();
+            if calls.is_empty() {
+                self.open_message();
+            }
+            if self.msg_open {
+                let text = std::mem::take(&mut self.text);
+                let msg_id = self.head.msg_id.clone();
+                self.push("response.output_text.done", json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}));
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                self.push("response.content_part.done", json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": part}));
+                let item = message_item(&msg_id, &text, true);
+                self.push("response.output_item.done", json!({"output_index": 0, "item": item.clone()}));
+                output.push(item);
+            }
+            for c in calls {
+                let index = output.len();
+                let id = call_id();
+                let item = call_item(c, &id, false);
+                let item_id = item["id"].clone();
+                self.push("response.output_item.added", json!({"output_index": index, "item": item}));
+                self.push("response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": index, "delta": c.arguments}));
+                self.push("response.function_call_arguments.done", json!({"item_id": item_id, "output_index": index, "arguments": c.arguments}));
+                let done = call_item(c, &id, true);
+                self.push("response.output_item.done", json!({"output_index": index, "item": done.clone()}));
+                output.push(done);
+            }
+            output
+        }
     }
     let mut s = S {
         inf: Some(inf),
-        id,
-        msg_id,
-        model,
-        created,
+        head,
         seq: 0,
         text: String::new(),
         network,
         pending: Default::default(),
+        filter: tools.as_ref().map(|_| ToolCallFilter::default()),
+        tools,
+        msg_open: false,
     };
-    let r0 = response_object(&s.id, s.created, &s.model, &s.msg_id, None, None);
+    let r0 = response_object(&s.head, Vec::new(), None, false);
     s.push("response.created", json!({"response": r0.clone()}));
     s.push("response.in_progress", json!({"response": r0}));
-    let item = json!({"type": "message", "id": s.msg_id, "status": "in_progress", "role": "assistant", "content": []});
-    s.push(
-        "response.output_item.added",
-        json!({"output_index": 0, "item": item}),
-    );
-    let part = json!({"type": "output_text", "text": "", "annotations": []});
-    s.push(
-        "response.content_part.added",
-        json!({"item_id": s.msg_id, "output_index": 0, "content_index": 0, "part": part}),
-    );
+    if s.filter.is_none() {
+        s.open_message();
+    }
     let body_stream = futures_util::stream::unfold(s, |mut s| async move {
         loop {
             if let Some(b) = s.pending.pop_front() {
@@ -295,30 +478,32 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
                         json!({"code": e.code(), "message": e.body()["error"]["message"].clone()}),
                     );
                 }
-                Some(Ok(InferenceEvent::Delta(t))) => {
-                    s.text.push_str(&t);
-                    let ev = json!({"item_id": s.msg_id, "output_index": 0, "content_index": 0, "delta": t, "logprobs": []});
-                    s.push("response.output_text.delta", ev);
+                Some(Ok(InferenceEvent::Delta(t, _))) => {
+                    let t = match s.filter.as_mut() {
+                        Some(f) => f.push(&t),
+                        None => t,
+                    };
+                    s.text_delta(t);
                 }
                 Some(Ok(InferenceEvent::Done(f))) => {
                     s.inf = None;
-                    let text = std::mem::take(&mut s.text);
-                    s.push("response.output_text.done", json!({"item_id": s.msg_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}));
-                    let part = json!({"type": "output_text", "text": text, "annotations": []});
-                    s.push("response.content_part.done", json!({"item_id": s.msg_id, "output_index": 0, "content_index": 0, "part": part}));
+                    let mut calls = Vec::new();
+                    if let (Some(mut filter), Some(t)) = (s.filter.take(), s.tools.clone()) {
+                        let (mut rest, mut found) = filter.finish(&t.names());
+                        if found.is_empty() && t.forced() {
+                            (rest, found) = t.parse(&rest);
+                        }
+                        s.text_delta(rest);
+                        calls = found;
+                    }
+                    let output = s.finish_output(&calls);
                     let done = response_object(
-                        &s.id,
-                        s.created,
-                        &s.model,
-                        &s.msg_id,
-                        Some(&text),
+                        &s.head,
+                        output,
                         Some((f.finish_reason, &f)),
+                        !calls.is_empty(),
                     );
-                    s.push(
-                        "response.output_item.done",
-                        json!({"output_index": 0, "item": done["output"][0].clone()}),
-                    );
-                    let kind = if f.finish_reason == FinishReason::Length {
+                    let kind = if done["status"] == "incomplete" {
                         "response.incomplete"
                     } else {
                         "response.completed"

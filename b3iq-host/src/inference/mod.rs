@@ -17,7 +17,7 @@ use std::time::Instant;
 use b3iq_core::receipt::RequestId;
 use b3iq_runtime::runtime::{
     Completion, FinishReason, GenerateRequest, GenerationEvent, GenerationStream, Prompt,
-    ResponseFormat, SamplingParams, Timings, Usage,
+    ResponseFormat, SamplingParams, Timings, TokenLogprob, Usage,
 };
 use b3iq_runtime::RuntimeError;
 
@@ -75,6 +75,9 @@ pub struct InferenceRequest {
     pub stop: Vec<String>,
     /// Structured output constraint.
     pub response_format: ResponseFormat,
+    /// Token log probabilities with this many alternatives per token (`None`: none); see
+    /// [`GenerateRequest::logprobs`].
+    pub logprobs: Option<u8>,
 }
 
 impl InferenceRequest {
@@ -93,6 +96,7 @@ impl InferenceRequest {
             max_tokens: Some(max_tokens),
             stop: Vec::new(),
             response_format: ResponseFormat::default(),
+            logprobs: None,
         }
     }
 }
@@ -100,8 +104,9 @@ impl InferenceRequest {
 /// What an admitted request yields.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InferenceEvent {
-    /// New text (whole UTF-8 characters, never part of a stop sequence).
-    Delta(String),
+    /// New text (whole UTF-8 characters, never part of a stop sequence) and, when the request
+    /// asked for them, the log probabilities of the tokens it completes.
+    Delta(String, Vec<TokenLogprob>),
     /// The end: its receipt is already durable.
     Done(Finished),
 }
@@ -130,6 +135,8 @@ pub struct Finished {
 pub struct Completed {
     /// All text.
     pub text: String,
+    /// Log probabilities of the delivered tokens (empty unless the request asked for them).
+    pub logprobs: Vec<TokenLogprob>,
     /// The end.
     pub finished: Finished,
 }
@@ -189,6 +196,7 @@ pub async fn start(st: &Arc<NodeState>, req: InferenceRequest) -> Result<Inferen
         max_tokens: Some(req.max_tokens.unwrap_or(MAX_GENERATED_TOKENS)),
         stop: req.stop.clone(),
         response_format: req.response_format.clone(),
+        logprobs: req.logprobs,
     };
     greq.validate().map_err(map_runtime)?;
     let started_ms = unix_now_ms();
@@ -257,14 +265,14 @@ impl Inference {
                 self.stream = None;
                 Some(Err(map_runtime(e)))
             }
-            Some(Ok(GenerationEvent::Delta { text })) => {
+            Some(Ok(GenerationEvent::Delta { text, logprobs })) => {
                 if self.ttft_ms.is_none() {
                     let el = self.t0.elapsed();
                     self.st.metrics.ttft.observe(el.as_secs_f64());
                     self.ttft_ms = Some(el.as_millis() as u64);
                 }
                 self.text.push_str(&text);
-                Some(Ok(InferenceEvent::Delta(text)))
+                Some(Ok(InferenceEvent::Delta(text, logprobs)))
             }
             Some(Ok(GenerationEvent::Done {
                 finish_reason,
@@ -338,10 +346,20 @@ impl Inference {
     /// As [`Inference::next`].
     pub async fn collect(mut self) -> Result<Completed> {
         let mut text = String::new();
+        let mut logprobs = Vec::new();
         while let Some(ev) = self.next().await {
             match ev? {
-                InferenceEvent::Delta(t) => text.push_str(&t),
-                InferenceEvent::Done(finished) => return Ok(Completed { text, finished }),
+                InferenceEvent::Delta(t, l) => {
+                    text.push_str(&t);
+                    logprobs.extend(l);
+                }
+                InferenceEvent::Done(finished) => {
+                    return Ok(Completed {
+                        text,
+                        logprobs,
+                        finished,
+                    })
+                }
             }
         }
         Err(HostError::Internal(
@@ -417,6 +435,7 @@ impl Completed {
             usage: self.finished.usage,
             timings: self.finished.timings,
             token_ids: None,
+            logprobs: self.logprobs.clone(),
         }
     }
 }
@@ -441,12 +460,13 @@ pub async fn quick_benchmark(
         max_tokens: Some(greq.max_tokens.unwrap_or(QuickBenchmark::MAX_TOKENS)),
         stop: greq.stop,
         response_format: greq.response_format,
+        logprobs: None,
     };
     let mut meter = QuickBenchmark::meter(&model.id);
     let mut inf = start(st, req).await?;
     while let Some(ev) = inf.next().await {
         match ev? {
-            InferenceEvent::Delta(text) => meter.on_event(&GenerationEvent::Delta { text }),
+            InferenceEvent::Delta(text, _) => meter.on_event(&GenerationEvent::delta(text)),
             InferenceEvent::Done(f) => {
                 meter.on_event(&GenerationEvent::Done {
                     finish_reason: f.finish_reason,

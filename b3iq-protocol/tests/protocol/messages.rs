@@ -548,3 +548,32 @@ fn receipt_uploads_carry_only_the_uploaders_own_signed_receipts() {
     v["receipts"] = serde_json::to_value(&many).unwrap();
     assert!(serde_json::from_value::<ReceiptUpload>(v).is_err());
 }
+
+#[test]
+fn large_uploads_are_checked_with_the_same_verdicts_as_small_ones() {
+    // From 16 receipts on, the upload key's multiples are precomputed: each faulty receipt must
+    // be refused with the same message as in a batch checked one by one.
+    let key = NodeKey::from_seed([8; 32]);
+    let other = NodeKey::from_seed([9; 32]);
+    let forged = {
+        let r = receipt(&key, 200);
+        let mut sig = *r.signature();
+        sig.0[40] ^= 1;
+        Signed::from_parts(r.body().clone(), *r.signer(), sig).unwrap()
+    };
+    let foreign = receipt(&other, 201);
+    for n in [2usize, 16, 20, 256] {
+        let good: Vec<_> = (0..n).map(|i| receipt(&key, i as u8)).collect();
+        assert_eq!(ReceiptUpload::sign(&key, good.clone(), 6_000).unwrap().verify().unwrap(), key.node_id());
+        for (bad, says) in [(&forged, "invalid signature"), (&foreign, "another node")] {
+            let mut rs = good.clone();
+            rs[1] = bad.clone();
+            let e = ReceiptUpload::sign(&key, rs, 6_000).unwrap().verify().unwrap_err().to_string();
+            assert!(e.contains("receipt 1") && e.contains(says), "{n}: {e}");
+            let mut small = good[..2].to_vec();
+            small[1] = bad.clone();
+            let e_small = ReceiptUpload::sign(&key, small, 6_000).unwrap().verify().unwrap_err().to_string();
+            assert_eq!(e, e_small);
+        }
+    }
+}

@@ -23,6 +23,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use b3iq_core::sampling::{self, Candidate, SeedKey};
@@ -225,12 +226,21 @@ pub fn tokenize_prompt(
     })
 }
 
-/// The sampling state of one request: llama.cpp's deterministic chain (grammar, penalties,
-/// top-k, top-p, min-p, temperature; greedy at temperature 0) and, for sampled requests, the
-/// key of B3IQ's replayable final draw ([`b3iq_core::sampling`]), which replaces llama.cpp's
-/// `dist` step.
+/// The sampling state of one request: llama.cpp's deterministic chain (logit bias, grammar,
+/// penalties, top-k, top-p, min-p, temperature; greedy at temperature 0) and, for sampled
+/// requests, the key of B3IQ's replayable final draw ([`b3iq_core::sampling`]), which replaces
+/// llama.cpp's `dist` step.
+///
+/// The chain is held in three parts applied in order (`head`: the logit bias; `grammar`; `tail`:
+/// the rest), so a greedy request with a grammar can take llama-server's shortcut: the argmax
+/// of the chain without the grammar, kept when the grammar allows it (the grammar only masks
+/// tokens, so the argmax over the allowed tokens is then the same token, first index on ties);
+/// only a refused token costs the grammar pass over the whole vocabulary. Sampled requests and
+/// the verifier's [`RequestSampler::survivors`] always apply all three parts.
 pub struct RequestSampler {
-    chain: LlamaSampler,
+    head: Option<LlamaSampler>,
+    grammar: Option<LlamaSampler>,
+    tail: LlamaSampler,
     final_draw: Option<SeedKey>,
 }
 
@@ -238,6 +248,7 @@ impl std::fmt::Debug for RequestSampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestSampler")
             .field("greedy", &self.final_draw.is_none())
+            .field("grammar", &self.grammar.is_some())
             .finish()
     }
 }
@@ -248,57 +259,114 @@ impl RequestSampler {
         self.final_draw
     }
 
+    /// Applies the whole deterministic chain (head, grammar, tail) to `arr`.
+    fn apply_chain(&mut self, arr: &mut LlamaTokenDataArray) {
+        if let Some(h) = self.head.as_mut() {
+            arr.apply_sampler(h);
+        }
+        if let Some(g) = self.grammar.as_mut() {
+            arr.apply_sampler(g);
+        }
+        arr.apply_sampler(&mut self.tail);
+    }
+
     /// Picks the token of generated position `index` from a candidate array (the row's logits)
     /// and records it in the chain's history.
     pub fn sample_array(&mut self, mut arr: LlamaTokenDataArray, index: u32) -> TokenId {
         let tok = match self.final_draw {
+            None if self.grammar.is_some() => {
+                // Greedy with a grammar: the unconstrained argmax first.
+                let mut free = arr.clone();
+                if let Some(h) = self.head.as_mut() {
+                    free.apply_sampler(h);
+                }
+                free.apply_sampler(&mut self.tail);
+                match free.selected_token().filter(|&t| self.grammar_allows(t)) {
+                    Some(t) => Some(t.0 as TokenId),
+                    None => {
+                        self.apply_chain(&mut arr);
+                        arr.selected_token().map(|t| t.0 as TokenId)
+                    }
+                }
+            }
             None => {
-                arr.apply_sampler(&mut self.chain);
+                self.apply_chain(&mut arr);
                 arr.selected_token().map(|t| t.0 as TokenId)
             }
             Some(key) => {
-                let mut c = surviving_candidates(&mut self.chain, arr);
+                let mut c = self.survivors(arr);
                 sampling::draw(&mut c, key.uniform(u64::from(index)))
             }
         };
         // A chain that leaves nothing (cannot happen with min_keep >= 1) falls back to token 0.
         let tok = tok.unwrap_or(0);
-        self.chain.accept(llama_token(tok));
+        self.accept(tok);
         tok
+    }
+
+    /// Whether the grammar (in its current state) allows `token` next.
+    fn grammar_allows(&mut self, token: LlamaToken) -> bool {
+        let Some(g) = self.grammar.as_mut() else {
+            return true;
+        };
+        let mut one = LlamaTokenDataArray::new(
+            vec![llama_cpp_2::token::data::LlamaTokenData::new(token, 0.0, 0.0)],
+            false,
+        );
+        one.apply_sampler(g);
+        one.data.first().is_some_and(|d| d.logit().is_finite())
     }
 
     /// Records a token in the chain's history without sampling (replay of claimed tokens).
     pub fn accept(&mut self, token: TokenId) {
-        self.chain.accept(llama_token(token));
+        let t = llama_token(token);
+        if let Some(h) = self.head.as_mut() {
+            h.accept(t);
+        }
+        if let Some(g) = self.grammar.as_mut() {
+            g.accept(t);
+        }
+        self.tail.accept(t);
     }
 
     /// Applies the deterministic chain to a row's candidates and returns the survivors (the
     /// verifier's input to [`sampling::check_draw`]). Does not touch the history.
-    pub fn survivors(&mut self, arr: LlamaTokenDataArray) -> Vec<Candidate> {
-        surviving_candidates(&mut self.chain, arr)
+    pub fn survivors(&mut self, mut arr: LlamaTokenDataArray) -> Vec<Candidate> {
+        self.apply_chain(&mut arr);
+        arr.data
+            .iter()
+            .map(|d| Candidate {
+                token: d.id().0 as u32,
+                logit: d.logit(),
+            })
+            .collect()
     }
 }
 
-fn surviving_candidates(chain: &mut LlamaSampler, mut arr: LlamaTokenDataArray) -> Vec<Candidate> {
-    arr.apply_sampler(chain);
-    arr.data
-        .iter()
-        .map(|d| Candidate {
-            token: d.id().0 as u32,
-            logit: d.logit(),
-        })
-        .collect()
-}
-
-/// Builds the sampling state of a request: the deterministic chain (grammar, penalties, top-k,
-/// top-p, min-p, temperature; greedy when temperature is 0) and the seed key of the final draw
+/// Builds the sampling state of a request: the deterministic chain (logit bias, grammar,
+/// penalties, top-k, top-p, min-p, temperature; greedy when temperature is 0) and the seed key of the final draw
 /// (`sampling.seed_key`, else derived from `sampling.seed`, else from a random seed).
 pub fn build_sampler(
     model: &LlamaModel,
     sampling: &SamplingParams,
     format: &ResponseFormat,
 ) -> Result<RequestSampler, RuntimeError> {
-    let mut chain = Vec::new();
+    let mut head = None;
+    if !sampling.logit_bias.is_empty() {
+        let n_vocab = model.n_vocab().max(0) as u32;
+        if let Some((t, _)) = sampling.logit_bias.iter().find(|(t, _)| *t >= n_vocab) {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "logit_bias names token id {t}, outside this model's vocabulary (0..{n_vocab})"
+            )));
+        }
+        let biases: Vec<LlamaLogitBias> = sampling
+            .logit_bias
+            .iter()
+            .map(|&(t, b)| LlamaLogitBias::new(llama_token(t), b))
+            .collect();
+        // First in the chain: OpenAI adds the bias to the logits before anything else.
+        head = Some(LlamaSampler::logit_bias(model.n_vocab(), &biases));
+    }
     let grammar = match format {
         ResponseFormat::Text => None,
         ResponseFormat::JsonObject => Some(JSON_OBJECT_GBNF.to_string()),
@@ -316,12 +384,17 @@ pub fn build_sampler(
                 })?,
             )
         }
+        ResponseFormat::ToolCall { tools } => {
+            crate::tools::tool_call_grammar(tools, &crate::tools::ToolChoice::Required)?
+        }
     };
-    if let Some(g) = grammar {
-        chain.push(LlamaSampler::grammar(model, &g, "root").map_err(|e| {
+    let grammar = match grammar {
+        Some(g) => Some(LlamaSampler::grammar(model, &g, "root").map_err(|e| {
             RuntimeError::InvalidRequest(format!("the output grammar could not be compiled: {e}"))
-        })?);
-    }
+        })?),
+        None => None,
+    };
+    let mut chain = Vec::new();
     if sampling.repeat_penalty != 1.0
         || sampling.presence_penalty != 0.0
         || sampling.frequency_penalty != 0.0
@@ -354,7 +427,9 @@ pub fn build_sampler(
         })
     };
     Ok(RequestSampler {
-        chain: LlamaSampler::chain(chain, true),
+        head,
+        grammar,
+        tail: LlamaSampler::chain(chain, true),
         final_draw,
     })
 }

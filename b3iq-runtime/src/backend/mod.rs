@@ -11,3 +11,5 @@
 
 pub mod llama;
 pub mod upstream;
+#[cfg(feature = "wgpu-backend")]
+pub mod wgpu;

@@ -269,8 +269,15 @@ impl UpstreamRuntime {
         if s.repeat_penalty != 1.0 {
             params.extra.insert("repetition_penalty".into(), json!(decimal(s.repeat_penalty)));
         }
+        if !s.logit_bias.is_empty() {
+            // OpenAI's shape: token id (as a string) -> bias; the ids are the upstream model's.
+            let bias: serde_json::Map<String, serde_json::Value> =
+                s.logit_bias.iter().map(|(t, b)| (t.to_string(), json!(decimal(*b)))).collect();
+            params.extra.insert("logit_bias".into(), serde_json::Value::Object(bias));
+        }
         let format = match &request.response_format {
-            ResponseFormat::Text => None,
+            // Refused in `generate` before a body is built.
+            ResponseFormat::Text | ResponseFormat::ToolCall { .. } => None,
             ResponseFormat::JsonObject => Some(WireResponseFormat::JsonObject),
             ResponseFormat::JsonSchema { name, schema } => Some(WireResponseFormat::JsonSchema {
                 json_schema: JsonSchemaFormat {
@@ -400,6 +407,16 @@ impl Runtime for UpstreamRuntime {
 
     async fn generate(&self, request: GenerateRequest) -> Result<GenerationStream, RuntimeError> {
         request.validate()?;
+        if matches!(request.response_format, ResponseFormat::ToolCall { .. }) {
+            return Err(RuntimeError::Unsupported(
+                "a forced tool call is not relayed to an upstream server yet; use tool_choice \"auto\"".into(),
+            ));
+        }
+        if request.logprobs.is_some() {
+            return Err(RuntimeError::Unsupported(
+                "token log probabilities are not relayed from an upstream server yet".into(),
+            ));
+        }
         let c = self.inner.counters.clone();
         if c.in_flight.fetch_add(1, Ordering::AcqRel) >= self.inner.max_in_flight {
             c.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -461,7 +478,7 @@ impl Runtime for UpstreamRuntime {
                         if let Some(t) = text.filter(|t| !t.is_empty()) {
                             first.get_or_insert_with(Instant::now);
                             chunks += 1;
-                            if tx.send(Ok(GenerationEvent::Delta { text: t })).is_err() {
+                            if tx.send(Ok(GenerationEvent::delta(t))).is_err() {
                                 return Err(RuntimeError::Cancelled);
                             }
                         }

@@ -9,7 +9,8 @@
 //!
 //! Each step ([`scheduler`]): drop cancelled sequences; build one [`DecodeBatch`] in slot order
 //! holding the last token of every generating sequence plus prompt chunks of joining ones; one
-//! [`Decoder::decode`]; the sampler stage (one [`Decoder::sample`] per output row); the text
+//! [`Decoder::decode`]; the sampler stage (one [`Decoder::sample`] per output row, and the
+//! row's token log probabilities when the request asks, see [`logprobs`]); the text
 //! stage (UTF-8-safe deltas, stop sequences, limits, see [`text`]); finished sequences leave
 //! and their KV cells are cleared. Free slots are handed out lowest first, so active slots stay
 //! contiguous and ascending: with one KV stream per sequence llama.cpp cuts a batch into
@@ -17,6 +18,7 @@
 //! graph computations.
 
 pub mod decoder;
+pub mod logprobs;
 mod scheduler;
 pub mod text;
 
@@ -91,6 +93,8 @@ struct Job<S> {
     sampler: S,
     max_tokens: u32,
     stop: Vec<String>,
+    /// Alternatives per token to report with log probabilities; `None`: no log probabilities.
+    logprobs: Option<u8>,
     tx: EventTx,
     cancel: Arc<AtomicBool>,
     submitted: Instant,
@@ -234,6 +238,7 @@ impl<B: Backend> Engine<B> {
             sampler,
             max_tokens,
             stop: request.stop.clone(),
+            logprobs: request.logprobs,
             tx,
             cancel: cancel.clone(),
             submitted: Instant::now(),

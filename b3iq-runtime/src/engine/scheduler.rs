@@ -12,7 +12,9 @@ use super::decoder::{
 use super::text::TextStage;
 use super::{EngineConfig, EngineCounters, Job};
 use crate::error::RuntimeError;
-use crate::runtime::{FinishReason, GenerationEvent, Timings, TokenIds, Usage};
+use crate::runtime::{
+    FinishReason, GenerationEvent, Timings, TokenIds, TokenLogprob, TokenProb, Usage,
+};
 
 /// One active sequence.
 struct Seq<S> {
@@ -37,9 +39,28 @@ struct Seq<S> {
     /// keeps them: committed into fingerprints when it finishes.
     hidden: Vec<f32>,
     hidden_dim: usize,
+    /// With log probabilities on: the entry of the token sampled in this step, then (text
+    /// stage) one entry per token fed to the text, of which the first `logprobs_sent` went out.
+    step_logprob: Option<TokenLogprob>,
+    logprobs: Vec<TokenLogprob>,
+    logprobs_sent: usize,
     admitted: Instant,
     prompt_done: Option<Instant>,
     first_token: Option<Instant>,
+}
+
+impl<S> Seq<S> {
+    /// The log-probability entries of tokens whose text is now delivered and not yet sent
+    /// (the same tokens [`TextStage::delivered_tokens`] names).
+    fn take_delivered_logprobs(&mut self) -> Vec<TokenLogprob> {
+        let n = self.text.delivered_tokens().len().min(self.logprobs.len());
+        if n <= self.logprobs_sent {
+            return Vec::new();
+        }
+        let out = self.logprobs[self.logprobs_sent..n].to_vec();
+        self.logprobs_sent = n;
+        out
+    }
 }
 
 struct Scheduler<'b, B: Backend> {
@@ -182,6 +203,9 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 first_token: None,
                 hidden: Vec::new(),
                 hidden_dim: 0,
+                step_logprob: None,
+                logprobs: Vec::new(),
+                logprobs_sent: 0,
             });
         }
     }
@@ -324,7 +348,25 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 index: s.generated,
             };
             match self.decoder.sample(&mut s.job.sampler, site) {
-                Ok(t) => self.sampled.push((i, t)),
+                Ok(t) => {
+                    // Read-only on the row's raw logits: never changes what was sampled.
+                    s.step_logprob = match (s.job.logprobs, self.decoder.logits(row)) {
+                        (Some(k), Some(logits)) => {
+                            let (lp, top) = super::logprobs::token_logprobs(logits, t, k.into());
+                            let prob = |token: TokenId, logprob: f32| {
+                                let mut bytes = Vec::new();
+                                self.backend.token_piece(token, &mut bytes);
+                                TokenProb { token, bytes, logprob }
+                            };
+                            Some(TokenLogprob {
+                                sampled: prob(t, lp),
+                                top: top.into_iter().map(|(id, l)| prob(id, l)).collect(),
+                            })
+                        }
+                        _ => None,
+                    };
+                    self.sampled.push((i, t))
+                }
                 Err(e) => s.failed = Some(RuntimeError::Backend(format!("sampling failed: {e}"))),
             }
         }
@@ -348,10 +390,21 @@ impl<'b, B: Backend> Scheduler<'b, B> {
             self.piece.clear();
             self.backend.token_piece(tok, &mut self.piece);
             let step = s.text.push(tok, &self.piece);
+            if let Some(lp) = s.step_logprob.take() {
+                s.logprobs.push(lp);
+            }
+            let logprobs = if step.delta.is_empty() {
+                Vec::new()
+            } else {
+                s.take_delivered_logprobs()
+            };
             if !step.delta.is_empty()
                 && s.job
                     .tx
-                    .send(Ok(GenerationEvent::Delta { text: step.delta }))
+                    .send(Ok(GenerationEvent::Delta {
+                        text: step.delta,
+                        logprobs,
+                    }))
                     .is_err()
             {
                 // The consumer went away: the next step drops it through the cancel check.
@@ -397,7 +450,8 @@ impl<'b, B: Backend> Scheduler<'b, B> {
         let end = Instant::now();
         let tail = s.text.finish();
         if !tail.is_empty() {
-            let _ = s.job.tx.send(Ok(GenerationEvent::Delta { text: tail }));
+            let logprobs = s.take_delivered_logprobs();
+            let _ = s.job.tx.send(Ok(GenerationEvent::Delta { text: tail, logprobs }));
         }
         let us = |a: Instant, b: Instant| b.saturating_duration_since(a).as_micros() as u64;
         let submitted = s.job.submitted;

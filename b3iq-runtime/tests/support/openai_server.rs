@@ -125,6 +125,7 @@ fn parse_request(p: &CommonParams, prompt: Prompt) -> Result<(GenerateRequest, b
         max_tokens: p.max_completion_tokens.or(p.max_tokens).and_then(|v| u32::try_from(v).ok()),
         stop: p.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
         response_format,
+        logprobs: None,
     };
     Ok((req, p.stream.unwrap_or(false), p.include_usage()))
 }
@@ -200,7 +201,7 @@ async fn complete(s: AppState, headers: HeaderMap, params: CommonParams, prompt:
     let text_head = TextCompletion::new(id, TEXT_COMPLETION, 0, model);
     let events = gen.flat_map(move |ev| {
         let out: Vec<Vec<u8>> = match ev {
-            Ok(GenerationEvent::Delta { text }) => vec![if chat {
+            Ok(GenerationEvent::Delta { text, .. }) => vec![if chat {
                 sse::encode_json(&chat_head.with_choices(vec![ChatChunkChoice::content(text)]))
             } else {
                 sse::encode_json(&text_head.with_choices(vec![TextChoice::partial(text)]))

@@ -92,7 +92,7 @@ impl TokenStream {
         let Some(stream) = guard.as_mut() else { return Ok(None) };
         let event = stream.next_event().await;
         match event {
-            Some(Ok(GenerationEvent::Delta { text })) => Ok(Some(text)),
+            Some(Ok(GenerationEvent::Delta { text, .. })) => Ok(Some(text)),
             Some(Ok(done)) => {
                 *guard = None;
                 *self.done.lock().await = Some(done);

@@ -118,7 +118,7 @@ impl TokenStream {
             }
         });
         match event {
-            Some(Ok(GenerationEvent::Delta { text })) => Ok(text),
+            Some(Ok(GenerationEvent::Delta { text, .. })) => Ok(text),
             Some(Ok(done)) => {
                 *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
                 Err(PyStopIteration::new_err(()))

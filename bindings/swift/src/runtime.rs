@@ -73,7 +73,7 @@ impl TokenStream {
             let mut guard = stream.lock().await;
             let Some(s) = guard.as_mut() else { return Ok(None) };
             match s.next_event().await {
-                Some(Ok(GenerationEvent::Delta { text })) => Ok(Some(text)),
+                Some(Ok(GenerationEvent::Delta { text, .. })) => Ok(Some(text)),
                 Some(Ok(end)) => {
                     *guard = None;
                     *done.lock().await = Some(end);

@@ -116,16 +116,173 @@ def test_response_format_json(client, model):
     assert "response_format" in e.value.body["message"]
 
 
-def test_answer_changing_fields_are_refused_by_name(client, model):
-    msgs = [{"role": "user", "content": "Weather in Paris?"}]
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-    for field, kw in [("tools", {"tools": tools, "tool_choice": "required"}),
-                      ("logprobs", {"logprobs": True, "top_logprobs": 2}),
-                      ("logit_bias", {"logit_bias": {"1": -100}})]:
-        with pytest.raises(openai.BadRequestError) as e:
-            client.chat.completions.create(model=model, messages=msgs, max_tokens=4, **kw)
-        assert field in e.value.body["message"], field
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                            "required": ["city"]}}}]
+
+
+def test_tool_choice_required_gives_a_parsed_call(client, model):
+    import json
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    plain = client.chat.completions.create(model=model, messages=msgs, max_tokens=2, temperature=0)
+    for choice in ["required", {"type": "function", "function": {"name": "get_weather"}}]:
+        r = client.chat.completions.create(model=model, messages=msgs, tools=WEATHER, tool_choice=choice,
+                                           max_tokens=100, temperature=0)
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls"
+        assert c.message.content is None
+        call = c.message.tool_calls[0]
+        assert call.id.startswith("call_") and call.type == "function" and call.function.name == "get_weather"
+        assert isinstance(json.loads(call.function.arguments)["city"], str)
+        # the tools reach the prompt
+        assert r.usage.prompt_tokens > plain.usage.prompt_tokens
+    # streamed: the client library assembles the tool-call deltas
+    stream = client.chat.completions.create(model=model, messages=msgs, tools=WEATHER, tool_choice="required",
+                                            max_tokens=100, temperature=0, stream=True)
+    calls, finish = {}, None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        for d in chunk.choices[0].delta.tool_calls or []:
+            cur = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+            cur["id"] = d.id or cur["id"]
+            if d.function:
+                cur["name"] += d.function.name or ""
+                cur["arguments"] += d.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls"
+    assert calls[0]["id"].startswith("call_") and calls[0]["name"] == "get_weather"
+    assert isinstance(json.loads(calls[0]["arguments"])["city"], str)
+
+
+def test_tool_call_history_reaches_the_prompt(client, model):
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}
+    user = {"role": "user", "content": "What is the weather in Paris?"}
+    result = {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"}
+    with_call = client.chat.completions.create(
+        model=model, max_tokens=16, temperature=0, tools=WEATHER,
+        messages=[user, {"role": "assistant", "content": None, "tool_calls": [call]}, result])
+    without = client.chat.completions.create(
+        model=model, max_tokens=16, temperature=0, tools=WEATHER,
+        messages=[user, {"role": "assistant", "content": ""}, result])
+    assert with_call.usage.prompt_tokens > without.usage.prompt_tokens
+    assert with_call.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_chat_logprobs(client, model):
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    r = client.chat.completions.create(model=model, messages=msgs, max_tokens=8, temperature=0, logprobs=True,
+                                       top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    for e in content:
+        assert e.logprob <= 0
+        assert len(e.top_logprobs) == 3
+        assert [t.logprob for t in e.top_logprobs] == sorted((t.logprob for t in e.top_logprobs), reverse=True)
+        assert bytes(e.bytes).decode("utf-8", "replace") == e.token
+    assert "".join(e.token for e in content) == r.choices[0].message.content
+    # streamed: each chunk carries its tokens' entries
+    stream = client.chat.completions.create(model=model, messages=msgs, max_tokens=8, temperature=0, logprobs=True,
+                                            top_logprobs=1, stream=True, stream_options={"include_usage": True})
+    entries, usage = 0, None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content:
+            entries += len(chunk.choices[0].logprobs.content)
+        usage = chunk.usage or usage
+    assert entries == usage.completion_tokens
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=model, messages=msgs, max_tokens=2, logprobs=True, top_logprobs=21)
+    assert "top_logprobs" in e.value.body["message"]
+
+
+def test_completions_logprobs(client, model):
+    r = client.completions.create(model=model, prompt="The sky is", max_tokens=5, temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) \
+        == r.usage.completion_tokens
+    assert all(x <= 0 for x in lp.token_logprobs)
+    assert all(1 <= len(t) <= 2 for t in lp.top_logprobs)
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+    assert "".join(lp.tokens) == r.choices[0].text
+    chunks = list(client.completions.create(model=model, prompt="The sky is", max_tokens=5, temperature=0,
+                                            logprobs=1, stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.tokens]
+    assert streamed == lp.tokens
+
+
+def _token_ids(path):
+    """bytes -> token id, from the GGUF's `tokenizer.ggml.tokens` (GPT-2 byte-level BPE strings)."""
+    import struct
+    with open(path, "rb") as f:
+        data = f.read(32 << 20)
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v[0]
+
+    def string():
+        nonlocal pos
+        n = take("Q")
+        s = data[pos:pos + n].decode("utf-8", "replace")
+        pos += n
+        return s
+
+    sizes = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+    def value(t):
+        if t == 8:
+            return string()
+        if t == 9:
+            et, n = take("I"), take("Q")
+            return [value(et) for _ in range(n)]
+        return take(sizes[t])
+
+    assert data[:4] == b"GGUF"
+    pos = 8
+    take("Q")
+    n_kv = take("Q")
+    for _ in range(n_kv):
+        key, t = string(), take("I")
+        v = value(t)
+        if key == "tokenizer.ggml.tokens":
+            bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+                + list(range(ord("®"), ord("ÿ") + 1))
+            cs, k = bs[:], 0
+            for b in range(256):
+                if b not in bs:
+                    bs.append(b)
+                    cs.append(256 + k)
+                    k += 1
+            u2b = {chr(c): b for b, c in zip(bs, cs)}
+            ids = {}
+            for i, tok in enumerate(v):
+                raw = bytes(u2b[ch] for ch in tok) if all(ch in u2b for ch in tok) else tok.encode()
+                ids.setdefault(raw, i)
+            return ids
+    raise AssertionError("no tokenizer.ggml.tokens in the model")
+
+
+def test_logit_bias(client, model):
+    import os
+    ids = _token_ids(os.environ["B3IQ_TEST_MODEL"])
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    kw = dict(model=model, messages=msgs, max_tokens=3, temperature=0, logprobs=True, top_logprobs=4)
+    base = client.chat.completions.create(**kw).choices[0].logprobs.content
+    greedy = ids[bytes(base[0].bytes)]
+    banned = client.chat.completions.create(**kw, logit_bias={str(greedy): -100}).choices[0].logprobs.content
+    assert banned[0].bytes != base[0].bytes
+    alt = base[0].top_logprobs[3]
+    forced = client.chat.completions.create(**kw, logit_bias={str(ids[bytes(alt.bytes)]): 100}).choices[0].logprobs.content
+    assert all(e.bytes == alt.bytes for e in forced)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(**kw, logit_bias={"999999": 1})
+    assert "logit_bias" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(**kw, logit_bias={str(i): 1 for i in range(301)})
+    assert "logit_bias" in e.value.body["message"]
 
 
 def test_models_retrieve(client, model):
@@ -163,6 +320,29 @@ def test_responses_api(client, model):
     assert events[-1].type in ("response.completed", "response.incomplete")
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert deltas and events[-1].response.output_text == deltas
+
+
+def test_responses_function_call(client, model):
+    import json
+    tools = [{"type": "function", "name": "get_weather", "description": "Current weather in a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    r = client.responses.create(model=model, input="What is the weather in Paris?", tools=tools, tool_choice="required",
+                                temperature=0, max_output_tokens=100)
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].call_id.startswith("call_")
+    assert isinstance(json.loads(calls[0].arguments)["city"], str)
+    # the call and its output sent back as input items
+    r2 = client.responses.create(model=model, tools=tools, max_output_tokens=16, temperature=0, input=[
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": calls[0].call_id, "name": "get_weather", "arguments": calls[0].arguments},
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny, 21 C"}])
+    assert r2.status in ("completed", "incomplete")
+    assert r2.usage.input_tokens > r.usage.input_tokens
+    events = list(client.responses.create(model=model, input="What is the weather in Paris?", tools=tools,
+                                          tool_choice="required", temperature=0, max_output_tokens=100, stream=True))
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert len(done) == 1 and isinstance(json.loads(done[0].arguments)["city"], str)
+    assert events[-1].type == "response.completed"
 
 
 def test_n_choices(client, model):
