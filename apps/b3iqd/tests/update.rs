@@ -832,6 +832,13 @@ async fn an_update_job_from_the_control_plane_waits_for_the_owner_then_installs_
     // verified with `--ca-file` (saved for the daemon's later jobs).
     let (ok, _, err) = w.update(&["check", "--repo", &repo]);
     assert!(!ok && err.contains("repository unavailable"), "{err}");
+    // config.json's update_ca_file is the same setting.
+    std::fs::write(w.home.join("config.json"), serde_json::json!({"update_ca_file": s(&ctl.ca)}).to_string()).unwrap();
+    let (ok, _, err) = w.update(&["check"]);
+    assert!(ok, "update_ca_file in config.json: {err}");
+    std::fs::remove_file(w.home.join("config.json")).unwrap();
+    let (ok, _, err) = w.update(&["check"]);
+    assert!(!ok && err.contains("repository unavailable"), "{err}");
     let (ok, out, err) = w.update(&["check", "--ca-file", s(&ctl.ca)]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

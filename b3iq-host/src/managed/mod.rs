@@ -591,15 +591,26 @@ pub async fn send_heartbeat(
     c: &reqwest::Client,
 ) -> Result<HeartbeatAck> {
     let seq = managed_sql::next_heartbeat_sequence(&state.db)?;
-    let signed = state.key.sign_object(heartbeat_body(state, seq))?;
-    let r: std::result::Result<HeartbeatAck, CallError> = post(
-        c,
-        &format!("{}/v1/node/heartbeat", e.control_url),
-        None,
-        &HeartbeatRequest { heartbeat: signed },
-        None,
-    )
-    .await;
+    let body = heartbeat_body(state, seq);
+    let url = format!("{}/v1/node/heartbeat", e.control_url);
+    let send = |hb: Heartbeat| async {
+        let signed = state.key.sign_object(hb)?;
+        Ok::<_, HostError>(
+            post::<HeartbeatAck>(c, &url, None, &HeartbeatRequest { heartbeat: signed }, None)
+                .await,
+        )
+    };
+    let mut r = send(body.clone()).await?;
+    if refuses_heartbeat_v2(&r) {
+        // A control plane built before heartbeat version 2 refuses its version byte: send the
+        // same heartbeat as version 1 (without the software version), so heartbeats, and the
+        // receipt uploads that follow them, keep working while control planes are upgraded.
+        r = send(Heartbeat {
+            software_version: None,
+            ..body
+        })
+        .await?;
+    }
     let report = match &r {
         Ok(_) => HeartbeatReport {
             at_ms: unix_now_ms(),
@@ -627,6 +638,13 @@ pub async fn send_heartbeat(
         state.db.meta_set(META_LAST_HEARTBEAT, &j)?;
     }
     Ok(r?)
+}
+
+/// Whether a heartbeat was refused by a control plane that reads heartbeat version 1 only
+/// (b3iq-core's `unsupported_version` for the heartbeat kind, in its 400 answer).
+fn refuses_heartbeat_v2<T>(r: &std::result::Result<T, CallError>) -> bool {
+    matches!(r, Err(CallError::Refused { status: 400, message, .. })
+        if message.contains("unsupported heartbeat version"))
 }
 
 /// Uploads the receipts written since enrollment that the control plane does not have yet,
@@ -766,5 +784,76 @@ pub(crate) async fn sleep_or_stop(
         Ok(Ok(())) => *stop.borrow(),
         Ok(Err(_)) => true,
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Context;
+    use std::sync::{Arc, Mutex};
+
+    /// A control plane from before heartbeat version 2, as far as heartbeats go: it answers a
+    /// version-2 heartbeat exactly as that release did (400, `invalid_message`, serde's message
+    /// with b3iq-core's `unsupported_version` text) and accepts version 1.
+    async fn old_control_plane(seen: Arc<Mutex<Vec<u8>>>) -> String {
+        use axum::{routing::post, Json, Router};
+        let app = Router::new().route(
+            "/v1/node/heartbeat",
+            post(move |Json(v): Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    let version = v["heartbeat"]["version"].as_u64().unwrap_or(0) as u8;
+                    seen.lock().unwrap().push(version);
+                    if version > 1 {
+                        let msg = format!("invalid body: unsupported heartbeat version {version} (this build reads versions 1 to 1); upgrade b3iq at line 1 column 60");
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            Json(serde_json::json!({"error": {"message": msg, "type": "invalid_request_error", "param": "body", "code": "invalid_message"}})),
+                        );
+                    }
+                    let seq = v["heartbeat"]["body"]["sequence"].as_u64().unwrap_or(0);
+                    (
+                        axum::http::StatusCode::OK,
+                        Json(serde_json::json!({"sequence": seq, "next_heartbeat_at_ms": 0, "pending_jobs": 0})),
+                    )
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn heartbeats_fall_back_to_version_1_for_an_older_control_plane() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context::open(Some(dir.path().join("h"))).unwrap();
+        let st = NodeState::new(ctx, None, Vec::new()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let e = Enrollment {
+            control_url: old_control_plane(seen.clone()).await,
+            audience: "cp-old".into(),
+            org_id: "org".into(),
+            job_key: NodeKey::from_seed([3; 32]).public(),
+            heartbeat_interval_ms: 1000,
+            enrolled_at_ms: 0,
+            expires_at_ms: u64::MAX,
+            ca_pem: None,
+            receipts_from_ms: 0,
+            job_sequence_floor: 0,
+        };
+        let c = client(None).unwrap();
+        // This build writes version 2 (with its version); the old control plane refuses it and
+        // accepts the same heartbeat as version 1.
+        assert_eq!(heartbeat_body(&st, 1).software_version.as_deref(), Some(crate::update::RUNNING_VERSION));
+        let ack = send_heartbeat(&st, &e, &c).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), [2, 1]);
+        let report: serde_json::Value = serde_json::from_str(&st.db.meta_get(META_LAST_HEARTBEAT).unwrap().unwrap()).unwrap();
+        assert_eq!(report["outcome"], "accepted");
+        assert_eq!(report["sequence"], ack.sequence);
+        // Any other refusal is not retried.
+        assert!(!refuses_heartbeat_v2::<()>(&Err(CallError::Refused { status: 400, code: None, message: "invalid sent_at_ms".into() })));
     }
 }
