@@ -665,6 +665,14 @@ async fn responses_function_calls() {
     assert_eq!(s, 200, "{with}");
     let (_, without) = n.post("/v1/responses", json!({"model": n.model, "input": [history[0], history[2]], "tools": tools, "max_output_tokens": 8, "temperature": 0})).await;
     assert!(with["usage"]["input_tokens"].as_u64() > without["usage"]["input_tokens"].as_u64(), "{with} {without}");
+    // Log probabilities on the output text (whole and per delta).
+    let (s, v) = n.post("/v1/responses", json!({"model": n.model, "input": "Say hello.", "max_output_tokens": 6, "temperature": 0, "top_logprobs": 2})).await;
+    assert_eq!(s, 200, "{v}");
+    let lps = v["output"][0]["content"][0]["logprobs"].as_array().unwrap();
+    assert_eq!(lps.len() as u64, v["usage"]["output_tokens"].as_u64().unwrap(), "{v}");
+    assert!(lps.iter().all(|e| e["logprob"].as_f64().unwrap() <= 0.0 && e["top_logprobs"].as_array().unwrap().len() == 2), "{v}");
+    let (s, e) = n.post("/v1/responses", json!({"model": n.model, "input": "x", "top_logprobs": 21})).await;
+    assert_eq!(s, 400, "{e}");
     // Non-function tools are refused by name.
     let (s, e) = n.post("/v1/responses", json!({"model": n.model, "input": "x", "tools": [{"type": "web_search"}]})).await;
     assert_eq!(s, 400, "{e}");

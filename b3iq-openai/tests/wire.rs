@@ -685,3 +685,47 @@ fn request_serialisation_for_an_upstream() {
         "an unknown response format is an error when asked for"
     );
 }
+
+/// Issue 17: tool calls and log probabilities, in OpenAI's shapes, read and written.
+#[test]
+fn tool_calls_and_logprobs_round_trip() {
+    // An OpenAI answer with a tool call and chat logprobs.
+    let answer = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            "logprobs": {"content": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105],
+                "top_logprobs": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}]}]},
+            "finish_reason": "tool_calls"}]});
+    let c: ChatCompletion = serde_json::from_value(answer.clone()).unwrap();
+    let call = &c.choices[0].message.tool_calls.as_ref().unwrap()[0];
+    assert_eq!((call.id.as_str(), call.function.name.as_str()), ("call_1", "get_weather"));
+    assert_eq!(c.choices[0].logprobs.as_ref().unwrap().content.as_ref().unwrap()[0].logprob, -0.25);
+    assert!(same_json(&serde_json::to_value(&c).unwrap(), &answer));
+    // Without tool calls nothing extra is written; `logprobs` stays `null`.
+    let plain = serde_json::to_value(ChatChoice::assistant("x", "stop")).unwrap();
+    assert_eq!(plain, json!({"index": 0, "message": {"role": "assistant", "content": "x"}, "logprobs": null, "finish_reason": "stop"}));
+    // A tool-call delta as OpenAI streams it.
+    let d = ChatDelta {
+        tool_calls: Some(vec![ToolCallDelta { index: 0, id: Some("call_1".into()), kind: Some("function".into()),
+            function: Some(FunctionCallDelta { name: Some("f".into()), arguments: Some(String::new()) }) }]),
+        ..ChatDelta::default()
+    };
+    assert_eq!(serde_json::to_value(&d).unwrap(), json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}));
+    // Requests: tools, an assistant message's calls (arguments as an object from a lenient
+    // client), the legacy shapes.
+    let req = ChatCompletionRequest::from_slice(br#"{"model":"m","messages":[{"role":"assistant","content":null,
+        "tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":{"a":1}}}]},
+        {"role":"assistant","function_call":{"name":"g","arguments":"{}"}}],
+        "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+        "functions":[{"name":"g"}]}"#).unwrap();
+    let msgs = req.messages.as_ref().unwrap();
+    assert_eq!(msgs[0].tool_calls().unwrap()[0].function.arguments, r#"{"a":1}"#);
+    assert_eq!(msgs[1].function_call().unwrap().unwrap().name, "g");
+    assert_eq!(req.params.tools().unwrap()[0].function.name, "f");
+    assert_eq!(req.params.functions().unwrap()[0].name, "g");
+    // Legacy completions logprobs.
+    let t: TextCompletion = serde_json::from_value(json!({"id": "c", "object": "text_completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "text": " a", "finish_reason": "length", "logprobs": {"tokens": [" a"], "token_logprobs": [-1.5],
+            "top_logprobs": [{" a": -1.5}], "text_offset": [0]}}]})).unwrap();
+    assert_eq!(t.choices[0].logprobs.as_ref().unwrap().token_logprobs, vec![Some(-1.5)]);
+}

@@ -1301,7 +1301,7 @@ fn wire_logprob(l: f32) -> f64 {
 }
 
 /// Chat's `logprobs`: one `content` entry per token.
-fn chat_logprobs(entries: &[TokenLogprob]) -> ChatLogprobs {
+pub(super) fn chat_logprobs(entries: &[TokenLogprob]) -> ChatLogprobs {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     ChatLogprobs {
         content: Some(

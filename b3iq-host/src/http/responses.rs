@@ -6,7 +6,8 @@
 //! `max_output_tokens`, `temperature`, `top_p`, `text.format` (`json_object` / `json_schema`),
 //! `tools` (function tools, as chat: the same prompt format, forced-call grammar and parser) with
 //! `tool_choice`, and `stream`. `function_call` and `function_call_output` input items are the
-//! tool-call history. Nothing is stored: `previous_response_id` is refused with 400, `store` is
+//! tool-call history. `top_logprobs` (or `include: ["message.output_text.logprobs"]`) fills the
+//! `output_text` part's `logprobs` (and each text delta's). Nothing is stored: `previous_response_id` is refused with 400, `store` is
 //! accepted and has no effect. The answer is a `message` output item with one `output_text`
 //! part and, when the model called tools, one `function_call` item per call; streamed as the
 //! typed events the official clients read (`response.created`, ...,
@@ -24,9 +25,10 @@ use b3iq_runtime::runtime::{FinishReason, Prompt};
 use serde_json::{json, Map, Value};
 
 use super::openai::{
-    apply_tools, bad, call_id, caller, check_ticket_model, parse_chat, parse_common, parse_json,
+    apply_tools, bad, call_id, caller, chat_logprobs, check_ticket_model, parse_chat, parse_common, parse_json,
     ToolsRequest,
 };
+use b3iq_runtime::runtime::{TokenLogprob, MAX_TOP_LOGPROBS};
 use b3iq_runtime::tools::{ParsedToolCall, ToolCallFilter};
 use super::RawBody;
 use crate::context::NodeState;
@@ -40,7 +42,7 @@ fn translate(body: Map<String, Value>) -> Result<(CommonParams, Vec<b3iq_openai:
     for (k, v) in body {
         match k.as_str() {
             "model" | "temperature" | "top_p" | "stream" | "seed" | "top_k" | "min_p" | "tool_choice" | "user" | "metadata"
-            | "parallel_tool_calls" | "top_logprobs" => {
+            | "parallel_tool_calls" | "top_logprobs" | "include" => {
                 c.insert(k, v);
             }
             "tools" => {
@@ -86,9 +88,6 @@ fn translate(body: Map<String, Value>) -> Result<(CommonParams, Vec<b3iq_openai:
     if messages.is_empty() {
         return Err(bad("`input` is required"));
     }
-    if c.get("top_logprobs").is_some_and(|v| !v.is_null() && v.as_u64() != Some(0)) {
-        return Err(bad("`top_logprobs` is not served on /v1/responses yet; use /v1/chat/completions with logprobs"));
-    }
     let c: CommonParams = serde_json::from_value(Value::Object(c))
         .map_err(|e| HostError::InvalidJson(e.to_string()))?;
     let messages = serde_json::from_value(Value::Array(messages))
@@ -133,6 +132,7 @@ pub fn validate_responses_body(body: &[u8]) -> Result<()> {
     let super::JsonBody(b) = parse_json::<Map<String, Value>>(body)?;
     let (c, messages) = translate(b)?;
     let tools = super::openai::parse_tools(&c)?;
+    responses_logprobs(&c)?;
     parse_chat(Some(messages), tools.as_ref())?;
     super::openai::parse_common_with(&c, &|_| None).map(|_| ())
 }
@@ -207,9 +207,36 @@ fn input_item(i: usize, item: Value) -> Result<Value> {
 }
 
 /// A `message` output item with one `output_text` part.
-fn message_item(msg_id: &str, text: &str, done: bool) -> Value {
+fn message_item(msg_id: &str, text: &str, done: bool, logprobs: &[TokenLogprob]) -> Value {
     json!({"type": "message", "id": msg_id, "status": if done { "completed" } else { "in_progress" }, "role": "assistant",
-           "content": [{"type": "output_text", "text": text, "annotations": []}]})
+           "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": logprob_list(logprobs)}]})
+}
+
+/// Log probabilities as the Responses API writes them (`[{"token", "logprob", "bytes",
+/// "top_logprobs"}]`, the chat entries' shape).
+fn logprob_list(entries: &[TokenLogprob]) -> Value {
+    serde_json::to_value(chat_logprobs(entries).content.unwrap_or_default()).unwrap_or(json!([]))
+}
+
+/// `top_logprobs` (0..20) or `include: ["message.output_text.logprobs"]` (then 0 alternatives):
+/// the alternatives per token, `None` for no log probabilities.
+fn responses_logprobs(c: &CommonParams) -> Result<Option<u8>> {
+    let included = c.extra.get("include").and_then(Value::as_array).is_some_and(|a| {
+        a.iter()
+            .any(|v| v.as_str() == Some("message.output_text.logprobs"))
+    });
+    match c.extra.get("top_logprobs").filter(|v| !v.is_null()) {
+        None => Ok(included.then_some(0)),
+        Some(v) => v
+            .as_u64()
+            .filter(|&k| k <= u64::from(MAX_TOP_LOGPROBS))
+            .map(|k| Some(k as u8))
+            .ok_or_else(|| {
+                bad(format!(
+                    "top_logprobs must be an integer between 0 and {MAX_TOP_LOGPROBS}, got {v}"
+                ))
+            }),
+    }
 }
 
 /// A `function_call` output item (`id` `fc_...`, `call_id` `call_...`: what a
@@ -302,6 +329,7 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
     let mut p = parse_common(&st, &c)?;
     check_ticket_model(&caller, &p.model.id)?;
     apply_tools(&mut p, &c)?;
+    let logprobs = responses_logprobs(&c)?;
     let tools = p.tools.clone().filter(ToolsRequest::active);
     let messages = parse_chat(Some(messages), p.tools.as_ref())?;
     let network = matches!(caller, Caller::Network(_));
@@ -313,7 +341,7 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
         max_tokens: p.max_tokens,
         stop: p.stop,
         response_format: p.response_format,
-        logprobs: None,
+        logprobs,
     };
     let mut inf = inference::start(&st, ireq).await?;
     let hex = inf.request_id().to_hex();
@@ -328,14 +356,18 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
     };
     if !p.stream {
         let mut text = String::new();
+        let mut lps = Vec::new();
         while let Some(ev) = inf.next().await {
             match ev? {
-                InferenceEvent::Delta(t, _) => text.push_str(&t),
+                InferenceEvent::Delta(t, l) => {
+                    text.push_str(&t);
+                    lps.extend(l);
+                }
                 InferenceEvent::Done(f) => {
                     let (content, calls) = split_calls(tools.as_ref(), text);
                     let mut output = Vec::new();
                     if calls.is_empty() || !content.is_empty() {
-                        output.push(message_item(&head.msg_id, &content, true));
+                        output.push(message_item(&head.msg_id, &content, true, &lps));
                     }
                     for c in &calls {
                         output.push(call_item(c, &call_id(), true));
@@ -374,6 +406,9 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
         filter: Option<ToolCallFilter>,
         tools: Option<ToolsRequest>,
         msg_open: bool,
+        /// Log probabilities of the text so far, of which the first `lps_sent` went out.
+        lps: Vec<TokenLogprob>,
+        lps_sent: usize,
     }
     impl S {
         fn push(&mut self, kind: &str, mut v: Value) {
@@ -404,7 +439,9 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
             }
             self.open_message();
             self.text.push_str(&t);
-            let ev = json!({"item_id": self.head.msg_id, "output_index": 0, "content_index": 0, "delta": t, "logprobs": []});
+            let lps = logprob_list(&self.lps[self.lps_sent..]);
+            self.lps_sent = self.lps.len();
+            let ev = json!({"item_id": self.head.msg_id, "output_index": 0, "content_index": 0, "delta": t, "logprobs": lps});
             self.push("response.output_text.delta", ev);
         }
         /// Closes the message item (if open) and emits the calls; returns the output items.
@@ -416,10 +453,11 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
             if self.msg_open {
                 let text = std::mem::take(&mut self.text);
                 let msg_id = self.head.msg_id.clone();
-                self.push("response.output_text.done", json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}));
+                let lps = logprob_list(&self.lps);
+                self.push("response.output_text.done", json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": lps}));
                 let part = json!({"type": "output_text", "text": text, "annotations": []});
                 self.push("response.content_part.done", json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": part}));
-                let item = message_item(&msg_id, &text, true);
+                let item = message_item(&msg_id, &text, true, &self.lps);
                 self.push("response.output_item.done", json!({"output_index": 0, "item": item.clone()}));
                 output.push(item);
             }
@@ -448,6 +486,8 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
         filter: tools.as_ref().map(|_| ToolCallFilter::default()),
         tools,
         msg_open: false,
+        lps: Vec::new(),
+        lps_sent: 0,
     };
     let r0 = response_object(&s.head, Vec::new(), None, false);
     s.push("response.created", json!({"response": r0.clone()}));
@@ -478,7 +518,8 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
                         json!({"code": e.code(), "message": e.body()["error"]["message"].clone()}),
                     );
                 }
-                Some(Ok(InferenceEvent::Delta(t, _))) => {
+                Some(Ok(InferenceEvent::Delta(t, l))) => {
+                    s.lps.extend(l);
                     let t = match s.filter.as_mut() {
                         Some(f) => f.push(&t),
                         None => t,
