@@ -26,7 +26,7 @@ use b3iq_runtime::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::context::runtime::{served_by, start_llama, ModelChoice};
+use crate::context::runtime::{served_by, start_runtime, ModelChoice};
 use crate::context::{unix_now, Context, NodeState};
 use crate::error::{HostError, Result};
 use crate::inference::receipts::{self, StoredReceipt};
@@ -44,6 +44,7 @@ pub struct LocalNodeBuilder {
     tls: Option<String>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
+    backend: Option<String>,
 }
 
 impl std::fmt::Debug for LocalNodeBuilder {
@@ -73,6 +74,12 @@ impl LocalNodeBuilder {
     /// installed into the model store if missing).
     pub fn model(mut self, profile_or_path: impl Into<String>) -> Self {
         self.model = Some(profile_or_path.into());
+        self
+    }
+
+    /// The inference backend, overriding config.json's `backend`: `llama_cpp` or `wgpu`.
+    pub fn backend(mut self, name: impl Into<String>) -> Self {
+        self.backend = Some(name.into());
         self
     }
 
@@ -119,6 +126,9 @@ impl LocalNodeBuilder {
         let mut ctx = Context::open(self.home.clone())?;
         if let Some(t) = &self.tls {
             ctx.config.tls = t.clone();
+        }
+        if let Some(b) = &self.backend {
+            ctx.config.backend = b.clone();
         }
         if self.tls_cert.is_some() {
             ctx.config.tls_cert = self.tls_cert.clone();
@@ -170,7 +180,7 @@ impl LocalNodeBuilder {
             (None, Vec::new())
         } else {
             let choice = ModelChoice::parse(self.model.as_deref().or(ctx.config.model.as_deref()))?;
-            let (rt, m) = start_llama(&ctx.home, &ctx.config, choice, self.progress_bar).await?;
+            let (rt, m) = start_runtime(&ctx.home, &ctx.config, choice, self.progress_bar).await?;
             (Some(rt), vec![m])
         };
 

@@ -583,14 +583,17 @@ pub enum BackendKind {
     LlamaCpp,
     /// An OpenAI-compatible HTTP server (vLLM, llama.cpp server, ...).
     OpenAiUpstream,
+    /// The wgpu fallback backend (WGSL kernels on any Vulkan/Metal/DX12 GPU).
+    Wgpu,
 }
 
 impl BackendKind {
-    /// Stable lower-case name (`llama_cpp`, `openai_upstream`).
+    /// Stable lower-case name (`llama_cpp`, `openai_upstream`, `wgpu`).
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::LlamaCpp => "llama_cpp",
             BackendKind::OpenAiUpstream => "openai_upstream",
+            BackendKind::Wgpu => "wgpu",
         }
     }
 }

@@ -53,6 +53,10 @@ enum Cmd {
         /// Serve the API without loading a model (inference answers 503 model_not_loaded).
         #[arg(long, conflicts_with = "model")]
         no_model: bool,
+        /// Inference backend: llama_cpp, or wgpu (WGSL kernels on any Vulkan/Metal/DX12 GPU,
+        /// for LLaMA GGUF models). Default: config.json `backend`, else llama_cpp.
+        #[arg(long, value_parser = ["llama_cpp", "wgpu"])]
+        backend: Option<String>,
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
@@ -410,10 +414,14 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             tls_key,
             model,
             no_model,
+            backend,
             log_json,
         } => {
             b3iq_host::logging::init(log_json);
             let mut b = LocalNode::builder().progress_bar(true);
+            if let Some(be) = backend {
+                b = b.backend(be);
+            }
             if let Some(h) = home {
                 b = b.home(h);
             }

@@ -1,12 +1,13 @@
 //! The inference runtime and the models the node serves: resolving `--model` (a catalog profile
 //! or a GGUF path), installing a profile into the home's model store, starting the llama.cpp
-//! runtime with the settings in `config.json`, and the hardware scan (all b3iq-runtime's; the host
+//! (or wgpu) runtime with the settings in `config.json`, and the hardware scan (all b3iq-runtime's; the host
 //! keeps no copy of them).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use b3iq_core::digest::Sha256Digest;
+use b3iq_runtime::backend::wgpu::{WgpuConfig, WgpuRuntime};
 use b3iq_runtime::catalog::{Catalog, ModelProfile, DEFAULT_PROFILE};
 use b3iq_runtime::hardware::{HardwareReport, ScanOptions};
 use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
@@ -133,13 +134,13 @@ pub fn profile_for_file(path: &Path) -> Option<ModelProfile> {
         .cloned()
 }
 
-/// Resolve `choice` (installing a profile if needed), start the llama.cpp runtime with the
-/// settings in `config` and load the model. A known file (same name and size as a catalog
+/// Resolve `choice` (installing a profile if needed), start the runtime `config.backend` names
+/// (llama.cpp, or the wgpu backend) with the settings in `config` and load the model. A known file (same name and size as a catalog
 /// profile) is served under the profile id and its sha256 is checked by the runtime.
 ///
 /// # Errors
-/// As [`ensure_profile`]; `Runtime` when llama.cpp cannot start or load the model.
-pub async fn start_llama(
+/// As [`ensure_profile`]; `Runtime` when the backend cannot start or load the model.
+pub async fn start_runtime(
     home: &Home,
     config: &Config,
     choice: ModelChoice,
@@ -166,6 +167,21 @@ pub async fn start_llama(
             (m.path, pid.clone(), Some(pid), None)
         }
     };
+    let spec = LoadModelSpec {
+        expected_sha256: expected,
+        ..LoadModelSpec::from_path(path).with_id(id)
+    };
+    if config.backend == "wgpu" {
+        let rt = WgpuRuntime::new(WgpuConfig {
+            max_sequences: config.parallel.clamp(1, 64),
+            queue_capacity: config.max_queue,
+            context_per_sequence: config.context_tokens.max(64),
+            ..WgpuConfig::default()
+        })?;
+        let info = rt.load_model(spec).await?;
+        let rt: Arc<dyn Runtime> = Arc::new(rt);
+        return Ok((rt, ServedModel::new(info, profile)?));
+    }
     let mut lc = LlamaConfig::default();
     if config.threads > 0 {
         lc.threads = config.threads;
@@ -174,12 +190,7 @@ pub async fn start_llama(
     lc.queue_capacity = config.max_queue;
     lc.context_per_sequence = config.context_tokens.max(64);
     let rt = LlamaRuntime::new(lc)?;
-    let info = rt
-        .load_model(LoadModelSpec {
-            expected_sha256: expected,
-            ..LoadModelSpec::from_path(path).with_id(id)
-        })
-        .await?;
+    let info = rt.load_model(spec).await?;
     let rt: Arc<dyn Runtime> = Arc::new(rt);
     Ok((rt, ServedModel::new(info, profile)?))
 }

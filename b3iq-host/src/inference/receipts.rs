@@ -77,6 +77,9 @@ pub struct StoredReceipt {
     pub ttft_ms: u64,
     /// ms.
     pub duration_ms: u64,
+    /// The backend that served it (`llama_cpp`, `wgpu`, ...), from the signed bytes (empty when
+    /// they do not decode).
+    pub backend: String,
     /// Signer public key (hex).
     pub node_public_key: String,
     /// The receipt format version (1 or 2; 0 when the stored bytes do not decode).
@@ -193,9 +196,14 @@ pub fn record(st: &NodeState, s: &Served) -> Result<(String, Vec<u8>)> {
 }
 
 fn stored(r: ReceiptRow, node_pk: &NodePublicKey) -> StoredReceipt {
-    let (valid, pk, version) = match SignedReceipt::decode(&r.signed) {
-        Ok(s) => (s.verify(node_pk).is_ok(), s.signer().to_hex(), s.version()),
-        Err(_) => (false, String::new(), 0),
+    let (valid, pk, version, backend) = match SignedReceipt::decode(&r.signed) {
+        Ok(s) => (
+            s.verify(node_pk).is_ok(),
+            s.signer().to_hex(),
+            s.version(),
+            s.body().backend.clone(),
+        ),
+        Err(_) => (false, String::new(), 0, String::new()),
     };
     StoredReceipt {
         seq: r.seq,
@@ -208,6 +216,7 @@ fn stored(r: ReceiptRow, node_pk: &NodePublicKey) -> StoredReceipt {
         created_at: r.created_at,
         ttft_ms: r.ttft_ms,
         duration_ms: r.duration_ms,
+        backend,
         node_public_key: pk,
         version,
         signed: hex::encode(&r.signed),

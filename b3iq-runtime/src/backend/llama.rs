@@ -128,6 +128,20 @@ pub fn load_llama_model(
     })
 }
 
+/// Loads only a GGUF model's vocabulary with llama.cpp (`vocab_only`): tokenizer, chat template
+/// and samplers for a backend that computes elsewhere (the wgpu backend).
+///
+/// # Errors
+/// [`RuntimeError::ModelLoad`] when llama.cpp cannot read the file.
+pub fn load_vocab_only(path: &std::path::Path) -> Result<LlamaModel, RuntimeError> {
+    let backend = backend()?;
+    let params = LlamaModelParams::default().with_vocab_only(true);
+    LlamaModel::load_from_file(backend, path, &params).map_err(|e| RuntimeError::ModelLoad {
+        path: path.to_path_buf(),
+        reason: format!("{e}; check that the file is a complete GGUF model llama.cpp supports"),
+    })
+}
+
 /// Creates a llama.cpp context for `n_seq` parallel sequences of `ctx_per_seq` tokens each,
 /// with one shared KV buffer or one per sequence (see [`LlamaConfig::kv_unified`]).
 pub fn new_llama_context<'m>(

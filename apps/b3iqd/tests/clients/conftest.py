@@ -91,3 +91,12 @@ def tls_node():
     proc, n = _start(["--tls", "self-signed"], tls_cert=os.path.join("tls", "self-signed.crt.pem"))
     yield n
     _stop(proc, n["home"])
+
+
+@pytest.fixture(scope="session")
+def wgpu_node():
+    """A node serving the default model on the wgpu backend (b3iqd serve --backend wgpu; Mesa's
+    lavapipe in CI)."""
+    proc, n = _start(["--backend", "wgpu"])
+    yield n
+    _stop(proc, n["home"])

@@ -6,7 +6,7 @@
 //! are made once per decoder and a step only writes the step buffer and records dispatches.
 //!
 //! Weight matrices are `rows x k` (GGUF `ne = [k, rows]`), row-major, `k` a multiple of 32.
-//! Their element access is one WGSL prelude per [`WeightType`] (`unit_vals`, `unit_index`,
+//! Their element access is one WGSL prelude per [`WeightType`] (`unit`, `unit_offsets`,
 //! `elem`), pasted into the kernels that read weights at `//!WEIGHTS`.
 
 use std::collections::HashMap;
@@ -36,6 +36,12 @@ pub enum WeightType {
 }
 
 impl WeightType {
+    /// Whether llama.cpp's CPU backend quantizes the activations (to Q8_0/Q8_1) before a
+    /// product with weights of this type (see [`Kernels::quantize_q8`]).
+    pub fn quantizes_activations(self) -> bool {
+        matches!(self, Self::Q4_1 | Self::Q8_0)
+    }
+
     /// The type of a GGUF tensor type name (`f32`, `f16`, `q4_1`, `q8_0`), if supported.
     pub fn from_ggml(name: &str) -> Option<Self> {
         Some(match name {
@@ -174,9 +180,9 @@ pub enum Op {
     One(Dispatch),
     /// `y = W x` for each counted item.
     Linear {
-        /// One workgroup per (row, item) with a workgroup reduction.
+        /// One thread per (4 rows, item).
         matvec: Dispatch,
-        /// One thread per (row, tile of 8 items).
+        /// One thread per (4 rows, tile of 8 items).
         matmul: Dispatch,
         /// What is counted.
         count: Count,
@@ -247,6 +253,7 @@ fn source(kernel: &str) -> &'static str {
         "swiglu" => include_str!("shaders/swiglu.wgsl"),
         "add" => include_str!("shaders/add.wgsl"),
         "gather" => include_str!("shaders/gather.wgsl"),
+        "quantize_q8" => include_str!("shaders/quantize_q8.wgsl"),
         _ => "",
     }
 }
@@ -537,6 +544,23 @@ impl Kernels {
             &[x, y],
             groups(n),
             GridY::Each(Count::Tokens),
+        )?))
+    }
+
+    /// Rounds each counted row of `x` (`n` values, a multiple of 32) in place as llama.cpp
+    /// quantizes activations to Q8_0/Q8_1 before a product with quantized weights, so the
+    /// products here see the same inputs.
+    ///
+    /// # Errors
+    /// As [`Kernels::linear`].
+    pub fn quantize_q8(&self, x: &wgpu::Buffer, n: u32, count: Count) -> Result<Op, WgpuError> {
+        Ok(Op::One(self.dispatch(
+            "quantize_q8",
+            None,
+            &[n],
+            &[x],
+            groups(n / 32),
+            GridY::Each(count),
         )?))
     }
 

@@ -213,3 +213,22 @@ pub fn attention(
     }
     out
 }
+
+/// `v` rounded to the nearest f16 (what an f16 KV cache keeps).
+pub fn f16_round(v: f32) -> f32 {
+    f16_to_f32(f32_to_f16(v))
+}
+
+/// Activations as llama.cpp's CPU backend quantizes them before a quantized product
+/// (`quantize_row_q8_0`/`q8_1`): per 32 values `d = max|x| / 127`, `q = roundf(x / d)`, and the
+/// product sees `q * fp16(d)`.
+pub fn quantize_activations(x: &[f32]) -> Vec<f32> {
+    x.chunks(32)
+        .flat_map(|b| {
+            let d = b.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let dh = f16_round(d);
+            b.iter().map(move |v| (v * id).round() * dh)
+        })
+        .collect()
+}

@@ -349,7 +349,9 @@ fn kv_store_and_attention_match_the_cpu() {
             .unwrap(),
     ];
     run_ops(dev(), &ops, n as u32, 0).unwrap();
-    let want = cpu::attention(&q, &k, &v, &pos, &seq, n_head, n_kv, hd);
+    // The cache holds f16 values and the query is rounded to f16, as in llama.cpp.
+    let r16 = |v: &[f32]| v.iter().map(|&x| cpu::f16_round(x)).collect::<Vec<f32>>();
+    let want = cpu::attention(&r16(&q), &r16(&k), &r16(&v), &pos, &seq, n_head, n_kv, hd);
     assert_close(&read(&out, n * n_head * hd), &want, 1e-4, "attention");
     // A head size the kernel cannot hold is refused.
     let e = kernels()
@@ -400,6 +402,26 @@ fn swiglu_add_and_gather_match_the_cpu() {
         .copied()
         .collect();
     assert_close(&read(&out, 2 * ff), &rows, 1e-5, "gather");
+}
+
+#[test]
+fn activation_rounding_matches_llama_cpps_q8_quantizer() {
+    let mut rng = Rng::new(8);
+    let (n, dim) = (3usize, 96usize);
+    let mut x: Vec<f32> = rng.vec(n * dim).iter().map(|v| v * 7.0).collect();
+    x[5] = 0.0;
+    x[32..64].iter_mut().for_each(|v| *v = 0.0); // an all-zero block stays zero
+    let xb = dev().storage_init("x", &f32_bytes(&x)).unwrap();
+    let op = kernels()
+        .quantize_q8(&xb, dim as u32, Count::Tokens)
+        .unwrap();
+    run_ops(dev(), &[op], n as u32, 0).unwrap();
+    let want: Vec<f64> = cpu::quantize_activations(&x)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    assert_close(&read(&xb, n * dim), &want, 1e-6, "quantize_q8");
+    assert!(want[32..64].iter().all(|&v| v == 0.0));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 // Causal attention over one sequence's KV cache with grouped-query heads: query head h reads
 // KV head h / (n_head / n_kv_head), positions 0..=pos of its sequence. One workgroup per
-// (head, token); keys are scored 64 at a time and folded into a running softmax (max m, sum l,
+// (head, token); the query is rounded to f16 (llama.cpp's flash attention converts it to the
+// f16 KV cache's type); keys are scored 64 at a time and folded into a running softmax (max m, sum l,
 // weighted values acc), so any context length fits. head_dim <= 128.
 struct P { n_head: u32, n_kv_head: u32, head_dim: u32, ctx: u32, batch: u32, scale: f32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -29,7 +30,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let qo = t * p.n_head * hd + h * hd;
     for (var d = lid; d < hd; d += 64u) {
-        qs[d] = q[qo + d];
+        qs[d] = unpack2x16float(pack2x16float(vec2<f32>(q[qo + d], 0.0))).x;
     }
     let n = workgroupUniformLoad(&wn);
     let base = workgroupUniformLoad(&wbase);

@@ -1,43 +1,49 @@
-// y[t, r] = sum_k W[r, k] * x[t, k]: one workgroup per (row r, token t), the row's 8-element
-// units spread over 64 threads and summed in workgroup memory. Rows past 65535 workgroups
-// wrap into the z dimension.
+// y[t, r] = sum_k W[r, k] * x[t, k]: one thread per (4 rows, token). No workgroup memory or
+// barriers (a CPU driver such as lavapipe runs barriers as coroutine switches); each x value
+// loaded serves 4 rows. Rows past the matrix read its last row and are not stored.
 struct P { rows: u32, k: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-var<workgroup> part: array<f32, 64>;
 
 //!WEIGHTS
 
+fn x4(i: u32) -> vec4<f32> {
+    return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+}
+fn udot(u: Unit, xl: vec4<f32>, xh: vec4<f32>) -> f32 {
+    return dot(u.lo, xl) + dot(u.hi, xh);
+}
+
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.z * nwg.x;
-    let t = wid.y;
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r0 = 4u * (gid.x + gid.z * nwg.x * 64u);
+    let t = gid.y;
+    if (r0 >= p.rows) {
+        return;
+    }
+    let last = p.rows - 1u;
     let nb = p.k / 32u;
-    var acc = 0.0;
-    if (row < p.rows) {
-        let xo = t * p.k;
-        for (var u = lid; u < nb * 4u; u += 64u) {
-            let blk = u / 4u;
-            let j = u % 4u;
-            let v = unit_vals(row * nb + blk, j);
-            let xb = xo + blk * 32u;
-            for (var e = 0u; e < 8u; e++) {
-                acc += v[e] * x[xb + unit_index(j, e)];
-            }
+    let rb = vec4<u32>(r0, min(r0 + 1u, last), min(r0 + 2u, last), min(r0 + 3u, last)) * nb;
+    var acc = vec4<f32>(0.0);
+    for (var blk = 0u; blk < nb; blk++) {
+        let xb = t * p.k + blk * 32u;
+        for (var j = 0u; j < 4u; j++) {
+            let o = unit_offsets(j);
+            let xl = x4(xb + o.x);
+            let xh = x4(xb + o.y);
+            acc += vec4<f32>(
+                udot(unit(rb.x + blk, j), xl, xh),
+                udot(unit(rb.y + blk, j), xl, xh),
+                udot(unit(rb.z + blk, j), xl, xh),
+                udot(unit(rb.w + blk, j), xl, xh),
+            );
         }
     }
-    part[lid] = acc;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            part[lid] += part[lid + s];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u && row < p.rows) {
-        y[t * p.rows + row] = part[0];
-    }
+    let o = t * p.rows;
+    y[o + r0] = acc.x;
+    if (r0 + 1u < p.rows) { y[o + r0 + 1u] = acc.y; }
+    if (r0 + 2u < p.rows) { y[o + r0 + 2u] = acc.z; }
+    if (r0 + 3u < p.rows) { y[o + r0 + 3u] = acc.w; }
 }

@@ -1,5 +1,7 @@
 // RoPE, llama.cpp's normal mode (LLAMA_ROPE_TYPE_NORM): pairs of consecutive values
 // (x[2i], x[2i+1]) of each head rotate by pos * base^(-2i/n_dims); values past n_dims stay.
+// The angle is computed as llama.cpp's rope cache does, by i f32 multiplications of pos by
+// theta_scale = base^(-2/n_dims).
 // In place on a [tokens, heads * head_dim] buffer.
 struct P { n_head: u32, head_dim: u32, n_dims: u32, batch: u32, freq_base: f32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -20,7 +22,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let pos = f32(step[4u + p.batch + t]);
-    let theta = pos * pow(p.freq_base, -2.0 * f32(i) / f32(p.n_dims));
+    let theta_scale = pow(p.freq_base, -2.0 / f32(p.n_dims));
+    var theta = pos;
+    for (var m = 0u; m < i; m++) {
+        theta *= theta_scale;
+    }
     let c = cos(theta);
     let s = sin(theta);
     let o = t * p.n_head * p.head_dim + h * p.head_dim + 2u * i;

@@ -1,16 +1,15 @@
 // F16 weights: 16 u32 words per 32-element block, two halves per word (low half first).
-fn unit_vals(blk: u32, j: u32) -> array<f32, 8> {
+// Unit j is elements 8j..8j+7.
+struct Unit { lo: vec4<f32>, hi: vec4<f32> }
+fn unit(blk: u32, j: u32) -> Unit {
     let base = blk * 16u + 4u * j;
-    var v: array<f32, 8>;
-    for (var m = 0u; m < 4u; m++) {
-        let h = unpack2x16float(w[base + m]);
-        v[2u * m] = h.x;
-        v[2u * m + 1u] = h.y;
-    }
-    return v;
+    return Unit(
+        vec4<f32>(unpack2x16float(w[base]), unpack2x16float(w[base + 1u])),
+        vec4<f32>(unpack2x16float(w[base + 2u]), unpack2x16float(w[base + 3u])),
+    );
 }
-fn unit_index(j: u32, e: u32) -> u32 {
-    return 8u * j + e;
+fn unit_offsets(j: u32) -> vec2<u32> {
+    return vec2<u32>(8u * j, 8u * j + 4u);
 }
 fn elem(blk: u32, i: u32) -> f32 {
     let h = unpack2x16float(w[blk * 16u + i / 2u]);
