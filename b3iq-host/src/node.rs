@@ -77,7 +77,7 @@ impl LocalNodeBuilder {
         self
     }
 
-    /// The inference backend, overriding config.json's `backend`: `llama_cpp` or `wgpu`.
+    /// The inference backend, overriding config.json's `backend`: `auto`, `llama_cpp` or `wgpu`.
     pub fn backend(mut self, name: impl Into<String>) -> Self {
         self.backend = Some(name.into());
         self

@@ -466,6 +466,92 @@ pub fn scan(home: &Path, opts: ScanOptions) -> HardwareReport {
     report
 }
 
+/// The backend [`choose_backend`] picks, and why (one sentence for the log and the wizard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendChoice {
+    /// The backend to start.
+    pub kind: crate::BackendKind,
+    /// Why, e.g. "Intel Arc A770 (Vulkan, discrete) and a CPU-only llama.cpp build".
+    pub reason: String,
+}
+
+/// Picks the inference backend for `config.json`'s `"backend": "auto"` (the default).
+///
+/// * llama.cpp when its build can offload to a GPU (`llama_gpu_offload`, from
+///   [`crate::backend::llama::supports_gpu_offload`]): CUDA, Metal or Vulkan builds serve
+///   their GPU best.
+/// * the wgpu backend when llama.cpp is CPU-only and wgpu lists a real GPU (discrete or
+///   integrated, not a CPU or virtual adapter such as Mesa's lavapipe) that is not NVIDIA's:
+///   AMD, Intel, Apple or others without a llama.cpp GPU build (issue "wgpu fallback backend";
+///   NVIDIA GPUs are served by a CUDA build of llama.cpp).
+/// * llama.cpp on the CPU otherwise.
+///
+/// `wgpu_built` is whether the wgpu backend is compiled in (b3iq-runtime's `wgpu-backend`).
+pub fn choose_backend(hw: &HardwareReport, llama_gpu_offload: bool, wgpu_built: bool) -> BackendChoice {
+    use crate::BackendKind;
+    if llama_gpu_offload {
+        return BackendChoice {
+            kind: BackendKind::LlamaCpp,
+            reason: "llama.cpp is built with GPU offload".into(),
+        };
+    }
+    let gpu = hw.gpus.iter().find(|g| {
+        g.source == GpuSource::Wgpu
+            && matches!(g.device_type.as_str(), "discrete" | "integrated")
+            && g.vendor != "nvidia"
+    });
+    match gpu {
+        Some(g) if wgpu_built => BackendChoice {
+            kind: BackendKind::Wgpu,
+            reason: format!(
+                "{} ({}, {}) and a CPU-only llama.cpp build",
+                g.name, g.api, g.device_type
+            ),
+        },
+        Some(g) => BackendChoice {
+            kind: BackendKind::LlamaCpp,
+            reason: format!(
+                "{} found, but this build has no wgpu backend: llama.cpp on the CPU",
+                g.name
+            ),
+        },
+        None => BackendChoice {
+            kind: BackendKind::LlamaCpp,
+            reason: "no GPU the wgpu backend should use: llama.cpp on the CPU".into(),
+        },
+    }
+}
+
+/// A cheap hint, without loading any GPU driver, that this machine may have a GPU other
+/// than NVIDIA's: on Linux a `/sys/class/drm/card*` whose PCI vendor is AMD (0x1002) or
+/// Intel (0x8086); on macOS an Apple silicon CPU. When false, [`choose_backend`] would pick
+/// llama.cpp anyway, so the wgpu adapter scan (up to a second) can be skipped.
+pub fn non_nvidia_gpu_hint() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(dir) = std::fs::read_dir("/sys/class/drm") else { return false };
+        dir.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with("card")
+                && !name.contains('-')
+                && matches!(
+                    std::fs::read_to_string(e.path().join("device/vendor"))
+                        .unwrap_or_default()
+                        .trim(),
+                    "0x1002" | "0x8086"
+                )
+        })
+    }
+    #[cfg(target_os = "macos")]
+    {
+        cfg!(target_arch = "aarch64")
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        true
+    }
+}
+
 /// Where a model would run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -692,5 +778,49 @@ mod tests {
         });
         r.ram_total_bytes = 32 << 30;
         assert_eq!(r.memory_band().id, "gpu-24");
+    }
+
+    #[test]
+    fn auto_backend_picks_wgpu_only_for_a_real_non_nvidia_gpu_without_a_llama_gpu_build() {
+        use crate::BackendKind;
+        let adapter = |vendor: &str, name: &str, ty: &str| GpuInfo {
+            vendor: vendor.into(),
+            name: name.into(),
+            vram_bytes: 0,
+            vram_free_bytes: None,
+            driver: String::new(),
+            api: "Vulkan".into(),
+            device_type: ty.into(),
+            source: GpuSource::Wgpu,
+        };
+        let mut r = bare_report();
+        // No GPU at all, or only lavapipe (a CPU adapter): llama.cpp on the CPU.
+        assert_eq!(choose_backend(&r, false, true).kind, BackendKind::LlamaCpp);
+        r.gpus.push(adapter("mesa", "llvmpipe (LLVM 15.0.6, 256 bits)", "cpu"));
+        assert_eq!(choose_backend(&r, false, true).kind, BackendKind::LlamaCpp);
+        // A virtual adapter or an NVIDIA card does not switch either.
+        r.gpus.push(adapter("0x1af4", "virtio-gpu", "virtual"));
+        r.gpus.push(adapter("nvidia", "NVIDIA GeForce RTX 4090", "discrete"));
+        assert_eq!(choose_backend(&r, false, true).kind, BackendKind::LlamaCpp);
+        // An Intel GPU with a CPU-only llama.cpp: wgpu, and the reason names it.
+        r.gpus.push(adapter("intel", "Intel(R) Arc(tm) A770 Graphics", "discrete"));
+        let c = choose_backend(&r, false, true);
+        assert_eq!(c.kind, BackendKind::Wgpu);
+        assert!(c.reason.contains("Arc(tm) A770"), "{}", c.reason);
+        // A llama.cpp GPU build keeps llama.cpp; a build without wgpu cannot pick it.
+        assert_eq!(choose_backend(&r, true, true).kind, BackendKind::LlamaCpp);
+        let c = choose_backend(&r, false, false);
+        assert_eq!(c.kind, BackendKind::LlamaCpp);
+        assert!(c.reason.contains("no wgpu backend"), "{}", c.reason);
+        // Only wgpu's own adapter list counts (sysfs and sysctl entries cannot be checked for
+        // a usable Vulkan/Metal device).
+        let mut r = bare_report();
+        let mut amd = adapter("amd", "AMD Radeon RX 7900", "discrete");
+        amd.source = GpuSource::Sysfs;
+        r.gpus.push(amd.clone());
+        assert_eq!(choose_backend(&r, false, true).kind, BackendKind::LlamaCpp);
+        amd.source = GpuSource::Wgpu;
+        r.gpus.push(amd);
+        assert_eq!(choose_backend(&r, false, true).kind, BackendKind::Wgpu);
     }
 }

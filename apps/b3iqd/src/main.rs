@@ -53,9 +53,11 @@ enum Cmd {
         /// Serve the API without loading a model (inference answers 503 model_not_loaded).
         #[arg(long, conflicts_with = "model")]
         no_model: bool,
-        /// Inference backend: llama_cpp, or wgpu (WGSL kernels on any Vulkan/Metal/DX12 GPU,
-        /// for LLaMA GGUF models). Default: config.json `backend`, else llama_cpp.
-        #[arg(long, value_parser = ["llama_cpp", "wgpu"])]
+        /// Inference backend: auto, llama_cpp, or wgpu (WGSL kernels on any Vulkan/Metal/DX12
+        /// GPU, for LLaMA GGUF models). auto picks wgpu for an AMD, Intel or Apple GPU when
+        /// llama.cpp is built for the CPU only, else llama_cpp; the log says which and why.
+        /// Default: config.json `backend` (auto).
+        #[arg(long, value_parser = ["auto", "llama_cpp", "wgpu"])]
         backend: Option<String>,
         /// Log as JSON lines.
         #[arg(long)]

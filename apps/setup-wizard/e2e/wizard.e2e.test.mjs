@@ -394,6 +394,8 @@ test('the setup wizard, as a new owner would use it', async (t) => {
   await step(t, 'dashboard: health, usage chart, receipts, audit', async () => {
     await page.getByRole('heading', { name: 'Your node' }).waitFor();
     await page.getByTestId('receipts-table').waitFor({ timeout: 20_000 });
+    // config.json's backend is "auto": with no AMD, Intel or Apple GPU here it chose llama.cpp.
+    assert.equal(await page.getByTestId('backend-tile').locator('.tile-value').textContent(), 'llama.cpp');
     const bars = await page.locator('[data-testid=usage-chart] rect.chart-bar').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-requests'))));
     assert.equal(bars.length, 24);
     assert.ok(bars.reduce((a, b) => a + b, 0) >= 2, `the chart counts the playground and the API request (got ${bars})`);

@@ -176,7 +176,7 @@ export interface NodeInfo {
   listen?: string;
   uptime_s?: number;
   hardware: Hardware;
-  runtime: { backend?: string; queue_depth?: number; active_sequences?: number; max_queue?: number; parallel?: number };
+  runtime: { backend?: string; kind?: string; queue_depth?: number; active_sequences?: number; max_queue?: number; parallel?: number };
   models: { id: string; loaded: boolean; size_bytes?: number; sha256?: string }[];
   receipts_stored?: number;
 }
@@ -485,6 +485,7 @@ export function toNode(v: unknown): NodeInfo {
     hardware: toHardware(o.hardware),
     runtime: {
       backend: str(rt.backend),
+      kind: str(rt.kind),
       queue_depth: num(rt.queue_depth),
       active_sequences: num(rt.active_sequences),
       max_queue: num(rt.max_queue),

@@ -502,6 +502,9 @@ export function EndpointScreen({ api, onNext }: ScreenProps) {
 
 // ------------------------------------------------------------------ mode
 
+/** What the dashboard's Backend tile says for each `runtime.kind` of `GET /api/node`. */
+const BACKEND_TEXT: Record<string, string> = { llama_cpp: 'llama.cpp', wgpu: 'wgpu (WGSL)', openai_upstream: 'Upstream API' };
+
 const MODE_TEXT: Record<string, { title: string; what: string; shares: string }> = {
   local: {
     title: 'Local',
@@ -1160,6 +1163,7 @@ export function DashboardScreen({ api }: ScreenProps) {
         <div className="tile"><span className="tile-label">Model</span><span className="tile-value small-value">{loaded?.id ?? (n ? 'None loaded' : '…')}</span></div>
         <div className="tile"><span className="tile-label">Mode</span><span className="tile-value">{n ? (MODE_TEXT[n.mode]?.title ?? n.mode) : '…'}</span></div>
         <div className="tile"><span className="tile-label">Uptime</span><span className="tile-value">{formatUptime(n?.uptime_s)}</span></div>
+        <div className="tile" data-testid="backend-tile"><span className="tile-label">Backend</span><span className="tile-value small-value" title={n?.runtime.backend}>{n ? (n.runtime.kind ? (BACKEND_TEXT[n.runtime.kind] ?? n.runtime.kind) : 'None') : '…'}</span></div>
         <div className="tile"><span className="tile-label">Queue</span><span className="tile-value">{n?.runtime.queue_depth ?? '…'}{n?.runtime.max_queue !== undefined ? ` / ${n.runtime.max_queue}` : ''}</span></div>
         <div className="tile"><span className="tile-label">Receipts</span><span className="tile-value">{n?.receipts_stored ?? '…'}</span></div>
       </div>

@@ -55,8 +55,10 @@ pub struct Config {
     pub threads: u32,
     /// Context length per sequence (tokens).
     pub context_tokens: u32,
-    /// The inference backend: `llama_cpp` (default) or `wgpu` (the WGSL fallback for GPUs
-    /// without a llama.cpp GPU build; LLaMA GGUF models with Q4_1/Q8_0/F16/F32 tensors).
+    /// The inference backend: `auto` (default: b3iq-runtime's `choose_backend`, wgpu for an
+    /// AMD, Intel or Apple GPU when llama.cpp is built for the CPU only, else llama.cpp),
+    /// `llama_cpp`, or `wgpu` (the WGSL fallback; LLaMA GGUF models with Q4_1/Q8_0/F16/F32
+    /// tensors).
     pub backend: String,
     /// Price per 1,000 tokens (prompt and completion alike) in micro-credits, written into the
     /// receipts of local requests through b3iq-core's `PriceSchedule` (its rounding: up to the
@@ -95,9 +97,9 @@ impl Config {
     /// # Errors
     /// `Config` naming the key.
     pub fn validate(&self) -> Result<()> {
-        if !matches!(self.backend.as_str(), "llama_cpp" | "wgpu") {
+        if !matches!(self.backend.as_str(), "auto" | "llama_cpp" | "wgpu") {
             return Err(HostError::Config(format!(
-                "config.json: backend {:?} is not one of llama_cpp, wgpu",
+                "config.json: backend {:?} is not one of auto, llama_cpp, wgpu",
                 self.backend
             )));
         }
@@ -153,7 +155,7 @@ impl Default for Config {
             max_queue: 64,
             threads: 0,
             context_tokens: 2048,
-            backend: "llama_cpp".into(),
+            backend: "auto".into(),
             price_micros_per_1k_tokens: 0,
             header_timeout_s: 10,
             body_timeout_s: 30,

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use b3iq_core::digest::Sha256Digest;
 use b3iq_runtime::backend::wgpu::{WgpuConfig, WgpuRuntime};
 use b3iq_runtime::catalog::{Catalog, ModelProfile, DEFAULT_PROFILE};
-use b3iq_runtime::hardware::{HardwareReport, ScanOptions};
+use b3iq_runtime::hardware::{
+    choose_backend, non_nvidia_gpu_hint, BackendChoice, HardwareReport, ScanOptions,
+};
 use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
-use b3iq_runtime::runtime::{LoadModelSpec, ModelInfo, Runtime};
+use b3iq_runtime::runtime::{BackendKind, LoadModelSpec, ModelInfo, Runtime};
 use b3iq_runtime::store::{InstalledModel, ModelStore, Progress};
 
 use super::home::{Config, Home};
@@ -171,7 +173,8 @@ pub async fn start_runtime(
         expected_sha256: expected,
         ..LoadModelSpec::from_path(path).with_id(id)
     };
-    if config.backend == "wgpu" {
+    let backend = resolve_backend(home, &config.backend);
+    if backend == BackendKind::Wgpu {
         let rt = WgpuRuntime::new(WgpuConfig {
             max_sequences: config.parallel.clamp(1, 64),
             queue_capacity: config.max_queue,
@@ -193,6 +196,33 @@ pub async fn start_runtime(
     let info = rt.load_model(spec).await?;
     let rt: Arc<dyn Runtime> = Arc::new(rt);
     Ok((rt, ServedModel::new(info, profile)?))
+}
+
+/// The backend `config.json`'s `backend` names; `auto` is decided by b3iq-runtime's
+/// [`choose_backend`] (wgpu for an AMD, Intel or Apple GPU when llama.cpp is built for the CPU
+/// only), scanning wgpu's adapters only when [`non_nvidia_gpu_hint`] says such a GPU may exist.
+/// The choice and its reason are logged.
+pub fn resolve_backend(home: &Home, name: &str) -> BackendKind {
+    match name {
+        "wgpu" => BackendKind::Wgpu,
+        "llama_cpp" => BackendKind::LlamaCpp,
+        _ => {
+            let choice = if non_nvidia_gpu_hint() {
+                choose_backend(
+                    &scan_hardware(home),
+                    b3iq_runtime::backend::llama::supports_gpu_offload(),
+                    true,
+                )
+            } else {
+                BackendChoice {
+                    kind: BackendKind::LlamaCpp,
+                    reason: "no AMD, Intel or Apple GPU found: llama.cpp".into(),
+                }
+            };
+            tracing::info!(backend = choice.kind.as_str(), reason = %choice.reason, "backend \"auto\" chose");
+            choice.kind
+        }
+    }
 }
 
 /// The models an already built runtime serves.

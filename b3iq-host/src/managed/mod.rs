@@ -546,8 +546,10 @@ pub fn unenroll(db: &Db) -> Result<Option<Enrollment>> {
     Ok(Some(e))
 }
 
-/// The heartbeat body for this node now.
-pub fn heartbeat_body(state: &NodeState, sequence: u64) -> Heartbeat {
+/// The heartbeat body for this node now. Its health is the runtime's: `Healthy` when it
+/// serves, `Degraded` with a full queue or no runtime, `Unhealthy` when it cannot serve (a
+/// lost GPU device or a dead engine thread: the gateway then routes nothing to the node).
+pub async fn heartbeat_body(state: &NodeState, sequence: u64) -> Heartbeat {
     let rt = state.runtime.as_ref().map(|r| r.metrics());
     let served = state.served_models();
     let mut inventory: Vec<Sha256Digest> = served
@@ -560,7 +562,11 @@ pub fn heartbeat_body(state: &NodeState, sequence: u64) -> Heartbeat {
     inventory.truncate(MAX_INVENTORY as usize);
     let health = match &state.runtime {
         None => HealthStatus::Degraded,
-        Some(_) => HealthStatus::Healthy,
+        Some(r) => match r.health().await.status {
+            b3iq_runtime::HealthStatus::Ok => HealthStatus::Healthy,
+            b3iq_runtime::HealthStatus::Degraded => HealthStatus::Degraded,
+            b3iq_runtime::HealthStatus::Down => HealthStatus::Unhealthy,
+        },
     };
     Heartbeat {
         node_id: state.node_id,
@@ -591,7 +597,7 @@ pub async fn send_heartbeat(
     c: &reqwest::Client,
 ) -> Result<HeartbeatAck> {
     let seq = managed_sql::next_heartbeat_sequence(&state.db)?;
-    let body = heartbeat_body(state, seq);
+    let body = heartbeat_body(state, seq).await;
     let url = format!("{}/v1/node/heartbeat", e.control_url);
     let send = |hb: Heartbeat| async {
         let signed = state.key.sign_object(hb)?;
@@ -826,6 +832,22 @@ mod tests {
         url
     }
 
+    /// Issue "wgpu fallback backend": a lost GPU device marks the runtime unhealthy and the
+    /// heartbeat says so (the gateway routes nothing to an `Unhealthy` node). A real wgpu
+    /// device (Mesa's lavapipe in CI), destroyed as a driver reset would.
+    #[tokio::test]
+    async fn a_lost_gpu_device_makes_the_heartbeat_unhealthy() {
+        use b3iq_runtime::backend::wgpu::{WgpuConfig, WgpuRuntime};
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context::open(Some(dir.path().join("h"))).unwrap();
+        let rt = WgpuRuntime::new(WgpuConfig::default()).expect("a wgpu adapter (install mesa-vulkan-drivers)");
+        let dev = rt.device().clone();
+        let st = NodeState::new(ctx, Some(Arc::new(rt) as Arc<dyn b3iq_runtime::Runtime>), Vec::new()).unwrap();
+        assert_eq!(heartbeat_body(&st, 1).await.health, HealthStatus::Healthy);
+        dev.destroy();
+        assert_eq!(heartbeat_body(&st, 2).await.health, HealthStatus::Unhealthy);
+    }
+
     #[tokio::test]
     async fn heartbeats_fall_back_to_version_1_for_an_older_control_plane() {
         let dir = tempfile::tempdir().unwrap();
@@ -847,7 +869,7 @@ mod tests {
         let c = client(None).unwrap();
         // This build writes version 2 (with its version); the old control plane refuses it and
         // accepts the same heartbeat as version 1.
-        assert_eq!(heartbeat_body(&st, 1).software_version.as_deref(), Some(crate::update::RUNNING_VERSION));
+        assert_eq!(heartbeat_body(&st, 1).await.software_version.as_deref(), Some(crate::update::RUNNING_VERSION));
         let ack = send_heartbeat(&st, &e, &c).await.unwrap();
         assert_eq!(*seen.lock().unwrap(), [2, 1]);
         let report: serde_json::Value = serde_json::from_str(&st.db.meta_get(META_LAST_HEARTBEAT).unwrap().unwrap()).unwrap();

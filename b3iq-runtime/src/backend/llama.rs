@@ -104,6 +104,13 @@ pub fn init_backend() -> Result<(), RuntimeError> {
     backend().map(|_| ())
 }
 
+/// Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan, ...):
+/// llama.cpp's `llama_supports_gpu_offload`. False for the CPU-only build, or when llama.cpp
+/// cannot start.
+pub fn supports_gpu_offload() -> bool {
+    backend().map(|b| b.supports_gpu_offload()).unwrap_or(false)
+}
+
 fn backend() -> Result<&'static LlamaBackend, RuntimeError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
