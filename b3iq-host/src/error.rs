@@ -253,7 +253,7 @@ impl HostError {
         match self {
             InvalidJson(_) => "invalid_json",
             InvalidParameter(_) => "invalid_parameter",
-            InvalidField { code, .. } => *code,
+            InvalidField { code, .. } => code,
             ContextLengthExceeded(_) => "context_length_exceeded",
             MethodNotAllowed { .. } => "method_not_allowed",
             CorsRefused(_) => "cors_origin_not_allowed",

@@ -26,6 +26,9 @@ pub(super) struct EmbedParams {
     pub(super) base64: bool,
 }
 
+/// A field's name, its JSON type test, and the type as the error names it.
+type FieldCheck = (&'static str, fn(&Value) -> bool, &'static str);
+
 /// The body as the wire type; a field of the wrong JSON type is a 400 naming it (`param`).
 fn parse_body(body: &[u8]) -> Result<EmbeddingRequest> {
     let JsonBody(map) = parse_json::<Map<String, Value>>(body)?;
@@ -38,7 +41,7 @@ fn parse_body(body: &[u8]) -> Result<EmbeddingRequest> {
             ));
         }
     }
-    let checks: [(&'static str, fn(&Value) -> bool, &str); 4] = [
+    let checks: [FieldCheck; 4] = [
         ("model", Value::is_string, "a string"),
         (
             "encoding_format",
