@@ -306,3 +306,16 @@ async fn the_embeddings_context_costs_a_bounded_amount_of_memory() {
     assert!(after_first.saturating_sub(before) < 300 << 20);
     assert!(after.saturating_sub(after_first) < 32 << 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_without_embeddings_says_so() {
+    use b3iq_runtime::upstream::{UpstreamConfig, UpstreamRuntime};
+    // The trait's default: no request leaves for the upstream (nothing listens there).
+    let up = UpstreamRuntime::new(UpstreamConfig::new("http://127.0.0.1:9/v1")).unwrap();
+    match up.embed(texts(&["x"])).await {
+        Err(RuntimeError::Unsupported(m)) => {
+            assert!(m.contains("openai_upstream") && m.contains("llama.cpp"), "{m}")
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
