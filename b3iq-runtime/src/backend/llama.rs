@@ -713,6 +713,9 @@ impl LoadedModel {
             ids.push(t);
         }
         let mut slot = self.embedder.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(Embedder::is_dead) {
+            *slot = None;
+        }
         if slot.is_none() {
             let shape = EmbedderShape {
                 context: ctx,

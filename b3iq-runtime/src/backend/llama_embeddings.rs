@@ -139,6 +139,12 @@ impl Embedder {
         self.shape
     }
 
+    /// Whether its thread has ended (only a panic ends it while the embedder lives): the owner
+    /// then starts a new one rather than answering `ShuttingDown` until the model is reloaded.
+    pub fn is_dead(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// Queues a job: `inputs` are token ids, each non-empty, inside the vocabulary and at most
     /// [`EmbedderShape::context`] long (the caller checks; a longer one fails the whole job).
     ///
