@@ -16,6 +16,18 @@ pub enum HostError {
     /// A parameter is missing or out of range.
     #[error("{0}")]
     InvalidParameter(String),
+    /// A named request field is wrong (400): the body's `param` names it and `code` is `.code`
+    /// (`invalid_parameter`, or `context_length_exceeded` for an input longer than the
+    /// context window). Built with [`HostError::field`] and [`HostError::field_too_long`].
+    #[error("{message}")]
+    InvalidField {
+        /// The request field (`input`, `dimensions`, ...), the error body's `param`.
+        param: &'static str,
+        /// `invalid_parameter` or `context_length_exceeded`.
+        code: &'static str,
+        /// What was wrong and what to do.
+        message: String,
+    },
     /// The prompt, or the prompt plus the `max_tokens` asked for, does not fit the model's
     /// context window (400 `context_length_exceeded`, as OpenAI and vLLM answer).
     #[error("{0}")]
@@ -100,7 +112,7 @@ pub enum HostError {
     #[error("{0} not found")]
     NotFound(String),
     /// No route has this path (`.0` is `METHOD /path`, the path at most 120 characters).
-    #[error("no route {0}; the OpenAI routes served are GET /v1/models, GET /v1/models/{{id}}, POST /v1/chat/completions, POST /v1/completions and POST /v1/responses (docs/api.md lists every route)")]
+    #[error("no route {0}; the OpenAI routes served are GET /v1/models, GET /v1/models/{{id}}, POST /v1/chat/completions, POST /v1/completions, POST /v1/responses and POST /v1/embeddings (docs/api.md lists every route)")]
     RouteNotFound(String),
     /// The model asked for is not served here.
     #[error("model {0:?} not found; GET /v1/models lists the served models")]
@@ -187,6 +199,7 @@ impl HostError {
         match self {
             InvalidJson(_)
             | InvalidParameter(_)
+            | InvalidField { .. }
             | ContextLengthExceeded(_)
             | WeakPassword
             | InvalidUsername
@@ -240,6 +253,7 @@ impl HostError {
         match self {
             InvalidJson(_) => "invalid_json",
             InvalidParameter(_) => "invalid_parameter",
+            InvalidField { code, .. } => code,
             ContextLengthExceeded(_) => "context_length_exceeded",
             MethodNotAllowed { .. } => "method_not_allowed",
             CorsRefused(_) => "cors_origin_not_allowed",
@@ -288,7 +302,21 @@ impl HostError {
         } else {
             self.to_string()
         };
-        serde_json::json!({"error": {"message": message, "type": self.kind(), "code": self.code()}})
+        let mut body = serde_json::json!({"error": {"message": message, "type": self.kind(), "code": self.code()}});
+        if let HostError::InvalidField { param, .. } = self {
+            body["error"]["param"] = serde_json::Value::from(*param);
+        }
+        body
+    }
+
+    /// A 400 `invalid_parameter` about the request field `param`.
+    pub fn field(param: &'static str, message: impl Into<String>) -> Self {
+        HostError::InvalidField { param, code: "invalid_parameter", message: message.into() }
+    }
+
+    /// A 400 `context_length_exceeded` about the request field `param`.
+    pub fn field_too_long(param: &'static str, message: impl Into<String>) -> Self {
+        HostError::InvalidField { param, code: "context_length_exceeded", message: message.into() }
     }
 
     /// An I/O error on the home directory (`path` names what was accessed, never a secret).
@@ -313,6 +341,7 @@ impl b3iq_core::ClassifiedError for HostError {
         match self {
             InvalidJson(_)
             | InvalidParameter(_)
+            | InvalidField { .. }
             | ContextLengthExceeded(_)
             | MethodNotAllowed { .. }
             | WeakPassword

@@ -79,3 +79,17 @@ fn a_gzip_bomb_bundle_is_refused() {
     let err = b3iq_host::support::read_bundle(&bytes).unwrap_err();
     assert!(err.to_string().contains("more than"), "{err}");
 }
+
+#[test]
+fn the_embeddings_seed_reaches_the_model_lookup() {
+    // First byte 5: /v1/embeddings. A valid body gets past every field check to the model
+    // lookup (no model is served here); the bad-fields seed stops at a named field.
+    let read = |name: &str| std::fs::read(corpus().join("request_body").join(name)).unwrap();
+    let seed = read("embeddings-texts");
+    assert_eq!(seed[0] % 8, 5);
+    let e = b3iq_host::http::embeddings::validate_embeddings_body(&seed[1..]).unwrap_err();
+    assert_eq!(e.code(), "model_not_found", "{e}");
+    let e = b3iq_host::http::embeddings::validate_embeddings_body(&read("embeddings-bad-fields")[1..])
+        .unwrap_err();
+    assert_eq!(e.body()["error"]["param"], "dimensions", "{e}");
+}

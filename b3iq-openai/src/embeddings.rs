@@ -1,5 +1,5 @@
-//! `POST /v1/embeddings`: request and answer types (no server in B3IQ serves them yet; they are
-//! here so the gateway and a future embedding backend share one definition).
+//! `POST /v1/embeddings`: request and answer types, as b3iqd serves them (`docs/api.md`,
+//! "Embeddings") and the gateway forwards them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -66,6 +66,9 @@ pub struct EmbeddingResponse {
     /// Token counts.
     #[serde(default)]
     pub usage: EmbeddingUsage,
+    /// B3IQ extension: the id of the signed receipt of this request (as on completions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b3iq_receipt_id: Option<String>,
 }
 
 /// One vector of an [`EmbeddingResponse`].

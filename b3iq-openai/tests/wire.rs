@@ -290,6 +290,14 @@ fn embedding_request_and_answer_shapes() {
         b.data[0].embedding,
         EmbeddingVector::Base64("AAAAPw==".into())
     );
+    // Others' answers carry no receipt; B3IQ's names it, and only then is the key written.
+    assert_eq!(b.b3iq_receipt_id, None);
+    assert!(!serde_json::to_string(&b).unwrap().contains("b3iq_receipt_id"));
+    let mut mine = b.clone();
+    mine.b3iq_receipt_id = Some("ab".repeat(32));
+    let v = serde_json::to_value(&mine).unwrap();
+    assert_eq!(v["b3iq_receipt_id"], "ab".repeat(32));
+    assert_eq!(serde_json::from_value::<EmbeddingResponse>(v).unwrap(), mine);
 }
 
 /// Everything a client takes from one stream.

@@ -3,7 +3,7 @@
 //! The inference side of B3IQ, as a library:
 //!
 //! - [`Runtime`]: the trait every backend implements (load/list/unload models, streaming
-//!   generation, token counting, health, scheduler metrics), with its request and event types
+//!   generation, token counting, embeddings, health, scheduler metrics), with its request and event types
 //!   in [`runtime`].
 //! - [`engine`]: the backend-neutral engine (request queue, slots, continuous batching,
 //!   cancellation, sampler and text stages) over the [`engine::Backend`] and
@@ -58,7 +58,8 @@ pub mod llama {
 
 pub use error::RuntimeError;
 pub use runtime::{
-    BackendInfo, BackendKind, ChatMessage, Completion, FinishReason, GenerateRequest,
+    BackendInfo, BackendKind, ChatMessage, Completion, EmbedInput, EmbedRequest, Embeddings,
+    FinishReason, GenerateRequest,
     GenerationEvent, GenerationStream, Health, HealthStatus, LoadModelSpec, ModelId, ModelInfo,
     Prompt, ResponseFormat, Role, Runtime, RuntimeMetrics, SamplingParams, Timings, TokenIds,
     Usage,

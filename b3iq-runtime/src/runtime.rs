@@ -652,6 +652,10 @@ pub struct ModelInfo {
     pub has_chat_template: bool,
     /// Path of the file (empty for an upstream model).
     pub path: PathBuf,
+    /// Length of the model's hidden state, the size of its [`Runtime::embed`] vectors
+    /// (`<arch>.embedding_length`; 0 if unknown).
+    #[serde(default)]
+    pub embedding_length: u32,
 }
 
 /// Overall state of a runtime.
@@ -715,6 +719,76 @@ pub struct BackendInfo {
     pub system_info: String,
 }
 
+/// Most inputs one [`EmbedRequest`] may carry (OpenAI's limit for `/v1/embeddings`).
+pub const MAX_EMBED_INPUTS: usize = 2048;
+
+/// One input of an [`EmbedRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum EmbedInput {
+    /// Text, tokenized as a raw completion prompt is (the model's BOS token when it adds one;
+    /// special-token text is not parsed, so `<|im_start|>` is plain text here).
+    Text(String),
+    /// Token ids, used as given (no BOS added).
+    Tokens(Vec<u32>),
+}
+
+/// A request for embedding vectors (see [`Runtime::embed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedRequest {
+    /// The loaded model to use.
+    pub model: ModelId,
+    /// What to embed, one vector each: 1 to [`MAX_EMBED_INPUTS`] inputs, none empty, each at
+    /// most the model's context window in tokens.
+    pub inputs: Vec<EmbedInput>,
+}
+
+impl EmbedRequest {
+    /// Checks the shape (count, no empty input); the error says which input is wrong. Token
+    /// counts are checked by the backend, which tokenizes.
+    ///
+    /// # Errors
+    /// [`RuntimeError::InvalidRequest`].
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let n = self.inputs.len();
+        if n == 0 {
+            return Err(RuntimeError::InvalidRequest("input must not be empty".into()));
+        }
+        if n > MAX_EMBED_INPUTS {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "input may hold at most {MAX_EMBED_INPUTS} items, got {n}"
+            )));
+        }
+        for (i, input) in self.inputs.iter().enumerate() {
+            let empty = match input {
+                EmbedInput::Text(t) => t.is_empty(),
+                EmbedInput::Tokens(t) => t.is_empty(),
+            };
+            if empty {
+                return Err(RuntimeError::InvalidRequest(format!(
+                    "input[{i}] is empty; every input needs at least one token"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The answer to an [`EmbedRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embeddings {
+    /// One vector per input, in input order, each [`ModelInfo::embedding_length`] long: the
+    /// mean over the input's tokens of the model's final hidden state (after the output norm),
+    /// scaled to unit L2 norm.
+    pub vectors: Vec<Vec<f32>>,
+    /// The token ids each input was read as (what the receipt commits to).
+    pub token_ids: Vec<Vec<u32>>,
+    /// Tokens read, all inputs together.
+    pub prompt_tokens: u32,
+    /// Time inside the backend (queue wait and compute), microseconds.
+    pub elapsed_us: u64,
+}
+
 /// An inference backend. Implemented by [`crate::llama::LlamaRuntime`] (over the
 /// backend-neutral [`crate::engine`]) and [`crate::upstream::UpstreamRuntime`].
 #[async_trait]
@@ -738,6 +812,23 @@ pub trait Runtime: Send + Sync {
 
     /// Counts the tokens of a prompt (chat prompts after the template is applied).
     async fn count_tokens(&self, model: &str, prompt: &Prompt) -> Result<u32, RuntimeError>;
+
+    /// Embedding vectors of the inputs (see [`Embeddings::vectors`]), computed in batches
+    /// beside generation, never inside the generation engine's own context. The default says
+    /// the backend cannot.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unsupported`] from a backend without embeddings;
+    /// [`RuntimeError::ModelNotFound`]; [`RuntimeError::InvalidRequest`] for a bad input
+    /// (empty, too many, a token id outside the vocabulary); [`RuntimeError::ContextOverflow`]
+    /// for an input longer than the context window; [`RuntimeError::QueueFull`].
+    async fn embed(&self, request: EmbedRequest) -> Result<Embeddings, RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "the {} backend does not compute embeddings (model `{}`); serve the model with the llama.cpp backend",
+            self.backend_info().kind.as_str(),
+            request.model
+        )))
+    }
 
     /// Health.
     async fn health(&self) -> Health;

@@ -84,17 +84,17 @@ pub fn same_origin_check(data: &[u8]) {
     }
 }
 
-/// `/v1/responses` (first byte 3 mod 4), else `/v1/chat/completions` (first byte even) or
-/// `/v1/completions` (odd) bodies. No model is served here, so every body ends in a typed client
-/// error, never an internal one.
+/// `/v1/responses` (first byte 3 mod 4), `/v1/embeddings` (5 mod 8), else
+/// `/v1/chat/completions` (first byte even) or `/v1/completions` (odd) bodies. No model is
+/// served here, so every body ends in a typed client error, never an internal one.
 pub fn request_body(data: &[u8]) {
     let Some((&first, body)) = data.split_first() else {
         return;
     };
-    let checked = if first % 4 == 3 {
-        b3iq_host::http::responses::validate_responses_body(body)
-    } else {
-        validate_request_body(first % 2 == 0, body)
+    let checked = match first % 8 {
+        3 | 7 => b3iq_host::http::responses::validate_responses_body(body),
+        5 => b3iq_host::http::embeddings::validate_embeddings_body(body),
+        _ => validate_request_body(first % 2 == 0, body),
     };
     match checked {
         Ok(()) => {}

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod cors;
+pub mod embeddings;
 pub mod openai;
 pub mod responses;
 pub mod serve;
@@ -121,6 +122,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/responses", post(responses::responses))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/", get(wizard::root_redirect))
         .route("/setup", get(wizard::root_redirect))
         .route("/setup/", get(wizard::index))
@@ -186,6 +188,7 @@ const ROUTE_METHODS: &[(&str, &str)] = &[
     ("/v1/chat/completions", "POST"),
     ("/v1/completions", "POST"),
     ("/v1/responses", "POST"),
+    ("/v1/embeddings", "POST"),
     ("/", "GET"),
     ("/setup", "GET"),
     ("/setup/", "GET"),

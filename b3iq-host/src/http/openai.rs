@@ -1,4 +1,5 @@
-//! OpenAI-compatible routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+//! OpenAI-compatible routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions`
+//! (`/v1/responses` and `/v1/embeddings` are in their own modules).
 
 use std::sync::Arc;
 

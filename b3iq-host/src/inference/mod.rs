@@ -2,7 +2,8 @@
 //!
 //! Every request that produces tokens for someone goes through [`start`]: the OpenAI routes
 //! (`/v1/chat/completions`, `/v1/completions`), the wizard's playground, the `run_benchmark` job
-//! and, next, the gateway tunnel. Front doors only translate their wire format into an
+//! and, next, the gateway tunnel. Embeddings (`/v1/embeddings`) go through [`embed`], which
+//! meters and receipts them the same way (prompt tokens only). Front doors only translate their wire format into an
 //! [`InferenceRequest`] and [`InferenceEvent`]s back into theirs; admission, metering, pricing,
 //! the receipt and its durability are decided here once.
 //!
@@ -16,8 +17,9 @@ use std::time::Instant;
 
 use b3iq_core::receipt::RequestId;
 use b3iq_runtime::runtime::{
-    Completion, FinishReason, GenerateRequest, GenerationEvent, GenerationStream, Prompt,
-    ResponseFormat, SamplingParams, Timings, TokenLogprob, Usage,
+    Completion, EmbedInput, EmbedRequest, Embeddings, FinishReason, GenerateRequest,
+    GenerationEvent, GenerationStream, Prompt, ResponseFormat, SamplingParams, Timings, TokenIds,
+    TokenLogprob, Usage,
 };
 use b3iq_runtime::RuntimeError;
 
@@ -424,6 +426,85 @@ impl Drop for Inference {
             tracing::error!(request_id = %request_id.to_hex(), "a cancelled request's receipt could not be written: no async runtime");
         }
     }
+}
+
+/// Embeddings computed and receipted ([`embed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    /// The vectors, token ids and token count from the runtime.
+    pub embeddings: Embeddings,
+    /// The stored receipt's id (hex).
+    pub receipt_id: String,
+    /// The signed receipt (b3iq-core encoding).
+    pub receipt: Vec<u8>,
+    /// Wall time from admission to the receipt, ms.
+    pub duration_ms: u64,
+}
+
+/// Map an embeddings runtime error to the host error a client sees: every input problem names
+/// `param: "input"`, a backend without embeddings names `param: "model"`.
+fn map_embed_error(e: RuntimeError) -> HostError {
+    match e {
+        RuntimeError::InvalidRequest(m) => HostError::field("input", m),
+        RuntimeError::ContextOverflow { prompt_tokens, context_length } => HostError::field_too_long(
+            "input",
+            format!("an input has {prompt_tokens} tokens but this model's context window is {context_length}; shorten or split it"),
+        ),
+        RuntimeError::Unsupported(m) => HostError::field("model", m),
+        e => map_runtime(e),
+    }
+}
+
+/// Compute embedding vectors for `inputs` with `model`, then meter and receipt them like a
+/// generation: a v2 receipt on the token-ids basis whose prompt is every input's token ids
+/// concatenated in input order and whose completion is empty (0 completion tokens), priced at
+/// the prompt rate, stored with its usage row before this returns.
+///
+/// # Errors
+/// `ModelNotLoaded` without a runtime; `InvalidField` (`param` `input` or `model`) for what the
+/// runtime refuses; `QueueFull`; `ModelNotFound`; `Db` when the receipt cannot be stored.
+pub async fn embed(
+    st: &Arc<NodeState>,
+    caller: Caller,
+    model: ServedModel,
+    inputs: Vec<EmbedInput>,
+) -> Result<Embedded> {
+    let rt = st.runtime()?;
+    let started_ms = unix_now_ms();
+    let t0 = Instant::now();
+    let req = EmbedRequest { model: model.id.clone(), inputs };
+    let embeddings = rt.embed(req).await.map_err(map_embed_error)?;
+    let request_id = match &caller {
+        Caller::Network(g) => g.ticket.request_id,
+        _ => receipts::new_request_id(),
+    };
+    let duration_ms = t0.elapsed().as_millis() as u64;
+    let prompt_tokens = embeddings.prompt_tokens;
+    let served = receipts::Served {
+        request_id,
+        key_id: caller.key_id().to_string(),
+        network_price: caller.network_price(),
+        model: model.clone(),
+        prompt: Prompt::Text(String::new()),
+        output: String::new(),
+        token_ids: Some(TokenIds {
+            prompt: embeddings.token_ids.concat(),
+            completion: Vec::new(),
+            fingerprints: Vec::new(),
+        }),
+        prompt_tokens,
+        completion_tokens: 0,
+        started_at_ms: started_ms,
+        ttft_ms: duration_ms,
+        duration_ms,
+        cancelled: false,
+    };
+    let st2 = st.clone();
+    let (receipt_id, receipt) = tokio::task::spawn_blocking(move || receipts::record(&st2, &served))
+        .await
+        .map_err(|e| HostError::Internal(format!("receipt task: {e}")))??;
+    st.metrics.tokens(&model.id, u64::from(prompt_tokens), 0);
+    Ok(Embedded { embeddings, receipt_id, receipt, duration_ms })
 }
 
 impl Completed {

@@ -28,6 +28,9 @@ use llama_cpp_2::token::LlamaToken;
 
 use b3iq_core::sampling::{self, Candidate, SeedKey};
 
+use tokio::sync::oneshot;
+
+use crate::backend::llama_embeddings::{EmbedReply, Embedder, EmbedderShape, EMBED_BATCH_TOKENS};
 use crate::digest::{parse_sha256, sha256_file};
 use crate::engine::{
     Backend, DecodeBatch, DecodeError, Decoder, DecoderShape, Engine, EngineConfig, EngineCounters,
@@ -673,6 +676,67 @@ impl Decoder for LlamaDecoder<'_> {
 struct LoadedModel {
     info: ModelInfo,
     engine: Engine<LlamaCppBackend>,
+    /// The embeddings thread and context, started by the first embeddings request (see
+    /// [`crate::backend::llama_embeddings`]); the lock also serialises its start.
+    embedder: Mutex<Option<Embedder>>,
+}
+
+impl LoadedModel {
+    /// Tokenizes and checks the inputs of an embeddings request, starts the embedder if this is
+    /// the first, and queues the job. Blocking (tokenizing, maybe creating a context).
+    fn submit_embeddings(
+        &self,
+        config: &LlamaConfig,
+        inputs: Vec<EmbedInput>,
+    ) -> Result<(oneshot::Receiver<EmbedReply>, Vec<Vec<u32>>), RuntimeError> {
+        let backend = self.engine.backend();
+        let n_vocab = backend.model().n_vocab().max(0) as u32;
+        let ctx = self.info.context_length;
+        let mut ids = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            let t = match input {
+                EmbedInput::Text(text) => backend.tokenize(&text, false),
+                EmbedInput::Tokens(t) => {
+                    if let Some(bad) = t.iter().find(|&&x| x >= n_vocab) {
+                        return Err(RuntimeError::InvalidRequest(format!(
+                            "input[{i}] holds token id {bad}, outside the vocabulary of `{}` (0..{n_vocab})",
+                            self.info.id
+                        )));
+                    }
+                    t
+                }
+            };
+            if t.is_empty() {
+                return Err(RuntimeError::InvalidRequest(format!(
+                    "input[{i}] has no tokens after tokenization"
+                )));
+            }
+            if t.len() as u64 > u64::from(ctx) {
+                return Err(RuntimeError::ContextOverflow {
+                    prompt_tokens: t.len().min(u32::MAX as usize) as u32,
+                    context_length: ctx,
+                });
+            }
+            ids.push(t);
+        }
+        let mut slot = self.embedder.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(Embedder::is_dead) {
+            *slot = None;
+        }
+        if slot.is_none() {
+            let shape = EmbedderShape {
+                context: ctx,
+                batch_tokens: config.batch_tokens.min(EMBED_BATCH_TOKENS),
+                max_sequences: config.max_sequences,
+                threads: config.threads,
+                queue_capacity: config.queue_capacity,
+            };
+            let name = format!("b3iq-embed-{}", self.info.id);
+            *slot = Some(Embedder::start(&name, backend.model().clone(), shape)?);
+        }
+        let rx = slot.as_ref().map(|e| e.submit(ids.clone())).ok_or(RuntimeError::ShuttingDown)??;
+        Ok((rx, ids))
+    }
 }
 
 /// The llama.cpp backend. Cheap to clone (clones share the same engines); all methods take
@@ -862,6 +926,7 @@ impl Inner {
             quantization: gguf.quantization.clone(),
             has_chat_template: model.chat_template(None).is_ok(),
             path: path.clone(),
+            embedding_length: model.n_embd_out().max(0) as u32,
         };
         let backend = Arc::new(
             LlamaCppBackend::new(model, self.config.threads, self.config.kv_unified)
@@ -884,6 +949,7 @@ impl Inner {
         let loaded = Arc::new(LoadedModel {
             info: info.clone(),
             engine,
+            embedder: Mutex::new(None),
         });
         self.models
             .lock()
@@ -951,6 +1017,27 @@ impl Runtime for LlamaRuntime {
 
     async fn count_tokens(&self, model: &str, prompt: &Prompt) -> Result<u32, RuntimeError> {
         self.inner.get(model)?.engine.count_tokens(prompt)
+    }
+
+    async fn embed(&self, request: EmbedRequest) -> Result<Embeddings, RuntimeError> {
+        request.validate()?;
+        let t0 = Instant::now();
+        let loaded = self.inner.get(&request.model)?;
+        let config = self.inner.config.clone();
+        let (rx, token_ids) =
+            tokio::task::spawn_blocking(move || loaded.submit_embeddings(&config, request.inputs))
+                .await
+                .map_err(|e| RuntimeError::Backend(format!("embeddings task panicked: {e}")))??;
+        let vectors = rx
+            .await
+            .map_err(|_| RuntimeError::Backend("the embeddings thread stopped".into()))??;
+        let prompt_tokens = token_ids.iter().map(Vec::len).sum::<usize>().min(u32::MAX as usize) as u32;
+        Ok(Embeddings {
+            vectors,
+            token_ids,
+            prompt_tokens,
+            elapsed_us: t0.elapsed().as_micros() as u64,
+        })
     }
 
     async fn health(&self) -> Health {

@@ -234,6 +234,7 @@ impl UpstreamRuntime {
                 quantization: String::new(),
                 has_chat_template: true,
                 path: PathBuf::new(),
+                embedding_length: 0,
             });
         }
         let mut map = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());

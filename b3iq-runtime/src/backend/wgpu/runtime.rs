@@ -231,6 +231,7 @@ impl WgpuRuntime {
             quantization: gguf.quantization.clone(),
             has_chat_template: gguf.has_chat_template,
             path: path.clone(),
+            embedding_length: gguf.embedding_length.unwrap_or(0).min(u64::from(u32::MAX)) as u32,
         };
         let config = EngineConfig {
             shape: DecoderShape {
