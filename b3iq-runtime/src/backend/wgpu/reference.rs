@@ -166,48 +166,42 @@ pub fn rope(
     y
 }
 
-/// Causal grouped-query attention of a batch holding every position of its sequences: token
-/// `t` attends to the batch tokens of its sequence at positions up to its own.
+/// Causal grouped-query attention of a batch holding every position of its sequences (token
+/// `t` attends to the batch tokens of its sequence at positions up to its own, in position
+/// order), as llama.cpp's CPU flash attention computes it over an f16 KV cache
+/// (`ggml_compute_forward_flash_attn_ext_f16`): query, keys and values rounded to f16, a running
+/// maximum and sum per key, the weighted values accumulated in f16. In f32, like the kernel.
 #[allow(clippy::too_many_arguments)]
-pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    pos: &[u32],
-    seq: &[u32],
-    n_head: usize,
-    n_kv: usize,
-    hd: usize,
-) -> Vec<f64> {
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], pos: &[u32], seq: &[u32], n_head: usize, n_kv: usize, hd: usize) -> Vec<f64> {
     let kv_dim = n_kv * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0; pos.len() * n_head * hd];
     for t in 0..pos.len() {
-        let keys: Vec<usize> = (0..pos.len())
-            .filter(|&u| seq[u] == seq[t] && pos[u] <= pos[t])
-            .collect();
+        let mut keys: Vec<usize> = (0..pos.len()).filter(|&u| seq[u] == seq[t] && pos[u] <= pos[t]).collect();
+        keys.sort_by_key(|&u| pos[u]);
         for h in 0..n_head {
             let kvh = h / (n_head / n_kv);
-            let qv = &q[(t * n_head + h) * hd..][..hd];
-            let s: Vec<f64> = keys
-                .iter()
-                .map(|&u| {
-                    qv.iter()
-                        .zip(&k[u * kv_dim + kvh * hd..][..hd])
-                        .map(|(&a, &b)| a as f64 * b as f64)
-                        .sum::<f64>()
-                        / (hd as f64).sqrt()
-                })
-                .collect();
-            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            let z: f64 = e.iter().sum();
+            let qv: Vec<f32> = q[(t * n_head + h) * hd..][..hd].iter().map(|&x| f16_round(x)).collect();
+            let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+            let mut acc = vec![0f32; hd];
+            for &u in &keys {
+                let kr = &k[u * kv_dim + kvh * hd..][..hd];
+                let s = qv.iter().zip(kr).map(|(&a, &b)| a * f16_round(b)).sum::<f32>() * scale;
+                let (mut ms, mut vs) = (1f32, 1f32);
+                if s > m {
+                    ms = (m - s).exp();
+                    m = s;
+                    acc.iter_mut().for_each(|a| *a = f16_round(*a * ms));
+                } else {
+                    vs = (s - m).exp();
+                }
+                for (d, a) in acc.iter_mut().enumerate() {
+                    *a = f16_round(f16_round(v[u * kv_dim + kvh * hd + d]).mul_add(vs, *a));
+                }
+                l = l * ms + vs;
+            }
             for d in 0..hd {
-                out[(t * n_head + h) * hd + d] = keys
-                    .iter()
-                    .zip(&e)
-                    .map(|(&u, &w)| w * v[u * kv_dim + kvh * hd + d] as f64)
-                    .sum::<f64>()
-                    / z;
+                out[(t * n_head + h) * hd + d] = (acc[d] * (1.0 / l)) as f64;
             }
         }
     }
