@@ -58,6 +58,8 @@ pub struct EngineCounters {
     prompt_tokens_total: AtomicU64,
     generated_tokens_total: AtomicU64,
     decode_steps_total: AtomicU64,
+    kv_cache_full_retries_total: AtomicU64,
+    kv_cache_full_evictions_total: AtomicU64,
     /// Exponential moving average of request duration, ms.
     avg_request_ms: AtomicU64,
     engine_dead: AtomicBool,
@@ -76,6 +78,10 @@ impl EngineCounters {
             prompt_tokens_total: self.prompt_tokens_total.load(Ordering::Relaxed),
             generated_tokens_total: self.generated_tokens_total.load(Ordering::Relaxed),
             decode_steps_total: self.decode_steps_total.load(Ordering::Relaxed),
+            kv_cache_full_retries_total: self.kv_cache_full_retries_total.load(Ordering::Relaxed),
+            kv_cache_full_evictions_total: self
+                .kv_cache_full_evictions_total
+                .load(Ordering::Relaxed),
         }
     }
 

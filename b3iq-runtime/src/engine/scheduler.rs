@@ -20,10 +20,13 @@ use crate::runtime::{
 struct Seq<S> {
     slot: SeqId,
     job: Job<S>,
-    /// Prompt tokens already in the KV cache (or in the batch being decoded).
+    /// Prompt tokens in the KV cache.
     fed: usize,
-    /// Position of the next token fed.
+    /// Position of the next token fed: the KV cells this sequence holds.
     pos: u32,
+    /// Tokens of this sequence in the batch being decoded (a prompt chunk, or 1 when
+    /// generating); committed to `fed` / `pos` only when the decode succeeds.
+    chunk: u32,
     /// The last sampled token, to feed next (after the prompt).
     next: Option<TokenId>,
     /// This sequence's output row in the current batch.
@@ -130,11 +133,7 @@ pub(super) fn run<B: Backend>(
             s.set_active();
             continue;
         }
-        if !s.build_batch() {
-            continue;
-        }
-        if let Err(e) = s.decoder.decode(&s.batch) {
-            s.decode_failed(e);
+        if !s.decode_step() {
             s.set_active();
             continue;
         }
@@ -193,6 +192,7 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 job,
                 fed: 0,
                 pos: 0,
+                chunk: 0,
                 next: None,
                 row: None,
                 generated: 0,
@@ -226,9 +226,142 @@ impl<'b, B: Backend> Scheduler<'b, B> {
         }
     }
 
+    /// Builds and decodes this step's batch; returns whether a batch was decoded (its outputs
+    /// are then ready for the sampler stage).
+    ///
+    /// A full KV cache ([`DecodeError::KvCacheFull`]: nothing of the batch was kept) is
+    /// answered as llama-server answers it, by retrying with a smaller batch, and only then by
+    /// ending a sequence:
+    ///
+    /// 1. While the failed batch held prompt tokens (and was not a single prompt token alone),
+    ///    retry with half as many prompt tokens; the token of every generating sequence stays.
+    /// 2. A prompt chunk that fails while its sequence is alone in the cache (no decode tokens,
+    ///    no other sequence holding cells) can never fit: that sequence ends at once with
+    ///    [`RuntimeError::KvCacheFull`], without halving.
+    /// 3. When even the smallest batch fails, the sequence holding the most KV cells (the most
+    ///    context; on a tie the newest) ends, freeing the most room, and the step retries.
+    ///    It ends with [`RuntimeError::KvCacheFull`] (retryable), except a generating sequence
+    ///    that is the only one holding cells: the cache is then its own context, full, and it
+    ///    ends with `length` like one reaching `context_per_sequence` (its output is whole).
+    ///
+    /// Every retry halves the prompt tokens or ends a sequence, so the loop stops after at
+    /// most `log2(batch_tokens) + 1` halvings per ended sequence. Positions and prompt
+    /// progress are committed only after a successful decode, and samplers only run then, so
+    /// the sequences that stay produce exactly the tokens they would have produced.
+    ///
+    /// Any other failure ([`DecodeError::Failed`]) fails every active sequence with
+    /// [`RuntimeError::Backend`].
+    fn decode_step(&mut self) -> bool {
+        let mut prompt_budget = self.batch.capacity();
+        loop {
+            let prompt_tokens = self.build_batch(prompt_budget);
+            if self.batch.is_empty() {
+                return false;
+            }
+            match self.decoder.decode(&self.batch) {
+                Ok(()) => {
+                    self.commit_batch();
+                    return true;
+                }
+                Err(DecodeError::KvCacheFull) => {
+                    self.counters
+                        .kv_cache_full_retries_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    let decode_tokens = self.batch.len() - prompt_tokens;
+                    if let Some(i) = self.prompt_that_cannot_fit(decode_tokens) {
+                        tracing::warn!(
+                            prompt_tokens = self.active[i].job.tokens.len(),
+                            cells = self.active[i].pos,
+                            "decode: a prompt does not fit the KV cache even alone"
+                        );
+                        let s = self.active.swap_remove(i);
+                        self.end_for_room(s, false);
+                        continue;
+                    }
+                    if prompt_tokens > 1 || (prompt_tokens == 1 && decode_tokens > 0) {
+                        prompt_budget = prompt_tokens / 2;
+                        tracing::debug!(
+                            prompt_budget,
+                            decode_tokens,
+                            "decode: the KV cache is full; retrying with fewer prompt tokens"
+                        );
+                        continue;
+                    }
+                    let Some(i) = (0..self.active.len())
+                        .max_by_key(|&i| (self.active[i].pos, self.active[i].admitted))
+                    else {
+                        return false;
+                    };
+                    let alone = self
+                        .active
+                        .iter()
+                        .enumerate()
+                        .all(|(j, s)| j == i || s.pos == 0);
+                    tracing::warn!(
+                        active = self.active.len(),
+                        cells = self.active[i].pos,
+                        alone,
+                        "decode: the KV cache is full even for the smallest batch; ending the sequence holding the most cells"
+                    );
+                    let s = self.active.swap_remove(i);
+                    self.end_for_room(s, alone);
+                }
+                Err(DecodeError::Failed(m)) => {
+                    tracing::error!("decode failed: {m}");
+                    for s in std::mem::take(&mut self.active) {
+                        let _ = s.job.tx.send(Err(RuntimeError::Backend(format!(
+                            "decoding failed ({m}); retry with a shorter prompt or fewer parallel requests"
+                        ))));
+                        self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+                        self.release(s.slot);
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// After a full-cache failure of a batch with `decode_tokens` generating tokens: the
+    /// sequence whose prompt chunk failed while it was alone in the cache (the only sequence
+    /// in the batch, no other sequence holding cells), which no smaller batch can help.
+    fn prompt_that_cannot_fit(&self, decode_tokens: usize) -> Option<usize> {
+        if decode_tokens > 0 {
+            return None;
+        }
+        let mut in_batch = self.active.iter().enumerate().filter(|(_, s)| s.chunk > 0);
+        let (i, _) = in_batch.next()?;
+        if in_batch.next().is_some() {
+            return None;
+        }
+        let others_hold_cells = self
+            .active
+            .iter()
+            .enumerate()
+            .any(|(j, s)| j != i && s.pos > 0);
+        (!others_hold_cells).then_some(i)
+    }
+
+    /// Ends a sequence removed from `active` to make room in the KV cache (see
+    /// [`Scheduler::decode_step`]): with `length` when it was generating alone in the cache,
+    /// else with [`RuntimeError::KvCacheFull`]. Frees its cells.
+    fn end_for_room(&mut self, s: Seq<B::Sampler>, alone: bool) {
+        self.counters
+            .kv_cache_full_evictions_total
+            .fetch_add(1, Ordering::Relaxed);
+        self.release(s.slot);
+        if alone && s.next.is_some() {
+            self.finish(s, FinishReason::Length);
+        } else {
+            let _ = s.job.tx.send(Err(RuntimeError::KvCacheFull));
+            self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Builds one batch: a token for every generating sequence, then prompt chunks of joining
-    /// ones up to the cap, all in slot order. Returns whether there is anything to decode.
-    fn build_batch(&mut self) -> bool {
+    /// ones, at most `prompt_budget` prompt tokens in all and within the batch's capacity, all
+    /// in slot order. Records each sequence's share in `chunk` (committed by
+    /// [`Scheduler::commit_batch`]); returns the number of prompt tokens in the batch.
+    fn build_batch(&mut self, prompt_budget: usize) -> usize {
         // With one KV stream per sequence llama.cpp cuts a batch into ubatches of
         // *consecutive, ascending* sequence ids (`split_equal(sequential)`), so the batch is
         // laid out in slot order (and slots are handed out lowest first): out of order, one
@@ -244,9 +377,11 @@ impl<'b, B: Backend> Scheduler<'b, B> {
             .filter(|s| s.next.is_some())
             .count()
             .min(cap);
-        let mut room = cap - decoding;
+        let mut room = (cap - decoding).min(prompt_budget);
+        let mut prompt_tokens = 0;
         for s in self.active.iter_mut() {
             s.row = None;
+            s.chunk = 0;
             if let Some(t) = s.next {
                 s.row = self.batch.push(BatchToken {
                     token: t,
@@ -254,6 +389,7 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                     seq: s.slot,
                     wants_output: true,
                 });
+                s.chunk = u32::from(s.row.is_some());
                 continue;
             }
             let take = (s.job.tokens.len() - s.fed).min(room);
@@ -270,57 +406,20 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                     s.row = row;
                 }
             }
-            s.fed += take;
-            s.pos += take as u32;
+            s.chunk = take as u32;
+            prompt_tokens += take;
         }
-        !self.batch.is_empty()
+        prompt_tokens
     }
 
-    /// Reacts to a failed decode.
-    ///
-    /// - [`DecodeError::KvCacheFull`]: nothing of the batch was kept. Sequences that were
-    ///   reading their prompt in this batch leave with [`RuntimeError::KvCacheFull`] (retryable;
-    ///   their partial prompt is cleared). If there were none, the generating sequence holding
-    ///   the most cells ends with `length` (its output so far is whole: the context is full).
-    ///   The others keep their state and are decoded again at the next step.
-    /// - [`DecodeError::Failed`]: every sequence in the batch fails with
-    ///   [`RuntimeError::Backend`].
-    fn decode_failed(&mut self, e: DecodeError) {
-        match e {
-            DecodeError::KvCacheFull => {
-                tracing::warn!(active = self.active.len(), "decode: the KV cache is full");
-                let mut evicted = false;
-                let mut i = 0;
-                while i < self.active.len() {
-                    // Still reading its prompt, some of it already fed (in this batch or before).
-                    if self.active[i].next.is_none() && self.active[i].fed > 0 {
-                        let s = self.active.swap_remove(i);
-                        let _ = s.job.tx.send(Err(RuntimeError::KvCacheFull));
-                        self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
-                        self.release(s.slot);
-                        evicted = true;
-                        continue;
-                    }
-                    i += 1;
-                }
-                if !evicted {
-                    if let Some(i) = (0..self.active.len()).max_by_key(|&i| self.active[i].pos) {
-                        let s = self.active.swap_remove(i);
-                        self.release(s.slot);
-                        self.finish(s, FinishReason::Length);
-                    }
-                }
+    /// After a successful decode: the batch's tokens are in the KV cache.
+    fn commit_batch(&mut self) {
+        for s in self.active.iter_mut() {
+            if s.next.is_none() {
+                s.fed += s.chunk as usize;
             }
-            DecodeError::Failed(m) => {
-                tracing::error!("decode failed: {m}");
-                for s in std::mem::take(&mut self.active) {
-                    let _ = s.job.tx.send(Err(RuntimeError::Backend(format!(
-                        "decoding failed ({m}); retry with a shorter prompt or fewer parallel requests"
-                    ))));
-                    self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
-                    self.release(s.slot);
-                }
-            }
+            s.pos += s.chunk;
+            s.chunk = 0;
         }
     }
 
@@ -329,9 +428,7 @@ impl<'b, B: Backend> Scheduler<'b, B> {
         self.sampled.clear();
         for (i, s) in self.active.iter_mut().enumerate() {
             let Some(row) = s.row else { continue };
-            if s.next.is_some() {
-                s.pos += 1;
-            } else {
+            if s.next.is_none() {
                 s.prompt_done = Some(Instant::now());
                 self.counters
                     .prompt_tokens_total
