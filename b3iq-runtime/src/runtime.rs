@@ -700,6 +700,11 @@ pub struct RuntimeMetrics {
     pub generated_tokens_total: u64,
     /// Engine steps (batched decodes) since start.
     pub decode_steps_total: u64,
+    /// Prompt tokens not read again because their KV cells were cached from an earlier request
+    /// in the same slot (the prompt cache; OpenAI's `cached_tokens`). Part of
+    /// `prompt_tokens_total`.
+    #[serde(default)]
+    pub prompt_tokens_cached_total: u64,
     /// Decodes refused because the KV cache had no room for the batch (llama.cpp's "could not
     /// find a KV slot"); each was retried with a smaller batch or after ending a sequence.
     #[serde(default)]

@@ -662,6 +662,7 @@ mod seam {
         let config = EngineConfig {
             shape: DecoderShape { max_sequences: 2, context_per_sequence: 1024, batch_tokens: 64 },
             queue_capacity: 4,
+            prompt_cache: true,
         };
         let engine = Engine::start("b3iq-test-shortkv", Arc::new(ShortKv { inner: backend(), cells: 256 }), config, counters.clone())
             .unwrap();
@@ -775,6 +776,8 @@ mod seam {
         let config = EngineConfig {
             shape: DecoderShape { max_sequences: 3, context_per_sequence: 256, batch_tokens: 32 },
             queue_capacity: 8,
+            // The solo runs would leave cached prompts in the pool: the survivors start cold.
+            prompt_cache: false,
         };
         let engine = Engine::start("b3iq-test-pooledkv", Arc::new(PooledKv { inner: backend(), cells: 256 }), config, counters.clone())
             .unwrap();
@@ -833,6 +836,7 @@ async fn a_full_shared_kv_cache_ends_only_the_largest_sequence() {
         batch_tokens: 32,
         kv_unified: true,
         kv_cells: Some(256),
+        prompt_cache: false,
         ..LlamaConfig::default()
     };
     let own = LlamaRuntime::new(cfg.clone()).unwrap();
@@ -1016,4 +1020,69 @@ fn the_greedy_grammar_shortcut_skips_the_full_vocabulary_pass() {
     }
     println!("greedy JSON step: shortcut {} us, whole chain {} us (CPU time, 5 runs)", fast_us, full_us);
     assert!(fast_us * 2 < full_us, "shortcut {fast_us} us vs whole chain {full_us} us");
+}
+
+/// Issue 17, item 8: the prompt (prefix) cache. The same 3-turn chat, greedy and seeded, on a
+/// runtime with the cache and one without: byte-identical answers and token ids, and the third
+/// turn reads most of its prompt from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_cache_reuses_a_chat_history_without_changing_the_answers() {
+    let path = default_model_path().unwrap();
+    let make = |on: bool| {
+        let path = path.clone();
+        async move {
+            let cfg = LlamaConfig {
+                threads: 2,
+                max_sequences: 2,
+                queue_capacity: 8,
+                context_per_sequence: 512,
+                // Prompt chunks under 64 rows: every row takes the same attention kernel as a
+                // decode step, so a row's numbers do not depend on how the prompt was cut.
+                batch_tokens: 32,
+                prompt_cache: on,
+                ..LlamaConfig::default()
+            };
+            let rt = LlamaRuntime::new(cfg).unwrap();
+            rt.load_model(LoadModelSpec::from_path(path).with_id("pc")).await.unwrap();
+            rt
+        }
+    };
+    let (on, off) = (make(true).await, make(false).await);
+    let turns = ["Name three animals that live in the sea.", "Which of them is the largest?", "Write one sentence about it."];
+    // Per turn: (text, token ids, prompt tokens, prompt tokens read from the cache).
+    async fn chat3(rt: &LlamaRuntime, turns: &[&str], sampling: SamplingParams) -> Vec<(String, Option<TokenIds>, u32, u64)> {
+        let mut messages = Vec::new();
+        let mut out = Vec::new();
+        for q in turns {
+            messages.push(ChatMessage::user(*q));
+            let req = GenerateRequest::chat("pc", messages.clone()).with_sampling(sampling.clone()).with_max_tokens(40);
+            let before = rt.metrics().prompt_tokens_cached_total;
+            let c = rt.generate(req).await.unwrap().collect_completion().await.unwrap();
+            out.push((c.text.clone(), c.token_ids, c.usage.prompt_tokens, rt.metrics().prompt_tokens_cached_total - before));
+            messages.push(ChatMessage::assistant(c.text));
+        }
+        out
+    }
+    for sampling in [SamplingParams::greedy(), seeded(4242)] {
+        let cached = chat3(&on, &turns, sampling.clone()).await;
+        let cold = chat3(&off, &turns, sampling.clone()).await;
+        for (i, (a, b)) in cached.iter().zip(&cold).enumerate() {
+            assert_eq!(a.0, b.0, "turn {i}, {sampling:?}");
+            assert_eq!(a.1, b.1, "turn {i}, {sampling:?}");
+            assert_eq!(a.2, b.2, "turn {i}: the same prompt");
+            assert_eq!(b.3, 0, "no reuse with the cache off");
+        }
+        // Turn 3's prompt starts with turn 2's prompt and answer, which its slot still holds.
+        let (third, second) = (&cached[2], &cached[1]);
+        assert!(third.3 >= u64::from(second.2), "turn 3 reused {} of {} tokens; turn 2's prompt had {}", third.3, third.2, second.2);
+        assert!(third.3 < u64::from(third.2), "the last prompt token is always read again");
+        assert!(u64::from(third.2) - third.3 < u64::from(third.2) / 4, "turn 3 read {} of {} prompt tokens", u64::from(third.2) - third.3, third.2);
+    }
+    // The same prompt twice in a row: the second reads only its last token.
+    let first = GenerateRequest::chat("pc", vec![ChatMessage::user(turns[0])]).with_sampling(SamplingParams::greedy()).with_max_tokens(40);
+    let again = on.generate(first.clone()).await.unwrap().collect_completion().await.unwrap();
+    let before = on.metrics().prompt_tokens_cached_total;
+    let third_time = on.generate(first).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(third_time.text, again.text);
+    assert_eq!(on.metrics().prompt_tokens_cached_total - before, u64::from(again.usage.prompt_tokens) - 1);
 }

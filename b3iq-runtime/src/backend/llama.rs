@@ -80,6 +80,11 @@ pub struct LlamaConfig {
     /// [`RuntimeError::KvCacheFull`] (see `docs/runtime.md`). Must be at least
     /// `context_per_sequence`.
     pub kv_cells: Option<u32>,
+    /// The prompt (prefix) cache, on by default: a slot keeps the KV cells of the request it
+    /// served, and a new request goes to the free slot whose cached tokens share the longest
+    /// prefix with its prompt and reads only the rest (see `docs/runtime.md`, "Prompt
+    /// cache"). Off: every request reads its whole prompt.
+    pub prompt_cache: bool,
     /// Serve verifiable work: contexts keep the final-norm hidden state of every output
     /// (llama.cpp embeddings on, pooling none) and every request's [`TokenIds::fingerprints`]
     /// carries its hidden-state commitments ([`b3iq_core::fingerprint`]). Costs the lm_head on
@@ -102,6 +107,7 @@ impl Default for LlamaConfig {
             gpu_layers: 0,
             kv_unified: false,
             kv_cells: None,
+            prompt_cache: true,
             fingerprints: false,
         }
     }
@@ -742,6 +748,13 @@ impl Decoder for LlamaDecoder<'_> {
     fn clear_sequence(&mut self, seq: SeqId) {
         let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
     }
+
+    fn truncate_sequence(&mut self, seq: SeqId, from: u32) -> bool {
+        // llama.cpp refuses a partial removal where it cannot do one (recurrent models).
+        self.ctx
+            .clear_kv_cache_seq(Some(seq), Some(from), None)
+            .unwrap_or(false)
+    }
 }
 
 struct LoadedModel {
@@ -966,6 +979,7 @@ impl Inner {
                 batch_tokens: self.config.batch_tokens,
             },
             queue_capacity: self.config.queue_capacity,
+            prompt_cache: self.config.prompt_cache,
         };
         let engine = Engine::start(
             &format!("b3iq-llama-{id}"),

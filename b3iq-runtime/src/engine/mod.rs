@@ -46,6 +46,9 @@ pub struct EngineConfig {
     pub shape: DecoderShape,
     /// Most requests waiting for a slot before [`RuntimeError::QueueFull`].
     pub queue_capacity: u32,
+    /// Keep each slot's KV cells when its request ends and reuse the longest cached prefix
+    /// of a new prompt (the prompt cache; needs [`Decoder::truncate_sequence`]).
+    pub prompt_cache: bool,
 }
 
 /// Counters shared by the engines of one runtime (for `/metrics` and health).
@@ -58,6 +61,7 @@ pub struct EngineCounters {
     prompt_tokens_total: AtomicU64,
     generated_tokens_total: AtomicU64,
     decode_steps_total: AtomicU64,
+    prompt_tokens_cached_total: AtomicU64,
     kv_cache_full_retries_total: AtomicU64,
     kv_cache_full_evictions_total: AtomicU64,
     /// Exponential moving average of request duration, ms.
@@ -78,6 +82,7 @@ impl EngineCounters {
             prompt_tokens_total: self.prompt_tokens_total.load(Ordering::Relaxed),
             generated_tokens_total: self.generated_tokens_total.load(Ordering::Relaxed),
             decode_steps_total: self.decode_steps_total.load(Ordering::Relaxed),
+            prompt_tokens_cached_total: self.prompt_tokens_cached_total.load(Ordering::Relaxed),
             kv_cache_full_retries_total: self.kv_cache_full_retries_total.load(Ordering::Relaxed),
             kv_cache_full_evictions_total: self
                 .kv_cache_full_evictions_total

@@ -27,6 +27,9 @@ struct Seq<S> {
     /// Tokens of this sequence in the batch being decoded (a prompt chunk, or 1 when
     /// generating); committed to `fed` / `pos` only when the decode succeeds.
     chunk: u32,
+    /// Generated tokens in the KV cache (fed back after being sampled), for the prompt cache:
+    /// the cells hold `job.tokens` then these.
+    fed_generated: Vec<TokenId>,
     /// The last sampled token, to feed next (after the prompt).
     next: Option<TokenId>,
     /// This sequence's output row in the current batch.
@@ -77,6 +80,10 @@ struct Scheduler<'b, B: Backend> {
     /// Tokens picked by the sampler stage in this step: (index in `active`, token).
     sampled: Vec<(usize, TokenId)>,
     piece: Vec<u8>,
+    /// Whether finished requests leave their KV cells for the next request in their slot.
+    prompt_cache: bool,
+    /// Per slot: the tokens whose KV cells a free slot still holds (empty: none).
+    cached: Vec<Vec<TokenId>>,
 }
 
 /// The engine thread's body: creates the decoder, reports readiness, then runs steps until
@@ -107,6 +114,8 @@ pub(super) fn run<B: Backend>(
         active: Vec::with_capacity(n_seq as usize),
         sampled: Vec::with_capacity(n_seq as usize),
         piece: Vec::with_capacity(32),
+        prompt_cache: config.prompt_cache,
+        cached: vec![Vec::new(); n_seq as usize],
     };
     let mut disconnected = false;
     loop {
@@ -183,16 +192,17 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let Some(slot) = self.free.pop_first() else {
+            let Some((slot, reused)) = self.take_slot(&job.tokens) else {
                 break;
             };
             self.active.push(Seq {
                 slot,
                 text: TextStage::new(job.stop.clone()),
                 job,
-                fed: 0,
-                pos: 0,
+                fed: reused as usize,
+                pos: reused,
                 chunk: 0,
+                fed_generated: Vec::new(),
                 next: None,
                 row: None,
                 generated: 0,
@@ -208,6 +218,77 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 logprobs_sent: 0,
             });
         }
+    }
+
+    /// Takes a free slot for a prompt; returns it and the prompt tokens whose KV cells it
+    /// already holds (the prompt cache), which the sequence does not read again.
+    ///
+    /// With the cache on: the free slot whose cached tokens share the longest prefix with the
+    /// prompt (more than one token); when none does, the lowest slot holding nothing, else the
+    /// lowest slot.
+    /// The cells after the shared prefix are removed ([`Decoder::truncate_sequence`]), and at
+    /// least the last prompt token is always read again, so its output (logits, hidden state)
+    /// exists. Off, or when nothing is shared: the lowest free slot, cleared.
+    fn take_slot(&mut self, prompt: &[TokenId]) -> Option<(SeqId, u32)> {
+        let shared = |cached: &[TokenId]| {
+            cached
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let (slot, prefix) = if self.prompt_cache {
+            let best = self
+                .free
+                .iter()
+                .map(|&s| (s, shared(&self.cached[s as usize])))
+                .max_by_key(|&(s, n)| (n, std::cmp::Reverse(s)));
+            match best {
+                // A shared BOS alone saves nothing: keep such a slot's cache for its chat.
+                Some((s, n)) if n > 1 => (s, n),
+                _ => {
+                    let empty = self
+                        .free
+                        .iter()
+                        .copied()
+                        .find(|&s| self.cached[s as usize].is_empty());
+                    (empty.or_else(|| self.free.first().copied())?, 0)
+                }
+            }
+        } else {
+            (self.free.first().copied()?, 0)
+        };
+        self.free.remove(&slot);
+        let cached = std::mem::take(&mut self.cached[slot as usize]);
+        let reuse = prefix.min(prompt.len().saturating_sub(1));
+        if cached.is_empty() {
+            return Some((slot, 0));
+        }
+        if reuse > 0 && self.decoder.truncate_sequence(slot, reuse as u32) {
+            self.counters
+                .prompt_tokens_cached_total
+                .fetch_add(reuse as u64, Ordering::Relaxed);
+            return Some((slot, reuse as u32));
+        }
+        self.decoder.clear_sequence(slot);
+        Some((slot, 0))
+    }
+
+    /// Frees the cells a free slot keeps for the prompt cache (the slot caching the most
+    /// tokens); returns whether there was one. A full KV cache is answered with this first.
+    fn drop_cached_cells(&mut self) -> bool {
+        let Some(slot) = self
+            .free
+            .iter()
+            .copied()
+            .filter(|&s| !self.cached[s as usize].is_empty())
+            .max_by_key(|&s| self.cached[s as usize].len())
+        else {
+            return false;
+        };
+        self.cached[slot as usize].clear();
+        self.decoder.clear_sequence(slot);
+        true
     }
 
     /// Drops cancelled sequences (stream dropped or `cancel()`) before spending compute on them.
@@ -267,6 +348,10 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                     self.counters
                         .kv_cache_full_retries_total
                         .fetch_add(1, Ordering::Relaxed);
+                    if self.drop_cached_cells() {
+                        tracing::debug!("decode: the KV cache is full; dropped a cached prompt");
+                        continue;
+                    }
                     let decode_tokens = self.batch.len() - prompt_tokens;
                     if let Some(i) = self.prompt_that_cannot_fit(decode_tokens) {
                         tracing::warn!(
@@ -415,8 +500,10 @@ impl<'b, B: Backend> Scheduler<'b, B> {
     /// After a successful decode: the batch's tokens are in the KV cache.
     fn commit_batch(&mut self) {
         for s in self.active.iter_mut() {
-            if s.next.is_none() {
-                s.fed += s.chunk as usize;
+            match s.next {
+                None => s.fed += s.chunk as usize,
+                Some(t) if s.chunk > 0 && self.prompt_cache => s.fed_generated.push(t),
+                Some(_) => {}
             }
             s.pos += s.chunk;
             s.chunk = 0;
@@ -528,8 +615,8 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 let s = self.active.swap_remove(i);
                 self.release(s.slot);
             } else if let Some(reason) = s.finished {
-                let s = self.active.swap_remove(i);
-                self.release(s.slot);
+                let mut s = self.active.swap_remove(i);
+                self.release_cached(&mut s);
                 self.finish(s, reason);
             } else {
                 i += 1;
@@ -539,7 +626,23 @@ impl<'b, B: Backend> Scheduler<'b, B> {
 
     fn release(&mut self, slot: SeqId) {
         self.decoder.clear_sequence(slot);
+        self.cached[slot as usize].clear();
         self.free.insert(slot);
+    }
+
+    /// Frees the slot of a sequence that finished; with the prompt cache on its KV cells stay,
+    /// recorded as the tokens they hold (the prompt, then the generated tokens fed back).
+    fn release_cached(&mut self, s: &mut Seq<B::Sampler>) {
+        if !self.prompt_cache || s.fed < s.job.tokens.len() {
+            self.release(s.slot);
+            return;
+        }
+        let cached = &mut self.cached[s.slot as usize];
+        cached.clear();
+        cached.extend_from_slice(&s.job.tokens);
+        cached.extend_from_slice(&s.fed_generated);
+        debug_assert_eq!(cached.len(), s.pos as usize);
+        self.free.insert(s.slot);
     }
 
     /// Sends the held-back text and the final event.
