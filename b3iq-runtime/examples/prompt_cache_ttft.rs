@@ -3,7 +3,8 @@
 //! rounds alternating A B B A, medians. Numbers in docs/runtime.md ("Prompt cache").
 //!
 //! `cargo run -p b3iq-runtime --example prompt_cache_ttft -- [rounds]` (model: `$B3IQ_TEST_MODEL`
-//! or `scripts/fetch-model`)
+//! or `scripts/fetch-model`). `B3IQ_BENCH_BATCH_TOKENS=32` reads prompts in 32-token batches
+//! instead of the default 512 (the setting under which cached and cold runs are bit-identical).
 
 use b3iq_runtime::llama::{LlamaConfig, LlamaRuntime};
 use b3iq_runtime::store::default_model_path;
@@ -47,7 +48,9 @@ async fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|v| v.parse().ok()).unwrap_or(5).clamp(1, TOPICS.len() - 1);
     let path = default_model_path().expect("the default model");
     let make = |on: bool| {
-        let rt = LlamaRuntime::new(LlamaConfig { threads: 2, prompt_cache: on, ..LlamaConfig::default() }).unwrap();
+        let batch_tokens = std::env::var("B3IQ_BENCH_BATCH_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(LlamaConfig::default().batch_tokens);
+        let cfg = LlamaConfig { threads: 2, prompt_cache: on, batch_tokens, ..LlamaConfig::default() };
+        let rt = LlamaRuntime::new(cfg).unwrap();
         rt.load_model_blocking(LoadModelSpec::from_path(path.clone()).with_id("m")).unwrap();
         rt
     };
