@@ -1086,3 +1086,35 @@ async fn the_prompt_cache_reuses_a_chat_history_without_changing_the_answers() {
     assert_eq!(third_time.text, again.text);
     assert_eq!(on.metrics().prompt_tokens_cached_total - before, u64::from(again.usage.prompt_tokens) - 1);
 }
+
+/// With a shared KV buffer the cells a free slot keeps for the prompt cache give way to the
+/// requests being served: a full cache drops them before shrinking a batch or ending anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_prompts_give_way_in_a_full_shared_kv_cache() {
+    let path = default_model_path().unwrap();
+    let cfg = LlamaConfig {
+        threads: 2,
+        max_sequences: 2,
+        queue_capacity: 4,
+        context_per_sequence: 256,
+        batch_tokens: 32,
+        kv_unified: true,
+        kv_cells: Some(256),
+        ..LlamaConfig::default()
+    };
+    assert!(cfg.prompt_cache, "on by default");
+    let own = LlamaRuntime::new(cfg).unwrap();
+    own.load_model(LoadModelSpec::from_path(path).with_id("kvpc")).await.unwrap();
+    let (big, [story, _]) = overflow_workload("kvpc");
+    // ~150 prompt + 60 generated cells stay cached in slot 0.
+    let first = own.generate(big.with_max_tokens(60)).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(first.usage.completion_tokens, 60);
+    let before = own.metrics();
+    // A chat sharing only BOS goes to the empty slot and needs ~80 more cells: 290 > 256.
+    let out = own.generate(story).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(out.usage.completion_tokens, 48);
+    let after = own.metrics();
+    assert!(after.kv_cache_full_retries_total > before.kv_cache_full_retries_total, "{after:?}");
+    assert_eq!(after.kv_cache_full_evictions_total, before.kv_cache_full_evictions_total, "nobody ended: {after:?}");
+    assert_eq!(after.prompt_tokens_cached_total, before.prompt_tokens_cached_total);
+}
