@@ -12,10 +12,15 @@
 //! [`Decoder::decode`]; the sampler stage (one [`Decoder::sample`] per output row, and the
 //! row's token log probabilities when the request asks, see [`logprobs`]); the text
 //! stage (UTF-8-safe deltas, stop sequences, limits, see [`text`]); finished sequences leave
-//! and their KV cells are cleared. Free slots are handed out lowest first, so active slots stay
-//! contiguous and ascending: with one KV stream per sequence llama.cpp cuts a batch into
-//! ubatches of consecutive, ascending sequence ids, and an out-of-order batch costs several
-//! graph computations.
+//! and their KV cells are cleared, or kept for the prompt cache. Free slots are handed out
+//! lowest first (unless a slot's cached tokens share a prefix with the new prompt), so active
+//! slots stay contiguous and ascending: with one KV stream per sequence llama.cpp cuts a batch
+//! into ubatches of consecutive, ascending sequence ids, and an out-of-order batch costs
+//! several graph computations.
+//!
+//! A full KV cache ([`DecodeError::KvCacheFull`]) is answered by dropping cached prompts, then
+//! retrying with fewer prompt tokens, then ending the sequence holding the most cells with
+//! [`RuntimeError::KvCacheFull`]; the others are untouched (see `docs/runtime.md`).
 
 pub mod decoder;
 pub mod logprobs;
