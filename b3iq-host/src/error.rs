@@ -124,6 +124,10 @@ pub enum HostError {
     /// The runtime queue is full; retry after the given seconds.
     #[error("the inference queue is full; retry after {0} s")]
     QueueFull(u64),
+    /// The model's KV cache had no room for this request's tokens (more tokens in flight than
+    /// the cache holds): the request was ended so the others could go on (503, `Retry-After: 1`).
+    #[error("the model's KV cache is full (more tokens in flight than it holds); retry in a few seconds, or send a shorter prompt or fewer requests at once")]
+    KvCacheFull,
     /// The request body did not arrive in full within the given seconds.
     #[error("the request body did not arrive within {0} s")]
     RequestTimeout(u64),
@@ -223,7 +227,7 @@ impl HostError {
             QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            NotClaimed | ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
+            NotClaimed | ModelNotLoaded | KvCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             ControlPlane(_) => StatusCode::BAD_GATEWAY,
             Update(UpdateError::Local(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Update(_) => StatusCode::BAD_GATEWAY,
@@ -280,6 +284,7 @@ impl HostError {
             ModelNotFound(_) => "model_not_found",
             AlreadyClaimed => "already_claimed",
             QueueFull(_) => "queue_full",
+            KvCacheFull => "kv_cache_full",
             LoginBackoff(_) => "login_backoff",
             SignInBusy(_) => "sign_in_busy",
             NotClaimed => "not_claimed",
@@ -368,7 +373,7 @@ impl b3iq_core::ClassifiedError for HostError {
             | InvalidTicket(_) => C::Unauthenticated,
             ExpiredApiKey | SetupTokenExpired => C::Expired,
             ModeNotAvailable(_) | NetworkPolicy(_) => C::PolicyDenied,
-            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | LoginBackoff(_)
+            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | KvCacheFull | LoginBackoff(_)
             | SignInBusy(_) | NetworkBusy(_) => C::State,
             ControlPlane(_) => C::Io,
             Update(UpdateError::Unavailable(_) | UpdateError::Local(_)) => C::Io,
@@ -396,6 +401,7 @@ impl IntoResponse for HostError {
             | HostError::LoginBackoff(s)
             | HostError::SignInBusy(s)
             | HostError::NetworkBusy(s) => Some(*s),
+            HostError::KvCacheFull => Some(1),
             _ => None,
         };
         if let HostError::MethodNotAllowed { allow, .. } = &self {

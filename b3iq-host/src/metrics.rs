@@ -198,6 +198,25 @@ impl Metrics {
             "# HELP b3iq_runtime_rejected_total Requests refused because the queue was full.\n# TYPE b3iq_runtime_rejected_total counter\nb3iq_runtime_rejected_total {}",
             rt.requests_rejected_total
         );
+        for (name, help, v) in [
+            (
+                "b3iq_prompt_tokens_cached_total",
+                "Prompt tokens read from the prompt cache instead of computed again.",
+                rt.prompt_tokens_cached_total,
+            ),
+            (
+                "b3iq_kv_cache_full_retries_total",
+                "Decodes refused by a full KV cache (each retried with a smaller batch).",
+                rt.kv_cache_full_retries_total,
+            ),
+            (
+                "b3iq_kv_cache_full_evictions_total",
+                "Requests ended to make room in a full KV cache.",
+                rt.kv_cache_full_evictions_total,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
         out
     }
 }
@@ -219,6 +238,8 @@ mod tests {
             Some(RuntimeMetrics {
                 queue_depth: 2,
                 active_sequences: 3,
+                prompt_tokens_cached_total: 170,
+                kv_cache_full_evictions_total: 1,
                 ..Default::default()
             }),
             7,
@@ -234,6 +255,9 @@ mod tests {
         assert!(t.contains("b3iq_ttft_seconds_count 2"));
         assert!(t.contains("b3iq_queue_depth 2"));
         assert!(t.contains("b3iq_active_sequences 3"));
+        assert!(t.contains("# TYPE b3iq_prompt_tokens_cached_total counter\nb3iq_prompt_tokens_cached_total 170\n"), "{t}");
+        assert!(t.contains("b3iq_kv_cache_full_retries_total 0\n"));
+        assert!(t.contains("b3iq_kv_cache_full_evictions_total 1\n"));
         assert!(t.contains("b3iq_receipts_stored 7"));
     }
 }

@@ -51,7 +51,7 @@ pub fn build_bundle(st: &NodeState) -> Result<Vec<u8>> {
         "model": cfg.model.as_ref().map(|m| if m.contains('/') { "<path>".to_string() } else { m.clone() }),
         "setup_token_ttl_s": cfg.setup_token_ttl_s, "session_ttl_s": cfg.session_ttl_s, "parallel": cfg.parallel,
         "max_queue": cfg.max_queue, "threads": cfg.threads, "context_tokens": cfg.context_tokens,
-        "backend": cfg.backend,
+        "backend": cfg.backend, "prompt_cache": cfg.prompt_cache,
     });
     let node = json!({
         "node_id": st.node_id.to_text(), "node_code": st.node_code(), "version": env!("CARGO_PKG_VERSION"),

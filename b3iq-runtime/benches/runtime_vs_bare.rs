@@ -48,6 +48,9 @@ fn main() {
         batch_tokens: 512,
         gpu_layers: 0,
         kv_unified,
+        kv_cells: None,
+        // Both arms read the whole prompt of every request.
+        prompt_cache: false,
         // `B3IQ_BENCH_FINGERPRINTS=1`: the runtime arm serves verifiable work (hidden-state
         // fingerprints), to measure their cost against the same bare arm.
         fingerprints: std::env::var("B3IQ_BENCH_FINGERPRINTS").is_ok_and(|v| v == "1"),

@@ -704,6 +704,19 @@ pub struct RuntimeMetrics {
     pub generated_tokens_total: u64,
     /// Engine steps (batched decodes) since start.
     pub decode_steps_total: u64,
+    /// Prompt tokens not read again because their KV cells were cached from an earlier request
+    /// in the same slot (the prompt cache; OpenAI's `cached_tokens`). Part of
+    /// `prompt_tokens_total`.
+    #[serde(default)]
+    pub prompt_tokens_cached_total: u64,
+    /// Decodes refused because the KV cache had no room for the batch (llama.cpp's "could not
+    /// find a KV slot"); each was retried with a smaller batch or after ending a sequence.
+    #[serde(default)]
+    pub kv_cache_full_retries_total: u64,
+    /// Sequences ended to make room in a full KV cache (with `kv_cache_full`, or `length` when
+    /// a sequence's own context filled the cache).
+    #[serde(default)]
+    pub kv_cache_full_evictions_total: u64,
 }
 
 /// Description of a backend.

@@ -662,6 +662,7 @@ mod seam {
         let config = EngineConfig {
             shape: DecoderShape { max_sequences: 2, context_per_sequence: 1024, batch_tokens: 64 },
             queue_capacity: 4,
+            prompt_cache: true,
         };
         let engine = Engine::start("b3iq-test-shortkv", Arc::new(ShortKv { inner: backend(), cells: 256 }), config, counters.clone())
             .unwrap();
@@ -675,6 +676,9 @@ mod seam {
         assert!(ids.prompt.len() + ids.completion.len() <= 257, "{} + {}", ids.prompt.len(), ids.completion.len());
         assert!(ids.prompt.len() + ids.completion.len() >= 200, "it did fill the cache");
         assert_eq!(engine.backend().inner.detokenize(&ids.completion), c.text);
+        // One refused decode (the decode-only batch), then the sequence ended: no halving loop.
+        let m = counters.metrics(4, 2);
+        assert_eq!((m.kv_cache_full_retries_total, m.kv_cache_full_evictions_total), (1, 1), "{m:?}");
 
         // A prompt longer than the real cells (but within the planned context) cannot be read:
         // a typed, retryable error.
@@ -687,6 +691,9 @@ mod seam {
             }
             other => panic!("expected KvCacheFull, got {other:?}"),
         }
+        // Alone in the cache, its prompt can never fit: it ended at the first refused decode.
+        let m = counters.metrics(4, 2);
+        assert_eq!((m.kv_cache_full_retries_total, m.kv_cache_full_evictions_total), (2, 2), "{m:?}");
         // The engine still serves.
         let ok = engine.submit(&chat("Say hello.").with_sampling(SamplingParams::greedy()).with_max_tokens(4)).unwrap();
         assert!(!ok.collect_completion().await.unwrap().text.is_empty());
@@ -698,6 +705,195 @@ mod seam {
         }
         assert_eq!(counters.metrics(4, 2).requests_total, 3);
     }
+
+    /// The real llama.cpp backend with one KV stream per sequence (a sequence's numbers never
+    /// depend on its neighbours), under a shared budget of `cells` KV cells: a batch that would
+    /// take the sequences together past it is refused with `KvCacheFull` before llama.cpp sees
+    /// it, as a shared buffer of that size refuses it.
+    struct PooledKv {
+        inner: LlamaCppBackend,
+        cells: u32,
+    }
+
+    struct PooledDecoder<'a> {
+        inner: LlamaDecoder<'a>,
+        cells: u32,
+        held: Vec<u32>,
+    }
+
+    impl Decoder for PooledDecoder<'_> {
+        type Sampler = <LlamaCppBackend as Backend>::Sampler;
+        fn decode(&mut self, batch: &DecodeBatch) -> Result<(), DecodeError> {
+            if self.held.iter().sum::<u32>() + batch.len() as u32 > self.cells {
+                return Err(DecodeError::KvCacheFull);
+            }
+            self.inner.decode(batch)?;
+            for t in batch.tokens() {
+                self.held[t.seq as usize] += 1;
+            }
+            Ok(())
+        }
+        fn sample(&mut self, sampler: &mut Self::Sampler, site: SampleSite) -> Result<u32, DecodeError> {
+            self.inner.sample(sampler, site)
+        }
+        fn logits(&self, row: usize) -> Option<&[f32]> {
+            self.inner.logits(row)
+        }
+        fn clear_sequence(&mut self, seq: u32) {
+            self.held[seq as usize] = 0;
+            self.inner.clear_sequence(seq)
+        }
+    }
+
+    impl Backend for PooledKv {
+        type Sampler = <LlamaCppBackend as Backend>::Sampler;
+        type Decoder<'a> = PooledDecoder<'a>;
+        fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, RuntimeError> {
+            self.inner.chat_prompt(messages)
+        }
+        fn tokenize(&self, text: &str, parse_special: bool) -> Vec<u32> {
+            self.inner.tokenize(text, parse_special)
+        }
+        fn token_piece(&self, token: u32, out: &mut Vec<u8>) {
+            self.inner.token_piece(token, out)
+        }
+        fn is_end_of_generation(&self, token: u32) -> bool {
+            self.inner.is_end_of_generation(token)
+        }
+        fn new_sampler(&self, sampling: &SamplingParams, format: &ResponseFormat) -> Result<Self::Sampler, RuntimeError> {
+            self.inner.new_sampler(sampling, format)
+        }
+        fn new_decoder(&self, shape: DecoderShape) -> Result<PooledDecoder<'_>, RuntimeError> {
+            Ok(PooledDecoder { inner: self.inner.new_decoder(shape)?, cells: self.cells, held: vec![0; shape.max_sequences as usize] })
+        }
+    }
+
+    /// Issue 17, item 10: the sequences that stay after a full KV cache ended another give
+    /// exactly their solo outputs (greedy and seeded); the one ended held the most cells.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn survivors_of_a_full_kv_cache_give_their_solo_outputs() {
+        let counters = Arc::new(EngineCounters::default());
+        let config = EngineConfig {
+            shape: DecoderShape { max_sequences: 3, context_per_sequence: 256, batch_tokens: 32 },
+            queue_capacity: 8,
+            // The solo runs would leave cached prompts in the pool: the survivors start cold.
+            prompt_cache: false,
+        };
+        let engine = Engine::start("b3iq-test-pooledkv", Arc::new(PooledKv { inner: backend(), cells: 256 }), config, counters.clone())
+            .unwrap();
+        let (big, [a, b]) = overflow_workload(MODEL);
+        // One survivor seeded, so a sampler whose draw was wasted on a refused batch would show.
+        let survivors = [a, b.with_sampling(seeded(31))];
+        let mut solo = Vec::new();
+        for r in &survivors {
+            solo.push(engine.submit(r).unwrap().collect_completion().await.unwrap());
+        }
+        assert!(solo.iter().all(|c| c.usage.completion_tokens == 48), "the survivors must outlive the overflow");
+        let m0 = counters.metrics(8, 3);
+        assert_eq!(m0.kv_cache_full_retries_total, 0);
+        // The survivors join when the largest holds ~210 of the 256 cells: their prompt chunks
+        // are refused and halved first, then the largest ends.
+        let mut big_stream = engine.submit(&big).unwrap();
+        for _ in 0..60 {
+            match big_stream.next_event().await {
+                Some(Ok(GenerationEvent::Delta { .. })) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let streams: Vec<_> = survivors.iter().map(|r| engine.submit(r).unwrap()).collect();
+        let big_out = big_stream.collect_completion().await;
+        assert!(matches!(big_out, Err(RuntimeError::KvCacheFull)), "{big_out:?}");
+        let outs = futures::future::join_all(streams.into_iter().map(|s| s.collect_completion())).await;
+        for (out, solo) in outs.into_iter().zip(&solo) {
+            let out = out.expect("a survivor");
+            assert_eq!(out.text, solo.text);
+            assert_eq!(out.token_ids, solo.token_ids);
+            assert_eq!(out.usage, solo.usage);
+        }
+        let m = counters.metrics(8, 3);
+        // At least one halving (a refused batch with prompt tokens) before the decode-only
+        // batch that ended the largest.
+        assert!(m.kv_cache_full_retries_total >= 2, "{m:?}");
+        assert_eq!(m.kv_cache_full_evictions_total, 1, "{m:?}");
+    }
+}
+
+/// Issue 17, item 10: llama.cpp's shared KV buffer (`kv_unified`, `kv_cells`) smaller than the
+/// sequences need together. When it is full the engine retries with smaller batches, then
+/// ends only the sequence holding the most cells (`kv_cache_full`); the others go on to their
+/// full length. (Their tokens equal their solo runs up to the eviction only: llama.cpp puts
+/// their next cells into the freed ones, and the order of a sequence's cells in the shared
+/// buffer is the order flash attention sums them in. The exact equality is asserted with one
+/// KV stream per sequence in `seam::survivors_of_a_full_kv_cache_give_their_solo_outputs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_shared_kv_cache_ends_only_the_largest_sequence() {
+    let path = default_model_path().unwrap();
+    let cfg = LlamaConfig {
+        threads: 2,
+        max_sequences: 3,
+        queue_capacity: 8,
+        context_per_sequence: 256,
+        batch_tokens: 32,
+        kv_unified: true,
+        kv_cells: Some(256),
+        prompt_cache: false,
+        ..LlamaConfig::default()
+    };
+    let own = LlamaRuntime::new(cfg.clone()).unwrap();
+    own.load_model(LoadModelSpec::from_path(path).with_id("kv")).await.unwrap();
+    let (big, survivors) = overflow_workload("kv");
+    let before = own.metrics();
+    // Together they need ~150 + 150 + 2 × (~35 + 48) cells > 256.
+    let big_stream = own.generate(big).await.unwrap();
+    let mut streams = Vec::new();
+    for r in &survivors {
+        streams.push(own.generate(r.clone()).await.unwrap());
+    }
+    let big_out = big_stream.collect_completion().await;
+    let outs = futures::future::join_all(streams.into_iter().map(|s| s.collect_completion())).await;
+    match big_out {
+        Err(e @ RuntimeError::KvCacheFull) => {
+            assert!(e.is_retryable());
+            assert!(e.to_string().contains("retry"), "{e}");
+        }
+        other => panic!("the sequence holding the most cells must end with KvCacheFull, got {other:?}"),
+    }
+    for out in outs {
+        let out = out.expect("a survivor");
+        assert_eq!((out.finish_reason, out.usage.completion_tokens), (FinishReason::Length, 48), "{:?}", out.text);
+    }
+    let after = own.metrics();
+    assert!(after.kv_cache_full_retries_total > before.kv_cache_full_retries_total, "{after:?}");
+    assert_eq!(after.kv_cache_full_evictions_total, before.kv_cache_full_evictions_total + 1, "{after:?}");
+
+    // A prompt that cannot fit the whole cache is refused at once, before any decode.
+    let long = "one two three four five six seven eight nine ten ".repeat(30);
+    let e = own.generate(GenerateRequest::completion("kv", long).with_max_tokens(4)).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::ContextOverflow { context_length: 256, .. }), "{e:?}");
+    assert_eq!(own.metrics().kv_cache_full_retries_total, after.kv_cache_full_retries_total);
+
+    // kv_cells sizes the shared buffer only, and never below one sequence's context.
+    let bad = LlamaConfig { kv_unified: false, ..cfg.clone() };
+    assert!(matches!(LlamaRuntime::new(bad), Err(RuntimeError::Config(_))));
+    let bad = LlamaConfig { kv_cells: Some(128), ..cfg };
+    assert!(matches!(LlamaRuntime::new(bad), Err(RuntimeError::Config(_))));
+}
+
+/// Three greedy requests that need more than 256 KV cells together: a ~150-token counting
+/// prompt that keeps counting for 150 tokens (it holds the most cells), and two chats of 48
+/// tokens that outlive the overflow.
+fn overflow_workload(model: &str) -> (GenerateRequest, [GenerateRequest; 2]) {
+    let greedy = |r: GenerateRequest, n: u32| r.with_sampling(SamplingParams::greedy()).with_max_tokens(n);
+    let counting = (1..=40).map(|i| i.to_string()).collect::<Vec<_>>().join(", ") + ",";
+    let big = greedy(GenerateRequest::completion(model, counting), 150);
+    let small = |text: &str| greedy(GenerateRequest::chat(model, vec![ChatMessage::user(text)]), 48);
+    (
+        big,
+        [
+            small("Write a long story about a dragon who lives in a cave under a mountain and guards a treasure of gold and jewels."),
+            small("Tell me a long story about a brave knight and a clever fox who travel together across the kingdom to find a lost crown."),
+        ],
+    )
 }
 
 /// Issue 17: log probabilities are the model's own distribution, one entry per delivered token,
@@ -824,4 +1020,101 @@ fn the_greedy_grammar_shortcut_skips_the_full_vocabulary_pass() {
     }
     println!("greedy JSON step: shortcut {} us, whole chain {} us (CPU time, 5 runs)", fast_us, full_us);
     assert!(fast_us * 2 < full_us, "shortcut {fast_us} us vs whole chain {full_us} us");
+}
+
+/// Issue 17, item 8: the prompt (prefix) cache. The same 3-turn chat, greedy and seeded, on a
+/// runtime with the cache and one without: byte-identical answers and token ids, and the third
+/// turn reads most of its prompt from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_cache_reuses_a_chat_history_without_changing_the_answers() {
+    let path = default_model_path().unwrap();
+    let make = |on: bool| {
+        let path = path.clone();
+        async move {
+            let cfg = LlamaConfig {
+                threads: 2,
+                max_sequences: 2,
+                queue_capacity: 8,
+                context_per_sequence: 512,
+                // Prompt chunks under 64 rows: every row takes the same attention kernel as a
+                // decode step, so a row's numbers do not depend on how the prompt was cut.
+                batch_tokens: 32,
+                prompt_cache: on,
+                ..LlamaConfig::default()
+            };
+            let rt = LlamaRuntime::new(cfg).unwrap();
+            rt.load_model(LoadModelSpec::from_path(path).with_id("pc")).await.unwrap();
+            rt
+        }
+    };
+    let (on, off) = (make(true).await, make(false).await);
+    let turns = ["Name three animals that live in the sea.", "Which of them is the largest?", "Write one sentence about it."];
+    // Per turn: (text, token ids, prompt tokens, prompt tokens read from the cache).
+    async fn chat3(rt: &LlamaRuntime, turns: &[&str], sampling: SamplingParams) -> Vec<(String, Option<TokenIds>, u32, u64)> {
+        let mut messages = Vec::new();
+        let mut out = Vec::new();
+        for q in turns {
+            messages.push(ChatMessage::user(*q));
+            let req = GenerateRequest::chat("pc", messages.clone()).with_sampling(sampling.clone()).with_max_tokens(40);
+            let before = rt.metrics().prompt_tokens_cached_total;
+            let c = rt.generate(req).await.unwrap().collect_completion().await.unwrap();
+            out.push((c.text.clone(), c.token_ids, c.usage.prompt_tokens, rt.metrics().prompt_tokens_cached_total - before));
+            messages.push(ChatMessage::assistant(c.text));
+        }
+        out
+    }
+    for sampling in [SamplingParams::greedy(), seeded(4242)] {
+        let cached = chat3(&on, &turns, sampling.clone()).await;
+        let cold = chat3(&off, &turns, sampling.clone()).await;
+        for (i, (a, b)) in cached.iter().zip(&cold).enumerate() {
+            assert_eq!(a.0, b.0, "turn {i}, {sampling:?}");
+            assert_eq!(a.1, b.1, "turn {i}, {sampling:?}");
+            assert_eq!(a.2, b.2, "turn {i}: the same prompt");
+            assert_eq!(b.3, 0, "no reuse with the cache off");
+        }
+        // Turn 3's prompt starts with turn 2's prompt and answer, which its slot still holds.
+        let (third, second) = (&cached[2], &cached[1]);
+        assert!(third.3 >= u64::from(second.2), "turn 3 reused {} of {} tokens; turn 2's prompt had {}", third.3, third.2, second.2);
+        assert!(third.3 < u64::from(third.2), "the last prompt token is always read again");
+        assert!(u64::from(third.2) - third.3 < u64::from(third.2) / 4, "turn 3 read {} of {} prompt tokens", u64::from(third.2) - third.3, third.2);
+    }
+    // The same prompt twice in a row: the second reads only its last token.
+    let first = GenerateRequest::chat("pc", vec![ChatMessage::user(turns[0])]).with_sampling(SamplingParams::greedy()).with_max_tokens(40);
+    let again = on.generate(first.clone()).await.unwrap().collect_completion().await.unwrap();
+    let before = on.metrics().prompt_tokens_cached_total;
+    let third_time = on.generate(first).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(third_time.text, again.text);
+    assert_eq!(on.metrics().prompt_tokens_cached_total - before, u64::from(again.usage.prompt_tokens) - 1);
+}
+
+/// With a shared KV buffer the cells a free slot keeps for the prompt cache give way to the
+/// requests being served: a full cache drops them before shrinking a batch or ending anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_prompts_give_way_in_a_full_shared_kv_cache() {
+    let path = default_model_path().unwrap();
+    let cfg = LlamaConfig {
+        threads: 2,
+        max_sequences: 2,
+        queue_capacity: 4,
+        context_per_sequence: 256,
+        batch_tokens: 32,
+        kv_unified: true,
+        kv_cells: Some(256),
+        ..LlamaConfig::default()
+    };
+    assert!(cfg.prompt_cache, "on by default");
+    let own = LlamaRuntime::new(cfg).unwrap();
+    own.load_model(LoadModelSpec::from_path(path).with_id("kvpc")).await.unwrap();
+    let (big, [story, _]) = overflow_workload("kvpc");
+    // ~150 prompt + 60 generated cells stay cached in slot 0.
+    let first = own.generate(big.with_max_tokens(60)).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(first.usage.completion_tokens, 60);
+    let before = own.metrics();
+    // A chat sharing only BOS goes to the empty slot and needs ~80 more cells: 290 > 256.
+    let out = own.generate(story).await.unwrap().collect_completion().await.unwrap();
+    assert_eq!(out.usage.completion_tokens, 48);
+    let after = own.metrics();
+    assert!(after.kv_cache_full_retries_total > before.kv_cache_full_retries_total, "{after:?}");
+    assert_eq!(after.kv_cache_full_evictions_total, before.kv_cache_full_evictions_total, "nobody ended: {after:?}");
+    assert_eq!(after.prompt_tokens_cached_total, before.prompt_tokens_cached_total);
 }

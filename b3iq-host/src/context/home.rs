@@ -55,6 +55,10 @@ pub struct Config {
     pub threads: u32,
     /// Context length per sequence (tokens).
     pub context_tokens: u32,
+    /// The runtime's prompt (prefix) cache: a decode slot keeps the KV cells of the request it
+    /// served and a request that starts with the same tokens (the history of a chat) reads only
+    /// the rest. On by default; `false` reads every prompt whole (llama.cpp backend).
+    pub prompt_cache: bool,
     /// The inference backend: `auto` (default: b3iq-runtime's `choose_backend`, wgpu for an
     /// AMD, Intel or Apple GPU when llama.cpp is built for the CPU only, else llama.cpp),
     /// `llama_cpp`, or `wgpu` (the WGSL fallback; LLaMA GGUF models with Q4_1/Q8_0/F16/F32
@@ -155,6 +159,7 @@ impl Default for Config {
             max_queue: 64,
             threads: 0,
             context_tokens: 2048,
+            prompt_cache: true,
             backend: "auto".into(),
             price_micros_per_1k_tokens: 0,
             header_timeout_s: 10,

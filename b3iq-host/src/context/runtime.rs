@@ -192,6 +192,7 @@ pub async fn start_runtime(
     lc.max_sequences = config.parallel.clamp(1, 64);
     lc.queue_capacity = config.max_queue;
     lc.context_per_sequence = config.context_tokens.max(64);
+    lc.prompt_cache = config.prompt_cache;
     let rt = LlamaRuntime::new(lc)?;
     let info = rt.load_model(spec).await?;
     let rt: Arc<dyn Runtime> = Arc::new(rt);

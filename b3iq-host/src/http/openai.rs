@@ -1497,4 +1497,25 @@ mod tests {
         let r = HostError::QueueFull(2).into_response();
         assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "2");
     }
+
+    #[test]
+    fn a_full_kv_cache_maps_to_503_with_a_message_that_says_what_to_do() {
+        use b3iq_runtime::RuntimeError;
+        use inference::map_runtime;
+        let e = map_runtime(RuntimeError::KvCacheFull);
+        assert!(matches!(e, HostError::KvCacheFull));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), "kv_cache_full");
+        assert_eq!(
+            b3iq_core::ClassifiedError::category(&e),
+            b3iq_core::ErrorCategory::State
+        );
+        let body = e.body();
+        assert_eq!(body["error"]["type"], "service_unavailable");
+        assert_eq!(body["error"]["code"], "kv_cache_full");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("KV cache is full") && msg.contains("retry"), "{msg}");
+        let r = e.into_response();
+        assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");
+    }
 }

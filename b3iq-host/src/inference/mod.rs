@@ -177,6 +177,7 @@ pub fn map_runtime(e: RuntimeError) -> HostError {
             HostError::QueueFull(retry_after_ms.div_ceil(1000).max(1))
         }
         RuntimeError::ModelNotFound { model } => HostError::ModelNotFound(model),
+        RuntimeError::KvCacheFull => HostError::KvCacheFull,
         RuntimeError::InvalidRequest(m) => HostError::InvalidParameter(m),
         e @ RuntimeError::ContextOverflow { .. } => HostError::ContextLengthExceeded(e.to_string()),
         e => HostError::Runtime(e),

@@ -73,6 +73,21 @@ pub struct LlamaConfig {
     /// with the batch. Throughput is the same once batches are laid out in slot order (see the
     /// engine step). Each sequence stays within `context_per_sequence` either way.
     pub kv_unified: bool,
+    /// Total KV cells of the shared buffer (llama.cpp's `n_ctx`, rounded up to a multiple of
+    /// 256 by llama.cpp), with [`LlamaConfig::kv_unified`] only. `None` (the default) gives
+    /// `max_sequences × context_per_sequence`: room for every sequence's whole context. Fewer
+    /// cells overcommit the cache, as llama-server's `--ctx-size` with `--parallel` and
+    /// `--kv-unified` does: each sequence may still grow to `context_per_sequence`, and when
+    /// the sequences together need more cells than there are, the engine retries with smaller
+    /// batches and then ends the sequence holding the most cells with
+    /// [`RuntimeError::KvCacheFull`] (see `docs/runtime.md`). Must be at least
+    /// `context_per_sequence`.
+    pub kv_cells: Option<u32>,
+    /// The prompt (prefix) cache, on by default: a slot keeps the KV cells of the request it
+    /// served, and a new request goes to the free slot whose cached tokens share the longest
+    /// prefix with its prompt and reads only the rest (see `docs/runtime.md`, "Prompt
+    /// cache"). Off: every request reads its whole prompt.
+    pub prompt_cache: bool,
     /// Serve verifiable work: contexts keep the final-norm hidden state of every output
     /// (llama.cpp embeddings on, pooling none) and every request's [`TokenIds::fingerprints`]
     /// carries its hidden-state commitments ([`b3iq_core::fingerprint`]). Costs the lm_head on
@@ -94,6 +109,8 @@ impl Default for LlamaConfig {
             batch_tokens: 512,
             gpu_layers: 0,
             kv_unified: false,
+            kv_cells: None,
+            prompt_cache: true,
             fingerprints: false,
         }
     }
@@ -184,8 +201,29 @@ pub fn new_llama_context_with<'m>(
     kv_unified: bool,
     embeddings: bool,
 ) -> Result<LlamaContext<'m>, RuntimeError> {
+    new_llama_context_sized(
+        model,
+        ctx_per_seq.saturating_mul(n_seq),
+        n_seq,
+        batch_tokens,
+        threads,
+        kv_unified,
+        embeddings,
+    )
+}
+
+/// [`new_llama_context_with`] with the total KV cells (`n_ctx`) given instead of derived.
+fn new_llama_context_sized<'m>(
+    model: &'m LlamaModel,
+    n_ctx: u32,
+    n_seq: u32,
+    batch_tokens: u32,
+    threads: u32,
+    kv_unified: bool,
+    embeddings: bool,
+) -> Result<LlamaContext<'m>, RuntimeError> {
     let backend = backend()?;
-    let n_ctx = ctx_per_seq.saturating_mul(n_seq).max(1);
+    let n_ctx = n_ctx.max(1);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch(batch_tokens)
@@ -475,6 +513,7 @@ pub struct LlamaCppBackend {
     model: Arc<LlamaModel>,
     threads: u32,
     kv_unified: bool,
+    kv_cells: Option<u32>,
     fingerprints: bool,
 }
 
@@ -495,8 +534,17 @@ impl LlamaCppBackend {
             model,
             threads: threads.max(1),
             kv_unified,
+            kv_cells: None,
             fingerprints: false,
         }
+    }
+
+    /// Decoders get one shared KV buffer of `cells` cells in all (llama.cpp `n_ctx`), whatever
+    /// the engine's shape asks for (see [`LlamaConfig::kv_cells`]); `None` keeps the shape's
+    /// `max_sequences × context_per_sequence` and the backend's KV layout.
+    pub fn with_kv_cells(mut self, cells: Option<u32>) -> Self {
+        self.kv_cells = cells;
+        self
     }
 
     /// Decoders keep hidden states for fingerprints (see [`LlamaConfig::fingerprints`]).
@@ -547,6 +595,15 @@ impl Backend for LlamaCppBackend {
     }
 
     fn new_decoder(&self, shape: DecoderShape) -> Result<LlamaDecoder<'_>, RuntimeError> {
+        if let Some(cells) = self.kv_cells {
+            return LlamaDecoder::with_kv_cells(
+                &self.model,
+                shape,
+                cells,
+                self.threads,
+                self.fingerprints,
+            );
+        }
         LlamaDecoder::new(
             &self.model,
             shape,
@@ -598,6 +655,36 @@ impl<'m> LlamaDecoder<'m> {
             shape.batch_tokens,
             threads,
             kv_unified,
+            embeddings,
+        )?;
+        Ok(Self {
+            ctx,
+            batch: LlamaBatch::new(shape.batch_tokens as usize, 1),
+            outputs: Vec::new(),
+            embeddings,
+        })
+    }
+
+    /// A decoder whose context has one KV buffer of `kv_cells` cells shared by all
+    /// `shape.max_sequences` sequences (llama.cpp `kv_unified`, `n_ctx = kv_cells`), so the
+    /// sequences together may need more cells than there are (see [`LlamaConfig::kv_cells`]).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Backend`] when llama.cpp cannot create the context (memory).
+    pub fn with_kv_cells(
+        model: &'m LlamaModel,
+        shape: DecoderShape,
+        kv_cells: u32,
+        threads: u32,
+        embeddings: bool,
+    ) -> Result<Self, RuntimeError> {
+        let ctx = new_llama_context_sized(
+            model,
+            kv_cells,
+            shape.max_sequences,
+            shape.batch_tokens,
+            threads,
+            true,
             embeddings,
         )?;
         Ok(Self {
@@ -670,6 +757,13 @@ impl Decoder for LlamaDecoder<'_> {
 
     fn clear_sequence(&mut self, seq: SeqId) {
         let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
+    }
+
+    fn truncate_sequence(&mut self, seq: SeqId, from: u32) -> bool {
+        // llama.cpp refuses a partial removal where it cannot do one (recurrent models).
+        self.ctx
+            .clear_kv_cache_seq(Some(seq), Some(from), None)
+            .unwrap_or(false)
     }
 }
 
@@ -780,6 +874,19 @@ impl LlamaRuntime {
             return Err(RuntimeError::Config(
                 "threads must be >= 1, batch_tokens >= max(8, max_sequences) and context_per_sequence >= 64".into(),
             ));
+        }
+        if let Some(cells) = config.kv_cells {
+            if !config.kv_unified {
+                return Err(RuntimeError::Config(
+                    "kv_cells sizes the shared KV buffer: turn kv_unified on with it (with one KV buffer per sequence the cache holds max_sequences × context_per_sequence cells)".into(),
+                ));
+            }
+            if cells < config.context_per_sequence {
+                return Err(RuntimeError::Config(format!(
+                    "kv_cells ({cells}) must be at least context_per_sequence ({}), so one sequence can use its whole context",
+                    config.context_per_sequence
+                )));
+            }
         }
         backend()?;
         Ok(Self {
@@ -914,6 +1021,10 @@ impl Inner {
             ctx_per_seq = ctx_per_seq.min(train_ctx);
         }
         ctx_per_seq = ctx_per_seq.max(64);
+        if let Some(cells) = self.config.kv_cells {
+            // One sequence can never hold more than the whole shared buffer.
+            ctx_per_seq = ctx_per_seq.min(cells);
+        }
         let info = ModelInfo {
             id: id.clone(),
             backend: BackendKind::LlamaCpp,
@@ -930,6 +1041,7 @@ impl Inner {
         };
         let backend = Arc::new(
             LlamaCppBackend::new(model, self.config.threads, self.config.kv_unified)
+                .with_kv_cells(self.config.kv_cells)
                 .with_fingerprints(self.config.fingerprints),
         );
         let config = EngineConfig {
@@ -939,6 +1051,7 @@ impl Inner {
                 batch_tokens: self.config.batch_tokens,
             },
             queue_capacity: self.config.queue_capacity,
+            prompt_cache: self.config.prompt_cache,
         };
         let engine = Engine::start(
             &format!("b3iq-llama-{id}"),

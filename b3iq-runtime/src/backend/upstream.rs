@@ -588,7 +588,7 @@ impl Runtime for UpstreamRuntime {
             requests_rejected_total: c.rejected_total.load(Ordering::Relaxed),
             prompt_tokens_total: c.prompt_tokens_total.load(Ordering::Relaxed),
             generated_tokens_total: c.generated_tokens_total.load(Ordering::Relaxed),
-            decode_steps_total: 0,
+            ..RuntimeMetrics::default()
         }
     }
 }

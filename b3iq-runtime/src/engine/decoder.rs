@@ -234,4 +234,15 @@ pub trait Decoder {
 
     /// Frees every KV cell of a sequence (it finished or was cancelled); its slot is reused.
     fn clear_sequence(&mut self, seq: SeqId);
+
+    /// Frees the KV cells of `seq` at positions `from` and after, keeping positions
+    /// `0..from` (llama.cpp `llama_memory_seq_rm(seq, from, -1)`): the prompt cache keeps a
+    /// finished request's cells and the next request in that slot reads only the part of its
+    /// prompt after the shared prefix. Returns `false` when the backend cannot cut a sequence
+    /// (the engine then clears it whole and reads the prompt from the start); the default
+    /// cannot, which turns the prompt cache off for that backend.
+    fn truncate_sequence(&mut self, seq: SeqId, from: u32) -> bool {
+        let _ = (seq, from);
+        false
+    }
 }

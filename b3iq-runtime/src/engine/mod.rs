@@ -12,10 +12,15 @@
 //! [`Decoder::decode`]; the sampler stage (one [`Decoder::sample`] per output row, and the
 //! row's token log probabilities when the request asks, see [`logprobs`]); the text
 //! stage (UTF-8-safe deltas, stop sequences, limits, see [`text`]); finished sequences leave
-//! and their KV cells are cleared. Free slots are handed out lowest first, so active slots stay
-//! contiguous and ascending: with one KV stream per sequence llama.cpp cuts a batch into
-//! ubatches of consecutive, ascending sequence ids, and an out-of-order batch costs several
-//! graph computations.
+//! and their KV cells are cleared, or kept for the prompt cache. Free slots are handed out
+//! lowest first (unless a slot's cached tokens share a prefix with the new prompt), so active
+//! slots stay contiguous and ascending: with one KV stream per sequence llama.cpp cuts a batch
+//! into ubatches of consecutive, ascending sequence ids, and an out-of-order batch costs
+//! several graph computations.
+//!
+//! A full KV cache ([`DecodeError::KvCacheFull`]) is answered by dropping cached prompts, then
+//! retrying with fewer prompt tokens, then ending the sequence holding the most cells with
+//! [`RuntimeError::KvCacheFull`]; the others are untouched (see `docs/runtime.md`).
 
 pub mod decoder;
 pub mod logprobs;
@@ -46,6 +51,9 @@ pub struct EngineConfig {
     pub shape: DecoderShape,
     /// Most requests waiting for a slot before [`RuntimeError::QueueFull`].
     pub queue_capacity: u32,
+    /// Keep each slot's KV cells when its request ends and reuse the longest cached prefix
+    /// of a new prompt (the prompt cache; needs [`Decoder::truncate_sequence`]).
+    pub prompt_cache: bool,
 }
 
 /// Counters shared by the engines of one runtime (for `/metrics` and health).
@@ -58,6 +66,9 @@ pub struct EngineCounters {
     prompt_tokens_total: AtomicU64,
     generated_tokens_total: AtomicU64,
     decode_steps_total: AtomicU64,
+    prompt_tokens_cached_total: AtomicU64,
+    kv_cache_full_retries_total: AtomicU64,
+    kv_cache_full_evictions_total: AtomicU64,
     /// Exponential moving average of request duration, ms.
     avg_request_ms: AtomicU64,
     engine_dead: AtomicBool,
@@ -76,6 +87,11 @@ impl EngineCounters {
             prompt_tokens_total: self.prompt_tokens_total.load(Ordering::Relaxed),
             generated_tokens_total: self.generated_tokens_total.load(Ordering::Relaxed),
             decode_steps_total: self.decode_steps_total.load(Ordering::Relaxed),
+            prompt_tokens_cached_total: self.prompt_tokens_cached_total.load(Ordering::Relaxed),
+            kv_cache_full_retries_total: self.kv_cache_full_retries_total.load(Ordering::Relaxed),
+            kv_cache_full_evictions_total: self
+                .kv_cache_full_evictions_total
+                .load(Ordering::Relaxed),
         }
     }
 

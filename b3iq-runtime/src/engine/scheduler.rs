@@ -20,10 +20,16 @@ use crate::runtime::{
 struct Seq<S> {
     slot: SeqId,
     job: Job<S>,
-    /// Prompt tokens already in the KV cache (or in the batch being decoded).
+    /// Prompt tokens in the KV cache.
     fed: usize,
-    /// Position of the next token fed.
+    /// Position of the next token fed: the KV cells this sequence holds.
     pos: u32,
+    /// Tokens of this sequence in the batch being decoded (a prompt chunk, or 1 when
+    /// generating); committed to `fed` / `pos` only when the decode succeeds.
+    chunk: u32,
+    /// Generated tokens in the KV cache (fed back after being sampled), for the prompt cache:
+    /// the cells hold `job.tokens` then these.
+    fed_generated: Vec<TokenId>,
     /// The last sampled token, to feed next (after the prompt).
     next: Option<TokenId>,
     /// This sequence's output row in the current batch.
@@ -74,6 +80,10 @@ struct Scheduler<'b, B: Backend> {
     /// Tokens picked by the sampler stage in this step: (index in `active`, token).
     sampled: Vec<(usize, TokenId)>,
     piece: Vec<u8>,
+    /// Whether finished requests leave their KV cells for the next request in their slot.
+    prompt_cache: bool,
+    /// Per slot: the tokens whose KV cells a free slot still holds (empty: none).
+    cached: Vec<Vec<TokenId>>,
 }
 
 /// The engine thread's body: creates the decoder, reports readiness, then runs steps until
@@ -104,6 +114,8 @@ pub(super) fn run<B: Backend>(
         active: Vec::with_capacity(n_seq as usize),
         sampled: Vec::with_capacity(n_seq as usize),
         piece: Vec::with_capacity(32),
+        prompt_cache: config.prompt_cache,
+        cached: vec![Vec::new(); n_seq as usize],
     };
     let mut disconnected = false;
     loop {
@@ -130,11 +142,7 @@ pub(super) fn run<B: Backend>(
             s.set_active();
             continue;
         }
-        if !s.build_batch() {
-            continue;
-        }
-        if let Err(e) = s.decoder.decode(&s.batch) {
-            s.decode_failed(e);
+        if !s.decode_step() {
             s.set_active();
             continue;
         }
@@ -184,15 +192,17 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let Some(slot) = self.free.pop_first() else {
+            let Some((slot, reused)) = self.take_slot(&job.tokens) else {
                 break;
             };
             self.active.push(Seq {
                 slot,
                 text: TextStage::new(job.stop.clone()),
                 job,
-                fed: 0,
-                pos: 0,
+                fed: reused as usize,
+                pos: reused,
+                chunk: 0,
+                fed_generated: Vec::new(),
                 next: None,
                 row: None,
                 generated: 0,
@@ -208,6 +218,77 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 logprobs_sent: 0,
             });
         }
+    }
+
+    /// Takes a free slot for a prompt; returns it and the prompt tokens whose KV cells it
+    /// already holds (the prompt cache), which the sequence does not read again.
+    ///
+    /// With the cache on: the free slot whose cached tokens share the longest prefix with the
+    /// prompt (more than one token); when none does, the lowest slot holding nothing, else the
+    /// lowest slot.
+    /// The cells after the shared prefix are removed ([`Decoder::truncate_sequence`]), and at
+    /// least the last prompt token is always read again, so its output (logits, hidden state)
+    /// exists. Off, or when nothing is shared: the lowest free slot, cleared.
+    fn take_slot(&mut self, prompt: &[TokenId]) -> Option<(SeqId, u32)> {
+        let shared = |cached: &[TokenId]| {
+            cached
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let (slot, prefix) = if self.prompt_cache {
+            let best = self
+                .free
+                .iter()
+                .map(|&s| (s, shared(&self.cached[s as usize])))
+                .max_by_key(|&(s, n)| (n, std::cmp::Reverse(s)));
+            match best {
+                // A shared BOS alone saves nothing: keep such a slot's cache for its chat.
+                Some((s, n)) if n > 1 => (s, n),
+                _ => {
+                    let empty = self
+                        .free
+                        .iter()
+                        .copied()
+                        .find(|&s| self.cached[s as usize].is_empty());
+                    (empty.or_else(|| self.free.first().copied())?, 0)
+                }
+            }
+        } else {
+            (self.free.first().copied()?, 0)
+        };
+        self.free.remove(&slot);
+        let cached = std::mem::take(&mut self.cached[slot as usize]);
+        let reuse = prefix.min(prompt.len().saturating_sub(1));
+        if cached.is_empty() {
+            return Some((slot, 0));
+        }
+        if reuse > 0 && self.decoder.truncate_sequence(slot, reuse as u32) {
+            self.counters
+                .prompt_tokens_cached_total
+                .fetch_add(reuse as u64, Ordering::Relaxed);
+            return Some((slot, reuse as u32));
+        }
+        self.decoder.clear_sequence(slot);
+        Some((slot, 0))
+    }
+
+    /// Frees the cells a free slot keeps for the prompt cache (the slot caching the most
+    /// tokens); returns whether there was one. A full KV cache is answered with this first.
+    fn drop_cached_cells(&mut self) -> bool {
+        let Some(slot) = self
+            .free
+            .iter()
+            .copied()
+            .filter(|&s| !self.cached[s as usize].is_empty())
+            .max_by_key(|&s| self.cached[s as usize].len())
+        else {
+            return false;
+        };
+        self.cached[slot as usize].clear();
+        self.decoder.clear_sequence(slot);
+        true
     }
 
     /// Drops cancelled sequences (stream dropped or `cancel()`) before spending compute on them.
@@ -226,9 +307,146 @@ impl<'b, B: Backend> Scheduler<'b, B> {
         }
     }
 
+    /// Builds and decodes this step's batch; returns whether a batch was decoded (its outputs
+    /// are then ready for the sampler stage).
+    ///
+    /// A full KV cache ([`DecodeError::KvCacheFull`]: nothing of the batch was kept) is
+    /// answered as llama-server answers it, by retrying with a smaller batch, and only then by
+    /// ending a sequence:
+    ///
+    /// 1. While the failed batch held prompt tokens (and was not a single prompt token alone),
+    ///    retry with half as many prompt tokens; the token of every generating sequence stays.
+    /// 2. A prompt chunk that fails while its sequence is alone in the cache (no decode tokens,
+    ///    no other sequence holding cells) can never fit: that sequence ends at once with
+    ///    [`RuntimeError::KvCacheFull`], without halving.
+    /// 3. When even the smallest batch fails, the sequence holding the most KV cells (the most
+    ///    context; on a tie the newest) ends, freeing the most room, and the step retries.
+    ///    It ends with [`RuntimeError::KvCacheFull`] (retryable), except a generating sequence
+    ///    that is the only one holding cells: the cache is then its own context, full, and it
+    ///    ends with `length` like one reaching `context_per_sequence` (its output is whole).
+    ///
+    /// Every retry halves the prompt tokens or ends a sequence, so the loop stops after at
+    /// most `log2(batch_tokens) + 1` halvings per ended sequence. Positions and prompt
+    /// progress are committed only after a successful decode, and samplers only run then, so
+    /// the sequences that stay produce exactly the tokens they would have produced.
+    ///
+    /// Any other failure ([`DecodeError::Failed`]) fails every active sequence with
+    /// [`RuntimeError::Backend`].
+    fn decode_step(&mut self) -> bool {
+        let mut prompt_budget = self.batch.capacity();
+        loop {
+            let prompt_tokens = self.build_batch(prompt_budget);
+            if self.batch.is_empty() {
+                return false;
+            }
+            match self.decoder.decode(&self.batch) {
+                Ok(()) => {
+                    self.commit_batch();
+                    return true;
+                }
+                Err(DecodeError::KvCacheFull) => {
+                    self.counters
+                        .kv_cache_full_retries_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    if self.drop_cached_cells() {
+                        tracing::debug!("decode: the KV cache is full; dropped a cached prompt");
+                        continue;
+                    }
+                    let decode_tokens = self.batch.len() - prompt_tokens;
+                    if let Some(i) = self.prompt_that_cannot_fit(decode_tokens) {
+                        tracing::warn!(
+                            prompt_tokens = self.active[i].job.tokens.len(),
+                            cells = self.active[i].pos,
+                            "decode: a prompt does not fit the KV cache even alone"
+                        );
+                        let s = self.active.swap_remove(i);
+                        self.end_for_room(s, false);
+                        continue;
+                    }
+                    if prompt_tokens > 1 || (prompt_tokens == 1 && decode_tokens > 0) {
+                        prompt_budget = prompt_tokens / 2;
+                        tracing::debug!(
+                            prompt_budget,
+                            decode_tokens,
+                            "decode: the KV cache is full; retrying with fewer prompt tokens"
+                        );
+                        continue;
+                    }
+                    let Some(i) = (0..self.active.len())
+                        .max_by_key(|&i| (self.active[i].pos, self.active[i].admitted))
+                    else {
+                        return false;
+                    };
+                    let alone = self
+                        .active
+                        .iter()
+                        .enumerate()
+                        .all(|(j, s)| j == i || s.pos == 0);
+                    tracing::warn!(
+                        active = self.active.len(),
+                        cells = self.active[i].pos,
+                        alone,
+                        "decode: the KV cache is full even for the smallest batch; ending the sequence holding the most cells"
+                    );
+                    let s = self.active.swap_remove(i);
+                    self.end_for_room(s, alone);
+                }
+                Err(DecodeError::Failed(m)) => {
+                    tracing::error!("decode failed: {m}");
+                    for s in std::mem::take(&mut self.active) {
+                        let _ = s.job.tx.send(Err(RuntimeError::Backend(format!(
+                            "decoding failed ({m}); retry with a shorter prompt or fewer parallel requests"
+                        ))));
+                        self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+                        self.release(s.slot);
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// After a full-cache failure of a batch with `decode_tokens` generating tokens: the
+    /// sequence whose prompt chunk failed while it was alone in the cache (the only sequence
+    /// in the batch, no other sequence holding cells), which no smaller batch can help.
+    fn prompt_that_cannot_fit(&self, decode_tokens: usize) -> Option<usize> {
+        if decode_tokens > 0 {
+            return None;
+        }
+        let mut in_batch = self.active.iter().enumerate().filter(|(_, s)| s.chunk > 0);
+        let (i, _) = in_batch.next()?;
+        if in_batch.next().is_some() {
+            return None;
+        }
+        let others_hold_cells = self
+            .active
+            .iter()
+            .enumerate()
+            .any(|(j, s)| j != i && s.pos > 0);
+        (!others_hold_cells).then_some(i)
+    }
+
+    /// Ends a sequence removed from `active` to make room in the KV cache (see
+    /// [`Scheduler::decode_step`]): with `length` when it was generating alone in the cache,
+    /// else with [`RuntimeError::KvCacheFull`]. Frees its cells.
+    fn end_for_room(&mut self, s: Seq<B::Sampler>, alone: bool) {
+        self.counters
+            .kv_cache_full_evictions_total
+            .fetch_add(1, Ordering::Relaxed);
+        self.release(s.slot);
+        if alone && s.next.is_some() {
+            self.finish(s, FinishReason::Length);
+        } else {
+            let _ = s.job.tx.send(Err(RuntimeError::KvCacheFull));
+            self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Builds one batch: a token for every generating sequence, then prompt chunks of joining
-    /// ones up to the cap, all in slot order. Returns whether there is anything to decode.
-    fn build_batch(&mut self) -> bool {
+    /// ones, at most `prompt_budget` prompt tokens in all and within the batch's capacity, all
+    /// in slot order. Records each sequence's share in `chunk` (committed by
+    /// [`Scheduler::commit_batch`]); returns the number of prompt tokens in the batch.
+    fn build_batch(&mut self, prompt_budget: usize) -> usize {
         // With one KV stream per sequence llama.cpp cuts a batch into ubatches of
         // *consecutive, ascending* sequence ids (`split_equal(sequential)`), so the batch is
         // laid out in slot order (and slots are handed out lowest first): out of order, one
@@ -244,9 +462,11 @@ impl<'b, B: Backend> Scheduler<'b, B> {
             .filter(|s| s.next.is_some())
             .count()
             .min(cap);
-        let mut room = cap - decoding;
+        let mut room = (cap - decoding).min(prompt_budget);
+        let mut prompt_tokens = 0;
         for s in self.active.iter_mut() {
             s.row = None;
+            s.chunk = 0;
             if let Some(t) = s.next {
                 s.row = self.batch.push(BatchToken {
                     token: t,
@@ -254,6 +474,7 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                     seq: s.slot,
                     wants_output: true,
                 });
+                s.chunk = u32::from(s.row.is_some());
                 continue;
             }
             let take = (s.job.tokens.len() - s.fed).min(room);
@@ -270,57 +491,22 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                     s.row = row;
                 }
             }
-            s.fed += take;
-            s.pos += take as u32;
+            s.chunk = take as u32;
+            prompt_tokens += take;
         }
-        !self.batch.is_empty()
+        prompt_tokens
     }
 
-    /// Reacts to a failed decode.
-    ///
-    /// - [`DecodeError::KvCacheFull`]: nothing of the batch was kept. Sequences that were
-    ///   reading their prompt in this batch leave with [`RuntimeError::KvCacheFull`] (retryable;
-    ///   their partial prompt is cleared). If there were none, the generating sequence holding
-    ///   the most cells ends with `length` (its output so far is whole: the context is full).
-    ///   The others keep their state and are decoded again at the next step.
-    /// - [`DecodeError::Failed`]: every sequence in the batch fails with
-    ///   [`RuntimeError::Backend`].
-    fn decode_failed(&mut self, e: DecodeError) {
-        match e {
-            DecodeError::KvCacheFull => {
-                tracing::warn!(active = self.active.len(), "decode: the KV cache is full");
-                let mut evicted = false;
-                let mut i = 0;
-                while i < self.active.len() {
-                    // Still reading its prompt, some of it already fed (in this batch or before).
-                    if self.active[i].next.is_none() && self.active[i].fed > 0 {
-                        let s = self.active.swap_remove(i);
-                        let _ = s.job.tx.send(Err(RuntimeError::KvCacheFull));
-                        self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
-                        self.release(s.slot);
-                        evicted = true;
-                        continue;
-                    }
-                    i += 1;
-                }
-                if !evicted {
-                    if let Some(i) = (0..self.active.len()).max_by_key(|&i| self.active[i].pos) {
-                        let s = self.active.swap_remove(i);
-                        self.release(s.slot);
-                        self.finish(s, FinishReason::Length);
-                    }
-                }
+    /// After a successful decode: the batch's tokens are in the KV cache.
+    fn commit_batch(&mut self) {
+        for s in self.active.iter_mut() {
+            match s.next {
+                None => s.fed += s.chunk as usize,
+                Some(t) if s.chunk > 0 && self.prompt_cache => s.fed_generated.push(t),
+                Some(_) => {}
             }
-            DecodeError::Failed(m) => {
-                tracing::error!("decode failed: {m}");
-                for s in std::mem::take(&mut self.active) {
-                    let _ = s.job.tx.send(Err(RuntimeError::Backend(format!(
-                        "decoding failed ({m}); retry with a shorter prompt or fewer parallel requests"
-                    ))));
-                    self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
-                    self.release(s.slot);
-                }
-            }
+            s.pos += s.chunk;
+            s.chunk = 0;
         }
     }
 
@@ -329,9 +515,7 @@ impl<'b, B: Backend> Scheduler<'b, B> {
         self.sampled.clear();
         for (i, s) in self.active.iter_mut().enumerate() {
             let Some(row) = s.row else { continue };
-            if s.next.is_some() {
-                s.pos += 1;
-            } else {
+            if s.next.is_none() {
                 s.prompt_done = Some(Instant::now());
                 self.counters
                     .prompt_tokens_total
@@ -431,8 +615,8 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 let s = self.active.swap_remove(i);
                 self.release(s.slot);
             } else if let Some(reason) = s.finished {
-                let s = self.active.swap_remove(i);
-                self.release(s.slot);
+                let mut s = self.active.swap_remove(i);
+                self.release_cached(&mut s);
                 self.finish(s, reason);
             } else {
                 i += 1;
@@ -442,7 +626,23 @@ impl<'b, B: Backend> Scheduler<'b, B> {
 
     fn release(&mut self, slot: SeqId) {
         self.decoder.clear_sequence(slot);
+        self.cached[slot as usize].clear();
         self.free.insert(slot);
+    }
+
+    /// Frees the slot of a sequence that finished; with the prompt cache on its KV cells stay,
+    /// recorded as the tokens they hold (the prompt, then the generated tokens fed back).
+    fn release_cached(&mut self, s: &mut Seq<B::Sampler>) {
+        if !self.prompt_cache || s.fed < s.job.tokens.len() {
+            self.release(s.slot);
+            return;
+        }
+        let cached = &mut self.cached[s.slot as usize];
+        cached.clear();
+        cached.extend_from_slice(&s.job.tokens);
+        cached.extend_from_slice(&s.fed_generated);
+        debug_assert_eq!(cached.len(), s.pos as usize);
+        self.free.insert(s.slot);
     }
 
     /// Sends the held-back text and the final event.

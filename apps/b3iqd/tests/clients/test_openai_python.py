@@ -350,3 +350,31 @@ def test_n_choices(client, model):
                                        max_tokens=4, n=2, seed=3)
     assert [c.index for c in r.choices] == [0, 1]
     assert all(c.message.content for c in r.choices)
+
+
+def _metric(node, name):
+    import urllib.request
+    req = urllib.request.Request(node["base"] + "/metrics", headers={"authorization": "Bearer " + node["metrics_key"]})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return int(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics:\n{text}")
+
+
+def test_a_chat_history_is_read_from_the_prompt_cache(node, client, model):
+    """The third turn of a chat re-sends the first two: the node reads them from its prompt
+    cache (config.json `prompt_cache`, on by default), visible in /metrics."""
+    messages = []
+    for i, q in enumerate(["Name a big city.", "What country is it in?", "Say one thing about that country."]):
+        messages.append({"role": "user", "content": q})
+        before = _metric(node, "b3iq_prompt_tokens_cached_total")
+        r = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0)
+        cached = _metric(node, "b3iq_prompt_tokens_cached_total") - before
+        if i == 2:
+            # All but the new question (and the template around it) came from the cache.
+            assert cached > r.usage.prompt_tokens // 2, (cached, r.usage.prompt_tokens)
+            assert cached < r.usage.prompt_tokens
+        messages.append({"role": "assistant", "content": r.choices[0].message.content})
+    assert _metric(node, "b3iq_kv_cache_full_evictions_total") == 0

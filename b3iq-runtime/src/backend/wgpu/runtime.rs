@@ -240,6 +240,8 @@ impl WgpuRuntime {
                 batch_tokens: self.config.batch_tokens,
             },
             queue_capacity: self.config.queue_capacity,
+            // The wgpu decoder does not cut sequences (`Decoder::truncate_sequence`).
+            prompt_cache: false,
         };
         let engine = Engine::start(
             &format!("b3iq-wgpu-{id}"),
