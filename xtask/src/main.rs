@@ -277,21 +277,6 @@ impl Ctx {
             .env("CARGO_TARGET_DIR", &self.target_dir)
             .env("B3IQ_REPO", &self.root)
             .env("PATH", self.path_env());
-        // Cargo sets these for the xtask binary itself; a build script that tracks one of them
-        // (ring's tracks CARGO_PKG_NAME and CARGO_MANIFEST_DIR through rerun-if-env-changed)
-        // would otherwise see different values under xtask and under a plain `cargo test`, and
-        // the two would rebuild each other's units in a shared target dir.
-        for (k, _) in env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("CARGO_PKG_")
-                || matches!(
-                    k.as_ref(),
-                    "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
-                )
-            {
-                c.env_remove(k.as_ref());
-            }
-        }
         // Every step shares `cargo test`'s units (b3iq-workspace-hack, tests/shared_build.rs), so
         // llama.cpp is compiled once per run. ccache still pays across runs: a changed feature set
         // or a new llama-cpp-sys-2 build directory recompiles llama.cpp from cache hits
