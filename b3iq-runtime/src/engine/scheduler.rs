@@ -188,8 +188,9 @@ impl<'b, B: Backend> Scheduler<'b, B> {
             };
             self.counters.queue_depth.fetch_sub(1, Ordering::AcqRel);
             if job.cancel.load(Ordering::Acquire) || job.tx.is_closed() {
-                let _ = job.tx.send(Err(RuntimeError::Cancelled));
+                // Counted before the answer goes out: a client that has its answer sees it counted.
                 self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+                let _ = job.tx.send(Err(RuntimeError::Cancelled));
                 continue;
             }
             let Some((slot, reused)) = self.take_slot(&job.tokens) else {
@@ -298,8 +299,9 @@ impl<'b, B: Backend> Scheduler<'b, B> {
             let job = &self.active[i].job;
             if job.cancel.load(Ordering::Acquire) || job.tx.is_closed() {
                 let s = self.active.swap_remove(i);
-                let _ = s.job.tx.send(Err(RuntimeError::Cancelled));
+                // Counted before the answer goes out: a client that has its answer sees it counted.
                 self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+                let _ = s.job.tx.send(Err(RuntimeError::Cancelled));
                 self.release(s.slot);
             } else {
                 i += 1;
@@ -437,8 +439,9 @@ impl<'b, B: Backend> Scheduler<'b, B> {
         if alone && s.next.is_some() {
             self.finish(s, FinishReason::Length);
         } else {
-            let _ = s.job.tx.send(Err(RuntimeError::KvCacheFull));
+            // Counted before the answer goes out: a client that has its answer sees it counted.
             self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+            let _ = s.job.tx.send(Err(RuntimeError::KvCacheFull));
         }
     }
 
@@ -610,8 +613,9 @@ impl<'b, B: Backend> Scheduler<'b, B> {
         while i < self.active.len() {
             let s = &mut self.active[i];
             if let Some(e) = s.failed.take() {
-                let _ = s.job.tx.send(Err(e));
+                // Counted before the answer goes out: a client that has its answer sees it counted.
                 self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+                let _ = s.job.tx.send(Err(e));
                 let s = self.active.swap_remove(i);
                 self.release(s.slot);
             } else if let Some(reason) = s.finished {
@@ -688,13 +692,14 @@ impl<'b, B: Backend> Scheduler<'b, B> {
             prompt: std::mem::take(&mut s.job.tokens),
             fingerprints,
         };
+        // Counted before the answer goes out: a client that has its answer sees it counted.
+        self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
         let _ = s.job.tx.send(Ok(GenerationEvent::Done {
             finish_reason: reason,
             usage,
             timings,
             token_ids: Some(token_ids),
         }));
-        self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
         let ms = timings.total_us / 1000;
         let old = self.counters.avg_request_ms.load(Ordering::Relaxed);
         let new = if old == 0 { ms } else { (old * 7 + ms) / 8 };

@@ -472,18 +472,34 @@ impl GpuDevice {
             let _ = tx.send(r);
         });
         self.wait(index)?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(WgpuError::DeviceLost(format!(
-                    "mapping a read-back buffer failed: {e}"
-                )))
+        // The map callback runs inside whichever thread's poll processes it: with several
+        // threads on one device (engines of several models, parallel tests) it can fire on
+        // another thread just after this wait returned. Poll until it arrives, for a bounded
+        // time, rather than calling a late callback a lost device.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mapped = loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(2)) {
+                Ok(r) => break r,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(WgpuError::DeviceLost(
+                        "a read-back buffer's mapping was dropped".into(),
+                    ))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(WgpuError::DeviceLost(
+                            "a read-back buffer was not mapped within 30 s".into(),
+                        ));
+                    }
+                    let _ = self.device.poll(wgpu::PollType::Poll);
+                    self.check()?;
+                }
             }
-            Err(_) => {
-                return Err(WgpuError::DeviceLost(
-                    "a read-back buffer was never mapped".into(),
-                ))
-            }
+        };
+        if let Err(e) = mapped {
+            return Err(WgpuError::DeviceLost(format!(
+                "mapping a read-back buffer failed: {e}"
+            )));
         }
         {
             let view = slice.get_mapped_range();
