@@ -440,8 +440,8 @@ print(json.dumps({"model": m, "text": r.choices[0].message.content, "tokens": r.
     // (the gateway held for them), and the receipt comment never reaches the client (the SDK
     // would fail on an event it cannot parse).
     let (out_tokens, stream_tokens) = (
-        v["responses_output_tokens"].as_u64().unwrap(),
-        v["responses_stream_output_tokens"].as_u64().unwrap(),
+        v["responses_output_tokens"].as_u64().unwrap_or(0),
+        v["responses_stream_output_tokens"].as_u64().unwrap_or(0),
     );
     assert!((1..=8).contains(&out_tokens) && (1..=8).contains(&stream_tokens), "{v}");
     assert!(!v["responses_text"].as_str().unwrap().is_empty(), "{v}");
@@ -490,18 +490,6 @@ console.log(JSON.stringify({ model: m, tokens: r.usage.completion_tokens, chunks
             && v["stream_completion_tokens"].as_u64().unwrap() > 0,
         "{v}"
     );
-    // The Responses API through the gateway, streamed and not: at most the 8 tokens asked
-    // (the gateway held for them), and the receipt comment never reaches the client (the SDK
-    // would fail on an event it cannot parse).
-    let (out_tokens, stream_tokens) = (
-        v["responses_output_tokens"].as_u64().unwrap(),
-        v["responses_stream_output_tokens"].as_u64().unwrap(),
-    );
-    assert!((1..=8).contains(&out_tokens) && (1..=8).contains(&stream_tokens), "{v}");
-    assert!(!v["responses_text"].as_str().unwrap().is_empty(), "{v}");
-    let kinds: Vec<&str> = v["responses_events"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert_eq!(kinds.first(), Some(&"response.created"), "{v}");
-    assert!(kinds.contains(&"response.output_text.delta"), "{v}");
 
     // Refusals: a local key at the gateway, a gateway key at a node, a revoked gateway key, a
     // forged tunnel hello.

@@ -43,9 +43,10 @@ pub fn router(st: Arc<NodeState>, ctx: TunnelContext) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/responses", post(super::responses::responses))
         .fallback(|| async {
             HostError::NotFound(
-                "route (the tunnel serves /v1/models, /v1/chat/completions and /v1/completions)"
+                "route (the tunnel serves /v1/models, /v1/chat/completions, /v1/completions and /v1/responses)"
                     .into(),
             )
         })
