@@ -102,30 +102,13 @@ impl Embedder {
             )));
         }
         let (qtx, qrx) = std_mpsc::sync_channel::<Job>(shape.queue_capacity.max(1) as usize);
-        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), RuntimeError>>();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
-            std::thread::Builder::new()
-                .name(name.to_string())
-                .spawn(move || run(&model, shape, &stop, &qrx, ready_tx))
-                .map_err(|e| {
-                    RuntimeError::Backend(format!("could not start the embeddings thread: {e}"))
-                })?
+            crate::engine::spawn_when_ready(name, "embeddings", move |ready_tx| {
+                run(&model, shape, &stop, &qrx, ready_tx)
+            })?
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(RuntimeError::Backend(
-                    "the embeddings thread died while starting".into(),
-                ));
-            }
-        }
         Ok(Self {
             queue: Some(qtx),
             stop,

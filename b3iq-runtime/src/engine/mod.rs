@@ -160,31 +160,14 @@ impl<B: Backend> Engine<B> {
         }
         let (qtx, qrx) = std_mpsc::sync_channel::<Job<B::Sampler>>(config.queue_capacity as usize);
         let shutdown = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), RuntimeError>>();
         let thread = {
             let backend = backend.clone();
             let counters = counters.clone();
             let shutdown = shutdown.clone();
-            std::thread::Builder::new()
-                .name(name.to_string())
-                .spawn(move || scheduler::run(&*backend, config, counters, shutdown, qrx, ready_tx))
-                .map_err(|e| {
-                    RuntimeError::Backend(format!("could not start the engine thread: {e}"))
-                })?
+            spawn_when_ready(name, "engine", move |ready_tx| {
+                scheduler::run(&*backend, config, counters, shutdown, qrx, ready_tx)
+            })?
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(RuntimeError::Backend(
-                    "the engine thread died while starting".into(),
-                ));
-            }
-        }
         Ok(Self {
             backend,
             config,
@@ -295,6 +278,41 @@ impl<B: Backend> Drop for Engine<B> {
         self.shutdown.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Starts a named thread running `run`, which reports on the sender it is given whether it
+/// could start (its context made, say), and waits for that report: the thread's handle, or the
+/// error it reported (the thread joined). Shared by the engine and the embeddings worker.
+///
+/// # Errors
+/// The thread's own error; [`RuntimeError::Backend`] when the thread cannot be spawned or ends
+/// before reporting. `what` names it in those messages ("engine", "embeddings").
+pub(crate) fn spawn_when_ready<F>(
+    name: &str,
+    what: &str,
+    run: F,
+) -> Result<JoinHandle<()>, RuntimeError>
+where
+    F: FnOnce(std_mpsc::Sender<Result<(), RuntimeError>>) + Send + 'static,
+{
+    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), RuntimeError>>();
+    let thread = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || run(ready_tx))
+        .map_err(|e| RuntimeError::Backend(format!("could not start the {what} thread: {e}")))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(RuntimeError::Backend(format!(
+                "the {what} thread died while starting"
+            )))
         }
     }
 }
