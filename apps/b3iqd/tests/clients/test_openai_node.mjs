@@ -66,7 +66,7 @@ test("chat non-streaming", async () => {
 });
 
 test("chat streaming with usage", async () => {
-  const stream = await client.chat.completions.create({ model, messages: [{ role: "user", content: "Count to three" }], max_tokens: 10, stream: true, stream_options: { include_usage: true } });
+  const stream = await client.chat.completions.create({ model, messages: [{ role: "user", content: "Count to three" }], max_tokens: 10, temperature: 0, stream: true, stream_options: { include_usage: true } });
   let text = "", usage = null, finish = null;
   for await (const chunk of stream) {
     if (chunk.choices.length) { text += chunk.choices[0].delta.content ?? ""; finish = chunk.choices[0].finish_reason ?? finish; }
@@ -82,7 +82,7 @@ test("completions", async () => {
   assert.equal(r.object, "text_completion");
   assert.equal(typeof r.choices[0].text, "string");
   let text = "";
-  for await (const c of await client.completions.create({ model, prompt: "One two", max_tokens: 4, stream: true })) text += c.choices[0]?.text ?? "";
+  for await (const c of await client.completions.create({ model, prompt: "One two", max_tokens: 4, temperature: 0, stream: true })) text += c.choices[0]?.text ?? "";
   assert.ok(text.length > 0);
 });
 

@@ -37,7 +37,7 @@ def test_chat_non_streaming(client, model):
 
 def test_chat_streaming_with_usage(client, model):
     stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Count to three"}],
-                                            max_tokens=10, stream=True, stream_options={"include_usage": True})
+                                            max_tokens=10, temperature=0, stream=True, stream_options={"include_usage": True})
     text, finish, usage = "", None, None
     for chunk in stream:
         if chunk.choices:
@@ -56,7 +56,7 @@ def test_completions(client, model):
     assert r.object == "text_completion"
     assert isinstance(r.choices[0].text, str)
     assert r.usage.completion_tokens >= 1
-    chunks = list(client.completions.create(model=model, prompt="One two", max_tokens=4, stream=True))
+    chunks = list(client.completions.create(model=model, prompt="One two", max_tokens=4, temperature=0, stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices)
 
 
@@ -93,7 +93,7 @@ def test_context_length_exceeded_is_400(client, model):
 
 def test_stream_chunks_have_null_usage(client, model):
     stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
-                                            stream=True, stream_options={"include_usage": True})
+                                            temperature=0, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
     for c in chunks[:-1]:
