@@ -117,6 +117,12 @@ pub enum HostError {
     /// The model asked for is not served here.
     #[error("model {0:?} not found; GET /v1/models lists the served models")]
     ModelNotFound(String),
+    /// The model cannot be loaded next to the models in use (503).
+    #[error("{0}")]
+    ModelMemoryBudget(String),
+    /// The model serves requests and cannot be unloaded now (409).
+    #[error("{0}")]
+    ModelBusy(String),
     /// The node already has an owner.
     #[error("node already claimed; log in instead")]
     AlreadyClaimed,
@@ -223,11 +229,13 @@ impl HostError {
             | NetworkPolicy(_) => StatusCode::FORBIDDEN,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             NotFound(_) | RouteNotFound(_) | ModelNotFound(_) => StatusCode::NOT_FOUND,
-            AlreadyClaimed => StatusCode::CONFLICT,
+            AlreadyClaimed | ModelBusy(_) => StatusCode::CONFLICT,
             QueueFull(_) | LoginBackoff(_) | SignInBusy(_) | NetworkBusy(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            NotClaimed | ModelNotLoaded | KvCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            NotClaimed | ModelNotLoaded | KvCacheFull | ModelMemoryBudget(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ControlPlane(_) => StatusCode::BAD_GATEWAY,
             Update(UpdateError::Local(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Update(_) => StatusCode::BAD_GATEWAY,
@@ -282,6 +290,8 @@ impl HostError {
             HostNotAllowed { .. } => "host_not_allowed",
             NotFound(_) | RouteNotFound(_) => "not_found",
             ModelNotFound(_) => "model_not_found",
+            ModelMemoryBudget(_) => "model_memory_budget",
+            ModelBusy(_) => "model_busy",
             AlreadyClaimed => "already_claimed",
             QueueFull(_) => "queue_full",
             KvCacheFull => "kv_cache_full",
@@ -373,7 +383,7 @@ impl b3iq_core::ClassifiedError for HostError {
             | InvalidTicket(_) => C::Unauthenticated,
             ExpiredApiKey | SetupTokenExpired => C::Expired,
             ModeNotAvailable(_) | NetworkPolicy(_) => C::PolicyDenied,
-            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | KvCacheFull | LoginBackoff(_)
+            AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | KvCacheFull | ModelMemoryBudget(_) | ModelBusy(_) | LoginBackoff(_)
             | SignInBusy(_) | NetworkBusy(_) => C::State,
             ControlPlane(_) => C::Io,
             Update(UpdateError::Unavailable(_) | UpdateError::Local(_)) => C::Io,

@@ -81,11 +81,25 @@ pub fn catalog_json(st: &NodeState) -> Value {
             })
         })
         .collect();
+    let cells = crate::context::loaded::kv_cells(&st.config);
+    let served_json: Vec<Value> = served
+        .iter()
+        .map(|m| {
+            let resident = b3iq_runtime::gguf::GgufInfo::read_path(&m.info.path)
+                .map(|h| crate::context::loaded::resident_estimate(&h, cells))
+                .unwrap_or(m.info.size_bytes);
+            json!({"id": m.id, "profile": m.profile, "sha256": m.info.sha256, "size_bytes": m.info.size_bytes,
+                   "resident_bytes_estimate": resident, "in_flight": st.model_uses.in_flight(&m.id),
+                   "last_used_ms": st.model_uses.last_used_ms(&m.id)})
+        })
+        .collect();
     let installed_json: Vec<Value> = installed
         .iter()
-        .map(|m| json!({"sha256": m.sha256, "size_bytes": m.size_bytes, "profile": m.profile, "file_name": m.file_name, "installed_at": m.installed_at}))
+        .map(|m| json!({"id": crate::context::loaded::served_id(m), "sha256": m.sha256, "size_bytes": m.size_bytes, "profile": m.profile, "file_name": m.file_name, "installed_at": m.installed_at}))
         .collect();
-    json!({"profiles": profiles, "installed": installed_json, "loaded": served.first().map(|m| m.id.clone())})
+    json!({"profiles": profiles, "installed": installed_json, "loaded": served.first().map(|m| m.id.clone()),
+           "served": served_json, "max_loaded_models": st.config.max_loaded_models,
+           "memory_budget_bytes": st.model_memory_budget()})
 }
 
 /// The built-in catalog as JSON (for `b3iqd model list`).

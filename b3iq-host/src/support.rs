@@ -52,6 +52,7 @@ pub fn build_bundle(st: &NodeState) -> Result<Vec<u8>> {
         "setup_token_ttl_s": cfg.setup_token_ttl_s, "session_ttl_s": cfg.session_ttl_s, "parallel": cfg.parallel,
         "max_queue": cfg.max_queue, "threads": cfg.threads, "context_tokens": cfg.context_tokens,
         "backend": cfg.backend, "prompt_cache": cfg.prompt_cache,
+        "kv_unified": cfg.kv_unified, "kv_cells": cfg.kv_cells,
     });
     let node = json!({
         "node_id": st.node_id.to_text(), "node_code": st.node_code(), "version": env!("CARGO_PKG_VERSION"),

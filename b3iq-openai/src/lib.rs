@@ -61,7 +61,7 @@ pub use response::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta,
     ChatLogprobs, ChatTokenLogprob, Completion, FunctionCall, FunctionCallDelta, Model, ModelList,
     StreamItem, TextChoice, TextCompletion, TextLogprobs, ToolCall, ToolCallDelta, TopLogprob,
-    Usage,
+    PromptTokensDetails, Usage,
 };
 pub use sse::{SseEvent, SseParser};
 

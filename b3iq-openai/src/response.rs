@@ -133,16 +133,51 @@ pub struct Usage {
     /// The sum.
     #[serde(default)]
     pub total_tokens: u32,
+    /// Breakdown of `prompt_tokens` (`cached_tokens`); absent when the server does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// OpenAI's `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens served from the prompt cache (KV cells kept from an earlier request), not
+    /// computed again; part of `prompt_tokens`.
+    #[serde(default)]
+    pub cached_tokens: u32,
 }
 
 impl Usage {
-    /// Counts with `total_tokens` as their (saturating) sum.
+    /// Counts with `total_tokens` as their (saturating) sum and no details.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
         Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: None,
         }
+    }
+
+    /// The same counts saying `cached_tokens` of the prompt came from the prompt cache.
+    pub fn with_cached_tokens(mut self, cached_tokens: u32) -> Self {
+        self.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens });
+        self
+    }
+
+    /// Adds `other`'s counts (saturating), details included (absent on both: absent).
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
+        self.prompt_tokens_details = match (self.prompt_tokens_details, other.prompt_tokens_details) {
+            (None, None) => None,
+            (a, b) => Some(PromptTokensDetails {
+                cached_tokens: a
+                    .unwrap_or_default()
+                    .cached_tokens
+                    .saturating_add(b.unwrap_or_default().cached_tokens),
+            }),
+        };
     }
 }
 

@@ -391,7 +391,8 @@ fn llama_server_streams() {
         Some(Usage {
             prompt_tokens: 1085,
             completion_tokens: 247,
-            total_tokens: 1332
+            total_tokens: 1332,
+            prompt_tokens_details: None,
         })
     );
     assert!(r.done && r.error.is_none());
@@ -421,7 +422,8 @@ fn vllm_streams() {
         Some(Usage {
             prompt_tokens: 24,
             completion_tokens: 2,
-            total_tokens: 26
+            total_tokens: 26,
+            prompt_tokens_details: None,
         })
     );
     assert_eq!(r.chunks, 5);
@@ -442,7 +444,7 @@ fn openai_stream_with_crlf_and_comments() {
     assert_eq!(r.finish.as_deref(), Some("length"));
     assert_eq!(
         r.usage,
-        Some(Usage::new(9, 1)),
+        Some(Usage::new(9, 1).with_cached_tokens(0)),
         "usage: null chunks do not erase the final usage"
     );
     assert_eq!(r.chunks, 4);

@@ -359,12 +359,28 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// Sum of both.
     pub total_tokens: u32,
+    /// Prompt tokens not read again because the slot's KV cells already held them (the prompt
+    /// cache); part of `prompt_tokens`. OpenAI's `usage.prompt_tokens_details.cached_tokens`.
+    #[serde(default)]
+    pub cached_prompt_tokens: u32,
 }
 
 impl Usage {
-    /// Builds a usage record; `total_tokens` is the sum.
+    /// Builds a usage record with nothing cached; `total_tokens` is the sum.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            cached_prompt_tokens: 0,
+        }
+    }
+
+    /// The same counts with `cached` of the prompt tokens read from the prompt cache (at most
+    /// `prompt_tokens`).
+    pub fn with_cached_prompt_tokens(mut self, cached: u32) -> Self {
+        self.cached_prompt_tokens = cached.min(self.prompt_tokens);
+        self
     }
 }
 

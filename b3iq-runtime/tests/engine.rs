@@ -1058,7 +1058,9 @@ async fn the_prompt_cache_reuses_a_chat_history_without_changing_the_answers() {
             let req = GenerateRequest::chat("pc", messages.clone()).with_sampling(sampling.clone()).with_max_tokens(40);
             let before = rt.metrics().prompt_tokens_cached_total;
             let c = rt.generate(req).await.unwrap().collect_completion().await.unwrap();
-            out.push((c.text.clone(), c.token_ids, c.usage.prompt_tokens, rt.metrics().prompt_tokens_cached_total - before));
+            let reused = rt.metrics().prompt_tokens_cached_total - before;
+            assert_eq!(u64::from(c.usage.cached_prompt_tokens), reused, "usage reports what the cache saved");
+            out.push((c.text.clone(), c.token_ids, c.usage.prompt_tokens, reused));
             messages.push(ChatMessage::assistant(c.text));
         }
         out
@@ -1085,6 +1087,7 @@ async fn the_prompt_cache_reuses_a_chat_history_without_changing_the_answers() {
     let third_time = on.generate(first).await.unwrap().collect_completion().await.unwrap();
     assert_eq!(third_time.text, again.text);
     assert_eq!(on.metrics().prompt_tokens_cached_total - before, u64::from(again.usage.prompt_tokens) - 1);
+    assert_eq!(third_time.usage.cached_prompt_tokens, again.usage.prompt_tokens - 1);
 }
 
 /// With a shared KV buffer the cells a free slot keeps for the prompt cache give way to the

@@ -298,13 +298,24 @@ enum ModelCmd {
         /// Profile id.
         profile: String,
     },
+    /// Install a local GGUF file into the model store (its header is checked, the file copied
+    /// and hashed). It is served under its file name's stem, lower-cased: a request naming that
+    /// id loads it next to the models already loaded (config.json `max_loaded_models`,
+    /// `model_memory_mb`).
+    #[command(
+        after_help = "Example:\n  b3iqd model import ./Qwen2.5-0.5B-Instruct-Q8_0.gguf\n  # then: model \"qwen2.5-0.5b-instruct-q8_0\" in a request, or POST /api/models/load"
+    )]
+    Import {
+        /// Path of the GGUF file.
+        file: std::path::PathBuf,
+    },
     /// List the catalog and installed models.
     #[command(after_help = "Example:\n  b3iqd model list")]
     List,
-    /// Remove an installed profile or digest.
+    /// Remove an installed model: profile id, served id or sha256.
     #[command(after_help = "Example:\n  b3iqd model rm smollm2-135m-instruct-q4_1")]
     Rm {
-        /// Profile id or sha256.
+        /// Profile id, served id (`b3iqd model list`) or sha256.
         which: String,
     },
     /// Inspect a GGUF file's header (architecture, parameters, quantization, context).
@@ -955,15 +966,42 @@ async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostE
             let im = b3iq_host::context::runtime::ensure_profile(&o.home, &profile, true).await?;
             print_json(&serde_json::to_value(&im).unwrap_or_default());
         }
+        ModelCmd::Import { file } => {
+            b3iq_host::models::inspect_file(&file)?;
+            eprintln!("importing {} (copying and hashing)...", file.display());
+            let s2 = store.clone();
+            let im = tokio::task::spawn_blocking(move || s2.install_file(&file, None, None))
+                .await
+                .map_err(|e| HostError::Internal(format!("import: {e}")))??;
+            let id = b3iq_host::context::loaded::served_id(&im);
+            o.db.audit(b3iq_host::context::unix_now(), "owner", "model.import", &im.sha256, "ok", "cli");
+            let mut v = serde_json::to_value(&im).unwrap_or_default();
+            v["id"] = serde_json::Value::from(id);
+            print_json(&v);
+        }
         ModelCmd::List => {
-            let installed = store.list()?;
+            let installed: Vec<serde_json::Value> = store
+                .list()?
+                .into_iter()
+                .map(|m| {
+                    let id = b3iq_host::context::loaded::served_id(&m);
+                    let mut v = serde_json::to_value(&m).unwrap_or_default();
+                    v["id"] = serde_json::Value::from(id);
+                    v
+                })
+                .collect();
             let catalog: Vec<serde_json::Value> = b3iq_host::models::catalog_profiles();
             print_json(&serde_json::json!({"catalog": catalog, "installed": installed}));
         }
         ModelCmd::Rm { which } => {
             let digest = match store.find_profile(&which)? {
                 Some(m) => m.sha256,
-                None => which.clone(),
+                None => store
+                    .list()?
+                    .into_iter()
+                    .find(|m| b3iq_host::context::loaded::served_id(m) == which)
+                    .map(|m| m.sha256)
+                    .unwrap_or_else(|| which.clone()),
             };
             store.remove(&digest)?;
             o.db.audit(

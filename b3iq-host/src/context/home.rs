@@ -59,6 +59,23 @@ pub struct Config {
     /// served and a request that starts with the same tokens (the history of a chat) reads only
     /// the rest. On by default; `false` reads every prompt whole (llama.cpp backend).
     pub prompt_cache: bool,
+    /// One KV buffer shared by the parallel sequences (llama.cpp's `--kv-unified`) instead of
+    /// one per sequence (the default, which keeps each sequence's numbers independent of its
+    /// batch neighbours). llama.cpp backend only.
+    pub kv_unified: bool,
+    /// Total KV cells of the shared buffer (llama-server's `--ctx-size` with `--parallel` and
+    /// `--kv-unified`); needs `kv_unified` and at least `context_tokens`. Absent: `parallel` ×
+    /// `context_tokens` (room for every sequence's whole context). Fewer cells overcommit the
+    /// cache: when the sequences together need more, the runtime shrinks batches and then ends
+    /// the longest sequence with a 503 `kv_cache_full` (docs/runtime.md).
+    pub kv_cells: Option<u32>,
+    /// Most models loaded at once (3 by default, as Ollama's `OLLAMA_MAX_LOADED_MODELS` on a
+    /// CPU). A request for an installed model that is not loaded loads it, unloading the least
+    /// recently used idle model when this or `model_memory_mb` is reached.
+    pub max_loaded_models: u32,
+    /// Memory budget of the loaded models in MiB (weights plus KV cache, estimated from each
+    /// GGUF header); 0 (default): half of the machine's RAM.
+    pub model_memory_mb: u64,
     /// The inference backend: `auto` (default: b3iq-runtime's `choose_backend`, wgpu for an
     /// AMD, Intel or Apple GPU when llama.cpp is built for the CPU only, else llama.cpp),
     /// `llama_cpp`, or `wgpu` (the WGSL fallback; LLaMA GGUF models with Q4_1/Q8_0/F16/F32
@@ -107,12 +124,26 @@ impl Config {
                 self.backend
             )));
         }
+        if let Some(cells) = self.kv_cells {
+            if !self.kv_unified {
+                return Err(HostError::Config(format!(
+                    "config.json: kv_cells ({cells}) sizes the shared KV buffer and needs \"kv_unified\": true (or remove kv_cells)"
+                )));
+            }
+            if cells < self.context_tokens {
+                return Err(HostError::Config(format!(
+                    "config.json: kv_cells ({cells}) must be at least context_tokens ({}): one sequence may fill its whole context",
+                    self.context_tokens
+                )));
+            }
+        }
         for (key, v) in [
             ("header_timeout_s", self.header_timeout_s),
             ("body_timeout_s", self.body_timeout_s),
             ("max_connections", u64::from(self.max_connections)),
             ("shutdown_grace_s", self.shutdown_grace_s),
             ("session_rotate_s", self.session_rotate_s),
+            ("max_loaded_models", u64::from(self.max_loaded_models)),
         ] {
             if v == 0 {
                 return Err(HostError::Config(format!(
@@ -160,6 +191,10 @@ impl Default for Config {
             threads: 0,
             context_tokens: 2048,
             prompt_cache: true,
+            kv_unified: false,
+            kv_cells: None,
+            max_loaded_models: 3,
+            model_memory_mb: 0,
             backend: "auto".into(),
             price_micros_per_1k_tokens: 0,
             header_timeout_s: 10,
@@ -360,6 +395,19 @@ mod tests {
         }
         // no temp file left behind
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn kv_cells_needs_a_unified_buffer_that_holds_one_context() {
+        let parse = |s: &str| serde_json::from_str::<Config>(s).unwrap().validate();
+        let e = parse(r#"{"kv_cells": 4096}"#).unwrap_err().to_string();
+        assert!(e.contains("kv_cells") && e.contains("kv_unified"), "{e}");
+        let e = parse(r#"{"kv_unified": true, "kv_cells": 1000, "context_tokens": 2048}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least context_tokens (2048)"), "{e}");
+        parse(r#"{"kv_unified": true, "kv_cells": 2048, "context_tokens": 2048}"#).unwrap();
+        parse(r#"{"kv_unified": true}"#).unwrap();
     }
 
     #[test]

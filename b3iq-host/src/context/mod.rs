@@ -12,6 +12,7 @@
 
 pub mod home;
 pub mod key;
+pub mod loaded;
 pub mod mode;
 pub mod runtime;
 pub mod tls;
@@ -181,6 +182,8 @@ pub struct NodeState {
     background: std::sync::Mutex<tokio::task::JoinSet<()>>,
     /// Network requests admitted and not finished (the network share in use; `network::admit`).
     pub network_in_flight: std::sync::atomic::AtomicU32,
+    /// Requests in flight and last use per loaded model ([`loaded`]).
+    pub model_uses: loaded::ModelUses,
 }
 
 impl std::ops::Deref for NodeState {
@@ -209,6 +212,10 @@ impl NodeState {
         served: Vec<ServedModel>,
     ) -> Result<NodeState> {
         let mode = ctx.stored_mode()?;
+        let model_uses = loaded::ModelUses::default();
+        for m in &served {
+            model_uses.remember(m);
+        }
         Ok(NodeState {
             ctx,
             runtime,
@@ -222,6 +229,7 @@ impl NodeState {
             job_lock: tokio::sync::Mutex::new(()),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             network_in_flight: std::sync::atomic::AtomicU32::new(0),
+            model_uses,
         })
     }
 

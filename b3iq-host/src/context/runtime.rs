@@ -185,6 +185,15 @@ pub async fn start_runtime(
         let rt: Arc<dyn Runtime> = Arc::new(rt);
         return Ok((rt, ServedModel::new(info, profile)?));
     }
+    let rt = LlamaRuntime::new(llama_config(config))?;
+    let info = rt.load_model(spec).await?;
+    let rt: Arc<dyn Runtime> = Arc::new(rt);
+    Ok((rt, ServedModel::new(info, profile)?))
+}
+
+/// The llama.cpp runtime's settings from `config.json` (`threads` 0 keeps the runtime's own
+/// choice; `parallel` is clamped to 1..=64, `context_tokens` to at least 64).
+pub fn llama_config(config: &Config) -> LlamaConfig {
     let mut lc = LlamaConfig::default();
     if config.threads > 0 {
         lc.threads = config.threads;
@@ -193,10 +202,9 @@ pub async fn start_runtime(
     lc.queue_capacity = config.max_queue;
     lc.context_per_sequence = config.context_tokens.max(64);
     lc.prompt_cache = config.prompt_cache;
-    let rt = LlamaRuntime::new(lc)?;
-    let info = rt.load_model(spec).await?;
-    let rt: Arc<dyn Runtime> = Arc::new(rt);
-    Ok((rt, ServedModel::new(info, profile)?))
+    lc.kv_unified = config.kv_unified;
+    lc.kv_cells = config.kv_cells;
+    lc
 }
 
 /// The backend `config.json`'s `backend` names; `auto` is decided by b3iq-runtime's
@@ -247,6 +255,24 @@ pub fn scan_hardware(home: &Home) -> HardwareReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_json_reaches_the_llama_runtime() {
+        let cfg: Config = serde_json::from_str(
+            r#"{"threads": 3, "parallel": 99, "max_queue": 7, "context_tokens": 1024,
+                "prompt_cache": false, "kv_unified": true, "kv_cells": 2048}"#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        let lc = llama_config(&cfg);
+        assert_eq!((lc.threads, lc.max_sequences, lc.queue_capacity), (3, 64, 7));
+        assert_eq!(lc.context_per_sequence, 1024);
+        assert!(!lc.prompt_cache && lc.kv_unified);
+        assert_eq!(lc.kv_cells, Some(2048));
+        let d = llama_config(&Config::default());
+        assert!(d.prompt_cache && !d.kv_unified && d.kv_cells.is_none());
+        assert_eq!(d.threads, LlamaConfig::default().threads, "threads 0 keeps the runtime's choice");
+    }
 
     #[test]
     fn choice_parsing() {

@@ -227,6 +227,38 @@ pub async fn models(State(st): St, _o: Owner) -> Result<Response> {
     Ok(js(StatusCode::OK, crate::models::catalog_json(&st)))
 }
 
+/// Body of `POST /api/models/load` and `/api/models/unload`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBody {
+    /// A served or installed model id (`GET /api/models`, `served` and `installed`).
+    pub model: String,
+}
+
+/// `POST /api/models/load`: loads an installed model next to the others (unloading the least
+/// recently used idle ones when `max_loaded_models` or `model_memory_mb` is reached), so the
+/// first request to it does not wait. 200 with `/api/models`; 404 `model_not_found` for a model
+/// not installed (`b3iqd model pull` or `b3iqd model import`); 503 `model_memory_budget` when
+/// the models in use leave no room.
+pub async fn model_load(State(st): St, _o: Owner, JsonBody(b): JsonBody<ModelBody>) -> Result<Response> {
+    let id: String = b.model.chars().take(128).collect();
+    let r = st.load_model(&id).await;
+    st.db.audit(st.now(), "owner", "model.load", &id, if r.is_ok() { "ok" } else { "refused" }, "");
+    r?;
+    Ok(js(StatusCode::OK, crate::models::catalog_json(&st)))
+}
+
+/// `POST /api/models/unload`: unloads a loaded model (it stays installed; a later request
+/// loads it again). 200 with `/api/models`; 404 when not loaded; 409 `model_busy` while it
+/// serves requests.
+pub async fn model_unload(State(st): St, _o: Owner, JsonBody(b): JsonBody<ModelBody>) -> Result<Response> {
+    let id: String = b.model.chars().take(128).collect();
+    let r = st.unload_model(&id).await;
+    st.db.audit(st.now(), "owner", "model.unload", &id, if r.is_ok() { "ok" } else { "refused" }, "");
+    r?;
+    Ok(js(StatusCode::OK, crate::models::catalog_json(&st)))
+}
+
 /// `GET /api/mode`.
 pub async fn mode_get(State(st): St, _o: Owner) -> Result<Response> {
     Ok(js(StatusCode::OK, mode_json(&st)?))

@@ -174,6 +174,10 @@ pub async fn embeddings(State(st): State<Arc<NodeState>>, req: Request) -> Resul
     // The key is checked before the body is read, as on every /v1 route.
     let caller = caller(&st, &req)?;
     let RawBody(body) = RawBody::from_request(req, &()).await?;
+    let named = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_string));
+    let _loaded = super::openai::model_on_demand(&st, &caller, named.as_deref()).await?;
     let p = parse_embeddings(&body, &|id| st.served_model(id))?;
     check_ticket_model(&caller, &p.model.id)?;
     let done = inference::embed(&st, caller, p.model.clone(), p.inputs).await?;

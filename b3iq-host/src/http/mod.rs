@@ -96,6 +96,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/node", get(api::node_info))
         .route("/api/hardware", get(api::hardware))
         .route("/api/models", get(api::models))
+        .route("/api/models/load", post(api::model_load))
+        .route("/api/models/unload", post(api::model_unload))
         .route("/api/mode", get(api::mode_get).post(api::mode_set))
         .route("/api/network", get(api::network_get).put(api::network_put))
         .route("/api/keys", get(api::keys_list).post(api::keys_create))
@@ -165,6 +167,8 @@ const ROUTE_METHODS: &[(&str, &str)] = &[
     ("/api/node", "GET"),
     ("/api/hardware", "GET"),
     ("/api/models", "GET"),
+    ("/api/models/load", "POST"),
+    ("/api/models/unload", "POST"),
     ("/api/mode", "GET, POST"),
     ("/api/network", "GET, PUT"),
     ("/api/keys", "GET, POST"),

@@ -76,7 +76,8 @@ pub(super) fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
     }
 }
 
-/// `GET /v1/models`: the served models (on the tunnel: those offered to the network).
+/// `GET /v1/models`: the served models and the installed ones a request would load (on the
+/// tunnel: those offered to the network).
 pub async fn models(State(st): State<Arc<NodeState>>, req: Request) -> Result<Response> {
     let created = st.now();
     let ids: Vec<String> = if req.extensions().get::<TunnelContext>().is_some() {
@@ -86,7 +87,7 @@ pub async fn models(State(st): State<Arc<NodeState>>, req: Request) -> Result<Re
             .collect()
     } else {
         authenticate(&st, req.headers())?;
-        st.served_models().into_iter().map(|m| m.id).collect()
+        st.available_models()?
     };
     let data = ids
         .iter()
@@ -109,7 +110,7 @@ pub async fn model_get(
             .any(|m| m.model_id == id)
     } else {
         authenticate(&st, req.headers())?;
-        st.served_model(&id).is_some()
+        st.available_models()?.contains(&id)
     };
     if !found {
         return Err(HostError::ModelNotFound(id.chars().take(128).collect()));
@@ -733,7 +734,9 @@ fn wire_usage(u: &b3iq_runtime::runtime::Usage) -> wire::Usage {
         prompt_tokens: u.prompt_tokens,
         completion_tokens: u.completion_tokens,
         total_tokens: u.total_tokens,
+        prompt_tokens_details: None,
     }
+    .with_cached_tokens(u.cached_prompt_tokens)
 }
 
 /// `POST /v1/chat/completions`.
@@ -742,12 +745,34 @@ pub async fn chat_completions(State(st): State<Arc<NodeState>>, req: Request) ->
     let caller = caller(&st, &req)?;
     let RawBody(body) = RawBody::from_request(req, &()).await?;
     let JsonBody(b) = parse_json::<ChatCompletionRequest>(&body)?;
+    let _loaded = model_on_demand(&st, &caller, b.params.model.as_deref()).await?;
     let mut p = parse_common(&st, &b.params)?;
     check_ticket_model(&caller, &p.model.id)?;
     chat_extras(&mut p, &b.params)?;
     let messages = parse_chat(b.messages, p.tools.as_ref())?;
     let prompt = Prompt::Chat(messages);
     run(st, caller, p, prompt, Flavor::Chat).await
+}
+
+/// For a local caller naming a model that is installed but not loaded: loads it (unloading
+/// the least recently used idle model when the budget is reached; `context::loaded`) and holds
+/// it until the returned use drops at the handler's end (a started generation holds its own).
+/// Network tickets name served models only, so a network caller loads nothing.
+///
+/// # Errors
+/// As `NodeState::load_model` (503 `model_memory_budget` when the models in use leave no room).
+pub(super) async fn model_on_demand(
+    st: &NodeState,
+    caller: &Caller,
+    model: Option<&str>,
+) -> Result<Option<crate::context::loaded::ModelUse>> {
+    let Some(id) = model.filter(|_| !matches!(caller, Caller::Network(_))) else {
+        return Ok(None);
+    };
+    Ok(st
+        .model_on_demand(id)
+        .await?
+        .map(|m| st.model_uses.begin(&m.id)))
 }
 
 /// The chat-only parameters: log probabilities and tools (a forced call becomes the output
@@ -777,6 +802,7 @@ pub async fn completions(State(st): State<Arc<NodeState>>, req: Request) -> Resu
     let caller = caller(&st, &req)?;
     let RawBody(body) = RawBody::from_request(req, &()).await?;
     let JsonBody(b) = parse_json::<CompletionRequest>(&body)?;
+    let _loaded = model_on_demand(&st, &caller, b.params.model.as_deref()).await?;
     let mut p = parse_common(&st, &b.params)?;
     check_ticket_model(&caller, &p.model.id)?;
     text_extras(&mut p, &b.params)?;
@@ -893,11 +919,7 @@ async fn run(
     if !p.stream {
         let done = futures_util::future::join_all(infs.into_iter().map(Inference::collect)).await;
         let done = done.into_iter().collect::<Result<Vec<_>>>()?;
-        let mut usage = wire::Usage {
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            total_tokens: 0,
-        };
+        let mut usage = wire::Usage::default();
         for d in &done {
             add_usage(&mut usage, &d.finished.usage);
         }
@@ -1021,11 +1043,7 @@ async fn run(
         include_usage: p.include_usage,
         network,
         left: p.n,
-        usage: wire::Usage {
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            total_tokens: 0,
-        },
+        usage: wire::Usage::default(),
         pending: Default::default(),
         logprobs: p.logprobs.is_some(),
         choices: (0..p.n)
@@ -1351,10 +1369,7 @@ fn text_logprobs(entries: &[TokenLogprob], offset: &mut u32) -> TextLogprobs {
 /// Adds one choice's metered tokens to the answer's usage (each choice is its own metered,
 /// receipted generation, so the prompt counts once per choice).
 fn add_usage(total: &mut wire::Usage, u: &b3iq_runtime::runtime::Usage) {
-    let u = wire_usage(u);
-    total.prompt_tokens += u.prompt_tokens;
-    total.completion_tokens += u.completion_tokens;
-    total.total_tokens += u.total_tokens;
+    total.add(&wire_usage(u));
 }
 
 #[cfg(test)]

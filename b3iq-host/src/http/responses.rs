@@ -281,7 +281,7 @@ fn response_object(
         Some((FinishReason::Length, _)) if !called => "incomplete",
         Some(_) => "completed",
     };
-    let usage = end.map(|(_, f)| json!({"input_tokens": f.usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+    let usage = end.map(|(_, f)| json!({"input_tokens": f.usage.prompt_tokens, "input_tokens_details": {"cached_tokens": f.usage.cached_prompt_tokens},
         "output_tokens": f.usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": f.usage.total_tokens}));
     let mut v = json!({
         "id": head.id, "object": "response", "created_at": head.created, "status": status, "model": head.model,
@@ -326,6 +326,7 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
     let RawBody(body) = RawBody::from_request(req, &()).await?;
     let super::JsonBody(b) = parse_json::<Map<String, Value>>(&body)?;
     let (c, messages) = translate(b)?;
+    let _loaded = super::openai::model_on_demand(&st, &caller, c.model.as_deref()).await?;
     let mut p = parse_common(&st, &c)?;
     check_ticket_model(&caller, &p.model.id)?;
     apply_tools(&mut p, &c)?;

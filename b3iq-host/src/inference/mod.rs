@@ -148,6 +148,8 @@ pub struct Completed {
 /// the tokens produced is still written, with outcome `cancelled`, and usage counts them: in
 /// network mode those tokens are money.
 pub struct Inference {
+    /// Keeps the model loaded until the generation ends (`context::loaded`).
+    _model_use: crate::context::loaded::ModelUse,
     st: Arc<NodeState>,
     stream: Option<GenerationStream>,
     req: InferenceRequest,
@@ -223,6 +225,7 @@ pub async fn start(st: &Arc<NodeState>, req: InferenceRequest) -> Result<Inferen
         _ => receipts::new_request_id(),
     };
     Ok(Inference {
+        _model_use: st.model_uses.begin(&req.model.id),
         st: st.clone(),
         stream: Some(stream),
         req,
@@ -471,6 +474,7 @@ pub async fn embed(
     inputs: Vec<EmbedInput>,
 ) -> Result<Embedded> {
     let rt = st.runtime()?;
+    let _model_use = st.model_uses.begin(&model.id);
     let started_ms = unix_now_ms();
     let t0 = Instant::now();
     let req = EmbedRequest { model: model.id.clone(), inputs };

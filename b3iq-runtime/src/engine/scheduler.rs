@@ -22,6 +22,8 @@ struct Seq<S> {
     job: Job<S>,
     /// Prompt tokens in the KV cache.
     fed: usize,
+    /// Prompt tokens the slot's cache already held at admission (not read again).
+    cached_prompt: u32,
     /// Position of the next token fed: the KV cells this sequence holds.
     pos: u32,
     /// Tokens of this sequence in the batch being decoded (a prompt chunk, or 1 when
@@ -201,6 +203,7 @@ impl<'b, B: Backend> Scheduler<'b, B> {
                 text: TextStage::new(job.stop.clone()),
                 job,
                 fed: reused as usize,
+                cached_prompt: reused,
                 pos: reused,
                 chunk: 0,
                 fed_generated: Vec::new(),
@@ -668,7 +671,8 @@ impl<'b, B: Backend> Scheduler<'b, B> {
             generation_us: us(first, end),
             total_us: us(submitted, end),
         };
-        let usage = Usage::new(s.job.tokens.len() as u32, s.generated);
+        let usage = Usage::new(s.job.tokens.len() as u32, s.generated)
+            .with_cached_prompt_tokens(s.cached_prompt);
         let completion = s.text.delivered_tokens().to_vec();
         let fingerprints = match s.hidden.len().checked_div(s.hidden_dim) {
             None => Vec::new(),

@@ -378,3 +378,19 @@ def test_a_chat_history_is_read_from_the_prompt_cache(node, client, model):
             assert cached < r.usage.prompt_tokens
         messages.append({"role": "assistant", "content": r.choices[0].message.content})
     assert _metric(node, "b3iq_kv_cache_full_evictions_total") == 0
+
+
+def test_usage_reports_cached_prompt_tokens(client, model):
+    # The same prompt twice in a row: the second reads only its last token again (the prompt
+    # cache keeps the slot's KV cells), and says so in OpenAI's prompt_tokens_details.
+    msgs = [{"role": "user", "content": "List the planets of the solar system in order from the sun."}]
+    first = client.chat.completions.create(model=model, messages=msgs, max_tokens=8, temperature=0)
+    again = client.chat.completions.create(model=model, messages=msgs, max_tokens=8, temperature=0)
+    assert first.usage.prompt_tokens_details is not None
+    assert first.usage.prompt_tokens_details.cached_tokens < first.usage.prompt_tokens
+    assert again.usage.prompt_tokens == first.usage.prompt_tokens
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
+    assert again.choices[0].message.content == first.choices[0].message.content
+    r = client.responses.create(model=model, input=msgs[0]["content"], max_output_tokens=8, temperature=0)
+    r2 = client.responses.create(model=model, input=msgs[0]["content"], max_output_tokens=8, temperature=0)
+    assert r2.usage.input_tokens_details.cached_tokens == r2.usage.input_tokens - 1
