@@ -746,6 +746,20 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     assert_eq!((got.claim_file.as_deref(), got.tx_hash.as_deref(), got.posted_at), (Some("{\"epoch_id\":1}"), Some("0xabc"), Some(1_234)));
     assert_eq!(s.epochs(10).await.unwrap().iter().map(|e| e.epoch_id).collect::<Vec<_>>(), [2, 1]);
     assert!(matches!(refusal(s.set_epoch_posted(9, None, 1).await), Refusal::NotFound(_)));
+    // The public explorer: a receipt's epoch (unknown, in none yet, in one).
+    assert_eq!(s.receipt_epoch(&[200; 32]).await.unwrap(), Some(Some(1)));
+    assert_eq!(s.receipt_epoch(&[203; 32]).await.unwrap(), Some(Some(2)), "the late upload is in the next epoch");
+    assert_eq!(s.receipt_epoch(&[199; 32]).await.unwrap(), Some(None), "stored, uncharged: in no epoch");
+    assert_eq!(s.receipt_epoch(&[250; 32]).await.unwrap(), None, "never stored");
+    // Every organisation's nodes, oldest enrollment first, within the limit.
+    let mut every = Vec::new();
+    for o in ["org_a", "org_b"] {
+        every.extend(s.nodes(o).await.unwrap());
+    }
+    every.sort_by_key(|n| (n.enrolled_at_ms, n.node_id.to_text()));
+    assert!(every.iter().any(|n| n.org_id == "org_b") && every.iter().any(|n| n.org_id == "org_a"), "two organisations' nodes");
+    assert_eq!(s.all_nodes(1000).await.unwrap(), every);
+    assert_eq!(s.all_nodes(1).await.unwrap(), every[..1]);
     // Payout addresses.
     assert!(s.payout_addresses().await.unwrap().is_empty());
     s.set_payout_address(&n1, "0x00000000000000000000000000000000000000aa").await.unwrap();
