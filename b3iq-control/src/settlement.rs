@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use b3iq_chain::{ChainClient, Deployment, EpochCommit, EpochPost, PrivateKeySigner, RetryPolicy};
 use b3iq_core::payout::EthAddress;
-use b3iq_core::receipt::SignedReceipt;
+use b3iq_core::merkle::{MerkleProof, MerkleTree};
+use b3iq_core::receipt::{ReceiptId, SignedReceipt};
 use b3iq_core::split::SplitPolicy;
 use b3iq_core::Hash32;
 use b3iq_host::context::unix_now_ms;
@@ -96,6 +97,28 @@ pub struct Settler {
     chain_id: u64,
     /// When the first epoch may close (process start + interval), unix ms.
     first_close_ms: u64,
+    /// The receipt tree of the epoch last asked about (`receipt_tree`), rebuilt once per epoch.
+    tree_cache: std::sync::Mutex<Option<Arc<ReceiptTree>>>,
+}
+
+/// The receipt tree of a built epoch, as committed on chain: its leaves are the accepted
+/// receipt ids in ascending order (b3iq-core's blake3 tree, RFC 6962 shape).
+#[derive(Debug)]
+pub struct ReceiptTree {
+    /// Epoch id.
+    pub epoch_id: u64,
+    /// The accepted receipt ids, ascending (a leaf index is a position here).
+    pub ids: Vec<ReceiptId>,
+    /// The tree over them.
+    pub tree: MerkleTree,
+}
+
+impl ReceiptTree {
+    /// The leaf index and inclusion proof of `id`, `None` when the epoch left it out.
+    pub fn prove(&self, id: &ReceiptId) -> Option<(u64, MerkleProof)> {
+        let i = self.ids.binary_search(id).ok()? as u64;
+        self.tree.prove(i).ok().map(|p| (i, p))
+    }
 }
 
 impl std::fmt::Debug for Settler {
@@ -121,7 +144,7 @@ impl Settler {
             .ok_or_else(|| ControlError::Config(format!("control.json settlement.token_units_per_micro_credit {:?}: a whole number above zero", settings.token_units_per_micro_credit)))?;
         let chain = ChainClient::connect(&settings.rpc_url, signer, RetryPolicy::default()).await?;
         let chain_id = chain.chain_id().await?;
-        Ok(Settler { store, chain, deployment: settings.deployment, first_close_ms: now_ms.saturating_add(settings.epoch_interval_s.saturating_mul(1000)), settings, units, chain_id })
+        Ok(Settler { store, chain, deployment: settings.deployment, first_close_ms: now_ms.saturating_add(settings.epoch_interval_s.saturating_mul(1000)), settings, units, chain_id, tree_cache: std::sync::Mutex::new(None) })
     }
 
     /// The settler's wallet address.
@@ -191,8 +214,8 @@ impl Settler {
         self.store.set_epoch_posted(e.epoch_id, tx.as_deref(), post.posted_at()).await
     }
 
-    /// Builds the claim file of a closed epoch from its stored receipts.
-    async fn build(&self, e: &EpochRow) -> Result<ClaimFile> {
+    /// An epoch builder holding the stored receipts of a closed epoch (with today's payees).
+    async fn builder(&self, e: &EpochRow) -> Result<(EpochBuilder, b3iq_protocol::settlement::BatchReport)> {
         let mut hosts = BTreeMap::new();
         for (node, address) in self.store.payout_addresses().await? {
             hosts.insert(node, EthAddress::parse(&address).map_err(|x| ControlError::Store(format!("payout address of {node}: {x}")))?);
@@ -205,6 +228,40 @@ impl Settler {
             receipts.push(VerifiedReceipt::assume_verified(SignedReceipt::decode(&bytes).map_err(|x| ControlError::Store(format!("stored receipt: {x}")))?));
         }
         let report = b.add_all_verified(receipts);
+        Ok((b, report))
+    }
+
+    /// The receipt tree of a built epoch (the leaves its posted `receipt_root` commits to),
+    /// rebuilt from the stored receipts and checked against the claim file's root. The last
+    /// tree asked for is kept, so lookups in one epoch rebuild it once.
+    ///
+    /// # Errors
+    /// `Refused(NotFound)` for an epoch not built yet; `Store` when the rebuilt root differs
+    /// from the committed one (a node's payout address set after the build changes which
+    /// receipts a rebuild accepts).
+    pub async fn receipt_tree(&self, e: &EpochRow) -> Result<Arc<ReceiptTree>> {
+        if let Some(t) = self.tree_cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|t| t.epoch_id == e.epoch_id) {
+            return Ok(t.clone());
+        }
+        let Some(f) = e.claim_file.as_deref() else {
+            return Err(crate::store::Refusal::NotFound(format!("built epoch {}", e.epoch_id)).into());
+        };
+        let file: ClaimFile = serde_json::from_str(f).map_err(|x| ControlError::Store(format!("epoch {} claim file: {x}", e.epoch_id)))?;
+        let (b, _) = self.builder(e).await?;
+        let ids: Vec<ReceiptId> = b.receipt_ids().copied().collect();
+        let tree = MerkleTree::from_leaves(ids.iter().map(|i| i.0));
+        let root = if ids.is_empty() { Hash32([0; 32]) } else { tree.root() };
+        if root != file.receipt_root {
+            return Err(ControlError::Store(format!("epoch {}: the receipt tree rebuilt from the stored receipts does not match the committed receipt root", e.epoch_id)));
+        }
+        let t = Arc::new(ReceiptTree { epoch_id: e.epoch_id, ids, tree });
+        *self.tree_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Builds the claim file of a closed epoch from its stored receipts.
+    async fn build(&self, e: &EpochRow) -> Result<ClaimFile> {
+        let (b, report) = self.builder(e).await?;
         if !report.rejected.is_empty() {
             tracing::warn!(epoch = e.epoch_id, left_out = report.rejected.len(), first = %report.rejected[0].1, "settlement: receipts left out of the epoch");
         }
