@@ -1,10 +1,11 @@
 //! The public explorer end to end, with real data: a real hardhat node with the contracts, a
 //! control plane with its gateway and settler (SQLite store, HTTPS on loopback), two real
-//! `b3iqd` nodes with the default model and their wallets, a few paid requests through the
-//! gateway, one epoch closed, built and posted on chain. Then:
+//! `b3iqd` nodes with the default model and their wallets, a benchmark job on one node, a few
+//! paid requests through the gateway, one epoch closed, built and posted on chain. Then:
 //!
 //! * the public API's inclusion proof of a real receipt is checked here with b3iq-core against
-//!   the root the epoch posted on chain (read back from the Settlement contract);
+//!   the root the epoch posted on chain (read back from the post's `EpochPosted` event); a
+//!   receipt made after the close is `pending`; the benchmark's summary is public;
 //! * `apps/explorer/e2e/explorer.e2e.mjs` (Node, playwright-core, Chromium, axe-core) scans every
 //!   public response for the private values this test created, opens every explorer page with
 //!   this data (screenshots under the test's temp dir, or `$EXPLORER_SHOTS`), and runs the
@@ -97,6 +98,11 @@ async fn the_explorer_shows_a_settled_network_and_verifies_receipts_in_the_brows
     }
     wait_tunnels(&net.gw, 2).await;
     let now = b3iq_host::context::unix_now_ms();
+    // A benchmark on the first node (its summary is public), running while requests flow.
+    net.cp.create_operator(&net.org, "olivia", "a long operator password", now).await.unwrap();
+    let op = net.cp.store().operator_by_username("olivia").await.unwrap().unwrap();
+    let n1 = b3iq_core::NodeId::parse(&nodes[0].id).unwrap();
+    let bench = net.cp.queue_job(&op, &n1, b3iq_core::job::JobKind::RunBenchmark { suite: "quick".into() }, None, now).await.unwrap();
     net.cp.add_credits(&net.org, 1_000_000_000, "seed", now).await.unwrap();
     let (_, token) = net.cp.create_gateway_key(&net.org, "explorer-app", 100_000, None, now).await.unwrap();
     let gc = gw_client(&net.ca);
@@ -180,6 +186,43 @@ async fn the_explorer_shows_a_settled_network_and_verifies_receipts_in_the_brows
     assert!(!b3iq_core::merkle::verify_inclusion(&on_chain, &forged.0, p.leaf_index, &proof));
     assert!(matches!(api.receipt(&forged).await, Err(b3iq_control::ControlError::Refused(b3iq_control::store::Refusal::NotFound(_)))));
 
+    // A receipt after the epoch closed: known, in no epoch yet.
+    let r = gc
+        .post(format!("{}/v1/chat/completions", net.url))
+        .bearer_auth(&token)
+        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": &prompts[0]}], "max_tokens": 4, "temperature": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let c = common::client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pending = 'found: loop {
+        for n in &nodes {
+            let v: Value = c.get(n.d.url("/api/receipts?limit=500")).header("cookie", &n.cookie).send().await.unwrap().json().await.unwrap();
+            for r in v["receipts"].as_array().unwrap().iter().filter(|r| r["key_id"] == "network") {
+                let id = SignedReceipt::decode(&hex::decode(r["signed"].as_str().unwrap()).unwrap()).unwrap().receipt_id();
+                if net.cp.store().receipt_epoch(&id.0).await.unwrap() == Some(None) {
+                    break 'found id;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "the receipt after the epoch was not uploaded");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let p = api.receipt(&pending).await.unwrap();
+    assert_eq!((p.status.as_str(), p.epoch_id, p.proof.is_none()), ("pending", None, true));
+
+    // The benchmark's result, public as a summary.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let job_id: [u8; 16] = hex::decode(&bench.job_id).unwrap().try_into().unwrap();
+    while net.cp.store().job(&n1, &job_id).await.unwrap().and_then(|j| j.finished_at_ms).is_none() {
+        assert!(Instant::now() < deadline, "no benchmark result");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let b = api.node(&n1, b3iq_host::context::unix_now_ms()).await.unwrap().benchmark.expect("a benchmark summary");
+    assert!(b.generated_tokens_per_s_milli > 0 && b.measured_at_ms > 0, "{b:?}");
+
     // The browser part, with everything private this test made.
     let org = net.cp.store().org(&net.org).await.unwrap().unwrap();
     let mut private: Vec<String> = vec![token.clone(), org.name.clone(), org.id.clone(), net.url.clone(), cp_home.display().to_string(), std::fs::read_to_string(cp_home.join("settler.key")).unwrap().trim().trim_start_matches("0x").to_string()];
@@ -197,6 +240,7 @@ async fn the_explorer_shows_a_settled_network_and_verifies_receipts_in_the_brows
         .env("EXPLORER_URL", &net.url)
         .env("NODE_EXTRA_CA_CERTS", &net.ca)
         .env("RECEIPT_ID", real.to_hex())
+        .env("PENDING_RECEIPT_ID", pending.to_hex())
         .env("NODE_IDS", nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(","))
         .env("EPOCH_ID", "1")
         .env("MODEL", MODEL)

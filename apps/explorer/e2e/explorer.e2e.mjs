@@ -10,6 +10,7 @@
 //      (verdict: no), and a real proof with one sibling changed on the way (verdict: no: the
 //      browser's own check refuses it).
 // Env: EXPLORER_URL, NODE_EXTRA_CA_CERTS (the control plane's self-signed CA), RECEIPT_ID,
+// PENDING_RECEIPT_ID (a receipt stored after the epoch closed),
 // NODE_IDS (comma-separated), EPOCH_ID, MODEL, PRIVATE_VALUES (JSON array of strings),
 // SHOTS (screenshot directory), CHROMIUM (default /usr/bin/chromium).
 // Prints one JSON summary line; exits non-zero on the first failure.
@@ -27,6 +28,7 @@ const env = (k) => {
 };
 const BASE = env('EXPLORER_URL').replace(/\/$/, '');
 const RECEIPT = env('RECEIPT_ID');
+const PENDING = env('PENDING_RECEIPT_ID');
 const NODES = env('NODE_IDS').split(',');
 const EPOCH = env('EPOCH_ID');
 const MODEL = env('MODEL');
@@ -78,11 +80,14 @@ assert.equal(status.epochs.posted, 1);
 assert.equal(status.epochs.receipt_count > 0, true);
 const nodes = await fetchPublic('/v1/public/nodes');
 assert.deepEqual(nodes.nodes.map((n) => n.node_id).sort(), [...NODES].sort());
+let receipts = 0;
 for (const id of NODES) {
   const n = await fetchUntil(`/v1/public/nodes/${id}`, (n) => n.presence === 'online', 'online');
   assert.deepEqual(n.models, [MODEL]);
-  assert.ok(n.receipt_count > 0, `node ${id} has receipts`);
+  receipts += n.receipt_count;
 }
+assert.ok(receipts > status.epochs.receipt_count, 'the nodes hold every settled receipt and the pending one');
+assert.ok(nodes.nodes[0].benchmark !== null || nodes.nodes[1]?.benchmark !== null, 'a benchmark summary');
 const epochs = await fetchPublic('/v1/public/epochs');
 assert.equal(epochs.epochs.length, 1);
 const epoch = await fetchPublic(`/v1/public/epochs/${EPOCH}`);
@@ -92,6 +97,8 @@ assert.match(epoch.receipt_root, /^[0-9a-f]{64}$/);
 const inclusion = await fetchPublic(`/v1/public/receipts/${RECEIPT}`);
 assert.equal(inclusion.status, 'included');
 assert.equal(inclusion.proof.receipt_root, epoch.receipt_root);
+const pending = await fetchPublic(`/v1/public/receipts/${PENDING}`);
+assert.deepEqual([pending.status, pending.epoch_id, pending.proof], ['pending', null, null]);
 await fetchPublic(`/v1/public/receipts/${FORGED}`, 404);
 await fetchPublic('/v1/public/receipts/not-hex', 400);
 await fetchPublic('/v1/public/nodes/b3n_nope', 400);
@@ -155,7 +162,9 @@ try {
   await page.getByRole('link', { name: NODES[0] }).click();
   await page.getByText('Reputation').first().waitFor();
   assert.match(page.url(), new RegExp(`/explorer/nodes/${NODES[0]}$`));
-  assert.match(await page.locator('main').innerText(), new RegExp(MODEL));
+  const nodeText = await page.locator('main').innerText();
+  assert.match(nodeText, new RegExp(MODEL));
+  assert.match(nodeText, /Generation\s+\d+\.\d tokens\/s/, 'the benchmark summary shown');
   await shot('node');
 
   await open('/explorer/epochs', `#${EPOCH}`);
@@ -187,6 +196,12 @@ try {
   await page.getByText('No: not verified.').waitFor({ timeout: 20_000 });
   assert.match(await page.getByTestId('verdict').innerText(), /No receipt with this id/);
   await shot('receipt-forged');
+
+  // A receipt in no epoch yet: no, with the reason.
+  await page.getByLabel('Receipt id').fill(PENDING);
+  await page.getByRole('button', { name: 'Check' }).click();
+  await page.getByText('not in an epoch yet').waitFor({ timeout: 20_000 });
+  await shot('receipt-pending');
 
   // A real proof with one sibling changed in transit: the browser's own check says no.
   await page.route(`**/v1/public/receipts/${RECEIPT}`, async (route) => {
