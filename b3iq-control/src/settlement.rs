@@ -87,6 +87,9 @@ fn default_units() -> String {
 /// Epochs listed when looking for unfinished ones or answering payouts.
 const EPOCHS_SCANNED: u32 = 1000;
 
+/// Receipt trees kept for inclusion lookups (a million-receipt epoch's tree is about 100 MB).
+pub const TREES_CACHED: usize = 2;
+
 /// Closes, builds, posts and serves settlement epochs (see the module docs).
 pub struct Settler {
     store: Arc<dyn ControlStore>,
@@ -97,8 +100,10 @@ pub struct Settler {
     chain_id: u64,
     /// When the first epoch may close (process start + interval), unix ms.
     first_close_ms: u64,
-    /// The receipt tree of the epoch last asked about (`receipt_tree`), rebuilt once per epoch.
-    tree_cache: std::sync::Mutex<Option<Arc<ReceiptTree>>>,
+    /// The receipt trees of the epochs last asked about (`receipt_tree`), newest first, at most
+    /// [`TREES_CACHED`]. Locked across a rebuild, so rebuilds run one at a time and lookups
+    /// waiting on one find its tree.
+    tree_cache: tokio::sync::Mutex<std::collections::VecDeque<Arc<ReceiptTree>>>,
 }
 
 /// The receipt tree of a built epoch, as committed on chain: its leaves are the accepted
@@ -144,7 +149,7 @@ impl Settler {
             .ok_or_else(|| ControlError::Config(format!("control.json settlement.token_units_per_micro_credit {:?}: a whole number above zero", settings.token_units_per_micro_credit)))?;
         let chain = ChainClient::connect(&settings.rpc_url, signer, RetryPolicy::default()).await?;
         let chain_id = chain.chain_id().await?;
-        Ok(Settler { store, chain, deployment: settings.deployment, first_close_ms: now_ms.saturating_add(settings.epoch_interval_s.saturating_mul(1000)), settings, units, chain_id, tree_cache: std::sync::Mutex::new(None) })
+        Ok(Settler { store, chain, deployment: settings.deployment, first_close_ms: now_ms.saturating_add(settings.epoch_interval_s.saturating_mul(1000)), settings, units, chain_id, tree_cache: tokio::sync::Mutex::new(std::collections::VecDeque::new()) })
     }
 
     /// The settler's wallet address.
@@ -232,15 +237,18 @@ impl Settler {
     }
 
     /// The receipt tree of a built epoch (the leaves its posted `receipt_root` commits to),
-    /// rebuilt from the stored receipts and checked against the claim file's root. The last
-    /// tree asked for is kept, so lookups in one epoch rebuild it once.
+    /// rebuilt from the stored receipts and checked against the claim file's root.
     ///
     /// # Errors
     /// `Refused(NotFound)` for an epoch not built yet; `Store` when the rebuilt root differs
     /// from the committed one (a node's payout address set after the build changes which
     /// receipts a rebuild accepts).
+    ///
+    /// Cost: a rebuild reads, decodes and re-adds every receipt of the epoch (about the epoch
+    /// build's time); the last [`TREES_CACHED`] trees are kept and rebuilds run one at a time.
     pub async fn receipt_tree(&self, e: &EpochRow) -> Result<Arc<ReceiptTree>> {
-        if let Some(t) = self.tree_cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|t| t.epoch_id == e.epoch_id) {
+        let mut cache = self.tree_cache.lock().await;
+        if let Some(t) = cache.iter().find(|t| t.epoch_id == e.epoch_id) {
             return Ok(t.clone());
         }
         let Some(f) = e.claim_file.as_deref() else {
@@ -255,7 +263,8 @@ impl Settler {
             return Err(ControlError::Store(format!("epoch {}: the receipt tree rebuilt from the stored receipts does not match the committed receipt root", e.epoch_id)));
         }
         let t = Arc::new(ReceiptTree { epoch_id: e.epoch_id, ids, tree });
-        *self.tree_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+        cache.push_front(t.clone());
+        cache.truncate(TREES_CACHED);
         Ok(t)
     }
 
