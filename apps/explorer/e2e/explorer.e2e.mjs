@@ -221,6 +221,14 @@ try {
 
   // Deep link with the id in the address: checked on load.
   await open(`/explorer/receipt?id=${RECEIPT}`, 'Yes: included.');
+
+  // Dark mode: the same checks of contrast and structure.
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await shot('receipt-included-dark');
+  await open(`/explorer/epochs/${EPOCH}`, 'Receipt root');
+  await shot('epoch-dark');
+  await open('/explorer/nodes', NODES[0]);
+  await shot('nodes-dark');
 } finally {
   await browser.close();
 }
