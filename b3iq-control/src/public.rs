@@ -266,18 +266,59 @@ pub struct InclusionProof {
 
 // ---- building the answers ------------------------------------------------------------------
 
+/// How long `GET /v1/public/status` and `GET /v1/public/nodes` answers are reused, ms: both
+/// read every node (and the status every epoch's claim file), so an unauthenticated caller
+/// cannot make the store do that more often than this.
+pub const CACHE_MS: u64 = 2_000;
+
 /// Answers the public API from the control plane (and its gateway, for readiness and offered
 /// models, when this process runs one).
 #[derive(Debug, Clone)]
 pub struct PublicApi {
     cp: Arc<ControlPlane>,
     gateway: Option<Arc<Gateway>>,
+    /// The last status and node list with their times; locked while one is made, so callers
+    /// arriving meanwhile get it instead of making another.
+    status_cache: Arc<tokio::sync::Mutex<Option<(u64, NetworkStatus)>>>,
+    nodes_cache: Arc<tokio::sync::Mutex<Option<(u64, NodeList)>>>,
 }
 
 impl PublicApi {
     /// The API over `cp` and, when given, its gateway.
     pub fn new(cp: Arc<ControlPlane>, gateway: Option<Arc<Gateway>>) -> Self {
-        Self { cp, gateway }
+        Self { cp, gateway, status_cache: Default::default(), nodes_cache: Default::default() }
+    }
+
+    /// [`Self::status`], reused for [`CACHE_MS`].
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn status_cached(&self, now_ms: u64) -> Result<NetworkStatus> {
+        let mut c = self.status_cache.lock().await;
+        match c.as_ref() {
+            Some((at, v)) if now_ms < at.saturating_add(CACHE_MS) => Ok(v.clone()),
+            _ => {
+                let v = self.status(now_ms).await?;
+                *c = Some((now_ms, v.clone()));
+                Ok(v)
+            }
+        }
+    }
+
+    /// [`Self::nodes`], reused for [`CACHE_MS`].
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn nodes_cached(&self, now_ms: u64) -> Result<NodeList> {
+        let mut c = self.nodes_cache.lock().await;
+        match c.as_ref() {
+            Some((at, v)) if now_ms < at.saturating_add(CACHE_MS) => Ok(v.clone()),
+            _ => {
+                let v = self.nodes(now_ms).await?;
+                *c = Some((now_ms, v.clone()));
+                Ok(v)
+            }
+        }
     }
 
     /// `GET /v1/public/status`.
@@ -379,21 +420,15 @@ impl PublicApi {
         };
         models.sort();
         models.dedup();
-        let benchmark = store
-            .jobs(&n.node_id)
-            .await?
-            .into_iter()
-            .filter(|j| j.kind == "run_benchmark" && j.outcome.as_deref() == Some("succeeded"))
-            .filter_map(|j| {
-                let at = j.finished_at_ms?;
-                match serde_json::from_value::<JobResultData>(j.result?).ok()? {
-                    JobResultData::Benchmark { generated_tokens_per_s_milli, prompt_tokens_per_s_milli, ttft_ms } => {
-                        Some(BenchmarkSummary { generated_tokens_per_s_milli, prompt_tokens_per_s_milli, ttft_ms, measured_at_ms: at })
-                    }
-                    _ => None,
+        let benchmark = store.last_job(&n.node_id, "run_benchmark", "succeeded").await?.and_then(|j| {
+            let at = j.finished_at_ms?;
+            match serde_json::from_value::<JobResultData>(j.result?).ok()? {
+                JobResultData::Benchmark { generated_tokens_per_s_milli, prompt_tokens_per_s_milli, ttft_ms } => {
+                    Some(BenchmarkSummary { generated_tokens_per_s_milli, prompt_tokens_per_s_milli, ttft_ms, measured_at_ms: at })
                 }
-            })
-            .max_by_key(|b| b.measured_at_ms);
+                _ => None,
+            }
+        });
         Ok(PublicNode {
             node_id: n.node_id.to_text(),
             tier: b3iq_core::TrustTier::BestEffort as u8,
@@ -514,11 +549,11 @@ fn json<T: Serialize>(v: T) -> Response {
 }
 
 async fn status(State(api): Api) -> Result<Response> {
-    Ok(json(api.status(unix_now_ms()).await?))
+    Ok(json(api.status_cached(unix_now_ms()).await?))
 }
 
 async fn nodes(State(api): Api) -> Result<Response> {
-    Ok(json(api.nodes(unix_now_ms()).await?))
+    Ok(json(api.nodes_cached(unix_now_ms()).await?))
 }
 
 async fn node(State(api): Api, Path(id): Path<String>) -> Result<Response> {

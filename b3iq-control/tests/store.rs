@@ -612,6 +612,12 @@ async fn conformance(s: Arc<dyn ControlStore>) {
         (Some("succeeded"), Some(now + 1), Some(now))
     );
     assert_eq!(done.result.as_ref().unwrap()["type"], "none");
+    // The newest job of a kind with an outcome (the explorer's benchmark): job 3 is newer but
+    // unfinished, job 1 succeeded; none failed; none for another node or kind.
+    assert_eq!(s.last_job(&n1, "run_benchmark", "succeeded").await.unwrap().map(|j| j.job_id), Some([1; 16]));
+    assert!(s.last_job(&n1, "run_benchmark", "failed").await.unwrap().is_none());
+    assert!(s.last_job(&n1, "change_mode", "succeeded").await.unwrap().is_none());
+    assert!(s.last_job(&n3, "run_benchmark", "succeeded").await.unwrap().is_none());
     assert_eq!(
         s.pending_jobs(&n1, 0, now, 10).await.unwrap().len(),
         1,
@@ -890,6 +896,10 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     );
     s.drop_tunnel_session(&n3, "https://b:1", 7).await.unwrap();
     assert!(s.tunnel_sessions(0).await.unwrap().is_empty());
+    // The newest finished job of a kind wins (job 3 came after job 1).
+    let n1 = k1.node_id();
+    s.finish_job(&n1, &[3; 16], "succeeded", None, &serde_json::json!({"type": "none"}), now + 3).await.unwrap();
+    assert_eq!(s.last_job(&n1, "run_benchmark", "succeeded").await.unwrap().map(|j| j.job_id), Some([3; 16]), "the newest by sequence");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

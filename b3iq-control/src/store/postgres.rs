@@ -1427,6 +1427,16 @@ impl ControlStore for PostgresStore {
             .collect()
     }
 
+    async fn last_job(&self, node: &NodeId, kind: &str, outcome: &str) -> Result<Option<JobRow>> {
+        let c = self.client().await?;
+        c.query_opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = $1 AND kind = $2 AND outcome = $3 ORDER BY sequence DESC LIMIT 1"), &[&node.to_text(), &kind, &outcome])
+            .await
+            .map_err(db("last job"))?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
     async fn receipt_epoch(&self, receipt_id: &[u8; 32]) -> Result<Option<Option<u64>>> {
         let c = self.client().await?;
         Ok(c.query_opt("SELECT epoch_id FROM receipts WHERE receipt_id = $1", &[&receipt_id.as_slice()])

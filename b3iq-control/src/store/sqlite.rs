@@ -1473,6 +1473,17 @@ impl ControlStore for SqliteStore {
         .await
     }
 
+    async fn last_job(&self, node: &NodeId, kind: &str, outcome: &str) -> Result<Option<JobRow>> {
+        let (id, kind, outcome) = (node.to_text(), kind.to_string(), outcome.to_string());
+        self.run(move |c| {
+            row(c, &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 AND kind = ?2 AND outcome = ?3 ORDER BY sequence DESC LIMIT 1"), params![id, kind, outcome], job_from_row)
+                .optional()
+                .map_err(db("last job"))?
+                .transpose()
+        })
+        .await
+    }
+
     async fn receipt_epoch(&self, receipt_id: &[u8; 32]) -> Result<Option<Option<u64>>> {
         let id = receipt_id.to_vec();
         self.run(move |c| {
