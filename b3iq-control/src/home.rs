@@ -355,7 +355,7 @@ pub async fn serve_with(listener: tokio::net::TcpListener, cp: Arc<ControlPlane>
 /// `/releases/` and its `/install.sh` (crate::releases, docs/release.md).
 pub async fn serve_full(listener: tokio::net::TcpListener, cp: Arc<ControlPlane>, gateway: Option<Arc<crate::gateway::Gateway>>, releases: Option<PathBuf>, tls: &TlsMaterial, shutdown: tokio::sync::oneshot::Receiver<()>) {
     let limits = b3iq_host::http::serve::ServeLimits::default();
-    let mut app = crate::http::router(cp);
+    let mut app = crate::http::router(cp.clone()).merge(crate::public::router(cp, gateway.clone()));
     if let Some(gw) = gateway {
         app = app.merge(crate::gateway::router(gw));
     }

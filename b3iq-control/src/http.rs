@@ -33,6 +33,7 @@
 //!   machine)
 //!
 //! Public: `GET /healthz`, `GET /v1/info` (audience, job key, heartbeat interval), `GET /metrics`.
+//! The public read-only API (`/v1/public/...`) and the explorer are in [`crate::public`].
 
 use std::sync::Arc;
 

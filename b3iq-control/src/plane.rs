@@ -854,8 +854,11 @@ impl ControlPlane {
 
     // ---- nodes ----------------------------------------------------------------------------
 
-    fn view(&self, node: NodeRow, now_ms: u64) -> NodeView {
-        let presence = match node.status {
+    /// A node's presence at `now_ms`: `revoked`, `suspended`, `expired` (enrollment not
+    /// renewed), `never_seen` (no heartbeat yet), `offline` (no heartbeat for a few intervals)
+    /// or `online`.
+    pub fn presence(&self, node: &NodeRow, now_ms: u64) -> &'static str {
+        match node.status {
             NodeStatus::Revoked => "revoked",
             NodeStatus::Suspended => "suspended",
             NodeStatus::Active if node.expires_at_ms <= now_ms => "expired",
@@ -869,7 +872,11 @@ impl ControlPlane {
                 }
                 Some(_) => "online",
             },
-        };
+        }
+    }
+
+    fn view(&self, node: NodeRow, now_ms: u64) -> NodeView {
+        let presence = self.presence(&node, now_ms);
         let software_version = node
             .last_heartbeat
             .as_ref()

@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use b3iq_chain::{ChainClient, Deployment, EpochCommit, EpochPost, PrivateKeySigner, RetryPolicy};
 use b3iq_core::payout::EthAddress;
-use b3iq_core::receipt::SignedReceipt;
+use b3iq_core::merkle::{MerkleProof, MerkleTree};
+use b3iq_core::receipt::{ReceiptId, SignedReceipt};
 use b3iq_core::split::SplitPolicy;
 use b3iq_core::Hash32;
 use b3iq_host::context::unix_now_ms;
@@ -86,6 +87,9 @@ fn default_units() -> String {
 /// Epochs listed when looking for unfinished ones or answering payouts.
 const EPOCHS_SCANNED: u32 = 1000;
 
+/// Receipt trees kept for inclusion lookups (a million-receipt epoch's tree is about 100 MB).
+pub const TREES_CACHED: usize = 2;
+
 /// Closes, builds, posts and serves settlement epochs (see the module docs).
 pub struct Settler {
     store: Arc<dyn ControlStore>,
@@ -96,6 +100,30 @@ pub struct Settler {
     chain_id: u64,
     /// When the first epoch may close (process start + interval), unix ms.
     first_close_ms: u64,
+    /// The receipt trees of the epochs last asked about (`receipt_tree`), newest first, at most
+    /// [`TREES_CACHED`]. Locked across a rebuild, so rebuilds run one at a time and lookups
+    /// waiting on one find its tree.
+    tree_cache: tokio::sync::Mutex<std::collections::VecDeque<Arc<ReceiptTree>>>,
+}
+
+/// The receipt tree of a built epoch, as committed on chain: its leaves are the accepted
+/// receipt ids in ascending order (b3iq-core's blake3 tree, RFC 6962 shape).
+#[derive(Debug)]
+pub struct ReceiptTree {
+    /// Epoch id.
+    pub epoch_id: u64,
+    /// The accepted receipt ids, ascending (a leaf index is a position here).
+    pub ids: Vec<ReceiptId>,
+    /// The tree over them.
+    pub tree: MerkleTree,
+}
+
+impl ReceiptTree {
+    /// The leaf index and inclusion proof of `id`, `None` when the epoch left it out.
+    pub fn prove(&self, id: &ReceiptId) -> Option<(u64, MerkleProof)> {
+        let i = self.ids.binary_search(id).ok()? as u64;
+        self.tree.prove(i).ok().map(|p| (i, p))
+    }
 }
 
 impl std::fmt::Debug for Settler {
@@ -121,7 +149,7 @@ impl Settler {
             .ok_or_else(|| ControlError::Config(format!("control.json settlement.token_units_per_micro_credit {:?}: a whole number above zero", settings.token_units_per_micro_credit)))?;
         let chain = ChainClient::connect(&settings.rpc_url, signer, RetryPolicy::default()).await?;
         let chain_id = chain.chain_id().await?;
-        Ok(Settler { store, chain, deployment: settings.deployment, first_close_ms: now_ms.saturating_add(settings.epoch_interval_s.saturating_mul(1000)), settings, units, chain_id })
+        Ok(Settler { store, chain, deployment: settings.deployment, first_close_ms: now_ms.saturating_add(settings.epoch_interval_s.saturating_mul(1000)), settings, units, chain_id, tree_cache: tokio::sync::Mutex::new(std::collections::VecDeque::new()) })
     }
 
     /// The settler's wallet address.
@@ -191,8 +219,8 @@ impl Settler {
         self.store.set_epoch_posted(e.epoch_id, tx.as_deref(), post.posted_at()).await
     }
 
-    /// Builds the claim file of a closed epoch from its stored receipts.
-    async fn build(&self, e: &EpochRow) -> Result<ClaimFile> {
+    /// An epoch builder holding the stored receipts of a closed epoch (with today's payees).
+    async fn builder(&self, e: &EpochRow) -> Result<(EpochBuilder, b3iq_protocol::settlement::BatchReport)> {
         let mut hosts = BTreeMap::new();
         for (node, address) in self.store.payout_addresses().await? {
             hosts.insert(node, EthAddress::parse(&address).map_err(|x| ControlError::Store(format!("payout address of {node}: {x}")))?);
@@ -205,6 +233,44 @@ impl Settler {
             receipts.push(VerifiedReceipt::assume_verified(SignedReceipt::decode(&bytes).map_err(|x| ControlError::Store(format!("stored receipt: {x}")))?));
         }
         let report = b.add_all_verified(receipts);
+        Ok((b, report))
+    }
+
+    /// The receipt tree of a built epoch (the leaves its posted `receipt_root` commits to),
+    /// rebuilt from the stored receipts and checked against the claim file's root.
+    ///
+    /// # Errors
+    /// `Refused(NotFound)` for an epoch not built yet; `Store` when the rebuilt root differs
+    /// from the committed one (a node's payout address set after the build changes which
+    /// receipts a rebuild accepts).
+    ///
+    /// Cost: a rebuild reads, decodes and re-adds every receipt of the epoch (about the epoch
+    /// build's time); the last [`TREES_CACHED`] trees are kept and rebuilds run one at a time.
+    pub async fn receipt_tree(&self, e: &EpochRow) -> Result<Arc<ReceiptTree>> {
+        let mut cache = self.tree_cache.lock().await;
+        if let Some(t) = cache.iter().find(|t| t.epoch_id == e.epoch_id) {
+            return Ok(t.clone());
+        }
+        let Some(f) = e.claim_file.as_deref() else {
+            return Err(crate::store::Refusal::NotFound(format!("built epoch {}", e.epoch_id)).into());
+        };
+        let file: ClaimFile = serde_json::from_str(f).map_err(|x| ControlError::Store(format!("epoch {} claim file: {x}", e.epoch_id)))?;
+        let (b, _) = self.builder(e).await?;
+        let ids: Vec<ReceiptId> = b.receipt_ids().copied().collect();
+        let tree = MerkleTree::from_leaves(ids.iter().map(|i| i.0));
+        let root = if ids.is_empty() { Hash32([0; 32]) } else { tree.root() };
+        if root != file.receipt_root {
+            return Err(ControlError::Store(format!("epoch {}: the receipt tree rebuilt from the stored receipts does not match the committed receipt root", e.epoch_id)));
+        }
+        let t = Arc::new(ReceiptTree { epoch_id: e.epoch_id, ids, tree });
+        cache.push_front(t.clone());
+        cache.truncate(TREES_CACHED);
+        Ok(t)
+    }
+
+    /// Builds the claim file of a closed epoch from its stored receipts.
+    async fn build(&self, e: &EpochRow) -> Result<ClaimFile> {
+        let (b, report) = self.builder(e).await?;
         if !report.rejected.is_empty() {
             tracing::warn!(epoch = e.epoch_id, left_out = report.rejected.len(), first = %report.rejected[0].1, "settlement: receipts left out of the epoch");
         }

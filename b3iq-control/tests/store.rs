@@ -612,6 +612,12 @@ async fn conformance(s: Arc<dyn ControlStore>) {
         (Some("succeeded"), Some(now + 1), Some(now))
     );
     assert_eq!(done.result.as_ref().unwrap()["type"], "none");
+    // The newest job of a kind with an outcome (the explorer's benchmark): job 3 is newer but
+    // unfinished, job 1 succeeded; none failed; none for another node or kind.
+    assert_eq!(s.last_job(&n1, "run_benchmark", "succeeded").await.unwrap().map(|j| j.job_id), Some([1; 16]));
+    assert!(s.last_job(&n1, "run_benchmark", "failed").await.unwrap().is_none());
+    assert!(s.last_job(&n1, "change_mode", "succeeded").await.unwrap().is_none());
+    assert!(s.last_job(&n3, "run_benchmark", "succeeded").await.unwrap().is_none());
     assert_eq!(
         s.pending_jobs(&n1, 0, now, 10).await.unwrap().len(),
         1,
@@ -746,6 +752,20 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     assert_eq!((got.claim_file.as_deref(), got.tx_hash.as_deref(), got.posted_at), (Some("{\"epoch_id\":1}"), Some("0xabc"), Some(1_234)));
     assert_eq!(s.epochs(10).await.unwrap().iter().map(|e| e.epoch_id).collect::<Vec<_>>(), [2, 1]);
     assert!(matches!(refusal(s.set_epoch_posted(9, None, 1).await), Refusal::NotFound(_)));
+    // The public explorer: a receipt's epoch (unknown, in none yet, in one).
+    assert_eq!(s.receipt_epoch(&[200; 32]).await.unwrap(), Some(Some(1)));
+    assert_eq!(s.receipt_epoch(&[203; 32]).await.unwrap(), Some(Some(2)), "the late upload is in the next epoch");
+    assert_eq!(s.receipt_epoch(&[199; 32]).await.unwrap(), Some(None), "stored, uncharged: in no epoch");
+    assert_eq!(s.receipt_epoch(&[250; 32]).await.unwrap(), None, "never stored");
+    // Every organisation's nodes, oldest enrollment first, within the limit.
+    let mut every = Vec::new();
+    for o in ["org_a", "org_b"] {
+        every.extend(s.nodes(o).await.unwrap());
+    }
+    every.sort_by_key(|n| (n.enrolled_at_ms, n.node_id.to_text()));
+    assert!(every.iter().any(|n| n.org_id == "org_b") && every.iter().any(|n| n.org_id == "org_a"), "two organisations' nodes");
+    assert_eq!(s.all_nodes(1000).await.unwrap(), every);
+    assert_eq!(s.all_nodes(1).await.unwrap(), every[..1]);
     // Payout addresses.
     assert!(s.payout_addresses().await.unwrap().is_empty());
     s.set_payout_address(&n1, "0x00000000000000000000000000000000000000aa").await.unwrap();
@@ -876,6 +896,10 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     );
     s.drop_tunnel_session(&n3, "https://b:1", 7).await.unwrap();
     assert!(s.tunnel_sessions(0).await.unwrap().is_empty());
+    // The newest finished job of a kind wins (job 3 came after job 1).
+    let n1 = k1.node_id();
+    s.finish_job(&n1, &[3; 16], "succeeded", None, &serde_json::json!({"type": "none"}), now + 3).await.unwrap();
+    assert_eq!(s.last_job(&n1, "run_benchmark", "succeeded").await.unwrap().map(|j| j.job_id), Some([3; 16]), "the newest by sequence");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

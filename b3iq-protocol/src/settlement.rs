@@ -236,6 +236,12 @@ impl EpochBuilder {
         self.receipts.is_empty()
     }
 
+    /// Ids of the receipts accepted so far, ascending: the leaves of the receipt tree, in
+    /// their order (a receipt's leaf index is its position here).
+    pub fn receipt_ids(&self) -> impl Iterator<Item = &ReceiptId> {
+        self.receipts.keys()
+    }
+
     /// Verifies and adds one receipt. A rejected receipt changes nothing.
     pub fn add(&mut self, receipt: SignedReceipt) -> Result<Added> {
         self.add_verified(VerifiedReceipt::verify(receipt)?)

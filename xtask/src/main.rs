@@ -32,7 +32,7 @@ COMMANDS:
                          after the request. Homes in ~/.cache/b3iq/demo, or $B3IQ_DEMO_HOME
                          (wiped at each start); B3IQ_UP_PROFILE=dev reuses the test build.
     test [--only STEP]   Run the whole test suite: system packages, Python venv, model, contracts,
-                         `cargo test` (default members), then the daemon, wizard and binding suites.
+                         `cargo test` (default members), then the daemon, wizard, explorer and binding suites.
                          `--only` runs one step (see `cargo xtask steps`).
     steps                List the steps of `test`.
     deps                 Install the Debian and Python packages the suite needs, and nothing else.
@@ -137,6 +137,7 @@ const HOT_PATH_CRATES: &[&str] = &[
 const SCRIPT_STEPS: &[(&str, &str)] = &[
     ("daemon-clients", "apps/b3iqd/ci.sh"),
     ("wizard", "apps/setup-wizard/ci.sh"),
+    ("explorer", "apps/explorer/ci.sh"),
     ("python-binding", "bindings/python/ci.sh"),
     ("node-binding", "bindings/node/ci.sh"),
     ("swift-binding", "bindings/swift/ci.sh"),

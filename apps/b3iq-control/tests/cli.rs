@@ -116,6 +116,17 @@ async fn operator_flow_over_https() {
     // Plain HTTP on the TLS port is refused.
     let plain = reqwest::get(url.replace("https", "http") + "/healthz").await.unwrap();
     assert_eq!(plain.status(), 400);
+    // The daemon serves the public API (no session) and the explorer with a strict CSP; a page
+    // path gets the app's index, a missing asset a 404.
+    let st: Value = c.get(format!("{url}/v1/public/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((st["nodes"]["total"].as_u64(), st["epochs"]["epochs"].as_u64()), (Some(0), Some(0)), "{st}");
+    for path in ["/explorer/", "/explorer/nodes/b3n_x"] {
+        let r = c.get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+        assert!(r.text().await.unwrap().contains("<div id=\"root\">"), "{path}");
+    }
+    assert_eq!(c.get(format!("{url}/explorer/assets/nope.js")).send().await.unwrap().status(), 404);
 
     // A node enrolls with real signed messages.
     let key = NodeKey::from_seed([4; 32]);

@@ -642,6 +642,18 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Epochs, newest first, at most `limit`.
     async fn epochs(&self, limit: u32) -> Result<Vec<EpochRow>>;
 
+    // ---- the public explorer (`crate::public`) ---------------------------------------------
+
+    /// Every node of every organisation, oldest enrollment first (then by node id), at most
+    /// `limit`.
+    async fn all_nodes(&self, limit: u32) -> Result<Vec<NodeRow>>;
+    /// The epoch a stored receipt was assigned to: `None` for a receipt id not stored here,
+    /// `Some(None)` for one stored but in no epoch yet.
+    async fn receipt_epoch(&self, receipt_id: &[u8; 32]) -> Result<Option<Option<u64>>>;
+    /// A node's newest job (by sequence) of `kind` that ended with `outcome` (the node's
+    /// report), if any: one row, whatever the node's other jobs hold.
+    async fn last_job(&self, node: &NodeId, kind: &str, outcome: &str) -> Result<Option<JobRow>>;
+
     // ---- gateway keys and credits (`crate::gateway::credits`, `store/credits.rs`) ----------
     // Every movement of credits is one transaction: the ledger rows (summing to zero), the
     // account balances (guarded: only `external:*` may go below zero), the hold and the key's

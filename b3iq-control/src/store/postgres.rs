@@ -1417,6 +1417,34 @@ impl ControlStore for PostgresStore {
         Ok(c.query_opt(&format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE epoch_id = $1"), &[&ms(epoch_id)]).await.map_err(db("epoch"))?.as_ref().map(epoch_from_row))
     }
 
+    async fn all_nodes(&self, limit: u32) -> Result<Vec<NodeRow>> {
+        let c = self.client().await?;
+        c.query(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY enrolled_at_ms, node_id LIMIT $1"), &[&i64::from(limit)])
+            .await
+            .map_err(db("all nodes"))?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+
+    async fn last_job(&self, node: &NodeId, kind: &str, outcome: &str) -> Result<Option<JobRow>> {
+        let c = self.client().await?;
+        c.query_opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = $1 AND kind = $2 AND outcome = $3 ORDER BY sequence DESC LIMIT 1"), &[&node.to_text(), &kind, &outcome])
+            .await
+            .map_err(db("last job"))?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    async fn receipt_epoch(&self, receipt_id: &[u8; 32]) -> Result<Option<Option<u64>>> {
+        let c = self.client().await?;
+        Ok(c.query_opt("SELECT epoch_id FROM receipts WHERE receipt_id = $1", &[&receipt_id.as_slice()])
+            .await
+            .map_err(db("receipt epoch"))?
+            .map(|r| r.get::<_, Option<i64>>(0).map(|e| e as u64)))
+    }
+
     async fn epochs(&self, limit: u32) -> Result<Vec<EpochRow>> {
         let c = self.client().await?;
         Ok(c.query(&format!("SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY epoch_id DESC LIMIT $1"), &[&i64::from(limit)])

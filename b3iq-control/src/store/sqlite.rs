@@ -1462,6 +1462,39 @@ impl ControlStore for SqliteStore {
         .await
     }
 
+    async fn all_nodes(&self, limit: u32) -> Result<Vec<NodeRow>> {
+        self.run(move |c| {
+            let mut st = c
+                .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY enrolled_at_ms, node_id LIMIT ?1"))
+                .map_err(db("all nodes"))?;
+            let it = st.query_map([i64::from(limit)], node_from_row).map_err(db("all nodes"))?;
+            it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("all nodes"))?.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn last_job(&self, node: &NodeId, kind: &str, outcome: &str) -> Result<Option<JobRow>> {
+        let (id, kind, outcome) = (node.to_text(), kind.to_string(), outcome.to_string());
+        self.run(move |c| {
+            row(c, &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE node_id = ?1 AND kind = ?2 AND outcome = ?3 ORDER BY sequence DESC LIMIT 1"), params![id, kind, outcome], job_from_row)
+                .optional()
+                .map_err(db("last job"))?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn receipt_epoch(&self, receipt_id: &[u8; 32]) -> Result<Option<Option<u64>>> {
+        let id = receipt_id.to_vec();
+        self.run(move |c| {
+            row(c, "SELECT epoch_id FROM receipts WHERE receipt_id = ?1", [id], |r| r.get::<_, Option<i64>>(0))
+                .optional()
+                .map(|e| e.map(|e| e.map(|e| e as u64)))
+                .map_err(db("receipt epoch"))
+        })
+        .await
+    }
+
     async fn usage(&self, node: &NodeId) -> Result<Vec<UsageDay>> {
         let id = node.to_text();
         self.run(move |c| {

@@ -1,6 +1,8 @@
 //! Shared helpers: start the real `b3iqd` binary on a free loopback port with the default model.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
