@@ -234,6 +234,13 @@ impl ControlHome {
                     .map_err(|e| io("read", &tls.info.cert_path, e))?,
             );
         }
+        if let Some(st) = s.settlement.as_ref().filter(|st| st.require_stake) {
+            cfg.stake = Some(crate::gateway::stake::StakeCheck {
+                rpc_url: st.rpc_url.clone(),
+                deployment: st.deployment,
+                cache_for: std::time::Duration::from_secs(st.stake_cache_s.max(1)),
+            });
+        }
         Ok(crate::gateway::Gateway::new(cp, self.ticket_key()?, cfg))
     }
 

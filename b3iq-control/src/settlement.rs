@@ -70,6 +70,14 @@ pub struct SettlementSettings {
     pub protocol_account: EthAddress,
     /// Verifier pool.
     pub verifier_account: EthAddress,
+    /// Route network requests only to nodes staked on chain (`StakeVault.isStaked`: registered,
+    /// active, bonded stake at least the device class's minimum); see `gateway::stake`.
+    /// Default `false` (stake is not checked).
+    #[serde(default)]
+    pub require_stake: bool,
+    /// Seconds a node's stake answer is cached by the gateway (default 10).
+    #[serde(default = "default_stake_cache")]
+    pub stake_cache_s: u64,
     /// Royalty recipient per model id (a model not listed has no publisher: its share goes to
     /// the protocol, core's split rule).
     #[serde(default)]
@@ -78,6 +86,10 @@ pub struct SettlementSettings {
 
 fn default_interval() -> u64 {
     3600
+}
+
+fn default_stake_cache() -> u64 {
+    10
 }
 
 fn default_units() -> String {

@@ -62,6 +62,17 @@ impl ChainClient {
         .await
     }
 
+    /// Whether `node` may serve network work: registered and active in NodeRegistry, with bonded
+    /// stake at least its device class's minimum (`StakeVault.isStaked`; tokens unbonding do
+    /// not count).
+    pub async fn is_staked(&self, d: &Deployment, node: &NodeId) -> Result<bool> {
+        self.call(
+            "StakeVault.isStaked",
+            self.stake_vault(d).isStaked(node_b256(node)),
+        )
+        .await
+    }
+
     /// A node's stake record.
     pub async fn stake_of(
         &self,

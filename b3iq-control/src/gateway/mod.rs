@@ -17,6 +17,7 @@ pub mod credits;
 pub mod proxy;
 mod queue;
 pub mod reputation;
+pub mod stake;
 pub mod tunnel;
 
 use std::collections::HashMap;
@@ -55,6 +56,8 @@ pub struct GatewayConfig {
     pub replica_url: Option<String>,
     /// The PEM certificate(s) other replicas present (the shared home's certificate).
     pub replica_ca_pem: Option<String>,
+    /// Route only to nodes staked on chain ([`stake`]); `None`: stake is not checked.
+    pub stake: Option<stake::StakeCheck>,
 }
 
 impl GatewayConfig {
@@ -75,6 +78,7 @@ impl GatewayConfig {
             max_body_bytes: 1 << 20,
             replica_url: None,
             replica_ca_pem: None,
+            stake: None,
         }
     }
 }
@@ -151,6 +155,8 @@ pub struct Gateway {
     waiting: queue::WaitQueue,
     /// Node freshness checks (heartbeat, status), cached for a second.
     fresh: Mutex<HashMap<b3iq_core::NodeId, (std::time::Instant, bool)>>,
+    /// The on-chain stake check, when configured.
+    stake: Option<stake::StakeGate>,
     /// Checked receipts of the last hour (model, time, TTFT, speed), for route readiness.
     samples: Mutex<std::collections::VecDeque<Sample>>,
     /// The client that relays to other replicas (with [`GatewayConfig::replica_url`]).
@@ -177,6 +183,7 @@ impl Gateway {
     /// `ticket_key`.
     pub fn new(cp: Arc<ControlPlane>, ticket_key: NodeKey, config: GatewayConfig) -> Arc<Gateway> {
         let id = cp.config().audience.clone();
+        let stake_gate = config.stake.clone().map(stake::StakeGate::new);
         let relay_client = config.replica_url.as_ref().and_then(|_| {
             let mut b = reqwest::Client::builder()
                 .use_rustls_tls()
@@ -205,6 +212,7 @@ impl Gateway {
             capacity: Notify::new(),
             waiting: queue::WaitQueue::default(),
             fresh: Mutex::new(HashMap::new()),
+            stake: stake_gate,
             samples: Mutex::new(std::collections::VecDeque::new()),
             reputation: reputation::Book::default(),
             metrics: GatewayMetrics::default(),

@@ -348,8 +348,9 @@ fn ask(v: &Value, path: &str, default_max_tokens: u32) -> Result<Ask> {
 }
 
 impl Gateway {
-    /// Whether a tunnel's node may get requests: active, unexpired, and a recent healthy
-    /// heartbeat (within three intervals). Cached for one second per node.
+    /// Whether a tunnel's node may get requests: active, unexpired, a recent healthy heartbeat
+    /// (within three intervals), and staked on chain when the gateway checks stake
+    /// ([`super::stake`]). Cached for one second per node (the stake answer for longer).
     pub(crate) async fn is_fresh(&self, t: &Tunnel) -> bool {
         self.node_fresh(&t.node_id).await
     }
@@ -378,6 +379,11 @@ impl Gateway {
                     })
             }
             _ => false,
+        };
+        // Routing also needs stake on chain, when the gateway checks it (cached per node).
+        let ok = ok && match &self.stake {
+            Some(s) => s.staked(node).await,
+            None => true,
         };
         self.fresh
             .lock()
