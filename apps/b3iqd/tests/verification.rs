@@ -281,29 +281,45 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // 1. Honest nodes: a request (not streamed) is sampled, verified by the other node: pass.
-    let (served_by, body) = ask(&c, &net, &token, model, false).await;
-    let answer: Value = serde_json::from_str(&body).unwrap();
-    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
-    let other = if served_by == a.id { b.id } else { a.id };
-    let v = verdicts(&net, &served_by, 1).await;
-    assert_eq!(v.len(), 1);
-    assert_eq!(v[0].outcome, "pass", "honest work passes: {:?}", v[0].metric);
-    assert_eq!(v[0].verifier, other, "verified by the other node, never the serving one");
-    let sv = signed_verdict(&v[0]);
-    assert_eq!(sv.body().outcome, VerdictOutcome::Pass);
-    assert!(sv.body().positions > 0, "the verifier replayed the positions");
-    assert_eq!(sv.body().subject, served_by);
-    // A streamed request: the opening comes as an SSE comment, taken out; verified too.
-    let (served2, _) = ask(&c, &net, &token, model, true).await;
-    let before = if served2 == served_by { 1 } else { 0 };
-    let v2 = verdicts(&net, &served2, before + 1).await;
-    assert_eq!(v2.last().unwrap().outcome, "pass");
+    // 1. Honest nodes: a request is sampled and verified by the other node: pass. Then the
+    //    node that served refuses paid requests for a moment (its price floor above the
+    //    network's price: routing prefers the node that just passed, so this is how the other
+    //    gets one), and a streamed request is served and verified the other way round.
+    let mut requests = 0u64;
+    let mut served_set = Vec::new();
+    for stream in [false, true] {
+        let before_a = net.cp.store().verdicts(&a.id).await.unwrap().len();
+        let before_b = net.cp.store().verdicts(&b.id).await.unwrap().len();
+        let (served_by, body) = ask(&c, &net, &token, model, stream).await;
+        requests += 1;
+        if !stream {
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+        }
+        let (other, before) = if served_by == a.id { (b.id, before_a) } else { (a.id, before_b) };
+        let v = verdicts(&net, &served_by, before + 1).await;
+        assert_eq!(v.len(), before + 1);
+        let last = v.last().unwrap();
+        assert_eq!(last.outcome, "pass", "honest work passes (stream {stream}): {:?}", last.metric);
+        assert_eq!(last.verifier, other, "verified by the other node, never the serving one");
+        let sv = signed_verdict(last);
+        assert_eq!(sv.body().outcome, VerdictOutcome::Pass);
+        assert!(sv.body().positions > 0, "the verifier replayed the positions");
+        assert_eq!(sv.body().subject, served_by);
+        served_set.push(served_by);
+        if !stream {
+            set_policy(if served_by == a.id { &a } else { &b }, policy(10_000_000)).await;
+        }
+    }
+    assert_ne!(served_set[0], served_set[1], "each node served once");
+    set_policy(&a, policy(1000)).await;
+    set_policy(&b, policy(1000)).await;
     assert!(net.cp.store().disputes(&a.id).await.unwrap().is_empty());
     assert!(net.cp.store().disputes(&b.id).await.unwrap().is_empty());
     assert_eq!(net.gw.metrics.verification_count("fail"), 0);
     assert_eq!(net.gw.metrics.verification_count("not_verifiable"), 0);
-    assert_eq!(net.gw.metrics.verification_count("sampled"), 2);
+    assert_eq!(net.gw.metrics.verification_count("sampled"), requests);
+    assert_eq!(net.gw.metrics.verification_count("pass"), requests);
 
     // 2. Node b serves a Q8_0 copy while claiming the Q4_1 artifact.
     let q8 = dir.join("SmolLM2-135M-Instruct.Q8_0-copy.gguf");
@@ -317,6 +333,7 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     // Reputation is applied every 5 s: let b's passes land before measuring.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let b_score = score(&net, &b.id).await;
+    assert!(b_score > 0, "b passed a verification: its score is positive");
     b.d.stop();
     wait_tunnels(&net.gw, &[a.id]).await;
     let model_path = common::model_path();

@@ -385,3 +385,156 @@ impl Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use b3iq_core::attestation::{token_commitment, InferenceAttestation, RuntimeFingerprint, SamplerSpec};
+    use b3iq_core::digest::Sha256Digest;
+    use b3iq_core::receipt::{NodeSalt, Receipt, ServedContent, ServedRequest};
+    use b3iq_core::{Hash32, NodeKey, OperatingMode, Signed};
+    use b3iq_protocol::messages::Audience;
+
+    const PROMPT: [u32; 3] = [1, 2, 3];
+    const COMPLETION: [u32; 2] = [4, 5];
+
+    fn gateway(v: VerificationSettings) -> Arc<Gateway> {
+        let store = Arc::new(crate::store::sqlite::SqliteStore::open_in_memory().unwrap());
+        let cp = Arc::new(crate::ControlPlane::new(
+            store,
+            crate::ControlConfig::new(Audience::new("cp-test").unwrap()),
+            b3iq_core::NodeKey::from_seed([99; 32]),
+        ));
+        let mut cfg = super::super::GatewayConfig::new();
+        cfg.verification = v;
+        Gateway::new(cp, NodeKey::from_seed([98; 32]), cfg)
+    }
+
+    /// A node's opening and its receipt naming it (or, with `named` false, another digest).
+    fn served(named: bool) -> (SignedReceipt, OpenedGeneration, RequestTicket) {
+        let (node, gw) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([98; 32]));
+        let salt = Hash32([3; 32]);
+        let a = InferenceAttestation {
+            node_id: node.node_id(),
+            request_id: RequestId([2; 16]),
+            scheme: "b3iq-toploc-v1".into(),
+            tolerance_profile: "cpu-same-isa-v1".into(),
+            runtime: RuntimeFingerprint { backend: "llama.cpp".into(), ggml_flags: "fa=auto".into(), isa: "x86-64-v3".into(), threads: 2 },
+            sampler: SamplerSpec {
+                temperature: 0.0,
+                top_p: 1.0,
+                top_k: 0,
+                min_p: 0.0,
+                repeat_penalty: 1.0,
+                repeat_last_n: 64,
+                presence_penalty: 0.0,
+                frequency_penalty: 0.0,
+                grammar_digest: None,
+                seed_key_digest: None,
+            },
+            commitment_salt: salt,
+            prompt_token_commitment: token_commitment(&salt, &PROMPT),
+            output_token_commitment: token_commitment(&salt, &COMPLETION),
+            completion_tokens: 2,
+            proofs: vec![vec![7; 258]],
+        };
+        let att = Signed::sign(a, &node).unwrap();
+        let digest = if named { Hash32(att.object_hash()) } else { Hash32([0; 32]) };
+        let r = Receipt::new_v2(
+            ServedRequest {
+                node_id: node.node_id(),
+                request_id: RequestId([2; 16]),
+                model_id: "smollm2".into(),
+                artifact_digest: Sha256Digest([5; 32]),
+                backend: "llama_cpp".into(),
+                mode: OperatingMode::Network,
+                started_at_ms: 1,
+                ttft_ms: 1,
+                duration_ms: 2,
+                content: ServedContent::TokenIds { prompt: &PROMPT, completion: &COMPLETION },
+                attestation_digest: Some(digest),
+            },
+            &PriceSchedule::FREE,
+            &NodeSalt::from_bytes([4; 32]),
+        )
+        .unwrap()
+        .sign(&node)
+        .unwrap();
+        let now = unix_now_ms();
+        let t = RequestTicket::sign(
+            &gw,
+            TicketFields {
+                request_id: RequestId([2; 16]),
+                gateway_id: Audience::new("cp-test").unwrap(),
+                node_id: node.node_id(),
+                model_id: "smollm2".into(),
+                price: PriceSchedule::FREE,
+                max_price_micro_credits: 0,
+                tier: TrustTier::BestEffort,
+                seed_key: [6; 32],
+                billing_ref: [0; 16],
+                issued_at_ms: now,
+                expires_at_ms: now + 60_000,
+            },
+        )
+        .unwrap();
+        let o = OpenedGeneration { attestation: att, prompt: PROMPT.to_vec(), completion: COMPLETION.to_vec() };
+        (r, o, t)
+    }
+
+    #[test]
+    fn rates_are_per_tier_basis_points() {
+        let v = VerificationSettings { rate_bps: [500, 0, 10_000, 1], ..Default::default() };
+        assert!(v.sampled(TrustTier::BestEffort, 499));
+        assert!(!v.sampled(TrustTier::BestEffort, 500));
+        assert!(!v.sampled(TrustTier::VerifiedAgent, 0));
+        assert!(v.sampled(TrustTier::AttestedCompute, 9_999));
+        assert!(v.validate().is_ok());
+        assert!(VerificationSettings { rate_bps: [10_001, 0, 0, 0], ..Default::default() }.validate().is_err());
+        assert!(VerificationSettings { hold_s: 0, ..Default::default() }.validate().is_err());
+        let json: VerificationSettings = serde_json::from_str(r#"{"rate_bps": [10000, 10000, 10000, 10000]}"#).unwrap();
+        assert_eq!(json.hold_s, 600, "unnamed keys keep their defaults");
+        assert!(serde_json::from_str::<VerificationSettings>(r#"{"rate": 1}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_sample_is_held_bounded_and_dropped_when_no_other_node_can_verify() {
+        let all = VerificationSettings { rate_bps: [10_000; 4], hold_s: 1, ..Default::default() };
+        let gw = gateway(all.clone());
+        let (r, o, t) = served(true);
+        // No opening: counted, nothing held.
+        gw.consider_verification(&r, None, &t);
+        assert_eq!(gw.metrics.verification_count("not_verifiable"), 1);
+        // An opening the receipt does not name is refused.
+        let (r_other, _, _) = served(false);
+        gw.consider_verification(&r_other, Some(&o.to_hex()), &t);
+        assert_eq!(gw.metrics.verification_count("bad_opening"), 1);
+        assert_eq!(gw.held.count.load(Ordering::Acquire), 0);
+        // Sampled, held (no tunnel here can verify), then dropped when the hold ends.
+        gw.consider_verification(&r, Some(&o.to_hex()), &t);
+        assert_eq!(gw.metrics.verification_count("sampled"), 1);
+        assert_eq!(gw.held.count.load(Ordering::Acquire), 1);
+        assert!(gw.held.bytes.load(Ordering::Acquire) >= o.held_bytes());
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        assert_eq!(gw.metrics.verification_count("dropped_no_verifier"), 1);
+        assert_eq!(gw.held.count.load(Ordering::Acquire), 0, "its place is given back");
+        assert_eq!(gw.held.bytes.load(Ordering::Acquire), 0);
+        // Rate 0: never sampled.
+        let none = gateway(VerificationSettings { rate_bps: [0; 4], ..Default::default() });
+        none.consider_verification(&r, Some(&o.to_hex()), &t);
+        assert_eq!(none.metrics.verification_count("not_sampled"), 1);
+        assert_eq!(none.metrics.verification_count("sampled"), 0);
+        // The bounds: a full hold drops the new item.
+        let full = gateway(VerificationSettings { max_held: 1, ..all.clone() });
+        full.consider_verification(&r, Some(&o.to_hex()), &t);
+        full.consider_verification(&r, Some(&o.to_hex()), &t);
+        assert_eq!(full.metrics.verification_count("sampled"), 1);
+        assert_eq!(full.metrics.verification_count("dropped_full"), 1);
+        assert_eq!(full.held.count.load(Ordering::Acquire), 1);
+        let small = gateway(VerificationSettings { max_held_bytes: 10, ..all });
+        small.consider_verification(&r, Some(&o.to_hex()), &t);
+        assert_eq!(small.metrics.verification_count("dropped_full"), 1);
+        assert_eq!(small.held.bytes.load(Ordering::Acquire), 0);
+        assert!(gw.metrics.render(0).contains("b3iq_gateway_verification_total{event=\"dropped_no_verifier\"} 1"));
+    }
+}
