@@ -69,6 +69,9 @@ pub struct ControlSettings {
     /// Settlement epochs on chain (see [`crate::settlement`]); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settlement: Option<crate::settlement::SettlementSettings>,
+    /// Verification in the network: sampling rates per trust tier, how long and how much is
+    /// held (see [`crate::gateway::verification`]).
+    pub verification: crate::gateway::verification::VerificationSettings,
 }
 
 impl Default for ControlSettings {
@@ -89,6 +92,7 @@ impl Default for ControlSettings {
             network_completion_price_per_1k: 200,
             gateway_replica_url: None,
             settlement: None,
+            verification: Default::default(),
         }
     }
 }
@@ -221,6 +225,10 @@ impl ControlHome {
             s.network_completion_price_per_1k,
         )
         .map_err(|e| ControlError::Config(format!("control.json network price: {e}")))?;
+        s.verification
+            .validate()
+            .map_err(|e| ControlError::Config(format!("control.json {e}")))?;
+        cfg.verification = s.verification.clone();
         if let Some(url) = &s.gateway_replica_url {
             if !url.starts_with("https://") {
                 return Err(ControlError::Config(format!(

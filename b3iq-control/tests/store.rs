@@ -900,6 +900,44 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     let n1 = k1.node_id();
     s.finish_job(&n1, &[3; 16], "succeeded", None, &serde_json::json!({"type": "none"}), now + 3).await.unwrap();
     assert_eq!(s.last_job(&n1, "run_benchmark", "succeeded").await.unwrap().map(|j| j.job_id), Some([3; 16]), "the newest by sequence");
+
+    // Verification: verdicts by subject, one row per verdict hash; disputes once per evidence.
+    let (verifier, subject) = (
+        NodeKey::from_seed([71; 32]).node_id(),
+        NodeKey::from_seed([72; 32]).node_id(),
+    );
+    let verdict = |h: u8, outcome: &str, at: u64| VerdictRow {
+        verdict_hash: [h; 32],
+        verifier,
+        subject,
+        request_id: [h; 16],
+        receipt_id: [h.wrapping_add(1); 32],
+        outcome: outcome.into(),
+        metric: if outcome == "pass" { String::new() } else { "chunk 0: exp_mismatches=9 > 2".into() },
+        signed: vec![h; 40],
+        created_at_ms: at,
+    };
+    assert!(s.put_verdict(&verdict(1, "pass", 10)).await.unwrap());
+    assert!(s.put_verdict(&verdict(2, "fail", 20)).await.unwrap());
+    assert!(!s.put_verdict(&verdict(2, "fail", 30)).await.unwrap(), "a verdict is stored once");
+    assert_eq!(
+        s.verdicts(&subject).await.unwrap(),
+        [verdict(1, "pass", 10), verdict(2, "fail", 20)]
+    );
+    assert!(s.verdicts(&verifier).await.unwrap().is_empty(), "listed by subject only");
+    let dispute = DisputeRow {
+        evidence_hash: [2; 32],
+        kind: "failed_verification".into(),
+        subject,
+        request_id: [2; 16],
+        status: "open".into(),
+        chain_tx: None,
+        opened_at_ms: 21,
+    };
+    assert!(s.open_dispute(&dispute).await.unwrap());
+    assert!(!s.open_dispute(&dispute).await.unwrap(), "one dispute per evidence");
+    assert_eq!(s.disputes(&subject).await.unwrap(), [dispute]);
+    assert!(s.disputes(&verifier).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -180,7 +180,12 @@ impl LocalNodeBuilder {
             (None, Vec::new())
         } else {
             let choice = ModelChoice::parse(self.model.as_deref().or(ctx.config.model.as_deref()))?;
-            let (rt, m) = start_runtime(&ctx.home, &ctx.config, choice, self.progress_bar).await?;
+            let mut config = ctx.config.clone();
+            // Verifiable work by default once enrolled (`config.json` `fingerprints`).
+            if config.fingerprints.is_none() {
+                config.fingerprints = Some(crate::managed::enrollment(&ctx.db)?.is_some());
+            }
+            let (rt, m) = start_runtime(&ctx.home, &config, choice, self.progress_bar).await?;
             (Some(rt), vec![m])
         };
 

@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod messages;
 pub mod payout_api;
 pub mod settlement;
+pub mod verification;
 
 pub use error::{ProtocolError, Result};
 pub use settlement::{EpochBuilder, EpochConfig, EpochSettlement, Payees, VerifiedReceipt};

@@ -2,13 +2,16 @@
 //! challenge and hello, the request ticket and the public readiness payload must refuse bad
 //! bytes with an error, never panic, as JSON and as the hex header values the node and the
 //! gateway read; whatever parses re-serializes to itself, and the checks run on it without
-//! panicking.
+//! panicking. Also the verification messages (`b3iq_protocol::verification`): an attestation
+//! opening (binary and hex) re-encodes byte-identically, and verifier jobs and answers (JSON)
+//! open without panicking.
 #![no_main]
 
 use b3iq_core::enrollment::Nonce;
 use b3iq_core::NodeKey;
 use b3iq_protocol::gateway::{NetworkReadiness, RequestTicket, TunnelChallenge, TunnelHello};
 use b3iq_protocol::messages::Audience;
+use b3iq_protocol::verification::{OpenedGeneration, VerifyAnswer, VerifyJob};
 use libfuzzer_sys::fuzz_target;
 
 fn roundtrip<T>(data: &[u8]) -> Option<T>
@@ -42,7 +45,22 @@ fuzz_target!(|data: &[u8]| {
         check_ticket(&t);
         assert_eq!(RequestTicket::from_header(&t.to_header()).ok(), Some(t));
     }
+    if let Ok(o) = OpenedGeneration::decode(data) {
+        assert_eq!(o.encode(), data, "an accepted opening re-encodes byte-identically");
+        let _ = o.attestation.body().opens(&o.prompt, &o.completion);
+        let _ = o.held_bytes();
+    }
+    if let Some(j) = roundtrip::<VerifyJob>(data) {
+        let _ = j.open();
+    }
+    if let Some(a) = roundtrip::<VerifyAnswer>(data) {
+        let _ = a.verdict();
+    }
     if let Ok(s) = std::str::from_utf8(data) {
+        if let Ok(o) = OpenedGeneration::from_hex(s) {
+            let again = OpenedGeneration::from_hex(&o.to_hex()).map(|x| x.encode()).ok();
+            assert_eq!(again, Some(o.encode()));
+        }
         if let Ok(h) = TunnelHello::from_header(s) {
             check_hello(&h);
         }

@@ -9,6 +9,7 @@
 //! | [`tunnel`] | the node-dialed tunnels: challenge, signed hello, registry |
 //! | [`proxy`] | `/v1/models`, `/v1/chat/completions`, `/v1/completions`: admission, routing, forwarding, settlement |
 //! | [`reputation`] | node reputation from what the gateway sees, in the store, weighing the choice of node |
+//! | [`verification`] | sampling attested requests, holding them, verifier jobs on other nodes, verdicts and disputes |
 //!
 //! The gateway runs in the control plane's daemon, on its HTTPS port, over the same store; more
 //! replicas are more daemons over one Postgres (see `docs/control.md`, "Gateway").
@@ -19,6 +20,7 @@ mod queue;
 pub mod reputation;
 pub mod stake;
 pub mod tunnel;
+pub mod verification;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,6 +60,8 @@ pub struct GatewayConfig {
     pub replica_ca_pem: Option<String>,
     /// Route only to nodes staked on chain ([`stake`]); `None`: stake is not checked.
     pub stake: Option<stake::StakeCheck>,
+    /// Verification in the network (`control.json` `verification`).
+    pub verification: verification::VerificationSettings,
 }
 
 impl GatewayConfig {
@@ -79,6 +83,7 @@ impl GatewayConfig {
             replica_url: None,
             replica_ca_pem: None,
             stake: None,
+            verification: verification::VerificationSettings::default(),
         }
     }
 }
@@ -98,6 +103,9 @@ pub struct GatewayMetrics {
     pub failovers: std::sync::atomic::AtomicU64,
     /// Answers whose receipt was missing or did not check (the node is not paid).
     pub bad_receipts: std::sync::atomic::AtomicU64,
+    /// Verification events (`not_verifiable`, `sampled`, `pass`, `fail`, ...; see
+    /// [`verification`]).
+    pub verification: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl GatewayMetrics {
@@ -108,6 +116,25 @@ impl GatewayMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .entry(outcome)
             .or_default() += 1;
+    }
+
+    pub(crate) fn verification(&self, event: &'static str) {
+        *self
+            .verification
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(event)
+            .or_default() += 1;
+    }
+
+    /// The count of a verification event.
+    pub fn verification_count(&self, event: &str) -> u64 {
+        self.verification
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(event)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Prometheus text.
@@ -135,6 +162,17 @@ impl GatewayMetrics {
             "# TYPE b3iq_gateway_bad_receipts_total counter\nb3iq_gateway_bad_receipts_total {}\n",
             self.bad_receipts.load(Relaxed)
         ));
+        s.push_str("# TYPE b3iq_gateway_verification_total counter\n");
+        for (k, v) in self
+            .verification
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            s.push_str(&format!(
+                "b3iq_gateway_verification_total{{event=\"{k}\"}} {v}\n"
+            ));
+        }
         s.push_str(&format!(
             "# TYPE b3iq_gateway_tunnels gauge\nb3iq_gateway_tunnels {tunnels}\n"
         ));
@@ -165,6 +203,8 @@ pub struct Gateway {
     remote: Mutex<(Option<std::time::Instant>, Vec<crate::store::TunnelSession>)>,
     /// Node reputation (events for the store, scores for routing).
     reputation: reputation::Book,
+    /// Sampled requests held for verification (count and bytes).
+    held: verification::Held,
     /// Counters.
     pub metrics: GatewayMetrics,
 }
@@ -215,6 +255,7 @@ impl Gateway {
             stake: stake_gate,
             samples: Mutex::new(std::collections::VecDeque::new()),
             reputation: reputation::Book::default(),
+            held: verification::Held::default(),
             metrics: GatewayMetrics::default(),
         });
         Gateway::spawn_reputation_flush(&gw);

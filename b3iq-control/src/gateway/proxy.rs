@@ -30,6 +30,7 @@ use b3iq_protocol::gateway::{
     RequestTicket, TicketFields, TunnelHello, HELLO_HEADER, RECEIPT_HEADER, RECEIPT_SSE_PREFIX,
     TICKET_HEADER, TUNNEL_PROTOCOL,
 };
+use b3iq_protocol::verification::{ATTESTATION_HEADER, ATTESTATION_SSE_PREFIX};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -249,9 +250,21 @@ impl Drop for Hold {
 }
 
 /// A request's place on a tunnel: freed (and waiting requests woken) when dropped.
-struct Slot {
+pub(super) struct Slot {
     gw: Arc<Gateway>,
     tunnel: Arc<Tunnel>,
+}
+
+impl Slot {
+    /// Wraps a place already taken (`in_flight` incremented) on `tunnel`.
+    pub(super) fn new(gw: Arc<Gateway>, tunnel: Arc<Tunnel>) -> Slot {
+        Slot { gw, tunnel }
+    }
+
+    /// The tunnel.
+    pub(super) fn tunnel(&self) -> &Arc<Tunnel> {
+        &self.tunnel
+    }
 }
 
 impl Drop for Slot {
@@ -758,6 +771,11 @@ impl Gateway {
                 .get(RECEIPT_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let opened = resp
+                .headers()
+                .get(ATTESTATION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let bytes = match tokio::time::timeout(
                 std::time::Duration::from_secs(600),
                 resp.into_body().collect(),
@@ -785,7 +803,13 @@ impl Gateway {
             }
             drop(slot);
             match self
-                .settle_from(receipt.as_deref(), &ticket, &node, &mut hold)
+                .settle_from(
+                    receipt.as_deref(),
+                    opened.as_deref(),
+                    &ticket,
+                    &node,
+                    &mut hold,
+                )
                 .await
             {
                 Some(id) => {
@@ -857,7 +881,9 @@ impl Gateway {
                     .map_err(|e| format!("relay to {url}: {e}"))?;
                 let mut b = axum::http::Response::builder().status(r.status().as_u16());
                 for (k, v) in r.headers() {
-                    if [header::CONTENT_TYPE.as_str(), RECEIPT_HEADER].contains(&k.as_str()) {
+                    if [header::CONTENT_TYPE.as_str(), RECEIPT_HEADER, ATTESTATION_HEADER]
+                        .contains(&k.as_str())
+                    {
                         b = b.header(k.as_str(), v.as_bytes());
                     }
                 }
@@ -936,27 +962,23 @@ impl Gateway {
             });
         let mut out = Response::new(Body::from_stream(stream));
         *out.status_mut() = parts.status;
-        for k in [header::CONTENT_TYPE.as_str(), RECEIPT_HEADER] {
+        for k in [header::CONTENT_TYPE.as_str(), RECEIPT_HEADER, ATTESTATION_HEADER] {
             if let Some(v) = parts.headers.get(k) {
-                out.headers_mut().insert(
-                    axum::http::HeaderName::from_static(if k == RECEIPT_HEADER {
-                        RECEIPT_HEADER
-                    } else {
-                        "content-type"
-                    }),
-                    v.clone(),
-                );
+                out.headers_mut()
+                    .insert(axum::http::HeaderName::from_static(k), v.clone());
             }
         }
         Ok(out)
     }
 
     /// Checks a node's receipt (hex of its encoding) against the ticket and settles the hold
-    /// with its price. Returns the receipt id, or `None` (the node is not paid; the hold is
-    /// released when dropped).
+    /// with its price, then considers the request for verification with the node's opening
+    /// (`opened`, hex), if it sent one. Returns the receipt id, or `None` (the node is not
+    /// paid; the hold is released when dropped).
     async fn settle_from(
-        &self,
+        self: &Arc<Self>,
         hex_receipt: Option<&str>,
+        opened: Option<&str>,
         ticket: &RequestTicket,
         t: &NodeRef,
         hold: &mut Hold,
@@ -995,7 +1017,10 @@ impl Gateway {
                         tokens: u64::from(b.completion_tokens),
                     },
                 );
-                match hold.settle(price, &t.node_id, &id.0).await {
+                let settled = hold.settle(price, &t.node_id, &id.0).await;
+                // After the answer and its receipt: the node cannot tell whether it is checked.
+                self.consider_verification(&r, opened, ticket);
+                match settled {
                     Ok(()) => Some(id.to_hex()),
                     Err(e) => {
                         tracing::error!(error = %e, "gateway: settling a hold failed");
@@ -1036,6 +1061,8 @@ impl Gateway {
             hold: Hold,
             ticket: RequestTicket,
             ended: bool,
+            /// The node's attestation opening (hex), taken out of the stream.
+            opened: Option<String>,
         }
         let node = target.node_id;
         let mut hold = hold;
@@ -1052,6 +1079,7 @@ impl Gateway {
             hold,
             ticket,
             ended: false,
+            opened: None,
         };
         let stream = futures_util::stream::unfold(init, |mut s| async move {
             loop {
@@ -1069,15 +1097,30 @@ impl Gateway {
                         // Complete events (blank-line separated) go out; the receipt stays here.
                         while let Some(end) = s.buf.windows(2).position(|w| w == b"\n\n") {
                             let event: Vec<u8> = s.buf.drain(..end + 2).collect();
-                            if event.starts_with(RECEIPT_SSE_PREFIX.as_bytes()) {
+                            if event.starts_with(ATTESTATION_SSE_PREFIX.as_bytes()) {
+                                s.opened = Some(
+                                    String::from_utf8_lossy(
+                                        &event[ATTESTATION_SSE_PREFIX.len()..],
+                                    )
+                                    .trim()
+                                    .to_string(),
+                                );
+                            } else if event.starts_with(RECEIPT_SSE_PREFIX.as_bytes()) {
                                 let hex_receipt =
                                     String::from_utf8_lossy(&event[RECEIPT_SSE_PREFIX.len()..])
                                         .trim()
                                         .to_string();
                                 let (gw, ticket, target) =
                                     (s.gw.clone(), s.ticket.clone(), s.target.clone());
+                                let opened = s.opened.take();
                                 if gw
-                                    .settle_from(Some(&hex_receipt), &ticket, &target, &mut s.hold)
+                                    .settle_from(
+                                        Some(&hex_receipt),
+                                        opened.as_deref(),
+                                        &ticket,
+                                        &target,
+                                        &mut s.hold,
+                                    )
                                     .await
                                     .is_none()
                                 {

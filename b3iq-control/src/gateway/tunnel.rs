@@ -233,7 +233,10 @@ impl super::Gateway {
         b.timer(TokioTimer::new())
             .keep_alive_interval(KEEPALIVE)
             .keep_alive_timeout(KEEPALIVE)
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            // A verifiable answer's headers carry its attestation opening (token ids and
+            // proofs): hex of about 8 bytes per token plus 262 per 32 tokens.
+            .max_header_list_size(4 << 20);
         let (send, conn) = match b.handshake::<_, Body>(upgraded).await {
             Ok(x) => x,
             Err(e) => {

@@ -458,6 +458,16 @@ pub(crate) fn apply_reputation_events(
     Ok(r)
 }
 
+/// A fixed-size byte column read back (an id or a hash).
+pub(crate) fn fixed<const N: usize>(b: &[u8], what: &str) -> Result<[u8; N]> {
+    b.try_into().map_err(|_| {
+        crate::ControlError::Store(format!(
+            "the database holds an invalid {what} ({} bytes, expected {N})",
+            b.len()
+        ))
+    })
+}
+
 pub(crate) fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -755,6 +765,61 @@ pub trait ControlStore: Send + Sync + 'static {
         -> Result<()>;
     /// Tunnel sessions refreshed at or after `since_ms`.
     async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>>;
+
+    // ---- verification in the network (`crate::gateway::verification`) -------------------
+
+    /// Stores a checked verifier verdict; `false` when one with its hash is already stored.
+    async fn put_verdict(&self, v: &VerdictRow) -> Result<bool>;
+    /// The verdicts about `subject` (the verified node), oldest first.
+    async fn verdicts(&self, subject: &NodeId) -> Result<Vec<VerdictRow>>;
+    /// Opens a dispute record; `false` when one for its evidence is already open.
+    async fn open_dispute(&self, d: &DisputeRow) -> Result<bool>;
+    /// The disputes against `subject`, oldest first.
+    async fn disputes(&self, subject: &NodeId) -> Result<Vec<DisputeRow>>;
+}
+
+/// A verifier node's signed verdict on a sampled request (`verification_verdicts`), checked by
+/// the gateway (signature of the verifier's tunnel key; the receipt's node, request and
+/// attestation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictRow {
+    /// The signed verdict's object hash (its id; dispute evidence hash).
+    pub verdict_hash: [u8; 32],
+    /// The verifying node.
+    pub verifier: NodeId,
+    /// The verified node.
+    pub subject: NodeId,
+    /// The verified request.
+    pub request_id: [u8; 16],
+    /// The verified receipt's id.
+    pub receipt_id: [u8; 32],
+    /// `pass`, `fail` or `inconclusive`.
+    pub outcome: String,
+    /// Where it failed or why it was inconclusive (the verdict's metric), empty on pass.
+    pub metric: String,
+    /// The signed verdict (b3iq-core encoding).
+    pub signed: Vec<u8>,
+    /// When the gateway stored it, unix ms.
+    pub created_at_ms: u64,
+}
+
+/// A dispute opened from objective evidence (`disputes`): a failed verification verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisputeRow {
+    /// The evidence's hash (a signed verdict's object hash); one dispute per evidence.
+    pub evidence_hash: [u8; 32],
+    /// What the evidence is: `failed_verification`.
+    pub kind: String,
+    /// The accused node.
+    pub subject: NodeId,
+    /// The disputed request.
+    pub request_id: [u8; 16],
+    /// `open` (recorded here), `open_on_chain` (with `chain_tx`).
+    pub status: String,
+    /// The chain transaction that opened it, when opened on chain.
+    pub chain_tx: Option<String>,
+    /// When it was opened, unix ms.
+    pub opened_at_ms: u64,
 }
 
 /// A closed settlement epoch (`epochs`).

@@ -259,6 +259,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX receipts_epoch ON receipts(epoch_id, started_at_ms);
     ALTER TABLE nodes ADD COLUMN payout_address TEXT;
     "#,
+    // 11: as SQLite's migration 11: verifier verdicts, and disputes opened from failed ones.
+    r#"
+    CREATE TABLE verification_verdicts (
+        verdict_hash BYTEA PRIMARY KEY,
+        verifier TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        request_id BYTEA NOT NULL,
+        receipt_id BYTEA NOT NULL,
+        outcome TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        signed BYTEA NOT NULL,
+        created_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX verification_verdicts_subject ON verification_verdicts(subject, created_at_ms);
+    CREATE TABLE disputes (
+        evidence_hash BYTEA PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        request_id BYTEA NOT NULL,
+        status TEXT NOT NULL,
+        chain_tx TEXT,
+        opened_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX disputes_subject ON disputes(subject, opened_at_ms);
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -2119,6 +2144,73 @@ impl ControlStore for PostgresStore {
         .await
         .map_err(db("tunnel session"))?;
         Ok(())
+    }
+
+    async fn put_verdict(&self, v: &VerdictRow) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "INSERT INTO verification_verdicts(verdict_hash, verifier, subject, request_id, receipt_id, outcome, metric, signed, created_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (verdict_hash) DO NOTHING",
+                &[&&v.verdict_hash[..], &v.verifier.to_text(), &v.subject.to_text(), &&v.request_id[..], &&v.receipt_id[..], &v.outcome, &v.metric, &v.signed, &ms(v.created_at_ms)],
+            )
+            .await
+            .map_err(db("verdict"))?;
+        Ok(n == 1)
+    }
+
+    async fn verdicts(&self, subject: &NodeId) -> Result<Vec<VerdictRow>> {
+        let c = self.client().await?;
+        c.query("SELECT verdict_hash, verifier, request_id, receipt_id, outcome, metric, signed, created_at_ms FROM verification_verdicts WHERE subject = $1 ORDER BY created_at_ms, verdict_hash", &[&subject.to_text()])
+            .await
+            .map_err(db("verdicts"))?
+            .iter()
+            .map(|r| {
+                let verifier: &str = r.get(1);
+                Ok(VerdictRow {
+                    verdict_hash: fixed(r.get::<_, &[u8]>(0), "verification_verdicts.verdict_hash")?,
+                    verifier: NodeId::parse(verifier).map_err(|_| ControlError::Store(format!("the database holds an invalid node id {verifier:?} in verification_verdicts")))?,
+                    subject: *subject,
+                    request_id: fixed(r.get::<_, &[u8]>(2), "verification_verdicts.request_id")?,
+                    receipt_id: fixed(r.get::<_, &[u8]>(3), "verification_verdicts.receipt_id")?,
+                    outcome: r.get(4),
+                    metric: r.get(5),
+                    signed: r.get(6),
+                    created_at_ms: r.get::<_, i64>(7) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_dispute(&self, d: &DisputeRow) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "INSERT INTO disputes(evidence_hash, kind, subject, request_id, status, chain_tx, opened_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (evidence_hash) DO NOTHING",
+                &[&&d.evidence_hash[..], &d.kind, &d.subject.to_text(), &&d.request_id[..], &d.status, &d.chain_tx, &ms(d.opened_at_ms)],
+            )
+            .await
+            .map_err(db("dispute"))?;
+        Ok(n == 1)
+    }
+
+    async fn disputes(&self, subject: &NodeId) -> Result<Vec<DisputeRow>> {
+        let c = self.client().await?;
+        c.query("SELECT evidence_hash, kind, request_id, status, chain_tx, opened_at_ms FROM disputes WHERE subject = $1 ORDER BY opened_at_ms, evidence_hash", &[&subject.to_text()])
+            .await
+            .map_err(db("disputes"))?
+            .iter()
+            .map(|r| {
+                Ok(DisputeRow {
+                    evidence_hash: fixed(r.get::<_, &[u8]>(0), "disputes.evidence_hash")?,
+                    kind: r.get(1),
+                    subject: *subject,
+                    request_id: fixed(r.get::<_, &[u8]>(2), "disputes.request_id")?,
+                    status: r.get(3),
+                    chain_tx: r.get(4),
+                    opened_at_ms: r.get::<_, i64>(5) as u64,
+                })
+            })
+            .collect()
     }
 
     async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>> {

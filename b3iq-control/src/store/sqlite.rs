@@ -261,6 +261,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX receipts_epoch ON receipts(epoch_id, started_at_ms);
     ALTER TABLE nodes ADD COLUMN payout_address TEXT;
     "#,
+    // 11: verification in the network: verifier verdicts, and disputes opened from failed ones.
+    r#"
+    CREATE TABLE verification_verdicts (
+        verdict_hash BLOB PRIMARY KEY,
+        verifier TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        request_id BLOB NOT NULL,
+        receipt_id BLOB NOT NULL,
+        outcome TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        signed BLOB NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX verification_verdicts_subject ON verification_verdicts(subject, created_at_ms);
+    CREATE TABLE disputes (
+        evidence_hash BLOB PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        request_id BLOB NOT NULL,
+        status TEXT NOT NULL,
+        chain_tx TEXT,
+        opened_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX disputes_subject ON disputes(subject, opened_at_ms);
+    "#,
 ];
 
 /// Prepared statements kept per connection (more than the store's distinct hot statements).
@@ -1996,6 +2021,90 @@ impl ControlStore for SqliteStore {
         self.run(move |c| {
             exec(c, "DELETE FROM tunnel_sessions WHERE node_id = ?1 AND replica_url = ?2 AND epoch = ?3", params![id, url, ms(epoch)]).map_err(db("tunnel session"))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_verdict(&self, v: &VerdictRow) -> Result<bool> {
+        let v = v.clone();
+        self.run(move |c| {
+            let n = exec(c,
+                "INSERT INTO verification_verdicts(verdict_hash, verifier, subject, request_id, receipt_id, outcome, metric, signed, created_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) ON CONFLICT(verdict_hash) DO NOTHING",
+                params![&v.verdict_hash[..], v.verifier.to_text(), v.subject.to_text(), &v.request_id[..], &v.receipt_id[..], v.outcome, v.metric, v.signed, ms(v.created_at_ms)],
+            )
+            .map_err(db("verdict"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn verdicts(&self, subject: &NodeId) -> Result<Vec<VerdictRow>> {
+        let subject = *subject;
+        self.read(move |c| {
+            let mut st = c
+                .prepare("SELECT verdict_hash, verifier, request_id, receipt_id, outcome, metric, signed, created_at_ms FROM verification_verdicts WHERE subject = ?1 ORDER BY created_at_ms, verdict_hash")
+                .map_err(db("verdicts"))?;
+            let rows = st
+                .query_map([subject.to_text()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, Vec<u8>>(6)?, r.get::<_, i64>(7)?)))
+                .map_err(db("verdicts"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db("verdicts"))?;
+            rows.into_iter()
+                .map(|(h, verifier, req, rid, outcome, metric, signed, at)| {
+                    Ok(VerdictRow {
+                        verdict_hash: fixed(&h, "verification_verdicts.verdict_hash")?,
+                        verifier: NodeId::parse(&verifier).map_err(|_| ControlError::Store(format!("the database holds an invalid node id {verifier:?} in verification_verdicts")))?,
+                        subject,
+                        request_id: fixed(&req, "verification_verdicts.request_id")?,
+                        receipt_id: fixed(&rid, "verification_verdicts.receipt_id")?,
+                        outcome,
+                        metric,
+                        signed,
+                        created_at_ms: at as u64,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn open_dispute(&self, d: &DisputeRow) -> Result<bool> {
+        let d = d.clone();
+        self.run(move |c| {
+            let n = exec(c,
+                "INSERT INTO disputes(evidence_hash, kind, subject, request_id, status, chain_tx, opened_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7) ON CONFLICT(evidence_hash) DO NOTHING",
+                params![&d.evidence_hash[..], d.kind, d.subject.to_text(), &d.request_id[..], d.status, d.chain_tx, ms(d.opened_at_ms)],
+            )
+            .map_err(db("dispute"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn disputes(&self, subject: &NodeId) -> Result<Vec<DisputeRow>> {
+        let subject = *subject;
+        self.read(move |c| {
+            let mut st = c
+                .prepare("SELECT evidence_hash, kind, request_id, status, chain_tx, opened_at_ms FROM disputes WHERE subject = ?1 ORDER BY opened_at_ms, evidence_hash")
+                .map_err(db("disputes"))?;
+            let rows = st
+                .query_map([subject.to_text()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, i64>(5)?)))
+                .map_err(db("disputes"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db("disputes"))?;
+            rows.into_iter()
+                .map(|(h, kind, req, status, chain_tx, at)| {
+                    Ok(DisputeRow {
+                        evidence_hash: fixed(&h, "disputes.evidence_hash")?,
+                        kind,
+                        subject,
+                        request_id: fixed(&req, "disputes.request_id")?,
+                        status,
+                        chain_tx,
+                        opened_at_ms: at as u64,
+                    })
+                })
+                .collect()
         })
         .await
     }

@@ -110,6 +110,12 @@ pub struct Config {
     /// (a control plane's self-signed certificate); a relative path is under the home. Used
     /// when `update/ca.pem` (saved by `b3iqd update check --ca-file`) is absent.
     pub update_ca_file: Option<String>,
+    /// Serve verifiable work (llama.cpp backend): the runtime keeps hidden-state fingerprints
+    /// and a network request's receipt names a signed inference attestation the gateway can
+    /// have checked (`docs/verification.md`, "In the network"). `null` (default): on when the
+    /// node is enrolled in a control plane when the runtime starts; `true`/`false` force it.
+    /// Costs the lm_head on every prompt token while on.
+    pub fingerprints: Option<bool>,
 }
 
 impl Config {
@@ -206,6 +212,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             update_ca_file: None,
+            fingerprints: None,
         }
     }
 }

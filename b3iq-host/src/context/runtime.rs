@@ -173,6 +173,8 @@ pub async fn start_runtime(
         expected_sha256: expected,
         ..LoadModelSpec::from_path(path).with_id(id)
     };
+    #[cfg(debug_assertions)]
+    let (spec, claimed_sha256) = debug_substitute(spec)?;
     let backend = resolve_backend(home, &config.backend);
     if backend == BackendKind::Wgpu {
         let rt = WgpuRuntime::new(WgpuConfig {
@@ -186,7 +188,12 @@ pub async fn start_runtime(
         return Ok((rt, ServedModel::new(info, profile)?));
     }
     let rt = LlamaRuntime::new(llama_config(config))?;
-    let info = rt.load_model(spec).await?;
+    #[allow(unused_mut)]
+    let mut info = rt.load_model(spec).await?;
+    #[cfg(debug_assertions)]
+    if let Some(sha) = claimed_sha256 {
+        info.sha256 = sha;
+    }
     let rt: Arc<dyn Runtime> = Arc::new(rt);
     Ok((rt, ServedModel::new(info, profile)?))
 }
@@ -204,7 +211,30 @@ pub fn llama_config(config: &Config) -> LlamaConfig {
     lc.prompt_cache = config.prompt_cache;
     lc.kv_unified = config.kv_unified;
     lc.kv_cells = config.kv_cells;
+    lc.fingerprints = config.fingerprints.unwrap_or(false);
     lc
+}
+
+/// Debug builds only (tests of verification): with `B3IQ_DEBUG_SUBSTITUTE_MODEL=<gguf>` in
+/// the environment, the runtime loads that file instead of the chosen model while the node
+/// claims the chosen model's sha256 (a host serving a requantized copy under the original's
+/// digest, which verification must catch). Compiled out of release builds.
+#[cfg(debug_assertions)]
+fn debug_substitute(spec: LoadModelSpec) -> Result<(LoadModelSpec, Option<String>)> {
+    let Some(sub) = std::env::var_os("B3IQ_DEBUG_SUBSTITUTE_MODEL") else {
+        return Ok((spec, None));
+    };
+    let (claimed, _) =
+        b3iq_runtime::digest::sha256_file(&spec.path).map_err(crate::error::HostError::Runtime)?;
+    tracing::warn!(serving = ?sub, claiming = %claimed, "debug build: serving a substitute model under another model's digest (B3IQ_DEBUG_SUBSTITUTE_MODEL)");
+    Ok((
+        LoadModelSpec {
+            path: std::path::PathBuf::from(sub),
+            expected_sha256: None,
+            ..spec
+        },
+        Some(claimed),
+    ))
 }
 
 /// The backend `config.json`'s `backend` names; `auto` is decided by b3iq-runtime's

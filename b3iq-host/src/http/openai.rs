@@ -65,6 +65,43 @@ pub(super) fn caller(st: &Arc<NodeState>, req: &Request) -> Result<Caller> {
     }
 }
 
+/// A network answer's receipt (and, for an attested request, its opening) in headers, which
+/// the gateway takes out.
+pub(super) fn network_headers(
+    resp: &mut Response,
+    receipt: &[u8],
+    opened: Option<&b3iq_protocol::verification::OpenedGeneration>,
+) {
+    if let Ok(v) = HeaderValue::from_str(&hex::encode(receipt)) {
+        resp.headers_mut()
+            .insert(b3iq_protocol::gateway::RECEIPT_HEADER, v);
+    }
+    if let Some(v) = opened.and_then(|o| HeaderValue::from_str(&o.to_hex()).ok()) {
+        resp.headers_mut()
+            .insert(b3iq_protocol::verification::ATTESTATION_HEADER, v);
+    }
+}
+
+/// A streamed network answer's opening (for an attested request) and receipt as SSE comments
+/// before `[DONE]`, which the gateway takes out.
+pub(super) fn network_sse(
+    pending: &mut std::collections::VecDeque<Bytes>,
+    f: &crate::inference::Finished,
+) {
+    if let Some(o) = &f.opened {
+        pending.push_back(Bytes::from(format!(
+            "{}{}\n\n",
+            b3iq_protocol::verification::ATTESTATION_SSE_PREFIX,
+            o.to_hex()
+        )));
+    }
+    pending.push_back(Bytes::from(format!(
+        "{}{}\n\n",
+        b3iq_protocol::gateway::RECEIPT_SSE_PREFIX,
+        hex::encode(&f.receipt)
+    )));
+}
+
 /// A network request must ask for the model its ticket is for.
 pub(super) fn check_ticket_model(caller: &Caller, model: &str) -> Result<()> {
     match caller {
@@ -925,6 +962,7 @@ async fn run(
         }
         let receipt_id = done[0].finished.receipt_id.clone();
         let receipt = done[0].finished.receipt.clone();
+        let opened = done[0].finished.opened.clone();
         let mut resp = match flavor {
             Flavor::Chat => {
                 let choices = done
@@ -967,10 +1005,7 @@ async fn run(
             }
         };
         if network {
-            if let Ok(v) = HeaderValue::from_str(&hex::encode(&receipt)) {
-                resp.headers_mut()
-                    .insert(b3iq_protocol::gateway::RECEIPT_HEADER, v);
-            }
+            network_headers(&mut resp, &receipt, opened.as_deref());
         }
         return Ok(resp);
     }
@@ -1175,12 +1210,8 @@ async fn run(
                         ));
                     }
                     if s.network {
-                        // An SSE comment (clients ignore it); the gateway takes it out.
-                        s.pending.push_back(Bytes::from(format!(
-                            "{}{}\n\n",
-                            b3iq_protocol::gateway::RECEIPT_SSE_PREFIX,
-                            hex::encode(&f.receipt)
-                        )));
+                        // SSE comments (clients ignore them); the gateway takes them out.
+                        network_sse(&mut s.pending, &f);
                     }
                     s.pending.push_back(Bytes::from_static(sse::DONE_EVENT));
                 }

@@ -381,10 +381,7 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
                     );
                     let mut resp = axum::Json(v).into_response();
                     if network {
-                        if let Ok(h) = HeaderValue::from_str(&hex::encode(&f.receipt)) {
-                            resp.headers_mut()
-                                .insert(b3iq_protocol::gateway::RECEIPT_HEADER, h);
-                        }
+                        super::openai::network_headers(&mut resp, &f.receipt, f.opened.as_deref());
                     }
                     return Ok(resp);
                 }
@@ -552,11 +549,7 @@ pub async fn responses(State(st): State<Arc<NodeState>>, req: Request) -> Result
                     };
                     s.push(kind, json!({"response": done}));
                     if s.network {
-                        s.pending.push_back(Bytes::from(format!(
-                            "{}{}\n\n",
-                            b3iq_protocol::gateway::RECEIPT_SSE_PREFIX,
-                            hex::encode(&f.receipt)
-                        )));
+                        super::openai::network_sse(&mut s.pending, &f);
                     }
                 }
             }

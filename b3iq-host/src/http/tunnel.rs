@@ -44,15 +44,36 @@ pub fn router(st: Arc<NodeState>, ctx: TunnelContext) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/responses", post(super::responses::responses))
+        .route(b3iq_protocol::verification::VERIFY_PATH, post(verify))
         .fallback(|| async {
             HostError::NotFound(
-                "route (the tunnel serves /v1/models, /v1/chat/completions, /v1/completions and /v1/responses)"
+                "route (the tunnel serves /v1/models, /v1/chat/completions, /v1/completions, /v1/responses and /v1/node/verify)"
                     .into(),
             )
         })
         .layer(axum::Extension(ctx))
         .layer(axum::extract::DefaultBodyLimit::max(super::MAX_BODY_BYTES))
         .with_state(st)
+}
+
+/// `POST /v1/node/verify` (tunnel only): a verifier job from the gateway, authorised by its
+/// verifier ticket; the answer is the signed verdict ([`network::verify`]).
+async fn verify(
+    axum::extract::State(st): axum::extract::State<Arc<NodeState>>,
+    axum::Extension(ctx): axum::Extension<TunnelContext>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<b3iq_protocol::verification::VerifyAnswer>> {
+    let h = headers
+        .get(b3iq_protocol::gateway::TICKET_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let ticket = network::verify::admit(&st, &ctx, h).inspect_err(
+        |e| tracing::info!(code = e.code(), reason = %e, "network mode: a verifier job was refused"),
+    )?;
+    let job: b3iq_protocol::verification::VerifyJob = serde_json::from_slice(&body)
+        .map_err(|e| HostError::InvalidParameter(format!("verifier job: {e}")))?;
+    let v = network::verify::run(&st, &ticket, job).await?;
+    Ok(axum::Json(b3iq_protocol::verification::VerifyAnswer::new(&v)))
 }
 
 /// A client for the tunnel: HTTP/1.1 only (the upgrade), the enrollment's pinned certificate,

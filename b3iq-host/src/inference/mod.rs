@@ -130,6 +130,9 @@ pub struct Finished {
     pub ttft_ms: u64,
     /// Wall time from admission to the receipt, ms.
     pub duration_ms: u64,
+    /// A verifiable network request's opening (its signed attestation and token ids), for the
+    /// gateway only (see [`attest`]).
+    pub opened: Option<Box<b3iq_protocol::verification::OpenedGeneration>>,
 }
 
 /// A whole completion with its receipt ([`Inference::collect`]).
@@ -186,14 +189,64 @@ pub fn map_runtime(e: RuntimeError) -> HostError {
     }
 }
 
+/// The node's attestation of a finished network request, opened for the gateway: only a
+/// ticketed request on the llama.cpp backend, with free-form text (no grammar), no
+/// `logit_bias`, at least one completion token and the runtime's fingerprints
+/// (`config.json` `fingerprints`). `None` otherwise: the gateway counts the request as not
+/// verifiable. Signed with the node key; the receipt names its object hash.
+pub fn attest(
+    st: &NodeState,
+    req: &InferenceRequest,
+    request_id: RequestId,
+    ids: &TokenIds,
+) -> Option<b3iq_protocol::verification::OpenedGeneration> {
+    if !matches!(req.caller, Caller::Network(_))
+        || req.model.info.backend != b3iq_runtime::runtime::BackendKind::LlamaCpp
+        || ids.completion.is_empty()
+        || ids.fingerprints.is_empty()
+    {
+        return None;
+    }
+    let threads = if st.config.threads > 0 {
+        st.config.threads
+    } else {
+        b3iq_runtime::llama::LlamaConfig::default().threads
+    };
+    let a = b3iq_runtime::attest::build_attestation(
+        st.node_id,
+        request_id,
+        ids,
+        &req.sampling,
+        &req.response_format,
+        b3iq_runtime::attest::llama_runtime_fingerprint(threads),
+        b3iq_core::fingerprint::Profile::CPU_SAME_ISA_V1,
+        b3iq_core::Hash32(rand::random()),
+    )
+    .map_err(|e| tracing::debug!(error = %e, "network request not attested"))
+    .ok()?;
+    let signed = b3iq_core::Signed::sign(a, &st.key)
+        .map_err(|e| tracing::warn!(error = %e, "could not sign an attestation"))
+        .ok()?;
+    Some(b3iq_protocol::verification::OpenedGeneration {
+        attestation: signed,
+        prompt: ids.prompt.clone(),
+        completion: ids.completion.clone(),
+    })
+}
+
 /// Admit a request and start generating: the node must be serving a runtime, the request must
 /// be valid for it, and the runtime's queue must have room.
 ///
 /// # Errors
 /// `ModelNotLoaded` (503) without a runtime; `InvalidParameter` for a request the runtime refuses;
 /// `QueueFull` (429) when the queue is full; `ModelNotFound`.
-pub async fn start(st: &Arc<NodeState>, req: InferenceRequest) -> Result<Inference> {
+pub async fn start(st: &Arc<NodeState>, mut req: InferenceRequest) -> Result<Inference> {
     let rt = st.runtime()?;
+    // A network request samples with its ticket's key (replayable by a verifier; the node
+    // cannot choose it).
+    if let Caller::Network(g) = &req.caller {
+        req.sampling.seed_key = Some(g.ticket.seed_key);
+    }
     let greq = GenerateRequest {
         model: req.model.id.clone(),
         prompt: req.prompt.clone(),
@@ -310,6 +363,9 @@ impl Inference {
         }
         let duration_ms = self.t0.elapsed().as_millis() as u64;
         let ttft_ms = self.ttft_ms.unwrap_or(duration_ms);
+        let opened = token_ids
+            .as_ref()
+            .and_then(|ids| attest(&self.st, &self.req, self.request_id, ids));
         let done = receipts::Served {
             request_id: self.request_id,
             key_id: self.req.caller.key_id().to_string(),
@@ -324,6 +380,7 @@ impl Inference {
             ttft_ms,
             duration_ms,
             cancelled: false,
+            attestation: opened.as_ref().map(|o| o.attestation.clone()),
         };
         let st = self.st.clone();
         let (receipt_id, receipt) =
@@ -343,6 +400,7 @@ impl Inference {
             receipt,
             ttft_ms,
             duration_ms,
+            opened: opened.map(Box::new),
         })
     }
 
@@ -415,6 +473,7 @@ impl Drop for Inference {
                 ttft_ms,
                 duration_ms,
                 cancelled: true,
+                attestation: None,
             };
             let st3 = st.clone();
             match tokio::task::spawn_blocking(move || receipts::record(&st3, &served)).await {
@@ -503,6 +562,7 @@ pub async fn embed(
         ttft_ms: duration_ms,
         duration_ms,
         cancelled: false,
+        attestation: None,
     };
     let st2 = st.clone();
     let (receipt_id, receipt) = tokio::task::spawn_blocking(move || receipts::record(&st2, &served))

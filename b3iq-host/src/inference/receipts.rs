@@ -52,6 +52,9 @@ pub struct Served {
     pub duration_ms: u64,
     /// The client went away before the end: the tokens produced until then are receipted.
     pub cancelled: bool,
+    /// The signed inference attestation of a verifiable network request: the receipt names
+    /// its object hash (`attestation_digest`) and it is stored beside the receipt.
+    pub attestation: Option<b3iq_core::attestation::SignedAttestation>,
 }
 
 /// A receipt as the API lists it.
@@ -148,7 +151,10 @@ pub fn sign(st: &NodeState, s: &Served) -> Result<SignedReceipt> {
         ttft_ms: s.ttft_ms,
         duration_ms: s.duration_ms,
         content,
-        attestation_digest: None,
+        attestation_digest: s
+            .attestation
+            .as_ref()
+            .map(|a| b3iq_core::Hash32(a.object_hash())),
     };
     let price = match s.network_price {
         Some(p) => p,
@@ -170,7 +176,8 @@ pub fn record(st: &NodeState, s: &Served) -> Result<(String, Vec<u8>)> {
     // The usage row counts what the receipt says (with token ids, their lengths).
     let (prompt_tokens, completion_tokens) =
         (signed.body().prompt_tokens, signed.body().completion_tokens);
-    sql::insert(
+    let attestation = s.attestation.as_ref().map(|a| a.encode());
+    sql::insert_attested(
         &st.db,
         &ReceiptRow {
             seq: 0,
@@ -191,6 +198,7 @@ pub fn record(st: &NodeState, s: &Served) -> Result<(String, Vec<u8>)> {
             }
             .to_string(),
         },
+        attestation.as_deref(),
     )?;
     Ok((id, signed.encode()))
 }

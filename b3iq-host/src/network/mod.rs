@@ -12,6 +12,8 @@
 //! The tunnel itself (dialing the gateway, serving HTTP/2 on the connection) is the front door
 //! `http::tunnel`.
 
+pub mod verify;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

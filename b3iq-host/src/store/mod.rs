@@ -175,6 +175,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE receipts ADD COLUMN uploaded_at INTEGER;
     CREATE INDEX receipts_not_uploaded ON receipts(seq) WHERE uploaded_at IS NULL;
     "#,
+    // 7: the signed inference attestation of a network request, beside its receipt (the
+    // receipt's `attestation_digest` is its object hash).
+    r#"
+    CREATE TABLE attestations (
+        receipt_id TEXT PRIMARY KEY REFERENCES receipts(id),
+        signed BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// Most audit events kept (the oldest beyond it are deleted).

@@ -57,6 +57,15 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptRow> {
 /// Store a receipt and its usage row in one transaction (`seq` of `r` is ignored). Durable
 /// (`synchronous=FULL`) when it returns.
 pub fn insert(db: &Db, r: &ReceiptRow) -> Result<()> {
+    insert_attested(db, r, None)
+}
+
+/// As [`insert`], with the receipt's signed inference attestation (b3iq-core encoding) stored
+/// beside it in the same transaction.
+///
+/// # Errors
+/// `Db`.
+pub fn insert_attested(db: &Db, r: &ReceiptRow, attestation: Option<&[u8]>) -> Result<()> {
     db.tx(|tx| {
         tx.execute(
             "INSERT INTO receipts(id, request_id, key_id, model, prompt_tokens, completion_tokens, created_at, ttft_ms, duration_ms, signed, outcome)
@@ -79,8 +88,30 @@ pub fn insert(db: &Db, r: &ReceiptRow) -> Result<()> {
             "INSERT INTO usage(at, key_id, model, prompt_tokens, completion_tokens, receipt_id) VALUES (?1,?2,?3,?4,?5,?6)",
             params![r.created_at as i64, r.key_id, r.model, r.prompt_tokens, r.completion_tokens, r.id],
         )?;
+        if let Some(a) = attestation {
+            tx.execute(
+                "INSERT INTO attestations(receipt_id, signed) VALUES (?1, ?2)",
+                params![r.id, a],
+            )?;
+        }
         Ok(())
     })
+}
+
+/// The signed attestation stored beside receipt `id` (hex), if any.
+///
+/// # Errors
+/// `Db`.
+pub fn attestation(db: &Db, id: &str) -> Result<Option<Vec<u8>>> {
+    let conn = db.lock();
+    let v = conn
+        .query_row(
+            "SELECT signed FROM attestations WHERE receipt_id = ?1",
+            params![id],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
+        .optional()?;
+    Ok(v)
 }
 
 /// Newest first, at most `limit` (1 to 500), with `seq` below `before`.

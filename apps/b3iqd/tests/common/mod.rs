@@ -91,8 +91,14 @@ impl Daemon {
     /// Start `EXE serve ARGS` (another copy of the daemon, e.g. one an update may replace) with
     /// `home` and wait until it listens.
     pub fn start_exe(exe: &Path, home: &Path, args: &[&str]) -> Daemon {
+        Self::start_exe_env(exe, home, args, &[])
+    }
+
+    /// As [`Daemon::start_exe`], with extra environment variables.
+    pub fn start_exe_env(exe: &Path, home: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(exe);
         cmd.arg("serve").args(args);
+        cmd.envs(env.iter().copied());
         cmd.env("B3IQ_HOME", home).env(
             "B3IQ_LOG",
             "debug,llama_cpp_2=warn,llama-cpp-2=warn,hyper=info",

@@ -1,0 +1,420 @@
+//! Verification in the network end to end: a real control plane with its gateway (SQLite store,
+//! HTTPS on loopback) and two real `b3iqd` daemons with the default model (Q4_1), enrolled, in
+//! network mode, serving verifiable work (fingerprints on). The gateway samples every request
+//! (rate 1.0): a request through the gateway is attested by its node, verified by the other
+//! node over its tunnel (`POST /v1/node/verify`), and the verdict `pass` is stored. Then one
+//! node is restarted serving a Q8_0 copy of the model (made here with llama.cpp's quantize
+//! API) while claiming the Q4_1 artifact (the debug build's `B3IQ_DEBUG_SUBSTITUTE_MODEL`
+//! hook): its answer is verified by the honest node, the verdict is `fail` with the
+//! fingerprint metric, the node's reputation drops and a dispute is recorded with the signed
+//! verdict's hash as evidence.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use b3iq_control::gateway::{Gateway, GatewayConfig};
+use b3iq_control::{ControlHome, ControlPlane};
+use b3iq_core::attestation::{SignedVerdict, VerdictOutcome};
+use b3iq_core::NodeId;
+use common::{tempdir, Daemon};
+use serde_json::{json, Value};
+
+struct Net {
+    cp: Arc<ControlPlane>,
+    gw: Arc<Gateway>,
+    url: String,
+    ca: std::path::PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn network(dir: &Path) -> Net {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("control.json"), r#"{"heartbeat_interval_s": 1}"#).unwrap();
+    let home = ControlHome::locate(Some(dir.to_path_buf())).unwrap();
+    let (settings, cp) = home.open().await.unwrap();
+    let tls = home.tls(&settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let mut cfg = GatewayConfig::new();
+    cfg.queue_wait = Duration::from_secs(120);
+    // Every request of every tier is verified.
+    cfg.verification.rate_bps = [10_000; 4];
+    let gw = Gateway::new(cp.clone(), home.ticket_key().unwrap(), cfg);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (cp2, gw2) = (cp.clone(), gw.clone());
+    tokio::spawn(async move {
+        b3iq_control::home::serve_with(listener, cp2, Some(gw2), &tls, rx).await
+    });
+    Net {
+        cp,
+        gw,
+        url,
+        ca: dir.join("tls/self-signed.crt.pem"),
+        _stop: tx,
+    }
+}
+
+fn b3iqd(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(common::bin())
+        .args(args)
+        .env("B3IQ_HOME", home)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+struct Node {
+    d: Daemon,
+    cookie: String,
+    id: NodeId,
+    home: std::path::PathBuf,
+}
+
+fn policy(price_floor_per_1m: u64) -> Value {
+    json!({"max_concurrent": 1, "price_floor": {"prompt_per_1m_tokens": price_floor_per_1m, "completion_per_1m_tokens": price_floor_per_1m, "per_request": 0}})
+}
+
+async fn set_policy(n: &Node, p: Value) {
+    let r = common::client()
+        .put(n.d.url("/api/network"))
+        .header("cookie", &n.cookie)
+        .json(&p)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+}
+
+/// A node with two slots and fingerprints on, claimed, enrolled and in network mode.
+async fn node(net: &Net, org: &str, dir: &Path, name: &str) -> Node {
+    let home = dir.join(name);
+    common::write_config(&home, json!({"parallel": 2, "fingerprints": true}));
+    let d = Daemon::start(&home);
+    let c = common::client();
+    let cookie = common::claim(&d, &c).await;
+    let (_, tok) = net
+        .cp
+        .create_enrollment_token(org, 600_000, b3iq_host::context::unix_now_ms())
+        .await
+        .unwrap();
+    let tok_file = dir.join(format!("{name}.token"));
+    std::fs::write(&tok_file, format!("{tok}\n")).unwrap();
+    let (ok, _, err) = b3iqd(
+        &home,
+        &[
+            "enroll",
+            "--control",
+            &net.url,
+            "--token-file",
+            tok_file.to_str().unwrap(),
+            "--ca-file",
+            net.ca.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = b3iqd(&home, &["status"]);
+    assert!(ok, "{err}");
+    let st: Value = serde_json::from_str(&out).unwrap();
+    let n = Node {
+        d,
+        cookie,
+        id: NodeId::parse(st["node_id"].as_str().unwrap()).unwrap(),
+        home,
+    };
+    set_policy(&n, policy(1000)).await;
+    let r = c
+        .post(n.d.url("/api/mode"))
+        .header("cookie", &n.cookie)
+        .json(&json!({"mode": "network"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    n
+}
+
+/// Waits until `ids` (and only they) have an open tunnel.
+async fn wait_tunnels(gw: &Gateway, ids: &[NodeId]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut have: Vec<NodeId> = gw.tunnels().all().iter().map(|t| t.node_id).collect();
+        have.sort();
+        let mut want = ids.to_vec();
+        want.sort();
+        if have == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "tunnels {have:?}, expected {want:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn gw_client(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// A sampled (temperature 0.9) chat request: its draws come from the ticket's seed key.
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Write two sentences about the sea."}], "max_tokens": 40, "temperature": 0.9, "stream": stream})
+}
+
+/// Waits for `n` verdicts about `subject` in the store.
+async fn verdicts(net: &Net, subject: &NodeId, n: usize) -> Vec<b3iq_control::store::VerdictRow> {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let v = net.cp.store().verdicts(subject).await.unwrap();
+        if v.len() >= n {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} verdicts about {subject}, expected {n}; verification counters: {:?}",
+            v.len(),
+            net.gw.metrics.verification.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A node's reputation score (basis points) in the store, now.
+async fn score(net: &Net, id: &NodeId) -> u32 {
+    let now = b3iq_host::context::unix_now_ms();
+    net.cp
+        .store()
+        .reputations()
+        .await
+        .unwrap()
+        .iter()
+        .find(|r| r.node_id() == *id)
+        .map(|r| r.score_bps(now, &b3iq_core::reputation::ReputationParams::default()))
+        .unwrap_or(0)
+}
+
+/// Sends a request through the gateway; returns the serving node and the body.
+async fn ask(c: &reqwest::Client, net: &Net, token: &str, model: &str, stream: bool) -> (NodeId, String) {
+    let r = c
+        .post(format!("{}/v1/chat/completions", net.url))
+        .bearer_auth(token)
+        .json(&chat(model, stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("x-b3iq-attestation").is_none(),
+        "the client never sees the node's attestation opening"
+    );
+    let node = NodeId::parse(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap()).unwrap();
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains("b3iq-attestation") && !body.contains("b3iq-receipt"),
+        "the gateway takes the node's comments out: {body}"
+    );
+    (node, body)
+}
+
+fn signed_verdict(row: &b3iq_control::store::VerdictRow) -> SignedVerdict {
+    let v = SignedVerdict::decode(&row.signed).unwrap();
+    assert_eq!(v.object_hash(), row.verdict_hash);
+    assert_eq!(v.verify_self_certified().unwrap(), row.verifier, "signed by the verifier");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_is_caught() {
+    let dir = tempdir("verification");
+    let net = network(&dir.join("control")).await;
+    let org = net
+        .cp
+        .create_org("acme", b3iq_host::context::unix_now_ms())
+        .await
+        .unwrap()
+        .id;
+    let a = node(&net, &org, &dir, "a").await;
+    let mut b = node(&net, &org, &dir, "b").await;
+    wait_tunnels(&net.gw, &[a.id, b.id]).await;
+    let now = b3iq_host::context::unix_now_ms();
+    net.cp
+        .add_credits(&org, 1_000_000_000, "seed", now)
+        .await
+        .unwrap();
+    let (_, token) = net
+        .cp
+        .create_gateway_key(&org, "app", 100_000, None, now)
+        .await
+        .unwrap();
+    let c = gw_client(&net.ca);
+    let model = "smollm2-135m-instruct-q4_1";
+    // Wait for the model to be routable (fresh heartbeats).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = c
+            .get(format!("{}/v1/models", net.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["data"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no model ready: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 1. Honest nodes: a request is sampled and verified by the other node: pass. Then the
+    //    node that served refuses paid requests for a moment (its price floor above the
+    //    network's price: routing prefers the node that just passed, so this is how the other
+    //    gets one), and a streamed request is served and verified the other way round.
+    let mut requests = 0u64;
+    let mut served_set = Vec::new();
+    for stream in [false, true] {
+        let before_a = net.cp.store().verdicts(&a.id).await.unwrap().len();
+        let before_b = net.cp.store().verdicts(&b.id).await.unwrap().len();
+        let (served_by, body) = ask(&c, &net, &token, model, stream).await;
+        requests += 1;
+        if !stream {
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+        }
+        let (other, before) = if served_by == a.id { (b.id, before_a) } else { (a.id, before_b) };
+        let v = verdicts(&net, &served_by, before + 1).await;
+        assert_eq!(v.len(), before + 1);
+        let last = v.last().unwrap();
+        assert_eq!(last.outcome, "pass", "honest work passes (stream {stream}): {:?}", last.metric);
+        assert_eq!(last.verifier, other, "verified by the other node, never the serving one");
+        let sv = signed_verdict(last);
+        assert_eq!(sv.body().outcome, VerdictOutcome::Pass);
+        assert!(sv.body().positions > 0, "the verifier replayed the positions");
+        assert_eq!(sv.body().subject, served_by);
+        served_set.push(served_by);
+        if !stream {
+            set_policy(if served_by == a.id { &a } else { &b }, policy(10_000_000)).await;
+        }
+    }
+    assert_ne!(served_set[0], served_set[1], "each node served once");
+    set_policy(&a, policy(1000)).await;
+    set_policy(&b, policy(1000)).await;
+    assert!(net.cp.store().disputes(&a.id).await.unwrap().is_empty());
+    assert!(net.cp.store().disputes(&b.id).await.unwrap().is_empty());
+    assert_eq!(net.gw.metrics.verification_count("fail"), 0);
+    assert_eq!(net.gw.metrics.verification_count("not_verifiable"), 0);
+    assert_eq!(net.gw.metrics.verification_count("sampled"), requests);
+    assert_eq!(net.gw.metrics.verification_count("pass"), requests);
+
+    // 2. Node b serves a Q8_0 copy while claiming the Q4_1 artifact.
+    let q8 = dir.join("SmolLM2-135M-Instruct.Q8_0-copy.gguf");
+    b3iq_runtime::quantize::quantize_model(
+        &common::model_path(),
+        &q8,
+        b3iq_runtime::quantize::QuantType::Q8_0,
+        2,
+    )
+    .unwrap();
+    // Reputation is applied every 5 s: let b's passes land before measuring.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let b_score = score(&net, &b.id).await;
+    assert!(b_score > 0, "b passed a verification: its score is positive");
+    b.d.stop();
+    wait_tunnels(&net.gw, &[a.id]).await;
+    let model_path = common::model_path();
+    b.d = Daemon::start_exe_env(
+        Path::new(common::bin()),
+        &b.home,
+        &["--listen", "127.0.0.1:0", "--model", model_path.to_str().unwrap()],
+        &[("B3IQ_DEBUG_SUBSTITUTE_MODEL", q8.to_str().unwrap())],
+    );
+    assert!(
+        b.d.logs().contains("substitute model"),
+        "the debug hook is on: {}",
+        b.d.logs()
+    );
+    wait_tunnels(&net.gw, &[a.id, b.id]).await;
+    // a takes no paid requests now (its price floor is above the network's price), so b
+    // serves; a still verifies (verifier jobs are not priced).
+    set_policy(&a, policy(10_000_000)).await;
+    let b_before = net.cp.store().verdicts(&b.id).await.unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let served = loop {
+        let r = c
+            .post(format!("{}/v1/chat/completions", net.url))
+            .bearer_auth(&token)
+            .json(&chat(model, false))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break NodeId::parse(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap())
+                .unwrap();
+        }
+        // b's heartbeat may not be fresh yet.
+        assert!(Instant::now() < deadline, "no answer: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(served, b.id, "the substituted node served");
+    let v = verdicts(&net, &b.id, b_before + 1).await;
+    let caught = v.last().unwrap();
+    assert_eq!(caught.outcome, "fail", "the substitution is caught: {}", caught.metric);
+    assert_eq!(caught.verifier, a.id);
+    assert!(
+        caught.metric.contains("exp_mismatches="),
+        "failed on the fingerprints: {}",
+        caught.metric
+    );
+    let sv = signed_verdict(caught);
+    assert!(
+        matches!(sv.body().outcome, VerdictOutcome::FailChunk(_)),
+        "{:?}",
+        sv.body().outcome
+    );
+    assert!(sv.body().max_exp_mismatches > 2, "{:?}", sv.body());
+    // The dispute: objective evidence, the signed verdict's hash.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let disputes = loop {
+        let d = net.cp.store().disputes(&b.id).await.unwrap();
+        if !d.is_empty() || Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(disputes.len(), 1, "one dispute for one failed verdict");
+    assert_eq!(disputes[0].evidence_hash, caught.verdict_hash);
+    assert_eq!(disputes[0].kind, "failed_verification");
+    assert_eq!(disputes[0].request_id, caught.request_id);
+    assert!(net.cp.store().disputes(&a.id).await.unwrap().is_empty(), "the honest node is never accused");
+    // Reputation: the failed challenge lands with the next flush (every 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let b_after = score(&net, &b.id).await;
+    assert!(
+        b_after < b_score,
+        "b's reputation dropped: {b_score} -> {b_after} bps"
+    );
+    assert_eq!(net.gw.metrics.verification_count("fail"), 1);
+    assert_eq!(net.gw.metrics.verification_count("dispute_opened"), 1);
+    // The node kept the attestation beside each receipt it signed for the network.
+    let db = rusqlite::Connection::open(b.home.join("state.db")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT COUNT(*) FROM attestations", [], |r| r.get(0))
+        .unwrap();
+    assert!(n >= 1, "attestations stored beside receipts on b: {n}");
+    drop(a);
+}
