@@ -474,7 +474,9 @@ impl Runtime for UpstreamRuntime {
                             Piece::Chunk { text, finish, usage } => (text, finish, usage),
                         };
                         if let Some(u) = u {
-                            usage = Some(Usage::new(u.prompt_tokens, u.completion_tokens));
+                            // OpenAI's `prompt_tokens_details.cached_tokens` when the upstream says.
+                            let cached = u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
+                            usage = Some(Usage::new(u.prompt_tokens, u.completion_tokens).with_cached_prompt_tokens(cached));
                         }
                         if let Some(t) = text.filter(|t| !t.is_empty()) {
                             first.get_or_insert_with(Instant::now);
@@ -639,6 +641,8 @@ mod tests {
         assert!(matches!(p, Piece::Chunk { finish: Some(ref f), .. } if f == "length"));
         let p = read_event(&ev(r#"{"id":"c","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#), false).unwrap();
         assert!(matches!(p, Piece::Chunk { text: None, usage: Some(u), .. } if u.prompt_tokens == 3 && u.completion_tokens == 2));
+        let p = read_event(&ev(r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10,"prompt_tokens_details":{"cached_tokens":8}}}"#), true).unwrap();
+        assert!(matches!(p, Piece::Chunk { usage: Some(u), .. } if u.prompt_tokens_details.map(|d| d.cached_tokens) == Some(8)));
         assert!(matches!(read_event(&ev("[DONE]"), false).unwrap(), Piece::Done));
         let e = read_event(&ev(r#"{"error":{"message":"boom","code":500}}"#), true).unwrap_err();
         assert!(matches!(e, RuntimeError::Upstream { status: 200, ref message } if message == "boom"), "{e}");

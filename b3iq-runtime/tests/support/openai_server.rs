@@ -183,7 +183,8 @@ async fn complete(s: AppState, headers: HeaderMap, params: CommonParams, prompt:
     if !stream {
         return match gen.collect_completion().await {
             Ok(c) => {
-                let usage = b3iq_openai::Usage::new(c.usage.prompt_tokens, c.usage.completion_tokens);
+                let usage = b3iq_openai::Usage::new(c.usage.prompt_tokens, c.usage.completion_tokens)
+                    .with_cached_tokens(c.usage.cached_prompt_tokens);
                 if chat {
                     let mut a = ChatCompletion::new(id, CHAT_COMPLETION, 0, model).with_usage(usage);
                     a.choices.push(ChatChoice::assistant(c.text, c.finish_reason.as_str()));
@@ -214,7 +215,8 @@ async fn complete(s: AppState, headers: HeaderMap, params: CommonParams, prompt:
                     sse::encode_json(&text_head.with_choices(vec![TextChoice::finished("", reason)]))
                 }];
                 if include_usage {
-                    let u = b3iq_openai::Usage::new(usage.prompt_tokens, usage.completion_tokens);
+                    let u = b3iq_openai::Usage::new(usage.prompt_tokens, usage.completion_tokens)
+                        .with_cached_tokens(usage.cached_prompt_tokens);
                     v.push(if chat {
                         sse::encode_json(&chat_head.with_choices(Vec::<ChatChunkChoice>::new()).with_usage(u))
                     } else {
