@@ -23,6 +23,8 @@ use crate::version::{SoftwareVersion, MAX_VERSION_LEN};
 
 /// Maximum length of profile ids and benchmark suite names.
 pub const MAX_PROFILE_ID_LEN: u32 = 64;
+/// Maximum length of a model id in a `load_model` job.
+pub const MAX_MODEL_ID_LEN: u32 = 128;
 /// Default allowed clock skew between control plane and node: 2 minutes.
 pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 2 * 60 * 1000;
 /// Longest validity window a job may have: 24 hours.
@@ -85,6 +87,15 @@ pub enum JobKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<String>,
     },
+    /// Load an installed model so it is served (a no-op when it already is). Tag 8. To make
+    /// room the node unloads idle models, least recently used first, within its
+    /// `max_loaded_models` and memory budget; it never unloads a model that is serving a
+    /// request (the job fails instead). Low risk: it changes which models are resident, not
+    /// what is installed or who may use them.
+    LoadModel {
+        /// The model id as `GET /v1/models` lists it (identifier, at most 128 bytes).
+        model: String,
+    },
 }
 
 impl JobKind {
@@ -99,6 +110,7 @@ impl JobKind {
             JobKind::ChangeMode { .. } => 5,
             JobKind::RotateIssuerKey { .. } => 6,
             JobKind::Update { .. } => 7,
+            JobKind::LoadModel { .. } => 8,
         }
     }
 
@@ -113,13 +125,17 @@ impl JobKind {
             JobKind::ChangeMode { .. } => "change_mode",
             JobKind::RotateIssuerKey { .. } => "rotate_issuer_key",
             JobKind::Update { .. } => "update",
+            JobKind::LoadModel { .. } => "load_model",
         }
     }
 
     /// How risky the job is for the owner.
     pub fn risk(&self) -> RiskLevel {
         match self {
-            JobKind::RunBenchmark { .. } | JobKind::RestartRuntime {} | JobKind::RotateIssuerKey { .. } => RiskLevel::Low,
+            JobKind::RunBenchmark { .. }
+            | JobKind::RestartRuntime {}
+            | JobKind::RotateIssuerKey { .. }
+            | JobKind::LoadModel { .. } => RiskLevel::Low,
             JobKind::InstallModelProfile { .. }
             | JobKind::RemoveModelProfile { .. }
             | JobKind::BuildSupportBundle {} => RiskLevel::Medium,
@@ -135,6 +151,7 @@ impl Canonical for JobKind {
         match self {
             JobKind::InstallModelProfile { profile_id } | JobKind::RemoveModelProfile { profile_id } => w.str(profile_id),
             JobKind::RunBenchmark { suite } => w.str(suite),
+            JobKind::LoadModel { model } => w.str(model),
             JobKind::BuildSupportBundle {} | JobKind::RestartRuntime {} => {}
             JobKind::ChangeMode { mode } => w.put(mode),
             JobKind::RotateIssuerKey { new_issuer } => w.put(new_issuer),
@@ -162,6 +179,9 @@ impl Canonical for JobKind {
                     SoftwareVersion::parse(&v)?;
                     Ok(v)
                 })?,
+            },
+            8 => JobKind::LoadModel {
+                model: read_identifier(r, MAX_MODEL_ID_LEN, "model")?,
             },
             tag => return Err(CoreError::InvalidTag { field: "job kind", tag }),
         })
@@ -231,6 +251,7 @@ impl Job {
                 check_identifier("profile_id", profile_id, MAX_PROFILE_ID_LEN as usize)?;
             }
             JobKind::RunBenchmark { suite } => check_identifier("suite", suite, MAX_PROFILE_ID_LEN as usize)?,
+            JobKind::LoadModel { model } => check_identifier("model", model, MAX_MODEL_ID_LEN as usize)?,
             JobKind::Update { version: Some(v) } => {
                 SoftwareVersion::parse(v)?;
             }
