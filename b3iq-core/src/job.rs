@@ -743,7 +743,7 @@ mod tests {
     fn job_kind_json_and_bad_tags() {
         let k = JobKind::ChangeMode { mode: OperatingMode::Managed };
         assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"type":"change_mode","mode":"managed"}"#);
-        assert!(matches!(JobKind::from_canonical_bytes(&[8]), Err(CoreError::InvalidTag { tag: 8, .. })));
+        assert!(matches!(JobKind::from_canonical_bytes(&[9]), Err(CoreError::InvalidTag { tag: 9, .. })));
         assert!(JobKind::from_canonical_bytes(&[6, 1, 2]).is_err(), "a truncated key");
         let r = JobKind::RotateIssuerKey { new_issuer: crate::identity::NodeKey::from_seed([3; 32]).public() };
         assert_eq!(JobKind::from_canonical_bytes(&r.to_canonical_bytes()).unwrap(), r);
@@ -751,6 +751,22 @@ mod tests {
         assert_eq!((r.risk(), r.name()), (RiskLevel::Low, "rotate_issuer_key"));
         assert!(JobKind::from_canonical_bytes(&[5, 3]).is_err());
         assert!(serde_json::from_str::<JobKind>(r#"{"type":"shell","cmd":"rm -rf /"}"#).is_err());
+    }
+
+    #[test]
+    fn load_model_jobs_name_an_identifier_and_run_without_the_owner() {
+        let k = JobKind::LoadModel { model: "smollm2-135m-instruct.q8_0".into() };
+        assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"type":"load_model","model":"smollm2-135m-instruct.q8_0"}"#);
+        assert_eq!(JobKind::from_canonical_bytes(&k.to_canonical_bytes()).unwrap(), k);
+        assert_eq!((k.tag(), k.name(), k.risk()), (8, "load_model", RiskLevel::Low));
+        assert_eq!(JobPolicy::default().decide(&k, OperatingMode::Managed).verdict, Verdict::Run);
+        assert_eq!(JobPolicy::default().decide(&k, OperatingMode::Local).verdict, Verdict::Refuse);
+        for bad in ["../etc/passwd", "", "a b", &"m".repeat(129)] {
+            let b = JobKind::LoadModel { model: bad.to_string() };
+            assert!(JobKind::from_canonical_bytes(&b.to_canonical_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<JobKind>(r#"{"type":"load_model"}"#).is_err());
+        assert!(serde_json::from_str::<JobKind>(r#"{"type":"load_model","model":"m","path":"/x"}"#).is_err());
     }
 
     #[test]
