@@ -23,6 +23,8 @@ use crate::version::{SoftwareVersion, MAX_VERSION_LEN};
 
 /// Maximum length of profile ids and benchmark suite names.
 pub const MAX_PROFILE_ID_LEN: u32 = 64;
+/// Maximum length of a model id in a `load_model` job.
+pub const MAX_MODEL_ID_LEN: u32 = 128;
 /// Default allowed clock skew between control plane and node: 2 minutes.
 pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 2 * 60 * 1000;
 /// Longest validity window a job may have: 24 hours.
@@ -85,6 +87,15 @@ pub enum JobKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<String>,
     },
+    /// Load an installed model so it is served (a no-op when it already is). Tag 8. To make
+    /// room the node unloads idle models, least recently used first, within its
+    /// `max_loaded_models` and memory budget; it never unloads a model that is serving a
+    /// request (the job fails instead). Low risk: it changes which models are resident, not
+    /// what is installed or who may use them.
+    LoadModel {
+        /// The model id as `GET /v1/models` lists it (identifier, at most 128 bytes).
+        model: String,
+    },
 }
 
 impl JobKind {
@@ -99,6 +110,7 @@ impl JobKind {
             JobKind::ChangeMode { .. } => 5,
             JobKind::RotateIssuerKey { .. } => 6,
             JobKind::Update { .. } => 7,
+            JobKind::LoadModel { .. } => 8,
         }
     }
 
@@ -113,13 +125,17 @@ impl JobKind {
             JobKind::ChangeMode { .. } => "change_mode",
             JobKind::RotateIssuerKey { .. } => "rotate_issuer_key",
             JobKind::Update { .. } => "update",
+            JobKind::LoadModel { .. } => "load_model",
         }
     }
 
     /// How risky the job is for the owner.
     pub fn risk(&self) -> RiskLevel {
         match self {
-            JobKind::RunBenchmark { .. } | JobKind::RestartRuntime {} | JobKind::RotateIssuerKey { .. } => RiskLevel::Low,
+            JobKind::RunBenchmark { .. }
+            | JobKind::RestartRuntime {}
+            | JobKind::RotateIssuerKey { .. }
+            | JobKind::LoadModel { .. } => RiskLevel::Low,
             JobKind::InstallModelProfile { .. }
             | JobKind::RemoveModelProfile { .. }
             | JobKind::BuildSupportBundle {} => RiskLevel::Medium,
@@ -135,6 +151,7 @@ impl Canonical for JobKind {
         match self {
             JobKind::InstallModelProfile { profile_id } | JobKind::RemoveModelProfile { profile_id } => w.str(profile_id),
             JobKind::RunBenchmark { suite } => w.str(suite),
+            JobKind::LoadModel { model } => w.str(model),
             JobKind::BuildSupportBundle {} | JobKind::RestartRuntime {} => {}
             JobKind::ChangeMode { mode } => w.put(mode),
             JobKind::RotateIssuerKey { new_issuer } => w.put(new_issuer),
@@ -162,6 +179,9 @@ impl Canonical for JobKind {
                     SoftwareVersion::parse(&v)?;
                     Ok(v)
                 })?,
+            },
+            8 => JobKind::LoadModel {
+                model: read_identifier(r, MAX_MODEL_ID_LEN, "model")?,
             },
             tag => return Err(CoreError::InvalidTag { field: "job kind", tag }),
         })
@@ -231,6 +251,7 @@ impl Job {
                 check_identifier("profile_id", profile_id, MAX_PROFILE_ID_LEN as usize)?;
             }
             JobKind::RunBenchmark { suite } => check_identifier("suite", suite, MAX_PROFILE_ID_LEN as usize)?,
+            JobKind::LoadModel { model } => check_identifier("model", model, MAX_MODEL_ID_LEN as usize)?,
             JobKind::Update { version: Some(v) } => {
                 SoftwareVersion::parse(v)?;
             }
@@ -722,7 +743,7 @@ mod tests {
     fn job_kind_json_and_bad_tags() {
         let k = JobKind::ChangeMode { mode: OperatingMode::Managed };
         assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"type":"change_mode","mode":"managed"}"#);
-        assert!(matches!(JobKind::from_canonical_bytes(&[8]), Err(CoreError::InvalidTag { tag: 8, .. })));
+        assert!(matches!(JobKind::from_canonical_bytes(&[9]), Err(CoreError::InvalidTag { tag: 9, .. })));
         assert!(JobKind::from_canonical_bytes(&[6, 1, 2]).is_err(), "a truncated key");
         let r = JobKind::RotateIssuerKey { new_issuer: crate::identity::NodeKey::from_seed([3; 32]).public() };
         assert_eq!(JobKind::from_canonical_bytes(&r.to_canonical_bytes()).unwrap(), r);
@@ -730,6 +751,22 @@ mod tests {
         assert_eq!((r.risk(), r.name()), (RiskLevel::Low, "rotate_issuer_key"));
         assert!(JobKind::from_canonical_bytes(&[5, 3]).is_err());
         assert!(serde_json::from_str::<JobKind>(r#"{"type":"shell","cmd":"rm -rf /"}"#).is_err());
+    }
+
+    #[test]
+    fn load_model_jobs_name_an_identifier_and_run_without_the_owner() {
+        let k = JobKind::LoadModel { model: "smollm2-135m-instruct.q8_0".into() };
+        assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"type":"load_model","model":"smollm2-135m-instruct.q8_0"}"#);
+        assert_eq!(JobKind::from_canonical_bytes(&k.to_canonical_bytes()).unwrap(), k);
+        assert_eq!((k.tag(), k.name(), k.risk()), (8, "load_model", RiskLevel::Low));
+        assert_eq!(JobPolicy::default().decide(&k, OperatingMode::Managed).verdict, Verdict::Run);
+        assert_eq!(JobPolicy::default().decide(&k, OperatingMode::Local).verdict, Verdict::Refuse);
+        for bad in ["../etc/passwd", "", "a b", &"m".repeat(129)] {
+            let b = JobKind::LoadModel { model: bad.to_string() };
+            assert!(JobKind::from_canonical_bytes(&b.to_canonical_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<JobKind>(r#"{"type":"load_model"}"#).is_err());
+        assert!(serde_json::from_str::<JobKind>(r#"{"type":"load_model","model":"m","path":"/x"}"#).is_err());
     }
 
     #[test]

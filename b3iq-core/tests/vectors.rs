@@ -140,7 +140,7 @@ where
 fn every_signed_kind_decodes_and_verifies() {
     assert_eq!(check_kind::<Receipt>("receipt.json"), 2);
     assert_eq!(check_kind::<Receipt>("receipt_v2.json"), 6);
-    assert_eq!(check_kind::<Job>("job.json"), 8);
+    assert_eq!(check_kind::<Job>("job.json"), 9);
     check_kind::<ModelManifest>("manifest.json");
     check_kind::<Heartbeat>("heartbeat.json");
     check_kind::<Heartbeat>("heartbeat_v2.json");

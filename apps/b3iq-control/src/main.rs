@@ -90,7 +90,7 @@ enum AdminCmd {
         /// Node id (`b3n_...`).
         node_id: String,
         /// Job kind (the closed core set).
-        #[arg(value_parser = ["run_benchmark", "build_support_bundle", "install_model_profile", "remove_model_profile", "restart_runtime", "change_mode", "update"])]
+        #[arg(value_parser = ["run_benchmark", "build_support_bundle", "install_model_profile", "remove_model_profile", "restart_runtime", "change_mode", "update", "load_model"])]
         kind: String,
         /// Model profile for install_model_profile / remove_model_profile.
         #[arg(long)]
@@ -102,6 +102,9 @@ enum AdminCmd {
         /// node installs its repository's signed current release, and refuses if it is older.
         #[arg(long)]
         version: Option<String>,
+        /// For load_model: the installed model's id (as the node's `/v1/models` lists it).
+        #[arg(long)]
+        model: Option<String>,
         /// Lifetime in seconds (default 3600, at most 86400).
         #[arg(long)]
         ttl_s: Option<u64>,
@@ -346,7 +349,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                     let org = cp.org(&org).await?;
                     print_json(&serde_json::json!({"nodes": cp.nodes(&org.id, now_ms()).await?}));
                 }
-                AdminCmd::QueueJob { org, by, node_id, kind, profile_id, mode, version, ttl_s } => {
+                AdminCmd::QueueJob { org, by, node_id, kind, profile_id, mode, version, model, ttl_s } => {
                     let org = cp.org(&org).await?;
                     let op = cp
                         .store()
@@ -363,6 +366,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                         "remove_model_profile" => JobKind::RemoveModelProfile { profile_id: need(profile_id, "profile_id")? },
                         "restart_runtime" => JobKind::RestartRuntime {},
                         "update" => JobKind::Update { version },
+                        "load_model" => JobKind::LoadModel { model: need(model, "model")? },
                         _ => JobKind::ChangeMode {
                             mode: need(mode, "mode")?.parse().map_err(|e: b3iq_core::CoreError| ControlError::Invalid { field: "mode", reason: e.to_string() })?,
                         },

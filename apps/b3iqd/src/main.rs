@@ -303,11 +303,15 @@ enum ModelCmd {
     /// id loads it next to the models already loaded (config.json `max_loaded_models`,
     /// `model_memory_mb`).
     #[command(
-        after_help = "Example:\n  b3iqd model import ./Qwen2.5-0.5B-Instruct-Q8_0.gguf\n  # then: model \"qwen2.5-0.5b-instruct-q8_0\" in a request, or POST /api/models/load"
+        after_help = "Example:\n  b3iqd model import ./Qwen2.5-0.5B-Instruct-Q8_0.gguf\n  # then: model \"qwen2.5-0.5b-instruct-q8_0\" in a request, or POST /api/models/load\n  b3iqd model import ./SmolLM2-135M-Instruct.Q4_1.gguf --quantize q8_0\n  # installs SmolLM2-135M-Instruct.Q8_0.gguf, served as \"smollm2-135m-instruct.q8_0\""
     )]
     Import {
         /// Path of the GGUF file.
         file: std::path::PathBuf,
+        /// Requantize it first with llama.cpp (`q8_0`, `q4_0` or `f16`) and install the copy,
+        /// named after the source with its quantization tag replaced (`NAME.Q8_0.gguf`).
+        #[arg(long, value_parser = ["q8_0", "q4_0", "f16"])]
+        quantize: Option<String>,
     },
     /// List the catalog and installed models.
     #[command(after_help = "Example:\n  b3iqd model list")]
@@ -958,6 +962,25 @@ fn tempdir_for_bench() -> Result<PathBuf, HostError> {
     Ok(d)
 }
 
+/// The file stem of a GGUF without its quantization tag (`SmolLM2-135M-Instruct.Q4_1.gguf` ->
+/// `SmolLM2-135M-Instruct`), for naming a requantized copy.
+fn requant_base(p: &std::path::Path) -> String {
+    let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let is_tag = |t: &str| {
+        let t = t.to_ascii_lowercase();
+        let q = t.strip_prefix('i').unwrap_or(&t);
+        t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && (q.starts_with('q') && q[1..].starts_with(|c: char| c.is_ascii_digit())
+                || ["f16", "f32", "bf16"].contains(&t.as_str()))
+    };
+    // The leftmost separator whose suffix is a whole tag (`Q4_K_M`, not `K_M`).
+    stem.char_indices()
+        .filter(|&(i, c)| i > 0 && matches!(c, '.' | '-' | '_') && is_tag(&stem[i + 1..]))
+        .map(|(i, _)| stem[..i].to_string())
+        .next()
+        .unwrap_or(stem)
+}
+
 async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostError> {
     let o = Offline::open(home)?;
     let store = b3iq_host::context::runtime::model_store(&o.home)?;
@@ -966,13 +989,37 @@ async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostE
             let im = b3iq_host::context::runtime::ensure_profile(&o.home, &profile, true).await?;
             print_json(&serde_json::to_value(&im).unwrap_or_default());
         }
-        ModelCmd::Import { file } => {
+        ModelCmd::Import { file, quantize } => {
             b3iq_host::models::inspect_file(&file)?;
+            let scratch = o.home.models_dir().join("tmp").join(format!("quantize-{}", std::process::id()));
+            let file = match quantize.as_deref() {
+                None => file,
+                Some(q) => {
+                    use b3iq_runtime::quantize::{quantize_model, QuantType};
+                    let (ty, tag) = match q {
+                        "q8_0" => (QuantType::Q8_0, "Q8_0"),
+                        "q4_0" => (QuantType::Q4_0, "Q4_0"),
+                        _ => (QuantType::F16, "F16"),
+                    };
+                    let dst = scratch.join(format!("{}.{tag}.gguf", requant_base(&file)));
+                    std::fs::create_dir_all(&scratch).map_err(|e| HostError::home("create the quantize directory", e))?;
+                    eprintln!("requantizing {} to {tag} ...", file.display());
+                    let (src, out) = (file.clone(), dst.clone());
+                    let threads = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+                    tokio::task::spawn_blocking(move || quantize_model(&src, &out, ty, threads))
+                        .await
+                        .map_err(|e| HostError::Internal(format!("quantize: {e}")))?
+                        .map_err(|e| HostError::InvalidParameter(format!("quantize {}: {e}", file.display())))?;
+                    dst
+                }
+            };
             eprintln!("importing {} (copying and hashing)...", file.display());
             let s2 = store.clone();
             let im = tokio::task::spawn_blocking(move || s2.install_file(&file, None, None))
                 .await
-                .map_err(|e| HostError::Internal(format!("import: {e}")))??;
+                .map_err(|e| HostError::Internal(format!("import: {e}")));
+            let _ = std::fs::remove_dir_all(&scratch);
+            let im = im??;
             let id = b3iq_host::context::loaded::served_id(&im);
             o.db.audit(b3iq_host::context::unix_now(), "owner", "model.import", &im.sha256, "ok", "cli");
             let mut v = serde_json::to_value(&im).unwrap_or_default();
@@ -1106,4 +1153,20 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_requantized_copy_is_named_without_the_source_tag() {
+        for (src, base) in [
+            ("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"),
+            ("Qwen2.5-0.5B-Instruct-Q4_K_M.gguf", "Qwen2.5-0.5B-Instruct"),
+            ("llama_iq2_xs.gguf", "llama"),
+            ("model-f16.gguf", "model"),
+            ("plain.gguf", "plain"),
+        ] {
+            assert_eq!(super::requant_base(std::path::Path::new(src)), base, "{src}");
+        }
+    }
 }

@@ -405,6 +405,51 @@ async fn a_node_enrolls_sends_signed_heartbeats_is_suspended_and_leaves() {
         "{r}"
     );
 
+    // A load_model job is low risk too: it runs without the owner. Naming the served model,
+    // it loads nothing and unloads nothing; the node's job record says so.
+    let models: Value = c
+        .get(d.url("/api/models"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served_id = models["loaded"].as_str().unwrap().to_string();
+    let load = ctl
+        .cp
+        .queue_job(
+            &op,
+            &id,
+            JobKind::LoadModel {
+                model: served_id.clone(),
+            },
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+    let done = ctl.wait_job(&id, &load.job_id).await;
+    assert_eq!(done.state, "succeeded", "{done:?}");
+    let j: Value = c
+        .get(d.url(&format!("/api/jobs/job_{}", load.job_id)))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (j["kind"].as_str(), j["issuer"].as_str()),
+        (Some("load_model"), Some("remote")),
+        "{j}"
+    );
+    assert_eq!(j["result"]["loaded"], served_id.as_str(), "{j}");
+    assert_eq!(j["result"]["already_loaded"], true, "{j}");
+    assert_eq!(j["result"]["unloaded"], serde_json::json!([]), "{j}");
+
     let bundle = ctl
         .cp
         .queue_job(&op, &id, JobKind::BuildSupportBundle {}, None, now)

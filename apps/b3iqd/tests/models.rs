@@ -175,3 +175,82 @@ async fn installed_models_load_on_demand_within_the_budget_and_the_least_recentl
     assert_eq!(count("model.unload", "ok"), 1);
     assert!(count("model.unload", "refused") >= 1);
 }
+
+/// Submits an owner job through `POST /api/jobs` and waits until it ends.
+async fn job(d: &Daemon, c: &reqwest::Client, cookie: &str, body: Value) -> (u16, Value) {
+    let r = c.post(d.url("/api/jobs")).header("cookie", cookie).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    if status != 202 {
+        return (status, v);
+    }
+    let id = v["job"]["id"].as_str().unwrap().to_string();
+    for _ in 0..300 {
+        let j: Value = c.get(d.url(&format!("/api/jobs/{id}"))).header("cookie", cookie).send().await.unwrap().json().await.unwrap();
+        if !["queued", "running"].contains(&j["state"].as_str().unwrap()) {
+            return (status, j);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {id} did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_model_job_switches_the_served_model_and_never_unloads_one_in_use() {
+    let q8 = model_copy(QuantType::Q8_0);
+    let home = tempdir("load-job").join("home");
+    write_config(&home, json!({"parallel": 1, "context_tokens": 512, "max_loaded_models": 1}));
+    let d = Daemon::start(&home);
+    let c = client();
+    let cookie = claim(&d, &c).await;
+    let (_, key) = create_key(&d, &c, &cookie, &["inference"]).await;
+    let default = common::model_id(&d, &c, &key).await;
+    let (ok, _, err) = b3iqd(&home, &["model", "import", q8.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let q8_id = "smollm2-135m-instruct.q8_0";
+
+    // One place: loading the Q8_0 copy unloads the idle default, and the result says so.
+    let (status, j) = job(&d, &c, &cookie, json!({"kind": "load_model", "model": q8_id})).await;
+    assert_eq!((status, j["state"].as_str()), (202, Some("succeeded")), "{j}");
+    assert_eq!(j["kind"], "load_model");
+    assert_eq!(j["result"]["loaded"], q8_id, "{j}");
+    assert_eq!(j["result"]["unloaded"], json!([default]), "{j}");
+    assert_eq!(j["result"]["already_loaded"], false);
+    assert_eq!(served(&d, &c, &cookie).await, [q8_id]);
+    let r = chat(&d, &c, &key, q8_id).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["model"], q8_id);
+
+    // Loading the served model again is a no-op that unloads nothing.
+    let (_, j) = job(&d, &c, &cookie, json!({"kind": "load_model", "model": q8_id})).await;
+    assert_eq!((j["state"].as_str(), j["result"]["already_loaded"].as_bool()), (Some("succeeded"), Some(true)), "{j}");
+    assert_eq!(j["result"]["unloaded"], json!([]));
+
+    // While the Q8_0 model serves a request, the job fails and leaves it loaded.
+    let s = busy(&d, &c, &key, q8_id).await;
+    let (_, j) = job(&d, &c, &cookie, json!({"kind": "load_model", "model": default})).await;
+    assert_eq!(j["state"], "failed", "{j}");
+    assert!(j["error"].as_str().is_some_and(|e| e.contains(q8_id) && e.contains("max_loaded_models")), "{j}");
+    assert_eq!(served(&d, &c, &cookie).await, [q8_id]);
+    drop(s);
+
+    // Refused at submission: a model that is not installed, a missing or malformed id.
+    let (status, e) = job(&d, &c, &cookie, json!({"kind": "load_model", "model": "no-such-model"})).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (404, Some("model_not_found")), "{e}");
+    let (status, e) = job(&d, &c, &cookie, json!({"kind": "load_model"})).await;
+    assert_eq!((status, e["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{e}");
+    let (status, _) = job(&d, &c, &cookie, json!({"kind": "load_model", "model": "../etc/passwd"})).await;
+    assert_eq!(status, 400);
+
+    // Once the stream has ended, the job brings the default back in place of the Q8_0 copy.
+    let mut j = Value::Null;
+    for _ in 0..50 {
+        j = job(&d, &c, &cookie, json!({"kind": "load_model", "model": default})).await.1;
+        if j["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(j["result"]["unloaded"], json!([q8_id]), "{j}");
+    assert_eq!(served(&d, &c, &cookie).await, [default.as_str()]);
+}

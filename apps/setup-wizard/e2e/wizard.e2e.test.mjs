@@ -292,6 +292,38 @@ test('the setup wizard, as a new owner would use it', async (t) => {
     }, 120_000);
     await assertNoStoredSecrets('model');
     await shot('model-tested');
+  });
+
+  await step(t, 'model: load a second installed model without a restart, and the test prompt is answered by it', async () => {
+    // A Q8_0 requantization of the default model (llama.cpp's quantizer), imported into the
+    // running node's store by the CLI.
+    const imported = JSON.parse(b3iqd(['model', 'import', model, '--quantize', 'q8_0']));
+    const q8 = imported.id;
+    const apiGet = (path) => page.evaluate(async (p) => {
+      const r = await fetch(p, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      return { status: r.status, body: await r.json() };
+    }, path);
+    assert.equal(q8, 'smollm2-135m-instruct.q8_0');
+    assert.ok(imported.file_name.endsWith('.Q8_0.gguf'), imported.file_name);
+    await page.reload();
+    const row = page.locator(`tr[data-model="${q8}"]`);
+    await row.waitFor();
+    assert.match(await row.innerText(), /Not loaded/);
+    await page.getByRole('button', { name: `Load ${q8}` }).click();
+    await row.getByText('Loaded', { exact: true }).waitFor({ timeout: 120_000 });
+    await row.getByText('Test prompt', { exact: true }).waitFor();
+    const served = (await apiGet('/api/models')).body.served.map((m) => m.id);
+    assert.ok(served.includes(q8), `served: ${served}`);
+    await shot('model-switched');
+    await page.getByRole('button', { name: 'Send test prompt' }).click();
+    await waitFor('the answer from the loaded copy', async () => {
+      const txt = await page.getByTestId('test-answer').innerText();
+      return txt.includes(`${q8} ·`) && /tokens/.test(txt);
+    }, 120_000);
+    // Unload it again: it stays installed, and the later steps see the node as before.
+    await page.getByRole('button', { name: `Unload ${q8}` }).click();
+    await row.getByText('Not loaded', { exact: true }).waitFor({ timeout: 60_000 });
+    assert.ok(!(await apiGet('/api/models')).body.served.some((m) => m.id === q8));
     await page.getByRole('button', { name: 'Continue' }).click();
   });
 

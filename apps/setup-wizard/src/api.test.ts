@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { Api, ApiError, jobFraction, request, toJob, toKey, toManaged, toStatus } from './api';
+import { Api, ApiError, jobFraction, modelActionError, modelRows, request, toJob, toKey, toManaged, toModels, toStatus } from './api';
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
   return new Response(body === undefined ? null : JSON.stringify(body), {
@@ -200,5 +200,28 @@ describe('network', () => {
     expect(e.status).toBe(400);
     expect(e.code).toBe('invalid_parameter');
     expect(e.message).toBe('max_concurrent must be 1 to 1024');
+  });
+});
+
+describe('toModels / modelRows', () => {
+  it('reads installed and served models and marks each row loaded with its in-flight count', () => {
+    const m = toModels({
+      profiles: [], loaded: 'a', max_loaded_models: 3, memory_budget_bytes: 1024,
+      installed: [{ id: 'a', profile: 'a', size_bytes: 10 }, { id: 'b.q8_0', profile: null, file_name: 'B.Q8_0.gguf', size_bytes: 20 }],
+      served: [{ id: 'a', in_flight: 2, last_used_ms: 5 }, { id: 'file-model', in_flight: 0, last_used_ms: 0 }],
+    });
+    expect(m.max_loaded_models).toBe(3);
+    expect(modelRows(m)).toEqual([
+      { id: 'a', label: 'a', size_bytes: 10, loaded: true, in_flight: 2 },
+      { id: 'b.q8_0', label: 'B.Q8_0.gguf', size_bytes: 20, loaded: false, in_flight: 0 },
+      { id: 'file-model', label: 'file-model', loaded: true, in_flight: 0 },
+    ]);
+    expect(modelRows(toModels({ profiles: [], loaded: null }))).toEqual([]);
+  });
+
+  it('words the load and unload refusals', () => {
+    expect(modelActionError(new ApiError(409, 'busy', 'model_busy'), 'unload', 'a').message).toContain('cannot be unloaded');
+    expect(modelActionError(new ApiError(503, 'no room', 'model_memory_budget'), 'load', 'a').message).toContain('Not enough room to load a');
+    expect(modelActionError(new ApiError(404, 'x', 'model_not_found'), 'load', 'a').message).toBe('a is not installed on this node any more.');
   });
 });

@@ -149,9 +149,90 @@ export interface ModelProfile {
   default?: boolean;
 }
 
+/** A model in the node's store (`GET /api/models` `installed[]`): a catalog profile or an import. */
+export interface InstalledModel {
+  /** The id requests and `POST /api/models/load` name. */
+  id: string;
+  profile: string | null;
+  file_name?: string;
+  size_bytes?: number;
+  sha256?: string;
+}
+
+/** A model the runtime holds now (`GET /api/models` `served[]`). */
+export interface ServedModelInfo {
+  id: string;
+  /** Requests it is serving now (it cannot be unloaded while above 0). */
+  in_flight: number;
+  /** Unix ms of its last request (0: never). */
+  last_used_ms: number;
+  resident_bytes_estimate?: number;
+}
+
 export interface Models {
   profiles: ModelProfile[];
+  /** The first served model's id (the one a request without `model` gets). */
   loaded: string | null;
+  installed?: InstalledModel[];
+  served?: ServedModelInfo[];
+  /** How many models may be loaded at once (`max_loaded_models`). */
+  max_loaded_models?: number;
+  memory_budget_bytes?: number;
+}
+
+/** One row of the models screen's "installed models": load state from `served`. */
+export interface ModelRow {
+  id: string;
+  label: string;
+  size_bytes?: number;
+  loaded: boolean;
+  in_flight: number;
+}
+
+/** The installed models with whether each is loaded and how many requests it serves; a
+ * served model missing from the store (a file given to `b3iqd serve --model`) is listed too. */
+export function modelRows(m: Models): ModelRow[] {
+  const served = new Map((m.served ?? []).map((s) => [s.id, s]));
+  const rows: ModelRow[] = (m.installed ?? []).map((i) => ({
+    id: i.id,
+    label: i.profile ?? i.file_name ?? i.id,
+    size_bytes: i.size_bytes,
+    loaded: served.has(i.id),
+    in_flight: served.get(i.id)?.in_flight ?? 0,
+  }));
+  for (const s of m.served ?? []) {
+    if (!rows.some((r) => r.id === s.id)) rows.push({ id: s.id, label: s.id, loaded: true, in_flight: s.in_flight });
+  }
+  return rows;
+}
+
+/** A load or unload refusal in words (409 `model_busy`, 503 `model_memory_budget`, 404). */
+export function modelActionError(e: unknown, action: 'load' | 'unload', id: string): Error {
+  if (e instanceof ApiError) {
+    if (e.code === 'model_busy') return new Error(`${id} is answering requests right now, so it cannot be unloaded. Try again when they finish. (${e.message})`);
+    if (e.code === 'model_memory_budget') return new Error(`Not enough room to load ${id}: the loaded models are busy and fill the memory budget or every model place. Try again when their requests finish, or raise model_memory_mb / max_loaded_models in config.json. (${e.message})`);
+    if (e.code === 'model_not_found') return new Error(action === 'load' ? `${id} is not installed on this node any more.` : `${id} is not loaded.`);
+    if (e.code === 'model_not_loaded') return new Error('This node runs without an inference runtime, so it cannot load models.');
+  }
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+export function toModels(v: unknown): Models {
+  const o = obj(v);
+  return {
+    profiles: arr(o.profiles).map(toProfile),
+    loaded: str(o.loaded) ?? null,
+    installed: arr(o.installed).map((x) => {
+      const i = obj(x);
+      return { id: str(i.id) ?? '', profile: str(i.profile) ?? null, file_name: str(i.file_name), size_bytes: num(i.size_bytes), sha256: str(i.sha256) };
+    }),
+    served: arr(o.served).map((x) => {
+      const s = obj(x);
+      return { id: str(s.id) ?? '', in_flight: num(s.in_flight) ?? 0, last_used_ms: num(s.last_used_ms) ?? 0, resident_bytes_estimate: num(s.resident_bytes_estimate) };
+    }),
+    max_loaded_models: num(o.max_loaded_models),
+    memory_budget_bytes: num(o.memory_budget_bytes),
+  };
 }
 
 export interface FitInfo {
@@ -713,8 +794,17 @@ export class Api {
   }
 
   async models(): Promise<Models> {
-    const o = obj(await this.call('GET', '/api/models'));
-    return { profiles: arr(o.profiles).map(toProfile), loaded: str(o.loaded) ?? null };
+    return toModels(await this.call('GET', '/api/models'));
+  }
+
+  /** Loads an installed model without a restart (`POST /api/models/load`); idle models may give way. */
+  async loadModel(model: string): Promise<Models> {
+    return toModels(await this.call('POST', '/api/models/load', { model }));
+  }
+
+  /** Unloads a loaded model (`POST /api/models/unload`); it stays installed. */
+  async unloadModel(model: string): Promise<Models> {
+    return toModels(await this.call('POST', '/api/models/unload', { model }));
   }
 
   /** Installs an approved model profile; the node runs it as a signed job. */
@@ -757,8 +847,10 @@ export class Api {
   }
 
   /** One chat turn with the loaded model as the owner (metered and receipted like any request). */
-  async playground(prompt: string, maxTokens = 64): Promise<ChatResult> {
-    const o = obj(await this.call('POST', '/api/playground/chat', { messages: [{ role: 'user', content: prompt }], max_tokens: maxTokens }));
+  async playground(prompt: string, maxTokens = 64, model?: string): Promise<ChatResult> {
+    const body: Record<string, unknown> = { messages: [{ role: 'user', content: prompt }], max_tokens: maxTokens };
+    if (model) body.model = model;
+    const o = obj(await this.call('POST', '/api/playground/chat', body));
     const u = obj(o.usage);
     return {
       model: str(o.model) ?? '',

@@ -56,7 +56,7 @@ describe('ModelScreen', () => {
 });
 
 describe('ModelScreen states', () => {
-  it('explains that an installed profile is served after a restart, and tests the served file', async () => {
+  it('points an installed profile to its Load button (no restart), and tests the served file', async () => {
     const playground = vi.fn(async () => ({ model: 'file-model', content: 'ok' }));
     const api = fakeApi({
       models: async () => ({ profiles: [{ ...PROFILE, installed: true }], loaded: 'file-model' }),
@@ -64,11 +64,56 @@ describe('ModelScreen states', () => {
     });
     render(<ModelScreen api={api} />);
     expect(await screen.findByText(/is installed and verified/)).toBeTruthy();
-    expect(screen.getByText('b3iqd serve --model smollm2')).toBeTruthy();
-    expect(screen.getByText('file-model')).toBeTruthy();
+    expect(screen.getByText(/no restart needed/)).toBeTruthy();
+    expect(screen.getByText('b3iqd serve --model', { exact: false })).toBeTruthy();
     expect(screen.queryByRole('button', { name: /Install/ })).toBeNull();
     const send = screen.getByRole('button', { name: 'Send test prompt' }) as HTMLButtonElement;
     expect(send.disabled).toBe(false);
+  });
+
+  it('lists installed models with load state and in-flight count, loads one, sends the test prompt to it, and words refusals', async () => {
+    const installed = [
+      { id: 'smollm2', profile: 'smollm2', size_bytes: 98362432 },
+      { id: 'smollm2-135m-instruct.q8_0', profile: null, file_name: 'SmolLM2-135M-Instruct.Q8_0.gguf', size_bytes: 144000000 },
+    ];
+    let served = [{ id: 'smollm2', in_flight: 2, last_used_ms: 1 }];
+    const current = (): Models => ({ profiles: [{ ...PROFILE, installed: true, loaded: served.some((s) => s.id === 'smollm2') }], loaded: served[0]?.id ?? null, installed, served, max_loaded_models: 1 });
+    const loadModel = vi.fn(async (id: string) => {
+      if (served.length && served.every((s) => s.in_flight > 0)) throw new ApiError(503, 'model "x" needs about 144 MiB; the models in use (smollm2) hold ...', 'model_memory_budget', 'server_error');
+      served = [{ id, in_flight: 0, last_used_ms: 2 }];
+      return current();
+    });
+    const unloadModel = vi.fn(async () => { throw new ApiError(409, 'model "smollm2-135m-instruct.q8_0" is serving 1 request(s)', 'model_busy', 'invalid_request_error'); });
+    const playground = vi.fn(async (_p: string, _n: number, model?: string) => ({ model: model ?? 'smollm2', content: `answer from ${model ?? 'default'}` }));
+    const api = fakeApi({ models: async () => current(), loadModel: loadModel as never, unloadModel: unloadModel as never, playground: playground as never });
+    render(<ModelScreen api={api} />);
+
+    const table = await screen.findByTestId('installed-models');
+    const row = (id: string) => table.querySelector(`tr[data-model="${id}"]`) as HTMLElement;
+    expect(row('smollm2').textContent).toContain('Loaded');
+    expect(row('smollm2').querySelector('td.num')!.textContent).toBe('2');
+    expect(row('smollm2-135m-instruct.q8_0').textContent).toContain('Not loaded');
+    // Busy: the unload button is disabled, and a load that needs its place is refused in words.
+    expect((screen.getByRole('button', { name: 'Unload smollm2' }) as HTMLButtonElement).disabled).toBe(true);
+    fireEvent.click(screen.getByRole('button', { name: 'Load smollm2-135m-instruct.q8_0' }));
+    expect((await screen.findByRole('alert')).textContent).toContain('Not enough room to load smollm2-135m-instruct.q8_0');
+    expect(row('smollm2-135m-instruct.q8_0').textContent).toContain('Not loaded');
+
+    // Idle: the load succeeds, the default gives way, and the test prompt goes to the new model.
+    served = [{ id: 'smollm2', in_flight: 0, last_used_ms: 1 }];
+    fireEvent.click(screen.getByRole('button', { name: 'Load smollm2-135m-instruct.q8_0' }));
+    await waitFor(() => expect(row('smollm2-135m-instruct.q8_0').textContent).toContain('Loaded'));
+    expect(loadModel).toHaveBeenCalledWith('smollm2-135m-instruct.q8_0');
+    expect(row('smollm2').textContent).toContain('Not loaded');
+    expect(row('smollm2-135m-instruct.q8_0').textContent).toContain('Test prompt');
+    expect(screen.queryByRole('alert')).toBeNull();
+    fireEvent.click(screen.getByRole('button', { name: 'Send test prompt' }));
+    expect(await screen.findByText('answer from smollm2-135m-instruct.q8_0')).toBeTruthy();
+    expect(playground).toHaveBeenLastCalledWith(expect.any(String), 64, 'smollm2-135m-instruct.q8_0');
+
+    // A request arrived between the refresh and the click: 409 model_busy, in words.
+    fireEvent.click(screen.getByRole('button', { name: 'Unload smollm2-135m-instruct.q8_0' }));
+    expect((await screen.findByRole('alert')).textContent).toContain('is answering requests right now, so it cannot be unloaded');
   });
 
   it('disables the test prompt while nothing is served', async () => {

@@ -1,6 +1,6 @@
 // Owner screens: hardware review, model, keys, endpoint, mode, dashboard.
 import { useEffect, useRef, useState, type FormEvent } from 'react';
-import { ApiError, jobFraction, type Api, type ApiKey, type Job, type ChatResult, type ModelProfile, type Receipt, type SupportGrant, type ManagedInfo, type NetworkInfo, type NetworkPolicy, type TunnelStatus } from './api';
+import { ApiError, jobFraction, modelActionError, modelRows, type Api, type ApiKey, type Job, type ChatResult, type ModelProfile, type Receipt, type SupportGrant, type ManagedInfo, type NetworkInfo, type NetworkPolicy, type TunnelStatus } from './api';
 import { UsageChart } from './chart';
 import { useLoad } from './hooks';
 import { Badge, CodeBlock, CopyButton, ErrorNotice, Field, Notice, ProgressBar, Spinner } from './ui';
@@ -116,10 +116,16 @@ export function ModelScreen({ api, onNext }: ScreenProps) {
   const [answer, setAnswer] = useState<ChatResult | null>(null);
   const [asking, setAsking] = useState(false);
   const [askError, setAskError] = useState<unknown>(null);
+  const [switching, setSwitching] = useState<string | null>(null);
+  const [switchError, setSwitchError] = useState<unknown>(null);
+  // The model the owner loaded last here: the test prompt goes to it while it is served.
+  const [chosen, setChosen] = useState<string | null>(null);
   const alive = useRef(true);
   useEffect(() => () => { alive.current = false; }, []);
 
   const profiles = models.data?.profiles ?? [];
+  const rows = models.data ? modelRows(models.data) : [];
+  const target = chosen !== null && rows.some((r) => r.id === chosen && r.loaded) ? chosen : undefined;
   const served = models.data?.loaded ?? null;
   const current = selected
     ?? profiles.find((p) => p.loaded)?.id
@@ -151,12 +157,30 @@ export function ModelScreen({ api, onNext }: ScreenProps) {
     }
   }
 
+  async function switchModel(id: string, action: 'load' | 'unload') {
+    setSwitching(id);
+    setSwitchError(null);
+    try {
+      if (action === 'load') await api.loadModel(id);
+      else await api.unloadModel(id);
+      if (alive.current) {
+        setChosen(action === 'load' ? id : null);
+        setAnswer(null);
+      }
+    } catch (err) {
+      if (alive.current) setSwitchError(modelActionError(err, action, id));
+    } finally {
+      if (alive.current) setSwitching(null);
+      await models.reload();
+    }
+  }
+
   async function ask(e: FormEvent) {
     e.preventDefault();
     setAsking(true);
     setAskError(null);
     try {
-      const r = await api.playground(prompt, 64);
+      const r = await api.playground(prompt, 64, target);
       setAnswer(r);
     } catch (err) {
       setAskError(err instanceof ApiError && err.code === 'model_not_loaded' ? new Error('No model is loaded yet. Install one above first.') : err);
@@ -211,7 +235,7 @@ export function ModelScreen({ api, onNext }: ScreenProps) {
             {job?.state === 'succeeded' && <ProgressBar value={1} label="Install progress" />}
             <p className="muted small">
               {served ? `The node is serving ${served} now. ` : 'No model is being served yet. '}
-              To serve this one, restart the node with <code>b3iqd serve --model {profile.id}</code> (this build cannot switch models while running).
+              To serve this one, press Load next to <b className="mono">{profile.id}</b> under Installed models: no restart needed.
             </p>
           </div>
         )}
@@ -230,6 +254,48 @@ export function ModelScreen({ api, onNext }: ScreenProps) {
         {!profile && !servedOutsideCatalog && models.data && <p className="muted">No model profiles are available on this node.</p>}
         {installError ? <ErrorNotice error={installError} /> : null}
       </div>
+
+      {rows.length > 0 && (
+        <div className="card" aria-labelledby="installed-h">
+          <h2 id="installed-h">Installed models</h2>
+          <p className="muted small">
+            Load switches models while the node runs. Up to {models.data?.max_loaded_models ?? 1} stay loaded at once; loading one more unloads the least recently used idle one. A model answering requests is never unloaded.
+          </p>
+          <table className="table" data-testid="installed-models">
+            <thead><tr><th scope="col">Model</th><th scope="col">State</th><th scope="col" className="num">Requests now</th><th scope="col"><span className="sr-only">Action</span></th></tr></thead>
+            <tbody>
+              {rows.map((r) => (
+                <tr key={r.id} data-model={r.id}>
+                  <td>
+                    <span className="mono">{r.id}</span>
+                    {r.label !== r.id && <span className="muted small"> · {r.label}</span>}
+                    {r.size_bytes !== undefined && <span className="muted small"> · {formatBytes(r.size_bytes)}</span>}
+                  </td>
+                  <td>
+                    {r.loaded ? <Badge tone="ok">Loaded</Badge> : <Badge tone="muted">Not loaded</Badge>}
+                    {r.loaded && r.id === (target ?? served) && <> <Badge tone="accent">Test prompt</Badge></>}
+                  </td>
+                  <td className="num">{r.in_flight}</td>
+                  <td>
+                    {r.loaded ? (
+                      <button type="button" className="btn" disabled={switching !== null || r.in_flight > 0}
+                        aria-label={`Unload ${r.id}`} onClick={() => void switchModel(r.id, 'unload')}>
+                        {switching === r.id ? 'Unloading…' : 'Unload'}
+                      </button>
+                    ) : (
+                      <button type="button" className="btn btn-primary" disabled={switching !== null}
+                        aria-label={`Load ${r.id}`} onClick={() => void switchModel(r.id, 'load')}>
+                        {switching === r.id ? 'Loading…' : 'Load'}
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          {switchError ? <ErrorNotice error={switchError} /> : null}
+        </div>
+      )}
 
       <form className="card form" onSubmit={ask}>
         <h2>Try it</h2>

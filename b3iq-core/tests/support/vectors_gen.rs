@@ -307,6 +307,7 @@ fn sample_jobs() -> Vec<(String, &'static str, Job)> {
         JobKind::ChangeMode { mode: OperatingMode::Network },
         JobKind::RotateIssuerKey { new_issuer: key("control_plane_next").public() },
         JobKind::Update { version: Some("0.2.0".into()) },
+        JobKind::LoadModel { model: "smollm2-135m-q4_1".into() },
     ];
     kinds
         .into_iter()

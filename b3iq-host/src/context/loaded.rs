@@ -215,10 +215,20 @@ impl NodeState {
     /// runtime; `ModelMemoryBudget` (503) when the models in use leave no room; `Runtime` when
     /// the runtime cannot load it (its sha256 is checked on load).
     pub async fn load_model(&self, id: &str) -> Result<ServedModel> {
+        self.load_model_reporting(id).await.map(|(m, _)| m)
+    }
+
+    /// As [`NodeState::load_model`], and also returns the ids of the idle models it unloaded to
+    /// make room (least recently used first; empty when it fit or was already served).
+    ///
+    /// # Errors
+    /// As [`NodeState::load_model`]; models unloaded before a later failure stay unloaded.
+    pub async fn load_model_reporting(&self, id: &str) -> Result<(ServedModel, Vec<String>)> {
         let _one = self.model_uses.changing.lock().await;
         if let Some(m) = self.served_model(id) {
-            return Ok(m);
+            return Ok((m, Vec::new()));
         }
+        let mut gave_way = Vec::new();
         let rt = self.runtime()?.clone();
         let installed = self
             .loadable(id)?
@@ -261,6 +271,7 @@ impl NodeState {
             };
             tracing::info!(model = %victim.id, loading = %id, "unloading the least recently used idle model to make room");
             self.unload_now(&victim.id).await?;
+            gave_way.push(victim.id);
         }
         let spec = LoadModelSpec {
             expected_sha256: Some(installed.sha256.clone()).filter(|s| !s.is_empty()),
@@ -275,7 +286,7 @@ impl NodeState {
             .unwrap_or_else(|p| p.into_inner())
             .push(m.clone());
         tracing::info!(model = %id, estimate_mib = need >> 20, ms = t0.elapsed().as_millis() as u64, "model loaded");
-        Ok(m)
+        Ok((m, gave_way))
     }
 
     /// Unloads the served model `id`.

@@ -36,7 +36,8 @@ pub const BENCHMARK_SUITES: &[&str] = &["quick"];
 /// Parse a job as the API takes it: `{"kind": NAME, ...}` with core's wire names
 /// (`install_model_profile` and `remove_model_profile` with `profile_id`, `run_benchmark` with an
 /// optional `suite` (default `quick`), `build_support_bundle`, `restart_runtime`, `change_mode`
-/// with `mode`, `update` with an optional `version`: the lowest release it may install). The names the wizard used before (`install_model`, `remove_model` with
+/// with `mode`, `update` with an optional `version`: the lowest release it may install,
+/// `load_model` with `model`: an installed model's id as `GET /v1/models` lists it). The names the wizard used before (`install_model`, `remove_model` with
 /// `profile`, `support_bundle`) are accepted as aliases of the same core kinds.
 ///
 /// # Errors
@@ -67,6 +68,20 @@ pub fn kind_from_api(v: &Value) -> Result<JobKind> {
         "run_benchmark" => JobKind::RunBenchmark {
             suite: v["suite"].as_str().unwrap_or("quick").to_string(),
         },
+        "load_model" => {
+            let m = v["model"].as_str().ok_or_else(|| {
+                HostError::InvalidParameter("`model` is required for load_model".into())
+            })?;
+            b3iq_core::codec::check_identifier(
+                "model",
+                m,
+                b3iq_core::job::MAX_MODEL_ID_LEN as usize,
+            )
+            .map_err(|e| HostError::InvalidParameter(e.to_string()))?;
+            JobKind::LoadModel {
+                model: m.to_string(),
+            }
+        }
         "build_support_bundle" | "support_bundle" => JobKind::BuildSupportBundle {},
         "restart_runtime" => JobKind::RestartRuntime {},
         "update" => JobKind::Update {
@@ -246,6 +261,12 @@ fn preflight(st: &NodeState, kind: &JobKind, facts: &ModeFacts) -> Result<()> {
         JobKind::RestartRuntime {} => Err(HostError::InvalidParameter(
             "restart_runtime is not available in this build; restart b3iqd instead".into(),
         )),
+        JobKind::LoadModel { .. } if st.runtime.is_none() => Err(HostError::ModelNotLoaded),
+        JobKind::LoadModel { model }
+            if st.served_model(model).is_none() && st.loadable(model)?.is_none() =>
+        {
+            Err(HostError::ModelNotFound(model.clone()))
+        }
         JobKind::ChangeMode {
             mode: OperatingMode::Managed,
         } if !facts.enrolled => Err(HostError::ModeNotAvailable("managed".into())),
@@ -750,6 +771,18 @@ async fn execute(
         JobKind::RestartRuntime {} => Err(HostError::InvalidParameter(
             "restart_runtime is not available in this build".into(),
         )),
+        // Never unloads a model in use: when only busy models fill the places or the budget,
+        // it fails with `model_memory_budget` and nothing is unloaded.
+        JobKind::LoadModel { model } => {
+            let already = st.served_model(model).is_some();
+            let (m, gave_way) = st.load_model_reporting(model).await?;
+            Ok(json!({
+                "loaded": m.id,
+                "already_loaded": already,
+                "unloaded": gave_way,
+                "served": st.served_models().into_iter().map(|m| m.id).collect::<Vec<_>>(),
+            }))
+        }
         // Applied in the accepting transaction when the policy runs it at once (the default:
         // low risk); here only after an owner's approval, when the policy asked for one.
         JobKind::RotateIssuerKey { new_issuer } => {

@@ -109,7 +109,8 @@ fn result_data(st: &NodeState, u: &Unreported, kind: &JobKind) -> JobResultData 
                 Err(_) => JobResultData::None {},
             }
         }
-        JobKind::RestartRuntime {} => JobResultData::None {},
+        // The outcome says it; what was loaded and what gave way stays in the node's job record.
+        JobKind::RestartRuntime {} | JobKind::LoadModel { .. } => JobResultData::None {},
         JobKind::RotateIssuerKey { new_issuer } => JobResultData::IssuerKeyRotated {
             issuer: *new_issuer,
         },
