@@ -981,6 +981,26 @@ fn requant_base(p: &std::path::Path) -> String {
         .unwrap_or(stem)
 }
 
+/// The sha256 of the installed model `which` names: a catalog profile id, a served id
+/// (`b3iqd model list`'s `id`, e.g. an imported file's stem), or the sha256 itself (returned
+/// as given; the store refuses what is not installed).
+fn installed_digest(
+    store: &b3iq_runtime::store::ModelStore,
+    which: &str,
+) -> Result<String, HostError> {
+    if b3iq_runtime::catalog::Catalog::builtin().get(which).is_ok() {
+        if let Some(m) = store.find_profile(which)? {
+            return Ok(m.sha256);
+        }
+    }
+    Ok(store
+        .list()?
+        .into_iter()
+        .find(|m| b3iq_host::context::loaded::served_id(m) == which)
+        .map(|m| m.sha256)
+        .unwrap_or_else(|| which.to_string()))
+}
+
 async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostError> {
     let o = Offline::open(home)?;
     let store = b3iq_host::context::runtime::model_store(&o.home)?;
@@ -1041,15 +1061,7 @@ async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostE
             print_json(&serde_json::json!({"catalog": catalog, "installed": installed}));
         }
         ModelCmd::Rm { which } => {
-            let digest = match store.find_profile(&which)? {
-                Some(m) => m.sha256,
-                None => store
-                    .list()?
-                    .into_iter()
-                    .find(|m| b3iq_host::context::loaded::served_id(m) == which)
-                    .map(|m| m.sha256)
-                    .unwrap_or_else(|| which.clone()),
-            };
+            let digest = installed_digest(&store, &which)?;
             store.remove(&digest)?;
             o.db.audit(
                 b3iq_host::context::unix_now(),
@@ -1066,10 +1078,7 @@ async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostE
             let info = if path.is_file() {
                 b3iq_host::models::inspect_file(path)?
             } else {
-                let digest = match store.find_profile(&which)? {
-                    Some(m) => m.sha256,
-                    None => which.clone(),
-                };
+                let digest = installed_digest(&store, &which)?;
                 serde_json::to_value(store.inspect(&digest)?).unwrap_or_default()
             };
             print_json(&info);

@@ -174,6 +174,18 @@ async fn installed_models_load_on_demand_within_the_budget_and_the_least_recentl
     assert_eq!((count("model.load", "ok"), count("model.load", "refused")), (1, 1));
     assert_eq!(count("model.unload", "ok"), 1);
     assert!(count("model.unload", "refused") >= 1);
+
+    // The CLI names an imported model by its served id too (a fresh user's report: `rm` and
+    // `inspect` took only catalog profile ids).
+    let (ok, out, err) = b3iqd(&home, &["model", "inspect", q8_id]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["quantization"], "Q8_0");
+    let (ok, _, err) = b3iqd(&home, &["model", "rm", q8_id]);
+    assert!(ok, "{err}");
+    let (_, out, _) = b3iqd(&home, &["model", "list"]);
+    assert!(!out.contains(q8_id) && out.contains(q4_0_id), "{out}");
+    let (ok, _, err) = b3iqd(&home, &["model", "rm", "no-such-model"]);
+    assert!(!ok && !err.is_empty());
 }
 
 /// Submits an owner job through `POST /api/jobs` and waits until it ends.
