@@ -277,6 +277,32 @@ pub fn today(st: &NodeState) -> Result<Today> {
     Ok(t)
 }
 
+/// The ticket of a tunnel request (its `x-b3iq-ticket` header), signed by the tunnel's gateway for this
+/// node and valid at `now_ms` (within [`TICKET_SKEW_MS`]); `what` names it in the error.
+///
+/// # Errors
+/// `InvalidTicket` (401) for a missing, malformed, forged, foreign or expired ticket.
+pub(crate) fn checked_ticket(
+    st: &NodeState,
+    t: &TunnelContext,
+    ticket_header: Option<&str>,
+    what: &str,
+    now_ms: u64,
+) -> Result<RequestTicket> {
+    let raw = ticket_header.ok_or_else(|| {
+        HostError::InvalidTicket(format!(
+            "send the gateway's {what} in {}",
+            b3iq_protocol::gateway::TICKET_HEADER
+        ))
+    })?;
+    let ticket =
+        RequestTicket::from_header(raw).map_err(|e| HostError::InvalidTicket(e.to_string()))?;
+    ticket
+        .verify_for(&t.ticket_key, &t.gateway_id, &st.node_id, now_ms, TICKET_SKEW_MS)
+        .map_err(|e| HostError::InvalidTicket(e.to_string()))?;
+    Ok(ticket)
+}
+
 /// Admits a request that arrived on the tunnel with `ticket_header` (the `x-b3iq-ticket`
 /// value): the node is in network mode; the ticket is the tunnel gateway's, for this node, in
 /// its window, for a model the policy allows and the node serves, at or above the price floor,
@@ -292,23 +318,7 @@ pub fn admit(
     ticket_header: Option<&str>,
 ) -> Result<Arc<NetworkGrant>> {
     let now_ms = unix_now_ms();
-    let raw = ticket_header.ok_or_else(|| {
-        HostError::InvalidTicket(format!(
-            "send the gateway's ticket in {}",
-            b3iq_protocol::gateway::TICKET_HEADER
-        ))
-    })?;
-    let ticket =
-        RequestTicket::from_header(raw).map_err(|e| HostError::InvalidTicket(e.to_string()))?;
-    ticket
-        .verify_for(
-            &t.ticket_key,
-            &t.gateway_id,
-            &st.node_id,
-            now_ms,
-            TICKET_SKEW_MS,
-        )
-        .map_err(|e| HostError::InvalidTicket(e.to_string()))?;
+    let ticket = checked_ticket(st, t, ticket_header, "ticket", now_ms)?;
     if st.mode() != OperatingMode::Network {
         return Err(HostError::NetworkPolicy(format!(
             "the node is in {} mode",

@@ -17,7 +17,7 @@ use b3iq_core::OperatingMode;
 use b3iq_protocol::gateway::RequestTicket;
 use b3iq_protocol::verification::VerifyJob;
 
-use super::{TunnelContext, TICKET_SKEW_MS};
+use super::TunnelContext;
 use crate::context::{unix_now_ms, NodeState};
 use crate::error::{HostError, Result};
 
@@ -35,23 +35,7 @@ pub fn admit(
     ticket_header: Option<&str>,
 ) -> Result<RequestTicket> {
     let now_ms = unix_now_ms();
-    let raw = ticket_header.ok_or_else(|| {
-        HostError::InvalidTicket(format!(
-            "send the gateway's verifier ticket in {}",
-            b3iq_protocol::gateway::TICKET_HEADER
-        ))
-    })?;
-    let ticket =
-        RequestTicket::from_header(raw).map_err(|e| HostError::InvalidTicket(e.to_string()))?;
-    ticket
-        .verify_for(
-            &t.ticket_key,
-            &t.gateway_id,
-            &st.node_id,
-            now_ms,
-            TICKET_SKEW_MS,
-        )
-        .map_err(|e| HostError::InvalidTicket(e.to_string()))?;
+    let ticket = super::checked_ticket(st, t, ticket_header, "verifier ticket", now_ms)?;
     if ticket.price != PriceSchedule::FREE || ticket.max_price_micro_credits != 0 {
         return Err(HostError::InvalidTicket(
             "a verifier job needs a verifier ticket (price zero), not a request's".into(),
