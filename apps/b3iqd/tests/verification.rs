@@ -386,7 +386,9 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
         "{:?}",
         sv.body().outcome
     );
-    assert!(sv.body().max_exp_mismatches > 2, "{:?}", sv.body());
+    // Which fingerprint statistic crosses the profile varies by run (a CI run: exponent
+    // mismatches 1 of 2 allowed, mantissa mean 2.35 over its bound): the chunk failing is the point.
+    assert!(caught.metric.contains("profile cpu-same-isa-v1"), "{}", caught.metric);
     // The dispute: objective evidence, the signed verdict's hash.
     let deadline = Instant::now() + Duration::from_secs(10);
     let disputes = loop {
