@@ -10,10 +10,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use b3iq_chain::attestation::{registry_domain, sign_attestation, NodeAttestation};
-use b3iq_control::gateway::Gateway;
-use b3iq_control::ControlHome;
 use b3iq_core::{Hash32, NodeId, OperatingMode};
-use common::net::{gw_client, node, policy, wait_tunnels, Net};
+use common::net::{gw_client, node, policy, wait_tunnels};
 use common::tempdir;
 use serde_json::{json, Value};
 
@@ -69,32 +67,28 @@ async fn only_nodes_staked_on_chain_get_network_requests() {
         .unwrap(),
     )
     .unwrap();
-    let home = ControlHome::locate(Some(cp_home.clone())).unwrap();
-    let (settings, cp) = home.open().await.unwrap();
-    let tls = home.tls(&settings).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let gw: std::sync::Arc<Gateway> = home.gateway(&settings, cp.clone()).unwrap();
-    assert!(gw.config().stake.is_some(), "require_stake reaches the gateway");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (cp2, gw2) = (cp.clone(), gw.clone());
-    tokio::spawn(async move { b3iq_control::home::serve_with(listener, cp2, Some(gw2), &tls, rx).await });
+    let net = common::net::serve_control(&cp_home, |home, settings, cp, _| {
+        let gw = home.gateway(settings, cp).unwrap();
+        assert!(gw.config().stake.is_some(), "require_stake reaches the gateway");
+        gw
+    })
+    .await;
+    let net = common::net::with_org(net).await;
+    let (cp, gw, url, org) = (net.cp.clone(), net.gw.clone(), net.url.clone(), net.org.clone());
     let now = b3iq_host::context::unix_now_ms();
-    let org = cp.create_org("acme", now).await.unwrap();
-    let net = Net { cp: cp.clone(), gw: gw.clone(), url: url.clone(), ca: cp_home.join("tls/self-signed.crt.pem"), org: org.id.clone(), _stop: tx };
 
     let a = node(&net, &dir, "a", policy(2)).await;
     let b = node(&net, &dir, "b", policy(2)).await;
     wait_tunnels(&gw, 2).await;
-    cp.add_credits(&org.id, 1_000_000_000, "seed", now).await.unwrap();
-    let (_, token) = cp.create_gateway_key(&org.id, "app", 100_000, None, now).await.unwrap();
+    cp.add_credits(&org, 1_000_000_000, "seed", now).await.unwrap();
+    let (_, token) = cp.create_gateway_key(&org, "app", 100_000, None, now).await.unwrap();
     let c = gw_client(&net.ca);
 
     // Both nodes online (fresh heartbeats), so stake is what decides below.
     let until = Instant::now() + Duration::from_secs(60);
     for n in [&a, &b] {
         let id = NodeId::parse(&n.id).unwrap();
-        while cp.node(&org.id, &id, b3iq_host::context::unix_now_ms()).await.unwrap().presence != "online" {
+        while cp.node(&org, &id, b3iq_host::context::unix_now_ms()).await.unwrap().presence != "online" {
             assert!(Instant::now() < until, "node {} never came online", n.id);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -12,67 +12,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use b3iq_control::gateway::{Gateway, GatewayConfig};
-use b3iq_control::{ControlHome, ControlPlane};
+use b3iq_control::gateway::Gateway;
 use b3iq_core::attestation::{SignedVerdict, VerdictOutcome};
 use b3iq_core::NodeId;
+use common::net::Net;
 use common::{tempdir, Daemon};
 use serde_json::{json, Value};
-
-struct Net {
-    cp: Arc<ControlPlane>,
-    gw: Arc<Gateway>,
-    url: String,
-    ca: std::path::PathBuf,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn network(dir: &Path) -> Net {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("control.json"), r#"{"heartbeat_interval_s": 1}"#).unwrap();
-    let home = ControlHome::locate(Some(dir.to_path_buf())).unwrap();
-    let (settings, cp) = home.open().await.unwrap();
-    let tls = home.tls(&settings).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "https://127.0.0.1:{}",
-        listener.local_addr().unwrap().port()
-    );
-    let mut cfg = GatewayConfig::new();
-    cfg.queue_wait = Duration::from_secs(120);
-    // Every request of every tier is verified.
-    cfg.verification.rate_bps = [10_000; 4];
-    let gw = Gateway::new(cp.clone(), home.ticket_key().unwrap(), cfg);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (cp2, gw2) = (cp.clone(), gw.clone());
-    tokio::spawn(async move {
-        b3iq_control::home::serve_with(listener, cp2, Some(gw2), &tls, rx).await
-    });
-    Net {
-        cp,
-        gw,
-        url,
-        ca: dir.join("tls/self-signed.crt.pem"),
-        _stop: tx,
-    }
-}
-
-fn b3iqd(home: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(common::bin())
-        .args(args)
-        .env("B3IQ_HOME", home)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 struct Node {
     d: Daemon,
@@ -97,51 +44,10 @@ async fn set_policy(n: &Node, p: Value) {
 }
 
 /// A node with two slots and fingerprints on, claimed, enrolled and in network mode.
-async fn node(net: &Net, org: &str, dir: &Path, name: &str) -> Node {
-    let home = dir.join(name);
-    common::write_config(&home, json!({"parallel": 2, "fingerprints": true}));
-    let d = Daemon::start(&home);
-    let c = common::client();
-    let cookie = common::claim(&d, &c).await;
-    let (_, tok) = net
-        .cp
-        .create_enrollment_token(org, 600_000, b3iq_host::context::unix_now_ms())
-        .await
-        .unwrap();
-    let tok_file = dir.join(format!("{name}.token"));
-    std::fs::write(&tok_file, format!("{tok}\n")).unwrap();
-    let (ok, _, err) = b3iqd(
-        &home,
-        &[
-            "enroll",
-            "--control",
-            &net.url,
-            "--token-file",
-            tok_file.to_str().unwrap(),
-            "--ca-file",
-            net.ca.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{err}");
-    let (ok, out, err) = b3iqd(&home, &["status"]);
-    assert!(ok, "{err}");
-    let st: Value = serde_json::from_str(&out).unwrap();
-    let n = Node {
-        d,
-        cookie,
-        id: NodeId::parse(st["node_id"].as_str().unwrap()).unwrap(),
-        home,
-    };
-    set_policy(&n, policy(1000)).await;
-    let r = c
-        .post(n.d.url("/api/mode"))
-        .header("cookie", &n.cookie)
-        .json(&json!({"mode": "network"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{:?}", r.text().await);
-    n
+async fn node(net: &Net, dir: &Path, name: &str) -> Node {
+    let config = json!({"parallel": 2, "fingerprints": true});
+    let n = common::net::node_with(net, dir, name, policy(1000), config).await;
+    Node { d: n.d, cookie: n.cookie, id: NodeId::parse(&n.id).unwrap(), home: dir.join(name) }
 }
 
 /// Waits until `ids` (and only they) have an open tunnel.
@@ -240,15 +146,15 @@ fn signed_verdict(row: &b3iq_control::store::VerdictRow) -> SignedVerdict {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_is_caught() {
     let dir = tempdir("verification");
-    let net = network(&dir.join("control")).await;
-    let org = net
-        .cp
-        .create_org("acme", b3iq_host::context::unix_now_ms())
-        .await
-        .unwrap()
-        .id;
-    let a = node(&net, &org, &dir, "a").await;
-    let mut b = node(&net, &org, &dir, "b").await;
+    let net = common::net::serve_control(&dir.join("control"), |home, _, cp, _| {
+        // Every request of every tier is verified.
+        common::net::gateway(home, cp, |cfg| cfg.verification.rate_bps = [10_000; 4])
+    })
+    .await;
+    let net = common::net::with_org(net).await;
+    let org = net.org.clone();
+    let a = node(&net, &dir, "a").await;
+    let mut b = node(&net, &dir, "b").await;
     wait_tunnels(&net.gw, &[a.id, b.id]).await;
     let now = b3iq_host::context::unix_now_ms();
     net.cp

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use b3iq_control::gateway::Gateway;
-use b3iq_control::{ControlHome, ControlPlane};
+use b3iq_control::{ControlHome, ControlPlane, ControlSettings};
 use serde_json::{json, Value};
 
 use super::Daemon;
@@ -23,7 +23,11 @@ pub struct Net {
 }
 
 pub async fn network(dir: &Path) -> Net {
-    let net = replica(dir, false).await;
+    with_org(replica(dir, false).await).await
+}
+
+/// `net` with a new organisation, "acme", in `net.org`.
+pub async fn with_org(net: Net) -> Net {
     let org = net
         .cp
         .create_org("acme", b3iq_host::context::unix_now_ms())
@@ -35,6 +39,39 @@ pub async fn network(dir: &Path) -> Net {
 /// A control plane with its gateway over the home `dir` (replicas share one home: its keys,
 /// certificate and store). With `relay`, the gateway records its tunnels for other replicas.
 pub async fn replica(dir: &Path, relay: bool) -> Net {
+    serve_control(dir, |home, settings, cp, url| {
+        gateway(home, cp, |cfg| {
+            if relay {
+                cfg.replica_url = Some(url.to_string());
+                let cert = home.tls(settings).unwrap().info.cert_path;
+                cfg.replica_ca_pem = Some(std::fs::read_to_string(cert).unwrap());
+            }
+        })
+    })
+    .await
+}
+
+/// The home's gateway (ticket key, price) with a longer queue wait than the default 10 s, since
+/// 16 concurrent requests share three one-request shares on a 2-core machine; `configure`
+/// changes the rest.
+pub fn gateway(
+    home: &ControlHome,
+    cp: Arc<ControlPlane>,
+    configure: impl FnOnce(&mut b3iq_control::gateway::GatewayConfig),
+) -> Arc<Gateway> {
+    let mut cfg = b3iq_control::gateway::GatewayConfig::new();
+    cfg.queue_wait = Duration::from_secs(120);
+    configure(&mut cfg);
+    Gateway::new(cp, home.ticket_key().unwrap(), cfg)
+}
+
+/// A control plane over the home `dir` (its `control.json` written with 1 s heartbeats when
+/// absent) serving HTTPS on a loopback port with the gateway `make_gateway` builds (given the
+/// home, its settings, the control plane and the URL it will serve at).
+pub async fn serve_control(
+    dir: &Path,
+    make_gateway: impl FnOnce(&ControlHome, &ControlSettings, Arc<ControlPlane>, &str) -> Arc<Gateway>,
+) -> Net {
     std::fs::create_dir_all(dir).unwrap();
     if !dir.join("control.json").exists() {
         std::fs::write(dir.join("control.json"), r#"{"heartbeat_interval_s": 1}"#).unwrap();
@@ -47,15 +84,7 @@ pub async fn replica(dir: &Path, relay: bool) -> Net {
         "https://127.0.0.1:{}",
         listener.local_addr().unwrap().port()
     );
-    // The home's ticket key and price; a longer queue wait than the default 10 s, since 16
-    // concurrent requests share three one-request shares on a 2-core machine.
-    let mut cfg = b3iq_control::gateway::GatewayConfig::new();
-    cfg.queue_wait = Duration::from_secs(120);
-    if relay {
-        cfg.replica_url = Some(url.clone());
-        cfg.replica_ca_pem = Some(std::fs::read_to_string(&tls.info.cert_path).unwrap());
-    }
-    let gw = Gateway::new(cp.clone(), home.ticket_key().unwrap(), cfg);
+    let gw = make_gateway(&home, &settings, cp.clone(), &url);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (cp2, gw2) = (cp.clone(), gw.clone());
     tokio::spawn(async move {
@@ -92,8 +121,13 @@ pub struct Node {
 }
 
 pub async fn node(net: &Net, dir: &Path, name: &str, policy: Value) -> Node {
+    node_with(net, dir, name, policy, json!({"parallel": 2})).await
+}
+
+/// As [`node`], with `config` (fields of `config.json`).
+pub async fn node_with(net: &Net, dir: &Path, name: &str, policy: Value, config: Value) -> Node {
     let home = dir.join(name);
-    super::write_config(&home, json!({"parallel": 2}));
+    super::write_config(&home, config);
     let d = Daemon::start(&home);
     let c = super::client();
     let cookie = super::claim(&d, &c).await;
