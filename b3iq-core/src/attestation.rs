@@ -390,7 +390,7 @@ impl SignedKind for VerificationVerdict {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::identity::NodeKey;
 

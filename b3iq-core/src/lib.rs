@@ -24,6 +24,8 @@
 //!   precomputed multiples (same verdicts as one by one).
 //! * [`metering`]: usage per key / model and price schedules; [`reputation`]: decaying,
 //!   non-transferable node scores; [`tier`]: trust tiers 0-3.
+//! * [`evidence`]: typed dispute evidence (conflicting receipts, failed verification) and
+//!   `check_evidence`, whose hash is the on-chain `evidenceHash`.
 //! * [`version`]: SemVer 2.0.0 software versions (releases, heartbeats, `update` jobs).
 //!
 //! The byte formats are specified in `docs/formats.md` and pinned by the golden vectors in
@@ -37,6 +39,7 @@ pub mod credential;
 pub mod digest;
 pub mod enrollment;
 pub mod error;
+pub mod evidence;
 pub mod fingerprint;
 pub mod heartbeat;
 pub mod identity;

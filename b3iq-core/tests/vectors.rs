@@ -151,6 +151,46 @@ fn every_signed_kind_decodes_and_verifies() {
 }
 
 #[test]
+fn evidence_decodes_hashes_and_checks() {
+    use b3iq_core::evidence::{check_evidence, Evidence, EvidenceRules};
+    let v = load("evidence.json");
+    let any = |_: &NodeId| true;
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for c in cases {
+        let bytes = h(&c["encoded_hex"]);
+        let e = Evidence::decode(&bytes).unwrap();
+        assert_eq!(e.encode(), bytes, "canonical");
+        // The hash is blake3(domain tag || encoding).
+        let mut pre = v["domain_tag"].as_str().unwrap().as_bytes().to_vec();
+        pre.extend_from_slice(&bytes);
+        assert_eq!(e.hash(), Hash32(blake3_hash(&pre)));
+        assert_eq!(e.hash(), h32(&c["evidence_hash_hex"]));
+        let s = check_evidence(&e, &EvidenceRules::default(), &any).unwrap();
+        assert_eq!(s.node_id.to_text(), c["node_id"].as_str().unwrap());
+        assert_eq!(s.kind.as_str(), c["kind"].as_str().unwrap());
+        // Any one-byte change breaks it: refused by the decoder or by the check.
+        for i in [2, bytes.len() / 2, bytes.len() - 1] {
+            let mut t = bytes.clone();
+            t[i] ^= 1;
+            let changed = Evidence::decode(&t).ok().map(|e| check_evidence(&e, &EvidenceRules::default(), &any));
+            assert!(!matches!(changed, Some(Ok(_))), "byte {i} changed and it still checks");
+        }
+    }
+    for c in v["negative_cases"].as_array().unwrap() {
+        let e = Evidence::decode(&h(&c["encoded_hex"]));
+        assert_eq!(e.is_ok(), c["decodes"].as_bool().unwrap(), "{}", c["name"]);
+        if let Ok(e) = e {
+            assert_eq!(check_evidence(&e, &EvidenceRules::default(), &any).unwrap_err().code(), c["error"].as_str().unwrap());
+        }
+    }
+}
+
+fn blake3_hash(b: &[u8]) -> [u8; 32] {
+    *blake3::hash(b).as_bytes()
+}
+
+#[test]
 fn receipt_commitment_opens() {
     let v = load("receipt.json");
     let c = &v["cases"][0];

@@ -118,6 +118,20 @@ pub fn attestation(data: &[u8]) {
     }
 }
 
+/// `evidence` target: dispute evidence. An accepted encoding re-encodes identically, and
+/// checking it (with every verifier trusted) never panics; evidence that checks names the node
+/// of its receipts.
+pub fn evidence(data: &[u8]) {
+    use b3iq_core::evidence::{check_evidence, Evidence, EvidenceRules};
+    if let Ok(e) = Evidence::decode(data) {
+        assert_eq!(e.encode(), data, "evidence encoding is canonical");
+        if let Ok(s) = check_evidence(&e, &EvidenceRules::default(), &|_| true) {
+            assert_eq!(s.evidence_hash, e.hash());
+            assert!(!s.receipts.is_empty());
+        }
+    }
+}
+
 /// `verdict` target: a signed verification verdict.
 pub fn verdict(data: &[u8]) {
     let _ = signed_roundtrip::<VerificationVerdict>(data);
@@ -239,6 +253,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("benchmark", benchmark),
     ("attestation", attestation),
     ("verdict", verdict),
+    ("evidence", evidence),
     ("chunk_proof", chunk_proof),
     ("credential", credential),
     ("digest", digest),

@@ -581,6 +581,94 @@ fn kind_file<T: SignedKind + serde::Serialize>(cases: Vec<(String, &'static str,
     (v, seeds)
 }
 
+/// A network receipt by `node` for request `0x11` (the sample attestation's), priced `price`,
+/// naming `attestation` when given.
+fn evidence_receipt(price: u64, attestation: Option<Hash32>) -> b3iq_core::receipt::SignedReceipt {
+    let salt = CommitmentSalt::from_bytes([0x5b; 32]);
+    let prompt: Vec<u32> = vec![1, 9690, 198, 2683, 314, 253, 1314, 30];
+    let completion: Vec<u32> = (0..40).map(|i| 100 + i * 7).collect();
+    Receipt {
+        node_id: key("node").node_id(),
+        request_id: RequestId([0x11; 16]),
+        model_id: "smollm2-135m-instruct:q4_1".into(),
+        artifact_digest: Sha256Digest::parse("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53").expect("digest"),
+        backend: "llama.cpp".into(),
+        mode: OperatingMode::Network,
+        prompt_tokens: 8,
+        completion_tokens: 40,
+        started_at_ms: 1_763_780_500_000,
+        ttft_ms: 40,
+        duration_ms: 400,
+        price_micro_credits: price,
+        prompt_commitment: Commitment::prompt_token_ids(&salt, &prompt).expect("ids"),
+        output_commitment: Commitment::completion_token_ids(&salt, &completion).expect("ids"),
+        commitment_basis: Some(b3iq_core::receipt::CommitmentBasis::TokenIds),
+        attestation_digest: attestation,
+    }
+    .sign(&key("node"))
+    .expect("sign")
+}
+
+/// `evidence.json`: dispute evidence (conflicting receipts, failed verification by two
+/// verifiers), with its encoding, hash and what `check_evidence` says; negative cases with the
+/// error code. Returns the file and the fuzz seeds.
+fn evidence_json() -> (Value, Vec<(String, Vec<u8>)>) {
+    use b3iq_core::evidence::{check_evidence, Evidence, EvidenceRules, EVIDENCE_DOMAIN_TAG, EVIDENCE_VERSION};
+    let att = Signed::sign(sample_attestation(false), &key("node")).expect("sign");
+    let digest = Hash32(att.object_hash());
+    let verdict = |signer: &str| {
+        let mut v = sample_verdict(VerdictOutcome::FailChunk(1));
+        v.verifier = key(signer).node_id();
+        Signed::sign(v, &key(signer)).expect("sign")
+    };
+    let fails = vec![verdict("counting"), verdict("ones")];
+    let cases = vec![
+        ("conflicting_receipts", Evidence::conflicting_receipts(evidence_receipt(10_500, None), evidence_receipt(21_000, None))),
+        ("failed_verification", Evidence::failed_verification(evidence_receipt(10_500, Some(digest)), att.clone(), fails.clone())),
+    ];
+    let negatives = [
+        ("one_fail_verdict", Evidence::failed_verification(evidence_receipt(10_500, Some(digest)), att.clone(), vec![fails[0].clone()])),
+        ("same_receipt_twice", Evidence::ConflictingReceipts { a: evidence_receipt(10_500, None), b: evidence_receipt(10_500, None) }),
+    ];
+    let any = |_: &NodeId| true;
+    let rules = EvidenceRules::default();
+    let mut seeds = Vec::new();
+    let mut out = Vec::new();
+    for (name, e) in &cases {
+        let subject = check_evidence(e, &rules, &any).expect("golden evidence checks");
+        let enc = e.encode();
+        seeds.push((name.to_string(), enc.clone()));
+        out.push(json!({
+            "name": name,
+            "kind": subject.kind.as_str(),
+            "node_id": subject.node_id.to_text(),
+            "request_id": hex::encode(subject.request_id.0),
+            "receipt_ids": subject.receipts.iter().map(|r| hex::encode(r.0)).collect::<Vec<_>>(),
+            "encoded_hex": hex::encode(&enc),
+            "evidence_hash_hex": subject.evidence_hash.to_hex(),
+        }));
+    }
+    let neg: Vec<Value> = negatives
+        .iter()
+        .map(|(name, e)| {
+            json!({
+                "name": name,
+                "encoded_hex": hex::encode(e.encode()),
+                "decodes": Evidence::decode(&e.encode()).is_ok(),
+                "error": Evidence::decode(&e.encode()).ok().map(|d| check_evidence(&d, &rules, &any).expect_err("negative").code()),
+            })
+        })
+        .collect();
+    let v = json!({
+        "version": EVIDENCE_VERSION,
+        "domain_tag": String::from_utf8(EVIDENCE_DOMAIN_TAG.to_vec()).expect("ascii"),
+        "min_fail_verdicts": rules.min_fail_verdicts,
+        "cases": out,
+        "negative_cases": neg,
+    });
+    (v, seeds)
+}
+
 fn merkle_json() -> Value {
     let trees: Vec<Value> = (1..=17u32)
         .map(|n| {
@@ -836,6 +924,10 @@ pub fn generate_with_seeds() -> (VectorFiles, FuzzSeeds) {
     ]);
     files.push(("verdict.json".into(), pretty(&v)));
     seeds.extend(s.into_iter().map(|(n, b)| ("verdict".to_string(), n, b)));
+
+    let (v, s) = evidence_json();
+    files.push(("evidence.json".into(), pretty(&v)));
+    seeds.extend(s.into_iter().map(|(n, b)| ("evidence".to_string(), n, b)));
 
     files.push(("merkle.json".into(), pretty(&merkle_json())));
     files.push(("payout.json".into(), pretty(&payout_json())));
