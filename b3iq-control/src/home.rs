@@ -69,6 +69,10 @@ pub struct ControlSettings {
     /// Settlement epochs on chain (see [`crate::settlement`]); absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settlement: Option<crate::settlement::SettlementSettings>,
+    /// Disputes on chain (see [`crate::disputes`]); absent: recorded, never opened on chain.
+    /// Needs `settlement`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disputes: Option<crate::disputes::DisputeSettings>,
     /// Verification in the network: sampling rates per trust tier, how long and how much is
     /// held (see [`crate::gateway::verification`]).
     pub verification: crate::gateway::verification::VerificationSettings,
@@ -92,6 +96,7 @@ impl Default for ControlSettings {
             network_completion_price_per_1k: 200,
             gateway_replica_url: None,
             settlement: None,
+            disputes: None,
             verification: Default::default(),
         }
     }
@@ -264,6 +269,23 @@ impl ControlHome {
         let st = Arc::new(crate::settlement::Settler::connect(cp.store().clone(), cfg.clone(), signer, b3iq_host::context::unix_now_ms()).await?);
         cp.set_settler(st.clone());
         Ok(Some(st))
+    }
+
+    /// The dispute tool of `control.json` `disputes` (on `settlement`'s chain and deployment),
+    /// attached to `cp` (`None` when not configured).
+    ///
+    /// # Errors
+    /// `Config` for a bad key file or setting, or disputes without settlement; `Chain` when the
+    /// chain cannot be reached.
+    pub async fn dispute_tool(&self, s: &ControlSettings, cp: &ControlPlane) -> Result<Option<Arc<crate::disputes::DisputeTool>>> {
+        let Some(cfg) = &s.disputes else { return Ok(None) };
+        let Some(st) = &s.settlement else {
+            return Err(ControlError::Config("control.json disputes needs settlement (its rpc_url and deployment)".into()));
+        };
+        let (challenger, verifiers) = crate::disputes::DisputeTool::load_keys(&self.root, cfg)?;
+        let t = Arc::new(crate::disputes::DisputeTool::connect(cp.store().clone(), &st.rpc_url, st.deployment, cfg.clone(), challenger, verifiers).await?);
+        cp.set_dispute_tool(t.clone());
+        Ok(Some(t))
     }
 
     /// Opens the configured store.

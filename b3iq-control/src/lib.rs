@@ -11,6 +11,7 @@
 //! | [`keys`] | [`keys::JobKeyRing`]: the job-signing secrets, and how a rotation keeps them |
 //! | [`home`] | the home directory: `control.json`, the job-signing key, TLS, opening the store |
 //! | [`public`] | the public read-only API (`/v1/public/...`) and the explorer at `/explorer/` |
+//! | [`disputes`] | the dispute tool: checked evidence to a dispute on chain, committee vote, slash after the appeal window |
 //! | [`gateway`] | the hosted gateway: [`gateway::credits`] (gateway keys, credit holds, the ledger), [`gateway::tunnel`] (node-dialed tunnels), [`gateway::proxy`] (the OpenAI-compatible API: routing, forwarding, settlement) |
 //!
 //! The daemon `b3iq-control` (apps/b3iq-control) is a thin shell over this crate. The node side
@@ -18,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod disputes;
 pub mod error;
 pub mod gateway;
 pub mod home;

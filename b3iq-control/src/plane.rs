@@ -247,6 +247,8 @@ pub struct ControlPlane {
     pub(crate) gateway_rate: crate::gateway::credits::RateLimiter,
     /// The settler, when `control.json` configures settlement.
     settler: std::sync::OnceLock<Arc<crate::settlement::Settler>>,
+    /// The dispute tool, when `control.json` configures disputes.
+    dispute_tool: std::sync::OnceLock<Arc<crate::disputes::DisputeTool>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -320,7 +322,19 @@ impl ControlPlane {
             metrics: Metrics::default(),
             gateway_rate: Default::default(),
             settler: Default::default(),
+            dispute_tool: Default::default(),
         }
+    }
+
+    /// Attaches the dispute tool (once; later calls are ignored): disputes the gateway records
+    /// wake it.
+    pub fn set_dispute_tool(&self, t: Arc<crate::disputes::DisputeTool>) {
+        let _ = self.dispute_tool.set(t);
+    }
+
+    /// The dispute tool, when disputes are configured.
+    pub fn dispute_tool(&self) -> Option<&Arc<crate::disputes::DisputeTool>> {
+        self.dispute_tool.get()
     }
 
     /// Attaches the settler (once; later calls are ignored): the payout routes answer from it.

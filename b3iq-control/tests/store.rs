@@ -930,13 +930,40 @@ async fn conformance(s: Arc<dyn ControlStore>) {
         kind: "failed_verification".into(),
         subject,
         request_id: [2; 16],
-        status: "open".into(),
+        status: "pending".into(),
         chain_tx: None,
         opened_at_ms: 21,
+        evidence: Some(vec![1, 2, 3]),
+        epoch_id: None,
+        chain_dispute_id: None,
+        vote_tx: None,
+        slash_tx: None,
+        updated_at_ms: 21,
     };
     assert!(s.open_dispute(&dispute).await.unwrap());
     assert!(!s.open_dispute(&dispute).await.unwrap(), "one dispute per evidence");
-    assert_eq!(s.disputes(&subject).await.unwrap(), [dispute]);
+    assert_eq!(s.disputes(&subject).await.unwrap(), std::slice::from_ref(&dispute));
+    assert_eq!(s.dispute(&[2; 32]).await.unwrap(), Some(dispute.clone()));
+    assert_eq!(s.dispute(&[3; 32]).await.unwrap(), None);
+    // Progress on chain: every mutable field is stored, the evidence and identity are kept.
+    let mut opened = dispute.clone();
+    opened.status = "opened".into();
+    opened.epoch_id = Some(4);
+    opened.chain_dispute_id = Some("7".into());
+    opened.chain_tx = Some("0xaa".into());
+    opened.vote_tx = Some("0xbb".into());
+    opened.updated_at_ms = 30;
+    s.update_dispute(&opened).await.unwrap();
+    assert_eq!(s.dispute(&[2; 32]).await.unwrap(), Some(opened.clone()));
+    let mut unknown = opened.clone();
+    unknown.evidence_hash = [9; 32];
+    assert!(matches!(s.update_dispute(&unknown).await, Err(ControlError::Refused(Refusal::NotFound(_)))));
+    // A second, finished dispute: listed in full, not among the active ones.
+    let done = DisputeRow { evidence_hash: [5; 32], status: "executed".into(), opened_at_ms: 40, slash_tx: Some("0xcc".into()), ..opened.clone() };
+    assert!(s.open_dispute(&done).await.unwrap());
+    assert_eq!(s.list_disputes(true, 10).await.unwrap(), [opened.clone()]);
+    assert_eq!(s.list_disputes(false, 10).await.unwrap(), [opened.clone(), done.clone()]);
+    assert_eq!(s.list_disputes(false, 1).await.unwrap(), [opened]);
     assert!(s.disputes(&verifier).await.unwrap().is_empty());
 }
 

@@ -37,6 +37,27 @@ enum Cmd {
     /// this machine.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Disputes on chain from objective evidence (control.json `disputes`): open one from an
+    /// evidence file, list them.
+    #[command(subcommand, after_help = "Examples:\n  b3iq-control dispute open --evidence conflict.evidence\n  b3iq-control dispute list\n\nThe evidence file holds the binary encoding of docs/formats.md \"Dispute evidence\". Evidence\nthat does not check (signatures, one accused node, the fault itself) is refused before anything is sent.")]
+    Dispute(DisputeCmd),
+}
+
+#[derive(Subcommand)]
+enum DisputeCmd {
+    /// Check evidence and open its dispute on chain (when its epoch is posted; a running
+    /// `serve` takes it from there: vote, appeal window, slash).
+    Open {
+        /// The evidence file (its binary encoding).
+        #[arg(long)]
+        evidence: PathBuf,
+    },
+    /// Every dispute recorded here, oldest first (JSON).
+    List {
+        /// Most rows (default 100).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -288,7 +309,15 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
             let settler = match home.settler(&settings, &cp).await? {
                 Some(st) => {
                     eprintln!("b3iq-control: settlement every {} s, settler {}", settings.settlement.as_ref().map_or(0, |c| c.epoch_interval_s), st.address());
-                    Some(tokio::spawn(st.run(stop_rx)))
+                    Some(tokio::spawn(st.run(stop_rx.clone())))
+                }
+                None => None,
+            };
+            // Disputes on chain (control.json `disputes`): opened, voted, slashed on a schedule.
+            let disputer = match home.dispute_tool(&settings, &cp).await? {
+                Some(t) => {
+                    eprintln!("b3iq-control: disputes on chain on");
+                    Some(tokio::spawn(t.run(stop_rx.clone())))
                 }
                 None => None,
             };
@@ -300,6 +329,9 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
             sweeper.abort();
             let _ = stop_tx.send(true);
             if let Some(t) = settler {
+                let _ = t.await;
+            }
+            if let Some(t) = disputer {
                 let _ = t.await;
             }
             eprintln!("b3iq-control: stopped");
@@ -315,6 +347,29 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                 "store": s.store,
                 "tls": {"mode": tls.info.mode, "fingerprint_sha256": tls.info.fingerprint_sha256, "cert_path": tls.info.cert_path},
             }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Dispute(DisputeCmd::Open { evidence }) => {
+            let (s, cp) = home.open().await?;
+            let bytes = std::fs::read(&evidence).map_err(|e| ControlError::Config(format!("read {}: {e}", evidence.display())))?;
+            let e = b3iq_core::evidence::Evidence::decode(&bytes).map_err(|e| ControlError::Invalid { field: "evidence", reason: e.to_string() })?;
+            let now = b3iq_host::context::unix_now_ms();
+            let row = match home.dispute_tool(&s, &cp).await? {
+                Some(t) => t.open(&e, now).await?,
+                None => {
+                    let rules = b3iq_core::evidence::EvidenceRules::default();
+                    let row = b3iq_control::disputes::record_evidence(cp.store().as_ref(), &e, &rules, now).await?;
+                    eprintln!("b3iq-control: control.json has no `disputes`: recorded, not opened on chain");
+                    row
+                }
+            };
+            print_json(&dispute_json(&row));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Dispute(DisputeCmd::List { limit }) => {
+            let (_, cp) = home.open().await?;
+            let rows = cp.store().list_disputes(false, limit).await?;
+            print_json(&serde_json::Value::Array(rows.iter().map(dispute_json).collect()));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Admin(a) => {
@@ -475,4 +530,22 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// A dispute row as JSON (the evidence itself is left out; its hash names it).
+fn dispute_json(d: &b3iq_control::store::DisputeRow) -> serde_json::Value {
+    serde_json::json!({
+        "evidence_hash": format!("0x{}", b3iq_core::Hash32(d.evidence_hash).to_hex()),
+        "kind": d.kind,
+        "node_id": d.subject.to_text(),
+        "request_id": b3iq_core::receipt::RequestId(d.request_id).to_hex(),
+        "status": d.status,
+        "epoch_id": d.epoch_id,
+        "chain_dispute_id": d.chain_dispute_id,
+        "open_tx": d.chain_tx,
+        "vote_tx": d.vote_tx,
+        "slash_tx": d.slash_tx,
+        "opened_at_ms": d.opened_at_ms,
+        "updated_at_ms": d.updated_at_ms,
+    })
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use b3iq_host::ops::{self, Offline};
 
+mod dispute;
 mod wallet;
 use b3iq_host::{HostError, LocalNode};
 use clap::{Parser, Subcommand};
@@ -132,6 +133,9 @@ enum Cmd {
     /// and claims on chain.
     #[command(subcommand, after_help = "Examples:\n  b3iqd wallet create                       # key made here: ~/.b3iq/wallet.key, mode 0600\n  b3iqd wallet set-address 0x52908400098527886E0F7030069857D2E4169EE7   # address only\n  b3iqd wallet earnings --rpc http://127.0.0.1:8545\n  b3iqd wallet claim --rpc http://127.0.0.1:8545\n\nThe address goes to the control plane (signed by the node key) when enrolled; epochs closed from then\non pay it. A claim pays the payout address whoever sends it.")]
     Wallet(WalletCmd),
+    /// Disputes opened on chain against this node, and the operator's appeal.
+    #[command(subcommand, after_help = "Examples:\n  b3iqd dispute list --rpc http://127.0.0.1:8545 --disputes 0x5FbDB2315678afecb367f032d93F642f64180aa3\n  b3iqd dispute appeal 3 --rpc http://127.0.0.1:8545 --disputes 0x5FbDB2315678afecb367f032d93F642f64180aa3\n\nOnly objective evidence opens a dispute (conflicting receipts, or two verifiers' failed verdicts);\nan upheld dispute can be appealed until its appeal deadline, from the wallet that registered the node.")]
+    Dispute(dispute::DisputeCmd),
     /// Leave managed mode: forget the control plane and its trust root; back to local mode.
     #[command(after_help = "Example:\n  b3iqd unenroll")]
     Unenroll,
@@ -803,6 +807,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Dispute(d) => dispute::run(&Offline::open_existing(home)?.0, d).await,
         Cmd::Unenroll => {
             let o = Offline::open_existing(home)?;
             match o.unenroll()? {

@@ -2,7 +2,8 @@
 //! slash execution, dispute records.
 
 use alloy::primitives::{Address, U256};
-use alloy::providers::DynProvider;
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
 use b3iq_core::{Hash32, NodeId};
 
@@ -117,5 +118,41 @@ impl ChainClient {
             self.disputes(d).getDispute(dispute_id),
         )
         .await
+    }
+
+    /// Whether `who` has voted on a dispute.
+    pub async fn has_voted(&self, d: &Deployment, dispute_id: U256, who: Address) -> Result<bool> {
+        self.call("Disputes.hasVoted", self.disputes(d).hasVoted(dispute_id, who))
+            .await
+    }
+
+    /// The dispute bond (token base units) `Disputes.open` takes from the challenger.
+    pub async fn dispute_bond(&self, d: &Deployment) -> Result<U256> {
+        self.call("Disputes.bondAmount", self.disputes(d).bondAmount())
+            .await
+    }
+
+    /// Every `DisputeOpened` event (oldest first), only those against `node` when given: what
+    /// the chain says was opened, read before opening again (a send that timed out, or one
+    /// sent just before a crash) and by a node listing the disputes against it.
+    pub async fn disputes_opened(
+        &self,
+        d: &Deployment,
+        node: Option<&NodeId>,
+    ) -> Result<Vec<disputes::Disputes::DisputeOpened>> {
+        let mut filter = Filter::new()
+            .address(d.disputes)
+            .event_signature(disputes::Disputes::DisputeOpened::SIGNATURE_HASH)
+            .from_block(0);
+        if let Some(n) = node {
+            filter = filter.topic2(node_b256(n));
+        }
+        let logs = self
+            .with_retries("eth_getLogs", || async { self.provider.get_logs(&filter).await })
+            .await?;
+        Ok(logs
+            .iter()
+            .filter_map(|l| disputes::Disputes::DisputeOpened::decode_log_data(l.data()).ok())
+            .collect())
     }
 }

@@ -18,10 +18,15 @@
 //!    receipt (node, request, attestation). A node that fails or answers a bad verdict is
 //!    excluded and the next is tried; with no verifier until the hold ends, the item is dropped
 //!    (`dropped_no_verifier`, or `dropped_timeout` when verifiers failed).
-//! 4. **Outcome.** The verdict is stored (`verification_verdicts`); pass and fail are
-//!    reputation `Challenge` events for the serving node (a failed challenge weighs heavily);
-//!    inconclusive is neutral. A fail is objective evidence: a dispute is recorded with the
-//!    signed verdict's object hash ([`crate::store::DisputeRow`]).
+//! 4. **Second opinion.** A `fail` is not trusted alone (a lying verifier could accuse an
+//!    honest node): the same held opening goes to a second node, neither the served node nor
+//!    the first verifier, while the hold lasts.
+//! 5. **Outcome.** Every verdict is stored (`verification_verdicts`). A pass is a passed
+//!    reputation `Challenge`; inconclusive is neutral; a fail nobody could confirm is a failed
+//!    challenge for reputation only; a fail and a pass (the verifiers disagree) moves nobody;
+//!    two fails are a failed challenge and failed-verification evidence, recorded as a
+//!    `pending` dispute ([`crate::store::DisputeRow`]) that the dispute tool
+//!    ([`crate::disputes`]) opens on chain.
 //!
 //! Counters: `b3iq_gateway_verification_total{event=...}` in `/metrics/gateway`.
 
@@ -32,6 +37,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::header;
 use b3iq_core::attestation::{SignedVerdict, VerdictOutcome};
+use b3iq_core::evidence::{Evidence, EvidenceRules};
 use b3iq_core::metering::PriceSchedule;
 use b3iq_core::receipt::{RequestId, SignedReceipt};
 use b3iq_core::{NodeId, TrustTier};
@@ -57,6 +63,9 @@ pub struct VerificationSettings {
     pub max_held: usize,
     /// Most bytes of openings held at once. Default 64 MiB.
     pub max_held_bytes: usize,
+    /// Longest wait for a second verifier after a `fail`, seconds (within the hold). Default
+    /// 30. Without a second opinion by then the fail counts for reputation only.
+    pub confirm_wait_s: u64,
 }
 
 impl Default for VerificationSettings {
@@ -66,6 +75,7 @@ impl Default for VerificationSettings {
             hold_s: 600,
             max_held: 256,
             max_held_bytes: 64 << 20,
+            confirm_wait_s: 30,
         }
     }
 }
@@ -179,44 +189,62 @@ impl Gateway {
         let hold = Duration::from_secs(v.hold_s);
         tokio::spawn(async move {
             let _place = place;
-            let saw = Arc::new(AtomicBool::new(false));
-            if tokio::time::timeout(hold, gw.clone().verify_job(item, saw.clone()))
-                .await
-                .is_err()
-            {
-                gw.metrics.verification(if saw.load(Ordering::Relaxed) {
-                    "dropped_timeout"
-                } else {
-                    "dropped_no_verifier"
-                });
-            }
+            gw.verify_job(item, tokio::time::Instant::now() + hold).await;
         });
     }
 
-    /// Runs a held item's verifier job to its verdict, trying verifiers in turn; waits (the
-    /// caller bounds it by the hold) while no other node can verify. Sets `saw_verifier` once
-    /// a verifier took the job.
-    async fn verify_job(self: Arc<Self>, item: Sampled, saw_verifier: Arc<AtomicBool>) {
+    /// Runs a held item's verifier job to its verdict, trying verifiers in turn and waiting
+    /// while no other node can verify, until `hold_ends`. A `fail` goes on to a second
+    /// verifier (neither the served node nor the first verifier) for at most
+    /// [`VerificationSettings::confirm_wait_s`] (and never past the hold) before it is
+    /// concluded ([`Gateway::conclude`]).
+    async fn verify_job(self: Arc<Self>, item: Sampled, hold_ends: tokio::time::Instant) {
         let subject = item.receipt.body().node_id;
         let mut excluded = vec![subject];
+        let saw = AtomicBool::new(false);
+        let first = match tokio::time::timeout_at(hold_ends, self.verdict_from_any(&item, &mut excluded, Some(&saw))).await {
+            Ok(v) => v,
+            Err(_) => {
+                self.metrics.verification(if saw.load(Ordering::Relaxed) { "dropped_timeout" } else { "dropped_no_verifier" });
+                return;
+            }
+        };
+        self.store_verdict(&item, &first).await;
+        if outcome_name(&first) != "fail" {
+            self.conclude(&item, &[first]).await;
+            return;
+        }
+        let confirm_ends = hold_ends.min(tokio::time::Instant::now() + Duration::from_secs(self.config.verification.confirm_wait_s));
+        match tokio::time::timeout_at(confirm_ends, self.verdict_from_any(&item, &mut excluded, None)).await {
+            Ok(second) => {
+                self.store_verdict(&item, &second).await;
+                self.conclude(&item, &[first, second]).await;
+            }
+            Err(_) => self.conclude(&item, &[first]).await,
+        }
+    }
+
+    /// A checked verdict on `item` from the first node (not in `excluded`) that gives one;
+    /// nodes that fail or answer a bad verdict are added to `excluded`, as is the one that
+    /// answered. Waits while no node can verify (the caller bounds it).
+    async fn verdict_from_any(self: &Arc<Self>, item: &Sampled, excluded: &mut Vec<NodeId>, saw_verifier: Option<&AtomicBool>) -> SignedVerdict {
         loop {
-            let Some((slot, offered)) = self.pick_verifier(&item.receipt, &excluded).await else {
+            let Some((slot, offered)) = self.pick_verifier(&item.receipt, excluded).await else {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             };
-            saw_verifier.store(true, Ordering::Relaxed);
+            if let Some(saw) = saw_verifier {
+                saw.store(true, Ordering::Relaxed);
+            }
             let node = slot.tunnel().node_id;
-            let r = self.run_on(&slot, &offered, &item).await;
+            let r = self.run_on(&slot, &offered, item).await;
             drop(slot);
+            excluded.push(node);
             match r {
-                Ok(v) => {
-                    self.record_verdict(&item, v).await;
-                    return;
-                }
+                Ok(v) => return v,
                 Err(JobError::Node(e)) => {
                     tracing::warn!(verifier = %node, error = %e, "gateway: a verifier job failed; trying another node");
                     self.metrics.verification("verifier_failed");
-                    excluded.push(node);
                 }
                 Err(JobError::BadVerdict(e)) => {
                     tracing::warn!(verifier = %node, error = %e, "gateway: a verifier's verdict does not check");
@@ -226,7 +254,6 @@ impl Gateway {
                         unix_now_ms(),
                         b3iq_core::reputation::ReputationEventKind::Failure,
                     );
-                    excluded.push(node);
                 }
             }
         }
@@ -240,7 +267,10 @@ impl Gateway {
         excluded: &[NodeId],
     ) -> Option<(super::proxy::Slot, OfferedModel)> {
         let digest = receipt.body().artifact_digest;
-        for t in self.tunnels.all() {
+        // In random order: no node is always asked first (nor can a node count on it).
+        let mut all = self.tunnels.all();
+        rand::seq::SliceRandom::shuffle(&mut all[..], &mut rand::thread_rng());
+        for t in all {
             let Some(m) = t.models.iter().find(|m| m.digest == digest).cloned() else {
                 continue;
             };
@@ -328,21 +358,12 @@ impl Gateway {
         Ok(v)
     }
 
-    /// Stores a checked verdict and acts on it (reputation, dispute).
-    async fn record_verdict(&self, item: &Sampled, v: SignedVerdict) {
-        use b3iq_core::reputation::ReputationEventKind as K;
-        let now = unix_now_ms();
+    /// Stores a checked verdict (`verification_verdicts`) and counts its outcome.
+    async fn store_verdict(&self, item: &Sampled, v: &SignedVerdict) {
         let b = v.body();
-        let outcome = match b.outcome {
-            VerdictOutcome::Pass => "pass",
-            VerdictOutcome::Inconclusive => "inconclusive",
-            VerdictOutcome::FailChunk(_)
-            | VerdictOutcome::FailPosition(_)
-            | VerdictOutcome::FailProofs => "fail",
-        };
-        let hash = v.object_hash();
+        let outcome = outcome_name(v);
         let row = crate::store::VerdictRow {
-            verdict_hash: hash,
+            verdict_hash: v.object_hash(),
             verifier: b.verifier,
             subject: b.subject,
             request_id: b.request_id.0,
@@ -350,39 +371,67 @@ impl Gateway {
             outcome: outcome.into(),
             metric: b.metric.clone(),
             signed: v.encode(),
-            created_at_ms: now,
+            created_at_ms: unix_now_ms(),
         };
         if let Err(e) = self.cp.store().put_verdict(&row).await {
             tracing::error!(error = %e, "gateway: storing a verification verdict failed");
         }
         self.metrics.verification(outcome);
         tracing::info!(subject = %b.subject, verifier = %b.verifier, outcome, metric = %b.metric, "gateway: verification verdict");
-        match outcome {
-            "pass" => self
-                .reputation
-                .record(b.subject, now, K::Challenge { passed: true }),
-            "fail" => {
-                self.reputation
-                    .record(b.subject, now, K::Challenge { passed: false });
-                let d = crate::store::DisputeRow {
-                    evidence_hash: hash,
-                    kind: "failed_verification".into(),
-                    subject: b.subject,
-                    request_id: b.request_id.0,
-                    status: "open".into(),
-                    chain_tx: None,
-                    opened_at_ms: now,
-                };
-                match self.cp.store().open_dispute(&d).await {
-                    Ok(_) => {
-                        self.metrics.verification("dispute_opened");
-                        tracing::warn!(subject = %b.subject, evidence = %hex::encode(hash), "gateway: dispute opened from a failed verification");
+    }
+
+    /// Acts on an item's verdicts (one, or a first `fail` and its second opinion):
+    ///
+    /// * pass: a passed reputation challenge; inconclusive: nothing;
+    /// * fail with no second opinion (no other node could verify before the hold ended, or it
+    ///   was inconclusive): a failed challenge for reputation only (`fail_unconfirmed`);
+    /// * fail, then pass: the verifiers disagree (`verifiers_disagree`): nobody's reputation or
+    ///   stake moves (either verifier may be the one lying); both verdicts stay stored;
+    /// * fail, then fail: a failed challenge, and failed-verification [`Evidence`] (receipt,
+    ///   attestation, both verdicts) recorded as a `pending` dispute for the dispute tool
+    ///   ([`crate::disputes`]), which opens it on chain when configured (`dispute_recorded`).
+    async fn conclude(&self, item: &Sampled, verdicts: &[SignedVerdict]) {
+        use b3iq_core::reputation::ReputationEventKind as K;
+        let now = unix_now_ms();
+        let subject = item.receipt.body().node_id;
+        let outcomes: Vec<&str> = verdicts.iter().map(outcome_name).collect();
+        match outcomes.as_slice() {
+            ["pass"] => self.reputation.record(subject, now, K::Challenge { passed: true }),
+            ["fail"] | ["fail", "inconclusive"] => {
+                self.metrics.verification("fail_unconfirmed");
+                tracing::warn!(subject = %subject, "gateway: a failed verification with no second verifier to confirm it: reputation only");
+                self.reputation.record(subject, now, K::Challenge { passed: false });
+            }
+            ["fail", "pass"] => {
+                self.metrics.verification("verifiers_disagree");
+                tracing::warn!(subject = %subject, first = %verdicts[0].body().verifier, second = %verdicts[1].body().verifier, "gateway: verifiers disagree on a verification; nobody is penalised");
+            }
+            ["fail", "fail"] => {
+                self.reputation.record(subject, now, K::Challenge { passed: false });
+                let e = Evidence::failed_verification(item.receipt.clone(), item.opened.attestation.clone(), verdicts.to_vec());
+                let rules = self.cp.dispute_tool().map_or_else(EvidenceRules::default, |t| t.rules());
+                match crate::disputes::record_evidence(self.cp.store().as_ref(), &e, &rules, now).await {
+                    Ok(row) => {
+                        self.metrics.verification("dispute_recorded");
+                        tracing::warn!(subject = %subject, evidence = %hex::encode(row.evidence_hash), "gateway: two verifiers failed a node's work; dispute recorded");
+                        if let Some(t) = self.cp.dispute_tool() {
+                            t.wake();
+                        }
                     }
                     Err(e) => tracing::error!(error = %e, "gateway: recording a dispute failed"),
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// `pass`, `fail` or `inconclusive`.
+fn outcome_name(v: &SignedVerdict) -> &'static str {
+    match v.body().outcome {
+        VerdictOutcome::Pass => "pass",
+        VerdictOutcome::Inconclusive => "inconclusive",
+        VerdictOutcome::FailChunk(_) | VerdictOutcome::FailPosition(_) | VerdictOutcome::FailProofs => "fail",
     }
 }
 

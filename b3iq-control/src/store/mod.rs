@@ -776,7 +776,21 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn open_dispute(&self, d: &DisputeRow) -> Result<bool>;
     /// The disputes against `subject`, oldest first.
     async fn disputes(&self, subject: &NodeId) -> Result<Vec<DisputeRow>>;
+    /// The dispute of `evidence_hash`.
+    async fn dispute(&self, evidence_hash: &[u8; 32]) -> Result<Option<DisputeRow>>;
+    /// Records a dispute's progress ([`crate::disputes`]): its status, epoch, chain dispute id,
+    /// transactions and `updated_at_ms` (every other field is kept). `Refusal::NotFound` for an
+    /// unknown evidence hash.
+    async fn update_dispute(&self, d: &DisputeRow) -> Result<()>;
+    /// Disputes, oldest first, at most `limit`: with `active`, only those the dispute tool still
+    /// drives ([`DISPUTE_ACTIVE`] statuses).
+    async fn list_disputes(&self, active: bool, limit: u32) -> Result<Vec<DisputeRow>>;
 }
+
+/// Dispute statuses the dispute tool still drives (`pending`: checked evidence waiting for its
+/// epoch to be posted; `opened`: on chain; `voted`: our vote is in; `upheld`: in its appeal
+/// window; `appealed`: waiting for the arbiter).
+pub const DISPUTE_ACTIVE: [&str; 5] = ["pending", "opened", "voted", "upheld", "appealed"];
 
 /// A verifier node's signed verdict on a sampled request (`verification_verdicts`), checked by
 /// the gateway (signature of the verifier's tunnel key; the receipt's node, request and
@@ -803,24 +817,45 @@ pub struct VerdictRow {
     pub created_at_ms: u64,
 }
 
-/// A dispute opened from objective evidence (`disputes`): a failed verification verdict.
+/// A dispute (`disputes`): checked objective evidence, and its progress on chain
+/// ([`crate::disputes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisputeRow {
-    /// The evidence's hash (a signed verdict's object hash); one dispute per evidence.
+    /// The evidence's hash ([`b3iq_core::evidence::Evidence::hash`], the on-chain
+    /// `evidenceHash`; for rows from before migration 12, a signed verdict's object hash); one
+    /// dispute per evidence.
     pub evidence_hash: [u8; 32],
-    /// What the evidence is: `failed_verification`.
+    /// What the evidence is: `conflicting_receipts`, `failed_verification`.
     pub kind: String,
     /// The accused node.
     pub subject: NodeId,
     /// The disputed request.
     pub request_id: [u8; 16],
-    /// `open` (recorded here), `open_on_chain` (with `chain_tx`).
+    /// [`DISPUTE_ACTIVE`], or final: `executed` (slashed), `rejected` (voted down),
+    /// `overturned` (appeal won), `expired` (its evidence window closed before it could be
+    /// opened), `reputation_only` (a single verifier's fail from before migration 12).
     pub status: String,
-    /// The chain transaction that opened it, when opened on chain.
+    /// The `Disputes.open` transaction (`0x...`), when this control plane sent it.
     pub chain_tx: Option<String>,
-    /// When it was opened, unix ms.
+    /// When it was recorded, unix ms.
     pub opened_at_ms: u64,
+    /// The encoded evidence ([`b3iq_core::evidence::Evidence::encode`]); `None` for rows from
+    /// before migration 12.
+    pub evidence: Option<Vec<u8>>,
+    /// The settlement epoch of the disputed receipt, once known.
+    pub epoch_id: Option<u64>,
+    /// The chain's dispute id (decimal), once opened.
+    pub chain_dispute_id: Option<String>,
+    /// Our `Disputes.vote` transaction.
+    pub vote_tx: Option<String>,
+    /// The `Disputes.executeSlash` transaction.
+    pub slash_tx: Option<String>,
+    /// Last change, unix ms.
+    pub updated_at_ms: u64,
 }
+
+/// The `disputes` columns both backends read into a [`DisputeRow`].
+pub(crate) const DISPUTE_COLUMNS: &str = "evidence_hash, kind, subject, request_id, status, chain_tx, opened_at_ms, evidence, epoch_id, chain_dispute_id, vote_tx, slash_tx, updated_at_ms";
 
 /// A closed settlement epoch (`epochs`).
 #[derive(Debug, Clone, PartialEq, Eq)]

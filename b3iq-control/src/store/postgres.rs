@@ -284,6 +284,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX disputes_subject ON disputes(subject, opened_at_ms);
     "#,
+    // 12: as SQLite's migration 12: disputes on chain.
+    r#"
+    ALTER TABLE disputes ADD COLUMN evidence BYTEA;
+    ALTER TABLE disputes ADD COLUMN epoch_id BIGINT;
+    ALTER TABLE disputes ADD COLUMN chain_dispute_id TEXT;
+    ALTER TABLE disputes ADD COLUMN vote_tx TEXT;
+    ALTER TABLE disputes ADD COLUMN slash_tx TEXT;
+    ALTER TABLE disputes ADD COLUMN updated_at_ms BIGINT NOT NULL DEFAULT 0;
+    UPDATE disputes SET status = 'reputation_only', updated_at_ms = opened_at_ms WHERE status = 'open';
+    CREATE INDEX disputes_status ON disputes(status, opened_at_ms);
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -2185,8 +2196,8 @@ impl ControlStore for PostgresStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "INSERT INTO disputes(evidence_hash, kind, subject, request_id, status, chain_tx, opened_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (evidence_hash) DO NOTHING",
-                &[&&d.evidence_hash[..], &d.kind, &d.subject.to_text(), &&d.request_id[..], &d.status, &d.chain_tx, &ms(d.opened_at_ms)],
+                &format!("INSERT INTO disputes({DISPUTE_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT (evidence_hash) DO NOTHING"),
+                &[&&d.evidence_hash[..], &d.kind, &d.subject.to_text(), &&d.request_id[..], &d.status, &d.chain_tx, &ms(d.opened_at_ms), &d.evidence, &d.epoch_id.map(ms), &d.chain_dispute_id, &d.vote_tx, &d.slash_tx, &ms(d.updated_at_ms)],
             )
             .await
             .map_err(db("dispute"))?;
@@ -2195,22 +2206,39 @@ impl ControlStore for PostgresStore {
 
     async fn disputes(&self, subject: &NodeId) -> Result<Vec<DisputeRow>> {
         let c = self.client().await?;
-        c.query("SELECT evidence_hash, kind, request_id, status, chain_tx, opened_at_ms FROM disputes WHERE subject = $1 ORDER BY opened_at_ms, evidence_hash", &[&subject.to_text()])
+        let rows = c.query(&format!("SELECT {DISPUTE_COLUMNS} FROM disputes WHERE subject = $1 ORDER BY opened_at_ms, evidence_hash"), &[&subject.to_text()]).await.map_err(db("disputes"))?;
+        rows.iter().map(dispute_from_row).collect()
+    }
+
+    async fn dispute(&self, evidence_hash: &[u8; 32]) -> Result<Option<DisputeRow>> {
+        let c = self.client().await?;
+        let rows = c.query(&format!("SELECT {DISPUTE_COLUMNS} FROM disputes WHERE evidence_hash = $1"), &[&&evidence_hash[..]]).await.map_err(db("dispute"))?;
+        rows.iter().map(dispute_from_row).next().transpose()
+    }
+
+    async fn update_dispute(&self, d: &DisputeRow) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE disputes SET status = $2, chain_tx = $3, epoch_id = $4, chain_dispute_id = $5, vote_tx = $6, slash_tx = $7, updated_at_ms = $8 WHERE evidence_hash = $1",
+                &[&&d.evidence_hash[..], &d.status, &d.chain_tx, &d.epoch_id.map(ms), &d.chain_dispute_id, &d.vote_tx, &d.slash_tx, &ms(d.updated_at_ms)],
+            )
             .await
-            .map_err(db("disputes"))?
-            .iter()
-            .map(|r| {
-                Ok(DisputeRow {
-                    evidence_hash: fixed(r.get::<_, &[u8]>(0), "disputes.evidence_hash")?,
-                    kind: r.get(1),
-                    subject: *subject,
-                    request_id: fixed(r.get::<_, &[u8]>(2), "disputes.request_id")?,
-                    status: r.get(3),
-                    chain_tx: r.get(4),
-                    opened_at_ms: r.get::<_, i64>(5) as u64,
-                })
-            })
-            .collect()
+            .map_err(db("update dispute"))?;
+        if n == 0 {
+            return Err(Refusal::NotFound(format!("dispute {}", hex::encode(d.evidence_hash))).into());
+        }
+        Ok(())
+    }
+
+    async fn list_disputes(&self, active: bool, limit: u32) -> Result<Vec<DisputeRow>> {
+        let c = self.client().await?;
+        let statuses: Vec<&str> = if active { DISPUTE_ACTIVE.to_vec() } else { Vec::new() };
+        let rows = c
+            .query(&format!("SELECT {DISPUTE_COLUMNS} FROM disputes WHERE (NOT $1 OR status = ANY($2)) ORDER BY opened_at_ms, evidence_hash LIMIT $3"), &[&active, &statuses, &i64::from(limit)])
+            .await
+            .map_err(db("disputes"))?;
+        rows.iter().map(dispute_from_row).collect()
     }
 
     async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>> {
@@ -2245,4 +2273,24 @@ fn epoch_from_row(r: &Row) -> EpochRow {
         tx_hash: r.get(6),
         posted_at: r.get::<_, Option<i64>>(7).map(|v| v as u64),
     }
+}
+
+/// Reads a [`DISPUTE_COLUMNS`] row.
+fn dispute_from_row(r: &Row) -> Result<DisputeRow> {
+    let subject: &str = r.get(2);
+    Ok(DisputeRow {
+        evidence_hash: fixed(r.get::<_, &[u8]>(0), "disputes.evidence_hash")?,
+        kind: r.get(1),
+        subject: NodeId::parse(subject).map_err(|_| ControlError::Store(format!("the database holds an invalid node id {subject:?} in disputes")))?,
+        request_id: fixed(r.get::<_, &[u8]>(3), "disputes.request_id")?,
+        status: r.get(4),
+        chain_tx: r.get(5),
+        opened_at_ms: r.get::<_, i64>(6) as u64,
+        evidence: r.get(7),
+        epoch_id: r.get::<_, Option<i64>>(8).map(|v| v as u64),
+        chain_dispute_id: r.get(9),
+        vote_tx: r.get(10),
+        slash_tx: r.get(11),
+        updated_at_ms: r.get::<_, i64>(12) as u64,
+    })
 }

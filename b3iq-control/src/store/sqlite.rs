@@ -286,6 +286,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX disputes_subject ON disputes(subject, opened_at_ms);
     "#,
+    // 12: disputes on chain: the checked evidence, the disputed epoch, the chain's dispute id
+    // and our transactions, so the dispute tool resumes after a restart without opening twice.
+    // Rows from migration 11 were opened by one verifier's fail and carry no evidence: they
+    // stay as reputation-only records.
+    r#"
+    ALTER TABLE disputes ADD COLUMN evidence BLOB;
+    ALTER TABLE disputes ADD COLUMN epoch_id INTEGER;
+    ALTER TABLE disputes ADD COLUMN chain_dispute_id TEXT;
+    ALTER TABLE disputes ADD COLUMN vote_tx TEXT;
+    ALTER TABLE disputes ADD COLUMN slash_tx TEXT;
+    ALTER TABLE disputes ADD COLUMN updated_at_ms INTEGER NOT NULL DEFAULT 0;
+    UPDATE disputes SET status = 'reputation_only', updated_at_ms = opened_at_ms WHERE status = 'open';
+    CREATE INDEX disputes_status ON disputes(status, opened_at_ms);
+    "#,
 ];
 
 /// Prepared statements kept per connection (more than the store's distinct hot statements).
@@ -2072,8 +2086,8 @@ impl ControlStore for SqliteStore {
         let d = d.clone();
         self.run(move |c| {
             let n = exec(c,
-                "INSERT INTO disputes(evidence_hash, kind, subject, request_id, status, chain_tx, opened_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7) ON CONFLICT(evidence_hash) DO NOTHING",
-                params![&d.evidence_hash[..], d.kind, d.subject.to_text(), &d.request_id[..], d.status, d.chain_tx, ms(d.opened_at_ms)],
+                &format!("INSERT INTO disputes({DISPUTE_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13) ON CONFLICT(evidence_hash) DO NOTHING"),
+                params![&d.evidence_hash[..], d.kind, d.subject.to_text(), &d.request_id[..], d.status, d.chain_tx, ms(d.opened_at_ms), d.evidence, d.epoch_id.map(ms), d.chain_dispute_id, d.vote_tx, d.slash_tx, ms(d.updated_at_ms)],
             )
             .map_err(db("dispute"))?;
             Ok(n == 1)
@@ -2082,31 +2096,34 @@ impl ControlStore for SqliteStore {
     }
 
     async fn disputes(&self, subject: &NodeId) -> Result<Vec<DisputeRow>> {
-        let subject = *subject;
-        self.read(move |c| {
-            let mut st = c
-                .prepare("SELECT evidence_hash, kind, request_id, status, chain_tx, opened_at_ms FROM disputes WHERE subject = ?1 ORDER BY opened_at_ms, evidence_hash")
-                .map_err(db("disputes"))?;
-            let rows = st
-                .query_map([subject.to_text()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, i64>(5)?)))
-                .map_err(db("disputes"))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(db("disputes"))?;
-            rows.into_iter()
-                .map(|(h, kind, req, status, chain_tx, at)| {
-                    Ok(DisputeRow {
-                        evidence_hash: fixed(&h, "disputes.evidence_hash")?,
-                        kind,
-                        subject,
-                        request_id: fixed(&req, "disputes.request_id")?,
-                        status,
-                        chain_tx,
-                        opened_at_ms: at as u64,
-                    })
-                })
-                .collect()
+        let subject = subject.to_text();
+        self.read(move |c| dispute_rows(c, &format!("SELECT {DISPUTE_COLUMNS} FROM disputes WHERE subject = ?1 ORDER BY opened_at_ms, evidence_hash"), params![subject])).await
+    }
+
+    async fn dispute(&self, evidence_hash: &[u8; 32]) -> Result<Option<DisputeRow>> {
+        let h = *evidence_hash;
+        self.read(move |c| Ok(dispute_rows(c, &format!("SELECT {DISPUTE_COLUMNS} FROM disputes WHERE evidence_hash = ?1"), params![&h[..]])?.pop())).await
+    }
+
+    async fn update_dispute(&self, d: &DisputeRow) -> Result<()> {
+        let d = d.clone();
+        self.run(move |c| {
+            let n = exec(c,
+                "UPDATE disputes SET status = ?2, chain_tx = ?3, epoch_id = ?4, chain_dispute_id = ?5, vote_tx = ?6, slash_tx = ?7, updated_at_ms = ?8 WHERE evidence_hash = ?1",
+                params![&d.evidence_hash[..], d.status, d.chain_tx, d.epoch_id.map(ms), d.chain_dispute_id, d.vote_tx, d.slash_tx, ms(d.updated_at_ms)],
+            )
+            .map_err(db("update dispute"))?;
+            if n == 0 {
+                return Err(Refusal::NotFound(format!("dispute {}", hex::encode(d.evidence_hash))).into());
+            }
+            Ok(())
         })
         .await
+    }
+
+    async fn list_disputes(&self, active: bool, limit: u32) -> Result<Vec<DisputeRow>> {
+        let filter = if active { format!("WHERE status IN ({})", DISPUTE_ACTIVE.map(|s| format!("'{s}'")).join(",")) } else { String::new() };
+        self.read(move |c| dispute_rows(c, &format!("SELECT {DISPUTE_COLUMNS} FROM disputes {filter} ORDER BY opened_at_ms, evidence_hash LIMIT ?1"), params![i64::from(limit)])).await
     }
 
     async fn tunnel_sessions(&self, since_ms: u64) -> Result<Vec<TunnelSession>> {
@@ -2134,4 +2151,34 @@ impl ControlStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Reads [`DISPUTE_COLUMNS`] rows.
+fn dispute_rows(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<DisputeRow>> {
+    type Raw = (Vec<u8>, String, String, Vec<u8>, String, Option<String>, i64, Option<Vec<u8>>, Option<i64>, Option<String>, Option<String>, Option<String>, i64);
+    let mut st = c.prepare_cached(sql).map_err(db("disputes"))?;
+    let rows = st
+        .query_map(p, |r| -> rusqlite::Result<Raw> { Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?)) })
+        .map_err(db("disputes"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db("disputes"))?;
+    rows.into_iter()
+        .map(|(h, kind, subject, req, status, chain_tx, at, evidence, epoch, id, vote_tx, slash_tx, upd)| {
+            Ok(DisputeRow {
+                evidence_hash: fixed(&h, "disputes.evidence_hash")?,
+                kind,
+                subject: NodeId::parse(&subject).map_err(|_| ControlError::Store(format!("control.db holds an invalid node id {subject:?} in disputes")))?,
+                request_id: fixed(&req, "disputes.request_id")?,
+                status,
+                chain_tx,
+                opened_at_ms: at as u64,
+                evidence,
+                epoch_id: epoch.map(|e| e as u64),
+                chain_dispute_id: id,
+                vote_tx,
+                slash_tx,
+                updated_at_ms: upd as u64,
+            })
+        })
+        .collect()
 }

@@ -99,6 +99,8 @@ pub async fn run(st: &Arc<NodeState>, ticket: &RequestTicket, job: VerifyJob) ->
             b3iq_runtime::attest::llama_runtime_fingerprint(threads),
             unix_now_ms(),
         );
+        #[cfg(debug_assertions)]
+        let body = debug_lying_verifier(body);
         st2.db.audit(
             st2.now(),
             "system",
@@ -113,4 +115,18 @@ pub async fn run(st: &Arc<NodeState>, ticket: &RequestTicket, job: VerifyJob) ->
     .await
     .map_err(|e| HostError::Internal(format!("verifier task: {e}")))??;
     Ok(signed)
+}
+
+/// Debug builds only (tests of the second verifier): with `B3IQ_DEBUG_LYING_VERIFIER=1` in the
+/// environment, this node signs a `fail` whatever its replay found (a lying verifier accusing
+/// honest work, which one verifier's word must never turn into a dispute). Compiled out of
+/// release builds.
+#[cfg(debug_assertions)]
+fn debug_lying_verifier(mut body: b3iq_core::attestation::VerificationVerdict) -> b3iq_core::attestation::VerificationVerdict {
+    if std::env::var_os("B3IQ_DEBUG_LYING_VERIFIER").is_some() {
+        tracing::warn!("debug build: signing a false fail verdict (B3IQ_DEBUG_LYING_VERIFIER)");
+        body.outcome = b3iq_core::attestation::VerdictOutcome::FailChunk(0);
+        body.metric = "debug: lying verifier".into();
+    }
+    body
 }
