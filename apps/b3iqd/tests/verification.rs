@@ -1,13 +1,17 @@
 //! Verification in the network end to end: a real control plane with its gateway (SQLite store,
-//! HTTPS on loopback) and two real `b3iqd` daemons with the default model (Q4_1), enrolled, in
+//! HTTPS on loopback) and real `b3iqd` daemons with the default model (Q4_1), enrolled, in
 //! network mode, serving verifiable work (fingerprints on). The gateway samples every request
-//! (rate 1.0): a request through the gateway is attested by its node, verified by the other
-//! node over its tunnel (`POST /v1/node/verify`), and the verdict `pass` is stored. Then one
-//! node is restarted serving a Q8_0 copy of the model (made here with llama.cpp's quantize
-//! API) while claiming the Q4_1 artifact (the debug build's `B3IQ_DEBUG_SUBSTITUTE_MODEL`
-//! hook): its answer is verified by the honest node, the verdict is `fail` with the
-//! fingerprint metric, the node's reputation drops and a dispute is recorded with the signed
-//! verdict's hash as evidence.
+//! (rate 1.0): a request through the gateway is attested by its node, verified by another
+//! node over its tunnel (`POST /v1/node/verify`), and the verdict `pass` is stored. Then node b
+//! is restarted serving a Q8_0 copy of the model (made here with llama.cpp's quantize API)
+//! while claiming the Q4_1 artifact (the debug build's `B3IQ_DEBUG_SUBSTITUTE_MODEL` hook):
+//!
+//! * with one other node only, its answer is failed by that verifier, nobody can confirm it:
+//!   the fail counts for reputation only (b's score drops), no dispute;
+//! * with a third node, both other nodes fail it: failed-verification evidence (receipt,
+//!   attestation, two signed fails) is recorded as a dispute, and it checks;
+//! * then b is honest again and c lies (`B3IQ_DEBUG_LYING_VERIFIER`): when c fails a's honest
+//!   work, the second verifier passes it, the verifiers disagree, and a is never disputed.
 
 mod common;
 
@@ -136,6 +140,42 @@ async fn ask(c: &reqwest::Client, net: &Net, token: &str, model: &str, stream: b
     (node, body)
 }
 
+/// Waits until the verification counter `event` reaches `n`.
+async fn wait_count(net: &Net, event: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while net.gw.metrics.verification_count(event) < n {
+        assert!(Instant::now() < deadline, "counter {event} below {n}: {:?}", net.gw.metrics.verification.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for `n` disputes against `subject`.
+async fn wait_disputes(net: &Net, subject: &NodeId, n: usize) -> Vec<b3iq_control::store::DisputeRow> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = net.cp.store().disputes(subject).await.unwrap();
+        if d.len() >= n {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "{} disputes against {subject}, expected {n}", d.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One non-streamed request through the gateway, retried while no node is routable yet
+/// (fresh heartbeats after a restart); returns the serving node.
+async fn serve_one(c: &reqwest::Client, net: &Net, token: &str, model: &str) -> NodeId {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = c.post(format!("{}/v1/chat/completions", net.url)).bearer_auth(token).json(&chat(model, false)).send().await.unwrap();
+        if r.status() == 200 {
+            return NodeId::parse(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap()).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no answer: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn signed_verdict(row: &b3iq_control::store::VerdictRow) -> SignedVerdict {
     let v = SignedVerdict::decode(&row.signed).unwrap();
     assert_eq!(v.object_hash(), row.verdict_hash);
@@ -148,7 +188,11 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     let dir = tempdir("verification");
     let net = common::net::serve_control(&dir.join("control"), |home, _, cp, _| {
         // Every request of every tier is verified.
-        common::net::gateway(home, cp, |cfg| cfg.verification.rate_bps = [10_000; 4])
+        common::net::gateway(home, cp, |cfg| {
+            cfg.verification.rate_bps = [10_000; 4];
+            // With no third node, a fail is concluded unconfirmed after 5 s.
+            cfg.verification.confirm_wait_s = 5;
+        })
     })
     .await;
     let net = common::net::with_org(net).await;
@@ -295,19 +339,9 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     // Which fingerprint statistic crosses the profile varies by run (a CI run: exponent
     // mismatches 1 of 2 allowed, mantissa mean 2.35 over its bound): the chunk failing is the point.
     assert!(caught.metric.contains("profile cpu-same-isa-v1"), "{}", caught.metric);
-    // The dispute: objective evidence, the signed verdict's hash.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let disputes = loop {
-        let d = net.cp.store().disputes(&b.id).await.unwrap();
-        if !d.is_empty() || Instant::now() > deadline {
-            break d;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(disputes.len(), 1, "one dispute for one failed verdict");
-    assert_eq!(disputes[0].evidence_hash, caught.verdict_hash);
-    assert_eq!(disputes[0].kind, "failed_verification");
-    assert_eq!(disputes[0].request_id, caught.request_id);
+    // One verifier's fail, with no other node to confirm it: reputation only, no dispute.
+    wait_count(&net, "fail_unconfirmed", 1).await;
+    assert!(net.cp.store().disputes(&b.id).await.unwrap().is_empty(), "one fail is never a dispute");
     assert!(net.cp.store().disputes(&a.id).await.unwrap().is_empty(), "the honest node is never accused");
     // Reputation: the failed challenge lands with the next flush (every 5 s).
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -317,7 +351,66 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
         "b's reputation dropped: {b_score} -> {b_after} bps"
     );
     assert_eq!(net.gw.metrics.verification_count("fail"), 1);
-    assert_eq!(net.gw.metrics.verification_count("dispute_opened"), 1);
+    assert_eq!(net.gw.metrics.verification_count("dispute_recorded"), 0);
+
+    // 3. A third node: b's next answer is failed by both others, and that is evidence.
+    let mut c_node = node(&net, &dir, "c").await;
+    set_policy(&c_node, policy(10_000_000)).await;
+    wait_tunnels(&net.gw, &[a.id, b.id, c_node.id]).await;
+    let b_before = net.cp.store().verdicts(&b.id).await.unwrap().len();
+    assert_eq!(serve_one(&c, &net, &token, model).await, b.id, "the substituted node served");
+    let v = verdicts(&net, &b.id, b_before + 2).await;
+    let two: Vec<_> = v[b_before..].iter().collect();
+    assert!(two.iter().all(|r| r.outcome == "fail"), "both verifiers fail it: {:?}", two.iter().map(|r| &r.metric).collect::<Vec<_>>());
+    let mut by: Vec<NodeId> = two.iter().map(|r| r.verifier).collect();
+    by.sort();
+    let mut want = vec![a.id, c_node.id];
+    want.sort();
+    assert_eq!(by, want, "verified by the two other nodes");
+    let disputes = wait_disputes(&net, &b.id, 1).await;
+    let d = &disputes[0];
+    assert_eq!(d.kind, "failed_verification");
+    assert_eq!(d.status, "pending", "recorded; no dispute tool here to open it on chain");
+    assert_eq!(d.request_id, two[0].request_id);
+    let e = b3iq_core::evidence::Evidence::decode(d.evidence.as_deref().unwrap()).unwrap();
+    assert_eq!(e.hash().0, d.evidence_hash, "the row's hash is the evidence's");
+    let trusted = [a.id, c_node.id];
+    let subject = b3iq_core::evidence::check_evidence(&e, &Default::default(), &|n| trusted.contains(n)).unwrap();
+    assert_eq!(subject.node_id, b.id);
+    assert!(b3iq_core::evidence::check_evidence(&e, &Default::default(), &|n| *n == a.id).is_err(), "an unknown verifier's fail does not count");
+    assert_eq!(net.gw.metrics.verification_count("dispute_recorded"), 1);
+
+    // 4. b honest again, c lying: a's honest work failed by c is passed by the second verifier,
+    //    the verifiers disagree, and a is never disputed.
+    b.d.stop();
+    c_node.d.stop();
+    wait_tunnels(&net.gw, &[a.id]).await;
+    b.d = Daemon::start_exe_env(Path::new(common::bin()), &b.home, &["--listen", "127.0.0.1:0", "--model", model_path.to_str().unwrap()], &[]);
+    c_node.d = Daemon::start_exe_env(Path::new(common::bin()), &c_node.home, &["--listen", "127.0.0.1:0", "--model", model_path.to_str().unwrap()], &[("B3IQ_DEBUG_LYING_VERIFIER", "1")]);
+    wait_tunnels(&net.gw, &[a.id, b.id, c_node.id]).await;
+    set_policy(&a, policy(1000)).await;
+    set_policy(&b, policy(10_000_000)).await;
+    set_policy(&c_node, policy(10_000_000)).await;
+    let mut lied = false;
+    for _ in 0..12 {
+        let before = net.cp.store().verdicts(&a.id).await.unwrap().len();
+        assert_eq!(serve_one(&c, &net, &token, model).await, a.id);
+        let v = verdicts(&net, &a.id, before + 1).await;
+        let first = &v[before];
+        if first.verifier != c_node.id {
+            assert_eq!(first.outcome, "pass", "the honest verifier passes honest work");
+            continue;
+        }
+        assert_eq!(first.outcome, "fail", "the lying verifier fails it");
+        let v = verdicts(&net, &a.id, before + 2).await;
+        assert_eq!((v[before + 1].verifier, v[before + 1].outcome.as_str()), (b.id, "pass"), "the second verifier passes it");
+        lied = true;
+        break;
+    }
+    assert!(lied, "the lying verifier was never asked first in 12 requests");
+    wait_count(&net, "verifiers_disagree", 1).await;
+    assert!(net.cp.store().disputes(&a.id).await.unwrap().is_empty(), "a lying verifier cannot get an honest node disputed");
+    assert_eq!(net.gw.metrics.verification_count("dispute_recorded"), 1);
     // The node kept the attestation beside each receipt it signed for the network.
     let db = rusqlite::Connection::open(b.home.join("state.db")).unwrap();
     let n: i64 = db
