@@ -9,7 +9,9 @@
 //! * with one other node only, its answer is failed by that verifier, nobody can confirm it:
 //!   the fail counts for reputation only (b's score drops), no dispute;
 //! * with a third node, both other nodes fail it: failed-verification evidence (receipt,
-//!   attestation, two signed fails) is recorded as a dispute, and it checks;
+//!   attestation, two signed fails) is recorded as a dispute, it checks, and the control
+//!   plane's dispute tool opens it on a real hardhat chain once the settler has posted its
+//!   epoch; the two committee keys uphold it;
 //! * then b is honest again and c lies (`B3IQ_DEBUG_LYING_VERIFIER`): when c fails a's honest
 //!   work, the second verifier passes it, the verifiers disagree, and a is never disputed.
 
@@ -24,6 +26,12 @@ use b3iq_core::NodeId;
 use common::net::Net;
 use common::{tempdir, Daemon};
 use serde_json::{json, Value};
+
+use b3iq_chain::attestation::{registry_domain, sign_attestation, NodeAttestation};
+use b3iq_core::{Hash32, OperatingMode};
+
+#[path = "../../../b3iq-chain/tests/chain/common.rs"]
+mod chain;
 
 struct Node {
     d: Daemon,
@@ -176,6 +184,10 @@ async fn serve_one(c: &reqwest::Client, net: &Net, token: &str, model: &str) -> 
     }
 }
 
+async fn dispute_count(c: &b3iq_chain::ChainClient, d: &b3iq_chain::Deployment) -> u64 {
+    c.call("Disputes.disputeCount", c.disputes(d).disputeCount()).await.unwrap().to::<u64>()
+}
+
 fn signed_verdict(row: &b3iq_control::store::VerdictRow) -> SignedVerdict {
     let v = SignedVerdict::decode(&row.signed).unwrap();
     assert_eq!(v.object_hash(), row.verdict_hash);
@@ -186,7 +198,37 @@ fn signed_verdict(row: &b3iq_control::store::VerdictRow) -> SignedVerdict {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_is_caught() {
     let dir = tempdir("verification");
-    let net = common::net::serve_control(&dir.join("control"), |home, _, cp, _| {
+    // The chain: settlement posts the epochs (every second), the dispute tool opens disputes
+    // with a challenger key that is also one of the two committee keys (quorum 2).
+    let hh = chain::HardhatNode::start().await;
+    let admin = chain::funded(&hh.url, chain::wallet("admin")).await;
+    let attester = chain::wallet("attester");
+    let (dep, _) = admin.deploy(&b3iq_chain::DeployParams::defaults(attester.address())).await.unwrap();
+    let cp_home = dir.join("control");
+    std::fs::create_dir_all(&cp_home).unwrap();
+    for (f, role) in [("settler.key", "settler"), ("challenger.key", "verifier"), ("verifier-2.key", "verifier")] {
+        let a = b3iq_chain::key_file::create_key_file(&cp_home.join(f)).unwrap();
+        chain::funded(&hh.url, b3iq_chain::key_file::load_key_file(&cp_home.join(f)).unwrap()).await;
+        admin.mint(&dep, a, chain::tokens(1_000_000)).await.unwrap();
+        match role {
+            "settler" => admin.grant_settler(&dep, a).await.unwrap(),
+            _ => admin.grant_verifier(&dep, a).await.unwrap(),
+        };
+    }
+    let treasury = chain::wallet("protocol").address().to_string().to_lowercase();
+    std::fs::write(
+        cp_home.join("control.json"),
+        serde_json::to_vec(&json!({
+            "heartbeat_interval_s": 1,
+            "settlement": {"rpc_url": hh.url, "deployment": dep, "settler_key_file": "settler.key", "epoch_interval_s": 1,
+                           "protocol_account": treasury, "verifier_account": treasury},
+            "disputes": {"key_file": "challenger.key", "verifier_key_files": ["challenger.key", "verifier-2.key"],
+                         "slash_amount": chain::tokens(1).to_string(), "interval_s": 1},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let net = common::net::serve_control(&cp_home, |home, _, cp, _| {
         // Every request of every tier is verified.
         common::net::gateway(home, cp, |cfg| {
             cfg.verification.rate_bps = [10_000; 4];
@@ -197,9 +239,33 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     .await;
     let net = common::net::with_org(net).await;
     let org = net.org.clone();
+    let home = b3iq_control::ControlHome::locate(Some(cp_home.clone())).unwrap();
+    let settings = home.settings().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let settler = home.settler(&settings, &net.cp).await.unwrap().expect("settlement configured");
+    tokio::spawn(settler.run(stop_rx.clone()));
+    let tool = home.dispute_tool(&settings, &net.cp).await.unwrap().expect("disputes configured");
+    tokio::spawn(tool.run(stop_rx));
     let a = node(&net, &dir, "a").await;
     let mut b = node(&net, &dir, "b").await;
     wait_tunnels(&net.gw, &[a.id, b.id]).await;
+    // b: a payout wallet (its receipts enter posted epochs), registered in NodeRegistry by it.
+    let (ok, out, err) = common::net::b3iqd(&b.home, &["wallet", "create"]);
+    assert!(ok, "{err}");
+    let w: Value = serde_json::from_str(&out).unwrap();
+    let op = chain::funded(&hh.url, b3iq_chain::key_file::load_key_file(Path::new(w["key_file"].as_str().unwrap())).unwrap()).await;
+    let att = NodeAttestation {
+        public_key: net.cp.store().node(&b.id).await.unwrap().unwrap().public_key,
+        operator: op.address(),
+        hardware_hash: Hash32([7; 32]),
+        software_version: 0x00_01_00,
+        mode: OperatingMode::Network,
+        device_class: 0,
+        nonce: op.attestation_nonce(&dep, &b.id).await.unwrap(),
+        deadline: b3iq_host::context::unix_now() + 3600,
+    };
+    let (sol, sig) = sign_attestation(&attester, &registry_domain(admin.chain_id().await.unwrap(), dep.node_registry), &att).unwrap();
+    op.register_node(&dep, sol, sig).await.unwrap();
     let now = b3iq_host::context::unix_now_ms();
     net.cp
         .add_credits(&org, 1_000_000_000, "seed", now)
@@ -353,6 +419,8 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     assert_eq!(net.gw.metrics.verification_count("fail"), 1);
     assert_eq!(net.gw.metrics.verification_count("dispute_recorded"), 0);
 
+    assert_eq!(dispute_count(&admin, &dep).await, 0, "nothing on chain from one fail");
+
     // 3. A third node: b's next answer is failed by both others, and that is evidence.
     let mut c_node = node(&net, &dir, "c").await;
     set_policy(&c_node, policy(10_000_000)).await;
@@ -370,7 +438,6 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     let disputes = wait_disputes(&net, &b.id, 1).await;
     let d = &disputes[0];
     assert_eq!(d.kind, "failed_verification");
-    assert_eq!(d.status, "pending", "recorded; no dispute tool here to open it on chain");
     assert_eq!(d.request_id, two[0].request_id);
     let e = b3iq_core::evidence::Evidence::decode(d.evidence.as_deref().unwrap()).unwrap();
     assert_eq!(e.hash().0, d.evidence_hash, "the row's hash is the evidence's");
@@ -379,6 +446,21 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     assert_eq!(subject.node_id, b.id);
     assert!(b3iq_core::evidence::check_evidence(&e, &Default::default(), &|n| *n == a.id).is_err(), "an unknown verifier's fail does not count");
     assert_eq!(net.gw.metrics.verification_count("dispute_recorded"), 1);
+    // The dispute tool opens it on chain once its epoch is posted, and the committee upholds it.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let d = loop {
+        let d = net.cp.store().dispute(&d.evidence_hash).await.unwrap().unwrap();
+        if d.status == "upheld" {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the dispute was not upheld on chain: {} (epoch {:?})", d.status, d.epoch_id);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let on_chain = admin.dispute(&dep, d.chain_dispute_id.as_deref().unwrap().parse().unwrap()).await.unwrap();
+    assert_eq!(on_chain.nodeId.0, b.id.0, "against b");
+    assert_eq!(on_chain.evidenceHash.0, e.hash().0, "with the evidence's hash");
+    assert_eq!((on_chain.status, on_chain.upholdVotes), (2, 2), "upheld by both committee keys");
+    assert_eq!(Some(on_chain.epochId), d.epoch_id);
 
     // 4. b honest again, c lying: a's honest work failed by c is passed by the second verifier,
     //    the verifiers disagree, and a is never disputed.
@@ -411,6 +493,8 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     wait_count(&net, "verifiers_disagree", 1).await;
     assert!(net.cp.store().disputes(&a.id).await.unwrap().is_empty(), "a lying verifier cannot get an honest node disputed");
     assert_eq!(net.gw.metrics.verification_count("dispute_recorded"), 1);
+    assert_eq!(dispute_count(&admin, &dep).await, 1, "the honest node was never disputed on chain");
+    let _ = stop_tx.send(true);
     // The node kept the attestation beside each receipt it signed for the network.
     let db = rusqlite::Connection::open(b.home.join("state.db")).unwrap();
     let n: i64 = db
