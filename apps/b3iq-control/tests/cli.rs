@@ -375,6 +375,48 @@ fn credit_commands_teach() {
 #[path = "../../../b3iq-chain/tests/chain/common.rs"]
 mod chain;
 
+/// `dispute open` checks the evidence before recording anything: garbage and evidence that
+/// shows no fault are refused; conflicting receipts are recorded (without `disputes` in
+/// control.json: not opened on chain) and listed once, however often they are submitted.
+#[test]
+fn dispute_commands_check_evidence_before_recording() {
+    use b3iq_core::evidence::Evidence;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let key = NodeKey::from_seed([5; 32]);
+    let file = |name: &str, bytes: Vec<u8>| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let list = || -> Vec<Value> {
+        let (ok, out, err) = admin(&home, &["dispute", "list"], None);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let garbage = file("garbage", b"not evidence".to_vec());
+    let (ok, _, err) = admin(&home, &["dispute", "open", "--evidence", &garbage], None);
+    assert!(!ok && err.contains("evidence"), "{err}");
+    let no_fault = file("no-fault", Evidence::conflicting_receipts(chain::receipt(&key, 1, "m", 1, 5), chain::receipt(&key, 2, "m", 1, 5)).encode());
+    let (ok, _, err) = admin(&home, &["dispute", "open", "--evidence", &no_fault], None);
+    assert!(!ok && err.contains("no fault"), "{err}");
+    assert!(list().is_empty(), "nothing recorded");
+    let e = Evidence::conflicting_receipts(chain::receipt(&key, 1, "m", 1, 5), chain::receipt(&key, 1, "m", 1, 6));
+    let good = file("conflict", e.encode());
+    for _ in 0..2 {
+        let (ok, out, err) = admin(&home, &["dispute", "open", "--evidence", &good], None);
+        assert!(ok, "{err}");
+        assert!(err.contains("not opened on chain"), "{err}");
+        let row: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((row["status"].as_str(), row["kind"].as_str()), (Some("pending"), Some("conflicting_receipts")));
+        assert_eq!(row["node_id"], key.node_id().to_text());
+        assert_eq!(row["evidence_hash"], format!("0x{}", e.hash().to_hex()));
+    }
+    assert_eq!(list().len(), 1, "one dispute per evidence");
+    let out = Command::new(bin()).args(["dispute", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Example"));
+}
+
 /// `kill -9` of `b3iq-control serve` while it posts an epoch (the post transaction sent, not
 /// yet mined: hardhat's automine off), then a restart: the epoch is on chain exactly once
 /// (one `EpochPosted` event, one post transaction from the settler) and the restarted control

@@ -369,23 +369,8 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     // serves; a still verifies (verifier jobs are not priced).
     set_policy(&a, policy(10_000_000)).await;
     let b_before = net.cp.store().verdicts(&b.id).await.unwrap().len();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let served = loop {
-        let r = c
-            .post(format!("{}/v1/chat/completions", net.url))
-            .bearer_auth(&token)
-            .json(&chat(model, false))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            break NodeId::parse(r.headers().get("x-b3iq-node").unwrap().to_str().unwrap())
-                .unwrap();
-        }
-        // b's heartbeat may not be fresh yet.
-        assert!(Instant::now() < deadline, "no answer: {}", r.status());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    // b's heartbeat may not be fresh yet: retried.
+    let served = serve_one(&c, &net, &token, model).await;
     assert_eq!(served, b.id, "the substituted node served");
     let v = verdicts(&net, &b.id, b_before + 1).await;
     let caught = v.last().unwrap();
