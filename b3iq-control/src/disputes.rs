@@ -5,7 +5,7 @@
 //!    (two verifiers' `fail`s, see [`crate::gateway::verification`]) or from an operator
 //!    (`b3iq-control dispute open --evidence FILE`) is checked completely with
 //!    [`check_evidence`] (every signature, one accused node, the fault itself; verdicts only
-//!    from enrolled nodes) by [`record_evidence`]. Evidence that does not check is refused here,
+//!    from active enrolled nodes) by [`record_evidence`]. Evidence that does not check is refused here,
 //!    before anything is stored or sent. Checked evidence is stored as a `pending` dispute
 //!    (`disputes`, one per evidence hash).
 //! 2. **Open.** When the disputed receipt's settlement epoch is posted (the contract only takes
@@ -82,7 +82,7 @@ fn invalid(e: b3iq_core::evidence::EvidenceError) -> ControlError {
     ControlError::Invalid { field: "evidence", reason: e.to_string() }
 }
 
-/// Checks `evidence` completely (verdicts count only from nodes enrolled here) and records it
+/// Checks `evidence` completely (verdicts count only from active nodes enrolled here) and records it
 /// as a `pending` dispute, or returns the dispute already recorded for it.
 ///
 /// # Errors
@@ -108,13 +108,14 @@ pub async fn record_evidence(store: &dyn ControlStore, evidence: &Evidence, rule
     Ok(store.dispute(&row.evidence_hash).await?.unwrap_or(row))
 }
 
-/// [`check_evidence`] with the enrolled nodes of `store` as the trusted verifiers.
+/// [`check_evidence`] with the active enrolled nodes of `store` as the trusted verifiers.
 async fn checked(store: &dyn ControlStore, evidence: &Evidence, rules: &EvidenceRules) -> Result<EvidenceSubject> {
     let mut known = Vec::new();
     if let Evidence::FailedVerification { verdicts, .. } = evidence {
         for v in verdicts {
             let id = v.body().verifier;
-            if store.node(&id).await?.is_some() {
+            // A revoked or suspended node's verdicts do not count.
+            if store.node(&id).await?.is_some_and(|n| n.status == crate::store::NodeStatus::Active) {
                 known.push(id);
             }
         }
@@ -207,15 +208,23 @@ impl DisputeTool {
         self.advance(row, now_ms).await
     }
 
-    /// Advances every active dispute; returns them as they are now.
+    /// Advances every active dispute; returns them as they are now. A dispute whose step fails
+    /// (the chain refused or could not be reached) is logged, returned as it was, and retried on
+    /// the next tick; the others go on.
     ///
     /// # Errors
-    /// `Store`; `Chain` (the next tick retries; nothing is sent twice).
+    /// `Store` when the disputes cannot be listed.
     pub async fn tick(&self, now_ms: u64) -> Result<Vec<DisputeRow>> {
         let _one = self.ticking.lock().await;
         let mut out = Vec::new();
         for row in self.store.list_disputes(true, ACTIVE_SCANNED).await? {
-            out.push(self.advance(row, now_ms).await?);
+            match self.advance(row.clone(), now_ms).await {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    tracing::warn!(node = %row.subject, evidence = %hex::encode(row.evidence_hash), status = %row.status, error = %e, "disputes: a step failed; retrying on the next tick");
+                    out.push(row);
+                }
+            }
         }
         Ok(out)
     }
