@@ -60,7 +60,7 @@ pub enum HostError {
     #[error("unknown job kind {0:?}; use install_model_profile, remove_model_profile, run_benchmark or build_support_bundle")]
     UnknownJobKind(String),
     /// The model profile is not in the catalog.
-    #[error("unknown model profile {0:?}; GET /api/models lists the profiles")]
+    #[error("unknown model profile {0:?}; `b3iqd model list` (or GET /api/models) lists the profiles")]
     UnknownProfile(String),
     /// The request body is larger than the limit.
     #[error("request body too large (limit {0} bytes)")]
@@ -168,6 +168,11 @@ pub enum HostError {
     /// is the control plane's (or the transport's) and says what to do.
     #[error("control plane: {0}")]
     ControlPlane(String),
+    /// A command that talks to the running daemon (`b3iqd model load|unload|ps`) found none, could
+    /// not reach it, or was refused; the message is the daemon's (with its error code) or says
+    /// what to do.
+    #[error("{0}")]
+    Daemon(String),
     /// A signed update was refused or failed (TUF verification, the repository, the swap); the
     /// message says which and what to do.
     #[error("update: {0}")]
@@ -236,7 +241,7 @@ impl HostError {
             NotClaimed | ModelNotLoaded | KvCacheFull | ModelMemoryBudget(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ControlPlane(_) => StatusCode::BAD_GATEWAY,
+            ControlPlane(_) | Daemon(_) => StatusCode::BAD_GATEWAY,
             Update(UpdateError::Local(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Update(_) => StatusCode::BAD_GATEWAY,
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
@@ -303,6 +308,7 @@ impl HostError {
             NetworkPolicy(_) => "network_policy",
             NetworkBusy(_) => "network_busy",
             ControlPlane(_) => "control_plane",
+            Daemon(_) => "daemon",
             Update(e) => e.code(),
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => "internal",
         }
@@ -385,7 +391,7 @@ impl b3iq_core::ClassifiedError for HostError {
             ModeNotAvailable(_) | NetworkPolicy(_) => C::PolicyDenied,
             AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | KvCacheFull | ModelMemoryBudget(_) | ModelBusy(_) | LoginBackoff(_)
             | SignInBusy(_) | NetworkBusy(_) => C::State,
-            ControlPlane(_) => C::Io,
+            ControlPlane(_) | Daemon(_) => C::Io,
             Update(UpdateError::Unavailable(_) | UpdateError::Local(_)) => C::Io,
             Update(UpdateError::Rollback { .. }) => C::Replayed,
             Update(UpdateError::Expired { .. }) => C::Expired,
