@@ -21,8 +21,9 @@ pub enum HostError {
     /// context window). Built with [`HostError::field`] and [`HostError::field_too_long`].
     #[error("{message}")]
     InvalidField {
-        /// The request field (`input`, `dimensions`, ...), the error body's `param`.
-        param: &'static str,
+        /// The request field (`input`, `dimensions`, `messages[0].content`, ...), the error
+        /// body's `param`.
+        param: std::borrow::Cow<'static, str>,
         /// `invalid_parameter` or `context_length_exceeded`.
         code: &'static str,
         /// What was wrong and what to do.
@@ -60,7 +61,7 @@ pub enum HostError {
     #[error("unknown job kind {0:?}; use install_model_profile, remove_model_profile, run_benchmark or build_support_bundle")]
     UnknownJobKind(String),
     /// The model profile is not in the catalog.
-    #[error("unknown model profile {0:?}; GET /api/models lists the profiles")]
+    #[error("unknown model profile {0:?}; `b3iqd model list` (or GET /api/models) lists the profiles")]
     UnknownProfile(String),
     /// The request body is larger than the limit.
     #[error("request body too large (limit {0} bytes)")]
@@ -168,6 +169,11 @@ pub enum HostError {
     /// is the control plane's (or the transport's) and says what to do.
     #[error("control plane: {0}")]
     ControlPlane(String),
+    /// A command that talks to the running daemon (`b3iqd model load|unload|ps`) found none, could
+    /// not reach it, or was refused; the message is the daemon's (with its error code) or says
+    /// what to do.
+    #[error("{0}")]
+    Daemon(String),
     /// A signed update was refused or failed (TUF verification, the repository, the swap); the
     /// message says which and what to do.
     #[error("update: {0}")]
@@ -236,7 +242,7 @@ impl HostError {
             NotClaimed | ModelNotLoaded | KvCacheFull | ModelMemoryBudget(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ControlPlane(_) => StatusCode::BAD_GATEWAY,
+            ControlPlane(_) | Daemon(_) => StatusCode::BAD_GATEWAY,
             Update(UpdateError::Local(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Update(_) => StatusCode::BAD_GATEWAY,
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => {
@@ -303,6 +309,7 @@ impl HostError {
             NetworkPolicy(_) => "network_policy",
             NetworkBusy(_) => "network_busy",
             ControlPlane(_) => "control_plane",
+            Daemon(_) => "daemon",
             Update(e) => e.code(),
             Home { .. } | Config(_) | Db(_) | Runtime(_) | Core(_) | Internal(_) => "internal",
         }
@@ -319,19 +326,55 @@ impl HostError {
         };
         let mut body = serde_json::json!({"error": {"message": message, "type": self.kind(), "code": self.code()}});
         if let HostError::InvalidField { param, .. } = self {
-            body["error"]["param"] = serde_json::Value::from(*param);
+            body["error"]["param"] = serde_json::Value::from(param.to_string());
         }
         body
     }
 
     /// A 400 `invalid_parameter` about the request field `param`.
-    pub fn field(param: &'static str, message: impl Into<String>) -> Self {
-        HostError::InvalidField { param, code: "invalid_parameter", message: message.into() }
+    pub fn field(param: impl Into<std::borrow::Cow<'static, str>>, message: impl Into<String>) -> Self {
+        HostError::InvalidField { param: param.into(), code: "invalid_parameter", message: message.into() }
     }
 
     /// A 400 `context_length_exceeded` about the request field `param`.
-    pub fn field_too_long(param: &'static str, message: impl Into<String>) -> Self {
-        HostError::InvalidField { param, code: "context_length_exceeded", message: message.into() }
+    pub fn field_too_long(param: impl Into<std::borrow::Cow<'static, str>>, message: impl Into<String>) -> Self {
+        HostError::InvalidField { param: param.into(), code: "context_length_exceeded", message: message.into() }
+    }
+
+    /// A request body that does not parse as `T`: a 400 naming the field serde stopped at
+    /// (`param`, as a JSON path like `messages[0].content`) in JSON's words (`an integer`, not
+    /// `i64`); `invalid_json` when the body is not JSON at all or the fault has no field.
+    pub fn from_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        let r: std::result::Result<T, _> = serde_path_to_error::deserialize(&mut *de);
+        let v = r.map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = json_words(&inner.to_string());
+            // A missing or unknown field is reported at its parent: name the field itself.
+            let named = ["missing field `", "unknown field `"].iter().find_map(|p| {
+                let rest = message.strip_prefix(p)?;
+                Some(rest[..rest.find('`')?].to_string())
+            });
+            let parent = if path == "." { String::new() } else { path };
+            match named {
+                Some(f) if inner.is_data() => {
+                    let param = if parent.is_empty() { f } else { format!("{parent}.{f}") };
+                    HostError::field(param, message)
+                }
+                _ if !inner.is_data() => HostError::InvalidJson(message),
+                // A field of a `#[serde(flatten)]`ed struct is reported without a path: the
+                // field is the one top-level key whose removal lets the body parse.
+                _ if parent.is_empty() => match culprit::<T>(body) {
+                    Some(k) => HostError::field(k.clone(), format!("`{k}`: {message}")),
+                    None => HostError::InvalidJson(message),
+                },
+                _ => HostError::field(parent.clone(), format!("`{parent}`: {message}")),
+            }
+        })?;
+        // Trailing bytes after the value are an error too (serde_json::from_slice's rule).
+        de.end().map_err(|e| HostError::InvalidJson(e.to_string()))?;
+        Ok(v)
     }
 
     /// An I/O error on the home directory (`path` names what was accessed, never a secret).
@@ -385,7 +428,7 @@ impl b3iq_core::ClassifiedError for HostError {
             ModeNotAvailable(_) | NetworkPolicy(_) => C::PolicyDenied,
             AlreadyClaimed | NotClaimed | ModelNotLoaded | QueueFull(_) | KvCacheFull | ModelMemoryBudget(_) | ModelBusy(_) | LoginBackoff(_)
             | SignInBusy(_) | NetworkBusy(_) => C::State,
-            ControlPlane(_) => C::Io,
+            ControlPlane(_) | Daemon(_) => C::Io,
             Update(UpdateError::Unavailable(_) | UpdateError::Local(_)) => C::Io,
             Update(UpdateError::Rollback { .. }) => C::Replayed,
             Update(UpdateError::Expired { .. }) => C::Expired,
@@ -525,4 +568,43 @@ impl UpdateError {
             UpdateError::Local(_) => "update_local",
         }
     }
+}
+
+/// The top-level key of the JSON object `body` whose removal lets it parse as `T` (the one bad
+/// field), if there is such a key among at most 64.
+fn culprit<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<String> {
+    let serde_json::Value::Object(map) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    // One parse per key: bounded, so a hostile body of many keys costs little.
+    if map.len() > 64 {
+        return None;
+    }
+    map.keys()
+        .find(|k| {
+            let mut m = map.clone();
+            m.remove(k.as_str());
+            serde_json::from_value::<T>(serde_json::Value::Object(m)).is_ok()
+        })
+        .cloned()
+}
+
+/// serde's type names in JSON's words (`expected i64` -> `expected an integer`), so a client
+/// reads what to send, not how the server is written.
+fn json_words(message: &str) -> String {
+    let mut m = message.to_string();
+    for (rust, json) in [
+        ("expected u8", "expected a whole number 0 to 255"),
+        ("expected u16", "expected a whole number 0 to 65535"),
+        ("expected u32", "expected a whole number 0 to 4294967295"),
+        ("expected u64", "expected a whole number >= 0"),
+        ("expected i32", "expected an integer"),
+        ("expected i64", "expected an integer"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        m = m.replace(rust, json);
+    }
+    m
 }

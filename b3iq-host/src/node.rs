@@ -190,10 +190,10 @@ impl LocalNodeBuilder {
         };
 
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            HostError::home(
-                format!("bind {addr} (is another b3iqd running? use --listen)"),
-                e,
-            )
+            HostError::Config(format!(
+                "cannot listen on {addr}: {e} (another b3iqd or another program holds it: \
+                 `b3iqd status` shows a running node; or pass --listen 127.0.0.1:PORT)"
+            ))
         })?;
         let local = listener
             .local_addr()

@@ -198,6 +198,88 @@ impl Offline {
     }
 }
 
+/// Talking to the running daemon from the machine it runs on (`b3iqd model load|unload|ps`).
+impl Offline {
+    /// Call the running daemon's owner API as its owner: `method` (`GET` or `POST`) `path`
+    /// (`/api/...`) with an optional JSON body; returns the JSON answer. The daemon is the one
+    /// serving this home (the address it bound, recorded in state.db); over TLS its certificate
+    /// is the one trusted. The caller can open the home directory, so it is at the machine: a
+    /// one-minute owner session ([`owner::machine_session`], audited) is made for the call and
+    /// ended after it.
+    ///
+    /// # Errors
+    /// `Daemon` when no daemon runs for this home, it cannot be reached, or it answers an
+    /// error (its message and code); `NotClaimed` before the node has an owner; `Db`.
+    pub async fn daemon_call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let Some(addr) = self.running_listen()? else {
+            return Err(HostError::Daemon(format!(
+                "no b3iqd is serving the node at {}: start it with `b3iqd serve` (or pass --home / set B3IQ_HOME to the home of the one that runs)",
+                self.home.root().display()
+            )));
+        };
+        let addr = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        } else {
+            addr
+        };
+        let tls_mode = self
+            .db
+            .meta_get(crate::store::META_TLS_BOUND)?
+            .and_then(|v| serde_json::from_str::<Value>(&v).ok())
+            .and_then(|v| v["mode"].as_str().map(str::to_string));
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(600));
+        let scheme = match &tls_mode {
+            None => crate::http::Scheme::Http,
+            Some(mode) => {
+                let mut config = self.config.clone();
+                config.tls = mode.clone();
+                let info = crate::context::tls::certificate_on_disk(&self.home, &config).ok_or_else(|| {
+                    HostError::Daemon(format!("the daemon serves TLS ({mode}) but its certificate is not where config.json says; set tls_cert in config.json"))
+                })?;
+                let pem = std::fs::read(&info.cert_path).map_err(|e| HostError::home(info.cert_path.display().to_string(), e))?;
+                let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| HostError::Daemon(format!("the daemon's certificate {}: {e}", info.cert_path.display())))?;
+                builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
+                crate::http::Scheme::Https
+            }
+        };
+        let client = builder.build().map_err(|e| HostError::Internal(format!("HTTP client: {e}")))?;
+        let url = format!("{}://{addr}{path}", scheme.as_str());
+        let grant = owner::machine_session(self, Via::Cli)?;
+        let cookie = format!("{}={}", scheme.session_cookie_name(), grant.session_secret);
+        let mut req = match method {
+            "POST" => client.post(&url),
+            _ => client.get(&url),
+        }
+        .header(reqwest::header::COOKIE, cookie);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let answer = async {
+            let resp = req.send().await.map_err(|e| {
+                HostError::Daemon(format!("could not reach the daemon at {url}: {e}"))
+            })?;
+            let status = resp.status();
+            let v: Value = resp.json().await.map_err(|e| {
+                HostError::Daemon(format!("the daemon's answer to {method} {path} ({status}) is not JSON: {e}"))
+            })?;
+            if status.is_success() {
+                Ok(v)
+            } else {
+                let e = &v["error"];
+                Err(HostError::Daemon(format!(
+                    "{} ({}, HTTP {})",
+                    e["message"].as_str().unwrap_or("the daemon refused the request"),
+                    e["code"].as_str().unwrap_or("error"),
+                    status.as_u16()
+                )))
+            }
+        }
+        .await;
+        owner::logout(self, &grant.session_secret, &grant.username)?;
+        answer
+    }
+}
+
 /// `b3iqd receipts verify FILE`: check an export offline against the public key it names (and,
 /// if given, the expected node id). Receipts of every version verify.
 ///

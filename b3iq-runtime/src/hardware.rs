@@ -368,13 +368,16 @@ fn apple_gpus(report: &mut HardwareReport) {
 
 #[cfg(feature = "wgpu")]
 fn wgpu_adapters(report: &mut HardwareReport) {
+    // The backends the wgpu runtime can use (Vulkan, Metal, DX12), as `backend/wgpu/device.rs`
+    // opens them: probing GL too would start EGL, whose display probes print to stderr on a
+    // machine without one ("XDG_RUNTIME_DIR is invalid ..."), and a GL adapter serves nothing.
     let instance = wgpu::Instance::new(&wgpu::InstanceDescriptor {
-        backends: wgpu::Backends::all(),
+        backends: wgpu::Backends::PRIMARY,
         ..Default::default()
     });
-    let adapters = instance.enumerate_adapters(wgpu::Backends::all());
+    let adapters = instance.enumerate_adapters(wgpu::Backends::PRIMARY);
     if adapters.is_empty() {
-        report.notes.push("wgpu found no adapters (no Vulkan/Metal/DX12/GL driver)".into());
+        report.notes.push("wgpu found no adapters (no Vulkan/Metal/DX12 driver)".into());
     }
     for a in adapters {
         let i = a.get_info();

@@ -332,6 +332,24 @@ enum ModelCmd {
         /// GGUF path, profile id or sha256.
         which: String,
     },
+    /// Show the models the running daemon has loaded: id, estimated resident bytes, requests
+    /// in flight, last use; and its limits (`max_loaded_models`, the memory budget).
+    #[command(after_help = "Talks to the daemon serving this home (`b3iqd serve`); run it on the same machine.\n\nExample:\n  b3iqd model ps")]
+    Ps,
+    /// Load an installed model in the running daemon now, so the first request to it does not
+    /// wait; the least recently used idle models give way when the limits are reached.
+    #[command(after_help = "Talks to the daemon serving this home (`b3iqd serve`); run it on the same machine.\n\nExample:\n  b3iqd model load smollm2-135m-instruct.q8_0\n  b3iqd model ps")]
+    Load {
+        /// Served id (`b3iqd model list`, `GET /v1/models`) or profile id.
+        model: String,
+    },
+    /// Unload a model from the running daemon (it stays installed; a request naming it loads
+    /// it again). Refused while it serves requests.
+    #[command(after_help = "Talks to the daemon serving this home (`b3iqd serve`); run it on the same machine.\n\nExample:\n  b3iqd model unload smollm2-135m-instruct.q8_0")]
+    Unload {
+        /// Served id (`b3iqd model ps`).
+        model: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1006,6 +1024,15 @@ fn installed_digest(
         .unwrap_or_else(|| which.to_string()))
 }
 
+/// `b3iqd model ps|load|unload`'s answer: the loaded models and the limits, from `/api/models`.
+fn loaded_view(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "loaded": v["served"],
+        "max_loaded_models": v["max_loaded_models"],
+        "memory_budget_bytes": v["memory_budget_bytes"],
+    })
+}
+
 async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostError> {
     let o = Offline::open(home)?;
     let store = b3iq_host::context::runtime::model_store(&o.home)?;
@@ -1077,6 +1104,18 @@ async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostE
                 "cli",
             );
             eprintln!("b3iqd: removed {digest}");
+        }
+        ModelCmd::Ps => {
+            let v = o.daemon_call("GET", "/api/models", None).await?;
+            print_json(&loaded_view(&v));
+        }
+        ModelCmd::Load { model } => {
+            let v = o.daemon_call("POST", "/api/models/load", Some(&serde_json::json!({"model": model}))).await?;
+            print_json(&loaded_view(&v));
+        }
+        ModelCmd::Unload { model } => {
+            let v = o.daemon_call("POST", "/api/models/unload", Some(&serde_json::json!({"model": model}))).await?;
+            print_json(&loaded_view(&v));
         }
         ModelCmd::Inspect { which } => {
             let path = std::path::Path::new(&which);

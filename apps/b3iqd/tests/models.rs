@@ -266,3 +266,70 @@ async fn a_load_model_job_switches_the_served_model_and_never_unloads_one_in_use
     assert_eq!(j["result"]["unloaded"], json!([q8_id]), "{j}");
     assert_eq!(served(&d, &c, &cookie).await, [default.as_str()]);
 }
+
+/// The loaded-model ids of a `b3iqd model ps|load|unload` answer, sorted.
+fn cli_loaded(out: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let mut ids: Vec<String> = v["loaded"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+/// `b3iqd model ps|load|unload` talk to the daemon serving the home (plain HTTP, then over its
+/// self-signed TLS), as its owner, with a one-minute session that ends with the command; with
+/// no daemon or no owner they say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_loads_and_unloads_models_in_the_running_daemon() {
+    let q8 = model_copy(QuantType::Q8_0);
+    let home = tempdir("models-cli").join("home");
+    write_config(&home, json!({"parallel": 1, "context_tokens": 512, "max_loaded_models": 2}));
+    let mut d = Daemon::start(&home);
+    let c = client();
+    let (ok, _, err) = b3iqd(&home, &["model", "ps"]);
+    assert!(!ok && err.contains("not claimed"), "before the claim: {err}");
+    let cookie = claim(&d, &c).await;
+    let (_, key) = create_key(&d, &c, &cookie, &["inference"]).await;
+    let default = common::model_id(&d, &c, &key).await;
+    let (ok, _, err) = b3iqd(&home, &["model", "import", q8.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let q8_id = "smollm2-135m-instruct.q8_0";
+
+    let (ok, out, err) = b3iqd(&home, &["model", "ps"]);
+    assert!(ok, "{err}");
+    assert_eq!(cli_loaded(&out), [default.as_str()]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["max_loaded_models"], 2);
+    let (ok, out, err) = b3iqd(&home, &["model", "load", q8_id]);
+    assert!(ok, "{err}");
+    let mut both = vec![default.clone(), q8_id.to_string()];
+    both.sort();
+    assert_eq!(cli_loaded(&out), both);
+    assert_eq!(served(&d, &c, &cookie).await, both, "the daemon itself serves both");
+    let (ok, out, err) = b3iqd(&home, &["model", "unload", q8_id]);
+    assert!(ok, "{err}");
+    assert_eq!(cli_loaded(&out), [default.as_str()]);
+    // Refusals carry the daemon's message and code, and a nonzero exit.
+    let (ok, _, err) = b3iqd(&home, &["model", "load", "no-such-model"]);
+    assert!(!ok && err.contains("model_not_found") && err.contains("404"), "{err}");
+
+    // Each command's session ended with it: only the test's own cookie session is left, and
+    // each command's session is in the audit log.
+    let db = rusqlite::Connection::open(home.join("state.db")).unwrap();
+    let sessions: i64 = db.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0)).unwrap();
+    assert_eq!(sessions, 1);
+    let machine: i64 = db
+        .query_row("SELECT COUNT(*) FROM audit_events WHERE action = 'session.machine'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(machine, 4, "ps, load, unload, the refused load");
+    drop(db);
+
+    d.stop();
+    let (ok, _, err) = b3iqd(&home, &["model", "ps"]);
+    assert!(!ok && err.contains("no b3iqd is serving"), "{err}");
+
+    // Over TLS: the command trusts the daemon's own certificate.
+    let d = Daemon::start_with(&home, &["--tls", "self-signed"]);
+    assert!(d.url("").starts_with("https://"), "{}", d.url(""));
+    let (ok, out, err) = b3iqd(&home, &["model", "load", q8_id]);
+    assert!(ok, "{err}");
+    assert_eq!(cli_loaded(&out), both);
+}

@@ -778,12 +778,32 @@ async fn a_request_at_replica_b_is_relayed_to_the_tunnel_replica_a_holds() {
     let text = r.text().await.unwrap();
     assert_eq!(common::sse_events(&text).last().unwrap(), "[DONE]");
     assert!(!text.contains("b3iq-receipt"), "{text}");
+    // Embeddings through the relay: normalised vectors, settled by the node's receipt, priced
+    // by input tokens alone.
+    let r = c
+        .post(format!("{}/v1/embeddings", b.url))
+        .bearer_auth(&token)
+        .json(&json!({"model": "smollm2-135m-instruct-q4_1", "input": ["The sky is blue.", "Grass is green."]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-b3iq-receipt-id").is_some(), "settled from the embeddings receipt");
+    assert!(r.headers().get(b3iq_protocol::gateway::RECEIPT_HEADER).is_none(), "the receipt header stays with the gateway");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
+    for d in v["data"].as_array().unwrap() {
+        let norm: f64 = d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap().powi(2)).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "normalised: {norm}");
+    }
+    let input_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(input_tokens > 0);
     let earned =
         b.cp.node_earnings(&b3iq_core::NodeId::parse(&n.id).unwrap())
             .await
             .unwrap();
     let prices = network_receipt_prices(&n, &common::client()).await;
-    assert_eq!((prices.len(), earned), (2, prices.iter().sum::<u64>()));
+    assert_eq!((prices.len(), earned), (3, prices.iter().sum::<u64>()));
     assert!(b.cp.ledger_check().await.unwrap().ok());
     // A relay without a valid ticket is refused.
     let r = c

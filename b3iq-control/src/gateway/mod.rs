@@ -398,6 +398,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/v1/completions", post(proxy::completions))
         .route("/v1/responses", post(proxy::responses))
+        .route("/v1/embeddings", post(proxy::embeddings))
         .route("/metrics/gateway", get(proxy::metrics))
         .route("/v1/network/models", get(proxy::readiness))
         .route(
@@ -411,6 +412,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/v1/internal/relay/{node_id}/v1/responses",
             post(proxy::relay_responses),
+        )
+        .route(
+            "/v1/internal/relay/{node_id}/v1/embeddings",
+            post(proxy::relay_embeddings),
         )
         // An early 401 (a mistyped key) must reach HTTP/2 clients as a status, not a reset
         // stream: read the rest of a small unread body first (the node's rule, b3iq-host).

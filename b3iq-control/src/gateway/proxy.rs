@@ -120,6 +120,15 @@ pub async fn relay_responses(
     gw.clone().relay(&node, "/v1/responses", req).await
 }
 
+/// `POST /v1/internal/relay/{node_id}/v1/embeddings` (another replica's request).
+pub async fn relay_embeddings(
+    State(gw): Gw,
+    axum::extract::Path(node): axum::extract::Path<String>,
+    req: Request,
+) -> Result<Response> {
+    gw.clone().relay(&node, "/v1/embeddings", req).await
+}
+
 /// `GET /metrics/gateway` (Prometheus text).
 pub async fn metrics(State(gw): Gw) -> Response {
     (
@@ -190,12 +199,22 @@ pub async fn responses(State(gw): Gw, req: Request) -> Response {
         .unwrap_or_else(|e| e.into_response())
 }
 
-/// The request field that limits the answer's tokens on `path`.
+/// `POST /v1/embeddings`: priced by its input tokens alone (the hold covers one token per
+/// body byte, an upper bound for strings and token arrays alike).
+pub async fn embeddings(State(gw): Gw, req: Request) -> Response {
+    gw.clone()
+        .forward(req, "/v1/embeddings")
+        .await
+        .unwrap_or_else(|e| e.into_response())
+}
+
+/// The request field that limits the answer's tokens on `path` (none for embeddings, which
+/// generate no tokens).
 fn token_limit_fields(path: &str) -> &'static [&'static str] {
-    if path == "/v1/responses" {
-        &["max_output_tokens"]
-    } else {
-        &["max_completion_tokens", "max_tokens"]
+    match path {
+        "/v1/responses" => &["max_output_tokens"],
+        "/v1/embeddings" => &[],
+        _ => &["max_completion_tokens", "max_tokens"],
     }
 }
 
@@ -342,6 +361,7 @@ fn ask(v: &Value, path: &str, default_max_tokens: u32) -> Result<Ask> {
         .iter()
         .find_map(|f| v.get(*f).filter(|x| !x.is_null()).map(|x| (*f, x)));
     let max_tokens = match named {
+        None if fields.is_empty() => 0,
         None => u64::from(default_max_tokens),
         Some((f, n)) => n
             .as_u64()
@@ -356,7 +376,8 @@ fn ask(v: &Value, path: &str, default_max_tokens: u32) -> Result<Ask> {
     Ok(Ask {
         model: model.to_string(),
         max_tokens,
-        stream,
+        // Embeddings answer in one piece (the node refuses a `stream` field there).
+        stream: stream && !fields.is_empty(),
     })
 }
 
@@ -683,7 +704,7 @@ impl Gateway {
             // The hold covers `a.max_tokens`: a request that names none is sent with the default
             // written in, since a node generates until the context is full without one.
             let fields = token_limit_fields(path);
-            if fields.iter().all(|f| v.get(*f).is_none_or(Value::is_null)) {
+            if !fields.is_empty() && fields.iter().all(|f| v.get(*f).is_none_or(Value::is_null)) {
                 v[fields[fields.len() - 1]] = Value::from(a.max_tokens);
             }
             let payload = serde_json::to_vec(&v).unwrap_or_default();

@@ -297,7 +297,9 @@ impl NodeState {
     pub async fn unload_model(&self, id: &str) -> Result<()> {
         let _one = self.model_uses.changing.lock().await;
         if self.served_model(id).is_none() {
-            return Err(HostError::ModelNotFound(id.to_string()));
+            return Err(HostError::NotFound(format!(
+                "model {id:?} is not loaded (`b3iqd model ps` or GET /api/models lists the loaded ones)"
+            )));
         }
         match self.model_uses.in_flight(id) {
             0 => self.unload_now(id).await,

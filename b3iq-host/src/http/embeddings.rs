@@ -180,7 +180,9 @@ pub async fn embeddings(State(st): State<Arc<NodeState>>, req: Request) -> Resul
     let _loaded = super::openai::model_on_demand(&st, &caller, named.as_deref()).await?;
     let p = parse_embeddings(&body, &|id| st.served_model(id))?;
     check_ticket_model(&caller, &p.model.id)?;
+    let network = matches!(caller, inference::Caller::Network(_));
     let done = inference::embed(&st, caller, p.model.clone(), p.inputs).await?;
+    let receipt = done.receipt;
     let e = done.embeddings;
     let data = e
         .vectors
@@ -206,7 +208,12 @@ pub async fn embeddings(State(st): State<Arc<NodeState>>, req: Request) -> Resul
         },
         b3iq_receipt_id: Some(done.receipt_id),
     };
-    Ok(axum::Json(answer).into_response())
+    let mut resp = axum::Json(answer).into_response();
+    if network {
+        // The gateway settles the request by this receipt (and takes the header out).
+        super::openai::network_headers(&mut resp, &receipt, None);
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

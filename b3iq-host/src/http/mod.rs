@@ -559,9 +559,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "the body is empty; send a JSON object".into(),
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| HostError::InvalidJson(e.to_string()))
+        HostError::from_json_body(&bytes).map(JsonBody)
     }
 }
 

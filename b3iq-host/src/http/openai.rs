@@ -451,26 +451,27 @@ pub(super) fn parse_common_with(
         .model
         .as_deref()
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| bad("`model` is required; GET /v1/models lists them"))?;
+        .ok_or_else(|| HostError::field("model", "`model` is required; GET /v1/models lists them"))?;
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
         None => None,
         Some(n) if (1..=MAX_MAX_TOKENS as i64).contains(&n) => Some(n as u32),
         Some(n) => {
-            return Err(bad(format!(
-                "max_tokens must be between 1 and {MAX_MAX_TOKENS}, got {n}"
+            let param = if c.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
+            return Err(HostError::field(param, format!(
+                "{param} must be between 1 and {MAX_MAX_TOKENS}, got {n} (leave it out to generate until the model stops or the context is full)"
             )))
         }
     };
     let mut sampling = SamplingParams::default();
     if let Some(t) = c.temperature {
         if !(0.0..=2.0).contains(&t) {
-            return Err(bad(format!("temperature must be between 0 and 2, got {t}")));
+            return Err(HostError::field("temperature", format!("temperature must be between 0 and 2, got {t}")));
         }
         sampling.temperature = t as f32;
     }
     if let Some(p) = c.top_p {
         if !(p > 0.0 && p <= 1.0) {
-            return Err(bad(format!("top_p must be in (0, 1], got {p}")));
+            return Err(HostError::field("top_p", format!("top_p must be in (0, 1], got {p}")));
         }
         sampling.top_p = p as f32;
     }
@@ -488,7 +489,7 @@ pub(super) fn parse_common_with(
     ] {
         if let Some(v) = v {
             if !(-2.0..=2.0).contains(&v) {
-                return Err(bad(format!("{name} must be between -2 and 2, got {v}")));
+                return Err(HostError::field(name, format!("{name} must be between -2 and 2, got {v}")));
             }
             *slot = v as f32;
         }
@@ -500,17 +501,19 @@ pub(super) fn parse_common_with(
     let n = match c.n {
         None => 1,
         Some(n) if (1..=MAX_N as i64).contains(&n) => n as u32,
-        Some(n) => return Err(bad(format!("n must be between 1 and {MAX_N}, got {n}"))),
+        Some(n) => return Err(HostError::field("n", format!("n must be between 1 and {MAX_N}, got {n}"))),
     };
     let stop = c.stop.clone().map(wire::Stop::into_vec).unwrap_or_default();
     if stop.len() > 4 || stop.iter().any(|s| s.is_empty()) {
-        return Err(bad(
+        return Err(HostError::field(
+            "stop",
             "stop must be a non-empty string or up to 4 non-empty strings",
         ));
     }
     let stream = c.stream.unwrap_or(false);
     if c.stream_options.is_some() && !stream {
-        return Err(bad(
+        return Err(HostError::field(
+            "stream_options",
             "`stream_options` is only allowed when `stream` is true",
         ));
     }
@@ -572,25 +575,25 @@ fn vendor_sampling(c: &CommonParams, s: &mut SamplingParams) -> Result<()> {
             Some(v) => v
                 .as_f64()
                 .map(Some)
-                .ok_or_else(|| bad(format!("`{name}` must be a number"))),
+                .ok_or_else(|| HostError::field(name.to_string(), format!("`{name}` must be a number"))),
         }
     };
     if let Some(k) = num("top_k")? {
         if !(k >= 0.0 && k.fract() == 0.0 && k <= i32::MAX as f64) {
-            return Err(bad(format!("top_k must be a whole number >= 0, got {k}")));
+            return Err(HostError::field("top_k", format!("top_k must be a whole number >= 0, got {k}")));
         }
         s.top_k = k as i32;
     }
     if let Some(p) = num("min_p")? {
         if !(0.0..=1.0).contains(&p) {
-            return Err(bad(format!("min_p must be between 0 and 1, got {p}")));
+            return Err(HostError::field("min_p", format!("min_p must be between 0 and 1, got {p}")));
         }
         s.min_p = p as f32;
     }
     for name in ["repetition_penalty", "repeat_penalty"] {
         if let Some(r) = num(name)? {
             if !(r > 0.0 && r <= 10.0) {
-                return Err(bad(format!("{name} must be in (0, 10], got {r}")));
+                return Err(HostError::field(name, format!("{name} must be in (0, 10], got {r}")));
             }
             s.repeat_penalty = r as f32;
         }
@@ -653,9 +656,9 @@ pub(super) fn parse_chat(
     msgs: Option<Vec<wire::ChatMessage>>,
     tools: Option<&ToolsRequest>,
 ) -> Result<Vec<ChatMessage>> {
-    let msgs = msgs.ok_or_else(|| bad("`messages` is required"))?;
+    let msgs = msgs.ok_or_else(|| HostError::field("messages", "`messages` is required"))?;
     if msgs.is_empty() {
-        return Err(bad("`messages` must not be empty"));
+        return Err(HostError::field("messages", "`messages` must not be empty"));
     }
     let mut out: Vec<ChatMessage> = Vec::with_capacity(msgs.len() + 1);
     let mut after_tool = false;
@@ -844,7 +847,7 @@ pub async fn completions(State(st): State<Arc<NodeState>>, req: Request) -> Resu
     check_ticket_model(&caller, &p.model.id)?;
     text_extras(&mut p, &b.params)?;
     let text = match b.prompt {
-        None => return Err(bad("`prompt` is required")),
+        None => return Err(HostError::field("prompt", "`prompt` is required")),
         Some(PromptInput::One(s)) => s,
         Some(PromptInput::Many(mut v)) if v.len() == 1 => v.remove(0),
         Some(PromptInput::Many(_)) => {
@@ -854,7 +857,7 @@ pub async fn completions(State(st): State<Arc<NodeState>>, req: Request) -> Resu
         }
     };
     if text.is_empty() {
-        return Err(bad("`prompt` must not be empty"));
+        return Err(HostError::field("prompt", "`prompt` must not be empty"));
     }
     run(st, caller, p, Prompt::Text(text), Flavor::Text).await
 }
@@ -886,7 +889,7 @@ pub fn validate_request_body(chat: bool, body: &[u8]) -> Result<()> {
     } else {
         let JsonBody(b) = parse_json::<CompletionRequest>(body)?;
         if b.prompt.is_none() {
-            return Err(bad("`prompt` is required"));
+            return Err(HostError::field("prompt", "`prompt` is required"));
         }
         parse_logprobs(&b.params, false)?;
         parse_common_with(&b.params, &none).map(|_| ())
@@ -899,9 +902,7 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
             "the body is empty; send a JSON object".into(),
         ));
     }
-    serde_json::from_slice(body)
-        .map(JsonBody)
-        .map_err(|e| HostError::InvalidJson(e.to_string()))
+    HostError::from_json_body(body).map(JsonBody)
 }
 
 async fn run(
@@ -1507,26 +1508,34 @@ mod tests {
             validate_request_body(true, ok),
             Err(HostError::ModelNotFound(_))
         ));
-        let bad_tokens =
-            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#;
-        assert!(matches!(
-            validate_request_body(true, bad_tokens),
-            Err(HostError::InvalidParameter(_))
-        ));
-        let bad_n = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":9}"#;
-        assert!(matches!(
-            validate_request_body(true, bad_n),
-            Err(HostError::InvalidParameter(_))
-        ));
-        let many_stops = br#"{"model":"m","prompt":"x","stop":["a","b","c","d","e"]}"#;
-        assert!(matches!(
-            validate_request_body(false, many_stops),
-            Err(HostError::InvalidParameter(_))
-        ));
-        assert!(matches!(
-            validate_request_body(false, br#"{"model":"m"}"#),
-            Err(HostError::InvalidParameter(_))
-        ));
+        // Each refusal names its field in `param` (OpenAI's error body), in JSON's words.
+        let param = |chat: bool, body: &[u8]| -> (String, String) {
+            match validate_request_body(chat, body) {
+                Err(e @ HostError::InvalidField { .. }) => {
+                    let b = e.body();
+                    (b["error"]["param"].as_str().unwrap().to_string(), b["error"]["message"].as_str().unwrap().to_string())
+                }
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        };
+        let hi = r#""messages":[{"role":"user","content":"hi"}]"#;
+        assert_eq!(param(true, format!(r#"{{"model":"m",{hi},"max_tokens":0}}"#).as_bytes()).0, "max_tokens");
+        assert_eq!(param(true, format!(r#"{{"model":"m",{hi},"max_completion_tokens":5000}}"#).as_bytes()).0, "max_completion_tokens");
+        assert_eq!(param(true, format!(r#"{{"model":"m",{hi},"n":9}}"#).as_bytes()).0, "n");
+        assert_eq!(param(false, br#"{"model":"m","prompt":"x","stop":["a","b","c","d","e"]}"#).0, "stop");
+        assert_eq!(param(false, br#"{"model":"m"}"#).0, "prompt");
+        assert_eq!(param(true, br#"{"model":"m"}"#).0, "messages");
+        assert_eq!(param(true, br#"{"model":"m","messages":[]}"#).0, "messages");
+        assert_eq!(param(true, format!(r#"{{{hi}}}"#).as_bytes()).0, "model");
+        assert_eq!(param(true, format!(r#"{{"model":"m",{hi},"temperature":3}}"#).as_bytes()).0, "temperature");
+        let (p, m) = param(true, format!(r#"{{"model":"m",{hi},"max_tokens":"abc"}}"#).as_bytes());
+        assert_eq!(p, "max_tokens");
+        assert!(m.contains("an integer") && !m.contains("i64"), "{m}");
+        let (p, m) = param(true, format!(r#"{{"model":"m",{hi},"stream":"yes"}}"#).as_bytes());
+        assert_eq!(p, "stream");
+        assert!(m.contains("true or false"), "{m}");
+        let (p, _) = param(true, br#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"user","content":5}]}"#);
+        assert!(p.starts_with("messages[1]"), "{p}");
     }
 
     #[test]

@@ -44,10 +44,11 @@ pub fn router(st: Arc<NodeState>, ctx: TunnelContext) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/responses", post(super::responses::responses))
+        .route("/v1/embeddings", post(super::embeddings::embeddings))
         .route(b3iq_protocol::verification::VERIFY_PATH, post(verify))
         .fallback(|| async {
             HostError::NotFound(
-                "route (the tunnel serves /v1/models, /v1/chat/completions, /v1/completions, /v1/responses and /v1/node/verify)"
+                "route (the tunnel serves /v1/models, /v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings and /v1/node/verify)"
                     .into(),
             )
         })

@@ -184,7 +184,9 @@ pub fn map_runtime(e: RuntimeError) -> HostError {
         RuntimeError::ModelNotFound { model } => HostError::ModelNotFound(model),
         RuntimeError::KvCacheFull => HostError::KvCacheFull,
         RuntimeError::InvalidRequest(m) => HostError::InvalidParameter(m),
-        e @ RuntimeError::ContextOverflow { .. } => HostError::ContextLengthExceeded(e.to_string()),
+        e @ RuntimeError::ContextOverflow { .. } => HostError::ContextLengthExceeded(format!(
+            "{e} (this node's window per sequence is config.json `context_tokens`)"
+        )),
         e => HostError::Runtime(e),
     }
 }
@@ -267,7 +269,7 @@ pub async fn start(st: &Arc<NodeState>, mut req: InferenceRequest) -> Result<Inf
         let prompt = stream.prompt_tokens();
         if u64::from(prompt) + u64::from(m) > u64::from(ctx) {
             return Err(HostError::ContextLengthExceeded(format!(
-                "this model's context window is {ctx} tokens; the prompt has {prompt} and max_tokens asks for {m} more ({} in all); lower max_tokens to at most {} or shorten the prompt",
+                "this node's context window is {ctx} tokens per sequence (config.json `context_tokens`); the prompt has {prompt} and max_tokens asks for {m} more ({} in all); lower max_tokens to at most {}, leave it out, or shorten the prompt",
                 u64::from(prompt) + u64::from(m),
                 ctx.saturating_sub(prompt)
             )));

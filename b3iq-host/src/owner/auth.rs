@@ -283,6 +283,24 @@ pub fn login(
     })
 }
 
+/// A short owner session for a command run on the machine (`b3iqd model load` and other commands
+/// that talk to the running daemon): whoever can open the home directory is at the machine, as
+/// for [`reset_password`], so no password is asked. Ends at `now + ttl_s`.
+///
+/// # Errors
+/// `NotClaimed` without an owner; `Db`.
+pub fn machine_session(db: &Db, now: u64, ttl_s: u64) -> Result<SessionGrant> {
+    let (user_id, username) = sql::owner_row(db)?.ok_or(HostError::NotClaimed)?;
+    let session = creds::new_session_secret();
+    let expires_at = now.saturating_add(ttl_s);
+    sql::start_session(db, user_id, &creds::hash_secret(&session), now, expires_at)?;
+    Ok(SessionGrant {
+        username,
+        session_secret: session,
+        expires_at,
+    })
+}
+
 /// Set a new owner password (the on-machine recovery `b3iqd owner reset-password`): ends every
 /// session and clears every sign-in lock. Returns the owner's name.
 ///

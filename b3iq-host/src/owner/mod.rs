@@ -288,6 +288,23 @@ pub fn login(
     }
 }
 
+/// A one-minute owner session for a command run on the machine that talks to the running
+/// daemon (see [`auth::machine_session`]). Audited as `session.machine`; end it with
+/// [`logout`].
+///
+/// # Errors
+/// `NotClaimed`; `Db`.
+pub fn machine_session(ctx: &Context, via: Via) -> Result<SessionGrant> {
+    let now = ctx.now();
+    let g = auth::machine_session(&ctx.db, now, MACHINE_SESSION_TTL_S)?;
+    ctx.db
+        .audit(now, "owner", "session.machine", &g.username, "ok", via.as_str());
+    Ok(g)
+}
+
+/// How long a [`machine_session`] lasts, 60 s: one command's calls.
+pub const MACHINE_SESSION_TTL_S: u64 = 60;
+
 /// The on-machine recovery for a lost password or a locked-out owner (`b3iqd owner
 /// reset-password`): a new password, every session ended, every sign-in lock cleared. Audited.
 ///

@@ -173,6 +173,18 @@ pub fn clear_login_failures(db: &Db, source: &str) -> Result<()> {
     Ok(())
 }
 
+/// The owner's row id and name, `None` before the node is claimed.
+pub fn owner_row(db: &Db) -> Result<Option<(i64, String)>> {
+    Ok(db
+        .lock()
+        .query_row(
+            "SELECT id, username FROM users ORDER BY id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
 /// Replace the owner's password hash, end every session and forget every sign-in lock, in one
 /// transaction. `NotClaimed` without an owner.
 pub fn reset_owner_password(db: &Db, password_hash: &str) -> Result<String> {

@@ -77,10 +77,17 @@ def test_errors(node, client, model):
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     assert e.value.body["code"] == "model_not_found"
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=model, messages=[], max_tokens=2)
-    with pytest.raises(openai.BadRequestError):
+    assert e.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], max_tokens=0)
+    assert e.value.param == "max_tokens"
+    # A wrong JSON type names its field, in JSON's words (not the server's Rust types).
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], extra_body={"max_tokens": "ten"})
+    assert e.value.param == "max_tokens"
+    assert "an integer" in e.value.message and "i64" not in e.value.message
 
 
 # Issue 17: each fault's input, with the right value asserted, through the official client.
@@ -89,6 +96,7 @@ def test_context_length_exceeded_is_400(client, model):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4096)
     assert e.value.body["code"] == "context_length_exceeded"
+    assert "context_tokens" in e.value.message
 
 
 def test_stream_chunks_have_null_usage(client, model):
