@@ -247,6 +247,8 @@ pub struct ControlPlane {
     pub(crate) gateway_rate: crate::gateway::credits::RateLimiter,
     /// The settler, when `control.json` configures settlement.
     settler: std::sync::OnceLock<Arc<crate::settlement::Settler>>,
+    /// The NodeRegistry attester (`crate::registration`), when the chain is configured.
+    pub(crate) registrar: std::sync::OnceLock<Arc<crate::registration::Registrar>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -320,6 +322,7 @@ impl ControlPlane {
             metrics: Metrics::default(),
             gateway_rate: Default::default(),
             settler: Default::default(),
+            registrar: Default::default(),
         }
     }
 
@@ -947,7 +950,7 @@ impl ControlPlane {
     }
 
     /// An enrolled, active, unexpired node, or the refusal that applies.
-    async fn active_node(&self, id: &NodeId, now_ms: u64) -> Result<NodeRow> {
+    pub(crate) async fn active_node(&self, id: &NodeId, now_ms: u64) -> Result<NodeRow> {
         let n = self.store.node(id).await?.ok_or(Refusal::UnknownNode)?;
         match n.status {
             NodeStatus::Revoked => Err(Refusal::Revoked(n.status_reason).into()),
