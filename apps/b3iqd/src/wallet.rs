@@ -179,7 +179,8 @@ fn operator_key(ctx: &Context, key_file: Option<PathBuf>) -> Result<b3iq_chain::
 async fn network_chain(ctx: &Context, rpc: &str, signer: b3iq_chain::PrivateKeySigner) -> Result<(ChainClient, Deployment, NetworkContracts)> {
     let n = wallet::network_contracts(ctx).await?;
     let c = ChainClient::connect(rpc, signer, RetryPolicy::default()).await.map_err(chain_err)?;
-    let id = c.chain_id().await.map_err(|e| HostError::InvalidParameter(format!("chain unreachable: {e}")))?;
+    // Unreachable: b3iq-chain's message names the URL and the attempts.
+    let id = c.chain_id().await.map_err(chain_err)?;
     if id != n.chain_id {
         return Err(HostError::InvalidParameter(format!("--rpc is chain {id}, the control plane's network is on chain {}", n.chain_id)));
     }
