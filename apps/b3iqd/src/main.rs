@@ -129,7 +129,7 @@ enum Cmd {
     #[command(subcommand)]
     Network(NetworkCmd),
     /// The payout wallet: where this node's share of each settlement epoch is paid, earnings,
-    /// and claims on chain.
+    /// and claims on chain; and the operator wallet: on-chain registration and stake.
     #[command(subcommand, after_help = "Examples:\n  b3iqd wallet create                       # key made here: ~/.b3iq/wallet.key, mode 0600\n  b3iqd wallet set-address 0x52908400098527886E0F7030069857D2E4169EE7   # address only\n  b3iqd wallet earnings --rpc http://127.0.0.1:8545\n  b3iqd wallet claim --rpc http://127.0.0.1:8545\n  b3iqd wallet register --rpc http://127.0.0.1:8545   # on chain, attested by the control plane\n  b3iqd wallet stake 100000000000000000000 --rpc http://127.0.0.1:8545\n  b3iqd wallet stake-status --rpc http://127.0.0.1:8545\n\nThe address goes to the control plane (signed by the node key) when enrolled; epochs closed from then\non pay it. A claim pays the payout address whoever sends it.")]
     Wallet(WalletCmd),
     /// Leave managed mode: forget the control plane and its trust root; back to local mode.
