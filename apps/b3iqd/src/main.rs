@@ -247,6 +247,16 @@ enum WalletCmd {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// Withdraw stake whose unbonding delay has passed to the operator wallet (StakeVault.withdraw).
+    #[command(after_help = "Example:\n  b3iqd wallet withdraw --rpc http://127.0.0.1:8545\n\n`b3iqd wallet stake-status` shows withdrawable_at (unix s); an open dispute against the node freezes it.")]
+    Withdraw {
+        /// JSON-RPC URL of the network's chain.
+        #[arg(long)]
+        rpc: String,
+        /// Operator key file instead of wallet.key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
     /// This node's registration and stake on chain (JSON): registered, operator, device class,
     /// bonded, unbonding, withdrawable_at (unix s), min_stake of the class, is_staked.
     #[command(after_help = "Example:\n  b3iqd wallet stake-status --rpc http://127.0.0.1:8545")]
@@ -849,6 +859,7 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                 WalletCmd::Register { rpc, key_file } => print_json(&serde_json::to_value(crate::wallet::register(&o, &rpc, key_file).await?).unwrap_or_default()),
                 WalletCmd::Stake { amount, rpc, key_file } => print_json(&crate::wallet::stake(&o, &rpc, crate::wallet::parse_amount(&amount)?, key_file).await?),
                 WalletCmd::Unbond { amount, rpc, key_file } => print_json(&crate::wallet::unbond(&o, &rpc, crate::wallet::parse_amount(&amount)?, key_file).await?),
+                WalletCmd::Withdraw { rpc, key_file } => print_json(&crate::wallet::withdraw(&o, &rpc, key_file).await?),
                 WalletCmd::StakeStatus { rpc } => print_json(&crate::wallet::stake_status(&o, &rpc).await?),
             }
             Ok(ExitCode::SUCCESS)

@@ -362,6 +362,26 @@ pub async fn unbond(ctx: &Context, rpc: &str, amount: u128, key_file: Option<Pat
     Ok(v)
 }
 
+/// Withdraws this node's unbonded stake to the operator wallet (`StakeVault.withdraw`), once
+/// the vault's unbonding delay has passed. Returns the transaction, the amount and the new status.
+///
+/// # Errors
+/// As [`stake`]; the chain refuses with `NothingUnbonding`, `UnbondingNotElapsed(releaseAt, now)`
+/// or `FrozenByDispute`.
+pub async fn withdraw(ctx: &Context, rpc: &str, key_file: Option<PathBuf>) -> Result<serde_json::Value> {
+    let signer = operator_key(ctx, key_file)?;
+    let operator = signer.address();
+    let (c, d, _) = network_chain(ctx, rpc, signer).await?;
+    let id = ctx.key.node_id();
+    check_operator(&c, &d, &id, operator).await?;
+    let amount = c.stake_of(&d, &id).await.map_err(chain_err)?.unbonding;
+    let t = c.withdraw_stake(&d, &id).await.map_err(chain_err)?;
+    let mut v = status_json(ctx, &c, &d).await?;
+    v["tx_hash"] = t.tx_hash.to_string().into();
+    v["withdrawn"] = amount.to_string().into();
+    Ok(v)
+}
+
 /// Refuses a node that is not registered, or registered to another operator.
 async fn check_operator(c: &ChainClient, d: &Deployment, id: &b3iq_core::NodeId, operator: b3iq_chain::Address) -> Result<()> {
     let n = c.node(d, id).await.map_err(chain_err)?;

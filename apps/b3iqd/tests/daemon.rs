@@ -773,6 +773,7 @@ fn every_command_has_help_with_an_example() {
         vec!["wallet", "register", "--help"],
         vec!["wallet", "stake", "--help"],
         vec!["wallet", "unbond", "--help"],
+        vec!["wallet", "withdraw", "--help"],
         vec!["wallet", "stake-status", "--help"],
     ] {
         let out = Command::new(bin()).args(&args).output().unwrap();

@@ -256,14 +256,24 @@ async fn nodes_register_and_stake_through_the_cli_and_reputation_stays_with_the_
     let a_score = reputation_bps(&c, &url, &a).await;
     assert!(a_score >= 2_000, "six passed challenges and served requests: {a_score} bps");
 
-    // Its operator moves the stake: `a` unbonds (leaving routing) and the same operator stakes
-    // the same amount on a new node `n` (new key), enrolled and registered with the same wallet.
+    // Its operator moves the stake: `a` unbonds (leaving routing), the operator withdraws it and
+    // stakes the same tokens on a new node `n` (new key), enrolled and registered with the
+    // same wallet.
     let st = wallet(&a.d.home, &rpc, &["unbond", &units(100)]).unwrap();
     assert_eq!((st["is_staked"].as_bool(), st["bonded"].as_str(), st["unbonding"].as_str()), (Some(false), Some("0"), Some(units(100).as_str())), "{st}");
     assert!(st["withdrawable_at"].as_u64().unwrap() > 0, "{st}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let served = serve_retrying(&c, &url, &token, 6).await;
     assert!(served.iter().all(|n| *n == b.id), "an unbonding node gets nothing: {served:?} (b = {})", b.id);
+    // Too early to withdraw; after the vault's unbonding delay (14 days on this chain's clock)
+    // the tokens come back to the operator.
+    let e = wallet(&a.d.home, &rpc, &["withdraw"]).unwrap_err();
+    assert!(e.contains("UnbondingNotElapsed"), "{e}");
+    let before = admin.balance_of(&d, operators[0].address()).await.unwrap();
+    admin.increase_time(14 * 24 * 3600 + 1).await.unwrap();
+    let st = wallet(&a.d.home, &rpc, &["withdraw"]).unwrap();
+    assert_eq!((st["withdrawn"].as_str(), st["unbonding"].as_str()), (Some(units(100).as_str()), Some("0")), "{st}");
+    assert_eq!(admin.balance_of(&d, operators[0].address()).await.unwrap(), before + chain::tokens(100));
     let fresh = node(&net, &dir, "n", policy(2)).await;
     wait_tunnels(&gw, 3).await;
     // Clear refusals, nonzero exit: no operator key (the new node has no wallet.key), a node
