@@ -126,18 +126,19 @@ impl Registrar {
         NetworkContracts { chain_id: self.chain_id, stake_token: eth(d.token), node_registry: eth(d.node_registry), stake_vault: eth(d.stake_vault), settlement: eth(d.settlement), attester: self.address() }
     }
 
-    /// Reads the node's registry nonce and the chain's time, and signs.
-    async fn sign(&self, n: &NodeRow, operator: EthAddress, software_version: u32, benchmark: Option<[u64; 4]>, now_ms: u64) -> Result<RegistrationGrant> {
+    /// Reads the node's registry nonce and the chain's time, and signs `claims`.
+    async fn sign(&self, claims: &RegistrationClaims, now_ms: u64) -> Result<RegistrationGrant> {
+        let n = &claims.node;
         let nonce = self.chain.attestation_nonce(&self.deployment, &n.node_id).await?;
         let nonce = u64::try_from(nonce).map_err(|_| ControlError::Chain(format!("NodeRegistry.nonces({}) is above 2^64", n.node_id)))?;
         let deadline = self.chain.block_timestamp().await?.max(now_ms / 1000) + DEADLINE_S;
         let att = NodeAttestation {
             public_key: n.public_key,
-            operator: b3iq_chain::Address::from(operator.0),
-            hardware_hash: hardware_hash(benchmark),
-            software_version,
+            operator: b3iq_chain::Address::from(claims.operator.0),
+            hardware_hash: claims.hardware_hash,
+            software_version: claims.software_version,
             mode: OperatingMode::Network,
-            device_class: device_class(benchmark.map(|b| b[0])),
+            device_class: claims.device_class,
             nonce: U256::from(nonce),
             deadline,
         };
@@ -151,9 +152,9 @@ impl Registrar {
             attestation: RegistrationAttestation {
                 node_id: n.node_id,
                 public_key: att.public_key,
-                operator,
+                operator: claims.operator,
                 hardware_hash: att.hardware_hash,
-                software_version,
+                software_version: att.software_version,
                 mode: att.mode,
                 device_class: att.device_class,
                 nonce,
@@ -164,16 +165,43 @@ impl Registrar {
     }
 }
 
+/// What the control plane attests for a node, derived from its own records (module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationClaims {
+    /// The node as enrolled (its public key is attested).
+    pub node: NodeRow,
+    /// The operator wallet named by the request.
+    pub operator: EthAddress,
+    /// `softwareVersion` ([`software_version_word`] of the latest heartbeat's version).
+    pub software_version: u32,
+    /// `deviceClass` ([`device_class`] of the latest benchmark; 0 without one).
+    pub device_class: u8,
+    /// `hardwareHash` ([`hardware_hash`] of the latest benchmark; zeros without one).
+    pub hardware_hash: Hash32,
+}
+
 impl ControlPlane {
-    /// Attests a node for `NodeRegistry.register` (see the module docs for the checks and the
-    /// derivation of each field).
+    /// Attests a node for `NodeRegistry.register`: [`ControlPlane::registration_claims`], then
+    /// the registry nonce and deadline from the chain, signed by the attester.
     ///
     /// # Errors
-    /// `Invalid` for a forged request, another audience or a stale clock; `Refused` for an
-    /// unknown, suspended, revoked or expired node (`UnknownNode`, ...), one not in network
-    /// mode (`NotNetworkMode`), a replayed request (`Replayed`); `Refused(NotFound)` when this
-    /// control plane has no attester (no `settlement` in `control.json`); `Chain`.
+    /// `Refused(NotFound)` when this control plane has no attester (no `settlement` in
+    /// `control.json`); as [`ControlPlane::registration_claims`]; `Chain`.
     pub async fn attest_registration(&self, r: &RegistrationRequest, now_ms: u64) -> Result<RegistrationGrant> {
+        let registrar = self.registrar()?.clone();
+        let claims = self.registration_claims(r, now_ms).await?;
+        registrar.sign(&claims, now_ms).await
+    }
+
+    /// Checks a registration request (see the module docs), accepts it once, and derives what
+    /// is attested from the control plane's records.
+    ///
+    /// # Errors
+    /// `Invalid` for a forged request, another audience, a stale clock or a heartbeat without
+    /// a usable software version; `Refused` for an unknown, suspended, revoked or expired node
+    /// (`UnknownNode`, ...), one not in network mode (`NotNetworkMode`), a replayed request
+    /// (`Replayed`); `Store`.
+    pub async fn registration_claims(&self, r: &RegistrationRequest, now_ms: u64) -> Result<RegistrationClaims> {
         let node = r.verify()?;
         if r.audience != self.config().audience {
             return Err(ControlError::Invalid { field: "audience", reason: format!("registration: addressed to {}, this control plane is {}", r.audience.as_str(), self.config().audience.as_str()) });
@@ -181,7 +209,6 @@ impl ControlPlane {
         if r.sent_at_ms.abs_diff(now_ms) > self.config().max_clock_skew_ms {
             return Err(ControlError::Invalid { field: "sent_at_ms", reason: format!("registration: the node's clock is {} ms away from the control plane's", r.sent_at_ms.abs_diff(now_ms)) });
         }
-        let registrar = self.registrar()?.clone();
         let n = self.active_node(&node, now_ms).await?;
         let beat = n.last_heartbeat.as_ref().ok_or_else(|| Refusal::NotNetworkMode("nothing: no heartbeat yet".into()))?;
         let mode = beat.body["mode"].as_str().unwrap_or("unknown");
@@ -198,7 +225,7 @@ impl ControlPlane {
             }
         });
         self.store().accept_registration_request(&node, r.sent_at_ms, &r.operator.to_string().to_lowercase(), now_ms).await?;
-        registrar.sign(&n, r.operator, software_version, benchmark, now_ms).await
+        Ok(RegistrationClaims { node: n, operator: r.operator, software_version, device_class: device_class(benchmark.map(|b| b[0])), hardware_hash: hardware_hash(benchmark) })
     }
 
     /// The attester.
