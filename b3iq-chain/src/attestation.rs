@@ -84,3 +84,45 @@ pub fn sign_attestation(
         })?;
     Ok((sol, Bytes::from(sig.as_bytes().to_vec())))
 }
+
+/// The address that signed `signature` (65 bytes, `r || s || v`) over `attestation` in
+/// `domain`, so a node can check a control plane's attestation before paying gas for it.
+///
+/// # Errors
+/// [`ChainError::Signing`] for a signature that does not parse or recover.
+pub fn recover_attester(
+    domain: &Eip712Domain,
+    attestation: &NodeRegistry::Attestation,
+    signature: &[u8],
+) -> Result<Address> {
+    let bad = |m: String| ChainError::Signing { action: "recover attestation signer".into(), message: m };
+    let sig = alloy::primitives::Signature::try_from(signature).map_err(|e| bad(e.to_string()))?;
+    sig.recover_address_from_prehash(&attestation_digest(attestation, domain)).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signer_is_recovered_and_a_changed_attestation_names_another() {
+        let attester = PrivateKeySigner::random();
+        let domain = registry_domain(31337, Address::repeat_byte(9));
+        let a = NodeAttestation {
+            public_key: b3iq_core::NodeKey::from_seed([3; 32]).public(),
+            operator: Address::repeat_byte(1),
+            hardware_hash: Hash32([0; 32]),
+            software_version: 0x00_01_00,
+            mode: OperatingMode::Network,
+            device_class: 2,
+            nonce: U256::from(4),
+            deadline: 1_000,
+        };
+        let (sol, sig) = sign_attestation(&attester, &domain, &a).unwrap();
+        assert_eq!(recover_attester(&domain, &sol, &sig).unwrap(), attester.address());
+        let mut other = sol.clone();
+        other.deviceClass = 3;
+        assert_ne!(recover_attester(&domain, &other, &sig).unwrap(), attester.address());
+        assert!(recover_attester(&domain, &sol, &sig[..64]).is_err(), "64 bytes");
+    }
+}

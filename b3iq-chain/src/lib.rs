@@ -38,6 +38,6 @@ pub use client::DeployParams;
 pub use client::{
     decode_revert, ChainClient, Deployment, EpochCommit, EpochPost, PostedEpoch, RetryPolicy, TxOutcome,
 };
-pub use alloy::primitives::{Address, U256};
+pub use alloy::primitives::{Address, Bytes, U256};
 pub use alloy::signers::local::PrivateKeySigner;
 pub use error::{ChainError, Result};

@@ -120,6 +120,8 @@ impl ControlError {
                     "invalid_request_error",
                     "stale_sequence",
                 ),
+                Refusal::Replayed { .. } => (StatusCode::CONFLICT, "invalid_request_error", "replayed"),
+                Refusal::NotNetworkMode(_) => (StatusCode::CONFLICT, "invalid_request_error", "not_network_mode"),
                 Refusal::Exists(_) => (StatusCode::CONFLICT, "invalid_request_error", "exists"),
                 Refusal::NotFound(_) => {
                     (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")

@@ -7,6 +7,7 @@
 //! | `job-keys/` | keys made by rotations, `<public key hex>.key` (see [`crate::keys`]) |
 //! | `control.db` | the SQLite store (when `store` is `sqlite`) |
 //! | `tls/` | the self-signed certificate (`tls` = `self-signed`) |
+//! | `attester.key` | with `settlement`: the NodeRegistry attester's secp256k1 key (mode 0600, made on first start; `settlement.attester_key_file`) |
 //!
 //! A Postgres URL can hold a password, so it is never in `control.json` or argv: it comes from
 //! the environment variable `B3IQ_CONTROL_DATABASE_URL` or the file named by `database_url_file`.
@@ -286,6 +287,34 @@ impl ControlHome {
         let t = Arc::new(crate::disputes::DisputeTool::connect(cp.store().clone(), &st.rpc_url, st.deployment, cfg.clone(), challenger, verifiers).await?);
         cp.set_dispute_tool(t.clone());
         Ok(Some(t))
+    }
+
+    /// The NodeRegistry attester's key (`settlement.attester_key_file`), made with mode 0600
+    /// when absent; `None` without `settlement`.
+    ///
+    /// # Errors
+    /// `Config` for a file that is unreadable or not a key file.
+    pub fn attester_key(&self, s: &ControlSettings) -> Result<Option<b3iq_chain::PrivateKeySigner>> {
+        let Some(cfg) = &s.settlement else { return Ok(None) };
+        self.ensure()?;
+        let p = if Path::new(&cfg.attester_key_file).is_relative() { self.root.join(&cfg.attester_key_file) } else { PathBuf::from(&cfg.attester_key_file) };
+        let err = |e: b3iq_chain::ChainError| ControlError::Config(format!("control.json settlement.attester_key_file: {e}"));
+        if !p.exists() {
+            b3iq_chain::key_file::create_key_file(&p).map_err(err)?;
+        }
+        b3iq_chain::key_file::load_key_file(&p).map(Some).map_err(err)
+    }
+
+    /// The NodeRegistry attester of `control.json` `settlement`, attached to `cp`
+    /// (`POST /v1/node/registration`, `GET /v1/network/contracts`); `None` when not configured.
+    ///
+    /// # Errors
+    /// As [`ControlHome::attester_key`]; `Chain` when the chain cannot be reached.
+    pub async fn registrar(&self, s: &ControlSettings, cp: &ControlPlane) -> Result<Option<Arc<crate::registration::Registrar>>> {
+        let (Some(cfg), Some(key)) = (&s.settlement, self.attester_key(s)?) else { return Ok(None) };
+        let r = Arc::new(crate::registration::Registrar::connect(&cfg.rpc_url, cfg.deployment, key).await?);
+        cp.set_registrar(r.clone());
+        Ok(Some(r))
     }
 
     /// Opens the configured store.

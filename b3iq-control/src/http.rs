@@ -157,6 +157,9 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/node/jobs/result", post(job_result).layer(axum::extract::DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES)))
         .route("/v1/node/payout-address", post(payout_address))
         .route("/v1/payouts/{address}", get(payouts))
+        // On-chain registration (crate::registration).
+        .route("/v1/node/registration", post(node_registration))
+        .route("/v1/network/contracts", get(network_contracts))
         .route("/v1/epochs/{epoch_id}/claim-file", get(claim_file))
         .route("/v1/admin/session", post(login).delete(logout))
         .route("/v1/admin/nodes", get(list_nodes))
@@ -377,6 +380,16 @@ async fn upload_receipts(
 
 async fn payout_address(State(cp): State<Arc<ControlPlane>>, Json(r): Json<b3iq_protocol::payout_api::PayoutAddressRequest>) -> Result<Response> {
     Ok(axum::Json(cp.set_payout_address(&r, unix_now_ms()).await?).into_response())
+}
+
+/// The NodeRegistry attestation for a node (signed request; crate::registration).
+async fn node_registration(State(cp): State<Arc<ControlPlane>>, Json(r): Json<b3iq_protocol::registration_api::RegistrationRequest>) -> Result<Response> {
+    Ok(axum::Json(cp.attest_registration(&r, unix_now_ms()).await?).into_response())
+}
+
+/// Public: the chain id and contract addresses nodes register and stake in.
+async fn network_contracts(State(cp): State<Arc<ControlPlane>>) -> Result<Response> {
+    Ok(axum::Json(cp.registrar()?.contracts()).into_response())
 }
 
 /// Public: an address's leaves and proofs in the posted epochs.

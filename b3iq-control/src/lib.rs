@@ -10,6 +10,7 @@
 //! | [`http`] | the HTTPS API (axum) |
 //! | [`keys`] | [`keys::JobKeyRing`]: the job-signing secrets, and how a rotation keeps them |
 //! | [`home`] | the home directory: `control.json`, the job-signing key, TLS, opening the store |
+//! | [`registration`] | the NodeRegistry attester: signs a node's on-chain registration from what the control plane knows of it |
 //! | [`public`] | the public read-only API (`/v1/public/...`) and the explorer at `/explorer/` |
 //! | [`disputes`] | the dispute tool: checked evidence to a dispute on chain, committee vote, slash after the appeal window |
 //! | [`gateway`] | the hosted gateway: [`gateway::credits`] (gateway keys, credit holds, the ledger), [`gateway::tunnel`] (node-dialed tunnels), [`gateway::proxy`] (the OpenAI-compatible API: routing, forwarding, settlement) |
@@ -27,6 +28,7 @@ pub mod http;
 pub mod keys;
 pub mod plane;
 pub mod public;
+pub mod registration;
 pub mod releases;
 pub mod settlement;
 pub mod store;

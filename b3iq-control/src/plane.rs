@@ -249,6 +249,8 @@ pub struct ControlPlane {
     settler: std::sync::OnceLock<Arc<crate::settlement::Settler>>,
     /// The dispute tool, when `control.json` configures disputes.
     dispute_tool: std::sync::OnceLock<Arc<crate::disputes::DisputeTool>>,
+    /// The NodeRegistry attester (`crate::registration`), when the chain is configured.
+    pub(crate) registrar: std::sync::OnceLock<Arc<crate::registration::Registrar>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -323,6 +325,7 @@ impl ControlPlane {
             gateway_rate: Default::default(),
             settler: Default::default(),
             dispute_tool: Default::default(),
+            registrar: Default::default(),
         }
     }
 
@@ -961,7 +964,7 @@ impl ControlPlane {
     }
 
     /// An enrolled, active, unexpired node, or the refusal that applies.
-    async fn active_node(&self, id: &NodeId, now_ms: u64) -> Result<NodeRow> {
+    pub(crate) async fn active_node(&self, id: &NodeId, now_ms: u64) -> Result<NodeRow> {
         let n = self.store.node(id).await?.ok_or(Refusal::UnknownNode)?;
         match n.status {
             NodeStatus::Revoked => Err(Refusal::Revoked(n.status_reason).into()),

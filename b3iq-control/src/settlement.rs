@@ -59,6 +59,12 @@ pub struct SettlementSettings {
     /// absolute. The wallet needs Settlement's `SETTLER_ROLE`, gas, and the tokens it funds the
     /// escrow with.
     pub settler_key_file: String,
+    /// The NodeRegistry attester's key file (secp256k1, `0x` + 64 hex, mode 0600), relative to
+    /// the home or absolute; made on first start when absent (default `attester.key`).
+    /// `b3iq-control attester-address` prints its address for `NodeRegistry.setAttester`. It
+    /// signs registration attestations only, never transactions (see `crate::registration`).
+    #[serde(default = "default_attester_key")]
+    pub attester_key_file: String,
     /// Seconds between epoch closes (default 3600).
     #[serde(default = "default_interval")]
     pub epoch_interval_s: u64,
@@ -86,6 +92,10 @@ pub struct SettlementSettings {
 
 fn default_interval() -> u64 {
     3600
+}
+
+fn default_attester_key() -> String {
+    "attester.key".into()
 }
 
 fn default_stake_cache() -> u64 {

@@ -933,3 +933,78 @@ async fn an_enrollment_renews_headlessly_before_it_ends_and_not_after() {
         Err(ControlError::Refused(Refusal::UnknownNode))
     ));
 }
+
+/// Registration (`crate::registration`): what is attested comes from the control plane's
+/// records (enrollment key, heartbeat version, benchmark class), each request counts once, and
+/// nodes not enrolled, not active or not in network mode are refused.
+#[tokio::test]
+async fn registration_claims_come_from_the_records_and_each_request_counts_once() {
+    use b3iq_control::registration::{device_class, hardware_hash};
+    use b3iq_core::job::JobKind;
+    use b3iq_core::payout::EthAddress;
+    use b3iq_protocol::messages::{JobOutcome, JobPoll, JobResultData, JobResultReport};
+    use b3iq_protocol::registration_api::RegistrationRequest;
+
+    let (cp, org, alice, k1, k2) = acme_with_two_nodes().await;
+    let audience = Audience::new("cp-test").unwrap();
+    let op = EthAddress([0x11; 20]);
+    let beat = |mode: OperatingMode, seq: u64, at: u64| HeartbeatRequest {
+        heartbeat: k1
+            .sign_object(Heartbeat {
+                node_id: k1.node_id(),
+                sent_at_ms: at,
+                sequence: seq,
+                mode,
+                health: HealthStatus::Healthy,
+                counts: HeartbeatCounts::default(),
+                model_inventory: vec![],
+                software_version: Some("0.3.1-rc.2".into()),
+            })
+            .unwrap(),
+    };
+    let req = |at: u64| RegistrationRequest::sign(&k1, audience.clone(), op, at);
+    let not_network = |e: ControlError| matches!(e, ControlError::Refused(Refusal::NotNetworkMode(_)));
+
+    // No heartbeat yet, then a managed one: not in network mode.
+    assert!(not_network(refused(cp.registration_claims(&req(NOW), NOW).await)));
+    cp.heartbeat(&beat(OperatingMode::Managed, 1, NOW), NOW).await.unwrap();
+    assert!(not_network(refused(cp.registration_claims(&req(NOW + 1), NOW + 1).await)));
+    // In network mode: the enrolled key, the heartbeat's version, class 0 without a benchmark.
+    cp.heartbeat(&beat(OperatingMode::Network, 2, NOW + 2), NOW + 2).await.unwrap();
+    let c = cp.registration_claims(&req(NOW + 3), NOW + 3).await.unwrap();
+    assert_eq!((c.node.public_key, c.operator, c.software_version, c.device_class, c.hardware_hash), (k1.public(), op, 0x00_03_01, 0, hardware_hash(None)));
+    // The same request again, or an older one: replayed.
+    for at in [NOW + 3, NOW + 2] {
+        let e = refused(cp.registration_claims(&req(at), NOW + 4).await);
+        assert!(matches!(e, ControlError::Refused(Refusal::Replayed { last, .. }) if last == NOW + 3), "{e:?}");
+    }
+
+    // A benchmark measured 120 tokens/s: class 3, and the hash names the measurement.
+    cp.queue_job(&alice, &k1.node_id(), JobKind::RunBenchmark { suite: "quick".into() }, None, NOW + 5).await.unwrap();
+    let job = cp.poll(&JobPoll::sign(&k1, 0, 0, NOW + 5).unwrap(), NOW + 5).await.unwrap().jobs[0].body().job_id;
+    let data = JobResultData::Benchmark { generated_tokens_per_s_milli: 120_000, prompt_tokens_per_s_milli: 400_000, ttft_ms: 30 };
+    cp.job_result(&JobResultReport::sign(&k1, job, JobOutcome::Succeeded, None, data, NOW + 6).unwrap(), NOW + 6).await.unwrap();
+    let finished = cp.jobs(&org.id, &k1.node_id()).await.unwrap()[0].finished_at_ms.unwrap();
+    let c = cp.registration_claims(&req(NOW + 7), NOW + 7).await.unwrap();
+    assert_eq!((c.device_class, c.hardware_hash), (3, hardware_hash(Some([120_000, 400_000, 30, finished]))));
+    assert_eq!(device_class(Some(120_000)), 3);
+
+    // Another control plane's audience, a stale clock, a forged signature: invalid.
+    let other = RegistrationRequest::sign(&k1, Audience::new("cp-other").unwrap(), op, NOW + 8);
+    assert!(matches!(refused(cp.registration_claims(&other, NOW + 8).await), ControlError::Invalid { field: "audience", .. }));
+    assert!(matches!(refused(cp.registration_claims(&req(NOW + 9), NOW + 9 + 10 * 60_000).await), ControlError::Invalid { field: "sent_at_ms", .. }));
+    let mut forged = req(NOW + 10);
+    forged.operator = EthAddress([0x22; 20]);
+    assert!(matches!(refused(cp.registration_claims(&forged, NOW + 10).await), ControlError::Invalid { .. }));
+    // A node not enrolled here, a suspended one.
+    let stranger = NodeKey::from_seed([77; 32]);
+    let e = refused(cp.registration_claims(&RegistrationRequest::sign(&stranger, audience.clone(), op, NOW), NOW).await);
+    assert!(matches!(e, ControlError::Refused(Refusal::UnknownNode)), "{e:?}");
+    cp.set_node_status(&org.id, &k2.node_id(), NodeStatus::Suspended, "maintenance").await.unwrap();
+    let e = refused(cp.registration_claims(&RegistrationRequest::sign(&k2, audience.clone(), op, NOW), NOW).await);
+    assert!(matches!(e, ControlError::Refused(Refusal::Suspended(_))), "{e:?}");
+    // Without chain settings there is no attester: nothing is signed (and nothing accepted).
+    let e = refused(cp.attest_registration(&req(NOW + 11), NOW + 11).await);
+    assert!(matches!(e, ControlError::Refused(Refusal::NotFound(_))), "{e:?}");
+    assert_eq!(cp.store().registration_request(&k1.node_id()).await.unwrap().unwrap().sent_at_ms, NOW + 7);
+}

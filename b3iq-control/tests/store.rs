@@ -772,6 +772,15 @@ async fn conformance(s: Arc<dyn ControlStore>) {
     s.set_payout_address(&n1, "0x00000000000000000000000000000000000000bb").await.unwrap();
     assert_eq!(s.payout_addresses().await.unwrap(), [(n1, "0x00000000000000000000000000000000000000bb".to_string())]);
     assert!(matches!(refusal(s.set_payout_address(&NodeKey::from_seed([77; 32]).node_id(), "0x00000000000000000000000000000000000000aa").await), Refusal::UnknownNode));
+    // Registration requests: accepted once each, newer only; per node.
+    assert_eq!(s.registration_request(&n1).await.unwrap(), None);
+    s.accept_registration_request(&n1, 5_000, "0x00000000000000000000000000000000000000aa", now).await.unwrap();
+    assert!(matches!(refusal(s.accept_registration_request(&n1, 5_000, "0x00000000000000000000000000000000000000aa", now).await), Refusal::Replayed { got: 5_000, last: 5_000, .. }), "the same request again");
+    assert!(matches!(refusal(s.accept_registration_request(&n1, 4_999, "0x00000000000000000000000000000000000000bb", now).await), Refusal::Replayed { got: 4_999, last: 5_000, .. }), "an older one");
+    assert_eq!(s.registration_request(&n1).await.unwrap(), Some(RegistrationRequestRow { sent_at_ms: 5_000, operator: "0x00000000000000000000000000000000000000aa".into(), accepted_at_ms: now }), "a refused request writes nothing");
+    s.accept_registration_request(&n1, 5_001, "0x00000000000000000000000000000000000000bb", now + 1).await.unwrap();
+    assert_eq!(s.registration_request(&n1).await.unwrap().map(|r| (r.sent_at_ms, r.operator, r.accepted_at_ms)), Some((5_001, "0x00000000000000000000000000000000000000bb".into(), now + 1)));
+    assert!(s.accept_registration_request(&NodeKey::from_seed([77; 32]).node_id(), 1, "0x00000000000000000000000000000000000000aa", now).await.is_err(), "an unknown node");
     // Racing closers (replicas): each receipt still lands in one epoch.
     s.store_receipts((210..230).map(|i| net(i, 2_500_000)).collect(), now).await.unwrap();
     charge(&*s, &n1, &(210..230).collect::<Vec<u8>>(), now).await;

@@ -28,6 +28,7 @@ pub mod error;
 pub mod gateway;
 pub mod messages;
 pub mod payout_api;
+pub mod registration_api;
 pub mod settlement;
 pub mod verification;
 

@@ -1,5 +1,6 @@
 //! Fuzz target `protocol_messages` (owned by b3iq-protocol): every node <-> control-plane JSON
-//! message type, the payout API (payout address, account payouts) and the public claim file must refuse bad bytes with an error, never panic, and
+//! message type, the payout API (payout address, account payouts), the registration API
+//! (request, grant, contracts) and the public claim file must refuse bad bytes with an error, never panic, and
 //! whatever parses must re-serialize and re-parse to the same value.
 #![no_main]
 
@@ -8,6 +9,7 @@ use b3iq_protocol::messages::{
     JobPollResponse, JobResultAck, JobResultReport, ReceiptUpload, ReceiptUploadAck,
 };
 use b3iq_protocol::payout_api::{AccountPayouts, PayoutAddressAck, PayoutAddressRequest};
+use b3iq_protocol::registration_api::{NetworkContracts, RegistrationGrant, RegistrationRequest};
 use b3iq_protocol::settlement::ClaimFile;
 use libfuzzer_sys::fuzz_target;
 
@@ -27,6 +29,12 @@ fuzz_target!(|data: &[u8]| {
     roundtrip::<PayoutAddressAck>(data);
     roundtrip::<AccountPayouts>(data);
     if let Ok(r) = serde_json::from_slice::<PayoutAddressRequest>(data) {
+        let _ = r.verify();
+    }
+    roundtrip::<RegistrationRequest>(data);
+    roundtrip::<RegistrationGrant>(data);
+    roundtrip::<NetworkContracts>(data);
+    if let Ok(r) = serde_json::from_slice::<RegistrationRequest>(data) {
         let _ = r.verify();
     }
     roundtrip::<EnrollmentRequest>(data);

@@ -33,6 +33,12 @@ enum Cmd {
     },
     /// Print the audience id, the job-signing public key and the TLS fingerprint.
     Info,
+    /// Print the NodeRegistry attester's address (the key is made on first use, mode 0600, at
+    /// control.json settlement.attester_key_file). The registry's owner names it with
+    /// `NodeRegistry.setAttester`; from then on this control plane signs node registrations
+    /// (`b3iqd wallet register`).
+    #[command(after_help = "Example:\n  b3iq-control attester-address\n  # then, as the registry owner: NodeRegistry.setAttester(<printed address>)\n\nNeeds a `settlement` section in control.json (rpc_url, deployment, ...).")]
+    AttesterAddress,
     /// Organisations, operators, enrollment tokens, node status, gateway keys and credits, on
     /// this machine.
     #[command(subcommand)]
@@ -321,6 +327,9 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
                 }
                 None => None,
             };
+            if let Some(r) = home.registrar(&settings, &cp).await? {
+                eprintln!("b3iq-control: NodeRegistry attester {} (nodes register with `b3iqd wallet register`)", r.address());
+            }
             eprintln!("b3iq-control: gateway at https://{bound}/v1 (ticket key {}); nodes in network mode open their tunnels here", gw.ticket_public_key().to_hex());
             // The signed release repository (docs/release.md): files are read per request, so a
             // release published into releases/ while the control plane runs is served at once.
@@ -370,6 +379,17 @@ async fn run(cli: Cli) -> Result<ExitCode, ControlError> {
             let (_, cp) = home.open().await?;
             let rows = cp.store().list_disputes(false, limit).await?;
             print_json(&serde_json::Value::Array(rows.iter().map(dispute_json).collect()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::AttesterAddress => {
+            let s = home.settings()?;
+            match home.attester_key(&s)? {
+                Some(k) => println!("{}", b3iq_core::payout::EthAddress(k.address().0 .0)),
+                None => {
+                    eprintln!("b3iq-control: no `settlement` section in control.json: there is no chain to register nodes on");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Admin(a) => {

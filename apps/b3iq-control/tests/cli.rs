@@ -228,6 +228,33 @@ fn help_teaches() {
 }
 
 #[test]
+fn attester_address_makes_the_key_once_and_prints_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    // Without chain settings there is nothing to attest for.
+    let (ok, _, err) = admin(home, &["attester-address"], None);
+    assert!(!ok && err.contains("settlement"), "{err}");
+    std::fs::write(
+        home.join("control.json"),
+        r#"{"settlement": {"rpc_url": "http://127.0.0.1:1", "deployment": {"token": "0x0000000000000000000000000000000000000001", "node_registry": "0x0000000000000000000000000000000000000002", "stake_vault": "0x0000000000000000000000000000000000000003", "settlement": "0x0000000000000000000000000000000000000004", "disputes": "0x0000000000000000000000000000000000000005", "model_registry": "0x0000000000000000000000000000000000000006"}, "settler_key_file": "settler.key", "protocol_account": "0x0000000000000000000000000000000000000007", "verifier_account": "0x0000000000000000000000000000000000000008"}}"#,
+    )
+    .unwrap();
+    let (ok, first, err) = admin(home, &["attester-address"], None);
+    assert!(ok, "{err}");
+    let key = b3iq_chain::key_file::load_key_file(&home.join("attester.key")).unwrap();
+    assert_eq!(first.trim(), b3iq_core::payout::EthAddress(key.address().0 .0).to_string());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(home.join("attester.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let (_, again, _) = admin(home, &["attester-address"], None);
+    assert_eq!(again, first, "the key is kept, not remade");
+    let out = Command::new(bin()).args(["attester-address", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("setAttester"));
+}
+
+#[test]
 fn a_closed_stdout_ends_the_output_quietly() {
     // `b3iq-control admin ... | head`: the reader goes away; no panic (exit 101), no backtrace.
     let dir = tempfile::tempdir().unwrap();

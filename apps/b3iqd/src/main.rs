@@ -130,8 +130,8 @@ enum Cmd {
     #[command(subcommand)]
     Network(NetworkCmd),
     /// The payout wallet: where this node's share of each settlement epoch is paid, earnings,
-    /// and claims on chain.
-    #[command(subcommand, after_help = "Examples:\n  b3iqd wallet create                       # key made here: ~/.b3iq/wallet.key, mode 0600\n  b3iqd wallet set-address 0x52908400098527886E0F7030069857D2E4169EE7   # address only\n  b3iqd wallet earnings --rpc http://127.0.0.1:8545\n  b3iqd wallet claim --rpc http://127.0.0.1:8545\n\nThe address goes to the control plane (signed by the node key) when enrolled; epochs closed from then\non pay it. A claim pays the payout address whoever sends it.")]
+    /// and claims on chain; and the operator wallet: on-chain registration and stake.
+    #[command(subcommand, after_help = "Examples:\n  b3iqd wallet create                       # key made here: ~/.b3iq/wallet.key, mode 0600\n  b3iqd wallet set-address 0x52908400098527886E0F7030069857D2E4169EE7   # address only\n  b3iqd wallet earnings --rpc http://127.0.0.1:8545\n  b3iqd wallet claim --rpc http://127.0.0.1:8545\n  b3iqd wallet register --rpc http://127.0.0.1:8545   # on chain, attested by the control plane\n  b3iqd wallet stake 100000000000000000000 --rpc http://127.0.0.1:8545\n  b3iqd wallet stake-status --rpc http://127.0.0.1:8545\n\nThe address goes to the control plane (signed by the node key) when enrolled; epochs closed from then\non pay it. A claim pays the payout address whoever sends it.")]
     Wallet(WalletCmd),
     /// Disputes opened on chain against this node, and the operator's appeal.
     #[command(subcommand, after_help = "Examples:\n  b3iqd dispute list --rpc http://127.0.0.1:8545 --disputes 0x5FbDB2315678afecb367f032d93F642f64180aa3\n  b3iqd dispute appeal 3 --rpc http://127.0.0.1:8545 --disputes 0x5FbDB2315678afecb367f032d93F642f64180aa3\n\nOnly objective evidence opens a dispute (conflicting receipts, or two verifiers' failed verdicts);\nan upheld dispute can be appealed until its appeal deadline, from the wallet that registered the node.")]
@@ -212,6 +212,62 @@ enum WalletCmd {
         /// Send from this key file instead of the wallet's own (an address-only wallet).
         #[arg(long)]
         key_file: Option<PathBuf>,
+    },
+    /// Register this node on chain (NodeRegistry): the control plane attests it (signed by this
+    /// node's key; it must be enrolled and in network mode), the operator wallet sends it.
+    #[command(after_help = "Example:\n  b3iqd wallet register --rpc http://127.0.0.1:8545\n\nThe operator wallet is wallet.key (`b3iqd wallet create`) or --key-file; it needs gas. The control plane\nderives what it attests (device class, hardware hash, software version) from its own records. Running it\nagain once registered says so and exits 0. Then stake: `b3iqd wallet stake`.")]
+    Register {
+        /// JSON-RPC URL of the network's chain.
+        #[arg(long)]
+        rpc: String,
+        /// Operator key file (`0x` + 64 hex, mode 0600) instead of wallet.key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Stake tokens for this node (approve + StakeVault.stake) from the operator wallet. The
+    /// gateway routes network requests only to nodes whose bonded stake covers their device
+    /// class's minimum (`b3iqd wallet stake-status` shows it).
+    #[command(after_help = "Example:\n  b3iqd wallet stake 100000000000000000000 --rpc http://127.0.0.1:8545   # 100 tokens of 18 decimals\n\nAMOUNT is a whole number of token base units. Stake moves between nodes only by unbonding one and staking\nanother; reputation never moves: it belongs to the node id.")]
+    Stake {
+        /// Token base units (a whole number; 1 token of 18 decimals is 1000000000000000000).
+        amount: String,
+        /// JSON-RPC URL of the network's chain.
+        #[arg(long)]
+        rpc: String,
+        /// Operator key file instead of wallet.key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Start unbonding stake (StakeVault.requestUnbond): it stops counting at once, so a node
+    /// left below its class minimum leaves network routing; withdrawable after the vault's delay.
+    #[command(after_help = "Example:\n  b3iqd wallet unbond 100000000000000000000 --rpc http://127.0.0.1:8545")]
+    Unbond {
+        /// Token base units (a whole number).
+        amount: String,
+        /// JSON-RPC URL of the network's chain.
+        #[arg(long)]
+        rpc: String,
+        /// Operator key file instead of wallet.key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Withdraw stake whose unbonding delay has passed to the operator wallet (StakeVault.withdraw).
+    #[command(after_help = "Example:\n  b3iqd wallet withdraw --rpc http://127.0.0.1:8545\n\n`b3iqd wallet stake-status` shows withdrawable_at (unix s); an open dispute against the node freezes it.")]
+    Withdraw {
+        /// JSON-RPC URL of the network's chain.
+        #[arg(long)]
+        rpc: String,
+        /// Operator key file instead of wallet.key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// This node's registration and stake on chain (JSON): registered, operator, device class,
+    /// bonded, unbonding, withdrawable_at (unix s), min_stake of the class, is_staked.
+    #[command(after_help = "Example:\n  b3iqd wallet stake-status --rpc http://127.0.0.1:8545")]
+    StakeStatus {
+        /// JSON-RPC URL of the network's chain.
+        #[arg(long)]
+        rpc: String,
     },
 }
 
@@ -822,6 +878,11 @@ async fn run(cli: Cli) -> Result<ExitCode, HostError> {
                     let done = crate::wallet::claim(&o, &rpc, key_file).await?;
                     print_json(&serde_json::to_value(&done).unwrap_or_default());
                 }
+                WalletCmd::Register { rpc, key_file } => print_json(&serde_json::to_value(crate::wallet::register(&o, &rpc, key_file).await?).unwrap_or_default()),
+                WalletCmd::Stake { amount, rpc, key_file } => print_json(&crate::wallet::stake(&o, &rpc, crate::wallet::parse_amount(&amount)?, key_file).await?),
+                WalletCmd::Unbond { amount, rpc, key_file } => print_json(&crate::wallet::unbond(&o, &rpc, crate::wallet::parse_amount(&amount)?, key_file).await?),
+                WalletCmd::Withdraw { rpc, key_file } => print_json(&crate::wallet::withdraw(&o, &rpc, key_file).await?),
+                WalletCmd::StakeStatus { rpc } => print_json(&crate::wallet::stake_status(&o, &rpc).await?),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -769,6 +769,12 @@ fn every_command_has_help_with_an_example() {
         vec!["receipts", "verify", "--help"],
         vec!["support-bundle", "--help"],
         vec!["setup", "--help"],
+        vec!["wallet", "--help"],
+        vec!["wallet", "register", "--help"],
+        vec!["wallet", "stake", "--help"],
+        vec!["wallet", "unbond", "--help"],
+        vec!["wallet", "withdraw", "--help"],
+        vec!["wallet", "stake-status", "--help"],
     ] {
         let out = Command::new(bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

@@ -74,4 +74,15 @@ impl ChainClient {
         )
         .await
     }
+
+    /// Names the attester whose signature registrations need (`NodeRegistry.setAttester`;
+    /// the registry owner's wallet).
+    pub async fn set_attester(&self, d: &Deployment, attester: alloy::primitives::Address) -> Result<TxOutcome> {
+        self.send("NodeRegistry.setAttester", self.node_registry(d).setAttester(attester)).await
+    }
+
+    /// The attester whose EIP-712 signature registrations need (`NodeRegistry.attester`).
+    pub async fn registry_attester(&self, d: &Deployment) -> Result<alloy::primitives::Address> {
+        self.call("NodeRegistry.attester", self.node_registry(d).attester()).await
+    }
 }

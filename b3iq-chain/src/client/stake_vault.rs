@@ -85,4 +85,9 @@ impl ChainClient {
         )
         .await
     }
+
+    /// The minimum bonded stake of a device class (`StakeVault.minStake`), token base units.
+    pub async fn min_stake(&self, d: &Deployment, device_class: u8) -> Result<U256> {
+        self.call("StakeVault.minStake", self.stake_vault(d).minStake(device_class)).await
+    }
 }

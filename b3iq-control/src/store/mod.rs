@@ -159,6 +159,17 @@ pub struct NodeRow {
     pub job_key_next: Option<NodePublicKey>,
 }
 
+/// The last registration request accepted from a node (`registration_requests`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RegistrationRequestRow {
+    /// The node's send time, unix ms (a request must be newer to be accepted).
+    pub sent_at_ms: u64,
+    /// The operator wallet named, `0x` + 40 lowercase hex.
+    pub operator: String,
+    /// When the control plane accepted it, unix ms.
+    pub accepted_at_ms: u64,
+}
+
 /// A job-signing key the control plane has used (the secret stays in the home's files).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct JobKeyRow {
@@ -227,6 +238,19 @@ pub enum Refusal {
         /// The last sequence stored.
         last: u64,
     },
+    /// A signed request no newer than the last one accepted from the node.
+    #[error("this {what} request (sent at {got} ms) is not newer than the last accepted one (sent at {last} ms): replayed or out of order; sign a new one")]
+    Replayed {
+        /// Which request.
+        what: &'static str,
+        /// Its send time, unix ms.
+        got: u64,
+        /// The last accepted send time, unix ms.
+        last: u64,
+    },
+    /// The node is enrolled but its latest heartbeat is not in network mode.
+    #[error("this node is not in network mode (its latest heartbeat says {0}); turn it on with `b3iqd network on` and wait for a heartbeat")]
+    NotNetworkMode(String),
     /// A name already taken.
     #[error("{0} already exists")]
     Exists(String),
@@ -647,6 +671,13 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn set_payout_address(&self, node: &NodeId, address: &str) -> Result<()>;
     /// Payout address per node, for every node that set one.
     async fn payout_addresses(&self) -> Result<Vec<(NodeId, String)>>;
+    /// Accepts a node's signed registration request (`POST /v1/node/registration`) once: its
+    /// send time must be above the last accepted one (`Refusal::Replayed` otherwise, nothing
+    /// written); keeps it with the operator (`0x` + 40 lowercase hex) and `now_ms`. Nothing
+    /// secret is stored.
+    async fn accept_registration_request(&self, node: &NodeId, sent_at_ms: u64, operator: &str, now_ms: u64) -> Result<()>;
+    /// The last accepted registration request of a node.
+    async fn registration_request(&self, node: &NodeId) -> Result<Option<RegistrationRequestRow>>;
     /// One epoch.
     async fn epoch(&self, epoch_id: u64) -> Result<Option<EpochRow>>;
     /// Epochs, newest first, at most `limit`.

@@ -295,6 +295,16 @@ const MIGRATIONS: &[&str] = &[
     UPDATE disputes SET status = 'reputation_only', updated_at_ms = opened_at_ms WHERE status = 'open';
     CREATE INDEX disputes_status ON disputes(status, opened_at_ms);
     "#,
+    // 13: as SQLite's migration 13: the last registration request accepted per node (`POST /v1/node/registration`),
+    // so a replayed one is refused.
+    r#"
+    CREATE TABLE registration_requests (
+        node_id TEXT PRIMARY KEY REFERENCES nodes(node_id),
+        sent_at_ms BIGINT NOT NULL,
+        operator TEXT NOT NULL,
+        accepted_at_ms BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -1446,6 +1456,33 @@ impl ControlStore for PostgresStore {
                 Ok((NodeId::parse(&n).map_err(|e| ControlError::Store(format!("node id {n}: {e}")))?, r.get::<_, String>(1)))
             })
             .collect()
+    }
+
+    async fn accept_registration_request(&self, node: &NodeId, sent_at_ms: u64, operator: &str, now_ms: u64) -> Result<()> {
+        let c = self.client().await?;
+        let id = node.to_text();
+        let n = c
+            .execute(
+                "INSERT INTO registration_requests(node_id, sent_at_ms, operator, accepted_at_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT(node_id) DO UPDATE SET sent_at_ms = excluded.sent_at_ms, operator = excluded.operator, accepted_at_ms = excluded.accepted_at_ms \
+                 WHERE registration_requests.sent_at_ms < excluded.sent_at_ms",
+                &[&id, &ms(sent_at_ms), &operator, &ms(now_ms)],
+            )
+            .await
+            .map_err(db("accept registration request"))?;
+        if n == 0 {
+            let r = c.query_one("SELECT sent_at_ms FROM registration_requests WHERE node_id = $1", &[&id]).await.map_err(db("registration request"))?;
+            return Err(Refusal::Replayed { what: "registration", got: sent_at_ms, last: r.get::<_, i64>(0) as u64 }.into());
+        }
+        Ok(())
+    }
+
+    async fn registration_request(&self, node: &NodeId) -> Result<Option<RegistrationRequestRow>> {
+        let c = self.client().await?;
+        Ok(c.query_opt("SELECT sent_at_ms, operator, accepted_at_ms FROM registration_requests WHERE node_id = $1", &[&node.to_text()])
+            .await
+            .map_err(db("registration request"))?
+            .map(|r| RegistrationRequestRow { sent_at_ms: r.get::<_, i64>(0) as u64, operator: r.get(1), accepted_at_ms: r.get::<_, i64>(2) as u64 }))
     }
 
     async fn epoch(&self, epoch_id: u64) -> Result<Option<EpochRow>> {

@@ -300,6 +300,16 @@ const MIGRATIONS: &[&str] = &[
     UPDATE disputes SET status = 'reputation_only', updated_at_ms = opened_at_ms WHERE status = 'open';
     CREATE INDEX disputes_status ON disputes(status, opened_at_ms);
     "#,
+    // 13: the last registration request accepted per node (`POST /v1/node/registration`),
+    // so a replayed one is refused.
+    r#"
+    CREATE TABLE registration_requests (
+        node_id TEXT PRIMARY KEY REFERENCES nodes(node_id),
+        sent_at_ms INTEGER NOT NULL,
+        operator TEXT NOT NULL,
+        accepted_at_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Prepared statements kept per connection (more than the store's distinct hot statements).
@@ -1483,6 +1493,38 @@ impl ControlStore for SqliteStore {
             let it = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(db("payout addresses"))?;
             let rows = it.collect::<rusqlite::Result<Vec<_>>>().map_err(db("payout addresses"))?;
             rows.into_iter().map(|(n, a)| Ok((NodeId::parse(&n).map_err(|e| ControlError::Store(format!("node id {n}: {e}")))?, a))).collect()
+        })
+        .await
+    }
+
+    async fn accept_registration_request(&self, node: &NodeId, sent_at_ms: u64, operator: &str, now_ms: u64) -> Result<()> {
+        let (id, op) = (node.to_text(), operator.to_string());
+        self.run(move |c| {
+            let n = exec(
+                c,
+                "INSERT INTO registration_requests(node_id, sent_at_ms, operator, accepted_at_ms) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(node_id) DO UPDATE SET sent_at_ms = excluded.sent_at_ms, operator = excluded.operator, accepted_at_ms = excluded.accepted_at_ms \
+                 WHERE registration_requests.sent_at_ms < excluded.sent_at_ms",
+                params![id, ms(sent_at_ms), op, ms(now_ms)],
+            )
+            .map_err(db("accept registration request"))?;
+            if n == 0 {
+                let last: i64 = c.query_row("SELECT sent_at_ms FROM registration_requests WHERE node_id = ?1", [&id], |r| r.get(0)).map_err(db("registration request"))?;
+                return Err(Refusal::Replayed { what: "registration", got: sent_at_ms, last: last as u64 }.into());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn registration_request(&self, node: &NodeId) -> Result<Option<RegistrationRequestRow>> {
+        let id = node.to_text();
+        self.run(move |c| {
+            c.query_row("SELECT sent_at_ms, operator, accepted_at_ms FROM registration_requests WHERE node_id = ?1", [&id], |r| {
+                Ok(RegistrationRequestRow { sent_at_ms: r.get::<_, i64>(0)? as u64, operator: r.get(1)?, accepted_at_ms: r.get::<_, i64>(2)? as u64 })
+            })
+            .optional()
+            .map_err(db("registration request"))
         })
         .await
     }

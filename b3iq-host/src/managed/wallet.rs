@@ -13,11 +13,16 @@
 //!   (`GET /v1/payouts/{address}`), each marked claimed or not from the chain (`isClaimed`).
 //! * `b3iqd wallet claim` (the app): claims every posted epoch not yet claimed (`Settlement.claim`), skips claimed
 //!   ones, and reports epochs still in their challenge window.
+//! * `b3iqd wallet register | stake | unbond | stake-status` (the app): on-chain registration
+//!   and stake; the control plane's side is [`request_registration`] (its attestation) and
+//!   [`network_contracts`] (the contract addresses).
 
 use std::path::PathBuf;
 
 pub use b3iq_core::payout::EthAddress;
+use b3iq_protocol::messages::Audience;
 use b3iq_protocol::payout_api::{AccountPayouts, PayoutAddressAck, PayoutAddressRequest};
+use b3iq_protocol::registration_api::{NetworkContracts, RegistrationGrant, RegistrationRequest};
 
 use super::{client, enrollment, post};
 use crate::context::{unix_now_ms, Context};
@@ -111,9 +116,22 @@ pub async fn send_pending(ctx: &Context, e: &super::Enrollment, c: &reqwest::Cli
 /// # Errors
 /// `InvalidParameter` when not enrolled; `ControlPlane`.
 pub async fn payouts(ctx: &Context, w: &Wallet) -> Result<AccountPayouts> {
-    let e = enrollment(&ctx.db)?.ok_or_else(|| HostError::InvalidParameter("not enrolled: earnings come from the control plane (`b3iqd enroll`)".into()))?;
+    get_json(ctx, "earnings", &format!("/v1/payouts/{}", w.address)).await
+}
+
+/// The enrollment, or a clear error naming what needs it.
+///
+/// # Errors
+/// `InvalidParameter` when not enrolled; `Db`.
+pub fn enrolled(ctx: &Context, what: &str) -> Result<super::Enrollment> {
+    enrollment(&ctx.db)?.ok_or_else(|| HostError::InvalidParameter(format!("not enrolled: {what} goes through the control plane; enroll first (`b3iqd enroll`)")))
+}
+
+/// `GET` a JSON answer from the enrolled control plane.
+async fn get_json<T: serde::de::DeserializeOwned>(ctx: &Context, what: &str, path: &str) -> Result<T> {
+    let e = enrolled(ctx, what)?;
     let c = client(e.ca_pem.as_deref())?;
-    let url = format!("{}/v1/payouts/{}", e.control_url, w.address);
+    let url = format!("{}{path}", e.control_url);
     let resp = c.get(&url).send().await.map_err(|x| HostError::ControlPlane(format!("unreachable: {x}")))?;
     let status = resp.status();
     let body = resp.bytes().await.map_err(|x| HostError::ControlPlane(format!("unreachable: {x}")))?;
@@ -121,11 +139,32 @@ pub async fn payouts(ctx: &Context, w: &Wallet) -> Result<AccountPayouts> {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         return Err(HostError::ControlPlane(format!("refused (HTTP {status}): {}", v["error"]["message"].as_str().unwrap_or(""))));
     }
-    serde_json::from_slice(&body).map_err(|x| HostError::ControlPlane(format!("payouts answer does not parse: {x}")))
+    serde_json::from_slice(&body).map_err(|x| HostError::ControlPlane(format!("{path} answer does not parse: {x}")))
 }
 
+/// The chain and contracts of the control plane's network (`GET /v1/network/contracts`).
+///
+/// # Errors
+/// `InvalidParameter` when not enrolled; `ControlPlane` (unreachable, or no chain configured
+/// there).
+pub async fn network_contracts(ctx: &Context) -> Result<NetworkContracts> {
+    get_json(ctx, "staking", "/v1/network/contracts").await
+}
 
-
+/// Asks the control plane to attest this node for `NodeRegistry.register`, sent by `operator`
+/// (`POST /v1/node/registration`, signed by the node key; b3iq-protocol's `registration_api`).
+/// The answer is not checked here: the caller checks it against the chain before sending.
+///
+/// # Errors
+/// `InvalidParameter` when not enrolled; `ControlPlane` when unreachable or refused (not in
+/// network mode, suspended, ...).
+pub async fn request_registration(ctx: &Context, operator: EthAddress) -> Result<RegistrationGrant> {
+    let e = enrolled(ctx, "registration")?;
+    let audience = Audience::new(&e.audience).map_err(|x| HostError::Config(format!("stored enrollment audience: {x}")))?;
+    let c = client(e.ca_pem.as_deref())?;
+    let req = RegistrationRequest::sign(&ctx.key, audience, operator, unix_now_ms());
+    Ok(post(&c, &format!("{}/v1/node/registration", e.control_url), None, &req, None).await?)
+}
 
 /// The recorded wallet, or a clear error when there is none.
 ///

@@ -8,6 +8,8 @@ use b3iq_core::job::{Job, JobId, JobKind};
 use b3iq_core::{NodeKey, OperatingMode, Signed};
 use b3iq_protocol::messages::{Code, HexBlob, ReleaseVersion, JobOutcome, JobResultAck, JobResultData, JobResultReport, ReceiptUpload, ReceiptUploadAck, MAX_RECEIPTS_PER_UPLOAD};
 use b3iq_protocol::messages::*;
+use b3iq_core::payout::EthAddress;
+use b3iq_protocol::registration_api::{EcdsaSignature, NetworkContracts, RegistrationAttestation, RegistrationGrant, RegistrationRequest};
 use serde_json::{json, Value};
 
 fn challenge() -> EnrollmentChallenge {
@@ -219,6 +221,35 @@ fn samples() -> Vec<(&'static str, Value)> {
             })
             .unwrap(),
         ),
+        (
+            "registration",
+            serde_json::to_value(RegistrationRequest::sign(&key, Audience::new("cp-test").unwrap(), EthAddress([0x11; 20]), 7_000)).unwrap(),
+        ),
+        (
+            "registration_grant",
+            serde_json::to_value(RegistrationGrant {
+                chain_id: 31_337,
+                node_registry: EthAddress([1; 20]),
+                attester: EthAddress([2; 20]),
+                attestation: RegistrationAttestation {
+                    node_id: key.node_id(),
+                    public_key: key.public(),
+                    operator: EthAddress([0x11; 20]),
+                    hardware_hash: b3iq_core::Hash32([3; 32]),
+                    software_version: 0x00_01_00,
+                    mode: OperatingMode::Network,
+                    device_class: 1,
+                    nonce: 0,
+                    deadline: 9_000,
+                },
+                signature: EcdsaSignature([4; 65]),
+            })
+            .unwrap(),
+        ),
+        (
+            "contracts",
+            serde_json::to_value(NetworkContracts { chain_id: 31_337, stake_token: EthAddress([5; 20]), node_registry: EthAddress([1; 20]), stake_vault: EthAddress([6; 20]), settlement: EthAddress([7; 20]), attester: EthAddress([2; 20]) }).unwrap(),
+        ),
     ]
 }
 
@@ -238,6 +269,9 @@ fn parse(kind: &str, v: &Value) -> Result<(), String> {
         "result_ack" => serde_json::from_str::<JobResultAck>(&s).map(|_| ()),
         "receipts" => serde_json::from_str::<ReceiptUpload>(&s).map(|_| ()),
         "receipts_ack" => serde_json::from_str::<ReceiptUploadAck>(&s).map(|_| ()),
+        "registration" => serde_json::from_str::<RegistrationRequest>(&s).map(|_| ()),
+        "registration_grant" => serde_json::from_str::<RegistrationGrant>(&s).map(|_| ()),
+        "contracts" => serde_json::from_str::<NetworkContracts>(&s).map(|_| ()),
         _ => unreachable!(),
     };
     r.map_err(|e| e.to_string())
@@ -499,6 +533,9 @@ fn parsing_mutated_messages_never_panics_and_round_trips() {
         roundtrip::<ReceiptUpload>(data);
         roundtrip::<ReceiptUploadAck>(data);
         roundtrip::<b3iq_protocol::settlement::ClaimFile>(data);
+        roundtrip::<RegistrationRequest>(data);
+        roundtrip::<RegistrationGrant>(data);
+        roundtrip::<NetworkContracts>(data);
     }
     let mut parsed = 0;
     for (kind, v) in samples() {
