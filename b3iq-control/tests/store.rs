@@ -1015,11 +1015,12 @@ async fn sqlite_migration_12_keeps_single_verifier_disputes_as_reputation_only()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("control.db");
     drop(SqliteStore::open(&path).unwrap());
-    // Back to migration 11's disputes table, with one row as migration 11 wrote them.
+    // Back to migration 11 (migration 13's table dropped too, so it reapplies), with one
+    // dispute row as migration 11 wrote them.
     let subject = NodeKey::from_seed([73; 32]).node_id();
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP INDEX disputes_status; ALTER TABLE disputes DROP COLUMN evidence; ALTER TABLE disputes DROP COLUMN epoch_id; ALTER TABLE disputes DROP COLUMN chain_dispute_id; ALTER TABLE disputes DROP COLUMN vote_tx; ALTER TABLE disputes DROP COLUMN slash_tx; ALTER TABLE disputes DROP COLUMN updated_at_ms; PRAGMA user_version = 11;").unwrap();
+        c.execute_batch("DROP INDEX disputes_status; ALTER TABLE disputes DROP COLUMN evidence; ALTER TABLE disputes DROP COLUMN epoch_id; ALTER TABLE disputes DROP COLUMN chain_dispute_id; ALTER TABLE disputes DROP COLUMN vote_tx; ALTER TABLE disputes DROP COLUMN slash_tx; ALTER TABLE disputes DROP COLUMN updated_at_ms; DROP TABLE registration_requests; PRAGMA user_version = 11;").unwrap();
         c.execute(
             "INSERT INTO disputes(evidence_hash, kind, subject, request_id, status, chain_tx, opened_at_ms) VALUES (?1, 'failed_verification', ?2, ?3, 'open', NULL, 5)",
             rusqlite::params![&[4u8; 32][..], subject.to_text(), &[4u8; 16][..]],
