@@ -296,6 +296,21 @@ impl DisputeTool {
         if row.status != status {
             row.status = status.into();
             self.save(&mut row, now_ms).await?;
+            // A resolved dispute feeds the node's reputation once (core's `Dispute` event): a
+            // slash is a lost dispute; one voted down or overturned on appeal is won.
+            let lost = match status {
+                "executed" => Some(true),
+                "rejected" | "overturned" => Some(false),
+                _ => None,
+            };
+            if let Some(lost) = lost {
+                let event = b3iq_core::reputation::ReputationEvent {
+                    node_id: row.subject,
+                    at_ms: now_ms,
+                    kind: b3iq_core::reputation::ReputationEventKind::Dispute { lost },
+                };
+                self.store.apply_reputation(vec![event], b3iq_core::reputation::ReputationParams::default()).await?;
+            }
         }
         Ok(row)
     }

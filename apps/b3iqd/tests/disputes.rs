@@ -240,9 +240,18 @@ async fn conflicting_receipts_go_through_vote_appeal_window_and_slash_on_chain()
     assert_eq!(rows[1].status, "appealed");
     let after = bonded(&admin, &d, &node).await;
     assert_eq!(before - after, chain::tokens(300), "the bond drops by exactly the slash");
+    // The slash is a lost dispute in the node's reputation (core's `Dispute` event), once.
+    let params = b3iq_core::reputation::ReputationParams::default();
+    let acc = |rs: Vec<b3iq_core::reputation::Reputation>| {
+        rs.into_iter().find(|r| r.node_id() == node).map(|r| r.accumulators(now, &params)).expect("a reputation row")
+    };
+    let (good0, bad0) = acc(store.reputations().await.unwrap());
+    assert_eq!((good0, bad0 > 0), (0, true), "a lost dispute only: ({good0}, {bad0})");
     arbiter.decide_appeal(&d, id2.parse().unwrap(), true).await.unwrap();
     let rows = t.tick(now).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), ["overturned"]);
+    let (good1, bad1) = acc(store.reputations().await.unwrap());
+    assert!(good1 > 0 && bad1 == bad0, "the overturned one is a won dispute: ({good1}, {bad1})");
     assert!(t.tick(now).await.unwrap().is_empty(), "both disputes are final");
     let all = store.list_disputes(false, 10).await.unwrap();
     assert_eq!(all.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), ["executed", "overturned"]);
