@@ -10,10 +10,12 @@
 //! | [`proxy`] | `/v1/models`, `/v1/chat/completions`, `/v1/completions`: admission, routing, forwarding, settlement |
 //! | [`reputation`] | node reputation from what the gateway sees, in the store, weighing the choice of node |
 //! | [`verification`] | sampling attested requests, holding them, verifier jobs on other nodes, verdicts and disputes |
+//! | [`canary`] | the gateway's own requests to nodes that need checking, always verified |
 //!
 //! The gateway runs in the control plane's daemon, on its HTTPS port, over the same store; more
 //! replicas are more daemons over one Postgres (see `docs/control.md`, "Gateway").
 
+pub mod canary;
 pub mod credits;
 pub mod proxy;
 mod queue;
@@ -106,6 +108,8 @@ pub struct GatewayMetrics {
     /// Verification events (`not_verifiable`, `sampled`, `pass`, `fail`, ...; see
     /// [`verification`]).
     pub verification: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Canary outcomes (`pass`, `fail`, `inconclusive`, `error`; see [`canary`]).
+    pub canaries: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl GatewayMetrics {
@@ -125,6 +129,25 @@ impl GatewayMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .entry(event)
             .or_default() += 1;
+    }
+
+    pub(crate) fn canary(&self, outcome: &'static str) {
+        *self
+            .canaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    /// The count of canaries that ended with `outcome`.
+    pub fn canary_count(&self, outcome: &str) -> u64 {
+        self.canaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(outcome)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The count of a verification event.
@@ -173,6 +196,17 @@ impl GatewayMetrics {
                 "b3iq_gateway_verification_total{{event=\"{k}\"}} {v}\n"
             ));
         }
+        s.push_str("# TYPE b3iq_gateway_canaries_total counter\n");
+        for (k, v) in self
+            .canaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            s.push_str(&format!(
+                "b3iq_gateway_canaries_total{{outcome=\"{k}\"}} {v}\n"
+            ));
+        }
         s.push_str(&format!(
             "# TYPE b3iq_gateway_tunnels gauge\nb3iq_gateway_tunnels {tunnels}\n"
         ));
@@ -205,6 +239,8 @@ pub struct Gateway {
     reputation: reputation::Book,
     /// Sampled requests held for verification (count and bytes).
     held: verification::Held,
+    /// Canaries in flight, sent, and recent verdicts per node.
+    canaries: canary::Canaries,
     /// Counters.
     pub metrics: GatewayMetrics,
 }
@@ -256,9 +292,11 @@ impl Gateway {
             samples: Mutex::new(std::collections::VecDeque::new()),
             reputation: reputation::Book::default(),
             held: verification::Held::default(),
+            canaries: canary::Canaries::default(),
             metrics: GatewayMetrics::default(),
         });
         Gateway::spawn_reputation_flush(&gw);
+        Gateway::spawn_canaries(&gw);
         gw
     }
 
