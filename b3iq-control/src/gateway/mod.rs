@@ -123,41 +123,21 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn verification(&self, event: &'static str) {
-        *self
-            .verification
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(event)
-            .or_default() += 1;
+        bump(&self.verification, event);
     }
 
     pub(crate) fn canary(&self, outcome: &'static str) {
-        *self
-            .canaries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(outcome)
-            .or_default() += 1;
+        bump(&self.canaries, outcome);
     }
 
     /// The count of canaries that ended with `outcome`.
     pub fn canary_count(&self, outcome: &str) -> u64 {
-        self.canaries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(outcome)
-            .copied()
-            .unwrap_or(0)
+        count_of(&self.canaries, outcome)
     }
 
     /// The count of a verification event.
     pub fn verification_count(&self, event: &str) -> u64 {
-        self.verification
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(event)
-            .copied()
-            .unwrap_or(0)
+        count_of(&self.verification, event)
     }
 
     /// Prometheus text.
@@ -185,32 +165,30 @@ impl GatewayMetrics {
             "# TYPE b3iq_gateway_bad_receipts_total counter\nb3iq_gateway_bad_receipts_total {}\n",
             self.bad_receipts.load(Relaxed)
         ));
-        s.push_str("# TYPE b3iq_gateway_verification_total counter\n");
-        for (k, v) in self
-            .verification
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            s.push_str(&format!(
-                "b3iq_gateway_verification_total{{event=\"{k}\"}} {v}\n"
-            ));
-        }
-        s.push_str("# TYPE b3iq_gateway_canaries_total counter\n");
-        for (k, v) in self
-            .canaries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            s.push_str(&format!(
-                "b3iq_gateway_canaries_total{{outcome=\"{k}\"}} {v}\n"
-            ));
-        }
+        render_counter(&mut s, "b3iq_gateway_verification_total", "event", &self.verification);
+        render_counter(&mut s, "b3iq_gateway_canaries_total", "outcome", &self.canaries);
         s.push_str(&format!(
             "# TYPE b3iq_gateway_tunnels gauge\nb3iq_gateway_tunnels {tunnels}\n"
         ));
         s
+    }
+}
+
+type Counts = Mutex<std::collections::BTreeMap<&'static str, u64>>;
+
+fn bump(m: &Counts, k: &'static str) {
+    *m.lock().unwrap_or_else(|p| p.into_inner()).entry(k).or_default() += 1;
+}
+
+fn count_of(m: &Counts, k: &str) -> u64 {
+    m.lock().unwrap_or_else(|p| p.into_inner()).get(k).copied().unwrap_or(0)
+}
+
+/// Appends a counter `name` with one row per key of `m`, labelled `label`.
+fn render_counter(s: &mut String, name: &str, label: &str, m: &Counts) {
+    s.push_str(&format!("# TYPE {name} counter\n"));
+    for (k, v) in m.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        s.push_str(&format!("{name}{{{label}=\"{k}\"}} {v}\n"));
     }
 }
 

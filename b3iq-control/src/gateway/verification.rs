@@ -433,7 +433,7 @@ impl Gateway {
             // leave it inconclusive.
             self.metrics.canary(match outcomes.as_slice() {
                 ["fail", "pass"] => "inconclusive",
-                [first, ..] => *first,
+                [first, ..] => first,
                 [] => "error",
             });
         }
