@@ -163,7 +163,10 @@ async fn canaries_check_every_node_without_customer_traffic() {
     assert!(net.cp.store().disputes(&a.id).await.unwrap().is_empty());
     assert!(net.cp.store().disputes(&b.id).await.unwrap().is_empty());
     let m = &net.gw.metrics;
-    assert!(m.canary_count("pass") >= 2 && m.canary_count("fail") >= 1, "{:?}", m.canaries.lock().unwrap());
+    // a's and b's canaries count `pass`, or `inconclusive` when c failed them first and the
+    // other verifier passed them; c's count `fail`.
+    let (pass, inconclusive, fail) = (m.canary_count("pass"), m.canary_count("inconclusive"), m.canary_count("fail"));
+    assert!(pass >= 1 && pass + inconclusive >= 2 && fail >= 1, "{:?}", m.canaries.lock().unwrap());
     assert_eq!(m.verification_count("not_sampled"), 0, "no customer request");
     assert!(m.verification_count("dispute_recorded") >= 1);
     let text = m.render(3);
