@@ -925,6 +925,8 @@ async fn conformance(s: Arc<dyn ControlStore>) {
         metric: if outcome == "pass" { String::new() } else { "chunk 0: exp_mismatches=9 > 2".into() },
         signed: vec![h; 40],
         created_at_ms: at,
+        // Verdict 2 is about a canary (migration 14's column).
+        canary: h == 2,
     };
     assert!(s.put_verdict(&verdict(1, "pass", 10)).await.unwrap());
     assert!(s.put_verdict(&verdict(2, "fail", 20)).await.unwrap());
@@ -1020,7 +1022,7 @@ async fn sqlite_migration_12_keeps_single_verifier_disputes_as_reputation_only()
     let subject = NodeKey::from_seed([73; 32]).node_id();
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP INDEX disputes_status; ALTER TABLE disputes DROP COLUMN evidence; ALTER TABLE disputes DROP COLUMN epoch_id; ALTER TABLE disputes DROP COLUMN chain_dispute_id; ALTER TABLE disputes DROP COLUMN vote_tx; ALTER TABLE disputes DROP COLUMN slash_tx; ALTER TABLE disputes DROP COLUMN updated_at_ms; DROP TABLE registration_requests; PRAGMA user_version = 11;").unwrap();
+        c.execute_batch("DROP INDEX disputes_status; ALTER TABLE disputes DROP COLUMN evidence; ALTER TABLE disputes DROP COLUMN epoch_id; ALTER TABLE disputes DROP COLUMN chain_dispute_id; ALTER TABLE disputes DROP COLUMN vote_tx; ALTER TABLE disputes DROP COLUMN slash_tx; ALTER TABLE disputes DROP COLUMN updated_at_ms; DROP TABLE registration_requests; ALTER TABLE verification_verdicts DROP COLUMN canary; PRAGMA user_version = 11;").unwrap();
         c.execute(
             "INSERT INTO disputes(evidence_hash, kind, subject, request_id, status, chain_tx, opened_at_ms) VALUES (?1, 'failed_verification', ?2, ?3, 'open', NULL, 5)",
             rusqlite::params![&[4u8; 32][..], subject.to_text(), &[4u8; 16][..]],

@@ -336,6 +336,9 @@ async fn sampled_requests_are_verified_by_another_node_and_a_substituted_model_i
     assert_eq!(net.gw.metrics.verification_count("not_verifiable"), 0);
     assert_eq!(net.gw.metrics.verification_count("sampled"), requests);
     assert_eq!(net.gw.metrics.verification_count("pass"), requests);
+    // canary_interval_s is 0 (the default): no canary was sent (every sampled request was the
+    // client's, and no canary outcome is counted).
+    assert!(net.gw.metrics.canaries.lock().unwrap().is_empty(), "no canary with canary_interval_s 0");
 
     // 2. Node b serves a Q8_0 copy while claiming the Q4_1 artifact.
     let q8 = dir.join("SmolLM2-135M-Instruct.Q8_0-copy.gguf");

@@ -10,10 +10,12 @@
 //! | [`proxy`] | `/v1/models`, `/v1/chat/completions`, `/v1/completions`: admission, routing, forwarding, settlement |
 //! | [`reputation`] | node reputation from what the gateway sees, in the store, weighing the choice of node |
 //! | [`verification`] | sampling attested requests, holding them, verifier jobs on other nodes, verdicts and disputes |
+//! | [`canary`] | the gateway's own requests to nodes that need checking, always verified |
 //!
 //! The gateway runs in the control plane's daemon, on its HTTPS port, over the same store; more
 //! replicas are more daemons over one Postgres (see `docs/control.md`, "Gateway").
 
+pub mod canary;
 pub mod credits;
 pub mod proxy;
 mod queue;
@@ -106,6 +108,8 @@ pub struct GatewayMetrics {
     /// Verification events (`not_verifiable`, `sampled`, `pass`, `fail`, ...; see
     /// [`verification`]).
     pub verification: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Canary outcomes (`pass`, `fail`, `inconclusive`, `error`; see [`canary`]).
+    pub canaries: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl GatewayMetrics {
@@ -119,22 +123,21 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn verification(&self, event: &'static str) {
-        *self
-            .verification
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(event)
-            .or_default() += 1;
+        bump(&self.verification, event);
+    }
+
+    pub(crate) fn canary(&self, outcome: &'static str) {
+        bump(&self.canaries, outcome);
+    }
+
+    /// The count of canaries that ended with `outcome`.
+    pub fn canary_count(&self, outcome: &str) -> u64 {
+        count_of(&self.canaries, outcome)
     }
 
     /// The count of a verification event.
     pub fn verification_count(&self, event: &str) -> u64 {
-        self.verification
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(event)
-            .copied()
-            .unwrap_or(0)
+        count_of(&self.verification, event)
     }
 
     /// Prometheus text.
@@ -162,21 +165,30 @@ impl GatewayMetrics {
             "# TYPE b3iq_gateway_bad_receipts_total counter\nb3iq_gateway_bad_receipts_total {}\n",
             self.bad_receipts.load(Relaxed)
         ));
-        s.push_str("# TYPE b3iq_gateway_verification_total counter\n");
-        for (k, v) in self
-            .verification
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            s.push_str(&format!(
-                "b3iq_gateway_verification_total{{event=\"{k}\"}} {v}\n"
-            ));
-        }
+        render_counter(&mut s, "b3iq_gateway_verification_total", "event", &self.verification);
+        render_counter(&mut s, "b3iq_gateway_canaries_total", "outcome", &self.canaries);
         s.push_str(&format!(
             "# TYPE b3iq_gateway_tunnels gauge\nb3iq_gateway_tunnels {tunnels}\n"
         ));
         s
+    }
+}
+
+type Counts = Mutex<std::collections::BTreeMap<&'static str, u64>>;
+
+fn bump(m: &Counts, k: &'static str) {
+    *m.lock().unwrap_or_else(|p| p.into_inner()).entry(k).or_default() += 1;
+}
+
+fn count_of(m: &Counts, k: &str) -> u64 {
+    m.lock().unwrap_or_else(|p| p.into_inner()).get(k).copied().unwrap_or(0)
+}
+
+/// Appends a counter `name` with one row per key of `m`, labelled `label`.
+fn render_counter(s: &mut String, name: &str, label: &str, m: &Counts) {
+    s.push_str(&format!("# TYPE {name} counter\n"));
+    for (k, v) in m.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        s.push_str(&format!("{name}{{{label}=\"{k}\"}} {v}\n"));
     }
 }
 
@@ -205,6 +217,8 @@ pub struct Gateway {
     reputation: reputation::Book,
     /// Sampled requests held for verification (count and bytes).
     held: verification::Held,
+    /// Canaries in flight, sent, and recent verdicts per node.
+    canaries: canary::Canaries,
     /// Counters.
     pub metrics: GatewayMetrics,
 }
@@ -256,9 +270,11 @@ impl Gateway {
             samples: Mutex::new(std::collections::VecDeque::new()),
             reputation: reputation::Book::default(),
             held: verification::Held::default(),
+            canaries: canary::Canaries::default(),
             metrics: GatewayMetrics::default(),
         });
         Gateway::spawn_reputation_flush(&gw);
+        Gateway::spawn_canaries(&gw);
         gw
     }
 

@@ -226,6 +226,8 @@ struct Hold {
     id: [u8; 16],
     done: bool,
     awaiting: Option<RequestTicket>,
+    /// A canary's tag ([`super::canary`]): always verified; told when its receipt checks.
+    canary: Option<Arc<super::canary::Tag>>,
 }
 
 impl Hold {
@@ -615,8 +617,7 @@ impl Gateway {
     }
 
     async fn forward(self: Arc<Self>, req: Request, path: &'static str) -> Result<Response> {
-        let now = unix_now_ms();
-        let key = payer(&self, bearer(&req).map(str::to_string), now).await?;
+        let key = payer(&self, bearer(&req).map(str::to_string), unix_now_ms()).await?;
         let limit = self.config.max_body_bytes;
         let body = tokio::time::timeout(
             b3iq_host::http::serve::BODY_TIMEOUT,
@@ -628,6 +629,21 @@ impl Gateway {
             reason: "the request body did not arrive in time".into(),
         })?
         .map_err(|_| ControlError::TooLarge(limit))?;
+        self.forward_body(key, body, path, None).await
+    }
+
+    /// A request's way from its body on, paid by `key`: the hold, the node, the ticket, the
+    /// answer and its settlement (see the module docs). A canary ([`super::canary`]) enters
+    /// here with its node (`canary`: the tunnel, a slot taken on it only if it leaves room for
+    /// customers, one attempt) and its tag (the request is always verified).
+    pub(super) async fn forward_body(
+        self: Arc<Self>,
+        key: GatewayKey,
+        body: Bytes,
+        path: &'static str,
+        canary: Option<(Arc<Tunnel>, Arc<super::canary::Tag>)>,
+    ) -> Result<Response> {
+        let now = unix_now_ms();
         let mut v: Value = serde_json::from_slice(&body).map_err(|e| ControlError::Invalid {
             field: "body",
             reason: format!("invalid JSON: {e}"),
@@ -653,6 +669,7 @@ impl Gateway {
             id: hold.id,
             done: false,
             awaiting: None,
+            canary: canary.as_ref().map(|(_, tag)| tag.clone()),
         };
         // Nodes that failed or refused by policy (not tried again), and nodes that were busy.
         let (mut tried, mut busy) = (Vec::new(), Vec::new());
@@ -660,8 +677,13 @@ impl Gateway {
         // Every node tried answered 429: the client's answer is 429 too, not a failure.
         let mut only_busy = true;
         let mut last_error = String::from("no node took the request");
-        for attempt in 0..self.config.max_attempts {
-            let target = match self.pick(&a.model, &tried, &busy).await {
+        let attempts = if canary.is_some() { 1 } else { self.config.max_attempts };
+        for attempt in 0..attempts {
+            let picked = match &canary {
+                Some((t, _)) => self.canary_slot(t),
+                None => self.pick(&a.model, &tried, &busy).await,
+            };
+            let target = match picked {
                 Ok(s) => s,
                 Err(e) if attempt > 0 && matches!(e, ControlError::ModelNotFound(_)) => break,
                 Err(e) => {
@@ -861,6 +883,20 @@ impl Gateway {
         Err(ControlError::Upstream(format!("{last_error}; retry")))
     }
 
+    /// A canary's place on its node's tunnel, taken only if it leaves room for customers
+    /// ([`super::canary::leaves_room`]); `Busy` otherwise.
+    fn canary_slot(self: &Arc<Self>, t: &Arc<Tunnel>) -> Result<Target> {
+        let prev = t.in_flight.fetch_add(1, Ordering::AcqRel);
+        if !super::canary::leaves_room(prev, t.max_concurrent) {
+            t.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(ControlError::Busy { message: "the canary's node is busy".into(), retry_after_s: 1 });
+        }
+        Ok(Target {
+            node: NodeRef { node_id: t.node_id, public_key: t.public_key, models: t.models.clone() },
+            via: Via::Local(Slot { gw: self.clone(), tunnel: t.clone() }),
+        })
+    }
+
     /// Sends a ticketed request to the node: over its tunnel here, or through the replica that
     /// holds it. The answer's body streams.
     async fn send(
@@ -1040,7 +1076,10 @@ impl Gateway {
                 );
                 let settled = hold.settle(price, &t.node_id, &id.0).await;
                 // After the answer and its receipt: the node cannot tell whether it is checked.
-                self.consider_verification(&r, opened, ticket);
+                if let Some(tag) = &hold.canary {
+                    tag.settled.store(true, Ordering::Release);
+                }
+                self.consider_verification(&r, opened, ticket, hold.canary.is_some());
                 match settled {
                     Ok(()) => Some(id.to_hex()),
                     Err(e) => {

@@ -66,6 +66,12 @@ pub struct VerificationSettings {
     /// Longest wait for a second verifier after a `fail`, seconds (within the hold). Default
     /// 30. Without a second opinion by then the fail counts for reputation only.
     pub confirm_wait_s: u64,
+    /// Seconds between canary requests ([`super::canary`]), jittered by half either way; 0
+    /// (the default): no canaries. At most 86,400.
+    pub canary_interval_s: u64,
+    /// The organisation (id or name) whose credits pay for canaries, through its first
+    /// unrevoked gateway key. Required when `canary_interval_s` is above 0. Default empty.
+    pub canary_org: String,
 }
 
 impl Default for VerificationSettings {
@@ -76,6 +82,8 @@ impl Default for VerificationSettings {
             max_held: 256,
             max_held_bytes: 64 << 20,
             confirm_wait_s: 30,
+            canary_interval_s: 0,
+            canary_org: String::new(),
         }
     }
 }
@@ -92,6 +100,12 @@ impl VerificationSettings {
         if self.hold_s == 0 {
             return Err("verification.hold_s must be at least 1".into());
         }
+        if self.canary_interval_s > 86_400 {
+            return Err("verification.canary_interval_s: 0 (no canaries) to 86400 seconds".into());
+        }
+        if self.canary_interval_s > 0 && self.canary_org.trim().is_empty() {
+            return Err("verification.canary_org: name the organisation whose credits pay for canaries (canary_interval_s is above 0)".into());
+        }
         Ok(())
     }
 
@@ -106,6 +120,8 @@ struct Sampled {
     receipt: SignedReceipt,
     opened: OpenedGeneration,
     seed_key: [u8; 32],
+    /// A canary ([`super::canary`]): always verified, its verdicts marked, its outcome counted.
+    canary: bool,
 }
 
 /// The in-memory bound on held items.
@@ -144,10 +160,14 @@ impl Gateway {
         receipt: &SignedReceipt,
         opened_hex: Option<&str>,
         ticket: &RequestTicket,
+        canary: bool,
     ) {
         let v = &self.config.verification;
         let Some(h) = opened_hex else {
             self.metrics.verification("not_verifiable");
+            if canary {
+                self.metrics.canary("error");
+            }
             return;
         };
         let opened = match OpenedGeneration::from_hex(h) {
@@ -160,10 +180,14 @@ impl Gateway {
             Ok(_) | Err(_) => {
                 tracing::warn!(node = %receipt.body().node_id, "gateway: the node's attestation opening is malformed or not the one its receipt names");
                 self.metrics.verification("bad_opening");
+                if canary {
+                    self.metrics.canary("error");
+                }
                 return;
             }
         };
-        if !v.sampled(ticket.tier, rand::random::<u32>() % 10_000) {
+        // A canary is always verified.
+        if !canary && !v.sampled(ticket.tier, rand::random::<u32>() % 10_000) {
             self.metrics.verification("not_sampled");
             return;
         }
@@ -177,6 +201,9 @@ impl Gateway {
         if count >= v.max_held || total + bytes > v.max_held_bytes {
             drop(place);
             self.metrics.verification("dropped_full");
+            if canary {
+                self.metrics.canary("error");
+            }
             return;
         }
         self.metrics.verification("sampled");
@@ -184,6 +211,7 @@ impl Gateway {
             receipt: receipt.clone(),
             opened,
             seed_key: ticket.seed_key,
+            canary,
         };
         let gw = self.clone();
         let hold = Duration::from_secs(v.hold_s);
@@ -206,6 +234,9 @@ impl Gateway {
             Ok(v) => v,
             Err(_) => {
                 self.metrics.verification(if saw.load(Ordering::Relaxed) { "dropped_timeout" } else { "dropped_no_verifier" });
+                if item.canary {
+                    self.metrics.canary("error");
+                }
                 return;
             }
         };
@@ -372,7 +403,9 @@ impl Gateway {
             metric: b.metric.clone(),
             signed: v.encode(),
             created_at_ms: unix_now_ms(),
+            canary: item.canary,
         };
+        self.canaries.note_verdict(b.subject, row.created_at_ms);
         if let Err(e) = self.cp.store().put_verdict(&row).await {
             tracing::error!(error = %e, "gateway: storing a verification verdict failed");
         }
@@ -395,6 +428,15 @@ impl Gateway {
         let now = unix_now_ms();
         let subject = item.receipt.body().node_id;
         let outcomes: Vec<&str> = verdicts.iter().map(outcome_name).collect();
+        if item.canary {
+            // The canary's outcome: its first verdict, except that verifiers who disagree
+            // leave it inconclusive.
+            self.metrics.canary(match outcomes.as_slice() {
+                ["fail", "pass"] => "inconclusive",
+                [first, ..] => first,
+                [] => "error",
+            });
+        }
         match outcomes.as_slice() {
             ["pass"] => self.reputation.record(subject, now, K::Challenge { passed: true }),
             ["fail"] | ["fail", "inconclusive"] => {
@@ -541,6 +583,11 @@ mod tests {
         assert!(v.validate().is_ok());
         assert!(VerificationSettings { rate_bps: [10_001, 0, 0, 0], ..Default::default() }.validate().is_err());
         assert!(VerificationSettings { hold_s: 0, ..Default::default() }.validate().is_err());
+        // Canaries: off by default; on, they need an organisation to pay.
+        assert_eq!(VerificationSettings::default().canary_interval_s, 0);
+        assert!(VerificationSettings { canary_interval_s: 5, ..Default::default() }.validate().is_err());
+        assert!(VerificationSettings { canary_interval_s: 5, canary_org: "ops".into(), ..Default::default() }.validate().is_ok());
+        assert!(VerificationSettings { canary_interval_s: 86_401, canary_org: "ops".into(), ..Default::default() }.validate().is_err());
         let json: VerificationSettings = serde_json::from_str(r#"{"rate_bps": [10000, 10000, 10000, 10000]}"#).unwrap();
         assert_eq!(json.hold_s, 600, "unnamed keys keep their defaults");
         assert!(serde_json::from_str::<VerificationSettings>(r#"{"rate": 1}"#).is_err());
@@ -552,15 +599,15 @@ mod tests {
         let gw = gateway(all.clone());
         let (r, o, t) = served(true);
         // No opening: counted, nothing held.
-        gw.consider_verification(&r, None, &t);
+        gw.consider_verification(&r, None, &t, false);
         assert_eq!(gw.metrics.verification_count("not_verifiable"), 1);
         // An opening the receipt does not name is refused.
         let (r_other, _, _) = served(false);
-        gw.consider_verification(&r_other, Some(&o.to_hex()), &t);
+        gw.consider_verification(&r_other, Some(&o.to_hex()), &t, false);
         assert_eq!(gw.metrics.verification_count("bad_opening"), 1);
         assert_eq!(gw.held.count.load(Ordering::Acquire), 0);
         // Sampled, held (no tunnel here can verify), then dropped when the hold ends.
-        gw.consider_verification(&r, Some(&o.to_hex()), &t);
+        gw.consider_verification(&r, Some(&o.to_hex()), &t, false);
         assert_eq!(gw.metrics.verification_count("sampled"), 1);
         assert_eq!(gw.held.count.load(Ordering::Acquire), 1);
         assert!(gw.held.bytes.load(Ordering::Acquire) >= o.held_bytes());
@@ -570,18 +617,24 @@ mod tests {
         assert_eq!(gw.held.bytes.load(Ordering::Acquire), 0);
         // Rate 0: never sampled.
         let none = gateway(VerificationSettings { rate_bps: [0; 4], ..Default::default() });
-        none.consider_verification(&r, Some(&o.to_hex()), &t);
+        none.consider_verification(&r, Some(&o.to_hex()), &t, false);
         assert_eq!(none.metrics.verification_count("not_sampled"), 1);
         assert_eq!(none.metrics.verification_count("sampled"), 0);
+        // ... but a canary always is; one without an opening is a canary error.
+        none.consider_verification(&r, Some(&o.to_hex()), &t, true);
+        assert_eq!(none.metrics.verification_count("sampled"), 1, "a canary bypasses the rate");
+        none.consider_verification(&r, None, &t, true);
+        assert_eq!(none.metrics.canary_count("error"), 1);
+        assert!(none.metrics.render(0).contains("b3iq_gateway_canaries_total{outcome=\"error\"} 1"));
         // The bounds: a full hold drops the new item.
         let full = gateway(VerificationSettings { max_held: 1, ..all.clone() });
-        full.consider_verification(&r, Some(&o.to_hex()), &t);
-        full.consider_verification(&r, Some(&o.to_hex()), &t);
+        full.consider_verification(&r, Some(&o.to_hex()), &t, false);
+        full.consider_verification(&r, Some(&o.to_hex()), &t, false);
         assert_eq!(full.metrics.verification_count("sampled"), 1);
         assert_eq!(full.metrics.verification_count("dropped_full"), 1);
         assert_eq!(full.held.count.load(Ordering::Acquire), 1);
         let small = gateway(VerificationSettings { max_held_bytes: 10, ..all });
-        small.consider_verification(&r, Some(&o.to_hex()), &t);
+        small.consider_verification(&r, Some(&o.to_hex()), &t, false);
         assert_eq!(small.metrics.verification_count("dropped_full"), 1);
         assert_eq!(small.held.bytes.load(Ordering::Acquire), 0);
         assert!(gw.metrics.render(0).contains("b3iq_gateway_verification_total{event=\"dropped_no_verifier\"} 1"));

@@ -846,6 +846,8 @@ pub struct VerdictRow {
     pub signed: Vec<u8>,
     /// When the gateway stored it, unix ms.
     pub created_at_ms: u64,
+    /// About a canary, the gateway's own request (`gateway::canary`), not a customer's.
+    pub canary: bool,
 }
 
 /// A dispute (`disputes`): checked objective evidence, and its progress on chain

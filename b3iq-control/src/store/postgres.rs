@@ -305,6 +305,10 @@ const MIGRATIONS: &[&str] = &[
         accepted_at_ms BIGINT NOT NULL
     );
     "#,
+    // 14: as SQLite's migration 14: canary verdicts are marked.
+    r#"
+    ALTER TABLE verification_verdicts ADD COLUMN canary BOOLEAN NOT NULL DEFAULT FALSE;
+    "#,
 ];
 
 /// Advisory lock key for migrations (`b3iqctl` as ASCII).
@@ -2198,8 +2202,8 @@ impl ControlStore for PostgresStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "INSERT INTO verification_verdicts(verdict_hash, verifier, subject, request_id, receipt_id, outcome, metric, signed, created_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (verdict_hash) DO NOTHING",
-                &[&&v.verdict_hash[..], &v.verifier.to_text(), &v.subject.to_text(), &&v.request_id[..], &&v.receipt_id[..], &v.outcome, &v.metric, &v.signed, &ms(v.created_at_ms)],
+                "INSERT INTO verification_verdicts(verdict_hash, verifier, subject, request_id, receipt_id, outcome, metric, signed, created_at_ms, canary) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (verdict_hash) DO NOTHING",
+                &[&&v.verdict_hash[..], &v.verifier.to_text(), &v.subject.to_text(), &&v.request_id[..], &&v.receipt_id[..], &v.outcome, &v.metric, &v.signed, &ms(v.created_at_ms), &v.canary],
             )
             .await
             .map_err(db("verdict"))?;
@@ -2208,7 +2212,7 @@ impl ControlStore for PostgresStore {
 
     async fn verdicts(&self, subject: &NodeId) -> Result<Vec<VerdictRow>> {
         let c = self.client().await?;
-        c.query("SELECT verdict_hash, verifier, request_id, receipt_id, outcome, metric, signed, created_at_ms FROM verification_verdicts WHERE subject = $1 ORDER BY created_at_ms, verdict_hash", &[&subject.to_text()])
+        c.query("SELECT verdict_hash, verifier, request_id, receipt_id, outcome, metric, signed, created_at_ms, canary FROM verification_verdicts WHERE subject = $1 ORDER BY created_at_ms, verdict_hash", &[&subject.to_text()])
             .await
             .map_err(db("verdicts"))?
             .iter()
@@ -2224,6 +2228,7 @@ impl ControlStore for PostgresStore {
                     metric: r.get(5),
                     signed: r.get(6),
                     created_at_ms: r.get::<_, i64>(7) as u64,
+                    canary: r.get(8),
                 })
             })
             .collect()

@@ -310,6 +310,10 @@ const MIGRATIONS: &[&str] = &[
         accepted_at_ms INTEGER NOT NULL
     );
     "#,
+    // 14: canaries: a verdict about the gateway's own canary request is marked.
+    r#"
+    ALTER TABLE verification_verdicts ADD COLUMN canary INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Prepared statements kept per connection (more than the store's distinct hot statements).
@@ -2085,8 +2089,8 @@ impl ControlStore for SqliteStore {
         let v = v.clone();
         self.run(move |c| {
             let n = exec(c,
-                "INSERT INTO verification_verdicts(verdict_hash, verifier, subject, request_id, receipt_id, outcome, metric, signed, created_at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) ON CONFLICT(verdict_hash) DO NOTHING",
-                params![&v.verdict_hash[..], v.verifier.to_text(), v.subject.to_text(), &v.request_id[..], &v.receipt_id[..], v.outcome, v.metric, v.signed, ms(v.created_at_ms)],
+                "INSERT INTO verification_verdicts(verdict_hash, verifier, subject, request_id, receipt_id, outcome, metric, signed, created_at_ms, canary) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) ON CONFLICT(verdict_hash) DO NOTHING",
+                params![&v.verdict_hash[..], v.verifier.to_text(), v.subject.to_text(), &v.request_id[..], &v.receipt_id[..], v.outcome, v.metric, v.signed, ms(v.created_at_ms), v.canary],
             )
             .map_err(db("verdict"))?;
             Ok(n == 1)
@@ -2098,15 +2102,15 @@ impl ControlStore for SqliteStore {
         let subject = *subject;
         self.read(move |c| {
             let mut st = c
-                .prepare("SELECT verdict_hash, verifier, request_id, receipt_id, outcome, metric, signed, created_at_ms FROM verification_verdicts WHERE subject = ?1 ORDER BY created_at_ms, verdict_hash")
+                .prepare("SELECT verdict_hash, verifier, request_id, receipt_id, outcome, metric, signed, created_at_ms, canary FROM verification_verdicts WHERE subject = ?1 ORDER BY created_at_ms, verdict_hash")
                 .map_err(db("verdicts"))?;
             let rows = st
-                .query_map([subject.to_text()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, Vec<u8>>(6)?, r.get::<_, i64>(7)?)))
+                .query_map([subject.to_text()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, Vec<u8>>(6)?, r.get::<_, i64>(7)?, r.get::<_, bool>(8)?)))
                 .map_err(db("verdicts"))?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db("verdicts"))?;
             rows.into_iter()
-                .map(|(h, verifier, req, rid, outcome, metric, signed, at)| {
+                .map(|(h, verifier, req, rid, outcome, metric, signed, at, canary)| {
                     Ok(VerdictRow {
                         verdict_hash: fixed(&h, "verification_verdicts.verdict_hash")?,
                         verifier: NodeId::parse(&verifier).map_err(|_| ControlError::Store(format!("the database holds an invalid node id {verifier:?} in verification_verdicts")))?,
@@ -2117,6 +2121,7 @@ impl ControlStore for SqliteStore {
                         metric,
                         signed,
                         created_at_ms: at as u64,
+                        canary,
                     })
                 })
                 .collect()
