@@ -49,6 +49,11 @@ use http_body_util::BodyExt;
 use super::tunnel::{OfferedModel, Tunnel};
 use super::Gateway;
 
+/// Longest wait for one verifier's answer, 120 s. A verification is one prefill of the
+/// prompt and the output (issue 15 budgets it at 20 % of the generation it checks), seconds on
+/// the smallest node; a job past this is given to the next candidate.
+pub const VERIFY_JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// `control.json` `verification`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -351,18 +356,26 @@ impl Gateway {
             .header(TICKET_HEADER, ticket.to_header())
             .body(Body::from(body))
             .map_err(|e| JobError::Node(e.to_string()))?;
-        let mut sender = t.sender().await;
-        let resp = sender
-            .send_request(req)
+        let exchange = async {
+            let mut sender = t.sender().await;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| JobError::Node(e.to_string()))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| JobError::Node(e.to_string()))?
+                .to_bytes();
+            Ok::<_, JobError>((status, bytes))
+        };
+        // A verifier that never answers must not hold its slot (and the opening) until the
+        // hold ends: the job goes to the next candidate instead.
+        let (status, bytes) = tokio::time::timeout(VERIFY_JOB_TIMEOUT, exchange)
             .await
-            .map_err(|e| JobError::Node(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| JobError::Node(e.to_string()))?
-            .to_bytes();
+            .map_err(|_| JobError::Node(format!("no verdict within {} s", VERIFY_JOB_TIMEOUT.as_secs())))??;
         if !status.is_success() {
             return Err(JobError::Node(format!(
                 "HTTP {status}: {}",
