@@ -23,6 +23,15 @@ pub enum ControlError {
         /// Why.
         reason: String,
     },
+    /// A gateway request field is wrong (400 `invalid_parameter`, `param` = the field), as the
+    /// node answers the same mistake.
+    #[error("{reason}")]
+    InvalidParameter {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong and what to send.
+        reason: String,
+    },
     /// A request body over the limit (bytes).
     #[error("request body over {0} bytes")]
     TooLarge(usize),
@@ -75,6 +84,7 @@ impl ControlError {
             ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "store_failed"),
             ControlError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "config"),
             ControlError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_message"),
+            ControlError::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_parameter"),
             ControlError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "body_too_large"),
             ControlError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication_error", "unauthorized"),
             ControlError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "too_many_requests"),
@@ -205,7 +215,7 @@ impl IntoResponse for ControlError {
         };
         // OpenAI's error object: `param` names the request field at fault, else null.
         let param = match &self {
-            ControlError::Invalid { field, .. } => Some(*field),
+            ControlError::Invalid { field, .. } | ControlError::InvalidParameter { field, .. } => Some(*field),
             _ => None,
         };
         let body = serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}});

@@ -350,7 +350,7 @@ impl ControlPlane {
     /// # Errors
     /// `Refused(NotFound)` when it is not.
     pub fn settler(&self) -> Result<&Arc<crate::settlement::Settler>> {
-        self.settler.get().ok_or_else(|| Refusal::NotFound("settlement is not configured on this control plane (control.json settlement)".into()).into())
+        self.settler.get().ok_or_else(|| Refusal::NotFound("settlement on this network (its control plane has no `settlement` section in control.json; ask its operator)".into()).into())
     }
 
     /// Records the address a node's earnings are paid to (signed by the node; its clock within

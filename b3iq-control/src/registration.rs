@@ -233,7 +233,7 @@ impl ControlPlane {
     /// # Errors
     /// `Refused(NotFound)` when this control plane has none (no `settlement` in `control.json`).
     pub fn registrar(&self) -> Result<&Arc<Registrar>> {
-        self.registrar.get().ok_or_else(|| Refusal::NotFound("on-chain registration: this control plane has no chain settings (control.json settlement)".into()).into())
+        self.registrar.get().ok_or_else(|| Refusal::NotFound("a chain for registration and stake on this network (its control plane has no `settlement` section in control.json; ask its operator)".into()).into())
     }
 
     /// Attaches the attester (once; later calls are ignored).

@@ -61,7 +61,7 @@ pub enum HostError {
     #[error("unknown job kind {0:?}; use install_model_profile, remove_model_profile, run_benchmark or build_support_bundle")]
     UnknownJobKind(String),
     /// The model profile is not in the catalog.
-    #[error("unknown model profile {0:?}; `b3iqd model list` (or GET /api/models) lists the profiles")]
+    #[error("unknown model {0:?}: not a catalog profile, an installed model's id or a GGUF file; `b3iqd model list` (or GET /api/models) lists the profiles and the installed models")]
     UnknownProfile(String),
     /// The request body is larger than the limit.
     #[error("request body too large (limit {0} bytes)")]
@@ -116,7 +116,7 @@ pub enum HostError {
     #[error("no route {0}; the OpenAI routes served are GET /v1/models, GET /v1/models/{{id}}, POST /v1/chat/completions, POST /v1/completions, POST /v1/responses and POST /v1/embeddings (docs/api.md lists every route)")]
     RouteNotFound(String),
     /// The model asked for is not served here.
-    #[error("model {0:?} not found; GET /v1/models lists the served models")]
+    #[error("model {0:?} not found; GET /v1/models lists the models a request may name (on the node's machine `b3iqd model list` shows the installed ones; `b3iqd model pull` or `import` installs one)")]
     ModelNotFound(String),
     /// The model cannot be loaded next to the models in use (503).
     #[error("{0}")]
@@ -603,8 +603,15 @@ fn json_words(message: &str) -> String {
         ("expected f32", "expected a number"),
         ("expected f64", "expected a number"),
         ("expected a boolean", "expected true or false"),
+        ("data did not match any variant of untagged enum MessageContent", "expected a string or an array of content parts"),
     ] {
         m = m.replace(rust, json);
+    }
+    // `expected struct ChatCompletionRequest` names a Rust type: say what JSON it is.
+    if let Some(i) = m.find("expected struct ") {
+        let rest = &m[i + "expected struct ".len()..];
+        let end = rest.find(|c: char| !c.is_alphanumeric() && c != '_').unwrap_or(rest.len());
+        m = format!("{}expected a JSON object{}", &m[..i], &rest[end..]);
     }
     m
 }

@@ -179,7 +179,7 @@ impl LocalNodeBuilder {
         } else if self.no_model {
             (None, Vec::new())
         } else {
-            let choice = ModelChoice::parse(self.model.as_deref().or(ctx.config.model.as_deref()))?;
+            let choice = ModelChoice::parse_in(&ctx.home, self.model.as_deref().or(ctx.config.model.as_deref()))?;
             let mut config = ctx.config.clone();
             // Verifiable work by default once enrolled (`config.json` `fingerprints`).
             if config.fingerprints.is_none() {

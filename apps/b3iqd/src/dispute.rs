@@ -51,7 +51,7 @@ fn chain_err(e: ChainError) -> HostError {
 fn deployment(disputes: &str) -> Result<Deployment> {
     let disputes: Address = disputes
         .parse()
-        .map_err(|e| HostError::InvalidParameter(format!("--disputes {disputes:?}: {e}")))?;
+        .map_err(|e| HostError::InvalidParameter(format!("--disputes {disputes:?}: expected the Disputes contract's address, 0x followed by 40 hex characters ({e})")))?;
     Ok(Deployment {
         token: Address::ZERO,
         node_registry: Address::ZERO,
@@ -107,7 +107,7 @@ pub async fn appeal(ctx: &Context, id: &str, rpc: &str, disputes: &str, key_file
     let d = deployment(disputes)?;
     let id: U256 = id.parse().map_err(|_| HostError::InvalidParameter(format!("dispute id {id:?}: a whole number")))?;
     let key = key_file.unwrap_or_else(|| ctx.home.root().join(WALLET_KEY_FILE));
-    let signer = load_key_file(&key).map_err(|e| HostError::InvalidParameter(format!("the operator's key {}: {e} (pass --key-file)", key.display())))?;
+    let signer = load_key_file(&key).map_err(|e| HostError::InvalidParameter(format!("the operator's key {}: {e} (pass --key-file, or make the wallet with `b3iqd wallet create`)", key.display())))?;
     let c = ChainClient::connect(rpc, signer, RetryPolicy::default()).await.map_err(chain_err)?;
     let r = c.dispute(&d, id).await.map_err(chain_err)?;
     if r.nodeId.0 != ctx.node_id.0 {

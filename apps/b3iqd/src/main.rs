@@ -80,7 +80,7 @@ enum Cmd {
     /// Manage the model store.
     #[command(
         subcommand,
-        after_help = "Example:\n  b3iqd model pull smollm2-135m-instruct-q4_1\n  b3iqd model list"
+        after_help = "Example:\n  b3iqd model pull smollm2-135m-instruct-q4_1\n  b3iqd model list\n  b3iqd model import ./model.gguf --quantize q8_0\n  # with `b3iqd serve` running:\n  b3iqd model ps\n  b3iqd model load smollm2-135m-instruct.q8_0\n  b3iqd model unload smollm2-135m-instruct.q8_0"
     )]
     Model(ModelCmd),
     /// Manage local API keys (`b3iq_local_...`).

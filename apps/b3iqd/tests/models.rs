@@ -327,9 +327,17 @@ async fn the_cli_lists_loads_and_unloads_models_in_the_running_daemon() {
     assert!(!ok && err.contains("no b3iqd is serving"), "{err}");
 
     // Over TLS: the command trusts the daemon's own certificate.
-    let d = Daemon::start_with(&home, &["--tls", "self-signed"]);
+    let mut d = Daemon::start_with(&home, &["--tls", "self-signed"]);
     assert!(d.url("").starts_with("https://"), "{}", d.url(""));
     let (ok, out, err) = b3iqd(&home, &["model", "load", q8_id]);
     assert!(ok, "{err}");
     assert_eq!(cli_loaded(&out), both);
+    d.stop();
+
+    // `serve --model` takes an installed model's id too (a fresh user's report: only catalog
+    // profiles and paths were accepted).
+    let _d = Daemon::start_exe(Path::new(common::bin()), &home, &["--listen", "127.0.0.1:0", "--model", q8_id]);
+    let (ok, out, err) = b3iqd(&home, &["model", "ps"]);
+    assert!(ok, "{err}");
+    assert_eq!(cli_loaded(&out), [q8_id]);
 }

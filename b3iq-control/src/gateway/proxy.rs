@@ -344,7 +344,7 @@ struct Ask {
 }
 
 fn ask(v: &Value, path: &str, default_max_tokens: u32) -> Result<Ask> {
-    let bad = |field: &'static str, reason: &str| ControlError::Invalid {
+    let bad = |field: &'static str, reason: &str| ControlError::InvalidParameter {
         field,
         reason: reason.to_string(),
     };
@@ -365,10 +365,11 @@ fn ask(v: &Value, path: &str, default_max_tokens: u32) -> Result<Ask> {
     let max_tokens = match named {
         None if fields.is_empty() => 0,
         None => u64::from(default_max_tokens),
-        Some((f, n)) => n
-            .as_u64()
-            .filter(|n| (1..=MAX_MAX_TOKENS).contains(n))
-            .ok_or_else(|| bad(f, &format!("{f} must be between 1 and {MAX_MAX_TOKENS}")))?,
+        Some((f, n)) => match n.as_u64() {
+            Some(n) if (1..=MAX_MAX_TOKENS).contains(&n) => n,
+            Some(_) => return Err(bad(f, &format!("{f} must be between 1 and {MAX_MAX_TOKENS}, got {n} (leave it out for the gateway's default)"))),
+            None => return Err(bad(f, &format!("`{f}`: expected a whole number between 1 and {MAX_MAX_TOKENS}, got {n}"))),
+        },
     };
     let stream = match v.get("stream") {
         None | Some(Value::Null) => false,

@@ -298,7 +298,7 @@ impl NodeState {
         let _one = self.model_uses.changing.lock().await;
         if self.served_model(id).is_none() {
             return Err(HostError::NotFound(format!(
-                "model {id:?} is not loaded (`b3iqd model ps` or GET /api/models lists the loaded ones)"
+                "loaded model {id:?} (`b3iqd model ps` or GET /api/models lists the loaded ones)"
             )));
         }
         match self.model_uses.in_flight(id) {

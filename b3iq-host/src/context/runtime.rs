@@ -59,6 +59,8 @@ pub enum ModelChoice {
     Profile(String),
     /// A GGUF file.
     Path(PathBuf),
+    /// A model installed in the home's store, by the id it is served under.
+    Installed(Box<InstalledModel>),
 }
 
 impl ModelChoice {
@@ -78,6 +80,23 @@ impl ModelChoice {
             return Ok(ModelChoice::Path(p.to_path_buf()));
         }
         Err(HostError::UnknownProfile(s.chars().take(200).collect()))
+    }
+
+    /// As [`ModelChoice::parse`], also taking the id of a model installed in `home`'s store
+    /// (`b3iqd model import` or `pull`; the id `b3iqd model list` shows): that model's file.
+    ///
+    /// # Errors
+    /// As [`ModelChoice::parse`].
+    pub fn parse_in(home: &Home, s: Option<&str>) -> Result<ModelChoice> {
+        match ModelChoice::parse(s) {
+            Err(HostError::UnknownProfile(id)) => model_store(home)?
+                .list()?
+                .into_iter()
+                .find(|m| crate::context::loaded::served_id(m) == id)
+                .map(|m| ModelChoice::Installed(Box::new(m)))
+                .ok_or(HostError::UnknownProfile(id)),
+            other => other,
+        }
     }
 }
 
@@ -167,6 +186,10 @@ pub async fn start_runtime(
         ModelChoice::Profile(pid) => {
             let m = ensure_profile(home, &pid, progress_bar).await?;
             (m.path, pid.clone(), Some(pid), None)
+        }
+        ModelChoice::Installed(m) => {
+            let id = crate::context::loaded::served_id(&m);
+            (m.path, id, m.profile, Some(m.sha256))
         }
     };
     let spec = LoadModelSpec {

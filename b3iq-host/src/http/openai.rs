@@ -665,15 +665,15 @@ pub(super) fn parse_chat(
     for (i, m) in msgs.into_iter().enumerate() {
         let calls = m
             .tool_calls()
-            .map_err(|e| bad(format!("messages[{i}].tool_calls: {e}")))?;
+            .map_err(|e| HostError::field(format!("messages[{i}].tool_calls"), format!("messages[{i}].tool_calls: {e}")))?;
         let fcall = m
             .function_call()
-            .map_err(|e| bad(format!("messages[{i}].function_call: {e}")))?;
+            .map_err(|e| HostError::field(format!("messages[{i}].function_call"), format!("messages[{i}].function_call: {e}")))?;
         let role = m.role.clone();
         let content = match m.content {
             None => String::new(),
             Some(c) => c.into_text().map_err(|p| {
-                bad(format!(
+                HostError::field(format!("messages[{i}].content"), format!(
                     "messages[{i}]: content part type {:?} is not supported (only text)",
                     p.kind
                 ))
@@ -690,7 +690,7 @@ pub(super) fn parse_chat(
                     .collect();
                 pairs.extend(fcall.map(|f| (f.name, f.arguments)));
                 if pairs.iter().any(|(n, _)| n.is_empty()) {
-                    return Err(bad(format!(
+                    return Err(HostError::field(format!("messages[{i}].tool_calls"), format!(
                         "messages[{i}]: every tool call needs function.name"
                     )));
                 }
@@ -715,7 +715,7 @@ pub(super) fn parse_chat(
                 }
             }
             other => {
-                return Err(bad(format!(
+                return Err(HostError::field(format!("messages[{i}].role"), format!(
                     "messages[{i}].role {other:?} is not one of system, developer, user, assistant, tool"
                 )))
             }
@@ -1534,8 +1534,18 @@ mod tests {
         let (p, m) = param(true, format!(r#"{{"model":"m",{hi},"stream":"yes"}}"#).as_bytes());
         assert_eq!(p, "stream");
         assert!(m.contains("true or false"), "{m}");
-        let (p, _) = param(true, br#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"user","content":5}]}"#);
+        let (p, m) = param(true, br#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"user","content":5}]}"#);
         assert!(p.starts_with("messages[1]"), "{p}");
+        assert!(m.contains("a string or an array of content parts") && !m.contains("MessageContent"), "{m}");
+        let (p, _) = param(true, br#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#);
+        assert_eq!(p, "messages[0].role");
+        match validate_request_body(true, b"[1,2]") {
+            Err(e) => {
+                let m = e.body()["error"]["message"].as_str().unwrap().to_string();
+                assert!(m.contains("a JSON object") && !m.contains("ChatCompletionRequest"), "{m}");
+            }
+            Ok(()) => panic!("an array is not a request"),
+        }
     }
 
     #[test]
