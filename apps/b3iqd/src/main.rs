@@ -1103,7 +1103,16 @@ async fn model_cmd(home: Option<PathBuf>, m: ModelCmd) -> Result<ExitCode, HostE
             print_json(&serde_json::to_value(&im).unwrap_or_default());
         }
         ModelCmd::Import { file, quantize } => {
-            b3iq_host::models::inspect_file(&file)?;
+            let header = b3iq_host::models::inspect_file(&file)?;
+            // Requantizing to more bits keeps the precision the source already lost.
+            let src_q = header["quantization"].as_str().unwrap_or("").to_ascii_uppercase();
+            if let Some(q) = quantize.as_deref() {
+                let bits = |t: &str| if t.starts_with("F32") { 32 } else if t.starts_with("F16") || t.starts_with("BF16") { 16 } else if t.starts_with("Q8") { 8 } else if t.starts_with("Q6") { 6 } else if t.starts_with("Q5") { 5 } else if t.starts_with("Q4") { 4 } else if t.starts_with("Q3") { 3 } else if t.starts_with("Q2") { 2 } else { 0 };
+                let (from, to) = (bits(&src_q), bits(&q.to_ascii_uppercase()));
+                if from > 0 && to > from {
+                    eprintln!("b3iqd: warning: {} is {src_q}; requantizing it to {} makes a larger file with no more precision than the source (quantize from the F16/BF16 original when you have it)", file.display(), q.to_ascii_uppercase());
+                }
+            }
             let scratch = o.home.models_dir().join("tmp").join(format!("quantize-{}", std::process::id()));
             let file = match quantize.as_deref() {
                 None => file,

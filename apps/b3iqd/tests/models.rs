@@ -293,6 +293,11 @@ async fn the_cli_lists_loads_and_unloads_models_in_the_running_daemon() {
     let (ok, _, err) = b3iqd(&home, &["model", "import", q8.to_str().unwrap()]);
     assert!(ok, "{err}");
     let q8_id = "smollm2-135m-instruct.q8_0";
+    // Requantizing the Q4_1 default to Q8_0 warns that no precision comes back (a fresh
+    // user's report); the copy is the same file as the one imported above.
+    let (ok, out, err) = b3iqd(&home, &["model", "import", common::model_path().to_str().unwrap(), "--quantize", "q8_0"]);
+    assert!(ok && err.contains("warning") && err.contains("no more precision"), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["id"], q8_id);
 
     let (ok, out, err) = b3iqd(&home, &["model", "ps"]);
     assert!(ok, "{err}");
