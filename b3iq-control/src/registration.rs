@@ -123,7 +123,7 @@ impl Registrar {
     /// The chain id and contract addresses.
     pub fn contracts(&self) -> NetworkContracts {
         let d = &self.deployment;
-        NetworkContracts { chain_id: self.chain_id, stake_token: eth(d.token), node_registry: eth(d.node_registry), stake_vault: eth(d.stake_vault), settlement: eth(d.settlement), attester: self.address() }
+        NetworkContracts { chain_id: self.chain_id, stake_token: eth(d.token), node_registry: eth(d.node_registry), stake_vault: eth(d.stake_vault), settlement: eth(d.settlement), disputes: eth(d.disputes), attester: self.address() }
     }
 
     /// Reads the node's registry nonce and the chain's time, and signs `claims`.

@@ -160,6 +160,8 @@ pub struct NetworkContracts {
     pub stake_vault: EthAddress,
     /// `Settlement`.
     pub settlement: EthAddress,
+    /// `Disputes` (`b3iqd dispute list | appeal`).
+    pub disputes: EthAddress,
     /// The attester address this control plane signs registrations with.
     pub attester: EthAddress,
 }

@@ -23,9 +23,10 @@ pub enum DisputeCmd {
         /// JSON-RPC URL of the chain.
         #[arg(long)]
         rpc: String,
-        /// The `Disputes` contract's address (`0x` + 40 hex; from the control plane's operator).
+        /// The `Disputes` contract's address (`0x` + 40 hex); by default the one the control
+        /// plane names (`GET /v1/network/contracts`).
         #[arg(long)]
-        disputes: String,
+        disputes: Option<String>,
     },
     /// Appeal an upheld dispute before its appeal deadline; an arbiter decides it (no slash
     /// runs meanwhile). Sent from the node operator's wallet.
@@ -35,9 +36,9 @@ pub enum DisputeCmd {
         /// JSON-RPC URL of the chain.
         #[arg(long)]
         rpc: String,
-        /// The `Disputes` contract's address.
+        /// The `Disputes` contract's address; by default the one the control plane names.
         #[arg(long)]
-        disputes: String,
+        disputes: Option<String>,
         /// The operator's key file, if not the payout wallet's (`wallet.key` in the home).
         #[arg(long)]
         key_file: Option<PathBuf>,
@@ -117,14 +118,22 @@ pub async fn appeal(ctx: &Context, id: &str, rpc: &str, disputes: &str, key_file
     Ok(serde_json::json!({"dispute_id": id.to_string(), "status": "appealed", "tx_hash": t.tx_hash.to_string()}))
 }
 
+/// `--disputes`, else the `Disputes` address the node's control plane names.
+async fn disputes_address(ctx: &Context, given: Option<String>) -> Result<String> {
+    match given {
+        Some(a) => Ok(a),
+        None => Ok(b3iq_host::managed::wallet::network_contracts(ctx).await?.disputes.to_string()),
+    }
+}
+
 /// Runs a `dispute` subcommand on the home's node.
 ///
 /// # Errors
 /// As [`list`] and [`appeal`].
 pub async fn run(ctx: &Context, cmd: DisputeCmd) -> Result<ExitCode> {
     let v = match cmd {
-        DisputeCmd::List { rpc, disputes } => list(ctx, &rpc, &disputes).await?,
-        DisputeCmd::Appeal { id, rpc, disputes, key_file } => appeal(ctx, &id, &rpc, &disputes, key_file).await?,
+        DisputeCmd::List { rpc, disputes } => list(ctx, &rpc, &disputes_address(ctx, disputes).await?).await?,
+        DisputeCmd::Appeal { id, rpc, disputes, key_file } => appeal(ctx, &id, &rpc, &disputes_address(ctx, disputes).await?, key_file).await?,
     };
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(ExitCode::SUCCESS)

@@ -213,6 +213,11 @@ async fn nodes_register_and_stake_through_the_cli_and_reputation_stays_with_the_
     }
     let again = wallet(&a.d.home, &rpc, &["register"]).unwrap();
     assert_eq!(again["status"], "already_registered", "{again}");
+    // `b3iqd dispute list` finds the Disputes contract through the control plane when not told.
+    let (ok, out, err) = b3iqd(&a.d.home, &["dispute", "list", "--rpc", &rpc]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["node_id"].as_str(), v["disputes"].as_array().map(Vec::len)), (Some(a.id.as_str()), Some(0)), "{v}");
     let st = wallet(&b.d.home, &rpc, &["stake-status"]).unwrap();
     assert_eq!((st["registered"].as_bool(), st["is_staked"].as_bool(), st["bonded"].as_str(), st["min_stake"].clone()), (Some(true), Some(false), Some("0"), json!(units(100))), "{st}");
     assert!(!serve(&c, &url, &token, 1).await.unwrap_err().starts_with("200"), "registered, not staked: nothing routed");

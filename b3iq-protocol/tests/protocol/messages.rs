@@ -248,7 +248,7 @@ fn samples() -> Vec<(&'static str, Value)> {
         ),
         (
             "contracts",
-            serde_json::to_value(NetworkContracts { chain_id: 31_337, stake_token: EthAddress([5; 20]), node_registry: EthAddress([1; 20]), stake_vault: EthAddress([6; 20]), settlement: EthAddress([7; 20]), attester: EthAddress([2; 20]) }).unwrap(),
+            serde_json::to_value(NetworkContracts { chain_id: 31_337, stake_token: EthAddress([5; 20]), node_registry: EthAddress([1; 20]), stake_vault: EthAddress([6; 20]), settlement: EthAddress([7; 20]), disputes: EthAddress([8; 20]), attester: EthAddress([2; 20]) }).unwrap(),
         ),
     ]
 }
