@@ -200,7 +200,7 @@ impl Offline {
 
 /// Talking to the running daemon from the machine it runs on (`b3iqd model load|unload|ps`).
 impl Offline {
-    /// Call the running daemon's owner API as its owner: `method` (`GET` or `POST`) `path`
+    /// Call the running daemon's owner API as its owner: `method` (an HTTP method, `GET`) `path`
     /// (`/api/...`) with an optional JSON body; returns the JSON answer. The daemon is the one
     /// serving this home (the address it bound, recorded in state.db); over TLS its certificate
     /// is the one trusted. The caller can open the home directory, so it is at the machine: a
@@ -209,7 +209,8 @@ impl Offline {
     ///
     /// # Errors
     /// `Daemon` when no daemon runs for this home, it cannot be reached, or it answers an
-    /// error (its message and code); `NotClaimed` before the node has an owner; `Db`.
+    /// error (its message and code); `NotClaimed` before the node has an owner; `Internal` for
+    /// a `method` that is not an HTTP method; `Db`.
     pub async fn daemon_call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let Some(addr) = self.running_listen()? else {
             return Err(HostError::Daemon(format!(
@@ -244,13 +245,13 @@ impl Offline {
         };
         let client = builder.build().map_err(|e| HostError::Internal(format!("HTTP client: {e}")))?;
         let url = format!("{}://{addr}{path}", scheme.as_str());
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| HostError::Internal(format!("daemon_call: {method:?} is not an HTTP method")))?;
         let grant = owner::machine_session(self, Via::Cli)?;
         let cookie = format!("{}={}", scheme.session_cookie_name(), grant.session_secret);
-        let mut req = match method {
-            "POST" => client.post(&url),
-            _ => client.get(&url),
-        }
-        .header(reqwest::header::COOKIE, cookie);
+        let mut req = client
+            .request(method.clone(), &url)
+            .header(reqwest::header::COOKIE, cookie);
         if let Some(b) = body {
             req = req.json(b);
         }

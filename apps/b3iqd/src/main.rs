@@ -1077,10 +1077,7 @@ fn installed_digest(
             return Ok(m.sha256);
         }
     }
-    Ok(store
-        .list()?
-        .into_iter()
-        .find(|m| b3iq_host::context::loaded::served_id(m) == which)
+    Ok(b3iq_host::context::loaded::installed_by_id(store, which)?
         .map(|m| m.sha256)
         .unwrap_or_else(|| which.to_string()))
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use b3iq_runtime::gguf::GgufInfo;
 use b3iq_runtime::runtime::LoadModelSpec;
-use b3iq_runtime::store::InstalledModel;
+use b3iq_runtime::store::{InstalledModel, ModelStore};
 
 use super::runtime::{model_store, ServedModel};
 use super::{Config, NodeState};
@@ -119,6 +119,14 @@ pub fn served_id(m: &InstalledModel) -> String {
     })
 }
 
+/// The installed model served under `id` ([`served_id`]), if any.
+///
+/// # Errors
+/// `Runtime` when the model store cannot be read.
+pub fn installed_by_id(store: &ModelStore, id: &str) -> Result<Option<InstalledModel>> {
+    Ok(store.list()?.into_iter().find(|m| served_id(m) == id))
+}
+
 /// Memory a loaded model holds, in bytes: the tensor bytes of its GGUF plus an f16 KV cache of
 /// `kv_cells` cells, `2 × n_layer × kv_cells × n_embd_k_gqa × 2` bytes with `n_embd_k_gqa =
 /// n_embd × n_head_kv / n_head` (llama.cpp's `llama_kv_cache` layout; compute buffers are left
@@ -166,7 +174,7 @@ impl NodeState {
     /// `Runtime` when the model store cannot be read.
     pub fn loadable(&self, id: &str) -> Result<Option<Loadable>> {
         let store = model_store(&self.home)?;
-        if let Some(m) = store.list()?.into_iter().find(|m| served_id(m) == id) {
+        if let Some(m) = installed_by_id(&store, id)? {
             return Ok(Some(Loadable { path: m.path, sha256: m.sha256, profile: m.profile }));
         }
         Ok(self.model_uses.known().into_iter().find(|(k, _)| k == id).map(|(_, l)| l))

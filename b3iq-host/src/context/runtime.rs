@@ -89,12 +89,11 @@ impl ModelChoice {
     /// As [`ModelChoice::parse`].
     pub fn parse_in(home: &Home, s: Option<&str>) -> Result<ModelChoice> {
         match ModelChoice::parse(s) {
-            Err(HostError::UnknownProfile(id)) => model_store(home)?
-                .list()?
-                .into_iter()
-                .find(|m| crate::context::loaded::served_id(m) == id)
-                .map(|m| ModelChoice::Installed(Box::new(m)))
-                .ok_or(HostError::UnknownProfile(id)),
+            Err(HostError::UnknownProfile(id)) => {
+                crate::context::loaded::installed_by_id(&model_store(home)?, &id)?
+                    .map(|m| ModelChoice::Installed(Box::new(m)))
+                    .ok_or(HostError::UnknownProfile(id))
+            }
             other => other,
         }
     }
