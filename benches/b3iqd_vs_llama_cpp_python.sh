@@ -39,14 +39,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-start_b3iqd() { # home, extra args...; prints base URL and the setup token
-  local home="$1"; shift
-  B3IQ_HOME="$home" B3IQ_LOG=warn "$BIN" serve --listen 127.0.0.1:0 "$@" >"$home.out" 2>"$home.err" &
-  PIDS+=($!); echo $! >"$home.pid"
-  for _ in $(seq 1 300); do grep -q "listening on" "$home.out" 2>/dev/null && break; sleep 0.2; done
-  grep -q "listening on" "$home.out" || { cat "$home.err" >&2; exit 1; }
-}
+. "$HERE/peers/b3iqd.sh"
 
 # 1. Idle RSS without a model.
 mkdir -p "$WORK/idle"
@@ -61,16 +54,7 @@ echo "{\"measure\":\"idle_rss_no_model_kb\",\"value\":$IDLE_KB,\"target_max_kb\"
 H="$WORK/node"; mkdir -p "$H"
 printf '{"threads": %s, "parallel": %s, "max_queue": 64}\n' "$THREADS" "$(( MAXC > 4 ? MAXC : 4 ))" >"$H/config.json"
 start_b3iqd "$H" --model "$MODEL"
-B3_BASE="$(grep -o 'http://127.0.0.1:[0-9]*' "$H.out" | head -1)"
-TOKEN="$(grep -o '#token=[A-Za-z0-9_]*' "$H.out" | head -1 | cut -d= -f2)"
-COOKIE="$(curl -sf -D - -o /dev/null -H 'content-type: application/json' \
-  -d "{\"setup_token\":\"$TOKEN\",\"username\":\"bench\",\"password\":\"bench-password-123\"}" \
-  "$B3_BASE/api/setup/claim" | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2}')"
-curl -sf -H 'content-type: application/json' -H "cookie: $COOKIE" -d '{"name":"bench"}' "$B3_BASE/api/keys" \
-  | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["secret"])' >"$WORK/key"
-chmod 600 "$WORK/key"
-B3_PID="$(cat "$H.pid")"
-MODEL_ID="$(curl -sf -H "authorization: Bearer $(cat "$WORK/key")" "$B3_BASE/v1/models" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')"
+claim_b3iqd "$H"
 
 # 3. llama-cpp-python's server, same model and threads.
 LCP_PORT=18532

@@ -42,25 +42,13 @@ OUT="$HERE/results/b3iqd_vs_llama_server.jsonl"; mkdir -p "$HERE/results"; : > "
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+. "$HERE/peers/b3iqd.sh"
 
 # b3iqd: SLOTS parallel sequences of CTX tokens each, THREADS threads.
 H="$WORK/node"; mkdir -p "$H"
 printf '{"threads": %s, "parallel": %s, "context_tokens": %s, "max_queue": 64}\n' "$THREADS" "$SLOTS" "$CTX" >"$H/config.json"
-B3IQ_HOME="$H" B3IQ_LOG=warn "$BIN" serve --listen 127.0.0.1:0 --model "$MODEL" >"$H.out" 2>"$H.err" &
-B3_PID=$!; PIDS+=($B3_PID)
-for _ in $(seq 1 300); do grep -q "listening on" "$H.out" 2>/dev/null && break; sleep 0.2; done
-grep -q "listening on" "$H.out" || { cat "$H.err" >&2; exit 1; }
-B3_BASE="$(grep -o 'http://127.0.0.1:[0-9]*' "$H.out" | head -1)"
-TOKEN="$(grep -o '#token=[A-Za-z0-9_]*' "$H.out" | head -1 | cut -d= -f2)"
-if [ -z "$TOKEN" ] && [ -f "$H/setup-token" ]; then TOKEN="$(cat "$H/setup-token")"; fi
-COOKIE="$(curl -sf -D - -o /dev/null -H 'content-type: application/json' \
-  -d "{\"setup_token\":\"$TOKEN\",\"username\":\"bench\",\"password\":\"bench-password-123\"}" \
-  "$B3_BASE/api/setup/claim" | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2}')"
-curl -sf -H 'content-type: application/json' -H "cookie: $COOKIE" -d '{"name":"bench"}' "$B3_BASE/api/keys" \
-  | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["secret"])' >"$WORK/key"
-chmod 600 "$WORK/key"
-MODEL_ID="$(curl -sf -H "authorization: Bearer $(cat "$WORK/key")" "$B3_BASE/v1/models" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')"
+start_b3iqd "$H" --model "$MODEL"
+claim_b3iqd "$H"
 
 # llama-server: the same slots, context per slot, threads; its defaults otherwise (continuous
 # batching, prompt cache).
